@@ -1,0 +1,156 @@
+// kv::Client: the C++ client library of the store (CMake target kv::client).
+//
+// Every call has a deadline (ClientOptions::call_deadline unless overridden) covering all its
+// attempts. Calls that fail with a retryable code (client/retry_policy.h) are retried with capped
+// exponential backoff and full jitter, within a retry budget shared by the client, moving to the
+// next endpoint after UNAVAILABLE or DEADLINE_EXCEEDED. Each Put/Delete carries one idempotency
+// token, generated once per logical call (or given by the caller) and reused on every retry, so
+// a retry never creates a second version.
+//
+// Results are absl::Status / absl::StatusOr with gRPC's codes: INVALID_ARGUMENT for bad input
+// (never retried), NOT_FOUND for a key with no live version, UNAVAILABLE when no endpoint could
+// serve the call within its deadline.
+//
+// Asynchronous calls take a callback run exactly once on a gRPC or timer thread; it must not
+// block. Synchronous calls are the asynchronous ones plus a wait. Thread-safe; the Client must
+// outlive its pending calls (the destructor waits for them).
+#ifndef KV_CLIENT_KV_CLIENT_H_
+#define KV_CLIENT_KV_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "client/retry_policy.h"
+
+namespace grpc {
+class Channel;
+}
+
+namespace kv {
+
+// Replica count for a request: server default, an exact count (1..N), a majority, or all N.
+struct Quorum {
+  enum class Kind { kDefault, kCount, kQuorum, kAll };
+  Kind kind = Kind::kDefault;
+  uint32_t count = 0;
+  static Quorum Default() { return {}; }
+  static Quorum Count(uint32_t n) { return {Kind::kCount, n}; }
+  static Quorum Majority() { return {Kind::kQuorum, 0}; }
+  static Quorum All() { return {Kind::kAll, 0}; }
+};
+
+struct Version {
+  std::string value;
+  bool tombstone = false;       // only DescribeKey shows tombstones
+  std::string dot;              // "actor:counter"
+  int64_t timestamp_micros = 0;
+};
+
+struct GetResult {
+  std::vector<Version> siblings;  // every live version; more than one means concurrent writes
+  std::string context;            // pass to the next Put/Delete of this key
+};
+
+struct WriteResult {
+  std::string write_id;
+  std::string context;
+  bool deduplicated = false;  // the server had already applied this token
+};
+
+struct ListResult {
+  std::vector<std::string> keys;
+  std::string next_page_token;
+};
+
+struct ReplicaView {
+  std::string node_id;
+  bool reachable = false;
+  std::string error;
+  bool has_record = false;
+  std::vector<Version> versions;  // tombstones included
+  std::string context;            // human-readable
+};
+
+struct DescribeKeyResult {
+  std::vector<ReplicaView> replicas;
+  bool converged = false;
+};
+
+struct CallOptions {
+  absl::Duration deadline = absl::ZeroDuration();  // zero = ClientOptions::call_deadline
+};
+
+struct WriteOptions : CallOptions {
+  std::string context;            // from a previous Get/Put/Delete; empty = none
+  std::string idempotency_token;  // empty = the client makes one for this call
+  Quorum w;
+};
+
+struct ReadOptions : CallOptions {
+  Quorum r;
+};
+
+// Resolves siblings into one value; used by GetResolved. Receives live values in dot order.
+using SiblingMerger = std::function<std::string(const std::vector<std::string>& values)>;
+
+struct ClientOptions {
+  std::vector<std::string> endpoints;  // "host:port"; at least one
+  absl::Duration call_deadline = absl::Seconds(10);
+  RetryOptions retry;
+  // Requests larger than this fail locally with INVALID_ARGUMENT, never reaching the network.
+  size_t max_request_bytes = 64 << 20;
+  SiblingMerger merger;  // optional; GetResolved requires it
+  // Test seam: makes the channel for an endpoint (e.g. with an interceptor that drops
+  // responses). Null = an insecure channel to the endpoint.
+  std::function<std::shared_ptr<grpc::Channel>(const std::string& endpoint)> channel_factory;
+};
+
+// Makes a fresh random idempotency token (128 bits, hex).
+std::string NewIdempotencyToken();
+
+class Client {
+ public:
+  // INVALID_ARGUMENT if no endpoint is given or an option is out of range.
+  static absl::StatusOr<std::unique_ptr<Client>> Create(ClientOptions options);
+  ~Client();
+
+  absl::StatusOr<WriteResult> Put(absl::string_view key, absl::string_view value,
+                                  const WriteOptions& options = {});
+  absl::StatusOr<GetResult> Get(absl::string_view key, const ReadOptions& options = {});
+  absl::StatusOr<WriteResult> Delete(absl::string_view key, const WriteOptions& options = {});
+  absl::StatusOr<ListResult> List(absl::string_view prefix, absl::string_view page_token = "",
+                                  uint32_t limit = 0, const CallOptions& options = {});
+  absl::StatusOr<DescribeKeyResult> DescribeKey(absl::string_view key,
+                                                const CallOptions& options = {});
+
+  // Get, then fold siblings with ClientOptions::merger (FAILED_PRECONDITION if none is set).
+  // The returned GetResult holds exactly one sibling (the merged value) and the context that
+  // lets a following Put replace all the siblings that were merged.
+  absl::StatusOr<GetResult> GetResolved(absl::string_view key, const ReadOptions& options = {});
+
+  void PutAsync(std::string key, std::string value, WriteOptions options,
+                std::function<void(absl::StatusOr<WriteResult>)> done);
+  void GetAsync(std::string key, ReadOptions options,
+                std::function<void(absl::StatusOr<GetResult>)> done);
+  void DeleteAsync(std::string key, WriteOptions options,
+                   std::function<void(absl::StatusOr<WriteResult>)> done);
+  // An empty round trip to one endpoint (no retries): kvbench's transport ceiling.
+  void PingAsync(size_t endpoint_index, std::function<void(absl::Status)> done);
+
+  const ClientOptions& options() const;
+
+ private:
+  struct Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kv
+
+#endif  // KV_CLIENT_KV_CLIENT_H_

@@ -1,0 +1,97 @@
+// Engine: the storage interface the node writes through. Two implementations pass one
+// conformance suite (tests/engine_conformance_test.cc): RocksDbEngine (the only code that
+// includes RocksDB headers) and MemoryEngine (tests and the deterministic simulation).
+//
+// An engine holds a fixed set of columns (independent ordered key spaces). A WriteBatch touches
+// any columns and is applied atomically: after a crash either all of it is visible or none.
+// With WriteOptions::sync the batch is durable (fsync'd) when Write returns; without it the batch
+// survives a process crash (it is in the write-ahead log) but may be lost by a machine crash.
+//
+// Thread safety: all methods may be called concurrently. Iterators see a consistent snapshot
+// taken when they were created and must not outlive the engine.
+//
+// Errors: NOT_FOUND only from Get for an absent key; FAILED_PRECONDITION when the data
+// directory is locked or unusable at open; INTERNAL / DATA_LOSS for I/O or corruption.
+#ifndef KV_STORAGE_ENGINE_H_
+#define KV_STORAGE_ENGINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace kv {
+
+enum class Column : uint8_t {
+  kData = 0,         // key -> encoded sibling set (storage/FORMAT.md)
+  kOutbox = 1,       // replication outbox entries
+  kIdempotency = 2,  // idempotency token -> recorded first result
+  kMeta = 3,         // node metadata (actor epoch, format version)
+};
+inline constexpr int kNumColumns = 4;
+absl::string_view ColumnName(Column column);
+
+// An ordered list of mutations applied atomically by Engine::Write.
+class WriteBatch {
+ public:
+  enum class OpType : uint8_t { kPut, kDelete };
+  struct Op {
+    OpType type;
+    Column column;
+    std::string key;
+    std::string value;  // empty for kDelete
+  };
+
+  void Put(Column column, absl::string_view key, absl::string_view value);
+  void Delete(Column column, absl::string_view key);
+  void Clear() { ops_.clear(); bytes_ = 0; }
+
+  const std::vector<Op>& ops() const { return ops_; }
+  bool empty() const { return ops_.empty(); }
+  // Approximate payload size in bytes (keys plus values).
+  size_t ApproximateBytes() const { return bytes_; }
+
+ private:
+  std::vector<Op> ops_;
+  size_t bytes_ = 0;
+};
+
+struct WriteOptions {
+  bool sync = false;
+};
+
+// Forward iterator over one column, in byte order of keys.
+class Iterator {
+ public:
+  virtual ~Iterator() = default;
+  virtual void SeekToFirst() = 0;
+  // Positions at the first key >= target.
+  virtual void Seek(absl::string_view target) = 0;
+  virtual bool Valid() const = 0;
+  virtual void Next() = 0;
+  // Valid() must be true. The views stay valid until the iterator moves.
+  virtual absl::string_view key() const = 0;
+  virtual absl::string_view value() const = 0;
+  // OK unless iteration hit an I/O error or corruption.
+  virtual absl::Status status() const = 0;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  // The value stored under key, or NOT_FOUND.
+  virtual absl::StatusOr<std::string> Get(Column column, absl::string_view key) = 0;
+  virtual absl::Status Write(const WriteBatch& batch, const WriteOptions& options) = 0;
+  virtual std::unique_ptr<Iterator> NewIterator(Column column) = 0;
+  // Estimated number of keys in a column (cheap, approximate).
+  virtual uint64_t ApproximateCount(Column column) = 0;
+};
+
+}  // namespace kv
+
+#endif  // KV_STORAGE_ENGINE_H_

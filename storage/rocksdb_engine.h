@@ -1,0 +1,44 @@
+// RocksDbEngine: the production Engine, one RocksDB database with a column family per Column.
+// The only code in the store that includes RocksDB headers.
+//
+// Open fails with a clear status and changes nothing when the directory cannot be used:
+// FAILED_PRECONDITION if another process holds its lock ("is another kvnode running on this
+// data directory?"), PERMISSION_DENIED if it cannot be created or written. Closing (the
+// destructor) flushes nothing extra: every acknowledged batch is already in the write-ahead log.
+// Thread-safe.
+#ifndef KV_STORAGE_ROCKSDB_ENGINE_H_
+#define KV_STORAGE_ROCKSDB_ENGINE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "storage/engine.h"
+
+namespace kv {
+
+struct RocksDbOptions {
+  size_t block_cache_bytes = 64 << 20;
+  size_t write_buffer_bytes = 32 << 20;
+};
+
+class RocksDbEngine : public Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<RocksDbEngine>> Open(const std::string& dir,
+                                                             const RocksDbOptions& options);
+  ~RocksDbEngine() override;
+
+  absl::StatusOr<std::string> Get(Column column, absl::string_view key) override;
+  absl::Status Write(const WriteBatch& batch, const WriteOptions& options) override;
+  std::unique_ptr<Iterator> NewIterator(Column column) override;
+  uint64_t ApproximateCount(Column column) override;
+
+ private:
+  struct Impl;  // keeps RocksDB types out of this header
+  explicit RocksDbEngine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kv
+
+#endif  // KV_STORAGE_ROCKSDB_ENGINE_H_

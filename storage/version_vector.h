@@ -1,0 +1,118 @@
+// Causality tracking: dots, version vectors and client causal contexts.
+//
+// An actor is a string naming one incarnation of a node: "<node_id>#<epoch>". A node that starts
+// on an empty data directory takes a new epoch, so it never reuses the counters of an earlier
+// incarnation (the Riak KV679 data-loss bug). Every version of a key is stamped with a dot
+// (actor, counter); counters of one actor are consecutive per key.
+//
+// All types here are values: copyable, comparable, with no I/O. Not thread-safe for concurrent
+// mutation (like std::map).
+#ifndef KV_STORAGE_VERSION_VECTOR_H_
+#define KV_STORAGE_VERSION_VECTOR_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace kv {
+
+struct Dot {
+  std::string actor;
+  uint64_t counter = 0;
+
+  // "actor:counter".
+  std::string ToString() const;
+  friend bool operator==(const Dot& a, const Dot& b) {
+    return a.counter == b.counter && a.actor == b.actor;
+  }
+  friend bool operator!=(const Dot& a, const Dot& b) { return !(a == b); }
+  // Orders by actor, then counter: the canonical order of siblings.
+  friend bool operator<(const Dot& a, const Dot& b) {
+    return a.actor != b.actor ? a.actor < b.actor : a.counter < b.counter;
+  }
+};
+
+// A map actor -> highest counter seen, where seeing counter c of an actor means having seen
+// every counter 1..c of it. Absent actors count as 0.
+class VersionVector {
+ public:
+  VersionVector() = default;
+
+  uint64_t Get(absl::string_view actor) const;
+  // Raises the entry of `actor` to `counter` if it is lower; never lowers it.
+  void Advance(absl::string_view actor, uint64_t counter);
+  // True if the dot is among the versions this vector has seen.
+  bool Covers(const Dot& dot) const { return dot.counter != 0 && Get(dot.actor) >= dot.counter; }
+  // Pointwise maximum with `other`.
+  void Merge(const VersionVector& other);
+  // True if this vector has seen everything `other` has (pointwise >=).
+  bool Descends(const VersionVector& other) const;
+  // True if neither descends from the other.
+  static bool Concurrent(const VersionVector& a, const VersionVector& b) {
+    return !a.Descends(b) && !b.Descends(a);
+  }
+
+  bool empty() const { return entries_.empty(); }
+  size_t size() const { return entries_.size(); }
+  // Entries in actor order; no entry has counter 0.
+  const std::map<std::string, uint64_t, std::less<>>& entries() const { return entries_; }
+  // "{actorA:3, actorB:1}".
+  std::string ToString() const;
+
+  friend bool operator==(const VersionVector& a, const VersionVector& b) {
+    return a.entries_ == b.entries_;
+  }
+  friend bool operator!=(const VersionVector& a, const VersionVector& b) { return !(a == b); }
+
+ private:
+  std::map<std::string, uint64_t, std::less<>> entries_;
+};
+
+// What a client has seen of one key (a dotted version vector): a version vector plus single dots
+// outside it. A Get returns a context with no extra dots; a Put returns the context it was given
+// plus the dot of the version it created, so that a following write replaces exactly what the
+// client has seen, never a concurrent version it has not.
+//
+// On the wire it is opaque bytes (storage/FORMAT.md, "Causal context"); Decode rejects
+// malformed input with INVALID_ARGUMENT, which the node returns to the client unchanged.
+class CausalContext {
+ public:
+  CausalContext() = default;
+  explicit CausalContext(VersionVector vv) : vv_(std::move(vv)) {}
+
+  const VersionVector& vv() const { return vv_; }
+  // Sorted, unique, none covered by vv().
+  const std::vector<Dot>& dots() const { return dots_; }
+  bool empty() const { return vv_.empty() && dots_.empty(); }
+
+  bool Covers(const Dot& dot) const;
+  // Adds a dot (ignored if already covered).
+  void AddDot(const Dot& dot);
+  // Union of both contexts.
+  void Merge(const CausalContext& other);
+  // Drops extra dots that `vv` covers (they are implied by the receiver's state).
+  void PruneCoveredBy(const VersionVector& vv);
+  // Highest counter of `actor` that this context mentions, in vv() or dots().
+  uint64_t MaxCounter(absl::string_view actor) const;
+
+  std::string Encode() const;
+  // An empty input decodes to an empty context. INVALID_ARGUMENT if malformed.
+  static absl::StatusOr<CausalContext> Decode(absl::string_view bytes);
+  std::string ToString() const;
+
+  friend bool operator==(const CausalContext& a, const CausalContext& b) {
+    return a.vv_ == b.vv_ && a.dots_ == b.dots_;
+  }
+
+ private:
+  VersionVector vv_;
+  std::vector<Dot> dots_;
+};
+
+}  // namespace kv
+
+#endif  // KV_STORAGE_VERSION_VECTOR_H_

@@ -1,0 +1,111 @@
+// Helpers for tests that start real things: temporary directories, free loopback ports, and
+// child processes (kvnode, kvctl, kvbench) tracked by pid. Everything cleans up in its
+// destructor: directories are removed, processes still running are killed (SIGKILL) and reaped.
+#ifndef KV_TESTS_TEST_UTIL_H_
+#define KV_TESTS_TEST_UTIL_H_
+
+#include <sys/types.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace kv::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed recursively on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  // path()/name
+  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// A loopback TCP port that was free a moment ago (bound to 0, then released).
+int PickFreePort();
+
+// Writes `contents` to `path` (replacing it). Dies on failure.
+void WriteFile(const std::string& path, const std::string& contents);
+std::string ReadFile(const std::string& path);
+
+// A child process started with fork+exec; stdout and stderr go to files in `log_dir`.
+class Subprocess {
+ public:
+  Subprocess() = default;
+  ~Subprocess();  // SIGKILL + reap if still running
+  Subprocess(Subprocess&& other) noexcept;
+  Subprocess& operator=(Subprocess&& other) noexcept;
+
+  // Starts argv[0] with the given arguments and extra environment variables.
+  static absl::StatusOr<Subprocess> Start(const std::vector<std::string>& argv,
+                                          const std::string& log_dir,
+                                          const std::map<std::string, std::string>& env = {});
+  pid_t pid() const { return pid_; }
+  bool running();
+  // Sends `signal` (e.g. SIGTERM, SIGKILL, SIGSTOP).
+  void Signal(int signal);
+  // Waits for exit up to `timeout`; returns the exit code (128+signal if killed), or
+  // DEADLINE_EXCEEDED.
+  absl::StatusOr<int> Wait(absl::Duration timeout);
+  void Kill();  // SIGKILL and reap
+  std::string Stdout() const;
+  std::string Stderr() const;
+
+ private:
+  pid_t pid_ = -1;
+  std::string stdout_path_;
+  std::string stderr_path_;
+};
+
+// Result of running a command to completion.
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+// Runs a command to completion (killed after `timeout`), feeding `stdin_data` to its stdin.
+CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& stdin_data = "",
+                         absl::Duration timeout = absl::Seconds(30),
+                         const std::map<std::string, std::string>& env = {});
+
+// A kvnode process on 127.0.0.1 with its own data directory.
+class NodeProcess {
+ public:
+  struct Options {
+    std::string node_id = "n1";
+    std::string data_dir;  // required
+    int port = 0;          // 0 = pick a free one
+    std::vector<std::string> extra_flags;
+  };
+  // Starts kvnode and waits until its gRPC health service answers SERVING (up to 20 s).
+  static absl::StatusOr<NodeProcess> Start(Options options);
+  NodeProcess() = default;
+  NodeProcess(NodeProcess&&) noexcept = default;
+  NodeProcess& operator=(NodeProcess&&) noexcept = default;
+
+  std::string endpoint() const { return "127.0.0.1:" + std::to_string(options_.port); }
+  Subprocess& process() { return process_; }
+  const Options& options() const { return options_; }
+  // SIGKILL, then start again with the same options (same port and data directory).
+  absl::Status KillAndRestart();
+
+ private:
+  Options options_;
+  Subprocess process_;
+};
+
+// True if a gRPC health check to `endpoint` answers SERVING within `timeout`.
+bool WaitForServing(const std::string& endpoint, absl::Duration timeout);
+
+}  // namespace kv::testing
+
+#endif  // KV_TESTS_TEST_UTIL_H_
