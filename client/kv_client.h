@@ -9,11 +9,22 @@
 //
 // Results are absl::Status / absl::StatusOr with gRPC's codes: INVALID_ARGUMENT for bad input
 // (never retried), NOT_FOUND for a key with no live version, UNAVAILABLE when no endpoint could
-// serve the call within its deadline.
+// serve the call within its deadline (DEADLINE_EXCEEDED if the deadline ran out during the last
+// attempt). A call that gave up after retryable failures keeps the last code and message and
+// appends "[kv client: gave up after N attempts, last to ENDPOINT; REASON]"; any other error
+// is the server's (or gRPC's) code and message unchanged.
 //
-// Asynchronous calls take a callback run exactly once on a gRPC or timer thread; it must not
-// block. Synchronous calls are the asynchronous ones plus a wait. Thread-safe; the Client must
-// outlive its pending calls (the destructor waits for them).
+// The first attempt of a call goes to the next endpoint in round-robin order, skipping endpoints
+// whose channel is known to be down (gRPC TRANSIENT_FAILURE) while another is not; failover moves
+// on the same way. Each attempt gets the call's remaining time, capped by
+// ClientOptions::attempt_timeout when that is set. The backoff before a retry is waited on a
+// timer thread owned by the Client, never on a gRPC thread.
+//
+// Asynchronous calls take a callback run exactly once on a gRPC or timer thread, never on the
+// calling thread (even for errors found before sending); it must not block and must not make
+// synchronous calls. Synchronous calls are the asynchronous ones plus a wait. Thread-safe.
+// The destructor waits until every pending call has run its callback (at most each call's
+// deadline, since pending calls are not cancelled), so it must not run inside a callback.
 #ifndef KV_CLIENT_KV_CLIENT_H_
 #define KV_CLIENT_KV_CLIENT_H_
 
@@ -47,8 +58,8 @@ struct Quorum {
 
 struct Version {
   std::string value;
-  bool tombstone = false;       // only DescribeKey shows tombstones
-  std::string dot;              // "actor:counter"
+  bool tombstone = false;  // only DescribeKey shows tombstones
+  std::string dot;         // "actor:counter"
   int64_t timestamp_micros = 0;
 };
 
@@ -83,7 +94,9 @@ struct DescribeKeyResult {
 };
 
 struct CallOptions {
-  absl::Duration deadline = absl::ZeroDuration();  // zero = ClientOptions::call_deadline
+  // Bounds all attempts of the call. Zero = ClientOptions::call_deadline; negative is
+  // INVALID_ARGUMENT.
+  absl::Duration deadline = absl::ZeroDuration();
 };
 
 struct WriteOptions : CallOptions {
@@ -102,21 +115,26 @@ using SiblingMerger = std::function<std::string(const std::vector<std::string>& 
 struct ClientOptions {
   std::vector<std::string> endpoints;  // "host:port"; at least one
   absl::Duration call_deadline = absl::Seconds(10);
+  // Caps each attempt of a call (the call deadline still bounds them all), so that a hung
+  // endpoint costs one attempt rather than the whole call. Zero = no cap.
+  absl::Duration attempt_timeout = absl::ZeroDuration();
   RetryOptions retry;
   // Requests larger than this fail locally with INVALID_ARGUMENT, never reaching the network.
   size_t max_request_bytes = 64 << 20;
   SiblingMerger merger;  // optional; GetResolved requires it
   // Test seam: makes the channel for an endpoint (e.g. with an interceptor that drops
-  // responses). Null = an insecure channel to the endpoint.
+  // responses). Null = an insecure channel to the endpoint with no receive-size limit that
+  // reconnects to a restarted endpoint within about a second.
   std::function<std::shared_ptr<grpc::Channel>(const std::string& endpoint)> channel_factory;
 };
 
-// Makes a fresh random idempotency token (128 bits, hex).
+// Makes a fresh random idempotency token: 128 random bits as 32 lowercase hex characters.
 std::string NewIdempotencyToken();
 
 class Client {
  public:
-  // INVALID_ARGUMENT if no endpoint is given or an option is out of range.
+  // INVALID_ARGUMENT if no endpoint is given or an option is out of range. Does not connect:
+  // an unreachable endpoint shows up as UNAVAILABLE on the first calls.
   static absl::StatusOr<std::unique_ptr<Client>> Create(ClientOptions options);
   ~Client();
 
@@ -129,9 +147,11 @@ class Client {
   absl::StatusOr<DescribeKeyResult> DescribeKey(absl::string_view key,
                                                 const CallOptions& options = {});
 
-  // Get, then fold siblings with ClientOptions::merger (FAILED_PRECONDITION if none is set).
-  // The returned GetResult holds exactly one sibling (the merged value) and the context that
-  // lets a following Put replace all the siblings that were merged.
+  // Get, then fold siblings with ClientOptions::merger (FAILED_PRECONDITION if none is set,
+  // without sending anything). The returned GetResult holds exactly one sibling (the merged
+  // value) and the context that lets a following Put replace all the siblings that were merged.
+  // A single sibling is returned as is, without calling the merger; a merged sibling has an
+  // empty dot and the newest timestamp of the siblings it replaces.
   absl::StatusOr<GetResult> GetResolved(absl::string_view key, const ReadOptions& options = {});
 
   void PutAsync(std::string key, std::string value, WriteOptions options,
@@ -140,7 +160,13 @@ class Client {
                 std::function<void(absl::StatusOr<GetResult>)> done);
   void DeleteAsync(std::string key, WriteOptions options,
                    std::function<void(absl::StatusOr<WriteResult>)> done);
-  // An empty round trip to one endpoint (no retries): kvbench's transport ceiling.
+  void ListAsync(std::string prefix, std::string page_token, uint32_t limit, CallOptions options,
+                 std::function<void(absl::StatusOr<ListResult>)> done);
+  void DescribeKeyAsync(std::string key, CallOptions options,
+                        std::function<void(absl::StatusOr<DescribeKeyResult>)> done);
+  // An empty round trip (Admin.Ping) to endpoint `endpoint_index` (an index into
+  // ClientOptions::endpoints; INVALID_ARGUMENT if out of range), tried once with the client's
+  // call deadline: kvbench's transport ceiling.
   void PingAsync(size_t endpoint_index, std::function<void(absl::Status)> done);
 
   const ClientOptions& options() const;

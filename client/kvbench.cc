@@ -1,1 +1,307 @@
-int main() { return 1; }  // placeholder: being written
+// kvbench: closed-loop load generator for the key-value store. See Usage() below.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "client/cli_flags.h"
+#include "client/kv_client.h"
+#include "client/kvbench_loop.h"
+#include "client/kvbench_workload.h"
+
+namespace kv::bench {
+namespace {
+
+constexpr char kDefaultEndpoint[] = "127.0.0.1:7700";
+constexpr int kExitOk = 0;
+constexpr int kExitUsage = 2;
+constexpr int kExitFailure = 3;
+
+std::string Usage() {
+  return absl::StrCat(
+      "kvbench: closed-loop load generator for the key-value store.\n"
+      "\n"
+      "Usage: kvbench [flags]\n"
+      "\n"
+      "Keeps --concurrency requests outstanding (each completion starts the next request) for\n"
+      "--warmup, then measures for --duration, and reports throughput, errors by code and\n"
+      "latency percentiles. It stops by itself after the preload (if any), the ceiling run (if\n"
+      "any) and warmup + duration, plus at most --timeout to drain outstanding requests.\n"
+      "\n"
+      "Flags:\n"
+      "  --endpoints=HOST:PORT,...  nodes to load; default $KV_ENDPOINTS, else ",
+      kDefaultEndpoint,
+      "\n"
+      "  --workload=a|b|c|put       a: 50% reads/50% updates (YCSB A), b: 95/5 (YCSB B),\n"
+      "                             c: reads only (YCSB C), put: updates only. Default a.\n"
+      "  --concurrency=N            requests outstanding at all times (default 64)\n"
+      "  --keys=N                   number of distinct keys (default 10000)\n"
+      "  --value_size=BYTES         size of written values (default 100)\n"
+      "  --distribution=zipfian|uniform  key popularity (default zipfian, as in YCSB)\n"
+      "  --duration=DURATION        measured time (default 10s)\n"
+      "  --warmup=DURATION          unmeasured time before it (default 1s)\n"
+      "  --[no-]preload             write every key once before the run (default on for a, b, c;\n"
+      "                             off for put)\n"
+      "  --ceiling                  first run the same loop with Admin.Ping for warmup +\n"
+      "                             duration; report its ops/s as the transport ceiling and the\n"
+      "                             workload's ratio to it\n"
+      "  --timeout=DURATION         deadline of each request, retries included (default 2s)\n"
+      "  --seed=N                   seed of the key and operation choices (default 1)\n"
+      "  --json                     print one JSON object on stdout (progress stays on stderr)\n"
+      "  --help                     this text\n"
+      "\n"
+      "Reads of keys that were never written (NOT_FOUND) count as successful operations and are\n"
+      "reported separately. Latencies are of successful operations, in microseconds, from a\n"
+      "log-bucketed histogram (relative error below 0.4%).\n"
+      "\n"
+      "Exit codes: 0 the run completed with at least one successful operation; 2 usage error;\n"
+      "3 the store could not be reached or every operation failed (the report still prints).\n");
+}
+
+struct BenchFlags {
+  std::vector<std::string> endpoints;
+  WorkloadConfig workload;
+  absl::Duration duration = absl::Seconds(10);
+  absl::Duration warmup = absl::Seconds(1);
+  absl::Duration timeout = absl::Seconds(2);
+  bool preload = true;
+  bool ceiling = false;
+  bool json = false;
+};
+
+absl::StatusOr<BenchFlags> ParseFlags(const cli::ParsedArgs& args) {
+  if (!args.positional.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unexpected argument '", args.positional[0], "'; kvbench takes only flags"));
+  }
+  BenchFlags flags;
+  flags.json = args.GetBool("json", false);
+  flags.ceiling = args.GetBool("ceiling", false);
+  absl::StatusOr<std::vector<std::string>> endpoints =
+      cli::ResolveEndpoints(args.Get("endpoints"), kDefaultEndpoint);
+  if (!endpoints.ok()) return endpoints.status();
+  flags.endpoints = *std::move(endpoints);
+
+  absl::StatusOr<WorkloadSpec> spec = ParseWorkload(args.Get("workload").value_or("a"));
+  if (!spec.ok()) return spec.status();
+  flags.workload.spec = *spec;
+  flags.preload = args.GetBool("preload", spec->preload_by_default);
+  absl::StatusOr<KeyDistribution> distribution =
+      ParseDistribution(args.Get("distribution").value_or("zipfian"));
+  if (!distribution.ok()) return distribution.status();
+  flags.workload.distribution = *distribution;
+
+  struct IntFlag {
+    const char* name;
+    int64_t fallback, min, max;
+    int64_t* out;
+  };
+  int64_t concurrency = 0, keys = 0, value_size = 0, seed = 0;
+  const IntFlag int_flags[] = {{"concurrency", 64, 1, 100000, &concurrency},
+                               {"keys", 10000, 1, 1'000'000'000, &keys},
+                               {"value_size", 100, 0, 16 << 20, &value_size},
+                               {"seed", 1, 0, INT64_MAX, &seed}};
+  for (const IntFlag& flag : int_flags) {
+    *flag.out = flag.fallback;
+    if (std::optional<std::string> text = args.Get(flag.name); text.has_value()) {
+      absl::StatusOr<int64_t> value = cli::ParseIntFlag(flag.name, *text, flag.min, flag.max);
+      if (!value.ok()) return value.status();
+      *flag.out = *value;
+    }
+  }
+  flags.workload.concurrency = static_cast<int>(concurrency);
+  flags.workload.keys = static_cast<uint64_t>(keys);
+  flags.workload.value_size = static_cast<size_t>(value_size);
+  flags.workload.seed = static_cast<uint64_t>(seed);
+
+  struct DurationFlag {
+    const char* name;
+    absl::Duration* out;
+  };
+  for (const DurationFlag& flag :
+       {DurationFlag{"duration", &flags.duration}, DurationFlag{"warmup", &flags.warmup},
+        DurationFlag{"timeout", &flags.timeout}}) {
+    if (std::optional<std::string> text = args.Get(flag.name); text.has_value()) {
+      absl::StatusOr<absl::Duration> value = cli::ParseDurationFlag(flag.name, *text);
+      if (!value.ok()) return value.status();
+      *flag.out = *value;
+    }
+  }
+  if (flags.duration <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--duration must be positive");
+  }
+  if (flags.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--timeout must be positive");
+  }
+  return flags;
+}
+
+double Micros(double nanos) { return nanos / 1000.0; }
+
+// Throughput, percentiles and errors of one phase, under `prefix` ("" or "ceiling_").
+void AddPhaseJson(const PhaseStats& stats, const std::string& prefix, nlohmann::json& json) {
+  json[prefix + "ops"] = stats.ops;
+  json[prefix + "ops_per_sec"] = stats.ops_per_sec();
+  json[prefix + "seconds"] = stats.seconds;
+  json[prefix + "p50_us"] = Micros(stats.latency_ns.ValueAtQuantile(0.5));
+  json[prefix + "p99_us"] = Micros(stats.latency_ns.ValueAtQuantile(0.99));
+  json[prefix + "p999_us"] = Micros(stats.latency_ns.ValueAtQuantile(0.999));
+  json[prefix + "mean_us"] = Micros(stats.latency_ns.Mean());
+  json[prefix + "max_us"] = Micros(static_cast<double>(stats.latency_ns.max()));
+  json[prefix + "errors"] = nlohmann::json::object();
+  for (const auto& [code, count] : stats.errors) json[prefix + "errors"][code] = count;
+  json[prefix + "error_count"] = stats.error_count();
+}
+
+std::string PhaseText(const PhaseStats& stats) {
+  std::vector<std::string> errors;
+  for (const auto& [code, count] : stats.errors) errors.push_back(absl::StrCat(code, " ", count));
+  return absl::StrFormat(
+      "  throughput: %.1f ops/s (%d ops in %.2fs)\n"
+      "  latency us: p50 %.1f  p99 %.1f  p99.9 %.1f  mean %.1f  max %.1f\n"
+      "  errors:     %s\n",
+      stats.ops_per_sec(), stats.ops, stats.seconds, Micros(stats.latency_ns.ValueAtQuantile(0.5)),
+      Micros(stats.latency_ns.ValueAtQuantile(0.99)),
+      Micros(stats.latency_ns.ValueAtQuantile(0.999)), Micros(stats.latency_ns.Mean()),
+      Micros(static_cast<double>(stats.latency_ns.max())),
+      errors.empty() ? "none" : absl::StrJoin(errors, ", "));
+}
+
+int Fail(const absl::Status& status, bool json, int exit_code) {
+  if (json) {
+    nlohmann::json error = {{"code", absl::StatusCodeToString(status.code())},
+                            {"message", std::string(status.message())}};
+    std::cout << nlohmann::json{{"error", error}}.dump(-1, ' ', false,
+                                                       nlohmann::json::error_handler_t::replace)
+              << std::endl;
+  } else {
+    std::cerr << "kvbench: " << status.message() << "\n";
+    if (exit_code == kExitUsage) std::cerr << "Run 'kvbench --help' for usage.\n";
+  }
+  return exit_code;
+}
+
+// Writes every key once; on failure returns the first error, saying how far it got.
+absl::Status Preload(Client& client, const WorkloadConfig& config, ContextCache& contexts,
+                     nlohmann::json& report, std::string& text) {
+  PreloadSource preload(client, config, contexts);
+  const PhaseStats stats =
+      RunClosedLoop(preload, {"preload", config.concurrency, absl::ZeroDuration(),
+                              absl::InfiniteDuration(), config.keys, true});
+  if (absl::Status error = preload.first_error(); !error.ok()) {
+    return absl::Status(error.code(), absl::StrCat("preload failed after ", stats.ops, " of ",
+                                                   config.keys, " keys: ", error.message()));
+  }
+  report["preload"] = {
+      {"keys", stats.ops}, {"seconds", stats.seconds}, {"ops_per_sec", stats.ops_per_sec()}};
+  absl::StrAppend(&text, absl::StrFormat("preload: %d keys in %.2fs (%.0f puts/s)\n", stats.ops,
+                                         stats.seconds, stats.ops_per_sec()));
+  return absl::OkStatus();
+}
+
+nlohmann::json ReportHeader(const BenchFlags& flags) {
+  const WorkloadConfig& config = flags.workload;
+  return {
+      {"workload", config.spec.name},
+      {"description", config.spec.description},
+      {"endpoints", flags.endpoints},
+      {"concurrency", config.concurrency},
+      {"keys", config.keys},
+      {"value_size", config.value_size},
+      {"distribution", config.distribution == KeyDistribution::kZipfian ? "zipfian" : "uniform"},
+      {"seed", config.seed},
+      {"warmup_s", absl::ToDoubleSeconds(flags.warmup)},
+      {"duration_s", absl::ToDoubleSeconds(flags.duration)}};
+}
+
+int Run(const BenchFlags& flags) {
+  ClientOptions client_options;
+  client_options.endpoints = flags.endpoints;
+  client_options.call_deadline = flags.timeout;
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(client_options);
+  if (!client.ok()) return Fail(client.status(), flags.json, kExitUsage);
+
+  const WorkloadConfig& config = flags.workload;
+  nlohmann::json report = ReportHeader(flags);
+  std::string text = absl::StrFormat(
+      "kvbench: %s; %d outstanding, %d %s keys, %d-byte values, %s after %s warmup\n",
+      config.spec.description, config.concurrency, config.keys,
+      report["distribution"].get<std::string>(), config.value_size,
+      absl::FormatDuration(flags.duration), absl::FormatDuration(flags.warmup));
+
+  std::optional<PhaseStats> ceiling;
+  if (flags.ceiling) {
+    PingSource ping(**client);
+    ceiling = RunClosedLoop(
+        ping, {"ceiling (Ping)", config.concurrency, flags.warmup, flags.duration, 0, true});
+  }
+  ContextCache contexts(config.keys);
+  if (flags.preload) {
+    if (absl::Status status = Preload(**client, config, contexts, report, text); !status.ok()) {
+      return Fail(status, flags.json, kExitFailure);
+    }
+  }
+  WorkloadSource workload(**client, config, contexts);
+  const PhaseStats stats = RunClosedLoop(
+      workload,
+      {"workload " + config.spec.name, config.concurrency, flags.warmup, flags.duration, 0, true});
+  // Waits for every callback before the sources (declared above) are destroyed.
+  client->reset();
+
+  AddPhaseJson(stats, "", report);
+  report["reads"] = stats.reads;
+  report["writes"] = stats.writes;
+  report["reads_not_found"] = stats.reads_not_found;
+  absl::StrAppend(&text, "workload:\n", PhaseText(stats),
+                  absl::StrFormat("  reads %d (%d not found: never written), writes %d\n",
+                                  stats.reads, stats.reads_not_found, stats.writes));
+  if (ceiling.has_value()) {
+    AddPhaseJson(*ceiling, "ceiling_", report);
+    const double ratio =
+        ceiling->ops_per_sec() > 0 ? stats.ops_per_sec() / ceiling->ops_per_sec() : 0;
+    report["ratio_to_ceiling"] = ratio;
+    absl::StrAppend(&text, "transport ceiling (Admin.Ping, same loop):\n", PhaseText(*ceiling),
+                    absl::StrFormat("  the workload reached %.1f%% of the ceiling\n", 100 * ratio));
+  }
+  if (flags.json) {
+    std::cout << report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+  } else {
+    std::cout << text;
+  }
+  return stats.ops > 0 ? kExitOk : kExitFailure;
+}
+
+int Main(const std::vector<std::string>& argv) {
+  const std::vector<cli::FlagSpec> specs = {
+      {"endpoints", true},  {"workload", true},     {"concurrency", true}, {"keys", true},
+      {"value_size", true}, {"distribution", true}, {"duration", true},    {"warmup", true},
+      {"preload", false},   {"ceiling", false},     {"timeout", true},     {"seed", true},
+      {"json", false},      {"help", false}};
+  bool json = false;
+  for (const std::string& arg : argv) json = json || arg == "--json";
+  absl::StatusOr<cli::ParsedArgs> args = cli::ParseArgs(argv, specs);
+  if (!args.ok()) return Fail(args.status(), json, kExitUsage);
+  if (args->GetBool("help", false)) {
+    std::cout << Usage();
+    return kExitOk;
+  }
+  absl::StatusOr<BenchFlags> flags = ParseFlags(*args);
+  if (!flags.ok()) return Fail(flags.status(), args->GetBool("json", false), kExitUsage);
+  return Run(*flags);
+}
+
+}  // namespace
+}  // namespace kv::bench
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  return kv::bench::Main(args);
+}

@@ -1,1 +1,197 @@
-int main() { return 1; }  // placeholder: being written
+// kvctl: the command line of the key-value store. See Usage() below (or `kvctl --help`).
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "client/cli_flags.h"
+#include "client/kv_client.h"
+#include "client/kvctl_commands.h"
+#include "client/kvctl_format.h"
+
+namespace kv::kvctl {
+namespace {
+
+constexpr char kDefaultEndpoint[] = "127.0.0.1:7700";
+
+std::string Usage() {
+  std::string commands;
+  for (const CommandSpec& spec : Commands())
+    absl::StrAppend(&commands, "  kvctl ", spec.synopsis, "\n");
+  return absl::StrCat(
+      "kvctl: command line of the replicated key-value store.\n"
+      "\n"
+      "Usage: kvctl [--endpoints=HOST:PORT,...] [--json] [--timeout=DURATION] COMMAND [ARGS]\n"
+      "\n"
+      "Commands:\n",
+      commands,
+      "  kvctl help                     this text (also --help, -h)\n"
+      "\n"
+      "  put           store VALUE under KEY. The value comes from the VALUE argument, from\n"
+      "                --file=F, or from stdin when VALUE is '-' or absent and stdin is not a\n"
+      "                terminal. Without --context the write is concurrent with whatever the key\n"
+      "                holds and becomes a sibling; with the context printed by get it replaces\n"
+      "                exactly the versions that get returned. --token sets your own idempotency\n"
+      "                token: repeating a put with the same token creates no new version.\n"
+      "  get           print every live version (sibling) of KEY and its causal context. Several\n"
+      "                siblings mean concurrent writes: merge them and put the result with\n"
+      "                --context to resolve them.\n"
+      "  delete        delete KEY (with --context: only the versions that context saw).\n"
+      "  list          keys starting with PREFIX, one page (--limit keys; server default when\n"
+      "                absent). --page-token continues from a previous page, --all fetches every\n"
+      "                page. Listings are eventually consistent.\n"
+      "  describe-key  each replica's versions of KEY, tombstones included, and whether the\n"
+      "                replicas have converged.\n"
+      "\n"
+      "Global flags (before or after the command):\n"
+      "  --endpoints=HOST:PORT,...  nodes to talk to; default $KV_ENDPOINTS, else ",
+      kDefaultEndpoint,
+      "\n"
+      "  --json                     print exactly one JSON object on stdout, errors included:\n"
+      "                             {\"error\": {\"code\": \"NOT_FOUND\", \"message\": \"...\"}}\n"
+      "  --timeout=DURATION         deadline of each call, retries included (e.g. 500ms, 5s;\n"
+      "                             default 10s)\n"
+      "\n"
+      "Encoding: contexts are printed and accepted as web-safe base64. In JSON, keys and values\n"
+      "that are not valid UTF-8 appear base64-encoded (standard alphabet) in a field with a\n"
+      "_base64 suffix (\"value_base64\" instead of \"value\"). Use -- before a VALUE that starts\n"
+      "with '-'.\n"
+      "\n"
+      "Exit codes:\n"
+      "  0  success\n"
+      "  1  key not found\n"
+      "  2  usage error (bad flag, unknown command, wrong arguments) or INVALID_ARGUMENT from\n"
+      "     the store (e.g. an oversized key or value, a malformed context)\n"
+      "  3  server or network error (unreachable endpoints, timeouts, anything else)\n");
+}
+
+// Prints the result or the error in the selected format and returns the exit code.
+int Finish(const absl::StatusOr<CommandOutput>& result, bool json) {
+  if (result.ok()) {
+    if (json) {
+      std::cout << DumpJson(result->json) << std::endl;
+    } else {
+      std::fwrite(result->text.data(), 1, result->text.size(), stdout);
+      std::fflush(stdout);
+      std::cerr << result->notice;
+    }
+    return kExitOk;
+  }
+  const absl::Status& status = result.status();
+  if (json) {
+    std::cout << DumpJson(ErrorToJson(status)) << std::endl;
+  } else {
+    std::cerr << "kvctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+              << "\n";
+    if (IsUsageError(status)) std::cerr << "Run 'kvctl help' for usage.\n";
+  }
+  return ExitCodeFor(status);
+}
+
+std::vector<cli::FlagSpec> AllFlags() {
+  std::vector<cli::FlagSpec> specs = {
+      {"endpoints", true}, {"json", false}, {"timeout", true}, {"help", false}};
+  for (const CommandSpec& command : Commands()) {
+    for (const std::string& flag : command.flags) {
+      specs.push_back({flag, flag != "all"});
+    }
+  }
+  return specs;
+}
+
+// Checks arity and that only global flags and the command's own flags were given.
+absl::Status CheckCommandLine(const CommandSpec& spec, const CommandInput& input) {
+  if (input.args.size() < spec.min_args || input.args.size() > spec.max_args) {
+    return UsageError(absl::StrCat("wrong number of arguments for ", spec.name, "; usage: kvctl ",
+                                   spec.synopsis));
+  }
+  for (const auto& [name, value] : input.flags->flags) {
+    if (name == "endpoints" || name == "json" || name == "timeout" || name == "help") continue;
+    bool allowed = false;
+    for (const std::string& flag : spec.flags) allowed = allowed || flag == name;
+    if (!allowed) {
+      return UsageError(absl::StrCat("--", name, " is not a flag of ", spec.name, "; usage: kvctl ",
+                                     spec.synopsis));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Client>> MakeClient(const cli::ParsedArgs& flags) {
+  ClientOptions options;
+  absl::StatusOr<std::vector<std::string>> endpoints =
+      cli::ResolveEndpoints(flags.Get("endpoints"), kDefaultEndpoint);
+  if (!endpoints.ok()) return UsageError(endpoints.status().message());
+  options.endpoints = *std::move(endpoints);
+  if (std::optional<std::string> timeout = flags.Get("timeout"); timeout.has_value()) {
+    absl::StatusOr<absl::Duration> parsed = cli::ParseDurationFlag("timeout", *timeout);
+    if (!parsed.ok()) return UsageError(parsed.status().message());
+    if (*parsed <= absl::ZeroDuration()) return UsageError("--timeout must be positive");
+    options.call_deadline = *parsed;
+  }
+  if (options.endpoints.size() > 1) {
+    // A hung endpoint then costs one attempt, leaving time to fail over to the others.
+    options.attempt_timeout = options.call_deadline / 3;
+  }
+  return Client::Create(std::move(options));
+}
+
+int Main(const std::vector<std::string>& argv) {
+  absl::StatusOr<cli::ParsedArgs> parsed = cli::ParseArgs(argv, AllFlags());
+  if (!parsed.ok()) {
+    // --json is honoured even when another argument is bad, as long as it was spelled right.
+    bool json = false;
+    for (const std::string& arg : argv) json = json || arg == "--json";
+    return Finish(UsageError(parsed.status().message()), json);
+  }
+  const bool json = parsed->GetBool("json", false);
+  std::vector<std::string> positional = parsed->positional;
+  const bool want_help =
+      parsed->GetBool("help", false) || (!positional.empty() && positional[0] == "help");
+  if (want_help) {
+    if (json) {
+      std::cout << DumpJson({{"usage", Usage()}}) << std::endl;
+    } else {
+      std::cout << Usage();
+    }
+    return kExitOk;
+  }
+  if (positional.empty()) {
+    return Finish(UsageError("no command given; commands: put, get, delete, list, "
+                             "describe-key, help"),
+                  json);
+  }
+  const std::string command = positional[0];
+  const CommandSpec* spec = nullptr;
+  for (const CommandSpec& candidate : Commands()) {
+    if (candidate.name == command) spec = &candidate;
+  }
+  if (spec == nullptr) {
+    std::vector<std::string> names;
+    for (const CommandSpec& candidate : Commands()) names.push_back(candidate.name);
+    return Finish(UsageError(absl::StrCat("unknown command '", command,
+                                          "'; commands: ", absl::StrJoin(names, ", "), ", help")),
+                  json);
+  }
+  CommandInput input;
+  input.args.assign(positional.begin() + 1, positional.end());
+  input.flags = &*parsed;
+  if (absl::Status status = CheckCommandLine(*spec, input); !status.ok()) {
+    return Finish(status, json);
+  }
+  absl::StatusOr<std::unique_ptr<Client>> client = MakeClient(*parsed);
+  if (!client.ok()) return Finish(client.status(), json);
+  return Finish(spec->run(**client, input), json);
+}
+
+}  // namespace
+}  // namespace kv::kvctl
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  return kv::kvctl::Main(args);
+}

@@ -15,9 +15,15 @@ struct Limits {
   size_t max_token_bytes = 128;
   uint32_t default_list_limit = 100;
   uint32_t max_list_limit = 1000;
-  // gRPC's receive limit: a bit above the largest valid request, so that oversized values are
-  // rejected by our check (INVALID_ARGUMENT) rather than by the transport.
-  size_t max_message_bytes() const { return max_key_bytes + max_value_bytes + max_context_bytes + (64 << 10); }
+  // gRPC's receive limit. It is well above the largest valid request (and at least the client
+  // library's own 64 MiB request limit), so that an oversized value reaches our check and gets
+  // INVALID_ARGUMENT naming the limit, rather than the transport's RESOURCE_EXHAUSTED, which
+  // clients would retry.
+  size_t max_message_bytes() const {
+    const size_t largest_valid = max_key_bytes + max_value_bytes + max_context_bytes + (64 << 10);
+    const size_t floor = (64 << 20) + (1 << 20);
+    return largest_valid > floor ? largest_valid : floor;
+  }
 };
 
 }  // namespace kv

@@ -1,1 +1,359 @@
-// placeholder: being written
+#include "node/local_store.h"
+
+#include <utility>
+
+#include "absl/random/distributions.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "node/idempotency_record.h"
+#include "storage/coding.h"
+#include "storage/record_codec.h"
+#include "storage/status_macros.h"
+#include "xxhash.h"
+
+namespace kv {
+namespace {
+
+constexpr absl::string_view kActorEpochKey = "actor_epoch";
+
+// Locks one or two stripes in index order (so two writers never deadlock), once if equal.
+class StripeLock {
+ public:
+  StripeLock(absl::Mutex* a, absl::Mutex* b) : first_(a < b ? a : b), second_(a < b ? b : a) {
+    first_->Lock();
+    if (second_ != first_) second_->Lock();
+  }
+  ~StripeLock() {
+    if (second_ != first_) second_->Unlock();
+    first_->Unlock();
+  }
+
+ private:
+  absl::Mutex* const first_;
+  absl::Mutex* const second_;
+};
+
+int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
+
+absl::Status CheckSize(absl::string_view what, size_t size, absl::string_view limit_name,
+                       size_t limit) {
+  if (size <= limit) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " is ", size, " bytes; the limit is ", limit_name, "=", limit, " bytes"));
+}
+
+// The next key after every key that starts with `prefix`, or "" if there is none.
+std::string PrefixSuccessor(absl::string_view prefix) {
+  std::string limit(prefix);
+  while (!limit.empty()) {
+    auto& last = reinterpret_cast<unsigned char&>(limit.back());
+    if (last != 0xff) {
+      ++last;
+      return limit;
+    }
+    limit.pop_back();
+  }
+  return limit;
+}
+
+}  // namespace
+
+std::string WriteFingerprint(const WriteCommand& command) {
+  std::string canonical;
+  canonical.push_back(command.is_delete ? 'D' : 'P');
+  PutLengthPrefixed(&canonical, command.key);
+  PutLengthPrefixed(&canonical, command.is_delete ? absl::string_view() : command.value);
+  PutLengthPrefixed(&canonical, command.context);
+  XXH128_hash_t hash = XXH3_128bits(canonical.data(), canonical.size());
+  std::string out;
+  PutFixed64(&out, hash.high64);
+  PutFixed64(&out, hash.low64);
+  return out;
+}
+
+std::string MakeWriteId(const Dot& dot, absl::string_view key) {
+  return absl::StrCat(dot.ToString(), "/", absl::WebSafeBase64Escape(key));
+}
+
+absl::Status ParseWriteId(absl::string_view write_id, Dot* dot, std::string* key) {
+  auto bad = [&] {
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed write id '", write_id, "': expected ACTOR:COUNTER/KEY"));
+  };
+  size_t slash = write_id.find('/');
+  if (slash == absl::string_view::npos) return bad();
+  absl::string_view dot_text = write_id.substr(0, slash);
+  size_t colon = dot_text.rfind(':');
+  if (colon == absl::string_view::npos || colon == 0) return bad();
+  if (!absl::SimpleAtoi(dot_text.substr(colon + 1), &dot->counter) || dot->counter == 0) {
+    return bad();
+  }
+  dot->actor = std::string(dot_text.substr(0, colon));
+  if (!absl::WebSafeBase64Unescape(write_id.substr(slash + 1), key)) return bad();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, const Clock* clock,
+                                                             absl::BitGenRef rng,
+                                                             std::string node_id, Options options) {
+  std::string epoch;
+  absl::StatusOr<std::string> stored = engine->Get(Column::kMeta, kActorEpochKey);
+  if (stored.ok()) {
+    epoch = *std::move(stored);
+  } else if (absl::IsNotFound(stored.status())) {
+    // A new incarnation: its dots must never collide with those of an earlier one, even if the
+    // same node id ran here before and its data was lost.
+    uint64_t random = absl::Uniform<uint64_t>(rng);
+    epoch = absl::StrCat(absl::Hex(random & 0xffffffffffffULL, absl::kZeroPad12));
+    WriteBatch batch;
+    batch.Put(Column::kMeta, kActorEpochKey, epoch);
+    KV_RETURN_IF_ERROR(engine->Write(batch, WriteOptions{/*sync=*/true}));
+  } else {
+    return stored.status();
+  }
+  return std::unique_ptr<LocalStore>(
+      new LocalStore(engine, clock, absl::StrCat(node_id, "#", epoch), options));
+}
+
+LocalStore::LocalStore(Engine* engine, const Clock* clock, std::string actor, Options options)
+    : engine_(engine), clock_(clock), actor_(std::move(actor)), options_(options) {}
+
+absl::Mutex& LocalStore::LockFor(absl::string_view key) {
+  return stripes_[XXH3_64bits(key.data(), key.size()) % kLockStripes];
+}
+
+absl::Status LocalStore::ValidateKey(absl::string_view key) const {
+  if (key.empty()) return absl::InvalidArgumentError("key must not be empty");
+  return CheckSize("key", key.size(), "max_key_bytes", options_.limits.max_key_bytes);
+}
+
+absl::Status LocalStore::ValidateWrite(const WriteCommand& command) const {
+  const Limits& limits = options_.limits;
+  KV_RETURN_IF_ERROR(ValidateKey(command.key));
+  if (!command.is_delete) {
+    KV_RETURN_IF_ERROR(
+        CheckSize("value", command.value.size(), "max_value_bytes", limits.max_value_bytes));
+  }
+  KV_RETURN_IF_ERROR(CheckSize("causal context", command.context.size(), "max_context_bytes",
+                               limits.max_context_bytes));
+  KV_RETURN_IF_ERROR(CheckSize("idempotency token", command.idempotency_token.size(),
+                               "max_token_bytes", limits.max_token_bytes));
+  for (char c : command.idempotency_token) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError("idempotency token must be printable ASCII without spaces");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SiblingSet> LocalStore::ReadRecordLocked(absl::string_view key) {
+  absl::StatusOr<std::string> bytes = engine_->Get(Column::kData, key);
+  if (!bytes.ok()) return bytes.status();
+  return DecodeSiblingSet(*bytes);
+}
+
+absl::StatusOr<SiblingSet> LocalStore::ReadRecord(absl::string_view key) {
+  KV_RETURN_IF_ERROR(ValidateKey(key));
+  // Engine reads see whole batches, so no lock is needed to read a consistent record.
+  return ReadRecordLocked(key);
+}
+
+absl::Status LocalStore::RunHookAlone(absl::string_view key, const BatchHook& hook) {
+  if (!hook) return absl::OkStatus();
+  WriteBatch batch;
+  hook(key, &batch);
+  if (batch.empty()) return absl::OkStatus();
+  return engine_->Write(batch, WriteOptions{options_.sync_writes});
+}
+
+absl::StatusOr<WriteOutcome> LocalStore::Write(const WriteCommand& command, const BatchHook& hook) {
+  KV_RETURN_IF_ERROR(ValidateWrite(command));
+  KV_ASSIGN_OR_RETURN(CausalContext seen, CausalContext::Decode(command.context));
+  const bool has_token = !command.idempotency_token.empty();
+  const std::string fingerprint = has_token ? WriteFingerprint(command) : std::string();
+  const std::string token_key = IdempotencyTokenKey(command.idempotency_token);
+  const absl::Time now = clock_->Now();
+
+  StripeLock lock(&LockFor(command.key), has_token ? &LockFor(token_key) : &LockFor(command.key));
+
+  WriteBatch batch;
+  if (has_token) {
+    absl::StatusOr<std::string> stored = engine_->Get(Column::kIdempotency, token_key);
+    if (stored.ok()) {
+      KV_ASSIGN_OR_RETURN(IdempotencyRecord first, DecodeIdempotencyRecord(*stored));
+      if (first.expiry_micros >= ToMicros(now)) {
+        if (first.fingerprint != fingerprint) {
+          return absl::InvalidArgumentError("idempotency token reused with different parameters");
+        }
+        WriteOutcome outcome;
+        outcome.write_id = std::move(first.write_id);
+        outcome.context = std::move(first.context);
+        outcome.deduplicated = true;
+        outcome.dot = std::move(first.dot);
+        KV_RETURN_IF_ERROR(RunHookAlone(command.key, hook));
+        return outcome;
+      }
+      // Expired but not yet swept: forget it and treat the token as new.
+      batch.Delete(Column::kIdempotency,
+                   IdempotencyExpiryKey(first.expiry_micros, command.idempotency_token));
+    } else if (!absl::IsNotFound(stored.status())) {
+      return stored.status();
+    }
+  }
+
+  SiblingSet record;
+  absl::StatusOr<SiblingSet> existing = ReadRecordLocked(command.key);
+  if (existing.ok()) {
+    record = *std::move(existing);
+  } else if (!absl::IsNotFound(existing.status())) {
+    return existing.status();
+  }
+
+  // The same logical write may have been coordinated by another node and replicated here.
+  if (has_token) {
+    for (const Sibling& s : record.siblings()) {
+      if (s.idempotency_token != command.idempotency_token) continue;
+      if (s.timestamp_micros + absl::ToInt64Microseconds(options_.idempotency_ttl) <
+          ToMicros(now)) {
+        continue;  // as old as an expired token record: a new logical write
+      }
+      if (s.tombstone != command.is_delete || (!s.tombstone && s.value != command.value)) {
+        return absl::InvalidArgumentError("idempotency token reused with different parameters");
+      }
+      WriteOutcome outcome;
+      outcome.dot = s.dot;
+      outcome.write_id = MakeWriteId(s.dot, command.key);
+      outcome.context = record.ContextAfterWrite(seen, s.dot).Encode();
+      outcome.deduplicated = true;
+      KV_RETURN_IF_ERROR(RunHookAlone(command.key, hook));
+      return outcome;
+    }
+  }
+
+  // A delete without a context removes every version this replica holds.
+  if (command.is_delete && seen.empty()) seen = CausalContext(record.context());
+
+  Sibling sibling;
+  sibling.tombstone = command.is_delete;
+  if (!command.is_delete) sibling.value = command.value;
+  sibling.timestamp_micros = ToMicros(now);
+  sibling.idempotency_token = command.idempotency_token;
+
+  WriteOutcome outcome;
+  outcome.dot = record.ApplyWrite(actor_, seen, std::move(sibling));
+  outcome.context = record.ContextAfterWrite(seen, outcome.dot).Encode();
+  outcome.write_id = MakeWriteId(outcome.dot, command.key);
+
+  batch.Put(Column::kData, command.key, EncodeSiblingSet(record));
+  if (hook) hook(command.key, &batch);
+  if (has_token) {
+    IdempotencyRecord first;
+    first.fingerprint = fingerprint;
+    first.expiry_micros = ToMicros(now + options_.idempotency_ttl);
+    first.write_id = outcome.write_id;
+    first.context = outcome.context;
+    first.dot = outcome.dot;
+    batch.Put(Column::kIdempotency, token_key, EncodeIdempotencyRecord(first));
+    batch.Put(Column::kIdempotency,
+              IdempotencyExpiryKey(first.expiry_micros, command.idempotency_token), "");
+  }
+  KV_RETURN_IF_ERROR(engine_->Write(batch, WriteOptions{options_.sync_writes}));
+  outcome.record = std::move(record);
+  return outcome;
+}
+
+absl::StatusOr<SiblingSet> LocalStore::MergeRecord(absl::string_view key,
+                                                   const SiblingSet& remote) {
+  KV_RETURN_IF_ERROR(ValidateKey(key));
+  KV_RETURN_IF_ERROR(remote.CheckInvariants());
+  absl::MutexLock lock(&LockFor(key));
+  SiblingSet record;
+  absl::StatusOr<SiblingSet> existing = ReadRecordLocked(key);
+  if (existing.ok()) {
+    record = *std::move(existing);
+  } else if (!absl::IsNotFound(existing.status())) {
+    return existing.status();
+  }
+  SiblingSet merged = record;
+  merged.Merge(remote);
+  if (merged != record) {
+    WriteBatch batch;
+    batch.Put(Column::kData, key, EncodeSiblingSet(merged));
+    KV_RETURN_IF_ERROR(engine_->Write(batch, WriteOptions{options_.sync_writes}));
+  }
+  return merged;
+}
+
+absl::StatusOr<ListPage> LocalStore::List(absl::string_view prefix, absl::string_view page_token,
+                                          uint32_t limit) {
+  const Limits& limits = options_.limits;
+  KV_RETURN_IF_ERROR(CheckSize("prefix", prefix.size(), "max_key_bytes", limits.max_key_bytes));
+  if (limit == 0) limit = limits.default_list_limit;
+  if (limit > limits.max_list_limit) limit = limits.max_list_limit;
+
+  std::string start(prefix);
+  bool skip_start = false;
+  if (!page_token.empty()) {
+    if (!absl::WebSafeBase64Unescape(page_token, &start) || !absl::StartsWith(start, prefix)) {
+      return absl::InvalidArgumentError(
+          "malformed page token: pass the next_page_token of a List with the same prefix");
+    }
+    skip_start = true;  // the token is the last key of the previous page
+  }
+  const std::string end = PrefixSuccessor(prefix);
+
+  // Bound the work of one page even when most keys in range are deleted.
+  const size_t max_scanned = static_cast<size_t>(limit) * 8 + 1024;
+  size_t scanned = 0;
+  ListPage page;
+  std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kData);
+  std::string last;
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    absl::string_view key = it->key();
+    if (!end.empty() && key >= end) break;
+    if (!absl::StartsWith(key, prefix)) break;
+    if (skip_start && key == start) continue;
+    if (page.keys.size() == limit || scanned == max_scanned) {
+      page.next_page_token = absl::WebSafeBase64Escape(last);
+      break;
+    }
+    ++scanned;
+    last = std::string(key);
+    KV_ASSIGN_OR_RETURN(SiblingSet record, DecodeSiblingSet(it->value()));
+    if (!record.AllTombstones()) page.keys.push_back(last);
+  }
+  KV_RETURN_IF_ERROR(it->status());
+  return page;
+}
+
+absl::StatusOr<size_t> LocalStore::ExpireIdempotencyRecords() {
+  const int64_t now = ToMicros(clock_->Now());
+  size_t removed = 0;
+  std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kIdempotency);
+  for (it->Seek(kIdempotencyExpiryPrefix); it->Valid(); it->Next()) {
+    int64_t expiry;
+    absl::string_view token;
+    if (!ParseIdempotencyExpiryKey(it->key(), &expiry, &token) || expiry >= now) break;
+    const std::string token_key = IdempotencyTokenKey(token);
+    // Under the token's lock: a Write may be reusing the expired token right now, and its new
+    // record must not be deleted. Delete the record only if this index entry still points at it.
+    absl::MutexLock lock(&LockFor(token_key));
+    WriteBatch batch;
+    absl::StatusOr<std::string> stored = engine_->Get(Column::kIdempotency, token_key);
+    if (stored.ok()) {
+      absl::StatusOr<IdempotencyRecord> record = DecodeIdempotencyRecord(*stored);
+      if (!record.ok() || record->expiry_micros == expiry) {
+        batch.Delete(Column::kIdempotency, token_key);
+      }
+    }
+    batch.Delete(Column::kIdempotency, it->key());
+    KV_RETURN_IF_ERROR(engine_->Write(batch, WriteOptions{}));
+    ++removed;
+  }
+  KV_RETURN_IF_ERROR(it->status());
+  return removed;
+}
+
+}  // namespace kv

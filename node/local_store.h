@@ -20,6 +20,7 @@
 #define KV_NODE_LOCAL_STORE_H_
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,11 +45,11 @@ struct WriteCommand {
 };
 
 struct WriteOutcome {
-  std::string write_id;      // "<dot>/<base64url key>"
-  std::string context;       // encoded CausalContext to hand back to the client
-  bool deduplicated = false; // the token had been seen with the same request
-  Dot dot;                   // the new version (the first one when deduplicated)
-  SiblingSet record;         // the key's record after the write (empty when deduplicated)
+  std::string write_id;       // "<dot>/<base64url key>"
+  std::string context;        // encoded CausalContext to hand back to the client
+  bool deduplicated = false;  // the token had been seen with the same request
+  Dot dot;                    // the new version (the first one when deduplicated)
+  SiblingSet record;          // the key's record after the write (empty when deduplicated)
 };
 
 struct ListPage {
@@ -66,15 +67,25 @@ class LocalStore {
 
   // Loads (or, on an empty engine, creates) the node's actor epoch.
   static absl::StatusOr<std::unique_ptr<LocalStore>> Open(Engine* engine, const Clock* clock,
-                                                          absl::BitGenRef rng,
-                                                          std::string node_id, Options options);
+                                                          absl::BitGenRef rng, std::string node_id,
+                                                          Options options);
 
   const std::string& actor() const { return actor_; }
   const Options& options() const { return options_; }
 
+  // Adds mutations to a write's atomic batch (the replication outbox entries for the key).
+  using BatchHook = std::function<void(absl::string_view key, WriteBatch* batch)>;
+
   // Applies a Put or Delete coordinated by this node. A Delete without context removes every
-  // version this replica holds (it is written as a tombstone covering them).
-  absl::StatusOr<WriteOutcome> Write(const WriteCommand& command);
+  // version this replica holds (it is written as a tombstone covering them). `hook`, if set, is
+  // called exactly once on success, under the key's lock, to add to the batch that is written:
+  // the new version's batch, or, when the write is deduplicated, a batch of its own (so that a
+  // retried write is sent to the other replicas again).
+  //
+  // Deduplication: a token seen before on this node returns the first result. A token carried
+  // by a version this replica already holds (the write was coordinated elsewhere and has
+  // replicated here) also returns that version, when the value matches.
+  absl::StatusOr<WriteOutcome> Write(const WriteCommand& command, const BatchHook& hook = {});
 
   // The replica's record of `key`, tombstones included; NOT_FOUND if it has none.
   absl::StatusOr<SiblingSet> ReadRecord(absl::string_view key);
@@ -98,6 +109,8 @@ class LocalStore {
   absl::Mutex& LockFor(absl::string_view key);
   absl::StatusOr<SiblingSet> ReadRecordLocked(absl::string_view key);
   absl::Status ValidateWrite(const WriteCommand& command) const;
+  // Writes `hook`'s mutations (if any) in a batch of their own.
+  absl::Status RunHookAlone(absl::string_view key, const BatchHook& hook);
 
   static constexpr size_t kLockStripes = 256;
 

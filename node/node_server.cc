@@ -1,1 +1,218 @@
-// placeholder: being written
+#include "node/node_server.h"
+
+#include <grpc/support/log.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "node/clock.h"
+#include "node/log.h"
+#include "storage/rocksdb_engine.h"
+#include "storage/status_macros.h"
+
+#ifndef KV_VERSION
+#define KV_VERSION "unknown"
+#endif
+
+namespace kv {
+namespace {
+
+constexpr absl::Duration kExpiryInterval = absl::Minutes(1);
+
+absl::Status DataDirError(int error_number, absl::string_view what, absl::string_view dir) {
+  const std::string message =
+      absl::StrCat(what, " data directory \"", dir, "\": ", strerror(error_number),
+                   ". Fix its permissions or choose another directory with --data_dir.");
+  if (error_number == EACCES || error_number == EPERM || error_number == EROFS) {
+    return absl::PermissionDeniedError(message);
+  }
+  return absl::FailedPreconditionError(message);
+}
+
+// Creates the data directory (and its parents) and checks that this process may write in it,
+// so that permission problems are reported before RocksDB sees them.
+absl::Status PrepareDataDir(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return DataDirError(ec.value(), "cannot create", dir);
+  if (!std::filesystem::is_directory(dir, ec)) return DataDirError(ENOTDIR, "cannot use", dir);
+  if (access(dir.c_str(), W_OK | X_OK) != 0) return DataDirError(errno, "cannot write in", dir);
+  return absl::OkStatus();
+}
+
+// Keeps the engine's code (FAILED_PRECONDITION for a held lock, PERMISSION_DENIED, ...) and
+// adds which directory and what to do.
+absl::Status EngineOpenError(const absl::Status& status, const std::string& dir) {
+  std::string message =
+      absl::StrCat("cannot open data directory \"", dir, "\": ", status.message());
+  if (absl::IsFailedPrecondition(status) &&
+      !absl::StrContains(status.message(), "another kvnode")) {
+    absl::StrAppend(&message,
+                    ". If another kvnode is running on this directory (it holds the "
+                    "lock), stop it or choose another --data_dir.");
+  }
+  return absl::Status(status.code(), message);
+}
+
+// The endpoint a local kvctl should use: wildcard listen hosts become loopback.
+std::string LocalEndpoint(absl::string_view listen, int port) {
+  std::string host(listen.substr(0, listen.rfind(':')));
+  if (host == "0.0.0.0" || host == "[::]" || host == "::") host = "127.0.0.1";
+  return absl::StrCat(host, ":", port);
+}
+
+// gRPC's own log lines, in the node's structured format.
+void LogFromGrpc(gpr_log_func_args* args) {
+  LogLevel level = LogLevel::kError;
+  if (args->severity == GPR_LOG_SEVERITY_DEBUG) level = LogLevel::kDebug;
+  if (args->severity == GPR_LOG_SEVERITY_INFO) level = LogLevel::kInfo;
+  Log(level, args->message,
+      {{"component", "grpc"}, {"source", absl::StrCat(args->file, ":", args->line)}});
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& config) {
+  gpr_set_log_function(LogFromGrpc);
+  std::unique_ptr<NodeServer> server(new NodeServer(config));
+  KV_RETURN_IF_ERROR(server->OpenStorage());
+  KV_RETURN_IF_ERROR(server->StartGrpc());
+  server->expiry_thread_ = std::thread([s = server.get()] { s->ExpireIdempotencyRecordsLoop(); });
+  server->LogStarted();
+  return server;
+}
+
+absl::Status NodeServer::OpenStorage() {
+  KV_RETURN_IF_ERROR(PrepareDataDir(config_.data_dir));
+  absl::StatusOr<std::unique_ptr<RocksDbEngine>> engine =
+      RocksDbEngine::Open(config_.data_dir, RocksDbOptions());
+  if (!engine.ok()) return EngineOpenError(engine.status(), config_.data_dir);
+  engine_ = *std::move(engine);
+  LocalStore::Options options;
+  options.limits = config_.limits;
+  options.idempotency_ttl = config_.idempotency_ttl;
+  options.sync_writes = config_.sync_writes;
+  absl::StatusOr<std::unique_ptr<LocalStore>> store =
+      LocalStore::Open(engine_.get(), SystemClock::Get(), rng_, config_.node_id, options);
+  if (!store.ok()) {
+    return absl::Status(store.status().code(),
+                        absl::StrCat("cannot load the node's state from \"", config_.data_dir,
+                                     "\": ", store.status().message()));
+  }
+  store_ = *std::move(store);
+  actor_ = store_->actor();
+  return absl::OkStatus();
+}
+
+absl::Status NodeServer::StartGrpc() {
+  executor_ = std::make_unique<ThreadPoolExecutor>(config_.executor_threads);
+  kv_service_ = std::make_unique<KvService>(store_.get(), executor_.get(), &gate_, config_.node_id);
+  admin_service_ = std::make_unique<AdminService>(
+      AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
+      engine_.get(), executor_.get(), &gate_, SystemClock::Get());
+  replica_service_ = std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &port_);
+  // gRPC sets SO_REUSEPORT by default, which would let a second node silently share the port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config_.limits.max_message_bytes()));
+  builder.RegisterService(kv_service_.get());
+  builder.RegisterService(admin_service_.get());
+  builder.RegisterService(replica_service_.get());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port_ == 0) {
+    if (server_ != nullptr) server_->Shutdown();
+    server_.reset();
+    executor_->Shutdown();
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", config_.listen,
+        ": the address is in use or not local. Stop what uses it or choose another --listen."));
+  }
+  return absl::OkStatus();
+}
+
+void NodeServer::LogStarted() const {
+  const std::string endpoint = LocalEndpoint(config_.listen, port_);
+  LogInfo("kvnode serving", {{"node_id", config_.node_id},
+                             {"actor", store_->actor()},
+                             {"listen", config_.listen},
+                             {"data_dir", config_.data_dir},
+                             {"sync_writes", config_.sync_writes ? "true" : "false"},
+                             {"executor_threads", absl::StrCat(config_.executor_threads)},
+                             {"version", KV_VERSION},
+                             {"pid", absl::StrCat(getpid())}});
+  LogInfo("try it with kvctl",
+          {{"example", absl::StrCat("kvctl --endpoints=", endpoint, " put hello world")},
+           {"then", absl::StrCat("kvctl --endpoints=", endpoint, " get hello")}});
+}
+
+void NodeServer::ExpireIdempotencyRecordsLoop() {
+  while (!stop_expiry_.WaitForNotificationWithTimeout(kExpiryInterval)) {
+    absl::StatusOr<size_t> expired = store_->ExpireIdempotencyRecords();
+    if (!expired.ok()) {
+      LogWarn("expiring idempotency records failed; will retry",
+              {{"error", std::string(expired.status().message())}});
+    } else if (*expired > 0) {
+      Log(LogLevel::kDebug, "expired idempotency records", {{"count", absl::StrCat(*expired)}});
+    }
+  }
+}
+
+void NodeServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (server_ != nullptr) StopServing();
+  if (expiry_thread_.joinable()) {
+    stop_expiry_.Notify();
+    expiry_thread_.join();
+  }
+  if (executor_ != nullptr) executor_->Shutdown();
+  server_.reset();
+  replica_service_.reset();
+  admin_service_.reset();
+  kv_service_.reset();
+  store_.reset();
+  if (engine_ != nullptr) {
+    engine_.reset();  // closes RocksDB
+    LogInfo("storage closed", {{"data_dir", config_.data_dir}});
+  }
+}
+
+void NodeServer::StopServing() {
+  // gRPC drops (CANCELLED) calls it has received but not yet handed to a service when the server
+  // shuts down. Refusing new calls first, with a retryable code, lets such calls be answered and
+  // sends clients elsewhere before the listener closes.
+  LogInfo("draining: answering new requests with UNAVAILABLE",
+          {{"drain", absl::FormatDuration(config_.shutdown_drain)}});
+  gate_.Close();
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  absl::SleepFor(config_.shutdown_drain);
+  LogInfo("waiting for in-flight requests",
+          {{"in_flight", absl::StrCat(gate_.in_flight())},
+           {"grace", absl::FormatDuration(config_.shutdown_grace)}});
+  const int left = gate_.WaitUntilIdle(absl::Now() + config_.shutdown_grace);
+  if (left > 0) {
+    LogWarn("shutdown grace expired; cancelling requests still running",
+            {{"in_flight", absl::StrCat(left)}});
+  }
+  // Nothing admitted is still running: close every connection now rather than wait for idle
+  // clients to hang up.
+  server_->Shutdown(absl::ToChronoTime(absl::Now()));
+  server_->Wait();
+}
+
+NodeServer::~NodeServer() { Shutdown(); }
+
+}  // namespace kv

@@ -1,1 +1,72 @@
-// placeholder: being written
+#include "node/replica_service.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "node/grpc_util.h"
+#include "storage/record_codec.h"
+#include "storage/status_macros.h"
+
+namespace kv {
+
+ReplicaService::ReplicaService(LocalStore* store, Executor* executor, CallGate* gate)
+    : store_(store), executor_(executor), gate_(gate) {}
+
+grpc::ServerUnaryReactor* ReplicaService::MergeBatch(grpc::CallbackServerContext* context,
+                                                     const internal::v1::MergeBatchRequest* request,
+                                                     internal::v1::MergeBatchResponse* response) {
+  absl::Status admitted = gate_->Check();
+  if (!admitted.ok()) return FinishNow(gate_, admitted);
+  return FinishOnExecutor(context, gate_, executor_,
+                          [this, request, response] { return DoMergeBatch(*request, response); });
+}
+
+grpc::ServerUnaryReactor* ReplicaService::ReadRecord(grpc::CallbackServerContext* context,
+                                                     const internal::v1::ReadRecordRequest* request,
+                                                     internal::v1::ReadRecordResponse* response) {
+  absl::Status valid = gate_->Check();
+  if (valid.ok()) valid = store_->ValidateKey(request->key());
+  if (!valid.ok()) return FinishNow(gate_, valid);
+  return FinishOnExecutor(context, gate_, executor_,
+                          [this, request, response] { return DoReadRecord(*request, response); });
+}
+
+absl::Status ReplicaService::DoMergeBatch(const internal::v1::MergeBatchRequest& request,
+                                          internal::v1::MergeBatchResponse* response) {
+  // Decode everything first, so that a bad record rejects the batch before anything changes.
+  std::vector<SiblingSet> decoded;
+  decoded.reserve(request.records_size());
+  for (int i = 0; i < request.records_size(); ++i) {
+    const internal::v1::ReplicaRecord& record = request.records(i);
+    absl::Status valid = store_->ValidateKey(record.key());
+    absl::StatusOr<SiblingSet> set = DecodeSiblingSet(record.record());
+    if (valid.ok() && !set.ok()) valid = set.status();
+    if (!valid.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("record ", i, " of the batch from \"",
+                                                     request.from_node_id(),
+                                                     "\" is invalid: ", valid.message()));
+    }
+    decoded.push_back(*std::move(set));
+  }
+  for (int i = 0; i < request.records_size(); ++i) {
+    KV_RETURN_IF_ERROR(store_->MergeRecord(request.records(i).key(), decoded[i]).status());
+    response->set_merged(response->merged() + 1);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReplicaService::DoReadRecord(const internal::v1::ReadRecordRequest& request,
+                                          internal::v1::ReadRecordResponse* response) {
+  absl::StatusOr<SiblingSet> record = store_->ReadRecord(request.key());
+  if (absl::IsNotFound(record.status())) {
+    response->set_found(false);
+    return absl::OkStatus();
+  }
+  if (!record.ok()) return record.status();
+  response->set_found(true);
+  response->set_record(EncodeSiblingSet(*record));
+  return absl::OkStatus();
+}
+
+}  // namespace kv

@@ -1,6 +1,8 @@
 // Little-endian fixed-width integers, varints and length-prefixed strings: the building blocks
 // of every on-disk encoding (storage/FORMAT.md). Get* functions consume from the front of
 // `input` and return false (leaving `input` unspecified) when it is truncated or malformed.
+// Malformed varints are those too long or too large for their type and overlong ones (a final
+// zero byte after the first), so every value has exactly one accepted encoding.
 #ifndef KV_STORAGE_CODING_H_
 #define KV_STORAGE_CODING_H_
 

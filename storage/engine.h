@@ -48,7 +48,10 @@ class WriteBatch {
 
   void Put(Column column, absl::string_view key, absl::string_view value);
   void Delete(Column column, absl::string_view key);
-  void Clear() { ops_.clear(); bytes_ = 0; }
+  void Clear() {
+    ops_.clear();
+    bytes_ = 0;
+  }
 
   const std::vector<Op>& ops() const { return ops_; }
   bool empty() const { return ops_.empty(); }

@@ -35,9 +35,9 @@ class MemoryEngine : public Engine {
   static void Apply(const WriteBatch& batch, Table* tables);
 
   absl::Mutex mu_;
-  Table tables_[kNumColumns] ABSL_GUARDED_BY(mu_);          // what readers see
-  Table durable_[kNumColumns] ABSL_GUARDED_BY(mu_);         // what survives SimulateCrash
-  std::vector<WriteBatch> unsynced_ ABSL_GUARDED_BY(mu_);   // applied to tables_ only
+  Table tables_[kNumColumns] ABSL_GUARDED_BY(mu_);         // what readers see
+  Table durable_[kNumColumns] ABSL_GUARDED_BY(mu_);        // what survives SimulateCrash
+  std::vector<WriteBatch> unsynced_ ABSL_GUARDED_BY(mu_);  // applied to tables_ only
 };
 
 }  // namespace kv

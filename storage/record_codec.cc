@@ -1,1 +1,130 @@
-// placeholder: being written
+// Record layout: storage/FORMAT.md, "Data column records".
+#include "storage/record_codec.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "storage/coding.h"
+#include "storage/crc32c.h"
+
+namespace kv {
+namespace {
+
+constexpr char kRecordMagic = static_cast<char>(0xd5);
+constexpr char kRecordFormatVersion = 1;
+constexpr size_t kHeaderBytes = 2 + 4;  // magic, version, masked CRC-32C
+constexpr uint8_t kFlagTombstone = 0x01;
+// Smallest encodings, used to bound counts by the bytes that remain.
+constexpr size_t kMinActorEntryBytes = 2;  // empty actor, one-byte counter
+constexpr size_t kMinSiblingBytes = 13;    // index, counter, flags, fixed64, two empty strings
+
+absl::Status Corrupt(absl::string_view what) {
+  return absl::DataLossError(absl::StrCat("corrupt sibling-set record: ", what));
+}
+
+}  // namespace
+
+std::string EncodeSiblingSet(const SiblingSet& set) {
+  std::string payload;
+  const auto& entries = set.context().entries();
+  PutVarint32(&payload, static_cast<uint32_t>(entries.size()));
+  for (const auto& [actor, counter] : entries) {
+    PutLengthPrefixed(&payload, actor);
+    PutVarint64(&payload, counter);
+  }
+  PutVarint32(&payload, static_cast<uint32_t>(set.siblings().size()));
+  for (const Sibling& s : set.siblings()) {
+    // The actor is stored as its index in the context's (sorted) actor list. A sibling whose
+    // actor is missing from the context violates the invariants; it gets an out-of-range index
+    // so that decoding reports it rather than this function inventing something.
+    auto it = entries.find(s.dot.actor);
+    PutVarint32(&payload, static_cast<uint32_t>(std::distance(entries.begin(), it)));
+    PutVarint64(&payload, s.dot.counter);
+    payload.push_back(static_cast<char>(s.tombstone ? kFlagTombstone : 0));
+    PutFixed64(&payload, static_cast<uint64_t>(s.timestamp_micros));
+    PutLengthPrefixed(&payload, s.value);
+    PutLengthPrefixed(&payload, s.idempotency_token);
+  }
+
+  std::string out;
+  out.reserve(kHeaderBytes + payload.size());
+  out.push_back(kRecordMagic);
+  out.push_back(kRecordFormatVersion);
+  PutFixed32(&out, crc32c::Mask(crc32c::Extend(crc32c::Value(out), payload)));
+  out.append(payload);
+  return out;
+}
+
+absl::StatusOr<SiblingSet> DecodeSiblingSet(absl::string_view bytes) {
+  if (bytes.size() < kHeaderBytes) {
+    return Corrupt(absl::StrCat("only ", bytes.size(), " bytes, shorter than the header"));
+  }
+  if (bytes[0] != kRecordMagic) return Corrupt("wrong magic byte");
+  if (bytes[1] != kRecordFormatVersion) {
+    return Corrupt(absl::StrCat("unknown format version ", static_cast<uint8_t>(bytes[1])));
+  }
+  absl::string_view input = bytes.substr(2);
+  uint32_t masked_crc = 0;
+  GetFixed32(&input, &masked_crc);
+  if (crc32c::Unmask(masked_crc) != crc32c::Extend(crc32c::Value(bytes.substr(0, 2)), input)) {
+    return Corrupt("checksum mismatch");
+  }
+
+  uint32_t num_actors = 0;
+  if (!GetVarint32(&input, &num_actors) || num_actors > input.size() / kMinActorEntryBytes) {
+    return Corrupt("bad context size");
+  }
+  VersionVector context;
+  std::vector<absl::string_view> actors;
+  actors.reserve(num_actors);
+  for (uint32_t i = 0; i < num_actors; ++i) {
+    absl::string_view actor;
+    uint64_t counter = 0;
+    if (!GetLengthPrefixed(&input, &actor) || !GetVarint64(&input, &counter)) {
+      return Corrupt("truncated context entry");
+    }
+    if (counter == 0) return Corrupt("context entry with counter 0");
+    if (!actors.empty() && actor <= actors.back()) return Corrupt("context actors out of order");
+    context.Advance(actor, counter);
+    actors.push_back(actor);
+  }
+
+  uint32_t num_siblings = 0;
+  if (!GetVarint32(&input, &num_siblings) || num_siblings > input.size() / kMinSiblingBytes) {
+    return Corrupt("bad sibling count");
+  }
+  std::vector<Sibling> siblings(num_siblings);
+  for (Sibling& s : siblings) {
+    uint32_t actor_index = 0;
+    uint64_t timestamp = 0;
+    absl::string_view value;
+    absl::string_view token;
+    if (!GetVarint32(&input, &actor_index) || !GetVarint64(&input, &s.dot.counter) ||
+        input.empty()) {
+      return Corrupt("truncated sibling");
+    }
+    const auto flags = static_cast<uint8_t>(input[0]);
+    input.remove_prefix(1);
+    if (!GetFixed64(&input, &timestamp) || !GetLengthPrefixed(&input, &value) ||
+        !GetLengthPrefixed(&input, &token)) {
+      return Corrupt("truncated sibling");
+    }
+    if (actor_index >= actors.size()) return Corrupt("sibling actor index out of range");
+    if ((flags & ~kFlagTombstone) != 0) return Corrupt("unknown sibling flags");
+    s.dot.actor = std::string(actors[actor_index]);
+    s.tombstone = (flags & kFlagTombstone) != 0;
+    s.timestamp_micros = static_cast<int64_t>(timestamp);
+    s.value = std::string(value);
+    s.idempotency_token = std::string(token);
+  }
+  if (!input.empty()) return Corrupt(absl::StrCat(input.size(), " trailing bytes"));
+
+  SiblingSet set(std::move(context), std::move(siblings));
+  if (absl::Status status = set.CheckInvariants(); !status.ok()) {
+    return Corrupt(status.message());
+  }
+  return set;
+}
+
+}  // namespace kv

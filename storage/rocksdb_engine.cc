@@ -1,1 +1,246 @@
-// placeholder: being written
+// Column families: RocksDB always has a "default" column family; this engine leaves it empty
+// and keeps each Column in a family named ColumnName(column) ("data", "outbox", "idempotency",
+// "meta"). See storage/FORMAT.md.
+#include "storage/rocksdb_engine.h"
+
+#include <unistd.h>
+
+#include <array>
+#include <filesystem>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "rocksdb/cache.h"
+#include "rocksdb/filter_policy.h"
+#include "rocksdb/db.h"
+#include "rocksdb/iterator.h"
+#include "rocksdb/options.h"
+#include "rocksdb/table.h"
+#include "rocksdb/write_batch.h"
+
+namespace kv {
+namespace {
+
+rocksdb::Slice ToSlice(absl::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
+absl::string_view ToView(const rocksdb::Slice& s) { return absl::string_view(s.data(), s.size()); }
+
+// Maps a RocksDB status (not OK) to the engine's error codes; `what` names the operation.
+absl::Status FromRocksDb(const rocksdb::Status& s, absl::string_view what) {
+  std::string message = absl::StrCat(what, ": rocksdb: ", s.ToString());
+  if (s.IsNotFound()) return absl::NotFoundError(message);
+  if (s.IsCorruption()) return absl::DataLossError(message);
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(message);
+  if (s.IsIOError() && absl::StrContains(s.ToString(), "Permission denied")) {
+    return absl::PermissionDeniedError(message);
+  }
+  return absl::InternalError(message);
+}
+
+// RocksDB reports a held LOCK file as an IOError: "While lock file: <dir>/LOCK: Resource
+// temporarily unavailable" when another process holds it, "lock hold by current process" when
+// another engine in this process does. Returns the error to report, or OK if `s` is not that.
+absl::Status LockError(const rocksdb::Status& s, const std::string& dir) {
+  if (!s.IsIOError()) return absl::OkStatus();
+  const std::string text = s.ToString();
+  if (absl::StrContains(text, "lock hold by current process")) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("data directory ", dir, " is locked: it is already open in this process"));
+  }
+  if (absl::StrContains(text, "While lock file")) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("data directory ", dir,
+                     " is locked by another process (is another kvnode running on it?): ", text));
+  }
+  return absl::OkStatus();
+}
+
+// Creates `dir` if needed and checks that this process may write it, so that the common
+// mistakes get a message naming the directory instead of a RocksDB file error.
+absl::Status PrepareDirectory(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    std::string message =
+        absl::StrCat("cannot create data directory ", dir, ": ", ec.message(),
+                     " (choose a directory this user can create, or create it first)");
+    if (ec == std::errc::permission_denied || ec == std::errc::operation_not_permitted ||
+        ec == std::errc::read_only_file_system) {
+      return absl::PermissionDeniedError(message);
+    }
+    return absl::FailedPreconditionError(message);
+  }
+  if (!std::filesystem::is_directory(dir, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("data directory ", dir, " exists but is not a directory"));
+  }
+  if (access(dir.c_str(), R_OK | W_OK | X_OK) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("data directory ", dir,
+                     " is not readable and writable by this user (fix its ownership "
+                     "or permissions, or choose another directory)"));
+  }
+  return absl::OkStatus();
+}
+
+class RocksDbIterator : public Iterator {
+ public:
+  // Takes ownership of `snapshot` (released on destruction) and of `it`, which reads from it.
+  RocksDbIterator(rocksdb::DB* db, const rocksdb::Snapshot* snapshot,
+                  std::unique_ptr<rocksdb::Iterator> it)
+      : db_(db), snapshot_(snapshot), it_(std::move(it)) {}
+  ~RocksDbIterator() override {
+    it_.reset();  // before the snapshot it reads from
+    db_->ReleaseSnapshot(snapshot_);
+  }
+
+  void SeekToFirst() override { it_->SeekToFirst(); }
+  void Seek(absl::string_view target) override { it_->Seek(ToSlice(target)); }
+  bool Valid() const override { return it_->Valid(); }
+  void Next() override { it_->Next(); }
+  absl::string_view key() const override { return ToView(it_->key()); }
+  absl::string_view value() const override { return ToView(it_->value()); }
+  absl::Status status() const override {
+    rocksdb::Status s = it_->status();
+    return s.ok() ? absl::OkStatus() : FromRocksDb(s, "iterator");
+  }
+
+ private:
+  rocksdb::DB* const db_;
+  const rocksdb::Snapshot* const snapshot_;
+  std::unique_ptr<rocksdb::Iterator> it_;
+};
+
+}  // namespace
+
+struct RocksDbEngine::Impl {
+  std::string dir;
+  std::unique_ptr<rocksdb::DB> db;
+  // handles[i] is the family of Column i; handles[kNumColumns] is "default".
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+
+  rocksdb::ColumnFamilyHandle* Family(Column column) const {
+    return handles[static_cast<size_t>(column)];
+  }
+
+  ~Impl() {
+    if (db == nullptr) return;
+    for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
+    db->Close().PermitUncheckedError();  // the WAL already holds every acknowledged batch
+  }
+};
+
+RocksDbEngine::RocksDbEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+RocksDbEngine::~RocksDbEngine() = default;
+
+absl::StatusOr<std::unique_ptr<RocksDbEngine>> RocksDbEngine::Open(const std::string& dir,
+                                                                   const RocksDbOptions& options) {
+  if (absl::Status status = PrepareDirectory(dir); !status.ok()) return status;
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  // Flushes and compactions in the background while writers group-commit in the foreground.
+  db_options.max_background_jobs = 2;
+  db_options.enable_pipelined_write = true;
+
+  rocksdb::BlockBasedTableOptions table_options;
+  table_options.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  // Most lookups of idempotency tokens and of new keys miss: Bloom filters keep a miss from
+  // reading a data block of every table.
+  table_options.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table_options.cache_index_and_filter_blocks = true;
+  table_options.pin_l0_filter_and_index_blocks_in_cache = true;
+  rocksdb::ColumnFamilyOptions cf_options;
+  cf_options.write_buffer_size = options.write_buffer_bytes;
+  cf_options.memtable_whole_key_filtering = true;
+  cf_options.memtable_prefix_bloom_size_ratio = 0.05;
+  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (int i = 0; i < kNumColumns; ++i) {
+    families.emplace_back(std::string(ColumnName(static_cast<Column>(i))), cf_options);
+  }
+  families.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
+
+  // RocksDB refuses to open a database without naming every family it holds; say so plainly.
+  std::vector<std::string> existing;
+  if (rocksdb::DB::ListColumnFamilies(db_options, dir, &existing).ok()) {
+    for (const std::string& name : existing) {
+      bool known = false;
+      for (const auto& family : families) known |= family.name == name;
+      if (!known) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("data directory ", dir, " holds column family \"", name,
+                         "\" unknown to this version of kvnode (was it written by a newer one?)"));
+      }
+    }
+  }
+
+  auto impl = std::make_unique<Impl>();
+  impl->dir = dir;
+  rocksdb::DB* raw_db = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &impl->handles, &raw_db);
+  if (!s.ok()) {
+    if (absl::Status lock_error = LockError(s, dir); !lock_error.ok()) return lock_error;
+    absl::Status status = FromRocksDb(s, absl::StrCat("opening data directory ", dir));
+    if (status.code() == absl::StatusCode::kInternal ||
+        status.code() == absl::StatusCode::kInvalidArgument) {
+      return absl::FailedPreconditionError(status.message());
+    }
+    return status;
+  }
+  impl->db.reset(raw_db);
+  return std::unique_ptr<RocksDbEngine>(new RocksDbEngine(std::move(impl)));
+}
+
+absl::StatusOr<std::string> RocksDbEngine::Get(Column column, absl::string_view key) {
+  std::string value;
+  rocksdb::Status s =
+      impl_->db->Get(rocksdb::ReadOptions(), impl_->Family(column), ToSlice(key), &value);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("no key in column ", ColumnName(column)));
+  }
+  if (!s.ok()) return FromRocksDb(s, absl::StrCat("get from column ", ColumnName(column)));
+  return value;
+}
+
+absl::Status RocksDbEngine::Write(const WriteBatch& batch, const WriteOptions& options) {
+  rocksdb::WriteBatch rocks_batch;
+  for (const WriteBatch::Op& op : batch.ops()) {
+    if (static_cast<size_t>(op.column) >= kNumColumns) {
+      return absl::InvalidArgumentError("write batch names an unknown column");
+    }
+    rocksdb::Status s =
+        op.type == WriteBatch::OpType::kPut
+            ? rocks_batch.Put(impl_->Family(op.column), ToSlice(op.key), ToSlice(op.value))
+            : rocks_batch.Delete(impl_->Family(op.column), ToSlice(op.key));
+    if (!s.ok()) return FromRocksDb(s, "building write batch");
+  }
+  rocksdb::WriteOptions write_options;
+  write_options.sync = options.sync;
+  rocksdb::Status s = impl_->db->Write(write_options, &rocks_batch);
+  if (!s.ok()) return FromRocksDb(s, absl::StrCat("write to ", impl_->dir));
+  return absl::OkStatus();
+}
+
+std::unique_ptr<Iterator> RocksDbEngine::NewIterator(Column column) {
+  const rocksdb::Snapshot* snapshot = impl_->db->GetSnapshot();
+  rocksdb::ReadOptions read_options;
+  read_options.snapshot = snapshot;
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(read_options, impl_->Family(column)));
+  return std::make_unique<RocksDbIterator>(impl_->db.get(), snapshot, std::move(it));
+}
+
+uint64_t RocksDbEngine::ApproximateCount(Column column) {
+  uint64_t count = 0;
+  if (!impl_->db->GetIntProperty(impl_->Family(column), "rocksdb.estimate-num-keys", &count)) {
+    return 0;
+  }
+  return count;
+}
+
+}  // namespace kv

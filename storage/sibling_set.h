@@ -10,11 +10,17 @@
 //   - no sibling's dot is covered by another replica's context unless that replica also holds it
 //     (this is what Merge maintains).
 //
-// Merge is commutative, associative and idempotent: a sibling survives a merge unless the other
-// side has seen its dot (context covers it) and no longer holds it, i.e. the other side replaced
-// it. Two siblings carrying the same non-empty idempotency token are one logical write retried
-// through two coordinators; Merge keeps only the one with the smaller dot (and, because the
-// merged context covers both dots, every replica converges on the same choice).
+// Merge is the join of dotted causal containers: commutative, associative and idempotent. A
+// sibling survives a merge unless the other side has seen its dot (context covers it) and no
+// longer holds it, i.e. the other side replaced it. Because it is a join, replicas that have
+// received the same writes hold the same record, whatever the order of delivery.
+//
+// Retried writes. Two siblings carrying the same non-empty idempotency token are one logical
+// write that a retry got coordinated twice (on two replicas that had not seen each other's
+// copy). Merge keeps both, so that it stays a join; LiveSiblings() shows only the one with the
+// smaller dot, and a write with a context covering both replaces both. A copy that arrives only
+// after a client replaced the other one stays visible (a known limit: nothing remembers the
+// replaced token); the coordinator avoids creating copies where it can (node/coordinator.h).
 //
 // Values, not thread-safe for concurrent mutation.
 #ifndef KV_STORAGE_SIBLING_SET_H_
@@ -39,8 +45,7 @@ struct Sibling {
 
   friend bool operator==(const Sibling& a, const Sibling& b) {
     return a.dot == b.dot && a.tombstone == b.tombstone && a.value == b.value &&
-           a.timestamp_micros == b.timestamp_micros &&
-           a.idempotency_token == b.idempotency_token;
+           a.timestamp_micros == b.timestamp_micros && a.idempotency_token == b.idempotency_token;
   }
 };
 
@@ -58,7 +63,7 @@ class SiblingSet {
   bool empty() const { return siblings_.empty() && context_.empty(); }
   // True when no sibling is a live value (all tombstones, or none at all).
   bool AllTombstones() const;
-  // Live (non-tombstone) siblings, in dot order.
+  // Live (non-tombstone) siblings, in dot order, one per idempotency token (the smallest dot).
   std::vector<Sibling> LiveSiblings() const;
 
   // Applies a write coordinated by `actor` that has seen `seen`: removes every sibling that
@@ -69,13 +74,16 @@ class SiblingSet {
   Dot ApplyWrite(absl::string_view actor, const CausalContext& seen, Sibling sibling);
 
   // The context to hand back to the writer after ApplyWrite: `seen` plus the new dot, minus
-  // extra dots this set's context already covers.
+  // extra dots this set's context already covers. When the new version is the only sibling left,
+  // the whole context instead (everything else it covers was replaced), so that writers who
+  // chain writes with the returned contexts do not pile up siblings of each other's lineages.
   CausalContext ContextAfterWrite(const CausalContext& seen, const Dot& new_dot) const;
 
   // Merges another replica's record of the same key into this one.
   void Merge(const SiblingSet& other);
 
-  // OK if the invariants above hold (sorted unique dots, all covered); DATA_LOSS otherwise.
+  // OK if the invariants above hold (sorted unique dots, all covered, no counter 0); DATA_LOSS
+  // otherwise. (The third invariant relates two replicas and cannot be checked on one.)
   absl::Status CheckInvariants() const;
 
   // Human-readable, for DescribeKey and test failures.

@@ -10,10 +10,10 @@
 #define KV_STATUS_CONCAT_(a, b) KV_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define KV_RETURN_IF_ERROR(expr)                   \
-  do {                                             \
-    ::absl::Status kv_status_ = (expr);            \
-    if (!kv_status_.ok()) return kv_status_;       \
+#define KV_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::absl::Status kv_status_ = (expr);      \
+    if (!kv_status_.ok()) return kv_status_; \
   } while (0)
 
 // `lhs = value of expr` if expr (an absl::StatusOr<T>) is OK; otherwise returns its status.

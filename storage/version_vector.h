@@ -89,8 +89,11 @@ class CausalContext {
   const std::vector<Dot>& dots() const { return dots_; }
   bool empty() const { return vv_.empty() && dots_.empty(); }
 
+  // True if vv() covers the dot or it is one of dots().
   bool Covers(const Dot& dot) const;
-  // Adds a dot (ignored if already covered).
+  // Adds a dot to dots(). Ignored if this context's own vv() already covers it, if it is already
+  // present, or if its counter is 0. Only vv() is consulted: a dot some replica's context covers
+  // is still added (SiblingSet::ContextAfterWrite relies on this).
   void AddDot(const Dot& dot);
   // Union of both contexts.
   void Merge(const CausalContext& other);
@@ -99,8 +102,12 @@ class CausalContext {
   // Highest counter of `actor` that this context mentions, in vv() or dots().
   uint64_t MaxCounter(absl::string_view actor) const;
 
+  // The empty context encodes to the empty string.
   std::string Encode() const;
-  // An empty input decodes to an empty context. INVALID_ARGUMENT if malformed.
+  // An empty input decodes to an empty context. INVALID_ARGUMENT if malformed: wrong magic or
+  // version, checksum mismatch, truncation, trailing bytes, or a non-canonical body (unsorted or
+  // duplicate actors or dots, counter 0, a dot covered by the vector). Never allocates more than
+  // the input's size.
   static absl::StatusOr<CausalContext> Decode(absl::string_view bytes);
   std::string ToString() const;
 

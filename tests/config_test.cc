@@ -1,1 +1,266 @@
-// placeholder: being written
+// Tests for node/config.h: one table of settings read from flags and a config file, flags
+// winning, and a clear error (naming the flag or file and line, pointing at --help) for every
+// kind of bad input.
+#include "node/config.h"
+
+#include <sys/stat.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace kv {
+namespace {
+
+using ::testing::HasSubstr;
+
+absl::StatusOr<CommandLine> Parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "kvnode");
+  return ParseNodeCommandLine(args);
+}
+
+NodeConfig ParseOk(std::vector<std::string> args) {
+  absl::StatusOr<CommandLine> parsed = Parse(std::move(args));
+  EXPECT_TRUE(parsed.ok()) << parsed.status();
+  if (!parsed.ok()) return NodeConfig();
+  EXPECT_FALSE(parsed->help);
+  return parsed->config;
+}
+
+// The error message for bad arguments; fails the test if they parse.
+std::string ParseError(std::vector<std::string> args) {
+  absl::StatusOr<CommandLine> parsed = Parse(std::move(args));
+  EXPECT_FALSE(parsed.ok());
+  if (parsed.ok()) return "";
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string message(parsed.status().message());
+  EXPECT_THAT(message, HasSubstr("kvnode --help"));
+  return message;
+}
+
+class ConfigFileTest : public ::testing::Test {
+ protected:
+  std::string WriteConfig(const std::string& contents) {
+    const std::string path = dir_.Sub("kvnode.conf");
+    testing::WriteFile(path, contents);
+    return path;
+  }
+  testing::TempDir dir_;
+};
+
+TEST(ConfigTest, Defaults) {
+  const NodeConfig c = ParseOk({});
+  EXPECT_EQ(c.node_id, "n1");
+  EXPECT_EQ(c.listen, "127.0.0.1:7700");
+  EXPECT_EQ(c.data_dir, "./kvdata/n1");
+  EXPECT_FALSE(c.sync_writes);
+  EXPECT_EQ(c.executor_threads, 8);
+  EXPECT_EQ(c.limits.max_key_bytes, Limits().max_key_bytes);
+  EXPECT_EQ(c.limits.max_value_bytes, Limits().max_value_bytes);
+  EXPECT_EQ(c.idempotency_ttl, absl::Hours(24));
+  EXPECT_EQ(c.shutdown_grace, absl::Seconds(10));
+  EXPECT_EQ(c.shutdown_drain, absl::Milliseconds(500));
+  EXPECT_EQ(c.log_level, LogLevel::kInfo);
+  EXPECT_TRUE(c.config_file.empty());
+}
+
+TEST(ConfigTest, FlagForms) {
+  const NodeConfig c =
+      ParseOk({"--node_id=alpha-1.b_c", "--listen", "0.0.0.0:9000", "--sync_writes",
+               "--executor-threads=3", "--max_key_bytes", "100", "--max_value_bytes=2000",
+               "--idempotency_ttl=1h30m", "--shutdown_grace=0s", "--shutdown-drain", "2s",
+               "--log_level=WARN", "--data_dir=/var/lib/kv"});
+  EXPECT_EQ(c.node_id, "alpha-1.b_c");
+  EXPECT_EQ(c.listen, "0.0.0.0:9000");
+  EXPECT_TRUE(c.sync_writes);
+  EXPECT_EQ(c.executor_threads, 3);
+  EXPECT_EQ(c.limits.max_key_bytes, 100u);
+  EXPECT_EQ(c.limits.max_value_bytes, 2000u);
+  EXPECT_EQ(c.idempotency_ttl, absl::Minutes(90));
+  EXPECT_EQ(c.shutdown_grace, absl::ZeroDuration());
+  EXPECT_EQ(c.shutdown_drain, absl::Seconds(2));
+  EXPECT_EQ(c.log_level, LogLevel::kWarn);
+  EXPECT_EQ(c.data_dir, "/var/lib/kv");
+}
+
+TEST(ConfigTest, BooleanSpellings) {
+  for (const char* yes : {"true", "TRUE", "yes", "on", "1"}) {
+    EXPECT_TRUE(ParseOk({std::string("--sync_writes=") + yes}).sync_writes) << yes;
+  }
+  for (const char* no : {"false", "False", "no", "off", "0"}) {
+    EXPECT_FALSE(ParseOk({std::string("--sync_writes=") + no}).sync_writes) << no;
+  }
+}
+
+TEST(ConfigTest, DataDirDefaultFollowsNodeId) {
+  EXPECT_EQ(ParseOk({"--node_id=n7"}).data_dir, "./kvdata/n7");
+}
+
+TEST(ConfigTest, ListenAcceptsHostnamesAndIpv6) {
+  EXPECT_EQ(ParseOk({"--listen=localhost:1"}).listen, "localhost:1");
+  EXPECT_EQ(ParseOk({"--listen=[::1]:65535"}).listen, "[::1]:65535");
+}
+
+TEST(ConfigTest, HelpWinsOverEverythingElse) {
+  for (const char* flag : {"--help", "-h"}) {
+    absl::StatusOr<CommandLine> parsed = Parse({"--bogus", flag});
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_TRUE(parsed->help);
+  }
+}
+
+TEST(ConfigTest, HelpListsEverySettingWithDefault) {
+  const std::string help = NodeConfigHelp();
+  for (const char* line :
+       {"--config=FILE", "--node_id=NAME  (default: n1)",
+        "--listen=HOST:PORT  (default: 127.0.0.1:7700)",
+        "--data_dir=DIR  (default: ./kvdata/<node_id>)", "--sync_writes=BOOL  (default: false)",
+        "--executor_threads=N  (default: 8)", "--max_key_bytes=N  (default: 1024)",
+        "--max_value_bytes=N  (default: 1048576)", "--idempotency_ttl=DURATION  (default: 24h)",
+        "--shutdown_drain=DURATION  (default: 500ms)", "--shutdown_grace=DURATION  (default: 10s)",
+        "--log_level=LEVEL  (default: info)", "--help", "Exit codes", "kvctl --endpoints="}) {
+    EXPECT_THAT(help, HasSubstr(line));
+  }
+}
+
+TEST(ConfigTest, UnknownFlagIsNamed) {
+  EXPECT_THAT(ParseError({"--bogus=1"}), HasSubstr("unknown flag --bogus"));
+  EXPECT_THAT(ParseError({"-x"}), HasSubstr("unknown flag -x"));
+}
+
+TEST(ConfigTest, PositionalArgumentIsRejected) {
+  EXPECT_THAT(ParseError({"serve"}), HasSubstr("unexpected argument \"serve\""));
+  // A boolean flag does not take a separate value.
+  EXPECT_THAT(ParseError({"--sync_writes", "false"}), HasSubstr("\"false\""));
+}
+
+TEST(ConfigTest, MissingValueIsNamed) {
+  EXPECT_THAT(ParseError({"--listen"}), HasSubstr("flag --listen needs a value"));
+  EXPECT_THAT(ParseError({"--listen", "--sync_writes"}), HasSubstr("flag --listen needs a value"));
+}
+
+TEST(ConfigTest, RepeatedFlagIsRejected) {
+  EXPECT_THAT(ParseError({"--node_id=a", "--node-id=b"}),
+              HasSubstr("--node_id is given more than once"));
+}
+
+TEST(ConfigTest, MalformedValuesNameTheFlagAndTheValue) {
+  struct Case {
+    const char* arg;
+    const char* expected;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"--node_id=", "for flag --node_id"},
+           {"--node_id=has space", "\"has space\" for flag --node_id"},
+           {"--node_id=a/b", "1 to 64 characters"},
+           {"--executor_threads=x", "\"x\" for flag --executor_threads"},
+           {"--executor_threads=0", "an integer from 1 to 1024"},
+           {"--executor_threads=1025", "an integer from 1 to 1024"},
+           {"--executor_threads=-3", "an integer from 1 to 1024"},
+           {"--max_key_bytes=0", "for flag --max_key_bytes"},
+           {"--max_key_bytes=99999999999999999999", "for flag --max_key_bytes"},
+           {"--max_value_bytes=1e6", "for flag --max_value_bytes"},
+           {"--sync_writes=maybe", "expected true or false"},
+           {"--idempotency_ttl=24", "for flag --idempotency_ttl"},
+           {"--idempotency_ttl=-1h", "at least 1s"},
+           {"--idempotency_ttl=inf", "for flag --idempotency_ttl"},
+           {"--shutdown_grace=soon", "for flag --shutdown_grace"},
+           {"--listen=7700", "HOST:PORT"},
+           {"--listen=:7700", "HOST:PORT"},
+           {"--listen=localhost:0", "port from 1 to 65535"},
+           {"--listen=localhost:70000", "port from 1 to 65535"},
+           {"--listen=localhost:http", "HOST:PORT"},
+           {"--log_level=verbose", "one of debug, info, warn, error"},
+           {"--data_dir=", "for flag --data_dir"},
+       }) {
+    EXPECT_THAT(ParseError({c.arg}), HasSubstr(c.expected)) << c.arg;
+  }
+  EXPECT_THAT(ParseError({"--node_id=" + std::string(65, 'a')}), HasSubstr("1 to 64 characters"));
+  EXPECT_EQ(ParseOk({"--node_id=" + std::string(64, 'a')}).node_id, std::string(64, 'a'));
+}
+
+TEST_F(ConfigFileTest, FileSetsValues) {
+  const std::string path = WriteConfig(
+      "# a kvnode config\n"
+      "\n"
+      "node_id = n2\n"
+      "  listen=127.0.0.1:7801   # trailing comment\n"
+      "data_dir = \"/data/with # hash\"\n"
+      "sync-writes = on\r\n"
+      "executor_threads = 2\n"
+      "idempotency_ttl = 1h\n");
+  const NodeConfig c = ParseOk({"--config=" + path});
+  EXPECT_EQ(c.config_file, path);
+  EXPECT_EQ(c.node_id, "n2");
+  EXPECT_EQ(c.listen, "127.0.0.1:7801");
+  EXPECT_EQ(c.data_dir, "/data/with # hash");
+  EXPECT_TRUE(c.sync_writes);
+  EXPECT_EQ(c.executor_threads, 2);
+  EXPECT_EQ(c.idempotency_ttl, absl::Hours(1));
+}
+
+TEST_F(ConfigFileTest, DataDirDefaultFollowsNodeIdFromFile) {
+  EXPECT_EQ(ParseOk({"--config", WriteConfig("node_id = n9\n")}).data_dir, "./kvdata/n9");
+}
+
+TEST_F(ConfigFileTest, FlagsOverrideFileWhereverTheyAppear) {
+  const std::string path = WriteConfig("node_id = from_file\nexecutor_threads = 2\n");
+  NodeConfig before = ParseOk({"--node_id=from_flag", "--config=" + path});
+  NodeConfig after = ParseOk({"--config", path, "--node_id=from_flag"});
+  for (const NodeConfig& c : {before, after}) {
+    EXPECT_EQ(c.node_id, "from_flag");
+    EXPECT_EQ(c.executor_threads, 2);
+  }
+}
+
+TEST_F(ConfigFileTest, UnreadableFileIsNamed) {
+  const std::string missing = dir_.Sub("missing.conf");
+  std::string message = ParseError({"--config=" + missing});
+  EXPECT_THAT(message, HasSubstr("cannot read config file \"" + missing + "\""));
+  EXPECT_THAT(message, HasSubstr("No such file or directory"));
+  EXPECT_THAT(ParseError({"--config=" + dir_.path()}), HasSubstr("not a regular file"));
+  EXPECT_THAT(ParseError({"--config="}), HasSubstr("for flag --config"));
+}
+
+TEST_F(ConfigFileTest, FileErrorsNameFileLineAndProblem) {
+  struct Case {
+    const char* contents;
+    const char* expected;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"node_id = n1\nbogus = 3\n", "line 2: unknown setting bogus"},
+           {"\n\njust some words\n", "line 3: expected `name = value`"},
+           {" = value\n", "line 1: expected `name = value`"},
+           {"node_id = a\n# c\nnode_id = b\n", "line 3: node_id is already set on line 1"},
+           {"executor_threads = lots\n", "line 1: invalid value \"lots\" for executor_threads"},
+           {"sync_writes =\n", "line 1: invalid value \"\" for sync_writes"},
+           {"config = other.conf\n", "line 1: config cannot be set inside a config file"},
+           {"data_dir = \"unterminated\n", "line 1: expected `name = value`"},
+           {"data_dir = \"a\" trailing\n", "line 1: expected `name = value`"},
+       }) {
+    const std::string path = WriteConfig(c.contents);
+    const std::string message = ParseError({"--config=" + path});
+    EXPECT_THAT(message, HasSubstr("config file \"" + path + "\" " + c.expected)) << c.contents;
+  }
+}
+
+TEST_F(ConfigFileTest, FileErrorWinsEvenWhenFlagWouldOverride) {
+  // A bad file is a bad deployment; it is reported rather than masked by a flag.
+  const std::string path = WriteConfig("executor_threads = 0\n");
+  EXPECT_THAT(ParseError({"--config=" + path, "--executor_threads=4"}), HasSubstr("line 1"));
+}
+
+TEST(ConfigContentsTest, ApplyDirectly) {
+  NodeConfig c;
+  ASSERT_TRUE(ApplyConfigFileContents("max_value_bytes = 10\nlog_level = debug", "x", &c).ok());
+  EXPECT_EQ(c.limits.max_value_bytes, 10u);
+  EXPECT_EQ(c.log_level, LogLevel::kDebug);
+  EXPECT_TRUE(ApplyConfigFileContents("", "empty", &c).ok());
+}
+
+}  // namespace
+}  // namespace kv

@@ -1,1 +1,332 @@
-// placeholder: being written
+// Runs the real kvctl binary against a real single-node kvnode on loopback and checks what a user
+// would see: values round-trip from arguments, files and stdin; --json prints one parseable
+// object with the documented fields on every command (errors included); endpoints come from the
+// flag or KV_ENDPOINTS; exit codes are 0/1/2/3 as documented; concurrent puts show as siblings
+// and a put with the context resolves them.
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace kv {
+namespace {
+
+using ::kv::testing::CommandResult;
+using ::kv::testing::NodeProcess;
+using ::kv::testing::RunCommand;
+using ::kv::testing::TempDir;
+
+class KvctlProcessTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    NodeProcess::Options options;
+    options.data_dir = dir_->Sub("n1");
+    absl::StatusOr<NodeProcess> node = NodeProcess::Start(options);
+    ASSERT_TRUE(node.ok()) << node.status();
+    node_ = new NodeProcess(*std::move(node));
+  }
+  static void TearDownTestSuite() {
+    delete node_;
+    node_ = nullptr;
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(node_, nullptr) << "kvnode did not start"; }
+
+  // Runs kvctl against the node with `args` (the command and its flags).
+  static CommandResult Kvctl(const std::vector<std::string>& args,
+                             const std::string& stdin_data = "",
+                             const std::map<std::string, std::string>& env = {}) {
+    std::vector<std::string> argv = {KVCTL_PATH, "--endpoints=" + node_->endpoint()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv, stdin_data, absl::Seconds(30), env);
+  }
+
+  // Runs kvctl with --json and parses stdout, which must be exactly one JSON object.
+  static nlohmann::json KvctlJson(const std::vector<std::string>& args, int expected_exit,
+                                  const std::string& stdin_data = "") {
+    std::vector<std::string> with_json = args;
+    with_json.push_back("--json");
+    const CommandResult result = Kvctl(with_json, stdin_data);
+    EXPECT_EQ(result.exit_code, expected_exit) << result.out << result.err;
+    nlohmann::json json = nlohmann::json::parse(result.out, nullptr, /*allow_exceptions=*/false);
+    EXPECT_TRUE(json.is_object()) << "stdout is not one JSON object: " << result.out;
+    return json;
+  }
+
+  static TempDir* dir_;
+  static NodeProcess* node_;
+};
+
+TempDir* KvctlProcessTest::dir_ = nullptr;
+NodeProcess* KvctlProcessTest::node_ = nullptr;
+
+TEST_F(KvctlProcessTest, PutThenGetPrintsValueAndContext) {
+  CommandResult put = Kvctl({"put", "plain/k", "hello world"});
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  EXPECT_TRUE(absl::StrContains(put.out, "context: ")) << put.out;
+
+  CommandResult get = Kvctl({"get", "plain/k"});
+  ASSERT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_TRUE(absl::StrContains(get.out, "value: hello world")) << get.out;
+  EXPECT_TRUE(absl::StrContains(get.out, "context: ")) << get.out;
+  EXPECT_FALSE(absl::StrContains(get.out, "siblings")) << get.out;
+}
+
+TEST_F(KvctlProcessTest, JsonOutputOfEveryCommandHasItsFields) {
+  nlohmann::json put = KvctlJson({"put", "json/k", "v1"}, 0);
+  EXPECT_EQ(put.value("key", ""), "json/k");
+  EXPECT_FALSE(put.value("write_id", "").empty()) << put;
+  EXPECT_FALSE(put.value("context", "").empty()) << put;
+  EXPECT_EQ(put.value("deduplicated", true), false);
+
+  nlohmann::json get = KvctlJson({"get", "json/k"}, 0);
+  ASSERT_TRUE(get["siblings"].is_array()) << get;
+  ASSERT_EQ(get["siblings"].size(), 1u) << get;
+  EXPECT_EQ(get["siblings"][0].value("value", ""), "v1");
+  EXPECT_FALSE(get["siblings"][0].value("dot", "").empty()) << get;
+  EXPECT_EQ(get.value("sibling_count", 0), 1);
+  EXPECT_FALSE(get.value("context", "").empty()) << get;
+
+  nlohmann::json list = KvctlJson({"list", "json/"}, 0);
+  ASSERT_TRUE(list["keys"].is_array()) << list;
+  ASSERT_EQ(list["keys"].size(), 1u) << list;
+  EXPECT_EQ(list["keys"][0].value("key", ""), "json/k");
+  EXPECT_EQ(list.value("count", 0), 1);
+
+  nlohmann::json describe = KvctlJson({"describe-key", "json/k"}, 0);
+  ASSERT_TRUE(describe["replicas"].is_array()) << describe;
+  ASSERT_FALSE(describe["replicas"].empty()) << describe;
+  EXPECT_TRUE(describe["converged"].is_boolean()) << describe;
+  const nlohmann::json& replica = describe["replicas"][0];
+  EXPECT_FALSE(replica.value("node_id", "").empty()) << describe;
+  EXPECT_TRUE(replica.value("reachable", false)) << describe;
+  ASSERT_TRUE(replica["versions"].is_array()) << describe;
+  ASSERT_EQ(replica["versions"].size(), 1u) << describe;
+  EXPECT_EQ(replica["versions"][0].value("value", ""), "v1");
+
+  nlohmann::json del = KvctlJson({"delete", "json/k"}, 0);
+  EXPECT_EQ(del.value("deleted", false), true) << del;
+  EXPECT_FALSE(del.value("write_id", "").empty()) << del;
+
+  nlohmann::json missing = KvctlJson({"get", "json/k"}, 1);
+  EXPECT_EQ(missing["error"].value("code", ""), "NOT_FOUND") << missing;
+  EXPECT_FALSE(missing["error"].value("message", "").empty()) << missing;
+}
+
+TEST_F(KvctlProcessTest, ValueFromFileAndStdin) {
+  const std::string file = dir_->Sub("value.txt");
+  kv::testing::WriteFile(file, "from a file\nsecond line");
+  ASSERT_EQ(Kvctl({"put", "src/file", "--file", file}).exit_code, 0);
+  EXPECT_EQ(KvctlJson({"get", "src/file"}, 0)["siblings"][0].value("value", ""),
+            "from a file\nsecond line");
+
+  ASSERT_EQ(Kvctl({"put", "src/dash", "-"}, "piped with dash").exit_code, 0);
+  EXPECT_EQ(KvctlJson({"get", "src/dash"}, 0)["siblings"][0].value("value", ""), "piped with dash");
+
+  ASSERT_EQ(Kvctl({"put", "src/implicit"}, "piped, no VALUE").exit_code, 0);
+  EXPECT_EQ(KvctlJson({"get", "src/implicit"}, 0)["siblings"][0].value("value", ""),
+            "piped, no VALUE");
+
+  CommandResult missing_file = Kvctl({"put", "src/nofile", "--file", dir_->Sub("absent")});
+  EXPECT_EQ(missing_file.exit_code, 2) << missing_file.err;
+  CommandResult both = Kvctl({"put", "src/both", "value", "--file", file});
+  EXPECT_EQ(both.exit_code, 2) << both.err;
+}
+
+TEST_F(KvctlProcessTest, NonUtf8ValueIsBase64InJson) {
+  const std::string binary("\xff\x00\x01\xfe", 4);
+  ASSERT_EQ(Kvctl({"put", "bin/k", "-"}, binary).exit_code, 0);
+  nlohmann::json get = KvctlJson({"get", "bin/k"}, 0);
+  const nlohmann::json& sibling = get["siblings"][0];
+  EXPECT_FALSE(sibling.contains("value")) << get;
+  std::string decoded;
+  ASSERT_TRUE(absl::Base64Unescape(sibling.value("value_base64", ""), &decoded)) << get;
+  EXPECT_EQ(decoded, binary);
+}
+
+TEST_F(KvctlProcessTest, DeleteMakesKeyNotFoundAndDescribeKeyShowsTombstone) {
+  ASSERT_EQ(Kvctl({"put", "del/k", "doomed"}).exit_code, 0);
+  CommandResult del = Kvctl({"delete", "del/k"});
+  ASSERT_EQ(del.exit_code, 0) << del.err;
+  CommandResult get = Kvctl({"get", "del/k"});
+  EXPECT_EQ(get.exit_code, 1) << get.out << get.err;
+
+  nlohmann::json describe = KvctlJson({"describe-key", "del/k"}, 0);
+  bool saw_tombstone = false;
+  for (const nlohmann::json& replica : describe["replicas"]) {
+    for (const nlohmann::json& version : replica["versions"]) {
+      saw_tombstone = saw_tombstone || version.value("tombstone", false);
+    }
+  }
+  EXPECT_TRUE(saw_tombstone) << describe;
+  CommandResult text = Kvctl({"describe-key", "del/k"});
+  EXPECT_EQ(text.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(text.out, "tombstone")) << text.out;
+}
+
+TEST_F(KvctlProcessTest, ListPagesWithTokensOrAll) {
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(Kvctl({"put", absl::StrCat("page/", i), "x"}).exit_code, 0);
+  }
+  nlohmann::json first = KvctlJson({"list", "page/", "--limit=2"}, 0);
+  ASSERT_EQ(first["keys"].size(), 2u) << first;
+  EXPECT_EQ(first["keys"][0].value("key", ""), "page/0");
+  const std::string token = first.value("next_page_token", "");
+  ASSERT_FALSE(token.empty()) << first;
+
+  nlohmann::json second = KvctlJson({"list", "page/", "--limit=2", "--page-token=" + token}, 0);
+  ASSERT_EQ(second["keys"].size(), 2u) << second;
+  EXPECT_EQ(second["keys"][0].value("key", ""), "page/2");
+
+  nlohmann::json all = KvctlJson({"list", "page/", "--limit=2", "--all"}, 0);
+  ASSERT_EQ(all["keys"].size(), 5u) << all;
+  EXPECT_EQ(all["keys"][4].value("key", ""), "page/4");
+  EXPECT_EQ(all.value("next_page_token", "x"), "");
+
+  CommandResult text = Kvctl({"list", "page/", "--all"});
+  ASSERT_EQ(text.exit_code, 0);
+  EXPECT_EQ(text.out, "page/0\npage/1\npage/2\npage/3\npage/4\n");
+}
+
+TEST_F(KvctlProcessTest, EndpointsComeFromEnvironmentUnlessTheFlagIsGiven) {
+  const std::map<std::string, std::string> env = {{"KV_ENDPOINTS", node_->endpoint()}};
+  CommandResult put =
+      RunCommand({KVCTL_PATH, "put", "env/k", "via env"}, "", absl::Seconds(30), env);
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  CommandResult get = RunCommand({KVCTL_PATH, "get", "env/k"}, "", absl::Seconds(30), env);
+  ASSERT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_TRUE(absl::StrContains(get.out, "via env")) << get.out;
+
+  // The flag wins over the environment.
+  const std::string dead = absl::StrCat("127.0.0.1:", kv::testing::PickFreePort());
+  CommandResult flag_wins =
+      RunCommand({KVCTL_PATH, "--endpoints=" + dead, "--timeout=300ms", "get", "env/k"}, "",
+                 absl::Seconds(30), env);
+  EXPECT_EQ(flag_wins.exit_code, 3) << flag_wins.out << flag_wins.err;
+}
+
+TEST_F(KvctlProcessTest, ADeadEndpointInTheListFailsOverToALiveOne) {
+  const std::string dead = absl::StrCat("127.0.0.1:", kv::testing::PickFreePort());
+  const std::string endpoints = dead + "," + node_->endpoint();
+  for (int i = 0; i < 3; ++i) {  // round robin starts on either endpoint
+    CommandResult put = RunCommand({KVCTL_PATH, "--endpoints=" + endpoints, "--timeout=5s", "put",
+                                    absl::StrCat("failover/", i), "v"});
+    EXPECT_EQ(put.exit_code, 0) << put.err;
+  }
+}
+
+TEST_F(KvctlProcessTest, GlobalFlagsMayFollowTheCommand) {
+  ASSERT_EQ(Kvctl({"put", "order/k", "v"}).exit_code, 0);
+  CommandResult result = RunCommand(
+      {KVCTL_PATH, "get", "order/k", "--json", "--endpoints", node_->endpoint(), "--timeout=5s"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(nlohmann::json::parse(result.out)["siblings"][0].value("value", ""), "v");
+}
+
+TEST_F(KvctlProcessTest, ExitCodes) {
+  EXPECT_EQ(Kvctl({"get", "exit/never-written"}).exit_code, 1);
+
+  CommandResult bad_flag = Kvctl({"get", "exit/k", "--frobnicate"});
+  EXPECT_EQ(bad_flag.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(bad_flag.err, "--frobnicate")) << bad_flag.err;
+  EXPECT_TRUE(absl::StrContains(bad_flag.err, "kvctl help")) << bad_flag.err;
+
+  CommandResult unknown = Kvctl({"frobnicate", "exit/k"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(unknown.err, "unknown command")) << unknown.err;
+
+  EXPECT_EQ(Kvctl({"get"}).exit_code, 2);                         // missing KEY
+  EXPECT_EQ(Kvctl({"get", "exit/k", "--limit=3"}).exit_code, 2);  // not a flag of get
+  EXPECT_EQ(Kvctl({"put", "exit/k", "v", "--context=!!!"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({}).exit_code, 2);  // no command
+
+  nlohmann::json oversized = KvctlJson({"put", std::string(4096, 'k'), "v"}, 2);
+  EXPECT_EQ(oversized["error"].value("code", ""), "INVALID_ARGUMENT") << oversized;
+  EXPECT_EQ(Kvctl({"get", std::string(4096, 'k')}).exit_code, 2);
+
+  // A value far above the value limit is still the node's INVALID_ARGUMENT naming the limit
+  // (not the transport's RESOURCE_EXHAUSTED, which the client would retry).
+  const std::string big_file = dir_->Sub("big-value");
+  kv::testing::WriteFile(big_file, std::string(2 << 20, 'v'));
+  nlohmann::json too_big = KvctlJson({"put", "exit/big", "--file", big_file}, 2);
+  EXPECT_EQ(too_big["error"].value("code", ""), "INVALID_ARGUMENT") << too_big;
+  EXPECT_TRUE(absl::StrContains(too_big["error"].value("message", ""), "max_value_bytes"))
+      << too_big;
+
+  const std::string dead = absl::StrCat("127.0.0.1:", kv::testing::PickFreePort());
+  CommandResult unreachable =
+      RunCommand({KVCTL_PATH, "--endpoints=" + dead, "--timeout=300ms", "--json", "get", "k"});
+  EXPECT_EQ(unreachable.exit_code, 3) << unreachable.out << unreachable.err;
+  nlohmann::json error = nlohmann::json::parse(unreachable.out, nullptr, false);
+  const std::string code = error["error"].value("code", "");
+  EXPECT_TRUE(code == "UNAVAILABLE" || code == "DEADLINE_EXCEEDED") << unreachable.out;
+}
+
+TEST_F(KvctlProcessTest, UsageErrorsInJsonModeAreJsonToo) {
+  nlohmann::json bad_flag = KvctlJson({"get", "k", "--frobnicate"}, 2);
+  EXPECT_EQ(bad_flag["error"].value("code", ""), "INVALID_ARGUMENT") << bad_flag;
+  EXPECT_TRUE(absl::StrContains(bad_flag["error"].value("message", ""), "--frobnicate"));
+  nlohmann::json unknown = KvctlJson({"frobnicate"}, 2);
+  EXPECT_EQ(unknown["error"].value("code", ""), "INVALID_ARGUMENT") << unknown;
+}
+
+TEST_F(KvctlProcessTest, HelpDocumentsCommandsAndExitCodes) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--help"}, {"help"}, {"-h"}, {"get", "--help"}}) {
+    CommandResult help = Kvctl(args);
+    EXPECT_EQ(help.exit_code, 0) << args[0];
+    for (const char* needle : {"put", "describe-key", "--json", "KV_ENDPOINTS", "Exit codes",
+                               "key not found", "usage error", "server or network error"}) {
+      EXPECT_TRUE(absl::StrContains(help.out, needle)) << needle;
+    }
+  }
+  nlohmann::json json = KvctlJson({"help"}, 0);
+  EXPECT_TRUE(absl::StrContains(json.value("usage", ""), "Exit codes")) << json;
+}
+
+TEST_F(KvctlProcessTest, ConcurrentPutsShowSiblingsAndContextResolvesThem) {
+  ASSERT_EQ(Kvctl({"put", "sib/k", "left"}).exit_code, 0);
+  ASSERT_EQ(Kvctl({"put", "sib/k", "right"}).exit_code, 0);  // no context: concurrent
+
+  CommandResult text = Kvctl({"get", "sib/k"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_TRUE(absl::StrContains(text.out,
+                                "2 siblings (concurrent writes); pass --context to put to resolve"))
+      << text.out;
+  EXPECT_TRUE(absl::StrContains(text.out, "left")) << text.out;
+  EXPECT_TRUE(absl::StrContains(text.out, "right")) << text.out;
+
+  nlohmann::json get = KvctlJson({"get", "sib/k"}, 0);
+  ASSERT_EQ(get.value("sibling_count", 0), 2) << get;
+  const std::string context = get.value("context", "");
+  ASSERT_FALSE(context.empty());
+
+  ASSERT_EQ(Kvctl({"put", "sib/k", "merged", "--context=" + context}).exit_code, 0);
+  nlohmann::json resolved = KvctlJson({"get", "sib/k"}, 0);
+  ASSERT_EQ(resolved.value("sibling_count", 0), 1) << resolved;
+  EXPECT_EQ(resolved["siblings"][0].value("value", ""), "merged");
+}
+
+TEST_F(KvctlProcessTest, OwnIdempotencyTokenDeduplicatesARepeatedPut) {
+  nlohmann::json first = KvctlJson({"put", "token/k", "once", "--token=kvctl-test-token-1"}, 0);
+  EXPECT_EQ(first.value("deduplicated", true), false) << first;
+  nlohmann::json again = KvctlJson({"put", "token/k", "once", "--token=kvctl-test-token-1"}, 0);
+  EXPECT_EQ(again.value("deduplicated", false), true) << again;
+  EXPECT_EQ(again.value("write_id", ""), first.value("write_id", "x"));
+  EXPECT_EQ(KvctlJson({"get", "token/k"}, 0).value("sibling_count", 0), 1);
+
+  // Same token, different value: the store rejects it as a client error.
+  nlohmann::json reused = KvctlJson({"put", "token/k", "other", "--token=kvctl-test-token-1"}, 2);
+  EXPECT_EQ(reused["error"].value("code", ""), "INVALID_ARGUMENT") << reused;
+}
+
+}  // namespace
+}  // namespace kv

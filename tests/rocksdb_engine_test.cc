@@ -1,1 +1,196 @@
-// placeholder: being written
+// RocksDbEngine specifics (durability across reopen, directory errors) and MemoryEngine's crash
+// model. Behaviour common to every engine is in engine_conformance_test.cc.
+#include "storage/rocksdb_engine.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "storage/memory_engine.h"
+
+namespace kv {
+namespace {
+
+class RocksDbEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/kv_rocksdb_engine_XXXXXX";
+    const char* made = mkdtemp(tmpl);
+    ASSERT_NE(made, nullptr);
+    root_ = made;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::permissions(root_, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::add, ec);
+    std::filesystem::remove_all(root_, ec);
+  }
+
+  std::string root_;
+};
+
+absl::Status PutOne(Engine& engine, Column column, const std::string& key, const std::string& value,
+                    bool sync = false) {
+  WriteBatch batch;
+  batch.Put(column, key, value);
+  return engine.Write(batch, WriteOptions{sync});
+}
+
+TEST_F(RocksDbEngineTest, ReopenKeepsDataInEveryColumn) {
+  const std::string dir = root_ + "/db";
+  {
+    auto engine = RocksDbEngine::Open(dir, RocksDbOptions());
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    for (int i = 0; i < kNumColumns; ++i) {
+      ASSERT_TRUE(PutOne(**engine, static_cast<Column>(i), "k", absl::StrCat("v", i)).ok());
+    }
+    ASSERT_TRUE(PutOne(**engine, Column::kData, "synced", "s", /*sync=*/true).ok());
+  }
+  auto engine = RocksDbEngine::Open(dir, RocksDbOptions());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  for (int i = 0; i < kNumColumns; ++i) {
+    auto value = (*engine)->Get(static_cast<Column>(i), "k");
+    ASSERT_TRUE(value.ok()) << value.status();
+    EXPECT_EQ(*value, absl::StrCat("v", i));
+  }
+  EXPECT_EQ((*engine)->Get(Column::kData, "synced").value(), "s");
+}
+
+TEST_F(RocksDbEngineTest, SecondOpenFailsWithLockMessage) {
+  const std::string dir = root_ + "/db";
+  auto first = RocksDbEngine::Open(dir, RocksDbOptions());
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = RocksDbEngine::Open(dir, RocksDbOptions());
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition) << second.status();
+  EXPECT_TRUE(absl::StrContains(second.status().message(), "locked")) << second.status();
+  EXPECT_TRUE(absl::StrContains(second.status().message(), dir)) << second.status();
+  // The first engine is unaffected.
+  EXPECT_TRUE(PutOne(**first, Column::kData, "k", "v").ok());
+}
+
+// Another process (here a forked child that only takes the lock, as RocksDB does, with fcntl)
+// holds the directory's LOCK file.
+TEST_F(RocksDbEngineTest, OpenFailsWhileAnotherProcessHoldsTheLock) {
+  const std::string dir = root_ + "/db";
+  { ASSERT_TRUE(RocksDbEngine::Open(dir, RocksDbOptions()).ok()); }
+  int locked[2], release[2];
+  ASSERT_EQ(pipe(locked), 0);
+  ASSERT_EQ(pipe(release), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // only async-signal-safe calls from here on
+    close(locked[0]);
+    close(release[1]);
+    const int fd = open((dir + "/LOCK").c_str(), O_RDWR);
+    struct flock lock = {};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    const char ok = (fd >= 0 && fcntl(fd, F_SETLK, &lock) == 0) ? 1 : 0;
+    if (write(locked[1], &ok, 1) != 1) _exit(1);
+    char byte;
+    while (read(release[0], &byte, 1) > 0) {
+    }
+    _exit(0);
+  }
+  close(locked[1]);
+  close(release[0]);
+  char ok = 0;
+  ASSERT_EQ(read(locked[0], &ok, 1), 1);
+  close(locked[0]);
+  auto engine = ok == 1 ? RocksDbEngine::Open(dir, RocksDbOptions())
+                        : absl::StatusOr<std::unique_ptr<RocksDbEngine>>(
+                              absl::InternalError("child could not take the lock"));
+  close(release[1]);
+  int wstatus = 0;
+  waitpid(child, &wstatus, 0);
+  ASSERT_EQ(ok, 1) << "the child could not lock " << dir << "/LOCK";
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition) << engine.status();
+  EXPECT_TRUE(absl::StrContains(engine.status().message(), "locked by another process"))
+      << engine.status();
+  EXPECT_TRUE(RocksDbEngine::Open(dir, RocksDbOptions()).ok());  // released with the child
+}
+
+TEST_F(RocksDbEngineTest, LockReleasedOnClose) {
+  const std::string dir = root_ + "/db";
+  { ASSERT_TRUE(RocksDbEngine::Open(dir, RocksDbOptions()).ok()); }
+  EXPECT_TRUE(RocksDbEngine::Open(dir, RocksDbOptions()).ok());
+}
+
+TEST_F(RocksDbEngineTest, DirectoryUnderRegularFileFailsCleanly) {
+  const std::string file = root_ + "/plain-file";
+  std::ofstream(file) << "not a directory";
+  const std::string dir = file + "/db";
+  auto engine = RocksDbEngine::Open(dir, RocksDbOptions());
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition) << engine.status();
+  EXPECT_TRUE(absl::StrContains(engine.status().message(), dir)) << engine.status();
+}
+
+TEST_F(RocksDbEngineTest, DataDirectoryThatIsAFileFailsCleanly) {
+  const std::string file = root_ + "/plain-file";
+  std::ofstream(file) << "not a directory";
+  auto engine = RocksDbEngine::Open(file, RocksDbOptions());
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition) << engine.status();
+  EXPECT_TRUE(absl::StrContains(engine.status().message(), file)) << engine.status();
+}
+
+TEST_F(RocksDbEngineTest, UnwritableDirectoryIsPermissionDenied) {
+  if (geteuid() == 0) GTEST_SKIP() << "root ignores directory permissions";
+  ASSERT_EQ(chmod(root_.c_str(), 0500), 0);
+  const std::string dir = root_ + "/db";
+  auto engine = RocksDbEngine::Open(dir, RocksDbOptions());
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kPermissionDenied) << engine.status();
+  EXPECT_TRUE(absl::StrContains(engine.status().message(), dir)) << engine.status();
+}
+
+TEST(MemoryEngineTest, SimulateCrashDropsUnsyncedBatchesOnly) {
+  MemoryEngine engine;
+  ASSERT_TRUE(PutOne(engine, Column::kData, "a", "synced-1", /*sync=*/true).ok());
+  ASSERT_TRUE(PutOne(engine, Column::kData, "b", "unsynced").ok());
+  ASSERT_TRUE(PutOne(engine, Column::kData, "a", "unsynced-overwrite").ok());
+  EXPECT_EQ(engine.Get(Column::kData, "a").value(), "unsynced-overwrite");
+  engine.SimulateCrash();
+  EXPECT_EQ(engine.Get(Column::kData, "a").value(), "synced-1");
+  EXPECT_EQ(engine.Get(Column::kData, "b").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(MemoryEngineTest, SyncedBatchMakesEarlierBatchesDurable) {
+  MemoryEngine engine;
+  ASSERT_TRUE(PutOne(engine, Column::kData, "a", "1").ok());
+  ASSERT_TRUE(PutOne(engine, Column::kMeta, "b", "2", /*sync=*/true).ok());
+  ASSERT_TRUE(PutOne(engine, Column::kData, "c", "3").ok());
+  engine.SimulateCrash();
+  EXPECT_EQ(engine.Get(Column::kData, "a").value(), "1");
+  EXPECT_EQ(engine.Get(Column::kMeta, "b").value(), "2");
+  EXPECT_FALSE(engine.Get(Column::kData, "c").ok());
+}
+
+TEST(MemoryEngineTest, SyncAllAndDeletesSurviveCrash) {
+  MemoryEngine engine;
+  ASSERT_TRUE(PutOne(engine, Column::kData, "a", "1", /*sync=*/true).ok());
+  WriteBatch del;
+  del.Delete(Column::kData, "a");
+  ASSERT_TRUE(engine.Write(del, WriteOptions()).ok());
+  engine.SimulateCrash();
+  EXPECT_TRUE(engine.Get(Column::kData, "a").ok());  // the unsynced delete was lost
+  ASSERT_TRUE(engine.Write(del, WriteOptions()).ok());
+  engine.SyncAll();
+  engine.SimulateCrash();
+  EXPECT_FALSE(engine.Get(Column::kData, "a").ok());
+}
+
+}  // namespace
+}  // namespace kv

@@ -61,7 +61,12 @@ class Subprocess {
   std::string Stderr() const;
 
  private:
+  // Collects the exit status if the child has exited (waiting for it if `block`).
+  bool Reap(bool block);
+
   pid_t pid_ = -1;
+  bool reaped_ = false;
+  int exit_code_ = -1;  // valid once reaped_
   std::string stdout_path_;
   std::string stderr_path_;
 };
@@ -99,6 +104,9 @@ class NodeProcess {
   absl::Status KillAndRestart();
 
  private:
+  // Starts kvnode with options_ (whose port is set) and waits until it serves.
+  absl::Status Launch();
+
   Options options_;
   Subprocess process_;
 };

@@ -1,0 +1,186 @@
+#include "client/cli_flags.h"
+
+#include <cmath>
+#include <cstdlib>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace kv::cli {
+namespace {
+
+std::string Canonical(absl::string_view name) {
+  std::string out(name);
+  for (char& c : out) {
+    if (c == '_') c = '-';
+  }
+  return out;
+}
+
+const FlagSpec* FindSpec(const std::vector<FlagSpec>& specs, absl::string_view name) {
+  for (const FlagSpec& spec : specs) {
+    if (Canonical(spec.name) == name) return &spec;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<bool> ParseBoolText(absl::string_view flag, absl::string_view text) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  if (lower == "true" || lower == "1" || lower == "yes") return true;
+  if (lower == "false" || lower == "0" || lower == "no") return false;
+  return absl::InvalidArgumentError(absl::StrCat("flag --", flag, " is boolean; use --", flag,
+                                                 " or --", flag, "=false, not --", flag, "=",
+                                                 text));
+}
+
+}  // namespace
+
+bool ParsedArgs::Has(absl::string_view name) const { return flags.count(Canonical(name)) > 0; }
+
+std::optional<std::string> ParsedArgs::Get(absl::string_view name) const {
+  auto it = flags.find(Canonical(name));
+  if (it == flags.end()) return std::nullopt;
+  return it->second;
+}
+
+bool ParsedArgs::GetBool(absl::string_view name, bool fallback) const {
+  auto it = flags.find(Canonical(name));
+  if (it == flags.end()) return fallback;
+  return it->second == "true";
+}
+
+absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
+                                     const std::vector<FlagSpec>& specs) {
+  ParsedArgs parsed;
+  bool flags_done = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (flags_done || arg == "-" || !absl::StartsWith(arg, "-")) {
+      parsed.positional.push_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      flags_done = true;
+      continue;
+    }
+    if (arg == "-h") {
+      parsed.flags["help"] = "true";
+      continue;
+    }
+    if (!absl::StartsWith(arg, "--")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag ", arg,
+                       " (flags are long options like --json; put -- before an argument that "
+                       "starts with -)"));
+    }
+    absl::string_view body = absl::string_view(arg).substr(2);
+    std::optional<std::string> inline_value;
+    if (size_t eq = body.find('='); eq != absl::string_view::npos) {
+      inline_value = std::string(body.substr(eq + 1));
+      body = body.substr(0, eq);
+    }
+    std::string name = Canonical(body);
+    const FlagSpec* spec = FindSpec(specs, name);
+    bool negated = false;
+    if (spec == nullptr && absl::StartsWith(name, "no")) {
+      // --no-name / --noname for boolean flags.
+      std::string positive(absl::StripPrefix(absl::StripPrefix(name, "no"), "-"));
+      const FlagSpec* candidate = FindSpec(specs, positive);
+      if (candidate != nullptr && !candidate->takes_value && !inline_value.has_value()) {
+        spec = candidate;
+        name = positive;
+        negated = true;
+      }
+    }
+    if (spec == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", body));
+    }
+    if (!spec->takes_value) {
+      bool value = !negated;
+      if (inline_value.has_value()) {
+        absl::StatusOr<bool> parsed_bool = ParseBoolText(name, *inline_value);
+        if (!parsed_bool.ok()) return parsed_bool.status();
+        value = *parsed_bool;
+      }
+      parsed.flags[name] = value ? "true" : "false";
+      continue;
+    }
+    if (inline_value.has_value()) {
+      parsed.flags[name] = *inline_value;
+    } else if (i + 1 < args.size()) {
+      parsed.flags[name] = args[++i];
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("flag --", name, " needs a value (--", name, "=VALUE)"));
+    }
+  }
+  return parsed;
+}
+
+absl::StatusOr<absl::Duration> ParseDurationFlag(absl::string_view flag, absl::string_view text) {
+  absl::Duration duration;
+  double seconds = 0;
+  if (absl::SimpleAtod(text, &seconds) && std::isfinite(seconds)) {
+    duration = absl::Seconds(seconds);
+  } else if (!absl::ParseDuration(text, &duration)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, "=", text,
+                     " is not a duration; use e.g. 10s, 500ms, 1m or a number of seconds"));
+  }
+  if (duration < absl::ZeroDuration() || duration == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, "=", text, " must be a finite, non-negative duration"));
+  }
+  return duration;
+}
+
+absl::StatusOr<int64_t> ParseIntFlag(absl::string_view flag, absl::string_view text, int64_t min,
+                                     int64_t max) {
+  int64_t value = 0;
+  if (!absl::SimpleAtoi(text, &value) || value < min || value > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, "=", text, " must be an integer from ", min, " to ", max));
+  }
+  return value;
+}
+
+absl::StatusOr<std::vector<std::string>> ParseEndpoints(absl::string_view text) {
+  std::vector<std::string> endpoints;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    part = absl::StripAsciiWhitespace(part);
+    if (part.empty()) continue;
+    const size_t colon = part.rfind(':');
+    if (colon == absl::string_view::npos || colon + 1 == part.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("endpoint '", part, "' has no port; use HOST:PORT"));
+    }
+    endpoints.emplace_back(part);
+  }
+  if (endpoints.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no endpoints in '", text, "'; use HOST:PORT[,HOST:PORT...]"));
+  }
+  return endpoints;
+}
+
+absl::StatusOr<std::vector<std::string>> ResolveEndpoints(const std::optional<std::string>& flag,
+                                                          absl::string_view fallback) {
+  if (flag.has_value()) return ParseEndpoints(*flag);
+  const char* env = std::getenv("KV_ENDPOINTS");
+  if (env != nullptr && !absl::StripAsciiWhitespace(env).empty()) {
+    absl::StatusOr<std::vector<std::string>> endpoints = ParseEndpoints(env);
+    if (!endpoints.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV_ENDPOINTS: ", endpoints.status().message()));
+    }
+    return endpoints;
+  }
+  return ParseEndpoints(fallback);
+}
+
+}  // namespace kv::cli

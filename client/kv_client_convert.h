@@ -1,0 +1,22 @@
+// Internal to kv_client: conversions between the kv.v1 protos and the library's structs.
+#ifndef KV_CLIENT_KV_CLIENT_CONVERT_H_
+#define KV_CLIENT_KV_CLIENT_CONVERT_H_
+
+#include "client/kv_client.h"
+#include "kv.pb.h"
+
+namespace kv::client_internal {
+
+void ToProto(const Quorum& quorum, v1::Quorum* proto);
+Version FromProto(const v1::Sibling& sibling);
+
+// Each takes the response by pointer and moves its bytes out.
+WriteResult FromPutResponse(v1::PutResponse* response);
+WriteResult FromDeleteResponse(v1::DeleteResponse* response);
+GetResult FromGetResponse(v1::GetResponse* response);
+ListResult FromListResponse(v1::ListResponse* response);
+DescribeKeyResult FromDescribeKeyResponse(v1::DescribeKeyResponse* response);
+
+}  // namespace kv::client_internal
+
+#endif  // KV_CLIENT_KV_CLIENT_CONVERT_H_

@@ -1,0 +1,136 @@
+#include "client/kv_client_retrying_call.h"
+
+#include <algorithm>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/support/status.h"
+
+namespace kv::client_internal {
+namespace {
+
+// Less time than this left on the call deadline counts as none: an attempt that short could
+// only fail with DEADLINE_EXCEEDED.
+constexpr absl::Duration kMinAttemptTime = absl::Milliseconds(1);
+// How early gRPC's deadline timer may fire compared with absl::Now().
+constexpr absl::Duration kTimerSlack = absl::Milliseconds(20);
+
+class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
+ public:
+  RetryingCall(const RetryEnv& env, absl::Time deadline, size_t endpoint,
+               AttemptStarter start_attempt, CallDone done)
+      : env_(env),
+        deadline_(deadline),
+        endpoint_(endpoint),
+        start_attempt_(std::move(start_attempt)),
+        done_(std::move(done)) {}
+
+  void StartAttempt() {
+    ++attempts_;
+    context_ = std::make_unique<grpc::ClientContext>();
+    attempt_deadline_ = deadline_;
+    if (env_.attempt_timeout > absl::ZeroDuration()) {
+      attempt_deadline_ = std::min(deadline_, absl::Now() + env_.attempt_timeout);
+    }
+    context_->set_deadline(absl::ToChronoTime(attempt_deadline_));
+    start_attempt_(endpoint_, context_.get(), [self = shared_from_this()](grpc::Status status) {
+      self->OnAttemptDone(status);
+    });
+  }
+
+ private:
+  void OnAttemptDone(const grpc::Status& grpc_status) {
+    // The context holds a reference to the gRPC channel. Dropping it here, before the call can
+    // be reported done, makes sure the Client (not this gRPC thread) releases the channel last:
+    // gRPC 1.51 crashes when a channel dies on one of its own callback threads
+    // (grpc/grpc#32584).
+    context_.reset();
+    absl::Status status = FromGrpcStatus(grpc_status);
+    if (status.ok()) {
+      env_.budget->RecordSuccess();
+      Finish(status);
+      return;
+    }
+    if (!IsRetryableCode(status.code())) {
+      Finish(status);  // the server's verdict, unchanged
+      return;
+    }
+    const bool budget_allows = env_.budget->RecordFailureAndTryRetry();
+    const absl::Time now = absl::Now();
+    // An attempt that had all the remaining time and timed out used up the call, even if gRPC's
+    // timer fired a moment before our clock reaches the deadline. (A DEADLINE_EXCEEDED sent by
+    // the server well before the deadline is retried like any other.)
+    const bool call_timed_out = status.code() == absl::StatusCode::kDeadlineExceeded &&
+                                attempt_deadline_ >= deadline_ && deadline_ - now < kTimerSlack;
+    if (call_timed_out || deadline_ - now < kMinAttemptTime) {
+      Finish(Annotate(status, "call deadline reached"));
+      return;
+    }
+    if (attempts_ >= env_.options->max_attempts) {
+      Finish(Annotate(status, "RetryOptions::max_attempts reached"));
+      return;
+    }
+    if (!budget_allows) {
+      Finish(Annotate(status, "retry budget exhausted: too many recent failures"));
+      return;
+    }
+    const size_t failed_endpoint = endpoint_;
+    if (status.code() == absl::StatusCode::kUnavailable ||
+        status.code() == absl::StatusCode::kDeadlineExceeded) {
+      endpoint_ = env_.failover(endpoint_);
+    }
+    const absl::Time retry_at = now + env_.backoff(attempts_);
+    if (deadline_ - retry_at < kMinAttemptTime) {
+      endpoint_ = failed_endpoint;  // for the message: the endpoint that failed
+      Finish(Annotate(status, "call deadline reached"));
+      return;
+    }
+    env_.timer->RunAt(retry_at, [self = shared_from_this()]() { self->StartAttempt(); });
+  }
+
+  // Keeps the server's code and message and says why the client gave up.
+  absl::Status Annotate(const absl::Status& status, absl::string_view why) const {
+    return absl::Status(status.code(),
+                        absl::StrCat(status.message(), " [kv client: gave up after ", attempts_,
+                                     attempts_ == 1 ? " attempt" : " attempts", ", last to ",
+                                     env_.endpoint_name(endpoint_), "; ", why, "]"));
+  }
+
+  void Finish(absl::Status status) {
+    CallDone done = std::move(done_);
+    done(std::move(status), attempts_);
+  }
+
+  const RetryEnv& env_;
+  const absl::Time deadline_;
+  size_t endpoint_;
+  AttemptStarter start_attempt_;
+  CallDone done_;
+  int attempts_ = 0;
+  absl::Time attempt_deadline_;                   // of the current or last attempt
+  std::unique_ptr<grpc::ClientContext> context_;  // of the attempt in flight, if any
+};
+
+}  // namespace
+
+void StartRetryingCall(const RetryEnv& env, absl::Time deadline, size_t first_endpoint,
+                       AttemptStarter start_attempt, CallDone done) {
+  std::make_shared<RetryingCall>(env, deadline, first_endpoint, std::move(start_attempt),
+                                 std::move(done))
+      ->StartAttempt();
+}
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  const int code = static_cast<int>(status.error_code());
+  // gRPC and absl share the codes 0..16; anything else is not a code either library defines.
+  if (code < 0 || code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
+    return absl::UnknownError(
+        absl::StrCat("gRPC status code ", code, ": ", status.error_message()));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(code), status.error_message());
+}
+
+}  // namespace kv::client_internal

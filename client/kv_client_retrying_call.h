@@ -1,0 +1,67 @@
+// Internal to kv_client: the state machine of one logical call. It runs attempts one at a time,
+// each with a fresh grpc::ClientContext whose deadline is the call's remaining time (capped by
+// the attempt timeout), and after a failure decides:
+//
+//   - non-retryable code (IsRetryableCode)         -> finish with it;
+//   - DEADLINE_EXCEEDED once the call deadline passed -> finish with it;
+//   - retry budget refuses, attempts exhausted, or the jittered backoff would end past the call
+//     deadline                                      -> finish with the last status;
+//   - otherwise wait the full-jitter backoff on the timer thread (never on a gRPC thread) and try
+//     again, on the next endpoint after UNAVAILABLE or DEADLINE_EXCEEDED (failover), on the same
+//     endpoint otherwise.
+//
+// Every retryable failure is charged to the shared RetryBudget and every success credited.
+// Only one attempt of a call is in flight at a time, so the state needs no lock: each step
+// happens-after the previous one through gRPC's or the timer's synchronisation.
+#ifndef KV_CLIENT_KV_CLIENT_RETRYING_CALL_H_
+#define KV_CLIENT_KV_CLIENT_RETRYING_CALL_H_
+
+#include <cstddef>
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "client/kv_client_timer.h"
+#include "client/retry_policy.h"
+
+namespace grpc {
+class ClientContext;
+class Status;
+}  // namespace grpc
+
+namespace kv::client_internal {
+
+// What the calls of one Client share. Everything pointed to outlives the calls.
+struct RetryEnv {
+  const RetryOptions* options = nullptr;
+  RetryBudget* budget = nullptr;
+  TimerThread* timer = nullptr;
+  absl::Duration attempt_timeout = absl::ZeroDuration();  // zero = no cap
+  // The full-jitter wait before retry number `retry` (1-based).
+  std::function<absl::Duration(int retry)> backoff;
+  // The endpoint to fail over to after endpoint `from` (usually from + 1, skipping endpoints
+  // known to be down).
+  std::function<size_t(size_t from)> failover;
+  // "host:port" of an endpoint, for error messages.
+  std::function<std::string(size_t endpoint)> endpoint_name;
+};
+
+// Starts one attempt on `endpoint` with `context` (deadline already set). Must call `on_done`
+// exactly once, with the attempt's status, after which `context` may be destroyed.
+using AttemptStarter = std::function<void(size_t endpoint, grpc::ClientContext* context,
+                                          std::function<void(grpc::Status)> on_done)>;
+
+// Called exactly once with the call's outcome and how many attempts were made.
+using CallDone = std::function<void(absl::Status status, int attempts)>;
+
+// Runs a call whose first attempt goes to `first_endpoint` and that must end by `deadline`.
+void StartRetryingCall(const RetryEnv& env, absl::Time deadline, size_t first_endpoint,
+                       AttemptStarter start_attempt, CallDone done);
+
+// Maps a gRPC status to the absl::Status with the same code and message.
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+}  // namespace kv::client_internal
+
+#endif  // KV_CLIENT_KV_CLIENT_RETRYING_CALL_H_

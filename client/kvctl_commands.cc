@@ -1,0 +1,275 @@
+#include "client/kvctl_commands.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "client/kvctl_format.h"
+
+namespace kv::kvctl {
+namespace {
+
+absl::StatusOr<std::string> ReadStdin() {
+  std::string data;
+  char buffer[1 << 16];
+  while (true) {
+    const size_t n = std::fread(buffer, 1, sizeof(buffer), stdin);
+    data.append(buffer, n);
+    if (n < sizeof(buffer)) break;
+  }
+  if (std::ferror(stdin)) {
+    return absl::UnavailableError(absl::StrCat("cannot read stdin: ", std::strerror(errno)));
+  }
+  return data;
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return UsageError(absl::StrCat("cannot read --file ", path, ": ", std::strerror(errno)));
+  }
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  if (in.bad()) return UsageError(absl::StrCat("error while reading --file ", path));
+  return contents.str();
+}
+
+// Context and idempotency token of put/delete.
+absl::StatusOr<WriteOptions> WriteOptionsFrom(const cli::ParsedArgs& flags) {
+  WriteOptions options;
+  if (std::optional<std::string> context = flags.Get("context"); context.has_value()) {
+    absl::StatusOr<std::string> decoded = DecodeContext(*context);
+    if (!decoded.ok()) return decoded.status();
+    options.context = *std::move(decoded);
+  }
+  if (std::optional<std::string> token = flags.Get("token"); token.has_value()) {
+    if (token->empty()) return UsageError("--token must not be empty");
+    options.idempotency_token = *token;
+  }
+  return options;
+}
+
+void AddWriteResult(const WriteResult& result, CommandOutput& out) {
+  out.json["write_id"] = result.write_id;
+  out.json["context"] = EncodeContext(result.context);
+  out.json["deduplicated"] = result.deduplicated;
+  absl::StrAppend(&out.text, "write_id: ", result.write_id, "\n");
+  absl::StrAppend(&out.text, "context: ", EncodeContext(result.context), "\n");
+  if (result.deduplicated) {
+    absl::StrAppend(&out.text,
+                    "deduplicated: the store had already applied this idempotency token; no new "
+                    "version was created\n");
+  }
+}
+
+std::string SiblingSummary(size_t count) {
+  return absl::StrCat(count, " siblings (concurrent writes); pass --context to put to resolve");
+}
+
+}  // namespace
+
+const std::vector<CommandSpec>& Commands() {
+  static const auto* commands = new std::vector<CommandSpec>{
+      {"put",
+       1,
+       2,
+       {"file", "context", "token"},
+       "put KEY [VALUE|-] [--file=F] [--context=BASE64] [--token=TOKEN]",
+       &RunPut},
+      {"get", 1, 1, {}, "get KEY", &RunGet},
+      {"delete",
+       1,
+       1,
+       {"context", "token"},
+       "delete KEY [--context=BASE64] [--token=TOKEN]",
+       &RunDelete},
+      {"list",
+       0,
+       1,
+       {"limit", "page-token", "all"},
+       "list [PREFIX] [--limit=N] [--page-token=T] [--all]",
+       &RunList},
+      {"describe-key", 1, 1, {}, "describe-key KEY", &RunDescribeKey},
+  };
+  return *commands;
+}
+
+absl::StatusOr<std::string> ReadPutValue(const CommandInput& input) {
+  const std::optional<std::string> file = input.flags->Get("file");
+  const bool has_value_arg = input.args.size() >= 2;
+  if (file.has_value()) {
+    if (has_value_arg) {
+      return UsageError("put takes either a VALUE argument or --file, not both");
+    }
+    return ReadWholeFile(*file);
+  }
+  if (has_value_arg && input.args[1] != "-") return input.args[1];
+  if (!has_value_arg && isatty(STDIN_FILENO)) {
+    return UsageError(
+        "put needs a value: give VALUE, --file=F, or pipe it to stdin (VALUE '-' reads stdin)");
+  }
+  return ReadStdin();
+}
+
+absl::StatusOr<CommandOutput> RunPut(Client& client, const CommandInput& input) {
+  const std::string& key = input.args[0];
+  absl::StatusOr<std::string> value = ReadPutValue(input);
+  if (!value.ok()) return value.status();
+  absl::StatusOr<WriteOptions> options = WriteOptionsFrom(*input.flags);
+  if (!options.ok()) return options.status();
+  absl::StatusOr<WriteResult> result = client.Put(key, *value, *options);
+  if (!result.ok()) return result.status();
+
+  CommandOutput out;
+  SetBytesField(out.json, "key", key);
+  out.json["value_bytes"] = value->size();
+  out.text = absl::StrCat("stored ", value->size(), " bytes under ", DisplayBytes(key), "\n");
+  AddWriteResult(*result, out);
+  return out;
+}
+
+absl::StatusOr<CommandOutput> RunGet(Client& client, const CommandInput& input) {
+  const std::string& key = input.args[0];
+  absl::StatusOr<GetResult> result = client.Get(key);
+  if (!result.ok()) return result.status();
+
+  CommandOutput out;
+  const size_t count = result->siblings.size();
+  SetBytesField(out.json, "key", key);
+  out.json["siblings"] = nlohmann::json::array();
+  for (const Version& version : result->siblings) {
+    out.json["siblings"].push_back(VersionToJson(version));
+  }
+  out.json["sibling_count"] = count;
+  out.json["context"] = EncodeContext(result->context);
+  if (count == 1) {
+    const Version& only = result->siblings[0];
+    absl::StrAppend(&out.text, IsValidUtf8(only.value) ? "value: " : "value (base64): ",
+                    DisplayBytes(only.value), "\n");
+  } else {
+    out.json["note"] = SiblingSummary(count);
+    absl::StrAppend(&out.text, SiblingSummary(count), "\n");
+    for (size_t i = 0; i < count; ++i) {
+      const Version& version = result->siblings[i];
+      absl::StrAppend(&out.text, "sibling ", i + 1, " (dot ", version.dot, ", written ",
+                      FormatTimestamp(version.timestamp_micros), "): ", DisplayBytes(version.value),
+                      "\n");
+    }
+  }
+  absl::StrAppend(&out.text, "context: ", EncodeContext(result->context), "\n");
+  return out;
+}
+
+absl::StatusOr<CommandOutput> RunDelete(Client& client, const CommandInput& input) {
+  const std::string& key = input.args[0];
+  absl::StatusOr<WriteOptions> options = WriteOptionsFrom(*input.flags);
+  if (!options.ok()) return options.status();
+  absl::StatusOr<WriteResult> result = client.Delete(key, *options);
+  if (!result.ok()) return result.status();
+
+  CommandOutput out;
+  SetBytesField(out.json, "key", key);
+  out.json["deleted"] = true;
+  out.text = absl::StrCat("deleted ", DisplayBytes(key), "\n");
+  AddWriteResult(*result, out);
+  return out;
+}
+
+absl::StatusOr<CommandOutput> RunList(Client& client, const CommandInput& input) {
+  const std::string prefix = input.args.empty() ? "" : input.args[0];
+  uint32_t limit = 0;
+  if (std::optional<std::string> text = input.flags->Get("limit"); text.has_value()) {
+    absl::StatusOr<int64_t> parsed =
+        cli::ParseIntFlag("limit", *text, 1, std::numeric_limits<uint32_t>::max());
+    if (!parsed.ok()) return UsageError(parsed.status().message());
+    limit = static_cast<uint32_t>(*parsed);
+  }
+  std::string page_token = input.flags->Get("page-token").value_or("");
+  const bool all_pages = input.flags->GetBool("all", false);
+
+  CommandOutput out;
+  SetBytesField(out.json, "prefix", prefix);
+  out.json["keys"] = nlohmann::json::array();
+  size_t pages = 0;
+  while (true) {
+    absl::StatusOr<ListResult> page = client.List(prefix, page_token, limit);
+    if (!page.ok()) return page.status();
+    ++pages;
+    for (const std::string& key : page->keys) {
+      nlohmann::json entry = nlohmann::json::object();
+      SetBytesField(entry, "key", key);
+      out.json["keys"].push_back(std::move(entry));
+      absl::StrAppend(&out.text, DisplayBytes(key), "\n");
+    }
+    if (page->next_page_token.empty() || !all_pages) {
+      page_token = page->next_page_token;
+      break;
+    }
+    if (page->next_page_token == page_token) {
+      return absl::InternalError(absl::StrCat("the store returned the same page token twice ('",
+                                              page_token,
+                                              "'); stopping instead of looping forever"));
+    }
+    page_token = page->next_page_token;
+  }
+  out.json["count"] = out.json["keys"].size();
+  out.json["pages"] = pages;
+  out.json["next_page_token"] = page_token;
+  if (!page_token.empty()) {
+    out.notice = absl::StrCat("more keys: pass --page-token=", page_token,
+                              " for the next page, or --all for every page\n");
+  }
+  return out;
+}
+
+absl::StatusOr<CommandOutput> RunDescribeKey(Client& client, const CommandInput& input) {
+  const std::string& key = input.args[0];
+  absl::StatusOr<DescribeKeyResult> result = client.DescribeKey(key);
+  if (!result.ok()) return result.status();
+
+  CommandOutput out;
+  SetBytesField(out.json, "key", key);
+  out.json["converged"] = result->converged;
+  out.json["replicas"] = nlohmann::json::array();
+  absl::StrAppend(&out.text, "key: ", DisplayBytes(key), "\n", "converged: ",
+                  result->converged ? "yes (every reachable replica holds the same versions)"
+                                    : "NO (replicas hold different versions; replication is "
+                                      "still in progress or a replica is behind)",
+                  "\n");
+  for (const ReplicaView& replica : result->replicas) {
+    nlohmann::json json = {{"node_id", replica.node_id},
+                           {"reachable", replica.reachable},
+                           {"has_record", replica.has_record},
+                           {"context", replica.context},
+                           {"versions", nlohmann::json::array()}};
+    if (!replica.error.empty()) json["error"] = replica.error;
+    absl::StrAppend(&out.text, "replica ", replica.node_id, ": ");
+    if (!replica.reachable) {
+      absl::StrAppend(&out.text, "unreachable (", replica.error, ")\n");
+    } else if (!replica.has_record) {
+      absl::StrAppend(&out.text, "no record of this key\n");
+    } else {
+      absl::StrAppend(&out.text, replica.versions.size(), " version(s), context ", replica.context,
+                      "\n");
+    }
+    for (const Version& version : replica.versions) {
+      json["versions"].push_back(VersionToJson(version));
+      absl::StrAppend(&out.text, "  ", version.dot, "  ", FormatTimestamp(version.timestamp_micros),
+                      "  ",
+                      version.tombstone ? "tombstone (deleted)"
+                                        : absl::StrCat("value: ", DisplayBytes(version.value)),
+                      "\n");
+    }
+    out.json["replicas"].push_back(std::move(json));
+  }
+  return out;
+}
+
+}  // namespace kv::kvctl

@@ -1,0 +1,56 @@
+// The commands of kvctl. Each takes its already-validated positional arguments and flags, calls
+// the store through a kv::Client, and returns both renderings of its result: a JSON object (for
+// --json) and human-readable text. Errors come back as a status: NOT_FOUND, INVALID_ARGUMENT
+// (local mistakes are marked with UsageError), or whatever the store or network returned.
+#ifndef KV_CLIENT_KVCTL_COMMANDS_H_
+#define KV_CLIENT_KVCTL_COMMANDS_H_
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "client/cli_flags.h"
+#include "client/kv_client.h"
+
+namespace kv::kvctl {
+
+struct CommandOutput {
+  nlohmann::json json = nlohmann::json::object();
+  std::string text;    // stdout in text mode
+  std::string notice;  // stderr in text mode: hints that are not part of the result
+};
+
+// What every command gets: its positional arguments (the command name removed) and all flags.
+struct CommandInput {
+  std::vector<std::string> args;
+  const cli::ParsedArgs* flags = nullptr;
+};
+
+// Describes a command for dispatch and argument checking.
+struct CommandSpec {
+  std::string name;
+  size_t min_args = 0;
+  size_t max_args = 0;
+  std::vector<std::string> flags;  // command-specific flags it accepts
+  std::string synopsis;            // "put KEY [VALUE|-] [--file=F] ..."
+  absl::StatusOr<CommandOutput> (*run)(Client& client, const CommandInput& input) = nullptr;
+};
+
+// Every command that talks to the store (help is handled by kvctl.cc itself).
+const std::vector<CommandSpec>& Commands();
+
+absl::StatusOr<CommandOutput> RunPut(Client& client, const CommandInput& input);
+absl::StatusOr<CommandOutput> RunGet(Client& client, const CommandInput& input);
+absl::StatusOr<CommandOutput> RunDelete(Client& client, const CommandInput& input);
+absl::StatusOr<CommandOutput> RunList(Client& client, const CommandInput& input);
+absl::StatusOr<CommandOutput> RunDescribeKey(Client& client, const CommandInput& input);
+
+// The value for `put`: --file, the VALUE argument, or stdin (VALUE is "-", or absent while stdin
+// is not a terminal). A usage error when none or two of them are given, or the file is
+// unreadable.
+absl::StatusOr<std::string> ReadPutValue(const CommandInput& input);
+
+}  // namespace kv::kvctl
+
+#endif  // KV_CLIENT_KVCTL_COMMANDS_H_

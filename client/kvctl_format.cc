@@ -1,0 +1,130 @@
+#include "client/kvctl_format.h"
+
+#include "absl/strings/cord.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+
+namespace kv::kvctl {
+namespace {
+
+constexpr absl::string_view kUsagePayloadUrl = "type.kvstore/kvctl.UsageError";
+
+}  // namespace
+
+ExitCode ExitCodeFor(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk:
+      return kExitOk;
+    case absl::StatusCode::kNotFound:
+      return kExitNotFound;
+    case absl::StatusCode::kInvalidArgument:
+      return kExitUsage;
+    default:
+      return kExitFailure;
+  }
+}
+
+absl::Status UsageError(absl::string_view message) {
+  absl::Status status = absl::InvalidArgumentError(message);
+  status.SetPayload(kUsagePayloadUrl, absl::Cord("1"));
+  return status;
+}
+
+bool IsUsageError(const absl::Status& status) {
+  return status.GetPayload(kUsagePayloadUrl).has_value();
+}
+
+bool IsValidUtf8(absl::string_view bytes) {
+  size_t i = 0;
+  const size_t n = bytes.size();
+  while (i < n) {
+    const auto lead = static_cast<unsigned char>(bytes[i]);
+    if (lead < 0x80) {
+      ++i;
+      continue;
+    }
+    int continuation = 0;
+    // Bounds of the first continuation byte, which exclude overlong forms, surrogates
+    // (U+D800..U+DFFF) and code points above U+10FFFF.
+    unsigned char low = 0x80;
+    unsigned char high = 0xBF;
+    if (lead >= 0xC2 && lead <= 0xDF) {
+      continuation = 1;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      continuation = 2;
+      if (lead == 0xE0) low = 0xA0;
+      if (lead == 0xED) high = 0x9F;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      continuation = 3;
+      if (lead == 0xF0) low = 0x90;
+      if (lead == 0xF4) high = 0x8F;
+    } else {
+      return false;  // 0x80..0xC1 or 0xF5..0xFF cannot start a sequence
+    }
+    if (n - i <= static_cast<size_t>(continuation)) return false;
+    for (int k = 1; k <= continuation; ++k) {
+      const auto byte = static_cast<unsigned char>(bytes[i + k]);
+      const unsigned char lo = k == 1 ? low : 0x80;
+      const unsigned char hi = k == 1 ? high : 0xBF;
+      if (byte < lo || byte > hi) return false;
+    }
+    i += continuation + 1;
+  }
+  return true;
+}
+
+void SetBytesField(nlohmann::json& json, const std::string& name, absl::string_view bytes) {
+  if (IsValidUtf8(bytes)) {
+    json[name] = std::string(bytes);
+  } else {
+    json[name + "_base64"] = absl::Base64Escape(bytes);
+  }
+}
+
+std::string DisplayBytes(absl::string_view bytes) {
+  if (IsValidUtf8(bytes)) return std::string(bytes);
+  return absl::StrCat("base64:", absl::Base64Escape(bytes));
+}
+
+std::string EncodeContext(absl::string_view context) { return absl::WebSafeBase64Escape(context); }
+
+absl::StatusOr<std::string> DecodeContext(absl::string_view text) {
+  std::string decoded;
+  absl::string_view trimmed = absl::StripAsciiWhitespace(text);
+  if (absl::WebSafeBase64Unescape(trimmed, &decoded) || absl::Base64Unescape(trimmed, &decoded)) {
+    return decoded;
+  }
+  return UsageError(absl::StrCat("--context is not base64: '", text,
+                                 "'; pass the context printed by kvctl get/put/delete"));
+}
+
+std::string FormatTimestamp(int64_t micros) {
+  if (micros == 0) return "unknown";
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::FromUnixMicros(micros),
+                          absl::UTCTimeZone());
+}
+
+nlohmann::json VersionToJson(const Version& version) {
+  nlohmann::json json = nlohmann::json::object();
+  if (!version.tombstone) SetBytesField(json, "value", version.value);
+  json["tombstone"] = version.tombstone;
+  json["dot"] = version.dot;
+  json["timestamp_micros"] = version.timestamp_micros;
+  json["timestamp"] = FormatTimestamp(version.timestamp_micros);
+  return json;
+}
+
+nlohmann::json ErrorToJson(const absl::Status& status) {
+  std::string code = absl::StatusCodeToString(status.code());
+  if (code.empty()) code = absl::StrCat("CODE_", static_cast<int>(status.code()));
+  nlohmann::json error = {{"code", code}, {"message", std::string(status.message())}};
+  return {{"error", error}};
+}
+
+std::string DumpJson(const nlohmann::json& json) {
+  return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace kv::kvctl

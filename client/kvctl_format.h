@@ -1,0 +1,69 @@
+// Output conventions of kvctl, shared by its commands: how bytes, versions and errors appear in
+// JSON and in text, and which exit code a status maps to.
+//
+// Keys and values are arbitrary bytes, while JSON strings must be UTF-8. A field holding bytes is
+// written as "<name>": "<text>" when the bytes are valid UTF-8, and otherwise as
+// "<name>_base64": "<standard base64, padded>". Causal contexts are always base64 with the
+// web-safe alphabet and no padding (absl::WebSafeBase64Escape), so they can be pasted into a
+// shell argument unquoted.
+#ifndef KV_CLIENT_KVCTL_FORMAT_H_
+#define KV_CLIENT_KVCTL_FORMAT_H_
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "client/kv_client.h"
+
+namespace kv::kvctl {
+
+// Process exit codes, documented in `kvctl --help`.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitNotFound = 1,
+  kExitUsage = 2,   // bad command line, or INVALID_ARGUMENT from the store
+  kExitFailure = 3  // server or network error: every other code
+};
+
+ExitCode ExitCodeFor(const absl::Status& status);
+
+// An INVALID_ARGUMENT status marked as a command-line mistake, so that kvctl adds a pointer to
+// `kvctl help` when it prints it.
+absl::Status UsageError(absl::string_view message);
+bool IsUsageError(const absl::Status& status);
+
+// True if `bytes` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
+// above U+10FFFF).
+bool IsValidUtf8(absl::string_view bytes);
+
+// Sets json[name] or json[name + "_base64"] as described above.
+void SetBytesField(nlohmann::json& json, const std::string& name, absl::string_view bytes);
+
+// Bytes for a line of text output: as-is when valid UTF-8, else "base64:<standard base64>".
+std::string DisplayBytes(absl::string_view bytes);
+
+// Contexts on the command line and in output.
+std::string EncodeContext(absl::string_view context);
+// Accepts web-safe or standard base64, with or without padding. INVALID_ARGUMENT (a usage
+// error) if `text` is not base64.
+absl::StatusOr<std::string> DecodeContext(absl::string_view text);
+
+// RFC 3339 UTC, microsecond precision; "unknown" for 0.
+std::string FormatTimestamp(int64_t micros);
+
+// {"value"|"value_base64", "tombstone", "dot", "timestamp_micros", "timestamp"}.
+nlohmann::json VersionToJson(const Version& version);
+
+// {"error": {"code": "NOT_FOUND", "message": "..."}}.
+nlohmann::json ErrorToJson(const absl::Status& status);
+
+// Serializes `json` on one line; invalid UTF-8 in any string (which SetBytesField avoids) is
+// replaced rather than aborting the output.
+std::string DumpJson(const nlohmann::json& json);
+
+}  // namespace kv::kvctl
+
+#endif  // KV_CLIENT_KVCTL_FORMAT_H_

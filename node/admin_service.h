@@ -1,0 +1,53 @@
+// AdminService: the kv.v1.Admin gRPC service of a node.
+//
+// Ping echoes its payload inline on the gRPC thread (no executor hop, no storage): it measures
+// the transport ceiling. NodeStatus reads the engine's key estimate on the executor.
+//
+// Thread-safety: thread-safe; the engine, executor and clock must outlive the service.
+#ifndef KV_NODE_ADMIN_SERVICE_H_
+#define KV_NODE_ADMIN_SERVICE_H_
+
+#include <string>
+
+#include "absl/time/time.h"
+#include "kv.grpc.pb.h"
+#include "node/call_gate.h"
+#include "node/clock.h"
+#include "node/executor.h"
+#include "storage/engine.h"
+
+namespace kv {
+
+class AdminService final : public v1::Admin::CallbackService {
+ public:
+  struct NodeInfo {
+    std::string node_id;
+    std::string actor;
+    std::string listen_address;
+    std::string version;
+  };
+
+  // Uptime is measured from construction, on `clock`.
+  // New calls are refused with UNAVAILABLE once `gate` is closed.
+  AdminService(NodeInfo info, Engine* engine, Executor* executor, CallGate* gate,
+               const Clock* clock);
+
+  grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context,
+                                 const v1::PingRequest* request,
+                                 v1::PingResponse* response) override;
+  grpc::ServerUnaryReactor* NodeStatus(grpc::CallbackServerContext* context,
+                                       const v1::NodeStatusRequest* request,
+                                       v1::NodeStatusResponse* response) override;
+
+ private:
+  const NodeInfo info_;
+  Engine* const engine_;
+  Executor* const executor_;
+  CallGate* const gate_;
+  const Clock* const clock_;
+  const absl::Time started_;
+};
+
+}  // namespace kv
+
+#endif  // KV_NODE_ADMIN_SERVICE_H_

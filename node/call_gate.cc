@@ -1,0 +1,50 @@
+#include "node/call_gate.h"
+
+namespace kv {
+
+class CallGate::CountedReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit CountedReactor(CallGate* gate) : gate_(gate) {}
+  void OnDone() override {
+    gate_->CallDone();
+    delete this;
+  }
+  // Cancellation needs no action: the work already queued finishes the call (gRPC drops the
+  // response), and FinishOnExecutor skips work for calls cancelled before they started.
+  void OnCancel() override {}
+
+ private:
+  CallGate* const gate_;
+};
+
+absl::Status CallGate::Check() const {
+  if (open_.load(std::memory_order_acquire)) return absl::OkStatus();
+  return absl::UnavailableError("kvnode is shutting down; retry on another node");
+}
+
+grpc::ServerUnaryReactor* CallGate::NewReactor() {
+  {
+    absl::MutexLock lock(&mu_);
+    ++in_flight_;
+  }
+  return new CountedReactor(this);
+}
+
+void CallGate::CallDone() {
+  absl::MutexLock lock(&mu_);
+  --in_flight_;
+}
+
+int CallGate::WaitUntilIdle(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ == 0; };
+  mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
+  return in_flight_;
+}
+
+int CallGate::in_flight() {
+  absl::MutexLock lock(&mu_);
+  return in_flight_;
+}
+
+}  // namespace kv

@@ -1,0 +1,66 @@
+// NodeConfig: every setting of a kvnode process, read from command-line flags and an optional
+// config file through one table of settings, so that a flag and a file line mean the same thing.
+//
+// Command line: `--name=value`, `--name value`, or a bare `--name` for booleans (`-` and `_` are
+// interchangeable in names). `--config=FILE` reads FILE first: one `name = value` per line,
+// blank lines and `#` comments (whole lines, or after whitespace) ignored, values optionally in
+// double quotes. Flags override the file wherever they appear on the command line.
+//
+// Errors: INVALID_ARGUMENT with a message that names the flag, or the file and line, says what
+// was wrong, and points at `kvnode --help`: unknown settings, malformed or out-of-range values,
+// missing values, a setting given twice in the same source, positional arguments, and config
+// files that cannot be read.
+//
+// Values and free functions; no shared state. Thread-compatible.
+#ifndef KV_NODE_CONFIG_H_
+#define KV_NODE_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "node/limits.h"
+
+namespace kv {
+
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+
+struct NodeConfig {
+  std::string node_id = "n1";
+  std::string listen = "127.0.0.1:7700";
+  // Empty until parsing finishes; ParseNodeCommandLine fills in "./kvdata/<node_id>".
+  std::string data_dir;
+  std::string config_file;  // the file the settings came from, if any
+  bool sync_writes = false;
+  int executor_threads = 8;
+  Limits limits;
+  absl::Duration idempotency_ttl = absl::Hours(24);
+  absl::Duration shutdown_drain = absl::Milliseconds(500);
+  absl::Duration shutdown_grace = absl::Seconds(10);
+  LogLevel log_level = LogLevel::kInfo;
+};
+
+// What the command line asked for.
+struct CommandLine {
+  NodeConfig config;
+  bool help = false;  // --help or -h: print NodeConfigHelp() and exit 0; `config` is unset
+};
+
+// Parses argv[1..] (argv[0], the program name, is skipped) and the config file it names.
+absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>& argv);
+
+// Applies the `name = value` lines of a config file to `config`. `file_name` is used only in
+// error messages. Exposed for tests; ParseNodeCommandLine reads the file itself.
+absl::Status ApplyConfigFileContents(absl::string_view contents, absl::string_view file_name,
+                                     NodeConfig* config);
+
+// The --help text: usage, then every setting with its default and meaning.
+std::string NodeConfigHelp();
+
+absl::string_view LogLevelName(LogLevel level);
+
+}  // namespace kv
+
+#endif  // KV_NODE_CONFIG_H_

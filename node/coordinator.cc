@@ -1,0 +1,436 @@
+#include "node/coordinator.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "storage/record_codec.h"
+
+namespace kv {
+namespace {
+
+constexpr size_t kLagSamples = 4096;
+
+}  // namespace
+
+// Counts replica confirmations of one coordinated write until W is reached or cannot be.
+struct Coordinator::WriteState {
+  absl::Mutex mu;
+  int needed = 0;   // W
+  int acks = 1;     // this replica holds it already
+  int pending = 0;  // entries whose result has not come back
+  int confirmed_peers = 0;
+  int total_peers = 0;  // N - 1
+  bool responded = false;
+  absl::Status last_error;
+  absl::Time committed_at;
+  WriteReply reply;
+  std::function<void(absl::StatusOr<WriteReply>)> done;
+};
+
+// Gathers replica answers for one read.
+struct Coordinator::ReadState {
+  absl::Mutex mu;
+  std::string key;
+  int needed = 0;                    // R
+  std::vector<const Member*> order;  // replicas, this node first when it is one
+  size_t next = 0;                   // next replica of `order` to ask
+  int outstanding = 0;
+  int succeeded = 0;
+  bool widened = false;  // asked every replica because the first ones knew nothing
+  bool finished = false;
+  absl::Status last_error;
+  std::vector<std::pair<const Member*, std::optional<SiblingSet>>> answers;
+  std::function<void(absl::StatusOr<SiblingSet>)> done;
+};
+
+Coordinator::Coordinator(ClusterOptions options, std::shared_ptr<const HashRing> ring,
+                         LocalStore* store, ReplicationOutbox* outbox, PeerTransport* transport,
+                         Executor* executor, const Clock* clock)
+    : options_(std::move(options)),
+      ring_(std::move(ring)),
+      store_(store),
+      outbox_(outbox),
+      transport_(transport),
+      executor_(executor),
+      clock_(clock) {}
+
+Coordinator::~Coordinator() = default;
+
+std::vector<const Member*> Coordinator::Replicas(absl::string_view key) const {
+  return ring_->PreferenceList(key, static_cast<size_t>(options_.replication_factor));
+}
+
+void Coordinator::Write(WriteCommand command, QuorumSpec w,
+                        std::function<void(absl::StatusOr<WriteReply>)> done) {
+  if (absl::Status valid = store_->ValidateKey(command.key); !valid.ok()) {
+    done(valid);
+    return;
+  }
+  std::vector<const Member*> replicas = Replicas(command.key);
+  absl::StatusOr<int> needed =
+      ResolveQuorum(w, static_cast<int>(replicas.size()), options_.default_w, "w");
+  if (!needed.ok()) {
+    done(needed.status());
+    return;
+  }
+  const bool is_replica = std::any_of(replicas.begin(), replicas.end(),
+                                      [&](const Member* m) { return m->id == options_.self_id; });
+  if (is_replica) {
+    CoordinateWrite(std::move(command), *needed, std::move(replicas), std::move(done));
+  } else {
+    {
+      absl::MutexLock lock(&stats_mu_);
+      ++stats_.writes_forwarded;
+    }
+    ForwardWrite(std::move(command), w, std::move(replicas), 0,
+                 absl::UnavailableError("the key has no replicas"), std::move(done));
+  }
+}
+
+void Coordinator::CoordinateWrite(WriteCommand command, int w, std::vector<const Member*> replicas,
+                                  std::function<void(absl::StatusOr<WriteReply>)> done) {
+  std::vector<std::string> peer_ids;
+  for (const Member* m : replicas) {
+    if (m->id != options_.self_id) peer_ids.push_back(m->id);
+  }
+  std::vector<OutboxEntry> entries;
+  absl::StatusOr<WriteOutcome> outcome =
+      store_->Write(command, [&](absl::string_view key, WriteBatch* batch) {
+        entries = outbox_->AddEntries(key, peer_ids, batch);
+      });
+  if (!outcome.ok()) {
+    done(outcome.status());
+    return;
+  }
+  {
+    absl::MutexLock lock(&stats_mu_);
+    ++stats_.writes_coordinated;
+  }
+  auto state = std::make_shared<WriteState>();
+  state->needed = w;
+  state->pending = static_cast<int>(entries.size());
+  state->total_peers = static_cast<int>(peer_ids.size());
+  state->committed_at = clock_->Now();
+  state->reply = WriteReply{outcome->write_id, outcome->context, outcome->deduplicated};
+  state->done = std::move(done);
+  state->last_error = absl::UnavailableError("replication queue full");
+
+  // Decides, under state->mu, whether the client can be answered; returns the answer to send.
+  // Called with s->mu held.
+  auto decide = [](WriteState* s)
+                    ABSL_NO_THREAD_SAFETY_ANALYSIS -> std::optional<absl::StatusOr<WriteReply>> {
+    if (s->responded) return std::nullopt;
+    if (s->acks >= s->needed) {
+      s->responded = true;
+      return absl::StatusOr<WriteReply>(s->reply);
+    }
+    if (s->acks + s->pending < s->needed) {
+      s->responded = true;
+      return absl::StatusOr<WriteReply>(MarkWriteStored(absl::UnavailableError(absl::StrCat(
+          "the write is durable on ", s->acks, " replica(s) but W=", s->needed,
+          " were required; it keeps replicating in the background. Retry with the same "
+          "idempotency token. Last replica error: ",
+          s->last_error.message()))));
+    }
+    return std::nullopt;
+  };
+
+  std::optional<absl::StatusOr<WriteReply>> answer;
+  {
+    absl::MutexLock lock(&state->mu);
+    answer = decide(state.get());
+  }
+  if (answer) state->done(*std::move(answer));
+  if (entries.empty()) return;
+
+  outbox_->Submit(std::move(entries),
+                  [this, state, decide](const OutboxEntry&, absl::Status status) {
+                    std::optional<absl::StatusOr<WriteReply>> answer;
+                    bool all_confirmed = false;
+                    {
+                      absl::MutexLock lock(&state->mu);
+                      --state->pending;
+                      if (status.ok()) {
+                        ++state->acks;
+                        all_confirmed = ++state->confirmed_peers == state->total_peers;
+                      } else {
+                        state->last_error = status;
+                      }
+                      answer = decide(state.get());
+                    }
+                    if (answer) state->done(*std::move(answer));
+                    if (all_confirmed) RecordReplicationLag(clock_->Now() - state->committed_at);
+                  });
+}
+
+void Coordinator::ForwardWrite(WriteCommand command, QuorumSpec w,
+                               std::vector<const Member*> replicas, size_t next,
+                               absl::Status last_error,
+                               std::function<void(absl::StatusOr<WriteReply>)> done) {
+  if (next >= replicas.size()) {
+    done(absl::UnavailableError(
+        absl::StrCat("no replica of the key could coordinate the write: ", last_error.message())));
+    return;
+  }
+  const Member& target = *replicas[next];
+  WriteCommand copy = command;
+  transport_->ForwardWrite(
+      target, std::move(copy), w,
+      [this, command = std::move(command), w, replicas = std::move(replicas), next,
+       done = std::move(done)](absl::StatusOr<WriteReply> reply) mutable {
+        // Only a replica that could not be reached is skipped; any other answer, including a
+        // W failure reported by the replica, goes back to the client as it is.
+        if (reply.ok() || !absl::IsUnavailable(reply.status()) || IsWriteStored(reply.status())) {
+          done(std::move(reply));
+          return;
+        }
+        ForwardWrite(std::move(command), w, std::move(replicas), next + 1, reply.status(),
+                     std::move(done));
+      });
+}
+
+void Coordinator::ReadReplica(const Member& member, const std::string& key,
+                              std::function<void(absl::StatusOr<SiblingSet>)> done) {
+  if (member.id == options_.self_id) {
+    executor_->Schedule([this, key, done = std::move(done)] { done(store_->ReadRecord(key)); });
+    return;
+  }
+  transport_->ReadRecord(member, key, [done = std::move(done)](absl::StatusOr<std::string> bytes) {
+    if (!bytes.ok()) {
+      done(bytes.status());
+      return;
+    }
+    done(DecodeSiblingSet(*bytes));
+  });
+}
+
+void Coordinator::Read(std::string key, QuorumSpec r,
+                       std::function<void(absl::StatusOr<SiblingSet>)> done) {
+  if (absl::Status valid = store_->ValidateKey(key); !valid.ok()) {
+    done(valid);
+    return;
+  }
+  std::vector<const Member*> replicas = Replicas(key);
+  absl::StatusOr<int> needed =
+      ResolveQuorum(r, static_cast<int>(replicas.size()), options_.default_r, "r");
+  if (!needed.ok()) {
+    done(needed.status());
+    return;
+  }
+  auto state = std::make_shared<ReadState>();
+  state->key = std::move(key);
+  state->needed = *needed;
+  state->done = std::move(done);
+  state->last_error = absl::UnavailableError("no replica answered");
+  // This node's own replica first: it answers without a network hop.
+  std::stable_partition(replicas.begin(), replicas.end(),
+                        [&](const Member* m) { return m->id == options_.self_id; });
+  state->order = std::move(replicas);
+  ContinueRead(state);
+}
+
+void Coordinator::ContinueRead(const std::shared_ptr<ReadState>& state) {
+  std::vector<const Member*> to_ask;
+  bool finish = false;
+  {
+    absl::MutexLock lock(&state->mu);
+    if (state->finished) return;
+    const bool found_any = std::any_of(state->answers.begin(), state->answers.end(),
+                                       [](const auto& a) { return a.second.has_value(); });
+    const bool enough = state->succeeded >= state->needed;
+    if (enough && found_any) {
+      finish = true;
+    } else {
+      // Not enough answers yet: replace failed replicas with the next ones. Enough answers but
+      // none knows the key: ask every replica before answering NOT_FOUND.
+      if (enough) state->widened = true;
+      const int target = state->widened ? static_cast<int>(state->order.size()) : state->needed;
+      while (state->next < state->order.size() && state->succeeded + state->outstanding < target) {
+        to_ask.push_back(state->order[state->next]);
+        ++state->next;
+        ++state->outstanding;
+      }
+      finish = state->outstanding == 0 && state->next >= state->order.size();
+    }
+    state->finished = finish;
+  }
+  for (const Member* m : to_ask) {
+    ReadReplica(*m, state->key, [this, state, m](absl::StatusOr<SiblingSet> record) {
+      {
+        absl::MutexLock lock(&state->mu);
+        --state->outstanding;
+        if (record.ok()) {
+          ++state->succeeded;
+          state->answers.emplace_back(m, *std::move(record));
+        } else if (absl::IsNotFound(record.status())) {
+          ++state->succeeded;
+          state->answers.emplace_back(m, std::nullopt);
+        } else {
+          state->last_error = record.status();
+        }
+      }
+      ContinueRead(state);
+    });
+  }
+  if (finish) FinishRead(state);
+}
+
+void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
+  std::vector<std::pair<const Member*, std::optional<SiblingSet>>> answers;
+  int succeeded;
+  absl::Status last_error;
+  {
+    absl::MutexLock lock(&state->mu);
+    answers = state->answers;
+    succeeded = state->succeeded;
+    last_error = state->last_error;
+  }
+  std::optional<SiblingSet> merged;
+  for (const auto& [member, record] : answers) {
+    if (!record) continue;
+    if (!merged) {
+      merged = *record;
+    } else {
+      merged->Merge(*record);
+    }
+  }
+  const int n = static_cast<int>(state->order.size());
+  if (succeeded < state->needed) {
+    state->done(absl::UnavailableError(
+        absl::StrCat("only ", succeeded, " of R=", state->needed,
+                     " replicas answered; last error: ", last_error.message())));
+    return;
+  }
+  if (merged) {
+    state->done(*merged);
+    ReadRepair(state->key, *merged, answers);
+    return;
+  }
+  // No replica that answered knows the key. An acknowledged write is on at least W replicas, so
+  // N - W + 1 empty answers rule it out; fewer do not.
+  const int default_w = std::min(options_.default_w, n);
+  if (succeeded >= n - default_w + 1) {
+    state->done(absl::NotFoundError("key not found"));
+  } else {
+    state->done(absl::UnavailableError(
+        absl::StrCat("key not found on the ", succeeded, " replica(s) that answered, but ",
+                     n - succeeded, " could not be asked; last error: ", last_error.message())));
+  }
+}
+
+void Coordinator::ReadRepair(
+    const std::string& key, const SiblingSet& merged,
+    const std::vector<std::pair<const Member*, std::optional<SiblingSet>>>& answers) {
+  std::string encoded;
+  for (const auto& [member, record] : answers) {
+    if (record && *record == merged) continue;
+    {
+      absl::MutexLock lock(&stats_mu_);
+      ++stats_.read_repairs;
+    }
+    if (member->id == options_.self_id) {
+      executor_->Schedule([this, key, merged] { store_->MergeRecord(key, merged).IgnoreError(); });
+      continue;
+    }
+    if (encoded.empty()) encoded = EncodeSiblingSet(merged);
+    transport_->MergeRecords(*member, {EncodedRecord{key, encoded}},
+                             [](absl::Status) { /* best effort; anti-entropy backs it up */ });
+  }
+}
+
+void Coordinator::GatherReplicas(std::string key,
+                                 std::function<void(std::vector<ReplicaRecordView>)> done) {
+  std::vector<const Member*> replicas = Replicas(key);
+  struct Gather {
+    absl::Mutex mu;
+    std::vector<ReplicaRecordView> views;
+    size_t remaining;
+    std::function<void(std::vector<ReplicaRecordView>)> done;
+  };
+  auto gather = std::make_shared<Gather>();
+  gather->views.resize(replicas.size());
+  gather->remaining = replicas.size();
+  gather->done = std::move(done);
+  if (replicas.empty()) {
+    gather->done({});
+    return;
+  }
+  for (size_t i = 0; i < replicas.size(); ++i) {
+    gather->views[i].member = *replicas[i];
+    ReadReplica(*replicas[i], key, [gather, i](absl::StatusOr<SiblingSet> record) {
+      bool last;
+      {
+        absl::MutexLock lock(&gather->mu);
+        ReplicaRecordView& view = gather->views[i];
+        if (record.ok()) {
+          view.record = *std::move(record);
+        } else if (!absl::IsNotFound(record.status())) {
+          view.status = record.status();
+        }
+        last = --gather->remaining == 0;
+      }
+      if (last) gather->done(std::move(gather->views));
+    });
+  }
+}
+
+void Coordinator::DescribeKey(std::string key,
+                              std::function<void(std::vector<ReplicaRecordView>)> done) {
+  if (absl::Status valid = store_->ValidateKey(key); !valid.ok()) {
+    ReplicaRecordView error;
+    error.status = valid;
+    done({error});
+    return;
+  }
+  GatherReplicas(std::move(key), std::move(done));
+}
+
+void Coordinator::DescribeWrite(std::string write_id,
+                                std::function<void(absl::StatusOr<WriteStatus>)> done) {
+  Dot dot;
+  std::string key;
+  if (absl::Status parsed = ParseWriteId(write_id, &dot, &key); !parsed.ok()) {
+    done(parsed);
+    return;
+  }
+  if (absl::Status valid = store_->ValidateKey(key); !valid.ok()) {
+    done(valid);
+    return;
+  }
+  GatherReplicas(key, [key, dot, done = std::move(done)](std::vector<ReplicaRecordView> views) {
+    WriteStatus status;
+    status.key = key;
+    status.dot = dot;
+    bool all = !views.empty();
+    for (ReplicaRecordView& view : views) {
+      WriteStatus::Replica replica;
+      replica.member = view.member;
+      replica.status = view.status;
+      // Applied: the replica has seen the dot (it holds it, or a version that replaced it).
+      replica.applied = view.record && view.record->context().Covers(dot);
+      all = all && replica.applied;
+      status.replicas.push_back(std::move(replica));
+    }
+    status.state = all ? WriteStatus::State::kReplicated : WriteStatus::State::kPending;
+    done(std::move(status));
+  });
+}
+
+void Coordinator::RecordReplicationLag(absl::Duration lag) {
+  absl::MutexLock lock(&stats_mu_);
+  if (stats_.recent_replication_lag_us.size() >= kLagSamples) {
+    stats_.recent_replication_lag_us.erase(
+        stats_.recent_replication_lag_us.begin(),
+        stats_.recent_replication_lag_us.begin() + kLagSamples / 4);
+  }
+  stats_.recent_replication_lag_us.push_back(absl::ToInt64Microseconds(lag));
+}
+
+CoordinatorStats Coordinator::Stats() const {
+  absl::MutexLock lock(&stats_mu_);
+  return stats_;
+}
+
+}  // namespace kv

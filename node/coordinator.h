@@ -1,0 +1,136 @@
+// Coordinator: serves client requests for any key on any node of the cluster (Dynamo-style).
+//
+// Placement comes from the HashRing: a key lives on the first N members of its preference list.
+//
+// Writes. A node that is not a replica of the key forwards the write to the first replica that
+// answers (trying them in preference order). A replica coordinates: it applies the write to its
+// LocalStore with outbox entries for the other N-1 replicas in the same atomic batch, submits
+// them to the ReplicationOutbox, and acknowledges once W replicas (itself included) hold the
+// write durably. If W cannot be reached it answers UNAVAILABLE; the write stays stored where it
+// landed and keeps replicating, and a retry with the same idempotency token creates nothing new.
+//
+// Reads. R replicas are asked, this node's own replica first when it has one. When every replica
+// asked knows nothing of the key (not even a tombstone), the remaining replicas are asked before
+// answering NOT_FOUND (new-key read-after-write). NOT_FOUND is answered only when enough
+// replicas know nothing of the key that no write acknowledged with the default W can exist
+// (N - W + 1 of them); otherwise, with replicas unreachable, the answer is UNAVAILABLE. Answers
+// are merged; replicas that returned less than the merge get it back in the background (read
+// repair).
+//
+// Everything is asynchronous: callbacks run on executor threads. Thread-safe.
+#ifndef KV_NODE_COORDINATOR_H_
+#define KV_NODE_COORDINATOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "node/clock.h"
+#include "node/executor.h"
+#include "node/local_store.h"
+#include "node/peer_transport.h"
+#include "node/quorum.h"
+#include "node/replication_outbox.h"
+#include "node/ring.h"
+#include "node/scheduler.h"
+#include "storage/sibling_set.h"
+
+namespace kv {
+
+struct ClusterOptions {
+  std::string self_id;
+  int replication_factor = 3;  // N
+  int default_w = 2;
+  int default_r = 1;
+};
+
+// One replica's answer about a key, for DescribeKey and DescribeWrite.
+struct ReplicaRecordView {
+  Member member;
+  absl::Status status;               // OK, or why the replica could not answer
+  std::optional<SiblingSet> record;  // nullopt: the replica knows nothing of the key
+};
+
+struct WriteStatus {
+  enum class State { kPending, kReplicated };
+  struct Replica {
+    Member member;
+    bool applied = false;  // the replica holds the version (or something that replaced it)
+    absl::Status status;   // OK, or why the replica could not be asked
+  };
+  std::string key;
+  Dot dot;
+  State state = State::kPending;  // kReplicated once all N replicas applied it
+  std::vector<Replica> replicas;
+};
+
+// Counters for status pages and tests.
+struct CoordinatorStats {
+  uint64_t writes_coordinated = 0;
+  uint64_t writes_forwarded = 0;
+  uint64_t read_repairs = 0;
+  // Replication lag: commit on the coordinator to all N replicas confirmed, in microseconds.
+  std::vector<int64_t> recent_replication_lag_us;  // last few thousand, oldest first
+};
+
+class Coordinator {
+ public:
+  Coordinator(ClusterOptions options, std::shared_ptr<const HashRing> ring, LocalStore* store,
+              ReplicationOutbox* outbox, PeerTransport* transport, Executor* executor,
+              const Clock* clock);
+  ~Coordinator();
+
+  void Write(WriteCommand command, QuorumSpec w,
+             std::function<void(absl::StatusOr<WriteReply>)> done);
+  // The merged record of `key` (tombstones included); NOT_FOUND as described above.
+  void Read(std::string key, QuorumSpec r, std::function<void(absl::StatusOr<SiblingSet>)> done);
+  // Every replica's record of `key`.
+  void DescribeKey(std::string key, std::function<void(std::vector<ReplicaRecordView>)> done);
+  // Which replicas hold the version a write id names.
+  void DescribeWrite(std::string write_id, std::function<void(absl::StatusOr<WriteStatus>)> done);
+
+  const ClusterOptions& options() const { return options_; }
+  const HashRing& ring() const { return *ring_; }
+  CoordinatorStats Stats() const;
+
+ private:
+  struct WriteState;
+  struct ReadState;
+
+  std::vector<const Member*> Replicas(absl::string_view key) const;
+  void CoordinateWrite(WriteCommand command, int w, std::vector<const Member*> replicas,
+                       std::function<void(absl::StatusOr<WriteReply>)> done);
+  void ForwardWrite(WriteCommand command, QuorumSpec w, std::vector<const Member*> replicas,
+                    size_t next, absl::Status last_error,
+                    std::function<void(absl::StatusOr<WriteReply>)> done);
+  // Reads one replica's record (this node's via the store, others via the transport).
+  void ReadReplica(const Member& member, const std::string& key,
+                   std::function<void(absl::StatusOr<SiblingSet>)> done);
+  void ContinueRead(const std::shared_ptr<ReadState>& state);
+  void FinishRead(const std::shared_ptr<ReadState>& state);
+  // Every replica's record of `key`, in preference order.
+  void GatherReplicas(std::string key, std::function<void(std::vector<ReplicaRecordView>)> done);
+  void ReadRepair(const std::string& key, const SiblingSet& merged,
+                  const std::vector<std::pair<const Member*, std::optional<SiblingSet>>>& answers);
+  void RecordReplicationLag(absl::Duration lag);
+
+  const ClusterOptions options_;
+  const std::shared_ptr<const HashRing> ring_;
+  LocalStore* const store_;
+  ReplicationOutbox* const outbox_;
+  PeerTransport* const transport_;
+  Executor* const executor_;
+  const Clock* const clock_;
+
+  mutable absl::Mutex stats_mu_;
+  CoordinatorStats stats_ ABSL_GUARDED_BY(stats_mu_);
+};
+
+}  // namespace kv
+
+#endif  // KV_NODE_COORDINATOR_H_

@@ -1,0 +1,66 @@
+// GrpcPeerTransport: PeerTransport over gRPC. Record merges and reads use the internal
+// kv.internal.v1.Replica service; forwarded writes use the peer's public kv.v1.KV service (the
+// peer coordinates them exactly as it would a client's).
+//
+// One channel per peer address, created on first use and kept. Every call has a deadline
+// (Options); its callback is handed to the executor, so callers may block in it (e.g. on
+// storage) without stalling gRPC's threads. Thread-safe.
+#ifndef KV_NODE_GRPC_PEER_TRANSPORT_H_
+#define KV_NODE_GRPC_PEER_TRANSPORT_H_
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "node/executor.h"
+#include "node/peer_transport.h"
+
+namespace grpc {
+class Channel;
+}
+namespace kv::v1 {
+class KV;
+}
+namespace kv::internal::v1 {
+class Replica;
+}
+
+namespace kv {
+
+class GrpcPeerTransport : public PeerTransport {
+ public:
+  struct Options {
+    absl::Duration merge_timeout = absl::Seconds(2);
+    absl::Duration read_timeout = absl::Seconds(2);
+    absl::Duration forward_timeout = absl::Seconds(5);
+    int max_message_bytes = 64 << 20;
+  };
+
+  GrpcPeerTransport(std::string self_id, Executor* executor, Options options);
+  ~GrpcPeerTransport() override;
+
+  void MergeRecords(const Member& peer, std::vector<EncodedRecord> records,
+                    std::function<void(absl::Status)> done) override;
+  void ReadRecord(const Member& peer, std::string key,
+                  std::function<void(absl::StatusOr<std::string>)> done) override;
+  void ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
+                    std::function<void(absl::StatusOr<WriteReply>)> done) override;
+
+ private:
+  // A channel and stubs for one peer address; stubs outlive every call made through them.
+  struct PeerStubs;
+  std::shared_ptr<PeerStubs> StubsFor(const Member& peer);
+
+  const std::string self_id_;
+  Executor* const executor_;
+  const Options options_;
+  absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<PeerStubs>> peers_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kv
+
+#endif  // KV_NODE_GRPC_PEER_TRANSPORT_H_

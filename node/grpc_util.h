@@ -1,0 +1,56 @@
+// Helpers shared by the node's gRPC services (callback API).
+//
+// absl::StatusCode and grpc::StatusCode have the same numbering (both are the canonical gRPC
+// codes), so statuses map 1:1 with their messages.
+//
+// Every reactor comes from a CallGate, which counts calls in flight for graceful shutdown.
+//
+// FinishOnExecutor is how every handler that touches storage answers: it returns the call's
+// reactor at once and runs `work` on the executor, finishing the reactor from there, so the gRPC
+// thread never blocks. A call the client has cancelled (or whose deadline passed) while it waited
+// in the queue is finished with CANCELLED without running `work`.
+#ifndef KV_NODE_GRPC_UTIL_H_
+#define KV_NODE_GRPC_UTIL_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "node/call_gate.h"
+#include "node/executor.h"
+
+namespace kv {
+
+inline grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+// Finishes the call at once with `status` (for checks that need no storage).
+inline grpc::ServerUnaryReactor* FinishNow(CallGate* gate, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = gate->NewReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// `work` is a callable returning absl::Status; it fills the response before returning OK.
+template <typename Work>
+grpc::ServerUnaryReactor* FinishOnExecutor(grpc::CallbackServerContext* context, CallGate* gate,
+                                           Executor* executor, Work work) {
+  grpc::ServerUnaryReactor* reactor = gate->NewReactor();
+  executor->Schedule([context, reactor, work = std::move(work)]() mutable {
+    if (context->IsCancelled()) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                                   "request cancelled before the node started it"));
+      return;
+    }
+    reactor->Finish(ToGrpcStatus(work()));
+  });
+  return reactor;
+}
+
+}  // namespace kv
+
+#endif  // KV_NODE_GRPC_UTIL_H_

@@ -1,0 +1,47 @@
+// ReplicaService: the internal kv.internal.v1.Replica gRPC service, through which replicas
+// exchange encoded sibling sets (storage/FORMAT.md) and merge them.
+//
+// MergeBatch first decodes and checks every record of the batch (INVALID_ARGUMENT naming the
+// first bad record, and nothing is merged), then merges them one by one through
+// LocalStore::MergeRecord and answers once all are durable. Merging is idempotent, so a retried
+// batch is harmless. ReadRecord returns found = false for a key the node knows nothing of.
+//
+// Handlers never block: all work runs on the injected Executor. Thread-safe; `store` and
+// `executor` must outlive the service.
+#ifndef KV_NODE_REPLICA_SERVICE_H_
+#define KV_NODE_REPLICA_SERVICE_H_
+
+#include "absl/status/status.h"
+#include "node/call_gate.h"
+#include "node/executor.h"
+#include "node/local_store.h"
+#include "replica.grpc.pb.h"
+
+namespace kv {
+
+class ReplicaService final : public internal::v1::Replica::CallbackService {
+ public:
+  // New calls are refused with UNAVAILABLE once `gate` is closed.
+  ReplicaService(LocalStore* store, Executor* executor, CallGate* gate);
+
+  grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
+                                       const internal::v1::MergeBatchRequest* request,
+                                       internal::v1::MergeBatchResponse* response) override;
+  grpc::ServerUnaryReactor* ReadRecord(grpc::CallbackServerContext* context,
+                                       const internal::v1::ReadRecordRequest* request,
+                                       internal::v1::ReadRecordResponse* response) override;
+
+ private:
+  absl::Status DoMergeBatch(const internal::v1::MergeBatchRequest& request,
+                            internal::v1::MergeBatchResponse* response);
+  absl::Status DoReadRecord(const internal::v1::ReadRecordRequest& request,
+                            internal::v1::ReadRecordResponse* response);
+
+  LocalStore* const store_;
+  Executor* const executor_;
+  CallGate* const gate_;
+};
+
+}  // namespace kv
+
+#endif  // KV_NODE_REPLICA_SERVICE_H_

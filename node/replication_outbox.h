@@ -1,0 +1,185 @@
+// ReplicationOutbox: the durable queue of updates each peer replica is owed, and the senders that
+// drain it (asynchronous replication and hinted handoff).
+//
+// Entries. One per (peer, write), in the engine's outbox column:
+//     key   = peer_id + '\0' + seq (u64, big-endian; seqs increase across restarts)
+//     value = the data key written
+// AddEntries puts them into the write's own batch (LocalStore::Write's batch hook), so a write
+// that is acknowledged always has its outbox entries, and a crash never leaves one without the
+// other. Peer ids never contain '\0' (they are [A-Za-z0-9_.-]), so the separator is unambiguous.
+//
+// Sending. Each peer has a sender that takes queued entries in batches of up to
+// Options::batch_max_records distinct keys, reads each key's *current* record (which includes
+// every write the entries stand for, since records only grow by merge) and sends the whole batch
+// in one PeerTransport::MergeRecords call, with at most Options::max_in_flight batches per peer.
+// When the peer confirms, the batch's entries are deleted. When it fails, they go back to the
+// queue and the sender waits a capped exponential backoff with full jitter before trying again,
+// so a replica that is down keeps its entries until it returns (hinted handoff).
+//
+// Bounds. At most Options::max_entries_per_peer entries per peer on disk: a write beyond that
+// records no entry for that peer and counts a drop (anti-entropy repairs it); client writes are
+// never rejected for it. The bound is checked against submitted entries, so writes still
+// committing may exceed it by their number. At most Options::max_queued_per_peer entries per
+// peer are held in memory; the rest wait on disk and are scanned back in when the queue drains
+// (also after a restart, by Recover).
+//
+// Results. Submit takes a callback run once per entry: OK when the peer confirmed a batch that
+// carried the entry's key (read after the entry was written), or else an error: the error of the
+// first failed attempt to send it (the entry itself stays queued and is retried),
+// RESOURCE_EXHAUSTED at once when the peer's memory queue is full (the entry waits on disk), or
+// UNAVAILABLE when Shutdown comes first. Coordinators count W with it.
+//
+// Shutdown and destruction. Shutdown stops starting batches and scans, reports UNAVAILABLE to
+// every callback not yet run, waits for a send or scan already under way, and makes completions
+// that arrive later do nothing (their entries stay on disk for the next start): once it returns,
+// the outbox calls neither the transport nor the scheduler again. The destructor calls Shutdown,
+// then waits for transport completions and backoff timers already running inside the outbox to
+// return (one may still be deleting its confirmed entries from the engine); those that arrive
+// after it are ignored without touching the outbox. So the transport and scheduler may be
+// stopped (or destroyed) after Shutdown; the engine, executor and clock must outlive the outbox.
+// Never call Shutdown or destroy the outbox from one of its own callbacks, nor from a transport
+// completion or executor task it started (with an inline executor that would deadlock).
+//
+// Thread-safe. Callbacks run on the executor, never under the outbox's lock. The outbox itself
+// reads time only through Options::clock and randomness only through `rng`, and schedules only
+// through the injected Scheduler, so it runs unchanged in the deterministic simulation.
+#ifndef KV_NODE_REPLICATION_OUTBOX_H_
+#define KV_NODE_REPLICATION_OUTBOX_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/bit_gen_ref.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "node/clock.h"
+#include "node/peer_transport.h"
+#include "node/ring.h"
+#include "node/scheduler.h"
+#include "storage/engine.h"
+
+namespace kv {
+
+struct OutboxEntry {
+  std::string peer_id;
+  uint64_t seq = 0;
+  std::string key;
+};
+
+struct PeerOutboxStats {
+  std::string peer_id;
+  uint64_t depth = 0;         // entries on disk waiting for this peer
+  uint64_t dropped = 0;       // entries not recorded because the queue was full
+  uint64_t sent_records = 0;  // records confirmed by the peer since start
+  uint64_t failed_batches = 0;
+  bool reachable = true;  // the last attempt succeeded (or none was made yet)
+  std::string last_error;
+  absl::Time last_success = absl::InfinitePast();
+};
+
+class ReplicationOutbox {
+ public:
+  struct Options {
+    uint64_t max_entries_per_peer = 1'000'000;
+    size_t max_queued_per_peer = 100'000;
+    size_t batch_max_records = 256;
+    int max_in_flight = 2;
+    absl::Duration initial_backoff = absl::Milliseconds(20);
+    absl::Duration max_backoff = absl::Seconds(2);
+    // Stamps PeerOutboxStats::last_success; null leaves it InfinitePast. Must outlive the outbox.
+    const Clock* clock = nullptr;
+  };
+  using EntryCallback = std::function<void(const OutboxEntry& entry, absl::Status status)>;
+
+  ReplicationOutbox(std::vector<Member> peers, Engine* engine, PeerTransport* transport,
+                    Scheduler* scheduler, Executor* executor, absl::BitGenRef rng, Options options);
+  ~ReplicationOutbox();
+
+  // Loads queue depths and the next seq from disk and queues what is there. Call once, before
+  // any other method.
+  absl::Status Recover();
+
+  // Adds an entry for each of `peer_ids` to `batch`. Peers whose queue is full get none (a drop
+  // is counted). Returns the entries added, to Submit once the batch is durable.
+  std::vector<OutboxEntry> AddEntries(absl::string_view key,
+                                      const std::vector<std::string>& peer_ids, WriteBatch* batch);
+  // Queues durable entries for sending; `on_result` runs once per entry (may be null).
+  void Submit(std::vector<OutboxEntry> entries, EntryCallback on_result);
+
+  std::vector<PeerOutboxStats> Stats() const;
+  // Stops sending: no new batches start, every callback not yet run gets UNAVAILABLE, and
+  // completions that arrive later are ignored. Idempotent.
+  void Shutdown();
+
+  // Outbox column key of an entry (exposed for tests).
+  static std::string EntryKey(absl::string_view peer_id, uint64_t seq);
+
+ private:
+  struct Waiting {
+    OutboxEntry entry;
+    EntryCallback on_result;  // null once the entry's result has been reported
+  };
+  // One callback to run, with its result.
+  struct Report {
+    EntryCallback on_result;
+    OutboxEntry entry;
+    absl::Status status;
+  };
+  struct PeerState;
+  struct Liveness;
+
+  PeerState* FindPeer(absl::string_view peer_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Keeps `waiting` in memory if the peer's bound allows and returns true; otherwise the entry
+  // waits on disk only and a scan is due.
+  bool Hold(PeerState* peer, Waiting waiting) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds to the memory queue, without checking the bound.
+  void Enqueue(PeerState* peer, Waiting waiting) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves queued entries into batches ready to send, and asks for a disk scan when the memory
+  // queue is empty but entries wait on disk.
+  void Pump(PeerState* peer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Pauses the peer's sender; returns the jittered delay to schedule OnBackoffDone after, or
+  // nullopt if it was already paused.
+  std::optional<absl::Duration> StartBackoff(PeerState* peer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleBackoff(PeerState* peer, std::optional<absl::Duration> delay)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Sends the peer's ready batches and runs its scans until none is left. Returns at once if
+  // another call is already doing it, so an inline completion never recurses.
+  void Drain(PeerState* peer) ABSL_LOCKS_EXCLUDED(mu_);
+  void SendBatch(PeerState* peer, uint64_t batch_id, const std::vector<std::string>& keys)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void OnBackoffDone(PeerState* peer) ABSL_LOCKS_EXCLUDED(mu_);
+  void ScanDisk(PeerState* peer) ABSL_LOCKS_EXCLUDED(mu_);
+  // Runs the callbacks on the executor.
+  void RunReports(std::vector<Report> reports);
+
+  Engine* const engine_;
+  PeerTransport* const transport_;
+  Scheduler* const scheduler_;
+  Executor* const executor_;
+  const Options options_;
+  // Shared with pending completions and timers, which check it before touching the outbox.
+  const std::shared_ptr<Liveness> liveness_;
+
+  mutable absl::Mutex mu_;
+  // Fixed at construction (the PeerState objects never move); their fields are guarded by mu_
+  // except the immutable `member`.
+  std::map<std::string, std::unique_ptr<PeerState>> peers_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  absl::BitGenRef rng_ ABSL_GUARDED_BY(mu_);  // backoff jitter; the generator outlives us
+};
+
+}  // namespace kv
+
+#endif  // KV_NODE_REPLICATION_OUTBOX_H_

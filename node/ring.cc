@@ -1,0 +1,129 @@
+#include "node/ring.h"
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "xxhash.h"
+
+namespace kv {
+namespace {
+
+bool ValidId(absl::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<Member>> ParseMembers(absl::string_view spec) {
+  std::vector<Member> members;
+  std::set<std::string> ids;
+  for (absl::string_view entry : absl::StrSplit(spec, ',', absl::SkipWhitespace())) {
+    entry = absl::StripAsciiWhitespace(entry);
+    auto bad = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad peer entry '", entry, "': ", why, " (expected ID=HOST:PORT or ID=HOST:PORT@ZONE)"));
+    };
+    std::pair<absl::string_view, absl::string_view> id_rest = absl::StrSplit(entry, '=');
+    Member m;
+    m.id = std::string(id_rest.first);
+    if (!ValidId(m.id)) return bad("node id must be 1-64 characters of [A-Za-z0-9_.-]");
+    std::pair<absl::string_view, absl::string_view> addr_zone = absl::StrSplit(id_rest.second, '@');
+    m.address = std::string(addr_zone.first);
+    m.zone = std::string(addr_zone.second);
+    size_t colon = m.address.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos || colon == 0 ||
+        !absl::SimpleAtoi(m.address.substr(colon + 1), &port) || port <= 0 || port > 65535) {
+      return bad("address must be HOST:PORT");
+    }
+    if (!m.zone.empty() && !ValidId(m.zone)) return bad("zone must be [A-Za-z0-9_.-]");
+    if (!ids.insert(m.id).second) return bad("node id listed twice");
+    members.push_back(std::move(m));
+  }
+  return members;
+}
+
+std::string FormatMembers(const std::vector<Member>& members) {
+  return absl::StrJoin(members, ",", [](std::string* out, const Member& m) {
+    absl::StrAppend(out, m.id, "=", m.address, m.zone.empty() ? "" : "@", m.zone);
+  });
+}
+
+uint64_t HashRing::KeyHash(absl::string_view key) { return XXH64(key.data(), key.size(), 0); }
+
+absl::StatusOr<HashRing> HashRing::Build(std::vector<Member> members, int vnodes_per_member) {
+  if (members.empty()) return absl::InvalidArgumentError("a ring needs at least one member");
+  if (vnodes_per_member < 1) return absl::InvalidArgumentError("vnodes_per_member must be >= 1");
+  std::sort(members.begin(), members.end(),
+            [](const Member& a, const Member& b) { return a.id < b.id; });
+  std::set<std::string> zones;
+  for (size_t i = 0; i < members.size(); ++i) {
+    if (i > 0 && members[i].id == members[i - 1].id) {
+      return absl::InvalidArgumentError(absl::StrCat("member id '", members[i].id, "' repeats"));
+    }
+    if (!members[i].zone.empty()) zones.insert(members[i].zone);
+  }
+  HashRing ring;
+  ring.members_ = std::move(members);
+  ring.zones_ = zones.size();
+  ring.points_.reserve(ring.members_.size() * vnodes_per_member);
+  for (uint32_t m = 0; m < ring.members_.size(); ++m) {
+    for (int v = 0; v < vnodes_per_member; ++v) {
+      std::string label = absl::StrCat(ring.members_[m].id, "/", v);
+      ring.points_.push_back({XXH64(label.data(), label.size(), 0), m});
+    }
+  }
+  std::sort(ring.points_.begin(), ring.points_.end(), [](const Point& a, const Point& b) {
+    return a.hash != b.hash ? a.hash < b.hash : a.member < b.member;
+  });
+  return ring;
+}
+
+std::vector<const Member*> HashRing::PreferenceList(absl::string_view key, size_t n) const {
+  n = std::min(n, members_.size());
+  std::vector<const Member*> result;
+  if (n == 0) return result;
+  const uint64_t h = KeyHash(key);
+  auto start = std::lower_bound(points_.begin(), points_.end(), h,
+                                [](const Point& p, uint64_t value) { return p.hash < value; });
+  const size_t first = static_cast<size_t>(start - points_.begin());
+  const bool zone_aware = zones_ >= n;
+  std::vector<bool> taken(members_.size(), false);
+  std::set<absl::string_view> used_zones;
+  // Zone-aware placement first; members skipped for their zone fill any remaining slots after.
+  for (int pass = zone_aware ? 0 : 1; pass < 2 && result.size() < n; ++pass) {
+    for (size_t i = 0; i < points_.size() && result.size() < n; ++i) {
+      const Point& p = points_[(first + i) % points_.size()];
+      if (taken[p.member]) continue;
+      const Member& m = members_[p.member];
+      if (pass == 0 && (m.zone.empty() || used_zones.count(m.zone) > 0)) continue;
+      taken[p.member] = true;
+      used_zones.insert(m.zone);
+      result.push_back(&m);
+    }
+  }
+  return result;
+}
+
+bool HashRing::IsReplica(absl::string_view key, size_t n, absl::string_view member_id) const {
+  for (const Member* m : PreferenceList(key, n)) {
+    if (m->id == member_id) return true;
+  }
+  return false;
+}
+
+const Member* HashRing::Find(absl::string_view member_id) const {
+  auto it = std::lower_bound(members_.begin(), members_.end(), member_id,
+                             [](const Member& m, absl::string_view id) { return m.id < id; });
+  return it != members_.end() && it->id == member_id ? &*it : nullptr;
+}
+
+}  // namespace kv

@@ -1,0 +1,73 @@
+// HashRing: consistent hashing with virtual nodes, deciding which N nodes hold each key.
+//
+// Each member owns `vnodes_per_member` points on a 64-bit ring; the point of virtual node v of
+// member m is XXH64("<m.id>/<v>", seed 0), and a key sits at XXH64(key, seed 0). These hashes
+// are fixed by this file's contract (never absl::Hash or std::hash, which are seeded per
+// process), so every process and every version places keys identically. A key's preference
+// list is the first N distinct members met walking clockwise from the key's point. When members
+// carry zone labels and at least N zones exist, the walk skips members whose zone already holds
+// a replica, so no two replicas of a key share a zone.
+//
+// Immutable after Build; safe to share between threads.
+#ifndef KV_NODE_RING_H_
+#define KV_NODE_RING_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace kv {
+
+struct Member {
+  std::string id;       // node id, unique
+  std::string address;  // HOST:PORT of its gRPC server
+  std::string zone;     // optional placement label
+
+  friend bool operator==(const Member& a, const Member& b) {
+    return a.id == b.id && a.address == b.address && a.zone == b.zone;
+  }
+};
+
+// Parses "ID=HOST:PORT[@ZONE],..." (the --peers setting). INVALID_ARGUMENT with the offending
+// entry if malformed or if an id repeats.
+absl::StatusOr<std::vector<Member>> ParseMembers(absl::string_view spec);
+std::string FormatMembers(const std::vector<Member>& members);
+
+class HashRing {
+ public:
+  static constexpr int kDefaultVnodes = 128;
+
+  // INVALID_ARGUMENT if there are no members, an id repeats, or vnodes < 1.
+  static absl::StatusOr<HashRing> Build(std::vector<Member> members,
+                                        int vnodes_per_member = kDefaultVnodes);
+
+  // The first min(n, size()) distinct members for `key`, primary first.
+  std::vector<const Member*> PreferenceList(absl::string_view key, size_t n) const;
+  // True if `member_id` is in the preference list of `key`.
+  bool IsReplica(absl::string_view key, size_t n, absl::string_view member_id) const;
+
+  const std::vector<Member>& members() const { return members_; }
+  const Member* Find(absl::string_view member_id) const;
+  size_t size() const { return members_.size(); }
+
+  // The ring position of a key (exposed for tests and tools).
+  static uint64_t KeyHash(absl::string_view key);
+
+ private:
+  struct Point {
+    uint64_t hash;
+    uint32_t member;  // index into members_
+  };
+  HashRing() = default;
+
+  std::vector<Member> members_;  // sorted by id
+  std::vector<Point> points_;    // sorted by hash, then member
+  size_t zones_ = 0;             // distinct non-empty zones
+};
+
+}  // namespace kv
+
+#endif  // KV_NODE_RING_H_

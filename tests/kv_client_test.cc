@@ -1,0 +1,556 @@
+// kv::Client against an in-process gRPC server whose KV service is a scripted fake: it answers
+// each request with the next scripted status code (OK once the script is used up) and records
+// every request, so the tests can count attempts and compare idempotency tokens.
+#include "client/kv_client.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "gtest/gtest.h"
+#include "kv.grpc.pb.h"
+
+namespace kv {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+
+// Finishes only when the client gives up on the call (deadline or cancellation).
+class HangingReactor : public grpc::ServerUnaryReactor {
+ public:
+  void OnCancel() override { Finish(grpc::Status::CANCELLED); }
+  void OnDone() override { delete this; }
+};
+
+// Test-only KV and Admin services. Thread-safe.
+class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::CallbackService {
+ public:
+  // The codes answered to the next requests (any method), in order; OK afterwards.
+  void Script(std::vector<grpc::StatusCode> codes) {
+    absl::MutexLock lock(&mu_);
+    script_.assign(codes.begin(), codes.end());
+  }
+  void FailAll(grpc::StatusCode code) {
+    absl::MutexLock lock(&mu_);
+    fail_all_ = code;
+  }
+  void HangAll() {
+    absl::MutexLock lock(&mu_);
+    hang_ = true;
+  }
+  void SetGetResponse(v1::GetResponse response) {
+    absl::MutexLock lock(&mu_);
+    get_response_ = std::move(response);
+  }
+  std::vector<v1::PutRequest> puts() const {
+    absl::MutexLock lock(&mu_);
+    return puts_;
+  }
+  std::vector<v1::DeleteRequest> deletes() const {
+    absl::MutexLock lock(&mu_);
+    return deletes_;
+  }
+  int requests() const {
+    absl::MutexLock lock(&mu_);
+    return requests_;
+  }
+
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* context, const v1::PutRequest* request,
+                                v1::PutResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    puts_.push_back(*request);
+    response->set_write_id(absl::StrCat("w", puts_.size()));
+    response->set_context("put-context");
+    return Answer(context);
+  }
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
+                                   const v1::DeleteRequest* request,
+                                   v1::DeleteResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    deletes_.push_back(*request);
+    response->set_write_id("d1");
+    response->set_deduplicated(true);
+    return Answer(context);
+  }
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetRequest* request,
+                                v1::GetResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    *response = get_response_;
+    return Answer(context);
+  }
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
+                                 const v1::ListRequest* request,
+                                 v1::ListResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    response->add_keys(request->prefix() + "1");
+    response->add_keys(request->prefix() + "2");
+    response->set_next_page_token(
+        absl::StrCat("after:", request->page_token(), ":", request->limit()));
+    return Answer(context);
+  }
+  grpc::ServerUnaryReactor* DescribeKey(grpc::CallbackServerContext* context,
+                                        const v1::DescribeKeyRequest* request,
+                                        v1::DescribeKeyResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    response->set_key(request->key());
+    v1::ReplicaView* replica = response->add_replicas();
+    replica->set_node_id("n1");
+    replica->set_reachable(true);
+    replica->set_has_record(true);
+    replica->set_context("{n1:2}");
+    v1::Sibling* tombstone = replica->add_siblings();
+    tombstone->set_tombstone(true);
+    tombstone->set_dot("n1:2");
+    tombstone->set_timestamp_micros(7);
+    v1::ReplicaView* down = response->add_replicas();
+    down->set_node_id("n2");
+    down->set_error("connection refused");
+    return Answer(context);
+  }
+  grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context, const v1::PingRequest*,
+                                 v1::PingResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    response->set_node_id("fake");
+    return Answer(context);
+  }
+
+ private:
+  grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ++requests_;
+    if (hang_) return new HangingReactor;
+    grpc::StatusCode code = fail_all_;
+    if (!script_.empty()) {
+      code = script_.front();
+      script_.pop_front();
+    }
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(code == grpc::StatusCode::OK
+                        ? grpc::Status::OK
+                        : grpc::Status(code, absl::StrCat("scripted code ", code)));
+    return reactor;
+  }
+
+  mutable absl::Mutex mu_;
+  std::deque<grpc::StatusCode> script_ ABSL_GUARDED_BY(mu_);
+  grpc::StatusCode fail_all_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::OK;
+  bool hang_ ABSL_GUARDED_BY(mu_) = false;
+  v1::GetResponse get_response_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::PutRequest> puts_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::DeleteRequest> deletes_ ABSL_GUARDED_BY(mu_);
+  int requests_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// A ScriptedKv served on 127.0.0.1 at a port chosen by the kernel.
+class FakeServer {
+ public:
+  FakeServer() {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(static_cast<v1::KV::CallbackService*>(&kv_));
+    builder.RegisterService(static_cast<v1::Admin::CallbackService*>(&kv_));
+    server_ = builder.BuildAndStart();
+    endpoint_ = absl::StrCat("127.0.0.1:", port);
+  }
+  ~FakeServer() { server_->Shutdown(std::chrono::system_clock::now()); }
+  ScriptedKv& kv() { return kv_; }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  ScriptedKv kv_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string endpoint_;
+};
+
+// A loopback port nothing listens on (bound, then released).
+std::string DeadEndpoint() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+}
+
+ClientOptions FastOptions(std::vector<std::string> endpoints) {
+  ClientOptions options;
+  options.endpoints = std::move(endpoints);
+  options.call_deadline = absl::Seconds(10);
+  options.retry.initial_backoff = absl::Milliseconds(1);
+  options.retry.max_backoff = absl::Milliseconds(5);
+  return options;
+}
+
+std::unique_ptr<Client> MakeClient(ClientOptions options) {
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(std::move(options));
+  EXPECT_TRUE(client.ok()) << client.status();
+  return client.ok() ? std::move(*client) : nullptr;
+}
+
+class KvClientTest : public ::testing::Test {
+ protected:
+  FakeServer server_;
+};
+
+class RetryableCodeTest : public KvClientTest,
+                          public ::testing::WithParamInterface<grpc::StatusCode> {};
+
+TEST_P(RetryableCodeTest, IsRetriedUntilSuccess) {
+  server_.kv().Script({GetParam(), GetParam()});
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint()}));
+  absl::StatusOr<WriteResult> put = client->Put("k", "v");
+  ASSERT_TRUE(put.ok()) << put.status();
+  EXPECT_EQ(put->write_id, "w3");
+  EXPECT_EQ(server_.kv().requests(), 3);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, RetryableCodeTest,
+                         ::testing::Values(grpc::StatusCode::UNAVAILABLE,
+                                           grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                           grpc::StatusCode::ABORTED,
+                                           grpc::StatusCode::DEADLINE_EXCEEDED));
+
+class NonRetryableCodeTest : public KvClientTest,
+                             public ::testing::WithParamInterface<grpc::StatusCode> {};
+
+TEST_P(NonRetryableCodeTest, IsTriedOnceAndKeepsCodeAndMessage) {
+  server_.kv().Script({GetParam()});
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint()}));
+  absl::StatusOr<WriteResult> put = client->Put("k", "v");
+  EXPECT_EQ(static_cast<int>(put.status().code()), static_cast<int>(GetParam()));
+  EXPECT_EQ(put.status().message(), absl::StrCat("scripted code ", GetParam()));
+  EXPECT_EQ(server_.kv().requests(), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, NonRetryableCodeTest,
+    ::testing::Values(grpc::StatusCode::CANCELLED, grpc::StatusCode::UNKNOWN,
+                      grpc::StatusCode::INVALID_ARGUMENT, grpc::StatusCode::NOT_FOUND,
+                      grpc::StatusCode::ALREADY_EXISTS, grpc::StatusCode::PERMISSION_DENIED,
+                      grpc::StatusCode::FAILED_PRECONDITION, grpc::StatusCode::OUT_OF_RANGE,
+                      grpc::StatusCode::UNIMPLEMENTED, grpc::StatusCode::INTERNAL,
+                      grpc::StatusCode::DATA_LOSS, grpc::StatusCode::UNAUTHENTICATED));
+
+TEST_F(KvClientTest, EveryAttemptOfOnePutCarriesTheSameToken) {
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::ABORTED});
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint()}));
+  ASSERT_TRUE(client->Put("k", "v1").ok());
+  ASSERT_TRUE(client->Put("k", "v2").ok());
+  std::vector<v1::PutRequest> puts = server_.kv().puts();
+  ASSERT_THAT(puts, SizeIs(4));
+  const std::string first = puts[0].idempotency_token();
+  EXPECT_THAT(first, ::testing::MatchesRegex("[0-9a-f]{32}"));
+  EXPECT_EQ(puts[1].idempotency_token(), first);
+  EXPECT_EQ(puts[2].idempotency_token(), first);
+  EXPECT_EQ(puts[2].value(), "v1");
+  EXPECT_NE(puts[3].idempotency_token(), first);  // a second logical Put
+  EXPECT_EQ(puts[3].value(), "v2");
+}
+
+TEST_F(KvClientTest, CallerTokenIsUsedAsIsOnEveryAttempt) {
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE});
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint()}));
+  WriteOptions options;
+  options.idempotency_token = "my-token";
+  options.context = "ctx";
+  options.w = Quorum::Count(2);
+  ASSERT_TRUE(client->Put("k", "v", options).ok());
+  std::vector<v1::PutRequest> puts = server_.kv().puts();
+  ASSERT_THAT(puts, SizeIs(2));
+  for (const v1::PutRequest& put : puts) {
+    EXPECT_EQ(put.idempotency_token(), "my-token");
+    EXPECT_EQ(put.context(), "ctx");
+    EXPECT_EQ(put.w().kind(), v1::Quorum::COUNT);
+    EXPECT_EQ(put.w().count(), 2u);
+  }
+}
+
+TEST_F(KvClientTest, DeleteRetriesWithOneToken) {
+  server_.kv().Script({grpc::StatusCode::RESOURCE_EXHAUSTED});
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint()}));
+  absl::StatusOr<WriteResult> deleted = client->Delete("k");
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_TRUE(deleted->deduplicated);
+  std::vector<v1::DeleteRequest> deletes = server_.kv().deletes();
+  ASSERT_THAT(deletes, SizeIs(2));
+  EXPECT_FALSE(deletes[0].idempotency_token().empty());
+  EXPECT_EQ(deletes[0].idempotency_token(), deletes[1].idempotency_token());
+}
+
+TEST_F(KvClientTest, CallDeadlineBoundsRetriesOfAFailingServer) {
+  server_.kv().FailAll(grpc::StatusCode::UNAVAILABLE);
+  ClientOptions options = FastOptions({server_.endpoint()});
+  options.call_deadline = absl::Milliseconds(500);
+  options.retry.max_attempts = 1000000;
+  options.retry.budget_max_tokens = 1e9;
+  const absl::Time start = absl::Now();
+  absl::StatusOr<WriteResult> put = MakeClient(options)->Put("k", "v");
+  const absl::Duration elapsed = absl::Now() - start;
+  // UNAVAILABLE from the server, or DEADLINE_EXCEEDED if the last attempt ran out of time.
+  EXPECT_THAT(put.status().code(), ::testing::AnyOf(absl::StatusCode::kUnavailable,
+                                                    absl::StatusCode::kDeadlineExceeded));
+  EXPECT_THAT(put.status().message(), HasSubstr("kv client: gave up after"));
+  EXPECT_GT(server_.kv().requests(), 2);
+  EXPECT_LT(elapsed, absl::Seconds(5));
+}
+
+TEST_F(KvClientTest, AttemptTimeoutsAreRetriedWithinTheCallDeadline) {
+  server_.kv().HangAll();
+  ClientOptions options = FastOptions({server_.endpoint()});
+  options.call_deadline = absl::Seconds(1);
+  options.attempt_timeout = absl::Milliseconds(100);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<WriteResult> put = MakeClient(options)->Put("k", "v");
+  const absl::Duration elapsed = absl::Now() - start;
+  EXPECT_EQ(put.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_GE(server_.kv().requests(), 2);
+  EXPECT_GE(elapsed, absl::Milliseconds(150));
+  EXPECT_LT(elapsed, absl::Seconds(5));
+}
+
+TEST_F(KvClientTest, PerCallDeadlineOverridesTheClientDefault) {
+  server_.kv().HangAll();
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint()}));
+  ReadOptions options;
+  options.deadline = absl::Milliseconds(200);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<GetResult> got = client->Get("k", options);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(server_.kv().requests(), 1);  // no time left for a second attempt
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST_F(KvClientTest, FailsOverFromADeadEndpoint) {
+  std::unique_ptr<Client> client = MakeClient(FastOptions({DeadEndpoint(), server_.endpoint()}));
+  for (int i = 0; i < 10; ++i) {
+    absl::StatusOr<WriteResult> put = client->Put(absl::StrCat("k", i), "v");
+    ASSERT_TRUE(put.ok()) << "put " << i << ": " << put.status();
+  }
+  EXPECT_EQ(server_.kv().requests(), 10);
+}
+
+TEST_F(KvClientTest, UnavailableMovesToTheNextEndpointAbortedStays) {
+  FakeServer other;
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::ABORTED});
+  // The first call starts at endpoint 0 (server_), fails over to `other`.
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
+  ASSERT_TRUE(client->Put("k", "v").ok());
+  EXPECT_EQ(server_.kv().requests(), 1);
+  ASSERT_THAT(other.kv().puts(), SizeIs(1));
+  EXPECT_EQ(other.kv().puts()[0].idempotency_token(), server_.kv().puts()[0].idempotency_token());
+  // The second call starts at endpoint 1 (`other`)... which answers OK at once; the third starts
+  // at endpoint 0, gets ABORTED and retries there.
+  ASSERT_TRUE(client->Put("k", "v").ok());
+  EXPECT_EQ(other.kv().requests(), 2);
+  ASSERT_TRUE(client->Put("k", "v").ok());
+  EXPECT_EQ(server_.kv().requests(), 3);
+  EXPECT_EQ(other.kv().requests(), 2);
+}
+
+TEST_F(KvClientTest, RoundRobinSpreadsCallsOverEndpoints) {
+  FakeServer other;
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
+  server_.kv().SetGetResponse(v1::GetResponse());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(client->Get("k").ok());
+  EXPECT_EQ(server_.kv().requests(), 5);
+  EXPECT_EQ(other.kv().requests(), 5);
+}
+
+TEST_F(KvClientTest, BudgetStopsRetryingAfterManyFailuresAndSuccessesRefillIt) {
+  server_.kv().FailAll(grpc::StatusCode::UNAVAILABLE);
+  ClientOptions options = FastOptions({server_.endpoint()});
+  options.retry.max_attempts = 100;
+  options.retry.budget_max_tokens = 10;
+  options.retry.budget_success_credit = 1;
+  std::unique_ptr<Client> client = MakeClient(options);
+  // 10 tokens; retries allowed while more than 5 remain: the 5th failure is the last attempt.
+  EXPECT_EQ(client->Put("k", "v").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(server_.kv().requests(), 5);
+  absl::Status drained = client->Put("k", "v").status();
+  EXPECT_EQ(server_.kv().requests(), 6);  // no retry at all
+  EXPECT_THAT(drained.message(), HasSubstr("retry budget"));
+
+  server_.kv().FailAll(grpc::StatusCode::OK);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(client->Put("k", "v").ok());
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE});
+  ASSERT_TRUE(client->Put("k", "v").ok());
+  EXPECT_EQ(server_.kv().requests(), 6 + 10 + 2);  // retried again
+}
+
+TEST_F(KvClientTest, OversizedRequestFailsLocally) {
+  ClientOptions options = FastOptions({server_.endpoint()});
+  options.max_request_bytes = 1000;
+  std::unique_ptr<Client> client = MakeClient(options);
+  absl::StatusOr<WriteResult> put = client->Put("k", std::string(2000, 'x'));
+  EXPECT_EQ(put.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(put.status().message(), HasSubstr("max_request_bytes"));
+  EXPECT_EQ(server_.kv().requests(), 0);
+  EXPECT_TRUE(client->Put("k", std::string(500, 'x')).ok());
+}
+
+// Covers a call answered by the server, one refused locally, and one failing fast on a channel
+// already known to be down (where gRPC could complete the call inline).
+TEST_F(KvClientTest, AsyncCallbacksNeverRunOnTheCallingThread) {
+  ClientOptions options = FastOptions({server_.endpoint()});
+  options.max_request_bytes = 100;
+  ClientOptions dead_options = FastOptions({DeadEndpoint()});
+  dead_options.retry.max_attempts = 1;
+  std::unique_ptr<Client> client = MakeClient(options);
+  std::unique_ptr<Client> dead = MakeClient(dead_options);
+  EXPECT_FALSE(dead->Put("k", "v").ok());  // the channel is now in TRANSIENT_FAILURE
+  struct Case {
+    Client* client;
+    std::string value;
+  };
+  for (const Case& c : {Case{client.get(), "small"}, Case{client.get(), std::string(200, 'x')},
+                        Case{dead.get(), "v"}}) {
+    absl::Notification done;
+    std::thread::id callback_thread;
+    c.client->PutAsync("k", c.value, {}, [&](absl::StatusOr<WriteResult>) {
+      callback_thread = std::this_thread::get_id();
+      done.Notify();
+    });
+    done.WaitForNotification();
+    EXPECT_NE(callback_thread, std::this_thread::get_id());
+  }
+}
+
+TEST_F(KvClientTest, DestructorWaitsForPendingCalls) {
+  server_.kv().HangAll();
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint()}));
+  absl::Notification called;
+  WriteOptions options;
+  options.deadline = absl::Milliseconds(300);
+  client->PutAsync("k", "v", options, [&](absl::StatusOr<WriteResult> result) {
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded);
+    called.Notify();
+  });
+  client.reset();
+  EXPECT_TRUE(called.HasBeenNotified());
+}
+
+TEST_F(KvClientTest, GetResolvedMergesSiblingsAndKeepsTheContext) {
+  v1::GetResponse response;
+  response.add_siblings()->set_value("a");
+  response.add_siblings()->set_value("b");
+  response.mutable_siblings(1)->set_timestamp_micros(42);
+  response.set_context("get-context");
+  server_.kv().SetGetResponse(response);
+  ClientOptions options = FastOptions({server_.endpoint()});
+  int merges = 0;
+  options.merger = [&merges](const std::vector<std::string>& values) {
+    ++merges;
+    return absl::StrJoin(values, "+");
+  };
+  std::unique_ptr<Client> client = MakeClient(options);
+  absl::StatusOr<GetResult> resolved = client->GetResolved("k");
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  ASSERT_THAT(resolved->siblings, SizeIs(1));
+  EXPECT_EQ(resolved->siblings[0].value, "a+b");
+  EXPECT_EQ(resolved->siblings[0].timestamp_micros, 42);
+  EXPECT_EQ(resolved->context, "get-context");
+  EXPECT_EQ(merges, 1);
+
+  response.mutable_siblings()->RemoveLast();
+  server_.kv().SetGetResponse(response);
+  resolved = client->GetResolved("k");
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_EQ(resolved->siblings[0].value, "a");
+  EXPECT_EQ(merges, 1);  // one sibling: nothing to merge
+}
+
+TEST_F(KvClientTest, GetResolvedWithoutMergerFailsBeforeSending) {
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint()}));
+  EXPECT_EQ(client->GetResolved("k").status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(server_.kv().requests(), 0);
+}
+
+TEST_F(KvClientTest, ListAndDescribeKeyMapTheResponses) {
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint()}));
+  absl::StatusOr<ListResult> list = client->List("p/", "tok", 7);
+  ASSERT_TRUE(list.ok()) << list.status();
+  EXPECT_THAT(list->keys, ElementsAre("p/1", "p/2"));
+  EXPECT_EQ(list->next_page_token, "after:tok:7");
+
+  absl::StatusOr<DescribeKeyResult> described = client->DescribeKey("k");
+  ASSERT_TRUE(described.ok()) << described.status();
+  ASSERT_THAT(described->replicas, SizeIs(2));
+  const ReplicaView& up = described->replicas[0];
+  EXPECT_EQ(up.node_id, "n1");
+  EXPECT_TRUE(up.reachable);
+  EXPECT_TRUE(up.has_record);
+  EXPECT_EQ(up.context, "{n1:2}");
+  ASSERT_THAT(up.versions, SizeIs(1));
+  EXPECT_TRUE(up.versions[0].tombstone);
+  EXPECT_EQ(up.versions[0].dot, "n1:2");
+  EXPECT_EQ(up.versions[0].timestamp_micros, 7);
+  EXPECT_FALSE(described->replicas[1].reachable);
+  EXPECT_EQ(described->replicas[1].error, "connection refused");
+  EXPECT_FALSE(described->converged);
+}
+
+TEST_F(KvClientTest, PingTriesOneEndpointOnce) {
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), DeadEndpoint()}));
+  auto ping = [&](size_t endpoint) {
+    absl::Notification done;
+    absl::Status status;
+    client->PingAsync(endpoint, [&](absl::Status s) {
+      status = s;
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return status;
+  };
+  EXPECT_TRUE(ping(0).ok());
+  EXPECT_EQ(server_.kv().requests(), 1);
+  EXPECT_EQ(ping(1).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ping(2).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(server_.kv().requests(), 1);
+}
+
+TEST(KvClientCreateTest, RejectsBadOptions) {
+  EXPECT_EQ(Client::Create(ClientOptions()).status().code(), absl::StatusCode::kInvalidArgument);
+  ClientOptions options = FastOptions({"127.0.0.1:1"});
+  options.retry.max_attempts = 0;
+  EXPECT_EQ(Client::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+  options = FastOptions({"127.0.0.1:1"});
+  options.call_deadline = absl::ZeroDuration();
+  EXPECT_EQ(Client::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(KvClientCreateTest, NegativeCallDeadlineIsInvalid) {
+  std::unique_ptr<Client> client = MakeClient(FastOptions({"127.0.0.1:1"}));
+  ReadOptions options;
+  options.deadline = absl::Milliseconds(-1);
+  EXPECT_EQ(client->Get("k", options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(IdempotencyTokenTest, Is32HexCharsAndFresh) {
+  const std::string a = NewIdempotencyToken();
+  EXPECT_THAT(a, ::testing::MatchesRegex("[0-9a-f]{32}"));
+  EXPECT_NE(a, NewIdempotencyToken());
+}
+
+}  // namespace
+}  // namespace kv

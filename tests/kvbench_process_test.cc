@@ -1,0 +1,105 @@
+// Smoke tests of the real kvbench binary against a real single-node kvnode: a short run with the
+// transport ceiling prints one JSON object with sane numbers and no errors, reads of keys that
+// were never written count as successes but are reported apart, and bad flags exit with 2.
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace kv {
+namespace {
+
+using ::kv::testing::CommandResult;
+using ::kv::testing::NodeProcess;
+using ::kv::testing::RunCommand;
+using ::kv::testing::TempDir;
+
+class KvbenchProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    NodeProcess::Options options;
+    options.data_dir = dir_.Sub("n1");
+    absl::StatusOr<NodeProcess> node = NodeProcess::Start(options);
+    ASSERT_TRUE(node.ok()) << node.status();
+    node_ = *std::move(node);
+  }
+
+  CommandResult Kvbench(std::vector<std::string> args) {
+    args.insert(args.begin(), {KVBENCH_PATH, "--endpoints=" + node_.endpoint()});
+    return RunCommand(args, "", absl::Seconds(60));
+  }
+
+  static nlohmann::json ParseReport(const CommandResult& result) {
+    nlohmann::json json = nlohmann::json::parse(result.out, nullptr, /*allow_exceptions=*/false);
+    EXPECT_TRUE(json.is_object()) << "stdout is not one JSON object: " << result.out
+                                  << "\nstderr: " << result.err;
+    return json;
+  }
+
+  TempDir dir_;
+  NodeProcess node_;
+};
+
+TEST_F(KvbenchProcessTest, ShortRunWithCeilingReportsOrderedPercentilesAndNoErrors) {
+  const CommandResult result = Kvbench(
+      {"--json", "--duration=2s", "--warmup=0s", "--ceiling", "--keys=100", "--concurrency=8"});
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  const nlohmann::json report = ParseReport(result);
+  ASSERT_TRUE(report.is_object());
+
+  EXPECT_GT(report.value("ops_per_sec", 0.0), 0) << report;
+  const double p50 = report.value("p50_us", -1.0);
+  const double p99 = report.value("p99_us", -1.0);
+  const double p999 = report.value("p999_us", -1.0);
+  EXPECT_GT(p50, 0) << report;
+  EXPECT_LE(p50, p99) << report;
+  EXPECT_LE(p99, p999) << report;
+
+  ASSERT_TRUE(report["errors"].is_object()) << report;
+  EXPECT_TRUE(report["errors"].empty()) << report;
+  EXPECT_EQ(report.value("error_count", -1), 0) << report;
+  EXPECT_GT(report.value("reads", 0), 0) << report;  // workload a: reads and updates
+  EXPECT_GT(report.value("writes", 0), 0) << report;
+  EXPECT_EQ(report.value("reads_not_found", -1), 0) << report;  // every key was preloaded
+  EXPECT_EQ(report["preload"].value("keys", 0), 100) << report;
+
+  EXPECT_GT(report.value("ceiling_ops_per_sec", 0.0), 0) << report;
+  EXPECT_GT(report.value("ratio_to_ceiling", 0.0), 0) << report;
+  EXPECT_EQ(report.value("ceiling_error_count", -1), 0) << report;
+
+  // Progress went to stderr, once per second.
+  EXPECT_TRUE(absl::StrContains(result.err, "ops/s")) << result.err;
+}
+
+TEST_F(KvbenchProcessTest, ReadsOfUnwrittenKeysCountAsSuccessesButAreReportedApart) {
+  const CommandResult result =
+      Kvbench({"--json", "--workload=c", "--no-preload", "--duration=1s", "--warmup=0s",
+               "--keys=50", "--concurrency=4", "--distribution=uniform"});
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  const nlohmann::json report = ParseReport(result);
+  EXPECT_GT(report.value("ops_per_sec", 0.0), 0) << report;
+  EXPECT_GT(report.value("reads_not_found", 0), 0) << report;
+  EXPECT_EQ(report.value("reads_not_found", 0), report.value("reads", -1)) << report;
+  EXPECT_EQ(report.value("error_count", -1), 0) << report;
+  EXPECT_FALSE(report.contains("preload")) << report;
+}
+
+TEST_F(KvbenchProcessTest, BadFlagsExitWithUsageError) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"--workload=z"},
+                                               {"--concurrency=0"},
+                                               {"--duration=soon"},
+                                               {"--frobnicate"},
+                                               {"positional"}}) {
+    const CommandResult result = Kvbench(args);
+    EXPECT_EQ(result.exit_code, 2) << args[0] << ": " << result.err;
+  }
+  const CommandResult help = Kvbench({"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(help.out, "--ceiling")) << help.out;
+}
+
+}  // namespace
+}  // namespace kv

@@ -1,0 +1,150 @@
+// kvnode startup through real processes: --help, bad flags and config files (exit 2), and
+// clear startup errors (exit 1) for a locked, unwritable or unusable data directory and for an
+// address in use. Each error names what was wrong and what to do.
+#include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kv.grpc.pb.h"
+#include "tests/test_util.h"
+
+namespace kv {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::unique_ptr<grpc::ClientContext> Ctx() {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  return context;
+}
+
+grpc::Status Put(v1::KV::Stub* kv, const std::string& key) {
+  v1::PutRequest request;
+  request.set_key(key);
+  request.set_value("v");
+  v1::PutResponse response;
+  return kv->Put(Ctx().get(), request, &response);
+}
+
+class KvnodeStartupTest : public ::testing::Test {
+ protected:
+  testing::CommandResult RunKvnode(std::vector<std::string> args) {
+    args.insert(args.begin(), KVNODE_PATH);
+    return testing::RunCommand(args, "", absl::Seconds(30));
+  }
+  std::string Listen() { return absl::StrCat("--listen=127.0.0.1:", testing::PickFreePort()); }
+  testing::TempDir dir_;
+};
+
+TEST_F(KvnodeStartupTest, HelpExitsZero) {
+  testing::CommandResult r = RunKvnode({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("--data_dir=DIR"));
+}
+
+TEST_F(KvnodeStartupTest, UnknownFlagExitsTwoNamingIt) {
+  testing::CommandResult r = RunKvnode({"--data_dir=" + dir_.Sub("d"), "--no_such_flag=1"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("unknown flag --no_such_flag"));
+  EXPECT_THAT(r.err, HasSubstr("kvnode --help"));
+}
+
+TEST_F(KvnodeStartupTest, BadConfigFilesExitTwoNamingFileAndLine) {
+  const std::string missing = dir_.Sub("missing.conf");
+  testing::CommandResult r = RunKvnode({"--config=" + missing});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("cannot read config file \"" + missing + "\""));
+
+  const std::string bad = dir_.Sub("bad.conf");
+  testing::WriteFile(bad, "node_id = n1\nexecutor_threads = many\n");
+  r = RunKvnode({"--config", bad});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("config file \"" + bad + "\" line 2"));
+  EXPECT_THAT(r.err, HasSubstr("executor_threads"));
+}
+
+TEST_F(KvnodeStartupTest, ConfigFileSettingsApply) {
+  const std::string conf = dir_.Sub("kvnode.conf");
+  testing::WriteFile(conf, "# test\nmax_key_bytes = 8\nnode_id = from-file\n");
+  testing::NodeProcess::Options options;
+  options.data_dir = dir_.Sub("d");
+  options.extra_flags = {"--config=" + conf};
+  absl::StatusOr<testing::NodeProcess> node = testing::NodeProcess::Start(options);
+  ASSERT_TRUE(node.ok()) << node.status();
+  auto channel = grpc::CreateChannel(node->endpoint(), grpc::InsecureChannelCredentials());
+  auto kv = v1::KV::NewStub(channel);
+  EXPECT_TRUE(Put(kv.get(), "12345678").ok());
+  const grpc::Status too_long = Put(kv.get(), "123456789");
+  EXPECT_EQ(too_long.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(too_long.error_message(), HasSubstr("max_key_bytes=8"));
+  // NodeProcess passes --node_id=n1, which overrides the file.
+  v1::PingResponse pong;
+  EXPECT_TRUE(v1::Admin::NewStub(channel)->Ping(Ctx().get(), v1::PingRequest(), &pong).ok());
+  EXPECT_EQ(pong.node_id(), "n1");
+}
+
+TEST_F(KvnodeStartupTest, LockedDataDirectoryIsReported) {
+  testing::NodeProcess::Options options;
+  options.data_dir = dir_.Sub("shared");
+  absl::StatusOr<testing::NodeProcess> first = testing::NodeProcess::Start(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  testing::CommandResult r = RunKvnode({"--data_dir=" + options.data_dir, Listen()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(absl::AsciiStrToLower(r.err), HasSubstr("lock"));
+  EXPECT_THAT(r.err, HasSubstr(options.data_dir));
+  EXPECT_TRUE(first->process().running());
+}
+
+TEST_F(KvnodeStartupTest, AddressInUseIsReported) {
+  testing::NodeProcess::Options options;
+  options.data_dir = dir_.Sub("a");
+  absl::StatusOr<testing::NodeProcess> first = testing::NodeProcess::Start(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  testing::CommandResult r =
+      RunKvnode({"--data_dir=" + dir_.Sub("b"), "--listen=" + first->endpoint()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("cannot listen on " + first->endpoint()));
+}
+
+TEST_F(KvnodeStartupTest, DataDirectoryUnderARegularFileIsReported) {
+  const std::string file = dir_.Sub("file");
+  testing::WriteFile(file, "x");
+  testing::CommandResult r = RunKvnode({"--data_dir=" + file + "/data", Listen()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("data directory \\\"" + file + "/data\\\""));
+  EXPECT_THAT(r.err, HasSubstr("Not a directory"));
+}
+
+TEST_F(KvnodeStartupTest, UnwritableDataDirectoryIsReported) {
+  const std::vector<std::string> as_nobody = {"setpriv", "--reuid=65534", "--regid=65534",
+                                              "--clear-groups"};
+  std::vector<std::string> probe = as_nobody;
+  probe.insert(probe.end(), {"test", "-x", KVNODE_PATH});
+  if (geteuid() != 0 || testing::RunCommand(probe).exit_code != 0) {
+    GTEST_SKIP() << "needs root and setpriv, and kvnode executable by uid 65534";
+  }
+  // mkdtemp makes the directory 0700; nobody needs to traverse it. It stays root-owned 0755.
+  ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);
+  for (const std::string& data_dir : {dir_.Sub("new"), dir_.path()}) {
+    std::vector<std::string> args = as_nobody;
+    args.insert(args.end(), {KVNODE_PATH, "--data_dir=" + data_dir, Listen()});
+    testing::CommandResult r = testing::RunCommand(args, "", absl::Seconds(30));
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_THAT(r.err, HasSubstr("data directory \\\"" + data_dir + "\\\""));
+    EXPECT_THAT(r.err, HasSubstr("Permission denied"));
+    EXPECT_THAT(r.err, HasSubstr("--data_dir"));
+  }
+}
+
+}  // namespace
+}  // namespace kv

@@ -1,0 +1,732 @@
+// ReplicationOutbox over a MemoryEngine, with a fake transport whose calls the test completes by
+// hand and a fake scheduler and executor whose work the test runs by hand: batching, deletion on
+// confirmation, callbacks exactly once, backoff, bounds, disk scans, recovery and shutdown, all
+// deterministic and single-threaded.
+#include "node/replication_outbox.h"
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "storage/memory_engine.h"
+
+namespace kv {
+namespace {
+
+// Queues work until the test runs it.
+class FakeExecutor : public Executor {
+ public:
+  void Schedule(std::function<void()> fn) override { queue_.push_back(std::move(fn)); }
+  // Runs queued work, including work queued meanwhile, until none is left.
+  void RunAll() {
+    while (!queue_.empty()) {
+      std::function<void()> fn = std::move(queue_.front());
+      queue_.erase(queue_.begin());
+      fn();
+    }
+  }
+
+ private:
+  std::vector<std::function<void()>> queue_;
+};
+
+// Remembers timers; the test fires them.
+class FakeScheduler : public Scheduler {
+ public:
+  struct Timer {
+    absl::Duration delay;
+    std::function<void()> fn;
+  };
+  void RunAfter(absl::Duration delay, std::function<void()> fn) override {
+    delays_.push_back(delay);
+    pending_.push_back(Timer{delay, std::move(fn)});
+  }
+  // Fires every pending timer (not those scheduled while firing); returns how many fired.
+  size_t FireAll() {
+    std::vector<Timer> due = std::move(pending_);
+    pending_.clear();
+    for (Timer& t : due) t.fn();
+    return due.size();
+  }
+  size_t pending() const { return pending_.size(); }
+  const std::vector<absl::Duration>& delays() const { return delays_; }
+
+ private:
+  std::vector<Timer> pending_;
+  std::vector<absl::Duration> delays_;  // every delay ever scheduled
+};
+
+// Records MergeRecords calls; the test completes them. Optionally answers inline instead.
+class FakeTransport : public PeerTransport {
+ public:
+  struct Call {
+    std::string peer_id;
+    std::vector<EncodedRecord> records;
+    std::function<void(absl::Status)> done;
+    bool completed = false;
+  };
+
+  void MergeRecords(const Member& peer, std::vector<EncodedRecord> records,
+                    std::function<void(absl::Status)> done) override {
+    if (inline_status_) {
+      Deliver(peer.id, records);
+      done(*inline_status_);
+      return;
+    }
+    calls_.push_back(Call{peer.id, std::move(records), std::move(done)});
+  }
+  void ReadRecord(const Member&, std::string,
+                  std::function<void(absl::StatusOr<std::string>)> done) override {
+    ADD_FAILURE() << "the outbox never reads from peers";
+    done(absl::UnimplementedError("ReadRecord"));
+  }
+  void ForwardWrite(const Member&, WriteCommand, QuorumSpec,
+                    std::function<void(absl::StatusOr<WriteReply>)> done) override {
+    ADD_FAILURE() << "the outbox never forwards writes";
+    done(absl::UnimplementedError("ForwardWrite"));
+  }
+
+  // Completes call `i`; an OK completion counts as the peer having applied the records.
+  void Complete(size_t i, absl::Status status) {
+    Call& call = calls_.at(i);
+    ASSERT_FALSE(call.completed) << "call " << i << " completed twice";
+    call.completed = true;
+    if (status.ok()) Deliver(call.peer_id, call.records);
+    call.done(std::move(status));
+  }
+  // Indices of calls not yet completed, oldest first, optionally only those to `peer_id`.
+  std::vector<size_t> Outstanding(const std::string& peer_id = "") const {
+    std::vector<size_t> out;
+    for (size_t i = 0; i < calls_.size(); ++i) {
+      if (!calls_[i].completed && (peer_id.empty() || calls_[i].peer_id == peer_id)) {
+        out.push_back(i);
+      }
+    }
+    return out;
+  }
+  // Answers every call, inline, with `status` from now on.
+  void AnswerInline(absl::Status status) { inline_status_ = std::move(status); }
+
+  const std::vector<Call>& calls() const { return calls_; }
+  // What each peer has applied: key -> last record received.
+  std::map<std::string, std::string>& applied(const std::string& peer_id) {
+    return applied_[peer_id];
+  }
+
+ private:
+  void Deliver(const std::string& peer_id, const std::vector<EncodedRecord>& records) {
+    for (const EncodedRecord& r : records) applied_[peer_id][r.key] = r.record;
+  }
+
+  std::vector<Call> calls_;
+  std::optional<absl::Status> inline_status_;
+  std::map<std::string, std::map<std::string, std::string>> applied_;
+};
+
+using Options = ReplicationOutbox::Options;
+using EntryId = std::pair<std::string, uint64_t>;  // peer id, seq
+
+class ReplicationOutboxTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<ReplicationOutbox> MakeOutbox(Options options,
+                                                std::vector<std::string> peer_ids = {"p1"}) {
+    options.clock = &clock_;
+    std::vector<Member> peers;
+    for (const std::string& id : peer_ids) peers.push_back(Member{id, id + ":7000", ""});
+    auto outbox = std::make_unique<ReplicationOutbox>(std::move(peers), &engine_, &transport_,
+                                                      &scheduler_, &executor_, rng_, options);
+    absl::Status recovered = outbox->Recover();
+    EXPECT_TRUE(recovered.ok()) << recovered;
+    return outbox;
+  }
+
+  // Writes `value` as `key`'s record with outbox entries in the same batch, as LocalStore::Write
+  // does, then submits them; results are recorded in results_.
+  std::vector<OutboxEntry> Write(ReplicationOutbox* outbox, const std::string& key,
+                                 const std::string& value,
+                                 const std::vector<std::string>& peer_ids = {"p1"}) {
+    WriteBatch batch;
+    batch.Put(Column::kData, key, value);
+    std::vector<OutboxEntry> entries = outbox->AddEntries(key, peer_ids, &batch);
+    absl::Status written = engine_.Write(batch, WriteOptions{});
+    EXPECT_TRUE(written.ok()) << written;
+    outbox->Submit(entries, [this](const OutboxEntry& entry, absl::Status status) {
+      results_[EntryId(entry.peer_id, entry.seq)].push_back(std::move(status));
+    });
+    return entries;
+  }
+
+  std::vector<std::string> OutboxKeys() {
+    std::vector<std::string> keys;
+    std::unique_ptr<Iterator> it = engine_.NewIterator(Column::kOutbox);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) keys.emplace_back(it->key());
+    return keys;
+  }
+
+  PeerOutboxStats StatsOf(const ReplicationOutbox& outbox, const std::string& peer_id) {
+    for (const PeerOutboxStats& s : outbox.Stats()) {
+      if (s.peer_id == peer_id) return s;
+    }
+    ADD_FAILURE() << "no stats for " << peer_id;
+    return {};
+  }
+
+  // The results reported for `entries`, which must be exactly one each.
+  std::vector<absl::Status> ResultsOnce(const std::vector<OutboxEntry>& entries) {
+    std::vector<absl::Status> out;
+    for (const OutboxEntry& e : entries) {
+      const std::vector<absl::Status>& got = results_[EntryId(e.peer_id, e.seq)];
+      EXPECT_EQ(got.size(), 1u) << "entry " << e.peer_id << "/" << e.seq << " of " << e.key;
+      out.push_back(got.empty() ? absl::UnknownError("no result") : got.front());
+    }
+    return out;
+  }
+
+  // Completes every outstanding call with OK (and the calls that follow) until none is left.
+  void CompleteAllOk() {
+    for (std::vector<size_t> open = transport_.Outstanding(); !open.empty();
+         open = transport_.Outstanding()) {
+      for (size_t i : open) transport_.Complete(i, absl::OkStatus());
+      executor_.RunAll();
+    }
+  }
+
+  ManualClock clock_;
+  std::mt19937_64 rng_{20240601};
+  MemoryEngine engine_;
+  FakeTransport transport_;
+  FakeScheduler scheduler_;
+  FakeExecutor executor_;
+  std::map<EntryId, std::vector<absl::Status>> results_;
+};
+
+TEST_F(ReplicationOutboxTest, EntryKeysOrderByPeerThenSeq) {
+  EXPECT_EQ(ReplicationOutbox::EntryKey("p1", 0x0102), std::string("p1\0\0\0\0\0\0\0\1\2", 11));
+  EXPECT_LT(ReplicationOutbox::EntryKey("p1", 255), ReplicationOutbox::EntryKey("p1", 256));
+  EXPECT_LT(ReplicationOutbox::EntryKey("p1", ~0ull), ReplicationOutbox::EntryKey("p1.x", 0));
+}
+
+TEST_F(ReplicationOutboxTest, ManyWritesGoOutInFewBatchesOfDistinctKeys) {
+  Options options;
+  options.batch_max_records = 4;
+  options.max_in_flight = 1;
+  auto outbox = MakeOutbox(options);
+  std::vector<OutboxEntry> all;
+  for (int i = 0; i < 30; ++i) {
+    const std::string key = absl::StrCat("k", i % 6);
+    for (OutboxEntry& e : Write(outbox.get(), key, absl::StrCat("v", i))) all.push_back(e);
+  }
+  ASSERT_EQ(all.size(), 30u);
+  // The first write left at once; the other 29 waited for it.
+  ASSERT_EQ(transport_.calls().size(), 1u);
+  CompleteAllOk();
+
+  // 6 keys, at most 4 per batch: the waiting 29 writes needed only 2 more calls.
+  ASSERT_EQ(transport_.calls().size(), 3u);
+  for (const FakeTransport::Call& call : transport_.calls()) {
+    std::set<std::string> keys;
+    for (const EncodedRecord& r : call.records) keys.insert(r.key);
+    EXPECT_EQ(keys.size(), call.records.size()) << "a key was sent twice in one batch";
+    EXPECT_LE(call.records.size(), 4u);
+  }
+  // Each key's latest record reached the peer.
+  for (int k = 0; k < 6; ++k) {
+    EXPECT_EQ(transport_.applied("p1")[absl::StrCat("k", k)], absl::StrCat("v", 24 + k));
+  }
+  for (const absl::Status& s : ResultsOnce(all)) EXPECT_TRUE(s.ok()) << s;
+}
+
+TEST_F(ReplicationOutboxTest, ConfirmationDeletesEntriesAndReportsOkOnce) {
+  auto outbox = MakeOutbox(Options{}, {"p1", "p2"});
+  std::vector<OutboxEntry> entries = Write(outbox.get(), "k", "v", {"p1", "p2"});
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(OutboxKeys().size(), 2u);
+  EXPECT_EQ(StatsOf(*outbox, "p1").depth, 1u);
+  ASSERT_EQ(transport_.Outstanding().size(), 2u);
+
+  transport_.Complete(transport_.Outstanding("p1").at(0), absl::OkStatus());
+  executor_.RunAll();
+  EXPECT_EQ(OutboxKeys(), std::vector<std::string>{ReplicationOutbox::EntryKey("p2", 2)});
+  PeerOutboxStats p1 = StatsOf(*outbox, "p1");
+  EXPECT_EQ(p1.depth, 0u);
+  EXPECT_EQ(p1.sent_records, 1u);
+  EXPECT_TRUE(p1.reachable);
+  EXPECT_EQ(p1.last_success, clock_.Now());
+  EXPECT_EQ(StatsOf(*outbox, "p2").depth, 1u);
+
+  CompleteAllOk();
+  EXPECT_TRUE(OutboxKeys().empty());
+  for (const absl::Status& s : ResultsOnce(entries)) EXPECT_TRUE(s.ok()) << s;
+}
+
+TEST_F(ReplicationOutboxTest, AWriteDuringAnInFlightBatchWaitsForTheNextBatch) {
+  auto outbox = MakeOutbox(Options{});
+  std::vector<OutboxEntry> first = Write(outbox.get(), "k", "v1");
+  ASSERT_EQ(transport_.calls().size(), 1u);
+  std::vector<OutboxEntry> second = Write(outbox.get(), "k", "v2");
+  // The second write may start its own batch (max_in_flight 2), but never joins the first.
+  transport_.Complete(0, absl::OkStatus());
+  executor_.RunAll();
+  EXPECT_EQ(results_[EntryId("p1", first[0].seq)].size(), 1u);
+  EXPECT_TRUE(results_[EntryId("p1", second[0].seq)].empty())
+      << "the first batch's record was read before the second write";
+  CompleteAllOk();
+  EXPECT_EQ(transport_.applied("p1")["k"], "v2");
+  for (const absl::Status& s : ResultsOnce(second)) EXPECT_TRUE(s.ok()) << s;
+}
+
+TEST_F(ReplicationOutboxTest, FailureReportsOnceKeepsEntriesBacksOffThenDrains) {
+  Options options;
+  options.initial_backoff = absl::Milliseconds(10);
+  options.max_backoff = absl::Milliseconds(35);
+  options.max_in_flight = 1;
+  auto outbox = MakeOutbox(options);
+  std::vector<OutboxEntry> a = Write(outbox.get(), "a", "1");
+  std::vector<OutboxEntry> b = Write(outbox.get(), "b", "1");  // queued behind the first call
+
+  transport_.Complete(0, absl::UnavailableError("peer down"));
+  executor_.RunAll();
+  EXPECT_TRUE(absl::IsUnavailable(ResultsOnce(a)[0]));
+  EXPECT_TRUE(results_[EntryId("p1", b[0].seq)].empty()) << "b was never attempted";
+  EXPECT_EQ(OutboxKeys().size(), 2u);
+  PeerOutboxStats stats = StatsOf(*outbox, "p1");
+  EXPECT_FALSE(stats.reachable);
+  EXPECT_EQ(stats.failed_batches, 1u);
+  EXPECT_NE(stats.last_error.find("peer down"), std::string::npos) << stats.last_error;
+  EXPECT_EQ(stats.depth, 2u);
+  // Paused: nothing is sent until the backoff timer fires.
+  ASSERT_EQ(scheduler_.pending(), 1u);
+  EXPECT_EQ(transport_.Outstanding().size(), 0u);
+  Write(outbox.get(), "c", "1");
+  EXPECT_EQ(transport_.Outstanding().size(), 0u);
+
+  // Failing again and again: the ceiling doubles to max_backoff, each delay within it.
+  std::vector<absl::Duration> ceilings = {absl::Milliseconds(10), absl::Milliseconds(20)};
+  ceilings.resize(16, absl::Milliseconds(35));
+  for (size_t attempt = 1; attempt < ceilings.size(); ++attempt) {
+    ASSERT_EQ(scheduler_.FireAll(), 1u);
+    ASSERT_EQ(transport_.Outstanding().size(), 1u);
+    transport_.Complete(transport_.Outstanding()[0], absl::UnavailableError("still down"));
+    executor_.RunAll();
+  }
+  ASSERT_EQ(scheduler_.delays().size(), ceilings.size());
+  for (size_t i = 0; i < ceilings.size(); ++i) {
+    EXPECT_GE(scheduler_.delays()[i], absl::ZeroDuration());
+    EXPECT_LE(scheduler_.delays()[i], ceilings[i]) << "attempt " << i;
+  }
+  // Jittered over the whole range, not stuck at the first ceiling (certain for this seed).
+  EXPECT_GT(*std::max_element(scheduler_.delays().begin(), scheduler_.delays().end()),
+            absl::Milliseconds(20));
+  // The peer returns: everything drains, and nobody hears about an entry twice.
+  ASSERT_EQ(scheduler_.FireAll(), 1u);
+  CompleteAllOk();
+  EXPECT_TRUE(OutboxKeys().empty());
+  EXPECT_EQ(StatsOf(*outbox, "p1").depth, 0u);
+  EXPECT_TRUE(StatsOf(*outbox, "p1").reachable);
+  EXPECT_EQ(transport_.applied("p1").size(), 3u);
+  EXPECT_TRUE(absl::IsUnavailable(ResultsOnce(a)[0]));
+  EXPECT_EQ(ResultsOnce(b).size(), 1u);
+
+  // Each success resets the ceiling: a failure right after one waits at most initial_backoff.
+  for (int i = 0; i < 10; ++i) {
+    Write(outbox.get(), absl::StrCat("d", i), "1");
+    transport_.Complete(transport_.Outstanding().at(0), absl::UnavailableError("down again"));
+    EXPECT_LE(scheduler_.delays().back(), absl::Milliseconds(10));
+    ASSERT_EQ(scheduler_.FireAll(), 1u);
+    CompleteAllOk();
+  }
+}
+
+TEST_F(ReplicationOutboxTest, AtMostMaxInFlightBatchesPerPeer) {
+  Options options;
+  options.batch_max_records = 1;
+  options.max_in_flight = 2;
+  auto outbox = MakeOutbox(options);
+  for (int i = 0; i < 5; ++i) Write(outbox.get(), absl::StrCat("k", i), "v");
+  EXPECT_EQ(transport_.Outstanding().size(), 2u);
+  transport_.Complete(0, absl::OkStatus());
+  EXPECT_EQ(transport_.Outstanding().size(), 2u);
+  EXPECT_EQ(transport_.calls().size(), 3u);
+  CompleteAllOk();
+  EXPECT_EQ(transport_.calls().size(), 5u);
+  EXPECT_TRUE(OutboxKeys().empty());
+}
+
+TEST_F(ReplicationOutboxTest, AFullPeerCountsDropsAndNeverBlocksTheOthers) {
+  Options options;
+  options.max_entries_per_peer = 2;
+  auto outbox = MakeOutbox(options, {"down", "up"});
+  std::vector<OutboxEntry> all;
+  for (int i = 0; i < 5; ++i) {
+    for (OutboxEntry& e : Write(outbox.get(), absl::StrCat("k", i), "v", {"down", "up"})) {
+      all.push_back(e);
+    }
+    for (size_t call : transport_.Outstanding("down")) {
+      transport_.Complete(call, absl::UnavailableError("down"));
+    }
+    for (size_t call : transport_.Outstanding("up")) transport_.Complete(call, absl::OkStatus());
+    executor_.RunAll();
+  }
+  EXPECT_EQ(all.size(), 2u + 5u);
+  PeerOutboxStats down = StatsOf(*outbox, "down");
+  EXPECT_EQ(down.depth, 2u);
+  EXPECT_EQ(down.dropped, 3u);
+  PeerOutboxStats up = StatsOf(*outbox, "up");
+  EXPECT_EQ(up.dropped, 0u);
+  EXPECT_EQ(up.depth, 0u);
+  EXPECT_EQ(transport_.applied("up").size(), 5u);
+  EXPECT_EQ(OutboxKeys().size(), 2u);
+}
+
+TEST_F(ReplicationOutboxTest, BeyondTheMemoryBoundEntriesWaitOnDiskAndAllArrive) {
+  Options options;
+  options.max_queued_per_peer = 3;
+  options.batch_max_records = 2;
+  options.max_in_flight = 1;
+  auto outbox = MakeOutbox(options);
+  std::vector<OutboxEntry> all;
+  for (int i = 0; i < 10; ++i) {
+    for (OutboxEntry& e : Write(outbox.get(), absl::StrCat("k", i), "v")) all.push_back(e);
+  }
+  executor_.RunAll();
+  // Three held in memory (one in flight); seven only on disk, told so at once.
+  int on_disk = 0;
+  for (const OutboxEntry& e : all) {
+    const std::vector<absl::Status>& got = results_[EntryId(e.peer_id, e.seq)];
+    if (got.empty()) continue;
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_TRUE(absl::IsResourceExhausted(got[0])) << got[0];
+    EXPECT_NE(got[0].message().find("replication backlog for peer p1 is on disk"),
+              std::string::npos)
+        << got[0];
+    ++on_disk;
+  }
+  EXPECT_EQ(on_disk, 7);
+  EXPECT_EQ(StatsOf(*outbox, "p1").depth, 10u);
+
+  CompleteAllOk();
+  EXPECT_EQ(transport_.applied("p1").size(), 10u);
+  EXPECT_TRUE(OutboxKeys().empty());
+  EXPECT_EQ(StatsOf(*outbox, "p1").depth, 0u);
+  for (const OutboxEntry& e : all) EXPECT_EQ(results_[EntryId(e.peer_id, e.seq)].size(), 1u);
+  for (const FakeTransport::Call& call : transport_.calls()) EXPECT_LE(call.records.size(), 2u);
+}
+
+TEST_F(ReplicationOutboxTest, AScanNeverTakesAnEntryWhoseWriteIsNotSubmittedYet) {
+  Options options;
+  options.max_queued_per_peer = 1;
+  options.max_in_flight = 1;
+  auto outbox = MakeOutbox(options);
+  Write(outbox.get(), "a", "1");  // in flight
+  Write(outbox.get(), "b", "1");  // on disk only
+  // A write committed but not yet submitted when the scan runs.
+  WriteBatch batch;
+  batch.Put(Column::kData, "c", "1");
+  std::vector<OutboxEntry> late = outbox->AddEntries("c", {"p1"}, &batch);
+  ASSERT_TRUE(engine_.Write(batch, WriteOptions{}).ok());
+  transport_.Complete(0, absl::OkStatus());  // memory drains: the scan takes b, not c
+  executor_.RunAll();
+  ASSERT_EQ(transport_.calls().size(), 2u);
+  ASSERT_EQ(transport_.calls()[1].records.size(), 1u);
+  EXPECT_EQ(transport_.calls()[1].records[0].key, "b");
+
+  transport_.Complete(1, absl::OkStatus());
+  outbox->Submit(late, [this](const OutboxEntry& e, absl::Status s) {
+    results_[EntryId(e.peer_id, e.seq)].push_back(std::move(s));
+  });
+  CompleteAllOk();
+  EXPECT_EQ(transport_.applied("p1").size(), 3u);
+  EXPECT_TRUE(OutboxKeys().empty());
+  EXPECT_EQ(StatsOf(*outbox, "p1").depth, 0u);
+  EXPECT_TRUE(ResultsOnce(late)[0].ok());
+}
+
+// An engine that runs a hook just before handing out an iterator: lets a test commit a write
+// between the moment a disk scan starts and the moment it takes its snapshot.
+class HookedEngine : public Engine {
+ public:
+  explicit HookedEngine(Engine* base) : base_(base) {}
+  absl::StatusOr<std::string> Get(Column column, absl::string_view key) override {
+    return base_->Get(column, key);
+  }
+  absl::Status Write(const WriteBatch& batch, const WriteOptions& options) override {
+    return base_->Write(batch, options);
+  }
+  std::unique_ptr<Iterator> NewIterator(Column column) override {
+    if (before_iterator) std::exchange(before_iterator, nullptr)();
+    return base_->NewIterator(column);
+  }
+  uint64_t ApproximateCount(Column column) override { return base_->ApproximateCount(column); }
+
+  std::function<void()> before_iterator;  // runs once
+
+ private:
+  Engine* const base_;
+};
+
+TEST_F(ReplicationOutboxTest, AScanNeverTakesAnEntryAllocatedAfterItStarted) {
+  HookedEngine engine(&engine_);
+  Options options;
+  options.max_queued_per_peer = 3;
+  options.max_in_flight = 1;
+  options.batch_max_records = 1;
+  ReplicationOutbox outbox({Member{"p1", "p1:7000", ""}}, &engine, &transport_, &scheduler_,
+                           &executor_, rng_, options);
+  ASSERT_TRUE(outbox.Recover().ok());
+  for (const char* key : {"a", "b", "c", "x"}) Write(&outbox, key, "1");  // x: on disk only
+  std::vector<OutboxEntry> late;
+  engine.before_iterator = [&] {
+    WriteBatch batch;
+    batch.Put(Column::kData, "late", "1");
+    late = outbox.AddEntries("late", {"p1"}, &batch);
+    ASSERT_TRUE(engine_.Write(batch, WriteOptions{}).ok());
+  };
+  // The scan starts when c leaves (room for 2), and "late" commits before its snapshot.
+  std::vector<std::string> sent;
+  for (std::vector<size_t> open = transport_.Outstanding(); !open.empty();
+       open = transport_.Outstanding()) {
+    for (const EncodedRecord& r : transport_.calls()[open[0]].records) sent.push_back(r.key);
+    transport_.Complete(open[0], absl::OkStatus());
+  }
+  ASSERT_EQ(late.size(), 1u) << "no scan ran";
+  EXPECT_EQ(sent, (std::vector<std::string>{"a", "b", "c", "x"}));
+  EXPECT_EQ(StatsOf(outbox, "p1").depth, 0u);
+
+  outbox.Submit(late, [this](const OutboxEntry& e, absl::Status s) {
+    results_[EntryId(e.peer_id, e.seq)].push_back(std::move(s));
+  });
+  EXPECT_EQ(StatsOf(outbox, "p1").depth, 1u);
+  CompleteAllOk();
+  executor_.RunAll();
+  EXPECT_EQ(StatsOf(outbox, "p1").depth, 0u);
+  EXPECT_TRUE(ResultsOnce(late)[0].ok());
+  EXPECT_TRUE(OutboxKeys().empty());
+}
+
+TEST_F(ReplicationOutboxTest, RecoverAfterRestartFindsTheBacklogAndSeqsKeepIncreasing) {
+  uint64_t max_seq = 0;
+  {
+    auto outbox = MakeOutbox(Options{}, {"p1", "p2"});
+    for (int i = 0; i < 4; ++i) {
+      for (const OutboxEntry& e : Write(outbox.get(), absl::StrCat("k", i), "v", {"p1", "p2"})) {
+        max_seq = std::max(max_seq, e.seq);
+      }
+    }
+    for (size_t call : transport_.Outstanding()) {
+      transport_.Complete(call, absl::UnavailableError("down"));
+    }
+    executor_.RunAll();
+    EXPECT_EQ(StatsOf(*outbox, "p1").depth, 4u);
+  }  // "crash": the outbox goes away with everything still on disk
+  EXPECT_EQ(OutboxKeys().size(), 8u);
+
+  Options small;
+  small.max_queued_per_peer = 2;  // recovery holds 2 per peer in memory, the rest on disk
+  auto outbox = MakeOutbox(small, {"p1", "p2"});
+  EXPECT_EQ(StatsOf(*outbox, "p1").depth, 4u);
+  EXPECT_EQ(StatsOf(*outbox, "p2").depth, 4u);
+  EXPECT_FALSE(transport_.Outstanding().empty()) << "recovery resends at once";
+  std::vector<OutboxEntry> fresh = Write(outbox.get(), "new", "v", {"p1", "p2"});
+  ASSERT_EQ(fresh.size(), 2u);
+  for (const OutboxEntry& e : fresh) EXPECT_GT(e.seq, max_seq);
+  CompleteAllOk();
+  EXPECT_TRUE(OutboxKeys().empty());
+  for (const std::string peer : {"p1", "p2"}) {
+    EXPECT_EQ(transport_.applied(peer).size(), 5u) << peer;
+    EXPECT_EQ(StatsOf(*outbox, peer).depth, 0u) << peer;
+  }
+}
+
+TEST_F(ReplicationOutboxTest, RecoverRejectsAMalformedKey) {
+  WriteBatch batch;
+  batch.Put(Column::kOutbox, "no-separator", "k");
+  ASSERT_TRUE(engine_.Write(batch, WriteOptions{}).ok());
+  ReplicationOutbox outbox({Member{"p1", "p1:7000", ""}}, &engine_, &transport_, &scheduler_,
+                           &executor_, rng_, Options{});
+  EXPECT_TRUE(absl::IsDataLoss(outbox.Recover()));
+}
+
+TEST_F(ReplicationOutboxTest, ABatchThatFailsToCommitLeavesNoTrace) {
+  Options options;
+  options.max_entries_per_peer = 1;
+  auto outbox = MakeOutbox(options);
+  for (int i = 0; i < 3; ++i) {
+    WriteBatch discarded;  // the write fails after the hook: never written, never submitted
+    EXPECT_EQ(outbox->AddEntries("k", {"p1"}, &discarded).size(), 1u);
+  }
+  PeerOutboxStats stats = StatsOf(*outbox, "p1");
+  EXPECT_EQ(stats.depth, 0u);
+  EXPECT_EQ(stats.dropped, 0u);
+  EXPECT_TRUE(transport_.calls().empty());
+  // The bound still has room for a write that does commit.
+  std::vector<OutboxEntry> entries = Write(outbox.get(), "k", "v");
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(StatsOf(*outbox, "p1").depth, 1u);
+  CompleteAllOk();
+  EXPECT_EQ(StatsOf(*outbox, "p1").depth, 0u);
+  EXPECT_TRUE(ResultsOnce(entries)[0].ok());
+}
+
+TEST_F(ReplicationOutboxTest, EntriesOfAKeyWithoutARecordAreStillDeleted) {
+  auto outbox = MakeOutbox(Options{});
+  WriteBatch batch;  // an entry but no record: cannot normally happen
+  std::vector<OutboxEntry> entries = outbox->AddEntries("ghost", {"p1"}, &batch);
+  ASSERT_TRUE(engine_.Write(batch, WriteOptions{}).ok());
+  outbox->Submit(entries, nullptr);
+  ASSERT_EQ(transport_.calls().size(), 1u);
+  EXPECT_TRUE(transport_.calls()[0].records.empty());
+  CompleteAllOk();
+  EXPECT_TRUE(OutboxKeys().empty());
+  EXPECT_EQ(StatsOf(*outbox, "p1").depth, 0u);
+}
+
+TEST_F(ReplicationOutboxTest, StatsAreInPeerIdOrder) {
+  auto outbox = MakeOutbox(Options{}, {"c", "a", "b"});
+  std::vector<std::string> ids;
+  for (const PeerOutboxStats& s : outbox->Stats()) ids.push_back(s.peer_id);
+  EXPECT_EQ(ids, (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TEST_F(ReplicationOutboxTest, ShutdownReportsOnceAndIgnoresLateCompletionsAndTimers) {
+  Options options;
+  options.max_in_flight = 1;
+  auto outbox = MakeOutbox(options, {"p1", "p2"});
+  std::vector<OutboxEntry> in_flight = Write(outbox.get(), "a", "1", {"p1", "p2"});
+  std::vector<OutboxEntry> queued = Write(outbox.get(), "b", "1", {"p1"});
+  transport_.Complete(transport_.Outstanding("p2").at(0), absl::UnavailableError("down"));
+  ASSERT_EQ(scheduler_.pending(), 1u);  // p2 backs off
+
+  outbox->Shutdown();
+  outbox->Shutdown();  // idempotent
+  executor_.RunAll();
+  EXPECT_TRUE(absl::IsUnavailable(ResultsOnce({in_flight[0]})[0]));
+  EXPECT_TRUE(absl::IsUnavailable(ResultsOnce(queued)[0]));
+  EXPECT_TRUE(absl::IsUnavailable(ResultsOnce({in_flight[1]})[0]));  // its first failure
+
+  // A completion after Shutdown changes nothing: no callback, the entries stay on disk.
+  transport_.Complete(transport_.Outstanding("p1").at(0), absl::OkStatus());
+  executor_.RunAll();
+  EXPECT_EQ(OutboxKeys().size(), 3u);
+  EXPECT_TRUE(transport_.Outstanding().empty());
+  // Submitting after Shutdown reports at once and sends nothing.
+  std::vector<OutboxEntry> late = Write(outbox.get(), "c", "1", {"p1"});
+  executor_.RunAll();
+  EXPECT_TRUE(absl::IsUnavailable(ResultsOnce(late)[0]));
+  EXPECT_TRUE(transport_.Outstanding().empty());
+
+  // A timer that fires after destruction is ignored (ASan checks that nothing is touched).
+  outbox.reset();
+  EXPECT_EQ(scheduler_.FireAll(), 1u);
+  executor_.RunAll();
+  EXPECT_TRUE(transport_.Outstanding().empty());
+}
+
+TEST_F(ReplicationOutboxTest, CompletionsAfterDestructionAreIgnored) {
+  auto outbox = MakeOutbox(Options{});
+  std::vector<OutboxEntry> entries = Write(outbox.get(), "a", "1");
+  ASSERT_EQ(transport_.Outstanding().size(), 1u);
+  outbox.reset();  // destroyed with a call in flight
+  executor_.RunAll();
+  EXPECT_TRUE(absl::IsUnavailable(ResultsOnce(entries)[0]));
+  transport_.Complete(0, absl::OkStatus());
+  executor_.RunAll();
+  EXPECT_EQ(OutboxKeys().size(), 1u) << "the entry stays for the next start";
+  EXPECT_EQ(ResultsOnce(entries).size(), 1u);
+}
+
+TEST_F(ReplicationOutboxTest, AnInlineTransportAndExecutorNeitherDeadlockNorRecurse) {
+  InlineExecutor inline_executor;
+  transport_.AnswerInline(absl::OkStatus());
+  Options options;
+  options.batch_max_records = 1;
+  options.max_queued_per_peer = 50;
+  options.clock = &clock_;
+  ReplicationOutbox outbox({Member{"p1", "p1:7000", ""}}, &engine_, &transport_, &scheduler_,
+                           &inline_executor, rng_, options);
+  ASSERT_TRUE(outbox.Recover().ok());
+  std::vector<OutboxEntry> all;
+  for (int i = 0; i < 2000; ++i) {
+    for (OutboxEntry& e : Write(&outbox, absl::StrCat("k", i), "v")) all.push_back(e);
+  }
+  for (const absl::Status& s : ResultsOnce(all)) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(OutboxKeys().empty());
+  EXPECT_EQ(transport_.applied("p1").size(), 2000u);
+}
+
+// A seeded random mix of writes, failures, successes, timers and one restart over three peers
+// with small bounds, checked once the network heals and everything drains.
+class ReplicationOutboxRandomTest : public ReplicationOutboxTest,
+                                    public ::testing::WithParamInterface<uint64_t> {};
+
+TEST_P(ReplicationOutboxRandomTest, DrainsEverythingAndReportsEachEntryOnce) {
+  std::mt19937_64 random(GetParam());
+  Options options;
+  options.max_entries_per_peer = 40;
+  options.max_queued_per_peer = 6;
+  options.batch_max_records = 3;
+  const std::vector<std::string> peers = {"p1", "p2", "p3"};
+  auto outbox = MakeOutbox(options, peers);
+  std::vector<OutboxEntry> all;
+  std::map<std::string, std::string> latest;  // key -> last value written
+  std::set<std::string> dropped_for;          // peers that missed an entry
+  for (int step = 0; step < 400; ++step) {
+    const int op = static_cast<int>(random() % 10);
+    if (op < 5) {
+      const std::string key = absl::StrCat("k", random() % 12);
+      const std::string value = absl::StrCat("v", step);
+      std::set<std::string> missing(peers.begin(), peers.end());
+      for (OutboxEntry& e : Write(outbox.get(), key, value, peers)) {
+        missing.erase(e.peer_id);
+        all.push_back(e);
+      }
+      dropped_for.insert(missing.begin(), missing.end());
+      latest[key] = value;
+    } else if (op < 8) {
+      std::vector<size_t> open = transport_.Outstanding();
+      if (open.empty()) continue;
+      const size_t call = open[random() % open.size()];
+      transport_.Complete(call,
+                          random() % 3 == 0 ? absl::UnavailableError("lost") : absl::OkStatus());
+    } else if (op == 8) {
+      scheduler_.FireAll();
+    } else {
+      executor_.RunAll();
+    }
+    if (step == 200) {  // restart
+      outbox.reset();
+      outbox = MakeOutbox(options, peers);
+    }
+  }
+  // Heal: answer everything OK and fire every timer until quiet.
+  while (!transport_.Outstanding().empty() || scheduler_.pending() > 0) {
+    CompleteAllOk();
+    scheduler_.FireAll();
+    executor_.RunAll();
+  }
+  executor_.RunAll();
+  for (const OutboxEntry& e : all) {
+    EXPECT_EQ(results_[EntryId(e.peer_id, e.seq)].size(), 1u) << e.peer_id << "/" << e.seq;
+  }
+  EXPECT_TRUE(OutboxKeys().empty());
+  for (const std::string& peer : peers) {
+    EXPECT_EQ(StatsOf(*outbox, peer).depth, 0u) << peer;
+    // A peer that missed entries waits for anti-entropy; the others hold every latest record.
+    if (dropped_for.count(peer) == 0) {
+      EXPECT_EQ(transport_.applied(peer), latest) << peer;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, ReplicationOutboxRandomTest, ::testing::Range<uint64_t>(1, 31));
+
+}  // namespace
+}  // namespace kv

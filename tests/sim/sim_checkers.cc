@@ -1,0 +1,268 @@
+#include "tests/sim/sim_checkers.h"
+
+#include <algorithm>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace kv::sim {
+namespace {
+
+std::string Seconds(absl::Time t) {
+  return absl::StrCat(absl::ToDoubleSeconds(t - SimLoop::Start()), "s");
+}
+
+std::string Describe(const WriteOp& op) {
+  return absl::StrCat(op.is_delete ? "Delete" : "Put", " #", op.id, " by client ", op.client,
+                      op.is_delete ? "" : absl::StrCat(" value=", op.value), " token=", op.token,
+                      " context=", op.has_context ? op.context.ToString() : "none", " issued at ",
+                      Seconds(op.issued));
+}
+
+bool HasSibling(const SiblingSet& set, const Dot& dot) {
+  return std::any_of(set.siblings().begin(), set.siblings().end(),
+                     [&](const Sibling& s) { return s.dot == dot; });
+}
+
+bool HasToken(const SiblingSet& set, const std::string& token) {
+  return std::any_of(set.siblings().begin(), set.siblings().end(),
+                     [&](const Sibling& s) { return s.idempotency_token == token; });
+}
+
+std::string Show(const std::optional<SiblingSet>& record) {
+  return record ? record->ToString() : "<none>";
+}
+
+}  // namespace
+
+FinalState CollectFinalState(SimCluster* cluster, const History& history) {
+  std::set<std::string> keys;
+  for (const WriteOp& op : history.writes) keys.insert(op.key);
+  for (const ReadOp& op : history.reads) keys.insert(op.key);
+  FinalState state;
+  for (const std::string& key : keys) {
+    KeyState& ks = state[key];
+    ks.replicas = cluster->ReplicasOf(key);
+    for (int node : ks.replicas) {
+      LocalStore* store = cluster->store(node);
+      absl::StatusOr<SiblingSet> record =
+          store != nullptr ? store->ReadRecord(key) : absl::UnavailableError("node is down");
+      if (!record.ok() && !absl::IsNotFound(record.status())) {
+        ks.errors.push_back(absl::StrCat(cluster->NodeId(node), ": ", record.status().ToString()));
+      }
+      ks.records.push_back(record.ok() ? std::optional<SiblingSet>(*std::move(record))
+                                       : std::nullopt);
+    }
+  }
+  return state;
+}
+
+Checkers::Checkers(uint64_t seed, const History& history, const FinalState& state,
+                   SimCluster* cluster)
+    : seed_(seed), history_(history), state_(state), cluster_(cluster) {
+  auto note = [&](const Sibling& s) {
+    if (s.idempotency_token.empty()) return;
+    std::vector<Dot>& dots = dots_by_token_[s.idempotency_token];
+    if (std::find(dots.begin(), dots.end(), s.dot) == dots.end()) dots.push_back(s.dot);
+  };
+  for (const WriteOp& op : history_.writes) {
+    writes_by_key_[op.key].push_back(&op);
+    if (op.outcome != Outcome::kOk) continue;
+    Sibling s;
+    s.dot = op.dot;
+    s.idempotency_token = op.token;
+    note(s);
+  }
+  for (const ReadOp& op : history_.reads) {
+    for (const Sibling& s : op.record.siblings()) note(s);
+  }
+  for (const auto& [key, ks] : state_) {
+    for (const std::optional<SiblingSet>& record : ks.records) {
+      if (!record) continue;
+      for (const Sibling& s : record->siblings()) note(s);
+    }
+  }
+}
+
+void Checkers::Fail(const std::string& key, const std::string& what) {
+  failures_.push_back(absl::StrCat("seed ", seed_, ", key \"", key, "\": ", what,
+                                   " (replay: KV_SIM_SEED=", seed_,
+                                   " KV_SIM_NODES=", cluster_->num_nodes(), ")"));
+}
+
+std::optional<SiblingSet> Checkers::Final(const std::string& key) const {
+  auto it = state_.find(key);
+  if (it == state_.end()) return std::nullopt;
+  for (const std::optional<SiblingSet>& record : it->second.records) {
+    if (record) return record;
+  }
+  return std::nullopt;
+}
+
+bool Checkers::SomeWriteSaw(const std::string& key, const Dot& dot) const {
+  auto it = writes_by_key_.find(key);
+  if (it == writes_by_key_.end()) return false;
+  return std::any_of(it->second.begin(), it->second.end(), [&](const WriteOp* op) {
+    if (op->is_delete && !op->has_context) return true;
+    return op->has_context && op->context.Covers(dot);
+  });
+}
+
+void Checkers::CheckConvergence() {
+  for (const auto& [key, ks] : state_) {
+    for (size_t i = 1; i < ks.records.size(); ++i) {
+      if (ks.records[i] == ks.records[0]) continue;
+      Fail(key,
+           absl::StrCat("replicas diverged after quiescence: ", cluster_->NodeId(ks.replicas[0]),
+                        " holds ", Show(ks.records[0]), " but ", cluster_->NodeId(ks.replicas[i]),
+                        " holds ", Show(ks.records[i])));
+    }
+  }
+}
+
+void Checkers::CheckNoAcknowledgedWriteLost() {
+  for (const WriteOp& op : history_.writes) {
+    if (op.outcome != Outcome::kOk) continue;
+    const std::optional<SiblingSet> final_record = Final(op.key);
+    if (!final_record) {
+      Fail(op.key, absl::StrCat("acknowledged write lost: no replica knows the key; ", Describe(op),
+                                " acknowledged at ", Seconds(op.acked), " via ",
+                                cluster_->NodeId(op.node), " as ", op.dot.ToString()));
+      continue;
+    }
+    // The versions of this logical write: its own dot and any other carrying its token.
+    std::vector<Dot> versions{op.dot};
+    auto known = dots_by_token_.find(op.token);
+    if (known != dots_by_token_.end()) {
+      versions.insert(versions.end(), known->second.begin(), known->second.end());
+    }
+    bool kept = HasToken(*final_record, op.token);
+    for (const Dot& dot : versions) {
+      if (kept) break;
+      kept = HasSibling(*final_record, dot) ||
+             (final_record->context().Covers(dot) && SomeWriteSaw(op.key, dot));
+    }
+    if (!kept) {
+      Fail(op.key, absl::StrCat("acknowledged write lost: ", Describe(op), " acknowledged at ",
+                                Seconds(op.acked), " via ", cluster_->NodeId(op.node), " as ",
+                                op.dot.ToString(),
+                                " is neither a sibling nor replaced by a write that saw it; "
+                                "final record ",
+                                final_record->ToString()));
+    }
+  }
+}
+
+void Checkers::CheckReadAfterWrite() {
+  std::map<std::string, absl::Time> first_put_acked;
+  std::map<std::string, absl::Time> first_delete_issued;
+  for (const WriteOp& op : history_.writes) {
+    if (op.is_delete) {
+      auto [it, inserted] = first_delete_issued.emplace(op.key, op.issued);
+      if (!inserted) it->second = std::min(it->second, op.issued);
+    } else if (op.outcome == Outcome::kOk) {
+      auto [it, inserted] = first_put_acked.emplace(op.key, op.acked);
+      if (!inserted) it->second = std::min(it->second, op.acked);
+    }
+  }
+  for (const ReadOp& read : history_.reads) {
+    if (read.outcome != Outcome::kNotFound) continue;
+    auto put = first_put_acked.find(read.key);
+    if (put == first_put_acked.end() || read.issued < put->second) continue;
+    auto del = first_delete_issued.find(read.key);
+    if (del != first_delete_issued.end() && del->second <= read.completed) continue;
+    Fail(read.key,
+         absl::StrCat("new-key read-after-write violated: Get #", read.id, " by client ",
+                      read.client, " issued at ", Seconds(read.issued), " answered NOT_FOUND via ",
+                      cluster_->NodeId(read.node), " at ", Seconds(read.completed), " (",
+                      read.record.ToString(), "), but a Put of the key was acknowledged at ",
+                      Seconds(put->second), " and no Delete was issued"));
+  }
+}
+
+void Checkers::CheckTokens() {
+  for (const auto& [key, ks] : state_) {
+    const std::optional<SiblingSet> final_record = Final(key);
+    if (!final_record) continue;
+    // Retry copies coordinated by two different nodes may be stored (Merge is a join), but one
+    // coordinator must never apply a token twice, and a read must show one version per token.
+    std::map<std::pair<std::string, std::string>, int> per_coordinator;
+    for (const Sibling& s : final_record->siblings()) {
+      if (s.idempotency_token.empty()) continue;
+      if (++per_coordinator[{s.idempotency_token, s.dot.actor}] == 2) {
+        Fail(key, absl::StrCat("token ", s.idempotency_token, " applied twice by ", s.dot.actor,
+                               " in ", final_record->ToString()));
+      }
+    }
+    std::map<std::string, int> visible;
+    for (const Sibling& s : final_record->LiveSiblings()) {
+      if (s.idempotency_token.empty() || ++visible[s.idempotency_token] != 2) continue;
+      Fail(key, absl::StrCat("token ", s.idempotency_token,
+                             " applied twice: a read shows two versions carrying it in ",
+                             final_record->ToString()));
+    }
+  }
+}
+
+void Checkers::CheckTokenResurrection() {
+  for (const auto& [key, ks] : state_) {
+    const std::optional<SiblingSet> final_record = Final(key);
+    if (!final_record) continue;
+    for (const Sibling& s : final_record->siblings()) {
+      if (s.idempotency_token.empty() || SomeWriteSaw(key, s.dot)) continue;
+      for (const Dot& other : dots_by_token_[s.idempotency_token]) {
+        if (other == s.dot || HasSibling(*final_record, other) || !SomeWriteSaw(key, other)) {
+          continue;
+        }
+        Fail(key, absl::StrCat("token ", s.idempotency_token,
+                               " applied twice: a client saw its version ", other.ToString(),
+                               " and overwrote it, yet its version ", s.dot.ToString(),
+                               " (the same logical write, retried through another node) "
+                               "survives in ",
+                               final_record->ToString()));
+        break;
+      }
+    }
+  }
+}
+
+void Checkers::CheckNoUnexpectedErrors() {
+  for (const WriteOp& op : history_.writes) {
+    if (op.outcome != Outcome::kFailed) continue;
+    Fail(op.key, absl::StrCat("unexpected non-retryable error for ", Describe(op), ": ",
+                              op.last_error.ToString()));
+  }
+  for (const ReadOp& op : history_.reads) {
+    if (op.outcome != Outcome::kFailed) continue;
+    Fail(op.key, absl::StrCat("unexpected non-retryable error for Get #", op.id, ": ",
+                              op.last_error.ToString()));
+  }
+}
+
+void Checkers::CheckInvariants() {
+  for (const auto& [key, ks] : state_) {
+    for (const std::string& error : ks.errors) {
+      Fail(key, absl::StrCat("a replica's record cannot be read: ", error));
+    }
+    for (size_t i = 0; i < ks.records.size(); ++i) {
+      if (!ks.records[i]) continue;
+      if (absl::Status s = ks.records[i]->CheckInvariants(); !s.ok()) {
+        Fail(key, absl::StrCat("record on ", cluster_->NodeId(ks.replicas[i]),
+                               " breaks the SiblingSet invariants: ", s.message()));
+      }
+    }
+  }
+}
+
+void Checkers::RunAll(bool strict_tokens) {
+  CheckInvariants();
+  CheckConvergence();
+  CheckNoAcknowledgedWriteLost();
+  CheckReadAfterWrite();
+  CheckTokens();
+  if (strict_tokens) CheckTokenResurrection();
+  CheckNoUnexpectedErrors();
+}
+
+}  // namespace kv::sim

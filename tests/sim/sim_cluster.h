@@ -1,0 +1,123 @@
+// SimCluster: 3 to 5 simulated storage nodes, each running the real node core (HashRing,
+// Coordinator, ReplicationOutbox, LocalStore over a MemoryEngine opened with sync writes) on the
+// SimLoop's clock, executor and timers and the SimNetwork's transport.
+//
+// A node's MemoryEngine is its disk and outlives its incarnations. Crash() is a machine crash:
+// the engine drops every unsynced batch, the incarnation's guard turns false (so its pending
+// tasks, timers and call callbacks are dropped unrun) and its objects are destroyed. Restart()
+// builds a new incarnation over the same engine and recovers the outbox from it, as kvnode does
+// at startup.
+//
+// SimCluster also serves the requests that reach a node over the simulated network: replica
+// requests from peers (as node/replica_service.cc does) and client requests (as a cluster-aware
+// KV service would: through the node's Coordinator). Single-threaded.
+#ifndef KV_TESTS_SIM_SIM_CLUSTER_H_
+#define KV_TESTS_SIM_SIM_CLUSTER_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "node/coordinator.h"
+#include "node/local_store.h"
+#include "node/replication_outbox.h"
+#include "node/ring.h"
+#include "storage/memory_engine.h"
+#include "tests/sim/sim_loop.h"
+#include "tests/sim/sim_network.h"
+
+namespace kv::sim {
+
+struct ClusterConfig {
+  int num_nodes = 3;
+  int replication_factor = 3;
+  ReplicationOutbox::Options outbox;
+  TransportTimeouts timeouts;
+};
+
+class SimCluster : public SimReplicaServer {
+ public:
+  // Nodes are endpoints 0..num_nodes-1 of `network`.
+  SimCluster(SimLoop* loop, SimNetwork* network, ClusterConfig config);
+  ~SimCluster() override;
+  SimCluster(const SimCluster&) = delete;
+  SimCluster& operator=(const SimCluster&) = delete;
+
+  // Starts every node on an empty engine.
+  absl::Status Start();
+  void Crash(int node);
+  absl::Status Restart(int node);
+
+  int num_nodes() const { return static_cast<int>(nodes_.size()); }
+  bool IsUp(int node) const { return nodes_[node].up; }
+  int NumUp() const;
+  const std::string& NodeId(int node) const { return nodes_[node].member.id; }
+  const HashRing& ring() const { return *ring_; }
+  const ClusterConfig& config() const { return config_; }
+  // The node numbers of a key's replicas, in preference order.
+  std::vector<int> ReplicasOf(const std::string& key) const;
+  // The live incarnation's objects; null while the node is down.
+  LocalStore* store(int node) { return nodes_[node].store.get(); }
+  ReplicationOutbox* outbox(int node) { return nodes_[node].outbox.get(); }
+  // The node's disk (whatever its state).
+  MemoryEngine* engine(int node) { return nodes_[node].engine.get(); }
+  // Entries waiting in the outboxes of nodes that are up.
+  uint64_t OutboxDepth() const;
+  uint64_t crashes() const { return crashes_; }
+  // Fingerprint of every node's engine contents (all columns).
+  uint64_t StateHash();
+
+  // Client requests arriving at `node`.
+  void ServeClientWrite(int node, const WriteCommand& command,
+                        std::function<void(absl::StatusOr<WriteReply>)> reply);
+  void ServeClientRead(int node, const std::string& key,
+                       std::function<void(absl::StatusOr<SiblingSet>)> reply);
+
+  // SimReplicaServer: requests from peers.
+  void ServeMergeRecords(int node, const std::vector<EncodedRecord>& records,
+                         std::function<void(absl::Status)> reply) override;
+  void ServeReadRecord(int node, const std::string& key,
+                       std::function<void(absl::StatusOr<std::string>)> reply) override;
+  void ServeForwardWrite(int node, const WriteCommand& command, QuorumSpec w,
+                         std::function<void(absl::StatusOr<WriteReply>)> reply) override;
+
+ private:
+  struct Node {
+    Member member;
+    std::unique_ptr<MemoryEngine> engine;  // the disk: survives crashes
+    std::mt19937_64 rng;                   // the node's randomness (epochs, backoff jitter)
+    bool up = false;
+    uint64_t incarnation = 0;
+    // The live incarnation, in construction order (destroyed in reverse).
+    std::shared_ptr<bool> alive;
+    std::unique_ptr<SimExecutor> executor;
+    std::unique_ptr<SimScheduler> scheduler;
+    std::unique_ptr<SimPeerTransport> transport;
+    std::unique_ptr<LocalStore> store;
+    std::unique_ptr<ReplicationOutbox> outbox;
+    std::unique_ptr<Coordinator> coordinator;
+  };
+
+  // Destroys the live incarnation's objects (the engine stays).
+  void TearDown(Node* node);
+  // Runs `fn` on the node's executor if it is up (like a gRPC handler handing work off).
+  void OnNode(int node, std::function<void(Node*)> fn);
+
+  SimLoop* const loop_;
+  SimNetwork* const network_;
+  const ClusterConfig config_;
+  SimClock clock_;
+  std::vector<Node> nodes_;
+  std::map<std::string, int> endpoints_;  // member id -> node number
+  std::shared_ptr<const HashRing> ring_;
+  uint64_t crashes_ = 0;
+};
+
+}  // namespace kv::sim
+
+#endif  // KV_TESTS_SIM_SIM_CLUSTER_H_

@@ -1,0 +1,64 @@
+// FaultInjector: the seeded fault schedule of one simulation run.
+//
+// At Start it draws the run's network fault levels (request and response loss, duplication,
+// delays and their slow tail, which also reorder messages) and then, at random intervals until
+// the end of the fault phase, injects one fault at a time: a partition between two nodes, a node
+// cut off from every other node, a client cut off from a node, the healing of a partition, or a
+// machine crash of a node (unsynced writes lost) followed by its restart after a random downtime.
+// HealAll ends the fault phase: every partition heals, every node is restarted and the network
+// turns reliable and fast. Single-threaded.
+#ifndef KV_TESTS_SIM_SIM_FAULTS_H_
+#define KV_TESTS_SIM_SIM_FAULTS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "tests/sim/sim_cluster.h"
+#include "tests/sim/sim_loop.h"
+#include "tests/sim/sim_network.h"
+
+namespace kv::sim {
+
+struct FaultStats {
+  uint64_t partitions = 0;
+  uint64_t crashes = 0;
+  uint64_t restarts = 0;
+};
+
+class FaultInjector {
+ public:
+  // Clients are endpoints first_client..first_client+num_clients-1 of `network`.
+  FaultInjector(SimLoop* loop, SimNetwork* network, SimCluster* cluster, int first_client,
+                int num_clients);
+
+  // Draws the fault levels and injects faults until `until`.
+  void Start(absl::Time until);
+  // Heals every partition, restarts every node that is down, calms the network.
+  absl::Status HealAll();
+
+  const FaultStats& stats() const { return stats_; }
+  // The fault levels drawn by Start, for the run summary.
+  const std::string& Describe() const { return drawn_; }
+
+ private:
+  void Tick();
+  void CrashOne();
+  void RestartLater(int node);
+
+  SimLoop* const loop_;
+  SimNetwork* const network_;
+  SimCluster* const cluster_;
+  const int first_client_;
+  const int num_clients_;
+  absl::Time until_;
+  bool healed_ = false;
+  FaultStats stats_;
+  absl::Status restart_error_;
+  std::string drawn_;  // Describe()
+};
+
+}  // namespace kv::sim
+
+#endif  // KV_TESTS_SIM_SIM_FAULTS_H_

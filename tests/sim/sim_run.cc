@@ -1,0 +1,139 @@
+#include "tests/sim/sim_run.h"
+
+#include <algorithm>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "tests/sim/sim_checkers.h"
+#include "tests/sim/sim_cluster.h"
+#include "tests/sim/sim_faults.h"
+#include "tests/sim/sim_history.h"
+#include "tests/sim/sim_loop.h"
+#include "tests/sim/sim_network.h"
+#include "tests/sim/sim_sabotage.h"
+#include "tests/sim/sim_workload.h"
+
+namespace kv::sim {
+namespace {
+
+ClusterConfig DrawClusterConfig(SimLoop* loop, int num_nodes) {
+  ClusterConfig config;
+  config.num_nodes = num_nodes;
+  config.replication_factor = 3;
+  // Small batches and few in flight in some runs, to exercise batching and queueing.
+  const size_t batch_sizes[] = {1, 4, 16, 256};
+  config.outbox.batch_max_records = batch_sizes[loop->UniformInt(0, 3)];
+  config.outbox.max_in_flight = static_cast<int>(loop->UniformInt(1, 2));
+  // A tiny in-memory queue in some runs, so that backlogs wait on disk and are scanned back in.
+  const size_t queue_sizes[] = {2, 16, 100'000};
+  config.outbox.max_queued_per_peer = queue_sizes[loop->UniformInt(0, 2)];
+  config.outbox.initial_backoff = absl::Milliseconds(20);
+  config.outbox.max_backoff = absl::Seconds(1);
+  return config;
+}
+
+void Summarize(const History& history, SimResult* result) {
+  result->writes = history.writes.size();
+  for (const WriteOp& op : history.writes) {
+    result->writes_acked += op.outcome == Outcome::kOk;
+    result->writes_deduplicated += op.outcome == Outcome::kOk && op.deduplicated;
+    result->writes_gave_up += op.outcome == Outcome::kGaveUp;
+  }
+  result->reads = history.reads.size();
+  for (const ReadOp& op : history.reads) {
+    result->reads_found += op.outcome == Outcome::kOk;
+    result->reads_not_found += op.outcome == Outcome::kNotFound;
+    result->reads_gave_up += op.outcome == Outcome::kGaveUp;
+  }
+}
+
+}  // namespace
+
+std::string SimResult::Summary() const {
+  return absl::StrCat("seed ", seed, ", ", num_nodes, " nodes: ", ok() ? "OK" : "FAILED", "; ",
+                      events, " events over ", absl::FormatDuration(simulated),
+                      " simulated; writes ", writes_acked, "/", writes, " acknowledged (",
+                      writes_deduplicated, " deduplicated, ", writes_gave_up, " gave up); reads ",
+                      reads_found, " found, ", reads_not_found, " not found, ", reads_gave_up,
+                      " gave up, of ", reads, "; ", crashes, " crashes, ", partitions,
+                      " partitions; ", messages, " messages (", messages_lost, " lost, ",
+                      messages_duplicated, " duplicated); faults: ", faults, "; trace ",
+                      absl::Hex(trace_hash), ", state ", absl::Hex(state_hash));
+}
+
+SimResult RunSimulation(const SimOptions& options) {
+  SimResult result;
+  result.seed = options.seed;
+  result.num_nodes = options.num_nodes;
+  auto fail = [&](const std::string& what) {
+    result.failures.push_back(absl::StrCat("seed ", options.seed, ": ", what,
+                                           " (replay: KV_SIM_SEED=", options.seed,
+                                           " KV_SIM_NODES=", options.num_nodes, ")"));
+  };
+
+  SimLoop loop(options.seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(options.num_nodes));
+  loop.set_verbose(options.verbose);
+  const int num_clients = options.num_nodes + 2;
+  SimNetwork network(&loop, options.num_nodes + num_clients);
+  SimCluster cluster(&loop, &network, DrawClusterConfig(&loop, options.num_nodes));
+  if (absl::Status started = cluster.Start(); !started.ok()) {
+    fail(absl::StrCat("the cluster did not start: ", started.message()));
+    return result;
+  }
+  History history;
+  WorkloadOptions workload_options;
+  workload_options.num_clients = num_clients;
+  Workload workload(&loop, &network, &cluster, options.num_nodes, workload_options, &history);
+  FaultInjector faults(&loop, &network, &cluster, options.num_nodes, num_clients);
+
+  const absl::Time fault_end = loop.Now() + options.fault_phase;
+  faults.Start(fault_end);
+  workload.Start();
+  loop.RunUntil(fault_end);
+
+  if (absl::Status healed = faults.HealAll(); !healed.ok()) {
+    fail(absl::StrCat("a node did not restart: ", healed.message()));
+  }
+  workload.Stop();
+  auto quiescent = [&] {
+    return workload.Idle() && cluster.NumUp() == cluster.num_nodes() && network.Idle() &&
+           cluster.OutboxDepth() == 0;
+  };
+  const absl::Time drain_deadline = loop.Now() + options.drain_limit;
+  bool quiet = false;
+  while (!quiet && loop.RunUntil(quiescent, drain_deadline)) {
+    // Let whatever is due shortly (executor tasks, idle timers) run, then look again.
+    loop.RunUntil(std::min(loop.Now() + absl::Seconds(1), drain_deadline));
+    quiet = quiescent() || loop.Now() >= drain_deadline;
+  }
+  if (!quiescent()) {
+    fail(absl::StrCat("not quiescent ", absl::FormatDuration(options.drain_limit),
+                      " after the faults healed: clients idle=", workload.Idle(), ", network idle=",
+                      network.Idle(), ", outbox entries waiting=", cluster.OutboxDepth()));
+  }
+
+  if (cluster.NumUp() == cluster.num_nodes()) {
+    ApplySabotage(options.sabotage, &cluster, &history);
+    const FinalState state = CollectFinalState(&cluster, history);
+    Checkers checkers(options.seed, history, state, &cluster);
+    checkers.RunAll(options.check_token_resurrection);
+    result.failures.insert(result.failures.end(), checkers.failures().begin(),
+                           checkers.failures().end());
+  }
+
+  Summarize(history, &result);
+  result.trace_hash = loop.trace_hash();
+  result.state_hash = cluster.StateHash();
+  result.events = loop.events_run();
+  result.simulated = loop.Now() - SimLoop::Start();
+  result.crashes = faults.stats().crashes;
+  result.partitions = faults.stats().partitions;
+  result.messages = network.stats().sent;
+  result.messages_lost = network.stats().lost;
+  result.messages_duplicated = network.stats().duplicated;
+  result.faults = faults.Describe();
+  return result;
+}
+
+}  // namespace kv::sim

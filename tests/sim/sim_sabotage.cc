@@ -1,0 +1,109 @@
+#include "tests/sim/sim_sabotage.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "storage/record_codec.h"
+#include "tests/sim/sim_cluster.h"
+#include "tests/sim/sim_history.h"
+
+namespace kv::sim {
+namespace {
+
+// An acknowledged Put that is the only write of its key (a new key nobody overwrote).
+const WriteOp* SoleAcknowledgedPut(const History& history) {
+  std::map<std::string, int> writes_per_key;
+  for (const WriteOp& op : history.writes) ++writes_per_key[op.key];
+  for (const WriteOp& op : history.writes) {
+    if (op.outcome == Outcome::kOk && !op.is_delete && writes_per_key[op.key] == 1) return &op;
+  }
+  return nullptr;
+}
+
+void Store(SimCluster* cluster, int node, const std::string& key, const SiblingSet& record) {
+  WriteBatch batch;
+  batch.Put(Column::kData, key, EncodeSiblingSet(record));
+  cluster->engine(node)->Write(batch, WriteOptions{true}).IgnoreError();
+}
+
+// Rewrites `victim`'s key on its first `replicas` replicas with `edit` applied.
+template <typename Edit>
+void EditReplicas(SimCluster* cluster, const WriteOp& victim, size_t replicas, Edit edit) {
+  std::vector<int> nodes = cluster->ReplicasOf(victim.key);
+  for (size_t i = 0; i < nodes.size() && i < replicas; ++i) {
+    absl::StatusOr<SiblingSet> record = cluster->store(nodes[i])->ReadRecord(victim.key);
+    if (!record.ok()) continue;
+    VersionVector context = record->context();
+    std::vector<Sibling> siblings = record->siblings();
+    edit(&context, &siblings);
+    Store(cluster, nodes[i], victim.key, SiblingSet(context, siblings));
+  }
+}
+
+void DropVersion(const WriteOp& victim, VersionVector*, std::vector<Sibling>* siblings) {
+  std::vector<Sibling> kept;
+  for (const Sibling& s : *siblings) {
+    if (s.dot != victim.dot) kept.push_back(s);
+  }
+  *siblings = kept;
+}
+
+void FakeNotFound(History* history) {
+  std::map<std::string, absl::Time> first_ack;
+  std::map<std::string, bool> deleted;
+  for (const WriteOp& op : history->writes) {
+    if (op.is_delete) deleted[op.key] = true;
+    if (op.outcome == Outcome::kOk && !op.is_delete && first_ack.count(op.key) == 0) {
+      first_ack[op.key] = op.acked;
+    }
+  }
+  for (ReadOp& read : history->reads) {
+    auto ack = first_ack.find(read.key);
+    if (read.outcome != Outcome::kOk || deleted[read.key] || ack == first_ack.end() ||
+        read.issued < ack->second) {
+      continue;
+    }
+    read.outcome = Outcome::kNotFound;
+    return;
+  }
+}
+
+}  // namespace
+
+void ApplySabotage(Sabotage sabotage, SimCluster* cluster, History* history) {
+  if (sabotage == Sabotage::kFakeNotFound) return FakeNotFound(history);
+  const WriteOp* victim = SoleAcknowledgedPut(*history);
+  if (victim == nullptr) return;
+  switch (sabotage) {
+    case Sabotage::kNone:
+    case Sabotage::kFakeNotFound:
+      return;
+    case Sabotage::kDropAcknowledgedWrite:
+      return EditReplicas(
+          cluster, *victim, SIZE_MAX,
+          [&](VersionVector* c, std::vector<Sibling>* s) { DropVersion(*victim, c, s); });
+    case Sabotage::kDivergeOneReplica:
+      return EditReplicas(cluster, *victim, 1, [&](VersionVector* c, std::vector<Sibling>* s) {
+        DropVersion(*victim, c, s);
+      });
+    case Sabotage::kDuplicateToken:
+      return EditReplicas(
+          cluster, *victim, SIZE_MAX, [&](VersionVector* context, std::vector<Sibling>* siblings) {
+            Sibling copy;
+            for (const Sibling& s : *siblings) {
+              if (s.dot == victim->dot) copy = s;
+            }
+            // The same coordinator applying the token a second time.
+            copy.dot = Dot{victim->dot.actor, context->Get(victim->dot.actor) + 1};
+            context->Advance(copy.dot.actor, copy.dot.counter);
+            siblings->push_back(copy);
+            std::sort(siblings->begin(), siblings->end(),
+                      [](const Sibling& a, const Sibling& b) { return a.dot < b.dot; });
+          });
+  }
+}
+
+}  // namespace kv::sim

@@ -1,0 +1,31 @@
+// Sabotage: deliberate damage done after a simulation run and before its checkers, so that the
+// checkers' own tests can show that each of them fails when its property is broken (a checker
+// that cannot fail proves nothing).
+#ifndef KV_TESTS_SIM_SIM_SABOTAGE_H_
+#define KV_TESTS_SIM_SIM_SABOTAGE_H_
+
+namespace kv::sim {
+
+class SimCluster;
+struct History;
+
+enum class Sabotage {
+  kNone,
+  // Removes an acknowledged version from every replica, keeping the context that covers it (what
+  // a merge that wrongly drops a sibling would leave): "acknowledged write lost".
+  kDropAcknowledgedWrite,
+  // Removes it from one replica only: "replicas diverged".
+  kDivergeOneReplica,
+  // Adds a second version carrying the same token to every replica: "applied twice".
+  kDuplicateToken,
+  // Rewrites a successful Get of an acknowledged new key as NOT_FOUND in the history:
+  // "read-after-write violated".
+  kFakeNotFound,
+};
+
+// Applies `sabotage` to the quiescent cluster and its history. Every node must be up.
+void ApplySabotage(Sabotage sabotage, SimCluster* cluster, History* history);
+
+}  // namespace kv::sim
+
+#endif  // KV_TESTS_SIM_SIM_SABOTAGE_H_
