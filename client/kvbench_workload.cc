@@ -122,12 +122,12 @@ bool WorkloadSource::Start(int chain, std::function<void(OpResult)> done) {
   StampCounter(state.value, ++state.writes);
   WriteOptions options;
   options.context = contexts_.Get(write_index);
-  client_.PutAsync(BenchKey(write_index), state.value, std::move(options),
-                   [contexts, write_index, done = std::move(done)](
-                       absl::StatusOr<WriteResult> result) {
-                     if (result.ok()) contexts->Set(write_index, std::move(result->context));
-                     done({OpKind::kWrite, result.status().code()});
-                   });
+  client_.PutAsync(
+      BenchKey(write_index), state.value, std::move(options),
+      [contexts, write_index, done = std::move(done)](absl::StatusOr<WriteResult> result) {
+        if (result.ok()) contexts->Set(write_index, std::move(result->context));
+        done({OpKind::kWrite, result.status().code()});
+      });
   return true;
 }
 

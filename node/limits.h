@@ -10,8 +10,8 @@ namespace kv {
 
 struct Limits {
   size_t max_key_bytes = 1024;
-  size_t max_value_bytes = 1 << 20;      // 1 MiB
-  size_t max_context_bytes = 64 << 10;   // 64 KiB
+  size_t max_value_bytes = 1 << 20;     // 1 MiB
+  size_t max_context_bytes = 64 << 10;  // 64 KiB
   size_t max_token_bytes = 128;
   uint32_t default_list_limit = 100;
   uint32_t max_list_limit = 1000;
