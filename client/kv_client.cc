@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -16,70 +17,20 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "client/kv_client_convert.h"
+#include "client/kv_client_options.h"
 #include "client/kv_client_retrying_call.h"
 #include "client/kv_client_timer.h"
+#include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/security/credentials.h"
-#include "grpcpp/support/channel_arguments.h"
 #include "kv.grpc.pb.h"
 #include "kv.pb.h"
 
 namespace kv {
 
+using client_internal::EndpointPolicy;
 using client_internal::FromGrpcStatus;
 
 namespace {
-
-// Reconnect quickly to an endpoint that comes back (e.g. a restarted node): gRPC's default
-// reconnect backoff grows to two minutes, during which every call to the endpoint fails at once.
-constexpr int kInitialReconnectBackoffMs = 100;
-constexpr int kMaxReconnectBackoffMs = 1000;
-
-std::shared_ptr<grpc::Channel> DefaultChannel(const std::string& endpoint) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);  // responses come from our own nodes, which bound them
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kInitialReconnectBackoffMs);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
-  return grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
-}
-
-absl::Status ValidateOptions(const ClientOptions& options) {
-  if (options.endpoints.empty()) {
-    return absl::InvalidArgumentError(
-        "ClientOptions::endpoints is empty; give at least one \"host:port\"");
-  }
-  for (const std::string& endpoint : options.endpoints) {
-    if (endpoint.empty()) {
-      return absl::InvalidArgumentError("ClientOptions::endpoints contains an empty endpoint");
-    }
-  }
-  const RetryOptions& retry = options.retry;
-  if (options.call_deadline <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("ClientOptions::call_deadline must be positive");
-  }
-  if (options.attempt_timeout < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("ClientOptions::attempt_timeout must be >= 0 (0 = no cap)");
-  }
-  if (options.max_request_bytes == 0) {
-    return absl::InvalidArgumentError("ClientOptions::max_request_bytes must be positive");
-  }
-  if (retry.max_attempts < 1) {
-    return absl::InvalidArgumentError("RetryOptions::max_attempts must be >= 1");
-  }
-  if (retry.initial_backoff < absl::ZeroDuration() || retry.max_backoff < retry.initial_backoff) {
-    return absl::InvalidArgumentError(
-        "RetryOptions backoffs must satisfy 0 <= initial_backoff <= max_backoff");
-  }
-  if (!(retry.multiplier >= 1.0)) {
-    return absl::InvalidArgumentError("RetryOptions::multiplier must be >= 1");
-  }
-  if (!(retry.budget_max_tokens > 0) || !(retry.budget_success_credit >= 0)) {
-    return absl::InvalidArgumentError(
-        "RetryOptions needs budget_max_tokens > 0 and budget_success_credit >= 0");
-  }
-  return absl::OkStatus();
-}
 
 // Runs an asynchronous call and waits for its callback: the one code path of synchronous calls.
 template <typename Result, typename StartFn>
@@ -104,16 +55,17 @@ std::string NewIdempotencyToken() {
 }
 
 struct Client::Impl {
-  // Issues one attempt of a KV method on a stub.
-  template <typename Request, typename Response>
-  using Method = void (*)(v1::KV::Stub* stub, grpc::ClientContext* context, const Request* request,
+  // Issues one attempt of a method of a service (Stub is v1::KV::Stub or v1::Admin::Stub).
+  template <typename Stub, typename Request, typename Response>
+  using Method = void (*)(Stub* stub, grpc::ClientContext* context, const Request* request,
                           Response* response, std::function<void(grpc::Status)> on_done);
 
   explicit Impl(ClientOptions client_options)
       : options(std::move(client_options)), budget(options.retry) {
     for (const std::string& endpoint : options.endpoints) {
-      std::shared_ptr<grpc::Channel> channel =
-          options.channel_factory ? options.channel_factory(endpoint) : DefaultChannel(endpoint);
+      std::shared_ptr<grpc::Channel> channel = options.channel_factory
+                                                   ? options.channel_factory(endpoint)
+                                                   : client_internal::DefaultChannel(endpoint);
       kv_stubs.push_back(v1::KV::NewStub(channel));
       admin_stubs.push_back(v1::Admin::NewStub(channel));
       channels.push_back(std::move(channel));
@@ -148,6 +100,18 @@ struct Client::Impl {
       }
     }
     return start % n;
+  }
+
+  // The first attempt of a call that may go anywhere: round robin.
+  size_t NextEndpoint() { return PickEndpoint(next_endpoint++); }
+
+  template <typename Stub>
+  Stub* StubFor(size_t endpoint) const {
+    if constexpr (std::is_same_v<Stub, v1::KV::Stub>) {
+      return kv_stubs[endpoint].get();
+    } else {
+      return admin_stubs[endpoint].get();
+    }
   }
 
   absl::StatusOr<absl::Time> Deadline(const CallOptions& call_options) const {
@@ -186,12 +150,19 @@ struct Client::Impl {
     });
   }
 
-  // A KV call with retries, failover and the size check; `convert` turns the response into the
-  // result.
-  template <typename Request, typename Response, typename Result>
-  void Call(const CallOptions& call_options, Request request, Method<Request, Response> method,
-            Result (*convert)(Response*), std::function<void(absl::StatusOr<Result>)> done) {
+  // A call with retries and the size check, whose first attempt goes to `first_endpoint` and
+  // whose retries move as `policy` says; `convert` turns the response into the result.
+  template <typename Stub, typename Request, typename Response, typename Result>
+  void Call(const CallOptions& call_options, size_t first_endpoint, EndpointPolicy policy,
+            Request request, Method<Stub, Request, Response> method, Result (*convert)(Response*),
+            std::function<void(absl::StatusOr<Result>)> done) {
     std::function<void(absl::StatusOr<Result>)> finish = BeginCall(std::move(done));
+    if (first_endpoint >= channels.size()) {
+      return FailLater(absl::InvalidArgumentError(absl::StrCat("endpoint index ", first_endpoint,
+                                                               " is out of range; the client has ",
+                                                               channels.size(), " endpoints")),
+                       std::move(finish));
+    }
     absl::StatusOr<absl::Time> deadline = Deadline(call_options);
     if (!deadline.ok()) return FailLater(deadline.status(), std::move(finish));
     const size_t request_bytes = request.ByteSizeLong();
@@ -211,7 +182,7 @@ struct Client::Impl {
     auto start_attempt = [this, state, method](size_t endpoint, grpc::ClientContext* context,
                                                std::function<void(grpc::Status)> on_done) {
       state->response.Clear();
-      method(kv_stubs[endpoint].get(), context, &state->request, &state->response,
+      method(StubFor<Stub>(endpoint), context, &state->request, &state->response,
              std::move(on_done));
     };
     auto call_done = [state, convert, finish = std::move(finish)](absl::Status status,
@@ -219,8 +190,23 @@ struct Client::Impl {
       if (!status.ok()) return finish(std::move(status));
       finish(convert(&state->response));
     };
-    client_internal::StartRetryingCall(env, *deadline, PickEndpoint(next_endpoint++),
+    client_internal::StartRetryingCall(env, *deadline, first_endpoint, policy,
                                        std::move(start_attempt), std::move(call_done));
+  }
+
+  absl::StatusOr<ClusterStatusResult> ClusterStatus(size_t first_endpoint, EndpointPolicy policy,
+                                                    const CallOptions& call_options) {
+    return WaitFor<absl::StatusOr<ClusterStatusResult>>([&](auto done) {
+      Call<v1::Admin::Stub, v1::ClusterStatusRequest, v1::ClusterStatusResponse,
+           ClusterStatusResult>(
+          call_options, first_endpoint, policy, v1::ClusterStatusRequest(),
+          [](v1::Admin::Stub* stub, grpc::ClientContext* context,
+             const v1::ClusterStatusRequest* req, v1::ClusterStatusResponse* resp,
+             std::function<void(grpc::Status)> on_done) {
+            stub->async()->ClusterStatus(context, req, resp, std::move(on_done));
+          },
+          &client_internal::FromClusterStatusResponse, std::move(done));
+    });
   }
 
   void Ping(size_t endpoint, std::function<void(absl::Status)> done) {
@@ -264,7 +250,7 @@ struct Client::Impl {
 };
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
-  absl::Status valid = ValidateOptions(options);
+  absl::Status valid = client_internal::ValidateOptions(options);
   if (!valid.ok()) return valid;
   auto impl = std::make_unique<Impl>(std::move(options));
   for (size_t i = 0; i < impl->channels.size(); ++i) {
@@ -292,8 +278,8 @@ void Client::PutAsync(std::string key, std::string value, WriteOptions options,
                                     ? NewIdempotencyToken()
                                     : std::move(options.idempotency_token));
   client_internal::ToProto(options.w, request.mutable_w());
-  impl_->Call<v1::PutRequest, v1::PutResponse, WriteResult>(
-      options, std::move(request),
+  impl_->Call<v1::KV::Stub, v1::PutRequest, v1::PutResponse, WriteResult>(
+      options, impl_->NextEndpoint(), EndpointPolicy::kWrite, std::move(request),
       [](v1::KV::Stub* stub, grpc::ClientContext* context, const v1::PutRequest* req,
          v1::PutResponse* resp, std::function<void(grpc::Status)> on_done) {
         stub->async()->Put(context, req, resp, std::move(on_done));
@@ -306,8 +292,8 @@ void Client::GetAsync(std::string key, ReadOptions options,
   v1::GetRequest request;
   request.set_key(std::move(key));
   client_internal::ToProto(options.r, request.mutable_r());
-  impl_->Call<v1::GetRequest, v1::GetResponse, GetResult>(
-      options, std::move(request),
+  impl_->Call<v1::KV::Stub, v1::GetRequest, v1::GetResponse, GetResult>(
+      options, impl_->NextEndpoint(), EndpointPolicy::kFailover, std::move(request),
       [](v1::KV::Stub* stub, grpc::ClientContext* context, const v1::GetRequest* req,
          v1::GetResponse* resp, std::function<void(grpc::Status)> on_done) {
         stub->async()->Get(context, req, resp, std::move(on_done));
@@ -324,8 +310,8 @@ void Client::DeleteAsync(std::string key, WriteOptions options,
                                     ? NewIdempotencyToken()
                                     : std::move(options.idempotency_token));
   client_internal::ToProto(options.w, request.mutable_w());
-  impl_->Call<v1::DeleteRequest, v1::DeleteResponse, WriteResult>(
-      options, std::move(request),
+  impl_->Call<v1::KV::Stub, v1::DeleteRequest, v1::DeleteResponse, WriteResult>(
+      options, impl_->NextEndpoint(), EndpointPolicy::kWrite, std::move(request),
       [](v1::KV::Stub* stub, grpc::ClientContext* context, const v1::DeleteRequest* req,
          v1::DeleteResponse* resp, std::function<void(grpc::Status)> on_done) {
         stub->async()->Delete(context, req, resp, std::move(on_done));
@@ -339,8 +325,8 @@ void Client::ListAsync(std::string prefix, std::string page_token, uint32_t limi
   request.set_prefix(std::move(prefix));
   request.set_page_token(std::move(page_token));
   request.set_limit(limit);
-  impl_->Call<v1::ListRequest, v1::ListResponse, ListResult>(
-      options, std::move(request),
+  impl_->Call<v1::KV::Stub, v1::ListRequest, v1::ListResponse, ListResult>(
+      options, impl_->NextEndpoint(), EndpointPolicy::kFailover, std::move(request),
       [](v1::KV::Stub* stub, grpc::ClientContext* context, const v1::ListRequest* req,
          v1::ListResponse* resp, std::function<void(grpc::Status)> on_done) {
         stub->async()->List(context, req, resp, std::move(on_done));
@@ -352,13 +338,27 @@ void Client::DescribeKeyAsync(std::string key, CallOptions options,
                               std::function<void(absl::StatusOr<DescribeKeyResult>)> done) {
   v1::DescribeKeyRequest request;
   request.set_key(std::move(key));
-  impl_->Call<v1::DescribeKeyRequest, v1::DescribeKeyResponse, DescribeKeyResult>(
-      options, std::move(request),
+  impl_->Call<v1::KV::Stub, v1::DescribeKeyRequest, v1::DescribeKeyResponse, DescribeKeyResult>(
+      options, impl_->NextEndpoint(), EndpointPolicy::kFailover, std::move(request),
       [](v1::KV::Stub* stub, grpc::ClientContext* context, const v1::DescribeKeyRequest* req,
          v1::DescribeKeyResponse* resp, std::function<void(grpc::Status)> on_done) {
         stub->async()->DescribeKey(context, req, resp, std::move(on_done));
       },
       &client_internal::FromDescribeKeyResponse, std::move(done));
+}
+
+void Client::DescribeWriteAsync(std::string write_id, CallOptions options,
+                                std::function<void(absl::StatusOr<DescribeWriteResult>)> done) {
+  v1::DescribeWriteRequest request;
+  request.set_write_id(std::move(write_id));
+  impl_->Call<v1::KV::Stub, v1::DescribeWriteRequest, v1::DescribeWriteResponse,
+              DescribeWriteResult>(
+      options, impl_->NextEndpoint(), EndpointPolicy::kFailover, std::move(request),
+      [](v1::KV::Stub* stub, grpc::ClientContext* context, const v1::DescribeWriteRequest* req,
+         v1::DescribeWriteResponse* resp, std::function<void(grpc::Status)> on_done) {
+        stub->async()->DescribeWrite(context, req, resp, std::move(on_done));
+      },
+      &client_internal::FromDescribeWriteResponse, std::move(done));
 }
 
 void Client::PingAsync(size_t endpoint_index, std::function<void(absl::Status)> done) {
@@ -392,6 +392,21 @@ absl::StatusOr<DescribeKeyResult> Client::DescribeKey(absl::string_view key,
                                                       const CallOptions& options) {
   return WaitFor<absl::StatusOr<DescribeKeyResult>>(
       [&](auto done) { DescribeKeyAsync(std::string(key), options, std::move(done)); });
+}
+
+absl::StatusOr<DescribeWriteResult> Client::DescribeWrite(absl::string_view write_id,
+                                                          const CallOptions& options) {
+  return WaitFor<absl::StatusOr<DescribeWriteResult>>(
+      [&](auto done) { DescribeWriteAsync(std::string(write_id), options, std::move(done)); });
+}
+
+absl::StatusOr<ClusterStatusResult> Client::ClusterStatus(const CallOptions& options) {
+  return impl_->ClusterStatus(impl_->PickEndpoint(0), EndpointPolicy::kFailover, options);
+}
+
+absl::StatusOr<ClusterStatusResult> Client::ClusterStatusOf(size_t endpoint_index,
+                                                            const CallOptions& options) {
+  return impl_->ClusterStatus(endpoint_index, EndpointPolicy::kPinned, options);
 }
 
 absl::StatusOr<GetResult> Client::GetResolved(absl::string_view key, const ReadOptions& options) {

@@ -7,6 +7,11 @@
 // token, generated once per logical call (or given by the caller) and reused on every retry, so
 // a retry never creates a second version.
 //
+// A Put/Delete that fails with UNAVAILABLE and the trailing metadata "kv-write-stored" (the node
+// stored the write, but fewer than W replicas confirmed it; it keeps replicating) is retried on
+// the same endpoint rather than failed over: that node holds the token and answers the retry from
+// it. If the call gives up after such an answer, its message says the write is stored there.
+//
 // Results are absl::Status / absl::StatusOr with gRPC's codes: INVALID_ARGUMENT for bad input
 // (never retried), NOT_FOUND for a key with no live version, UNAVAILABLE when no endpoint could
 // serve the call within its deadline (DEADLINE_EXCEEDED if the deadline ran out during the last
@@ -14,11 +19,11 @@
 // appends "[kv client: gave up after N attempts, last to ENDPOINT; REASON]"; any other error
 // is the server's (or gRPC's) code and message unchanged.
 //
-// The first attempt of a call goes to the next endpoint in round-robin order, skipping endpoints
-// whose channel is known to be down (gRPC TRANSIENT_FAILURE) while another is not; failover moves
-// on the same way. Each attempt gets the call's remaining time, capped by
-// ClientOptions::attempt_timeout when that is set. The backoff before a retry is waited on a
-// timer thread owned by the Client, never on a gRPC thread.
+// The first attempt of a call goes to the next endpoint in round-robin order (ClusterStatus: the
+// first endpoint), skipping endpoints whose channel is known to be down (gRPC TRANSIENT_FAILURE)
+// while another is not; failover moves on the same way. Each attempt gets the call's remaining
+// time, capped by ClientOptions::attempt_timeout when that is set. The backoff before a retry is
+// waited on a timer thread owned by the Client, never on a gRPC thread.
 //
 // Asynchronous calls take a callback run exactly once on a gRPC or timer thread, never on the
 // calling thread (even for errors found before sending); it must not block and must not make
@@ -93,6 +98,61 @@ struct DescribeKeyResult {
   bool converged = false;
 };
 
+// One replica's state for a write (DescribeWrite).
+struct ReplicaWriteState {
+  std::string node_id;
+  // The replica holds the write's version, or a newer one that replaced it.
+  bool applied = false;
+  // False when the replica could not be asked (`error` says why); `applied` is then false.
+  bool reachable = false;
+  std::string error;
+};
+
+// Where a write (named by the write id of a Put or Delete) has spread.
+struct DescribeWriteResult {
+  enum class State {
+    kUnknown,     // the server did not say (it predates DescribeWrite's states)
+    kPending,     // some replica does not hold the write yet, or could not be asked
+    kReplicated,  // all N replicas hold it
+  };
+  State state = State::kUnknown;
+  std::string key;
+  std::string dot;                          // "actor:counter" of the write's version
+  std::vector<ReplicaWriteState> replicas;  // the key's N replicas, in preference order
+};
+
+// One member of the cluster as the answering node sees it (ClusterStatus).
+struct MemberStatus {
+  std::string node_id;
+  std::string address;
+  std::string zone;
+  bool self = false;                     // the answering node itself
+  bool reachable = false;                // the node's last replication attempt to it succeeded
+  uint64_t outbox_depth = 0;             // writes waiting to be sent to it (hinted handoff)
+  uint64_t outbox_dropped = 0;           // writes not queued for it because its queue was full
+  uint64_t sent_records = 0;             // records it confirmed since the node started
+  std::string last_error;                // of the last failed replication attempt; may be empty
+  int64_t last_success_unix_micros = 0;  // 0 = never
+};
+
+// Membership, quorum defaults and replication health as one node sees them.
+struct ClusterStatusResult {
+  std::string node_id;              // the node that answered
+  uint32_t replication_factor = 0;  // N
+  uint32_t default_w = 0;
+  uint32_t default_r = 0;
+  std::vector<MemberStatus> members;
+  uint64_t writes_coordinated = 0;
+  uint64_t writes_forwarded = 0;
+  uint64_t read_repairs = 0;
+  // Replication lag (local commit to every replica confirmed) of the recent writes this node
+  // coordinated, in microseconds; all zero when `replication_lag_samples` is 0.
+  int64_t replication_lag_p50_us = 0;
+  int64_t replication_lag_p99_us = 0;
+  int64_t replication_lag_max_us = 0;
+  uint32_t replication_lag_samples = 0;
+};
+
 struct CallOptions {
   // Bounds all attempts of the call. Zero = ClientOptions::call_deadline; negative is
   // INVALID_ARGUMENT.
@@ -147,6 +207,18 @@ class Client {
   absl::StatusOr<DescribeKeyResult> DescribeKey(absl::string_view key,
                                                 const CallOptions& options = {});
 
+  // Where the write `write_id` (from WriteResult::write_id) has spread: each replica's state and
+  // PENDING or REPLICATED overall. A write id the store cannot parse is INVALID_ARGUMENT; a
+  // well-formed id of a write no replica holds is PENDING with no replica applied.
+  absl::StatusOr<DescribeWriteResult> DescribeWrite(absl::string_view write_id,
+                                                    const CallOptions& options = {});
+  // Asks the first endpoint (in ClientOptions::endpoints order) whose channel is not known to be
+  // down, retrying and failing over like any call. The answer is that node's view.
+  absl::StatusOr<ClusterStatusResult> ClusterStatus(const CallOptions& options = {});
+  // Asks endpoint `endpoint_index` only (INVALID_ARGUMENT if out of range): retries stay on it.
+  absl::StatusOr<ClusterStatusResult> ClusterStatusOf(size_t endpoint_index,
+                                                      const CallOptions& options = {});
+
   // Get, then fold siblings with ClientOptions::merger (FAILED_PRECONDITION if none is set,
   // without sending anything). The returned GetResult holds exactly one sibling (the merged
   // value) and the context that lets a following Put replace all the siblings that were merged.
@@ -164,6 +236,8 @@ class Client {
                  std::function<void(absl::StatusOr<ListResult>)> done);
   void DescribeKeyAsync(std::string key, CallOptions options,
                         std::function<void(absl::StatusOr<DescribeKeyResult>)> done);
+  void DescribeWriteAsync(std::string write_id, CallOptions options,
+                          std::function<void(absl::StatusOr<DescribeWriteResult>)> done);
   // An empty round trip (Admin.Ping) to endpoint `endpoint_index` (an index into
   // ClientOptions::endpoints; INVALID_ARGUMENT if out of range), tried once with the client's
   // call deadline: kvbench's transport ceiling.

@@ -84,4 +84,62 @@ DescribeKeyResult FromDescribeKeyResponse(v1::DescribeKeyResponse* response) {
   return result;
 }
 
+DescribeWriteResult FromDescribeWriteResponse(v1::DescribeWriteResponse* response) {
+  DescribeWriteResult result;
+  switch (response->state()) {
+    case v1::DescribeWriteResponse::PENDING:
+      result.state = DescribeWriteResult::State::kPending;
+      break;
+    case v1::DescribeWriteResponse::REPLICATED:
+      result.state = DescribeWriteResult::State::kReplicated;
+      break;
+    default:  // STATE_UNSPECIFIED, or a state added after this client was built
+      result.state = DescribeWriteResult::State::kUnknown;
+      break;
+  }
+  result.key = std::move(*response->mutable_key());
+  result.dot = std::move(*response->mutable_dot());
+  result.replicas.reserve(response->replicas_size());
+  for (v1::ReplicaWriteState& proto : *response->mutable_replicas()) {
+    ReplicaWriteState replica;
+    replica.node_id = std::move(*proto.mutable_node_id());
+    replica.applied = proto.applied();
+    replica.reachable = proto.reachable();
+    replica.error = std::move(*proto.mutable_error());
+    result.replicas.push_back(std::move(replica));
+  }
+  return result;
+}
+
+ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* response) {
+  ClusterStatusResult result;
+  result.node_id = std::move(*response->mutable_node_id());
+  result.replication_factor = response->replication_factor();
+  result.default_w = response->default_w();
+  result.default_r = response->default_r();
+  result.members.reserve(response->members_size());
+  for (v1::MemberStatus& proto : *response->mutable_members()) {
+    MemberStatus member;
+    member.node_id = std::move(*proto.mutable_node_id());
+    member.address = std::move(*proto.mutable_address());
+    member.zone = std::move(*proto.mutable_zone());
+    member.self = proto.self();
+    member.reachable = proto.reachable();
+    member.outbox_depth = proto.outbox_depth();
+    member.outbox_dropped = proto.outbox_dropped();
+    member.sent_records = proto.sent_records();
+    member.last_error = std::move(*proto.mutable_last_error());
+    member.last_success_unix_micros = proto.last_success_unix_micros();
+    result.members.push_back(std::move(member));
+  }
+  result.writes_coordinated = response->writes_coordinated();
+  result.writes_forwarded = response->writes_forwarded();
+  result.read_repairs = response->read_repairs();
+  result.replication_lag_p50_us = response->replication_lag_p50_us();
+  result.replication_lag_p99_us = response->replication_lag_p99_us();
+  result.replication_lag_max_us = response->replication_lag_max_us();
+  result.replication_lag_samples = response->replication_lag_samples();
+  return result;
+}
+
 }  // namespace kv::client_internal

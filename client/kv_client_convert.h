@@ -16,6 +16,8 @@ WriteResult FromDeleteResponse(v1::DeleteResponse* response);
 GetResult FromGetResponse(v1::GetResponse* response);
 ListResult FromListResponse(v1::ListResponse* response);
 DescribeKeyResult FromDescribeKeyResponse(v1::DescribeKeyResponse* response);
+DescribeWriteResult FromDescribeWriteResponse(v1::DescribeWriteResponse* response);
+ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* response);
 
 }  // namespace kv::client_internal
 

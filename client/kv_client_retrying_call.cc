@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -20,10 +21,11 @@ constexpr absl::Duration kTimerSlack = absl::Milliseconds(20);
 
 class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
  public:
-  RetryingCall(const RetryEnv& env, absl::Time deadline, size_t endpoint,
+  RetryingCall(const RetryEnv& env, absl::Time deadline, size_t endpoint, EndpointPolicy policy,
                AttemptStarter start_attempt, CallDone done)
       : env_(env),
         deadline_(deadline),
+        policy_(policy),
         endpoint_(endpoint),
         start_attempt_(std::move(start_attempt)),
         done_(std::move(done)) {}
@@ -43,6 +45,10 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
 
  private:
   void OnAttemptDone(const grpc::Status& grpc_status) {
+    // Read from the trailers, which go with the context.
+    const bool write_stored = grpc_status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+                              policy_ == EndpointPolicy::kWrite && MarkedWriteStored(*context_);
+    if (write_stored) stored_at_ = endpoint_;
     // The context holds a reference to the gRPC channel. Dropping it here, before the call can
     // be reported done, makes sure the Client (not this gRPC thread) releases the channel last:
     // gRPC 1.51 crashes when a channel dies on one of its own callback threads
@@ -78,8 +84,9 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
       return;
     }
     const size_t failed_endpoint = endpoint_;
-    if (status.code() == absl::StatusCode::kUnavailable ||
-        status.code() == absl::StatusCode::kDeadlineExceeded) {
+    if ((status.code() == absl::StatusCode::kUnavailable ||
+         status.code() == absl::StatusCode::kDeadlineExceeded) &&
+        policy_ != EndpointPolicy::kPinned && !write_stored) {
       endpoint_ = env_.failover(endpoint_);
     }
     const absl::Time retry_at = now + env_.backoff(attempts_);
@@ -91,12 +98,22 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
     env_.timer->RunAt(retry_at, [self = shared_from_this()]() { self->StartAttempt(); });
   }
 
+  static bool MarkedWriteStored(const grpc::ClientContext& context) {
+    const auto& trailers = context.GetServerTrailingMetadata();
+    return trailers.find(grpc::string_ref(kWriteStoredMetadataKey)) != trailers.end();
+  }
+
   // Keeps the server's code and message and says why the client gave up.
   absl::Status Annotate(const absl::Status& status, absl::string_view why) const {
+    std::string stored;
+    if (stored_at_.has_value()) {
+      stored = absl::StrCat("; the write is stored on ", env_.endpoint_name(*stored_at_),
+                            ", which keeps replicating it");
+    }
     return absl::Status(status.code(),
                         absl::StrCat(status.message(), " [kv client: gave up after ", attempts_,
                                      attempts_ == 1 ? " attempt" : " attempts", ", last to ",
-                                     env_.endpoint_name(endpoint_), "; ", why, "]"));
+                                     env_.endpoint_name(endpoint_), "; ", why, stored, "]"));
   }
 
   void Finish(absl::Status status) {
@@ -106,10 +123,13 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
 
   const RetryEnv& env_;
   const absl::Time deadline_;
+  const EndpointPolicy policy_;
   size_t endpoint_;
   AttemptStarter start_attempt_;
   CallDone done_;
   int attempts_ = 0;
+  // The endpoint that last answered with a marked W shortfall: it holds the write.
+  std::optional<size_t> stored_at_;
   absl::Time attempt_deadline_;                   // of the current or last attempt
   std::unique_ptr<grpc::ClientContext> context_;  // of the attempt in flight, if any
 };
@@ -117,8 +137,8 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
 }  // namespace
 
 void StartRetryingCall(const RetryEnv& env, absl::Time deadline, size_t first_endpoint,
-                       AttemptStarter start_attempt, CallDone done) {
-  std::make_shared<RetryingCall>(env, deadline, first_endpoint, std::move(start_attempt),
+                       EndpointPolicy policy, AttemptStarter start_attempt, CallDone done) {
+  std::make_shared<RetryingCall>(env, deadline, first_endpoint, policy, std::move(start_attempt),
                                  std::move(done))
       ->StartAttempt();
 }

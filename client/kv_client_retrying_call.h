@@ -7,8 +7,8 @@
 //   - retry budget refuses, attempts exhausted, or the jittered backoff would end past the call
 //     deadline                                      -> finish with the last status;
 //   - otherwise wait the full-jitter backoff on the timer thread (never on a gRPC thread) and try
-//     again, on the next endpoint after UNAVAILABLE or DEADLINE_EXCEEDED (failover), on the same
-//     endpoint otherwise.
+//     again, on the endpoint the call's EndpointPolicy picks: the next one after UNAVAILABLE or
+//     DEADLINE_EXCEEDED (failover), the same one otherwise.
 //
 // Every retryable failure is charged to the shared RetryBudget and every success credited.
 // Only one attempt of a call is in flight at a time, so the state needs no lock: each step
@@ -47,6 +47,20 @@ struct RetryEnv {
   std::function<std::string(size_t endpoint)> endpoint_name;
 };
 
+// Trailing metadata key by which a node marks an UNAVAILABLE write answer as a W shortfall: it
+// stored the write (and keeps replicating it) but fewer than W replicas confirmed it in time.
+inline constexpr char kWriteStoredMetadataKey[] = "kv-write-stored";
+
+// Where the retries of a call go after UNAVAILABLE or DEADLINE_EXCEEDED. (After any other
+// retryable code they stay on the same endpoint.)
+enum class EndpointPolicy {
+  kFailover,  // to RetryEnv::failover(endpoint)
+  // Like kFailover, except after an UNAVAILABLE marked kWriteStoredMetadataKey, which stays: the
+  // node that stored the write holds its idempotency token, so it deduplicates the retry.
+  kWrite,
+  kPinned,  // always the first endpoint
+};
+
 // Starts one attempt on `endpoint` with `context` (deadline already set). Must call `on_done`
 // exactly once, with the attempt's status, after which `context` may be destroyed.
 using AttemptStarter = std::function<void(size_t endpoint, grpc::ClientContext* context,
@@ -57,7 +71,7 @@ using CallDone = std::function<void(absl::Status status, int attempts)>;
 
 // Runs a call whose first attempt goes to `first_endpoint` and that must end by `deadline`.
 void StartRetryingCall(const RetryEnv& env, absl::Time deadline, size_t first_endpoint,
-                       AttemptStarter start_attempt, CallDone done);
+                       EndpointPolicy policy, AttemptStarter start_attempt, CallDone done);
 
 // Maps a gRPC status to the absl::Status with the same code and message.
 absl::Status FromGrpcStatus(const grpc::Status& status);

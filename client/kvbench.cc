@@ -15,6 +15,7 @@
 #include "client/cli_flags.h"
 #include "client/kv_client.h"
 #include "client/kvbench_loop.h"
+#include "client/kvbench_replication_lag.h"
 #include "client/kvbench_workload.h"
 
 namespace kv::bench {
@@ -61,6 +62,13 @@ std::string Usage() {
       "Reads of keys that were never written (NOT_FOUND) count as successful operations and are\n"
       "reported separately. Latencies are of successful operations, in microseconds, from a\n"
       "log-bucketed histogram (relative error below 0.4%).\n"
+      "\n"
+      "After the run every endpoint is asked for its cluster status, and the replication lag\n"
+      "(commit on the coordinator to every replica confirmed) of the recent writes each node\n"
+      "coordinated is reported: p50, p99 and max are the largest of the nodes' own figures, an\n"
+      "upper bound (JSON: replication_lag_p50_us, replication_lag_p99_us, omitted when no node\n"
+      "has samples; replication_lag_nodes has each node's figures). A node's window holds its\n"
+      "last few thousand writes, so it can include the preload and earlier runs.\n"
       "\n"
       "Exit codes: 0 the run completed with at least one successful operation; 2 usage error;\n"
       "3 the store could not be reached or every operation failed (the report still prints).\n");
@@ -253,6 +261,7 @@ int Run(const BenchFlags& flags) {
   const PhaseStats stats = RunClosedLoop(
       workload,
       {"workload " + config.spec.name, config.concurrency, flags.warmup, flags.duration, 0, true});
+  const ReplicationLagReport lag = CollectReplicationLag(**client);
   // Waits for every callback before the sources (declared above) are destroyed.
   client->reset();
 
@@ -271,6 +280,8 @@ int Run(const BenchFlags& flags) {
     absl::StrAppend(&text, "transport ceiling (Admin.Ping, same loop):\n", PhaseText(*ceiling),
                     absl::StrFormat("  the workload reached %.1f%% of the ceiling\n", 100 * ratio));
   }
+  AddReplicationLagJson(lag, report);
+  absl::StrAppend(&text, ReplicationLagText(lag));
   if (flags.json) {
     std::cout << report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   } else {

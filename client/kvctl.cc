@@ -37,15 +37,28 @@ std::string Usage() {
       "                holds and becomes a sibling; with the context printed by get it replaces\n"
       "                exactly the versions that get returned. --token sets your own idempotency\n"
       "                token: repeating a put with the same token creates no new version.\n"
+      "                --wait: after the write, poll describe-write (backoff 10ms doubling to\n"
+      "                1s) until every replica holds it, or --wait-timeout passes (default 30s;\n"
+      "                then exit 3: the write is stored but still PENDING somewhere). Prints\n"
+      "                each replica's state; --json adds it as \"write_state\".\n"
+      "                --w=W: replicas that must hold the write before it is acknowledged: a\n"
+      "                count (1..N), quorum or all (default: the server's, normally 2).\n"
       "  get           print every live version (sibling) of KEY and its causal context. Several\n"
       "                siblings mean concurrent writes: merge them and put the result with\n"
-      "                --context to resolve them.\n"
+      "                --context to resolve them. --r=R: replicas asked (count, quorum, all).\n"
       "  delete        delete KEY (with --context: only the versions that context saw).\n"
+      "                --w, --wait and --wait-timeout as for put.\n"
       "  list          keys starting with PREFIX, one page (--limit keys; server default when\n"
       "                absent). --page-token continues from a previous page, --all fetches every\n"
       "                page. Listings are eventually consistent.\n"
       "  describe-key  each replica's versions of KEY, tombstones included, and whether the\n"
       "                replicas have converged.\n"
+      "  describe-write  where the write WRITE_ID (printed by put/delete) has spread: each\n"
+      "                replica applied, pending or unreachable, and overall PENDING or\n"
+      "                REPLICATED (all N replicas hold it).\n"
+      "  cluster status  the members as the first reachable endpoint sees them: reachability,\n"
+      "                outbox depth (writes waiting for that member), dropped writes, last\n"
+      "                error; N/W/R, and the replication lag p50/p99 of writes it coordinated.\n"
       "\n"
       "Global flags (before or after the command):\n"
       "  --endpoints=HOST:PORT,...  nodes to talk to; default $KV_ENDPOINTS, else ",
@@ -53,6 +66,7 @@ std::string Usage() {
       "\n"
       "  --json                     print exactly one JSON object on stdout, errors included:\n"
       "                             {\"error\": {\"code\": \"NOT_FOUND\", \"message\": \"...\"}}\n"
+      "                             (--wait past its timeout: the result plus \"error\")\n"
       "  --timeout=DURATION         deadline of each call, retries included (e.g. 500ms, 5s;\n"
       "                             default 10s)\n"
       "\n"
@@ -66,28 +80,37 @@ std::string Usage() {
       "  1  key not found\n"
       "  2  usage error (bad flag, unknown command, wrong arguments) or INVALID_ARGUMENT from\n"
       "     the store (e.g. an oversized key or value, a malformed context)\n"
-      "  3  server or network error (unreachable endpoints, timeouts, anything else)\n");
+      "  3  server or network error (unreachable endpoints, timeouts, anything else), or\n"
+      "     put/delete --wait: the write is stored but did not reach every replica in time\n");
 }
 
-// Prints the result or the error in the selected format and returns the exit code.
+void PrintError(const absl::Status& status) {
+  std::cerr << "kvctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+            << "\n";
+  if (IsUsageError(status)) std::cerr << "Run 'kvctl help' for usage.\n";
+}
+
+// Prints the result or the error in the selected format and returns the exit code. A result
+// whose own status is an error (put --wait that timed out) prints both.
 int Finish(const absl::StatusOr<CommandOutput>& result, bool json) {
   if (result.ok()) {
     if (json) {
-      std::cout << DumpJson(result->json) << std::endl;
+      nlohmann::json output = result->json;
+      if (!result->status.ok()) output.update(ErrorToJson(result->status));
+      std::cout << DumpJson(output) << std::endl;
     } else {
       std::fwrite(result->text.data(), 1, result->text.size(), stdout);
       std::fflush(stdout);
       std::cerr << result->notice;
+      if (!result->status.ok()) PrintError(result->status);
     }
-    return kExitOk;
+    return ExitCodeFor(result->status);
   }
   const absl::Status& status = result.status();
   if (json) {
     std::cout << DumpJson(ErrorToJson(status)) << std::endl;
   } else {
-    std::cerr << "kvctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
-              << "\n";
-    if (IsUsageError(status)) std::cerr << "Run 'kvctl help' for usage.\n";
+    PrintError(status);
   }
   return ExitCodeFor(status);
 }
@@ -96,9 +119,7 @@ std::vector<cli::FlagSpec> AllFlags() {
   std::vector<cli::FlagSpec> specs = {
       {"endpoints", true}, {"json", false}, {"timeout", true}, {"help", false}};
   for (const CommandSpec& command : Commands()) {
-    for (const std::string& flag : command.flags) {
-      specs.push_back({flag, flag != "all"});
-    }
+    specs.insert(specs.end(), command.flags.begin(), command.flags.end());
   }
   return specs;
 }
@@ -112,7 +133,7 @@ absl::Status CheckCommandLine(const CommandSpec& spec, const CommandInput& input
   for (const auto& [name, value] : input.flags->flags) {
     if (name == "endpoints" || name == "json" || name == "timeout" || name == "help") continue;
     bool allowed = false;
-    for (const std::string& flag : spec.flags) allowed = allowed || flag == name;
+    for (const cli::FlagSpec& flag : spec.flags) allowed = allowed || flag.name == name;
     if (!allowed) {
       return UsageError(absl::StrCat("--", name, " is not a flag of ", spec.name, "; usage: kvctl ",
                                      spec.synopsis));
@@ -160,9 +181,11 @@ int Main(const std::vector<std::string>& argv) {
     }
     return kExitOk;
   }
+  std::vector<std::string> names;
+  for (const CommandSpec& candidate : Commands()) names.push_back(candidate.name);
   if (positional.empty()) {
-    return Finish(UsageError("no command given; commands: put, get, delete, list, "
-                             "describe-key, help"),
+    return Finish(UsageError(absl::StrCat(
+                      "no command given; commands: ", absl::StrJoin(names, ", "), ", help")),
                   json);
   }
   const std::string command = positional[0];
@@ -171,8 +194,6 @@ int Main(const std::vector<std::string>& argv) {
     if (candidate.name == command) spec = &candidate;
   }
   if (spec == nullptr) {
-    std::vector<std::string> names;
-    for (const CommandSpec& candidate : Commands()) names.push_back(candidate.name);
     return Finish(UsageError(absl::StrCat("unknown command '", command,
                                           "'; commands: ", absl::StrJoin(names, ", "), ", help")),
                   json);

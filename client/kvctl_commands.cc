@@ -10,8 +10,11 @@
 #include <sstream>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "client/kvctl_cluster.h"
 #include "client/kvctl_format.h"
+#include "client/kvctl_replication.h"
 
 namespace kv::kvctl {
 namespace {
@@ -41,9 +44,26 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   return contents.str();
 }
 
-// Context and idempotency token of put/delete.
+// --w / --r: a replica count (1..N), "quorum" (a majority) or "all"; absent = server default.
+absl::StatusOr<Quorum> QuorumFrom(const cli::ParsedArgs& flags, absl::string_view name) {
+  std::optional<std::string> text = flags.Get(name);
+  if (!text.has_value()) return Quorum::Default();
+  if (*text == "quorum") return Quorum::Majority();
+  if (*text == "all") return Quorum::All();
+  uint32_t count = 0;
+  if (!absl::SimpleAtoi(*text, &count) || count == 0) {
+    return UsageError(absl::StrCat("--", name, " takes a replica count (1..N), 'quorum' or 'all'",
+                                   ", not \"", *text, "\""));
+  }
+  return Quorum::Count(count);
+}
+
+// Context, idempotency token and W of put/delete.
 absl::StatusOr<WriteOptions> WriteOptionsFrom(const cli::ParsedArgs& flags) {
   WriteOptions options;
+  absl::StatusOr<Quorum> w = QuorumFrom(flags, "w");
+  if (!w.ok()) return w.status();
+  options.w = *w;
   if (std::optional<std::string> context = flags.Get("context"); context.has_value()) {
     absl::StatusOr<std::string> decoded = DecodeContext(*context);
     if (!decoded.ok()) return decoded.status();
@@ -80,23 +100,26 @@ const std::vector<CommandSpec>& Commands() {
       {"put",
        1,
        2,
-       {"file", "context", "token"},
-       "put KEY [VALUE|-] [--file=F] [--context=BASE64] [--token=TOKEN]",
+       {{"file"}, {"context"}, {"token"}, {"w"}, {"wait", false}, {"wait-timeout"}},
+       "put KEY [VALUE|-] [--file=F] [--context=BASE64] [--token=TOKEN] [--w=W] [--wait "
+       "[--wait-timeout=D]]",
        &RunPut},
-      {"get", 1, 1, {}, "get KEY", &RunGet},
+      {"get", 1, 1, {{"r"}}, "get KEY [--r=R]", &RunGet},
       {"delete",
        1,
        1,
-       {"context", "token"},
-       "delete KEY [--context=BASE64] [--token=TOKEN]",
+       {{"context"}, {"token"}, {"w"}, {"wait", false}, {"wait-timeout"}},
+       "delete KEY [--context=BASE64] [--token=TOKEN] [--w=W] [--wait [--wait-timeout=D]]",
        &RunDelete},
       {"list",
        0,
        1,
-       {"limit", "page-token", "all"},
+       {{"limit"}, {"page-token"}, {"all", false}},
        "list [PREFIX] [--limit=N] [--page-token=T] [--all]",
        &RunList},
       {"describe-key", 1, 1, {}, "describe-key KEY", &RunDescribeKey},
+      {"describe-write", 1, 1, {}, "describe-write WRITE_ID", &RunDescribeWrite},
+      {"cluster", 1, 1, {}, "cluster status", &RunCluster},
   };
   return *commands;
 }
@@ -124,6 +147,8 @@ absl::StatusOr<CommandOutput> RunPut(Client& client, const CommandInput& input) 
   if (!value.ok()) return value.status();
   absl::StatusOr<WriteOptions> options = WriteOptionsFrom(*input.flags);
   if (!options.ok()) return options.status();
+  absl::StatusOr<std::optional<absl::Duration>> wait = WaitTimeoutFrom(*input.flags);
+  if (!wait.ok()) return wait.status();
   absl::StatusOr<WriteResult> result = client.Put(key, *value, *options);
   if (!result.ok()) return result.status();
 
@@ -132,12 +157,17 @@ absl::StatusOr<CommandOutput> RunPut(Client& client, const CommandInput& input) 
   out.json["value_bytes"] = value->size();
   out.text = absl::StrCat("stored ", value->size(), " bytes under ", DisplayBytes(key), "\n");
   AddWriteResult(*result, out);
+  if (wait->has_value()) WaitAndReport(client, result->write_id, **wait, out);
   return out;
 }
 
 absl::StatusOr<CommandOutput> RunGet(Client& client, const CommandInput& input) {
   const std::string& key = input.args[0];
-  absl::StatusOr<GetResult> result = client.Get(key);
+  absl::StatusOr<Quorum> r = QuorumFrom(*input.flags, "r");
+  if (!r.ok()) return r.status();
+  ReadOptions options;
+  options.r = *r;
+  absl::StatusOr<GetResult> result = client.Get(key, options);
   if (!result.ok()) return result.status();
 
   CommandOutput out;
@@ -171,6 +201,8 @@ absl::StatusOr<CommandOutput> RunDelete(Client& client, const CommandInput& inpu
   const std::string& key = input.args[0];
   absl::StatusOr<WriteOptions> options = WriteOptionsFrom(*input.flags);
   if (!options.ok()) return options.status();
+  absl::StatusOr<std::optional<absl::Duration>> wait = WaitTimeoutFrom(*input.flags);
+  if (!wait.ok()) return wait.status();
   absl::StatusOr<WriteResult> result = client.Delete(key, *options);
   if (!result.ok()) return result.status();
 
@@ -179,6 +211,7 @@ absl::StatusOr<CommandOutput> RunDelete(Client& client, const CommandInput& inpu
   out.json["deleted"] = true;
   out.text = absl::StrCat("deleted ", DisplayBytes(key), "\n");
   AddWriteResult(*result, out);
+  if (wait->has_value()) WaitAndReport(client, result->write_id, **wait, out);
   return out;
 }
 

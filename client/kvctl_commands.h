@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "client/cli_flags.h"
 #include "client/kv_client.h"
@@ -19,6 +20,9 @@ struct CommandOutput {
   nlohmann::json json = nlohmann::json::object();
   std::string text;    // stdout in text mode
   std::string notice;  // stderr in text mode: hints that are not part of the result
+  // Not OK when the command did its work but fell short afterwards (put --wait timed out): the
+  // output is printed all the same, with this error, and it decides the exit code.
+  absl::Status status;
 };
 
 // What every command gets: its positional arguments (the command name removed) and all flags.
@@ -32,12 +36,13 @@ struct CommandSpec {
   std::string name;
   size_t min_args = 0;
   size_t max_args = 0;
-  std::vector<std::string> flags;  // command-specific flags it accepts
-  std::string synopsis;            // "put KEY [VALUE|-] [--file=F] ..."
+  std::vector<cli::FlagSpec> flags;  // command-specific flags it accepts
+  std::string synopsis;              // "put KEY [VALUE|-] [--file=F] ..."
   absl::StatusOr<CommandOutput> (*run)(Client& client, const CommandInput& input) = nullptr;
 };
 
-// Every command that talks to the store (help is handled by kvctl.cc itself).
+// Every command that talks to the store (help is handled by kvctl.cc itself). Commands in other
+// files: describe-write (kvctl_replication.h), cluster (kvctl_cluster.h).
 const std::vector<CommandSpec>& Commands();
 
 absl::StatusOr<CommandOutput> RunPut(Client& client, const CommandInput& input);

@@ -4,14 +4,16 @@
 # use kvctl, and stops the nodes cleanly (SIGTERM) on Ctrl-C.
 #
 #   bash deploy/local-cluster.sh
-# Environment: KV_NODES (default 1), KV_BASE_PORT (default 7700), KV_DATA_DIR (default
-# .kv-local in the repository), KV_DETACH=1 to leave the nodes running in the background.
+# Environment: KV_NODES (default 3), KV_BASE_PORT (default 7700), KV_DATA_DIR (default
+# .kv-local in the repository), KV_DETACH=1 to leave the nodes running in the background,
+# KV_EXTRA_FLAGS for more kvnode flags (e.g. --sync_writes or --fault_replication_delay=2s).
+# Every node gets the same --peers list; keys have N=min(3, nodes) replicas, W=2, R=1.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=setup-deps.sh
 source "$root/deploy/setup-deps.sh"
 
-nodes="${KV_NODES:-1}"
+nodes="${KV_NODES:-3}"
 base_port="${KV_BASE_PORT:-7700}"
 data_dir="${KV_DATA_DIR:-$root/.kv-local}"
 
@@ -21,12 +23,23 @@ bin="$root/build/release"
 mkdir -p "$data_dir"
 
 endpoints=""
-pids=()
+peers=""
 for i in $(seq 1 "$nodes"); do
   port=$((base_port + i - 1))
   endpoints="${endpoints:+$endpoints,}127.0.0.1:$port"
+  peers="${peers:+$peers,}n$i=127.0.0.1:$port"
+done
+replication=3
+[ "$nodes" -lt 3 ] && replication="$nodes"
+write_quorum=2
+[ "$replication" -lt 2 ] && write_quorum=1
+
+pids=()
+for i in $(seq 1 "$nodes"); do
+  port=$((base_port + i - 1))
   "$bin/node/kvnode" --node_id="n$i" --listen="127.0.0.1:$port" --data_dir="$data_dir/n$i" \
-    >"$data_dir/n$i.log" 2>&1 &
+    --peers="$peers" --replication_factor="$replication" --write_quorum="$write_quorum" \
+    ${KV_EXTRA_FLAGS:-} >"$data_dir/n$i.log" 2>&1 &
   pids+=($!)
   echo "$!" >"$data_dir/n$i.pid"
 done
@@ -65,6 +78,7 @@ Use it from another terminal:
   $bin/client/kvctl get greeting
   $bin/client/kvctl list
   $bin/client/kvctl describe-key greeting
+  $bin/client/kvctl cluster status
   $bin/client/kvbench --workload=b --duration=5s --ceiling
 
 Logs: $data_dir/n*.log

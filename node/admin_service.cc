@@ -1,15 +1,20 @@
 #include "node/admin_service.h"
 
+#include <algorithm>
+#include <map>
 #include <utility>
 
 #include "node/grpc_util.h"
 
 namespace kv {
 
-AdminService::AdminService(NodeInfo info, Engine* engine, Executor* executor, CallGate* gate,
+AdminService::AdminService(NodeInfo info, Engine* engine, Coordinator* coordinator,
+                           ReplicationOutbox* outbox, Executor* executor, CallGate* gate,
                            const Clock* clock)
     : info_(std::move(info)),
       engine_(engine),
+      coordinator_(coordinator),
+      outbox_(outbox),
       executor_(executor),
       gate_(gate),
       clock_(clock),
@@ -37,6 +42,56 @@ grpc::ServerUnaryReactor* AdminService::NodeStatus(grpc::CallbackServerContext* 
     response->set_approximate_keys(engine_->ApproximateCount(Column::kData));
     response->set_uptime_seconds(absl::ToInt64Seconds(clock_->Now() - started_));
     response->set_version(info_.version);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::ClusterStatus(grpc::CallbackServerContext* context,
+                                                      const v1::ClusterStatusRequest* request,
+                                                      v1::ClusterStatusResponse* response) {
+  absl::Status admitted = gate_->Check();
+  if (!admitted.ok()) return FinishNow(gate_, admitted);
+  return FinishOnExecutor(context, gate_, executor_, [this, response] {
+    const ClusterOptions& options = coordinator_->options();
+    const HashRing& ring = coordinator_->ring();
+    const int n = std::min<int>(options.replication_factor, static_cast<int>(ring.size()));
+    response->set_node_id(info_.node_id);
+    response->set_replication_factor(n);
+    response->set_default_w(std::min(options.default_w, n));
+    response->set_default_r(std::min(options.default_r, n));
+    std::map<std::string, PeerOutboxStats> outbox;
+    for (PeerOutboxStats& stats : outbox_->Stats()) outbox[stats.peer_id] = std::move(stats);
+    for (const Member& member : ring.members()) {
+      v1::MemberStatus* out = response->add_members();
+      out->set_node_id(member.id);
+      out->set_address(member.address);
+      out->set_zone(member.zone);
+      out->set_self(member.id == info_.node_id);
+      out->set_reachable(true);
+      auto it = outbox.find(member.id);
+      if (it == outbox.end()) continue;
+      const PeerOutboxStats& stats = it->second;
+      out->set_reachable(stats.reachable);
+      out->set_outbox_depth(stats.depth);
+      out->set_outbox_dropped(stats.dropped);
+      out->set_sent_records(stats.sent_records);
+      out->set_last_error(stats.last_error);
+      if (stats.last_success != absl::InfinitePast()) {
+        out->set_last_success_unix_micros(absl::ToUnixMicros(stats.last_success));
+      }
+    }
+    CoordinatorStats stats = coordinator_->Stats();
+    response->set_writes_coordinated(stats.writes_coordinated);
+    response->set_writes_forwarded(stats.writes_forwarded);
+    response->set_read_repairs(stats.read_repairs);
+    std::vector<int64_t>& lag = stats.recent_replication_lag_us;
+    response->set_replication_lag_samples(static_cast<uint32_t>(lag.size()));
+    if (!lag.empty()) {
+      std::sort(lag.begin(), lag.end());
+      response->set_replication_lag_p50_us(lag[lag.size() / 2]);
+      response->set_replication_lag_p99_us(lag[std::min(lag.size() - 1, lag.size() * 99 / 100)]);
+      response->set_replication_lag_max_us(lag.back());
+    }
     return absl::OkStatus();
   });
 }

@@ -2,6 +2,9 @@
 //
 // Ping echoes its payload inline on the gRPC thread (no executor hop, no storage): it measures
 // the transport ceiling. NodeStatus reads the engine's key estimate on the executor.
+// ClusterStatus reports the membership as this node sees it: each member's reachability (the
+// last replication attempt to it), its outbox backlog and drops, and the replication lag of
+// writes coordinated here.
 //
 // Thread-safety: thread-safe; the engine, executor and clock must outlive the service.
 #ifndef KV_NODE_ADMIN_SERVICE_H_
@@ -13,7 +16,9 @@
 #include "kv.grpc.pb.h"
 #include "node/call_gate.h"
 #include "node/clock.h"
+#include "node/coordinator.h"
 #include "node/executor.h"
+#include "node/replication_outbox.h"
 #include "storage/engine.h"
 
 namespace kv {
@@ -29,8 +34,8 @@ class AdminService final : public v1::Admin::CallbackService {
 
   // Uptime is measured from construction, on `clock`.
   // New calls are refused with UNAVAILABLE once `gate` is closed.
-  AdminService(NodeInfo info, Engine* engine, Executor* executor, CallGate* gate,
-               const Clock* clock);
+  AdminService(NodeInfo info, Engine* engine, Coordinator* coordinator, ReplicationOutbox* outbox,
+               Executor* executor, CallGate* gate, const Clock* clock);
 
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context,
                                  const v1::PingRequest* request,
@@ -38,10 +43,15 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* NodeStatus(grpc::CallbackServerContext* context,
                                        const v1::NodeStatusRequest* request,
                                        v1::NodeStatusResponse* response) override;
+  grpc::ServerUnaryReactor* ClusterStatus(grpc::CallbackServerContext* context,
+                                          const v1::ClusterStatusRequest* request,
+                                          v1::ClusterStatusResponse* response) override;
 
  private:
   const NodeInfo info_;
   Engine* const engine_;
+  Coordinator* const coordinator_;
+  ReplicationOutbox* const outbox_;
   Executor* const executor_;
   CallGate* const gate_;
   const Clock* const clock_;

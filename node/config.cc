@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -133,6 +134,41 @@ const std::vector<Setting>& Settings() {
        [](const NodeConfig& c) { return std::string(c.sync_writes ? "true" : "false"); },
        "fsync the write-ahead log before acknowledging a write. Without it an acknowledged "
        "write survives a crash of kvnode but not of the machine."},
+      {"peers", "ID=HOST:PORT,...", false,
+       [](absl::string_view v, NodeConfig* c) -> absl::Status {
+         absl::StatusOr<std::vector<Member>> members = ParseMembers(v);
+         if (!members.ok()) return members.status();
+         c->peers = *std::move(members);
+         return absl::OkStatus();
+       },
+       [](const NodeConfig& c) { return FormatMembers(c.peers); },
+       "Every member of the cluster, this node included, as ID=HOST:PORT or ID=HOST:PORT@ZONE, "
+       "comma-separated; the same list on every node. Empty: a cluster of this node alone."},
+      {"replication_factor", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 1, 16, &c->replication_factor);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.replication_factor); },
+       "Replicas of each key, N (1 to 16; capped by the number of members)."},
+      {"write_quorum", "W", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 1, 16, &c->write_quorum);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.write_quorum); },
+       "Default W: replicas that must hold a write durably before it is acknowledged (1 to N)."},
+      {"read_quorum", "R", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 1, 16, &c->read_quorum);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.read_quorum); },
+       "Default R: replicas asked by a read (1 to N)."},
+      {"fault_replication_delay", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::ZeroDuration(), &c->fault_replication_delay);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.fault_replication_delay); },
+       "Testing aid: hold every replication send this long, so that replication lag can be "
+       "watched (e.g. with kvctl describe-key). 0 in production."},
       {"executor_threads", "N", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseIntInRange(v, 1, 1024, &c->executor_threads);
@@ -360,6 +396,20 @@ absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>&
     if (!status.ok()) return status;
   }
   if (config.data_dir.empty()) config.data_dir = absl::StrCat("./kvdata/", config.node_id);
+  if (!config.peers.empty()) {
+    const bool listed = std::any_of(config.peers.begin(), config.peers.end(),
+                                    [&](const Member& m) { return m.id == config.node_id; });
+    if (!listed) {
+      return UsageError(absl::StrCat("--peers does not list this node (--node_id=", config.node_id,
+                                     "); list every member, this one included"));
+    }
+  }
+  if (config.write_quorum > config.replication_factor ||
+      config.read_quorum > config.replication_factor) {
+    return UsageError(absl::StrCat("write_quorum (", config.write_quorum, ") and read_quorum (",
+                                   config.read_quorum, ") must not exceed replication_factor (",
+                                   config.replication_factor, ")"));
+  }
   return result;
 }
 

@@ -22,6 +22,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "node/limits.h"
+#include "node/ring.h"
 
 namespace kv {
 
@@ -40,6 +41,14 @@ struct NodeConfig {
   absl::Duration shutdown_drain = absl::Milliseconds(500);
   absl::Duration shutdown_grace = absl::Seconds(10);
   LogLevel log_level = LogLevel::kInfo;
+  // Cluster membership (ID=HOST:PORT[@ZONE],...), the same list on every node; it must name this
+  // node. Empty: a cluster of this node alone.
+  std::vector<Member> peers;
+  int replication_factor = 3;  // N; capped by the number of members
+  int write_quorum = 2;        // default W
+  int read_quorum = 1;         // default R
+  // Fault point for tests and demos: every replication send waits this long first.
+  absl::Duration fault_replication_delay = absl::ZeroDuration();
 };
 
 // What the command line asked for.

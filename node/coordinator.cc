@@ -1,8 +1,10 @@
 #include "node/coordinator.h"
 
 #include <algorithm>
+#include <set>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "storage/record_codec.h"
@@ -416,6 +418,72 @@ void Coordinator::DescribeWrite(std::string write_id,
     status.state = all ? WriteStatus::State::kReplicated : WriteStatus::State::kPending;
     done(std::move(status));
   });
+}
+
+void Coordinator::List(std::string prefix, std::string page_token, uint32_t limit,
+                       std::function<void(absl::StatusOr<ListPage>)> done) {
+  const Limits& limits = store_->options().limits;
+  if (limit == 0) limit = limits.default_list_limit;
+  if (limit > limits.max_list_limit) limit = limits.max_list_limit;
+  struct Gather {
+    absl::Mutex mu;
+    size_t remaining = 0;
+    size_t answered = 0;
+    absl::Status first_error;
+    std::set<std::string> keys;
+    // The smallest last-scanned key among members that have more: the merged page may only
+    // include keys up to it, or keys of that member beyond its page would be skipped.
+    std::optional<std::string> bound;
+    std::function<void(absl::StatusOr<ListPage>)> done;
+  };
+  auto gather = std::make_shared<Gather>();
+  gather->remaining = ring_->size();
+  gather->done = std::move(done);
+  auto on_page = [gather, limit](absl::StatusOr<ListPage> page) {
+    bool last;
+    {
+      absl::MutexLock lock(&gather->mu);
+      if (page.ok()) {
+        ++gather->answered;
+        gather->keys.insert(page->keys.begin(), page->keys.end());
+        std::string scanned;
+        if (!page->next_page_token.empty() &&
+            absl::WebSafeBase64Unescape(page->next_page_token, &scanned) &&
+            (!gather->bound || scanned < *gather->bound)) {
+          gather->bound = std::move(scanned);
+        }
+      } else if (gather->first_error.ok()) {
+        gather->first_error = page.status();
+      }
+      last = --gather->remaining == 0;
+    }
+    if (!last) return;
+    if (gather->answered == 0) {
+      gather->done(gather->first_error);
+      return;
+    }
+    ListPage merged;
+    for (const std::string& key : gather->keys) {
+      if (gather->bound && key > *gather->bound) break;
+      if (merged.keys.size() == limit) break;
+      merged.keys.push_back(key);
+    }
+    const bool more = gather->bound.has_value() || merged.keys.size() < gather->keys.size();
+    if (more) {
+      merged.next_page_token =
+          absl::WebSafeBase64Escape(merged.keys.empty() ? *gather->bound : merged.keys.back());
+    }
+    gather->done(std::move(merged));
+  };
+  for (const Member& member : ring_->members()) {
+    if (member.id == options_.self_id) {
+      executor_->Schedule([this, prefix, page_token, limit, on_page] {
+        on_page(store_->List(prefix, page_token, limit));
+      });
+    } else {
+      transport_->ListKeys(member, prefix, page_token, limit, on_page);
+    }
+  }
 }
 
 void Coordinator::RecordReplicationLag(absl::Duration lag) {

@@ -89,6 +89,11 @@ class Coordinator {
              std::function<void(absl::StatusOr<WriteReply>)> done);
   // The merged record of `key` (tombstones included); NOT_FOUND as described above.
   void Read(std::string key, QuorumSpec r, std::function<void(absl::StatusOr<SiblingSet>)> done);
+  // One page of keys with a live version, from every member's replica, merged (eventually
+  // consistent: a key whose replicas are all unreachable is missing; a key deleted on some
+  // replicas but not yet on others may be listed). Paging as in LocalStore::List.
+  void List(std::string prefix, std::string page_token, uint32_t limit,
+            std::function<void(absl::StatusOr<ListPage>)> done);
   // Every replica's record of `key`.
   void DescribeKey(std::string key, std::function<void(std::vector<ReplicaRecordView>)> done);
   // Which replicas hold the version a write id names.

@@ -53,7 +53,35 @@ struct Call {
 GrpcPeerTransport::GrpcPeerTransport(std::string self_id, Executor* executor, Options options)
     : self_id_(std::move(self_id)), executor_(executor), options_(options) {}
 
-GrpcPeerTransport::~GrpcPeerTransport() = default;
+GrpcPeerTransport::~GrpcPeerTransport() {
+  absl::MutexLock lock(&mu_);
+  for (grpc::ClientContext* context : in_flight_) context->TryCancel();
+  mu_.Await(absl::Condition(
+      +[](std::set<grpc::ClientContext*>* calls) { return calls->empty(); }, &in_flight_));
+}
+
+void GrpcPeerTransport::Begin(grpc::ClientContext* context) {
+  absl::MutexLock lock(&mu_);
+  in_flight_.insert(context);
+}
+
+void GrpcPeerTransport::End(grpc::ClientContext* context) {
+  absl::MutexLock lock(&mu_);
+  in_flight_.erase(context);
+}
+
+void GrpcPeerTransport::Complete(std::shared_ptr<void> call, grpc::ClientContext* context,
+                                 std::shared_ptr<PeerStubs> stubs, std::function<void()> done) {
+  // The call and the stubs are released on the executor, never on a gRPC thread (dropping the
+  // last reference to a channel from gRPC's own callback thread can abort gRPC 1.51).
+  executor_->Schedule([this, call = std::move(call), context, stubs = std::move(stubs),
+                       done = std::move(done)]() mutable {
+    done();
+    End(context);
+    call.reset();
+    stubs.reset();
+  });
+}
 
 struct GrpcPeerTransport::PeerStubs {
   std::shared_ptr<grpc::Channel> channel;
@@ -91,10 +119,13 @@ void GrpcPeerTransport::MergeRecords(const Member& peer, std::vector<EncodedReco
     out->set_record(std::move(r.record));
   }
   std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
+  Begin(&call->context);
   stubs->replica->async()->MergeBatch(
       &call->context, &call->request, &call->response,
-      [this, call, stubs, done = std::move(done)](grpc::Status status) {
-        executor_->Schedule([status = FromGrpc(status), done] { done(status); });
+      [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
+        grpc::ClientContext* context = &call->context;
+        Complete(std::move(call), context, std::move(stubs),
+                 [status = FromGrpc(status), done = std::move(done)] { done(status); });
       });
 }
 
@@ -105,9 +136,10 @@ void GrpcPeerTransport::ReadRecord(const Member& peer, std::string key,
   SetDeadline(&call->context, options_.read_timeout);
   call->request.set_key(std::move(key));
   std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
+  Begin(&call->context);
   stubs->replica->async()->ReadRecord(
       &call->context, &call->request, &call->response,
-      [this, call, stubs, done = std::move(done)](grpc::Status status) {
+      [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         absl::StatusOr<std::string> result;
         if (!status.ok()) {
           result = FromGrpc(status);
@@ -116,26 +148,61 @@ void GrpcPeerTransport::ReadRecord(const Member& peer, std::string key,
         } else {
           result = std::move(*call->response.mutable_record());
         }
-        executor_->Schedule(
-            [result = std::move(result), done]() mutable { done(std::move(result)); });
+        grpc::ClientContext* context = &call->context;
+        Complete(std::move(call), context, std::move(stubs),
+                 [result = std::move(result), done = std::move(done)]() mutable {
+                   done(std::move(result));
+                 });
+      });
+}
+
+void GrpcPeerTransport::ListKeys(const Member& peer, std::string prefix, std::string page_token,
+                                 uint32_t limit,
+                                 std::function<void(absl::StatusOr<ListPage>)> done) {
+  auto call =
+      std::make_shared<Call<internal::v1::ListKeysRequest, internal::v1::ListKeysResponse>>();
+  SetDeadline(&call->context, options_.read_timeout);
+  call->request.set_prefix(std::move(prefix));
+  call->request.set_page_token(std::move(page_token));
+  call->request.set_limit(limit);
+  std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
+  Begin(&call->context);
+  stubs->replica->async()->ListKeys(
+      &call->context, &call->request, &call->response,
+      [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
+        absl::StatusOr<ListPage> result;
+        if (status.ok()) {
+          ListPage page;
+          for (std::string& key : *call->response.mutable_keys()) {
+            page.keys.push_back(std::move(key));
+          }
+          page.next_page_token = std::move(*call->response.mutable_next_page_token());
+          result = std::move(page);
+        } else {
+          result = FromGrpc(status);
+        }
+        grpc::ClientContext* context = &call->context;
+        Complete(std::move(call), context, std::move(stubs),
+                 [result = std::move(result), done = std::move(done)]() mutable {
+                   done(std::move(result));
+                 });
       });
 }
 
 void GrpcPeerTransport::ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
                                      std::function<void(absl::StatusOr<WriteReply>)> done) {
   std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
-  auto finish = [this, done = std::move(done)](
-                    grpc::ClientContext* call_context, const grpc::Status& status,
-                    const std::string& write_id, const std::string& context, bool deduplicated) {
-    absl::StatusOr<WriteReply> reply;
+  // Turns the answer into a WriteReply; the trailing metadata marks a W shortfall on a replica
+  // that stored the write.
+  auto reply_of = [](grpc::ClientContext* context, const grpc::Status& status,
+                     const auto& response) -> absl::StatusOr<WriteReply> {
     if (status.ok()) {
-      reply = WriteReply{write_id, context, deduplicated};
-    } else if (call_context->GetServerTrailingMetadata().count(kWriteStoredMetadata) > 0) {
-      reply = MarkWriteStored(FromGrpc(status));
-    } else {
-      reply = FromGrpc(status);
+      return WriteReply{response.write_id(), response.context(), response.deduplicated()};
     }
-    executor_->Schedule([reply = std::move(reply), done]() mutable { done(std::move(reply)); });
+    if (context->GetServerTrailingMetadata().count(kWriteStoredMetadata) > 0) {
+      return MarkWriteStored(FromGrpc(status));
+    }
+    return FromGrpc(status);
   };
   if (command.is_delete) {
     auto call = std::make_shared<Call<v1::DeleteRequest, v1::DeleteResponse>>();
@@ -144,11 +211,17 @@ void GrpcPeerTransport::ForwardWrite(const Member& peer, WriteCommand command, Q
     call->request.set_context(std::move(command.context));
     call->request.set_idempotency_token(std::move(command.idempotency_token));
     *call->request.mutable_w() = ToProto(w);
-    stubs->kv->async()->Delete(&call->context, &call->request, &call->response,
-                               [call, stubs, finish](grpc::Status status) {
-                                 finish(&call->context, status, call->response.write_id(),
-                                        call->response.context(), call->response.deduplicated());
-                               });
+    Begin(&call->context);
+    stubs->kv->async()->Delete(
+        &call->context, &call->request, &call->response,
+        [this, call, stubs, reply_of, done = std::move(done)](grpc::Status status) mutable {
+          absl::StatusOr<WriteReply> reply = reply_of(&call->context, status, call->response);
+          grpc::ClientContext* context = &call->context;
+          Complete(std::move(call), context, std::move(stubs),
+                   [reply = std::move(reply), done = std::move(done)]() mutable {
+                     done(std::move(reply));
+                   });
+        });
     return;
   }
   auto call = std::make_shared<Call<v1::PutRequest, v1::PutResponse>>();
@@ -158,11 +231,17 @@ void GrpcPeerTransport::ForwardWrite(const Member& peer, WriteCommand command, Q
   call->request.set_context(std::move(command.context));
   call->request.set_idempotency_token(std::move(command.idempotency_token));
   *call->request.mutable_w() = ToProto(w);
-  stubs->kv->async()->Put(&call->context, &call->request, &call->response,
-                          [call, stubs, finish](grpc::Status status) {
-                            finish(&call->context, status, call->response.write_id(),
-                                   call->response.context(), call->response.deduplicated());
-                          });
+  Begin(&call->context);
+  stubs->kv->async()->Put(
+      &call->context, &call->request, &call->response,
+      [this, call, stubs, reply_of, done = std::move(done)](grpc::Status status) mutable {
+        absl::StatusOr<WriteReply> reply = reply_of(&call->context, status, call->response);
+        grpc::ClientContext* context = &call->context;
+        Complete(std::move(call), context, std::move(stubs),
+                 [reply = std::move(reply), done = std::move(done)]() mutable {
+                   done(std::move(reply));
+                 });
+      });
 }
 
 }  // namespace kv

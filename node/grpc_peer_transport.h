@@ -4,12 +4,15 @@
 //
 // One channel per peer address, created on first use and kept. Every call has a deadline
 // (Options); its callback is handed to the executor, so callers may block in it (e.g. on
-// storage) without stalling gRPC's threads. Thread-safe.
+// storage) without stalling gRPC's threads. The destructor cancels the calls still in flight and
+// waits until their callbacks have been handed to the executor, which must outlive it.
+// Thread-safe.
 #ifndef KV_NODE_GRPC_PEER_TRANSPORT_H_
 #define KV_NODE_GRPC_PEER_TRANSPORT_H_
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -20,7 +23,8 @@
 
 namespace grpc {
 class Channel;
-}
+class ClientContext;
+}  // namespace grpc
 namespace kv::v1 {
 class KV;
 }
@@ -46,6 +50,8 @@ class GrpcPeerTransport : public PeerTransport {
                     std::function<void(absl::Status)> done) override;
   void ReadRecord(const Member& peer, std::string key,
                   std::function<void(absl::StatusOr<std::string>)> done) override;
+  void ListKeys(const Member& peer, std::string prefix, std::string page_token, uint32_t limit,
+                std::function<void(absl::StatusOr<ListPage>)> done) override;
   void ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
                     std::function<void(absl::StatusOr<WriteReply>)> done) override;
 
@@ -53,12 +59,19 @@ class GrpcPeerTransport : public PeerTransport {
   // A channel and stubs for one peer address; stubs outlive every call made through them.
   struct PeerStubs;
   std::shared_ptr<PeerStubs> StubsFor(const Member& peer);
+  // In-flight accounting, so that the destructor can cancel and wait for outstanding calls.
+  void Begin(grpc::ClientContext* context);
+  void End(grpc::ClientContext* context);
+  // Runs `done` on the executor, then ends the call and releases it and its stubs there.
+  void Complete(std::shared_ptr<void> call, grpc::ClientContext* context,
+                std::shared_ptr<PeerStubs> stubs, std::function<void()> done);
 
   const std::string self_id_;
   Executor* const executor_;
   const Options options_;
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<PeerStubs>> peers_ ABSL_GUARDED_BY(mu_);
+  std::set<grpc::ClientContext*> in_flight_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kv

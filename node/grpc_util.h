@@ -51,6 +51,24 @@ grpc::ServerUnaryReactor* FinishOnExecutor(grpc::CallbackServerContext* context,
   return reactor;
 }
 
+// Like FinishOnExecutor, for work that answers later: `work` receives a callback
+// `finish(absl::Status)` that it must call exactly once, from any thread, after filling the
+// response (and any trailing metadata) for an OK status.
+template <typename Work>
+grpc::ServerUnaryReactor* StartOnExecutor(grpc::CallbackServerContext* context, CallGate* gate,
+                                          Executor* executor, Work work) {
+  grpc::ServerUnaryReactor* reactor = gate->NewReactor();
+  executor->Schedule([context, reactor, work = std::move(work)]() mutable {
+    if (context->IsCancelled()) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                                   "request cancelled before the node started it"));
+      return;
+    }
+    work([reactor](const absl::Status& status) { reactor->Finish(ToGrpcStatus(status)); });
+  });
+  return reactor;
+}
+
 }  // namespace kv
 
 #endif  // KV_NODE_GRPC_UTIL_H_

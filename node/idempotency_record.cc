@@ -4,47 +4,84 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "storage/coding.h"
+#include "storage/expiring_value.h"
 
 namespace kv {
 namespace {
 
-constexpr uint8_t kFormat = 1;
+constexpr uint8_t kFormat1 = 1;
+constexpr uint8_t kFormat2 = 2;
 constexpr absl::string_view kTokenPrefix = "t/";
+
+absl::Status Corrupt(absl::string_view what) {
+  return absl::DataLossError(absl::StrCat("corrupt idempotency record: ", what));
+}
+
+// The fields after the expiry, shared by both formats.
+void PutResultFields(std::string* out, const IdempotencyRecord& record) {
+  PutLengthPrefixed(out, record.write_id);
+  PutLengthPrefixed(out, record.context);
+  PutLengthPrefixed(out, record.dot.actor);
+  PutVarint64(out, record.dot.counter);
+}
+
+absl::Status GetResultFields(absl::string_view bytes, IdempotencyRecord* record) {
+  absl::string_view write_id, context, actor;
+  if (!GetLengthPrefixed(&bytes, &write_id) || !GetLengthPrefixed(&bytes, &context) ||
+      !GetLengthPrefixed(&bytes, &actor) || !GetVarint64(&bytes, &record->dot.counter)) {
+    return Corrupt("truncated");
+  }
+  if (!bytes.empty()) return Corrupt("trailing bytes");
+  record->write_id = std::string(write_id);
+  record->context = std::string(context);
+  record->dot.actor = std::string(actor);
+  return absl::OkStatus();
+}
 
 }  // namespace
 
 std::string EncodeIdempotencyRecord(const IdempotencyRecord& record) {
   std::string out;
-  out.push_back(static_cast<char>(kFormat));
+  out.reserve(kExpiringValueHeaderBytes + 8 + record.fingerprint.size() + record.write_id.size() +
+              record.context.size() + record.dot.actor.size() + 10);
+  PutExpiringValueHeader(&out, record.expiry_micros);
+  out.push_back(static_cast<char>(kFormat2));
+  PutLengthPrefixed(&out, record.fingerprint);
+  PutResultFields(&out, record);
+  return out;
+}
+
+std::string EncodeIdempotencyRecordFormat1(const IdempotencyRecord& record) {
+  std::string out;
+  out.push_back(static_cast<char>(kFormat1));
   PutLengthPrefixed(&out, record.fingerprint);
   PutFixed64(&out, static_cast<uint64_t>(record.expiry_micros));
-  PutLengthPrefixed(&out, record.write_id);
-  PutLengthPrefixed(&out, record.context);
-  PutLengthPrefixed(&out, record.dot.actor);
-  PutVarint64(&out, record.dot.counter);
+  PutResultFields(&out, record);
   return out;
 }
 
 absl::StatusOr<IdempotencyRecord> DecodeIdempotencyRecord(absl::string_view bytes) {
-  auto corrupt = [](absl::string_view what) {
-    return absl::DataLossError(absl::StrCat("corrupt idempotency record: ", what));
-  };
-  if (bytes.empty() || static_cast<uint8_t>(bytes[0]) != kFormat) return corrupt("format byte");
-  bytes.remove_prefix(1);
   IdempotencyRecord record;
-  absl::string_view fingerprint, write_id, context, actor;
-  uint64_t expiry = 0;
-  if (!GetLengthPrefixed(&bytes, &fingerprint) || !GetFixed64(&bytes, &expiry) ||
-      !GetLengthPrefixed(&bytes, &write_id) || !GetLengthPrefixed(&bytes, &context) ||
-      !GetLengthPrefixed(&bytes, &actor) || !GetVarint64(&bytes, &record.dot.counter)) {
-    return corrupt("truncated");
+  absl::string_view fingerprint;
+  absl::string_view payload;
+  if (ParseExpiringValue(bytes, &record.expiry_micros, &payload)) {
+    if (payload.empty() || static_cast<uint8_t>(payload[0]) != kFormat2) {
+      return Corrupt("unknown format after the expiry header");
+    }
+    payload.remove_prefix(1);
+    if (!GetLengthPrefixed(&payload, &fingerprint)) return Corrupt("truncated");
+  } else if (!bytes.empty() && static_cast<uint8_t>(bytes[0]) == kFormat1) {
+    payload = bytes.substr(1);
+    uint64_t expiry = 0;
+    if (!GetLengthPrefixed(&payload, &fingerprint) || !GetFixed64(&payload, &expiry)) {
+      return Corrupt("truncated");
+    }
+    record.expiry_micros = static_cast<int64_t>(expiry);
+  } else {
+    return Corrupt("format byte");
   }
-  if (!bytes.empty()) return corrupt("trailing bytes");
+  if (absl::Status status = GetResultFields(payload, &record); !status.ok()) return status;
   record.fingerprint = std::string(fingerprint);
-  record.expiry_micros = static_cast<int64_t>(expiry);
-  record.write_id = std::string(write_id);
-  record.context = std::string(context);
-  record.dot.actor = std::string(actor);
   return record;
 }
 

@@ -1,17 +1,25 @@
 // The record kept for each idempotency token, and the keys it lives under in the engine's
-// idempotency column. Two entries per token, written and deleted in one batch:
+// idempotency column (Column::kIdempotency, a column of expiring values):
 //
-//   "t/" + token                          -> encoded IdempotencyRecord
-//   "e/" + fixed64-big-endian(expiry_us)  + token -> "" (expiry index, scanned in time order)
+//   "t/" + token  -> encoded IdempotencyRecord
 //
-// Record encoding (little-endian, coding.h primitives):
-//   format      u8 = 1
+// Record encoding, format 2 (written since the single-key layout; little-endian, coding.h
+// primitives):
+//   header      expiring-value header (storage/expiring_value.h): byte 0xe5, fixed64 expiry_us
+//   format      u8 = 2
 //   fingerprint length-prefixed (WriteFingerprint of the first request)
-//   expiry_us   fixed64, wall-clock microseconds after which the token may be forgotten
 //   write_id    length-prefixed
 //   context     length-prefixed (the encoded CausalContext returned to the first caller)
 //   dot.actor   length-prefixed
 //   dot.counter varint64
+// expiry_us is the wall-clock time in microseconds after which the token is forgotten. The
+// header lets the engine drop expired records by itself (RocksDB: a compaction filter), so no
+// index of expiry times is kept.
+//
+// Format 1 (read, never written; data directories from before format 2) has no header: format
+// u8 = 1, fingerprint, expiry_us fixed64, then the same fields as format 2. Each format-1 record
+// has a second entry, an expiry index that the legacy sweep in LocalStore scans in time order:
+//   "e/" + fixed64-big-endian(expiry_us) + token -> ""
 #ifndef KV_NODE_IDEMPOTENCY_RECORD_H_
 #define KV_NODE_IDEMPOTENCY_RECORD_H_
 
@@ -32,16 +40,21 @@ struct IdempotencyRecord {
   Dot dot;
 };
 
+// Encodes in format 2.
 std::string EncodeIdempotencyRecord(const IdempotencyRecord& record);
-// DATA_LOSS if malformed.
+// Decodes format 2 or 1; DATA_LOSS if malformed or of an unknown format.
 absl::StatusOr<IdempotencyRecord> DecodeIdempotencyRecord(absl::string_view bytes);
 
 std::string IdempotencyTokenKey(absl::string_view token);
+
+// Format-1 expiry index (see above): kept to sweep data written before format 2.
 std::string IdempotencyExpiryKey(int64_t expiry_micros, absl::string_view token);
 inline constexpr absl::string_view kIdempotencyExpiryPrefix = "e/";
 // Parses an expiry-index key; false if it is not one.
 bool ParseIdempotencyExpiryKey(absl::string_view key, int64_t* expiry_micros,
                                absl::string_view* token);
+// The format-1 encoding of `record` (for tests of reading and sweeping old data).
+std::string EncodeIdempotencyRecordFormat1(const IdempotencyRecord& record);
 
 }  // namespace kv
 

@@ -4,14 +4,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "node/grpc_util.h"
-#include "node/quorum.h"
+#include "node/peer_transport.h"
 #include "storage/status_macros.h"
 
 namespace kv {
 namespace {
-
-// Replicas per key on this single-node build.
-constexpr int kReplicationFactor = 1;
 
 void ToProto(const Sibling& sibling, v1::Sibling* out) {
   out->set_value(sibling.value);
@@ -20,99 +17,126 @@ void ToProto(const Sibling& sibling, v1::Sibling* out) {
   out->set_timestamp_micros(sibling.timestamp_micros);
 }
 
-// Runs a Put or Delete and fills the response fields they share.
-template <typename Response>
-absl::Status ApplyWrite(LocalStore* store, const WriteCommand& command, Response* response) {
-  KV_ASSIGN_OR_RETURN(WriteOutcome outcome, store->Write(command));
-  response->set_write_id(std::move(outcome.write_id));
-  response->set_context(std::move(outcome.context));
-  response->set_deduplicated(outcome.deduplicated);
-  return absl::OkStatus();
+// True when every replica that answered holds the same record (absent counts as a record).
+bool Converged(const std::vector<ReplicaRecordView>& views) {
+  const std::optional<SiblingSet>* first = nullptr;
+  for (const ReplicaRecordView& view : views) {
+    if (!view.status.ok()) continue;
+    if (first == nullptr) {
+      first = &view.record;
+    } else if (*first != view.record) {
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace
 
-absl::Status CheckQuorum(const v1::Quorum& quorum, int n, absl::string_view name) {
+absl::StatusOr<QuorumSpec> ToQuorumSpec(const v1::Quorum& quorum, absl::string_view name) {
   QuorumSpec spec;
   spec.count = quorum.count();
   switch (quorum.kind()) {
     case v1::Quorum::DEFAULT:
       spec.kind = QuorumSpec::Kind::kDefault;
-      break;
+      return spec;
     case v1::Quorum::COUNT:
       spec.kind = QuorumSpec::Kind::kCount;
-      break;
+      return spec;
     case v1::Quorum::QUORUM:
       spec.kind = QuorumSpec::Kind::kQuorum;
-      break;
+      return spec;
     case v1::Quorum::ALL:
       spec.kind = QuorumSpec::Kind::kAll;
-      break;
+      return spec;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": unknown quorum kind ", static_cast<int>(quorum.kind()),
-                       "; use DEFAULT, COUNT (1..N, N=", n, "), QUORUM or ALL"));
+      return absl::InvalidArgumentError(absl::StrCat(name, ": unknown quorum kind ",
+                                                     static_cast<int>(quorum.kind()),
+                                                     "; use DEFAULT, COUNT (1..N), QUORUM or ALL"));
   }
-  return ResolveQuorum(spec, n, n, name).status();
 }
 
-KvService::KvService(LocalStore* store, Executor* executor, CallGate* gate, std::string node_id)
-    : store_(store), executor_(executor), gate_(gate), node_id_(std::move(node_id)) {}
+KvService::KvService(Coordinator* coordinator, LocalStore* store, Executor* executor,
+                     CallGate* gate)
+    : coordinator_(coordinator), store_(store), executor_(executor), gate_(gate) {}
 
-absl::Status KvService::Admit(absl::string_view key, const v1::Quorum* quorum,
-                              absl::string_view quorum_name) const {
+absl::Status KvService::Admit(absl::string_view key) const {
   KV_RETURN_IF_ERROR(gate_->Check());
-  KV_RETURN_IF_ERROR(store_->ValidateKey(key));
-  if (quorum == nullptr) return absl::OkStatus();
-  return CheckQuorum(*quorum, kReplicationFactor, quorum_name);
+  return store_->ValidateKey(key);
+}
+
+template <typename Response>
+grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* context,
+                                           WriteCommand command, const v1::Quorum& w,
+                                           Response* response) {
+  absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(w, "w");
+  absl::Status valid = Admit(command.key);
+  if (valid.ok()) valid = spec.status();
+  if (!valid.ok()) return FinishNow(gate_, valid);
+  return StartOnExecutor(
+      context, gate_, executor_,
+      [this, context, command = std::move(command), w = *spec, response](auto finish) mutable {
+        coordinator_->Write(std::move(command), w,
+                            [context, response, finish](absl::StatusOr<WriteReply> reply) {
+                              if (!reply.ok()) {
+                                if (IsWriteStored(reply.status())) {
+                                  context->AddTrailingMetadata(kWriteStoredMetadata, "1");
+                                }
+                                finish(reply.status());
+                                return;
+                              }
+                              response->set_write_id(std::move(reply->write_id));
+                              response->set_context(std::move(reply->context));
+                              response->set_deduplicated(reply->deduplicated);
+                              finish(absl::OkStatus());
+                            });
+      });
 }
 
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
                                          const v1::PutRequest* request, v1::PutResponse* response) {
-  absl::Status valid = Admit(request->key(), &request->w(), "w");
-  if (!valid.ok()) return FinishNow(gate_, valid);
-  return FinishOnExecutor(context, gate_, executor_, [this, request, response] {
-    WriteCommand command;
-    command.key = request->key();
-    command.value = request->value();
-    command.context = request->context();
-    command.idempotency_token = request->idempotency_token();
-    return ApplyWrite(store_, command, response);
-  });
+  WriteCommand command;
+  command.key = request->key();
+  command.value = request->value();
+  command.context = request->context();
+  command.idempotency_token = request->idempotency_token();
+  return Write(context, std::move(command), request->w(), response);
 }
 
 grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* context,
                                             const v1::DeleteRequest* request,
                                             v1::DeleteResponse* response) {
-  absl::Status valid = Admit(request->key(), &request->w(), "w");
-  if (!valid.ok()) return FinishNow(gate_, valid);
-  return FinishOnExecutor(context, gate_, executor_, [this, request, response] {
-    WriteCommand command;
-    command.key = request->key();
-    command.is_delete = true;
-    command.context = request->context();
-    command.idempotency_token = request->idempotency_token();
-    return ApplyWrite(store_, command, response);
-  });
+  WriteCommand command;
+  command.key = request->key();
+  command.is_delete = true;
+  command.context = request->context();
+  command.idempotency_token = request->idempotency_token();
+  return Write(context, std::move(command), request->w(), response);
 }
 
 grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* context,
                                          const v1::GetRequest* request, v1::GetResponse* response) {
-  absl::Status valid = Admit(request->key(), &request->r(), "r");
+  absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(request->r(), "r");
+  absl::Status valid = Admit(request->key());
+  if (valid.ok()) valid = spec.status();
   if (!valid.ok()) return FinishNow(gate_, valid);
-  return FinishOnExecutor(context, gate_, executor_,
-                          [this, request, response] { return DoGet(*request, response); });
-}
-
-absl::Status KvService::DoGet(const v1::GetRequest& request, v1::GetResponse* response) {
-  absl::StatusOr<SiblingSet> record = store_->ReadRecord(request.key());
-  if (absl::IsNotFound(record.status()) || (record.ok() && record->AllTombstones())) {
-    return absl::NotFoundError("key not found: it has no live version on this node");
-  }
-  if (!record.ok()) return record.status();
-  for (const Sibling& sibling : record->LiveSiblings()) ToProto(sibling, response->add_siblings());
-  response->set_context(CausalContext(record->context()).Encode());
-  return absl::OkStatus();
+  return StartOnExecutor(
+      context, gate_, executor_, [this, request, response, r = *spec](auto finish) {
+        coordinator_->Read(request->key(), r, [response, finish](absl::StatusOr<SiblingSet> rec) {
+          if (rec.ok() && rec->AllTombstones()) {
+            rec = absl::NotFoundError("key not found: it has no live version");
+          }
+          if (!rec.ok()) {
+            finish(rec.status());
+            return;
+          }
+          for (const Sibling& sibling : rec->LiveSiblings()) {
+            ToProto(sibling, response->add_siblings());
+          }
+          response->set_context(CausalContext(rec->context()).Encode());
+          finish(absl::OkStatus());
+        });
+      });
 }
 
 grpc::ServerUnaryReactor* KvService::List(grpc::CallbackServerContext* context,
@@ -120,40 +144,76 @@ grpc::ServerUnaryReactor* KvService::List(grpc::CallbackServerContext* context,
                                           v1::ListResponse* response) {
   absl::Status valid = gate_->Check();
   if (!valid.ok()) return FinishNow(gate_, valid);
-  return FinishOnExecutor(context, gate_, executor_, [this, request, response]() -> absl::Status {
-    KV_ASSIGN_OR_RETURN(ListPage page,
-                        store_->List(request->prefix(), request->page_token(), request->limit()));
-    for (std::string& key : page.keys) response->add_keys(std::move(key));
-    response->set_next_page_token(std::move(page.next_page_token));
-    return absl::OkStatus();
+  return StartOnExecutor(context, gate_, executor_, [this, request, response](auto finish) {
+    coordinator_->List(request->prefix(), request->page_token(), request->limit(),
+                       [response, finish](absl::StatusOr<ListPage> page) {
+                         if (!page.ok()) {
+                           finish(page.status());
+                           return;
+                         }
+                         for (std::string& key : page->keys) response->add_keys(std::move(key));
+                         response->set_next_page_token(std::move(page->next_page_token));
+                         finish(absl::OkStatus());
+                       });
   });
 }
 
 grpc::ServerUnaryReactor* KvService::DescribeKey(grpc::CallbackServerContext* context,
                                                  const v1::DescribeKeyRequest* request,
                                                  v1::DescribeKeyResponse* response) {
-  absl::Status valid = Admit(request->key(), nullptr, "");
+  absl::Status valid = Admit(request->key());
   if (!valid.ok()) return FinishNow(gate_, valid);
-  return FinishOnExecutor(context, gate_, executor_,
-                          [this, request, response] { return DoDescribeKey(*request, response); });
+  return StartOnExecutor(context, gate_, executor_, [this, request, response](auto finish) {
+    coordinator_->DescribeKey(request->key(),
+                              [request, response, finish](std::vector<ReplicaRecordView> views) {
+                                response->set_key(request->key());
+                                for (const ReplicaRecordView& view : views) {
+                                  v1::ReplicaView* out = response->add_replicas();
+                                  out->set_node_id(view.member.id);
+                                  out->set_reachable(view.status.ok());
+                                  if (!view.status.ok())
+                                    out->set_error(std::string(view.status.message()));
+                                  out->set_has_record(view.record.has_value());
+                                  if (view.record) {
+                                    for (const Sibling& sibling : view.record->siblings()) {
+                                      ToProto(sibling, out->add_siblings());
+                                    }
+                                    out->set_context(view.record->context().ToString());
+                                  }
+                                }
+                                response->set_converged(Converged(views));
+                                finish(absl::OkStatus());
+                              });
+  });
 }
 
-absl::Status KvService::DoDescribeKey(const v1::DescribeKeyRequest& request,
-                                      v1::DescribeKeyResponse* response) {
-  absl::StatusOr<SiblingSet> record = store_->ReadRecord(request.key());
-  if (!record.ok() && !absl::IsNotFound(record.status())) return record.status();
-  response->set_key(request.key());
-  v1::ReplicaView* view = response->add_replicas();
-  view->set_node_id(node_id_);
-  view->set_reachable(true);
-  view->set_has_record(record.ok());
-  if (record.ok()) {
-    for (const Sibling& sibling : record->siblings()) ToProto(sibling, view->add_siblings());
-    view->set_context(record->context().ToString());
-  }
-  // One replica always agrees with itself.
-  response->set_converged(true);
-  return absl::OkStatus();
+grpc::ServerUnaryReactor* KvService::DescribeWrite(grpc::CallbackServerContext* context,
+                                                   const v1::DescribeWriteRequest* request,
+                                                   v1::DescribeWriteResponse* response) {
+  absl::Status valid = gate_->Check();
+  if (!valid.ok()) return FinishNow(gate_, valid);
+  return StartOnExecutor(context, gate_, executor_, [this, request, response](auto finish) {
+    coordinator_->DescribeWrite(
+        request->write_id(), [response, finish](absl::StatusOr<WriteStatus> status) {
+          if (!status.ok()) {
+            finish(status.status());
+            return;
+          }
+          response->set_state(status->state == WriteStatus::State::kReplicated
+                                  ? v1::DescribeWriteResponse::REPLICATED
+                                  : v1::DescribeWriteResponse::PENDING);
+          response->set_key(status->key);
+          response->set_dot(status->dot.ToString());
+          for (const WriteStatus::Replica& replica : status->replicas) {
+            v1::ReplicaWriteState* out = response->add_replicas();
+            out->set_node_id(replica.member.id);
+            out->set_applied(replica.applied);
+            out->set_reachable(replica.status.ok());
+            if (!replica.status.ok()) out->set_error(std::string(replica.status.message()));
+          }
+          finish(absl::OkStatus());
+        });
+  });
 }
 
 }  // namespace kv

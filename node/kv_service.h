@@ -1,16 +1,17 @@
-// KvService: the public kv.v1.KV gRPC service of a single node, a thin adapter over LocalStore.
+// KvService: the public kv.v1.KV gRPC service, a thin adapter over the Coordinator (any node
+// serves any key: it coordinates when it is a replica of the key, forwards writes otherwise, and
+// reads from the replicas).
 //
-// Handlers never block: requests are checked on the gRPC thread (key size, quorum), and every
-// call that touches storage runs on the injected Executor, which finishes the call. Once the
-// node begins shutting down (the CallGate is closed) new calls get UNAVAILABLE.
+// Handlers never block: requests are checked on the gRPC thread (gate, key size, quorum kind),
+// and everything else runs on the injected Executor, which finishes the call. Once the node
+// begins shutting down (the CallGate is closed) new calls get UNAVAILABLE.
 //
-// This build has no replication (N = 1): a quorum of DEFAULT, QUORUM, ALL or COUNT(1) is served,
-// COUNT(0) and COUNT(>1) are INVALID_ARGUMENT naming N. Errors from LocalStore keep their code
-// and message (INVALID_ARGUMENT for bad input, which changes nothing). Get answers NOT_FOUND when
-// the node holds no live version of the key. DescribeKey shows this node's record, tombstones
-// included.
+// Get answers NOT_FOUND when no replica asked holds a live version. A write that is stored here
+// but reached fewer than W replicas is UNAVAILABLE with the trailing metadata "kv-write-stored",
+// so that clients retry it (same idempotency token) on this node rather than elsewhere.
+// DescribeKey shows every replica's record side by side; DescribeWrite where a write has spread.
 //
-// Thread-safety: thread-safe; `store` and `executor` must outlive the service.
+// Thread-safety: thread-safe; everything passed in must outlive the service.
 #ifndef KV_NODE_KV_SERVICE_H_
 #define KV_NODE_KV_SERVICE_H_
 
@@ -19,20 +20,25 @@
 #include "absl/status/status.h"
 #include "kv.grpc.pb.h"
 #include "node/call_gate.h"
+#include "node/coordinator.h"
 #include "node/executor.h"
 #include "node/local_store.h"
+#include "node/quorum.h"
 
 namespace kv {
 
-// Checks a requested quorum against the replication factor `n`; `name` ("w" or "r") is used in
-// the error message.
-absl::Status CheckQuorum(const v1::Quorum& quorum, int n, absl::string_view name);
+// The quorum a request asks for; INVALID_ARGUMENT naming `name` ("w" or "r") for an unknown
+// kind. Counts are checked against N by the Coordinator.
+absl::StatusOr<QuorumSpec> ToQuorumSpec(const v1::Quorum& quorum, absl::string_view name);
 
 class KvService final : public v1::KV::CallbackService {
  public:
   // New calls are refused with UNAVAILABLE once `gate` is closed.
-  KvService(LocalStore* store, Executor* executor, CallGate* gate, std::string node_id);
+  KvService(Coordinator* coordinator, LocalStore* store, Executor* executor, CallGate* gate);
 
+  grpc::ServerUnaryReactor* DescribeWrite(grpc::CallbackServerContext* context,
+                                          const v1::DescribeWriteRequest* request,
+                                          v1::DescribeWriteResponse* response) override;
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* context, const v1::PutRequest* request,
                                 v1::PutResponse* response) override;
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetRequest* request,
@@ -48,18 +54,16 @@ class KvService final : public v1::KV::CallbackService {
                                         v1::DescribeKeyResponse* response) override;
 
  private:
-  // Checks made on the gRPC thread before any work is queued: the gate, the key, the quorum
-  // (when `quorum` is not null).
-  absl::Status Admit(absl::string_view key, const v1::Quorum* quorum,
-                     absl::string_view quorum_name) const;
-  absl::Status DoGet(const v1::GetRequest& request, v1::GetResponse* response);
-  absl::Status DoDescribeKey(const v1::DescribeKeyRequest& request,
-                             v1::DescribeKeyResponse* response);
+  // Checks made on the gRPC thread before any work is queued: the gate and the key.
+  absl::Status Admit(absl::string_view key) const;
+  template <typename Response>
+  grpc::ServerUnaryReactor* Write(grpc::CallbackServerContext* context, WriteCommand command,
+                                  const v1::Quorum& w, Response* response);
 
+  Coordinator* const coordinator_;
   LocalStore* const store_;
   Executor* const executor_;
   CallGate* const gate_;
-  const std::string node_id_;
 };
 
 }  // namespace kv

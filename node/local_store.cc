@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "node/idempotency_record.h"
 #include "storage/coding.h"
+#include "storage/expiring_value.h"
 #include "storage/record_codec.h"
 #include "storage/status_macros.h"
 #include "xxhash.h"
@@ -17,23 +18,6 @@ namespace kv {
 namespace {
 
 constexpr absl::string_view kActorEpochKey = "actor_epoch";
-
-// Locks one or two stripes in index order (so two writers never deadlock), once if equal.
-class StripeLock {
- public:
-  StripeLock(absl::Mutex* a, absl::Mutex* b) : first_(a < b ? a : b), second_(a < b ? b : a) {
-    first_->Lock();
-    if (second_ != first_) second_->Lock();
-  }
-  ~StripeLock() {
-    if (second_ != first_) second_->Unlock();
-    first_->Unlock();
-  }
-
- private:
-  absl::Mutex* const first_;
-  absl::Mutex* const second_;
-};
 
 int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
 
@@ -118,11 +102,11 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
 }
 
 LocalStore::LocalStore(Engine* engine, const Clock* clock, std::string actor, Options options)
-    : engine_(engine), clock_(clock), actor_(std::move(actor)), options_(options) {}
-
-absl::Mutex& LocalStore::LockFor(absl::string_view key) {
-  return stripes_[XXH3_64bits(key.data(), key.size()) % kLockStripes];
-}
+    : engine_(engine),
+      clock_(clock),
+      actor_(std::move(actor)),
+      options_(options),
+      commits_(engine, WriteOptions{options.sync_writes}) {}
 
 absl::Status LocalStore::ValidateKey(absl::string_view key) const {
   if (key.empty()) return absl::InvalidArgumentError("key must not be empty");
@@ -148,43 +132,101 @@ absl::Status LocalStore::ValidateWrite(const WriteCommand& command) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<SiblingSet> LocalStore::ReadRecordLocked(absl::string_view key) {
+absl::StatusOr<SiblingSet> LocalStore::ReadRecord(absl::string_view key) {
+  KV_RETURN_IF_ERROR(ValidateKey(key));
+  // Engine reads see whole batches, so a record read here is always consistent.
   absl::StatusOr<std::string> bytes = engine_->Get(Column::kData, key);
   if (!bytes.ok()) return bytes.status();
   return DecodeSiblingSet(*bytes);
 }
 
-absl::StatusOr<SiblingSet> LocalStore::ReadRecord(absl::string_view key) {
-  KV_RETURN_IF_ERROR(ValidateKey(key));
-  // Engine reads see whole batches, so no lock is needed to read a consistent record.
-  return ReadRecordLocked(key);
-}
+// One Write or WriteAsync: checked and fingerprinted on the caller's thread, then run by the
+// commit queue (PrepareWrite) and answered through `done`.
+class LocalStore::WriteMutation : public CommitQueue::Mutation {
+ public:
+  WriteMutation(LocalStore* store, WriteCommand command, CausalContext seen,
+                std::string fingerprint, BatchHook hook, WriteCallback done)
+      : store_(store),
+        command_(std::move(command)),
+        seen_(std::move(seen)),
+        fingerprint_(std::move(fingerprint)),
+        hook_(std::move(hook)),
+        done_(std::move(done)) {}
 
-absl::Status LocalStore::RunHookAlone(absl::string_view key, const BatchHook& hook) {
-  if (!hook) return absl::OkStatus();
-  WriteBatch batch;
-  hook(key, &batch);
-  if (batch.empty()) return absl::OkStatus();
-  return engine_->Write(batch, WriteOptions{options_.sync_writes});
+  absl::Status Prepare(WriteGroup& group) override {
+    absl::StatusOr<WriteOutcome> outcome = store_->PrepareWrite(*this, group);
+    if (!outcome.ok()) return outcome.status();
+    outcome_ = *std::move(outcome);
+    return absl::OkStatus();
+  }
+  void Complete(absl::Status status) override {
+    if (status.ok()) {
+      done_(std::move(outcome_));
+    } else {
+      done_(std::move(status));
+    }
+  }
+
+  const WriteCommand& command() const { return command_; }
+  const CausalContext& seen() const { return seen_; }
+  const std::string& fingerprint() const { return fingerprint_; }
+  const BatchHook& hook() const { return hook_; }
+
+ private:
+  LocalStore* const store_;
+  const WriteCommand command_;
+  const CausalContext seen_;
+  const std::string fingerprint_;
+  const BatchHook hook_;
+  const WriteCallback done_;
+  WriteOutcome outcome_;
+};
+
+absl::StatusOr<std::unique_ptr<LocalStore::WriteMutation>> LocalStore::NewWriteMutation(
+    WriteCommand command, BatchHook hook, WriteCallback done) {
+  KV_RETURN_IF_ERROR(ValidateWrite(command));
+  KV_ASSIGN_OR_RETURN(CausalContext seen, CausalContext::Decode(command.context));
+  std::string fingerprint =
+      command.idempotency_token.empty() ? std::string() : WriteFingerprint(command);
+  return std::make_unique<WriteMutation>(this, std::move(command), std::move(seen),
+                                         std::move(fingerprint), std::move(hook), std::move(done));
 }
 
 absl::StatusOr<WriteOutcome> LocalStore::Write(const WriteCommand& command, const BatchHook& hook) {
-  KV_RETURN_IF_ERROR(ValidateWrite(command));
-  KV_ASSIGN_OR_RETURN(CausalContext seen, CausalContext::Decode(command.context));
+  absl::StatusOr<WriteOutcome> result = absl::UnknownError("write did not complete");
+  absl::StatusOr<std::unique_ptr<WriteMutation>> write = NewWriteMutation(
+      command, hook,
+      [&result](absl::StatusOr<WriteOutcome> outcome) { result = std::move(outcome); });
+  if (!write.ok()) return write.status();
+  commits_.Run(**write).IgnoreError();  // the same status reached `result` through `done`
+  return result;
+}
+
+void LocalStore::WriteAsync(WriteCommand command, BatchHook hook, WriteCallback done) {
+  absl::StatusOr<std::unique_ptr<WriteMutation>> write =
+      NewWriteMutation(std::move(command), std::move(hook), done);
+  if (!write.ok()) {
+    done(write.status());
+    return;
+  }
+  commits_.Submit(*std::move(write));
+}
+
+absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, WriteGroup& group) {
+  const WriteCommand& command = write.command();
+  CausalContext seen = write.seen();
   const bool has_token = !command.idempotency_token.empty();
-  const std::string fingerprint = has_token ? WriteFingerprint(command) : std::string();
-  const std::string token_key = IdempotencyTokenKey(command.idempotency_token);
+  const std::string token_key = has_token ? IdempotencyTokenKey(command.idempotency_token) : "";
   const absl::Time now = clock_->Now();
+  // Nothing may be added to `group` before the last check that can fail.
+  std::string legacy_index_to_delete;
 
-  StripeLock lock(&LockFor(command.key), has_token ? &LockFor(token_key) : &LockFor(command.key));
-
-  WriteBatch batch;
   if (has_token) {
-    absl::StatusOr<std::string> stored = engine_->Get(Column::kIdempotency, token_key);
+    absl::StatusOr<std::string> stored = group.Get(Column::kIdempotency, token_key);
     if (stored.ok()) {
       KV_ASSIGN_OR_RETURN(IdempotencyRecord first, DecodeIdempotencyRecord(*stored));
       if (first.expiry_micros >= ToMicros(now)) {
-        if (first.fingerprint != fingerprint) {
+        if (first.fingerprint != write.fingerprint()) {
           return absl::InvalidArgumentError("idempotency token reused with different parameters");
         }
         WriteOutcome outcome;
@@ -192,21 +234,26 @@ absl::StatusOr<WriteOutcome> LocalStore::Write(const WriteCommand& command, cons
         outcome.context = std::move(first.context);
         outcome.deduplicated = true;
         outcome.dot = std::move(first.dot);
-        KV_RETURN_IF_ERROR(RunHookAlone(command.key, hook));
+        if (write.hook()) write.hook()(command.key, group.batch());
         return outcome;
       }
-      // Expired but not yet swept: forget it and treat the token as new.
-      batch.Delete(Column::kIdempotency,
-                   IdempotencyExpiryKey(first.expiry_micros, command.idempotency_token));
+      // Expired but not yet removed: forget it and treat the token as new. A format-1 record
+      // also has an expiry index entry; the new record replaces the one it points at.
+      int64_t expiry;
+      absl::string_view payload;
+      if (!ParseExpiringValue(*stored, &expiry, &payload)) {
+        legacy_index_to_delete =
+            IdempotencyExpiryKey(first.expiry_micros, command.idempotency_token);
+      }
     } else if (!absl::IsNotFound(stored.status())) {
       return stored.status();
     }
   }
 
   SiblingSet record;
-  absl::StatusOr<SiblingSet> existing = ReadRecordLocked(command.key);
+  absl::StatusOr<std::string> existing = group.Get(Column::kData, command.key);
   if (existing.ok()) {
-    record = *std::move(existing);
+    KV_ASSIGN_OR_RETURN(record, DecodeSiblingSet(*existing));
   } else if (!absl::IsNotFound(existing.status())) {
     return existing.status();
   }
@@ -227,7 +274,7 @@ absl::StatusOr<WriteOutcome> LocalStore::Write(const WriteCommand& command, cons
       outcome.write_id = MakeWriteId(s.dot, command.key);
       outcome.context = record.ContextAfterWrite(seen, s.dot).Encode();
       outcome.deduplicated = true;
-      KV_RETURN_IF_ERROR(RunHookAlone(command.key, hook));
+      if (write.hook()) write.hook()(command.key, group.batch());
       return outcome;
     }
   }
@@ -246,44 +293,59 @@ absl::StatusOr<WriteOutcome> LocalStore::Write(const WriteCommand& command, cons
   outcome.context = record.ContextAfterWrite(seen, outcome.dot).Encode();
   outcome.write_id = MakeWriteId(outcome.dot, command.key);
 
-  batch.Put(Column::kData, command.key, EncodeSiblingSet(record));
-  if (hook) hook(command.key, &batch);
+  group.Put(Column::kData, command.key, EncodeSiblingSet(record));
+  if (write.hook()) write.hook()(command.key, group.batch());
   if (has_token) {
     IdempotencyRecord first;
-    first.fingerprint = fingerprint;
+    first.fingerprint = write.fingerprint();
     first.expiry_micros = ToMicros(now + options_.idempotency_ttl);
     first.write_id = outcome.write_id;
     first.context = outcome.context;
     first.dot = outcome.dot;
-    batch.Put(Column::kIdempotency, token_key, EncodeIdempotencyRecord(first));
-    batch.Put(Column::kIdempotency,
-              IdempotencyExpiryKey(first.expiry_micros, command.idempotency_token), "");
+    group.Put(Column::kIdempotency, token_key, EncodeIdempotencyRecord(first));
+    if (!legacy_index_to_delete.empty()) {
+      group.Delete(Column::kIdempotency, legacy_index_to_delete);
+    }
   }
-  KV_RETURN_IF_ERROR(engine_->Write(batch, WriteOptions{options_.sync_writes}));
   outcome.record = std::move(record);
   return outcome;
 }
+
+// Merges a remote record into the local one (sync only).
+class LocalStore::MergeMutation : public CommitQueue::Mutation {
+ public:
+  MergeMutation(absl::string_view key, const SiblingSet& remote) : key_(key), remote_(remote) {}
+
+  absl::Status Prepare(WriteGroup& group) override {
+    SiblingSet record;
+    absl::StatusOr<std::string> existing = group.Get(Column::kData, key_);
+    if (existing.ok()) {
+      KV_ASSIGN_OR_RETURN(record, DecodeSiblingSet(*existing));
+    } else if (!absl::IsNotFound(existing.status())) {
+      return existing.status();
+    }
+    merged_ = record;
+    merged_.Merge(remote_);
+    if (merged_ != record) group.Put(Column::kData, key_, EncodeSiblingSet(merged_));
+    return absl::OkStatus();
+  }
+  void Complete(absl::Status /*status*/) override {}
+
+  SiblingSet& merged() { return merged_; }
+
+ private:
+  const absl::string_view key_;
+  const SiblingSet& remote_;
+  SiblingSet merged_;
+};
 
 absl::StatusOr<SiblingSet> LocalStore::MergeRecord(absl::string_view key,
                                                    const SiblingSet& remote) {
   KV_RETURN_IF_ERROR(ValidateKey(key));
   KV_RETURN_IF_ERROR(remote.CheckInvariants());
-  absl::MutexLock lock(&LockFor(key));
-  SiblingSet record;
-  absl::StatusOr<SiblingSet> existing = ReadRecordLocked(key);
-  if (existing.ok()) {
-    record = *std::move(existing);
-  } else if (!absl::IsNotFound(existing.status())) {
-    return existing.status();
-  }
-  SiblingSet merged = record;
-  merged.Merge(remote);
-  if (merged != record) {
-    WriteBatch batch;
-    batch.Put(Column::kData, key, EncodeSiblingSet(merged));
-    KV_RETURN_IF_ERROR(engine_->Write(batch, WriteOptions{options_.sync_writes}));
-  }
-  return merged;
+  MergeMutation merge(key, remote);
+  KV_RETURN_IF_ERROR(commits_.Run(merge));
+  return std::move(merge.merged());
 }
 
 absl::StatusOr<ListPage> LocalStore::List(absl::string_view prefix, absl::string_view page_token,
@@ -330,29 +392,67 @@ absl::StatusOr<ListPage> LocalStore::List(absl::string_view prefix, absl::string
 
 absl::StatusOr<size_t> LocalStore::ExpireIdempotencyRecords() {
   const int64_t now = ToMicros(clock_->Now());
+  KV_ASSIGN_OR_RETURN(uint64_t removed, engine_->RemoveExpired(Column::kIdempotency, now));
+  KV_ASSIGN_OR_RETURN(size_t legacy, ExpireLegacyIdempotencyRecords(now));
+  return static_cast<size_t>(removed) + legacy;
+}
+
+// Deletes format-1 records whose expiry index entries are in `entries`, each record only if its
+// index entry still points at it (the token may have been reused since, with a new record).
+class LocalStore::LegacyExpiryMutation : public CommitQueue::Mutation {
+ public:
+  explicit LegacyExpiryMutation(std::vector<std::string> index_keys)
+      : index_keys_(std::move(index_keys)) {}
+
+  absl::Status Prepare(WriteGroup& group) override {
+    std::vector<std::string> token_keys;
+    for (const std::string& index_key : index_keys_) {
+      int64_t expiry = 0;
+      absl::string_view token;
+      if (!ParseIdempotencyExpiryKey(index_key, &expiry, &token)) continue;
+      std::string token_key = IdempotencyTokenKey(token);
+      absl::StatusOr<std::string> stored = group.Get(Column::kIdempotency, token_key);
+      if (stored.ok()) {
+        absl::StatusOr<IdempotencyRecord> record = DecodeIdempotencyRecord(*stored);
+        if (!record.ok() || record->expiry_micros == expiry) {
+          token_keys.push_back(std::move(token_key));
+        }
+      } else if (!absl::IsNotFound(stored.status())) {
+        return stored.status();
+      }
+    }
+    for (const std::string& key : token_keys) group.Delete(Column::kIdempotency, key);
+    for (const std::string& key : index_keys_) group.Delete(Column::kIdempotency, key);
+    return absl::OkStatus();
+  }
+  void Complete(absl::Status /*status*/) override {}
+
+ private:
+  const std::vector<std::string> index_keys_;
+};
+
+absl::StatusOr<size_t> LocalStore::ExpireLegacyIdempotencyRecords(int64_t now_micros) {
+  constexpr size_t kChunk = 1000;
   size_t removed = 0;
   std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kIdempotency);
+  std::vector<std::string> chunk;
+  auto flush = [&]() -> absl::Status {
+    if (chunk.empty()) return absl::OkStatus();
+    const size_t size = chunk.size();
+    LegacyExpiryMutation expire(std::exchange(chunk, {}));
+    KV_RETURN_IF_ERROR(commits_.Run(expire));
+    removed += size;
+    return absl::OkStatus();
+  };
   for (it->Seek(kIdempotencyExpiryPrefix); it->Valid(); it->Next()) {
     int64_t expiry;
     absl::string_view token;
-    if (!ParseIdempotencyExpiryKey(it->key(), &expiry, &token) || expiry >= now) break;
-    const std::string token_key = IdempotencyTokenKey(token);
-    // Under the token's lock: a Write may be reusing the expired token right now, and its new
-    // record must not be deleted. Delete the record only if this index entry still points at it.
-    absl::MutexLock lock(&LockFor(token_key));
-    WriteBatch batch;
-    absl::StatusOr<std::string> stored = engine_->Get(Column::kIdempotency, token_key);
-    if (stored.ok()) {
-      absl::StatusOr<IdempotencyRecord> record = DecodeIdempotencyRecord(*stored);
-      if (!record.ok() || record->expiry_micros == expiry) {
-        batch.Delete(Column::kIdempotency, token_key);
-      }
-    }
-    batch.Delete(Column::kIdempotency, it->key());
-    KV_RETURN_IF_ERROR(engine_->Write(batch, WriteOptions{}));
-    ++removed;
+    if (!ParseIdempotencyExpiryKey(it->key(), &expiry, &token) || expiry >= now_micros) break;
+    chunk.emplace_back(it->key());
+    if (chunk.size() == kChunk) KV_RETURN_IF_ERROR(flush());
   }
   KV_RETURN_IF_ERROR(it->status());
+  KV_RETURN_IF_ERROR(flush());
   return removed;
 }
 

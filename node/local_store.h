@@ -2,9 +2,15 @@
 //
 // It turns client mutations into versions (dotted version vectors, storage/sibling_set.h),
 // enforces request limits, deduplicates by idempotency token, and stores each key's sibling set
-// in the engine's data column. Every mutation is one atomic engine batch holding the new record
-// and the idempotency record (and, from the replication issue on, outbox entries), so a crash
-// never leaves one without the other.
+// in the engine's data column. Every mutation's changes (the new record, the idempotency record,
+// outbox entries) are written in one atomic engine batch, so a crash never leaves one without
+// the other.
+//
+// Mutations (Write, WriteAsync, MergeRecord) go through one CommitQueue (node/commit_queue.h):
+// they run one after another, and the mutations that arrive while one engine write is under way
+// are committed together in the next, as one batch (group commit). That serializes writes of one
+// key without locks and makes one write-ahead-log append (one fsync with sync_writes) serve many
+// requests. A mutation is acknowledged only after its batch is in the write-ahead log.
 //
 // Actor epochs: on first open of an empty engine the store draws a fresh epoch and persists it;
 // its actor is "<node_id>#<epoch>". A wiped data directory therefore yields a new actor and
@@ -14,12 +20,12 @@
 // idempotency token reused with different parameters), NOT_FOUND from ReadRecord for a key the
 // replica knows nothing of, engine errors otherwise. A failed call changes nothing.
 //
-// Thread-safety: all methods may be called concurrently; mutations of one key are serialized by
-// a striped lock. Calls block on storage I/O: run them on an Executor, never on a gRPC thread.
+// Thread-safety: all methods may be called concurrently. Calls block on storage I/O (WriteAsync
+// too: the calling thread may commit other threads' writes): run them on an Executor, never on a
+// gRPC thread.
 #ifndef KV_NODE_LOCAL_STORE_H_
 #define KV_NODE_LOCAL_STORE_H_
 
-#include <array>
 #include <functional>
 #include <memory>
 #include <string>
@@ -27,9 +33,9 @@
 
 #include "absl/random/bit_gen_ref.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "node/clock.h"
+#include "node/commit_queue.h"
 #include "node/limits.h"
 #include "storage/engine.h"
 #include "storage/sibling_set.h"
@@ -73,19 +79,28 @@ class LocalStore {
   const std::string& actor() const { return actor_; }
   const Options& options() const { return options_; }
 
-  // Adds mutations to a write's atomic batch (the replication outbox entries for the key).
+  // Adds mutations to a write's atomic batch (the replication outbox entries for the key). The
+  // batch may hold other writes' changes too (group commit); the hook only appends.
   using BatchHook = std::function<void(absl::string_view key, WriteBatch* batch)>;
+  using WriteCallback = std::function<void(absl::StatusOr<WriteOutcome>)>;
 
   // Applies a Put or Delete coordinated by this node. A Delete without context removes every
   // version this replica holds (it is written as a tombstone covering them). `hook`, if set, is
-  // called exactly once on success, under the key's lock, to add to the batch that is written:
-  // the new version's batch, or, when the write is deduplicated, a batch of its own (so that a
-  // retried write is sent to the other replicas again).
+  // called exactly once on success, while no other mutation of the store runs, to add to the
+  // batch that is written: the new version's batch, also when the write is deduplicated (so that
+  // a retried write is sent to the other replicas again).
   //
   // Deduplication: a token seen before on this node returns the first result. A token carried
   // by a version this replica already holds (the write was coordinated elsewhere and has
   // replicated here) also returns that version, when the value matches.
   absl::StatusOr<WriteOutcome> Write(const WriteCommand& command, const BatchHook& hook = {});
+
+  // Write without waiting for other threads: `done` is called exactly once with what Write
+  // would return, either before WriteAsync returns or later from the thread committing the
+  // write. The calling thread does not wait for another one; it may instead commit, and complete,
+  // writes that other threads submitted meanwhile. `done` must not block on a Write of this
+  // store running on another thread.
+  void WriteAsync(WriteCommand command, BatchHook hook, WriteCallback done);
 
   // The replica's record of `key`, tombstones included; NOT_FOUND if it has none.
   absl::StatusOr<SiblingSet> ReadRecord(absl::string_view key);
@@ -98,27 +113,35 @@ class LocalStore {
   // Merges a record received from another replica; returns the merged record.
   absl::StatusOr<SiblingSet> MergeRecord(absl::string_view key, const SiblingSet& remote);
 
-  // Deletes idempotency records older than the TTL; returns how many were removed.
+  // Lets the engine forget idempotency records older than the TTL (Engine::RemoveExpired) and
+  // deletes those of the old two-key layout; returns how many were removed. Expired records are
+  // ignored whether or not they have been removed yet.
   absl::StatusOr<size_t> ExpireIdempotencyRecords();
 
   // INVALID_ARGUMENT naming the limit if the key is empty or too long.
   absl::Status ValidateKey(absl::string_view key) const;
 
  private:
-  LocalStore(Engine* engine, const Clock* clock, std::string actor, Options options);
-  absl::Mutex& LockFor(absl::string_view key);
-  absl::StatusOr<SiblingSet> ReadRecordLocked(absl::string_view key);
-  absl::Status ValidateWrite(const WriteCommand& command) const;
-  // Writes `hook`'s mutations (if any) in a batch of their own.
-  absl::Status RunHookAlone(absl::string_view key, const BatchHook& hook);
+  class WriteMutation;
+  class MergeMutation;
+  class LegacyExpiryMutation;
 
-  static constexpr size_t kLockStripes = 256;
+  LocalStore(Engine* engine, const Clock* clock, std::string actor, Options options);
+  absl::Status ValidateWrite(const WriteCommand& command) const;
+  // Checks `command` and builds its mutation; `done` receives its outcome.
+  absl::StatusOr<std::unique_ptr<WriteMutation>> NewWriteMutation(WriteCommand command,
+                                                                  BatchHook hook,
+                                                                  WriteCallback done);
+  // The body of a write, run by the commit queue.
+  absl::StatusOr<WriteOutcome> PrepareWrite(WriteMutation& write, WriteGroup& group);
+  // Sweeps the expiry index of format-1 idempotency records (node/idempotency_record.h).
+  absl::StatusOr<size_t> ExpireLegacyIdempotencyRecords(int64_t now_micros);
 
   Engine* const engine_;
   const Clock* const clock_;
   const std::string actor_;
   const Options options_;
-  std::array<absl::Mutex, kLockStripes> stripes_;
+  CommitQueue commits_;
 };
 
 // Fingerprint of a mutation's parameters, stored with its idempotency token.

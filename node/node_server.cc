@@ -85,6 +85,7 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
   gpr_set_log_function(LogFromGrpc);
   std::unique_ptr<NodeServer> server(new NodeServer(config));
   KV_RETURN_IF_ERROR(server->OpenStorage());
+  KV_RETURN_IF_ERROR(server->StartReplication());
   KV_RETURN_IF_ERROR(server->StartGrpc());
   server->expiry_thread_ = std::thread([s = server.get()] { s->ExpireIdempotencyRecordsLoop(); });
   server->LogStarted();
@@ -113,12 +114,55 @@ absl::Status NodeServer::OpenStorage() {
   return absl::OkStatus();
 }
 
-absl::Status NodeServer::StartGrpc() {
+absl::Status NodeServer::StartReplication() {
   executor_ = std::make_unique<ThreadPoolExecutor>(config_.executor_threads);
-  kv_service_ = std::make_unique<KvService>(store_.get(), executor_.get(), &gate_, config_.node_id);
+  scheduler_ = std::make_unique<TimerScheduler>(executor_.get());
+  std::vector<Member> members = config_.peers;
+  if (members.empty()) members.push_back(Member{config_.node_id, config_.listen, ""});
+  std::vector<Member> peers;
+  for (const Member& m : members) {
+    if (m.id != config_.node_id) peers.push_back(m);
+  }
+  absl::StatusOr<HashRing> ring = HashRing::Build(members);
+  if (!ring.ok()) return ring.status();
+  transport_ = std::make_unique<GrpcPeerTransport>(config_.node_id, executor_.get(),
+                                                   GrpcPeerTransport::Options());
+  ReplicationOutbox::Options outbox_options;
+  outbox_options.clock = SystemClock::Get();
+  PeerTransport* outbox_transport = transport_.get();
+  if (config_.fault_replication_delay > absl::ZeroDuration()) {
+    LogWarn("fault point: every replication send is delayed",
+            {{"fault_replication_delay", absl::FormatDuration(config_.fault_replication_delay)}});
+    outbox_transport_ = std::make_unique<DelayingPeerTransport>(transport_.get(), scheduler_.get(),
+                                                                config_.fault_replication_delay);
+    outbox_transport = outbox_transport_.get();
+  }
+  outbox_ =
+      std::make_unique<ReplicationOutbox>(peers, engine_.get(), outbox_transport, scheduler_.get(),
+                                          executor_.get(), outbox_rng_, outbox_options);
+  if (absl::Status recovered = outbox_->Recover(); !recovered.ok()) {
+    return absl::Status(recovered.code(),
+                        absl::StrCat("cannot load the replication outbox from \"", config_.data_dir,
+                                     "\": ", recovered.message()));
+  }
+  ClusterOptions cluster;
+  cluster.self_id = config_.node_id;
+  cluster.replication_factor = config_.replication_factor;
+  cluster.default_w = config_.write_quorum;
+  cluster.default_r = config_.read_quorum;
+  coordinator_ = std::make_unique<Coordinator>(
+      cluster, std::make_shared<const HashRing>(*std::move(ring)), store_.get(), outbox_.get(),
+      transport_.get(), executor_.get(), SystemClock::Get());
+  return absl::OkStatus();
+}
+
+absl::Status NodeServer::StartGrpc() {
+  kv_service_ =
+      std::make_unique<KvService>(coordinator_.get(), store_.get(), executor_.get(), &gate_);
   admin_service_ = std::make_unique<AdminService>(
       AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
-      engine_.get(), executor_.get(), &gate_, SystemClock::Get());
+      engine_.get(), coordinator_.get(), outbox_.get(), executor_.get(), &gate_,
+      SystemClock::Get());
   replica_service_ = std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -145,14 +189,18 @@ absl::Status NodeServer::StartGrpc() {
 
 void NodeServer::LogStarted() const {
   const std::string endpoint = LocalEndpoint(config_.listen, port_);
-  LogInfo("kvnode serving", {{"node_id", config_.node_id},
-                             {"actor", store_->actor()},
-                             {"listen", config_.listen},
-                             {"data_dir", config_.data_dir},
-                             {"sync_writes", config_.sync_writes ? "true" : "false"},
-                             {"executor_threads", absl::StrCat(config_.executor_threads)},
-                             {"version", KV_VERSION},
-                             {"pid", absl::StrCat(getpid())}});
+  LogInfo("kvnode serving",
+          {{"node_id", config_.node_id},
+           {"actor", store_->actor()},
+           {"listen", config_.listen},
+           {"data_dir", config_.data_dir},
+           {"sync_writes", config_.sync_writes ? "true" : "false"},
+           {"executor_threads", absl::StrCat(config_.executor_threads)},
+           {"members", absl::StrCat(coordinator_->ring().size())},
+           {"replication_factor", absl::StrCat(std::min<size_t>(config_.replication_factor,
+                                                                coordinator_->ring().size()))},
+           {"version", KV_VERSION},
+           {"pid", absl::StrCat(getpid())}});
   LogInfo("try it with kvctl",
           {{"example", absl::StrCat("kvctl --endpoints=", endpoint, " put hello world")},
            {"then", absl::StrCat("kvctl --endpoints=", endpoint, " get hello")}});
@@ -178,11 +226,20 @@ void NodeServer::Shutdown() {
     stop_expiry_.Notify();
     expiry_thread_.join();
   }
+  // Replication stops in dependency order: the outbox answers its waiters and ignores late
+  // completions (unsent entries stay on disk for the next start); the timer stops; queued work
+  // drains; then the transports cancel their calls in flight (whose callbacks then run inline).
+  if (outbox_ != nullptr) outbox_->Shutdown();
+  scheduler_.reset();
   if (executor_ != nullptr) executor_->Shutdown();
+  outbox_transport_.reset();
+  transport_.reset();
   server_.reset();
   replica_service_.reset();
   admin_service_.reset();
   kv_service_.reset();
+  coordinator_.reset();
+  outbox_.reset();
   store_.reset();
   if (engine_ != nullptr) {
     engine_.reset();  // closes RocksDB

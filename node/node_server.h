@@ -1,7 +1,8 @@
 // NodeServer: one running kvnode, wired together: the RocksDB engine on the data directory, the
-// LocalStore over it, the executor that runs storage work, and the gRPC server with the KV,
-// Admin and Replica services, standard health checking and server reflection. A background
-// thread expires old idempotency records every minute.
+// LocalStore over it, the executor that runs storage work, the cluster (hash ring from --peers,
+// gRPC peer transport, replication outbox, coordinator), and the gRPC server with the KV, Admin
+// and Replica services, standard health checking and server reflection. A background thread
+// expires old idempotency records every minute.
 //
 // Start fails with a clear status and leaves nothing running: PERMISSION_DENIED when the data
 // directory cannot be created or written, FAILED_PRECONDITION when another process holds it,
@@ -31,10 +32,15 @@
 #include "node/admin_service.h"
 #include "node/call_gate.h"
 #include "node/config.h"
+#include "node/coordinator.h"
+#include "node/delaying_peer_transport.h"
 #include "node/executor.h"
+#include "node/grpc_peer_transport.h"
 #include "node/kv_service.h"
 #include "node/local_store.h"
 #include "node/replica_service.h"
+#include "node/replication_outbox.h"
+#include "node/scheduler.h"
 #include "storage/engine.h"
 
 namespace kv {
@@ -55,6 +61,9 @@ class NodeServer {
  private:
   explicit NodeServer(const NodeConfig& config) : config_(config) {}
   absl::Status OpenStorage();
+  // The ring, the peer transport, the replication outbox (recovered from disk) and the
+  // coordinator.
+  absl::Status StartReplication();
   absl::Status StartGrpc();
   void ExpireIdempotencyRecordsLoop();
   // Drains and stops the gRPC server (see Shutdown above).
@@ -63,10 +72,16 @@ class NodeServer {
 
   const NodeConfig config_;
   absl::BitGen rng_;
+  absl::BitGen outbox_rng_;  // backoff jitter; used only under the outbox's lock
   // Declared in dependency order: destroyed from the server down to the engine.
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<LocalStore> store_;
   std::unique_ptr<ThreadPoolExecutor> executor_;
+  std::unique_ptr<TimerScheduler> scheduler_;
+  std::unique_ptr<GrpcPeerTransport> transport_;
+  std::unique_ptr<PeerTransport> outbox_transport_;  // the fault-point wrapper, if configured
+  std::unique_ptr<ReplicationOutbox> outbox_;
+  std::unique_ptr<Coordinator> coordinator_;
   CallGate gate_;
   std::unique_ptr<KvService> kv_service_;
   std::unique_ptr<AdminService> admin_service_;

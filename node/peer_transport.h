@@ -59,6 +59,9 @@ class PeerTransport {
   // The peer's encoded record of `key`, tombstones included; NOT_FOUND if it has none.
   virtual void ReadRecord(const Member& peer, std::string key,
                           std::function<void(absl::StatusOr<std::string>)> done) = 0;
+  // One page of the peer's own keys (LocalStore::List semantics).
+  virtual void ListKeys(const Member& peer, std::string prefix, std::string page_token,
+                        uint32_t limit, std::function<void(absl::StatusOr<ListPage>)> done) = 0;
   // Asks the peer (a replica of the key) to coordinate this write.
   virtual void ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
                             std::function<void(absl::StatusOr<WriteReply>)> done) = 0;

@@ -32,6 +32,20 @@ grpc::ServerUnaryReactor* ReplicaService::ReadRecord(grpc::CallbackServerContext
                           [this, request, response] { return DoReadRecord(*request, response); });
 }
 
+grpc::ServerUnaryReactor* ReplicaService::ListKeys(grpc::CallbackServerContext* context,
+                                                   const internal::v1::ListKeysRequest* request,
+                                                   internal::v1::ListKeysResponse* response) {
+  absl::Status valid = gate_->Check();
+  if (!valid.ok()) return FinishNow(gate_, valid);
+  return FinishOnExecutor(context, gate_, executor_, [this, request, response]() -> absl::Status {
+    KV_ASSIGN_OR_RETURN(ListPage page,
+                        store_->List(request->prefix(), request->page_token(), request->limit()));
+    for (std::string& key : page.keys) response->add_keys(std::move(key));
+    response->set_next_page_token(std::move(page.next_page_token));
+    return absl::OkStatus();
+  });
+}
+
 absl::Status ReplicaService::DoMergeBatch(const internal::v1::MergeBatchRequest& request,
                                           internal::v1::MergeBatchResponse* response) {
   // Decode everything first, so that a bad record rejects the batch before anything changes.

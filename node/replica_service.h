@@ -27,6 +27,9 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
                                        const internal::v1::MergeBatchRequest* request,
                                        internal::v1::MergeBatchResponse* response) override;
+  grpc::ServerUnaryReactor* ListKeys(grpc::CallbackServerContext* context,
+                                     const internal::v1::ListKeysRequest* request,
+                                     internal::v1::ListKeysResponse* response) override;
   grpc::ServerUnaryReactor* ReadRecord(grpc::CallbackServerContext* context,
                                        const internal::v1::ReadRecordRequest* request,
                                        internal::v1::ReadRecordResponse* response) override;

@@ -1,9 +1,17 @@
-// Table-driven CRC-32C, four bytes per step ("slicing by 4"). The tables are computed at compile
-// time from the reflected Castagnoli polynomial.
+// CRC-32C two ways: the SSE4.2 crc32 instruction (eight bytes per instruction) on x86-64 CPUs
+// that have it, checked once at run time, and otherwise a table-driven loop, four bytes per step
+// ("slicing by 4") with tables computed at compile time from the reflected Castagnoli polynomial.
+// Both compute the same function; tests compare them.
 #include "storage/crc32c.h"
 
 #include <array>
 #include <cstddef>
+#include <cstring>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <nmmintrin.h>
+#define KV_CRC32C_HAVE_SSE42_PATH 1
+#endif
 
 namespace kv::crc32c {
 namespace {
@@ -32,9 +40,52 @@ constexpr Tables MakeTables() {
 
 constexpr Tables kTables = MakeTables();
 
+#ifdef KV_CRC32C_HAVE_SSE42_PATH
+// Compiled for SSE4.2 whatever the build's target; only called after the run-time check.
+__attribute__((target("sse4.2"))) uint32_t ExtendSse42(uint32_t init, absl::string_view data) {
+  const auto* p = reinterpret_cast<const uint8_t*>(data.data());
+  size_t n = data.size();
+  uint64_t crc = init ^ 0xffffffffu;
+  while (n >= 8) {
+    uint64_t word;
+    std::memcpy(&word, p, sizeof(word));  // unaligned load; x86 is little-endian like the CRC
+    crc = _mm_crc32_u64(crc, word);
+    p += 8;
+    n -= 8;
+  }
+  auto crc32 = static_cast<uint32_t>(crc);
+  while (n > 0) {
+    crc32 = _mm_crc32_u8(crc32, *p);
+    ++p;
+    --n;
+  }
+  return crc32 ^ 0xffffffffu;
+}
+
+bool CpuHasSse42() {
+  static const bool has = __builtin_cpu_supports("sse4.2");
+  return has;
+}
+#endif
+
 }  // namespace
 
+bool HardwareAccelerated() {
+#ifdef KV_CRC32C_HAVE_SSE42_PATH
+  return CpuHasSse42();
+#else
+  return false;
+#endif
+}
+
 uint32_t Extend(uint32_t init, absl::string_view data) {
+#ifdef KV_CRC32C_HAVE_SSE42_PATH
+  if (CpuHasSse42()) return ExtendSse42(init, data);
+#endif
+  return ExtendPortable(init, data);
+}
+
+uint32_t ExtendPortable(uint32_t init, absl::string_view data) {
   const auto* p = reinterpret_cast<const uint8_t*>(data.data());
   size_t n = data.size();
   uint32_t crc = init ^ 0xffffffffu;

@@ -9,8 +9,12 @@
 
 namespace kv::crc32c {
 
-// CRC-32C of `data`, continuing from `init` (the CRC of the preceding bytes; 0 to start).
+// CRC-32C of `data`, continuing from `init` (the CRC of the preceding bytes; 0 to start). Uses
+// the CPU's CRC-32C instruction when it has one (HardwareAccelerated()).
 uint32_t Extend(uint32_t init, absl::string_view data);
+// The same function computed without special instructions (the fallback; tests compare them).
+uint32_t ExtendPortable(uint32_t init, absl::string_view data);
+bool HardwareAccelerated();
 inline uint32_t Value(absl::string_view data) { return Extend(0, data); }
 
 inline uint32_t Mask(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + 0xa282ead8u; }

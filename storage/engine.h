@@ -7,6 +7,10 @@
 // With WriteOptions::sync the batch is durable (fsync'd) when Write returns; without it the batch
 // survives a process crash (it is in the write-ahead log) but may be lost by a machine crash.
 //
+// Expiring values (storage/expiring_value.h): in a column for which ColumnHoldsExpiringValues
+// is true, a value written with an expiry header may be deleted by the engine once its expiry is
+// before the horizon given to RemoveExpired. Until then, and for a while after, it reads as usual.
+//
 // Thread safety: all methods may be called concurrently. Iterators see a consistent snapshot
 // taken when they were created and must not outlive the engine.
 //
@@ -29,11 +33,13 @@ namespace kv {
 enum class Column : uint8_t {
   kData = 0,         // key -> encoded sibling set (storage/FORMAT.md)
   kOutbox = 1,       // replication outbox entries
-  kIdempotency = 2,  // idempotency token -> recorded first result
+  kIdempotency = 2,  // idempotency token -> recorded first result (expiring values)
   kMeta = 3,         // node metadata (actor epoch, format version)
 };
 inline constexpr int kNumColumns = 4;
 absl::string_view ColumnName(Column column);
+// True for the columns whose values may carry an expiry (storage/expiring_value.h).
+constexpr bool ColumnHoldsExpiringValues(Column column) { return column == Column::kIdempotency; }
 
 // An ordered list of mutations applied atomically by Engine::Write.
 class WriteBatch {
@@ -93,6 +99,14 @@ class Engine {
   virtual std::unique_ptr<Iterator> NewIterator(Column column) = 0;
   // Estimated number of keys in a column (cheap, approximate).
   virtual uint64_t ApproximateCount(Column column) = 0;
+
+  // Deletes the expiring values of `column` whose expiry is before `now_micros` and returns how
+  // many. An engine may instead delete them in the background (RocksDbEngine: when compactions
+  // rewrite them, using the latest `now_micros` it was given as the horizon); it then returns how
+  // many it deleted since the previous call. A value that was overwritten after the expired one
+  // is never affected. The default deletes nothing. INVALID_ARGUMENT if `column` does not hold
+  // expiring values.
+  virtual absl::StatusOr<uint64_t> RemoveExpired(Column column, int64_t now_micros);
 };
 
 }  // namespace kv

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "storage/expiring_value.h"
 
 namespace kv {
 namespace {
@@ -77,6 +78,31 @@ std::unique_ptr<Iterator> MemoryEngine::NewIterator(Column column) {
 uint64_t MemoryEngine::ApproximateCount(Column column) {
   absl::MutexLock lock(&mu_);
   return tables_[Index(column)].size();
+}
+
+absl::StatusOr<uint64_t> MemoryEngine::RemoveExpired(Column column, int64_t now_micros) {
+  if (!ColumnHoldsExpiringValues(column)) return Engine::RemoveExpired(column, now_micros);
+  auto expired = [now_micros](const std::string& value) {
+    int64_t expiry = 0;
+    absl::string_view payload;
+    return ParseExpiringValue(value, &expiry, &payload) && expiry < now_micros;
+  };
+  absl::MutexLock lock(&mu_);
+  uint64_t removed = 0;
+  for (Table* table : {&tables_[Index(column)], &durable_[Index(column)]}) {
+    const bool visible = table == &tables_[Index(column)];
+    for (auto it = table->begin(); it != table->end();) {
+      if (expired(it->second)) {
+        it = table->erase(it);
+        if (visible) ++removed;
+      } else {
+        ++it;
+      }
+    }
+  }
+  // A pending unsynced batch may bring an expired value back into the durable state on a later
+  // sync; readers check the expiry, so that only delays its removal.
+  return removed;
 }
 
 void MemoryEngine::SyncAll() {

@@ -26,33 +26,43 @@ absl::Status Corrupt(absl::string_view what) {
 }  // namespace
 
 std::string EncodeSiblingSet(const SiblingSet& set) {
-  std::string payload;
   const auto& entries = set.context().entries();
-  PutVarint32(&payload, static_cast<uint32_t>(entries.size()));
-  for (const auto& [actor, counter] : entries) {
-    PutLengthPrefixed(&payload, actor);
-    PutVarint64(&payload, counter);
+  // Header first with a placeholder checksum, then the payload, in one buffer.
+  std::string out;
+  size_t estimate = kHeaderBytes + 10;
+  for (const auto& entry : entries) estimate += entry.first.size() + 12;
+  for (const Sibling& s : set.siblings()) {
+    estimate += s.value.size() + s.idempotency_token.size() + 30;
   }
-  PutVarint32(&payload, static_cast<uint32_t>(set.siblings().size()));
+  out.reserve(estimate);
+  out.push_back(kRecordMagic);
+  out.push_back(kRecordFormatVersion);
+  PutFixed32(&out, 0);
+
+  PutVarint32(&out, static_cast<uint32_t>(entries.size()));
+  for (const auto& [actor, counter] : entries) {
+    PutLengthPrefixed(&out, actor);
+    PutVarint64(&out, counter);
+  }
+  PutVarint32(&out, static_cast<uint32_t>(set.siblings().size()));
   for (const Sibling& s : set.siblings()) {
     // The actor is stored as its index in the context's (sorted) actor list. A sibling whose
     // actor is missing from the context violates the invariants; it gets an out-of-range index
     // so that decoding reports it rather than this function inventing something.
     auto it = entries.find(s.dot.actor);
-    PutVarint32(&payload, static_cast<uint32_t>(std::distance(entries.begin(), it)));
-    PutVarint64(&payload, s.dot.counter);
-    payload.push_back(static_cast<char>(s.tombstone ? kFlagTombstone : 0));
-    PutFixed64(&payload, static_cast<uint64_t>(s.timestamp_micros));
-    PutLengthPrefixed(&payload, s.value);
-    PutLengthPrefixed(&payload, s.idempotency_token);
+    PutVarint32(&out, static_cast<uint32_t>(std::distance(entries.begin(), it)));
+    PutVarint64(&out, s.dot.counter);
+    out.push_back(static_cast<char>(s.tombstone ? kFlagTombstone : 0));
+    PutFixed64(&out, static_cast<uint64_t>(s.timestamp_micros));
+    PutLengthPrefixed(&out, s.value);
+    PutLengthPrefixed(&out, s.idempotency_token);
   }
 
-  std::string out;
-  out.reserve(kHeaderBytes + payload.size());
-  out.push_back(kRecordMagic);
-  out.push_back(kRecordFormatVersion);
-  PutFixed32(&out, crc32c::Mask(crc32c::Extend(crc32c::Value(out), payload)));
-  out.append(payload);
+  const absl::string_view view(out);
+  const uint32_t crc = crc32c::Extend(crc32c::Value(view.substr(0, 2)), view.substr(kHeaderBytes));
+  std::string masked;
+  PutFixed32(&masked, crc32c::Mask(crc));
+  out.replace(2, 4, masked);
   return out;
 }
 

@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <filesystem>
+#include <limits>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -14,12 +16,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "rocksdb/cache.h"
+#include "rocksdb/compaction_filter.h"
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/iterator.h"
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
+#include "storage/expiring_value.h"
 
 namespace kv {
 namespace {
@@ -113,10 +117,47 @@ class RocksDbIterator : public Iterator {
   std::unique_ptr<rocksdb::Iterator> it_;
 };
 
+// Drops expiring values whose expiry is before the horizon; keeps everything else (values without
+// the expiring-value tag included). RocksDB turns a dropped value into a deletion marker, so an
+// older version of the key in a lower level cannot reappear. One instance serves every
+// compaction thread: it only touches atomics.
+class ExpiryFilter : public rocksdb::CompactionFilter {
+ public:
+  bool Filter(int /*level*/, const rocksdb::Slice& /*key*/, const rocksdb::Slice& value,
+              std::string* /*new_value*/, bool* /*value_changed*/) const override {
+    int64_t expiry = 0;
+    absl::string_view payload;
+    if (!ParseExpiringValue(ToView(value), &expiry, &payload)) return false;
+    if (expiry >= horizon_micros_.load(std::memory_order_relaxed)) return false;
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  const char* Name() const override { return "kv.ExpiryFilter"; }
+
+  void AdvanceHorizon(int64_t now_micros) {
+    int64_t current = horizon_micros_.load(std::memory_order_relaxed);
+    while (current < now_micros &&
+           !horizon_micros_.compare_exchange_weak(current, now_micros, std::memory_order_relaxed)) {
+    }
+  }
+  uint64_t TakeDropped() { return dropped_.exchange(0, std::memory_order_relaxed); }
+
+ private:
+  // Nothing expires before the first RemoveExpired call after open.
+  std::atomic<int64_t> horizon_micros_{std::numeric_limits<int64_t>::min()};
+  mutable std::atomic<uint64_t> dropped_{0};
+};
+
+// Files of expiring columns older than this are recompacted (so filtered) even if nothing else
+// would pick them.
+constexpr uint64_t kExpiringRecompactionSeconds = 24 * 60 * 60;
+
 }  // namespace
 
 struct RocksDbEngine::Impl {
   std::string dir;
+  // Declared before `db`, which uses it until it is closed.
+  ExpiryFilter expiry_filter;
   std::unique_ptr<rocksdb::DB> db;
   // handles[i] is the family of Column i; handles[kNumColumns] is "default".
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
@@ -144,7 +185,11 @@ absl::StatusOr<std::unique_ptr<RocksDbEngine>> RocksDbEngine::Open(const std::st
   db_options.create_missing_column_families = true;
   // Flushes and compactions in the background while writers group-commit in the foreground.
   db_options.max_background_jobs = 2;
-  db_options.enable_pipelined_write = true;
+  db_options.enable_pipelined_write =
+      getenv("KV_PIPELINED") == nullptr || atoi(getenv("KV_PIPELINED")) != 0;  // XXX-EXPERIMENT
+  if (getenv("KV_WB_MB") != nullptr)
+    const_cast<RocksDbOptions&>(options).write_buffer_bytes = size_t(atoi(getenv("KV_WB_MB")))
+                                                              << 20;  // XXX-EXPERIMENT
 
   rocksdb::BlockBasedTableOptions table_options;
   table_options.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
@@ -159,9 +204,16 @@ absl::StatusOr<std::unique_ptr<RocksDbEngine>> RocksDbEngine::Open(const std::st
   cf_options.memtable_prefix_bloom_size_ratio = 0.05;
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
 
+  auto impl = std::make_unique<Impl>();
+  impl->dir = dir;
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (int i = 0; i < kNumColumns; ++i) {
-    families.emplace_back(std::string(ColumnName(static_cast<Column>(i))), cf_options);
+    const auto column = static_cast<Column>(i);
+    families.emplace_back(std::string(ColumnName(column)), cf_options);
+    if (ColumnHoldsExpiringValues(column)) {
+      families.back().options.compaction_filter = &impl->expiry_filter;
+      families.back().options.periodic_compaction_seconds = kExpiringRecompactionSeconds;
+    }
   }
   families.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
 
@@ -179,8 +231,6 @@ absl::StatusOr<std::unique_ptr<RocksDbEngine>> RocksDbEngine::Open(const std::st
     }
   }
 
-  auto impl = std::make_unique<Impl>();
-  impl->dir = dir;
   rocksdb::DB* raw_db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &impl->handles, &raw_db);
   if (!s.ok()) {
@@ -208,7 +258,8 @@ absl::StatusOr<std::string> RocksDbEngine::Get(Column column, absl::string_view 
 }
 
 absl::Status RocksDbEngine::Write(const WriteBatch& batch, const WriteOptions& options) {
-  rocksdb::WriteBatch rocks_batch;
+  // Room for the payload plus per-record framing (type, family id, two varint lengths).
+  rocksdb::WriteBatch rocks_batch(batch.ApproximateBytes() + batch.ops().size() * 12 + 16);
   for (const WriteBatch::Op& op : batch.ops()) {
     if (static_cast<size_t>(op.column) >= kNumColumns) {
       return absl::InvalidArgumentError("write batch names an unknown column");
@@ -241,6 +292,20 @@ uint64_t RocksDbEngine::ApproximateCount(Column column) {
     return 0;
   }
   return count;
+}
+
+absl::StatusOr<uint64_t> RocksDbEngine::RemoveExpired(Column column, int64_t now_micros) {
+  if (!ColumnHoldsExpiringValues(column)) return Engine::RemoveExpired(column, now_micros);
+  impl_->expiry_filter.AdvanceHorizon(now_micros);
+  return impl_->expiry_filter.TakeDropped();
+}
+
+absl::Status RocksDbEngine::CompactColumn(Column column) {
+  rocksdb::CompactRangeOptions options;
+  options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  rocksdb::Status s = impl_->db->CompactRange(options, impl_->Family(column), nullptr, nullptr);
+  if (!s.ok()) return FromRocksDb(s, absl::StrCat("compacting column ", ColumnName(column)));
+  return absl::OkStatus();
 }
 
 }  // namespace kv

@@ -5,6 +5,11 @@
 // FAILED_PRECONDITION if another process holds its lock ("is another kvnode running on this
 // data directory?"), PERMISSION_DENIED if it cannot be created or written. Closing (the
 // destructor) flushes nothing extra: every acknowledged batch is already in the write-ahead log.
+//
+// Expiring values (storage/expiring_value.h) are deleted by a compaction filter on the columns
+// that hold them: a compaction that rewrites an expiring value whose expiry is before the horizon
+// (the latest time given to RemoveExpired since open) drops it. Files of those columns are
+// recompacted at least daily, so expired values do not linger in files nothing else touches.
 // Thread-safe.
 #ifndef KV_STORAGE_ROCKSDB_ENGINE_H_
 #define KV_STORAGE_ROCKSDB_ENGINE_H_
@@ -32,6 +37,12 @@ class RocksDbEngine : public Engine {
   absl::Status Write(const WriteBatch& batch, const WriteOptions& options) override;
   std::unique_ptr<Iterator> NewIterator(Column column) override;
   uint64_t ApproximateCount(Column column) override;
+  // Advances the expiry horizon of `column` to `now_micros` (it never moves back) and returns how
+  // many values compactions have dropped since the previous call.
+  absl::StatusOr<uint64_t> RemoveExpired(Column column, int64_t now_micros) override;
+
+  // Flushes `column` and compacts all of its files (for tests and maintenance; slow).
+  absl::Status CompactColumn(Column column);
 
  private:
   struct Impl;  // keeps RocksDB types out of this header

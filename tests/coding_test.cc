@@ -127,6 +127,25 @@ TEST(Crc32cTest, KnownAnswers) {
   EXPECT_EQ(crc32c::Value(ascending), 0x46dd794eu);
   EXPECT_EQ(crc32c::Value(descending), 0x113fdb5cu);
   EXPECT_EQ(crc32c::Value(""), 0u);
+  EXPECT_EQ(crc32c::ExtendPortable(0, "123456789"), 0xe3069283u);
+  EXPECT_EQ(crc32c::ExtendPortable(0, ascending), 0x46dd794eu);
+}
+
+// The hardware path (when this CPU has one) and the portable one agree on every length and
+// alignment, so data written on one machine verifies on another.
+TEST(Crc32cTest, HardwareAndPortablePathsAgree) {
+  std::mt19937 rng(11);
+  std::string data(300, '\0');
+  for (char& c : data) c = static_cast<char>(rng());
+  for (size_t start = 0; start < 9; ++start) {
+    for (size_t length = 0; start + length <= data.size(); length += 1 + length / 8) {
+      const absl::string_view piece = absl::string_view(data).substr(start, length);
+      const uint32_t init = rng();
+      ASSERT_EQ(crc32c::Extend(init, piece), crc32c::ExtendPortable(init, piece))
+          << "start=" << start << " length=" << length;
+    }
+  }
+  RecordProperty("hardware_accelerated", crc32c::HardwareAccelerated() ? "yes" : "no");
 }
 
 TEST(Crc32cTest, ExtendEqualsWholeAndMaskRoundTrips) {

@@ -1,6 +1,7 @@
 // kv::Client against an in-process gRPC server whose KV service is a scripted fake: it answers
-// each request with the next scripted status code (OK once the script is used up) and records
-// every request, so the tests can count attempts and compare idempotency tokens.
+// each request with the next scripted status code (OK once the script is used up), optionally
+// marking failures as a stored write's W shortfall, and records every request, so the tests can
+// count attempts, see where they went and compare idempotency tokens.
 #include "client/kv_client.h"
 
 #include <netinet/in.h>
@@ -39,6 +40,35 @@ class HangingReactor : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 };
 
+// A two-member cluster as node `node_id` would describe it: itself, and a peer that is down.
+void FillClusterStatus(const std::string& node_id, v1::ClusterStatusResponse* response) {
+  response->set_node_id(node_id);
+  response->set_replication_factor(3);
+  response->set_default_w(2);
+  response->set_default_r(1);
+  v1::MemberStatus* self = response->add_members();
+  self->set_node_id(node_id);
+  self->set_address("127.0.0.1:7700");
+  self->set_zone("z1");
+  self->set_self(true);
+  self->set_reachable(true);
+  v1::MemberStatus* peer = response->add_members();
+  peer->set_node_id("n2");
+  peer->set_address("127.0.0.1:7701");
+  peer->set_outbox_depth(57);
+  peer->set_outbox_dropped(3);
+  peer->set_sent_records(1234);
+  peer->set_last_error("connection refused");
+  peer->set_last_success_unix_micros(1'700'000'000'000'000);
+  response->set_writes_coordinated(10);
+  response->set_writes_forwarded(4);
+  response->set_read_repairs(2);
+  response->set_replication_lag_p50_us(1500);
+  response->set_replication_lag_p99_us(9000);
+  response->set_replication_lag_max_us(12000);
+  response->set_replication_lag_samples(812);
+}
+
 // Test-only KV and Admin services. Thread-safe.
 class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::CallbackService {
  public:
@@ -55,9 +85,27 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
     absl::MutexLock lock(&mu_);
     hang_ = true;
   }
+  // The next `count` failed answers carry the trailing metadata "kv-write-stored".
+  void MarkWriteStored(int count) {
+    absl::MutexLock lock(&mu_);
+    write_stored_marks_ = count;
+  }
   void SetGetResponse(v1::GetResponse response) {
     absl::MutexLock lock(&mu_);
     get_response_ = std::move(response);
+  }
+  void SetDescribeWriteResponse(v1::DescribeWriteResponse response) {
+    absl::MutexLock lock(&mu_);
+    describe_write_response_ = std::move(response);
+  }
+  // Names this server in ClusterStatus answers.
+  void SetNodeId(std::string node_id) {
+    absl::MutexLock lock(&mu_);
+    node_id_ = std::move(node_id);
+  }
+  std::vector<std::string> described_write_ids() const {
+    absl::MutexLock lock(&mu_);
+    return described_write_ids_;
   }
   std::vector<v1::PutRequest> puts() const {
     absl::MutexLock lock(&mu_);
@@ -124,6 +172,21 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
     down->set_error("connection refused");
     return Answer(context);
   }
+  grpc::ServerUnaryReactor* DescribeWrite(grpc::CallbackServerContext* context,
+                                          const v1::DescribeWriteRequest* request,
+                                          v1::DescribeWriteResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    described_write_ids_.push_back(request->write_id());
+    *response = describe_write_response_;
+    return Answer(context);
+  }
+  grpc::ServerUnaryReactor* ClusterStatus(grpc::CallbackServerContext* context,
+                                          const v1::ClusterStatusRequest*,
+                                          v1::ClusterStatusResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    FillClusterStatus(node_id_, response);
+    return Answer(context);
+  }
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context, const v1::PingRequest*,
                                  v1::PingResponse* response) override {
     absl::MutexLock lock(&mu_);
@@ -141,6 +204,10 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
       code = script_.front();
       script_.pop_front();
     }
+    if (code != grpc::StatusCode::OK && write_stored_marks_ > 0) {
+      --write_stored_marks_;
+      context->AddTrailingMetadata("kv-write-stored", "1");
+    }
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     reactor->Finish(code == grpc::StatusCode::OK
                         ? grpc::Status::OK
@@ -152,7 +219,11 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
   std::deque<grpc::StatusCode> script_ ABSL_GUARDED_BY(mu_);
   grpc::StatusCode fail_all_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::OK;
   bool hang_ ABSL_GUARDED_BY(mu_) = false;
+  int write_stored_marks_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string node_id_ ABSL_GUARDED_BY(mu_) = "fake";
   v1::GetResponse get_response_ ABSL_GUARDED_BY(mu_);
+  v1::DescribeWriteResponse describe_write_response_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> described_write_ids_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::PutRequest> puts_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::DeleteRequest> deletes_ ABSL_GUARDED_BY(mu_);
   int requests_ ABSL_GUARDED_BY(mu_) = 0;
@@ -526,6 +597,194 @@ TEST_F(KvClientTest, PingTriesOneEndpointOnce) {
   EXPECT_EQ(server_.kv().requests(), 1);
   EXPECT_EQ(ping(1).code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(ping(2).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(server_.kv().requests(), 1);
+}
+
+// A W shortfall on a node that stored the write: the retry must meet that node again, where the
+// token deduplicates it, rather than a second coordinator.
+TEST_F(KvClientTest, WriteStoredShortfallRetriesOnTheSameEndpoint) {
+  FakeServer other;
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::UNAVAILABLE});
+  server_.kv().MarkWriteStored(2);
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
+  absl::StatusOr<WriteResult> put = client->Put("k", "v");  // starts at endpoint 0 (server_)
+  ASSERT_TRUE(put.ok()) << put.status();
+  std::vector<v1::PutRequest> puts = server_.kv().puts();
+  ASSERT_THAT(puts, SizeIs(3));
+  EXPECT_EQ(puts[1].idempotency_token(), puts[0].idempotency_token());
+  EXPECT_EQ(puts[2].idempotency_token(), puts[0].idempotency_token());
+  EXPECT_EQ(other.kv().requests(), 0);
+
+  // Delete too; this call starts at endpoint 1 (`other`).
+  other.kv().Script({grpc::StatusCode::UNAVAILABLE});
+  other.kv().MarkWriteStored(1);
+  ASSERT_TRUE(client->Delete("k").ok());
+  std::vector<v1::DeleteRequest> deletes = other.kv().deletes();
+  ASSERT_THAT(deletes, SizeIs(2));
+  EXPECT_EQ(deletes[1].idempotency_token(), deletes[0].idempotency_token());
+  EXPECT_EQ(server_.kv().requests(), 3);
+}
+
+TEST_F(KvClientTest, UnmarkedUnavailableAfterAShortfallFailsOver) {
+  FakeServer other;
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::UNAVAILABLE});
+  server_.kv().MarkWriteStored(1);  // only the first failure says the write is stored
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
+  ASSERT_TRUE(client->Put("k", "v").ok());
+  EXPECT_EQ(server_.kv().requests(), 2);
+  ASSERT_THAT(other.kv().puts(), SizeIs(1));
+  EXPECT_EQ(other.kv().puts()[0].idempotency_token(), server_.kv().puts()[0].idempotency_token());
+}
+
+TEST_F(KvClientTest, GivingUpAfterAShortfallSaysWhereTheWriteIsStored) {
+  FakeServer other;
+  server_.kv().FailAll(grpc::StatusCode::UNAVAILABLE);
+  server_.kv().MarkWriteStored(1000);
+  ClientOptions options = FastOptions({server_.endpoint(), other.endpoint()});
+  options.retry.max_attempts = 3;
+  absl::StatusOr<WriteResult> put = MakeClient(options)->Put("k", "v");
+  EXPECT_EQ(put.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(put.status().message(),
+              HasSubstr(absl::StrCat("the write is stored on ", server_.endpoint())));
+  EXPECT_EQ(server_.kv().requests(), 3);
+  EXPECT_EQ(other.kv().requests(), 0);
+}
+
+// Only writes store anything: a marked UNAVAILABLE on a read fails over as usual.
+TEST_F(KvClientTest, ShortfallMarkOnAReadStillFailsOver) {
+  FakeServer other;
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE});
+  server_.kv().MarkWriteStored(1);
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
+  ASSERT_TRUE(client->Get("k").ok());
+  EXPECT_EQ(server_.kv().requests(), 1);
+  EXPECT_EQ(other.kv().requests(), 1);
+}
+
+TEST_F(KvClientTest, DescribeWriteMapsStateKeyDotAndReplicas) {
+  v1::DescribeWriteResponse response;
+  response.set_state(v1::DescribeWriteResponse::PENDING);
+  response.set_key("k");
+  response.set_dot("n1.1:7");
+  v1::ReplicaWriteState* applied = response.add_replicas();
+  applied->set_node_id("n1");
+  applied->set_applied(true);
+  applied->set_reachable(true);
+  v1::ReplicaWriteState* pending = response.add_replicas();
+  pending->set_node_id("n2");
+  pending->set_reachable(true);
+  v1::ReplicaWriteState* down = response.add_replicas();
+  down->set_node_id("n3");
+  down->set_error("connection refused");
+  server_.kv().SetDescribeWriteResponse(response);
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE});  // retried like any call
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint()}));
+
+  absl::StatusOr<DescribeWriteResult> described = client->DescribeWrite("n1.1:7/aw");
+  ASSERT_TRUE(described.ok()) << described.status();
+  EXPECT_THAT(server_.kv().described_write_ids(), ElementsAre("n1.1:7/aw", "n1.1:7/aw"));
+  EXPECT_EQ(described->state, DescribeWriteResult::State::kPending);
+  EXPECT_EQ(described->key, "k");
+  EXPECT_EQ(described->dot, "n1.1:7");
+  ASSERT_THAT(described->replicas, SizeIs(3));
+  EXPECT_EQ(described->replicas[0].node_id, "n1");
+  EXPECT_TRUE(described->replicas[0].applied);
+  EXPECT_TRUE(described->replicas[0].reachable);
+  EXPECT_EQ(described->replicas[1].node_id, "n2");
+  EXPECT_FALSE(described->replicas[1].applied);
+  EXPECT_TRUE(described->replicas[1].reachable);
+  EXPECT_FALSE(described->replicas[2].reachable);
+  EXPECT_EQ(described->replicas[2].error, "connection refused");
+
+  response.set_state(v1::DescribeWriteResponse::REPLICATED);
+  server_.kv().SetDescribeWriteResponse(response);
+  absl::Notification done;
+  absl::StatusOr<DescribeWriteResult> async_result;
+  client->DescribeWriteAsync("w", {}, [&](absl::StatusOr<DescribeWriteResult> result) {
+    async_result = std::move(result);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  ASSERT_TRUE(async_result.ok()) << async_result.status();
+  EXPECT_EQ(async_result->state, DescribeWriteResult::State::kReplicated);
+
+  server_.kv().SetDescribeWriteResponse(v1::DescribeWriteResponse());
+  EXPECT_EQ(client->DescribeWrite("w")->state, DescribeWriteResult::State::kUnknown);
+  server_.kv().Script({grpc::StatusCode::INVALID_ARGUMENT});
+  EXPECT_EQ(client->DescribeWrite("w").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(KvClientTest, ClusterStatusMapsEveryField) {
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint()}));
+  absl::StatusOr<ClusterStatusResult> status = client->ClusterStatus();
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->node_id, "fake");
+  EXPECT_EQ(status->replication_factor, 3u);
+  EXPECT_EQ(status->default_w, 2u);
+  EXPECT_EQ(status->default_r, 1u);
+  EXPECT_EQ(status->writes_coordinated, 10u);
+  EXPECT_EQ(status->writes_forwarded, 4u);
+  EXPECT_EQ(status->read_repairs, 2u);
+  EXPECT_EQ(status->replication_lag_p50_us, 1500);
+  EXPECT_EQ(status->replication_lag_p99_us, 9000);
+  EXPECT_EQ(status->replication_lag_max_us, 12000);
+  EXPECT_EQ(status->replication_lag_samples, 812u);
+  ASSERT_THAT(status->members, SizeIs(2));
+  const MemberStatus& self = status->members[0];
+  EXPECT_EQ(self.node_id, "fake");
+  EXPECT_EQ(self.address, "127.0.0.1:7700");
+  EXPECT_EQ(self.zone, "z1");
+  EXPECT_TRUE(self.self);
+  EXPECT_TRUE(self.reachable);
+  const MemberStatus& peer = status->members[1];
+  EXPECT_EQ(peer.node_id, "n2");
+  EXPECT_FALSE(peer.self);
+  EXPECT_FALSE(peer.reachable);
+  EXPECT_EQ(peer.outbox_depth, 57u);
+  EXPECT_EQ(peer.outbox_dropped, 3u);
+  EXPECT_EQ(peer.sent_records, 1234u);
+  EXPECT_EQ(peer.last_error, "connection refused");
+  EXPECT_EQ(peer.last_success_unix_micros, 1'700'000'000'000'000);
+}
+
+TEST_F(KvClientTest, ClusterStatusAsksTheFirstReachableEndpointWithRetries) {
+  FakeServer other;
+  server_.kv().SetNodeId("first");
+  other.kv().SetNodeId("second");
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
+  for (int i = 0; i < 3; ++i) {  // not round robin: always the first
+    absl::StatusOr<ClusterStatusResult> status = client->ClusterStatus();
+    ASSERT_TRUE(status.ok()) << status.status();
+    EXPECT_EQ(status->node_id, "first");
+  }
+  server_.kv().Script({grpc::StatusCode::ABORTED});  // retried on the same endpoint
+  EXPECT_EQ(client->ClusterStatus()->node_id, "first");
+  EXPECT_EQ(server_.kv().requests(), 5);
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE});  // fails over
+  EXPECT_EQ(client->ClusterStatus()->node_id, "second");
+  EXPECT_EQ(other.kv().requests(), 1);
+
+  std::unique_ptr<Client> dead_first = MakeClient(FastOptions({DeadEndpoint(), other.endpoint()}));
+  absl::StatusOr<ClusterStatusResult> status = dead_first->ClusterStatus();
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->node_id, "second");
+}
+
+TEST_F(KvClientTest, ClusterStatusOfAsksOnlyThatEndpoint) {
+  FakeServer other;
+  other.kv().SetNodeId("second");
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
+  EXPECT_EQ(client->ClusterStatusOf(1)->node_id, "second");
+  EXPECT_EQ(client->ClusterStatusOf(0)->node_id, "fake");
+  other.kv().Script({grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::UNAVAILABLE});
+  EXPECT_EQ(client->ClusterStatusOf(1)->node_id, "second");  // retried there, not elsewhere
+  EXPECT_EQ(other.kv().requests(), 4);
+  EXPECT_EQ(server_.kv().requests(), 1);
+  EXPECT_EQ(client->ClusterStatusOf(2).status().code(), absl::StatusCode::kInvalidArgument);
+
+  ClientOptions options = FastOptions({DeadEndpoint(), server_.endpoint()});
+  options.call_deadline = absl::Milliseconds(500);
+  EXPECT_FALSE(MakeClient(options)->ClusterStatusOf(0).ok());
   EXPECT_EQ(server_.kv().requests(), 1);
 }
 

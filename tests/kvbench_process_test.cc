@@ -1,6 +1,7 @@
 // Smoke tests of the real kvbench binary against a real single-node kvnode: a short run with the
-// transport ceiling prints one JSON object with sane numbers and no errors, reads of keys that
-// were never written count as successes but are reported apart, and bad flags exit with 2.
+// transport ceiling prints one JSON object with sane numbers, no errors and the node's
+// replication lag, reads of keys that were never written count as successes but are reported
+// apart, and bad flags exit with 2.
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -69,6 +70,22 @@ TEST_F(KvbenchProcessTest, ShortRunWithCeilingReportsOrderedPercentilesAndNoErro
   EXPECT_GT(report.value("ceiling_ops_per_sec", 0.0), 0) << report;
   EXPECT_GT(report.value("ratio_to_ceiling", 0.0), 0) << report;
   EXPECT_EQ(report.value("ceiling_error_count", -1), 0) << report;
+
+  // The node was asked for its replication lag after the run.
+  ASSERT_TRUE(report["replication_lag_nodes"].is_array()) << report;
+  ASSERT_EQ(report["replication_lag_nodes"].size(), 1u) << report;
+  const nlohmann::json& node = report["replication_lag_nodes"][0];
+  EXPECT_FALSE(node.contains("error")) << report;
+  EXPECT_EQ(node.value("node_id", ""), "n1") << report;
+  EXPECT_TRUE(absl::StrContains(report.value("replication_lag_method", ""), "largest")) << report;
+  if (node.value("samples", 0) > 0) {
+    EXPECT_LE(report.value("replication_lag_p50_us", -1),
+              report.value("replication_lag_p99_us", -2))
+        << report;
+    EXPECT_EQ(report.value("replication_lag_p99_us", -1), node.value("p99_us", -2)) << report;
+  } else {
+    EXPECT_FALSE(report.contains("replication_lag_p99_us")) << report;
+  }
 
   // Progress went to stderr, once per second.
   EXPECT_TRUE(absl::StrContains(result.err, "ops/s")) << result.err;

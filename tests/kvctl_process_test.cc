@@ -2,7 +2,8 @@
 // would see: values round-trip from arguments, files and stdin; --json prints one parseable
 // object with the documented fields on every command (errors included); endpoints come from the
 // flag or KV_ENDPOINTS; exit codes are 0/1/2/3 as documented; concurrent puts show as siblings
-// and a put with the context resolves them.
+// and a put with the context resolves them; a single node is a cluster of one, where every write
+// is REPLICATED at once (describe-write, put/delete --wait) and cluster status lists one member.
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -283,7 +284,8 @@ TEST_F(KvctlProcessTest, HelpDocumentsCommandsAndExitCodes) {
        {std::vector<std::string>{"--help"}, {"help"}, {"-h"}, {"get", "--help"}}) {
     CommandResult help = Kvctl(args);
     EXPECT_EQ(help.exit_code, 0) << args[0];
-    for (const char* needle : {"put", "describe-key", "--json", "KV_ENDPOINTS", "Exit codes",
+    for (const char* needle : {"put", "describe-key", "describe-write", "cluster status", "--wait",
+                               "--wait-timeout", "--json", "KV_ENDPOINTS", "Exit codes",
                                "key not found", "usage error", "server or network error"}) {
       EXPECT_TRUE(absl::StrContains(help.out, needle)) << needle;
     }
@@ -326,6 +328,112 @@ TEST_F(KvctlProcessTest, OwnIdempotencyTokenDeduplicatesARepeatedPut) {
   // Same token, different value: the store rejects it as a client error.
   nlohmann::json reused = KvctlJson({"put", "token/k", "other", "--token=kvctl-test-token-1"}, 2);
   EXPECT_EQ(reused["error"].value("code", ""), "INVALID_ARGUMENT") << reused;
+}
+
+TEST_F(KvctlProcessTest, DescribeWriteOfAPutOnOneNodeIsReplicated) {
+  nlohmann::json put = KvctlJson({"put", "dw/k", "v"}, 0);
+  const std::string write_id = put.value("write_id", "");
+  ASSERT_FALSE(write_id.empty()) << put;
+
+  nlohmann::json described = KvctlJson({"describe-write", write_id}, 0);
+  EXPECT_EQ(described.value("write_id", ""), write_id) << described;
+  EXPECT_EQ(described.value("state", ""), "REPLICATED") << described;
+  EXPECT_EQ(described.value("key", ""), "dw/k") << described;
+  EXPECT_FALSE(described.value("dot", "").empty()) << described;
+  ASSERT_TRUE(described["replicas"].is_array()) << described;
+  ASSERT_EQ(described["replicas"].size(), 1u) << described;
+  EXPECT_EQ(described["replicas"][0].value("node_id", ""), "n1") << described;
+  EXPECT_EQ(described["replicas"][0].value("state", ""), "applied") << described;
+  EXPECT_TRUE(described["replicas"][0].value("applied", false)) << described;
+  EXPECT_EQ(described.value("applied_count", 0), 1) << described;
+
+  CommandResult text = Kvctl({"describe-write", write_id});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_TRUE(absl::StrContains(text.out, "state: REPLICATED, 1 of 1 replicas applied"))
+      << text.out;
+  EXPECT_TRUE(absl::StrContains(text.out, "  n1  applied")) << text.out;
+
+  nlohmann::json malformed = KvctlJson({"describe-write", "not-a-write-id"}, 2);
+  EXPECT_EQ(malformed["error"].value("code", ""), "INVALID_ARGUMENT") << malformed;
+}
+
+TEST_F(KvctlProcessTest, PutAndDeleteWaitUntilReplicated) {
+  nlohmann::json put = KvctlJson({"put", "wait/k", "v", "--wait", "--wait-timeout=10s"}, 0);
+  EXPECT_FALSE(put.value("write_id", "").empty()) << put;
+  EXPECT_FALSE(put.contains("error")) << put;
+  ASSERT_TRUE(put["write_state"].is_object()) << put;
+  EXPECT_EQ(put["write_state"].value("state", ""), "REPLICATED") << put;
+  EXPECT_EQ(put["write_state"].value("key", ""), "wait/k") << put;
+  ASSERT_EQ(put["write_state"]["replicas"].size(), 1u) << put;
+  EXPECT_EQ(put["write_state"]["replicas"][0].value("state", ""), "applied") << put;
+  EXPECT_GE(put.value("waited_ms", -1), 0) << put;
+
+  CommandResult text = Kvctl({"put", "wait/k", "v2", "--wait"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_TRUE(absl::StrContains(text.out, "write_id: ")) << text.out;
+  EXPECT_TRUE(absl::StrContains(text.out, "REPLICATED, 1 of 1 replicas applied")) << text.out;
+  EXPECT_TRUE(absl::StrContains(text.out, "  n1  applied")) << text.out;
+
+  nlohmann::json del = KvctlJson({"delete", "wait/k", "--wait"}, 0);
+  EXPECT_EQ(del.value("deleted", false), true) << del;
+  EXPECT_EQ(del["write_state"].value("state", ""), "REPLICATED") << del;
+  EXPECT_EQ(Kvctl({"get", "wait/k"}).exit_code, 1);
+}
+
+TEST_F(KvctlProcessTest, WaitFlagsAreCheckedBeforeWriting) {
+  for (const std::vector<std::string>& args : {
+           std::vector<std::string>{"put", "waitflags/k", "v", "--wait-timeout=5s"},  // no --wait
+           {"put", "waitflags/k", "v", "--wait", "--wait-timeout=soon"},
+           {"put", "waitflags/k", "v", "--wait", "--wait-timeout=0s"},
+           {"delete", "waitflags/k", "--wait-timeout=1s"},
+           {"get", "waitflags/k", "--wait"},
+       }) {
+    CommandResult result = Kvctl(args);
+    EXPECT_EQ(result.exit_code, 2) << args.back() << ": " << result.err;
+    EXPECT_TRUE(absl::StrContains(result.err, "--wait")) << result.err;
+  }
+  EXPECT_EQ(Kvctl({"get", "waitflags/k"}).exit_code, 1);  // nothing was written
+}
+
+TEST_F(KvctlProcessTest, ClusterStatusOfOneNodeListsItself) {
+  ASSERT_EQ(Kvctl({"put", "cluster/k", "v"}).exit_code, 0);
+  nlohmann::json status = KvctlJson({"cluster", "status"}, 0);
+  EXPECT_EQ(status.value("node_id", ""), "n1") << status;
+  EXPECT_EQ(status.value("replication_factor", 0), 1) << status;
+  EXPECT_EQ(status.value("default_w", 0), 1) << status;
+  EXPECT_EQ(status.value("default_r", 0), 1) << status;
+  EXPECT_GE(status.value("writes_coordinated", 0), 1) << status;
+  for (const char* field : {"writes_forwarded", "read_repairs", "replication_lag_p50_us",
+                            "replication_lag_p99_us", "replication_lag_samples"}) {
+    EXPECT_TRUE(status[field].is_number()) << field << ": " << status;
+  }
+  ASSERT_TRUE(status["members"].is_array()) << status;
+  ASSERT_EQ(status["members"].size(), 1u) << status;
+  const nlohmann::json& self = status["members"][0];
+  EXPECT_EQ(self.value("node_id", ""), "n1") << status;
+  EXPECT_TRUE(self.value("self", false)) << status;
+  EXPECT_EQ(self.value("state", ""), "self") << status;
+  EXPECT_EQ(self.value("outbox_depth", -1), 0) << status;
+
+  CommandResult text = Kvctl({"cluster", "status"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_TRUE(absl::StrContains(text.out, "cluster as seen by n1: N=1 W=1 R=1, 1 member(s)"))
+      << text.out;
+  EXPECT_TRUE(absl::StrContains(text.out, "OUTBOX")) << text.out;
+  EXPECT_TRUE(absl::StrContains(text.out, "replication lag")) << text.out;
+
+  EXPECT_EQ(Kvctl({"cluster"}).exit_code, 2);
+  CommandResult unknown = Kvctl({"cluster", "frobnicate"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(unknown.err, "kvctl cluster status")) << unknown.err;
+}
+
+TEST_F(KvctlProcessTest, ClusterStatusAsksTheFirstReachableEndpoint) {
+  const std::string dead = absl::StrCat("127.0.0.1:", kv::testing::PickFreePort());
+  CommandResult result = RunCommand({KVCTL_PATH, "--endpoints=" + dead + "," + node_->endpoint(),
+                                     "--timeout=5s", "--json", "cluster", "status"});
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  EXPECT_EQ(nlohmann::json::parse(result.out).value("node_id", ""), "n1") << result.out;
 }
 
 }  // namespace

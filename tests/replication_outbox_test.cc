@@ -89,6 +89,11 @@ class FakeTransport : public PeerTransport {
     ADD_FAILURE() << "the outbox never reads from peers";
     done(absl::UnimplementedError("ReadRecord"));
   }
+  void ListKeys(const Member&, std::string, std::string, uint32_t,
+                std::function<void(absl::StatusOr<ListPage>)> done) override {
+    ADD_FAILURE() << "the outbox never lists keys";
+    done(absl::UnimplementedError("ListKeys"));
+  }
   void ForwardWrite(const Member&, WriteCommand, QuorumSpec,
                     std::function<void(absl::StatusOr<WriteReply>)> done) override {
     ADD_FAILURE() << "the outbox never forwards writes";

@@ -202,6 +202,14 @@ void SimCluster::ServeReadRecord(int node, const std::string& key,
   });
 }
 
+void SimCluster::ServeListKeys(int node, const std::string& prefix, const std::string& page_token,
+                               uint32_t limit,
+                               std::function<void(absl::StatusOr<ListPage>)> reply) {
+  OnNode(node, [prefix, page_token, limit, reply = std::move(reply)](Node* n) {
+    reply(n->store->List(prefix, page_token, limit));
+  });
+}
+
 void SimCluster::ServeForwardWrite(int node, const WriteCommand& command, QuorumSpec w,
                                    std::function<void(absl::StatusOr<WriteReply>)> reply) {
   OnNode(node, [this, command, w, reply = std::move(reply)](Node* n) {

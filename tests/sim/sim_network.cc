@@ -167,4 +167,18 @@ void SimPeerTransport::ForwardWrite(const Member& peer, WriteCommand command, Qu
       std::move(done));
 }
 
+void SimPeerTransport::ListKeys(const Member& peer, std::string prefix, std::string page_token,
+                                uint32_t limit,
+                                std::function<void(absl::StatusOr<ListPage>)> done) {
+  SimNetwork::CallSpec spec = Spec(peer, "list", prefix, timeouts_.read);
+  const int to = spec.to;
+  network_->Call<absl::StatusOr<ListPage>>(
+      std::move(spec),
+      [server = server_, to, prefix = std::move(prefix), page_token = std::move(page_token),
+       limit](std::function<void(absl::StatusOr<ListPage>)> reply) {
+        server->ServeListKeys(to, prefix, page_token, limit, std::move(reply));
+      },
+      std::move(done));
+}
+
 }  // namespace kv::sim

@@ -154,6 +154,9 @@ class SimReplicaServer {
                                std::function<void(absl::StatusOr<std::string>)> reply) = 0;
   virtual void ServeForwardWrite(int node, const WriteCommand& command, QuorumSpec w,
                                  std::function<void(absl::StatusOr<WriteReply>)> reply) = 0;
+  virtual void ServeListKeys(int node, const std::string& prefix, const std::string& page_token,
+                             uint32_t limit,
+                             std::function<void(absl::StatusOr<ListPage>)> reply) = 0;
 };
 
 struct TransportTimeouts {
@@ -176,6 +179,8 @@ class SimPeerTransport : public PeerTransport {
                   std::function<void(absl::StatusOr<std::string>)> done) override;
   void ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
                     std::function<void(absl::StatusOr<WriteReply>)> done) override;
+  void ListKeys(const Member& peer, std::string prefix, std::string page_token, uint32_t limit,
+                std::function<void(absl::StatusOr<ListPage>)> done) override;
 
  private:
   SimNetwork::CallSpec Spec(const Member& peer, const char* kind, std::string key,

@@ -1,0 +1,62 @@
+#include "client/kv_client_options.h"
+
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+
+namespace kv::client_internal {
+namespace {
+
+// Reconnect quickly to an endpoint that comes back (e.g. a restarted node): gRPC's default
+// reconnect backoff grows to two minutes, during which every call to the endpoint fails at once.
+constexpr int kInitialReconnectBackoffMs = 100;
+constexpr int kMaxReconnectBackoffMs = 1000;
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> DefaultChannel(const std::string& endpoint) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);  // responses come from our own nodes, which bound them
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kInitialReconnectBackoffMs);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
+  return grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+}
+
+absl::Status ValidateOptions(const ClientOptions& options) {
+  if (options.endpoints.empty()) {
+    return absl::InvalidArgumentError(
+        "ClientOptions::endpoints is empty; give at least one \"host:port\"");
+  }
+  for (const std::string& endpoint : options.endpoints) {
+    if (endpoint.empty()) {
+      return absl::InvalidArgumentError("ClientOptions::endpoints contains an empty endpoint");
+    }
+  }
+  const RetryOptions& retry = options.retry;
+  if (options.call_deadline <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("ClientOptions::call_deadline must be positive");
+  }
+  if (options.attempt_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("ClientOptions::attempt_timeout must be >= 0 (0 = no cap)");
+  }
+  if (options.max_request_bytes == 0) {
+    return absl::InvalidArgumentError("ClientOptions::max_request_bytes must be positive");
+  }
+  if (retry.max_attempts < 1) {
+    return absl::InvalidArgumentError("RetryOptions::max_attempts must be >= 1");
+  }
+  if (retry.initial_backoff < absl::ZeroDuration() || retry.max_backoff < retry.initial_backoff) {
+    return absl::InvalidArgumentError(
+        "RetryOptions backoffs must satisfy 0 <= initial_backoff <= max_backoff");
+  }
+  if (!(retry.multiplier >= 1.0)) {
+    return absl::InvalidArgumentError("RetryOptions::multiplier must be >= 1");
+  }
+  if (!(retry.budget_max_tokens > 0) || !(retry.budget_success_credit >= 0)) {
+    return absl::InvalidArgumentError(
+        "RetryOptions needs budget_max_tokens > 0 and budget_success_credit >= 0");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kv::client_internal

@@ -1,0 +1,127 @@
+#include "client/kvctl_cluster.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "client/kvctl_format.h"
+
+namespace kv::kvctl {
+namespace {
+
+std::string MemberState(const MemberStatus& member) {
+  if (member.self) return "self";
+  if (member.reachable) return "reachable";
+  if (member.last_error.empty() && member.last_success_unix_micros == 0) return "not contacted";
+  return "unreachable";
+}
+
+// Rows of cells as columns padded to their widest cell, two spaces apart.
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const std::vector<std::string>& row : rows) {
+    widths.resize(std::max(widths.size(), row.size()), 0);
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string text;
+  for (const std::vector<std::string>& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      absl::StrAppend(&line, row[i], std::string(widths[i] - row[i].size() + 2, ' '));
+    }
+    absl::StrAppend(&text, "  ", absl::StripTrailingAsciiWhitespace(line), "\n");
+  }
+  return text;
+}
+
+std::string Micros(int64_t micros) { return absl::FormatDuration(absl::Microseconds(micros)); }
+
+nlohmann::json MemberToJson(const MemberStatus& member) {
+  return {{"node_id", member.node_id},
+          {"address", member.address},
+          {"zone", member.zone},
+          {"self", member.self},
+          {"reachable", member.reachable},
+          {"state", MemberState(member)},
+          {"outbox_depth", member.outbox_depth},
+          {"outbox_dropped", member.outbox_dropped},
+          {"sent_records", member.sent_records},
+          {"last_error", member.last_error},
+          {"last_success_unix_micros", member.last_success_unix_micros},
+          {"last_success", member.last_success_unix_micros == 0
+                               ? "never"
+                               : FormatTimestamp(member.last_success_unix_micros)}};
+}
+
+std::string MembersText(const ClusterStatusResult& status) {
+  std::vector<std::vector<std::string>> rows = {{"NODE", "ADDRESS", "ZONE", "STATE", "OUTBOX",
+                                                 "DROPPED", "SENT", "LAST SUCCESS", "LAST ERROR"}};
+  for (const MemberStatus& member : status.members) {
+    if (member.self) {
+      rows.push_back({member.node_id, member.address, member.zone.empty() ? "-" : member.zone,
+                      "self", "-", "-", "-", "-", "-"});
+      continue;
+    }
+    rows.push_back({member.node_id, member.address, member.zone.empty() ? "-" : member.zone,
+                    MemberState(member), absl::StrCat(member.outbox_depth),
+                    absl::StrCat(member.outbox_dropped), absl::StrCat(member.sent_records),
+                    member.last_success_unix_micros == 0
+                        ? "never"
+                        : FormatTimestamp(member.last_success_unix_micros),
+                    member.last_error.empty() ? "-" : member.last_error});
+  }
+  return FormatTable(rows);
+}
+
+CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
+  CommandOutput out;
+  out.json = {{"node_id", status.node_id},
+              {"replication_factor", status.replication_factor},
+              {"default_w", status.default_w},
+              {"default_r", status.default_r},
+              {"members", nlohmann::json::array()},
+              {"writes_coordinated", status.writes_coordinated},
+              {"writes_forwarded", status.writes_forwarded},
+              {"read_repairs", status.read_repairs},
+              {"replication_lag_p50_us", status.replication_lag_p50_us},
+              {"replication_lag_p99_us", status.replication_lag_p99_us},
+              {"replication_lag_max_us", status.replication_lag_max_us},
+              {"replication_lag_samples", status.replication_lag_samples}};
+  for (const MemberStatus& member : status.members) {
+    out.json["members"].push_back(MemberToJson(member));
+  }
+  out.text = absl::StrCat(
+      "cluster as seen by ", status.node_id, ": N=", status.replication_factor,
+      " W=", status.default_w, " R=", status.default_r, ", ", status.members.size(), " member(s)\n",
+      MembersText(status), "writes coordinated here: ", status.writes_coordinated,
+      ", forwarded: ", status.writes_forwarded, ", read repairs: ", status.read_repairs, "\n");
+  if (status.replication_lag_samples == 0) {
+    absl::StrAppend(&out.text,
+                    "replication lag: no samples (no write coordinated here has been confirmed "
+                    "by another replica since the node started)\n");
+  } else {
+    absl::StrAppend(&out.text, "replication lag (last ", status.replication_lag_samples,
+                    " writes coordinated here, commit to all replicas): p50 ",
+                    Micros(status.replication_lag_p50_us), ", p99 ",
+                    Micros(status.replication_lag_p99_us), ", max ",
+                    Micros(status.replication_lag_max_us), "\n");
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<CommandOutput> RunCluster(Client& client, const CommandInput& input) {
+  if (input.args[0] != "status") {
+    return UsageError(absl::StrCat("unknown cluster subcommand '", input.args[0],
+                                   "'; usage: kvctl cluster status"));
+  }
+  absl::StatusOr<ClusterStatusResult> status = client.ClusterStatus();
+  if (!status.ok()) return status.status();
+  return ClusterStatusOutput(*status);
+}
+
+}  // namespace kv::kvctl

@@ -1,0 +1,25 @@
+// `kvctl cluster status`: the members of the cluster, their reachability and the replication
+// backlog toward each, N/W/R and the replication lag, as the first reachable endpoint sees them.
+//
+// JSON mirrors Admin.ClusterStatus: {"node_id", "replication_factor", "default_w", "default_r",
+// "members": [{"node_id", "address", "zone", "self", "reachable", "state", "outbox_depth",
+// "outbox_dropped", "sent_records", "last_error", "last_success_unix_micros", "last_success"}],
+// "writes_coordinated", "writes_forwarded", "read_repairs", "replication_lag_p50_us",
+// "replication_lag_p99_us", "replication_lag_max_us", "replication_lag_samples"}, where a
+// member's "state" is "self", "reachable", "unreachable", or "not contacted" (no replication
+// attempt to it yet).
+#ifndef KV_CLIENT_KVCTL_CLUSTER_H_
+#define KV_CLIENT_KVCTL_CLUSTER_H_
+
+#include "absl/status/statusor.h"
+#include "client/kv_client.h"
+#include "client/kvctl_commands.h"
+
+namespace kv::kvctl {
+
+// `cluster SUBCOMMAND`; "status" is the only subcommand (anything else is a usage error).
+absl::StatusOr<CommandOutput> RunCluster(Client& client, const CommandInput& input);
+
+}  // namespace kv::kvctl
+
+#endif  // KV_CLIENT_KVCTL_CLUSTER_H_

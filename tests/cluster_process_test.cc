@@ -1,0 +1,886 @@
+// Clusters of 3 and 5 real kvnode processes on loopback (N=3, W=2, R=1), driven through the
+// generated gRPC stubs and, for endpoint failover, the client library. Issue 3 item 9:
+//   - new-key read-after-write (C3) for 1,000 keys through every node;
+//   - an overwrite is visibly stale on the other replicas (C4), then converges (C2) and
+//     DescribeWrite reports REPLICATED;
+//   - kill -9 of one replica during writes, restart: every acknowledged write is on ALL of its
+//     replicas within a bounded time (C1, C2);
+//   - concurrent writes without context become siblings, a write with the merged context
+//     resolves them on every replica (C5);
+//   - a Put retried through another node with the same idempotency token gives one version (C6);
+//   - a node down during the whole write phase holds everything after it returns (hinted
+//     handoff through the outbox);
+//   - a client whose first endpoint is dead (or hung) still succeeds through the others;
+//   - with 5 nodes, a write through a node that is not a replica of the key is forwarded.
+// Every wait is a poll with a deadline; every loop is bounded.
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "client/kv_client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kv.grpc.pb.h"
+#include "replica.grpc.pb.h"
+#include "tests/cluster_util.h"
+#include "tests/test_util.h"
+
+namespace kv {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::UnorderedElementsAreArray;
+
+// Bounds for waits that end as soon as their condition holds; generous, so that a slow
+// sanitizer build on a busy machine does not fail them, while a real failure still ends.
+constexpr absl::Duration kRpcTimeout = absl::Seconds(20);
+constexpr absl::Duration kConvergeTimeout = absl::Seconds(60);
+constexpr absl::Duration kPollInterval = absl::Milliseconds(50);
+// Failure messages list at most this many keys.
+constexpr size_t kMaxReported = 10;
+
+std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout = kRpcTimeout) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  return context;
+}
+
+// A channel that reconnects quickly to a node that was restarted.
+std::shared_ptr<grpc::Channel> Connect(const std::string& endpoint) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
+  return grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+}
+
+v1::Quorum QuorumCount(uint32_t count) {
+  v1::Quorum quorum;
+  quorum.set_kind(v1::Quorum::COUNT);
+  quorum.set_count(count);
+  return quorum;
+}
+
+v1::Quorum QuorumAll() {
+  v1::Quorum quorum;
+  quorum.set_kind(v1::Quorum::ALL);
+  return quorum;
+}
+
+std::string StatusText(const grpc::Status& status) {
+  return absl::StrCat("code ", status.error_code(), ": ", status.error_message());
+}
+
+// The dot ("actor:counter") of a write id ("actor:counter/base64url(key)").
+std::string DotOf(const std::string& write_id) { return write_id.substr(0, write_id.find('/')); }
+
+// The node id of a dot: its actor is "<node_id>#<epoch>".
+std::string NodeOfDot(const std::string& dot) { return dot.substr(0, dot.find('#')); }
+
+// Polls `done` until it returns true or `timeout` passes; true if it did.
+bool PollUntil(absl::Duration timeout, const std::function<bool()>& done) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    if (done()) return true;
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(kPollInterval);
+  }
+}
+
+struct PutArgs {
+  std::string context;
+  std::string token;
+  std::optional<v1::Quorum> w;
+};
+
+struct PutResult {
+  grpc::Status status;
+  v1::PutResponse response;
+  bool write_stored = false;  // trailing metadata "kv-write-stored" (a W shortfall)
+};
+
+PutResult Put(v1::KV::Stub* kv, const std::string& key, const std::string& value,
+              const PutArgs& args = {}) {
+  v1::PutRequest request;
+  request.set_key(key);
+  request.set_value(value);
+  request.set_context(args.context);
+  request.set_idempotency_token(args.token);
+  if (args.w) *request.mutable_w() = *args.w;
+  PutResult result;
+  std::unique_ptr<grpc::ClientContext> context = Ctx();
+  result.status = kv->Put(context.get(), request, &result.response);
+  result.write_stored = context->GetServerTrailingMetadata().count("kv-write-stored") > 0;
+  return result;
+}
+
+grpc::Status Get(v1::KV::Stub* kv, const std::string& key, v1::GetResponse* out) {
+  v1::GetRequest request;
+  request.set_key(key);
+  return kv->Get(Ctx().get(), request, out);
+}
+
+std::vector<std::string> Values(const v1::GetResponse& response) {
+  std::vector<std::string> values;
+  for (const v1::Sibling& s : response.siblings()) values.push_back(s.value());
+  return values;
+}
+
+grpc::Status DescribeKey(v1::KV::Stub* kv, const std::string& key, v1::DescribeKeyResponse* out) {
+  v1::DescribeKeyRequest request;
+  request.set_key(key);
+  return kv->DescribeKey(Ctx().get(), request, out);
+}
+
+grpc::Status DescribeWrite(v1::KV::Stub* kv, const std::string& write_id,
+                           v1::DescribeWriteResponse* out) {
+  v1::DescribeWriteRequest request;
+  request.set_write_id(write_id);
+  return kv->DescribeWrite(Ctx().get(), request, out);
+}
+
+std::vector<std::string> ReplicaIds(const v1::DescribeKeyResponse& described) {
+  std::vector<std::string> ids;
+  for (const v1::ReplicaView& view : described.replicas()) ids.push_back(view.node_id());
+  return ids;
+}
+
+// Live (non-tombstone) values a replica holds, sorted.
+std::vector<std::string> LiveValues(const v1::ReplicaView& view) {
+  std::vector<std::string> values;
+  for (const v1::Sibling& s : view.siblings()) {
+    if (!s.tombstone()) values.push_back(s.value());
+  }
+  std::sort(values.begin(), values.end());
+  return values;
+}
+
+bool HoldsVersion(const v1::ReplicaView& view, const std::string& dot, const std::string& value) {
+  return std::any_of(view.siblings().begin(), view.siblings().end(), [&](const v1::Sibling& s) {
+    return s.dot() == dot && !s.tombstone() && s.value() == value;
+  });
+}
+
+std::string Show(const v1::DescribeKeyResponse& described) {
+  std::string out = absl::StrCat("converged=", described.converged());
+  for (const v1::ReplicaView& view : described.replicas()) {
+    absl::StrAppend(&out, " [", view.node_id(), view.reachable() ? "" : " unreachable",
+                    view.error().empty() ? "" : " error=" + view.error(),
+                    view.has_record() ? "" : " no record", ":");
+    for (const v1::Sibling& s : view.siblings()) {
+      absl::StrAppend(&out, " ", s.dot(), s.tombstone() ? "=<tombstone>" : "=" + s.value());
+    }
+    absl::StrAppend(&out, "]");
+  }
+  return out;
+}
+
+// True when every replica answered and holds exactly the live values `expected` (any order).
+bool AllReplicasHoldExactly(const v1::DescribeKeyResponse& described,
+                            std::vector<std::string> expected) {
+  std::sort(expected.begin(), expected.end());
+  if (described.replicas().empty()) return false;
+  for (const v1::ReplicaView& view : described.replicas()) {
+    if (!view.reachable() || LiveValues(view) != expected) return false;
+  }
+  return true;
+}
+
+// Problems found by several threads; reported together, a few at a time.
+class Failures {
+ public:
+  void Add(std::string message) {
+    absl::MutexLock lock(&mu_);
+    if (messages_.size() < kMaxReported) messages_.push_back(std::move(message));
+    ++count_;
+  }
+  size_t count() {
+    absl::MutexLock lock(&mu_);
+    return count_;
+  }
+  std::string Summary() {
+    absl::MutexLock lock(&mu_);
+    return absl::StrCat(count_, " failure(s); first ", messages_.size(), ":\n  ",
+                        absl::StrJoin(messages_, "\n  "));
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> messages_ ABSL_GUARDED_BY(mu_);
+  size_t count_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Runs fn(thread_index) on `threads` threads and joins them.
+void RunThreads(int threads, const std::function<void(int)>& fn) {
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) pool.emplace_back(fn, t);
+  for (std::thread& thread : pool) thread.join();
+}
+
+// An acknowledged write: the version every replica must end up holding.
+struct Acked {
+  std::string dot;
+  std::string value;
+};
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void StartCluster(int nodes, std::vector<std::string> extra_flags = {}) {
+    testing::Cluster::Options options;
+    options.nodes = nodes;
+    options.extra_flags = std::move(extra_flags);
+    absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster =
+        testing::Cluster::Start(std::move(options));
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = *std::move(cluster);
+    for (size_t i = 0; i < cluster_->size(); ++i) {
+      std::shared_ptr<grpc::Channel> channel = Connect(cluster_->endpoint(i));
+      channels_.push_back(channel);
+      kv_.push_back(v1::KV::NewStub(channel));
+      admin_.push_back(v1::Admin::NewStub(channel));
+      replica_.push_back(internal::v1::Replica::NewStub(channel));
+    }
+  }
+
+  void TearDown() override {
+    if (HasFailure() && cluster_ != nullptr) {
+      std::fprintf(stderr, "Node logs:\n%s\n", cluster_->LogTails().c_str());
+    }
+  }
+
+  // Restarts node i (same port and data directory) and waits until this test's own channel
+  // to it is connected again, so that the next call does not fail fast on the old connection.
+  absl::Status Restart(size_t i) {
+    if (absl::Status restarted = cluster_->Restart(i); !restarted.ok()) return restarted;
+    if (!channels_.at(i)->WaitForConnected(absl::ToChronoTime(absl::Now() + kRpcTimeout))) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("no connection to restarted ", cluster_->node_id(i)));
+    }
+    return absl::OkStatus();
+  }
+
+  size_t size() const { return cluster_->size(); }
+  v1::KV::Stub* kv(size_t i) { return kv_.at(i).get(); }
+
+  std::vector<std::string> ReplicasOf(const std::string& key, size_t via = 0) {
+    v1::DescribeKeyResponse described;
+    const grpc::Status status = DescribeKey(kv(via), key, &described);
+    EXPECT_TRUE(status.ok()) << StatusText(status);
+    return ReplicaIds(described);
+  }
+
+  absl::StatusOr<v1::ClusterStatusResponse> ClusterStatus(size_t i) {
+    v1::ClusterStatusResponse response;
+    const grpc::Status status =
+        admin_.at(i)->ClusterStatus(Ctx().get(), v1::ClusterStatusRequest(), &response);
+    if (!status.ok()) return absl::UnavailableError(StatusText(status));
+    return response;
+  }
+
+  std::string Actor(size_t i) {
+    v1::NodeStatusResponse response;
+    const grpc::Status status =
+        admin_.at(i)->NodeStatus(Ctx().get(), v1::NodeStatusRequest(), &response);
+    EXPECT_TRUE(status.ok()) << StatusText(status);
+    return response.actor();
+  }
+
+  // Polls DescribeKey (through node `via`) until every replica of every key in `acked` holds
+  // its acknowledged version, or kConvergeTimeout passes. Returns a description of the keys
+  // still missing somewhere (empty on success).
+  std::string AwaitOnAllReplicas(const std::map<std::string, Acked>& acked, size_t via) {
+    std::map<std::string, Acked> pending = acked;
+    std::map<std::string, std::string> last_seen;
+    PollUntil(kConvergeTimeout, [&] {
+      for (auto it = pending.begin(); it != pending.end();) {
+        v1::DescribeKeyResponse described;
+        const grpc::Status status = DescribeKey(kv(via), it->first, &described);
+        bool everywhere = status.ok() && !described.replicas().empty();
+        for (const v1::ReplicaView& view : described.replicas()) {
+          everywhere = everywhere && view.reachable() &&
+                       HoldsVersion(view, it->second.dot, it->second.value);
+        }
+        if (everywhere) {
+          last_seen.erase(it->first);
+          it = pending.erase(it);
+        } else {
+          last_seen[it->first] = status.ok() ? Show(described) : StatusText(status);
+          ++it;
+        }
+      }
+      return pending.empty();
+    });
+    if (pending.empty()) return "";
+    std::string out = absl::StrCat(pending.size(), " of ", acked.size(),
+                                   " acknowledged writes are not on all replicas after ",
+                                   absl::FormatDuration(kConvergeTimeout), "; first ones:");
+    size_t shown = 0;
+    for (const auto& [key, want] : pending) {
+      if (shown++ == kMaxReported) break;
+      absl::StrAppend(&out, "\n  ", key, " wants ", want.dot, "=", want.value, ": ",
+                      last_seen[key]);
+    }
+    return out;
+  }
+
+  std::unique_ptr<testing::Cluster> cluster_;
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  std::vector<std::unique_ptr<v1::KV::Stub>> kv_;
+  std::vector<std::unique_ptr<v1::Admin::Stub>> admin_;
+  std::vector<std::unique_ptr<internal::v1::Replica::Stub>> replica_;
+};
+
+class ClusterSizeTest : public ClusterTest, public ::testing::WithParamInterface<int> {};
+
+std::string SizeName(const ::testing::TestParamInfo<int>& info) {
+  return absl::StrCat(info.param, "Nodes");
+}
+
+// C3: a Put through node i of a key that never existed is at once readable through every node
+// (the node asked first may not have it yet; it must ask the other replicas before NOT_FOUND).
+TEST_P(ClusterSizeTest, NewKeyIsReadableThroughEveryNodeRightAfterItsPut) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(GetParam()));
+  constexpr int kKeys = 1000;
+  constexpr int kThreads = 4;
+  Failures failures;
+  std::atomic<int> gets{0};
+  RunThreads(kThreads, [&](int t) {
+    for (int i = t; i < kKeys; i += kThreads) {
+      const std::string key = absl::StrCat("raw/", i);
+      const std::string value = absl::StrCat("value ", i);
+      const size_t writer = static_cast<size_t>(i) % size();
+      const PutResult put = Put(kv(writer), key, value);
+      if (!put.status.ok()) {
+        failures.Add(
+            absl::StrCat("Put ", key, " through n", writer + 1, ": ", StatusText(put.status)));
+        continue;
+      }
+      for (size_t j = 0; j < size(); ++j) {
+        const size_t reader = (writer + j) % size();
+        v1::GetResponse got;
+        const grpc::Status status = Get(kv(reader), key, &got);
+        ++gets;
+        if (!status.ok() || Values(got) != std::vector<std::string>{value}) {
+          failures.Add(absl::StrCat(key, " written through n", writer + 1, ", read through n",
+                                    reader + 1, ": ", status.ok() ? "" : StatusText(status),
+                                    " values [", absl::StrJoin(Values(got), ", "), "]"));
+        }
+      }
+    }
+  });
+  EXPECT_EQ(failures.count(), 0u) << failures.Summary();
+  EXPECT_EQ(gets.load(), kKeys * GetParam());
+}
+
+// C1 + C2: one replica is killed with SIGKILL while writers are writing through every node, and
+// restarted while they go on. Every acknowledged write (through any node, before, during or
+// after the crash) ends up on all N replicas of its key within a bounded time.
+TEST_P(ClusterSizeTest, AfterKill9AndRestartEveryAcknowledgedWriteIsOnAllReplicas) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(GetParam()));
+  const size_t victim = size() - 1;
+  const std::string victim_actor = Actor(victim);
+  constexpr int kWritersPerNode = 2;
+  const int writers = static_cast<int>(size()) * kWritersPerNode;
+
+  absl::Mutex mu;
+  std::map<std::string, Acked> acked;  // guarded by mu
+  std::atomic<int> acked_count{0};
+  std::atomic<bool> stop{false};
+  Failures live_failures;  // writes through nodes that were never killed must all succeed
+  std::atomic<int> victim_failures{0};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < writers; ++w) {
+    threads.emplace_back([&, w] {
+      const size_t node = static_cast<size_t>(w) % size();
+      for (int i = 0; !stop.load() && i < 1'000'000; ++i) {
+        const std::string key = absl::StrCat("crash/w", w, "/", i);
+        const std::string value = absl::StrCat("writer ", w, " op ", i);
+        PutArgs args;
+        args.token = absl::StrCat("crash-token-", w, "-", i);
+        const PutResult put = Put(kv(node), key, value, args);
+        if (put.status.ok()) {
+          absl::MutexLock lock(&mu);
+          acked[key] = Acked{DotOf(put.response.write_id()), value};
+          ++acked_count;
+        } else if (node == victim) {
+          ++victim_failures;  // unknown outcome: nothing promised
+          absl::SleepFor(absl::Milliseconds(20));
+        } else {
+          live_failures.Add(
+              absl::StrCat(key, " through n", node + 1, ": ", StatusText(put.status)));
+        }
+      }
+    });
+  }
+  auto wait_for_acks = [&](int target) {
+    return PollUntil(kConvergeTimeout, [&] { return acked_count.load() >= target; });
+  };
+  constexpr int kPhaseWrites = 300;
+  bool progressed = wait_for_acks(kPhaseWrites);
+  const int before_kill = acked_count.load();
+  cluster_->Kill(victim);         // kill -9 in the middle of the writes
+  int coordinated_by_victim = 0;  // acknowledged before the kill, stamped by the victim
+  {
+    absl::MutexLock lock(&mu);
+    for (const auto& [key, version] : acked) {
+      coordinated_by_victim += NodeOfDot(version.dot) == cluster_->node_id(victim);
+    }
+  }
+  progressed = progressed && wait_for_acks(before_kill + kPhaseWrites);
+  const int while_down = acked_count.load() - before_kill;
+  const absl::Status restarted = Restart(victim);
+  const int after_restart = acked_count.load();
+  progressed = progressed && restarted.ok() && wait_for_acks(after_restart + kPhaseWrites);
+  stop = true;
+  for (std::thread& thread : threads) thread.join();
+  ASSERT_TRUE(restarted.ok()) << restarted;
+  ASSERT_TRUE(progressed) << "writers stalled; acknowledged " << acked_count.load();
+  EXPECT_EQ(live_failures.count(), 0u)
+      << "writes through live nodes failed with one of N=3 replicas down: "
+      << live_failures.Summary();
+  EXPECT_GT(victim_failures.load(), 0) << "no write through the killed node failed: was it down?";
+  EXPECT_GE(while_down, kPhaseWrites);
+  EXPECT_GT(coordinated_by_victim, 0) << "the victim coordinated no write before its crash";
+
+  // Same data directory: the restarted node keeps its actor (no new epoch, no reused dots).
+  EXPECT_EQ(Actor(victim), victim_actor);
+
+  std::map<std::string, Acked> snapshot;
+  {
+    absl::MutexLock lock(&mu);
+    snapshot = acked;
+  }
+  const absl::Time verify_start = absl::Now();
+  const std::string missing = AwaitOnAllReplicas(snapshot, /*via=*/0);
+  EXPECT_TRUE(missing.empty()) << missing;
+  std::fprintf(stderr,
+               "%zu acknowledged writes (%d coordinated by %s before its kill, %d while it was "
+               "down), %d failed through it; all on every replica after %s\n",
+               snapshot.size(), coordinated_by_victim, cluster_->node_id(victim).c_str(),
+               while_down, victim_failures.load(),
+               absl::FormatDuration(absl::Now() - verify_start).c_str());
+}
+
+// Hinted handoff: a node is stopped before the writes start and returns after they end. The
+// other replicas' outboxes hold its share (visible in ClusterStatus) and deliver all of it once
+// it is back; nothing else (no read, so no read repair) touches those keys meanwhile.
+TEST_P(ClusterSizeTest, NodeDownDuringTheWholeWritePhaseHoldsEverythingAfterItReturns) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(GetParam()));
+  const size_t down = 1;
+  const std::string down_id = cluster_->node_id(down);
+  absl::StatusOr<int> stopped = cluster_->Stop(down);
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(*stopped, 0) << "kvnode did not shut down cleanly on SIGTERM";
+
+  constexpr int kKeys = 500;
+  constexpr int kThreads = 4;
+  std::vector<size_t> live;
+  for (size_t i = 0; i < size(); ++i) {
+    if (i != down) live.push_back(i);
+  }
+  absl::Mutex mu;
+  std::map<std::string, Acked> acked;  // guarded by mu
+  Failures failures;
+  RunThreads(kThreads, [&](int t) {
+    for (int i = t; i < kKeys; i += kThreads) {
+      const std::string key = absl::StrCat("handoff/", i);
+      const std::string value = absl::StrCat("handoff value ", i);
+      const size_t node = live[static_cast<size_t>(i) % live.size()];
+      PutArgs args;
+      args.w = QuorumCount(2);
+      const PutResult put = Put(kv(node), key, value, args);
+      if (!put.status.ok()) {
+        failures.Add(absl::StrCat(key, " through n", node + 1, ": ", StatusText(put.status)));
+        continue;
+      }
+      absl::MutexLock lock(&mu);
+      acked[key] = Acked{DotOf(put.response.write_id()), value};
+    }
+  });
+  ASSERT_EQ(failures.count(), 0u) << failures.Summary();
+
+  // Which keys the stopped node is a replica of (DescribeKey names every replica, reachable or
+  // not); with N=3 of 3 nodes, all of them.
+  std::map<std::string, Acked> owed;
+  for (const auto& [key, version] : acked) {
+    const std::vector<std::string> replicas = ReplicasOf(key);
+    if (std::find(replicas.begin(), replicas.end(), down_id) != replicas.end()) {
+      owed[key] = version;
+    }
+  }
+  if (GetParam() == 3) {
+    EXPECT_EQ(owed.size(), acked.size());
+  }
+  ASSERT_GT(owed.size(), 0u);
+
+  // The live nodes hold the stopped node's share in their outboxes.
+  uint64_t queued = 0;
+  for (size_t i : live) {
+    absl::StatusOr<v1::ClusterStatusResponse> status = ClusterStatus(i);
+    ASSERT_TRUE(status.ok()) << status.status();
+    for (const v1::MemberStatus& member : status->members()) {
+      if (member.node_id() != down_id) continue;
+      queued += member.outbox_depth();
+      if (member.outbox_depth() > 0) {
+        EXPECT_FALSE(member.reachable()) << cluster_->node_id(i);
+      }
+    }
+  }
+  EXPECT_GE(queued, owed.size()) << "outbox entries waiting for " << down_id;
+
+  const absl::Time back = absl::Now();
+  ASSERT_EQ(Restart(down), absl::OkStatus());
+  // DescribeKey through the returned node reads its own replica locally.
+  const std::string missing = AwaitOnAllReplicas(owed, /*via=*/down);
+  EXPECT_TRUE(missing.empty()) << missing;
+  std::fprintf(stderr, "%s caught up on %zu keys in %s\n", down_id.c_str(), owed.size(),
+               absl::FormatDuration(absl::Now() - back).c_str());
+
+  // And the outboxes toward it drain to zero.
+  std::string outboxes;
+  const bool drained = PollUntil(kConvergeTimeout, [&] {
+    outboxes.clear();
+    bool empty = true;
+    for (size_t i : live) {
+      absl::StatusOr<v1::ClusterStatusResponse> status = ClusterStatus(i);
+      if (!status.ok()) return false;
+      for (const v1::MemberStatus& member : status->members()) {
+        if (member.node_id() != down_id) continue;
+        absl::StrAppend(&outboxes, " ", cluster_->node_id(i), "->", down_id, ":",
+                        member.outbox_depth(), member.reachable() ? "" : " (unreachable)");
+        empty = empty && member.outbox_depth() == 0 && member.reachable();
+      }
+    }
+    return empty;
+  });
+  EXPECT_TRUE(drained) << "outboxes toward " << down_id << ":" << outboxes;
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, ClusterSizeTest, ::testing::Values(3, 5), SizeName);
+
+// C4 then C2: an overwrite acknowledged by one replica (W=1) is visibly stale on the others
+// while replication is held back (--fault_replication_delay=1s), then converges, and
+// DescribeWrite goes from PENDING to REPLICATED.
+TEST_F(ClusterTest, OverwriteIsStaleOnOtherReplicasThenConverges) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(3, {"--fault_replication_delay=1s"}));
+  const std::string key = "stale/key";
+  PutArgs all;
+  all.w = QuorumAll();
+  const PutResult first = Put(kv(0), key, "old", all);
+  ASSERT_TRUE(first.status.ok()) << StatusText(first.status);
+
+  const std::vector<std::string> replicas = ReplicasOf(key);
+  ASSERT_EQ(replicas.size(), 3u);
+  const size_t writer = *cluster_->IndexOf(replicas[0]);
+  v1::GetResponse got;
+  ASSERT_TRUE(Get(kv(writer), key, &got).ok());
+  ASSERT_THAT(Values(got), ElementsAre("old"));
+
+  PutArgs overwrite;
+  overwrite.context = got.context();
+  overwrite.w = QuorumCount(1);
+  const absl::Time written_at = absl::Now();
+  const PutResult second = Put(kv(writer), key, "new", overwrite);
+  ASSERT_TRUE(second.status.ok()) << StatusText(second.status);
+  const std::string write_id = second.response.write_id();
+
+  // Within the 1 s delay: the writer holds only "new", the other replicas only "old".
+  v1::DescribeKeyResponse described;
+  ASSERT_TRUE(DescribeKey(kv(writer), key, &described).ok());
+  v1::DescribeWriteResponse status;
+  ASSERT_TRUE(DescribeWrite(kv(writer), write_id, &status).ok());
+  const absl::Duration observed_after = absl::Now() - written_at;
+  ASSERT_LT(observed_after, absl::Seconds(1)) << "too slow to observe the stale window";
+  EXPECT_FALSE(described.converged()) << Show(described);
+  for (const v1::ReplicaView& view : described.replicas()) {
+    EXPECT_TRUE(view.reachable()) << Show(described);
+    if (view.node_id() == replicas[0]) {
+      EXPECT_THAT(LiveValues(view), ElementsAre("new")) << Show(described);
+    } else {
+      EXPECT_THAT(LiveValues(view), ElementsAre("old")) << Show(described);
+    }
+  }
+  EXPECT_EQ(status.state(), v1::DescribeWriteResponse::PENDING);
+  ASSERT_EQ(status.replicas_size(), 3);
+  for (const v1::ReplicaWriteState& replica : status.replicas()) {
+    EXPECT_EQ(replica.applied(), replica.node_id() == replicas[0]) << replica.node_id();
+  }
+
+  // Then it converges: every replica holds "new" alone, and the write is REPLICATED.
+  const bool converged = PollUntil(kConvergeTimeout, [&] {
+    return DescribeKey(kv(writer), key, &described).ok() && described.converged() &&
+           AllReplicasHoldExactly(described, {"new"});
+  });
+  EXPECT_TRUE(converged) << Show(described);
+  const bool replicated = PollUntil(kConvergeTimeout, [&] {
+    return DescribeWrite(kv(writer), write_id, &status).ok() &&
+           status.state() == v1::DescribeWriteResponse::REPLICATED;
+  });
+  EXPECT_TRUE(replicated) << status.DebugString();
+  for (const v1::ReplicaWriteState& replica : status.replicas()) {
+    EXPECT_TRUE(replica.applied()) << replica.node_id();
+  }
+  for (size_t i = 0; i < size(); ++i) {
+    ASSERT_TRUE(Get(kv(i), key, &got).ok());
+    EXPECT_THAT(Values(got), ElementsAre("new")) << "through n" << i + 1;
+  }
+}
+
+// C5: Puts without context through different nodes are concurrent: every replica keeps all of
+// them as siblings. A Put with the context of a Get that saw them all replaces them all, on
+// every replica.
+TEST_F(ClusterTest, ConcurrentWritesBecomeSiblingsAndTheMergedContextResolvesThem) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(3));
+  constexpr int kKeys = 10;
+  auto key_of = [](int k) { return absl::StrCat("siblings/", k); };
+  std::vector<std::string> expected;
+  for (size_t i = 0; i < size(); ++i) expected.push_back(absl::StrCat("from n", i + 1));
+
+  // One writer per node, all keys, started together.
+  std::atomic<int> ready{0};
+  Failures failures;
+  RunThreads(static_cast<int>(size()), [&](int t) {
+    ++ready;
+    while (ready.load() < static_cast<int>(size())) std::this_thread::yield();
+    for (int k = 0; k < kKeys; ++k) {
+      const PutResult put = Put(kv(static_cast<size_t>(t)), key_of(k), expected[t]);
+      if (!put.status.ok()) failures.Add(absl::StrCat(key_of(k), ": ", StatusText(put.status)));
+    }
+  });
+  ASSERT_EQ(failures.count(), 0u) << failures.Summary();
+
+  for (int k = 0; k < kKeys; ++k) {
+    v1::DescribeKeyResponse described;
+    const bool siblings = PollUntil(kConvergeTimeout, [&] {
+      return DescribeKey(kv(0), key_of(k), &described).ok() &&
+             AllReplicasHoldExactly(described, expected);
+    });
+    EXPECT_TRUE(siblings) << key_of(k) << ": " << Show(described);
+    for (size_t i = 0; i < size(); ++i) {
+      v1::GetResponse got;
+      ASSERT_TRUE(Get(kv(i), key_of(k), &got).ok());
+      EXPECT_THAT(Values(got), UnorderedElementsAreArray(expected))
+          << key_of(k) << " through n" << i + 1;
+    }
+  }
+
+  // Resolve each key: read through one node, write the merge with its context through another.
+  for (int k = 0; k < kKeys; ++k) {
+    const size_t reader = static_cast<size_t>(k) % size();
+    v1::GetResponse got;
+    ASSERT_TRUE(Get(kv(reader), key_of(k), &got).ok());
+    ASSERT_EQ(got.siblings_size(), static_cast<int>(size()));
+    PutArgs args;
+    args.context = got.context();
+    const PutResult merged = Put(kv((reader + 1) % size()), key_of(k), "merged", args);
+    ASSERT_TRUE(merged.status.ok()) << StatusText(merged.status);
+  }
+  for (int k = 0; k < kKeys; ++k) {
+    v1::DescribeKeyResponse described;
+    const bool resolved = PollUntil(kConvergeTimeout, [&] {
+      return DescribeKey(kv(0), key_of(k), &described).ok() &&
+             AllReplicasHoldExactly(described, {"merged"});
+    });
+    EXPECT_TRUE(resolved) << key_of(k) << ": " << Show(described);
+    for (size_t i = 0; i < size(); ++i) {
+      v1::GetResponse got;
+      ASSERT_TRUE(Get(kv(i), key_of(k), &got).ok());
+      EXPECT_THAT(Values(got), ElementsAre("merged")) << key_of(k) << " through n" << i + 1;
+    }
+  }
+}
+
+// C6 across nodes. Replication is held back 1 s, so a retry through another node arrives
+// before the first attempt's version does: two copies of one logical write meet on every
+// replica, and Get shows one version. A third attempt, after convergence, is deduplicated.
+// Then the W-shortfall case: the first attempt's UNAVAILABLE says the write is stored
+// (trailing metadata kv-write-stored); the retry through another node creates no second
+// visible version either.
+TEST_F(ClusterTest, PutRetriedThroughAnotherNodeWithTheSameTokenGivesOneVersion) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(3, {"--fault_replication_delay=1s"}));
+  {
+    const std::string key = "retry/raced";
+    PutArgs args;
+    args.token = "token-raced";
+    args.w = QuorumCount(1);
+    const PutResult first = Put(kv(0), key, "once", args);
+    ASSERT_TRUE(first.status.ok()) << StatusText(first.status);
+    EXPECT_FALSE(first.response.deduplicated());
+    const PutResult retry = Put(kv(1), key, "once", args);
+    ASSERT_TRUE(retry.status.ok()) << StatusText(retry.status);
+    std::fprintf(stderr, "retry before replication: %s (first %s, retry %s)\n",
+                 retry.response.deduplicated() ? "deduplicated" : "a second copy",
+                 first.response.write_id().c_str(), retry.response.write_id().c_str());
+
+    v1::DescribeKeyResponse described;
+    const bool converged = PollUntil(kConvergeTimeout, [&] {
+      return DescribeKey(kv(2), key, &described).ok() && described.converged() &&
+             described.replicas_size() == 3 &&
+             std::all_of(described.replicas().begin(), described.replicas().end(),
+                         [&](const v1::ReplicaView& view) {
+                           return HoldsVersion(view, DotOf(first.response.write_id()), "once") &&
+                                  HoldsVersion(view, DotOf(retry.response.write_id()), "once");
+                         });
+    });
+    EXPECT_TRUE(converged) << Show(described);
+    for (size_t i = 0; i < size(); ++i) {
+      v1::GetResponse got;
+      ASSERT_TRUE(Get(kv(i), key, &got).ok());
+      EXPECT_THAT(Values(got), ElementsAre("once")) << "through n" << i + 1;
+    }
+    const PutResult third = Put(kv(2), key, "once", args);
+    ASSERT_TRUE(third.status.ok()) << StatusText(third.status);
+    EXPECT_TRUE(third.response.deduplicated());
+    for (size_t i = 0; i < size(); ++i) {
+      v1::GetResponse got;
+      ASSERT_TRUE(Get(kv(i), key, &got).ok());
+      EXPECT_THAT(Values(got), ElementsAre("once"))
+          << "after the third attempt, through n" << i + 1;
+    }
+  }
+  {
+    // W=ALL with one replica down: the coordinator stores the write but answers UNAVAILABLE.
+    const std::string key = "retry/shortfall";
+    const size_t down = 2;
+    ASSERT_TRUE(cluster_->Stop(down).ok()) << cluster_->node_id(down);
+    PutArgs args;
+    args.token = "token-shortfall";
+    args.w = QuorumAll();
+    const PutResult first = Put(kv(0), key, "stored", args);
+    EXPECT_EQ(first.status.error_code(), grpc::StatusCode::UNAVAILABLE) << StatusText(first.status);
+    EXPECT_TRUE(first.write_stored)
+        << "no kv-write-stored trailing metadata on a W shortfall: " << StatusText(first.status);
+    // The client retries through another node with the same token (and its default W).
+    args.w.reset();
+    const PutResult retry = Put(kv(1), key, "stored", args);
+    ASSERT_TRUE(retry.status.ok()) << StatusText(retry.status);
+    ASSERT_EQ(Restart(down), absl::OkStatus());
+
+    v1::DescribeKeyResponse described;
+    const bool converged = PollUntil(kConvergeTimeout, [&] {
+      return DescribeKey(kv(down), key, &described).ok() && described.converged() &&
+             described.replicas_size() == 3 &&
+             std::all_of(described.replicas().begin(), described.replicas().end(),
+                         [](const v1::ReplicaView& view) { return view.has_record(); });
+    });
+    EXPECT_TRUE(converged) << Show(described);
+    for (size_t i = 0; i < size(); ++i) {
+      v1::GetResponse got;
+      ASSERT_TRUE(Get(kv(i), key, &got).ok());
+      EXPECT_THAT(Values(got), ElementsAre("stored")) << "through n" << i + 1;
+    }
+  }
+}
+
+// A client whose first endpoint is dead (killed) or hung (SIGSTOP) succeeds through the others.
+TEST_F(ClusterTest, ClientWhoseFirstEndpointIsDeadSucceedsThroughTheOthers) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(3));
+  auto exercise = [&](const std::vector<std::string>& endpoints, const std::string& prefix,
+                      int keys) {
+    ClientOptions options;
+    options.endpoints = endpoints;
+    options.call_deadline = absl::Seconds(15);
+    options.attempt_timeout = absl::Milliseconds(500);  // a hung endpoint costs one attempt
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    for (int k = 0; k < keys; ++k) {
+      const std::string key = absl::StrCat(prefix, k);
+      absl::StatusOr<WriteResult> put = (*client)->Put(key, "value " + key);
+      ASSERT_TRUE(put.ok()) << key << ": " << put.status();
+      absl::StatusOr<GetResult> got = (*client)->Get(key);
+      ASSERT_TRUE(got.ok()) << key << ": " << got.status();
+      ASSERT_EQ(got->siblings.size(), 1u) << key;
+      EXPECT_EQ(got->siblings[0].value, "value " + key);
+    }
+  };
+
+  cluster_->Kill(0);
+  const absl::Time dead_start = absl::Now();
+  exercise({cluster_->endpoint(0), cluster_->endpoint(1), cluster_->endpoint(2)}, "dead/", 20);
+  std::fprintf(stderr, "first endpoint dead: 20 Put+Get in %s\n",
+               absl::FormatDuration(absl::Now() - dead_start).c_str());
+  if (HasFatalFailure()) return;
+
+  ASSERT_EQ(Restart(0), absl::OkStatus());
+  cluster_->Pause(1);
+  const absl::Time hung_start = absl::Now();
+  // A hung endpoint is not known to be down: every call that starts there costs one attempt.
+  exercise({cluster_->endpoint(1), cluster_->endpoint(2), cluster_->endpoint(0)}, "hung/", 5);
+  std::fprintf(stderr, "first endpoint hung: 5 Put+Get in %s\n",
+               absl::FormatDuration(absl::Now() - hung_start).c_str());
+  cluster_->Resume(1);
+}
+
+// With 5 nodes and N=3, a write through one of the two nodes that are not replicas of the key
+// is forwarded to a replica, which coordinates it: its dot is a replica's, the forwarding node
+// stores nothing, and the key is readable through every node.
+TEST_F(ClusterTest, WriteThroughANonReplicaIsForwardedAndReadable) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(5));
+  constexpr int kKeys = 50;
+  uint64_t forwarded_before = 0;
+  for (size_t i = 0; i < size(); ++i) {
+    absl::StatusOr<v1::ClusterStatusResponse> status = ClusterStatus(i);
+    ASSERT_TRUE(status.ok()) << status.status();
+    forwarded_before += status->writes_forwarded();
+  }
+  for (int k = 0; k < kKeys; ++k) {
+    const std::string key = absl::StrCat("forward/", k);
+    const std::vector<std::string> replicas = ReplicasOf(key);
+    ASSERT_EQ(replicas.size(), 3u) << key;
+    std::vector<size_t> others;
+    for (size_t i = 0; i < size(); ++i) {
+      if (std::find(replicas.begin(), replicas.end(), cluster_->node_id(i)) == replicas.end()) {
+        others.push_back(i);
+      }
+    }
+    ASSERT_EQ(others.size(), 2u) << key;
+    const size_t through = others[static_cast<size_t>(k) % others.size()];
+    const std::string value = "forwarded " + key;
+    PutArgs args;
+    args.token = "forward-token-" + key;
+    const PutResult put = Put(kv(through), key, value, args);
+    ASSERT_TRUE(put.status.ok()) << key << " through n" << through + 1 << ": "
+                                 << StatusText(put.status);
+    const std::string coordinator = NodeOfDot(DotOf(put.response.write_id()));
+    EXPECT_THAT(replicas, ::testing::Contains(coordinator))
+        << key << " was coordinated by " << coordinator;
+    for (size_t i = 0; i < size(); ++i) {
+      v1::GetResponse got;
+      const grpc::Status status = Get(kv(i), key, &got);
+      ASSERT_TRUE(status.ok()) << key << " through n" << i + 1 << ": " << StatusText(status);
+      EXPECT_THAT(Values(got), ElementsAre(value)) << key << " through n" << i + 1;
+    }
+    for (size_t i : others) {
+      internal::v1::ReadRecordRequest request;
+      request.set_key(key);
+      internal::v1::ReadRecordResponse record;
+      ASSERT_TRUE(replica_.at(i)->ReadRecord(Ctx().get(), request, &record).ok());
+      EXPECT_FALSE(record.found()) << key << " is stored on non-replica n" << i + 1;
+    }
+  }
+  uint64_t forwarded_after = 0;
+  for (size_t i = 0; i < size(); ++i) {
+    absl::StatusOr<v1::ClusterStatusResponse> status = ClusterStatus(i);
+    ASSERT_TRUE(status.ok()) << status.status();
+    forwarded_after += status->writes_forwarded();
+  }
+  EXPECT_GE(forwarded_after - forwarded_before, static_cast<uint64_t>(kKeys));
+}
+
+}  // namespace
+}  // namespace kv
