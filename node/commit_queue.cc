@@ -2,7 +2,6 @@
 
 #include <utility>
 
-#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 
 namespace kv {
@@ -48,32 +47,81 @@ size_t Index(Column column) { return static_cast<size_t>(column); }
 }  // namespace
 
 absl::StatusOr<std::string> WriteGroup::Get(Column column, absl::string_view key) {
-  const auto& latest = latest_[Index(column)];
-  auto it = latest.find(key);
-  if (it == latest.end()) return engine_->Get(column, key);
-  const WriteBatch::Op& op = batch_.ops()[it->second];
-  if (op.type == WriteBatch::OpType::kDelete) {
-    return absl::NotFoundError(absl::StrCat("no key in column ", ColumnName(column)));
+  const auto& changes = changes_[Index(column)];
+  auto it = changes.find(key);
+  if (it == changes.end()) return engine_->Get(column, key);
+  if (it->second.is_delete) {
+    return KeyNotFound(column);
   }
-  return op.value;
+  return it->second.value;
 }
 
 void WriteGroup::Put(Column column, absl::string_view key, absl::string_view value) {
-  latest_[Index(column)].insert_or_assign(std::string(key), batch_.ops().size());
-  batch_.Put(column, key, value);
+  auto& changes = changes_[Index(column)];
+  auto it = changes.find(key);
+  if (it == changes.end()) it = changes.emplace(std::string(key), Change()).first;
+  it->second.is_delete = false;
+  it->second.value.assign(value.data(), value.size());
+  changed_bytes_ += key.size() + value.size();
 }
 
 void WriteGroup::Delete(Column column, absl::string_view key) {
-  latest_[Index(column)].insert_or_assign(std::string(key), batch_.ops().size());
-  batch_.Delete(column, key);
+  auto& changes = changes_[Index(column)];
+  auto it = changes.find(key);
+  if (it == changes.end()) it = changes.emplace(std::string(key), Change()).first;
+  it->second.is_delete = true;
+  it->second.value.clear();
+  changed_bytes_ += key.size();
+}
+
+bool WriteGroup::empty() const {
+  if (!appended_.empty()) return false;
+  for (const auto& changes : changes_) {
+    if (!changes.empty()) return false;
+  }
+  return true;
+}
+
+WriteBatch WriteGroup::TakeBatch() {
+  WriteBatch batch = std::move(appended_);
+  appended_.Clear();
+  for (size_t i = 0; i < kNumColumns; ++i) {
+    auto& changes = changes_[i];
+    while (!changes.empty()) {
+      auto node = changes.extract(changes.begin());
+      Change& change = node.mapped();
+      batch.Append(WriteBatch::Op{
+          change.is_delete ? WriteBatch::OpType::kDelete : WriteBatch::OpType::kPut,
+          static_cast<Column>(i), std::move(node.key()), std::move(change.value)});
+    }
+  }
+  changed_bytes_ = 0;
+  return batch;
 }
 
 void CommitQueue::Submit(std::unique_ptr<Mutation> mutation) {
   {
     absl::MutexLock lock(&mu_);
-    queue_.push_back(std::move(mutation));
-    if (committing_) return;  // the committing thread will take it
-    committing_ = true;
+    queue_.push_back(Queued{std::move(mutation), /*waited=*/false});
+    if (state_ != State::kIdle) return;  // the committing thread will take it
+    state_ = executor_ == nullptr ? State::kCommitting : State::kScheduled;
+  }
+  if (executor_ == nullptr) {
+    CommitQueued();
+  } else {
+    executor_->Schedule([this] { CommitScheduled(); });
+  }
+}
+
+void CommitQueue::CommitScheduled() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kCommitting) return;  // a Run() caller took over and will drain
+    if (queue_.empty()) {
+      state_ = State::kIdle;
+      return;
+    }
+    state_ = State::kCommitting;
   }
   CommitQueued();
 }
@@ -81,14 +129,25 @@ void CommitQueue::Submit(std::unique_ptr<Mutation> mutation) {
 absl::Status CommitQueue::Run(Mutation& mutation) {
   absl::Status status;
   absl::Notification done;
-  auto waited = std::make_unique<WaitedMutation>(&mutation, &status, &done);
+  Queued waited{std::make_unique<WaitedMutation>(&mutation, &status, &done), /*waited=*/true};
   if (committing_here == this) {
-    // Called from a Complete callback of this queue: between groups, so commit it now.
-    std::vector<std::unique_ptr<Mutation>> alone;
+    // Called from a Complete callback on the committing thread: between groups, so commit now.
+    std::vector<Queued> alone;
     alone.push_back(std::move(waited));
     CommitGroup(alone, 0);
   } else {
-    Submit(std::move(waited));
+    bool commit_here = false;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.push_back(std::move(waited));
+      // Commit here rather than wait for a scheduled task that may sit behind this very thread
+      // in the executor's queue.
+      if (state_ != State::kCommitting) {
+        state_ = State::kCommitting;
+        commit_here = true;
+      }
+    }
+    if (commit_here) CommitQueued();
   }
   done.WaitForNotification();
   return status;
@@ -96,12 +155,12 @@ absl::Status CommitQueue::Run(Mutation& mutation) {
 
 void CommitQueue::CommitQueued() {
   ScopedCommitting committing(this);
-  std::vector<std::unique_ptr<Mutation>> taken;
+  std::vector<Queued> taken;
   while (true) {
     {
       absl::MutexLock lock(&mu_);
       if (queue_.empty()) {
-        committing_ = false;
+        state_ = State::kIdle;
         return;
       }
       taken.swap(queue_);
@@ -111,23 +170,62 @@ void CommitQueue::CommitQueued() {
   }
 }
 
-size_t CommitQueue::CommitGroup(std::vector<std::unique_ptr<Mutation>>& mutations, size_t begin) {
+size_t CommitQueue::CommitGroup(std::vector<Queued>& mutations, size_t begin) {
   WriteGroup group(engine_);
   std::vector<absl::Status> prepared;
   size_t end = begin;
   while (end < mutations.size() && end - begin < kMaxGroupMutations &&
-         group.batch()->ApproximateBytes() < kMaxGroupBytes) {
-    prepared.push_back(mutations[end]->Prepare(group));
+         group.ApproximateBytes() < kMaxGroupBytes) {
+    prepared.push_back(mutations[end].mutation->Prepare(group));
     ++end;
   }
   const absl::Status written =
-      group.batch()->empty() ? absl::OkStatus() : engine_->Write(*group.batch(), options_);
+      group.empty() ? absl::OkStatus() : engine_->Write(group.TakeBatch(), options_);
+
+  std::vector<Completion> handed_off;
   for (size_t i = begin; i < end; ++i) {
     absl::Status& status = prepared[i - begin];
-    mutations[i]->Complete(status.ok() ? written : std::move(status));
-    mutations[i].reset();
+    Completion completion{std::move(mutations[i].mutation),
+                          status.ok() ? written : std::move(status)};
+    if (executor_ == nullptr || mutations[i].waited) {
+      completion.mutation->Complete(std::move(completion.status));
+    } else {
+      handed_off.push_back(std::move(completion));
+    }
   }
+  if (handed_off.empty()) return end;
+  bool schedule = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (completions_.empty()) {
+      completions_.swap(handed_off);
+    } else {
+      for (Completion& c : handed_off) completions_.push_back(std::move(c));
+    }
+    schedule = !completing_;
+    completing_ = true;
+  }
+  if (schedule) executor_->Schedule([this] { CompleteQueued(); });
   return end;
+}
+
+void CommitQueue::CompleteQueued() {
+  std::vector<Completion> taken;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (completions_.empty()) {
+        completing_ = false;
+        return;
+      }
+      taken.swap(completions_);
+    }
+    for (Completion& completion : taken) {
+      completion.mutation->Complete(std::move(completion.status));
+      completion.mutation.reset();
+    }
+    taken.clear();
+  }
 }
 
 }  // namespace kv

@@ -9,17 +9,25 @@
 // completes OK before its changes are in the write-ahead log. A failed group write fails every
 // mutation in it and changes nothing (the batch is atomic).
 //
-// No thread waits for another one to commit. A thread that submits while nobody is committing
-// commits: its own mutation and whatever others queue meanwhile, group after group, until the
-// queue is empty. A thread that submits while another one commits returns at once; its mutation
-// completes on the committing thread. A single-threaded caller (the simulation) thus commits
-// inline and deterministically. Run() is the blocking form, for callers that want the outcome on
-// their own thread.
+// No thread waits for another one to commit. Without an executor, a thread that submits while
+// nobody is committing commits: its own mutation and whatever others queue meanwhile, group after
+// group, until the queue is empty; a thread that submits while another one commits returns at
+// once, and its mutation completes on the committing thread. A single-threaded caller (the
+// simulation) thus commits inline and deterministically. With an executor, Submit never commits
+// on the calling thread: when nobody is committing it schedules the committing on the executor,
+// so Submit does no storage work and may be called where blocking is not allowed (a gRPC
+// handler). Under load one committing task stays busy and Submit wakes nobody; the Complete
+// callbacks of each written group are handed, in submission order, to one completing task on the
+// executor, so that answering a group overlaps with committing the next. Run() is the blocking
+// form, for callers that want the outcome on their own thread (which may then commit); it returns
+// as soon as its mutation is written.
 //
-// Thread-safe. Prepare runs with no lock held but must not call into the queue. Complete runs on
-// the committing thread between groups, with no lock held: it may Submit (the mutation joins a
-// later group) or Run (committed at once, on that thread), but must not block on anything that
-// waits for this queue.
+// Thread-safe. Prepare runs with no lock held but must not call into the queue. Complete runs
+// with no lock held, on the committing thread between groups (no executor) or on the completing
+// task (executor); Complete callbacks of submitted mutations run one at a time, in submission
+// order. Complete may Submit or Run, but must not block on anything that waits for this queue. A
+// queue with an executor must not be destroyed before the executor has run the work scheduled on
+// it.
 #ifndef KV_NODE_COMMIT_QUEUE_H_
 #define KV_NODE_COMMIT_QUEUE_H_
 
@@ -33,11 +41,16 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "node/executor.h"
 #include "storage/engine.h"
 
 namespace kv {
 
 // The changes of the mutations of one group, and reads that see them. Used by one thread.
+//
+// Only the latest change to each key is written, and in key order: a group often holds many
+// changes to unrelated keys, and RocksDB inserts sorted keys into its memtable faster (each
+// insert starts from where the previous one ended).
 class WriteGroup {
  public:
   explicit WriteGroup(Engine* engine) : engine_(engine) {}
@@ -48,15 +61,27 @@ class WriteGroup {
   absl::StatusOr<std::string> Get(Column column, absl::string_view key);
   void Put(Column column, absl::string_view key, absl::string_view value);
   void Delete(Column column, absl::string_view key);
-  // Changes added to the batch directly are written with the group but not seen by Get: for
-  // entries under keys that nothing in the group reads (replication outbox entries).
-  WriteBatch* batch() { return &batch_; }
+  // Changes added to this batch are written with the group, before the changes made with Put and
+  // Delete, but Get does not see them: for entries under keys that nothing in the group reads
+  // or changes otherwise (replication outbox entries).
+  WriteBatch* batch() { return &appended_; }
+
+  bool empty() const;
+  size_t ApproximateBytes() const { return appended_.ApproximateBytes() + changed_bytes_; }
+  // Everything to write: the appended changes, then the latest change of each key in key order.
+  WriteBatch TakeBatch();
 
  private:
+  struct Change {
+    bool is_delete = false;
+    std::string value;
+  };
+
   Engine* const engine_;
-  WriteBatch batch_;
-  // Per column: key -> index in batch_.ops() of the group's latest change to it.
-  std::map<std::string, size_t, std::less<>> latest_[kNumColumns];
+  WriteBatch appended_;
+  // Per column: key -> the group's latest change to it.
+  std::map<std::string, Change, std::less<>> changes_[kNumColumns];
+  size_t changed_bytes_ = 0;  // keys and values passed to Put and Delete (superseded ones too)
 };
 
 class CommitQueue {
@@ -75,28 +100,53 @@ class CommitQueue {
   static constexpr size_t kMaxGroupMutations = 256;
   static constexpr size_t kMaxGroupBytes = 4 << 20;
 
-  CommitQueue(Engine* engine, WriteOptions options) : engine_(engine), options_(options) {}
+  // `executor` (may be null: commit on submitting threads) runs the committing for Submit.
+  CommitQueue(Engine* engine, WriteOptions options, Executor* executor)
+      : engine_(engine), options_(options), executor_(executor) {}
   CommitQueue(const CommitQueue&) = delete;
   CommitQueue& operator=(const CommitQueue&) = delete;
 
-  // Queues `mutation`; commits on this thread if no other thread is committing.
+  // Queues `mutation`. If nobody is committing, commits on this thread (no executor) or
+  // schedules the committing on the executor.
   void Submit(std::unique_ptr<Mutation> mutation);
   // Submits `mutation` (not owned) and waits until it has completed; returns the status given to
-  // Complete.
+  // Complete. Its Complete runs on the committing thread, possibly before the callbacks of
+  // mutations submitted earlier.
   absl::Status Run(Mutation& mutation);
 
  private:
-  // Commits queued mutations until the queue is empty, then stops committing.
+  enum class State { kIdle, kScheduled, kCommitting };
+  struct Queued {
+    std::unique_ptr<Mutation> mutation;
+    bool waited = false;  // from Run(): completed by the committing thread itself
+  };
+  struct Completion {
+    std::unique_ptr<Mutation> mutation;
+    absl::Status status;
+  };
+
+  // The task Submit schedules on the executor.
+  void CommitScheduled();
+  // The task that runs the Complete callbacks of written groups (executor only).
+  void CompleteQueued();
+  // Commits queued mutations until the queue is empty, then stops committing. The caller has
+  // set state_ to kCommitting.
   void CommitQueued();
   // Prepares mutations[begin, ...) into one group, writes it and completes them; returns the end
   // of the group.
-  size_t CommitGroup(std::vector<std::unique_ptr<Mutation>>& mutations, size_t begin);
+  size_t CommitGroup(std::vector<Queued>& mutations, size_t begin);
 
   Engine* const engine_;
   const WriteOptions options_;
+  Executor* const executor_;
   absl::Mutex mu_;
-  std::vector<std::unique_ptr<Mutation>> queue_ ABSL_GUARDED_BY(mu_);
-  bool committing_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<Queued> queue_ ABSL_GUARDED_BY(mu_);
+  // kScheduled: a CommitScheduled task is pending on the executor; a Run() caller may take over
+  // (kCommitting) before it starts, and the task then finds nothing to do.
+  State state_ ABSL_GUARDED_BY(mu_) = State::kIdle;
+  // Written mutations whose Complete has yet to run, in submission order (executor only).
+  std::vector<Completion> completions_ ABSL_GUARDED_BY(mu_);
+  bool completing_ ABSL_GUARDED_BY(mu_) = false;  // a CompleteQueued task is pending or running
 };
 
 }  // namespace kv

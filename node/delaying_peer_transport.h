@@ -1,7 +1,8 @@
 // DelayingPeerTransport: a fault point for tests and demonstrations. It wraps a PeerTransport
 // and holds every MergeRecords call for a fixed delay before passing it on, so that replication
-// lag becomes long enough to watch (kvnode --fault_replication_delay). Reads and forwarded
-// writes pass through at once. Thread-safe; `inner` and `scheduler` must outlive it.
+// lag becomes long enough to watch (kvnode --fault_replication_delay). Reads, forwarded
+// writes and anti-entropy calls pass through at once. Thread-safe; `inner` and `scheduler` must
+// outlive it.
 #ifndef KV_NODE_DELAYING_PEER_TRANSPORT_H_
 #define KV_NODE_DELAYING_PEER_TRANSPORT_H_
 
@@ -35,6 +36,18 @@ class DelayingPeerTransport : public PeerTransport {
   void ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
                     std::function<void(absl::StatusOr<WriteReply>)> done) override {
     inner_->ForwardWrite(peer, std::move(command), w, std::move(done));
+  }
+  void MerkleNodes(const Member& peer, MerkleLevel level, std::vector<uint32_t> indexes,
+                   std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) override {
+    inner_->MerkleNodes(peer, level, std::move(indexes), std::move(done));
+  }
+  void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
+                   std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override {
+    inner_->SegmentKeys(peer, std::move(segments), std::move(done));
+  }
+  void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
+                   std::function<void(absl::Status)> done) override {
+    inner_->PurgeRecord(peer, std::move(key), std::move(expected_record), std::move(done));
   }
 
  private:

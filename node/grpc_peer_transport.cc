@@ -244,4 +244,81 @@ void GrpcPeerTransport::ForwardWrite(const Member& peer, WriteCommand command, Q
       });
 }
 
+void GrpcPeerTransport::MerkleNodes(
+    const Member& peer, MerkleLevel level, std::vector<uint32_t> indexes,
+    std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) {
+  auto call =
+      std::make_shared<Call<internal::v1::MerkleNodesRequest, internal::v1::MerkleNodesResponse>>();
+  SetDeadline(&call->context, options_.read_timeout);
+  call->request.set_requester_id(self_id_);
+  call->request.set_level(static_cast<uint32_t>(level));
+  for (uint32_t index : indexes) call->request.add_indexes(index);
+  std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
+  Begin(&call->context);
+  stubs->replica->async()->MerkleNodes(
+      &call->context, &call->request, &call->response,
+      [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
+        absl::StatusOr<std::vector<uint64_t>> result = FromGrpc(status);
+        if (status.ok()) {
+          result =
+              std::vector<uint64_t>(call->response.hashes().begin(), call->response.hashes().end());
+        }
+        grpc::ClientContext* context = &call->context;
+        Complete(std::move(call), context, std::move(stubs),
+                 [result = std::move(result), done = std::move(done)]() mutable {
+                   done(std::move(result));
+                 });
+      });
+}
+
+void GrpcPeerTransport::SegmentKeys(
+    const Member& peer, std::vector<uint32_t> segments,
+    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) {
+  auto call =
+      std::make_shared<Call<internal::v1::SegmentKeysRequest, internal::v1::SegmentKeysResponse>>();
+  SetDeadline(&call->context, options_.read_timeout);
+  call->request.set_requester_id(self_id_);
+  for (uint32_t segment : segments) call->request.add_segments(segment);
+  std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
+  Begin(&call->context);
+  stubs->replica->async()->SegmentKeys(
+      &call->context, &call->request, &call->response,
+      [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
+        absl::StatusOr<std::vector<KeyDigest>> result = FromGrpc(status);
+        if (status.ok()) {
+          std::vector<KeyDigest> entries;
+          entries.reserve(call->response.entries_size());
+          for (internal::v1::SegmentKey& entry : *call->response.mutable_entries()) {
+            entries.push_back(KeyDigest{std::move(*entry.mutable_key()), entry.digest()});
+          }
+          result = std::move(entries);
+        }
+        grpc::ClientContext* context = &call->context;
+        Complete(std::move(call), context, std::move(stubs),
+                 [result = std::move(result), done = std::move(done)]() mutable {
+                   done(std::move(result));
+                 });
+      });
+}
+
+void GrpcPeerTransport::PurgeRecord(const Member& peer, std::string key,
+                                    std::string expected_record,
+                                    std::function<void(absl::Status)> done) {
+  auto call =
+      std::make_shared<Call<internal::v1::PurgeRecordRequest, internal::v1::PurgeRecordResponse>>();
+  SetDeadline(&call->context, options_.merge_timeout);
+  call->request.set_requester_id(self_id_);
+  call->request.set_key(std::move(key));
+  call->request.set_expected_record(std::move(expected_record));
+  std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
+  Begin(&call->context);
+  stubs->replica->async()->PurgeRecord(
+      &call->context, &call->request, &call->response,
+      [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
+        grpc::ClientContext* context = &call->context;
+        Complete(std::move(call), context, std::move(stubs),
+                 [status = FromGrpc(status), done = std::move(done)] { done(status); });
+      });
+}
+
 }  // namespace kv

@@ -3,10 +3,10 @@
 // peer coordinates them exactly as it would a client's).
 //
 // One channel per peer address, created on first use and kept. Every call has a deadline
-// (Options); its callback is handed to the executor, so callers may block in it (e.g. on
-// storage) without stalling gRPC's threads. The destructor cancels the calls still in flight and
-// waits until their callbacks have been handed to the executor, which must outlive it.
-// Thread-safe.
+// (Options; anti-entropy calls use read_timeout); its callback is handed to the executor, so
+// callers may block in it (e.g. on storage) without stalling gRPC's threads. The destructor cancels
+// the calls still in flight and waits until their callbacks have been handed to the executor, which
+// must outlive it. Thread-safe.
 #ifndef KV_NODE_GRPC_PEER_TRANSPORT_H_
 #define KV_NODE_GRPC_PEER_TRANSPORT_H_
 
@@ -54,6 +54,12 @@ class GrpcPeerTransport : public PeerTransport {
                 std::function<void(absl::StatusOr<ListPage>)> done) override;
   void ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
                     std::function<void(absl::StatusOr<WriteReply>)> done) override;
+  void MerkleNodes(const Member& peer, MerkleLevel level, std::vector<uint32_t> indexes,
+                   std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) override;
+  void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
+                   std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override;
+  void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
+                   std::function<void(absl::Status)> done) override;
 
  private:
   // A channel and stubs for one peer address; stubs outlive every call made through them.

@@ -1,5 +1,6 @@
 #include "node/local_store.h"
 
+#include <optional>
 #include <utility>
 
 #include "absl/random/distributions.h"
@@ -18,6 +19,8 @@ namespace kv {
 namespace {
 
 constexpr absl::string_view kActorEpochKey = "actor_epoch";
+// Decimal u64: counters of this actor up to it were used by records since purged.
+constexpr absl::string_view kCounterFloorKey = "counter_floor";
 
 int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
 
@@ -97,8 +100,19 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
   } else {
     return stored.status();
   }
-  return std::unique_ptr<LocalStore>(
+  uint64_t floor = 0;
+  absl::StatusOr<std::string> stored_floor = engine->Get(Column::kMeta, kCounterFloorKey);
+  if (stored_floor.ok()) {
+    if (!absl::SimpleAtoi(*stored_floor, &floor)) {
+      return absl::DataLossError(absl::StrCat("corrupt counter floor \"", *stored_floor, "\""));
+    }
+  } else if (!absl::IsNotFound(stored_floor.status())) {
+    return stored_floor.status();
+  }
+  std::unique_ptr<LocalStore> store(
       new LocalStore(engine, clock, absl::StrCat(node_id, "#", epoch), options));
+  store->counter_floor_.store(floor);
+  return store;
 }
 
 LocalStore::LocalStore(Engine* engine, const Clock* clock, std::string actor, Options options)
@@ -106,7 +120,7 @@ LocalStore::LocalStore(Engine* engine, const Clock* clock, std::string actor, Op
       clock_(clock),
       actor_(std::move(actor)),
       options_(options),
-      commits_(engine, WriteOptions{options.sync_writes}) {}
+      commits_(engine, WriteOptions{options.sync_writes}, options.commit_executor) {}
 
 absl::Status LocalStore::ValidateKey(absl::string_view key) const {
   if (key.empty()) return absl::InvalidArgumentError("key must not be empty");
@@ -288,12 +302,18 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   sibling.timestamp_micros = ToMicros(now);
   sibling.idempotency_token = command.idempotency_token;
 
+  const std::optional<SiblingSet> old_record =
+      observer_ != nullptr ? std::optional<SiblingSet>(record) : std::nullopt;
   WriteOutcome outcome;
-  outcome.dot = record.ApplyWrite(actor_, seen, std::move(sibling));
+  outcome.dot = record.ApplyWrite(actor_, seen, std::move(sibling), counter_floor_.load());
   outcome.context = record.ContextAfterWrite(seen, outcome.dot).Encode();
   outcome.write_id = MakeWriteId(outcome.dot, command.key);
 
   group.Put(Column::kData, command.key, EncodeSiblingSet(record));
+  if (observer_ != nullptr) {
+    observer_->OnRecordChange(command.key, existing.ok() ? &*old_record : nullptr, &record,
+                              group.batch());
+  }
   if (write.hook()) write.hook()(command.key, group.batch());
   if (has_token) {
     IdempotencyRecord first;
@@ -314,7 +334,8 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
 // Merges a remote record into the local one (sync only).
 class LocalStore::MergeMutation : public CommitQueue::Mutation {
  public:
-  MergeMutation(absl::string_view key, const SiblingSet& remote) : key_(key), remote_(remote) {}
+  MergeMutation(absl::string_view key, const SiblingSet& remote, RecordObserver* observer)
+      : key_(key), remote_(remote), observer_(observer) {}
 
   absl::Status Prepare(WriteGroup& group) override {
     SiblingSet record;
@@ -326,7 +347,12 @@ class LocalStore::MergeMutation : public CommitQueue::Mutation {
     }
     merged_ = record;
     merged_.Merge(remote_);
-    if (merged_ != record) group.Put(Column::kData, key_, EncodeSiblingSet(merged_));
+    if (merged_ != record) {
+      group.Put(Column::kData, key_, EncodeSiblingSet(merged_));
+      if (observer_ != nullptr) {
+        observer_->OnRecordChange(key_, existing.ok() ? &record : nullptr, &merged_, group.batch());
+      }
+    }
     return absl::OkStatus();
   }
   void Complete(absl::Status /*status*/) override {}
@@ -336,6 +362,7 @@ class LocalStore::MergeMutation : public CommitQueue::Mutation {
  private:
   const absl::string_view key_;
   const SiblingSet& remote_;
+  RecordObserver* const observer_;
   SiblingSet merged_;
 };
 
@@ -343,9 +370,49 @@ absl::StatusOr<SiblingSet> LocalStore::MergeRecord(absl::string_view key,
                                                    const SiblingSet& remote) {
   KV_RETURN_IF_ERROR(ValidateKey(key));
   KV_RETURN_IF_ERROR(remote.CheckInvariants());
-  MergeMutation merge(key, remote);
+  MergeMutation merge(key, remote, observer_);
   KV_RETURN_IF_ERROR(commits_.Run(merge));
   return std::move(merge.merged());
+}
+
+// Deletes a record that still equals what the purger verified, and raises the counter floor.
+class LocalStore::PurgeMutation : public CommitQueue::Mutation {
+ public:
+  PurgeMutation(LocalStore* store, absl::string_view key, const SiblingSet& expected)
+      : store_(store), key_(key), expected_(expected) {}
+
+  absl::Status Prepare(WriteGroup& group) override {
+    absl::StatusOr<std::string> existing = group.Get(Column::kData, key_);
+    if (absl::IsNotFound(existing.status())) return absl::OkStatus();
+    if (!existing.ok()) return existing.status();
+    KV_ASSIGN_OR_RETURN(SiblingSet record, DecodeSiblingSet(*existing));
+    if (record != expected_) {
+      return absl::FailedPreconditionError("the record changed since it was checked for purge");
+    }
+    const uint64_t seen = record.context().Get(store_->actor_);
+    uint64_t floor = store_->counter_floor_.load();
+    while (seen > floor && !store_->counter_floor_.compare_exchange_weak(floor, seen)) {
+    }
+    // Raised before the commit: a higher floor than needed is harmless; a lower one is not.
+    group.Put(Column::kMeta, kCounterFloorKey, absl::StrCat(store_->counter_floor_.load()));
+    group.Delete(Column::kData, key_);
+    if (store_->observer_ != nullptr) {
+      store_->observer_->OnRecordChange(key_, &record, nullptr, group.batch());
+    }
+    return absl::OkStatus();
+  }
+  void Complete(absl::Status /*status*/) override {}
+
+ private:
+  LocalStore* const store_;
+  const absl::string_view key_;
+  const SiblingSet& expected_;
+};
+
+absl::Status LocalStore::PurgeIfUnchanged(absl::string_view key, const SiblingSet& expected) {
+  KV_RETURN_IF_ERROR(ValidateKey(key));
+  PurgeMutation purge(this, key, expected);
+  return commits_.Run(purge);
 }
 
 absl::StatusOr<ListPage> LocalStore::List(absl::string_view prefix, absl::string_view page_token,

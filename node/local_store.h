@@ -6,11 +6,16 @@
 // outbox entries) are written in one atomic engine batch, so a crash never leaves one without
 // the other.
 //
-// Mutations (Write, WriteAsync, MergeRecord) go through one CommitQueue (node/commit_queue.h):
-// they run one after another, and the mutations that arrive while one engine write is under way
-// are committed together in the next, as one batch (group commit). That serializes writes of one
-// key without locks and makes one write-ahead-log append (one fsync with sync_writes) serve many
-// requests. A mutation is acknowledged only after its batch is in the write-ahead log.
+// Mutations (Write, WriteAsync, MergeRecord, PurgeIfUnchanged) go through one CommitQueue
+// (node/commit_queue.h): they run one after another, and the mutations that arrive while one
+// engine write is under way are committed together in the next, as one batch (group commit).
+// That serializes writes of one key without locks and makes one write-ahead-log append (one fsync
+// with sync_writes) serve many requests. A mutation is acknowledged only after its batch is in
+// the write-ahead log.
+//
+// For throughput, prefer WriteAsync with Options::commit_executor set: callers then never wait
+// for each other (a blocking Write that arrives while another thread commits sleeps until its
+// group is written, which costs a context switch per call when many threads write at once).
 //
 // Actor epochs: on first open of an empty engine the store draws a fresh epoch and persists it;
 // its actor is "<node_id>#<epoch>". A wiped data directory therefore yields a new actor and
@@ -20,9 +25,9 @@
 // idempotency token reused with different parameters), NOT_FOUND from ReadRecord for a key the
 // replica knows nothing of, engine errors otherwise. A failed call changes nothing.
 //
-// Thread-safety: all methods may be called concurrently. Calls block on storage I/O (WriteAsync
-// too: the calling thread may commit other threads' writes): run them on an Executor, never on a
-// gRPC thread.
+// Thread-safety: all methods may be called concurrently. Calls block on storage I/O: run them on
+// an Executor, never on a gRPC thread. The exception is WriteAsync with a commit_executor, which
+// only checks and queues the write.
 #ifndef KV_NODE_LOCAL_STORE_H_
 #define KV_NODE_LOCAL_STORE_H_
 
@@ -63,12 +68,27 @@ struct ListPage {
   std::string next_page_token;  // empty when done
 };
 
+// Told about every change of a key's record, inside the change's atomic batch (anti-entropy keeps
+// its Merkle index this way). Called while no other mutation of the store runs, so old and new
+// are exact; it must only append to `batch` and update in-memory state.
+class RecordObserver {
+ public:
+  virtual ~RecordObserver() = default;
+  // `old_record` is null if the key had none; `new_record` is null if the record is purged.
+  virtual void OnRecordChange(absl::string_view key, const SiblingSet* old_record,
+                              const SiblingSet* new_record, WriteBatch* batch) = 0;
+};
+
 class LocalStore {
  public:
   struct Options {
     Limits limits;
     absl::Duration idempotency_ttl = absl::Hours(24);
     bool sync_writes = false;  // fsync every acknowledged batch
+    // Where WriteAsync commits (node/commit_queue.h). Null: on the threads that call it. Set, it
+    // must outlive the store and run everything scheduled on it before the store is destroyed;
+    // WriteAsync then does no storage work itself and may be called from a gRPC handler.
+    Executor* commit_executor = nullptr;
   };
 
   // Loads (or, on an empty engine, creates) the node's actor epoch.
@@ -95,11 +115,11 @@ class LocalStore {
   // replicated here) also returns that version, when the value matches.
   absl::StatusOr<WriteOutcome> Write(const WriteCommand& command, const BatchHook& hook = {});
 
-  // Write without waiting for other threads: `done` is called exactly once with what Write
-  // would return, either before WriteAsync returns or later from the thread committing the
-  // write. The calling thread does not wait for another one; it may instead commit, and complete,
-  // writes that other threads submitted meanwhile. `done` must not block on a Write of this
-  // store running on another thread.
+  // Write without waiting: `done` is called exactly once with what Write would return, either
+  // before WriteAsync returns or later from the thread committing the write. Without a
+  // commit_executor the calling thread may commit (and complete) writes that other threads
+  // submitted meanwhile; with one, it only checks the command and queues it, and `done` runs on
+  // an executor thread. `done` must not block on a Write of this store on another thread.
   void WriteAsync(WriteCommand command, BatchHook hook, WriteCallback done);
 
   // The replica's record of `key`, tombstones included; NOT_FOUND if it has none.
@@ -121,10 +141,21 @@ class LocalStore {
   // INVALID_ARGUMENT naming the limit if the key is empty or too long.
   absl::Status ValidateKey(absl::string_view key) const;
 
+  // Sets the observer of record changes (null: none). Call before the store is used; the
+  // observer must outlive the store's use.
+  void SetObserver(RecordObserver* observer) { observer_ = observer; }
+
+  // Deletes the record of `key` only if it still equals `expected` (tombstone purge): OK if
+  // purged (or already absent), FAILED_PRECONDITION if it changed. Raises the store's counter
+  // floor to every counter of this node's actor that the record had seen, in the same batch, so
+  // that a later write of the key never reuses a dot of the purged history (KV679).
+  absl::Status PurgeIfUnchanged(absl::string_view key, const SiblingSet& expected);
+
  private:
   class WriteMutation;
   class MergeMutation;
   class LegacyExpiryMutation;
+  class PurgeMutation;
 
   LocalStore(Engine* engine, const Clock* clock, std::string actor, Options options);
   absl::Status ValidateWrite(const WriteCommand& command) const;
@@ -141,6 +172,9 @@ class LocalStore {
   const Clock* const clock_;
   const std::string actor_;
   const Options options_;
+  RecordObserver* observer_ = nullptr;
+  // Counters of this actor below or at the floor are never handed out (raised by purges).
+  std::atomic<uint64_t> counter_floor_{0};
   CommitQueue commits_;
 };
 

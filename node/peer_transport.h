@@ -9,6 +9,7 @@
 #ifndef KV_NODE_PEER_TRANSPORT_H_
 #define KV_NODE_PEER_TRANSPORT_H_
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <utility>
@@ -27,6 +28,15 @@ struct EncodedRecord {
   std::string key;
   std::string record;
 };
+
+// A key and the digest of its record on a replica (node/merkle_tree.h).
+struct KeyDigest {
+  std::string key;
+  uint64_t digest = 0;
+};
+
+// The levels of an anti-entropy hash tree (node/merkle_tree.h).
+enum class MerkleLevel : uint32_t { kRoot = 0, kInterior = 1, kLeaves = 2 };
 
 // The answer to a coordinated write, as a client sees it.
 struct WriteReply {
@@ -65,7 +75,38 @@ class PeerTransport {
   // Asks the peer (a replica of the key) to coordinate this write.
   virtual void ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
                             std::function<void(absl::StatusOr<WriteReply>)> done) = 0;
+
+  // Anti-entropy (node/anti_entropy.h). The defaults answer UNIMPLEMENTED at once, for transports
+  // of tests that never exchange trees; real transports override all three.
+  //
+  // Hashes of the peer's tree for this node: the root, the 256 interior nodes, or the 256 leaves
+  // of each interior node in `indexes` (in order). UNAVAILABLE while the peer builds its tree.
+  virtual void MerkleNodes(const Member& peer, MerkleLevel level, std::vector<uint32_t> indexes,
+                           std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done);
+  // The peer's keys, with digests, in `segments` that this node also replicates.
+  virtual void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
+                           std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done);
+  // Asks the peer to purge its record of `key` if it still equals `expected_record` (encoded):
+  // OK if purged, NOT_FOUND if it had none, FAILED_PRECONDITION if it changed.
+  virtual void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
+                           std::function<void(absl::Status)> done);
 };
+
+inline void PeerTransport::MerkleNodes(
+    const Member& /*peer*/, MerkleLevel /*level*/, std::vector<uint32_t> /*indexes*/,
+    std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) {
+  done(absl::UnimplementedError("this transport does not carry anti-entropy calls"));
+}
+inline void PeerTransport::SegmentKeys(
+    const Member& /*peer*/, std::vector<uint32_t> /*segments*/,
+    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) {
+  done(absl::UnimplementedError("this transport does not carry anti-entropy calls"));
+}
+inline void PeerTransport::PurgeRecord(const Member& /*peer*/, std::string /*key*/,
+                                       std::string /*expected_record*/,
+                                       std::function<void(absl::Status)> done) {
+  done(absl::UnimplementedError("this transport does not carry tombstone purges"));
+}
 
 }  // namespace kv
 

@@ -10,8 +10,76 @@
 
 namespace kv {
 
-ReplicaService::ReplicaService(LocalStore* store, Executor* executor, CallGate* gate)
-    : store_(store), executor_(executor), gate_(gate) {}
+ReplicaService::ReplicaService(LocalStore* store, Executor* executor, CallGate* gate,
+                               const MerkleIndex* merkle)
+    : store_(store), executor_(executor), gate_(gate), merkle_(merkle) {}
+
+namespace {
+
+absl::Status NoAntiEntropy() {
+  return absl::UnimplementedError("anti-entropy is not enabled on this node");
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ReplicaService::MerkleNodes(
+    grpc::CallbackServerContext* /*context*/, const internal::v1::MerkleNodesRequest* request,
+    internal::v1::MerkleNodesResponse* response) {
+  absl::Status status = gate_->Check();
+  if (status.ok() && merkle_ == nullptr) status = NoAntiEntropy();
+  if (status.ok() && request->level() > static_cast<uint32_t>(MerkleLevel::kLeaves)) {
+    status = absl::InvalidArgumentError("Merkle tree level must be 0, 1 or 2");
+  }
+  if (status.ok()) {
+    // Memory only: answered on the gRPC thread.
+    absl::StatusOr<std::vector<uint64_t>> hashes =
+        merkle_->Nodes(request->requester_id(), static_cast<MerkleLevel>(request->level()),
+                       std::vector<uint32_t>(request->indexes().begin(), request->indexes().end()));
+    if (hashes.ok()) {
+      response->mutable_hashes()->Add(hashes->begin(), hashes->end());
+    } else {
+      status = hashes.status();
+    }
+  }
+  return FinishNow(gate_, status);
+}
+
+grpc::ServerUnaryReactor* ReplicaService::SegmentKeys(
+    grpc::CallbackServerContext* context, const internal::v1::SegmentKeysRequest* request,
+    internal::v1::SegmentKeysResponse* response) {
+  absl::Status admitted = gate_->Check();
+  if (admitted.ok() && merkle_ == nullptr) admitted = NoAntiEntropy();
+  if (!admitted.ok()) return FinishNow(gate_, admitted);
+  return FinishOnExecutor(context, gate_, executor_, [this, request, response]() -> absl::Status {
+    KV_ASSIGN_OR_RETURN(std::vector<KeyDigest> entries,
+                        merkle_->SegmentEntries(request->requester_id(),
+                                                std::vector<uint32_t>(request->segments().begin(),
+                                                                      request->segments().end())));
+    for (KeyDigest& entry : entries) {
+      internal::v1::SegmentKey* out = response->add_entries();
+      out->set_key(std::move(entry.key));
+      out->set_digest(entry.digest);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
+    grpc::CallbackServerContext* context, const internal::v1::PurgeRecordRequest* request,
+    internal::v1::PurgeRecordResponse* /*response*/) {
+  absl::Status valid = gate_->Check();
+  if (valid.ok()) valid = store_->ValidateKey(request->key());
+  if (!valid.ok()) return FinishNow(gate_, valid);
+  return FinishOnExecutor(context, gate_, executor_, [this, request]() -> absl::Status {
+    absl::StatusOr<SiblingSet> expected = DecodeSiblingSet(request->expected_record());
+    if (!expected.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the expected record from \"", request->requester_id(),
+                       "\" is invalid: ", expected.status().message()));
+    }
+    return store_->PurgeIfUnchanged(request->key(), *expected);
+  });
+}
 
 grpc::ServerUnaryReactor* ReplicaService::MergeBatch(grpc::CallbackServerContext* context,
                                                      const internal::v1::MergeBatchRequest* request,

@@ -6,8 +6,14 @@
 // LocalStore::MergeRecord and answers once all are durable. Merging is idempotent, so a retried
 // batch is harmless. ReadRecord returns found = false for a key the node knows nothing of.
 //
-// Handlers never block: all work runs on the injected Executor. Thread-safe; `store` and
-// `executor` must outlive the service.
+// Anti-entropy: MerkleNodes and SegmentKeys answer from the node's MerkleIndex (UNAVAILABLE while
+// its trees are being built, INVALID_ARGUMENT for an unknown requester or a bad index);
+// PurgeRecord deletes a record through LocalStore::PurgeIfUnchanged (tombstone purge,
+// node/tombstone_reaper.h). Without an index (null) MerkleNodes and SegmentKeys answer
+// UNIMPLEMENTED.
+//
+// Handlers never block: all work runs on the injected Executor. Thread-safe; `store`,
+// `executor` and `merkle` must outlive the service.
 #ifndef KV_NODE_REPLICA_SERVICE_H_
 #define KV_NODE_REPLICA_SERVICE_H_
 
@@ -15,6 +21,7 @@
 #include "node/call_gate.h"
 #include "node/executor.h"
 #include "node/local_store.h"
+#include "node/merkle_index.h"
 #include "replica.grpc.pb.h"
 
 namespace kv {
@@ -22,7 +29,8 @@ namespace kv {
 class ReplicaService final : public internal::v1::Replica::CallbackService {
  public:
   // New calls are refused with UNAVAILABLE once `gate` is closed.
-  ReplicaService(LocalStore* store, Executor* executor, CallGate* gate);
+  ReplicaService(LocalStore* store, Executor* executor, CallGate* gate,
+                 const MerkleIndex* merkle = nullptr);
 
   grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
                                        const internal::v1::MergeBatchRequest* request,
@@ -33,6 +41,15 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   grpc::ServerUnaryReactor* ReadRecord(grpc::CallbackServerContext* context,
                                        const internal::v1::ReadRecordRequest* request,
                                        internal::v1::ReadRecordResponse* response) override;
+  grpc::ServerUnaryReactor* MerkleNodes(grpc::CallbackServerContext* context,
+                                        const internal::v1::MerkleNodesRequest* request,
+                                        internal::v1::MerkleNodesResponse* response) override;
+  grpc::ServerUnaryReactor* SegmentKeys(grpc::CallbackServerContext* context,
+                                        const internal::v1::SegmentKeysRequest* request,
+                                        internal::v1::SegmentKeysResponse* response) override;
+  grpc::ServerUnaryReactor* PurgeRecord(grpc::CallbackServerContext* context,
+                                        const internal::v1::PurgeRecordRequest* request,
+                                        internal::v1::PurgeRecordResponse* response) override;
 
  private:
   absl::Status DoMergeBatch(const internal::v1::MergeBatchRequest& request,
@@ -43,6 +60,7 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   LocalStore* const store_;
   Executor* const executor_;
   CallGate* const gate_;
+  const MerkleIndex* const merkle_;
 };
 
 }  // namespace kv

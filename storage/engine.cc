@@ -1,5 +1,8 @@
 #include "storage/engine.h"
 
+#include <array>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 
 namespace kv {
@@ -14,8 +17,24 @@ absl::string_view ColumnName(Column column) {
       return "idempotency";
     case Column::kMeta:
       return "meta";
+    case Column::kMerkle:
+      return "merkle";
   }
   return "unknown";
+}
+
+absl::Status KeyNotFound(Column column) {
+  static const auto* const kStatuses = [] {
+    auto* statuses = new std::array<absl::Status, kNumColumns>();
+    for (int i = 0; i < kNumColumns; ++i) {
+      (*statuses)[i] = absl::NotFoundError(
+          absl::StrCat("no key in column ", ColumnName(static_cast<Column>(i))));
+    }
+    return statuses;
+  }();
+  const auto index = static_cast<size_t>(column);
+  if (index >= kNumColumns) return absl::NotFoundError("no key in an unknown column");
+  return (*kStatuses)[index];
 }
 
 void WriteBatch::Put(Column column, absl::string_view key, absl::string_view value) {
@@ -26,6 +45,11 @@ void WriteBatch::Put(Column column, absl::string_view key, absl::string_view val
 void WriteBatch::Delete(Column column, absl::string_view key) {
   ops_.push_back(Op{OpType::kDelete, column, std::string(key), std::string()});
   bytes_ += key.size();
+}
+
+void WriteBatch::Append(Op op) {
+  bytes_ += op.key.size() + op.value.size();
+  ops_.push_back(std::move(op));
 }
 
 absl::StatusOr<uint64_t> Engine::RemoveExpired(Column column, int64_t /*now_micros*/) {

@@ -35,9 +35,13 @@ enum class Column : uint8_t {
   kOutbox = 1,       // replication outbox entries
   kIdempotency = 2,  // idempotency token -> recorded first result (expiring values)
   kMeta = 3,         // node metadata (actor epoch, format version)
+  kMerkle = 4,       // anti-entropy index: segment + key -> record digest (node/merkle_index.h)
 };
-inline constexpr int kNumColumns = 4;
+inline constexpr int kNumColumns = 5;
 absl::string_view ColumnName(Column column);
+// The NOT_FOUND status of a Get of an absent key. Made once per column: a miss, the common case
+// for idempotency tokens, then costs no allocation.
+absl::Status KeyNotFound(Column column);
 // True for the columns whose values may carry an expiry (storage/expiring_value.h).
 constexpr bool ColumnHoldsExpiringValues(Column column) { return column == Column::kIdempotency; }
 
@@ -54,6 +58,8 @@ class WriteBatch {
 
   void Put(Column column, absl::string_view key, absl::string_view value);
   void Delete(Column column, absl::string_view key);
+  // Appends `op` as is, taking its strings (no copy).
+  void Append(Op op);
   void Clear() {
     ops_.clear();
     bytes_ = 0;

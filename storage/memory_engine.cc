@@ -48,7 +48,7 @@ absl::StatusOr<std::string> MemoryEngine::Get(Column column, absl::string_view k
   const Table& table = tables_[Index(column)];
   auto it = table.find(key);
   if (it == table.end()) {
-    return absl::NotFoundError(absl::StrCat("no key in column ", ColumnName(column)));
+    return KeyNotFound(column);
   }
   return it->second;
 }

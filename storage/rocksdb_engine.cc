@@ -1,6 +1,7 @@
 // Column families: RocksDB always has a "default" column family; this engine leaves it empty
 // and keeps each Column in a family named ColumnName(column) ("data", "outbox", "idempotency",
-// "meta"). See storage/FORMAT.md.
+// "meta", "merkle"). A database written before a column existed gets its family created at open
+// (create_missing_column_families). See storage/FORMAT.md.
 #include "storage/rocksdb_engine.h"
 
 #include <unistd.h>
@@ -185,11 +186,7 @@ absl::StatusOr<std::unique_ptr<RocksDbEngine>> RocksDbEngine::Open(const std::st
   db_options.create_missing_column_families = true;
   // Flushes and compactions in the background while writers group-commit in the foreground.
   db_options.max_background_jobs = 2;
-  db_options.enable_pipelined_write =
-      getenv("KV_PIPELINED") == nullptr || atoi(getenv("KV_PIPELINED")) != 0;  // XXX-EXPERIMENT
-  if (getenv("KV_WB_MB") != nullptr)
-    const_cast<RocksDbOptions&>(options).write_buffer_bytes = size_t(atoi(getenv("KV_WB_MB")))
-                                                              << 20;  // XXX-EXPERIMENT
+  db_options.enable_pipelined_write = true;
 
   rocksdb::BlockBasedTableOptions table_options;
   table_options.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
@@ -251,7 +248,7 @@ absl::StatusOr<std::string> RocksDbEngine::Get(Column column, absl::string_view 
   rocksdb::Status s =
       impl_->db->Get(rocksdb::ReadOptions(), impl_->Family(column), ToSlice(key), &value);
   if (s.IsNotFound()) {
-    return absl::NotFoundError(absl::StrCat("no key in column ", ColumnName(column)));
+    return KeyNotFound(column);
   }
   if (!s.ok()) return FromRocksDb(s, absl::StrCat("get from column ", ColumnName(column)));
   return value;

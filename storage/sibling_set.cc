@@ -59,11 +59,12 @@ std::vector<Sibling> SiblingSet::LiveSiblings() const {
   return live;
 }
 
-Dot SiblingSet::ApplyWrite(absl::string_view actor, const CausalContext& seen, Sibling sibling) {
+Dot SiblingSet::ApplyWrite(absl::string_view actor, const CausalContext& seen, Sibling sibling,
+                           uint64_t min_counter) {
   siblings_.erase(std::remove_if(siblings_.begin(), siblings_.end(),
                                  [&seen](const Sibling& s) { return seen.Covers(s.dot); }),
                   siblings_.end());
-  const uint64_t counter = std::max(context_.Get(actor), seen.MaxCounter(actor)) + 1;
+  const uint64_t counter = std::max({context_.Get(actor), seen.MaxCounter(actor), min_counter}) + 1;
   Dot dot{std::string(actor), counter};
   context_.Merge(seen.vv());
   context_.Advance(actor, counter);

@@ -71,7 +71,10 @@ class SiblingSet {
   // exceeds every counter of `actor` known to this set or to `seen`. The set's context absorbs
   // seen.vv() (not seen.dots(): a single dot does not imply its predecessors) and the new dot.
   // Returns the new dot.
-  Dot ApplyWrite(absl::string_view actor, const CausalContext& seen, Sibling sibling);
+  // `min_counter`: the new counter is also above it (a store that purged records of this key
+  // raises it, so that counters the purged record had seen are never handed out again).
+  Dot ApplyWrite(absl::string_view actor, const CausalContext& seen, Sibling sibling,
+                 uint64_t min_counter = 0);
 
   // The context to hand back to the writer after ApplyWrite: `seen` plus the new dot, minus
   // extra dots this set's context already covers. When the new version is the only sibling left,

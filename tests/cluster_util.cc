@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 
 namespace kv::testing {
@@ -112,6 +113,7 @@ absl::Status Cluster::Launch(size_t index) {
   if (!process.ok()) return process.status();
   node.process = *std::move(process);
   node.started = true;
+  node.expected_running = true;
   return absl::OkStatus();
 }
 
@@ -143,6 +145,7 @@ void Cluster::KeepLogs(Node& node) {
 absl::StatusOr<int> Cluster::Stop(size_t index, absl::Duration timeout) {
   Node& node = nodes_.at(index);
   if (!node.started) return absl::FailedPreconditionError(node.id + " is not running");
+  node.expected_running = false;
   node.process.Signal(SIGCONT);  // a paused node could not handle SIGTERM
   node.process.Signal(SIGTERM);
   absl::StatusOr<int> code = node.process.Wait(timeout);
@@ -153,6 +156,7 @@ absl::StatusOr<int> Cluster::Stop(size_t index, absl::Duration timeout) {
 
 void Cluster::Kill(size_t index) {
   Node& node = nodes_.at(index);
+  node.expected_running = false;
   node.process.Kill();
   KeepLogs(node);
 }
@@ -174,6 +178,55 @@ absl::Status Cluster::KillAndRestart(size_t index) {
 void Cluster::Pause(size_t index) { nodes_.at(index).process.Signal(SIGSTOP); }
 
 void Cluster::Resume(size_t index) { nodes_.at(index).process.Signal(SIGCONT); }
+
+absl::Status Cluster::StopAll(absl::Duration timeout) {
+  std::vector<std::string> problems;
+  std::vector<Node*> stopping;
+  for (Node& node : nodes_) {
+    if (!node.started) continue;
+    if (!node.process.running()) {
+      if (node.expected_running) {
+        absl::StatusOr<int> code = node.process.Wait(absl::ZeroDuration());
+        problems.push_back(
+            absl::StrCat(node.id, " exited on its own with code ", code.ok() ? *code : -1));
+      }
+      KeepLogs(node);
+      continue;
+    }
+    node.expected_running = false;
+    node.process.Signal(SIGCONT);
+    node.process.Signal(SIGTERM);
+    stopping.push_back(&node);
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  for (Node* node : stopping) {
+    absl::StatusOr<int> code =
+        node->process.Wait(std::max(deadline - absl::Now(), absl::ZeroDuration()));
+    if (!code.ok()) {
+      problems.push_back(absl::StrCat(node->id, " did not exit within ",
+                                      absl::FormatDuration(timeout), " of SIGTERM"));
+    } else if (*code != 0) {
+      problems.push_back(absl::StrCat(node->id, " exited with code ", *code, " on SIGTERM"));
+    }
+    KeepLogs(*node);
+    node->process.Kill();
+  }
+  if (problems.empty()) return absl::OkStatus();
+  return absl::InternalError(absl::StrJoin(problems, "; "));
+}
+
+std::string Cluster::SanitizerReports() {
+  std::string out;
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    for (absl::string_view line : absl::StrSplit(Logs(i), '\n')) {
+      if (absl::StrContains(line, "AddressSanitizer") || absl::StrContains(line, "LeakSanitizer") ||
+          absl::StrContains(line, "runtime error:")) {
+        absl::StrAppend(&out, nodes_[i].id, ": ", line, "\n");
+      }
+    }
+  }
+  return out;
+}
 
 std::string Cluster::Logs(size_t index) {
   Node& node = nodes_.at(index);

@@ -80,6 +80,16 @@ class Cluster {
   void Pause(size_t index);
   void Resume(size_t index);
 
+  // Stops every node at once, as at the end of a test: SIGCONT and SIGTERM to each running node,
+  // then waits up to `timeout` for all of them. OK if every node exited cleanly (code 0) and no
+  // node had exited without being stopped or killed through this class; otherwise an error
+  // naming each such node and its exit code (nodes still running at the deadline are killed).
+  absl::Status StopAll(absl::Duration timeout = absl::Seconds(30));
+
+  // Lines of the nodes' logs that report a sanitizer finding (AddressSanitizer,
+  // LeakSanitizer, UndefinedBehaviorSanitizer), labelled with the node; empty if there is none.
+  std::string SanitizerReports();
+
   // Everything the node wrote to stderr, over all its incarnations.
   std::string Logs(size_t index);
   // The last `max_bytes` of every node's Logs, labelled, for failure messages.
@@ -91,8 +101,9 @@ class Cluster {
     int port = 0;
     std::string data_dir;
     Subprocess process;
-    bool started = false;      // process holds a process that was started
-    std::string earlier_logs;  // stderr of incarnations before the current one
+    bool started = false;           // process holds a process that was started
+    bool expected_running = false;  // started, and not stopped or killed through this class
+    std::string earlier_logs;       // stderr of incarnations before the current one
   };
 
   explicit Cluster(Options options);

@@ -6,6 +6,7 @@
 
 #include "gtest/gtest.h"
 #include "storage/crc32c.h"
+#include "storage/expiring_value.h"
 
 namespace kv {
 namespace {
@@ -112,6 +113,22 @@ TEST(CodingTest, RandomVarintsRoundTrip) {
     ASSERT_EQ(got, v);
     ASSERT_TRUE(in.empty());
   }
+}
+
+TEST(ExpiringValueTest, HeaderRoundTripsAndOtherValuesAreNotExpiring) {
+  std::string value;
+  PutExpiringValueHeader(&value, -5);
+  value += "payload";
+  ASSERT_EQ(value.size(), kExpiringValueHeaderBytes + 7);
+  int64_t expiry = 0;
+  absl::string_view payload;
+  ASSERT_TRUE(ParseExpiringValue(value, &expiry, &payload));
+  EXPECT_EQ(expiry, -5);
+  EXPECT_EQ(payload, "payload");
+  EXPECT_FALSE(ParseExpiringValue(value.substr(0, kExpiringValueHeaderBytes - 1), &expiry,
+                                  &payload));
+  EXPECT_FALSE(ParseExpiringValue("", &expiry, &payload));
+  EXPECT_FALSE(ParseExpiringValue(std::string(20, '\x01'), &expiry, &payload));
 }
 
 // Known answers from RFC 3720 (iSCSI), appendix B.4, and the common "123456789" check value.

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "storage/engine.h"
+#include "storage/expiring_value.h"
 #include "storage/memory_engine.h"
 #include "storage/rocksdb_engine.h"
 
@@ -133,6 +134,32 @@ TYPED_TEST(EngineConformanceTest, BatchIsOrderedAndSpansColumns) {
   EXPECT_TRUE(batch.empty());
   EXPECT_EQ(batch.ApproximateBytes(), 0u);
   EXPECT_TRUE(engine.Write(batch, WriteOptions()).ok());
+}
+
+std::string Expiring(int64_t expiry_micros, absl::string_view payload) {
+  std::string value;
+  PutExpiringValueHeader(&value, expiry_micros);
+  value.append(payload.data(), payload.size());
+  return value;
+}
+
+// What every engine promises about expiring values: only expired, tagged values of an expiring
+// column may go; RemoveExpired is refused for other columns. (When they go is engine-specific.)
+TYPED_TEST(EngineConformanceTest, RemoveExpiredKeepsEverythingStillValid) {
+  Engine& engine = *this->engine_;
+  this->Put(Column::kIdempotency, "expired", Expiring(100, "a"));
+  this->Put(Column::kIdempotency, "valid", Expiring(300, "b"));
+  this->Put(Column::kIdempotency, "untagged", "c");
+  this->Put(Column::kData, "data", Expiring(100, "d"));
+  absl::StatusOr<uint64_t> removed = engine.RemoveExpired(Column::kIdempotency, 200);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_LE(*removed, 1u);
+  absl::StatusOr<std::string> expired = engine.Get(Column::kIdempotency, "expired");
+  EXPECT_TRUE(absl::IsNotFound(expired.status()) || *expired == Expiring(100, "a"));
+  EXPECT_EQ(engine.Get(Column::kIdempotency, "valid").value(), Expiring(300, "b"));
+  EXPECT_EQ(engine.Get(Column::kIdempotency, "untagged").value(), "c");
+  EXPECT_EQ(engine.Get(Column::kData, "data").value(), Expiring(100, "d"));
+  EXPECT_TRUE(absl::IsInvalidArgument(engine.RemoveExpired(Column::kData, 200).status()));
 }
 
 // An iterator created before a batch sees none of it; one created after sees all of it, in every

@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "storage/expiring_value.h"
 #include "storage/memory_engine.h"
 
 namespace kv {
@@ -165,6 +166,61 @@ TEST(MemoryEngineTest, SimulateCrashDropsUnsyncedBatchesOnly) {
   engine.SimulateCrash();
   EXPECT_EQ(engine.Get(Column::kData, "a").value(), "synced-1");
   EXPECT_EQ(engine.Get(Column::kData, "b").status().code(), absl::StatusCode::kNotFound);
+}
+
+std::string Expiring(int64_t expiry_micros, absl::string_view payload) {
+  std::string value;
+  PutExpiringValueHeader(&value, expiry_micros);
+  value.append(payload.data(), payload.size());
+  return value;
+}
+
+TEST_F(RocksDbEngineTest, CompactionDropsValuesExpiredBeforeTheHorizon) {
+  const std::string dir = root_ + "/db";
+  {
+    auto opened = RocksDbEngine::Open(dir, RocksDbOptions());
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    RocksDbEngine& engine = **opened;
+    ASSERT_TRUE(PutOne(engine, Column::kIdempotency, "expired", Expiring(100, "a")).ok());
+    ASSERT_TRUE(PutOne(engine, Column::kIdempotency, "valid", Expiring(300, "b")).ok());
+    ASSERT_TRUE(PutOne(engine, Column::kIdempotency, "untagged", "c").ok());
+    ASSERT_TRUE(PutOne(engine, Column::kIdempotency, "rewritten", Expiring(100, "old")).ok());
+    ASSERT_TRUE(PutOne(engine, Column::kData, "data", Expiring(100, "d")).ok());
+    // No horizon yet: a compaction keeps everything.
+    ASSERT_TRUE(engine.CompactColumn(Column::kIdempotency).ok());
+    EXPECT_TRUE(engine.Get(Column::kIdempotency, "expired").ok());
+    ASSERT_TRUE(PutOne(engine, Column::kIdempotency, "rewritten", Expiring(300, "new")).ok());
+
+    absl::StatusOr<uint64_t> dropped = engine.RemoveExpired(Column::kIdempotency, 200);
+    ASSERT_TRUE(dropped.ok());
+    EXPECT_EQ(*dropped, 0u);  // nothing compacted since
+    ASSERT_TRUE(engine.CompactColumn(Column::kIdempotency).ok());
+    ASSERT_TRUE(engine.CompactColumn(Column::kData).ok());
+    EXPECT_TRUE(absl::IsNotFound(engine.Get(Column::kIdempotency, "expired").status()));
+    EXPECT_EQ(engine.Get(Column::kIdempotency, "valid").value(), Expiring(300, "b"));
+    EXPECT_EQ(engine.Get(Column::kIdempotency, "untagged").value(), "c");
+    EXPECT_EQ(engine.Get(Column::kIdempotency, "rewritten").value(), Expiring(300, "new"));
+    EXPECT_EQ(engine.Get(Column::kData, "data").value(), Expiring(100, "d"));
+    dropped = engine.RemoveExpired(Column::kIdempotency, 150);  // the horizon never moves back
+    ASSERT_TRUE(dropped.ok());
+    EXPECT_EQ(*dropped, 1u);
+  }
+  auto engine = RocksDbEngine::Open(dir, RocksDbOptions());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_TRUE(absl::IsNotFound((*engine)->Get(Column::kIdempotency, "expired").status()));
+  EXPECT_EQ((*engine)->Get(Column::kIdempotency, "rewritten").value(), Expiring(300, "new"));
+}
+
+TEST(MemoryEngineTest, RemoveExpiredDeletesAtOnceAndDurably) {
+  MemoryEngine engine;
+  ASSERT_TRUE(PutOne(engine, Column::kIdempotency, "expired", Expiring(100, "a"), true).ok());
+  ASSERT_TRUE(PutOne(engine, Column::kIdempotency, "valid", Expiring(300, "b"), true).ok());
+  absl::StatusOr<uint64_t> removed = engine.RemoveExpired(Column::kIdempotency, 200);
+  ASSERT_TRUE(removed.ok());
+  EXPECT_EQ(*removed, 1u);
+  engine.SimulateCrash();
+  EXPECT_TRUE(absl::IsNotFound(engine.Get(Column::kIdempotency, "expired").status()));
+  EXPECT_TRUE(engine.Get(Column::kIdempotency, "valid").ok());
 }
 
 TEST(MemoryEngineTest, SyncedBatchMakesEarlierBatchesDurable) {

@@ -129,6 +129,10 @@ TEST(SimulationTest, CheckersReportATokenAppliedTwice) {
   ExpectReported(Sabotage::kDuplicateToken, "applied twice");
 }
 
+TEST(SimulationTest, CheckersReportADeletedValueResurrected) {
+  ExpectReported(Sabotage::kResurrectDeletedValue, "deleted key resurrected");
+}
+
 TEST(SimulationTest, CheckersReportANewKeyNotFoundAfterItsPut) {
   ExpectReported(Sabotage::kFakeNotFound, "read-after-write violated");
 }

@@ -109,6 +109,23 @@ bool Checkers::SomeWriteSaw(const std::string& key, const Dot& dot) const {
   });
 }
 
+const WriteOp* Checkers::DeleteThatReplaced(const std::string& key, const Dot& dot) const {
+  auto it = writes_by_key_.find(key);
+  if (it == writes_by_key_.end()) return nullptr;
+  for (const WriteOp* op : it->second) {
+    if (op->is_delete && op->outcome == Outcome::kOk && op->dot != dot &&
+        op->reply_context.Covers(dot)) {
+      return op;
+    }
+  }
+  return nullptr;
+}
+
+bool Checkers::PurgedOver(const std::string& key, const Dot& dot) const {
+  const VersionVector* purged = cluster_->PurgedContext(key);
+  return purged != nullptr && purged->Covers(dot);
+}
+
 void Checkers::CheckConvergence() {
   for (const auto& [key, ks] : state_) {
     for (size_t i = 1; i < ks.records.size(); ++i) {
@@ -125,6 +142,9 @@ void Checkers::CheckNoAcknowledgedWriteLost() {
   for (const WriteOp& op : history_.writes) {
     if (op.outcome != Outcome::kOk) continue;
     const std::optional<SiblingSet> final_record = Final(op.key);
+    // A tombstone may be purged once every replica holds it, and with it the versions it
+    // replaced.
+    if (PurgedOver(op.key, op.dot)) continue;
     if (!final_record) {
       Fail(op.key, absl::StrCat("acknowledged write lost: no replica knows the key; ", Describe(op),
                                 " acknowledged at ", Seconds(op.acked), " via ",
@@ -141,7 +161,8 @@ void Checkers::CheckNoAcknowledgedWriteLost() {
     for (const Dot& dot : versions) {
       if (kept) break;
       kept = HasSibling(*final_record, dot) ||
-             (final_record->context().Covers(dot) && SomeWriteSaw(op.key, dot));
+             (final_record->context().Covers(dot) && SomeWriteSaw(op.key, dot)) ||
+             PurgedOver(op.key, dot);
     }
     if (!kept) {
       Fail(op.key, absl::StrCat("acknowledged write lost: ", Describe(op), " acknowledged at ",
@@ -172,6 +193,9 @@ void Checkers::CheckReadAfterWrite() {
     if (put == first_put_acked.end() || read.issued < put->second) continue;
     auto del = first_delete_issued.find(read.key);
     if (del != first_delete_issued.end() && del->second <= read.completed) continue;
+    // C3 holds while a replica that acknowledged the Put is reachable; a wiped disk may have
+    // been the only one reachable, until anti-entropy restores it.
+    if (put->second <= cluster_->first_wipe() && read.issued >= cluster_->first_wipe()) continue;
     Fail(read.key,
          absl::StrCat("new-key read-after-write violated: Get #", read.id, " by client ",
                       read.client, " issued at ", Seconds(read.issued), " answered NOT_FOUND via ",
@@ -255,8 +279,29 @@ void Checkers::CheckInvariants() {
   }
 }
 
+void Checkers::CheckNoDeletedKeyResurrected() {
+  for (const auto& [key, ks] : state_) {
+    for (size_t i = 0; i < ks.records.size(); ++i) {
+      if (!ks.records[i]) continue;
+      for (const Sibling& s : ks.records[i]->LiveSiblings()) {
+        const WriteOp* del = DeleteThatReplaced(key, s.dot);
+        if (del == nullptr && !PurgedOver(key, s.dot)) continue;
+        const std::string by =
+            del != nullptr ? absl::StrCat(Describe(*del), ", acknowledged at ", Seconds(del->acked),
+                                          " as ", del->dot.ToString(), ",")
+                           : std::string("a tombstone record purged during the run");
+        Fail(key, absl::StrCat("deleted key resurrected: ", cluster_->NodeId(ks.replicas[i]),
+                               " holds the live version ", s.dot.ToString(), " (value ", s.value,
+                               ") that ", by, " had replaced; record ", ks.records[i]->ToString()));
+        break;
+      }
+    }
+  }
+}
+
 void Checkers::RunAll(bool strict_tokens) {
   CheckInvariants();
+  CheckNoDeletedKeyResurrected();
   CheckConvergence();
   CheckNoAcknowledgedWriteLost();
   CheckReadAfterWrite();

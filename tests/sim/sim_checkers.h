@@ -42,7 +42,9 @@ class Checkers {
   //    of another version of the same logical write.
   void CheckNoAcknowledgedWriteLost();
   // 3. New-key read-after-write (C3): no Get issued after a Put of the key was acknowledged
-  //    returned NOT_FOUND, unless a Delete of the key had been issued by the time it answered.
+  //    returned NOT_FOUND, unless a Delete of the key had been issued by the time it answered
+  //    (or, in a run that wiped a disk, the Put was acknowledged before and the Get issued after
+  //    the wipe: C3 assumes an acknowledging replica stays reachable, which a lost disk breaks).
   void CheckReadAfterWrite();
   // 4. No token applied twice (C6): at most one sibling carries any idempotency token.
   void CheckTokens();
@@ -55,6 +57,11 @@ class Checkers {
   void CheckNoUnexpectedErrors();
   // Every stored record satisfies the SiblingSet invariants.
   void CheckInvariants();
+  // 6. No deleted key resurrected (C8): no live sibling of a final record is a version that an
+  //    acknowledged Delete replaced (its reply context covers the version's dot) or that a purged
+  //    tombstone record covered. Merging never revives a replaced version; a tombstone purged too
+  //    early, or a dot reused after a purge, would.
+  void CheckNoDeletedKeyResurrected();
 
   // All of the above except CheckTokenResurrection, which `strict_tokens` adds.
   void RunAll(bool strict_tokens);
@@ -68,6 +75,10 @@ class Checkers {
   // True if some write of `key` was issued with a context covering `dot`, or a Delete of `key`
   // without context was issued (it replaces whatever its coordinator held).
   bool SomeWriteSaw(const std::string& key, const Dot& dot) const;
+  // The acknowledged Delete of `key` that replaced `dot` (its reply context covers it), if any.
+  const WriteOp* DeleteThatReplaced(const std::string& key, const Dot& dot) const;
+  // True if a purged tombstone-only record of `key` covered `dot` (so it had been replaced).
+  bool PurgedOver(const std::string& key, const Dot& dot) const;
 
   const uint64_t seed_;
   const History& history_;

@@ -46,9 +46,12 @@ int SimCluster::NumUp() const {
 void SimCluster::TearDown(Node* node) {
   if (node->alive) *node->alive = false;
   if (node->outbox) node->outbox->Shutdown();
+  node->reaper.reset();
+  node->anti_entropy.reset();
   node->coordinator.reset();
   node->outbox.reset();
   node->store.reset();
+  node->merkle.reset();
   node->transport.reset();
   node->scheduler.reset();
   node->executor.reset();
@@ -77,6 +80,11 @@ absl::Status SimCluster::Restart(int index) {
       std::make_unique<SimPeerTransport>(network_, this, &endpoints_, index, config_.timeouts);
   LocalStore::Options store_options;
   store_options.sync_writes = true;
+  if (absl::Status backfilled = BackfillMerkleIndex(node.engine.get()); !backfilled.ok()) {
+    TearDown(&node);
+    return absl::InternalError(absl::StrCat("cannot backfill the Merkle index of ", node.member.id,
+                                            ": ", backfilled.message()));
+  }
   absl::StatusOr<std::unique_ptr<LocalStore>> store =
       LocalStore::Open(node.engine.get(), &clock_, node.rng, node.member.id, store_options);
   if (!store.ok()) {
@@ -85,6 +93,11 @@ absl::Status SimCluster::Restart(int index) {
         absl::StrCat("cannot open the store of ", node.member.id, ": ", store.status().message()));
   }
   node.store = *std::move(store);
+  if (config_.anti_entropy) {
+    node.merkle = std::make_unique<MerkleIndex>(node.member.id, ring_, config_.replication_factor,
+                                                node.engine.get());
+    node.store->SetObserver(node.merkle.get());
+  }
   std::vector<Member> peers;
   for (const Member& m : ring_->members()) {
     if (m.id != node.member.id) peers.push_back(m);
@@ -105,11 +118,56 @@ absl::Status SimCluster::Restart(int index) {
   node.coordinator =
       std::make_unique<Coordinator>(options, ring_, node.store.get(), node.outbox.get(),
                                     node.transport.get(), node.executor.get(), &clock_);
+  if (config_.anti_entropy) {
+    // Built in the background, as kvnode does; exchanges wait until it is ready.
+    MerkleIndex* merkle = node.merkle.get();
+    node.executor->Schedule([this, merkle] {
+      if (absl::Status built = merkle->Build(); !built.ok()) {
+        loop_->Log(absl::StrCat("MERKLE BUILD FAILED ", merkle->self_id(), ": ", built.ToString()));
+      }
+    });
+    node.anti_entropy = std::make_unique<AntiEntropy>(
+        node.merkle.get(), node.store.get(), node.transport.get(), node.scheduler.get(),
+        node.executor.get(), &clock_, config_.anti_entropy_options);
+    node.anti_entropy->Start();
+    if (config_.purge_tombstones) {
+      node.reaper = std::make_unique<TombstoneReaper>(
+          node.merkle.get(), node.store.get(), node.engine.get(), node.transport.get(),
+          node.scheduler.get(), node.executor.get(), &clock_, config_.reaper);
+      node.reaper->Start();
+    }
+  }
   node.up = true;
   network_->SetUp(index, node.alive);
   loop_->Log(absl::StrCat("START ", node.member.id, " incarnation ", node.incarnation, " actor ",
                           node.store->actor()));
   return absl::OkStatus();
+}
+
+void SimCluster::Wipe(int index) {
+  Node& node = nodes_[index];
+  if (node.up) return;
+  loop_->Log(absl::StrCat("WIPE the disk of ", node.member.id));
+  first_wipe_ = std::min(first_wipe_, loop_->Now());
+  node.engine = std::make_unique<MemoryEngine>();
+}
+
+bool SimCluster::TreesAgree() const {
+  if (!config_.anti_entropy) return true;
+  for (int i = 0; i < num_nodes(); ++i) {
+    const Node& a = nodes_[i];
+    if (!a.up || !a.merkle->ready()) return false;
+    for (int j = i + 1; j < num_nodes(); ++j) {
+      const Node& b = nodes_[j];
+      if (!b.up || !b.merkle->ready()) return false;
+      absl::StatusOr<std::vector<uint64_t>> ab =
+          a.merkle->Nodes(b.member.id, MerkleLevel::kRoot, {});
+      absl::StatusOr<std::vector<uint64_t>> ba =
+          b.merkle->Nodes(a.member.id, MerkleLevel::kRoot, {});
+      if (!ab.ok() || !ba.ok() || *ab != *ba) return false;
+    }
+  }
+  return true;
 }
 
 std::vector<int> SimCluster::ReplicasOf(const std::string& key) const {
@@ -220,6 +278,41 @@ void SimCluster::ServeForwardWrite(int node, const WriteCommand& command, Quorum
                               r.ok() ? r->write_id : r.status().ToString()));
       reply(std::move(r));
     });
+  });
+}
+
+void SimCluster::ServeMerkleNodes(
+    int node, int requester, MerkleLevel level, const std::vector<uint32_t>& indexes,
+    std::function<void(absl::StatusOr<std::vector<uint64_t>>)> reply) {
+  const std::string requester_id = NodeId(requester);
+  OnNode(node, [requester_id, level, indexes, reply = std::move(reply)](Node* n) {
+    if (!n->merkle) return reply(absl::UnimplementedError("anti-entropy is off"));
+    reply(n->merkle->Nodes(requester_id, level, indexes));
+  });
+}
+
+void SimCluster::ServeSegmentKeys(
+    int node, int requester, const std::vector<uint32_t>& segments,
+    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> reply) {
+  const std::string requester_id = NodeId(requester);
+  OnNode(node, [requester_id, segments, reply = std::move(reply)](Node* n) {
+    if (!n->merkle) return reply(absl::UnimplementedError("anti-entropy is off"));
+    reply(n->merkle->SegmentEntries(requester_id, segments));
+  });
+}
+
+void SimCluster::ServePurgeRecord(int node, const std::string& key, const std::string& expected,
+                                  std::function<void(absl::Status)> reply) {
+  OnNode(node, [this, key, expected, reply = std::move(reply)](Node* n) {
+    // As ReplicaService::PurgeRecord.
+    absl::StatusOr<SiblingSet> record = DecodeSiblingSet(expected);
+    if (!record.ok()) return reply(absl::InvalidArgumentError(record.status().message()));
+    absl::Status purged = n->store->PurgeIfUnchanged(key, *record);
+    if (purged.ok()) {
+      purged_contexts_[key].Merge(record->context());
+      loop_->Log(absl::StrCat(n->member.id, " PURGED ", key));
+    }
+    reply(purged);
   });
 }
 

@@ -6,7 +6,8 @@
 // the engine drops every unsynced batch, the incarnation's guard turns false (so its pending
 // tasks, timers and call callbacks are dropped unrun) and its objects are destroyed. Restart()
 // builds a new incarnation over the same engine and recovers the outbox from it, as kvnode does
-// at startup.
+// at startup. With anti-entropy on, each incarnation also runs a MerkleIndex (built in the
+// background after start), AntiEntropy and a TombstoneReaper, as kvnode does.
 //
 // SimCluster also serves the requests that reach a node over the simulated network: replica
 // requests from peers (as node/replica_service.cc does) and client requests (as a cluster-aware
@@ -23,10 +24,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "node/anti_entropy.h"
 #include "node/coordinator.h"
 #include "node/local_store.h"
+#include "node/merkle_index.h"
 #include "node/replication_outbox.h"
 #include "node/ring.h"
+#include "node/tombstone_reaper.h"
 #include "storage/memory_engine.h"
 #include "tests/sim/sim_loop.h"
 #include "tests/sim/sim_network.h"
@@ -38,6 +42,11 @@ struct ClusterConfig {
   int replication_factor = 3;
   ReplicationOutbox::Options outbox;
   TransportTimeouts timeouts;
+  // Merkle anti-entropy and tombstone purge run on every node when set.
+  bool anti_entropy = true;
+  AntiEntropy::Options anti_entropy_options;
+  bool purge_tombstones = true;
+  TombstoneReaper::Options reaper;
 };
 
 class SimCluster : public SimReplicaServer {
@@ -52,6 +61,10 @@ class SimCluster : public SimReplicaServer {
   absl::Status Start();
   void Crash(int node);
   absl::Status Restart(int node);
+  // Replaces the disk of a node that is down by an empty one (a lost or wiped data directory).
+  void Wipe(int node);
+  // When the first disk was wiped (InfiniteFuture if none was).
+  absl::Time first_wipe() const { return first_wipe_; }
 
   int num_nodes() const { return static_cast<int>(nodes_.size()); }
   bool IsUp(int node) const { return nodes_[node].up; }
@@ -68,6 +81,18 @@ class SimCluster : public SimReplicaServer {
   MemoryEngine* engine(int node) { return nodes_[node].engine.get(); }
   // Entries waiting in the outboxes of nodes that are up.
   uint64_t OutboxDepth() const;
+  // True when anti-entropy is off, or every pair of nodes (all up, trees built) has equal
+  // Merkle roots: their shared keys hold the same records.
+  bool TreesAgree() const;
+  AntiEntropy* anti_entropy(int node) { return nodes_[node].anti_entropy.get(); }
+  // The merged causal contexts of the (tombstone-only) records of `key` that replicas purged at a
+  // reaper's request during the run: every live version they cover had been replaced. Null if
+  // none was purged.
+  const VersionVector* PurgedContext(const std::string& key) const {
+    auto it = purged_contexts_.find(key);
+    return it == purged_contexts_.end() ? nullptr : &it->second;
+  }
+  TombstoneReaper* reaper(int node) { return nodes_[node].reaper.get(); }
   uint64_t crashes() const { return crashes_; }
   // Fingerprint of every node's engine contents (all columns).
   uint64_t StateHash();
@@ -87,6 +112,13 @@ class SimCluster : public SimReplicaServer {
                          std::function<void(absl::StatusOr<WriteReply>)> reply) override;
   void ServeListKeys(int node, const std::string& prefix, const std::string& page_token,
                      uint32_t limit, std::function<void(absl::StatusOr<ListPage>)> reply) override;
+  void ServeMerkleNodes(int node, int requester, MerkleLevel level,
+                        const std::vector<uint32_t>& indexes,
+                        std::function<void(absl::StatusOr<std::vector<uint64_t>>)> reply) override;
+  void ServeSegmentKeys(int node, int requester, const std::vector<uint32_t>& segments,
+                        std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> reply) override;
+  void ServePurgeRecord(int node, const std::string& key, const std::string& expected,
+                        std::function<void(absl::Status)> reply) override;
 
  private:
   struct Node {
@@ -100,9 +132,12 @@ class SimCluster : public SimReplicaServer {
     std::unique_ptr<SimExecutor> executor;
     std::unique_ptr<SimScheduler> scheduler;
     std::unique_ptr<SimPeerTransport> transport;
+    std::unique_ptr<MerkleIndex> merkle;  // the store's observer: outlives the store
     std::unique_ptr<LocalStore> store;
     std::unique_ptr<ReplicationOutbox> outbox;
     std::unique_ptr<Coordinator> coordinator;
+    std::unique_ptr<AntiEntropy> anti_entropy;
+    std::unique_ptr<TombstoneReaper> reaper;
   };
 
   // Destroys the live incarnation's objects (the engine stays).
@@ -118,6 +153,8 @@ class SimCluster : public SimReplicaServer {
   std::map<std::string, int> endpoints_;  // member id -> node number
   std::shared_ptr<const HashRing> ring_;
   uint64_t crashes_ = 0;
+  std::map<std::string, VersionVector> purged_contexts_;
+  absl::Time first_wipe_ = absl::InfiniteFuture();
 };
 
 }  // namespace kv::sim

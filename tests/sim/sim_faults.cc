@@ -91,6 +91,11 @@ void FaultInjector::RestartLater(int node) {
       loop_->UniformDuration(absl::Milliseconds(50), absl::Seconds(3)),
       [this, node] {
         if (cluster_->IsUp(node)) return;
+        if (!wiped_ && loop_->Chance(0.2)) {
+          wiped_ = true;
+          cluster_->Wipe(node);
+          ++stats_.wipes;
+        }
         if (absl::Status s = cluster_->Restart(node); !s.ok()) {
           restart_error_ = s;
           return;

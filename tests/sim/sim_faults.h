@@ -4,7 +4,9 @@
 // delays and their slow tail, which also reorder messages) and then, at random intervals until
 // the end of the fault phase, injects one fault at a time: a partition between two nodes, a node
 // cut off from every other node, a client cut off from a node, the healing of a partition, or a
-// machine crash of a node (unsynced writes lost) followed by its restart after a random downtime.
+// machine crash of a node (unsynced writes lost) followed by its restart after a random downtime;
+// once per run at most, the crashed node's disk is lost (wiped) before it restarts, so that only
+// anti-entropy can restore its replicas.
 // HealAll ends the fault phase: every partition heals, every node is restarted and the network
 // turns reliable and fast. Single-threaded.
 #ifndef KV_TESTS_SIM_SIM_FAULTS_H_
@@ -25,6 +27,7 @@ struct FaultStats {
   uint64_t partitions = 0;
   uint64_t crashes = 0;
   uint64_t restarts = 0;
+  uint64_t wipes = 0;  // disks lost while their node was down (at most one per run)
 };
 
 class FaultInjector {
@@ -54,6 +57,7 @@ class FaultInjector {
   const int num_clients_;
   absl::Time until_;
   bool healed_ = false;
+  bool wiped_ = false;
   FaultStats stats_;
   absl::Status restart_error_;
   std::string drawn_;  // Describe()

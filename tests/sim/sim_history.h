@@ -43,6 +43,9 @@ struct WriteOp {
   absl::Time acked;
   Dot dot;
   bool deduplicated = false;
+  // The causal context returned with the acknowledgement: it covers every version the write
+  // replaced (for a Delete: every version the tombstone covers).
+  CausalContext reply_context;
 };
 
 struct ReadOp {

@@ -181,4 +181,45 @@ void SimPeerTransport::ListKeys(const Member& peer, std::string prefix, std::str
       std::move(done));
 }
 
+void SimPeerTransport::MerkleNodes(
+    const Member& peer, MerkleLevel level, std::vector<uint32_t> indexes,
+    std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) {
+  SimNetwork::CallSpec spec = Spec(peer, "merkle-nodes", "", timeouts_.read);
+  const int to = spec.to;
+  network_->Call<absl::StatusOr<std::vector<uint64_t>>>(
+      std::move(spec),
+      [server = server_, to, from = self_, level, indexes = std::move(indexes)](
+          std::function<void(absl::StatusOr<std::vector<uint64_t>>)> reply) {
+        server->ServeMerkleNodes(to, from, level, indexes, std::move(reply));
+      },
+      std::move(done));
+}
+
+void SimPeerTransport::SegmentKeys(
+    const Member& peer, std::vector<uint32_t> segments,
+    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) {
+  SimNetwork::CallSpec spec = Spec(peer, "segment-keys", "", timeouts_.read);
+  const int to = spec.to;
+  network_->Call<absl::StatusOr<std::vector<KeyDigest>>>(
+      std::move(spec),
+      [server = server_, to, from = self_, segments = std::move(segments)](
+          std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> reply) {
+        server->ServeSegmentKeys(to, from, segments, std::move(reply));
+      },
+      std::move(done));
+}
+
+void SimPeerTransport::PurgeRecord(const Member& peer, std::string key, std::string expected_record,
+                                   std::function<void(absl::Status)> done) {
+  SimNetwork::CallSpec spec = Spec(peer, "purge", key, timeouts_.merge);
+  const int to = spec.to;
+  network_->Call<absl::Status>(
+      std::move(spec),
+      [server = server_, to, key = std::move(key),
+       expected = std::move(expected_record)](std::function<void(absl::Status)> reply) {
+        server->ServePurgeRecord(to, key, expected, std::move(reply));
+      },
+      std::move(done));
+}
+
 }  // namespace kv::sim

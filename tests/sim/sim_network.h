@@ -157,6 +157,15 @@ class SimReplicaServer {
   virtual void ServeListKeys(int node, const std::string& prefix, const std::string& page_token,
                              uint32_t limit,
                              std::function<void(absl::StatusOr<ListPage>)> reply) = 0;
+  // Anti-entropy and tombstone purge; `requester` is the calling node's endpoint.
+  virtual void ServeMerkleNodes(
+      int node, int requester, MerkleLevel level, const std::vector<uint32_t>& indexes,
+      std::function<void(absl::StatusOr<std::vector<uint64_t>>)> reply) = 0;
+  virtual void ServeSegmentKeys(
+      int node, int requester, const std::vector<uint32_t>& segments,
+      std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> reply) = 0;
+  virtual void ServePurgeRecord(int node, const std::string& key, const std::string& expected,
+                                std::function<void(absl::Status)> reply) = 0;
 };
 
 struct TransportTimeouts {
@@ -181,6 +190,12 @@ class SimPeerTransport : public PeerTransport {
                     std::function<void(absl::StatusOr<WriteReply>)> done) override;
   void ListKeys(const Member& peer, std::string prefix, std::string page_token, uint32_t limit,
                 std::function<void(absl::StatusOr<ListPage>)> done) override;
+  void MerkleNodes(const Member& peer, MerkleLevel level, std::vector<uint32_t> indexes,
+                   std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) override;
+  void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
+                   std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override;
+  void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
+                   std::function<void(absl::Status)> done) override;
 
  private:
   SimNetwork::CallSpec Spec(const Member& peer, const char* kind, std::string key,

@@ -30,6 +30,21 @@ ClusterConfig DrawClusterConfig(SimLoop* loop, int num_nodes) {
   config.outbox.max_queued_per_peer = queue_sizes[loop->UniformInt(0, 2)];
   config.outbox.initial_backoff = absl::Milliseconds(20);
   config.outbox.max_backoff = absl::Seconds(1);
+  // A tiny outbox bound in some runs: writes beyond it record no entry for the peer, and only
+  // anti-entropy repairs those replicas.
+  const uint64_t outbox_bounds[] = {3, 1'000'000};
+  config.outbox.max_entries_per_peer = outbox_bounds[loop->UniformInt(0, 1)];
+  config.anti_entropy_options.interval =
+      loop->UniformDuration(absl::Milliseconds(200), absl::Seconds(1));
+  config.anti_entropy_options.keys_per_second = 200;
+  config.anti_entropy_options.keys_per_batch = static_cast<size_t>(loop->UniformInt(1, 16));
+  config.anti_entropy_options.segments_per_call = static_cast<size_t>(loop->UniformInt(1, 64));
+  // Longer than any message can stay in flight (simulated slow messages take up to 1 s, and a
+  // request is served whenever it arrives), as TombstoneReaper requires.
+  config.reaper.min_age = absl::Seconds(2);
+  config.reaper.confirm_delay = absl::Seconds(3);
+  config.reaper.sweep_interval = absl::Milliseconds(500);
+  config.reaper.keys_per_sweep = static_cast<size_t>(loop->UniformInt(4, 64));
   return config;
 }
 
@@ -58,7 +73,8 @@ std::string SimResult::Summary() const {
                       reads_found, " found, ", reads_not_found, " not found, ", reads_gave_up,
                       " gave up, of ", reads, "; ", crashes, " crashes, ", partitions,
                       " partitions; ", messages, " messages (", messages_lost, " lost, ",
-                      messages_duplicated, " duplicated); faults: ", faults, "; trace ",
+                      messages_duplicated, " duplicated); anti-entropy repaired ", keys_repaired,
+                      " keys, ", purged, " tombstones purged; faults: ", faults, "; trace ",
                       absl::Hex(trace_hash), ", state ", absl::Hex(state_hash));
 }
 
@@ -98,19 +114,30 @@ SimResult RunSimulation(const SimOptions& options) {
   workload.Stop();
   auto quiescent = [&] {
     return workload.Idle() && cluster.NumUp() == cluster.num_nodes() && network.Idle() &&
-           cluster.OutboxDepth() == 0;
+           cluster.OutboxDepth() == 0 && cluster.TreesAgree();
   };
-  const absl::Time drain_deadline = loop.Now() + options.drain_limit;
-  bool quiet = false;
-  while (!quiet && loop.RunUntil(quiescent, drain_deadline)) {
-    // Let whatever is due shortly (executor tasks, idle timers) run, then look again.
-    loop.RunUntil(std::min(loop.Now() + absl::Seconds(1), drain_deadline));
-    quiet = quiescent() || loop.Now() >= drain_deadline;
-  }
-  if (!quiescent()) {
-    fail(absl::StrCat("not quiescent ", absl::FormatDuration(options.drain_limit),
-                      " after the faults healed: clients idle=", workload.Idle(), ", network idle=",
-                      network.Idle(), ", outbox entries waiting=", cluster.OutboxDepth()));
+  auto drain = [&](absl::string_view after) {
+    const absl::Time drain_deadline = loop.Now() + options.drain_limit;
+    bool quiet = false;
+    while (!quiet && loop.RunUntil(quiescent, drain_deadline)) {
+      // Let whatever is due shortly (executor tasks, idle timers) run, then look again.
+      loop.RunUntil(std::min(loop.Now() + absl::Seconds(1), drain_deadline));
+      quiet = quiescent() || loop.Now() >= drain_deadline;
+    }
+    if (!quiescent()) {
+      fail(absl::StrCat("not quiescent ", absl::FormatDuration(options.drain_limit), " after ",
+                        after, ": clients idle=", workload.Idle(), ", network idle=",
+                        network.Idle(), ", outbox entries waiting=", cluster.OutboxDepth(),
+                        ", Merkle trees agree=", cluster.TreesAgree()));
+    }
+  };
+  drain("the faults healed");
+  // Purge phase: time passes without writes, so that the reapers purge the tombstones (each
+  // needs min_age, then two confirmations confirm_delay apart); then the cluster must be
+  // quiescent again, with nothing deleted come back.
+  if (options.purge_phase > absl::ZeroDuration()) {
+    loop.RunUntil(loop.Now() + options.purge_phase);
+    drain("the purge phase");
   }
 
   if (cluster.NumUp() == cluster.num_nodes()) {
@@ -132,6 +159,13 @@ SimResult RunSimulation(const SimOptions& options) {
   result.messages = network.stats().sent;
   result.messages_lost = network.stats().lost;
   result.messages_duplicated = network.stats().duplicated;
+  for (int node = 0; node < cluster.num_nodes(); ++node) {
+    if (cluster.reaper(node) != nullptr) result.purged += cluster.reaper(node)->Stats().purged;
+    if (cluster.anti_entropy(node) == nullptr) continue;
+    for (const PeerAntiEntropyStats& peer : cluster.anti_entropy(node)->Stats()) {
+      result.keys_repaired += peer.keys_repaired;
+    }
+  }
   result.faults = faults.Describe();
   return result;
 }

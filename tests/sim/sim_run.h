@@ -4,8 +4,9 @@
 //   2. Fault phase: the workload runs while the FaultInjector loses, duplicates, delays and
 //      reorders messages, partitions endpoints and crashes and restarts nodes.
 //   3. Heal: faults end, every node is restarted, the workload stops starting operations.
-//   4. Drain: run until quiescent (clients idle, nothing on the wire, every outbox empty),
-//      within a bounded simulated time.
+//   4. Drain: run until quiescent (clients idle, nothing on the wire, every outbox empty, every
+//      pair of nodes with equal Merkle roots), within a bounded simulated time. Then let time
+//      pass for the tombstone reapers, and drain again.
 //   5. Check: sim_checkers.h against the history and every replica's final record.
 //
 // The result carries a trace hash (every event run: time, kind, endpoint, key) and a hash of
@@ -27,6 +28,8 @@ struct SimOptions {
   int num_nodes = 3;
   absl::Duration fault_phase = absl::Seconds(12);
   absl::Duration drain_limit = absl::Seconds(60);
+  // After the first drain: time for the tombstone reapers, then a second drain (0: none).
+  absl::Duration purge_phase = absl::Seconds(12);
   bool verbose = false;  // log every operation and fault to stderr
   // Also fail a run when a retried write comes back after a version of it was overwritten
   // (Checkers::CheckTokenResurrection). Off by default until the core prevents it; see the
@@ -49,7 +52,8 @@ struct SimResult {
   size_t reads = 0, reads_found = 0, reads_not_found = 0, reads_gave_up = 0;
   uint64_t crashes = 0, partitions = 0;
   uint64_t messages = 0, messages_lost = 0, messages_duplicated = 0;
-  std::string faults;  // the fault levels drawn
+  uint64_t keys_repaired = 0, purged = 0;  // by anti-entropy; tombstones purged
+  std::string faults;                      // the fault levels drawn
 
   bool ok() const { return failures.empty(); }
   std::string Summary() const;

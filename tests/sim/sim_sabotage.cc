@@ -71,15 +71,39 @@ void FakeNotFound(History* history) {
   }
 }
 
+void ResurrectDeletedValue(SimCluster* cluster, const History& history) {
+  for (const WriteOp& del : history.writes) {
+    if (!del.is_delete || del.outcome != Outcome::kOk) continue;
+    for (const WriteOp& put : history.writes) {
+      if (put.is_delete || put.outcome != Outcome::kOk || put.key != del.key ||
+          !del.reply_context.Covers(put.dot)) {
+        continue;
+      }
+      VersionVector context;
+      context.Advance(put.dot.actor, put.dot.counter);
+      Sibling live;
+      live.dot = put.dot;
+      live.value = put.value;
+      live.idempotency_token = put.token;
+      for (int node : cluster->ReplicasOf(put.key)) {
+        Store(cluster, node, put.key, SiblingSet(context, {live}));
+      }
+      return;
+    }
+  }
+}
+
 }  // namespace
 
 void ApplySabotage(Sabotage sabotage, SimCluster* cluster, History* history) {
   if (sabotage == Sabotage::kFakeNotFound) return FakeNotFound(history);
+  if (sabotage == Sabotage::kResurrectDeletedValue) return ResurrectDeletedValue(cluster, *history);
   const WriteOp* victim = SoleAcknowledgedPut(*history);
   if (victim == nullptr) return;
   switch (sabotage) {
     case Sabotage::kNone:
     case Sabotage::kFakeNotFound:
+    case Sabotage::kResurrectDeletedValue:
       return;
     case Sabotage::kDropAcknowledgedWrite:
       return EditReplicas(

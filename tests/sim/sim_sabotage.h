@@ -21,6 +21,9 @@ enum class Sabotage {
   // Rewrites a successful Get of an acknowledged new key as NOT_FOUND in the history:
   // "read-after-write violated".
   kFakeNotFound,
+  // Brings back, on every replica, a Put's version that an acknowledged Delete replaced (what
+  // a tombstone purged too early would allow): "deleted key resurrected".
+  kResurrectDeletedValue,
 };
 
 // Applies `sabotage` to the quiescent cluster and its history. Every node must be up.

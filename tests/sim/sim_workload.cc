@@ -144,6 +144,10 @@ void Workload::OnWriteDone(int c, size_t w, int node, absl::StatusOr<WriteReply>
     op.acked = loop_->Now();
     op.node = node;
     op.deduplicated = reply->deduplicated;
+    if (absl::StatusOr<CausalContext> context = CausalContext::Decode(reply->context);
+        context.ok()) {
+      op.reply_context = *std::move(context);
+    }
     if (loop_->verbose()) {
       loop_->Log(absl::StrCat("client ", c, " ", op.is_delete ? "DELETE " : "PUT ", op.key, " ",
                               op.value, " token=", op.token, " ctx=", op.context.ToString(),

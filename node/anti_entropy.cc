@@ -1,0 +1,305 @@
+#include "node/anti_entropy.h"
+
+#include <algorithm>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "storage/record_codec.h"
+
+namespace kv {
+
+struct AntiEntropy::Exchange {
+  size_t peer = 0;  // index into index_->peers() and stats_
+  Member member;
+  std::function<void(absl::Status)> done;
+  std::vector<uint32_t> segments;  // differing segments, increasing
+  size_t next_segment = 0;
+  std::vector<Diff> diffs;  // differing keys, in segment order
+  size_t next_diff = 0;
+  uint64_t repaired = 0;
+};
+
+AntiEntropy::AntiEntropy(MerkleIndex* index, LocalStore* store, PeerTransport* transport,
+                         Scheduler* scheduler, Executor* executor, const Clock* clock,
+                         Options options)
+    : index_(index),
+      store_(store),
+      transport_(transport),
+      scheduler_(scheduler),
+      executor_(executor),
+      clock_(clock),
+      options_(options) {
+  absl::MutexLock lock(&mu_);
+  for (const Member& peer : index_->peers()) {
+    stats_.emplace_back();
+    stats_.back().peer_id = peer.id;
+  }
+  tokens_ = options_.keys_per_second;
+  refilled_ = clock_->Now();
+}
+
+AntiEntropy::~AntiEntropy() { Shutdown(); }
+
+void AntiEntropy::Start() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (started_ || shutdown_) return;
+    started_ = true;
+  }
+  scheduler_->RunAfter(options_.interval, guard_.Wrap([this] { Tick(); }));
+}
+
+void AntiEntropy::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    shutdown_ = true;
+  }
+  guard_.Close();
+}
+
+void AntiEntropy::Tick() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return;
+  }
+  ExchangeNow("", nullptr);
+  scheduler_->RunAfter(options_.interval, guard_.Wrap([this] { Tick(); }));
+}
+
+void AntiEntropy::ExchangeNow(std::string peer_id, std::function<void(absl::Status)> done) {
+  auto reply = [&done](absl::Status status) {
+    if (done) done(std::move(status));
+  };
+  const std::vector<Member>& peers = index_->peers();
+  auto ex = std::make_shared<Exchange>();
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return reply(absl::UnavailableError("anti-entropy is shut down"));
+    if (peers.empty()) return reply(absl::OkStatus());
+    if (peer_id.empty()) {
+      ex->peer = next_peer_++ % peers.size();
+    } else {
+      auto it = std::find_if(peers.begin(), peers.end(),
+                             [&](const Member& m) { return m.id == peer_id; });
+      if (it == peers.end()) {
+        return reply(absl::InvalidArgumentError(
+            absl::StrCat("\"", peer_id, "\" is not a peer of this node")));
+      }
+      ex->peer = static_cast<size_t>(it - peers.begin());
+    }
+    if (running_) {
+      return reply(absl::AbortedError("an anti-entropy exchange is already running"));
+    }
+    running_ = true;
+  }
+  ex->member = peers[ex->peer];
+  ex->done = std::move(done);
+  executor_->Schedule(guard_.Wrap([this, ex] { Begin(ex); }));
+}
+
+void AntiEntropy::Begin(ExchangePtr ex) {
+  if (!index_->ready()) {
+    return Finish(ex, absl::UnavailableError("this node's Merkle tree is still being built"));
+  }
+  transport_->MerkleNodes(ex->member, MerkleLevel::kRoot, {},
+                          guard_.Wrap([this, ex](absl::StatusOr<std::vector<uint64_t>> remote) {
+                            OnRoot(ex, std::move(remote));
+                          }));
+}
+
+void AntiEntropy::OnRoot(ExchangePtr ex, absl::StatusOr<std::vector<uint64_t>> remote) {
+  absl::StatusOr<std::vector<uint64_t>> local =
+      index_->Nodes(ex->member.id, MerkleLevel::kRoot, {});
+  if (!remote.ok()) return Finish(ex, remote.status());
+  if (!local.ok()) return Finish(ex, local.status());
+  if (*remote == *local) return Finish(ex, absl::OkStatus());
+  transport_->MerkleNodes(ex->member, MerkleLevel::kInterior, {},
+                          guard_.Wrap([this, ex](absl::StatusOr<std::vector<uint64_t>> remote) {
+                            OnInterior(ex, std::move(remote));
+                          }));
+}
+
+void AntiEntropy::OnInterior(ExchangePtr ex, absl::StatusOr<std::vector<uint64_t>> remote) {
+  absl::StatusOr<std::vector<uint64_t>> local =
+      index_->Nodes(ex->member.id, MerkleLevel::kInterior, {});
+  if (!remote.ok()) return Finish(ex, remote.status());
+  if (!local.ok()) return Finish(ex, local.status());
+  if (remote->size() != MerkleTree::kInterior) {
+    return Finish(ex, absl::InternalError(absl::StrCat(ex->member.id, " sent ", remote->size(),
+                                                       " interior hashes instead of 256")));
+  }
+  std::vector<uint32_t> interior = DifferingIndexes(*local, *remote);
+  if (interior.empty()) return Finish(ex, absl::OkStatus());  // changed meanwhile
+  transport_->MerkleNodes(
+      ex->member, MerkleLevel::kLeaves, interior,
+      guard_.Wrap([this, ex, interior](absl::StatusOr<std::vector<uint64_t>> remote) {
+        OnLeaves(ex, interior, std::move(remote));
+      }));
+}
+
+void AntiEntropy::OnLeaves(ExchangePtr ex, std::vector<uint32_t> interior,
+                           absl::StatusOr<std::vector<uint64_t>> remote) {
+  absl::StatusOr<std::vector<uint64_t>> local =
+      index_->Nodes(ex->member.id, MerkleLevel::kLeaves, interior);
+  if (!remote.ok()) return Finish(ex, remote.status());
+  if (!local.ok()) return Finish(ex, local.status());
+  if (remote->size() != local->size()) {
+    return Finish(ex, absl::InternalError(absl::StrCat(ex->member.id, " sent ", remote->size(),
+                                                       " leaf hashes instead of ", local->size())));
+  }
+  for (uint32_t i : DifferingIndexes(*local, *remote)) {
+    ex->segments.push_back(interior[i / MerkleTree::kLeavesPerInterior] *
+                               MerkleTree::kLeavesPerInterior +
+                           i % MerkleTree::kLeavesPerInterior);
+  }
+  NextSegments(ex);
+}
+
+void AntiEntropy::NextSegments(ExchangePtr ex) {
+  if (ex->next_segment == ex->segments.size() ||
+      ex->diffs.size() >= options_.max_keys_per_exchange) {
+    return RepairNext(ex);
+  }
+  const size_t per_call =
+      std::clamp<size_t>(options_.segments_per_call, 1, MerkleIndex::kMaxSegmentsPerCall);
+  const size_t end = std::min(ex->segments.size(), ex->next_segment + per_call);
+  std::vector<uint32_t> chunk(ex->segments.begin() + ex->next_segment, ex->segments.begin() + end);
+  ex->next_segment = end;
+  transport_->SegmentKeys(
+      ex->member, chunk,
+      guard_.Wrap([this, ex, chunk](absl::StatusOr<std::vector<KeyDigest>> remote) {
+        OnSegmentKeys(ex, chunk, std::move(remote));
+      }));
+}
+
+void AntiEntropy::OnSegmentKeys(ExchangePtr ex, std::vector<uint32_t> segments,
+                                absl::StatusOr<std::vector<KeyDigest>> remote) {
+  if (!remote.ok()) return Finish(ex, remote.status());
+  absl::StatusOr<std::vector<KeyDigest>> local = index_->SegmentEntries(ex->member.id, segments);
+  if (!local.ok()) return Finish(ex, local.status());
+  // key -> (local digest, remote digest); ordered, so diffs come out in a deterministic order.
+  std::map<std::string, std::pair<std::optional<uint64_t>, std::optional<uint64_t>>> keys;
+  for (KeyDigest& entry : *local) keys[std::move(entry.key)].first = entry.digest;
+  for (KeyDigest& entry : *remote) keys[std::move(entry.key)].second = entry.digest;
+  for (auto& [key, digests] : keys) {
+    if (digests.first == digests.second) continue;
+    ex->diffs.push_back(Diff{key, digests.first.has_value(), digests.second.has_value()});
+  }
+  NextSegments(ex);
+}
+
+absl::Duration AntiEntropy::TakeBudget(size_t keys) {
+  absl::MutexLock lock(&mu_);
+  const double rate = std::max(options_.keys_per_second, 1.0);
+  const double burst = std::max(rate, static_cast<double>(options_.keys_per_batch));
+  const absl::Time now = clock_->Now();
+  tokens_ = std::min(burst, tokens_ + absl::ToDoubleSeconds(now - refilled_) * rate);
+  refilled_ = now;
+  const double needed = static_cast<double>(keys);
+  if (tokens_ >= needed) {
+    tokens_ -= needed;
+    return absl::ZeroDuration();
+  }
+  return absl::Seconds((needed - tokens_) / rate);
+}
+
+void AntiEntropy::RepairNext(ExchangePtr ex) {
+  const size_t limit = std::min(ex->diffs.size(), options_.max_keys_per_exchange);
+  if (ex->next_diff >= limit) return Finish(ex, absl::OkStatus());
+  const size_t begin = ex->next_diff;
+  const size_t end = std::min(limit, begin + std::max<size_t>(options_.keys_per_batch, 1));
+  const absl::Duration wait = TakeBudget(end - begin);
+  if (wait > absl::ZeroDuration()) {
+    scheduler_->RunAfter(wait, guard_.Wrap([this, ex] { RepairNext(ex); }));
+    return;
+  }
+  ex->next_diff = end;
+  // Read the peer's records of the batch (those it has), then merge and push.
+  struct Reads {
+    absl::Mutex mu;
+    size_t outstanding = 0;
+    std::vector<absl::StatusOr<std::string>> records;
+  };
+  auto reads = std::make_shared<Reads>();
+  reads->records.assign(end - begin, absl::NotFoundError("the peer has no record"));
+  std::vector<size_t> to_read;
+  for (size_t i = begin; i < end; ++i) {
+    if (ex->diffs[i].remote) to_read.push_back(i);
+  }
+  if (to_read.empty()) return MergeAndPush(ex, begin, end, std::move(reads->records));
+  reads->outstanding = to_read.size();
+  for (size_t i : to_read) {
+    transport_->ReadRecord(
+        ex->member, ex->diffs[i].key,
+        guard_.Wrap([this, ex, reads, begin, end, i](absl::StatusOr<std::string> record) {
+          bool last = false;
+          {
+            absl::MutexLock lock(&reads->mu);
+            reads->records[i - begin] = std::move(record);
+            last = --reads->outstanding == 0;
+          }
+          if (last) MergeAndPush(ex, begin, end, std::move(reads->records));
+        }));
+  }
+}
+
+void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
+                               std::vector<absl::StatusOr<std::string>> remote) {
+  std::vector<EncodedRecord> push;
+  for (size_t i = begin; i < end; ++i) {
+    const std::string& key = ex->diffs[i].key;
+    absl::StatusOr<std::string>& theirs = remote[i - begin];
+    if (!theirs.ok() && !absl::IsNotFound(theirs.status())) return Finish(ex, theirs.status());
+    absl::StatusOr<SiblingSet> ours = absl::NotFoundError("no record");
+    if (theirs.ok()) {
+      absl::StatusOr<SiblingSet> decoded = DecodeSiblingSet(*theirs);
+      if (!decoded.ok()) return Finish(ex, decoded.status());
+      ours = store_->MergeRecord(key, *decoded);
+    } else {
+      ours = store_->ReadRecord(key);
+    }
+    if (absl::IsNotFound(ours.status())) continue;  // purged meanwhile: nothing to send
+    if (!ours.ok()) return Finish(ex, ours.status());
+    std::string encoded = EncodeSiblingSet(*ours);
+    ++ex->repaired;
+    if (theirs.ok() && *theirs == encoded) continue;
+    push.push_back(EncodedRecord{key, std::move(encoded)});
+  }
+  if (push.empty()) return RepairNext(ex);
+  transport_->MergeRecords(ex->member, std::move(push),
+                           guard_.Wrap([this, ex](absl::Status status) {
+                             if (!status.ok()) return Finish(ex, status);
+                             RepairNext(ex);
+                           }));
+}
+
+void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
+  std::function<void(absl::Status)> done;
+  {
+    absl::MutexLock lock(&mu_);
+    running_ = false;
+    PeerAntiEntropyStats& stats = stats_[ex->peer];
+    stats.keys_repaired += ex->repaired;
+    if (status.ok()) {
+      ++stats.exchanges;
+      stats.last_exchange = clock_->Now();
+      stats.last_error.clear();
+      stats.in_sync = ex->segments.empty() && ex->diffs.empty();
+      stats.last_segments_different = ex->segments.size();
+      stats.last_keys_different = ex->diffs.size();
+    } else {
+      ++stats.failed_exchanges;
+      stats.last_error = status.ToString();
+    }
+    done = std::move(ex->done);
+  }
+  if (done) done(std::move(status));
+}
+
+std::vector<PeerAntiEntropyStats> AntiEntropy::Stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace kv

@@ -1,0 +1,141 @@
+// AntiEntropy: Merkle-tree exchanges that make this node's replicas and its peers' converge,
+// whatever the replication outbox missed (dropped hints, a wiped disk, a replica away for long).
+//
+// One exchange at a time, with one peer; peers take turns (round robin), one exchange every
+// Options::interval. An exchange compares this node's tree for the peer (node/merkle_index.h)
+// with the peer's tree for this node, level by level, and descends only where they differ:
+//   1. the roots (8 bytes); equal roots end the exchange;
+//   2. the 256 interior nodes;
+//   3. the 256 leaves of each differing interior node;
+//   4. for the differing segments, the peer's (key, digest) list of the keys both replicate,
+//      compared with this node's list;
+//   5. for each key that differs or is missing on one side, in batches: the peer's record is read
+//      (PeerTransport::ReadRecord) and merged here (LocalStore::MergeRecord), then the merged
+//      record is sent to the peer (MergeRecords) unless it already holds exactly that. Merging is
+//      a join, so both end with the same record however writes interleave with the exchange.
+// Transfer scales with the differences: about 8 bytes per leaf of each differing interior node,
+// the key lists of differing segments, and the differing records.
+//
+// Budget: at most Options::keys_per_second keys are repaired per second (a token bucket with one
+// second of burst); an exchange that runs out waits on the Scheduler. At most
+// max_keys_per_exchange differing keys are handled per exchange; the trees still differ
+// afterwards, so the next exchange with that peer continues.
+//
+// Errors: an exchange that fails (peer unreachable, tree not built yet on either side, storage
+// error) stops and is counted; the next turn tries again. Nothing is lost by stopping midway.
+//
+// Thread-safe. Reads time only through the Clock and schedules only through the Scheduler and
+// Executor, so it runs unchanged in the deterministic simulation. Shutdown() (also run by the
+// destructor) stops starting work and waits for callbacks running inside; callbacks that arrive
+// later do nothing. The index, store, transport, scheduler, executor and clock must outlive it.
+#ifndef KV_NODE_ANTI_ENTROPY_H_
+#define KV_NODE_ANTI_ENTROPY_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "node/clock.h"
+#include "node/executor.h"
+#include "node/lifetime_guard.h"
+#include "node/local_store.h"
+#include "node/merkle_index.h"
+#include "node/peer_transport.h"
+#include "node/scheduler.h"
+
+namespace kv {
+
+struct PeerAntiEntropyStats {
+  std::string peer_id;
+  uint64_t exchanges = 0;  // completed (equal roots or repaired)
+  uint64_t failed_exchanges = 0;
+  absl::Time last_exchange = absl::InfinitePast();  // when the last completed one ended
+  std::string last_error;                           // of the last exchange, if it failed
+  bool in_sync = false;                             // the last completed exchange found equal roots
+  // Found by the last completed exchange.
+  uint64_t last_segments_different = 0;
+  uint64_t last_keys_different = 0;
+  uint64_t keys_repaired = 0;  // since start
+};
+
+class AntiEntropy {
+ public:
+  struct Options {
+    absl::Duration interval = absl::Seconds(30);  // between two exchanges (each with one peer)
+    double keys_per_second = 2000;                // repair budget
+    size_t segments_per_call = 256;               // per SegmentKeys call (<= 1024)
+    size_t keys_per_batch = 64;                   // keys read and merged per round trip
+    size_t max_keys_per_exchange = 100'000;
+  };
+
+  AntiEntropy(MerkleIndex* index, LocalStore* store, PeerTransport* transport, Scheduler* scheduler,
+              Executor* executor, const Clock* clock, Options options);
+  ~AntiEntropy();
+  AntiEntropy(const AntiEntropy&) = delete;
+  AntiEntropy& operator=(const AntiEntropy&) = delete;
+
+  // Starts the periodic exchanges (the first one after one interval).
+  void Start();
+  // Stops: no exchange starts or continues; waits for callbacks running inside. Idempotent.
+  void Shutdown();
+
+  // Starts an exchange with `peer_id` (empty: the next peer in turn) at once. `done` (may be
+  // null) gets its outcome: ABORTED if an exchange is already running, INVALID_ARGUMENT for an
+  // unknown peer, UNAVAILABLE if a tree is not built yet or the peer cannot be reached.
+  void ExchangeNow(std::string peer_id, std::function<void(absl::Status)> done);
+
+  std::vector<PeerAntiEntropyStats> Stats() const;
+
+ private:
+  struct Exchange;
+  struct Diff {
+    std::string key;
+    bool local = false;   // this node has a record
+    bool remote = false;  // the peer has one
+  };
+  using ExchangePtr = std::shared_ptr<Exchange>;
+
+  void Tick();
+  void Begin(ExchangePtr ex);
+  void OnRoot(ExchangePtr ex, absl::StatusOr<std::vector<uint64_t>> remote);
+  void OnInterior(ExchangePtr ex, absl::StatusOr<std::vector<uint64_t>> remote);
+  void OnLeaves(ExchangePtr ex, std::vector<uint32_t> interior,
+                absl::StatusOr<std::vector<uint64_t>> remote);
+  void NextSegments(ExchangePtr ex);
+  void OnSegmentKeys(ExchangePtr ex, std::vector<uint32_t> segments,
+                     absl::StatusOr<std::vector<KeyDigest>> remote);
+  void RepairNext(ExchangePtr ex);
+  void MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
+                    std::vector<absl::StatusOr<std::string>> remote);
+  void Finish(ExchangePtr ex, absl::Status status);
+  // Takes `keys` tokens and returns zero, or returns how long to wait before there are enough.
+  absl::Duration TakeBudget(size_t keys);
+
+  MerkleIndex* const index_;
+  LocalStore* const store_;
+  PeerTransport* const transport_;
+  Scheduler* const scheduler_;
+  Executor* const executor_;
+  const Clock* const clock_;
+  const Options options_;
+  LifetimeGuard guard_;
+
+  mutable absl::Mutex mu_;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  bool running_ ABSL_GUARDED_BY(mu_) = false;
+  size_t next_peer_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<PeerAntiEntropyStats> stats_ ABSL_GUARDED_BY(mu_);  // as index_->peers()
+  double tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time refilled_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kv
+
+#endif  // KV_NODE_ANTI_ENTROPY_H_

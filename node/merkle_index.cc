@@ -1,0 +1,279 @@
+#include "node/merkle_index.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "storage/coding.h"
+#include "storage/record_codec.h"
+#include "storage/status_macros.h"
+
+namespace kv {
+namespace {
+
+constexpr absl::string_view kBackfilledKey = "merkle_index_backfilled";
+constexpr size_t kScanChunk = 1024;
+
+std::string SegmentPrefix(uint32_t segment) {
+  std::string prefix(2, '\0');
+  prefix[0] = static_cast<char>((segment >> 8) & 0xff);
+  prefix[1] = static_cast<char>(segment & 0xff);
+  return prefix;
+}
+
+std::string EncodeDigest(uint64_t digest) {
+  std::string out;
+  PutFixed64(&out, digest);
+  return out;
+}
+
+bool DecodeDigest(absl::string_view bytes, uint64_t* digest) {
+  return bytes.size() == 8 && GetFixed64(&bytes, digest);
+}
+
+uint64_t DigestOf(const SiblingSet& record) {
+  return MerkleTree::RecordDigest(EncodeSiblingSet(record));
+}
+
+}  // namespace
+
+MerkleIndex::MerkleIndex(std::string self_id, std::shared_ptr<const HashRing> ring,
+                         int replication_factor, Engine* engine)
+    : self_id_(std::move(self_id)),
+      ring_(std::move(ring)),
+      n_(static_cast<size_t>(std::max(replication_factor, 1))),
+      engine_(engine) {
+  for (const Member& m : ring_->members()) {
+    if (m.id != self_id_) peers_.push_back(m);
+  }
+  trees_.resize(peers_.size());
+}
+
+std::string MerkleIndex::IndexKey(absl::string_view key) {
+  return absl::StrCat(SegmentPrefix(MerkleTree::SegmentOf(key)), key);
+}
+
+std::vector<const Member*> MerkleIndex::Replicas(absl::string_view key) const {
+  return ring_->PreferenceList(key, n_);
+}
+
+MerkleIndex::PeerSet MerkleIndex::SharingPeers(absl::string_view key) const {
+  PeerSet out;
+  std::vector<const Member*> replicas = Replicas(key);
+  if (std::none_of(replicas.begin(), replicas.end(),
+                   [&](const Member* m) { return m->id == self_id_; })) {
+    return out;
+  }
+  for (const Member* m : replicas) {
+    if (m->id == self_id_) continue;
+    int index = PeerIndex(m->id);
+    if (index >= 0) out.push_back(static_cast<uint16_t>(index));
+  }
+  return out;
+}
+
+int MerkleIndex::PeerIndex(absl::string_view peer_id) const {
+  auto it = std::lower_bound(peers_.begin(), peers_.end(), peer_id,
+                             [](const Member& m, absl::string_view id) { return m.id < id; });
+  if (it == peers_.end() || it->id != peer_id) return -1;
+  return static_cast<int>(it - peers_.begin());
+}
+
+bool MerkleIndex::Shares(absl::string_view key, absl::string_view peer_id) const {
+  const int index = PeerIndex(peer_id);
+  if (index < 0) return false;
+  PeerSet peers = SharingPeers(key);
+  return std::find(peers.begin(), peers.end(), index) != peers.end();
+}
+
+bool MerkleIndex::IsPrimary(absl::string_view key) const {
+  std::vector<const Member*> replicas = Replicas(key);
+  return !replicas.empty() && replicas.front()->id == self_id_;
+}
+
+void MerkleIndex::Apply(const PeerSet& peers, uint32_t segment, uint64_t hash) {
+  for (uint16_t peer : peers) trees_[peer].Toggle(segment, hash);
+}
+
+void MerkleIndex::OnRecordChange(absl::string_view key, const SiblingSet* old_record,
+                                 const SiblingSet* new_record, WriteBatch* batch) {
+  const std::string index_key = IndexKey(key);
+  std::optional<uint64_t> new_digest;
+  if (new_record != nullptr) {
+    new_digest = DigestOf(*new_record);
+    batch->Put(Column::kMerkle, index_key, EncodeDigest(*new_digest));
+  } else {
+    batch->Delete(Column::kMerkle, index_key);
+  }
+  const std::optional<uint64_t> old_digest =
+      old_record != nullptr ? std::optional<uint64_t>(DigestOf(*old_record)) : std::nullopt;
+  if (old_digest == new_digest) return;
+  const PeerSet peers = SharingPeers(key);
+  const uint32_t segment = MerkleTree::SegmentOf(key);
+  uint64_t delta = 0;
+  if (old_digest) delta ^= MerkleTree::EntryHash(key, *old_digest);
+  if (new_digest) delta ^= MerkleTree::EntryHash(key, *new_digest);
+
+  absl::MutexLock lock(&mu_);
+  if (state_ != State::kReady) {
+    auto pending = pending_.find(key);
+    if (pending != pending_.end()) {
+      pending->second = new_digest;
+      return;
+    }
+    if (index_key > scanned_through_) {
+      pending_.emplace(std::string(key), new_digest);
+      return;
+    }
+  }
+  Apply(peers, segment, delta);
+}
+
+absl::Status MerkleIndex::Build() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ != State::kObserving) {
+      return absl::FailedPreconditionError("the Merkle index is already built or building");
+    }
+    state_ = State::kBuilding;
+  }
+  struct Entry {
+    std::string index_key;
+    PeerSet peers;
+    uint32_t segment;
+    uint64_t hash;
+  };
+  std::vector<Entry> chunk;
+  // Applies a chunk under the lock (the scan itself runs without it).
+  auto apply = [&] {
+    absl::MutexLock lock(&mu_);
+    for (const Entry& e : chunk) {
+      absl::string_view key = absl::string_view(e.index_key).substr(2);
+      if (pending_.find(key) == pending_.end()) Apply(e.peers, e.segment, e.hash);
+    }
+    if (!chunk.empty()) scanned_through_ = chunk.back().index_key;
+    chunk.clear();
+  };
+  std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kMerkle);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    absl::string_view index_key = it->key();
+    uint64_t digest = 0;
+    if (index_key.size() < 3 || !DecodeDigest(it->value(), &digest)) {
+      return absl::DataLossError(absl::StrCat("malformed Merkle index entry of ", index_key.size(),
+                                              " key bytes and ", it->value().size(),
+                                              " value bytes"));
+    }
+    absl::string_view key = index_key.substr(2);
+    chunk.push_back(Entry{std::string(index_key), SharingPeers(key), MerkleTree::SegmentOf(key),
+                          MerkleTree::EntryHash(key, digest)});
+    if (chunk.size() == kScanChunk) apply();
+  }
+  KV_RETURN_IF_ERROR(it->status());
+  apply();
+  absl::MutexLock lock(&mu_);
+  for (const auto& [key, digest] : pending_) {
+    if (digest)
+      Apply(SharingPeers(key), MerkleTree::SegmentOf(key), MerkleTree::EntryHash(key, *digest));
+  }
+  pending_.clear();
+  state_ = State::kReady;
+  return absl::OkStatus();
+}
+
+bool MerkleIndex::ready() const {
+  absl::MutexLock lock(&mu_);
+  return state_ == State::kReady;
+}
+
+absl::StatusOr<std::vector<uint64_t>> MerkleIndex::Nodes(
+    absl::string_view peer_id, MerkleLevel level, const std::vector<uint32_t>& indexes) const {
+  const int peer = PeerIndex(peer_id);
+  if (peer < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", peer_id, "\" is not a member of this node's ring"));
+  }
+  for (uint32_t index : indexes) {
+    if (index >= MerkleTree::kInterior) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("interior node index ", index, " is out of range (0..255)"));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  if (state_ != State::kReady) {
+    return absl::UnavailableError("the Merkle tree is still being built; try again later");
+  }
+  const MerkleTree& tree = trees_[peer];
+  switch (level) {
+    case MerkleLevel::kRoot:
+      return std::vector<uint64_t>{tree.root()};
+    case MerkleLevel::kInterior:
+      return tree.interior();
+    case MerkleLevel::kLeaves: {
+      std::vector<uint64_t> out;
+      out.reserve(indexes.size() * MerkleTree::kLeavesPerInterior);
+      for (uint32_t index : indexes) {
+        std::vector<uint64_t> leaves = tree.LeavesOf(index);
+        out.insert(out.end(), leaves.begin(), leaves.end());
+      }
+      return out;
+    }
+  }
+  return absl::InvalidArgumentError("unknown Merkle tree level");
+}
+
+absl::StatusOr<std::vector<KeyDigest>> MerkleIndex::SegmentEntries(
+    absl::string_view peer_id, std::vector<uint32_t> segments) const {
+  if (PeerIndex(peer_id) < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", peer_id, "\" is not a member of this node's ring"));
+  }
+  if (segments.size() > kMaxSegmentsPerCall) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", kMaxSegmentsPerCall, " segments per call, not ", segments.size()));
+  }
+  for (uint32_t segment : segments) {
+    if (segment >= MerkleTree::kLeaves) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("segment ", segment, " is out of range (0..65535)"));
+    }
+  }
+  std::sort(segments.begin(), segments.end());
+  segments.erase(std::unique(segments.begin(), segments.end()), segments.end());
+  std::vector<KeyDigest> out;
+  if (segments.empty()) return out;
+  std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kMerkle);
+  for (uint32_t segment : segments) {
+    const std::string prefix = SegmentPrefix(segment);
+    for (it->Seek(prefix); it->Valid() && it->key().substr(0, 2) == prefix; it->Next()) {
+      absl::string_view key = it->key().substr(2);
+      uint64_t digest = 0;
+      if (!DecodeDigest(it->value(), &digest)) {
+        return absl::DataLossError("malformed Merkle index entry: the digest is not 8 bytes");
+      }
+      if (Shares(key, peer_id)) out.push_back(KeyDigest{std::string(key), digest});
+    }
+  }
+  KV_RETURN_IF_ERROR(it->status());
+  return out;
+}
+
+absl::Status BackfillMerkleIndex(Engine* engine) {
+  absl::StatusOr<std::string> done = engine->Get(Column::kMeta, kBackfilledKey);
+  if (done.ok()) return absl::OkStatus();
+  if (!absl::IsNotFound(done.status())) return done.status();
+  WriteBatch batch;
+  std::unique_ptr<Iterator> it = engine->NewIterator(Column::kData);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    batch.Put(Column::kMerkle, MerkleIndex::IndexKey(it->key()),
+              EncodeDigest(MerkleTree::RecordDigest(it->value())));
+    if (batch.ops().size() == kScanChunk) {
+      KV_RETURN_IF_ERROR(engine->Write(batch, WriteOptions{}));
+      batch.Clear();
+    }
+  }
+  KV_RETURN_IF_ERROR(it->status());
+  batch.Put(Column::kMeta, kBackfilledKey, "1");
+  return engine->Write(batch, WriteOptions{/*sync=*/true});
+}
+
+}  // namespace kv

@@ -1,0 +1,120 @@
+// MerkleIndex: keeps this node's anti-entropy hash trees (node/merkle_tree.h), one per peer, over
+// the keys both replicate, and the on-disk index they are built from.
+//
+// The index: the engine's merkle column (storage/FORMAT.md) holds, per key of the data column,
+// segment (u16 big-endian) + key -> XXH64 of the encoded record. As the store's RecordObserver,
+// the index adds its entry's change to the batch of every record change (write, merge, purge),
+// so it never disagrees with the data column, also after a crash.
+//
+// The trees live in memory. Which peers share a key comes from the ring's preference lists (N =
+// replication factor); the ring is fixed for the index's lifetime (a membership change needs a
+// new index). Every observed change toggles the key's old and new entry hashes in the tree of
+// each peer that shares the key: O(1) per peer, no rebuild on the hot path.
+//
+// Start-up. Build() scans the merkle column (small values) without blocking reads or writes.
+// The index is observing from construction (SetObserver before the store is used), so every
+// change since the store opened is seen. While Build runs, a change to a key the scan has not
+// reached yet (or a key already changed during the build) is kept in a pending map, key -> latest
+// digest, instead of being applied; the scan skips keys in that map; a change to a key the scan
+// has passed is applied at once (the tree already holds the key's snapshot entry, which equals the
+// change's old record, since no change of that key had been seen). When the scan ends the
+// pending map's latest entries are added and the trees are ready. Exchanges wait until then.
+//
+// Precision: the trees follow observed changes, applied just before their batch is written; a
+// batch that then fails to be written leaves its keys' entries off until the next start. That
+// only costs a needless comparison of those keys in an exchange, never a wrong repair, because
+// exchanges compare keys by the digests on disk.
+//
+// Thread-safe: OnRecordChange runs under the store's key lock, from any thread.
+#ifndef KV_NODE_MERKLE_INDEX_H_
+#define KV_NODE_MERKLE_INDEX_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "node/local_store.h"
+#include "node/merkle_tree.h"
+#include "node/peer_transport.h"
+#include "node/ring.h"
+#include "storage/engine.h"
+
+namespace kv {
+
+class MerkleIndex : public RecordObserver {
+ public:
+  // `engine` must outlive the index. The ring's members other than `self_id` are the peers.
+  MerkleIndex(std::string self_id, std::shared_ptr<const HashRing> ring, int replication_factor,
+              Engine* engine);
+
+  void OnRecordChange(absl::string_view key, const SiblingSet* old_record,
+                      const SiblingSet* new_record, WriteBatch* batch) override;
+
+  // Loads the trees from the merkle column; blocks for the scan (run it on an executor). Call
+  // once, after the index was set as the store's observer. FAILED_PRECONDITION if called twice.
+  absl::Status Build();
+  bool ready() const;
+
+  const std::string& self_id() const { return self_id_; }
+  // Every other member of the ring, by id.
+  const std::vector<Member>& peers() const { return peers_; }
+  // True if this node and `peer_id` both replicate `key`.
+  bool Shares(absl::string_view key, absl::string_view peer_id) const;
+  // True if this node is the first replica of `key`.
+  bool IsPrimary(absl::string_view key) const;
+  // The replicas of `key`, in preference order.
+  std::vector<const Member*> Replicas(absl::string_view key) const;
+
+  // Hashes of the tree for `peer_id` (MerkleLevel). UNAVAILABLE until ready; INVALID_ARGUMENT for
+  // an unknown peer or an interior index >= 256.
+  absl::StatusOr<std::vector<uint64_t>> Nodes(absl::string_view peer_id, MerkleLevel level,
+                                              const std::vector<uint32_t>& indexes) const;
+  // This node's committed (key, digest) entries in `segments` that `peer_id` also replicates, in
+  // segment then key order (read from the engine). INVALID_ARGUMENT for a segment >= 65536, more
+  // than kMaxSegmentsPerCall segments or an unknown peer.
+  absl::StatusOr<std::vector<KeyDigest>> SegmentEntries(absl::string_view peer_id,
+                                                        std::vector<uint32_t> segments) const;
+  static constexpr size_t kMaxSegmentsPerCall = 1024;
+
+  // Merkle column key of a user key: segment (u16 big-endian) + key.
+  static std::string IndexKey(absl::string_view key);
+
+ private:
+  using PeerSet = absl::InlinedVector<uint16_t, 4>;  // indexes into peers_
+  // The peers that share `key` with this node.
+  PeerSet SharingPeers(absl::string_view key) const;
+  int PeerIndex(absl::string_view peer_id) const;
+  void Apply(const PeerSet& peers, uint32_t segment, uint64_t hash)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string self_id_;
+  const std::shared_ptr<const HashRing> ring_;
+  const size_t n_;
+  Engine* const engine_;
+  std::vector<Member> peers_;
+
+  mutable absl::Mutex mu_;
+  enum class State { kObserving, kBuilding, kReady };
+  State state_ ABSL_GUARDED_BY(mu_) = State::kObserving;
+  std::vector<MerkleTree> trees_ ABSL_GUARDED_BY(mu_);  // one per peer, as peers_
+  // Until ready: keys changed while their snapshot entry was not applied -> latest digest
+  // (nullopt: the record was purged).
+  std::map<std::string, std::optional<uint64_t>, std::less<>> pending_ ABSL_GUARDED_BY(mu_);
+  // The last merkle column key whose snapshot entry Build has applied ("" before any).
+  std::string scanned_through_ ABSL_GUARDED_BY(mu_);
+};
+
+// Fills the merkle column from the data column of a database written before the column existed
+// (marked done in the meta column). Call before the store serves anything; a no-op afterwards.
+absl::Status BackfillMerkleIndex(Engine* engine);
+
+}  // namespace kv
+
+#endif  // KV_NODE_MERKLE_INDEX_H_

@@ -1,0 +1,240 @@
+#include "node/tombstone_reaper.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "storage/record_codec.h"
+
+namespace kv {
+
+struct TombstoneReaper::Sweep {
+  std::vector<Candidate> candidates;
+  size_t next = 0;  // the candidate being processed is candidates[next - 1]
+  std::function<void()> done;
+  const Candidate& current() const { return candidates[next - 1]; }
+};
+
+namespace {
+
+// Collects `n` results of parallel calls and hands them over, in call order, after the last one.
+template <typename Result>
+class Gather {
+ public:
+  using Done = std::function<void(std::vector<Result>)>;
+  static std::shared_ptr<Gather> Make(size_t n, Done done) {
+    auto gather = std::shared_ptr<Gather>(new Gather(n, std::move(done)));
+    if (n == 0) gather->done_(std::move(gather->results_));
+    return gather;
+  }
+  void Set(size_t i, Result result) {
+    bool last = false;
+    {
+      absl::MutexLock lock(&mu_);
+      results_[i] = std::move(result);
+      last = --outstanding_ == 0;
+    }
+    if (last) done_(std::move(results_));
+  }
+
+ private:
+  Gather(size_t n, Done done)
+      : done_(std::move(done)),
+        results_(n, Result(absl::UnknownError("no answer"))),
+        outstanding_(n) {}
+  Done done_;
+  absl::Mutex mu_;
+  std::vector<Result> results_;
+  size_t outstanding_;
+};
+
+}  // namespace
+
+TombstoneReaper::TombstoneReaper(MerkleIndex* index, LocalStore* store, Engine* engine,
+                                 PeerTransport* transport, Scheduler* scheduler, Executor* executor,
+                                 const Clock* clock, Options options)
+    : index_(index),
+      store_(store),
+      engine_(engine),
+      transport_(transport),
+      scheduler_(scheduler),
+      executor_(executor),
+      clock_(clock),
+      options_(options) {}
+
+TombstoneReaper::~TombstoneReaper() { Shutdown(); }
+
+void TombstoneReaper::Start() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (started_ || shutdown_) return;
+    started_ = true;
+  }
+  scheduler_->RunAfter(options_.sweep_interval, guard_.Wrap([this] { Tick(); }));
+}
+
+void TombstoneReaper::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    shutdown_ = true;
+  }
+  guard_.Close();
+}
+
+void TombstoneReaper::Tick() {
+  SweepNow(guard_.Wrap(
+      [this] { scheduler_->RunAfter(options_.sweep_interval, guard_.Wrap([this] { Tick(); })); }));
+}
+
+void TombstoneReaper::SweepNow(std::function<void()> done) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_ || sweeping_) {
+      if (done) done();
+      return;
+    }
+    sweeping_ = true;
+  }
+  auto sweep = std::make_shared<Sweep>();
+  sweep->done = std::move(done);
+  executor_->Schedule(guard_.Wrap([this, sweep] {
+    sweep->candidates = Scan();
+    ProcessNext(sweep);
+  }));
+}
+
+std::vector<TombstoneReaper::Candidate> TombstoneReaper::Scan() {
+  std::string cursor;
+  {
+    absl::MutexLock lock(&mu_);
+    cursor = cursor_;
+  }
+  const int64_t horizon = absl::ToUnixMicros(clock_->Now() - options_.min_age);
+  std::vector<Candidate> candidates;
+  std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kData);
+  size_t scanned = 0;
+  for (it->Seek(cursor); it->Valid() && scanned < options_.keys_per_sweep; it->Next()) {
+    ++scanned;
+    absl::string_view key = it->key();
+    if (!index_->IsPrimary(key)) continue;
+    absl::StatusOr<SiblingSet> record = DecodeSiblingSet(it->value());
+    if (!record.ok()) {
+      CountError(record.status());
+      continue;
+    }
+    if (!record->AllTombstones()) continue;
+    int64_t newest = 0;
+    for (const Sibling& s : record->siblings()) newest = std::max(newest, s.timestamp_micros);
+    if (newest >= horizon) continue;
+    candidates.push_back(Candidate{std::string(key), *std::move(record), std::string(it->value())});
+  }
+  std::string next = it->Valid() ? std::string(it->key()) : std::string();
+  if (!it->status().ok()) CountError(it->status());
+  absl::MutexLock lock(&mu_);
+  cursor_ = std::move(next);
+  stats_.candidates += candidates.size();
+  return candidates;
+}
+
+void TombstoneReaper::ProcessNext(std::shared_ptr<Sweep> sweep) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return;
+  }
+  if (sweep->next == sweep->candidates.size()) {
+    {
+      absl::MutexLock lock(&mu_);
+      sweeping_ = false;
+      ++stats_.sweeps;
+    }
+    if (sweep->done) sweep->done();
+    return;
+  }
+  ++sweep->next;
+  const Candidate& c = sweep->current();
+  std::vector<const Member*> others;
+  for (const Member* m : index_->Replicas(c.key)) {
+    if (m->id != index_->self_id()) others.push_back(m);
+  }
+  auto gather = Gather<absl::StatusOr<std::string>>::Make(
+      others.size(),
+      guard_.Wrap([this, sweep, others](std::vector<absl::StatusOr<std::string>> records) {
+        OnReplicasRead(sweep, others, std::move(records));
+      }));
+  for (size_t i = 0; i < others.size(); ++i) {
+    transport_->ReadRecord(*others[i], c.key,
+                           guard_.Wrap([gather, i](absl::StatusOr<std::string> record) {
+                             gather->Set(i, std::move(record));
+                           }));
+  }
+}
+
+void TombstoneReaper::OnReplicasRead(std::shared_ptr<Sweep> sweep,
+                                     std::vector<const Member*> others,
+                                     std::vector<absl::StatusOr<std::string>> records) {
+  const Candidate& c = sweep->current();
+  const bool all_equal = std::all_of(records.begin(), records.end(),
+                                     [&](const auto& r) { return r.ok() && *r == c.encoded; });
+  bool purge = false;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = clock_->Now();
+    auto it = confirmed_.find(c.key);
+    if (!all_equal) {
+      if (it != confirmed_.end()) confirmed_.erase(it);
+    } else if (it != confirmed_.end() && it->second.first == c.encoded) {
+      if (now - it->second.second >= options_.confirm_delay) {
+        ++stats_.confirmations;
+        confirmed_.erase(it);
+        purge = true;
+      }
+    } else {
+      ++stats_.confirmations;
+      if (it != confirmed_.end()) {
+        it->second = {c.encoded, now};
+      } else if (confirmed_.size() < options_.max_pending_confirmations) {
+        confirmed_.emplace(c.key, std::make_pair(c.encoded, now));
+      }
+    }
+  }
+  if (!purge) return ProcessNext(sweep);
+  auto gather = Gather<absl::Status>::Make(
+      others.size(), guard_.Wrap([this, sweep](std::vector<absl::Status> results) {
+        OnPeersPurged(sweep, std::move(results));
+      }));
+  for (size_t i = 0; i < others.size(); ++i) {
+    transport_->PurgeRecord(
+        *others[i], c.key, c.encoded,
+        guard_.Wrap([gather, i](absl::Status status) { gather->Set(i, std::move(status)); }));
+  }
+}
+
+void TombstoneReaper::OnPeersPurged(std::shared_ptr<Sweep> sweep,
+                                    std::vector<absl::Status> results) {
+  const Candidate& c = sweep->current();
+  const bool all_gone = std::all_of(results.begin(), results.end(), [](const absl::Status& s) {
+    return s.ok() || absl::IsNotFound(s);
+  });
+  absl::Status own = absl::FailedPreconditionError("a replica did not purge");
+  if (all_gone) own = store_->PurgeIfUnchanged(c.key, c.record);
+  {
+    absl::MutexLock lock(&mu_);
+    if (own.ok() || absl::IsNotFound(own)) {
+      ++stats_.purged;
+    } else {
+      ++stats_.not_purged;
+    }
+  }
+  ProcessNext(sweep);
+}
+
+void TombstoneReaper::CountError(const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  stats_.last_error = status.ToString();
+}
+
+TombstoneReaperStats TombstoneReaper::Stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace kv

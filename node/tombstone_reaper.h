@@ -1,0 +1,124 @@
+// TombstoneReaper: purges tombstones once every replica of their key is known to hold them, so
+// that deleted keys do not pile up and do not come back (PRODUCT.md C8).
+//
+// Every Options::sweep_interval the reaper reads the next keys_per_sweep records of the data
+// column (resuming where the last sweep stopped, wrapping at the end). A record is a candidate
+// when this node is the key's first replica (one reaper per key), every sibling is a tombstone,
+// and the newest tombstone is older than Options::min_age. For a candidate the reaper reads the
+// key's record from every other replica (all N must answer). Only if every replica holds exactly
+// this record (same encoded bytes) is the key confirmed; a replica that was away and holds an
+// older live value holds a different record, so nothing is purged until it has the tombstone.
+//
+// Purging needs two confirmations at least Options::confirm_delay apart, with the record
+// unchanged in between. A record that was still live somewhere before the first confirmation
+// may be in flight to a replica (a delayed merge, a read repair); once it arrives at a replica
+// that holds the tombstone it is absorbed (the tombstone's context covers it), but it would come
+// back if it arrived after that replica purged. confirm_delay must therefore exceed the longest
+// time a record can spend in flight (the longest RPC deadline plus queueing). Records only grow,
+// so an unchanged record at the second confirmation saw no change in between.
+//
+// Then each other replica is asked to PurgeRecord (LocalStore::PurgeIfUnchanged: deleted only if
+// it still equals the confirmed record), and if all of them purged (or had nothing), the reaper
+// purges its own copy the same way. If some replica could not purge, the reaper keeps its copy;
+// anti-entropy brings the tombstone back to those that purged, and a later sweep purges again.
+//
+// Thread-safe; runs on the injected Scheduler, Executor and Clock (deterministic in the
+// simulation). Shutdown() (also run by the destructor) stops it and waits for callbacks running
+// inside. The index, store, engine, transport, scheduler, executor and clock must outlive it.
+#ifndef KV_NODE_TOMBSTONE_REAPER_H_
+#define KV_NODE_TOMBSTONE_REAPER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "node/clock.h"
+#include "node/executor.h"
+#include "node/lifetime_guard.h"
+#include "node/local_store.h"
+#include "node/merkle_index.h"
+#include "node/peer_transport.h"
+#include "node/scheduler.h"
+#include "storage/engine.h"
+
+namespace kv {
+
+struct TombstoneReaperStats {
+  uint64_t sweeps = 0;
+  uint64_t candidates = 0;     // tombstone-only records old enough, this node the reaper
+  uint64_t confirmations = 0;  // checks that found every replica holding the same record
+  uint64_t purged = 0;         // keys purged on every replica
+  uint64_t not_purged = 0;     // a replica changed, differed or could not be reached
+  std::string last_error;
+};
+
+class TombstoneReaper {
+ public:
+  struct Options {
+    absl::Duration min_age = absl::Hours(24);
+    absl::Duration confirm_delay = absl::Minutes(1);
+    absl::Duration sweep_interval = absl::Seconds(10);
+    size_t keys_per_sweep = 1000;
+    size_t max_pending_confirmations = 100'000;
+  };
+
+  TombstoneReaper(MerkleIndex* index, LocalStore* store, Engine* engine, PeerTransport* transport,
+                  Scheduler* scheduler, Executor* executor, const Clock* clock, Options options);
+  ~TombstoneReaper();
+  TombstoneReaper(const TombstoneReaper&) = delete;
+  TombstoneReaper& operator=(const TombstoneReaper&) = delete;
+
+  // Starts the periodic sweeps (the first after one interval).
+  void Start();
+  void Shutdown();
+  // Runs one sweep now; `done` (may be null) runs when it has finished.
+  void SweepNow(std::function<void()> done);
+
+  TombstoneReaperStats Stats() const;
+
+ private:
+  struct Candidate {
+    std::string key;
+    SiblingSet record;
+    std::string encoded;
+  };
+  struct Sweep;
+
+  void Tick();
+  // Collects the sweep's candidates from the data column.
+  std::vector<Candidate> Scan();
+  void ProcessNext(std::shared_ptr<Sweep> sweep);
+  void OnReplicasRead(std::shared_ptr<Sweep> sweep, std::vector<const Member*> others,
+                      std::vector<absl::StatusOr<std::string>> records);
+  void OnPeersPurged(std::shared_ptr<Sweep> sweep, std::vector<absl::Status> results);
+  void CountError(const absl::Status& status);
+
+  MerkleIndex* const index_;
+  LocalStore* const store_;
+  Engine* const engine_;
+  PeerTransport* const transport_;
+  Scheduler* const scheduler_;
+  Executor* const executor_;
+  const Clock* const clock_;
+  const Options options_;
+  LifetimeGuard guard_;
+
+  mutable absl::Mutex mu_;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  bool sweeping_ ABSL_GUARDED_BY(mu_) = false;
+  std::string cursor_ ABSL_GUARDED_BY(mu_);  // the data column key the next sweep starts at
+  // Key -> (confirmed encoded record, when first confirmed).
+  std::map<std::string, std::pair<std::string, absl::Time>> confirmed_ ABSL_GUARDED_BY(mu_);
+  TombstoneReaperStats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kv
+
+#endif  // KV_NODE_TOMBSTONE_REAPER_H_

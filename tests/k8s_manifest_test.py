@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""Checks deploy/k8s against what kvnode and the image expect (ctest label "unit").
+
+No Kubernetes cluster is needed: the manifests are parsed and cross-checked (ports, gRPC probes,
+volumes, config, labels, disruption budget versus the write quorum, the image's user and volume),
+the image's entrypoint generates each pod's node id and peer list from the manifests' env, and the
+real kvnode is started once with exactly those settings and the ConfigMap's config file (on a
+free loopback port and a temporary data directory): it must start, report the expected members
+through kvctl, and stop cleanly on SIGTERM.
+
+  python3 tests/k8s_manifest_test.py --kvnode=PATH --kvctl=PATH
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+K8S = os.path.join(REPO, "deploy", "k8s")
+ENTRYPOINT = os.path.join(REPO, "deploy", "docker-entrypoint.sh")
+DOCKERFILE = os.path.join(REPO, "deploy", "Dockerfile")
+NAMESPACE = "kvtest"
+
+try:
+    import yaml
+except ImportError:
+    print("SKIP: python3-yaml is not installed (apt-get install python3-yaml)")
+    sys.exit(77)
+
+failures = []
+
+
+def check(cond, msg):
+    if not cond:
+        failures.append(msg)
+        print(f"FAIL: {msg}", flush=True)
+    return cond
+
+
+def load_manifests():
+    docs = []
+    with open(os.path.join(K8S, "kustomization.yaml")) as f:
+        kustomization = yaml.safe_load(f)
+    files = sorted(n for n in os.listdir(K8S) if n.endswith(".yaml") and n != "kustomization.yaml")
+    check(sorted(kustomization.get("resources", [])) == files,
+          f"kustomization.yaml resources {kustomization.get('resources')} != files {files}")
+    for name in files:
+        with open(os.path.join(K8S, name)) as f:
+            docs += [d for d in yaml.safe_load_all(f) if d]
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    return by_kind
+
+
+def parse_conf(text):
+    """kvnode's config format: `name = value`, # comments."""
+    conf = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition("=")
+        conf[name.strip()] = value.split(" #")[0].strip()
+    return conf
+
+
+def seconds(duration):
+    total = 0.0
+    for num, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", duration):
+        total += float(num) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    return total
+
+
+def subset(selector, labels):
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def expand(value, env):
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)),
+                  value)
+
+
+def pod_env(container, configmaps, pod_name):
+    """The container's env as Kubernetes would set it for pod_name."""
+    env = {}
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = expand(str(e["value"]), env)
+            continue
+        src = e.get("valueFrom", {})
+        if "fieldRef" in src:
+            path = src["fieldRef"]["fieldPath"]
+            env[e["name"]] = {"metadata.name": pod_name, "metadata.namespace": NAMESPACE}[path]
+        elif "configMapKeyRef" in src:
+            ref = src["configMapKeyRef"]
+            check(ref["name"] in configmaps, f"env {e['name']}: no ConfigMap {ref['name']}")
+            env[e["name"]] = str(configmaps.get(ref["name"], {}).get("data", {}).get(ref["key"], ""))
+            check(ref["key"] in configmaps.get(ref["name"], {}).get("data", {}),
+                  f"env {e['name']}: ConfigMap {ref['name']} has no key {ref['key']}")
+        else:
+            check(False, f"env {e['name']}: unsupported valueFrom {src}")
+    return env
+
+
+def entrypoint(env, extra_env=None):
+    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KV_ENTRYPOINT_PRINT": "1", **env,
+            **(extra_env or {})}
+    out = subprocess.run(["sh", ENTRYPOINT], env=full, capture_output=True, text=True, timeout=30)
+    check(out.returncode == 0, f"entrypoint failed for {env.get('POD_NAME')}: {out.stderr}")
+    args = out.stdout.splitlines()[1:]
+    flags = {}
+    for a in args:
+        name, _, value = a[2:].partition("=")
+        flags[name] = value
+    return flags
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dockerfile_facts():
+    facts = {}
+    with open(DOCKERFILE) as f:
+        text = f.read()
+    m = re.search(r'^VOLUME \["?([^"\]]+)"?\]', text, re.M)
+    facts["volume"] = m.group(1) if m else None
+    m = re.search(r"^EXPOSE (\d+)", text, re.M)
+    facts["port"] = int(m.group(1)) if m else None
+    m = re.search(r"useradd --uid (\d+)", text)
+    facts["uid"] = int(m.group(1)) if m else None
+    m = re.search(r"groupadd --gid (\d+)", text)
+    facts["gid"] = int(m.group(1)) if m else None
+    m = re.search(r"KVNODE_DATA_DIR=(\S+)", text)
+    facts["data_dir"] = m.group(1) if m else None
+    return facts
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kvnode", required=True)
+    parser.add_argument("--kvctl", required=True)
+    args = parser.parse_args()
+
+    kinds = load_manifests()
+    for kind in ("StatefulSet", "Service", "PodDisruptionBudget", "ConfigMap"):
+        check(kind in kinds, f"no {kind} in deploy/k8s")
+    if failures:
+        return 1
+    sts = kinds["StatefulSet"][0]
+    spec = sts["spec"]
+    tmpl = spec["template"]
+    labels = tmpl["metadata"]["labels"]
+    pod = tmpl["spec"]
+    container = pod["containers"][0]
+    configmaps = {c["metadata"]["name"]: c for c in kinds["ConfigMap"]}
+    services = {s["metadata"]["name"]: s for s in kinds["Service"]}
+    image = dockerfile_facts()
+
+    # --- identity and DNS
+    headless = services.get(spec.get("serviceName"))
+    check(headless is not None, f"serviceName {spec.get('serviceName')} names no Service")
+    if headless:
+        check(headless["spec"].get("clusterIP") == "None", "the StatefulSet's service is not headless")
+        check(headless["spec"].get("publishNotReadyAddresses") is True,
+              "headless service must publish not-ready addresses (peers find each other while starting)")
+    for s in services.values():
+        check(subset(s["spec"].get("selector"), labels), f"Service {s['metadata']['name']} selects no pod")
+    check(subset(spec["selector"]["matchLabels"], labels), "StatefulSet selector does not match its pods")
+
+    # --- ports
+    ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+    check("grpc" in ports, "container has no port named grpc")
+    port = ports.get("grpc")
+    check(port == image["port"], f"containerPort {port} != EXPOSE {image['port']} of the Dockerfile")
+    for s in services.values():
+        for p in s["spec"]["ports"]:
+            check(p.get("targetPort") in ("grpc", port),
+                  f"Service {s['metadata']['name']} targets {p.get('targetPort')}, not the grpc port")
+
+    # --- probes: native gRPC probes on the serving port (grpc.health.v1)
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        p = container.get(probe)
+        if probe == "startupProbe" and p is None:
+            continue
+        check(p is not None, f"no {probe}")
+        if p:
+            check("grpc" in p and p["grpc"].get("port") == port,
+                  f"{probe} is not a gRPC probe on port {port}: {p}")
+            check("service" not in p["grpc"] or p["grpc"]["service"] == "",
+                  f"{probe} asks for a service name kvnode does not register")
+
+    # --- config: ConfigMap file mounted where KVNODE_CONFIG points, and parsed by kvnode below
+    env0 = pod_env(container, configmaps, f"{sts['metadata']['name']}-0")
+    mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    conf_path = env0.get("KVNODE_CONFIG", "")
+    conf_text = None
+    for name, v in volumes.items():
+        if "configMap" in v and name in mounts:
+            cm = configmaps.get(v["configMap"]["name"])
+            check(cm is not None, f"volume {name}: no ConfigMap {v['configMap']['name']}")
+            for item in v["configMap"].get("items", []):
+                path = os.path.join(mounts[name]["mountPath"], item["path"])
+                if path == conf_path and cm:
+                    conf_text = cm["data"].get(item["key"])
+    check(conf_text is not None, f"KVNODE_CONFIG={conf_path} is not a mounted ConfigMap file")
+    conf = parse_conf(conf_text or "")
+
+    # --- data volume
+    claims = {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates", [])}
+    data_mounts = [m for m in mounts.values() if m["name"] in claims]
+    check(len(data_mounts) == 1, f"expected one volumeClaimTemplate mounted, got {claims}")
+    if data_mounts:
+        mount = data_mounts[0]["mountPath"]
+        check(mount == image["volume"], f"data volume at {mount}, the image's VOLUME is {image['volume']}")
+        data_dir = env0.get("KVNODE_DATA_DIR", image["data_dir"])
+        check(data_dir.startswith(mount.rstrip("/") + "/"),
+              f"KVNODE_DATA_DIR {data_dir} is not on the volume {mount}")
+    check(str(env0.get("KVNODE_LISTEN", "")).endswith(f":{port}"),
+          f"KVNODE_LISTEN {env0.get('KVNODE_LISTEN')} is not the container port {port}")
+    check(env0.get("KV_PEER_PORT", "7700") == str(port), "KV_PEER_PORT differs from the grpc port")
+
+    # --- security context agrees with the image's user; the root filesystem may be read-only
+    psc = pod.get("securityContext", {})
+    check(psc.get("runAsNonRoot") is True, "runAsNonRoot is not set")
+    check(psc.get("runAsUser") == image["uid"], f"runAsUser {psc.get('runAsUser')} != image uid {image['uid']}")
+    check(psc.get("fsGroup") == image["gid"], f"fsGroup {psc.get('fsGroup')} != image gid {image['gid']}")
+
+    # --- size, quorum and disruption budget
+    replicas = spec["replicas"]
+    check(env0.get("KV_PEER_COUNT") == str(replicas),
+          f"KV_PEER_COUNT ({env0.get('KV_PEER_COUNT')}) != spec.replicas ({replicas})")
+    n = int(conf.get("replication_factor", 3))
+    w = int(conf.get("write_quorum", 2))
+    check(n <= replicas, f"replication_factor {n} > {replicas} pods")
+    pdb = kinds["PodDisruptionBudget"][0]
+    check(subset(pdb["spec"]["selector"]["matchLabels"], labels), "PDB selects no pod")
+    max_unavailable = pdb["spec"].get("maxUnavailable")
+    check(isinstance(max_unavailable, int) and 1 <= max_unavailable <= n - w,
+          f"PDB maxUnavailable {max_unavailable}: must be 1..N-W ({n - w}) so that W replicas stay up")
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    drain = seconds(conf.get("shutdown_drain", "500ms")) + seconds(conf.get("shutdown_grace", "10s"))
+    check(grace > drain, f"terminationGracePeriodSeconds {grace} <= shutdown_drain + shutdown_grace ({drain}s)")
+
+    # --- every pod: node id = pod name, the same peer list, resolvable under the headless service
+    peer_lists = set()
+    set_name = sts["metadata"]["name"]
+    domain = f"{spec['serviceName']}.{NAMESPACE}.svc.cluster.local"
+    expected_peers = ",".join(f"{set_name}-{i}={set_name}-{i}.{domain}:{port}" for i in range(replicas))
+    for i in range(replicas):
+        name = f"{set_name}-{i}"
+        flags = entrypoint(pod_env(container, configmaps, name))
+        check(flags.get("node_id") == name, f"pod {name}: node_id {flags.get('node_id')}")
+        check(flags.get("peers") == expected_peers, f"pod {name}: peers {flags.get('peers')} != {expected_peers}")
+        check(flags.get("config") == conf_path, f"pod {name}: --config {flags.get('config')}")
+        peer_lists.add(flags.get("peers"))
+    check(len(peer_lists) == 1, "pods disagree on the peer list")
+    # A pod beyond cluster-size (StatefulSet scaled without the ConfigMap) must refuse to start.
+    over = subprocess.run(["sh", ENTRYPOINT], capture_output=True, text=True, timeout=30,
+                          env={"PATH": os.environ.get("PATH", ""), "KV_ENTRYPOINT_PRINT": "1",
+                               **pod_env(container, configmaps, f"{set_name}-{replicas}")})
+    check(over.returncode == 2 and "KV_PEER_COUNT" in over.stderr,
+          f"pod {set_name}-{replicas} (beyond cluster-size) was not refused: {over.returncode} {over.stderr}")
+
+    # --- the real kvnode with pod 1's settings and the ConfigMap's file
+    pod_name = f"{set_name}-1"
+    with tempfile.TemporaryDirectory(prefix="kvk8s") as tmp:
+        conf_file = os.path.join(tmp, "kvnode.conf")
+        with open(conf_file, "w") as f:
+            f.write(conf_text or "")
+        local_port = free_port()
+        env = pod_env(container, configmaps, pod_name)
+        env.update({"KVNODE_CONFIG": conf_file, "KVNODE_LISTEN": f"127.0.0.1:{local_port}",
+                    "KVNODE_DATA_DIR": os.path.join(tmp, "data"), "KV_NODE_BINARY": args.kvnode,
+                    "PATH": os.environ.get("PATH", "")})
+        for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+            if k in os.environ:
+                env[k] = os.environ[k]
+        log_path = os.path.join(tmp, "kvnode.log")
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(["sh", ENTRYPOINT], env=env, stdout=log, stderr=log)
+        status = None
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and proc.poll() is None:
+                out = subprocess.run([args.kvctl, f"--endpoints=127.0.0.1:{local_port}",
+                                      "--timeout=3s", "--json", "cluster", "status"],
+                                     capture_output=True, text=True, timeout=30)
+                if out.returncode == 0:
+                    status = json.loads(out.stdout)
+                    break
+                time.sleep(0.2)
+            check(status is not None, f"kvnode with the manifests' settings did not serve: "
+                                      f"{open(log_path).read()[-2000:]}")
+            if status:
+                check(status.get("node_id") == pod_name, f"node id {status.get('node_id')} != {pod_name}")
+                members = sorted((m["node_id"], m["address"]) for m in status.get("members", []))
+                want = sorted((f"{set_name}-{i}", f"{set_name}-{i}.{domain}:{port}")
+                              for i in range(replicas))
+                check(members == want, f"members {members} != {want}")
+                check(status.get("replication_factor") == n and status.get("default_w") == w,
+                      f"N/W {status.get('replication_factor')}/{status.get('default_w')} != config {n}/{w}")
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                rc = proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+        check(rc == 0, f"kvnode exited {rc} after SIGTERM, expected 0: {open(log_path).read()[-2000:]}")
+
+    if failures:
+        print(f"{len(failures)} check(s) failed")
+        return 1
+    print(f"OK: deploy/k8s agrees with kvnode: {replicas} pods {set_name}-0..{replicas - 1}, "
+          f"port {port}, gRPC probes, volume {image['volume']}, N={n} W={w}, PDB maxUnavailable "
+          f"{max_unavailable}; kvnode started with pod {pod_name}'s settings and stopped cleanly")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+// LocalStore with group commit: WriteAsync, several writes in one engine batch, idempotency
+// records in one expiring key (and the old two-key layout still read and swept).
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/random/random.h"
+#include "gtest/gtest.h"
+#include "node/idempotency_record.h"
+#include "node/local_store.h"
+#include "storage/expiring_value.h"
+#include "storage/memory_engine.h"
+
+namespace kv {
+namespace {
+
+class ManualExecutor : public Executor {
+ public:
+  void Schedule(std::function<void()> fn) override { pending_.push_back(std::move(fn)); }
+  void RunAll() {
+    while (!pending_.empty()) {
+      std::function<void()> fn = std::move(pending_.front());
+      pending_.erase(pending_.begin());
+      fn();
+    }
+  }
+
+ private:
+  std::vector<std::function<void()>> pending_;
+};
+
+class CountingEngine : public MemoryEngine {
+ public:
+  absl::Status Write(const WriteBatch& batch, const WriteOptions& options) override {
+    if (fail_writes) return absl::InternalError("injected write failure");
+    ++writes;
+    return MemoryEngine::Write(batch, options);
+  }
+  bool fail_writes = false;
+  int writes = 0;
+};
+
+class LocalStoreAsyncTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    LocalStore::Options options;
+    options.commit_executor = &executor_;
+    absl::StatusOr<std::unique_ptr<LocalStore>> store =
+        LocalStore::Open(&engine_, &clock_, rng_, "n1", options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    engine_.writes = 0;
+  }
+
+  // Queues a write; its outcome lands in the returned slot once the executor has run.
+  std::shared_ptr<std::optional<absl::StatusOr<WriteOutcome>>> Submit(WriteCommand command) {
+    auto slot = std::make_shared<std::optional<absl::StatusOr<WriteOutcome>>>();
+    store_->WriteAsync(std::move(command), {},
+                       [slot](absl::StatusOr<WriteOutcome> outcome) { *slot = outcome; });
+    return slot;
+  }
+
+  std::vector<std::pair<std::string, std::string>> IdempotencyColumn() {
+    std::vector<std::pair<std::string, std::string>> entries;
+    std::unique_ptr<Iterator> it = engine_.NewIterator(Column::kIdempotency);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      entries.emplace_back(std::string(it->key()), std::string(it->value()));
+    }
+    return entries;
+  }
+
+  ManualClock clock_;
+  absl::BitGen rng_;
+  CountingEngine engine_;
+  ManualExecutor executor_;
+  std::unique_ptr<LocalStore> store_;
+};
+
+TEST_F(LocalStoreAsyncTest, WriteAsyncCommitsOnTheExecutorInOneBatch) {
+  auto first = Submit({"a", false, "1", "", "tok-a"});
+  auto second = Submit({"b", false, "2", "", ""});
+  EXPECT_FALSE(first->has_value());  // nothing ran on this thread
+  EXPECT_TRUE(absl::IsNotFound(store_->ReadRecord("a").status()));
+  executor_.RunAll();
+  ASSERT_TRUE(first->has_value() && (*first)->ok());
+  ASSERT_TRUE(second->has_value() && (*second)->ok());
+  EXPECT_EQ(engine_.writes, 1);
+  EXPECT_TRUE(store_->ReadRecord("a").ok());
+  EXPECT_TRUE(store_->ReadRecord("b").ok());
+}
+
+TEST_F(LocalStoreAsyncTest, InvalidWriteIsAnsweredAtOnce) {
+  auto bad = Submit({"", false, "v", "", ""});
+  ASSERT_TRUE(bad->has_value());
+  EXPECT_TRUE(absl::IsInvalidArgument((*bad)->status()));
+}
+
+TEST_F(LocalStoreAsyncTest, SameTokenTwiceInOneGroupIsDeduplicated) {
+  auto first = Submit({"k", false, "v", "", "tok-1"});
+  auto retry = Submit({"k", false, "v", "", "tok-1"});
+  auto other = Submit({"k", false, "different", "", "tok-1"});
+  executor_.RunAll();
+  ASSERT_TRUE((*first)->ok() && (*retry)->ok());
+  EXPECT_FALSE((*first)->value().deduplicated);
+  EXPECT_TRUE((*retry)->value().deduplicated);
+  EXPECT_EQ((*retry)->value().write_id, (*first)->value().write_id);
+  EXPECT_TRUE(absl::IsInvalidArgument((*other)->status())) << (*other)->status();
+  absl::StatusOr<SiblingSet> record = store_->ReadRecord("k");
+  ASSERT_TRUE(record.ok());
+  EXPECT_EQ(record->siblings().size(), 1u);
+}
+
+TEST_F(LocalStoreAsyncTest, WritesToOneKeyInOneGroupEachMakeAVersion) {
+  auto first = Submit({"k", false, "a", "", ""});
+  auto second = Submit({"k", false, "b", "", ""});
+  executor_.RunAll();
+  ASSERT_TRUE((*first)->ok() && (*second)->ok());
+  EXPECT_NE((*first)->value().dot, (*second)->value().dot);
+  absl::StatusOr<SiblingSet> record = store_->ReadRecord("k");
+  ASSERT_TRUE(record.ok());
+  EXPECT_EQ(record->LiveSiblings().size(), 2u);  // no context: concurrent siblings
+}
+
+TEST_F(LocalStoreAsyncTest, AFailedGroupWriteAcknowledgesNothing) {
+  auto first = Submit({"k", false, "v", "", "tok-1"});
+  auto second = Submit({"k2", false, "v", "", ""});
+  engine_.fail_writes = true;
+  executor_.RunAll();
+  EXPECT_TRUE(absl::IsInternal((*first)->status()));
+  EXPECT_TRUE(absl::IsInternal((*second)->status()));
+  engine_.fail_writes = false;
+  EXPECT_TRUE(absl::IsNotFound(store_->ReadRecord("k").status()));
+  EXPECT_TRUE(IdempotencyColumn().empty());
+  // The token was not recorded: the retry is a new write, not a duplicate.
+  auto retry = Submit({"k", false, "v", "", "tok-1"});
+  executor_.RunAll();
+  ASSERT_TRUE((*retry)->ok());
+  EXPECT_FALSE((*retry)->value().deduplicated);
+}
+
+TEST_F(LocalStoreAsyncTest, WriteFromADoneCallbackDoesNotDeadlock) {
+  std::optional<absl::StatusOr<WriteOutcome>> nested;
+  store_->WriteAsync({"k", false, "1", "", ""}, {}, [&](absl::StatusOr<WriteOutcome> outcome) {
+    ASSERT_TRUE(outcome.ok());
+    nested = store_->Write({"k", false, "2", outcome->context, ""});
+  });
+  executor_.RunAll();
+  ASSERT_TRUE(nested.has_value() && nested->ok()) << nested->status();
+  absl::StatusOr<SiblingSet> record = store_->ReadRecord("k");
+  ASSERT_TRUE(record.ok());
+  ASSERT_EQ(record->LiveSiblings().size(), 1u);
+  EXPECT_EQ(record->LiveSiblings()[0].value, "2");
+}
+
+TEST_F(LocalStoreAsyncTest, TokenRecordIsOneExpiringKey) {
+  ASSERT_TRUE(store_->Write({"k", false, "v", "", "tok-1"}).ok());
+  auto entries = IdempotencyColumn();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].first, IdempotencyTokenKey("tok-1"));
+  int64_t expiry = 0;
+  absl::string_view payload;
+  ASSERT_TRUE(ParseExpiringValue(entries[0].second, &expiry, &payload));
+  EXPECT_EQ(expiry, absl::ToUnixMicros(clock_.Now() + store_->options().idempotency_ttl));
+  absl::StatusOr<IdempotencyRecord> record = DecodeIdempotencyRecord(entries[0].second);
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_EQ(record->expiry_micros, expiry);
+}
+
+// Data directories written before the single-key layout hold format-1 records plus an expiry
+// index entry per token.
+class LegacyIdempotencyTest : public LocalStoreAsyncTest {
+ protected:
+  // Writes "k"="v" with `token` as the old layout would have recorded it.
+  void WriteLegacy(const std::string& token, const WriteOutcome& outcome) {
+    IdempotencyRecord record;
+    WriteCommand command{"k", false, "v", "", token};
+    record.fingerprint = WriteFingerprint(command);
+    record.expiry_micros = absl::ToUnixMicros(clock_.Now() + absl::Hours(24));
+    record.write_id = outcome.write_id;
+    record.context = outcome.context;
+    record.dot = outcome.dot;
+    WriteBatch batch;
+    batch.Put(Column::kIdempotency, IdempotencyTokenKey(token),
+              EncodeIdempotencyRecordFormat1(record));
+    batch.Put(Column::kIdempotency, IdempotencyExpiryKey(record.expiry_micros, token), "");
+    ASSERT_TRUE(engine_.Write(batch, WriteOptions()).ok());
+  }
+};
+
+TEST_F(LegacyIdempotencyTest, Format1RecordsStillDeduplicateAndAreSwept) {
+  absl::StatusOr<WriteOutcome> first = store_->Write({"k", false, "v", "", ""});
+  ASSERT_TRUE(first.ok());
+  WriteLegacy("old-tok", *first);
+  // A different key, so only the token record (not the sibling) can recognise the retry.
+  absl::StatusOr<WriteOutcome> other = store_->Write({"k2", false, "v", "", "old-tok"});
+  EXPECT_TRUE(absl::IsInvalidArgument(other.status())) << other.status();
+  absl::StatusOr<WriteOutcome> retry = store_->Write({"k", false, "v", "", "old-tok"});
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_TRUE(retry->deduplicated);
+  EXPECT_EQ(retry->write_id, first->write_id);
+
+  absl::StatusOr<size_t> removed = store_->ExpireIdempotencyRecords();
+  ASSERT_TRUE(removed.ok());
+  EXPECT_EQ(*removed, 0u);
+  clock_.Advance(absl::Hours(25));
+  removed = store_->ExpireIdempotencyRecords();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 1u);
+  EXPECT_TRUE(IdempotencyColumn().empty());
+}
+
+TEST_F(LegacyIdempotencyTest, ReusingAnExpiredFormat1TokenReplacesBothEntries) {
+  absl::StatusOr<WriteOutcome> first = store_->Write({"k", false, "v", "", ""});
+  ASSERT_TRUE(first.ok());
+  WriteLegacy("old-tok", *first);
+  clock_.Advance(absl::Hours(25));
+  absl::StatusOr<WriteOutcome> reused = store_->Write({"k", false, "v2", "", "old-tok"});
+  ASSERT_TRUE(reused.ok());
+  EXPECT_FALSE(reused->deduplicated);
+  auto entries = IdempotencyColumn();
+  ASSERT_EQ(entries.size(), 1u);  // the old index entry went with the old record
+  EXPECT_EQ(entries[0].first, IdempotencyTokenKey("old-tok"));
+  EXPECT_TRUE(store_->Write({"k", false, "v2", "", "old-tok"})->deduplicated);
+}
+
+TEST(IdempotencyRecordTest, BothFormatsDecodeAndDamageIsDataLoss) {
+  IdempotencyRecord record;
+  record.fingerprint = std::string(16, '\x7f');
+  record.expiry_micros = 1700000000000000;
+  record.write_id = "n1#abc:7/aw";
+  record.context = "ctx";
+  record.dot = Dot{"n1#abc", 7};
+  for (const std::string& encoded :
+       {EncodeIdempotencyRecord(record), EncodeIdempotencyRecordFormat1(record)}) {
+    absl::StatusOr<IdempotencyRecord> decoded = DecodeIdempotencyRecord(encoded);
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    EXPECT_EQ(decoded->fingerprint, record.fingerprint);
+    EXPECT_EQ(decoded->expiry_micros, record.expiry_micros);
+    EXPECT_EQ(decoded->write_id, record.write_id);
+    EXPECT_EQ(decoded->context, record.context);
+    EXPECT_EQ(decoded->dot, record.dot);
+    for (size_t cut = 0; cut < encoded.size(); ++cut) {
+      EXPECT_TRUE(absl::IsDataLoss(DecodeIdempotencyRecord(encoded.substr(0, cut)).status()))
+          << "cut at " << cut;
+    }
+    EXPECT_TRUE(absl::IsDataLoss(DecodeIdempotencyRecord(encoded + "x").status()));
+  }
+  std::string unknown = EncodeIdempotencyRecord(record);
+  unknown[kExpiringValueHeaderBytes] = 9;  // format byte after the header
+  EXPECT_TRUE(absl::IsDataLoss(DecodeIdempotencyRecord(unknown).status()));
+}
+
+}  // namespace
+}  // namespace kv

@@ -1,0 +1,215 @@
+// MerkleTree and MerkleIndex: incremental trees equal trees rebuilt from scratch under random
+// changes (seeded), diffs find exactly the differing segments, and a build that runs while
+// records change ends with the same trees as one built after.
+#include "node/merkle_tree.h"
+
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "node/merkle_index.h"
+#include "storage/memory_engine.h"
+#include "storage/record_codec.h"
+
+namespace kv {
+namespace {
+
+MerkleTree Rebuilt(const std::map<std::string, uint64_t>& entries) {
+  MerkleTree tree;
+  for (const auto& [key, digest] : entries) tree.ToggleEntry(key, digest);
+  return tree;
+}
+
+TEST(MerkleTreeTest, IncrementalEqualsRebuiltUnderRandomChanges) {
+  for (uint64_t seed = 1; seed <= 5; ++seed) {
+    std::mt19937_64 rng(seed);
+    std::map<std::string, uint64_t> entries;
+    MerkleTree tree;
+    for (int step = 0; step < 5000; ++step) {
+      const std::string key = absl::StrCat("k", rng() % 700);
+      auto it = entries.find(key);
+      if (it != entries.end()) tree.ToggleEntry(key, it->second);  // remove the old entry
+      if (rng() % 4 == 0) {
+        if (it != entries.end()) entries.erase(it);
+      } else {
+        const uint64_t digest = rng();
+        entries[key] = digest;
+        tree.ToggleEntry(key, digest);
+      }
+    }
+    EXPECT_TRUE(tree == Rebuilt(entries)) << "seed " << seed;
+    uint64_t root = 0;
+    for (uint64_t h : tree.interior()) root ^= h;
+    EXPECT_EQ(root, tree.root()) << "seed " << seed;
+  }
+}
+
+TEST(MerkleTreeTest, EmptyTreeHasZeroRootAndOrderDoesNotMatter) {
+  MerkleTree a, b;
+  EXPECT_EQ(a.root(), 0u);
+  a.ToggleEntry("x", 1);
+  a.ToggleEntry("y", 2);
+  b.ToggleEntry("y", 2);
+  b.ToggleEntry("x", 1);
+  EXPECT_TRUE(a == b);
+  a.ToggleEntry("x", 1);
+  a.ToggleEntry("y", 2);
+  EXPECT_TRUE(a == MerkleTree());
+}
+
+TEST(MerkleTreeTest, DiffFindsExactlyTheDifferingSegments) {
+  std::mt19937_64 rng(7);
+  std::map<std::string, uint64_t> base;
+  for (int i = 0; i < 3000; ++i) base[absl::StrCat("key", i)] = rng();
+  std::map<std::string, uint64_t> other = base;
+  std::set<uint32_t> expected;
+  for (int i = 0; i < 40; ++i) {
+    const std::string key = absl::StrCat("key", rng() % 3000);
+    other[key] ^= 1;  // a different digest
+    expected.insert(MerkleTree::SegmentOf(key));
+  }
+  other["only-in-other"] = 5;
+  expected.insert(MerkleTree::SegmentOf("only-in-other"));
+  const MerkleTree a = Rebuilt(base);
+  const MerkleTree b = Rebuilt(other);
+  std::set<uint32_t> found;
+  for (uint32_t interior : DifferingIndexes(a.interior(), b.interior())) {
+    for (uint32_t i : DifferingIndexes(a.LeavesOf(interior), b.LeavesOf(interior))) {
+      found.insert(interior * MerkleTree::kLeavesPerInterior + i);
+    }
+  }
+  EXPECT_EQ(found, expected);
+  EXPECT_NE(a.root(), b.root());
+}
+
+TEST(MerkleTreeTest, SegmentIsTheTopOfTheRingPosition) {
+  EXPECT_EQ(MerkleTree::SegmentOf("abc"), HashRing::KeyHash("abc") >> 48);
+}
+
+// MerkleIndex over a MemoryEngine, fed by hand as LocalStore would feed it.
+class MerkleIndexTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::vector<Member> members;
+    for (const char* id : {"a", "b", "c", "d"}) members.push_back(Member{id, "h:1", ""});
+    ring_ = std::make_shared<const HashRing>(HashRing::Build(members).value());
+  }
+
+  static SiblingSet Record(const std::string& value, uint64_t counter) {
+    VersionVector vv;
+    vv.Advance("w#1", counter);
+    Sibling s;
+    s.dot = Dot{"w#1", counter};
+    s.value = value;
+    return SiblingSet(vv, {s});
+  }
+
+  // Changes `key` to `value` (empty: purged) through `index`, writing its batch to the engine.
+  void Change(MerkleIndex& index, const std::string& key, const std::string& value) {
+    auto it = records_.find(key);
+    std::optional<SiblingSet> next;
+    if (!value.empty()) next = Record(value, ++counter_);
+    WriteBatch batch;
+    index.OnRecordChange(key, it == records_.end() ? nullptr : &it->second, next ? &*next : nullptr,
+                         &batch);
+    if (next) {
+      batch.Put(Column::kData, key, EncodeSiblingSet(*next));
+      records_[key] = *next;
+    } else {
+      batch.Delete(Column::kData, key);
+      records_.erase(key);
+    }
+    ASSERT_TRUE(engine_.Write(batch, WriteOptions{}).ok());
+  }
+
+  std::shared_ptr<const HashRing> ring_;
+  MemoryEngine engine_;
+  std::map<std::string, SiblingSet> records_;
+  uint64_t counter_ = 0;
+};
+
+TEST_F(MerkleIndexTest, BuildConcurrentWithChangesEqualsBuildAfter) {
+  std::mt19937_64 rng(11);
+  {
+    MerkleIndex before("a", ring_, 3, &engine_);
+    for (int i = 0; i < 8000; ++i) Change(before, absl::StrCat("k", rng() % 6000), "v");
+  }
+  // A new incarnation observes from the start and builds on another thread while records keep
+  // changing (some before the build starts, many while it scans, some after).
+  MerkleIndex during("a", ring_, 3, &engine_);
+  for (int i = 0; i < 100; ++i) Change(during, absl::StrCat("k", rng() % 7000), "early");
+  absl::Status built;
+  std::thread builder([&] { built = during.Build(); });
+  for (int i = 0; i < 3000; ++i) {
+    Change(during, absl::StrCat("k", rng() % 7000), i % 5 == 0 ? "" : absl::StrCat("v", i));
+  }
+  builder.join();
+  ASSERT_TRUE(built.ok()) << built;
+  EXPECT_TRUE(during.ready());
+  for (int i = 0; i < 200; ++i) {
+    Change(during, absl::StrCat("k", rng() % 7000), i % 7 == 0 ? "" : absl::StrCat("w", i));
+  }
+  MerkleIndex after("a", ring_, 3, &engine_);
+  ASSERT_TRUE(after.Build().ok());
+  for (const Member& peer : during.peers()) {
+    for (MerkleLevel level : {MerkleLevel::kRoot, MerkleLevel::kInterior}) {
+      EXPECT_EQ(during.Nodes(peer.id, level, {}).value(), after.Nodes(peer.id, level, {}).value())
+          << "peer " << peer.id;
+    }
+  }
+  EXPECT_TRUE(absl::IsFailedPrecondition(during.Build()));
+}
+
+TEST_F(MerkleIndexTest, SegmentEntriesListOnlyKeysBothReplicate) {
+  MerkleIndex index("a", ring_, 2, &engine_);
+  ASSERT_TRUE(index.Build().ok());
+  std::vector<uint32_t> segments;
+  for (int i = 0; i < 200; ++i) {
+    const std::string key = absl::StrCat("key", i);
+    Change(index, key, "v");
+    segments.push_back(MerkleTree::SegmentOf(key));
+  }
+  std::sort(segments.begin(), segments.end());
+  segments.erase(std::unique(segments.begin(), segments.end()), segments.end());
+  size_t listed = 0;
+  for (size_t begin = 0; begin < segments.size(); begin += 100) {
+    std::vector<uint32_t> chunk(segments.begin() + begin,
+                                segments.begin() + std::min(segments.size(), begin + 100));
+    std::vector<KeyDigest> entries = index.SegmentEntries("b", chunk).value();
+    for (const KeyDigest& e : entries) {
+      EXPECT_TRUE(index.Shares(e.key, "b")) << e.key;
+      EXPECT_EQ(e.digest, MerkleTree::RecordDigest(EncodeSiblingSet(records_.at(e.key))));
+    }
+    listed += entries.size();
+  }
+  size_t shared = 0;
+  for (const auto& [key, record] : records_) shared += index.Shares(key, "b") ? 1 : 0;
+  EXPECT_EQ(listed, shared);
+  EXPECT_GT(shared, 0u);
+  EXPECT_FALSE(index.SegmentEntries("nobody", {1}).ok());
+  EXPECT_FALSE(index.SegmentEntries("b", {70000}).ok());
+}
+
+TEST_F(MerkleIndexTest, NodesUnavailableUntilBuilt) {
+  MerkleIndex index("a", ring_, 3, &engine_);
+  EXPECT_TRUE(absl::IsUnavailable(index.Nodes("b", MerkleLevel::kRoot, {}).status()));
+  ASSERT_TRUE(index.Build().ok());
+  EXPECT_EQ(index.Nodes("b", MerkleLevel::kLeaves, {0, 255}).value().size(), 512u);
+  EXPECT_TRUE(absl::IsInvalidArgument(index.Nodes("b", MerkleLevel::kLeaves, {256}).status()));
+}
+
+TEST_F(MerkleIndexTest, BackfillIndexesAnOldDatabaseOnce) {
+  WriteBatch batch;
+  batch.Put(Column::kData, "old", EncodeSiblingSet(Record("v", 1)));
+  ASSERT_TRUE(engine_.Write(batch, WriteOptions{}).ok());
+  ASSERT_TRUE(BackfillMerkleIndex(&engine_).ok());
+  EXPECT_TRUE(engine_.Get(Column::kMerkle, MerkleIndex::IndexKey("old")).ok());
+  ASSERT_TRUE(BackfillMerkleIndex(&engine_).ok());
+  EXPECT_EQ(engine_.ApproximateCount(Column::kMerkle), 1u);
+}
+
+}  // namespace
+}  // namespace kv
