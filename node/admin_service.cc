@@ -9,12 +9,16 @@
 namespace kv {
 
 AdminService::AdminService(NodeInfo info, Engine* engine, Coordinator* coordinator,
-                           ReplicationOutbox* outbox, Executor* executor, CallGate* gate,
-                           const Clock* clock)
+                           ReplicationOutbox* outbox, MerkleIndex* merkle,
+                           AntiEntropy* anti_entropy, TombstoneReaper* reaper, Executor* executor,
+                           CallGate* gate, const Clock* clock)
     : info_(std::move(info)),
       engine_(engine),
       coordinator_(coordinator),
       outbox_(outbox),
+      merkle_(merkle),
+      anti_entropy_(anti_entropy),
+      reaper_(reaper),
       executor_(executor),
       gate_(gate),
       clock_(clock),
@@ -61,6 +65,12 @@ grpc::ServerUnaryReactor* AdminService::ClusterStatus(grpc::CallbackServerContex
     response->set_default_r(std::min(options.default_r, n));
     std::map<std::string, PeerOutboxStats> outbox;
     for (PeerOutboxStats& stats : outbox_->Stats()) outbox[stats.peer_id] = std::move(stats);
+    std::map<std::string, PeerAntiEntropyStats> exchanges;
+    if (anti_entropy_ != nullptr) {
+      for (PeerAntiEntropyStats& stats : anti_entropy_->Stats()) {
+        exchanges[stats.peer_id] = std::move(stats);
+      }
+    }
     for (const Member& member : ring.members()) {
       v1::MemberStatus* out = response->add_members();
       out->set_node_id(member.id);
@@ -68,6 +78,17 @@ grpc::ServerUnaryReactor* AdminService::ClusterStatus(grpc::CallbackServerContex
       out->set_zone(member.zone);
       out->set_self(member.id == info_.node_id);
       out->set_reachable(true);
+      if (auto ae = exchanges.find(member.id); ae != exchanges.end()) {
+        const PeerAntiEntropyStats& stats = ae->second;
+        out->set_anti_entropy_exchanges(stats.exchanges);
+        if (stats.last_exchange != absl::InfinitePast()) {
+          out->set_anti_entropy_last_exchange_unix_micros(absl::ToUnixMicros(stats.last_exchange));
+        }
+        out->set_anti_entropy_in_sync(stats.in_sync);
+        out->set_anti_entropy_keys_different(stats.last_keys_different);
+        out->set_anti_entropy_keys_repaired(stats.keys_repaired);
+        out->set_anti_entropy_last_error(stats.last_error);
+      }
       auto it = outbox.find(member.id);
       if (it == outbox.end()) continue;
       const PeerOutboxStats& stats = it->second;
@@ -80,6 +101,10 @@ grpc::ServerUnaryReactor* AdminService::ClusterStatus(grpc::CallbackServerContex
         out->set_last_success_unix_micros(absl::ToUnixMicros(stats.last_success));
       }
     }
+    response->set_merkle_ready(merkle_->ready());
+    const TombstoneReaperStats reaper = reaper_->Stats();
+    response->set_tombstones_purged(reaper.purged);
+    response->set_tombstone_sweeps(reaper.sweeps);
     CoordinatorStats stats = coordinator_->Stats();
     response->set_writes_coordinated(stats.writes_coordinated);
     response->set_writes_forwarded(stats.writes_forwarded);
@@ -93,6 +118,20 @@ grpc::ServerUnaryReactor* AdminService::ClusterStatus(grpc::CallbackServerContex
       response->set_replication_lag_max_us(lag.back());
     }
     return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::RunAntiEntropy(grpc::CallbackServerContext* context,
+                                                       const v1::RunAntiEntropyRequest* request,
+                                                       v1::RunAntiEntropyResponse* response) {
+  absl::Status admitted = gate_->Check();
+  if (admitted.ok() && anti_entropy_ == nullptr) {
+    admitted = absl::FailedPreconditionError(
+        "anti-entropy is disabled on this node (anti_entropy_interval=0)");
+  }
+  if (!admitted.ok()) return FinishNow(gate_, admitted);
+  return StartOnExecutor(context, gate_, executor_, [this, request](auto finish) {
+    anti_entropy_->ExchangeNow(request->peer_id(), finish);
   });
 }
 

@@ -14,11 +14,14 @@
 
 #include "absl/time/time.h"
 #include "kv.grpc.pb.h"
+#include "node/anti_entropy.h"
 #include "node/call_gate.h"
 #include "node/clock.h"
 #include "node/coordinator.h"
 #include "node/executor.h"
+#include "node/merkle_index.h"
 #include "node/replication_outbox.h"
+#include "node/tombstone_reaper.h"
 #include "storage/engine.h"
 
 namespace kv {
@@ -34,7 +37,9 @@ class AdminService final : public v1::Admin::CallbackService {
 
   // Uptime is measured from construction, on `clock`.
   // New calls are refused with UNAVAILABLE once `gate` is closed.
+  // `anti_entropy` is null when anti-entropy is disabled.
   AdminService(NodeInfo info, Engine* engine, Coordinator* coordinator, ReplicationOutbox* outbox,
+               MerkleIndex* merkle, AntiEntropy* anti_entropy, TombstoneReaper* reaper,
                Executor* executor, CallGate* gate, const Clock* clock);
 
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context,
@@ -46,12 +51,18 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* ClusterStatus(grpc::CallbackServerContext* context,
                                           const v1::ClusterStatusRequest* request,
                                           v1::ClusterStatusResponse* response) override;
+  grpc::ServerUnaryReactor* RunAntiEntropy(grpc::CallbackServerContext* context,
+                                           const v1::RunAntiEntropyRequest* request,
+                                           v1::RunAntiEntropyResponse* response) override;
 
  private:
   const NodeInfo info_;
   Engine* const engine_;
   Coordinator* const coordinator_;
   ReplicationOutbox* const outbox_;
+  MerkleIndex* const merkle_;
+  AntiEntropy* const anti_entropy_;  // null when anti-entropy is disabled
+  TombstoneReaper* const reaper_;
   Executor* const executor_;
   CallGate* const gate_;
   const Clock* const clock_;

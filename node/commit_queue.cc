@@ -90,9 +90,9 @@ WriteBatch WriteGroup::TakeBatch() {
     while (!changes.empty()) {
       auto node = changes.extract(changes.begin());
       Change& change = node.mapped();
-      batch.Append(WriteBatch::Op{
-          change.is_delete ? WriteBatch::OpType::kDelete : WriteBatch::OpType::kPut,
-          static_cast<Column>(i), std::move(node.key()), std::move(change.value)});
+      batch.Append(
+          WriteBatch::Op{change.is_delete ? WriteBatch::OpType::kDelete : WriteBatch::OpType::kPut,
+                         static_cast<Column>(i), std::move(node.key()), std::move(change.value)});
     }
   }
   changed_bytes_ = 0;

@@ -162,6 +162,42 @@ const std::vector<Setting>& Settings() {
        },
        [](const NodeConfig& c) { return absl::StrCat(c.read_quorum); },
        "Default R: replicas asked by a read (1 to N)."},
+      {"anti_entropy_interval", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::ZeroDuration(), &c->anti_entropy_interval);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.anti_entropy_interval); },
+       "Merkle anti-entropy: how often this node compares its hash tree with one peer (round "
+       "robin) and repairs the keys that differ, in both directions. 0 disables it."},
+      {"anti_entropy_keys_per_second", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         int keys = 0;
+         absl::Status status = ParseIntInRange(v, 1, 10000000, &keys);
+         c->anti_entropy_keys_per_second = keys;
+         return status;
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.anti_entropy_keys_per_second); },
+       "Anti-entropy repair budget: keys compared and repaired per second at most."},
+      {"tombstone_min_age", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Seconds(1), &c->tombstone_min_age);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.tombstone_min_age); },
+       "A deleted key's tombstone is purged only when it is at least this old AND every replica "
+       "of the key holds the same tombstone (checked twice, tombstone_confirm_delay apart)."},
+      {"tombstone_confirm_delay", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Seconds(1), &c->tombstone_confirm_delay);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.tombstone_confirm_delay); },
+       "Time between the two checks before a purge; longer than any replication message can "
+       "be in flight."},
+      {"tombstone_sweep_interval", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Milliseconds(100), &c->tombstone_sweep_interval);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.tombstone_sweep_interval); },
+       "How often this node looks for tombstones to purge (for keys it is the primary of)."},
       {"fault_replication_delay", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseDurationAtLeast(v, absl::ZeroDuration(), &c->fault_replication_delay);

@@ -47,6 +47,14 @@ struct NodeConfig {
   int replication_factor = 3;  // N; capped by the number of members
   int write_quorum = 2;        // default W
   int read_quorum = 1;         // default R
+  // Merkle anti-entropy: one exchange with one peer per interval (0 disables), repair budget.
+  absl::Duration anti_entropy_interval = absl::Seconds(30);
+  double anti_entropy_keys_per_second = 2000;
+  // Tombstone purge: age before a purge is considered, delay between the two confirmations that
+  // every replica holds the same tombstone, and how often candidates are looked for.
+  absl::Duration tombstone_min_age = absl::Hours(24);
+  absl::Duration tombstone_confirm_delay = absl::Minutes(1);
+  absl::Duration tombstone_sweep_interval = absl::Seconds(10);
   // Fault point for tests and demos: every replication send waits this long first.
   absl::Duration fault_replication_delay = absl::ZeroDuration();
 };

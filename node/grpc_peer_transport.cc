@@ -258,7 +258,8 @@ void GrpcPeerTransport::MerkleNodes(
   stubs->replica->async()->MerkleNodes(
       &call->context, &call->request, &call->response,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
-        absl::StatusOr<std::vector<uint64_t>> result = FromGrpc(status);
+        absl::StatusOr<std::vector<uint64_t>> result = absl::UnknownError("no answer");
+        if (!status.ok()) result = FromGrpc(status);
         if (status.ok()) {
           result =
               std::vector<uint64_t>(call->response.hashes().begin(), call->response.hashes().end());
@@ -284,7 +285,8 @@ void GrpcPeerTransport::SegmentKeys(
   stubs->replica->async()->SegmentKeys(
       &call->context, &call->request, &call->response,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
-        absl::StatusOr<std::vector<KeyDigest>> result = FromGrpc(status);
+        absl::StatusOr<std::vector<KeyDigest>> result = absl::UnknownError("no answer");
+        if (!status.ok()) result = FromGrpc(status);
         if (status.ok()) {
           std::vector<KeyDigest> entries;
           entries.reserve(call->response.entries_size());

@@ -98,6 +98,12 @@ absl::Status NodeServer::OpenStorage() {
       RocksDbEngine::Open(config_.data_dir, RocksDbOptions());
   if (!engine.ok()) return EngineOpenError(engine.status(), config_.data_dir);
   engine_ = *std::move(engine);
+  // Databases written before the Merkle index column existed get their index entries now.
+  if (absl::Status backfilled = BackfillMerkleIndex(engine_.get()); !backfilled.ok()) {
+    return absl::Status(backfilled.code(),
+                        absl::StrCat("cannot build the Merkle index in \"", config_.data_dir,
+                                     "\": ", backfilled.message()));
+  }
   LocalStore::Options options;
   options.limits = config_.limits;
   options.idempotency_ttl = config_.idempotency_ttl;
@@ -123,8 +129,23 @@ absl::Status NodeServer::StartReplication() {
   for (const Member& m : members) {
     if (m.id != config_.node_id) peers.push_back(m);
   }
-  absl::StatusOr<HashRing> ring = HashRing::Build(members);
-  if (!ring.ok()) return ring.status();
+  absl::StatusOr<HashRing> built = HashRing::Build(members);
+  if (!built.ok()) return built.status();
+  auto ring = std::make_shared<const HashRing>(*std::move(built));
+  // The index observes every record change from now on; its trees are built in the background.
+  merkle_ = std::make_unique<MerkleIndex>(config_.node_id, ring, config_.replication_factor,
+                                          engine_.get());
+  store_->SetObserver(merkle_.get());
+  executor_->Schedule([merkle = merkle_.get()] {
+    const absl::Time start = absl::Now();
+    absl::Status built = merkle->Build();
+    if (built.ok()) {
+      LogInfo("Merkle trees built", {{"took", absl::FormatDuration(absl::Now() - start)}});
+    } else {
+      LogError("building the Merkle trees failed; anti-entropy stays off until restart",
+               {{"error", std::string(built.message())}});
+    }
+  });
   transport_ = std::make_unique<GrpcPeerTransport>(config_.node_id, executor_.get(),
                                                    GrpcPeerTransport::Options());
   ReplicationOutbox::Options outbox_options;
@@ -150,9 +171,26 @@ absl::Status NodeServer::StartReplication() {
   cluster.replication_factor = config_.replication_factor;
   cluster.default_w = config_.write_quorum;
   cluster.default_r = config_.read_quorum;
-  coordinator_ = std::make_unique<Coordinator>(
-      cluster, std::make_shared<const HashRing>(*std::move(ring)), store_.get(), outbox_.get(),
-      transport_.get(), executor_.get(), SystemClock::Get());
+  coordinator_ =
+      std::make_unique<Coordinator>(cluster, ring, store_.get(), outbox_.get(), transport_.get(),
+                                    executor_.get(), SystemClock::Get());
+  if (config_.anti_entropy_interval > absl::ZeroDuration()) {
+    AntiEntropy::Options ae;
+    ae.interval = config_.anti_entropy_interval;
+    ae.keys_per_second = config_.anti_entropy_keys_per_second;
+    anti_entropy_ =
+        std::make_unique<AntiEntropy>(merkle_.get(), store_.get(), transport_.get(),
+                                      scheduler_.get(), executor_.get(), SystemClock::Get(), ae);
+    anti_entropy_->Start();
+  }
+  TombstoneReaper::Options reaping;
+  reaping.min_age = config_.tombstone_min_age;
+  reaping.confirm_delay = config_.tombstone_confirm_delay;
+  reaping.sweep_interval = config_.tombstone_sweep_interval;
+  reaper_ = std::make_unique<TombstoneReaper>(merkle_.get(), store_.get(), engine_.get(),
+                                              transport_.get(), scheduler_.get(), executor_.get(),
+                                              SystemClock::Get(), reaping);
+  reaper_->Start();
   return absl::OkStatus();
 }
 
@@ -161,9 +199,10 @@ absl::Status NodeServer::StartGrpc() {
       std::make_unique<KvService>(coordinator_.get(), store_.get(), executor_.get(), &gate_);
   admin_service_ = std::make_unique<AdminService>(
       AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
-      engine_.get(), coordinator_.get(), outbox_.get(), executor_.get(), &gate_,
-      SystemClock::Get());
-  replica_service_ = std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_);
+      engine_.get(), coordinator_.get(), outbox_.get(), merkle_.get(), anti_entropy_.get(),
+      reaper_.get(), executor_.get(), &gate_, SystemClock::Get());
+  replica_service_ =
+      std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_, merkle_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -229,6 +268,8 @@ void NodeServer::Shutdown() {
   // Replication stops in dependency order: the outbox answers its waiters and ignores late
   // completions (unsent entries stay on disk for the next start); the timer stops; queued work
   // drains; then the transports cancel their calls in flight (whose callbacks then run inline).
+  if (anti_entropy_ != nullptr) anti_entropy_->Shutdown();
+  if (reaper_ != nullptr) reaper_->Shutdown();
   if (outbox_ != nullptr) outbox_->Shutdown();
   scheduler_.reset();
   if (executor_ != nullptr) executor_->Shutdown();
@@ -238,9 +279,12 @@ void NodeServer::Shutdown() {
   replica_service_.reset();
   admin_service_.reset();
   kv_service_.reset();
+  anti_entropy_.reset();
+  reaper_.reset();
   coordinator_.reset();
   outbox_.reset();
   store_.reset();
+  merkle_.reset();  // observed the store until it closed
   if (engine_ != nullptr) {
     engine_.reset();  // closes RocksDB
     LogInfo("storage closed", {{"data_dir", config_.data_dir}});

@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "node/admin_service.h"
+#include "node/anti_entropy.h"
 #include "node/call_gate.h"
 #include "node/config.h"
 #include "node/coordinator.h"
@@ -38,9 +39,11 @@
 #include "node/grpc_peer_transport.h"
 #include "node/kv_service.h"
 #include "node/local_store.h"
+#include "node/merkle_index.h"
 #include "node/replica_service.h"
 #include "node/replication_outbox.h"
 #include "node/scheduler.h"
+#include "node/tombstone_reaper.h"
 #include "storage/engine.h"
 
 namespace kv {
@@ -82,6 +85,9 @@ class NodeServer {
   std::unique_ptr<PeerTransport> outbox_transport_;  // the fault-point wrapper, if configured
   std::unique_ptr<ReplicationOutbox> outbox_;
   std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<MerkleIndex> merkle_;
+  std::unique_ptr<AntiEntropy> anti_entropy_;  // null when disabled
+  std::unique_ptr<TombstoneReaper> reaper_;
   CallGate gate_;
   std::unique_ptr<KvService> kv_service_;
   std::unique_ptr<AdminService> admin_service_;

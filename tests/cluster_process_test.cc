@@ -490,7 +490,8 @@ TEST_P(ClusterSizeTest, AfterKill9AndRestartEveryAcknowledgedWriteIsOnAllReplica
 
 // Hinted handoff: a node is stopped before the writes start and returns after they end. The
 // other replicas' outboxes hold its share (visible in ClusterStatus) and deliver all of it once
-// it is back; nothing else (no read, so no read repair) touches those keys meanwhile.
+// it is back, then drain to zero. Nothing reads those keys meanwhile, so read repair cannot be
+// what delivers them.
 TEST_P(ClusterSizeTest, NodeDownDuringTheWholeWritePhaseHoldsEverythingAfterItReturns) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(GetParam()));
   const size_t down = 1;

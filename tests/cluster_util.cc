@@ -121,7 +121,7 @@ absl::Status Cluster::AwaitServing(size_t index, absl::Duration timeout) {
   Node& node = nodes_.at(index);
   const absl::Time deadline = absl::Now() + timeout;
   while (absl::Now() < deadline) {
-    if (WaitForServing(endpoint(index), absl::Milliseconds(250))) return absl::OkStatus();
+    if (WaitForServing(endpoint(index), absl::Seconds(1))) return absl::OkStatus();
     if (!node.process.running()) {
       absl::StatusOr<int> code = node.process.Wait(absl::ZeroDuration());
       return absl::UnavailableError(absl::StrCat(node.id, " (kvnode) exited with code ",
@@ -164,6 +164,12 @@ void Cluster::Kill(size_t index) {
 absl::Status Cluster::Restart(size_t index) {
   Node& node = nodes_.at(index);
   if (running(index)) return absl::FailedPreconditionError(node.id + " is still running");
+  if (node.started && node.expected_running) {
+    // It exited although nobody stopped it: StopAll reports that even after this restart.
+    absl::StatusOr<int> code = node.process.Wait(absl::ZeroDuration());
+    unexpected_exits_.push_back(
+        absl::StrCat(node.id, " exited on its own with code ", code.ok() ? *code : -1));
+  }
   KeepLogs(node);
   absl::Status launched = Launch(index);
   if (!launched.ok()) return launched;
@@ -180,7 +186,7 @@ void Cluster::Pause(size_t index) { nodes_.at(index).process.Signal(SIGSTOP); }
 void Cluster::Resume(size_t index) { nodes_.at(index).process.Signal(SIGCONT); }
 
 absl::Status Cluster::StopAll(absl::Duration timeout) {
-  std::vector<std::string> problems;
+  std::vector<std::string> problems = std::exchange(unexpected_exits_, {});
   std::vector<Node*> stopping;
   for (Node& node : nodes_) {
     if (!node.started) continue;

@@ -119,6 +119,7 @@ class Cluster {
   TempDir dir_;  // declared before nodes_: the processes die before their directories go
   std::string peers_flag_;
   std::vector<Node> nodes_;
+  std::vector<std::string> unexpected_exits_;  // found by Restart, reported by StopAll
 };
 
 }  // namespace kv::testing

@@ -125,8 +125,8 @@ TEST(ExpiringValueTest, HeaderRoundTripsAndOtherValuesAreNotExpiring) {
   ASSERT_TRUE(ParseExpiringValue(value, &expiry, &payload));
   EXPECT_EQ(expiry, -5);
   EXPECT_EQ(payload, "payload");
-  EXPECT_FALSE(ParseExpiringValue(value.substr(0, kExpiringValueHeaderBytes - 1), &expiry,
-                                  &payload));
+  EXPECT_FALSE(
+      ParseExpiringValue(value.substr(0, kExpiringValueHeaderBytes - 1), &expiry, &payload));
   EXPECT_FALSE(ParseExpiringValue("", &expiry, &payload));
   EXPECT_FALSE(ParseExpiringValue(std::string(20, '\x01'), &expiry, &payload));
 }

@@ -89,8 +89,8 @@ class FunctionMutation : public CommitQueue::Mutation {
 
 std::string Value(Engine& engine, const std::string& key) {
   absl::StatusOr<std::string> value = engine.Get(Column::kData, key);
-  return value.ok() ? *value : "<" + std::string(absl::StatusCodeToString(value.status().code())) +
-                                   ">";
+  return value.ok() ? *value
+                    : "<" + std::string(absl::StatusCodeToString(value.status().code())) + ">";
 }
 
 TEST(CommitQueueTest, AGroupSeesItsOwnChangesAndIsWrittenOnce) {
@@ -199,8 +199,8 @@ TEST(CommitQueueTest, GroupsAreCappedInSize) {
   const size_t total = CommitQueue::kMaxGroupMutations + 10;
   size_t completed = 0;
   for (size_t i = 0; i < total; ++i) {
-    queue.Submit(std::make_unique<Increment>(absl::StrCat("k", i),
-                                             [&](absl::Status, int) { ++completed; }));
+    queue.Submit(
+        std::make_unique<Increment>(absl::StrCat("k", i), [&](absl::Status, int) { ++completed; }));
   }
   executor.RunAll();
   EXPECT_EQ(completed, total);
