@@ -302,16 +302,15 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   sibling.timestamp_micros = ToMicros(now);
   sibling.idempotency_token = command.idempotency_token;
 
-  const std::optional<SiblingSet> old_record =
-      observer_ != nullptr ? std::optional<SiblingSet>(record) : std::nullopt;
   WriteOutcome outcome;
   outcome.dot = record.ApplyWrite(actor_, seen, std::move(sibling), counter_floor_.load());
   outcome.context = record.ContextAfterWrite(seen, outcome.dot).Encode();
   outcome.write_id = MakeWriteId(outcome.dot, command.key);
 
-  group.Put(Column::kData, command.key, EncodeSiblingSet(record));
+  const std::string encoded = EncodeSiblingSet(record);
+  group.Put(Column::kData, command.key, encoded);
   if (observer_ != nullptr) {
-    observer_->OnRecordChange(command.key, existing.ok() ? &*old_record : nullptr, &record,
+    observer_->OnRecordChange(command.key, existing.ok() ? &*existing : nullptr, &encoded,
                               group.batch());
   }
   if (write.hook()) write.hook()(command.key, group.batch());
@@ -348,9 +347,11 @@ class LocalStore::MergeMutation : public CommitQueue::Mutation {
     merged_ = record;
     merged_.Merge(remote_);
     if (merged_ != record) {
-      group.Put(Column::kData, key_, EncodeSiblingSet(merged_));
+      const std::string encoded = EncodeSiblingSet(merged_);
+      group.Put(Column::kData, key_, encoded);
       if (observer_ != nullptr) {
-        observer_->OnRecordChange(key_, existing.ok() ? &record : nullptr, &merged_, group.batch());
+        observer_->OnRecordChange(key_, existing.ok() ? &*existing : nullptr, &encoded,
+                                  group.batch());
       }
     }
     return absl::OkStatus();
@@ -397,7 +398,7 @@ class LocalStore::PurgeMutation : public CommitQueue::Mutation {
     group.Put(Column::kMeta, kCounterFloorKey, absl::StrCat(store_->counter_floor_.load()));
     group.Delete(Column::kData, key_);
     if (store_->observer_ != nullptr) {
-      store_->observer_->OnRecordChange(key_, &record, nullptr, group.batch());
+      store_->observer_->OnRecordChange(key_, &*existing, nullptr, group.batch());
     }
     return absl::OkStatus();
   }

@@ -74,9 +74,10 @@ struct ListPage {
 class RecordObserver {
  public:
   virtual ~RecordObserver() = default;
-  // `old_record` is null if the key had none; `new_record` is null if the record is purged.
-  virtual void OnRecordChange(absl::string_view key, const SiblingSet* old_record,
-                              const SiblingSet* new_record, WriteBatch* batch) = 0;
+  // The records as encoded (storage/FORMAT.md): `old_encoded` is null if the key had none,
+  // `new_encoded` is null if the record is purged.
+  virtual void OnRecordChange(absl::string_view key, const std::string* old_encoded,
+                              const std::string* new_encoded, WriteBatch* batch) = 0;
 };
 
 class LocalStore {

@@ -31,10 +31,6 @@ bool DecodeDigest(absl::string_view bytes, uint64_t* digest) {
   return bytes.size() == 8 && GetFixed64(&bytes, digest);
 }
 
-uint64_t DigestOf(const SiblingSet& record) {
-  return MerkleTree::RecordDigest(EncodeSiblingSet(record));
-}
-
 }  // namespace
 
 MerkleIndex::MerkleIndex(std::string self_id, std::shared_ptr<const HashRing> ring,
@@ -95,18 +91,19 @@ void MerkleIndex::Apply(const PeerSet& peers, uint32_t segment, uint64_t hash) {
   for (uint16_t peer : peers) trees_[peer].Toggle(segment, hash);
 }
 
-void MerkleIndex::OnRecordChange(absl::string_view key, const SiblingSet* old_record,
-                                 const SiblingSet* new_record, WriteBatch* batch) {
+void MerkleIndex::OnRecordChange(absl::string_view key, const std::string* old_encoded,
+                                 const std::string* new_encoded, WriteBatch* batch) {
   const std::string index_key = IndexKey(key);
   std::optional<uint64_t> new_digest;
-  if (new_record != nullptr) {
-    new_digest = DigestOf(*new_record);
+  if (new_encoded != nullptr) {
+    new_digest = MerkleTree::RecordDigest(*new_encoded);
     batch->Put(Column::kMerkle, index_key, EncodeDigest(*new_digest));
   } else {
     batch->Delete(Column::kMerkle, index_key);
   }
   const std::optional<uint64_t> old_digest =
-      old_record != nullptr ? std::optional<uint64_t>(DigestOf(*old_record)) : std::nullopt;
+      old_encoded != nullptr ? std::optional<uint64_t>(MerkleTree::RecordDigest(*old_encoded))
+                             : std::nullopt;
   if (old_digest == new_digest) return;
   const PeerSet peers = SharingPeers(key);
   const uint32_t segment = MerkleTree::SegmentOf(key);

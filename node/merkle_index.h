@@ -54,8 +54,8 @@ class MerkleIndex : public RecordObserver {
   MerkleIndex(std::string self_id, std::shared_ptr<const HashRing> ring, int replication_factor,
               Engine* engine);
 
-  void OnRecordChange(absl::string_view key, const SiblingSet* old_record,
-                      const SiblingSet* new_record, WriteBatch* batch) override;
+  void OnRecordChange(absl::string_view key, const std::string* old_encoded,
+                      const std::string* new_encoded, WriteBatch* batch) override;
 
   // Loads the trees from the merkle column; blocks for the scan (run it on an executor). Call
   // once, after the index was set as the store's observer. FAILED_PRECONDITION if called twice.

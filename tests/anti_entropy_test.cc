@@ -420,8 +420,9 @@ TEST_F(AntiEntropyTest, DISABLED_MillionKeysThousandDifferent) {
         t.value = "concurrent";
         copy = SiblingSet(other, {s, t});
       }
-      batches[n].Put(Column::kData, key, EncodeSiblingSet(copy));
-      loaders[n]->OnRecordChange(key, nullptr, &copy, &batches[n]);
+      const std::string encoded = EncodeSiblingSet(copy);
+      batches[n].Put(Column::kData, key, encoded);
+      loaders[n]->OnRecordChange(key, nullptr, &encoded, &batches[n]);
       if (batches[n].ops().size() >= 20000) {
         ASSERT_TRUE(nodes_[n].engine->Write(batches[n], WriteOptions{}).ok());
         batches[n].Clear();

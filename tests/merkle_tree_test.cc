@@ -113,8 +113,11 @@ class MerkleIndexTest : public ::testing::Test {
     std::optional<SiblingSet> next;
     if (!value.empty()) next = Record(value, ++counter_);
     WriteBatch batch;
-    index.OnRecordChange(key, it == records_.end() ? nullptr : &it->second, next ? &*next : nullptr,
-                         &batch);
+    const std::string old_encoded =
+        it == records_.end() ? std::string() : EncodeSiblingSet(it->second);
+    const std::string new_encoded = next ? EncodeSiblingSet(*next) : std::string();
+    index.OnRecordChange(key, it == records_.end() ? nullptr : &old_encoded,
+                         next ? &new_encoded : nullptr, &batch);
     if (next) {
       batch.Put(Column::kData, key, EncodeSiblingSet(*next));
       records_[key] = *next;
