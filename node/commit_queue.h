@@ -9,7 +9,7 @@
 // completes OK before its changes are in the write-ahead log. A failed group write fails every
 // mutation in it and changes nothing (the batch is atomic).
 //
-// No thread waits for another one to commit. Without an executor, a thread that submits while
+// Submit never waits for another thread. Without an executor, a thread that submits while
 // nobody is committing commits: its own mutation and whatever others queue meanwhile, group after
 // group, until the queue is empty; a thread that submits while another one commits returns at
 // once, and its mutation completes on the committing thread. A single-threaded caller (the
@@ -48,9 +48,8 @@ namespace kv {
 
 // The changes of the mutations of one group, and reads that see them. Used by one thread.
 //
-// Only the latest change to each key is written, and in key order: a group often holds many
-// changes to unrelated keys, and RocksDB inserts sorted keys into its memtable faster (each
-// insert starts from where the previous one ended).
+// Only the latest change to each key is written (a key changed by several mutations of a group
+// costs one memtable insert), in key order (so the batch does not depend on hash order).
 class WriteGroup {
  public:
   explicit WriteGroup(Engine* engine) : engine_(engine) {}
