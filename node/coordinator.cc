@@ -93,19 +93,31 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
 
 void Coordinator::CoordinateWrite(WriteCommand command, int w, std::vector<const Member*> replicas,
                                   std::function<void(absl::StatusOr<WriteReply>)> done) {
-  std::vector<std::string> peer_ids;
+  auto peer_ids = std::make_shared<std::vector<std::string>>();
   for (const Member* m : replicas) {
-    if (m->id != options_.self_id) peer_ids.push_back(m->id);
+    if (m->id != options_.self_id) peer_ids->push_back(m->id);
   }
-  std::vector<OutboxEntry> entries;
-  absl::StatusOr<WriteOutcome> outcome =
-      store_->Write(command, [&](absl::string_view key, WriteBatch* batch) {
-        entries = outbox_->AddEntries(key, peer_ids, batch);
+  auto entries = std::make_shared<std::vector<OutboxEntry>>();
+  store_->WriteAsync(
+      std::move(command),
+      [this, peer_ids, entries](absl::string_view key, WriteBatch* batch) {
+        *entries = outbox_->AddEntries(key, *peer_ids, batch);
+      },
+      [this, w, peer_ids, entries,
+       done = std::move(done)](absl::StatusOr<WriteOutcome> outcome) mutable {
+        if (!outcome.ok()) {
+          done(outcome.status());
+          return;
+        }
+        FinishCoordinatedWrite(w, static_cast<int>(peer_ids->size()), std::move(*entries),
+                               *std::move(outcome), std::move(done));
       });
-  if (!outcome.ok()) {
-    done(outcome.status());
-    return;
-  }
+}
+
+void Coordinator::FinishCoordinatedWrite(int w, int total_peers, std::vector<OutboxEntry> entries,
+                                         WriteOutcome outcome_value,
+                                         std::function<void(absl::StatusOr<WriteReply>)> done) {
+  WriteOutcome* outcome = &outcome_value;
   {
     absl::MutexLock lock(&stats_mu_);
     ++stats_.writes_coordinated;
@@ -113,7 +125,7 @@ void Coordinator::CoordinateWrite(WriteCommand command, int w, std::vector<const
   auto state = std::make_shared<WriteState>();
   state->needed = w;
   state->pending = static_cast<int>(entries.size());
-  state->total_peers = static_cast<int>(peer_ids.size());
+  state->total_peers = total_peers;
   state->committed_at = clock_->Now();
   state->reply = WriteReply{outcome->write_id, outcome->context, outcome->deduplicated};
   state->done = std::move(done);

@@ -110,6 +110,9 @@ class Coordinator {
   std::vector<const Member*> Replicas(absl::string_view key) const;
   void CoordinateWrite(WriteCommand command, int w, std::vector<const Member*> replicas,
                        std::function<void(absl::StatusOr<WriteReply>)> done);
+  void FinishCoordinatedWrite(int w, int total_peers, std::vector<OutboxEntry> entries,
+                              WriteOutcome outcome,
+                              std::function<void(absl::StatusOr<WriteReply>)> done);
   void ForwardWrite(WriteCommand command, QuorumSpec w, std::vector<const Member*> replicas,
                     size_t next, absl::Status last_error,
                     std::function<void(absl::StatusOr<WriteReply>)> done);

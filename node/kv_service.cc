@@ -73,24 +73,24 @@ grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* context,
   absl::Status valid = Admit(command.key);
   if (valid.ok()) valid = spec.status();
   if (!valid.ok()) return FinishNow(gate_, valid);
-  return StartOnExecutor(
-      context, gate_, executor_,
-      [this, context, command = std::move(command), w = *spec, response](auto finish) mutable {
-        coordinator_->Write(std::move(command), w,
-                            [context, response, finish](absl::StatusOr<WriteReply> reply) {
-                              if (!reply.ok()) {
-                                if (IsWriteStored(reply.status())) {
-                                  context->AddTrailingMetadata(kWriteStoredMetadata, "1");
-                                }
-                                finish(reply.status());
-                                return;
-                              }
-                              response->set_write_id(std::move(reply->write_id));
-                              response->set_context(std::move(reply->context));
-                              response->set_deduplicated(reply->deduplicated);
-                              finish(absl::OkStatus());
-                            });
-      });
+  // The coordinator does no storage work on this thread (the store commits on its executor).
+  grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
+  auto finish = [reactor](const absl::Status& status) { reactor->Finish(ToGrpcStatus(status)); };
+  coordinator_->Write(std::move(command), *spec,
+                      [context, response, finish](absl::StatusOr<WriteReply> reply) {
+                        if (!reply.ok()) {
+                          if (IsWriteStored(reply.status())) {
+                            context->AddTrailingMetadata(kWriteStoredMetadata, "1");
+                          }
+                          finish(reply.status());
+                          return;
+                        }
+                        response->set_write_id(std::move(reply->write_id));
+                        response->set_context(std::move(reply->context));
+                        response->set_deduplicated(reply->deduplicated);
+                        finish(absl::OkStatus());
+                      });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,

@@ -11,12 +11,18 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "node/config.h"
 #include "node/log.h"
 #include "node/node_server.h"
 #include "node/shutdown_signal.h"
 
 int main(int argc, char** argv) {
+#ifdef NDEBUG
+  // Debian's abseil is built with mutex deadlock detection on, which every absl::Mutex (gRPC's
+  // too) then pays for. Debug and sanitizer builds keep it as a check.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
   // Before anything can start a thread (gRPC, RocksDB): every thread inherits the mask.
   kv::BlockShutdownSignals();
 

@@ -108,6 +108,8 @@ absl::Status NodeServer::OpenStorage() {
   options.limits = config_.limits;
   options.idempotency_ttl = config_.idempotency_ttl;
   options.sync_writes = config_.sync_writes;
+  executor_ = std::make_unique<ThreadPoolExecutor>(config_.executor_threads);
+  options.commit_executor = executor_.get();
   absl::StatusOr<std::unique_ptr<LocalStore>> store =
       LocalStore::Open(engine_.get(), SystemClock::Get(), rng_, config_.node_id, options);
   if (!store.ok()) {
@@ -121,7 +123,6 @@ absl::Status NodeServer::OpenStorage() {
 }
 
 absl::Status NodeServer::StartReplication() {
-  executor_ = std::make_unique<ThreadPoolExecutor>(config_.executor_threads);
   scheduler_ = std::make_unique<TimerScheduler>(executor_.get());
   std::vector<Member> members = config_.peers;
   if (members.empty()) members.push_back(Member{config_.node_id, config_.listen, ""});
