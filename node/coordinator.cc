@@ -245,6 +245,22 @@ void Coordinator::Read(std::string key, QuorumSpec r,
   ContinueRead(state);
 }
 
+bool Coordinator::TryReadFromMemory(absl::string_view key, const QuorumSpec& r,
+                                    SiblingSet* record) {
+  std::vector<const Member*> replicas = Replicas(key);
+  absl::StatusOr<int> needed =
+      ResolveQuorum(r, static_cast<int>(replicas.size()), options_.default_r, "r");
+  if (!needed.ok() || *needed != 1) return false;
+  if (std::none_of(replicas.begin(), replicas.end(),
+                   [&](const Member* m) { return m->id == options_.self_id; })) {
+    return false;
+  }
+  absl::StatusOr<SiblingSet> local;
+  if (!store_->ReadRecordFromMemory(key, &local) || !local.ok()) return false;
+  *record = *std::move(local);
+  return true;
+}
+
 void Coordinator::ContinueRead(const std::shared_ptr<ReadState>& state) {
   std::vector<const Member*> to_ask;
   bool finish = false;

@@ -31,6 +31,17 @@ bool Converged(const std::vector<ReplicaRecordView>& views) {
   return true;
 }
 
+// Get's answer from the merged record: its live siblings and its context; NOT_FOUND when no
+// sibling is live.
+absl::Status FillGetResponse(SiblingSet record, v1::GetResponse* response) {
+  if (record.AllTombstones()) return absl::NotFoundError("key not found: it has no live version");
+  for (const Sibling& sibling : record.LiveSiblings()) {
+    ToProto(sibling, response->add_siblings());
+  }
+  response->set_context(CausalContext(record.context()).Encode());
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<QuorumSpec> ToQuorumSpec(const v1::Quorum& quorum, absl::string_view name) {
@@ -114,29 +125,26 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* context
   return Write(context, std::move(command), request->w(), response);
 }
 
-grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* /*context*/,
                                          const v1::GetRequest* request, v1::GetResponse* response) {
   absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(request->r(), "r");
   absl::Status valid = Admit(request->key());
   if (valid.ok()) valid = spec.status();
   if (!valid.ok()) return FinishNow(gate_, valid);
-  return StartOnExecutor(
-      context, gate_, executor_, [this, request, response, r = *spec](auto finish) {
-        coordinator_->Read(request->key(), r, [response, finish](absl::StatusOr<SiblingSet> rec) {
-          if (rec.ok() && rec->AllTombstones()) {
-            rec = absl::NotFoundError("key not found: it has no live version");
-          }
-          if (!rec.ok()) {
-            finish(rec.status());
-            return;
-          }
-          for (const Sibling& sibling : rec->LiveSiblings()) {
-            ToProto(sibling, response->add_siblings());
-          }
-          response->set_context(CausalContext(rec->context()).Encode());
-          finish(absl::OkStatus());
-        });
-      });
+  // Most reads are answered here: this node's replica alone (R=1), from memory, without a
+  // thread hop. Anything else goes through the coordinator, which does no storage work on this
+  // thread either.
+  SiblingSet record;
+  if (coordinator_->TryReadFromMemory(request->key(), *spec, &record)) {
+    return FinishNow(gate_, FillGetResponse(std::move(record), response));
+  }
+  grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
+  coordinator_->Read(request->key(), *spec,
+                     [reactor, response](absl::StatusOr<SiblingSet> rec) {
+                       reactor->Finish(ToGrpcStatus(
+                           rec.ok() ? FillGetResponse(*std::move(rec), response) : rec.status()));
+                     });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* KvService::List(grpc::CallbackServerContext* context,

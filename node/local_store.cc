@@ -154,6 +154,17 @@ absl::StatusOr<SiblingSet> LocalStore::ReadRecord(absl::string_view key) {
   return DecodeSiblingSet(*bytes);
 }
 
+bool LocalStore::ReadRecordFromMemory(absl::string_view key, absl::StatusOr<SiblingSet>* record) {
+  if (absl::Status valid = ValidateKey(key); !valid.ok()) {
+    *record = valid;
+    return true;
+  }
+  absl::StatusOr<std::string> bytes;
+  if (!engine_->GetFromMemory(Column::kData, key, &bytes)) return false;
+  *record = bytes.ok() ? DecodeSiblingSet(*bytes) : absl::StatusOr<SiblingSet>(bytes.status());
+  return true;
+}
+
 // One Write or WriteAsync: checked and fingerprinted on the caller's thread, then run by the
 // commit queue (PrepareWrite) and answered through `done`.
 class LocalStore::WriteMutation : public CommitQueue::Mutation {

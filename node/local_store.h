@@ -125,6 +125,9 @@ class LocalStore {
 
   // The replica's record of `key`, tombstones included; NOT_FOUND if it has none.
   absl::StatusOr<SiblingSet> ReadRecord(absl::string_view key);
+  // ReadRecord without disk I/O (Engine::GetFromMemory): false, leaving `*record` alone, when
+  // the record is not in memory. For threads that must not block.
+  bool ReadRecordFromMemory(absl::string_view key, absl::StatusOr<SiblingSet>* record);
 
   // Keys with at least one live version that start with `prefix`, in byte order, at most
   // `limit` (0 = default; capped at the maximum). `page_token` continues an earlier page.

@@ -52,6 +52,11 @@ void WriteBatch::Append(Op op) {
   ops_.push_back(std::move(op));
 }
 
+bool Engine::GetFromMemory(Column /*column*/, absl::string_view /*key*/,
+                           absl::StatusOr<std::string>* /*result*/) {
+  return false;
+}
+
 absl::StatusOr<uint64_t> Engine::RemoveExpired(Column column, int64_t /*now_micros*/) {
   if (!ColumnHoldsExpiringValues(column)) {
     return absl::InvalidArgumentError(

@@ -101,6 +101,11 @@ class Engine {
 
   // The value stored under key, or NOT_FOUND.
   virtual absl::StatusOr<std::string> Get(Column column, absl::string_view key) = 0;
+  // Get answered from memory only (memtables and caches, never a file read), for threads that
+  // must not block: returns false, leaving `*result` alone, when the answer would need disk I/O.
+  // The default always returns false.
+  virtual bool GetFromMemory(Column column, absl::string_view key,
+                             absl::StatusOr<std::string>* result);
   virtual absl::Status Write(const WriteBatch& batch, const WriteOptions& options) = 0;
   virtual std::unique_ptr<Iterator> NewIterator(Column column) = 0;
   // Estimated number of keys in a column (cheap, approximate).

@@ -53,6 +53,12 @@ absl::StatusOr<std::string> MemoryEngine::Get(Column column, absl::string_view k
   return it->second;
 }
 
+bool MemoryEngine::GetFromMemory(Column column, absl::string_view key,
+                                 absl::StatusOr<std::string>* result) {
+  *result = Get(column, key);
+  return true;
+}
+
 absl::Status MemoryEngine::Write(const WriteBatch& batch, const WriteOptions& options) {
   for (const WriteBatch::Op& op : batch.ops()) {
     if (Index(op.column) >= kNumColumns) {

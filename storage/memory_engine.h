@@ -21,6 +21,9 @@ class MemoryEngine : public Engine {
   MemoryEngine() = default;
 
   absl::StatusOr<std::string> Get(Column column, absl::string_view key) override;
+  // Everything is in memory: always answers.
+  bool GetFromMemory(Column column, absl::string_view key,
+                     absl::StatusOr<std::string>* result) override;
   absl::Status Write(const WriteBatch& batch, const WriteOptions& options) override;
   std::unique_ptr<Iterator> NewIterator(Column column) override;
   uint64_t ApproximateCount(Column column) override;

@@ -254,6 +254,23 @@ absl::StatusOr<std::string> RocksDbEngine::Get(Column column, absl::string_view 
   return value;
 }
 
+bool RocksDbEngine::GetFromMemory(Column column, absl::string_view key,
+                                  absl::StatusOr<std::string>* result) {
+  rocksdb::ReadOptions read_options;
+  read_options.read_tier = rocksdb::kBlockCacheTier;
+  std::string value;
+  rocksdb::Status s = impl_->db->Get(read_options, impl_->Family(column), ToSlice(key), &value);
+  if (s.IsIncomplete()) return false;  // a block it needs is not cached
+  if (s.IsNotFound()) {
+    *result = KeyNotFound(column);
+  } else if (!s.ok()) {
+    *result = FromRocksDb(s, absl::StrCat("get from column ", ColumnName(column)));
+  } else {
+    *result = std::move(value);
+  }
+  return true;
+}
+
 absl::Status RocksDbEngine::Write(const WriteBatch& batch, const WriteOptions& options) {
   // Room for the payload plus per-record framing (type, family id, two varint lengths).
   rocksdb::WriteBatch rocks_batch(batch.ApproximateBytes() + batch.ops().size() * 12 + 16);

@@ -34,6 +34,10 @@ class RocksDbEngine : public Engine {
   ~RocksDbEngine() override;
 
   absl::StatusOr<std::string> Get(Column column, absl::string_view key) override;
+  // Reads with ReadOptions::read_tier = kBlockCacheTier: memtables, then table files only
+  // through blocks (data, index, filter) already in the block cache.
+  bool GetFromMemory(Column column, absl::string_view key,
+                     absl::StatusOr<std::string>* result) override;
   absl::Status Write(const WriteBatch& batch, const WriteOptions& options) override;
   std::unique_ptr<Iterator> NewIterator(Column column) override;
   uint64_t ApproximateCount(Column column) override;

@@ -92,6 +92,17 @@ TYPED_TEST(EngineConformanceTest, GetPutDelete) {
   EXPECT_EQ(engine.Get(Column::kData, "k").status().code(), absl::StatusCode::kNotFound);
 }
 
+TYPED_TEST(EngineConformanceTest, GetFromMemoryAgreesWithGetForRecentWrites) {
+  Engine& engine = *this->engine_;
+  this->Put(Column::kData, "k", "v");
+  absl::StatusOr<std::string> result;
+  // Both engines hold a just-written value in memory (RocksDB: in the memtable).
+  ASSERT_TRUE(engine.GetFromMemory(Column::kData, "k", &result));
+  EXPECT_EQ(result.value(), "v");
+  ASSERT_TRUE(engine.GetFromMemory(Column::kData, "absent", &result));
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kNotFound);
+}
+
 TYPED_TEST(EngineConformanceTest, ColumnsAreIndependent) {
   Engine& engine = *this->engine_;
   for (int i = 0; i < kNumColumns; ++i) {

@@ -66,6 +66,30 @@ TEST_F(RocksDbEngineTest, ReopenKeepsDataInEveryColumn) {
   EXPECT_EQ((*engine)->Get(Column::kData, "synced").value(), "s");
 }
 
+TEST_F(RocksDbEngineTest, GetFromMemoryDeclinesWhatNeedsAFileRead) {
+  const std::string dir = root_ + "/db";
+  {
+    auto engine = RocksDbEngine::Open(dir, RocksDbOptions());
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    ASSERT_TRUE(PutOne(**engine, Column::kData, "on-disk", "d").ok());
+    ASSERT_TRUE((*engine)->CompactColumn(Column::kData).ok());  // flushed to a table file
+  }
+  auto engine = RocksDbEngine::Open(dir, RocksDbOptions());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  ASSERT_TRUE(PutOne(**engine, Column::kData, "in-memtable", "m").ok());
+  absl::StatusOr<std::string> result = absl::UnknownError("untouched");
+  ASSERT_TRUE((*engine)->GetFromMemory(Column::kData, "in-memtable", &result));
+  EXPECT_EQ(result.value(), "m");
+  // The table's data block has not been read since the reopen: answering needs I/O.
+  result = absl::UnknownError("untouched");
+  EXPECT_FALSE((*engine)->GetFromMemory(Column::kData, "on-disk", &result));
+  EXPECT_EQ(result.status().message(), "untouched");
+  // A regular Get reads the block into the cache; from then on memory answers.
+  EXPECT_EQ((*engine)->Get(Column::kData, "on-disk").value(), "d");
+  ASSERT_TRUE((*engine)->GetFromMemory(Column::kData, "on-disk", &result));
+  EXPECT_EQ(result.value(), "d");
+}
+
 TEST_F(RocksDbEngineTest, SecondOpenFailsWithLockMessage) {
   const std::string dir = root_ + "/db";
   auto first = RocksDbEngine::Open(dir, RocksDbOptions());
