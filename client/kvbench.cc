@@ -1,4 +1,5 @@
 // kvbench: closed-loop load generator for the key-value store. See Usage() below.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -55,6 +56,10 @@ std::string Usage() {
       "  --ceiling                  first run the same loop with Admin.Ping for warmup +\n"
       "                             duration; report its ops/s as the transport ceiling and the\n"
       "                             workload's ratio to it\n"
+      "  --rounds=N                 split the measured time into N rounds (default 1); with\n"
+      "                             --ceiling each round measures the ceiling right before the\n"
+      "                             workload, and the ratio reported is the median of the rounds'\n"
+      "                             ratios (robust on a shared, noisy machine)\n"
       "  --timeout=DURATION         deadline of each request, retries included (default 2s)\n"
       "  --seed=N                   seed of the key and operation choices (default 1)\n"
       "  --json                     print one JSON object on stdout (progress stays on stderr)\n"
@@ -83,6 +88,7 @@ struct BenchFlags {
   absl::Duration timeout = absl::Seconds(2);
   bool preload = true;
   bool ceiling = false;
+  int rounds = 1;
   bool json = false;
 };
 
@@ -113,8 +119,9 @@ absl::StatusOr<BenchFlags> ParseFlags(const cli::ParsedArgs& args) {
     int64_t fallback, min, max;
     int64_t* out;
   };
-  int64_t concurrency = 0, keys = 0, value_size = 0, seed = 0;
+  int64_t concurrency = 0, keys = 0, value_size = 0, seed = 0, rounds = 0;
   const IntFlag int_flags[] = {{"concurrency", 64, 1, 100000, &concurrency},
+                               {"rounds", 1, 1, 100, &rounds},
                                {"keys", 10000, 1, 1'000'000'000, &keys},
                                {"value_size", 100, 0, 16 << 20, &value_size},
                                {"seed", 1, 0, INT64_MAX, &seed}};
@@ -130,6 +137,7 @@ absl::StatusOr<BenchFlags> ParseFlags(const cli::ParsedArgs& args) {
   flags.workload.keys = static_cast<uint64_t>(keys);
   flags.workload.value_size = static_cast<size_t>(value_size);
   flags.workload.seed = static_cast<uint64_t>(seed);
+  flags.rounds = static_cast<int>(rounds);
 
   struct DurationFlag {
     const char* name;
@@ -246,22 +254,39 @@ int Run(const BenchFlags& flags) {
       report["distribution"].get<std::string>(), config.value_size,
       absl::FormatDuration(flags.duration), absl::FormatDuration(flags.warmup));
 
-  std::optional<PhaseStats> ceiling;
-  if (flags.ceiling) {
-    PingSource ping(**client);
-    ceiling = RunClosedLoop(
-        ping, {"ceiling (Ping)", config.concurrency, flags.warmup, flags.duration, 0, true});
-  }
   ContextCache contexts(config.keys);
   if (flags.preload) {
     if (absl::Status status = Preload(**client, config, contexts, report, text); !status.ok()) {
       return Fail(status, flags.json, kExitFailure);
     }
   }
+  // Each round: the ceiling (if asked), then the workload, for warmup + duration / rounds each.
+  PingSource ping(**client);
   WorkloadSource workload(**client, config, contexts);
-  const PhaseStats stats = RunClosedLoop(
-      workload,
-      {"workload " + config.spec.name, config.concurrency, flags.warmup, flags.duration, 0, true});
+  const absl::Duration round_duration = flags.duration / flags.rounds;
+  std::optional<PhaseStats> ceiling;
+  PhaseStats stats;
+  std::vector<double> round_ratios;
+  for (int round = 0; round < flags.rounds; ++round) {
+    const std::string suffix =
+        flags.rounds > 1 ? absl::StrCat(" round ", round + 1, "/", flags.rounds) : "";
+    std::optional<PhaseStats> round_ceiling;
+    if (flags.ceiling) {
+      round_ceiling = RunClosedLoop(ping, {"ceiling (Ping)" + suffix, config.concurrency,
+                                           flags.warmup, round_duration, 0, true});
+    }
+    PhaseStats round_stats =
+        RunClosedLoop(workload, {"workload " + config.spec.name + suffix, config.concurrency,
+                                 flags.warmup, round_duration, 0, true});
+    if (round_ceiling.has_value()) {
+      round_ratios.push_back(round_ceiling->ops_per_sec() > 0
+                                 ? round_stats.ops_per_sec() / round_ceiling->ops_per_sec()
+                                 : 0);
+      if (!ceiling.has_value()) ceiling.emplace();
+      ceiling->MergeFrom(*round_ceiling);
+    }
+    stats.MergeFrom(round_stats);
+  }
   const ReplicationLagReport lag = CollectReplicationLag(**client);
   // Waits for every callback before the sources (declared above) are destroyed.
   client->reset();
@@ -275,11 +300,24 @@ int Run(const BenchFlags& flags) {
                                   stats.reads, stats.reads_not_found, stats.writes));
   if (ceiling.has_value()) {
     AddPhaseJson(*ceiling, "ceiling_", report);
-    const double ratio =
-        ceiling->ops_per_sec() > 0 ? stats.ops_per_sec() / ceiling->ops_per_sec() : 0;
+    std::vector<double> sorted = round_ratios;
+    std::sort(sorted.begin(), sorted.end());
+    const size_t n = sorted.size();
+    const double ratio = n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
     report["ratio_to_ceiling"] = ratio;
+    report["rounds"] = flags.rounds;
+    report["round_ratios"] = round_ratios;
+    if (n > 1) {
+      absl::StrAppend(&text, "ratio to the ceiling by round: ",
+                      absl::StrJoin(round_ratios, " ",
+                                    [](std::string* out, double r) {
+                                      absl::StrAppend(out, absl::StrFormat("%.3f", r));
+                                    }),
+                      "\n");
+    }
     absl::StrAppend(&text, "transport ceiling (Admin.Ping, same loop):\n", PhaseText(*ceiling),
-                    absl::StrFormat("  the workload reached %.1f%% of the ceiling\n", 100 * ratio));
+                    absl::StrFormat("  the workload reached %.1f%% of the ceiling%s\n", 100 * ratio,
+                                    n > 1 ? " (median of the rounds)" : ""));
   }
   AddReplicationLagJson(lag, report);
   absl::StrAppend(&text, ReplicationLagText(lag));
@@ -296,7 +334,7 @@ int Main(const std::vector<std::string>& argv) {
       {"endpoints", true},  {"workload", true},     {"concurrency", true}, {"keys", true},
       {"value_size", true}, {"distribution", true}, {"duration", true},    {"warmup", true},
       {"preload", false},   {"ceiling", false},     {"timeout", true},     {"seed", true},
-      {"json", false},      {"help", false}};
+      {"rounds", true},     {"json", false},        {"help", false}};
   bool json = false;
   for (const std::string& arg : argv) json = json || arg == "--json";
   absl::StatusOr<cli::ParsedArgs> args = cli::ParseArgs(argv, specs);

@@ -158,6 +158,17 @@ uint64_t PhaseStats::error_count() const {
   return total;
 }
 
+void PhaseStats::MergeFrom(const PhaseStats& other) {
+  latency_ns.Merge(other.latency_ns);
+  ops += other.ops;
+  reads += other.reads;
+  writes += other.writes;
+  pings += other.pings;
+  reads_not_found += other.reads_not_found;
+  for (const auto& [code, count] : other.errors) errors[code] += count;
+  seconds += other.seconds;
+}
+
 PhaseStats RunClosedLoop(OpSource& source, const LoopOptions& options) {
   auto state = std::make_shared<LoopState>(source, options);
   for (int chain = 0; chain < options.concurrency; ++chain) state->StartChain(chain);

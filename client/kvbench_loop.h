@@ -53,6 +53,8 @@ struct PhaseStats {
   double seconds = 0;                      // length of the measured window
 
   uint64_t error_count() const;
+  // Adds `other`'s operations, errors, latencies and measured time to these.
+  void MergeFrom(const PhaseStats& other);
   double ops_per_sec() const { return seconds > 0 ? static_cast<double>(ops) / seconds : 0; }
 };
 

@@ -2,6 +2,7 @@
 // transport ceiling prints one JSON object with sane numbers, no errors and the node's
 // replication lag, reads of keys that were never written count as successes but are reported
 // apart, and bad flags exit with 2.
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -43,6 +44,24 @@ class KvbenchProcessTest : public ::testing::Test {
   TempDir dir_;
   NodeProcess node_;
 };
+
+TEST_F(KvbenchProcessTest, RoundsReportEachRoundsRatioAndTheirMedian) {
+  const CommandResult result = Kvbench({"--json", "--duration=3s", "--warmup=0s", "--ceiling",
+                                        "--rounds=3", "--keys=100", "--concurrency=8"});
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  const nlohmann::json report = ParseReport(result);
+  ASSERT_TRUE(report["round_ratios"].is_array()) << report;
+  ASSERT_EQ(report["round_ratios"].size(), 3u) << report;
+  std::vector<double> ratios;
+  for (const nlohmann::json& r : report["round_ratios"]) ratios.push_back(r.get<double>());
+  std::sort(ratios.begin(), ratios.end());
+  EXPECT_GT(ratios[0], 0) << report;
+  EXPECT_DOUBLE_EQ(report.value("ratio_to_ceiling", 0.0), ratios[1]) << report;
+  // The rounds' measured windows add up to --duration.
+  EXPECT_NEAR(report.value("seconds", 0.0), 3.0, 0.3) << report;
+  EXPECT_NEAR(report.value("ceiling_seconds", 0.0), 3.0, 0.3) << report;
+  EXPECT_EQ(report.value("error_count", -1), 0) << report;
+}
 
 TEST_F(KvbenchProcessTest, ShortRunWithCeilingReportsOrderedPercentilesAndNoErrors) {
   const CommandResult result = Kvbench(
