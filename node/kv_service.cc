@@ -139,11 +139,10 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* /*context*
     return FinishNow(gate_, FillGetResponse(std::move(record), response));
   }
   grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
-  coordinator_->Read(request->key(), *spec,
-                     [reactor, response](absl::StatusOr<SiblingSet> rec) {
-                       reactor->Finish(ToGrpcStatus(
-                           rec.ok() ? FillGetResponse(*std::move(rec), response) : rec.status()));
-                     });
+  coordinator_->Read(request->key(), *spec, [reactor, response](absl::StatusOr<SiblingSet> rec) {
+    reactor->Finish(
+        ToGrpcStatus(rec.ok() ? FillGetResponse(*std::move(rec), response) : rec.status()));
+  });
   return reactor;
 }
 
