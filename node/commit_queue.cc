@@ -127,19 +127,28 @@ void CommitQueue::CommitScheduled() {
 }
 
 absl::Status CommitQueue::Run(Mutation& mutation) {
-  absl::Status status;
-  absl::Notification done;
-  Queued waited{std::make_unique<WaitedMutation>(&mutation, &status, &done), /*waited=*/true};
+  Mutation* one[] = {&mutation};
+  return RunAll(one);
+}
+
+absl::Status CommitQueue::RunAll(absl::Span<Mutation* const> mutations) {
+  if (mutations.empty()) return absl::OkStatus();
+  std::vector<absl::Status> statuses(mutations.size());
+  std::vector<absl::Notification> done(mutations.size());
+  std::vector<Queued> waited;
+  waited.reserve(mutations.size());
+  for (size_t i = 0; i < mutations.size(); ++i) {
+    waited.push_back(Queued{std::make_unique<WaitedMutation>(mutations[i], &statuses[i], &done[i]),
+                            /*waited=*/true});
+  }
   if (committing_here == this) {
     // Called from a Complete callback on the committing thread: between groups, so commit now.
-    std::vector<Queued> alone;
-    alone.push_back(std::move(waited));
-    CommitGroup(alone, 0);
+    for (size_t next = 0; next < waited.size();) next = CommitGroup(waited, next);
   } else {
     bool commit_here = false;
     {
       absl::MutexLock lock(&mu_);
-      queue_.push_back(std::move(waited));
+      for (Queued& q : waited) queue_.push_back(std::move(q));
       // Commit here rather than wait for a scheduled task that may sit behind this very thread
       // in the executor's queue.
       if (state_ != State::kCommitting) {
@@ -149,8 +158,12 @@ absl::Status CommitQueue::Run(Mutation& mutation) {
     }
     if (commit_here) CommitQueued();
   }
-  done.WaitForNotification();
-  return status;
+  absl::Status first_error;
+  for (size_t i = 0; i < mutations.size(); ++i) {
+    done[i].WaitForNotification();
+    if (first_error.ok()) first_error = statuses[i];
+  }
+  return first_error;
 }
 
 void CommitQueue::CommitQueued() {

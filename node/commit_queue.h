@@ -41,6 +41,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "node/executor.h"
 #include "storage/engine.h"
 
@@ -112,6 +113,9 @@ class CommitQueue {
   // Complete. Its Complete runs on the committing thread, possibly before the callbacks of
   // mutations submitted earlier.
   absl::Status Run(Mutation& mutation);
+  // Run for several mutations (not owned), queued together so that they share groups; waits
+  // until all have completed and returns the first non-OK status among them, in order.
+  absl::Status RunAll(absl::Span<Mutation* const> mutations);
 
  private:
   enum class State { kIdle, kScheduled, kCommitting };

@@ -387,6 +387,22 @@ absl::StatusOr<SiblingSet> LocalStore::MergeRecord(absl::string_view key,
   return std::move(merge.merged());
 }
 
+absl::Status LocalStore::MergeRecords(absl::Span<const RemoteRecord> records) {
+  for (const RemoteRecord& r : records) {
+    KV_RETURN_IF_ERROR(ValidateKey(r.key));
+    KV_RETURN_IF_ERROR(r.record->CheckInvariants());
+  }
+  std::vector<std::unique_ptr<MergeMutation>> merges;
+  std::vector<CommitQueue::Mutation*> pointers;
+  merges.reserve(records.size());
+  pointers.reserve(records.size());
+  for (const RemoteRecord& r : records) {
+    merges.push_back(std::make_unique<MergeMutation>(r.key, *r.record, observer_));
+    pointers.push_back(merges.back().get());
+  }
+  return commits_.RunAll(pointers);
+}
+
 // Deletes a record that still equals what the purger verified, and raises the counter floor.
 class LocalStore::PurgeMutation : public CommitQueue::Mutation {
  public:

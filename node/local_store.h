@@ -39,6 +39,7 @@
 #include "absl/random/bit_gen_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "node/clock.h"
 #include "node/commit_queue.h"
 #include "node/limits.h"
@@ -136,6 +137,13 @@ class LocalStore {
 
   // Merges a record received from another replica; returns the merged record.
   absl::StatusOr<SiblingSet> MergeRecord(absl::string_view key, const SiblingSet& remote);
+  // MergeRecord for many records at once, committed together (few engine writes for a whole
+  // replication batch). Each merge succeeds or fails on its own; returns the first error.
+  struct RemoteRecord {
+    absl::string_view key;
+    const SiblingSet* record;
+  };
+  absl::Status MergeRecords(absl::Span<const RemoteRecord> records);
 
   // Lets the engine forget idempotency records older than the TTL (Engine::RemoveExpired) and
   // deletes those of the old two-key layout; returns how many were removed. Expired records are

@@ -113,6 +113,27 @@ TEST(CommitQueueTest, AGroupSeesItsOwnChangesAndIsWrittenOnce) {
   EXPECT_EQ(engine.batches[0].ops().size(), 1u);  // only the latest change of the key
 }
 
+TEST(CommitQueueTest, RunAllCommitsItsMutationsInOneGroupAndReportsTheFirstError) {
+  RecordingEngine engine;
+  ManualExecutor executor;
+  CommitQueue queue(&engine, WriteOptions(), &executor);
+  std::vector<int> written;
+  Increment a("a", [&](absl::Status, int w) { written.push_back(w); });
+  FunctionMutation bad([](WriteGroup&) { return absl::DataLossError("bad record"); },
+                       [](absl::Status) {});
+  Increment a_again("a", [&](absl::Status, int w) { written.push_back(w); });
+  Increment b("b", [&](absl::Status, int w) { written.push_back(w); });
+  CommitQueue::Mutation* all[] = {&a, &bad, &a_again, &b};
+  const absl::Status status = queue.RunAll(all);  // commits on this thread: nobody else does
+  EXPECT_TRUE(absl::IsDataLoss(status)) << status;
+  EXPECT_EQ(written, (std::vector<int>{1, 2, 1}));
+  EXPECT_EQ(Value(engine, "a"), "2");
+  EXPECT_EQ(Value(engine, "b"), "1");
+  EXPECT_EQ(engine.batches.size(), 1u);  // one engine write for all of them
+  EXPECT_EQ(executor.pending(), 0u);
+  EXPECT_TRUE(queue.RunAll({}).ok());
+}
+
 TEST(CommitQueueTest, WithoutExecutorSubmitCommitsOnTheCallingThread) {
   RecordingEngine engine;
   CommitQueue queue(&engine, WriteOptions(), nullptr);

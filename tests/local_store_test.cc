@@ -239,6 +239,25 @@ TEST_F(LocalStoreTest, MergeKeepsConcurrentVersionsFromAnotherReplica) {
   EXPECT_EQ(*again, *merged);
 }
 
+TEST_F(LocalStoreTest, MergeRecordsMergesEachRecordAndRejectsBadOnesUpFront) {
+  MemoryEngine other_engine;
+  std::unique_ptr<LocalStore> other = OpenStore(&other_engine, "n2");
+  MustPut("k1", "here");
+  absl::StatusOr<WriteOutcome> k1 = other->Write({"k1", false, "there", "", ""});
+  absl::StatusOr<WriteOutcome> k2 = other->Write({"k2", false, "only-there", "", ""});
+  ASSERT_TRUE(k1.ok() && k2.ok());
+  const LocalStore::RemoteRecord records[] = {{"k1", &k1->record}, {"k2", &k2->record}};
+  ASSERT_TRUE(store_->MergeRecords(records).ok());
+  EXPECT_EQ(LiveValues("k1"), (std::vector<std::string>{"here", "there"}));
+  EXPECT_EQ(LiveValues("k2"), (std::vector<std::string>{"only-there"}));
+  // An invalid key anywhere in the batch changes nothing.
+  absl::StatusOr<WriteOutcome> k3 = other->Write({"k3", false, "v", "", ""});
+  ASSERT_TRUE(k3.ok());
+  const LocalStore::RemoteRecord bad[] = {{"k3", &k3->record}, {"", &k3->record}};
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->MergeRecords(bad)));
+  EXPECT_TRUE(LiveValues("k3").empty());
+}
+
 // Riak's KV679: a node that lost its data must not reuse its old dots, or its new writes look
 // already seen and are dropped by replicas that hold the old ones.
 TEST_F(LocalStoreTest, WipedNodeDoesNotReuseDots) {
