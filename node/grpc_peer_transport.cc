@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "kv.grpc.pb.h"
+#include "node/gossip_proto.h"
 #include "node/grpc_util.h"
 #include "replica.grpc.pb.h"
 
@@ -320,6 +321,31 @@ void GrpcPeerTransport::PurgeRecord(const Member& peer, std::string key,
         grpc::ClientContext* context = &call->context;
         Complete(std::move(call), context, std::move(stubs),
                  [status = FromGrpc(status), done = std::move(done)] { done(status); });
+      });
+}
+
+void GrpcPeerTransport::Gossip(const std::string& address, GossipDigest digest,
+                               std::function<void(absl::StatusOr<GossipDigest>)> done) {
+  auto call = std::make_shared<Call<internal::v1::GossipRequest, internal::v1::GossipResponse>>();
+  SetDeadline(&call->context, options_.gossip_timeout);
+  call->request.set_from_node_id(self_id_);
+  DigestToProto(digest, call->request.mutable_members());
+  std::shared_ptr<PeerStubs> stubs = StubsFor(Member{"", address, ""});
+  Begin(&call->context);
+  stubs->replica->async()->Gossip(
+      &call->context, &call->request, &call->response,
+      [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
+        absl::StatusOr<GossipDigest> result;
+        if (status.ok()) {
+          result = DigestFromProto(call->response.from_node_id(), call->response.members());
+        } else {
+          result = FromGrpc(status);
+        }
+        grpc::ClientContext* context = &call->context;
+        Complete(std::move(call), context, std::move(stubs),
+                 [result = std::move(result), done = std::move(done)]() mutable {
+                   done(std::move(result));
+                 });
       });
 }
 

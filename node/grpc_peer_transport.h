@@ -1,5 +1,5 @@
-// GrpcPeerTransport: PeerTransport over gRPC. Record merges and reads use the internal
-// kv.internal.v1.Replica service; forwarded writes use the peer's public kv.v1.KV service (the
+// GrpcPeerTransport: PeerTransport (and GossipTransport) over gRPC. Record merges, reads and
+// gossip exchanges use the internal kv.internal.v1.Replica service; forwarded writes use the peer's public kv.v1.KV service (the
 // peer coordinates them exactly as it would a client's).
 //
 // One channel per peer address, created on first use and kept. Every call has a deadline
@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "node/executor.h"
+#include "node/gossip_transport.h"
 #include "node/peer_transport.h"
 
 namespace grpc {
@@ -34,12 +35,13 @@ class Replica;
 
 namespace kv {
 
-class GrpcPeerTransport : public PeerTransport {
+class GrpcPeerTransport : public PeerTransport, public GossipTransport {
  public:
   struct Options {
     absl::Duration merge_timeout = absl::Seconds(2);
     absl::Duration read_timeout = absl::Seconds(2);
     absl::Duration forward_timeout = absl::Seconds(5);
+    absl::Duration gossip_timeout = absl::Seconds(1);
     int max_message_bytes = 64 << 20;
   };
 
@@ -60,6 +62,8 @@ class GrpcPeerTransport : public PeerTransport {
                    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override;
   void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
                    std::function<void(absl::Status)> done) override;
+  void Gossip(const std::string& address, GossipDigest digest,
+              std::function<void(absl::StatusOr<GossipDigest>)> done) override;
 
  private:
   // A channel and stubs for one peer address; stubs outlive every call made through them.
