@@ -90,15 +90,18 @@ struct GrpcPeerTransport::PeerStubs {
   std::unique_ptr<v1::KV::Stub> kv;
 };
 
-std::shared_ptr<GrpcPeerTransport::PeerStubs> GrpcPeerTransport::StubsFor(const Member& peer) {
+std::shared_ptr<GrpcPeerTransport::PeerStubs> GrpcPeerTransport::StubsFor(const Member& peer,
+                                                                        bool gossip) {
   absl::MutexLock lock(&mu_);
-  std::shared_ptr<PeerStubs>& stubs = peers_[peer.address];
+  std::shared_ptr<PeerStubs>& stubs = peers_[gossip ? "gossip|" + peer.address : peer.address];
   if (!stubs) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(options_.max_message_bytes);
     args.SetMaxSendMessageSize(options_.max_message_bytes);
     // Reconnect quickly after a peer restarts: replication retries have their own backoff.
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    // Distinct channel arguments keep gRPC from sharing one subchannel between the two channels.
+    if (gossip) args.SetString("kv.channel_purpose", "gossip");
     stubs = std::make_shared<PeerStubs>();
     stubs->channel =
         grpc::CreateCustomChannel(peer.address, grpc::InsecureChannelCredentials(), args);
@@ -330,7 +333,7 @@ void GrpcPeerTransport::Gossip(const std::string& address, GossipDigest digest,
   SetDeadline(&call->context, options_.gossip_timeout);
   call->request.set_from_node_id(self_id_);
   DigestToProto(digest, call->request.mutable_members());
-  std::shared_ptr<PeerStubs> stubs = StubsFor(Member{"", address, ""});
+  std::shared_ptr<PeerStubs> stubs = StubsFor(Member{"", address, ""}, /*gossip=*/true);
   Begin(&call->context);
   stubs->replica->async()->Gossip(
       &call->context, &call->request, &call->response,

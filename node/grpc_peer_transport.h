@@ -2,7 +2,7 @@
 // gossip exchanges use the internal kv.internal.v1.Replica service; forwarded writes use the peer's public kv.v1.KV service (the
 // peer coordinates them exactly as it would a client's).
 //
-// One channel per peer address, created on first use and kept. Every call has a deadline
+// One channel per peer address (and a separate one for gossip), created on first use and kept. Every call has a deadline
 // (Options; anti-entropy calls use read_timeout); its callback is handed to the executor, so
 // callers may block in it (e.g. on storage) without stalling gRPC's threads. The destructor cancels
 // the calls still in flight and waits until their callbacks have been handed to the executor, which
@@ -68,7 +68,10 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
  private:
   // A channel and stubs for one peer address; stubs outlive every call made through them.
   struct PeerStubs;
-  std::shared_ptr<PeerStubs> StubsFor(const Member& peer);
+  // Gossip gets its own channel per address: its calls reach peers that are not up yet (at
+  // start-up) or down, and a failed connection puts a channel into reconnect backoff, during
+  // which it fails every call at once; replication must not inherit that.
+  std::shared_ptr<PeerStubs> StubsFor(const Member& peer, bool gossip = false);
   // In-flight accounting, so that the destructor can cancel and wait for outstanding calls.
   void Begin(grpc::ClientContext* context);
   void End(grpc::ClientContext* context);

@@ -88,6 +88,7 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
   KV_RETURN_IF_ERROR(server->OpenStorage());
   KV_RETURN_IF_ERROR(server->StartReplication());
   KV_RETURN_IF_ERROR(server->StartGrpc());
+  server->gossiper_->Start();  // once this node can answer the exchanges it starts
   server->expiry_thread_ = std::thread([s = server.get()] { s->ExpireIdempotencyRecordsLoop(); });
   server->LogStarted();
   return server;
@@ -182,7 +183,6 @@ absl::Status NodeServer::StartReplication() {
   coordinator_ =
       std::make_unique<Coordinator>(cluster, ring, store_.get(), outbox_.get(), transport_.get(),
                                     executor_.get(), SystemClock::Get(), gossiper_.get());
-  gossiper_->Start();
   if (config_.anti_entropy_interval > absl::ZeroDuration()) {
     AntiEntropy::Options ae;
     ae.interval = config_.anti_entropy_interval;
