@@ -133,6 +133,12 @@ struct MemberStatus {
   uint64_t sent_records = 0;             // records it confirmed since the node started
   std::string last_error;                // of the last failed replication attempt; may be empty
   int64_t last_success_unix_micros = 0;  // 0 = never
+  // Gossip failure detection as the answering node judges it: "UP", "DOWN" or "UNKNOWN" (not
+  // heard from yet; also from nodes that predate gossip).
+  std::string liveness;
+  uint64_t heartbeat = 0;          // the member's gossiped heartbeat counter
+  uint64_t incarnation = 0;        // changes at every start of the member
+  int64_t last_heard_ms_ago = -1;  // since its heartbeat last advanced; -1 = never
 };
 
 // Membership, quorum defaults and replication health as one node sees them.

@@ -130,6 +130,13 @@ ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* respons
     member.sent_records = proto.sent_records();
     member.last_error = std::move(*proto.mutable_last_error());
     member.last_success_unix_micros = proto.last_success_unix_micros();
+    member.liveness = proto.liveness().empty() ? "UNKNOWN" : std::move(*proto.mutable_liveness());
+    member.heartbeat = proto.heartbeat();
+    member.incarnation = proto.incarnation();
+    // Nodes that predate gossip send neither liveness nor this field (0).
+    member.last_heard_ms_ago = proto.liveness().empty() && proto.last_heard_ms_ago() == 0
+                                   ? -1
+                                   : proto.last_heard_ms_ago();
     result.members.push_back(std::move(member));
   }
   result.writes_coordinated = response->writes_coordinated();

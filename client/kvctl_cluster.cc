@@ -53,19 +53,32 @@ nlohmann::json MemberToJson(const MemberStatus& member) {
           {"last_success_unix_micros", member.last_success_unix_micros},
           {"last_success", member.last_success_unix_micros == 0
                                ? "never"
-                               : FormatTimestamp(member.last_success_unix_micros)}};
+                               : FormatTimestamp(member.last_success_unix_micros)},
+          {"liveness", member.liveness},
+          {"heartbeat", member.heartbeat},
+          {"incarnation", member.incarnation},
+          {"last_heard_ms_ago", member.last_heard_ms_ago}};
+}
+
+std::string LastHeard(const MemberStatus& member) {
+  if (member.self) return "-";
+  if (member.last_heard_ms_ago < 0) return "never";
+  return absl::StrCat(absl::FormatDuration(absl::Milliseconds(member.last_heard_ms_ago)), " ago");
 }
 
 std::string MembersText(const ClusterStatusResult& status) {
-  std::vector<std::vector<std::string>> rows = {{"NODE", "ADDRESS", "ZONE", "STATE", "OUTBOX",
-                                                 "DROPPED", "SENT", "LAST SUCCESS", "LAST ERROR"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"NODE", "ADDRESS", "ZONE", "LIVENESS", "HEARTBEAT", "HEARD", "STATE", "OUTBOX", "DROPPED",
+       "SENT", "LAST SUCCESS", "LAST ERROR"}};
   for (const MemberStatus& member : status.members) {
     if (member.self) {
       rows.push_back({member.node_id, member.address, member.zone.empty() ? "-" : member.zone,
-                      "self", "-", "-", "-", "-", "-"});
+                      member.liveness, absl::StrCat(member.heartbeat), "-", "self", "-", "-", "-",
+                      "-", "-"});
       continue;
     }
     rows.push_back({member.node_id, member.address, member.zone.empty() ? "-" : member.zone,
+                    member.liveness, absl::StrCat(member.heartbeat), LastHeard(member),
                     MemberState(member), absl::StrCat(member.outbox_depth),
                     absl::StrCat(member.outbox_dropped), absl::StrCat(member.sent_records),
                     member.last_success_unix_micros == 0

@@ -1,13 +1,15 @@
-// `kvctl cluster status`: the members of the cluster, their reachability and the replication
-// backlog toward each, N/W/R and the replication lag, as the first reachable endpoint sees them.
+// `kvctl cluster status`: the members of the cluster, their liveness as gossip sees it, their
+// reachability and the replication backlog toward each, N/W/R and the replication lag, as the first reachable endpoint sees them.
 //
 // JSON mirrors Admin.ClusterStatus: {"node_id", "replication_factor", "default_w", "default_r",
 // "members": [{"node_id", "address", "zone", "self", "reachable", "state", "outbox_depth",
-// "outbox_dropped", "sent_records", "last_error", "last_success_unix_micros", "last_success"}],
+// "outbox_dropped", "sent_records", "last_error", "last_success_unix_micros", "last_success",
+// "liveness", "heartbeat", "incarnation", "last_heard_ms_ago"}],
 // "writes_coordinated", "writes_forwarded", "read_repairs", "replication_lag_p50_us",
 // "replication_lag_p99_us", "replication_lag_max_us", "replication_lag_samples"}, where a
 // member's "state" is "self", "reachable", "unreachable", or "not contacted" (no replication
-// attempt to it yet).
+// attempt to it yet), and "liveness" is the gossip failure detector's "UP", "DOWN" or "UNKNOWN"
+// (last_heard_ms_ago -1: never heard).
 #ifndef KV_CLIENT_KVCTL_CLUSTER_H_
 #define KV_CLIENT_KVCTL_CLUSTER_H_
 

@@ -11,7 +11,7 @@ namespace kv {
 AdminService::AdminService(NodeInfo info, Engine* engine, Coordinator* coordinator,
                            ReplicationOutbox* outbox, MerkleIndex* merkle,
                            AntiEntropy* anti_entropy, TombstoneReaper* reaper, Executor* executor,
-                           CallGate* gate, const Clock* clock)
+                           CallGate* gate, const Clock* clock, const Gossiper* gossiper)
     : info_(std::move(info)),
       engine_(engine),
       coordinator_(coordinator),
@@ -22,6 +22,7 @@ AdminService::AdminService(NodeInfo info, Engine* engine, Coordinator* coordinat
       executor_(executor),
       gate_(gate),
       clock_(clock),
+      gossiper_(gossiper),
       started_(clock->Now()) {}
 
 grpc::ServerUnaryReactor* AdminService::Ping(grpc::CallbackServerContext* context,
@@ -71,8 +72,28 @@ grpc::ServerUnaryReactor* AdminService::ClusterStatus(grpc::CallbackServerContex
         exchanges[stats.peer_id] = std::move(stats);
       }
     }
+    std::map<std::string, MemberView> gossip;
+    if (gossiper_ != nullptr) {
+      for (MemberView& view : gossiper_->Members()) {
+        std::string id = view.entry.member.id;
+        gossip.emplace(std::move(id), std::move(view));
+      }
+    }
+    const absl::Time now = clock_->Now();
     for (const Member& member : ring.members()) {
       v1::MemberStatus* out = response->add_members();
+      out->set_liveness("UNKNOWN");
+      out->set_last_heard_ms_ago(-1);
+      if (auto g = gossip.find(member.id); g != gossip.end()) {
+        const MemberView& view = g->second;
+        out->set_liveness(std::string(LivenessName(view.liveness)));
+        out->set_heartbeat(view.entry.heartbeat);
+        out->set_incarnation(view.entry.incarnation);
+        if (view.last_heard != absl::InfinitePast()) {
+          out->set_last_heard_ms_ago(
+              std::max<int64_t>(0, absl::ToInt64Milliseconds(now - view.last_heard)));
+        }
+      }
       out->set_node_id(member.id);
       out->set_address(member.address);
       out->set_zone(member.zone);

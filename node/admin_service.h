@@ -4,7 +4,8 @@
 // the transport ceiling. NodeStatus reads the engine's key estimate on the executor.
 // ClusterStatus reports the membership as this node sees it: each member's reachability (the
 // last replication attempt to it), its outbox backlog and drops, and the replication lag of
-// writes coordinated here.
+// writes coordinated here, and each member's liveness as gossip sees it (UP/DOWN/UNKNOWN, its
+// heartbeat and incarnation, and how long ago its heartbeat last advanced here).
 //
 // Thread-safety: thread-safe; the engine, executor and clock must outlive the service.
 #ifndef KV_NODE_ADMIN_SERVICE_H_
@@ -19,6 +20,7 @@
 #include "node/clock.h"
 #include "node/coordinator.h"
 #include "node/executor.h"
+#include "node/gossip.h"
 #include "node/merkle_index.h"
 #include "node/replication_outbox.h"
 #include "node/tombstone_reaper.h"
@@ -37,10 +39,11 @@ class AdminService final : public v1::Admin::CallbackService {
 
   // Uptime is measured from construction, on `clock`.
   // New calls are refused with UNAVAILABLE once `gate` is closed.
-  // `anti_entropy` is null when anti-entropy is disabled.
+  // `anti_entropy` is null when anti-entropy is disabled; `gossiper` may be null (no liveness).
   AdminService(NodeInfo info, Engine* engine, Coordinator* coordinator, ReplicationOutbox* outbox,
                MerkleIndex* merkle, AntiEntropy* anti_entropy, TombstoneReaper* reaper,
-               Executor* executor, CallGate* gate, const Clock* clock);
+               Executor* executor, CallGate* gate, const Clock* clock,
+               const Gossiper* gossiper = nullptr);
 
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context,
                                  const v1::PingRequest* request,
@@ -66,6 +69,7 @@ class AdminService final : public v1::Admin::CallbackService {
   Executor* const executor_;
   CallGate* const gate_;
   const Clock* const clock_;
+  const Gossiper* const gossiper_;
   const absl::Time started_;
 };
 

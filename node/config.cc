@@ -113,6 +113,24 @@ absl::Status ApplyLogLevel(absl::string_view v, NodeConfig* c) {
   return Expected("one of debug, info, warn, error");
 }
 
+absl::Status ApplySeeds(absl::string_view v, NodeConfig* c) {
+  std::vector<std::string> seeds;
+  for (absl::string_view seed : absl::StrSplit(v, ',', absl::SkipWhitespace())) {
+    seed = absl::StripAsciiWhitespace(seed);
+    const size_t colon = seed.rfind(':');
+    int port = 0;
+    if (colon == absl::string_view::npos || colon == 0 ||
+        !ParseIntInRange(seed.substr(colon + 1), 1, 65535, &port).ok()) {
+      return Expected(absl::StrCat("HOST:PORT entries separated by commas, such as "
+                                   "10.0.0.1:7700,10.0.0.2:7700 (bad entry \"",
+                                   seed, "\")"));
+    }
+    seeds.emplace_back(seed);
+  }
+  c->seeds = std::move(seeds);
+  return absl::OkStatus();
+}
+
 // The table. Order is the order of --help.
 const std::vector<Setting>& Settings() {
   static const auto* const settings = new std::vector<Setting>{
@@ -143,7 +161,38 @@ const std::vector<Setting>& Settings() {
        },
        [](const NodeConfig& c) { return FormatMembers(c.peers); },
        "Every member of the cluster, this node included, as ID=HOST:PORT or ID=HOST:PORT@ZONE, "
-       "comma-separated; the same list on every node. Empty: a cluster of this node alone."},
+       "comma-separated; the same list on every node. Empty: the members that --seeds know, or "
+       "without seeds a cluster of this node alone."},
+      {"seeds", "HOST:PORT,...", false, ApplySeeds,
+       [](const NodeConfig& c) {
+         return c.seeds.empty() ? std::string("none") : absl::StrJoin(c.seeds, ",");
+       },
+       "Nodes to learn the cluster from, comma-separated. Without --peers, the node asks the "
+       "seeds for the member list at start (and does not serve until one answers, for at most "
+       "seed_timeout); it must be a member already (listed in the --peers of the others): "
+       "adding members (join) is not supported yet."},
+      {"gossip_interval", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Milliseconds(10), &c->gossip_interval);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.gossip_interval); },
+       "Gossip: how often this node bumps its heartbeat and exchanges its membership table "
+       "with one random member (push-pull)."},
+      {"failure_timeout", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Milliseconds(30), &c->failure_timeout);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.failure_timeout); },
+       "A member whose gossiped heartbeat has not advanced for this long is DOWN (requests "
+       "route around it; its writes wait in the outbox); UP again as soon as it advances. At "
+       "least 3 gossip intervals."},
+      {"seed_timeout", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Seconds(1), &c->seed_timeout);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.seed_timeout); },
+       "Without --peers: how long to keep asking the seeds for the member list before giving "
+       "up starting."},
       {"replication_factor", "N", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseIntInRange(v, 1, 16, &c->replication_factor);
@@ -439,6 +488,12 @@ absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>&
       return UsageError(absl::StrCat("--peers does not list this node (--node_id=", config.node_id,
                                      "); list every member, this one included"));
     }
+  }
+  if (config.failure_timeout < 3 * config.gossip_interval) {
+    return UsageError(absl::StrCat("failure_timeout (", absl::FormatDuration(config.failure_timeout),
+                                   ") must be at least 3 gossip intervals (gossip_interval=",
+                                   absl::FormatDuration(config.gossip_interval),
+                                   "), or one lost exchange would mark live members DOWN"));
   }
   if (config.write_quorum > config.replication_factor ||
       config.read_quorum > config.replication_factor) {

@@ -44,6 +44,15 @@ struct NodeConfig {
   // Cluster membership (ID=HOST:PORT[@ZONE],...), the same list on every node; it must name this
   // node. Empty: a cluster of this node alone.
   std::vector<Member> peers;
+  // HOST:PORT of nodes to learn the member list from when `peers` is empty (and to gossip with
+  // while no other member is known).
+  std::vector<std::string> seeds;
+  // Gossip: one push-pull exchange with a random member per interval; a member whose heartbeat
+  // does not advance for failure_timeout is DOWN. A seeds-only node waits up to seed_timeout
+  // for a seed to tell it the members before it gives up starting.
+  absl::Duration gossip_interval = absl::Seconds(1);
+  absl::Duration failure_timeout = absl::Seconds(5);
+  absl::Duration seed_timeout = absl::Seconds(60);
   int replication_factor = 3;  // N; capped by the number of members
   int write_quorum = 2;        // default W
   int read_quorum = 1;         // default R

@@ -49,19 +49,31 @@ struct Coordinator::ReadState {
 
 Coordinator::Coordinator(ClusterOptions options, std::shared_ptr<const HashRing> ring,
                          LocalStore* store, ReplicationOutbox* outbox, PeerTransport* transport,
-                         Executor* executor, const Clock* clock)
+                         Executor* executor, const Clock* clock,
+                         const MemberLiveness* liveness)
     : options_(std::move(options)),
       ring_(std::move(ring)),
       store_(store),
       outbox_(outbox),
       transport_(transport),
       executor_(executor),
-      clock_(clock) {}
+      clock_(clock),
+      liveness_(liveness) {}
 
 Coordinator::~Coordinator() = default;
 
 std::vector<const Member*> Coordinator::Replicas(absl::string_view key) const {
   return ring_->PreferenceList(key, static_cast<size_t>(options_.replication_factor));
+}
+
+bool Coordinator::IsDown(const Member& member) const {
+  return liveness_ != nullptr && member.id != options_.self_id && liveness_->IsDown(member.id);
+}
+
+void Coordinator::LiveFirst(std::vector<const Member*>* members) const {
+  if (liveness_ == nullptr) return;
+  std::stable_partition(members->begin(), members->end(),
+                        [this](const Member* m) { return !IsDown(*m); });
 }
 
 void Coordinator::Write(WriteCommand command, QuorumSpec w,
@@ -86,6 +98,7 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
       absl::MutexLock lock(&stats_mu_);
       ++stats_.writes_forwarded;
     }
+    LiveFirst(&replicas);
     ForwardWrite(std::move(command), w, std::move(replicas), 0,
                  absl::UnavailableError("the key has no replicas"), std::move(done));
   }
@@ -238,7 +251,8 @@ void Coordinator::Read(std::string key, QuorumSpec r,
   state->needed = *needed;
   state->done = std::move(done);
   state->last_error = absl::UnavailableError("no replica answered");
-  // This node's own replica first: it answers without a network hop.
+  // This node's own replica first: it answers without a network hop. Then live replicas.
+  LiveFirst(&replicas);
   std::stable_partition(replicas.begin(), replicas.end(),
                         [&](const Member* m) { return m->id == options_.self_id; });
   state->order = std::move(replicas);
@@ -504,7 +518,11 @@ void Coordinator::List(std::string prefix, std::string page_token, uint32_t limi
     gather->done(std::move(merged));
   };
   for (const Member& member : ring_->members()) {
-    if (member.id == options_.self_id) {
+    if (IsDown(member)) {
+      executor_->Schedule([on_page, id = member.id] {
+        on_page(absl::UnavailableError(absl::StrCat("member ", id, " is down")));
+      });
+    } else if (member.id == options_.self_id) {
       executor_->Schedule([this, prefix, page_token, limit, on_page] {
         on_page(store_->List(prefix, page_token, limit));
       });

@@ -17,6 +17,12 @@
 // are merged; replicas that returned less than the merge get it back in the background (read
 // repair).
 //
+// Liveness. With a MemberLiveness (the gossip failure detector), replicas judged DOWN are tried
+// last: a write is forwarded to a live replica first, a read asks live replicas first, and List
+// skips DOWN members (their keys are on other replicas too), so requests do not wait for
+// timeouts on a dead node. A coordinated write still records outbox entries for DOWN replicas,
+// which keep them until they return (hinted handoff).
+//
 // Everything is asynchronous: callbacks run on executor threads. Thread-safe.
 #ifndef KV_NODE_COORDINATOR_H_
 #define KV_NODE_COORDINATOR_H_
@@ -33,6 +39,7 @@
 #include "node/clock.h"
 #include "node/executor.h"
 #include "node/local_store.h"
+#include "node/membership.h"
 #include "node/peer_transport.h"
 #include "node/quorum.h"
 #include "node/replication_outbox.h"
@@ -82,7 +89,7 @@ class Coordinator {
  public:
   Coordinator(ClusterOptions options, std::shared_ptr<const HashRing> ring, LocalStore* store,
               ReplicationOutbox* outbox, PeerTransport* transport, Executor* executor,
-              const Clock* clock);
+              const Clock* clock, const MemberLiveness* liveness = nullptr);
   ~Coordinator();
 
   void Write(WriteCommand command, QuorumSpec w,
@@ -112,6 +119,9 @@ class Coordinator {
   struct ReadState;
 
   std::vector<const Member*> Replicas(absl::string_view key) const;
+  bool IsDown(const Member& member) const;
+  // Moves DOWN members behind the others, keeping the order within each group.
+  void LiveFirst(std::vector<const Member*>* members) const;
   void CoordinateWrite(WriteCommand command, int w, std::vector<const Member*> replicas,
                        std::function<void(absl::StatusOr<WriteReply>)> done);
   void FinishCoordinatedWrite(int w, int total_peers, std::vector<OutboxEntry> entries,
@@ -138,6 +148,7 @@ class Coordinator {
   PeerTransport* const transport_;
   Executor* const executor_;
   const Clock* const clock_;
+  const MemberLiveness* const liveness_;  // null: every member is presumed up
 
   mutable absl::Mutex stats_mu_;
   CoordinatorStats stats_ ABSL_GUARDED_BY(stats_mu_);

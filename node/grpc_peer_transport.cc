@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "kv.grpc.pb.h"
+#include "node/gossip_proto.h"
 #include "node/grpc_util.h"
 #include "replica.grpc.pb.h"
 
@@ -89,15 +90,18 @@ struct GrpcPeerTransport::PeerStubs {
   std::unique_ptr<v1::KV::Stub> kv;
 };
 
-std::shared_ptr<GrpcPeerTransport::PeerStubs> GrpcPeerTransport::StubsFor(const Member& peer) {
+std::shared_ptr<GrpcPeerTransport::PeerStubs> GrpcPeerTransport::StubsFor(const Member& peer,
+                                                                        bool gossip) {
   absl::MutexLock lock(&mu_);
-  std::shared_ptr<PeerStubs>& stubs = peers_[peer.address];
+  std::shared_ptr<PeerStubs>& stubs = peers_[gossip ? "gossip|" + peer.address : peer.address];
   if (!stubs) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(options_.max_message_bytes);
     args.SetMaxSendMessageSize(options_.max_message_bytes);
     // Reconnect quickly after a peer restarts: replication retries have their own backoff.
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    // Distinct channel arguments keep gRPC from sharing one subchannel between the two channels.
+    if (gossip) args.SetString("kv.channel_purpose", "gossip");
     stubs = std::make_shared<PeerStubs>();
     stubs->channel =
         grpc::CreateCustomChannel(peer.address, grpc::InsecureChannelCredentials(), args);
@@ -320,6 +324,31 @@ void GrpcPeerTransport::PurgeRecord(const Member& peer, std::string key,
         grpc::ClientContext* context = &call->context;
         Complete(std::move(call), context, std::move(stubs),
                  [status = FromGrpc(status), done = std::move(done)] { done(status); });
+      });
+}
+
+void GrpcPeerTransport::Gossip(const std::string& address, GossipDigest digest,
+                               std::function<void(absl::StatusOr<GossipDigest>)> done) {
+  auto call = std::make_shared<Call<internal::v1::GossipRequest, internal::v1::GossipResponse>>();
+  SetDeadline(&call->context, options_.gossip_timeout);
+  call->request.set_from_node_id(self_id_);
+  DigestToProto(digest, call->request.mutable_members());
+  std::shared_ptr<PeerStubs> stubs = StubsFor(Member{"", address, ""}, /*gossip=*/true);
+  Begin(&call->context);
+  stubs->replica->async()->Gossip(
+      &call->context, &call->request, &call->response,
+      [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
+        absl::StatusOr<GossipDigest> result;
+        if (status.ok()) {
+          result = DigestFromProto(call->response.from_node_id(), call->response.members());
+        } else {
+          result = FromGrpc(status);
+        }
+        grpc::ClientContext* context = &call->context;
+        Complete(std::move(call), context, std::move(stubs),
+                 [result = std::move(result), done = std::move(done)]() mutable {
+                   done(std::move(result));
+                 });
       });
 }
 

@@ -1,8 +1,8 @@
-// GrpcPeerTransport: PeerTransport over gRPC. Record merges and reads use the internal
-// kv.internal.v1.Replica service; forwarded writes use the peer's public kv.v1.KV service (the
+// GrpcPeerTransport: PeerTransport (and GossipTransport) over gRPC. Record merges, reads and
+// gossip exchanges use the internal kv.internal.v1.Replica service; forwarded writes use the peer's public kv.v1.KV service (the
 // peer coordinates them exactly as it would a client's).
 //
-// One channel per peer address, created on first use and kept. Every call has a deadline
+// One channel per peer address (and a separate one for gossip), created on first use and kept. Every call has a deadline
 // (Options; anti-entropy calls use read_timeout); its callback is handed to the executor, so
 // callers may block in it (e.g. on storage) without stalling gRPC's threads. The destructor cancels
 // the calls still in flight and waits until their callbacks have been handed to the executor, which
@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "node/executor.h"
+#include "node/gossip_transport.h"
 #include "node/peer_transport.h"
 
 namespace grpc {
@@ -34,12 +35,13 @@ class Replica;
 
 namespace kv {
 
-class GrpcPeerTransport : public PeerTransport {
+class GrpcPeerTransport : public PeerTransport, public GossipTransport {
  public:
   struct Options {
     absl::Duration merge_timeout = absl::Seconds(2);
     absl::Duration read_timeout = absl::Seconds(2);
     absl::Duration forward_timeout = absl::Seconds(5);
+    absl::Duration gossip_timeout = absl::Seconds(1);
     int max_message_bytes = 64 << 20;
   };
 
@@ -60,11 +62,16 @@ class GrpcPeerTransport : public PeerTransport {
                    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override;
   void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
                    std::function<void(absl::Status)> done) override;
+  void Gossip(const std::string& address, GossipDigest digest,
+              std::function<void(absl::StatusOr<GossipDigest>)> done) override;
 
  private:
   // A channel and stubs for one peer address; stubs outlive every call made through them.
   struct PeerStubs;
-  std::shared_ptr<PeerStubs> StubsFor(const Member& peer);
+  // Gossip gets its own channel per address: its calls reach peers that are not up yet (at
+  // start-up) or down, and a failed connection puts a channel into reconnect backoff, during
+  // which it fails every call at once; replication must not inherit that.
+  std::shared_ptr<PeerStubs> StubsFor(const Member& peer, bool gossip = false);
   // In-flight accounting, so that the destructor can cancel and wait for outstanding calls.
   void Begin(grpc::ClientContext* context);
   void End(grpc::ClientContext* context);

@@ -13,6 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "node/clock.h"
 #include "node/log.h"
@@ -87,6 +88,7 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
   KV_RETURN_IF_ERROR(server->OpenStorage());
   KV_RETURN_IF_ERROR(server->StartReplication());
   KV_RETURN_IF_ERROR(server->StartGrpc());
+  server->gossiper_->Start();  // once this node can answer the exchanges it starts
   server->expiry_thread_ = std::thread([s = server.get()] { s->ExpireIdempotencyRecordsLoop(); });
   server->LogStarted();
   return server;
@@ -124,7 +126,14 @@ absl::Status NodeServer::OpenStorage() {
 
 absl::Status NodeServer::StartReplication() {
   scheduler_ = std::make_unique<TimerScheduler>(executor_.get());
+  GrpcPeerTransport::Options transport_options;
+  transport_options.gossip_timeout = std::min(absl::Seconds(1), config_.failure_timeout / 2);
+  transport_ =
+      std::make_unique<GrpcPeerTransport>(config_.node_id, executor_.get(), transport_options);
   std::vector<Member> members = config_.peers;
+  if (members.empty() && !config_.seeds.empty()) {
+    KV_ASSIGN_OR_RETURN(members, LearnMembersFromSeeds());
+  }
   if (members.empty()) members.push_back(Member{config_.node_id, config_.listen, ""});
   std::vector<Member> peers;
   for (const Member& m : members) {
@@ -133,6 +142,7 @@ absl::Status NodeServer::StartReplication() {
   absl::StatusOr<HashRing> built = HashRing::Build(members);
   if (!built.ok()) return built.status();
   auto ring = std::make_shared<const HashRing>(*std::move(built));
+  StartGossip(members);
   // The index observes every record change from now on; its trees are built in the background.
   merkle_ = std::make_unique<MerkleIndex>(config_.node_id, ring, config_.replication_factor,
                                           engine_.get());
@@ -147,8 +157,6 @@ absl::Status NodeServer::StartReplication() {
                {{"error", std::string(built.message())}});
     }
   });
-  transport_ = std::make_unique<GrpcPeerTransport>(config_.node_id, executor_.get(),
-                                                   GrpcPeerTransport::Options());
   ReplicationOutbox::Options outbox_options;
   outbox_options.clock = SystemClock::Get();
   PeerTransport* outbox_transport = transport_.get();
@@ -174,7 +182,7 @@ absl::Status NodeServer::StartReplication() {
   cluster.default_r = config_.read_quorum;
   coordinator_ =
       std::make_unique<Coordinator>(cluster, ring, store_.get(), outbox_.get(), transport_.get(),
-                                    executor_.get(), SystemClock::Get());
+                                    executor_.get(), SystemClock::Get(), gossiper_.get());
   if (config_.anti_entropy_interval > absl::ZeroDuration()) {
     AntiEntropy::Options ae;
     ae.interval = config_.anti_entropy_interval;
@@ -195,15 +203,98 @@ absl::Status NodeServer::StartReplication() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<Member>> NodeServer::LearnMembersFromSeeds() {
+  const std::string seeds = absl::StrJoin(config_.seeds, ",");
+  LogInfo("no --peers: asking the seeds for the member list; not serving until one answers",
+          {{"seeds", seeds}, {"seed_timeout", absl::FormatDuration(config_.seed_timeout)}});
+  const absl::Time deadline = absl::Now() + config_.seed_timeout;
+  std::string last_error = "no seed was asked";
+  while (true) {
+    for (const std::string& seed : config_.seeds) {
+      absl::Notification answered;
+      absl::StatusOr<GossipDigest> reply;
+      GossipDigest ask;  // an empty table: learn from the seed, teach it nothing yet
+      ask.from_id = config_.node_id;
+      transport_->Gossip(seed, std::move(ask), [&](absl::StatusOr<GossipDigest> r) {
+        reply = std::move(r);
+        answered.Notify();
+      });
+      answered.WaitForNotification();
+      if (!reply.ok()) {
+        last_error = absl::StrCat(seed, ": ", reply.status().message());
+        continue;
+      }
+      std::vector<Member> members;
+      for (const MemberEntry& entry : reply->members) {
+        if (entry.ring_status == RingStatus::kNormal) members.push_back(entry.member);
+      }
+      if (members.empty()) {
+        last_error = absl::StrCat(seed, " knows no members yet");
+        continue;
+      }
+      const bool listed = std::any_of(members.begin(), members.end(),
+                                      [&](const Member& m) { return m.id == config_.node_id; });
+      if (!listed) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "seed ", seed, " (node ", reply->from_id, ") knows the members ",
+            FormatMembers(members), ", which do not include this node (--node_id=",
+            config_.node_id,
+            "). Adding a node to a running cluster (join) is not supported yet: list it in "
+            "--peers of every node, or start this node with one of those ids."));
+      }
+      LogInfo("learned the member list from a seed",
+              {{"seed", seed}, {"seed_node", reply->from_id}, {"members", FormatMembers(members)}});
+      return members;
+    }
+    if (absl::Now() >= deadline) {
+      return absl::UnavailableError(absl::StrCat(
+          "no seed told the member list within seed_timeout=",
+          absl::FormatDuration(config_.seed_timeout), " (last error: ", last_error,
+          "). Check --seeds, start a seed with --peers, or raise --seed_timeout."));
+    }
+    absl::SleepFor(std::min(absl::Milliseconds(500), config_.seed_timeout / 4));
+  }
+}
+
+void NodeServer::StartGossip(const std::vector<Member>& members) {
+  Member self{config_.node_id, config_.listen, ""};
+  for (const Member& m : members) {
+    if (m.id == config_.node_id) self = m;
+  }
+  Gossiper::Options options;
+  options.interval = config_.gossip_interval;
+  options.failure_timeout = config_.failure_timeout;
+  options.seeds = config_.seeds;
+  gossiper_ = std::make_unique<Gossiper>(self, members, transport_.get(), scheduler_.get(),
+                                         SystemClock::Get(), gossip_rng_, options);
+  // Runs on gossip's threads (possibly a gRPC thread): log, and hand outbox work to the executor.
+  gossiper_->SetListener([this](const std::string& member, Liveness from, Liveness to) {
+    const std::string was(LivenessName(from));
+    const std::string timeout = absl::FormatDuration(config_.failure_timeout);
+    if (to == Liveness::kDown) {
+      LogWarn("member is DOWN: its heartbeat stopped advancing; routing around it",
+              {{"member", member}, {"was", was}, {"failure_timeout", timeout}});
+      return;
+    }
+    LogInfo("member is UP", {{"member", member}, {"was", was}});
+    if (from == Liveness::kDown) {
+      executor_->Schedule([outbox = outbox_.get(), member] {
+        if (outbox != nullptr) outbox->Resume(member);
+      });
+    }
+  });
+}
+
 absl::Status NodeServer::StartGrpc() {
   kv_service_ =
       std::make_unique<KvService>(coordinator_.get(), store_.get(), executor_.get(), &gate_);
   admin_service_ = std::make_unique<AdminService>(
       AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
       engine_.get(), coordinator_.get(), outbox_.get(), merkle_.get(), anti_entropy_.get(),
-      reaper_.get(), executor_.get(), &gate_, SystemClock::Get());
+      reaper_.get(), executor_.get(), &gate_, SystemClock::Get(), gossiper_.get());
   replica_service_ =
-      std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_, merkle_.get());
+      std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_, merkle_.get(),
+                                       gossiper_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -269,6 +360,7 @@ void NodeServer::Shutdown() {
   // Replication stops in dependency order: the outbox answers its waiters and ignores late
   // completions (unsent entries stay on disk for the next start); the timer stops; queued work
   // drains; then the transports cancel their calls in flight (whose callbacks then run inline).
+  if (gossiper_ != nullptr) gossiper_->Shutdown();
   if (anti_entropy_ != nullptr) anti_entropy_->Shutdown();
   if (reaper_ != nullptr) reaper_->Shutdown();
   if (outbox_ != nullptr) outbox_->Shutdown();
@@ -279,6 +371,7 @@ void NodeServer::Shutdown() {
   server_.reset();
   replica_service_.reset();
   admin_service_.reset();
+  gossiper_.reset();  // after the transport and the services that called it
   kv_service_.reset();
   anti_entropy_.reset();
   reaper_.reset();

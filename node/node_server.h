@@ -1,13 +1,16 @@
 // NodeServer: one running kvnode, wired together: the RocksDB engine on the data directory, the
-// LocalStore over it, the executor that runs storage work, the cluster (hash ring from --peers,
-// gRPC peer transport, replication outbox, coordinator), and the gRPC server with the KV, Admin
+// LocalStore over it, the executor that runs storage work, the cluster (hash ring from --peers or
+// learned from --seeds, gRPC peer transport, gossip membership and failure detection,
+// replication outbox, coordinator), and the gRPC server with the KV, Admin
 // and Replica services, standard health checking and server reflection. A background thread
 // expires old idempotency records every minute.
 //
 // Start fails with a clear status and leaves nothing running: PERMISSION_DENIED when the data
 // directory cannot be created or written, FAILED_PRECONDITION when another process holds it,
-// UNAVAILABLE when the listen address cannot be bound (in use, or not a local address); the
-// message names the directory or address and what to do.
+// UNAVAILABLE when the listen address cannot be bound (in use, or not a local address) or when
+// no seed told the member list within seed_timeout (the node does not serve before it knows the
+// ring), FAILED_PRECONDITION when the seeds' cluster does not list this node; the message names
+// the directory, address or seed and what to do.
 //
 // Shutdown is graceful: for `shutdown_drain` new calls are answered UNAVAILABLE and health
 // checks NOT_SERVING (clients move elsewhere; calls still queued inside gRPC get answered rather
@@ -36,6 +39,7 @@
 #include "node/coordinator.h"
 #include "node/delaying_peer_transport.h"
 #include "node/executor.h"
+#include "node/gossip.h"
 #include "node/grpc_peer_transport.h"
 #include "node/kv_service.h"
 #include "node/local_store.h"
@@ -67,6 +71,9 @@ class NodeServer {
   // The ring, the peer transport, the replication outbox (recovered from disk) and the
   // coordinator.
   absl::Status StartReplication();
+  // Without --peers: asks the seeds, round robin, until one tells the ring's members.
+  absl::StatusOr<std::vector<Member>> LearnMembersFromSeeds();
+  void StartGossip(const std::vector<Member>& members);
   absl::Status StartGrpc();
   void ExpireIdempotencyRecordsLoop();
   // Drains and stops the gRPC server (see Shutdown above).
@@ -76,12 +83,14 @@ class NodeServer {
   const NodeConfig config_;
   absl::BitGen rng_;
   absl::BitGen outbox_rng_;  // backoff jitter; used only under the outbox's lock
+  absl::BitGen gossip_rng_;  // gossip peer choice; used only under the gossiper's lock
   // Declared in dependency order: destroyed from the server down to the engine.
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<LocalStore> store_;
   std::unique_ptr<ThreadPoolExecutor> executor_;
   std::unique_ptr<TimerScheduler> scheduler_;
   std::unique_ptr<GrpcPeerTransport> transport_;
+  std::unique_ptr<Gossiper> gossiper_;  // destroyed after the transport and the server
   std::unique_ptr<PeerTransport> outbox_transport_;  // the fault-point wrapper, if configured
   std::unique_ptr<ReplicationOutbox> outbox_;
   std::unique_ptr<Coordinator> coordinator_;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "node/gossip_proto.h"
 #include "node/grpc_util.h"
 #include "storage/record_codec.h"
 #include "storage/status_macros.h"
@@ -11,8 +12,8 @@
 namespace kv {
 
 ReplicaService::ReplicaService(LocalStore* store, Executor* executor, CallGate* gate,
-                               const MerkleIndex* merkle)
-    : store_(store), executor_(executor), gate_(gate), merkle_(merkle) {}
+                               const MerkleIndex* merkle, Gossiper* gossiper)
+    : store_(store), executor_(executor), gate_(gate), merkle_(merkle), gossiper_(gossiper) {}
 
 namespace {
 
@@ -153,6 +154,22 @@ absl::Status ReplicaService::DoReadRecord(const internal::v1::ReadRecordRequest&
   response->set_found(true);
   response->set_record(EncodeSiblingSet(*record));
   return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* ReplicaService::Gossip(grpc::CallbackServerContext* /*context*/,
+                                                 const internal::v1::GossipRequest* request,
+                                                 internal::v1::GossipResponse* response) {
+  absl::Status status = gate_->Check();
+  if (status.ok() && gossiper_ == nullptr) {
+    status = absl::UnimplementedError("gossip is not enabled on this node");
+  }
+  if (status.ok()) {
+    const GossipDigest answer =
+        gossiper_->HandleGossip(DigestFromProto(request->from_node_id(), request->members()));
+    response->set_from_node_id(answer.from_id);
+    DigestToProto(answer, response->mutable_members());
+  }
+  return FinishNow(gate_, status);
 }
 
 }  // namespace kv

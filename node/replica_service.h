@@ -12,14 +12,18 @@
 // node/tombstone_reaper.h). Without an index (null) MerkleNodes and SegmentKeys answer
 // UNIMPLEMENTED.
 //
+// Gossip merges the caller's membership table into the node's Gossiper and answers with the
+// node's table, on the gRPC thread (memory only); UNIMPLEMENTED without a gossiper (null).
+//
 // Handlers never block: all work runs on the injected Executor. Thread-safe; `store`,
-// `executor` and `merkle` must outlive the service.
+// `executor`, `merkle` and `gossiper` must outlive the service.
 #ifndef KV_NODE_REPLICA_SERVICE_H_
 #define KV_NODE_REPLICA_SERVICE_H_
 
 #include "absl/status/status.h"
 #include "node/call_gate.h"
 #include "node/executor.h"
+#include "node/gossip.h"
 #include "node/local_store.h"
 #include "node/merkle_index.h"
 #include "replica.grpc.pb.h"
@@ -30,7 +34,7 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
  public:
   // New calls are refused with UNAVAILABLE once `gate` is closed.
   ReplicaService(LocalStore* store, Executor* executor, CallGate* gate,
-                 const MerkleIndex* merkle = nullptr);
+                 const MerkleIndex* merkle = nullptr, Gossiper* gossiper = nullptr);
 
   grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
                                        const internal::v1::MergeBatchRequest* request,
@@ -50,6 +54,9 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   grpc::ServerUnaryReactor* PurgeRecord(grpc::CallbackServerContext* context,
                                         const internal::v1::PurgeRecordRequest* request,
                                         internal::v1::PurgeRecordResponse* response) override;
+  grpc::ServerUnaryReactor* Gossip(grpc::CallbackServerContext* context,
+                                   const internal::v1::GossipRequest* request,
+                                   internal::v1::GossipResponse* response) override;
 
  private:
   absl::Status DoMergeBatch(const internal::v1::MergeBatchRequest& request,
@@ -61,6 +68,7 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   Executor* const executor_;
   CallGate* const gate_;
   const MerkleIndex* const merkle_;
+  Gossiper* const gossiper_;
 };
 
 }  // namespace kv

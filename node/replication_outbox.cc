@@ -91,6 +91,7 @@ struct ReplicationOutbox::PeerState {
   bool scan_requested = false;
   bool on_disk_only = false;  // some entries on disk are not held in memory
   bool paused = false;        // waiting out a backoff
+  uint64_t backoff_gen = 0;   // bumped by Resume: the timer of an ended backoff does nothing
   absl::Duration backoff_ceiling;
   PeerOutboxStats stats;
 };
@@ -413,17 +414,38 @@ std::optional<absl::Duration> ReplicationOutbox::StartBackoff(PeerState* peer) {
 
 void ReplicationOutbox::ScheduleBackoff(PeerState* peer, std::optional<absl::Duration> delay) {
   if (!delay) return;
-  scheduler_->RunAfter(*delay, [liveness = liveness_, this, peer] {
+  uint64_t gen;
+  {
+    absl::MutexLock lock(&mu_);
+    gen = peer->backoff_gen;
+  }
+  scheduler_->RunAfter(*delay, [liveness = liveness_, this, peer, gen] {
     if (!liveness->Enter()) return;
-    OnBackoffDone(peer);
+    OnBackoffDone(peer, gen);
     liveness->Exit();
   });
 }
 
-void ReplicationOutbox::OnBackoffDone(PeerState* peer) {
+void ReplicationOutbox::OnBackoffDone(PeerState* peer, uint64_t gen) {
   {
     absl::MutexLock lock(&mu_);
+    if (gen != peer->backoff_gen) return;  // Resume ended this backoff already
     peer->paused = false;
+    Pump(peer);
+  }
+  Drain(peer);
+}
+
+void ReplicationOutbox::Resume(absl::string_view peer_id) {
+  PeerState* peer;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return;
+    peer = FindPeer(peer_id);
+    if (peer == nullptr || !peer->paused) return;
+    peer->paused = false;
+    ++peer->backoff_gen;
+    peer->backoff_ceiling = options_.initial_backoff;
     Pump(peer);
   }
   Drain(peer);

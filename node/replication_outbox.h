@@ -115,6 +115,10 @@ class ReplicationOutbox {
   // Queues durable entries for sending; `on_result` runs once per entry (may be null).
   void Submit(std::vector<OutboxEntry> entries, EntryCallback on_result);
 
+  // Ends the peer's backoff now, if it is waiting one out, and sends what is queued for it: for
+  // when the failure detector sees a DOWN peer come back. Unknown peers are ignored.
+  void Resume(absl::string_view peer_id);
+
   std::vector<PeerOutboxStats> Stats() const;
   // Stops sending: no new batches start, every callback not yet run gets UNAVAILABLE, and
   // completions that arrive later are ignored. Idempotent.
@@ -158,7 +162,7 @@ class ReplicationOutbox {
       ABSL_LOCKS_EXCLUDED(mu_);
   void OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status)
       ABSL_LOCKS_EXCLUDED(mu_);
-  void OnBackoffDone(PeerState* peer) ABSL_LOCKS_EXCLUDED(mu_);
+  void OnBackoffDone(PeerState* peer, uint64_t gen) ABSL_LOCKS_EXCLUDED(mu_);
   void ScanDisk(PeerState* peer) ABSL_LOCKS_EXCLUDED(mu_);
   // Runs the callbacks on the executor.
   void RunReports(std::vector<Report> reports);

@@ -98,7 +98,10 @@ std::vector<std::string> Cluster::Argv(size_t index) const {
       "--node_id=" + node.id,
       "--listen=" + endpoint(index),
       "--data_dir=" + node.data_dir,
-      "--peers=" + peers_flag_,
+      std::find(options_.seeds_only.begin(), options_.seeds_only.end(), index) !=
+              options_.seeds_only.end()
+          ? "--seeds=" + endpoint(0)
+          : "--peers=" + peers_flag_,
       absl::StrCat("--replication_factor=", options_.replication_factor),
       absl::StrCat("--write_quorum=", options_.write_quorum),
       absl::StrCat("--read_quorum=", options_.read_quorum),

@@ -36,6 +36,9 @@ class Cluster {
     int replication_factor = 3;  // --replication_factor
     int write_quorum = 2;        // --write_quorum (default W)
     int read_quorum = 1;         // --read_quorum (default R)
+    // Indexes of nodes started with --seeds=<node 0's address> instead of --peers (they learn
+    // the members from node 0, which must not be one of them; the others still list them).
+    std::vector<size_t> seeds_only;
     // Added to every node's command line (e.g. "--fault_replication_delay=1s").
     std::vector<std::string> extra_flags;
     // How long each (re)start may take until the node serves.

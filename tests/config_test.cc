@@ -264,3 +264,30 @@ TEST(ConfigContentsTest, ApplyDirectly) {
 
 }  // namespace
 }  // namespace kv
+
+namespace kv {
+namespace {
+
+TEST(ConfigGossipTest, SeedsAndGossipTimings) {
+  NodeConfig c = ParseOk({"--seeds=10.0.0.1:7700, node-b.example:7701", "--gossip_interval=100ms",
+                          "--failure_timeout=1s", "--seed_timeout=5s"});
+  EXPECT_EQ(c.seeds, (std::vector<std::string>{"10.0.0.1:7700", "node-b.example:7701"}));
+  EXPECT_EQ(c.gossip_interval, absl::Milliseconds(100));
+  EXPECT_EQ(c.failure_timeout, absl::Seconds(1));
+  EXPECT_EQ(c.seed_timeout, absl::Seconds(5));
+  const NodeConfig defaults = ParseOk({});
+  EXPECT_TRUE(defaults.seeds.empty());
+  EXPECT_EQ(defaults.gossip_interval, absl::Seconds(1));
+  EXPECT_EQ(defaults.failure_timeout, absl::Seconds(5));
+}
+
+TEST(ConfigGossipTest, BadGossipSettingsAreNamed) {
+  EXPECT_THAT(ParseError({"--seeds=10.0.0.1"}), HasSubstr("bad entry \"10.0.0.1\""));
+  EXPECT_THAT(ParseError({"--seeds=a:0"}), HasSubstr("for flag --seeds"));
+  EXPECT_THAT(ParseError({"--gossip_interval=1ms"}), HasSubstr("at least 10ms"));
+  EXPECT_THAT(ParseError({"--gossip_interval=1s", "--failure_timeout=2s"}),
+              HasSubstr("at least 3 gossip intervals"));
+}
+
+}  // namespace
+}  // namespace kv

@@ -1,0 +1,115 @@
+// Gossiper: gossip membership and failure detection for one node.
+//
+// Every `interval` the node bumps its own heartbeat, re-evaluates its failure detector, and makes
+// one push-pull exchange with a peer chosen uniformly at random among the other members it knows
+// (or, while it knows none, among its seed addresses): it sends its whole table and merges the
+// peer's answer; the peer merges ours and answers with its table (HandleGossip). Merging keeps,
+// per member, the entry with the greatest (incarnation, heartbeat), and every advance of a
+// member's heartbeat marks it UP in the local FailureDetector; a member whose heartbeat stops
+// advancing for `failure_timeout` is marked DOWN. Heartbeats spread epidemically, so a live
+// member's advances reach every node within a few intervals even though each node talks to only
+// one peer per round.
+//
+// Membership. The members given at construction are the ring (RingStatus::kNormal). Members
+// learned only through gossip are added with RingStatus::kNone and watched, but the ring does
+// not change (join and leave are later work). A member's address and zone are never changed by
+// gossip. An entry claiming this node at a newer version than its own (only possible after the
+// node's clock went backwards across a restart) makes it take a newer incarnation.
+//
+// Incarnation: Options::incarnation, or else the clock's time in microseconds at construction;
+// a restarted node thus advertises a newer version even though its heartbeat restarts from 0.
+//
+// Listener: called on every change of a member's liveness, outside the lock, on the thread that
+// observed it (a scheduler or transport callback thread); it must not call back into Shutdown.
+//
+// Lifetime: Start schedules the first round; Shutdown stops scheduling rounds and makes late
+// transport completions and timers do nothing. The transport and scheduler must not call the
+// gossiper after it is destroyed: destroy it after both are stopped. Thread-safe. Time comes only
+// from the injected clock, randomness only from the injected generator, and work is scheduled
+// only through the injected Scheduler, so it runs unchanged on simulated time.
+#ifndef KV_NODE_GOSSIP_H_
+#define KV_NODE_GOSSIP_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/bit_gen_ref.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "node/clock.h"
+#include "node/failure_detector.h"
+#include "node/gossip_transport.h"
+#include "node/membership.h"
+#include "node/ring.h"
+#include "node/scheduler.h"
+
+namespace kv {
+
+class Gossiper : public MemberLiveness {
+ public:
+  struct Options {
+    absl::Duration interval = absl::Seconds(1);
+    absl::Duration failure_timeout = absl::Seconds(5);
+    // HOST:PORT of nodes to gossip with while no other member is known.
+    std::vector<std::string> seeds;
+    uint64_t incarnation = 0;  // 0: the clock's time in microseconds
+  };
+  using Listener = std::function<void(const std::string& member_id, Liveness from, Liveness to)>;
+
+  // `members` must include `self`; they make up the ring. The clock, transport, scheduler and
+  // generator must outlive the gossiper; the generator is used only under its lock.
+  Gossiper(Member self, const std::vector<Member>& members, GossipTransport* transport,
+           Scheduler* scheduler, const Clock* clock, absl::BitGenRef rng, Options options);
+  ~Gossiper() override;
+  Gossiper(const Gossiper&) = delete;
+  Gossiper& operator=(const Gossiper&) = delete;
+
+  // Set before Start.
+  void SetListener(Listener listener);
+  // Schedules gossip rounds, the first one right away.
+  void Start();
+  // Stops gossip rounds; late completions are ignored. Idempotent.
+  void Shutdown();
+
+  // One round now (Start runs them on the scheduler; exposed for tests).
+  void RunRound();
+  // The server side of an exchange: merges `incoming` and answers with this node's table.
+  GossipDigest HandleGossip(const GossipDigest& incoming);
+
+  // MemberLiveness.
+  bool IsDown(absl::string_view member_id) const override;
+  Liveness LivenessOf(absl::string_view member_id) const;
+  // Every member known, ordered by id.
+  std::vector<MemberView> Members() const;
+  const std::string& self_id() const { return self_id_; }
+
+ private:
+  void ScheduleRound();
+  void Merge(const GossipDigest& digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  GossipDigest Digest() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs the listener for the detector's pending transitions (call without the lock).
+  void Notify(std::vector<FailureDetector::Transition> transitions);
+
+  const std::string self_id_;
+  GossipTransport* const transport_;
+  Scheduler* const scheduler_;
+  const Clock* const clock_;
+  const Options options_;
+  Listener listener_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, MemberEntry, std::less<>> members_ ABSL_GUARDED_BY(mu_);
+  FailureDetector detector_ ABSL_GUARDED_BY(mu_);
+  absl::BitGenRef rng_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace kv
+
+#endif  // KV_NODE_GOSSIP_H_

@@ -1,0 +1,77 @@
+// Membership: what gossip says about each member of the cluster, and the interface through which
+// the rest of the node asks whether a member is down.
+//
+// A MemberEntry is one member's gossiped state. Its (incarnation, heartbeat) pair orders versions
+// of the entry: only the member itself advances it (heartbeat every gossip round; a new
+// incarnation at every process start, so a restarted member's heartbeat may start again from 0),
+// and every other node keeps the greatest version it has seen. Liveness is not gossiped: each
+// node judges it locally (node/failure_detector.h) from whether the heartbeat it sees advances.
+//
+// RingStatus leaves room for staged join and leave: today a member is either part of the ring
+// (kNormal, from --peers or learned from a seed) or only known to gossip (kNone).
+//
+// Plain values; no shared state. Thread-compatible.
+#ifndef KV_NODE_MEMBERSHIP_H_
+#define KV_NODE_MEMBERSHIP_H_
+
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "node/ring.h"
+
+namespace kv {
+
+enum class Liveness {
+  kUnknown = 0,  // not heard from since this node started watching it
+  kUp = 1,       // its heartbeat advanced within the failure timeout
+  kDown = 2,     // its heartbeat has not advanced for the failure timeout
+};
+absl::string_view LivenessName(Liveness liveness);  // "UNKNOWN", "UP", "DOWN"
+
+enum class RingStatus {
+  kNone = 0,    // known to gossip, not placed on the ring
+  kNormal = 1,  // owns its share of the ring
+};
+
+struct MemberEntry {
+  Member member;
+  uint64_t incarnation = 0;
+  uint64_t heartbeat = 0;
+  RingStatus ring_status = RingStatus::kNone;
+
+  // True if this entry is a later version of the same member's state than `other`.
+  bool NewerThan(const MemberEntry& other) const {
+    return std::tie(incarnation, heartbeat) > std::tie(other.incarnation, other.heartbeat);
+  }
+};
+
+// One side of a push-pull exchange: the sender's whole table, itself included.
+struct GossipDigest {
+  std::string from_id;
+  std::vector<MemberEntry> members;
+};
+
+// A member as this node sees it now.
+struct MemberView {
+  MemberEntry entry;
+  Liveness liveness = Liveness::kUnknown;
+  bool self = false;
+  // When its heartbeat last advanced here; InfinitePast if never.
+  absl::Time last_heard = absl::InfinitePast();
+};
+
+// Asked by coordinators and senders to route around dead members. Thread-safe.
+class MemberLiveness {
+ public:
+  virtual ~MemberLiveness() = default;
+  // True only when the failure detector judges the member DOWN; unknown members are not down.
+  virtual bool IsDown(absl::string_view member_id) const = 0;
+};
+
+}  // namespace kv
+
+#endif  // KV_NODE_MEMBERSHIP_H_

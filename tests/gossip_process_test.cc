@@ -1,0 +1,242 @@
+// Gossip membership and failure detection with real kvnode processes on loopback (issue 4
+// item 3), gossiping every 100 ms with a 1 s failure timeout:
+//   - every node sees every other UP; a paused (SIGSTOP) node is reported DOWN by all the others
+//     within the failure timeout (plus gossip slack), and UP again after SIGCONT; a killed
+//     (SIGKILL) node is DOWN, and UP with a new incarnation after it restarts;
+//   - while a node is down, W=2 writes and R=1 reads through the live nodes keep succeeding
+//     quickly (coordinators route around it instead of waiting for timeouts);
+//   - a node started with only --seeds learns the full member list, places keys exactly as the
+//     others do, and serves; a node the seed's cluster does not list refuses to start.
+// Every wait is a poll with a deadline; every loop is bounded.
+#include <signal.h>
+
+#include <algorithm>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/kv_client.h"
+#include "gtest/gtest.h"
+#include "tests/cluster_util.h"
+#include "tests/test_util.h"
+
+namespace kv {
+namespace {
+
+using ::kv::testing::PickFreePort;
+using ::kv::testing::Subprocess;
+using ::kv::testing::TempDir;
+
+constexpr absl::Duration kFailureTimeout = absl::Seconds(1);
+// Detection may take the timeout plus a few gossip rounds; a slow sanitizer build on a busy
+// 2-core machine gets more slack on top.
+constexpr absl::Duration kDetectBound = absl::Seconds(4);
+constexpr absl::Duration kPoll = absl::Milliseconds(20);
+
+std::unique_ptr<testing::Cluster> StartCluster(int nodes, std::vector<size_t> seeds_only = {}) {
+  testing::Cluster::Options options;
+  options.nodes = nodes;
+  options.seeds_only = std::move(seeds_only);
+  options.extra_flags = {"--gossip_interval=100ms",
+                         absl::StrCat("--failure_timeout=", absl::FormatDuration(kFailureTimeout)),
+                         "--shutdown_drain=0s"};
+  absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster = testing::Cluster::Start(options);
+  EXPECT_TRUE(cluster.ok()) << cluster.status();
+  return cluster.ok() ? *std::move(cluster) : nullptr;
+}
+
+std::unique_ptr<Client> ClientFor(const std::vector<std::string>& endpoints) {
+  ClientOptions options;
+  options.endpoints = endpoints;
+  options.call_deadline = absl::Seconds(5);
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  EXPECT_TRUE(client.ok()) << client.status();
+  return *std::move(client);
+}
+
+// `member`'s entry in node `index`'s ClusterStatus, if it answered and lists it.
+std::optional<MemberStatus> MemberAsSeenBy(testing::Cluster& cluster, size_t index,
+                                           const std::string& member) {
+  std::unique_ptr<Client> client = ClientFor({cluster.endpoint(index)});
+  CallOptions call;
+  call.deadline = absl::Seconds(2);
+  absl::StatusOr<ClusterStatusResult> status = client->ClusterStatus(call);
+  if (!status.ok()) return std::nullopt;
+  for (const MemberStatus& m : status->members) {
+    if (m.node_id == member) return m;
+  }
+  return std::nullopt;
+}
+
+// Polls until every node of `observers` reports `member` as `liveness`; returns how long it
+// took, or InfiniteDuration after `limit`.
+absl::Duration WaitForLiveness(testing::Cluster& cluster, const std::vector<size_t>& observers,
+                               const std::string& member, const std::string& liveness,
+                               absl::Duration limit) {
+  const absl::Time start = absl::Now();
+  while (absl::Now() - start < limit) {
+    bool all = true;
+    for (size_t i : observers) {
+      std::optional<MemberStatus> seen = MemberAsSeenBy(cluster, i, member);
+      all = all && seen && seen->liveness == liveness;
+    }
+    if (all) return absl::Now() - start;
+    absl::SleepFor(kPoll);
+  }
+  return absl::InfiniteDuration();
+}
+
+// Writes `count` keys with W=2 through the given endpoints one at a time; returns the slowest
+// write. Every write must succeed.
+absl::Duration WriteKeys(const std::vector<std::string>& endpoints, const std::string& prefix,
+                         int count) {
+  absl::Duration slowest;
+  for (int i = 0; i < count; ++i) {
+    std::unique_ptr<Client> client = ClientFor({endpoints[i % endpoints.size()]});
+    WriteOptions options;
+    options.w = Quorum::Count(2);
+    options.deadline = absl::Seconds(5);
+    const absl::Time start = absl::Now();
+    absl::StatusOr<WriteResult> put = client->Put(absl::StrCat(prefix, i), "v", options);
+    slowest = std::max(slowest, absl::Now() - start);
+    EXPECT_TRUE(put.ok()) << prefix << i << ": " << put.status();
+    ReadOptions read;
+    read.deadline = absl::Seconds(5);
+    EXPECT_TRUE(client->Get(absl::StrCat(prefix, i), read).ok()) << prefix << i;
+  }
+  return slowest;
+}
+
+TEST(GossipProcessTest, DownNodeIsDetectedRoutedAroundAndSeenUpAgain) {
+  // 4 nodes, N=3: some writes land on a node that is not a replica and must be forwarded.
+  std::unique_ptr<testing::Cluster> cluster = StartCluster(4);
+  ASSERT_NE(cluster, nullptr);
+  const std::vector<size_t> live = {0, 1, 2};
+  const std::vector<std::string> live_endpoints = {cluster->endpoint(0), cluster->endpoint(1),
+                                                   cluster->endpoint(2)};
+  for (size_t i = 0; i < 4; ++i) {
+    ASSERT_NE(WaitForLiveness(*cluster, {0, 1, 2, 3}, cluster->node_id(i), "UP", absl::Seconds(20)),
+              absl::InfiniteDuration())
+        << cluster->node_id(i) << " never UP everywhere\n"
+        << cluster->LogTails();
+  }
+  std::optional<MemberStatus> before = MemberAsSeenBy(*cluster, 0, "n4");
+  ASSERT_TRUE(before.has_value());
+  EXPECT_GT(before->heartbeat, 0u);
+  EXPECT_GE(before->last_heard_ms_ago, 0);
+
+  // SIGSTOP: connections stay open, nothing answers.
+  cluster->Pause(3);
+  const absl::Duration down = WaitForLiveness(*cluster, live, "n4", "DOWN", kDetectBound);
+  ASSERT_NE(down, absl::InfiniteDuration()) << "n4 not DOWN on every live node\n"
+                                            << cluster->LogTails();
+  std::cout << "paused n4 reported DOWN by all live nodes after " << absl::FormatDuration(down)
+            << " (failure_timeout " << absl::FormatDuration(kFailureTimeout) << ")\n";
+  const absl::Duration slowest = WriteKeys(live_endpoints, "paused-", 60);
+  std::cout << "60 W=2 writes (+ reads) with n4 paused: slowest write "
+            << absl::FormatDuration(slowest) << "\n";
+  // Without routing around it, a write forwarded to n4 would wait for the forward timeout (5 s).
+  EXPECT_LT(slowest, absl::Seconds(2));
+  for (size_t i : live) {
+    EXPECT_EQ(MemberAsSeenBy(*cluster, i, cluster->node_id(i))->liveness, "UP");
+  }
+  cluster->Resume(3);
+  const absl::Duration up = WaitForLiveness(*cluster, live, "n4", "UP", kDetectBound);
+  ASSERT_NE(up, absl::InfiniteDuration()) << cluster->LogTails();
+  std::cout << "resumed n4 reported UP again after " << absl::FormatDuration(up) << "\n";
+
+  // SIGKILL, then restart: a new incarnation.
+  cluster->Kill(3);
+  ASSERT_NE(WaitForLiveness(*cluster, live, "n4", "DOWN", kDetectBound), absl::InfiniteDuration())
+      << cluster->LogTails();
+  const absl::Duration slowest_killed = WriteKeys(live_endpoints, "killed-", 30);
+  EXPECT_LT(slowest_killed, absl::Seconds(2));
+  ASSERT_TRUE(cluster->Restart(3).ok()) << cluster->LogTails();
+  ASSERT_NE(WaitForLiveness(*cluster, live, "n4", "UP", kDetectBound), absl::InfiniteDuration())
+      << cluster->LogTails();
+  std::optional<MemberStatus> after = MemberAsSeenBy(*cluster, 0, "n4");
+  ASSERT_TRUE(after.has_value());
+  EXPECT_GT(after->incarnation, before->incarnation);
+  EXPECT_TRUE(cluster->StopAll().ok()) << cluster->LogTails();
+  EXPECT_EQ(cluster->SanitizerReports(), "");
+}
+
+TEST(GossipProcessTest, SeedsOnlyNodeLearnsTheMembersAndPlacesKeysLikeTheOthers) {
+  // n4 gets only --seeds=<n1>; the others list all four in --peers.
+  std::unique_ptr<testing::Cluster> cluster = StartCluster(4, {3});
+  ASSERT_NE(cluster, nullptr);
+  std::unique_ptr<Client> via_seeds_only = ClientFor({cluster->endpoint(3)});
+  std::unique_ptr<Client> via_n1 = ClientFor({cluster->endpoint(0)});
+  absl::StatusOr<ClusterStatusResult> learned = via_seeds_only->ClusterStatus();
+  absl::StatusOr<ClusterStatusResult> configured = via_n1->ClusterStatus();
+  ASSERT_TRUE(learned.ok()) << learned.status();
+  ASSERT_TRUE(configured.ok()) << configured.status();
+  ASSERT_EQ(learned->members.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(learned->members[i].node_id, configured->members[i].node_id);
+    EXPECT_EQ(learned->members[i].address, configured->members[i].address);
+  }
+  for (size_t i = 0; i < 4; ++i) {
+    ASSERT_NE(WaitForLiveness(*cluster, {3}, cluster->node_id(i), "UP", absl::Seconds(20)),
+              absl::InfiniteDuration())
+        << cluster->LogTails();
+  }
+  // Same ring: every key has the same replicas, in the same order, seen from either node.
+  for (int i = 0; i < 20; ++i) {
+    const std::string key = absl::StrCat("placed-", i);
+    absl::StatusOr<DescribeKeyResult> a = via_seeds_only->DescribeKey(key);
+    absl::StatusOr<DescribeKeyResult> b = via_n1->DescribeKey(key);
+    ASSERT_TRUE(a.ok() && b.ok()) << key;
+    ASSERT_EQ(a->replicas.size(), 3u);
+    ASSERT_EQ(a->replicas.size(), b->replicas.size());
+    for (size_t r = 0; r < a->replicas.size(); ++r) {
+      EXPECT_EQ(a->replicas[r].node_id, b->replicas[r].node_id) << key;
+    }
+  }
+  // And it serves: a write through it is readable through another node.
+  WriteOptions w;
+  w.w = Quorum::Count(2);
+  ASSERT_TRUE(via_seeds_only->Put("from-seeds-only", "hello", w).ok());
+  absl::StatusOr<GetResult> got = via_n1->Get("from-seeds-only");
+  ASSERT_TRUE(got.ok()) << got.status();
+
+  // A node that the seed's cluster does not list refuses to start, saying why.
+  TempDir dir;
+  absl::StatusOr<Subprocess> stranger = Subprocess::Start(
+      {KVNODE_PATH, "--node_id=n9", absl::StrCat("--listen=127.0.0.1:", PickFreePort()),
+       "--data_dir=" + dir.Sub("n9"), "--seeds=" + cluster->endpoint(0), "--seed_timeout=5s"},
+      dir.Sub("logs"));
+  ASSERT_TRUE(stranger.ok()) << stranger.status();
+  absl::StatusOr<int> code = stranger->Wait(absl::Seconds(20));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_NE(*code, 0);
+  EXPECT_TRUE(absl::StrContains(stranger->Stderr(), "join) is not supported yet"))
+      << stranger->Stderr();
+  EXPECT_TRUE(cluster->StopAll().ok()) << cluster->LogTails();
+}
+
+TEST(GossipProcessTest, SeedsOnlyNodeWithNoAnsweringSeedDoesNotServe) {
+  TempDir dir;
+  const int dead_port = PickFreePort();
+  absl::StatusOr<Subprocess> node = Subprocess::Start(
+      {KVNODE_PATH, "--node_id=n1", absl::StrCat("--listen=127.0.0.1:", PickFreePort()),
+       "--data_dir=" + dir.Sub("n1"), absl::StrCat("--seeds=127.0.0.1:", dead_port),
+       "--seed_timeout=2s"},
+      dir.Sub("logs"));
+  ASSERT_TRUE(node.ok()) << node.status();
+  absl::StatusOr<int> code = node->Wait(absl::Seconds(20));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_NE(*code, 0);
+  EXPECT_TRUE(absl::StrContains(node->Stderr(), "no seed told the member list")) << node->Stderr();
+}
+
+}  // namespace
+}  // namespace kv

@@ -1,0 +1,302 @@
+// Gossip membership and failure detection on a manual clock and an in-memory network:
+// convergence, detection of a silent member within the timeout, recovery after it speaks again
+// (paused, or restarted with a new incarnation), and learning members from a seed.
+#include "node/gossip.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace kv {
+namespace {
+
+// Runs timers on a ManualClock, in due order (FIFO among equal times), on the test's thread.
+class ManualScheduler : public Scheduler {
+ public:
+  explicit ManualScheduler(ManualClock* clock) : clock_(clock) {}
+  void RunAfter(absl::Duration delay, std::function<void()> fn) override {
+    timers_.emplace(std::make_pair(clock_->Now() + delay, seq_++), std::move(fn));
+  }
+  // Moves time forward by `d` in 1 ms steps, running what comes due.
+  void Advance(absl::Duration d) {
+    const absl::Time end = clock_->Now() + d;
+    while (clock_->Now() < end) {
+      clock_->Advance(absl::Milliseconds(1));
+      while (!timers_.empty() && timers_.begin()->first.first <= clock_->Now()) {
+        std::function<void()> fn = std::move(timers_.begin()->second);
+        timers_.erase(timers_.begin());
+        fn();
+      }
+    }
+  }
+
+ private:
+  ManualClock* const clock_;
+  std::map<std::pair<absl::Time, uint64_t>, std::function<void()>> timers_;
+  uint64_t seq_ = 0;
+};
+
+// Delivers exchanges after 1 ms each way; nodes that are "cut off" neither send nor answer.
+class FakeNetwork {
+ public:
+  explicit FakeNetwork(ManualScheduler* scheduler) : scheduler_(scheduler) {}
+
+  class Endpoint : public GossipTransport {
+   public:
+    Endpoint(FakeNetwork* net, std::string address) : net_(net), address_(std::move(address)) {}
+    void Gossip(const std::string& address, GossipDigest digest,
+                std::function<void(absl::StatusOr<GossipDigest>)> done) override {
+      ++net_->exchanges;
+      net_->scheduler_->RunAfter(absl::Milliseconds(1), [this, address, digest = std::move(digest),
+                                                         done = std::move(done)]() mutable {
+        auto it = net_->servers_.find(address);
+        if (it == net_->servers_.end() || net_->cut_.count(address) > 0 ||
+            net_->cut_.count(address_) > 0) {
+          done(absl::UnavailableError("unreachable"));
+          return;
+        }
+        GossipDigest reply = it->second->HandleGossip(digest);
+        net_->scheduler_->RunAfter(absl::Milliseconds(1),
+                                   [reply = std::move(reply), done = std::move(done)]() mutable {
+                                     done(std::move(reply));
+                                   });
+      });
+    }
+
+   private:
+    FakeNetwork* const net_;
+    const std::string address_;
+  };
+
+  void Serve(const std::string& address, Gossiper* gossiper) { servers_[address] = gossiper; }
+  void Cut(const std::string& address) { cut_.insert(address); }
+  void Heal(const std::string& address) { cut_.erase(address); }
+  uint64_t exchanges = 0;
+
+ private:
+  ManualScheduler* const scheduler_;
+  std::map<std::string, Gossiper*> servers_;
+  std::set<std::string> cut_;
+};
+
+class GossipTest : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kSeed = 20240611;
+  const absl::Duration kInterval = absl::Milliseconds(100);
+  const absl::Duration kTimeout = absl::Seconds(1);
+
+  void SetUp() override { std::cout << "seed " << kSeed << "\n"; }
+
+  std::vector<Member> MakeMembers(int n) {
+    std::vector<Member> members;
+    for (int i = 0; i < n; ++i) {
+      members.push_back(Member{absl::StrCat("n", i + 1), absl::StrCat("10.0.0.", i + 1, ":7700"),
+                               absl::StrCat("z", i % 3)});
+    }
+    return members;
+  }
+
+  // Builds (or rebuilds, as a restart) node `i` and starts it.
+  Gossiper* StartNode(size_t i, const std::vector<Member>& ring, Gossiper::Options options = {}) {
+    if (nodes_.size() <= i) nodes_.resize(i + 1);
+    Node& node = nodes_[i];
+    const Member& self = all_[i];
+    if (node.gossiper) node.gossiper->Shutdown();
+    node.rng = std::make_unique<std::mt19937_64>(kSeed + i + 1000 * restarts_++);
+    node.endpoint = std::make_unique<FakeNetwork::Endpoint>(&net_, self.address);
+    options.interval = kInterval;
+    options.failure_timeout = kTimeout;
+    auto gossiper = std::make_unique<Gossiper>(self, ring, node.endpoint.get(), &scheduler_,
+                                               &clock_, *node.rng, options);
+    gossiper->SetListener([this, id = self.id](const std::string& member, Liveness, Liveness to) {
+      events_.push_back(absl::StrCat(id, ":", member, "=", LivenessName(to)));
+    });
+    // The old incarnation stays alive (timers may still point at it) but no longer serves.
+    if (node.gossiper) retired_.push_back(std::move(node.gossiper));
+    node.gossiper = std::move(gossiper);
+    net_.Serve(self.address, node.gossiper.get());
+    node.gossiper->Start();
+    return node.gossiper.get();
+  }
+
+  void StartAll(int n) {
+    all_ = MakeMembers(n);
+    for (int i = 0; i < n; ++i) StartNode(i, all_);
+  }
+
+  // True if every running node other than those in `except` sees `member` as `want`.
+  bool AllSee(const std::string& member, Liveness want, std::set<size_t> except = {}) {
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      if (except.count(i) > 0 || all_[i].id == member) continue;
+      if (nodes_[i].gossiper->LivenessOf(member) != want) return false;
+    }
+    return true;
+  }
+
+  // Advances in interval steps until `done` holds; returns the simulated time it took, or
+  // InfiniteDuration after `limit`.
+  absl::Duration AdvanceUntil(const std::function<bool()>& done, absl::Duration limit) {
+    const absl::Time start = clock_.Now();
+    while (clock_.Now() - start <= limit) {
+      if (done()) return clock_.Now() - start;
+      scheduler_.Advance(absl::Milliseconds(10));
+    }
+    return absl::InfiniteDuration();
+  }
+
+  struct Node {
+    std::unique_ptr<std::mt19937_64> rng;
+    std::unique_ptr<FakeNetwork::Endpoint> endpoint;
+    std::unique_ptr<Gossiper> gossiper;
+  };
+
+  ManualClock clock_;
+  ManualScheduler scheduler_{&clock_};
+  FakeNetwork net_{&scheduler_};
+  std::vector<Member> all_;
+  std::vector<Node> nodes_;
+  std::vector<std::unique_ptr<Gossiper>> retired_;
+  std::vector<std::string> events_;
+  int restarts_ = 0;
+};
+
+TEST_F(GossipTest, EveryNodeSeesEveryOtherUpWithinAFewRounds) {
+  StartAll(8);
+  const absl::Duration took = AdvanceUntil(
+      [&] {
+        for (const Member& m : all_) {
+          if (!AllSee(m.id, Liveness::kUp)) return false;
+        }
+        return true;
+      },
+      absl::Seconds(3));
+  ASSERT_NE(took, absl::InfiniteDuration()) << "gossip did not converge";
+  // Epidemic spread: far fewer rounds than members squared.
+  EXPECT_LE(took, 10 * kInterval);
+  std::cout << "8 nodes all UP everywhere after " << absl::FormatDuration(took) << "\n";
+  // Stays converged: no false DOWN over many timeouts.
+  scheduler_.Advance(absl::Seconds(10));
+  for (const Member& m : all_) EXPECT_TRUE(AllSee(m.id, Liveness::kUp)) << m.id;
+  for (const std::string& e : events_) EXPECT_EQ(e.find("DOWN"), std::string::npos) << e;
+}
+
+TEST_F(GossipTest, SilentMemberIsDownWithinTheTimeoutAndUpWhenItSpeaksAgain) {
+  StartAll(5);
+  ASSERT_NE(AdvanceUntil([&] { return AllSee("n3", Liveness::kUp); }, absl::Seconds(3)),
+            absl::InfiniteDuration());
+  net_.Cut(all_[2].address);  // like SIGSTOP: it neither sends nor answers
+  const absl::Duration down =
+      AdvanceUntil([&] { return AllSee("n3", Liveness::kDown, {2}); }, absl::Seconds(5));
+  ASSERT_NE(down, absl::InfiniteDuration());
+  // The timeout runs from the last advance each node saw, a few rounds before the cut at most.
+  EXPECT_GE(down, kTimeout - 5 * kInterval);
+  EXPECT_LE(down, kTimeout + 2 * kInterval);
+  EXPECT_TRUE(nodes_[0].gossiper->IsDown("n3"));
+  EXPECT_FALSE(nodes_[0].gossiper->IsDown("n2"));
+  for (const Member& m : all_) {
+    if (m.id != "n3") {
+      EXPECT_TRUE(AllSee(m.id, Liveness::kUp, {2})) << m.id;
+    }
+  }
+  net_.Heal(all_[2].address);
+  const absl::Duration up =
+      AdvanceUntil([&] { return AllSee("n3", Liveness::kUp); }, absl::Seconds(3));
+  ASSERT_NE(up, absl::InfiniteDuration());
+  EXPECT_LE(up, 10 * kInterval);
+  std::cout << "DOWN after " << absl::FormatDuration(down) << ", UP again after "
+            << absl::FormatDuration(up) << "\n";
+  EXPECT_NE(std::find(events_.begin(), events_.end(), "n1:n3=DOWN"), events_.end());
+  std::string last_about_n3;
+  for (const std::string& e : events_) {
+    if (e.find(":n3=") != std::string::npos) last_about_n3 = e;
+  }
+  EXPECT_NE(last_about_n3.find("=UP"), std::string::npos) << last_about_n3;
+}
+
+TEST_F(GossipTest, RestartedMemberWithNewIncarnationIsUpAgain) {
+  StartAll(4);
+  ASSERT_NE(AdvanceUntil([&] { return AllSee("n2", Liveness::kUp); }, absl::Seconds(3)),
+            absl::InfiniteDuration());
+  net_.Cut(all_[1].address);
+  ASSERT_NE(AdvanceUntil([&] { return AllSee("n2", Liveness::kDown, {1}); }, absl::Seconds(5)),
+            absl::InfiniteDuration());
+  const uint64_t old_heartbeat = nodes_[0].gossiper->Members()[1].entry.heartbeat;
+  // A restart: its heartbeat starts over from 0, under a newer incarnation (later clock).
+  net_.Heal(all_[1].address);
+  StartNode(1, all_);
+  ASSERT_NE(AdvanceUntil([&] { return AllSee("n2", Liveness::kUp); }, absl::Seconds(3)),
+            absl::InfiniteDuration());
+  const MemberView seen = nodes_[0].gossiper->Members()[1];
+  EXPECT_EQ(seen.entry.member.id, "n2");
+  EXPECT_LT(seen.entry.heartbeat, old_heartbeat);
+  EXPECT_EQ(seen.entry.incarnation, nodes_[1].gossiper->Members()[1].entry.incarnation);
+}
+
+TEST_F(GossipTest, NewerIncarnationOfItselfIsRefuted) {
+  all_ = MakeMembers(2);
+  Gossiper::Options options;
+  options.incarnation = 5;
+  Gossiper* g = StartNode(0, all_, options);
+  GossipDigest claim;
+  MemberEntry me;
+  me.member = all_[0];
+  me.incarnation = 9;
+  me.heartbeat = 100;
+  claim.members.push_back(me);
+  GossipDigest answer = g->HandleGossip(claim);
+  ASSERT_EQ(answer.members.size(), 2u);
+  EXPECT_EQ(answer.members[0].member.id, "n1");
+  EXPECT_EQ(answer.members[0].incarnation, 10u);
+}
+
+TEST_F(GossipTest, NodeKnowingOnlyASeedLearnsEveryMember) {
+  all_ = MakeMembers(4);
+  std::vector<Member> ring(all_.begin(), all_.begin() + 3);
+  for (size_t i = 0; i < 3; ++i) StartNode(i, ring);
+  // n4 knows only itself and a seed address; the others do not list it.
+  Gossiper::Options options;
+  options.seeds = {all_[0].address};
+  Gossiper* newcomer = StartNode(3, {all_[3]}, options);
+  ASSERT_NE(AdvanceUntil(
+                [&] {
+                  for (size_t i = 0; i < 3; ++i) {
+                    if (newcomer->LivenessOf(all_[i].id) != Liveness::kUp) return false;
+                  }
+                  return AllSee("n4", Liveness::kUp, {3});
+                },
+                absl::Seconds(3)),
+            absl::InfiniteDuration());
+  std::vector<MemberView> views = newcomer->Members();
+  ASSERT_EQ(views.size(), 4u);
+  for (const MemberView& v : views) {
+    // Learned members keep their address and zone; gossip never puts anyone on the ring.
+    const size_t i = static_cast<size_t>(v.entry.member.id[1] - '1');
+    EXPECT_EQ(v.entry.member, all_[i]);
+    EXPECT_EQ(v.entry.ring_status, v.self ? RingStatus::kNormal : RingStatus::kNone);
+  }
+  for (const MemberView& v : nodes_[0].gossiper->Members()) {
+    EXPECT_EQ(v.entry.ring_status,
+              v.entry.member.id == "n4" ? RingStatus::kNone : RingStatus::kNormal);
+  }
+}
+
+TEST_F(GossipTest, OneExchangePerNodePerInterval) {
+  StartAll(6);
+  scheduler_.Advance(absl::Seconds(10));
+  // 6 nodes, 100 rounds each (plus the first at start).
+  EXPECT_GE(net_.exchanges, 6u * 100);
+  EXPECT_LE(net_.exchanges, 6u * 102);
+}
+
+}  // namespace
+}  // namespace kv
