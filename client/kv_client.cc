@@ -209,6 +209,18 @@ struct Client::Impl {
     });
   }
 
+  // A synchronous admin call to the first endpoint not known to be down, with failover.
+  template <typename Request, typename Response, typename Result>
+  absl::StatusOr<Result> AdminCall(const CallOptions& call_options, Request request,
+                                   Method<v1::Admin::Stub, Request, Response> method,
+                                   Result (*convert)(Response*)) {
+    return WaitFor<absl::StatusOr<Result>>([&](auto done) {
+      Call<v1::Admin::Stub, Request, Response, Result>(
+          call_options, PickEndpoint(0), EndpointPolicy::kFailover, std::move(request),
+          std::move(method), convert, std::move(done));
+    });
+  }
+
   void Ping(size_t endpoint, std::function<void(absl::Status)> done) {
     std::function<void(absl::Status)> finish = BeginCall(std::move(done));
     if (endpoint >= channels.size()) {
@@ -407,6 +419,72 @@ absl::StatusOr<ClusterStatusResult> Client::ClusterStatus(const CallOptions& opt
 absl::StatusOr<ClusterStatusResult> Client::ClusterStatusOf(size_t endpoint_index,
                                                             const CallOptions& options) {
   return impl_->ClusterStatus(endpoint_index, EndpointPolicy::kPinned, options);
+}
+
+absl::StatusOr<RepairStarted> Client::StartRepair(absl::string_view peer_id,
+                                                  const CallOptions& options) {
+  v1::StartRepairRequest request;
+  request.set_peer_id(std::string(peer_id));
+  return impl_->AdminCall<v1::StartRepairRequest, v1::StartRepairResponse, RepairStarted>(
+      options, std::move(request),
+      [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::StartRepairRequest* req,
+         v1::StartRepairResponse* resp, std::function<void(grpc::Status)> on_done) {
+        stub->async()->StartRepair(context, req, resp, std::move(on_done));
+      },
+      &client_internal::FromStartRepairResponse);
+}
+
+absl::StatusOr<OperationStatus> Client::GetOperation(absl::string_view operation_id,
+                                                     const CallOptions& options) {
+  v1::GetOperationRequest request;
+  request.set_operation_id(std::string(operation_id));
+  return impl_->AdminCall<v1::GetOperationRequest, v1::GetOperationResponse, OperationStatus>(
+      options, std::move(request),
+      [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::GetOperationRequest* req,
+         v1::GetOperationResponse* resp, std::function<void(grpc::Status)> on_done) {
+        stub->async()->GetOperation(context, req, resp, std::move(on_done));
+      },
+      &client_internal::FromGetOperationResponse);
+}
+
+absl::StatusOr<std::vector<OperationStatus>> Client::ListOperations(const CallOptions& options) {
+  return impl_->AdminCall<v1::ListOperationsRequest, v1::ListOperationsResponse,
+                          std::vector<OperationStatus>>(
+      options, v1::ListOperationsRequest(),
+      [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::ListOperationsRequest* req,
+         v1::ListOperationsResponse* resp, std::function<void(grpc::Status)> on_done) {
+        stub->async()->ListOperations(context, req, resp, std::move(on_done));
+      },
+      &client_internal::FromListOperationsResponse);
+}
+
+absl::StatusOr<AntiEntropyStatusResult> Client::AntiEntropyStatus(bool include_ranges,
+                                                                  const CallOptions& options) {
+  v1::AntiEntropyStatusRequest request;
+  request.set_include_ranges(include_ranges);
+  return impl_->AdminCall<v1::AntiEntropyStatusRequest, v1::AntiEntropyStatusResponse,
+                          AntiEntropyStatusResult>(
+      options, std::move(request),
+      [](v1::Admin::Stub* stub, grpc::ClientContext* context,
+         const v1::AntiEntropyStatusRequest* req, v1::AntiEntropyStatusResponse* resp,
+         std::function<void(grpc::Status)> on_done) {
+        stub->async()->AntiEntropyStatus(context, req, resp, std::move(on_done));
+      },
+      &client_internal::FromAntiEntropyStatusResponse);
+}
+
+const char* OperationStateName(OperationStatus::State state) {
+  switch (state) {
+    case OperationStatus::State::kRunning:
+      return "RUNNING";
+    case OperationStatus::State::kSucceeded:
+      return "SUCCEEDED";
+    case OperationStatus::State::kFailed:
+      return "FAILED";
+    case OperationStatus::State::kUnknown:
+      break;
+  }
+  return "UNKNOWN";
 }
 
 absl::StatusOr<GetResult> Client::GetResolved(absl::string_view key, const ReadOptions& options) {

@@ -42,6 +42,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "client/kv_admin.h"
 #include "client/retry_policy.h"
 
 namespace grpc {
@@ -224,6 +225,21 @@ class Client {
   // Asks endpoint `endpoint_index` only (INVALID_ARGUMENT if out of range): retries stay on it.
   absl::StatusOr<ClusterStatusResult> ClusterStatusOf(size_t endpoint_index,
                                                       const CallOptions& options = {});
+
+  // Admin calls for long operations and anti-entropy (results in client/kv_admin.h). Each asks
+  // the first endpoint whose channel is not known to be down, failing over like ClusterStatus.
+  // StartRepair starts a forced anti-entropy exchange with every peer (or `peer_id`) on the
+  // node that answers and returns its operation id at once; it is not deduplicated, so a retry
+  // after a lost answer may start a second repair (harmless: exchanges repair idempotently).
+  absl::StatusOr<RepairStarted> StartRepair(absl::string_view peer_id = "",
+                                            const CallOptions& options = {});
+  // NOT_FOUND for an unknown or expired id or one of another node (the message names it);
+  // INVALID_ARGUMENT for a malformed id.
+  absl::StatusOr<OperationStatus> GetOperation(absl::string_view operation_id,
+                                               const CallOptions& options = {});
+  absl::StatusOr<std::vector<OperationStatus>> ListOperations(const CallOptions& options = {});
+  absl::StatusOr<AntiEntropyStatusResult> AntiEntropyStatus(bool include_ranges,
+                                                            const CallOptions& options = {});
 
   // Get, then fold siblings with ClientOptions::merger (FAILED_PRECONDITION if none is set,
   // without sending anything). The returned GetResult holds exactly one sibling (the merged

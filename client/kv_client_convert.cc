@@ -149,4 +149,81 @@ ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* respons
   return result;
 }
 
+RepairStarted FromStartRepairResponse(v1::StartRepairResponse* response) {
+  return RepairStarted{std::move(*response->mutable_operation_id()),
+                       std::move(*response->mutable_node_id())};
+}
+
+OperationStatus FromOperation(v1::Operation* operation) {
+  OperationStatus op;
+  op.operation_id = std::move(*operation->mutable_operation_id());
+  op.node_id = std::move(*operation->mutable_node_id());
+  op.kind = std::move(*operation->mutable_kind());
+  op.description = std::move(*operation->mutable_description());
+  switch (operation->state()) {
+    case v1::Operation::RUNNING:
+      op.state = OperationStatus::State::kRunning;
+      break;
+    case v1::Operation::SUCCEEDED:
+      op.state = OperationStatus::State::kSucceeded;
+      break;
+    case v1::Operation::FAILED:
+      op.state = OperationStatus::State::kFailed;
+      break;
+    default:
+      op.state = OperationStatus::State::kUnknown;
+  }
+  op.error_code = operation->error_code();
+  op.error_message = std::move(*operation->mutable_error_message());
+  op.start_unix_micros = operation->start_unix_micros();
+  op.end_unix_micros = operation->end_unix_micros();
+  op.progress_done = operation->progress_done();
+  op.progress_total = operation->progress_total();
+  op.progress_unit = std::move(*operation->mutable_progress_unit());
+  op.progress_message = std::move(*operation->mutable_progress_message());
+  for (const auto& [name, value] : operation->counters()) op.counters[name] = value;
+  return op;
+}
+
+OperationStatus FromGetOperationResponse(v1::GetOperationResponse* response) {
+  return FromOperation(response->mutable_operation());
+}
+
+std::vector<OperationStatus> FromListOperationsResponse(v1::ListOperationsResponse* response) {
+  std::vector<OperationStatus> list;
+  for (v1::Operation& op : *response->mutable_operations()) list.push_back(FromOperation(&op));
+  return list;
+}
+
+AntiEntropyStatusResult FromAntiEntropyStatusResponse(v1::AntiEntropyStatusResponse* response) {
+  AntiEntropyStatusResult result;
+  result.node_id = std::move(*response->mutable_node_id());
+  result.merkle_ready = response->merkle_ready();
+  result.interval_us = response->interval_us();
+  result.keys_per_second = response->keys_per_second();
+  result.running_exchange_peer = std::move(*response->mutable_running_exchange_peer());
+  for (v1::PeerAntiEntropyStatus& proto : *response->mutable_peers()) {
+    PeerAntiEntropyStatus peer;
+    peer.peer_id = std::move(*proto.mutable_peer_id());
+    peer.exchanges = proto.exchanges();
+    peer.failed_exchanges = proto.failed_exchanges();
+    peer.last_exchange_unix_micros = proto.last_exchange_unix_micros();
+    peer.last_exchange_duration_us = proto.last_exchange_duration_us();
+    peer.last_attempt_unix_micros = proto.last_attempt_unix_micros();
+    peer.last_error = std::move(*proto.mutable_last_error());
+    peer.in_sync = proto.in_sync();
+    peer.last_segments_different = proto.last_segments_different();
+    peer.last_keys_different = proto.last_keys_different();
+    peer.last_keys_repaired = proto.last_keys_repaired();
+    peer.keys_repaired = proto.keys_repaired();
+    for (const v1::AntiEntropyRangeStatus& r : proto.ranges()) {
+      peer.ranges.push_back(AntiEntropyRangeStatus{r.index(), r.last_difference_unix_micros(),
+                                                   r.last_keys_different(),
+                                                   r.keys_different_total(), r.keys_repaired()});
+    }
+    result.peers.push_back(std::move(peer));
+  }
+  return result;
+}
+
 }  // namespace kv::client_internal

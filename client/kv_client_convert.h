@@ -2,6 +2,8 @@
 #ifndef KV_CLIENT_KV_CLIENT_CONVERT_H_
 #define KV_CLIENT_KV_CLIENT_CONVERT_H_
 
+#include <vector>
+
 #include "client/kv_client.h"
 #include "kv.pb.h"
 
@@ -18,6 +20,11 @@ ListResult FromListResponse(v1::ListResponse* response);
 DescribeKeyResult FromDescribeKeyResponse(v1::DescribeKeyResponse* response);
 DescribeWriteResult FromDescribeWriteResponse(v1::DescribeWriteResponse* response);
 ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* response);
+RepairStarted FromStartRepairResponse(v1::StartRepairResponse* response);
+OperationStatus FromOperation(v1::Operation* operation);
+OperationStatus FromGetOperationResponse(v1::GetOperationResponse* response);
+std::vector<OperationStatus> FromListOperationsResponse(v1::ListOperationsResponse* response);
+AntiEntropyStatusResult FromAntiEntropyStatusResponse(v1::AntiEntropyStatusResponse* response);
 
 }  // namespace kv::client_internal
 

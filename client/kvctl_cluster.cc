@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "client/kvctl_admin.h"
 #include "client/kvctl_format.h"
 
 namespace kv::kvctl {
@@ -17,24 +18,6 @@ std::string MemberState(const MemberStatus& member) {
   if (member.reachable) return "reachable";
   if (member.last_error.empty() && member.last_success_unix_micros == 0) return "not contacted";
   return "unreachable";
-}
-
-// Rows of cells as columns padded to their widest cell, two spaces apart.
-std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> widths;
-  for (const std::vector<std::string>& row : rows) {
-    widths.resize(std::max(widths.size(), row.size()), 0);
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
-  std::string text;
-  for (const std::vector<std::string>& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      absl::StrAppend(&line, row[i], std::string(widths[i] - row[i].size() + 2, ' '));
-    }
-    absl::StrAppend(&text, "  ", absl::StripTrailingAsciiWhitespace(line), "\n");
-  }
-  return text;
 }
 
 std::string Micros(int64_t micros) { return absl::FormatDuration(absl::Microseconds(micros)); }
@@ -128,9 +111,13 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
 }  // namespace
 
 absl::StatusOr<CommandOutput> RunCluster(Client& client, const CommandInput& input) {
+  if (input.args[0] == "anti-entropy") return RunClusterAntiEntropy(client, input);
   if (input.args[0] != "status") {
     return UsageError(absl::StrCat("unknown cluster subcommand '", input.args[0],
-                                   "'; usage: kvctl cluster status"));
+                                   "'; usage: kvctl cluster status | cluster anti-entropy"));
+  }
+  if (input.flags->Get("ranges").has_value()) {
+    return UsageError("--ranges is a flag of 'cluster anti-entropy', not 'cluster status'");
   }
   absl::StatusOr<ClusterStatusResult> status = client.ClusterStatus();
   if (!status.ok()) return status.status();

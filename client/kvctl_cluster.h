@@ -19,7 +19,8 @@
 
 namespace kv::kvctl {
 
-// `cluster SUBCOMMAND`; "status" is the only subcommand (anything else is a usage error).
+// `cluster SUBCOMMAND`: "status", or "anti-entropy" (client/kvctl_admin.h); anything else is a
+// usage error.
 absl::StatusOr<CommandOutput> RunCluster(Client& client, const CommandInput& input);
 
 }  // namespace kv::kvctl

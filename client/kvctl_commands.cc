@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "client/kvctl_admin.h"
 #include "client/kvctl_cluster.h"
 #include "client/kvctl_format.h"
 #include "client/kvctl_replication.h"
@@ -119,7 +120,19 @@ const std::vector<CommandSpec>& Commands() {
        &RunList},
       {"describe-key", 1, 1, {}, "describe-key KEY", &RunDescribeKey},
       {"describe-write", 1, 1, {}, "describe-write WRITE_ID", &RunDescribeWrite},
-      {"cluster", 1, 1, {}, "cluster status", &RunCluster},
+      {"cluster",
+       1,
+       1,
+       {{"ranges", false}},
+       "cluster status | cluster anti-entropy [--ranges]",
+       &RunCluster},
+      {"repair",
+       0,
+       0,
+       {{"peer"}, {"wait", false}, {"wait-timeout"}},
+       "repair [--peer=ID] [--wait [--wait-timeout=D]]",
+       &RunRepair},
+      {"operation", 1, 2, {}, "operation get ID | operation list", &RunOperation},
   };
   return *commands;
 }

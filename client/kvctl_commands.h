@@ -42,7 +42,8 @@ struct CommandSpec {
 };
 
 // Every command that talks to the store (help is handled by kvctl.cc itself). Commands in other
-// files: describe-write (kvctl_replication.h), cluster (kvctl_cluster.h).
+// files: describe-write (kvctl_replication.h), cluster (kvctl_cluster.h), repair and operation
+// (kvctl_admin.h).
 const std::vector<CommandSpec>& Commands();
 
 absl::StatusOr<CommandOutput> RunPut(Client& client, const CommandInput& input);

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -63,6 +64,10 @@ nlohmann::json ErrorToJson(const absl::Status& status);
 // Serializes `json` on one line; invalid UTF-8 in any string (which SetBytesField avoids) is
 // replaced rather than aborting the output.
 std::string DumpJson(const nlohmann::json& json);
+
+// Rows of cells as columns padded to their widest cell, two spaces apart, each line indented by
+// two spaces.
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
 
 }  // namespace kv::kvctl
 

@@ -10,7 +10,8 @@ namespace kv {
 
 AdminService::AdminService(NodeInfo info, Engine* engine, Coordinator* coordinator,
                            ReplicationOutbox* outbox, MerkleIndex* merkle,
-                           AntiEntropy* anti_entropy, TombstoneReaper* reaper, Executor* executor,
+                           AntiEntropy* anti_entropy, TombstoneReaper* reaper,
+                           OperationRegistry* operations, RepairRunner* repairs, Executor* executor,
                            CallGate* gate, const Clock* clock, const Gossiper* gossiper)
     : info_(std::move(info)),
       engine_(engine),
@@ -19,6 +20,8 @@ AdminService::AdminService(NodeInfo info, Engine* engine, Coordinator* coordinat
       merkle_(merkle),
       anti_entropy_(anti_entropy),
       reaper_(reaper),
+      operations_(operations),
+      repairs_(repairs),
       executor_(executor),
       gate_(gate),
       clock_(clock),
@@ -147,8 +150,7 @@ grpc::ServerUnaryReactor* AdminService::RunAntiEntropy(grpc::CallbackServerConte
                                                        v1::RunAntiEntropyResponse* response) {
   absl::Status admitted = gate_->Check();
   if (admitted.ok() && anti_entropy_ == nullptr) {
-    admitted = absl::FailedPreconditionError(
-        "anti-entropy is disabled on this node (anti_entropy_interval=0)");
+    admitted = absl::FailedPreconditionError("anti-entropy is not available on this node");
   }
   if (!admitted.ok()) return FinishNow(gate_, admitted);
   return StartOnExecutor(context, gate_, executor_, [this, request](auto finish) {

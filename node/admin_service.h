@@ -7,6 +7,10 @@
 // writes coordinated here, and each member's liveness as gossip sees it (UP/DOWN/UNKNOWN, its
 // heartbeat and incarnation, and how long ago its heartbeat last advanced here).
 //
+// StartRepair, GetOperation, ListOperations and AntiEntropyStatus (admin_service_operations.cc)
+// start and show long admin jobs (node/operations.h, node/repair_runner.h) and the anti-entropy
+// state per peer and per range; they answer on the gRPC thread (memory only, no storage).
+//
 // Thread-safety: thread-safe; the engine, executor and clock must outlive the service.
 #ifndef KV_NODE_ADMIN_SERVICE_H_
 #define KV_NODE_ADMIN_SERVICE_H_
@@ -22,6 +26,8 @@
 #include "node/executor.h"
 #include "node/gossip.h"
 #include "node/merkle_index.h"
+#include "node/operations.h"
+#include "node/repair_runner.h"
 #include "node/replication_outbox.h"
 #include "node/tombstone_reaper.h"
 #include "storage/engine.h"
@@ -39,11 +45,12 @@ class AdminService final : public v1::Admin::CallbackService {
 
   // Uptime is measured from construction, on `clock`.
   // New calls are refused with UNAVAILABLE once `gate` is closed.
-  // `anti_entropy` is null when anti-entropy is disabled; `gossiper` may be null (no liveness).
+  // `anti_entropy` and `repairs` may be null (anti-entropy unavailable: FAILED_PRECONDITION);
+  // `gossiper` may be null (no liveness).
   AdminService(NodeInfo info, Engine* engine, Coordinator* coordinator, ReplicationOutbox* outbox,
                MerkleIndex* merkle, AntiEntropy* anti_entropy, TombstoneReaper* reaper,
-               Executor* executor, CallGate* gate, const Clock* clock,
-               const Gossiper* gossiper = nullptr);
+               OperationRegistry* operations, RepairRunner* repairs, Executor* executor,
+               CallGate* gate, const Clock* clock, const Gossiper* gossiper = nullptr);
 
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context,
                                  const v1::PingRequest* request,
@@ -57,6 +64,18 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* RunAntiEntropy(grpc::CallbackServerContext* context,
                                            const v1::RunAntiEntropyRequest* request,
                                            v1::RunAntiEntropyResponse* response) override;
+  grpc::ServerUnaryReactor* StartRepair(grpc::CallbackServerContext* context,
+                                        const v1::StartRepairRequest* request,
+                                        v1::StartRepairResponse* response) override;
+  grpc::ServerUnaryReactor* GetOperation(grpc::CallbackServerContext* context,
+                                         const v1::GetOperationRequest* request,
+                                         v1::GetOperationResponse* response) override;
+  grpc::ServerUnaryReactor* ListOperations(grpc::CallbackServerContext* context,
+                                           const v1::ListOperationsRequest* request,
+                                           v1::ListOperationsResponse* response) override;
+  grpc::ServerUnaryReactor* AntiEntropyStatus(grpc::CallbackServerContext* context,
+                                              const v1::AntiEntropyStatusRequest* request,
+                                              v1::AntiEntropyStatusResponse* response) override;
 
  private:
   const NodeInfo info_;
@@ -66,6 +85,8 @@ class AdminService final : public v1::Admin::CallbackService {
   MerkleIndex* const merkle_;
   AntiEntropy* const anti_entropy_;  // null when anti-entropy is disabled
   TombstoneReaper* const reaper_;
+  OperationRegistry* const operations_;
+  RepairRunner* const repairs_;  // null when anti-entropy is unavailable
   Executor* const executor_;
   CallGate* const gate_;
   const Clock* const clock_;

@@ -9,16 +9,27 @@
 
 namespace kv {
 
-struct AntiEntropy::Exchange {
+struct AntiEntropy::ExchangeState {
   size_t peer = 0;  // index into index_->peers() and stats_
   Member member;
-  std::function<void(absl::Status)> done;
+  std::function<void(absl::StatusOr<ExchangeResult>)> done;
+  absl::Time started;
   std::vector<uint32_t> segments;  // differing segments, increasing
   size_t next_segment = 0;
   std::vector<Diff> diffs;  // differing keys, in segment order
   size_t next_diff = 0;
   uint64_t repaired = 0;
+  // Per range (interior index) that differed: keys found different and keys repaired.
+  std::map<uint32_t, std::pair<uint64_t, uint64_t>> ranges;
 };
+
+namespace {
+
+uint32_t RangeOf(absl::string_view key) {
+  return MerkleTree::SegmentOf(key) / MerkleTree::kLeavesPerInterior;
+}
+
+}  // namespace
 
 AntiEntropy::AntiEntropy(MerkleIndex* index, LocalStore* store, PeerTransport* transport,
                          Scheduler* scheduler, Executor* executor, const Clock* clock,
@@ -35,6 +46,7 @@ AntiEntropy::AntiEntropy(MerkleIndex* index, LocalStore* store, PeerTransport* t
     stats_.emplace_back();
     stats_.back().peer_id = peer.id;
   }
+  ranges_.resize(stats_.size());
   tokens_ = options_.keys_per_second;
   refilled_ = clock_->Now();
 }
@@ -68,32 +80,57 @@ void AntiEntropy::Tick() {
 }
 
 void AntiEntropy::ExchangeNow(std::string peer_id, std::function<void(absl::Status)> done) {
-  auto reply = [&done](absl::Status status) {
-    if (done) done(std::move(status));
-  };
+  std::function<void(absl::StatusOr<ExchangeResult>)> wrapped;
+  if (done) {
+    wrapped = [done = std::move(done)](absl::StatusOr<ExchangeResult> result) {
+      done(result.status());
+    };
+  }
+  Exchange(std::move(peer_id), std::move(wrapped));
+}
+
+void AntiEntropy::Exchange(std::string peer_id,
+                           std::function<void(absl::StatusOr<ExchangeResult>)> done) {
   const std::vector<Member>& peers = index_->peers();
-  auto ex = std::make_shared<Exchange>();
+  auto ex = std::make_shared<ExchangeState>();
+  // Decided under the lock, answered outside it: `done` may call back into this object.
+  absl::StatusOr<ExchangeResult> refused = ExchangeResult{};
+  bool start = false;
   {
     absl::MutexLock lock(&mu_);
-    if (shutdown_) return reply(absl::UnavailableError("anti-entropy is shut down"));
-    if (peers.empty()) return reply(absl::OkStatus());
-    if (peer_id.empty()) {
+    if (shutdown_) {
+      refused = absl::UnavailableError("anti-entropy is shut down");
+    } else if (peers.empty()) {
+      // Nothing to exchange: an empty, complete result.
+    } else if (peer_id.empty()) {
       ex->peer = next_peer_++ % peers.size();
+      start = true;
     } else {
       auto it = std::find_if(peers.begin(), peers.end(),
                              [&](const Member& m) { return m.id == peer_id; });
       if (it == peers.end()) {
-        return reply(absl::InvalidArgumentError(
-            absl::StrCat("\"", peer_id, "\" is not a peer of this node")));
+        refused = absl::InvalidArgumentError(
+            absl::StrCat("\"", peer_id, "\" is not a peer of this node"));
+      } else {
+        ex->peer = static_cast<size_t>(it - peers.begin());
+        start = true;
       }
-      ex->peer = static_cast<size_t>(it - peers.begin());
     }
-    if (running_) {
-      return reply(absl::AbortedError("an anti-entropy exchange is already running"));
+    if (start && running_) {
+      refused = absl::AbortedError("an anti-entropy exchange is already running");
+      start = false;
     }
-    running_ = true;
+    if (start) {
+      running_ = true;
+      running_peer_ = peers[ex->peer].id;
+    }
+  }
+  if (!start) {
+    if (done) done(std::move(refused));
+    return;
   }
   ex->member = peers[ex->peer];
+  ex->started = clock_->Now();
   ex->done = std::move(done);
   executor_->Schedule(guard_.Wrap([this, ex] { Begin(ex); }));
 }
@@ -184,6 +221,7 @@ void AntiEntropy::OnSegmentKeys(ExchangePtr ex, std::vector<uint32_t> segments,
   for (KeyDigest& entry : *remote) keys[std::move(entry.key)].second = entry.digest;
   for (auto& [key, digests] : keys) {
     if (digests.first == digests.second) continue;
+    ++ex->ranges[RangeOf(key)].first;
     ex->diffs.push_back(Diff{key, digests.first.has_value(), digests.second.has_value()});
   }
   NextSegments(ex);
@@ -263,6 +301,7 @@ void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
     if (!ours.ok()) return Finish(ex, ours.status());
     std::string encoded = EncodeSiblingSet(*ours);
     ++ex->repaired;
+    ++ex->ranges[RangeOf(key)].second;
     if (theirs.ok() && *theirs == encoded) continue;
     push.push_back(EncodedRecord{key, std::move(encoded)});
   }
@@ -275,31 +314,78 @@ void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
 }
 
 void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
-  std::function<void(absl::Status)> done;
+  std::function<void(absl::StatusOr<ExchangeResult>)> done;
+  ExchangeResult result;
   {
     absl::MutexLock lock(&mu_);
     running_ = false;
+    running_peer_.clear();
+    const absl::Time now = clock_->Now();
     PeerAntiEntropyStats& stats = stats_[ex->peer];
+    std::map<uint32_t, RangeAntiEntropyStats>& ranges = ranges_[ex->peer];
     stats.keys_repaired += ex->repaired;
+    stats.last_attempt = now;
+    for (const auto& [index, counts] : ex->ranges) {
+      RangeAntiEntropyStats& range = ranges[index];
+      range.index = index;
+      range.keys_repaired += counts.second;
+    }
     if (status.ok()) {
       ++stats.exchanges;
-      stats.last_exchange = clock_->Now();
+      stats.last_exchange = now;
+      stats.last_duration = now - ex->started;
       stats.last_error.clear();
       stats.in_sync = ex->segments.empty() && ex->diffs.empty();
       stats.last_segments_different = ex->segments.size();
       stats.last_keys_different = ex->diffs.size();
+      stats.last_keys_repaired = ex->repaired;
+      for (auto& [index, range] : ranges) {
+        auto found = ex->ranges.find(index);
+        range.last_keys_different = found == ex->ranges.end() ? 0 : found->second.first;
+        if (range.last_keys_different > 0) {
+          range.last_difference = now;
+          range.keys_different_total += range.last_keys_different;
+        }
+      }
+      result.peer_id = ex->member.id;
+      result.segments_different = ex->segments.size();
+      result.keys_different = ex->diffs.size();
+      result.keys_repaired = ex->repaired;
+      result.complete = ex->next_segment == ex->segments.size() &&
+                        ex->diffs.size() <= options_.max_keys_per_exchange;
     } else {
       ++stats.failed_exchanges;
       stats.last_error = status.ToString();
     }
     done = std::move(ex->done);
   }
-  if (done) done(std::move(status));
+  if (!done) return;
+  if (status.ok()) {
+    done(std::move(result));
+  } else {
+    done(std::move(status));
+  }
 }
 
-std::vector<PeerAntiEntropyStats> AntiEntropy::Stats() const {
+std::vector<PeerAntiEntropyStats> AntiEntropy::Stats(bool with_ranges) const {
   absl::MutexLock lock(&mu_);
-  return stats_;
+  std::vector<PeerAntiEntropyStats> stats = stats_;
+  if (with_ranges) {
+    for (size_t i = 0; i < stats.size(); ++i) {
+      for (const auto& [index, range] : ranges_[i]) stats[i].ranges.push_back(range);
+    }
+  }
+  return stats;
+}
+
+absl::Duration AntiEntropy::periodic_interval() const {
+  absl::MutexLock lock(&mu_);
+  return started_ ? options_.interval : absl::ZeroDuration();
+}
+
+std::string AntiEntropy::running_peer() const {
+  absl::MutexLock lock(&mu_);
+  return running_peer_;
 }
 
 }  // namespace kv

@@ -33,12 +33,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "node/clock.h"
@@ -51,17 +53,43 @@
 
 namespace kv {
 
+// One top-level range of a peer's tree: interior node `index` of MerkleTree, i.e. segments
+// 256*index..256*index+255, 1/256 of the key-hash space. Every exchange compares all 256 ranges.
+struct RangeAntiEntropyStats {
+  uint32_t index = 0;
+  absl::Time last_difference = absl::InfinitePast();  // end of the last exchange that found one
+  uint64_t last_keys_different = 0;   // found here by the last completed exchange (0: in sync)
+  uint64_t keys_different_total = 0;  // summed over exchanges since start
+  uint64_t keys_repaired = 0;         // since start
+};
+
 struct PeerAntiEntropyStats {
   std::string peer_id;
   uint64_t exchanges = 0;  // completed (equal roots or repaired)
   uint64_t failed_exchanges = 0;
   absl::Time last_exchange = absl::InfinitePast();  // when the last completed one ended
+  absl::Duration last_duration;                     // how long the last completed one took
+  absl::Time last_attempt = absl::InfinitePast();   // when the last one (of any outcome) ended
   std::string last_error;                           // of the last exchange, if it failed
   bool in_sync = false;                             // the last completed exchange found equal roots
   // Found by the last completed exchange.
   uint64_t last_segments_different = 0;
   uint64_t last_keys_different = 0;
+  uint64_t last_keys_repaired = 0;
   uint64_t keys_repaired = 0;  // since start
+  // Ranges that ever differed, by index (filled only by Stats(/*with_ranges=*/true)).
+  std::vector<RangeAntiEntropyStats> ranges;
+};
+
+// What one exchange found and did.
+struct ExchangeResult {
+  std::string peer_id;
+  uint64_t segments_different = 0;
+  uint64_t keys_different = 0;
+  uint64_t keys_repaired = 0;
+  // False when the exchange stopped at max_keys_per_exchange: the trees still differ, and
+  // another exchange with the same peer continues.
+  bool complete = true;
 };
 
 class AntiEntropy {
@@ -89,17 +117,25 @@ class AntiEntropy {
   // null) gets its outcome: ABORTED if an exchange is already running, INVALID_ARGUMENT for an
   // unknown peer, UNAVAILABLE if a tree is not built yet or the peer cannot be reached.
   void ExchangeNow(std::string peer_id, std::function<void(absl::Status)> done);
+  // The same, with what the exchange found.
+  void Exchange(std::string peer_id, std::function<void(absl::StatusOr<ExchangeResult>)> done);
 
-  std::vector<PeerAntiEntropyStats> Stats() const;
+  // Per peer, as index->peers(); with `with_ranges`, each peer's ranges that ever differed.
+  std::vector<PeerAntiEntropyStats> Stats(bool with_ranges = false) const;
+  // The peer of the exchange running now, or empty.
+  std::string running_peer() const;
+  const Options& options() const { return options_; }
+  // Options::interval once Start() ran; zero before (only forced exchanges run).
+  absl::Duration periodic_interval() const;
 
  private:
-  struct Exchange;
+  struct ExchangeState;
   struct Diff {
     std::string key;
     bool local = false;   // this node has a record
     bool remote = false;  // the peer has one
   };
-  using ExchangePtr = std::shared_ptr<Exchange>;
+  using ExchangePtr = std::shared_ptr<ExchangeState>;
 
   void Tick();
   void Begin(ExchangePtr ex);
@@ -132,6 +168,9 @@ class AntiEntropy {
   bool running_ ABSL_GUARDED_BY(mu_) = false;
   size_t next_peer_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<PeerAntiEntropyStats> stats_ ABSL_GUARDED_BY(mu_);  // as index_->peers()
+  // Per peer (as stats_), the ranges that ever differed, by index.
+  std::vector<std::map<uint32_t, RangeAntiEntropyStats>> ranges_ ABSL_GUARDED_BY(mu_);
+  std::string running_peer_ ABSL_GUARDED_BY(mu_);
   double tokens_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time refilled_ ABSL_GUARDED_BY(mu_);
 };

@@ -217,7 +217,8 @@ const std::vector<Setting>& Settings() {
        },
        [](const NodeConfig& c) { return absl::FormatDuration(c.anti_entropy_interval); },
        "Merkle anti-entropy: how often this node compares its hash tree with one peer (round "
-       "robin) and repairs the keys that differ, in both directions. 0 disables it."},
+       "robin) and repairs the keys that differ, in both directions. 0 turns the periodic "
+       "exchanges off; a forced one (kvctl repair) still runs."},
       {"anti_entropy_keys_per_second", "N", false,
        [](absl::string_view v, NodeConfig* c) {
          int keys = 0;

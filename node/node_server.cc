@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "node/clock.h"
 #include "node/log.h"
@@ -183,15 +184,20 @@ absl::Status NodeServer::StartReplication() {
   coordinator_ =
       std::make_unique<Coordinator>(cluster, ring, store_.get(), outbox_.get(), transport_.get(),
                                     executor_.get(), SystemClock::Get(), gossiper_.get());
-  if (config_.anti_entropy_interval > absl::ZeroDuration()) {
-    AntiEntropy::Options ae;
-    ae.interval = config_.anti_entropy_interval;
-    ae.keys_per_second = config_.anti_entropy_keys_per_second;
-    anti_entropy_ =
-        std::make_unique<AntiEntropy>(merkle_.get(), store_.get(), transport_.get(),
-                                      scheduler_.get(), executor_.get(), SystemClock::Get(), ae);
-    anti_entropy_->Start();
-  }
+  // Forced exchanges (repair operations) work also when periodic ones are off (interval 0).
+  AntiEntropy::Options ae;
+  ae.interval = config_.anti_entropy_interval;
+  ae.keys_per_second = config_.anti_entropy_keys_per_second;
+  anti_entropy_ =
+      std::make_unique<AntiEntropy>(merkle_.get(), store_.get(), transport_.get(), scheduler_.get(),
+                                    executor_.get(), SystemClock::Get(), ae);
+  if (config_.anti_entropy_interval > absl::ZeroDuration()) anti_entropy_->Start();
+  // Operation ids carry the start time (seconds, hexadecimal), so ids of an earlier run differ.
+  operations_ = std::make_unique<OperationRegistry>(
+      config_.node_id, absl::StrFormat("%x", absl::ToUnixSeconds(absl::Now())), SystemClock::Get(),
+      OperationRegistry::Options());
+  repairs_ = std::make_unique<RepairRunner>(merkle_.get(), anti_entropy_.get(), operations_.get(),
+                                            scheduler_.get(), RepairRunner::Options());
   TombstoneReaper::Options reaping;
   reaping.min_age = config_.tombstone_min_age;
   reaping.confirm_delay = config_.tombstone_confirm_delay;
@@ -291,7 +297,8 @@ absl::Status NodeServer::StartGrpc() {
   admin_service_ = std::make_unique<AdminService>(
       AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
       engine_.get(), coordinator_.get(), outbox_.get(), merkle_.get(), anti_entropy_.get(),
-      reaper_.get(), executor_.get(), &gate_, SystemClock::Get(), gossiper_.get());
+      reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_,
+      SystemClock::Get(), gossiper_.get());
   replica_service_ =
       std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_, merkle_.get(),
                                        gossiper_.get());
@@ -361,6 +368,7 @@ void NodeServer::Shutdown() {
   // completions (unsent entries stay on disk for the next start); the timer stops; queued work
   // drains; then the transports cancel their calls in flight (whose callbacks then run inline).
   if (gossiper_ != nullptr) gossiper_->Shutdown();
+  if (repairs_ != nullptr) repairs_->Shutdown();
   if (anti_entropy_ != nullptr) anti_entropy_->Shutdown();
   if (reaper_ != nullptr) reaper_->Shutdown();
   if (outbox_ != nullptr) outbox_->Shutdown();
@@ -373,6 +381,8 @@ void NodeServer::Shutdown() {
   admin_service_.reset();
   gossiper_.reset();  // after the transport and the services that called it
   kv_service_.reset();
+  repairs_.reset();
+  operations_.reset();
   anti_entropy_.reset();
   reaper_.reset();
   coordinator_.reset();

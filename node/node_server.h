@@ -44,6 +44,8 @@
 #include "node/kv_service.h"
 #include "node/local_store.h"
 #include "node/merkle_index.h"
+#include "node/operations.h"
+#include "node/repair_runner.h"
 #include "node/replica_service.h"
 #include "node/replication_outbox.h"
 #include "node/scheduler.h"
@@ -95,8 +97,10 @@ class NodeServer {
   std::unique_ptr<ReplicationOutbox> outbox_;
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<MerkleIndex> merkle_;
-  std::unique_ptr<AntiEntropy> anti_entropy_;  // null when disabled
+  std::unique_ptr<AntiEntropy> anti_entropy_;  // periodic only with anti_entropy_interval > 0
   std::unique_ptr<TombstoneReaper> reaper_;
+  std::unique_ptr<OperationRegistry> operations_;
+  std::unique_ptr<RepairRunner> repairs_;
   CallGate gate_;
   std::unique_ptr<KvService> kv_service_;
   std::unique_ptr<AdminService> admin_service_;

@@ -13,6 +13,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "node/operations.h"
+#include "node/repair_runner.h"
 #include "node/tombstone_reaper.h"
 #include "storage/memory_engine.h"
 #include "storage/record_codec.h"
@@ -292,6 +294,77 @@ TEST_F(AntiEntropyTest, PeriodicExchangesRoundRobinAndCountFailures) {
   EXPECT_EQ(Encoded(1, "x").value(), Encoded(0, "x").value());
   EXPECT_EQ(Encoded(2, "x").value(), Encoded(0, "x").value());
   EXPECT_TRUE(absl::IsInvalidArgument(Exchange(*ae, "zz")));
+  ae->Shutdown();
+}
+
+// RepairRunner (node/repair_runner.h): a forced exchange with every peer as an operation.
+TEST_F(AntiEntropyTest, RepairIsAnOperationThatExchangesWithEveryPeerAndCountsRanges) {
+  MakeCluster(3, 3);
+  for (int i = 0; i < 40; ++i) Put(0, absl::StrCat("only-a", i), "a");
+  for (int i = 0; i < 10; ++i) Put(2, absl::StrCat("only-c", i), "c");
+  auto ae = MakeAntiEntropy(0);
+  OperationRegistry operations("a", "1", &clock_, {});
+  RepairRunner repairs(nodes_[0].index.get(), ae.get(), &operations, &scheduler_, {});
+  EXPECT_TRUE(absl::IsInvalidArgument(repairs.Start("zz").status()));
+  // An exchange is already running: the repair waits for it.
+  ae->ExchangeNow("b", nullptr);
+  absl::StatusOr<std::string> id = repairs.Start("");
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(operations.Get(*id)->state, OperationState::kRunning);
+  scheduler_.Advance(absl::Seconds(2));
+  absl::StatusOr<OperationInfo> op = operations.Get(*id);
+  ASSERT_TRUE(op.ok()) << op.status();
+  EXPECT_EQ(op->state, OperationState::kSucceeded) << op->error << " " << op->message;
+  EXPECT_EQ(op->done, 2u);
+  EXPECT_EQ(op->total, 2u);
+  // The first exchange with b (not the repair's) repaired the 40 keys there; the repair's found
+  // b in sync and repaired 40 + 10 with c.
+  EXPECT_EQ(op->counters["keys_repaired"], 50u);
+  EXPECT_EQ(op->counters["exchanges"], 2u);
+  // a and c agree; b still lacks c's keys, which reached a after a's exchange with b.
+  EXPECT_EQ(Root(0, 2), Root(2, 0));
+  EXPECT_EQ(Encoded(0, "only-c3").value(), Encoded(2, "only-c3").value());
+  EXPECT_EQ(Encoded(1, "only-a3").value(), Encoded(0, "only-a3").value());
+  for (const PeerAntiEntropyStats& peer : ae->Stats(/*with_ranges=*/true)) {
+    uint64_t repaired = 0;
+    uint64_t found = 0;
+    for (const RangeAntiEntropyStats& range : peer.ranges) {
+      repaired += range.keys_repaired;
+      found += range.keys_different_total;
+      EXPECT_LT(range.index, MerkleTree::kInterior);
+    }
+    EXPECT_FALSE(peer.ranges.empty()) << peer.peer_id;
+    EXPECT_EQ(repaired, peer.keys_repaired) << peer.peer_id;
+    EXPECT_EQ(found, peer.keys_repaired) << peer.peer_id;  // every difference was repaired
+  }
+  ae->Shutdown();
+}
+
+TEST_F(AntiEntropyTest, RepairFailsNamingTheUnreachablePeerAndStillRepairsTheOthers) {
+  MakeCluster(3, 3);
+  for (int i = 0; i < 5; ++i) Put(0, absl::StrCat("k", i), "v");
+  auto ae = MakeAntiEntropy(0);
+  OperationRegistry operations("a", "1", &clock_, {});
+  RepairRunner repairs(nodes_[0].index.get(), ae.get(), &operations, &scheduler_, {});
+  transports_[0]->reachable = false;  // MerkleNodes fails, for every peer
+  absl::StatusOr<std::string> id = repairs.Start("");
+  ASSERT_TRUE(id.ok());
+  scheduler_.Advance(absl::Seconds(1));
+  absl::StatusOr<OperationInfo> op = operations.Get(*id);
+  ASSERT_TRUE(op.ok());
+  EXPECT_EQ(op->state, OperationState::kFailed);
+  EXPECT_EQ(op->error.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(op->error.message().find("b: "), absl::string_view::npos) << op->error;
+  EXPECT_NE(op->error.message().find("c: "), absl::string_view::npos) << op->error;
+  EXPECT_EQ(op->counters["peers_failed"], 2u);
+  // Shutdown marks a running repair as cancelled.
+  transports_[0]->reachable = true;
+  ae->ExchangeNow("b", nullptr);  // keeps the next repair waiting
+  absl::StatusOr<std::string> waiting = repairs.Start("c");
+  ASSERT_TRUE(waiting.ok());
+  repairs.Shutdown();
+  EXPECT_EQ(operations.Get(*waiting)->error.code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(absl::IsUnavailable(repairs.Start("").status()));
   ae->Shutdown();
 }
 

@@ -284,9 +284,10 @@ TEST_F(KvctlProcessTest, HelpDocumentsCommandsAndExitCodes) {
        {std::vector<std::string>{"--help"}, {"help"}, {"-h"}, {"get", "--help"}}) {
     CommandResult help = Kvctl(args);
     EXPECT_EQ(help.exit_code, 0) << args[0];
-    for (const char* needle : {"put", "describe-key", "describe-write", "cluster status", "--wait",
-                               "--wait-timeout", "--json", "KV_ENDPOINTS", "Exit codes",
-                               "key not found", "usage error", "server or network error"}) {
+    for (const char* needle :
+         {"put", "describe-key", "describe-write", "cluster status", "--wait", "--wait-timeout",
+          "--json", "KV_ENDPOINTS", "Exit codes", "key not found", "usage error",
+          "server or network error", "repair", "operation get", "cluster anti-entropy"}) {
       EXPECT_TRUE(absl::StrContains(help.out, needle)) << needle;
     }
   }
@@ -434,6 +435,23 @@ TEST_F(KvctlProcessTest, ClusterStatusAsksTheFirstReachableEndpoint) {
                                      "--timeout=5s", "--json", "cluster", "status"});
   ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
   EXPECT_EQ(nlohmann::json::parse(result.out).value("node_id", ""), "n1") << result.out;
+}
+
+// A single node has no peer to repair with: repair is a server-side refusal (exit 3), and the
+// node keeps no operation. Operation ids are checked before anything is asked.
+TEST_F(KvctlProcessTest, RepairOnASingleNodeIsRefusedAndOperationIdsAreChecked) {
+  nlohmann::json repair = KvctlJson({"repair"}, 3);
+  EXPECT_EQ(repair["error"].value("code", ""), "FAILED_PRECONDITION") << repair;
+  EXPECT_TRUE(absl::StrContains(repair["error"].value("message", ""), "no peers")) << repair;
+  nlohmann::json list = KvctlJson({"operation", "list"}, 0);
+  EXPECT_TRUE(list["operations"].is_array() && list["operations"].empty()) << list;
+  EXPECT_EQ(Kvctl({"operation", "get", "n1:ab-1"}).exit_code, 1);
+  EXPECT_EQ(Kvctl({"operation", "get", "garbage"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"operation", "frobnicate"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"repair", "--wait-timeout=1s"}).exit_code, 2);  // needs --wait
+  EXPECT_EQ(Kvctl({"cluster", "status", "--ranges"}).exit_code, 2);
+  nlohmann::json ae = KvctlJson({"cluster", "anti-entropy"}, 0);
+  EXPECT_TRUE(ae["peers"].is_array() && ae["peers"].empty()) << ae;
 }
 
 }  // namespace

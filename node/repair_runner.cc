@@ -1,0 +1,159 @@
+#include "node/repair_runner.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace kv {
+
+struct RepairRunner::Job {
+  std::string id;
+  std::vector<std::string> peers;
+  size_t next = 0;                    // index into peers of the peer being repaired
+  int exchanges_with_peer = 0;        // with peers[next]
+  absl::Duration waited;              // waiting for a busy exchanger or the trees, for peers[next]
+  std::vector<std::string> failures;  // "peer: error"
+  std::vector<absl::StatusCode> failure_codes;
+};
+
+RepairRunner::RepairRunner(MerkleIndex* index, AntiEntropy* anti_entropy,
+                           OperationRegistry* operations, Scheduler* scheduler, Options options)
+    : index_(index),
+      anti_entropy_(anti_entropy),
+      operations_(operations),
+      scheduler_(scheduler),
+      options_(options) {}
+
+RepairRunner::~RepairRunner() { Shutdown(); }
+
+void RepairRunner::Shutdown() {
+  std::set<std::string> running;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return;
+    shutdown_ = true;
+  }
+  guard_.Close();
+  {
+    absl::MutexLock lock(&mu_);
+    running.swap(running_);
+  }
+  for (const std::string& id : running) {
+    operations_->Finish(id, absl::CancelledError("the node is shutting down")).IgnoreError();
+  }
+}
+
+absl::StatusOr<std::string> RepairRunner::Start(const std::string& peer_id) {
+  auto job = std::make_shared<Job>();
+  for (const Member& peer : index_->peers()) {
+    if (peer_id.empty() || peer.id == peer_id) job->peers.push_back(peer.id);
+  }
+  if (job->peers.empty()) {
+    if (!peer_id.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", peer_id, "\" is not a peer of ", index_->self_id()));
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat(index_->self_id(), " has no peers: a single node has nothing to repair"));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return absl::UnavailableError("the node is shutting down");
+    const std::string description = peer_id.empty()
+                                        ? absl::StrCat("anti-entropy exchange with every peer: ",
+                                                       absl::StrJoin(job->peers, ", "))
+                                        : absl::StrCat("anti-entropy exchange with ", peer_id);
+    job->id = operations_->Start("repair", description, job->peers.size(), "peers");
+    running_.insert(job->id);
+  }
+  scheduler_->RunAfter(absl::ZeroDuration(), guard_.Wrap([this, job] { Next(job); }));
+  return job->id;
+}
+
+void RepairRunner::Progress(const JobPtr& job, const std::string& message) {
+  operations_
+      ->Update(job->id,
+               [&](OperationInfo& op) {
+                 op.done = job->next;
+                 op.message = message;
+               })
+      .IgnoreError();
+}
+
+void RepairRunner::Next(JobPtr job) {
+  if (job->next == job->peers.size()) {
+    absl::Status result;
+    if (!job->failures.empty()) {
+      const bool same = std::all_of(job->failure_codes.begin(), job->failure_codes.end(),
+                                    [&](absl::StatusCode c) { return c == job->failure_codes[0]; });
+      result = absl::Status(
+          same ? job->failure_codes[0] : absl::StatusCode::kUnavailable,
+          absl::StrCat("the exchange failed with ", job->failures.size(), " of ", job->peers.size(),
+                       " peer(s): ", absl::StrJoin(job->failures, "; ")));
+    }
+    Progress(job, result.ok() ? "done" : "done, with failures");
+    {
+      absl::MutexLock lock(&mu_);
+      running_.erase(job->id);
+    }
+    operations_->Finish(job->id, std::move(result)).IgnoreError();
+    return;
+  }
+  const std::string& peer = job->peers[job->next];
+  if (!index_->ready()) return Retry(job, "this node's Merkle trees to be built");
+  Progress(job, absl::StrCat("exchanging with ", peer));
+  anti_entropy_->Exchange(peer, guard_.Wrap([this, job](absl::StatusOr<ExchangeResult> result) {
+    OnExchange(job, std::move(result));
+  }));
+}
+
+void RepairRunner::Retry(JobPtr job, const std::string& waiting_for) {
+  if (job->waited >= options_.wait_timeout) {
+    return PeerDone(job, absl::DeadlineExceededError(absl::StrCat(
+                             "waited ", absl::FormatDuration(job->waited), " for ", waiting_for)));
+  }
+  Progress(job, absl::StrCat("waiting for ", waiting_for));
+  job->waited += options_.busy_retry;
+  scheduler_->RunAfter(options_.busy_retry, guard_.Wrap([this, job] { Next(job); }));
+}
+
+void RepairRunner::OnExchange(JobPtr job, absl::StatusOr<ExchangeResult> result) {
+  if (absl::IsAborted(result.status())) {
+    const std::string busy = anti_entropy_->running_peer();
+    return Retry(job, absl::StrCat("the running exchange",
+                                   busy.empty() ? "" : absl::StrCat(" with ", busy), " to end"));
+  }
+  if (!result.ok()) return PeerDone(job, result.status());
+  ++job->exchanges_with_peer;
+  operations_
+      ->Update(job->id,
+               [&](OperationInfo& op) {
+                 op.counters["exchanges"] += 1;
+                 op.counters["segments_different"] += result->segments_different;
+                 op.counters["keys_different"] += result->keys_different;
+                 op.counters["keys_repaired"] += result->keys_repaired;
+               })
+      .IgnoreError();
+  if (!result->complete && job->exchanges_with_peer < options_.max_exchanges_per_peer) {
+    job->waited = absl::ZeroDuration();
+    return Next(job);  // the same peer again: it stopped at the per-exchange key limit
+  }
+  PeerDone(job, absl::OkStatus());
+}
+
+void RepairRunner::PeerDone(JobPtr job, absl::Status status) {
+  if (!status.ok()) {
+    job->failures.push_back(absl::StrCat(job->peers[job->next], ": ", status.message()));
+    job->failure_codes.push_back(status.code());
+    operations_->Update(job->id, [](OperationInfo& op) { op.counters["peers_failed"] += 1; })
+        .IgnoreError();
+  }
+  ++job->next;
+  job->exchanges_with_peer = 0;
+  job->waited = absl::ZeroDuration();
+  Next(job);
+}
+
+}  // namespace kv

@@ -1,0 +1,88 @@
+// RepairRunner: forced anti-entropy ("repair") as an asynchronous operation. Start() registers an
+// operation of kind "repair" in the OperationRegistry and returns its id at once; the job then
+// runs one Merkle exchange (node/anti_entropy.h) with each peer in turn (or with one peer), and
+// repeats the exchange with a peer while it stops at the per-exchange key limit, up to
+// Options::max_exchanges_per_peer times.
+//
+// Progress: done/total counts peers; counters "exchanges", "segments_different",
+// "keys_different", "keys_repaired", "peers_failed"; the message says what it is waiting for.
+//
+// Waiting: only one exchange runs at a time on a node, so while the periodic exchange (or
+// another repair's) runs, the job retries every Options::busy_retry; it also waits until this
+// node's Merkle trees are built. It gives up waiting after Options::wait_timeout (that peer then
+// counts as failed).
+//
+// Outcome: SUCCEEDED when every exchange succeeded; FAILED (UNAVAILABLE unless all failures had
+// another code) naming each peer whose exchange failed and why. The exchanges that succeeded
+// have repaired what they found either way. The repair budget (keys per second) of AntiEntropy
+// applies to repairs too.
+//
+// Thread-safe. Time only through the Scheduler. Shutdown() (also the destructor) stops the jobs:
+// a running operation is marked FAILED (CANCELLED, "the node is shutting down") and callbacks that
+// arrive later do nothing. The index, anti-entropy, registry and scheduler must outlive it.
+#ifndef KV_NODE_REPAIR_RUNNER_H_
+#define KV_NODE_REPAIR_RUNNER_H_
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "node/anti_entropy.h"
+#include "node/lifetime_guard.h"
+#include "node/merkle_index.h"
+#include "node/operations.h"
+#include "node/scheduler.h"
+
+namespace kv {
+
+class RepairRunner {
+ public:
+  struct Options {
+    absl::Duration busy_retry = absl::Milliseconds(50);
+    absl::Duration wait_timeout = absl::Minutes(10);
+    int max_exchanges_per_peer = 100;
+  };
+
+  RepairRunner(MerkleIndex* index, AntiEntropy* anti_entropy, OperationRegistry* operations,
+               Scheduler* scheduler, Options options);
+  ~RepairRunner();
+  RepairRunner(const RepairRunner&) = delete;
+  RepairRunner& operator=(const RepairRunner&) = delete;
+
+  // Starts a repair with every peer (`peer_id` empty) or with `peer_id`, and returns the
+  // operation id. INVALID_ARGUMENT for an unknown peer; FAILED_PRECONDITION if this node has no
+  // peers; UNAVAILABLE after Shutdown.
+  absl::StatusOr<std::string> Start(const std::string& peer_id);
+
+  void Shutdown();
+
+ private:
+  struct Job;
+  using JobPtr = std::shared_ptr<Job>;
+
+  void Next(JobPtr job);
+  void OnExchange(JobPtr job, absl::StatusOr<ExchangeResult> result);
+  void Retry(JobPtr job, const std::string& waiting_for);
+  void PeerDone(JobPtr job, absl::Status status);
+  void Progress(const JobPtr& job, const std::string& message);
+
+  MerkleIndex* const index_;
+  AntiEntropy* const anti_entropy_;
+  OperationRegistry* const operations_;
+  Scheduler* const scheduler_;
+  const Options options_;
+  LifetimeGuard guard_;
+
+  absl::Mutex mu_;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<std::string> running_ ABSL_GUARDED_BY(mu_);  // ids of running operations
+};
+
+}  // namespace kv
+
+#endif  // KV_NODE_REPAIR_RUNNER_H_

@@ -1,0 +1,198 @@
+// Issue 4: forced anti-entropy as an asynchronous operation, through the real kvctl against a
+// 3-node cluster of real kvnode processes on loopback (N=3, W=2), with periodic anti-entropy off
+// (--anti_entropy_interval=0), so that only the forced exchange can repair anything:
+//   - a replica whose data directory was wiped holds nothing of the fully replicated keys;
+//     `kvctl repair` prints an operation id at once, `kvctl operation get ID` goes from RUNNING to
+//     SUCCEEDED with the keys repaired counted, and afterwards every key is on every replica;
+//   - `kvctl cluster anti-entropy` shows the exchange per peer, and with --ranges per range;
+//   - an unknown id is NOT_FOUND (exit 1), another node's id names its owner (exit 1), a
+//     malformed id is a usage error (exit 2); `repair --wait` ends SUCCEEDED (exit 0), an unknown
+//     --peer is exit 2.
+// Every node is stopped with SIGTERM at the end and must exit cleanly. Every wait is bounded.
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/kv_client.h"
+#include "gtest/gtest.h"
+#include "tests/cluster_util.h"
+#include "tests/test_util.h"
+
+namespace kv {
+namespace {
+
+using ::kv::testing::CommandResult;
+using ::kv::testing::RunCommand;
+
+constexpr int kKeys = 200;
+constexpr absl::Duration kRepairTimeout = absl::Seconds(60);
+
+class RepairProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    testing::Cluster::Options options;
+    options.nodes = 3;
+    options.extra_flags = {"--anti_entropy_interval=0"};
+    absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster =
+        testing::Cluster::Start(std::move(options));
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = *std::move(cluster);
+    ClientOptions client_options;
+    client_options.endpoints = cluster_->endpoints();
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(client_options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+  }
+
+  void TearDown() override {
+    client_.reset();
+    if (cluster_ == nullptr) return;
+    EXPECT_TRUE(cluster_->StopAll().ok()) << cluster_->LogTails();
+    EXPECT_EQ(cluster_->SanitizerReports(), "");
+  }
+
+  CommandResult Kvctl(size_t node, const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(node)};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv, "", absl::Seconds(90));
+  }
+
+  nlohmann::json KvctlJson(size_t node, std::vector<std::string> args, int expected_exit) {
+    args.push_back("--json");
+    const CommandResult result = Kvctl(node, args);
+    EXPECT_EQ(result.exit_code, expected_exit) << result.out << result.err;
+    nlohmann::json json = nlohmann::json::parse(result.out, nullptr, /*allow_exceptions=*/false);
+    EXPECT_TRUE(json.is_object()) << "stdout is not one JSON object: " << result.out;
+    return json;
+  }
+
+  // How many of the test's keys node `node_id` holds a record of (DescribeKey asks every
+  // replica; it does not repair).
+  int KeysHeldBy(const std::string& node_id) {
+    int held = 0;
+    for (int i = 0; i < kKeys; ++i) {
+      absl::StatusOr<DescribeKeyResult> described = client_->DescribeKey(absl::StrCat("r/", i));
+      if (!described.ok()) continue;
+      for (const ReplicaView& replica : described->replicas) {
+        if (replica.node_id == node_id && replica.has_record) ++held;
+      }
+    }
+    return held;
+  }
+
+  std::unique_ptr<testing::Cluster> cluster_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(RepairProcessTest, ForcedRepairIsAnOperationThatRestoresAWipedReplica) {
+  WriteOptions all;
+  all.w = Quorum::All();
+  for (int i = 0; i < kKeys; ++i) {
+    absl::StatusOr<WriteResult> put =
+        client_->Put(absl::StrCat("r/", i), absl::StrCat("v", i), all);
+    ASSERT_TRUE(put.ok()) << put.status();
+  }
+  const size_t victim = 2;
+  const std::string victim_id = cluster_->node_id(victim);
+  absl::StatusOr<int> stopped = cluster_->Stop(victim);
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  std::error_code ec;
+  std::filesystem::remove_all(cluster_->data_dir(victim), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_TRUE(cluster_->Restart(victim).ok()) << cluster_->LogTails();
+  // Premise: nothing but the forced repair puts the keys back (writes were on all replicas, so no
+  // outbox holds them; periodic anti-entropy is off).
+  ASSERT_EQ(KeysHeldBy(victim_id), 0);
+
+  const CommandResult started = Kvctl(0, {"repair"});
+  ASSERT_EQ(started.exit_code, 0) << started.out << started.err;
+  const std::string id(absl::StripAsciiWhitespace(started.out));
+  EXPECT_TRUE(absl::StartsWith(id, "n1:")) << id;
+  EXPECT_TRUE(absl::StrContains(started.err, "kvctl operation get " + id)) << started.err;
+
+  nlohmann::json op;
+  const absl::Time deadline = absl::Now() + kRepairTimeout;
+  std::vector<std::string> states;
+  while (absl::Now() < deadline) {
+    op = KvctlJson(0, {"operation", "get", id}, 0);
+    const std::string state = op.value("state", "");
+    if (states.empty() || states.back() != state) states.push_back(state);
+    if (state != "RUNNING") break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_EQ(op.value("state", ""), "SUCCEEDED") << op;
+  EXPECT_EQ(op.value("operation_id", ""), id);
+  EXPECT_EQ(op.value("node_id", ""), "n1");
+  EXPECT_EQ(op.value("kind", ""), "repair");
+  EXPECT_EQ(op["progress"].value("done", 0), 2) << op;
+  EXPECT_EQ(op["progress"].value("total", 0), 2) << op;
+  EXPECT_EQ(op["progress"].value("unit", ""), "peers") << op;
+  EXPECT_GE(op["counters"].value("keys_repaired", 0), kKeys) << op;
+  EXPECT_GE(op["counters"].value("exchanges", 0), 2) << op;
+  EXPECT_GT(op.value("end_unix_micros", int64_t{0}), 0) << op;
+  EXPECT_EQ(KeysHeldBy(victim_id), kKeys);
+
+  // The text form says the same.
+  const CommandResult text = Kvctl(0, {"operation", "get", id});
+  EXPECT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_TRUE(absl::StrContains(text.out, "SUCCEEDED")) << text.out;
+  EXPECT_TRUE(absl::StrContains(text.out, "keys_repaired")) << text.out;
+
+  // Status per peer and per range.
+  nlohmann::json ae = KvctlJson(0, {"cluster", "anti-entropy", "--ranges"}, 0);
+  ASSERT_TRUE(ae["peers"].is_array()) << ae;
+  bool saw_victim = false;
+  for (const nlohmann::json& peer : ae["peers"]) {
+    if (peer.value("peer_id", "") != victim_id) continue;
+    saw_victim = true;
+    EXPECT_GE(peer.value("exchanges", 0), 1) << peer;
+    EXPECT_GE(peer.value("keys_repaired", 0), kKeys) << peer;
+    EXPECT_GT(peer.value("last_exchange_unix_micros", int64_t{0}), 0) << peer;
+    ASSERT_TRUE(peer["ranges"].is_array()) << peer;
+    EXPECT_FALSE(peer["ranges"].empty()) << peer;
+    uint64_t repaired = 0;
+    for (const nlohmann::json& range : peer["ranges"]) {
+      repaired += range.value("keys_repaired", uint64_t{0});
+    }
+    EXPECT_EQ(repaired, peer.value("keys_repaired", uint64_t{0})) << peer;
+  }
+  EXPECT_TRUE(saw_victim) << ae;
+  const CommandResult ae_text = Kvctl(0, {"cluster", "anti-entropy"});
+  EXPECT_EQ(ae_text.exit_code, 0) << ae_text.err;
+  EXPECT_TRUE(absl::StrContains(ae_text.out, victim_id)) << ae_text.out;
+
+  // Unknown, foreign and malformed ids.
+  nlohmann::json unknown = KvctlJson(0, {"operation", "get", "n1:abc-999"}, 1);
+  EXPECT_EQ(unknown["error"].value("code", ""), "NOT_FOUND") << unknown;
+  const CommandResult foreign = Kvctl(1, {"operation", "get", id});
+  EXPECT_EQ(foreign.exit_code, 1) << foreign.err;
+  EXPECT_TRUE(absl::StrContains(foreign.err, "belongs to node n1")) << foreign.err;
+  EXPECT_TRUE(absl::StrContains(foreign.err, cluster_->endpoint(0))) << foreign.err;
+  const CommandResult malformed = Kvctl(0, {"operation", "get", "not-an-id"});
+  EXPECT_EQ(malformed.exit_code, 2) << malformed.err;
+  const CommandResult usage = Kvctl(0, {"operation", "get"});
+  EXPECT_EQ(usage.exit_code, 2) << usage.err;
+
+  // repair --wait ends with the final state; the replicas are in sync now.
+  const CommandResult waited = Kvctl(1, {"repair", "--wait", "--peer=n3"});
+  EXPECT_EQ(waited.exit_code, 0) << waited.out << waited.err;
+  EXPECT_TRUE(absl::StrContains(waited.out, "SUCCEEDED")) << waited.out;
+  const CommandResult bad_peer = Kvctl(1, {"repair", "--peer=nobody"});
+  EXPECT_EQ(bad_peer.exit_code, 2) << bad_peer.err;
+
+  nlohmann::json list = KvctlJson(0, {"operation", "list"}, 0);
+  ASSERT_TRUE(list["operations"].is_array()) << list;
+  ASSERT_EQ(list["operations"].size(), 1u) << list;
+  EXPECT_EQ(list["operations"][0].value("operation_id", ""), id);
+}
+
+}  // namespace
+}  // namespace kv
