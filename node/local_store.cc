@@ -281,28 +281,32 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
     if (write.hook()) write.hook()(command.key, group.batch());
     return outcome;
   };
-  // The same logical write may have been coordinated by another node and replicated here...
+  // The same logical write may have been coordinated by another node and replicated here, and
+  // still be live, or have been replaced since (then the retry is of a write a client already
+  // overwrote, and must not bring it back). A version with the token and other content is
+  // another write that reused the token: a client error, unless a copy matches too (two nodes
+  // accepted the reuse before they saw each other's write; both are kept).
   if (has_token) {
+    Sibling probe;
+    probe.tombstone = command.is_delete;
+    if (!command.is_delete) probe.value = command.value;
+    probe.timestamp_micros = ToMicros(now);
+    probe.idempotency_token = command.idempotency_token;
+    bool reused = false;
     for (const Sibling& s : record.siblings()) {
       if (s.idempotency_token != command.idempotency_token) continue;
       if (s.timestamp_micros + absl::ToInt64Microseconds(options_.idempotency_ttl) <
           ToMicros(now)) {
         continue;  // as old as an expired token record: a new logical write
       }
-      if (s.tombstone != command.is_delete || (!s.tombstone && s.value != command.value)) {
-        return absl::InvalidArgumentError("idempotency token reused with different parameters");
-      }
-      return deduplicated(s.dot);
+      if (s.tombstone == probe.tombstone && s.value == probe.value) return deduplicated(s.dot);
+      reused = true;
     }
-    // ... or have replicated here and been replaced since: the retry is of a write a client
-    // already overwrote, and must not bring it back.
-    Sibling probe;
-    probe.tombstone = command.is_delete;
-    if (!command.is_delete) probe.value = command.value;
-    probe.timestamp_micros = ToMicros(now);
-    probe.idempotency_token = command.idempotency_token;
     if (const ReplacedWrite* first = record.ReplacedCopyOf(probe, options_.idempotency_ttl)) {
       return deduplicated(first->dot);
+    }
+    if (reused) {
+      return absl::InvalidArgumentError("idempotency token reused with different parameters");
     }
   }
 

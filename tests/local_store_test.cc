@@ -300,6 +300,21 @@ TEST_F(LocalStoreTest, TokenReusedWithAnotherValueOnAnotherNodeKeepsBothValues) 
   ASSERT_TRUE(there.ok());
   ASSERT_TRUE(store_->MergeRecord("k", there->record).ok());
   EXPECT_EQ(LiveValues("k"), (std::vector<std::string>{"v1", "v2"}));
+  // On a third replica holding both, a retry of either use finds its copy; a third value is
+  // rejected.
+  MemoryEngine third_engine;
+  std::unique_ptr<LocalStore> third = OpenStore(&third_engine, "n3");
+  absl::StatusOr<SiblingSet> both = store_->ReadRecord("k");
+  ASSERT_TRUE(both.ok());
+  ASSERT_TRUE(third->MergeRecord("k", *both).ok());
+  absl::StatusOr<WriteOutcome> retry = third->Write({"k", false, "v2", "", "tok"});
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_TRUE(retry->deduplicated);
+  EXPECT_EQ(retry->dot, there->dot);
+  EXPECT_TRUE(absl::IsInvalidArgument(third->Write({"k", false, "v3", "", "tok"}).status()));
+  absl::StatusOr<SiblingSet> after = third->ReadRecord("k");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(*after, *both);
 }
 
 // Riak's KV679: a node that lost its data must not reuse its old dots, or its new writes look
