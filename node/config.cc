@@ -278,7 +278,9 @@ const std::vector<Setting>& Settings() {
          return ParseDurationAtLeast(v, absl::Seconds(1), &c->idempotency_ttl);
        },
        [](const NodeConfig& c) { return absl::FormatDuration(c.idempotency_ttl); },
-       "How long an idempotency token is remembered; a retry after that creates a new version."},
+       "How long an idempotency token is remembered; a retry after that creates a new version. "
+       "Also how far apart two copies of one retried write may be; use the same value on every "
+       "node."},
       {"shutdown_drain", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseDurationAtLeast(v, absl::ZeroDuration(), &c->shutdown_drain);

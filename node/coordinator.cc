@@ -337,7 +337,7 @@ void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
     if (!merged) {
       merged = *record;
     } else {
-      merged->Merge(*record);
+      merged->Merge(*record, store_->options().idempotency_ttl);
     }
   }
   const int n = static_cast<int>(state->order.size());

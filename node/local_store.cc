@@ -283,24 +283,41 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
     return existing.status();
   }
 
-  // The same logical write may have been coordinated by another node and replicated here.
+  auto deduplicated = [&](const Dot& dot) {
+    WriteOutcome outcome;
+    outcome.dot = dot;
+    outcome.write_id = MakeWriteId(dot, command.key);
+    outcome.context = record.ContextAfterWrite(seen, dot).Encode();
+    outcome.deduplicated = true;
+    if (write.hook()) write.hook()(command.key, group.batch());
+    return outcome;
+  };
+  // The same logical write may have been coordinated by another node and replicated here, and
+  // still be live, or have been replaced since (then the retry is of a write a client already
+  // overwrote, and must not bring it back). A version with the token and other content is
+  // another write that reused the token: a client error, unless a copy matches too (two nodes
+  // accepted the reuse before they saw each other's write; both are kept).
   if (has_token) {
+    Sibling probe;
+    probe.tombstone = command.is_delete;
+    if (!command.is_delete) probe.value = command.value;
+    probe.timestamp_micros = ToMicros(now);
+    probe.idempotency_token = command.idempotency_token;
+    bool reused = false;
     for (const Sibling& s : record.siblings()) {
       if (s.idempotency_token != command.idempotency_token) continue;
       if (s.timestamp_micros + absl::ToInt64Microseconds(options_.idempotency_ttl) <
           ToMicros(now)) {
         continue;  // as old as an expired token record: a new logical write
       }
-      if (s.tombstone != command.is_delete || (!s.tombstone && s.value != command.value)) {
-        return absl::InvalidArgumentError("idempotency token reused with different parameters");
-      }
-      WriteOutcome outcome;
-      outcome.dot = s.dot;
-      outcome.write_id = MakeWriteId(s.dot, command.key);
-      outcome.context = record.ContextAfterWrite(seen, s.dot).Encode();
-      outcome.deduplicated = true;
-      if (write.hook()) write.hook()(command.key, group.batch());
-      return outcome;
+      if (s.tombstone == probe.tombstone && s.value == probe.value) return deduplicated(s.dot);
+      reused = true;
+    }
+    if (const ReplacedWrite* first = record.ReplacedCopyOf(probe, options_.idempotency_ttl)) {
+      return deduplicated(first->dot);
+    }
+    if (reused) {
+      return absl::InvalidArgumentError("idempotency token reused with different parameters");
     }
   }
 
@@ -314,7 +331,8 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   sibling.idempotency_token = command.idempotency_token;
 
   WriteOutcome outcome;
-  outcome.dot = record.ApplyWrite(actor_, seen, std::move(sibling), counter_floor_.load());
+  outcome.dot = record.ApplyWrite(actor_, seen, std::move(sibling), counter_floor_.load(),
+                                  options_.idempotency_ttl);
   outcome.context = record.ContextAfterWrite(seen, outcome.dot).Encode();
   outcome.write_id = MakeWriteId(outcome.dot, command.key);
 
@@ -344,8 +362,9 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
 // Merges a remote record into the local one (sync only).
 class LocalStore::MergeMutation : public CommitQueue::Mutation {
  public:
-  MergeMutation(absl::string_view key, const SiblingSet& remote, RecordObserver* observer)
-      : key_(key), remote_(remote), observer_(observer) {}
+  MergeMutation(absl::string_view key, const SiblingSet& remote, RecordObserver* observer,
+                absl::Duration retry_window)
+      : key_(key), remote_(remote), observer_(observer), retry_window_(retry_window) {}
 
   absl::Status Prepare(WriteGroup& group) override {
     SiblingSet record;
@@ -356,7 +375,7 @@ class LocalStore::MergeMutation : public CommitQueue::Mutation {
       return existing.status();
     }
     merged_ = record;
-    merged_.Merge(remote_);
+    merged_.Merge(remote_, retry_window_);
     if (merged_ != record) {
       const std::string encoded = EncodeSiblingSet(merged_);
       group.Put(Column::kData, key_, encoded);
@@ -375,6 +394,7 @@ class LocalStore::MergeMutation : public CommitQueue::Mutation {
   const absl::string_view key_;
   const SiblingSet& remote_;
   RecordObserver* const observer_;
+  const absl::Duration retry_window_;
   SiblingSet merged_;
 };
 
@@ -382,7 +402,7 @@ absl::StatusOr<SiblingSet> LocalStore::MergeRecord(absl::string_view key,
                                                    const SiblingSet& remote) {
   KV_RETURN_IF_ERROR(ValidateKey(key));
   KV_RETURN_IF_ERROR(remote.CheckInvariants());
-  MergeMutation merge(key, remote, observer_);
+  MergeMutation merge(key, remote, observer_, options_.idempotency_ttl);
   KV_RETURN_IF_ERROR(commits_.Run(merge));
   return std::move(merge.merged());
 }

@@ -113,8 +113,10 @@ class LocalStore {
   // a retried write is sent to the other replicas again).
   //
   // Deduplication: a token seen before on this node returns the first result. A token carried
-  // by a version this replica already holds (the write was coordinated elsewhere and has
-  // replicated here) also returns that version, when the value matches.
+  // by a version this replica holds, or remembers as replaced (the write was coordinated
+  // elsewhere and has replicated here), with the same value also returns that version; with
+  // another value it is INVALID_ARGUMENT. Merges and writes use idempotency_ttl as the retry
+  // window of storage/sibling_set.h ("Retried writes"): every node must use the same TTL.
   absl::StatusOr<WriteOutcome> Write(const WriteCommand& command, const BatchHook& hook = {});
 
   // Write without waiting: `done` is called exactly once with what Write would return, either

@@ -12,12 +12,16 @@ namespace kv {
 namespace {
 
 constexpr char kRecordMagic = static_cast<char>(0xd5);
-constexpr char kRecordFormatVersion = 1;
+// Version 1 has no replaced writes; version 2 appends them. A set without replaced writes is
+// written as version 1, so records (and their Merkle digests) that do not use them are unchanged.
+constexpr char kRecordFormatVersion1 = 1;
+constexpr char kRecordFormatVersion2 = 2;
 constexpr size_t kHeaderBytes = 2 + 4;  // magic, version, masked CRC-32C
 constexpr uint8_t kFlagTombstone = 0x01;
 // Smallest encodings, used to bound counts by the bytes that remain.
 constexpr size_t kMinActorEntryBytes = 2;  // empty actor, one-byte counter
 constexpr size_t kMinSiblingBytes = 13;    // index, counter, flags, fixed64, two empty strings
+constexpr size_t kMinReplacedBytes = 18;   // index, counter, two fixed64
 
 absl::Status Corrupt(absl::string_view what) {
   return absl::DataLossError(absl::StrCat("corrupt sibling-set record: ", what));
@@ -34,9 +38,10 @@ std::string EncodeSiblingSet(const SiblingSet& set) {
   for (const Sibling& s : set.siblings()) {
     estimate += s.value.size() + s.idempotency_token.size() + 30;
   }
+  estimate += set.replaced_writes().size() * 35;
   out.reserve(estimate);
   out.push_back(kRecordMagic);
-  out.push_back(kRecordFormatVersion);
+  out.push_back(set.replaced_writes().empty() ? kRecordFormatVersion1 : kRecordFormatVersion2);
   PutFixed32(&out, 0);
 
   PutVarint32(&out, static_cast<uint32_t>(entries.size()));
@@ -45,17 +50,28 @@ std::string EncodeSiblingSet(const SiblingSet& set) {
     PutVarint64(&out, counter);
   }
   PutVarint32(&out, static_cast<uint32_t>(set.siblings().size()));
-  for (const Sibling& s : set.siblings()) {
-    // The actor is stored as its index in the context's (sorted) actor list. A sibling whose
-    // actor is missing from the context violates the invariants; it gets an out-of-range index
-    // so that decoding reports it rather than this function inventing something.
-    auto it = entries.find(s.dot.actor);
+  // The actor of a dot is stored as its index in the context's (sorted) actor list. A dot whose
+  // actor is missing from the context violates the invariants; it gets an out-of-range index so
+  // that decoding reports it rather than this function inventing something.
+  auto put_dot = [&out, &entries](const Dot& dot) {
+    auto it = entries.find(dot.actor);
     PutVarint32(&out, static_cast<uint32_t>(std::distance(entries.begin(), it)));
-    PutVarint64(&out, s.dot.counter);
+    PutVarint64(&out, dot.counter);
+  };
+  for (const Sibling& s : set.siblings()) {
+    put_dot(s.dot);
     out.push_back(static_cast<char>(s.tombstone ? kFlagTombstone : 0));
     PutFixed64(&out, static_cast<uint64_t>(s.timestamp_micros));
     PutLengthPrefixed(&out, s.value);
     PutLengthPrefixed(&out, s.idempotency_token);
+  }
+  if (!set.replaced_writes().empty()) {
+    PutVarint32(&out, static_cast<uint32_t>(set.replaced_writes().size()));
+    for (const ReplacedWrite& w : set.replaced_writes()) {
+      put_dot(w.dot);
+      PutFixed64(&out, static_cast<uint64_t>(w.timestamp_micros));
+      PutFixed64(&out, w.fingerprint);
+    }
   }
 
   const absl::string_view view(out);
@@ -71,7 +87,7 @@ absl::StatusOr<SiblingSet> DecodeSiblingSet(absl::string_view bytes) {
     return Corrupt(absl::StrCat("only ", bytes.size(), " bytes, shorter than the header"));
   }
   if (bytes[0] != kRecordMagic) return Corrupt("wrong magic byte");
-  if (bytes[1] != kRecordFormatVersion) {
+  if (bytes[1] != kRecordFormatVersion1 && bytes[1] != kRecordFormatVersion2) {
     return Corrupt(absl::StrCat("unknown format version ", static_cast<uint8_t>(bytes[1])));
   }
   absl::string_view input = bytes.substr(2);
@@ -128,9 +144,31 @@ absl::StatusOr<SiblingSet> DecodeSiblingSet(absl::string_view bytes) {
     s.value = std::string(value);
     s.idempotency_token = std::string(token);
   }
+
+  std::vector<ReplacedWrite> replaced;
+  if (bytes[1] == kRecordFormatVersion2) {
+    uint32_t num_replaced = 0;
+    if (!GetVarint32(&input, &num_replaced) || num_replaced > input.size() / kMinReplacedBytes) {
+      return Corrupt("bad replaced-write count");
+    }
+    // Version 2 is written only when there are replaced writes: one encoding per record.
+    if (num_replaced == 0) return Corrupt("version 2 record without replaced writes");
+    replaced.resize(num_replaced);
+    for (ReplacedWrite& w : replaced) {
+      uint32_t actor_index = 0;
+      uint64_t timestamp = 0;
+      if (!GetVarint32(&input, &actor_index) || !GetVarint64(&input, &w.dot.counter) ||
+          !GetFixed64(&input, &timestamp) || !GetFixed64(&input, &w.fingerprint)) {
+        return Corrupt("truncated replaced write");
+      }
+      if (actor_index >= actors.size()) return Corrupt("replaced-write actor index out of range");
+      w.dot.actor = std::string(actors[actor_index]);
+      w.timestamp_micros = static_cast<int64_t>(timestamp);
+    }
+  }
   if (!input.empty()) return Corrupt(absl::StrCat(input.size(), " trailing bytes"));
 
-  SiblingSet set(std::move(context), std::move(siblings));
+  SiblingSet set(std::move(context), std::move(siblings), std::move(replaced));
   if (absl::Status status = set.CheckInvariants(); !status.ok()) {
     return Corrupt(status.message());
   }

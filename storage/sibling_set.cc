@@ -1,6 +1,8 @@
 #include "storage/sibling_set.h"
 
 #include <algorithm>
+#include <iterator>
+#include <map>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -8,6 +10,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "storage/coding.h"
+#include "xxhash.h"
 
 namespace kv {
 namespace {
@@ -23,15 +27,17 @@ const Sibling& PickCopy(const Sibling& a, const Sibling& b) {
   return rank(b) < rank(a) ? b : a;
 }
 
-// Keeps, among siblings sharing a non-empty idempotency token, only the one with the smallest
-// dot. `siblings` is sorted by dot, so that is the first one met.
-void DedupByToken(std::vector<Sibling>* siblings) {
-  std::set<absl::string_view> tokens;  // views into *siblings, which is not modified meanwhile
+// Keeps, among live siblings sharing a non-empty idempotency token and a value (copies of one
+// logical write), only the one with the smallest dot. `siblings` is sorted by dot, so that is
+// the first one met.
+void DedupCopies(std::vector<Sibling>* siblings) {
+  // Views into *siblings, which is not modified meanwhile.
+  std::set<std::pair<absl::string_view, absl::string_view>> writes;
   std::vector<bool> keep(siblings->size());
   bool any_dropped = false;
   for (size_t i = 0; i < siblings->size(); ++i) {
-    const std::string& token = (*siblings)[i].idempotency_token;
-    keep[i] = token.empty() || tokens.insert(token).second;
+    const Sibling& s = (*siblings)[i];
+    keep[i] = s.idempotency_token.empty() || writes.emplace(s.idempotency_token, s.value).second;
     any_dropped |= !keep[i];
   }
   if (!any_dropped) return;
@@ -43,7 +49,95 @@ void DedupByToken(std::vector<Sibling>* siblings) {
   *siblings = std::move(kept);
 }
 
+ReplacedWrite Remember(const Sibling& s) {
+  return ReplacedWrite{s.dot, s.timestamp_micros, TokenFingerprint(s)};
+}
+
+// The order of the replaced-write bound: later timestamp first, then larger dot.
+bool MoreRecent(const ReplacedWrite& a, const ReplacedWrite& b) {
+  if (a.timestamp_micros != b.timestamp_micros) return a.timestamp_micros > b.timestamp_micros;
+  return b.dot < a.dot;
+}
+
+bool WithinWindow(int64_t a_micros, int64_t b_micros, absl::Duration window) {
+  return absl::AbsDuration(absl::Microseconds(a_micros) - absl::Microseconds(b_micros)) <= window;
+}
+
 }  // namespace
+
+uint64_t TokenFingerprint(const Sibling& sibling) {
+  std::string header;
+  header.push_back(sibling.tombstone ? 'D' : 'P');
+  PutLengthPrefixed(&header, sibling.idempotency_token);
+  const uint64_t seed = XXH3_64bits(header.data(), header.size());
+  const absl::string_view value = sibling.tombstone ? absl::string_view() : sibling.value;
+  return XXH3_64bits_withSeed(value.data(), value.size(), seed);
+}
+
+const ReplacedWrite* SiblingSet::ReplacedCopyOf(const Sibling& sibling,
+                                                absl::Duration retry_window) const {
+  if (sibling.idempotency_token.empty() || replaced_.empty()) return nullptr;
+  const uint64_t fingerprint = TokenFingerprint(sibling);
+  for (const ReplacedWrite& w : replaced_) {
+    if (w.fingerprint == fingerprint && w.dot != sibling.dot &&
+        WithinWindow(w.timestamp_micros, sibling.timestamp_micros, retry_window)) {
+      return &w;
+    }
+  }
+  return nullptr;
+}
+
+void SiblingSet::SettleReplaced(const std::vector<Sibling>& removed,
+                                const std::vector<ReplacedWrite>& more_replaced,
+                                absl::Duration retry_window) {
+  const bool removed_any = std::any_of(removed.begin(), removed.end(), [](const Sibling& s) {
+    return !s.idempotency_token.empty();
+  });
+  if (!removed_any && more_replaced.empty() && replaced_.empty()) return;  // the common case
+
+  // One per fingerprint: the most recent (a deterministic choice, so Merge commutes).
+  std::map<uint64_t, ReplacedWrite> by_fingerprint;
+  auto remember = [&by_fingerprint](const ReplacedWrite& w) {
+    auto [it, inserted] = by_fingerprint.emplace(w.fingerprint, w);
+    if (!inserted && MoreRecent(w, it->second)) it->second = w;
+  };
+  for (const ReplacedWrite& w : replaced_) remember(w);
+  for (const ReplacedWrite& w : more_replaced) remember(w);
+  for (const Sibling& s : removed) {
+    if (!s.idempotency_token.empty()) remember(Remember(s));
+  }
+
+  // Copies of replaced writes were replaced with them. Judged against the memory as it was
+  // before this pass, so that the order of siblings does not matter.
+  std::vector<ReplacedWrite> dropped;
+  std::vector<Sibling> kept;
+  kept.reserve(siblings_.size());
+  for (Sibling& s : siblings_) {
+    if (!s.idempotency_token.empty()) {
+      ReplacedWrite w = Remember(s);
+      auto it = by_fingerprint.find(w.fingerprint);
+      if (it != by_fingerprint.end() && it->second.dot != s.dot &&
+          WithinWindow(it->second.timestamp_micros, s.timestamp_micros, retry_window)) {
+        dropped.push_back(std::move(w));
+        continue;
+      }
+    }
+    kept.push_back(std::move(s));
+  }
+  siblings_ = std::move(kept);
+  for (const ReplacedWrite& w : dropped) remember(w);
+
+  std::vector<ReplacedWrite> all;
+  all.reserve(by_fingerprint.size());
+  for (auto& [fingerprint, w] : by_fingerprint) all.push_back(std::move(w));
+  if (all.size() > kMaxReplacedWrites) {
+    std::nth_element(all.begin(), all.begin() + kMaxReplacedWrites - 1, all.end(), MoreRecent);
+    all.resize(kMaxReplacedWrites);
+  }
+  std::sort(all.begin(), all.end(),
+            [](const ReplacedWrite& a, const ReplacedWrite& b) { return a.dot < b.dot; });
+  replaced_ = std::move(all);
+}
 
 bool SiblingSet::AllTombstones() const {
   return std::all_of(siblings_.begin(), siblings_.end(),
@@ -55,15 +149,17 @@ std::vector<Sibling> SiblingSet::LiveSiblings() const {
   for (const Sibling& s : siblings_) {
     if (!s.tombstone) live.push_back(s);
   }
-  DedupByToken(&live);
+  DedupCopies(&live);
   return live;
 }
 
 Dot SiblingSet::ApplyWrite(absl::string_view actor, const CausalContext& seen, Sibling sibling,
-                           uint64_t min_counter) {
-  siblings_.erase(std::remove_if(siblings_.begin(), siblings_.end(),
-                                 [&seen](const Sibling& s) { return seen.Covers(s.dot); }),
-                  siblings_.end());
+                           uint64_t min_counter, absl::Duration retry_window) {
+  std::vector<Sibling> removed;
+  auto replaced = std::stable_partition(siblings_.begin(), siblings_.end(),
+                                        [&seen](const Sibling& s) { return !seen.Covers(s.dot); });
+  std::move(replaced, siblings_.end(), std::back_inserter(removed));
+  siblings_.erase(replaced, siblings_.end());
   const uint64_t counter = std::max({context_.Get(actor), seen.MaxCounter(actor), min_counter}) + 1;
   Dot dot{std::string(actor), counter};
   context_.Merge(seen.vv());
@@ -71,6 +167,7 @@ Dot SiblingSet::ApplyWrite(absl::string_view actor, const CausalContext& seen, S
   sibling.dot = dot;
   auto pos = std::upper_bound(siblings_.begin(), siblings_.end(), sibling, DotLess);
   siblings_.insert(pos, std::move(sibling));
+  SettleReplaced(removed, {}, retry_window);
   return dot;
 }
 
@@ -86,12 +183,13 @@ CausalContext SiblingSet::ContextAfterWrite(const CausalContext& seen, const Dot
   return result;
 }
 
-void SiblingSet::Merge(const SiblingSet& other) {
+void SiblingSet::Merge(const SiblingSet& other, absl::Duration retry_window) {
   if (&other == this) {  // the loop below moves from siblings_
     const SiblingSet copy = other;
-    Merge(copy);
+    Merge(copy, retry_window);
     return;
   }
+  std::vector<Sibling> removed;  // siblings the other side replaced; only tokened ones matter
   std::vector<Sibling> merged;
   merged.reserve(siblings_.size() + other.siblings_.size());
   auto mine = siblings_.begin();
@@ -99,10 +197,18 @@ void SiblingSet::Merge(const SiblingSet& other) {
   while (mine != siblings_.end() || theirs != other.siblings_.end()) {
     if (theirs == other.siblings_.end() || (mine != siblings_.end() && mine->dot < theirs->dot)) {
       // Only we hold it: it survives unless the other side saw it and replaced it.
-      if (!other.context_.Covers(mine->dot)) merged.push_back(std::move(*mine));
+      if (!other.context_.Covers(mine->dot)) {
+        merged.push_back(std::move(*mine));
+      } else if (!mine->idempotency_token.empty()) {
+        removed.push_back(std::move(*mine));
+      }
       ++mine;
     } else if (mine == siblings_.end() || theirs->dot < mine->dot) {
-      if (!context_.Covers(theirs->dot)) merged.push_back(*theirs);
+      if (!context_.Covers(theirs->dot)) {
+        merged.push_back(*theirs);
+      } else if (!theirs->idempotency_token.empty()) {
+        removed.push_back(*theirs);
+      }
       ++theirs;
     } else {
       merged.push_back(PickCopy(*mine, *theirs));
@@ -112,6 +218,7 @@ void SiblingSet::Merge(const SiblingSet& other) {
   }
   siblings_ = std::move(merged);
   context_.Merge(other.context_);
+  SettleReplaced(removed, other.replaced_, retry_window);
 }
 
 absl::Status SiblingSet::CheckInvariants() const {
@@ -127,6 +234,27 @@ absl::Status SiblingSet::CheckInvariants() const {
     if (!context_.Covers(dot)) {
       return absl::DataLossError(absl::StrCat("sibling ", dot.ToString(),
                                               " is not covered by the context in ", ToString()));
+    }
+  }
+  std::set<uint64_t> fingerprints;
+  for (size_t i = 0; i < replaced_.size(); ++i) {
+    const Dot& dot = replaced_[i].dot;
+    if (i > 0 && !(replaced_[i - 1].dot < dot)) {
+      return absl::DataLossError(
+          absl::StrCat("replaced writes not sorted by unique dot at ", i, " in ", ToString()));
+    }
+    if (!context_.Covers(dot)) {
+      return absl::DataLossError(absl::StrCat("replaced write ", dot.ToString(),
+                                              " is not covered by the context in ", ToString()));
+    }
+    if (std::any_of(siblings_.begin(), siblings_.end(),
+                    [&dot](const Sibling& s) { return s.dot == dot; })) {
+      return absl::DataLossError(
+          absl::StrCat("replaced write ", dot.ToString(), " is still a sibling in ", ToString()));
+    }
+    if (!fingerprints.insert(replaced_[i].fingerprint).second) {
+      return absl::DataLossError(
+          absl::StrCat("two replaced writes share a fingerprint in ", ToString()));
     }
   }
   return absl::OkStatus();
@@ -147,7 +275,13 @@ std::string SiblingSet::ToString() const {
                                             out, " token=", absl::CHexEscape(s.idempotency_token));
                                       }
                                     }),
-                      "]}");
+                      "]", replaced_.empty() ? "" : ", replaced=[",
+                      absl::StrJoin(replaced_, ", ",
+                                    [](std::string* out, const ReplacedWrite& w) {
+                                      absl::StrAppend(out, w.dot.ToString(), "#",
+                                                      absl::Hex(w.fingerprint, absl::kZeroPad16));
+                                    }),
+                      replaced_.empty() ? "" : "]", "}");
 }
 
 }  // namespace kv

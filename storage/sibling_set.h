@@ -15,12 +15,25 @@
 // longer holds it, i.e. the other side replaced it. Because it is a join, replicas that have
 // received the same writes hold the same record, whatever the order of delivery.
 //
-// Retried writes. Two siblings carrying the same non-empty idempotency token are one logical
-// write that a retry got coordinated twice (on two replicas that had not seen each other's
-// copy). Merge keeps both, so that it stays a join; LiveSiblings() shows only the one with the
-// smaller dot, and a write with a context covering both replaces both. A copy that arrives only
-// after a client replaced the other one stays visible (a known limit: nothing remembers the
-// replaced token); the coordinator avoids creating copies where it can (node/coordinator.h).
+// Retried writes. Siblings with the same non-empty idempotency token and the same content
+// (tombstone flag and value) are copies of one logical write that a retry got coordinated twice,
+// on two replicas that had not seen each other's copy. Merge keeps both while both are live;
+// LiveSiblings() shows the one with the smaller dot. Siblings that share a token but differ in
+// content are different writes (a client reused a token wrongly) and are all shown.
+//
+// Once a copy is replaced (a write whose context covers it, or a Merge with a replica that
+// replaced it), the set remembers it in replaced_writes(): its dot, timestamp and content
+// fingerprint (TokenFingerprint). A sibling whose fingerprint matches a remembered replaced
+// write of another dot, created within the retry window of it, is the same logical write and was
+// replaced with it: ApplyWrite and Merge drop it (its dot stays in the context, so the drop
+// reaches the other replicas as an ordinary replacement) and remember it too. The set keeps at
+// most kMaxReplacedWrites of them (one per fingerprint, the most recent by timestamp, then dot);
+// a copy that arrives after its logical write fell out of that memory stays visible, as before.
+//
+// Merge stays commutative and idempotent and, while the memory holds every replaced write
+// involved, associative; when the bound forgets one, two merge orders can differ in whether a
+// late copy is dropped, and the next merge of the two results drops it (a drop is absorbed like
+// any replacement), so replicas still converge.
 //
 // Values, not thread-safe for concurrent mutation.
 #ifndef KV_STORAGE_SIBLING_SET_H_
@@ -32,6 +45,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "storage/version_vector.h"
 
 namespace kv {
@@ -49,22 +63,55 @@ struct Sibling {
   }
 };
 
+// A replaced version that carried an idempotency token, remembered so that a retry copy of the
+// same logical write arriving later is replaced too.
+struct ReplacedWrite {
+  Dot dot;
+  int64_t timestamp_micros = 0;  // the replaced version's
+  uint64_t fingerprint = 0;      // TokenFingerprint of the replaced version
+
+  friend bool operator==(const ReplacedWrite& a, const ReplacedWrite& b) {
+    return a.dot == b.dot && a.timestamp_micros == b.timestamp_micros &&
+           a.fingerprint == b.fingerprint;
+  }
+};
+
+// XXH3-64 of the sibling's token, tombstone flag and value (storage/FORMAT.md): equal for copies
+// of one logical write, different (but for a 2^-64 chance) for anything else.
+uint64_t TokenFingerprint(const Sibling& sibling);
+
+// Copies of one logical write are created within this time of each other: a token older than
+// the idempotency TTL is a new logical write (node/local_store.h). Nodes pass their TTL.
+inline constexpr absl::Duration kDefaultRetryWindow = absl::Hours(24);
+// Bound of SiblingSet::replaced_writes().
+inline constexpr size_t kMaxReplacedWrites = 8;
+
 class SiblingSet {
  public:
   SiblingSet() = default;
   // Takes parts as decoded from storage; the caller (the codec) checks the invariants with
   // CheckInvariants() before trusting them.
-  SiblingSet(VersionVector context, std::vector<Sibling> siblings)
-      : context_(std::move(context)), siblings_(std::move(siblings)) {}
+  SiblingSet(VersionVector context, std::vector<Sibling> siblings,
+             std::vector<ReplacedWrite> replaced_writes = {})
+      : context_(std::move(context)),
+        siblings_(std::move(siblings)),
+        replaced_(std::move(replaced_writes)) {}
 
   const VersionVector& context() const { return context_; }
   const std::vector<Sibling>& siblings() const { return siblings_; }
+  // Replaced versions that carried a token (see above), sorted by dot, one per fingerprint.
+  const std::vector<ReplacedWrite>& replaced_writes() const { return replaced_; }
   // True when the replica knows nothing of the key (no versions, nothing seen).
   bool empty() const { return siblings_.empty() && context_.empty(); }
   // True when no sibling is a live value (all tombstones, or none at all).
   bool AllTombstones() const;
-  // Live (non-tombstone) siblings, in dot order, one per idempotency token (the smallest dot).
+  // Live (non-tombstone) siblings, in dot order, one per idempotency token and value (the
+  // smallest dot of the copies of one logical write).
   std::vector<Sibling> LiveSiblings() const;
+  // The remembered replaced write that `sibling` (which carries a token) is a copy of: same
+  // fingerprint, another dot, timestamps at most `retry_window` apart. Null if none.
+  const ReplacedWrite* ReplacedCopyOf(const Sibling& sibling,
+                                      absl::Duration retry_window = kDefaultRetryWindow) const;
 
   // Applies a write coordinated by `actor` that has seen `seen`: removes every sibling that
   // `seen` covers, then adds `sibling` (value or tombstone) stamped with a new dot whose counter
@@ -73,8 +120,11 @@ class SiblingSet {
   // Returns the new dot.
   // `min_counter`: the new counter is also above it (a store that purged records of this key
   // raises it, so that counters the purged record had seen are never handed out again).
+  // Replaced siblings that carried a token are remembered, and copies of them dropped (above);
+  // that includes the new sibling if it is a copy of a replaced write (callers that deduplicate
+  // check ReplacedCopyOf first).
   Dot ApplyWrite(absl::string_view actor, const CausalContext& seen, Sibling sibling,
-                 uint64_t min_counter = 0);
+                 uint64_t min_counter = 0, absl::Duration retry_window = kDefaultRetryWindow);
 
   // The context to hand back to the writer after ApplyWrite: `seen` plus the new dot, minus
   // extra dots this set's context already covers. When the new version is the only sibling left,
@@ -82,10 +132,12 @@ class SiblingSet {
   // chain writes with the returned contexts do not pile up siblings of each other's lineages.
   CausalContext ContextAfterWrite(const CausalContext& seen, const Dot& new_dot) const;
 
-  // Merges another replica's record of the same key into this one.
-  void Merge(const SiblingSet& other);
+  // Merges another replica's record of the same key into this one, then drops copies of
+  // replaced writes (above). Every replica must pass the same `retry_window`.
+  void Merge(const SiblingSet& other, absl::Duration retry_window = kDefaultRetryWindow);
 
-  // OK if the invariants above hold (sorted unique dots, all covered, no counter 0); DATA_LOSS
+  // OK if the invariants above hold (sorted unique dots, all covered, no counter 0; replaced
+  // writes sorted by unique dot, covered, not a sibling's dot, unique fingerprints); DATA_LOSS
   // otherwise. (The third invariant relates two replicas and cannot be checked on one.)
   absl::Status CheckInvariants() const;
 
@@ -93,13 +145,19 @@ class SiblingSet {
   std::string ToString() const;
 
   friend bool operator==(const SiblingSet& a, const SiblingSet& b) {
-    return a.context_ == b.context_ && a.siblings_ == b.siblings_;
+    return a.context_ == b.context_ && a.siblings_ == b.siblings_ && a.replaced_ == b.replaced_;
   }
   friend bool operator!=(const SiblingSet& a, const SiblingSet& b) { return !(a == b); }
 
  private:
+  // Remembers the tokened siblings in `removed` (they just left the set), drops the siblings
+  // that are copies of remembered replaced writes (remembering them too) and applies the bound.
+  void SettleReplaced(const std::vector<Sibling>& removed,
+                      const std::vector<ReplacedWrite>& more_replaced, absl::Duration retry_window);
+
   VersionVector context_;
   std::vector<Sibling> siblings_;
+  std::vector<ReplacedWrite> replaced_;
 };
 
 }  // namespace kv

@@ -7,7 +7,8 @@
 //     replicas within a bounded time (C1, C2);
 //   - concurrent writes without context become siblings, a write with the merged context
 //     resolves them on every replica (C5);
-//   - a Put retried through another node with the same idempotency token gives one version (C6);
+//   - a Put retried through another node with the same idempotency token gives one version (C6),
+//     also when a client overwrote one copy before the other arrived;
 //   - a node down during the whole write phase holds everything after it returns (hinted
 //     handoff through the outbox);
 //   - a client whose first endpoint is dead (or hung) still succeeds through the others;
@@ -722,6 +723,8 @@ TEST_F(ClusterTest, ConcurrentWritesBecomeSiblingsAndTheMergedContextResolvesThe
 // C6 across nodes. Replication is held back 1 s, so a retry through another node arrives
 // before the first attempt's version does: two copies of one logical write meet on every
 // replica, and Get shows one version. A third attempt, after convergence, is deduplicated.
+// When a client overwrites one copy before the other arrives, the late copy does not come back;
+// a token reused with another value keeps both values.
 // Then the W-shortfall case: the first attempt's UNAVAILABLE says the write is stored
 // (trailing metadata kv-write-stored); the retry through another node creates no second
 // visible version either.
@@ -765,6 +768,76 @@ TEST_F(ClusterTest, PutRetriedThroughAnotherNodeWithTheSameTokenGivesOneVersion)
       ASSERT_TRUE(Get(kv(i), key, &got).ok());
       EXPECT_THAT(Values(got), ElementsAre("once"))
           << "after the third attempt, through n" << i + 1;
+    }
+  }
+  {
+    // Issue 3, item 4: the retry's copy is overwritten (with the context the retry returned,
+    // which saw only that copy) before the first attempt's copy reaches its node. The late copy
+    // is the same logical write, already overwritten: it must not come back as a sibling.
+    const std::string key = "retry/overwritten";
+    PutArgs args;
+    args.token = "token-overwritten";
+    args.w = QuorumCount(1);
+    const PutResult first = Put(kv(0), key, "once", args);
+    ASSERT_TRUE(first.status.ok()) << StatusText(first.status);
+    const PutResult retry = Put(kv(1), key, "once", args);
+    ASSERT_TRUE(retry.status.ok()) << StatusText(retry.status);
+    PutArgs overwrite;
+    overwrite.context = retry.response.context();
+    overwrite.token = "token-overwrite";
+    overwrite.w = QuorumCount(1);
+    const PutResult second = Put(kv(1), key, "twice", overwrite);
+    ASSERT_TRUE(second.status.ok()) << StatusText(second.status);
+    std::fprintf(stderr, "retry before replication: %s; overwrite %s\n",
+                 retry.response.deduplicated() ? "deduplicated" : "a second copy",
+                 second.response.write_id().c_str());
+
+    v1::DescribeKeyResponse described;
+    const bool converged = PollUntil(kConvergeTimeout, [&] {
+      return DescribeKey(kv(2), key, &described).ok() && described.converged() &&
+             described.replicas_size() == 3 && AllReplicasHoldExactly(described, {"twice"});
+    });
+    EXPECT_TRUE(converged) << Show(described);
+    for (size_t i = 0; i < size(); ++i) {
+      v1::GetResponse got;
+      ASSERT_TRUE(Get(kv(i), key, &got).ok());
+      EXPECT_THAT(Values(got), ElementsAre("twice")) << "through n" << i + 1;
+    }
+    // A third attempt through the node that has not coordinated the token creates nothing.
+    args.w.reset();
+    const PutResult third = Put(kv(2), key, "once", args);
+    ASSERT_TRUE(third.status.ok()) << StatusText(third.status);
+    EXPECT_TRUE(third.response.deduplicated());
+    v1::GetResponse got;
+    ASSERT_TRUE(Get(kv(2), key, &got).ok());
+    EXPECT_THAT(Values(got), ElementsAre("twice")) << "after the third attempt";
+  }
+  {
+    // The same token wrongly reused with another value through two nodes that cannot see each
+    // other's write yet: both are kept and shown, neither hides the other.
+    const std::string key = "retry/reused";
+    PutArgs args;
+    args.token = "token-reused";
+    args.w = QuorumCount(1);
+    const PutResult a = Put(kv(0), key, "a", args);
+    ASSERT_TRUE(a.status.ok()) << StatusText(a.status);
+    const PutResult b = Put(kv(1), key, "b", args);
+    if (b.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+      std::fprintf(stderr, "n2 saw the first write before the reuse (machine too slow): %s\n",
+                   StatusText(b.status).c_str());
+    } else {
+      ASSERT_TRUE(b.status.ok()) << StatusText(b.status);
+      v1::DescribeKeyResponse described;
+      const bool converged = PollUntil(kConvergeTimeout, [&] {
+        return DescribeKey(kv(2), key, &described).ok() && described.converged() &&
+               described.replicas_size() == 3 && AllReplicasHoldExactly(described, {"a", "b"});
+      });
+      EXPECT_TRUE(converged) << Show(described);
+      for (size_t i = 0; i < size(); ++i) {
+        v1::GetResponse got;
+        ASSERT_TRUE(Get(kv(i), key, &got).ok());
+        EXPECT_THAT(Values(got), UnorderedElementsAreArray({"a", "b"})) << "through n" << i + 1;
+      }
     }
   }
   {

@@ -256,6 +256,83 @@ TEST_F(LocalStoreTest, MergeRecordsMergesEachRecordAndRejectsBadOnesUpFront) {
   const LocalStore::RemoteRecord bad[] = {{"k3", &k3->record}, {"", &k3->record}};
   EXPECT_TRUE(absl::IsInvalidArgument(store_->MergeRecords(bad)));
   EXPECT_TRUE(LiveValues("k3").empty());
+
+// Issue 3, item 4 (C6 across nodes): the first attempt is coordinated here, its retry by n2
+// before the first copy reached it; a client reads n2 and overwrites. Whichever record reaches
+// which replica first, both end with only the overwrite, byte for byte, also after a restart.
+TEST_F(LocalStoreTest, RetryCopyFromAnotherNodeDoesNotComeBackAfterAnOverwrite) {
+  MemoryEngine other_engine;
+  std::unique_ptr<LocalStore> other = OpenStore(&other_engine, "n2");
+  WriteOutcome first = MustPut("k", "v", "", "tok");
+  absl::StatusOr<WriteOutcome> retry = other->Write({"k", false, "v", "", "tok"});
+  ASSERT_TRUE(retry.ok());
+  EXPECT_FALSE(retry->deduplicated);  // n2 cannot know of the first copy
+  absl::StatusOr<SiblingSet> seen_on_n2 = other->ReadRecord("k");
+  ASSERT_TRUE(seen_on_n2.ok());
+  absl::StatusOr<WriteOutcome> overwrite =
+      other->Write({"k", false, "y", CausalContext(seen_on_n2->context()).Encode(), "tok-y"});
+  ASSERT_TRUE(overwrite.ok());
+
+  absl::StatusOr<SiblingSet> mine = store_->ReadRecord("k");
+  ASSERT_TRUE(mine.ok());
+  absl::StatusOr<SiblingSet> theirs = other->MergeRecord("k", *mine);  // late first copy
+  ASSERT_TRUE(theirs.ok());
+  absl::StatusOr<SiblingSet> merged_here = store_->MergeRecord("k", overwrite->record);
+  ASSERT_TRUE(merged_here.ok());
+  EXPECT_EQ(LiveValues("k"), std::vector<std::string>{"y"});
+  EXPECT_EQ(EncodeSiblingSet(*merged_here), EncodeSiblingSet(*theirs));
+  EXPECT_TRUE(merged_here->context().Covers(first.dot));
+
+  store_ = OpenStore(&engine_, "n1");  // restart: the memory is part of the record
+  EXPECT_TRUE(MustPut("k", "v", "", "tok").deduplicated);
+  EXPECT_EQ(LiveValues("k"), std::vector<std::string>{"y"});
+}
+
+// A retry that reaches a replica where its first copy (coordinated elsewhere) was replicated and
+// then overwritten creates nothing: the client already saw it replaced.
+TEST_F(LocalStoreTest, RetryOfAWriteReplacedHereIsDeduplicated) {
+  MemoryEngine other_engine;
+  std::unique_ptr<LocalStore> other = OpenStore(&other_engine, "n2");
+  absl::StatusOr<WriteOutcome> first = other->Write({"k", false, "v", "", "tok"});
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(store_->MergeRecord("k", first->record).ok());
+  MustPut("k", "y", ReadContext("k"), "tok-y");
+
+  absl::StatusOr<WriteOutcome> retry = store_->Write({"k", false, "v", "", "tok"});
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_TRUE(retry->deduplicated);
+  EXPECT_EQ(retry->dot, first->dot);
+  EXPECT_EQ(LiveValues("k"), std::vector<std::string>{"y"});
+  // Another value under that token is a different write, kept.
+  ASSERT_TRUE(store_->Write({"k", false, "w", "", "tok"}).ok());
+  EXPECT_EQ(LiveValues("k"), (std::vector<std::string>{"w", "y"}));
+}
+
+// Issue 3, item 4, second part: a token reused (wrongly) with another value through two nodes,
+// which cannot detect it, keeps both values visible.
+TEST_F(LocalStoreTest, TokenReusedWithAnotherValueOnAnotherNodeKeepsBothValues) {
+  MemoryEngine other_engine;
+  std::unique_ptr<LocalStore> other = OpenStore(&other_engine, "n2");
+  MustPut("k", "v1", "", "tok");
+  absl::StatusOr<WriteOutcome> there = other->Write({"k", false, "v2", "", "tok"});
+  ASSERT_TRUE(there.ok());
+  ASSERT_TRUE(store_->MergeRecord("k", there->record).ok());
+  EXPECT_EQ(LiveValues("k"), (std::vector<std::string>{"v1", "v2"}));
+  // On a third replica holding both, a retry of either use finds its copy; a third value is
+  // rejected.
+  MemoryEngine third_engine;
+  std::unique_ptr<LocalStore> third = OpenStore(&third_engine, "n3");
+  absl::StatusOr<SiblingSet> both = store_->ReadRecord("k");
+  ASSERT_TRUE(both.ok());
+  ASSERT_TRUE(third->MergeRecord("k", *both).ok());
+  absl::StatusOr<WriteOutcome> retry = third->Write({"k", false, "v2", "", "tok"});
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_TRUE(retry->deduplicated);
+  EXPECT_EQ(retry->dot, there->dot);
+  EXPECT_TRUE(absl::IsInvalidArgument(third->Write({"k", false, "v3", "", "tok"}).status()));
+  absl::StatusOr<SiblingSet> after = third->ReadRecord("k");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(*after, *both);
 }
 
 // Riak's KV679: a node that lost its data must not reuse its old dots, or its new writes look

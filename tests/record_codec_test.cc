@@ -29,6 +29,7 @@ SiblingSet RandomSet(std::mt19937& rng) {
 }
 
 TEST(RecordCodecTest, RoundTripsRandomSets) {
+  int with_replaced = 0;
   for (uint32_t seed = 1; seed <= 500; ++seed) {
     SCOPED_TRACE(absl::StrCat("seed=", seed));
     std::mt19937 rng(seed);
@@ -36,7 +37,9 @@ TEST(RecordCodecTest, RoundTripsRandomSets) {
     auto decoded = DecodeSiblingSet(EncodeSiblingSet(set));
     ASSERT_TRUE(decoded.ok()) << decoded.status();
     EXPECT_EQ(*decoded, set) << set.ToString();
+    with_replaced += set.replaced_writes().empty() ? 0 : 1;
   }
+  EXPECT_GT(with_replaced, 50);  // version 2 is exercised too
 }
 
 TEST(RecordCodecTest, EmptySetRoundTrips) {
@@ -85,8 +88,9 @@ TEST(RecordCodecTest, ErrorsNameTheProblem) {
 
 // Payloads behind a valid header and checksum (a bug or a hostile peer can produce these; the
 // same bytes travel between replicas) are checked field by field.
-std::string Framed(const std::string& payload) {
-  std::string out = "\xd5\x01";
+std::string Framed(const std::string& payload, char version = 1) {
+  std::string out = "\xd5";
+  out.push_back(version);
   PutFixed32(&out, crc32c::Mask(crc32c::Extend(crc32c::Value(out), payload)));
   return out + payload;
 }
@@ -153,6 +157,61 @@ TEST(RecordCodecTest, ChecksummedButInvalidPayloadsAreDataLoss) {
       EXPECT_EQ(result.status().code(), absl::StatusCode::kDataLoss);
     }
   }
+}
+
+std::string ReplacedBytes(uint32_t actor_index, uint64_t counter, uint64_t fingerprint) {
+  std::string out;
+  PutVarint32(&out, actor_index);
+  PutVarint64(&out, counter);
+  PutFixed64(&out, 7);  // timestamp
+  PutFixed64(&out, fingerprint);
+  return out;
+}
+
+// Format version 2 appends the replaced writes; a set without them is still written as version 1,
+// so records that do not use them keep their bytes (and Merkle digests) across the upgrade.
+TEST(RecordCodecTest, ReplacedWritesUseVersionTwo) {
+  VersionVector vv;
+  vv.Advance("a", 2);
+  Sibling s;
+  s.dot = {"a", 2};
+  s.value = "v";
+  const std::string v1 = EncodeSiblingSet(SiblingSet(vv, {s}));
+  EXPECT_EQ(v1[1], 1);
+  const SiblingSet with_replaced(vv, {s}, {ReplacedWrite{{"a", 1}, 7, 0x1234}});
+  const std::string v2 = EncodeSiblingSet(with_replaced);
+  EXPECT_EQ(v2, Framed("\x01" + Entry("a", 2) + "\x01" + SiblingBytes(0, 2) + "\x01" +
+                           ReplacedBytes(0, 1, 0x1234),
+                       2));
+  auto decoded = DecodeSiblingSet(v2);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(*decoded, with_replaced);
+  // A version-1 record decodes as before, with no replaced writes.
+  decoded = DecodeSiblingSet(v1);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_TRUE(decoded->replaced_writes().empty());
+
+  const std::string one("\x01", 1), two("\x02", 1), zero(1, '\0');
+  const std::string base = one + Entry("a", 2) + one + SiblingBytes(0, 2);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"version 2 without replaced writes", base + zero},
+      {"version 2 missing the count", base},
+      {"replaced actor index out of range", base + one + ReplacedBytes(1, 1, 5)},
+      {"replaced dot not covered", base + one + ReplacedBytes(0, 3, 5)},
+      {"replaced dot still a sibling", base + one + ReplacedBytes(0, 2, 5)},
+      {"replaced writes out of order", one + Entry("a", 3) + one + SiblingBytes(0, 3) + two +
+                                           ReplacedBytes(0, 2, 5) + ReplacedBytes(0, 1, 6)},
+      {"replaced writes share a fingerprint", one + Entry("a", 3) + one + SiblingBytes(0, 3) + two +
+                                                  ReplacedBytes(0, 1, 5) + ReplacedBytes(0, 2, 5)},
+      {"truncated replaced write", base + one + ReplacedBytes(0, 1, 5).substr(0, 10)},
+  };
+  for (const auto& [what, payload] : cases) {
+    EXPECT_EQ(DecodeSiblingSet(Framed(payload, 2)).status().code(), absl::StatusCode::kDataLoss)
+        << what;
+  }
+  // Version 1 carries no replaced writes: the same bytes are trailing garbage there.
+  EXPECT_EQ(DecodeSiblingSet(Framed(base + one + ReplacedBytes(0, 1, 5))).status().code(),
+            absl::StatusCode::kDataLoss);
 }
 
 // Client contexts are decoded by CausalContext::Decode; malformed ones are the client's fault.

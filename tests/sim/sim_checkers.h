@@ -63,7 +63,7 @@ class Checkers {
   //    early, or a dot reused after a purge, would.
   void CheckNoDeletedKeyResurrected();
 
-  // All of the above except CheckTokenResurrection, which `strict_tokens` adds.
+  // All of the above; CheckTokenResurrection only with `strict_tokens`.
   void RunAll(bool strict_tokens);
   const std::vector<std::string>& failures() const { return failures_; }
 

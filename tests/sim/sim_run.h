@@ -32,9 +32,9 @@ struct SimOptions {
   absl::Duration purge_phase = absl::Seconds(12);
   bool verbose = false;  // log every operation and fault to stderr
   // Also fail a run when a retried write comes back after a version of it was overwritten
-  // (Checkers::CheckTokenResurrection). Off by default until the core prevents it; see the
-  // simulation's report.
-  bool check_token_resurrection = false;
+  // (Checkers::CheckTokenResurrection). The core prevents it while a record remembers the
+  // overwritten version (storage/sibling_set.h, "Retried writes").
+  bool check_token_resurrection = true;
   // For the checkers' own tests: damage done after the run, before the checkers.
   Sabotage sabotage = Sabotage::kNone;
 };

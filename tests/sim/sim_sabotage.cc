@@ -93,17 +93,59 @@ void ResurrectDeletedValue(SimCluster* cluster, const History& history) {
   }
 }
 
+void ResurrectRetryCopy(SimCluster* cluster, const History& history) {
+  for (const WriteOp& put : history.writes) {
+    if (put.is_delete || put.outcome != Outcome::kOk || put.token.empty()) continue;
+    const bool overwritten =
+        std::any_of(history.writes.begin(), history.writes.end(), [&](const WriteOp& op) {
+          return op.key == put.key && op.has_context && op.context.Covers(put.dot);
+        });
+    // A Delete without context replaces everything, the copy too (the checker excuses those).
+    const bool blind_delete = std::any_of(
+        history.writes.begin(), history.writes.end(),
+        [&](const WriteOp& op) { return op.key == put.key && op.is_delete && !op.has_context; });
+    if (!overwritten || blind_delete) continue;
+    std::vector<int> nodes = cluster->ReplicasOf(put.key);
+    absl::StatusOr<SiblingSet> first = cluster->store(nodes[0])->ReadRecord(put.key);
+    if (!first.ok()) continue;
+    // A coordinator other than the first attempt's.
+    std::string actor;
+    for (const auto& [a, counter] : first->context().entries()) {
+      if (a != put.dot.actor) actor = a;
+    }
+    if (actor.empty()) continue;
+    for (int node : nodes) {
+      absl::StatusOr<SiblingSet> record = cluster->store(node)->ReadRecord(put.key);
+      if (!record.ok()) continue;
+      VersionVector context = record->context();
+      std::vector<Sibling> siblings = record->siblings();
+      Sibling copy;
+      copy.dot = Dot{actor, context.Get(actor) + 1};
+      copy.value = put.value;
+      copy.idempotency_token = put.token;
+      context.Advance(actor, copy.dot.counter);
+      siblings.push_back(copy);
+      std::sort(siblings.begin(), siblings.end(),
+                [](const Sibling& a, const Sibling& b) { return a.dot < b.dot; });
+      Store(cluster, node, put.key, SiblingSet(context, siblings, record->replaced_writes()));
+    }
+    return;
+  }
+}
+
 }  // namespace
 
 void ApplySabotage(Sabotage sabotage, SimCluster* cluster, History* history) {
   if (sabotage == Sabotage::kFakeNotFound) return FakeNotFound(history);
   if (sabotage == Sabotage::kResurrectDeletedValue) return ResurrectDeletedValue(cluster, *history);
+  if (sabotage == Sabotage::kResurrectRetryCopy) return ResurrectRetryCopy(cluster, *history);
   const WriteOp* victim = SoleAcknowledgedPut(*history);
   if (victim == nullptr) return;
   switch (sabotage) {
     case Sabotage::kNone:
     case Sabotage::kFakeNotFound:
     case Sabotage::kResurrectDeletedValue:
+    case Sabotage::kResurrectRetryCopy:
       return;
     case Sabotage::kDropAcknowledgedWrite:
       return EditReplicas(

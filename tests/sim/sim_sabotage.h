@@ -24,6 +24,10 @@ enum class Sabotage {
   // Brings back, on every replica, a Put's version that an acknowledged Delete replaced (what
   // a tombstone purged too early would allow): "deleted key resurrected".
   kResurrectDeletedValue,
+  // Adds, on every replica, a copy (another coordinator's dot, the same token and value) of a
+  // Put's version that a client saw and overwrote, as a retry copy that arrived after the
+  // overwrite and was not replaced would leave: "overwrote it, yet its version".
+  kResurrectRetryCopy,
 };
 
 // Applies `sabotage` to the quiescent cluster and its history. Every node must be up.
