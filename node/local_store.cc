@@ -417,7 +417,8 @@ absl::Status LocalStore::MergeRecords(absl::Span<const RemoteRecord> records) {
   merges.reserve(records.size());
   pointers.reserve(records.size());
   for (const RemoteRecord& r : records) {
-    merges.push_back(std::make_unique<MergeMutation>(r.key, *r.record, observer_));
+    merges.push_back(
+        std::make_unique<MergeMutation>(r.key, *r.record, observer_, options_.idempotency_ttl));
     pointers.push_back(merges.back().get());
   }
   return commits_.RunAll(pointers);

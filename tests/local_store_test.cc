@@ -256,6 +256,7 @@ TEST_F(LocalStoreTest, MergeRecordsMergesEachRecordAndRejectsBadOnesUpFront) {
   const LocalStore::RemoteRecord bad[] = {{"k3", &k3->record}, {"", &k3->record}};
   EXPECT_TRUE(absl::IsInvalidArgument(store_->MergeRecords(bad)));
   EXPECT_TRUE(LiveValues("k3").empty());
+}
 
 // Issue 3, item 4 (C6 across nodes): the first attempt is coordinated here, its retry by n2
 // before the first copy reached it; a client reads n2 and overwrites. Whichever record reaches
