@@ -60,6 +60,11 @@ std::string Usage() {
       "                             --ceiling each round measures the ceiling right before the\n"
       "                             workload, and the ratio reported is the median of the rounds'\n"
       "                             ratios (robust on a shared, noisy machine)\n"
+      "  --rate=OPS                 cap the workload at OPS operations started per second "
+      "(default\n"
+      "                             0: no cap), e.g. half the maximum for a replication lag "
+      "figure\n"
+      "                             at half load; the ceiling run is never capped\n"
       "  --timeout=DURATION         deadline of each request, retries included (default 2s)\n"
       "  --seed=N                   seed of the key and operation choices (default 1)\n"
       "  --json                     print one JSON object on stdout (progress stays on stderr)\n"
@@ -89,6 +94,7 @@ struct BenchFlags {
   bool preload = true;
   bool ceiling = false;
   int rounds = 1;
+  double rate = 0;  // ops/s cap of the workload; 0: none
   bool json = false;
 };
 
@@ -119,9 +125,10 @@ absl::StatusOr<BenchFlags> ParseFlags(const cli::ParsedArgs& args) {
     int64_t fallback, min, max;
     int64_t* out;
   };
-  int64_t concurrency = 0, keys = 0, value_size = 0, seed = 0, rounds = 0;
+  int64_t concurrency = 0, keys = 0, value_size = 0, seed = 0, rounds = 0, rate = 0;
   const IntFlag int_flags[] = {{"concurrency", 64, 1, 100000, &concurrency},
                                {"rounds", 1, 1, 100, &rounds},
+                               {"rate", 0, 0, 100'000'000, &rate},
                                {"keys", 10000, 1, 1'000'000'000, &keys},
                                {"value_size", 100, 0, 16 << 20, &value_size},
                                {"seed", 1, 0, INT64_MAX, &seed}};
@@ -138,6 +145,7 @@ absl::StatusOr<BenchFlags> ParseFlags(const cli::ParsedArgs& args) {
   flags.workload.value_size = static_cast<size_t>(value_size);
   flags.workload.seed = static_cast<uint64_t>(seed);
   flags.rounds = static_cast<int>(rounds);
+  flags.rate = static_cast<double>(rate);
 
   struct DurationFlag {
     const char* name;
@@ -235,6 +243,7 @@ nlohmann::json ReportHeader(const BenchFlags& flags) {
       {"value_size", config.value_size},
       {"distribution", config.distribution == KeyDistribution::kZipfian ? "zipfian" : "uniform"},
       {"seed", config.seed},
+      {"rate_cap", flags.rate},
       {"warmup_s", absl::ToDoubleSeconds(flags.warmup)},
       {"duration_s", absl::ToDoubleSeconds(flags.duration)}};
 }
@@ -275,9 +284,14 @@ int Run(const BenchFlags& flags) {
       round_ceiling = RunClosedLoop(ping, {"ceiling (Ping)" + suffix, config.concurrency,
                                            flags.warmup, round_duration, 0, true});
     }
-    PhaseStats round_stats =
-        RunClosedLoop(workload, {"workload " + config.spec.name + suffix, config.concurrency,
-                                 flags.warmup, round_duration, 0, true});
+    LoopOptions loop{"workload " + config.spec.name + suffix,
+                     config.concurrency,
+                     flags.warmup,
+                     round_duration,
+                     0,
+                     true};
+    loop.rate = flags.rate;
+    PhaseStats round_stats = RunClosedLoop(workload, loop);
     if (round_ceiling.has_value()) {
       round_ratios.push_back(round_ceiling->ops_per_sec() > 0
                                  ? round_stats.ops_per_sec() / round_ceiling->ops_per_sec()
@@ -334,7 +348,7 @@ int Main(const std::vector<std::string>& argv) {
       {"endpoints", true},  {"workload", true},     {"concurrency", true}, {"keys", true},
       {"value_size", true}, {"distribution", true}, {"duration", true},    {"warmup", true},
       {"preload", false},   {"ceiling", false},     {"timeout", true},     {"seed", true},
-      {"rounds", true},     {"json", false},        {"help", false}};
+      {"rounds", true},     {"rate", true},         {"json", false},       {"help", false}};
   bool json = false;
   for (const std::string& arg : argv) json = json || arg == "--json";
   absl::StatusOr<cli::ParsedArgs> args = cli::ParseArgs(argv, specs);

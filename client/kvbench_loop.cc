@@ -2,7 +2,9 @@
 
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <memory>
+#include <thread>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -26,7 +28,20 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
         end_(options.duration == absl::InfiniteDuration()
                  ? SteadyClock::time_point::max()
                  : measure_start_ + absl::ToChronoNanoseconds(options.duration)),
+        rate_(options.rate),
         active_chains_(options.concurrency) {}
+
+  // With a rate: chains wait in a queue of idle chains, and the pacer starts one per slot.
+  void StartPacedChains(int concurrency) {
+    {
+      absl::MutexLock lock(&mu_);
+      for (int chain = 0; chain < concurrency; ++chain) idle_.push_back(chain);
+    }
+    pacer_ = std::thread([self = shared_from_this()] { self->Pace(); });
+  }
+  void JoinPacer() {
+    if (pacer_.joinable()) pacer_.join();
+  }
 
   void StartChain(int chain) {
     const SteadyClock::time_point started = SteadyClock::now();
@@ -78,10 +93,47 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
       if (now >= measure_start_ && now < end_) RecordLocked(result, now - started);
       if (now > last_completion_) last_completion_ = now;
     }
-    if (now < end_) {
-      StartChain(chain);
-    } else {
+    if (now >= end_) {
       EndChain();
+    } else if (rate_ > 0) {
+      absl::MutexLock lock(&mu_);
+      if (pacing_done_) {
+        --active_chains_;
+      } else {
+        idle_.push_back(chain);
+      }
+    } else {
+      StartChain(chain);
+    }
+  }
+
+  // Starts an idle chain at each slot (start + n / rate) until the phase ends, then ends the
+  // chains still idle. A slot with no idle chain waits for one (the rate is a cap).
+  void Pace() {
+    const auto slot = std::chrono::duration<double>(1.0 / rate_);
+    for (uint64_t n = 0;; ++n) {
+      const SteadyClock::time_point at =
+          start_ + std::chrono::duration_cast<SteadyClock::duration>(slot * static_cast<double>(n));
+      std::this_thread::sleep_until(std::min(at, end_));
+      int chain = -1;
+      {
+        absl::MutexLock lock(&mu_);
+        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return !idle_.empty() || SteadyClock::now() >= end_;
+        };
+        while (!ready()) {
+          mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(10));
+        }
+        if (SteadyClock::now() >= end_) {
+          pacing_done_ = true;
+          active_chains_ -= static_cast<int>(idle_.size());
+          idle_.clear();
+          return;
+        }
+        chain = idle_.front();
+        idle_.pop_front();
+      }
+      StartChain(chain);
     }
   }
 
@@ -142,8 +194,12 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
   const SteadyClock::time_point start_;
   const SteadyClock::time_point measure_start_;
   const SteadyClock::time_point end_;
+  const double rate_;  // ops/s; 0: no pacing
+  std::thread pacer_;
 
   absl::Mutex mu_;
+  std::deque<int> idle_ ABSL_GUARDED_BY(mu_);  // chains waiting for a slot (paced only)
+  bool pacing_done_ ABSL_GUARDED_BY(mu_) = false;
   int active_chains_ ABSL_GUARDED_BY(mu_);
   uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
   SteadyClock::time_point last_completion_ ABSL_GUARDED_BY(mu_) = start_;
@@ -171,8 +227,13 @@ void PhaseStats::MergeFrom(const PhaseStats& other) {
 
 PhaseStats RunClosedLoop(OpSource& source, const LoopOptions& options) {
   auto state = std::make_shared<LoopState>(source, options);
-  for (int chain = 0; chain < options.concurrency; ++chain) state->StartChain(chain);
+  if (options.rate > 0 && options.duration != absl::InfiniteDuration()) {
+    state->StartPacedChains(options.concurrency);
+  } else {
+    for (int chain = 0; chain < options.concurrency; ++chain) state->StartChain(chain);
+  }
   state->WaitForChains(options);
+  state->JoinPacer();
   return state->TakeStats();
 }
 

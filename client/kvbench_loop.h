@@ -7,6 +7,10 @@
 // end are waited for (each is bounded by its call deadline) but not counted. A phase with an
 // infinite duration (the preload) runs until every chain's source is exhausted.
 //
+// With a rate, chains that completed wait for the next slot (start + n / rate) before starting
+// again, so the load is capped at `rate` operations per second (for a latency or replication lag
+// figure at a given fraction of the maximum load); latency is measured from the actual start.
+//
 // Progress goes to stderr once per second. Thread-safe as used: RunClosedLoop blocks its caller
 // while completions arrive on the client library's threads.
 #ifndef KV_CLIENT_KVBENCH_LOOP_H_
@@ -65,6 +69,9 @@ struct LoopOptions {
   absl::Duration duration = absl::InfiniteDuration();
   uint64_t expected_ops = 0;  // when known (preload), progress shows "done/expected"
   bool progress = true;
+  // At most this many operations started per second (0: as many as the chains allow). Ignored
+  // for a phase of infinite duration.
+  double rate = 0;
 };
 
 PhaseStats RunClosedLoop(OpSource& source, const LoopOptions& options);

@@ -45,6 +45,19 @@ class KvbenchProcessTest : public ::testing::Test {
   NodeProcess node_;
 };
 
+TEST_F(KvbenchProcessTest, RateCapsTheWorkload) {
+  // 200 ops/s for 2 s: far below what the node does, so the cap is what limits it.
+  const CommandResult result = Kvbench({"--json", "--duration=2s", "--warmup=0s", "--rate=200",
+                                        "--workload=put", "--keys=100", "--concurrency=8"});
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  const nlohmann::json report = ParseReport(result);
+  EXPECT_EQ(report.value("rate_cap", 0.0), 200.0) << report;
+  EXPECT_GT(report.value("ops_per_sec", 0.0), 100) << report;
+  EXPECT_LE(report.value("ops_per_sec", 1e9), 210) << report;
+  EXPECT_EQ(report.value("error_count", -1), 0) << report;
+  EXPECT_EQ(Kvbench({"--rate=-1"}).exit_code, 2);
+}
+
 TEST_F(KvbenchProcessTest, RoundsReportEachRoundsRatioAndTheirMedian) {
   const CommandResult result = Kvbench({"--json", "--duration=3s", "--warmup=0s", "--ceiling",
                                         "--rounds=3", "--keys=100", "--concurrency=8"});
