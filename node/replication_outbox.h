@@ -92,7 +92,11 @@ class ReplicationOutbox {
     uint64_t max_entries_per_peer = 1'000'000;
     size_t max_queued_per_peer = 100'000;
     size_t batch_max_records = 256;
-    int max_in_flight = 2;
+    // One batch out per peer: entries written meanwhile gather into the next batch. Measured on a
+    // 3-node loopback cluster under kvbench put load, 1 gave batches of ~9 records instead of ~5
+    // (2 in flight) and ~10% more throughput; a peer that is slow to answer still gets up to
+    // batch_max_records per round trip.
+    int max_in_flight = 1;
     absl::Duration initial_backoff = absl::Milliseconds(20);
     absl::Duration max_backoff = absl::Seconds(2);
     // Stamps PeerOutboxStats::last_success; null leaves it InfinitePast. Must outlive the outbox.

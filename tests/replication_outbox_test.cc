@@ -274,7 +274,9 @@ TEST_F(ReplicationOutboxTest, ConfirmationDeletesEntriesAndReportsOkOnce) {
 }
 
 TEST_F(ReplicationOutboxTest, AWriteDuringAnInFlightBatchWaitsForTheNextBatch) {
-  auto outbox = MakeOutbox(Options{});
+  Options options;
+  options.max_in_flight = 2;
+  auto outbox = MakeOutbox(options);
   std::vector<OutboxEntry> first = Write(outbox.get(), "k", "v1");
   ASSERT_EQ(transport_.calls().size(), 1u);
   std::vector<OutboxEntry> second = Write(outbox.get(), "k", "v2");
