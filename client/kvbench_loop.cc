@@ -28,7 +28,7 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
         end_(options.duration == absl::InfiniteDuration()
                  ? SteadyClock::time_point::max()
                  : measure_start_ + absl::ToChronoNanoseconds(options.duration)),
-        rate_(options.rate),
+        rate_(options.duration == absl::InfiniteDuration() ? 0 : options.rate),
         active_chains_(options.concurrency) {}
 
   // With a rate: chains wait in a queue of idle chains, and the pacer starts one per slot.
@@ -110,11 +110,11 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
   // Starts an idle chain at each slot (start + n / rate) until the phase ends, then ends the
   // chains still idle. A slot with no idle chain waits for one (the rate is a cap).
   void Pace() {
-    const auto slot = std::chrono::duration<double>(1.0 / rate_);
-    for (uint64_t n = 0;; ++n) {
-      const SteadyClock::time_point at =
-          start_ + std::chrono::duration_cast<SteadyClock::duration>(slot * static_cast<double>(n));
-      std::this_thread::sleep_until(std::min(at, end_));
+    const auto slot = std::chrono::duration_cast<SteadyClock::duration>(
+        std::chrono::duration<double>(1.0 / rate_));
+    SteadyClock::time_point next = start_;
+    while (true) {
+      std::this_thread::sleep_until(std::min(next, end_));
       int chain = -1;
       {
         absl::MutexLock lock(&mu_);
@@ -134,6 +134,9 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
         idle_.pop_front();
       }
       StartChain(chain);
+      // Slots missed while no chain was idle are skipped (at most one is made up), so the cap
+      // holds over short windows too, not only on average.
+      next = std::max(next + slot, SteadyClock::now() - slot);
     }
   }
 

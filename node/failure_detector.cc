@@ -25,6 +25,12 @@ void FailureDetector::Watch(absl::string_view member_id, absl::Time now) {
   members_.emplace(std::string(member_id), state);
 }
 
+void FailureDetector::RestartUnheard(absl::Time now) {
+  for (auto& [id, state] : members_) {
+    if (state.last_heard == absl::InfinitePast()) state.watched_since = now;
+  }
+}
+
 void FailureDetector::Heard(absl::string_view member_id, absl::Time now) {
   Watch(member_id, now);
   auto it = members_.find(member_id);

@@ -37,6 +37,9 @@ class FailureDetector {
   void Watch(absl::string_view member_id, absl::Time now);
   // The member's heartbeat advanced at `now`: it is UP (watched first if needed).
   void Heard(absl::string_view member_id, absl::Time now);
+  // Members never heard from get their timeout restarted at `now` (for a node whose start-up
+  // took longer than the timeout after it began watching).
+  void RestartUnheard(absl::Time now);
   // Marks DOWN every watched member not heard from for the timeout.
   void Evaluate(absl::Time now);
 

@@ -39,6 +39,9 @@ void Gossiper::Start() {
     absl::MutexLock lock(&mu_);
     if (started_ || stopped_) return;
     started_ = true;
+    // The node may have spent longer than the timeout starting up (recovering its outbox, say)
+    // since the constructor began watching: nobody could have been heard meanwhile.
+    detector_.RestartUnheard(clock_->Now());
   }
   scheduler_->RunAfter(absl::ZeroDuration(), [this] {
     RunRound();

@@ -13,8 +13,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "node/clock.h"
 #include "node/log.h"
@@ -243,8 +243,7 @@ absl::StatusOr<std::vector<Member>> NodeServer::LearnMembersFromSeeds() {
       if (!listed) {
         return absl::FailedPreconditionError(absl::StrCat(
             "seed ", seed, " (node ", reply->from_id, ") knows the members ",
-            FormatMembers(members), ", which do not include this node (--node_id=",
-            config_.node_id,
+            FormatMembers(members), ", which do not include this node (--node_id=", config_.node_id,
             "). Adding a node to a running cluster (join) is not supported yet: list it in "
             "--peers of every node, or start this node with one of those ids."));
       }
@@ -253,10 +252,10 @@ absl::StatusOr<std::vector<Member>> NodeServer::LearnMembersFromSeeds() {
       return members;
     }
     if (absl::Now() >= deadline) {
-      return absl::UnavailableError(absl::StrCat(
-          "no seed told the member list within seed_timeout=",
-          absl::FormatDuration(config_.seed_timeout), " (last error: ", last_error,
-          "). Check --seeds, start a seed with --peers, or raise --seed_timeout."));
+      return absl::UnavailableError(
+          absl::StrCat("no seed told the member list within seed_timeout=",
+                       absl::FormatDuration(config_.seed_timeout), " (last error: ", last_error,
+                       "). Check --seeds, start a seed with --peers, or raise --seed_timeout."));
     }
     absl::SleepFor(std::min(absl::Milliseconds(500), config_.seed_timeout / 4));
   }
@@ -271,8 +270,15 @@ void NodeServer::StartGossip(const std::vector<Member>& members) {
   options.interval = config_.gossip_interval;
   options.failure_timeout = config_.failure_timeout;
   options.seeds = config_.seeds;
-  gossiper_ = std::make_unique<Gossiper>(self, members, transport_.get(), scheduler_.get(),
-                                         SystemClock::Get(), gossip_rng_, options);
+  gossip_executor_ = std::make_unique<ThreadPoolExecutor>(1);
+  gossip_scheduler_ = std::make_unique<TimerScheduler>(gossip_executor_.get());
+  GrpcPeerTransport::Options transport_options;
+  transport_options.gossip_timeout = std::min(absl::Seconds(1), config_.failure_timeout / 2);
+  gossip_transport_ = std::make_unique<GrpcPeerTransport>(config_.node_id, gossip_executor_.get(),
+                                                          transport_options);
+  gossiper_ =
+      std::make_unique<Gossiper>(self, members, gossip_transport_.get(), gossip_scheduler_.get(),
+                                 SystemClock::Get(), gossip_rng_, options);
   // Runs on gossip's threads (possibly a gRPC thread): log, and hand outbox work to the executor.
   gossiper_->SetListener([this](const std::string& member, Liveness from, Liveness to) {
     const std::string was(LivenessName(from));
@@ -297,11 +303,10 @@ absl::Status NodeServer::StartGrpc() {
   admin_service_ = std::make_unique<AdminService>(
       AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
       engine_.get(), coordinator_.get(), outbox_.get(), merkle_.get(), anti_entropy_.get(),
-      reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_,
-      SystemClock::Get(), gossiper_.get());
-  replica_service_ =
-      std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_, merkle_.get(),
-                                       gossiper_.get());
+      reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_, SystemClock::Get(),
+      gossiper_.get());
+  replica_service_ = std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_,
+                                                      merkle_.get(), gossiper_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -368,6 +373,9 @@ void NodeServer::Shutdown() {
   // completions (unsent entries stay on disk for the next start); the timer stops; queued work
   // drains; then the transports cancel their calls in flight (whose callbacks then run inline).
   if (gossiper_ != nullptr) gossiper_->Shutdown();
+  gossip_scheduler_.reset();
+  if (gossip_executor_ != nullptr) gossip_executor_->Shutdown();
+  gossip_transport_.reset();
   if (repairs_ != nullptr) repairs_->Shutdown();
   if (anti_entropy_ != nullptr) anti_entropy_->Shutdown();
   if (reaper_ != nullptr) reaper_->Shutdown();

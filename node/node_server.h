@@ -92,7 +92,12 @@ class NodeServer {
   std::unique_ptr<ThreadPoolExecutor> executor_;
   std::unique_ptr<TimerScheduler> scheduler_;
   std::unique_ptr<GrpcPeerTransport> transport_;
-  std::unique_ptr<Gossiper> gossiper_;  // destroyed after the transport and the server
+  // Gossip runs on its own thread, timer and channels, so that its heartbeats never wait behind
+  // storage work queued on executor_ (a backlog there must not make this node look DOWN).
+  std::unique_ptr<ThreadPoolExecutor> gossip_executor_;
+  std::unique_ptr<TimerScheduler> gossip_scheduler_;
+  std::unique_ptr<GrpcPeerTransport> gossip_transport_;
+  std::unique_ptr<Gossiper> gossiper_;               // destroyed after its transport and the server
   std::unique_ptr<PeerTransport> outbox_transport_;  // the fault-point wrapper, if configured
   std::unique_ptr<ReplicationOutbox> outbox_;
   std::unique_ptr<Coordinator> coordinator_;

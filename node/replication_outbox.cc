@@ -363,7 +363,7 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
   }
 
   std::vector<Report> reports;
-  std::optional<absl::Duration> backoff;
+  std::optional<Backoff> backoff;
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return;
@@ -401,7 +401,7 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
   Drain(peer);
 }
 
-std::optional<absl::Duration> ReplicationOutbox::StartBackoff(PeerState* peer) {
+std::optional<ReplicationOutbox::Backoff> ReplicationOutbox::StartBackoff(PeerState* peer) {
   if (peer->paused) return std::nullopt;
   peer->paused = true;
   // Full jitter: uniform in [0, ceiling]; the ceiling doubles up to max_backoff.
@@ -409,17 +409,12 @@ std::optional<absl::Duration> ReplicationOutbox::StartBackoff(PeerState* peer) {
   const int64_t ceiling_ns = std::max<int64_t>(absl::ToInt64Nanoseconds(ceiling), 0);
   const int64_t delay_ns = absl::Uniform<int64_t>(absl::IntervalClosedClosed, rng_, 0, ceiling_ns);
   peer->backoff_ceiling = std::min(ceiling * 2, options_.max_backoff);
-  return absl::Nanoseconds(delay_ns);
+  return Backoff{absl::Nanoseconds(delay_ns), peer->backoff_gen};
 }
 
-void ReplicationOutbox::ScheduleBackoff(PeerState* peer, std::optional<absl::Duration> delay) {
-  if (!delay) return;
-  uint64_t gen;
-  {
-    absl::MutexLock lock(&mu_);
-    gen = peer->backoff_gen;
-  }
-  scheduler_->RunAfter(*delay, [liveness = liveness_, this, peer, gen] {
+void ReplicationOutbox::ScheduleBackoff(PeerState* peer, std::optional<Backoff> backoff) {
+  if (!backoff) return;
+  scheduler_->RunAfter(backoff->delay, [liveness = liveness_, this, peer, gen = backoff->gen] {
     if (!liveness->Enter()) return;
     OnBackoffDone(peer, gen);
     liveness->Exit();
@@ -488,7 +483,7 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
   }
   const absl::Status scanned = it->status();
 
-  std::optional<absl::Duration> backoff;
+  std::optional<Backoff> backoff;
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return;

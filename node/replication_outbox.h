@@ -154,11 +154,16 @@ class ReplicationOutbox {
   // Moves queued entries into batches ready to send, and asks for a disk scan when the memory
   // queue is empty but entries wait on disk.
   void Pump(PeerState* peer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Pauses the peer's sender; returns the jittered delay to schedule OnBackoffDone after, or
-  // nullopt if it was already paused.
-  std::optional<absl::Duration> StartBackoff(PeerState* peer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ScheduleBackoff(PeerState* peer, std::optional<absl::Duration> delay)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // A backoff to schedule: OnBackoffDone(peer, gen) after `delay`. `gen` is read with the pause,
+  // under the same lock, so that a Resume in between makes this backoff's timer a no-op.
+  struct Backoff {
+    absl::Duration delay;
+    uint64_t gen = 0;
+  };
+  // Pauses the peer's sender; returns the jittered backoff to schedule, or nullopt if it was
+  // already paused.
+  std::optional<Backoff> StartBackoff(PeerState* peer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleBackoff(PeerState* peer, std::optional<Backoff> backoff) ABSL_LOCKS_EXCLUDED(mu_);
   // Sends the peer's ready batches and runs its scans until none is left. Returns at once if
   // another call is already doing it, so an inline completion never recurses.
   void Drain(PeerState* peer) ABSL_LOCKS_EXCLUDED(mu_);

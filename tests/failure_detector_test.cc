@@ -18,6 +18,20 @@ TEST(FailureDetectorTest, UnknownUntilHeardThenDownAfterTimeout) {
   EXPECT_EQ(fd.LastHeard("a"), absl::InfinitePast());
 }
 
+TEST(FailureDetectorTest, RestartUnheardGivesNeverHeardMembersAFullTimeout) {
+  FailureDetector fd(absl::Seconds(2));
+  fd.Watch("silent", kStart);
+  fd.Watch("heard", kStart);
+  fd.Heard("heard", kStart + absl::Seconds(1));
+  // A slow start-up: gossip starts 5 s after watching began.
+  fd.RestartUnheard(kStart + absl::Seconds(5));
+  fd.Evaluate(kStart + absl::Seconds(6));
+  EXPECT_EQ(fd.Get("silent"), Liveness::kUnknown);  // 1 s into its restarted timeout
+  EXPECT_EQ(fd.Get("heard"), Liveness::kDown);      // heard 5 s ago: not restarted
+  fd.Evaluate(kStart + absl::Seconds(7));
+  EXPECT_EQ(fd.Get("silent"), Liveness::kDown);
+}
+
 TEST(FailureDetectorTest, HeardMarksUpAndSilenceMarksDownAgain) {
   FailureDetector fd(absl::Seconds(1));
   fd.Watch("a", kStart);
