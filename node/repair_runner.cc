@@ -29,7 +29,7 @@ RepairRunner::RepairRunner(MerkleIndex* index, AntiEntropy* anti_entropy,
 RepairRunner::~RepairRunner() { Shutdown(); }
 
 void RepairRunner::Shutdown() {
-  std::set<std::string> running;
+  std::map<std::string, std::string> running;
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return;
@@ -40,7 +40,7 @@ void RepairRunner::Shutdown() {
     absl::MutexLock lock(&mu_);
     running.swap(running_);
   }
-  for (const std::string& id : running) {
+  for (const auto& [id, asked] : running) {
     operations_->Finish(id, absl::CancelledError("the node is shutting down")).IgnoreError();
   }
 }
@@ -61,12 +61,15 @@ absl::StatusOr<std::string> RepairRunner::Start(const std::string& peer_id) {
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return absl::UnavailableError("the node is shutting down");
+    for (const auto& [id, asked] : running_) {
+      if (asked == peer_id) return id;  // the same repair is still running
+    }
     const std::string description = peer_id.empty()
                                         ? absl::StrCat("anti-entropy exchange with every peer: ",
                                                        absl::StrJoin(job->peers, ", "))
                                         : absl::StrCat("anti-entropy exchange with ", peer_id);
     job->id = operations_->Start("repair", description, job->peers.size(), "peers");
-    running_.insert(job->id);
+    running_.emplace(job->id, peer_id);
   }
   scheduler_->RunAfter(absl::ZeroDuration(), guard_.Wrap([this, job] { Next(job); }));
   return job->id;

@@ -23,8 +23,8 @@
 #ifndef KV_NODE_REPAIR_RUNNER_H_
 #define KV_NODE_REPAIR_RUNNER_H_
 
+#include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -55,8 +55,9 @@ class RepairRunner {
   RepairRunner& operator=(const RepairRunner&) = delete;
 
   // Starts a repair with every peer (`peer_id` empty) or with `peer_id`, and returns the
-  // operation id. INVALID_ARGUMENT for an unknown peer; FAILED_PRECONDITION if this node has no
-  // peers; UNAVAILABLE after Shutdown.
+  // operation id. A repair of the same peers that is still running is not started again: its id
+  // is returned (so a retried or repeated request costs nothing). INVALID_ARGUMENT for an unknown
+  // peer; FAILED_PRECONDITION if this node has no peers; UNAVAILABLE after Shutdown.
   absl::StatusOr<std::string> Start(const std::string& peer_id);
 
   void Shutdown();
@@ -80,7 +81,8 @@ class RepairRunner {
 
   absl::Mutex mu_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
-  std::set<std::string> running_ ABSL_GUARDED_BY(mu_);  // ids of running operations
+  // Running operations: id -> the peer asked for ("" for every peer).
+  std::map<std::string, std::string> running_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kv

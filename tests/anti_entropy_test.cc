@@ -311,7 +311,14 @@ TEST_F(AntiEntropyTest, RepairIsAnOperationThatExchangesWithEveryPeerAndCountsRa
   absl::StatusOr<std::string> id = repairs.Start("");
   ASSERT_TRUE(id.ok()) << id.status();
   EXPECT_EQ(operations.Get(*id)->state, OperationState::kRunning);
+  // Asked again while it runs: the same operation, not a second repair; another peer set is a
+  // repair of its own.
+  EXPECT_EQ(repairs.Start("").value(), *id);
+  absl::StatusOr<std::string> only_c = repairs.Start("c");
+  ASSERT_TRUE(only_c.ok()) << only_c.status();
+  EXPECT_NE(*only_c, *id);
   scheduler_.Advance(absl::Seconds(2));
+  EXPECT_EQ(operations.Get(*only_c)->state, OperationState::kSucceeded);
   absl::StatusOr<OperationInfo> op = operations.Get(*id);
   ASSERT_TRUE(op.ok()) << op.status();
   EXPECT_EQ(op->state, OperationState::kSucceeded) << op->error << " " << op->message;
