@@ -119,16 +119,22 @@ void HandoffSender::Send(JobPtr job) {
     OnSent(job, true);
     return;
   }
-  job->failed = false;
-  job->outstanding = static_cast<int>(job->pending.size());
+  // Copied first: the last acknowledgement may run OnSent (which clears `pending`) before this
+  // loop ends.
+  std::vector<std::pair<const Member*, std::vector<EncodedRecord>>> sends;
   for (const auto& [gainer, records] : job->pending) {
-    const Member* member = job->placement->next()->Find(gainer);
-    transport_->MergeRecords(*member, records, guard_.Wrap([this, job](absl::Status status) {
-      if (!status.ok()) job->failed = true;
-      if (--job->outstanding == 0) {
-        executor_->Schedule(guard_.Wrap([this, job] { OnSent(job, !job->failed); }));
-      }
-    }));
+    sends.emplace_back(job->placement->next()->Find(gainer), records);
+  }
+  job->failed = false;
+  job->outstanding = static_cast<int>(sends.size());
+  for (auto& [member, records] : sends) {
+    transport_->MergeRecords(
+        *member, std::move(records), guard_.Wrap([this, job](absl::Status status) {
+          if (!status.ok()) job->failed = true;
+          if (--job->outstanding == 0) {
+            executor_->Schedule(guard_.Wrap([this, job] { OnSent(job, !job->failed); }));
+          }
+        }));
   }
 }
 
