@@ -241,7 +241,8 @@ TEST(GossipProcessTest, SeedsOnlyNodeWithNoAnsweringSeedDoesNotServe) {
   absl::StatusOr<int> code = node->Wait(absl::Seconds(20));
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_NE(*code, 0);
-  EXPECT_TRUE(absl::StrContains(node->Stderr(), "no seed told the cluster layout")) << node->Stderr();
+  EXPECT_TRUE(absl::StrContains(node->Stderr(), "no seed told the cluster layout"))
+      << node->Stderr();
 }
 
 }  // namespace
