@@ -39,6 +39,28 @@ struct RepairStarted {
   std::string node_id;  // the node that runs it: ask that node for the operation
 };
 
+// A staged membership change (Client::ChangeMembership): the plan, and with commit the operation.
+struct MembershipPlan {
+  struct Move {
+    std::string from_node_id;
+    std::string to_node_id;
+    double fraction = 0;  // of all (key, replica) slots
+  };
+  struct Share {
+    std::string node_id;
+    double primary_before = 0, primary_after = 0;  // fraction of keys it is first replica of
+    double replica_before = 0, replica_after = 0;  // fraction of keys it holds a replica of
+  };
+  uint64_t layout_version = 0;
+  std::vector<std::string> members_before;
+  std::vector<std::string> members_after;
+  double moved_fraction = 0;  // of all stored replica data
+  std::vector<Move> moves;
+  std::vector<Share> shares;
+  std::string operation_id;  // with commit
+  std::string node_id;       // the node that runs the operation
+};
+
 // One top-level range of a peer's Merkle tree (segments 256*index..256*index+255: 1/256 of the
 // key-hash space).
 struct AntiEntropyRangeStatus {

@@ -434,6 +434,26 @@ absl::StatusOr<RepairStarted> Client::StartRepair(absl::string_view peer_id,
       &client_internal::FromStartRepairResponse);
 }
 
+absl::StatusOr<MembershipPlan> Client::ChangeMembership(bool join, absl::string_view node_id,
+                                                        bool commit,
+                                                        uint64_t expected_layout_version,
+                                                        const CallOptions& options) {
+  v1::ChangeMembershipRequest request;
+  request.set_action(join ? v1::ChangeMembershipRequest::JOIN : v1::ChangeMembershipRequest::LEAVE);
+  request.set_node_id(std::string(node_id));
+  request.set_commit(commit);
+  request.set_expected_layout_version(expected_layout_version);
+  return impl_
+      ->AdminCall<v1::ChangeMembershipRequest, v1::ChangeMembershipResponse, MembershipPlan>(
+          options, std::move(request),
+          [](v1::Admin::Stub* stub, grpc::ClientContext* context,
+             const v1::ChangeMembershipRequest* req, v1::ChangeMembershipResponse* resp,
+             std::function<void(grpc::Status)> on_done) {
+            stub->async()->ChangeMembership(context, req, resp, std::move(on_done));
+          },
+          &client_internal::FromChangeMembershipResponse);
+}
+
 absl::StatusOr<OperationStatus> Client::GetOperation(absl::string_view operation_id,
                                                      const CallOptions& options) {
   v1::GetOperationRequest request;

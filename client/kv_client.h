@@ -235,6 +235,12 @@ class Client {
                                             const CallOptions& options = {});
   // NOT_FOUND for an unknown or expired id or one of another node (the message names it);
   // INVALID_ARGUMENT for a malformed id.
+  // Plans adding (join) or removing (leave) a member; with `commit`, also starts the change as an
+  // operation (MembershipPlan::operation_id) on the node that answered. FAILED_PRECONDITION while
+  // another change runs or when the layout moved past `expected_layout_version` (0: any).
+  absl::StatusOr<MembershipPlan> ChangeMembership(bool join, absl::string_view node_id, bool commit,
+                                                  uint64_t expected_layout_version = 0,
+                                                  const CallOptions& options = {});
   absl::StatusOr<OperationStatus> GetOperation(absl::string_view operation_id,
                                                const CallOptions& options = {});
   absl::StatusOr<std::vector<OperationStatus>> ListOperations(const CallOptions& options = {});

@@ -154,6 +154,24 @@ RepairStarted FromStartRepairResponse(v1::StartRepairResponse* response) {
                        std::move(*response->mutable_node_id())};
 }
 
+MembershipPlan FromChangeMembershipResponse(v1::ChangeMembershipResponse* response) {
+  MembershipPlan plan;
+  plan.layout_version = response->layout_version();
+  plan.members_before.assign(response->members_before().begin(), response->members_before().end());
+  plan.members_after.assign(response->members_after().begin(), response->members_after().end());
+  plan.moved_fraction = response->moved_fraction();
+  for (const v1::OwnershipMove& m : response->moves()) {
+    plan.moves.push_back({m.from_node_id(), m.to_node_id(), m.fraction()});
+  }
+  for (const v1::MemberShare& s : response->shares()) {
+    plan.shares.push_back({s.node_id(), s.primary_before(), s.primary_after(), s.replica_before(),
+                           s.replica_after()});
+  }
+  plan.operation_id = response->operation_id();
+  plan.node_id = response->node_id();
+  return plan;
+}
+
 OperationStatus FromOperation(v1::Operation* operation) {
   OperationStatus op;
   op.operation_id = std::move(*operation->mutable_operation_id());

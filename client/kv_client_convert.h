@@ -21,6 +21,7 @@ DescribeKeyResult FromDescribeKeyResponse(v1::DescribeKeyResponse* response);
 DescribeWriteResult FromDescribeWriteResponse(v1::DescribeWriteResponse* response);
 ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* response);
 RepairStarted FromStartRepairResponse(v1::StartRepairResponse* response);
+MembershipPlan FromChangeMembershipResponse(v1::ChangeMembershipResponse* response);
 OperationStatus FromOperation(v1::Operation* operation);
 OperationStatus FromGetOperationResponse(v1::GetOperationResponse* response);
 std::vector<OperationStatus> FromListOperationsResponse(v1::ListOperationsResponse* response);

@@ -4,7 +4,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "client/kvctl_admin.h"
@@ -108,13 +111,83 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
   return out;
 }
 
+absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInput& input) {
+  const bool join = input.args[0] == "join";
+  if (input.args.size() != 2) {
+    return UsageError(absl::StrCat("usage: kvctl cluster ", input.args[0],
+                                   " NODE_ID [--commit [--layout-version=V]]"));
+  }
+  const bool commit = input.flags->Get("commit").has_value();
+  uint64_t expected = 0;
+  if (std::optional<std::string> v = input.flags->Get("layout-version"); v.has_value()) {
+    if (!commit) return UsageError("--layout-version goes with --commit");
+    if (!absl::SimpleAtoi(*v, &expected)) {
+      return UsageError(absl::StrCat("--layout-version must be a number, not '", *v, "'"));
+    }
+  }
+  absl::StatusOr<MembershipPlan> plan =
+      client.ChangeMembership(join, input.args[1], commit, expected);
+  if (!plan.ok()) return plan.status();
+  CommandOutput out;
+  nlohmann::json moves = nlohmann::json::array();
+  nlohmann::json shares = nlohmann::json::array();
+  std::vector<std::vector<std::string>> move_rows = {{"FROM", "TO", "SHARE OF DATA"}};
+  for (const MembershipPlan::Move& m : plan->moves) {
+    moves.push_back({{"from", m.from_node_id}, {"to", m.to_node_id}, {"fraction", m.fraction}});
+    move_rows.push_back(
+        {m.from_node_id, m.to_node_id, absl::StrFormat("%.1f%%", 100 * m.fraction)});
+  }
+  std::vector<std::vector<std::string>> share_rows = {
+      {"MEMBER", "PRIMARY BEFORE", "PRIMARY AFTER", "REPLICA BEFORE", "REPLICA AFTER"}};
+  for (const MembershipPlan::Share& s : plan->shares) {
+    shares.push_back({{"node_id", s.node_id},
+                      {"primary_before", s.primary_before},
+                      {"primary_after", s.primary_after},
+                      {"replica_before", s.replica_before},
+                      {"replica_after", s.replica_after}});
+    share_rows.push_back({s.node_id, absl::StrFormat("%.1f%%", 100 * s.primary_before),
+                          absl::StrFormat("%.1f%%", 100 * s.primary_after),
+                          absl::StrFormat("%.1f%%", 100 * s.replica_before),
+                          absl::StrFormat("%.1f%%", 100 * s.replica_after)});
+  }
+  out.json = {{"layout_version", plan->layout_version},
+              {"members_before", plan->members_before},
+              {"members_after", plan->members_after},
+              {"moved_fraction", plan->moved_fraction},
+              {"moves", moves},
+              {"shares", shares}};
+  out.text = absl::StrCat(
+      input.args[0], " ", input.args[1], " at layout version ", plan->layout_version, ": members ",
+      absl::StrJoin(plan->members_before, ","), " -> ", absl::StrJoin(plan->members_after, ","),
+      "\n", absl::StrFormat("%.1f%%", 100 * plan->moved_fraction),
+      " of the stored replica data moves:\n", FormatTable(move_rows), FormatTable(share_rows));
+  if (!commit) {
+    out.notice =
+        absl::StrCat("nothing changed; apply with: kvctl cluster ", input.args[0], " ",
+                     input.args[1], " --commit --layout-version=", plan->layout_version, "\n");
+    return out;
+  }
+  out.json["operation_id"] = plan->operation_id;
+  out.json["node_id"] = plan->node_id;
+  absl::StrAppend(&out.text, plan->operation_id, "\n");
+  out.notice = absl::StrCat(input.args[0], " started on ", plan->node_id,
+                            "; follow it with: kvctl operation get ", plan->operation_id, "\n");
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<CommandOutput> RunCluster(Client& client, const CommandInput& input) {
   if (input.args[0] == "anti-entropy") return RunClusterAntiEntropy(client, input);
+  if (input.args[0] == "join" || input.args[0] == "leave") return RunClusterChange(client, input);
+  if (input.args.size() != 1) return UsageError("usage: kvctl cluster status");
+  if (input.flags->Get("commit").has_value()) {
+    return UsageError("--commit is a flag of 'cluster join' and 'cluster leave'");
+  }
   if (input.args[0] != "status") {
-    return UsageError(absl::StrCat("unknown cluster subcommand '", input.args[0],
-                                   "'; usage: kvctl cluster status | cluster anti-entropy"));
+    return UsageError(absl::StrCat(
+        "unknown cluster subcommand '", input.args[0],
+        "'; usage: kvctl cluster status | cluster anti-entropy | cluster join|leave NODE_ID"));
   }
   if (input.flags->Get("ranges").has_value()) {
     return UsageError("--ranges is a flag of 'cluster anti-entropy', not 'cluster status'");

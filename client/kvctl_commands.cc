@@ -122,9 +122,10 @@ const std::vector<CommandSpec>& Commands() {
       {"describe-write", 1, 1, {}, "describe-write WRITE_ID", &RunDescribeWrite},
       {"cluster",
        1,
-       1,
-       {{"ranges", false}},
-       "cluster status | cluster anti-entropy [--ranges]",
+       2,
+       {{"ranges", false}, {"commit", false}, {"layout-version"}},
+       "cluster status | cluster anti-entropy [--ranges] | cluster join|leave NODE_ID [--commit "
+       "[--layout-version=V]]",
        &RunCluster},
       {"repair",
        0,

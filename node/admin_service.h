@@ -25,6 +25,7 @@
 #include "node/coordinator.h"
 #include "node/executor.h"
 #include "node/gossip.h"
+#include "node/membership_change.h"
 #include "node/merkle_index.h"
 #include "node/operations.h"
 #include "node/repair_runner.h"
@@ -67,6 +68,11 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* StartRepair(grpc::CallbackServerContext* context,
                                         const v1::StartRepairRequest* request,
                                         v1::StartRepairResponse* response) override;
+  grpc::ServerUnaryReactor* ChangeMembership(grpc::CallbackServerContext* context,
+                                             const v1::ChangeMembershipRequest* request,
+                                             v1::ChangeMembershipResponse* response) override;
+  // Set before serving; without it ChangeMembership is FAILED_PRECONDITION.
+  void SetMembershipChanger(MembershipChanger* changer) { changer_ = changer; }
   grpc::ServerUnaryReactor* GetOperation(grpc::CallbackServerContext* context,
                                          const v1::GetOperationRequest* request,
                                          v1::GetOperationResponse* response) override;
@@ -87,6 +93,7 @@ class AdminService final : public v1::Admin::CallbackService {
   TombstoneReaper* const reaper_;
   OperationRegistry* const operations_;
   RepairRunner* const repairs_;  // null when anti-entropy is unavailable
+  MembershipChanger* changer_ = nullptr;
   Executor* const executor_;
   CallGate* const gate_;
   const Clock* const clock_;

@@ -82,6 +82,59 @@ grpc::ServerUnaryReactor* AdminService::StartRepair(grpc::CallbackServerContext*
   return FinishNow(gate_, status);
 }
 
+grpc::ServerUnaryReactor* AdminService::ChangeMembership(grpc::CallbackServerContext* context,
+                                                         const v1::ChangeMembershipRequest* request,
+                                                         v1::ChangeMembershipResponse* response) {
+  absl::Status status = gate_->Check();
+  if (status.ok() && changer_ == nullptr) {
+    status = absl::FailedPreconditionError("membership changes are not available on this node");
+  }
+  MembershipChanger::Action action = MembershipChanger::Action::kJoin;
+  if (request->action() == v1::ChangeMembershipRequest::LEAVE) {
+    action = MembershipChanger::Action::kLeave;
+  } else if (request->action() != v1::ChangeMembershipRequest::JOIN && status.ok()) {
+    status = absl::InvalidArgumentError("action must be JOIN or LEAVE");
+  }
+  if (status.ok() && request->node_id().empty()) {
+    status = absl::InvalidArgumentError("node_id is required");
+  }
+  if (!status.ok()) return FinishNow(gate_, status);
+  absl::StatusOr<MembershipChanger::Plan> plan;
+  if (request->commit()) {
+    auto committed =
+        changer_->Commit(action, request->node_id(), request->expected_layout_version());
+    if (committed.ok()) {
+      plan = std::move(committed->first);
+      response->set_operation_id(committed->second);
+      response->set_node_id(info_.node_id);
+    } else {
+      plan = committed.status();
+    }
+  } else {
+    plan = changer_->MakePlan(action, request->node_id());
+  }
+  if (!plan.ok()) return FinishNow(gate_, plan.status());
+  response->set_layout_version(plan->current.version);
+  for (const Member& m : plan->transition.members) response->add_members_before(m.id);
+  for (const Member& m : plan->transition.next) response->add_members_after(m.id);
+  response->set_moved_fraction(plan->movement.moved_fraction);
+  for (const OwnershipMove& move : plan->movement.moves) {
+    v1::OwnershipMove* out = response->add_moves();
+    out->set_from_node_id(move.from);
+    out->set_to_node_id(move.to);
+    out->set_fraction(move.fraction);
+  }
+  for (const MemberShare& share : plan->movement.shares) {
+    v1::MemberShare* out = response->add_shares();
+    out->set_node_id(share.id);
+    out->set_primary_before(share.primary_before);
+    out->set_primary_after(share.primary_after);
+    out->set_replica_before(share.replica_before);
+    out->set_replica_after(share.replica_after);
+  }
+  return FinishNow(gate_, absl::OkStatus());
+}
+
 grpc::ServerUnaryReactor* AdminService::GetOperation(grpc::CallbackServerContext* context,
                                                      const v1::GetOperationRequest* request,
                                                      v1::GetOperationResponse* response) {

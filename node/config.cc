@@ -169,8 +169,8 @@ const std::vector<Setting>& Settings() {
        },
        "Nodes to learn the cluster from, comma-separated. Without --peers, the node asks the "
        "seeds for the member list at start (and does not serve until one answers, for at most "
-       "seed_timeout); it must be a member already (listed in the --peers of the others): "
-       "adding members (join) is not supported yet."},
+       "seed_timeout). A node the cluster layout does not list yet serves as a forwarding "
+       "coordinator and waits to be joined: kvctl cluster join NODE_ID --commit."},
       {"gossip_interval", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseDurationAtLeast(v, absl::Milliseconds(10), &c->gossip_interval);
@@ -228,6 +228,16 @@ const std::vector<Setting>& Settings() {
        },
        [](const NodeConfig& c) { return absl::StrCat(c.anti_entropy_keys_per_second); },
        "Anti-entropy repair budget: keys compared and repaired per second at most."},
+      {"handoff_mb_per_second", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         int mb = 0;
+         absl::Status status = ParseIntInRange(v, 0, 100000, &mb);
+         c->handoff_mb_per_second = mb;
+         return status;
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.handoff_mb_per_second); },
+       "Membership changes: each node streams the keys new owners gain at most this many MB "
+       "(10^6 bytes) per second on average. 0: no limit."},
       {"tombstone_min_age", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseDurationAtLeast(v, absl::Seconds(1), &c->tombstone_min_age);

@@ -49,10 +49,17 @@ struct Coordinator::ReadState {
 
 Coordinator::Coordinator(ClusterOptions options, std::shared_ptr<const HashRing> ring,
                          LocalStore* store, ReplicationOutbox* outbox, PeerTransport* transport,
-                         Executor* executor, const Clock* clock,
-                         const MemberLiveness* liveness)
+                         Executor* executor, const Clock* clock, const MemberLiveness* liveness)
+    : Coordinator(std::move(options), new PlacementHolder(Placement::Fixed(std::move(ring))), store,
+                  outbox, transport, executor, clock, liveness) {
+  owned_placement_.reset(placement_);
+}
+
+Coordinator::Coordinator(ClusterOptions options, PlacementHolder* placement, LocalStore* store,
+                         ReplicationOutbox* outbox, PeerTransport* transport, Executor* executor,
+                         const Clock* clock, const MemberLiveness* liveness)
     : options_(std::move(options)),
-      ring_(std::move(ring)),
+      placement_(placement),
       store_(store),
       outbox_(outbox),
       transport_(transport),
@@ -63,7 +70,7 @@ Coordinator::Coordinator(ClusterOptions options, std::shared_ptr<const HashRing>
 Coordinator::~Coordinator() = default;
 
 std::vector<const Member*> Coordinator::Replicas(absl::string_view key) const {
-  return ring_->PreferenceList(key, static_cast<size_t>(options_.replication_factor));
+  return placement_->Get()->Replicas(key, static_cast<size_t>(options_.replication_factor));
 }
 
 bool Coordinator::IsDown(const Member& member) const {
@@ -479,7 +486,8 @@ void Coordinator::List(std::string prefix, std::string page_token, uint32_t limi
     std::function<void(absl::StatusOr<ListPage>)> done;
   };
   auto gather = std::make_shared<Gather>();
-  gather->remaining = ring_->size();
+  const std::vector<const Member*> members = placement_->Get()->AllMembers();
+  gather->remaining = members.size();
   gather->done = std::move(done);
   auto on_page = [gather, limit](absl::StatusOr<ListPage> page) {
     bool last;
@@ -517,7 +525,8 @@ void Coordinator::List(std::string prefix, std::string page_token, uint32_t limi
     }
     gather->done(std::move(merged));
   };
-  for (const Member& member : ring_->members()) {
+  for (const Member* m : members) {
+    const Member& member = *m;
     if (IsDown(member)) {
       executor_->Schedule([on_page, id = member.id] {
         on_page(absl::UnavailableError(absl::StrCat("member ", id, " is down")));

@@ -1,6 +1,8 @@
 // Coordinator: serves client requests for any key on any node of the cluster (Dynamo-style).
 //
-// Placement comes from the HashRing: a key lives on the first N members of its preference list.
+// Placement comes from the PlacementHolder (node/placement.h): a key lives on the first N members
+// of its preference list; during a membership transition, on those of the old and the new ring
+// (reads ask both, writes reach both). Each request uses the placement current when it started.
 //
 // Writes. A node that is not a replica of the key forwards the write to the first replica that
 // answers (trying them in preference order). A replica coordinates: it applies the write to its
@@ -41,6 +43,7 @@
 #include "node/local_store.h"
 #include "node/membership.h"
 #include "node/peer_transport.h"
+#include "node/placement.h"
 #include "node/quorum.h"
 #include "node/replication_outbox.h"
 #include "node/ring.h"
@@ -90,6 +93,10 @@ class Coordinator {
   Coordinator(ClusterOptions options, std::shared_ptr<const HashRing> ring, LocalStore* store,
               ReplicationOutbox* outbox, PeerTransport* transport, Executor* executor,
               const Clock* clock, const MemberLiveness* liveness = nullptr);
+  // With a placement that changes with the cluster layout; `placement` must outlive it.
+  Coordinator(ClusterOptions options, PlacementHolder* placement, LocalStore* store,
+              ReplicationOutbox* outbox, PeerTransport* transport, Executor* executor,
+              const Clock* clock, const MemberLiveness* liveness = nullptr);
   ~Coordinator();
 
   void Write(WriteCommand command, QuorumSpec w,
@@ -111,7 +118,10 @@ class Coordinator {
   void DescribeWrite(std::string write_id, std::function<void(absl::StatusOr<WriteStatus>)> done);
 
   const ClusterOptions& options() const { return options_; }
-  const HashRing& ring() const { return *ring_; }
+  // The current owners' ring (the old ring during a transition); valid for the coordinator's
+  // lifetime.
+  const HashRing& ring() const { return placement_->Get()->current(); }
+  std::shared_ptr<const Placement> placement() const { return placement_->Get(); }
   CoordinatorStats Stats() const;
 
  private:
@@ -142,7 +152,8 @@ class Coordinator {
   void RecordReplicationLag(absl::Duration lag);
 
   const ClusterOptions options_;
-  const std::shared_ptr<const HashRing> ring_;
+  std::unique_ptr<PlacementHolder> owned_placement_;  // for the fixed-ring constructor
+  PlacementHolder* const placement_;
   LocalStore* const store_;
   ReplicationOutbox* const outbox_;
   PeerTransport* const transport_;

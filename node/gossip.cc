@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/random/distributions.h"
+#include "absl/strings/str_cat.h"
 
 namespace kv {
 
@@ -28,11 +29,83 @@ Gossiper::Gossiper(Member self, const std::vector<Member>& members, GossipTransp
   if (me.member.id.empty()) me.member = self;  // not on the ring: known to gossip only
   me.incarnation = options_.incarnation != 0 ? options_.incarnation
                                              : static_cast<uint64_t>(absl::ToUnixMicros(now));
+  if (options_.layout.version != 0) {
+    AdoptLayout(options_.layout);
+  } else {
+    layout_.version = 1;
+    layout_.members = members;
+  }
+  layout_changed_ = false;  // the starting layout is not a change
 }
 
 Gossiper::~Gossiper() { Shutdown(); }
 
 void Gossiper::SetListener(Listener listener) { listener_ = std::move(listener); }
+
+void Gossiper::SetLayoutListener(LayoutListener listener) {
+  layout_listener_ = std::move(listener);
+}
+
+void Gossiper::AdoptLayout(const ClusterLayout& layout) {
+  if (layout.version <= layout_.version || layout.members.empty()) return;
+  layout_ = layout;
+  layout_changed_ = true;
+  const absl::Time now = clock_->Now();
+  auto add = [&](const Member& m) {
+    auto [it, inserted] = members_.try_emplace(m.id);
+    if (inserted) {
+      it->second.member = m;
+      detector_.Watch(m.id, now);
+    }
+  };
+  for (const Member& m : layout_.members) add(m);
+  for (const Member& m : layout_.next) add(m);
+  for (auto& [id, entry] : members_) {
+    entry.ring_status = layout_.Contains(id) ? RingStatus::kNormal : RingStatus::kNone;
+  }
+}
+
+void Gossiper::NotifyLayout() {
+  absl::MutexLock serial(&notify_mu_);
+  ClusterLayout layout;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!layout_changed_) return;
+    layout_changed_ = false;
+    layout = layout_;
+  }
+  if (layout_listener_) layout_listener_(layout);
+}
+
+ClusterLayout Gossiper::Layout() const {
+  absl::MutexLock lock(&mu_);
+  return layout_;
+}
+
+absl::Status Gossiper::ProposeLayout(ClusterLayout layout) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (layout.version <= layout_.version) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("layout version ", layout.version, " is not newer than this node's ",
+                       layout_.version, " (", layout_.change.empty() ? "stable" : layout_.change,
+                       "); another change may have won; plan again"));
+    }
+    AdoptLayout(layout);
+  }
+  NotifyLayout();
+  return absl::OkStatus();
+}
+
+void Gossiper::SetHandoffProgress(uint64_t layout_version, uint64_t keys, uint64_t bytes,
+                                  bool done) {
+  absl::MutexLock lock(&mu_);
+  MemberEntry& me = members_[self_id_];
+  me.handoff_version = layout_version;
+  me.handoff_keys = keys;
+  me.handoff_bytes = bytes;
+  me.handoff_done = done;
+}
 
 void Gossiper::Start() {
   {
@@ -101,6 +174,7 @@ void Gossiper::RunRound() {
       transitions = detector_.TakeTransitions();
     }
     Notify(std::move(transitions));
+    NotifyLayout();
   });
 }
 
@@ -114,11 +188,13 @@ GossipDigest Gossiper::HandleGossip(const GossipDigest& incoming) {
     answer = Digest();
   }
   Notify(std::move(transitions));
+  NotifyLayout();
   return answer;
 }
 
 void Gossiper::Merge(const GossipDigest& digest) {
   const absl::Time now = clock_->Now();
+  AdoptLayout(digest.layout);
   for (const MemberEntry& in : digest.members) {
     if (in.member.id.empty()) continue;
     if (in.member.id == self_id_) {
@@ -131,7 +207,8 @@ void Gossiper::Merge(const GossipDigest& digest) {
     auto it = members_.find(in.member.id);
     if (it == members_.end()) {
       MemberEntry entry = in;
-      entry.ring_status = RingStatus::kNone;  // gossip alone never places a member on the ring
+      // Only the layout places a member on the ring.
+      entry.ring_status = layout_.Contains(in.member.id) ? RingStatus::kNormal : RingStatus::kNone;
       members_.emplace(in.member.id, std::move(entry));
       detector_.Watch(in.member.id, now);
       continue;
@@ -139,6 +216,10 @@ void Gossiper::Merge(const GossipDigest& digest) {
     if (!in.NewerThan(it->second)) continue;
     it->second.incarnation = in.incarnation;
     it->second.heartbeat = in.heartbeat;
+    it->second.handoff_version = in.handoff_version;
+    it->second.handoff_keys = in.handoff_keys;
+    it->second.handoff_bytes = in.handoff_bytes;
+    it->second.handoff_done = in.handoff_done;
     detector_.Heard(in.member.id, now);
   }
 }
@@ -146,6 +227,7 @@ void Gossiper::Merge(const GossipDigest& digest) {
 GossipDigest Gossiper::Digest() const {
   GossipDigest digest;
   digest.from_id = self_id_;
+  digest.layout = layout_;
   digest.members.reserve(members_.size());
   for (const auto& [id, entry] : members_) digest.members.push_back(entry);
   return digest;

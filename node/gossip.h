@@ -10,11 +10,15 @@
 // member's advances reach every node within a few intervals even though each node talks to only
 // one peer per round.
 //
-// Membership. The members given at construction are the ring (RingStatus::kNormal). Members
-// learned only through gossip are added with RingStatus::kNone and watched, but the ring does
-// not change (join and leave are later work). A member's address and zone are never changed by
-// gossip. An entry claiming this node at a newer version than its own (only possible after the
-// node's clock went backwards across a restart) makes it take a newer incarnation.
+// Membership. The cluster layout (node/cluster_layout.h) travels in every digest and the
+// highest version wins; members in it are RingStatus::kNormal, others kNone. It starts as
+// Options::layout, or else version 1 with the members given at construction. Members learned
+// only through gossip are added with kNone and watched (a node waiting to be joined gossips
+// itself that way). ProposeLayout installs a newer layout locally (a membership change); the
+// layout listener runs, outside the lock, whenever the layout changes. A member's address and
+// zone are never changed by gossip. An entry claiming this node at a newer version than its own
+// (only possible after the node's clock went backwards across a restart) makes it take a newer
+// incarnation.
 //
 // Incarnation: Options::incarnation, or else the clock's time in microseconds at construction;
 // a restarted node thus advertises a newer version even though its heartbeat restarts from 0.
@@ -38,6 +42,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/random/bit_gen_ref.h"
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -58,8 +63,10 @@ class Gossiper : public MemberLiveness {
     // HOST:PORT of nodes to gossip with while no other member is known.
     std::vector<std::string> seeds;
     uint64_t incarnation = 0;  // 0: the clock's time in microseconds
+    ClusterLayout layout;      // version 0: version 1 of the members given at construction
   };
   using Listener = std::function<void(const std::string& member_id, Liveness from, Liveness to)>;
+  using LayoutListener = std::function<void(const ClusterLayout& layout)>;
 
   // `members` must include `self`; they make up the ring. The clock, transport, scheduler and
   // generator must outlive the gossiper; the generator is used only under its lock.
@@ -71,6 +78,7 @@ class Gossiper : public MemberLiveness {
 
   // Set before Start.
   void SetListener(Listener listener);
+  void SetLayoutListener(LayoutListener listener);
   // Schedules gossip rounds, the first one right away.
   void Start();
   // Stops gossip rounds; late completions are ignored. Idempotent.
@@ -84,6 +92,13 @@ class Gossiper : public MemberLiveness {
   // MemberLiveness.
   bool IsDown(absl::string_view member_id) const override;
   Liveness LivenessOf(absl::string_view member_id) const;
+  ClusterLayout Layout() const;
+  // Installs `layout` if its version is greater than the current one; FAILED_PRECONDITION (naming
+  // both versions) otherwise, e.g. when another change won the race.
+  absl::Status ProposeLayout(ClusterLayout layout);
+  // Publishes this node's handoff progress in its own entry (gossiped from the next round).
+  void SetHandoffProgress(uint64_t layout_version, uint64_t keys, uint64_t bytes, bool done);
+
   // Every member known, ordered by id.
   std::vector<MemberView> Members() const;
   const std::string& self_id() const { return self_id_; }
@@ -94,6 +109,10 @@ class Gossiper : public MemberLiveness {
   GossipDigest Digest() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs the listener for the detector's pending transitions (call without the lock).
   void Notify(std::vector<FailureDetector::Transition> transitions);
+  // Adopts `layout` if newer: ring statuses follow it; queues a layout notification.
+  void AdoptLayout(const ClusterLayout& layout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs the layout listener if the layout changed since the last call (call without the lock).
+  void NotifyLayout();
 
   const std::string self_id_;
   GossipTransport* const transport_;
@@ -101,6 +120,7 @@ class Gossiper : public MemberLiveness {
   const Clock* const clock_;
   const Options options_;
   Listener listener_;
+  LayoutListener layout_listener_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, MemberEntry, std::less<>> members_ ABSL_GUARDED_BY(mu_);
@@ -108,6 +128,9 @@ class Gossiper : public MemberLiveness {
   absl::BitGenRef rng_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  ClusterLayout layout_ ABSL_GUARDED_BY(mu_);
+  bool layout_changed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Mutex notify_mu_;  // serializes layout notifications, so listeners see versions in order
 };
 
 }  // namespace kv

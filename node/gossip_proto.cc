@@ -14,6 +14,10 @@ void DigestToProto(const GossipDigest& digest,
     m->set_heartbeat(entry.heartbeat);
     m->set_ring_status(entry.ring_status == RingStatus::kNormal ? internal::v1::GossipMember::NORMAL
                                                                 : internal::v1::GossipMember::NONE);
+    m->set_handoff_version(entry.handoff_version);
+    m->set_handoff_keys(entry.handoff_keys);
+    m->set_handoff_bytes(entry.handoff_bytes);
+    m->set_handoff_done(entry.handoff_done);
   }
 }
 
@@ -31,9 +35,67 @@ GossipDigest DigestFromProto(
     entry.heartbeat = m.heartbeat();
     entry.ring_status = m.ring_status() == internal::v1::GossipMember::NORMAL ? RingStatus::kNormal
                                                                               : RingStatus::kNone;
+    entry.handoff_version = m.handoff_version();
+    entry.handoff_keys = m.handoff_keys();
+    entry.handoff_bytes = m.handoff_bytes();
+    entry.handoff_done = m.handoff_done();
     digest.members.push_back(std::move(entry));
   }
   return digest;
+}
+
+namespace {
+
+void MembersToProto(const std::vector<Member>& members,
+                    google::protobuf::RepeatedPtrField<internal::v1::LayoutMember>* out) {
+  for (const Member& m : members) {
+    internal::v1::LayoutMember* p = out->Add();
+    p->set_node_id(m.id);
+    p->set_address(m.address);
+    p->set_zone(m.zone);
+  }
+}
+
+std::vector<Member> MembersFromProto(
+    const google::protobuf::RepeatedPtrField<internal::v1::LayoutMember>& members) {
+  std::vector<Member> out;
+  for (const internal::v1::LayoutMember& m : members) {
+    if (!m.node_id().empty()) out.push_back(Member{m.node_id(), m.address(), m.zone()});
+  }
+  return out;
+}
+
+}  // namespace
+
+void LayoutToProto(const ClusterLayout& layout, internal::v1::ClusterLayout* out) {
+  out->set_version(layout.version);
+  MembersToProto(layout.members, out->mutable_members());
+  MembersToProto(layout.next, out->mutable_next());
+  out->set_change(layout.change);
+}
+
+ClusterLayout LayoutFromProto(const internal::v1::ClusterLayout& layout) {
+  ClusterLayout out;
+  out.version = layout.version();
+  out.members = MembersFromProto(layout.members());
+  out.next = MembersFromProto(layout.next());
+  out.change = layout.change();
+  if (out.members.empty()) out = ClusterLayout();  // malformed: as if none was sent
+  return out;
+}
+
+std::string EncodeLayout(const ClusterLayout& layout) {
+  internal::v1::ClusterLayout proto;
+  LayoutToProto(layout, &proto);
+  return proto.SerializeAsString();
+}
+
+absl::StatusOr<ClusterLayout> DecodeLayout(absl::string_view bytes) {
+  internal::v1::ClusterLayout proto;
+  if (!proto.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::DataLossError("the stored cluster layout does not parse");
+  }
+  return LayoutFromProto(proto);
 }
 
 }  // namespace kv

@@ -3,6 +3,7 @@
 #ifndef KV_NODE_GOSSIP_PROTO_H_
 #define KV_NODE_GOSSIP_PROTO_H_
 
+#include "absl/status/statusor.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "node/membership.h"
 #include "replica.pb.h"
@@ -14,6 +15,26 @@ void DigestToProto(const GossipDigest& digest,
 GossipDigest DigestFromProto(
     const std::string& from_id,
     const google::protobuf::RepeatedPtrField<internal::v1::GossipMember>& members);
+
+void LayoutToProto(const ClusterLayout& layout, internal::v1::ClusterLayout* out);
+ClusterLayout LayoutFromProto(const internal::v1::ClusterLayout& layout);
+// The meta column's encoding of a layout.
+std::string EncodeLayout(const ClusterLayout& layout);
+absl::StatusOr<ClusterLayout> DecodeLayout(absl::string_view bytes);
+
+// A whole GossipRequest or GossipResponse.
+template <typename Message>
+void DigestToMessage(const GossipDigest& digest, Message* out) {
+  out->set_from_node_id(digest.from_id);
+  DigestToProto(digest, out->mutable_members());
+  LayoutToProto(digest.layout, out->mutable_layout());
+}
+template <typename Message>
+GossipDigest DigestFromMessage(const Message& message) {
+  GossipDigest digest = DigestFromProto(message.from_node_id(), message.members());
+  digest.layout = LayoutFromProto(message.layout());
+  return digest;
+}
 
 }  // namespace kv
 

@@ -331,8 +331,8 @@ void GrpcPeerTransport::Gossip(const std::string& address, GossipDigest digest,
                                std::function<void(absl::StatusOr<GossipDigest>)> done) {
   auto call = std::make_shared<Call<internal::v1::GossipRequest, internal::v1::GossipResponse>>();
   SetDeadline(&call->context, options_.gossip_timeout);
+  DigestToMessage(digest, &call->request);
   call->request.set_from_node_id(self_id_);
-  DigestToProto(digest, call->request.mutable_members());
   std::shared_ptr<PeerStubs> stubs = StubsFor(Member{"", address, ""}, /*gossip=*/true);
   Begin(&call->context);
   stubs->replica->async()->Gossip(
@@ -340,7 +340,7 @@ void GrpcPeerTransport::Gossip(const std::string& address, GossipDigest digest,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         absl::StatusOr<GossipDigest> result;
         if (status.ok()) {
-          result = DigestFromProto(call->response.from_node_id(), call->response.members());
+          result = DigestFromMessage(call->response);
         } else {
           result = FromGrpc(status);
         }

@@ -7,8 +7,14 @@
 // and every other node keeps the greatest version it has seen. Liveness is not gossiped: each
 // node judges it locally (node/failure_detector.h) from whether the heartbeat it sees advances.
 //
-// RingStatus leaves room for staged join and leave: today a member is either part of the ring
-// (kNormal, from --peers or learned from a seed) or only known to gossip (kNone).
+// RingStatus: a member is part of the cluster layout (kNormal: an owner now or after the running
+// transition) or only known to gossip (kNone: e.g. a node started with --seeds that waits to be
+// joined, or one that has left). The layout itself (node/cluster_layout.h) travels in every
+// digest; the highest version wins.
+//
+// Handoff progress: during a transition each current owner streams the keys the new owners gain
+// (node/handoff.h) and reports its progress in its own entry, so the node running the
+// membership-change operation sees every source's progress through gossip.
 //
 // Plain values; no shared state. Thread-compatible.
 #ifndef KV_NODE_MEMBERSHIP_H_
@@ -21,6 +27,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "node/cluster_layout.h"
 #include "node/ring.h"
 
 namespace kv {
@@ -42,6 +49,11 @@ struct MemberEntry {
   uint64_t incarnation = 0;
   uint64_t heartbeat = 0;
   RingStatus ring_status = RingStatus::kNone;
+  // This member's handoff for the transition at layout version `handoff_version` (0: none yet).
+  uint64_t handoff_version = 0;
+  uint64_t handoff_keys = 0;   // records sent so far
+  uint64_t handoff_bytes = 0;  // encoded record bytes sent so far
+  bool handoff_done = false;   // every key the new owners gain was sent and is durable there
 
   // True if this entry is a later version of the same member's state than `other`.
   bool NewerThan(const MemberEntry& other) const {
@@ -53,6 +65,7 @@ struct MemberEntry {
 struct GossipDigest {
   std::string from_id;
   std::vector<MemberEntry> members;
+  ClusterLayout layout;  // the sender's layout (version 0: it knows none)
 };
 
 // A member as this node sees it now.

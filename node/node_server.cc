@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "node/clock.h"
+#include "node/gossip_proto.h"
 #include "node/log.h"
 #include "storage/rocksdb_engine.h"
 #include "storage/status_macros.h"
@@ -29,6 +30,8 @@ namespace kv {
 namespace {
 
 constexpr absl::Duration kExpiryInterval = absl::Minutes(1);
+// The meta column key of the newest cluster layout this node knew (replica.proto ClusterLayout).
+constexpr absl::string_view kLayoutMetaKey = "cluster_layout";
 
 absl::Status DataDirError(int error_number, absl::string_view what, absl::string_view dir) {
   const std::string message =
@@ -125,25 +128,51 @@ absl::Status NodeServer::OpenStorage() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
+  ClusterLayout layout;
+  if (!config_.peers.empty()) {
+    layout.version = 1;
+    layout.members = config_.peers;
+  } else if (!config_.seeds.empty()) {
+    KV_ASSIGN_OR_RETURN(layout, LearnLayoutFromSeeds());
+  } else {
+    layout.version = 1;
+    layout.members.push_back(Member{config_.node_id, config_.listen, ""});
+  }
+  absl::StatusOr<std::string> stored = engine_->Get(Column::kMeta, kLayoutMetaKey);
+  if (stored.ok()) {
+    absl::StatusOr<ClusterLayout> decoded = DecodeLayout(*stored);
+    if (!decoded.ok()) return decoded.status();
+    if (decoded->version > layout.version) {
+      LogInfo("using the stored cluster layout: newer than the configured or learned one",
+              {{"layout_version", absl::StrCat(decoded->version)},
+               {"members", FormatMembers(decoded->members)}});
+      layout = *std::move(decoded);
+    }
+  } else if (!absl::IsNotFound(stored.status())) {
+    return stored.status();
+  }
+  return layout;
+}
+
 absl::Status NodeServer::StartReplication() {
   scheduler_ = std::make_unique<TimerScheduler>(executor_.get());
   GrpcPeerTransport::Options transport_options;
   transport_options.gossip_timeout = std::min(absl::Seconds(1), config_.failure_timeout / 2);
   transport_ =
       std::make_unique<GrpcPeerTransport>(config_.node_id, executor_.get(), transport_options);
-  std::vector<Member> members = config_.peers;
-  if (members.empty() && !config_.seeds.empty()) {
-    KV_ASSIGN_OR_RETURN(members, LearnMembersFromSeeds());
-  }
-  if (members.empty()) members.push_back(Member{config_.node_id, config_.listen, ""});
+  KV_ASSIGN_OR_RETURN(ClusterLayout layout, InitialLayout());
+  absl::StatusOr<std::shared_ptr<const Placement>> initial = Placement::Create(layout);
+  if (!initial.ok()) return initial.status();
+  placement_ = std::make_unique<PlacementHolder>(*initial);
+  start_layout_version_ = layout.version;
   std::vector<Member> peers;
-  for (const Member& m : members) {
-    if (m.id != config_.node_id) peers.push_back(m);
+  for (const Member* m : (*initial)->AllMembers()) {
+    if (m->id != config_.node_id) peers.push_back(*m);
   }
-  absl::StatusOr<HashRing> built = HashRing::Build(members);
-  if (!built.ok()) return built.status();
-  auto ring = std::make_shared<const HashRing>(*std::move(built));
-  StartGossip(members);
+  // Merkle trees and tombstone purging follow the ring the node started with (see OnLayout).
+  std::shared_ptr<const HashRing> ring = (*initial)->current_ptr();
+  StartGossip(layout);
   // The index observes every record change from now on; its trees are built in the background.
   merkle_ = std::make_unique<MerkleIndex>(config_.node_id, ring, config_.replication_factor,
                                           engine_.get());
@@ -181,9 +210,9 @@ absl::Status NodeServer::StartReplication() {
   cluster.replication_factor = config_.replication_factor;
   cluster.default_w = config_.write_quorum;
   cluster.default_r = config_.read_quorum;
-  coordinator_ =
-      std::make_unique<Coordinator>(cluster, ring, store_.get(), outbox_.get(), transport_.get(),
-                                    executor_.get(), SystemClock::Get(), gossiper_.get());
+  coordinator_ = std::make_unique<Coordinator>(cluster, placement_.get(), store_.get(),
+                                               outbox_.get(), transport_.get(), executor_.get(),
+                                               SystemClock::Get(), gossiper_.get());
   // Forced exchanges (repair operations) work also when periodic ones are off (interval 0).
   AntiEntropy::Options ae;
   ae.interval = config_.anti_entropy_interval;
@@ -206,12 +235,72 @@ absl::Status NodeServer::StartReplication() {
                                               transport_.get(), scheduler_.get(), executor_.get(),
                                               SystemClock::Get(), reaping);
   reaper_->Start();
+  HandoffSender::Options handoff;
+  handoff.replication_factor = static_cast<size_t>(config_.replication_factor);
+  handoff.bytes_per_second = static_cast<uint64_t>(config_.handoff_mb_per_second) * 1000000;
+  handoff_ = std::make_unique<HandoffSender>(
+      config_.node_id, engine_.get(), transport_.get(), scheduler_.get(), executor_.get(),
+      SystemClock::Get(), handoff,
+      [gossiper = gossiper_.get()](uint64_t version, uint64_t keys, uint64_t bytes, bool done) {
+        gossiper->SetHandoffProgress(version, keys, bytes, done);
+      });
+  MembershipChanger::Options changes;
+  changes.replication_factor = static_cast<size_t>(config_.replication_factor);
+  changer_ = std::make_unique<MembershipChanger>(gossiper_.get(), operations_.get(),
+                                                 scheduler_.get(), SystemClock::Get(), changes);
+  // From here on layout changes reach the placement; a restart during a transition resumes it.
+  // Gossip calls it on its own thread or a gRPC thread; OnLayout writes to storage (synced), so
+  // it runs on the executor. An older layout arriving late is ignored (PlacementHolder::Set).
+  gossiper_->SetLayoutListener([this](const ClusterLayout& l) {
+    executor_->Schedule([this, l] { OnLayout(l); });
+  });
+  handoff_->OnPlacement(placement_->Get());
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<Member>> NodeServer::LearnMembersFromSeeds() {
+void NodeServer::OnLayout(const ClusterLayout& layout) {
+  absl::StatusOr<std::shared_ptr<const Placement>> placement = Placement::Create(layout);
+  if (!placement.ok()) {
+    LogError("ignoring a cluster layout that cannot be placed",
+             {{"layout_version", absl::StrCat(layout.version)},
+              {"error", std::string(placement.status().message())}});
+    return;
+  }
+  const bool was_member = placement_->Get()->layout().Contains(config_.node_id);
+  if (!placement_->Set(*placement)) return;
+  WriteBatch batch;
+  batch.Put(Column::kMeta, kLayoutMetaKey, EncodeLayout(layout));
+  WriteOptions sync;
+  sync.sync = true;
+  if (absl::Status stored = engine_->Write(batch, sync); !stored.ok()) {
+    LogWarn("could not store the cluster layout; a restart relearns it from gossip",
+            {{"error", std::string(stored.message())}});
+  }
+  for (const Member* m : (*placement)->AllMembers()) {
+    if (m->id != config_.node_id) outbox_->AddPeer(*m);
+  }
+  LogInfo("cluster layout changed", {{"layout_version", absl::StrCat(layout.version)},
+                                     {"members", FormatMembers(layout.members)},
+                                     {"next", FormatMembers(layout.next)},
+                                     {"change", layout.change}});
+  // Tombstone purging checks the replicas of the start-up ring; with another ring a copy on a
+  // new owner could escape the check (C8), so purging stops until the next start.
+  if (layout.version != start_layout_version_ && reaper_ != nullptr) reaper_->Shutdown();
+  if (was_member && !layout.Contains(config_.node_id)) {
+    LogInfo(
+        "this node has left the cluster: everything it owned is held by the other members; "
+        "it may be stopped",
+        {{"layout_version", absl::StrCat(layout.version)}});
+  } else if (!was_member && layout.Contains(config_.node_id)) {
+    LogInfo("this node was joined to the cluster",
+            {{"layout_version", absl::StrCat(layout.version)}});
+  }
+  handoff_->OnPlacement(*placement);
+}
+
+absl::StatusOr<ClusterLayout> NodeServer::LearnLayoutFromSeeds() {
   const std::string seeds = absl::StrJoin(config_.seeds, ",");
-  LogInfo("no --peers: asking the seeds for the member list; not serving until one answers",
+  LogInfo("no --peers: asking the seeds for the cluster layout; not serving until one answers",
           {{"seeds", seeds}, {"seed_timeout", absl::FormatDuration(config_.seed_timeout)}});
   const absl::Time deadline = absl::Now() + config_.seed_timeout;
   std::string last_error = "no seed was asked";
@@ -230,30 +319,38 @@ absl::StatusOr<std::vector<Member>> NodeServer::LearnMembersFromSeeds() {
         last_error = absl::StrCat(seed, ": ", reply.status().message());
         continue;
       }
-      std::vector<Member> members;
-      for (const MemberEntry& entry : reply->members) {
-        if (entry.ring_status == RingStatus::kNormal) members.push_back(entry.member);
+      ClusterLayout layout = reply->layout;
+      if (layout.version == 0) {
+        // A seed of an earlier version sends no layout: its NORMAL members are the ring.
+        for (const MemberEntry& entry : reply->members) {
+          if (entry.ring_status == RingStatus::kNormal) layout.members.push_back(entry.member);
+        }
+        if (!layout.members.empty()) layout.version = 1;
       }
-      if (members.empty()) {
+      if (layout.members.empty()) {
         last_error = absl::StrCat(seed, " knows no members yet");
         continue;
       }
-      const bool listed = std::any_of(members.begin(), members.end(),
-                                      [&](const Member& m) { return m.id == config_.node_id; });
-      if (!listed) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "seed ", seed, " (node ", reply->from_id, ") knows the members ",
-            FormatMembers(members), ", which do not include this node (--node_id=", config_.node_id,
-            "). Adding a node to a running cluster (join) is not supported yet: list it in "
-            "--peers of every node, or start this node with one of those ids."));
+      if (!layout.Contains(config_.node_id)) {
+        LogInfo(
+            "this node is not in the cluster layout yet: it forwards requests and waits to "
+            "be joined",
+            {{"seed", seed},
+             {"layout_version", absl::StrCat(layout.version)},
+             {"members", FormatMembers(layout.members)},
+             {"join_with", absl::StrCat("kvctl cluster join ", config_.node_id, " --commit")}});
+      } else {
+        LogInfo("learned the cluster layout from a seed",
+                {{"seed", seed},
+                 {"seed_node", reply->from_id},
+                 {"layout_version", absl::StrCat(layout.version)},
+                 {"members", FormatMembers(layout.members)}});
       }
-      LogInfo("learned the member list from a seed",
-              {{"seed", seed}, {"seed_node", reply->from_id}, {"members", FormatMembers(members)}});
-      return members;
+      return layout;
     }
     if (absl::Now() >= deadline) {
       return absl::UnavailableError(
-          absl::StrCat("no seed told the member list within seed_timeout=",
+          absl::StrCat("no seed told the cluster layout within seed_timeout=",
                        absl::FormatDuration(config_.seed_timeout), " (last error: ", last_error,
                        "). Check --seeds, start a seed with --peers, or raise --seed_timeout."));
     }
@@ -261,12 +358,15 @@ absl::StatusOr<std::vector<Member>> NodeServer::LearnMembersFromSeeds() {
   }
 }
 
-void NodeServer::StartGossip(const std::vector<Member>& members) {
+void NodeServer::StartGossip(const ClusterLayout& layout) {
   Member self{config_.node_id, config_.listen, ""};
+  std::vector<Member> members = layout.members;
+  members.insert(members.end(), layout.next.begin(), layout.next.end());
   for (const Member& m : members) {
     if (m.id == config_.node_id) self = m;
   }
   Gossiper::Options options;
+  options.layout = layout;
   options.interval = config_.gossip_interval;
   options.failure_timeout = config_.failure_timeout;
   options.seeds = config_.seeds;
@@ -303,10 +403,12 @@ absl::Status NodeServer::StartGrpc() {
   admin_service_ = std::make_unique<AdminService>(
       AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
       engine_.get(), coordinator_.get(), outbox_.get(), merkle_.get(), anti_entropy_.get(),
-      reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_, SystemClock::Get(),
-      gossiper_.get());
-  replica_service_ = std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_,
-                                                      merkle_.get(), gossiper_.get());
+      reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_,
+      SystemClock::Get(), gossiper_.get());
+  admin_service_->SetMembershipChanger(changer_.get());
+  replica_service_ =
+      std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_, merkle_.get(),
+                                       gossiper_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -372,10 +474,12 @@ void NodeServer::Shutdown() {
   // Replication stops in dependency order: the outbox answers its waiters and ignores late
   // completions (unsent entries stay on disk for the next start); the timer stops; queued work
   // drains; then the transports cancel their calls in flight (whose callbacks then run inline).
+  if (changer_ != nullptr) changer_->Shutdown();
   if (gossiper_ != nullptr) gossiper_->Shutdown();
   gossip_scheduler_.reset();
   if (gossip_executor_ != nullptr) gossip_executor_->Shutdown();
   gossip_transport_.reset();
+  if (handoff_ != nullptr) handoff_->Shutdown();
   if (repairs_ != nullptr) repairs_->Shutdown();
   if (anti_entropy_ != nullptr) anti_entropy_->Shutdown();
   if (reaper_ != nullptr) reaper_->Shutdown();
@@ -387,6 +491,8 @@ void NodeServer::Shutdown() {
   server_.reset();
   replica_service_.reset();
   admin_service_.reset();
+  changer_.reset();
+  handoff_.reset();
   gossiper_.reset();  // after the transport and the services that called it
   kv_service_.reset();
   repairs_.reset();

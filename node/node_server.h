@@ -1,16 +1,17 @@
 // NodeServer: one running kvnode, wired together: the RocksDB engine on the data directory, the
 // LocalStore over it, the executor that runs storage work, the cluster (hash ring from --peers or
-// learned from --seeds, gRPC peer transport, gossip membership and failure detection,
-// replication outbox, coordinator), and the gRPC server with the KV, Admin
-// and Replica services, standard health checking and server reflection. A background thread
-// expires old idempotency records every minute.
+// learned from --seeds, versioned by the cluster layout, gRPC peer transport, gossip membership and
+// failure detection, replication outbox, coordinator), and the gRPC server with the KV, Admin and
+// Replica services, standard health checking and server reflection. A background thread expires old
+// idempotency records every minute.
 //
 // Start fails with a clear status and leaves nothing running: PERMISSION_DENIED when the data
 // directory cannot be created or written, FAILED_PRECONDITION when another process holds it,
 // UNAVAILABLE when the listen address cannot be bound (in use, or not a local address) or when
-// no seed told the member list within seed_timeout (the node does not serve before it knows the
-// ring), FAILED_PRECONDITION when the seeds' cluster does not list this node; the message names
-// the directory, address or seed and what to do.
+// no seed told the cluster layout within seed_timeout (the node does not serve before it knows
+// the ring); the message names the directory, address or seed and what to do. A node the layout
+// does not list serves as a forwarding coordinator and gossips itself as a candidate until
+// `kvctl cluster join` adds it.
 //
 // Shutdown is graceful: for `shutdown_drain` new calls are answered UNAVAILABLE and health
 // checks NOT_SERVING (clients move elsewhere; calls still queued inside gRPC get answered rather
@@ -41,10 +42,13 @@
 #include "node/executor.h"
 #include "node/gossip.h"
 #include "node/grpc_peer_transport.h"
+#include "node/handoff.h"
 #include "node/kv_service.h"
 #include "node/local_store.h"
+#include "node/membership_change.h"
 #include "node/merkle_index.h"
 #include "node/operations.h"
+#include "node/placement.h"
 #include "node/repair_runner.h"
 #include "node/replica_service.h"
 #include "node/replication_outbox.h"
@@ -73,9 +77,15 @@ class NodeServer {
   // The ring, the peer transport, the replication outbox (recovered from disk) and the
   // coordinator.
   absl::Status StartReplication();
-  // Without --peers: asks the seeds, round robin, until one tells the ring's members.
-  absl::StatusOr<std::vector<Member>> LearnMembersFromSeeds();
-  void StartGossip(const std::vector<Member>& members);
+  // Without --peers: asks the seeds, round robin, until one tells the cluster layout.
+  absl::StatusOr<ClusterLayout> LearnLayoutFromSeeds();
+  // The layout to start with: from --peers or the seeds, or the one stored in the meta column
+  // if that is newer.
+  absl::StatusOr<ClusterLayout> InitialLayout();
+  void StartGossip(const ClusterLayout& layout);
+  // Gossip brought (or this node committed) a newer layout: store it, place keys by it, add
+  // joined members to the outbox, start this node's handoff.
+  void OnLayout(const ClusterLayout& layout);
   absl::Status StartGrpc();
   void ExpireIdempotencyRecordsLoop();
   // Drains and stops the gRPC server (see Shutdown above).
@@ -97,7 +107,11 @@ class NodeServer {
   std::unique_ptr<ThreadPoolExecutor> gossip_executor_;
   std::unique_ptr<TimerScheduler> gossip_scheduler_;
   std::unique_ptr<GrpcPeerTransport> gossip_transport_;
-  std::unique_ptr<Gossiper> gossiper_;               // destroyed after its transport and the server
+  std::unique_ptr<PlacementHolder> placement_;
+  uint64_t start_layout_version_ = 0;
+  std::unique_ptr<Gossiper> gossiper_;  // destroyed after its transport and the server
+  std::unique_ptr<HandoffSender> handoff_;
+  std::unique_ptr<MembershipChanger> changer_;
   std::unique_ptr<PeerTransport> outbox_transport_;  // the fault-point wrapper, if configured
   std::unique_ptr<ReplicationOutbox> outbox_;
   std::unique_ptr<Coordinator> coordinator_;

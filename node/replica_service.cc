@@ -164,10 +164,8 @@ grpc::ServerUnaryReactor* ReplicaService::Gossip(grpc::CallbackServerContext* /*
     status = absl::UnimplementedError("gossip is not enabled on this node");
   }
   if (status.ok()) {
-    const GossipDigest answer =
-        gossiper_->HandleGossip(DigestFromProto(request->from_node_id(), request->members()));
-    response->set_from_node_id(answer.from_id);
-    DigestToProto(answer, response->mutable_members());
+    const GossipDigest answer = gossiper_->HandleGossip(DigestFromMessage(*request));
+    DigestToMessage(answer, response);
   }
   return FinishNow(gate_, status);
 }

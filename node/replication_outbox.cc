@@ -115,6 +115,15 @@ ReplicationOutbox::ReplicationOutbox(std::vector<Member> peers, Engine* engine,
   }
 }
 
+void ReplicationOutbox::AddPeer(const Member& member) {
+  absl::MutexLock lock(&mu_);
+  if (peers_.count(member.id) > 0) return;
+  auto peer = std::make_unique<PeerState>(member);
+  peer->stats.peer_id = member.id;
+  peer->backoff_ceiling = options_.initial_backoff;
+  peers_.emplace(member.id, std::move(peer));
+}
+
 ReplicationOutbox::~ReplicationOutbox() {
   Shutdown();
   liveness_->AwaitIdle(/*kill=*/true);

@@ -122,6 +122,8 @@ class ReplicationOutbox {
   // Ends the peer's backoff now, if it is waiting one out, and sends what is queued for it: for
   // when the failure detector sees a DOWN peer come back. Unknown peers are ignored.
   void Resume(absl::string_view peer_id);
+  // Adds a replication peer (a member that joined); a no-op for a known one.
+  void AddPeer(const Member& member);
 
   std::vector<PeerOutboxStats> Stats() const;
   // Stops sending: no new batches start, every callback not yet run gets UNAVAILABLE, and

@@ -88,10 +88,20 @@ absl::StatusOr<HashRing> HashRing::Build(std::vector<Member> members, int vnodes
 }
 
 std::vector<const Member*> HashRing::PreferenceList(absl::string_view key, size_t n) const {
+  return PreferenceListAt(KeyHash(key), n);
+}
+
+std::vector<uint64_t> HashRing::PointHashes() const {
+  std::vector<uint64_t> hashes;
+  hashes.reserve(points_.size());
+  for (const Point& p : points_) hashes.push_back(p.hash);
+  return hashes;
+}
+
+std::vector<const Member*> HashRing::PreferenceListAt(uint64_t h, size_t n) const {
   n = std::min(n, members_.size());
   std::vector<const Member*> result;
   if (n == 0) return result;
-  const uint64_t h = KeyHash(key);
   auto start = std::lower_bound(points_.begin(), points_.end(), h,
                                 [](const Point& p, uint64_t value) { return p.hash < value; });
   const size_t first = static_cast<size_t>(start - points_.begin());

@@ -46,6 +46,10 @@ class HashRing {
 
   // The first min(n, size()) distinct members for `key`, primary first.
   std::vector<const Member*> PreferenceList(absl::string_view key, size_t n) const;
+  // The preference list of a ring position (PreferenceList of a key at KeyHash(key) == hash).
+  std::vector<const Member*> PreferenceListAt(uint64_t hash, size_t n) const;
+  // Every vnode position, increasing (for plans that walk the ring arc by arc).
+  std::vector<uint64_t> PointHashes() const;
   // True if `member_id` is in the preference list of `key`.
   bool IsReplica(absl::string_view key, size_t n, absl::string_view member_id) const;
 

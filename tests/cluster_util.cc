@@ -49,13 +49,15 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
       node.id = absl::StrCat("n", i + 1);
       node.port = ports[i];
       node.data_dir = cluster->dir_.Sub(node.id);
-      peers.push_back(absl::StrCat(node.id, "=127.0.0.1:", node.port));
+      if (!cluster->IsJoiner(i)) peers.push_back(absl::StrCat(node.id, "=127.0.0.1:", node.port));
     }
     cluster->peers_flag_ = absl::StrJoin(peers, ",");
     status = absl::OkStatus();
-    for (size_t i = 0; i < ports.size() && status.ok(); ++i) status = cluster->Launch(i);
     for (size_t i = 0; i < ports.size() && status.ok(); ++i) {
-      status = cluster->AwaitServing(i, options.start_timeout);
+      if (!cluster->IsJoiner(i)) status = cluster->Launch(i);
+    }
+    for (size_t i = 0; i < ports.size() && status.ok(); ++i) {
+      if (!cluster->IsJoiner(i)) status = cluster->AwaitServing(i, options.start_timeout);
     }
     if (status.ok()) return cluster;
     if (!absl::StrContains(status.message(), "cannot listen")) break;
@@ -98,8 +100,8 @@ std::vector<std::string> Cluster::Argv(size_t index) const {
       "--node_id=" + node.id,
       "--listen=" + endpoint(index),
       "--data_dir=" + node.data_dir,
-      std::find(options_.seeds_only.begin(), options_.seeds_only.end(), index) !=
-              options_.seeds_only.end()
+      IsJoiner(index) || std::find(options_.seeds_only.begin(), options_.seeds_only.end(), index) !=
+                             options_.seeds_only.end()
           ? "--seeds=" + endpoint(0)
           : "--peers=" + peers_flag_,
       absl::StrCat("--replication_factor=", options_.replication_factor),

@@ -16,6 +16,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -39,6 +40,9 @@ class Cluster {
     // Indexes of nodes started with --seeds=<node 0's address> instead of --peers (they learn
     // the members from node 0, which must not be one of them; the others still list them).
     std::vector<size_t> seeds_only;
+    // Indexes of nodes that are not in the layout: left out of --peers, not started by Start;
+    // Restart(index) starts one with --seeds=<node 0's address>, and it waits to be joined.
+    std::vector<size_t> joiners;
     // Added to every node's command line (e.g. "--fault_replication_delay=1s").
     std::vector<std::string> extra_flags;
     // How long each (re)start may take until the node serves.
@@ -99,6 +103,10 @@ class Cluster {
   std::string LogTails(size_t max_bytes = 4000);
 
  private:
+  bool IsJoiner(size_t index) const {
+    return std::find(options_.joiners.begin(), options_.joiners.end(), index) !=
+           options_.joiners.end();
+  }
   struct Node {
     std::string id;
     int port = 0;

@@ -1,0 +1,146 @@
+#include "node/cluster_layout.h"
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+
+namespace kv {
+namespace {
+
+bool HasId(const std::vector<Member>& members, absl::string_view id) {
+  return std::any_of(members.begin(), members.end(), [&](const Member& m) { return m.id == id; });
+}
+
+std::vector<Member> SortedById(std::vector<Member> members) {
+  std::sort(members.begin(), members.end(),
+            [](const Member& a, const Member& b) { return a.id < b.id; });
+  return members;
+}
+
+// The fraction of the 64-bit ring between positions `from` (exclusive) and `to` (inclusive),
+// walking clockwise.
+double ArcFraction(uint64_t from, uint64_t to) {
+  const uint64_t length = to - from;  // wraps modulo 2^64 as intended
+  return static_cast<double>(length) / 18446744073709551616.0;
+}
+
+}  // namespace
+
+bool ClusterLayout::Contains(absl::string_view id) const {
+  return HasId(members, id) || HasId(next, id);
+}
+
+bool ClusterLayout::IsOwner(absl::string_view id) const { return HasId(members, id); }
+
+absl::StatusOr<MovementPlan> PlanMovement(const std::vector<Member>& before,
+                                          const std::vector<Member>& after, size_t n) {
+  absl::StatusOr<HashRing> old_ring = HashRing::Build(before);
+  if (!old_ring.ok()) return old_ring.status();
+  absl::StatusOr<HashRing> new_ring = HashRing::Build(after);
+  if (!new_ring.ok()) return new_ring.status();
+  // Every key between two consecutive positions of the merged point set has the same
+  // preference list in both rings (it is decided by the first point at or after the key).
+  std::vector<uint64_t> points = old_ring->PointHashes();
+  const std::vector<uint64_t> more = new_ring->PointHashes();
+  points.insert(points.end(), more.begin(), more.end());
+  std::sort(points.begin(), points.end());
+  points.erase(std::unique(points.begin(), points.end()), points.end());
+
+  std::map<std::string, MemberShare> shares;
+  for (const Member& m : before) shares[m.id].id = m.id;
+  for (const Member& m : after) shares[m.id].id = m.id;
+  std::map<std::pair<std::string, std::string>, double> moves;
+  const size_t replicas = std::min(n, std::max(before.size(), after.size()));
+  double moved_slots = 0;
+  for (size_t i = 0; i < points.size(); ++i) {
+    const uint64_t prev = points[i == 0 ? points.size() - 1 : i - 1];
+    const double w = points.size() == 1 ? 1.0 : ArcFraction(prev, points[i]);
+    std::vector<const Member*> was = old_ring->PreferenceListAt(points[i], n);
+    std::vector<const Member*> will = new_ring->PreferenceListAt(points[i], n);
+    if (!was.empty()) shares[was[0]->id].primary_before += w;
+    if (!will.empty()) shares[will[0]->id].primary_after += w;
+    std::vector<std::string> lost, gained;
+    for (const Member* m : was) {
+      shares[m->id].replica_before += w;
+      if (!HasId(after, m->id) ||
+          std::none_of(will.begin(), will.end(), [&](const Member* x) { return x->id == m->id; })) {
+        lost.push_back(m->id);
+      }
+    }
+    for (const Member* m : will) {
+      shares[m->id].replica_after += w;
+      if (std::none_of(was.begin(), was.end(), [&](const Member* x) { return x->id == m->id; })) {
+        gained.push_back(m->id);
+      }
+    }
+    moved_slots += w * static_cast<double>(gained.size());
+    // Pair losers with gainers in preference order; a gainer without a loser (the ring grew
+    // past N) receives from the first old replica.
+    for (size_t g = 0; g < gained.size(); ++g) {
+      std::string from = g < lost.size() ? lost[g] : (was.empty() ? "" : was[0]->id);
+      moves[{from, gained[g]}] += w;
+    }
+  }
+  MovementPlan plan;
+  plan.moved_fraction = replicas == 0 ? 0 : moved_slots / static_cast<double>(replicas);
+  for (const auto& [pair, w] : moves) {
+    plan.moves.push_back(OwnershipMove{pair.first, pair.second,
+                                       replicas == 0 ? 0 : w / static_cast<double>(replicas)});
+  }
+  for (auto& [id, share] : shares) plan.shares.push_back(share);
+  return plan;
+}
+
+absl::StatusOr<ClusterLayout> PlanJoin(const ClusterLayout& current, const Member& joining) {
+  if (current.in_transition()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "a membership change (", current.change, ") is still running at layout version ",
+        current.version, "; wait until its operation ends"));
+  }
+  if (current.Contains(joining.id)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "node ", joining.id, " is already a member (layout version ", current.version, ")"));
+  }
+  ClusterLayout next;
+  next.version = current.version + 1;
+  next.members = current.members;
+  next.next = current.members;
+  next.next.push_back(joining);
+  next.next = SortedById(std::move(next.next));
+  next.change = absl::StrCat("join ", joining.id);
+  return next;
+}
+
+absl::StatusOr<ClusterLayout> PlanLeave(const ClusterLayout& current, absl::string_view id) {
+  if (current.in_transition()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "a membership change (", current.change, ") is still running at layout version ",
+        current.version, "; wait until its operation ends"));
+  }
+  if (!current.IsOwner(id)) {
+    return absl::NotFoundError(
+        absl::StrCat("node ", id, " is not a member (layout version ", current.version, ")"));
+  }
+  if (current.members.size() == 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("node ", id, " is the only member; a cluster cannot become empty"));
+  }
+  ClusterLayout next;
+  next.version = current.version + 1;
+  next.members = current.members;
+  for (const Member& m : current.members) {
+    if (m.id != id) next.next.push_back(m);
+  }
+  next.change = absl::StrCat("leave ", id);
+  return next;
+}
+
+ClusterLayout CompleteTransition(const ClusterLayout& transition) {
+  ClusterLayout done;
+  done.version = transition.version + 1;
+  done.members = transition.next.empty() ? transition.members : transition.next;
+  return done;
+}
+
+}  // namespace kv

@@ -1,0 +1,79 @@
+// ClusterLayout: the versioned member set that every node agrees on, and the plans that change
+// it (staged join and leave).
+//
+// A layout is (version, members, next). `members` own the ring now; a non-empty `next` means a
+// transition is under way: `next` will own the ring once every current member has handed off the
+// keys the new owners gain (node/handoff.h). Layouts spread by gossip and the highest version
+// wins, so a layout is never changed in place: a change is a new layout with a greater version.
+// A membership change takes two versions: v+1 starts the transition (members = old owners,
+// next = new owners), v+2 completes it (members = the new owners, next empty).
+//
+// While a transition runs, placement is the union of both rings' preference lists
+// (node/placement.h), so new-key read-after-write holds throughout.
+//
+// Plain values and pure functions; thread-compatible.
+#ifndef KV_NODE_CLUSTER_LAYOUT_H_
+#define KV_NODE_CLUSTER_LAYOUT_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "node/ring.h"
+
+namespace kv {
+
+struct ClusterLayout {
+  uint64_t version = 0;         // 0: no layout known
+  std::vector<Member> members;  // the owners now, sorted by id
+  std::vector<Member> next;     // non-empty during a transition: the owners after it
+  std::string change;           // what the transition does, e.g. "join n4" (for status)
+
+  bool in_transition() const { return !next.empty(); }
+  bool Contains(absl::string_view id) const;  // in members or in next
+  bool IsOwner(absl::string_view id) const;   // in members
+};
+
+// One pair of the plan: `fraction` of all (key, replica) slots move from `from` to `to`.
+struct OwnershipMove {
+  std::string from;
+  std::string to;
+  double fraction = 0;
+};
+
+struct MemberShare {
+  std::string id;
+  double primary_before = 0;  // fraction of the key space it is first replica of
+  double primary_after = 0;
+  double replica_before = 0;  // fraction of the key space it holds a replica of
+  double replica_after = 0;
+};
+
+// What moving from one member set to another does, computed exactly by walking every arc
+// between consecutive vnode positions of both rings.
+struct MovementPlan {
+  // Fraction of (key, replica) slots whose holder changes: the share of all stored replica data
+  // that moves (1/4 when a 4th node joins 3 with N=3).
+  double moved_fraction = 0;
+  std::vector<OwnershipMove> moves;  // by (from, to)
+  std::vector<MemberShare> shares;   // every member of either set, by id
+};
+
+absl::StatusOr<MovementPlan> PlanMovement(const std::vector<Member>& before,
+                                          const std::vector<Member>& after, size_t n);
+
+// The transition layout (version + 1) that adds `joining`. FAILED_PRECONDITION if a transition
+// is already running or the member is already in the layout.
+absl::StatusOr<ClusterLayout> PlanJoin(const ClusterLayout& current, const Member& joining);
+// The transition layout that removes `id`. FAILED_PRECONDITION during a transition, NOT_FOUND
+// for a non-member, FAILED_PRECONDITION when it would leave no member.
+absl::StatusOr<ClusterLayout> PlanLeave(const ClusterLayout& current, absl::string_view id);
+// The layout that completes `transition` (version + 1, members = next).
+ClusterLayout CompleteTransition(const ClusterLayout& transition);
+
+}  // namespace kv
+
+#endif  // KV_NODE_CLUSTER_LAYOUT_H_

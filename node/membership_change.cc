@@ -1,0 +1,175 @@
+#include "node/membership_change.h"
+
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace kv {
+
+MembershipChanger::MembershipChanger(Gossiper* gossiper, OperationRegistry* operations,
+                                     Scheduler* scheduler, const Clock* clock, Options options)
+    : gossiper_(gossiper),
+      operations_(operations),
+      scheduler_(scheduler),
+      clock_(clock),
+      options_(options) {}
+
+MembershipChanger::~MembershipChanger() { Shutdown(); }
+
+void MembershipChanger::Shutdown() {
+  std::set<std::string> running;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return;
+    shutdown_ = true;
+    running.swap(running_);
+  }
+  guard_.Close();
+  for (const std::string& id : running) {
+    operations_
+        ->Finish(id, absl::CancelledError("the node is shutting down; the transition "
+                                          "stays in place until completed"))
+        .IgnoreError();
+  }
+}
+
+absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
+    Action action, const std::string& node_id) const {
+  Plan plan;
+  plan.current = gossiper_->Layout();
+  absl::StatusOr<ClusterLayout> transition;
+  if (action == Action::kLeave) {
+    transition = PlanLeave(plan.current, node_id);
+  } else {
+    const Member* joining = nullptr;
+    const std::vector<MemberView> views = gossiper_->Members();
+    for (const MemberView& view : views) {
+      if (view.entry.member.id == node_id) joining = &view.entry.member;
+    }
+    if (joining == nullptr) {
+      return absl::NotFoundError(absl::StrCat(
+          "node ", node_id,
+          " is not known to gossip on this node; start it with --node_id=", node_id,
+          " --seeds=<a member's address> and retry once it shows in kvctl cluster status"));
+    }
+    transition = PlanJoin(plan.current, *joining);
+  }
+  if (!transition.ok()) return transition.status();
+  plan.transition = *std::move(transition);
+  absl::StatusOr<MovementPlan> movement =
+      PlanMovement(plan.transition.members, plan.transition.next, options_.replication_factor);
+  if (!movement.ok()) return movement.status();
+  plan.movement = *std::move(movement);
+  return plan;
+}
+
+absl::StatusOr<std::pair<MembershipChanger::Plan, std::string>> MembershipChanger::Commit(
+    Action action, const std::string& node_id, uint64_t expected_version) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return absl::UnavailableError("the node is shutting down");
+  }
+  absl::StatusOr<Plan> plan = MakePlan(action, node_id);
+  if (!plan.ok()) return plan.status();
+  if (expected_version != 0 && expected_version != plan->current.version) {
+    return absl::FailedPreconditionError(absl::StrCat("the layout is at version ",
+                                                      plan->current.version, ", not ",
+                                                      expected_version, " as planned; plan again"));
+  }
+  if (absl::Status proposed = gossiper_->ProposeLayout(plan->transition); !proposed.ok()) {
+    return proposed;
+  }
+  Job job;
+  job.transition = plan->transition;
+  job.deadline = clock_->Now() + options_.timeout;
+  job.id = operations_->Start(
+      action == Action::kJoin ? "join" : "leave",
+      absl::StrCat(plan->transition.change, " (layout version ", plan->transition.version, ")"),
+      plan->transition.members.size(), "sources");
+  {
+    absl::MutexLock lock(&mu_);
+    running_.insert(job.id);
+  }
+  std::string id = job.id;
+  scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
+  return std::make_pair(*std::move(plan), std::move(id));
+}
+
+void MembershipChanger::Poll(Job job) {
+  const ClusterLayout layout = gossiper_->Layout();
+  const uint64_t version = job.transition.version;
+  if (layout.version != version) {
+    const bool completed = layout.version == version + 1 && !layout.in_transition();
+    Finish(job, completed ? absl::OkStatus()
+                          : absl::AbortedError(
+                                absl::StrCat("layout version ", layout.version, " (", layout.change,
+                                             ") replaced the transition at version ", version)));
+    return;
+  }
+  std::map<std::string, MemberEntry> entries;
+  for (const MemberView& view : gossiper_->Members()) entries[view.entry.member.id] = view.entry;
+  uint64_t done = 0, keys = 0, bytes = 0;
+  std::vector<std::string> waiting;
+  std::map<std::string, uint64_t> counters;
+  for (const Member& source : job.transition.members) {
+    const MemberEntry& e = entries[source.id];
+    const bool current = e.handoff_version == version;
+    const uint64_t k = current ? e.handoff_keys : 0;
+    const uint64_t b = current ? e.handoff_bytes : 0;
+    counters[absl::StrCat("keys_from_", source.id)] = k;
+    counters[absl::StrCat("bytes_from_", source.id)] = b;
+    keys += k;
+    bytes += b;
+    if (current && e.handoff_done) {
+      ++done;
+    } else {
+      waiting.push_back(source.id);
+    }
+  }
+  counters["keys_total"] = keys;
+  counters["bytes_total"] = bytes;
+  const bool all_done = waiting.empty();
+  operations_
+      ->Update(job.id,
+               [&](OperationInfo& op) {
+                 op.done = done;
+                 op.counters = counters;
+                 op.message = all_done ? "every source handed off; completing the transition"
+                                       : absl::StrCat("waiting for the handoff of ",
+                                                      absl::StrJoin(waiting, ","));
+               })
+      .IgnoreError();
+  if (all_done) {
+    absl::Status completed = gossiper_->ProposeLayout(CompleteTransition(job.transition));
+    Finish(job, completed);
+    return;
+  }
+  if (clock_->Now() >= job.deadline) {
+    Finish(job, absl::DeadlineExceededError(
+                    absl::StrCat("the handoff did not complete in time; still waiting for ",
+                                 absl::StrJoin(waiting, ","), "; the transition stays in place")));
+    return;
+  }
+  scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
+}
+
+void MembershipChanger::Finish(const Job& job, absl::Status status) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (running_.erase(job.id) == 0) return;
+  }
+  if (status.ok()) {
+    operations_
+        ->Update(job.id,
+                 [&](OperationInfo& op) {
+                   op.message = absl::StrCat("completed: layout version ",
+                                             job.transition.version + 1, " is in place");
+                 })
+        .IgnoreError();
+  }
+  operations_->Finish(job.id, status).IgnoreError();
+}
+
+}  // namespace kv

@@ -1,0 +1,88 @@
+// MembershipChanger: staged join and leave as operations (node/operations.h).
+//
+// Plan: what a change would do (node/cluster_layout.h PlanJoin/PlanLeave and PlanMovement), from
+// this node's current layout; nothing changes. Commit: proposes the transition layout (version
+// v+1) through gossip and registers an operation of kind "join" or "leave" whose id it returns at
+// once. The operation then watches gossip: every current owner hands off the keys the new owners
+// gain (node/handoff.h) and publishes its progress in its gossip entry; progress shows sources
+// done of total, and counters keys_total, bytes_total, keys_from_<id>, bytes_from_<id>. When all
+// sources are done it proposes the completing layout (v+2, without the leaving node) and ends
+// SUCCEEDED. It ends FAILED if another layout replaced the transition, or after
+// Options::timeout.
+//
+// A joining node must be known to gossip (started with --seeds, RingStatus NONE); its address
+// comes from its gossip entry. One change at a time: a commit during a transition is
+// FAILED_PRECONDITION, and so is a commit whose expected version is not current (0: any).
+//
+// Thread-safe. Polls through the Scheduler; Shutdown (also the destructor) fails running
+// operations (CANCELLED) and waits for running callbacks. The gossiper, registry and scheduler
+// must outlive it. The operation lives on the node that committed it: if that node stops, the
+// transition stays in place (see README: what is missing).
+#ifndef KV_NODE_MEMBERSHIP_CHANGE_H_
+#define KV_NODE_MEMBERSHIP_CHANGE_H_
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "node/cluster_layout.h"
+#include "node/gossip.h"
+#include "node/lifetime_guard.h"
+#include "node/operations.h"
+#include "node/scheduler.h"
+
+namespace kv {
+
+class MembershipChanger {
+ public:
+  enum class Action { kJoin, kLeave };
+  struct Options {
+    size_t replication_factor = 3;
+    absl::Duration poll = absl::Milliseconds(200);
+    absl::Duration timeout = absl::Hours(6);
+  };
+  struct Plan {
+    ClusterLayout current;
+    ClusterLayout transition;
+    MovementPlan movement;
+  };
+
+  MembershipChanger(Gossiper* gossiper, OperationRegistry* operations, Scheduler* scheduler,
+                    const Clock* clock, Options options);
+  ~MembershipChanger();
+
+  absl::StatusOr<Plan> MakePlan(Action action, const std::string& node_id) const;
+  // Plans, proposes the transition and returns the plan and the operation id.
+  absl::StatusOr<std::pair<Plan, std::string>> Commit(Action action, const std::string& node_id,
+                                                      uint64_t expected_version);
+  void Shutdown();
+
+ private:
+  struct Job {
+    std::string id;
+    ClusterLayout transition;
+    absl::Time deadline;
+  };
+  void Poll(Job job);
+  void Finish(const Job& job, absl::Status status);
+
+  Gossiper* const gossiper_;
+  OperationRegistry* const operations_;
+  Scheduler* const scheduler_;
+  const Clock* const clock_;
+  const Options options_;
+  LifetimeGuard guard_;
+
+  absl::Mutex mu_;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<std::string> running_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kv
+
+#endif  // KV_NODE_MEMBERSHIP_CHANGE_H_

@@ -1,0 +1,113 @@
+// Staged membership changes: the plan (balance, how much moves) and the transition placement.
+#include "node/cluster_layout.h"
+
+#include <map>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "node/placement.h"
+
+namespace kv {
+namespace {
+
+std::vector<Member> Members(int count) {
+  std::vector<Member> members;
+  for (int i = 1; i <= count; ++i) {
+    members.push_back(Member{absl::StrCat("n", i), absl::StrCat("127.0.0.1:", 7699 + i), ""});
+  }
+  return members;
+}
+
+ClusterLayout Stable(int count) {
+  ClusterLayout layout;
+  layout.version = 1;
+  layout.members = Members(count);
+  return layout;
+}
+
+TEST(ClusterLayoutTest, JoiningAFourthNodeBalancesAndMovesAQuarter) {
+  absl::StatusOr<ClusterLayout> transition = PlanJoin(Stable(3), Members(4)[3]);
+  ASSERT_TRUE(transition.ok()) << transition.status();
+  EXPECT_EQ(transition->version, 2u);
+  EXPECT_EQ(transition->members.size(), 3u);
+  EXPECT_EQ(transition->next.size(), 4u);
+  absl::StatusOr<MovementPlan> plan = PlanMovement(transition->members, transition->next, 3);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  // N=3 of 3 -> 4 members: the new node takes 1/4 of all replica data; nobody else gains.
+  EXPECT_NEAR(plan->moved_fraction, 0.25, 0.03);
+  for (const OwnershipMove& move : plan->moves) EXPECT_EQ(move.to, "n4");
+  for (const MemberShare& share : plan->shares) {
+    EXPECT_NEAR(share.primary_after, 0.25, 0.05) << share.id;
+    EXPECT_NEAR(share.replica_after, 0.75, 0.05) << share.id;
+  }
+  // Each old member gives up about a third of the moved data.
+  for (const OwnershipMove& move : plan->moves) EXPECT_NEAR(move.fraction, 0.25 / 3, 0.03);
+
+  // Counted over real keys: about a quarter of the (key, replica) slots change.
+  absl::StatusOr<HashRing> before = HashRing::Build(transition->members);
+  absl::StatusOr<HashRing> after = HashRing::Build(transition->next);
+  int moved = 0;
+  const int keys = 20000;
+  for (int i = 0; i < keys; ++i) {
+    const std::string key = absl::StrCat("key-", i);
+    for (const Member* m : after->PreferenceList(key, 3)) {
+      if (!before->IsReplica(key, 3, m->id)) ++moved;
+    }
+  }
+  EXPECT_NEAR(static_cast<double>(moved) / (3.0 * keys), 0.25, 0.03);
+}
+
+TEST(ClusterLayoutTest, LeavingMovesOnlyTheLeaversShare) {
+  absl::StatusOr<ClusterLayout> transition = PlanLeave(Stable(4), "n2");
+  ASSERT_TRUE(transition.ok()) << transition.status();
+  absl::StatusOr<MovementPlan> plan = PlanMovement(transition->members, transition->next, 3);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_NEAR(plan->moved_fraction, 0.25, 0.03);
+  for (const OwnershipMove& move : plan->moves) EXPECT_EQ(move.from, "n2");
+  ClusterLayout done = CompleteTransition(*transition);
+  EXPECT_EQ(done.version, 3u);
+  EXPECT_FALSE(done.in_transition());
+  EXPECT_FALSE(done.Contains("n2"));
+}
+
+TEST(ClusterLayoutTest, OneChangeAtATime) {
+  absl::StatusOr<ClusterLayout> transition = PlanJoin(Stable(3), Members(4)[3]);
+  ASSERT_TRUE(transition.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(PlanLeave(*transition, "n1").status()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(PlanJoin(Stable(3), Members(3)[0]).status()));
+  EXPECT_TRUE(absl::IsNotFound(PlanLeave(Stable(3), "n9").status()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(PlanLeave(Stable(1), "n1").status()));
+}
+
+TEST(PlacementTest, TransitionUsesOldAndNewOwners) {
+  absl::StatusOr<ClusterLayout> transition = PlanJoin(Stable(3), Members(4)[3]);
+  ASSERT_TRUE(transition.ok());
+  absl::StatusOr<std::shared_ptr<const Placement>> placement = Placement::Create(*transition);
+  ASSERT_TRUE(placement.ok());
+  absl::StatusOr<HashRing> after = HashRing::Build(transition->next);
+  int widened = 0;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string key = absl::StrCat("key-", i);
+    std::vector<const Member*> replicas = (*placement)->Replicas(key, 3);
+    // Old owners first (all three), then the new owner if it gains the key.
+    ASSERT_GE(replicas.size(), 3u);
+    for (size_t r = 0; r < 3; ++r) EXPECT_NE(replicas[r]->id, "n4");
+    for (const Member* m : after->PreferenceList(key, 3)) {
+      EXPECT_TRUE(std::any_of(replicas.begin(), replicas.end(),
+                              [&](const Member* x) { return x->id == m->id; }));
+    }
+    if (replicas.size() == 4) ++widened;
+  }
+  EXPECT_NEAR(widened / 1000.0, 0.75, 0.08);
+  PlacementHolder holder(*placement);
+  EXPECT_FALSE(holder.Set(*placement));  // same version: kept
+  absl::StatusOr<std::shared_ptr<const Placement>> done =
+      Placement::Create(CompleteTransition(*transition));
+  ASSERT_TRUE(done.ok());
+  EXPECT_TRUE(holder.Set(*done));
+  EXPECT_EQ(holder.Get()->Replicas("k", 3).size(), 3u);
+}
+
+}  // namespace
+}  // namespace kv

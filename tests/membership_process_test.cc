@@ -1,0 +1,223 @@
+// Issue 4 item 4: join and leave while serving, through the real kvctl against real kvnode
+// processes on loopback (N=3, W=2, periodic anti-entropy off so that only the handoff can move
+// data to new owners):
+//   - 3 nodes hold preloaded keys; a 4th starts with --seeds and waits to be joined (it serves
+//     as a forwarding coordinator); `kvctl cluster join n4` shows the plan (1/4 of the replica
+//     data moves, each node ends up first replica of ~1/4 of the keys) and changes nothing;
+//     `--commit` prints an operation id that `kvctl operation get` follows to SUCCEEDED, while a
+//     writer keeps writing new keys; afterwards every acknowledged key is readable through every
+//     node and present on each of its (new) replicas;
+//   - then n2 leaves the same way under load; afterwards no key has n2 among its replicas and
+//     every acknowledged key is readable and on all of its replicas.
+// Every wait and every load loop is bounded; every node is stopped with SIGTERM at the end.
+#include <atomic>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/kv_client.h"
+#include "gtest/gtest.h"
+#include "tests/cluster_util.h"
+#include "tests/test_util.h"
+
+namespace kv {
+namespace {
+
+using ::kv::testing::CommandResult;
+using ::kv::testing::RunCommand;
+
+constexpr int kPreloaded = 1500;
+constexpr int kMaxLoadWrites = 3000;
+constexpr absl::Duration kChangeTimeout = absl::Seconds(120);
+
+class MembershipProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    testing::Cluster::Options options;
+    options.nodes = 4;
+    options.joiners = {3};
+    options.extra_flags = {"--anti_entropy_interval=0", "--gossip_interval=100ms"};
+    absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster =
+        testing::Cluster::Start(std::move(options));
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = *std::move(cluster);
+    client_ = ClientFor({cluster_->endpoint(0), cluster_->endpoint(1), cluster_->endpoint(2)});
+  }
+
+  void TearDown() override {
+    StopWriter();
+    client_.reset();
+    if (cluster_ == nullptr) return;
+    EXPECT_TRUE(cluster_->StopAll().ok()) << cluster_->LogTails();
+    EXPECT_EQ(cluster_->SanitizerReports(), "");
+  }
+
+  static std::unique_ptr<Client> ClientFor(std::vector<std::string> endpoints) {
+    ClientOptions options;
+    options.endpoints = std::move(endpoints);
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? *std::move(client) : nullptr;
+  }
+
+  nlohmann::json KvctlJson(size_t node, std::vector<std::string> args, int expected_exit) {
+    std::vector<std::string> argv = {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(node),
+                                     "--json"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const CommandResult result = RunCommand(argv, "", absl::Seconds(60));
+    EXPECT_EQ(result.exit_code, expected_exit) << result.out << result.err;
+    nlohmann::json json = nlohmann::json::parse(result.out, nullptr, /*allow_exceptions=*/false);
+    return json.is_object() ? json : nlohmann::json::object();
+  }
+
+  // Writes new keys through `client_` until stopped (at most kMaxLoadWrites), remembering the
+  // acknowledged ones.
+  void StartWriter(const std::string& prefix) {
+    stop_ = false;
+    writer_ = std::thread([this, prefix] {
+      for (int i = 0; i < kMaxLoadWrites && !stop_; ++i) {
+        const std::string key = absl::StrCat(prefix, i);
+        if (client_->Put(key, absl::StrCat("v-", key)).ok()) {
+          absl::MutexLock lock(&mu_);
+          acked_.push_back(key);
+        }
+      }
+    });
+  }
+  void StopWriter() {
+    stop_ = true;
+    if (writer_.joinable()) writer_.join();
+  }
+
+  // Commits the change and follows its operation to the end; returns the final operation JSON.
+  nlohmann::json CommitAndWait(size_t via, const std::string& verb, const std::string& node) {
+    nlohmann::json committed = KvctlJson(via, {"cluster", verb, node, "--commit"}, 0);
+    const std::string id = committed.value("operation_id", "");
+    EXPECT_FALSE(id.empty()) << committed.dump();
+    nlohmann::json op;
+    const absl::Time deadline = absl::Now() + kChangeTimeout;
+    while (absl::Now() < deadline) {
+      op = KvctlJson(via, {"operation", "get", id}, 0);
+      if (op.value("state", "") != "RUNNING") break;
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    EXPECT_EQ(op.value("state", ""), "SUCCEEDED") << op.dump() << cluster_->LogTails();
+    return op;
+  }
+
+  // Every key is readable through each endpoint, and (eventually, bounded) every replica the
+  // cluster now places it on holds it. Returns how many keys `member` is a replica of.
+  int CheckKeys(const std::vector<std::string>& keys, const std::vector<size_t>& via,
+                const std::string& member, const std::string& absent) {
+    for (size_t node : via) {
+      std::unique_ptr<Client> client = ClientFor({cluster_->endpoint(node)});
+      int missing = 0;
+      for (const std::string& key : keys) {
+        if (!client->Get(key).ok()) ++missing;
+      }
+      EXPECT_EQ(missing, 0) << "keys not readable through " << cluster_->node_id(node);
+    }
+    int on_member = 0;
+    int incomplete = 0;
+    for (const std::string& key : keys) {
+      const absl::Time deadline = absl::Now() + absl::Seconds(10);
+      while (true) {
+        absl::StatusOr<DescribeKeyResult> d = client_->DescribeKey(key);
+        bool complete = d.ok() && d->replicas.size() == 3;
+        bool has_member = false;
+        for (const ReplicaView& r : d.ok() ? d->replicas : std::vector<ReplicaView>()) {
+          complete = complete && r.reachable && r.has_record;
+          has_member = has_member || r.node_id == member;
+          EXPECT_NE(r.node_id, absent) << key;
+        }
+        if (complete || absl::Now() >= deadline) {
+          if (!complete) ++incomplete;
+          if (has_member) ++on_member;
+          break;
+        }
+        absl::SleepFor(absl::Milliseconds(100));
+      }
+    }
+    EXPECT_EQ(incomplete, 0) << "keys missing on some of their replicas";
+    return on_member;
+  }
+
+  std::vector<std::string> Acked() {
+    absl::MutexLock lock(&mu_);
+    return acked_;
+  }
+
+  std::unique_ptr<testing::Cluster> cluster_;
+  std::unique_ptr<Client> client_;
+  std::thread writer_;
+  std::atomic<bool> stop_{false};
+  absl::Mutex mu_;
+  std::vector<std::string> acked_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
+  const std::string value(1000, 'x');
+  std::vector<std::string> keys;
+  for (int i = 0; i < kPreloaded; ++i) {
+    const std::string key = absl::StrCat("pre/", i);
+    ASSERT_TRUE(client_->Put(key, value).ok()) << key;
+    keys.push_back(key);
+  }
+  // n4 starts with --seeds and waits to be joined; gossip makes it known to n1.
+  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
+  nlohmann::json plan;
+  const absl::Time known_by = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < known_by) {
+    std::vector<std::string> argv = {
+        KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "--json", "cluster", "join", "n4"};
+    const CommandResult result = RunCommand(argv, "", absl::Seconds(30));
+    if (result.exit_code == 0) {
+      plan = nlohmann::json::parse(result.out, nullptr, false);
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  ASSERT_TRUE(plan.is_object() && plan.contains("moved_fraction")) << plan.dump();
+  EXPECT_NEAR(plan["moved_fraction"].get<double>(), 0.25, 0.06) << plan.dump();
+  for (const nlohmann::json& share : plan["shares"]) {
+    EXPECT_NEAR(share["primary_after"].get<double>(), 0.25, 0.07) << plan.dump();
+  }
+  // The plan alone changes nothing: a second plan starts from the same layout version.
+  EXPECT_EQ(KvctlJson(0, {"cluster", "join", "n4"}, 0).value("layout_version", 0),
+            plan.value("layout_version", 0));
+
+  StartWriter("join/");
+  const nlohmann::json joined = CommitAndWait(0, "join", "n4");
+  StopWriter();
+  std::cout << "join operation: " << joined.dump() << "\n";
+  std::vector<std::string> all = keys;
+  const std::vector<std::string> load = Acked();
+  all.insert(all.end(), load.begin(), load.end());
+  EXPECT_GT(load.size(), 0u);
+  const int on_n4 = CheckKeys(all, {0, 1, 2, 3}, "n4", "");
+  // n4 replicates ~3/4 of the keys (N=3 of 4 members).
+  EXPECT_NEAR(static_cast<double>(on_n4) / static_cast<double>(all.size()), 0.75, 0.1);
+
+  {
+    absl::MutexLock lock(&mu_);
+    acked_.clear();
+  }
+  StartWriter("leave/");
+  const nlohmann::json left = CommitAndWait(0, "leave", "n2");
+  StopWriter();
+  std::cout << "leave operation: " << left.dump() << "\n";
+  const std::vector<std::string> load2 = Acked();
+  all.insert(all.end(), load2.begin(), load2.end());
+  const int on_n4_after = CheckKeys(all, {0, 2, 3}, "n4", "n2");
+  EXPECT_EQ(on_n4_after, static_cast<int>(all.size()));  // 3 members, N=3: every key
+}
+
+}  // namespace
+}  // namespace kv
