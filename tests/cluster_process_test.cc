@@ -1044,5 +1044,87 @@ TEST_F(ClusterTest, AntiEntropyRestoresAReplicaWhoseDataDirectoryWasWiped) {
   EXPECT_GE(repaired, acked.size());
 }
 
+// Issue 4 (C8): a replica that was down while keys were deleted, and stayed down past the
+// tombstone minimum age, comes back with the old live values. The tombstones are not purged while
+// it cannot confirm them; once it is back it receives them, the purge then happens, and no
+// deleted key comes back through any node, before or after the purge.
+TEST_F(ClusterTest, ReplicaDownPastTheTombstoneMinimumAgeDoesNotBringDeletedKeysBack) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartCluster(3, {"--anti_entropy_interval=300ms", "--tombstone_min_age=1s",
+                       "--tombstone_confirm_delay=1s", "--tombstone_sweep_interval=200ms"}));
+  constexpr int kKeys = 60;
+  auto key_of = [](int i) { return absl::StrCat("gone/", i); };
+  for (int i = 0; i < kKeys; ++i) {
+    PutResult put = Put(kv(0), key_of(i), "old", PutArgs{"", "", QuorumAll()});
+    ASSERT_TRUE(put.status.ok()) << key_of(i) << ": " << StatusText(put.status);
+  }
+  const size_t absent = 2;
+  absl::StatusOr<int> stopped = cluster_->Stop(absent);
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  for (int i = 0; i < kKeys; ++i) {
+    v1::GetResponse got;
+    ASSERT_TRUE(Get(kv(i % 2), key_of(i), &got).ok()) << key_of(i);
+    v1::DeleteRequest request;
+    request.set_key(key_of(i));
+    request.set_context(got.context());  // replaces what it read: the key is deleted
+    v1::DeleteResponse response;
+    const grpc::Status status = kv(i % 2)->Delete(Ctx().get(), request, &response);
+    ASSERT_TRUE(status.ok()) << key_of(i) << ": " << StatusText(status);
+  }
+  // Well past the minimum age and several sweeps: nothing may be purged while n3 is away.
+  absl::SleepFor(absl::Seconds(4));
+  auto purged = [&] {
+    uint64_t total = 0;
+    for (size_t i = 0; i < size(); ++i) {
+      absl::StatusOr<v1::ClusterStatusResponse> status = ClusterStatus(i);
+      if (status.ok()) total += status->tombstones_purged();
+    }
+    return total;
+  };
+  EXPECT_EQ(purged(), 0u) << "a tombstone was purged while a replica could not confirm it";
+
+  ASSERT_TRUE(Restart(absent).ok());
+  // Every node answers NOT_FOUND for every key, and no replica keeps a live value, once the
+  // tombstones reached n3 (outbox and anti-entropy)...
+  auto nothing_live = [&](std::string* why) {
+    for (int i = 0; i < kKeys; ++i) {
+      v1::DescribeKeyResponse described;
+      const grpc::Status status = DescribeKey(kv(0), key_of(i), &described);
+      if (!status.ok()) {
+        *why = absl::StrCat(key_of(i), ": ", StatusText(status));
+        return false;
+      }
+      for (const v1::ReplicaView& view : described.replicas()) {
+        if (!view.reachable() || !LiveValues(view).empty()) {
+          *why = absl::StrCat(key_of(i), ": ", Show(described));
+          return false;
+        }
+      }
+    }
+    return true;
+  };
+  std::string why;
+  EXPECT_TRUE(PollUntil(kConvergeTimeout, [&] { return nothing_live(&why); })) << why;
+  auto all_not_found = [&] {
+    for (size_t node = 0; node < size(); ++node) {
+      for (int i = 0; i < kKeys; ++i) {
+        v1::GetResponse got;
+        const grpc::Status status = Get(kv(node), key_of(i), &got);
+        EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND)
+            << key_of(i) << " through n" << node + 1 << ": " << StatusText(status) << " "
+            << absl::StrJoin(Values(got), ",");
+      }
+    }
+  };
+  all_not_found();
+  // ...and after the tombstones are purged (every replica now confirms them), nothing comes back
+  // either: a later anti-entropy round finds the replicas in agreement.
+  EXPECT_TRUE(PollUntil(kConvergeTimeout, [&] { return purged() >= kKeys; }))
+      << "purged " << purged() << " of " << kKeys;
+  absl::SleepFor(absl::Seconds(1));  // a few more anti-entropy rounds
+  EXPECT_TRUE(nothing_live(&why)) << why;
+  all_not_found();
+}
+
 }  // namespace
 }  // namespace kv
