@@ -158,6 +158,11 @@ struct ClusterStatusResult {
   int64_t replication_lag_p99_us = 0;
   int64_t replication_lag_max_us = 0;
   uint32_t replication_lag_samples = 0;
+  // The cluster layout the node places keys with; during a join or leave, the owners after it
+  // and what the change does (both empty otherwise).
+  uint64_t layout_version = 0;
+  std::vector<std::string> layout_next_members;
+  std::string layout_change;
 };
 
 struct CallOptions {

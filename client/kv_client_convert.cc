@@ -134,9 +134,8 @@ ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* respons
     member.heartbeat = proto.heartbeat();
     member.incarnation = proto.incarnation();
     // Nodes that predate gossip send neither liveness nor this field (0).
-    member.last_heard_ms_ago = proto.liveness().empty() && proto.last_heard_ms_ago() == 0
-                                   ? -1
-                                   : proto.last_heard_ms_ago();
+    member.last_heard_ms_ago =
+        proto.liveness().empty() && proto.last_heard_ms_ago() == 0 ? -1 : proto.last_heard_ms_ago();
     result.members.push_back(std::move(member));
   }
   result.writes_coordinated = response->writes_coordinated();
@@ -146,6 +145,10 @@ ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* respons
   result.replication_lag_p99_us = response->replication_lag_p99_us();
   result.replication_lag_max_us = response->replication_lag_max_us();
   result.replication_lag_samples = response->replication_lag_samples();
+  result.layout_version = response->layout_version();
+  result.layout_next_members.assign(response->layout_next_members().begin(),
+                                    response->layout_next_members().end());
+  result.layout_change = response->layout_change();
   return result;
 }
 

@@ -53,9 +53,9 @@ std::string LastHeard(const MemberStatus& member) {
 }
 
 std::string MembersText(const ClusterStatusResult& status) {
-  std::vector<std::vector<std::string>> rows = {
-      {"NODE", "ADDRESS", "ZONE", "LIVENESS", "HEARTBEAT", "HEARD", "STATE", "OUTBOX", "DROPPED",
-       "SENT", "LAST SUCCESS", "LAST ERROR"}};
+  std::vector<std::vector<std::string>> rows = {{"NODE", "ADDRESS", "ZONE", "LIVENESS", "HEARTBEAT",
+                                                 "HEARD", "STATE", "OUTBOX", "DROPPED", "SENT",
+                                                 "LAST SUCCESS", "LAST ERROR"}};
   for (const MemberStatus& member : status.members) {
     if (member.self) {
       rows.push_back({member.node_id, member.address, member.zone.empty() ? "-" : member.zone,
@@ -88,13 +88,22 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
               {"replication_lag_p50_us", status.replication_lag_p50_us},
               {"replication_lag_p99_us", status.replication_lag_p99_us},
               {"replication_lag_max_us", status.replication_lag_max_us},
-              {"replication_lag_samples", status.replication_lag_samples}};
+              {"replication_lag_samples", status.replication_lag_samples},
+              {"layout_version", status.layout_version},
+              {"layout_next_members", status.layout_next_members},
+              {"layout_change", status.layout_change}};
   for (const MemberStatus& member : status.members) {
     out.json["members"].push_back(MemberToJson(member));
   }
   out.text = absl::StrCat(
       "cluster as seen by ", status.node_id, ": N=", status.replication_factor,
-      " W=", status.default_w, " R=", status.default_r, ", ", status.members.size(), " member(s)\n",
+      " W=", status.default_w, " R=", status.default_r, ", ", status.members.size(),
+      " member(s), layout version ", status.layout_version, "\n",
+      status.layout_next_members.empty()
+          ? ""
+          : absl::StrCat("membership change in progress (", status.layout_change,
+                         "): owners after it: ", absl::StrJoin(status.layout_next_members, ", "),
+                         "; keys are placed on the old and the new owners until it completes\n"),
       MembersText(status), "writes coordinated here: ", status.writes_coordinated,
       ", forwarded: ", status.writes_forwarded, ", read repairs: ", status.read_repairs, "\n");
   if (status.replication_lag_samples == 0) {

@@ -61,7 +61,12 @@ grpc::ServerUnaryReactor* AdminService::ClusterStatus(grpc::CallbackServerContex
   if (!admitted.ok()) return FinishNow(gate_, admitted);
   return FinishOnExecutor(context, gate_, executor_, [this, response] {
     const ClusterOptions& options = coordinator_->options();
-    const HashRing& ring = coordinator_->ring();
+    const std::shared_ptr<const Placement> placement = coordinator_->placement();
+    const HashRing& ring = placement->current();
+    const ClusterLayout& layout = placement->layout();
+    response->set_layout_version(layout.version);
+    for (const Member& m : layout.next) response->add_layout_next_members(m.id);
+    response->set_layout_change(layout.change);
     const int n = std::min<int>(options.replication_factor, static_cast<int>(ring.size()));
     response->set_node_id(info_.node_id);
     response->set_replication_factor(n);

@@ -97,7 +97,12 @@ class MembershipProcessTest : public ::testing::Test {
   }
 
   // Commits the change and follows its operation to the end; returns the final operation JSON.
+  // `kvctl cluster status` reports the layout before (version V), during (V+1, with the owners
+  // after the change, when a poll catches it) and after it (V+2, no change in progress).
   nlohmann::json CommitAndWait(size_t via, const std::string& verb, const std::string& node) {
+    const uint64_t before =
+        KvctlJson(via, {"cluster", "status"}, 0).value("layout_version", uint64_t{0});
+    EXPECT_GT(before, 0u);
     nlohmann::json committed = KvctlJson(via, {"cluster", verb, node, "--commit"}, 0);
     const std::string id = committed.value("operation_id", "");
     EXPECT_FALSE(id.empty()) << committed.dump();
@@ -106,9 +111,24 @@ class MembershipProcessTest : public ::testing::Test {
     while (absl::Now() < deadline) {
       op = KvctlJson(via, {"operation", "get", id}, 0);
       if (op.value("state", "") != "RUNNING") break;
+      nlohmann::json status = KvctlJson(via, {"cluster", "status"}, 0);
+      if (status.value("layout_version", uint64_t{0}) == before + 1) {
+        EXPECT_FALSE(status["layout_next_members"].empty()) << status.dump();
+        EXPECT_EQ(status.value("layout_change", ""), absl::StrCat(verb, " ", node))
+            << status.dump();
+      }
       absl::SleepFor(absl::Milliseconds(200));
     }
     EXPECT_EQ(op.value("state", ""), "SUCCEEDED") << op.dump() << cluster_->LogTails();
+    // The node applies a new layout asynchronously, right after the operation installs it.
+    nlohmann::json after;
+    for (int i = 0; i < 50; ++i) {
+      after = KvctlJson(via, {"cluster", "status"}, 0);
+      if (after.value("layout_version", uint64_t{0}) == before + 2) break;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    EXPECT_EQ(after.value("layout_version", uint64_t{0}), before + 2) << after.dump();
+    EXPECT_TRUE(after["layout_next_members"].empty()) << after.dump();
     return op;
   }
 
