@@ -121,9 +121,10 @@ absl::Status ApplySeeds(absl::string_view v, NodeConfig* c) {
     int port = 0;
     if (colon == absl::string_view::npos || colon == 0 ||
         !ParseIntInRange(seed.substr(colon + 1), 1, 65535, &port).ok()) {
-      return Expected(absl::StrCat("HOST:PORT entries separated by commas, such as "
-                                   "10.0.0.1:7700,10.0.0.2:7700 (bad entry \"",
-                                   seed, "\")"));
+      return Expected(
+          absl::StrCat("HOST:PORT entries separated by commas, such as "
+                       "10.0.0.1:7700,10.0.0.2:7700 (bad entry \"",
+                       seed, "\")"));
     }
     seeds.emplace_back(seed);
   }
@@ -238,6 +239,12 @@ const std::vector<Setting>& Settings() {
        [](const NodeConfig& c) { return absl::StrCat(c.handoff_mb_per_second); },
        "Membership changes: each node streams the keys new owners gain at most this many MB "
        "(10^6 bytes) per second on average. 0: no limit."},
+      {"exit_after_leave", "BOOL", true,
+       [](absl::string_view v, NodeConfig* c) { return ParseBool(v, &c->exit_after_leave); },
+       [](const NodeConfig& c) { return std::string(c.exit_after_leave ? "true" : "false"); },
+       "When a leave (kvctl cluster leave) has removed this node, which happens only once "
+       "everything it owned is held by the other members, stop as on SIGTERM. false: keep "
+       "running as a forwarding coordinator until stopped."},
       {"tombstone_min_age", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseDurationAtLeast(v, absl::Seconds(1), &c->tombstone_min_age);
@@ -503,7 +510,8 @@ absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>&
     }
   }
   if (config.failure_timeout < 3 * config.gossip_interval) {
-    return UsageError(absl::StrCat("failure_timeout (", absl::FormatDuration(config.failure_timeout),
+    return UsageError(absl::StrCat("failure_timeout (",
+                                   absl::FormatDuration(config.failure_timeout),
                                    ") must be at least 3 gossip intervals (gossip_interval=",
                                    absl::FormatDuration(config.gossip_interval),
                                    "), or one lost exchange would mark live members DOWN"));

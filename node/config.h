@@ -60,6 +60,7 @@ struct NodeConfig {
   absl::Duration anti_entropy_interval = absl::Seconds(30);
   double anti_entropy_keys_per_second = 2000;
   int handoff_mb_per_second = 100;  // join/leave handoff throughput limit per node; 0: none
+  bool exit_after_leave = true;     // stop once a leave removed this node (handoff complete)
   // Tombstone purge: age before a purge is considered, delay between the two confirmations that
   // every replica holds the same tombstone, and how often candidates are looked for.
   absl::Duration tombstone_min_age = absl::Hours(24);

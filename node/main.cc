@@ -5,6 +5,7 @@
 // config file.
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <memory>
@@ -39,7 +40,9 @@ int main(int argc, char** argv) {
   const kv::NodeConfig& config = command_line->config;
   kv::SetLogLevel(config.log_level);
 
-  absl::StatusOr<std::unique_ptr<kv::NodeServer>> server = kv::NodeServer::Start(config);
+  // A leave that removed this node stops it like SIGTERM: the signal goes to the thread below.
+  absl::StatusOr<std::unique_ptr<kv::NodeServer>> server =
+      kv::NodeServer::Start(config, [] { kill(getpid(), SIGTERM); });
   if (!server.ok()) {
     kv::LogError("kvnode cannot start",
                  {{"error", std::string(server.status().message())},

@@ -86,9 +86,10 @@ void LogFromGrpc(gpr_log_func_args* args) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& config) {
+absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& config,
+                                                              std::function<void()> request_stop) {
   gpr_set_log_function(LogFromGrpc);
-  std::unique_ptr<NodeServer> server(new NodeServer(config));
+  std::unique_ptr<NodeServer> server(new NodeServer(config, std::move(request_stop)));
   KV_RETURN_IF_ERROR(server->OpenStorage());
   KV_RETURN_IF_ERROR(server->StartReplication());
   KV_RETURN_IF_ERROR(server->StartGrpc());
@@ -251,9 +252,8 @@ absl::Status NodeServer::StartReplication() {
   // From here on layout changes reach the placement; a restart during a transition resumes it.
   // Gossip calls it on its own thread or a gRPC thread; OnLayout writes to storage (synced), so
   // it runs on the executor. An older layout arriving late is ignored (PlacementHolder::Set).
-  gossiper_->SetLayoutListener([this](const ClusterLayout& l) {
-    executor_->Schedule([this, l] { OnLayout(l); });
-  });
+  gossiper_->SetLayoutListener(
+      [this](const ClusterLayout& l) { executor_->Schedule([this, l] { OnLayout(l); }); });
   handoff_->OnPlacement(placement_->Get());
   return absl::OkStatus();
 }
@@ -287,10 +287,16 @@ void NodeServer::OnLayout(const ClusterLayout& layout) {
   // new owner could escape the check (C8), so purging stops until the next start.
   if (layout.version != start_layout_version_ && reaper_ != nullptr) reaper_->Shutdown();
   if (was_member && !layout.Contains(config_.node_id)) {
-    LogInfo(
-        "this node has left the cluster: everything it owned is held by the other members; "
-        "it may be stopped",
-        {{"layout_version", absl::StrCat(layout.version)}});
+    const bool stop = config_.exit_after_leave && request_stop_;
+    LogInfo(stop ? "this node has left the cluster: everything it owned is held by the other "
+                   "members; stopping"
+                 : "this node has left the cluster: everything it owned is held by the other "
+                   "members; it may be stopped",
+            {{"layout_version", absl::StrCat(layout.version)}});
+    // After a few gossip rounds, so that the others learn the final layout from this node too.
+    if (stop) {
+      scheduler_->RunAfter(std::max(absl::Seconds(1), 3 * config_.gossip_interval), request_stop_);
+    }
   } else if (!was_member && layout.Contains(config_.node_id)) {
     LogInfo("this node was joined to the cluster",
             {{"layout_version", absl::StrCat(layout.version)}});
@@ -403,12 +409,11 @@ absl::Status NodeServer::StartGrpc() {
   admin_service_ = std::make_unique<AdminService>(
       AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
       engine_.get(), coordinator_.get(), outbox_.get(), merkle_.get(), anti_entropy_.get(),
-      reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_,
-      SystemClock::Get(), gossiper_.get());
+      reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_, SystemClock::Get(),
+      gossiper_.get());
   admin_service_->SetMembershipChanger(changer_.get());
-  replica_service_ =
-      std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_, merkle_.get(),
-                                       gossiper_.get());
+  replica_service_ = std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_,
+                                                      merkle_.get(), gossiper_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -26,6 +26,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -60,7 +61,10 @@ namespace kv {
 
 class NodeServer {
  public:
-  static absl::StatusOr<std::unique_ptr<NodeServer>> Start(const NodeConfig& config);
+  // `request_stop` (may be empty) is called once when a leave has removed this node and
+  // exit_after_leave is set: the caller then stops the server (kvnode: as on SIGTERM).
+  static absl::StatusOr<std::unique_ptr<NodeServer>> Start(const NodeConfig& config,
+                                                           std::function<void()> request_stop = {});
   ~NodeServer();  // Shutdown() if still running
   NodeServer(const NodeServer&) = delete;
   NodeServer& operator=(const NodeServer&) = delete;
@@ -72,7 +76,8 @@ class NodeServer {
   int port() const { return port_; }
 
  private:
-  explicit NodeServer(const NodeConfig& config) : config_(config) {}
+  NodeServer(const NodeConfig& config, std::function<void()> request_stop)
+      : config_(config), request_stop_(std::move(request_stop)) {}
   absl::Status OpenStorage();
   // The ring, the peer transport, the replication outbox (recovered from disk) and the
   // coordinator.
@@ -93,6 +98,7 @@ class NodeServer {
   void LogStarted() const;
 
   const NodeConfig config_;
+  const std::function<void()> request_stop_;  // may be empty
   absl::BitGen rng_;
   absl::BitGen outbox_rng_;  // backoff jitter; used only under the outbox's lock
   absl::BitGen gossip_rng_;  // gossip peer choice; used only under the gossiper's lock

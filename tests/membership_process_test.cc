@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -237,6 +238,15 @@ TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
   all.insert(all.end(), load2.begin(), load2.end());
   const int on_n4_after = CheckKeys(all, {0, 2, 3}, "n4", "n2");
   EXPECT_EQ(on_n4_after, static_cast<int>(all.size()));  // 3 members, N=3: every key
+
+  // The node that left stops by itself (exit_after_leave), cleanly.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (cluster_->running(1) && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_FALSE(cluster_->running(1)) << "n2 is still running after it left";
+  absl::StatusOr<int> code = cluster_->Stop(1);  // reaps it; marks the exit as expected
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0) << cluster_->LogTails();
+  EXPECT_TRUE(absl::StrContains(cluster_->Logs(1), "has left the cluster")) << cluster_->LogTails();
 }
 
 }  // namespace
