@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "storage/status_macros.h"
 
 namespace kv {
 namespace {
@@ -84,9 +85,7 @@ std::string OperationRegistry::Start(std::string kind, std::string description, 
   return op.id;
 }
 
-absl::Status OperationRegistry::Update(absl::string_view id,
-                                       const std::function<void(OperationInfo&)>& update) {
-  absl::MutexLock lock(&mu_);
+absl::StatusOr<OperationInfo*> OperationRegistry::FindRunning(absl::string_view id) {
   absl::StatusOr<OperationIdParts> parts = ParseOperationId(id);
   auto it = parts.ok() && parts->node_id == node_id_ && parts->incarnation == incarnation_
                 ? operations_.find(parts->sequence)
@@ -94,10 +93,17 @@ absl::Status OperationRegistry::Update(absl::string_view id,
   if (it == operations_.end()) {
     return absl::NotFoundError(absl::StrCat("no operation ", id));
   }
-  OperationInfo& op = it->second;
-  if (op.state != OperationState::kRunning) {
+  if (it->second.state != OperationState::kRunning) {
     return absl::FailedPreconditionError(absl::StrCat("operation ", id, " has finished"));
   }
+  return &it->second;
+}
+
+absl::Status OperationRegistry::Update(absl::string_view id,
+                                       const std::function<void(OperationInfo&)>& update) {
+  absl::MutexLock lock(&mu_);
+  KV_ASSIGN_OR_RETURN(OperationInfo * running, FindRunning(id));
+  OperationInfo& op = *running;
   OperationInfo copy = op;
   update(copy);
   op.done = copy.done;
@@ -110,21 +116,12 @@ absl::Status OperationRegistry::Update(absl::string_view id,
 
 absl::Status OperationRegistry::Finish(absl::string_view id, absl::Status result) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<OperationIdParts> parts = ParseOperationId(id);
-  auto it = parts.ok() && parts->node_id == node_id_ && parts->incarnation == incarnation_
-                ? operations_.find(parts->sequence)
-                : operations_.end();
-  if (it == operations_.end()) {
-    return absl::NotFoundError(absl::StrCat("no operation ", id));
-  }
-  OperationInfo& op = it->second;
-  if (op.state != OperationState::kRunning) {
-    return absl::FailedPreconditionError(absl::StrCat("operation ", id, " has finished"));
-  }
+  KV_ASSIGN_OR_RETURN(OperationInfo * running, FindRunning(id));
+  OperationInfo& op = *running;
   op.state = result.ok() ? OperationState::kSucceeded : OperationState::kFailed;
   op.error = std::move(result);
   op.ended = clock_->Now();
-  finished_.push_back(it->first);
+  finished_.push_back(ParseOperationId(id)->sequence);  // valid: FindRunning parsed it
   Prune();
   return absl::OkStatus();
 }

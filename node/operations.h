@@ -101,6 +101,10 @@ class OperationRegistry {
 
  private:
   void Prune() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The running operation `id` names: NOT_FOUND if none (malformed, another node's or run's, or
+  // pruned), FAILED_PRECONDITION if it has finished.
+  absl::StatusOr<OperationInfo*> FindRunning(absl::string_view id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string node_id_;
   const std::string incarnation_;

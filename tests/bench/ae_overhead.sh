@@ -25,50 +25,16 @@ workloads="${KV_AE_WORKLOADS:-put a}"
 out="${KV_AE_OUT:-$(mktemp -d /tmp/kv-ae-overhead.XXXXXX)}"
 mkdir -p "$out"
 
-pids=()
-data=""
-stop_nodes() {
-  if [ "${#pids[@]}" -gt 0 ]; then
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
-  fi
-  pids=()
-  if [ -n "$data" ]; then rm -rf "$data"; fi
-  data=""
-}
+# shellcheck source=bench_cluster.sh
+source "$root/tests/bench/bench_cluster.sh"
 trap stop_nodes EXIT
-
-start_nodes() {  # $1: anti_entropy_interval
-  data="$(mktemp -d /tmp/kv-ae-data.XXXXXX)"
-  local peers="" endpoints=""
-  for i in 1 2 3; do
-    peers="${peers:+$peers,}n$i=127.0.0.1:$((base_port + i - 1))"
-    endpoints="${endpoints:+$endpoints,}127.0.0.1:$((base_port + i - 1))"
-  done
-  for i in 1 2 3; do
-    # shellcheck disable=SC2086
-    "$bin/node/kvnode" --node_id="n$i" --listen="127.0.0.1:$((base_port + i - 1))" \
-      --data_dir="$data/n$i" --peers="$peers" --anti_entropy_interval="$1" \
-      ${KV_AE_EXTRA_FLAGS:-} >"$data/n$i.log" 2>&1 &
-    pids+=($!)
-  done
-  for i in 1 2 3; do
-    local ok=0
-    for _ in $(seq 1 200); do
-      if "$bin/client/kvctl" --endpoints="127.0.0.1:$((base_port + i - 1))" --timeout=1s \
-          list --limit=1 >/dev/null 2>&1; then ok=1; break; fi
-      sleep 0.1
-    done
-    if [ "$ok" != 1 ]; then echo "node n$i did not start:" >&2; cat "$data/n$i.log" >&2; exit 1; fi
-  done
-  ENDPOINTS="$endpoints"
-}
 
 for round in $(seq 1 "$rounds"); do
   for mode in off on; do
     ae=0
     [ "$mode" = on ] && ae="$interval"
-    start_nodes "$ae"
+    # shellcheck disable=SC2086
+    start_nodes 3 --anti_entropy_interval="$ae" ${KV_AE_EXTRA_FLAGS:-}
     for w in $workloads; do
       report="$out/$w-$mode-$round.json"
       "$bin/client/kvbench" --endpoints="$ENDPOINTS" --workload="$w" --concurrency=64 \

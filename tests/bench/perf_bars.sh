@@ -24,42 +24,9 @@ base_port="${KV_PERF_BASE_PORT:-17810}"
 out="${KV_PERF_OUT:-$(mktemp -d /tmp/kv-perf.XXXXXX)}"
 mkdir -p "$out"
 
-pids=()
-data=""
-stop_nodes() {
-  if [ "${#pids[@]}" -gt 0 ]; then
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
-  fi
-  pids=()
-  if [ -n "$data" ]; then rm -rf "$data"; fi
-  data=""
-}
+# shellcheck source=bench_cluster.sh
+source "$root/tests/bench/bench_cluster.sh"
 trap stop_nodes EXIT
-
-start_nodes() {  # $1: number of nodes
-  local n="$1" peers="" endpoints=""
-  data="$(mktemp -d /tmp/kv-perf-data.XXXXXX)"
-  for i in $(seq 1 "$n"); do
-    peers="${peers:+$peers,}n$i=127.0.0.1:$((base_port + i - 1))"
-    endpoints="${endpoints:+$endpoints,}127.0.0.1:$((base_port + i - 1))"
-  done
-  for i in $(seq 1 "$n"); do
-    "$bin/node/kvnode" --node_id="n$i" --listen="127.0.0.1:$((base_port + i - 1))" \
-      --data_dir="$data/n$i" --peers="$peers" >"$data/n$i.log" 2>&1 &
-    pids+=($!)
-  done
-  for i in $(seq 1 "$n"); do
-    local ok=0
-    for _ in $(seq 1 200); do
-      if "$bin/client/kvctl" --endpoints="127.0.0.1:$((base_port + i - 1))" --timeout=1s \
-          list --limit=1 >/dev/null 2>&1; then ok=1; break; fi
-      sleep 0.1
-    done
-    if [ "$ok" != 1 ]; then echo "node n$i did not start:" >&2; cat "$data/n$i.log" >&2; exit 1; fi
-  done
-  ENDPOINTS="$endpoints"
-}
 
 bench() {  # $1: report name; the rest: kvbench flags
   local report="$out/$1.json"
