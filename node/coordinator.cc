@@ -410,7 +410,7 @@ void Coordinator::GatherReplicas(std::string key,
   }
   for (size_t i = 0; i < replicas.size(); ++i) {
     gather->views[i].member = *replicas[i];
-    ReadReplica(*replicas[i], key, [gather, i](absl::StatusOr<SiblingSet> record) {
+    auto on_record = [gather, i](absl::StatusOr<SiblingSet> record) {
       bool last;
       {
         absl::MutexLock lock(&gather->mu);
@@ -423,7 +423,14 @@ void Coordinator::GatherReplicas(std::string key,
         last = --gather->remaining == 0;
       }
       if (last) gather->done(std::move(gather->views));
-    });
+    };
+    // A replica gossip reports DOWN is not asked (its answer would only be a timeout).
+    if (IsDown(*replicas[i])) {
+      on_record(absl::UnavailableError(
+          "DOWN: its gossip heartbeat stopped advancing; not asked (failure detector)"));
+    } else {
+      ReadReplica(*replicas[i], key, std::move(on_record));
+    }
   }
 }
 

@@ -145,7 +145,8 @@ class Coordinator {
                    std::function<void(absl::StatusOr<SiblingSet>)> done);
   void ContinueRead(const std::shared_ptr<ReadState>& state);
   void FinishRead(const std::shared_ptr<ReadState>& state);
-  // Every replica's record of `key`, in preference order.
+  // Every replica's record of `key`, in preference order; a replica gossip reports DOWN is not
+  // asked and shows as unreachable (UNAVAILABLE, "DOWN: ...").
   void GatherReplicas(std::string key, std::function<void(std::vector<ReplicaRecordView>)> done);
   void ReadRepair(const std::string& key, const SiblingSet& merged,
                   const std::vector<std::pair<const Member*, std::optional<SiblingSet>>>& answers);

@@ -148,6 +148,24 @@ TEST(GossipProcessTest, DownNodeIsDetectedRoutedAroundAndSeenUpAgain) {
   for (size_t i : live) {
     EXPECT_EQ(MemberAsSeenBy(*cluster, i, cluster->node_id(i))->liveness, "UP");
   }
+  // DescribeKey does not wait on the DOWN replica either: it is shown unreachable, not asked.
+  {
+    std::unique_ptr<Client> client = ClientFor({cluster->endpoint(0)});
+    int with_n4 = 0;
+    for (int i = 0; i < 20; ++i) {
+      const absl::Time start = absl::Now();
+      absl::StatusOr<DescribeKeyResult> described = client->DescribeKey(absl::StrCat("paused-", i));
+      ASSERT_TRUE(described.ok()) << described.status();
+      EXPECT_LT(absl::Now() - start, absl::Seconds(1)) << "paused-" << i;
+      for (const ReplicaView& view : described->replicas) {
+        if (view.node_id != "n4") continue;
+        ++with_n4;
+        EXPECT_FALSE(view.reachable);
+        EXPECT_TRUE(absl::StrContains(view.error, "DOWN")) << view.error;
+      }
+    }
+    EXPECT_GT(with_n4, 0);  // N=3 of 4 nodes: most keys have a replica on n4
+  }
   cluster->Resume(3);
   const absl::Duration up = WaitForLiveness(*cluster, live, "n4", "UP", kDetectBound);
   ASSERT_NE(up, absl::InfiniteDuration()) << cluster->LogTails();
