@@ -6,6 +6,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "storage/record_codec.h"
 
@@ -171,10 +172,25 @@ void Coordinator::FinishCoordinatedWrite(int w, int total_peers, std::vector<Out
     return std::nullopt;
   };
 
+  // Replicas gossip reports DOWN will not confirm soon: when W needs them, answer now (the write
+  // is stored here and replicates to them when they return) instead of at the deadline.
+  std::vector<std::string> down;
+  for (const OutboxEntry& entry : entries) {
+    if (liveness_ != nullptr && liveness_->IsDown(entry.peer_id)) down.push_back(entry.peer_id);
+  }
   std::optional<absl::StatusOr<WriteReply>> answer;
   {
     absl::MutexLock lock(&state->mu);
     answer = decide(state.get());
+    if (!answer && !down.empty() &&
+        state->acks + state->pending - static_cast<int>(down.size()) < state->needed) {
+      state->responded = true;
+      answer = absl::StatusOr<WriteReply>(MarkWriteStored(absl::UnavailableError(absl::StrCat(
+          "W=", state->needed, " cannot be reached now: replica(s) ", absl::StrJoin(down, ", "),
+          " DOWN (gossip heartbeat stopped). The write is durable on ", state->acks,
+          " replica(s) and replicates to the others when they return. Retry with the same "
+          "idempotency token, or use a smaller W."))));
+    }
   }
   if (answer) state->done(*std::move(answer));
   if (entries.empty()) return;

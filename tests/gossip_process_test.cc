@@ -166,6 +166,25 @@ TEST(GossipProcessTest, DownNodeIsDetectedRoutedAroundAndSeenUpAgain) {
     }
     EXPECT_GT(with_n4, 0);  // N=3 of 4 nodes: most keys have a replica on n4
   }
+  // A write that needs the DOWN replica (W=all) is refused at once, not at its deadline, and
+  // says why; the copies it made stay and replicate later.
+  {
+    std::unique_ptr<Client> client = ClientFor({cluster->endpoint(0)});
+    int refused = 0;
+    for (int i = 0; i < 10; ++i) {
+      WriteOptions all;
+      all.w = Quorum::All();
+      all.deadline = absl::Seconds(5);
+      const absl::Time start = absl::Now();
+      absl::StatusOr<WriteResult> put = client->Put(absl::StrCat("all-", i), "v", all);
+      if (put.ok()) continue;  // a key whose replicas are all live
+      ++refused;
+      EXPECT_TRUE(absl::IsUnavailable(put.status())) << put.status();
+      EXPECT_TRUE(absl::StrContains(put.status().message(), "DOWN")) << put.status();
+      EXPECT_LT(absl::Now() - start, absl::Seconds(2)) << put.status();
+    }
+    EXPECT_GT(refused, 0);
+  }
   cluster->Resume(3);
   const absl::Duration up = WaitForLiveness(*cluster, live, "n4", "UP", kDetectBound);
   ASSERT_NE(up, absl::InfiniteDuration()) << cluster->LogTails();
