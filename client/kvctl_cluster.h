@@ -1,5 +1,6 @@
 // `kvctl cluster status`: the members of the cluster, their liveness as gossip sees it, their
-// reachability and the replication backlog toward each, N/W/R and the replication lag, as the first reachable endpoint sees them.
+// reachability and the replication backlog toward each, N/W/R and the replication lag, as the first
+// reachable endpoint sees them.
 //
 // JSON mirrors Admin.ClusterStatus: {"node_id", "replication_factor", "default_w", "default_r",
 // "members": [{"node_id", "address", "zone", "self", "reachable", "state", "outbox_depth",

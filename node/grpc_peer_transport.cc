@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <type_traits>
 #include <utility>
 
 #include "kv.grpc.pb.h"
@@ -91,7 +92,7 @@ struct GrpcPeerTransport::PeerStubs {
 };
 
 std::shared_ptr<GrpcPeerTransport::PeerStubs> GrpcPeerTransport::StubsFor(const Member& peer,
-                                                                        bool gossip) {
+                                                                          bool gossip) {
   absl::MutexLock lock(&mu_);
   std::shared_ptr<PeerStubs>& stubs = peers_[gossip ? "gossip|" + peer.address : peer.address];
   if (!stubs) {
@@ -193,59 +194,69 @@ void GrpcPeerTransport::ListKeys(const Member& peer, std::string prefix, std::st
       });
 }
 
-void GrpcPeerTransport::ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
-                                     std::function<void(absl::StatusOr<WriteReply>)> done) {
-  std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
-  // Turns the answer into a WriteReply; the trailing metadata marks a W shortfall on a replica
-  // that stored the write.
-  auto reply_of = [](grpc::ClientContext* context, const grpc::Status& status,
-                     const auto& response) -> absl::StatusOr<WriteReply> {
-    if (status.ok()) {
-      return WriteReply{response.write_id(), response.context(), response.deduplicated()};
-    }
-    if (context->GetServerTrailingMetadata().count(kWriteStoredMetadata) > 0) {
-      return MarkWriteStored(FromGrpc(status));
-    }
-    return FromGrpc(status);
-  };
-  if (command.is_delete) {
-    auto call = std::make_shared<Call<v1::DeleteRequest, v1::DeleteResponse>>();
-    SetDeadline(&call->context, options_.forward_timeout);
-    call->request.set_key(std::move(command.key));
-    call->request.set_context(std::move(command.context));
-    call->request.set_idempotency_token(std::move(command.idempotency_token));
-    *call->request.mutable_w() = ToProto(w);
-    Begin(&call->context);
-    stubs->kv->async()->Delete(
-        &call->context, &call->request, &call->response,
-        [this, call, stubs, reply_of, done = std::move(done)](grpc::Status status) mutable {
-          absl::StatusOr<WriteReply> reply = reply_of(&call->context, status, call->response);
-          grpc::ClientContext* context = &call->context;
-          Complete(std::move(call), context, std::move(stubs),
-                   [reply = std::move(reply), done = std::move(done)]() mutable {
-                     done(std::move(reply));
-                   });
-        });
-    return;
+namespace {
+
+// The forwarded write's answer as a WriteReply; the trailing metadata marks a W shortfall on a
+// replica that stored the write.
+template <typename Response>
+absl::StatusOr<WriteReply> ForwardedReply(grpc::ClientContext* context, const grpc::Status& status,
+                                          const Response& response) {
+  if (status.ok()) {
+    return WriteReply{response.write_id(), response.context(), response.deduplicated()};
   }
-  auto call = std::make_shared<Call<v1::PutRequest, v1::PutResponse>>();
+  if (context->GetServerTrailingMetadata().count(kWriteStoredMetadata) > 0) {
+    return MarkWriteStored(FromGrpc(status));
+  }
+  return FromGrpc(status);
+}
+
+}  // namespace
+
+template <typename Request, typename Response, typename Method>
+void GrpcPeerTransport::SendForwardedWrite(std::shared_ptr<PeerStubs> stubs, WriteCommand command,
+                                           QuorumSpec w, Method method,
+                                           std::function<void(absl::StatusOr<WriteReply>)> done) {
+  auto call = std::make_shared<Call<Request, Response>>();
   SetDeadline(&call->context, options_.forward_timeout);
   call->request.set_key(std::move(command.key));
-  call->request.set_value(std::move(command.value));
+  if constexpr (std::is_same_v<Request, v1::PutRequest>) {
+    call->request.set_value(std::move(command.value));
+  }
   call->request.set_context(std::move(command.context));
   call->request.set_idempotency_token(std::move(command.idempotency_token));
   *call->request.mutable_w() = ToProto(w);
   Begin(&call->context);
-  stubs->kv->async()->Put(
-      &call->context, &call->request, &call->response,
-      [this, call, stubs, reply_of, done = std::move(done)](grpc::Status status) mutable {
-        absl::StatusOr<WriteReply> reply = reply_of(&call->context, status, call->response);
-        grpc::ClientContext* context = &call->context;
-        Complete(std::move(call), context, std::move(stubs),
-                 [reply = std::move(reply), done = std::move(done)]() mutable {
-                   done(std::move(reply));
-                 });
-      });
+  method(stubs->kv.get(), &call->context, &call->request, &call->response,
+         [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
+           absl::StatusOr<WriteReply> reply =
+               ForwardedReply(&call->context, status, call->response);
+           grpc::ClientContext* context = &call->context;
+           Complete(std::move(call), context, std::move(stubs),
+                    [reply = std::move(reply), done = std::move(done)]() mutable {
+                      done(std::move(reply));
+                    });
+         });
+}
+
+void GrpcPeerTransport::ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
+                                     std::function<void(absl::StatusOr<WriteReply>)> done) {
+  if (command.is_delete) {
+    SendForwardedWrite<v1::DeleteRequest, v1::DeleteResponse>(
+        StubsFor(peer), std::move(command), w,
+        [](v1::KV::Stub* stub, grpc::ClientContext* context, const v1::DeleteRequest* request,
+           v1::DeleteResponse* response, std::function<void(grpc::Status)> on_done) {
+          stub->async()->Delete(context, request, response, std::move(on_done));
+        },
+        std::move(done));
+  } else {
+    SendForwardedWrite<v1::PutRequest, v1::PutResponse>(
+        StubsFor(peer), std::move(command), w,
+        [](v1::KV::Stub* stub, grpc::ClientContext* context, const v1::PutRequest* request,
+           v1::PutResponse* response, std::function<void(grpc::Status)> on_done) {
+          stub->async()->Put(context, request, response, std::move(on_done));
+        },
+        std::move(done));
+  }
 }
 
 void GrpcPeerTransport::MerkleNodes(

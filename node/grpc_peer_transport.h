@@ -1,12 +1,12 @@
 // GrpcPeerTransport: PeerTransport (and GossipTransport) over gRPC. Record merges, reads and
-// gossip exchanges use the internal kv.internal.v1.Replica service; forwarded writes use the peer's public kv.v1.KV service (the
-// peer coordinates them exactly as it would a client's).
+// gossip exchanges use the internal kv.internal.v1.Replica service; forwarded writes use the peer's
+// public kv.v1.KV service (the peer coordinates them exactly as it would a client's).
 //
-// One channel per peer address (and a separate one for gossip), created on first use and kept. Every call has a deadline
-// (Options; anti-entropy calls use read_timeout); its callback is handed to the executor, so
-// callers may block in it (e.g. on storage) without stalling gRPC's threads. The destructor cancels
-// the calls still in flight and waits until their callbacks have been handed to the executor, which
-// must outlive it. Thread-safe.
+// One channel per peer address (and a separate one for gossip), created on first use and kept.
+// Every call has a deadline (Options; anti-entropy calls use read_timeout); its callback is handed
+// to the executor, so callers may block in it (e.g. on storage) without stalling gRPC's threads.
+// The destructor cancels the calls still in flight and waits until their callbacks have been handed
+// to the executor, which must outlive it. Thread-safe.
 #ifndef KV_NODE_GRPC_PEER_TRANSPORT_H_
 #define KV_NODE_GRPC_PEER_TRANSPORT_H_
 
@@ -72,6 +72,10 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
   // start-up) or down, and a failed connection puts a channel into reconnect backoff, during
   // which it fails every call at once; replication must not inherit that.
   std::shared_ptr<PeerStubs> StubsFor(const Member& peer, bool gossip = false);
+  // ForwardWrite's call; `method(stub, context, request, response, on_done)` starts Put or Delete.
+  template <typename Request, typename Response, typename Method>
+  void SendForwardedWrite(std::shared_ptr<PeerStubs> stubs, WriteCommand command, QuorumSpec w,
+                          Method method, std::function<void(absl::StatusOr<WriteReply>)> done);
   // In-flight accounting, so that the destructor can cancel and wait for outstanding calls.
   void Begin(grpc::ClientContext* context);
   void End(grpc::ClientContext* context);
