@@ -10,7 +10,6 @@
 namespace kv {
 
 struct AntiEntropy::ExchangeState {
-  size_t peer = 0;  // index into index_->peers() and stats_
   Member member;
   std::function<void(absl::StatusOr<ExchangeResult>)> done;
   absl::Time started;
@@ -42,16 +41,42 @@ AntiEntropy::AntiEntropy(MerkleIndex* index, LocalStore* store, PeerTransport* t
       clock_(clock),
       options_(options) {
   absl::MutexLock lock(&mu_);
-  for (const Member& peer : index_->peers()) {
-    stats_.emplace_back();
-    stats_.back().peer_id = peer.id;
-  }
-  ranges_.resize(stats_.size());
+  SyncPeersLocked(index_->peers());
   tokens_ = options_.keys_per_second;
   refilled_ = clock_->Now();
 }
 
 AntiEntropy::~AntiEntropy() { Shutdown(); }
+
+void AntiEntropy::SyncPeersLocked(const std::vector<Member>& peers) {
+  const bool same =
+      peers.size() == stats_.size() &&
+      std::equal(peers.begin(), peers.end(), stats_.begin(),
+                 [](const Member& m, const PeerAntiEntropyStats& s) { return m.id == s.peer_id; });
+  if (same) return;
+  std::vector<PeerAntiEntropyStats> stats;
+  std::vector<std::map<uint32_t, RangeAntiEntropyStats>> ranges;
+  for (const Member& peer : peers) {
+    const size_t old = StatsIndexLocked(peer.id);
+    if (old == kNoPeer) {
+      stats.emplace_back();
+      stats.back().peer_id = peer.id;
+      ranges.emplace_back();
+    } else {
+      stats.push_back(std::move(stats_[old]));
+      ranges.push_back(std::move(ranges_[old]));
+    }
+  }
+  stats_ = std::move(stats);
+  ranges_ = std::move(ranges);
+}
+
+size_t AntiEntropy::StatsIndexLocked(absl::string_view peer_id) const {
+  for (size_t i = 0; i < stats_.size(); ++i) {
+    if (stats_[i].peer_id == peer_id) return i;
+  }
+  return kNoPeer;
+}
 
 void AntiEntropy::Start() {
   {
@@ -91,19 +116,22 @@ void AntiEntropy::ExchangeNow(std::string peer_id, std::function<void(absl::Stat
 
 void AntiEntropy::Exchange(std::string peer_id,
                            std::function<void(absl::StatusOr<ExchangeResult>)> done) {
-  const std::vector<Member>& peers = index_->peers();
+  // The ring may have changed since the last exchange (MerkleIndex::ChangeRing).
+  const std::vector<Member> peers = index_->peers();
   auto ex = std::make_shared<ExchangeState>();
+  size_t chosen = 0;
   // Decided under the lock, answered outside it: `done` may call back into this object.
   absl::StatusOr<ExchangeResult> refused = ExchangeResult{};
   bool start = false;
   {
     absl::MutexLock lock(&mu_);
+    SyncPeersLocked(peers);
     if (shutdown_) {
       refused = absl::UnavailableError("anti-entropy is shut down");
     } else if (peers.empty()) {
       // Nothing to exchange: an empty, complete result.
     } else if (peer_id.empty()) {
-      ex->peer = next_peer_++ % peers.size();
+      chosen = next_peer_++ % peers.size();
       start = true;
     } else {
       auto it = std::find_if(peers.begin(), peers.end(),
@@ -112,7 +140,7 @@ void AntiEntropy::Exchange(std::string peer_id,
         refused = absl::InvalidArgumentError(
             absl::StrCat("\"", peer_id, "\" is not a peer of this node"));
       } else {
-        ex->peer = static_cast<size_t>(it - peers.begin());
+        chosen = static_cast<size_t>(it - peers.begin());
         start = true;
       }
     }
@@ -122,14 +150,14 @@ void AntiEntropy::Exchange(std::string peer_id,
     }
     if (start) {
       running_ = true;
-      running_peer_ = peers[ex->peer].id;
+      running_peer_ = peers[chosen].id;
     }
   }
   if (!start) {
     if (done) done(std::move(refused));
     return;
   }
-  ex->member = peers[ex->peer];
+  ex->member = peers[chosen];
   ex->started = clock_->Now();
   ex->done = std::move(done);
   executor_->Schedule(guard_.Wrap([this, ex] { Begin(ex); }));
@@ -321,8 +349,13 @@ void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
     running_ = false;
     running_peer_.clear();
     const absl::Time now = clock_->Now();
-    PeerAntiEntropyStats& stats = stats_[ex->peer];
-    std::map<uint32_t, RangeAntiEntropyStats>& ranges = ranges_[ex->peer];
+    // The peer left the ring during the exchange: nothing to record it under.
+    const size_t peer = StatsIndexLocked(ex->member.id);
+    PeerAntiEntropyStats unrecorded;
+    std::map<uint32_t, RangeAntiEntropyStats> unrecorded_ranges;
+    PeerAntiEntropyStats& stats = peer == kNoPeer ? unrecorded : stats_[peer];
+    std::map<uint32_t, RangeAntiEntropyStats>& ranges =
+        peer == kNoPeer ? unrecorded_ranges : ranges_[peer];
     stats.keys_repaired += ex->repaired;
     stats.last_attempt = now;
     for (const auto& [index, counts] : ex->ranges) {
@@ -368,11 +401,19 @@ void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
 }
 
 std::vector<PeerAntiEntropyStats> AntiEntropy::Stats(bool with_ranges) const {
+  const std::vector<Member> peers = index_->peers();
   absl::MutexLock lock(&mu_);
-  std::vector<PeerAntiEntropyStats> stats = stats_;
-  if (with_ranges) {
-    for (size_t i = 0; i < stats.size(); ++i) {
-      for (const auto& [index, range] : ranges_[i]) stats[i].ranges.push_back(range);
+  std::vector<PeerAntiEntropyStats> stats;
+  for (const Member& peer : peers) {
+    const size_t i = StatsIndexLocked(peer.id);
+    if (i == kNoPeer) {
+      stats.emplace_back();
+      stats.back().peer_id = peer.id;
+      continue;
+    }
+    stats.push_back(stats_[i]);
+    if (with_ranges) {
+      for (const auto& [index, range] : ranges_[i]) stats.back().ranges.push_back(range);
     }
   }
   return stats;

@@ -120,7 +120,8 @@ class AntiEntropy {
   // The same, with what the exchange found.
   void Exchange(std::string peer_id, std::function<void(absl::StatusOr<ExchangeResult>)> done);
 
-  // Per peer, as index->peers(); with `with_ranges`, each peer's ranges that ever differed.
+  // Per peer of the index's current ring (a ring change adds and drops peers; the figures of
+  // peers that remain are kept); with `with_ranges`, each peer's ranges that ever differed.
   std::vector<PeerAntiEntropyStats> Stats(bool with_ranges = false) const;
   // The peer of the exchange running now, or empty.
   std::string running_peer() const;
@@ -152,6 +153,11 @@ class AntiEntropy {
   void Finish(ExchangePtr ex, absl::Status status);
   // Takes `keys` tokens and returns zero, or returns how long to wait before there are enough.
   absl::Duration TakeBudget(size_t keys);
+  // Makes stats_ and ranges_ follow `peers` (the index's ring changes), keeping the entries of
+  // peers that remain.
+  void SyncPeersLocked(const std::vector<Member>& peers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static constexpr size_t kNoPeer = static_cast<size_t>(-1);
+  size_t StatsIndexLocked(absl::string_view peer_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   MerkleIndex* const index_;
   LocalStore* const store_;
@@ -167,7 +173,7 @@ class AntiEntropy {
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   bool running_ ABSL_GUARDED_BY(mu_) = false;
   size_t next_peer_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<PeerAntiEntropyStats> stats_ ABSL_GUARDED_BY(mu_);  // as index_->peers()
+  std::vector<PeerAntiEntropyStats> stats_ ABSL_GUARDED_BY(mu_);  // as the index's peers
   // Per peer (as stats_), the ranges that ever differed, by index.
   std::vector<std::map<uint32_t, RangeAntiEntropyStats>> ranges_ ABSL_GUARDED_BY(mu_);
   std::string running_peer_ ABSL_GUARDED_BY(mu_);

@@ -36,54 +36,78 @@ bool DecodeDigest(absl::string_view bytes, uint64_t* digest) {
 MerkleIndex::MerkleIndex(std::string self_id, std::shared_ptr<const HashRing> ring,
                          int replication_factor, Engine* engine)
     : self_id_(std::move(self_id)),
-      ring_(std::move(ring)),
       n_(static_cast<size_t>(std::max(replication_factor, 1))),
       engine_(engine) {
-  for (const Member& m : ring_->members()) {
-    if (m.id != self_id_) peers_.push_back(m);
+  absl::MutexLock lock(&mu_);
+  view_ = MakeView(std::move(ring), 0);
+  trees_.resize(view_->peers.size());
+}
+
+std::shared_ptr<const MerkleIndex::View> MerkleIndex::MakeView(std::shared_ptr<const HashRing> ring,
+                                                               uint64_t generation) const {
+  auto view = std::make_shared<View>();
+  for (const Member& m : ring->members()) {
+    if (m.id != self_id_) view->peers.push_back(m);
   }
-  trees_.resize(peers_.size());
+  std::sort(view->peers.begin(), view->peers.end(),
+            [](const Member& a, const Member& b) { return a.id < b.id; });
+  view->ring = std::move(ring);
+  view->generation = generation;
+  return view;
+}
+
+std::shared_ptr<const MerkleIndex::View> MerkleIndex::view() const {
+  absl::MutexLock lock(&mu_);
+  return view_;
 }
 
 std::string MerkleIndex::IndexKey(absl::string_view key) {
   return absl::StrCat(SegmentPrefix(MerkleTree::SegmentOf(key)), key);
 }
 
-std::vector<const Member*> MerkleIndex::Replicas(absl::string_view key) const {
-  return ring_->PreferenceList(key, n_);
+std::vector<Member> MerkleIndex::Replicas(absl::string_view key) const {
+  std::vector<Member> out;
+  for (const Member* m : view()->ring->PreferenceList(key, n_)) out.push_back(*m);
+  return out;
 }
 
-MerkleIndex::PeerSet MerkleIndex::SharingPeers(absl::string_view key) const {
+std::vector<Member> MerkleIndex::peers() const { return view()->peers; }
+
+uint64_t MerkleIndex::generation() const { return view()->generation; }
+
+MerkleIndex::PeerSet MerkleIndex::View::SharingPeers(absl::string_view self_id, size_t n,
+                                                     absl::string_view key) const {
   PeerSet out;
-  std::vector<const Member*> replicas = Replicas(key);
+  std::vector<const Member*> replicas = ring->PreferenceList(key, n);
   if (std::none_of(replicas.begin(), replicas.end(),
-                   [&](const Member* m) { return m->id == self_id_; })) {
+                   [&](const Member* m) { return m->id == self_id; })) {
     return out;
   }
   for (const Member* m : replicas) {
-    if (m->id == self_id_) continue;
+    if (m->id == self_id) continue;
     int index = PeerIndex(m->id);
     if (index >= 0) out.push_back(static_cast<uint16_t>(index));
   }
   return out;
 }
 
-int MerkleIndex::PeerIndex(absl::string_view peer_id) const {
-  auto it = std::lower_bound(peers_.begin(), peers_.end(), peer_id,
+int MerkleIndex::View::PeerIndex(absl::string_view peer_id) const {
+  auto it = std::lower_bound(peers.begin(), peers.end(), peer_id,
                              [](const Member& m, absl::string_view id) { return m.id < id; });
-  if (it == peers_.end() || it->id != peer_id) return -1;
-  return static_cast<int>(it - peers_.begin());
+  if (it == peers.end() || it->id != peer_id) return -1;
+  return static_cast<int>(it - peers.begin());
 }
 
 bool MerkleIndex::Shares(absl::string_view key, absl::string_view peer_id) const {
-  const int index = PeerIndex(peer_id);
+  std::shared_ptr<const View> v = view();
+  const int index = v->PeerIndex(peer_id);
   if (index < 0) return false;
-  PeerSet peers = SharingPeers(key);
+  PeerSet peers = v->SharingPeers(self_id_, n_, key);
   return std::find(peers.begin(), peers.end(), index) != peers.end();
 }
 
 bool MerkleIndex::IsPrimary(absl::string_view key) const {
-  std::vector<const Member*> replicas = Replicas(key);
+  std::vector<const Member*> replicas = view()->ring->PreferenceList(key, 1);
   return !replicas.empty() && replicas.front()->id == self_id_;
 }
 
@@ -105,7 +129,6 @@ void MerkleIndex::OnRecordChange(absl::string_view key, const std::string* old_e
       old_encoded != nullptr ? std::optional<uint64_t>(MerkleTree::RecordDigest(*old_encoded))
                              : std::nullopt;
   if (old_digest == new_digest) return;
-  const PeerSet peers = SharingPeers(key);
   const uint32_t segment = MerkleTree::SegmentOf(key);
   uint64_t delta = 0;
   if (old_digest) delta ^= MerkleTree::EntryHash(key, *old_digest);
@@ -123,17 +146,39 @@ void MerkleIndex::OnRecordChange(absl::string_view key, const std::string* old_e
       return;
     }
   }
-  Apply(peers, segment, delta);
+  Apply(view_->SharingPeers(self_id_, n_, key), segment, delta);
 }
 
 absl::Status MerkleIndex::Build() {
+  std::shared_ptr<const View> v;
   {
     absl::MutexLock lock(&mu_);
     if (state_ != State::kObserving) {
       return absl::FailedPreconditionError("the Merkle index is already built or building");
     }
     state_ = State::kBuilding;
+    v = view_;
   }
+  return Scan(std::move(v));
+}
+
+absl::Status MerkleIndex::ChangeRing(std::shared_ptr<const HashRing> ring) {
+  std::shared_ptr<const View> v;
+  {
+    absl::MutexLock lock(&mu_);
+    view_ = MakeView(std::move(ring), view_->generation + 1);
+    v = view_;
+    trees_.assign(v->peers.size(), MerkleTree());
+    pending_.clear();
+    scanned_through_.clear();
+    state_ = State::kBuilding;
+  }
+  return Scan(std::move(v));
+}
+
+absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view) {
+  const absl::Status superseded =
+      absl::CancelledError("the Merkle index scan was superseded by a ring change");
   struct Entry {
     std::string index_key;
     PeerSet peers;
@@ -141,15 +186,17 @@ absl::Status MerkleIndex::Build() {
     uint64_t hash;
   };
   std::vector<Entry> chunk;
-  // Applies a chunk under the lock (the scan itself runs without it).
+  // Applies a chunk under the lock (the scan itself runs without it). False: superseded.
   auto apply = [&] {
     absl::MutexLock lock(&mu_);
+    if (view_ != view) return false;
     for (const Entry& e : chunk) {
       absl::string_view key = absl::string_view(e.index_key).substr(2);
       if (pending_.find(key) == pending_.end()) Apply(e.peers, e.segment, e.hash);
     }
     if (!chunk.empty()) scanned_through_ = chunk.back().index_key;
     chunk.clear();
+    return true;
   };
   std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kMerkle);
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
@@ -161,16 +208,18 @@ absl::Status MerkleIndex::Build() {
                                               " value bytes"));
     }
     absl::string_view key = index_key.substr(2);
-    chunk.push_back(Entry{std::string(index_key), SharingPeers(key), MerkleTree::SegmentOf(key),
-                          MerkleTree::EntryHash(key, digest)});
-    if (chunk.size() == kScanChunk) apply();
+    chunk.push_back(Entry{std::string(index_key), view->SharingPeers(self_id_, n_, key),
+                          MerkleTree::SegmentOf(key), MerkleTree::EntryHash(key, digest)});
+    if (chunk.size() == kScanChunk && !apply()) return superseded;
   }
   KV_RETURN_IF_ERROR(it->status());
-  apply();
+  if (!apply()) return superseded;
   absl::MutexLock lock(&mu_);
   for (const auto& [key, digest] : pending_) {
-    if (digest)
-      Apply(SharingPeers(key), MerkleTree::SegmentOf(key), MerkleTree::EntryHash(key, *digest));
+    if (digest) {
+      Apply(view_->SharingPeers(self_id_, n_, key), MerkleTree::SegmentOf(key),
+            MerkleTree::EntryHash(key, *digest));
+    }
   }
   pending_.clear();
   state_ = State::kReady;
@@ -184,11 +233,6 @@ bool MerkleIndex::ready() const {
 
 absl::StatusOr<std::vector<uint64_t>> MerkleIndex::Nodes(
     absl::string_view peer_id, MerkleLevel level, const std::vector<uint32_t>& indexes) const {
-  const int peer = PeerIndex(peer_id);
-  if (peer < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("\"", peer_id, "\" is not a member of this node's ring"));
-  }
   for (uint32_t index : indexes) {
     if (index >= MerkleTree::kInterior) {
       return absl::InvalidArgumentError(
@@ -196,6 +240,11 @@ absl::StatusOr<std::vector<uint64_t>> MerkleIndex::Nodes(
     }
   }
   absl::MutexLock lock(&mu_);
+  const int peer = view_->PeerIndex(peer_id);
+  if (peer < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", peer_id, "\" is not a member of this node's ring"));
+  }
   if (state_ != State::kReady) {
     return absl::UnavailableError("the Merkle tree is still being built; try again later");
   }
@@ -220,7 +269,9 @@ absl::StatusOr<std::vector<uint64_t>> MerkleIndex::Nodes(
 
 absl::StatusOr<std::vector<KeyDigest>> MerkleIndex::SegmentEntries(
     absl::string_view peer_id, std::vector<uint32_t> segments) const {
-  if (PeerIndex(peer_id) < 0) {
+  std::shared_ptr<const View> v = view();
+  const int peer = v->PeerIndex(peer_id);
+  if (peer < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("\"", peer_id, "\" is not a member of this node's ring"));
   }
@@ -247,7 +298,10 @@ absl::StatusOr<std::vector<KeyDigest>> MerkleIndex::SegmentEntries(
       if (!DecodeDigest(it->value(), &digest)) {
         return absl::DataLossError("malformed Merkle index entry: the digest is not 8 bytes");
       }
-      if (Shares(key, peer_id)) out.push_back(KeyDigest{std::string(key), digest});
+      PeerSet sharing = v->SharingPeers(self_id_, n_, key);
+      if (std::find(sharing.begin(), sharing.end(), peer) != sharing.end()) {
+        out.push_back(KeyDigest{std::string(key), digest});
+      }
     }
   }
   KV_RETURN_IF_ERROR(it->status());

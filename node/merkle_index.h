@@ -7,9 +7,15 @@
 // so it never disagrees with the data column, also after a crash.
 //
 // The trees live in memory. Which peers share a key comes from the ring's preference lists (N =
-// replication factor); the ring is fixed for the index's lifetime (a membership change needs a
-// new index). Every observed change toggles the key's old and new entry hashes in the tree of
-// each peer that shares the key: O(1) per peer, no rebuild on the hot path.
+// replication factor). Every observed change toggles the key's old and new entry hashes in the
+// tree of each peer that shares the key: O(1) per peer, no rebuild on the hot path.
+//
+// Ring changes. The merkle column does not depend on the ring (segments come from the key's
+// hash), only the trees do. ChangeRing (after a membership change completes) replaces the ring
+// and rebuilds the trees from the column exactly as Build does at start-up, with the same
+// pending-map rule for changes made during the scan; exchanges are refused (not ready) until it
+// ends. A ChangeRing during a scan supersedes it: the older scan stops (CANCELLED). Every ring
+// change increments generation(), so users that keep per-peer state (AntiEntropy) notice it.
 //
 // Start-up. Build() scans the merkle column (small values) without blocking reads or writes.
 // The index is observing from construction (SetObserver before the store is used), so every
@@ -58,19 +64,26 @@ class MerkleIndex : public RecordObserver {
                       const std::string* new_encoded, WriteBatch* batch) override;
 
   // Loads the trees from the merkle column; blocks for the scan (run it on an executor). Call
-  // once, after the index was set as the store's observer. FAILED_PRECONDITION if called twice.
+  // once, after the index was set as the store's observer. FAILED_PRECONDITION if called twice;
+  // CANCELLED if a ChangeRing superseded the scan.
   absl::Status Build();
+  // Replaces the ring and rebuilds every tree for it; blocks for the scan (run it on an
+  // executor). Not ready until it returns OK; CANCELLED if a later ChangeRing superseded it.
+  // May be called before Build has finished (or instead of it: Build then fails).
+  absl::Status ChangeRing(std::shared_ptr<const HashRing> ring);
   bool ready() const;
+  // Incremented by every ChangeRing (0 for the ring given to the constructor).
+  uint64_t generation() const;
 
   const std::string& self_id() const { return self_id_; }
-  // Every other member of the ring, by id.
-  const std::vector<Member>& peers() const { return peers_; }
-  // True if this node and `peer_id` both replicate `key`.
+  // Every other member of the current ring, by id.
+  std::vector<Member> peers() const;
+  // True if this node and `peer_id` both replicate `key` (current ring).
   bool Shares(absl::string_view key, absl::string_view peer_id) const;
   // True if this node is the first replica of `key`.
   bool IsPrimary(absl::string_view key) const;
   // The replicas of `key`, in preference order.
-  std::vector<const Member*> Replicas(absl::string_view key) const;
+  std::vector<Member> Replicas(absl::string_view key) const;
 
   // Hashes of the tree for `peer_id` (MerkleLevel). UNAVAILABLE until ready; INVALID_ARGUMENT for
   // an unknown peer or an interior index >= 256.
@@ -87,23 +100,33 @@ class MerkleIndex : public RecordObserver {
   static std::string IndexKey(absl::string_view key);
 
  private:
-  using PeerSet = absl::InlinedVector<uint16_t, 4>;  // indexes into peers_
-  // The peers that share `key` with this node.
-  PeerSet SharingPeers(absl::string_view key) const;
-  int PeerIndex(absl::string_view peer_id) const;
+  using PeerSet = absl::InlinedVector<uint16_t, 4>;  // indexes into View::peers
+  // A ring and the peers it gives this node; replaced whole by ChangeRing.
+  struct View {
+    std::shared_ptr<const HashRing> ring;
+    std::vector<Member> peers;  // sorted by id
+    uint64_t generation = 0;
+    // The peers that share `key` with `self_id` (replicas of `n`).
+    PeerSet SharingPeers(absl::string_view self_id, size_t n, absl::string_view key) const;
+    int PeerIndex(absl::string_view peer_id) const;
+  };
+  std::shared_ptr<const View> MakeView(std::shared_ptr<const HashRing> ring,
+                                       uint64_t generation) const;
+  std::shared_ptr<const View> view() const;
   void Apply(const PeerSet& peers, uint32_t segment, uint64_t hash)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Build's and ChangeRing's scan of the merkle column into the trees of `view`.
+  absl::Status Scan(std::shared_ptr<const View> view);
 
   const std::string self_id_;
-  const std::shared_ptr<const HashRing> ring_;
   const size_t n_;
   Engine* const engine_;
-  std::vector<Member> peers_;
 
   mutable absl::Mutex mu_;
+  std::shared_ptr<const View> view_ ABSL_GUARDED_BY(mu_);
   enum class State { kObserving, kBuilding, kReady };
   State state_ ABSL_GUARDED_BY(mu_) = State::kObserving;
-  std::vector<MerkleTree> trees_ ABSL_GUARDED_BY(mu_);  // one per peer, as peers_
+  std::vector<MerkleTree> trees_ ABSL_GUARDED_BY(mu_);  // one per peer, as view_->peers
   // Until ready: keys changed while their snapshot entry was not applied -> latest digest
   // (nullopt: the record was purged).
   std::map<std::string, std::optional<uint64_t>, std::less<>> pending_ ABSL_GUARDED_BY(mu_);

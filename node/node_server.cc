@@ -171,8 +171,13 @@ absl::Status NodeServer::StartReplication() {
   for (const Member* m : (*initial)->AllMembers()) {
     if (m->id != config_.node_id) peers.push_back(*m);
   }
-  // Merkle trees and tombstone purging follow the ring the node started with (see OnLayout).
+  // The Merkle trees follow the current ring, rebuilt when a change completes (see OnLayout);
+  // tombstone purging keeps the ring the node started with.
   std::shared_ptr<const HashRing> ring = (*initial)->current_ptr();
+  {
+    absl::MutexLock lock(&merkle_ring_mu_);
+    merkle_layout_version_ = layout.version;
+  }
   StartGossip(layout);
   // The index observes every record change from now on; its trees are built in the background.
   merkle_ = std::make_unique<MerkleIndex>(config_.node_id, ring, config_.replication_factor,
@@ -183,7 +188,7 @@ absl::Status NodeServer::StartReplication() {
     absl::Status built = merkle->Build();
     if (built.ok()) {
       LogInfo("Merkle trees built", {{"took", absl::FormatDuration(absl::Now() - start)}});
-    } else {
+    } else if (!absl::IsCancelled(built)) {  // cancelled: a ring change rebuilds them
       LogError("building the Merkle trees failed; anti-entropy stays off until restart",
                {{"error", std::string(built.message())}});
     }
@@ -286,6 +291,10 @@ void NodeServer::OnLayout(const ClusterLayout& layout) {
   // Tombstone purging checks the replicas of the start-up ring; with another ring a copy on a
   // new owner could escape the check (C8), so purging stops until the next start.
   if (layout.version != start_layout_version_ && reaper_ != nullptr) reaper_->Shutdown();
+  // Anti-entropy follows the owners once a change is complete: the trees are rebuilt for the
+  // new ring in the background (exchanges wait meanwhile). During a transition they keep the
+  // old owners' ring, which still holds every key.
+  if (!layout.in_transition()) executor_->Schedule([this] { FollowRingWithMerkleTrees(); });
   if (was_member && !layout.Contains(config_.node_id)) {
     const bool stop = config_.exit_after_leave && request_stop_;
     LogInfo(stop ? "this node has left the cluster: everything it owned is held by the other "
@@ -302,6 +311,26 @@ void NodeServer::OnLayout(const ClusterLayout& layout) {
             {{"layout_version", absl::StrCat(layout.version)}});
   }
   handoff_->OnPlacement(*placement);
+}
+
+void NodeServer::FollowRingWithMerkleTrees() {
+  // One rebuild at a time, each for the placement current when it starts, so that rebuilds
+  // scheduled by layouts that arrived close together end with the newest ring.
+  absl::MutexLock lock(&merkle_ring_mu_);
+  std::shared_ptr<const Placement> placement = placement_->Get();
+  const ClusterLayout& layout = placement->layout();
+  if (layout.in_transition() || layout.version == merkle_layout_version_) return;
+  merkle_layout_version_ = layout.version;
+  const absl::Time start = absl::Now();
+  absl::Status built = merkle_->ChangeRing(placement->current_ptr());
+  if (built.ok()) {
+    LogInfo("Merkle trees rebuilt for the new cluster layout",
+            {{"layout_version", absl::StrCat(layout.version)},
+             {"took", absl::FormatDuration(absl::Now() - start)}});
+  } else {
+    LogError("rebuilding the Merkle trees failed; anti-entropy stays off until restart",
+             {{"error", std::string(built.message())}});
+  }
 }
 
 absl::StatusOr<ClusterLayout> NodeServer::LearnLayoutFromSeeds() {

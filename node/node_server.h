@@ -31,8 +31,10 @@
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/random/random.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "node/admin_service.h"
 #include "node/anti_entropy.h"
@@ -91,6 +93,9 @@ class NodeServer {
   // Gossip brought (or this node committed) a newer layout: store it, place keys by it, add
   // joined members to the outbox, start this node's handoff.
   void OnLayout(const ClusterLayout& layout);
+  // Rebuilds the Merkle trees for the current ring if a change completed since they were built
+  // (blocks for the scan: runs on the executor).
+  void FollowRingWithMerkleTrees();
   absl::Status StartGrpc();
   void ExpireIdempotencyRecordsLoop();
   // Drains and stops the gRPC server (see Shutdown above).
@@ -115,6 +120,10 @@ class NodeServer {
   std::unique_ptr<GrpcPeerTransport> gossip_transport_;
   std::unique_ptr<PlacementHolder> placement_;
   uint64_t start_layout_version_ = 0;
+  // Serializes FollowRingWithMerkleTrees.
+  absl::Mutex merkle_ring_mu_;
+  // The layout whose ring the Merkle trees follow.
+  uint64_t merkle_layout_version_ ABSL_GUARDED_BY(merkle_ring_mu_) = 0;
   std::unique_ptr<Gossiper> gossiper_;  // destroyed after its transport and the server
   std::unique_ptr<HandoffSender> handoff_;
   std::unique_ptr<MembershipChanger> changer_;

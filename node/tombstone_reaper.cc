@@ -151,9 +151,9 @@ void TombstoneReaper::ProcessNext(std::shared_ptr<Sweep> sweep) {
   }
   ++sweep->next;
   const Candidate& c = sweep->current();
-  std::vector<const Member*> others;
-  for (const Member* m : index_->Replicas(c.key)) {
-    if (m->id != index_->self_id()) others.push_back(m);
+  std::vector<Member> others;
+  for (Member& m : index_->Replicas(c.key)) {
+    if (m.id != index_->self_id()) others.push_back(std::move(m));
   }
   auto gather = Gather<absl::StatusOr<std::string>>::Make(
       others.size(),
@@ -161,15 +161,14 @@ void TombstoneReaper::ProcessNext(std::shared_ptr<Sweep> sweep) {
         OnReplicasRead(sweep, others, std::move(records));
       }));
   for (size_t i = 0; i < others.size(); ++i) {
-    transport_->ReadRecord(*others[i], c.key,
+    transport_->ReadRecord(others[i], c.key,
                            guard_.Wrap([gather, i](absl::StatusOr<std::string> record) {
                              gather->Set(i, std::move(record));
                            }));
   }
 }
 
-void TombstoneReaper::OnReplicasRead(std::shared_ptr<Sweep> sweep,
-                                     std::vector<const Member*> others,
+void TombstoneReaper::OnReplicasRead(std::shared_ptr<Sweep> sweep, std::vector<Member> others,
                                      std::vector<absl::StatusOr<std::string>> records) {
   const Candidate& c = sweep->current();
   const bool all_equal = std::all_of(records.begin(), records.end(),
@@ -203,7 +202,7 @@ void TombstoneReaper::OnReplicasRead(std::shared_ptr<Sweep> sweep,
       }));
   for (size_t i = 0; i < others.size(); ++i) {
     transport_->PurgeRecord(
-        *others[i], c.key, c.encoded,
+        others[i], c.key, c.encoded,
         guard_.Wrap([gather, i](absl::Status status) { gather->Set(i, std::move(status)); }));
   }
 }

@@ -94,7 +94,7 @@ class TombstoneReaper {
   // Collects the sweep's candidates from the data column.
   std::vector<Candidate> Scan();
   void ProcessNext(std::shared_ptr<Sweep> sweep);
-  void OnReplicasRead(std::shared_ptr<Sweep> sweep, std::vector<const Member*> others,
+  void OnReplicasRead(std::shared_ptr<Sweep> sweep, std::vector<Member> others,
                       std::vector<absl::StatusOr<std::string>> records);
   void OnPeersPurged(std::shared_ptr<Sweep> sweep, std::vector<absl::Status> results);
   void CountError(const absl::Status& status);

@@ -297,6 +297,64 @@ TEST_F(AntiEntropyTest, PeriodicExchangesRoundRobinAndCountFailures) {
   ae->Shutdown();
 }
 
+// After a membership change completes the trees follow the new ring (MerkleIndex::ChangeRing):
+// the exchanges reach the member that joined and forget the one that left.
+TEST_F(AntiEntropyTest, RingChangeRebuildsTreesAndExchangesWithTheNewMember) {
+  MakeCluster(3, 2);
+  auto ring_of = [](std::vector<std::string> ids) {
+    std::vector<Member> members;
+    for (const std::string& id : ids) members.push_back(Member{id, "h:1", ""});
+    return std::make_shared<const HashRing>(HashRing::Build(members).value());
+  };
+  // a and b started as a two-node cluster: every key on both.
+  ASSERT_TRUE(nodes_[0].index->ChangeRing(ring_of({"a", "b"})).ok());
+  ASSERT_TRUE(nodes_[1].index->ChangeRing(ring_of({"a", "b"})).ok());
+  for (int i = 0; i < 200; ++i) {
+    Put(0, absl::StrCat("k", i), "v");
+    Replicate(0, 1, absl::StrCat("k", i));
+  }
+  auto ae = MakeAntiEntropy(0);
+  ASSERT_TRUE(Exchange(*ae, "b").ok());
+  ASSERT_EQ(ae->Stats().size(), 1u);
+  EXPECT_TRUE(absl::IsInvalidArgument(Exchange(*ae, "c")));
+
+  // c joined (no handoff here): a's tree for c holds the keys a and c now share; c has none.
+  const uint64_t generation = nodes_[0].index->generation();
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(nodes_[i].index->ChangeRing(ring_of({"a", "b", "c"})).ok());
+  EXPECT_GT(nodes_[0].index->generation(), generation);
+  size_t shared_with_c = 0;
+  for (int i = 0; i < 200; ++i) {
+    if (nodes_[0].index->Shares(absl::StrCat("k", i), "c")) ++shared_with_c;
+  }
+  ASSERT_GT(shared_with_c, 20u);
+  EXPECT_NE(Root(0, 2), Root(2, 0));
+  // The rebuilt tree equals one built from scratch for the new ring over the same data.
+  MerkleIndex fresh("a", ring_of({"a", "b", "c"}), 2, nodes_[0].engine.get());
+  ASSERT_TRUE(fresh.Build().ok());
+  EXPECT_EQ(fresh.Nodes("c", MerkleLevel::kRoot, {}).value(),
+            nodes_[0].index->Nodes("c", MerkleLevel::kRoot, {}).value());
+
+  ASSERT_TRUE(Exchange(*ae, "c").ok());
+  EXPECT_EQ(Root(0, 2), Root(2, 0));
+  for (int i = 0; i < 200; ++i) {
+    const std::string key = absl::StrCat("k", i);
+    EXPECT_EQ(Encoded(2, key).ok(), nodes_[0].index->Shares(key, "c")) << key;
+  }
+  std::vector<PeerAntiEntropyStats> stats = ae->Stats();
+  ASSERT_EQ(stats.size(), 2u);
+  EXPECT_EQ(stats[0].peer_id, "b");
+  EXPECT_EQ(stats[0].exchanges, 1u) << "b's figures survive the ring change";
+  EXPECT_EQ(stats[1].peer_id, "c");
+  EXPECT_EQ(stats[1].keys_repaired, shared_with_c);
+
+  // b left: exchanges with it are refused and its figures are dropped.
+  ASSERT_TRUE(nodes_[0].index->ChangeRing(ring_of({"a", "c"})).ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(Exchange(*ae, "b")));
+  ASSERT_EQ(ae->Stats().size(), 1u);
+  EXPECT_EQ(ae->Stats()[0].peer_id, "c");
+}
+
 // RepairRunner (node/repair_runner.h): a forced exchange with every peer as an operation.
 TEST_F(AntiEntropyTest, RepairIsAnOperationThatExchangesWithEveryPeerAndCountsRanges) {
   MakeCluster(3, 3);

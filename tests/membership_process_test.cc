@@ -11,6 +11,7 @@
 //     every acknowledged key is readable and on all of its replicas.
 // Every wait and every load loop is bounded; every node is stopped with SIGTERM at the end.
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -20,6 +21,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -76,6 +78,16 @@ class MembershipProcessTest : public ::testing::Test {
     EXPECT_EQ(result.exit_code, expected_exit) << result.out << result.err;
     nlohmann::json json = nlohmann::json::parse(result.out, nullptr, /*allow_exceptions=*/false);
     return json.is_object() ? json : nlohmann::json::object();
+  }
+
+  // Polls `done` every 200 ms for up to 30 s.
+  static bool Eventually(const std::function<bool()>& done) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < deadline) {
+      if (done()) return true;
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    return false;
   }
 
   // Writes new keys through `client_` until stopped (at most kMaxLoadWrites), remembering the
@@ -226,6 +238,25 @@ TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
   // n4 replicates ~3/4 of the keys (N=3 of 4 members).
   EXPECT_NEAR(static_cast<double>(on_n4) / static_cast<double>(all.size()), 0.75, 0.1);
 
+  // Anti-entropy follows the new ring without a restart: a forced repair from n4 exchanges with
+  // every other member (refused while a tree is being rebuilt, so retried for a while).
+  std::string last_repair;
+  EXPECT_TRUE(Eventually([&] {
+    std::vector<std::string> ids;
+    const nlohmann::json status = KvctlJson(3, {"cluster", "anti-entropy"}, 0);
+    for (const nlohmann::json& peer : status["peers"]) {
+      ids.push_back(peer.value("peer_id", ""));
+    }
+    last_repair = absl::StrJoin(ids, ",");
+    if (ids != std::vector<std::string>{"n1", "n2", "n3"}) return false;
+    const std::vector<std::string> argv = {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(3),
+                                           "repair", "--wait", "--wait-timeout=20s"};
+    const CommandResult repair = RunCommand(argv, "", absl::Seconds(30));
+    last_repair = repair.out + repair.err;
+    return repair.exit_code == 0;
+  })) << last_repair
+      << cluster_->LogTails();
+
   {
     absl::MutexLock lock(&mu_);
     acked_.clear();
@@ -238,6 +269,16 @@ TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
   all.insert(all.end(), load2.begin(), load2.end());
   const int on_n4_after = CheckKeys(all, {0, 2, 3}, "n4", "n2");
   EXPECT_EQ(on_n4_after, static_cast<int>(all.size()));  // 3 members, N=3: every key
+
+  // n1's exchanges forget the member that left.
+  EXPECT_TRUE(Eventually([&] {
+    std::vector<std::string> ids;
+    const nlohmann::json status = KvctlJson(0, {"cluster", "anti-entropy"}, 0);
+    for (const nlohmann::json& peer : status["peers"]) {
+      ids.push_back(peer.value("peer_id", ""));
+    }
+    return ids == std::vector<std::string>{"n3", "n4"};
+  })) << cluster_->LogTails();
 
   // The node that left stops by itself (exit_after_leave), cleanly.
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
