@@ -5,6 +5,9 @@
 // CI runs a fixed set of seeds. To replay one seed (with every operation and fault logged):
 //     KV_SIM_SEED=1234 KV_SIM_NODES=5 KV_SIM_VERBOSE=1 ./simulation_test
 // To explore more seeds: KV_SIM_SEEDS=500 (seeds 1..500), optionally KV_SIM_FIRST_SEED=1000.
+// Membership changes (a join or a leave during the run) have their own tests and seed lists;
+// KV_SIM_CHANGE=join or leave selects them (with KV_SIM_NODES=4: 3->4 or 4->3; 5: 4->5 or 5->4),
+// e.g. KV_SIM_CHANGE=join KV_SIM_NODES=4 KV_SIM_SEEDS=500.
 // The stricter token checker (Checkers::CheckTokenResurrection) runs unless KV_SIM_STRICT_TOKENS=0.
 #include <cstdint>
 #include <cstdlib>
@@ -44,16 +47,28 @@ bool WantNodes(int num_nodes) {
          static_cast<uint64_t>(num_nodes);
 }
 
+// The KV_SIM_CHANGE asked for ("" if none).
+std::string ChangeAsked() {
+  const char* text = std::getenv("KV_SIM_CHANGE");
+  return text == nullptr ? "" : text;
+}
+
+bool SeedsAsked() {
+  return std::getenv("KV_SIM_SEED") != nullptr || std::getenv("KV_SIM_SEEDS") != nullptr;
+}
+
 bool StrictTokens() {
   const char* text = std::getenv("KV_SIM_STRICT_TOKENS");
   return text == nullptr || std::string(text) != "0";
 }
 
-void RunSeeds(int num_nodes) {
-  for (uint64_t seed : SeedsToRun()) {
+void RunSeeds(int num_nodes, MembershipChange change = MembershipChange::kNone,
+              const std::vector<uint64_t>& seeds = SeedsToRun()) {
+  for (uint64_t seed : seeds) {
     SimOptions options;
     options.seed = seed;
     options.num_nodes = num_nodes;
+    options.change = change;
     options.verbose = std::getenv("KV_SIM_VERBOSE") != nullptr;
     options.check_token_resurrection = StrictTokens();
     const SimResult result = RunSimulation(options);
@@ -62,20 +77,52 @@ void RunSeeds(int num_nodes) {
   }
 }
 
+// True unless KV_SIM_CHANGE asks for a membership change.
+bool WantNoChange() { return ChangeAsked().empty() || ChangeAsked() == "none"; }
+
 TEST(SimulationTest, ThreeNodes) {
+  if (!WantNoChange()) GTEST_SKIP() << "KV_SIM_CHANGE asks for a membership change";
   if (!WantNodes(3)) GTEST_SKIP() << "KV_SIM_NODES asks for another cluster size";
   RunSeeds(3);
 }
 
 TEST(SimulationTest, FourNodes) {
   // Only on request (KV_SIM_NODES=4): CI covers 3 and 5.
-  if (std::getenv("KV_SIM_NODES") == nullptr || !WantNodes(4)) GTEST_SKIP();
+  if (std::getenv("KV_SIM_NODES") == nullptr || !WantNodes(4) || !WantNoChange()) GTEST_SKIP();
   RunSeeds(4);
 }
 
 TEST(SimulationTest, FiveNodes) {
+  if (!WantNoChange()) GTEST_SKIP() << "KV_SIM_CHANGE asks for a membership change";
   if (!WantNodes(5)) GTEST_SKIP() << "KV_SIM_NODES asks for another cluster size";
   RunSeeds(5);
+}
+
+// Membership changes. CI runs a fixed list of seeds per change; each list holds seeds whose run
+// crashed a node during the handoff (the summary line says how many crashes fell in it).
+void RunChange(int num_nodes, MembershipChange change, const std::vector<uint64_t>& ci_seeds) {
+  if (!WantNodes(num_nodes)) GTEST_SKIP() << "KV_SIM_NODES asks for another cluster size";
+  const std::string asked = ChangeAsked();
+  if (asked.empty() ? SeedsAsked() : asked != MembershipChangeName(change)) {
+    GTEST_SKIP() << "KV_SIM_CHANGE asks for another change";
+  }
+  RunSeeds(num_nodes, change, asked.empty() ? ci_seeds : SeedsToRun());
+}
+
+TEST(SimulationTest, JoinThreeToFour) {
+  RunChange(4, MembershipChange::kJoin, {1, 2, 3, 4, 5, 6, 7, 8});
+}
+
+TEST(SimulationTest, LeaveFourToThree) {
+  RunChange(4, MembershipChange::kLeave, {1, 2, 3, 4, 5, 6, 7, 8});
+}
+
+TEST(SimulationTest, JoinFourToFive) {
+  RunChange(5, MembershipChange::kJoin, {1, 2, 3, 4, 5, 6, 7, 8});
+}
+
+TEST(SimulationTest, LeaveFiveToFour) {
+  RunChange(5, MembershipChange::kLeave, {1, 2, 3, 4, 5, 6, 7, 8});
 }
 
 TEST(SimulationTest, SameSeedReplaysTheSameRun) {
