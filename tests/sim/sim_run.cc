@@ -122,11 +122,8 @@ SimResult RunSimulation(const SimOptions& options) {
   const int num_clients = options.num_nodes + 2;
   SimNetwork network(&loop, options.num_nodes + num_clients);
   ClusterConfig config = DrawClusterConfig(&loop, options.num_nodes, options.change);
-  if (options.sabotage == Sabotage::kDropHandoffKeys) {
-    // Nothing but the handoff may bring old keys to a gainer.
-    config.drop_handoff_keys = true;
-    config.anti_entropy = false;
-  }
+  config.anti_entropy = options.anti_entropy;
+  config.drop_handoff_keys = options.sabotage == Sabotage::kDropHandoffKeys;
   SimCluster cluster(&loop, &network, std::move(config));
   if (absl::Status started = cluster.Start(); !started.ok()) {
     fail(absl::StrCat("the cluster did not start: ", started.message()));

@@ -42,8 +42,11 @@ struct SimOptions {
   // (Checkers::CheckTokenResurrection). The core prevents it while a record remembers the
   // overwritten version (storage/sibling_set.h, "Retried writes").
   bool check_token_resurrection = true;
+  // Merkle anti-entropy and tombstone purge. Off, only the outbox, read repair and the handoff
+  // move data (a run whose fault schedule wipes a disk then cannot converge).
+  bool anti_entropy = true;
   // For the checkers' own tests: damage done after the run, before the checkers (or, for
-  // kDropHandoffKeys, during it).
+  // kDropHandoffKeys, during it: pair it with anti_entropy off, which would repair the damage).
   Sabotage sabotage = Sabotage::kNone;
 
   // The environment that replays this run with simulation_test, e.g. "KV_SIM_SEED=5

@@ -29,9 +29,9 @@ enum class Sabotage {
   // overwrite and was not replaced would leave: "overwrote it, yet its version".
   kResurrectRetryCopy,
   // During the run, not after it (a run with a membership change): every node's handoff stream
-  // silently drops the records of every other key (answering as if the gainer stored them), and
-  // anti-entropy is off, so a gainer never receives those keys unless a later write brings them:
-  // "replicas diverged" under the final layout.
+  // silently drops the records of every other key (answering as if the gainer stored them). With
+  // anti-entropy off (which would repair them), a gainer never receives those keys unless a
+  // later write brings them: "replicas diverged" under the final layout.
   kDropHandoffKeys,
 };
 
