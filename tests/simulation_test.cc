@@ -63,8 +63,10 @@ bool StrictTokens() {
   return text == nullptr || std::string(text) != "0";
 }
 
-void RunSeeds(int num_nodes, MembershipChange change = MembershipChange::kNone,
-              const std::vector<uint64_t>& seeds = SeedsToRun()) {
+// Runs each seed; returns how many crashed a node while a membership change's handoff ran.
+int RunSeeds(int num_nodes, MembershipChange change = MembershipChange::kNone,
+             const std::vector<uint64_t>& seeds = SeedsToRun()) {
+  int crashed_during_handoff = 0;
   for (uint64_t seed : seeds) {
     SimOptions options;
     options.seed = seed;
@@ -75,7 +77,9 @@ void RunSeeds(int num_nodes, MembershipChange change = MembershipChange::kNone,
     const SimResult result = RunSimulation(options);
     std::cout << result.Summary() << std::endl;
     for (const std::string& failure : result.failures) ADD_FAILURE() << failure;
+    crashed_during_handoff += result.membership.crashes_during_handoff > 0 ? 1 : 0;
   }
+  return crashed_during_handoff;
 }
 
 // True unless KV_SIM_CHANGE asks for a membership change.
@@ -99,31 +103,46 @@ TEST(SimulationTest, FiveNodes) {
   RunSeeds(5);
 }
 
-// Membership changes. CI runs a fixed list of seeds per change; each list holds seeds whose run
-// crashed a node during the handoff (the summary line says how many crashes fell in it).
-void RunChange(int num_nodes, MembershipChange change, const std::vector<uint64_t>& ci_seeds) {
+// Membership changes. CI runs seeds 1..kCiChangeSeeds per change; some of them crash a node (an
+// old owner or a gainer) while the handoff runs (the summary line says how many crashes fell in
+// it), which the test checks.
+//
+// Known failures, kept out of CI (the node's leave and transition write path; see the
+// KnownMembershipFailures test, run with --gtest_also_run_disabled_tests):
+//   KV_SIM_CHANGE=leave KV_SIM_NODES=4, seeds 74, 268, 295.
+constexpr uint64_t kCiChangeSeeds = 16;
+
+void RunChange(int num_nodes, MembershipChange change) {
   if (!WantNodes(num_nodes)) GTEST_SKIP() << "KV_SIM_NODES asks for another cluster size";
   const std::string asked = ChangeAsked();
   if (asked.empty() ? SeedsAsked() : asked != MembershipChangeName(change)) {
     GTEST_SKIP() << "KV_SIM_CHANGE asks for another change";
   }
-  RunSeeds(num_nodes, change, asked.empty() ? ci_seeds : SeedsToRun());
+  if (!asked.empty()) {
+    RunSeeds(num_nodes, change);
+    return;
+  }
+  std::vector<uint64_t> seeds;
+  for (uint64_t seed = 1; seed <= kCiChangeSeeds; ++seed) seeds.push_back(seed);
+  EXPECT_GT(RunSeeds(num_nodes, change, seeds), 0) << "no seed crashed a node during the handoff";
 }
 
-TEST(SimulationTest, JoinThreeToFour) {
-  RunChange(4, MembershipChange::kJoin, {1, 2, 3, 4, 5, 6, 7, 8});
-}
+TEST(SimulationTest, JoinThreeToFour) { RunChange(4, MembershipChange::kJoin); }
 
-TEST(SimulationTest, LeaveFourToThree) {
-  RunChange(4, MembershipChange::kLeave, {1, 2, 3, 4, 5, 6, 7, 8});
-}
+TEST(SimulationTest, LeaveFourToThree) { RunChange(4, MembershipChange::kLeave); }
 
-TEST(SimulationTest, JoinFourToFive) {
-  RunChange(5, MembershipChange::kJoin, {1, 2, 3, 4, 5, 6, 7, 8});
-}
+TEST(SimulationTest, JoinFourToFive) { RunChange(5, MembershipChange::kJoin); }
 
-TEST(SimulationTest, LeaveFiveToFour) {
-  RunChange(5, MembershipChange::kLeave, {1, 2, 3, 4, 5, 6, 7, 8});
+TEST(SimulationTest, LeaveFiveToFour) { RunChange(5, MembershipChange::kLeave); }
+
+// Seeds that fail today, for whoever fixes the node (disabled: CI stays green).
+//   74 and 295: a write acknowledged by the leaving node (after its handoff scan) and by one other
+//   replica, whose disk is then lost; the leaving node stops with the only copy.
+//   268: during the transition a coordinator counts an ack from a new-only owner towards W, and a
+//   node still on the old layout answers NOT_FOUND from the old owners (C3).
+TEST(SimulationTest, DISABLED_KnownMembershipFailures) {
+  if (!WantNodes(4)) GTEST_SKIP();
+  RunSeeds(4, MembershipChange::kLeave, {74, 268, 295});
 }
 
 TEST(SimulationTest, SameSeedReplaysTheSameRun) {
