@@ -109,7 +109,8 @@ TEST(SimulationTest, FiveNodes) {
 //
 // Known failures, kept out of CI (the node's leave and transition write path; see the
 // KnownMembershipFailures test, run with --gtest_also_run_disabled_tests):
-//   KV_SIM_CHANGE=leave KV_SIM_NODES=4, seeds 74, 268, 295.
+//   KV_SIM_CHANGE=leave KV_SIM_NODES=4, seeds 74, 268, 295 (and 711, 788, not analysed);
+//   KV_SIM_CHANGE=join KV_SIM_NODES=4, seeds 459, 491, 705.
 constexpr uint64_t kCiChangeSeeds = 16;
 
 void RunChange(int num_nodes, MembershipChange change) {
@@ -140,9 +141,14 @@ TEST(SimulationTest, LeaveFiveToFour) { RunChange(5, MembershipChange::kLeave); 
 //   replica, whose disk is then lost; the leaving node stops with the only copy.
 //   268: during the transition a coordinator counts an ack from a new-only owner towards W, and a
 //   node still on the old layout answers NOT_FOUND from the old owners (C3).
+//   491 (459 and 705 look alike): a write during the join acknowledged by its coordinator and the
+//   old owner that loses the key; after the change, with the coordinator unreachable and the new
+//   owner not yet reached by the outbox, a Get answers NOT_FOUND from the new owners (C3).
+//   788 (leave) looks like 268; 711 (leave) fails the strict token checker after a wipe.
 TEST(SimulationTest, DISABLED_KnownMembershipFailures) {
   if (!WantNodes(4)) GTEST_SKIP();
-  RunSeeds(4, MembershipChange::kLeave, {74, 268, 295});
+  RunSeeds(4, MembershipChange::kLeave, {74, 268, 295, 711, 788});
+  RunSeeds(4, MembershipChange::kJoin, {459, 491, 705});
 }
 
 TEST(SimulationTest, SameSeedReplaysTheSameRun) {
