@@ -5,11 +5,15 @@
 // CI runs a fixed set of seeds. To replay one seed (with every operation and fault logged):
 //     KV_SIM_SEED=1234 KV_SIM_NODES=5 KV_SIM_VERBOSE=1 ./simulation_test
 // To explore more seeds: KV_SIM_SEEDS=500 (seeds 1..500), optionally KV_SIM_FIRST_SEED=1000.
+// Membership changes (a join or a leave during the run) have their own tests and seed lists;
+// KV_SIM_CHANGE=join or leave selects them (with KV_SIM_NODES=4: 3->4 or 4->3; 5: 4->5 or 5->4),
+// e.g. KV_SIM_CHANGE=join KV_SIM_NODES=4 KV_SIM_SEEDS=500.
 // The stricter token checker (Checkers::CheckTokenResurrection) runs unless KV_SIM_STRICT_TOKENS=0.
 #include <cstdint>
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -44,50 +48,132 @@ bool WantNodes(int num_nodes) {
          static_cast<uint64_t>(num_nodes);
 }
 
+// The KV_SIM_CHANGE asked for ("" if none).
+std::string ChangeAsked() {
+  const char* text = std::getenv("KV_SIM_CHANGE");
+  return text == nullptr ? "" : text;
+}
+
+bool SeedsAsked() {
+  return std::getenv("KV_SIM_SEED") != nullptr || std::getenv("KV_SIM_SEEDS") != nullptr;
+}
+
 bool StrictTokens() {
   const char* text = std::getenv("KV_SIM_STRICT_TOKENS");
   return text == nullptr || std::string(text) != "0";
 }
 
-void RunSeeds(int num_nodes) {
-  for (uint64_t seed : SeedsToRun()) {
+// Runs each seed; returns how many crashed a node while a membership change's handoff ran.
+int RunSeeds(int num_nodes, MembershipChange change = MembershipChange::kNone,
+             const std::vector<uint64_t>& seeds = SeedsToRun()) {
+  int crashed_during_handoff = 0;
+  for (uint64_t seed : seeds) {
     SimOptions options;
     options.seed = seed;
     options.num_nodes = num_nodes;
+    options.change = change;
     options.verbose = std::getenv("KV_SIM_VERBOSE") != nullptr;
     options.check_token_resurrection = StrictTokens();
     const SimResult result = RunSimulation(options);
     std::cout << result.Summary() << std::endl;
     for (const std::string& failure : result.failures) ADD_FAILURE() << failure;
+    crashed_during_handoff += result.membership.crashes_during_handoff > 0 ? 1 : 0;
   }
+  return crashed_during_handoff;
 }
 
+// True unless KV_SIM_CHANGE asks for a membership change.
+bool WantNoChange() { return ChangeAsked().empty() || ChangeAsked() == "none"; }
+
 TEST(SimulationTest, ThreeNodes) {
+  if (!WantNoChange()) GTEST_SKIP() << "KV_SIM_CHANGE asks for a membership change";
   if (!WantNodes(3)) GTEST_SKIP() << "KV_SIM_NODES asks for another cluster size";
   RunSeeds(3);
 }
 
 TEST(SimulationTest, FourNodes) {
   // Only on request (KV_SIM_NODES=4): CI covers 3 and 5.
-  if (std::getenv("KV_SIM_NODES") == nullptr || !WantNodes(4)) GTEST_SKIP();
+  if (std::getenv("KV_SIM_NODES") == nullptr || !WantNodes(4) || !WantNoChange()) GTEST_SKIP();
   RunSeeds(4);
 }
 
 TEST(SimulationTest, FiveNodes) {
+  if (!WantNoChange()) GTEST_SKIP() << "KV_SIM_CHANGE asks for a membership change";
   if (!WantNodes(5)) GTEST_SKIP() << "KV_SIM_NODES asks for another cluster size";
   RunSeeds(5);
 }
 
+// Membership changes. CI runs seeds 1..kCiChangeSeeds per change; some of them crash a node (an
+// old owner or a gainer) while the handoff runs (the summary line says how many crashes fell in
+// it), which the test checks.
+//
+// Known failures, kept out of CI (the node's leave and transition write path; see the
+// KnownMembershipFailures test, run with --gtest_also_run_disabled_tests):
+//   KV_SIM_CHANGE=leave KV_SIM_NODES=4, seeds 74, 268, 295 (and 711, 788, not analysed);
+//   KV_SIM_CHANGE=join KV_SIM_NODES=4, seeds 459, 491, 705;
+//   KV_SIM_CHANGE=join KV_SIM_NODES=5, seed 874 (and 556, 714, 724, not analysed: like 491).
+constexpr uint64_t kCiChangeSeeds = 16;
+
+void RunChange(int num_nodes, MembershipChange change) {
+  if (!WantNodes(num_nodes)) GTEST_SKIP() << "KV_SIM_NODES asks for another cluster size";
+  const std::string asked = ChangeAsked();
+  if (asked.empty() ? SeedsAsked() : asked != MembershipChangeName(change)) {
+    GTEST_SKIP() << "KV_SIM_CHANGE asks for another change";
+  }
+  if (!asked.empty()) {
+    RunSeeds(num_nodes, change);
+    return;
+  }
+  std::vector<uint64_t> seeds;
+  for (uint64_t seed = 1; seed <= kCiChangeSeeds; ++seed) seeds.push_back(seed);
+  EXPECT_GT(RunSeeds(num_nodes, change, seeds), 0) << "no seed crashed a node during the handoff";
+}
+
+TEST(SimulationTest, JoinThreeToFour) { RunChange(4, MembershipChange::kJoin); }
+
+TEST(SimulationTest, LeaveFourToThree) { RunChange(4, MembershipChange::kLeave); }
+
+TEST(SimulationTest, JoinFourToFive) { RunChange(5, MembershipChange::kJoin); }
+
+TEST(SimulationTest, LeaveFiveToFour) { RunChange(5, MembershipChange::kLeave); }
+
+// Seeds that fail today, for whoever fixes the node (disabled: CI stays green).
+//   74 and 295: a write acknowledged by the leaving node (after its handoff scan) and by one other
+//   replica, whose disk is then lost; the leaving node stops with the only copy.
+//   268: during the transition a coordinator counts an ack from a new-only owner towards W, and a
+//   node still on the old layout answers NOT_FOUND from the old owners (C3).
+//   491 (459 and 705 look alike): a write during the join acknowledged by its coordinator and the
+//   old owner that loses the key; after the change, with the coordinator unreachable and the new
+//   owner not yet reached by the outbox, a Get answers NOT_FOUND from the new owners (C3).
+//   788 (leave) looks like 268; 711 (leave) fails the strict token checker after a wipe.
+//   874 (join 4->5): a Put and a Delete coordinated by the old owner that loses the key, acked
+//   with the gainer, recorded no outbox entry for the other owners (outbox bound: anti-entropy
+//   repairs those), and the gainer's disk is then lost; after the change anti-entropy no longer
+//   pairs the old owner with the key's replicas, so the Delete is lost and the value deleted
+//   comes back (C1, C8).
+TEST(SimulationTest, DISABLED_KnownMembershipFailures) {
+  if (WantNodes(4)) {
+    RunSeeds(4, MembershipChange::kLeave, {74, 268, 295, 711, 788});
+    RunSeeds(4, MembershipChange::kJoin, {459, 491, 705});
+  }
+  if (WantNodes(5)) RunSeeds(5, MembershipChange::kJoin, {556, 714, 724, 874});
+}
+
 TEST(SimulationTest, SameSeedReplaysTheSameRun) {
-  for (int num_nodes : {3, 5}) {
+  const std::pair<int, MembershipChange> runs[] = {{3, MembershipChange::kNone},
+                                                   {5, MembershipChange::kNone},
+                                                   {4, MembershipChange::kJoin},
+                                                   {5, MembershipChange::kLeave}};
+  for (const auto& [num_nodes, change] : runs) {
     SimOptions options;
     options.seed = 42;
     options.num_nodes = num_nodes;
+    options.change = change;
     const SimResult first = RunSimulation(options);
     const SimResult second = RunSimulation(options);
     EXPECT_GT(first.events, 1000u) << first.Summary();
-    EXPECT_EQ(first.trace_hash, second.trace_hash) << "seed 42, " << num_nodes << " nodes";
-    EXPECT_EQ(first.state_hash, second.state_hash) << "seed 42, " << num_nodes << " nodes";
+    EXPECT_EQ(first.trace_hash, second.trace_hash) << options.ReplayHint();
+    EXPECT_EQ(first.state_hash, second.state_hash) << options.ReplayHint();
     EXPECT_EQ(first.Summary(), second.Summary());
     EXPECT_EQ(first.failures, second.failures);
 
@@ -98,17 +184,16 @@ TEST(SimulationTest, SameSeedReplaysTheSameRun) {
 }
 
 // Each checker fails when its property is broken (a checker that cannot fail proves nothing).
-void ExpectReported(Sabotage sabotage, const std::string& what) {
-  SimOptions options;
-  options.seed = 5;
-  options.num_nodes = 3;
+void ExpectReported(Sabotage sabotage, const std::string& what, SimOptions options = {}) {
+  if (options.change == MembershipChange::kNone) options.seed = 5;
   options.sabotage = sabotage;
   const SimResult result = RunSimulation(options);
   bool reported = false;
   for (const std::string& failure : result.failures) {
-    reported |= failure.find(what) != std::string::npos &&
-                failure.find("seed 5, key \"") != std::string::npos &&
-                failure.find("KV_SIM_SEED=5 KV_SIM_NODES=3") != std::string::npos;
+    reported |=
+        failure.find(what) != std::string::npos &&
+        failure.find(absl::StrCat("seed ", options.seed, ", key \"")) != std::string::npos &&
+        failure.find(options.ReplayHint()) != std::string::npos;
   }
   EXPECT_TRUE(reported) << "no failure says \"" << what << "\": " << result.Summary();
 }
@@ -135,6 +220,22 @@ TEST(SimulationTest, CheckersReportARetryCopyBackAfterAnOverwrite) {
 
 TEST(SimulationTest, CheckersReportANewKeyNotFoundAfterItsPut) {
   ExpectReported(Sabotage::kFakeNotFound, "read-after-write violated");
+}
+
+// A joining node that never received some keys of the handoff holds nothing where the other new
+// owners hold the key: the checkers judge replicas by the final layout, so they see it. Without
+// anti-entropy (which would repair it), in a run that passes without the sabotage and crashes a
+// node during the handoff.
+TEST(SimulationTest, CheckersReportAKeyTheJoiningNodeNeverReceived) {
+  SimOptions options;
+  options.seed = 7;
+  options.num_nodes = 4;
+  options.change = MembershipChange::kJoin;
+  options.anti_entropy = false;
+  const SimResult control = RunSimulation(options);
+  EXPECT_TRUE(control.ok()) << control.Summary();
+  EXPECT_GT(control.membership.crashes_during_handoff, 0u) << control.Summary();
+  ExpectReported(Sabotage::kDropHandoffKeys, "n4 holds <none>", options);
 }
 
 }  // namespace

@@ -58,9 +58,9 @@ FinalState CollectFinalState(SimCluster* cluster, const History& history) {
   return state;
 }
 
-Checkers::Checkers(uint64_t seed, const History& history, const FinalState& state,
-                   SimCluster* cluster)
-    : seed_(seed), history_(history), state_(state), cluster_(cluster) {
+Checkers::Checkers(uint64_t seed, std::string replay, const History& history,
+                   const FinalState& state, SimCluster* cluster)
+    : seed_(seed), replay_(std::move(replay)), history_(history), state_(state), cluster_(cluster) {
   auto note = [&](const Sibling& s) {
     if (s.idempotency_token.empty()) return;
     std::vector<Dot>& dots = dots_by_token_[s.idempotency_token];
@@ -86,9 +86,8 @@ Checkers::Checkers(uint64_t seed, const History& history, const FinalState& stat
 }
 
 void Checkers::Fail(const std::string& key, const std::string& what) {
-  failures_.push_back(absl::StrCat("seed ", seed_, ", key \"", key, "\": ", what,
-                                   " (replay: KV_SIM_SEED=", seed_,
-                                   " KV_SIM_NODES=", cluster_->num_nodes(), ")"));
+  failures_.push_back(
+      absl::StrCat("seed ", seed_, ", key \"", key, "\": ", what, " (replay: ", replay_, ")"));
 }
 
 std::optional<SiblingSet> Checkers::Final(const std::string& key) const {

@@ -19,7 +19,8 @@
 namespace kv::sim {
 
 // Every replica's record of one key (nullopt: the replica knows nothing of it), in preference
-// order, read directly from each node's LocalStore.
+// order, read directly from each node's LocalStore. The replicas are those of the cluster's final
+// layout (after a membership change, the new owners; old owners that lost the key do not count).
 struct KeyState {
   std::vector<int> replicas;
   std::vector<std::optional<SiblingSet>> records;
@@ -32,7 +33,9 @@ FinalState CollectFinalState(SimCluster* cluster, const History& history);
 
 class Checkers {
  public:
-  Checkers(uint64_t seed, const History& history, const FinalState& state, SimCluster* cluster);
+  // `replay` is the environment that replays the run (SimOptions::ReplayHint), for the messages.
+  Checkers(uint64_t seed, std::string replay, const History& history, const FinalState& state,
+           SimCluster* cluster);
 
   // 1. Convergence (C2): every replica of every key holds the same record.
   void CheckConvergence();
@@ -81,6 +84,7 @@ class Checkers {
   bool PurgedOver(const std::string& key, const Dot& dot) const;
 
   const uint64_t seed_;
+  const std::string replay_;
   const History& history_;
   const FinalState& state_;
   SimCluster* const cluster_;

@@ -1,16 +1,66 @@
 #include "tests/sim/sim_cluster.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "node/merkle_tree.h"
 #include "storage/record_codec.h"
 
 namespace kv::sim {
+namespace {
+
+// Sabotage (ClusterConfig::drop_handoff_keys): passes everything on, except that MergeRecords
+// leaves out the records of every other key (by Merkle segment) and still answers OK.
+class DroppingHandoffTransport : public PeerTransport {
+ public:
+  explicit DroppingHandoffTransport(PeerTransport* inner) : inner_(inner) {}
+  void MergeRecords(const Member& peer, std::vector<EncodedRecord> records,
+                    std::function<void(absl::Status)> done) override {
+    std::vector<EncodedRecord> kept;
+    for (EncodedRecord& r : records) {
+      if (MerkleTree::SegmentOf(r.key) % 2 != 0) kept.push_back(std::move(r));
+    }
+    if (kept.empty()) return done(absl::OkStatus());
+    inner_->MergeRecords(peer, std::move(kept), std::move(done));
+  }
+  void ReadRecord(const Member& peer, std::string key,
+                  std::function<void(absl::StatusOr<std::string>)> done) override {
+    inner_->ReadRecord(peer, std::move(key), std::move(done));
+  }
+  void ListKeys(const Member& peer, std::string prefix, std::string page_token, uint32_t limit,
+                std::function<void(absl::StatusOr<ListPage>)> done) override {
+    inner_->ListKeys(peer, std::move(prefix), std::move(page_token), limit, std::move(done));
+  }
+  void ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
+                    std::function<void(absl::StatusOr<WriteReply>)> done) override {
+    inner_->ForwardWrite(peer, std::move(command), w, std::move(done));
+  }
+  void MerkleNodes(const Member& peer, MerkleLevel level, std::vector<uint32_t> indexes,
+                   std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) override {
+    inner_->MerkleNodes(peer, level, std::move(indexes), std::move(done));
+  }
+  void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
+                   std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override {
+    inner_->SegmentKeys(peer, std::move(segments), std::move(done));
+  }
+  void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
+                   std::function<void(absl::Status)> done) override {
+    inner_->PurgeRecord(peer, std::move(key), std::move(expected_record), std::move(done));
+  }
+
+ private:
+  PeerTransport* const inner_;
+};
+
+}  // namespace
 
 SimCluster::SimCluster(SimLoop* loop, SimNetwork* network, ClusterConfig config)
     : loop_(loop), network_(network), config_(std::move(config)), clock_(loop) {
   nodes_.resize(config_.num_nodes);
-  std::vector<Member> members;
+  const int initial = config_.initial_members > 0 ? config_.initial_members : config_.num_nodes;
+  ClusterLayout layout;
+  layout.version = 1;
   for (int i = 0; i < config_.num_nodes; ++i) {
     Node& node = nodes_[i];
     node.member.id = absl::StrCat("n", i + 1);
@@ -18,11 +68,13 @@ SimCluster::SimCluster(SimLoop* loop, SimNetwork* network, ClusterConfig config)
     node.engine = std::make_unique<MemoryEngine>();
     node.rng.seed(loop_->rng()());
     endpoints_[node.member.id] = i;
-    members.push_back(node.member);
+    if (i < initial) layout.members.push_back(node.member);
   }
-  absl::StatusOr<HashRing> ring = HashRing::Build(members);
-  // Build fails only on an empty or duplicated membership, which the loop above cannot make.
-  if (ring.ok()) ring_ = std::make_shared<const HashRing>(*std::move(ring));
+  // Ids n1..n9 sort as numbered; more nodes than that are not simulated.
+  for (Node& node : nodes_) node.layout = layout;
+  absl::StatusOr<std::shared_ptr<const Placement>> placement = Placement::Create(layout);
+  // Create fails only on an empty membership, which Start reports.
+  if (placement.ok()) placement_ = *std::move(placement);
 }
 
 SimCluster::~SimCluster() {
@@ -30,7 +82,7 @@ SimCluster::~SimCluster() {
 }
 
 absl::Status SimCluster::Start() {
-  if (!ring_) return absl::InternalError("the simulated cluster has no ring");
+  if (!placement_) return absl::InternalError("the simulated cluster has no members");
   for (int i = 0; i < num_nodes(); ++i) {
     if (absl::Status s = Restart(i); !s.ok()) return s;
   }
@@ -43,15 +95,23 @@ int SimCluster::NumUp() const {
   return up;
 }
 
+bool SimCluster::AllUp() const {
+  return std::all_of(nodes_.begin(), nodes_.end(),
+                     [](const Node& node) { return node.up || node.removed; });
+}
+
 void SimCluster::TearDown(Node* node) {
   if (node->alive) *node->alive = false;
   if (node->outbox) node->outbox->Shutdown();
+  node->handoff.reset();
   node->reaper.reset();
   node->anti_entropy.reset();
   node->coordinator.reset();
   node->outbox.reset();
   node->store.reset();
   node->merkle.reset();
+  node->placement.reset();
+  node->handoff_transport.reset();
   node->transport.reset();
   node->scheduler.reset();
   node->executor.reset();
@@ -69,9 +129,23 @@ void SimCluster::Crash(int index) {
   ++crashes_;
 }
 
+void SimCluster::Stop(int index) {
+  Node& node = nodes_[index];
+  if (!node.up) return;
+  loop_->Log(absl::StrCat("STOP ", node.member.id, " (incarnation ", node.incarnation, ")"));
+  network_->SetDown(index);
+  TearDown(&node);
+}
+
+void SimCluster::Remove(int index) {
+  Stop(index);
+  nodes_[index].removed = true;
+  loop_->Log(absl::StrCat("REMOVED ", nodes_[index].member.id, ": it left the cluster"));
+}
+
 absl::Status SimCluster::Restart(int index) {
   Node& node = nodes_[index];
-  if (node.up) return absl::OkStatus();
+  if (node.up || node.removed) return absl::OkStatus();
   ++node.incarnation;
   node.alive = std::make_shared<bool>(true);
   node.executor = std::make_unique<SimExecutor>(loop_, node.alive, index);
@@ -93,14 +167,24 @@ absl::Status SimCluster::Restart(int index) {
         absl::StrCat("cannot open the store of ", node.member.id, ": ", store.status().message()));
   }
   node.store = *std::move(store);
+  // As NodeServer::StartReplication: the placement of the stored layout; Merkle trees and
+  // tombstone purging follow its current ring for the incarnation's lifetime.
+  absl::StatusOr<std::shared_ptr<const Placement>> placement = Placement::Create(node.layout);
+  if (!placement.ok()) {
+    TearDown(&node);
+    return absl::InternalError(absl::StrCat("cannot place the layout of ", node.member.id, ": ",
+                                            placement.status().message()));
+  }
+  node.placement = std::make_unique<PlacementHolder>(*placement);
+  node.start_layout_version = node.layout.version;
   if (config_.anti_entropy) {
-    node.merkle = std::make_unique<MerkleIndex>(node.member.id, ring_, config_.replication_factor,
-                                                node.engine.get());
+    node.merkle = std::make_unique<MerkleIndex>(node.member.id, (*placement)->current_ptr(),
+                                                config_.replication_factor, node.engine.get());
     node.store->SetObserver(node.merkle.get());
   }
   std::vector<Member> peers;
-  for (const Member& m : ring_->members()) {
-    if (m.id != node.member.id) peers.push_back(m);
+  for (const Member* m : (*placement)->AllMembers()) {
+    if (m->id != node.member.id) peers.push_back(*m);
   }
   ReplicationOutbox::Options outbox_options = config_.outbox;
   outbox_options.clock = &clock_;
@@ -115,9 +199,9 @@ absl::Status SimCluster::Restart(int index) {
   ClusterOptions options;
   options.self_id = node.member.id;
   options.replication_factor = config_.replication_factor;
-  node.coordinator =
-      std::make_unique<Coordinator>(options, ring_, node.store.get(), node.outbox.get(),
-                                    node.transport.get(), node.executor.get(), &clock_);
+  node.coordinator = std::make_unique<Coordinator>(options, node.placement.get(), node.store.get(),
+                                                   node.outbox.get(), node.transport.get(),
+                                                   node.executor.get(), &clock_);
   if (config_.anti_entropy) {
     // Built in the background, as kvnode does; exchanges wait until it is ready.
     MerkleIndex* merkle = node.merkle.get();
@@ -137,11 +221,68 @@ absl::Status SimCluster::Restart(int index) {
       node.reaper->Start();
     }
   }
+  PeerTransport* handoff_transport = node.transport.get();
+  if (config_.drop_handoff_keys) {
+    node.handoff_transport = std::make_unique<DroppingHandoffTransport>(node.transport.get());
+    handoff_transport = node.handoff_transport.get();
+  }
+  HandoffSender::Options handoff_options = config_.handoff;
+  handoff_options.replication_factor = static_cast<size_t>(config_.replication_factor);
+  node.handoff = std::make_unique<HandoffSender>(
+      node.member.id, node.engine.get(), handoff_transport, node.scheduler.get(),
+      node.executor.get(), &clock_, handoff_options,
+      [this, index](uint64_t version, uint64_t keys, uint64_t, bool done) {
+        if (handoff_listener_) handoff_listener_(index, version, keys, done);
+      });
   node.up = true;
   network_->SetUp(index, node.alive);
   loop_->Log(absl::StrCat("START ", node.member.id, " incarnation ", node.incarnation, " actor ",
-                          node.store->actor()));
+                          node.store->actor(), " layout v", node.layout.version));
+  // A restart during a transition resumes the handoff (from the start of the scan).
+  node.handoff->OnPlacement(node.placement->Get());
   return absl::OkStatus();
+}
+
+void SimCluster::SetClusterLayout(const ClusterLayout& layout) {
+  absl::StatusOr<std::shared_ptr<const Placement>> placement = Placement::Create(layout);
+  if (!placement.ok()) {
+    loop_->Log(absl::StrCat("BAD LAYOUT v", layout.version, ": ", placement.status().ToString()));
+    return;
+  }
+  placement_ = *std::move(placement);
+}
+
+std::vector<int> SimCluster::MembersOf(const ClusterLayout& layout) const {
+  std::vector<int> members;
+  for (const Member& m : layout.members) members.push_back(endpoints_.at(m.id));
+  for (const Member& m : layout.next) {
+    const int node = endpoints_.at(m.id);
+    if (std::find(members.begin(), members.end(), node) == members.end()) members.push_back(node);
+  }
+  return members;
+}
+
+bool SimCluster::InstallLayout(int index, const ClusterLayout& layout) {
+  Node& node = nodes_[index];
+  if (!node.up) return false;
+  // What NodeServer::OnLayout does (kept in step with it by hand).
+  absl::StatusOr<std::shared_ptr<const Placement>> placement = Placement::Create(layout);
+  if (!placement.ok()) return true;  // kvnode logs and ignores it
+  const bool was_member = node.placement->Get()->layout().Contains(node.member.id);
+  if (!node.placement->Set(*placement)) return true;
+  node.layout = layout;  // stored synced
+  for (const Member* m : (*placement)->AllMembers()) {
+    if (m->id != node.member.id) node.outbox->AddPeer(*m);
+  }
+  loop_->Log(absl::StrCat(node.member.id, " LAYOUT v", layout.version,
+                          layout.in_transition() ? absl::StrCat(" (", layout.change, ")") : "",
+                          was_member && !layout.Contains(node.member.id) ? ": it has left" : ""));
+  // Tombstone purging checks the replicas of the start-up ring: it stops until the next start.
+  if (layout.version != node.start_layout_version && node.reaper != nullptr) {
+    node.reaper->Shutdown();
+  }
+  node.handoff->OnPlacement(*placement);
+  return true;
 }
 
 void SimCluster::Wipe(int index) {
@@ -154,11 +295,12 @@ void SimCluster::Wipe(int index) {
 
 bool SimCluster::TreesAgree() const {
   if (!config_.anti_entropy) return true;
-  for (int i = 0; i < num_nodes(); ++i) {
-    const Node& a = nodes_[i];
+  const std::vector<int> members = MembersOf(layout());
+  for (size_t x = 0; x < members.size(); ++x) {
+    const Node& a = nodes_[members[x]];
     if (!a.up || !a.merkle->ready()) return false;
-    for (int j = i + 1; j < num_nodes(); ++j) {
-      const Node& b = nodes_[j];
+    for (size_t y = x + 1; y < members.size(); ++y) {
+      const Node& b = nodes_[members[y]];
       if (!b.up || !b.merkle->ready()) return false;
       absl::StatusOr<std::vector<uint64_t>> ab =
           a.merkle->Nodes(b.member.id, MerkleLevel::kRoot, {});
@@ -173,7 +315,7 @@ bool SimCluster::TreesAgree() const {
 std::vector<int> SimCluster::ReplicasOf(const std::string& key) const {
   std::vector<int> replicas;
   for (const Member* m :
-       ring_->PreferenceList(key, static_cast<size_t>(config_.replication_factor))) {
+       placement_->Replicas(key, static_cast<size_t>(config_.replication_factor))) {
     replicas.push_back(endpoints_.at(m->id));
   }
   return replicas;
@@ -183,7 +325,12 @@ uint64_t SimCluster::OutboxDepth() const {
   uint64_t depth = 0;
   for (const Node& node : nodes_) {
     if (!node.up) continue;
-    for (const PeerOutboxStats& peer : node.outbox->Stats()) depth += peer.depth;
+    for (const PeerOutboxStats& peer : node.outbox->Stats()) {
+      // A member that left is retried forever (see README, join and leave): not waited for.
+      auto it = endpoints_.find(peer.peer_id);
+      if (it != endpoints_.end() && nodes_[it->second].removed) continue;
+      depth += peer.depth;
+    }
   }
   return depth;
 }

@@ -12,6 +12,18 @@
 // SimCluster also serves the requests that reach a node over the simulated network: replica
 // requests from peers (as node/replica_service.cc does) and client requests (as a cluster-aware
 // KV service would: through the node's Coordinator). Single-threaded.
+//
+// Membership. Every node has a cluster layout (node/cluster_layout.h) that it keeps across
+// crashes (kvnode stores it synced) and starts each incarnation with, as kvnode does: the
+// Coordinator places keys through a PlacementHolder (the union of old and new owners during a
+// transition), the outbox replicates to every member of both rings, the MerkleIndex (and so
+// anti-entropy and the TombstoneReaper) follows the ring the incarnation started with, and a
+// HandoffSender (node/handoff.h) streams the keys new owners gain. Nodes beyond
+// ClusterConfig::initial_members start empty, outside the layout (forwarding coordinators, as a
+// kvnode started with --seeds waits to be joined). InstallLayout is what gossip delivering a
+// newer layout does in kvnode (NodeServer::OnLayout, replicated here: the store's layout, outbox
+// peers, the reaper stopped after a layout change, the handoff). The cluster's own layout
+// (SetClusterLayout) is the newest one committed, which the checkers take replicas from.
 #ifndef KV_TESTS_SIM_SIM_CLUSTER_H_
 #define KV_TESTS_SIM_SIM_CLUSTER_H_
 
@@ -26,8 +38,10 @@
 #include "absl/status/statusor.h"
 #include "node/anti_entropy.h"
 #include "node/coordinator.h"
+#include "node/handoff.h"
 #include "node/local_store.h"
 #include "node/merkle_index.h"
+#include "node/placement.h"
 #include "node/replication_outbox.h"
 #include "node/ring.h"
 #include "node/tombstone_reaper.h"
@@ -39,6 +53,9 @@ namespace kv::sim {
 
 struct ClusterConfig {
   int num_nodes = 3;
+  // Nodes 0..initial_members-1 form the first layout (version 1); the others start outside it
+  // (0: all nodes are members).
+  int initial_members = 0;
   int replication_factor = 3;
   ReplicationOutbox::Options outbox;
   TransportTimeouts timeouts;
@@ -47,6 +64,10 @@ struct ClusterConfig {
   AntiEntropy::Options anti_entropy_options;
   bool purge_tombstones = true;
   TombstoneReaper::Options reaper;
+  HandoffSender::Options handoff;
+  // Sabotage (checkers' tests): handoff streams drop the records of every other key, answering
+  // as if delivered.
+  bool drop_handoff_keys = false;
 };
 
 class SimCluster : public SimReplicaServer {
@@ -61,6 +82,13 @@ class SimCluster : public SimReplicaServer {
   absl::Status Start();
   void Crash(int node);
   absl::Status Restart(int node);
+  // A clean stop (nothing lost: every write is synced), e.g. for a rolling restart.
+  void Stop(int node);
+  // Stops a node that left the cluster for good: it is never restarted, and nothing waits for it.
+  void Remove(int node);
+  bool IsRemoved(int node) const { return nodes_[node].removed; }
+  // True when every node that was not removed is up.
+  bool AllUp() const;
   // Replaces the disk of a node that is down by an empty one (a lost or wiped data directory).
   void Wipe(int node);
   // When the first disk was wiped (InfiniteFuture if none was).
@@ -70,19 +98,33 @@ class SimCluster : public SimReplicaServer {
   bool IsUp(int node) const { return nodes_[node].up; }
   int NumUp() const;
   const std::string& NodeId(int node) const { return nodes_[node].member.id; }
-  const HashRing& ring() const { return *ring_; }
   const ClusterConfig& config() const { return config_; }
-  // The node numbers of a key's replicas, in preference order.
+  // The newest layout committed (by the membership change driver); version 1 at start.
+  const ClusterLayout& layout() const { return placement_->layout(); }
+  void SetClusterLayout(const ClusterLayout& layout);
+  // The layout node `node` holds (the one its next incarnation starts with).
+  const ClusterLayout& NodeLayout(int node) const { return nodes_[node].layout; }
+  // Gossip delivering `layout` to a node that is up (as NodeServer::OnLayout). False if the node
+  // is down; an older or equal version is ignored (true).
+  bool InstallLayout(int node, const ClusterLayout& layout);
+  // The layout version the node's live incarnation started with (its Merkle ring's).
+  uint64_t StartLayoutVersion(int node) const { return nodes_[node].start_layout_version; }
+  // Called for every handoff progress report: (node, layout version, keys sent, done).
+  using HandoffListener = std::function<void(int, uint64_t, uint64_t, bool)>;
+  void SetHandoffListener(HandoffListener listener) { handoff_listener_ = std::move(listener); }
+  // Node numbers of the members of `layout` (owners, then the next owners not among them).
+  std::vector<int> MembersOf(const ClusterLayout& layout) const;
+  // The node numbers of a key's replicas under the cluster's layout, in preference order.
   std::vector<int> ReplicasOf(const std::string& key) const;
   // The live incarnation's objects; null while the node is down.
   LocalStore* store(int node) { return nodes_[node].store.get(); }
   ReplicationOutbox* outbox(int node) { return nodes_[node].outbox.get(); }
   // The node's disk (whatever its state).
   MemoryEngine* engine(int node) { return nodes_[node].engine.get(); }
-  // Entries waiting in the outboxes of nodes that are up.
+  // Entries waiting in the outboxes of nodes that are up, for peers that were not removed.
   uint64_t OutboxDepth() const;
-  // True when anti-entropy is off, or every pair of nodes (all up, trees built) has equal
-  // Merkle roots: their shared keys hold the same records.
+  // True when anti-entropy is off, or every pair of members of the cluster's layout (all up,
+  // trees built) has equal Merkle roots: their shared keys hold the same records.
   bool TreesAgree() const;
   AntiEntropy* anti_entropy(int node) { return nodes_[node].anti_entropy.get(); }
   // The merged causal contexts of the (tombstone-only) records of `key` that replicas purged at a
@@ -125,19 +167,25 @@ class SimCluster : public SimReplicaServer {
     Member member;
     std::unique_ptr<MemoryEngine> engine;  // the disk: survives crashes
     std::mt19937_64 rng;                   // the node's randomness (epochs, backoff jitter)
+    ClusterLayout layout;  // the newest it knows: survives crashes (kvnode stores it synced)
     bool up = false;
+    bool removed = false;
     uint64_t incarnation = 0;
+    uint64_t start_layout_version = 0;
     // The live incarnation, in construction order (destroyed in reverse).
     std::shared_ptr<bool> alive;
     std::unique_ptr<SimExecutor> executor;
     std::unique_ptr<SimScheduler> scheduler;
     std::unique_ptr<SimPeerTransport> transport;
+    std::unique_ptr<PeerTransport> handoff_transport;  // drop_handoff_keys only
+    std::unique_ptr<PlacementHolder> placement;
     std::unique_ptr<MerkleIndex> merkle;  // the store's observer: outlives the store
     std::unique_ptr<LocalStore> store;
     std::unique_ptr<ReplicationOutbox> outbox;
     std::unique_ptr<Coordinator> coordinator;
     std::unique_ptr<AntiEntropy> anti_entropy;
     std::unique_ptr<TombstoneReaper> reaper;
+    std::unique_ptr<HandoffSender> handoff;
   };
 
   // Destroys the live incarnation's objects (the engine stays).
@@ -150,8 +198,9 @@ class SimCluster : public SimReplicaServer {
   const ClusterConfig config_;
   SimClock clock_;
   std::vector<Node> nodes_;
-  std::map<std::string, int> endpoints_;  // member id -> node number
-  std::shared_ptr<const HashRing> ring_;
+  std::map<std::string, int> endpoints_;        // member id -> node number
+  std::shared_ptr<const Placement> placement_;  // of the cluster's layout
+  HandoffListener handoff_listener_;
   uint64_t crashes_ = 0;
   std::map<std::string, VersionVector> purged_contexts_;
   absl::Time first_wipe_ = absl::InfiniteFuture();

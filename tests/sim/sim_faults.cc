@@ -76,9 +76,11 @@ void FaultInjector::Tick() {
 
 void FaultInjector::CrashOne() {
   const int n = cluster_->num_nodes();
-  // Keep a majority up, so that some writes can still reach W.
-  const int max_down = (n - 1) / 2;
-  if (n - cluster_->NumUp() >= max_down) return;
+  // Keep a majority of the nodes still in the cluster up, so that some writes can reach W.
+  int active = 0;
+  for (int i = 0; i < n; ++i) active += cluster_->IsRemoved(i) ? 0 : 1;
+  const int max_down = (active - 1) / 2;
+  if (active - cluster_->NumUp() >= max_down) return;
   const int node = static_cast<int>(loop_->UniformInt(0, n - 1));
   if (!cluster_->IsUp(node)) return;
   cluster_->Crash(node);
@@ -90,7 +92,7 @@ void FaultInjector::RestartLater(int node) {
   loop_->Post(
       loop_->UniformDuration(absl::Milliseconds(50), absl::Seconds(3)),
       [this, node] {
-        if (cluster_->IsUp(node)) return;
+        if (cluster_->IsUp(node) || cluster_->IsRemoved(node)) return;
         if (!wiped_ && loop_->Chance(0.2)) {
           wiped_ = true;
           cluster_->Wipe(node);
@@ -110,7 +112,7 @@ absl::Status FaultInjector::HealAll() {
   network_->HealAll();
   network_->set_faults(NetworkFaults{});
   for (int node = 0; node < cluster_->num_nodes(); ++node) {
-    if (cluster_->IsUp(node)) continue;
+    if (cluster_->IsUp(node) || cluster_->IsRemoved(node)) continue;
     if (absl::Status s = cluster_->Restart(node); !s.ok()) return s;
     ++stats_.restarts;
   }

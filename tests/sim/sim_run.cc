@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "node/log.h"
 #include "tests/sim/sim_checkers.h"
 #include "tests/sim/sim_cluster.h"
 #include "tests/sim/sim_faults.h"
@@ -17,7 +18,7 @@
 namespace kv::sim {
 namespace {
 
-ClusterConfig DrawClusterConfig(SimLoop* loop, int num_nodes) {
+ClusterConfig DrawClusterConfig(SimLoop* loop, int num_nodes, MembershipChange change) {
   ClusterConfig config;
   config.num_nodes = num_nodes;
   config.replication_factor = 3;
@@ -45,6 +46,15 @@ ClusterConfig DrawClusterConfig(SimLoop* loop, int num_nodes) {
   config.reaper.confirm_delay = absl::Seconds(3);
   config.reaper.sweep_interval = absl::Milliseconds(500);
   config.reaper.keys_per_sweep = static_cast<size_t>(loop->UniformInt(4, 64));
+  if (change == MembershipChange::kNone) return config;  // (draws nothing more: old seeds replay)
+  if (change == MembershipChange::kJoin) config.initial_members = num_nodes - 1;
+  // Small batches and a low rate in some runs, so that a handoff takes a while (crashes, writes
+  // and gossip land in the middle of it).
+  const size_t batch_bytes[] = {200, 2000, 1 << 20};
+  config.handoff.batch_bytes = batch_bytes[loop->UniformInt(0, 2)];
+  const uint64_t rates[] = {5'000, 50'000, 0};
+  config.handoff.bytes_per_second = rates[loop->UniformInt(0, 2)];
+  config.handoff.retry = loop->UniformDuration(absl::Milliseconds(100), absl::Seconds(1));
   return config;
 }
 
@@ -65,17 +75,35 @@ void Summarize(const History& history, SimResult* result) {
 
 }  // namespace
 
+std::string SimOptions::ReplayHint() const {
+  std::string hint = absl::StrCat("KV_SIM_SEED=", seed, " KV_SIM_NODES=", num_nodes);
+  if (change != MembershipChange::kNone) {
+    absl::StrAppend(&hint, " KV_SIM_CHANGE=", MembershipChangeName(change));
+  }
+  return hint;
+}
+
 std::string SimResult::Summary() const {
-  return absl::StrCat("seed ", seed, ", ", num_nodes, " nodes: ", ok() ? "OK" : "FAILED", "; ",
-                      events, " events over ", absl::FormatDuration(simulated),
-                      " simulated; writes ", writes_acked, "/", writes, " acknowledged (",
-                      writes_deduplicated, " deduplicated, ", writes_gave_up, " gave up); reads ",
-                      reads_found, " found, ", reads_not_found, " not found, ", reads_gave_up,
-                      " gave up, of ", reads, "; ", crashes, " crashes, ", partitions,
-                      " partitions; ", messages, " messages (", messages_lost, " lost, ",
-                      messages_duplicated, " duplicated); anti-entropy repaired ", keys_repaired,
-                      " keys, ", purged, " tombstones purged; faults: ", faults, "; trace ",
-                      absl::Hex(trace_hash), ", state ", absl::Hex(state_hash));
+  return absl::StrCat(
+      "seed ", seed, ", ", num_nodes, " nodes: ", ok() ? "OK" : "FAILED", "; ", events,
+      " events over ", absl::FormatDuration(simulated), " simulated; writes ", writes_acked, "/",
+      writes, " acknowledged (", writes_deduplicated, " deduplicated, ", writes_gave_up,
+      " gave up); reads ", reads_found, " found, ", reads_not_found, " not found, ", reads_gave_up,
+      " gave up, of ", reads, "; ", crashes, " crashes, ", partitions, " partitions; ", messages,
+      " messages (", messages_lost, " lost, ", messages_duplicated,
+      " duplicated); anti-entropy repaired ", keys_repaired, " keys, ", purged,
+      " tombstones purged; ",
+      membership.change.empty()
+          ? std::string()
+          : absl::StrCat(membership.change, " from ",
+                         absl::FormatDuration(membership.started - SimLoop::Start()),
+                         membership.completed == absl::InfiniteFuture()
+                             ? std::string(" (not completed)")
+                             : absl::StrCat(" to ", absl::FormatDuration(membership.completed -
+                                                                         SimLoop::Start())),
+                         ", ", membership.handoff_keys, " records handed off, ",
+                         membership.crashes_during_handoff, " crashes during it; "),
+      "faults: ", faults, "; trace ", absl::Hex(trace_hash), ", state ", absl::Hex(state_hash));
 }
 
 SimResult RunSimulation(const SimOptions& options) {
@@ -83,16 +111,20 @@ SimResult RunSimulation(const SimOptions& options) {
   result.seed = options.seed;
   result.num_nodes = options.num_nodes;
   auto fail = [&](const std::string& what) {
-    result.failures.push_back(absl::StrCat("seed ", options.seed, ": ", what,
-                                           " (replay: KV_SIM_SEED=", options.seed,
-                                           " KV_SIM_NODES=", options.num_nodes, ")"));
+    result.failures.push_back(
+        absl::StrCat("seed ", options.seed, ": ", what, " (replay: ", options.ReplayHint(), ")"));
   };
 
+  // The node core's own log lines (e.g. the handoff's) only when every event is logged.
+  SetLogLevel(options.verbose ? LogLevel::kInfo : LogLevel::kWarn);
   SimLoop loop(options.seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(options.num_nodes));
   loop.set_verbose(options.verbose);
   const int num_clients = options.num_nodes + 2;
   SimNetwork network(&loop, options.num_nodes + num_clients);
-  SimCluster cluster(&loop, &network, DrawClusterConfig(&loop, options.num_nodes));
+  ClusterConfig config = DrawClusterConfig(&loop, options.num_nodes, options.change);
+  config.anti_entropy = options.anti_entropy;
+  config.drop_handoff_keys = options.sabotage == Sabotage::kDropHandoffKeys;
+  SimCluster cluster(&loop, &network, std::move(config));
   if (absl::Status started = cluster.Start(); !started.ok()) {
     fail(absl::StrCat("the cluster did not start: ", started.message()));
     return result;
@@ -102,18 +134,38 @@ SimResult RunSimulation(const SimOptions& options) {
   workload_options.num_clients = num_clients;
   Workload workload(&loop, &network, &cluster, options.num_nodes, workload_options, &history);
   FaultInjector faults(&loop, &network, &cluster, options.num_nodes, num_clients);
+  MembershipDriver membership(&loop, &cluster, options.change);
 
   const absl::Time fault_end = loop.Now() + options.fault_phase;
   faults.Start(fault_end);
   workload.Start();
+  membership.Start(fault_end);
   loop.RunUntil(fault_end);
 
   if (absl::Status healed = faults.HealAll(); !healed.ok()) {
     fail(absl::StrCat("a node did not restart: ", healed.message()));
   }
   workload.Stop();
+  if (options.change != MembershipChange::kNone) {
+    if (!loop.RunUntil([&] { return membership.Done(); }, loop.Now() + options.drain_limit)) {
+      fail(absl::StrCat("the membership change (", membership.stats().change,
+                        ") did not complete within ", absl::FormatDuration(options.drain_limit),
+                        " after the faults healed; ", membership.error().ToString()));
+    }
+    // Merkle trees and tombstone purging follow the ring a node started with (as in kvnode):
+    // restart the nodes that started before the final layout, as an operator does.
+    for (int node = 0; node < cluster.num_nodes(); ++node) {
+      if (cluster.IsRemoved(node) || cluster.StartLayoutVersion(node) == cluster.layout().version) {
+        continue;
+      }
+      cluster.Stop(node);
+      if (absl::Status s = cluster.Restart(node); !s.ok()) {
+        fail(absl::StrCat("a node did not restart: ", s.message()));
+      }
+    }
+  }
   auto quiescent = [&] {
-    return workload.Idle() && cluster.NumUp() == cluster.num_nodes() && network.Idle() &&
+    return workload.Idle() && cluster.AllUp() && membership.Done() && network.Idle() &&
            cluster.OutboxDepth() == 0 && cluster.TreesAgree();
   };
   auto drain = [&](absl::string_view after) {
@@ -140,10 +192,10 @@ SimResult RunSimulation(const SimOptions& options) {
     drain("the purge phase");
   }
 
-  if (cluster.NumUp() == cluster.num_nodes()) {
+  if (cluster.AllUp()) {
     ApplySabotage(options.sabotage, &cluster, &history);
     const FinalState state = CollectFinalState(&cluster, history);
-    Checkers checkers(options.seed, history, state, &cluster);
+    Checkers checkers(options.seed, options.ReplayHint(), history, state, &cluster);
     checkers.RunAll(options.check_token_resurrection);
     result.failures.insert(result.failures.end(), checkers.failures().begin(),
                            checkers.failures().end());
@@ -167,6 +219,7 @@ SimResult RunSimulation(const SimOptions& options) {
     }
   }
   result.faults = faults.Describe();
+  result.membership = membership.stats();
   return result;
 }
 

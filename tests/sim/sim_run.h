@@ -2,8 +2,12 @@
 //
 //   1. Start a cluster of 3-5 nodes (real node core, simulated everything else) and clients.
 //   2. Fault phase: the workload runs while the FaultInjector loses, duplicates, delays and
-//      reorders messages, partitions endpoints and crashes and restarts nodes.
-//   3. Heal: faults end, every node is restarted, the workload stops starting operations.
+//      reorders messages, partitions endpoints and crashes and restarts nodes. With a membership
+//      change, the MembershipDriver (sim_membership.h) joins a node or makes one leave meanwhile.
+//   3. Heal: faults end, every node is restarted, the workload stops starting operations. With a
+//      membership change: run until it completed, then restart (cleanly) every node whose
+//      incarnation started before the final layout, because kvnode's Merkle trees and tombstone
+//      purge keep the start-up ring until a restart (README, join and leave).
 //   4. Drain: run until quiescent (clients idle, nothing on the wire, every outbox empty, every
 //      pair of nodes with equal Merkle roots), within a bounded simulated time. Then let time
 //      pass for the tombstone reapers, and drain again.
@@ -19,13 +23,16 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "tests/sim/sim_membership.h"
 #include "tests/sim/sim_sabotage.h"
 
 namespace kv::sim {
 
 struct SimOptions {
   uint64_t seed = 1;
+  // Simulated nodes. With a join, the last one starts outside the layout (3->4 is num_nodes 4).
   int num_nodes = 3;
+  MembershipChange change = MembershipChange::kNone;
   absl::Duration fault_phase = absl::Seconds(12);
   absl::Duration drain_limit = absl::Seconds(60);
   // After the first drain: time for the tombstone reapers, then a second drain (0: none).
@@ -35,8 +42,16 @@ struct SimOptions {
   // (Checkers::CheckTokenResurrection). The core prevents it while a record remembers the
   // overwritten version (storage/sibling_set.h, "Retried writes").
   bool check_token_resurrection = true;
-  // For the checkers' own tests: damage done after the run, before the checkers.
+  // Merkle anti-entropy and tombstone purge. Off, only the outbox, read repair and the handoff
+  // move data (a run whose fault schedule wipes a disk then cannot converge).
+  bool anti_entropy = true;
+  // For the checkers' own tests: damage done after the run, before the checkers (or, for
+  // kDropHandoffKeys, during it: pair it with anti_entropy off, which would repair the damage).
   Sabotage sabotage = Sabotage::kNone;
+
+  // The environment that replays this run with simulation_test, e.g. "KV_SIM_SEED=5
+  // KV_SIM_NODES=3" (and " KV_SIM_CHANGE=join" with a change).
+  std::string ReplayHint() const;
 };
 
 struct SimResult {
@@ -54,6 +69,7 @@ struct SimResult {
   uint64_t messages = 0, messages_lost = 0, messages_duplicated = 0;
   uint64_t keys_repaired = 0, purged = 0;  // by anti-entropy; tombstones purged
   std::string faults;                      // the fault levels drawn
+  MembershipStats membership;
 
   bool ok() const { return failures.empty(); }
   std::string Summary() const;

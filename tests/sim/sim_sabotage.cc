@@ -136,6 +136,7 @@ void ResurrectRetryCopy(SimCluster* cluster, const History& history) {
 }  // namespace
 
 void ApplySabotage(Sabotage sabotage, SimCluster* cluster, History* history) {
+  if (sabotage == Sabotage::kNone || sabotage == Sabotage::kDropHandoffKeys) return;
   if (sabotage == Sabotage::kFakeNotFound) return FakeNotFound(history);
   if (sabotage == Sabotage::kResurrectDeletedValue) return ResurrectDeletedValue(cluster, *history);
   if (sabotage == Sabotage::kResurrectRetryCopy) return ResurrectRetryCopy(cluster, *history);
@@ -146,6 +147,7 @@ void ApplySabotage(Sabotage sabotage, SimCluster* cluster, History* history) {
     case Sabotage::kFakeNotFound:
     case Sabotage::kResurrectDeletedValue:
     case Sabotage::kResurrectRetryCopy:
+    case Sabotage::kDropHandoffKeys:
       return;
     case Sabotage::kDropAcknowledgedWrite:
       return EditReplicas(

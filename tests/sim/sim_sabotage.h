@@ -28,9 +28,15 @@ enum class Sabotage {
   // Put's version that a client saw and overwrote, as a retry copy that arrived after the
   // overwrite and was not replaced would leave: "overwrote it, yet its version".
   kResurrectRetryCopy,
+  // During the run, not after it (a run with a membership change): every node's handoff stream
+  // silently drops the records of every other key (answering as if the gainer stored them). With
+  // anti-entropy off (which would repair them), a gainer never receives those keys unless a
+  // later write brings them: "replicas diverged" under the final layout.
+  kDropHandoffKeys,
 };
 
 // Applies `sabotage` to the quiescent cluster and its history. Every node must be up.
+// (kDropHandoffKeys is applied by RunSimulation through ClusterConfig; nothing is done here.)
 void ApplySabotage(Sabotage sabotage, SimCluster* cluster, History* history);
 
 }  // namespace kv::sim

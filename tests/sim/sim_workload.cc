@@ -58,6 +58,9 @@ void Workload::Step(int c) {
   Client& client = clients_[c];
   client.busy = true;
   ++client.ops;
+  for (int i = 0; i < cluster_->num_nodes() && cluster_->IsRemoved(client.node); ++i) {
+    client.node = (client.node + 1) % cluster_->num_nodes();
+  }
   const int64_t p = loop_->UniformInt(0, 99);
   auto own_new_key = [&]() -> std::string {
     if (client.new_keys.empty()) return SharedKey();
@@ -71,7 +74,8 @@ void Workload::Step(int c) {
   } else if (p < 45) {
     StartRead(c, SharedKey(), client.node, [this, c](const ReadOp&) { Next(c); });
   } else if (p < 60) {  // read-after-write of a new key, through any node
-    const int node = static_cast<int>(loop_->UniformInt(0, cluster_->num_nodes() - 1));
+    int node = static_cast<int>(loop_->UniformInt(0, cluster_->num_nodes() - 1));
+    if (cluster_->IsRemoved(node)) node = client.node;
     StartRead(c, own_new_key(), node, [this, c](const ReadOp&) { Next(c); });
   } else if (p < 85) {  // read-modify-write
     std::string key = loop_->Chance(0.2) ? own_new_key() : SharedKey();
@@ -253,6 +257,8 @@ absl::Duration Workload::PlanRetry(int c, int attempts, int* node, const absl::S
   } else if (loop_->Chance(options_.retry_elsewhere)) {
     *node = static_cast<int>(loop_->UniformInt(0, n - 1));
   }
+  // A node that left the cluster is gone for good: the client's endpoint list drops it.
+  for (int i = 0; i < n && cluster_->IsRemoved(*node); ++i) *node = (*node + 1) % n;
   clients_[c].node = *node;
   absl::Duration ceiling = options_.backoff_base;
   for (int i = 1; i < attempts && ceiling < options_.backoff_cap; ++i) ceiling *= 2;
