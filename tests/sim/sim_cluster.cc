@@ -167,8 +167,9 @@ absl::Status SimCluster::Restart(int index) {
         absl::StrCat("cannot open the store of ", node.member.id, ": ", store.status().message()));
   }
   node.store = *std::move(store);
-  // As NodeServer::StartReplication: the placement of the stored layout; Merkle trees and
-  // tombstone purging follow its current ring for the incarnation's lifetime.
+  // As NodeServer::StartReplication: the placement of the stored layout; tombstone purging
+  // follows its current ring for the incarnation's lifetime, the Merkle trees until a change
+  // completes (InstallLayout).
   absl::StatusOr<std::shared_ptr<const Placement>> placement = Placement::Create(node.layout);
   if (!placement.ok()) {
     TearDown(&node);
@@ -177,6 +178,7 @@ absl::Status SimCluster::Restart(int index) {
   }
   node.placement = std::make_unique<PlacementHolder>(*placement);
   node.start_layout_version = node.layout.version;
+  node.merkle_layout_version = node.layout.version;
   if (config_.anti_entropy) {
     node.merkle = std::make_unique<MerkleIndex>(node.member.id, (*placement)->current_ptr(),
                                                 config_.replication_factor, node.engine.get());
@@ -206,7 +208,7 @@ absl::Status SimCluster::Restart(int index) {
     // Built in the background, as kvnode does; exchanges wait until it is ready.
     MerkleIndex* merkle = node.merkle.get();
     node.executor->Schedule([this, merkle] {
-      if (absl::Status built = merkle->Build(); !built.ok()) {
+      if (absl::Status built = merkle->Build(); !built.ok() && !absl::IsCancelled(built)) {
         loop_->Log(absl::StrCat("MERKLE BUILD FAILED ", merkle->self_id(), ": ", built.ToString()));
       }
     });
@@ -280,6 +282,19 @@ bool SimCluster::InstallLayout(int index, const ClusterLayout& layout) {
   // Tombstone purging checks the replicas of the start-up ring: it stops until the next start.
   if (layout.version != node.start_layout_version && node.reaper != nullptr) {
     node.reaper->Shutdown();
+  }
+  // Anti-entropy follows the owners once a change is complete (NodeServer::
+  // FollowRingWithMerkleTrees): the trees are rebuilt for the new ring in the background.
+  if (node.merkle != nullptr && !layout.in_transition() &&
+      layout.version != node.merkle_layout_version) {
+    node.merkle_layout_version = layout.version;
+    MerkleIndex* merkle = node.merkle.get();
+    node.executor->Schedule([this, merkle, ring = (*placement)->current_ptr()] {
+      if (absl::Status built = merkle->ChangeRing(ring); !built.ok() && !absl::IsCancelled(built)) {
+        loop_->Log(
+            absl::StrCat("MERKLE REBUILD FAILED ", merkle->self_id(), ": ", built.ToString()));
+      }
+    });
   }
   node.handoff->OnPlacement(*placement);
   return true;

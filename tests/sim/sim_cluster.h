@@ -172,6 +172,7 @@ class SimCluster : public SimReplicaServer {
     bool removed = false;
     uint64_t incarnation = 0;
     uint64_t start_layout_version = 0;
+    uint64_t merkle_layout_version = 0;  // the layout whose ring the Merkle trees follow
     // The live incarnation, in construction order (destroyed in reverse).
     std::shared_ptr<bool> alive;
     std::unique_ptr<SimExecutor> executor;

@@ -152,17 +152,6 @@ SimResult RunSimulation(const SimOptions& options) {
                         ") did not complete within ", absl::FormatDuration(options.drain_limit),
                         " after the faults healed; ", membership.error().ToString()));
     }
-    // Merkle trees and tombstone purging follow the ring a node started with (as in kvnode):
-    // restart the nodes that started before the final layout, as an operator does.
-    for (int node = 0; node < cluster.num_nodes(); ++node) {
-      if (cluster.IsRemoved(node) || cluster.StartLayoutVersion(node) == cluster.layout().version) {
-        continue;
-      }
-      cluster.Stop(node);
-      if (absl::Status s = cluster.Restart(node); !s.ok()) {
-        fail(absl::StrCat("a node did not restart: ", s.message()));
-      }
-    }
   }
   auto quiescent = [&] {
     return workload.Idle() && cluster.AllUp() && membership.Done() && network.Idle() &&
