@@ -18,13 +18,25 @@ constexpr size_t kLagSamples = 4096;
 }  // namespace
 
 // Counts replica confirmations of one coordinated write until W is reached or cannot be.
+// W acknowledgements among one set of owners of the key.
+struct Coordinator::AckGroup {
+  int needed = 0;                    // W
+  std::vector<std::string> members;  // the owners' ids
+  int acks = 0;                      // owners that hold the write durably
+  int pending = 0;                   // owners whose answer has not come back
+  bool Contains(absl::string_view id) const {
+    return std::find(members.begin(), members.end(), id) != members.end();
+  }
+};
+
+// One coordinated write: the client is answered once every group has its W acknowledgements,
+// or as soon as one group cannot reach them any more.
 struct Coordinator::WriteState {
   absl::Mutex mu;
-  int needed = 0;   // W
-  int acks = 1;     // this replica holds it already
-  int pending = 0;  // entries whose result has not come back
+  std::vector<AckGroup> groups;  // the owners; during a transition the old and the new ones
+  int acks = 1;                  // replicas that hold it (this one already does)
   int confirmed_peers = 0;
-  int total_peers = 0;  // N - 1
+  int total_peers = 0;  // replicas other than this one
   bool responded = false;
   absl::Status last_error;
   absl::Time committed_at;
@@ -90,17 +102,34 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
     done(valid);
     return;
   }
-  std::vector<const Member*> replicas = Replicas(command.key);
-  absl::StatusOr<int> needed =
-      ResolveQuorum(w, static_cast<int>(replicas.size()), options_.default_w, "w");
-  if (!needed.ok()) {
-    done(needed.status());
-    return;
+  const std::shared_ptr<const Placement> placement = placement_->Get();
+  const size_t n = static_cast<size_t>(options_.replication_factor);
+  std::vector<const Member*> replicas = placement->Replicas(command.key, n);
+  // W counts within each set of owners: during a transition W old owners and W new owners must
+  // hold the write, so that it survives whichever side of the change a reader or the final
+  // layout stands on (a leaving node or a losing owner alone never holds an acknowledged write).
+  std::vector<std::vector<const Member*>> owner_sets = {
+      placement->current().PreferenceList(command.key, n)};
+  if (placement->next() != nullptr) {
+    owner_sets.push_back(placement->next()->PreferenceList(command.key, n));
+  }
+  std::vector<AckGroup> groups;
+  for (const std::vector<const Member*>& owners : owner_sets) {
+    absl::StatusOr<int> needed =
+        ResolveQuorum(w, static_cast<int>(owners.size()), options_.default_w, "w");
+    if (!needed.ok()) {
+      done(needed.status());
+      return;
+    }
+    AckGroup group;
+    group.needed = *needed;
+    for (const Member* m : owners) group.members.push_back(m->id);
+    groups.push_back(std::move(group));
   }
   const bool is_replica = std::any_of(replicas.begin(), replicas.end(),
                                       [&](const Member* m) { return m->id == options_.self_id; });
   if (is_replica) {
-    CoordinateWrite(std::move(command), *needed, std::move(replicas), std::move(done));
+    CoordinateWrite(std::move(command), std::move(groups), std::move(replicas), std::move(done));
   } else {
     {
       absl::MutexLock lock(&stats_mu_);
@@ -112,7 +141,8 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
   }
 }
 
-void Coordinator::CoordinateWrite(WriteCommand command, int w, std::vector<const Member*> replicas,
+void Coordinator::CoordinateWrite(WriteCommand command, std::vector<AckGroup> groups,
+                                  std::vector<const Member*> replicas,
                                   std::function<void(absl::StatusOr<WriteReply>)> done) {
   auto peer_ids = std::make_shared<std::vector<std::string>>();
   for (const Member* m : replicas) {
@@ -124,18 +154,27 @@ void Coordinator::CoordinateWrite(WriteCommand command, int w, std::vector<const
       [this, peer_ids, entries](absl::string_view key, WriteBatch* batch) {
         *entries = outbox_->AddEntries(key, *peer_ids, batch);
       },
-      [this, w, peer_ids, entries,
+      [this, groups = std::move(groups), peer_ids, entries,
        done = std::move(done)](absl::StatusOr<WriteOutcome> outcome) mutable {
         if (!outcome.ok()) {
           done(outcome.status());
           return;
         }
-        FinishCoordinatedWrite(w, static_cast<int>(peer_ids->size()), std::move(*entries),
-                               *std::move(outcome), std::move(done));
+        FinishCoordinatedWrite(std::move(groups), static_cast<int>(peer_ids->size()),
+                               std::move(*entries), *std::move(outcome), std::move(done));
       });
 }
 
-void Coordinator::FinishCoordinatedWrite(int w, int total_peers, std::vector<OutboxEntry> entries,
+std::string Coordinator::DescribeQuorum(const std::vector<AckGroup>& groups) {
+  if (groups.size() == 1) return absl::StrCat("W=", groups[0].needed);
+  return absl::StrCat("W=", groups[0].needed, " of the old owners (",
+                      absl::StrJoin(groups[0].members, ", "), ") and W=", groups[1].needed,
+                      " of the new owners (", absl::StrJoin(groups[1].members, ", "),
+                      ") during the membership change");
+}
+
+void Coordinator::FinishCoordinatedWrite(std::vector<AckGroup> groups, int total_peers,
+                                         std::vector<OutboxEntry> entries,
                                          WriteOutcome outcome_value,
                                          std::function<void(absl::StatusOr<WriteReply>)> done) {
   WriteOutcome* outcome = &outcome_value;
@@ -144,8 +183,13 @@ void Coordinator::FinishCoordinatedWrite(int w, int total_peers, std::vector<Out
     ++stats_.writes_coordinated;
   }
   auto state = std::make_shared<WriteState>();
-  state->needed = w;
-  state->pending = static_cast<int>(entries.size());
+  for (AckGroup& group : groups) {
+    group.acks = group.Contains(options_.self_id) ? 1 : 0;
+    for (const OutboxEntry& entry : entries) {
+      if (group.Contains(entry.peer_id)) ++group.pending;
+    }
+  }
+  state->groups = std::move(groups);
   state->total_peers = total_peers;
   state->committed_at = clock_->Now();
   state->reply = WriteReply{outcome->write_id, outcome->context, outcome->deduplicated};
@@ -157,14 +201,16 @@ void Coordinator::FinishCoordinatedWrite(int w, int total_peers, std::vector<Out
   auto decide = [](WriteState* s)
                     ABSL_NO_THREAD_SAFETY_ANALYSIS -> std::optional<absl::StatusOr<WriteReply>> {
     if (s->responded) return std::nullopt;
-    if (s->acks >= s->needed) {
+    if (std::all_of(s->groups.begin(), s->groups.end(),
+                    [](const AckGroup& g) { return g.acks >= g.needed; })) {
       s->responded = true;
       return absl::StatusOr<WriteReply>(s->reply);
     }
-    if (s->acks + s->pending < s->needed) {
+    if (std::any_of(s->groups.begin(), s->groups.end(),
+                    [](const AckGroup& g) { return g.acks + g.pending < g.needed; })) {
       s->responded = true;
       return absl::StatusOr<WriteReply>(MarkWriteStored(absl::UnavailableError(absl::StrCat(
-          "the write is durable on ", s->acks, " replica(s) but W=", s->needed,
+          "the write is durable on ", s->acks, " replica(s) but ", DescribeQuorum(s->groups),
           " were required; it keeps replicating in the background. Retry with the same "
           "idempotency token. Last replica error: ",
           s->last_error.message()))));
@@ -182,12 +228,19 @@ void Coordinator::FinishCoordinatedWrite(int w, int total_peers, std::vector<Out
   {
     absl::MutexLock lock(&state->mu);
     answer = decide(state.get());
-    if (!answer && !down.empty() &&
-        state->acks + state->pending - static_cast<int>(down.size()) < state->needed) {
+    const bool unreachable =
+        !down.empty() &&
+        std::any_of(state->groups.begin(), state->groups.end(), [&](const AckGroup& g) {
+          const int down_in_group = static_cast<int>(std::count_if(
+              down.begin(), down.end(), [&](const std::string& id) { return g.Contains(id); }));
+          return g.acks + g.pending - down_in_group < g.needed;
+        });
+    if (!answer && unreachable) {
       state->responded = true;
       answer = absl::StatusOr<WriteReply>(MarkWriteStored(absl::UnavailableError(absl::StrCat(
-          "W=", state->needed, " cannot be reached now: replica(s) ", absl::StrJoin(down, ", "),
-          " DOWN (gossip heartbeat stopped). The write is durable on ", state->acks,
+          DescribeQuorum(state->groups), " cannot be reached now: replica(s) ",
+          absl::StrJoin(down, ", "), " DOWN (gossip heartbeat stopped). The write is durable on ",
+          state->acks,
           " replica(s) and replicates to the others when they return. Retry with the same "
           "idempotency token, or use a smaller W."))));
     }
@@ -196,12 +249,16 @@ void Coordinator::FinishCoordinatedWrite(int w, int total_peers, std::vector<Out
   if (entries.empty()) return;
 
   outbox_->Submit(std::move(entries),
-                  [this, state, decide](const OutboxEntry&, absl::Status status) {
+                  [this, state, decide](const OutboxEntry& entry, absl::Status status) {
                     std::optional<absl::StatusOr<WriteReply>> answer;
                     bool all_confirmed = false;
                     {
                       absl::MutexLock lock(&state->mu);
-                      --state->pending;
+                      for (AckGroup& group : state->groups) {
+                        if (!group.Contains(entry.peer_id)) continue;
+                        --group.pending;
+                        if (status.ok()) ++group.acks;
+                      }
                       if (status.ok()) {
                         ++state->acks;
                         all_confirmed = ++state->confirmed_peers == state->total_peers;

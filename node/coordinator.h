@@ -8,8 +8,12 @@
 // answers (trying them in preference order). A replica coordinates: it applies the write to its
 // LocalStore with outbox entries for the other N-1 replicas in the same atomic batch, submits
 // them to the ReplicationOutbox, and acknowledges once W replicas (itself included) hold the
-// write durably. If W cannot be reached it answers UNAVAILABLE; the write stays stored where it
-// landed and keeps replicating, and a retry with the same idempotency token creates nothing new.
+// write durably. During a transition W counts within each ring: W of the old owners and W of the
+// new ones (one replica may count in both), so an acknowledged write survives on either side of
+// the change (the old owners while readers still use the old layout, the new owners once it
+// completes; a leaving node or an owner that loses the key never holds it alone). If W cannot be
+// reached it answers UNAVAILABLE; the write stays stored where it landed and keeps replicating,
+// and a retry with the same idempotency token creates nothing new.
 //
 // Reads. R replicas are asked, this node's own replica first when it has one. When every replica
 // asked knows nothing of the key (not even a tombstone), the remaining replicas are asked before
@@ -125,17 +129,22 @@ class Coordinator {
   CoordinatorStats Stats() const;
 
  private:
+  struct AckGroup;
   struct WriteState;
   struct ReadState;
+
+  // "W=2" outside a transition; during one, W of the old owners and of the new ones, by id.
+  static std::string DescribeQuorum(const std::vector<AckGroup>& groups);
 
   std::vector<const Member*> Replicas(absl::string_view key) const;
   bool IsDown(const Member& member) const;
   // Moves DOWN members behind the others, keeping the order within each group.
   void LiveFirst(std::vector<const Member*>* members) const;
-  void CoordinateWrite(WriteCommand command, int w, std::vector<const Member*> replicas,
+  void CoordinateWrite(WriteCommand command, std::vector<AckGroup> groups,
+                       std::vector<const Member*> replicas,
                        std::function<void(absl::StatusOr<WriteReply>)> done);
-  void FinishCoordinatedWrite(int w, int total_peers, std::vector<OutboxEntry> entries,
-                              WriteOutcome outcome,
+  void FinishCoordinatedWrite(std::vector<AckGroup> groups, int total_peers,
+                              std::vector<OutboxEntry> entries, WriteOutcome outcome,
                               std::function<void(absl::StatusOr<WriteReply>)> done);
   void ForwardWrite(WriteCommand command, QuorumSpec w, std::vector<const Member*> replicas,
                     size_t next, absl::Status last_error,

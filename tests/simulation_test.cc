@@ -107,11 +107,8 @@ TEST(SimulationTest, FiveNodes) {
 // old owner or a gainer) while the handoff runs (the summary line says how many crashes fell in
 // it), which the test checks.
 //
-// Known failures, kept out of CI (the node's leave and transition write path; see the
-// KnownMembershipFailures test, run with --gtest_also_run_disabled_tests):
-//   KV_SIM_CHANGE=leave KV_SIM_NODES=4, seeds 74, 268, 295 (and 711, 788, not analysed);
-//   KV_SIM_CHANGE=join KV_SIM_NODES=4, seeds 459, 491, 705;
-//   KV_SIM_CHANGE=join KV_SIM_NODES=5, seed 874 (and 556, 714, 724, not analysed: like 491).
+// Regression seeds: FormerMembershipFailures. Known failures, kept out of CI: see
+// KnownMembershipFailures (run with --gtest_also_run_disabled_tests).
 constexpr uint64_t kCiChangeSeeds = 16;
 
 void RunChange(int num_nodes, MembershipChange change) {
@@ -137,26 +134,25 @@ TEST(SimulationTest, JoinFourToFive) { RunChange(5, MembershipChange::kJoin); }
 
 TEST(SimulationTest, LeaveFiveToFour) { RunChange(5, MembershipChange::kLeave); }
 
-// Seeds that fail today, for whoever fixes the node (disabled: CI stays green).
-//   74 and 295: a write acknowledged by the leaving node (after its handoff scan) and by one other
-//   replica, whose disk is then lost; the leaving node stops with the only copy.
-//   268: during the transition a coordinator counts an ack from a new-only owner towards W, and a
-//   node still on the old layout answers NOT_FOUND from the old owners (C3).
-//   491 (459 and 705 look alike): a write during the join acknowledged by its coordinator and the
-//   old owner that loses the key; after the change, with the coordinator unreachable and the new
-//   owner not yet reached by the outbox, a Get answers NOT_FOUND from the new owners (C3).
-//   788 (leave) looks like 268; 711 (leave) fails the strict token checker after a wipe.
-//   874 (join 4->5): a Put and a Delete coordinated by the old owner that loses the key, acked
-//   with the gainer, recorded no outbox entry for the other owners (outbox bound: anti-entropy
-//   repairs those), and the gainer's disk is then lost; after the change anti-entropy no longer
-//   pairs the old owner with the key's replicas, so the Delete is lost and the value deleted
-//   comes back (C1, C8).
+// Seeds that failed while a coordinator counted W across old and new owners together during a
+// transition (any W replicas of the union), found among seeds 1..1000 of each change. A write
+// acknowledged by, e.g., its coordinator and the old owner that loses the key, or by the leaving
+// node and one other replica, was then lost (a disk wiped, the leaving node gone) or reported
+// NOT_FOUND by the new owners (C1, C3, C8). Coordinator::Write now requires W of the old owners
+// and W of the new ones; every seed below passes with it and fails without it.
+TEST(SimulationTest, FormerMembershipFailures) {
+  if (SeedsAsked() || !ChangeAsked().empty()) GTEST_SKIP() << "KV_SIM_SEED(S) or KV_SIM_CHANGE set";
+  RunSeeds(4, MembershipChange::kJoin, {100, 125, 284, 491, 520, 543, 667, 733, 900});
+  RunSeeds(4, MembershipChange::kLeave, {74, 136, 268, 295, 711, 788});
+  RunSeeds(5, MembershipChange::kJoin, {651, 714, 724, 958});
+}
+
+// Seeds that fail today (disabled: CI stays green). Each fails only the strict token checker
+// (Checkers::CheckTokenResurrection): a retry copy of a write, made through another node, survives
+// after a client overwrote the first copy. Not analysed yet.
 TEST(SimulationTest, DISABLED_KnownMembershipFailures) {
-  if (WantNodes(4)) {
-    RunSeeds(4, MembershipChange::kLeave, {74, 268, 295, 711, 788});
-    RunSeeds(4, MembershipChange::kJoin, {459, 491, 705});
-  }
-  if (WantNodes(5)) RunSeeds(5, MembershipChange::kJoin, {556, 714, 724, 874});
+  RunSeeds(4, MembershipChange::kJoin, {808});
+  RunSeeds(4, MembershipChange::kLeave, {117});
 }
 
 TEST(SimulationTest, SameSeedReplaysTheSameRun) {
