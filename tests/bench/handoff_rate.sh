@@ -77,6 +77,9 @@ print(f"join of n4: moved fraction {plan['moved_fraction']:.4f}, ~{distinct_keys
       f"records of {record:.0f} bytes = {distinct_mb:.1f} MB distinct")
 print(f"commit to SUCCEEDED: {seconds:.2f} s; distinct data {distinct_mb / seconds:.1f} MB/s; "
       f"all full records sent {sent_bytes / 1e6:.1f} MB ({sent_bytes / 1e6 / seconds:.1f} MB/s)")
+print(f"  operation {op['start']} to {op['end']}")
 for name in sorted(counters):
     print(f"  {name} = {counters[name]}")
 PY
+# Each source's own account of its phases (the nodes' log lines).
+for node in n1 n2 n3; do grep -hE "handoff|layout changed" "$data/$node.log" | sed "s/^/  $node: /" || true; done

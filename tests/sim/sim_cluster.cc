@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "node/handoff_plan.h"
 #include "storage/record_codec.h"
 
 namespace kv::sim {
@@ -313,6 +314,14 @@ void SimCluster::ServePurgeRecord(int node, const std::string& key, const std::s
       loop_->Log(absl::StrCat(n->member.id, " PURGED ", key));
     }
     reply(purged);
+  });
+}
+
+void SimCluster::ServeCompareDigests(
+    int node, const std::vector<KeyDigest>& digests,
+    std::function<void(absl::StatusOr<std::vector<std::string>>)> reply) {
+  OnNode(node, [digests, reply = std::move(reply)](Node* n) {
+    reply(KeysNotMatching(*n->merkle, digests));
   });
 }
 

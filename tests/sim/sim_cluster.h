@@ -119,6 +119,9 @@ class SimCluster : public SimReplicaServer {
                         std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> reply) override;
   void ServePurgeRecord(int node, const std::string& key, const std::string& expected,
                         std::function<void(absl::Status)> reply) override;
+  void ServeCompareDigests(
+      int node, const std::vector<KeyDigest>& digests,
+      std::function<void(absl::StatusOr<std::vector<std::string>>)> reply) override;
 
  private:
   struct Node {
