@@ -1,8 +1,8 @@
 // DelayingPeerTransport: a fault point for tests and demonstrations. It wraps a PeerTransport
 // and holds every MergeRecords call for a fixed delay before passing it on, so that replication
 // lag becomes long enough to watch (kvnode --fault_replication_delay). Reads, forwarded
-// writes and anti-entropy calls pass through at once. Thread-safe; `inner` and `scheduler` must
-// outlive it.
+// writes, anti-entropy calls and digest comparisons pass through at once. Thread-safe; `inner` and
+// `scheduler` must outlive it.
 #ifndef KV_NODE_DELAYING_PEER_TRANSPORT_H_
 #define KV_NODE_DELAYING_PEER_TRANSPORT_H_
 
@@ -48,6 +48,10 @@ class DelayingPeerTransport : public PeerTransport {
   void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
                    std::function<void(absl::Status)> done) override {
     inner_->PurgeRecord(peer, std::move(key), std::move(expected_record), std::move(done));
+  }
+  void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,
+                      std::function<void(absl::StatusOr<std::vector<std::string>>)> done) override {
+    inner_->CompareDigests(peer, std::move(digests), std::move(done));
   }
 
  private:

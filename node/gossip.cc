@@ -97,14 +97,35 @@ absl::Status Gossiper::ProposeLayout(ClusterLayout layout) {
   return absl::OkStatus();
 }
 
-void Gossiper::SetHandoffProgress(uint64_t layout_version, uint64_t keys, uint64_t bytes,
-                                  bool done) {
-  absl::MutexLock lock(&mu_);
-  MemberEntry& me = members_[self_id_];
-  me.handoff_version = layout_version;
-  me.handoff_keys = keys;
-  me.handoff_bytes = bytes;
-  me.handoff_done = done;
+void Gossiper::SetHandoffProgress(const HandoffProgress& progress) {
+  {
+    absl::MutexLock lock(&mu_);
+    MemberEntry& me = members_[self_id_];
+    const bool milestone = me.handoff.layout_version != progress.layout_version ||
+                           me.handoff.phase != progress.phase || me.handoff.done != progress.done;
+    me.handoff = progress;
+    if (!milestone || stopped_ || !started_) return;
+  }
+  PushToAll();
+}
+
+void Gossiper::PushToAll() {
+  std::vector<std::string> targets;
+  GossipDigest digest;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return;
+    // A newer version of our entry: receivers keep only entries newer than theirs.
+    ++members_[self_id_].heartbeat;
+    for (const auto& [id, entry] : members_) {
+      if (id != self_id_ && !entry.member.address.empty()) targets.push_back(entry.member.address);
+    }
+    digest = Digest();
+  }
+  for (const std::string& target : targets) {
+    transport_->Gossip(target, digest,
+                       [this](absl::StatusOr<GossipDigest> reply) { OnReply(std::move(reply)); });
+  }
 }
 
 void Gossiper::Start() {
@@ -164,18 +185,21 @@ void Gossiper::RunRound() {
   }
   Notify(std::move(transitions));
   if (target.empty()) return;
-  transport_->Gossip(target, std::move(digest), [this](absl::StatusOr<GossipDigest> reply) {
-    if (!reply.ok()) return;  // the failure detector notices silence; nothing else to do
-    std::vector<FailureDetector::Transition> transitions;
-    {
-      absl::MutexLock lock(&mu_);
-      if (stopped_) return;
-      Merge(*reply);
-      transitions = detector_.TakeTransitions();
-    }
-    Notify(std::move(transitions));
-    NotifyLayout();
-  });
+  transport_->Gossip(target, std::move(digest),
+                     [this](absl::StatusOr<GossipDigest> reply) { OnReply(std::move(reply)); });
+}
+
+void Gossiper::OnReply(absl::StatusOr<GossipDigest> reply) {
+  if (!reply.ok()) return;  // the failure detector notices silence; nothing else to do
+  std::vector<FailureDetector::Transition> transitions;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return;
+    Merge(*reply);
+    transitions = detector_.TakeTransitions();
+  }
+  Notify(std::move(transitions));
+  NotifyLayout();
 }
 
 GossipDigest Gossiper::HandleGossip(const GossipDigest& incoming) {
@@ -216,10 +240,7 @@ void Gossiper::Merge(const GossipDigest& digest) {
     if (!in.NewerThan(it->second)) continue;
     it->second.incarnation = in.incarnation;
     it->second.heartbeat = in.heartbeat;
-    it->second.handoff_version = in.handoff_version;
-    it->second.handoff_keys = in.handoff_keys;
-    it->second.handoff_bytes = in.handoff_bytes;
-    it->second.handoff_done = in.handoff_done;
+    it->second.handoff = in.handoff;
     detector_.Heard(in.member.id, now);
   }
 }

@@ -96,8 +96,11 @@ class Gossiper : public MemberLiveness {
   // Installs `layout` if its version is greater than the current one; FAILED_PRECONDITION (naming
   // both versions) otherwise, e.g. when another change won the race.
   absl::Status ProposeLayout(ClusterLayout layout);
-  // Publishes this node's handoff progress in its own entry (gossiped from the next round).
-  void SetHandoffProgress(uint64_t layout_version, uint64_t keys, uint64_t bytes, bool done);
+  // Publishes this node's handoff progress in its own entry, gossiped from the next round; a
+  // milestone (another layout version, phase or done) is pushed to every member at once, so
+  // that sources waiting for phase 1 to end and the node running the change need not wait for
+  // it to spread epidemically.
+  void SetHandoffProgress(const HandoffProgress& progress);
 
   // Every member known, ordered by id.
   std::vector<MemberView> Members() const;
@@ -105,6 +108,10 @@ class Gossiper : public MemberLiveness {
 
  private:
   void ScheduleRound();
+  // One push-pull exchange with every other member now (a handoff milestone).
+  void PushToAll();
+  // Merges the answer to an exchange this node started.
+  void OnReply(absl::StatusOr<GossipDigest> reply);
   void Merge(const GossipDigest& digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   GossipDigest Digest() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs the listener for the detector's pending transitions (call without the lock).

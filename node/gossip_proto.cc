@@ -14,10 +14,15 @@ void DigestToProto(const GossipDigest& digest,
     m->set_heartbeat(entry.heartbeat);
     m->set_ring_status(entry.ring_status == RingStatus::kNormal ? internal::v1::GossipMember::NORMAL
                                                                 : internal::v1::GossipMember::NONE);
-    m->set_handoff_version(entry.handoff_version);
-    m->set_handoff_keys(entry.handoff_keys);
-    m->set_handoff_bytes(entry.handoff_bytes);
-    m->set_handoff_done(entry.handoff_done);
+    const HandoffProgress& handoff = entry.handoff;
+    m->set_handoff_version(handoff.layout_version);
+    m->set_handoff_keys(handoff.keys);
+    m->set_handoff_bytes(handoff.bytes);
+    m->set_handoff_done(handoff.done);
+    m->set_handoff_phase(static_cast<uint32_t>(handoff.phase));
+    m->set_handoff_digests(handoff.digests);
+    m->set_handoff_compared_keys(handoff.compared_keys);
+    m->set_handoff_compared_bytes(handoff.compared_bytes);
   }
 }
 
@@ -35,10 +40,18 @@ GossipDigest DigestFromProto(
     entry.heartbeat = m.heartbeat();
     entry.ring_status = m.ring_status() == internal::v1::GossipMember::NORMAL ? RingStatus::kNormal
                                                                               : RingStatus::kNone;
-    entry.handoff_version = m.handoff_version();
-    entry.handoff_keys = m.handoff_keys();
-    entry.handoff_bytes = m.handoff_bytes();
-    entry.handoff_done = m.handoff_done();
+    HandoffProgress& handoff = entry.handoff;
+    handoff.layout_version = m.handoff_version();
+    handoff.keys = m.handoff_keys();
+    handoff.bytes = m.handoff_bytes();
+    handoff.done = m.handoff_done();
+    // An unknown (newer) phase reads as none: only `done` then ends phase 1 for it.
+    handoff.phase = m.handoff_phase() <= static_cast<uint32_t>(HandoffPhase::kComparing)
+                        ? static_cast<HandoffPhase>(m.handoff_phase())
+                        : HandoffPhase::kNone;
+    handoff.digests = m.handoff_digests();
+    handoff.compared_keys = m.handoff_compared_keys();
+    handoff.compared_bytes = m.handoff_compared_bytes();
     digest.members.push_back(std::move(entry));
   }
   return digest;

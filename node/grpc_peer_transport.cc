@@ -338,6 +338,40 @@ void GrpcPeerTransport::PurgeRecord(const Member& peer, std::string key,
       });
 }
 
+void GrpcPeerTransport::CompareDigests(
+    const Member& peer, std::vector<KeyDigest> digests,
+    std::function<void(absl::StatusOr<std::vector<std::string>>)> done) {
+  auto call = std::make_shared<
+      Call<internal::v1::CompareDigestsRequest, internal::v1::CompareDigestsResponse>>();
+  SetDeadline(&call->context, options_.read_timeout);
+  call->request.set_from_node_id(self_id_);
+  call->request.mutable_entries()->Reserve(static_cast<int>(digests.size()));
+  for (KeyDigest& digest : digests) {
+    internal::v1::SegmentKey* out = call->request.add_entries();
+    out->set_key(std::move(digest.key));
+    out->set_digest(digest.digest);
+  }
+  std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
+  Begin(&call->context);
+  stubs->replica->async()->CompareDigests(
+      &call->context, &call->request, &call->response,
+      [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
+        absl::StatusOr<std::vector<std::string>> result = absl::UnknownError("no answer");
+        if (!status.ok()) result = FromGrpc(status);
+        if (status.ok()) {
+          std::vector<std::string> keys;
+          keys.reserve(call->response.keys_size());
+          for (std::string& key : *call->response.mutable_keys()) keys.push_back(std::move(key));
+          result = std::move(keys);
+        }
+        grpc::ClientContext* context = &call->context;
+        Complete(std::move(call), context, std::move(stubs),
+                 [result = std::move(result), done = std::move(done)]() mutable {
+                   done(std::move(result));
+                 });
+      });
+}
+
 void GrpcPeerTransport::Gossip(const std::string& address, GossipDigest digest,
                                std::function<void(absl::StatusOr<GossipDigest>)> done) {
   auto call = std::make_shared<Call<internal::v1::GossipRequest, internal::v1::GossipResponse>>();

@@ -3,10 +3,10 @@
 // public kv.v1.KV service (the peer coordinates them exactly as it would a client's).
 //
 // One channel per peer address (and a separate one for gossip), created on first use and kept.
-// Every call has a deadline (Options; anti-entropy calls use read_timeout); its callback is handed
-// to the executor, so callers may block in it (e.g. on storage) without stalling gRPC's threads.
-// The destructor cancels the calls still in flight and waits until their callbacks have been handed
-// to the executor, which must outlive it. Thread-safe.
+// Every call has a deadline (Options; anti-entropy calls and digest comparisons use read_timeout);
+// its callback is handed to the executor, so callers may block in it (e.g. on storage) without
+// stalling gRPC's threads. The destructor cancels the calls still in flight and waits until their
+// callbacks have been handed to the executor, which must outlive it. Thread-safe.
 #ifndef KV_NODE_GRPC_PEER_TRANSPORT_H_
 #define KV_NODE_GRPC_PEER_TRANSPORT_H_
 
@@ -62,6 +62,8 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
                    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override;
   void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
                    std::function<void(absl::Status)> done) override;
+  void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,
+                      std::function<void(absl::StatusOr<std::vector<std::string>>)> done) override;
   void Gossip(const std::string& address, GossipDigest digest,
               std::function<void(absl::StatusOr<GossipDigest>)> done) override;
 

@@ -2,33 +2,45 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
+#include <map>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "node/handoff_plan.h"
 #include "node/log.h"
+#include "node/merkle_index.h"
 
 namespace kv {
 
 struct HandoffSender::Job {
   std::shared_ptr<const Placement> placement;
-  uint64_t version = 0;
-  std::unique_ptr<Iterator> it;  // used by one step at a time
   absl::Time started;
-  // The batch being sent: gainer id -> records; kept until every gainer acknowledged it.
+  // Counters of acknowledged batches, the phase, done: what Publish reports.
+  HandoffProgress progress;
+  std::unique_ptr<Iterator> it;  // the current phase's scan; used by one step at a time
+  bool exhausted = false;        // the current phase's scan reached the end
+  // Full records being sent, by gainer id; kept until every gainer acknowledged them.
   std::map<std::string, std::vector<EncodedRecord>> pending;
   uint64_t pending_keys = 0;
   uint64_t pending_bytes = 0;
-  bool exhausted = false;
-  uint64_t keys = 0;
-  uint64_t bytes = 0;
-  // Send bookkeeping for the batch in flight.
+  // Phase 2: the (key, digest) pairs being compared, by gainer id, and the keys the gainers
+  // asked for that are not sent yet.
+  std::map<std::string, std::vector<KeyDigest>> digests;
+  uint64_t digest_count = 0;
+  std::map<std::string, std::deque<std::string>> wanted;
+  // Bookkeeping of the calls in flight.
   std::atomic<int> outstanding{0};
   std::atomic<bool> failed{false};
+  absl::Mutex answers_mu;
+  std::map<std::string, std::vector<std::string>> answers ABSL_GUARDED_BY(answers_mu);
 };
 
 HandoffSender::HandoffSender(std::string self_id, Engine* engine, PeerTransport* transport,
                              Scheduler* scheduler, Executor* executor, const Clock* clock,
-                             Options options, ProgressCallback progress)
+                             Options options, ProgressCallback progress,
+                             StreamedCallback all_streamed)
     : self_id_(std::move(self_id)),
       engine_(engine),
       transport_(transport),
@@ -36,7 +48,8 @@ HandoffSender::HandoffSender(std::string self_id, Engine* engine, PeerTransport*
       executor_(executor),
       clock_(clock),
       options_(options),
-      progress_(std::move(progress)) {}
+      progress_(std::move(progress)),
+      all_streamed_(std::move(all_streamed)) {}
 
 HandoffSender::~HandoffSender() { Shutdown(); }
 
@@ -60,17 +73,15 @@ void HandoffSender::OnPlacement(std::shared_ptr<const Placement> placement) {
     started_version_ = layout.version;
     job = std::make_shared<Job>();
     job->placement = placement;
-    job->version = layout.version;
     job->started = clock_->Now();
+    job->progress.layout_version = layout.version;
+    job->progress.phase = HandoffPhase::kStreaming;
     job_ = job;
   }
-  LogInfo("handoff starting: streaming the keys new owners gain",
+  LogInfo("handoff starting: phase 1 streams the gained keys this node is the designated source of",
           {{"layout_version", absl::StrCat(layout.version)}, {"change", layout.change}});
-  executor_->Schedule(guard_.Wrap([this, job] {
-    job->it = engine_->NewIterator(Column::kData);
-    job->it->SeekToFirst();
-    Step(job);
-  }));
+  Publish(*job);
+  executor_->Schedule(guard_.Wrap([this, job] { StartScan(job); }));
 }
 
 bool HandoffSender::Current(const JobPtr& job) {
@@ -78,49 +89,88 @@ bool HandoffSender::Current(const JobPtr& job) {
   return !shutdown_ && job_ == job;
 }
 
-void HandoffSender::Step(JobPtr job) {
+void HandoffSender::Publish(const Job& job) {
+  if (progress_) progress_(job.progress);
+}
+
+void HandoffSender::StartScan(JobPtr job) {
   if (!Current(job)) return;
-  const Placement& placement = *job->placement;
+  // Phase 2 needs only keys and digests: the merkle column has both (MerkleIndex), in small
+  // values, committed with every record change.
+  job->it = engine_->NewIterator(job->progress.phase == HandoffPhase::kStreaming ? Column::kData
+                                                                                 : Column::kMerkle);
+  job->it->SeekToFirst();
+  job->exhausted = false;
+  Scan(job);
+}
+
+void HandoffSender::Scan(JobPtr job) {
+  if (!Current(job)) return;
+  const bool streaming = job->progress.phase == HandoffPhase::kStreaming;
   const size_t n = options_.replication_factor;
   size_t size = 0;
   Iterator* it = job->it.get();
-  while (it->Valid() && size < options_.batch_bytes) {
-    const absl::string_view key = it->key();
-    std::vector<const Member*> was = placement.current().PreferenceList(key, n);
-    for (const Member* m : placement.next()->PreferenceList(key, n)) {
-      if (std::any_of(was.begin(), was.end(), [&](const Member* w) { return w->id == m->id; })) {
+  while (it->Valid() && (streaming ? size < options_.batch_bytes
+                                   : job->digest_count < options_.digests_per_batch)) {
+    absl::string_view key = it->key();
+    uint64_t digest = 0;
+    // A malformed index entry keeps digest 0: the gainer then asks for the record (over-sending
+    // is harmless).
+    if (!streaming && !MerkleIndex::DecodeEntry(it->key(), it->value(), &key, &digest)) {
+      LogWarn("malformed Merkle index entry; its record will be sent whole",
+              {{"index_key_bytes", absl::StrCat(it->key().size())}});
+      if (it->key().size() < 3) {
+        it->Next();
         continue;
       }
-      job->pending[m->id].push_back(EncodedRecord{std::string(key), std::string(it->value())});
-      ++job->pending_keys;
-      job->pending_bytes += key.size() + it->value().size();
-      size += key.size() + it->value().size();
+      key = it->key().substr(2);
+    }
+    const KeyHandoff plan = PlanKeyHandoff(*job->placement, key, n);
+    const bool designated = plan.source != nullptr && plan.source->id == self_id_;
+    if (plan.gainers.empty() || designated != streaming) {
+      it->Next();
+      continue;
+    }
+    for (const Member* gainer : plan.gainers) {
+      if (streaming) {
+        job->pending[gainer->id].push_back(
+            EncodedRecord{std::string(key), std::string(it->value())});
+        ++job->pending_keys;
+        job->pending_bytes += key.size() + it->value().size();
+        size += key.size() + it->value().size();
+      } else {
+        job->digests[gainer->id].push_back(KeyDigest{std::string(key), digest});
+        ++job->digest_count;
+      }
     }
     it->Next();
   }
   if (absl::Status s = it->status(); !s.ok()) {
-    LogWarn("handoff scan failed; starting the scan again", {{"error", std::string(s.message())}});
+    LogWarn("handoff scan failed; starting the phase's scan again",
+            {{"error", std::string(s.message())}});
     job->pending.clear();
     job->pending_keys = job->pending_bytes = 0;
-    scheduler_->RunAfter(options_.retry, guard_.Wrap([this, job] {
-      job->it = engine_->NewIterator(Column::kData);
-      job->it->SeekToFirst();
-      Step(job);
-    }));
+    job->digests.clear();
+    job->digest_count = 0;
+    scheduler_->RunAfter(options_.retry, guard_.Wrap([this, job] { StartScan(job); }));
     return;
   }
   job->exhausted = !it->Valid();
-  Send(job);
+  if (streaming) {
+    SendRecords(job);
+  } else {
+    Compare(job);
+  }
 }
 
-void HandoffSender::Send(JobPtr job) {
+void HandoffSender::SendRecords(JobPtr job) {
   if (!Current(job)) return;
   if (job->pending.empty()) {
-    OnSent(job, true);
+    OnRecordsSent(job, true);
     return;
   }
-  // Copied first: the last acknowledgement may run OnSent (which clears `pending`) before this
-  // loop ends.
+  // Copied first: the last acknowledgement may run OnRecordsSent (which clears `pending`) before
+  // this loop ends, and a failed batch is sent again from `pending`.
   std::vector<std::pair<const Member*, std::vector<EncodedRecord>>> sends;
   for (const auto& [gainer, records] : job->pending) {
     sends.emplace_back(job->placement->next()->Find(gainer), records);
@@ -132,45 +182,181 @@ void HandoffSender::Send(JobPtr job) {
         *member, std::move(records), guard_.Wrap([this, job](absl::Status status) {
           if (!status.ok()) job->failed = true;
           if (--job->outstanding == 0) {
-            executor_->Schedule(guard_.Wrap([this, job] { OnSent(job, !job->failed); }));
+            executor_->Schedule(guard_.Wrap([this, job] { OnRecordsSent(job, !job->failed); }));
           }
         }));
   }
 }
 
-void HandoffSender::OnSent(JobPtr job, bool ok) {
+void HandoffSender::OnRecordsSent(JobPtr job, bool ok) {
   if (!Current(job)) return;
   if (!ok) {
-    scheduler_->RunAfter(options_.retry, guard_.Wrap([this, job] { Send(job); }));
+    scheduler_->RunAfter(options_.retry, guard_.Wrap([this, job] { SendRecords(job); }));
     return;
   }
-  job->keys += job->pending_keys;
-  job->bytes += job->pending_bytes;
+  HandoffProgress& p = job->progress;
+  p.keys += job->pending_keys;
+  p.bytes += job->pending_bytes;
+  if (p.phase == HandoffPhase::kComparing) {
+    p.compared_keys += job->pending_keys;
+    p.compared_bytes += job->pending_bytes;
+  }
+  const bool sent = !job->pending.empty();
   job->pending.clear();
   job->pending_keys = job->pending_bytes = 0;
-  progress_(job->version, job->keys, job->bytes, job->exhausted);
-  if (job->exhausted) {
-    const absl::Duration took = clock_->Now() - job->started;
-    LogInfo("handoff done",
-            {{"layout_version", absl::StrCat(job->version)},
-             {"keys", absl::StrCat(job->keys)},
-             {"bytes", absl::StrCat(job->bytes)},
-             {"took", absl::FormatDuration(took)},
-             {"mb_per_s", absl::StrCat(static_cast<double>(job->bytes) / 1e6 /
-                                       std::max(1e-6, absl::ToDoubleSeconds(took)))}});
+  if (sent) Publish(*job);
+  Next(job);
+}
+
+void HandoffSender::Compare(JobPtr job) {
+  if (!Current(job)) return;
+  if (job->digests.empty()) {
+    OnCompared(job, true);
     return;
   }
-  // Throughput limit: the next batch waits until the average is back under the budget.
+  std::vector<std::pair<const Member*, std::vector<KeyDigest>>> asks;
+  for (const auto& [gainer, digests] : job->digests) {
+    asks.emplace_back(job->placement->next()->Find(gainer), digests);
+  }
+  {
+    absl::MutexLock lock(&job->answers_mu);
+    job->answers.clear();
+  }
+  job->failed = false;
+  job->outstanding = static_cast<int>(asks.size());
+  for (auto& [member, digests] : asks) {
+    // An earlier version of the gainer cannot compare: it gets every record of the batch.
+    std::vector<std::string> all;
+    all.reserve(digests.size());
+    for (const KeyDigest& d : digests) all.push_back(d.key);
+    transport_->CompareDigests(
+        *member, std::move(digests),
+        guard_.Wrap([this, job, id = member->id,
+                     all = std::move(all)](absl::StatusOr<std::vector<std::string>> keys) mutable {
+          if (keys.ok() || absl::IsUnimplemented(keys.status())) {
+            absl::MutexLock lock(&job->answers_mu);
+            job->answers[id] = keys.ok() ? *std::move(keys) : std::move(all);
+          } else {
+            job->failed = true;
+          }
+          if (--job->outstanding == 0) {
+            executor_->Schedule(guard_.Wrap([this, job] { OnCompared(job, !job->failed); }));
+          }
+        }));
+  }
+}
+
+void HandoffSender::OnCompared(JobPtr job, bool ok) {
+  if (!Current(job)) return;
+  if (!ok) {
+    scheduler_->RunAfter(options_.retry, guard_.Wrap([this, job] { Compare(job); }));
+    return;
+  }
+  job->progress.digests += job->digest_count;
+  job->digests.clear();
+  job->digest_count = 0;
+  {
+    absl::MutexLock lock(&job->answers_mu);
+    for (auto& [gainer, keys] : job->answers) {
+      if (keys.empty()) continue;
+      std::deque<std::string>& wanted = job->wanted[gainer];
+      for (std::string& key : keys) wanted.push_back(std::move(key));
+    }
+    job->answers.clear();
+  }
+  Next(job);
+}
+
+bool HandoffSender::FillFromWanted(Job& job) {
+  size_t size = 0;
+  for (auto it = job.wanted.begin(); it != job.wanted.end() && size < options_.batch_bytes;) {
+    std::deque<std::string>& keys = it->second;
+    while (!keys.empty() && size < options_.batch_bytes) {
+      absl::StatusOr<std::string> record = engine_->Get(Column::kData, keys.front());
+      if (!record.ok() && !absl::IsNotFound(record.status())) {
+        LogWarn("handoff could not read a record a new owner lacks; retrying",
+                {{"key", keys.front()}, {"error", std::string(record.status().message())}});
+        return false;
+      }
+      if (record.ok()) {
+        const size_t bytes = keys.front().size() + record->size();
+        job.pending[it->first].push_back(EncodedRecord{keys.front(), *std::move(record)});
+        ++job.pending_keys;
+        job.pending_bytes += bytes;
+        size += bytes;
+      }
+      keys.pop_front();
+    }
+    it = keys.empty() ? job.wanted.erase(it) : std::next(it);
+  }
+  return true;
+}
+
+void HandoffSender::Next(JobPtr job) {
+  HandoffProgress& p = job->progress;
+  if (!job->wanted.empty()) {
+    Throttled(job, [this, job] {
+      if (!Current(job)) return;
+      if (FillFromWanted(*job)) {
+        SendRecords(job);
+      } else {
+        job->pending.clear();
+        job->pending_keys = job->pending_bytes = 0;
+        scheduler_->RunAfter(options_.retry, guard_.Wrap([this, job] { Next(job); }));
+      }
+    });
+    return;
+  }
+  if (!job->exhausted) {
+    Throttled(job, [this, job] { Scan(job); });
+    return;
+  }
+  const absl::Duration took = clock_->Now() - job->started;
+  const double mb_per_s =
+      static_cast<double>(p.bytes) / 1e6 / std::max(1e-6, absl::ToDoubleSeconds(took));
+  if (p.phase == HandoffPhase::kStreaming) {
+    p.phase = HandoffPhase::kComparing;
+    LogInfo("handoff phase 1 done; phase 2 compares digests once every source is done with phase 1",
+            {{"layout_version", absl::StrCat(p.layout_version)},
+             {"keys", absl::StrCat(p.keys)},
+             {"bytes", absl::StrCat(p.bytes)},
+             {"took", absl::FormatDuration(took)},
+             {"mb_per_s", absl::StrCat(mb_per_s)}});
+    Publish(*job);
+    WaitForStreamed(job);
+    return;
+  }
+  p.done = true;
+  LogInfo("handoff done", {{"layout_version", absl::StrCat(p.layout_version)},
+                           {"keys", absl::StrCat(p.keys)},
+                           {"bytes", absl::StrCat(p.bytes)},
+                           {"digests", absl::StrCat(p.digests)},
+                           {"compared_keys", absl::StrCat(p.compared_keys)},
+                           {"took", absl::FormatDuration(took)},
+                           {"mb_per_s", absl::StrCat(mb_per_s)}});
+  Publish(*job);
+}
+
+void HandoffSender::WaitForStreamed(JobPtr job) {
+  if (!Current(job)) return;
+  if (all_streamed_(job->placement->layout())) {
+    StartScan(job);
+    return;
+  }
+  scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { WaitForStreamed(job); }));
+}
+
+void HandoffSender::Throttled(const JobPtr& job, std::function<void()> step) {
   absl::Duration wait = absl::ZeroDuration();
   if (options_.bytes_per_second > 0) {
-    const absl::Duration due = absl::Seconds(static_cast<double>(job->bytes) /
+    const absl::Duration due = absl::Seconds(static_cast<double>(job->progress.bytes) /
                                              static_cast<double>(options_.bytes_per_second));
     wait = std::max(absl::ZeroDuration(), due - (clock_->Now() - job->started));
   }
   if (wait == absl::ZeroDuration()) {
-    executor_->Schedule(guard_.Wrap([this, job] { Step(job); }));
+    executor_->Schedule(guard_.Wrap(std::move(step)));
   } else {
-    scheduler_->RunAfter(wait, guard_.Wrap([this, job] { Step(job); }));
+    scheduler_->RunAfter(wait, guard_.Wrap(std::move(step)));
   }
 }
 

@@ -1,18 +1,43 @@
 // HandoffSender: this node's part of a membership transition. When the placement shows a
-// transition (node/placement.h) and this node is a current owner, it scans its data column once
-// and streams every record whose new preference list includes a member that the old one does
-// not (the member gains the key) to that member, in MergeBatch batches of about
-// Options::batch_bytes, at most Options::bytes_per_second on average. Records are merged on
-// arrival, so sending a key that the gainer already has (from the outbox, another old owner, or a
-// resent batch) is harmless; tombstones travel like values (no resurrection).
+// transition (node/placement.h) and this node is a current owner (a *source*), it makes sure that
+// every key it holds whose new preference list includes a member that the old one does not (the
+// member *gains* the key) reaches that member, sending each key's full record over the network
+// once rather than once per old owner. Two phases:
 //
-// Every old owner streams, not only one per key: a key acknowledged by W of the old replicas is
-// then handed off by whichever of them holds it. This costs up to N-fold transfer; see README.
+//   1. Streaming. The node scans its data column and streams each gained key it is the
+//      designated source of (the first member of the key's old preference list,
+//      node/handoff_plan.h; every node computes the same one) to its gainers, in MergeBatch
+//      batches of about Options::batch_bytes. When the scan ends it publishes phase 2 (kComparing).
+//   2. Comparing (the safety net). Once every source published that phase 1 is over
+//      (StreamedCallback, from gossip), the node scans its merkle column (node/merkle_index.h:
+//      every key of the data column with the digest of its encoded record, committed in the same
+//      batches) and, for each gained key it is NOT the designated source of, sends (key, digest)
+//      to the gainers,
+//      Options::digests_per_batch pairs at a time (PeerTransport::CompareDigests). A gainer
+//      answers the keys it has no record of or another digest for; the node sends those records
+//      (read again, so at least as new as the digested one) with MergeBatch.
 //
-// Progress: the ProgressCallback gets (layout version, records sent, bytes sent, done) after
-// every batch that every gainer acknowledged as durable; done = the scan reached the end. A
-// batch that fails is resent after Options::retry until it succeeds (a gainer that is down
-// delays completion; it never completes without it). A newer layout cancels the job.
+// Why no acknowledged write misses its new owner (beyond what the previous every-owner design
+// missed). A write acknowledged before a source's scan passes its key is in that source's
+// record (records only grow by merge). If the source is the designated one, phase 1 sends it; if
+// not, phase 2 compares digests after phase 1 ended everywhere: an equal digest means the gainer
+// holds that very record, a different one makes the node send its record. So every old owner's
+// copy reaches each gainer, as when every old owner streamed everything, but each non-designated
+// copy costs a (key, 8-byte digest) comparison when it is already there; and since phase 2 scans
+// later than phase 1, writes that reached a non-designated owner during phase 1 are caught too. The
+// designated source may be stale or lack the key (W of N acknowledged it; its outbox entry is
+// pending, dropped or was never made by a coordinator that had not seen the transition): the
+// owners that do hold the write fill the gap in phase 2. Writes coordinated with the transition
+// placement also reach the gainers directly (outbox). Merging is idempotent and commutative, so a
+// record sent twice, or older than the gainer's, changes nothing; tombstones travel like values.
+//
+// Progress: the ProgressCallback gets the node's HandoffProgress (node/membership.h) after every
+// batch that every gainer acknowledged as durable, at every phase change, and with done = true
+// once both phases ended. A call that fails is retried after Options::retry until it succeeds
+// (a gainer that is down delays completion; it never completes without it). A gainer that does
+// not know CompareDigests (UNIMPLEMENTED, an earlier version) gets every record of the batch.
+// The throughput limit (Options::bytes_per_second) counts full record bytes of both phases. A
+// newer layout cancels the job; a restart starts it again from phase 1.
 //
 // Thread-safe. Steps run on the executor and the scheduler; Shutdown (also the destructor) stops
 // the job and waits for running callbacks; the engine, transport, scheduler and executor must
@@ -22,10 +47,8 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -33,6 +56,7 @@
 #include "node/clock.h"
 #include "node/executor.h"
 #include "node/lifetime_guard.h"
+#include "node/membership.h"
 #include "node/peer_transport.h"
 #include "node/placement.h"
 #include "node/scheduler.h"
@@ -46,13 +70,19 @@ class HandoffSender {
     size_t replication_factor = 3;
     uint64_t bytes_per_second = 64 << 20;  // 0: unlimited
     size_t batch_bytes = 1 << 20;
+    size_t digests_per_batch = 4096;
     absl::Duration retry = absl::Seconds(1);
+    // How often a node waiting to start phase 2 asks whether phase 1 ended everywhere.
+    absl::Duration poll = absl::Milliseconds(50);
   };
-  using ProgressCallback =
-      std::function<void(uint64_t layout_version, uint64_t keys, uint64_t bytes, bool done)>;
+  using ProgressCallback = std::function<void(const HandoffProgress& progress)>;
+  // Whether every source of `transition` published that its phase 1 is over
+  // (node/handoff_plan.h AllSourcesStreamed over the gossiped member table).
+  using StreamedCallback = std::function<bool(const ClusterLayout& transition)>;
 
   HandoffSender(std::string self_id, Engine* engine, PeerTransport* transport, Scheduler* scheduler,
-                Executor* executor, const Clock* clock, Options options, ProgressCallback progress);
+                Executor* executor, const Clock* clock, Options options, ProgressCallback progress,
+                StreamedCallback all_streamed);
   ~HandoffSender();
   HandoffSender(const HandoffSender&) = delete;
   HandoffSender& operator=(const HandoffSender&) = delete;
@@ -65,9 +95,21 @@ class HandoffSender {
  private:
   struct Job;
   using JobPtr = std::shared_ptr<Job>;
-  void Step(JobPtr job);
-  void Send(JobPtr job);
-  void OnSent(JobPtr job, bool ok);
+  void StartScan(JobPtr job);
+  void Scan(JobPtr job);
+  void SendRecords(JobPtr job);
+  void OnRecordsSent(JobPtr job, bool ok);
+  void Compare(JobPtr job);
+  void OnCompared(JobPtr job, bool ok);
+  // Chooses the next step once a batch is through: records still wanted, more scan, phase 2,
+  // or done.
+  void Next(JobPtr job);
+  void WaitForStreamed(JobPtr job);
+  // Moves up to a batch of wanted records into the pending batch; false on a read error.
+  bool FillFromWanted(Job& job);
+  // Runs `step` once the average rate is back under Options::bytes_per_second.
+  void Throttled(const JobPtr& job, std::function<void()> step);
+  void Publish(const Job& job);
   bool Current(const JobPtr& job);
 
   const std::string self_id_;
@@ -78,6 +120,7 @@ class HandoffSender {
   const Clock* const clock_;
   const Options options_;
   const ProgressCallback progress_;
+  const StreamedCallback all_streamed_;
   LifetimeGuard guard_;
 
   absl::Mutex mu_;

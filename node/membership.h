@@ -14,7 +14,8 @@
 //
 // Handoff progress: during a transition each current owner streams the keys the new owners gain
 // (node/handoff.h) and reports its progress in its own entry, so the node running the
-// membership-change operation sees every source's progress through gossip.
+// membership-change operation, and the other sources waiting for phase 1 to end everywhere, see
+// every source's progress through gossip.
 //
 // Plain values; no shared state. Thread-compatible.
 #ifndef KV_NODE_MEMBERSHIP_H_
@@ -44,16 +45,37 @@ enum class RingStatus {
   kNormal = 1,  // owns its share of the ring
 };
 
+// Where a source is in the handoff of one transition (node/handoff.h).
+enum class HandoffPhase : uint32_t {
+  kNone = 0,       // not started (or a member of an earlier version that does not say)
+  kStreaming = 1,  // phase 1: streaming the records it is the designated source of
+  kComparing = 2,  // phase 1 done: waiting for the other sources, then comparing digests
+};
+
+// One member's handoff progress for the transition at `layout_version` (0: none yet).
+struct HandoffProgress {
+  uint64_t layout_version = 0;
+  HandoffPhase phase = HandoffPhase::kNone;
+  uint64_t keys = 0;            // full records sent so far, both phases
+  uint64_t bytes = 0;           // their encoded bytes
+  uint64_t digests = 0;         // phase 2: (key, digest) pairs sent for comparison
+  uint64_t compared_keys = 0;   // phase 2: records the gainers lacked or held otherwise, sent
+  uint64_t compared_bytes = 0;  // their bytes (included in `bytes`)
+  bool done = false;            // both phases complete: every gained key is durable on its gainers
+
+  // Phase 1 is over for this transition: the member streamed everything it is the designated
+  // source of (members of an earlier version stream every key and report only `done`).
+  bool Streamed(uint64_t version) const {
+    return layout_version == version && (done || phase == HandoffPhase::kComparing);
+  }
+};
+
 struct MemberEntry {
   Member member;
   uint64_t incarnation = 0;
   uint64_t heartbeat = 0;
   RingStatus ring_status = RingStatus::kNone;
-  // This member's handoff for the transition at layout version `handoff_version` (0: none yet).
-  uint64_t handoff_version = 0;
-  uint64_t handoff_keys = 0;   // records sent so far
-  uint64_t handoff_bytes = 0;  // encoded record bytes sent so far
-  bool handoff_done = false;   // every key the new owners gain was sent and is durable there
+  HandoffProgress handoff;
 
   // True if this entry is a later version of the same member's state than `other`.
   bool NewerThan(const MemberEntry& other) const {

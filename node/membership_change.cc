@@ -110,26 +110,29 @@ void MembershipChanger::Poll(Job job) {
   }
   std::map<std::string, MemberEntry> entries;
   for (const MemberView& view : gossiper_->Members()) entries[view.entry.member.id] = view.entry;
-  uint64_t done = 0, keys = 0, bytes = 0;
+  uint64_t done = 0;
   std::vector<std::string> waiting;
   std::map<std::string, uint64_t> counters;
+  auto count = [&](const std::string& name, const std::string& source, uint64_t value) {
+    counters[absl::StrCat(name, "_from_", source)] = value;
+    counters[absl::StrCat(name, "_total")] += value;
+  };
   for (const Member& source : job.transition.members) {
-    const MemberEntry& e = entries[source.id];
-    const bool current = e.handoff_version == version;
-    const uint64_t k = current ? e.handoff_keys : 0;
-    const uint64_t b = current ? e.handoff_bytes : 0;
-    counters[absl::StrCat("keys_from_", source.id)] = k;
-    counters[absl::StrCat("bytes_from_", source.id)] = b;
-    keys += k;
-    bytes += b;
-    if (current && e.handoff_done) {
+    const HandoffProgress& p = entries[source.id].handoff;
+    const HandoffProgress none;
+    const HandoffProgress& current = p.layout_version == version ? p : none;
+    count("keys", source.id, current.keys);
+    count("bytes", source.id, current.bytes);
+    count("digests", source.id, current.digests);
+    count("compared_keys", source.id, current.compared_keys);
+    count("compared_bytes", source.id, current.compared_bytes);
+    if (current.done) {
       ++done;
     } else {
-      waiting.push_back(source.id);
+      waiting.push_back(absl::StrCat(
+          source.id, current.phase == HandoffPhase::kComparing ? " (phase 2)" : " (phase 1)"));
     }
   }
-  counters["keys_total"] = keys;
-  counters["bytes_total"] = bytes;
   const bool all_done = waiting.empty();
   operations_
       ->Update(job.id,
@@ -138,7 +141,7 @@ void MembershipChanger::Poll(Job job) {
                  op.counters = counters;
                  op.message = all_done ? "every source handed off; completing the transition"
                                        : absl::StrCat("waiting for the handoff of ",
-                                                      absl::StrJoin(waiting, ","));
+                                                      absl::StrJoin(waiting, ", "));
                })
       .IgnoreError();
   if (all_done) {

@@ -4,11 +4,13 @@
 // this node's current layout; nothing changes. Commit: proposes the transition layout (version
 // v+1) through gossip and registers an operation of kind "join" or "leave" whose id it returns at
 // once. The operation then watches gossip: every current owner hands off the keys the new owners
-// gain (node/handoff.h) and publishes its progress in its gossip entry; progress shows sources
-// done of total, and counters keys_total, bytes_total, keys_from_<id>, bytes_from_<id>. When all
-// sources are done it proposes the completing layout (v+2, without the leaving node) and ends
-// SUCCEEDED. It ends FAILED if another layout replaced the transition, or after
-// Options::timeout.
+// gain (node/handoff.h, two phases) and publishes its progress in its gossip entry; progress shows
+// sources done (both phases) of total and which phase each waiting one is in, and counters, per
+// source (_from_<id>) and summed (_total): keys and bytes (full records sent, both phases),
+// digests (phase 2 comparisons), compared_keys and compared_bytes (records sent in phase 2
+// because a new owner lacked them; phase 1 sent keys - compared_keys). When all sources are done it
+// proposes the completing layout (v+2, without the leaving node) and ends SUCCEEDED. It ends FAILED
+// if another layout replaced the transition, or after Options::timeout.
 //
 // A joining node must be known to gossip (started with --seeds, RingStatus NONE); its address
 // comes from its gossip entry. One change at a time: a commit during a transition is
@@ -43,7 +45,7 @@ class MembershipChanger {
   enum class Action { kJoin, kLeave };
   struct Options {
     size_t replication_factor = 3;
-    absl::Duration poll = absl::Milliseconds(200);
+    absl::Duration poll = absl::Milliseconds(100);
     absl::Duration timeout = absl::Hours(6);
   };
   struct Plan {

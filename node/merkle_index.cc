@@ -65,6 +65,25 @@ std::string MerkleIndex::IndexKey(absl::string_view key) {
   return absl::StrCat(SegmentPrefix(MerkleTree::SegmentOf(key)), key);
 }
 
+bool MerkleIndex::DecodeEntry(absl::string_view index_key, absl::string_view value,
+                              absl::string_view* key, uint64_t* digest) {
+  if (index_key.size() < 3 || !DecodeDigest(value, digest)) return false;
+  *key = index_key.substr(2);
+  return true;
+}
+
+absl::StatusOr<std::optional<uint64_t>> MerkleIndex::StoredDigest(absl::string_view key) const {
+  absl::StatusOr<std::string> value = engine_->Get(Column::kMerkle, IndexKey(key));
+  if (absl::IsNotFound(value.status())) return std::optional<uint64_t>();
+  if (!value.ok()) return value.status();
+  uint64_t digest = 0;
+  if (!DecodeDigest(*value, &digest)) {
+    return absl::DataLossError(
+        absl::StrCat("malformed Merkle index entry of ", value->size(), " value bytes"));
+  }
+  return std::optional<uint64_t>(digest);
+}
+
 std::vector<Member> MerkleIndex::Replicas(absl::string_view key) const {
   std::vector<Member> out;
   for (const Member* m : view()->ring->PreferenceList(key, n_)) out.push_back(*m);
@@ -201,13 +220,13 @@ absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view) {
   std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kMerkle);
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     absl::string_view index_key = it->key();
+    absl::string_view key;
     uint64_t digest = 0;
-    if (index_key.size() < 3 || !DecodeDigest(it->value(), &digest)) {
+    if (!DecodeEntry(index_key, it->value(), &key, &digest)) {
       return absl::DataLossError(absl::StrCat("malformed Merkle index entry of ", index_key.size(),
                                               " key bytes and ", it->value().size(),
                                               " value bytes"));
     }
-    absl::string_view key = index_key.substr(2);
     chunk.push_back(Entry{std::string(index_key), view->SharingPeers(self_id_, n_, key),
                           MerkleTree::SegmentOf(key), MerkleTree::EntryHash(key, digest)});
     if (chunk.size() == kScanChunk && !apply()) return superseded;

@@ -96,8 +96,16 @@ class MerkleIndex : public RecordObserver {
                                                         std::vector<uint32_t> segments) const;
   static constexpr size_t kMaxSegmentsPerCall = 1024;
 
+  // The digest of `key`'s committed record, read from the merkle column (a small value, unlike
+  // the record); nullopt when this node has no record of the key. Works before Build.
+  absl::StatusOr<std::optional<uint64_t>> StoredDigest(absl::string_view key) const;
+
   // Merkle column key of a user key: segment (u16 big-endian) + key.
   static std::string IndexKey(absl::string_view key);
+  // Splits a merkle column entry into the user key (a view into `index_key`) and the digest;
+  // false if the entry is malformed.
+  static bool DecodeEntry(absl::string_view index_key, absl::string_view value,
+                          absl::string_view* key, uint64_t* digest);
 
  private:
   using PeerSet = absl::InlinedVector<uint16_t, 4>;  // indexes into View::peers

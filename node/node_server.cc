@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "node/clock.h"
 #include "node/gossip_proto.h"
+#include "node/handoff_plan.h"
 #include "node/log.h"
 #include "storage/rocksdb_engine.h"
 #include "storage/status_macros.h"
@@ -247,8 +248,11 @@ absl::Status NodeServer::StartReplication() {
   handoff_ = std::make_unique<HandoffSender>(
       config_.node_id, engine_.get(), transport_.get(), scheduler_.get(), executor_.get(),
       SystemClock::Get(), handoff,
-      [gossiper = gossiper_.get()](uint64_t version, uint64_t keys, uint64_t bytes, bool done) {
-        gossiper->SetHandoffProgress(version, keys, bytes, done);
+      [gossiper = gossiper_.get()](const HandoffProgress& progress) {
+        gossiper->SetHandoffProgress(progress);
+      },
+      [gossiper = gossiper_.get()](const ClusterLayout& transition) {
+        return AllSourcesStreamed(transition, gossiper->Members());
       });
   MembershipChanger::Options changes;
   changes.replication_factor = static_cast<size_t>(config_.replication_factor);

@@ -90,6 +90,12 @@ class PeerTransport {
   // OK if purged, NOT_FOUND if it had none, FAILED_PRECONDITION if it changed.
   virtual void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
                            std::function<void(absl::Status)> done);
+
+  // Handoff safety net (node/handoff.h): of `digests` (key and MerkleTree::RecordDigest of the
+  // sender's record), the keys the peer has no record of or another digest for, in the order
+  // given. The default answers UNIMPLEMENTED at once; a sender then sends every record.
+  virtual void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,
+                              std::function<void(absl::StatusOr<std::vector<std::string>>)> done);
 };
 
 inline void PeerTransport::MerkleNodes(
@@ -106,6 +112,12 @@ inline void PeerTransport::PurgeRecord(const Member& /*peer*/, std::string /*key
                                        std::string /*expected_record*/,
                                        std::function<void(absl::Status)> done) {
   done(absl::UnimplementedError("this transport does not carry tombstone purges"));
+}
+
+inline void PeerTransport::CompareDigests(
+    const Member& /*peer*/, std::vector<KeyDigest> /*digests*/,
+    std::function<void(absl::StatusOr<std::vector<std::string>>)> done) {
+  done(absl::UnimplementedError("this transport does not carry handoff digest comparisons"));
 }
 
 }  // namespace kv

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "node/gossip_proto.h"
 #include "node/grpc_util.h"
+#include "node/handoff_plan.h"
 #include "storage/record_codec.h"
 #include "storage/status_macros.h"
 
@@ -79,6 +80,30 @@ grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
                        "\" is invalid: ", expected.status().message()));
     }
     return store_->PurgeIfUnchanged(request->key(), *expected);
+  });
+}
+
+grpc::ServerUnaryReactor* ReplicaService::CompareDigests(
+    grpc::CallbackServerContext* context, const internal::v1::CompareDigestsRequest* request,
+    internal::v1::CompareDigestsResponse* response) {
+  absl::Status admitted = gate_->Check();
+  // Without an index the sender gets UNIMPLEMENTED and sends every record instead.
+  if (admitted.ok() && merkle_ == nullptr) admitted = NoAntiEntropy();
+  if (!admitted.ok()) return FinishNow(gate_, admitted);
+  return FinishOnExecutor(context, gate_, executor_, [this, request, response]() -> absl::Status {
+    std::vector<KeyDigest> digests;
+    digests.reserve(request->entries_size());
+    for (const internal::v1::SegmentKey& entry : request->entries()) {
+      digests.push_back(KeyDigest{entry.key(), entry.digest()});
+    }
+    absl::StatusOr<std::vector<std::string>> keys = KeysNotMatching(*merkle_, digests);
+    if (!keys.ok()) {
+      return absl::Status(keys.status().code(),
+                          absl::StrCat("comparing the digests from \"", request->from_node_id(),
+                                       "\": ", keys.status().message()));
+    }
+    for (std::string& key : *keys) response->add_keys(std::move(key));
+    return absl::OkStatus();
   });
 }
 

@@ -12,6 +12,9 @@
 // node/tombstone_reaper.h). Without an index (null) MerkleNodes and SegmentKeys answer
 // UNIMPLEMENTED.
 //
+// CompareDigests (handoff phase 2, node/handoff_plan.h KeysNotMatching) answers which of the
+// given keys this replica lacks or holds with another digest; it reads only.
+//
 // Gossip merges the caller's membership table into the node's Gossiper and answers with the
 // node's table, on the gRPC thread (memory only); UNIMPLEMENTED without a gossiper (null).
 //
@@ -54,6 +57,9 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   grpc::ServerUnaryReactor* PurgeRecord(grpc::CallbackServerContext* context,
                                         const internal::v1::PurgeRecordRequest* request,
                                         internal::v1::PurgeRecordResponse* response) override;
+  grpc::ServerUnaryReactor* CompareDigests(grpc::CallbackServerContext* context,
+                                           const internal::v1::CompareDigestsRequest* request,
+                                           internal::v1::CompareDigestsResponse* response) override;
   grpc::ServerUnaryReactor* Gossip(grpc::CallbackServerContext* context,
                                    const internal::v1::GossipRequest* request,
                                    internal::v1::GossipResponse* response) override;

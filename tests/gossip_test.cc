@@ -298,5 +298,40 @@ TEST_F(GossipTest, OneExchangePerNodePerInterval) {
   EXPECT_LE(net_.exchanges, 6u * 102);
 }
 
+// A handoff milestone (phase change, done) reaches every member within one exchange's delay, not
+// after epidemic rounds; progress within a phase waits for the next round.
+TEST_F(GossipTest, HandoffMilestoneIsPushedToEveryMemberAtOnce) {
+  StartAll(8);
+  scheduler_.Advance(absl::Milliseconds(5));  // the first rounds are over; the next is 100ms away
+  auto progress_seen = [this](uint64_t keys, HandoffPhase phase) {
+    for (size_t i = 1; i < nodes_.size(); ++i) {
+      for (const MemberView& view : nodes_[i].gossiper->Members()) {
+        const HandoffProgress& p = view.entry.handoff;
+        if (view.entry.member.id == "n1" &&
+            (p.layout_version != 2 || p.keys != keys || p.phase != phase)) {
+          return false;
+        }
+      }
+    }
+    return true;
+  };
+  HandoffProgress progress;
+  progress.layout_version = 2;
+  progress.phase = HandoffPhase::kStreaming;
+  nodes_[0].gossiper->SetHandoffProgress(progress);
+  EXPECT_LE(
+      AdvanceUntil([&] { return progress_seen(0, HandoffPhase::kStreaming); }, absl::Seconds(1)),
+      absl::Milliseconds(10));
+  progress.keys = 7;  // not a milestone
+  nodes_[0].gossiper->SetHandoffProgress(progress);
+  scheduler_.Advance(absl::Milliseconds(10));
+  EXPECT_FALSE(progress_seen(7, HandoffPhase::kStreaming));
+  progress.phase = HandoffPhase::kComparing;
+  nodes_[0].gossiper->SetHandoffProgress(progress);
+  EXPECT_LE(
+      AdvanceUntil([&] { return progress_seen(7, HandoffPhase::kComparing); }, absl::Seconds(1)),
+      absl::Milliseconds(10));
+}
+
 }  // namespace
 }  // namespace kv

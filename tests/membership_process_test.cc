@@ -6,7 +6,8 @@
 //     data moves, each node ends up first replica of ~1/4 of the keys) and changes nothing;
 //     `--commit` prints an operation id that `kvctl operation get` follows to SUCCEEDED, while a
 //     writer keeps writing new keys; afterwards every acknowledged key is readable through every
-//     node and present on each of its (new) replicas;
+//     node and present on each of its (new) replicas, and the handoff sent about one full record
+//     per gained key (one source per key; the other old owners compare digests);
 //   - then n2 leaves the same way under load; afterwards no key has n2 among its replicas and
 //     every acknowledged key is readable and on all of its replicas.
 // Every wait and every load loop is bounded; every node is stopped with SIGTERM at the end.
@@ -237,6 +238,12 @@ TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
   const int on_n4 = CheckKeys(all, {0, 1, 2, 3}, "n4", "");
   // n4 replicates ~3/4 of the keys (N=3 of 4 members).
   EXPECT_NEAR(static_cast<double>(on_n4) / static_cast<double>(all.size()), 0.75, 0.1);
+  // One source per key: the handoff sent about one full record per key n4 gained (every old
+  // owner sending it would be ~3 per key); the other old owners sent digests.
+  const nlohmann::json& counters = joined["counters"];
+  EXPECT_LE(counters.value("keys_total", uint64_t{0}), static_cast<uint64_t>(on_n4) * 5 / 4)
+      << joined.dump();
+  EXPECT_GT(counters.value("digests_total", uint64_t{0}), 0u) << joined.dump();
 
   // Anti-entropy follows the new ring without a restart: a forced repair from n4 exchanges with
   // every other member (refused while a tree is being rebuilt, so retried for a while).

@@ -4,6 +4,7 @@
 #   start_nodes N [kvnode flags...]  starts n1..nN on 127.0.0.1:base_port.., every node with the
 #                                    same --peers and the flags, in a fresh temporary data
 #                                    directory; waits until each serves; sets ENDPOINTS.
+#   start_joiner ID INDEX [flags...] starts one more node with --seeds (waits to be joined).
 #   stop_nodes                       SIGTERM to every node (by pid), waits, deletes the data.
 # The caller should `trap stop_nodes EXIT`.
 
@@ -43,4 +44,23 @@ start_nodes() {
     if [ "$ok" != 1 ]; then echo "node n$i did not start:" >&2; cat "$data/n$i.log" >&2; exit 1; fi
   done
   ENDPOINTS="$endpoints"
+}
+
+# start_joiner ID INDEX [kvnode flags...]: starts node ID on 127.0.0.1:base_port+INDEX with
+# --seeds=the first node and no --peers (it waits to be joined), in the same data directory
+# as start_nodes; waits until it serves.
+start_joiner() {
+  local id="$1" port=$((base_port + $2))
+  shift 2
+  "$bin/node/kvnode" --node_id="$id" --listen="127.0.0.1:$port" --data_dir="$data/$id" \
+    --seeds="127.0.0.1:$base_port" "$@" >"$data/$id.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 200); do
+    if "$bin/client/kvctl" --endpoints="127.0.0.1:$port" --timeout=1s \
+        list --limit=1 >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "node $id did not start:" >&2
+  cat "$data/$id.log" >&2
+  exit 1
 }

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "node/handoff_plan.h"
 #include "node/merkle_tree.h"
 #include "storage/record_codec.h"
 
@@ -179,11 +180,11 @@ absl::Status SimCluster::Restart(int index) {
   node.placement = std::make_unique<PlacementHolder>(*placement);
   node.start_layout_version = node.layout.version;
   node.merkle_layout_version = node.layout.version;
-  if (config_.anti_entropy) {
-    node.merkle = std::make_unique<MerkleIndex>(node.member.id, (*placement)->current_ptr(),
-                                                config_.replication_factor, node.engine.get());
-    node.store->SetObserver(node.merkle.get());
-  }
+  // The Merkle index exists also with anti-entropy off, as in kvnode: the handoff's phase 2
+  // compares digests from its column.
+  node.merkle = std::make_unique<MerkleIndex>(node.member.id, (*placement)->current_ptr(),
+                                              config_.replication_factor, node.engine.get());
+  node.store->SetObserver(node.merkle.get());
   std::vector<Member> peers;
   for (const Member* m : (*placement)->AllMembers()) {
     if (m->id != node.member.id) peers.push_back(*m);
@@ -204,14 +205,14 @@ absl::Status SimCluster::Restart(int index) {
   node.coordinator = std::make_unique<Coordinator>(options, node.placement.get(), node.store.get(),
                                                    node.outbox.get(), node.transport.get(),
                                                    node.executor.get(), &clock_);
+  // Built in the background, as kvnode does; exchanges wait until it is ready.
+  MerkleIndex* merkle = node.merkle.get();
+  node.executor->Schedule([this, merkle] {
+    if (absl::Status built = merkle->Build(); !built.ok() && !absl::IsCancelled(built)) {
+      loop_->Log(absl::StrCat("MERKLE BUILD FAILED ", merkle->self_id(), ": ", built.ToString()));
+    }
+  });
   if (config_.anti_entropy) {
-    // Built in the background, as kvnode does; exchanges wait until it is ready.
-    MerkleIndex* merkle = node.merkle.get();
-    node.executor->Schedule([this, merkle] {
-      if (absl::Status built = merkle->Build(); !built.ok() && !absl::IsCancelled(built)) {
-        loop_->Log(absl::StrCat("MERKLE BUILD FAILED ", merkle->self_id(), ": ", built.ToString()));
-      }
-    });
     node.anti_entropy = std::make_unique<AntiEntropy>(
         node.merkle.get(), node.store.get(), node.transport.get(), node.scheduler.get(),
         node.executor.get(), &clock_, config_.anti_entropy_options);
@@ -233,8 +234,20 @@ absl::Status SimCluster::Restart(int index) {
   node.handoff = std::make_unique<HandoffSender>(
       node.member.id, node.engine.get(), handoff_transport, node.scheduler.get(),
       node.executor.get(), &clock_, handoff_options,
-      [this, index](uint64_t version, uint64_t keys, uint64_t, bool done) {
-        if (handoff_listener_) handoff_listener_(index, version, keys, done);
+      [this, index](const HandoffProgress& progress) {
+        // Published as gossip would publish it (at once: the sim has no gossip delay here).
+        handoff_progress_[index] = progress;
+        if (handoff_listener_) handoff_listener_(index, progress);
+      },
+      [this](const ClusterLayout& transition) {
+        std::vector<MemberView> members;
+        for (const auto& [node, progress] : handoff_progress_) {
+          MemberView view;
+          view.entry.member.id = nodes_[node].member.id;
+          view.entry.handoff = progress;
+          members.push_back(std::move(view));
+        }
+        return AllSourcesStreamed(transition, members);
       });
   node.up = true;
   network_->SetUp(index, node.alive);
@@ -475,6 +488,14 @@ void SimCluster::ServePurgeRecord(int node, const std::string& key, const std::s
       loop_->Log(absl::StrCat(n->member.id, " PURGED ", key));
     }
     reply(purged);
+  });
+}
+
+void SimCluster::ServeCompareDigests(
+    int node, const std::vector<KeyDigest>& digests,
+    std::function<void(absl::StatusOr<std::vector<std::string>>)> reply) {
+  OnNode(node, [digests, reply = std::move(reply)](Node* n) {
+    reply(KeysNotMatching(*n->merkle, digests));
   });
 }
 

@@ -6,8 +6,9 @@
 // the engine drops every unsynced batch, the incarnation's guard turns false (so its pending
 // tasks, timers and call callbacks are dropped unrun) and its objects are destroyed. Restart()
 // builds a new incarnation over the same engine and recovers the outbox from it, as kvnode does
-// at startup. With anti-entropy on, each incarnation also runs a MerkleIndex (built in the
-// background after start), AntiEntropy and a TombstoneReaper, as kvnode does.
+// at startup. Each incarnation runs a MerkleIndex (built in the background after start; its trees
+// follow the ring when a change completes) and a HandoffSender, and with anti-entropy on also
+// AntiEntropy and a TombstoneReaper, as kvnode does.
 //
 // SimCluster also serves the requests that reach a node over the simulated network: replica
 // requests from peers (as node/replica_service.cc does) and client requests (as a cluster-aware
@@ -110,7 +111,8 @@ class SimCluster : public SimReplicaServer {
   // The layout version the node's live incarnation started with (its Merkle ring's).
   uint64_t StartLayoutVersion(int node) const { return nodes_[node].start_layout_version; }
   // Called for every handoff progress report: (node, layout version, keys sent, done).
-  using HandoffListener = std::function<void(int, uint64_t, uint64_t, bool)>;
+  // Every handoff progress a node's HandoffSender publishes: (node, progress).
+  using HandoffListener = std::function<void(int, const HandoffProgress&)>;
   void SetHandoffListener(HandoffListener listener) { handoff_listener_ = std::move(listener); }
   // Node numbers of the members of `layout` (owners, then the next owners not among them).
   std::vector<int> MembersOf(const ClusterLayout& layout) const;
@@ -161,6 +163,9 @@ class SimCluster : public SimReplicaServer {
                         std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> reply) override;
   void ServePurgeRecord(int node, const std::string& key, const std::string& expected,
                         std::function<void(absl::Status)> reply) override;
+  void ServeCompareDigests(
+      int node, const std::vector<KeyDigest>& digests,
+      std::function<void(absl::StatusOr<std::vector<std::string>>)> reply) override;
 
  private:
   struct Node {
@@ -202,6 +207,8 @@ class SimCluster : public SimReplicaServer {
   std::map<std::string, int> endpoints_;        // member id -> node number
   std::shared_ptr<const Placement> placement_;  // of the cluster's layout
   HandoffListener handoff_listener_;
+  // The last handoff progress each node published (kept across its crashes, as gossip does).
+  std::map<int, HandoffProgress> handoff_progress_;
   uint64_t crashes_ = 0;
   std::map<std::string, VersionVector> purged_contexts_;
   absl::Time first_wipe_ = absl::InfiniteFuture();

@@ -32,8 +32,8 @@ MembershipDriver::MembershipDriver(SimLoop* loop, SimCluster* cluster, Membershi
 
 void MembershipDriver::Start(absl::Time latest) {
   if (change_ == MembershipChange::kNone) return;
-  cluster_->SetHandoffListener([this](int node, uint64_t version, uint64_t keys, bool done) {
-    OnHandoff(node, version, keys, done);
+  cluster_->SetHandoffListener([this](int node, const HandoffProgress& progress) {
+    OnHandoff(node, progress.layout_version, progress.keys, progress.done);
   });
   const absl::Duration window = latest - loop_->Now();
   loop_->Post(

@@ -222,4 +222,20 @@ void SimPeerTransport::PurgeRecord(const Member& peer, std::string key, std::str
       std::move(done));
 }
 
+void SimPeerTransport::CompareDigests(
+    const Member& peer, std::vector<KeyDigest> digests,
+    std::function<void(absl::StatusOr<std::vector<std::string>>)> done) {
+  SimNetwork::CallSpec spec =
+      Spec(peer, "compare-digests", digests.empty() ? std::string() : digests.front().key,
+           timeouts_.read);
+  const int to = spec.to;
+  network_->Call<absl::StatusOr<std::vector<std::string>>>(
+      std::move(spec),
+      [server = server_, to, digests = std::move(digests)](
+          std::function<void(absl::StatusOr<std::vector<std::string>>)> reply) {
+        server->ServeCompareDigests(to, digests, std::move(reply));
+      },
+      std::move(done));
+}
+
 }  // namespace kv::sim

@@ -166,6 +166,10 @@ class SimReplicaServer {
       std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> reply) = 0;
   virtual void ServePurgeRecord(int node, const std::string& key, const std::string& expected,
                                 std::function<void(absl::Status)> reply) = 0;
+  // Handoff phase 2 (node/handoff_plan.h KeysNotMatching).
+  virtual void ServeCompareDigests(
+      int node, const std::vector<KeyDigest>& digests,
+      std::function<void(absl::StatusOr<std::vector<std::string>>)> reply) = 0;
 };
 
 struct TransportTimeouts {
@@ -196,6 +200,8 @@ class SimPeerTransport : public PeerTransport {
                    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override;
   void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
                    std::function<void(absl::Status)> done) override;
+  void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,
+                      std::function<void(absl::StatusOr<std::vector<std::string>>)> done) override;
 
  private:
   SimNetwork::CallSpec Spec(const Member& peer, const char* kind, std::string key,

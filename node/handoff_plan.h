@@ -1,0 +1,51 @@
+// The pure pieces of a membership transition's handoff (node/handoff.h): which members gain a
+// key and which old owner streams it, when phase 1 is over everywhere, and the new owner's side
+// of the phase 2 digest comparison.
+//
+// Everything here is deterministic: every node computes the same designated source for a key
+// from the layout alone, so exactly one source streams each gained key in phase 1.
+//
+// Functions are thread-safe as far as their arguments are (the store is).
+#ifndef KV_NODE_HANDOFF_PLAN_H_
+#define KV_NODE_HANDOFF_PLAN_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "node/cluster_layout.h"
+#include "node/membership.h"
+#include "node/merkle_index.h"
+#include "node/peer_transport.h"
+#include "node/placement.h"
+
+namespace kv {
+
+struct KeyHandoff {
+  // Members of the key's new preference list that are not in its old one; empty when the key
+  // gains nobody (or outside a transition).
+  std::vector<const Member*> gainers;
+  // The key's designated source: the first member of its old preference list.
+  const Member* source = nullptr;
+};
+
+// The handoff of `key` in `placement`'s transition, with `n` replicas per key.
+KeyHandoff PlanKeyHandoff(const Placement& placement, absl::string_view key, size_t n);
+
+// True once every source of `transition` (its current members) published, in `members`, that
+// phase 1 of this transition is over for it (HandoffProgress::Streamed).
+bool AllSourcesStreamed(const ClusterLayout& transition, const std::vector<MemberView>& members);
+
+// The new owner's answer to a phase 2 comparison: the keys of `digests`, in their order, that
+// this node has no record of or whose encoded record has another digest
+// (MerkleTree::RecordDigest), as its merkle column says (MerkleIndex::StoredDigest, 8 bytes read
+// per key rather than the record). Errors: the engine's read error, DATA_LOSS for a malformed
+// index entry.
+absl::StatusOr<std::vector<std::string>> KeysNotMatching(const MerkleIndex& index,
+                                                         absl::Span<const KeyDigest> digests);
+
+}  // namespace kv
+
+#endif  // KV_NODE_HANDOFF_PLAN_H_

@@ -1,0 +1,410 @@
+// The handoff of a join (n4 joins n1..n3, N=3): the pure pieces of node/handoff_plan.h, and
+// HandoffSender on three sources over real LocalStores and MerkleIndexes on MemoryEngines,
+// connected by an in-process transport that answers through a task queue (never inline), on a
+// manual clock. The safety net is checked with keys the designated source lacks or holds stale.
+#include "node/handoff.h"
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "node/handoff_plan.h"
+#include "node/merkle_index.h"
+#include "storage/memory_engine.h"
+#include "storage/record_codec.h"
+
+namespace kv {
+namespace {
+
+constexpr size_t kN = 3;
+
+// Runs tasks when Drain() is called, in FIFO order.
+class QueueExecutor : public Executor {
+ public:
+  void Schedule(std::function<void()> fn) override { tasks_.push_back(std::move(fn)); }
+  void Drain() {
+    while (!tasks_.empty()) {
+      std::function<void()> fn = std::move(tasks_.front());
+      tasks_.pop_front();
+      fn();
+    }
+  }
+
+ private:
+  std::deque<std::function<void()>> tasks_;
+};
+
+// Timers on a ManualClock; Advance runs those that come due (through the executor).
+class ManualScheduler : public Scheduler {
+ public:
+  ManualScheduler(ManualClock* clock, QueueExecutor* executor)
+      : clock_(clock), executor_(executor) {}
+  void RunAfter(absl::Duration delay, std::function<void()> fn) override {
+    timers_.emplace(std::make_pair(clock_->Now() + delay, seq_++), std::move(fn));
+  }
+  void Advance(absl::Duration d) {
+    clock_->Advance(d);
+    while (!timers_.empty() && timers_.begin()->first.first <= clock_->Now()) {
+      executor_->Schedule(std::move(timers_.begin()->second));
+      timers_.erase(timers_.begin());
+    }
+    executor_->Drain();
+  }
+
+ private:
+  ManualClock* const clock_;
+  QueueExecutor* const executor_;
+  std::map<std::pair<absl::Time, uint64_t>, std::function<void()>> timers_;
+  uint64_t seq_ = 0;
+};
+
+struct TestNode {
+  std::string id;
+  std::unique_ptr<MemoryEngine> engine = std::make_unique<MemoryEngine>();
+  std::unique_ptr<MerkleIndex> index;
+  std::unique_ptr<LocalStore> store;
+};
+
+// What crossed the network.
+struct Traffic {
+  uint64_t records = 0;                             // full records merged on a peer
+  uint64_t digests = 0;                             // (key, digest) pairs compared
+  std::map<std::string, uint64_t> records_per_key;  // to n4
+};
+
+// Serves MergeRecords and CompareDigests from the target node, through the executor.
+class LoopbackTransport : public PeerTransport {
+ public:
+  LoopbackTransport(std::map<std::string, TestNode*>* nodes, QueueExecutor* executor,
+                    Traffic* traffic, std::function<bool()> all_streamed)
+      : nodes_(nodes), executor_(executor), traffic_(traffic), all_streamed_(all_streamed) {}
+
+  void MergeRecords(const Member& peer, std::vector<EncodedRecord> records,
+                    std::function<void(absl::Status)> done) override {
+    executor_->Schedule([this, peer, records = std::move(records), done = std::move(done)] {
+      for (const EncodedRecord& r : records) {
+        ++traffic_->records;
+        ++traffic_->records_per_key[r.key];
+        absl::StatusOr<SiblingSet> set = DecodeSiblingSet(r.record);
+        if (!set.ok()) return done(set.status());
+        absl::Status merged = nodes_->at(peer.id)->store->MergeRecord(r.key, *set).status();
+        if (!merged.ok()) return done(merged);
+      }
+      done(absl::OkStatus());
+    });
+  }
+  void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,
+                      std::function<void(absl::StatusOr<std::vector<std::string>>)> done) override {
+    // Phase 2 starts only once every source finished phase 1.
+    EXPECT_TRUE(all_streamed_()) << "a digest comparison before phase 1 ended everywhere";
+    executor_->Schedule([this, peer, digests = std::move(digests), done = std::move(done)] {
+      traffic_->digests += digests.size();
+      if (compare_unimplemented) return done(absl::UnimplementedError("an earlier version"));
+      done(KeysNotMatching(*nodes_->at(peer.id)->index, digests));
+    });
+  }
+  void ReadRecord(const Member&, std::string,
+                  std::function<void(absl::StatusOr<std::string>)> done) override {
+    done(absl::UnimplementedError("ReadRecord"));
+  }
+  void ListKeys(const Member&, std::string, std::string, uint32_t,
+                std::function<void(absl::StatusOr<ListPage>)> done) override {
+    done(absl::UnimplementedError("ListKeys"));
+  }
+  void ForwardWrite(const Member&, WriteCommand, QuorumSpec,
+                    std::function<void(absl::StatusOr<WriteReply>)> done) override {
+    done(absl::UnimplementedError("ForwardWrite"));
+  }
+
+  bool compare_unimplemented = false;
+
+ private:
+  std::map<std::string, TestNode*>* const nodes_;
+  QueueExecutor* const executor_;
+  Traffic* const traffic_;
+  const std::function<bool()> all_streamed_;
+};
+
+std::vector<Member> Members(int count) {
+  std::vector<Member> members;
+  for (int i = 1; i <= count; ++i) members.push_back(Member{absl::StrCat("n", i), "h:1", ""});
+  return members;
+}
+
+ClusterLayout JoinLayout() {
+  ClusterLayout layout;
+  layout.version = 2;
+  layout.members = Members(3);
+  layout.next = Members(4);
+  layout.change = "join n4";
+  return layout;
+}
+
+class HandoffTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    placement_ = Placement::Create(JoinLayout()).value();
+    nodes_.resize(4);
+    for (int i = 0; i < 4; ++i) {
+      TestNode& node = nodes_[i];
+      node.id = absl::StrCat("n", i + 1);
+      by_id_[node.id] = &node;
+      auto ring =
+          std::make_shared<const HashRing>(i < 3 ? placement_->current() : *placement_->next());
+      node.index = std::make_unique<MerkleIndex>(node.id, ring, kN, node.engine.get());
+      node.store = LocalStore::Open(node.engine.get(), &clock_, rng_, node.id, {}).value();
+      node.store->SetObserver(node.index.get());
+      ASSERT_TRUE(node.index->Build().ok());
+    }
+    transport_ = std::make_unique<LoopbackTransport>(&by_id_, &executor_, &traffic_,
+                                                     [this] { return AllStreamed(); });
+  }
+
+  bool AllStreamed() {
+    std::vector<MemberView> views;
+    for (const auto& [id, progress] : progress_) {
+      MemberView view;
+      view.entry.member.id = id;
+      view.entry.handoff = progress;
+      views.push_back(view);
+    }
+    return AllSourcesStreamed(placement_->layout(), views);
+  }
+
+  // Starts a sender on n1..n3 and runs them until all are done (or a simulated minute passed).
+  void RunHandoff() {
+    HandoffSender::Options options;
+    options.replication_factor = kN;
+    options.bytes_per_second = 0;
+    options.batch_bytes = 2000;     // several batches
+    options.digests_per_batch = 7;  // several comparisons
+    for (int i = 0; i < 3; ++i) {
+      const std::string id = nodes_[i].id;
+      senders_.push_back(std::make_unique<HandoffSender>(
+          id, nodes_[i].engine.get(), transport_.get(), &scheduler_, &executor_, &clock_, options,
+          [this, id](const HandoffProgress& p) { progress_[id] = p; },
+          [this](const ClusterLayout& transition) {
+            EXPECT_EQ(transition.version, 2u);
+            return AllStreamed();
+          }));
+    }
+    for (auto& sender : senders_) sender->OnPlacement(placement_);
+    for (int step = 0; step < 1200 && !AllDone(); ++step) {
+      scheduler_.Advance(absl::Milliseconds(50));
+    }
+    EXPECT_TRUE(AllDone());
+  }
+  bool AllDone() {
+    for (int i = 0; i < 3; ++i) {
+      if (!progress_[nodes_[i].id].done) return false;
+    }
+    return true;
+  }
+
+  KeyHandoff Plan(const std::string& key) { return PlanKeyHandoff(*placement_, key, kN); }
+  int IndexOf(const Member* m) { return std::stoi(m->id.substr(1)) - 1; }
+  // The old owners of `key` other than its designated source.
+  std::vector<int> Others(const std::string& key) {
+    std::vector<int> others;
+    for (const Member* m : placement_->current().PreferenceList(key, kN)) {
+      if (m != Plan(key).source) others.push_back(IndexOf(m));
+    }
+    return others;
+  }
+  // The first `count` keys "<prefix><i>" that n4 gains.
+  std::vector<std::string> GainedKeys(const std::string& prefix, int count) {
+    std::vector<std::string> keys;
+    for (int i = 0; keys.size() < static_cast<size_t>(count); ++i) {
+      std::string key = absl::StrCat(prefix, i);
+      if (!Plan(key).gainers.empty()) keys.push_back(key);
+    }
+    return keys;
+  }
+
+  void Put(int i, const std::string& key, const std::string& value) {
+    ASSERT_TRUE(nodes_[i].store->Write(WriteCommand{key, false, value, "", ""}).ok());
+  }
+  void Replicate(int from, int to, const std::string& key) {
+    SiblingSet record = nodes_[from].store->ReadRecord(key).value();
+    ASSERT_TRUE(nodes_[to].store->MergeRecord(key, record).ok());
+  }
+  absl::StatusOr<std::string> Encoded(int i, const std::string& key) {
+    return nodes_[i].engine->Get(Column::kData, key);
+  }
+
+  ManualClock clock_;
+  std::mt19937_64 rng_{7};
+  QueueExecutor executor_;
+  ManualScheduler scheduler_{&clock_, &executor_};
+  std::shared_ptr<const Placement> placement_;
+  std::vector<TestNode> nodes_;
+  std::map<std::string, TestNode*> by_id_;
+  Traffic traffic_;
+  std::unique_ptr<LoopbackTransport> transport_;
+  std::map<std::string, HandoffProgress> progress_;
+  std::vector<std::unique_ptr<HandoffSender>> senders_;
+};
+
+TEST(HandoffPlanTest, DesignatedSourceIsTheFirstOldOwnerAndGainersAreNewOwnersOnly) {
+  std::shared_ptr<const Placement> placement = Placement::Create(JoinLayout()).value();
+  std::map<std::string, int> designated;
+  int gained = 0;
+  for (int i = 0; i < 2000; ++i) {
+    const std::string key = absl::StrCat("key", i);
+    const KeyHandoff plan = PlanKeyHandoff(*placement, key, kN);
+    const std::vector<const Member*> was = placement->current().PreferenceList(key, kN);
+    ASSERT_NE(plan.source, nullptr);
+    EXPECT_EQ(plan.source->id, was.front()->id) << key;
+    // The same choice from another node's copy of the same layout.
+    std::shared_ptr<const Placement> other = Placement::Create(JoinLayout()).value();
+    EXPECT_EQ(PlanKeyHandoff(*other, key, kN).source->id, plan.source->id);
+    for (const Member* g : plan.gainers) EXPECT_EQ(g->id, "n4") << key;
+    if (!plan.gainers.empty()) {
+      ++gained;
+      ++designated[plan.source->id];
+    }
+  }
+  // n4 gains ~3/4 of the keys (N=3 of 4 members); every old member is a designated source.
+  EXPECT_NEAR(gained / 2000.0, 0.75, 0.08);
+  EXPECT_EQ(designated.size(), 3u);
+  // Outside a transition nobody gains anything.
+  ClusterLayout stable;
+  stable.version = 1;
+  stable.members = Members(3);
+  EXPECT_TRUE(PlanKeyHandoff(*Placement::Create(stable).value(), "key1", kN).gainers.empty());
+}
+
+TEST(HandoffPlanTest, AllSourcesStreamedNeedsEverySourceOfThisVersion) {
+  const ClusterLayout layout = JoinLayout();
+  std::vector<MemberView> views(4);
+  for (int i = 0; i < 4; ++i) views[i].entry.member.id = absl::StrCat("n", i + 1);
+  EXPECT_FALSE(AllSourcesStreamed(layout, views));
+  for (int i = 0; i < 3; ++i) {
+    views[i].entry.handoff.layout_version = 2;
+    views[i].entry.handoff.phase = HandoffPhase::kComparing;
+  }
+  EXPECT_TRUE(AllSourcesStreamed(layout, views));  // n4 is no source
+  views[1].entry.handoff.phase = HandoffPhase::kStreaming;
+  EXPECT_FALSE(AllSourcesStreamed(layout, views));
+  // A member of an earlier version reports only done.
+  views[1].entry.handoff.phase = HandoffPhase::kNone;
+  views[1].entry.handoff.done = true;
+  EXPECT_TRUE(AllSourcesStreamed(layout, views));
+  // Progress of another transition does not count.
+  views[2].entry.handoff.layout_version = 1;
+  EXPECT_FALSE(AllSourcesStreamed(layout, views));
+  views.erase(views.begin() + 2);  // unknown to gossip
+  EXPECT_FALSE(AllSourcesStreamed(layout, views));
+}
+
+TEST_F(HandoffTest, KeysNotMatchingAnswersMissingAndDifferentKeysInOrder) {
+  Put(0, "same", "v");
+  Replicate(0, 3, "same");
+  Put(0, "differs", "v1");
+  Replicate(0, 3, "differs");
+  Put(0, "differs", "v2");  // n4 holds the older record
+  Put(0, "missing", "v");
+  Put(3, "only-there", "v");
+  std::vector<KeyDigest> digests;
+  for (const std::string key : {"missing", "same", "differs"}) {
+    digests.push_back(KeyDigest{key, MerkleTree::RecordDigest(Encoded(0, key).value())});
+  }
+  digests.push_back(KeyDigest{"only-there", 12345});  // some other record
+  absl::StatusOr<std::vector<std::string>> keys = KeysNotMatching(*nodes_[3].index, digests);
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(*keys, (std::vector<std::string>{"missing", "differs", "only-there"}));
+}
+
+TEST_F(HandoffTest, EachGainedKeyCrossesOnceAndOthersSendOnlyDigests) {
+  std::vector<std::string> all;
+  for (int i = 0; i < 300; ++i) {
+    const std::string key = absl::StrCat("key", i);
+    Put(0, key, std::string(100, 'x'));
+    Replicate(0, 1, key);
+    Replicate(0, 2, key);
+    all.push_back(key);
+  }
+  RunHandoff();
+  uint64_t gained = 0;
+  std::map<std::string, uint64_t> designated;
+  for (const std::string& key : all) {
+    const KeyHandoff plan = Plan(key);
+    if (plan.gainers.empty()) {
+      EXPECT_FALSE(Encoded(3, key).ok()) << key << " was sent to a member that does not gain it";
+      continue;
+    }
+    ++gained;
+    ++designated[plan.source->id];
+    EXPECT_EQ(Encoded(3, key).value(), Encoded(0, key).value()) << key;
+    EXPECT_EQ(traffic_.records_per_key[key], 1u) << key;
+  }
+  EXPECT_EQ(traffic_.records, gained);
+  EXPECT_EQ(traffic_.digests, 2 * gained);  // from each of the two other old owners
+  for (int i = 0; i < 3; ++i) {
+    const HandoffProgress& p = progress_[nodes_[i].id];
+    EXPECT_EQ(p.keys, designated[nodes_[i].id]) << nodes_[i].id;
+    EXPECT_EQ(p.compared_keys, 0u);
+    EXPECT_EQ(p.digests, gained - designated[nodes_[i].id]) << nodes_[i].id;
+    EXPECT_GT(p.bytes, 100 * p.keys);
+  }
+}
+
+// The safety net: keys the designated source lacks, or holds in an older version than another
+// old owner (W=2 of 3 without it, its outbox entry pending or dropped), still reach n4 with the
+// newest record, through phase 2.
+TEST_F(HandoffTest, KeysTheDesignatedSourceLacksOrHoldsStaleReachTheNewOwner) {
+  const std::vector<std::string> missing = GainedKeys("missing", 20);
+  for (const std::string& key : missing) {
+    const std::vector<int> others = Others(key);
+    Put(others[0], key, "acknowledged by the two others");
+    Replicate(others[0], others[1], key);
+  }
+  const std::vector<std::string> stale = GainedKeys("stale", 20);
+  for (const std::string& key : stale) {
+    const int source = IndexOf(Plan(key).source);
+    Put(source, key, "v1");
+    for (int other : Others(key)) Replicate(source, other, key);
+    Put(Others(key)[1], key, "v2 on one other owner only");  // W=1, or the rest was lost
+  }
+  RunHandoff();
+  for (const std::string& key : missing) {
+    EXPECT_FALSE(Encoded(IndexOf(Plan(key).source), key).ok()) << key;
+    ASSERT_TRUE(Encoded(3, key).ok()) << key << " never reached n4";
+    EXPECT_EQ(Encoded(3, key).value(), Encoded(Others(key)[0], key).value()) << key;
+  }
+  for (const std::string& key : stale) {
+    ASSERT_TRUE(Encoded(3, key).ok()) << key;
+    EXPECT_EQ(Encoded(3, key).value(), Encoded(Others(key)[1], key).value())
+        << key << ": n4 lacks the newest version";
+  }
+  uint64_t compared = 0;
+  for (int i = 0; i < 3; ++i) compared += progress_[nodes_[i].id].compared_keys;
+  // Each missing key comes from one or both of its other owners; each stale one from its holder.
+  EXPECT_GE(compared, missing.size() + stale.size());
+  EXPECT_LE(compared, 2 * missing.size() + stale.size());
+}
+
+// A new owner of an earlier version cannot compare digests (UNIMPLEMENTED): phase 2 then sends
+// every record, and the handoff still completes with everything on the new owner.
+TEST_F(HandoffTest, GainerThatCannotCompareGetsEveryRecord) {
+  transport_->compare_unimplemented = true;
+  const std::vector<std::string> keys = GainedKeys("key", 30);
+  for (const std::string& key : keys) {
+    Put(0, key, "v");
+    Replicate(0, 1, key);
+    Replicate(0, 2, key);
+  }
+  RunHandoff();
+  for (const std::string& key : keys) {
+    EXPECT_EQ(Encoded(3, key).value(), Encoded(0, key).value()) << key;
+    EXPECT_EQ(traffic_.records_per_key[key], 3u) << key;  // once per old owner, as before
+  }
+}
+
+}  // namespace
+}  // namespace kv
