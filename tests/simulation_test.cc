@@ -147,12 +147,12 @@ TEST(SimulationTest, FormerMembershipFailures) {
   RunSeeds(5, MembershipChange::kJoin, {651, 714, 724, 958});
 }
 
-// Seeds that fail today (disabled: CI stays green). Each fails only the strict token checker
+// Seeds that fail today (disabled: CI stays green), of seeds 1..1000 of each of the four changes.
+// Each fails only the strict token checker
 // (Checkers::CheckTokenResurrection): a retry copy of a write, made through another node, survives
 // after a client overwrote the first copy. Not analysed yet.
 TEST(SimulationTest, DISABLED_KnownMembershipFailures) {
-  RunSeeds(4, MembershipChange::kJoin, {808});
-  RunSeeds(4, MembershipChange::kLeave, {117});
+  RunSeeds(5, MembershipChange::kLeave, {639});
 }
 
 TEST(SimulationTest, SameSeedReplaysTheSameRun) {
