@@ -420,20 +420,6 @@ bool SplitConfigLine(absl::string_view line, absl::string_view* name, std::strin
 
 }  // namespace
 
-absl::string_view LogLevelName(LogLevel level) {
-  switch (level) {
-    case LogLevel::kDebug:
-      return "debug";
-    case LogLevel::kInfo:
-      return "info";
-    case LogLevel::kWarn:
-      return "warn";
-    case LogLevel::kError:
-      return "error";
-  }
-  return "info";
-}
-
 absl::Status ApplyConfigFileContents(absl::string_view contents, absl::string_view file_name,
                                      NodeConfig* config) {
   std::map<std::string, int> seen_on_line;

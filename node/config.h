@@ -22,11 +22,10 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "node/limits.h"
+#include "node/log.h"
 #include "node/ring.h"
 
 namespace kv {
-
-enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 
 struct NodeConfig {
   std::string node_id = "n1";
@@ -86,8 +85,6 @@ absl::Status ApplyConfigFileContents(absl::string_view contents, absl::string_vi
 
 // The --help text: usage, then every setting with its default and meaning.
 std::string NodeConfigHelp();
-
-absl::string_view LogLevelName(LogLevel level);
 
 }  // namespace kv
 

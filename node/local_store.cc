@@ -290,6 +290,16 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
     outcome.context = record.ContextAfterWrite(seen, dot).Encode();
     outcome.deduplicated = true;
     if (write.hook()) write.hook()(command.key, group.batch());
+    // Remember the answer under the token here too: the copy recognized now may be replaced and
+    // then forgotten by the record (it remembers a bounded number of replaced writes) before
+    // the client's next retry reaches this node.
+    IdempotencyRecord first;
+    first.fingerprint = write.fingerprint();
+    first.expiry_micros = ToMicros(now + options_.idempotency_ttl);
+    first.write_id = outcome.write_id;
+    first.context = outcome.context;
+    first.dot = outcome.dot;
+    group.Put(Column::kIdempotency, token_key, EncodeIdempotencyRecord(first));
     return outcome;
   };
   // The same logical write may have been coordinated by another node and replicated here, and

@@ -9,6 +9,20 @@
 #include "absl/time/time.h"
 
 namespace kv {
+
+absl::string_view LogLevelName(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
+  }
+  return "info";
+}
 namespace {
 
 std::atomic<int> min_level{static_cast<int>(LogLevel::kInfo)};

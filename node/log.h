@@ -12,9 +12,11 @@
 #include <utility>
 
 #include "absl/strings/string_view.h"
-#include "node/config.h"
 
 namespace kv {
+
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+absl::string_view LogLevelName(LogLevel level);
 
 using LogField = std::pair<absl::string_view, std::string>;
 

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "node/log.h"
 
 namespace kv {
 
@@ -91,6 +92,7 @@ absl::StatusOr<std::pair<MembershipChanger::Plan, std::string>> MembershipChange
   {
     absl::MutexLock lock(&mu_);
     running_.insert(job.id);
+    running_versions_.insert(job.transition.version);
   }
   std::string id = job.id;
   scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
@@ -109,9 +111,10 @@ void MembershipChanger::Poll(Job job) {
     return;
   }
   std::map<std::string, MemberEntry> entries;
-  for (const MemberView& view : gossiper_->Members()) entries[view.entry.member.id] = view.entry;
-  uint64_t done = 0;
-  std::vector<std::string> waiting;
+  const std::vector<MemberView> members = gossiper_->Members();
+  for (const MemberView& view : members) entries[view.entry.member.id] = view.entry;
+  const std::vector<std::string> waiting = SourcesWaiting(job.transition, members);
+  const uint64_t done = job.transition.members.size() - waiting.size();
   std::map<std::string, uint64_t> counters;
   auto count = [&](const std::string& name, const std::string& source, uint64_t value) {
     counters[absl::StrCat(name, "_from_", source)] = value;
@@ -126,12 +129,6 @@ void MembershipChanger::Poll(Job job) {
     count("digests", source.id, current.digests);
     count("compared_keys", source.id, current.compared_keys);
     count("compared_bytes", source.id, current.compared_bytes);
-    if (current.done) {
-      ++done;
-    } else {
-      waiting.push_back(absl::StrCat(
-          source.id, current.phase == HandoffPhase::kComparing ? " (phase 2)" : " (phase 1)"));
-    }
   }
   const bool all_done = waiting.empty();
   operations_
@@ -158,10 +155,63 @@ void MembershipChanger::Poll(Job job) {
   scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
 }
 
+std::vector<std::string> MembershipChanger::SourcesWaiting(const ClusterLayout& transition,
+                                                           const std::vector<MemberView>& members) {
+  std::map<std::string, const HandoffProgress*> progress;
+  for (const MemberView& view : members) progress[view.entry.member.id] = &view.entry.handoff;
+  std::vector<std::string> waiting;
+  for (const Member& source : transition.members) {
+    auto it = progress.find(source.id);
+    const bool current = it != progress.end() && it->second->layout_version == transition.version;
+    if (current && it->second->done) continue;
+    waiting.push_back(absl::StrCat(
+        source.id,
+        current && it->second->phase == HandoffPhase::kComparing ? " (phase 2)" : " (phase 1)"));
+  }
+  return waiting;
+}
+
+void MembershipChanger::StartWatching() {
+  scheduler_->RunAfter(options_.watch_interval, guard_.Wrap([this] { Watch(); }));
+}
+
+void MembershipChanger::Watch() {
+  const ClusterLayout layout = gossiper_->Layout();
+  const bool sources_done =
+      layout.in_transition() && SourcesWaiting(layout, gossiper_->Members()).empty();
+  bool take_over = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return;
+    const bool ours = running_versions_.count(layout.version) > 0;
+    if (!sources_done || ours) {
+      done_version_ = 0;
+    } else if (done_version_ != layout.version) {
+      done_version_ = layout.version;
+      done_since_ = clock_->Now();
+    } else if (clock_->Now() - done_since_ >= options_.takeover_after) {
+      take_over = true;
+      done_version_ = 0;
+    }
+  }
+  if (take_over) {
+    LogInfo(
+        "completing a transition whose sources are all done but that nobody completed "
+        "(the node that committed it may have stopped)",
+        {{"layout_version", absl::StrCat(layout.version)}, {"change", layout.change}});
+    absl::Status proposed = gossiper_->ProposeLayout(CompleteTransition(layout));
+    if (!proposed.ok()) {
+      LogInfo("another layout won meanwhile", {{"detail", std::string(proposed.message())}});
+    }
+  }
+  scheduler_->RunAfter(options_.watch_interval, guard_.Wrap([this] { Watch(); }));
+}
+
 void MembershipChanger::Finish(const Job& job, absl::Status status) {
   {
     absl::MutexLock lock(&mu_);
     if (running_.erase(job.id) == 0) return;
+    running_versions_.erase(job.transition.version);
   }
   if (status.ok()) {
     operations_

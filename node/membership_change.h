@@ -16,10 +16,16 @@
 // comes from its gossip entry. One change at a time: a commit during a transition is
 // FAILED_PRECONDITION, and so is a commit whose expected version is not current (0: any).
 //
+// Takeover. The operation lives on the node that committed it. So that a transition never stays
+// in place because that node stopped (or restarted: operations are in memory), every node also
+// watches the gossiped layout (StartWatching): when a transition's sources have all been done for
+// Options::takeover_after and nobody completed it, the node proposes the completing layout
+// itself. CompleteTransition is deterministic, so several nodes proposing it propose the same
+// layout.
+//
 // Thread-safe. Polls through the Scheduler; Shutdown (also the destructor) fails running
 // operations (CANCELLED) and waits for running callbacks. The gossiper, registry and scheduler
-// must outlive it. The operation lives on the node that committed it: if that node stops, the
-// transition stays in place (see README: what is missing).
+// must outlive it.
 #ifndef KV_NODE_MEMBERSHIP_CHANGE_H_
 #define KV_NODE_MEMBERSHIP_CHANGE_H_
 
@@ -27,6 +33,7 @@
 #include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -47,6 +54,8 @@ class MembershipChanger {
     size_t replication_factor = 3;
     absl::Duration poll = absl::Milliseconds(100);
     absl::Duration timeout = absl::Hours(6);
+    absl::Duration watch_interval = absl::Seconds(1);  // of the takeover watch
+    absl::Duration takeover_after = absl::Seconds(5);
   };
   struct Plan {
     ClusterLayout current;
@@ -63,6 +72,13 @@ class MembershipChanger {
   absl::StatusOr<std::pair<Plan, std::string>> Commit(Action action, const std::string& node_id,
                                                       uint64_t expected_version);
   void Shutdown();
+  // Starts the takeover watch (see the header comment).
+  void StartWatching();
+
+  // The sources of `transition` whose handoff is not done, as "id (phase N)", from the gossiped
+  // member table; empty once every source is done.
+  static std::vector<std::string> SourcesWaiting(const ClusterLayout& transition,
+                                                 const std::vector<MemberView>& members);
 
  private:
   struct Job {
@@ -72,6 +88,7 @@ class MembershipChanger {
   };
   void Poll(Job job);
   void Finish(const Job& job, absl::Status status);
+  void Watch();
 
   Gossiper* const gossiper_;
   OperationRegistry* const operations_;
@@ -83,6 +100,10 @@ class MembershipChanger {
   absl::Mutex mu_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::set<std::string> running_ ABSL_GUARDED_BY(mu_);
+  std::set<uint64_t> running_versions_ ABSL_GUARDED_BY(mu_);  // transitions of running jobs
+  // Watch: the transition whose sources were first seen all done, and when.
+  uint64_t done_version_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time done_since_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kv

@@ -258,6 +258,7 @@ absl::Status NodeServer::StartReplication() {
   changes.replication_factor = static_cast<size_t>(config_.replication_factor);
   changer_ = std::make_unique<MembershipChanger>(gossiper_.get(), operations_.get(),
                                                  scheduler_.get(), SystemClock::Get(), changes);
+  changer_->StartWatching();
   // From here on layout changes reach the placement; a restart during a transition resumes it.
   // Gossip calls it on its own thread or a gRPC thread; OnLayout writes to storage (synced), so
   // it runs on the executor. An older layout arriving late is ignored (PlacementHolder::Set).

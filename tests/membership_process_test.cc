@@ -48,6 +48,7 @@ class MembershipProcessTest : public ::testing::Test {
     options.nodes = 4;
     options.joiners = {3};
     options.extra_flags = {"--anti_entropy_interval=0", "--gossip_interval=100ms"};
+    if (slow_handoff_) options.extra_flags.push_back("--handoff_mb_per_second=1");
     absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster =
         testing::Cluster::Start(std::move(options));
     ASSERT_TRUE(cluster.ok()) << cluster.status();
@@ -62,6 +63,8 @@ class MembershipProcessTest : public ::testing::Test {
     EXPECT_TRUE(cluster_->StopAll().ok()) << cluster_->LogTails();
     EXPECT_EQ(cluster_->SanitizerReports(), "");
   }
+
+  bool slow_handoff_ = false;  // set before SetUp: 1 MB/s per source
 
   static std::unique_ptr<Client> ClientFor(std::vector<std::string> endpoints) {
     ClientOptions options;
@@ -295,6 +298,68 @@ TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0) << cluster_->LogTails();
   EXPECT_TRUE(absl::StrContains(cluster_->Logs(1), "has left the cluster")) << cluster_->LogTails();
+}
+
+// The node that committed a change stops before completing it (its operation is in memory, so a
+// restart forgets it): another node completes the transition once every source is done. Here the
+// joining node commits its own join (it is not a source) and is killed during the handoff.
+class MembershipTakeoverTest : public MembershipProcessTest {
+ protected:
+  void SetUp() override {
+    slow_handoff_ = true;
+    MembershipProcessTest::SetUp();
+  }
+};
+
+TEST_F(MembershipTakeoverTest, TransitionCompletesAfterTheCommittingNodeIsKilled) {
+  // About 1.5 MB per designated source at 1 MB/s: the handoff outlasts the kill below.
+  const std::string value(1000, 'x');
+  std::vector<std::string> keys;
+  for (int i = 0; i < 3 * kPreloaded; ++i) {
+    keys.push_back(absl::StrCat("pre/", i));
+    ASSERT_TRUE(client_->Put(keys.back(), value).ok()) << keys.back();
+  }
+  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
+  const uint64_t before =
+      KvctlJson(0, {"cluster", "status"}, 0).value("layout_version", uint64_t{0});
+  std::string id;
+  ASSERT_TRUE(Eventually([&] {  // once gossip made n4 known to itself as a candidate
+    const std::vector<std::string> argv = {
+        KVCTL_PATH, "--endpoints=" + cluster_->endpoint(3), "--json", "cluster", "join", "n4",
+        "--commit"};
+    const CommandResult result = RunCommand(argv, "", absl::Seconds(30));
+    if (result.exit_code != 0) return false;
+    id = nlohmann::json::parse(result.out, nullptr, false).value("operation_id", "");
+    return !id.empty();
+  })) << cluster_->LogTails();
+  ASSERT_TRUE(Eventually([&] {
+    return KvctlJson(1, {"cluster", "status"}, 0).value("layout_version", uint64_t{0}) ==
+           before + 1;
+  })) << cluster_->LogTails();
+  cluster_->Kill(3);
+  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
+  // The operation died with the process that ran it...
+  KvctlJson(3, {"operation", "get", id}, 1);
+  // ...and the transition completes anyway, on every node.
+  const absl::Time deadline = absl::Now() + kChangeTimeout;
+  bool completed = false;
+  while (!completed && absl::Now() < deadline) {
+    completed = true;
+    for (size_t node = 0; node < 4; ++node) {
+      const nlohmann::json status = KvctlJson(node, {"cluster", "status"}, 0);
+      completed = completed && status.value("layout_version", uint64_t{0}) == before + 2 &&
+                  status.value("layout_change", "").empty();
+    }
+    if (!completed) absl::SleepFor(absl::Milliseconds(200));
+  }
+  ASSERT_TRUE(completed) << cluster_->LogTails();
+  bool taken_over = false;
+  for (size_t node = 0; node < 4; ++node) {
+    taken_over = taken_over || absl::StrContains(cluster_->Logs(node), "nobody completed");
+  }
+  EXPECT_TRUE(taken_over) << cluster_->LogTails();
+  const int on_n4 = CheckKeys(keys, {0, 3}, "n4", "");
+  EXPECT_NEAR(static_cast<double>(on_n4) / static_cast<double>(keys.size()), 0.75, 0.1);
 }
 
 }  // namespace

