@@ -29,6 +29,7 @@ struct HandoffSender::Job {
   // asked for that are not sent yet.
   std::map<std::string, std::vector<KeyDigest>> digests;
   uint64_t digest_count = 0;
+  uint64_t digest_bytes = 0;  // keys + digests of `digests`: a batch stays under batch_bytes
   std::map<std::string, std::deque<std::string>> wanted;
   // Bookkeeping of the calls in flight.
   std::atomic<int> outstanding{0};
@@ -111,7 +112,8 @@ void HandoffSender::Scan(JobPtr job) {
   size_t size = 0;
   Iterator* it = job->it.get();
   while (it->Valid() && (streaming ? size < options_.batch_bytes
-                                   : job->digest_count < options_.digests_per_batch)) {
+                                   : job->digest_count < options_.digests_per_batch &&
+                                         job->digest_bytes < options_.batch_bytes)) {
     absl::string_view key = it->key();
     uint64_t digest = 0;
     // A malformed index entry keeps digest 0: the gainer then asks for the record (over-sending
@@ -127,11 +129,10 @@ void HandoffSender::Scan(JobPtr job) {
     }
     const KeyHandoff plan = PlanKeyHandoff(*job->placement, key, n);
     const bool designated = plan.source != nullptr && plan.source->id == self_id_;
-    if (plan.gainers.empty() || designated != streaming) {
-      it->Next();
-      continue;
-    }
-    for (const Member* gainer : plan.gainers) {
+    const std::vector<const Member*> targets =
+        streaming ? (designated ? plan.gainers : std::vector<const Member*>())
+                  : plan.CompareWith(self_id_);
+    for (const Member* gainer : targets) {
       if (streaming) {
         job->pending[gainer->id].push_back(
             EncodedRecord{std::string(key), std::string(it->value())});
@@ -141,6 +142,7 @@ void HandoffSender::Scan(JobPtr job) {
       } else {
         job->digests[gainer->id].push_back(KeyDigest{std::string(key), digest});
         ++job->digest_count;
+        job->digest_bytes += key.size() + sizeof(uint64_t);
       }
     }
     it->Next();
@@ -152,6 +154,7 @@ void HandoffSender::Scan(JobPtr job) {
     job->pending_keys = job->pending_bytes = 0;
     job->digests.clear();
     job->digest_count = 0;
+    job->digest_bytes = 0;
     scheduler_->RunAfter(options_.retry, guard_.Wrap([this, job] { StartScan(job); }));
     return;
   }
@@ -255,6 +258,7 @@ void HandoffSender::OnCompared(JobPtr job, bool ok) {
   job->progress.digests += job->digest_count;
   job->digests.clear();
   job->digest_count = 0;
+  job->digest_bytes = 0;
   {
     absl::MutexLock lock(&job->answers_mu);
     for (auto& [gainer, keys] : job->answers) {

@@ -12,8 +12,10 @@
 //      (StreamedCallback, from gossip), the node scans its merkle column (node/merkle_index.h:
 //      every key of the data column with the digest of its encoded record, committed in the same
 //      batches) and, for each gained key it is NOT the designated source of, sends (key, digest)
-//      to the gainers,
-//      Options::digests_per_batch pairs at a time (PeerTransport::CompareDigests). A gainer
+//      to the gainers; for each key it loses (an old owner that is not a new one: a leaving
+//      node, or the owner a joining node replaces) it sends (key, digest) to every new owner, so
+//      that nothing leaves with it even when nobody gains the key (a leave down to N members or
+//      fewer). Options::digests_per_batch pairs at a time (PeerTransport::CompareDigests). A gainer
 //      answers the keys it has no record of or another digest for; the node sends those records
 //      (read again, so at least as new as the digested one) with MergeBatch.
 //

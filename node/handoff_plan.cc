@@ -9,14 +9,30 @@ namespace kv {
 KeyHandoff PlanKeyHandoff(const Placement& placement, absl::string_view key, size_t n) {
   KeyHandoff plan;
   if (placement.next() == nullptr) return plan;
-  const std::vector<const Member*> was = placement.current().PreferenceList(key, n);
+  plan.old_owners = placement.current().PreferenceList(key, n);
+  plan.new_owners = placement.next()->PreferenceList(key, n);
+  const std::vector<const Member*>& was = plan.old_owners;
   if (!was.empty()) plan.source = was.front();
-  for (const Member* m : placement.next()->PreferenceList(key, n)) {
+  for (const Member* m : plan.new_owners) {
     if (std::none_of(was.begin(), was.end(), [&](const Member* w) { return w->id == m->id; })) {
       plan.gainers.push_back(m);
     }
   }
   return plan;
+}
+
+std::vector<const Member*> KeyHandoff::CompareWith(absl::string_view self_id) const {
+  auto has = [&](const std::vector<const Member*>& list, absl::string_view id) {
+    return std::any_of(list.begin(), list.end(), [&](const Member* m) { return m->id == id; });
+  };
+  std::vector<const Member*> out;
+  if (source == nullptr || source->id != self_id) out = gainers;
+  if (has(old_owners, self_id) && !has(new_owners, self_id)) {
+    for (const Member* m : new_owners) {
+      if (!has(out, m->id)) out.push_back(m);
+    }
+  }
+  return out;
 }
 
 bool AllSourcesStreamed(const ClusterLayout& transition, const std::vector<MemberView>& members) {

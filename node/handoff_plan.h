@@ -29,6 +29,16 @@ struct KeyHandoff {
   std::vector<const Member*> gainers;
   // The key's designated source: the first member of its old preference list.
   const Member* source = nullptr;
+  // Its old and new preference lists.
+  std::vector<const Member*> old_owners;
+  std::vector<const Member*> new_owners;
+
+  // Whom `self_id` compares the key's digest with in phase 2: the gainers, unless it is the
+  // designated source (it streamed the record to them in phase 1); and, when `self_id` loses
+  // the key (an old owner, not a new one: a leaving node, or the owner a joining node replaces),
+  // every new owner, so that nothing it holds leaves with it, also when nobody gains the key
+  // (a leave that shrinks the cluster to N members or fewer).
+  std::vector<const Member*> CompareWith(absl::string_view self_id) const;
 };
 
 // The handoff of `key` in `placement`'s transition, with `n` replicas per key.

@@ -234,6 +234,7 @@ absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view) {
   KV_RETURN_IF_ERROR(it->status());
   if (!apply()) return superseded;
   absl::MutexLock lock(&mu_);
+  if (view_ != view) return superseded;  // a ChangeRing between the last chunk and here
   for (const auto& [key, digest] : pending_) {
     if (digest) {
       Apply(view_->SharingPeers(self_id_, n_, key), MerkleTree::SegmentOf(key),

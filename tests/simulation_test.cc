@@ -125,6 +125,13 @@ void RunChange(int num_nodes, MembershipChange change) {
   EXPECT_GT(RunSeeds(num_nodes, change, seeds), 0) << "no seed crashed a node during the handoff";
 }
 
+// With N=3: a join into a cluster smaller than N (every member gains keys, nobody loses any) and a
+// leave down to N members or fewer (nobody gains a key; the leaving node's copies must reach
+// the owners that stay).
+TEST(SimulationTest, JoinTwoToThree) { RunChange(3, MembershipChange::kJoin); }
+
+TEST(SimulationTest, LeaveThreeToTwo) { RunChange(3, MembershipChange::kLeave); }
+
 TEST(SimulationTest, JoinThreeToFour) { RunChange(4, MembershipChange::kJoin); }
 
 TEST(SimulationTest, LeaveFourToThree) { RunChange(4, MembershipChange::kLeave); }
