@@ -41,14 +41,24 @@ AntiEntropy::AntiEntropy(MerkleIndex* index, LocalStore* store, PeerTransport* t
       clock_(clock),
       options_(options) {
   absl::MutexLock lock(&mu_);
-  SyncPeersLocked(index_->peers());
+  SyncPeersLocked(index_->peers(), index_->generation());
   tokens_ = options_.keys_per_second;
   refilled_ = clock_->Now();
 }
 
 AntiEntropy::~AntiEntropy() { Shutdown(); }
 
-void AntiEntropy::SyncPeersLocked(const std::vector<Member>& peers) {
+void AntiEntropy::SyncPeersLocked(const std::vector<Member>& peers, uint64_t generation) const {
+  if (generation != generation_) {
+    // Another ring: the trees shared with each peer cover other keys now. Totals stay; what the
+    // last exchange found no longer describes them.
+    generation_ = generation;
+    for (PeerAntiEntropyStats& s : stats_) {
+      s.in_sync = false;
+      s.last_segments_different = s.last_keys_different = s.last_keys_repaired = 0;
+    }
+    for (auto& peer_ranges : ranges_) peer_ranges.clear();
+  }
   const bool same =
       peers.size() == stats_.size() &&
       std::equal(peers.begin(), peers.end(), stats_.begin(),
@@ -118,6 +128,7 @@ void AntiEntropy::Exchange(std::string peer_id,
                            std::function<void(absl::StatusOr<ExchangeResult>)> done) {
   // The ring may have changed since the last exchange (MerkleIndex::ChangeRing).
   const std::vector<Member> peers = index_->peers();
+  const uint64_t generation = index_->generation();
   auto ex = std::make_shared<ExchangeState>();
   size_t chosen = 0;
   // Decided under the lock, answered outside it: `done` may call back into this object.
@@ -125,7 +136,7 @@ void AntiEntropy::Exchange(std::string peer_id,
   bool start = false;
   {
     absl::MutexLock lock(&mu_);
-    SyncPeersLocked(peers);
+    SyncPeersLocked(peers, generation);
     if (shutdown_) {
       refused = absl::UnavailableError("anti-entropy is shut down");
     } else if (peers.empty()) {
@@ -402,18 +413,13 @@ void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
 
 std::vector<PeerAntiEntropyStats> AntiEntropy::Stats(bool with_ranges) const {
   const std::vector<Member> peers = index_->peers();
+  const uint64_t generation = index_->generation();
   absl::MutexLock lock(&mu_);
-  std::vector<PeerAntiEntropyStats> stats;
-  for (const Member& peer : peers) {
-    const size_t i = StatsIndexLocked(peer.id);
-    if (i == kNoPeer) {
-      stats.emplace_back();
-      stats.back().peer_id = peer.id;
-      continue;
-    }
-    stats.push_back(stats_[i]);
-    if (with_ranges) {
-      for (const auto& [index, range] : ranges_[i]) stats.back().ranges.push_back(range);
+  SyncPeersLocked(peers, generation);
+  std::vector<PeerAntiEntropyStats> stats = stats_;
+  if (with_ranges) {
+    for (size_t i = 0; i < stats.size(); ++i) {
+      for (const auto& [index, range] : ranges_[i]) stats[i].ranges.push_back(range);
     }
   }
   return stats;

@@ -153,9 +153,11 @@ class AntiEntropy {
   void Finish(ExchangePtr ex, absl::Status status);
   // Takes `keys` tokens and returns zero, or returns how long to wait before there are enough.
   absl::Duration TakeBudget(size_t keys);
-  // Makes stats_ and ranges_ follow `peers` (the index's ring changes), keeping the entries of
-  // peers that remain.
-  void SyncPeersLocked(const std::vector<Member>& peers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes stats_ and ranges_ follow the index's ring (`peers`, `generation`): entries of peers
+  // that remain keep their totals, but not their in-sync state and last findings, after a ring
+  // change. Const so that Stats() can call it (the members it changes are mutable).
+  void SyncPeersLocked(const std::vector<Member>& peers, uint64_t generation) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static constexpr size_t kNoPeer = static_cast<size_t>(-1);
   size_t StatsIndexLocked(absl::string_view peer_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -173,9 +175,10 @@ class AntiEntropy {
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   bool running_ ABSL_GUARDED_BY(mu_) = false;
   size_t next_peer_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<PeerAntiEntropyStats> stats_ ABSL_GUARDED_BY(mu_);  // as the index's peers
-  // Per peer (as stats_), the ranges that ever differed, by index.
-  std::vector<std::map<uint32_t, RangeAntiEntropyStats>> ranges_ ABSL_GUARDED_BY(mu_);
+  mutable std::vector<PeerAntiEntropyStats> stats_ ABSL_GUARDED_BY(mu_);  // as the index's peers
+  // Per peer (as stats_), the ranges that ever differed (under the current ring), by index.
+  mutable std::vector<std::map<uint32_t, RangeAntiEntropyStats>> ranges_ ABSL_GUARDED_BY(mu_);
+  mutable uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // of the index's ring stats_ follow
   std::string running_peer_ ABSL_GUARDED_BY(mu_);
   double tokens_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time refilled_ ABSL_GUARDED_BY(mu_);

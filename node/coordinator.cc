@@ -117,6 +117,14 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
   for (const std::vector<const Member*>& owners : owner_sets) {
     absl::StatusOr<int> needed =
         ResolveQuorum(w, static_cast<int>(owners.size()), options_.default_w, "w");
+    if (!needed.ok() && owners.size() < n) {
+      needed = absl::InvalidArgumentError(absl::StrCat(
+          "w=", w.count, " is more than the ", owners.size(), " owners this key has",
+          owner_sets.size() > 1 ? (&owners == &owner_sets[0] ? " before the membership change"
+                                                             : " after the membership change")
+                                : "",
+          " (replication factor N=", n, ", but fewer members)"));
+    }
     if (!needed.ok()) {
       done(needed.status());
       return;

@@ -241,7 +241,14 @@ absl::Status NodeServer::StartReplication() {
   reaper_ = std::make_unique<TombstoneReaper>(merkle_.get(), store_.get(), engine_.get(),
                                               transport_.get(), scheduler_.get(), executor_.get(),
                                               SystemClock::Get(), reaping);
-  reaper_->Start();
+  // Purging checks the replicas of one ring; during a transition a key has owners in two, so a
+  // node started in the middle of one does not purge (until a restart on a stable layout).
+  if (layout.in_transition()) {
+    LogInfo("tombstone purging is off: the node started during a membership change",
+            {{"layout_version", absl::StrCat(layout.version)}, {"change", layout.change}});
+  } else {
+    reaper_->Start();
+  }
   HandoffSender::Options handoff;
   handoff.replication_factor = static_cast<size_t>(config_.replication_factor);
   handoff.bytes_per_second = static_cast<uint64_t>(config_.handoff_mb_per_second) * 1000000;

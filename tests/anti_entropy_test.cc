@@ -316,6 +316,7 @@ TEST_F(AntiEntropyTest, RingChangeRebuildsTreesAndExchangesWithTheNewMember) {
   auto ae = MakeAntiEntropy(0);
   ASSERT_TRUE(Exchange(*ae, "b").ok());
   ASSERT_EQ(ae->Stats().size(), 1u);
+  EXPECT_TRUE(ae->Stats()[0].in_sync);
   EXPECT_TRUE(absl::IsInvalidArgument(Exchange(*ae, "c")));
 
   // c joined (no handoff here): a's tree for c holds the keys a and c now share; c has none.
@@ -323,6 +324,8 @@ TEST_F(AntiEntropyTest, RingChangeRebuildsTreesAndExchangesWithTheNewMember) {
   for (int i = 0; i < 3; ++i)
     ASSERT_TRUE(nodes_[i].index->ChangeRing(ring_of({"a", "b", "c"})).ok());
   EXPECT_GT(nodes_[0].index->generation(), generation);
+  // The trees shared with b cover other keys now: not known to be in sync until an exchange.
+  EXPECT_FALSE(ae->Stats()[0].in_sync);
   size_t shared_with_c = 0;
   for (int i = 0; i < 200; ++i) {
     if (nodes_[0].index->Shares(absl::StrCat("k", i), "c")) ++shared_with_c;

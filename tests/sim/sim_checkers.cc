@@ -193,8 +193,11 @@ void Checkers::CheckReadAfterWrite() {
     auto del = first_delete_issued.find(read.key);
     if (del != first_delete_issued.end() && del->second <= read.completed) continue;
     // C3 holds while a replica that acknowledged the Put is reachable; a wiped disk may have
-    // been the only one reachable, until anti-entropy restores it.
-    if (put->second <= cluster_->first_wipe() && read.issued >= cluster_->first_wipe()) continue;
+    // been the only one reachable, until anti-entropy restores it. The answer counts, not the
+    // issue time: a Get retried across the wipe may be answered after it.
+    if (put->second <= cluster_->first_wipe() && read.completed >= cluster_->first_wipe()) {
+      continue;
+    }
     Fail(read.key,
          absl::StrCat("new-key read-after-write violated: Get #", read.id, " by client ",
                       read.client, " issued at ", Seconds(read.issued), " answered NOT_FOUND via ",

@@ -217,7 +217,8 @@ absl::Status SimCluster::Restart(int index) {
         node.merkle.get(), node.store.get(), node.transport.get(), node.scheduler.get(),
         node.executor.get(), &clock_, config_.anti_entropy_options);
     node.anti_entropy->Start();
-    if (config_.purge_tombstones) {
+    // As kvnode: no purging for an incarnation started during a transition.
+    if (config_.purge_tombstones && !node.layout.in_transition()) {
       node.reaper = std::make_unique<TombstoneReaper>(
           node.merkle.get(), node.store.get(), node.engine.get(), node.transport.get(),
           node.scheduler.get(), node.executor.get(), &clock_, config_.reaper);
