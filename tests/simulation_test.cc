@@ -141,16 +141,30 @@ TEST(SimulationTest, JoinFourToFive) { RunChange(5, MembershipChange::kJoin); }
 TEST(SimulationTest, LeaveFiveToFour) { RunChange(5, MembershipChange::kLeave); }
 
 // Seeds that failed while a coordinator counted W across old and new owners together during a
-// transition (any W replicas of the union), found among seeds 1..1000 of each change. A write
-// acknowledged by, e.g., its coordinator and the old owner that loses the key, or by the leaving
-// node and one other replica, was then lost (a disk wiped, the leaving node gone) or reported
-// NOT_FOUND by the new owners (C1, C3, C8). Coordinator::Write now requires W of the old owners
-// and W of the new ones; every seed below passes with it and fails without it.
+// transition (any W replicas of the union), found among seeds 1..1000 of each change: writes
+// acknowledged by, e.g., the leaving node and one other replica, or by the owner that loses the
+// key and its coordinator, were then lost or answered NOT_FOUND (C1, C3, C8). Coordinator::Write
+// now requires W of the old owners and W of the new ones; every seed below passes with it and
+// fails without it (checked with the coordinator of 92fcc4c on this tree). 50 of the 6,000
+// seeds failed without it; 2 fail with it (KnownMembershipFailures).
 TEST(SimulationTest, FormerMembershipFailures) {
   if (SeedsAsked() || !ChangeAsked().empty()) GTEST_SKIP() << "KV_SIM_SEED(S) or KV_SIM_CHANGE set";
-  RunSeeds(4, MembershipChange::kJoin, {100, 125, 284, 491, 520, 543, 667, 733, 900});
-  RunSeeds(4, MembershipChange::kLeave, {74, 136, 268, 295, 711, 788});
-  RunSeeds(5, MembershipChange::kJoin, {651, 714, 724, 958});
+  RunSeeds(3, MembershipChange::kJoin, {69, 179, 382});
+  RunSeeds(3, MembershipChange::kLeave, {14, 38, 110, 331, 737, 949});
+  RunSeeds(4, MembershipChange::kJoin, {637, 875, 922, 977});
+  RunSeeds(4, MembershipChange::kLeave, {466});
+  RunSeeds(5, MembershipChange::kJoin, {281, 714, 940});
+  RunSeeds(5, MembershipChange::kLeave, {262});
+}
+
+// Seeds that fail today (disabled: CI stays green), each only the strict token checker
+// (Checkers::CheckTokenResurrection): retry copies of one write, made through several nodes
+// while W could not be reached, and one of them survives after a client overwrote another.
+// Found among seeds 1..1000 of each change and 1..500 without one. Not analysed yet.
+TEST(SimulationTest, DISABLED_KnownTokenCheckerFailures) {
+  RunSeeds(3, MembershipChange::kJoin, {322});
+  RunSeeds(4, MembershipChange::kJoin, {150});
+  RunSeeds(5, MembershipChange::kNone, {358});
 }
 
 TEST(SimulationTest, SameSeedReplaysTheSameRun) {
