@@ -1,0 +1,251 @@
+// Coordinator, write path: W acknowledgements per ring, coordination and forwarding (see
+// node/coordinator.h).
+#include <algorithm>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "node/coordinator.h"
+
+namespace kv {
+
+// Counts replica confirmations of one coordinated write until W is reached or cannot be.
+// W acknowledgements among one set of owners of the key.
+struct Coordinator::AckGroup {
+  int needed = 0;                    // W
+  std::vector<std::string> members;  // the owners' ids
+  int acks = 0;                      // owners that hold the write durably
+  int pending = 0;                   // owners whose answer has not come back
+  bool Contains(absl::string_view id) const {
+    return std::find(members.begin(), members.end(), id) != members.end();
+  }
+};
+
+// One coordinated write: the client is answered once every group has its W acknowledgements,
+// or as soon as one group cannot reach them any more.
+struct Coordinator::WriteState {
+  absl::Mutex mu;
+  std::vector<AckGroup> groups;  // the owners; during a transition the old and the new ones
+  int acks = 1;                  // replicas that hold it (this one already does)
+  int confirmed_peers = 0;
+  int total_peers = 0;  // replicas other than this one
+  bool responded = false;
+  absl::Status last_error;
+  absl::Time committed_at;
+  WriteReply reply;
+  std::function<void(absl::StatusOr<WriteReply>)> done;
+};
+
+void Coordinator::Write(WriteCommand command, QuorumSpec w,
+                        std::function<void(absl::StatusOr<WriteReply>)> done) {
+  if (absl::Status valid = store_->ValidateKey(command.key); !valid.ok()) {
+    done(valid);
+    return;
+  }
+  const std::shared_ptr<const Placement> placement = placement_->Get();
+  const size_t n = static_cast<size_t>(options_.replication_factor);
+  std::vector<const Member*> replicas = placement->Replicas(command.key, n);
+  // W counts within each set of owners: during a transition W old owners and W new owners must
+  // hold the write, so that it survives whichever side of the change a reader or the final
+  // layout stands on (a leaving node or a losing owner alone never holds an acknowledged write).
+  std::vector<std::vector<const Member*>> owner_sets = {
+      placement->current().PreferenceList(command.key, n)};
+  if (placement->next() != nullptr) {
+    owner_sets.push_back(placement->next()->PreferenceList(command.key, n));
+  }
+  std::vector<AckGroup> groups;
+  for (const std::vector<const Member*>& owners : owner_sets) {
+    absl::StatusOr<int> needed =
+        ResolveQuorum(w, static_cast<int>(owners.size()), options_.default_w, "w");
+    if (!needed.ok() && owners.size() < n) {
+      needed = absl::InvalidArgumentError(absl::StrCat(
+          "w=", w.count, " is more than the ", owners.size(), " owners this key has",
+          owner_sets.size() > 1 ? (&owners == &owner_sets[0] ? " before the membership change"
+                                                             : " after the membership change")
+                                : "",
+          " (replication factor N=", n, ", but fewer members)"));
+    }
+    if (!needed.ok()) {
+      done(needed.status());
+      return;
+    }
+    AckGroup group;
+    group.needed = *needed;
+    for (const Member* m : owners) group.members.push_back(m->id);
+    groups.push_back(std::move(group));
+  }
+  const bool is_replica = std::any_of(replicas.begin(), replicas.end(),
+                                      [&](const Member* m) { return m->id == options_.self_id; });
+  if (is_replica) {
+    CoordinateWrite(std::move(command), std::move(groups), std::move(replicas), std::move(done));
+  } else {
+    {
+      absl::MutexLock lock(&stats_mu_);
+      ++stats_.writes_forwarded;
+    }
+    LiveFirst(&replicas);
+    ForwardWrite(std::move(command), w, std::move(replicas), 0,
+                 absl::UnavailableError("the key has no replicas"), std::move(done));
+  }
+}
+
+void Coordinator::CoordinateWrite(WriteCommand command, std::vector<AckGroup> groups,
+                                  std::vector<const Member*> replicas,
+                                  std::function<void(absl::StatusOr<WriteReply>)> done) {
+  auto peer_ids = std::make_shared<std::vector<std::string>>();
+  for (const Member* m : replicas) {
+    if (m->id != options_.self_id) peer_ids->push_back(m->id);
+  }
+  auto entries = std::make_shared<std::vector<OutboxEntry>>();
+  store_->WriteAsync(
+      std::move(command),
+      [this, peer_ids, entries](absl::string_view key, WriteBatch* batch) {
+        *entries = outbox_->AddEntries(key, *peer_ids, batch);
+      },
+      [this, groups = std::move(groups), peer_ids, entries,
+       done = std::move(done)](absl::StatusOr<WriteOutcome> outcome) mutable {
+        if (!outcome.ok()) {
+          done(outcome.status());
+          return;
+        }
+        FinishCoordinatedWrite(std::move(groups), static_cast<int>(peer_ids->size()),
+                               std::move(*entries), *std::move(outcome), std::move(done));
+      });
+}
+
+std::string Coordinator::DescribeQuorum(const std::vector<AckGroup>& groups) {
+  if (groups.size() == 1) return absl::StrCat("W=", groups[0].needed);
+  return absl::StrCat("W=", groups[0].needed, " of the old owners (",
+                      absl::StrJoin(groups[0].members, ", "), ") and W=", groups[1].needed,
+                      " of the new owners (", absl::StrJoin(groups[1].members, ", "),
+                      ") during the membership change");
+}
+
+void Coordinator::FinishCoordinatedWrite(std::vector<AckGroup> groups, int total_peers,
+                                         std::vector<OutboxEntry> entries,
+                                         WriteOutcome outcome_value,
+                                         std::function<void(absl::StatusOr<WriteReply>)> done) {
+  WriteOutcome* outcome = &outcome_value;
+  {
+    absl::MutexLock lock(&stats_mu_);
+    ++stats_.writes_coordinated;
+  }
+  auto state = std::make_shared<WriteState>();
+  for (AckGroup& group : groups) {
+    group.acks = group.Contains(options_.self_id) ? 1 : 0;
+    for (const OutboxEntry& entry : entries) {
+      if (group.Contains(entry.peer_id)) ++group.pending;
+    }
+  }
+  state->groups = std::move(groups);
+  state->total_peers = total_peers;
+  state->committed_at = clock_->Now();
+  state->reply = WriteReply{outcome->write_id, outcome->context, outcome->deduplicated};
+  state->done = std::move(done);
+  state->last_error = absl::UnavailableError("replication queue full");
+
+  // Decides, under state->mu, whether the client can be answered; returns the answer to send.
+  // Called with s->mu held.
+  auto decide = [](WriteState* s)
+                    ABSL_NO_THREAD_SAFETY_ANALYSIS -> std::optional<absl::StatusOr<WriteReply>> {
+    if (s->responded) return std::nullopt;
+    if (std::all_of(s->groups.begin(), s->groups.end(),
+                    [](const AckGroup& g) { return g.acks >= g.needed; })) {
+      s->responded = true;
+      return absl::StatusOr<WriteReply>(s->reply);
+    }
+    if (std::any_of(s->groups.begin(), s->groups.end(),
+                    [](const AckGroup& g) { return g.acks + g.pending < g.needed; })) {
+      s->responded = true;
+      return absl::StatusOr<WriteReply>(MarkWriteStored(absl::UnavailableError(absl::StrCat(
+          "the write is durable on ", s->acks, " replica(s) but ", DescribeQuorum(s->groups),
+          " were required; it keeps replicating in the background. Retry with the same "
+          "idempotency token. Last replica error: ",
+          s->last_error.message()))));
+    }
+    return std::nullopt;
+  };
+
+  // Replicas gossip reports DOWN will not confirm soon: when W needs them, answer now (the write
+  // is stored here and replicates to them when they return) instead of at the deadline.
+  std::vector<std::string> down;
+  for (const OutboxEntry& entry : entries) {
+    if (liveness_ != nullptr && liveness_->IsDown(entry.peer_id)) down.push_back(entry.peer_id);
+  }
+  std::optional<absl::StatusOr<WriteReply>> answer;
+  {
+    absl::MutexLock lock(&state->mu);
+    answer = decide(state.get());
+    const bool unreachable =
+        !down.empty() &&
+        std::any_of(state->groups.begin(), state->groups.end(), [&](const AckGroup& g) {
+          const int down_in_group = static_cast<int>(std::count_if(
+              down.begin(), down.end(), [&](const std::string& id) { return g.Contains(id); }));
+          return g.acks + g.pending - down_in_group < g.needed;
+        });
+    if (!answer && unreachable) {
+      state->responded = true;
+      answer = absl::StatusOr<WriteReply>(MarkWriteStored(absl::UnavailableError(absl::StrCat(
+          DescribeQuorum(state->groups), " cannot be reached now: replica(s) ",
+          absl::StrJoin(down, ", "), " DOWN (gossip heartbeat stopped). The write is durable on ",
+          state->acks,
+          " replica(s) and replicates to the others when they return. Retry with the same "
+          "idempotency token, or use a smaller W."))));
+    }
+  }
+  if (answer) state->done(*std::move(answer));
+  if (entries.empty()) return;
+
+  outbox_->Submit(std::move(entries),
+                  [this, state, decide](const OutboxEntry& entry, absl::Status status) {
+                    std::optional<absl::StatusOr<WriteReply>> answer;
+                    bool all_confirmed = false;
+                    {
+                      absl::MutexLock lock(&state->mu);
+                      for (AckGroup& group : state->groups) {
+                        if (!group.Contains(entry.peer_id)) continue;
+                        --group.pending;
+                        if (status.ok()) ++group.acks;
+                      }
+                      if (status.ok()) {
+                        ++state->acks;
+                        all_confirmed = ++state->confirmed_peers == state->total_peers;
+                      } else {
+                        state->last_error = status;
+                      }
+                      answer = decide(state.get());
+                    }
+                    if (answer) state->done(*std::move(answer));
+                    if (all_confirmed) RecordReplicationLag(clock_->Now() - state->committed_at);
+                  });
+}
+
+void Coordinator::ForwardWrite(WriteCommand command, QuorumSpec w,
+                               std::vector<const Member*> replicas, size_t next,
+                               absl::Status last_error,
+                               std::function<void(absl::StatusOr<WriteReply>)> done) {
+  if (next >= replicas.size()) {
+    done(absl::UnavailableError(
+        absl::StrCat("no replica of the key could coordinate the write: ", last_error.message())));
+    return;
+  }
+  const Member& target = *replicas[next];
+  WriteCommand copy = command;
+  transport_->ForwardWrite(
+      target, std::move(copy), w,
+      [this, command = std::move(command), w, replicas = std::move(replicas), next,
+       done = std::move(done)](absl::StatusOr<WriteReply> reply) mutable {
+        // Only a replica that could not be reached is skipped; any other answer, including a
+        // W failure reported by the replica, goes back to the client as it is.
+        if (reply.ok() || !absl::IsUnavailable(reply.status()) || IsWriteStored(reply.status())) {
+          done(std::move(reply));
+          return;
+        }
+        ForwardWrite(std::move(command), w, std::move(replicas), next + 1, reply.status(),
+                     std::move(done));
+      });
+}
+
+}  // namespace kv
