@@ -259,17 +259,18 @@ void UnownedRecordCleaner::EndPass(PassPtr pass) {
     absl::MutexLock lock(&mu_);
     if (shutdown_ || pass_ != pass) return;
     ++stats_.passes;
-    if (!again) {
+    stats_.running = again || options_.interval > absl::ZeroDuration();
+    if (!again && options_.interval <= absl::ZeroDuration()) {
       pass_.reset();
-      stats_.running = false;
       return;
     }
     next->placement = pass->placement;
     next->version = pass->version;
-    next->started = clock_->Now() + options_.retry;
     pass_ = next;
   }
-  scheduler_->RunAfter(options_.retry, guard_.Wrap([this, next] { Step(next); }));
+  const absl::Duration wait = again ? options_.retry : options_.interval;
+  next->started = clock_->Now() + wait;
+  scheduler_->RunAfter(wait, guard_.Wrap([this, next] { Step(next); }));
 }
 
 }  // namespace kv

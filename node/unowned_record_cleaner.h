@@ -21,7 +21,8 @@
 //     add one). Outbox batches read the key's record when they are sent, so removing it would
 //     lose the writes those entries stand for at their target. The key is kept and retried.
 // A pass that kept some key (outbox entries pending, record changed) is followed by another
-// after Options::retry, until one keeps nothing.
+// after Options::retry, until one keeps nothing; with Options::interval set, passes then go on
+// every interval (stray copies that arrived since are removed too).
 //
 // Why removing is safe. The change completed only after every new owner received what every
 // old owner held (node/handoff.h), and writes since go to the new owners. A removal is a local
@@ -37,9 +38,10 @@
 // What it does not do. A write that reaches this node for a key it no longer owns after the pass
 // passed the key (a coordinator still on the old layout, read repair, anti-entropy between nodes
 // on different rings) re-creates the record; it stays until the next pass (the next start or
-// change). Writes acknowledged on this node while it still owned the key and whose outbox entry
-// for another owner was dropped (outbox full) exist, after the removal, only on the owners that
-// acknowledged them until anti-entropy spreads them (see README, join and leave).
+// change, or the next interval if one is set). Writes acknowledged on this node while it still
+// owned the key and whose outbox entry for another owner was dropped (outbox full) exist, after the
+// removal, only on the owners that acknowledged them until anti-entropy spreads them (see README,
+// join and leave).
 //
 // Progress is logged at the start and end of each pass and kept in Stats().
 //
@@ -69,7 +71,7 @@ namespace kv {
 
 struct UnownedRecordCleanerStats {
   uint64_t layout_version = 0;  // of the newest pass started (0: none)
-  bool running = false;         // a pass is under way or one is due after Options::retry
+  bool running = false;         // a pass is under way or due (retry or interval)
   uint64_t passes = 0;          // passes completed, all layouts
   uint64_t scanned = 0;         // records read
   uint64_t removed = 0;         // records removed
@@ -86,6 +88,8 @@ class UnownedRecordCleaner {
     size_t keys_per_step = 500;
     absl::Duration confirm_delay = absl::Seconds(10);
     absl::Duration retry = absl::Seconds(30);
+    // Between passes that kept nothing; zero: no more passes until the next layout or start.
+    absl::Duration interval = absl::ZeroDuration();
     // Keys waiting out confirm_delay; the scan pauses when this many wait.
     size_t max_waiting = 100'000;
   };
