@@ -149,10 +149,12 @@ TEST(SimulationTest, FormerMembershipFailures) {
 
 // Seeds that fail today (disabled: CI stays green). Each fails only the strict token checker
 // (Checkers::CheckTokenResurrection): a retry copy of a write, made through another node, survives
-// after a client overwrote the first copy. Not analysed yet.
+// after a client overwrote the first copy. Not analysed yet. (Join seed 808 and leave seed 117
+// with 4 nodes failed this way before nodes ran the clean-up of records they no longer own; its
+// events changed every run, and they pass now. Seed 639 fails the same way with the clean-up's
+// removals turned off, with the same trace: a leave removes nothing from the remaining members.)
 TEST(SimulationTest, DISABLED_KnownMembershipFailures) {
-  RunSeeds(4, MembershipChange::kJoin, {808});
-  RunSeeds(4, MembershipChange::kLeave, {117});
+  RunSeeds(5, MembershipChange::kLeave, {639});
 }
 
 TEST(SimulationTest, SameSeedReplaysTheSameRun) {
