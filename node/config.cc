@@ -245,6 +245,20 @@ const std::vector<Setting>& Settings() {
        "When a leave (kvctl cluster leave) has removed this node, which happens only once "
        "everything it owned is held by the other members, stop as on SIGTERM. false: keep "
        "running as a forwarding coordinator until stopped."},
+      {"cleanup_keys_per_second", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 1, 10000000, &c->cleanup_keys_per_second);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.cleanup_keys_per_second); },
+       "Once a join or leave completes, each node removes the records of keys it no longer owns "
+       "in the background, reading at most this many records per second."},
+      {"cleanup_confirm_delay", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Milliseconds(100), &c->cleanup_confirm_delay);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.cleanup_confirm_delay); },
+       "A record this node no longer owns is removed only if it is unchanged this long after it "
+       "was read; longer than a new cluster layout takes to reach every node."},
       {"tombstone_min_age", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseDurationAtLeast(v, absl::Seconds(1), &c->tombstone_min_age);

@@ -60,6 +60,10 @@ struct NodeConfig {
   double anti_entropy_keys_per_second = 2000;
   int handoff_mb_per_second = 100;  // join/leave handoff throughput limit per node; 0: none
   bool exit_after_leave = true;     // stop once a leave removed this node (handoff complete)
+  // Removal of the records of keys this node no longer owns after a change completes
+  // (node/unowned_record_cleaner.h): records read per second, delay before each removal.
+  int cleanup_keys_per_second = 20000;
+  absl::Duration cleanup_confirm_delay = absl::Seconds(10);
   // Tombstone purge: age before a purge is considered, delay between the two confirmations that
   // every replica holds the same tombstone, and how often candidates are looked for.
   absl::Duration tombstone_min_age = absl::Hours(24);

@@ -437,8 +437,9 @@ absl::Status LocalStore::MergeRecords(absl::Span<const RemoteRecord> records) {
 // Deletes a record that still equals what the purger verified, and raises the counter floor.
 class LocalStore::PurgeMutation : public CommitQueue::Mutation {
  public:
-  PurgeMutation(LocalStore* store, absl::string_view key, const SiblingSet& expected)
-      : store_(store), key_(key), expected_(expected) {}
+  PurgeMutation(LocalStore* store, absl::string_view key, const SiblingSet& expected,
+                const PurgeCheck& check)
+      : store_(store), key_(key), expected_(expected), check_(check) {}
 
   absl::Status Prepare(WriteGroup& group) override {
     absl::StatusOr<std::string> existing = group.Get(Column::kData, key_);
@@ -448,6 +449,7 @@ class LocalStore::PurgeMutation : public CommitQueue::Mutation {
     if (record != expected_) {
       return absl::FailedPreconditionError("the record changed since it was checked for purge");
     }
+    if (check_) KV_RETURN_IF_ERROR(check_(key_));
     const uint64_t seen = record.context().Get(store_->actor_);
     uint64_t floor = store_->counter_floor_.load();
     while (seen > floor && !store_->counter_floor_.compare_exchange_weak(floor, seen)) {
@@ -466,11 +468,13 @@ class LocalStore::PurgeMutation : public CommitQueue::Mutation {
   LocalStore* const store_;
   const absl::string_view key_;
   const SiblingSet& expected_;
+  const PurgeCheck& check_;
 };
 
-absl::Status LocalStore::PurgeIfUnchanged(absl::string_view key, const SiblingSet& expected) {
+absl::Status LocalStore::PurgeIfUnchanged(absl::string_view key, const SiblingSet& expected,
+                                          const PurgeCheck& check) {
   KV_RETURN_IF_ERROR(ValidateKey(key));
-  PurgeMutation purge(this, key, expected);
+  PurgeMutation purge(this, key, expected, check);
   return commits_.Run(purge);
 }
 

@@ -159,11 +159,17 @@ class LocalStore {
   // observer must outlive the store's use.
   void SetObserver(RecordObserver* observer) { observer_ = observer; }
 
-  // Deletes the record of `key` only if it still equals `expected` (tombstone purge): OK if
-  // purged (or already absent), FAILED_PRECONDITION if it changed. Raises the store's counter
-  // floor to every counter of this node's actor that the record had seen, in the same batch, so
-  // that a later write of the key never reuses a dot of the purged history (KV679).
-  absl::Status PurgeIfUnchanged(absl::string_view key, const SiblingSet& expected);
+  // Deletes the record of `key` only if it still equals `expected` (a tombstone purge, or the
+  // removal of a key this node no longer owns): OK if purged (or already absent),
+  // FAILED_PRECONDITION if it changed. Raises the store's counter floor to every counter of this
+  // node's actor that the record had seen, in the same batch, so that a later write of the key
+  // never reuses a dot of the purged history (KV679). The observer sees a record change to none.
+  // `check`, if set, runs inside the purge's commit once the record compared equal, while no
+  // other mutation of the store runs (so no write adds outbox entries for the key meanwhile); a
+  // status it returns that is not OK cancels the purge and is returned.
+  using PurgeCheck = std::function<absl::Status(absl::string_view key)>;
+  absl::Status PurgeIfUnchanged(absl::string_view key, const SiblingSet& expected,
+                                const PurgeCheck& check = {});
 
  private:
   class WriteMutation;

@@ -261,6 +261,14 @@ absl::Status NodeServer::StartReplication() {
       [gossiper = gossiper_.get()](const ClusterLayout& transition) {
         return AllSourcesStreamed(transition, gossiper->Members());
       });
+  UnownedRecordCleaner::Options cleanup;
+  cleanup.replication_factor = static_cast<size_t>(config_.replication_factor);
+  cleanup.keys_per_second = static_cast<uint64_t>(config_.cleanup_keys_per_second);
+  cleanup.confirm_delay = config_.cleanup_confirm_delay;
+  cleaner_ = std::make_unique<UnownedRecordCleaner>(
+      config_.node_id, placement_.get(), store_.get(), engine_.get(), scheduler_.get(),
+      executor_.get(), SystemClock::Get(), cleanup,
+      [outbox = outbox_.get()](absl::string_view key) { return outbox->MayHaveEntriesFor(key); });
   MembershipChanger::Options changes;
   changes.replication_factor = static_cast<size_t>(config_.replication_factor);
   changer_ = std::make_unique<MembershipChanger>(gossiper_.get(), operations_.get(),
@@ -272,6 +280,8 @@ absl::Status NodeServer::StartReplication() {
   gossiper_->SetLayoutListener(
       [this](const ClusterLayout& l) { executor_->Schedule([this, l] { OnLayout(l); }); });
   handoff_->OnPlacement(placement_->Get());
+  // Finishes a clean-up a restart interrupted (and removes stray copies that arrived meanwhile).
+  cleaner_->OnPlacement(placement_->Get());
   return absl::OkStatus();
 }
 
@@ -296,6 +306,7 @@ void NodeServer::OnLayout(const ClusterLayout& layout) {
   for (const Member* m : (*placement)->AllMembers()) {
     if (m->id != config_.node_id) outbox_->AddPeer(*m);
   }
+  if (!layout.in_transition()) RemoveDepartedPeers(layout);
   LogInfo("cluster layout changed", {{"layout_version", absl::StrCat(layout.version)},
                                      {"members", FormatMembers(layout.members)},
                                      {"next", FormatMembers(layout.next)},
@@ -323,6 +334,29 @@ void NodeServer::OnLayout(const ClusterLayout& layout) {
             {{"layout_version", absl::StrCat(layout.version)}});
   }
   handoff_->OnPlacement(*placement);
+  // Once a change is complete, the records of keys this node no longer owns are removed in the
+  // background; a transition ends a clean-up under way.
+  cleaner_->OnPlacement(*placement);
+}
+
+void NodeServer::RemoveDepartedPeers(const ClusterLayout& layout) {
+  // The change is complete: every remaining owner holds what the departed member held (the
+  // handoff), so the writes still queued for it are needed nowhere else.
+  for (const PeerOutboxStats& peer : outbox_->Stats()) {
+    if (layout.Contains(peer.peer_id)) continue;
+    absl::StatusOr<uint64_t> dropped = outbox_->RemovePeer(peer.peer_id);
+    if (dropped.ok()) {
+      LogInfo("replication outbox: dropped the entries of a member that left the cluster",
+              {{"member", peer.peer_id},
+               {"dropped_entries", absl::StrCat(*dropped)},
+               {"layout_version", absl::StrCat(layout.version)}});
+    } else {
+      LogWarn(
+          "replication outbox: stopped sending to a member that left, but could not delete "
+          "its entries; they are never sent",
+          {{"member", peer.peer_id}, {"error", std::string(dropped.status().message())}});
+    }
+  }
 }
 
 void NodeServer::FollowRingWithMerkleTrees() {
@@ -529,6 +563,7 @@ void NodeServer::Shutdown() {
   if (repairs_ != nullptr) repairs_->Shutdown();
   if (anti_entropy_ != nullptr) anti_entropy_->Shutdown();
   if (reaper_ != nullptr) reaper_->Shutdown();
+  if (cleaner_ != nullptr) cleaner_->Shutdown();
   if (outbox_ != nullptr) outbox_->Shutdown();
   scheduler_.reset();
   if (executor_ != nullptr) executor_->Shutdown();
@@ -546,6 +581,7 @@ void NodeServer::Shutdown() {
   anti_entropy_.reset();
   reaper_.reset();
   coordinator_.reset();
+  cleaner_.reset();
   outbox_.reset();
   store_.reset();
   merkle_.reset();  // observed the store until it closed

@@ -57,6 +57,7 @@
 #include "node/replication_outbox.h"
 #include "node/scheduler.h"
 #include "node/tombstone_reaper.h"
+#include "node/unowned_record_cleaner.h"
 #include "storage/engine.h"
 
 namespace kv {
@@ -91,8 +92,11 @@ class NodeServer {
   absl::StatusOr<ClusterLayout> InitialLayout();
   void StartGossip(const ClusterLayout& layout);
   // Gossip brought (or this node committed) a newer layout: store it, place keys by it, add
-  // joined members to the outbox, start this node's handoff.
+  // joined members to the outbox, start this node's handoff; once a change is complete, drop the
+  // outbox entries of members that left and remove the records this node no longer owns.
   void OnLayout(const ClusterLayout& layout);
+  // Removes from the outbox the peers that `layout` (complete, no transition) does not list.
+  void RemoveDepartedPeers(const ClusterLayout& layout);
   // Rebuilds the Merkle trees for the current ring if a change completed since they were built
   // (blocks for the scan: runs on the executor).
   void FollowRingWithMerkleTrees();
@@ -129,6 +133,7 @@ class NodeServer {
   std::unique_ptr<MembershipChanger> changer_;
   std::unique_ptr<PeerTransport> outbox_transport_;  // the fault-point wrapper, if configured
   std::unique_ptr<ReplicationOutbox> outbox_;
+  std::unique_ptr<UnownedRecordCleaner> cleaner_;
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<MerkleIndex> merkle_;
   std::unique_ptr<AntiEntropy> anti_entropy_;  // periodic only with anti_entropy_interval > 0

@@ -82,15 +82,17 @@ struct ReplicationOutbox::PeerState {
   std::map<std::string, std::set<uint64_t>, std::less<>> queued_by_key;
   std::map<uint64_t, Batch> in_flight;  // by batch id
   std::set<uint64_t> in_flight_seqs;
-  // Seqs handed out by AddEntries and not yet submitted: a scan must not pick them up, since
-  // Submit will (their batch may even fail to commit, leaving only this trace).
-  std::set<uint64_t> unsubmitted;
+  // Seqs (with their keys) handed out by AddEntries and not yet submitted: a scan must not pick
+  // them up, since Submit will (their batch may even fail to commit, leaving only this trace).
+  std::map<uint64_t, std::string> unsubmitted;
   std::deque<Ready> ready;  // formed batches waiting for Drain to send them
   uint64_t next_batch_id = 1;
   bool draining = false;
   bool scan_requested = false;
   bool on_disk_only = false;  // some entries on disk are not held in memory
   bool paused = false;        // waiting out a backoff
+  bool scanning = false;      // ScanDisk is reading entries that are not in memory yet
+  bool removed = false;       // RemovePeer: sends nothing more
   uint64_t backoff_gen = 0;   // bumped by Resume: the timer of an ended backoff does nothing
   absl::Duration backoff_ceiling;
   PeerOutboxStats stats;
@@ -122,6 +124,94 @@ void ReplicationOutbox::AddPeer(const Member& member) {
   peer->stats.peer_id = member.id;
   peer->backoff_ceiling = options_.initial_backoff;
   peers_.emplace(member.id, std::move(peer));
+}
+
+absl::StatusOr<uint64_t> ReplicationOutbox::RemovePeer(absl::string_view peer_id) {
+  std::vector<Report> reports;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = peers_.find(std::string(peer_id));
+    if (it == peers_.end()) {
+      return absl::NotFoundError(absl::StrCat("\"", peer_id, "\" is not a replication peer"));
+    }
+    PeerState* peer = it->second.get();
+    peer->removed = true;
+    const absl::Status status = absl::FailedPreconditionError(
+        absl::StrCat("\"", peer_id, "\" left the cluster; the entries for it were dropped"));
+    auto report = [&](Waiting& w) {
+      if (w.on_result) reports.push_back(Report{std::move(w.on_result), w.entry, status});
+      w.on_result = nullptr;
+    };
+    for (auto& [seq, w] : peer->queued) report(w);
+    for (auto& [batch_id, batch] : peer->in_flight) {
+      for (Waiting& w : batch.entries) report(w);
+    }
+    // A completion or timer that arrives later finds nothing to do; entries of writes still
+    // committing (unsubmitted) are deleted by Submit, which no longer finds the peer.
+    peer->queued.clear();
+    peer->queued_by_key.clear();
+    peer->in_flight.clear();
+    peer->in_flight_seqs.clear();
+    peer->ready.clear();
+    peer->scan_requested = false;
+    peer->on_disk_only = false;
+    removed_peers_.push_back(std::move(it->second));
+    peers_.erase(it);
+  }
+  RunReports(std::move(reports));
+  absl::StatusOr<uint64_t> deleted = DeleteAllEntries(peer_id);
+  if (deleted.ok()) {
+    absl::MutexLock lock(&mu_);
+    removed_entries_ += *deleted;
+  }
+  return deleted;
+}
+
+absl::StatusOr<uint64_t> ReplicationOutbox::DeleteAllEntries(absl::string_view peer_id) {
+  constexpr size_t kDeletesPerBatch = 10'000;
+  const std::string prefix = PeerPrefix(peer_id);
+  uint64_t deleted = 0;
+  WriteBatch batch;
+  size_t in_batch = 0;
+  std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kOutbox);
+  for (it->Seek(prefix); it->Valid() && absl::StartsWith(it->key(), prefix); it->Next()) {
+    batch.Delete(Column::kOutbox, it->key());
+    ++deleted;
+    if (++in_batch == kDeletesPerBatch) {
+      // Not synced: an entry whose deletion is lost in a crash belongs to no peer after a
+      // restart, and is never sent.
+      if (absl::Status s = engine_->Write(batch, WriteOptions{}); !s.ok()) return s;
+      batch = WriteBatch();
+      in_batch = 0;
+    }
+  }
+  if (absl::Status s = it->status(); !s.ok()) return s;
+  if (in_batch > 0) {
+    if (absl::Status s = engine_->Write(batch, WriteOptions{}); !s.ok()) return s;
+  }
+  return deleted;
+}
+
+bool ReplicationOutbox::MayHaveEntriesFor(absl::string_view key) const {
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, peer] : peers_) {
+    if (peer->on_disk_only || peer->scanning || peer->scan_requested) return true;
+    if (peer->queued_by_key.find(key) != peer->queued_by_key.end()) return true;
+    for (const auto& [seq, entry_key] : peer->unsubmitted) {
+      if (entry_key == key) return true;
+    }
+    for (const auto& [batch_id, batch] : peer->in_flight) {
+      for (const Waiting& w : batch.entries) {
+        if (w.entry.key == key) return true;
+      }
+    }
+  }
+  return false;
+}
+
+uint64_t ReplicationOutbox::removed_entries() const {
+  absl::MutexLock lock(&mu_);
+  return removed_entries_;
 }
 
 ReplicationOutbox::~ReplicationOutbox() {
@@ -208,7 +298,7 @@ std::vector<OutboxEntry> ReplicationOutbox::AddEntries(absl::string_view key,
         continue;
       }
       const uint64_t seq = next_seq_++;
-      peer->unsubmitted.insert(seq);
+      peer->unsubmitted.emplace(seq, std::string(key));
       entries.push_back(OutboxEntry{peer_id, seq, std::string(key)});
     }
   }
@@ -221,11 +311,15 @@ std::vector<OutboxEntry> ReplicationOutbox::AddEntries(absl::string_view key,
 void ReplicationOutbox::Submit(std::vector<OutboxEntry> entries, EntryCallback on_result) {
   std::vector<Report> reports;
   std::vector<PeerState*> to_drain;
+  WriteBatch orphans;  // entries of a peer removed while their write committed
+  bool has_orphans = false;
   {
     absl::MutexLock lock(&mu_);
     for (OutboxEntry& entry : entries) {
       PeerState* peer = FindPeer(entry.peer_id);
       if (peer == nullptr) {
+        orphans.Delete(Column::kOutbox, EntryKey(entry.peer_id, entry.seq));
+        has_orphans = true;
         reports.push_back(Report{on_result, entry,
                                  absl::FailedPreconditionError(absl::StrCat(
                                      "\"", entry.peer_id, "\" is not a replication peer"))});
@@ -252,6 +346,8 @@ void ReplicationOutbox::Submit(std::vector<OutboxEntry> entries, EntryCallback o
     }
     for (PeerState* peer : to_drain) Pump(peer);
   }
+  // Best effort: an orphan left on disk belongs to no peer and is never sent.
+  if (has_orphans) engine_->Write(orphans, WriteOptions{}).IgnoreError();
   RunReports(std::move(reports));
   for (PeerState* peer : to_drain) Drain(peer);
 }
@@ -272,7 +368,7 @@ void ReplicationOutbox::Enqueue(PeerState* peer, Waiting waiting) {
 }
 
 void ReplicationOutbox::Pump(PeerState* peer) {
-  if (shutdown_ || peer->paused) return;
+  if (shutdown_ || peer->paused || peer->removed) return;
   const size_t max_in_flight = static_cast<size_t>(std::max(options_.max_in_flight, 1));
   const size_t max_records = std::max<size_t>(options_.batch_max_records, 1);
   while (peer->in_flight.size() < max_in_flight && !peer->queued.empty()) {
@@ -310,7 +406,7 @@ void ReplicationOutbox::Drain(PeerState* peer) {
     return;
   }
   peer->draining = true;
-  while (!shutdown_) {
+  while (!shutdown_ && !peer->removed) {
     if (peer->scan_requested) {
       peer->scan_requested = false;
       mu_.Unlock();
@@ -464,14 +560,15 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
   size_t room;
   {
     absl::MutexLock lock(&mu_);
-    if (shutdown_) return;
+    if (shutdown_ || peer->removed) return;
     skip = peer->in_flight_seqs;
-    skip.insert(peer->unsubmitted.begin(), peer->unsubmitted.end());
+    for (const auto& [seq, key] : peer->unsubmitted) skip.insert(seq);
     for (const auto& [seq, w] : peer->queued) skip.insert(seq);
     seq_limit = next_seq_;
     room = options_.max_queued_per_peer - std::min(options_.max_queued_per_peer, peer->InMemory());
     // Set again by whatever leaves an entry on disk only from now on, including this scan.
     peer->on_disk_only = false;
+    peer->scanning = true;
   }
 
   const std::string prefix = PeerPrefix(peer->member.id);
@@ -495,7 +592,8 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
   std::optional<Backoff> backoff;
   {
     absl::MutexLock lock(&mu_);
-    if (shutdown_) return;
+    peer->scanning = false;
+    if (shutdown_ || peer->removed) return;
     if (scanned.ok()) {
       if (!complete) peer->on_disk_only = true;
       for (OutboxEntry& entry : found) Hold(peer, Waiting{std::move(entry), nullptr});
@@ -539,16 +637,18 @@ void ReplicationOutbox::Shutdown() {
     // Drain loops stop at their next step; wait for the send or scan they are in to return, and
     // then for running completions and timers, so that neither the transport nor the scheduler
     // is called once Shutdown has returned.
-    using Peers = std::map<std::string, std::unique_ptr<PeerState>>;
-    mu_.Await(absl::Condition(
-        +[](Peers* peers) {
-          return std::none_of(peers->begin(), peers->end(),
-                              [](const auto& p) { return p.second->draining; });
-        },
-        &peers_));
+    mu_.Await(absl::Condition(this, &ReplicationOutbox::NoneDraining));
   }
   liveness_->AwaitIdle(/*kill=*/false);
   RunReports(std::move(reports));
+}
+
+bool ReplicationOutbox::NoneDraining() const {
+  auto draining = [](const auto& peer) { return peer->draining; };
+  for (const auto& [id, peer] : peers_) {
+    if (draining(peer)) return false;
+  }
+  return std::none_of(removed_peers_.begin(), removed_peers_.end(), draining);
 }
 
 void ReplicationOutbox::RunReports(std::vector<Report> reports) {

@@ -29,6 +29,20 @@
 // RESOURCE_EXHAUSTED at once when the peer's memory queue is full (the entry waits on disk), or
 // UNAVAILABLE when Shutdown comes first. Coordinators count W with it.
 //
+// Membership. AddPeer adds a member that joined. RemovePeer (a member that left, once the change
+// is complete) stops sending to it, reports its waiting entries' callbacks with
+// FAILED_PRECONDITION and deletes its entries from disk: the handoff made every remaining owner
+// hold what the leaving member held, so nothing it was owed is needed elsewhere. Entries for the
+// other peers are untouched. An entry added for the removed peer by a write committing at that
+// moment is deleted when it is submitted.
+//
+// Pending entries. MayHaveEntriesFor(key) says whether some entry for `key` may still wait to be
+// sent (to any peer). Since a batch reads its keys' records at send time, a record must not be
+// removed locally while this is true, or the peers its entries stand for would never get the
+// writes (node/unowned_record_cleaner.h). It is exact while every entry is held in memory and
+// conservative (true for every key) while some peer has entries on disk only or a disk scan is
+// running.
+//
 // Shutdown and destruction. Shutdown stops starting batches and scans, reports UNAVAILABLE to
 // every callback not yet run, waits for a send or scan already under way, and makes completions
 // that arrive later do nothing (their entries stay on disk for the next start): once it returns,
@@ -59,6 +73,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/random/bit_gen_ref.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "node/clock.h"
@@ -124,6 +139,16 @@ class ReplicationOutbox {
   void Resume(absl::string_view peer_id);
   // Adds a replication peer (a member that joined); a no-op for a known one.
   void AddPeer(const Member& member);
+  // Removes a replication peer (a member that left; see Membership above) and returns how many of
+  // its entries were deleted from disk. NOT_FOUND for a peer that is not known; an engine error
+  // if the deletion failed (the peer is removed all the same; the entries left on disk are never
+  // sent, and are deleted by a later RemovePeer of the same id).
+  absl::StatusOr<uint64_t> RemovePeer(absl::string_view peer_id);
+  // Whether an entry for `key` may still wait to be sent (see Pending entries above). Cheap
+  // enough to call inside a store mutation: no I/O.
+  bool MayHaveEntriesFor(absl::string_view key) const;
+  // Entries deleted by RemovePeer since start.
+  uint64_t removed_entries() const;
 
   std::vector<PeerOutboxStats> Stats() const;
   // Stops sending: no new batches start, every callback not yet run gets UNAVAILABLE, and
@@ -177,6 +202,9 @@ class ReplicationOutbox {
   void ScanDisk(PeerState* peer) ABSL_LOCKS_EXCLUDED(mu_);
   // Runs the callbacks on the executor.
   void RunReports(std::vector<Report> reports);
+  // Deletes every outbox column entry of `peer_id`; returns how many there were.
+  absl::StatusOr<uint64_t> DeleteAllEntries(absl::string_view peer_id);
+  bool NoneDraining() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Engine* const engine_;
   PeerTransport* const transport_;
@@ -187,9 +215,13 @@ class ReplicationOutbox {
   const std::shared_ptr<Liveness> liveness_;
 
   mutable absl::Mutex mu_;
-  // Fixed at construction (the PeerState objects never move); their fields are guarded by mu_
-  // except the immutable `member`.
+  // The current peers (the PeerState objects never move); their fields are guarded by mu_ except
+  // the immutable `member`.
   std::map<std::string, std::unique_ptr<PeerState>> peers_ ABSL_GUARDED_BY(mu_);
+  // Peers removed by RemovePeer, kept until destruction: a send, scan or timer of theirs may
+  // still be under way.
+  std::vector<std::unique_ptr<PeerState>> removed_peers_ ABSL_GUARDED_BY(mu_);
+  uint64_t removed_entries_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   absl::BitGenRef rng_ ABSL_GUARDED_BY(mu_);  // backoff jitter; the generator outlives us

@@ -8,9 +8,14 @@
 //     writer keeps writing new keys; afterwards every acknowledged key is readable through every
 //     node and present on each of its (new) replicas, and the handoff sent about one full record
 //     per gained key (one source per key; the other old owners compare digests);
+//     then each old node removes the records of keys it no longer owns (checked with the
+//     Replica service's local read on a sample of keys whose replicas exclude it);
 //   - then n2 leaves the same way under load; afterwards no key has n2 among its replicas and
-//     every acknowledged key is readable and on all of its replicas.
+//     every acknowledged key is readable and on all of its replicas, and n1 dropped the
+//     replication entries it still had for n2.
 // Every wait and every load loop is bounded; every node is stopped with SIGTERM at the end.
+#include <grpcpp/grpcpp.h>
+
 #include <atomic>
 #include <functional>
 #include <map>
@@ -28,6 +33,7 @@
 #include "absl/time/time.h"
 #include "client/kv_client.h"
 #include "gtest/gtest.h"
+#include "replica.grpc.pb.h"
 #include "tests/cluster_util.h"
 #include "tests/test_util.h"
 
@@ -47,7 +53,8 @@ class MembershipProcessTest : public ::testing::Test {
     testing::Cluster::Options options;
     options.nodes = 4;
     options.joiners = {3};
-    options.extra_flags = {"--anti_entropy_interval=0", "--gossip_interval=100ms"};
+    options.extra_flags = {"--anti_entropy_interval=0", "--gossip_interval=100ms",
+                           "--cleanup_confirm_delay=1s"};
     if (slow_handoff_) options.extra_flags.push_back("--handoff_mb_per_second=1");
     absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster =
         testing::Cluster::Start(std::move(options));
@@ -186,6 +193,45 @@ class MembershipProcessTest : public ::testing::Test {
     return on_member;
   }
 
+  // Whether `node`'s own store holds a record of `key` (the Replica service's local read).
+  bool HoldsLocally(size_t node, const std::string& key) {
+    std::unique_ptr<internal::v1::Replica::Stub> replica = internal::v1::Replica::NewStub(
+        grpc::CreateChannel(cluster_->endpoint(node), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    internal::v1::ReadRecordRequest request;
+    request.set_key(key);
+    internal::v1::ReadRecordResponse response;
+    const grpc::Status status = replica->ReadRecord(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return status.ok() && response.found();
+  }
+
+  // For each of `nodes`, up to `per_node` of `keys` whose replicas (per DescribeKey) exclude it
+  // and as many that include it.
+  std::map<size_t, std::pair<std::vector<std::string>, std::vector<std::string>>> SampleOwnership(
+      const std::vector<std::string>& keys, const std::vector<size_t>& nodes, size_t per_node) {
+    std::map<size_t, std::pair<std::vector<std::string>, std::vector<std::string>>> sample;
+    for (const std::string& key : keys) {
+      absl::StatusOr<DescribeKeyResult> d = client_->DescribeKey(key);
+      if (!d.ok()) continue;
+      for (size_t node : nodes) {
+        bool replica = false;
+        for (const ReplicaView& r : d->replicas)
+          replica = replica || r.node_id == cluster_->node_id(node);
+        std::vector<std::string>& into = replica ? sample[node].second : sample[node].first;
+        if (into.size() < per_node) into.push_back(key);
+      }
+      bool full = true;
+      for (size_t node : nodes) {
+        full =
+            full && sample[node].first.size() == per_node && sample[node].second.size() == per_node;
+      }
+      if (full) break;
+    }
+    return sample;
+  }
+
   std::vector<std::string> Acked() {
     absl::MutexLock lock(&mu_);
     return acked_;
@@ -248,6 +294,29 @@ TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
       << joined.dump();
   EXPECT_GT(counters.value("digests_total", uint64_t{0}), 0u) << joined.dump();
 
+  // The old nodes remove, in the background, the records of keys they no longer own (~1/4 each)
+  // and keep the others. Preloaded keys only: nothing writes them during or after the change.
+  const auto sample = SampleOwnership(keys, {0, 1, 2}, 20);
+  for (const auto& [node, lost_and_kept] : sample) {
+    const auto& [lost, kept] = lost_and_kept;
+    EXPECT_EQ(lost.size(), 20u) << cluster_->node_id(node);
+    std::string still_held;
+    EXPECT_TRUE(Eventually([&] {
+      still_held.clear();
+      for (const std::string& key : lost) {
+        if (HoldsLocally(node, key)) absl::StrAppend(&still_held, key, " ");
+      }
+      return still_held.empty();
+    })) << cluster_->node_id(node)
+        << " still holds keys it no longer owns: " << still_held << cluster_->LogTails();
+    for (const std::string& key : kept) {
+      EXPECT_TRUE(HoldsLocally(node, key)) << cluster_->node_id(node) << " lost " << key;
+    }
+  }
+  EXPECT_TRUE(
+      absl::StrContains(cluster_->Logs(0), "pass removing records this node no longer owns ended"))
+      << cluster_->LogTails();
+
   // Anti-entropy follows the new ring without a restart: a forced repair from n4 exchanges with
   // every other member (refused while a tree is being rebuilt, so retried for a while).
   std::string last_repair;
@@ -289,6 +358,16 @@ TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
     }
     return ids == std::vector<std::string>{"n3", "n4"};
   })) << cluster_->LogTails();
+
+  // n1 stopped replicating to the member that left and dropped what it still had queued for it.
+  EXPECT_TRUE(Eventually([&] {
+    return absl::StrContains(cluster_->Logs(0), "dropped the entries of a member that left");
+  })) << cluster_->LogTails();
+  for (const nlohmann::json& member : KvctlJson(0, {"cluster", "status"}, 0)["members"]) {
+    if (member.value("node_id", "") == "n2") {
+      EXPECT_EQ(member.value("outbox_depth", uint64_t{0}), 0u) << member.dump();
+    }
+  }
 
   // The node that left stops by itself (exit_after_leave), cleanly.
   const absl::Time deadline = absl::Now() + absl::Seconds(30);

@@ -596,6 +596,71 @@ TEST_F(ReplicationOutboxTest, EntriesOfAKeyWithoutARecordAreStillDeleted) {
   EXPECT_EQ(StatsOf(*outbox, "p1").depth, 0u);
 }
 
+TEST_F(ReplicationOutboxTest, RemovePeerDropsOnlyItsEntriesAndReportsItsWaiters) {
+  Options options;
+  options.max_in_flight = 1;
+  auto outbox = MakeOutbox(options, {"p1", "p2"});
+  std::vector<OutboxEntry> a = Write(outbox.get(), "a", "1", {"p1", "p2"});  // in flight
+  std::vector<OutboxEntry> b = Write(outbox.get(), "b", "1", {"p1", "p2"});  // queued
+  ASSERT_EQ(OutboxKeys().size(), 4u);
+
+  absl::StatusOr<uint64_t> removed = outbox->RemovePeer("p2");
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 2u);
+  EXPECT_EQ(outbox->removed_entries(), 2u);
+  executor_.RunAll();
+  EXPECT_TRUE(absl::IsFailedPrecondition(ResultsOnce({a[1]})[0]));
+  EXPECT_TRUE(absl::IsFailedPrecondition(ResultsOnce({b[1]})[0]));
+  EXPECT_EQ(OutboxKeys(), (std::vector<std::string>{ReplicationOutbox::EntryKey("p1", a[0].seq),
+                                                    ReplicationOutbox::EntryKey("p1", b[0].seq)}));
+  std::vector<std::string> ids;
+  for (const PeerOutboxStats& s : outbox->Stats()) ids.push_back(s.peer_id);
+  EXPECT_EQ(ids, std::vector<std::string>{"p1"});
+  EXPECT_TRUE(absl::IsNotFound(outbox->RemovePeer("p2").status()));
+
+  // p2's late completion changes nothing and starts no send; p1 drains as before.
+  transport_.Complete(transport_.Outstanding("p2").at(0), absl::OkStatus());
+  executor_.RunAll();
+  EXPECT_TRUE(transport_.Outstanding("p2").empty());
+  CompleteAllOk();
+  EXPECT_TRUE(OutboxKeys().empty());
+  for (const absl::Status& s : ResultsOnce({a[0], b[0]})) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(transport_.applied("p2").count("b"), 0u);
+
+  // A write that allocated an entry for p2 before the removal and commits after it: the entry is
+  // deleted when submitted.
+  outbox->AddPeer(Member{"p3", "p3:7000", ""});
+  WriteBatch batch;
+  batch.Put(Column::kData, "c", "1");
+  std::vector<OutboxEntry> c = outbox->AddEntries("c", {"p3"}, &batch);
+  ASSERT_TRUE(outbox->RemovePeer("p3").ok());
+  ASSERT_TRUE(engine_.Write(batch, WriteOptions{}).ok());
+  outbox->Submit(c, nullptr);
+  EXPECT_TRUE(OutboxKeys().empty());
+}
+
+TEST_F(ReplicationOutboxTest, MayHaveEntriesForKnowsTheKeysStillOwed) {
+  Options options;
+  options.max_in_flight = 1;
+  options.max_queued_per_peer = 2;
+  auto outbox = MakeOutbox(options, {"p1"});
+  EXPECT_FALSE(outbox->MayHaveEntriesFor("a"));
+  Write(outbox.get(), "a", "1");  // in flight
+  Write(outbox.get(), "b", "1");  // queued
+  EXPECT_TRUE(outbox->MayHaveEntriesFor("a"));
+  EXPECT_TRUE(outbox->MayHaveEntriesFor("b"));
+  EXPECT_FALSE(outbox->MayHaveEntriesFor("c"));
+  // Allocated by a write still committing.
+  WriteBatch batch;
+  std::vector<OutboxEntry> c = outbox->AddEntries("c", {"p1"}, &batch);
+  EXPECT_TRUE(outbox->MayHaveEntriesFor("c"));
+  ASSERT_TRUE(engine_.Write(batch, WriteOptions{}).ok());
+  outbox->Submit(c, nullptr);  // beyond the memory bound: waits on disk only
+  EXPECT_TRUE(outbox->MayHaveEntriesFor("zzz")) << "entries on disk only: every key may be owed";
+  CompleteAllOk();
+  for (const std::string key : {"a", "b", "c", "zzz"}) EXPECT_FALSE(outbox->MayHaveEntriesFor(key));
+}
+
 TEST_F(ReplicationOutboxTest, StatsAreInPeerIdOrder) {
   auto outbox = MakeOutbox(Options{}, {"c", "a", "b"});
   std::vector<std::string> ids;

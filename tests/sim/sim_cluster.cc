@@ -103,7 +103,9 @@ bool SimCluster::AllUp() const {
 
 void SimCluster::TearDown(Node* node) {
   if (node->alive) *node->alive = false;
+  if (node->cleaner) cleaned_records_ += node->cleaner->Stats().removed;
   if (node->outbox) node->outbox->Shutdown();
+  node->cleaner.reset();
   node->handoff.reset();
   node->reaper.reset();
   node->anti_entropy.reset();
@@ -250,12 +252,20 @@ absl::Status SimCluster::Restart(int index) {
         }
         return AllSourcesStreamed(transition, members);
       });
+  // As NodeServer::StartReplication: the cleaner finishes a clean-up a restart interrupted.
+  node.cleaner = std::make_unique<UnownedRecordCleaner>(
+      node.member.id, node.placement.get(), node.store.get(), node.engine.get(),
+      node.scheduler.get(), node.executor.get(), &clock_, CleanupOptions(),
+      [outbox = node.outbox.get()](absl::string_view key) {
+        return outbox->MayHaveEntriesFor(key);
+      });
   node.up = true;
   network_->SetUp(index, node.alive);
   loop_->Log(absl::StrCat("START ", node.member.id, " incarnation ", node.incarnation, " actor ",
                           node.store->actor(), " layout v", node.layout.version));
   // A restart during a transition resumes the handoff (from the start of the scan).
   node.handoff->OnPlacement(node.placement->Get());
+  node.cleaner->OnPlacement(node.placement->Get());
   return absl::OkStatus();
 }
 
@@ -290,6 +300,17 @@ bool SimCluster::InstallLayout(int index, const ClusterLayout& layout) {
   for (const Member* m : (*placement)->AllMembers()) {
     if (m->id != node.member.id) node.outbox->AddPeer(*m);
   }
+  // NodeServer::RemoveDepartedPeers: a complete change drops the entries of members that left.
+  if (!layout.in_transition()) {
+    for (const PeerOutboxStats& peer : node.outbox->Stats()) {
+      if (layout.Contains(peer.peer_id)) continue;
+      absl::StatusOr<uint64_t> dropped = node.outbox->RemovePeer(peer.peer_id);
+      if (dropped.ok()) dropped_outbox_entries_ += *dropped;
+      loop_->Log(absl::StrCat(node.member.id, " OUTBOX dropped the entries for ", peer.peer_id,
+                              ": ",
+                              dropped.ok() ? absl::StrCat(*dropped) : dropped.status().ToString()));
+    }
+  }
   loop_->Log(absl::StrCat(node.member.id, " LAYOUT v", layout.version,
                           layout.in_transition() ? absl::StrCat(" (", layout.change, ")") : "",
                           was_member && !layout.Contains(node.member.id) ? ": it has left" : ""));
@@ -311,6 +332,7 @@ bool SimCluster::InstallLayout(int index, const ClusterLayout& layout) {
     });
   }
   node.handoff->OnPlacement(*placement);
+  node.cleaner->OnPlacement(*placement);
   return true;
 }
 
@@ -355,13 +377,43 @@ uint64_t SimCluster::OutboxDepth() const {
   for (const Node& node : nodes_) {
     if (!node.up) continue;
     for (const PeerOutboxStats& peer : node.outbox->Stats()) {
-      // A member that left is retried forever (see README, join and leave): not waited for.
+      // Entries for a member that left wait until the completing layout reaches the node.
       auto it = endpoints_.find(peer.peer_id);
       if (it != endpoints_.end() && nodes_[it->second].removed) continue;
       depth += peer.depth;
     }
   }
   return depth;
+}
+
+UnownedRecordCleaner::Options SimCluster::CleanupOptions() const {
+  UnownedRecordCleaner::Options options = config_.cleanup;
+  options.replication_factor = static_cast<size_t>(config_.replication_factor);
+  return options;
+}
+
+uint64_t SimCluster::CleanedRecords() const {
+  uint64_t removed = cleaned_records_;
+  for (const Node& node : nodes_) {
+    if (node.cleaner) removed += node.cleaner->Stats().removed;
+  }
+  return removed;
+}
+
+uint64_t SimCluster::UnownedRecords() {
+  const ClusterLayout& cluster = layout();
+  uint64_t unowned = 0;
+  for (const Node& node : nodes_) {
+    if (!node.up || !cluster.IsOwner(node.member.id)) continue;
+    std::unique_ptr<Iterator> it = node.engine->NewIterator(Column::kData);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      if (!placement_->current().IsReplica(
+              it->key(), static_cast<size_t>(config_.replication_factor), node.member.id)) {
+        ++unowned;
+      }
+    }
+  }
+  return unowned;
 }
 
 uint64_t SimCluster::StateHash() {

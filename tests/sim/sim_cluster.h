@@ -8,7 +8,7 @@
 // builds a new incarnation over the same engine and recovers the outbox from it, as kvnode does
 // at startup. Each incarnation runs a MerkleIndex (built in the background after start; its trees
 // follow the ring when a change completes) and a HandoffSender, and with anti-entropy on also
-// AntiEntropy and a TombstoneReaper, as kvnode does.
+// AntiEntropy and a TombstoneReaper, and an UnownedRecordCleaner, as kvnode does.
 //
 // SimCluster also serves the requests that reach a node over the simulated network: replica
 // requests from peers (as node/replica_service.cc does) and client requests (as a cluster-aware
@@ -23,7 +23,9 @@
 // ClusterConfig::initial_members start empty, outside the layout (forwarding coordinators, as a
 // kvnode started with --seeds waits to be joined). InstallLayout is what gossip delivering a
 // newer layout does in kvnode (NodeServer::OnLayout, replicated here: the store's layout, outbox
-// peers, the reaper stopped after a layout change, the handoff). The cluster's own layout
+// peers added and, once a change is complete, those that left removed, the reaper stopped after
+// a layout change, the handoff, the clean-up of records the node no longer owns). The cluster's
+// own layout
 // (SetClusterLayout) is the newest one committed, which the checkers take replicas from.
 #ifndef KV_TESTS_SIM_SIM_CLUSTER_H_
 #define KV_TESTS_SIM_SIM_CLUSTER_H_
@@ -46,6 +48,7 @@
 #include "node/replication_outbox.h"
 #include "node/ring.h"
 #include "node/tombstone_reaper.h"
+#include "node/unowned_record_cleaner.h"
 #include "storage/memory_engine.h"
 #include "tests/sim/sim_loop.h"
 #include "tests/sim/sim_network.h"
@@ -66,6 +69,17 @@ struct ClusterConfig {
   bool purge_tombstones = true;
   TombstoneReaper::Options reaper;
   HandoffSender::Options handoff;
+  // Removal of records a node no longer owns after a change (always on, as in kvnode). The
+  // confirm delay exceeds the longest simulated gossip delay of a layout.
+  UnownedRecordCleaner::Options cleanup = [] {
+    UnownedRecordCleaner::Options o;
+    o.keys_per_second = 5000;
+    o.keys_per_step = 100;
+    o.confirm_delay = absl::Seconds(2);
+    o.retry = absl::Seconds(2);
+    o.interval = absl::Seconds(4);  // so that stray copies are gone by the end of a run
+    return o;
+  }();
   // Sabotage (checkers' tests): handoff streams drop the records of every other key, answering
   // as if delivered.
   bool drop_handoff_keys = false;
@@ -125,6 +139,12 @@ class SimCluster : public SimReplicaServer {
   MemoryEngine* engine(int node) { return nodes_[node].engine.get(); }
   // Entries waiting in the outboxes of nodes that are up, for peers that were not removed.
   uint64_t OutboxDepth() const;
+  // Records that nodes up and in the cluster's layout hold of keys they do not own under it.
+  uint64_t UnownedRecords();
+  // Records removed by the nodes' cleaners, and outbox entries dropped for members that left,
+  // over the run.
+  uint64_t CleanedRecords() const;
+  uint64_t dropped_outbox_entries() const { return dropped_outbox_entries_; }
   // True when anti-entropy is off, or every pair of members of the cluster's layout (all up,
   // trees built) has equal Merkle roots: their shared keys hold the same records.
   bool TreesAgree() const;
@@ -192,8 +212,10 @@ class SimCluster : public SimReplicaServer {
     std::unique_ptr<AntiEntropy> anti_entropy;
     std::unique_ptr<TombstoneReaper> reaper;
     std::unique_ptr<HandoffSender> handoff;
+    std::unique_ptr<UnownedRecordCleaner> cleaner;
   };
 
+  UnownedRecordCleaner::Options CleanupOptions() const;
   // Destroys the live incarnation's objects (the engine stays).
   void TearDown(Node* node);
   // Runs `fn` on the node's executor if it is up (like a gRPC handler handing work off).
@@ -210,6 +232,8 @@ class SimCluster : public SimReplicaServer {
   // The last handoff progress each node published (kept across its crashes, as gossip does).
   std::map<int, HandoffProgress> handoff_progress_;
   uint64_t crashes_ = 0;
+  uint64_t cleaned_records_ = 0;  // by incarnations already torn down
+  uint64_t dropped_outbox_entries_ = 0;
   std::map<std::string, VersionVector> purged_contexts_;
   absl::Time first_wipe_ = absl::InfiniteFuture();
 };

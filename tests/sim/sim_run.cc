@@ -102,7 +102,9 @@ std::string SimResult::Summary() const {
                              : absl::StrCat(" to ", absl::FormatDuration(membership.completed -
                                                                          SimLoop::Start())),
                          ", ", membership.handoff_keys, " records handed off, ",
-                         membership.crashes_during_handoff, " crashes during it; "),
+                         membership.crashes_during_handoff, " crashes during it, ", cleaned,
+                         " records no longer owned removed, ", outbox_dropped,
+                         " outbox entries for the member that left dropped; "),
       "faults: ", faults, "; trace ", absl::Hex(trace_hash), ", state ", absl::Hex(state_hash));
 }
 
@@ -188,6 +190,10 @@ SimResult RunSimulation(const SimOptions& options) {
     checkers.RunAll(options.check_token_resurrection);
     result.failures.insert(result.failures.end(), checkers.failures().begin(),
                            checkers.failures().end());
+    // Every member ran its cleaner through the purge phase (passes every few seconds).
+    if (const uint64_t unowned = cluster.UnownedRecords(); unowned > 0) {
+      fail(absl::StrCat(unowned, " records of keys their node does not own remain at the end"));
+    }
   }
 
   Summarize(history, &result);
@@ -209,6 +215,8 @@ SimResult RunSimulation(const SimOptions& options) {
   }
   result.faults = faults.Describe();
   result.membership = membership.stats();
+  result.cleaned = cluster.CleanedRecords();
+  result.outbox_dropped = cluster.dropped_outbox_entries();
   return result;
 }
 

@@ -11,7 +11,8 @@
 //   4. Drain: run until quiescent (clients idle, nothing on the wire, every outbox empty, every
 //      pair of nodes with equal Merkle roots), within a bounded simulated time. Then let time
 //      pass for the tombstone reapers, and drain again.
-//   5. Check: sim_checkers.h against the history and every replica's final record.
+//   5. Check: sim_checkers.h against the history and every replica's final record, and that no
+//      member holds a record of a key it does not own (the cleaners removed them).
 //
 // The result carries a trace hash (every event run: time, kind, endpoint, key) and a hash of
 // every engine's final contents, which must be identical for identical options.
@@ -70,6 +71,8 @@ struct SimResult {
   uint64_t keys_repaired = 0, purged = 0;  // by anti-entropy; tombstones purged
   std::string faults;                      // the fault levels drawn
   MembershipStats membership;
+  uint64_t cleaned = 0;         // records of keys no longer owned removed by the cleaners
+  uint64_t outbox_dropped = 0;  // outbox entries dropped for members that left
 
   bool ok() const { return failures.empty(); }
   std::string Summary() const;

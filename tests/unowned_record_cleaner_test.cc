@@ -1,0 +1,251 @@
+// UnownedRecordCleaner on one node (n1) over a real LocalStore, MerkleIndex and ReplicationOutbox
+// on a MemoryEngine, with a transport that holds replication calls until the test answers them,
+// on a manual clock. n1 held every key of a 3-node ring (N=3); after n4 joins it owns about 3/4.
+#include "node/unowned_record_cleaner.h"
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "node/merkle_index.h"
+#include "node/replication_outbox.h"
+#include "storage/memory_engine.h"
+
+namespace kv {
+namespace {
+
+constexpr size_t kN = 3;
+
+class QueueExecutor : public Executor {
+ public:
+  void Schedule(std::function<void()> fn) override { tasks_.push_back(std::move(fn)); }
+  void Drain() {
+    while (!tasks_.empty()) {
+      std::function<void()> fn = std::move(tasks_.front());
+      tasks_.pop_front();
+      fn();
+    }
+  }
+
+ private:
+  std::deque<std::function<void()>> tasks_;
+};
+
+// Timers on a ManualClock; Advance runs those that come due, in time order, through the executor.
+class ManualScheduler : public Scheduler {
+ public:
+  ManualScheduler(ManualClock* clock, QueueExecutor* executor)
+      : clock_(clock), executor_(executor) {}
+  void RunAfter(absl::Duration delay, std::function<void()> fn) override {
+    timers_.emplace(std::make_pair(clock_->Now() + delay, seq_++), std::move(fn));
+  }
+  void Advance(absl::Duration d) {
+    const absl::Time until = clock_->Now() + d;
+    executor_->Drain();
+    while (!timers_.empty() && timers_.begin()->first.first <= until) {
+      const absl::Time at = timers_.begin()->first.first;
+      if (at > clock_->Now()) clock_->Advance(at - clock_->Now());
+      executor_->Schedule(std::move(timers_.begin()->second));
+      timers_.erase(timers_.begin());
+      executor_->Drain();
+    }
+    if (until > clock_->Now()) clock_->Advance(until - clock_->Now());
+  }
+
+ private:
+  ManualClock* const clock_;
+  QueueExecutor* const executor_;
+  std::map<std::pair<absl::Time, uint64_t>, std::function<void()>> timers_;
+  uint64_t seq_ = 0;
+};
+
+// Holds MergeRecords calls until AnswerAll.
+class HoldingTransport : public PeerTransport {
+ public:
+  void MergeRecords(const Member&, std::vector<EncodedRecord>,
+                    std::function<void(absl::Status)> done) override {
+    held_.push_back(std::move(done));
+  }
+  void ReadRecord(const Member&, std::string,
+                  std::function<void(absl::StatusOr<std::string>)> done) override {
+    done(absl::UnimplementedError("ReadRecord"));
+  }
+  void ListKeys(const Member&, std::string, std::string, uint32_t,
+                std::function<void(absl::StatusOr<ListPage>)> done) override {
+    done(absl::UnimplementedError("ListKeys"));
+  }
+  void ForwardWrite(const Member&, WriteCommand, QuorumSpec,
+                    std::function<void(absl::StatusOr<WriteReply>)> done) override {
+    done(absl::UnimplementedError("ForwardWrite"));
+  }
+  void AnswerAll(QueueExecutor* executor) {
+    while (!held_.empty()) {
+      std::vector<std::function<void(absl::Status)>> now = std::move(held_);
+      held_.clear();
+      for (auto& done : now) done(absl::OkStatus());
+      executor->Drain();
+    }
+  }
+
+ private:
+  std::vector<std::function<void(absl::Status)>> held_;
+};
+
+Member M(const std::string& id) { return Member{id, id + ":7000", ""}; }
+
+std::shared_ptr<const Placement> MakePlacement(uint64_t version, std::vector<Member> members,
+                                               std::vector<Member> next = {}) {
+  ClusterLayout layout;
+  layout.version = version;
+  layout.members = std::move(members);
+  layout.next = std::move(next);
+  return *Placement::Create(layout);
+}
+
+class UnownedRecordCleanerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    before_ = MakePlacement(1, {M("n1"), M("n2"), M("n3")});
+    transition_ =
+        MakePlacement(2, {M("n1"), M("n2"), M("n3")}, {M("n1"), M("n2"), M("n3"), M("n4")});
+    after_ = MakePlacement(3, {M("n1"), M("n2"), M("n3"), M("n4")});
+    holder_ = std::make_unique<PlacementHolder>(before_);
+    index_ = std::make_unique<MerkleIndex>("n1", before_->current_ptr(), kN, &engine_);
+    store_ = *LocalStore::Open(&engine_, &clock_, rng_, "n1", LocalStore::Options());
+    store_->SetObserver(index_.get());
+    outbox_ = std::make_unique<ReplicationOutbox>(std::vector<Member>{M("n2"), M("n3"), M("n4")},
+                                                  &engine_, &transport_, &scheduler_, &executor_,
+                                                  rng_, ReplicationOutbox::Options());
+    ASSERT_TRUE(outbox_->Recover().ok());
+    UnownedRecordCleaner::Options options;
+    options.replication_factor = kN;
+    options.keys_per_step = 16;
+    options.keys_per_second = 1000;
+    options.confirm_delay = absl::Seconds(5);
+    options.retry = absl::Seconds(30);
+    cleaner_ = std::make_unique<UnownedRecordCleaner>(
+        "n1", holder_.get(), store_.get(), &engine_, &scheduler_, &executor_, &clock_, options,
+        [this](absl::string_view key) { return outbox_->MayHaveEntriesFor(key); });
+    for (int i = 0; i < 200; ++i) {
+      const std::string key = absl::StrCat("key-", i);
+      Write(key, /*replicate_to_n4=*/false);
+      (after_->current().IsReplica(key, kN, "n1") ? owned_ : lost_).insert(key);
+    }
+    ASSERT_GT(lost_.size(), 20u);
+    ASSERT_GT(owned_.size(), 100u);
+  }
+
+  // A write of `key` on n1; with replicate_to_n4, its outbox entry for n4 stays unsent until the
+  // transport answers.
+  void Write(const std::string& key, bool replicate_to_n4, bool is_delete = false) {
+    std::vector<OutboxEntry> entries;
+    LocalStore::BatchHook hook;
+    if (replicate_to_n4) {
+      hook = [&](absl::string_view k, WriteBatch* batch) {
+        entries = outbox_->AddEntries(k, {"n4"}, batch);
+      };
+    }
+    absl::StatusOr<WriteOutcome> w = store_->Write({key, is_delete, "v", "", ""}, hook);
+    ASSERT_TRUE(w.ok()) << w.status();
+    if (!entries.empty()) outbox_->Submit(entries, nullptr);
+    executor_.Drain();
+  }
+
+  bool Holds(const std::string& key) { return store_->ReadRecord(key).ok(); }
+
+  void Install(std::shared_ptr<const Placement> placement) {
+    holder_->Set(placement);
+    cleaner_->OnPlacement(placement);
+  }
+
+  ManualClock clock_;
+  QueueExecutor executor_;
+  ManualScheduler scheduler_{&clock_, &executor_};
+  std::mt19937_64 rng_{7};
+  MemoryEngine engine_;
+  HoldingTransport transport_;
+  std::shared_ptr<const Placement> before_, transition_, after_;
+  std::unique_ptr<PlacementHolder> holder_;
+  std::unique_ptr<MerkleIndex> index_;
+  std::unique_ptr<LocalStore> store_;
+  std::unique_ptr<ReplicationOutbox> outbox_;
+  std::unique_ptr<UnownedRecordCleaner> cleaner_;
+  std::set<std::string> owned_, lost_;  // under the 4-node ring
+};
+
+TEST_F(UnownedRecordCleanerTest, RemovesExactlyTheKeysNoLongerOwnedButNotThoseStillOwed) {
+  // Three lost keys have a write whose entry for n4 is unsent; one lost key is a tombstone.
+  std::vector<std::string> owed(lost_.begin(), std::next(lost_.begin(), 3));
+  for (const std::string& key : owed) Write(key, /*replicate_to_n4=*/true);
+  const std::string tombstone = *std::next(lost_.begin(), 3);
+  Write(tombstone, false, /*is_delete=*/true);
+
+  Install(transition_);  // nothing during a transition
+  scheduler_.Advance(absl::Minutes(1));
+  EXPECT_EQ(cleaner_->Stats().scanned, 0u);
+  for (const std::string& key : lost_) ASSERT_TRUE(Holds(key)) << key;
+
+  Install(after_);
+  scheduler_.Advance(absl::Seconds(10));  // 200 keys at 1000/s, then the 5s confirm delay
+  UnownedRecordCleanerStats stats = cleaner_->Stats();
+  EXPECT_EQ(stats.layout_version, 3u);
+  EXPECT_EQ(stats.passes, 1u);
+  EXPECT_EQ(stats.scanned, 200u);
+  EXPECT_EQ(stats.removed, lost_.size() - owed.size());
+  EXPECT_EQ(stats.kept_pending, owed.size());
+  EXPECT_TRUE(stats.running) << "a pass that kept keys is followed by another";
+  for (const std::string& key : owned_) EXPECT_TRUE(Holds(key)) << key;
+  for (const std::string& key : lost_) {
+    const bool is_owed = std::find(owed.begin(), owed.end(), key) != owed.end();
+    EXPECT_EQ(Holds(key), is_owed) << key;
+    // The Merkle index saw the removal as a record change.
+    absl::StatusOr<std::optional<uint64_t>> digest = index_->StoredDigest(key);
+    ASSERT_TRUE(digest.ok());
+    EXPECT_EQ(digest->has_value(), is_owed) << key;
+  }
+  EXPECT_FALSE(Holds(tombstone));
+
+  // Once n4 confirmed the writes, the next pass removes those keys too, and no pass follows.
+  transport_.AnswerAll(&executor_);
+  scheduler_.Advance(absl::Seconds(40));
+  stats = cleaner_->Stats();
+  EXPECT_EQ(stats.passes, 2u);
+  EXPECT_EQ(stats.removed, lost_.size());
+  EXPECT_FALSE(stats.running);
+  for (const std::string& key : owed) EXPECT_FALSE(Holds(key)) << key;
+  for (const std::string& key : owned_) EXPECT_TRUE(Holds(key)) << key;
+}
+
+TEST_F(UnownedRecordCleanerTest, KeepsRecordsThatChangeOrANewerLayoutWhileWaiting) {
+  Install(after_);
+  scheduler_.Advance(absl::Seconds(1));  // all 200 read; the lost ones wait out the delay
+  EXPECT_EQ(cleaner_->Stats().scanned, 200u);
+  const std::string changed = *lost_.begin();
+  Write(changed, false);  // e.g. a handoff record of the next change arriving
+  scheduler_.Advance(absl::Seconds(5));
+  EXPECT_TRUE(Holds(changed));
+  EXPECT_EQ(cleaner_->Stats().kept_changed, 1u);
+  EXPECT_EQ(cleaner_->Stats().removed, lost_.size() - 1);
+
+  // Another change starts before the retry: the pass ends and nothing more is removed.
+  Install(MakePlacement(4, after_->layout().members, {M("n1"), M("n2"), M("n3")}));
+  scheduler_.Advance(absl::Minutes(2));
+  EXPECT_TRUE(Holds(changed));
+  EXPECT_FALSE(cleaner_->Stats().running);
+}
+
+TEST_F(UnownedRecordCleanerTest, ANodeOutsideTheLayoutRemovesNothing) {
+  Install(MakePlacement(3, {M("n2"), M("n3"), M("n4")}));
+  scheduler_.Advance(absl::Minutes(1));
+  EXPECT_EQ(cleaner_->Stats().scanned, 0u);
+  for (const std::string& key : lost_) EXPECT_TRUE(Holds(key)) << key;
+}
+
+}  // namespace
+}  // namespace kv
