@@ -61,11 +61,11 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
         ResolveQuorum(w, static_cast<int>(owners.size()), options_.default_w, "w");
     if (!needed.ok() && owners.size() < n) {
       needed = absl::InvalidArgumentError(absl::StrCat(
-          "w=", w.count, " is more than the ", owners.size(), " owners this key has",
+          needed.status().message(), "; this key has ", owners.size(), " owner(s)",
           owner_sets.size() > 1 ? (&owners == &owner_sets[0] ? " before the membership change"
                                                              : " after the membership change")
                                 : "",
-          " (replication factor N=", n, ", but fewer members)"));
+          ": the replication factor is ", n, " but the cluster has fewer members"));
     }
     if (!needed.ok()) {
       done(needed.status());
