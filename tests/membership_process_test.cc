@@ -363,7 +363,8 @@ TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
   EXPECT_TRUE(Eventually([&] {
     return absl::StrContains(cluster_->Logs(0), "dropped the entries of a member that left");
   })) << cluster_->LogTails();
-  for (const nlohmann::json& member : KvctlJson(0, {"cluster", "status"}, 0)["members"]) {
+  const nlohmann::json status_after_leave = KvctlJson(0, {"cluster", "status"}, 0);
+  for (const nlohmann::json& member : status_after_leave["members"]) {
     if (member.value("node_id", "") == "n2") {
       EXPECT_EQ(member.value("outbox_depth", uint64_t{0}), 0u) << member.dump();
     }
