@@ -4,6 +4,7 @@
 #include <atomic>
 #include <deque>
 #include <map>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -29,13 +30,16 @@ struct HandoffSender::Job {
   // asked for that are not sent yet.
   std::map<std::string, std::vector<KeyDigest>> digests;
   uint64_t digest_count = 0;
-  uint64_t digest_bytes = 0;  // keys + digests of `digests`: a batch stays under batch_bytes
+  uint64_t digest_bytes = 0;    // keys + digests of `digests`: a batch stays under batch_bytes
+  uint64_t compared_bytes = 0;  // keys + digests of the batches compared so far (rate limit)
   std::map<std::string, std::deque<std::string>> wanted;
   // Bookkeeping of the calls in flight.
   std::atomic<int> outstanding{0};
   std::atomic<bool> failed{false};
   absl::Mutex answers_mu;
   std::map<std::string, std::vector<std::string>> answers ABSL_GUARDED_BY(answers_mu);
+  // Gainers that acknowledged the records of `pending`: a retry after a failure skips them.
+  std::set<std::string> acked ABSL_GUARDED_BY(answers_mu);
 };
 
 HandoffSender::HandoffSender(std::string self_id, Engine* engine, PeerTransport* transport,
@@ -175,15 +179,25 @@ void HandoffSender::SendRecords(JobPtr job) {
   // Copied first: the last acknowledgement may run OnRecordsSent (which clears `pending`) before
   // this loop ends, and a failed batch is sent again from `pending`.
   std::vector<std::pair<const Member*, std::vector<EncodedRecord>>> sends;
-  for (const auto& [gainer, records] : job->pending) {
-    sends.emplace_back(job->placement->next()->Find(gainer), records);
+  {
+    absl::MutexLock lock(&job->answers_mu);
+    for (const auto& [gainer, records] : job->pending) {
+      if (job->acked.count(gainer) == 0) {
+        sends.emplace_back(job->placement->next()->Find(gainer), records);
+      }
+    }
   }
   job->failed = false;
   job->outstanding = static_cast<int>(sends.size());
   for (auto& [member, records] : sends) {
     transport_->MergeRecords(
-        *member, std::move(records), guard_.Wrap([this, job](absl::Status status) {
-          if (!status.ok()) job->failed = true;
+        *member, std::move(records), guard_.Wrap([this, job, id = member->id](absl::Status status) {
+          if (status.ok()) {
+            absl::MutexLock lock(&job->answers_mu);
+            job->acked.insert(id);
+          } else {
+            job->failed = true;
+          }
           if (--job->outstanding == 0) {
             executor_->Schedule(guard_.Wrap([this, job] { OnRecordsSent(job, !job->failed); }));
           }
@@ -205,6 +219,10 @@ void HandoffSender::OnRecordsSent(JobPtr job, bool ok) {
     p.compared_bytes += job->pending_bytes;
   }
   const bool sent = !job->pending.empty();
+  {
+    absl::MutexLock lock(&job->answers_mu);
+    job->acked.clear();
+  }
   job->pending.clear();
   job->pending_keys = job->pending_bytes = 0;
   if (sent) Publish(*job);
@@ -217,13 +235,15 @@ void HandoffSender::Compare(JobPtr job) {
     OnCompared(job, true);
     return;
   }
+  // A retry after a failure asks only the gainers that have not answered this batch yet.
   std::vector<std::pair<const Member*, std::vector<KeyDigest>>> asks;
-  for (const auto& [gainer, digests] : job->digests) {
-    asks.emplace_back(job->placement->next()->Find(gainer), digests);
-  }
   {
     absl::MutexLock lock(&job->answers_mu);
-    job->answers.clear();
+    for (const auto& [gainer, digests] : job->digests) {
+      if (job->answers.count(gainer) == 0) {
+        asks.emplace_back(job->placement->next()->Find(gainer), digests);
+      }
+    }
   }
   job->failed = false;
   job->outstanding = static_cast<int>(asks.size());
@@ -256,6 +276,7 @@ void HandoffSender::OnCompared(JobPtr job, bool ok) {
     return;
   }
   job->progress.digests += job->digest_count;
+  job->compared_bytes += job->digest_bytes;
   job->digests.clear();
   job->digest_count = 0;
   job->digest_bytes = 0;
@@ -353,8 +374,10 @@ void HandoffSender::WaitForStreamed(JobPtr job) {
 void HandoffSender::Throttled(const JobPtr& job, std::function<void()> step) {
   absl::Duration wait = absl::ZeroDuration();
   if (options_.bytes_per_second > 0) {
-    const absl::Duration due = absl::Seconds(static_cast<double>(job->progress.bytes) /
-                                             static_cast<double>(options_.bytes_per_second));
+    // Records and the digests of phase 2 count against the same limit.
+    const absl::Duration due =
+        absl::Seconds(static_cast<double>(job->progress.bytes + job->compared_bytes) /
+                      static_cast<double>(options_.bytes_per_second));
     wait = std::max(absl::ZeroDuration(), due - (clock_->Now() - job->started));
   }
   if (wait == absl::ZeroDuration()) {
