@@ -7,8 +7,10 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -94,10 +96,16 @@ class ExecSpec {
 
 // Forks and execs `spec`; `setup_fds` runs in the child first (dup2 only). Returns the pid, or
 // an error if fork or exec failed.
+//
+// A child started from the main thread gets SIGKILL when the test process dies, so that a test
+// that crashes (an ASan abort, a fatal signal) leaves no node running. Not for children started
+// from other threads: the kernel sends the signal when the forking *thread* exits.
 template <typename SetupFds>
 absl::StatusOr<pid_t> Spawn(const ExecSpec& spec, SetupFds setup_fds) {
   int error_pipe[2];
   if (pipe2(error_pipe, O_CLOEXEC) != 0) return absl::InternalError("pipe2 failed");
+  const pid_t parent = getpid();
+  const bool from_main_thread = static_cast<pid_t>(syscall(SYS_gettid)) == parent;
   const pid_t pid = fork();
   if (pid < 0) {
     close(error_pipe[0]);
@@ -106,6 +114,10 @@ absl::StatusOr<pid_t> Spawn(const ExecSpec& spec, SetupFds setup_fds) {
   }
   if (pid == 0) {
     close(error_pipe[0]);
+    if (from_main_thread) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);  // the parent died before prctl
+    }
     setup_fds();
     spec.ExecInChild(error_pipe[1]);
   }

@@ -4,9 +4,14 @@
 
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <fstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -68,6 +73,44 @@ TEST(RunCommandTest, KillsAfterTimeout) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
   EXPECT_EQ(r.exit_code, 128 + SIGKILL);
   EXPECT_THAT(r.err, HasSubstr("killed after"));
+}
+
+// A test process that dies without cleaning up (here: _exit in a forked copy of this test) takes
+// the processes it started with it.
+TEST(SubprocessTest, ChildDiesWithTheTestProcess) {
+  TempDir logs;
+  int pid_pipe[2];
+  ASSERT_EQ(pipe(pid_pipe), 0);
+  const pid_t test_process = fork();
+  ASSERT_GE(test_process, 0);
+  if (test_process == 0) {
+    close(pid_pipe[0]);
+    absl::StatusOr<Subprocess> sleeper = Subprocess::Start({"sleep", "60"}, logs.path());
+    pid_t child = sleeper.ok() ? sleeper->pid() : -1;
+    (void)!write(pid_pipe[1], &child, sizeof(child));
+    _exit(0);  // no destructors: as if the test had crashed
+  }
+  close(pid_pipe[1]);
+  pid_t child = -1;
+  ASSERT_EQ(read(pid_pipe[0], &child, sizeof(child)), static_cast<ssize_t>(sizeof(child)));
+  close(pid_pipe[0]);
+  waitpid(test_process, nullptr, 0);
+  ASSERT_GT(child, 0);
+  // Gone, or a zombie waiting for whoever adopted it to reap it.
+  auto dead = [child] {
+    std::ifstream stat(absl::StrCat("/proc/", child, "/stat"));
+    std::string line;
+    if (!std::getline(stat, line)) return true;
+    const size_t paren = line.rfind(')');
+    return paren != std::string::npos && line.size() > paren + 2 && line[paren + 2] == 'Z';
+  };
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    gone = dead();
+    if (!gone) absl::SleepFor(absl::Milliseconds(20));
+  }
+  if (!gone) kill(child, SIGKILL);
+  EXPECT_TRUE(gone) << "the child of a dead test process is still running";
 }
 
 TEST(RunCommandTest, MissingProgram) {
