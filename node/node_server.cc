@@ -281,7 +281,8 @@ absl::Status NodeServer::StartReplication() {
       [this](const ClusterLayout& l) { executor_->Schedule([this, l] { OnLayout(l); }); });
   handoff_->OnPlacement(placement_->Get());
   // Finishes a clean-up a restart interrupted (and removes stray copies that arrived meanwhile).
-  cleaner_->OnPlacement(placement_->Get());
+  // A cluster whose membership never changed (layout version 1) has nothing to clean up: no scan.
+  if (placement_->Get()->layout().version > 1) cleaner_->OnPlacement(placement_->Get());
   return absl::OkStatus();
 }
 

@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <deque>
 #include <iostream>
 #include <map>
 #include <random>
@@ -18,52 +17,13 @@
 #include "node/tombstone_reaper.h"
 #include "storage/memory_engine.h"
 #include "storage/record_codec.h"
+#include "tests/manual_scheduler.h"
 
 namespace kv {
 namespace {
 
-// Runs tasks when Drain() is called, in FIFO order.
-class QueueExecutor : public Executor {
- public:
-  void Schedule(std::function<void()> fn) override { tasks_.push_back(std::move(fn)); }
-  void Drain() {
-    while (!tasks_.empty()) {
-      std::function<void()> fn = std::move(tasks_.front());
-      tasks_.pop_front();
-      fn();
-    }
-  }
-
- private:
-  std::deque<std::function<void()>> tasks_;
-};
-
-// Timers on a ManualClock; Advance runs those that come due (through the executor).
-class ManualScheduler : public Scheduler {
- public:
-  ManualScheduler(ManualClock* clock, QueueExecutor* executor)
-      : clock_(clock), executor_(executor) {}
-  void RunAfter(absl::Duration delay, std::function<void()> fn) override {
-    timers_.emplace(std::make_pair(clock_->Now() + delay, seq_++), std::move(fn));
-  }
-  void Advance(absl::Duration d, absl::Duration step = absl::Milliseconds(100)) {
-    const absl::Time end = clock_->Now() + d;
-    while (clock_->Now() < end) {
-      clock_->Advance(std::min(step, end - clock_->Now()));
-      while (!timers_.empty() && timers_.begin()->first.first <= clock_->Now()) {
-        executor_->Schedule(std::move(timers_.begin()->second));
-        timers_.erase(timers_.begin());
-      }
-      executor_->Drain();
-    }
-  }
-
- private:
-  ManualClock* const clock_;
-  QueueExecutor* const executor_;
-  std::map<std::pair<absl::Time, uint64_t>, std::function<void()>> timers_;
-  uint64_t seq_ = 0;
-};
+using testing::ManualScheduler;
+using testing::QueueExecutor;
 
 struct TestNode {
   std::string id;

@@ -3,8 +3,6 @@
 // on a manual clock. n1 held every key of a 3-node ring (N=3); after n4 joins it owns about 3/4.
 #include "node/unowned_record_cleaner.h"
 
-#include <deque>
-#include <map>
 #include <memory>
 #include <random>
 #include <set>
@@ -16,54 +14,15 @@
 #include "node/merkle_index.h"
 #include "node/replication_outbox.h"
 #include "storage/memory_engine.h"
+#include "tests/manual_scheduler.h"
 
 namespace kv {
 namespace {
 
 constexpr size_t kN = 3;
 
-class QueueExecutor : public Executor {
- public:
-  void Schedule(std::function<void()> fn) override { tasks_.push_back(std::move(fn)); }
-  void Drain() {
-    while (!tasks_.empty()) {
-      std::function<void()> fn = std::move(tasks_.front());
-      tasks_.pop_front();
-      fn();
-    }
-  }
-
- private:
-  std::deque<std::function<void()>> tasks_;
-};
-
-// Timers on a ManualClock; Advance runs those that come due, in time order, through the executor.
-class ManualScheduler : public Scheduler {
- public:
-  ManualScheduler(ManualClock* clock, QueueExecutor* executor)
-      : clock_(clock), executor_(executor) {}
-  void RunAfter(absl::Duration delay, std::function<void()> fn) override {
-    timers_.emplace(std::make_pair(clock_->Now() + delay, seq_++), std::move(fn));
-  }
-  void Advance(absl::Duration d) {
-    const absl::Time until = clock_->Now() + d;
-    executor_->Drain();
-    while (!timers_.empty() && timers_.begin()->first.first <= until) {
-      const absl::Time at = timers_.begin()->first.first;
-      if (at > clock_->Now()) clock_->Advance(at - clock_->Now());
-      executor_->Schedule(std::move(timers_.begin()->second));
-      timers_.erase(timers_.begin());
-      executor_->Drain();
-    }
-    if (until > clock_->Now()) clock_->Advance(until - clock_->Now());
-  }
-
- private:
-  ManualClock* const clock_;
-  QueueExecutor* const executor_;
-  std::map<std::pair<absl::Time, uint64_t>, std::function<void()>> timers_;
-  uint64_t seq_ = 0;
-};
+using testing::ManualScheduler;
+using testing::QueueExecutor;
 
 // Holds MergeRecords calls until AnswerAll.
 class HoldingTransport : public PeerTransport {

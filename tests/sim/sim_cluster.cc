@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "node/forwarding_peer_transport.h"
 #include "node/handoff_plan.h"
 #include "node/merkle_tree.h"
 #include "storage/record_codec.h"
@@ -13,9 +14,9 @@ namespace {
 
 // Sabotage (ClusterConfig::drop_handoff_keys): passes everything on, except that MergeRecords
 // leaves out the records of every other key (by Merkle segment) and still answers OK.
-class DroppingHandoffTransport : public PeerTransport {
+class DroppingHandoffTransport : public ForwardingPeerTransport {
  public:
-  explicit DroppingHandoffTransport(PeerTransport* inner) : inner_(inner) {}
+  using ForwardingPeerTransport::ForwardingPeerTransport;
   void MergeRecords(const Member& peer, std::vector<EncodedRecord> records,
                     std::function<void(absl::Status)> done) override {
     std::vector<EncodedRecord> kept;
@@ -23,35 +24,8 @@ class DroppingHandoffTransport : public PeerTransport {
       if (MerkleTree::SegmentOf(r.key) % 2 != 0) kept.push_back(std::move(r));
     }
     if (kept.empty()) return done(absl::OkStatus());
-    inner_->MergeRecords(peer, std::move(kept), std::move(done));
+    inner()->MergeRecords(peer, std::move(kept), std::move(done));
   }
-  void ReadRecord(const Member& peer, std::string key,
-                  std::function<void(absl::StatusOr<std::string>)> done) override {
-    inner_->ReadRecord(peer, std::move(key), std::move(done));
-  }
-  void ListKeys(const Member& peer, std::string prefix, std::string page_token, uint32_t limit,
-                std::function<void(absl::StatusOr<ListPage>)> done) override {
-    inner_->ListKeys(peer, std::move(prefix), std::move(page_token), limit, std::move(done));
-  }
-  void ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
-                    std::function<void(absl::StatusOr<WriteReply>)> done) override {
-    inner_->ForwardWrite(peer, std::move(command), w, std::move(done));
-  }
-  void MerkleNodes(const Member& peer, MerkleLevel level, std::vector<uint32_t> indexes,
-                   std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) override {
-    inner_->MerkleNodes(peer, level, std::move(indexes), std::move(done));
-  }
-  void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
-                   std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override {
-    inner_->SegmentKeys(peer, std::move(segments), std::move(done));
-  }
-  void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
-                   std::function<void(absl::Status)> done) override {
-    inner_->PurgeRecord(peer, std::move(key), std::move(expected_record), std::move(done));
-  }
-
- private:
-  PeerTransport* const inner_;
 };
 
 }  // namespace
