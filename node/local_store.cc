@@ -564,6 +564,7 @@ class LocalStore::LegacyExpiryMutation : public CommitQueue::Mutation {
 absl::StatusOr<size_t> LocalStore::ExpireLegacyIdempotencyRecords(int64_t now_micros) {
   constexpr size_t kChunk = 1000;
   size_t removed = 0;
+  if (legacy_index_empty_.load()) return removed;
   std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kIdempotency);
   std::vector<std::string> chunk;
   auto flush = [&]() -> absl::Status {
@@ -574,7 +575,15 @@ absl::StatusOr<size_t> LocalStore::ExpireLegacyIdempotencyRecords(int64_t now_mi
     removed += size;
     return absl::OkStatus();
   };
-  for (it->Seek(kIdempotencyExpiryPrefix); it->Valid(); it->Next()) {
+  it->Seek(kIdempotencyExpiryPrefix);
+  if (!it->Valid() || !absl::StartsWith(it->key(), kIdempotencyExpiryPrefix)) {
+    KV_RETURN_IF_ERROR(it->status());
+    // Format 1 is never written again: once its index is empty, it stays empty, and the scan
+    // (which costs a sort of the memtable in RocksDB's hashed token column) is not repeated.
+    legacy_index_empty_.store(true);
+    return removed;
+  }
+  for (; it->Valid(); it->Next()) {
     int64_t expiry;
     absl::string_view token;
     if (!ParseIdempotencyExpiryKey(it->key(), &expiry, &token) || expiry >= now_micros) break;

@@ -195,6 +195,8 @@ class LocalStore {
   RecordObserver* observer_ = nullptr;
   // Counters of this actor below or at the floor are never handed out (raised by purges).
   std::atomic<uint64_t> counter_floor_{0};
+  // Set once a sweep finds no format-1 expiry index entry (none is written any more).
+  std::atomic<bool> legacy_index_empty_{false};
   CommitQueue commits_;
 };
 
