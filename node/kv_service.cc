@@ -38,7 +38,7 @@ absl::Status FillGetResponse(SiblingSet record, v1::GetResponse* response) {
   for (const Sibling& sibling : record.LiveSiblings()) {
     ToProto(sibling, response->add_siblings());
   }
-  response->set_context(CausalContext(record.context()).Encode());
+  response->set_context(record.ClientContext().Encode());
   return absl::OkStatus();
 }
 

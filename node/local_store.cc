@@ -326,13 +326,22 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
     if (const ReplacedWrite* first = record.ReplacedCopyOf(probe, options_.idempotency_ttl)) {
       return deduplicated(first->dot);
     }
+    // A version the writer saw (perhaps on another replica) that this would be a copy of.
+    const uint64_t fingerprint = TokenFingerprint(probe);
+    for (const TokenedVersion& version : seen.tokened()) {
+      if (version.fingerprint == fingerprint &&
+          absl::AbsDuration(absl::Microseconds(
+              version.timestamp_micros - probe.timestamp_micros)) <= options_.idempotency_ttl) {
+        return deduplicated(version.dot);
+      }
+    }
     if (reused) {
       return absl::InvalidArgumentError("idempotency token reused with different parameters");
     }
   }
 
   // A delete without a context removes every version this replica holds.
-  if (command.is_delete && seen.empty()) seen = CausalContext(record.context());
+  if (command.is_delete && seen.empty()) seen = record.ClientContext();
 
   Sibling sibling;
   sibling.tombstone = command.is_delete;

@@ -160,6 +160,14 @@ Dot SiblingSet::ApplyWrite(absl::string_view actor, const CausalContext& seen, S
                                         [&seen](const Sibling& s) { return !seen.Covers(s.dot); });
   std::move(replaced, siblings_.end(), std::back_inserter(removed));
   siblings_.erase(replaced, siblings_.end());
+  // Versions the writer saw, perhaps on another replica, that this write replaces.
+  std::vector<ReplacedWrite> seen_replaced;
+  for (const TokenedVersion& version : seen.tokened()) {
+    if (!seen.Covers(version.dot) && !context_.Covers(version.dot)) continue;
+    const bool live = std::any_of(siblings_.begin(), siblings_.end(),
+                                  [&version](const Sibling& s) { return s.dot == version.dot; });
+    if (!live) seen_replaced.push_back(version);
+  }
   const uint64_t counter = std::max({context_.Get(actor), seen.MaxCounter(actor), min_counter}) + 1;
   Dot dot{std::string(actor), counter};
   context_.Merge(seen.vv());
@@ -167,19 +175,34 @@ Dot SiblingSet::ApplyWrite(absl::string_view actor, const CausalContext& seen, S
   sibling.dot = dot;
   auto pos = std::upper_bound(siblings_.begin(), siblings_.end(), sibling, DotLess);
   siblings_.insert(pos, std::move(sibling));
-  SettleReplaced(removed, {}, retry_window);
+  SettleReplaced(removed, seen_replaced, retry_window);
   return dot;
 }
 
 CausalContext SiblingSet::ContextAfterWrite(const CausalContext& seen, const Dot& new_dot) const {
-  // Only the new version is left: every other dot this set has seen was replaced, so claiming
-  // all of them replaces nothing live that the writer has not seen.
-  if (siblings_.size() == 1 && siblings_[0].dot == new_dot) return CausalContext(context_);
-  CausalContext result = seen;
-  result.PruneCoveredBy(context_);
-  // AddDot skips only dots covered by result.vv() (== seen.vv()); new_dot is above every counter
-  // of its actor in `seen`, so it is kept even though context_ covers it.
-  result.AddDot(new_dot);
+  CausalContext result;
+  if (siblings_.size() == 1 && siblings_[0].dot == new_dot) {
+    // Only the new version is left: every other dot this set has seen was replaced, so claiming
+    // all of them replaces nothing live that the writer has not seen.
+    result = CausalContext(context_);
+  } else {
+    result = seen;
+    result.PruneCoveredBy(context_);
+    // AddDot skips only dots covered by result.vv() (== seen.vv()); new_dot is above every
+    // counter of its actor in `seen`, so it is kept even though context_ covers it.
+    result.AddDot(new_dot);
+  }
+  for (const Sibling& s : siblings_) {
+    if (s.dot == new_dot && !s.idempotency_token.empty()) result.AddTokened(Remember(s));
+  }
+  return result;
+}
+
+CausalContext SiblingSet::ClientContext() const {
+  CausalContext result(context_);
+  for (const Sibling& s : siblings_) {
+    if (!s.idempotency_token.empty()) result.AddTokened(Remember(s));
+  }
   return result;
 }
 

@@ -35,6 +35,10 @@
 // late copy is dropped, and the next merge of the two results drops it (a drop is absorbed like
 // any replacement), so replicas still converge.
 //
+// Contexts carry the tokened versions they cover (CausalContext::tokened(): ClientContext for a
+// read, ContextAfterWrite for a write), and ApplyWrite remembers the ones it replaces, so a write
+// through a replica that never held the copy its writer read still recognises that copy's retries.
+//
 // Values, not thread-safe for concurrent mutation.
 #ifndef KV_STORAGE_SIBLING_SET_H_
 #define KV_STORAGE_SIBLING_SET_H_
@@ -64,17 +68,9 @@ struct Sibling {
 };
 
 // A replaced version that carried an idempotency token, remembered so that a retry copy of the
-// same logical write arriving later is replaced too.
-struct ReplacedWrite {
-  Dot dot;
-  int64_t timestamp_micros = 0;  // the replaced version's
-  uint64_t fingerprint = 0;      // TokenFingerprint of the replaced version
-
-  friend bool operator==(const ReplacedWrite& a, const ReplacedWrite& b) {
-    return a.dot == b.dot && a.timestamp_micros == b.timestamp_micros &&
-           a.fingerprint == b.fingerprint;
-  }
-};
+// same logical write arriving later is replaced too: its dot, its timestamp and the
+// TokenFingerprint of its content.
+using ReplacedWrite = TokenedVersion;
 
 // XXH3-64 of the sibling's token, tombstone flag and value (storage/FORMAT.md): equal for copies
 // of one logical write, different (but for a 2^-64 chance) for anything else.
@@ -114,7 +110,10 @@ class SiblingSet {
                                       absl::Duration retry_window = kDefaultRetryWindow) const;
 
   // Applies a write coordinated by `actor` that has seen `seen`: removes every sibling that
-  // `seen` covers, then adds `sibling` (value or tombstone) stamped with a new dot whose counter
+  // `seen` covers and remembers the tokened versions `seen` carries that it replaces (covered
+  // by `seen` or by this set's context, and not a sibling left in the set, even if this
+  // replica never held them), then adds `sibling` (value or tombstone) stamped with a new dot
+  // whose counter
   // exceeds every counter of `actor` known to this set or to `seen`. The set's context absorbs
   // seen.vv() (not seen.dots(): a single dot does not imply its predecessors) and the new dot.
   // Returns the new dot.
@@ -130,7 +129,11 @@ class SiblingSet {
   // extra dots this set's context already covers. When the new version is the only sibling left,
   // the whole context instead (everything else it covers was replaced), so that writers who
   // chain writes with the returned contexts do not pile up siblings of each other's lineages.
+  // Both carry the tokened versions the context covers (CausalContext::tokened()): the ones
+  // of `seen` and the new version (ContextAfterWrite), the tokened siblings (ClientContext).
   CausalContext ContextAfterWrite(const CausalContext& seen, const Dot& new_dot) const;
+  // The context a read returns: this set's context and its tokened siblings.
+  CausalContext ClientContext() const;
 
   // Merges another replica's record of the same key into this one, then drops copies of
   // replaced writes (above). Every replica must pass the same `retry_window`.

@@ -13,7 +13,8 @@ namespace {
 
 // Causal-context wire format (storage/FORMAT.md, "Causal context").
 constexpr char kContextMagic = static_cast<char>(0xc7);
-constexpr char kContextFormatVersion = 1;
+constexpr char kContextFormatVersion1 = 1;     // no tokened versions
+constexpr char kContextFormatVersion2 = 2;     // tokened versions appended
 constexpr size_t kContextHeaderBytes = 2 + 4;  // magic, version, masked CRC-32C
 
 absl::Status Malformed(absl::string_view what) {
@@ -73,6 +74,33 @@ void CausalContext::AddDot(const Dot& dot) {
   dots_.insert(it, dot);
 }
 
+void CausalContext::AddTokened(const TokenedVersion& version) {
+  auto it = std::lower_bound(
+      tokened_.begin(), tokened_.end(), version,
+      [](const TokenedVersion& a, const TokenedVersion& b) { return a.dot < b.dot; });
+  if (it != tokened_.end() && it->dot == version.dot) {
+    *it = version;
+    return;
+  }
+  tokened_.insert(it, version);
+  TrimTokened();
+}
+
+void CausalContext::TrimTokened() {
+  if (tokened_.size() <= kMaxTokenedVersions) return;
+  // Keep the most recent (then the larger dot): a deterministic choice, so merges commute.
+  std::vector<TokenedVersion> kept = tokened_;
+  auto more_recent = [](const TokenedVersion& a, const TokenedVersion& b) {
+    if (a.timestamp_micros != b.timestamp_micros) return a.timestamp_micros > b.timestamp_micros;
+    return b.dot < a.dot;
+  };
+  std::nth_element(kept.begin(), kept.begin() + kMaxTokenedVersions - 1, kept.end(), more_recent);
+  kept.resize(kMaxTokenedVersions);
+  std::sort(kept.begin(), kept.end(),
+            [](const TokenedVersion& a, const TokenedVersion& b) { return a.dot < b.dot; });
+  tokened_ = std::move(kept);
+}
+
 void CausalContext::Merge(const CausalContext& other) {
   vv_.Merge(other.vv_);
   std::vector<Dot> merged;
@@ -81,6 +109,7 @@ void CausalContext::Merge(const CausalContext& other) {
                  std::back_inserter(merged));
   dots_ = std::move(merged);
   PruneCoveredBy(vv_);
+  for (const TokenedVersion& version : other.tokened_) AddTokened(version);
 }
 
 void CausalContext::PruneCoveredBy(const VersionVector& vv) {
@@ -110,10 +139,19 @@ std::string CausalContext::Encode() const {
     PutLengthPrefixed(&payload, dot.actor);
     PutVarint64(&payload, dot.counter);
   }
+  if (!tokened_.empty()) {
+    PutVarint32(&payload, static_cast<uint32_t>(tokened_.size()));
+    for (const TokenedVersion& version : tokened_) {
+      PutLengthPrefixed(&payload, version.dot.actor);
+      PutVarint64(&payload, version.dot.counter);
+      PutFixed64(&payload, static_cast<uint64_t>(version.timestamp_micros));
+      PutFixed64(&payload, version.fingerprint);
+    }
+  }
   std::string out;
   out.reserve(kContextHeaderBytes + payload.size());
   out.push_back(kContextMagic);
-  out.push_back(kContextFormatVersion);
+  out.push_back(tokened_.empty() ? kContextFormatVersion1 : kContextFormatVersion2);
   PutFixed32(&out, crc32c::Mask(crc32c::Extend(crc32c::Value(out), payload)));
   out.append(payload);
   return out;
@@ -123,9 +161,10 @@ absl::StatusOr<CausalContext> CausalContext::Decode(absl::string_view bytes) {
   if (bytes.empty()) return CausalContext();
   if (bytes.size() < kContextHeaderBytes) return Malformed("shorter than its header");
   if (bytes[0] != kContextMagic) return Malformed("wrong magic byte");
-  if (bytes[1] != kContextFormatVersion) {
+  if (bytes[1] != kContextFormatVersion1 && bytes[1] != kContextFormatVersion2) {
     return Malformed(absl::StrCat("unknown format version ", static_cast<uint8_t>(bytes[1])));
   }
+  const bool has_tokened = bytes[1] == kContextFormatVersion2;
   absl::string_view input = bytes.substr(2);
   uint32_t masked_crc = 0;
   GetFixed32(&input, &masked_crc);
@@ -171,15 +210,52 @@ absl::StatusOr<CausalContext> CausalContext::Decode(absl::string_view bytes) {
     }
     context.dots_.push_back(std::move(dot));
   }
+  if (has_tokened) {
+    // Each entry takes at least 18 bytes (two length/varint bytes and two fixed64).
+    constexpr size_t kMinTokenedBytes = 18;
+    uint32_t num_tokened = 0;
+    if (!GetVarint32(&input, &num_tokened) || num_tokened == 0 ||
+        num_tokened > kMaxTokenedVersions || num_tokened > input.size() / kMinTokenedBytes) {
+      return Malformed("bad tokened version count");
+    }
+    context.tokened_.reserve(num_tokened);
+    for (uint32_t i = 0; i < num_tokened; ++i) {
+      absl::string_view actor;
+      TokenedVersion version;
+      uint64_t timestamp = 0;
+      if (!GetLengthPrefixed(&input, &actor) || !GetVarint64(&input, &version.dot.counter) ||
+          !GetFixed64(&input, &timestamp) || !GetFixed64(&input, &version.fingerprint)) {
+        return Malformed("truncated tokened version");
+      }
+      version.dot.actor = std::string(actor);
+      version.timestamp_micros = static_cast<int64_t>(timestamp);
+      if (version.dot.counter == 0) return Malformed("tokened version with counter 0");
+      if (!context.tokened_.empty() && !(context.tokened_.back().dot < version.dot)) {
+        return Malformed("tokened versions out of order");
+      }
+      context.tokened_.push_back(std::move(version));
+    }
+  }
   if (!input.empty()) return Malformed("trailing bytes");
   return context;
 }
 
 std::string CausalContext::ToString() const {
-  return absl::StrCat(
+  std::string out = absl::StrCat(
       "{vv=", vv_.ToString(), ", dots=[",
       absl::StrJoin(dots_, ", ", [](std::string* out, const Dot& d) { out->append(d.ToString()); }),
-      "]}");
+      "]");
+  if (!tokened_.empty()) {
+    absl::StrAppend(&out, ", tokened=[",
+                    absl::StrJoin(tokened_, ", ",
+                                  [](std::string* out, const TokenedVersion& v) {
+                                    absl::StrAppend(out, v.dot.ToString(), "#",
+                                                    absl::Hex(v.fingerprint));
+                                  }),
+                    "]");
+  }
+  out.append("}");
+  return out;
 }
 
 }  // namespace kv

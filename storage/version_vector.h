@@ -36,6 +36,20 @@ struct Dot {
   }
 };
 
+// A version that carried an idempotency token, known by its dot, its coordinator's timestamp and
+// its content fingerprint (TokenFingerprint in storage/sibling_set.h). Records remember the ones
+// that were replaced (SiblingSet::replaced_writes()); contexts carry the ones a client saw.
+struct TokenedVersion {
+  Dot dot;
+  int64_t timestamp_micros = 0;
+  uint64_t fingerprint = 0;
+
+  friend bool operator==(const TokenedVersion& a, const TokenedVersion& b) {
+    return a.dot == b.dot && a.timestamp_micros == b.timestamp_micros &&
+           a.fingerprint == b.fingerprint;
+  }
+};
+
 // A map actor -> highest counter seen, where seeing counter c of an actor means having seen
 // every counter 1..c of it. Absent actors count as 0.
 class VersionVector {
@@ -87,7 +101,17 @@ class CausalContext {
   const VersionVector& vv() const { return vv_; }
   // Sorted, unique, none covered by vv().
   const std::vector<Dot>& dots() const { return dots_; }
-  bool empty() const { return vv_.empty() && dots_.empty(); }
+  // The versions with an idempotency token among those the client saw, sorted by dot, unique by
+  // dot, at most kMaxTokenedVersions (the most recent by timestamp). A write with this context
+  // replaces them, and the replica it lands on remembers them as replaced writes even if it
+  // never held them: a retry copy of one of them that arrives later is then dropped there too
+  // (storage/sibling_set.h). Not consulted by Covers.
+  const std::vector<TokenedVersion>& tokened() const { return tokened_; }
+  bool empty() const { return vv_.empty() && dots_.empty() && tokened_.empty(); }
+
+  static constexpr size_t kMaxTokenedVersions = 16;
+  // Adds `version` to tokened() (a version of the same dot is replaced), then trims to the bound.
+  void AddTokened(const TokenedVersion& version);
 
   // True if vv() covers the dot or it is one of dots().
   bool Covers(const Dot& dot) const;
@@ -95,9 +119,10 @@ class CausalContext {
   // present, or if its counter is 0. Only vv() is consulted: a dot some replica's context covers
   // is still added (SiblingSet::ContextAfterWrite relies on this).
   void AddDot(const Dot& dot);
-  // Union of both contexts.
+  // Union of both contexts (tokened() trimmed to its bound).
   void Merge(const CausalContext& other);
-  // Drops extra dots that `vv` covers (they are implied by the receiver's state).
+  // Drops extra dots that `vv` covers (they are implied by the receiver's state). Keeps
+  // tokened().
   void PruneCoveredBy(const VersionVector& vv);
   // Highest counter of `actor` that this context mentions, in vv() or dots().
   uint64_t MaxCounter(absl::string_view actor) const;
@@ -112,12 +137,15 @@ class CausalContext {
   std::string ToString() const;
 
   friend bool operator==(const CausalContext& a, const CausalContext& b) {
-    return a.vv_ == b.vv_ && a.dots_ == b.dots_;
+    return a.vv_ == b.vv_ && a.dots_ == b.dots_ && a.tokened_ == b.tokened_;
   }
 
  private:
+  void TrimTokened();
+
   VersionVector vv_;
   std::vector<Dot> dots_;
+  std::vector<TokenedVersion> tokened_;
 };
 
 }  // namespace kv

@@ -47,7 +47,7 @@ class LocalStoreTest : public ::testing::Test {
   std::string ReadContext(const std::string& key) {
     absl::StatusOr<SiblingSet> record = store_->ReadRecord(key);
     EXPECT_TRUE(record.ok()) << record.status();
-    return CausalContext(record->context()).Encode();
+    return record->ClientContext().Encode();  // what KvService::Get answers
   }
 
   ManualClock clock_;
@@ -288,6 +288,31 @@ TEST_F(LocalStoreTest, RetryCopyFromAnotherNodeDoesNotComeBackAfterAnOverwrite) 
   store_ = OpenStore(&engine_, "n1");  // restart: the memory is part of the record
   EXPECT_TRUE(MustPut("k", "v", "", "tok").deduplicated);
   EXPECT_EQ(LiveValues("k"), std::vector<std::string>{"y"});
+}
+
+// The overwrite goes through a node that never held the version the client read: the read's
+// context names it (and its fingerprint), so a retry copy made on a third node is still dropped
+// when it arrives there, and a retry reaching that node creates nothing.
+TEST_F(LocalStoreTest, OverwriteThroughANodeThatNeverHeldTheReadVersionStillReplacesItsCopies) {
+  MemoryEngine engine2, engine3;
+  std::unique_ptr<LocalStore> n2 = OpenStore(&engine2, "n2");
+  std::unique_ptr<LocalStore> n3 = OpenStore(&engine3, "n3");
+  WriteOutcome first = MustPut("k", "v", "", "tok");
+  absl::StatusOr<WriteOutcome> copy = n2->Write({"k", false, "v", "", "tok"});
+  ASSERT_TRUE(copy.ok());
+  absl::StatusOr<WriteOutcome> overwrite = n3->Write({"k", false, "y", ReadContext("k"), "tok-y"});
+  ASSERT_TRUE(overwrite.ok());
+  ASSERT_EQ(overwrite->record.replaced_writes().size(), 1u);
+  EXPECT_EQ(overwrite->record.replaced_writes()[0].dot, first.dot);
+
+  absl::StatusOr<SiblingSet> merged = n3->MergeRecord("k", copy->record);  // the copy arrives
+  ASSERT_TRUE(merged.ok());
+  ASSERT_EQ(merged->LiveSiblings().size(), 1u);
+  EXPECT_EQ(merged->LiveSiblings()[0].value, "y");
+  absl::StatusOr<WriteOutcome> retry = n3->Write({"k", false, "v", "", "tok"});
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_TRUE(retry->deduplicated);
+  ASSERT_EQ(n3->ReadRecord("k")->LiveSiblings().size(), 1u);
 }
 
 // A retry that reaches a replica where its first copy (coordinated elsewhere) was replicated and

@@ -300,6 +300,53 @@ TEST(SiblingSetTest, RetryCopyArrivingAfterAnOverwriteIsReplaced) {
   EXPECT_TRUE(left.CheckInvariants().ok()) << left.CheckInvariants();
 }
 
+// The overwrite lands on a replica that never held the copy the client saw: the context carries
+// that copy's fingerprint, so the replica remembers it and drops the other copy when it arrives.
+TEST(SiblingSetTest, OverwriteOnAReplicaThatNeverHeldTheSeenCopyStillReplacesItsRetries) {
+  SiblingSet a;  // the first attempt, coordinated by a#1
+  a.ApplyWrite("a#1", CausalContext(), Value("x", "tok"));
+  SiblingSet b;  // its retry through b#1
+  b.ApplyWrite("b#1", CausalContext(), Value("x", "tok"));
+  const CausalContext read = a.ClientContext();  // a client reads the first attempt from a
+  ASSERT_EQ(read.tokened().size(), 1u);
+  EXPECT_EQ(read.tokened()[0].dot, (Dot{"a#1", 1}));
+  auto decoded = CausalContext::Decode(read.Encode());  // through the wire
+  ASSERT_TRUE(decoded.ok());
+  SiblingSet c;  // and overwrites through c#1, which holds nothing of the key
+  c.ApplyWrite("c#1", *decoded, Value("y"));
+  ASSERT_EQ(c.replaced_writes().size(), 1u);
+  EXPECT_EQ(c.replaced_writes()[0].dot, (Dot{"a#1", 1}));
+  // a is lost (say, its disk), so only c's memory can recognise b's copy.
+  EXPECT_EQ(Values(Merged(c, b)), (std::vector<std::string>{"y"}));
+  EXPECT_EQ(Merged(c, b), Merged(b, c));
+  EXPECT_TRUE(Merged(c, b).CheckInvariants().ok());
+}
+
+// A tokened version the context names but does not replace (it is still a sibling the context
+// does not cover) is not remembered.
+TEST(SiblingSetTest, TokenedVersionThatStaysLiveIsNotRemembered) {
+  SiblingSet set;
+  const Dot x = set.ApplyWrite("a#1", CausalContext(), Value("x", "tok"));
+  CausalContext seen;
+  seen.AddTokened(TokenedVersion{x, 0, 42});  // forged: names x without covering it
+  set.ApplyWrite("b#1", seen, Value("y"));
+  EXPECT_TRUE(set.replaced_writes().empty());
+  EXPECT_EQ(Values(set), (std::vector<std::string>{"x", "y"}));
+}
+
+TEST(SiblingSetTest, ContextsCarryTheTokenedVersionsTheyCover) {
+  SiblingSet set;
+  set.ApplyWrite("a#1", CausalContext(), Value("x"));
+  const Dot y = set.ApplyWrite("b#1", CausalContext(), Value("y", "tok-y"));
+  CausalContext read = set.ClientContext();
+  ASSERT_EQ(read.tokened().size(), 1u);  // only siblings with a token
+  EXPECT_EQ(read.tokened()[0].dot, y);
+  const Dot z = set.ApplyWrite("a#1", CausalContext(), Value("z", "tok-z"));
+  CausalContext after = set.ContextAfterWrite(CausalContext(), z);
+  ASSERT_EQ(after.tokened().size(), 1u);
+  EXPECT_EQ(after.tokened()[0].dot, z);
+}
+
 // The replica holds both copies, and the client overwrites having seen only one of them (it read
 // from a replica that held only that one): the write replaces the logical write, both copies.
 TEST(SiblingSetTest, WriteThatSawOneCopyReplacesBoth) {

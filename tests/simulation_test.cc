@@ -146,8 +146,8 @@ TEST(SimulationTest, LeaveFiveToFour) { RunChange(5, MembershipChange::kLeave); 
 // key and its coordinator, were then lost or answered NOT_FOUND (C1, C3, C8). Coordinator::Write
 // now requires W of the old owners and W of the new ones; every seed below passes with it and
 // fails without it (checked with the coordinator of 92fcc4c on this tree). 50 of the 6,000
-// seeds failed without it; 2 fail with it, only the strict token checker
-// (KnownTokenCheckerFailures).
+// seeds failed without it; 2 failed with it, only the strict token checker, and 1 of them still
+// does (KnownTokenCheckerFailures).
 TEST(SimulationTest, FormerMembershipFailures) {
   if (SeedsAsked() || !ChangeAsked().empty()) GTEST_SKIP() << "KV_SIM_SEED(S) or KV_SIM_CHANGE set";
   RunSeeds(3, MembershipChange::kJoin, {69, 179, 382});
@@ -158,17 +158,26 @@ TEST(SimulationTest, FormerMembershipFailures) {
   RunSeeds(5, MembershipChange::kLeave, {262});
 }
 
-// Seeds that fail today (disabled: CI stays green), each only the strict token checker
-// (Checkers::CheckTokenResurrection): retry copies of one write, made through several nodes
-// while W could not be reached, and one of them survives after a client overwrote another
-// (seed 358: the only node that held the overwritten copy's content was wiped, so nothing left
-// knows that the surviving copy is the same write). Found among seeds 1..1000 of each of the six
-// changes and of 3, 4 and 5 nodes without one (9,000 runs).
-TEST(SimulationTest, DISABLED_KnownTokenCheckerFailures) {
+// Seeds that failed the strict token checker (Checkers::CheckTokenResurrection) before causal
+// contexts carried the tokened versions they cover: retry copies of one write, made through
+// several nodes while W could not be reached, and one of them survived after a client overwrote
+// another through a node that had never held the copy it read (seed 358: the only node that held
+// it was wiped), so nothing there knew that the surviving copy was the same write. Found among
+// seeds 1..1000 of each of the six changes and of 3, 4 and 5 nodes without one (9,000 runs);
+// with the change, 1 of those 9,000 runs fails (below).
+TEST(SimulationTest, FormerTokenCheckerFailures) {
+  if (SeedsAsked() || !ChangeAsked().empty()) GTEST_SKIP() << "KV_SIM_SEED(S) or KV_SIM_CHANGE set";
   RunSeeds(3, MembershipChange::kJoin, {322});
-  RunSeeds(5, MembershipChange::kLeave, {420, 949});
+  RunSeeds(5, MembershipChange::kLeave, {949});
   RunSeeds(4, MembershipChange::kNone, {99, 405, 478, 733, 902});
   RunSeeds(5, MembershipChange::kNone, {358});
+}
+
+// A seed that fails today (disabled: CI stays green), only the strict token checker: the key
+// takes more than kMaxReplacedWrites tokened overwrites before a retry copy of an early one
+// arrives, so the record has forgotten it (the bound documented in storage/sibling_set.h).
+TEST(SimulationTest, DISABLED_KnownTokenCheckerFailures) {
+  RunSeeds(5, MembershipChange::kLeave, {420});
 }
 
 TEST(SimulationTest, SameSeedReplaysTheSameRun) {

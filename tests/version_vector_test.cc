@@ -121,6 +121,59 @@ TEST(CausalContextTest, EncodeDecodeRoundTrip) {
   }
 }
 
+TEST(CausalContextTest, TokenedVersionsRoundTripAndOldFormatStillDecodes) {
+  CausalContext plain(Vv({{"a#1", 3}}));
+  const std::string v1 = plain.Encode();
+  ASSERT_EQ(v1[1], '\x01');  // no tokened versions: still the version-1 encoding
+  CausalContext c = plain;
+  c.AddTokened(TokenedVersion{Dot{"b#1", 2}, 2000, 0xb2});
+  c.AddTokened(TokenedVersion{Dot{"a#1", 3}, -5, 0xa3});  // any timestamp round-trips
+  const std::string v2 = c.Encode();
+  ASSERT_EQ(v2[1], '\x02');
+  auto decoded = CausalContext::Decode(v2);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(*decoded, c) << c.ToString();
+  ASSERT_EQ(decoded->tokened().size(), 2u);
+  EXPECT_EQ(decoded->tokened()[0].dot, (Dot{"a#1", 3}));  // sorted by dot
+  EXPECT_EQ(decoded->tokened()[0].timestamp_micros, -5);
+  EXPECT_EQ(decoded->tokened()[1].fingerprint, 0xb2u);
+  EXPECT_EQ(CausalContext::Decode(v1).value(), plain);
+  // Every truncation and single-byte change of the new part is rejected too.
+  for (size_t n = v1.size(); n < v2.size(); ++n) {
+    EXPECT_FALSE(CausalContext::Decode(v2.substr(0, n)).ok()) << n;
+  }
+  for (size_t i = 0; i < v2.size(); ++i) {
+    std::string bad = v2;
+    bad[i] = static_cast<char>(bad[i] ^ 0x10);
+    EXPECT_FALSE(CausalContext::Decode(bad).ok()) << i;
+  }
+}
+
+TEST(CausalContextTest, TokenedVersionsMergeByDotAndStayBounded) {
+  CausalContext a(Vv({{"a#1", 1}}));
+  a.AddTokened(TokenedVersion{Dot{"a#1", 1}, 10, 1});
+  CausalContext b(Vv({{"b#1", 1}}));
+  b.AddTokened(TokenedVersion{Dot{"b#1", 1}, 20, 2});
+  b.AddTokened(TokenedVersion{Dot{"a#1", 1}, 10, 1});
+  CausalContext ab = a;
+  ab.Merge(b);
+  CausalContext ba = b;
+  ba.Merge(a);
+  EXPECT_EQ(ab, ba);
+  EXPECT_EQ(ab.tokened().size(), 2u);
+  // The bound keeps the most recent ones, whatever the order they came in.
+  CausalContext many, reversed;
+  const int n = static_cast<int>(CausalContext::kMaxTokenedVersions) + 5;
+  for (int i = 1; i <= n; ++i) {
+    many.AddTokened(TokenedVersion{Dot{"a#1", static_cast<uint64_t>(i)}, i, 0});
+    reversed.AddTokened(TokenedVersion{Dot{"a#1", static_cast<uint64_t>(n + 1 - i)}, n + 1 - i, 0});
+  }
+  EXPECT_EQ(many, reversed);
+  ASSERT_EQ(many.tokened().size(), CausalContext::kMaxTokenedVersions);
+  EXPECT_EQ(many.tokened().front().dot.counter, 6u);
+  EXPECT_TRUE(CausalContext::Decode(many.Encode()).ok());
+}
+
 TEST(CausalContextTest, DecodeRejectsMalformedInput) {
   CausalContext c(Vv({{"a#1", 3}, {"b#1", 1}}));
   c.AddDot(Dot{"c#1", 9});
@@ -148,6 +201,12 @@ TEST(CausalContextTest, DecodeRejectsMalformedInput) {
 // compute a CRC, so the payload checks must stand on their own.
 std::string Framed(const std::string& payload) {
   std::string out = "\xc7\x01";
+  PutFixed32(&out, crc32c::Mask(crc32c::Extend(crc32c::Value(out), payload)));
+  return out + payload;
+}
+
+std::string FramedV2(const std::string& payload) {
+  std::string out = "\xc7\x02";
   PutFixed32(&out, crc32c::Mask(crc32c::Extend(crc32c::Value(out), payload)));
   return out + payload;
 }
@@ -191,6 +250,28 @@ TEST(CausalContextTest, DecodeRejectsHostileButChecksummedInput) {
     auto result = CausalContext::Decode(Framed(payload));
     EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << what;
   }
+  std::string fixed;
+  PutFixed64(&fixed, 7);
+  PutFixed64(&fixed, 9);
+  std::string too_many;
+  PutVarint32(&too_many, CausalContext::kMaxTokenedVersions + 1);
+  for (uint32_t i = 0; i <= CausalContext::kMaxTokenedVersions; ++i) {
+    too_many += Entry("a", i + 1) + fixed;
+  }
+  const std::vector<std::pair<std::string, std::string>> tokened_cases = {
+      {"no tokened versions in version 2", zero + zero + zero},
+      {"huge tokened count", zero + zero + huge_count},
+      {"more than the bound", zero + zero + too_many},
+      {"tokened counter 0", zero + zero + one + Entry("a", 0) + fixed},
+      {"tokened out of order", zero + zero + two + Entry("b", 1) + fixed + Entry("a", 1) + fixed},
+      {"duplicate tokened dots", zero + zero + two + Entry("a", 1) + fixed + Entry("a", 1) + fixed},
+      {"truncated tokened", zero + zero + one + Entry("a", 1) + fixed.substr(0, 9)},
+  };
+  for (const auto& [what, payload] : tokened_cases) {
+    auto result = CausalContext::Decode(FramedV2(payload));
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << what;
+  }
+  EXPECT_TRUE(CausalContext::Decode(FramedV2(zero + zero + one + Entry("a", 1) + fixed)).ok());
   std::mt19937 rng(42);
   for (int i = 0; i < 5000; ++i) {
     std::string junk(rng() % 40, '\0');

@@ -104,7 +104,7 @@ void Workload::StartWrite(int c, std::string key, bool is_delete, const ReadOp* 
   op.token = Token(c);
   if (seen != nullptr && seen->outcome == Outcome::kOk) {
     op.has_context = true;
-    op.context = CausalContext(seen->record.context());
+    op.context = seen->record.ClientContext();  // as KvService::Get answers
     op.context_bytes = op.context.Encode();
   }
   op.issued = loop_->Now();
