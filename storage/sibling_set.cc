@@ -160,10 +160,13 @@ Dot SiblingSet::ApplyWrite(absl::string_view actor, const CausalContext& seen, S
                                         [&seen](const Sibling& s) { return !seen.Covers(s.dot); });
   std::move(replaced, siblings_.end(), std::back_inserter(removed));
   siblings_.erase(replaced, siblings_.end());
-  // Versions the writer saw, perhaps on another replica, that this write replaces.
+  // Versions the writer saw, perhaps on another replica, that this write replaces. Only those
+  // this set's context covers once the write is applied (it absorbs seen.vv(), not seen.dots()):
+  // a replaced write must be covered (CheckInvariants), and a forged context must not make the
+  // record invalid.
   std::vector<ReplacedWrite> seen_replaced;
   for (const TokenedVersion& version : seen.tokened()) {
-    if (!seen.Covers(version.dot) && !context_.Covers(version.dot)) continue;
+    if (!seen.vv().Covers(version.dot) && !context_.Covers(version.dot)) continue;
     const bool live = std::any_of(siblings_.begin(), siblings_.end(),
                                   [&version](const Sibling& s) { return s.dot == version.dot; });
     if (!live) seen_replaced.push_back(version);

@@ -111,7 +111,7 @@ class SiblingSet {
 
   // Applies a write coordinated by `actor` that has seen `seen`: removes every sibling that
   // `seen` covers and remembers the tokened versions `seen` carries that it replaces (covered
-  // by `seen` or by this set's context, and not a sibling left in the set, even if this
+  // by seen.vv() or by this set's context, and not a sibling left in the set, even if this
   // replica never held them), then adds `sibling` (value or tombstone) stamped with a new dot
   // whose counter
   // exceeds every counter of `actor` known to this set or to `seen`. The set's context absorbs

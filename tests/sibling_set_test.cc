@@ -334,6 +334,20 @@ TEST(SiblingSetTest, TokenedVersionThatStaysLiveIsNotRemembered) {
   EXPECT_EQ(Values(set), (std::vector<std::string>{"x", "y"}));
 }
 
+// A context that names a tokened version only as an extra dot the record has never seen (or
+// forges one) must not leave a replaced write the record's context does not cover: the stored
+// record would fail its invariants.
+TEST(SiblingSetTest, TokenedVersionOutsideTheRecordsContextIsNotRemembered) {
+  SiblingSet set;
+  CausalContext seen;
+  seen.AddDot(Dot{"x#1", 7});
+  seen.AddTokened(TokenedVersion{Dot{"x#1", 7}, 0, 1});
+  seen.AddTokened(TokenedVersion{Dot{"z#1", 3}, 0, 2});
+  set.ApplyWrite("a#1", seen, Value("y"));
+  EXPECT_TRUE(set.replaced_writes().empty());
+  EXPECT_TRUE(set.CheckInvariants().ok()) << set.CheckInvariants();
+}
+
 TEST(SiblingSetTest, ContextsCarryTheTokenedVersionsTheyCover) {
   SiblingSet set;
   set.ApplyWrite("a#1", CausalContext(), Value("x"));
