@@ -330,8 +330,9 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
     const uint64_t fingerprint = TokenFingerprint(probe);
     for (const TokenedVersion& version : seen.tokened()) {
       if (version.fingerprint == fingerprint &&
-          absl::AbsDuration(absl::Microseconds(
-              version.timestamp_micros - probe.timestamp_micros)) <= options_.idempotency_ttl) {
+          absl::AbsDuration(absl::Microseconds(version.timestamp_micros) -
+                            absl::Microseconds(probe.timestamp_micros)) <=
+              options_.idempotency_ttl) {
         return deduplicated(version.dot);
       }
     }
@@ -355,6 +356,14 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   outcome.context = record.ContextAfterWrite(seen, outcome.dot).Encode();
   outcome.write_id = MakeWriteId(outcome.dot, command.key);
 
+  if (!seen.tokened().empty()) {
+    // The only part of a record a client's bytes can shape (and the context is only
+    // checksummed): never store a record that could not be read back.
+    if (absl::Status valid = record.CheckInvariants(); !valid.ok()) {
+      return absl::InternalError(
+          absl::StrCat("write refused, it would store an invalid record: ", valid.message()));
+    }
+  }
   const std::string encoded = EncodeSiblingSet(record);
   group.Put(Column::kData, command.key, encoded);
   if (observer_ != nullptr) {

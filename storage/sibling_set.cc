@@ -164,12 +164,25 @@ Dot SiblingSet::ApplyWrite(absl::string_view actor, const CausalContext& seen, S
   // this set's context covers once the write is applied (it absorbs seen.vv(), not seen.dots()):
   // a replaced write must be covered (CheckInvariants), and a forged context must not make the
   // record invalid.
+  // Skipped too: dots this set already knows as a sibling (live, or just removed: remembered
+  // from its own content) or as a replaced write, so a forged payload cannot contradict them;
+  // and timestamps further ahead of this write's than any clock skew, which would otherwise
+  // outrank every genuine replaced write in the bounded memory.
   std::vector<ReplacedWrite> seen_replaced;
+  auto has_dot = [](const auto& list, const Dot& dot) {
+    return std::any_of(list.begin(), list.end(), [&dot](const auto& x) { return x.dot == dot; });
+  };
   for (const TokenedVersion& version : seen.tokened()) {
     if (!seen.vv().Covers(version.dot) && !context_.Covers(version.dot)) continue;
-    const bool live = std::any_of(siblings_.begin(), siblings_.end(),
-                                  [&version](const Sibling& s) { return s.dot == version.dot; });
-    if (!live) seen_replaced.push_back(version);
+    if (has_dot(siblings_, version.dot) || has_dot(removed, version.dot) ||
+        has_dot(replaced_, version.dot)) {
+      continue;
+    }
+    if (absl::Microseconds(version.timestamp_micros) >
+        absl::Microseconds(sibling.timestamp_micros) + kTokenedClockSlack) {
+      continue;
+    }
+    seen_replaced.push_back(version);
   }
   const uint64_t counter = std::max({context_.Get(actor), seen.MaxCounter(actor), min_counter}) + 1;
   Dot dot{std::string(actor), counter};

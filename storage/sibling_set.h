@@ -81,6 +81,10 @@ uint64_t TokenFingerprint(const Sibling& sibling);
 inline constexpr absl::Duration kDefaultRetryWindow = absl::Hours(24);
 // Bound of SiblingSet::replaced_writes().
 inline constexpr size_t kMaxReplacedWrites = 8;
+// A tokened version a context names is taken as replaced only if its timestamp is at most this
+// far ahead of the write's (clocks of coordinators differ; a forged far-future timestamp would
+// otherwise outrank every genuine replaced write).
+inline constexpr absl::Duration kTokenedClockSlack = absl::Minutes(5);
 
 class SiblingSet {
  public:
@@ -111,8 +115,9 @@ class SiblingSet {
 
   // Applies a write coordinated by `actor` that has seen `seen`: removes every sibling that
   // `seen` covers and remembers the tokened versions `seen` carries that it replaces (covered
-  // by seen.vv() or by this set's context, and not a sibling left in the set, even if this
-  // replica never held them), then adds `sibling` (value or tombstone) stamped with a new dot
+  // by seen.vv() or by this set's context, not a sibling or replaced write it knows, and not
+  // more than kTokenedClockSlack ahead of `sibling`; even if this replica never held them),
+  // then adds `sibling` (value or tombstone) stamped with a new dot
   // whose counter
   // exceeds every counter of `actor` known to this set or to `seen`. The set's context absorbs
   // seen.vv() (not seen.dots(): a single dot does not imply its predecessors) and the new dot.
@@ -129,8 +134,10 @@ class SiblingSet {
   // extra dots this set's context already covers. When the new version is the only sibling left,
   // the whole context instead (everything else it covers was replaced), so that writers who
   // chain writes with the returned contexts do not pile up siblings of each other's lineages.
-  // Both carry the tokened versions the context covers (CausalContext::tokened()): the ones
-  // of `seen` and the new version (ContextAfterWrite), the tokened siblings (ClientContext).
+  // Both carry tokened versions (CausalContext::tokened()). ContextAfterWrite: the new version
+  // if it has a token, and those of `seen` it still covers, unless the new version is the only
+  // sibling left (they were replaced, and this set remembers them). ClientContext: the tokened
+  // siblings.
   CausalContext ContextAfterWrite(const CausalContext& seen, const Dot& new_dot) const;
   // The context a read returns: this set's context and its tokened siblings.
   CausalContext ClientContext() const;

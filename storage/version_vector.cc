@@ -1,6 +1,7 @@
 #include "storage/version_vector.h"
 
 #include <algorithm>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -75,11 +76,17 @@ void CausalContext::AddDot(const Dot& dot) {
 }
 
 void CausalContext::AddTokened(const TokenedVersion& version) {
+  if (!Covers(version.dot)) return;
   auto it = std::lower_bound(
       tokened_.begin(), tokened_.end(), version,
       [](const TokenedVersion& a, const TokenedVersion& b) { return a.dot < b.dot; });
   if (it != tokened_.end() && it->dot == version.dot) {
-    *it = version;
+    // One version has one payload; if two disagree (a forged context), keep the larger, so
+    // that the result does not depend on the order of merges.
+    if (std::tie(version.timestamp_micros, version.fingerprint) >
+        std::tie(it->timestamp_micros, it->fingerprint)) {
+      *it = version;
+    }
     return;
   }
   tokened_.insert(it, version);
@@ -116,6 +123,9 @@ void CausalContext::PruneCoveredBy(const VersionVector& vv) {
   dots_.erase(
       std::remove_if(dots_.begin(), dots_.end(), [&vv](const Dot& dot) { return vv.Covers(dot); }),
       dots_.end());
+  tokened_.erase(std::remove_if(tokened_.begin(), tokened_.end(),
+                                [this](const TokenedVersion& v) { return !Covers(v.dot); }),
+                 tokened_.end());
 }
 
 uint64_t CausalContext::MaxCounter(absl::string_view actor) const {
@@ -230,6 +240,7 @@ absl::StatusOr<CausalContext> CausalContext::Decode(absl::string_view bytes) {
       version.dot.actor = std::string(actor);
       version.timestamp_micros = static_cast<int64_t>(timestamp);
       if (version.dot.counter == 0) return Malformed("tokened version with counter 0");
+      if (!context.Covers(version.dot)) return Malformed("tokened version not covered");
       if (!context.tokened_.empty() && !(context.tokened_.back().dot < version.dot)) {
         return Malformed("tokened versions out of order");
       }

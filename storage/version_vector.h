@@ -102,7 +102,8 @@ class CausalContext {
   // Sorted, unique, none covered by vv().
   const std::vector<Dot>& dots() const { return dots_; }
   // The versions with an idempotency token among those the client saw, sorted by dot, unique by
-  // dot, at most kMaxTokenedVersions (the most recent by timestamp). A write with this context
+  // dot, each covered by vv() or dots(), at most kMaxTokenedVersions (the most recent by
+  // timestamp). A write with this context
   // replaces them, and the replica it lands on remembers them as replaced writes even if it
   // never held them: a retry copy of one of them that arrives later is then dropped there too
   // (storage/sibling_set.h). Not consulted by Covers.
@@ -110,7 +111,8 @@ class CausalContext {
   bool empty() const { return vv_.empty() && dots_.empty() && tokened_.empty(); }
 
   static constexpr size_t kMaxTokenedVersions = 16;
-  // Adds `version` to tokened() (a version of the same dot is replaced), then trims to the bound.
+  // Adds `version` to tokened() if this context covers its dot, then trims to the bound. Of two
+  // entries of one dot, the one with the larger (timestamp, fingerprint) is kept.
   void AddTokened(const TokenedVersion& version);
 
   // True if vv() covers the dot or it is one of dots().
@@ -121,8 +123,8 @@ class CausalContext {
   void AddDot(const Dot& dot);
   // Union of both contexts (tokened() trimmed to its bound).
   void Merge(const CausalContext& other);
-  // Drops extra dots that `vv` covers (they are implied by the receiver's state). Keeps
-  // tokened().
+  // Drops extra dots that `vv` covers (they are implied by the receiver's state), and the
+  // tokened versions of those dots.
   void PruneCoveredBy(const VersionVector& vv);
   // Highest counter of `actor` that this context mentions, in vv() or dots().
   uint64_t MaxCounter(absl::string_view actor) const;

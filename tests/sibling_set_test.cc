@@ -322,16 +322,28 @@ TEST(SiblingSetTest, OverwriteOnAReplicaThatNeverHeldTheSeenCopyStillReplacesIts
   EXPECT_TRUE(Merged(c, b).CheckInvariants().ok());
 }
 
-// A tokened version the context names but does not replace (it is still a sibling the context
-// does not cover) is not remembered.
-TEST(SiblingSetTest, TokenedVersionThatStaysLiveIsNotRemembered) {
+// Forged contexts (they are only checksummed) cannot contradict what the record knows, nor
+// crowd genuine replaced writes out of its bounded memory.
+TEST(SiblingSetTest, ForgedTokenedVersionsCannotCorruptTheMemory) {
   SiblingSet set;
   const Dot x = set.ApplyWrite("a#1", CausalContext(), Value("x", "tok"));
-  CausalContext seen;
-  seen.AddTokened(TokenedVersion{x, 0, 42});  // forged: names x without covering it
-  set.ApplyWrite("b#1", seen, Value("y"));
-  EXPECT_TRUE(set.replaced_writes().empty());
-  EXPECT_EQ(Values(set), (std::vector<std::string>{"x", "y"}));
+  set.ApplyWrite("b#1", CausalContext(set.context()), Value("y", "tok-y"));
+  ASSERT_EQ(set.replaced_writes().size(), 1u);
+  const uint64_t true_fingerprint = set.replaced_writes()[0].fingerprint;
+  // x again, with another payload, plus a far-future version of a dot the record never had.
+  VersionVector wide = set.context();
+  wide.Advance("z#1", 1);
+  CausalContext forged(wide);
+  forged.AddTokened(TokenedVersion{x, 0, true_fingerprint ^ 1});
+  forged.AddTokened(TokenedVersion{Dot{"z#1", 1}, int64_t{1} << 62, 7});
+  set.ApplyWrite("b#1", forged, Value("w"));
+  EXPECT_TRUE(set.CheckInvariants().ok()) << set.CheckInvariants();
+  for (const ReplacedWrite& w : set.replaced_writes()) {
+    EXPECT_NE(w.dot, (Dot{"z#1", 1}));
+    if (w.dot == x) {
+      EXPECT_EQ(w.fingerprint, true_fingerprint);
+    }
+  }
 }
 
 // A context that names a tokened version only as an extra dot the record has never seen (or

@@ -122,7 +122,7 @@ TEST(CausalContextTest, EncodeDecodeRoundTrip) {
 }
 
 TEST(CausalContextTest, TokenedVersionsRoundTripAndOldFormatStillDecodes) {
-  CausalContext plain(Vv({{"a#1", 3}}));
+  CausalContext plain(Vv({{"a#1", 3}, {"b#1", 2}}));
   const std::string v1 = plain.Encode();
   ASSERT_EQ(v1[1], '\x01');  // no tokened versions: still the version-1 encoding
   CausalContext c = plain;
@@ -150,20 +150,30 @@ TEST(CausalContextTest, TokenedVersionsRoundTripAndOldFormatStillDecodes) {
 }
 
 TEST(CausalContextTest, TokenedVersionsMergeByDotAndStayBounded) {
-  CausalContext a(Vv({{"a#1", 1}}));
+  CausalContext a(Vv({{"a#1", 1}, {"b#1", 1}}));
   a.AddTokened(TokenedVersion{Dot{"a#1", 1}, 10, 1});
-  CausalContext b(Vv({{"b#1", 1}}));
+  CausalContext b(Vv({{"a#1", 1}, {"b#1", 1}}));
   b.AddTokened(TokenedVersion{Dot{"b#1", 1}, 20, 2});
-  b.AddTokened(TokenedVersion{Dot{"a#1", 1}, 10, 1});
+  b.AddTokened(TokenedVersion{Dot{"a#1", 1}, 10, 3});  // a forged payload for a#1:1
   CausalContext ab = a;
   ab.Merge(b);
   CausalContext ba = b;
   ba.Merge(a);
-  EXPECT_EQ(ab, ba);
+  EXPECT_EQ(ab, ba);  // whatever the order, the same entry of a#1:1 wins
   EXPECT_EQ(ab.tokened().size(), 2u);
+  // Only versions the context covers.
+  CausalContext narrow(Vv({{"a#1", 1}}));
+  narrow.AddTokened(TokenedVersion{Dot{"a#1", 2}, 10, 1});
+  EXPECT_TRUE(narrow.tokened().empty());
+  narrow.AddDot(Dot{"c#1", 4});
+  narrow.AddTokened(TokenedVersion{Dot{"c#1", 4}, 10, 1});
+  ASSERT_EQ(narrow.tokened().size(), 1u);
+  narrow.PruneCoveredBy(Vv({{"c#1", 9}}));  // the dot goes, and its tokened version with it
+  EXPECT_TRUE(narrow.tokened().empty());
   // The bound keeps the most recent ones, whatever the order they came in.
-  CausalContext many, reversed;
   const int n = static_cast<int>(CausalContext::kMaxTokenedVersions) + 5;
+  CausalContext many(Vv({{"a#1", static_cast<uint64_t>(n)}}));
+  CausalContext reversed = many;
   for (int i = 1; i <= n; ++i) {
     many.AddTokened(TokenedVersion{Dot{"a#1", static_cast<uint64_t>(i)}, i, 0});
     reversed.AddTokened(TokenedVersion{Dot{"a#1", static_cast<uint64_t>(n + 1 - i)}, n + 1 - i, 0});
@@ -266,12 +276,15 @@ TEST(CausalContextTest, DecodeRejectsHostileButChecksummedInput) {
       {"tokened out of order", zero + zero + two + Entry("b", 1) + fixed + Entry("a", 1) + fixed},
       {"duplicate tokened dots", zero + zero + two + Entry("a", 1) + fixed + Entry("a", 1) + fixed},
       {"truncated tokened", zero + zero + one + Entry("a", 1) + fixed.substr(0, 9)},
+      {"tokened not covered", one + Entry("a", 1) + zero + one + Entry("a", 2) + fixed},
   };
   for (const auto& [what, payload] : tokened_cases) {
     auto result = CausalContext::Decode(FramedV2(payload));
     EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << what;
   }
-  EXPECT_TRUE(CausalContext::Decode(FramedV2(zero + zero + one + Entry("a", 1) + fixed)).ok());
+  EXPECT_TRUE(
+      CausalContext::Decode(FramedV2(one + Entry("a", 1) + zero + one + Entry("a", 1) + fixed))
+          .ok());
   std::mt19937 rng(42);
   for (int i = 0; i < 5000; ++i) {
     std::string junk(rng() % 40, '\0');
