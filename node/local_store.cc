@@ -283,6 +283,16 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
     return existing.status();
   }
 
+  // Records `outcome` as the first result of the write's token.
+  auto remember_token = [&](const WriteOutcome& outcome) {
+    IdempotencyRecord first;
+    first.fingerprint = write.fingerprint();
+    first.expiry_micros = ToMicros(now + options_.idempotency_ttl);
+    first.write_id = outcome.write_id;
+    first.context = outcome.context;
+    first.dot = outcome.dot;
+    group.Put(Column::kIdempotency, token_key, EncodeIdempotencyRecord(first));
+  };
   auto deduplicated = [&](const Dot& dot) {
     WriteOutcome outcome;
     outcome.dot = dot;
@@ -293,13 +303,7 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
     // Remember the answer under the token here too: the copy recognized now may be replaced and
     // then forgotten by the record (it remembers a bounded number of replaced writes) before
     // the client's next retry reaches this node.
-    IdempotencyRecord first;
-    first.fingerprint = write.fingerprint();
-    first.expiry_micros = ToMicros(now + options_.idempotency_ttl);
-    first.write_id = outcome.write_id;
-    first.context = outcome.context;
-    first.dot = outcome.dot;
-    group.Put(Column::kIdempotency, token_key, EncodeIdempotencyRecord(first));
+    remember_token(outcome);
     return outcome;
   };
   // The same logical write may have been coordinated by another node and replicated here, and
@@ -372,13 +376,7 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   }
   if (write.hook()) write.hook()(command.key, group.batch());
   if (has_token) {
-    IdempotencyRecord first;
-    first.fingerprint = write.fingerprint();
-    first.expiry_micros = ToMicros(now + options_.idempotency_ttl);
-    first.write_id = outcome.write_id;
-    first.context = outcome.context;
-    first.dot = outcome.dot;
-    group.Put(Column::kIdempotency, token_key, EncodeIdempotencyRecord(first));
+    remember_token(outcome);
     if (!legacy_index_to_delete.empty()) {
       group.Delete(Column::kIdempotency, legacy_index_to_delete);
     }

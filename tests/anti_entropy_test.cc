@@ -18,6 +18,7 @@
 #include "storage/memory_engine.h"
 #include "storage/record_codec.h"
 #include "tests/manual_scheduler.h"
+#include "tests/stub_peer_transport.h"
 
 namespace kv {
 namespace {
@@ -33,7 +34,7 @@ struct TestNode {
 };
 
 // Serves every call from the target node's index and store, through the executor; counts bytes.
-class LoopbackTransport : public PeerTransport {
+class LoopbackTransport : public testing::StubPeerTransport {
  public:
   LoopbackTransport(std::string self, std::map<std::string, TestNode*>* nodes,
                     QueueExecutor* executor, uint64_t* bytes)
@@ -62,14 +63,6 @@ class LoopbackTransport : public PeerTransport {
       *bytes_ += encoded.size();
       done(std::move(encoded));
     });
-  }
-  void ListKeys(const Member&, std::string, std::string, uint32_t,
-                std::function<void(absl::StatusOr<ListPage>)> done) override {
-    done(absl::UnimplementedError("ListKeys"));
-  }
-  void ForwardWrite(const Member&, WriteCommand, QuorumSpec,
-                    std::function<void(absl::StatusOr<WriteReply>)> done) override {
-    done(absl::UnimplementedError("ForwardWrite"));
   }
   void MerkleNodes(const Member& peer, MerkleLevel level, std::vector<uint32_t> indexes,
                    std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) override {

@@ -19,6 +19,7 @@
 #include "storage/memory_engine.h"
 #include "storage/record_codec.h"
 #include "tests/manual_scheduler.h"
+#include "tests/stub_peer_transport.h"
 
 namespace kv {
 namespace {
@@ -43,7 +44,7 @@ struct Traffic {
 };
 
 // Serves MergeRecords and CompareDigests from the target node, through the executor.
-class LoopbackTransport : public PeerTransport {
+class LoopbackTransport : public testing::StubPeerTransport {
  public:
   LoopbackTransport(std::map<std::string, TestNode*>* nodes, QueueExecutor* executor,
                     Traffic* traffic, std::function<bool()> all_streamed)
@@ -72,18 +73,6 @@ class LoopbackTransport : public PeerTransport {
       if (compare_unimplemented) return done(absl::UnimplementedError("an earlier version"));
       done(KeysNotMatching(*nodes_->at(peer.id)->index, digests));
     });
-  }
-  void ReadRecord(const Member&, std::string,
-                  std::function<void(absl::StatusOr<std::string>)> done) override {
-    done(absl::UnimplementedError("ReadRecord"));
-  }
-  void ListKeys(const Member&, std::string, std::string, uint32_t,
-                std::function<void(absl::StatusOr<ListPage>)> done) override {
-    done(absl::UnimplementedError("ListKeys"));
-  }
-  void ForwardWrite(const Member&, WriteCommand, QuorumSpec,
-                    std::function<void(absl::StatusOr<WriteReply>)> done) override {
-    done(absl::UnimplementedError("ForwardWrite"));
   }
 
   bool compare_unimplemented = false;

@@ -15,6 +15,7 @@
 #include "node/replication_outbox.h"
 #include "storage/memory_engine.h"
 #include "tests/manual_scheduler.h"
+#include "tests/stub_peer_transport.h"
 
 namespace kv {
 namespace {
@@ -25,23 +26,11 @@ using testing::ManualScheduler;
 using testing::QueueExecutor;
 
 // Holds MergeRecords calls until AnswerAll.
-class HoldingTransport : public PeerTransport {
+class HoldingTransport : public testing::StubPeerTransport {
  public:
   void MergeRecords(const Member&, std::vector<EncodedRecord>,
                     std::function<void(absl::Status)> done) override {
     held_.push_back(std::move(done));
-  }
-  void ReadRecord(const Member&, std::string,
-                  std::function<void(absl::StatusOr<std::string>)> done) override {
-    done(absl::UnimplementedError("ReadRecord"));
-  }
-  void ListKeys(const Member&, std::string, std::string, uint32_t,
-                std::function<void(absl::StatusOr<ListPage>)> done) override {
-    done(absl::UnimplementedError("ListKeys"));
-  }
-  void ForwardWrite(const Member&, WriteCommand, QuorumSpec,
-                    std::function<void(absl::StatusOr<WriteReply>)> done) override {
-    done(absl::UnimplementedError("ForwardWrite"));
   }
   void AnswerAll(QueueExecutor* executor) {
     while (!held_.empty()) {
