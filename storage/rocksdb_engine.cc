@@ -163,7 +163,15 @@ constexpr uint64_t kExpiringRecompactionSeconds = 24 * 60 * 60;
 // Measured with RocksDB alone on the 2-core development VM, one thread replaying the store's
 // write mix (per write: a data read and put, a merkle put, a token read and put; 14 writes per
 // batch; 300,000 writes): 13.3-14.5 us per write with skip lists, 10.5-10.9 with this memtable.
+// The bucket array is allocated with each memtable and counts against its size, so a small
+// write buffer gets fewer buckets (RocksDB would otherwise find a new memtable already full).
 constexpr size_t kTokenMemtableBuckets = 1 << 17;
+constexpr size_t kWriteBufferBytesPerTokenBucket = 256;
+
+size_t TokenMemtableBuckets(size_t write_buffer_bytes) {
+  return std::clamp<size_t>(write_buffer_bytes / kWriteBufferBytesPerTokenBucket, 1024,
+                            kTokenMemtableBuckets);
+}
 
 class WholeKeyTransform : public rocksdb::SliceTransform {
  public:
@@ -215,6 +223,8 @@ absl::StatusOr<std::unique_ptr<RocksDbEngine>> RocksDbEngine::Open(const std::st
   // Required by the hash-bucketed memtable of the idempotency column. Writes come through one
   // committing thread (node/commit_queue.h), so concurrent memtable inserts would gain nothing.
   db_options.allow_concurrent_memtable_write = false;
+  db_options.max_total_wal_size =
+      options.max_wal_bytes != 0 ? options.max_wal_bytes : 4 * options.write_buffer_bytes;
 
   rocksdb::BlockBasedTableOptions table_options;
   table_options.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
@@ -242,7 +252,7 @@ absl::StatusOr<std::unique_ptr<RocksDbEngine>> RocksDbEngine::Open(const std::st
     if (column == Column::kIdempotency) {
       families.back().options.prefix_extractor = std::make_shared<WholeKeyTransform>();
       families.back().options.memtable_factory.reset(
-          rocksdb::NewHashLinkListRepFactory(kTokenMemtableBuckets));
+          rocksdb::NewHashLinkListRepFactory(TokenMemtableBuckets(options.write_buffer_bytes)));
     }
     if (column == Column::kMerkle) {
       families.back().options.write_buffer_size =

@@ -29,6 +29,12 @@ namespace kv {
 struct RocksDbOptions {
   size_t block_cache_bytes = 64 << 20;
   size_t write_buffer_bytes = 32 << 20;
+  // The write-ahead log files kept at most, about (0: four times write_buffer_bytes). A log file
+  // is kept until every column has flushed what it holds of it, so a column that is rarely
+  // written (the node's metadata) would otherwise keep every log since its last write: up to
+  // RocksDB's own bound, four times all columns' memtables, on disk and replayed at restart.
+  // Past this size the columns holding the oldest file are flushed.
+  size_t max_wal_bytes = 0;
 };
 
 class RocksDbEngine : public Engine {

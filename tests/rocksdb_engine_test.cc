@@ -9,9 +9,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -270,6 +272,49 @@ TEST_F(RocksDbEngineTest, CompactionDropsValuesExpiredBeforeTheHorizon) {
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_TRUE(absl::IsNotFound((*engine)->Get(Column::kIdempotency, "expired").status()));
   EXPECT_EQ((*engine)->Get(Column::kIdempotency, "rewritten").value(), Expiring(300, "new"));
+}
+
+// Bytes in the directory's write-ahead log files.
+uint64_t WalBytes(const std::string& dir) {
+  uint64_t total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() == ".log") total += entry.file_size();
+  }
+  return total;
+}
+
+// A column written once (as the node's metadata is) must not keep every later log file alive.
+TEST_F(RocksDbEngineTest, WriteAheadLogStaysBoundedWhileAColumnIsIdle) {
+  const std::string dir = root_ + "/db";
+  RocksDbOptions options;
+  options.write_buffer_bytes = 1 << 20;  // default max_wal_bytes: 4 MB
+  constexpr uint64_t kWritten = 20 << 20;
+  constexpr uint64_t kBound = 10 << 20;  // 4 MB, a live log file, and flushes in progress
+  std::string last_key;
+  {
+    auto engine = RocksDbEngine::Open(dir, options);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    ASSERT_TRUE(PutOne(**engine, Column::kMeta, "epoch", "1").ok());
+    const std::string value(1024, 'v');
+    for (uint64_t i = 0; i * value.size() < kWritten; i += 16) {
+      WriteBatch batch;
+      for (uint64_t j = i; j < i + 16; ++j) {
+        last_key = absl::StrCat("key", j);
+        batch.Put(Column::kData, last_key, value);
+      }
+      ASSERT_TRUE((*engine)->Write(batch, WriteOptions()).ok());
+    }
+    // Flushes run in the background; the files they free are deleted when they finish.
+    for (int i = 0; i < 100 && WalBytes(dir) > kBound; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_LE(WalBytes(dir), kBound) << "of " << kWritten << " bytes written";
+  }
+  auto engine = RocksDbEngine::Open(dir, options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->Get(Column::kMeta, "epoch").value(), "1");
+  EXPECT_TRUE((*engine)->Get(Column::kData, last_key).ok());
+  EXPECT_TRUE((*engine)->Get(Column::kData, "key0").ok());
 }
 
 TEST(MemoryEngineTest, RemoveExpiredDeletesAtOnceAndDurably) {
