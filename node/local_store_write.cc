@@ -1,0 +1,256 @@
+// LocalStore's write path: Write and WriteAsync, run by the commit queue (node/local_store.h).
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "node/idempotency_record.h"
+#include "node/local_store.h"
+#include "storage/expiring_value.h"
+#include "storage/record_codec.h"
+#include "storage/status_macros.h"
+
+namespace kv {
+namespace {
+
+// The version a write command creates, stamped `now_micros`.
+Sibling NewSibling(const WriteCommand& command, int64_t now_micros) {
+  Sibling sibling;
+  sibling.tombstone = command.is_delete;
+  if (!command.is_delete) sibling.value = command.value;
+  sibling.timestamp_micros = now_micros;
+  sibling.idempotency_token = command.idempotency_token;
+  return sibling;
+}
+
+// The unexpired first result recorded under `token` (at `token_key`) on this node, if any. A
+// record that has expired but is not yet removed counts as none; if it is of format 1, its
+// expiry index entry is stored in `*legacy_index_to_delete` (the new record replaces the one it
+// points at).
+absl::StatusOr<std::optional<IdempotencyRecord>> FirstResult(WriteGroup& group,
+                                                             const std::string& token_key,
+                                                             absl::string_view token,
+                                                             int64_t now_micros,
+                                                             std::string* legacy_index_to_delete) {
+  absl::StatusOr<std::string> stored = group.Get(Column::kIdempotency, token_key);
+  if (absl::IsNotFound(stored.status())) return std::nullopt;
+  if (!stored.ok()) return stored.status();
+  KV_ASSIGN_OR_RETURN(IdempotencyRecord first, DecodeIdempotencyRecord(*stored));
+  if (first.expiry_micros >= now_micros) return first;
+  int64_t expiry;
+  absl::string_view payload;
+  if (!ParseExpiringValue(*stored, &expiry, &payload)) {
+    *legacy_index_to_delete = IdempotencyExpiryKey(first.expiry_micros, token);
+  }
+  return std::nullopt;
+}
+
+// The dot of an earlier copy of the tokened write `command` that `record` or `seen` knows of.
+//
+// The same logical write may have been coordinated by another node and replicated here, and
+// still be live, or have been replaced since (then the retry is of a write a client already
+// overwrote, and must not bring it back); or the writer saw it, perhaps on another replica, and
+// names it in its context. A version with the token and other content is another write that
+// reused the token: INVALID_ARGUMENT, unless a copy matches too (two nodes accepted the reuse
+// before they saw each other's write; both are kept). Versions older than `retry_window` (as
+// old as an expired token record) are new logical writes.
+absl::StatusOr<std::optional<Dot>> EarlierCopy(const WriteCommand& command,
+                                               const SiblingSet& record, const CausalContext& seen,
+                                               int64_t now_micros, absl::Duration retry_window) {
+  const Sibling probe = NewSibling(command, now_micros);
+  const int64_t window_micros = absl::ToInt64Microseconds(retry_window);
+  bool reused = false;
+  for (const Sibling& s : record.siblings()) {
+    if (s.idempotency_token != command.idempotency_token) continue;
+    if (s.timestamp_micros + window_micros < now_micros) continue;
+    if (s.tombstone == probe.tombstone && s.value == probe.value) return s.dot;
+    reused = true;
+  }
+  if (const ReplacedWrite* first = record.ReplacedCopyOf(probe, retry_window)) return first->dot;
+  const uint64_t fingerprint = TokenFingerprint(probe);
+  for (const TokenedVersion& version : seen.tokened()) {
+    if (version.fingerprint == fingerprint &&
+        absl::AbsDuration(absl::Microseconds(version.timestamp_micros) -
+                          absl::Microseconds(probe.timestamp_micros)) <= retry_window) {
+      return version.dot;
+    }
+  }
+  if (reused) {
+    return absl::InvalidArgumentError("idempotency token reused with different parameters");
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+// One Write or WriteAsync: checked and fingerprinted on the caller's thread, then run by the
+// commit queue (PrepareWrite) and answered through `done`.
+class LocalStore::WriteMutation : public CommitQueue::Mutation {
+ public:
+  WriteMutation(LocalStore* store, WriteCommand command, CausalContext seen,
+                std::string fingerprint, BatchHook hook, WriteCallback done)
+      : store_(store),
+        command_(std::move(command)),
+        seen_(std::move(seen)),
+        fingerprint_(std::move(fingerprint)),
+        hook_(std::move(hook)),
+        done_(std::move(done)) {}
+
+  absl::Status Prepare(WriteGroup& group) override {
+    absl::StatusOr<WriteOutcome> outcome = store_->PrepareWrite(*this, group);
+    if (!outcome.ok()) return outcome.status();
+    outcome_ = *std::move(outcome);
+    return absl::OkStatus();
+  }
+  void Complete(absl::Status status) override {
+    if (status.ok()) {
+      done_(std::move(outcome_));
+    } else {
+      done_(std::move(status));
+    }
+  }
+
+  const WriteCommand& command() const { return command_; }
+  const CausalContext& seen() const { return seen_; }
+  const std::string& fingerprint() const { return fingerprint_; }
+  const BatchHook& hook() const { return hook_; }
+
+ private:
+  LocalStore* const store_;
+  const WriteCommand command_;
+  const CausalContext seen_;
+  const std::string fingerprint_;
+  const BatchHook hook_;
+  const WriteCallback done_;
+  WriteOutcome outcome_;
+};
+
+absl::StatusOr<std::unique_ptr<LocalStore::WriteMutation>> LocalStore::NewWriteMutation(
+    WriteCommand command, BatchHook hook, WriteCallback done) {
+  KV_RETURN_IF_ERROR(ValidateWrite(command));
+  KV_ASSIGN_OR_RETURN(CausalContext seen, CausalContext::Decode(command.context));
+  std::string fingerprint =
+      command.idempotency_token.empty() ? std::string() : WriteFingerprint(command);
+  return std::make_unique<WriteMutation>(this, std::move(command), std::move(seen),
+                                         std::move(fingerprint), std::move(hook), std::move(done));
+}
+
+absl::StatusOr<WriteOutcome> LocalStore::Write(const WriteCommand& command, const BatchHook& hook) {
+  absl::StatusOr<WriteOutcome> result = absl::UnknownError("write did not complete");
+  absl::StatusOr<std::unique_ptr<WriteMutation>> write = NewWriteMutation(
+      command, hook,
+      [&result](absl::StatusOr<WriteOutcome> outcome) { result = std::move(outcome); });
+  if (!write.ok()) return write.status();
+  commits_.Run(**write).IgnoreError();  // the same status reached `result` through `done`
+  return result;
+}
+
+void LocalStore::WriteAsync(WriteCommand command, BatchHook hook, WriteCallback done) {
+  absl::StatusOr<std::unique_ptr<WriteMutation>> write =
+      NewWriteMutation(std::move(command), std::move(hook), done);
+  if (!write.ok()) {
+    done(write.status());
+    return;
+  }
+  commits_.Submit(*std::move(write));
+}
+
+absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, WriteGroup& group) {
+  const WriteCommand& command = write.command();
+  CausalContext seen = write.seen();
+  const bool has_token = !command.idempotency_token.empty();
+  const std::string token_key = has_token ? IdempotencyTokenKey(command.idempotency_token) : "";
+  const absl::Time now = clock_->Now();
+  const int64_t now_micros = absl::ToUnixMicros(now);
+  // Nothing may be added to `group` before the last check that can fail.
+  std::string legacy_index_to_delete;
+
+  if (has_token) {
+    KV_ASSIGN_OR_RETURN(std::optional<IdempotencyRecord> first,
+                        FirstResult(group, token_key, command.idempotency_token, now_micros,
+                                    &legacy_index_to_delete));
+    if (first.has_value()) {
+      if (first->fingerprint != write.fingerprint()) {
+        return absl::InvalidArgumentError("idempotency token reused with different parameters");
+      }
+      WriteOutcome outcome;
+      outcome.write_id = std::move(first->write_id);
+      outcome.context = std::move(first->context);
+      outcome.deduplicated = true;
+      outcome.dot = std::move(first->dot);
+      if (write.hook()) write.hook()(command.key, group.batch());
+      return outcome;
+    }
+  }
+
+  SiblingSet record;
+  absl::StatusOr<std::string> existing = group.Get(Column::kData, command.key);
+  if (existing.ok()) {
+    KV_ASSIGN_OR_RETURN(record, DecodeSiblingSet(*existing));
+  } else if (!absl::IsNotFound(existing.status())) {
+    return existing.status();
+  }
+
+  // Records `outcome` as the first result of the write's token.
+  auto remember_token = [&](const WriteOutcome& outcome) {
+    IdempotencyRecord first;
+    first.fingerprint = write.fingerprint();
+    first.expiry_micros = absl::ToUnixMicros(now + options_.idempotency_ttl);
+    first.write_id = outcome.write_id;
+    first.context = outcome.context;
+    first.dot = outcome.dot;
+    group.Put(Column::kIdempotency, token_key, EncodeIdempotencyRecord(first));
+  };
+
+  if (has_token) {
+    KV_ASSIGN_OR_RETURN(std::optional<Dot> copy,
+                        EarlierCopy(command, record, seen, now_micros, options_.idempotency_ttl));
+    if (copy.has_value()) {
+      WriteOutcome outcome;
+      outcome.dot = *std::move(copy);
+      outcome.write_id = MakeWriteId(outcome.dot, command.key);
+      outcome.context = record.ContextAfterWrite(seen, outcome.dot).Encode();
+      outcome.deduplicated = true;
+      if (write.hook()) write.hook()(command.key, group.batch());
+      // Remember the answer under the token here too: the copy recognized now may be replaced
+      // and then forgotten by the record (it remembers a bounded number of replaced writes)
+      // before the client's next retry reaches this node.
+      remember_token(outcome);
+      return outcome;
+    }
+  }
+
+  // A delete without a context removes every version this replica holds.
+  if (command.is_delete && seen.empty()) seen = record.ClientContext();
+
+  WriteOutcome outcome;
+  outcome.dot = record.ApplyWrite(actor_, seen, NewSibling(command, now_micros),
+                                  counter_floor_.load(), options_.idempotency_ttl);
+  outcome.context = record.ContextAfterWrite(seen, outcome.dot).Encode();
+  outcome.write_id = MakeWriteId(outcome.dot, command.key);
+
+  if (!seen.tokened().empty()) {
+    // The only part of a record a client's bytes can shape (and the context is only
+    // checksummed): never store a record that could not be read back.
+    if (absl::Status valid = record.CheckInvariants(); !valid.ok()) {
+      return absl::InternalError(
+          absl::StrCat("write refused, it would store an invalid record: ", valid.message()));
+    }
+  }
+  const std::string encoded = EncodeSiblingSet(record);
+  group.Put(Column::kData, command.key, encoded);
+  if (observer_ != nullptr) {
+    observer_->OnRecordChange(command.key, existing.ok() ? &*existing : nullptr, &encoded,
+                              group.batch());
+  }
+  if (write.hook()) write.hook()(command.key, group.batch());
+  if (has_token) {
+    remember_token(outcome);
+    if (!legacy_index_to_delete.empty()) {
+      group.Delete(Column::kIdempotency, legacy_index_to_delete);
+    }
+  }
+  outcome.record = std::move(record);
+  return outcome;
+}
+
+}  // namespace kv
