@@ -180,9 +180,25 @@ absl::Status NodeServer::StartReplication() {
     merkle_layout_version_ = layout.version;
   }
   StartGossip(layout);
+  StartMerkleIndex(std::move(ring));
+  KV_RETURN_IF_ERROR(StartOutbox(std::move(peers)));
+  ClusterOptions cluster;
+  cluster.self_id = config_.node_id;
+  cluster.replication_factor = config_.replication_factor;
+  cluster.default_w = config_.write_quorum;
+  cluster.default_r = config_.read_quorum;
+  coordinator_ = std::make_unique<Coordinator>(cluster, placement_.get(), store_.get(),
+                                               outbox_.get(), transport_.get(), executor_.get(),
+                                               SystemClock::Get(), gossiper_.get());
+  StartRepairs(layout);
+  StartMembershipWork();
+  return absl::OkStatus();
+}
+
+void NodeServer::StartMerkleIndex(std::shared_ptr<const HashRing> ring) {
   // The index observes every record change from now on; its trees are built in the background.
-  merkle_ = std::make_unique<MerkleIndex>(config_.node_id, ring, config_.replication_factor,
-                                          engine_.get());
+  merkle_ = std::make_unique<MerkleIndex>(config_.node_id, std::move(ring),
+                                          config_.replication_factor, engine_.get());
   store_->SetObserver(merkle_.get());
   executor_->Schedule([merkle = merkle_.get()] {
     const absl::Time start = absl::Now();
@@ -194,6 +210,9 @@ absl::Status NodeServer::StartReplication() {
                {{"error", std::string(built.message())}});
     }
   });
+}
+
+absl::Status NodeServer::StartOutbox(std::vector<Member> peers) {
   ReplicationOutbox::Options outbox_options;
   outbox_options.clock = SystemClock::Get();
   PeerTransport* outbox_transport = transport_.get();
@@ -212,14 +231,10 @@ absl::Status NodeServer::StartReplication() {
                         absl::StrCat("cannot load the replication outbox from \"", config_.data_dir,
                                      "\": ", recovered.message()));
   }
-  ClusterOptions cluster;
-  cluster.self_id = config_.node_id;
-  cluster.replication_factor = config_.replication_factor;
-  cluster.default_w = config_.write_quorum;
-  cluster.default_r = config_.read_quorum;
-  coordinator_ = std::make_unique<Coordinator>(cluster, placement_.get(), store_.get(),
-                                               outbox_.get(), transport_.get(), executor_.get(),
-                                               SystemClock::Get(), gossiper_.get());
+  return absl::OkStatus();
+}
+
+void NodeServer::StartRepairs(const ClusterLayout& layout) {
   // Forced exchanges (repair operations) work also when periodic ones are off (interval 0).
   AntiEntropy::Options ae;
   ae.interval = config_.anti_entropy_interval;
@@ -249,6 +264,9 @@ absl::Status NodeServer::StartReplication() {
   } else {
     reaper_->Start();
   }
+}
+
+void NodeServer::StartMembershipWork() {
   HandoffSender::Options handoff;
   handoff.replication_factor = static_cast<size_t>(config_.replication_factor);
   handoff.bytes_per_second = static_cast<uint64_t>(config_.handoff_mb_per_second) * 1000000;
@@ -283,7 +301,6 @@ absl::Status NodeServer::StartReplication() {
   // Finishes a clean-up a restart interrupted (and removes stray copies that arrived meanwhile).
   // A cluster whose membership never changed (layout version 1) has nothing to clean up: no scan.
   if (placement_->Get()->layout().version > 1) cleaner_->OnPlacement(placement_->Get());
-  return absl::OkStatus();
 }
 
 void NodeServer::OnLayout(const ClusterLayout& layout) {

@@ -30,6 +30,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/random/random.h"
@@ -85,6 +86,16 @@ class NodeServer {
   // The ring, the peer transport, the replication outbox (recovered from disk) and the
   // coordinator.
   absl::Status StartReplication();
+  // The Merkle index of `ring`, observing every record change from now on; its trees are built
+  // in the background.
+  void StartMerkleIndex(std::shared_ptr<const HashRing> ring);
+  // The replication outbox to `peers`, recovered from disk.
+  absl::Status StartOutbox(std::vector<Member> peers);
+  // Anti-entropy, repair operations and tombstone purging (off when `layout` is in transition).
+  void StartRepairs(const ClusterLayout& layout);
+  // Handoff, the clean-up of records this node no longer owns, and membership changes; from
+  // then on layout changes reach the placement.
+  void StartMembershipWork();
   // Without --peers: asks the seeds, round robin, until one tells the cluster layout.
   absl::StatusOr<ClusterLayout> LearnLayoutFromSeeds();
   // The layout to start with: from --peers or the seeds, or the one stored in the meta column
