@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "storage/format_level.h"
 
 namespace kv {
 namespace {
@@ -286,6 +287,14 @@ const std::vector<Setting>& Settings() {
        [](const NodeConfig& c) { return absl::FormatDuration(c.fault_replication_delay); },
        "Testing aid: hold every replication send this long, so that replication lag can be "
        "watched (e.g. with kvctl describe-key). 0 in production."},
+      {"fault_format_level", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 0, kFormatLevel, &c->fault_format_level);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.fault_format_level); },
+       "Testing aid: the storage format level this node tells the others it reads (1: act as a "
+       "node built before format levels, to test rolling upgrades). 0 in production: this "
+       "build's level."},
       {"executor_threads", "N", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseIntInRange(v, 1, 1024, &c->executor_threads);

@@ -71,6 +71,9 @@ struct NodeConfig {
   absl::Duration tombstone_sweep_interval = absl::Seconds(10);
   // Fault point for tests and demos: every replication send waits this long first.
   absl::Duration fault_replication_delay = absl::ZeroDuration();
+  // Testing aid: the format level gossiped to the other members (storage/format_level.h); 0:
+  // this build's. 1 makes the node look like one built before levels existed.
+  uint32_t fault_format_level = 0;
 };
 
 // What the command line asked for.

@@ -1,11 +1,22 @@
 #include "node/gossip.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/random/distributions.h"
 #include "absl/strings/str_cat.h"
 
 namespace kv {
+namespace {
+
+// The level a member's entry says it reads (FormatLevels).
+uint32_t LevelOf(const MemberEntry& entry) {
+  if (entry.format_level != 0) return entry.format_level;
+  // Not said: not heard from yet (assumed current), or built before levels were gossiped.
+  return entry.incarnation == 0 ? kFormatLevel : kLegacyFormatLevel;
+}
+
+}  // namespace
 
 Gossiper::Gossiper(Member self, const std::vector<Member>& members, GossipTransport* transport,
                    Scheduler* scheduler, const Clock* clock, absl::BitGenRef rng, Options options)
@@ -29,6 +40,7 @@ Gossiper::Gossiper(Member self, const std::vector<Member>& members, GossipTransp
   if (me.member.id.empty()) me.member = self;  // not on the ring: known to gossip only
   me.incarnation = options_.incarnation != 0 ? options_.incarnation
                                              : static_cast<uint64_t>(absl::ToUnixMicros(now));
+  me.format_level = options_.format_level != 0 ? options_.format_level : kFormatLevel;
   if (options_.layout.version != 0) {
     AdoptLayout(options_.layout);
   } else {
@@ -36,6 +48,7 @@ Gossiper::Gossiper(Member self, const std::vector<Member>& members, GossipTransp
     layout_.members = members;
   }
   layout_changed_ = false;  // the starting layout is not a change
+  UpdateClusterFormatLevel();
 }
 
 Gossiper::~Gossiper() { Shutdown(); }
@@ -63,6 +76,25 @@ void Gossiper::AdoptLayout(const ClusterLayout& layout) {
   for (auto& [id, entry] : members_) {
     entry.ring_status = layout_.Contains(id) ? RingStatus::kNormal : RingStatus::kNone;
   }
+  UpdateClusterFormatLevel();
+}
+
+void Gossiper::UpdateClusterFormatLevel() {
+  uint32_t level = kFormatLevel;
+  for (const auto& [id, entry] : members_) {
+    if (entry.ring_status == RingStatus::kNormal) level = std::min(level, LevelOf(entry));
+  }
+  cluster_format_level_.store(level, std::memory_order_relaxed);
+}
+
+uint32_t Gossiper::MemberFormatLevel(absl::string_view member_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = members_.find(member_id);
+  return it == members_.end() ? kFormatLevel : LevelOf(it->second);
+}
+
+uint32_t Gossiper::ClusterFormatLevel() const {
+  return cluster_format_level_.load(std::memory_order_relaxed);
 }
 
 void Gossiper::NotifyLayout() {
@@ -241,8 +273,10 @@ void Gossiper::Merge(const GossipDigest& digest) {
     it->second.incarnation = in.incarnation;
     it->second.heartbeat = in.heartbeat;
     it->second.handoff = in.handoff;
+    it->second.format_level = in.format_level;
     detector_.Heard(in.member.id, now);
   }
+  UpdateClusterFormatLevel();
 }
 
 GossipDigest Gossiper::Digest() const {

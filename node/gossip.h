@@ -34,6 +34,7 @@
 #ifndef KV_NODE_GOSSIP_H_
 #define KV_NODE_GOSSIP_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -52,10 +53,11 @@
 #include "node/membership.h"
 #include "node/ring.h"
 #include "node/scheduler.h"
+#include "storage/format_level.h"
 
 namespace kv {
 
-class Gossiper : public MemberLiveness {
+class Gossiper : public MemberLiveness, public FormatLevels {
  public:
   struct Options {
     absl::Duration interval = absl::Seconds(1);
@@ -63,7 +65,10 @@ class Gossiper : public MemberLiveness {
     // HOST:PORT of nodes to gossip with while no other member is known.
     std::vector<std::string> seeds;
     uint64_t incarnation = 0;  // 0: the clock's time in microseconds
-    ClusterLayout layout;      // version 0: version 1 of the members given at construction
+    // The format level this node says it reads (storage/format_level.h). 0: kFormatLevel; a
+    // lower level makes it look like an older node to the others (tests of rolling upgrades).
+    uint32_t format_level = 0;
+    ClusterLayout layout;  // version 0: version 1 of the members given at construction
   };
   using Listener = std::function<void(const std::string& member_id, Liveness from, Liveness to)>;
   using LayoutListener = std::function<void(const ClusterLayout& layout)>;
@@ -91,6 +96,10 @@ class Gossiper : public MemberLiveness {
 
   // MemberLiveness.
   bool IsDown(absl::string_view member_id) const override;
+  // FormatLevels: from the levels in the members' own entries. Members outside the layout do not
+  // count (a member that left keeps its entry).
+  uint32_t MemberFormatLevel(absl::string_view member_id) const override;
+  uint32_t ClusterFormatLevel() const override;
   Liveness LivenessOf(absl::string_view member_id) const;
   ClusterLayout Layout() const;
   // Installs `layout` if its version is greater than the current one; FAILED_PRECONDITION (naming
@@ -120,6 +129,8 @@ class Gossiper : public MemberLiveness {
   void AdoptLayout(const ClusterLayout& layout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs the layout listener if the layout changed since the last call (call without the lock).
   void NotifyLayout();
+  // Recomputes cluster_format_level_ after the table or the layout changed.
+  void UpdateClusterFormatLevel() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string self_id_;
   GossipTransport* const transport_;
@@ -137,6 +148,8 @@ class Gossiper : public MemberLiveness {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   ClusterLayout layout_ ABSL_GUARDED_BY(mu_);
   bool layout_changed_ ABSL_GUARDED_BY(mu_) = false;
+  // ClusterFormatLevel(), read without the lock on every client write and read.
+  std::atomic<uint32_t> cluster_format_level_{kFormatLevel};
   absl::Mutex notify_mu_;  // serializes layout notifications, so listeners see versions in order
 };
 

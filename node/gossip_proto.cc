@@ -23,6 +23,7 @@ void DigestToProto(const GossipDigest& digest,
     m->set_handoff_digests(handoff.digests);
     m->set_handoff_compared_keys(handoff.compared_keys);
     m->set_handoff_compared_bytes(handoff.compared_bytes);
+    m->set_format_level(entry.format_level);
   }
 }
 
@@ -52,6 +53,7 @@ GossipDigest DigestFromProto(
     handoff.digests = m.handoff_digests();
     handoff.compared_keys = m.handoff_compared_keys();
     handoff.compared_bytes = m.handoff_compared_bytes();
+    entry.format_level = m.format_level();
     digest.members.push_back(std::move(entry));
   }
   return digest;

@@ -33,12 +33,13 @@ bool Converged(const std::vector<ReplicaRecordView>& views) {
 
 // Get's answer from the merged record: its live siblings and its context; NOT_FOUND when no
 // sibling is live.
-absl::Status FillGetResponse(SiblingSet record, v1::GetResponse* response) {
+absl::Status FillGetResponse(SiblingSet record, const LocalStore& store,
+                             v1::GetResponse* response) {
   if (record.AllTombstones()) return absl::NotFoundError("key not found: it has no live version");
   for (const Sibling& sibling : record.LiveSiblings()) {
     ToProto(sibling, response->add_siblings());
   }
-  response->set_context(record.ClientContext().Encode());
+  response->set_context(store.ContextForClients(record.ClientContext()));
   return absl::OkStatus();
 }
 
@@ -136,13 +137,14 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* /*context*
   // thread either.
   SiblingSet record;
   if (coordinator_->TryReadFromMemory(request->key(), *spec, &record)) {
-    return FinishNow(gate_, FillGetResponse(std::move(record), response));
+    return FinishNow(gate_, FillGetResponse(std::move(record), *store_, response));
   }
   grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
-  coordinator_->Read(request->key(), *spec, [reactor, response](absl::StatusOr<SiblingSet> rec) {
-    reactor->Finish(
-        ToGrpcStatus(rec.ok() ? FillGetResponse(*std::move(rec), response) : rec.status()));
-  });
+  coordinator_->Read(
+      request->key(), *spec, [reactor, response, store = store_](absl::StatusOr<SiblingSet> rec) {
+        reactor->Finish(ToGrpcStatus(rec.ok() ? FillGetResponse(*std::move(rec), *store, response)
+                                              : rec.status()));
+      });
   return reactor;
 }
 

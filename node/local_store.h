@@ -43,6 +43,7 @@
 #include "node/clock.h"
 #include "node/commit_queue.h"
 #include "node/limits.h"
+#include "node/membership.h"
 #include "storage/engine.h"
 #include "storage/sibling_set.h"
 
@@ -159,6 +160,14 @@ class LocalStore {
   // observer must outlive the store's use.
   void SetObserver(RecordObserver* observer) { observer_ = observer; }
 
+  // Sets what the cluster's members read (null: every member reads kFormatLevel). Call before
+  // the store is used; `levels` must outlive the store's use.
+  void SetFormatLevels(const FormatLevels* levels) { levels_ = levels; }
+  // `context` encoded for a client, who may take it to any member: without tokened versions
+  // while some member reads only level 1 (storage/format_level.h). Every context a write
+  // returns goes through it; Get's answer must too.
+  std::string ContextForClients(CausalContext context) const;
+
   // Deletes the record of `key` only if it still equals `expected` (a tombstone purge, or the
   // removal of a key this node no longer owns): OK if purged (or already absent),
   // FAILED_PRECONDITION if it changed. Raises the store's counter floor to every counter of this
@@ -193,6 +202,7 @@ class LocalStore {
   const std::string actor_;
   const Options options_;
   RecordObserver* observer_ = nullptr;
+  const FormatLevels* levels_ = nullptr;
   // Counters of this actor below or at the floor are never handed out (raised by purges).
   std::atomic<uint64_t> counter_floor_{0};
   // Set once a sweep finds no format-1 expiry index entry (none is written any more).

@@ -6,6 +6,7 @@
 #include "node/idempotency_record.h"
 #include "node/local_store.h"
 #include "storage/expiring_value.h"
+#include "storage/format_level.h"
 #include "storage/record_codec.h"
 #include "storage/status_macros.h"
 
@@ -175,6 +176,11 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
       WriteOutcome outcome;
       outcome.write_id = std::move(first->write_id);
       outcome.context = std::move(first->context);
+      // Stored as the cluster's level then allowed; a member of a lower level may have joined.
+      absl::StatusOr<CausalContext> stored_context = CausalContext::Decode(outcome.context);
+      if (stored_context.ok() && !stored_context->tokened().empty()) {
+        outcome.context = ContextForClients(*std::move(stored_context));
+      }
       outcome.deduplicated = true;
       outcome.dot = std::move(first->dot);
       if (write.hook()) write.hook()(command.key, group.batch());
@@ -208,7 +214,7 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
       WriteOutcome outcome;
       outcome.dot = *std::move(copy);
       outcome.write_id = MakeWriteId(outcome.dot, command.key);
-      outcome.context = record.ContextAfterWrite(seen, outcome.dot).Encode();
+      outcome.context = ContextForClients(record.ContextAfterWrite(seen, outcome.dot));
       outcome.deduplicated = true;
       if (write.hook()) write.hook()(command.key, group.batch());
       // Remember the answer under the token here too: the copy recognized now may be replaced
@@ -225,7 +231,7 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   WriteOutcome outcome;
   outcome.dot = record.ApplyWrite(actor_, seen, NewSibling(command, now_micros),
                                   counter_floor_.load(), options_.idempotency_ttl);
-  outcome.context = record.ContextAfterWrite(seen, outcome.dot).Encode();
+  outcome.context = ContextForClients(record.ContextAfterWrite(seen, outcome.dot));
   outcome.write_id = MakeWriteId(outcome.dot, command.key);
 
   if (!seen.tokened().empty()) {
@@ -251,6 +257,11 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   }
   outcome.record = std::move(record);
   return outcome;
+}
+
+std::string LocalStore::ContextForClients(CausalContext context) const {
+  const uint32_t level = levels_ == nullptr ? kFormatLevel : levels_->ClusterFormatLevel();
+  return ContextForLevel(std::move(context), level).Encode();
 }
 
 }  // namespace kv

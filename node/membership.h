@@ -76,6 +76,9 @@ struct MemberEntry {
   uint64_t heartbeat = 0;
   RingStatus ring_status = RingStatus::kNone;
   HandoffProgress handoff;
+  // The storage/FORMAT.md level the member reads (storage/format_level.h); 0 when its entry does
+  // not say (a member built before levels were gossiped, or one not heard from yet).
+  uint32_t format_level = 0;
 
   // True if this entry is a later version of the same member's state than `other`.
   bool NewerThan(const MemberEntry& other) const {
@@ -105,6 +108,20 @@ class MemberLiveness {
   virtual ~MemberLiveness() = default;
   // True only when the failure detector judges the member DOWN; unknown members are not down.
   virtual bool IsDown(absl::string_view member_id) const = 0;
+};
+
+// What the members read (storage/format_level.h), as gossip tells, so that nothing is sent to a
+// member, or handed to a client who may take it to any member, in a format that member refuses
+// (a rolling upgrade). Thread-safe.
+class FormatLevels {
+ public:
+  virtual ~FormatLevels() = default;
+  // The level `member_id` reads: kFormatLevel for this node and for members not heard from yet
+  // (assumed current until they say otherwise), kLegacyFormatLevel for one whose entry does not
+  // say.
+  virtual uint32_t MemberFormatLevel(absl::string_view member_id) const = 0;
+  // The lowest MemberFormatLevel among the members of the layout (current and next owners).
+  virtual uint32_t ClusterFormatLevel() const = 0;
 };
 
 }  // namespace kv

@@ -180,6 +180,9 @@ absl::Status NodeServer::StartReplication() {
     merkle_layout_version_ = layout.version;
   }
   StartGossip(layout);
+  // From here on, what goes to peers and to clients suits the levels gossip reports.
+  peer_transport_ = std::make_unique<LevelingPeerTransport>(transport_.get(), gossiper_.get());
+  store_->SetFormatLevels(gossiper_.get());
   StartMerkleIndex(std::move(ring));
   KV_RETURN_IF_ERROR(StartOutbox(std::move(peers)));
   ClusterOptions cluster;
@@ -187,9 +190,9 @@ absl::Status NodeServer::StartReplication() {
   cluster.replication_factor = config_.replication_factor;
   cluster.default_w = config_.write_quorum;
   cluster.default_r = config_.read_quorum;
-  coordinator_ = std::make_unique<Coordinator>(cluster, placement_.get(), store_.get(),
-                                               outbox_.get(), transport_.get(), executor_.get(),
-                                               SystemClock::Get(), gossiper_.get());
+  coordinator_ = std::make_unique<Coordinator>(
+      cluster, placement_.get(), store_.get(), outbox_.get(), peer_transport_.get(),
+      executor_.get(), SystemClock::Get(), gossiper_.get());
   StartRepairs(layout);
   StartMembershipWork();
   return absl::OkStatus();
@@ -215,12 +218,12 @@ void NodeServer::StartMerkleIndex(std::shared_ptr<const HashRing> ring) {
 absl::Status NodeServer::StartOutbox(std::vector<Member> peers) {
   ReplicationOutbox::Options outbox_options;
   outbox_options.clock = SystemClock::Get();
-  PeerTransport* outbox_transport = transport_.get();
+  PeerTransport* outbox_transport = peer_transport_.get();
   if (config_.fault_replication_delay > absl::ZeroDuration()) {
     LogWarn("fault point: every replication send is delayed",
             {{"fault_replication_delay", absl::FormatDuration(config_.fault_replication_delay)}});
-    outbox_transport_ = std::make_unique<DelayingPeerTransport>(transport_.get(), scheduler_.get(),
-                                                                config_.fault_replication_delay);
+    outbox_transport_ = std::make_unique<DelayingPeerTransport>(
+        peer_transport_.get(), scheduler_.get(), config_.fault_replication_delay);
     outbox_transport = outbox_transport_.get();
   }
   outbox_ =
@@ -240,8 +243,8 @@ void NodeServer::StartRepairs(const ClusterLayout& layout) {
   ae.interval = config_.anti_entropy_interval;
   ae.keys_per_second = config_.anti_entropy_keys_per_second;
   anti_entropy_ =
-      std::make_unique<AntiEntropy>(merkle_.get(), store_.get(), transport_.get(), scheduler_.get(),
-                                    executor_.get(), SystemClock::Get(), ae);
+      std::make_unique<AntiEntropy>(merkle_.get(), store_.get(), peer_transport_.get(),
+                                    scheduler_.get(), executor_.get(), SystemClock::Get(), ae);
   if (config_.anti_entropy_interval > absl::ZeroDuration()) anti_entropy_->Start();
   // Operation ids carry the start time (seconds, hexadecimal), so ids of an earlier run differ.
   operations_ = std::make_unique<OperationRegistry>(
@@ -254,8 +257,8 @@ void NodeServer::StartRepairs(const ClusterLayout& layout) {
   reaping.confirm_delay = config_.tombstone_confirm_delay;
   reaping.sweep_interval = config_.tombstone_sweep_interval;
   reaper_ = std::make_unique<TombstoneReaper>(merkle_.get(), store_.get(), engine_.get(),
-                                              transport_.get(), scheduler_.get(), executor_.get(),
-                                              SystemClock::Get(), reaping);
+                                              peer_transport_.get(), scheduler_.get(),
+                                              executor_.get(), SystemClock::Get(), reaping);
   // Purging checks the replicas of one ring; during a transition a key has owners in two, so a
   // node started in the middle of one does not purge (until a restart on a stable layout).
   if (layout.in_transition()) {
@@ -271,7 +274,7 @@ void NodeServer::StartMembershipWork() {
   handoff.replication_factor = static_cast<size_t>(config_.replication_factor);
   handoff.bytes_per_second = static_cast<uint64_t>(config_.handoff_mb_per_second) * 1000000;
   handoff_ = std::make_unique<HandoffSender>(
-      config_.node_id, engine_.get(), transport_.get(), scheduler_.get(), executor_.get(),
+      config_.node_id, engine_.get(), peer_transport_.get(), scheduler_.get(), executor_.get(),
       SystemClock::Get(), handoff,
       [gossiper = gossiper_.get()](const HandoffProgress& progress) {
         gossiper->SetHandoffProgress(progress);
@@ -469,6 +472,11 @@ void NodeServer::StartGossip(const ClusterLayout& layout) {
   options.interval = config_.gossip_interval;
   options.failure_timeout = config_.failure_timeout;
   options.seeds = config_.seeds;
+  options.format_level = config_.fault_format_level;
+  if (options.format_level != 0) {
+    LogWarn("fault point: this node tells the others it reads an older storage format level",
+            {{"fault_format_level", absl::StrCat(options.format_level)}});
+  }
   gossip_executor_ = std::make_unique<ThreadPoolExecutor>(1);
   gossip_scheduler_ = std::make_unique<TimerScheduler>(gossip_executor_.get());
   GrpcPeerTransport::Options transport_options;
@@ -586,6 +594,7 @@ void NodeServer::Shutdown() {
   scheduler_.reset();
   if (executor_ != nullptr) executor_->Shutdown();
   outbox_transport_.reset();
+  peer_transport_.reset();
   transport_.reset();
   server_.reset();
   replica_service_.reset();

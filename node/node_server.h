@@ -48,6 +48,7 @@
 #include "node/grpc_peer_transport.h"
 #include "node/handoff.h"
 #include "node/kv_service.h"
+#include "node/leveling_peer_transport.h"
 #include "node/local_store.h"
 #include "node/membership_change.h"
 #include "node/merkle_index.h"
@@ -128,6 +129,8 @@ class NodeServer {
   std::unique_ptr<ThreadPoolExecutor> executor_;
   std::unique_ptr<TimerScheduler> scheduler_;
   std::unique_ptr<GrpcPeerTransport> transport_;
+  // transport_ sending older members only what they read; what every component uses.
+  std::unique_ptr<LevelingPeerTransport> peer_transport_;
   // Gossip runs on its own thread, timer and channels, so that its heartbeats never wait behind
   // storage work queued on executor_ (a backlog there must not make this node look DOWN).
   std::unique_ptr<ThreadPoolExecutor> gossip_executor_;

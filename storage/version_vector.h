@@ -114,6 +114,8 @@ class CausalContext {
   // Adds `version` to tokened() if this context covers its dot, then trims to the bound. Of two
   // entries of one dot, the one with the larger (timestamp, fingerprint) is kept.
   void AddTokened(const TokenedVersion& version);
+  // Forgets tokened() (for readers of causal context version 1: storage/format_level.h).
+  void ClearTokened() { tokened_.clear(); }
 
   // True if vv() covers the dot or it is one of dots().
   bool Covers(const Dot& dot) const;

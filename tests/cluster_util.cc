@@ -109,6 +109,9 @@ std::vector<std::string> Cluster::Argv(size_t index) const {
       absl::StrCat("--read_quorum=", options_.read_quorum),
   };
   argv.insert(argv.end(), options_.extra_flags.begin(), options_.extra_flags.end());
+  if (auto own = options_.node_flags.find(index); own != options_.node_flags.end()) {
+    argv.insert(argv.end(), own->second.begin(), own->second.end());
+  }
   return argv;
 }
 

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,6 +46,8 @@ class Cluster {
     std::vector<size_t> joiners;
     // Added to every node's command line (e.g. "--fault_replication_delay=1s").
     std::vector<std::string> extra_flags;
+    // Added to one node's command line, by index, after extra_flags (SetNodeFlags changes them).
+    std::map<size_t, std::vector<std::string>> node_flags;
     // How long each (re)start may take until the node serves.
     absl::Duration start_timeout = absl::Seconds(60);
   };
@@ -83,6 +86,10 @@ class Cluster {
   absl::Status Restart(size_t index);
   // Kill, then Restart.
   absl::Status KillAndRestart(size_t index);
+  // Replaces node `index`'s own flags (Options::node_flags) from its next (re)start on.
+  void SetNodeFlags(size_t index, std::vector<std::string> flags) {
+    options_.node_flags[index] = std::move(flags);
+  }
   // SIGSTOP / SIGCONT: the node stops answering, its connections stay open.
   void Pause(size_t index);
   void Resume(size_t index);

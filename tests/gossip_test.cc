@@ -333,5 +333,66 @@ TEST_F(GossipTest, HandoffMilestoneIsPushedToEveryMemberAtOnce) {
       absl::Milliseconds(10));
 }
 
+// A member's level reaches the others with its heartbeats: an older node lowers the cluster's
+// level, and its upgrade (a restart at the current level) raises it again.
+TEST_F(GossipTest, FormatLevelsFollowWhatMembersSay) {
+  all_ = MakeMembers(3);
+  StartNode(0, all_);
+  StartNode(1, all_);
+  Gossiper::Options old;
+  old.format_level = kLegacyFormatLevel;
+  StartNode(2, all_, old);
+  Gossiper& n1 = *nodes_[0].gossiper;
+  // Not heard from yet: assumed current.
+  EXPECT_EQ(n1.MemberFormatLevel("n3"), kFormatLevel);
+  EXPECT_EQ(n1.ClusterFormatLevel(), kFormatLevel);
+  auto all_see = [&](uint32_t level) {
+    for (size_t i = 0; i < 2; ++i) {
+      if (nodes_[i].gossiper->ClusterFormatLevel() != level) return false;
+      if (nodes_[i].gossiper->MemberFormatLevel("n3") != level) return false;
+    }
+    return true;
+  };
+  EXPECT_NE(AdvanceUntil([&] { return all_see(kLegacyFormatLevel); }, absl::Seconds(2)),
+            absl::InfiniteDuration());
+  EXPECT_EQ(n1.MemberFormatLevel("n2"), kFormatLevel);
+  EXPECT_EQ(n1.MemberFormatLevel("n1"), kFormatLevel);
+  EXPECT_EQ(nodes_[2].gossiper->ClusterFormatLevel(), kLegacyFormatLevel);  // itself counts
+
+  StartNode(2, all_);  // upgraded: a newer incarnation (the clock moved on) at the current level
+  EXPECT_NE(AdvanceUntil([&] { return all_see(kFormatLevel); }, absl::Seconds(2)),
+            absl::InfiniteDuration());
+}
+
+// An entry that does not say its level is from a node built before levels were gossiped. Only
+// members of the layout count for the cluster's level.
+TEST_F(GossipTest, MemberThatDoesNotSayItsLevelIsLegacy) {
+  all_ = MakeMembers(2);
+  Gossiper* g = StartNode(0, all_);
+  GossipDigest digest;
+  MemberEntry outsider;
+  outsider.member = Member{"n9", "10.0.0.9:7700", "z0"};
+  outsider.incarnation = 3;
+  outsider.heartbeat = 1;
+  digest.members.push_back(outsider);
+  g->HandleGossip(digest);
+  EXPECT_EQ(g->MemberFormatLevel("n9"), kLegacyFormatLevel);
+  EXPECT_EQ(g->ClusterFormatLevel(), kFormatLevel);
+
+  MemberEntry old = outsider;
+  old.member = all_[1];
+  digest.members = {old};
+  g->HandleGossip(digest);
+  EXPECT_EQ(g->MemberFormatLevel("n2"), kLegacyFormatLevel);
+  EXPECT_EQ(g->ClusterFormatLevel(), kLegacyFormatLevel);
+
+  old.heartbeat = 2;
+  old.format_level = kFormatLevel;
+  digest.members = {old};
+  g->HandleGossip(digest);
+  EXPECT_EQ(g->MemberFormatLevel("n2"), kFormatLevel);
+  EXPECT_EQ(g->ClusterFormatLevel(), kFormatLevel);
+}
+
 }  // namespace
 }  // namespace kv

@@ -9,6 +9,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "storage/format_level.h"
 #include "storage/memory_engine.h"
 #include "storage/record_codec.h"
 
@@ -47,7 +48,7 @@ class LocalStoreTest : public ::testing::Test {
   std::string ReadContext(const std::string& key) {
     absl::StatusOr<SiblingSet> record = store_->ReadRecord(key);
     EXPECT_TRUE(record.ok()) << record.status();
-    return record->ClientContext().Encode();  // what KvService::Get answers
+    return store_->ContextForClients(record->ClientContext());  // what KvService::Get answers
   }
 
   ManualClock clock_;
@@ -64,6 +65,39 @@ TEST_F(LocalStoreTest, ActorEpochIsStableAcrossReopenAndNewOnEmptyEngine) {
   MemoryEngine wiped;
   std::unique_ptr<LocalStore> fresh = OpenStore(&wiped, "n1");
   EXPECT_NE(fresh->actor(), store_->actor());
+}
+
+// While some member reads only format level 1, no context a client gets carries tokened
+// versions (storage/format_level.h): a client may take it to that member.
+TEST_F(LocalStoreTest, ContextsSuitTheClustersFormatLevel) {
+  class SettableLevels : public FormatLevels {
+   public:
+    uint32_t MemberFormatLevel(absl::string_view) const override { return level; }
+    uint32_t ClusterFormatLevel() const override { return level; }
+    uint32_t level = kFormatLevel;
+  } levels;
+  store_->SetFormatLevels(&levels);
+  auto tokened = [](const std::string& encoded) {
+    absl::StatusOr<CausalContext> context = CausalContext::Decode(encoded);
+    EXPECT_TRUE(context.ok()) << context.status();
+    return context.ok() ? context->tokened().size() : 0;
+  };
+
+  const WriteOutcome first = MustPut("k", "a", "", "t1");
+  EXPECT_EQ(tokened(first.context), 1u);
+  EXPECT_EQ(tokened(ReadContext("k")), 1u);
+
+  levels.level = kLegacyFormatLevel;
+  const WriteOutcome retry = MustPut("k", "a", "", "t1");  // the token's first result
+  EXPECT_TRUE(retry.deduplicated);
+  EXPECT_EQ(tokened(retry.context), 0u);
+  const WriteOutcome second = MustPut("k", "b", retry.context, "t2");
+  EXPECT_EQ(tokened(second.context), 0u);
+  EXPECT_EQ(tokened(ReadContext("k")), 0u);
+  EXPECT_EQ(LiveValues("k"), std::vector<std::string>{"b"});  // causality is whole
+
+  levels.level = kFormatLevel;
+  EXPECT_EQ(tokened(ReadContext("k")), 1u);
 }
 
 TEST_F(LocalStoreTest, PutThenReadReturnsTheValue) {
