@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "storage/format_level.h"
 #include "storage/record_codec.h"
 
 namespace kv {
@@ -220,7 +221,11 @@ void Coordinator::ReadRepair(
     const std::vector<std::pair<const Member*, std::optional<SiblingSet>>>& answers) {
   std::string encoded;
   for (const auto& [member, record] : answers) {
-    if (record && *record == merged) continue;
+    // A replica of an older format level cannot hold the replaced writes (storage/format_level.h).
+    const uint32_t level = levels_ == nullptr || member->id == options_.self_id
+                               ? kFormatLevel
+                               : levels_->MemberFormatLevel(member->id);
+    if (record && HoldsAllItCan(*record, merged, level)) continue;
     {
       absl::MutexLock lock(&stats_mu_);
       ++stats_.read_repairs;

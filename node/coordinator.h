@@ -103,6 +103,10 @@ class Coordinator {
               const Clock* clock, const MemberLiveness* liveness = nullptr);
   ~Coordinator();
 
+  // What the members read (null: every one reads kFormatLevel), so that read repair leaves alone
+  // a replica of an older level that holds all it can. Call before use; must outlive it.
+  void SetFormatLevels(const FormatLevels* levels) { levels_ = levels; }
+
   void Write(WriteCommand command, QuorumSpec w,
              std::function<void(absl::StatusOr<WriteReply>)> done);
   // The merged record of `key` (tombstones included); NOT_FOUND as described above.
@@ -170,6 +174,7 @@ class Coordinator {
   Executor* const executor_;
   const Clock* const clock_;
   const MemberLiveness* const liveness_;  // null: every member is presumed up
+  const FormatLevels* levels_ = nullptr;
 
   mutable absl::Mutex stats_mu_;
   CoordinatorStats stats_ ABSL_GUARDED_BY(stats_mu_);

@@ -12,8 +12,8 @@ namespace {
 // The level a member's entry says it reads (FormatLevels).
 uint32_t LevelOf(const MemberEntry& entry) {
   if (entry.format_level != 0) return entry.format_level;
-  // Not said: not heard from yet (assumed current), or built before levels were gossiped.
-  return entry.incarnation == 0 ? kFormatLevel : kLegacyFormatLevel;
+  // Not said: built before levels were gossiped, or not heard from yet (it may be such a node).
+  return kLegacyFormatLevel;
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "node/gossip_proto.h"
 #include "node/grpc_util.h"
 #include "replica.grpc.pb.h"
+#include "storage/record_codec.h"
 
 namespace kv {
 namespace {
@@ -140,6 +141,7 @@ void GrpcPeerTransport::ReadRecord(const Member& peer, std::string key,
       std::make_shared<Call<internal::v1::ReadRecordRequest, internal::v1::ReadRecordResponse>>();
   SetDeadline(&call->context, options_.read_timeout);
   call->request.set_key(std::move(key));
+  call->request.set_reader_format_level(options_.format_level);
   std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
   Begin(&call->context);
   stubs->replica->async()->ReadRecord(
@@ -152,6 +154,13 @@ void GrpcPeerTransport::ReadRecord(const Member& peer, std::string key,
           result = absl::NotFoundError("replica has no record of the key");
         } else {
           result = std::move(*call->response.mutable_record());
+          if (options_.format_level < kFormatLevel) {
+            absl::StatusOr<SiblingSet> record = DecodeSiblingSet(*result);
+            absl::Status readable = record.ok()
+                                        ? CheckReadableAtLevel(*record, options_.format_level)
+                                        : record.status();
+            if (!readable.ok()) result = readable;
+          }
         }
         grpc::ClientContext* context = &call->context;
         Complete(std::move(call), context, std::move(stubs),

@@ -21,6 +21,7 @@
 #include "node/executor.h"
 #include "node/gossip_transport.h"
 #include "node/peer_transport.h"
+#include "storage/format_level.h"
 
 namespace grpc {
 class Channel;
@@ -43,6 +44,10 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
     absl::Duration forward_timeout = absl::Seconds(5);
     absl::Duration gossip_timeout = absl::Seconds(1);
     int max_message_bytes = 64 << 20;
+    // The storage format level this node reads (storage/format_level.h), asked of peers in
+    // ReadRecord. Below kFormatLevel only to act as an older node in tests: records read that
+    // it could not read then fail with DATA_LOSS, as they would on such a node.
+    uint32_t format_level = kFormatLevel;
   };
 
   GrpcPeerTransport(std::string self_id, Executor* executor, Options options);

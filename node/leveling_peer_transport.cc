@@ -9,7 +9,7 @@ namespace {
 
 // `record` as a reader of `level` accepts it; unchanged if it cannot be decoded.
 void Downgrade(std::string& record, uint32_t level) {
-  absl::StatusOr<std::string> downgraded = RecordForLevel(record, level);
+  absl::StatusOr<std::string> downgraded = EncodedRecordForLevel(record, level);
   if (downgraded.ok()) record = *std::move(downgraded);
 }
 
@@ -22,14 +22,6 @@ void LevelingPeerTransport::MergeRecords(const Member& peer, std::vector<Encoded
     for (EncodedRecord& r : records) Downgrade(r.record, level);
   }
   inner()->MergeRecords(peer, std::move(records), std::move(done));
-}
-
-void LevelingPeerTransport::PurgeRecord(const Member& peer, std::string key,
-                                        std::string expected_record,
-                                        std::function<void(absl::Status)> done) {
-  const uint32_t level = levels_->MemberFormatLevel(peer.id);
-  if (level < kFormatLevel) Downgrade(expected_record, level);
-  inner()->PurgeRecord(peer, std::move(key), std::move(expected_record), std::move(done));
 }
 
 }  // namespace kv

@@ -45,6 +45,7 @@
 #include "node/limits.h"
 #include "node/membership.h"
 #include "storage/engine.h"
+#include "storage/format_level.h"
 #include "storage/sibling_set.h"
 
 namespace kv {
@@ -92,6 +93,10 @@ class LocalStore {
     // must outlive the store and run everything scheduled on it before the store is destroyed;
     // WriteAsync then does no storage work itself and may be called from a gRPC handler.
     Executor* commit_executor = nullptr;
+    // The storage format level this node reads (storage/format_level.h). Below kFormatLevel only
+    // to act as an older node in tests: writes whose context it could not read fail with
+    // INVALID_ARGUMENT, and ReplicaService refuses records it could not read, as such a node does.
+    uint32_t format_level = kFormatLevel;
   };
 
   // Loads (or, on an empty engine, creates) the node's actor epoch.

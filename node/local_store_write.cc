@@ -129,6 +129,7 @@ absl::StatusOr<std::unique_ptr<LocalStore::WriteMutation>> LocalStore::NewWriteM
     WriteCommand command, BatchHook hook, WriteCallback done) {
   KV_RETURN_IF_ERROR(ValidateWrite(command));
   KV_ASSIGN_OR_RETURN(CausalContext seen, CausalContext::Decode(command.context));
+  KV_RETURN_IF_ERROR(CheckReadableAtLevel(seen, options_.format_level));
   std::string fingerprint =
       command.idempotency_token.empty() ? std::string() : WriteFingerprint(command);
   return std::make_unique<WriteMutation>(this, std::move(command), std::move(seen),

@@ -116,9 +116,10 @@ class MemberLiveness {
 class FormatLevels {
  public:
   virtual ~FormatLevels() = default;
-  // The level `member_id` reads: kFormatLevel for this node and for members not heard from yet
-  // (assumed current until they say otherwise), kLegacyFormatLevel for one whose entry does not
-  // say.
+  // The level `member_id` reads, as its own gossip entry says: kLegacyFormatLevel when the entry
+  // does not say (a member built before levels) or no entry of it has been heard yet (until then
+  // it may be such a member; a node learns every known member's entry in its first exchange).
+  // This node's own level for itself.
   virtual uint32_t MemberFormatLevel(absl::string_view member_id) const = 0;
   // The lowest MemberFormatLevel among the members of the layout (current and next owners).
   virtual uint32_t ClusterFormatLevel() const = 0;

@@ -113,6 +113,7 @@ absl::Status NodeServer::OpenStorage() {
                                      "\": ", backfilled.message()));
   }
   LocalStore::Options options;
+  if (config_.fault_format_level != 0) options.format_level = config_.fault_format_level;
   options.limits = config_.limits;
   options.idempotency_ttl = config_.idempotency_ttl;
   options.sync_writes = config_.sync_writes;
@@ -161,6 +162,7 @@ absl::Status NodeServer::StartReplication() {
   scheduler_ = std::make_unique<TimerScheduler>(executor_.get());
   GrpcPeerTransport::Options transport_options;
   transport_options.gossip_timeout = std::min(absl::Seconds(1), config_.failure_timeout / 2);
+  if (config_.fault_format_level != 0) transport_options.format_level = config_.fault_format_level;
   transport_ =
       std::make_unique<GrpcPeerTransport>(config_.node_id, executor_.get(), transport_options);
   KV_ASSIGN_OR_RETURN(ClusterLayout layout, InitialLayout());
@@ -193,6 +195,7 @@ absl::Status NodeServer::StartReplication() {
   coordinator_ = std::make_unique<Coordinator>(
       cluster, placement_.get(), store_.get(), outbox_.get(), peer_transport_.get(),
       executor_.get(), SystemClock::Get(), gossiper_.get());
+  coordinator_->SetFormatLevels(gossiper_.get());
   StartRepairs(layout);
   StartMembershipWork();
   return absl::OkStatus();

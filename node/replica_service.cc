@@ -7,6 +7,7 @@
 #include "node/gossip_proto.h"
 #include "node/grpc_util.h"
 #include "node/handoff_plan.h"
+#include "storage/format_level.h"
 #include "storage/record_codec.h"
 #include "storage/status_macros.h"
 
@@ -150,6 +151,7 @@ absl::Status ReplicaService::DoMergeBatch(const internal::v1::MergeBatchRequest&
     absl::Status valid = store_->ValidateKey(record.key());
     absl::StatusOr<SiblingSet> set = DecodeSiblingSet(record.record());
     if (valid.ok() && !set.ok()) valid = set.status();
+    if (valid.ok()) valid = CheckReadableAtLevel(*set, store_->options().format_level);
     if (!valid.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("record ", i, " of the batch from \"",
                                                      request.from_node_id(),
@@ -177,7 +179,9 @@ absl::Status ReplicaService::DoReadRecord(const internal::v1::ReadRecordRequest&
   }
   if (!record.ok()) return record.status();
   response->set_found(true);
-  response->set_record(EncodeSiblingSet(*record));
+  const uint32_t level =
+      request.reader_format_level() == 0 ? kLegacyFormatLevel : request.reader_format_level();
+  response->set_record(EncodeSiblingSet(RecordForLevel(*std::move(record), level)));
   return absl::OkStatus();
 }
 

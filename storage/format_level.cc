@@ -2,17 +2,39 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "storage/record_codec.h"
-#include "storage/sibling_set.h"
 
 namespace kv {
 
-absl::StatusOr<std::string> RecordForLevel(std::string encoded, uint32_t level) {
+SiblingSet RecordForLevel(SiblingSet record, uint32_t level) {
+  if (level >= kFormatLevel || record.replaced_writes().empty()) return record;
+  return SiblingSet(record.context(), record.siblings());
+}
+
+absl::StatusOr<std::string> EncodedRecordForLevel(std::string encoded, uint32_t level) {
   if (level >= kFormatLevel) return encoded;
   absl::StatusOr<SiblingSet> record = DecodeSiblingSet(encoded);
   if (!record.ok()) return record.status();
   if (record->replaced_writes().empty()) return encoded;
-  return EncodeSiblingSet(SiblingSet(record->context(), record->siblings()));
+  return EncodeSiblingSet(RecordForLevel(*std::move(record), level));
+}
+
+bool HoldsAllItCan(const SiblingSet& held, const SiblingSet& full, uint32_t level) {
+  if (level >= kFormatLevel) return held == full;
+  return held.context() == full.context() && held.siblings() == full.siblings();
+}
+
+absl::Status CheckReadableAtLevel(const SiblingSet& record, uint32_t level) {
+  if (level >= kFormatLevel || record.replaced_writes().empty()) return absl::OkStatus();
+  return absl::DataLossError(
+      absl::StrCat("record format 2 (replaced writes) is not readable at format level ", level));
+}
+
+absl::Status CheckReadableAtLevel(const CausalContext& context, uint32_t level) {
+  if (level >= kFormatLevel || context.tokened().empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "causal context version 2 (tokened versions) is not readable at format level ", level));
 }
 
 CausalContext ContextForLevel(CausalContext context, uint32_t level) {

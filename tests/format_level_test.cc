@@ -31,11 +31,11 @@ TEST(FormatLevelTest, RecordLosesOnlyItsReplacedWriteMemoryForLevelOne) {
   ASSERT_FALSE(record.replaced_writes().empty());
   const std::string encoded = EncodeSiblingSet(record);
 
-  absl::StatusOr<std::string> same = RecordForLevel(encoded, kFormatLevel);
+  absl::StatusOr<std::string> same = EncodedRecordForLevel(encoded, kFormatLevel);
   ASSERT_TRUE(same.ok()) << same.status();
   EXPECT_EQ(*same, encoded);
 
-  absl::StatusOr<std::string> legacy = RecordForLevel(encoded, kLegacyFormatLevel);
+  absl::StatusOr<std::string> legacy = EncodedRecordForLevel(encoded, kLegacyFormatLevel);
   ASSERT_TRUE(legacy.ok()) << legacy.status();
   EXPECT_LT(legacy->size(), encoded.size());
   absl::StatusOr<SiblingSet> decoded = DecodeSiblingSet(*legacy);
@@ -53,16 +53,16 @@ TEST(FormatLevelTest, RecordWithoutMemoryIsSentUnchanged) {
   SiblingSet record;
   record.ApplyWrite("n1#1", CausalContext(), Tokened("a", "t1", 1000));
   const std::string encoded = EncodeSiblingSet(record);
-  absl::StatusOr<std::string> legacy = RecordForLevel(encoded, kLegacyFormatLevel);
+  absl::StatusOr<std::string> legacy = EncodedRecordForLevel(encoded, kLegacyFormatLevel);
   ASSERT_TRUE(legacy.ok()) << legacy.status();
   EXPECT_EQ(*legacy, encoded);
 }
 
 TEST(FormatLevelTest, UndecodableRecordToDowngradeIsDataLoss) {
-  EXPECT_EQ(RecordForLevel("not a record", kLegacyFormatLevel).status().code(),
+  EXPECT_EQ(EncodedRecordForLevel("not a record", kLegacyFormatLevel).status().code(),
             absl::StatusCode::kDataLoss);
   // At the current level nothing is decoded.
-  EXPECT_TRUE(RecordForLevel("not a record", kFormatLevel).ok());
+  EXPECT_TRUE(EncodedRecordForLevel("not a record", kFormatLevel).ok());
 }
 
 TEST(FormatLevelTest, ContextForLevelOneHasNoTokenedVersionsAndEncodesAsVersionOne) {
@@ -81,6 +81,34 @@ TEST(FormatLevelTest, ContextForLevelOneHasNoTokenedVersionsAndEncodesAsVersionO
   absl::StatusOr<CausalContext> decoded = CausalContext::Decode(legacy.Encode());
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   EXPECT_EQ(*decoded, legacy);
+}
+
+TEST(FormatLevelTest, ReplicaOfLevelOneHoldsAllItCanWithoutTheMemory) {
+  const SiblingSet full = RecordWithReplacedWrite();
+  const SiblingSet legacy = RecordForLevel(full, kLegacyFormatLevel);
+  EXPECT_TRUE(legacy.replaced_writes().empty());
+  EXPECT_EQ(RecordForLevel(full, kFormatLevel), full);
+  EXPECT_TRUE(HoldsAllItCan(legacy, full, kLegacyFormatLevel));
+  EXPECT_FALSE(HoldsAllItCan(legacy, full, kFormatLevel));
+  EXPECT_TRUE(HoldsAllItCan(full, full, kFormatLevel));
+  SiblingSet older;  // a replica that missed the overwrite
+  older.ApplyWrite("n1#1", CausalContext(), Tokened("a", "t1", 1000));
+  EXPECT_FALSE(HoldsAllItCan(older, full, kLegacyFormatLevel));
+}
+
+TEST(FormatLevelTest, ReadersOfLevelOneRefuseWhatTheyCannotRead) {
+  const SiblingSet full = RecordWithReplacedWrite();
+  EXPECT_TRUE(CheckReadableAtLevel(full, kFormatLevel).ok());
+  EXPECT_EQ(CheckReadableAtLevel(full, kLegacyFormatLevel).code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(
+      CheckReadableAtLevel(RecordForLevel(full, kLegacyFormatLevel), kLegacyFormatLevel).ok());
+  const CausalContext context = full.ClientContext();
+  ASSERT_FALSE(context.tokened().empty());
+  EXPECT_TRUE(CheckReadableAtLevel(context, kFormatLevel).ok());
+  EXPECT_EQ(CheckReadableAtLevel(context, kLegacyFormatLevel).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(
+      CheckReadableAtLevel(ContextForLevel(context, kLegacyFormatLevel), kLegacyFormatLevel).ok());
 }
 
 }  // namespace

@@ -343,13 +343,15 @@ TEST_F(GossipTest, FormatLevelsFollowWhatMembersSay) {
   old.format_level = kLegacyFormatLevel;
   StartNode(2, all_, old);
   Gossiper& n1 = *nodes_[0].gossiper;
-  // Not heard from yet: assumed current.
-  EXPECT_EQ(n1.MemberFormatLevel("n3"), kFormatLevel);
-  EXPECT_EQ(n1.ClusterFormatLevel(), kFormatLevel);
+  // Not heard from yet: it may be a node built before levels.
+  EXPECT_EQ(n1.MemberFormatLevel("n2"), kLegacyFormatLevel);
+  EXPECT_EQ(n1.ClusterFormatLevel(), kLegacyFormatLevel);
+  EXPECT_EQ(n1.MemberFormatLevel("n1"), kFormatLevel);
   auto all_see = [&](uint32_t level) {
     for (size_t i = 0; i < 2; ++i) {
       if (nodes_[i].gossiper->ClusterFormatLevel() != level) return false;
       if (nodes_[i].gossiper->MemberFormatLevel("n3") != level) return false;
+      if (nodes_[i].gossiper->MemberFormatLevel(all_[1 - i].id) != kFormatLevel) return false;
     }
     return true;
   };
@@ -364,33 +366,45 @@ TEST_F(GossipTest, FormatLevelsFollowWhatMembersSay) {
             absl::InfiniteDuration());
 }
 
-// An entry that does not say its level is from a node built before levels were gossiped. Only
-// members of the layout count for the cluster's level.
+// An entry that does not say its level is from a node built before levels were gossiped, and so
+// may be a member not heard from yet. Only members of the layout count for the cluster's level.
 TEST_F(GossipTest, MemberThatDoesNotSayItsLevelIsLegacy) {
   all_ = MakeMembers(2);
   Gossiper* g = StartNode(0, all_);
+  EXPECT_EQ(g->MemberFormatLevel("n2"), kLegacyFormatLevel);  // not heard from yet
+  EXPECT_EQ(g->ClusterFormatLevel(), kLegacyFormatLevel);
+
+  MemberEntry n2;
+  n2.member = all_[1];
+  n2.incarnation = 3;
+  n2.heartbeat = 1;
+  n2.format_level = kFormatLevel;
   GossipDigest digest;
+  digest.members = {n2};
+  g->HandleGossip(digest);
+  EXPECT_EQ(g->MemberFormatLevel("n2"), kFormatLevel);
+  EXPECT_EQ(g->ClusterFormatLevel(), kFormatLevel);
+
   MemberEntry outsider;
   outsider.member = Member{"n9", "10.0.0.9:7700", "z0"};
   outsider.incarnation = 3;
   outsider.heartbeat = 1;
-  digest.members.push_back(outsider);
+  digest.members = {outsider};
   g->HandleGossip(digest);
   EXPECT_EQ(g->MemberFormatLevel("n9"), kLegacyFormatLevel);
   EXPECT_EQ(g->ClusterFormatLevel(), kFormatLevel);
 
-  MemberEntry old = outsider;
-  old.member = all_[1];
-  digest.members = {old};
+  n2.incarnation = 4;  // restarted as a node that does not say its level
+  n2.format_level = 0;
+  digest.members = {n2};
   g->HandleGossip(digest);
   EXPECT_EQ(g->MemberFormatLevel("n2"), kLegacyFormatLevel);
   EXPECT_EQ(g->ClusterFormatLevel(), kLegacyFormatLevel);
 
-  old.heartbeat = 2;
-  old.format_level = kFormatLevel;
-  digest.members = {old};
+  n2.heartbeat = 2;
+  n2.format_level = kFormatLevel;
+  digest.members = {n2};
   g->HandleGossip(digest);
-  EXPECT_EQ(g->MemberFormatLevel("n2"), kFormatLevel);
   EXPECT_EQ(g->ClusterFormatLevel(), kFormatLevel);
 }
 

@@ -30,13 +30,7 @@ class CapturingTransport : public testing::StubPeerTransport {
     merged[peer.id] = std::move(records);
     done(absl::OkStatus());
   }
-  void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
-                   std::function<void(absl::Status)> done) override {
-    purged[peer.id] = std::move(expected_record);
-    done(absl::OkStatus());
-  }
   std::map<std::string, std::vector<EncodedRecord>> merged;
-  std::map<std::string, std::string> purged;
 };
 
 std::string RecordWithReplacedWrite() {
@@ -60,7 +54,7 @@ TEST(LevelingPeerTransportTest, OlderPeersGetRecordsTheyRead) {
   levels.levels["old"] = kLegacyFormatLevel;
   LevelingPeerTransport transport(&inner, &levels);
   const std::string record = RecordWithReplacedWrite();
-  const std::string legacy = RecordForLevel(record, kLegacyFormatLevel).value();
+  const std::string legacy = EncodedRecordForLevel(record, kLegacyFormatLevel).value();
   ASSERT_NE(legacy, record);
 
   for (const std::string peer : {"old", "new"}) {
@@ -69,16 +63,13 @@ TEST(LevelingPeerTransportTest, OlderPeersGetRecordsTheyRead) {
                            {EncodedRecord{"k", record}, EncodedRecord{"bad", "garbage"}},
                            [&](absl::Status s) { status = s; });
     EXPECT_TRUE(status.ok()) << status;
-    transport.PurgeRecord(Member{peer, peer + ":1", ""}, "k", record, [](absl::Status) {});
   }
   ASSERT_EQ(inner.merged["old"].size(), 2u);
   EXPECT_EQ(inner.merged["old"][0].key, "k");
   EXPECT_EQ(inner.merged["old"][0].record, legacy);
   EXPECT_EQ(inner.merged["old"][1].record, "garbage");  // sent as it is; the peer rejects it
-  EXPECT_EQ(inner.purged["old"], legacy);
   ASSERT_EQ(inner.merged["new"].size(), 2u);
   EXPECT_EQ(inner.merged["new"][0].record, record);
-  EXPECT_EQ(inner.purged["new"], record);
 }
 
 }  // namespace

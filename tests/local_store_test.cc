@@ -100,6 +100,22 @@ TEST_F(LocalStoreTest, ContextsSuitTheClustersFormatLevel) {
   EXPECT_EQ(tokened(ReadContext("k")), 1u);
 }
 
+// A store acting as a node of format level 1 refuses contexts of version 2, as such a node does.
+TEST_F(LocalStoreTest, StoreOfLevelOneRefusesContextsItCannotRead) {
+  const WriteOutcome first = MustPut("k", "a", "", "t1");
+  MemoryEngine engine;
+  LocalStore::Options options;
+  options.format_level = kLegacyFormatLevel;
+  std::unique_ptr<LocalStore> old = OpenStore(&engine, "n2", options);
+  absl::StatusOr<WriteOutcome> refused =
+      old->Write(WriteCommand{"k", false, "b", first.context, "t2"});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_TRUE(absl::IsNotFound(old->ReadRecord("k").status()));  // nothing stored
+  CausalContext legacy = CausalContext::Decode(first.context).value();
+  legacy.ClearTokened();
+  EXPECT_TRUE(old->Write(WriteCommand{"k", false, "b", legacy.Encode(), "t2"}).ok());
+}
+
 TEST_F(LocalStoreTest, PutThenReadReturnsTheValue) {
   WriteOutcome out = MustPut("k", "v1");
   EXPECT_FALSE(out.deduplicated);

@@ -3,11 +3,14 @@
 // the others; storage/format_level.h) gets only what it reads, and once it is upgraded
 // (restarted at the current level) the cluster goes back to the current formats:
 //   - contexts handed to clients, through any node, carry no tokened versions;
+//   - it reads the other replicas' records (R=ALL) in a form it reads;
 //   - records replicated to it carry no replaced-write memory, while the other replicas keep it,
 //     and it still converges on the same versions (it is down while the keys are written, so
 //     that it receives only their final records: the node under test runs this build, and its
 //     own merges would otherwise remember what the writes replaced);
 //   - after its upgrade, contexts carry tokened versions again and its records get the memory.
+// The stand-in runs this build but refuses, as an older node does, what it says it cannot read
+// (version-2 contexts in writes, records with replaced writes merged or read from peers).
 // Every wait is a poll with a deadline; every loop is bounded.
 #include <memory>
 #include <string>
@@ -21,6 +24,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "replica.grpc.pb.h"
+#include "storage/format_level.h"
 #include "storage/record_codec.h"
 #include "storage/version_vector.h"
 #include "tests/cluster_util.h"
@@ -76,6 +80,7 @@ class RollingUpgradeTest : public ::testing::Test {
     context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
     internal::v1::ReadRecordRequest request;
     request.set_key(key);
+    request.set_reader_format_level(kFormatLevel);  // the record as stored
     internal::v1::ReadRecordResponse response;
     const grpc::Status status = stub->ReadRecord(&context, request, &response);
     if (!status.ok()) return absl::UnavailableError(status.error_message());
@@ -172,6 +177,24 @@ TEST_F(RollingUpgradeTest, AnOlderMemberGetsOnlyWhatItReadsUntilItIsUpgraded) {
   for (const SiblingSet& record : OverwriteWhileNode2IsDown({"records/1", "records/2"})) {
     EXPECT_TRUE(record.replaced_writes().empty()) << "sent to n3 at level 1: " << record.ToString();
   }
+  // n3 reads the other replicas' records (they remember replaced writes) in a form it reads; n1
+  // reading every replica finds that n3 holds all it can, and repairs nothing.
+  ReadOptions all;
+  all.r = Quorum::All();
+  absl::StatusOr<ClusterStatusResult> before = clients_[0]->ClusterStatus();
+  ASSERT_TRUE(before.ok()) << before.status();
+  for (const std::string key : {"records/1", "records/2"}) {
+    for (size_t via : {2, 0}) {
+      absl::StatusOr<GetResult> got = clients_[via]->Get(key, all);
+      ASSERT_TRUE(got.ok()) << key << " read through n" << via + 1
+                            << " from every replica: " << got.status();
+      ASSERT_EQ(got->siblings.size(), 1u);
+      EXPECT_EQ(got->siblings[0].value, "second");
+    }
+  }
+  absl::StatusOr<ClusterStatusResult> after = clients_[0]->ClusterStatus();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->read_repairs, before->read_repairs);
 
   // The upgrade: n3 restarts at the current level.
   ASSERT_TRUE(cluster_->Stop(2).ok());
