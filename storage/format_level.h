@@ -9,8 +9,8 @@
 // Nodes gossip their level (node/membership.h FormatLevels). Records sent to or read by a level-1
 // node are downgraded (EncodedRecordForLevel, RecordForLevel), and while any member of the
 // cluster is at level 1 the contexts handed to clients are too (ContextForLevel), since a client
-// may take a context to any node. Downgrading only drops memory that makes a late retry copy recognizable
-// (storage/sibling_set.h, "Retried writes"); versions and causality are kept whole.
+// may take a context to any node. Downgrading only drops memory that makes a late retry copy
+// recognizable (storage/sibling_set.h, "Retried writes"); versions and causality are kept whole.
 #ifndef KV_STORAGE_FORMAT_LEVEL_H_
 #define KV_STORAGE_FORMAT_LEVEL_H_
 
