@@ -129,7 +129,13 @@ absl::Status Cluster::AwaitServing(size_t index, absl::Duration timeout) {
   Node& node = nodes_.at(index);
   const absl::Time deadline = absl::Now() + timeout;
   while (absl::Now() < deadline) {
-    if (WaitForServing(endpoint(index), absl::Seconds(1))) return absl::OkStatus();
+    // Something serves on the port; it must be this node, not a process that took the port
+    // between PickFreePort and the node's bind (tests run in parallel).
+    if (WaitForServing(endpoint(index), absl::Seconds(1)) &&
+        ListensOn(node.process.pid(), node.port)) {
+      node.served = true;
+      return absl::OkStatus();
+    }
     if (!node.process.running()) {
       absl::StatusOr<int> code = node.process.Wait(absl::ZeroDuration());
       return absl::UnavailableError(absl::StrCat(node.id, " (kvnode) exited with code ",
@@ -179,9 +185,20 @@ absl::Status Cluster::Restart(size_t index) {
         absl::StrCat(node.id, " exited on its own with code ", code.ok() ? *code : -1));
   }
   KeepLogs(node);
-  absl::Status launched = Launch(index);
-  if (!launched.ok()) return launched;
-  return AwaitServing(index, options_.start_timeout);
+  absl::Status status;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    status = Launch(index);
+    if (status.ok()) status = AwaitServing(index, options_.start_timeout);
+    // A joiner that never served is in nobody's --peers: if another process took its port
+    // meanwhile, it can start over on a new one.
+    if (status.ok() || node.served || !IsJoiner(index) ||
+        !absl::StrContains(status.message(), "cannot listen")) {
+      break;
+    }
+    KeepLogs(node);
+    node.port = PickFreePort();
+  }
+  return status;
 }
 
 absl::Status Cluster::KillAndRestart(size_t index) {

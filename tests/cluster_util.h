@@ -121,6 +121,7 @@ class Cluster {
     Subprocess process;
     bool started = false;           // process holds a process that was started
     bool expected_running = false;  // started, and not stopped or killed through this class
+    bool served = false;            // some incarnation served (its port is known to others)
     std::string earlier_logs;       // stderr of incarnations before the current one
   };
 

@@ -14,7 +14,11 @@
 //     every acknowledged key is readable and on all of its replicas, and n1 dropped the
 //     replication entries it still had for n2.
 // Every wait and every load loop is bounded; every node is stopped with SIGTERM at the end.
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <functional>
@@ -378,6 +382,28 @@ TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0) << cluster_->LogTails();
   EXPECT_TRUE(absl::StrContains(cluster_->Logs(1), "has left the cluster")) << cluster_->LogTails();
+}
+
+// Another process may take a joiner's port before the joiner first starts (tests run in
+// parallel); the cluster helper then starts it on another port, rather than talk to the other
+// process as if it were the joiner.
+TEST_F(MembershipProcessTest, JoinerWhosePortWasTakenStartsOnAnother) {
+  const std::string taken = cluster_->endpoint(3);
+  const int port = std::stoi(taken.substr(taken.rfind(':') + 1));
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  const absl::Status restarted = cluster_->Restart(3);
+  close(fd);
+  ASSERT_TRUE(restarted.ok()) << restarted;
+  EXPECT_NE(cluster_->endpoint(3), taken);
+  EXPECT_TRUE(testing::ListensOn(cluster_->pid(3), std::stoi(cluster_->endpoint(3).substr(
+                                                       cluster_->endpoint(3).rfind(':') + 1))));
 }
 
 // The node that committed a change stops before completing it (its operation is in memory, so a

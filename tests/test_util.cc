@@ -22,11 +22,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -199,6 +202,36 @@ int PickFreePort() {
   }
   close(fd);
   return ntohs(addr.sin_port);
+}
+
+bool ListensOn(pid_t pid, int port) {
+  // Inodes of the process's sockets.
+  std::set<std::string> inodes;
+  std::error_code ec;
+  for (const auto& fd :
+       std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/fd"), ec)) {
+    std::error_code link_ec;
+    const std::string target = std::filesystem::read_symlink(fd.path(), link_ec).string();
+    if (!link_ec && absl::StartsWith(target, "socket:[")) {
+      inodes.insert(target.substr(8, target.size() - 9));
+    }
+  }
+  if (inodes.empty()) return false;
+  // Listening sockets (state 0A) on `port`, with their inodes.
+  const std::string hex_port =
+      absl::StrCat(":", absl::AsciiStrToUpper(absl::StrFormat("%04x", port)));
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::istringstream lines(ReadFile(table));
+    std::string line;
+    std::getline(lines, line);  // header
+    while (std::getline(lines, line)) {
+      const std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+      if (fields.size() < 10) continue;
+      if (!absl::EndsWith(fields[1], hex_port) || fields[3] != "0A") continue;
+      if (inodes.count(fields[9]) > 0) return true;
+    }
+  }
+  return false;
 }
 
 void WriteFile(const std::string& path, const std::string& contents) {

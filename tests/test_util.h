@@ -33,6 +33,11 @@ class TempDir {
 // A loopback TCP port that was free a moment ago (bound to 0, then released).
 int PickFreePort();
 
+// True if process `pid` holds a TCP socket listening on `port` (IPv4 or IPv6), as /proc shows;
+// false if it does not, or /proc cannot tell. Tells a node that serves on its port from another
+// process that took the port first.
+bool ListensOn(pid_t pid, int port);
+
 // Writes `contents` to `path` (replacing it). Dies on failure.
 void WriteFile(const std::string& path, const std::string& contents);
 std::string ReadFile(const std::string& path);
