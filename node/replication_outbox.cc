@@ -4,99 +4,10 @@
 #include <utility>
 
 #include "absl/random/distributions.h"
-#include "absl/strings/escaping.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "node/replication_outbox_internal.h"
 
 namespace kv {
-namespace {
-
-constexpr char kSeparator = '\0';
-constexpr size_t kSeqBytes = 8;
-
-std::string PeerPrefix(absl::string_view peer_id) {
-  std::string prefix(peer_id);
-  prefix.push_back(kSeparator);
-  return prefix;
-}
-
-// Splits an outbox column key; false if it is not peer_id '\0' 8-byte-seq.
-bool ParseEntryKey(absl::string_view key, absl::string_view* peer_id, uint64_t* seq) {
-  const size_t sep = key.find(kSeparator);
-  if (sep == absl::string_view::npos || sep == 0 || key.size() - sep - 1 != kSeqBytes) {
-    return false;
-  }
-  *peer_id = key.substr(0, sep);
-  uint64_t value = 0;
-  for (char c : key.substr(sep + 1)) value = (value << 8) | static_cast<uint8_t>(c);
-  *seq = value;
-  return true;
-}
-
-}  // namespace
-
-// Lets late completions and timers find out whether the outbox still exists, and lets the
-// destructor wait for those already running inside it. Entering never blocks on a lock held
-// across the outbox's work, so an inline completion nested in another one is fine.
-struct ReplicationOutbox::Liveness {
-  absl::Mutex mu;
-  int active ABSL_GUARDED_BY(mu) = 0;
-  bool dead ABSL_GUARDED_BY(mu) = false;
-
-  bool Enter() {
-    absl::MutexLock lock(&mu);
-    if (dead) return false;
-    ++active;
-    return true;
-  }
-  void Exit() {
-    absl::MutexLock lock(&mu);
-    --active;
-  }
-  // Waits until no one is inside; with `kill`, refuses later entries too.
-  void AwaitIdle(bool kill) {
-    absl::MutexLock lock(&mu);
-    if (kill) dead = true;
-    mu.Await(absl::Condition(
-        +[](int* n) { return *n == 0; }, &active));
-  }
-};
-
-// One peer's queue and sender. Every field but `member` is guarded by the outbox's mu_.
-struct ReplicationOutbox::PeerState {
-  struct Batch {
-    std::vector<Waiting> entries;
-    size_t records = 0;  // distinct keys
-  };
-  struct Ready {
-    uint64_t batch_id;
-    std::vector<std::string> keys;
-  };
-
-  explicit PeerState(Member m) : member(std::move(m)) {}
-  size_t InMemory() const { return queued.size() + in_flight_seqs.size(); }
-
-  const Member member;
-  std::map<uint64_t, Waiting> queued;  // held in memory, not in flight, by seq
-  // The seqs in `queued` of each key, so a batch takes all of a key's entries at once.
-  std::map<std::string, std::set<uint64_t>, std::less<>> queued_by_key;
-  std::map<uint64_t, Batch> in_flight;  // by batch id
-  std::set<uint64_t> in_flight_seqs;
-  // Seqs (with their keys) handed out by AddEntries and not yet submitted: a scan must not pick
-  // them up, since Submit will (their batch may even fail to commit, leaving only this trace).
-  std::map<uint64_t, std::string> unsubmitted;
-  std::deque<Ready> ready;  // formed batches waiting for Drain to send them
-  uint64_t next_batch_id = 1;
-  bool draining = false;
-  bool scan_requested = false;
-  bool on_disk_only = false;  // some entries on disk are not held in memory
-  bool paused = false;        // waiting out a backoff
-  bool scanning = false;      // ScanDisk is reading entries that are not in memory yet
-  bool removed = false;       // RemovePeer: sends nothing more
-  uint64_t backoff_gen = 0;   // bumped by Resume: the timer of an ended backoff does nothing
-  absl::Duration backoff_ceiling;
-  PeerOutboxStats stats;
-};
 
 ReplicationOutbox::ReplicationOutbox(std::vector<Member> peers, Engine* engine,
                                      PeerTransport* transport, Scheduler* scheduler,
@@ -126,72 +37,6 @@ void ReplicationOutbox::AddPeer(const Member& member) {
   peers_.emplace(member.id, std::move(peer));
 }
 
-absl::StatusOr<uint64_t> ReplicationOutbox::RemovePeer(absl::string_view peer_id) {
-  std::vector<Report> reports;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = peers_.find(std::string(peer_id));
-    if (it == peers_.end()) {
-      return absl::NotFoundError(absl::StrCat("\"", peer_id, "\" is not a replication peer"));
-    }
-    PeerState* peer = it->second.get();
-    peer->removed = true;
-    const absl::Status status = absl::FailedPreconditionError(
-        absl::StrCat("\"", peer_id, "\" left the cluster; the entries for it were dropped"));
-    auto report = [&](Waiting& w) {
-      if (w.on_result) reports.push_back(Report{std::move(w.on_result), w.entry, status});
-      w.on_result = nullptr;
-    };
-    for (auto& [seq, w] : peer->queued) report(w);
-    for (auto& [batch_id, batch] : peer->in_flight) {
-      for (Waiting& w : batch.entries) report(w);
-    }
-    // A completion or timer that arrives later finds nothing to do; entries of writes still
-    // committing (unsubmitted) are deleted by Submit, which no longer finds the peer.
-    peer->queued.clear();
-    peer->queued_by_key.clear();
-    peer->in_flight.clear();
-    peer->in_flight_seqs.clear();
-    peer->ready.clear();
-    peer->scan_requested = false;
-    peer->on_disk_only = false;
-    removed_peers_.push_back(std::move(it->second));
-    peers_.erase(it);
-  }
-  RunReports(std::move(reports));
-  absl::StatusOr<uint64_t> deleted = DeleteAllEntries(peer_id);
-  if (deleted.ok()) {
-    absl::MutexLock lock(&mu_);
-    removed_entries_ += *deleted;
-  }
-  return deleted;
-}
-
-absl::StatusOr<uint64_t> ReplicationOutbox::DeleteAllEntries(absl::string_view peer_id) {
-  constexpr size_t kDeletesPerBatch = 10'000;
-  const std::string prefix = PeerPrefix(peer_id);
-  uint64_t deleted = 0;
-  WriteBatch batch;
-  size_t in_batch = 0;
-  std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kOutbox);
-  for (it->Seek(prefix); it->Valid() && absl::StartsWith(it->key(), prefix); it->Next()) {
-    batch.Delete(Column::kOutbox, it->key());
-    ++deleted;
-    if (++in_batch == kDeletesPerBatch) {
-      // Not synced: an entry whose deletion is lost in a crash belongs to no peer after a
-      // restart, and is never sent.
-      if (absl::Status s = engine_->Write(batch, WriteOptions{}); !s.ok()) return s;
-      batch = WriteBatch();
-      in_batch = 0;
-    }
-  }
-  if (absl::Status s = it->status(); !s.ok()) return s;
-  if (in_batch > 0) {
-    if (absl::Status s = engine_->Write(batch, WriteOptions{}); !s.ok()) return s;
-  }
-  return deleted;
-}
-
 bool ReplicationOutbox::MayHaveEntriesFor(absl::string_view key) const {
   absl::MutexLock lock(&mu_);
   for (const auto& [id, peer] : peers_) {
@@ -219,68 +64,9 @@ ReplicationOutbox::~ReplicationOutbox() {
   liveness_->AwaitIdle(/*kill=*/true);
 }
 
-std::string ReplicationOutbox::EntryKey(absl::string_view peer_id, uint64_t seq) {
-  std::string key = PeerPrefix(peer_id);
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    key.push_back(static_cast<char>((seq >> shift) & 0xff));
-  }
-  return key;
-}
-
 ReplicationOutbox::PeerState* ReplicationOutbox::FindPeer(absl::string_view peer_id) {
   auto it = peers_.find(std::string(peer_id));
   return it == peers_.end() ? nullptr : it->second.get();
-}
-
-absl::Status ReplicationOutbox::Recover() {
-  // Counted and collected outside the lock (the engine is not called under it); at most the
-  // memory bound of entries per peer is kept.
-  struct Found {
-    uint64_t depth = 0;
-    std::vector<OutboxEntry> held;
-    bool on_disk_only = false;
-  };
-  std::map<std::string, Found> found;
-  uint64_t max_seq = 0;
-  std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kOutbox);
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    absl::string_view peer_id;
-    uint64_t seq;
-    if (!ParseEntryKey(it->key(), &peer_id, &seq)) {
-      return absl::DataLossError(absl::StrCat(
-          "malformed replication outbox key \"", absl::CHexEscape(it->key()),
-          "\" (expected peer id, NUL, 8-byte sequence); the data directory is corrupt"));
-    }
-    max_seq = std::max(max_seq, seq);
-    Found& f = found[std::string(peer_id)];
-    ++f.depth;
-    if (f.held.size() < options_.max_queued_per_peer) {
-      f.held.push_back(OutboxEntry{std::string(peer_id), seq, std::string(it->value())});
-    } else {
-      f.on_disk_only = true;
-    }
-  }
-  if (absl::Status s = it->status(); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat("scanning the replication outbox: ", s.message()));
-  }
-
-  std::vector<PeerState*> to_drain;
-  {
-    absl::MutexLock lock(&mu_);
-    next_seq_ = std::max(next_seq_, max_seq + 1);
-    // Entries of peers no longer configured stay on disk untouched.
-    for (auto& [peer_id, f] : found) {
-      PeerState* peer = FindPeer(peer_id);
-      if (peer == nullptr) continue;
-      peer->stats.depth += f.depth;
-      peer->on_disk_only = peer->on_disk_only || f.on_disk_only;
-      for (OutboxEntry& entry : f.held) Hold(peer, Waiting{std::move(entry), nullptr});
-      Pump(peer);
-      to_drain.push_back(peer);
-    }
-  }
-  for (PeerState* peer : to_drain) Drain(peer);
-  return absl::OkStatus();
 }
 
 std::vector<OutboxEntry> ReplicationOutbox::AddEntries(absl::string_view key,
@@ -549,62 +335,6 @@ void ReplicationOutbox::Resume(absl::string_view peer_id) {
     Pump(peer);
   }
   Drain(peer);
-}
-
-void ReplicationOutbox::ScanDisk(PeerState* peer) {
-  // Only entries that exist when the scan starts, were submitted (or recovered) and are not
-  // held in memory are taken. None of them can be deleted or queued by anyone else meanwhile,
-  // so the snapshot stays accurate for them.
-  std::set<uint64_t> skip;
-  uint64_t seq_limit;
-  size_t room;
-  {
-    absl::MutexLock lock(&mu_);
-    if (shutdown_ || peer->removed) return;
-    skip = peer->in_flight_seqs;
-    for (const auto& [seq, key] : peer->unsubmitted) skip.insert(seq);
-    for (const auto& [seq, w] : peer->queued) skip.insert(seq);
-    seq_limit = next_seq_;
-    room = options_.max_queued_per_peer - std::min(options_.max_queued_per_peer, peer->InMemory());
-    // Set again by whatever leaves an entry on disk only from now on, including this scan.
-    peer->on_disk_only = false;
-    peer->scanning = true;
-  }
-
-  const std::string prefix = PeerPrefix(peer->member.id);
-  std::vector<OutboxEntry> found;
-  bool complete = true;  // every entry of the peer on disk was seen
-  std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kOutbox);
-  for (it->Seek(prefix); it->Valid() && absl::StartsWith(it->key(), prefix); it->Next()) {
-    absl::string_view peer_id;
-    uint64_t seq;
-    if (!ParseEntryKey(it->key(), &peer_id, &seq) || seq >= seq_limit || skip.count(seq) > 0) {
-      continue;
-    }
-    if (found.size() == room) {
-      complete = false;
-      break;
-    }
-    found.push_back(OutboxEntry{peer->member.id, seq, std::string(it->value())});
-  }
-  const absl::Status scanned = it->status();
-
-  std::optional<Backoff> backoff;
-  {
-    absl::MutexLock lock(&mu_);
-    peer->scanning = false;
-    if (shutdown_ || peer->removed) return;
-    if (scanned.ok()) {
-      if (!complete) peer->on_disk_only = true;
-      for (OutboxEntry& entry : found) Hold(peer, Waiting{std::move(entry), nullptr});
-    } else {
-      peer->stats.last_error = absl::StrCat("scanning the outbox: ", scanned.ToString());
-      peer->on_disk_only = true;  // the scan is retried after the backoff
-      backoff = StartBackoff(peer);
-    }
-    Pump(peer);
-  }
-  ScheduleBackoff(peer, backoff);
 }
 
 std::vector<PeerOutboxStats> ReplicationOutbox::Stats() const {
