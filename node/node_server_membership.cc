@@ -1,0 +1,248 @@
+// NodeServer: the cluster layout and gossip (node/node_server.h): the layout to start with,
+// learning it from the seeds, gossip, and following layout changes.
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "node/clock.h"
+#include "node/gossip_proto.h"
+#include "node/log.h"
+#include "node/node_server.h"
+#include "storage/status_macros.h"
+
+namespace kv {
+namespace {
+
+// Meta column key of the cluster layout this node last stored (storage/FORMAT.md).
+constexpr absl::string_view kLayoutMetaKey = "cluster_layout";
+
+}  // namespace
+
+absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
+  ClusterLayout layout;
+  if (!config_.peers.empty()) {
+    layout.version = 1;
+    layout.members = config_.peers;
+  } else if (!config_.seeds.empty()) {
+    KV_ASSIGN_OR_RETURN(layout, LearnLayoutFromSeeds());
+  } else {
+    layout.version = 1;
+    layout.members.push_back(Member{config_.node_id, config_.listen, ""});
+  }
+  absl::StatusOr<std::string> stored = engine_->Get(Column::kMeta, kLayoutMetaKey);
+  if (stored.ok()) {
+    absl::StatusOr<ClusterLayout> decoded = DecodeLayout(*stored);
+    if (!decoded.ok()) return decoded.status();
+    if (decoded->version > layout.version) {
+      LogInfo("using the stored cluster layout: newer than the configured or learned one",
+              {{"layout_version", absl::StrCat(decoded->version)},
+               {"members", FormatMembers(decoded->members)}});
+      layout = *std::move(decoded);
+    }
+  } else if (!absl::IsNotFound(stored.status())) {
+    return stored.status();
+  }
+  return layout;
+}
+
+void NodeServer::OnLayout(const ClusterLayout& layout) {
+  absl::StatusOr<std::shared_ptr<const Placement>> placement = Placement::Create(layout);
+  if (!placement.ok()) {
+    LogError("ignoring a cluster layout that cannot be placed",
+             {{"layout_version", absl::StrCat(layout.version)},
+              {"error", std::string(placement.status().message())}});
+    return;
+  }
+  const bool was_member = placement_->Get()->layout().Contains(config_.node_id);
+  if (!placement_->Set(*placement)) return;
+  WriteBatch batch;
+  batch.Put(Column::kMeta, kLayoutMetaKey, EncodeLayout(layout));
+  WriteOptions sync;
+  sync.sync = true;
+  if (absl::Status stored = engine_->Write(batch, sync); !stored.ok()) {
+    LogWarn("could not store the cluster layout; a restart relearns it from gossip",
+            {{"error", std::string(stored.message())}});
+  }
+  for (const Member* m : (*placement)->AllMembers()) {
+    if (m->id != config_.node_id) outbox_->AddPeer(*m);
+  }
+  if (!layout.in_transition()) RemoveDepartedPeers(layout);
+  LogInfo("cluster layout changed", {{"layout_version", absl::StrCat(layout.version)},
+                                     {"members", FormatMembers(layout.members)},
+                                     {"next", FormatMembers(layout.next)},
+                                     {"change", layout.change}});
+  // Tombstone purging checks the replicas of the start-up ring; with another ring a copy on a
+  // new owner could escape the check (C8), so purging stops until the next start.
+  if (layout.version != start_layout_version_ && reaper_ != nullptr) reaper_->Shutdown();
+  // Anti-entropy follows the owners once a change is complete: the trees are rebuilt for the
+  // new ring in the background (exchanges wait meanwhile). During a transition they keep the
+  // old owners' ring, which still holds every key.
+  if (!layout.in_transition()) executor_->Schedule([this] { FollowRingWithMerkleTrees(); });
+  if (was_member && !layout.Contains(config_.node_id)) {
+    const bool stop = config_.exit_after_leave && request_stop_;
+    LogInfo(stop ? "this node has left the cluster: everything it owned is held by the other "
+                   "members; stopping"
+                 : "this node has left the cluster: everything it owned is held by the other "
+                   "members; it may be stopped",
+            {{"layout_version", absl::StrCat(layout.version)}});
+    // After a few gossip rounds, so that the others learn the final layout from this node too.
+    if (stop) {
+      scheduler_->RunAfter(std::max(absl::Seconds(1), 3 * config_.gossip_interval), request_stop_);
+    }
+  } else if (!was_member && layout.Contains(config_.node_id)) {
+    LogInfo("this node was joined to the cluster",
+            {{"layout_version", absl::StrCat(layout.version)}});
+  }
+  handoff_->OnPlacement(*placement);
+  // Once a change is complete, the records of keys this node no longer owns are removed in the
+  // background; a transition ends a clean-up under way.
+  cleaner_->OnPlacement(*placement);
+}
+
+void NodeServer::RemoveDepartedPeers(const ClusterLayout& layout) {
+  // The change is complete: every remaining owner holds what the departed member held (the
+  // handoff), so the writes still queued for it are needed nowhere else.
+  for (const PeerOutboxStats& peer : outbox_->Stats()) {
+    if (layout.Contains(peer.peer_id)) continue;
+    absl::StatusOr<uint64_t> dropped = outbox_->RemovePeer(peer.peer_id);
+    if (dropped.ok()) {
+      LogInfo("replication outbox: dropped the entries of a member that left the cluster",
+              {{"member", peer.peer_id},
+               {"dropped_entries", absl::StrCat(*dropped)},
+               {"layout_version", absl::StrCat(layout.version)}});
+    } else {
+      LogWarn(
+          "replication outbox: stopped sending to a member that left, but could not delete "
+          "its entries; they are never sent",
+          {{"member", peer.peer_id}, {"error", std::string(dropped.status().message())}});
+    }
+  }
+}
+
+void NodeServer::FollowRingWithMerkleTrees() {
+  // One rebuild at a time, each for the placement current when it starts, so that rebuilds
+  // scheduled by layouts that arrived close together end with the newest ring.
+  absl::MutexLock lock(&merkle_ring_mu_);
+  std::shared_ptr<const Placement> placement = placement_->Get();
+  const ClusterLayout& layout = placement->layout();
+  if (layout.in_transition() || layout.version == merkle_layout_version_) return;
+  merkle_layout_version_ = layout.version;
+  const absl::Time start = absl::Now();
+  absl::Status built = merkle_->ChangeRing(placement->current_ptr());
+  if (built.ok()) {
+    LogInfo("Merkle trees rebuilt for the new cluster layout",
+            {{"layout_version", absl::StrCat(layout.version)},
+             {"took", absl::FormatDuration(absl::Now() - start)}});
+  } else {
+    LogError("rebuilding the Merkle trees failed; anti-entropy stays off until restart",
+             {{"error", std::string(built.message())}});
+  }
+}
+
+absl::StatusOr<ClusterLayout> NodeServer::LearnLayoutFromSeeds() {
+  const std::string seeds = absl::StrJoin(config_.seeds, ",");
+  LogInfo("no --peers: asking the seeds for the cluster layout; not serving until one answers",
+          {{"seeds", seeds}, {"seed_timeout", absl::FormatDuration(config_.seed_timeout)}});
+  const absl::Time deadline = absl::Now() + config_.seed_timeout;
+  std::string last_error = "no seed was asked";
+  while (true) {
+    for (const std::string& seed : config_.seeds) {
+      absl::Notification answered;
+      absl::StatusOr<GossipDigest> reply;
+      GossipDigest ask;  // an empty table: learn from the seed, teach it nothing yet
+      ask.from_id = config_.node_id;
+      transport_->Gossip(seed, std::move(ask), [&](absl::StatusOr<GossipDigest> r) {
+        reply = std::move(r);
+        answered.Notify();
+      });
+      answered.WaitForNotification();
+      if (!reply.ok()) {
+        last_error = absl::StrCat(seed, ": ", reply.status().message());
+        continue;
+      }
+      ClusterLayout layout = reply->layout;
+      if (layout.version == 0) {
+        // A seed of an earlier version sends no layout: its NORMAL members are the ring.
+        for (const MemberEntry& entry : reply->members) {
+          if (entry.ring_status == RingStatus::kNormal) layout.members.push_back(entry.member);
+        }
+        if (!layout.members.empty()) layout.version = 1;
+      }
+      if (layout.members.empty()) {
+        last_error = absl::StrCat(seed, " knows no members yet");
+        continue;
+      }
+      if (!layout.Contains(config_.node_id)) {
+        LogInfo(
+            "this node is not in the cluster layout yet: it forwards requests and waits to "
+            "be joined",
+            {{"seed", seed},
+             {"layout_version", absl::StrCat(layout.version)},
+             {"members", FormatMembers(layout.members)},
+             {"join_with", absl::StrCat("kvctl cluster join ", config_.node_id, " --commit")}});
+      } else {
+        LogInfo("learned the cluster layout from a seed",
+                {{"seed", seed},
+                 {"seed_node", reply->from_id},
+                 {"layout_version", absl::StrCat(layout.version)},
+                 {"members", FormatMembers(layout.members)}});
+      }
+      return layout;
+    }
+    if (absl::Now() >= deadline) {
+      return absl::UnavailableError(
+          absl::StrCat("no seed told the cluster layout within seed_timeout=",
+                       absl::FormatDuration(config_.seed_timeout), " (last error: ", last_error,
+                       "). Check --seeds, start a seed with --peers, or raise --seed_timeout."));
+    }
+    absl::SleepFor(std::min(absl::Milliseconds(500), config_.seed_timeout / 4));
+  }
+}
+
+void NodeServer::StartGossip(const ClusterLayout& layout) {
+  Member self{config_.node_id, config_.listen, ""};
+  std::vector<Member> members = layout.members;
+  members.insert(members.end(), layout.next.begin(), layout.next.end());
+  for (const Member& m : members) {
+    if (m.id == config_.node_id) self = m;
+  }
+  Gossiper::Options options;
+  options.layout = layout;
+  options.interval = config_.gossip_interval;
+  options.failure_timeout = config_.failure_timeout;
+  options.seeds = config_.seeds;
+  options.format_level = config_.fault_format_level;
+  if (options.format_level != 0) {
+    LogWarn("fault point: this node tells the others it reads an older storage format level",
+            {{"fault_format_level", absl::StrCat(options.format_level)}});
+  }
+  gossip_executor_ = std::make_unique<ThreadPoolExecutor>(1);
+  gossip_scheduler_ = std::make_unique<TimerScheduler>(gossip_executor_.get());
+  GrpcPeerTransport::Options transport_options;
+  transport_options.gossip_timeout = std::min(absl::Seconds(1), config_.failure_timeout / 2);
+  gossip_transport_ = std::make_unique<GrpcPeerTransport>(config_.node_id, gossip_executor_.get(),
+                                                          transport_options);
+  gossiper_ =
+      std::make_unique<Gossiper>(self, members, gossip_transport_.get(), gossip_scheduler_.get(),
+                                 SystemClock::Get(), gossip_rng_, options);
+  // Runs on gossip's threads (possibly a gRPC thread): log, and hand outbox work to the executor.
+  gossiper_->SetListener([this](const std::string& member, Liveness from, Liveness to) {
+    const std::string was(LivenessName(from));
+    const std::string timeout = absl::FormatDuration(config_.failure_timeout);
+    if (to == Liveness::kDown) {
+      LogWarn("member is DOWN: its heartbeat stopped advancing; routing around it",
+              {{"member", member}, {"was", was}, {"failure_timeout", timeout}});
+      return;
+    }
+    LogInfo("member is UP", {{"member", member}, {"was", was}});
+    if (from == Liveness::kDown) {
+      executor_->Schedule([outbox = outbox_.get(), member] {
+        if (outbox != nullptr) outbox->Resume(member);
+      });
+    }
+  });
+}
+
+}  // namespace kv
