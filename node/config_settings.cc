@@ -1,0 +1,337 @@
+#include "node/config_settings.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "storage/format_level.h"
+
+namespace kv::config_internal {
+namespace {
+
+absl::Status Expected(absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("expected ", what));
+}
+
+absl::Status ParseBool(absl::string_view text, bool* out) {
+  const std::string v = absl::AsciiStrToLower(text);
+  if (v == "true" || v == "yes" || v == "on" || v == "1") {
+    *out = true;
+  } else if (v == "false" || v == "no" || v == "off" || v == "0") {
+    *out = false;
+  } else {
+    return Expected("true or false");
+  }
+  return absl::OkStatus();
+}
+
+template <typename Int>
+absl::Status ParseIntInRange(absl::string_view text, int64_t min, int64_t max, Int* out) {
+  int64_t v = 0;
+  if (!absl::SimpleAtoi(text, &v) || v < min || v > max) {
+    return Expected(absl::StrCat("an integer from ", min, " to ", max));
+  }
+  *out = static_cast<Int>(v);
+  return absl::OkStatus();
+}
+
+absl::Status ParseDurationAtLeast(absl::string_view text, absl::Duration min, absl::Duration* out) {
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d) || d == absl::InfiniteDuration() || d < min) {
+    return Expected(absl::StrCat("a duration of at least ", absl::FormatDuration(min),
+                                 " such as 30s, 15m or 24h"));
+  }
+  *out = d;
+  return absl::OkStatus();
+}
+
+absl::Status ApplyNodeId(absl::string_view v, NodeConfig* c) {
+  bool ok = !v.empty() && v.size() <= 64;
+  for (char ch : v) {
+    ok = ok && (absl::ascii_isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' ||
+                ch == '-');
+  }
+  if (!ok) return Expected("1 to 64 characters from A-Z a-z 0-9 _ . -");
+  c->node_id = std::string(v);
+  return absl::OkStatus();
+}
+
+absl::Status ApplyListen(absl::string_view v, NodeConfig* c) {
+  const size_t colon = v.rfind(':');
+  int port = 0;
+  const bool ok = colon != absl::string_view::npos && colon > 0 &&
+                  ParseIntInRange(v.substr(colon + 1), 1, 65535, &port).ok();
+  if (!ok) return Expected("HOST:PORT with a port from 1 to 65535, such as 127.0.0.1:7700");
+  c->listen = std::string(v);
+  return absl::OkStatus();
+}
+
+absl::Status ApplyDataDir(absl::string_view v, NodeConfig* c) {
+  if (v.empty()) return Expected("a directory path");
+  c->data_dir = std::string(v);
+  return absl::OkStatus();
+}
+
+absl::Status ApplyConfigFile(absl::string_view v, NodeConfig* c) {
+  if (v.empty()) return Expected("a file path");
+  c->config_file = std::string(v);
+  return absl::OkStatus();
+}
+
+absl::Status ApplyLogLevel(absl::string_view v, NodeConfig* c) {
+  for (LogLevel level : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn, LogLevel::kError}) {
+    if (absl::AsciiStrToLower(v) == LogLevelName(level)) {
+      c->log_level = level;
+      return absl::OkStatus();
+    }
+  }
+  return Expected("one of debug, info, warn, error");
+}
+
+absl::Status ApplySeeds(absl::string_view v, NodeConfig* c) {
+  std::vector<std::string> seeds;
+  for (absl::string_view seed : absl::StrSplit(v, ',', absl::SkipWhitespace())) {
+    seed = absl::StripAsciiWhitespace(seed);
+    const size_t colon = seed.rfind(':');
+    int port = 0;
+    if (colon == absl::string_view::npos || colon == 0 ||
+        !ParseIntInRange(seed.substr(colon + 1), 1, 65535, &port).ok()) {
+      return Expected(
+          absl::StrCat("HOST:PORT entries separated by commas, such as "
+                       "10.0.0.1:7700,10.0.0.2:7700 (bad entry \"",
+                       seed, "\")"));
+    }
+    seeds.emplace_back(seed);
+  }
+  c->seeds = std::move(seeds);
+  return absl::OkStatus();
+}
+
+// The table. Order is the order of --help.
+}  // namespace
+
+const std::vector<Setting>& Settings() {
+  static const auto* const settings = new std::vector<Setting>{
+      {"config", "FILE", false, ApplyConfigFile,
+       [](const NodeConfig& c) { return std::string("none"); },
+       "Read settings from FILE, one `name = value` per line (# starts a comment). Flags "
+       "override the file."},
+      {"node_id", "NAME", false, ApplyNodeId, [](const NodeConfig& c) { return c.node_id; },
+       "This node's id: 1 to 64 characters from A-Z a-z 0-9 _ . - (with a per-data-directory "
+       "epoch it stamps every version this node creates)."},
+      {"listen", "HOST:PORT", false, ApplyListen, [](const NodeConfig& c) { return c.listen; },
+       "Address of the gRPC server (KV, Admin and Replica services, health checking, "
+       "reflection)."},
+      {"data_dir", "DIR", false, ApplyDataDir,
+       [](const NodeConfig& c) { return std::string("./kvdata/<node_id>"); },
+       "RocksDB data directory, created if missing. Only one kvnode may use it at a time."},
+      {"sync_writes", "BOOL", true,
+       [](absl::string_view v, NodeConfig* c) { return ParseBool(v, &c->sync_writes); },
+       [](const NodeConfig& c) { return std::string(c.sync_writes ? "true" : "false"); },
+       "fsync the write-ahead log before acknowledging a write. Without it an acknowledged "
+       "write survives a crash of kvnode but not of the machine."},
+      {"peers", "ID=HOST:PORT,...", false,
+       [](absl::string_view v, NodeConfig* c) -> absl::Status {
+         absl::StatusOr<std::vector<Member>> members = ParseMembers(v);
+         if (!members.ok()) return members.status();
+         c->peers = *std::move(members);
+         return absl::OkStatus();
+       },
+       [](const NodeConfig& c) { return FormatMembers(c.peers); },
+       "Every member of the cluster, this node included, as ID=HOST:PORT or ID=HOST:PORT@ZONE, "
+       "comma-separated; the same list on every node. Empty: the members that --seeds know, or "
+       "without seeds a cluster of this node alone."},
+      {"seeds", "HOST:PORT,...", false, ApplySeeds,
+       [](const NodeConfig& c) {
+         return c.seeds.empty() ? std::string("none") : absl::StrJoin(c.seeds, ",");
+       },
+       "Nodes to learn the cluster from, comma-separated. Without --peers, the node asks the "
+       "seeds for the member list at start (and does not serve until one answers, for at most "
+       "seed_timeout). A node the cluster layout does not list yet serves as a forwarding "
+       "coordinator and waits to be joined: kvctl cluster join NODE_ID --commit."},
+      {"gossip_interval", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Milliseconds(10), &c->gossip_interval);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.gossip_interval); },
+       "Gossip: how often this node bumps its heartbeat and exchanges its membership table "
+       "with one random member (push-pull)."},
+      {"failure_timeout", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Milliseconds(30), &c->failure_timeout);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.failure_timeout); },
+       "A member whose gossiped heartbeat has not advanced for this long is DOWN (requests "
+       "route around it; its writes wait in the outbox); UP again as soon as it advances. At "
+       "least 3 gossip intervals."},
+      {"seed_timeout", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Seconds(1), &c->seed_timeout);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.seed_timeout); },
+       "Without --peers: how long to keep asking the seeds for the member list before giving "
+       "up starting."},
+      {"replication_factor", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 1, 16, &c->replication_factor);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.replication_factor); },
+       "Replicas of each key, N (1 to 16; capped by the number of members)."},
+      {"write_quorum", "W", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 1, 16, &c->write_quorum);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.write_quorum); },
+       "Default W: replicas that must hold a write durably before it is acknowledged (1 to N)."},
+      {"read_quorum", "R", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 1, 16, &c->read_quorum);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.read_quorum); },
+       "Default R: replicas asked by a read (1 to N)."},
+      {"anti_entropy_interval", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::ZeroDuration(), &c->anti_entropy_interval);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.anti_entropy_interval); },
+       "Merkle anti-entropy: how often this node compares its hash tree with one peer (round "
+       "robin) and repairs the keys that differ, in both directions. 0 turns the periodic "
+       "exchanges off; a forced one (kvctl repair) still runs."},
+      {"anti_entropy_keys_per_second", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         int keys = 0;
+         absl::Status status = ParseIntInRange(v, 1, 10000000, &keys);
+         c->anti_entropy_keys_per_second = keys;
+         return status;
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.anti_entropy_keys_per_second); },
+       "Anti-entropy repair budget: keys compared and repaired per second at most."},
+      {"handoff_mb_per_second", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         int mb = 0;
+         absl::Status status = ParseIntInRange(v, 0, 100000, &mb);
+         c->handoff_mb_per_second = mb;
+         return status;
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.handoff_mb_per_second); },
+       "Membership changes: each node streams the keys new owners gain at most this many MB "
+       "(10^6 bytes) per second on average. 0: no limit."},
+      {"exit_after_leave", "BOOL", true,
+       [](absl::string_view v, NodeConfig* c) { return ParseBool(v, &c->exit_after_leave); },
+       [](const NodeConfig& c) { return std::string(c.exit_after_leave ? "true" : "false"); },
+       "When a leave (kvctl cluster leave) has removed this node, which happens only once "
+       "everything it owned is held by the other members, stop as on SIGTERM. false: keep "
+       "running as a forwarding coordinator until stopped."},
+      {"cleanup_keys_per_second", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 1, 10000000, &c->cleanup_keys_per_second);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.cleanup_keys_per_second); },
+       "Once a join or leave completes, each node removes the records of keys it no longer owns "
+       "in the background, reading at most this many records per second."},
+      {"cleanup_confirm_delay", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Milliseconds(100), &c->cleanup_confirm_delay);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.cleanup_confirm_delay); },
+       "A record this node no longer owns is removed only if it is unchanged this long after it "
+       "was read; longer than a new cluster layout takes to reach every node."},
+      {"tombstone_min_age", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Seconds(1), &c->tombstone_min_age);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.tombstone_min_age); },
+       "A deleted key's tombstone is purged only when it is at least this old AND every replica "
+       "of the key holds the same tombstone (checked twice, tombstone_confirm_delay apart)."},
+      {"tombstone_confirm_delay", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Seconds(1), &c->tombstone_confirm_delay);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.tombstone_confirm_delay); },
+       "Time between the two checks before a purge; longer than any replication message can "
+       "be in flight."},
+      {"tombstone_sweep_interval", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Milliseconds(100), &c->tombstone_sweep_interval);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.tombstone_sweep_interval); },
+       "How often this node looks for tombstones to purge (for keys it is the primary of)."},
+      {"fault_replication_delay", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::ZeroDuration(), &c->fault_replication_delay);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.fault_replication_delay); },
+       "Testing aid: hold every replication send this long, so that replication lag can be "
+       "watched (e.g. with kvctl describe-key). 0 in production."},
+      {"fault_format_level", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 0, kFormatLevel, &c->fault_format_level);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.fault_format_level); },
+       "Testing aid: the storage format level this node tells the others it reads (1: act as a "
+       "node built before format levels, to test rolling upgrades). 0 in production: this "
+       "build's level."},
+      {"executor_threads", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 1, 1024, &c->executor_threads);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.executor_threads); },
+       "Worker threads that run storage work, so that gRPC threads never block (1 to 1024)."},
+      {"max_key_bytes", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 1, 64 << 10, &c->limits.max_key_bytes);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.limits.max_key_bytes); },
+       "Largest key accepted, in bytes (1 to 65536); longer keys get INVALID_ARGUMENT."},
+      {"max_value_bytes", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 1, 64 << 20, &c->limits.max_value_bytes);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.limits.max_value_bytes); },
+       "Largest value accepted, in bytes (1 to 67108864); larger values get INVALID_ARGUMENT."},
+      {"idempotency_ttl", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::Seconds(1), &c->idempotency_ttl);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.idempotency_ttl); },
+       "How long an idempotency token is remembered; a retry after that creates a new version. "
+       "Also how far apart two copies of one retried write may be; use the same value on every "
+       "node."},
+      {"shutdown_drain", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::ZeroDuration(), &c->shutdown_drain);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.shutdown_drain); },
+       "On SIGTERM or SIGINT, how long the node first answers new requests with UNAVAILABLE "
+       "(and health checks with NOT_SERVING) so that clients move to other nodes, before it "
+       "stops accepting connections."},
+      {"shutdown_grace", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::ZeroDuration(), &c->shutdown_grace);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.shutdown_grace); },
+       "After the drain, how long in-flight requests may run before they are cancelled."},
+      {"log_level", "LEVEL", false, ApplyLogLevel,
+       [](const NodeConfig& c) { return std::string(LogLevelName(c.log_level)); },
+       "Least severe log level written to stderr: debug, info, warn or error."},
+  };
+  return *settings;
+}
+
+const Setting* FindSetting(absl::string_view name) {
+  std::string normalized(name);
+  for (char& ch : normalized) {
+    if (ch == '-') ch = '_';
+  }
+  for (const Setting& setting : Settings()) {
+    if (setting.name == normalized) return &setting;
+  }
+  return nullptr;
+}
+
+}  // namespace kv::config_internal
