@@ -199,6 +199,8 @@ class LocalStore {
                                                                   WriteCallback done);
   // The body of a write, run by the commit queue.
   absl::StatusOr<WriteOutcome> PrepareWrite(WriteMutation& write, WriteGroup& group);
+  // The lowest format level among the cluster's members (SetFormatLevels).
+  uint32_t ClusterFormatLevel() const;
   // Sweeps the expiry index of format-1 idempotency records (node/idempotency_record.h).
   absl::StatusOr<size_t> ExpireLegacyIdempotencyRecords(int64_t now_micros);
 

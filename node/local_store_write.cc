@@ -177,10 +177,10 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
       WriteOutcome outcome;
       outcome.write_id = std::move(first->write_id);
       outcome.context = std::move(first->context);
-      // Stored as the cluster's level then allowed; a member of a lower level may have joined.
-      absl::StatusOr<CausalContext> stored_context = CausalContext::Decode(outcome.context);
-      if (stored_context.ok() && !stored_context->tokened().empty()) {
-        outcome.context = ContextForClients(*std::move(stored_context));
+      if (ClusterFormatLevel() < kFormatLevel) {
+        // Stored while every member read tokened versions; one that does not may be a member now.
+        absl::StatusOr<CausalContext> stored = CausalContext::Decode(outcome.context);
+        if (stored.ok()) outcome.context = ContextForClients(*std::move(stored));
       }
       outcome.deduplicated = true;
       outcome.dot = std::move(first->dot);
@@ -260,9 +260,12 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   return outcome;
 }
 
+uint32_t LocalStore::ClusterFormatLevel() const {
+  return levels_ == nullptr ? kFormatLevel : levels_->ClusterFormatLevel();
+}
+
 std::string LocalStore::ContextForClients(CausalContext context) const {
-  const uint32_t level = levels_ == nullptr ? kFormatLevel : levels_->ClusterFormatLevel();
-  return ContextForLevel(std::move(context), level).Encode();
+  return ContextForLevel(std::move(context), ClusterFormatLevel()).Encode();
 }
 
 }  // namespace kv

@@ -14,9 +14,7 @@
 //     every acknowledged key is readable and on all of its replicas, and n1 dropped the
 //     replication entries it still had for n2.
 // Every wait and every load loop is bounded; every node is stopped with SIGTERM at the end.
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -390,13 +388,7 @@ TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
 TEST_F(MembershipProcessTest, JoinerWhosePortWasTakenStartsOnAnother) {
   const std::string taken = cluster_->endpoint(3);
   const int port = std::stoi(taken.substr(taken.rfind(':') + 1));
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const int fd = testing::BindLoopback(port);
   ASSERT_EQ(listen(fd, 1), 0);
   const absl::Status restarted = cluster_->Restart(3);
   close(fd);

@@ -204,6 +204,19 @@ int PickFreePort() {
   return ntohs(addr.sin_port);
 }
 
+int BindLoopback(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) Die(absl::StrCat("socket: ", ErrnoText(errno)));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    Die(absl::StrCat("bind to port ", port, ": ", ErrnoText(errno)));
+  }
+  return fd;
+}
+
 bool ListensOn(pid_t pid, int port) {
   // Inodes of the process's sockets.
   std::set<std::string> inodes;

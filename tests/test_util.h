@@ -33,6 +33,9 @@ class TempDir {
 // A loopback TCP port that was free a moment ago (bound to 0, then released).
 int PickFreePort();
 
+// A TCP socket bound to 127.0.0.1:`port` (not listening yet). Dies on failure.
+int BindLoopback(int port);
+
 // True if process `pid` holds a TCP socket listening on `port` (IPv4 or IPv6), as /proc shows;
 // false if it does not, or /proc cannot tell. Tells a node that serves on its port from another
 // process that took the port first.

@@ -2,8 +2,6 @@
 // (stdin feeding, timeouts, exit codes, cleanup), or a passing process test means little.
 #include "tests/test_util.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -48,13 +46,7 @@ TEST(PickFreePortTest, ReturnsUsablePort) {
 TEST(ListensOnTest, TellsWhichProcessListens) {
   const int port = PickFreePort();
   EXPECT_FALSE(ListensOn(getpid(), port));
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const int fd = BindLoopback(port);
   EXPECT_FALSE(ListensOn(getpid(), port));  // bound, not listening
   ASSERT_EQ(listen(fd, 1), 0);
   EXPECT_TRUE(ListensOn(getpid(), port));
