@@ -12,6 +12,8 @@ namespace {
 constexpr uint8_t kFormat1 = 1;
 constexpr uint8_t kFormat2 = 2;
 constexpr absl::string_view kTokenPrefix = "t/";
+constexpr absl::string_view kForgottenPrefix = "f/";
+constexpr uint8_t kForgottenFormat1 = 1;
 
 absl::Status Corrupt(absl::string_view what) {
   return absl::DataLossError(absl::StrCat("corrupt idempotency record: ", what));
@@ -87,6 +89,46 @@ absl::StatusOr<IdempotencyRecord> DecodeIdempotencyRecord(absl::string_view byte
 
 std::string IdempotencyTokenKey(absl::string_view token) {
   return absl::StrCat(kTokenPrefix, token);
+}
+
+std::string ForgottenWriteKey(absl::string_view key, uint64_t fingerprint) {
+  std::string out(kForgottenPrefix);
+  PutFixed64(&out, fingerprint);
+  out.append(key.data(), key.size());
+  return out;
+}
+
+std::string EncodeForgottenWrite(const ReplacedWrite& write, int64_t expiry_micros) {
+  std::string out;
+  out.reserve(kExpiringValueHeaderBytes + 1 + write.dot.actor.size() + 20);
+  PutExpiringValueHeader(&out, expiry_micros);
+  out.push_back(static_cast<char>(kForgottenFormat1));
+  PutLengthPrefixed(&out, write.dot.actor);
+  PutVarint64(&out, write.dot.counter);
+  PutFixed64(&out, static_cast<uint64_t>(write.timestamp_micros));
+  return out;
+}
+
+absl::StatusOr<ReplacedWrite> DecodeForgottenWrite(absl::string_view bytes, uint64_t fingerprint,
+                                                   int64_t* expiry_micros) {
+  absl::string_view payload;
+  if (!ParseExpiringValue(bytes, expiry_micros, &payload) || payload.empty() ||
+      static_cast<uint8_t>(payload[0]) != kForgottenFormat1) {
+    return absl::DataLossError("corrupt forgotten write: header or format byte");
+  }
+  payload.remove_prefix(1);
+  ReplacedWrite write;
+  absl::string_view actor;
+  uint64_t timestamp = 0;
+  if (!GetLengthPrefixed(&payload, &actor) || !GetVarint64(&payload, &write.dot.counter) ||
+      !GetFixed64(&payload, &timestamp)) {
+    return absl::DataLossError("corrupt forgotten write: truncated");
+  }
+  if (!payload.empty()) return absl::DataLossError("corrupt forgotten write: trailing bytes");
+  write.dot.actor = std::string(actor);
+  write.timestamp_micros = static_cast<int64_t>(timestamp);
+  write.fingerprint = fingerprint;
+  return write;
 }
 
 std::string IdempotencyExpiryKey(int64_t expiry_micros, absl::string_view token) {

@@ -2,6 +2,7 @@
 // idempotency column (Column::kIdempotency, a column of expiring values):
 //
 //   "t/" + token  -> encoded IdempotencyRecord
+//   "f/" + fixed64(fingerprint) + key -> encoded forgotten write (below)
 //
 // Record encoding, format 2 (written since the single-key layout; little-endian, coding.h
 // primitives):
@@ -16,6 +17,16 @@
 // header lets the engine drop expired records by itself (RocksDB: a compaction filter), so no
 // index of expiry times is kept.
 //
+// A forgotten write is a replaced tokened write of `key` that the record's bounded memory
+// (SiblingSet::replaced_writes(), storage/sibling_set.h) no longer holds on this replica, kept
+// here until its retry window ends so that a late retry copy is still recognised:
+//   header      expiring-value header: byte 0xe5, fixed64 expiry_us (timestamp + retry window)
+//   format      u8 = 1
+//   dot.actor   length-prefixed
+//   dot.counter varint64
+//   timestamp   fixed64 (the write's timestamp_micros)
+// The fingerprint (TokenFingerprint of the write's token and content) is in the key.
+//
 // Format 1 (read, never written; data directories from before format 2) has no header: format
 // u8 = 1, fingerprint, expiry_us fixed64, then the same fields as format 2. Each format-1 record
 // has a second entry, an expiry index that the legacy sweep in LocalStore scans in time order:
@@ -28,6 +39,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "storage/sibling_set.h"
 #include "storage/version_vector.h"
 
 namespace kv {
@@ -46,6 +58,14 @@ std::string EncodeIdempotencyRecord(const IdempotencyRecord& record);
 absl::StatusOr<IdempotencyRecord> DecodeIdempotencyRecord(absl::string_view bytes);
 
 std::string IdempotencyTokenKey(absl::string_view token);
+
+// The forgotten write of `key` with TokenFingerprint `fingerprint` (see above).
+std::string ForgottenWriteKey(absl::string_view key, uint64_t fingerprint);
+std::string EncodeForgottenWrite(const ReplacedWrite& write, int64_t expiry_micros);
+// Decodes the value stored under ForgottenWriteKey(key, fingerprint); sets *expiry_micros.
+// DATA_LOSS if malformed or of an unknown format.
+absl::StatusOr<ReplacedWrite> DecodeForgottenWrite(absl::string_view bytes, uint64_t fingerprint,
+                                                   int64_t* expiry_micros);
 
 // Format-1 expiry index (see above): kept to sweep data written before format 2.
 std::string IdempotencyExpiryKey(int64_t expiry_micros, absl::string_view token);

@@ -168,9 +168,8 @@ bool LocalStore::ReadRecordFromMemory(absl::string_view key, absl::StatusOr<Sibl
 // Merges a remote record into the local one (sync only).
 class LocalStore::MergeMutation : public CommitQueue::Mutation {
  public:
-  MergeMutation(absl::string_view key, const SiblingSet& remote, RecordObserver* observer,
-                absl::Duration retry_window)
-      : key_(key), remote_(remote), observer_(observer), retry_window_(retry_window) {}
+  MergeMutation(LocalStore* store, absl::string_view key, const SiblingSet& remote)
+      : store_(store), key_(key), remote_(remote) {}
 
   absl::Status Prepare(WriteGroup& group) override {
     SiblingSet record;
@@ -180,14 +179,18 @@ class LocalStore::MergeMutation : public CommitQueue::Mutation {
     } else if (!absl::IsNotFound(existing.status())) {
       return existing.status();
     }
+    const absl::Duration retry_window = store_->options_.idempotency_ttl;
+    const int64_t now_micros = absl::ToUnixMicros(store_->clock_->Now());
     merged_ = record;
-    merged_.Merge(remote_, retry_window_);
+    merged_.Merge(remote_, retry_window);
+    KV_RETURN_IF_ERROR(RecallForgottenWrites(group, record, now_micros));
+    store_->KeepForgottenWrites(group, key_, merged_.TakeForgotten(), now_micros);
     if (merged_ != record) {
       const std::string encoded = EncodeSiblingSet(merged_);
       group.Put(Column::kData, key_, encoded);
-      if (observer_ != nullptr) {
-        observer_->OnRecordChange(key_, existing.ok() ? &*existing : nullptr, &encoded,
-                                  group.batch());
+      if (store_->observer_ != nullptr) {
+        store_->observer_->OnRecordChange(key_, existing.ok() ? &*existing : nullptr, &encoded,
+                                          group.batch());
       }
     }
     return absl::OkStatus();
@@ -197,10 +200,27 @@ class LocalStore::MergeMutation : public CommitQueue::Mutation {
   SiblingSet& merged() { return merged_; }
 
  private:
+  // A tokened version that arrived with the remote record may be a late retry copy of a write
+  // this replica replaced and then forgot (its memory is bounded): it is replaced on arrival too.
+  absl::Status RecallForgottenWrites(WriteGroup& group, const SiblingSet& before,
+                                     int64_t now_micros) {
+    std::vector<ReplacedWrite> recalled;
+    for (const Sibling& s : merged_.siblings()) {
+      if (s.idempotency_token.empty()) continue;
+      const bool arrived = std::none_of(before.siblings().begin(), before.siblings().end(),
+                                        [&s](const Sibling& b) { return b.dot == s.dot; });
+      if (!arrived) continue;
+      KV_ASSIGN_OR_RETURN(std::optional<ReplacedWrite> forgotten,
+                          store_->ForgottenCopyOf(group, key_, s, now_micros));
+      if (forgotten.has_value()) recalled.push_back(*std::move(forgotten));
+    }
+    if (!recalled.empty()) merged_.Recall(recalled, store_->options_.idempotency_ttl);
+    return absl::OkStatus();
+  }
+
+  LocalStore* const store_;
   const absl::string_view key_;
   const SiblingSet& remote_;
-  RecordObserver* const observer_;
-  const absl::Duration retry_window_;
   SiblingSet merged_;
 };
 
@@ -208,7 +228,7 @@ absl::StatusOr<SiblingSet> LocalStore::MergeRecord(absl::string_view key,
                                                    const SiblingSet& remote) {
   KV_RETURN_IF_ERROR(ValidateKey(key));
   KV_RETURN_IF_ERROR(remote.CheckInvariants());
-  MergeMutation merge(key, remote, observer_, options_.idempotency_ttl);
+  MergeMutation merge(this, key, remote);
   KV_RETURN_IF_ERROR(commits_.Run(merge));
   return std::move(merge.merged());
 }
@@ -223,8 +243,7 @@ absl::Status LocalStore::MergeRecords(absl::Span<const RemoteRecord> records) {
   merges.reserve(records.size());
   pointers.reserve(records.size());
   for (const RemoteRecord& r : records) {
-    merges.push_back(
-        std::make_unique<MergeMutation>(r.key, *r.record, observer_, options_.idempotency_ttl));
+    merges.push_back(std::make_unique<MergeMutation>(this, r.key, *r.record));
     pointers.push_back(merges.back().get());
   }
   return commits_.RunAll(pointers);
@@ -252,6 +271,12 @@ class LocalStore::PurgeMutation : public CommitQueue::Mutation {
     }
     // Raised before the commit: a higher floor than needed is harmless; a lower one is not.
     group.Put(Column::kMeta, kCounterFloorKey, absl::StrCat(store_->counter_floor_.load()));
+    if (record.AllTombstones()) {
+      // A tombstone purge: late retry copies of the key's writes must not bring them back once
+      // the record is gone. (A record this node no longer owns is not written through it.)
+      store_->KeepForgottenWrites(group, key_, record.TokenedHistory(),
+                                  absl::ToUnixMicros(store_->clock_->Now()));
+    }
     group.Delete(Column::kData, key_);
     if (store_->observer_ != nullptr) {
       store_->observer_->OnRecordChange(key_, &*existing, nullptr, group.batch());

@@ -33,6 +33,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -177,7 +178,10 @@ class LocalStore {
   // removal of a key this node no longer owns): OK if purged (or already absent),
   // FAILED_PRECONDITION if it changed. Raises the store's counter floor to every counter of this
   // node's actor that the record had seen, in the same batch, so that a later write of the key
-  // never reuses a dot of the purged history (KV679). The observer sees a record change to none.
+  // never reuses a dot of the purged history (KV679). A record of tombstones only also leaves its
+  // tokened versions and replaced writes as forgotten writes (KeepForgottenWrites), so that a
+  // late retry copy does not bring back a deleted write. The observer sees a record change to
+  // none.
   // `check`, if set, runs inside the purge's commit once the record compared equal, while no
   // other mutation of the store runs (so no write adds outbox entries for the key meanwhile); a
   // status it returns that is not OK cancels the purge and is returned.
@@ -199,6 +203,18 @@ class LocalStore {
                                                                   WriteCallback done);
   // The body of a write, run by the commit queue.
   absl::StatusOr<WriteOutcome> PrepareWrite(WriteMutation& write, WriteGroup& group);
+  // Keeps `writes`, replaced writes of `key` that its record no longer remembers
+  // (SiblingSet::TakeForgotten, or everything of a record being purged), in the idempotency
+  // column (node/idempotency_record.h) until their retry window ends, so that late retry copies
+  // of them are still recognised here.
+  void KeepForgottenWrites(WriteGroup& group, absl::string_view key,
+                           const std::vector<ReplacedWrite>& writes, int64_t now_micros) const;
+  // The kept forgotten write of `key` that `copy` (a tokened version) is a copy of: same
+  // fingerprint, another dot, timestamps within the retry window, not expired. None if absent.
+  absl::StatusOr<std::optional<ReplacedWrite>> ForgottenCopyOf(WriteGroup& group,
+                                                               absl::string_view key,
+                                                               const Sibling& copy,
+                                                               int64_t now_micros) const;
   // The lowest format level among the cluster's members (SetFormatLevels).
   uint32_t ClusterFormatLevel() const;
   // Sweeps the expiry index of format-1 idempotency records (node/idempotency_record.h).

@@ -209,11 +209,19 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   };
 
   if (has_token) {
-    KV_ASSIGN_OR_RETURN(std::optional<Dot> copy,
-                        EarlierCopy(command, record, seen, now_micros, options_.idempotency_ttl));
-    if (copy.has_value()) {
+    absl::StatusOr<std::optional<Dot>> copy =
+        EarlierCopy(command, record, seen, now_micros, options_.idempotency_ttl);
+    if (absl::IsInvalidArgument(copy.status()) || (copy.ok() && !copy->has_value())) {
+      // Perhaps a copy of a write the record's bounded memory no longer holds.
+      KV_ASSIGN_OR_RETURN(
+          std::optional<ReplacedWrite> forgotten,
+          ForgottenCopyOf(group, command.key, NewSibling(command, now_micros), now_micros));
+      if (forgotten.has_value()) copy = std::optional<Dot>(std::move(forgotten->dot));
+    }
+    if (!copy.ok()) return copy.status();
+    if (copy->has_value()) {
       WriteOutcome outcome;
-      outcome.dot = *std::move(copy);
+      outcome.dot = **std::move(copy);
       outcome.write_id = MakeWriteId(outcome.dot, command.key);
       outcome.context = ContextForClients(record.ContextAfterWrite(seen, outcome.dot));
       outcome.deduplicated = true;
@@ -243,6 +251,7 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
           absl::StrCat("write refused, it would store an invalid record: ", valid.message()));
     }
   }
+  KeepForgottenWrites(group, command.key, record.TakeForgotten(), now_micros);
   const std::string encoded = EncodeSiblingSet(record);
   group.Put(Column::kData, command.key, encoded);
   if (observer_ != nullptr) {
@@ -258,6 +267,38 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   }
   outcome.record = std::move(record);
   return outcome;
+}
+
+void LocalStore::KeepForgottenWrites(WriteGroup& group, absl::string_view key,
+                                     const std::vector<ReplacedWrite>& writes,
+                                     int64_t now_micros) const {
+  const int64_t window_micros = absl::ToInt64Microseconds(options_.idempotency_ttl);
+  for (const ReplacedWrite& write : writes) {
+    const int64_t expiry_micros = write.timestamp_micros + window_micros;
+    if (expiry_micros < now_micros) continue;  // its retries are new writes by now
+    group.Put(Column::kIdempotency, ForgottenWriteKey(key, write.fingerprint),
+              EncodeForgottenWrite(write, expiry_micros));
+  }
+}
+
+absl::StatusOr<std::optional<ReplacedWrite>> LocalStore::ForgottenCopyOf(WriteGroup& group,
+                                                                         absl::string_view key,
+                                                                         const Sibling& copy,
+                                                                         int64_t now_micros) const {
+  const uint64_t fingerprint = TokenFingerprint(copy);
+  absl::StatusOr<std::string> stored =
+      group.Get(Column::kIdempotency, ForgottenWriteKey(key, fingerprint));
+  if (absl::IsNotFound(stored.status())) return std::nullopt;
+  if (!stored.ok()) return stored.status();
+  int64_t expiry_micros = 0;
+  KV_ASSIGN_OR_RETURN(ReplacedWrite forgotten,
+                      DecodeForgottenWrite(*stored, fingerprint, &expiry_micros));
+  if (expiry_micros < now_micros || forgotten.dot == copy.dot ||
+      absl::AbsDuration(absl::Microseconds(forgotten.timestamp_micros) -
+                        absl::Microseconds(copy.timestamp_micros)) > options_.idempotency_ttl) {
+    return std::nullopt;
+  }
+  return forgotten;
 }
 
 uint32_t LocalStore::ClusterFormatLevel() const {

@@ -132,6 +132,7 @@ void SiblingSet::SettleReplaced(const std::vector<Sibling>& removed,
   for (auto& [fingerprint, w] : by_fingerprint) all.push_back(std::move(w));
   if (all.size() > kMaxReplacedWrites) {
     std::nth_element(all.begin(), all.begin() + kMaxReplacedWrites - 1, all.end(), MoreRecent);
+    std::move(all.begin() + kMaxReplacedWrites, all.end(), std::back_inserter(forgotten_));
     all.resize(kMaxReplacedWrites);
   }
   std::sort(all.begin(), all.end(),
@@ -258,6 +259,27 @@ void SiblingSet::Merge(const SiblingSet& other, absl::Duration retry_window) {
   siblings_ = std::move(merged);
   context_.Merge(other.context_);
   SettleReplaced(removed, other.replaced_, retry_window);
+}
+
+void SiblingSet::Recall(const std::vector<ReplacedWrite>& writes, absl::Duration retry_window) {
+  std::vector<ReplacedWrite> covered;
+  for (const ReplacedWrite& w : writes) {
+    if (!context_.Covers(w.dot)) continue;
+    if (std::any_of(siblings_.begin(), siblings_.end(),
+                    [&w](const Sibling& s) { return s.dot == w.dot; })) {
+      continue;  // still live here: not a replaced write of this set
+    }
+    covered.push_back(w);
+  }
+  if (!covered.empty()) SettleReplaced({}, covered, retry_window);
+}
+
+std::vector<ReplacedWrite> SiblingSet::TokenedHistory() const {
+  std::vector<ReplacedWrite> history = replaced_;
+  for (const Sibling& s : siblings_) {
+    if (!s.idempotency_token.empty()) history.push_back(Remember(s));
+  }
+  return history;
 }
 
 absl::Status SiblingSet::CheckInvariants() const {

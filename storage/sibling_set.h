@@ -28,7 +28,9 @@
 // replaced with it: ApplyWrite and Merge drop it (its dot stays in the context, so the drop
 // reaches the other replicas as an ordinary replacement) and remember it too. The set keeps at
 // most kMaxReplacedWrites of them (one per fingerprint, the most recent by timestamp, then dot);
-// a copy that arrives after its logical write fell out of that memory stays visible, as before.
+// what the bound cuts is handed to the caller (TakeForgotten), who keeps it elsewhere for the
+// retry window and gives it back (Recall) when a copy of one of those writes shows up; without
+// that, a copy that arrives after its logical write fell out of the memory stays visible.
 //
 // Merge stays commutative and idempotent and, while the memory holds every replaced write
 // involved, associative; when the bound forgets one, two merge orders can differ in whether a
@@ -45,6 +47,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -146,6 +149,20 @@ class SiblingSet {
   // replaced writes (above). Every replica must pass the same `retry_window`.
   void Merge(const SiblingSet& other, absl::Duration retry_window = kDefaultRetryWindow);
 
+  // The replaced writes that the bound cut from replaced_writes() during this object's
+  // ApplyWrite, Merge and Recall calls since the last TakeForgotten (a copy or a decoded record
+  // starts with none). Not part of the record: not encoded, not compared.
+  std::vector<ReplacedWrite> TakeForgotten() { return std::exchange(forgotten_, {}); }
+  // Remembers again replaced writes of this key that the bound cut earlier (kept by the caller),
+  // and drops the siblings that are copies of them (as Merge drops copies of remembered ones);
+  // the bound then applies again, and what it cuts is forgotten again (TakeForgotten). Writes
+  // whose dot this set's context does not cover are skipped (a replaced write must be covered).
+  void Recall(const std::vector<ReplacedWrite>& writes,
+              absl::Duration retry_window = kDefaultRetryWindow);
+  // Everything a retry copy could be recognised by: the replaced writes and the tokened
+  // siblings (as replaced writes), for a caller about to delete the record.
+  std::vector<ReplacedWrite> TokenedHistory() const;
+
   // OK if the invariants above hold (sorted unique dots, all covered, no counter 0; replaced
   // writes sorted by unique dot, covered, not a sibling's dot, unique fingerprints); DATA_LOSS
   // otherwise. (The third invariant relates two replicas and cannot be checked on one.)
@@ -168,6 +185,7 @@ class SiblingSet {
   VersionVector context_;
   std::vector<Sibling> siblings_;
   std::vector<ReplacedWrite> replaced_;
+  std::vector<ReplacedWrite> forgotten_;  // see TakeForgotten
 };
 
 }  // namespace kv

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "node/idempotency_record.h"
 #include "node/local_store.h"
@@ -250,6 +251,58 @@ TEST(IdempotencyRecordTest, BothFormatsDecodeAndDamageIsDataLoss) {
   std::string unknown = EncodeIdempotencyRecord(record);
   unknown[kExpiringValueHeaderBytes] = 9;  // format byte after the header
   EXPECT_TRUE(absl::IsDataLoss(DecodeIdempotencyRecord(unknown).status()));
+}
+
+TEST(IdempotencyRecordTest, ForgottenWritesRoundTripAndDamageIsDataLoss) {
+  const ReplacedWrite write{Dot{"n2#abc", 9}, 1700000000000123, 0x1234567890abcdefull};
+  const std::string encoded = EncodeForgottenWrite(write, 1700000000000999);
+  int64_t expiry = 0;
+  absl::StatusOr<ReplacedWrite> decoded = DecodeForgottenWrite(encoded, write.fingerprint, &expiry);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(*decoded, write);
+  EXPECT_EQ(expiry, 1700000000000999);
+  for (size_t cut = 0; cut < encoded.size(); ++cut) {
+    EXPECT_TRUE(absl::IsDataLoss(DecodeForgottenWrite(encoded.substr(0, cut), 1, &expiry).status()))
+        << "cut at " << cut;
+  }
+  EXPECT_TRUE(absl::IsDataLoss(DecodeForgottenWrite(encoded + "x", 1, &expiry).status()));
+  // Keys of different writes or keys differ, and never look like a token's.
+  EXPECT_NE(ForgottenWriteKey("k", 1), ForgottenWriteKey("k", 2));
+  EXPECT_NE(ForgottenWriteKey("k", 1), ForgottenWriteKey("kk", 1));
+  EXPECT_NE(ForgottenWriteKey("k", 1).substr(0, 2), IdempotencyTokenKey("x").substr(0, 2));
+}
+
+// A write whose record's memory cuts a replaced write keeps it as one expiring entry, in the
+// same batch, expiring when the write's retry window ends.
+TEST_F(LocalStoreAsyncTest, ForgottenWriteIsOneExpiringKey) {
+  WriteOutcome first;
+  for (size_t i = 0; i <= kMaxReplacedWrites + 1; ++i) {
+    std::string context;
+    if (i > 0) {
+      absl::StatusOr<SiblingSet> record = store_->ReadRecord("k");
+      ASSERT_TRUE(record.ok());
+      context = record->ClientContext().Encode();
+    }
+    absl::StatusOr<WriteOutcome> outcome =
+        store_->Write({"k", false, absl::StrCat("v", i), context, absl::StrCat("tok-", i)});
+    ASSERT_TRUE(outcome.ok()) << outcome.status();
+    if (i == 0) first = *outcome;
+    clock_.Advance(absl::Seconds(1));
+  }
+  std::vector<std::pair<std::string, std::string>> forgotten;
+  for (auto& [key, value] : IdempotencyColumn()) {
+    if (key.rfind("f/", 0) == 0) forgotten.emplace_back(key, value);
+  }
+  ASSERT_EQ(forgotten.size(), 1u);
+  const Sibling& sibling = first.record.siblings()[0];
+  EXPECT_EQ(forgotten[0].first, ForgottenWriteKey("k", TokenFingerprint(sibling)));
+  int64_t expiry = 0;
+  absl::StatusOr<ReplacedWrite> decoded =
+      DecodeForgottenWrite(forgotten[0].second, TokenFingerprint(sibling), &expiry);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->dot, first.dot);
+  EXPECT_EQ(expiry, sibling.timestamp_micros +
+                        absl::ToInt64Microseconds(store_->options().idempotency_ttl));
 }
 
 }  // namespace

@@ -393,6 +393,106 @@ TEST_F(LocalStoreTest, RetryOfAWriteReplacedHereIsDeduplicated) {
   EXPECT_EQ(LiveValues("k"), std::vector<std::string>{"z19"});
 }
 
+// A retry copy that reaches a replica after more than kMaxReplacedWrites tokened overwrites of
+// its key (the record's memory has cut it) is still recognised: what the memory cuts is kept
+// in the idempotency column for the retry window. Here n2 coordinated the first copy, so this
+// store has no token record for it; the overwrites reach this store as writes through it (key
+// "a") or by replication from n2 (key "b").
+TEST_F(LocalStoreTest, RetryOfAWriteTheRecordForgotIsStillDeduplicated) {
+  MemoryEngine other_engine;
+  std::unique_ptr<LocalStore> other = OpenStore(&other_engine, "n2");
+  for (const std::string key : {"a", "b"}) {
+    SCOPED_TRACE(key);
+    const std::string first_token = key + "-tok";
+    absl::StatusOr<WriteOutcome> first = other->Write({key, false, "v", "", first_token});
+    ASSERT_TRUE(first.ok());
+    ASSERT_TRUE(store_->MergeRecord(key, first->record).ok());
+    for (size_t i = 0; i <= kMaxReplacedWrites; ++i) {
+      clock_.Advance(absl::Seconds(1));  // later writes are the more recent ones to remember
+      const std::string value = absl::StrCat("z", i);
+      const std::string token = absl::StrCat(key, "-tok-z", i);
+      if (key == "a") {
+        MustPut(key, value, ReadContext(key), token);
+        continue;
+      }
+      absl::StatusOr<SiblingSet> theirs = other->ReadRecord(key);
+      ASSERT_TRUE(theirs.ok());
+      absl::StatusOr<WriteOutcome> overwrite = other->Write(
+          {key, false, value, store_->ContextForClients(theirs->ClientContext()), token});
+      ASSERT_TRUE(overwrite.ok());
+      ASSERT_TRUE(store_->MergeRecord(key, overwrite->record).ok());
+    }
+    absl::StatusOr<SiblingSet> record = store_->ReadRecord(key);
+    ASSERT_TRUE(record.ok());
+    ASSERT_EQ(record->replaced_writes().size(), kMaxReplacedWrites);
+    for (const ReplacedWrite& w : record->replaced_writes()) {
+      ASSERT_NE(w.dot, first->dot) << "still remembered: " << record->ToString();
+    }
+
+    absl::StatusOr<WriteOutcome> retry = store_->Write({key, false, "v", "", first_token});
+    ASSERT_TRUE(retry.ok()) << retry.status();
+    EXPECT_TRUE(retry->deduplicated);
+    EXPECT_EQ(retry->dot, first->dot);
+    EXPECT_EQ(LiveValues(key), std::vector<std::string>{absl::StrCat("z", kMaxReplacedWrites)});
+  }
+
+  // After the retry window, the same request is a new write.
+  clock_.Advance(LocalStore::Options().idempotency_ttl + absl::Minutes(1));
+  absl::StatusOr<WriteOutcome> later = store_->Write({"b", false, "v", "", "b-tok"});
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_FALSE(later->deduplicated);
+}
+
+// The same, for a retry copy that another replica coordinated and that arrives by replication:
+// it is replaced on arrival.
+TEST_F(LocalStoreTest, LateCopyOfAWriteTheRecordForgotIsReplacedOnArrival) {
+  MemoryEngine engine2, engine3;
+  std::unique_ptr<LocalStore> n2 = OpenStore(&engine2, "n2");
+  std::unique_ptr<LocalStore> n3 = OpenStore(&engine3, "n3");
+  MustPut("k", "v", "", "tok");
+  for (size_t i = 0; i <= kMaxReplacedWrites; ++i) {
+    MustPut("k", absl::StrCat("z", i), ReadContext("k"), absl::StrCat("tok-z", i));
+  }
+  absl::StatusOr<WriteOutcome> copy = n3->Write({"k", false, "v", "", "tok"});  // a late retry
+  ASSERT_TRUE(copy.ok());
+  ASSERT_FALSE(copy->deduplicated);  // n3 knows nothing of the key
+
+  absl::StatusOr<SiblingSet> merged = store_->MergeRecord("k", copy->record);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  const std::string last = absl::StrCat("z", kMaxReplacedWrites);
+  EXPECT_EQ(LiveValues("k"), std::vector<std::string>{last});
+  EXPECT_TRUE(merged->context().Covers(copy->dot));  // the drop travels as a replacement
+  // A replica that holds only the copy converges to the same record.
+  absl::StatusOr<SiblingSet> on_n2 = n2->MergeRecord("k", copy->record);
+  ASSERT_TRUE(on_n2.ok());
+  on_n2 = n2->MergeRecord("k", *merged);
+  ASSERT_TRUE(on_n2.ok());
+  ASSERT_EQ(on_n2->LiveSiblings().size(), 1u);
+  EXPECT_EQ(on_n2->LiveSiblings()[0].value, last);
+}
+
+// A purged tombstone takes the key's tokened history with it; a late retry of a write the
+// delete replaced must not bring the value back.
+TEST_F(LocalStoreTest, RetryAfterATombstonePurgeDoesNotBringTheWriteBack) {
+  MemoryEngine other_engine;
+  std::unique_ptr<LocalStore> other = OpenStore(&other_engine, "n2");
+  absl::StatusOr<WriteOutcome> first = other->Write({"k", false, "v", "", "tok"});
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(store_->MergeRecord("k", first->record).ok());
+  WriteCommand del{"k", /*is_delete=*/true, "", ReadContext("k"), "tok-del"};
+  ASSERT_TRUE(store_->Write(del).ok());
+  absl::StatusOr<SiblingSet> tombstone = store_->ReadRecord("k");
+  ASSERT_TRUE(tombstone.ok());
+  ASSERT_TRUE(store_->PurgeIfUnchanged("k", *tombstone).ok());
+  ASSERT_TRUE(absl::IsNotFound(store_->ReadRecord("k").status()));
+
+  absl::StatusOr<WriteOutcome> retry = store_->Write({"k", false, "v", "", "tok"});
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_TRUE(retry->deduplicated);
+  EXPECT_EQ(retry->dot, first->dot);
+  EXPECT_TRUE(LiveValues("k").empty());
+}
+
 // Issue 3, item 4, second part: a token reused (wrongly) with another value through two nodes,
 // which cannot detect it, keeps both values visible.
 TEST_F(LocalStoreTest, TokenReusedWithAnotherValueOnAnotherNodeKeepsBothValues) {

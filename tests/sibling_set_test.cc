@@ -481,6 +481,58 @@ TEST(SiblingSetTest, ReplacedWritesAreBounded) {
   EXPECT_TRUE(set.CheckInvariants().ok()) << set.CheckInvariants();
 }
 
+// What the bound cuts goes to the caller, once; Recall takes it back, and a copy of a recalled
+// write is then replaced like a copy of a remembered one.
+TEST(SiblingSetTest, ForgottenWritesGoToTheCallerAndCanBeRecalled) {
+  SiblingSet set;
+  set.ApplyWrite("a#1", CausalContext(), Value("x", "tok"));  // the first copy, at time 0
+  const Sibling first = set.siblings()[0];
+  for (size_t i = 1; i <= kMaxReplacedWrites + 1; ++i) {
+    Sibling s = Value(absl::StrCat("v", i), absl::StrCat("tok", i));
+    s.timestamp_micros = static_cast<int64_t>(i);
+    set.ApplyWrite("a#1", CausalContext(set.context()), std::move(s));
+  }
+  std::vector<ReplacedWrite> forgotten = set.TakeForgotten();
+  ASSERT_EQ(forgotten.size(), 1u) << set.ToString();
+  EXPECT_EQ(forgotten[0].dot, first.dot);
+  EXPECT_EQ(forgotten[0].fingerprint, TokenFingerprint(first));
+  EXPECT_TRUE(set.TakeForgotten().empty());
+
+  SiblingSet retry;  // a late retry copy of the first write, coordinated elsewhere
+  Sibling copy = Value("x", "tok");
+  copy.timestamp_micros = 1;
+  retry.ApplyWrite("b#1", CausalContext(), copy);
+  SiblingSet without = Merged(set, retry);
+  EXPECT_EQ(Values(without).size(), 2u);  // the memory alone no longer knows the copy
+
+  SiblingSet with = set;
+  with.Merge(retry);
+  with.Recall(forgotten);
+  EXPECT_EQ(Values(with), (std::vector<std::string>{absl::StrCat("v", kMaxReplacedWrites + 1)}));
+  EXPECT_TRUE(with.context().Covers(Dot{"b#1", 1}));  // the drop travels as a replacement
+  EXPECT_LE(with.replaced_writes().size(), kMaxReplacedWrites);
+  EXPECT_FALSE(with.TakeForgotten().empty());  // the bound cuts again
+  EXPECT_TRUE(with.CheckInvariants().ok()) << with.CheckInvariants();
+
+  SiblingSet stranger;  // a record whose context never covered the write: nothing to recall
+  stranger.ApplyWrite("c#1", CausalContext(), Value("z"));
+  stranger.Recall(forgotten);
+  EXPECT_TRUE(stranger.replaced_writes().empty());
+  EXPECT_TRUE(stranger.CheckInvariants().ok());
+}
+
+TEST(SiblingSetTest, TokenedHistoryHoldsReplacedWritesAndTokenedSiblings) {
+  SiblingSet set;
+  set.ApplyWrite("a#1", CausalContext(), Value("x", "tok"));
+  set.ApplyWrite("a#1", CausalContext(set.context()), Value("y", "tok-y"));
+  set.ApplyWrite("b#1", CausalContext(), Value("z"));  // no token: nothing to recognise
+  std::vector<ReplacedWrite> history = set.TokenedHistory();
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].dot, (Dot{"a#1", 1}));
+  EXPECT_EQ(history[1].dot, (Dot{"a#1", 2}));
+  EXPECT_EQ(history[1].fingerprint, TokenFingerprint(set.siblings()[0]));
+}
+
 TEST(SiblingSetTest, CheckInvariantsRejectsBrokenReplacedWrites) {
   VersionVector vv;
   vv.Advance("a#1", 3);
