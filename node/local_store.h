@@ -210,7 +210,8 @@ class LocalStore {
   void KeepForgottenWrites(WriteGroup& group, absl::string_view key,
                            const std::vector<ReplacedWrite>& writes, int64_t now_micros) const;
   // The kept forgotten write of `key` that `copy` (a tokened version) is a copy of: same
-  // fingerprint, another dot, timestamps within the retry window, not expired. None if absent.
+  // fingerprint, another dot, timestamps within the retry window, not expired. None if absent
+  // or damaged (then deduplication is only as good as the record's memory).
   absl::StatusOr<std::optional<ReplacedWrite>> ForgottenCopyOf(WriteGroup& group,
                                                                absl::string_view key,
                                                                const Sibling& copy,

@@ -291,8 +291,13 @@ absl::StatusOr<std::optional<ReplacedWrite>> LocalStore::ForgottenCopyOf(WriteGr
   if (absl::IsNotFound(stored.status())) return std::nullopt;
   if (!stored.ok()) return stored.status();
   int64_t expiry_micros = 0;
-  KV_ASSIGN_OR_RETURN(ReplacedWrite forgotten,
-                      DecodeForgottenWrite(*stored, fingerprint, &expiry_micros));
+  absl::StatusOr<ReplacedWrite> decoded =
+      DecodeForgottenWrite(*stored, fingerprint, &expiry_micros);
+  // A damaged entry only weakens deduplication for one write; it must not fail every write and
+  // merge of the key (or a whole replication batch). It is replaced if the key's memory cuts
+  // that write again.
+  if (!decoded.ok()) return std::nullopt;
+  ReplacedWrite forgotten = *std::move(decoded);
   if (expiry_micros < now_micros || forgotten.dot == copy.dot ||
       absl::AbsDuration(absl::Microseconds(forgotten.timestamp_micros) -
                         absl::Microseconds(copy.timestamp_micros)) > options_.idempotency_ttl) {

@@ -263,15 +263,31 @@ void SiblingSet::Merge(const SiblingSet& other, absl::Duration retry_window) {
 
 void SiblingSet::Recall(const std::vector<ReplacedWrite>& writes, absl::Duration retry_window) {
   std::vector<ReplacedWrite> covered;
+  std::vector<Sibling> removed;
   for (const ReplacedWrite& w : writes) {
-    if (!context_.Covers(w.dot)) continue;
     if (std::any_of(siblings_.begin(), siblings_.end(),
                     [&w](const Sibling& s) { return s.dot == w.dot; })) {
       continue;  // still live here: not a replaced write of this set
     }
-    covered.push_back(w);
+    if (context_.Covers(w.dot)) {
+      covered.push_back(w);
+      continue;
+    }
+    // The set no longer covers the write (its record was purged since): its copies are
+    // replaced, and remembered in its place (their own dots are covered).
+    auto copy = siblings_.begin();
+    while (copy != siblings_.end()) {
+      if (!copy->idempotency_token.empty() && copy->dot != w.dot &&
+          WithinWindow(w.timestamp_micros, copy->timestamp_micros, retry_window) &&
+          TokenFingerprint(*copy) == w.fingerprint) {
+        removed.push_back(std::move(*copy));
+        copy = siblings_.erase(copy);
+      } else {
+        ++copy;
+      }
+    }
   }
-  if (!covered.empty()) SettleReplaced({}, covered, retry_window);
+  if (!covered.empty() || !removed.empty()) SettleReplaced(removed, covered, retry_window);
 }
 
 std::vector<ReplacedWrite> SiblingSet::TokenedHistory() const {

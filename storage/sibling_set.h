@@ -155,8 +155,10 @@ class SiblingSet {
   std::vector<ReplacedWrite> TakeForgotten() { return std::exchange(forgotten_, {}); }
   // Remembers again replaced writes of this key that the bound cut earlier (kept by the caller),
   // and drops the siblings that are copies of them (as Merge drops copies of remembered ones);
-  // the bound then applies again, and what it cuts is forgotten again (TakeForgotten). Writes
-  // whose dot this set's context does not cover are skipped (a replaced write must be covered).
+  // the bound then applies again, and what it cuts is forgotten again (TakeForgotten). A write
+  // whose dot this set's context does not cover (the record was purged since) is not
+  // remembered (a replaced write must be covered), but its copies are still replaced, and
+  // remembered in its place.
   void Recall(const std::vector<ReplacedWrite>& writes,
               absl::Duration retry_window = kDefaultRetryWindow);
   // Everything a retry copy could be recognised by: the replaced writes and the tokened

@@ -514,11 +514,18 @@ TEST(SiblingSetTest, ForgottenWritesGoToTheCallerAndCanBeRecalled) {
   EXPECT_FALSE(with.TakeForgotten().empty());  // the bound cuts again
   EXPECT_TRUE(with.CheckInvariants().ok()) << with.CheckInvariants();
 
-  SiblingSet stranger;  // a record whose context never covered the write: nothing to recall
+  SiblingSet stranger;  // a record whose context never covered the write: nothing to remember
   stranger.ApplyWrite("c#1", CausalContext(), Value("z"));
   stranger.Recall(forgotten);
   EXPECT_TRUE(stranger.replaced_writes().empty());
   EXPECT_TRUE(stranger.CheckInvariants().ok());
+
+  SiblingSet purged = retry;  // ...but its copies are still replaced, remembered in its place
+  purged.Recall(forgotten);
+  EXPECT_TRUE(Values(purged).empty()) << purged.ToString();
+  ASSERT_EQ(purged.replaced_writes().size(), 1u);
+  EXPECT_EQ(purged.replaced_writes()[0].dot, (Dot{"b#1", 1}));
+  EXPECT_TRUE(purged.CheckInvariants().ok()) << purged.CheckInvariants();
 }
 
 TEST(SiblingSetTest, TokenedHistoryHoldsReplacedWritesAndTokenedSiblings) {
