@@ -2,7 +2,8 @@
 //
 // Placement comes from the PlacementHolder (node/placement.h): a key lives on the first N members
 // of its preference list; during a membership transition, on those of the old and the new ring
-// (reads ask both, writes reach both). Each request uses the placement current when it started.
+// (reads ask both, writes reach both). Each request uses the placement current when it started
+// (a write's acknowledgement excepted, below).
 //
 // Writes. A node that is not a replica of the key forwards the write to the first replica that
 // answers (trying them in preference order). A replica coordinates: it applies the write to its
@@ -11,7 +12,11 @@
 // write durably. During a transition W counts within each ring: W of the old owners and W of the
 // new ones (one replica may count in both), so an acknowledged write survives on either side of
 // the change (the old owners while readers still use the old layout, the new owners once it
-// completes; a leaving node or an owner that loses the key never holds it alone). If W cannot be
+// completes; a leaving node or an owner that loses the key never holds it alone). The owners
+// are those of the placement the coordinator holds when it answers: a write started before a
+// transition reached this node and acknowledged after it needs W of the new owners too (it has
+// outbox entries only for the replicas of its start, so a gainer it did not write to makes W
+// unreachable and the client retries with the placement in force). If W cannot be
 // reached it answers UNAVAILABLE; the write stays stored where it landed and keeps replicating,
 // and a retry with the same idempotency token creates nothing new.
 //
@@ -139,15 +144,25 @@ class Coordinator {
 
   // "W=2" outside a transition; during one, W of the old owners and of the new ones, by id.
   static std::string DescribeQuorum(const std::vector<AckGroup>& groups);
+  // The sets of owners of `key` whose W acknowledgements a write needs under `placement`: the
+  // owners, or during a transition the old ones and the new ones. INVALID_ARGUMENT if W does
+  // not fit a set.
+  absl::StatusOr<std::vector<AckGroup>> OwnerGroups(const Placement& placement,
+                                                    absl::string_view key, QuorumSpec w) const;
+  // Counts, under `state->mu`, each group's acknowledgements and pending answers; first, if the
+  // placement changed since the groups were made, makes them again for the new one (a write
+  // started before a transition still needs W of the new owners before it is acknowledged).
+  void CountAcks(WriteState* state) const;
 
   std::vector<const Member*> Replicas(absl::string_view key) const;
   bool IsDown(const Member& member) const;
   // Moves DOWN members behind the others, keeping the order within each group.
   void LiveFirst(std::vector<const Member*>* members) const;
-  void CoordinateWrite(WriteCommand command, std::vector<AckGroup> groups,
-                       std::vector<const Member*> replicas,
+  void CoordinateWrite(WriteCommand command, QuorumSpec w, std::vector<AckGroup> groups,
+                       uint64_t layout_version, std::vector<const Member*> replicas,
                        std::function<void(absl::StatusOr<WriteReply>)> done);
-  void FinishCoordinatedWrite(std::vector<AckGroup> groups, int total_peers,
+  void FinishCoordinatedWrite(std::string key, QuorumSpec w, std::vector<AckGroup> groups,
+                              uint64_t layout_version, int total_peers,
                               std::vector<OutboxEntry> entries, WriteOutcome outcome,
                               std::function<void(absl::StatusOr<WriteReply>)> done);
   void ForwardWrite(WriteCommand command, QuorumSpec w, std::vector<const Member*> replicas,

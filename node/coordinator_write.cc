@@ -27,10 +27,14 @@ struct Coordinator::AckGroup {
 // or as soon as one group cannot reach them any more.
 struct Coordinator::WriteState {
   absl::Mutex mu;
-  std::vector<AckGroup> groups;  // the owners; during a transition the old and the new ones
-  int acks = 1;                  // replicas that hold it (this one already does)
-  int confirmed_peers = 0;
-  int total_peers = 0;  // replicas other than this one
+  std::string key;
+  QuorumSpec w;
+  uint64_t layout_version = 0;         // of the placement `groups` were made for
+  std::vector<AckGroup> groups;        // the owners; during a transition the old and the new ones
+  std::vector<std::string> confirmed;  // peers that hold it durably
+  std::vector<std::string> pending;    // peers whose answer has not come back
+  int acks = 1;                        // replicas that hold it (this one already does)
+  int total_peers = 0;                 // replicas other than this one
   bool responded = false;
   absl::Status last_error;
   absl::Time committed_at;
@@ -38,23 +42,14 @@ struct Coordinator::WriteState {
   std::function<void(absl::StatusOr<WriteReply>)> done;
 };
 
-void Coordinator::Write(WriteCommand command, QuorumSpec w,
-                        std::function<void(absl::StatusOr<WriteReply>)> done) {
-  if (absl::Status valid = store_->ValidateKey(command.key); !valid.ok()) {
-    done(valid);
-    return;
-  }
-  const std::shared_ptr<const Placement> placement = placement_->Get();
+absl::StatusOr<std::vector<Coordinator::AckGroup>> Coordinator::OwnerGroups(
+    const Placement& placement, absl::string_view key, QuorumSpec w) const {
   const size_t n = static_cast<size_t>(options_.replication_factor);
-  std::vector<const Member*> replicas = placement->Replicas(command.key, n);
   // W counts within each set of owners: during a transition W old owners and W new owners must
   // hold the write, so that it survives whichever side of the change a reader or the final
   // layout stands on (a leaving node or a losing owner alone never holds an acknowledged write).
-  std::vector<std::vector<const Member*>> owner_sets = {
-      placement->current().PreferenceList(command.key, n)};
-  if (placement->next() != nullptr) {
-    owner_sets.push_back(placement->next()->PreferenceList(command.key, n));
-  }
+  std::vector<std::vector<const Member*>> owner_sets = {placement.current().PreferenceList(key, n)};
+  if (placement.next() != nullptr) owner_sets.push_back(placement.next()->PreferenceList(key, n));
   std::vector<AckGroup> groups;
   for (const std::vector<const Member*>& owners : owner_sets) {
     absl::StatusOr<int> needed =
@@ -67,19 +62,52 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
                                 : "",
           ": the replication factor is ", n, " but the cluster has fewer members"));
     }
-    if (!needed.ok()) {
-      done(needed.status());
-      return;
-    }
+    if (!needed.ok()) return needed.status();
     AckGroup group;
     group.needed = *needed;
     for (const Member* m : owners) group.members.push_back(m->id);
     groups.push_back(std::move(group));
   }
+  return groups;
+}
+
+void Coordinator::CountAcks(WriteState* s) const {
+  const std::shared_ptr<const Placement> placement = placement_->Get();
+  if (placement->layout().version != s->layout_version) {
+    absl::StatusOr<std::vector<AckGroup>> groups = OwnerGroups(*placement, s->key, s->w);
+    // A W that does not fit the new owners keeps the old groups: the write was valid when made.
+    if (groups.ok()) s->groups = *std::move(groups);
+    s->layout_version = placement->layout().version;
+  }
+  auto count_in = [](const AckGroup& g, const std::vector<std::string>& ids) {
+    return static_cast<int>(std::count_if(ids.begin(), ids.end(),
+                                          [&g](const std::string& id) { return g.Contains(id); }));
+  };
+  for (AckGroup& g : s->groups) {
+    g.acks = (g.Contains(options_.self_id) ? 1 : 0) + count_in(g, s->confirmed);
+    g.pending = count_in(g, s->pending);
+  }
+}
+
+void Coordinator::Write(WriteCommand command, QuorumSpec w,
+                        std::function<void(absl::StatusOr<WriteReply>)> done) {
+  if (absl::Status valid = store_->ValidateKey(command.key); !valid.ok()) {
+    done(valid);
+    return;
+  }
+  const std::shared_ptr<const Placement> placement = placement_->Get();
+  const size_t n = static_cast<size_t>(options_.replication_factor);
+  std::vector<const Member*> replicas = placement->Replicas(command.key, n);
+  absl::StatusOr<std::vector<AckGroup>> groups = OwnerGroups(*placement, command.key, w);
+  if (!groups.ok()) {
+    done(groups.status());
+    return;
+  }
   const bool is_replica = std::any_of(replicas.begin(), replicas.end(),
                                       [&](const Member* m) { return m->id == options_.self_id; });
   if (is_replica) {
-    CoordinateWrite(std::move(command), std::move(groups), std::move(replicas), std::move(done));
+    CoordinateWrite(std::move(command), w, *std::move(groups), placement->layout().version,
+                    std::move(replicas), std::move(done));
   } else {
     {
       absl::MutexLock lock(&stats_mu_);
@@ -91,27 +119,29 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
   }
 }
 
-void Coordinator::CoordinateWrite(WriteCommand command, std::vector<AckGroup> groups,
-                                  std::vector<const Member*> replicas,
+void Coordinator::CoordinateWrite(WriteCommand command, QuorumSpec w, std::vector<AckGroup> groups,
+                                  uint64_t layout_version, std::vector<const Member*> replicas,
                                   std::function<void(absl::StatusOr<WriteReply>)> done) {
   auto peer_ids = std::make_shared<std::vector<std::string>>();
   for (const Member* m : replicas) {
     if (m->id != options_.self_id) peer_ids->push_back(m->id);
   }
   auto entries = std::make_shared<std::vector<OutboxEntry>>();
+  std::string key = command.key;
   store_->WriteAsync(
       std::move(command),
       [this, peer_ids, entries](absl::string_view key, WriteBatch* batch) {
         *entries = outbox_->AddEntries(key, *peer_ids, batch);
       },
-      [this, groups = std::move(groups), peer_ids, entries,
+      [this, key = std::move(key), w, groups = std::move(groups), layout_version, peer_ids, entries,
        done = std::move(done)](absl::StatusOr<WriteOutcome> outcome) mutable {
         if (!outcome.ok()) {
           done(outcome.status());
           return;
         }
-        FinishCoordinatedWrite(std::move(groups), static_cast<int>(peer_ids->size()),
-                               std::move(*entries), *std::move(outcome), std::move(done));
+        FinishCoordinatedWrite(std::move(key), w, std::move(groups), layout_version,
+                               static_cast<int>(peer_ids->size()), std::move(*entries),
+                               *std::move(outcome), std::move(done));
       });
 }
 
@@ -123,8 +153,9 @@ std::string Coordinator::DescribeQuorum(const std::vector<AckGroup>& groups) {
                       ") during the membership change");
 }
 
-void Coordinator::FinishCoordinatedWrite(std::vector<AckGroup> groups, int total_peers,
-                                         std::vector<OutboxEntry> entries,
+void Coordinator::FinishCoordinatedWrite(std::string key, QuorumSpec w,
+                                         std::vector<AckGroup> groups, uint64_t layout_version,
+                                         int total_peers, std::vector<OutboxEntry> entries,
                                          WriteOutcome outcome_value,
                                          std::function<void(absl::StatusOr<WriteReply>)> done) {
   WriteOutcome* outcome = &outcome_value;
@@ -133,13 +164,11 @@ void Coordinator::FinishCoordinatedWrite(std::vector<AckGroup> groups, int total
     ++stats_.writes_coordinated;
   }
   auto state = std::make_shared<WriteState>();
-  for (AckGroup& group : groups) {
-    group.acks = group.Contains(options_.self_id) ? 1 : 0;
-    for (const OutboxEntry& entry : entries) {
-      if (group.Contains(entry.peer_id)) ++group.pending;
-    }
-  }
+  state->key = std::move(key);
+  state->w = w;
+  state->layout_version = layout_version;
   state->groups = std::move(groups);
+  for (const OutboxEntry& entry : entries) state->pending.push_back(entry.peer_id);
   state->total_peers = total_peers;
   state->committed_at = clock_->Now();
   state->reply = WriteReply{outcome->write_id, outcome->context, outcome->deduplicated};
@@ -148,9 +177,10 @@ void Coordinator::FinishCoordinatedWrite(std::vector<AckGroup> groups, int total
 
   // Decides, under state->mu, whether the client can be answered; returns the answer to send.
   // Called with s->mu held.
-  auto decide = [](WriteState* s)
+  auto decide = [this](WriteState* s)
                     ABSL_NO_THREAD_SAFETY_ANALYSIS -> std::optional<absl::StatusOr<WriteReply>> {
     if (s->responded) return std::nullopt;
+    CountAcks(s);
     if (std::all_of(s->groups.begin(), s->groups.end(),
                     [](const AckGroup& g) { return g.acks >= g.needed; })) {
       s->responded = true;
@@ -198,28 +228,26 @@ void Coordinator::FinishCoordinatedWrite(std::vector<AckGroup> groups, int total
   if (answer) state->done(*std::move(answer));
   if (entries.empty()) return;
 
-  outbox_->Submit(std::move(entries),
-                  [this, state, decide](const OutboxEntry& entry, absl::Status status) {
-                    std::optional<absl::StatusOr<WriteReply>> answer;
-                    bool all_confirmed = false;
-                    {
-                      absl::MutexLock lock(&state->mu);
-                      for (AckGroup& group : state->groups) {
-                        if (!group.Contains(entry.peer_id)) continue;
-                        --group.pending;
-                        if (status.ok()) ++group.acks;
-                      }
-                      if (status.ok()) {
-                        ++state->acks;
-                        all_confirmed = ++state->confirmed_peers == state->total_peers;
-                      } else {
-                        state->last_error = status;
-                      }
-                      answer = decide(state.get());
-                    }
-                    if (answer) state->done(*std::move(answer));
-                    if (all_confirmed) RecordReplicationLag(clock_->Now() - state->committed_at);
-                  });
+  outbox_->Submit(
+      std::move(entries), [this, state, decide](const OutboxEntry& entry, absl::Status status) {
+        std::optional<absl::StatusOr<WriteReply>> answer;
+        bool all_confirmed = false;
+        {
+          absl::MutexLock lock(&state->mu);
+          auto pending = std::find(state->pending.begin(), state->pending.end(), entry.peer_id);
+          if (pending != state->pending.end()) state->pending.erase(pending);
+          if (status.ok()) {
+            state->confirmed.push_back(entry.peer_id);
+            ++state->acks;
+            all_confirmed = static_cast<int>(state->confirmed.size()) == state->total_peers;
+          } else {
+            state->last_error = status;
+          }
+          answer = decide(state.get());
+        }
+        if (answer) state->done(*std::move(answer));
+        if (all_confirmed) RecordReplicationLag(clock_->Now() - state->committed_at);
+      });
 }
 
 void Coordinator::ForwardWrite(WriteCommand command, QuorumSpec w,
