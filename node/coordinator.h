@@ -13,10 +13,11 @@
 // new ones (one replica may count in both), so an acknowledged write survives on either side of
 // the change (the old owners while readers still use the old layout, the new owners once it
 // completes; a leaving node or an owner that loses the key never holds it alone). The owners
-// are those of the placement the coordinator holds when it answers: a write started before a
-// transition reached this node and acknowledged after it needs W of the new owners too (it has
-// outbox entries only for the replicas of its start, so a gainer it did not write to makes W
-// unreachable and the client retries with the placement in force). If W cannot be
+// are those of the placement the coordinator holds when it decides (at the start, then at each
+// replica's answer): a write started before a transition and confirmed after it needs W of the
+// new owners too (W capped at their number), counting the coordinator only if it is one of them.
+// Its outbox entries are for the replicas of its start, so when W needs a gainer it did not
+// write to, it answers UNAVAILABLE and the client's retry reaches the new owners. If W cannot be
 // reached it answers UNAVAILABLE; the write stays stored where it landed and keeps replicating,
 // and a retry with the same idempotency token creates nothing new.
 //
@@ -146,9 +147,10 @@ class Coordinator {
   static std::string DescribeQuorum(const std::vector<AckGroup>& groups);
   // The sets of owners of `key` whose W acknowledgements a write needs under `placement`: the
   // owners, or during a transition the old ones and the new ones. INVALID_ARGUMENT if W does
-  // not fit a set.
+  // not fit a set, unless `clamp` (a write already stored): then W is all of that set.
   absl::StatusOr<std::vector<AckGroup>> OwnerGroups(const Placement& placement,
-                                                    absl::string_view key, QuorumSpec w) const;
+                                                    absl::string_view key, QuorumSpec w,
+                                                    bool clamp = false) const;
   // Counts, under `state->mu`, each group's acknowledgements and pending answers; first, if the
   // placement changed since the groups were made, makes them again for the new one (a write
   // started before a transition still needs W of the new owners before it is acknowledged).

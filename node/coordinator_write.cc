@@ -43,7 +43,7 @@ struct Coordinator::WriteState {
 };
 
 absl::StatusOr<std::vector<Coordinator::AckGroup>> Coordinator::OwnerGroups(
-    const Placement& placement, absl::string_view key, QuorumSpec w) const {
+    const Placement& placement, absl::string_view key, QuorumSpec w, bool clamp) const {
   const size_t n = static_cast<size_t>(options_.replication_factor);
   // W counts within each set of owners: during a transition W old owners and W new owners must
   // hold the write, so that it survives whichever side of the change a reader or the final
@@ -54,6 +54,7 @@ absl::StatusOr<std::vector<Coordinator::AckGroup>> Coordinator::OwnerGroups(
   for (const std::vector<const Member*>& owners : owner_sets) {
     absl::StatusOr<int> needed =
         ResolveQuorum(w, static_cast<int>(owners.size()), options_.default_w, "w");
+    if (!needed.ok() && clamp) needed = static_cast<int>(owners.size());
     if (!needed.ok() && owners.size() < n) {
       needed = absl::InvalidArgumentError(absl::StrCat(
           needed.status().message(), "; this key has ", owners.size(), " owner(s)",
@@ -74,8 +75,8 @@ absl::StatusOr<std::vector<Coordinator::AckGroup>> Coordinator::OwnerGroups(
 void Coordinator::CountAcks(WriteState* s) const {
   const std::shared_ptr<const Placement> placement = placement_->Get();
   if (placement->layout().version != s->layout_version) {
-    absl::StatusOr<std::vector<AckGroup>> groups = OwnerGroups(*placement, s->key, s->w);
-    // A W that does not fit the new owners keeps the old groups: the write was valid when made.
+    absl::StatusOr<std::vector<AckGroup>> groups =
+        OwnerGroups(*placement, s->key, s->w, /*clamp=*/true);
     if (groups.ok()) s->groups = *std::move(groups);
     s->layout_version = placement->layout().version;
   }
