@@ -155,6 +155,13 @@ class Coordinator {
   // placement changed since the groups were made, makes them again for the new one (a write
   // started before a transition still needs W of the new owners before it is acknowledged).
   void CountAcks(WriteState* state) const;
+  // Under `state->mu`: the answer the client can be given now, if any (every group has its W,
+  // or one cannot reach it any more); marks the write answered.
+  std::optional<absl::StatusOr<WriteReply>> Decide(WriteState* state) const;
+  // Decide, and also answer UNAVAILABLE now if W needs replicas among `entries` that gossip
+  // reports DOWN (they will not confirm soon; the write replicates to them when they return).
+  std::optional<absl::StatusOr<WriteReply>> DecideWithDownPeers(
+      WriteState* state, const std::vector<OutboxEntry>& entries) const;
 
   std::vector<const Member*> Replicas(absl::string_view key) const;
   bool IsDown(const Member& member) const;

@@ -154,12 +154,54 @@ std::string Coordinator::DescribeQuorum(const std::vector<AckGroup>& groups) {
                       ") during the membership change");
 }
 
+std::optional<absl::StatusOr<WriteReply>> Coordinator::Decide(WriteState* s) const {
+  if (s->responded) return std::nullopt;
+  CountAcks(s);
+  if (std::all_of(s->groups.begin(), s->groups.end(),
+                  [](const AckGroup& g) { return g.acks >= g.needed; })) {
+    s->responded = true;
+    return absl::StatusOr<WriteReply>(s->reply);
+  }
+  if (std::any_of(s->groups.begin(), s->groups.end(),
+                  [](const AckGroup& g) { return g.acks + g.pending < g.needed; })) {
+    s->responded = true;
+    return absl::StatusOr<WriteReply>(MarkWriteStored(absl::UnavailableError(absl::StrCat(
+        "the write is durable on ", s->acks, " replica(s) but ", DescribeQuorum(s->groups),
+        " were required; it keeps replicating in the background. Retry with the same "
+        "idempotency token. Last replica error: ",
+        s->last_error.message()))));
+  }
+  return std::nullopt;
+}
+
+std::optional<absl::StatusOr<WriteReply>> Coordinator::DecideWithDownPeers(
+    WriteState* s, const std::vector<OutboxEntry>& entries) const {
+  std::optional<absl::StatusOr<WriteReply>> answer = Decide(s);
+  if (answer || liveness_ == nullptr) return answer;
+  std::vector<std::string> down;
+  for (const OutboxEntry& entry : entries) {
+    if (liveness_->IsDown(entry.peer_id)) down.push_back(entry.peer_id);
+  }
+  const bool unreachable =
+      !down.empty() && std::any_of(s->groups.begin(), s->groups.end(), [&](const AckGroup& g) {
+        const int down_in_group = static_cast<int>(std::count_if(
+            down.begin(), down.end(), [&](const std::string& id) { return g.Contains(id); }));
+        return g.acks + g.pending - down_in_group < g.needed;
+      });
+  if (!unreachable) return std::nullopt;
+  s->responded = true;
+  return absl::StatusOr<WriteReply>(MarkWriteStored(absl::UnavailableError(absl::StrCat(
+      DescribeQuorum(s->groups), " cannot be reached now: replica(s) ", absl::StrJoin(down, ", "),
+      " DOWN (gossip heartbeat stopped). The write is durable on ", s->acks,
+      " replica(s) and replicates to the others when they return. Retry with the same "
+      "idempotency token, or use a smaller W."))));
+}
+
 void Coordinator::FinishCoordinatedWrite(std::string key, QuorumSpec w,
                                          std::vector<AckGroup> groups, uint64_t layout_version,
                                          int total_peers, std::vector<OutboxEntry> entries,
-                                         WriteOutcome outcome_value,
+                                         WriteOutcome outcome,
                                          std::function<void(absl::StatusOr<WriteReply>)> done) {
-  WriteOutcome* outcome = &outcome_value;
   {
     absl::MutexLock lock(&stats_mu_);
     ++stats_.writes_coordinated;
@@ -172,83 +214,37 @@ void Coordinator::FinishCoordinatedWrite(std::string key, QuorumSpec w,
   for (const OutboxEntry& entry : entries) state->pending.push_back(entry.peer_id);
   state->total_peers = total_peers;
   state->committed_at = clock_->Now();
-  state->reply = WriteReply{outcome->write_id, outcome->context, outcome->deduplicated};
+  state->reply = WriteReply{outcome.write_id, outcome.context, outcome.deduplicated};
   state->done = std::move(done);
   state->last_error = absl::UnavailableError("replication queue full");
 
-  // Decides, under state->mu, whether the client can be answered; returns the answer to send.
-  // Called with s->mu held.
-  auto decide = [this](WriteState* s)
-                    ABSL_NO_THREAD_SAFETY_ANALYSIS -> std::optional<absl::StatusOr<WriteReply>> {
-    if (s->responded) return std::nullopt;
-    CountAcks(s);
-    if (std::all_of(s->groups.begin(), s->groups.end(),
-                    [](const AckGroup& g) { return g.acks >= g.needed; })) {
-      s->responded = true;
-      return absl::StatusOr<WriteReply>(s->reply);
-    }
-    if (std::any_of(s->groups.begin(), s->groups.end(),
-                    [](const AckGroup& g) { return g.acks + g.pending < g.needed; })) {
-      s->responded = true;
-      return absl::StatusOr<WriteReply>(MarkWriteStored(absl::UnavailableError(absl::StrCat(
-          "the write is durable on ", s->acks, " replica(s) but ", DescribeQuorum(s->groups),
-          " were required; it keeps replicating in the background. Retry with the same "
-          "idempotency token. Last replica error: ",
-          s->last_error.message()))));
-    }
-    return std::nullopt;
-  };
-
-  // Replicas gossip reports DOWN will not confirm soon: when W needs them, answer now (the write
-  // is stored here and replicates to them when they return) instead of at the deadline.
-  std::vector<std::string> down;
-  for (const OutboxEntry& entry : entries) {
-    if (liveness_ != nullptr && liveness_->IsDown(entry.peer_id)) down.push_back(entry.peer_id);
-  }
   std::optional<absl::StatusOr<WriteReply>> answer;
   {
     absl::MutexLock lock(&state->mu);
-    answer = decide(state.get());
-    const bool unreachable =
-        !down.empty() &&
-        std::any_of(state->groups.begin(), state->groups.end(), [&](const AckGroup& g) {
-          const int down_in_group = static_cast<int>(std::count_if(
-              down.begin(), down.end(), [&](const std::string& id) { return g.Contains(id); }));
-          return g.acks + g.pending - down_in_group < g.needed;
-        });
-    if (!answer && unreachable) {
-      state->responded = true;
-      answer = absl::StatusOr<WriteReply>(MarkWriteStored(absl::UnavailableError(absl::StrCat(
-          DescribeQuorum(state->groups), " cannot be reached now: replica(s) ",
-          absl::StrJoin(down, ", "), " DOWN (gossip heartbeat stopped). The write is durable on ",
-          state->acks,
-          " replica(s) and replicates to the others when they return. Retry with the same "
-          "idempotency token, or use a smaller W."))));
-    }
+    answer = DecideWithDownPeers(state.get(), entries);
   }
   if (answer) state->done(*std::move(answer));
   if (entries.empty()) return;
 
-  outbox_->Submit(
-      std::move(entries), [this, state, decide](const OutboxEntry& entry, absl::Status status) {
-        std::optional<absl::StatusOr<WriteReply>> answer;
-        bool all_confirmed = false;
-        {
-          absl::MutexLock lock(&state->mu);
-          auto pending = std::find(state->pending.begin(), state->pending.end(), entry.peer_id);
-          if (pending != state->pending.end()) state->pending.erase(pending);
-          if (status.ok()) {
-            state->confirmed.push_back(entry.peer_id);
-            ++state->acks;
-            all_confirmed = static_cast<int>(state->confirmed.size()) == state->total_peers;
-          } else {
-            state->last_error = status;
-          }
-          answer = decide(state.get());
-        }
-        if (answer) state->done(*std::move(answer));
-        if (all_confirmed) RecordReplicationLag(clock_->Now() - state->committed_at);
-      });
+  outbox_->Submit(std::move(entries), [this, state](const OutboxEntry& entry, absl::Status status) {
+    std::optional<absl::StatusOr<WriteReply>> answer;
+    bool all_confirmed = false;
+    {
+      absl::MutexLock lock(&state->mu);
+      auto pending = std::find(state->pending.begin(), state->pending.end(), entry.peer_id);
+      if (pending != state->pending.end()) state->pending.erase(pending);
+      if (status.ok()) {
+        state->confirmed.push_back(entry.peer_id);
+        ++state->acks;
+        all_confirmed = static_cast<int>(state->confirmed.size()) == state->total_peers;
+      } else {
+        state->last_error = status;
+      }
+      answer = Decide(state.get());
+    }
+    if (answer) state->done(*std::move(answer));
+    if (all_confirmed) RecordReplicationLag(clock_->Now() - state->committed_at);
+  });
 }
 
 void Coordinator::ForwardWrite(WriteCommand command, QuorumSpec w,
