@@ -1,0 +1,110 @@
+// Client's cluster and admin calls (client/kv_client.h): cluster status, repairs, membership
+// changes, long operations and anti-entropy status.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "client/kv_client.h"
+#include "client/kv_client_impl.h"
+
+namespace kv {
+
+using client_internal::EndpointPolicy;
+using client_internal::WaitFor;
+
+absl::StatusOr<ClusterStatusResult> Client::ClusterStatus(const CallOptions& options) {
+  return impl_->ClusterStatus(impl_->PickEndpoint(0), EndpointPolicy::kFailover, options);
+}
+
+absl::StatusOr<ClusterStatusResult> Client::ClusterStatusOf(size_t endpoint_index,
+                                                            const CallOptions& options) {
+  return impl_->ClusterStatus(endpoint_index, EndpointPolicy::kPinned, options);
+}
+
+absl::StatusOr<RepairStarted> Client::StartRepair(absl::string_view peer_id,
+                                                  const CallOptions& options) {
+  v1::StartRepairRequest request;
+  request.set_peer_id(std::string(peer_id));
+  return impl_->AdminCall<v1::StartRepairRequest, v1::StartRepairResponse, RepairStarted>(
+      options, std::move(request),
+      [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::StartRepairRequest* req,
+         v1::StartRepairResponse* resp, std::function<void(grpc::Status)> on_done) {
+        stub->async()->StartRepair(context, req, resp, std::move(on_done));
+      },
+      &client_internal::FromStartRepairResponse);
+}
+
+absl::StatusOr<MembershipPlan> Client::ChangeMembership(bool join, absl::string_view node_id,
+                                                        bool commit,
+                                                        uint64_t expected_layout_version,
+                                                        const CallOptions& options) {
+  v1::ChangeMembershipRequest request;
+  request.set_action(join ? v1::ChangeMembershipRequest::JOIN : v1::ChangeMembershipRequest::LEAVE);
+  request.set_node_id(std::string(node_id));
+  request.set_commit(commit);
+  request.set_expected_layout_version(expected_layout_version);
+  return impl_
+      ->AdminCall<v1::ChangeMembershipRequest, v1::ChangeMembershipResponse, MembershipPlan>(
+          options, std::move(request),
+          [](v1::Admin::Stub* stub, grpc::ClientContext* context,
+             const v1::ChangeMembershipRequest* req, v1::ChangeMembershipResponse* resp,
+             std::function<void(grpc::Status)> on_done) {
+            stub->async()->ChangeMembership(context, req, resp, std::move(on_done));
+          },
+          &client_internal::FromChangeMembershipResponse);
+}
+
+absl::StatusOr<OperationStatus> Client::GetOperation(absl::string_view operation_id,
+                                                     const CallOptions& options) {
+  v1::GetOperationRequest request;
+  request.set_operation_id(std::string(operation_id));
+  return impl_->AdminCall<v1::GetOperationRequest, v1::GetOperationResponse, OperationStatus>(
+      options, std::move(request),
+      [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::GetOperationRequest* req,
+         v1::GetOperationResponse* resp, std::function<void(grpc::Status)> on_done) {
+        stub->async()->GetOperation(context, req, resp, std::move(on_done));
+      },
+      &client_internal::FromGetOperationResponse);
+}
+
+absl::StatusOr<std::vector<OperationStatus>> Client::ListOperations(const CallOptions& options) {
+  return impl_->AdminCall<v1::ListOperationsRequest, v1::ListOperationsResponse,
+                          std::vector<OperationStatus>>(
+      options, v1::ListOperationsRequest(),
+      [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::ListOperationsRequest* req,
+         v1::ListOperationsResponse* resp, std::function<void(grpc::Status)> on_done) {
+        stub->async()->ListOperations(context, req, resp, std::move(on_done));
+      },
+      &client_internal::FromListOperationsResponse);
+}
+
+absl::StatusOr<AntiEntropyStatusResult> Client::AntiEntropyStatus(bool include_ranges,
+                                                                  const CallOptions& options) {
+  v1::AntiEntropyStatusRequest request;
+  request.set_include_ranges(include_ranges);
+  return impl_->AdminCall<v1::AntiEntropyStatusRequest, v1::AntiEntropyStatusResponse,
+                          AntiEntropyStatusResult>(
+      options, std::move(request),
+      [](v1::Admin::Stub* stub, grpc::ClientContext* context,
+         const v1::AntiEntropyStatusRequest* req, v1::AntiEntropyStatusResponse* resp,
+         std::function<void(grpc::Status)> on_done) {
+        stub->async()->AntiEntropyStatus(context, req, resp, std::move(on_done));
+      },
+      &client_internal::FromAntiEntropyStatusResponse);
+}
+
+const char* OperationStateName(OperationStatus::State state) {
+  switch (state) {
+    case OperationStatus::State::kRunning:
+      return "RUNNING";
+    case OperationStatus::State::kSucceeded:
+      return "SUCCEEDED";
+    case OperationStatus::State::kFailed:
+      return "FAILED";
+    case OperationStatus::State::kUnknown:
+      break;
+  }
+  return "UNKNOWN";
+}
+
+}  // namespace kv

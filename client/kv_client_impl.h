@@ -1,0 +1,262 @@
+// Internal to kv_client: the state a Client shares across its calls (channels, stubs, retry
+// environment, the count of calls in flight) and the generic asynchronous call with retries that
+// every method of client/kv_client.h goes through. Not installed.
+#ifndef KV_CLIENT_KV_CLIENT_IMPL_H_
+#define KV_CLIENT_KV_CLIENT_IMPL_H_
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "client/kv_client.h"
+#include "client/kv_client_convert.h"
+#include "client/kv_client_options.h"
+#include "client/kv_client_retrying_call.h"
+#include "client/kv_client_timer.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+#include "kv.grpc.pb.h"
+#include "kv.pb.h"
+
+namespace kv {
+namespace client_internal {
+
+// Runs an asynchronous call and waits for its callback: the one code path of synchronous calls.
+template <typename Result, typename StartFn>
+Result WaitFor(StartFn start) {
+  absl::Notification finished;
+  Result result;
+  start([&](Result r) {
+    result = std::move(r);
+    finished.Notify();
+  });
+  finished.WaitForNotification();
+  return result;
+}
+
+}  // namespace client_internal
+
+struct Client::Impl {
+  // Issues one attempt of a method of a service (Stub is v1::KV::Stub or v1::Admin::Stub).
+  template <typename Stub, typename Request, typename Response>
+  using Method = void (*)(Stub* stub, grpc::ClientContext* context, const Request* request,
+                          Response* response, std::function<void(grpc::Status)> on_done);
+
+  explicit Impl(ClientOptions client_options)
+      : options(std::move(client_options)), budget(options.retry) {
+    for (const std::string& endpoint : options.endpoints) {
+      std::shared_ptr<grpc::Channel> channel = options.channel_factory
+                                                   ? options.channel_factory(endpoint)
+                                                   : client_internal::DefaultChannel(endpoint);
+      kv_stubs.push_back(v1::KV::NewStub(channel));
+      admin_stubs.push_back(v1::Admin::NewStub(channel));
+      channels.push_back(std::move(channel));
+    }
+    env.options = &options.retry;
+    env.budget = &budget;
+    env.timer = &timer;
+    env.attempt_timeout = options.attempt_timeout;
+    env.backoff = [this](int retry) {
+      absl::MutexLock lock(&rng_mu);
+      return JitteredBackoff(options.retry, retry, rng);
+    };
+    env.failover = [this](size_t from) { return PickEndpoint(from + 1); };
+    env.endpoint_name = [this](size_t endpoint) { return options.endpoints[endpoint]; };
+  }
+
+  ~Impl() {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(
+        +[](int* pending) { return *pending == 0; }, &pending));
+  }
+
+  // The first endpoint at or after `start` (cyclically) whose channel is not known to be down;
+  // `start` itself if all are down.
+  size_t PickEndpoint(size_t start) const {
+    const size_t n = channels.size();
+    for (size_t i = 0; i < n; ++i) {
+      const size_t endpoint = (start + i) % n;
+      if (channels[endpoint]->GetState(/*try_to_connect=*/false) !=
+          GRPC_CHANNEL_TRANSIENT_FAILURE) {
+        return endpoint;
+      }
+    }
+    return start % n;
+  }
+
+  // The first attempt of a call that may go anywhere: round robin.
+  size_t NextEndpoint() { return PickEndpoint(next_endpoint++); }
+
+  template <typename Stub>
+  Stub* StubFor(size_t endpoint) const {
+    if constexpr (std::is_same_v<Stub, v1::KV::Stub>) {
+      return kv_stubs[endpoint].get();
+    } else {
+      return admin_stubs[endpoint].get();
+    }
+  }
+
+  absl::StatusOr<absl::Time> Deadline(const CallOptions& call_options) const {
+    if (call_options.deadline < absl::ZeroDuration()) {
+      return absl::InvalidArgumentError("CallOptions::deadline must be >= 0 (0 = client default)");
+    }
+    const absl::Duration timeout = call_options.deadline == absl::ZeroDuration()
+                                       ? options.call_deadline
+                                       : call_options.deadline;
+    return absl::Now() + timeout;
+  }
+
+  // Counts a call as pending and wraps its callback so that the count drops only after the
+  // callback (and everything it captured) is gone.
+  template <typename Result>
+  std::function<void(Result)> BeginCall(std::function<void(Result)> done) {
+    {
+      absl::MutexLock lock(&mu);
+      ++pending;
+    }
+    return [this, done = std::move(done)](Result result) mutable {
+      {
+        std::function<void(Result)> callback = std::move(done);
+        callback(std::move(result));
+      }
+      absl::MutexLock lock(&mu);
+      --pending;
+    };
+  }
+
+  // Runs `finish(status)` on the timer thread: callbacks never run on the caller's thread.
+  template <typename Result>
+  void FailLater(absl::Status status, std::function<void(Result)> finish) {
+    timer.RunAt(absl::Now(), [status = std::move(status), finish = std::move(finish)]() mutable {
+      finish(std::move(status));
+    });
+  }
+
+  // A call with retries and the size check, whose first attempt goes to `first_endpoint` and
+  // whose retries move as `policy` says; `convert` turns the response into the result.
+  template <typename Stub, typename Request, typename Response, typename Result>
+  void Call(const CallOptions& call_options, size_t first_endpoint,
+            client_internal::EndpointPolicy policy, Request request,
+            Method<Stub, Request, Response> method, Result (*convert)(Response*),
+            std::function<void(absl::StatusOr<Result>)> done) {
+    std::function<void(absl::StatusOr<Result>)> finish = BeginCall(std::move(done));
+    if (first_endpoint >= channels.size()) {
+      return FailLater(absl::InvalidArgumentError(absl::StrCat("endpoint index ", first_endpoint,
+                                                               " is out of range; the client has ",
+                                                               channels.size(), " endpoints")),
+                       std::move(finish));
+    }
+    absl::StatusOr<absl::Time> deadline = Deadline(call_options);
+    if (!deadline.ok()) return FailLater(deadline.status(), std::move(finish));
+    const size_t request_bytes = request.ByteSizeLong();
+    if (request_bytes > options.max_request_bytes) {
+      return FailLater(absl::InvalidArgumentError(absl::StrCat(
+                           "request of ", request_bytes, " bytes exceeds the client's limit of ",
+                           options.max_request_bytes,
+                           " bytes (ClientOptions::max_request_bytes); nothing was sent")),
+                       std::move(finish));
+    }
+    struct State {
+      Request request;
+      Response response;
+    };
+    auto state = std::make_shared<State>();
+    state->request = std::move(request);
+    auto start_attempt = [this, state, method](size_t endpoint, grpc::ClientContext* context,
+                                               std::function<void(grpc::Status)> on_done) {
+      state->response.Clear();
+      method(StubFor<Stub>(endpoint), context, &state->request, &state->response,
+             std::move(on_done));
+    };
+    auto call_done = [state, convert, finish = std::move(finish)](absl::Status status,
+                                                                  int /*attempts*/) {
+      if (!status.ok()) return finish(std::move(status));
+      finish(convert(&state->response));
+    };
+    client_internal::StartRetryingCall(env, *deadline, first_endpoint, policy,
+                                       std::move(start_attempt), std::move(call_done));
+  }
+
+  absl::StatusOr<ClusterStatusResult> ClusterStatus(size_t first_endpoint,
+                                                    client_internal::EndpointPolicy policy,
+                                                    const CallOptions& call_options) {
+    return client_internal::WaitFor<absl::StatusOr<ClusterStatusResult>>([&](auto done) {
+      Call<v1::Admin::Stub, v1::ClusterStatusRequest, v1::ClusterStatusResponse,
+           ClusterStatusResult>(
+          call_options, first_endpoint, policy, v1::ClusterStatusRequest(),
+          [](v1::Admin::Stub* stub, grpc::ClientContext* context,
+             const v1::ClusterStatusRequest* req, v1::ClusterStatusResponse* resp,
+             std::function<void(grpc::Status)> on_done) {
+            stub->async()->ClusterStatus(context, req, resp, std::move(on_done));
+          },
+          &client_internal::FromClusterStatusResponse, std::move(done));
+    });
+  }
+
+  // A synchronous admin call to the first endpoint not known to be down, with failover.
+  template <typename Request, typename Response, typename Result>
+  absl::StatusOr<Result> AdminCall(const CallOptions& call_options, Request request,
+                                   Method<v1::Admin::Stub, Request, Response> method,
+                                   Result (*convert)(Response*)) {
+    return client_internal::WaitFor<absl::StatusOr<Result>>([&](auto done) {
+      Call<v1::Admin::Stub, Request, Response, Result>(
+          call_options, PickEndpoint(0), client_internal::EndpointPolicy::kFailover,
+          std::move(request), std::move(method), convert, std::move(done));
+    });
+  }
+
+  void Ping(size_t endpoint, std::function<void(absl::Status)> done) {
+    std::function<void(absl::Status)> finish = BeginCall(std::move(done));
+    if (endpoint >= channels.size()) {
+      return FailLater(absl::InvalidArgumentError(absl::StrCat(
+                           "PingAsync: endpoint index ", endpoint,
+                           " is out of range; the client has ", channels.size(), " endpoints")),
+                       std::move(finish));
+    }
+    struct State {
+      std::unique_ptr<grpc::ClientContext> context = std::make_unique<grpc::ClientContext>();
+      v1::PingRequest request;
+      v1::PingResponse response;
+    };
+    auto state = std::make_shared<State>();
+    state->context->set_deadline(absl::ToChronoTime(absl::Now() + options.call_deadline));
+    admin_stubs[endpoint]->async()->Ping(
+        state->context.get(), &state->request, &state->response,
+        [state, finish = std::move(finish)](grpc::Status status) {
+          state->context.reset();  // before the call counts as done: see RetryingCall
+          finish(client_internal::FromGrpcStatus(status));
+        });
+  }
+
+  const ClientOptions options;
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<std::unique_ptr<v1::KV::Stub>> kv_stubs;
+  std::vector<std::unique_ptr<v1::Admin::Stub>> admin_stubs;
+  RetryBudget budget;
+  std::atomic<size_t> next_endpoint{0};  // round-robin start of calls
+
+  absl::Mutex rng_mu;
+  absl::BitGen rng ABSL_GUARDED_BY(rng_mu);
+
+  absl::Mutex mu;
+  int pending ABSL_GUARDED_BY(mu) = 0;  // calls whose callback has not finished
+
+  client_internal::TimerThread timer;
+  client_internal::RetryEnv env;
+};
+
+}  // namespace kv
+
+#endif  // KV_CLIENT_KV_CLIENT_IMPL_H_
