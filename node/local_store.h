@@ -203,6 +203,19 @@ class LocalStore {
                                                                   WriteCallback done);
   // The body of a write, run by the commit queue.
   absl::StatusOr<WriteOutcome> PrepareWrite(WriteMutation& write, WriteGroup& group);
+  // The first result recorded under the write's token (at `token_key`) on this node, if any;
+  // INVALID_ARGUMENT if that token was used with other parameters. An expired format-1 record
+  // leaves the key of its expiry index entry in `*legacy_index_to_delete`.
+  absl::StatusOr<std::optional<WriteOutcome>> RecordedResult(
+      const WriteMutation& write, WriteGroup& group, const std::string& token_key,
+      int64_t now_micros, std::string* legacy_index_to_delete) const;
+  // The dot of an earlier copy of the tokened write `command` that `record`, the writer's
+  // context `seen` or this replica's forgotten writes know of; INVALID_ARGUMENT if the token
+  // was used with other content and no copy matches.
+  absl::StatusOr<std::optional<Dot>> EarlierCopyOf(const WriteCommand& command,
+                                                   const SiblingSet& record,
+                                                   const CausalContext& seen, WriteGroup& group,
+                                                   int64_t now_micros) const;
   // Keeps `writes`, replaced writes of `key` that its record no longer remembers
   // (SiblingSet::TakeForgotten, or everything of a record being purged), in the idempotency
   // column (node/idempotency_record.h) until their retry window ends, so that late retry copies

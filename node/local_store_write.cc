@@ -167,25 +167,12 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   std::string legacy_index_to_delete;
 
   if (has_token) {
-    KV_ASSIGN_OR_RETURN(std::optional<IdempotencyRecord> first,
-                        FirstResult(group, token_key, command.idempotency_token, now_micros,
-                                    &legacy_index_to_delete));
+    KV_ASSIGN_OR_RETURN(
+        std::optional<WriteOutcome> first,
+        RecordedResult(write, group, token_key, now_micros, &legacy_index_to_delete));
     if (first.has_value()) {
-      if (first->fingerprint != write.fingerprint()) {
-        return absl::InvalidArgumentError("idempotency token reused with different parameters");
-      }
-      WriteOutcome outcome;
-      outcome.write_id = std::move(first->write_id);
-      outcome.context = std::move(first->context);
-      if (ClusterFormatLevel() < kFormatLevel) {
-        // Stored while every member read tokened versions; one that does not may be a member now.
-        absl::StatusOr<CausalContext> stored = CausalContext::Decode(outcome.context);
-        if (stored.ok()) outcome.context = ContextForClients(*std::move(stored));
-      }
-      outcome.deduplicated = true;
-      outcome.dot = std::move(first->dot);
       if (write.hook()) write.hook()(command.key, group.batch());
-      return outcome;
+      return *std::move(first);
     }
   }
 
@@ -209,19 +196,11 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   };
 
   if (has_token) {
-    absl::StatusOr<std::optional<Dot>> copy =
-        EarlierCopy(command, record, seen, now_micros, options_.idempotency_ttl);
-    if (absl::IsInvalidArgument(copy.status()) || (copy.ok() && !copy->has_value())) {
-      // Perhaps a copy of a write the record's bounded memory no longer holds.
-      KV_ASSIGN_OR_RETURN(
-          std::optional<ReplacedWrite> forgotten,
-          ForgottenCopyOf(group, command.key, NewSibling(command, now_micros), now_micros));
-      if (forgotten.has_value()) copy = std::optional<Dot>(std::move(forgotten->dot));
-    }
-    if (!copy.ok()) return copy.status();
-    if (copy->has_value()) {
+    KV_ASSIGN_OR_RETURN(std::optional<Dot> copy,
+                        EarlierCopyOf(command, record, seen, group, now_micros));
+    if (copy.has_value()) {
       WriteOutcome outcome;
-      outcome.dot = **std::move(copy);
+      outcome.dot = *std::move(copy);
       outcome.write_id = MakeWriteId(outcome.dot, command.key);
       outcome.context = ContextForClients(record.ContextAfterWrite(seen, outcome.dot));
       outcome.deduplicated = true;
@@ -304,6 +283,46 @@ absl::StatusOr<std::optional<ReplacedWrite>> LocalStore::ForgottenCopyOf(WriteGr
     return std::nullopt;
   }
   return forgotten;
+}
+
+absl::StatusOr<std::optional<WriteOutcome>> LocalStore::RecordedResult(
+    const WriteMutation& write, WriteGroup& group, const std::string& token_key, int64_t now_micros,
+    std::string* legacy_index_to_delete) const {
+  KV_ASSIGN_OR_RETURN(std::optional<IdempotencyRecord> first,
+                      FirstResult(group, token_key, write.command().idempotency_token, now_micros,
+                                  legacy_index_to_delete));
+  if (!first.has_value()) return std::nullopt;
+  if (first->fingerprint != write.fingerprint()) {
+    return absl::InvalidArgumentError("idempotency token reused with different parameters");
+  }
+  WriteOutcome outcome;
+  outcome.write_id = std::move(first->write_id);
+  outcome.context = std::move(first->context);
+  if (ClusterFormatLevel() < kFormatLevel) {
+    // Stored while every member read tokened versions; one that does not may be a member now.
+    absl::StatusOr<CausalContext> stored = CausalContext::Decode(outcome.context);
+    if (stored.ok()) outcome.context = ContextForClients(*std::move(stored));
+  }
+  outcome.deduplicated = true;
+  outcome.dot = std::move(first->dot);
+  return outcome;
+}
+
+absl::StatusOr<std::optional<Dot>> LocalStore::EarlierCopyOf(const WriteCommand& command,
+                                                             const SiblingSet& record,
+                                                             const CausalContext& seen,
+                                                             WriteGroup& group,
+                                                             int64_t now_micros) const {
+  absl::StatusOr<std::optional<Dot>> copy =
+      EarlierCopy(command, record, seen, now_micros, options_.idempotency_ttl);
+  if (absl::IsInvalidArgument(copy.status()) || (copy.ok() && !copy->has_value())) {
+    // Perhaps a copy of a write the record's bounded memory no longer holds.
+    KV_ASSIGN_OR_RETURN(
+        std::optional<ReplacedWrite> forgotten,
+        ForgottenCopyOf(group, command.key, NewSibling(command, now_micros), now_micros));
+    if (forgotten.has_value()) return std::optional<Dot>(std::move(forgotten->dot));
+  }
+  return copy;
 }
 
 uint32_t LocalStore::ClusterFormatLevel() const {
