@@ -11,7 +11,6 @@
 
 namespace kv {
 
-// Counts replica confirmations of one coordinated write until W is reached or cannot be.
 // W acknowledgements among one set of owners of the key.
 struct Coordinator::AckGroup {
   int needed = 0;                    // W
@@ -33,13 +32,15 @@ struct Coordinator::WriteState {
   std::vector<AckGroup> groups;        // the owners; during a transition the old and the new ones
   std::vector<std::string> confirmed;  // peers that hold it durably
   std::vector<std::string> pending;    // peers whose answer has not come back
-  int acks = 1;                        // replicas that hold it (this one already does)
   int total_peers = 0;                 // replicas other than this one
   bool responded = false;
   absl::Status last_error;
   absl::Time committed_at;
   WriteReply reply;
   std::function<void(absl::StatusOr<WriteReply>)> done;
+
+  // Replicas that hold the write: this one and the peers that confirmed.
+  size_t Holders() const { return 1 + confirmed.size(); }
 };
 
 absl::StatusOr<std::vector<Coordinator::AckGroup>> Coordinator::OwnerGroups(
@@ -75,9 +76,8 @@ absl::StatusOr<std::vector<Coordinator::AckGroup>> Coordinator::OwnerGroups(
 void Coordinator::CountAcks(WriteState* s) const {
   const std::shared_ptr<const Placement> placement = placement_->Get();
   if (placement->layout().version != s->layout_version) {
-    absl::StatusOr<std::vector<AckGroup>> groups =
-        OwnerGroups(*placement, s->key, s->w, /*clamp=*/true);
-    if (groups.ok()) s->groups = *std::move(groups);
+    // With `clamp` a W always fits, so this cannot fail.
+    s->groups = *OwnerGroups(*placement, s->key, s->w, /*clamp=*/true);
     s->layout_version = placement->layout().version;
   }
   auto count_in = [](const AckGroup& g, const std::vector<std::string>& ids) {
@@ -166,7 +166,7 @@ std::optional<absl::StatusOr<WriteReply>> Coordinator::Decide(WriteState* s) con
                   [](const AckGroup& g) { return g.acks + g.pending < g.needed; })) {
     s->responded = true;
     return absl::StatusOr<WriteReply>(MarkWriteStored(absl::UnavailableError(absl::StrCat(
-        "the write is durable on ", s->acks, " replica(s) but ", DescribeQuorum(s->groups),
+        "the write is durable on ", s->Holders(), " replica(s) but ", DescribeQuorum(s->groups),
         " were required; it keeps replicating in the background. Retry with the same "
         "idempotency token. Last replica error: ",
         s->last_error.message()))));
@@ -192,7 +192,7 @@ std::optional<absl::StatusOr<WriteReply>> Coordinator::DecideWithDownPeers(
   s->responded = true;
   return absl::StatusOr<WriteReply>(MarkWriteStored(absl::UnavailableError(absl::StrCat(
       DescribeQuorum(s->groups), " cannot be reached now: replica(s) ", absl::StrJoin(down, ", "),
-      " DOWN (gossip heartbeat stopped). The write is durable on ", s->acks,
+      " DOWN (gossip heartbeat stopped). The write is durable on ", s->Holders(),
       " replica(s) and replicates to the others when they return. Retry with the same "
       "idempotency token, or use a smaller W."))));
 }
@@ -235,7 +235,6 @@ void Coordinator::FinishCoordinatedWrite(std::string key, QuorumSpec w,
       if (pending != state->pending.end()) state->pending.erase(pending);
       if (status.ok()) {
         state->confirmed.push_back(entry.peer_id);
-        ++state->acks;
         all_confirmed = static_cast<int>(state->confirmed.size()) == state->total_peers;
       } else {
         state->last_error = status;

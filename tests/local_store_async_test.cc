@@ -272,8 +272,8 @@ TEST(IdempotencyRecordTest, ForgottenWritesRoundTripAndDamageIsDataLoss) {
   EXPECT_NE(ForgottenWriteKey("k", 1).substr(0, 2), IdempotencyTokenKey("x").substr(0, 2));
 }
 
-// A write whose record's memory cuts a replaced write keeps it as one expiring entry, in the
-// same batch, expiring when the write's retry window ends.
+// A write whose record's memory cuts a replaced write keeps it as one expiring entry, expiring
+// when the write's retry window ends.
 TEST_F(LocalStoreAsyncTest, ForgottenWriteIsOneExpiringKey) {
   WriteOutcome first;
   for (size_t i = 0; i <= kMaxReplacedWrites + 1; ++i) {

@@ -463,13 +463,17 @@ TEST_F(LocalStoreTest, LateCopyOfAWriteTheRecordForgotIsReplacedOnArrival) {
   const std::string last = absl::StrCat("z", kMaxReplacedWrites);
   EXPECT_EQ(LiveValues("k"), std::vector<std::string>{last});
   EXPECT_TRUE(merged->context().Covers(copy->dot));  // the drop travels as a replacement
-  // A replica that holds only the copy converges to the same record.
+  // A replica that holds only the copy converges to the same record, and so does this one.
   absl::StatusOr<SiblingSet> on_n2 = n2->MergeRecord("k", copy->record);
   ASSERT_TRUE(on_n2.ok());
   on_n2 = n2->MergeRecord("k", *merged);
   ASSERT_TRUE(on_n2.ok());
   ASSERT_EQ(on_n2->LiveSiblings().size(), 1u);
   EXPECT_EQ(on_n2->LiveSiblings()[0].value, last);
+  absl::StatusOr<SiblingSet> here = store_->MergeRecord("k", *on_n2);
+  ASSERT_TRUE(here.ok());
+  EXPECT_EQ(EncodeSiblingSet(*here), EncodeSiblingSet(*on_n2))
+      << here->ToString() << " vs " << on_n2->ToString();
 }
 
 // A purged tombstone takes the key's tokened history with it; a late retry of a write the
