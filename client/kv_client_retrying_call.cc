@@ -55,6 +55,7 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
     // (grpc/grpc#32584).
     context_.reset();
     absl::Status status = FromGrpcStatus(grpc_status);
+    if (status.code() == absl::StatusCode::kCancelled) status = DroppedUnstarted(status);
     if (status.ok()) {
       env_.budget->RecordSuccess();
       Finish(status);
@@ -96,6 +97,17 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
       return;
     }
     env_.timer->RunAt(retry_at, [self = shared_from_this()]() { self->StartAttempt(); });
+  }
+
+  // The client never cancels an attempt, so an attempt that ends CANCELLED was dropped by the
+  // node before any handler ran: gRPC does this to calls that reach a server while it shuts down,
+  // and the node to calls whose deadline passed in its queue. Nothing was applied and the node is
+  // probably going away, which is what UNAVAILABLE means; the call is retried, on another
+  // endpoint, like any UNAVAILABLE.
+  static absl::Status DroppedUnstarted(const absl::Status& status) {
+    return absl::UnavailableError(
+        absl::StrCat("the node dropped the call before starting it (CANCELLED: ", status.message(),
+                     "); it is probably shutting down"));
   }
 
   static bool MarkedWriteStored(const grpc::ClientContext& context) {

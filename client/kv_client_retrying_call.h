@@ -2,6 +2,8 @@
 // each with a fresh grpc::ClientContext whose deadline is the call's remaining time (capped by
 // the attempt timeout), and after a failure decides:
 //
+//   - CANCELLED counts as UNAVAILABLE: the client never cancels its attempts, so the node
+//     dropped the call before starting it (gRPC does so while a server shuts down);
 //   - non-retryable code (IsRetryableCode)         -> finish with it;
 //   - DEADLINE_EXCEEDED once the call deadline passed -> finish with it;
 //   - retry budget refuses, attempts exhausted, or the jittered backoff would end past the call

@@ -4,7 +4,8 @@
 // Only codes that can succeed later are retried: UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED,
 // DEADLINE_EXCEEDED (of one attempt, while the call's overall deadline has time left). Never
 // INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, ALREADY_EXISTS, PERMISSION_DENIED,
-// UNAUTHENTICATED or any other code.
+// UNAUTHENTICATED or any other code. (A call's attempt that ends CANCELLED is turned into
+// UNAVAILABLE before this decision: see client/kv_client_retrying_call.h.)
 //
 // Backoff is capped exponential with full jitter: before retry k (k = 1, 2, ...) the client
 // waits a uniformly random time in [0, min(max_backoff, initial_backoff * multiplier^(k-1))].

@@ -316,12 +316,12 @@ TEST_P(NonRetryableCodeTest, IsTriedOnceAndKeepsCodeAndMessage) {
 
 INSTANTIATE_TEST_SUITE_P(
     All, NonRetryableCodeTest,
-    ::testing::Values(grpc::StatusCode::CANCELLED, grpc::StatusCode::UNKNOWN,
-                      grpc::StatusCode::INVALID_ARGUMENT, grpc::StatusCode::NOT_FOUND,
-                      grpc::StatusCode::ALREADY_EXISTS, grpc::StatusCode::PERMISSION_DENIED,
-                      grpc::StatusCode::FAILED_PRECONDITION, grpc::StatusCode::OUT_OF_RANGE,
-                      grpc::StatusCode::UNIMPLEMENTED, grpc::StatusCode::INTERNAL,
-                      grpc::StatusCode::DATA_LOSS, grpc::StatusCode::UNAUTHENTICATED));
+    ::testing::Values(grpc::StatusCode::UNKNOWN, grpc::StatusCode::INVALID_ARGUMENT,
+                      grpc::StatusCode::NOT_FOUND, grpc::StatusCode::ALREADY_EXISTS,
+                      grpc::StatusCode::PERMISSION_DENIED, grpc::StatusCode::FAILED_PRECONDITION,
+                      grpc::StatusCode::OUT_OF_RANGE, grpc::StatusCode::UNIMPLEMENTED,
+                      grpc::StatusCode::INTERNAL, grpc::StatusCode::DATA_LOSS,
+                      grpc::StatusCode::UNAUTHENTICATED));
 
 TEST_F(KvClientTest, EveryAttemptOfOnePutCarriesTheSameToken) {
   server_.kv().Script({grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::ABORTED});
@@ -437,6 +437,33 @@ TEST_F(KvClientTest, UnavailableMovesToTheNextEndpointAbortedStays) {
   ASSERT_TRUE(client->Put("k", "v").ok());
   EXPECT_EQ(server_.kv().requests(), 3);
   EXPECT_EQ(other.kv().requests(), 2);
+}
+
+// The client never cancels an attempt: a CANCELLED answer is a node dropping the call unstarted
+// (gRPC answers so for calls that reach a server while it shuts down). The call moves on to
+// another endpoint with the same token, like after UNAVAILABLE.
+TEST_F(KvClientTest, CancelledByTheNodeIsRetriedOnTheNextEndpoint) {
+  FakeServer other;
+  server_.kv().Script({grpc::StatusCode::CANCELLED});
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
+  absl::StatusOr<WriteResult> put = client->Put("k", "v");
+  ASSERT_TRUE(put.ok()) << put.status();
+  EXPECT_EQ(server_.kv().requests(), 1);
+  ASSERT_THAT(other.kv().puts(), SizeIs(1));
+  EXPECT_EQ(other.kv().puts()[0].idempotency_token(), server_.kv().puts()[0].idempotency_token());
+}
+
+TEST_F(KvClientTest, CancelledOnEveryAttemptIsReportedAsUnavailable) {
+  server_.kv().FailAll(grpc::StatusCode::CANCELLED);
+  ClientOptions options = FastOptions({server_.endpoint()});
+  options.retry.max_attempts = 3;
+  absl::StatusOr<GetResult> get = MakeClient(options)->Get("k");
+  EXPECT_EQ(get.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(
+      get.status().message(),
+      HasSubstr("the node dropped the call before starting it (CANCELLED: scripted code 1)"));
+  EXPECT_THAT(get.status().message(), HasSubstr("gave up after 3 attempts"));
+  EXPECT_EQ(server_.kv().requests(), 3);
 }
 
 TEST_F(KvClientTest, RoundRobinSpreadsCallsOverEndpoints) {
