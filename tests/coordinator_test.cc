@@ -1,0 +1,372 @@
+// Coordinator, on its own: a real LocalStore and ReplicationOutbox over a MemoryEngine, the
+// deterministic executor and scheduler of tests/manual_scheduler.h, and a peer transport whose
+// replication batches the test confirms or fails by hand. Covers W counting (acknowledged once W
+// replicas hold a write, answered once, UNAVAILABLE marked stored when W cannot be reached), the
+// recount against a placement installed while a write waits, forwarding from a non-replica, and
+// the read rules (own replica first, widening before NOT_FOUND, UNAVAILABLE when too few
+// replicas answered).
+#include "node/coordinator.h"
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "node/placement.h"
+#include "storage/memory_engine.h"
+#include "storage/record_codec.h"
+#include "tests/manual_scheduler.h"
+#include "tests/stub_peer_transport.h"
+
+namespace kv {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+constexpr int kN = 3;
+
+std::vector<Member> Members(int count) {
+  std::vector<Member> members;
+  for (int i = 1; i <= count; ++i) members.push_back(Member{absl::StrCat("n", i), "h:1", ""});
+  return members;
+}
+
+// Replication batches wait for the test; reads and forwarded writes answer at once from what
+// the test set.
+class FakePeers : public testing::StubPeerTransport {
+ public:
+  void MergeRecords(const Member& peer, std::vector<EncodedRecord> records,
+                    std::function<void(absl::Status)> done) override {
+    merges_.push_back(Merge{peer.id, std::move(records), std::move(done)});
+  }
+  void ReadRecord(const Member& peer, std::string,
+                  std::function<void(absl::StatusOr<std::string>)> done) override {
+    reads.push_back(peer.id);
+    auto it = records.find(peer.id);
+    done(it == records.end() ? absl::StatusOr<std::string>(absl::NotFoundError("no record"))
+                             : it->second);
+  }
+  void ForwardWrite(const Member& peer, WriteCommand, QuorumSpec,
+                    std::function<void(absl::StatusOr<WriteReply>)> done) override {
+    forwards.push_back(peer.id);
+    auto it = forward_answers.find(peer.id);
+    done(it == forward_answers.end()
+             ? absl::StatusOr<WriteReply>(absl::UnavailableError(peer.id + " unreachable"))
+             : it->second);
+  }
+
+  // Completes every batch waiting for `peer` with `status`; returns how many there were.
+  int Answer(const std::string& peer, const absl::Status& status) {
+    int answered = 0;
+    std::vector<Merge> waiting = std::move(merges_);
+    merges_.clear();
+    for (Merge& m : waiting) {
+      if (m.peer == peer) {
+        m.done(status);
+        ++answered;
+      } else {
+        merges_.push_back(std::move(m));
+      }
+    }
+    return answered;
+  }
+  std::vector<std::string> MergedKeys(const std::string& peer) const {
+    std::vector<std::string> keys;
+    for (const Merge& m : merges_) {
+      if (m.peer != peer) continue;
+      for (const EncodedRecord& r : m.records) keys.push_back(r.key);
+    }
+    return keys;
+  }
+
+  std::map<std::string, absl::StatusOr<std::string>> records;  // ReadRecord answers by peer
+  std::vector<std::string> reads;                              // peers asked, in order
+  std::map<std::string, absl::StatusOr<WriteReply>> forward_answers;
+  std::vector<std::string> forwards;  // peers a write was forwarded to, in order
+
+ private:
+  struct Merge {
+    std::string peer;
+    std::vector<EncodedRecord> records;
+    std::function<void(absl::Status)> done;
+  };
+  std::vector<Merge> merges_;
+};
+
+// One node, `self`, of a cluster whose placement the test may change.
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void Start(const std::string& self, int members, int default_w = 2) {
+    holder_ = std::make_unique<PlacementHolder>(Placement::Fixed(
+        std::make_shared<const HashRing>(HashRing::Build(Members(members)).value())));
+    store_ = LocalStore::Open(&engine_, &clock_, rng_, self, {}).value();
+    std::vector<Member> peers;
+    for (const Member& m : Members(members)) {
+      if (m.id != self) peers.push_back(m);
+    }
+    outbox_ = std::make_unique<ReplicationOutbox>(peers, &engine_, &peers_, &scheduler_, &executor_,
+                                                  rng_, ReplicationOutbox::Options{});
+    ASSERT_TRUE(outbox_->Recover().ok());
+    ClusterOptions options;
+    options.self_id = self;
+    options.replication_factor = kN;
+    options.default_w = default_w;
+    coordinator_ = std::make_unique<Coordinator>(options, holder_.get(), store_.get(),
+                                                 outbox_.get(), &peers_, &executor_, &clock_);
+  }
+  void TearDown() override {
+    if (outbox_ != nullptr) outbox_->Shutdown();
+    executor_.Drain();
+  }
+
+  // Every answer a write got, in order (shared with its callback, which may outlive the test
+  // body: the outbox reports to it when TearDown shuts down).
+  using Answers = std::shared_ptr<std::vector<absl::StatusOr<WriteReply>>>;
+
+  // Starts a write and runs what it scheduled.
+  Answers Put(const std::string& key, const std::string& value, QuorumSpec w = {}) {
+    auto answers = std::make_shared<std::vector<absl::StatusOr<WriteReply>>>();
+    coordinator_->Write(
+        WriteCommand{key, false, value, "", absl::StrCat("token-", key)}, w,
+        [answers](absl::StatusOr<WriteReply> reply) { answers->push_back(std::move(reply)); });
+    executor_.Drain();
+    return answers;
+  }
+  // Confirms `peer`'s replication batches, including those the outbox sends meanwhile (one
+  // batch per peer is in flight at a time), until none waits.
+  void ConfirmEverything(const std::string& peer) {
+    while (peers_.Answer(peer, absl::OkStatus()) > 0) executor_.Drain();
+  }
+  absl::StatusOr<SiblingSet> Read(const std::string& key, QuorumSpec r = {}) {
+    std::optional<absl::StatusOr<SiblingSet>> result;
+    coordinator_->Read(key, r, [&result](absl::StatusOr<SiblingSet> record) { result = record; });
+    executor_.Drain();
+    EXPECT_TRUE(result.has_value()) << "the read was not answered";
+    return result.value_or(absl::InternalError("no answer"));
+  }
+  // The first key "<prefix><i>" whose replicas (preference list of the current placement) do or
+  // do not include `member`.
+  std::string KeyWhere(const std::string& prefix, const std::string& member, bool replica) {
+    for (int i = 0;; ++i) {
+      std::string key = absl::StrCat(prefix, i);
+      bool found = false;
+      for (const Member* m : holder_->Get()->Replicas(key, kN)) found |= m->id == member;
+      if (found == replica) return key;
+    }
+  }
+  static QuorumSpec Count(uint32_t w) { return QuorumSpec{QuorumSpec::Kind::kCount, w}; }
+
+  ManualClock clock_;
+  std::mt19937_64 rng_{11};
+  testing::QueueExecutor executor_;
+  testing::ManualScheduler scheduler_{&clock_, &executor_};
+  MemoryEngine engine_;
+  FakePeers peers_;
+  std::unique_ptr<PlacementHolder> holder_;
+  std::unique_ptr<LocalStore> store_;
+  std::unique_ptr<ReplicationOutbox> outbox_;
+  std::unique_ptr<Coordinator> coordinator_;
+};
+
+TEST_F(CoordinatorTest, WriteIsAcknowledgedOnceWReplicasHoldItAndAnsweredOnce) {
+  Start("n1", 3);
+  Answers answers = Put("k", "v");  // default W = 2: this replica and one peer
+  EXPECT_THAT(*answers, IsEmpty()) << "acknowledged with only the coordinator holding the write";
+  EXPECT_THAT(peers_.MergedKeys("n2"), ElementsAre("k"));
+  EXPECT_THAT(peers_.MergedKeys("n3"), ElementsAre("k"));
+  ASSERT_EQ(peers_.Answer("n3", absl::OkStatus()), 1);
+  executor_.Drain();
+  ASSERT_EQ(answers->size(), 1u);
+  ASSERT_TRUE((*answers)[0].ok()) << (*answers)[0].status();
+  EXPECT_FALSE((*answers)[0]->write_id.empty());
+  ASSERT_EQ(peers_.Answer("n2", absl::OkStatus()), 1);
+  executor_.Drain();
+  EXPECT_EQ(answers->size(), 1u) << "a write must be answered exactly once";
+  EXPECT_EQ(coordinator_->Stats().writes_coordinated, 1u);
+}
+
+TEST_F(CoordinatorTest, WOfOneIsAcknowledgedAtOnceAndWOfAllWaitsForEveryReplica) {
+  Start("n1", 3);
+  Answers one = Put("a", "v", Count(1));
+  ASSERT_EQ(one->size(), 1u);
+  EXPECT_TRUE((*one)[0].ok()) << (*one)[0].status();
+
+  Answers all = Put("b", "v", QuorumSpec{QuorumSpec::Kind::kAll, 0});
+  ConfirmEverything("n2");
+  EXPECT_THAT(*all, IsEmpty()) << "W=all acknowledged before n3 held the write";
+  ConfirmEverything("n3");
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_TRUE((*all)[0].ok()) << (*all)[0].status();
+}
+
+TEST_F(CoordinatorTest, UnreachableWIsUnavailableMarkedStoredAndTheWriteStaysQueued) {
+  Start("n1", 3);
+  Answers answers = Put("k", "v");
+  peers_.Answer("n2", absl::UnavailableError("n2 is down"));
+  executor_.Drain();
+  EXPECT_THAT(*answers, IsEmpty()) << "n3 may still confirm";
+  peers_.Answer("n3", absl::DeadlineExceededError("n3 is slow"));
+  executor_.Drain();
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(IsWriteStored((*answers)[0].status()));
+  EXPECT_THAT((*answers)[0].status().message(), HasSubstr("durable on 1 replica(s) but W=2"));
+  EXPECT_THAT((*answers)[0].status().message(), HasSubstr("n3 is slow"));
+  // The write is this replica's, and its outbox keeps retrying the peers.
+  EXPECT_TRUE(store_->ReadRecord("k").ok());
+  scheduler_.Advance(absl::Seconds(5));
+  EXPECT_THAT(peers_.MergedKeys("n2"), ElementsAre("k"));
+  EXPECT_THAT(peers_.MergedKeys("n3"), ElementsAre("k"));
+}
+
+// A write that started before a membership change and is confirmed after it must also be held by
+// W of the new owners: here n1 (the coordinator) leaves, so its own copy no longer counts.
+TEST_F(CoordinatorTest, ConfirmationsAfterALayoutChangeAreCountedAgainstTheNewOwners) {
+  Start("n1", 4);
+  const std::string key = KeyWhere("k", "n4", /*replica=*/false);  // owners n1, n2, n3
+  Answers answers = Put(key, "v");
+  // n1 leaves: the key's new owners are n2, n3, n4, and the coordinator did not write to n4.
+  ClusterLayout layout;
+  layout.version = 2;
+  layout.members = Members(4);
+  layout.next = {Members(4)[1], Members(4)[2], Members(4)[3]};
+  layout.change = "leave n1";
+  ASSERT_TRUE(holder_->Set(Placement::Create(layout).value()));
+  peers_.Answer("n2", absl::OkStatus());
+  executor_.Drain();
+  EXPECT_THAT(*answers, IsEmpty())
+      << "acknowledged with n1 and n2 only, but n1 is not one of the new owners";
+  peers_.Answer("n3", absl::OkStatus());
+  executor_.Drain();
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_TRUE((*answers)[0].ok()) << (*answers)[0].status();
+}
+
+TEST_F(CoordinatorTest, ANewOwnerTheWriteWasNotSentToMakesItUnavailableMarkedStored) {
+  Start("n1", 4);
+  const std::string key = KeyWhere("k", "n4", /*replica=*/false);
+  Answers answers = Put(key, "v", QuorumSpec{QuorumSpec::Kind::kAll, 0});
+  ClusterLayout layout;
+  layout.version = 2;
+  layout.members = Members(4);
+  layout.next = {Members(4)[1], Members(4)[2], Members(4)[3]};
+  layout.change = "leave n1";
+  ASSERT_TRUE(holder_->Set(Placement::Create(layout).value()));
+  peers_.Answer("n2", absl::OkStatus());
+  executor_.Drain();
+  // W=all of the new owners needs n4, which no outbox entry of this write will reach.
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(IsWriteStored((*answers)[0].status()));
+}
+
+TEST_F(CoordinatorTest, NonReplicaForwardsToTheFirstReplicaThatAnswers) {
+  Start("n1", 5);
+  const std::string key = KeyWhere("k", "n1", /*replica=*/false);
+  const std::vector<const Member*> replicas = holder_->Get()->Replicas(key, kN);
+  WriteReply reply;
+  reply.write_id = "forwarded";
+  peers_.forward_answers[replicas[1]->id] = reply;  // the first replica is unreachable
+  Answers answers = Put(key, "v");
+  ASSERT_EQ(answers->size(), 1u);
+  ASSERT_TRUE((*answers)[0].ok()) << (*answers)[0].status();
+  EXPECT_EQ((*answers)[0]->write_id, "forwarded");
+  EXPECT_THAT(peers_.forwards, ElementsAre(replicas[0]->id, replicas[1]->id));
+  EXPECT_FALSE(store_->ReadRecord(key).ok()) << "a non-replica must not store the key";
+  EXPECT_EQ(coordinator_->Stats().writes_forwarded, 1u);
+}
+
+// Only an unreachable replica is skipped: a replica's verdict (here a W shortfall, the write
+// stored there) goes back to the client as it is, or a retry elsewhere would store it twice.
+TEST_F(CoordinatorTest, ForwardedVerdictsOtherThanUnreachableAreReturnedAsTheyAre) {
+  Start("n1", 5);
+  const std::string key = KeyWhere("k", "n1", /*replica=*/false);
+  const std::vector<const Member*> replicas = holder_->Get()->Replicas(key, kN);
+  peers_.forward_answers[replicas[0]->id] =
+      MarkWriteStored(absl::UnavailableError("W=2 not reached"));
+  Answers answers = Put(key, "v");
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_TRUE(IsWriteStored((*answers)[0].status()));
+  EXPECT_THAT(peers_.forwards, ElementsAre(replicas[0]->id));
+
+  peers_.forwards.clear();
+  peers_.forward_answers[replicas[0]->id] = absl::InvalidArgumentError("bad context");
+  answers = Put(key, "v");
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(peers_.forwards, ElementsAre(replicas[0]->id));
+}
+
+TEST_F(CoordinatorTest, ReadWithROfOneUsesTheOwnReplicaWhenItHoldsTheKey) {
+  Start("n1", 3);
+  ASSERT_TRUE(store_->Write(WriteCommand{"k", false, "v", "", ""}).ok());
+  absl::StatusOr<SiblingSet> record = Read("k");
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_EQ(record->siblings().size(), 1u);
+  EXPECT_THAT(peers_.reads, IsEmpty());
+}
+
+// New-key read-after-write: the write is on n2 and n3 (W=2) but not yet here.
+TEST_F(CoordinatorTest, ReadOfAKeyTheOwnReplicaLacksAsksTheOthersBeforeNotFound) {
+  Start("n1", 3);
+  MemoryEngine other_engine;
+  std::unique_ptr<LocalStore> other =
+      LocalStore::Open(&other_engine, &clock_, rng_, "n2", {}).value();
+  ASSERT_TRUE(other->Write(WriteCommand{"k", false, "v", "", ""}).ok());
+  peers_.records["n3"] = EncodeSiblingSet(other->ReadRecord("k").value());
+  absl::StatusOr<SiblingSet> record = Read("k");
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_EQ(record->siblings().size(), 1u);
+  EXPECT_THAT(peers_.reads, ::testing::UnorderedElementsAre("n2", "n3"));
+
+  peers_.records.clear();
+  EXPECT_EQ(Read("missing").status().code(), absl::StatusCode::kNotFound);
+}
+
+// With W=2 of N=3, NOT_FOUND needs N - W + 1 = 2 empty answers: one empty replica and two
+// unreachable ones could be missing an acknowledged write.
+TEST_F(CoordinatorTest, TooFewEmptyAnswersAreUnavailableNotNotFound) {
+  Start("n1", 3);
+  peers_.records["n2"] = absl::UnavailableError("n2 unreachable");
+  peers_.records["n3"] = absl::UnavailableError("n3 unreachable");
+  absl::StatusOr<SiblingSet> record = Read("k");
+  EXPECT_EQ(record.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(record.status().message(), HasSubstr("could not be asked"));
+
+  peers_.records.erase("n3");  // n3 answers: it knows nothing of the key either
+  EXPECT_EQ(Read("k").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(CoordinatorTest, ReadRepairSendsTheMergedRecordToAStaleReplica) {
+  Start("n1", 3);
+  MemoryEngine other_engine;
+  std::unique_ptr<LocalStore> other =
+      LocalStore::Open(&other_engine, &clock_, rng_, "n2", {}).value();
+  ASSERT_TRUE(other->Write(WriteCommand{"k", false, "v", "", ""}).ok());
+  peers_.records["n2"] = EncodeSiblingSet(other->ReadRecord("k").value());
+  // R=2 with an empty own replica: n2's record comes back and n1 is repaired locally.
+  absl::StatusOr<SiblingSet> record = Read("k", Count(2));
+  ASSERT_TRUE(record.ok()) << record.status();
+  executor_.Drain();
+  EXPECT_TRUE(store_->ReadRecord("k").ok())
+      << "the coordinator's own stale replica was not repaired";
+  // n3 is asked only if it came before n2 in the key's preference list (then it answered empty
+  // and is repaired too); n2, which held the record, never gets it back.
+  const bool asked_n3 = std::count(peers_.reads.begin(), peers_.reads.end(), "n3") > 0;
+  EXPECT_EQ(coordinator_->Stats().read_repairs, asked_n3 ? 2u : 1u);
+  EXPECT_EQ(peers_.MergedKeys("n3"),
+            asked_n3 ? std::vector<std::string>{"k"} : std::vector<std::string>{});
+  EXPECT_THAT(peers_.MergedKeys("n2"), IsEmpty());
+}
+
+}  // namespace
+}  // namespace kv
