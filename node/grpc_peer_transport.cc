@@ -5,6 +5,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "kv.grpc.pb.h"
 #include "node/gossip_proto.h"
 #include "node/grpc_util.h"
@@ -14,8 +15,17 @@
 namespace kv {
 namespace {
 
+// A call that ends CANCELLED was dropped before the peer started it: gRPC answers so for calls
+// that reach a server while it shuts down (and this transport cancels its own calls only when it
+// is destroyed). Like the client library, the node treats that as UNAVAILABLE, so that a
+// forwarded write moves on to the next replica.
 absl::Status FromGrpc(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
+  if (status.error_code() == grpc::StatusCode::CANCELLED) {
+    return absl::UnavailableError(absl::StrCat(
+        "the peer dropped the call before starting it (CANCELLED: ", status.error_message(),
+        "); it is probably shutting down"));
+  }
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 

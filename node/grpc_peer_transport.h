@@ -6,7 +6,9 @@
 // Every call has a deadline (Options; anti-entropy calls and digest comparisons use read_timeout);
 // its callback is handed to the executor, so callers may block in it (e.g. on storage) without
 // stalling gRPC's threads. The destructor cancels the calls still in flight and waits until their
-// callbacks have been handed to the executor, which must outlive it. Thread-safe.
+// callbacks have been handed to the executor, which must outlive it. A call that ends CANCELLED
+// (the peer dropped it before starting it, as gRPC does while a server shuts down) is reported as
+// UNAVAILABLE. Thread-safe.
 #ifndef KV_NODE_GRPC_PEER_TRANSPORT_H_
 #define KV_NODE_GRPC_PEER_TRANSPORT_H_
 
