@@ -1,6 +1,7 @@
 // Record layout: storage/FORMAT.md, "Data column records".
 #include "storage/record_codec.h"
 
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -25,6 +26,95 @@ constexpr size_t kMinReplacedBytes = 18;   // index, counter, two fixed64
 
 absl::Status Corrupt(absl::string_view what) {
   return absl::DataLossError(absl::StrCat("corrupt sibling-set record: ", what));
+}
+
+// The causal context: its counters into `*context`, its actors, in the (strictly increasing)
+// order that the dots' actor indexes refer to, into `*actors` (views into the input).
+absl::Status DecodeContext(absl::string_view* input, VersionVector* context,
+                           std::vector<absl::string_view>* actors) {
+  uint32_t num_actors = 0;
+  if (!GetVarint32(input, &num_actors) || num_actors > input->size() / kMinActorEntryBytes) {
+    return Corrupt("bad context size");
+  }
+  actors->reserve(num_actors);
+  for (uint32_t i = 0; i < num_actors; ++i) {
+    absl::string_view actor;
+    uint64_t counter = 0;
+    if (!GetLengthPrefixed(input, &actor) || !GetVarint64(input, &counter)) {
+      return Corrupt("truncated context entry");
+    }
+    if (counter == 0) return Corrupt("context entry with counter 0");
+    if (!actors->empty() && actor <= actors->back()) return Corrupt("context actors out of order");
+    context->Advance(actor, counter);
+    actors->push_back(actor);
+  }
+  return absl::OkStatus();
+}
+
+// A dot: the index of its actor in `actors`, then its counter.
+absl::Status DecodeDot(absl::string_view* input, const std::vector<absl::string_view>& actors,
+                       absl::string_view what, Dot* dot) {
+  uint32_t actor_index = 0;
+  if (!GetVarint32(input, &actor_index) || !GetVarint64(input, &dot->counter)) {
+    return Corrupt(absl::StrCat("truncated ", what));
+  }
+  if (actor_index >= actors.size()) return Corrupt(absl::StrCat(what, " actor index out of range"));
+  dot->actor = std::string(actors[actor_index]);
+  return absl::OkStatus();
+}
+
+absl::Status DecodeSiblings(absl::string_view* input, const std::vector<absl::string_view>& actors,
+                            std::vector<Sibling>* siblings) {
+  uint32_t num_siblings = 0;
+  if (!GetVarint32(input, &num_siblings) || num_siblings > input->size() / kMinSiblingBytes) {
+    return Corrupt("bad sibling count");
+  }
+  siblings->resize(num_siblings);
+  for (Sibling& s : *siblings) {
+    if (absl::Status status = DecodeDot(input, actors, "sibling", &s.dot); !status.ok()) {
+      return status;
+    }
+    uint64_t timestamp = 0;
+    absl::string_view value;
+    absl::string_view token;
+    if (input->empty()) return Corrupt("truncated sibling");
+    const auto flags = static_cast<uint8_t>((*input)[0]);
+    input->remove_prefix(1);
+    if (!GetFixed64(input, &timestamp) || !GetLengthPrefixed(input, &value) ||
+        !GetLengthPrefixed(input, &token)) {
+      return Corrupt("truncated sibling");
+    }
+    if ((flags & ~kFlagTombstone) != 0) return Corrupt("unknown sibling flags");
+    s.tombstone = (flags & kFlagTombstone) != 0;
+    s.timestamp_micros = static_cast<int64_t>(timestamp);
+    s.value = std::string(value);
+    s.idempotency_token = std::string(token);
+  }
+  return absl::OkStatus();
+}
+
+// Format version 2's memory of replaced tokened writes.
+absl::Status DecodeReplacedWrites(absl::string_view* input,
+                                  const std::vector<absl::string_view>& actors,
+                                  std::vector<ReplacedWrite>* replaced) {
+  uint32_t num_replaced = 0;
+  if (!GetVarint32(input, &num_replaced) || num_replaced > input->size() / kMinReplacedBytes) {
+    return Corrupt("bad replaced-write count");
+  }
+  // Version 2 is written only when there are replaced writes: one encoding per record.
+  if (num_replaced == 0) return Corrupt("version 2 record without replaced writes");
+  replaced->resize(num_replaced);
+  for (ReplacedWrite& w : *replaced) {
+    if (absl::Status status = DecodeDot(input, actors, "replaced write", &w.dot); !status.ok()) {
+      return status;
+    }
+    uint64_t timestamp = 0;
+    if (!GetFixed64(input, &timestamp) || !GetFixed64(input, &w.fingerprint)) {
+      return Corrupt("truncated replaced write");
+    }
+    w.timestamp_micros = static_cast<int64_t>(timestamp);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -97,73 +187,15 @@ absl::StatusOr<SiblingSet> DecodeSiblingSet(absl::string_view bytes) {
     return Corrupt("checksum mismatch");
   }
 
-  uint32_t num_actors = 0;
-  if (!GetVarint32(&input, &num_actors) || num_actors > input.size() / kMinActorEntryBytes) {
-    return Corrupt("bad context size");
-  }
   VersionVector context;
   std::vector<absl::string_view> actors;
-  actors.reserve(num_actors);
-  for (uint32_t i = 0; i < num_actors; ++i) {
-    absl::string_view actor;
-    uint64_t counter = 0;
-    if (!GetLengthPrefixed(&input, &actor) || !GetVarint64(&input, &counter)) {
-      return Corrupt("truncated context entry");
-    }
-    if (counter == 0) return Corrupt("context entry with counter 0");
-    if (!actors.empty() && actor <= actors.back()) return Corrupt("context actors out of order");
-    context.Advance(actor, counter);
-    actors.push_back(actor);
-  }
-
-  uint32_t num_siblings = 0;
-  if (!GetVarint32(&input, &num_siblings) || num_siblings > input.size() / kMinSiblingBytes) {
-    return Corrupt("bad sibling count");
-  }
-  std::vector<Sibling> siblings(num_siblings);
-  for (Sibling& s : siblings) {
-    uint32_t actor_index = 0;
-    uint64_t timestamp = 0;
-    absl::string_view value;
-    absl::string_view token;
-    if (!GetVarint32(&input, &actor_index) || !GetVarint64(&input, &s.dot.counter) ||
-        input.empty()) {
-      return Corrupt("truncated sibling");
-    }
-    const auto flags = static_cast<uint8_t>(input[0]);
-    input.remove_prefix(1);
-    if (!GetFixed64(&input, &timestamp) || !GetLengthPrefixed(&input, &value) ||
-        !GetLengthPrefixed(&input, &token)) {
-      return Corrupt("truncated sibling");
-    }
-    if (actor_index >= actors.size()) return Corrupt("sibling actor index out of range");
-    if ((flags & ~kFlagTombstone) != 0) return Corrupt("unknown sibling flags");
-    s.dot.actor = std::string(actors[actor_index]);
-    s.tombstone = (flags & kFlagTombstone) != 0;
-    s.timestamp_micros = static_cast<int64_t>(timestamp);
-    s.value = std::string(value);
-    s.idempotency_token = std::string(token);
-  }
-
+  std::vector<Sibling> siblings;
   std::vector<ReplacedWrite> replaced;
+  if (absl::Status status = DecodeContext(&input, &context, &actors); !status.ok()) return status;
+  if (absl::Status status = DecodeSiblings(&input, actors, &siblings); !status.ok()) return status;
   if (bytes[1] == kRecordFormatVersion2) {
-    uint32_t num_replaced = 0;
-    if (!GetVarint32(&input, &num_replaced) || num_replaced > input.size() / kMinReplacedBytes) {
-      return Corrupt("bad replaced-write count");
-    }
-    // Version 2 is written only when there are replaced writes: one encoding per record.
-    if (num_replaced == 0) return Corrupt("version 2 record without replaced writes");
-    replaced.resize(num_replaced);
-    for (ReplacedWrite& w : replaced) {
-      uint32_t actor_index = 0;
-      uint64_t timestamp = 0;
-      if (!GetVarint32(&input, &actor_index) || !GetVarint64(&input, &w.dot.counter) ||
-          !GetFixed64(&input, &timestamp) || !GetFixed64(&input, &w.fingerprint)) {
-        return Corrupt("truncated replaced write");
-      }
-      if (actor_index >= actors.size()) return Corrupt("replaced-write actor index out of range");
-      w.dot.actor = std::string(actors[actor_index]);
-      w.timestamp_micros = static_cast<int64_t>(timestamp);
+    if (absl::Status status = DecodeReplacedWrites(&input, actors, &replaced); !status.ok()) {
+      return status;
     }
   }
   if (!input.empty()) return Corrupt(absl::StrCat(input.size(), " trailing bytes"));
