@@ -72,82 +72,94 @@ grpc::ServerUnaryReactor* AdminService::ClusterStatus(grpc::CallbackServerContex
     response->set_replication_factor(n);
     response->set_default_w(std::min(options.default_w, n));
     response->set_default_r(std::min(options.default_r, n));
-    std::map<std::string, PeerOutboxStats> outbox;
-    for (PeerOutboxStats& stats : outbox_->Stats()) outbox[stats.peer_id] = std::move(stats);
-    std::map<std::string, PeerAntiEntropyStats> exchanges;
-    if (anti_entropy_ != nullptr) {
-      for (PeerAntiEntropyStats& stats : anti_entropy_->Stats()) {
-        exchanges[stats.peer_id] = std::move(stats);
-      }
-    }
-    std::map<std::string, MemberView> gossip;
-    if (gossiper_ != nullptr) {
-      for (MemberView& view : gossiper_->Members()) {
-        std::string id = view.entry.member.id;
-        gossip.emplace(std::move(id), std::move(view));
-      }
-    }
-    const absl::Time now = clock_->Now();
-    for (const Member& member : ring.members()) {
-      v1::MemberStatus* out = response->add_members();
-      out->set_liveness("UNKNOWN");
-      out->set_last_heard_ms_ago(-1);
-      if (auto g = gossip.find(member.id); g != gossip.end()) {
-        const MemberView& view = g->second;
-        out->set_liveness(std::string(LivenessName(view.liveness)));
-        out->set_heartbeat(view.entry.heartbeat);
-        out->set_incarnation(view.entry.incarnation);
-        if (view.last_heard != absl::InfinitePast()) {
-          out->set_last_heard_ms_ago(
-              std::max<int64_t>(0, absl::ToInt64Milliseconds(now - view.last_heard)));
-        }
-      }
-      out->set_node_id(member.id);
-      out->set_address(member.address);
-      out->set_zone(member.zone);
-      out->set_self(member.id == info_.node_id);
-      out->set_reachable(true);
-      if (auto ae = exchanges.find(member.id); ae != exchanges.end()) {
-        const PeerAntiEntropyStats& stats = ae->second;
-        out->set_anti_entropy_exchanges(stats.exchanges);
-        if (stats.last_exchange != absl::InfinitePast()) {
-          out->set_anti_entropy_last_exchange_unix_micros(absl::ToUnixMicros(stats.last_exchange));
-        }
-        out->set_anti_entropy_in_sync(stats.in_sync);
-        out->set_anti_entropy_keys_different(stats.last_keys_different);
-        out->set_anti_entropy_keys_repaired(stats.keys_repaired);
-        out->set_anti_entropy_last_error(stats.last_error);
-      }
-      auto it = outbox.find(member.id);
-      if (it == outbox.end()) continue;
-      const PeerOutboxStats& stats = it->second;
-      out->set_reachable(stats.reachable);
-      out->set_outbox_depth(stats.depth);
-      out->set_outbox_dropped(stats.dropped);
-      out->set_sent_records(stats.sent_records);
-      out->set_last_error(stats.last_error);
-      if (stats.last_success != absl::InfinitePast()) {
-        out->set_last_success_unix_micros(absl::ToUnixMicros(stats.last_success));
-      }
-    }
+    FillMembers(ring, response);
     response->set_merkle_ready(merkle_->ready());
     const TombstoneReaperStats reaper = reaper_->Stats();
     response->set_tombstones_purged(reaper.purged);
     response->set_tombstone_sweeps(reaper.sweeps);
-    CoordinatorStats stats = coordinator_->Stats();
-    response->set_writes_coordinated(stats.writes_coordinated);
-    response->set_writes_forwarded(stats.writes_forwarded);
-    response->set_read_repairs(stats.read_repairs);
-    std::vector<int64_t>& lag = stats.recent_replication_lag_us;
-    response->set_replication_lag_samples(static_cast<uint32_t>(lag.size()));
-    if (!lag.empty()) {
-      std::sort(lag.begin(), lag.end());
-      response->set_replication_lag_p50_us(lag[lag.size() / 2]);
-      response->set_replication_lag_p99_us(lag[std::min(lag.size() - 1, lag.size() * 99 / 100)]);
-      response->set_replication_lag_max_us(lag.back());
-    }
+    FillCoordinatorStats(coordinator_->Stats(), response);
     return absl::OkStatus();
   });
+}
+
+void AdminService::FillMembers(const HashRing& ring, v1::ClusterStatusResponse* response) const {
+  std::map<std::string, PeerOutboxStats> outbox;
+  for (PeerOutboxStats& stats : outbox_->Stats()) outbox[stats.peer_id] = std::move(stats);
+  std::map<std::string, PeerAntiEntropyStats> exchanges;
+  if (anti_entropy_ != nullptr) {
+    for (PeerAntiEntropyStats& stats : anti_entropy_->Stats()) {
+      exchanges[stats.peer_id] = std::move(stats);
+    }
+  }
+  std::map<std::string, MemberView> gossip;
+  if (gossiper_ != nullptr) {
+    for (MemberView& view : gossiper_->Members()) {
+      std::string id = view.entry.member.id;
+      gossip.emplace(std::move(id), std::move(view));
+    }
+  }
+  const absl::Time now = clock_->Now();
+  for (const Member& member : ring.members()) {
+    v1::MemberStatus* out = response->add_members();
+    out->set_node_id(member.id);
+    out->set_address(member.address);
+    out->set_zone(member.zone);
+    out->set_self(member.id == info_.node_id);
+    out->set_reachable(true);
+    out->set_liveness("UNKNOWN");
+    out->set_last_heard_ms_ago(-1);
+    if (auto g = gossip.find(member.id); g != gossip.end()) FillGossip(g->second, now, out);
+    if (auto ae = exchanges.find(member.id); ae != exchanges.end())
+      FillAntiEntropy(ae->second, out);
+    if (auto ob = outbox.find(member.id); ob != outbox.end()) FillOutbox(ob->second, out);
+  }
+}
+
+void AdminService::FillGossip(const MemberView& view, absl::Time now, v1::MemberStatus* out) {
+  out->set_liveness(std::string(LivenessName(view.liveness)));
+  out->set_heartbeat(view.entry.heartbeat);
+  out->set_incarnation(view.entry.incarnation);
+  if (view.last_heard != absl::InfinitePast()) {
+    out->set_last_heard_ms_ago(
+        std::max<int64_t>(0, absl::ToInt64Milliseconds(now - view.last_heard)));
+  }
+}
+
+void AdminService::FillAntiEntropy(const PeerAntiEntropyStats& stats, v1::MemberStatus* out) {
+  out->set_anti_entropy_exchanges(stats.exchanges);
+  if (stats.last_exchange != absl::InfinitePast()) {
+    out->set_anti_entropy_last_exchange_unix_micros(absl::ToUnixMicros(stats.last_exchange));
+  }
+  out->set_anti_entropy_in_sync(stats.in_sync);
+  out->set_anti_entropy_keys_different(stats.last_keys_different);
+  out->set_anti_entropy_keys_repaired(stats.keys_repaired);
+  out->set_anti_entropy_last_error(stats.last_error);
+}
+
+void AdminService::FillOutbox(const PeerOutboxStats& stats, v1::MemberStatus* out) {
+  out->set_reachable(stats.reachable);
+  out->set_outbox_depth(stats.depth);
+  out->set_outbox_dropped(stats.dropped);
+  out->set_sent_records(stats.sent_records);
+  out->set_last_error(stats.last_error);
+  if (stats.last_success != absl::InfinitePast()) {
+    out->set_last_success_unix_micros(absl::ToUnixMicros(stats.last_success));
+  }
+}
+
+void AdminService::FillCoordinatorStats(CoordinatorStats stats,
+                                        v1::ClusterStatusResponse* response) {
+  response->set_writes_coordinated(stats.writes_coordinated);
+  response->set_writes_forwarded(stats.writes_forwarded);
+  response->set_read_repairs(stats.read_repairs);
+  std::vector<int64_t>& lag = stats.recent_replication_lag_us;
+  response->set_replication_lag_samples(static_cast<uint32_t>(lag.size()));
+  if (!lag.empty()) {
+    std::sort(lag.begin(), lag.end());
+    response->set_replication_lag_p50_us(lag[lag.size() / 2]);
+    response->set_replication_lag_p99_us(lag[std::min(lag.size() - 1, lag.size() * 99 / 100)]);
+    response->set_replication_lag_max_us(lag.back());
+  }
 }
 
 grpc::ServerUnaryReactor* AdminService::RunAntiEntropy(grpc::CallbackServerContext* context,

@@ -84,6 +84,14 @@ class AdminService final : public v1::Admin::CallbackService {
                                               v1::AntiEntropyStatusResponse* response) override;
 
  private:
+  // ClusterStatus's parts: one MemberStatus per member of `ring`, from the outbox, anti-entropy
+  // and gossip views; the coordinator's counters and replication lag percentiles.
+  void FillMembers(const HashRing& ring, v1::ClusterStatusResponse* response) const;
+  static void FillGossip(const MemberView& view, absl::Time now, v1::MemberStatus* out);
+  static void FillAntiEntropy(const PeerAntiEntropyStats& stats, v1::MemberStatus* out);
+  static void FillOutbox(const PeerOutboxStats& stats, v1::MemberStatus* out);
+  static void FillCoordinatorStats(CoordinatorStats stats, v1::ClusterStatusResponse* response);
+
   const NodeInfo info_;
   Engine* const engine_;
   Coordinator* const coordinator_;
