@@ -174,81 +174,92 @@ absl::StatusOr<CausalContext> CausalContext::Decode(absl::string_view bytes) {
   if (bytes[1] != kContextFormatVersion1 && bytes[1] != kContextFormatVersion2) {
     return Malformed(absl::StrCat("unknown format version ", static_cast<uint8_t>(bytes[1])));
   }
-  const bool has_tokened = bytes[1] == kContextFormatVersion2;
   absl::string_view input = bytes.substr(2);
   uint32_t masked_crc = 0;
   GetFixed32(&input, &masked_crc);
   if (crc32c::Unmask(masked_crc) != crc32c::Extend(crc32c::Value(bytes.substr(0, 2)), input)) {
     return Malformed("checksum mismatch");
   }
-
-  // Counts are bounded by the remaining input (every entry takes at least two bytes), so a
-  // hostile count cannot make us allocate more than the input's size.
   CausalContext context;
+  if (absl::Status status = context.DecodeVersionVector(&input); !status.ok()) return status;
+  if (absl::Status status = context.DecodeDots(&input); !status.ok()) return status;
+  if (bytes[1] == kContextFormatVersion2) {
+    if (absl::Status status = context.DecodeTokenedVersions(&input); !status.ok()) return status;
+  }
+  if (!input.empty()) return Malformed("trailing bytes");
+  return context;
+}
+
+// Counts are bounded by the remaining input (every entry takes at least two bytes), so a hostile
+// count cannot make us allocate more than the input's size.
+absl::Status CausalContext::DecodeVersionVector(absl::string_view* input) {
   uint32_t num_entries = 0;
-  if (!GetVarint32(&input, &num_entries) || num_entries > input.size() / 2) {
+  if (!GetVarint32(input, &num_entries) || num_entries > input->size() / 2) {
     return Malformed("bad version vector size");
   }
   absl::string_view prev_actor;
   for (uint32_t i = 0; i < num_entries; ++i) {
     absl::string_view actor;
     uint64_t counter = 0;
-    if (!GetLengthPrefixed(&input, &actor) || !GetVarint64(&input, &counter)) {
+    if (!GetLengthPrefixed(input, &actor) || !GetVarint64(input, &counter)) {
       return Malformed("truncated version vector entry");
     }
     if (counter == 0) return Malformed("version vector entry with counter 0");
     if (i > 0 && actor <= prev_actor) return Malformed("version vector actors out of order");
-    context.vv_.Advance(actor, counter);
+    vv_.Advance(actor, counter);
     prev_actor = actor;
   }
+  return absl::OkStatus();
+}
+
+absl::Status CausalContext::DecodeDots(absl::string_view* input) {
   uint32_t num_dots = 0;
-  if (!GetVarint32(&input, &num_dots) || num_dots > input.size() / 2) {
+  if (!GetVarint32(input, &num_dots) || num_dots > input->size() / 2) {
     return Malformed("bad dot count");
   }
-  context.dots_.reserve(num_dots);
+  dots_.reserve(num_dots);
   for (uint32_t i = 0; i < num_dots; ++i) {
     absl::string_view actor;
     Dot dot;
-    if (!GetLengthPrefixed(&input, &actor) || !GetVarint64(&input, &dot.counter)) {
+    if (!GetLengthPrefixed(input, &actor) || !GetVarint64(input, &dot.counter)) {
       return Malformed("truncated dot");
     }
     dot.actor = std::string(actor);
     if (dot.counter == 0) return Malformed("dot with counter 0");
-    if (context.vv_.Covers(dot)) return Malformed("dot already covered by the version vector");
-    if (!context.dots_.empty() && !(context.dots_.back() < dot)) {
-      return Malformed("dots out of order");
-    }
-    context.dots_.push_back(std::move(dot));
+    if (vv_.Covers(dot)) return Malformed("dot already covered by the version vector");
+    if (!dots_.empty() && !(dots_.back() < dot)) return Malformed("dots out of order");
+    dots_.push_back(std::move(dot));
   }
-  if (has_tokened) {
-    // Each entry takes at least 18 bytes (two length/varint bytes and two fixed64).
-    constexpr size_t kMinTokenedBytes = 18;
-    uint32_t num_tokened = 0;
-    if (!GetVarint32(&input, &num_tokened) || num_tokened == 0 ||
-        num_tokened > kMaxTokenedVersions || num_tokened > input.size() / kMinTokenedBytes) {
-      return Malformed("bad tokened version count");
-    }
-    context.tokened_.reserve(num_tokened);
-    for (uint32_t i = 0; i < num_tokened; ++i) {
-      absl::string_view actor;
-      TokenedVersion version;
-      uint64_t timestamp = 0;
-      if (!GetLengthPrefixed(&input, &actor) || !GetVarint64(&input, &version.dot.counter) ||
-          !GetFixed64(&input, &timestamp) || !GetFixed64(&input, &version.fingerprint)) {
-        return Malformed("truncated tokened version");
-      }
-      version.dot.actor = std::string(actor);
-      version.timestamp_micros = static_cast<int64_t>(timestamp);
-      if (version.dot.counter == 0) return Malformed("tokened version with counter 0");
-      if (!context.Covers(version.dot)) return Malformed("tokened version not covered");
-      if (!context.tokened_.empty() && !(context.tokened_.back().dot < version.dot)) {
-        return Malformed("tokened versions out of order");
-      }
-      context.tokened_.push_back(std::move(version));
-    }
+  return absl::OkStatus();
+}
+
+absl::Status CausalContext::DecodeTokenedVersions(absl::string_view* input) {
+  // Each entry takes at least 18 bytes (two length/varint bytes and two fixed64).
+  constexpr size_t kMinTokenedBytes = 18;
+  uint32_t num_tokened = 0;
+  if (!GetVarint32(input, &num_tokened) || num_tokened == 0 || num_tokened > kMaxTokenedVersions ||
+      num_tokened > input->size() / kMinTokenedBytes) {
+    return Malformed("bad tokened version count");
   }
-  if (!input.empty()) return Malformed("trailing bytes");
-  return context;
+  tokened_.reserve(num_tokened);
+  for (uint32_t i = 0; i < num_tokened; ++i) {
+    absl::string_view actor;
+    TokenedVersion version;
+    uint64_t timestamp = 0;
+    if (!GetLengthPrefixed(input, &actor) || !GetVarint64(input, &version.dot.counter) ||
+        !GetFixed64(input, &timestamp) || !GetFixed64(input, &version.fingerprint)) {
+      return Malformed("truncated tokened version");
+    }
+    version.dot.actor = std::string(actor);
+    version.timestamp_micros = static_cast<int64_t>(timestamp);
+    if (version.dot.counter == 0) return Malformed("tokened version with counter 0");
+    if (!Covers(version.dot)) return Malformed("tokened version not covered");
+    if (!tokened_.empty() && !(tokened_.back().dot < version.dot)) {
+      return Malformed("tokened versions out of order");
+    }
+    tokened_.push_back(std::move(version));
+  }
+  return absl::OkStatus();
 }
 
 std::string CausalContext::ToString() const {

@@ -145,6 +145,12 @@ class CausalContext {
   }
 
  private:
+  // Decode's sections, in order; each reads its part of `*input` into this context (still being
+  // built) and checks it against what was read before.
+  absl::Status DecodeVersionVector(absl::string_view* input);
+  absl::Status DecodeDots(absl::string_view* input);
+  absl::Status DecodeTokenedVersions(absl::string_view* input);
+
   void TrimTokened();
 
   VersionVector vv_;
