@@ -248,6 +248,71 @@ nlohmann::json ReportHeader(const BenchFlags& flags) {
       {"duration_s", absl::ToDoubleSeconds(flags.duration)}};
 }
 
+// What the measured rounds gave: the workload's and the ceiling's stats, merged over the rounds,
+// and each round's ratio of the two.
+struct Rounds {
+  PhaseStats workload;
+  std::optional<PhaseStats> ceiling;
+  std::vector<double> ratios;
+};
+
+// Each round: the ceiling (if asked), then the workload, for warmup + duration / rounds each.
+Rounds RunRounds(const BenchFlags& flags, OpSource& ping, OpSource& workload) {
+  const WorkloadConfig& config = flags.workload;
+  const absl::Duration round_duration = flags.duration / flags.rounds;
+  Rounds rounds;
+  for (int round = 0; round < flags.rounds; ++round) {
+    const std::string suffix =
+        flags.rounds > 1 ? absl::StrCat(" round ", round + 1, "/", flags.rounds) : "";
+    std::optional<PhaseStats> round_ceiling;
+    if (flags.ceiling) {
+      round_ceiling = RunClosedLoop(ping, {"ceiling (Ping)" + suffix, config.concurrency,
+                                           flags.warmup, round_duration, 0, true});
+    }
+    LoopOptions loop{"workload " + config.spec.name + suffix,
+                     config.concurrency,
+                     flags.warmup,
+                     round_duration,
+                     0,
+                     true};
+    loop.rate = flags.rate;
+    PhaseStats round_stats = RunClosedLoop(workload, loop);
+    if (round_ceiling.has_value()) {
+      rounds.ratios.push_back(round_ceiling->ops_per_sec() > 0
+                                  ? round_stats.ops_per_sec() / round_ceiling->ops_per_sec()
+                                  : 0);
+      if (!rounds.ceiling.has_value()) rounds.ceiling.emplace();
+      rounds.ceiling->MergeFrom(*round_ceiling);
+    }
+    rounds.workload.MergeFrom(round_stats);
+  }
+  return rounds;
+}
+
+// The ceiling and the workload's ratio to it: the median of the rounds' ratios.
+void AddCeilingReport(const PhaseStats& ceiling, const std::vector<double>& round_ratios,
+                      int rounds, nlohmann::json& report, std::string& text) {
+  AddPhaseJson(ceiling, "ceiling_", report);
+  std::vector<double> sorted = round_ratios;
+  std::sort(sorted.begin(), sorted.end());
+  const size_t n = sorted.size();
+  const double ratio = n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+  report["ratio_to_ceiling"] = ratio;
+  report["rounds"] = rounds;
+  report["round_ratios"] = round_ratios;
+  if (n > 1) {
+    absl::StrAppend(&text, "ratio to the ceiling by round: ",
+                    absl::StrJoin(round_ratios, " ",
+                                  [](std::string* out, double r) {
+                                    absl::StrAppend(out, absl::StrFormat("%.3f", r));
+                                  }),
+                    "\n");
+  }
+  absl::StrAppend(&text, "transport ceiling (Admin.Ping, same loop):\n", PhaseText(ceiling),
+                  absl::StrFormat("  the workload reached %.1f%% of the ceiling%s\n", 100 * ratio,
+                                  n > 1 ? " (median of the rounds)" : ""));
+}
+
 int Run(const BenchFlags& flags) {
   ClientOptions client_options;
   client_options.endpoints = flags.endpoints;
@@ -269,42 +334,14 @@ int Run(const BenchFlags& flags) {
       return Fail(status, flags.json, kExitFailure);
     }
   }
-  // Each round: the ceiling (if asked), then the workload, for warmup + duration / rounds each.
   PingSource ping(**client);
   WorkloadSource workload(**client, config, contexts);
-  const absl::Duration round_duration = flags.duration / flags.rounds;
-  std::optional<PhaseStats> ceiling;
-  PhaseStats stats;
-  std::vector<double> round_ratios;
-  for (int round = 0; round < flags.rounds; ++round) {
-    const std::string suffix =
-        flags.rounds > 1 ? absl::StrCat(" round ", round + 1, "/", flags.rounds) : "";
-    std::optional<PhaseStats> round_ceiling;
-    if (flags.ceiling) {
-      round_ceiling = RunClosedLoop(ping, {"ceiling (Ping)" + suffix, config.concurrency,
-                                           flags.warmup, round_duration, 0, true});
-    }
-    LoopOptions loop{"workload " + config.spec.name + suffix,
-                     config.concurrency,
-                     flags.warmup,
-                     round_duration,
-                     0,
-                     true};
-    loop.rate = flags.rate;
-    PhaseStats round_stats = RunClosedLoop(workload, loop);
-    if (round_ceiling.has_value()) {
-      round_ratios.push_back(round_ceiling->ops_per_sec() > 0
-                                 ? round_stats.ops_per_sec() / round_ceiling->ops_per_sec()
-                                 : 0);
-      if (!ceiling.has_value()) ceiling.emplace();
-      ceiling->MergeFrom(*round_ceiling);
-    }
-    stats.MergeFrom(round_stats);
-  }
+  const Rounds rounds = RunRounds(flags, ping, workload);
   const ReplicationLagReport lag = CollectReplicationLag(**client);
   // Waits for every callback before the sources (declared above) are destroyed.
   client->reset();
 
+  const PhaseStats& stats = rounds.workload;
   AddPhaseJson(stats, "", report);
   report["reads"] = stats.reads;
   report["writes"] = stats.writes;
@@ -312,26 +349,8 @@ int Run(const BenchFlags& flags) {
   absl::StrAppend(&text, "workload:\n", PhaseText(stats),
                   absl::StrFormat("  reads %d (%d not found: never written), writes %d\n",
                                   stats.reads, stats.reads_not_found, stats.writes));
-  if (ceiling.has_value()) {
-    AddPhaseJson(*ceiling, "ceiling_", report);
-    std::vector<double> sorted = round_ratios;
-    std::sort(sorted.begin(), sorted.end());
-    const size_t n = sorted.size();
-    const double ratio = n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
-    report["ratio_to_ceiling"] = ratio;
-    report["rounds"] = flags.rounds;
-    report["round_ratios"] = round_ratios;
-    if (n > 1) {
-      absl::StrAppend(&text, "ratio to the ceiling by round: ",
-                      absl::StrJoin(round_ratios, " ",
-                                    [](std::string* out, double r) {
-                                      absl::StrAppend(out, absl::StrFormat("%.3f", r));
-                                    }),
-                      "\n");
-    }
-    absl::StrAppend(&text, "transport ceiling (Admin.Ping, same loop):\n", PhaseText(*ceiling),
-                    absl::StrFormat("  the workload reached %.1f%% of the ceiling%s\n", 100 * ratio,
-                                    n > 1 ? " (median of the rounds)" : ""));
+  if (rounds.ceiling.has_value()) {
+    AddCeilingReport(*rounds.ceiling, rounds.ratios, flags.rounds, report, text);
   }
   AddReplicationLagJson(lag, report);
   absl::StrAppend(&text, ReplicationLagText(lag));
