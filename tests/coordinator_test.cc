@@ -163,6 +163,15 @@ class CoordinatorTest : public ::testing::Test {
       if (found == replica) return key;
     }
   }
+  // The placement of n1 leaving a cluster of n1..n4 (layout version 2).
+  static std::shared_ptr<const Placement> LeavingN1() {
+    ClusterLayout layout;
+    layout.version = 2;
+    layout.members = Members(4);
+    layout.next = {layout.members[1], layout.members[2], layout.members[3]};
+    layout.change = "leave n1";
+    return Placement::Create(layout).value();
+  }
   static QuorumSpec Count(uint32_t w) { return QuorumSpec{QuorumSpec::Kind::kCount, w}; }
 
   ManualClock clock_;
@@ -235,12 +244,7 @@ TEST_F(CoordinatorTest, ConfirmationsAfterALayoutChangeAreCountedAgainstTheNewOw
   const std::string key = KeyWhere("k", "n4", /*replica=*/false);  // owners n1, n2, n3
   Answers answers = Put(key, "v");
   // n1 leaves: the key's new owners are n2, n3, n4, and the coordinator did not write to n4.
-  ClusterLayout layout;
-  layout.version = 2;
-  layout.members = Members(4);
-  layout.next = {Members(4)[1], Members(4)[2], Members(4)[3]};
-  layout.change = "leave n1";
-  ASSERT_TRUE(holder_->Set(Placement::Create(layout).value()));
+  ASSERT_TRUE(holder_->Set(LeavingN1()));
   peers_.Answer("n2", absl::OkStatus());
   executor_.Drain();
   EXPECT_THAT(*answers, IsEmpty())
@@ -255,12 +259,7 @@ TEST_F(CoordinatorTest, ANewOwnerTheWriteWasNotSentToMakesItUnavailableMarkedSto
   Start("n1", 4);
   const std::string key = KeyWhere("k", "n4", /*replica=*/false);
   Answers answers = Put(key, "v", QuorumSpec{QuorumSpec::Kind::kAll, 0});
-  ClusterLayout layout;
-  layout.version = 2;
-  layout.members = Members(4);
-  layout.next = {Members(4)[1], Members(4)[2], Members(4)[3]};
-  layout.change = "leave n1";
-  ASSERT_TRUE(holder_->Set(Placement::Create(layout).value()));
+  ASSERT_TRUE(holder_->Set(LeavingN1()));
   peers_.Answer("n2", absl::OkStatus());
   executor_.Drain();
   // W=all of the new owners needs n4, which no outbox entry of this write will reach.
