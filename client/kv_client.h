@@ -3,11 +3,13 @@
 // Every call has a deadline (ClientOptions::call_deadline unless overridden) covering all its
 // attempts. Calls that fail with a retryable code (client/retry_policy.h) are retried with capped
 // exponential backoff and full jitter, within a retry budget shared by the client, moving to the
-// next endpoint after UNAVAILABLE or DEADLINE_EXCEEDED. An attempt that ends CANCELLED was
-// dropped by the node before it started (the client never cancels its attempts; gRPC answers so
-// while a server shuts down): it is reported and retried as UNAVAILABLE. Each Put/Delete carries
-// one idempotency token, generated once per logical call (or given by the caller) and reused on
-// every retry, so a retry never creates a second version.
+// next endpoint after UNAVAILABLE or DEADLINE_EXCEEDED. The client never cancels its attempts,
+// and kvnode ends a call CANCELLED only when it never started it (gRPC answers so for calls that
+// reach a server while it shuts down), so an attempt that ends CANCELLED is reported and retried
+// as UNAVAILABLE (a proxy between client and nodes that resets streams whose handler ran would
+// break that assumption; the Put/Delete token still keeps such a retry from applying twice).
+// Each Put/Delete carries one idempotency token, generated once per logical call (or given by the
+// caller) and reused on every retry, so a retry never creates a second version.
 //
 // A Put/Delete that fails with UNAVAILABLE and the trailing metadata "kv-write-stored" (the node
 // stored the write, but fewer than W replicas confirmed it; it keeps replicating) is retried on

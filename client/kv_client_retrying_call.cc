@@ -100,10 +100,9 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
   }
 
   // The client never cancels an attempt, so an attempt that ends CANCELLED was dropped by the
-  // node before any handler ran: gRPC does this to calls that reach a server while it shuts down,
-  // and the node to calls whose deadline passed in its queue. Nothing was applied and the node is
-  // probably going away, which is what UNAVAILABLE means; the call is retried, on another
-  // endpoint, like any UNAVAILABLE.
+  // node before any handler ran: gRPC does this to calls that reach a server while it shuts down.
+  // Nothing was applied and the node is probably going away, which is what UNAVAILABLE means; the
+  // call is retried like any UNAVAILABLE (on another endpoint unless it is pinned to one).
   static absl::Status DroppedUnstarted(const absl::Status& status) {
     return absl::UnavailableError(
         absl::StrCat("the node dropped the call before starting it (CANCELLED: ", status.message(),

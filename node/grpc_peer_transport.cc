@@ -15,13 +15,14 @@
 namespace kv {
 namespace {
 
-// A call that ends CANCELLED was dropped before the peer started it: gRPC answers so for calls
-// that reach a server while it shuts down (and this transport cancels its own calls only when it
-// is destroyed). Like the client library, the node treats that as UNAVAILABLE, so that a
-// forwarded write moves on to the next replica.
-absl::Status FromGrpc(const grpc::Status& status) {
+// A call that ends CANCELLED while this transport is not being destroyed (the only time it cancels
+// its own calls) was dropped before the peer started it: gRPC answers so for calls that reach a
+// server while it shuts down. Like the client library, the node treats that as UNAVAILABLE, so
+// that a forwarded write moves on to the next replica. `self_cancelled`: the transport is being
+// destroyed and cancelled its calls; CANCELLED then stays CANCELLED, and ends a forwarding chain.
+absl::Status FromGrpc(const grpc::Status& status, bool self_cancelled) {
   if (status.ok()) return absl::OkStatus();
-  if (status.error_code() == grpc::StatusCode::CANCELLED) {
+  if (status.error_code() == grpc::StatusCode::CANCELLED && !self_cancelled) {
     return absl::UnavailableError(absl::StrCat(
         "the peer dropped the call before starting it (CANCELLED: ", status.error_message(),
         "); it is probably shutting down"));
@@ -68,6 +69,7 @@ GrpcPeerTransport::GrpcPeerTransport(std::string self_id, Executor* executor, Op
 
 GrpcPeerTransport::~GrpcPeerTransport() {
   absl::MutexLock lock(&mu_);
+  cancelling_ = true;
   for (grpc::ClientContext* context : in_flight_) context->TryCancel();
   mu_.Await(absl::Condition(
       +[](std::set<grpc::ClientContext*>* calls) { return calls->empty(); }, &in_flight_));
@@ -141,7 +143,9 @@ void GrpcPeerTransport::MergeRecords(const Member& peer, std::vector<EncodedReco
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         grpc::ClientContext* context = &call->context;
         Complete(std::move(call), context, std::move(stubs),
-                 [status = FromGrpc(status), done = std::move(done)] { done(status); });
+                 [status = FromGrpc(status, cancelling_.load()), done = std::move(done)] {
+                   done(status);
+                 });
       });
 }
 
@@ -159,7 +163,7 @@ void GrpcPeerTransport::ReadRecord(const Member& peer, std::string key,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         absl::StatusOr<std::string> result;
         if (!status.ok()) {
-          result = FromGrpc(status);
+          result = FromGrpc(status, cancelling_.load());
         } else if (!call->response.found()) {
           result = absl::NotFoundError("replica has no record of the key");
         } else {
@@ -203,7 +207,7 @@ void GrpcPeerTransport::ListKeys(const Member& peer, std::string prefix, std::st
           page.next_page_token = std::move(*call->response.mutable_next_page_token());
           result = std::move(page);
         } else {
-          result = FromGrpc(status);
+          result = FromGrpc(status, cancelling_.load());
         }
         grpc::ClientContext* context = &call->context;
         Complete(std::move(call), context, std::move(stubs),
@@ -219,14 +223,14 @@ namespace {
 // replica that stored the write.
 template <typename Response>
 absl::StatusOr<WriteReply> ForwardedReply(grpc::ClientContext* context, const grpc::Status& status,
-                                          const Response& response) {
+                                          const Response& response, bool self_cancelled) {
   if (status.ok()) {
     return WriteReply{response.write_id(), response.context(), response.deduplicated()};
   }
   if (context->GetServerTrailingMetadata().count(kWriteStoredMetadata) > 0) {
-    return MarkWriteStored(FromGrpc(status));
+    return MarkWriteStored(FromGrpc(status, self_cancelled));
   }
-  return FromGrpc(status);
+  return FromGrpc(status, self_cancelled);
 }
 
 }  // namespace
@@ -248,7 +252,7 @@ void GrpcPeerTransport::SendForwardedWrite(std::shared_ptr<PeerStubs> stubs, Wri
   method(stubs->kv.get(), &call->context, &call->request, &call->response,
          [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
            absl::StatusOr<WriteReply> reply =
-               ForwardedReply(&call->context, status, call->response);
+               ForwardedReply(&call->context, status, call->response, cancelling_.load());
            grpc::ClientContext* context = &call->context;
            Complete(std::move(call), context, std::move(stubs),
                     [reply = std::move(reply), done = std::move(done)]() mutable {
@@ -293,7 +297,7 @@ void GrpcPeerTransport::MerkleNodes(
       &call->context, &call->request, &call->response,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         absl::StatusOr<std::vector<uint64_t>> result = absl::UnknownError("no answer");
-        if (!status.ok()) result = FromGrpc(status);
+        if (!status.ok()) result = FromGrpc(status, cancelling_.load());
         if (status.ok()) {
           result =
               std::vector<uint64_t>(call->response.hashes().begin(), call->response.hashes().end());
@@ -320,7 +324,7 @@ void GrpcPeerTransport::SegmentKeys(
       &call->context, &call->request, &call->response,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         absl::StatusOr<std::vector<KeyDigest>> result = absl::UnknownError("no answer");
-        if (!status.ok()) result = FromGrpc(status);
+        if (!status.ok()) result = FromGrpc(status, cancelling_.load());
         if (status.ok()) {
           std::vector<KeyDigest> entries;
           entries.reserve(call->response.entries_size());
@@ -353,7 +357,9 @@ void GrpcPeerTransport::PurgeRecord(const Member& peer, std::string key,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         grpc::ClientContext* context = &call->context;
         Complete(std::move(call), context, std::move(stubs),
-                 [status = FromGrpc(status), done = std::move(done)] { done(status); });
+                 [status = FromGrpc(status, cancelling_.load()), done = std::move(done)] {
+                   done(status);
+                 });
       });
 }
 
@@ -376,7 +382,7 @@ void GrpcPeerTransport::CompareDigests(
       &call->context, &call->request, &call->response,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         absl::StatusOr<std::vector<std::string>> result = absl::UnknownError("no answer");
-        if (!status.ok()) result = FromGrpc(status);
+        if (!status.ok()) result = FromGrpc(status, cancelling_.load());
         if (status.ok()) {
           std::vector<std::string> keys;
           keys.reserve(call->response.keys_size());
@@ -406,7 +412,7 @@ void GrpcPeerTransport::Gossip(const std::string& address, GossipDigest digest,
         if (status.ok()) {
           result = DigestFromMessage(call->response);
         } else {
-          result = FromGrpc(status);
+          result = FromGrpc(status, cancelling_.load());
         }
         grpc::ClientContext* context = &call->context;
         Complete(std::move(call), context, std::move(stubs),

@@ -6,12 +6,13 @@
 // Every call has a deadline (Options; anti-entropy calls and digest comparisons use read_timeout);
 // its callback is handed to the executor, so callers may block in it (e.g. on storage) without
 // stalling gRPC's threads. The destructor cancels the calls still in flight and waits until their
-// callbacks have been handed to the executor, which must outlive it. A call that ends CANCELLED
-// (the peer dropped it before starting it, as gRPC does while a server shuts down) is reported as
-// UNAVAILABLE. Thread-safe.
+// callbacks have been handed to the executor, which must outlive it; those calls end CANCELLED.
+// Any other call that ends CANCELLED was dropped by the peer before it started (gRPC does so while
+// a server shuts down) and is reported as UNAVAILABLE. Thread-safe.
 #ifndef KV_NODE_GRPC_PEER_TRANSPORT_H_
 #define KV_NODE_GRPC_PEER_TRANSPORT_H_
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <set>
@@ -98,6 +99,9 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<PeerStubs>> peers_ ABSL_GUARDED_BY(mu_);
   std::set<grpc::ClientContext*> in_flight_ ABSL_GUARDED_BY(mu_);
+  // Set by the destructor before it cancels the calls in flight: their CANCELLED is this
+  // transport's, not a peer's.
+  std::atomic<bool> cancelling_{false};
 };
 
 }  // namespace kv

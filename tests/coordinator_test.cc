@@ -147,11 +147,12 @@ class CoordinatorTest : public ::testing::Test {
     while (peers_.Answer(peer, absl::OkStatus()) > 0) executor_.Drain();
   }
   absl::StatusOr<SiblingSet> Read(const std::string& key, QuorumSpec r = {}) {
-    std::optional<absl::StatusOr<SiblingSet>> result;
-    coordinator_->Read(key, r, [&result](absl::StatusOr<SiblingSet> record) { result = record; });
+    // Shared with the callback, which may outlive this call if the read is not answered here.
+    auto result = std::make_shared<std::optional<absl::StatusOr<SiblingSet>>>();
+    coordinator_->Read(key, r, [result](absl::StatusOr<SiblingSet> record) { *result = record; });
     executor_.Drain();
-    EXPECT_TRUE(result.has_value()) << "the read was not answered";
-    return result.value_or(absl::InternalError("no answer"));
+    EXPECT_TRUE(result->has_value()) << "the read was not answered";
+    return result->value_or(absl::InternalError("no answer"));
   }
   // The first key "<prefix><i>" whose replicas (preference list of the current placement) do or
   // do not include `member`.

@@ -1,7 +1,8 @@
 // GrpcPeerTransport's forwarded writes against an in-process gRPC server whose KV service answers
 // what the test scripts: replies and verdicts come back as they are, a W shortfall keeps its
-// "stored" mark, and a call the peer dropped unstarted (CANCELLED, as gRPC answers while a server
-// shuts down) comes back as UNAVAILABLE, so that a coordinator moves on to the next replica.
+// "stored" mark, a call the peer dropped unstarted (CANCELLED, as gRPC answers while a server
+// shuts down) comes back as UNAVAILABLE, so that a coordinator moves on to the next replica, and
+// a call the transport cancelled itself (on destruction) stays CANCELLED.
 #include "node/grpc_peer_transport.h"
 
 #include <grpcpp/grpcpp.h>
@@ -23,7 +24,14 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// Answers every Put with the scripted status (OK: a fixed reply). Thread-safe.
+// Finishes only when the call is cancelled.
+class HangingReactor : public grpc::ServerUnaryReactor {
+ public:
+  void OnCancel() override { Finish(grpc::Status::CANCELLED); }
+  void OnDone() override { delete this; }
+};
+
+// Answers every Put with the scripted status (OK: a fixed reply), or never. Thread-safe.
 class ScriptedPut final : public v1::KV::CallbackService {
  public:
   void Answer(grpc::Status status, bool mark_stored = false) {
@@ -31,10 +39,18 @@ class ScriptedPut final : public v1::KV::CallbackService {
     status_ = std::move(status);
     mark_stored_ = mark_stored;
   }
+  void Hang() {
+    absl::MutexLock lock(&mu_);
+    hang_ = true;
+  }
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* context, const v1::PutRequest* request,
                                 v1::PutResponse* response) override {
     absl::MutexLock lock(&mu_);
     last_token_ = request->idempotency_token();
+    if (hang_) {
+      received_.Notify();
+      return new HangingReactor();
+    }
     if (mark_stored_) context->AddTrailingMetadata(kWriteStoredMetadata, "1");
     if (status_.ok()) {
       response->set_write_id("dot/key");
@@ -49,12 +65,16 @@ class ScriptedPut final : public v1::KV::CallbackService {
     absl::MutexLock lock(&mu_);
     return last_token_;
   }
+  // Notified when a Put arrives in Hang mode.
+  absl::Notification& received() { return received_; }
 
  private:
   mutable absl::Mutex mu_;
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
   bool mark_stored_ ABSL_GUARDED_BY(mu_) = false;
+  bool hang_ ABSL_GUARDED_BY(mu_) = false;
   std::string last_token_ ABSL_GUARDED_BY(mu_);
+  absl::Notification received_;
 };
 
 class GrpcPeerTransportTest : public ::testing::Test {
@@ -70,22 +90,32 @@ class GrpcPeerTransportTest : public ::testing::Test {
   }
   void TearDown() override {
     transport_.reset();
-    server_->Shutdown();
+    if (server_ != nullptr) server_->Shutdown();
   }
 
-  absl::StatusOr<WriteReply> Forward() {
+  // A forwarded write's answer, delivered on the executor.
+  struct Answer {
     absl::Notification done;
-    std::optional<absl::StatusOr<WriteReply>> result;
+    std::optional<absl::StatusOr<WriteReply>> reply;
+  };
+  std::shared_ptr<Answer> StartForward() {
+    auto answer = std::make_shared<Answer>();
     transport_->ForwardWrite(peer_, WriteCommand{"key", false, "value", "", "token-1"}, {},
-                             [&](absl::StatusOr<WriteReply> reply) {
-                               result = std::move(reply);
-                               done.Notify();
+                             [answer](absl::StatusOr<WriteReply> reply) {
+                               answer->reply = std::move(reply);
+                               answer->done.Notify();
                              });
-    done.WaitForNotification();
-    return *std::move(result);
+    return answer;
+  }
+  absl::StatusOr<WriteReply> Forward() {
+    std::shared_ptr<Answer> answer = StartForward();
+    answer->done.WaitForNotification();
+    return *std::move(answer->reply);
   }
 
-  InlineExecutor executor_;
+  // Callbacks run here, off gRPC's threads (as in kvnode): the last reference to a channel must
+  // never be dropped on one of the channel's own threads.
+  ThreadPoolExecutor executor_{1};
   ScriptedPut service_;
   std::unique_ptr<grpc::Server> server_;
   Member peer_;
@@ -126,6 +156,18 @@ TEST_F(GrpcPeerTransportTest, ACallThePeerDroppedUnstartedIsUnavailable) {
   EXPECT_THAT(reply.status().message(),
               HasSubstr("the peer dropped the call before starting it (CANCELLED: CANCELLED)"));
   EXPECT_FALSE(IsWriteStored(reply.status()));
+}
+
+// The calls the transport cancels itself, when it is destroyed, stay CANCELLED: they end a
+// forwarding chain instead of moving on to another replica through a transport going away.
+TEST_F(GrpcPeerTransportTest, CallsCancelledByTheTransportsDestructionStayCancelled) {
+  service_.Hang();
+  std::shared_ptr<Answer> answer = StartForward();
+  service_.received().WaitForNotification();
+  transport_.reset();
+  answer->done.WaitForNotification();
+  ASSERT_TRUE(answer->reply.has_value());
+  EXPECT_EQ(answer->reply->status().code(), absl::StatusCode::kCancelled);
 }
 
 }  // namespace
