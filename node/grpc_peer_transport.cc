@@ -15,21 +15,6 @@
 namespace kv {
 namespace {
 
-// A call that ends CANCELLED while this transport is not being destroyed (the only time it cancels
-// its own calls) was dropped before the peer started it: gRPC answers so for calls that reach a
-// server while it shuts down. Like the client library, the node treats that as UNAVAILABLE, so
-// that a forwarded write moves on to the next replica. `self_cancelled`: the transport is being
-// destroyed and cancelled its calls; CANCELLED then stays CANCELLED, and ends a forwarding chain.
-absl::Status FromGrpc(const grpc::Status& status, bool self_cancelled) {
-  if (status.ok()) return absl::OkStatus();
-  if (status.error_code() == grpc::StatusCode::CANCELLED && !self_cancelled) {
-    return absl::UnavailableError(absl::StrCat(
-        "the peer dropped the call before starting it (CANCELLED: ", status.error_message(),
-        "); it is probably shutting down"));
-  }
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-}
-
 void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
   context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
 }
@@ -73,6 +58,16 @@ GrpcPeerTransport::~GrpcPeerTransport() {
   for (grpc::ClientContext* context : in_flight_) context->TryCancel();
   mu_.Await(absl::Condition(
       +[](std::set<grpc::ClientContext*>* calls) { return calls->empty(); }, &in_flight_));
+}
+
+absl::Status GrpcPeerTransport::FromPeer(const grpc::Status& status) const {
+  if (status.ok()) return absl::OkStatus();
+  if (status.error_code() == grpc::StatusCode::CANCELLED && !cancelling_.load()) {
+    return absl::UnavailableError(absl::StrCat(
+        "the peer dropped the call before starting it (CANCELLED: ", status.error_message(),
+        "); it is probably shutting down"));
+  }
+  return ToAbslStatus(status);
 }
 
 void GrpcPeerTransport::Begin(grpc::ClientContext* context) {
@@ -143,9 +138,7 @@ void GrpcPeerTransport::MergeRecords(const Member& peer, std::vector<EncodedReco
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         grpc::ClientContext* context = &call->context;
         Complete(std::move(call), context, std::move(stubs),
-                 [status = FromGrpc(status, cancelling_.load()), done = std::move(done)] {
-                   done(status);
-                 });
+                 [status = FromPeer(status), done = std::move(done)] { done(status); });
       });
 }
 
@@ -163,7 +156,7 @@ void GrpcPeerTransport::ReadRecord(const Member& peer, std::string key,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         absl::StatusOr<std::string> result;
         if (!status.ok()) {
-          result = FromGrpc(status, cancelling_.load());
+          result = FromPeer(status);
         } else if (!call->response.found()) {
           result = absl::NotFoundError("replica has no record of the key");
         } else {
@@ -207,7 +200,7 @@ void GrpcPeerTransport::ListKeys(const Member& peer, std::string prefix, std::st
           page.next_page_token = std::move(*call->response.mutable_next_page_token());
           result = std::move(page);
         } else {
-          result = FromGrpc(status, cancelling_.load());
+          result = FromPeer(status);
         }
         grpc::ClientContext* context = &call->context;
         Complete(std::move(call), context, std::move(stubs),
@@ -222,15 +215,15 @@ namespace {
 // The forwarded write's answer as a WriteReply; the trailing metadata marks a W shortfall on a
 // replica that stored the write.
 template <typename Response>
-absl::StatusOr<WriteReply> ForwardedReply(grpc::ClientContext* context, const grpc::Status& status,
-                                          const Response& response, bool self_cancelled) {
+absl::StatusOr<WriteReply> ForwardedReply(grpc::ClientContext* context, const absl::Status& status,
+                                          const Response& response) {
   if (status.ok()) {
     return WriteReply{response.write_id(), response.context(), response.deduplicated()};
   }
   if (context->GetServerTrailingMetadata().count(kWriteStoredMetadata) > 0) {
-    return MarkWriteStored(FromGrpc(status, self_cancelled));
+    return MarkWriteStored(status);
   }
-  return FromGrpc(status, self_cancelled);
+  return status;
 }
 
 }  // namespace
@@ -252,7 +245,7 @@ void GrpcPeerTransport::SendForwardedWrite(std::shared_ptr<PeerStubs> stubs, Wri
   method(stubs->kv.get(), &call->context, &call->request, &call->response,
          [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
            absl::StatusOr<WriteReply> reply =
-               ForwardedReply(&call->context, status, call->response, cancelling_.load());
+               ForwardedReply(&call->context, FromPeer(status), call->response);
            grpc::ClientContext* context = &call->context;
            Complete(std::move(call), context, std::move(stubs),
                     [reply = std::move(reply), done = std::move(done)]() mutable {
@@ -297,7 +290,7 @@ void GrpcPeerTransport::MerkleNodes(
       &call->context, &call->request, &call->response,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         absl::StatusOr<std::vector<uint64_t>> result = absl::UnknownError("no answer");
-        if (!status.ok()) result = FromGrpc(status, cancelling_.load());
+        if (!status.ok()) result = FromPeer(status);
         if (status.ok()) {
           result =
               std::vector<uint64_t>(call->response.hashes().begin(), call->response.hashes().end());
@@ -324,7 +317,7 @@ void GrpcPeerTransport::SegmentKeys(
       &call->context, &call->request, &call->response,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         absl::StatusOr<std::vector<KeyDigest>> result = absl::UnknownError("no answer");
-        if (!status.ok()) result = FromGrpc(status, cancelling_.load());
+        if (!status.ok()) result = FromPeer(status);
         if (status.ok()) {
           std::vector<KeyDigest> entries;
           entries.reserve(call->response.entries_size());
@@ -357,9 +350,7 @@ void GrpcPeerTransport::PurgeRecord(const Member& peer, std::string key,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         grpc::ClientContext* context = &call->context;
         Complete(std::move(call), context, std::move(stubs),
-                 [status = FromGrpc(status, cancelling_.load()), done = std::move(done)] {
-                   done(status);
-                 });
+                 [status = FromPeer(status), done = std::move(done)] { done(status); });
       });
 }
 
@@ -382,7 +373,7 @@ void GrpcPeerTransport::CompareDigests(
       &call->context, &call->request, &call->response,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         absl::StatusOr<std::vector<std::string>> result = absl::UnknownError("no answer");
-        if (!status.ok()) result = FromGrpc(status, cancelling_.load());
+        if (!status.ok()) result = FromPeer(status);
         if (status.ok()) {
           std::vector<std::string> keys;
           keys.reserve(call->response.keys_size());
@@ -412,7 +403,7 @@ void GrpcPeerTransport::Gossip(const std::string& address, GossipDigest digest,
         if (status.ok()) {
           result = DigestFromMessage(call->response);
         } else {
-          result = FromGrpc(status, cancelling_.load());
+          result = FromPeer(status);
         }
         grpc::ClientContext* context = &call->context;
         Complete(std::move(call), context, std::move(stubs),

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "node/executor.h"
@@ -29,6 +30,7 @@
 namespace grpc {
 class Channel;
 class ClientContext;
+class Status;
 }  // namespace grpc
 namespace kv::v1 {
 class KV;
@@ -89,6 +91,9 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
   // In-flight accounting, so that the destructor can cancel and wait for outstanding calls.
   void Begin(grpc::ClientContext* context);
   void End(grpc::ClientContext* context);
+  // A call's status for the caller: CANCELLED becomes UNAVAILABLE unless this transport's
+  // destruction cancelled the call (see above).
+  absl::Status FromPeer(const grpc::Status& status) const;
   // Runs `done` on the executor, then ends the call and releases it and its stubs there.
   void Complete(std::shared_ptr<void> call, grpc::ClientContext* context,
                 std::shared_ptr<PeerStubs> stubs, std::function<void()> done);

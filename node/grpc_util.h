@@ -28,6 +28,11 @@ inline grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
+inline absl::Status ToAbslStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
 // Finishes the call at once with `status` (for checks that need no storage).
 inline grpc::ServerUnaryReactor* FinishNow(CallGate* gate, const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = gate->NewReactor();

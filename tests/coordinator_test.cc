@@ -164,6 +164,13 @@ class CoordinatorTest : public ::testing::Test {
       if (found == replica) return key;
     }
   }
+  // The encoded record of `key` after one write coordinated by another node (actor "n2").
+  std::string RecordWrittenElsewhere(const std::string& key) {
+    MemoryEngine engine;
+    std::unique_ptr<LocalStore> other = LocalStore::Open(&engine, &clock_, rng_, "n2", {}).value();
+    EXPECT_TRUE(other->Write(WriteCommand{key, false, "v", "", ""}).ok());
+    return EncodeSiblingSet(other->ReadRecord(key).value());
+  }
   // The placement of n1 leaving a cluster of n1..n4 (layout version 2).
   static std::shared_ptr<const Placement> LeavingN1() {
     ClusterLayout layout;
@@ -315,14 +322,10 @@ TEST_F(CoordinatorTest, ReadWithROfOneUsesTheOwnReplicaWhenItHoldsTheKey) {
   EXPECT_THAT(peers_.reads, IsEmpty());
 }
 
-// New-key read-after-write: the write is on n2 and n3 (W=2) but not yet here.
+// New-key read-after-write: the write reached n3 but neither this replica nor n2 yet.
 TEST_F(CoordinatorTest, ReadOfAKeyTheOwnReplicaLacksAsksTheOthersBeforeNotFound) {
   Start("n1", 3);
-  MemoryEngine other_engine;
-  std::unique_ptr<LocalStore> other =
-      LocalStore::Open(&other_engine, &clock_, rng_, "n2", {}).value();
-  ASSERT_TRUE(other->Write(WriteCommand{"k", false, "v", "", ""}).ok());
-  peers_.records["n3"] = EncodeSiblingSet(other->ReadRecord("k").value());
+  peers_.records["n3"] = RecordWrittenElsewhere("k");
   absl::StatusOr<SiblingSet> record = Read("k");
   ASSERT_TRUE(record.ok()) << record.status();
   EXPECT_EQ(record->siblings().size(), 1u);
@@ -348,11 +351,7 @@ TEST_F(CoordinatorTest, TooFewEmptyAnswersAreUnavailableNotNotFound) {
 
 TEST_F(CoordinatorTest, ReadRepairSendsTheMergedRecordToAStaleReplica) {
   Start("n1", 3);
-  MemoryEngine other_engine;
-  std::unique_ptr<LocalStore> other =
-      LocalStore::Open(&other_engine, &clock_, rng_, "n2", {}).value();
-  ASSERT_TRUE(other->Write(WriteCommand{"k", false, "v", "", ""}).ok());
-  peers_.records["n2"] = EncodeSiblingSet(other->ReadRecord("k").value());
+  peers_.records["n2"] = RecordWrittenElsewhere("k");
   // R=2 with an empty own replica: n2's record comes back and n1 is repaired locally.
   absl::StatusOr<SiblingSet> record = Read("k", Count(2));
   ASSERT_TRUE(record.ok()) << record.status();
