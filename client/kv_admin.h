@@ -36,7 +36,8 @@ const char* OperationStateName(OperationStatus::State state);
 
 struct RepairStarted {
   std::string operation_id;
-  std::string node_id;  // the node that runs it: ask that node for the operation
+  std::string node_id;        // the node that runs it: ask that node for the operation
+  bool deduplicated = false;  // the call's token had started this operation already
 };
 
 // A staged membership change (Client::ChangeMembership): the plan, and with commit the operation.
@@ -57,8 +58,9 @@ struct MembershipPlan {
   double moved_fraction = 0;  // of all stored replica data
   std::vector<Move> moves;
   std::vector<Share> shares;
-  std::string operation_id;  // with commit
-  std::string node_id;       // the node that runs the operation
+  std::string operation_id;   // with commit
+  std::string node_id;        // the node that runs the operation
+  bool deduplicated = false;  // with commit: the call's token had committed this change already
 };
 
 // One top-level range of a peer's Merkle tree (segments 256*index..256*index+255: 1/256 of the

@@ -181,6 +181,15 @@ struct WriteOptions : CallOptions {
   Quorum w;
 };
 
+// Options of the calls that start an operation (Client::StartRepair; ChangeMembership with
+// commit).
+struct StartOptions : CallOptions {
+  // Names the request: a retry with this token on the node that answered returns the first
+  // answer (see Client::StartRepair). Empty = the client makes one for this call; at most 128
+  // bytes.
+  std::string idempotency_token;
+};
+
 struct ReadOptions : CallOptions {
   Quorum r;
 };
@@ -236,12 +245,18 @@ class Client {
                                                       const CallOptions& options = {});
 
   // Admin calls for long operations and anti-entropy (results in client/kv_admin.h). Each asks
-  // the first endpoint whose channel is not known to be down, failing over like ClusterStatus.
+  // the first endpoint whose channel is not known to be down, failing over like ClusterStatus,
+  // except the calls that start an operation (StartRepair; ChangeMembership with commit): they
+  // carry an idempotency token (StartOptions) and every attempt goes to the node the first one
+  // went to, which remembers the token (for an hour, in memory), so that a retry after a lost
+  // answer gets the first answer (deduplicated = true) instead of starting the job again. Such a
+  // call therefore fails UNAVAILABLE, without failing over, when that node stays unreachable;
+  // calling again with the same token and endpoint is safe. INVALID_ARGUMENT when the token was
+  // used for another request on that node.
   // StartRepair starts a forced anti-entropy exchange with every peer (or `peer_id`) on the
-  // node that answers and returns its operation id at once; it is not deduplicated, so a retry
-  // after a lost answer may start a second repair (harmless: exchanges repair idempotently).
+  // node that answers and returns its operation id at once.
   absl::StatusOr<RepairStarted> StartRepair(absl::string_view peer_id = "",
-                                            const CallOptions& options = {});
+                                            const StartOptions& options = {});
   // NOT_FOUND for an unknown or expired id or one of another node (the message names it);
   // INVALID_ARGUMENT for a malformed id.
   // Plans adding (join) or removing (leave) a member; with `commit`, also starts the change as an
@@ -249,7 +264,7 @@ class Client {
   // another change runs or when the layout moved past `expected_layout_version` (0: any).
   absl::StatusOr<MembershipPlan> ChangeMembership(bool join, absl::string_view node_id, bool commit,
                                                   uint64_t expected_layout_version = 0,
-                                                  const CallOptions& options = {});
+                                                  const StartOptions& options = {});
   absl::StatusOr<OperationStatus> GetOperation(absl::string_view operation_id,
                                                const CallOptions& options = {});
   absl::StatusOr<std::vector<OperationStatus>> ListOperations(const CallOptions& options = {});

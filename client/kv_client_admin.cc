@@ -22,11 +22,13 @@ absl::StatusOr<ClusterStatusResult> Client::ClusterStatusOf(size_t endpoint_inde
 }
 
 absl::StatusOr<RepairStarted> Client::StartRepair(absl::string_view peer_id,
-                                                  const CallOptions& options) {
+                                                  const StartOptions& options) {
   v1::StartRepairRequest request;
   request.set_peer_id(std::string(peer_id));
+  request.set_idempotency_token(options.idempotency_token.empty() ? NewIdempotencyToken()
+                                                                  : options.idempotency_token);
   return impl_->AdminCall<v1::StartRepairRequest, v1::StartRepairResponse, RepairStarted>(
-      options, std::move(request),
+      options, EndpointPolicy::kPinned, std::move(request),
       [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::StartRepairRequest* req,
          v1::StartRepairResponse* resp, std::function<void(grpc::Status)> on_done) {
         stub->async()->StartRepair(context, req, resp, std::move(on_done));
@@ -37,15 +39,19 @@ absl::StatusOr<RepairStarted> Client::StartRepair(absl::string_view peer_id,
 absl::StatusOr<MembershipPlan> Client::ChangeMembership(bool join, absl::string_view node_id,
                                                         bool commit,
                                                         uint64_t expected_layout_version,
-                                                        const CallOptions& options) {
+                                                        const StartOptions& options) {
   v1::ChangeMembershipRequest request;
   request.set_action(join ? v1::ChangeMembershipRequest::JOIN : v1::ChangeMembershipRequest::LEAVE);
   request.set_node_id(std::string(node_id));
   request.set_commit(commit);
   request.set_expected_layout_version(expected_layout_version);
+  if (commit) {
+    request.set_idempotency_token(options.idempotency_token.empty() ? NewIdempotencyToken()
+                                                                    : options.idempotency_token);
+  }
   return impl_
       ->AdminCall<v1::ChangeMembershipRequest, v1::ChangeMembershipResponse, MembershipPlan>(
-          options, std::move(request),
+          options, commit ? EndpointPolicy::kPinned : EndpointPolicy::kFailover, std::move(request),
           [](v1::Admin::Stub* stub, grpc::ClientContext* context,
              const v1::ChangeMembershipRequest* req, v1::ChangeMembershipResponse* resp,
              std::function<void(grpc::Status)> on_done) {
@@ -59,7 +65,7 @@ absl::StatusOr<OperationStatus> Client::GetOperation(absl::string_view operation
   v1::GetOperationRequest request;
   request.set_operation_id(std::string(operation_id));
   return impl_->AdminCall<v1::GetOperationRequest, v1::GetOperationResponse, OperationStatus>(
-      options, std::move(request),
+      options, EndpointPolicy::kFailover, std::move(request),
       [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::GetOperationRequest* req,
          v1::GetOperationResponse* resp, std::function<void(grpc::Status)> on_done) {
         stub->async()->GetOperation(context, req, resp, std::move(on_done));
@@ -70,7 +76,7 @@ absl::StatusOr<OperationStatus> Client::GetOperation(absl::string_view operation
 absl::StatusOr<std::vector<OperationStatus>> Client::ListOperations(const CallOptions& options) {
   return impl_->AdminCall<v1::ListOperationsRequest, v1::ListOperationsResponse,
                           std::vector<OperationStatus>>(
-      options, v1::ListOperationsRequest(),
+      options, EndpointPolicy::kFailover, v1::ListOperationsRequest(),
       [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::ListOperationsRequest* req,
          v1::ListOperationsResponse* resp, std::function<void(grpc::Status)> on_done) {
         stub->async()->ListOperations(context, req, resp, std::move(on_done));
@@ -84,7 +90,7 @@ absl::StatusOr<AntiEntropyStatusResult> Client::AntiEntropyStatus(bool include_r
   request.set_include_ranges(include_ranges);
   return impl_->AdminCall<v1::AntiEntropyStatusRequest, v1::AntiEntropyStatusResponse,
                           AntiEntropyStatusResult>(
-      options, std::move(request),
+      options, EndpointPolicy::kFailover, std::move(request),
       [](v1::Admin::Stub* stub, grpc::ClientContext* context,
          const v1::AntiEntropyStatusRequest* req, v1::AntiEntropyStatusResponse* resp,
          std::function<void(grpc::Status)> on_done) {

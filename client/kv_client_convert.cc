@@ -154,7 +154,7 @@ ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* respons
 
 RepairStarted FromStartRepairResponse(v1::StartRepairResponse* response) {
   return RepairStarted{std::move(*response->mutable_operation_id()),
-                       std::move(*response->mutable_node_id())};
+                       std::move(*response->mutable_node_id()), response->deduplicated()};
 }
 
 MembershipPlan FromChangeMembershipResponse(v1::ChangeMembershipResponse* response) {
@@ -172,6 +172,7 @@ MembershipPlan FromChangeMembershipResponse(v1::ChangeMembershipResponse* respon
   }
   plan.operation_id = response->operation_id();
   plan.node_id = response->node_id();
+  plan.deduplicated = response->deduplicated();
   return plan;
 }
 

@@ -207,13 +207,14 @@ struct Client::Impl {
 
   // A synchronous admin call to the first endpoint not known to be down, with failover.
   template <typename Request, typename Response, typename Result>
-  absl::StatusOr<Result> AdminCall(const CallOptions& call_options, Request request,
+  absl::StatusOr<Result> AdminCall(const CallOptions& call_options,
+                                   client_internal::EndpointPolicy policy, Request request,
                                    Method<v1::Admin::Stub, Request, Response> method,
                                    Result (*convert)(Response*)) {
     return client_internal::WaitFor<absl::StatusOr<Result>>([&](auto done) {
-      Call<v1::Admin::Stub, Request, Response, Result>(
-          call_options, PickEndpoint(0), client_internal::EndpointPolicy::kFailover,
-          std::move(request), std::move(method), convert, std::move(done));
+      Call<v1::Admin::Stub, Request, Response, Result>(call_options, PickEndpoint(0), policy,
+                                                       std::move(request), std::move(method),
+                                                       convert, std::move(done));
     });
   }
 

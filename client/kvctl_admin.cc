@@ -101,15 +101,23 @@ absl::StatusOr<CommandOutput> RunRepair(Client& client, const CommandInput& inpu
   if (input.flags->Get("peer").has_value() && peer.empty()) {
     return UsageError("--peer needs a node id");
   }
-  absl::StatusOr<RepairStarted> started = client.StartRepair(peer);
+  StartOptions options;
+  absl::StatusOr<std::string> token = TokenFlag(*input.flags);
+  if (!token.ok()) return token.status();
+  options.idempotency_token = *std::move(token);
+  absl::StatusOr<RepairStarted> started = client.StartRepair(peer, options);
   if (!started.ok()) return started.status();
   CommandOutput out;
-  out.json = {{"operation_id", started->operation_id}, {"node_id", started->node_id}};
+  out.json = {{"operation_id", started->operation_id},
+              {"node_id", started->node_id},
+              {"deduplicated", started->deduplicated}};
   if (!wait->has_value()) {
     out.text = absl::StrCat(started->operation_id, "\n");
-    out.notice =
-        absl::StrCat("repair started on ", started->node_id,
-                     "; follow it with: kvctl operation get ", started->operation_id, "\n");
+    out.notice = absl::StrCat(started->deduplicated
+                                  ? "this token had already started the repair; nothing new started"
+                                  : "repair started",
+                              " on ", started->node_id, "; follow it with: kvctl operation get ",
+                              started->operation_id, "\n");
     return out;
   }
   absl::StatusOr<OperationStatus> op = WaitForOperation(client, started->operation_id, **wait);

@@ -1,10 +1,12 @@
 // kvctl's commands for long admin operations and anti-entropy:
 //
-//   repair [--peer=ID] [--wait [--wait-timeout=D]]
+//   repair [--peer=ID] [--token=TOKEN] [--wait [--wait-timeout=D]]
 //       starts a forced anti-entropy exchange with every peer (or one) on the first reachable
-//       endpoint and prints the operation id at once. --wait polls the operation (backoff 100ms
-//       doubling to 1s) until it ends, or --wait-timeout passes (default 10m): exit 0 if it
-//       SUCCEEDED, 3 if it FAILED or is still RUNNING at the timeout.
+//       endpoint and prints the operation id at once. With --token, running it again with the
+//       same token and peer on the same node answers the same operation ("deduplicated") and
+//       starts nothing; the token with another --peer is refused (exit 2). --wait polls the
+//       operation (backoff 100ms doubling to 1s) until it ends, or --wait-timeout passes (default
+//       10m): exit 0 if it SUCCEEDED, 3 if it FAILED or is still RUNNING at the timeout.
 //   operation get ID     state and progress of an operation (exit 0 whatever its state; 1 for
 //                        an unknown or expired id or one of another node; 2 for a malformed id)
 //   operation list       the operations the node keeps, newest first
@@ -14,9 +16,10 @@
 //
 // JSON: an operation is {"operation_id", "node_id", "kind", "description", "state",
 // "error": {"code", "message"} (FAILED only), "start_unix_micros", "start", "end_unix_micros",
-// "end", "progress": {"done", "total", "unit", "message"}, "counters": {...}}; repair adds it as
-// "operation" (with --wait, the final state); operation list prints {"operations": [...]};
-// cluster anti-entropy mirrors Admin.AntiEntropyStatus.
+// "end", "progress": {"done", "total", "unit", "message"}, "counters": {...}}; repair prints
+// {"operation_id", "node_id", "deduplicated"} and with --wait adds the final state as "operation";
+// operation list prints {"operations": [...]}; cluster anti-entropy mirrors
+// Admin.AntiEntropyStatus.
 #ifndef KV_CLIENT_KVCTL_ADMIN_H_
 #define KV_CLIENT_KVCTL_ADMIN_H_
 

@@ -124,7 +124,7 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
   const bool join = input.args[0] == "join";
   if (input.args.size() != 2) {
     return UsageError(absl::StrCat("usage: kvctl cluster ", input.args[0],
-                                   " NODE_ID [--commit [--layout-version=V]]"));
+                                   " NODE_ID [--commit [--layout-version=V] [--token=TOKEN]]"));
   }
   const bool commit = input.flags->Get("commit").has_value();
   uint64_t expected = 0;
@@ -134,8 +134,13 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
       return UsageError(absl::StrCat("--layout-version must be a number, not '", *v, "'"));
     }
   }
+  StartOptions options;
+  absl::StatusOr<std::string> token = TokenFlag(*input.flags);
+  if (!token.ok()) return token.status();
+  if (!commit && !token->empty()) return UsageError("--token goes with --commit");
+  options.idempotency_token = *std::move(token);
   absl::StatusOr<MembershipPlan> plan =
-      client.ChangeMembership(join, input.args[1], commit, expected);
+      client.ChangeMembership(join, input.args[1], commit, expected, options);
   if (!plan.ok()) return plan.status();
   CommandOutput out;
   nlohmann::json moves = nlohmann::json::array();
@@ -178,21 +183,28 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
   }
   out.json["operation_id"] = plan->operation_id;
   out.json["node_id"] = plan->node_id;
+  out.json["deduplicated"] = plan->deduplicated;
   absl::StrAppend(&out.text, plan->operation_id, "\n");
-  out.notice = absl::StrCat(input.args[0], " started on ", plan->node_id,
-                            "; follow it with: kvctl operation get ", plan->operation_id, "\n");
+  out.notice = absl::StrCat(
+      input.args[0],
+      plan->deduplicated ? " had already been committed with this token; nothing new started"
+                         : " started",
+      " on ", plan->node_id, "; follow it with: kvctl operation get ", plan->operation_id, "\n");
   return out;
 }
 
 }  // namespace
 
 absl::StatusOr<CommandOutput> RunCluster(Client& client, const CommandInput& input) {
-  if (input.args[0] == "anti-entropy") return RunClusterAntiEntropy(client, input);
   if (input.args[0] == "join" || input.args[0] == "leave") return RunClusterChange(client, input);
-  if (input.args.size() != 1) return UsageError("usage: kvctl cluster status");
-  if (input.flags->Get("commit").has_value()) {
-    return UsageError("--commit is a flag of 'cluster join' and 'cluster leave'");
+  for (const char* flag : {"commit", "layout-version", "token"}) {
+    if (input.flags->Get(flag).has_value()) {
+      return UsageError(
+          absl::StrCat("--", flag, " is a flag of 'cluster join' and 'cluster leave'"));
+    }
   }
+  if (input.args[0] == "anti-entropy") return RunClusterAntiEntropy(client, input);
+  if (input.args.size() != 1) return UsageError("usage: kvctl cluster status");
   if (input.args[0] != "status") {
     return UsageError(absl::StrCat(
         "unknown cluster subcommand '", input.args[0],

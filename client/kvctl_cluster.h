@@ -11,6 +11,11 @@
 // member's "state" is "self", "reachable", "unreachable", or "not contacted" (no replication
 // attempt to it yet), and "liveness" is the gossip failure detector's "UP", "DOWN" or "UNKNOWN"
 // (last_heard_ms_ago -1: never heard).
+//
+// `kvctl cluster join|leave NODE_ID [--commit [--layout-version=V] [--token=TOKEN]]` (RunCluster
+// as well): the plan, and with --commit the change started as an operation, whose id is printed
+// ("operation_id", "node_id", "deduplicated" in JSON). With --token, the same commit again on the
+// same node answers the first one's operation and starts nothing.
 #ifndef KV_CLIENT_KVCTL_CLUSTER_H_
 #define KV_CLIENT_KVCTL_CLUSTER_H_
 

@@ -70,10 +70,9 @@ absl::StatusOr<WriteOptions> WriteOptionsFrom(const cli::ParsedArgs& flags) {
     if (!decoded.ok()) return decoded.status();
     options.context = *std::move(decoded);
   }
-  if (std::optional<std::string> token = flags.Get("token"); token.has_value()) {
-    if (token->empty()) return UsageError("--token must not be empty");
-    options.idempotency_token = *token;
-  }
+  absl::StatusOr<std::string> token = TokenFlag(flags);
+  if (!token.ok()) return token.status();
+  options.idempotency_token = *std::move(token);
   return options;
 }
 
@@ -123,19 +122,26 @@ const std::vector<CommandSpec>& Commands() {
       {"cluster",
        1,
        2,
-       {{"ranges", false}, {"commit", false}, {"layout-version"}},
+       {{"ranges", false}, {"commit", false}, {"layout-version"}, {"token"}},
        "cluster status | cluster anti-entropy [--ranges] | cluster join|leave NODE_ID [--commit "
-       "[--layout-version=V]]",
+       "[--layout-version=V] [--token=TOKEN]]",
        &RunCluster},
       {"repair",
        0,
        0,
-       {{"peer"}, {"wait", false}, {"wait-timeout"}},
-       "repair [--peer=ID] [--wait [--wait-timeout=D]]",
+       {{"peer"}, {"wait", false}, {"wait-timeout"}, {"token"}},
+       "repair [--peer=ID] [--token=TOKEN] [--wait [--wait-timeout=D]]",
        &RunRepair},
       {"operation", 1, 2, {}, "operation get ID | operation list", &RunOperation},
   };
   return *commands;
+}
+
+absl::StatusOr<std::string> TokenFlag(const cli::ParsedArgs& flags) {
+  std::optional<std::string> token = flags.Get("token");
+  if (!token.has_value()) return std::string();
+  if (token->empty()) return UsageError("--token must not be empty");
+  return *std::move(token);
 }
 
 absl::StatusOr<std::string> ReadPutValue(const CommandInput& input) {

@@ -57,6 +57,10 @@ absl::StatusOr<CommandOutput> RunDescribeKey(Client& client, const CommandInput&
 // unreadable.
 absl::StatusOr<std::string> ReadPutValue(const CommandInput& input);
 
+// --token=TOKEN of put, delete, repair and cluster join/leave --commit: the idempotency token
+// (empty when the flag is absent: the client makes one); a usage error when given empty.
+absl::StatusOr<std::string> TokenFlag(const cli::ParsedArgs& flags);
+
 }  // namespace kv::kvctl
 
 #endif  // KV_CLIENT_KVCTL_COMMANDS_H_

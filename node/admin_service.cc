@@ -22,6 +22,7 @@ AdminService::AdminService(NodeInfo info, Engine* engine, Coordinator* coordinat
       reaper_(reaper),
       operations_(operations),
       repairs_(repairs),
+      start_tokens_(clock),
       executor_(executor),
       gate_(gate),
       clock_(clock),

@@ -7,9 +7,12 @@
 // writes coordinated here, and each member's liveness as gossip sees it (UP/DOWN/UNKNOWN, its
 // heartbeat and incarnation, and how long ago its heartbeat last advanced here).
 //
-// StartRepair, GetOperation, ListOperations and AntiEntropyStatus (admin_service_operations.cc)
-// start and show long admin jobs (node/operations.h, node/repair_runner.h) and the anti-entropy
-// state per peer and per range; they answer on the gRPC thread (memory only, no storage).
+// StartRepair, ChangeMembership, GetOperation, ListOperations and AntiEntropyStatus
+// (admin_service_operations.cc) start and show long admin jobs (node/operations.h,
+// node/repair_runner.h, node/membership_change.h) and the anti-entropy state per peer and per
+// range; they answer on the gRPC thread (memory only, no storage). A start that carries an
+// idempotency token is remembered with its answer (node/start_tokens.h): a retry of it on this
+// node gets the first answer and starts nothing.
 //
 // Thread-safety: thread-safe; the engine, executor and clock must outlive the service.
 #ifndef KV_NODE_ADMIN_SERVICE_H_
@@ -30,6 +33,7 @@
 #include "node/operations.h"
 #include "node/repair_runner.h"
 #include "node/replication_outbox.h"
+#include "node/start_tokens.h"
 #include "node/tombstone_reaper.h"
 #include "storage/engine.h"
 
@@ -102,6 +106,7 @@ class AdminService final : public v1::Admin::CallbackService {
   OperationRegistry* const operations_;
   RepairRunner* const repairs_;  // null when anti-entropy is unavailable
   MembershipChanger* changer_ = nullptr;
+  StartTokens start_tokens_;  // of StartRepair and committed ChangeMembership calls
   Executor* const executor_;
   CallGate* const gate_;
   const Clock* const clock_;

@@ -1,9 +1,13 @@
-// AdminService: operations (StartRepair, GetOperation, ListOperations) and AntiEntropyStatus.
+// AdminService: operations (StartRepair, ChangeMembership, GetOperation, ListOperations) and
+// AntiEntropyStatus.
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "node/admin_service.h"
 #include "node/grpc_util.h"
+#include "storage/status_macros.h"
 
 namespace kv {
 namespace {
@@ -62,6 +66,60 @@ void ToProto(const PeerAntiEntropyStats& stats, v1::PeerAntiEntropyStatus* out) 
   }
 }
 
+// The request's bytes without its idempotency token: what StartTokens compares a retry with.
+template <typename Request>
+std::string FingerprintWithoutToken(const Request& request) {
+  Request copy = request;
+  copy.clear_idempotency_token();
+  std::string bytes;
+  google::protobuf::io::StringOutputStream stream(&bytes);
+  google::protobuf::io::CodedOutputStream out(&stream);
+  out.SetSerializationDeterministic(true);
+  copy.SerializeToCodedStream(&out);
+  return bytes;
+}
+
+// Runs `start` (which fills a response) unless the request's token already started it, through
+// `tokens`, and sets `response` to the answer: the new one, or the token's first one marked
+// deduplicated.
+template <typename Request, typename Response, typename Start>
+absl::Status StartOnce(StartTokens& tokens, const Request& request, Response* response,
+                       Start start) {
+  KV_ASSIGN_OR_RETURN(StartTokens::Answer answer,
+                      tokens.Run(request.idempotency_token(), FingerprintWithoutToken(request),
+                                 [&]() -> absl::StatusOr<std::string> {
+                                   Response started;
+                                   KV_RETURN_IF_ERROR(start(&started));
+                                   return started.SerializeAsString();
+                                 }));
+  if (!response->ParseFromString(answer.response)) {
+    return absl::InternalError("could not read back the answer remembered for this token");
+  }
+  response->set_deduplicated(answer.deduplicated);
+  return absl::OkStatus();
+}
+
+void FillPlan(const MembershipChanger::Plan& plan, v1::ChangeMembershipResponse* response) {
+  response->set_layout_version(plan.current.version);
+  for (const Member& m : plan.transition.members) response->add_members_before(m.id);
+  for (const Member& m : plan.transition.next) response->add_members_after(m.id);
+  response->set_moved_fraction(plan.movement.moved_fraction);
+  for (const OwnershipMove& move : plan.movement.moves) {
+    v1::OwnershipMove* out = response->add_moves();
+    out->set_from_node_id(move.from);
+    out->set_to_node_id(move.to);
+    out->set_fraction(move.fraction);
+  }
+  for (const MemberShare& share : plan.movement.shares) {
+    v1::MemberShare* out = response->add_shares();
+    out->set_node_id(share.id);
+    out->set_primary_before(share.primary_before);
+    out->set_primary_after(share.primary_after);
+    out->set_replica_before(share.replica_before);
+    out->set_replica_after(share.replica_after);
+  }
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* AdminService::StartRepair(grpc::CallbackServerContext* context,
@@ -71,14 +129,14 @@ grpc::ServerUnaryReactor* AdminService::StartRepair(grpc::CallbackServerContext*
   if (status.ok() && repairs_ == nullptr) {
     status = absl::FailedPreconditionError("anti-entropy is not available on this node");
   }
-  if (status.ok()) {
-    absl::StatusOr<std::string> id = repairs_->Start(request->peer_id());
-    status = id.status();
-    if (id.ok()) {
-      response->set_operation_id(*id);
-      response->set_node_id(info_.node_id);
-    }
-  }
+  if (!status.ok()) return FinishNow(gate_, status);
+  status = StartOnce(start_tokens_, *request, response,
+                     [&](v1::StartRepairResponse* started) -> absl::Status {
+                       KV_ASSIGN_OR_RETURN(std::string id, repairs_->Start(request->peer_id()));
+                       started->set_operation_id(std::move(id));
+                       started->set_node_id(info_.node_id);
+                       return absl::OkStatus();
+                     });
   return FinishNow(gate_, status);
 }
 
@@ -99,40 +157,22 @@ grpc::ServerUnaryReactor* AdminService::ChangeMembership(grpc::CallbackServerCon
     status = absl::InvalidArgumentError("node_id is required");
   }
   if (!status.ok()) return FinishNow(gate_, status);
-  absl::StatusOr<MembershipChanger::Plan> plan;
-  if (request->commit()) {
-    auto committed =
-        changer_->Commit(action, request->node_id(), request->expected_layout_version());
-    if (committed.ok()) {
-      plan = std::move(committed->first);
-      response->set_operation_id(committed->second);
-      response->set_node_id(info_.node_id);
-    } else {
-      plan = committed.status();
-    }
-  } else {
-    plan = changer_->MakePlan(action, request->node_id());
+  if (!request->commit()) {
+    absl::StatusOr<MembershipChanger::Plan> plan = changer_->MakePlan(action, request->node_id());
+    if (plan.ok()) FillPlan(*plan, response);
+    return FinishNow(gate_, plan.status());
   }
-  if (!plan.ok()) return FinishNow(gate_, plan.status());
-  response->set_layout_version(plan->current.version);
-  for (const Member& m : plan->transition.members) response->add_members_before(m.id);
-  for (const Member& m : plan->transition.next) response->add_members_after(m.id);
-  response->set_moved_fraction(plan->movement.moved_fraction);
-  for (const OwnershipMove& move : plan->movement.moves) {
-    v1::OwnershipMove* out = response->add_moves();
-    out->set_from_node_id(move.from);
-    out->set_to_node_id(move.to);
-    out->set_fraction(move.fraction);
-  }
-  for (const MemberShare& share : plan->movement.shares) {
-    v1::MemberShare* out = response->add_shares();
-    out->set_node_id(share.id);
-    out->set_primary_before(share.primary_before);
-    out->set_primary_after(share.primary_after);
-    out->set_replica_before(share.replica_before);
-    out->set_replica_after(share.replica_after);
-  }
-  return FinishNow(gate_, absl::OkStatus());
+  status = StartOnce(start_tokens_, *request, response,
+                     [&](v1::ChangeMembershipResponse* started) -> absl::Status {
+                       KV_ASSIGN_OR_RETURN(auto committed,
+                                           changer_->Commit(action, request->node_id(),
+                                                            request->expected_layout_version()));
+                       FillPlan(committed.first, started);
+                       started->set_operation_id(std::move(committed.second));
+                       started->set_node_id(info_.node_id);
+                       return absl::OkStatus();
+                     });
+  return FinishNow(gate_, status);
 }
 
 grpc::ServerUnaryReactor* AdminService::GetOperation(grpc::CallbackServerContext* context,

@@ -119,6 +119,14 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
     absl::MutexLock lock(&mu_);
     return requests_;
   }
+  std::vector<v1::StartRepairRequest> repairs() const {
+    absl::MutexLock lock(&mu_);
+    return repairs_;
+  }
+  std::vector<v1::ChangeMembershipRequest> membership_changes() const {
+    absl::MutexLock lock(&mu_);
+    return membership_changes_;
+  }
 
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* context, const v1::PutRequest* request,
                                 v1::PutResponse* response) override {
@@ -187,6 +195,28 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
     FillClusterStatus(node_id_, response);
     return Answer(context);
   }
+  grpc::ServerUnaryReactor* StartRepair(grpc::CallbackServerContext* context,
+                                        const v1::StartRepairRequest* request,
+                                        v1::StartRepairResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    repairs_.push_back(*request);
+    response->set_operation_id(absl::StrCat(node_id_, ":1-", repairs_.size()));
+    response->set_node_id(node_id_);
+    response->set_deduplicated(repairs_.size() > 1);
+    return Answer(context);
+  }
+  grpc::ServerUnaryReactor* ChangeMembership(grpc::CallbackServerContext* context,
+                                             const v1::ChangeMembershipRequest* request,
+                                             v1::ChangeMembershipResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    membership_changes_.push_back(*request);
+    if (request->commit()) {
+      response->set_operation_id(absl::StrCat(node_id_, ":1-", membership_changes_.size()));
+      response->set_node_id(node_id_);
+      response->set_deduplicated(true);
+    }
+    return Answer(context);
+  }
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context, const v1::PingRequest*,
                                  v1::PingResponse* response) override {
     absl::MutexLock lock(&mu_);
@@ -226,6 +256,8 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
   std::vector<std::string> described_write_ids_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::PutRequest> puts_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::DeleteRequest> deletes_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::StartRepairRequest> repairs_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::ChangeMembershipRequest> membership_changes_ ABSL_GUARDED_BY(mu_);
   int requests_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
@@ -813,6 +845,72 @@ TEST_F(KvClientTest, ClusterStatusOfAsksOnlyThatEndpoint) {
   options.call_deadline = absl::Milliseconds(500);
   EXPECT_FALSE(MakeClient(options)->ClusterStatusOf(0).ok());
   EXPECT_EQ(server_.kv().requests(), 1);
+}
+
+// A start is deduplicated by the node that first got it, so its retries carry one token and go
+// to that node only, even where other calls would fail over.
+TEST_F(KvClientTest, StartRepairRetriesCarryOneTokenToTheSameEndpoint) {
+  FakeServer other;
+  other.kv().SetNodeId("second");
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::DEADLINE_EXCEEDED});
+  absl::StatusOr<RepairStarted> started = client->StartRepair("n3");
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(started->node_id, "fake");
+  EXPECT_EQ(started->operation_id, "fake:1-3");
+  EXPECT_TRUE(started->deduplicated);
+  EXPECT_EQ(other.kv().requests(), 0);
+  std::vector<v1::StartRepairRequest> repairs = server_.kv().repairs();
+  ASSERT_EQ(repairs.size(), 3u);
+  EXPECT_EQ(repairs[0].idempotency_token().size(), 32u);
+  for (const v1::StartRepairRequest& r : repairs) {
+    EXPECT_EQ(r.idempotency_token(), repairs[0].idempotency_token());
+    EXPECT_EQ(r.peer_id(), "n3");
+  }
+
+  // The next call is another request: a new token. A caller's token is sent as is.
+  ASSERT_TRUE(client->StartRepair().ok());
+  StartOptions options;
+  options.idempotency_token = "mine";
+  ASSERT_TRUE(client->StartRepair("", options).ok());
+  repairs = server_.kv().repairs();
+  ASSERT_EQ(repairs.size(), 5u);
+  EXPECT_NE(repairs[3].idempotency_token(), repairs[0].idempotency_token());
+  EXPECT_EQ(repairs[3].idempotency_token().size(), 32u);
+  EXPECT_EQ(repairs[4].idempotency_token(), "mine");
+
+  // An unreachable first node fails the call rather than starting the job elsewhere.
+  server_.kv().FailAll(grpc::StatusCode::UNAVAILABLE);
+  StartOptions short_call;
+  short_call.deadline = absl::Milliseconds(300);
+  EXPECT_EQ(client->StartRepair("", short_call).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(other.kv().requests(), 0);
+}
+
+TEST_F(KvClientTest, CommittedMembershipChangeIsTokenedAndPinnedPlanIsNot) {
+  FakeServer other;
+  other.kv().SetNodeId("second");
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE});
+  absl::StatusOr<MembershipPlan> committed =
+      client->ChangeMembership(/*join=*/true, "n4", /*commit=*/true, 7);
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_EQ(committed->node_id, "fake");
+  EXPECT_TRUE(committed->deduplicated);
+  EXPECT_EQ(other.kv().requests(), 0);
+  std::vector<v1::ChangeMembershipRequest> changes = server_.kv().membership_changes();
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[0].idempotency_token().size(), 32u);
+  EXPECT_EQ(changes[1].idempotency_token(), changes[0].idempotency_token());
+  EXPECT_EQ(changes[1].expected_layout_version(), 7u);
+
+  // A plan changes nothing: no token, and it fails over like other admin reads.
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE});
+  absl::StatusOr<MembershipPlan> plan = client->ChangeMembership(/*join=*/false, "n2", false);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_FALSE(plan->deduplicated);
+  ASSERT_EQ(other.kv().membership_changes().size(), 1u);
+  EXPECT_TRUE(other.kv().membership_changes()[0].idempotency_token().empty());
 }
 
 TEST(KvClientCreateTest, RejectsBadOptions) {

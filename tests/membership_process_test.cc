@@ -4,7 +4,8 @@
 //   - 3 nodes hold preloaded keys; a 4th starts with --seeds and waits to be joined (it serves
 //     as a forwarding coordinator); `kvctl cluster join n4` shows the plan (1/4 of the replica
 //     data moves, each node ends up first replica of ~1/4 of the keys) and changes nothing;
-//     `--commit` prints an operation id that `kvctl operation get` follows to SUCCEEDED, while a
+//     `--commit` prints an operation id that `kvctl operation get` follows to SUCCEEDED (the same
+//     commit again with its --token, after the change, answers that operation), while a
 //     writer keeps writing new keys; afterwards every acknowledged key is readable through every
 //     node and present on each of its (new) replicas, and the handoff sent about one full record
 //     per gained key (one source per key; the other old owners compare digests);
@@ -129,9 +130,12 @@ class MembershipProcessTest : public ::testing::Test {
     const uint64_t before =
         KvctlJson(via, {"cluster", "status"}, 0).value("layout_version", uint64_t{0});
     EXPECT_GT(before, 0u);
-    nlohmann::json committed = KvctlJson(via, {"cluster", verb, node, "--commit"}, 0);
+    const std::vector<std::string> commit = {"cluster", verb, node, "--commit",
+                                             absl::StrCat("--token=test-", verb, "-", node)};
+    nlohmann::json committed = KvctlJson(via, commit, 0);
     const std::string id = committed.value("operation_id", "");
     EXPECT_FALSE(id.empty()) << committed.dump();
+    EXPECT_FALSE(committed.value("deduplicated", true)) << committed.dump();
     nlohmann::json op;
     const absl::Time deadline = absl::Now() + kChangeTimeout;
     while (absl::Now() < deadline) {
@@ -155,6 +159,13 @@ class MembershipProcessTest : public ::testing::Test {
     }
     EXPECT_EQ(after.value("layout_version", uint64_t{0}), before + 2) << after.dump();
     EXPECT_TRUE(after["layout_next_members"].empty()) << after.dump();
+    // A retry of the commit (its answer lost, say) gets the same operation, also now that the
+    // change is done, and changes nothing.
+    nlohmann::json retried = KvctlJson(via, commit, 0);
+    EXPECT_EQ(retried.value("operation_id", ""), id) << retried.dump();
+    EXPECT_TRUE(retried.value("deduplicated", false)) << retried.dump();
+    EXPECT_EQ(KvctlJson(via, {"cluster", "status"}, 0).value("layout_version", uint64_t{0}),
+              before + 2);
     return op;
   }
 

@@ -7,7 +7,9 @@
 //   - `kvctl cluster anti-entropy` shows the exchange per peer, and with --ranges per range;
 //   - an unknown id is NOT_FOUND (exit 1), another node's id names its owner (exit 1), a
 //     malformed id is a usage error (exit 2); `repair --wait` ends SUCCEEDED (exit 0), an unknown
-//     --peer is exit 2.
+//     --peer is exit 2;
+//   - `repair --token=T` twice answers the same operation (deduplicated) and starts one; T with
+//     another request is refused (exit 2).
 // Every node is stopped with SIGTERM at the end and must exit cleanly. Every wait is bounded.
 #include <filesystem>
 #include <map>
@@ -192,6 +194,23 @@ TEST_F(RepairProcessTest, ForcedRepairIsAnOperationThatRestoresAWipedReplica) {
   ASSERT_TRUE(list["operations"].is_array()) << list;
   ASSERT_EQ(list["operations"].size(), 1u) << list;
   EXPECT_EQ(list["operations"][0].value("operation_id", ""), id);
+
+  // A retried start (same --token, same request) gets the first operation and starts nothing;
+  // the token with another request is refused.
+  nlohmann::json first = KvctlJson(1, {"repair", "--peer=n3", "--token=repair-once"}, 0);
+  nlohmann::json again = KvctlJson(1, {"repair", "--peer=n3", "--token=repair-once"}, 0);
+  EXPECT_FALSE(first.value("deduplicated", true)) << first;
+  EXPECT_TRUE(again.value("deduplicated", false)) << again;
+  EXPECT_EQ(again.value("operation_id", ""), first.value("operation_id", "-")) << again;
+  const CommandResult other_request = Kvctl(1, {"repair", "--token=repair-once"});
+  EXPECT_EQ(other_request.exit_code, 2) << other_request.err;
+  EXPECT_TRUE(absl::StrContains(other_request.err, "another request")) << other_request.err;
+  const CommandResult empty_token = Kvctl(1, {"repair", "--token="});
+  EXPECT_EQ(empty_token.exit_code, 2) << empty_token.err;
+  // Node 2's operations: the --wait repair and the tokened one, once.
+  nlohmann::json list2 = KvctlJson(1, {"operation", "list"}, 0);
+  ASSERT_TRUE(list2["operations"].is_array()) << list2;
+  EXPECT_EQ(list2["operations"].size(), 2u) << list2;
 }
 
 }  // namespace

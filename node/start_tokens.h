@@ -1,0 +1,87 @@
+// StartTokens: the answers of the admin calls that start a long operation (StartRepair,
+// ChangeMembership with commit), remembered by the caller's idempotency token, so that a retry
+// of a call whose answer was lost gets the first answer instead of starting the job a second time
+// (PRODUCT.md technique 3).
+//
+// A token is remembered with a fingerprint of its request (the caller's choice: the request's
+// bytes without the token) and the answer (a response's bytes). The same token and fingerprint
+// again return the remembered answer, marked deduplicated, without starting anything; the same
+// token with another fingerprint is INVALID_ARGUMENT (a token names one request). Only starts
+// that succeeded are remembered: a refused start (say FAILED_PRECONDITION while another change
+// runs) leaves the token free, so that a later retry may start the job.
+//
+// Scope: one node, memory only, like the operations themselves (node/operations.h). A token is
+// kept for Options::retention after its start, and at most Options::max_tokens of them (the
+// oldest go first). Another node, or this one after a restart, does not know it; the client
+// library therefore sends every retry of a tokened start to the node it first asked.
+//
+// Thread-safe. Run calls `start` with the lock held, so that two concurrent calls with one token
+// start at most one job; `start` must not call into the same StartTokens. Time is read only
+// through the injected Clock.
+#ifndef KV_NODE_START_TOKENS_H_
+#define KV_NODE_START_TOKENS_H_
+
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "node/clock.h"
+
+namespace kv {
+
+class StartTokens {
+ public:
+  struct Options {
+    size_t max_tokens = 1000;
+    absl::Duration retention = absl::Hours(1);
+  };
+  // Longer tokens are INVALID_ARGUMENT (the same bound as a write's token).
+  static constexpr size_t kMaxTokenBytes = 128;
+
+  struct Answer {
+    std::string response;  // the bytes `start` returned, now or for the token's first call
+    bool deduplicated = false;
+  };
+
+  // `clock` must outlive this.
+  StartTokens(const Clock* clock, Options options);
+  explicit StartTokens(const Clock* clock) : StartTokens(clock, Options()) {}
+
+  // With an empty token: runs `start` and returns its answer, remembering nothing. Otherwise the
+  // remembered answer of `token` if it has one (INVALID_ARGUMENT if it was remembered with
+  // another fingerprint), else runs `start` and remembers its answer if it succeeded. An error of
+  // `start` is returned as is.
+  absl::StatusOr<Answer> Run(absl::string_view token, absl::string_view fingerprint,
+                             absl::FunctionRef<absl::StatusOr<std::string>()> start);
+
+  // Tokens remembered now (after dropping the expired ones).
+  size_t size();
+
+ private:
+  struct Entry {
+    std::string fingerprint;
+    std::string response;
+    absl::Time started;
+  };
+
+  void Prune(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Clock* const clock_;
+  const Options options_;
+
+  absl::Mutex mu_;
+  std::map<std::string, Entry, std::less<>> entries_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);  // tokens, oldest start first
+};
+
+}  // namespace kv
+
+#endif  // KV_NODE_START_TOKENS_H_

@@ -1,0 +1,142 @@
+// StartTokens (node/start_tokens.h): a token's first successful start is remembered with its
+// answer; the same token and request again get that answer without a second start, another
+// request under the token is INVALID_ARGUMENT, refused starts leave the token free, and tokens are
+// kept for a bounded time and count (on a manual clock).
+#include "node/start_tokens.h"
+
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "node/clock.h"
+
+namespace kv {
+namespace {
+
+class StartTokensTest : public ::testing::Test {
+ protected:
+  // A start that counts its calls and answers "op-<count>".
+  absl::StatusOr<StartTokens::Answer> Start(StartTokens& tokens, const std::string& token,
+                                            const std::string& fingerprint) {
+    return tokens.Run(token, fingerprint, [this]() -> absl::StatusOr<std::string> {
+      ++starts_;
+      return absl::StrCat("op-", starts_);
+    });
+  }
+
+  ManualClock clock_;
+  int starts_ = 0;
+};
+
+TEST_F(StartTokensTest, RetryWithTheSameTokenAndRequestGetsTheFirstAnswer) {
+  StartTokens tokens(&clock_);
+  absl::StatusOr<StartTokens::Answer> first = Start(tokens, "t1", "repair all");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->response, "op-1");
+  EXPECT_FALSE(first->deduplicated);
+
+  clock_.Advance(absl::Minutes(59));
+  absl::StatusOr<StartTokens::Answer> retry = Start(tokens, "t1", "repair all");
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->response, "op-1");
+  EXPECT_TRUE(retry->deduplicated);
+  EXPECT_EQ(starts_, 1);
+
+  // Another token is another request.
+  absl::StatusOr<StartTokens::Answer> other = Start(tokens, "t2", "repair all");
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(other->response, "op-2");
+  EXPECT_FALSE(other->deduplicated);
+  EXPECT_EQ(tokens.size(), 2u);
+}
+
+TEST_F(StartTokensTest, EmptyTokenStartsEveryTime) {
+  StartTokens tokens(&clock_);
+  for (int i = 1; i <= 3; ++i) {
+    absl::StatusOr<StartTokens::Answer> answer = Start(tokens, "", "repair all");
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_EQ(answer->response, absl::StrCat("op-", i));
+    EXPECT_FALSE(answer->deduplicated);
+  }
+  EXPECT_EQ(tokens.size(), 0u);
+}
+
+TEST_F(StartTokensTest, TokenReusedForAnotherRequestIsAClientErrorAndStartsNothing) {
+  StartTokens tokens(&clock_);
+  ASSERT_TRUE(Start(tokens, "t1", "repair all").ok());
+  absl::StatusOr<StartTokens::Answer> reused = Start(tokens, "t1", "repair n3");
+  EXPECT_EQ(reused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(reused.status().message(), "another request")) << reused.status();
+  EXPECT_EQ(starts_, 1);
+  // The first request still gets its answer.
+  absl::StatusOr<StartTokens::Answer> retry = Start(tokens, "t1", "repair all");
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->response, "op-1");
+}
+
+TEST_F(StartTokensTest, RefusedStartLeavesTheTokenFree) {
+  StartTokens tokens(&clock_);
+  absl::StatusOr<StartTokens::Answer> refused =
+      tokens.Run("t1", "join n4", []() -> absl::StatusOr<std::string> {
+        return absl::FailedPreconditionError("another change is running");
+      });
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(tokens.size(), 0u);
+  // Later the same request may start, and is remembered from then on.
+  absl::StatusOr<StartTokens::Answer> started = Start(tokens, "t1", "join n4");
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_FALSE(started->deduplicated);
+  absl::StatusOr<StartTokens::Answer> retry = Start(tokens, "t1", "join n4");
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_TRUE(retry->deduplicated);
+  EXPECT_EQ(starts_, 1);
+}
+
+TEST_F(StartTokensTest, OversizedTokenIsRefusedNamingTheLimit) {
+  StartTokens tokens(&clock_);
+  const std::string longest(StartTokens::kMaxTokenBytes, 'x');
+  EXPECT_TRUE(Start(tokens, longest, "repair all").ok());
+  absl::StatusOr<StartTokens::Answer> too_long = Start(tokens, longest + "x", "repair all");
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(too_long.status().message(), "limit is 128")) << too_long.status();
+  EXPECT_EQ(starts_, 1);
+}
+
+TEST_F(StartTokensTest, TokensAreForgottenAfterTheRetention) {
+  StartTokens::Options options;
+  options.retention = absl::Hours(1);
+  StartTokens tokens(&clock_, options);
+  ASSERT_TRUE(Start(tokens, "t1", "repair all").ok());
+  clock_.Advance(absl::Minutes(30));
+  ASSERT_TRUE(Start(tokens, "t2", "repair all").ok());
+  clock_.Advance(absl::Minutes(30));
+  EXPECT_EQ(tokens.size(), 1u);  // t1 expired, t2 kept
+  absl::StatusOr<StartTokens::Answer> again = Start(tokens, "t1", "repair n3");
+  ASSERT_TRUE(again.ok()) << again.status();  // a new request under a forgotten token
+  EXPECT_FALSE(again->deduplicated);
+  absl::StatusOr<StartTokens::Answer> kept = Start(tokens, "t2", "repair all");
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_TRUE(kept->deduplicated);
+  EXPECT_EQ(kept->response, "op-2");
+}
+
+TEST_F(StartTokensTest, AtMostMaxTokensAreKeptOldestGoFirst) {
+  StartTokens::Options options;
+  options.max_tokens = 2;
+  StartTokens tokens(&clock_, options);
+  ASSERT_TRUE(Start(tokens, "t1", "a").ok());
+  ASSERT_TRUE(Start(tokens, "t2", "b").ok());
+  ASSERT_TRUE(Start(tokens, "t3", "c").ok());
+  EXPECT_EQ(tokens.size(), 2u);
+  absl::StatusOr<StartTokens::Answer> t3 = Start(tokens, "t3", "c");
+  ASSERT_TRUE(t3.ok()) << t3.status();
+  EXPECT_TRUE(t3->deduplicated);
+  absl::StatusOr<StartTokens::Answer> t1 = Start(tokens, "t1", "a");
+  ASSERT_TRUE(t1.ok()) << t1.status();
+  EXPECT_FALSE(t1->deduplicated);  // evicted, so started again
+  EXPECT_EQ(starts_, 4);
+}
+
+}  // namespace
+}  // namespace kv
