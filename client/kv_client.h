@@ -245,14 +245,16 @@ class Client {
                                                       const CallOptions& options = {});
 
   // Admin calls for long operations and anti-entropy (results in client/kv_admin.h). Each asks
-  // the first endpoint whose channel is not known to be down, failing over like ClusterStatus,
-  // except the calls that start an operation (StartRepair; ChangeMembership with commit): they
-  // carry an idempotency token (StartOptions) and every attempt goes to the node the first one
-  // went to, which remembers the token (for an hour, in memory), so that a retry after a lost
-  // answer gets the first answer (deduplicated = true) instead of starting the job again. Such a
-  // call therefore fails UNAVAILABLE, without failing over, when that node stays unreachable;
-  // calling again with the same token and endpoint is safe. INVALID_ARGUMENT when the token was
-  // used for another request on that node.
+  // the first endpoint whose channel is not known to be down, failing over like ClusterStatus.
+  // The calls that start an operation (StartRepair; ChangeMembership with commit) carry an
+  // idempotency token (StartOptions), which the node that took the call remembers with its
+  // answer (in memory, see kv.proto); a retry that reaches that node gets the first answer
+  // (deduplicated = true) instead of starting the job again. Such a call is retried on the same
+  // node after a timeout (the answer may have been lost) and fails over only on UNAVAILABLE (the
+  // node is down or going away): if that node had started the job before going away, the other
+  // node does not know the token and starts a second repair (harmless: exchanges repair
+  // idempotently) or refuses a second membership change (FAILED_PRECONDITION: one is in
+  // progress). INVALID_ARGUMENT when the token was used for another request on that node.
   // StartRepair starts a forced anti-entropy exchange with every peer (or `peer_id`) on the
   // node that answers and returns its operation id at once.
   absl::StatusOr<RepairStarted> StartRepair(absl::string_view peer_id = "",

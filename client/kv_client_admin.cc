@@ -28,7 +28,7 @@ absl::StatusOr<RepairStarted> Client::StartRepair(absl::string_view peer_id,
   request.set_idempotency_token(options.idempotency_token.empty() ? NewIdempotencyToken()
                                                                   : options.idempotency_token);
   return impl_->AdminCall<v1::StartRepairRequest, v1::StartRepairResponse, RepairStarted>(
-      options, EndpointPolicy::kPinned, std::move(request),
+      options, EndpointPolicy::kStart, std::move(request),
       [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::StartRepairRequest* req,
          v1::StartRepairResponse* resp, std::function<void(grpc::Status)> on_done) {
         stub->async()->StartRepair(context, req, resp, std::move(on_done));
@@ -51,7 +51,7 @@ absl::StatusOr<MembershipPlan> Client::ChangeMembership(bool join, absl::string_
   }
   return impl_
       ->AdminCall<v1::ChangeMembershipRequest, v1::ChangeMembershipResponse, MembershipPlan>(
-          options, commit ? EndpointPolicy::kPinned : EndpointPolicy::kFailover, std::move(request),
+          options, commit ? EndpointPolicy::kStart : EndpointPolicy::kFailover, std::move(request),
           [](v1::Admin::Stub* stub, grpc::ClientContext* context,
              const v1::ChangeMembershipRequest* req, v1::ChangeMembershipResponse* resp,
              std::function<void(grpc::Status)> on_done) {

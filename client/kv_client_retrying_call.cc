@@ -85,9 +85,10 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
       return;
     }
     const size_t failed_endpoint = endpoint_;
-    if ((status.code() == absl::StatusCode::kUnavailable ||
-         status.code() == absl::StatusCode::kDeadlineExceeded) &&
-        policy_ != EndpointPolicy::kPinned && !write_stored) {
+    const bool node_unreachable =
+        status.code() == absl::StatusCode::kUnavailable ||
+        (status.code() == absl::StatusCode::kDeadlineExceeded && policy_ != EndpointPolicy::kStart);
+    if (node_unreachable && policy_ != EndpointPolicy::kPinned && !write_stored) {
       endpoint_ = env_.failover(endpoint_);
     }
     const absl::Time retry_at = now + env_.backoff(attempts_);

@@ -61,6 +61,10 @@ enum class EndpointPolicy {
   // node that stored the write holds its idempotency token, so it deduplicates the retry.
   kWrite,
   kPinned,  // always the first endpoint
+  // Like kFailover, except a DEADLINE_EXCEEDED stays: for the starts of operations, whose node
+  // may have started the job before its answer was lost, and answers a retry with the same token
+  // from memory. An UNAVAILABLE (the node is down or going away) still fails over.
+  kStart,
 };
 
 // Starts one attempt on `endpoint` with `context` (deadline already set). Must call `on_done`

@@ -197,6 +197,11 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
 
 absl::StatusOr<CommandOutput> RunCluster(Client& client, const CommandInput& input) {
   if (input.args[0] == "join" || input.args[0] == "leave") return RunClusterChange(client, input);
+  if (input.args[0] != "status" && input.args[0] != "anti-entropy") {
+    return UsageError(absl::StrCat(
+        "unknown cluster subcommand '", input.args[0],
+        "'; usage: kvctl cluster status | cluster anti-entropy | cluster join|leave NODE_ID"));
+  }
   for (const char* flag : {"commit", "layout-version", "token"}) {
     if (input.flags->Get(flag).has_value()) {
       return UsageError(
@@ -205,11 +210,6 @@ absl::StatusOr<CommandOutput> RunCluster(Client& client, const CommandInput& inp
   }
   if (input.args[0] == "anti-entropy") return RunClusterAntiEntropy(client, input);
   if (input.args.size() != 1) return UsageError("usage: kvctl cluster status");
-  if (input.args[0] != "status") {
-    return UsageError(absl::StrCat(
-        "unknown cluster subcommand '", input.args[0],
-        "'; usage: kvctl cluster status | cluster anti-entropy | cluster join|leave NODE_ID"));
-  }
   if (input.flags->Get("ranges").has_value()) {
     return UsageError("--ranges is a flag of 'cluster anti-entropy', not 'cluster status'");
   }

@@ -66,16 +66,19 @@ void ToProto(const PeerAntiEntropyStats& stats, v1::PeerAntiEntropyStatus* out) 
   }
 }
 
-// The request's bytes without its idempotency token: what StartTokens compares a retry with.
+// The method and the request's bytes without its idempotency token: what StartTokens compares a
+// retry with.
 template <typename Request>
 std::string FingerprintWithoutToken(const Request& request) {
   Request copy = request;
   copy.clear_idempotency_token();
-  std::string bytes;
-  google::protobuf::io::StringOutputStream stream(&bytes);
-  google::protobuf::io::CodedOutputStream out(&stream);
-  out.SetSerializationDeterministic(true);
-  copy.SerializeToCodedStream(&out);
+  std::string bytes = copy.GetTypeName() + '\n';
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream out(&stream);
+    out.SetSerializationDeterministic(true);
+    copy.SerializeToCodedStream(&out);
+  }  // the streams trim `bytes` to what was written when they are destroyed
   return bytes;
 }
 

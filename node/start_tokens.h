@@ -12,8 +12,10 @@
 //
 // Scope: one node, memory only, like the operations themselves (node/operations.h). A token is
 // kept for Options::retention after its start, and at most Options::max_tokens of them (the
-// oldest go first). Another node, or this one after a restart, does not know it; the client
-// library therefore sends every retry of a tokened start to the node it first asked.
+// oldest go first); its answer may name an operation the registry no longer keeps (GetOperation
+// then answers NOT_FOUND, as for any expired id). Another node, or this one after a restart, does
+// not know it; the client library therefore retries a start on the node it first asked unless
+// that node is unreachable.
 //
 // Thread-safe. Run calls `start` with the lock held, so that two concurrent calls with one token
 // start at most one job; `start` must not call into the same StartTokens. Time is read only
@@ -40,8 +42,10 @@ namespace kv {
 class StartTokens {
  public:
   struct Options {
-    size_t max_tokens = 1000;
-    absl::Duration retention = absl::Hours(1);
+    // As many as the finished operations a node keeps (OperationRegistry::Options), but for
+    // longer: a membership change may run for hours.
+    size_t max_tokens = 100;
+    absl::Duration retention = absl::Hours(24);
   };
   // Longer tokens are INVALID_ARGUMENT (the same bound as a write's token).
   static constexpr size_t kMaxTokenBytes = 128;

@@ -847,13 +847,14 @@ TEST_F(KvClientTest, ClusterStatusOfAsksOnlyThatEndpoint) {
   EXPECT_EQ(server_.kv().requests(), 1);
 }
 
-// A start is deduplicated by the node that first got it, so its retries carry one token and go
-// to that node only, even where other calls would fail over.
-TEST_F(KvClientTest, StartRepairRetriesCarryOneTokenToTheSameEndpoint) {
+// A start is deduplicated by the node that first got it, so its retries carry one token, and a
+// timeout (the answer may be lost) retries on that node, where other calls would fail over; an
+// unreachable node still fails over.
+TEST_F(KvClientTest, StartRepairRetriesCarryOneTokenAndStayAfterATimeout) {
   FakeServer other;
   other.kv().SetNodeId("second");
   std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
-  server_.kv().Script({grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::DEADLINE_EXCEEDED});
+  server_.kv().Script({grpc::StatusCode::DEADLINE_EXCEEDED, grpc::StatusCode::DEADLINE_EXCEEDED});
   absl::StatusOr<RepairStarted> started = client->StartRepair("n3");
   ASSERT_TRUE(started.ok()) << started.status();
   EXPECT_EQ(started->node_id, "fake");
@@ -879,19 +880,22 @@ TEST_F(KvClientTest, StartRepairRetriesCarryOneTokenToTheSameEndpoint) {
   EXPECT_EQ(repairs[3].idempotency_token().size(), 32u);
   EXPECT_EQ(repairs[4].idempotency_token(), "mine");
 
-  // An unreachable first node fails the call rather than starting the job elsewhere.
-  server_.kv().FailAll(grpc::StatusCode::UNAVAILABLE);
-  StartOptions short_call;
-  short_call.deadline = absl::Milliseconds(300);
-  EXPECT_EQ(client->StartRepair("", short_call).status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(other.kv().requests(), 0);
+  // An unavailable node: the start goes to the next one, with the same token.
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE});
+  ASSERT_TRUE(client->StartRepair("", options).ok());
+  ASSERT_EQ(other.kv().repairs().size(), 1u);
+  EXPECT_EQ(other.kv().repairs()[0].idempotency_token(), "mine");
+  std::unique_ptr<Client> dead_first = MakeClient(FastOptions({DeadEndpoint(), other.endpoint()}));
+  absl::StatusOr<RepairStarted> elsewhere = dead_first->StartRepair();
+  ASSERT_TRUE(elsewhere.ok()) << elsewhere.status();
+  EXPECT_EQ(elsewhere->node_id, "second");
 }
 
-TEST_F(KvClientTest, CommittedMembershipChangeIsTokenedAndPinnedPlanIsNot) {
+TEST_F(KvClientTest, CommittedMembershipChangeIsTokenedAndStaysAfterATimeout) {
   FakeServer other;
   other.kv().SetNodeId("second");
   std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
-  server_.kv().Script({grpc::StatusCode::UNAVAILABLE});
+  server_.kv().Script({grpc::StatusCode::DEADLINE_EXCEEDED});
   absl::StatusOr<MembershipPlan> committed =
       client->ChangeMembership(/*join=*/true, "n4", /*commit=*/true, 7);
   ASSERT_TRUE(committed.ok()) << committed.status();
@@ -904,8 +908,8 @@ TEST_F(KvClientTest, CommittedMembershipChangeIsTokenedAndPinnedPlanIsNot) {
   EXPECT_EQ(changes[1].idempotency_token(), changes[0].idempotency_token());
   EXPECT_EQ(changes[1].expected_layout_version(), 7u);
 
-  // A plan changes nothing: no token, and it fails over like other admin reads.
-  server_.kv().Script({grpc::StatusCode::UNAVAILABLE});
+  // A plan changes nothing: no token, and a timeout fails over like other admin reads.
+  server_.kv().Script({grpc::StatusCode::DEADLINE_EXCEEDED});
   absl::StatusOr<MembershipPlan> plan = client->ChangeMembership(/*join=*/false, "n2", false);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_FALSE(plan->deduplicated);

@@ -4,10 +4,14 @@
 // kept for a bounded time and count (on a manual clock).
 #include "node/start_tokens.h"
 
+#include <atomic>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "node/clock.h"
 
@@ -49,6 +53,31 @@ TEST_F(StartTokensTest, RetryWithTheSameTokenAndRequestGetsTheFirstAnswer) {
   EXPECT_EQ(other->response, "op-2");
   EXPECT_FALSE(other->deduplicated);
   EXPECT_EQ(tokens.size(), 2u);
+}
+
+TEST_F(StartTokensTest, ConcurrentCallsWithOneTokenStartOnce) {
+  StartTokens tokens(&clock_);
+  std::atomic<int> starts{0};
+  std::vector<absl::StatusOr<StartTokens::Answer>> answers(4);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < answers.size(); ++i) {
+    threads.emplace_back([&, i] {
+      answers[i] = tokens.Run("t1", "repair all", [&]() -> absl::StatusOr<std::string> {
+        const int n = ++starts;
+        absl::SleepFor(absl::Milliseconds(50));  // the others arrive while this one starts
+        return absl::StrCat("op-", n);
+      });
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(starts.load(), 1);
+  int deduplicated = 0;
+  for (const auto& answer : answers) {
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_EQ(answer->response, "op-1");
+    deduplicated += answer->deduplicated ? 1 : 0;
+  }
+  EXPECT_EQ(deduplicated, 3);
 }
 
 TEST_F(StartTokensTest, EmptyTokenStartsEveryTime) {
@@ -107,6 +136,7 @@ TEST_F(StartTokensTest, TokensAreForgottenAfterTheRetention) {
   StartTokens::Options options;
   options.retention = absl::Hours(1);
   StartTokens tokens(&clock_, options);
+  EXPECT_EQ(StartTokens::Options().retention, absl::Hours(24));
   ASSERT_TRUE(Start(tokens, "t1", "repair all").ok());
   clock_.Advance(absl::Minutes(30));
   ASSERT_TRUE(Start(tokens, "t2", "repair all").ok());
