@@ -38,6 +38,10 @@ absl::StatusOr<bool> ParseBoolText(absl::string_view flag, absl::string_view tex
                                                  text));
 }
 
+absl::Status GivenTwice(absl::string_view name) {
+  return absl::InvalidArgumentError(absl::StrCat("flag --", name, " is given twice; give it once"));
+}
+
 }  // namespace
 
 bool ParsedArgs::Has(absl::string_view name) const { return flags.count(Canonical(name)) > 0; }
@@ -107,16 +111,20 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
         if (!parsed_bool.ok()) return parsed_bool.status();
         value = *parsed_bool;
       }
+      if (parsed.flags.count(name) > 0) return GivenTwice(name);
       parsed.flags[name] = value ? "true" : "false";
       continue;
     }
+    if (parsed.flags.count(name) > 0) return GivenTwice(name);
     if (inline_value.has_value()) {
       parsed.flags[name] = *inline_value;
-    } else if (i + 1 < args.size()) {
+    } else if (i + 1 < args.size() && !absl::StartsWith(args[i + 1], "--")) {
       parsed.flags[name] = args[++i];
     } else {
+      // A following flag is not taken as the value: `--token --json` is a forgotten value.
       return absl::InvalidArgumentError(
-          absl::StrCat("flag --", name, " needs a value (--", name, "=VALUE)"));
+          absl::StrCat("flag --", name, " needs a value (--", name,
+                       "=VALUE, also for a value that starts with --)"));
     }
   }
   return parsed;
@@ -154,10 +162,16 @@ absl::StatusOr<std::vector<std::string>> ParseEndpoints(absl::string_view text) 
   for (absl::string_view part : absl::StrSplit(text, ',')) {
     part = absl::StripAsciiWhitespace(part);
     if (part.empty()) continue;
+    if (absl::StartsWith(part, "unix:")) {  // a gRPC target naming a Unix socket
+      endpoints.emplace_back(part);
+      continue;
+    }
     const size_t colon = part.rfind(':');
-    if (colon == absl::string_view::npos || colon + 1 == part.size()) {
+    int port = 0;
+    if (colon == absl::string_view::npos || colon == 0 ||
+        !absl::SimpleAtoi(part.substr(colon + 1), &port) || port < 1 || port > 65535) {
       return absl::InvalidArgumentError(
-          absl::StrCat("endpoint '", part, "' has no port; use HOST:PORT"));
+          absl::StrCat("endpoint '", part, "' is not HOST:PORT with a port from 1 to 65535"));
     }
     endpoints.emplace_back(part);
   }

@@ -42,8 +42,10 @@ class ParsedArgs {
   bool GetBool(absl::string_view name, bool fallback) const;
 };
 
-// Parses `args` (argv without the program name) against `specs`. Unknown flags, a missing
-// value, or a value given to a boolean flag in a form other than true/false are errors.
+// Parses `args` (argv without the program name) against `specs`. Unknown flags, a flag given
+// twice, a missing value (a following argument that starts with "--" is not taken as one: give
+// such a value as --name=VALUE), or a value given to a boolean flag in a form other than
+// true/false are errors.
 absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
                                      const std::vector<FlagSpec>& specs);
 
@@ -56,7 +58,8 @@ absl::StatusOr<int64_t> ParseIntFlag(absl::string_view flag, absl::string_view t
                                      int64_t max);
 
 // Splits "host:port,host:port" into endpoints, trimming blanks and dropping empty entries.
-// INVALID_ARGUMENT if nothing is left or an entry has no port.
+// INVALID_ARGUMENT if nothing is left or an entry has no port from 1 to 65535 ("unix:PATH", a
+// gRPC Unix socket target, is taken as is).
 absl::StatusOr<std::vector<std::string>> ParseEndpoints(absl::string_view text);
 
 // The endpoints to use: `flag_value` if given, else $KV_ENDPOINTS if set and non-empty, else

@@ -126,7 +126,7 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
     return UsageError(absl::StrCat("usage: kvctl cluster ", input.args[0],
                                    " NODE_ID [--commit [--layout-version=V] [--token=TOKEN]]"));
   }
-  const bool commit = input.flags->Get("commit").has_value();
+  const bool commit = input.flags->GetBool("commit", false);
   uint64_t expected = 0;
   if (std::optional<std::string> v = input.flags->Get("layout-version"); v.has_value()) {
     if (!commit) return UsageError("--layout-version goes with --commit");

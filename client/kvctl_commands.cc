@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -35,6 +36,10 @@ absl::StatusOr<std::string> ReadStdin() {
 }
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    return UsageError(absl::StrCat("cannot read --file ", path, ": it is a directory"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return UsageError(absl::StrCat("cannot read --file ", path, ": ", std::strerror(errno)));

@@ -106,6 +106,15 @@ absl::Status ApplySeeds(absl::string_view v, NodeConfig* c) {
                        "10.0.0.1:7700,10.0.0.2:7700 (bad entry \"",
                        seed, "\")"));
     }
+    if (absl::StrContains(seed, '=') || absl::StrContains(seed, '@')) {
+      return Expected(
+          absl::StrCat("HOST:PORT entries, not ID=HOST:PORT@ZONE as in --peers (bad "
+                       "entry \"",
+                       seed, "\")"));
+    }
+    if (std::find(seeds.begin(), seeds.end(), seed) != seeds.end()) {
+      return Expected(absl::StrCat("each seed once (\"", seed, "\" is listed twice)"));
+    }
     seeds.emplace_back(seed);
   }
   c->seeds = std::move(seeds);
@@ -144,8 +153,8 @@ const std::vector<Setting>& Settings() {
        },
        [](const NodeConfig& c) { return FormatMembers(c.peers); },
        "Every member of the cluster, this node included, as ID=HOST:PORT or ID=HOST:PORT@ZONE, "
-       "comma-separated; the same list on every node. Empty: the members that --seeds know, or "
-       "without seeds a cluster of this node alone."},
+       "comma-separated, each id and each address once; the same list on every node. Empty: the "
+       "members that --seeds know, or without seeds a cluster of this node alone."},
       {"seeds", "HOST:PORT,...", false, ApplySeeds,
        [](const NodeConfig& c) {
          return c.seeds.empty() ? std::string("none") : absl::StrJoin(c.seeds, ",");

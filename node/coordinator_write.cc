@@ -92,7 +92,9 @@ void Coordinator::CountAcks(WriteState* s) const {
 
 void Coordinator::Write(WriteCommand command, QuorumSpec w,
                         std::function<void(absl::StatusOr<WriteReply>)> done) {
-  if (absl::Status valid = store_->ValidateKey(command.key); !valid.ok()) {
+  // Also when this node only forwards the write: bad input is the client's error, whichever node
+  // it reaches and whether or not the replicas can be reached.
+  if (absl::Status valid = store_->ValidateWrite(command); !valid.ok()) {
     done(valid);
     return;
   }

@@ -161,6 +161,9 @@ class LocalStore {
 
   // INVALID_ARGUMENT naming the limit if the key is empty or too long.
   absl::Status ValidateKey(absl::string_view key) const;
+  // ValidateKey, and INVALID_ARGUMENT naming the limit for a value, context or token that is too
+  // long, or a token that is not printable ASCII: what Write checks before doing anything.
+  absl::Status ValidateWrite(const WriteCommand& command) const;
 
   // Sets the observer of record changes (null: none). Call before the store is used; the
   // observer must outlive the store's use.
@@ -196,7 +199,6 @@ class LocalStore {
   class PurgeMutation;
 
   LocalStore(Engine* engine, const Clock* clock, std::string actor, Options options);
-  absl::Status ValidateWrite(const WriteCommand& command) const;
   // Checks `command` and builds its mutation; `done` receives its outcome.
   absl::StatusOr<std::unique_ptr<WriteMutation>> NewWriteMutation(WriteCommand command,
                                                                   BatchHook hook,

@@ -25,12 +25,15 @@ bool ValidId(absl::string_view id) {
 absl::StatusOr<std::vector<Member>> ParseMembers(absl::string_view spec) {
   std::vector<Member> members;
   std::set<std::string> ids;
+  std::set<std::string> addresses;
   for (absl::string_view entry : absl::StrSplit(spec, ',', absl::SkipWhitespace())) {
     entry = absl::StripAsciiWhitespace(entry);
     auto bad = [&](absl::string_view why) {
       return absl::InvalidArgumentError(absl::StrCat(
           "bad peer entry '", entry, "': ", why, " (expected ID=HOST:PORT or ID=HOST:PORT@ZONE)"));
     };
+    if (std::count(entry.begin(), entry.end(), '=') != 1) return bad("one '=' per entry");
+    if (std::count(entry.begin(), entry.end(), '@') > 1) return bad("at most one '@ZONE'");
     std::pair<absl::string_view, absl::string_view> id_rest = absl::StrSplit(entry, '=');
     Member m;
     m.id = std::string(id_rest.first);
@@ -46,6 +49,7 @@ absl::StatusOr<std::vector<Member>> ParseMembers(absl::string_view spec) {
     }
     if (!m.zone.empty() && !ValidId(m.zone)) return bad("zone must be [A-Za-z0-9_.-]");
     if (!ids.insert(m.id).second) return bad("node id listed twice");
+    if (!addresses.insert(m.address).second) return bad("address listed twice");
     members.push_back(std::move(m));
   }
   return members;

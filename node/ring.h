@@ -32,7 +32,7 @@ struct Member {
 };
 
 // Parses "ID=HOST:PORT[@ZONE],..." (the --peers setting). INVALID_ARGUMENT with the offending
-// entry if malformed or if an id repeats.
+// entry if malformed (a second "=" or "@" included) or if an id or an address repeats.
 absl::StatusOr<std::vector<Member>> ParseMembers(absl::string_view spec);
 std::string FormatMembers(const std::vector<Member>& members);
 

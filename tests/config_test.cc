@@ -284,6 +284,8 @@ TEST(ConfigGossipTest, SeedsAndGossipTimings) {
 TEST(ConfigGossipTest, BadGossipSettingsAreNamed) {
   EXPECT_THAT(ParseError({"--seeds=10.0.0.1"}), HasSubstr("bad entry \"10.0.0.1\""));
   EXPECT_THAT(ParseError({"--seeds=a:0"}), HasSubstr("for flag --seeds"));
+  EXPECT_THAT(ParseError({"--seeds=n1=10.0.0.1:7700"}), HasSubstr("not ID=HOST:PORT"));
+  EXPECT_THAT(ParseError({"--seeds=10.0.0.1:7700,10.0.0.1:7700"}), HasSubstr("listed twice"));
   EXPECT_THAT(ParseError({"--gossip_interval=1ms"}), HasSubstr("at least 10ms"));
   EXPECT_THAT(ParseError({"--gossip_interval=1s", "--failure_timeout=2s"}),
               HasSubstr("at least 3 gossip intervals"));

@@ -16,9 +16,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "node/limits.h"
 #include "node/placement.h"
 #include "storage/memory_engine.h"
 #include "storage/record_codec.h"
@@ -311,6 +313,20 @@ TEST_F(CoordinatorTest, ForwardedVerdictsOtherThanUnreachableAreReturnedAsTheyAr
   ASSERT_EQ(answers->size(), 1u);
   EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(peers_.forwards, ElementsAre(replicas[0]->id));
+}
+
+// Bad input is the client's error on every node: a non-replica refuses it before forwarding, so
+// unreachable replicas cannot turn it into a retryable UNAVAILABLE.
+TEST_F(CoordinatorTest, NonReplicaRefusesAnOversizedWriteWithoutForwardingIt) {
+  Start("n1", 5);
+  const std::string key = KeyWhere("k", "n1", /*replica=*/false);
+  const std::string too_big(Limits().max_value_bytes + 1, 'x');
+  Answers answers = Put(key, too_big);
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains((*answers)[0].status().message(), "max_value_bytes"))
+      << (*answers)[0].status();
+  EXPECT_THAT(peers_.forwards, IsEmpty());
 }
 
 TEST_F(CoordinatorTest, ReadWithROfOneUsesTheOwnReplicaWhenItHoldsTheKey) {

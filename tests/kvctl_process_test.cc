@@ -140,6 +140,10 @@ TEST_F(KvctlProcessTest, ValueFromFileAndStdin) {
   EXPECT_EQ(missing_file.exit_code, 2) << missing_file.err;
   CommandResult both = Kvctl({"put", "src/both", "value", "--file", file});
   EXPECT_EQ(both.exit_code, 2) << both.err;
+  CommandResult directory = Kvctl({"put", "src/dir", "--file", dir_->path()});
+  EXPECT_EQ(directory.exit_code, 2) << directory.err;
+  EXPECT_TRUE(absl::StrContains(directory.err, "directory")) << directory.err;
+  EXPECT_EQ(KvctlJson({"get", "src/dir"}, 1)["error"].value("code", ""), "NOT_FOUND");
 }
 
 TEST_F(KvctlProcessTest, NonUtf8ValueIsBase64InJson) {
@@ -248,6 +252,20 @@ TEST_F(KvctlProcessTest, ExitCodes) {
   EXPECT_EQ(Kvctl({"get", "exit/k", "--limit=3"}).exit_code, 2);  // not a flag of get
   EXPECT_EQ(Kvctl({"put", "exit/k", "v", "--context=!!!"}).exit_code, 2);
   EXPECT_EQ(Kvctl({}).exit_code, 2);  // no command
+  // A flag given twice, or a value-taking flag followed by another flag, is not guessed at.
+  EXPECT_EQ(Kvctl({"put", "exit/k", "v", "--w=1", "--w=all"}).exit_code, 2);
+  CommandResult swallowed = Kvctl({"put", "exit/k", "v", "--token", "--json"});
+  EXPECT_EQ(swallowed.exit_code, 2) << swallowed.out;
+  EXPECT_TRUE(absl::StrContains(swallowed.out + swallowed.err, "--token needs a value"))
+      << swallowed.out << swallowed.err;
+  EXPECT_EQ(Kvctl({"get", "exit/never-written"}).exit_code, 1);  // nothing was written
+  // An endpoint whose port is out of range would reach another port (gRPC wraps it).
+  CommandResult port = RunCommand({KVCTL_PATH, "--endpoints=127.0.0.1:72236", "get", "k"});
+  EXPECT_EQ(port.exit_code, 2) << port.err;
+  EXPECT_TRUE(absl::StrContains(port.err, "1 to 65535")) << port.err;
+  // --commit=false is false: the token and layout version that go with a commit are refused.
+  EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--commit=false", "--token=t"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--no-commit", "--layout-version=3"}).exit_code, 2);
 
   nlohmann::json oversized = KvctlJson({"put", std::string(4096, 'k'), "v"}, 2);
   EXPECT_EQ(oversized["error"].value("code", ""), "INVALID_ARGUMENT") << oversized;
