@@ -196,7 +196,12 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
 }  // namespace
 
 absl::StatusOr<CommandOutput> RunCluster(Client& client, const CommandInput& input) {
-  if (input.args[0] == "join" || input.args[0] == "leave") return RunClusterChange(client, input);
+  if (input.args[0] == "join" || input.args[0] == "leave") {
+    if (input.flags->Get("ranges").has_value()) {
+      return UsageError("--ranges is a flag of 'cluster anti-entropy'");
+    }
+    return RunClusterChange(client, input);
+  }
   if (input.args[0] != "status" && input.args[0] != "anti-entropy") {
     return UsageError(absl::StrCat(
         "unknown cluster subcommand '", input.args[0],
@@ -208,8 +213,10 @@ absl::StatusOr<CommandOutput> RunCluster(Client& client, const CommandInput& inp
           absl::StrCat("--", flag, " is a flag of 'cluster join' and 'cluster leave'"));
     }
   }
+  if (input.args.size() != 1) {
+    return UsageError(absl::StrCat("usage: kvctl cluster ", input.args[0], " (no arguments)"));
+  }
   if (input.args[0] == "anti-entropy") return RunClusterAntiEntropy(client, input);
-  if (input.args.size() != 1) return UsageError("usage: kvctl cluster status");
   if (input.flags->Get("ranges").has_value()) {
     return UsageError("--ranges is a flag of 'cluster anti-entropy', not 'cluster status'");
   }

@@ -3,6 +3,8 @@
 #include <grpc/support/log.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -80,11 +82,45 @@ void LogFromGrpc(gpr_log_func_args* args) {
       {{"component", "grpc"}, {"source", absl::StrCat(args->file, ":", args->line)}});
 }
 
+// The host of --listen must name an address of this machine (a name must resolve to one). This
+// is checked before the data directory is touched, so that a mistyped address changes nothing;
+// the port is only known to be free once the server listens (StartGrpc).
+absl::Status CheckListenHost(const std::string& listen) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (int rc = getaddrinfo(host.c_str(), nullptr, &hints, &found); rc != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot listen on ", listen, ": ", host,
+                                                   " does not resolve (", gai_strerror(rc),
+                                                   "); check --listen"));
+  }
+  bool local = false;
+  for (const addrinfo* a = found; a != nullptr && !local; a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    local = bind(fd, a->ai_addr, a->ai_addrlen) == 0;  // port 0: any free one
+    close(fd);
+  }
+  freeaddrinfo(found);
+  if (!local) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot listen on ", listen, ": ", host,
+                     " is not an address of this machine; use one of its addresses, 0.0.0.0 "
+                     "(all of them) or 127.0.0.1"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& config,
                                                               std::function<void()> request_stop) {
   gpr_set_log_function(LogFromGrpc);
+  KV_RETURN_IF_ERROR(CheckListenHost(config.listen));
   std::unique_ptr<NodeServer> server(new NodeServer(config, std::move(request_stop)));
   KV_RETURN_IF_ERROR(server->OpenStorage());
   KV_RETURN_IF_ERROR(server->StartReplication());

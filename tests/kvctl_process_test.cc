@@ -266,6 +266,8 @@ TEST_F(KvctlProcessTest, ExitCodes) {
   // --commit=false is false: the token and layout version that go with a commit are refused.
   EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--commit=false", "--token=t"}).exit_code, 2);
   EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--no-commit", "--layout-version=3"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--ranges"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"cluster", "anti-entropy", "extra"}).exit_code, 2);
 
   nlohmann::json oversized = KvctlJson({"put", std::string(4096, 'k'), "v"}, 2);
   EXPECT_EQ(oversized["error"].value("code", ""), "INVALID_ARGUMENT") << oversized;

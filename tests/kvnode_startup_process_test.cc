@@ -1,11 +1,12 @@
 // kvnode startup through real processes: --help, bad flags and config files (exit 2), and
 // clear startup errors (exit 1) for a locked, unwritable or unusable data directory and for an
-// address in use. Each error names what was wrong and what to do.
+// address in use or not of this machine. Each error names what was wrong and what to do.
 #include <grpcpp/grpcpp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -114,6 +115,18 @@ TEST_F(KvnodeStartupTest, AddressInUseIsReported) {
       RunKvnode({"--data_dir=" + dir_.Sub("b"), "--listen=" + first->endpoint()});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_THAT(r.err, HasSubstr("cannot listen on " + first->endpoint()));
+}
+
+// A --listen host that is not this machine's is refused before the data directory is created.
+TEST_F(KvnodeStartupTest, ForeignListenAddressIsReportedAndChangesNothing) {
+  for (const char* listen : {"198.51.100.7:7700", "no-such-host.invalid:7700"}) {
+    const std::string data_dir = dir_.Sub(absl::StrCat("never-", std::string(1, listen[0])));
+    testing::CommandResult r =
+        RunKvnode({"--data_dir=" + data_dir, absl::StrCat("--listen=", listen)});
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_THAT(r.err, HasSubstr(absl::StrCat("cannot listen on ", listen)));
+    EXPECT_FALSE(std::filesystem::exists(data_dir)) << listen;
+  }
 }
 
 TEST_F(KvnodeStartupTest, DataDirectoryUnderARegularFileIsReported) {
