@@ -205,7 +205,8 @@ struct Client::Impl {
     });
   }
 
-  // A synchronous admin call to the first endpoint not known to be down, with failover.
+  // A synchronous admin call to the first endpoint not known to be down; `policy` says where its
+  // retries go (kFailover for reads, kStart for the starts of operations).
   template <typename Request, typename Response, typename Result>
   absl::StatusOr<Result> AdminCall(const CallOptions& call_options,
                                    client_internal::EndpointPolicy policy, Request request,

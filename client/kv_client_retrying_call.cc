@@ -85,10 +85,10 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
       return;
     }
     const size_t failed_endpoint = endpoint_;
-    const bool node_unreachable =
+    const bool moves_on =
         status.code() == absl::StatusCode::kUnavailable ||
         (status.code() == absl::StatusCode::kDeadlineExceeded && policy_ != EndpointPolicy::kStart);
-    if (node_unreachable && policy_ != EndpointPolicy::kPinned && !write_stored) {
+    if (moves_on && policy_ != EndpointPolicy::kPinned && !write_stored) {
       endpoint_ = env_.failover(endpoint_);
     }
     const absl::Time retry_at = now + env_.backoff(attempts_);

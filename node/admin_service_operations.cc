@@ -3,8 +3,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "node/admin_service.h"
 #include "node/grpc_util.h"
 #include "storage/status_macros.h"
@@ -67,19 +65,12 @@ void ToProto(const PeerAntiEntropyStats& stats, v1::PeerAntiEntropyStatus* out) 
 }
 
 // The method and the request's bytes without its idempotency token: what StartTokens compares a
-// retry with.
+// retry with. (These requests have no map fields, so equal requests serialize to equal bytes.)
 template <typename Request>
 std::string FingerprintWithoutToken(const Request& request) {
   Request copy = request;
   copy.clear_idempotency_token();
-  std::string bytes = copy.GetTypeName() + '\n';
-  {
-    google::protobuf::io::StringOutputStream stream(&bytes);
-    google::protobuf::io::CodedOutputStream out(&stream);
-    out.SetSerializationDeterministic(true);
-    copy.SerializeToCodedStream(&out);
-  }  // the streams trim `bytes` to what was written when they are destroyed
-  return bytes;
+  return absl::StrCat(copy.GetTypeName(), "\n", copy.SerializeAsString());
 }
 
 // Runs `start` (which fills a response) unless the request's token already started it, through

@@ -107,10 +107,8 @@ absl::Status ApplySeeds(absl::string_view v, NodeConfig* c) {
                        seed, "\")"));
     }
     if (absl::StrContains(seed, '=') || absl::StrContains(seed, '@')) {
-      return Expected(
-          absl::StrCat("HOST:PORT entries, not ID=HOST:PORT@ZONE as in --peers (bad "
-                       "entry \"",
-                       seed, "\")"));
+      return Expected(absl::StrCat(
+          "HOST:PORT entries, not ID=HOST:PORT@ZONE as in --peers (bad entry \"", seed, "\")"));
     }
     if (std::find(seeds.begin(), seeds.end(), seed) != seeds.end()) {
       return Expected(absl::StrCat("each seed once (\"", seed, "\" is listed twice)"));

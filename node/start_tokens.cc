@@ -50,10 +50,11 @@ size_t StartTokens::size() {
 }
 
 void StartTokens::Prune(absl::Time now) {
+  // order_ and entries_ hold the same tokens.
   while (!order_.empty()) {
     auto it = entries_.find(order_.front());
-    if (it != entries_.end() && now - it->second.started < options_.retention) break;
-    if (it != entries_.end()) entries_.erase(it);
+    if (now - it->second.started < options_.retention) break;
+    entries_.erase(it);
     order_.pop_front();
   }
 }
