@@ -27,6 +27,7 @@ v1::Quorum ToProto(const QuorumSpec& spec) {
       break;
     case QuorumSpec::Kind::kCount:
       q.set_kind(v1::Quorum::COUNT);
+      q.set_count(spec.count);
       break;
     case QuorumSpec::Kind::kQuorum:
       q.set_kind(v1::Quorum::QUORUM);
@@ -35,7 +36,6 @@ v1::Quorum ToProto(const QuorumSpec& spec) {
       q.set_kind(v1::Quorum::ALL);
       break;
   }
-  q.set_count(spec.count);
   return q;
 }
 

@@ -287,6 +287,22 @@ TEST_F(KvnodeProcessTest, QuorumIsCheckedAgainstN) {
   get.mutable_r()->set_count(3);
   v1::GetResponse got;
   ExpectInvalidArgument(kv_->Get(Ctx().get(), get, &got), "N=1");
+  // A count with another kind would be ignored: refused, and nothing is written.
+  for (v1::Quorum::Kind kind : {v1::Quorum::DEFAULT, v1::Quorum::QUORUM, v1::Quorum::ALL}) {
+    v1::PutRequest other;
+    other.set_key("q-count");
+    other.set_value("v");
+    other.mutable_w()->set_kind(kind);
+    other.mutable_w()->set_count(1);
+    ExpectInvalidArgument(kv_->Put(Ctx().get(), other, &response), "only used with kind COUNT");
+  }
+  get.set_key("q-count");
+  get.mutable_r()->set_kind(v1::Quorum::QUORUM);
+  get.mutable_r()->set_count(1);
+  ExpectInvalidArgument(kv_->Get(Ctx().get(), get, &got), "only used with kind COUNT");
+  get.clear_r();
+  grpc::Status missing = kv_->Get(Ctx().get(), get, &got);
+  EXPECT_EQ(missing.error_code(), grpc::StatusCode::NOT_FOUND) << missing.error_message();
 }
 
 TEST_F(KvnodeProcessTest, OversizedKeyIsRejectedAndNothingStored) {
