@@ -4,7 +4,10 @@
 # use kvctl, and stops the nodes cleanly (SIGTERM) on Ctrl-C.
 #
 #   bash deploy/local-cluster.sh
-# Environment: KV_NODES (default 3), KV_BASE_PORT (default 7700), KV_DATA_DIR (default
+# Node i serves gRPC on KV_BASE_PORT+i-1 and Prometheus metrics on http://127.0.0.1:
+# KV_METRICS_BASE_PORT+i-1/metrics.
+# Environment: KV_NODES (default 3), KV_BASE_PORT (default 7700), KV_METRICS_BASE_PORT (default
+# KV_BASE_PORT+100; 0 for no metrics servers), KV_DATA_DIR (default
 # .kv-local in the repository), KV_DETACH=1 to leave the nodes running in the background,
 # KV_EXTRA_FLAGS for more kvnode flags (e.g. --sync_writes or --fault_replication_delay=2s).
 # Every node gets the same --peers list; keys have N=min(3, nodes) replicas, W=2, R=1.
@@ -15,6 +18,7 @@ source "$root/deploy/setup-deps.sh"
 
 nodes="${KV_NODES:-3}"
 base_port="${KV_BASE_PORT:-7700}"
+metrics_base_port="${KV_METRICS_BASE_PORT:-$((base_port + 100))}"
 data_dir="${KV_DATA_DIR:-$root/.kv-local}"
 
 kv_install_deps
@@ -37,9 +41,13 @@ write_quorum=2
 pids=()
 for i in $(seq 1 "$nodes"); do
   port=$((base_port + i - 1))
+  metrics_flag=""
+  if [ "$metrics_base_port" != 0 ]; then
+    metrics_flag="--metrics_listen=127.0.0.1:$((metrics_base_port + i - 1))"
+  fi
   "$bin/node/kvnode" --node_id="n$i" --listen="127.0.0.1:$port" --data_dir="$data_dir/n$i" \
     --peers="$peers" --replication_factor="$replication" --write_quorum="$write_quorum" \
-    ${KV_EXTRA_FLAGS:-} >"$data_dir/n$i.log" 2>&1 &
+    $metrics_flag ${KV_EXTRA_FLAGS:-} >"$data_dir/n$i.log" 2>&1 &
   pids+=($!)
   echo "$!" >"$data_dir/n$i.pid"
 done
@@ -83,6 +91,9 @@ Use it from another terminal:
 
 Logs: $data_dir/n*.log
 MSG
+if [ "$metrics_base_port" != 0 ]; then
+  echo "Metrics (Prometheus): http://127.0.0.1:$metrics_base_port/metrics .. port $((metrics_base_port + nodes - 1))"
+fi
 
 if [ "${KV_DETACH:-0}" = "1" ]; then
   echo "Detached; stop with: kill \$(cat $data_dir/n*.pid)"

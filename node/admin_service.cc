@@ -45,14 +45,18 @@ grpc::ServerUnaryReactor* AdminService::NodeStatus(grpc::CallbackServerContext* 
   absl::Status admitted = gate_->Check();
   if (!admitted.ok()) return FinishNow(gate_, admitted);
   return FinishOnExecutor(context, gate_, executor_, [this, response] {
-    response->set_node_id(info_.node_id);
-    response->set_actor(info_.actor);
-    response->set_listen_address(info_.listen_address);
-    response->set_approximate_keys(engine_->ApproximateCount(Column::kData));
-    response->set_uptime_seconds(absl::ToInt64Seconds(clock_->Now() - started_));
-    response->set_version(info_.version);
+    FillNodeStatus(response);
     return absl::OkStatus();
   });
+}
+
+void AdminService::FillNodeStatus(v1::NodeStatusResponse* response) const {
+  response->set_node_id(info_.node_id);
+  response->set_actor(info_.actor);
+  response->set_listen_address(info_.listen_address);
+  response->set_approximate_keys(engine_->ApproximateCount(Column::kData));
+  response->set_uptime_seconds(absl::ToInt64Seconds(clock_->Now() - started_));
+  response->set_version(info_.version);
 }
 
 grpc::ServerUnaryReactor* AdminService::ClusterStatus(grpc::CallbackServerContext* context,
@@ -61,26 +65,30 @@ grpc::ServerUnaryReactor* AdminService::ClusterStatus(grpc::CallbackServerContex
   absl::Status admitted = gate_->Check();
   if (!admitted.ok()) return FinishNow(gate_, admitted);
   return FinishOnExecutor(context, gate_, executor_, [this, response] {
-    const ClusterOptions& options = coordinator_->options();
-    const std::shared_ptr<const Placement> placement = coordinator_->placement();
-    const HashRing& ring = placement->current();
-    const ClusterLayout& layout = placement->layout();
-    response->set_layout_version(layout.version);
-    for (const Member& m : layout.next) response->add_layout_next_members(m.id);
-    response->set_layout_change(layout.change);
-    const int n = std::min<int>(options.replication_factor, static_cast<int>(ring.size()));
-    response->set_node_id(info_.node_id);
-    response->set_replication_factor(n);
-    response->set_default_w(std::min(options.default_w, n));
-    response->set_default_r(std::min(options.default_r, n));
-    FillMembers(ring, response);
-    response->set_merkle_ready(merkle_->ready());
-    const TombstoneReaperStats reaper = reaper_->Stats();
-    response->set_tombstones_purged(reaper.purged);
-    response->set_tombstone_sweeps(reaper.sweeps);
-    FillCoordinatorStats(coordinator_->Stats(), response);
+    FillClusterStatus(response);
     return absl::OkStatus();
   });
+}
+
+void AdminService::FillClusterStatus(v1::ClusterStatusResponse* response) const {
+  const ClusterOptions& options = coordinator_->options();
+  const std::shared_ptr<const Placement> placement = coordinator_->placement();
+  const HashRing& ring = placement->current();
+  const ClusterLayout& layout = placement->layout();
+  response->set_layout_version(layout.version);
+  for (const Member& m : layout.next) response->add_layout_next_members(m.id);
+  response->set_layout_change(layout.change);
+  const int n = std::min<int>(options.replication_factor, static_cast<int>(ring.size()));
+  response->set_node_id(info_.node_id);
+  response->set_replication_factor(n);
+  response->set_default_w(std::min(options.default_w, n));
+  response->set_default_r(std::min(options.default_r, n));
+  FillMembers(ring, response);
+  response->set_merkle_ready(merkle_->ready());
+  const TombstoneReaperStats reaper = reaper_->Stats();
+  response->set_tombstones_purged(reaper.purged);
+  response->set_tombstone_sweeps(reaper.sweeps);
+  FillCoordinatorStats(coordinator_->Stats(), response);
 }
 
 void AdminService::FillMembers(const HashRing& ring, v1::ClusterStatusResponse* response) const {

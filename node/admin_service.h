@@ -87,6 +87,11 @@ class AdminService final : public v1::Admin::CallbackService {
                                               const v1::AntiEntropyStatusRequest* request,
                                               v1::AntiEntropyStatusResponse* response) override;
 
+  // What NodeStatus and ClusterStatus answer, filled on the calling thread (the metrics scrape
+  // reads them too). Thread-safe.
+  void FillNodeStatus(v1::NodeStatusResponse* response) const;
+  void FillClusterStatus(v1::ClusterStatusResponse* response) const;
+
  private:
   // ClusterStatus's parts: one MemberStatus per member of `ring`, from the outbox, anti-entropy
   // and gossip views; the coordinator's counters and replication lag percentiles.

@@ -1,5 +1,8 @@
 #include "node/config_settings.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 
 #include "absl/strings/ascii.h"
@@ -71,6 +74,34 @@ absl::Status ApplyListen(absl::string_view v, NodeConfig* c) {
   return absl::OkStatus();
 }
 
+absl::Status ApplyMetricsListen(absl::string_view v, NodeConfig* c) {
+  if (v.empty()) {
+    c->metrics_listen.clear();
+    return absl::OkStatus();
+  }
+  const size_t colon = v.rfind(':');
+  int port = 0;
+  bool ok = colon != absl::string_view::npos && colon > 0 &&
+            ParseIntInRange(v.substr(colon + 1), 1, 65535, &port).ok();
+  if (ok) {
+    // The HTTP server binds IP addresses only (no names): a.b.c.d or [v6].
+    std::string host(v.substr(0, colon));
+    unsigned char address[sizeof(in6_addr)];
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+      ok = inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), address) == 1;
+    } else {
+      ok = inet_pton(AF_INET, host.c_str(), address) == 1;
+    }
+  }
+  if (!ok) {
+    return Expected(
+        "IP:PORT with a port from 1 to 65535, such as 127.0.0.1:9700, 0.0.0.0:9700 or "
+        "[::1]:9700 (an IP address, not a name), or nothing for no metrics");
+  }
+  c->metrics_listen = std::string(v);
+  return absl::OkStatus();
+}
+
 absl::Status ApplyDataDir(absl::string_view v, NodeConfig* c) {
   if (v.empty()) return Expected("a directory path");
   c->data_dir = std::string(v);
@@ -134,6 +165,11 @@ const std::vector<Setting>& Settings() {
       {"listen", "HOST:PORT", false, ApplyListen, [](const NodeConfig& c) { return c.listen; },
        "Address of the gRPC server (KV, Admin and Replica services, health checking, "
        "reflection)."},
+      {"metrics_listen", "IP:PORT", false, ApplyMetricsListen,
+       [](const NodeConfig& c) { return c.metrics_listen.empty() ? "none" : c.metrics_listen; },
+       "Address of the HTTP server that serves the node's metrics in the Prometheus text "
+       "format at /metrics (requests by method and status, replication lag, outbox depth, "
+       "member liveness, anti-entropy; see the README). Empty: no metrics server."},
       {"data_dir", "DIR", false, ApplyDataDir,
        [](const NodeConfig& c) { return std::string("./kvdata/<node_id>"); },
        "RocksDB data directory, created if missing. Only one kvnode may use it at a time."},

@@ -19,6 +19,7 @@
 #include "node/clock.h"
 #include "node/handoff_plan.h"
 #include "node/log.h"
+#include "node/metrics.h"
 #include "storage/rocksdb_engine.h"
 #include "storage/status_macros.h"
 
@@ -122,6 +123,13 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
   gpr_set_log_function(LogFromGrpc);
   KV_RETURN_IF_ERROR(CheckListenHost(config.listen));
   std::unique_ptr<NodeServer> server(new NodeServer(config, std::move(request_stop)));
+  if (!config.metrics_listen.empty()) {
+    // Bound before the data directory is touched, so that a taken address changes nothing.
+    absl::StatusOr<std::unique_ptr<NodeMetrics>> metrics =
+        NodeMetrics::Start(config.metrics_listen);
+    if (!metrics.ok()) return metrics.status();
+    server->metrics_ = *std::move(metrics);
+  }
   KV_RETURN_IF_ERROR(server->OpenStorage());
   KV_RETURN_IF_ERROR(server->StartReplication());
   KV_RETURN_IF_ERROR(server->StartGrpc());
@@ -329,6 +337,11 @@ absl::Status NodeServer::StartGrpc() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &port_);
+  if (metrics_ != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counting;
+    counting.push_back(metrics_->InterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(counting));
+  }
   // gRPC sets SO_REUSEPORT by default, which would let a second node silently share the port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.limits.max_message_bytes()));
@@ -344,6 +357,13 @@ absl::Status NodeServer::StartGrpc() {
         "cannot listen on ", config_.listen,
         ": the address is in use or not local. Stop what uses it or choose another --listen."));
   }
+  if (metrics_ != nullptr) {
+    metrics_->SetStatusSource([admin = admin_service_.get()](v1::ClusterStatusResponse* status,
+                                                             v1::NodeStatusResponse* node) {
+      admin->FillClusterStatus(status);
+      admin->FillNodeStatus(node);
+    });
+  }
   return absl::OkStatus();
 }
 
@@ -356,6 +376,11 @@ void NodeServer::LogStarted() const {
            {"data_dir", config_.data_dir},
            {"sync_writes", config_.sync_writes ? "true" : "false"},
            {"executor_threads", absl::StrCat(config_.executor_threads)},
+           {"metrics",
+            metrics_ == nullptr
+                ? std::string("off")
+                : absl::StrCat("http://", LocalEndpoint(config_.metrics_listen, metrics_->port()),
+                               "/metrics")},
            {"members", absl::StrCat(coordinator_->ring().size())},
            {"replication_factor", absl::StrCat(std::min<size_t>(config_.replication_factor,
                                                                 coordinator_->ring().size()))},
@@ -381,6 +406,8 @@ void NodeServer::ExpireIdempotencyRecordsLoop() {
 void NodeServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  // Scrapes from now on show request counts only: what the state is read from is going away.
+  if (metrics_ != nullptr) metrics_->SetStatusSource({});
   if (server_ != nullptr) StopServing();
   if (expiry_thread_.joinable()) {
     stop_expiry_.Notify();

@@ -52,6 +52,7 @@
 #include "node/local_store.h"
 #include "node/membership_change.h"
 #include "node/merkle_index.h"
+#include "node/metrics.h"
 #include "node/operations.h"
 #include "node/placement.h"
 #include "node/repair_runner.h"
@@ -159,6 +160,9 @@ class NodeServer {
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<ReplicaService> replica_service_;
   std::unique_ptr<grpc::Server> server_;
+  // The metrics HTTP server (null without --metrics_listen); its interceptors share its request
+  // counters, so calls still running may outlive it.
+  std::unique_ptr<NodeMetrics> metrics_;
   std::string actor_;
   int port_ = 0;
   absl::Notification stop_expiry_;

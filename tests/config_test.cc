@@ -105,6 +105,19 @@ TEST(ConfigTest, ListenAcceptsHostnamesAndIpv6) {
   EXPECT_EQ(ParseOk({"--listen=[::1]:65535"}).listen, "[::1]:65535");
 }
 
+TEST(ConfigTest, MetricsListenTakesIpAddressesOrNothing) {
+  EXPECT_EQ(ParseOk({}).metrics_listen, "");
+  EXPECT_EQ(ParseOk({"--metrics_listen=127.0.0.1:9700"}).metrics_listen, "127.0.0.1:9700");
+  EXPECT_EQ(ParseOk({"--metrics_listen=0.0.0.0:1"}).metrics_listen, "0.0.0.0:1");
+  EXPECT_EQ(ParseOk({"--metrics_listen=[::1]:65535"}).metrics_listen, "[::1]:65535");
+  EXPECT_EQ(ParseOk({"--metrics_listen="}).metrics_listen, "");
+  for (const char* bad : {"--metrics_listen=localhost:9700", "--metrics_listen=::1:9700",
+                          "--metrics_listen=[::1]", "--metrics_listen=1.2.3:9700",
+                          "--metrics_listen=127.0.0.1:0"}) {
+    EXPECT_THAT(ParseError({bad}), HasSubstr("an IP address, not a name")) << bad;
+  }
+}
+
 TEST(ConfigTest, HelpWinsOverEverythingElse) {
   for (const char* flag : {"--help", "-h"}) {
     absl::StatusOr<CommandLine> parsed = Parse({"--bogus", flag});

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K8S = os.path.join(REPO, "deploy", "k8s")
@@ -230,6 +231,13 @@ def main():
     check(str(env0.get("KVNODE_LISTEN", "")).endswith(f":{port}"),
           f"KVNODE_LISTEN {env0.get('KVNODE_LISTEN')} is not the container port {port}")
     check(env0.get("KV_PEER_PORT", "7700") == str(port), "KV_PEER_PORT differs from the grpc port")
+    metrics_port = ports.get("metrics")
+    check(str(env0.get("KVNODE_METRICS_LISTEN", "")).endswith(f":{metrics_port}"),
+          f"KVNODE_METRICS_LISTEN {env0.get('KVNODE_METRICS_LISTEN')} is not the container port "
+          f"named metrics ({metrics_port})")
+    annotations = tmpl["metadata"].get("annotations", {})
+    check(annotations.get("prometheus.io/port") == str(metrics_port),
+          f"prometheus.io/port {annotations.get('prometheus.io/port')} != metrics port {metrics_port}")
 
     # --- security context agrees with the image's user; the root filesystem may be read-only
     psc = pod.get("securityContext", {})
@@ -280,8 +288,10 @@ def main():
         with open(conf_file, "w") as f:
             f.write(conf_text or "")
         local_port = free_port()
+        local_metrics_port = free_port()
         env = pod_env(container, configmaps, pod_name)
         env.update({"KVNODE_CONFIG": conf_file, "KVNODE_LISTEN": f"127.0.0.1:{local_port}",
+                    "KVNODE_METRICS_LISTEN": f"127.0.0.1:{local_metrics_port}",
                     "KVNODE_DATA_DIR": os.path.join(tmp, "data"), "KV_NODE_BINARY": args.kvnode,
                     "PATH": os.environ.get("PATH", "")})
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
@@ -311,6 +321,14 @@ def main():
                 check(members == want, f"members {members} != {want}")
                 check(status.get("replication_factor") == n and status.get("default_w") == w,
                       f"N/W {status.get('replication_factor')}/{status.get('default_w')} != config {n}/{w}")
+                try:
+                    with urllib.request.urlopen(
+                            f"http://127.0.0.1:{local_metrics_port}/metrics", timeout=10) as r:
+                        metrics = r.read().decode()
+                except OSError as e:
+                    metrics = f"(scrape failed: {e})"
+                check(f'kv_node_info{{' in metrics and f'node_id="{pod_name}"' in metrics,
+                      f"the metrics server does not describe {pod_name}: {metrics[:500]}")
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,327 @@
+#include "node/metrics.h"
+
+#include <algorithm>
+#include <array>
+#include <exception>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/support/interceptor.h"
+#include "prometheus/collectable.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/family.h"
+#include "prometheus/histogram.h"
+#include "prometheus/metric_family.h"
+#include "prometheus/registry.h"
+
+namespace kv {
+namespace {
+
+// gRPC status codes are 0 (OK) to 16 (UNAUTHENTICATED).
+constexpr int kStatusCodes = 17;
+
+// Distinct method labels kept; calls of further methods count under "other", so that a client
+// naming endless methods cannot grow the metrics without bound.
+constexpr size_t kMaxMethods = 256;
+
+const char* const kCodeNames[kStatusCodes] = {
+    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED"};
+
+}  // namespace
+
+// The request counters and latency histograms, by method (and status code).
+class RequestMetrics {
+ public:
+  struct Method {
+    prometheus::Histogram* duration = nullptr;
+    std::array<prometheus::Counter*, kStatusCodes> by_code{};  // created at first use
+  };
+
+  explicit RequestMetrics(prometheus::Registry& registry)
+      : requests_(prometheus::BuildCounter()
+                      .Name("kv_grpc_requests_total")
+                      .Help("gRPC calls answered, by method and status code.")
+                      .Register(registry)),
+        durations_(prometheus::BuildHistogram()
+                       .Name("kv_grpc_request_duration_seconds")
+                       .Help("gRPC call latency on this node, from the call's arrival to its "
+                             "status being sent, by method.")
+                       .Register(registry)) {}
+
+  Method* ForMethod(absl::string_view name) {
+    absl::MutexLock lock(&mu_);
+    auto found = methods_.find(name);
+    if (found != methods_.end()) return found->second.get();
+    if (methods_.size() >= kMaxMethods) name = "other";
+    auto [it, inserted] = methods_.try_emplace(name);
+    if (inserted) {
+      it->second = std::make_unique<Method>();
+      it->second->duration = &durations_.Add(
+          {{"method", std::string(name)}}, prometheus::Histogram::BucketBoundaries{
+                                               0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                               0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10});
+      method_names_.emplace(it->second.get(), std::string(name));
+    }
+    return it->second.get();
+  }
+
+  void Record(Method* method, int code, absl::Duration elapsed) {
+    if (code < 0 || code >= kStatusCodes) code = 2;  // UNKNOWN
+    prometheus::Counter* counter;
+    {
+      absl::MutexLock lock(&mu_);
+      counter = method->by_code[code];
+      if (counter == nullptr) {
+        counter =
+            &requests_.Add({{"method", method_names_.at(method)}, {"code", kCodeNames[code]}});
+        method->by_code[code] = counter;
+      }
+    }
+    counter->Increment();
+    method->duration->Observe(absl::ToDoubleSeconds(elapsed));
+  }
+
+ private:
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& durations_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Method>> methods_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<const Method*, std::string> method_names_ ABSL_GUARDED_BY(mu_);
+};
+
+namespace {
+
+// One call: its arrival time, and its status when it is sent.
+class CountingInterceptor : public grpc::experimental::Interceptor {
+ public:
+  CountingInterceptor(std::shared_ptr<RequestMetrics> metrics, RequestMetrics::Method* method)
+      : metrics_(std::move(metrics)), method_(method), start_(absl::Now()) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      metrics_->Record(method_, static_cast<int>(methods->GetSendStatus().error_code()),
+                       absl::Now() - start_);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::shared_ptr<RequestMetrics> metrics_;
+  RequestMetrics::Method* const method_;
+  const absl::Time start_;
+};
+
+class CountingInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit CountingInterceptorFactory(std::shared_ptr<RequestMetrics> metrics)
+      : metrics_(std::move(metrics)) {}
+
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    const char* method = info->method();
+    return new CountingInterceptor(metrics_,
+                                   metrics_->ForMethod(method == nullptr ? "unknown" : method));
+  }
+
+ private:
+  const std::shared_ptr<RequestMetrics> metrics_;
+};
+
+prometheus::MetricFamily NewFamily(std::string name, std::string help,
+                                   prometheus::MetricType type) {
+  prometheus::MetricFamily family;
+  family.name = std::move(name);
+  family.help = std::move(help);
+  family.type = type;
+  return family;
+}
+
+void AddValue(prometheus::MetricFamily* family, double value,
+              std::vector<prometheus::ClientMetric::Label> labels = {}) {
+  prometheus::ClientMetric metric;
+  std::sort(labels.begin(), labels.end());  // as the registry's own metrics write them
+  metric.label = std::move(labels);
+  if (family->type == prometheus::MetricType::Counter) {
+    metric.counter.value = value;
+  } else {
+    metric.gauge.value = value;
+  }
+  family->metric.push_back(std::move(metric));
+}
+
+// One family with one sample per member of `status` other than this node.
+template <typename Value>
+prometheus::MetricFamily PerPeer(const v1::ClusterStatusResponse& status, std::string name,
+                                 std::string help, prometheus::MetricType type, Value value) {
+  prometheus::MetricFamily family = NewFamily(std::move(name), std::move(help), type);
+  for (const v1::MemberStatus& member : status.members()) {
+    if (member.self()) continue;
+    AddValue(&family, static_cast<double>(value(member)), {{"peer", member.node_id()}});
+  }
+  return family;
+}
+
+std::vector<prometheus::MetricFamily> StatusFamilies(const v1::ClusterStatusResponse& status,
+                                                     const v1::NodeStatusResponse& node) {
+  using prometheus::MetricType;
+  std::vector<prometheus::MetricFamily> out;
+  auto single = [&out](std::string name, std::string help, MetricType type, double value) {
+    out.push_back(NewFamily(std::move(name), std::move(help), type));
+    AddValue(&out.back(), value);
+  };
+
+  out.push_back(NewFamily("kv_node_info", "This node: id, actor (id and epoch) and version.",
+                          MetricType::Gauge));
+  AddValue(&out.back(), 1,
+           {{"node_id", node.node_id()}, {"actor", node.actor()}, {"version", node.version()}});
+  single("kv_uptime_seconds", "Seconds since this node started.", MetricType::Gauge,
+         static_cast<double>(node.uptime_seconds()));
+  single("kv_keys_approximate", "Keys stored on this node (the storage engine's estimate).",
+         MetricType::Gauge, static_cast<double>(node.approximate_keys()));
+  single("kv_writes_coordinated_total", "Writes this node coordinated as a replica of the key.",
+         MetricType::Counter, static_cast<double>(status.writes_coordinated()));
+  single("kv_writes_forwarded_total",
+         "Writes this node forwarded to a replica because it is not one.", MetricType::Counter,
+         static_cast<double>(status.writes_forwarded()));
+  single("kv_read_repairs_total", "Read repairs this node started.", MetricType::Counter,
+         static_cast<double>(status.read_repairs()));
+
+  out.push_back(NewFamily("kv_replication_lag_recent_seconds",
+                          "Replication lag of the writes this node coordinated recently (the "
+                          "last few thousand): local commit to every replica confirmed; "
+                          "quantile 1 is the maximum.",
+                          MetricType::Gauge));
+  if (status.replication_lag_samples() > 0) {
+    AddValue(&out.back(), status.replication_lag_p50_us() / 1e6, {{"quantile", "0.5"}});
+    AddValue(&out.back(), status.replication_lag_p99_us() / 1e6, {{"quantile", "0.99"}});
+    AddValue(&out.back(), status.replication_lag_max_us() / 1e6, {{"quantile", "1"}});
+  }
+  single("kv_replication_lag_recent_samples", "Writes behind kv_replication_lag_recent_seconds.",
+         MetricType::Gauge, status.replication_lag_samples());
+
+  single("kv_layout_version", "Version of the cluster layout this node places keys with.",
+         MetricType::Gauge, static_cast<double>(status.layout_version()));
+  single("kv_layout_in_transition", "1 while a join or leave is under way.", MetricType::Gauge,
+         status.layout_next_members_size() > 0 ? 1 : 0);
+  single("kv_members", "Members that own keys in the current layout.", MetricType::Gauge,
+         status.members_size());
+  single("kv_merkle_ready", "1 once the anti-entropy hash trees are built.", MetricType::Gauge,
+         status.merkle_ready() ? 1 : 0);
+  single("kv_tombstones_purged_total", "Tombstones this node purged as the keys' primary.",
+         MetricType::Counter, static_cast<double>(status.tombstones_purged()));
+
+  out.push_back(NewFamily("kv_member_up",
+                          "Gossip's judgement of each other member: 1 UP, 0 DOWN or not heard "
+                          "from yet.",
+                          MetricType::Gauge));
+  for (const v1::MemberStatus& member : status.members()) {
+    if (member.self()) continue;
+    AddValue(&out.back(), member.liveness() == "UP" ? 1 : 0,
+             {{"peer", member.node_id()}, {"liveness", member.liveness()}});
+  }
+  out.push_back(PerPeer(status, "kv_outbox_depth",
+                        "Writes waiting to be sent to the peer (hinted handoff when it is down).",
+                        MetricType::Gauge,
+                        [](const v1::MemberStatus& m) { return m.outbox_depth(); }));
+  out.push_back(PerPeer(status, "kv_outbox_dropped_total",
+                        "Writes not queued for the peer because its queue was full "
+                        "(anti-entropy repairs them).",
+                        MetricType::Counter,
+                        [](const v1::MemberStatus& m) { return m.outbox_dropped(); }));
+  out.push_back(PerPeer(status, "kv_replicated_records_total",
+                        "Records the peer confirmed receiving from this node's outbox.",
+                        MetricType::Counter,
+                        [](const v1::MemberStatus& m) { return m.sent_records(); }));
+  out.push_back(PerPeer(
+      status, "kv_peer_reachable", "1 when the last replication attempt to the peer succeeded.",
+      MetricType::Gauge, [](const v1::MemberStatus& m) { return m.reachable() ? 1 : 0; }));
+  out.push_back(PerPeer(status, "kv_anti_entropy_exchanges_total",
+                        "Merkle tree exchanges with the peer.", MetricType::Counter,
+                        [](const v1::MemberStatus& m) { return m.anti_entropy_exchanges(); }));
+  out.push_back(PerPeer(status, "kv_anti_entropy_keys_repaired_total",
+                        "Keys anti-entropy repaired between this node and the peer.",
+                        MetricType::Counter,
+                        [](const v1::MemberStatus& m) { return m.anti_entropy_keys_repaired(); }));
+  out.push_back(PerPeer(status, "kv_anti_entropy_keys_different",
+                        "Keys that differed in the last exchange with the peer.", MetricType::Gauge,
+                        [](const v1::MemberStatus& m) { return m.anti_entropy_keys_different(); }));
+  out.push_back(
+      PerPeer(status, "kv_anti_entropy_in_sync",
+              "1 when the last exchange with the peer found identical trees.", MetricType::Gauge,
+              [](const v1::MemberStatus& m) { return m.anti_entropy_in_sync() ? 1 : 0; }));
+  return out;
+}
+
+}  // namespace
+
+// The state part of a scrape, read from the status source.
+class StatusCollectable : public prometheus::Collectable {
+ public:
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    absl::MutexLock lock(&mu_);
+    if (!source_) return {};
+    v1::ClusterStatusResponse status;
+    v1::NodeStatusResponse node;
+    source_(&status, &node);
+    return StatusFamilies(status, node);
+  }
+
+  void Set(NodeMetrics::StatusSource source) {
+    absl::MutexLock lock(&mu_);
+    source_ = std::move(source);
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  NodeMetrics::StatusSource source_ ABSL_GUARDED_BY(mu_);
+};
+
+NodeMetrics::NodeMetrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      requests_(std::make_shared<RequestMetrics>(*registry_)),
+      status_(std::make_shared<StatusCollectable>()) {}
+
+NodeMetrics::~NodeMetrics() {
+  exposer_.reset();  // stops serving; a scrape under way finishes first
+}
+
+absl::StatusOr<std::unique_ptr<NodeMetrics>> NodeMetrics::Start(const std::string& listen) {
+  std::unique_ptr<NodeMetrics> metrics(new NodeMetrics());
+  try {
+    metrics->exposer_ = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/2);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", listen,
+                     ": the address is in use or not an address of this machine (", e.what(),
+                     "). Stop what uses it or choose another --metrics_listen."));
+  }
+  const std::vector<int> ports = metrics->exposer_->GetListeningPorts();
+  if (ports.empty()) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", listen, ": the HTTP server listens on no port"));
+  }
+  metrics->port_ = ports.front();
+  metrics->exposer_->RegisterCollectable(metrics->registry_);
+  metrics->exposer_->RegisterCollectable(metrics->status_);
+  return metrics;
+}
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+NodeMetrics::InterceptorFactory() {
+  return std::make_unique<CountingInterceptorFactory>(requests_);
+}
+
+void NodeMetrics::SetStatusSource(StatusSource source) { status_->Set(std::move(source)); }
+
+}  // namespace kv

@@ -1,0 +1,289 @@
+// kvnode --metrics_listen: real kvnode processes serve Prometheus text over HTTP, scraped here
+// with a plain socket.
+//   - one node: every call is counted by method and status code, with its latency; the store's
+//     state (node info, keys, coordinated writes) is there too;
+//   - three nodes (N=3, W=2): the replication lag of the writes a node coordinated, the records
+//     each peer confirmed, a killed peer seen DOWN with its hinted writes as outbox depth, which
+//     drains when it returns;
+//   - bad --metrics_listen values exit 2, a taken address exits 1; neither touches the data
+//     directory.
+// Every wait is a poll with a deadline.
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kv.grpc.pb.h"
+#include "tests/cluster_util.h"
+#include "tests/test_util.h"
+
+namespace kv {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kRpcTimeout = absl::Seconds(20);
+constexpr absl::Duration kWaitTimeout = absl::Seconds(30);
+
+// GET http://127.0.0.1:`port``path` (HTTP/1.0: the server closes the connection after the
+// answer). The body, or an error with the status line.
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError("socket failed");
+  timeval timeout{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot connect to port ", port));
+  }
+  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return absl::UnavailableError("short write");
+  }
+  std::string answer;
+  char buffer[8192];
+  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) answer.append(buffer, n);
+  close(fd);
+  const size_t body = answer.find("\r\n\r\n");
+  if (body == std::string::npos) return absl::UnavailableError("no HTTP answer: " + answer);
+  const std::string status_line = answer.substr(0, answer.find("\r\n"));
+  if (!absl::StrContains(status_line, " 200 ")) return absl::NotFoundError(status_line);
+  return answer.substr(body + 4);
+}
+
+// The value of the sample written exactly `series` (name and labels, as the exposition writes
+// them: labels sorted by name), or nullopt when the scrape has no such sample.
+std::optional<double> Sample(const std::string& text, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::ConsumePrefix(&line, series) || !absl::ConsumePrefix(&line, " ")) continue;
+    double value = 0;
+    if (absl::SimpleAtod(line, &value)) return value;
+  }
+  return std::nullopt;
+}
+
+// Scrapes `port` until `done(text)` holds or the wait times out; returns the last scrape.
+std::string ScrapeUntil(int port, const std::function<bool(const std::string&)>& done) {
+  const absl::Time deadline = absl::Now() + kWaitTimeout;
+  std::string text;
+  do {
+    absl::StatusOr<std::string> scraped = HttpGet(port, "/metrics");
+    if (scraped.ok()) {
+      text = *std::move(scraped);
+      if (done(text)) break;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  } while (absl::Now() < deadline);
+  return text;
+}
+
+std::unique_ptr<grpc::ClientContext> Ctx() {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+  return context;
+}
+
+grpc::Status Put(v1::KV::Stub* kv, const std::string& key, const std::string& value) {
+  v1::PutRequest request;
+  request.set_key(key);
+  request.set_value(value);
+  v1::PutResponse response;
+  return kv->Put(Ctx().get(), request, &response);
+}
+
+std::unique_ptr<v1::KV::Stub> KvStub(const std::string& endpoint) {
+  return v1::KV::NewStub(grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
+}
+
+TEST(MetricsProcessTest, OneNodeCountsCallsByMethodAndCode) {
+  const int metrics_port = testing::PickFreePort();
+  testing::Cluster::Options options;
+  options.nodes = 1;
+  options.replication_factor = 1;
+  options.write_quorum = 1;
+  options.node_flags[0] = {absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
+  absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster = testing::Cluster::Start(options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  std::unique_ptr<v1::KV::Stub> kv = KvStub((*cluster)->endpoint(0));
+
+  for (int i = 0; i < 5; ++i) {
+    grpc::Status put = Put(kv.get(), absl::StrCat("key-", i), "value");
+    ASSERT_TRUE(put.ok()) << put.error_message();
+  }
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(Put(kv.get(), "", "value").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  v1::GetRequest get;
+  get.set_key("missing");
+  v1::GetResponse got;
+  EXPECT_EQ(kv->Get(Ctx().get(), get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // The status is sent after the client has its answer: the last call may be counted a moment
+  // later.
+  const std::string put_ok = R"(kv_grpc_requests_total{code="OK",method="/kv.v1.KV/Put"})";
+  const std::string get_missing =
+      R"(kv_grpc_requests_total{code="NOT_FOUND",method="/kv.v1.KV/Get"})";
+  const std::string text = ScrapeUntil(
+      metrics_port, [&](const std::string& t) { return Sample(t, get_missing).value_or(0) >= 1; });
+  EXPECT_EQ(Sample(text, put_ok), 5) << text;
+  EXPECT_EQ(
+      Sample(text, R"(kv_grpc_requests_total{code="INVALID_ARGUMENT",method="/kv.v1.KV/Put"})"), 2)
+      << text;
+  EXPECT_EQ(Sample(text, get_missing), 1) << text;
+  EXPECT_EQ(Sample(text, R"(kv_grpc_request_duration_seconds_count{method="/kv.v1.KV/Put"})"), 7)
+      << text;
+  EXPECT_EQ(
+      Sample(text, R"(kv_grpc_request_duration_seconds_bucket{method="/kv.v1.KV/Put",le="+Inf"})"),
+      7)
+      << text;
+  EXPECT_GT(
+      Sample(text, R"(kv_grpc_request_duration_seconds_sum{method="/kv.v1.KV/Put"})").value_or(0),
+      0)
+      << text;
+  // The store's state.
+  EXPECT_EQ(Sample(text, "kv_writes_coordinated_total"), 5) << text;
+  EXPECT_EQ(Sample(text, "kv_members"), 1) << text;
+  EXPECT_EQ(Sample(text, "kv_layout_in_transition"), 0) << text;
+  EXPECT_THAT(text, HasSubstr(R"(kv_node_info{actor="n1#)")) << text;
+  EXPECT_THAT(text, HasSubstr(R"(",node_id="n1",version=")")) << text;
+  EXPECT_THAT(text, HasSubstr("# TYPE kv_grpc_requests_total counter"));
+  EXPECT_THAT(text, HasSubstr("# TYPE kv_outbox_depth gauge"));
+
+  // Only /metrics is served.
+  absl::StatusOr<std::string> other = HttpGet(metrics_port, "/other");
+  EXPECT_FALSE(other.ok());
+  EXPECT_TRUE((*cluster)->StopAll().ok());
+}
+
+TEST(MetricsProcessTest, ThreeNodesShowReplicationLagLivenessAndHintedWrites) {
+  std::vector<int> ports;
+  testing::Cluster::Options options;
+  options.nodes = 3;
+  options.extra_flags = {"--gossip_interval=200ms", "--failure_timeout=1s"};
+  for (size_t i = 0; i < 3; ++i) {
+    ports.push_back(testing::PickFreePort());
+    options.node_flags[i] = {absl::StrCat("--metrics_listen=127.0.0.1:", ports[i])};
+  }
+  absl::StatusOr<std::unique_ptr<testing::Cluster>> started = testing::Cluster::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  testing::Cluster& cluster = **started;
+  std::unique_ptr<v1::KV::Stub> kv = KvStub(cluster.endpoint(0));
+
+  // N=3 on 3 nodes: n1 coordinates every write sent to it.
+  constexpr int kWrites = 40;
+  for (int i = 0; i < kWrites; ++i) {
+    grpc::Status put = Put(kv.get(), absl::StrCat("key-", i), "value");
+    ASSERT_TRUE(put.ok()) << put.error_message();
+  }
+  std::string text = ScrapeUntil(ports[0], [&](const std::string& t) {
+    return Sample(t, "kv_replication_lag_recent_samples").value_or(0) >= kWrites &&
+           Sample(t, R"(kv_replicated_records_total{peer="n3"})").value_or(0) >= kWrites &&
+           Sample(t, R"(kv_member_up{liveness="UP",peer="n3"})").value_or(0) == 1;
+  });
+  EXPECT_EQ(Sample(text, "kv_writes_coordinated_total"), kWrites) << text;
+  EXPECT_EQ(Sample(text, "kv_replication_lag_recent_samples"), kWrites) << text;
+  const std::optional<double> p50 =
+      Sample(text, R"(kv_replication_lag_recent_seconds{quantile="0.5"})");
+  const std::optional<double> max =
+      Sample(text, R"(kv_replication_lag_recent_seconds{quantile="1"})");
+  ASSERT_TRUE(p50.has_value() && max.has_value()) << text;
+  EXPECT_GT(*p50, 0);
+  EXPECT_LE(*p50, *max);
+  for (const char* peer : {"n2", "n3"}) {
+    EXPECT_EQ(Sample(text, absl::StrCat(R"(kv_replicated_records_total{peer=")", peer, R"("})")),
+              kWrites)
+        << text;
+    EXPECT_EQ(Sample(text, absl::StrCat(R"(kv_outbox_depth{peer=")", peer, R"("})")), 0) << text;
+    EXPECT_EQ(Sample(text, absl::StrCat(R"(kv_member_up{liveness="UP",peer=")", peer, R"("})")), 1)
+        << text;
+  }
+  // The replicas counted the merges they were sent.
+  const std::string replica_text = ScrapeUntil(ports[1], [](const std::string&) { return true; });
+  EXPECT_GE(
+      Sample(replica_text,
+             R"(kv_grpc_requests_total{code="OK",method="/kv.internal.v1.Replica/MergeBatch"})")
+          .value_or(0),
+      1)
+      << replica_text;
+
+  // n3 dies: gossip reports it DOWN, and the writes it is owed wait in n1's outbox.
+  cluster.Kill(2);
+  text = ScrapeUntil(ports[0], [](const std::string& t) {
+    return Sample(t, R"(kv_member_up{liveness="DOWN",peer="n3"})").has_value();
+  });
+  ASSERT_EQ(Sample(text, R"(kv_member_up{liveness="DOWN",peer="n3"})"), 0) << text;
+  constexpr int kHinted = 10;
+  for (int i = 0; i < kHinted; ++i) {
+    grpc::Status put = Put(kv.get(), absl::StrCat("hinted-", i), "value");
+    ASSERT_TRUE(put.ok()) << put.error_message();
+  }
+  text = ScrapeUntil(ports[0], [](const std::string& t) {
+    return Sample(t, R"(kv_outbox_depth{peer="n3"})").value_or(0) >= kHinted;
+  });
+  EXPECT_EQ(Sample(text, R"(kv_outbox_depth{peer="n3"})"), kHinted) << text;
+  EXPECT_EQ(Sample(text, R"(kv_peer_reachable{peer="n3"})"), 0) << text;
+  EXPECT_EQ(Sample(text, R"(kv_outbox_depth{peer="n2"})"), 0) << text;
+
+  // n3 returns: the hinted writes drain.
+  ASSERT_TRUE(cluster.Restart(2).ok());
+  text = ScrapeUntil(ports[0], [](const std::string& t) {
+    return Sample(t, R"(kv_outbox_depth{peer="n3"})") == 0 &&
+           Sample(t, R"(kv_member_up{liveness="UP",peer="n3"})") == 1;
+  });
+  EXPECT_EQ(Sample(text, R"(kv_outbox_depth{peer="n3"})"), 0) << text;
+  EXPECT_EQ(Sample(text, R"(kv_replicated_records_total{peer="n3"})"), kWrites + kHinted) << text;
+  EXPECT_EQ(Sample(text, R"(kv_member_up{liveness="UP",peer="n3"})"), 1) << text;
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.LogTails();
+}
+
+TEST(MetricsProcessTest, BadOrTakenMetricsAddressIsReportedAndChangesNothing) {
+  testing::TempDir dir;
+  const std::string listen = absl::StrCat("--listen=127.0.0.1:", testing::PickFreePort());
+  for (const char* bad : {"localhost:9700", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000"}) {
+    const std::string data_dir = dir.Sub("bad");
+    testing::CommandResult r = testing::RunCommand(
+        {KVNODE_PATH, "--data_dir=" + data_dir, listen, absl::StrCat("--metrics_listen=", bad)});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr("--metrics_listen")) << bad;
+    EXPECT_FALSE(std::filesystem::exists(data_dir)) << bad;
+  }
+  // An address another process holds.
+  const int taken_port = testing::PickFreePort();
+  const int taken = testing::BindLoopback(taken_port);
+  ASSERT_EQ(::listen(taken, 1), 0);
+  const std::string data_dir = dir.Sub("taken");
+  testing::CommandResult r =
+      testing::RunCommand({KVNODE_PATH, "--data_dir=" + data_dir, listen,
+                           absl::StrCat("--metrics_listen=127.0.0.1:", taken_port)});
+  close(taken);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr(absl::StrCat("cannot serve metrics on 127.0.0.1:", taken_port)));
+  EXPECT_FALSE(std::filesystem::exists(data_dir));
+}
+
+}  // namespace
+}  // namespace kv
