@@ -176,7 +176,8 @@ TEST(MetricsProcessTest, OneNodeCountsCallsByMethodAndCode) {
   // Only /metrics is served.
   absl::StatusOr<std::string> other = HttpGet(metrics_port, "/other");
   EXPECT_FALSE(other.ok());
-  EXPECT_TRUE((*cluster)->StopAll().ok());
+  EXPECT_TRUE((*cluster)->StopAll().ok()) << (*cluster)->LogTails();
+  EXPECT_EQ((*cluster)->SanitizerReports(), "");
 }
 
 TEST(MetricsProcessTest, ThreeNodesShowReplicationLagLivenessAndHintedWrites) {
@@ -258,6 +259,7 @@ TEST(MetricsProcessTest, ThreeNodesShowReplicationLagLivenessAndHintedWrites) {
   EXPECT_EQ(Sample(text, R"(kv_replicated_records_total{peer="n3"})"), kWrites + kHinted) << text;
   EXPECT_EQ(Sample(text, R"(kv_member_up{liveness="UP",peer="n3"})"), 1) << text;
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.LogTails();
+  EXPECT_EQ(cluster.SanitizerReports(), "");
 }
 
 TEST(MetricsProcessTest, BadOrTakenMetricsAddressIsReportedAndChangesNothing) {
