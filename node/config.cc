@@ -181,6 +181,17 @@ absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>&
     if (!status.ok()) return status;
   }
   if (config.data_dir.empty()) config.data_dir = absl::StrCat("./kvdata/", config.node_id);
+  if (!config.metrics_listen.empty()) {
+    const absl::string_view grpc_port =
+        absl::string_view(config.listen).substr(config.listen.rfind(':') + 1);
+    const absl::string_view metrics_port =
+        absl::string_view(config.metrics_listen).substr(config.metrics_listen.rfind(':') + 1);
+    if (grpc_port == metrics_port) {
+      return UsageError(absl::StrCat("--metrics_listen (", config.metrics_listen,
+                                     ") must use another port than --listen (", config.listen,
+                                     ")"));
+    }
+  }
   if (!config.peers.empty()) {
     const bool listed = std::any_of(config.peers.begin(), config.peers.end(),
                                     [&](const Member& m) { return m.id == config.node_id; });

@@ -30,7 +30,7 @@ namespace kv {
 struct NodeConfig {
   std::string node_id = "n1";
   std::string listen = "127.0.0.1:7700";
-  // IP:PORT of the HTTP server of the Prometheus metrics (node/metrics.h); empty: none.
+  // IPV4:PORT of the HTTP server of the Prometheus metrics (node/metrics.h); empty: none.
   std::string metrics_listen;
   // Empty until parsing finishes; ParseNodeCommandLine fills in "./kvdata/<node_id>".
   std::string data_dir;

@@ -79,24 +79,23 @@ absl::Status ApplyMetricsListen(absl::string_view v, NodeConfig* c) {
     c->metrics_listen.clear();
     return absl::OkStatus();
   }
+  // The HTTP server binds IPv4 addresses only (no names; Debian's civetweb has no IPv6).
   const size_t colon = v.rfind(':');
-  int port = 0;
-  bool ok = colon != absl::string_view::npos && colon > 0 &&
-            ParseIntInRange(v.substr(colon + 1), 1, 65535, &port).ok();
+  bool ok = colon != absl::string_view::npos && colon > 0;
   if (ok) {
-    // The HTTP server binds IP addresses only (no names): a.b.c.d or [v6].
-    std::string host(v.substr(0, colon));
-    unsigned char address[sizeof(in6_addr)];
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-      ok = inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), address) == 1;
-    } else {
-      ok = inet_pton(AF_INET, host.c_str(), address) == 1;
-    }
+    const absl::string_view port = v.substr(colon + 1);
+    int number = 0;
+    ok = !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char ch) {
+      return absl::ascii_isdigit(static_cast<unsigned char>(ch));
+    }) && ParseIntInRange(port, 0, 65535, &number).ok();
+    in_addr address;
+    ok = ok && inet_pton(AF_INET, std::string(v.substr(0, colon)).c_str(), &address) == 1;
   }
   if (!ok) {
     return Expected(
-        "IP:PORT with a port from 1 to 65535, such as 127.0.0.1:9700, 0.0.0.0:9700 or "
-        "[::1]:9700 (an IP address, not a name), or nothing for no metrics");
+        "IPV4:PORT with a port from 0 to 65535 (0: any free one, logged at start), such as "
+        "127.0.0.1:7800 or 0.0.0.0:9700 (an IPv4 address, not a name), or nothing for no "
+        "metrics");
   }
   c->metrics_listen = std::string(v);
   return absl::OkStatus();
@@ -165,7 +164,7 @@ const std::vector<Setting>& Settings() {
       {"listen", "HOST:PORT", false, ApplyListen, [](const NodeConfig& c) { return c.listen; },
        "Address of the gRPC server (KV, Admin and Replica services, health checking, "
        "reflection)."},
-      {"metrics_listen", "IP:PORT", false, ApplyMetricsListen,
+      {"metrics_listen", "IPV4:PORT", false, ApplyMetricsListen,
        [](const NodeConfig& c) { return c.metrics_listen.empty() ? "none" : c.metrics_listen; },
        "Address of the HTTP server that serves the node's metrics in the Prometheus text "
        "format at /metrics (requests by method and status, replication lag, outbox depth, "

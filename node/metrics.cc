@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <exception>
 #include <utility>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "google/protobuf/descriptor.h"
 #include "grpcpp/support/interceptor.h"
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
@@ -27,10 +29,6 @@ namespace {
 // gRPC status codes are 0 (OK) to 16 (UNAUTHENTICATED).
 constexpr int kStatusCodes = 17;
 
-// Distinct method labels kept; calls of further methods count under "other", so that a client
-// naming endless methods cannot grow the metrics without bound.
-constexpr size_t kMaxMethods = 256;
-
 const char* const kCodeNames[kStatusCodes] = {
     "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
     "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
@@ -39,52 +37,48 @@ const char* const kCodeNames[kStatusCodes] = {
 
 }  // namespace
 
-// The request counters and latency histograms, by method (and status code).
+// The request counters and latency histograms, by method (and status code). The methods are
+// fixed at construction, so clients cannot add labels (a call of any other method counts as
+// "unknown"); the counter of a (method, code) pair is created when first needed.
 class RequestMetrics {
  public:
   struct Method {
+    std::string name;
     prometheus::Histogram* duration = nullptr;
-    std::array<prometheus::Counter*, kStatusCodes> by_code{};  // created at first use
+    std::array<std::atomic<prometheus::Counter*>, kStatusCodes> by_code{};
   };
 
-  explicit RequestMetrics(prometheus::Registry& registry)
-      : requests_(prometheus::BuildCounter()
+  RequestMetrics(std::shared_ptr<prometheus::Registry> registry,
+                 const std::vector<std::string>& method_names)
+      : registry_(std::move(registry)),
+        requests_(prometheus::BuildCounter()
                       .Name("kv_grpc_requests_total")
                       .Help("gRPC calls answered, by method and status code.")
-                      .Register(registry)),
+                      .Register(*registry_)),
         durations_(prometheus::BuildHistogram()
                        .Name("kv_grpc_request_duration_seconds")
                        .Help("gRPC call latency on this node, from the call's arrival to its "
                              "status being sent, by method.")
-                       .Register(registry)) {}
+                       .Register(*registry_)) {
+    for (const std::string& name : method_names) Add(name);
+    unknown_ = Add("unknown");
+  }
 
-  Method* ForMethod(absl::string_view name) {
-    absl::MutexLock lock(&mu_);
+  // The metrics of method `name` ("/package.Service/Method"); "unknown" for another name.
+  Method* ForMethod(absl::string_view name) const {
     auto found = methods_.find(name);
-    if (found != methods_.end()) return found->second.get();
-    if (methods_.size() >= kMaxMethods) name = "other";
-    auto [it, inserted] = methods_.try_emplace(name);
-    if (inserted) {
-      it->second = std::make_unique<Method>();
-      it->second->duration = &durations_.Add(
-          {{"method", std::string(name)}}, prometheus::Histogram::BucketBoundaries{
-                                               0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                               0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10});
-      method_names_.emplace(it->second.get(), std::string(name));
-    }
-    return it->second.get();
+    return found == methods_.end() ? unknown_ : found->second.get();
   }
 
   void Record(Method* method, int code, absl::Duration elapsed) {
     if (code < 0 || code >= kStatusCodes) code = 2;  // UNKNOWN
-    prometheus::Counter* counter;
-    {
+    prometheus::Counter* counter = method->by_code[code].load(std::memory_order_acquire);
+    if (counter == nullptr) {
       absl::MutexLock lock(&mu_);
-      counter = method->by_code[code];
+      counter = method->by_code[code].load(std::memory_order_acquire);
       if (counter == nullptr) {
-        counter =
-            &requests_.Add({{"method", method_names_.at(method)}, {"code", kCodeNames[code]}});
-        method->by_code[code] = counter;
+        counter = &requests_.Add({{"method", method->name}, {"code", kCodeNames[code]}});
+        method->by_code[code].store(counter, std::memory_order_release);
       }
     }
     counter->Increment();
@@ -92,11 +86,27 @@ class RequestMetrics {
   }
 
  private:
+  Method* Add(const std::string& name) {
+    auto [it, inserted] = methods_.try_emplace(name);
+    if (inserted) {
+      it->second = std::make_unique<Method>();
+      it->second->name = name;
+      it->second->duration = &durations_.Add(
+          {{"method", name}}, prometheus::Histogram::BucketBoundaries{
+                                  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                  0.1, 0.25, 0.5, 1, 2.5, 5, 10});
+    }
+    return it->second.get();
+  }
+
+  // The families below belong to the registry: kept alive while an interceptor may record.
+  const std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& durations_;
-  absl::Mutex mu_;
-  absl::flat_hash_map<std::string, std::unique_ptr<Method>> methods_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<const Method*, std::string> method_names_ ABSL_GUARDED_BY(mu_);
+  // Filled by the constructor, then only read.
+  absl::flat_hash_map<std::string, std::unique_ptr<Method>> methods_;
+  Method* unknown_ = nullptr;
+  absl::Mutex mu_;  // serializes the creation of counters
 };
 
 namespace {
@@ -221,15 +231,9 @@ std::vector<prometheus::MetricFamily> StatusFamilies(const v1::ClusterStatusResp
   single("kv_tombstones_purged_total", "Tombstones this node purged as the keys' primary.",
          MetricType::Counter, static_cast<double>(status.tombstones_purged()));
 
-  out.push_back(NewFamily("kv_member_up",
-                          "Gossip's judgement of each other member: 1 UP, 0 DOWN or not heard "
-                          "from yet.",
-                          MetricType::Gauge));
-  for (const v1::MemberStatus& member : status.members()) {
-    if (member.self()) continue;
-    AddValue(&out.back(), member.liveness() == "UP" ? 1 : 0,
-             {{"peer", member.node_id()}, {"liveness", member.liveness()}});
-  }
+  out.push_back(PerPeer(
+      status, "kv_member_up", "Gossip's judgement of the peer: 1 UP, 0 DOWN or not heard from yet.",
+      MetricType::Gauge, [](const v1::MemberStatus& m) { return m.liveness() == "UP" ? 1 : 0; }));
   out.push_back(PerPeer(status, "kv_outbox_depth",
                         "Writes waiting to be sent to the peer (hinted handoff when it is down).",
                         MetricType::Gauge,
@@ -289,7 +293,6 @@ class StatusCollectable : public prometheus::Collectable {
 
 NodeMetrics::NodeMetrics()
     : registry_(std::make_shared<prometheus::Registry>()),
-      requests_(std::make_shared<RequestMetrics>(*registry_)),
       status_(std::make_shared<StatusCollectable>()) {}
 
 NodeMetrics::~NodeMetrics() {
@@ -318,8 +321,23 @@ absl::StatusOr<std::unique_ptr<NodeMetrics>> NodeMetrics::Start(const std::strin
 }
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
-NodeMetrics::InterceptorFactory() {
-  return std::make_unique<CountingInterceptorFactory>(requests_);
+NodeMetrics::InterceptorFactory(const std::vector<std::string>& services) {
+  std::vector<std::string> methods = {
+      // Services of gRPC itself, whose descriptors are not in the generated pool.
+      "/grpc.health.v1.Health/Check",
+      "/grpc.health.v1.Health/Watch",
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+  };
+  const google::protobuf::DescriptorPool* pool = google::protobuf::DescriptorPool::generated_pool();
+  for (const std::string& service : services) {
+    const google::protobuf::ServiceDescriptor* descriptor = pool->FindServiceByName(service);
+    if (descriptor == nullptr) continue;  // its calls count as "unknown"
+    for (int i = 0; i < descriptor->method_count(); ++i) {
+      methods.push_back(absl::StrCat("/", service, "/", descriptor->method(i)->name()));
+    }
+  }
+  return std::make_unique<CountingInterceptorFactory>(
+      std::make_shared<RequestMetrics>(registry_, methods));
 }
 
 void NodeMetrics::SetStatusSource(StatusSource source) { status_->Set(std::move(source)); }

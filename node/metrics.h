@@ -17,13 +17,15 @@
 //
 // Thread-safe. The HTTP server runs its own threads; a scrape calls the status source on one of
 // them, so the source must be thread-safe. Destroying NodeMetrics stops the HTTP server and waits
-// for a scrape under way; interceptors of calls still running keep the request metrics alive.
+// for a scrape under way; interceptors of calls still running keep the request metrics (and the
+// registry they live in) alive.
 #ifndef KV_NODE_METRICS_H_
 #define KV_NODE_METRICS_H_
 
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "grpcpp/support/server_interceptor.h"
@@ -36,7 +38,6 @@ class Registry;
 
 namespace kv {
 
-class RequestMetrics;
 class StatusCollectable;
 
 class NodeMetrics {
@@ -45,8 +46,9 @@ class NodeMetrics {
   using StatusSource =
       std::function<void(v1::ClusterStatusResponse* status, v1::NodeStatusResponse* node)>;
 
-  // Serves the metrics on `listen` (HOST:PORT, as --metrics_listen). UNAVAILABLE, naming the
-  // address, when it cannot be bound (in use, or not an address of this machine).
+  // Serves the metrics on `listen` (IPV4:PORT, as --metrics_listen; port 0 picks a free one, see
+  // port()). UNAVAILABLE, naming the address, when it cannot be bound (in use, or not an address
+  // of this machine).
   static absl::StatusOr<std::unique_ptr<NodeMetrics>> Start(const std::string& listen);
   ~NodeMetrics();
   NodeMetrics(const NodeMetrics&) = delete;
@@ -55,8 +57,12 @@ class NodeMetrics {
   // The port the HTTP server listens on.
   int port() const { return port_; }
 
-  // An interceptor factory that counts every call of the server it is added to.
-  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
+  // An interceptor factory that counts every call of the server it is added to, by method: the
+  // methods of `services` (full names such as "kv.v1.KV", found in the generated descriptor
+  // pool), gRPC's health and reflection services, and "unknown" for any other name a client
+  // calls. Call once.
+  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory(
+      const std::vector<std::string>& services);
 
   // Sets (or, with an empty function, clears) what scrapes read the node's state from. Clearing
   // waits for a scrape that is reading it.
@@ -66,7 +72,6 @@ class NodeMetrics {
   NodeMetrics();
 
   std::shared_ptr<prometheus::Registry> registry_;
-  std::shared_ptr<RequestMetrics> requests_;
   std::shared_ptr<StatusCollectable> status_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;

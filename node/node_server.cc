@@ -339,7 +339,9 @@ absl::Status NodeServer::StartGrpc() {
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &port_);
   if (metrics_ != nullptr) {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counting;
-    counting.push_back(metrics_->InterceptorFactory());
+    counting.push_back(
+        metrics_->InterceptorFactory({v1::KV::service_full_name(), v1::Admin::service_full_name(),
+                                      internal::v1::Replica::service_full_name()}));
     builder.experimental().SetInterceptorCreators(std::move(counting));
   }
   // gRPC sets SO_REUSEPORT by default, which would let a second node silently share the port.
@@ -406,9 +408,9 @@ void NodeServer::ExpireIdempotencyRecordsLoop() {
 void NodeServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  if (server_ != nullptr) StopServing();
   // Scrapes from now on show request counts only: what the state is read from is going away.
   if (metrics_ != nullptr) metrics_->SetStatusSource({});
-  if (server_ != nullptr) StopServing();
   if (expiry_thread_.joinable()) {
     stop_expiry_.Notify();
     expiry_thread_.join();

@@ -105,17 +105,20 @@ TEST(ConfigTest, ListenAcceptsHostnamesAndIpv6) {
   EXPECT_EQ(ParseOk({"--listen=[::1]:65535"}).listen, "[::1]:65535");
 }
 
-TEST(ConfigTest, MetricsListenTakesIpAddressesOrNothing) {
+TEST(ConfigTest, MetricsListenTakesIpv4AddressesOrNothing) {
   EXPECT_EQ(ParseOk({}).metrics_listen, "");
   EXPECT_EQ(ParseOk({"--metrics_listen=127.0.0.1:9700"}).metrics_listen, "127.0.0.1:9700");
   EXPECT_EQ(ParseOk({"--metrics_listen=0.0.0.0:1"}).metrics_listen, "0.0.0.0:1");
-  EXPECT_EQ(ParseOk({"--metrics_listen=[::1]:65535"}).metrics_listen, "[::1]:65535");
+  EXPECT_EQ(ParseOk({"--metrics_listen=127.0.0.1:0"}).metrics_listen, "127.0.0.1:0");
   EXPECT_EQ(ParseOk({"--metrics_listen="}).metrics_listen, "");
-  for (const char* bad : {"--metrics_listen=localhost:9700", "--metrics_listen=::1:9700",
-                          "--metrics_listen=[::1]", "--metrics_listen=1.2.3:9700",
-                          "--metrics_listen=127.0.0.1:0"}) {
-    EXPECT_THAT(ParseError({bad}), HasSubstr("an IP address, not a name")) << bad;
+  for (const char* bad : {"--metrics_listen=localhost:9700", "--metrics_listen=[::1]:9700",
+                          "--metrics_listen=::1:9700", "--metrics_listen=1.2.3:9700",
+                          "--metrics_listen=127.0.0.1:+9700",
+                          "--metrics_listen=127.0.0.1:", "--metrics_listen=127.0.0.1:65536"}) {
+    EXPECT_THAT(ParseError({bad}), HasSubstr("an IPv4 address, not a name")) << bad;
   }
+  EXPECT_THAT(ParseError({"--listen=127.0.0.1:7700", "--metrics_listen=0.0.0.0:7700"}),
+              HasSubstr("must use another port than --listen"));
 }
 
 TEST(ConfigTest, HelpWinsOverEverythingElse) {
