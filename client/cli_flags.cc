@@ -1,7 +1,11 @@
 #include "client/cli_flags.h"
 
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -195,6 +199,68 @@ absl::StatusOr<std::vector<std::string>> ResolveEndpoints(const std::optional<st
     return endpoints;
   }
   return ParseEndpoints(fallback);
+}
+
+namespace {
+
+// The contents of the file named by --`flag` or else by $`env`; nullopt if neither is given.
+absl::StatusOr<std::optional<std::string>> ReadNamedFile(const ParsedArgs& flags,
+                                                         const std::string& flag, const char* env) {
+  std::string where;
+  std::string path;
+  if (std::optional<std::string> given = flags.Get(flag); given.has_value()) {
+    where = "--" + flag;
+    path = *given;
+  } else if (const char* value = std::getenv(env); value != nullptr && *value != '\0') {
+    where = env;
+    path = value;
+  } else {
+    return std::nullopt;
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream contents;
+  if (in) contents << in.rdbuf();
+  if (!in || in.bad()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": cannot read \"", path, "\": ", std::strerror(errno)));
+  }
+  if (contents.str().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": \"", path, "\" is empty"));
+  }
+  return contents.str();
+}
+
+}  // namespace
+
+absl::StatusOr<TlsFiles> ResolveTls(const ParsedArgs& flags) {
+  absl::StatusOr<std::optional<std::string>> ca = ReadNamedFile(flags, "tls-ca", "KV_TLS_CA");
+  if (!ca.ok()) return ca.status();
+  absl::StatusOr<std::optional<std::string>> cert = ReadNamedFile(flags, "tls-cert", "KV_TLS_CERT");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::optional<std::string>> key = ReadNamedFile(flags, "tls-key", "KV_TLS_KEY");
+  if (!key.ok()) return key.status();
+  TlsFiles tls;
+  if (!ca->has_value()) {
+    if (cert->has_value() || key->has_value()) {
+      return absl::InvalidArgumentError(
+          "--tls-cert and --tls-key need --tls-ca (the CA that signed the nodes' certificates)");
+    }
+    return tls;
+  }
+  if (cert->has_value() != key->has_value()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together (or neither)");
+  }
+  tls.enabled = true;
+  tls.ca_pem = **ca;
+  if (cert->has_value()) {
+    tls.cert_pem = **cert;
+    tls.key_pem = **key;
+  }
+  return tls;
+}
+
+std::vector<FlagSpec> TlsFlagSpecs() {
+  return {{"tls-ca", true}, {"tls-cert", true}, {"tls-key", true}};
 }
 
 }  // namespace kv::cli

@@ -67,6 +67,21 @@ absl::StatusOr<std::vector<std::string>> ParseEndpoints(absl::string_view text);
 absl::StatusOr<std::vector<std::string>> ResolveEndpoints(const std::optional<std::string>& flag,
                                                           absl::string_view fallback);
 
+// TLS material for the client, read from files named by --tls_ca, --tls_cert and --tls_key, or
+// (for a flag not given) by $KV_TLS_CA, $KV_TLS_CERT and $KV_TLS_KEY. TLS is on when a CA is
+// named; a certificate needs its key and both need a CA. INVALID_ARGUMENT naming the flag (or
+// variable) and the file when one cannot be read or is empty.
+struct TlsFiles {
+  bool enabled = false;
+  std::string ca_pem;
+  std::string cert_pem;
+  std::string key_pem;
+};
+absl::StatusOr<TlsFiles> ResolveTls(const ParsedArgs& flags);
+
+// The global TLS flags of kvctl and kvbench, for their flag specs.
+std::vector<FlagSpec> TlsFlagSpecs();
+
 }  // namespace kv::cli
 
 #endif  // KV_CLIENT_CLI_FLAGS_H_

@@ -197,6 +197,18 @@ struct ReadOptions : CallOptions {
 // Resolves siblings into one value; used by GetResolved. Receives live values in dot order.
 using SiblingMerger = std::function<std::string(const std::vector<std::string>& values)>;
 
+// Transport security of the client's channels (kvnode --tls_*). Off by default: plaintext.
+struct TlsOptions {
+  bool enabled = false;
+  // PEM certificate(s) of the CA that signed the nodes' certificates; required with TLS. A
+  // node's certificate must name the host of its endpoint.
+  std::string ca_pem;
+  // This client's PEM certificate and unencrypted private key, for nodes that require one
+  // (kvnode --tls_client_auth, the default with TLS); both or neither.
+  std::string cert_pem;
+  std::string key_pem;
+};
+
 struct ClientOptions {
   std::vector<std::string> endpoints;  // "host:port"; at least one
   absl::Duration call_deadline = absl::Seconds(10);
@@ -207,9 +219,10 @@ struct ClientOptions {
   // Requests larger than this fail locally with INVALID_ARGUMENT, never reaching the network.
   size_t max_request_bytes = 64 << 20;
   SiblingMerger merger;  // optional; GetResolved requires it
+  TlsOptions tls;
   // Test seam: makes the channel for an endpoint (e.g. with an interceptor that drops
-  // responses). Null = an insecure channel to the endpoint with no receive-size limit that
-  // reconnects to a restarted endpoint within about a second.
+  // responses). Null = a channel to the endpoint (TLS as `tls` says) with no receive-size limit
+  // that reconnects to a restarted endpoint within about a second.
   std::function<std::shared_ptr<grpc::Channel>(const std::string& endpoint)> channel_factory;
 };
 

@@ -59,7 +59,7 @@ struct Client::Impl {
     for (const std::string& endpoint : options.endpoints) {
       std::shared_ptr<grpc::Channel> channel = options.channel_factory
                                                    ? options.channel_factory(endpoint)
-                                                   : client_internal::DefaultChannel(endpoint);
+                                                   : client_internal::DefaultChannel(endpoint, options.tls);
       kv_stubs.push_back(v1::KV::NewStub(channel));
       admin_stubs.push_back(v1::Admin::NewStub(channel));
       channels.push_back(std::move(channel));

@@ -14,12 +14,19 @@ constexpr int kMaxReconnectBackoffMs = 1000;
 
 }  // namespace
 
-std::shared_ptr<grpc::Channel> DefaultChannel(const std::string& endpoint) {
+std::shared_ptr<grpc::Channel> DefaultChannel(const std::string& endpoint, const TlsOptions& tls) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);  // responses come from our own nodes, which bound them
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kInitialReconnectBackoffMs);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
-  return grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+  if (!tls.enabled) {
+    return grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+  }
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = tls.ca_pem;
+  ssl.pem_cert_chain = tls.cert_pem;
+  ssl.pem_private_key = tls.key_pem;
+  return grpc::CreateCustomChannel(endpoint, grpc::SslCredentials(ssl), args);
 }
 
 absl::Status ValidateOptions(const ClientOptions& options) {
@@ -30,6 +37,16 @@ absl::Status ValidateOptions(const ClientOptions& options) {
   for (const std::string& endpoint : options.endpoints) {
     if (endpoint.empty()) {
       return absl::InvalidArgumentError("ClientOptions::endpoints contains an empty endpoint");
+    }
+  }
+  if (options.tls.enabled) {
+    if (options.tls.ca_pem.empty()) {
+      return absl::InvalidArgumentError(
+          "TlsOptions::ca_pem is empty; TLS needs the CA that signed the nodes' certificates");
+    }
+    if (options.tls.cert_pem.empty() != options.tls.key_pem.empty()) {
+      return absl::InvalidArgumentError(
+          "TlsOptions needs both cert_pem and key_pem (a client certificate), or neither");
     }
   }
   const RetryOptions& retry = options.retry;

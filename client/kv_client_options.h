@@ -14,9 +14,9 @@ namespace kv::client_internal {
 // INVALID_ARGUMENT, naming the option, if `options` cannot make a working Client.
 absl::Status ValidateOptions(const ClientOptions& options);
 
-// An insecure channel to `endpoint` with no receive-size limit that reconnects to a restarted
-// endpoint within about a second.
-std::shared_ptr<grpc::Channel> DefaultChannel(const std::string& endpoint);
+// A channel to `endpoint` (TLS if `tls.enabled`, else plaintext) with no receive-size limit that
+// reconnects to a restarted endpoint within about a second.
+std::shared_ptr<grpc::Channel> DefaultChannel(const std::string& endpoint, const TlsOptions& tls);
 
 }  // namespace kv::client_internal
 

@@ -67,6 +67,8 @@ std::string Usage() {
       "                             at half load; the ceiling run is never capped\n"
       "  --timeout=DURATION         deadline of each request, retries included (default 2s)\n"
       "  --seed=N                   seed of the key and operation choices (default 1)\n"
+      "  --tls-ca=FILE, --tls-cert=FILE, --tls-key=FILE  TLS to nodes run with --tls_*, as\n"
+      "                             for kvctl (default $KV_TLS_CA, $KV_TLS_CERT, $KV_TLS_KEY)\n"
       "  --json                     print one JSON object on stdout (progress stays on stderr)\n"
       "  --help                     this text\n"
       "\n"
@@ -87,6 +89,7 @@ std::string Usage() {
 
 struct BenchFlags {
   std::vector<std::string> endpoints;
+  cli::TlsFiles tls;
   WorkloadConfig workload;
   absl::Duration duration = absl::Seconds(10);
   absl::Duration warmup = absl::Seconds(1);
@@ -110,6 +113,9 @@ absl::StatusOr<BenchFlags> ParseFlags(const cli::ParsedArgs& args) {
       cli::ResolveEndpoints(args.Get("endpoints"), kDefaultEndpoint);
   if (!endpoints.ok()) return endpoints.status();
   flags.endpoints = *std::move(endpoints);
+  absl::StatusOr<cli::TlsFiles> tls = cli::ResolveTls(args);
+  if (!tls.ok()) return tls.status();
+  flags.tls = *std::move(tls);
 
   absl::StatusOr<WorkloadSpec> spec = ParseWorkload(args.Get("workload").value_or("a"));
   if (!spec.ok()) return spec.status();
@@ -317,6 +323,10 @@ int Run(const BenchFlags& flags) {
   ClientOptions client_options;
   client_options.endpoints = flags.endpoints;
   client_options.call_deadline = flags.timeout;
+  client_options.tls.enabled = flags.tls.enabled;
+  client_options.tls.ca_pem = flags.tls.ca_pem;
+  client_options.tls.cert_pem = flags.tls.cert_pem;
+  client_options.tls.key_pem = flags.tls.key_pem;
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(client_options);
   if (!client.ok()) return Fail(client.status(), flags.json, kExitUsage);
 
@@ -363,11 +373,12 @@ int Run(const BenchFlags& flags) {
 }
 
 int Main(const std::vector<std::string>& argv) {
-  const std::vector<cli::FlagSpec> specs = {
+  std::vector<cli::FlagSpec> specs = {
       {"endpoints", true},  {"workload", true},     {"concurrency", true}, {"keys", true},
       {"value_size", true}, {"distribution", true}, {"duration", true},    {"warmup", true},
       {"preload", false},   {"ceiling", false},     {"timeout", true},     {"seed", true},
       {"rounds", true},     {"rate", true},         {"json", false},       {"help", false}};
+  for (const cli::FlagSpec& tls : cli::TlsFlagSpecs()) specs.push_back(tls);
   bool json = false;
   for (const std::string& arg : argv) json = json || arg == "--json";
   absl::StatusOr<cli::ParsedArgs> args = cli::ParseArgs(argv, specs);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/cli_flags.h"
@@ -96,6 +97,10 @@ std::string Usage() {
       "                             (--wait past its timeout: the result plus \"error\")\n"
       "  --timeout=DURATION         deadline of each call, retries included (e.g. 500ms, 5s;\n"
       "                             default 10s)\n"
+      "  --tls-ca=FILE              talk TLS to nodes run with --tls_*: PEM CA that signed\n"
+      "                             their certificates; default $KV_TLS_CA (none: plaintext)\n"
+      "  --tls-cert=FILE, --tls-key=FILE  this client's PEM certificate and key, for nodes that\n"
+      "                             require one (default $KV_TLS_CERT, $KV_TLS_KEY)\n"
       "\n"
       "Encoding: contexts are printed and accepted as web-safe base64. In JSON, keys and values\n"
       "that are not valid UTF-8 appear base64-encoded (standard alphabet) in a field with a\n"
@@ -145,6 +150,7 @@ int Finish(const absl::StatusOr<CommandOutput>& result, bool json) {
 std::vector<cli::FlagSpec> AllFlags() {
   std::vector<cli::FlagSpec> specs = {
       {"endpoints", true}, {"json", false}, {"timeout", true}, {"help", false}};
+  for (const cli::FlagSpec& tls : cli::TlsFlagSpecs()) specs.push_back(tls);
   for (const CommandSpec& command : Commands()) {
     specs.insert(specs.end(), command.flags.begin(), command.flags.end());
   }
@@ -158,7 +164,10 @@ absl::Status CheckCommandLine(const CommandSpec& spec, const CommandInput& input
                                    spec.synopsis));
   }
   for (const auto& [name, value] : input.flags->flags) {
-    if (name == "endpoints" || name == "json" || name == "timeout" || name == "help") continue;
+    if (name == "endpoints" || name == "json" || name == "timeout" || name == "help" ||
+        absl::StartsWith(name, "tls-")) {
+      continue;
+    }
     bool allowed = false;
     for (const cli::FlagSpec& flag : spec.flags) allowed = allowed || flag.name == name;
     if (!allowed) {
@@ -175,6 +184,12 @@ absl::StatusOr<std::unique_ptr<Client>> MakeClient(const cli::ParsedArgs& flags)
       cli::ResolveEndpoints(flags.Get("endpoints"), kDefaultEndpoint);
   if (!endpoints.ok()) return UsageError(endpoints.status().message());
   options.endpoints = *std::move(endpoints);
+  absl::StatusOr<cli::TlsFiles> tls = cli::ResolveTls(flags);
+  if (!tls.ok()) return UsageError(tls.status().message());
+  options.tls.enabled = tls->enabled;
+  options.tls.ca_pem = std::move(tls->ca_pem);
+  options.tls.cert_pem = std::move(tls->cert_pem);
+  options.tls.key_pem = std::move(tls->key_pem);
   if (std::optional<std::string> timeout = flags.Get("timeout"); timeout.has_value()) {
     absl::StatusOr<absl::Duration> parsed = cli::ParseDurationFlag("timeout", *timeout);
     if (!parsed.ok()) return UsageError(parsed.status().message());

@@ -181,6 +181,13 @@ absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>&
     if (!status.ok()) return status;
   }
   if (config.data_dir.empty()) config.data_dir = absl::StrCat("./kvdata/", config.node_id);
+  const int tls_files =
+      !config.tls_cert_file.empty() + !config.tls_key_file.empty() + !config.tls_ca_file.empty();
+  if (tls_files != 0 && tls_files != 3) {
+    return UsageError(
+        "TLS needs all of --tls_cert_file, --tls_key_file and --tls_ca_file (or none of them "
+        "for plaintext)");
+  }
   if (!config.metrics_listen.empty()) {
     const absl::string_view grpc_port =
         absl::string_view(config.listen).substr(config.listen.rfind(':') + 1);

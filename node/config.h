@@ -32,6 +32,12 @@ struct NodeConfig {
   std::string listen = "127.0.0.1:7700";
   // IPV4:PORT of the HTTP server of the Prometheus metrics (node/metrics.h); empty: none.
   std::string metrics_listen;
+  // TLS (node/tls.h): all three files, or none for plaintext. With tls_client_auth, callers
+  // (peers and clients) must present a certificate signed by the CA.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_ca_file;
+  bool tls_client_auth = true;
   // Empty until parsing finishes; ParseNodeCommandLine fills in "./kvdata/<node_id>".
   std::string data_dir;
   std::string config_file;  // the file the settings came from, if any

@@ -101,6 +101,12 @@ absl::Status ApplyMetricsListen(absl::string_view v, NodeConfig* c) {
   return absl::OkStatus();
 }
 
+absl::Status ApplyPath(absl::string_view v, std::string* out) {
+  if (v.empty()) return Expected("a file path");
+  *out = std::string(v);
+  return absl::OkStatus();
+}
+
 absl::Status ApplyDataDir(absl::string_view v, NodeConfig* c) {
   if (v.empty()) return Expected("a directory path");
   c->data_dir = std::string(v);
@@ -169,6 +175,26 @@ const std::vector<Setting>& Settings() {
        "Address of the HTTP server that serves the node's metrics in the Prometheus text "
        "format at /metrics (requests by method and status, replication lag, outbox depth, "
        "member liveness, anti-entropy; see the README). Empty: no metrics server."},
+      {"tls_cert_file", "FILE", false,
+       [](absl::string_view v, NodeConfig* c) { return ApplyPath(v, &c->tls_cert_file); },
+       [](const NodeConfig& c) { return c.tls_cert_file.empty() ? "none" : c.tls_cert_file; },
+       "PEM certificate of this node. With --tls_key_file and --tls_ca_file, the gRPC server "
+       "and every connection to a peer use TLS (the certificate must name the host this node "
+       "has in --peers); without the three, plaintext."},
+      {"tls_key_file", "FILE", false,
+       [](absl::string_view v, NodeConfig* c) { return ApplyPath(v, &c->tls_key_file); },
+       [](const NodeConfig& c) { return c.tls_key_file.empty() ? "none" : c.tls_key_file; },
+       "PEM private key (unencrypted) of --tls_cert_file."},
+      {"tls_ca_file", "FILE", false,
+       [](absl::string_view v, NodeConfig* c) { return ApplyPath(v, &c->tls_ca_file); },
+       [](const NodeConfig& c) { return c.tls_ca_file.empty() ? "none" : c.tls_ca_file; },
+       "PEM certificate(s) of the CA that signed the members' certificates (and, with "
+       "--tls_client_auth, the clients')."},
+      {"tls_client_auth", "BOOL", true,
+       [](absl::string_view v, NodeConfig* c) { return ParseBool(v, &c->tls_client_auth); },
+       [](const NodeConfig& c) { return std::string(c.tls_client_auth ? "true" : "false"); },
+       "With TLS: require a certificate signed by --tls_ca_file from every caller (mutual TLS; "
+       "peers present their node certificate). false: clients need only trust the CA."},
       {"data_dir", "DIR", false, ApplyDataDir,
        [](const NodeConfig& c) { return std::string("./kvdata/<node_id>"); },
        "RocksDB data directory, created if missing. Only one kvnode may use it at a time."},

@@ -112,8 +112,10 @@ std::shared_ptr<GrpcPeerTransport::PeerStubs> GrpcPeerTransport::StubsFor(const 
     // Distinct channel arguments keep gRPC from sharing one subchannel between the two channels.
     if (gossip) args.SetString("kv.channel_purpose", "gossip");
     stubs = std::make_shared<PeerStubs>();
-    stubs->channel =
-        grpc::CreateCustomChannel(peer.address, grpc::InsecureChannelCredentials(), args);
+    stubs->channel = grpc::CreateCustomChannel(
+        peer.address,
+        options_.credentials != nullptr ? options_.credentials : grpc::InsecureChannelCredentials(),
+        args);
     stubs->replica = internal::v1::Replica::NewStub(stubs->channel);
     stubs->kv = v1::KV::NewStub(stubs->channel);
   }

@@ -29,6 +29,7 @@
 
 namespace grpc {
 class Channel;
+class ChannelCredentials;
 class ClientContext;
 class Status;
 }  // namespace grpc
@@ -53,6 +54,8 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
     // ReadRecord. Below kFormatLevel only to act as an older node in tests: records read that
     // it could not read then fail with DATA_LOSS, as they would on such a node.
     uint32_t format_level = kFormatLevel;
+    // Credentials of the channels to peers; null: plaintext (kvnode without --tls_*).
+    std::shared_ptr<grpc::ChannelCredentials> credentials;
   };
 
   GrpcPeerTransport(std::string self_id, Executor* executor, Options options);

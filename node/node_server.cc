@@ -20,6 +20,7 @@
 #include "node/handoff_plan.h"
 #include "node/log.h"
 #include "node/metrics.h"
+#include "node/tls.h"
 #include "storage/rocksdb_engine.h"
 #include "storage/status_macros.h"
 
@@ -123,6 +124,9 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
   gpr_set_log_function(LogFromGrpc);
   KV_RETURN_IF_ERROR(CheckListenHost(config.listen));
   std::unique_ptr<NodeServer> server(new NodeServer(config, std::move(request_stop)));
+  absl::StatusOr<NodeTls> tls = LoadNodeTls(config);
+  if (!tls.ok()) return tls.status();
+  server->tls_ = *std::move(tls);
   if (!config.metrics_listen.empty()) {
     // Bound before the data directory is touched, so that a taken address changes nothing.
     absl::StatusOr<std::unique_ptr<NodeMetrics>> metrics =
@@ -175,6 +179,7 @@ absl::Status NodeServer::StartReplication() {
   GrpcPeerTransport::Options transport_options;
   transport_options.gossip_timeout = std::min(absl::Seconds(1), config_.failure_timeout / 2);
   if (config_.fault_format_level != 0) transport_options.format_level = config_.fault_format_level;
+  transport_options.credentials = tls_.peers;
   transport_ =
       std::make_unique<GrpcPeerTransport>(config_.node_id, executor_.get(), transport_options);
   KV_ASSIGN_OR_RETURN(ClusterLayout layout, InitialLayout());
@@ -336,7 +341,7 @@ absl::Status NodeServer::StartGrpc() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(config_.listen, tls_.server, &port_);
   if (metrics_ != nullptr) {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counting;
     counting.push_back(
@@ -378,6 +383,9 @@ void NodeServer::LogStarted() const {
            {"data_dir", config_.data_dir},
            {"sync_writes", config_.sync_writes ? "true" : "false"},
            {"executor_threads", absl::StrCat(config_.executor_threads)},
+           {"tls", !tls_.enabled             ? "off"
+                   : config_.tls_client_auth ? "mutual"
+                                             : "server"},
            {"metrics",
             metrics_ == nullptr
                 ? std::string("off")

@@ -53,6 +53,7 @@
 #include "node/membership_change.h"
 #include "node/merkle_index.h"
 #include "node/metrics.h"
+#include "node/tls.h"
 #include "node/operations.h"
 #include "node/placement.h"
 #include "node/repair_runner.h"
@@ -121,6 +122,7 @@ class NodeServer {
 
   const NodeConfig config_;
   const std::function<void()> request_stop_;  // may be empty
+  NodeTls tls_;  // the server's and the peer channels' credentials (node/tls.h)
   absl::BitGen rng_;
   absl::BitGen outbox_rng_;  // backoff jitter; used only under the outbox's lock
   absl::BitGen gossip_rng_;  // gossip peer choice; used only under the gossiper's lock

@@ -1,0 +1,258 @@
+// kvnode --tls_*: real kvnode processes on loopback with certificates made by the openssl command
+// line in a temporary directory (a CA, a node certificate for 127.0.0.1, a client certificate,
+// and a second CA with its own client certificate).
+//   - three nodes with mutual TLS: a write through one node reaches all three replicas (so the
+//     peer channels speak TLS), through kvctl and through the client library;
+//   - the node refuses plaintext clients, clients without a certificate, clients whose
+//     certificate another CA signed, and clients that do not trust the node's CA;
+//   - with --tls_client_auth=false, trusting the CA is enough;
+//   - bad TLS settings (a missing file, a key of another certificate, a file that is not PEM,
+//     only some of the three flags) stop the node before its data directory is touched, and
+//     kvctl reports its own bad TLS flags as usage errors.
+// Every wait is a poll with a deadline.
+#include <csignal>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/kv_client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace kv {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kStartTimeout = absl::Seconds(60);
+
+class TlsProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Keys and certificates, valid for two days; node.pem names 127.0.0.1.
+    const std::string script = R"(
+set -e
+ca() { openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.pem" -days 2 \
+         -subj "/CN=$1" 2>/dev/null; }
+leaf() { # NAME CA SAN
+  openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$1" 2>/dev/null
+  printf 'subjectAltName=%s\n' "$3" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2.key" -CAcreateserial -out "$1.pem" \
+    -days 2 -extfile "$1.ext" 2>/dev/null
+}
+ca ca
+ca other-ca
+leaf node ca IP:127.0.0.1
+leaf client ca DNS:kv-client
+leaf stranger other-ca DNS:kv-stranger
+)";
+    testing::CommandResult made =
+        testing::RunCommand({"bash", "-c", absl::StrCat("cd '", dir_.path(), "' && ", script)});
+    ASSERT_EQ(made.exit_code, 0) << "openssl failed: " << made.err;
+  }
+
+  std::string File(const std::string& name) const { return dir_.Sub(name); }
+
+  // The TLS flags of a node.
+  std::vector<std::string> NodeTlsFlags() const {
+    return {"--tls_cert_file=" + File("node.pem"), "--tls_key_file=" + File("node.key"),
+            "--tls_ca_file=" + File("ca.pem")};
+  }
+  // kvctl's TLS flags with the client certificate `client` (empty: none) and the CA `ca`.
+  std::vector<std::string> KvctlTls(const std::string& client = "client",
+                                    const std::string& ca = "ca") const {
+    std::vector<std::string> flags = {"--tls-ca=" + File(ca + ".pem")};
+    if (!client.empty()) {
+      flags.push_back("--tls-cert=" + File(client + ".pem"));
+      flags.push_back("--tls-key=" + File(client + ".key"));
+    }
+    return flags;
+  }
+
+  testing::CommandResult Kvctl(const std::string& endpoint, std::vector<std::string> flags,
+                               std::vector<std::string> command) {
+    std::vector<std::string> argv = {KVCTL_PATH, "--endpoints=" + endpoint, "--timeout=3s"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    argv.insert(argv.end(), command.begin(), command.end());
+    return testing::RunCommand(argv);
+  }
+
+  // Starts one kvnode per port (ids n1..), all with `extra` flags; waits until each answers
+  // kvctl with `client_flags`.
+  void StartNodes(const std::vector<int>& ports, const std::vector<std::string>& extra,
+                  const std::vector<std::string>& client_flags) {
+    std::vector<std::string> peers;
+    for (size_t i = 0; i < ports.size(); ++i) {
+      peers.push_back(absl::StrCat("n", i + 1, "=127.0.0.1:", ports[i]));
+    }
+    for (size_t i = 0; i < ports.size(); ++i) {
+      std::vector<std::string> argv = {KVNODE_PATH, absl::StrCat("--node_id=n", i + 1),
+                                       absl::StrCat("--listen=127.0.0.1:", ports[i]),
+                                       "--data_dir=" + File(absl::StrCat("data-n", i + 1)),
+                                       "--peers=" + absl::StrJoin(peers, ",")};
+      argv.insert(argv.end(), extra.begin(), extra.end());
+      absl::StatusOr<testing::Subprocess> node =
+          testing::Subprocess::Start(argv, File(absl::StrCat("log-n", i + 1)));
+      ASSERT_TRUE(node.ok()) << node.status();
+      nodes_.push_back(*std::move(node));
+    }
+    for (size_t i = 0; i < ports.size(); ++i) {
+      const absl::Time deadline = absl::Now() + kStartTimeout;
+      testing::CommandResult r;
+      do {
+        r = Kvctl(absl::StrCat("127.0.0.1:", ports[i]), client_flags, {"list", "--limit=1"});
+        if (r.exit_code == 0) break;
+        absl::SleepFor(absl::Milliseconds(200));
+      } while (absl::Now() < deadline && nodes_[i].running());
+      ASSERT_EQ(r.exit_code, 0) << "node n" << i + 1 << " does not serve over TLS: " << r.err
+                                << "\nits log:\n"
+                                << nodes_[i].Stderr();
+    }
+  }
+
+  void StopNodes() {
+    for (testing::Subprocess& node : nodes_) node.Signal(SIGTERM);
+    for (testing::Subprocess& node : nodes_) {
+      absl::StatusOr<int> code = node.Wait(absl::Seconds(30));
+      EXPECT_TRUE(code.ok() && *code == 0) << node.Stderr();
+      EXPECT_THAT(node.Stderr(), ::testing::Not(HasSubstr("Sanitizer")));
+    }
+    nodes_.clear();
+  }
+
+  testing::TempDir dir_;
+  std::vector<testing::Subprocess> nodes_;
+};
+
+TEST_F(TlsProcessTest, ThreeNodesReplicateOverMutualTlsAndRefuseOtherClients) {
+  const std::vector<int> ports = {testing::PickFreePort(), testing::PickFreePort(),
+                                  testing::PickFreePort()};
+  ASSERT_NO_FATAL_FAILURE(StartNodes(ports, NodeTlsFlags(), KvctlTls()));
+  const std::string n1 = absl::StrCat("127.0.0.1:", ports[0]);
+  const std::string n2 = absl::StrCat("127.0.0.1:", ports[1]);
+  const std::string n3 = absl::StrCat("127.0.0.1:", ports[2]);
+  EXPECT_THAT(nodes_[0].Stderr(), HasSubstr("tls=mutual"));
+
+  testing::CommandResult put = Kvctl(n1, KvctlTls(), {"put", "greeting", "hello"});
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  // Every replica holds it: the coordinator's outbox reached the others over TLS.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  testing::CommandResult described;
+  do {
+    described = Kvctl(n2, KvctlTls(), {"describe-key", "greeting"});
+    if (described.exit_code == 0 && absl::StrContains(described.out, "converged: yes") &&
+        absl::StrContains(described.out, "replica n1: 1 version") &&
+        absl::StrContains(described.out, "replica n2: 1 version") &&
+        absl::StrContains(described.out, "replica n3: 1 version")) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  } while (absl::Now() < deadline);
+  EXPECT_THAT(described.out, HasSubstr("converged: yes")) << described.out << described.err;
+  EXPECT_THAT(described.out, HasSubstr("replica n3: 1 version")) << described.out;
+
+  // The client library, with the same files' contents.
+  ClientOptions options;
+  options.endpoints = {n3};
+  options.tls.enabled = true;
+  options.tls.ca_pem = testing::ReadFile(File("ca.pem"));
+  options.tls.cert_pem = testing::ReadFile(File("client.pem"));
+  options.tls.key_pem = testing::ReadFile(File("client.key"));
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::StatusOr<GetResult> got = (*client)->Get("greeting");
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->siblings.size(), 1u);
+  EXPECT_EQ(got->siblings[0].value, "hello");
+  ASSERT_TRUE((*client)->Put("library", "over tls").ok());
+
+  // Refused: plaintext; TLS without a client certificate; a certificate another CA signed; a
+  // client that does not trust the node's CA. None of them gets an answer (exit 3).
+  struct Refused {
+    const char* what;
+    std::vector<std::string> flags;
+  };
+  for (const Refused& refused : std::vector<Refused>{
+           {"plaintext", {}},
+           {"no client certificate", KvctlTls("")},
+           {"certificate of another CA", KvctlTls("stranger")},
+           {"node's CA not trusted", KvctlTls("client", "other-ca")},
+       }) {
+    testing::CommandResult r = Kvctl(n1, refused.flags, {"put", "intruder", "x"});
+    EXPECT_EQ(r.exit_code, 3) << refused.what << ": " << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE")) << refused.what;
+  }
+  testing::CommandResult missing = Kvctl(n1, KvctlTls(), {"get", "intruder"});
+  EXPECT_EQ(missing.exit_code, 1) << missing.out << missing.err;
+  StopNodes();
+}
+
+TEST_F(TlsProcessTest, WithoutClientAuthTrustingTheCaIsEnough) {
+  const std::vector<int> ports = {testing::PickFreePort()};
+  std::vector<std::string> flags = NodeTlsFlags();
+  flags.push_back("--tls_client_auth=false");
+  ASSERT_NO_FATAL_FAILURE(StartNodes(ports, flags, KvctlTls("")));
+  const std::string n1 = absl::StrCat("127.0.0.1:", ports[0]);
+  EXPECT_THAT(nodes_[0].Stderr(), HasSubstr("tls=server"));
+  EXPECT_EQ(Kvctl(n1, KvctlTls(""), {"put", "k", "v"}).exit_code, 0);
+  EXPECT_EQ(Kvctl(n1, KvctlTls(), {"get", "k"}).exit_code, 0);
+  EXPECT_EQ(Kvctl(n1, {}, {"get", "k"}).exit_code, 3);
+  StopNodes();
+}
+
+TEST_F(TlsProcessTest, BadTlsSettingsStopTheNodeBeforeItTouchesItsData) {
+  const std::string listen = absl::StrCat("--listen=127.0.0.1:", testing::PickFreePort());
+  struct Case {
+    std::vector<std::string> flags;
+    int exit_code;
+    std::string message;
+  };
+  const std::string cert = "--tls_cert_file=" + File("node.pem");
+  const std::string key = "--tls_key_file=" + File("node.key");
+  const std::string ca = "--tls_ca_file=" + File("ca.pem");
+  for (const Case& c : std::vector<Case>{
+           {{cert}, 2, "TLS needs all of --tls_cert_file, --tls_key_file and --tls_ca_file"},
+           {{cert, key}, 2, "TLS needs all of"},
+           {{cert, "--tls_key_file=" + File("absent.key"), ca}, 1, "cannot read --tls_key_file"},
+           {{cert, "--tls_key_file=" + File("client.key"), ca}, 1, "is not the key of"},
+           {{"--tls_cert_file=" + File("node.key"), key, ca},
+            1,
+            "--tls_cert_file \\\"" + File("node.key") + "\\\" holds no PEM certificate"},
+           {{cert, key, "--tls_ca_file=" + File("node.ext")}, 1, "holds no PEM certificate"},
+           {{cert, "--tls_key_file=" + File("node.pem"), ca}, 1, "holds no unencrypted PEM"},
+       }) {
+    const std::string data_dir = File("never");
+    std::vector<std::string> argv = {KVNODE_PATH, "--data_dir=" + data_dir, listen};
+    argv.insert(argv.end(), c.flags.begin(), c.flags.end());
+    testing::CommandResult r = testing::RunCommand(argv);
+    const std::string what = absl::StrJoin(c.flags, " ");
+    EXPECT_EQ(r.exit_code, c.exit_code) << what << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr(c.message)) << what;
+    EXPECT_FALSE(std::filesystem::exists(data_dir)) << what;
+  }
+  // kvctl: its own TLS flags are checked before anything is sent.
+  const std::string endpoint = "127.0.0.1:1";
+  for (const auto& [flags, message] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--tls-cert=" + File("client.pem"), "--tls-key=" + File("client.key")},
+            "need --tls-ca"},
+           {{"--tls-ca=" + File("ca.pem"), "--tls-cert=" + File("client.pem")}, "go together"},
+           {{"--tls-ca=" + File("absent.pem")}, "cannot read"},
+       }) {
+    testing::CommandResult r = Kvctl(endpoint, flags, {"get", "k"});
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_THAT(r.err, HasSubstr(message));
+  }
+}
+
+}  // namespace
+}  // namespace kv
