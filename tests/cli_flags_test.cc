@@ -2,6 +2,10 @@
 // that name the flag, never silently taken another way.
 #include "client/cli_flags.h"
 
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -58,6 +62,89 @@ TEST(ParseEndpointsTest, NeedsHostAndAPortInRange) {
     absl::StatusOr<std::vector<std::string>> parsed = ParseEndpoints(bad);
     EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
+}
+
+// A file with `contents` in a fresh temporary directory, removed with it.
+class TlsFilesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/kv-cli-tls.XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    unsetenv("KV_TLS_CA");
+    unsetenv("KV_TLS_CERT");
+    unsetenv("KV_TLS_KEY");
+  }
+  void TearDown() override {
+    std::filesystem::remove_all(dir_);
+    unsetenv("KV_TLS_CA");
+  }
+  std::string Write(const std::string& name, const std::string& contents) {
+    const std::string path = dir_ + "/" + name;
+    std::ofstream(path) << contents;
+    return path;
+  }
+  static absl::StatusOr<TlsFiles> Resolve(const std::vector<std::string>& args) {
+    absl::StatusOr<ParsedArgs> parsed = ParseArgs(args, TlsFlagSpecs());
+    if (!parsed.ok()) return parsed.status();
+    return ResolveTls(*parsed);
+  }
+  std::string dir_;
+};
+
+TEST_F(TlsFilesTest, FlagsOrEnvironmentNameTheFiles) {
+  const std::string ca = Write("ca.pem", "CA");
+  const std::string cert = Write("c.pem", "CERT");
+  const std::string key = Write("c.key", "KEY");
+  absl::StatusOr<TlsFiles> none = Resolve({});
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->enabled);
+
+  absl::StatusOr<TlsFiles> full =
+      Resolve({"--tls-ca=" + ca, "--tls_cert=" + cert, "--tls-key", key});
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_TRUE(full->enabled);
+  EXPECT_EQ(full->ca_pem, "CA");
+  EXPECT_EQ(full->cert_pem, "CERT");
+  EXPECT_EQ(full->key_pem, "KEY");
+
+  setenv("KV_TLS_CA", ca.c_str(), 1);
+  absl::StatusOr<TlsFiles> from_env = Resolve({});
+  ASSERT_TRUE(from_env.ok()) << from_env.status();
+  EXPECT_TRUE(from_env->enabled);
+  EXPECT_EQ(from_env->ca_pem, "CA");
+  EXPECT_TRUE(from_env->cert_pem.empty());
+  // A flag wins over the variable.
+  const std::string other = Write("other.pem", "OTHER");
+  EXPECT_EQ(Resolve({"--tls-ca=" + other})->ca_pem, "OTHER");
+}
+
+TEST_F(TlsFilesTest, IncompleteOrUnreadableSettingsAreErrors) {
+  const std::string ca = Write("ca.pem", "CA");
+  const std::string cert = Write("c.pem", "CERT");
+  const std::string key = Write("c.key", "KEY");
+  const std::string empty = Write("empty.pem", "");
+  struct Case {
+    std::vector<std::string> args;
+    const char* message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"--tls-cert=" + cert, "--tls-key=" + key}, "need --tls-ca"},
+           {{"--tls-ca=" + ca, "--tls-cert=" + cert}, "go together"},
+           {{"--tls-ca=" + ca, "--tls-key=" + key}, "go together"},
+           {{"--tls-ca=" + dir_ + "/absent.pem"}, "cannot read"},
+           {{"--tls-ca=" + empty}, "is empty"},
+           {{"--tls-ca=" + dir_}, "--tls-ca"},
+       }) {
+    absl::StatusOr<TlsFiles> tls = Resolve(c.args);
+    ASSERT_FALSE(tls.ok()) << c.args.back();
+    EXPECT_EQ(tls.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StrContains(tls.status().message(), c.message)) << tls.status();
+  }
+  setenv("KV_TLS_CA", (dir_ + "/absent.pem").c_str(), 1);
+  absl::StatusOr<TlsFiles> bad_env = Resolve({});
+  ASSERT_FALSE(bad_env.ok());
+  EXPECT_TRUE(absl::StrContains(bad_env.status().message(), "KV_TLS_CA")) << bad_env.status();
 }
 
 }  // namespace
