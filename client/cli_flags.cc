@@ -2,10 +2,13 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <system_error>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -217,13 +220,26 @@ absl::StatusOr<std::optional<std::string>> ReadNamedFile(const ParsedArgs& flags
   } else {
     return std::nullopt;
   }
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream contents;
-  if (in) contents << in.rdbuf();
-  if (!in || in.bad()) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(where, ": cannot read \"", path, "\": ", std::strerror(errno)));
+        absl::StrCat(where, ": cannot read \"", path,
+                     "\": ", error ? error.message() : std::string("not a regular file")));
   }
+  constexpr std::uintmax_t kMaxBytes = 1 << 20;  // PEM files are small
+  const std::uintmax_t size = std::filesystem::file_size(path, error);
+  if (!error && size > kMaxBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": \"", path, "\" is ", size, " bytes, too big for a PEM file"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int open_errno = errno;
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": cannot read \"", path, "\": ", std::strerror(open_errno)));
+  }
+  std::ostringstream contents;
+  contents << in.rdbuf();
   if (contents.str().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": \"", path, "\" is empty"));
   }
@@ -243,12 +259,14 @@ absl::StatusOr<TlsFiles> ResolveTls(const ParsedArgs& flags) {
   if (!ca->has_value()) {
     if (cert->has_value() || key->has_value()) {
       return absl::InvalidArgumentError(
-          "--tls-cert and --tls-key need --tls-ca (the CA that signed the nodes' certificates)");
+          "--tls-cert and --tls-key ($KV_TLS_CERT, $KV_TLS_KEY) need --tls-ca ($KV_TLS_CA: the "
+          "CA that signed the nodes' certificates)");
     }
     return tls;
   }
   if (cert->has_value() != key->has_value()) {
-    return absl::InvalidArgumentError("--tls-cert and --tls-key go together (or neither)");
+    return absl::InvalidArgumentError(
+        "--tls-cert and --tls-key ($KV_TLS_CERT, $KV_TLS_KEY) go together (or neither)");
   }
   tls.enabled = true;
   tls.ca_pem = **ca;

@@ -67,7 +67,7 @@ absl::StatusOr<std::vector<std::string>> ParseEndpoints(absl::string_view text);
 absl::StatusOr<std::vector<std::string>> ResolveEndpoints(const std::optional<std::string>& flag,
                                                           absl::string_view fallback);
 
-// TLS material for the client, read from files named by --tls_ca, --tls_cert and --tls_key, or
+// TLS material for the client, read from files named by --tls-ca, --tls-cert and --tls-key, or
 // (for a flag not given) by $KV_TLS_CA, $KV_TLS_CERT and $KV_TLS_KEY. TLS is on when a CA is
 // named; a certificate needs its key and both need a CA. INVALID_ARGUMENT naming the flag (or
 // variable) and the file when one cannot be read or is empty.

@@ -1,5 +1,6 @@
 #include "client/kv_client_options.h"
 
+#include "absl/strings/match.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -47,6 +48,20 @@ absl::Status ValidateOptions(const ClientOptions& options) {
     if (options.tls.cert_pem.empty() != options.tls.key_pem.empty()) {
       return absl::InvalidArgumentError(
           "TlsOptions needs both cert_pem and key_pem (a client certificate), or neither");
+    }
+    // gRPC would only log a bad PEM and then fail every call as if the nodes were unreachable.
+    if (!absl::StrContains(options.tls.ca_pem, "-----BEGIN CERTIFICATE-----")) {
+      return absl::InvalidArgumentError("TlsOptions::ca_pem holds no PEM certificate");
+    }
+    if (!options.tls.cert_pem.empty()) {
+      if (!absl::StrContains(options.tls.cert_pem, "-----BEGIN CERTIFICATE-----")) {
+        return absl::InvalidArgumentError("TlsOptions::cert_pem holds no PEM certificate");
+      }
+      if (!absl::StrContains(options.tls.key_pem, "PRIVATE KEY-----") ||
+          absl::StrContains(options.tls.key_pem, "ENCRYPTED")) {
+        return absl::InvalidArgumentError(
+            "TlsOptions::key_pem holds no unencrypted PEM private key");
+      }
     }
   }
   const RetryOptions& retry = options.retry;

@@ -6,11 +6,14 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
+#include <system_error>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -18,20 +21,40 @@
 namespace kv {
 namespace {
 
+// PEM files are small; a bigger one is a mistake (or a device such as /dev/zero).
+constexpr std::uintmax_t kMaxPemBytes = 1 << 20;
+
 // The whole file, or INVALID_ARGUMENT naming `flag` and `path`.
 absl::StatusOr<std::string> ReadPem(const char* flag, const std::string& path) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", flag, " \"", path,
+                     "\": ", error ? error.message() : std::string("not a regular file")));
+  }
+  const std::uintmax_t size = std::filesystem::file_size(path, error);
+  if (!error && size > kMaxPemBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, " \"", path, "\" is ", size,
+                                                   " bytes; a PEM file is at most ", kMaxPemBytes,
+                                                   " here"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
+    const int open_errno = errno;
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot read ", flag, " \"", path, "\": ", std::strerror(errno)));
+        absl::StrCat("cannot read ", flag, " \"", path, "\": ", std::strerror(open_errno)));
   }
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (in.bad()) {
+  std::string contents(static_cast<size_t>(std::min(size, kMaxPemBytes)), '\0');
+  in.read(contents.data(), static_cast<std::streamsize>(contents.size()));
+  if (in.gcount() != static_cast<std::streamsize>(contents.size())) {
     return absl::InvalidArgumentError(absl::StrCat("cannot read ", flag, " \"", path, "\""));
   }
-  return contents.str();
+  return contents;
 }
+
+// Refuses to ask for a passphrase: keys must be unencrypted (kvnode has no terminal to ask on,
+// and OpenSSL's default would block on one).
+int NoPassphrase(char* /*buffer*/, int /*size*/, int /*rwflag*/, void* /*data*/) { return 0; }
 
 // OpenSSL's last error, for messages.
 std::string OpenSslError() {
@@ -55,7 +78,7 @@ BioPtr MemoryBio(const std::string& pem) {
 absl::StatusOr<X509Ptr> ParseCertificate(const char* flag, const std::string& path,
                                          const std::string& pem) {
   BioPtr bio = MemoryBio(pem);
-  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), &X509_free);
+  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr), &X509_free);
   if (cert == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat(flag, " \"", path, "\" holds no PEM certificate (", OpenSslError(), ")"));
@@ -84,7 +107,7 @@ absl::StatusOr<NodeTls> LoadNodeTls(const NodeConfig& config) {
   absl::StatusOr<X509Ptr> parsed_ca = ParseCertificate("--tls_ca_file", config.tls_ca_file, *ca);
   if (!parsed_ca.ok()) return parsed_ca.status();
   BioPtr key_bio = MemoryBio(*key);
-  KeyPtr parsed_key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr),
+  KeyPtr parsed_key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase, nullptr),
                     &EVP_PKEY_free);
   if (parsed_key == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("--tls_key_file \"", config.tls_key_file,

@@ -6,9 +6,10 @@
 //   - the node refuses plaintext clients, clients without a certificate, clients whose
 //     certificate another CA signed, and clients that do not trust the node's CA;
 //   - with --tls_client_auth=false, trusting the CA is enough;
-//   - bad TLS settings (a missing file, a key of another certificate, a file that is not PEM,
-//     only some of the three flags) stop the node before its data directory is touched, and
-//     kvctl reports its own bad TLS flags as usage errors.
+//   - a node whose certificate names another host is refused by clients;
+//   - bad TLS settings (a missing file, a directory, a key of another certificate, an encrypted
+//     key, a file that is not PEM, only some of the three flags) stop the node before its data
+//     directory is touched, and kvctl reports its own bad TLS flags and files as usage errors.
 // Every wait is a poll with a deadline.
 #include <csignal>
 #include <filesystem>
@@ -55,6 +56,8 @@ ca other-ca
 leaf node ca IP:127.0.0.1
 leaf client ca DNS:kv-client
 leaf stranger other-ca DNS:kv-stranger
+leaf elsewhere ca DNS:elsewhere.invalid
+openssl pkey -in node.key -aes256 -passout pass:secret -out node-encrypted.key 2>/dev/null
 )";
     testing::CommandResult made =
         testing::RunCommand({"bash", "-c", absl::StrCat("cd '", dir_.path(), "' && ", script)});
@@ -120,6 +123,15 @@ leaf stranger other-ca DNS:kv-stranger
     }
   }
 
+  // Waits until node `index` has logged `text` (the start line comes after the server serves).
+  void ExpectLogged(size_t index, const std::string& text) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (!absl::StrContains(nodes_[index].Stderr(), text) && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    EXPECT_THAT(nodes_[index].Stderr(), HasSubstr(text));
+  }
+
   void StopNodes() {
     for (testing::Subprocess& node : nodes_) node.Signal(SIGTERM);
     for (testing::Subprocess& node : nodes_) {
@@ -141,7 +153,7 @@ TEST_F(TlsProcessTest, ThreeNodesReplicateOverMutualTlsAndRefuseOtherClients) {
   const std::string n1 = absl::StrCat("127.0.0.1:", ports[0]);
   const std::string n2 = absl::StrCat("127.0.0.1:", ports[1]);
   const std::string n3 = absl::StrCat("127.0.0.1:", ports[2]);
-  EXPECT_THAT(nodes_[0].Stderr(), HasSubstr("tls=mutual"));
+  ExpectLogged(0, "tls=mutual");
 
   testing::CommandResult put = Kvctl(n1, KvctlTls(), {"put", "greeting", "hello"});
   ASSERT_EQ(put.exit_code, 0) << put.err;
@@ -203,10 +215,32 @@ TEST_F(TlsProcessTest, WithoutClientAuthTrustingTheCaIsEnough) {
   flags.push_back("--tls_client_auth=false");
   ASSERT_NO_FATAL_FAILURE(StartNodes(ports, flags, KvctlTls("")));
   const std::string n1 = absl::StrCat("127.0.0.1:", ports[0]);
-  EXPECT_THAT(nodes_[0].Stderr(), HasSubstr("tls=server"));
+  ExpectLogged(0, "tls=server");
   EXPECT_EQ(Kvctl(n1, KvctlTls(""), {"put", "k", "v"}).exit_code, 0);
   EXPECT_EQ(Kvctl(n1, KvctlTls(), {"get", "k"}).exit_code, 0);
   EXPECT_EQ(Kvctl(n1, {}, {"get", "k"}).exit_code, 3);
+  StopNodes();
+}
+
+TEST_F(TlsProcessTest, ACertificateForAnotherNameIsRefusedByClients) {
+  // The node's certificate names elsewhere.invalid, not 127.0.0.1: a client that checks the
+  // name it connects to refuses it, even though the CA signed it.
+  const std::vector<int> ports = {testing::PickFreePort()};
+  std::vector<std::string> flags = {"--tls_cert_file=" + File("elsewhere.pem"),
+                                    "--tls_key_file=" + File("elsewhere.key"),
+                                    "--tls_ca_file=" + File("ca.pem")};
+  std::vector<std::string> argv = {KVNODE_PATH, "--node_id=n1",
+                                   absl::StrCat("--listen=127.0.0.1:", ports[0]),
+                                   "--data_dir=" + File("data-elsewhere")};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  absl::StatusOr<testing::Subprocess> node = testing::Subprocess::Start(argv, File("log-else"));
+  ASSERT_TRUE(node.ok()) << node.status();
+  nodes_.push_back(*std::move(node));
+  ExpectLogged(0, "tls=mutual");
+  testing::CommandResult r =
+      Kvctl(absl::StrCat("127.0.0.1:", ports[0]), KvctlTls(), {"put", "k", "v"});
+  EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE"));
   StopNodes();
 }
 
@@ -230,6 +264,10 @@ TEST_F(TlsProcessTest, BadTlsSettingsStopTheNodeBeforeItTouchesItsData) {
             "--tls_cert_file \\\"" + File("node.key") + "\\\" holds no PEM certificate"},
            {{cert, key, "--tls_ca_file=" + File("node.ext")}, 1, "holds no PEM certificate"},
            {{cert, "--tls_key_file=" + File("node.pem"), ca}, 1, "holds no unencrypted PEM"},
+           {{cert, "--tls_key_file=" + File("node-encrypted.key"), ca},
+            1,
+            "holds no unencrypted PEM"},
+           {{cert, "--tls_key_file=" + dir_.path(), ca}, 1, "not a regular file"},
        }) {
     const std::string data_dir = File("never");
     std::vector<std::string> argv = {KVNODE_PATH, "--data_dir=" + data_dir, listen};
@@ -247,6 +285,10 @@ TEST_F(TlsProcessTest, BadTlsSettingsStopTheNodeBeforeItTouchesItsData) {
             "need --tls-ca"},
            {{"--tls-ca=" + File("ca.pem"), "--tls-cert=" + File("client.pem")}, "go together"},
            {{"--tls-ca=" + File("absent.pem")}, "cannot read"},
+           {{"--tls-ca=" + File("node.key")}, "ca_pem holds no PEM certificate"},
+           {{"--tls-ca=" + File("ca.pem"), "--tls-cert=" + File("client.pem"),
+             "--tls-key=" + File("node-encrypted.key")},
+            "no unencrypted PEM private key"},
        }) {
     testing::CommandResult r = Kvctl(endpoint, flags, {"get", "k"});
     EXPECT_EQ(r.exit_code, 2) << r.err;
