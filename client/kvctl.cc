@@ -120,6 +120,13 @@ void PrintError(const absl::Status& status) {
   std::cerr << "kvctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
             << "\n";
   if (IsUsageError(status)) std::cerr << "Run 'kvctl help' for usage.\n";
+  // How gRPC reports a TLS node hanging up on a plaintext client (or on a client without the
+  // certificate it requires).
+  if (status.code() == absl::StatusCode::kUnavailable &&
+      absl::StrContains(status.message(), "Socket closed")) {
+    std::cerr << "If the nodes run with TLS (kvnode --tls_*), give --tls-ca, and --tls-cert and "
+                 "--tls-key when they require a client certificate.\n";
+  }
 }
 
 // Prints the result or the error in the selected format and returns the exit code. A result

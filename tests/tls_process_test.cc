@@ -204,6 +204,8 @@ TEST_F(TlsProcessTest, ThreeNodesReplicateOverMutualTlsAndRefuseOtherClients) {
     EXPECT_EQ(r.exit_code, 3) << refused.what << ": " << r.out << r.err;
     EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE")) << refused.what;
   }
+  testing::CommandResult plaintext = Kvctl(n1, {}, {"get", "greeting"});
+  EXPECT_THAT(plaintext.err, HasSubstr("If the nodes run with TLS")) << plaintext.err;
   testing::CommandResult missing = Kvctl(n1, KvctlTls(), {"get", "intruder"});
   EXPECT_EQ(missing.exit_code, 1) << missing.out << missing.err;
   StopNodes();
