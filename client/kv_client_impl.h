@@ -57,9 +57,9 @@ struct Client::Impl {
   explicit Impl(ClientOptions client_options)
       : options(std::move(client_options)), budget(options.retry) {
     for (const std::string& endpoint : options.endpoints) {
-      std::shared_ptr<grpc::Channel> channel = options.channel_factory
-                                                   ? options.channel_factory(endpoint)
-                                                   : client_internal::DefaultChannel(endpoint, options.tls);
+      std::shared_ptr<grpc::Channel> channel =
+          options.channel_factory ? options.channel_factory(endpoint)
+                                  : client_internal::DefaultChannel(endpoint, options.tls);
       kv_stubs.push_back(v1::KV::NewStub(channel));
       admin_stubs.push_back(v1::Admin::NewStub(channel));
       channels.push_back(std::move(channel));

@@ -69,23 +69,11 @@ absl::Status ParseFlag(const std::vector<std::string>& argv, size_t* i, Assignme
 }
 
 absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
-  auto error = [&path](absl::string_view why) {
-    return UsageError(absl::StrCat("cannot read config file \"", path, "\": ", why));
-  };
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return error(strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return error("not a regular file");
+  absl::StatusOr<std::string> contents = ReadSmallRegularFile(path, kMaxConfigFileBytes);
+  if (!contents.ok()) {
+    return UsageError(
+        absl::StrCat("cannot read config file \"", path, "\": ", contents.status().message()));
   }
-  std::string contents;
-  char buf[8192];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) contents.append(buf, static_cast<size_t>(n));
-  const int read_errno = errno;
-  close(fd);
-  if (n < 0) return error(strerror(read_errno));
   return contents;
 }
 
@@ -145,6 +133,34 @@ absl::Status ApplyConfigFileContents(absl::string_view contents, absl::string_vi
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadSmallRegularFile(const std::string& path, size_t max_bytes) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::InvalidArgumentError(strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::InvalidArgumentError("not a regular file");
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    close(fd);
+    return absl::InvalidArgumentError(
+        absl::StrCat(st.st_size, " bytes, more than the ", max_bytes, " allowed"));
+  }
+  std::string contents;
+  char buf[8192];
+  ssize_t n = 0;
+  while (contents.size() <= max_bytes && (n = read(fd, buf, sizeof(buf))) > 0) {
+    contents.append(buf, static_cast<size_t>(n));
+  }
+  const int read_errno = errno;
+  close(fd);
+  if (n < 0) return absl::InvalidArgumentError(strerror(read_errno));
+  if (contents.size() > max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("more than the ", max_bytes, " bytes allowed"));
+  }
+  return contents;
 }
 
 absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>& argv) {

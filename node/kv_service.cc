@@ -51,9 +51,9 @@ absl::StatusOr<QuorumSpec> ToQuorumSpec(const v1::Quorum& quorum, absl::string_v
   if (quorum.kind() != v1::Quorum::COUNT && quorum.count() != 0) {
     // A count the node would ignore is a client mistake (it meant COUNT, or set the wrong
     // field); answering with another quorum than the one asked for would hide it.
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": count ", quorum.count(), " is only used with kind COUNT (kind is ",
-                     v1::Quorum::Kind_Name(quorum.kind()), ")"));
+    return absl::InvalidArgumentError(absl::StrCat(name, ": count ", quorum.count(),
+                                                   " is only used with kind COUNT (kind is ",
+                                                   v1::Quorum::Kind_Name(quorum.kind()), ")"));
   }
   switch (quorum.kind()) {
     case v1::Quorum::DEFAULT:

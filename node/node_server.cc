@@ -383,7 +383,7 @@ void NodeServer::LogStarted() const {
            {"data_dir", config_.data_dir},
            {"sync_writes", config_.sync_writes ? "true" : "false"},
            {"executor_threads", absl::StrCat(config_.executor_threads)},
-           {"tls", !tls_.enabled             ? "off"
+           {"tls", !tls_.enabled()           ? "off"
                    : config_.tls_client_auth ? "mutual"
                                              : "server"},
            {"metrics",

@@ -6,14 +6,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <cstdint>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <string>
-#include <system_error>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -21,33 +14,12 @@
 namespace kv {
 namespace {
 
-// PEM files are small; a bigger one is a mistake (or a device such as /dev/zero).
-constexpr std::uintmax_t kMaxPemBytes = 1 << 20;
-
 // The whole file, or INVALID_ARGUMENT naming `flag` and `path`.
 absl::StatusOr<std::string> ReadPem(const char* flag, const std::string& path) {
-  std::error_code error;
-  if (!std::filesystem::is_regular_file(path, error)) {
+  absl::StatusOr<std::string> contents = ReadSmallRegularFile(path, kMaxConfigFileBytes);
+  if (!contents.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot read ", flag, " \"", path,
-                     "\": ", error ? error.message() : std::string("not a regular file")));
-  }
-  const std::uintmax_t size = std::filesystem::file_size(path, error);
-  if (!error && size > kMaxPemBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, " \"", path, "\" is ", size,
-                                                   " bytes; a PEM file is at most ", kMaxPemBytes,
-                                                   " here"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int open_errno = errno;
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read ", flag, " \"", path, "\": ", std::strerror(open_errno)));
-  }
-  std::string contents(static_cast<size_t>(std::min(size, kMaxPemBytes)), '\0');
-  in.read(contents.data(), static_cast<std::streamsize>(contents.size()));
-  if (in.gcount() != static_cast<std::streamsize>(contents.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot read ", flag, " \"", path, "\""));
+        absl::StrCat("cannot read ", flag, " \"", path, "\": ", contents.status().message()));
   }
   return contents;
 }
@@ -133,7 +105,6 @@ absl::StatusOr<NodeTls> LoadNodeTls(const NodeConfig& config) {
   peers.pem_private_key = *key;
   peers.pem_cert_chain = *cert;
   tls.peers = grpc::SslCredentials(peers);
-  tls.enabled = true;
   return tls;
 }
 

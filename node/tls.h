@@ -24,9 +24,9 @@
 namespace kv {
 
 struct NodeTls {
-  bool enabled = false;
-  std::shared_ptr<grpc::ServerCredentials> server;  // insecure when !enabled
-  std::shared_ptr<grpc::ChannelCredentials> peers;  // null when !enabled
+  std::shared_ptr<grpc::ServerCredentials> server;  // insecure without TLS
+  std::shared_ptr<grpc::ChannelCredentials> peers;  // null without TLS
+  bool enabled() const { return peers != nullptr; }
 };
 
 // INVALID_ARGUMENT naming the flag and file when one cannot be read or does not hold what it
