@@ -272,7 +272,8 @@ EOF
 # A hash of everything deploy/Dockerfile copies into the image (keep in step with its COPY lines).
 kv_docker_source_hash() {
   (cd "$KV_REPO_ROOT" && find CMakeLists.txt CMakePresets.json proto storage node client \
-      deploy/Dockerfile deploy/setup-deps.sh deploy/kvprobe.cc deploy/docker-entrypoint.sh \
+      deploy/Dockerfile deploy/setup-deps.sh deploy/CMakeLists.txt deploy/kvprobe.cc \
+      deploy/docker-entrypoint.sh \
       .dockerignore -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 }
 

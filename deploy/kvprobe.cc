@@ -1,21 +1,40 @@
 // kvprobe: a gRPC health check (grpc.health.v1.Health/Check) for the container HEALTHCHECK.
 // Debian has no grpc_health_probe, and kvctl talks to the KV/Admin services, not to the health
 // service, so this small program asks the health service itself: exit 0 when the node answers
-// SERVING, 1 otherwise (NOT_SERVING while it drains on SIGTERM, unreachable, timeout).
+// SERVING, 1 otherwise (NOT_SERVING while it drains on SIGTERM, unreachable, timeout, a failed
+// TLS handshake), 2 for usage errors and unreadable TLS files.
 //
 //   kvprobe [--addr=HOST:PORT] [--service=NAME] [--timeout=SECONDS]
+//           [--tls-ca=FILE [--tls-cert=FILE --tls-key=FILE] [--tls-server-name=NAME]]
+//           [--plaintext]
 //
 // The address defaults to the port of $KVNODE_LISTEN (the setting the image's entrypoint turns
-// into --listen) on 127.0.0.1, else 127.0.0.1:7700. Built in deploy/Dockerfile with one g++
-// command; it needs no generated code: the two health messages are encoded by hand (both hold
-// one field).
+// into --listen) on 127.0.0.1, else 127.0.0.1:7700.
+//
+// TLS: a node started with --tls_* serves TLS only, so the probe of its container must speak TLS
+// too. The TLS files default to the node's own, from the variables the entrypoint turns into
+// kvnode's flags: $KVNODE_TLS_CA_FILE (turns TLS on), $KVNODE_TLS_CERT_FILE and
+// $KVNODE_TLS_KEY_FILE (the node's certificate, which kvnode requires to be usable as a client
+// certificate: the probe presents it, as a peer would, so mutual TLS accepts it). The node's
+// certificate is verified against the CA and against the name the probe connects to: the host
+// of --addr (127.0.0.1 by default), unless --tls-server-name (default $KV_PROBE_TLS_SERVER_NAME)
+// names the host the certificate is issued for, e.g. the address the node's peers use.
+// --plaintext ignores those variables.
+//
+// The CMake target kvprobe (deploy/CMakeLists.txt); it needs only grpc++, no generated code: the
+// two health messages are encoded by hand (both hold one field).
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/byte_buffer.h>
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -81,31 +100,103 @@ const char* StatusName(int status) {
   }
 }
 
+std::string EnvOr(const char* name, const std::string& fallback) {
+  const char* value = std::getenv(name);
+  return value == nullptr || *value == '\0' ? fallback : std::string(value);
+}
+
+// The contents of a PEM file named by `flag`, or false (with a message) if it cannot be used.
+bool ReadPem(const char* flag, const std::string& path, std::string* out) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20)) {
+    std::fprintf(stderr, "kvprobe: %s=%s: not a readable regular file of at most 1 MiB\n", flag,
+                 path.c_str());
+    return false;
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  if (!in || contents.str().find("-----BEGIN ") == std::string::npos) {
+    std::fprintf(stderr, "kvprobe: %s=%s: cannot be read or is not PEM\n", flag, path.c_str());
+    return false;
+  }
+  *out = contents.str();
+  return true;
+}
+
+int Usage() {
+  std::fprintf(stderr,
+               "usage: kvprobe [--addr=HOST:PORT] [--service=NAME] [--timeout=SECONDS]\n"
+               "               [--tls-ca=FILE [--tls-cert=FILE --tls-key=FILE]"
+               " [--tls-server-name=NAME]] [--plaintext]\n"
+               "Asks grpc.health.v1.Health/Check; exit 0 when SERVING, 1 otherwise, 2 for "
+               "usage errors.\n"
+               "TLS files default to $KVNODE_TLS_CA_FILE, $KVNODE_TLS_CERT_FILE and "
+               "$KVNODE_TLS_KEY_FILE, the server name to $KV_PROBE_TLS_SERVER_NAME.\n");
+  return 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string address = DefaultAddress();
   std::string service;
   double timeout_seconds = 2.0;
+  std::string ca_file = EnvOr("KVNODE_TLS_CA_FILE", "");
+  std::string cert_file = EnvOr("KVNODE_TLS_CERT_FILE", "");
+  std::string key_file = EnvOr("KVNODE_TLS_KEY_FILE", "");
+  std::string server_name = EnvOr("KV_PROBE_TLS_SERVER_NAME", "");
+  bool plaintext = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg.rfind("--addr=", 0) == 0) {
-      address = arg.substr(7);
-    } else if (arg.rfind("--service=", 0) == 0) {
-      service = arg.substr(10);
-    } else if (arg.rfind("--timeout=", 0) == 0) {
-      timeout_seconds = std::atof(arg.c_str() + 10);
+    auto value_of = [&arg](const char* prefix, std::string* out) {
+      const std::string p(prefix);
+      if (arg.compare(0, p.size(), p) != 0) return false;
+      *out = arg.substr(p.size());
+      return true;
+    };
+    std::string timeout;
+    if (value_of("--addr=", &address) || value_of("--service=", &service) ||
+        value_of("--tls-ca=", &ca_file) || value_of("--tls-cert=", &cert_file) ||
+        value_of("--tls-key=", &key_file) || value_of("--tls-server-name=", &server_name)) {
+      continue;
+    }
+    if (value_of("--timeout=", &timeout)) {
+      char* end = nullptr;
+      timeout_seconds = std::strtod(timeout.c_str(), &end);
+      if (timeout.empty() || *end != '\0' || !(timeout_seconds > 0) || timeout_seconds > 3600) {
+        std::fprintf(stderr, "kvprobe: --timeout=%s: want seconds, more than 0, at most 3600\n",
+                     timeout.c_str());
+        return 2;
+      }
+    } else if (arg == "--plaintext") {
+      plaintext = true;
     } else {
-      std::fprintf(stderr,
-                   "usage: kvprobe [--addr=HOST:PORT] [--service=NAME] [--timeout=SECONDS]\n"
-                   "Asks grpc.health.v1.Health/Check; exit 0 when SERVING, 1 otherwise, 2 for "
-                   "usage errors.\n");
-      return 2;
+      return Usage();
     }
   }
-  if (timeout_seconds <= 0) timeout_seconds = 2.0;
 
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  grpc::ChannelArguments channel_args;
+  if (!plaintext && !ca_file.empty()) {
+    if (cert_file.empty() != key_file.empty()) {
+      std::fprintf(stderr, "kvprobe: --tls-cert and --tls-key go together (or neither)\n");
+      return 2;
+    }
+    grpc::SslCredentialsOptions ssl;
+    if (!ReadPem("--tls-ca", ca_file, &ssl.pem_root_certs)) return 2;
+    if (!cert_file.empty() && (!ReadPem("--tls-cert", cert_file, &ssl.pem_cert_chain) ||
+                               !ReadPem("--tls-key", key_file, &ssl.pem_private_key))) {
+      return 2;
+    }
+    credentials = grpc::SslCredentials(ssl);
+    if (!server_name.empty()) channel_args.SetSslTargetNameOverride(server_name);
+  } else if (!plaintext && (!cert_file.empty() || !key_file.empty())) {
+    std::fprintf(stderr, "kvprobe: a client certificate needs --tls-ca (or $KVNODE_TLS_CA_FILE)\n");
+    return 2;
+  }
+
+  auto channel = grpc::CreateCustomChannel(address, credentials, channel_args);
   grpc::GenericStub stub(channel);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() +

@@ -7,6 +7,8 @@
 //     certificate another CA signed, and clients that do not trust the node's CA;
 //   - with --tls_client_auth=false, trusting the CA is enough;
 //   - a node whose certificate names another host is refused by clients;
+//   - kvprobe, the containers' health check, speaks TLS with the node's own files from the
+//     image's variables, and fails like any other client that is refused;
 //   - bad TLS settings (a missing file, a directory, a key of another certificate, an encrypted
 //     key, a file that is not PEM, only some of the three flags) stop the node before its data
 //     directory is touched, and kvctl reports its own bad TLS flags and files as usage errors.
@@ -14,6 +16,7 @@
 #include <algorithm>
 #include <csignal>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -101,6 +104,14 @@ openssl pkey -in node.key -aes256 -passout pass:secret -out node-encrypted.key 2
     argv.insert(argv.end(), command.begin(), command.end());
     return testing::RunCommand(argv, "", absl::Seconds(60),
                                {{"ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1"}});
+  }
+
+  // kvprobe with `env` added to this process's environment; without LeakSanitizer, for the
+  // reason given at RefusedKvctl.
+  testing::CommandResult Probe(const std::vector<std::string>& argv,
+                               std::map<std::string, std::string> env) {
+    env.emplace("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1");
+    return testing::RunCommand(argv, "", absl::Seconds(60), env);
   }
 
   // Starts one kvnode per port (ids n1..), all with `extra` flags; waits until each answers
@@ -259,6 +270,69 @@ TEST_F(TlsProcessTest, ACertificateForAnotherNameIsRefusedByClients) {
       RefusedKvctl(absl::StrCat("127.0.0.1:", ports[0]), KvctlTls(), {"put", "k", "v"});
   EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
   EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE"));
+  // kvprobe checks the name too, unless told which name the certificate is issued for.
+  const std::string addr = absl::StrCat("--addr=127.0.0.1:", ports[0]);
+  const std::vector<std::string> tls = {"--tls-ca=" + File("ca.pem"),
+                                        "--tls-cert=" + File("client.pem"),
+                                        "--tls-key=" + File("client.key")};
+  std::vector<std::string> probe = {KVPROBE_PATH, addr, "--timeout=10"};
+  probe.insert(probe.end(), tls.begin(), tls.end());
+  testing::CommandResult wrong_name = Probe(probe, {});
+  EXPECT_EQ(wrong_name.exit_code, 1) << wrong_name.out << wrong_name.err;
+  probe.push_back("--tls-server-name=elsewhere.invalid");
+  testing::CommandResult named = Probe(probe, {});
+  EXPECT_EQ(named.exit_code, 0) << named.out << named.err;
+  EXPECT_THAT(named.out, HasSubstr("SERVING"));
+  StopNodes();
+}
+
+TEST_F(TlsProcessTest, KvprobeSpeaksTlsWithTheNodesOwnFiles) {
+  const std::vector<int> ports = {testing::PickFreePort()};
+  ASSERT_NO_FATAL_FAILURE(StartNodes(ports, NodeTlsFlags(), KvctlTls()));
+  const std::string n1 = absl::StrCat("127.0.0.1:", ports[0]);
+  // The variables the image's entrypoint turns into the node's --listen and --tls_* flags.
+  const std::map<std::string, std::string> image_env = {
+      {"KVNODE_LISTEN", absl::StrCat("0.0.0.0:", ports[0])},
+      {"KVNODE_TLS_CA_FILE", File("ca.pem")},
+      {"KVNODE_TLS_CERT_FILE", File("node.pem")},
+      {"KVNODE_TLS_KEY_FILE", File("node.key")}};
+  testing::CommandResult probe = Probe({KVPROBE_PATH, "--timeout=10"}, image_env);
+  EXPECT_EQ(probe.exit_code, 0) << probe.err;
+  EXPECT_EQ(probe.out, n1 + " SERVING\n");
+
+  // Refused like any client: plaintext, no client certificate, a CA that did not sign the node's.
+  struct Refused {
+    const char* what;
+    std::vector<std::string> flags;
+  };
+  for (const Refused& refused : std::vector<Refused>{
+           {"plaintext", {"--plaintext"}},
+           {"no client certificate", {"--tls-ca=" + File("ca.pem")}},
+           {"node's CA not trusted",
+            {"--tls-ca=" + File("other-ca.pem"), "--tls-cert=" + File("client.pem"),
+             "--tls-key=" + File("client.key")}},
+       }) {
+    std::vector<std::string> argv = {KVPROBE_PATH, "--addr=" + n1, "--timeout=10"};
+    argv.insert(argv.end(), refused.flags.begin(), refused.flags.end());
+    testing::CommandResult r = Probe(argv, {});
+    EXPECT_EQ(r.exit_code, 1) << refused.what << ": " << r.out << r.err;
+    EXPECT_THAT(r.out, ::testing::Not(HasSubstr("SERVING"))) << refused.what;
+  }
+  // Its own bad TLS settings are usage errors (exit 2), before anything is sent.
+  for (const auto& [flags, message] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--tls-ca=" + File("absent.pem")}, "not a readable regular file"},
+           {{"--tls-ca=" + dir_.path()}, "not a readable regular file"},
+           {{"--tls-ca=" + File("node.ext")}, "is not PEM"},
+           {{"--tls-ca=" + File("ca.pem"), "--tls-cert=" + File("client.pem")}, "go together"},
+           {{"--tls-cert=" + File("client.pem"), "--tls-key=" + File("client.key")},
+            "needs --tls-ca"},
+       }) {
+    std::vector<std::string> argv = {KVPROBE_PATH, "--addr=" + n1};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    testing::CommandResult r = Probe(argv, {});
+    EXPECT_EQ(r.exit_code, 2) << absl::StrJoin(flags, " ") << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr(message)) << absl::StrJoin(flags, " ");
+  }
   StopNodes();
 }
 
