@@ -22,7 +22,9 @@
 #   env            print `export DOCKER_HOST=...` for the daemon in use (eval "$(... env)")
 #   prepare        daemon + base image + kvstore:dev; exit 77 when Docker cannot be started
 #   daemon-start | daemon-stop | daemon-status | base-image | image
-# Environment: KV_NODES=3|5 (compose cluster size), KV_COMPOSE_PROJECT (default kvstore),
+# Environment: KV_NODES=3|5 (compose cluster size), KV_TLS=1 (mutual TLS: deploy/compose.tls.yaml
+#   with the certificates in KV_TLS_DIR, default .kv-tls, made by deploy/make-tls-certs.sh when
+#   missing; give the same KV_TLS to kvctl, compose and down), KV_COMPOSE_PROJECT (default kvstore),
 #   KV_IMAGE (default kvstore:dev), KV_PORT_1..KV_PORT_5 (published ports, default 7700..7704,
 #   on 127.0.0.1 only), KV_UP_TIMEOUT (seconds, default 180), KV_DEBIAN_MIRROR (overrides the
 #   mirror read from the apt sources for the bootstrap), KV_IMAGE_REUSE=1 (use an existing
@@ -336,11 +338,25 @@ kv_compose_files() {
     5) files+=(-f "$KV_REPO_ROOT/deploy/compose.5-nodes.yaml") ;;
     *) kv_log "KV_NODES must be 3 or 5"; return 2 ;;
   esac
+  if [ "${KV_TLS:-0}" = 1 ]; then
+    files+=(-f "$KV_REPO_ROOT/deploy/compose.tls.yaml")
+    [ "${KV_NODES:-3}" = 5 ] && files+=(-f "$KV_REPO_ROOT/deploy/compose.5-nodes.tls.yaml")
+  fi
   printf '%s\n' "${files[@]}"
+}
+
+# With KV_TLS=1: the certificates in KV_TLS_DIR (default .kv-tls in the repository), made by
+# deploy/make-tls-certs.sh when it holds none yet.
+kv_tls_prepare() {
+  [ "${KV_TLS:-0}" = 1 ] || return 0
+  KV_TLS_DIR="${KV_TLS_DIR:-$KV_REPO_ROOT/.kv-tls}"
+  export KV_TLS_DIR
+  [ -f "$KV_TLS_DIR/ca.pem" ] || bash "$KV_REPO_ROOT/deploy/make-tls-certs.sh" "$KV_TLS_DIR"
 }
 
 kv_compose_cluster() {
   local files
+  kv_tls_prepare || return 1
   mapfile -t files < <(kv_compose_files)
   [ ${#files[@]} -gt 0 ] || return 2
   kv_compose -p "$KV_COMPOSE_PROJECT" "${files[@]}" "$@"
@@ -388,7 +404,8 @@ kv_docker_up() {
   kv_compose_cluster ps >&2
   cat >&2 <<MSG
 
-The cluster runs (project $KV_COMPOSE_PROJECT, ${KV_NODES:-3} nodes, ports on 127.0.0.1 only).
+The cluster runs (project $KV_COMPOSE_PROJECT, ${KV_NODES:-3} nodes, ports on 127.0.0.1 only$(
+  [ "${KV_TLS:-0}" = 1 ] && printf ', mutual TLS with the certificates in %s' "$KV_TLS_DIR").
   bash deploy/docker-env.sh kvctl put greeting hello
   bash deploy/docker-env.sh kvctl get greeting
   bash deploy/docker-env.sh kvctl cluster status

@@ -26,7 +26,6 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/byte_buffer.h>
-
 #include <sys/stat.h>
 
 #include <chrono>

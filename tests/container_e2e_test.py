@@ -8,6 +8,9 @@ changed), then runs, against real containers:
   image      the image: non-root user, volume, exposed port, health check, no missing libraries
   compose    deploy/compose.yaml: up, every node healthy (timed), kvctl through the tools
              service and through a node, ports published on 127.0.0.1 only, down -v
+  compose-tls  the same with deploy/compose.tls.yaml and certificates from
+             deploy/make-tls-certs.sh: healthy (kvprobe over mutual TLS), replicated over TLS,
+             host kvctl with the client certificate through a published port, plaintext refused
   then a 3-node cluster (docker run, the same settings as compose.yaml, on a user-defined
   network with fixed addresses so that a reconnected or restarted node keeps its address):
   write-all  writes through every node; each acknowledged write on every replica
@@ -49,7 +52,7 @@ ENV_SCRIPT = os.path.join(REPO, "deploy", "docker-env.sh")
 SKIP = 77
 PORT = 7700
 LABEL = "kvstore.e2e"
-ALL_PHASES = ["image", "compose", "write-all", "partition", "kill", "pause", "sigstop", "rolling",
+ALL_PHASES = ["image", "compose", "compose-tls", "write-all", "partition", "kill", "pause", "sigstop", "rolling",
               "final"]
 
 T0 = time.monotonic()
@@ -429,8 +432,10 @@ def phase_image(ctx):
            f"all libraries resolve, size {size / 1e6:.1f} MB"
 
 
-def compose_cmd(project):
+def compose_cmd(project, extra_files=()):
     files = ["-f", os.path.join(REPO, "deploy", "compose.yaml")]
+    for f in extra_files:
+        files += ["-f", os.path.join(REPO, "deploy", f)]
     if run(["docker", "compose", "version"], check=False).returncode == 0:
         return ["docker", "compose", "-p", project, *files]
     return ["docker-compose", "-p", project, *files]
@@ -491,6 +496,70 @@ def phase_compose(ctx):
         left = docker("volume", "ls", "-q", "--filter", f"name={project}_").stdout.split()
         if left:
             raise Failure(f"compose down -v left volumes {left}")
+
+
+def phase_compose_tls(ctx):
+    project = f"kve2e{os.getpid()}t"
+    ports = [free_port() for _ in range(3)]
+    tls_dir = os.path.join(run(["mktemp", "-d", "/tmp/kv-e2e-tls.XXXXXX"]).stdout.strip(), "tls")
+    run(["bash", os.path.join(REPO, "deploy", "make-tls-certs.sh"), tls_dir,
+         "node1", "node2", "node3"])
+    env = dict(os.environ, KV_IMAGE=ctx["image"], KV_TLS_DIR=tls_dir,
+               **{f"KV_PORT_{i + 1}": str(p) for i, p in enumerate(ports)})
+    base = compose_cmd(project, ["compose.tls.yaml"])
+    try:
+        start = time.monotonic()
+        run([*base, "up", "-d", "--no-build"], env=env, timeout=180)
+        ids = run([*base, "ps", "-q"], env=env).stdout.split()
+        if len(ids) != 3:
+            raise Failure(f"compose started {len(ids)} containers, expected 3")
+        deadline = start + 120
+        while True:
+            states = [docker("inspect", "-f", "{{.State.Health.Status}}", c).stdout.strip()
+                      for c in ids]
+            if all(s == "healthy" for s in states):
+                break
+            if time.monotonic() > deadline:
+                logs = docker("logs", "--tail", "5", ids[0], check=False)
+                raise Failure(f"TLS compose cluster not healthy after 120s: {states}; "
+                              f"{logs.stdout}{logs.stderr}")
+            time.sleep(0.25)
+        up_secs = time.monotonic() - start
+        ctx["figures"]["compose with TLS up -> 3 nodes healthy (s)"] = round(up_secs, 1)
+        logs = docker("logs", ids[0]).stderr
+        if "tls=mutual" not in logs:
+            raise Failure(f"node1 does not log tls=mutual: {logs[-500:]}")
+        run([*base, "run", "--rm", "-T", "kvctl", "put", "tls/greeting", "hello"], env=env)
+        # Replicated over the peers' TLS channels: node3's own replica holds it.
+        deadline = time.monotonic() + 60
+        while True:
+            out = run([*base, "exec", "-T", "node3", "kvctl", "describe-key", "tls/greeting"],
+                      env=env, check=False).stdout
+            if "converged: yes" in out and "replica n3: 1 version" in out:
+                break
+            if time.monotonic() > deadline:
+                raise Failure(f"tls/greeting did not reach every replica: {out!r}")
+            time.sleep(0.5)
+        host_check = "host kvctl not given"
+        if ctx.get("kvctl") and os.access(ctx["kvctl"], os.X_OK):
+            ep = f"--endpoints=127.0.0.1:{ports[1]}"
+            tls = [f"--tls-ca={tls_dir}/ca.pem", f"--tls-cert={tls_dir}/client.pem",
+                   f"--tls-key={tls_dir}/client.key"]
+            out = run([ctx["kvctl"], ep, "--timeout=10s", *tls, "get", "tls/greeting"]).stdout
+            if "value: hello" not in out:
+                raise Failure(f"host kvctl over TLS got {out!r}")
+            plain = run([ctx["kvctl"], ep, "--timeout=3s", "get", "tls/greeting"], check=False,
+                        env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
+            if plain.returncode != 3:
+                raise Failure(f"plaintext kvctl was not refused (exit {plain.returncode}): "
+                              f"{plain.stdout}{plain.stderr}")
+            host_check = "host kvctl reads it over TLS through a published port; plaintext refused"
+        return f"healthy {up_secs:.1f}s after up (kvprobe over mutual TLS); put via the kvctl " \
+               f"service, on every replica; {host_check}"
+    finally:
+        run([*base, "--profile", "tools", "down", "-v", "--remove-orphans"], env=env, check=False,
+            timeout=180)
+        run(["rm", "-rf", os.path.dirname(tls_dir)], check=False)
 
 
 def phase_write_all(ctx):
@@ -686,7 +755,8 @@ def phase_final(ctx):
            f"converged ({secs:.1f}s to check)"
 
 
-PHASES = {"image": phase_image, "compose": phase_compose, "write-all": phase_write_all,
+PHASES = {"image": phase_image, "compose": phase_compose, "compose-tls": phase_compose_tls,
+          "write-all": phase_write_all,
           "partition": phase_partition, "kill": phase_kill, "pause": phase_pause,
           "sigstop": phase_sigstop,
           "rolling": phase_rolling, "final": phase_final}
@@ -716,7 +786,7 @@ def main():
     cluster = None
     try:
         remove_stale()
-        cluster_phases = [p for p in phases if p not in ("image", "compose")]
+        cluster_phases = [p for p in phases if p not in ("image", "compose", "compose-tls")]
         for p in phases:
             if p in cluster_phases and cluster is None:
                 cluster = Cluster(image)

@@ -100,9 +100,9 @@ TEST_F(KvnodeStartupTest, KvprobeReportsServingOverPlaintext) {
   options.data_dir = dir_.Sub("d");
   absl::StatusOr<testing::NodeProcess> node = testing::NodeProcess::Start(options);
   ASSERT_TRUE(node.ok()) << node.status();
-  testing::CommandResult probe = testing::RunCommand(
-      {KVPROBE_PATH, "--timeout=10"}, "", absl::Seconds(30),
-      {{"KVNODE_LISTEN", absl::StrCat("0.0.0.0:", node->options().port)}});
+  testing::CommandResult probe =
+      testing::RunCommand({KVPROBE_PATH, "--timeout=10"}, "", absl::Seconds(30),
+                          {{"KVNODE_LISTEN", absl::StrCat("0.0.0.0:", node->options().port)}});
   EXPECT_EQ(probe.exit_code, 0) << probe.err;
   EXPECT_EQ(probe.out, absl::StrCat(node->endpoint(), " SERVING\n"));
   // A service the node does not serve, and a port nobody serves on.

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Makes a CA and certificates for a TLS cluster with the openssl command line, for trying TLS
+# out and for the tests; production certificates come from your own CA.
+#
+#   bash deploy/make-tls-certs.sh DIR [HOST...]
+#
+# DIR (created if missing) receives ca.pem (the CA every member and client trusts), ca.key (the
+# CA's key: keep it elsewhere once you are done), and for every HOST (default node1 ... node5,
+# the hosts of deploy/compose.yaml) HOST.pem and HOST.key: a certificate for DNS:HOST,
+# DNS:localhost and IP:127.0.0.1 (so that kvprobe, the containers' health check, and clients on
+# published loopback ports can verify it), usable both as a server and as a client certificate,
+# as kvnode requires of a member's. Plus client.pem and client.key, a client certificate for
+# kvctl and the client library. Valid for KV_TLS_DAYS days (default 30).
+#
+# The keys are unencrypted (kvnode reads unencrypted keys only). When run as root, DIR and its
+# files belong to uid/gid KV_TLS_OWNER (default 10001:10001, the image's kv user) so that the
+# containers can read them through a read-only bind mount, except ca.key (root's only);
+# otherwise keys are mode 0644, which is fine for a throwaway test directory only.
+set -euo pipefail
+
+if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+  [ $# -ge 1 ] && exit 0
+  exit 2
+fi
+command -v openssl >/dev/null || { echo "make-tls-certs: openssl is not installed" >&2; exit 1; }
+dir="$1"
+shift
+hosts=("$@")
+[ ${#hosts[@]} -gt 0 ] || hosts=(node1 node2 node3 node4 node5)
+days="${KV_TLS_DAYS:-30}"
+for h in "${hosts[@]}" ; do
+  case "$h" in
+    "" | client | ca | *[!A-Za-z0-9.-]*) echo "make-tls-certs: bad host name \"$h\"" >&2; exit 2 ;;
+  esac
+done
+
+mkdir -p "$dir"
+cd "$dir"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days "$days" \
+  -subj "/CN=kvstore test CA" 2>/dev/null
+# leaf NAME SUBJECT_ALT_NAMES EXTENDED_KEY_USAGE
+leaf() {
+  openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$work/$1.csr" -subj "/CN=$1" \
+    2>/dev/null
+  printf 'subjectAltName=%s\nextendedKeyUsage=%s\n' "$2" "$3" >"$work/$1.ext"
+  openssl x509 -req -in "$work/$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
+    -CAserial "$work/ca.srl" -out "$1.pem" -days "$days" -extfile "$work/$1.ext" 2>/dev/null
+}
+for h in "${hosts[@]}"; do
+  leaf "$h" "DNS:$h,DNS:localhost,IP:127.0.0.1" "serverAuth,clientAuth"
+done
+leaf client "DNS:kvctl" "clientAuth"
+
+if [ "$(id -u)" = 0 ]; then
+  chown "${KV_TLS_OWNER:-10001:10001}" . ./*.pem ./*.key
+  chown root:root ca.key  # the containers never need the CA's key
+  chmod 0750 .
+  chmod 0400 ./*.key
+  chmod 0444 ./*.pem
+else
+  chmod 0755 .
+  chmod 0644 ./*.key ./*.pem
+fi
+echo "make-tls-certs: CA and certificates for ${hosts[*]} and client in $(pwd)" >&2
