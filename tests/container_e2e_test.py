@@ -441,6 +441,27 @@ def compose_cmd(project, extra_files=()):
     return ["docker-compose", "-p", project, *files]
 
 
+def compose_up_healthy(base, env):
+    """`up -d` of a 3-node compose cluster; waits until every node's health check passes.
+    Returns the container ids and the seconds it took."""
+    start = time.monotonic()
+    run([*base, "up", "-d", "--no-build"], env=env, timeout=180)
+    ids = run([*base, "ps", "-q"], env=env).stdout.split()
+    if len(ids) != 3:
+        raise Failure(f"compose started {len(ids)} containers, expected 3")
+    deadline = start + 120
+    while True:
+        states = [docker("inspect", "-f", "{{.State.Health.Status}}", c).stdout.strip()
+                  for c in ids]
+        if all(s == "healthy" for s in states):
+            return ids, time.monotonic() - start
+        if time.monotonic() > deadline:
+            logs = docker("logs", "--tail", "5", ids[0], check=False)
+            raise Failure(f"compose cluster not healthy after 120s: {states}; first node's "
+                          f"log: {logs.stdout}{logs.stderr}")
+        time.sleep(0.25)
+
+
 def phase_compose(ctx):
     project = f"kve2e{os.getpid()}c"
     ports = [free_port() for _ in range(3)]
@@ -448,21 +469,7 @@ def phase_compose(ctx):
                **{f"KV_PORT_{i + 1}": str(p) for i, p in enumerate(ports)})
     base = compose_cmd(project)
     try:
-        start = time.monotonic()
-        run([*base, "up", "-d", "--no-build"], env=env, timeout=180)
-        ids = run([*base, "ps", "-q"], env=env).stdout.split()
-        if len(ids) != 3:
-            raise Failure(f"compose started {len(ids)} containers, expected 3")
-        deadline = start + 120
-        while True:
-            states = [docker("inspect", "-f", "{{.State.Health.Status}}", c).stdout.strip()
-                      for c in ids]
-            if all(s == "healthy" for s in states):
-                break
-            if time.monotonic() > deadline:
-                raise Failure(f"compose cluster not healthy after 120s: {states}")
-            time.sleep(0.25)
-        up_secs = time.monotonic() - start
+        ids, up_secs = compose_up_healthy(base, env)
         ctx["figures"]["compose up -> 3 nodes healthy (s)"] = round(up_secs, 1)
         run([*base, "run", "--rm", "-T", "kvctl", "put", "compose/greeting", "hello"], env=env)
         got = run([*base, "exec", "-T", "node2", "kvctl", "get", "compose/greeting"],
@@ -508,23 +515,7 @@ def phase_compose_tls(ctx):
                **{f"KV_PORT_{i + 1}": str(p) for i, p in enumerate(ports)})
     base = compose_cmd(project, ["compose.tls.yaml"])
     try:
-        start = time.monotonic()
-        run([*base, "up", "-d", "--no-build"], env=env, timeout=180)
-        ids = run([*base, "ps", "-q"], env=env).stdout.split()
-        if len(ids) != 3:
-            raise Failure(f"compose started {len(ids)} containers, expected 3")
-        deadline = start + 120
-        while True:
-            states = [docker("inspect", "-f", "{{.State.Health.Status}}", c).stdout.strip()
-                      for c in ids]
-            if all(s == "healthy" for s in states):
-                break
-            if time.monotonic() > deadline:
-                logs = docker("logs", "--tail", "5", ids[0], check=False)
-                raise Failure(f"TLS compose cluster not healthy after 120s: {states}; "
-                              f"{logs.stdout}{logs.stderr}")
-            time.sleep(0.25)
-        up_secs = time.monotonic() - start
+        ids, up_secs = compose_up_healthy(base, env)
         ctx["figures"]["compose with TLS up -> 3 nodes healthy (s)"] = round(up_secs, 1)
         logs = docker("logs", ids[0]).stderr
         if "tls=mutual" not in logs:
