@@ -3,6 +3,7 @@
 # out and for the tests; production certificates come from your own CA.
 #
 #   bash deploy/make-tls-certs.sh DIR [HOST...]
+#   bash deploy/make-tls-certs.sh DIR --k8s NAMESPACE
 #
 # DIR (created if missing) receives ca.pem (the CA every member and client trusts), ca.key (the
 # CA's key: keep it elsewhere once you are done), and for every HOST (default node1 ... node5,
@@ -11,6 +12,12 @@
 # published loopback ports can verify it), usable both as a server and as a client certificate,
 # as kvnode requires of a member's. Plus client.pem and client.key, a client certificate for
 # kvctl and the client library. Valid for KV_TLS_DAYS days (default 30).
+#
+# --k8s NAMESPACE makes, instead of per-host certificates, one kvnode.pem/kvnode.key shared by
+# the pods of deploy/k8s in NAMESPACE (the Secret of deploy/k8s/tls): for
+# *.kvnode.NAMESPACE.svc.cluster.local (every pod, as its peers and its probe reach it), the
+# client Service kvstore (kvstore, kvstore.NAMESPACE, kvstore.NAMESPACE.svc and
+# kvstore.NAMESPACE.svc.cluster.local), localhost and 127.0.0.1.
 #
 # The keys are unencrypted (kvnode reads unencrypted keys only). When run as root, DIR and its
 # files belong to uid/gid KV_TLS_OWNER (default 10001:10001, the image's kv user) so that the
@@ -26,12 +33,23 @@ fi
 command -v openssl >/dev/null || { echo "make-tls-certs: openssl is not installed" >&2; exit 1; }
 dir="$1"
 shift
-hosts=("$@")
-[ ${#hosts[@]} -gt 0 ] || hosts=(node1 node2 node3 node4 node5)
 days="${KV_TLS_DAYS:-30}"
+namespace=""
+if [ "${1:-}" = "--k8s" ]; then
+  [ $# -eq 2 ] || { echo "make-tls-certs: --k8s takes one namespace" >&2; exit 2; }
+  namespace="$2"
+  case "$namespace" in
+    "" | *[!a-z0-9-]*) echo "make-tls-certs: bad namespace \"$namespace\"" >&2; exit 2 ;;
+  esac
+  hosts=()
+else
+  hosts=("$@")
+  [ ${#hosts[@]} -gt 0 ] || hosts=(node1 node2 node3 node4 node5)
+fi
 for h in "${hosts[@]}" ; do
   case "$h" in
-    "" | client | ca | *[!A-Za-z0-9.-]*) echo "make-tls-certs: bad host name \"$h\"" >&2; exit 2 ;;
+    "" | client | ca | kvnode | *[!A-Za-z0-9.-]*)
+      echo "make-tls-certs: bad host name \"$h\"" >&2; exit 2 ;;
   esac
 done
 
@@ -53,6 +71,12 @@ leaf() {
 for h in "${hosts[@]}"; do
   leaf "$h" "DNS:$h,DNS:localhost,IP:127.0.0.1" "serverAuth,clientAuth"
 done
+if [ -n "$namespace" ]; then
+  svc="kvstore.$namespace.svc"
+  leaf kvnode "DNS:*.kvnode.$namespace.svc.cluster.local,DNS:kvstore,DNS:kvstore.$namespace,DNS:$svc,DNS:$svc.cluster.local,DNS:localhost,IP:127.0.0.1" \
+    "serverAuth,clientAuth"
+  hosts=(kvnode)
+fi
 leaf client "DNS:kvctl" "clientAuth"
 
 if [ "$(id -u)" = 0 ]; then
@@ -65,4 +89,4 @@ else
   chmod 0755 .
   chmod 0644 ./*.key ./*.pem
 fi
-echo "make-tls-certs: CA and certificates for ${hosts[*]} and client in $(pwd)" >&2
+echo "make-tls-certs: CA and certificates for ${hosts[*]}${namespace:+ (namespace $namespace)} and client in $(pwd)" >&2

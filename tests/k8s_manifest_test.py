@@ -8,13 +8,21 @@ real kvnode is started once with exactly those settings and the ConfigMap's conf
 free loopback port and a temporary data directory): it must start, report the expected members
 through kvctl, and stop cleanly on SIGTERM.
 
-  python3 tests/k8s_manifest_test.py --kvnode=PATH --kvctl=PATH
+The TLS overlay (deploy/k8s/tls: a JSON 6902 patch of the StatefulSet) is applied here the way
+kustomize applies it, checked (a Secret mounted where the KVNODE_TLS_* files are, exec probes
+running kvprobe), and run the same way: kvnode with pod 1's patched settings and certificates from
+deploy/make-tls-certs.sh --k8s, kvctl with the pod's KV_TLS_* files, the probes' own command with
+the pod's environment (it must report SERVING), and plaintext refused.
+
+  python3 tests/k8s_manifest_test.py --kvnode=PATH --kvctl=PATH --kvprobe=PATH
 """
 
 import argparse
+import copy
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +33,7 @@ import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K8S = os.path.join(REPO, "deploy", "k8s")
+K8S_TLS = os.path.join(K8S, "tls")
 ENTRYPOINT = os.path.join(REPO, "deploy", "docker-entrypoint.sh")
 DOCKERFILE = os.path.join(REPO, "deploy", "Dockerfile")
 NAMESPACE = "kvtest"
@@ -147,10 +156,169 @@ def dockerfile_facts():
     return facts
 
 
+def json6902(doc, ops):
+    """`doc` with the RFC 6902 operations `ops` (add, replace) applied, as kustomize does."""
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        parent = doc
+        try:
+            for p in parts[:-1]:
+                parent = parent[int(p)] if isinstance(parent, list) else parent[p]
+        except (KeyError, IndexError, ValueError):
+            check(False, f"patch path {op['path']} does not exist")
+            continue
+        last = parts[-1]
+        if op["op"] == "add" and isinstance(parent, list):
+            if last == "-":
+                parent.append(op["value"])
+            else:
+                parent.insert(int(last), op["value"])
+        elif op["op"] == "add":
+            parent[last] = op["value"]
+        elif op["op"] == "replace":
+            index = int(last) if isinstance(parent, list) else last
+            exists = index < len(parent) if isinstance(parent, list) else index in parent
+            if check(exists, f"patch replaces {op['path']}, which does not exist"):
+                parent[index] = op["value"]
+        else:
+            check(False, f"patch operation {op['op']} is not supported here")
+    return doc
+
+
+def wait_cluster_status(kvctl_argv, env, proc, log_path):
+    """Polls `kvctl ... --json cluster status` until it answers (30 s); its JSON or None."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        out = subprocess.run([*kvctl_argv, "--timeout=3s", "--json", "cluster", "status"],
+                             capture_output=True, text=True, timeout=30, env=env)
+        if out.returncode == 0:
+            return json.loads(out.stdout)
+        time.sleep(0.2)
+    check(False, f"kvnode with the manifests' settings did not serve: "
+                 f"{open(log_path).read()[-2000:]}")
+    return None
+
+
+def start_pod_node(args, env, tmp, name):
+    """Starts kvnode through the entrypoint with a pod's `env`, on free loopback ports with data
+    and log in `tmp`. Returns (process, port, metrics port, log path)."""
+    port, metrics_port = free_port(), free_port()
+    env = dict(env)
+    env.update({"KVNODE_LISTEN": f"127.0.0.1:{port}",
+                "KVNODE_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
+                "KVNODE_DATA_DIR": os.path.join(tmp, f"data-{name}"), "KV_NODE_BINARY": args.kvnode,
+                "PATH": os.environ.get("PATH", "")})
+    for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    log_path = os.path.join(tmp, f"kvnode-{name}.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(["sh", ENTRYPOINT], env=env, stdout=log, stderr=log)
+    return proc, port, metrics_port, log_path
+
+
+def stop_pod_node(proc, log_path):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = proc.wait()
+    check(rc == 0, f"kvnode exited {rc} after SIGTERM, expected 0: {open(log_path).read()[-2000:]}")
+
+
+def check_tls_overlay(args, sts, configmaps, conf_text, pod_name):
+    """deploy/k8s/tls: the patch applied to the StatefulSet, checked, and run with real files."""
+    with open(os.path.join(K8S_TLS, "kustomization.yaml")) as f:
+        kustomization = yaml.safe_load(f)
+    check(kustomization.get("resources") == ["../"],
+          f"deploy/k8s/tls must build on deploy/k8s: resources {kustomization.get('resources')}")
+    patches = kustomization.get("patches", [])
+    check(len(patches) == 1 and patches[0].get("target", {}).get("kind") == "StatefulSet"
+          and patches[0]["target"].get("name") == sts["metadata"]["name"],
+          f"deploy/k8s/tls must patch the StatefulSet {sts['metadata']['name']}: {patches}")
+    if failures:
+        return
+    with open(os.path.join(K8S_TLS, patches[0]["path"])) as f:
+        patched = json6902(sts, yaml.safe_load(f))
+    pod = patched["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    probes = {}
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        p = container.get(probe) or {}
+        command = p.get("exec", {}).get("command", [])
+        check(command[:1] == ["kvprobe"], f"TLS {probe} does not run kvprobe: {p}")
+        probes[probe] = command
+    env = pod_env(container, configmaps, pod_name)
+    files = {k: env.get(k, "") for k in ("KVNODE_TLS_CA_FILE", "KVNODE_TLS_CERT_FILE",
+                                         "KVNODE_TLS_KEY_FILE", "KV_TLS_CA", "KV_TLS_CERT",
+                                         "KV_TLS_KEY")}
+    mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
+    secret_dirs = {}
+    for v in pod.get("volumes", []):
+        if "secret" in v and v["name"] in mounts:
+            secret_dirs[mounts[v["name"]]["mountPath"]] = v["secret"]["secretName"]
+            check(mounts[v["name"]].get("readOnly") is True, f"secret volume {v['name']} is writable")
+    for k, path in files.items():
+        check(os.path.dirname(path) in secret_dirs, f"{k}={path} is not in a mounted Secret")
+    check(env.get("KV_PROBE_TLS_SERVER_NAME") ==
+          f"{pod_name}.{patched['spec']['serviceName']}.{NAMESPACE}.svc.cluster.local",
+          f"KV_PROBE_TLS_SERVER_NAME {env.get('KV_PROBE_TLS_SERVER_NAME')} is not the pod's DNS name")
+    if failures:
+        return
+
+    with tempfile.TemporaryDirectory(prefix="kvk8stls") as tmp:
+        made = os.path.join(tmp, "made")
+        out = subprocess.run(["bash", os.path.join(REPO, "deploy", "make-tls-certs.sh"), made,
+                              "--k8s", NAMESPACE], capture_output=True, text=True, timeout=60)
+        if not check(out.returncode == 0, f"make-tls-certs.sh --k8s failed: {out.stderr}"):
+            return
+        # The Secret's keys, as `kubectl create secret generic kvnode-tls --from-file=...` makes them.
+        secret = os.path.join(tmp, "secret")
+        os.mkdir(secret)
+        for key, source in (("ca.crt", "ca.pem"), ("tls.crt", "kvnode.pem"),
+                            ("tls.key", "kvnode.key")):
+            shutil.copyfile(os.path.join(made, source), os.path.join(secret, key))
+        for k, path in files.items():
+            env[k] = os.path.join(secret, os.path.relpath(path, os.path.dirname(path)))
+            check(os.path.exists(env[k]), f"{k}: the Secret has no key {os.path.basename(path)}")
+        conf_file = os.path.join(tmp, "kvnode.conf")
+        with open(conf_file, "w") as f:
+            f.write(conf_text or "")
+        env["KVNODE_CONFIG"] = conf_file
+        proc, port, _, log_path = start_pod_node(args, env, tmp, "tls")
+        try:
+            client_env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0",
+                          **{k: env[k] for k in ("KV_TLS_CA", "KV_TLS_CERT", "KV_TLS_KEY")}}
+            status = wait_cluster_status([args.kvctl, f"--endpoints=127.0.0.1:{port}"],
+                                         client_env, proc, log_path)
+            if status:
+                check(status.get("node_id") == pod_name, f"TLS node id {status.get('node_id')}")
+                check("tls=mutual" in open(log_path).read(), "the TLS pod does not log tls=mutual")
+            # The probes' own command, with the pod's environment (KVNODE_LISTEN remapped).
+            probe_env = {**os.environ, **env, "KVNODE_LISTEN": f"0.0.0.0:{port}",
+                         "ASAN_OPTIONS": "detect_leaks=0"}
+            for probe, command in probes.items():
+                out = subprocess.run([args.kvprobe, *command[1:]], env=probe_env,
+                                     capture_output=True, text=True, timeout=30)
+                check(out.returncode == 0 and "SERVING" in out.stdout,
+                      f"TLS {probe} {command} failed: {out.returncode} {out.stdout}{out.stderr}")
+            plain = subprocess.run([args.kvctl, f"--endpoints=127.0.0.1:{port}", "--timeout=2s",
+                                    "cluster", "status"], capture_output=True, text=True,
+                                   timeout=60, env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
+            check(plain.returncode == 3, f"plaintext kvctl not refused by the TLS pod: "
+                                         f"{plain.returncode} {plain.stdout}{plain.stderr}")
+        finally:
+            stop_pod_node(proc, log_path)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--kvnode", required=True)
     parser.add_argument("--kvctl", required=True)
+    parser.add_argument("--kvprobe", required=True)
     args = parser.parse_args()
 
     kinds = load_manifests()
@@ -287,32 +455,12 @@ def main():
         conf_file = os.path.join(tmp, "kvnode.conf")
         with open(conf_file, "w") as f:
             f.write(conf_text or "")
-        local_port = free_port()
-        local_metrics_port = free_port()
         env = pod_env(container, configmaps, pod_name)
-        env.update({"KVNODE_CONFIG": conf_file, "KVNODE_LISTEN": f"127.0.0.1:{local_port}",
-                    "KVNODE_METRICS_LISTEN": f"127.0.0.1:{local_metrics_port}",
-                    "KVNODE_DATA_DIR": os.path.join(tmp, "data"), "KV_NODE_BINARY": args.kvnode,
-                    "PATH": os.environ.get("PATH", "")})
-        for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
-            if k in os.environ:
-                env[k] = os.environ[k]
-        log_path = os.path.join(tmp, "kvnode.log")
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(["sh", ENTRYPOINT], env=env, stdout=log, stderr=log)
-        status = None
+        env["KVNODE_CONFIG"] = conf_file
+        proc, local_port, local_metrics_port, log_path = start_pod_node(args, env, tmp, "plain")
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and proc.poll() is None:
-                out = subprocess.run([args.kvctl, f"--endpoints=127.0.0.1:{local_port}",
-                                      "--timeout=3s", "--json", "cluster", "status"],
-                                     capture_output=True, text=True, timeout=30)
-                if out.returncode == 0:
-                    status = json.loads(out.stdout)
-                    break
-                time.sleep(0.2)
-            check(status is not None, f"kvnode with the manifests' settings did not serve: "
-                                      f"{open(log_path).read()[-2000:]}")
+            status = wait_cluster_status([args.kvctl, f"--endpoints=127.0.0.1:{local_port}"],
+                                         None, proc, log_path)
             if status:
                 check(status.get("node_id") == pod_name, f"node id {status.get('node_id')} != {pod_name}")
                 members = sorted((m["node_id"], m["address"]) for m in status.get("members", []))
@@ -330,21 +478,18 @@ def main():
                 check(f'kv_node_info{{' in metrics and f'node_id="{pod_name}"' in metrics,
                       f"the metrics server does not describe {pod_name}: {metrics[:500]}")
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                rc = proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = proc.wait()
-        check(rc == 0, f"kvnode exited {rc} after SIGTERM, expected 0: {open(log_path).read()[-2000:]}")
+            stop_pod_node(proc, log_path)
+
+    # --- the TLS overlay, run the same way
+    check_tls_overlay(args, sts, configmaps, conf_text, pod_name)
 
     if failures:
         print(f"{len(failures)} check(s) failed")
         return 1
     print(f"OK: deploy/k8s agrees with kvnode: {replicas} pods {set_name}-0..{replicas - 1}, "
           f"port {port}, gRPC probes, volume {image['volume']}, N={n} W={w}, PDB maxUnavailable "
-          f"{max_unavailable}; kvnode started with pod {pod_name}'s settings and stopped cleanly")
+          f"{max_unavailable}; kvnode started with pod {pod_name}'s settings and stopped cleanly; "
+          f"the TLS overlay's pod served mutual TLS and its kvprobe probes reported SERVING")
     return 0
 
 
