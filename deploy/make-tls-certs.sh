@@ -14,7 +14,7 @@
 # kvctl and the client library. Valid for KV_TLS_DAYS days (default 30).
 #
 # --k8s NAMESPACE makes, instead of per-host certificates, one kvnode.pem/kvnode.key shared by
-# the pods of deploy/k8s in NAMESPACE (the Secret of deploy/k8s/tls): for
+# the pods of deploy/k8s in NAMESPACE (the Secret of deploy/k8s-tls): for
 # *.kvnode.NAMESPACE.svc.cluster.local (every pod, as its peers and its probe reach it), the
 # client Service kvstore (kvstore, kvstore.NAMESPACE, kvstore.NAMESPACE.svc and
 # kvstore.NAMESPACE.svc.cluster.local), localhost and 127.0.0.1.

@@ -8,7 +8,7 @@ real kvnode is started once with exactly those settings and the ConfigMap's conf
 free loopback port and a temporary data directory): it must start, report the expected members
 through kvctl, and stop cleanly on SIGTERM.
 
-The TLS overlay (deploy/k8s/tls: a JSON 6902 patch of the StatefulSet) is applied here the way
+The TLS overlay (deploy/k8s-tls: a JSON 6902 patch of the StatefulSet) is applied here the way
 kustomize applies it, checked (a Secret mounted where the KVNODE_TLS_* files are, exec probes
 running kvprobe), and run the same way: kvnode with pod 1's patched settings and certificates from
 deploy/make-tls-certs.sh --k8s, kvctl with the pod's KV_TLS_* files, the probes' own command with
@@ -33,7 +33,7 @@ import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K8S = os.path.join(REPO, "deploy", "k8s")
-K8S_TLS = os.path.join(K8S, "tls")
+K8S_TLS = os.path.join(REPO, "deploy", "k8s-tls")
 ENTRYPOINT = os.path.join(REPO, "deploy", "docker-entrypoint.sh")
 DOCKERFILE = os.path.join(REPO, "deploy", "Dockerfile")
 NAMESPACE = "kvtest"
@@ -229,20 +229,44 @@ def stop_pod_node(proc, log_path):
     check(rc == 0, f"kvnode exited {rc} after SIGTERM, expected 0: {open(log_path).read()[-2000:]}")
 
 
+def kustomize_statefulset(directory):
+    """The StatefulSet `kubectl kustomize DIRECTORY` renders, or None without kubectl here."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        return None
+    try:
+        out = subprocess.run([kubectl, "kustomize", directory], capture_output=True, text=True,
+                             timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"note: kubectl kustomize did not run ({e}); the patch is checked as applied here")
+        return None
+    if not check(out.returncode == 0, f"kubectl kustomize {directory} failed: {out.stderr[-1000:]}"):
+        return None
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d and d.get("kind") == "StatefulSet"]
+    check(len(docs) == 1, f"kubectl kustomize {directory} rendered {len(docs)} StatefulSets")
+    return docs[0] if docs else None
+
+
 def check_tls_overlay(args, sts, configmaps, conf_text, pod_name):
-    """deploy/k8s/tls: the patch applied to the StatefulSet, checked, and run with real files."""
+    """deploy/k8s-tls: the patch applied to the StatefulSet, checked, and run with real files."""
     with open(os.path.join(K8S_TLS, "kustomization.yaml")) as f:
         kustomization = yaml.safe_load(f)
-    check(kustomization.get("resources") == ["../"],
-          f"deploy/k8s/tls must build on deploy/k8s: resources {kustomization.get('resources')}")
+    check(kustomization.get("resources") == ["../k8s"],
+          f"deploy/k8s-tls must build on deploy/k8s: resources {kustomization.get('resources')}")
     patches = kustomization.get("patches", [])
     check(len(patches) == 1 and patches[0].get("target", {}).get("kind") == "StatefulSet"
           and patches[0]["target"].get("name") == sts["metadata"]["name"],
-          f"deploy/k8s/tls must patch the StatefulSet {sts['metadata']['name']}: {patches}")
+          f"deploy/k8s-tls must patch the StatefulSet {sts['metadata']['name']}: {patches}")
     if failures:
         return
     with open(os.path.join(K8S_TLS, patches[0]["path"])) as f:
         patched = json6902(sts, yaml.safe_load(f))
+    # Where kubectl is installed, kustomize itself must render the same StatefulSet.
+    rendered = kustomize_statefulset(K8S_TLS)
+    if rendered is not None:
+        check(rendered == patched, "kubectl kustomize renders another StatefulSet than the patch "
+                                   "applied here")
+        print("kubectl kustomize deploy/k8s-tls renders the StatefulSet checked here")
     pod = patched["spec"]["template"]["spec"]
     container = pod["containers"][0]
     probes = {}
