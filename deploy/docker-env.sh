@@ -349,9 +349,20 @@ kv_compose_files() {
 # deploy/make-tls-certs.sh when it holds none yet.
 kv_tls_prepare() {
   [ "${KV_TLS:-0}" = 1 ] || return 0
-  KV_TLS_DIR="${KV_TLS_DIR:-$KV_REPO_ROOT/.kv-tls}"
+  local dir="${KV_TLS_DIR:-$KV_REPO_ROOT/.kv-tls}" cert
+  if [ ! -f "$dir/ca.pem" ]; then
+    bash "$KV_REPO_ROOT/deploy/make-tls-certs.sh" "$dir" || return 1
+  fi
+  # Compose wants an absolute bind-mount source (docker-compose 1.29 passes a relative one on).
+  KV_TLS_DIR="$(cd "$dir" && pwd)" || return 1
   export KV_TLS_DIR
-  [ -f "$KV_TLS_DIR/ca.pem" ] || bash "$KV_REPO_ROOT/deploy/make-tls-certs.sh" "$KV_TLS_DIR"
+  for cert in "$KV_TLS_DIR"/*.pem; do
+    if ! openssl x509 -checkend 86400 -noout -in "$cert" >/dev/null 2>&1; then
+      kv_log "$cert expires within a day (or is not a certificate): make new ones with" \
+        "bash deploy/make-tls-certs.sh $KV_TLS_DIR (or delete $KV_TLS_DIR to have them made)"
+      return 1
+    fi
+  done
 }
 
 kv_compose_cluster() {
@@ -402,15 +413,19 @@ kv_docker_up() {
   }
   kv_log "${#ids[@]} nodes healthy $(( $(date +%s) - start ))s after up"
   kv_compose_cluster ps >&2
+  local tls="" env=""
+  if [ "${KV_TLS:-0}" = 1 ]; then
+    tls=", mutual TLS with the certificates in $KV_TLS_DIR"
+    env="KV_TLS=1 KV_TLS_DIR=$KV_TLS_DIR "
+  fi
   cat >&2 <<MSG
 
-The cluster runs (project $KV_COMPOSE_PROJECT, ${KV_NODES:-3} nodes, ports on 127.0.0.1 only$(
-  [ "${KV_TLS:-0}" = 1 ] && printf ', mutual TLS with the certificates in %s' "$KV_TLS_DIR").
-  bash deploy/docker-env.sh kvctl put greeting hello
-  bash deploy/docker-env.sh kvctl get greeting
-  bash deploy/docker-env.sh kvctl cluster status
-  bash deploy/docker-env.sh compose exec -T node1 kvctl describe-key greeting
-  bash deploy/docker-env.sh down        # add -v to delete the data volumes
+The cluster runs (project $KV_COMPOSE_PROJECT, ${KV_NODES:-3} nodes, ports on 127.0.0.1 only$tls).
+  ${env}bash deploy/docker-env.sh kvctl put greeting hello
+  ${env}bash deploy/docker-env.sh kvctl get greeting
+  ${env}bash deploy/docker-env.sh kvctl cluster status
+  ${env}bash deploy/docker-env.sh compose exec -T node1 kvctl describe-key greeting
+  ${env}bash deploy/docker-env.sh down        # add -v to delete the data volumes
 MSG
 }
 

@@ -2,7 +2,8 @@
 // Debian has no grpc_health_probe, and kvctl talks to the KV/Admin services, not to the health
 // service, so this small program asks the health service itself: exit 0 when the node answers
 // SERVING, 1 otherwise (NOT_SERVING while it drains on SIGTERM, unreachable, timeout, a failed
-// TLS handshake), 2 for usage errors and unreadable TLS files.
+// TLS handshake), 2 for usage errors and unreadable TLS files (a HEALTHCHECK counts every
+// non-zero code as unhealthy; the image's command never has usage errors).
 //
 //   kvprobe [--addr=HOST:PORT] [--service=NAME] [--timeout=SECONDS]
 //           [--tls-ca=FILE [--tls-cert=FILE --tls-key=FILE] [--tls-server-name=NAME]]
@@ -18,8 +19,10 @@
 // certificate: the probe presents it, as a peer would, so mutual TLS accepts it). The node's
 // certificate is verified against the CA and against the name the probe connects to: the host
 // of --addr (127.0.0.1 by default), unless --tls-server-name (default $KV_PROBE_TLS_SERVER_NAME)
-// names the host the certificate is issued for, e.g. the address the node's peers use.
-// --plaintext ignores those variables.
+// names the host the certificate is issued for, e.g. the address the node's peers use. Each flag
+// overrides its own variable only (an explicit --tls-ca still presents the certificate of
+// $KVNODE_TLS_CERT_FILE unless --tls-cert is given too). --plaintext ignores the variables;
+// with a --tls-* flag it is a usage error.
 //
 // The CMake target kvprobe (deploy/CMakeLists.txt); it needs only grpc++, no generated code: the
 // two health messages are encoded by hand (both hold one field).
@@ -135,9 +138,7 @@ int Usage() {
   return 2;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+struct ProbeOptions {
   std::string address = DefaultAddress();
   std::string service;
   double timeout_seconds = 2.0;
@@ -146,6 +147,11 @@ int main(int argc, char** argv) {
   std::string key_file = EnvOr("KVNODE_TLS_KEY_FILE", "");
   std::string server_name = EnvOr("KV_PROBE_TLS_SERVER_NAME", "");
   bool plaintext = false;
+};
+
+// Parses the flags over the defaults; false (after a message) on a usage error.
+bool ParseFlags(int argc, char** argv, ProbeOptions* options) {
+  bool tls_flag = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value_of = [&arg](const char* prefix, std::string* out) {
@@ -155,53 +161,82 @@ int main(int argc, char** argv) {
       return true;
     };
     std::string timeout;
-    if (value_of("--addr=", &address) || value_of("--service=", &service) ||
-        value_of("--tls-ca=", &ca_file) || value_of("--tls-cert=", &cert_file) ||
-        value_of("--tls-key=", &key_file) || value_of("--tls-server-name=", &server_name)) {
+    if (value_of("--addr=", &options->address) || value_of("--service=", &options->service)) {
       continue;
     }
-    if (value_of("--timeout=", &timeout)) {
+    if (value_of("--tls-ca=", &options->ca_file) || value_of("--tls-cert=", &options->cert_file) ||
+        value_of("--tls-key=", &options->key_file) ||
+        value_of("--tls-server-name=", &options->server_name)) {
+      tls_flag = true;
+    } else if (value_of("--timeout=", &timeout)) {
       char* end = nullptr;
-      timeout_seconds = std::strtod(timeout.c_str(), &end);
-      if (timeout.empty() || *end != '\0' || !(timeout_seconds > 0) || timeout_seconds > 3600) {
+      options->timeout_seconds = std::strtod(timeout.c_str(), &end);
+      if (timeout.empty() || *end != '\0' || !(options->timeout_seconds > 0) ||
+          options->timeout_seconds > 3600) {
         std::fprintf(stderr, "kvprobe: --timeout=%s: want seconds, more than 0, at most 3600\n",
                      timeout.c_str());
-        return 2;
+        return false;
       }
     } else if (arg == "--plaintext") {
-      plaintext = true;
+      options->plaintext = true;
     } else {
-      return Usage();
+      Usage();
+      return false;
     }
   }
+  if (options->plaintext && tls_flag) {
+    std::fprintf(stderr, "kvprobe: --plaintext and --tls-* flags contradict each other\n");
+    return false;
+  }
+  return true;
+}
 
-  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
-  grpc::ChannelArguments channel_args;
-  if (!plaintext && !ca_file.empty()) {
-    if (cert_file.empty() != key_file.empty()) {
-      std::fprintf(stderr, "kvprobe: --tls-cert and --tls-key go together (or neither)\n");
-      return 2;
+// The channel credentials `options` ask for (and the TLS name override in `args`); null (after
+// a message) when a TLS file cannot be used.
+std::shared_ptr<grpc::ChannelCredentials> MakeCredentials(const ProbeOptions& options,
+                                                          grpc::ChannelArguments* args) {
+  if (options.plaintext) return grpc::InsecureChannelCredentials();
+  if (options.ca_file.empty()) {
+    if (!options.cert_file.empty() || !options.key_file.empty()) {
+      std::fprintf(stderr,
+                   "kvprobe: a client certificate needs --tls-ca (or $KVNODE_TLS_CA_FILE)\n");
+      return nullptr;
     }
-    grpc::SslCredentialsOptions ssl;
-    if (!ReadPem("--tls-ca", ca_file, &ssl.pem_root_certs)) return 2;
-    if (!cert_file.empty() && (!ReadPem("--tls-cert", cert_file, &ssl.pem_cert_chain) ||
-                               !ReadPem("--tls-key", key_file, &ssl.pem_private_key))) {
-      return 2;
-    }
-    credentials = grpc::SslCredentials(ssl);
-    if (!server_name.empty()) channel_args.SetSslTargetNameOverride(server_name);
-  } else if (!plaintext && (!cert_file.empty() || !key_file.empty())) {
-    std::fprintf(stderr, "kvprobe: a client certificate needs --tls-ca (or $KVNODE_TLS_CA_FILE)\n");
-    return 2;
+    return grpc::InsecureChannelCredentials();
   }
+  if (options.cert_file.empty() != options.key_file.empty()) {
+    std::fprintf(stderr, "kvprobe: --tls-cert and --tls-key go together (or neither)\n");
+    return nullptr;
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!ReadPem("--tls-ca", options.ca_file, &ssl.pem_root_certs)) return nullptr;
+  if (!options.cert_file.empty() &&
+      (!ReadPem("--tls-cert", options.cert_file, &ssl.pem_cert_chain) ||
+       !ReadPem("--tls-key", options.key_file, &ssl.pem_private_key))) {
+    return nullptr;
+  }
+  if (!options.server_name.empty()) args->SetSslTargetNameOverride(options.server_name);
+  return grpc::SslCredentials(ssl);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ProbeOptions options;
+  if (!ParseFlags(argc, argv, &options)) return 2;
+  grpc::ChannelArguments channel_args;
+  std::shared_ptr<grpc::ChannelCredentials> credentials = MakeCredentials(options, &channel_args);
+  if (credentials == nullptr) return 2;
+  const std::string& address = options.address;
 
   auto channel = grpc::CreateCustomChannel(address, credentials, channel_args);
   grpc::GenericStub stub(channel);
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::milliseconds(static_cast<long>(timeout_seconds * 1000)));
+  context.set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<long>(options.timeout_seconds * 1000)));
 
-  const std::string request_bytes = EncodeRequest(service);
+  const std::string request_bytes = EncodeRequest(options.service);
   grpc::Slice slice(request_bytes);
   grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer response;

@@ -19,10 +19,14 @@
 # client Service kvstore (kvstore, kvstore.NAMESPACE, kvstore.NAMESPACE.svc and
 # kvstore.NAMESPACE.svc.cluster.local), localhost and 127.0.0.1.
 #
-# The keys are unencrypted (kvnode reads unencrypted keys only). When run as root, DIR and its
-# files belong to uid/gid KV_TLS_OWNER (default 10001:10001, the image's kv user) so that the
-# containers can read them through a read-only bind mount, except ca.key (root's only);
-# otherwise keys are mode 0644, which is fine for a throwaway test directory only.
+# The keys are unencrypted (kvnode reads unencrypted keys only). ca.key is readable by the user
+# who ran this only (mode 0600). For compose: when run as root, DIR and the other files belong
+# to uid/gid KV_TLS_OWNER (default 10001:10001, the image's kv user) so that the containers can
+# read them through a read-only bind mount, the keys with mode 0400; run as another user, the
+# node and client keys are mode 0644, which is fine for a throwaway test directory only (with
+# user-namespace remapping or rootless Docker, give KV_TLS_OWNER the uid the containers' kv user
+# has on the host). With --k8s, DIR is this user's only (mode 0700): `kubectl create secret`
+# reads it, and the pods read the Secret.
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
@@ -53,6 +57,7 @@ for h in "${hosts[@]}" ; do
   esac
 done
 
+umask 077
 mkdir -p "$dir"
 cd "$dir"
 work="$(mktemp -d)"
@@ -79,14 +84,19 @@ if [ -n "$namespace" ]; then
 fi
 leaf client "DNS:kvctl" "clientAuth"
 
-if [ "$(id -u)" = 0 ]; then
-  chown "${KV_TLS_OWNER:-10001:10001}" . ./*.pem ./*.key
-  chown root:root ca.key  # the containers never need the CA's key
+# The CA's key is for whoever ran this only (the containers never need it; it is in DIR, so keep
+# DIR away from anything but this cluster, or move ca.key out once done).
+chmod 0600 ca.key
+chmod 0644 ./*.pem
+if [ -n "$namespace" ]; then
+  chmod 0700 .  # read by `kubectl create secret` as this user; the pods read the Secret
+elif [ "$(id -u)" = 0 ]; then
+  chown "${KV_TLS_OWNER:-10001:10001}" . ./*.pem
+  for key in ./*.key; do [ "$key" = ./ca.key ] || chown "${KV_TLS_OWNER:-10001:10001}" "$key"; done
   chmod 0750 .
-  chmod 0400 ./*.key
-  chmod 0444 ./*.pem
+  for key in ./*.key; do [ "$key" = ./ca.key ] || chmod 0400 "$key"; done
 else
   chmod 0755 .
-  chmod 0644 ./*.key ./*.pem
+  for key in ./*.key; do [ "$key" = ./ca.key ] || chmod 0644 "$key"; done
 fi
 echo "make-tls-certs: CA and certificates for ${hosts[*]}${namespace:+ (namespace $namespace)} and client in $(pwd)" >&2

@@ -52,8 +52,8 @@ ENV_SCRIPT = os.path.join(REPO, "deploy", "docker-env.sh")
 SKIP = 77
 PORT = 7700
 LABEL = "kvstore.e2e"
-ALL_PHASES = ["image", "compose", "compose-tls", "write-all", "partition", "kill", "pause", "sigstop", "rolling",
-              "final"]
+ALL_PHASES = ["image", "compose", "compose-tls", "write-all", "partition", "kill", "pause",
+              "sigstop", "rolling", "final"]
 
 T0 = time.monotonic()
 
@@ -508,13 +508,14 @@ def phase_compose(ctx):
 def phase_compose_tls(ctx):
     project = f"kve2e{os.getpid()}t"
     ports = [free_port() for _ in range(3)]
-    tls_dir = os.path.join(run(["mktemp", "-d", "/tmp/kv-e2e-tls.XXXXXX"]).stdout.strip(), "tls")
-    run(["bash", os.path.join(REPO, "deploy", "make-tls-certs.sh"), tls_dir,
-         "node1", "node2", "node3"])
+    tmp = run(["mktemp", "-d", "/tmp/kv-e2e-tls.XXXXXX"]).stdout.strip()
+    tls_dir = os.path.join(tmp, "tls")
     env = dict(os.environ, KV_IMAGE=ctx["image"], KV_TLS_DIR=tls_dir,
                **{f"KV_PORT_{i + 1}": str(p) for i, p in enumerate(ports)})
     base = compose_cmd(project, ["compose.tls.yaml"])
     try:
+        run(["bash", os.path.join(REPO, "deploy", "make-tls-certs.sh"), tls_dir,
+             "node1", "node2", "node3"])
         ids, up_secs = compose_up_healthy(base, env)
         ctx["figures"]["compose with TLS up -> 3 nodes healthy (s)"] = round(up_secs, 1)
         logs = docker("logs", ids[0]).stderr
@@ -550,7 +551,7 @@ def phase_compose_tls(ctx):
     finally:
         run([*base, "--profile", "tools", "down", "-v", "--remove-orphans"], env=env, check=False,
             timeout=180)
-        run(["rm", "-rf", os.path.dirname(tls_dir)], check=False)
+        run(["rm", "-rf", tmp], check=False)
 
 
 def phase_write_all(ctx):

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -95,25 +96,33 @@ TEST_F(KvnodeStartupTest, ConfigFileSettingsApply) {
 }
 
 TEST_F(KvnodeStartupTest, KvprobeReportsServingOverPlaintext) {
-  // The containers' health check, as the image runs it: the port from $KVNODE_LISTEN.
+  // The containers' health check, as the image runs it: the port from $KVNODE_LISTEN. kvprobe's
+  // TLS variables are emptied (unset for it), whatever the test runner's environment holds.
   testing::NodeProcess::Options options;
   options.data_dir = dir_.Sub("d");
   absl::StatusOr<testing::NodeProcess> node = testing::NodeProcess::Start(options);
   ASSERT_TRUE(node.ok()) << node.status();
-  testing::CommandResult probe =
-      testing::RunCommand({KVPROBE_PATH, "--timeout=10"}, "", absl::Seconds(30),
-                          {{"KVNODE_LISTEN", absl::StrCat("0.0.0.0:", node->options().port)}});
-  EXPECT_EQ(probe.exit_code, 0) << probe.err;
-  EXPECT_EQ(probe.out, absl::StrCat(node->endpoint(), " SERVING\n"));
+  std::map<std::string, std::string> env = {{"KVNODE_TLS_CA_FILE", ""},
+                                            {"KVNODE_TLS_CERT_FILE", ""},
+                                            {"KVNODE_TLS_KEY_FILE", ""},
+                                            {"KV_PROBE_TLS_SERVER_NAME", ""}};
+  auto probe = [&env](std::vector<std::string> args) {
+    args.insert(args.begin(), KVPROBE_PATH);
+    return testing::RunCommand(args, "", absl::Seconds(30), env);
+  };
+  env["KVNODE_LISTEN"] = absl::StrCat("0.0.0.0:", node->options().port);
+  testing::CommandResult serving = probe({"--timeout=10"});
+  EXPECT_EQ(serving.exit_code, 0) << serving.err;
+  EXPECT_EQ(serving.out, absl::StrCat(node->endpoint(), " SERVING\n"));
   // A service the node does not serve, and a port nobody serves on.
-  testing::CommandResult unknown = testing::RunCommand(
-      {KVPROBE_PATH, "--addr=" + node->endpoint(), "--service=no.such.Service", "--timeout=10"});
+  testing::CommandResult unknown =
+      probe({"--addr=" + node->endpoint(), "--service=no.such.Service", "--timeout=10"});
   EXPECT_EQ(unknown.exit_code, 1) << unknown.out << unknown.err;
-  testing::CommandResult nobody = testing::RunCommand(
-      {KVPROBE_PATH, absl::StrCat("--addr=127.0.0.1:", testing::PickFreePort()), "--timeout=2"});
+  testing::CommandResult nobody =
+      probe({absl::StrCat("--addr=127.0.0.1:", testing::PickFreePort()), "--timeout=2"});
   EXPECT_EQ(nobody.exit_code, 1) << nobody.out << nobody.err;
   for (const char* bad : {"--timeout=0", "--timeout=soon", "--bogus"}) {
-    testing::CommandResult r = testing::RunCommand({KVPROBE_PATH, bad});
+    testing::CommandResult r = probe({bad});
     EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
   }
 }

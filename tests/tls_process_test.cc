@@ -106,10 +106,15 @@ openssl pkey -in node.key -aes256 -passout pass:secret -out node-encrypted.key 2
                                {{"ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1"}});
   }
 
-  // kvprobe with `env` added to this process's environment; without LeakSanitizer, for the
-  // reason given at RefusedKvctl.
+  // kvprobe with `env` added to this process's environment, where kvprobe's own variables are
+  // empty (unset for it) unless `env` sets them; without LeakSanitizer, for the reason given at
+  // RefusedKvctl.
   testing::CommandResult Probe(const std::vector<std::string>& argv,
                                std::map<std::string, std::string> env) {
+    for (const char* name : {"KVNODE_LISTEN", "KVNODE_TLS_CA_FILE", "KVNODE_TLS_CERT_FILE",
+                             "KVNODE_TLS_KEY_FILE", "KV_PROBE_TLS_SERVER_NAME"}) {
+      env.emplace(name, "");
+    }
     env.emplace("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1");
     return testing::RunCommand(argv, "", absl::Seconds(60), env);
   }
@@ -326,6 +331,7 @@ TEST_F(TlsProcessTest, KvprobeSpeaksTlsWithTheNodesOwnFiles) {
            {{"--tls-ca=" + File("ca.pem"), "--tls-cert=" + File("client.pem")}, "go together"},
            {{"--tls-cert=" + File("client.pem"), "--tls-key=" + File("client.key")},
             "needs --tls-ca"},
+           {{"--plaintext", "--tls-ca=" + File("ca.pem")}, "contradict"},
        }) {
     std::vector<std::string> argv = {KVPROBE_PATH, "--addr=" + n1};
     argv.insert(argv.end(), flags.begin(), flags.end());
