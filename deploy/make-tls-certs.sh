@@ -23,9 +23,9 @@
 # who ran this only (mode 0600). For compose: when run as root, DIR and the other files belong
 # to uid/gid KV_TLS_OWNER (default 10001:10001, the image's kv user) so that the containers can
 # read them through a read-only bind mount, the keys with mode 0400; run as another user, the
-# node and client keys are mode 0644, which is fine for a throwaway test directory only (with
-# user-namespace remapping or rootless Docker, give KV_TLS_OWNER the uid the containers' kv user
-# has on the host). With --k8s, DIR is this user's only (mode 0700): `kubectl create secret`
+# node and client keys are mode 0644, which is fine for a throwaway test directory only. With
+# user-namespace remapping, run it as root with KV_TLS_OWNER set to the host uid:gid of the
+# containers' kv user. With --k8s, DIR is this user's only (mode 0700): `kubectl create secret`
 # reads it, and the pods read the Secret.
 set -euo pipefail
 
