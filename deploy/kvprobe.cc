@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -73,12 +74,12 @@ int DecodeStatus(const std::string& bytes) {
   while (i < bytes.size()) {
     const unsigned tag = static_cast<unsigned char>(bytes[i++]);
     if ((tag & 7) != 0) return -1;  // only varint fields are expected
-    unsigned long long value = 0;
+    uint64_t value = 0;
     int shift = 0;
     while (true) {
       if (i >= bytes.size() || shift > 63) return -1;
       const unsigned char b = static_cast<unsigned char>(bytes[i++]);
-      value |= static_cast<unsigned long long>(b & 0x7f) << shift;
+      value |= static_cast<uint64_t>(b & 0x7f) << shift;
       shift += 7;
       if ((b & 0x80) == 0) break;
     }
@@ -234,7 +235,7 @@ int main(int argc, char** argv) {
   grpc::ClientContext context;
   context.set_deadline(
       std::chrono::system_clock::now() +
-      std::chrono::milliseconds(static_cast<long>(options.timeout_seconds * 1000)));
+      std::chrono::milliseconds(static_cast<int64_t>(options.timeout_seconds * 1000)));
 
   const std::string request_bytes = EncodeRequest(options.service);
   grpc::Slice slice(request_bytes);
