@@ -94,6 +94,7 @@ kv_docker_daemon_start() {
       kv_docker_apt_install docker.io || { kv_log "cannot install docker.io"; return 1; }
     fi
   fi
+  local started_pid=""  # of the dockerd started here, if any
   # The daemon of the current environment ($DOCKER_HOST, the docker context, the default socket).
   if kv_docker_answers; then return 0; fi
   export DOCKER_HOST="unix://$KV_DOCKER_SOCK"
@@ -117,12 +118,20 @@ kv_docker_daemon_start() {
     setsid dockerd --host "unix://$KV_DOCKER_SOCK" --data-root "$KV_DOCKER_DATA_ROOT" \
       --exec-root "$KV_DOCKER_EXEC_ROOT" --pidfile "$KV_DOCKER_PIDFILE" \
       >>"$KV_DOCKER_LOG" 2>&1 </dev/null &
+    started_pid=$!
     KV_DOCKER_STARTED=1
   fi
   local i
-  for i in $(seq 1 120); do
+  for i in $(seq 1 240); do
     kv_docker_answers && { kv_log "private dockerd answers (pid $(kv_docker_private_pid || echo ?))"; return 0; }
-    if [ "$i" -gt 4 ] && ! kv_docker_private_pid >/dev/null; then break; fi
+    # Give up early only when the daemon is gone: the one started here has exited, or the one
+    # waited for no longer runs. A daemon with a large data root may take a while even to write
+    # its pid file.
+    if [ -n "$started_pid" ]; then
+      kill -0 "$started_pid" 2>/dev/null || break
+    elif [ "$i" -gt 4 ] && ! kv_docker_private_pid >/dev/null; then
+      break
+    fi
     sleep 0.5
   done
   kv_log "the private dockerd did not come up; last lines of $KV_DOCKER_LOG:"
@@ -310,6 +319,8 @@ kv_docker_image() {
     -t "$KV_IMAGE" "$KV_REPO_ROOT" || return 1
   kv_log "built $KV_IMAGE in $(( $(date +%s) - start ))s, $(docker image inspect -f '{{.Size}}' \
     "$KV_IMAGE" | awk '{ printf "%.1f MB", $1 / 1e6 }')"
+  # The images of earlier sources, now untagged, would pile up build after build.
+  docker image prune -f --filter "label=org.kvstore.source-hash" >/dev/null 2>&1 || true
 }
 
 # kv_docker_prepare: daemon, base image and kvstore:dev. Returns 77 when Docker cannot be had,
