@@ -1,14 +1,8 @@
 #include "client/cli_flags.h"
 
-#include <cerrno>
 #include <cmath>
-#include <cstdint>
 #include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-#include <system_error>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -17,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "storage/small_file.h"
 
 namespace kv::cli {
 namespace {
@@ -220,30 +215,16 @@ absl::StatusOr<std::optional<std::string>> ReadNamedFile(const ParsedArgs& flags
   } else {
     return std::nullopt;
   }
-  std::error_code error;
-  if (!std::filesystem::is_regular_file(path, error)) {
+  constexpr size_t kMaxBytes = 1 << 20;  // PEM files are small
+  absl::StatusOr<std::string> contents = ReadSmallRegularFile(path, kMaxBytes);
+  if (!contents.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(where, ": cannot read \"", path,
-                     "\": ", error ? error.message() : std::string("not a regular file")));
+        absl::StrCat(where, ": cannot read \"", path, "\": ", contents.status().message()));
   }
-  constexpr std::uintmax_t kMaxBytes = 1 << 20;  // PEM files are small
-  const std::uintmax_t size = std::filesystem::file_size(path, error);
-  if (!error && size > kMaxBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": \"", path, "\" is ", size, " bytes, too big for a PEM file"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int open_errno = errno;
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": cannot read \"", path, "\": ", std::strerror(open_errno)));
-  }
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (contents.str().empty()) {
+  if (contents->empty()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": \"", path, "\" is empty"));
   }
-  return contents.str();
+  return *std::move(contents);
 }
 
 }  // namespace

@@ -10,7 +10,8 @@
 #     with debootstrap from the apt mirror this machine already uses (read from its apt sources;
 #     no mirror or registry host is written in this repository).
 #   - the image kvstore:dev (deploy/Dockerfile), rebuilt only when its sources changed (the image
-#     carries a hash of them in the label org.kvstore.source-hash).
+#     carries a hash of them in the label org.kvstore.source-hash); a rebuild removes the untagged
+#     images of earlier sources (their build stages stay: they are the layer cache).
 # Missing Debian packages (docker.io, debootstrap, docker-compose) are installed with apt-get.
 #
 # Usage: bash deploy/docker-env.sh COMMAND [ARGS]

@@ -24,22 +24,24 @@
 // $KVNODE_TLS_CERT_FILE unless --tls-cert is given too). --plaintext ignores the variables;
 // with a --tls-* flag it is a usage error.
 //
-// The CMake target kvprobe (deploy/CMakeLists.txt); it needs only grpc++, no generated code: the
-// two health messages are encoded by hand (both hold one field).
+// The CMake target kvprobe (deploy/CMakeLists.txt); it needs grpc++ and the small-file reader
+// of storage/small_file.h, no generated code: the two health messages are encoded by hand (both
+// hold one field).
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/byte_buffer.h>
-#include <sys/stat.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "absl/status/statusor.h"
+#include "storage/small_file.h"
 
 namespace {
 
@@ -110,20 +112,17 @@ std::string EnvOr(const char* name, const std::string& fallback) {
 
 // The contents of a PEM file named by `flag`, or false (with a message) if it cannot be used.
 bool ReadPem(const char* flag, const std::string& path, std::string* out) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20)) {
-    std::fprintf(stderr, "kvprobe: %s=%s: not a readable regular file of at most 1 MiB\n", flag,
-                 path.c_str());
+  absl::StatusOr<std::string> contents = kv::ReadSmallRegularFile(path, 1 << 20);
+  if (!contents.ok()) {
+    std::fprintf(stderr, "kvprobe: %s=%s: cannot read: %s\n", flag, path.c_str(),
+                 std::string(contents.status().message()).c_str());
     return false;
   }
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (!in || contents.str().find("-----BEGIN ") == std::string::npos) {
-    std::fprintf(stderr, "kvprobe: %s=%s: cannot be read or is not PEM\n", flag, path.c_str());
+  if (contents->find("-----BEGIN ") == std::string::npos) {
+    std::fprintf(stderr, "kvprobe: %s=%s: is not PEM\n", flag, path.c_str());
     return false;
   }
-  *out = contents.str();
+  *out = *std::move(contents);
   return true;
 }
 

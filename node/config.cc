@@ -1,12 +1,6 @@
 #include "node/config.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <map>
 #include <set>
 
@@ -133,34 +127,6 @@ absl::Status ApplyConfigFileContents(absl::string_view contents, absl::string_vi
     }
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> ReadSmallRegularFile(const std::string& path, size_t max_bytes) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::InvalidArgumentError(strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return absl::InvalidArgumentError("not a regular file");
-  }
-  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
-    close(fd);
-    return absl::InvalidArgumentError(
-        absl::StrCat(st.st_size, " bytes, more than the ", max_bytes, " allowed"));
-  }
-  std::string contents;
-  char buf[8192];
-  ssize_t n = 0;
-  while (contents.size() <= max_bytes && (n = read(fd, buf, sizeof(buf))) > 0) {
-    contents.append(buf, static_cast<size_t>(n));
-  }
-  const int read_errno = errno;
-  close(fd);
-  if (n < 0) return absl::InvalidArgumentError(strerror(read_errno));
-  if (contents.size() > max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("more than the ", max_bytes, " bytes allowed"));
-  }
-  return contents;
 }
 
 absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>& argv) {

@@ -25,6 +25,7 @@
 #include "node/limits.h"
 #include "node/log.h"
 #include "node/ring.h"
+#include "storage/small_file.h"
 
 namespace kv {
 
@@ -97,11 +98,6 @@ absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>&
 // Files kvnode reads at start (the config file, TLS certificates and keys) are small; a bigger
 // one is a mistake.
 inline constexpr size_t kMaxConfigFileBytes = 1 << 20;
-
-// The contents of the regular file `path` if it holds at most `max_bytes`; otherwise
-// INVALID_ARGUMENT whose message says why ("No such file or directory", "not a regular file",
-// its size), for the caller to prefix with the setting and path it came from.
-absl::StatusOr<std::string> ReadSmallRegularFile(const std::string& path, size_t max_bytes);
 
 // Applies the `name = value` lines of a config file to `config`. `file_name` is used only in
 // error messages. Exposed for tests; ParseNodeCommandLine reads the file itself.

@@ -325,8 +325,8 @@ TEST_F(TlsProcessTest, KvprobeSpeaksTlsWithTheNodesOwnFiles) {
   }
   // Its own bad TLS settings are usage errors (exit 2), before anything is sent.
   for (const auto& [flags, message] : std::vector<std::pair<std::vector<std::string>, std::string>>{
-           {{"--tls-ca=" + File("absent.pem")}, "not a readable regular file"},
-           {{"--tls-ca=" + dir_.path()}, "not a readable regular file"},
+           {{"--tls-ca=" + File("absent.pem")}, "cannot read: No such file"},
+           {{"--tls-ca=" + dir_.path()}, "cannot read: not a regular file"},
            {{"--tls-ca=" + File("node.ext")}, "is not PEM"},
            {{"--tls-ca=" + File("ca.pem"), "--tls-cert=" + File("client.pem")}, "go together"},
            {{"--tls-cert=" + File("client.pem"), "--tls-key=" + File("client.key")},
