@@ -57,6 +57,14 @@ void AdminService::FillNodeStatus(v1::NodeStatusResponse* response) const {
   response->set_approximate_keys(engine_->ApproximateCount(Column::kData));
   response->set_uptime_seconds(absl::ToInt64Seconds(clock_->Now() - started_));
   response->set_version(info_.version);
+  if (tls_ != nullptr && tls_->enabled()) {
+    const NodeTls::Stats tls = tls_->stats();
+    response->set_tls_subject(tls.subject);
+    response->set_tls_not_after_unix_seconds(absl::ToUnixSeconds(tls.not_after));
+    response->set_tls_rotations(tls.installed);
+    response->set_tls_refusals(tls.refused);
+    response->set_tls_refused_because(tls.last_refusal);
+  }
 }
 
 grpc::ServerUnaryReactor* AdminService::ClusterStatus(grpc::CallbackServerContext* context,

@@ -34,6 +34,7 @@
 #include "node/repair_runner.h"
 #include "node/replication_outbox.h"
 #include "node/start_tokens.h"
+#include "node/tls.h"
 #include "node/tombstone_reaper.h"
 #include "storage/engine.h"
 
@@ -77,6 +78,8 @@ class AdminService final : public v1::Admin::CallbackService {
                                              v1::ChangeMembershipResponse* response) override;
   // Set before serving; without it ChangeMembership is FAILED_PRECONDITION.
   void SetMembershipChanger(MembershipChanger* changer) { changer_ = changer; }
+  // The node's TLS (node/tls.h), for NodeStatus; null or plaintext: no TLS fields.
+  void SetTls(const NodeTls* tls) { tls_ = tls; }
   grpc::ServerUnaryReactor* GetOperation(grpc::CallbackServerContext* context,
                                          const v1::GetOperationRequest* request,
                                          v1::GetOperationResponse* response) override;
@@ -111,6 +114,7 @@ class AdminService final : public v1::Admin::CallbackService {
   OperationRegistry* const operations_;
   RepairRunner* const repairs_;  // null when anti-entropy is unavailable
   MembershipChanger* changer_ = nullptr;
+  const NodeTls* tls_ = nullptr;
   StartTokens start_tokens_;  // of StartRepair and committed ChangeMembership calls
   Executor* const executor_;
   CallGate* const gate_;

@@ -40,6 +40,8 @@ struct NodeConfig {
   std::string tls_key_file;
   std::string tls_ca_file;
   bool tls_client_auth = true;
+  // How often the node reads the TLS files again to install a rotated set; zero: never.
+  absl::Duration tls_reload_interval = absl::Minutes(1);
   // Empty until parsing finishes; ParseNodeCommandLine fills in "./kvdata/<node_id>".
   std::string data_dir;
   std::string config_file;  // the file the settings came from, if any

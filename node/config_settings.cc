@@ -195,6 +195,21 @@ const std::vector<Setting>& Settings() {
        [](const NodeConfig& c) { return std::string(c.tls_client_auth ? "true" : "false"); },
        "With TLS: require a certificate signed by --tls_ca_file from every caller (mutual TLS; "
        "peers present their node certificate). false: clients need only trust the CA."},
+      {"tls_reload_interval", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) -> absl::Status {
+         absl::Duration d;
+         if (!absl::ParseDuration(v, &d) || d == absl::InfiniteDuration() ||
+             (d != absl::ZeroDuration() && d < absl::Seconds(1))) {
+           return Expected("0 (never) or a duration of at least 1s such as 30s or 5m");
+         }
+         c->tls_reload_interval = d;
+         return absl::OkStatus();
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.tls_reload_interval); },
+       "With TLS: how often to read the three TLS files again. A changed set that passes the "
+       "start checks (PEM, key of the certificate, verified by the CA file, valid now) is used "
+       "for new connections within a second, without a restart; one that fails them is logged "
+       "and refused, and the node keeps its certificate. 0: read them at start only."},
       {"data_dir", "DIR", false, ApplyDataDir,
        [](const NodeConfig& c) { return std::string("./kvdata/<node_id>"); },
        "RocksDB data directory, created if missing. Only one kvnode may use it at a time."},

@@ -228,6 +228,18 @@ std::vector<prometheus::MetricFamily> StatusFamilies(const v1::ClusterStatusResp
          status.members_size());
   single("kv_merkle_ready", "1 once the anti-entropy hash trees are built.", MetricType::Gauge,
          status.merkle_ready() ? 1 : 0);
+  if (node.tls_not_after_unix_seconds() != 0) {
+    single("kv_tls_certificate_expiry_timestamp_seconds",
+           "When the TLS certificate this node uses expires (Unix time).", MetricType::Gauge,
+           static_cast<double>(node.tls_not_after_unix_seconds()));
+    single("kv_tls_rotations_total",
+           "Changed TLS files this node installed without a restart (--tls_reload_interval).",
+           MetricType::Counter, static_cast<double>(node.tls_rotations()));
+    single("kv_tls_refusals_total",
+           "Changed TLS files this node refused (they failed the start checks); it kept its "
+           "certificate.",
+           MetricType::Counter, static_cast<double>(node.tls_refusals()));
+  }
   single("kv_tombstones_purged_total", "Tombstones this node purged as the keys' primary.",
          MetricType::Counter, static_cast<double>(status.tombstones_purged()));
 

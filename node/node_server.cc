@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <system_error>
 
 #include "absl/strings/match.h"
@@ -124,9 +125,13 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
   gpr_set_log_function(LogFromGrpc);
   KV_RETURN_IF_ERROR(CheckListenHost(config.listen));
   std::unique_ptr<NodeServer> server(new NodeServer(config, std::move(request_stop)));
-  absl::StatusOr<NodeTls> tls = LoadNodeTls(config);
-  if (!tls.ok()) return tls.status();
-  server->tls_ = *std::move(tls);
+  // Checked before the data directory is touched; installed (under it) once it is the node's.
+  std::optional<TlsFiles> tls_files;
+  if (!config.tls_cert_file.empty()) {
+    absl::StatusOr<TlsFiles> files = ReadTlsFiles(config, absl::Now());
+    if (!files.ok()) return files.status();
+    tls_files = *std::move(files);
+  }
   if (!config.metrics_listen.empty()) {
     // Bound before the data directory is touched, so that a taken address changes nothing.
     absl::StatusOr<std::unique_ptr<NodeMetrics>> metrics =
@@ -135,6 +140,14 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
     server->metrics_ = *std::move(metrics);
   }
   KV_RETURN_IF_ERROR(server->OpenStorage());
+  if (tls_files.has_value()) {
+    absl::StatusOr<std::unique_ptr<NodeTls>> tls = NodeTls::Start(
+        config, *std::move(tls_files), (std::filesystem::path(config.data_dir) / "tls").string());
+    if (!tls.ok()) return tls.status();
+    server->tls_ = *std::move(tls);
+  } else {
+    server->tls_ = std::make_unique<NodeTls>();
+  }
   KV_RETURN_IF_ERROR(server->StartReplication());
   KV_RETURN_IF_ERROR(server->StartGrpc());
   server->gossiper_->Start();  // once this node can answer the exchanges it starts
@@ -179,7 +192,7 @@ absl::Status NodeServer::StartReplication() {
   GrpcPeerTransport::Options transport_options;
   transport_options.gossip_timeout = std::min(absl::Seconds(1), config_.failure_timeout / 2);
   if (config_.fault_format_level != 0) transport_options.format_level = config_.fault_format_level;
-  transport_options.credentials = tls_.peers;
+  transport_options.credentials = tls_->peer_credentials();
   transport_ =
       std::make_unique<GrpcPeerTransport>(config_.node_id, executor_.get(), transport_options);
   KV_ASSIGN_OR_RETURN(ClusterLayout layout, InitialLayout());
@@ -335,13 +348,14 @@ absl::Status NodeServer::StartGrpc() {
       reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_, SystemClock::Get(),
       gossiper_.get());
   admin_service_->SetMembershipChanger(changer_.get());
+  admin_service_->SetTls(tls_.get());
   replica_service_ = std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_,
                                                       merkle_.get(), gossiper_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config_.listen, tls_.server, &port_);
+  builder.AddListeningPort(config_.listen, tls_->server_credentials(), &port_);
   if (metrics_ != nullptr) {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counting;
     counting.push_back(
@@ -383,7 +397,7 @@ void NodeServer::LogStarted() const {
            {"data_dir", config_.data_dir},
            {"sync_writes", config_.sync_writes ? "true" : "false"},
            {"executor_threads", absl::StrCat(config_.executor_threads)},
-           {"tls", !tls_.enabled()           ? "off"
+           {"tls", !tls_->enabled()          ? "off"
                    : config_.tls_client_auth ? "mutual"
                                              : "server"},
            {"metrics",

@@ -122,7 +122,7 @@ class NodeServer {
 
   const NodeConfig config_;
   const std::function<void()> request_stop_;  // may be empty
-  NodeTls tls_;  // the server's and the peer channels' credentials (node/tls.h)
+  std::unique_ptr<NodeTls> tls_;  // the server's and the peer channels' credentials (node/tls.h)
   absl::BitGen rng_;
   absl::BitGen outbox_rng_;  // backoff jitter; used only under the outbox's lock
   absl::BitGen gossip_rng_;  // gossip peer choice; used only under the gossiper's lock

@@ -222,7 +222,7 @@ void NodeServer::StartGossip(const ClusterLayout& layout) {
   gossip_scheduler_ = std::make_unique<TimerScheduler>(gossip_executor_.get());
   GrpcPeerTransport::Options transport_options;
   transport_options.gossip_timeout = std::min(absl::Seconds(1), config_.failure_timeout / 2);
-  transport_options.credentials = tls_.peers;
+  transport_options.credentials = tls_->peer_credentials();
   gossip_transport_ = std::make_unique<GrpcPeerTransport>(config_.node_id, gossip_executor_.get(),
                                                           transport_options);
   gossiper_ =

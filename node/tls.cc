@@ -1,18 +1,43 @@
 #include "node/tls.h"
 
+#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
 #include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
+#include "node/log.h"
+#include "storage/small_file.h"
 
 namespace kv {
 namespace {
+
+// The files of one installed set, inside <dir>/<generation>; gRPC reads them through the
+// symbolic link <dir>/active.
+constexpr char kKeyName[] = "key.pem";
+constexpr char kCertName[] = "cert.pem";
+constexpr char kCaName[] = "ca.pem";
+constexpr char kActiveLink[] = "active";
+// How often gRPC reads the installed copy (it only picks up what NodeTls installed there).
+constexpr unsigned int kGrpcRefreshSeconds = 1;
 
 // The whole file, or INVALID_ARGUMENT naming `flag` and `path`.
 absl::StatusOr<std::string> ReadPem(const char* flag, const std::string& path) {
@@ -41,31 +66,105 @@ std::string OpenSslError() {
 using BioPtr = std::unique_ptr<BIO, decltype(&BIO_free)>;
 using X509Ptr = std::unique_ptr<X509, decltype(&X509_free)>;
 using KeyPtr = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
+using StorePtr = std::unique_ptr<X509_STORE, decltype(&X509_STORE_free)>;
+using StoreContextPtr = std::unique_ptr<X509_STORE_CTX, decltype(&X509_STORE_CTX_free)>;
 
 BioPtr MemoryBio(const std::string& pem) {
   return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
 }
 
-// The first certificate of `pem`, or INVALID_ARGUMENT.
-absl::StatusOr<X509Ptr> ParseCertificate(const char* flag, const std::string& path,
-                                         const std::string& pem) {
+// Every certificate of `pem`, in order; INVALID_ARGUMENT if it has none.
+absl::StatusOr<std::vector<X509Ptr>> ParseCertificates(const char* flag, const std::string& path,
+                                                       const std::string& pem) {
   BioPtr bio = MemoryBio(pem);
-  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr), &X509_free);
-  if (cert == nullptr) {
+  std::vector<X509Ptr> certs;
+  while (true) {
+    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr), &X509_free);
+    if (cert == nullptr) break;
+    certs.push_back(std::move(cert));
+  }
+  if (certs.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(flag, " \"", path, "\" holds no PEM certificate (", OpenSslError(), ")"));
   }
-  return cert;
+  ERR_clear_error();  // the end of the input, after the last certificate
+  return certs;
+}
+
+std::string Subject(X509* cert) {
+  char line[512];
+  X509_NAME_oneline(X509_get_subject_name(cert), line, sizeof(line));
+  return line;
+}
+
+absl::Time NotAfter(X509* cert) {
+  struct tm parts = {};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &parts) != 1) return absl::InfinitePast();
+  return absl::FromTimeT(timegm(&parts));
+}
+
+// OK if the CA certificates `cas` verify `chain` (leaf first, then intermediates) at `now`.
+absl::Status Verify(const std::vector<X509Ptr>& chain, const std::vector<X509Ptr>& cas,
+                    absl::Time now, const NodeConfig& config) {
+  StorePtr store(X509_STORE_new(), &X509_STORE_free);
+  for (const X509Ptr& ca : cas) X509_STORE_add_cert(store.get(), ca.get());
+  STACK_OF(X509)* untrusted = sk_X509_new_null();
+  for (size_t i = 1; i < chain.size(); ++i) sk_X509_push(untrusted, chain[i].get());
+  StoreContextPtr context(X509_STORE_CTX_new(), &X509_STORE_CTX_free);
+  int verified = 0;
+  if (X509_STORE_CTX_init(context.get(), store.get(), chain[0].get(), untrusted) == 1) {
+    X509_STORE_CTX_set_time(context.get(), 0, absl::ToTimeT(now));
+    verified = X509_verify_cert(context.get());
+  }
+  const int error = X509_STORE_CTX_get_error(context.get());
+  sk_X509_free(untrusted);  // the certificates stay owned by `chain`
+  ERR_clear_error();
+  if (verified == 1) return absl::OkStatus();
+  const std::string cert = absl::StrCat("--tls_cert_file \"", config.tls_cert_file, "\"");
+  if (error == X509_V_ERR_CERT_HAS_EXPIRED) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(cert, " expired at ", absl::FormatTime(NotAfter(chain[0].get()))));
+  }
+  if (error == X509_V_ERR_CERT_NOT_YET_VALID) {
+    return absl::InvalidArgumentError(absl::StrCat(cert, " is not valid yet"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(cert, " is not verified by --tls_ca_file \"",
+                                                 config.tls_ca_file, "\" (",
+                                                 X509_verify_cert_error_string(error), ")"));
+}
+
+// Writes `contents` to a new file `path` with `mode` and modification time `mtime`.
+absl::Status WriteNewFile(const std::string& path, const std::string& contents, mode_t mode,
+                          int64_t mtime) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0)
+    return absl::InternalError(absl::StrCat("cannot create ", path, ": ", strerror(errno)));
+  size_t done = 0;
+  while (done < contents.size()) {
+    const ssize_t n = write(fd, contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = errno;
+      close(fd);
+      return absl::InternalError(absl::StrCat("cannot write ", path, ": ", strerror(err)));
+    }
+    done += static_cast<size_t>(n);
+  }
+  // gRPC compares modification times (in seconds) before and after reading the key and the
+  // certificate: distinct times per set make a read that straddles a switch start over.
+  const struct timespec times[2] = {{mtime, 0}, {mtime, 0}};
+  const bool timed = futimens(fd, times) == 0;
+  const int err = errno;
+  if (close(fd) != 0 || !timed) {
+    return absl::InternalError(absl::StrCat("cannot finish ", path, ": ", strerror(err)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<NodeTls> LoadNodeTls(const NodeConfig& config) {
-  NodeTls tls;
-  if (config.tls_cert_file.empty()) {
-    tls.server = grpc::InsecureServerCredentials();
-    return tls;
-  }
+absl::StatusOr<TlsFiles> ReadTlsFiles(const NodeConfig& config, absl::Time now) {
+  TlsFiles files;
   absl::StatusOr<std::string> cert = ReadPem("--tls_cert_file", config.tls_cert_file);
   if (!cert.ok()) return cert.status();
   absl::StatusOr<std::string> key = ReadPem("--tls_key_file", config.tls_key_file);
@@ -73,11 +172,12 @@ absl::StatusOr<NodeTls> LoadNodeTls(const NodeConfig& config) {
   absl::StatusOr<std::string> ca = ReadPem("--tls_ca_file", config.tls_ca_file);
   if (!ca.ok()) return ca.status();
 
-  absl::StatusOr<X509Ptr> parsed_cert =
-      ParseCertificate("--tls_cert_file", config.tls_cert_file, *cert);
-  if (!parsed_cert.ok()) return parsed_cert.status();
-  absl::StatusOr<X509Ptr> parsed_ca = ParseCertificate("--tls_ca_file", config.tls_ca_file, *ca);
-  if (!parsed_ca.ok()) return parsed_ca.status();
+  absl::StatusOr<std::vector<X509Ptr>> chain =
+      ParseCertificates("--tls_cert_file", config.tls_cert_file, *cert);
+  if (!chain.ok()) return chain.status();
+  absl::StatusOr<std::vector<X509Ptr>> cas =
+      ParseCertificates("--tls_ca_file", config.tls_ca_file, *ca);
+  if (!cas.ok()) return cas.status();
   BioPtr key_bio = MemoryBio(*key);
   KeyPtr parsed_key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase, nullptr),
                     &EVP_PKEY_free);
@@ -86,26 +186,165 @@ absl::StatusOr<NodeTls> LoadNodeTls(const NodeConfig& config) {
                                                    "\" holds no unencrypted PEM private key (",
                                                    OpenSslError(), ")"));
   }
-  if (X509_check_private_key(parsed_cert->get(), parsed_key.get()) != 1) {
+  X509* leaf = chain->front().get();
+  if (X509_check_private_key(leaf, parsed_key.get()) != 1) {
     ERR_clear_error();
     return absl::InvalidArgumentError(absl::StrCat("--tls_key_file \"", config.tls_key_file,
                                                    "\" is not the key of --tls_cert_file \"",
                                                    config.tls_cert_file, "\""));
   }
+  if (absl::Status verified = Verify(*chain, *cas, now, config); !verified.ok()) return verified;
 
-  grpc::SslServerCredentialsOptions server(
-      config.tls_client_auth ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-                             : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
-  server.pem_root_certs = *ca;
-  server.pem_key_cert_pairs.push_back({*key, *cert});
-  tls.server = grpc::SslServerCredentials(server);
+  files.subject = Subject(leaf);
+  files.not_after = NotAfter(leaf);
+  files.cert_pem = *std::move(cert);
+  files.key_pem = *std::move(key);
+  files.ca_pem = *std::move(ca);
+  return files;
+}
 
-  grpc::SslCredentialsOptions peers;
-  peers.pem_root_certs = *ca;
-  peers.pem_private_key = *key;
-  peers.pem_cert_chain = *cert;
-  tls.peers = grpc::SslCredentials(peers);
+NodeTls::NodeTls() : server_(grpc::InsecureServerCredentials()) {}
+
+NodeTls::NodeTls(NodeConfig config, std::string dir)
+    : config_(std::move(config)), dir_(std::move(dir)) {}
+
+absl::StatusOr<std::unique_ptr<NodeTls>> NodeTls::Start(const NodeConfig& config, TlsFiles files,
+                                                        const std::string& dir) {
+  std::unique_ptr<NodeTls> tls(new NodeTls(config, dir));
+  std::error_code error;
+  std::filesystem::remove_all(dir, error);  // the sets a previous run installed
+  if (!error) std::filesystem::create_directory(dir, error);
+  if (error) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot prepare \"", dir, "\" for the node's TLS files: ", error.message()));
+  }
+  if (chmod(dir.c_str(), 0700) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot make \"", dir, "\" private (mode 0700): ", strerror(errno)));
+  }
+  {
+    absl::MutexLock lock(&tls->mu_);
+    if (absl::Status installed = tls->Install(files); !installed.ok()) return installed;
+    tls->current_ = std::move(files);
+    tls->stats_.subject = tls->current_.subject;
+    tls->stats_.not_after = tls->current_.not_after;
+  }
+
+  const std::string active = absl::StrCat(dir, "/", kActiveLink, "/");
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      active + kKeyName, active + kCertName, active + kCaName, kGrpcRefreshSeconds);
+  grpc::experimental::TlsServerCredentialsOptions server(provider);
+  server.watch_root_certs();
+  server.watch_identity_key_cert_pairs();
+  server.set_cert_request_type(config.tls_client_auth
+                                   ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                   : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  tls->server_ = grpc::experimental::TlsServerCredentials(server);
+  grpc::experimental::TlsChannelCredentialsOptions peers;
+  peers.set_certificate_provider(provider);
+  peers.watch_root_certs();
+  peers.watch_identity_key_cert_pairs();
+  peers.set_verify_server_certs(true);
+  tls->peers_ = grpc::experimental::TlsCredentials(peers);
+  if (tls->server_ == nullptr || tls->peers_ == nullptr) {
+    return absl::InternalError("gRPC could not build TLS credentials from the checked files");
+  }
+  if (config.tls_reload_interval > absl::ZeroDuration()) {
+    tls->reloader_ = std::thread([t = tls.get()] { t->ReloadLoop(); });
+  }
   return tls;
+}
+
+NodeTls::~NodeTls() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (reloader_.joinable()) reloader_.join();
+}
+
+absl::Status NodeTls::Install(const TlsFiles& files) {
+  const uint64_t generation = generation_ + 1;
+  const std::string name = absl::StrCat("set-", generation);
+  const std::string set = absl::StrCat(dir_, "/", name);
+  std::error_code error;
+  std::filesystem::remove_all(set, error);
+  if (mkdir(set.c_str(), 0700) != 0) {
+    return absl::InternalError(absl::StrCat("cannot create ", set, ": ", strerror(errno)));
+  }
+  const int64_t mtime = std::max<int64_t>(absl::ToUnixSeconds(absl::Now()), last_mtime_ + 1);
+  absl::Status written = WriteNewFile(absl::StrCat(set, "/", kKeyName), files.key_pem, 0600, mtime);
+  if (written.ok()) {
+    written = WriteNewFile(absl::StrCat(set, "/", kCertName), files.cert_pem, 0644, mtime);
+  }
+  if (written.ok()) {
+    written = WriteNewFile(absl::StrCat(set, "/", kCaName), files.ca_pem, 0644, mtime);
+  }
+  // Switch every file at once: a new link, renamed over the old one.
+  const std::string link = absl::StrCat(dir_, "/", kActiveLink);
+  const std::string next_link = absl::StrCat(link, ".next");
+  unlink(next_link.c_str());
+  if (written.ok() && (symlink(name.c_str(), next_link.c_str()) != 0 ||
+                       rename(next_link.c_str(), link.c_str()) != 0)) {
+    written = absl::InternalError(absl::StrCat("cannot switch ", link, ": ", strerror(errno)));
+  }
+  if (!written.ok()) {
+    std::filesystem::remove_all(set, error);
+    return written;
+  }
+  // Keep the set just replaced (gRPC may be reading it this very moment); drop the one before.
+  if (generation >= 2) {
+    std::filesystem::remove_all(absl::StrCat(dir_, "/set-", generation - 2), error);
+  }
+  generation_ = generation;
+  last_mtime_ = mtime;
+  return absl::OkStatus();
+}
+
+absl::Status NodeTls::ReloadNow() {
+  if (!enabled()) return absl::OkStatus();
+  absl::StatusOr<TlsFiles> files = ReadTlsFiles(config_, absl::Now());
+  absl::MutexLock lock(&mu_);
+  if (files.ok() && files->SameContents(current_)) {
+    stats_.last_refusal.clear();  // whatever was refused has been put back
+    return absl::OkStatus();
+  }
+  absl::Status installed = files.status();
+  if (installed.ok()) installed = Install(*files);
+  if (!installed.ok()) {
+    if (installed.message() != stats_.last_refusal) {
+      ++stats_.refused;
+      stats_.last_refusal = std::string(installed.message());
+      LogWarn("TLS files changed but were refused; new connections keep the certificate in use",
+              {{"reason", std::string(installed.message())},
+               {"in_use", current_.subject},
+               {"in_use_expires", absl::FormatTime(current_.not_after)}});
+    }
+    return installed;
+  }
+  current_ = *std::move(files);
+  ++stats_.installed;
+  stats_.subject = current_.subject;
+  stats_.not_after = current_.not_after;
+  stats_.last_refusal.clear();
+  LogInfo("TLS files changed: new connections use the new certificate",
+          {{"subject", current_.subject}, {"expires", absl::FormatTime(current_.not_after)}});
+  return absl::OkStatus();
+}
+
+NodeTls::Stats NodeTls::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+void NodeTls::ReloadLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), config_.tls_reload_interval)) return;
+    }
+    ReloadNow().IgnoreError();  // logged and counted by ReloadNow
+  }
 }
 
 }  // namespace kv

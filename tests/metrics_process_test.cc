@@ -46,54 +46,12 @@ using ::testing::HasSubstr;
 constexpr absl::Duration kRpcTimeout = absl::Seconds(20);
 constexpr absl::Duration kWaitTimeout = absl::Seconds(30);
 
-// GET http://127.0.0.1:`port``path` (HTTP/1.0: the server closes the connection after the
-// answer). The body, or an error with the status line.
-absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError("socket failed");
-  timeval timeout{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    close(fd);
-    return absl::UnavailableError(absl::StrCat("cannot connect to port ", port));
-  }
-  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return absl::UnavailableError("short write");
-  }
-  std::string answer;
-  char buffer[8192];
-  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) answer.append(buffer, n);
-  close(fd);
-  const size_t body = answer.find("\r\n\r\n");
-  if (body == std::string::npos) return absl::UnavailableError("no HTTP answer: " + answer);
-  const std::string status_line = answer.substr(0, answer.find("\r\n"));
-  if (!absl::StrContains(status_line, " 200 ")) return absl::NotFoundError(status_line);
-  return answer.substr(body + 4);
-}
-
-// The value of the sample written exactly `series` (name and labels, as the exposition writes
-// them: labels sorted by name), or nullopt when the scrape has no such sample.
-std::optional<double> Sample(const std::string& text, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (!absl::ConsumePrefix(&line, series) || !absl::ConsumePrefix(&line, " ")) continue;
-    double value = 0;
-    if (absl::SimpleAtod(line, &value)) return value;
-  }
-  return std::nullopt;
-}
-
 // Scrapes `port` until `done(text)` holds or the wait times out; returns the last scrape.
 std::string ScrapeUntil(int port, const std::function<bool(const std::string&)>& done) {
   const absl::Time deadline = absl::Now() + kWaitTimeout;
   std::string text;
   do {
-    absl::StatusOr<std::string> scraped = HttpGet(port, "/metrics");
+    absl::StatusOr<std::string> scraped = testing::HttpGet(port, "/metrics");
     if (scraped.ok()) {
       text = *std::move(scraped);
       if (done(text)) break;
@@ -198,46 +156,54 @@ TEST(MetricsProcessTest, OneNodeCountsCallsByMethodAndCode) {
   const std::string get_missing =
       R"(kv_grpc_requests_total{code="NOT_FOUND",method="/kv.v1.KV/Get"})";
   const std::string text = ScrapeUntil(metrics_port, [&](const std::string& t) {
-    return Sample(t, get_missing).value_or(0) >= 1 &&
-           Sample(t, R"(kv_grpc_requests_total{code="UNIMPLEMENTED",method="unknown"})")
+    return testing::MetricSample(t, get_missing).value_or(0) >= 1 &&
+           testing::MetricSample(t,
+                                 R"(kv_grpc_requests_total{code="UNIMPLEMENTED",method="unknown"})")
                    .value_or(0) >= 2;
   });
-  EXPECT_EQ(Sample(text, put_ok), 5) << text;
-  EXPECT_EQ(
-      Sample(text, R"(kv_grpc_requests_total{code="INVALID_ARGUMENT",method="/kv.v1.KV/Put"})"), 2)
+  EXPECT_EQ(testing::MetricSample(text, put_ok), 5) << text;
+  EXPECT_EQ(testing::MetricSample(
+                text, R"(kv_grpc_requests_total{code="INVALID_ARGUMENT",method="/kv.v1.KV/Put"})"),
+            2)
       << text;
-  EXPECT_EQ(Sample(text, get_missing), 1) << text;
-  EXPECT_EQ(Sample(text, R"(kv_grpc_requests_total{code="UNIMPLEMENTED",method="unknown"})"), 2)
+  EXPECT_EQ(testing::MetricSample(text, get_missing), 1) << text;
+  EXPECT_EQ(testing::MetricSample(
+                text, R"(kv_grpc_requests_total{code="UNIMPLEMENTED",method="unknown"})"),
+            2)
       << text;
   EXPECT_THAT(text, ::testing::Not(HasSubstr("NoSuch")));
   EXPECT_THAT(text, ::testing::Not(HasSubstr("no.such")));
   // Every method of the node's services is known (no call yet: a histogram with no samples).
   EXPECT_EQ(
-      Sample(text,
-             R"(kv_grpc_request_duration_seconds_count{method="/kv.v1.Admin/ClusterStatus"})"),
+      testing::MetricSample(
+          text, R"(kv_grpc_request_duration_seconds_count{method="/kv.v1.Admin/ClusterStatus"})"),
       0)
       << text;
-  EXPECT_EQ(Sample(text, R"(kv_grpc_request_duration_seconds_count{method="/kv.v1.KV/Put"})"), 7)
+  EXPECT_EQ(testing::MetricSample(
+                text, R"(kv_grpc_request_duration_seconds_count{method="/kv.v1.KV/Put"})"),
+            7)
       << text;
   EXPECT_EQ(
-      Sample(text, R"(kv_grpc_request_duration_seconds_bucket{method="/kv.v1.KV/Put",le="+Inf"})"),
+      testing::MetricSample(
+          text, R"(kv_grpc_request_duration_seconds_bucket{method="/kv.v1.KV/Put",le="+Inf"})"),
       7)
       << text;
   EXPECT_GT(
-      Sample(text, R"(kv_grpc_request_duration_seconds_sum{method="/kv.v1.KV/Put"})").value_or(0),
+      testing::MetricSample(text, R"(kv_grpc_request_duration_seconds_sum{method="/kv.v1.KV/Put"})")
+          .value_or(0),
       0)
       << text;
   // The store's state.
-  EXPECT_EQ(Sample(text, "kv_writes_coordinated_total"), 5) << text;
-  EXPECT_EQ(Sample(text, "kv_members"), 1) << text;
-  EXPECT_EQ(Sample(text, "kv_layout_in_transition"), 0) << text;
+  EXPECT_EQ(testing::MetricSample(text, "kv_writes_coordinated_total"), 5) << text;
+  EXPECT_EQ(testing::MetricSample(text, "kv_members"), 1) << text;
+  EXPECT_EQ(testing::MetricSample(text, "kv_layout_in_transition"), 0) << text;
   EXPECT_THAT(text, HasSubstr(R"(kv_node_info{actor="n1#)")) << text;
   EXPECT_THAT(text, HasSubstr(R"(",node_id="n1",version=")")) << text;
   EXPECT_THAT(text, HasSubstr("# TYPE kv_grpc_requests_total counter"));
   EXPECT_THAT(text, HasSubstr("# TYPE kv_outbox_depth gauge"));
 
   // Only /metrics is served.
-  absl::StatusOr<std::string> other = HttpGet(metrics_port, "/other");
+  absl::StatusOr<std::string> other = testing::HttpGet(metrics_port, "/other");
   EXPECT_TRUE(absl::IsNotFound(other.status())) << other.status();
   EXPECT_TRUE((*cluster)->StopAll().ok()) << (*cluster)->LogTails();
   EXPECT_EQ((*cluster)->SanitizerReports(), "");
@@ -267,71 +233,81 @@ TEST(MetricsProcessTest, ThreeNodesShowReplicationLagLivenessAndHintedWrites) {
   std::string text = ScrapeUntil(ports[0], [&](const std::string& t) {
     // A write whose first replication attempt to a peer failed (a slow batch timing out) has no
     // lag sample: at least one, at most one per write.
-    bool settled = Sample(t, "kv_replication_lag_recent_samples").value_or(0) >= 1;
+    bool settled = testing::MetricSample(t, "kv_replication_lag_recent_samples").value_or(0) >= 1;
     for (const char* peer : {"n2", "n3"}) {
       const std::string label = absl::StrCat(R"({peer=")", peer, R"("})");
-      settled = settled &&
-                Sample(t, "kv_replicated_records_total" + label).value_or(0) >= kWrites &&
-                Sample(t, "kv_outbox_depth" + label) == 0 && Sample(t, "kv_member_up" + label) == 1;
+      settled =
+          settled &&
+          testing::MetricSample(t, "kv_replicated_records_total" + label).value_or(0) >= kWrites &&
+          testing::MetricSample(t, "kv_outbox_depth" + label) == 0 &&
+          testing::MetricSample(t, "kv_member_up" + label) == 1;
     }
     return settled;
   });
-  EXPECT_EQ(Sample(text, "kv_writes_coordinated_total"), kWrites) << text;
-  const double samples = Sample(text, "kv_replication_lag_recent_samples").value_or(0);
+  EXPECT_EQ(testing::MetricSample(text, "kv_writes_coordinated_total"), kWrites) << text;
+  const double samples =
+      testing::MetricSample(text, "kv_replication_lag_recent_samples").value_or(0);
   EXPECT_GE(samples, 1) << text;
   EXPECT_LE(samples, kWrites) << text;
   const std::optional<double> p50 =
-      Sample(text, R"(kv_replication_lag_recent_seconds{quantile="0.5"})");
+      testing::MetricSample(text, R"(kv_replication_lag_recent_seconds{quantile="0.5"})");
   const std::optional<double> max =
-      Sample(text, R"(kv_replication_lag_recent_seconds{quantile="1"})");
+      testing::MetricSample(text, R"(kv_replication_lag_recent_seconds{quantile="1"})");
   ASSERT_TRUE(p50.has_value() && max.has_value()) << text;
   EXPECT_GT(*p50, 0);
   for (const char* peer : {"n2", "n3"}) {
-    EXPECT_EQ(Sample(text, absl::StrCat(R"(kv_replicated_records_total{peer=")", peer, R"("})")),
+    EXPECT_EQ(testing::MetricSample(
+                  text, absl::StrCat(R"(kv_replicated_records_total{peer=")", peer, R"("})")),
               kWrites)
         << text;
-    EXPECT_EQ(Sample(text, absl::StrCat(R"(kv_outbox_depth{peer=")", peer, R"("})")), 0) << text;
-    EXPECT_EQ(Sample(text, absl::StrCat(R"(kv_member_up{peer=")", peer, R"("})")), 1) << text;
+    EXPECT_EQ(testing::MetricSample(text, absl::StrCat(R"(kv_outbox_depth{peer=")", peer, R"("})")),
+              0)
+        << text;
+    EXPECT_EQ(testing::MetricSample(text, absl::StrCat(R"(kv_member_up{peer=")", peer, R"("})")), 1)
+        << text;
   }
   // The replicas counted the merges they were sent.
   const std::string replica_text = ScrapeUntil(ports[1], [](const std::string&) { return true; });
-  EXPECT_GE(
-      Sample(replica_text,
-             R"(kv_grpc_requests_total{code="OK",method="/kv.internal.v1.Replica/MergeBatch"})")
-          .value_or(0),
-      1)
+  EXPECT_GE(testing::MetricSample(
+                replica_text,
+                R"(kv_grpc_requests_total{code="OK",method="/kv.internal.v1.Replica/MergeBatch"})")
+                .value_or(0),
+            1)
       << replica_text;
 
   // n3 dies: gossip reports it DOWN, and the writes it is owed wait in n1's outbox.
   cluster.Kill(2);
-  text = ScrapeUntil(
-      ports[0], [](const std::string& t) { return Sample(t, R"(kv_member_up{peer="n3"})") == 0; });
-  ASSERT_EQ(Sample(text, R"(kv_member_up{peer="n3"})"), 0) << text;
+  text = ScrapeUntil(ports[0], [](const std::string& t) {
+    return testing::MetricSample(t, R"(kv_member_up{peer="n3"})") == 0;
+  });
+  ASSERT_EQ(testing::MetricSample(text, R"(kv_member_up{peer="n3"})"), 0) << text;
   constexpr int kHinted = 10;
   for (int i = 0; i < kHinted; ++i) {
     grpc::Status put = Put(kv.get(), absl::StrCat("hinted-", i), "value");
     ASSERT_TRUE(put.ok()) << put.error_message();
   }
   text = ScrapeUntil(ports[0], [](const std::string& t) {
-    return Sample(t, R"(kv_outbox_depth{peer="n3"})").value_or(0) >= kHinted &&
-           Sample(t, R"(kv_peer_reachable{peer="n3"})") == 0 &&
-           Sample(t, R"(kv_outbox_depth{peer="n2"})") == 0;
+    return testing::MetricSample(t, R"(kv_outbox_depth{peer="n3"})").value_or(0) >= kHinted &&
+           testing::MetricSample(t, R"(kv_peer_reachable{peer="n3"})") == 0 &&
+           testing::MetricSample(t, R"(kv_outbox_depth{peer="n2"})") == 0;
   });
-  EXPECT_EQ(Sample(text, R"(kv_outbox_depth{peer="n3"})"), kHinted) << text;
-  EXPECT_EQ(Sample(text, R"(kv_peer_reachable{peer="n3"})"), 0) << text;
-  EXPECT_EQ(Sample(text, R"(kv_outbox_depth{peer="n2"})"), 0) << text;
+  EXPECT_EQ(testing::MetricSample(text, R"(kv_outbox_depth{peer="n3"})"), kHinted) << text;
+  EXPECT_EQ(testing::MetricSample(text, R"(kv_peer_reachable{peer="n3"})"), 0) << text;
+  EXPECT_EQ(testing::MetricSample(text, R"(kv_outbox_depth{peer="n2"})"), 0) << text;
 
   // n3 returns: the hinted writes drain.
   ASSERT_TRUE(cluster.Restart(2).ok());
   text = ScrapeUntil(ports[0], [](const std::string& t) {
-    return Sample(t, R"(kv_outbox_depth{peer="n3"})") == 0 &&
-           Sample(t, R"(kv_replicated_records_total{peer="n3"})").value_or(0) >=
+    return testing::MetricSample(t, R"(kv_outbox_depth{peer="n3"})") == 0 &&
+           testing::MetricSample(t, R"(kv_replicated_records_total{peer="n3"})").value_or(0) >=
                kWrites + kHinted &&
-           Sample(t, R"(kv_member_up{peer="n3"})") == 1;
+           testing::MetricSample(t, R"(kv_member_up{peer="n3"})") == 1;
   });
-  EXPECT_EQ(Sample(text, R"(kv_outbox_depth{peer="n3"})"), 0) << text;
-  EXPECT_EQ(Sample(text, R"(kv_replicated_records_total{peer="n3"})"), kWrites + kHinted) << text;
-  EXPECT_EQ(Sample(text, R"(kv_member_up{peer="n3"})"), 1) << text;
+  EXPECT_EQ(testing::MetricSample(text, R"(kv_outbox_depth{peer="n3"})"), 0) << text;
+  EXPECT_EQ(testing::MetricSample(text, R"(kv_replicated_records_total{peer="n3"})"),
+            kWrites + kHinted)
+      << text;
+  EXPECT_EQ(testing::MetricSample(text, R"(kv_member_up{peer="n3"})"), 1) << text;
   EXPECT_TRUE(cluster.StopAll().ok()) << cluster.LogTails();
   EXPECT_EQ(cluster.SanitizerReports(), "");
 }

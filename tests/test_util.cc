@@ -28,9 +28,11 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 
@@ -579,6 +581,48 @@ absl::Status NodeProcess::Launch() {
 absl::Status NodeProcess::KillAndRestart() {
   process_.Kill();
   return Launch();
+}
+
+// GET http://127.0.0.1:`port``path` (HTTP/1.0: the server closes the connection after the
+// answer). The body, or an error with the status line.
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError("socket failed");
+  timeval timeout{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot connect to port ", port));
+  }
+  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return absl::UnavailableError("short write");
+  }
+  std::string answer;
+  char buffer[8192];
+  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) answer.append(buffer, n);
+  close(fd);
+  const size_t body = answer.find("\r\n\r\n");
+  if (body == std::string::npos) return absl::UnavailableError("no HTTP answer: " + answer);
+  const std::string status_line = answer.substr(0, answer.find("\r\n"));
+  if (!absl::StrContains(status_line, " 200 ")) return absl::NotFoundError(status_line);
+  return answer.substr(body + 4);
+}
+
+// The value of the sample written exactly `series` (name and labels, as the exposition writes
+// them: labels sorted by name), or nullopt when the scrape has no such sample.
+std::optional<double> MetricSample(const std::string& text, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::ConsumePrefix(&line, series) || !absl::ConsumePrefix(&line, " ")) continue;
+    double value = 0;
+    if (absl::SimpleAtod(line, &value)) return value;
+  }
+  return std::nullopt;
 }
 
 }  // namespace kv::testing

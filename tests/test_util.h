@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -121,6 +122,14 @@ class NodeProcess {
 
 // True if a gRPC health check to `endpoint` answers SERVING within `timeout`.
 bool WaitForServing(const std::string& endpoint, absl::Duration timeout);
+
+// GET http://127.0.0.1:`port``path` (HTTP/1.0: the server closes the connection after the
+// answer). The body, or an error with the status line.
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
+
+// The value of the sample written exactly `series` (name and labels, as the Prometheus text
+// exposition writes them: labels sorted by name), or nullopt when `text` has no such sample.
+std::optional<double> MetricSample(const std::string& text, const std::string& series);
 
 }  // namespace kv::testing
 

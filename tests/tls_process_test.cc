@@ -6,11 +6,15 @@
 //   - the node refuses plaintext clients, clients without a certificate, clients whose
 //     certificate another CA signed, and clients that do not trust the node's CA;
 //   - with --tls_client_auth=false, trusting the CA is enough;
-//   - a node whose certificate names another host is refused by clients;
+//   - a node whose certificate names another host is refused by clients and by its peers;
+//   - changed TLS files are checked and installed without a restart: a key of another
+//     certificate is refused (logged, counted, nothing changes), a CA bundle and a certificate
+//     of the next CA are installed, for clients and for new peer connections alike;
 //   - kvprobe, the containers' health check, speaks TLS with the node's own files from the
 //     image's variables, and fails like any other client that is refused;
 //   - bad TLS settings (a missing file, a directory, a key of another certificate, an encrypted
-//     key, a file that is not PEM, only some of the three flags) stop the node before its data
+//     key, a file that is not PEM, a certificate another CA signed, an expired certificate, only
+//     some of the three flags) stop the node before its data
 //     directory is touched, and kvctl reports its own bad TLS flags and files as usage errors.
 // Every wait is a poll with a deadline.
 #include <algorithm>
@@ -49,18 +53,23 @@ class TlsProcessTest : public ::testing::Test {
 set -e
 ca() { openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.pem" -days 2 \
          -subj "/CN=$1" 2>/dev/null; }
-leaf() { # NAME CA SAN
+leaf() { # NAME CA SAN [DAYS]
   openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$1" 2>/dev/null
   printf 'subjectAltName=%s\n' "$3" > "$1.ext"
   openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2.key" -CAcreateserial -out "$1.pem" \
-    -days 2 -extfile "$1.ext" 2>/dev/null
+    -days "${4:-2}" -extfile "$1.ext" 2>/dev/null
 }
 ca ca
 ca other-ca
+ca next-ca
 leaf node ca IP:127.0.0.1
 leaf client ca DNS:kv-client
 leaf stranger other-ca DNS:kv-stranger
 leaf elsewhere ca DNS:elsewhere.invalid
+leaf expired ca IP:127.0.0.1 -1
+leaf next-node next-ca IP:127.0.0.1
+leaf next-client next-ca DNS:kv-next-client
+cat ca.pem next-ca.pem > ca-bundle.pem
 openssl pkey -in node.key -aes256 -passout pass:secret -out node-encrypted.key 2>/dev/null
 )";
     testing::CommandResult made =
@@ -119,37 +128,73 @@ openssl pkey -in node.key -aes256 -passout pass:secret -out node-encrypted.key 2
     return testing::RunCommand(argv, "", absl::Seconds(60), env);
   }
 
-  // Starts one kvnode per port (ids n1..), all with `extra` flags; waits until each answers
-  // kvctl with `client_flags`.
-  void StartNodes(const std::vector<int>& ports, const std::vector<std::string>& extra,
-                  const std::vector<std::string>& client_flags) {
+  // Starts kvnode n<index+1> of the cluster on `ports` with `extra` flags, without waiting.
+  void StartNode(size_t index, const std::vector<int>& ports,
+                 const std::vector<std::string>& extra) {
     std::vector<std::string> peers;
     for (size_t i = 0; i < ports.size(); ++i) {
       peers.push_back(absl::StrCat("n", i + 1, "=127.0.0.1:", ports[i]));
     }
+    std::vector<std::string> argv = {KVNODE_PATH, absl::StrCat("--node_id=n", index + 1),
+                                     absl::StrCat("--listen=127.0.0.1:", ports[index]),
+                                     "--data_dir=" + File(absl::StrCat("data-n", index + 1)),
+                                     "--peers=" + absl::StrJoin(peers, ",")};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    absl::StatusOr<testing::Subprocess> node =
+        testing::Subprocess::Start(argv, File(absl::StrCat("log-n", index + 1, "-", ++starts_)));
+    ASSERT_TRUE(node.ok()) << node.status();
+    if (nodes_.size() <= index) nodes_.resize(index + 1);
+    nodes_[index] = *std::move(node);
+    argvs_.resize(std::max(argvs_.size(), index + 1));
+    argvs_[index] = argv;
+  }
+
+  // Waits until node `index`, listening on `port`, answers kvctl with `client_flags`.
+  void WaitServing(size_t index, int port, const std::vector<std::string>& client_flags) {
+    const absl::Time deadline = absl::Now() + kStartTimeout;
+    testing::CommandResult r;
+    do {
+      r = Kvctl(absl::StrCat("127.0.0.1:", port), client_flags, {"list", "--limit=1"});
+      if (r.exit_code == 0) break;
+      absl::SleepFor(absl::Milliseconds(200));
+    } while (absl::Now() < deadline && nodes_[index].running());
+    ASSERT_EQ(r.exit_code, 0) << "node n" << index + 1 << " does not serve over TLS: " << r.err
+                              << "\nits log:\n"
+                              << nodes_[index].Stderr();
+  }
+
+  // Starts one kvnode per port (ids n1..), all with `extra` flags plus node i's `per_node[i]`;
+  // waits until each answers kvctl with `client_flags`.
+  void StartNodes(const std::vector<int>& ports, const std::vector<std::string>& extra,
+                  const std::vector<std::string>& client_flags,
+                  const std::vector<std::vector<std::string>>& per_node = {}) {
     for (size_t i = 0; i < ports.size(); ++i) {
-      std::vector<std::string> argv = {KVNODE_PATH, absl::StrCat("--node_id=n", i + 1),
-                                       absl::StrCat("--listen=127.0.0.1:", ports[i]),
-                                       "--data_dir=" + File(absl::StrCat("data-n", i + 1)),
-                                       "--peers=" + absl::StrJoin(peers, ",")};
-      argv.insert(argv.end(), extra.begin(), extra.end());
-      absl::StatusOr<testing::Subprocess> node =
-          testing::Subprocess::Start(argv, File(absl::StrCat("log-n", i + 1)));
-      ASSERT_TRUE(node.ok()) << node.status();
-      nodes_.push_back(*std::move(node));
+      std::vector<std::string> flags = extra;
+      if (i < per_node.size()) flags.insert(flags.end(), per_node[i].begin(), per_node[i].end());
+      ASSERT_NO_FATAL_FAILURE(StartNode(i, ports, flags));
     }
     for (size_t i = 0; i < ports.size(); ++i) {
-      const absl::Time deadline = absl::Now() + kStartTimeout;
-      testing::CommandResult r;
-      do {
-        r = Kvctl(absl::StrCat("127.0.0.1:", ports[i]), client_flags, {"list", "--limit=1"});
-        if (r.exit_code == 0) break;
-        absl::SleepFor(absl::Milliseconds(200));
-      } while (absl::Now() < deadline && nodes_[i].running());
-      ASSERT_EQ(r.exit_code, 0) << "node n" << i + 1 << " does not serve over TLS: " << r.err
-                                << "\nits log:\n"
-                                << nodes_[i].Stderr();
+      ASSERT_NO_FATAL_FAILURE(WaitServing(i, ports[i], client_flags));
     }
+  }
+
+  // Stops node `index` (SIGTERM) and starts it again with the same flags, without waiting.
+  void RestartNode(size_t index) {
+    nodes_[index].Signal(SIGTERM);
+    absl::StatusOr<int> code = nodes_[index].Wait(absl::Seconds(30));
+    ASSERT_TRUE(code.ok() && *code == 0) << nodes_[index].Stderr();
+    absl::StatusOr<testing::Subprocess> node = testing::Subprocess::Start(
+        argvs_[index], File(absl::StrCat("log-n", index + 1, "-", ++starts_)));
+    ASSERT_TRUE(node.ok()) << node.status();
+    nodes_[index] = *std::move(node);
+  }
+
+  // Replaces file `name` of the test directory with a copy of `from`, atomically (a new file
+  // renamed over it), as an operator or a Kubernetes secret volume does.
+  void Replace(const std::string& name, const std::string& from) {
+    const std::string next = File(name + ".next");
+    std::filesystem::copy_file(File(from), next, std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::rename(next, File(name));
   }
 
   // Waits until node `index` has logged `text` (the start line comes after the server serves).
@@ -173,6 +218,8 @@ openssl pkey -in node.key -aes256 -passout pass:secret -out node-encrypted.key 2
 
   testing::TempDir dir_;
   std::vector<testing::Subprocess> nodes_;
+  std::vector<std::vector<std::string>> argvs_;  // of nodes_
+  int starts_ = 0;                               // node starts, for distinct log files
 };
 
 TEST_F(TlsProcessTest, ThreeNodesReplicateOverMutualTlsAndRefuseOtherClients) {
@@ -291,6 +338,98 @@ TEST_F(TlsProcessTest, ACertificateForAnotherNameIsRefusedByClients) {
   StopNodes();
 }
 
+TEST_F(TlsProcessTest, PeersCheckTheNameInEachOthersCertificates) {
+  // n2's certificate is signed by the CA but names elsewhere.invalid, not 127.0.0.1, the host n1
+  // has for it in --peers: n1 refuses to replicate to it.
+  const std::vector<int> ports = {testing::PickFreePort(), testing::PickFreePort()};
+  ASSERT_NE(ports[0], ports[1]);
+  ASSERT_NO_FATAL_FAILURE(StartNode(0, ports, NodeTlsFlags()));
+  ASSERT_NO_FATAL_FAILURE(
+      StartNode(1, ports,
+                {"--tls_cert_file=" + File("elsewhere.pem"),
+                 "--tls_key_file=" + File("elsewhere.key"), "--tls_ca_file=" + File("ca.pem")}));
+  ASSERT_NO_FATAL_FAILURE(WaitServing(0, ports[0], KvctlTls()));
+  ExpectLogged(1, "tls=mutual");
+  const std::string n1 = absl::StrCat("127.0.0.1:", ports[0]);
+  testing::CommandResult one = Kvctl(n1, KvctlTls(), {"put", "k", "v", "--w=1"});
+  EXPECT_EQ(one.exit_code, 0) << one.out << one.err;
+  testing::CommandResult all = Kvctl(n1, KvctlTls(), {"put", "k2", "v", "--w=all"});
+  EXPECT_EQ(all.exit_code, 3) << all.out << all.err;
+  EXPECT_THAT(all.err, HasSubstr("UNAVAILABLE"));
+  StopNodes();
+}
+
+TEST_F(TlsProcessTest, ChangedFilesAreCheckedAndInstalledWithoutARestart) {
+  // The nodes read live.pem, live.key and live-ca.pem, which the test replaces as an operator
+  // (or a Kubernetes secret volume) would: first with a key of another certificate (refused),
+  // then with a CA bundle and a certificate of the next CA (installed).
+  Replace("live.pem", "node.pem");
+  Replace("live.key", "node.key");
+  Replace("live-ca.pem", "ca.pem");
+  const std::vector<int> ports = {testing::PickFreePort(), testing::PickFreePort()};
+  ASSERT_NE(ports[0], ports[1]);
+  const int metrics_port = testing::PickFreePort();
+  ASSERT_NO_FATAL_FAILURE(
+      StartNodes(ports,
+                 {"--tls_cert_file=" + File("live.pem"), "--tls_key_file=" + File("live.key"),
+                  "--tls_ca_file=" + File("live-ca.pem"), "--tls_reload_interval=1s"},
+                 KvctlTls(), {{absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)}}));
+  const std::string n1 = absl::StrCat("127.0.0.1:", ports[0]);
+  const std::string n2 = absl::StrCat("127.0.0.1:", ports[1]);
+  const std::vector<std::string> next = KvctlTls("next-client", "next-ca");
+  EXPECT_EQ(RefusedKvctl(n1, next, {"get", "k"}).exit_code, 3);
+  auto metric = [&](const std::string& series) -> double {
+    absl::StatusOr<std::string> text = testing::HttpGet(metrics_port, "/metrics");
+    if (!text.ok()) return -1;
+    return testing::MetricSample(*text, series).value_or(-1);
+  };
+  EXPECT_GT(metric("kv_tls_certificate_expiry_timestamp_seconds"),
+            absl::ToUnixSeconds(absl::Now()));
+  EXPECT_EQ(metric("kv_tls_rotations_total"), 0);
+
+  // A key that is not the certificate's: refused, logged, counted; new connections still work.
+  Replace("live.key", "client.key");
+  absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (metric("kv_tls_refusals_total") < 1 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(metric("kv_tls_refusals_total"), 1);
+  ExpectLogged(0, "TLS files changed but were refused");
+  ExpectLogged(0, "is not the key of --tls_cert_file");
+  testing::CommandResult during = Kvctl(n1, KvctlTls(), {"put", "during", "refused", "--w=all"});
+  EXPECT_EQ(during.exit_code, 0) << during.out << during.err;
+  EXPECT_EQ(metric("kv_tls_rotations_total"), 0);
+
+  // The rotation: the CA bundle first, then the next CA's certificate and its key.
+  Replace("live-ca.pem", "ca-bundle.pem");
+  Replace("live.key", "next-node.key");
+  Replace("live.pem", "next-node.pem");
+  for (const std::string& node : {n1, n2}) {
+    deadline = absl::Now() + absl::Seconds(30);
+    testing::CommandResult r;
+    do {
+      r = RefusedKvctl(node, next, {"put", "rotated", "yes"});
+      if (r.exit_code == 0) break;
+      absl::SleepFor(absl::Milliseconds(200));
+    } while (absl::Now() < deadline);
+    EXPECT_EQ(r.exit_code, 0) << node << " never used the new certificate: " << r.err;
+  }
+  ExpectLogged(0, "new connections use the new certificate");
+  EXPECT_GE(metric("kv_tls_rotations_total"), 1);
+  // The node's certificate is the next CA's now, and it trusts clients of both CAs.
+  EXPECT_EQ(RefusedKvctl(n1, KvctlTls("client", "ca"), {"get", "rotated"}).exit_code, 3);
+  testing::CommandResult old_client = Kvctl(n1, KvctlTls("client", "next-ca"), {"get", "rotated"});
+  EXPECT_EQ(old_client.exit_code, 0) << old_client.err;
+
+  // New peer connections use the rotated files too: n1 reconnects to a restarted n2, verifying
+  // its certificate of the next CA and presenting its own.
+  ASSERT_NO_FATAL_FAILURE(RestartNode(1));
+  ASSERT_NO_FATAL_FAILURE(WaitServing(1, ports[1], next));
+  testing::CommandResult all = Kvctl(n1, next, {"put", "after-restart", "v", "--w=all"});
+  EXPECT_EQ(all.exit_code, 0) << all.out << all.err << "\nn1's log:\n" << nodes_[0].Stderr();
+  StopNodes();
+}
+
 TEST_F(TlsProcessTest, KvprobeSpeaksTlsWithTheNodesOwnFiles) {
   const std::vector<int> ports = {testing::PickFreePort()};
   ASSERT_NO_FATAL_FAILURE(StartNodes(ports, NodeTlsFlags(), KvctlTls()));
@@ -366,6 +505,14 @@ TEST_F(TlsProcessTest, BadTlsSettingsStopTheNodeBeforeItTouchesItsData) {
             1,
             "holds no unencrypted PEM"},
            {{cert, "--tls_key_file=" + dir_.path(), ca}, 1, "not a regular file"},
+           {{"--tls_cert_file=" + File("stranger.pem"), "--tls_key_file=" + File("stranger.key"),
+             ca},
+            1,
+            "is not verified by --tls_ca_file"},
+           {{"--tls_cert_file=" + File("expired.pem"), "--tls_key_file=" + File("expired.key"), ca},
+            1,
+            "expired at"},
+           {{cert, key, ca, "--tls_reload_interval=500ms"}, 2, "0 (never) or a duration"},
        }) {
     const std::string data_dir = File("never");
     std::vector<std::string> argv = {KVNODE_PATH, "--data_dir=" + data_dir, listen};
