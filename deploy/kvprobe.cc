@@ -16,7 +16,11 @@
 // too. The TLS files default to the node's own, from the variables the entrypoint turns into
 // kvnode's flags: $KVNODE_TLS_CA_FILE (turns TLS on), $KVNODE_TLS_CERT_FILE and
 // $KVNODE_TLS_KEY_FILE (the node's certificate, which kvnode requires to be usable as a client
-// certificate: the probe presents it, as a peer would, so mutual TLS accepts it). The node's
+// certificate: the probe presents it, as a peer would, so mutual TLS accepts it). When the node
+// has installed a copy of them under $KVNODE_DATA_DIR/tls/active (node/tls.h), the probe uses
+// that copy instead: it is the set the node serves with, also after the node refused changed
+// files (a probe reading those would fail, and have a healthy node restarted into a start that
+// refuses them too). The node's
 // certificate is verified against the CA and against the name the probe connects to: the host
 // of --addr (127.0.0.1 by default), unless --tls-server-name (default $KV_PROBE_TLS_SERVER_NAME)
 // names the host the certificate is issued for, e.g. the address the node's peers use. Each flag
@@ -30,6 +34,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/byte_buffer.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <cstdint>
@@ -133,18 +138,36 @@ int Usage() {
                " [--tls-server-name=NAME]] [--plaintext]\n"
                "Asks grpc.health.v1.Health/Check; exit 0 when SERVING, 1 otherwise, 2 for "
                "usage errors.\n"
-               "TLS files default to $KVNODE_TLS_CA_FILE, $KVNODE_TLS_CERT_FILE and "
-               "$KVNODE_TLS_KEY_FILE, the server name to $KV_PROBE_TLS_SERVER_NAME.\n");
+               "TLS files default to the node's installed copy in $KVNODE_DATA_DIR/tls/active, "
+               "else to\n$KVNODE_TLS_CA_FILE, $KVNODE_TLS_CERT_FILE and $KVNODE_TLS_KEY_FILE; "
+               "the server name to $KV_PROBE_TLS_SERVER_NAME.\n");
   return 2;
+}
+
+// Where the node keeps the TLS files it serves with (node/tls.h), if it runs with TLS and has
+// installed them; empty otherwise.
+std::string InstalledTlsDir() {
+  const std::string data_dir = EnvOr("KVNODE_DATA_DIR", "");
+  if (EnvOr("KVNODE_TLS_CA_FILE", "").empty() || data_dir.empty()) return "";
+  const std::string dir = data_dir + "/tls/active";
+  struct stat info;
+  if (stat((dir + "/cert.pem").c_str(), &info) != 0 || !S_ISREG(info.st_mode)) return "";
+  return dir;
+}
+
+// The default of one TLS file: the node's installed copy `name`, else $`variable`.
+std::string DefaultTlsFile(const char* variable, const char* name) {
+  const std::string installed = InstalledTlsDir();
+  return installed.empty() ? EnvOr(variable, "") : installed + "/" + name;
 }
 
 struct ProbeOptions {
   std::string address = DefaultAddress();
   std::string service;
   double timeout_seconds = 2.0;
-  std::string ca_file = EnvOr("KVNODE_TLS_CA_FILE", "");
-  std::string cert_file = EnvOr("KVNODE_TLS_CERT_FILE", "");
-  std::string key_file = EnvOr("KVNODE_TLS_KEY_FILE", "");
+  std::string ca_file = DefaultTlsFile("KVNODE_TLS_CA_FILE", "ca.pem");
+  std::string cert_file = DefaultTlsFile("KVNODE_TLS_CERT_FILE", "cert.pem");
+  std::string key_file = DefaultTlsFile("KVNODE_TLS_KEY_FILE", "key.pem");
   std::string server_name = EnvOr("KV_PROBE_TLS_SERVER_NAME", "");
   bool plaintext = false;
 };

@@ -147,6 +147,9 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
     server->tls_ = *std::move(tls);
   } else {
     server->tls_ = std::make_unique<NodeTls>();
+    // A copy of TLS files an earlier run with TLS installed (with its private key) goes.
+    std::error_code ignored;
+    std::filesystem::remove_all(std::filesystem::path(config.data_dir) / "tls", ignored);
   }
   KV_RETURN_IF_ERROR(server->StartReplication());
   KV_RETURN_IF_ERROR(server->StartGrpc());

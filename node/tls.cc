@@ -7,6 +7,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -87,7 +88,14 @@ absl::StatusOr<std::vector<X509Ptr>> ParseCertificates(const char* flag, const s
     return absl::InvalidArgumentError(
         absl::StrCat(flag, " \"", path, "\" holds no PEM certificate (", OpenSslError(), ")"));
   }
-  ERR_clear_error();  // the end of the input, after the last certificate
+  // The loop ends at the end of the input, or at a block that is not a certificate.
+  const unsigned long last = ERR_peek_last_error();
+  if (last != 0 && ERR_GET_REASON(last) != PEM_R_NO_START_LINE) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, " \"", path,
+                                                   "\" holds a damaged block after certificate ",
+                                                   certs.size(), " (", OpenSslError(), ")"));
+  }
+  ERR_clear_error();
   return certs;
 }
 
@@ -103,30 +111,52 @@ absl::Time NotAfter(X509* cert) {
   return absl::FromTimeT(timegm(&parts));
 }
 
-// OK if the CA certificates `cas` verify `chain` (leaf first, then intermediates) at `now`.
+// OK if the CA certificates `cas` verify `chain` (leaf first, then intermediates) at `now`, and
+// the leaf may serve as a TLS server and client certificate (a member is both to its peers).
 absl::Status Verify(const std::vector<X509Ptr>& chain, const std::vector<X509Ptr>& cas,
                     absl::Time now, const NodeConfig& config) {
+  const std::string cert = absl::StrCat("--tls_cert_file \"", config.tls_cert_file, "\"");
+  X509* leaf = chain[0].get();
+  if (X509_check_purpose(leaf, X509_PURPOSE_SSL_SERVER, 0) != 1 ||
+      X509_check_purpose(leaf, X509_PURPOSE_SSL_CLIENT, 0) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(
+        absl::StrCat(cert,
+                     " is not usable both as a TLS server and as a TLS client certificate (its key "
+                     "usage or extended key usage forbids one); a member is both to its peers"));
+  }
   StorePtr store(X509_STORE_new(), &X509_STORE_free);
   for (const X509Ptr& ca : cas) X509_STORE_add_cert(store.get(), ca.get());
   STACK_OF(X509)* untrusted = sk_X509_new_null();
   for (size_t i = 1; i < chain.size(); ++i) sk_X509_push(untrusted, chain[i].get());
   StoreContextPtr context(X509_STORE_CTX_new(), &X509_STORE_CTX_free);
+  bool started = false;
   int verified = 0;
-  if (X509_STORE_CTX_init(context.get(), store.get(), chain[0].get(), untrusted) == 1) {
+  int error = X509_V_OK;
+  std::string failed_subject;
+  absl::Time failed_not_after;
+  if (X509_STORE_CTX_init(context.get(), store.get(), leaf, untrusted) == 1) {
+    started = true;
     X509_STORE_CTX_set_time(context.get(), 0, absl::ToTimeT(now));
     verified = X509_verify_cert(context.get());
+    error = X509_STORE_CTX_get_error(context.get());
+    if (X509* failed = X509_STORE_CTX_get_current_cert(context.get()); failed != nullptr) {
+      failed_subject = Subject(failed);
+      failed_not_after = NotAfter(failed);
+    }
   }
-  const int error = X509_STORE_CTX_get_error(context.get());
+  context.reset();          // before the stack it points to
   sk_X509_free(untrusted);  // the certificates stay owned by `chain`
   ERR_clear_error();
   if (verified == 1) return absl::OkStatus();
-  const std::string cert = absl::StrCat("--tls_cert_file \"", config.tls_cert_file, "\"");
+  if (!started) return absl::InternalError("OpenSSL could not start verifying the certificate");
   if (error == X509_V_ERR_CERT_HAS_EXPIRED) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(cert, " expired at ", absl::FormatTime(NotAfter(chain[0].get()))));
+    return absl::InvalidArgumentError(absl::StrCat(cert, ": ", failed_subject, " expired at ",
+                                                   absl::FormatTime(failed_not_after)));
   }
   if (error == X509_V_ERR_CERT_NOT_YET_VALID) {
-    return absl::InvalidArgumentError(absl::StrCat(cert, " is not valid yet"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(cert, ": ", failed_subject, " is not valid yet"));
   }
   return absl::InvalidArgumentError(absl::StrCat(cert, " is not verified by --tls_ca_file \"",
                                                  config.tls_ca_file, "\" (",
@@ -153,10 +183,11 @@ absl::Status WriteNewFile(const std::string& path, const std::string& contents, 
   // gRPC compares modification times (in seconds) before and after reading the key and the
   // certificate: distinct times per set make a read that straddles a switch start over.
   const struct timespec times[2] = {{mtime, 0}, {mtime, 0}};
-  const bool timed = futimens(fd, times) == 0;
-  const int err = errno;
-  if (close(fd) != 0 || !timed) {
-    return absl::InternalError(absl::StrCat("cannot finish ", path, ": ", strerror(err)));
+  const int timed = futimens(fd, times) == 0 ? 0 : errno;
+  const int closed = close(fd) == 0 ? 0 : errno;
+  if (timed != 0 || closed != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot finish ", path, ": ", strerror(timed != 0 ? timed : closed)));
   }
   return absl::OkStatus();
 }
@@ -280,7 +311,9 @@ absl::Status NodeTls::Install(const TlsFiles& files) {
   if (written.ok()) {
     written = WriteNewFile(absl::StrCat(set, "/", kCaName), files.ca_pem, 0644, mtime);
   }
-  // Switch every file at once: a new link, renamed over the old one.
+  // Switch the key and the certificate at once: a new link, renamed over the old one. (gRPC
+  // reads the CA file on its own, so for up to a second it may pair the new CA with the old key
+  // and certificate or the other way round: harmless when a new CA comes as a bundle first.)
   const std::string link = absl::StrCat(dir_, "/", kActiveLink);
   const std::string next_link = absl::StrCat(link, ".next");
   unlink(next_link.c_str());
@@ -303,10 +336,34 @@ absl::Status NodeTls::Install(const TlsFiles& files) {
 
 absl::Status NodeTls::ReloadNow() {
   if (!enabled()) return absl::OkStatus();
+  // One reload at a time, so that an older read is never installed after a newer one.
+  absl::MutexLock reloading(&reload_mu_);
+  TlsFiles raw;
+  bool unchanged = false;
+  {
+    absl::StatusOr<std::string> cert =
+        ReadSmallRegularFile(config_.tls_cert_file, kMaxConfigFileBytes);
+    absl::StatusOr<std::string> key =
+        ReadSmallRegularFile(config_.tls_key_file, kMaxConfigFileBytes);
+    absl::StatusOr<std::string> ca = ReadSmallRegularFile(config_.tls_ca_file, kMaxConfigFileBytes);
+    if (cert.ok() && key.ok() && ca.ok()) {
+      raw.cert_pem = *std::move(cert);
+      raw.key_pem = *std::move(key);
+      raw.ca_pem = *std::move(ca);
+      absl::MutexLock lock(&mu_);
+      unchanged = raw.SameContents(current_);
+    }
+  }
+  if (unchanged) {
+    // Nothing to check: the files are the set in use (expiring is for the expiry gauge).
+    absl::MutexLock lock(&mu_);
+    stats_.last_refusal.clear();  // whatever was refused has been put back
+    return absl::OkStatus();
+  }
   absl::StatusOr<TlsFiles> files = ReadTlsFiles(config_, absl::Now());
   absl::MutexLock lock(&mu_);
   if (files.ok() && files->SameContents(current_)) {
-    stats_.last_refusal.clear();  // whatever was refused has been put back
+    stats_.last_refusal.clear();
     return absl::OkStatus();
   }
   absl::Status installed = files.status();

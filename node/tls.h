@@ -11,8 +11,9 @@
 //
 // ReadTlsFiles reads and checks the files before the node touches its data directory: each must
 // be readable, the certificate and the CA must parse as PEM certificates, the key as a PEM
-// private key that belongs to the certificate, and the CA file must verify the certificate
-// (chain, signature, validity period at `now`). Every failure names the flag and the file.
+// private key that belongs to the certificate, usable as a TLS server and client certificate, and
+// the CA file must verify it (chain, signature, validity period at `now`). Every failure names
+// the flag and the file.
 //
 // Rotation without a restart (NodeTls): every tls_reload_interval the node reads the three files
 // again. When they changed and pass the same checks, it installs them; new connections, to its
@@ -23,8 +24,11 @@
 // in the CA file of every member and client) before certificates it signed.
 //
 // gRPC reads the credentials it uses from the node's own copy of the checked files, under
-// <data_dir>/tls (mode 0700, the key 0600): NodeTls replaces that copy atomically, so gRPC, which
-// polls it every second, never sees a key of one set with the certificate of another.
+// <data_dir>/tls (mode 0700, the key 0600): NodeTls switches the key and certificate of that copy
+// atomically, so gRPC, which polls it every second, never sees a key of one set with the
+// certificate of another (the CA file may lag or lead them by a poll). kvprobe health-checks with
+// the same copy. Files unchanged since they were installed are not checked again: a certificate
+// that expires in use is for the expiry metric to show, not a refusal.
 #ifndef KV_NODE_TLS_H_
 #define KV_NODE_TLS_H_
 
@@ -82,7 +86,7 @@ class NodeTls {
   // Reads the configured files; installs them if they changed and pass the checks. OK when they
   // are unchanged or were installed; otherwise the reason they were refused (also logged, once
   // per reason, and counted).
-  absl::Status ReloadNow();
+  absl::Status ReloadNow() ABSL_LOCKS_EXCLUDED(mu_, reload_mu_);
 
   struct Stats {
     std::string subject;     // of the certificate in use
@@ -91,18 +95,19 @@ class NodeTls {
     uint64_t refused = 0;    // checks of changed files that failed
     std::string last_refusal;
   };
-  Stats stats() const;
+  Stats stats() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   NodeTls(NodeConfig config, std::string dir);
   absl::Status Install(const TlsFiles& files) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReloadLoop();
+  void ReloadLoop() ABSL_LOCKS_EXCLUDED(mu_, reload_mu_);
 
   const NodeConfig config_;
   const std::string dir_;
   std::shared_ptr<grpc::ServerCredentials> server_;
   std::shared_ptr<grpc::ChannelCredentials> peers_;
 
+  absl::Mutex reload_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // held by ReloadNow throughout
   mutable absl::Mutex mu_;
   TlsFiles current_ ABSL_GUARDED_BY(mu_);
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;

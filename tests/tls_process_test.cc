@@ -120,8 +120,9 @@ openssl pkey -in node.key -aes256 -passout pass:secret -out node-encrypted.key 2
   // RefusedKvctl.
   testing::CommandResult Probe(const std::vector<std::string>& argv,
                                std::map<std::string, std::string> env) {
-    for (const char* name : {"KVNODE_LISTEN", "KVNODE_TLS_CA_FILE", "KVNODE_TLS_CERT_FILE",
-                             "KVNODE_TLS_KEY_FILE", "KV_PROBE_TLS_SERVER_NAME"}) {
+    for (const char* name :
+         {"KVNODE_LISTEN", "KVNODE_DATA_DIR", "KVNODE_TLS_CA_FILE", "KVNODE_TLS_CERT_FILE",
+          "KVNODE_TLS_KEY_FILE", "KV_PROBE_TLS_SERVER_NAME"}) {
       env.emplace(name, "");
     }
     env.emplace("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1");
@@ -356,6 +357,7 @@ TEST_F(TlsProcessTest, PeersCheckTheNameInEachOthersCertificates) {
   testing::CommandResult all = Kvctl(n1, KvctlTls(), {"put", "k2", "v", "--w=all"});
   EXPECT_EQ(all.exit_code, 3) << all.out << all.err;
   EXPECT_THAT(all.err, HasSubstr("UNAVAILABLE"));
+  EXPECT_THAT(all.err, HasSubstr("Hostname Verification Check failed"));
   StopNodes();
 }
 
@@ -368,7 +370,10 @@ TEST_F(TlsProcessTest, ChangedFilesAreCheckedAndInstalledWithoutARestart) {
   Replace("live-ca.pem", "ca.pem");
   const std::vector<int> ports = {testing::PickFreePort(), testing::PickFreePort()};
   ASSERT_NE(ports[0], ports[1]);
-  const int metrics_port = testing::PickFreePort();
+  int metrics_port = testing::PickFreePort();
+  while (metrics_port == ports[0] || metrics_port == ports[1]) {
+    metrics_port = testing::PickFreePort();
+  }
   ASSERT_NO_FATAL_FAILURE(
       StartNodes(ports,
                  {"--tls_cert_file=" + File("live.pem"), "--tls_key_file=" + File("live.key"),
@@ -421,11 +426,20 @@ TEST_F(TlsProcessTest, ChangedFilesAreCheckedAndInstalledWithoutARestart) {
   testing::CommandResult old_client = Kvctl(n1, KvctlTls("client", "next-ca"), {"get", "rotated"});
   EXPECT_EQ(old_client.exit_code, 0) << old_client.err;
 
-  // New peer connections use the rotated files too: n1 reconnects to a restarted n2, verifying
-  // its certificate of the next CA and presenting its own.
+  // New peer connections use the rotated files too: n1 reconnects to n2, restarted to trust the
+  // next CA only, so n1 must present its new certificate (and verify n2's with its new CA file).
+  for (std::string& arg : argvs_[1]) {
+    if (arg == "--tls_ca_file=" + File("live-ca.pem")) arg = "--tls_ca_file=" + File("next-ca.pem");
+  }
   ASSERT_NO_FATAL_FAILURE(RestartNode(1));
   ASSERT_NO_FATAL_FAILURE(WaitServing(1, ports[1], next));
-  testing::CommandResult all = Kvctl(n1, next, {"put", "after-restart", "v", "--w=all"});
+  deadline = absl::Now() + absl::Seconds(30);
+  testing::CommandResult all;
+  do {  // n1's channel to n2 may still be waiting to reconnect
+    all = Kvctl(n1, next, {"put", "after-restart", "v", "--w=all"});
+    if (all.exit_code == 0) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  } while (absl::Now() < deadline);
   EXPECT_EQ(all.exit_code, 0) << all.out << all.err << "\nn1's log:\n" << nodes_[0].Stderr();
   StopNodes();
 }
@@ -443,6 +457,18 @@ TEST_F(TlsProcessTest, KvprobeSpeaksTlsWithTheNodesOwnFiles) {
   testing::CommandResult probe = Probe({KVPROBE_PATH, "--timeout=10"}, image_env);
   EXPECT_EQ(probe.exit_code, 0) << probe.err;
   EXPECT_EQ(probe.out, n1 + " SERVING\n");
+  // With the node's data directory it uses the set the node installed and serves with, even when
+  // the configured files changed into something the node refused (here: another CA's).
+  std::map<std::string, std::string> refused_env = image_env;
+  refused_env["KVNODE_TLS_CA_FILE"] = File("other-ca.pem");
+  refused_env["KVNODE_TLS_CERT_FILE"] = File("stranger.pem");
+  refused_env["KVNODE_TLS_KEY_FILE"] = File("stranger.key");
+  testing::CommandResult stale = Probe({KVPROBE_PATH, "--timeout=10"}, refused_env);
+  EXPECT_EQ(stale.exit_code, 1) << stale.out << stale.err;
+  refused_env["KVNODE_DATA_DIR"] = File("data-n1");
+  testing::CommandResult installed = Probe({KVPROBE_PATH, "--timeout=10"}, refused_env);
+  EXPECT_EQ(installed.exit_code, 0) << installed.out << installed.err;
+  EXPECT_EQ(installed.out, n1 + " SERVING\n");
 
   // Refused like any client: plaintext, no client certificate, a CA that did not sign the node's.
   struct Refused {
