@@ -40,6 +40,9 @@ struct NodeConfig {
   std::string tls_key_file;
   std::string tls_ca_file;
   bool tls_client_auth = true;
+  // Patterns of the hosts whose certificates may call the internal Replica service
+  // (node/peer_authorizer.h); empty: any certificate the CA signed.
+  std::vector<std::string> tls_peer_names;
   // How often the node reads the TLS files again to install a rotated set; zero: never.
   absl::Duration tls_reload_interval = absl::Minutes(1);
   // Empty until parsing finishes; ParseNodeCommandLine fills in "./kvdata/<node_id>".

@@ -12,7 +12,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "node/peer_authorizer.h"
 #include "storage/format_level.h"
+#include "storage/status_macros.h"
 
 namespace kv::config_internal {
 namespace {
@@ -195,6 +197,25 @@ const std::vector<Setting>& Settings() {
        [](const NodeConfig& c) { return std::string(c.tls_client_auth ? "true" : "false"); },
        "With TLS: require a certificate signed by --tls_ca_file from every caller (mutual TLS; "
        "peers present their node certificate). false: clients need only trust the CA."},
+      {"tls_peer_names", "PATTERN,...", false,
+       [](absl::string_view v, NodeConfig* c) -> absl::Status {
+         std::vector<std::string> patterns;
+         for (absl::string_view pattern : absl::StrSplit(v, ',', absl::SkipEmpty())) {
+           KV_RETURN_IF_ERROR(PeerAuthorizer::ValidatePattern(pattern));
+           patterns.emplace_back(pattern);
+         }
+         c->tls_peer_names = std::move(patterns);
+         return absl::OkStatus();
+       },
+       [](const NodeConfig& c) {
+         return c.tls_peer_names.empty() ? std::string("any")
+                                         : absl::StrJoin(c.tls_peer_names, ",");
+       },
+       "With mutual TLS: only callers whose certificate names a host matching one of these "
+       "patterns (`*` stands for any run of characters but '.', e.g. node*,"
+       "*.kvnode.prod.svc.cluster.local) may call the internal Replica service (replication, "
+       "anti-entropy, handoff, gossip); others get PERMISSION_DENIED. Empty: any certificate "
+       "the CA signed, clients' included."},
       {"tls_reload_interval", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) -> absl::Status {
          absl::Duration d;

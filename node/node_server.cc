@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "node/clock.h"
 #include "node/handoff_plan.h"
@@ -352,8 +353,9 @@ absl::Status NodeServer::StartGrpc() {
       gossiper_.get());
   admin_service_->SetMembershipChanger(changer_.get());
   admin_service_->SetTls(tls_.get());
-  replica_service_ = std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_,
-                                                      merkle_.get(), gossiper_.get());
+  replica_service_ =
+      std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_, merkle_.get(),
+                                       gossiper_.get(), PeerAuthorizer(config_.tls_peer_names));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -403,6 +405,8 @@ void NodeServer::LogStarted() const {
            {"tls", !tls_->enabled()          ? "off"
                    : config_.tls_client_auth ? "mutual"
                                              : "server"},
+           {"tls_peer_names",
+            config_.tls_peer_names.empty() ? "any" : absl::StrJoin(config_.tls_peer_names, ",")},
            {"metrics",
             metrics_ == nullptr
                 ? std::string("off")

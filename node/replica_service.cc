@@ -14,8 +14,20 @@
 namespace kv {
 
 ReplicaService::ReplicaService(LocalStore* store, Executor* executor, CallGate* gate,
-                               const MerkleIndex* merkle, Gossiper* gossiper)
-    : store_(store), executor_(executor), gate_(gate), merkle_(merkle), gossiper_(gossiper) {}
+                               const MerkleIndex* merkle, Gossiper* gossiper,
+                               PeerAuthorizer authorizer)
+    : store_(store),
+      executor_(executor),
+      gate_(gate),
+      merkle_(merkle),
+      gossiper_(gossiper),
+      authorizer_(std::move(authorizer)) {}
+
+absl::Status ReplicaService::Admit(const grpc::CallbackServerContext& context) const {
+  absl::Status admitted = gate_->Check();
+  if (admitted.ok()) admitted = authorizer_.Check(context);
+  return admitted;
+}
 
 namespace {
 
@@ -26,9 +38,9 @@ absl::Status NoAntiEntropy() {
 }  // namespace
 
 grpc::ServerUnaryReactor* ReplicaService::MerkleNodes(
-    grpc::CallbackServerContext* /*context*/, const internal::v1::MerkleNodesRequest* request,
+    grpc::CallbackServerContext* context, const internal::v1::MerkleNodesRequest* request,
     internal::v1::MerkleNodesResponse* response) {
-  absl::Status status = gate_->Check();
+  absl::Status status = Admit(*context);
   if (status.ok() && merkle_ == nullptr) status = NoAntiEntropy();
   if (status.ok() && request->level() > static_cast<uint32_t>(MerkleLevel::kLeaves)) {
     status = absl::InvalidArgumentError("Merkle tree level must be 0, 1 or 2");
@@ -50,7 +62,7 @@ grpc::ServerUnaryReactor* ReplicaService::MerkleNodes(
 grpc::ServerUnaryReactor* ReplicaService::SegmentKeys(
     grpc::CallbackServerContext* context, const internal::v1::SegmentKeysRequest* request,
     internal::v1::SegmentKeysResponse* response) {
-  absl::Status admitted = gate_->Check();
+  absl::Status admitted = Admit(*context);
   if (admitted.ok() && merkle_ == nullptr) admitted = NoAntiEntropy();
   if (!admitted.ok()) return FinishNow(gate_, admitted);
   return FinishOnExecutor(context, gate_, executor_, [this, request, response]() -> absl::Status {
@@ -70,7 +82,7 @@ grpc::ServerUnaryReactor* ReplicaService::SegmentKeys(
 grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
     grpc::CallbackServerContext* context, const internal::v1::PurgeRecordRequest* request,
     internal::v1::PurgeRecordResponse* /*response*/) {
-  absl::Status valid = gate_->Check();
+  absl::Status valid = Admit(*context);
   if (valid.ok()) valid = store_->ValidateKey(request->key());
   if (!valid.ok()) return FinishNow(gate_, valid);
   return FinishOnExecutor(context, gate_, executor_, [this, request]() -> absl::Status {
@@ -87,7 +99,7 @@ grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
 grpc::ServerUnaryReactor* ReplicaService::CompareDigests(
     grpc::CallbackServerContext* context, const internal::v1::CompareDigestsRequest* request,
     internal::v1::CompareDigestsResponse* response) {
-  absl::Status admitted = gate_->Check();
+  absl::Status admitted = Admit(*context);
   // Without an index the sender gets UNIMPLEMENTED and sends every record instead.
   if (admitted.ok() && merkle_ == nullptr) admitted = NoAntiEntropy();
   if (!admitted.ok()) return FinishNow(gate_, admitted);
@@ -111,7 +123,7 @@ grpc::ServerUnaryReactor* ReplicaService::CompareDigests(
 grpc::ServerUnaryReactor* ReplicaService::MergeBatch(grpc::CallbackServerContext* context,
                                                      const internal::v1::MergeBatchRequest* request,
                                                      internal::v1::MergeBatchResponse* response) {
-  absl::Status admitted = gate_->Check();
+  absl::Status admitted = Admit(*context);
   if (!admitted.ok()) return FinishNow(gate_, admitted);
   return FinishOnExecutor(context, gate_, executor_,
                           [this, request, response] { return DoMergeBatch(*request, response); });
@@ -120,7 +132,7 @@ grpc::ServerUnaryReactor* ReplicaService::MergeBatch(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* ReplicaService::ReadRecord(grpc::CallbackServerContext* context,
                                                      const internal::v1::ReadRecordRequest* request,
                                                      internal::v1::ReadRecordResponse* response) {
-  absl::Status valid = gate_->Check();
+  absl::Status valid = Admit(*context);
   if (valid.ok()) valid = store_->ValidateKey(request->key());
   if (!valid.ok()) return FinishNow(gate_, valid);
   return FinishOnExecutor(context, gate_, executor_,
@@ -130,7 +142,7 @@ grpc::ServerUnaryReactor* ReplicaService::ReadRecord(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* ReplicaService::ListKeys(grpc::CallbackServerContext* context,
                                                    const internal::v1::ListKeysRequest* request,
                                                    internal::v1::ListKeysResponse* response) {
-  absl::Status valid = gate_->Check();
+  absl::Status valid = Admit(*context);
   if (!valid.ok()) return FinishNow(gate_, valid);
   return FinishOnExecutor(context, gate_, executor_, [this, request, response]() -> absl::Status {
     KV_ASSIGN_OR_RETURN(ListPage page,
@@ -185,10 +197,10 @@ absl::Status ReplicaService::DoReadRecord(const internal::v1::ReadRecordRequest&
   return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* ReplicaService::Gossip(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* ReplicaService::Gossip(grpc::CallbackServerContext* context,
                                                  const internal::v1::GossipRequest* request,
                                                  internal::v1::GossipResponse* response) {
-  absl::Status status = gate_->Check();
+  absl::Status status = Admit(*context);
   if (status.ok() && gossiper_ == nullptr) {
     status = absl::UnimplementedError("gossip is not enabled on this node");
   }

@@ -18,6 +18,9 @@
 // Gossip merges the caller's membership table into the node's Gossiper and answers with the
 // node's table, on the gRPC thread (memory only); UNIMPLEMENTED without a gossiper (null).
 //
+// Every call is checked by the PeerAuthorizer (kvnode --tls_peer_names): a caller whose
+// certificate names no allowed host gets PERMISSION_DENIED, and nothing is read or changed.
+//
 // Handlers never block: all work runs on the injected Executor. Thread-safe; `store`,
 // `executor`, `merkle` and `gossiper` must outlive the service.
 #ifndef KV_NODE_REPLICA_SERVICE_H_
@@ -29,6 +32,7 @@
 #include "node/gossip.h"
 #include "node/local_store.h"
 #include "node/merkle_index.h"
+#include "node/peer_authorizer.h"
 #include "replica.grpc.pb.h"
 
 namespace kv {
@@ -36,8 +40,10 @@ namespace kv {
 class ReplicaService final : public internal::v1::Replica::CallbackService {
  public:
   // New calls are refused with UNAVAILABLE once `gate` is closed.
+  // Calls `authorizer` does not let in are refused with PERMISSION_DENIED.
   ReplicaService(LocalStore* store, Executor* executor, CallGate* gate,
-                 const MerkleIndex* merkle = nullptr, Gossiper* gossiper = nullptr);
+                 const MerkleIndex* merkle = nullptr, Gossiper* gossiper = nullptr,
+                 PeerAuthorizer authorizer = PeerAuthorizer());
 
   grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
                                        const internal::v1::MergeBatchRequest* request,
@@ -70,11 +76,15 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   absl::Status DoReadRecord(const internal::v1::ReadRecordRequest& request,
                             internal::v1::ReadRecordResponse* response);
 
+  // The gate's verdict, then the authorizer's.
+  absl::Status Admit(const grpc::CallbackServerContext& context) const;
+
   LocalStore* const store_;
   Executor* const executor_;
   CallGate* const gate_;
   const MerkleIndex* const merkle_;
   Gossiper* const gossiper_;
+  const PeerAuthorizer authorizer_;
 };
 
 }  // namespace kv

@@ -7,6 +7,7 @@
 //     certificate another CA signed, and clients that do not trust the node's CA;
 //   - with --tls_client_auth=false, trusting the CA is enough;
 //   - a node whose certificate names another host is refused by clients and by its peers;
+//   - with --tls_peer_names, a client certificate cannot call the internal Replica service;
 //   - changed TLS files are checked and installed without a restart: a key of another
 //     certificate is refused (logged, counted, nothing changes), a CA bundle and a certificate
 //     of the next CA are installed, for clients and for new peer connections alike;
@@ -35,7 +36,9 @@
 #include "absl/time/time.h"
 #include "client/kv_client.h"
 #include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "replica.grpc.pb.h"
 #include "tests/test_util.h"
 
 namespace kv {
@@ -361,6 +364,41 @@ TEST_F(TlsProcessTest, PeersCheckTheNameInEachOthersCertificates) {
   StopNodes();
 }
 
+TEST_F(TlsProcessTest, TheInternalServiceTakesOnlyTheNamedPeers) {
+  // Members' certificates name 127.0.0.1, the client's kv-client: with --tls_peer_names the
+  // client may use the KV service but not the internal Replica service.
+  std::vector<int> ports = {testing::PickFreePort(), testing::PickFreePort()};
+  ASSERT_NE(ports[0], ports[1]);
+  std::vector<std::string> flags = NodeTlsFlags();
+  flags.push_back("--tls_peer_names=127.0.0.*");
+  ASSERT_NO_FATAL_FAILURE(StartNodes(ports, flags, KvctlTls()));
+  ExpectLogged(0, "tls_peer_names=127.0.0.*");
+  const std::string n1 = absl::StrCat("127.0.0.1:", ports[0]);
+  testing::CommandResult put = Kvctl(n1, KvctlTls(), {"put", "k", "v", "--w=all"});
+  EXPECT_EQ(put.exit_code, 0) << put.out << put.err;  // replication is let in
+
+  auto read_record = [&](const std::string& cert) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = testing::ReadFile(File("ca.pem"));
+    ssl.pem_cert_chain = testing::ReadFile(File(cert + ".pem"));
+    ssl.pem_private_key = testing::ReadFile(File(cert + ".key"));
+    auto stub = internal::v1::Replica::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", ports[1]), grpc::SslCredentials(ssl)));
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    internal::v1::ReadRecordRequest request;
+    request.set_key("k");
+    internal::v1::ReadRecordResponse response;
+    return stub->ReadRecord(&context, request, &response);
+  };
+  const grpc::Status client = read_record("client");
+  EXPECT_EQ(client.error_code(), grpc::StatusCode::PERMISSION_DENIED) << client.error_message();
+  EXPECT_THAT(client.error_message(), HasSubstr("names kv-client"));
+  const grpc::Status peer = read_record("node");
+  EXPECT_TRUE(peer.ok()) << peer.error_message();
+  StopNodes();
+}
+
 TEST_F(TlsProcessTest, ChangedFilesAreCheckedAndInstalledWithoutARestart) {
   // The nodes read live.pem, live.key and live-ca.pem, which the test replaces as an operator
   // (or a Kubernetes secret volume) would: first with a key of another certificate (refused),
@@ -539,6 +577,11 @@ TEST_F(TlsProcessTest, BadTlsSettingsStopTheNodeBeforeItTouchesItsData) {
             1,
             "expired at"},
            {{cert, key, ca, "--tls_reload_interval=500ms"}, 2, "0 (never) or a duration"},
+           {{cert, key, ca, "--tls_peer_names=no/de"}, 2, "may hold only"},
+           {{cert, key, ca, "--tls_client_auth=false", "--tls_peer_names=node*"},
+            2,
+            "--tls_peer_names needs mutual TLS"},
+           {{"--tls_peer_names=node*"}, 2, "--tls_peer_names needs mutual TLS"},
        }) {
     const std::string data_dir = File("never");
     std::vector<std::string> argv = {KVNODE_PATH, "--data_dir=" + data_dir, listen};
