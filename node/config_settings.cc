@@ -204,6 +204,9 @@ const std::vector<Setting>& Settings() {
            KV_RETURN_IF_ERROR(PeerAuthorizer::ValidatePattern(pattern));
            patterns.emplace_back(pattern);
          }
+         if (patterns.empty() && !absl::StripAsciiWhitespace(v).empty()) {
+           return Expected("patterns separated by commas (an empty value: any peer)");
+         }
          c->tls_peer_names = std::move(patterns);
          return absl::OkStatus();
        },

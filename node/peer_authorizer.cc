@@ -68,7 +68,10 @@ absl::Status PeerAuthorizer::Check(const grpc::ServerContextBase& context) const
   const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
   std::vector<std::string> names;
   if (auth != nullptr) {
-    names = Values(*auth, GRPC_X509_SAN_PROPERTY_NAME);
+    // The DNS and IP subject alternative names (not email or URI ones).
+    names = Values(*auth, GRPC_PEER_DNS_PROPERTY_NAME);
+    for (std::string& ip : Values(*auth, GRPC_PEER_IP_PROPERTY_NAME))
+      names.push_back(std::move(ip));
     if (names.empty()) names = Values(*auth, GRPC_X509_CN_PROPERTY_NAME);
   }
   for (const std::string& name : names) {
@@ -80,7 +83,7 @@ absl::Status PeerAuthorizer::Check(const grpc::ServerContextBase& context) const
       "the internal Replica service takes calls from cluster members only: the caller's "
       "certificate names ",
       names.empty() ? "no host" : absl::StrJoin(names, ", "),
-      ", and none matches --tls_peer_names (", absl::StrJoin(patterns_, ","), ")"));
+      ", and none matches the node's --tls_peer_names"));
 }
 
 }  // namespace kv

@@ -3,11 +3,12 @@
 //
 // Without patterns every caller is let in: with mutual TLS that is anyone whose certificate the
 // CA signed, clients included. With patterns, a caller is a peer only if its certificate names a
-// host that matches one of them: a DNS or IP subject alternative name, or, for a certificate
-// with no such name, its common name. A pattern is a host name or address in which `*` stands
-// for any run of characters other than '.' ("node*", "*.kvnode.prod.svc.cluster.local",
-// "10.0.0.*"); DNS names compare case-insensitively. Members' certificates name the hosts they
-// are reached by (node/tls.h), so the patterns are usually those hosts.
+// host that matches one of them: a DNS or IP subject alternative name (email and URI names do
+// not count), or, for a certificate with neither, its common name. A pattern is a host name or
+// address in which `*` stands for any run of characters other than '.' ("node*",
+// "*.kvnode.prod.svc.cluster.local", "10.0.0.*"); DNS names compare case-insensitively. Members'
+// certificates name the hosts they are reached by (node/tls.h), so the patterns are usually those
+// hosts.
 //
 // Thread-safe (immutable).
 #ifndef KV_NODE_PEER_AUTHORIZER_H_

@@ -578,6 +578,7 @@ TEST_F(TlsProcessTest, BadTlsSettingsStopTheNodeBeforeItTouchesItsData) {
             "expired at"},
            {{cert, key, ca, "--tls_reload_interval=500ms"}, 2, "0 (never) or a duration"},
            {{cert, key, ca, "--tls_peer_names=no/de"}, 2, "may hold only"},
+           {{cert, key, ca, "--tls_peer_names=,"}, 2, "patterns separated by commas"},
            {{cert, key, ca, "--tls_client_auth=false", "--tls_peer_names=node*"},
             2,
             "--tls_peer_names needs mutual TLS"},
