@@ -183,6 +183,7 @@ grpc::ServerUnaryReactor* AdminService::RunAntiEntropy(grpc::CallbackServerConte
                                                        const v1::RunAntiEntropyRequest* request,
                                                        v1::RunAntiEntropyResponse* response) {
   absl::Status admitted = gate_->Check();
+  if (admitted.ok()) admitted = administrators_.Check(*context);
   if (admitted.ok() && anti_entropy_ == nullptr) {
     admitted = absl::FailedPreconditionError("anti-entropy is not available on this node");
   }

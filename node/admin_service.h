@@ -14,6 +14,9 @@
 // idempotency token is remembered with its answer (node/start_tokens.h): a retry of it on this
 // node gets the first answer and starts nothing.
 //
+// ChangeMembership, RunAntiEntropy and StartRepair answer PERMISSION_DENIED, starting nothing,
+// to a caller the administrators' CertificateAuthorizer does not let in (--tls_admin_names).
+//
 // Thread-safety: thread-safe; the engine, executor and clock must outlive the service.
 #ifndef KV_NODE_ADMIN_SERVICE_H_
 #define KV_NODE_ADMIN_SERVICE_H_
@@ -24,6 +27,7 @@
 #include "kv.grpc.pb.h"
 #include "node/anti_entropy.h"
 #include "node/call_gate.h"
+#include "node/certificate_authorizer.h"
 #include "node/clock.h"
 #include "node/coordinator.h"
 #include "node/executor.h"
@@ -80,6 +84,11 @@ class AdminService final : public v1::Admin::CallbackService {
   void SetMembershipChanger(MembershipChanger* changer) { changer_ = changer; }
   // The node's TLS (node/tls.h), for NodeStatus; null or plaintext: no TLS fields.
   void SetTls(const NodeTls* tls) { tls_ = tls; }
+  // Who may call ChangeMembership, RunAntiEntropy and StartRepair (node/certificate_authorizer.h);
+  // everyone until set.
+  void SetAdministrators(CertificateAuthorizer administrators) {
+    administrators_ = std::move(administrators);
+  }
   grpc::ServerUnaryReactor* GetOperation(grpc::CallbackServerContext* context,
                                          const v1::GetOperationRequest* request,
                                          v1::GetOperationResponse* response) override;
@@ -115,6 +124,7 @@ class AdminService final : public v1::Admin::CallbackService {
   RepairRunner* const repairs_;  // null when anti-entropy is unavailable
   MembershipChanger* changer_ = nullptr;
   const NodeTls* tls_ = nullptr;
+  CertificateAuthorizer administrators_;
   StartTokens start_tokens_;  // of StartRepair and committed ChangeMembership calls
   Executor* const executor_;
   CallGate* const gate_;

@@ -120,6 +120,7 @@ grpc::ServerUnaryReactor* AdminService::StartRepair(grpc::CallbackServerContext*
                                                     const v1::StartRepairRequest* request,
                                                     v1::StartRepairResponse* response) {
   absl::Status status = gate_->Check();
+  if (status.ok()) status = administrators_.Check(*context);
   if (status.ok() && repairs_ == nullptr) {
     status = absl::FailedPreconditionError("anti-entropy is not available on this node");
   }
@@ -138,6 +139,7 @@ grpc::ServerUnaryReactor* AdminService::ChangeMembership(grpc::CallbackServerCon
                                                          const v1::ChangeMembershipRequest* request,
                                                          v1::ChangeMembershipResponse* response) {
   absl::Status status = gate_->Check();
+  if (status.ok()) status = administrators_.Check(*context);
   if (status.ok() && changer_ == nullptr) {
     status = absl::FailedPreconditionError("membership changes are not available on this node");
   }

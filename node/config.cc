@@ -170,10 +170,15 @@ absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>&
         "TLS needs all of --tls_cert_file, --tls_key_file and --tls_ca_file (or none of them "
         "for plaintext)");
   }
-  if (!config.tls_peer_names.empty() && (tls_files == 0 || !config.tls_client_auth)) {
-    return UsageError(
-        "--tls_peer_names needs mutual TLS (the three --tls_*_file flags and "
-        "--tls_client_auth=true): it checks the certificates callers present");
+  for (const auto& [flag, patterns] : {std::pair<const char*, const std::vector<std::string>*>{
+                                           "--tls_peer_names", &config.tls_peer_names},
+                                       {"--tls_admin_names", &config.tls_admin_names}}) {
+    if (!patterns->empty() && (tls_files == 0 || !config.tls_client_auth)) {
+      return UsageError(absl::StrCat(flag,
+                                     " needs mutual TLS (the three --tls_*_file flags and "
+                                     "--tls_client_auth=true): it checks the certificates "
+                                     "callers present"));
+    }
   }
   if (!config.metrics_listen.empty()) {
     const absl::string_view grpc_port =

@@ -41,8 +41,11 @@ struct NodeConfig {
   std::string tls_ca_file;
   bool tls_client_auth = true;
   // Patterns of the hosts whose certificates may call the internal Replica service
-  // (node/peer_authorizer.h); empty: any certificate the CA signed.
+  // (node/certificate_authorizer.h); empty: any certificate the CA signed.
   std::vector<std::string> tls_peer_names;
+  // Patterns of the names whose certificates may change the membership and start anti-entropy
+  // runs and repairs (node/certificate_authorizer.h); empty: any certificate the CA signed.
+  std::vector<std::string> tls_admin_names;
   // How often the node reads the TLS files again to install a rotated set; zero: never.
   absl::Duration tls_reload_interval = absl::Minutes(1);
   // Empty until parsing finishes; ParseNodeCommandLine fills in "./kvdata/<node_id>".

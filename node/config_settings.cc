@@ -12,7 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "node/peer_authorizer.h"
+#include "node/certificate_authorizer.h"
 #include "storage/format_level.h"
 #include "storage/status_macros.h"
 
@@ -52,6 +52,20 @@ absl::Status ParseDurationAtLeast(absl::string_view text, absl::Duration min, ab
                                  " such as 30s, 15m or 24h"));
   }
   *out = d;
+  return absl::OkStatus();
+}
+
+// A comma-separated list of certificate name patterns (node/certificate_authorizer.h).
+absl::Status ParseNamePatterns(absl::string_view text, std::vector<std::string>* out) {
+  std::vector<std::string> patterns;
+  for (absl::string_view pattern : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    KV_RETURN_IF_ERROR(CertificateAuthorizer::ValidatePattern(pattern));
+    patterns.emplace_back(pattern);
+  }
+  if (patterns.empty() && !absl::StripAsciiWhitespace(text).empty()) {
+    return Expected("patterns separated by commas (an empty value: anyone)");
+  }
+  *out = std::move(patterns);
   return absl::OkStatus();
 }
 
@@ -198,18 +212,7 @@ const std::vector<Setting>& Settings() {
        "With TLS: require a certificate signed by --tls_ca_file from every caller (mutual TLS; "
        "peers present their node certificate). false: clients need only trust the CA."},
       {"tls_peer_names", "PATTERN,...", false,
-       [](absl::string_view v, NodeConfig* c) -> absl::Status {
-         std::vector<std::string> patterns;
-         for (absl::string_view pattern : absl::StrSplit(v, ',', absl::SkipEmpty())) {
-           KV_RETURN_IF_ERROR(PeerAuthorizer::ValidatePattern(pattern));
-           patterns.emplace_back(pattern);
-         }
-         if (patterns.empty() && !absl::StripAsciiWhitespace(v).empty()) {
-           return Expected("patterns separated by commas (an empty value: any peer)");
-         }
-         c->tls_peer_names = std::move(patterns);
-         return absl::OkStatus();
-       },
+       [](absl::string_view v, NodeConfig* c) { return ParseNamePatterns(v, &c->tls_peer_names); },
        [](const NodeConfig& c) {
          return c.tls_peer_names.empty() ? std::string("any")
                                          : absl::StrJoin(c.tls_peer_names, ",");
@@ -219,6 +222,16 @@ const std::vector<Setting>& Settings() {
        "*.kvnode.prod.svc.cluster.local) may call the internal Replica service (replication, "
        "anti-entropy, handoff, gossip); others get PERMISSION_DENIED. Empty: any certificate "
        "the CA signed, clients' included."},
+      {"tls_admin_names", "PATTERN,...", false,
+       [](absl::string_view v, NodeConfig* c) { return ParseNamePatterns(v, &c->tls_admin_names); },
+       [](const NodeConfig& c) {
+         return c.tls_admin_names.empty() ? std::string("any")
+                                          : absl::StrJoin(c.tls_admin_names, ",");
+       },
+       "With mutual TLS: only callers whose certificate names a match of one of these patterns "
+       "(as --tls_peer_names) may change the membership (kvctl cluster join/leave), run "
+       "anti-entropy or start repairs; others get PERMISSION_DENIED. The KV service and the "
+       "status calls stay open to every certificate the CA signed. Empty: any."},
       {"tls_reload_interval", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) -> absl::Status {
          absl::Duration d;

@@ -353,9 +353,13 @@ absl::Status NodeServer::StartGrpc() {
       gossiper_.get());
   admin_service_->SetMembershipChanger(changer_.get());
   admin_service_->SetTls(tls_.get());
-  replica_service_ =
-      std::make_unique<ReplicaService>(store_.get(), executor_.get(), &gate_, merkle_.get(),
-                                       gossiper_.get(), PeerAuthorizer(config_.tls_peer_names));
+  admin_service_->SetAdministrators(CertificateAuthorizer(
+      config_.tls_admin_names, "membership changes, anti-entropy runs and repairs",
+      "--tls_admin_names"));
+  replica_service_ = std::make_unique<ReplicaService>(
+      store_.get(), executor_.get(), &gate_, merkle_.get(), gossiper_.get(),
+      CertificateAuthorizer(config_.tls_peer_names, "calls of the internal Replica service",
+                            "--tls_peer_names"));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -407,6 +411,8 @@ void NodeServer::LogStarted() const {
                                              : "server"},
            {"tls_peer_names",
             config_.tls_peer_names.empty() ? "any" : absl::StrJoin(config_.tls_peer_names, ",")},
+           {"tls_admin_names",
+            config_.tls_admin_names.empty() ? "any" : absl::StrJoin(config_.tls_admin_names, ",")},
            {"metrics",
             metrics_ == nullptr
                 ? std::string("off")

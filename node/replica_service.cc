@@ -15,7 +15,7 @@ namespace kv {
 
 ReplicaService::ReplicaService(LocalStore* store, Executor* executor, CallGate* gate,
                                const MerkleIndex* merkle, Gossiper* gossiper,
-                               PeerAuthorizer authorizer)
+                               CertificateAuthorizer authorizer)
     : store_(store),
       executor_(executor),
       gate_(gate),

@@ -18,7 +18,7 @@
 // Gossip merges the caller's membership table into the node's Gossiper and answers with the
 // node's table, on the gRPC thread (memory only); UNIMPLEMENTED without a gossiper (null).
 //
-// Every call is checked by the PeerAuthorizer (kvnode --tls_peer_names): a caller whose
+// Every call is checked by the CertificateAuthorizer (kvnode --tls_peer_names): a caller whose
 // certificate names no allowed host gets PERMISSION_DENIED, and nothing is read or changed.
 //
 // Handlers never block: all work runs on the injected Executor. Thread-safe; `store`,
@@ -28,11 +28,11 @@
 
 #include "absl/status/status.h"
 #include "node/call_gate.h"
+#include "node/certificate_authorizer.h"
 #include "node/executor.h"
 #include "node/gossip.h"
 #include "node/local_store.h"
 #include "node/merkle_index.h"
-#include "node/peer_authorizer.h"
 #include "replica.grpc.pb.h"
 
 namespace kv {
@@ -43,7 +43,7 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   // Calls `authorizer` does not let in are refused with PERMISSION_DENIED.
   ReplicaService(LocalStore* store, Executor* executor, CallGate* gate,
                  const MerkleIndex* merkle = nullptr, Gossiper* gossiper = nullptr,
-                 PeerAuthorizer authorizer = PeerAuthorizer());
+                 CertificateAuthorizer authorizer = CertificateAuthorizer());
 
   grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
                                        const internal::v1::MergeBatchRequest* request,
@@ -84,7 +84,7 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   CallGate* const gate_;
   const MerkleIndex* const merkle_;
   Gossiper* const gossiper_;
-  const PeerAuthorizer authorizer_;
+  const CertificateAuthorizer authorizer_;
 };
 
 }  // namespace kv

@@ -7,7 +7,9 @@
 //     certificate another CA signed, and clients that do not trust the node's CA;
 //   - with --tls_client_auth=false, trusting the CA is enough;
 //   - a node whose certificate names another host is refused by clients and by its peers;
-//   - with --tls_peer_names, a client certificate cannot call the internal Replica service;
+//   - with --tls_peer_names, a client certificate cannot call the internal Replica service; with
+//     --tls_admin_names, only the named administrators change the membership or run
+//     anti-entropy;
 //   - changed TLS files are checked and installed without a restart: a key of another
 //     certificate is refused (logged, counted, nothing changes), a CA bundle and a certificate
 //     of the next CA are installed, for clients and for new peer connections alike;
@@ -67,6 +69,7 @@ ca other-ca
 ca next-ca
 leaf node ca IP:127.0.0.1
 leaf client ca DNS:kv-client
+leaf admin ca DNS:kv-admin
 leaf stranger other-ca DNS:kv-stranger
 leaf elsewhere ca DNS:elsewhere.invalid
 leaf expired ca IP:127.0.0.1 -1
@@ -399,6 +402,33 @@ TEST_F(TlsProcessTest, TheInternalServiceTakesOnlyTheNamedPeers) {
   StopNodes();
 }
 
+TEST_F(TlsProcessTest, OnlyTheNamedAdministratorsChangeTheCluster) {
+  // With --tls_admin_names=kv-admin, the client certificate (kv-client) may read and write and
+  // see the cluster's status, but not start a repair or change the membership.
+  std::vector<int> ports = {testing::PickFreePort(), testing::PickFreePort()};
+  ASSERT_NE(ports[0], ports[1]);
+  std::vector<std::string> flags = NodeTlsFlags();
+  flags.push_back("--tls_admin_names=kv-admin");
+  ASSERT_NO_FATAL_FAILURE(StartNodes(ports, flags, KvctlTls()));
+  ExpectLogged(0, "tls_admin_names=kv-admin");
+  const std::string n1 = absl::StrCat("127.0.0.1:", ports[0]);
+  EXPECT_EQ(Kvctl(n1, KvctlTls(), {"put", "k", "v"}).exit_code, 0);
+  EXPECT_EQ(Kvctl(n1, KvctlTls(), {"cluster", "status"}).exit_code, 0);
+  for (const std::vector<std::string>& command : std::vector<std::vector<std::string>>{
+           {"repair", "--peer=n2"}, {"cluster", "leave", "n2", "--commit"}}) {
+    testing::CommandResult refused = Kvctl(n1, KvctlTls(), command);
+    EXPECT_EQ(refused.exit_code, 3) << absl::StrJoin(command, " ") << ": " << refused.err;
+    EXPECT_THAT(refused.err, HasSubstr("PERMISSION_DENIED")) << absl::StrJoin(command, " ");
+    EXPECT_THAT(refused.err, HasSubstr("names kv-client")) << absl::StrJoin(command, " ");
+  }
+  testing::CommandResult admin = Kvctl(n1, KvctlTls("admin"), {"repair", "--peer=n2"});
+  EXPECT_EQ(admin.exit_code, 0) << admin.out << admin.err;
+  // Nothing changed the membership: both nodes are still members.
+  testing::CommandResult status = Kvctl(n1, KvctlTls(), {"cluster", "status"});
+  EXPECT_THAT(status.out, HasSubstr("2 member(s)")) << status.out;
+  StopNodes();
+}
+
 TEST_F(TlsProcessTest, ChangedFilesAreCheckedAndInstalledWithoutARestart) {
   // The nodes read live.pem, live.key and live-ca.pem, which the test replaces as an operator
   // (or a Kubernetes secret volume) would: first with a key of another certificate (refused),
@@ -579,6 +609,8 @@ TEST_F(TlsProcessTest, BadTlsSettingsStopTheNodeBeforeItTouchesItsData) {
            {{cert, key, ca, "--tls_reload_interval=500ms"}, 2, "0 (never) or a duration"},
            {{cert, key, ca, "--tls_peer_names=no/de"}, 2, "may hold only"},
            {{cert, key, ca, "--tls_peer_names=,"}, 2, "patterns separated by commas"},
+           {{cert, key, ca, "--tls_admin_names=a b"}, 2, "may hold only"},
+           {{"--tls_admin_names=kv-admin"}, 2, "--tls_admin_names needs mutual TLS"},
            {{cert, key, ca, "--tls_client_auth=false", "--tls_peer_names=node*"},
             2,
             "--tls_peer_names needs mutual TLS"},

@@ -1,4 +1,4 @@
-#include "node/peer_authorizer.h"
+#include "node/certificate_authorizer.h"
 
 #include <grpc/grpc_security_constants.h>
 
@@ -24,7 +24,7 @@ std::vector<std::string> Values(const grpc::AuthContext& auth, const char* prope
 
 }  // namespace
 
-absl::Status PeerAuthorizer::ValidatePattern(absl::string_view pattern) {
+absl::Status CertificateAuthorizer::ValidatePattern(absl::string_view pattern) {
   if (pattern.empty() || pattern.size() > kMaxPatternBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("a peer name pattern must have 1 to ", kMaxPatternBytes, " characters"));
@@ -40,7 +40,7 @@ absl::Status PeerAuthorizer::ValidatePattern(absl::string_view pattern) {
   return absl::OkStatus();
 }
 
-bool PeerAuthorizer::Matches(absl::string_view pattern, absl::string_view name) {
+bool CertificateAuthorizer::Matches(absl::string_view pattern, absl::string_view name) {
   // Backtracking over the last '*' only: linear enough for names of at most 253 characters.
   size_t p = 0, n = 0, star = absl::string_view::npos, resume = 0;
   while (n < name.size()) {
@@ -63,7 +63,7 @@ bool PeerAuthorizer::Matches(absl::string_view pattern, absl::string_view name) 
   return p == pattern.size();
 }
 
-absl::Status PeerAuthorizer::Check(const grpc::ServerContextBase& context) const {
+absl::Status CertificateAuthorizer::Check(const grpc::ServerContextBase& context) const {
   if (patterns_.empty()) return absl::OkStatus();
   const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
   std::vector<std::string> names;
@@ -80,10 +80,8 @@ absl::Status PeerAuthorizer::Check(const grpc::ServerContextBase& context) const
     }
   }
   return absl::PermissionDeniedError(absl::StrCat(
-      "the internal Replica service takes calls from cluster members only: the caller's "
-      "certificate names ",
-      names.empty() ? "no host" : absl::StrJoin(names, ", "),
-      ", and none matches the node's --tls_peer_names"));
+      calls_, " take callers named by ", flag_, " only: the caller's certificate names ",
+      names.empty() ? "no host" : absl::StrJoin(names, ", "), ", which matches none of them"));
 }
 
 }  // namespace kv
