@@ -70,8 +70,9 @@ absl::Status CertificateAuthorizer::Check(const grpc::ServerContextBase& context
   if (auth != nullptr) {
     // The DNS and IP subject alternative names (not email or URI ones).
     names = Values(*auth, GRPC_PEER_DNS_PROPERTY_NAME);
-    for (std::string& ip : Values(*auth, GRPC_PEER_IP_PROPERTY_NAME))
+    for (std::string& ip : Values(*auth, GRPC_PEER_IP_PROPERTY_NAME)) {
       names.push_back(std::move(ip));
+    }
     if (names.empty()) names = Values(*auth, GRPC_X509_CN_PROPERTY_NAME);
   }
   for (const std::string& name : names) {

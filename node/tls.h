@@ -7,7 +7,8 @@
 // subject alternative name), and presents this node's certificate as its client certificate.
 // With tls_client_auth (the default) the server requires a client certificate signed by the CA
 // from every caller (mutual TLS: peers and clients alike); without it, clients need only trust
-// the CA. Without the files: plaintext.
+// the CA. Without the files: plaintext. Which callers may make which calls beyond that
+// (--tls_peer_names, --tls_admin_names): node/certificate_authorizer.h.
 //
 // ReadTlsFiles reads and checks the files before the node touches its data directory: each must
 // be readable, the certificate and the CA must parse as PEM certificates, the key as a PEM
