@@ -637,6 +637,23 @@ def phase_kill(ctx):
            f"replica ({secs:.1f}s)"
 
 
+def pause_container(name, attempts=3):
+    """docker pause. runc's cgroup freezer gives up ("unable to freeze") when a task of the
+    container sits in an uninterruptible wait (a disk flush under the load) at that moment; that
+    error alone is tried again, a few times. Returns the attempts it took."""
+    for attempt in range(1, attempts + 1):
+        proc = docker("pause", name, check=False)
+        if proc.returncode == 0:
+            return attempt
+        error = (proc.stderr or proc.stdout).strip()
+        if "unable to freeze" not in error or attempt == attempts:
+            raise Failure(f"docker pause {name} exited {proc.returncode} (try {attempt}): "
+                          f"{error[-2000:]}")
+        log(f"pause: the runtime could not freeze {name} (try {attempt}: {error[-200:]}); "
+            f"trying again")
+        time.sleep(0.5)
+
+
 def phase_pause(ctx):
     c = ctx["cluster"]
     victim = c.ids[0]
@@ -645,8 +662,8 @@ def phase_pause(ctx):
         raise Failure(f"{victim} is {before!r} before the pause")
     load = c.start_load("put", "pause", count=200, seconds=120, pace="0.02")
     time.sleep(1)
-    docker("pause", c.name[victim])
-    log(f"pause: {victim} frozen (cgroup freezer)")
+    tries = pause_container(c.name[victim])
+    log(f"pause: {victim} frozen (cgroup freezer){f' at try {tries}' if tries > 1 else ''}")
     start = time.monotonic()
     try:
         time.sleep(8)
