@@ -26,14 +26,14 @@ std::vector<std::string> Values(const grpc::AuthContext& auth, const char* prope
 
 absl::Status CertificateAuthorizer::ValidatePattern(absl::string_view pattern) {
   if (pattern.empty() || pattern.size() > kMaxPatternBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a peer name pattern must have 1 to ", kMaxPatternBytes, " characters"));
+    return absl::InvalidArgumentError(absl::StrCat("a certificate name pattern must have 1 to ",
+                                                   kMaxPatternBytes, " characters"));
   }
   for (char c : pattern) {
     if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '*' &&
         c != ':' && c != '_') {
       return absl::InvalidArgumentError(
-          absl::StrCat("peer name pattern \"", pattern,
+          absl::StrCat("certificate name pattern \"", pattern,
                        "\" may hold only letters, digits, '.', '-', '_', ':' and '*'"));
     }
   }

@@ -244,7 +244,8 @@ const std::vector<Setting>& Settings() {
        },
        [](const NodeConfig& c) { return absl::FormatDuration(c.tls_reload_interval); },
        "With TLS: how often to read the three TLS files again. A changed set that passes the "
-       "start checks (PEM, key of the certificate, verified by the CA file, valid now) is used "
+       "start checks (PEM, key of the certificate, usable as server and client, verified by "
+       "the CA file, valid now) is used "
        "for new connections within a second, without a restart; one that fails them is logged "
        "and refused, and the node keeps its certificate. 0: read them at start only."},
       {"data_dir", "DIR", false, ApplyDataDir,

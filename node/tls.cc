@@ -167,8 +167,9 @@ absl::Status Verify(const std::vector<X509Ptr>& chain, const std::vector<X509Ptr
 absl::Status WriteNewFile(const std::string& path, const std::string& contents, mode_t mode,
                           int64_t mtime) {
   const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0)
+  if (fd < 0) {
     return absl::InternalError(absl::StrCat("cannot create ", path, ": ", strerror(errno)));
+  }
   size_t done = 0;
   while (done < contents.size()) {
     const ssize_t n = write(fd, contents.data() + done, contents.size() - done);
@@ -192,9 +193,9 @@ absl::Status WriteNewFile(const std::string& path, const std::string& contents, 
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<TlsFiles> ReadTlsFiles(const NodeConfig& config, absl::Time now) {
+// The three files of `config` as they are, each read whole; INVALID_ARGUMENT naming the flag and
+// file of one that cannot be read.
+absl::StatusOr<TlsFiles> ReadContents(const NodeConfig& config) {
   TlsFiles files;
   absl::StatusOr<std::string> cert = ReadPem("--tls_cert_file", config.tls_cert_file);
   if (!cert.ok()) return cert.status();
@@ -202,14 +203,21 @@ absl::StatusOr<TlsFiles> ReadTlsFiles(const NodeConfig& config, absl::Time now) 
   if (!key.ok()) return key.status();
   absl::StatusOr<std::string> ca = ReadPem("--tls_ca_file", config.tls_ca_file);
   if (!ca.ok()) return ca.status();
+  files.cert_pem = *std::move(cert);
+  files.key_pem = *std::move(key);
+  files.ca_pem = *std::move(ca);
+  return files;
+}
 
+// `files` (contents only) checked as ReadTlsFiles describes, with subject and expiry filled in.
+absl::StatusOr<TlsFiles> Check(TlsFiles files, const NodeConfig& config, absl::Time now) {
   absl::StatusOr<std::vector<X509Ptr>> chain =
-      ParseCertificates("--tls_cert_file", config.tls_cert_file, *cert);
+      ParseCertificates("--tls_cert_file", config.tls_cert_file, files.cert_pem);
   if (!chain.ok()) return chain.status();
   absl::StatusOr<std::vector<X509Ptr>> cas =
-      ParseCertificates("--tls_ca_file", config.tls_ca_file, *ca);
+      ParseCertificates("--tls_ca_file", config.tls_ca_file, files.ca_pem);
   if (!cas.ok()) return cas.status();
-  BioPtr key_bio = MemoryBio(*key);
+  BioPtr key_bio = MemoryBio(files.key_pem);
   KeyPtr parsed_key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase, nullptr),
                     &EVP_PKEY_free);
   if (parsed_key == nullptr) {
@@ -225,13 +233,17 @@ absl::StatusOr<TlsFiles> ReadTlsFiles(const NodeConfig& config, absl::Time now) 
                                                    config.tls_cert_file, "\""));
   }
   if (absl::Status verified = Verify(*chain, *cas, now, config); !verified.ok()) return verified;
-
   files.subject = Subject(leaf);
   files.not_after = NotAfter(leaf);
-  files.cert_pem = *std::move(cert);
-  files.key_pem = *std::move(key);
-  files.ca_pem = *std::move(ca);
   return files;
+}
+
+}  // namespace
+
+absl::StatusOr<TlsFiles> ReadTlsFiles(const NodeConfig& config, absl::Time now) {
+  absl::StatusOr<TlsFiles> files = ReadContents(config);
+  if (!files.ok()) return files.status();
+  return Check(*std::move(files), config, now);
 }
 
 NodeTls::NodeTls() : server_(grpc::InsecureServerCredentials()) {}
@@ -257,8 +269,6 @@ absl::StatusOr<std::unique_ptr<NodeTls>> NodeTls::Start(const NodeConfig& config
     absl::MutexLock lock(&tls->mu_);
     if (absl::Status installed = tls->Install(files); !installed.ok()) return installed;
     tls->current_ = std::move(files);
-    tls->stats_.subject = tls->current_.subject;
-    tls->stats_.not_after = tls->current_.not_after;
   }
 
   const std::string active = absl::StrCat(dir, "/", kActiveLink, "/");
@@ -298,8 +308,6 @@ absl::Status NodeTls::Install(const TlsFiles& files) {
   const uint64_t generation = generation_ + 1;
   const std::string name = absl::StrCat("set-", generation);
   const std::string set = absl::StrCat(dir_, "/", name);
-  std::error_code error;
-  std::filesystem::remove_all(set, error);
   if (mkdir(set.c_str(), 0700) != 0) {
     return absl::InternalError(absl::StrCat("cannot create ", set, ": ", strerror(errno)));
   }
@@ -321,6 +329,7 @@ absl::Status NodeTls::Install(const TlsFiles& files) {
                        rename(next_link.c_str(), link.c_str()) != 0)) {
     written = absl::InternalError(absl::StrCat("cannot switch ", link, ": ", strerror(errno)));
   }
+  std::error_code error;
   if (!written.ok()) {
     std::filesystem::remove_all(set, error);
     return written;
@@ -338,52 +347,36 @@ absl::Status NodeTls::ReloadNow() {
   if (!enabled()) return absl::OkStatus();
   // One reload at a time, so that an older read is never installed after a newer one.
   absl::MutexLock reloading(&reload_mu_);
-  TlsFiles raw;
-  bool unchanged = false;
-  {
-    absl::StatusOr<std::string> cert =
-        ReadSmallRegularFile(config_.tls_cert_file, kMaxConfigFileBytes);
-    absl::StatusOr<std::string> key =
-        ReadSmallRegularFile(config_.tls_key_file, kMaxConfigFileBytes);
-    absl::StatusOr<std::string> ca = ReadSmallRegularFile(config_.tls_ca_file, kMaxConfigFileBytes);
-    if (cert.ok() && key.ok() && ca.ok()) {
-      raw.cert_pem = *std::move(cert);
-      raw.key_pem = *std::move(key);
-      raw.ca_pem = *std::move(ca);
+  absl::StatusOr<TlsFiles> files = ReadContents(config_);
+  if (files.ok()) {
+    {
       absl::MutexLock lock(&mu_);
-      unchanged = raw.SameContents(current_);
+      if (files->SameContents(current_)) {
+        // Nothing to check (a certificate that expires in use is for the expiry gauge), and
+        // whatever was refused has been put back.
+        last_refusal_.clear();
+        return absl::OkStatus();
+      }
     }
+    files = Check(*std::move(files), config_, absl::Now());
   }
-  if (unchanged) {
-    // Nothing to check: the files are the set in use (expiring is for the expiry gauge).
-    absl::MutexLock lock(&mu_);
-    stats_.last_refusal.clear();  // whatever was refused has been put back
-    return absl::OkStatus();
-  }
-  absl::StatusOr<TlsFiles> files = ReadTlsFiles(config_, absl::Now());
   absl::MutexLock lock(&mu_);
-  if (files.ok() && files->SameContents(current_)) {
-    stats_.last_refusal.clear();
-    return absl::OkStatus();
-  }
   absl::Status installed = files.status();
   if (installed.ok()) installed = Install(*files);
   if (!installed.ok()) {
-    if (installed.message() != stats_.last_refusal) {
-      ++stats_.refused;
-      stats_.last_refusal = std::string(installed.message());
+    if (installed.message() != last_refusal_) {
+      ++refused_;
+      last_refusal_ = std::string(installed.message());
       LogWarn("TLS files changed but were refused; new connections keep the certificate in use",
-              {{"reason", std::string(installed.message())},
+              {{"reason", last_refusal_},
                {"in_use", current_.subject},
                {"in_use_expires", absl::FormatTime(current_.not_after)}});
     }
     return installed;
   }
   current_ = *std::move(files);
-  ++stats_.installed;
-  stats_.subject = current_.subject;
-  stats_.not_after = current_.not_after;
-  stats_.last_refusal.clear();
+  ++installed_;
+  last_refusal_.clear();
   LogInfo("TLS files changed: new connections use the new certificate",
           {{"subject", current_.subject}, {"expires", absl::FormatTime(current_.not_after)}});
   return absl::OkStatus();
@@ -391,7 +384,7 @@ absl::Status NodeTls::ReloadNow() {
 
 NodeTls::Stats NodeTls::stats() const {
   absl::MutexLock lock(&mu_);
-  return stats_;
+  return Stats{current_.subject, current_.not_after, installed_, refused_, last_refusal_};
 }
 
 void NodeTls::ReloadLoop() {

@@ -135,6 +135,16 @@ openssl pkey -in node.key -aes256 -passout pass:secret -out node-encrypted.key 2
     return testing::RunCommand(argv, "", absl::Seconds(60), env);
   }
 
+  // `n` distinct free loopback ports.
+  static std::vector<int> FreePorts(size_t n) {
+    std::vector<int> ports;
+    while (ports.size() < n) {
+      const int port = testing::PickFreePort();
+      if (std::find(ports.begin(), ports.end(), port) == ports.end()) ports.push_back(port);
+    }
+    return ports;
+  }
+
   // Starts kvnode n<index+1> of the cluster on `ports` with `extra` flags, without waiting.
   void StartNode(size_t index, const std::vector<int>& ports,
                  const std::vector<std::string>& extra) {
@@ -230,11 +240,7 @@ openssl pkey -in node.key -aes256 -passout pass:secret -out node-encrypted.key 2
 };
 
 TEST_F(TlsProcessTest, ThreeNodesReplicateOverMutualTlsAndRefuseOtherClients) {
-  std::vector<int> ports;
-  while (ports.size() < 3) {  // distinct ones
-    const int port = testing::PickFreePort();
-    if (std::find(ports.begin(), ports.end(), port) == ports.end()) ports.push_back(port);
-  }
+  const std::vector<int> ports = FreePorts(3);
   ASSERT_NO_FATAL_FAILURE(StartNodes(ports, NodeTlsFlags(), KvctlTls()));
   const std::string n1 = absl::StrCat("127.0.0.1:", ports[0]);
   const std::string n2 = absl::StrCat("127.0.0.1:", ports[1]);
@@ -348,8 +354,7 @@ TEST_F(TlsProcessTest, ACertificateForAnotherNameIsRefusedByClients) {
 TEST_F(TlsProcessTest, PeersCheckTheNameInEachOthersCertificates) {
   // n2's certificate is signed by the CA but names elsewhere.invalid, not 127.0.0.1, the host n1
   // has for it in --peers: n1 refuses to replicate to it.
-  const std::vector<int> ports = {testing::PickFreePort(), testing::PickFreePort()};
-  ASSERT_NE(ports[0], ports[1]);
+  const std::vector<int> ports = FreePorts(2);
   ASSERT_NO_FATAL_FAILURE(StartNode(0, ports, NodeTlsFlags()));
   ASSERT_NO_FATAL_FAILURE(
       StartNode(1, ports,
@@ -370,8 +375,7 @@ TEST_F(TlsProcessTest, PeersCheckTheNameInEachOthersCertificates) {
 TEST_F(TlsProcessTest, TheInternalServiceTakesOnlyTheNamedPeers) {
   // Members' certificates name 127.0.0.1, the client's kv-client: with --tls_peer_names the
   // client may use the KV service but not the internal Replica service.
-  std::vector<int> ports = {testing::PickFreePort(), testing::PickFreePort()};
-  ASSERT_NE(ports[0], ports[1]);
+  const std::vector<int> ports = FreePorts(2);
   std::vector<std::string> flags = NodeTlsFlags();
   flags.push_back("--tls_peer_names=127.0.0.*");
   ASSERT_NO_FATAL_FAILURE(StartNodes(ports, flags, KvctlTls()));
@@ -405,8 +409,7 @@ TEST_F(TlsProcessTest, TheInternalServiceTakesOnlyTheNamedPeers) {
 TEST_F(TlsProcessTest, OnlyTheNamedAdministratorsChangeTheCluster) {
   // With --tls_admin_names=kv-admin, the client certificate (kv-client) may read and write and
   // see the cluster's status, but not start a repair or change the membership.
-  std::vector<int> ports = {testing::PickFreePort(), testing::PickFreePort()};
-  ASSERT_NE(ports[0], ports[1]);
+  const std::vector<int> ports = FreePorts(2);
   std::vector<std::string> flags = NodeTlsFlags();
   flags.push_back("--tls_admin_names=kv-admin");
   ASSERT_NO_FATAL_FAILURE(StartNodes(ports, flags, KvctlTls()));
@@ -436,12 +439,9 @@ TEST_F(TlsProcessTest, ChangedFilesAreCheckedAndInstalledWithoutARestart) {
   Replace("live.pem", "node.pem");
   Replace("live.key", "node.key");
   Replace("live-ca.pem", "ca.pem");
-  const std::vector<int> ports = {testing::PickFreePort(), testing::PickFreePort()};
-  ASSERT_NE(ports[0], ports[1]);
-  int metrics_port = testing::PickFreePort();
-  while (metrics_port == ports[0] || metrics_port == ports[1]) {
-    metrics_port = testing::PickFreePort();
-  }
+  const std::vector<int> free_ports = FreePorts(3);
+  const std::vector<int> ports = {free_ports[0], free_ports[1]};
+  const int metrics_port = free_ports[2];
   ASSERT_NO_FATAL_FAILURE(
       StartNodes(ports,
                  {"--tls_cert_file=" + File("live.pem"), "--tls_key_file=" + File("live.key"),
