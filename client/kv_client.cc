@@ -17,7 +17,14 @@ std::string NewIdempotencyToken() {
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   absl::Status valid = client_internal::ValidateOptions(options);
   if (!valid.ok()) return valid;
-  auto impl = std::make_unique<Impl>(std::move(options));
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (!options.channel_factory) {
+    credentials = client_internal::ChannelCredentials(options.tls);
+    if (credentials == nullptr) {
+      return absl::InternalError("gRPC could not make TLS credentials from the checked TlsOptions");
+    }
+  }
+  auto impl = std::make_unique<Impl>(std::move(options), credentials);
   for (size_t i = 0; i < impl->channels.size(); ++i) {
     if (impl->channels[i] == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -198,6 +198,16 @@ struct ReadOptions : CallOptions {
 using SiblingMerger = std::function<std::string(const std::vector<std::string>& values)>;
 
 // Transport security of the client's channels (kvnode --tls_*). Off by default: plaintext.
+//
+// The PEM data comes either as contents (the *_pem fields), used as they are for the Client's
+// lifetime, or as file paths (the *_file fields, not both kinds), which the Client reads and
+// checks at Create and then reads again every `reload_interval`: connections made after a
+// change (to a new node, or again after a node restarts or drops the connection) use the new
+// certificate and CA bundle, without a new Client. Connections already open keep the
+// certificates they were made with. Replace the files the way an operator or a Kubernetes secret
+// volume does, each by a rename: the CA bundle (old and new CA) first, then the certificate and
+// key together; later changes are not checked the way Create checks the first files, so a bad
+// file shows as failed handshakes (UNAVAILABLE) until it is fixed.
 struct TlsOptions {
   bool enabled = false;
   // PEM certificate(s) of the CA that signed the nodes' certificates; required with TLS. A
@@ -207,6 +217,12 @@ struct TlsOptions {
   // (kvnode --tls_client_auth, the default with TLS); both or neither.
   std::string cert_pem;
   std::string key_pem;
+  // The same as files: ca_file is required in this form; cert_file and key_file both or neither.
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  // How often the files are read again (whole seconds, at least one).
+  absl::Duration reload_interval = absl::Minutes(1);
 };
 
 struct ClientOptions {

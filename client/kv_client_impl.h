@@ -54,12 +54,13 @@ struct Client::Impl {
   using Method = void (*)(Stub* stub, grpc::ClientContext* context, const Request* request,
                           Response* response, std::function<void(grpc::Status)> on_done);
 
-  explicit Impl(ClientOptions client_options)
+  // `credentials`: for the channels made without ClientOptions::channel_factory.
+  Impl(ClientOptions client_options, const std::shared_ptr<grpc::ChannelCredentials>& credentials)
       : options(std::move(client_options)), budget(options.retry) {
     for (const std::string& endpoint : options.endpoints) {
       std::shared_ptr<grpc::Channel> channel =
           options.channel_factory ? options.channel_factory(endpoint)
-                                  : client_internal::DefaultChannel(endpoint, options.tls);
+                                  : client_internal::DefaultChannel(endpoint, credentials);
       kv_stubs.push_back(v1::KV::NewStub(channel));
       admin_stubs.push_back(v1::Admin::NewStub(channel));
       channels.push_back(std::move(channel));

@@ -1,8 +1,19 @@
 #include "client/kv_client_options.h"
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+
+#include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "grpcpp/support/channel_arguments.h"
 
 namespace kv::client_internal {
@@ -12,22 +23,153 @@ namespace {
 // reconnect backoff grows to two minutes, during which every call to the endpoint fails at once.
 constexpr int kInitialReconnectBackoffMs = 100;
 constexpr int kMaxReconnectBackoffMs = 1000;
+// PEM files are small; anything larger is not one.
+constexpr size_t kMaxPemFileBytes = 1 << 20;
+
+// The contents of the PEM file at `path`, which TlsOptions names `option`.
+absl::StatusOr<std::string> ReadPemFile(absl::string_view option, const std::string& path) {
+  auto error = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read TlsOptions::", option, " \"", path, "\": ", why));
+  };
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) return error(std::strerror(errno));
+  std::string contents;
+  char buffer[16384];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) {
+    contents.append(buffer, n);
+    if (contents.size() > kMaxPemFileBytes) {
+      std::fclose(file);
+      return error(absl::StrCat("larger than ", kMaxPemFileBytes, " bytes, not a PEM file"));
+    }
+  }
+  const bool failed = std::ferror(file) != 0;
+  const int read_errno = errno;
+  std::fclose(file);
+  if (failed) return error(std::strerror(read_errno));
+  return contents;
+}
+
+// Names the three TLS options in error messages: "ca_pem", or "ca_file \"/path\"".
+struct PemNames {
+  std::string ca;
+  std::string cert;
+  std::string key;
+};
+
+// What gRPC would not check itself: it would only log a bad PEM and then fail every call as if
+// the nodes were unreachable.
+absl::Status CheckPem(const std::string& ca, const std::string& cert, const std::string& key,
+                      const PemNames& names) {
+  if (!absl::StrContains(ca, "-----BEGIN CERTIFICATE-----")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("TlsOptions::", names.ca, " holds no PEM certificate"));
+  }
+  if (cert.empty() && key.empty()) return absl::OkStatus();
+  if (!absl::StrContains(cert, "-----BEGIN CERTIFICATE-----")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("TlsOptions::", names.cert, " holds no PEM certificate"));
+  }
+  if (!absl::StrContains(key, "PRIVATE KEY-----") || absl::StrContains(key, "ENCRYPTED")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("TlsOptions::", names.key, " holds no unencrypted PEM private key"));
+  }
+  return absl::OkStatus();
+}
+
+bool UsesFiles(const TlsOptions& tls) {
+  return !tls.ca_file.empty() || !tls.cert_file.empty() || !tls.key_file.empty();
+}
+
+absl::Status ValidateTlsFiles(const TlsOptions& tls) {
+  if (!tls.ca_pem.empty() || !tls.cert_pem.empty() || !tls.key_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "TlsOptions takes the PEM contents (ca_pem, cert_pem, key_pem) or the paths of PEM "
+        "files (ca_file, cert_file, key_file), not both");
+  }
+  if (tls.ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        "TlsOptions::ca_file is empty; TLS needs the CA that signed the nodes' certificates");
+  }
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "TlsOptions needs both cert_file and key_file (a client certificate), or neither");
+  }
+  if (tls.reload_interval < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        "TlsOptions::reload_interval must be at least 1s (the files are read again that often)");
+  }
+  absl::StatusOr<std::string> ca = ReadPemFile("ca_file", tls.ca_file);
+  if (!ca.ok()) return ca.status();
+  std::string cert;
+  std::string key;
+  if (!tls.cert_file.empty()) {
+    absl::StatusOr<std::string> read = ReadPemFile("cert_file", tls.cert_file);
+    if (!read.ok()) return read.status();
+    cert = *std::move(read);
+    read = ReadPemFile("key_file", tls.key_file);
+    if (!read.ok()) return read.status();
+    key = *std::move(read);
+  }
+  auto quoted = [](absl::string_view option, const std::string& path) {
+    return absl::StrCat(option, " \"", path, "\"");
+  };
+  return CheckPem(*ca, cert, key,
+                  {quoted("ca_file", tls.ca_file), quoted("cert_file", tls.cert_file),
+                   quoted("key_file", tls.key_file)});
+}
+
+absl::Status ValidateTls(const TlsOptions& tls) {
+  if (!tls.enabled) return absl::OkStatus();
+  if (UsesFiles(tls)) return ValidateTlsFiles(tls);
+  if (tls.ca_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "TlsOptions::ca_pem is empty; TLS needs the CA that signed the nodes' certificates");
+  }
+  if (tls.cert_pem.empty() != tls.key_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "TlsOptions needs both cert_pem and key_pem (a client certificate), or neither");
+  }
+  return CheckPem(tls.ca_pem, tls.cert_pem, tls.key_pem, {"ca_pem", "cert_pem", "key_pem"});
+}
 
 }  // namespace
 
-std::shared_ptr<grpc::Channel> DefaultChannel(const std::string& endpoint, const TlsOptions& tls) {
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const TlsOptions& tls) {
+  if (!tls.enabled) return grpc::InsecureChannelCredentials();
+  if (!UsesFiles(tls)) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = tls.ca_pem;
+    ssl.pem_cert_chain = tls.cert_pem;
+    ssl.pem_private_key = tls.key_pem;
+    return grpc::SslCredentials(ssl);
+  }
+  const auto seconds = static_cast<unsigned int>(std::min<int64_t>(
+      absl::ToInt64Seconds(tls.reload_interval), std::numeric_limits<unsigned int>::max()));
+  std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider;
+  if (tls.cert_file.empty()) {
+    provider =
+        std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(tls.ca_file, seconds);
+  } else {
+    provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        tls.key_file, tls.cert_file, tls.ca_file, seconds);
+  }
+  grpc::experimental::TlsChannelCredentialsOptions options;
+  options.set_certificate_provider(std::move(provider));
+  options.watch_root_certs();
+  if (!tls.cert_file.empty()) options.watch_identity_key_cert_pairs();
+  options.set_verify_server_certs(true);  // the chain, and the endpoint's host in the certificate
+  return grpc::experimental::TlsCredentials(options);
+}
+
+std::shared_ptr<grpc::Channel> DefaultChannel(
+    const std::string& endpoint, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);  // responses come from our own nodes, which bound them
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kInitialReconnectBackoffMs);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
-  if (!tls.enabled) {
-    return grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
-  }
-  grpc::SslCredentialsOptions ssl;
-  ssl.pem_root_certs = tls.ca_pem;
-  ssl.pem_cert_chain = tls.cert_pem;
-  ssl.pem_private_key = tls.key_pem;
-  return grpc::CreateCustomChannel(endpoint, grpc::SslCredentials(ssl), args);
+  return grpc::CreateCustomChannel(endpoint, credentials, args);
 }
 
 absl::Status ValidateOptions(const ClientOptions& options) {
@@ -40,30 +182,7 @@ absl::Status ValidateOptions(const ClientOptions& options) {
       return absl::InvalidArgumentError("ClientOptions::endpoints contains an empty endpoint");
     }
   }
-  if (options.tls.enabled) {
-    if (options.tls.ca_pem.empty()) {
-      return absl::InvalidArgumentError(
-          "TlsOptions::ca_pem is empty; TLS needs the CA that signed the nodes' certificates");
-    }
-    if (options.tls.cert_pem.empty() != options.tls.key_pem.empty()) {
-      return absl::InvalidArgumentError(
-          "TlsOptions needs both cert_pem and key_pem (a client certificate), or neither");
-    }
-    // gRPC would only log a bad PEM and then fail every call as if the nodes were unreachable.
-    if (!absl::StrContains(options.tls.ca_pem, "-----BEGIN CERTIFICATE-----")) {
-      return absl::InvalidArgumentError("TlsOptions::ca_pem holds no PEM certificate");
-    }
-    if (!options.tls.cert_pem.empty()) {
-      if (!absl::StrContains(options.tls.cert_pem, "-----BEGIN CERTIFICATE-----")) {
-        return absl::InvalidArgumentError("TlsOptions::cert_pem holds no PEM certificate");
-      }
-      if (!absl::StrContains(options.tls.key_pem, "PRIVATE KEY-----") ||
-          absl::StrContains(options.tls.key_pem, "ENCRYPTED")) {
-        return absl::InvalidArgumentError(
-            "TlsOptions::key_pem holds no unencrypted PEM private key");
-      }
-    }
-  }
+  if (absl::Status tls = ValidateTls(options.tls); !tls.ok()) return tls;
   const RetryOptions& retry = options.retry;
   if (options.call_deadline <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("ClientOptions::call_deadline must be positive");

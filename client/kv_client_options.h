@@ -8,15 +8,24 @@
 
 #include "absl/status/status.h"
 #include "client/kv_client.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/security/credentials.h"
 
 namespace kv::client_internal {
 
-// INVALID_ARGUMENT, naming the option, if `options` cannot make a working Client.
+// INVALID_ARGUMENT, naming the option, if `options` cannot make a working Client. With
+// TlsOptions' file paths this reads the files and checks what they hold.
 absl::Status ValidateOptions(const ClientOptions& options);
 
-// A channel to `endpoint` (TLS if `tls.enabled`, else plaintext) with no receive-size limit that
-// reconnects to a restarted endpoint within about a second.
-std::shared_ptr<grpc::Channel> DefaultChannel(const std::string& endpoint, const TlsOptions& tls);
+// The credentials of a Client's channels, made once for all of them: plaintext unless
+// `tls.enabled`; with TlsOptions' file paths, TLS credentials that read the files again every
+// `tls.reload_interval`. Null if gRPC cannot make them. Call after ValidateOptions.
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const TlsOptions& tls);
+
+// A channel to `endpoint` with `credentials` and no receive-size limit that reconnects to a
+// restarted endpoint within about a second.
+std::shared_ptr<grpc::Channel> DefaultChannel(
+    const std::string& endpoint, const std::shared_ptr<grpc::ChannelCredentials>& credentials);
 
 }  // namespace kv::client_internal
 

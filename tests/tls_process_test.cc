@@ -13,6 +13,9 @@
 //   - changed TLS files are checked and installed without a restart: a key of another
 //     certificate is refused (logged, counted, nothing changes), a CA bundle and a certificate
 //     of the next CA are installed, for clients and for new peer connections alike;
+//   - the client library given file paths reads them again: after a rotation to the next CA it
+//     connects to the restarted node without a new Client (a client given the contents cannot),
+//     and bad files are refused when the Client is made;
 //   - kvprobe, the containers' health check, speaks TLS with the node's own files from the
 //     image's variables, and fails like any other client that is refused;
 //   - bad TLS settings (a missing file, a directory, a key of another certificate, an encrypted
@@ -23,6 +26,7 @@
 #include <algorithm>
 #include <csignal>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -510,6 +514,108 @@ TEST_F(TlsProcessTest, ChangedFilesAreCheckedAndInstalledWithoutARestart) {
   } while (absl::Now() < deadline);
   EXPECT_EQ(all.exit_code, 0) << all.out << all.err << "\nn1's log:\n" << nodes_[0].Stderr();
   StopNodes();
+}
+
+TEST_F(TlsProcessTest, AClientGivenFilePathsUsesRotatedFilesWithoutANewClient) {
+  // The node reads node-*.pem, the file client c-*.pem; the test replaces both sets with the
+  // next CA's and restarts the node (so every client connects again).
+  Replace("node-live.pem", "node.pem");
+  Replace("node-live.key", "node.key");
+  Replace("node-live-ca.pem", "ca.pem");
+  Replace("c-ca.pem", "ca.pem");
+  Replace("c.pem", "client.pem");
+  Replace("c.key", "client.key");
+  const std::vector<int> ports = {testing::PickFreePort()};
+  ASSERT_NO_FATAL_FAILURE(StartNodes(
+      ports,
+      {"--tls_cert_file=" + File("node-live.pem"), "--tls_key_file=" + File("node-live.key"),
+       "--tls_ca_file=" + File("node-live-ca.pem")},
+      KvctlTls()));
+  const std::string n1 = absl::StrCat("127.0.0.1:", ports[0]);
+
+  ClientOptions by_files;
+  by_files.endpoints = {n1};
+  by_files.call_deadline = absl::Seconds(5);
+  by_files.tls.enabled = true;
+  by_files.tls.ca_file = File("c-ca.pem");
+  by_files.tls.cert_file = File("c.pem");
+  by_files.tls.key_file = File("c.key");
+  by_files.tls.reload_interval = absl::Seconds(1);
+  absl::StatusOr<std::unique_ptr<Client>> watching = Client::Create(by_files);
+  ASSERT_TRUE(watching.ok()) << watching.status();
+  // The same certificates given as contents: used as they are for the client's lifetime.
+  ClientOptions by_contents = by_files;
+  by_contents.tls.ca_file = by_contents.tls.cert_file = by_contents.tls.key_file = "";
+  by_contents.tls.ca_pem = testing::ReadFile(File("ca.pem"));
+  by_contents.tls.cert_pem = testing::ReadFile(File("client.pem"));
+  by_contents.tls.key_pem = testing::ReadFile(File("client.key"));
+  absl::StatusOr<std::unique_ptr<Client>> fixed = Client::Create(by_contents);
+  ASSERT_TRUE(fixed.ok()) << fixed.status();
+  ASSERT_TRUE((*watching)->Put("before", "by files").ok());
+  ASSERT_TRUE((*fixed)->Put("before", "by contents").ok());
+
+  // Rotation to the next CA: the client's CA bundle first, then its certificate and key; the
+  // node then trusts the next CA only and presents a certificate it signed.
+  Replace("c-ca.pem", "ca-bundle.pem");
+  Replace("c.key", "next-client.key");
+  Replace("c.pem", "next-client.pem");
+  Replace("node-live-ca.pem", "next-ca.pem");
+  Replace("node-live.key", "next-node.key");
+  Replace("node-live.pem", "next-node.pem");
+  ASSERT_NO_FATAL_FAILURE(RestartNode(0));
+  ASSERT_NO_FATAL_FAILURE(WaitServing(0, ports[0], KvctlTls("next-client", "next-ca")));
+
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  absl::Status put;
+  do {
+    put = (*watching)->Put("after", "rotated").status();
+    if (put.ok()) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  } while (absl::Now() < deadline);
+  EXPECT_TRUE(put.ok()) << "the file client never used the rotated files: " << put;
+  absl::StatusOr<GetResult> got = (*watching)->Get("after");
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->siblings.size(), 1u);
+  EXPECT_EQ(got->siblings[0].value, "rotated");
+  // The contents client still presents the old CA's certificate and trusts only the old CA.
+  absl::Status old = (*fixed)->Put("stale", "by contents").status();
+  EXPECT_TRUE(absl::IsUnavailable(old)) << old;
+  watching->reset();
+  fixed->reset();
+  StopNodes();
+}
+
+TEST_F(TlsProcessTest, BadTlsFilesOfTheClientLibraryAreRefusedAtCreate) {
+  struct Bad {
+    std::function<void(TlsOptions&)> change;
+    std::string error;
+  };
+  const std::vector<Bad> cases = {
+      {[&](TlsOptions& t) { t.ca_file = File("missing.pem"); },
+       "cannot read TlsOptions::ca_file \"" + File("missing.pem") + "\": No such file"},
+      {[&](TlsOptions& t) { t.ca_file = dir_.path(); }, "Is a directory"},
+      {[&](TlsOptions& t) { t.ca_file = File("node.key"); },
+       "ca_file \"" + File("node.key") + "\" holds no PEM certificate"},
+      {[&](TlsOptions& t) { t.key_file = File("node-encrypted.key"); },
+       "holds no unencrypted PEM private key"},
+      {[&](TlsOptions& t) { t.key_file = ""; }, "both cert_file and key_file"},
+      {[&](TlsOptions& t) { t.ca_file = ""; }, "TlsOptions::ca_file is empty"},
+      {[&](TlsOptions& t) { t.ca_pem = testing::ReadFile(File("ca.pem")); }, "not both"},
+      {[&](TlsOptions& t) { t.reload_interval = absl::Milliseconds(500); }, "at least 1s"},
+  };
+  for (const Bad& bad : cases) {
+    ClientOptions options;
+    options.endpoints = {"127.0.0.1:1"};
+    options.tls.enabled = true;
+    options.tls.ca_file = File("ca.pem");
+    options.tls.cert_file = File("client.pem");
+    options.tls.key_file = File("client.key");
+    ASSERT_TRUE(Client::Create(options).ok());
+    bad.change(options.tls);
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+    EXPECT_TRUE(absl::IsInvalidArgument(client.status())) << bad.error << ": " << client.status();
+    EXPECT_THAT(client.status().message(), HasSubstr(bad.error));
+  }
 }
 
 TEST_F(TlsProcessTest, KvprobeSpeaksTlsWithTheNodesOwnFiles) {
