@@ -200,24 +200,29 @@ using SiblingMerger = std::function<std::string(const std::vector<std::string>& 
 // Transport security of the client's channels (kvnode --tls_*). Off by default: plaintext.
 //
 // The PEM data comes either as contents (the *_pem fields), used as they are for the Client's
-// lifetime, or as file paths (the *_file fields, not both kinds), which the Client reads and
-// checks at Create and then reads again every `reload_interval`: connections made after a
-// change (to a new node, or again after a node restarts or drops the connection) use the new
-// certificate and CA bundle, without a new Client. Connections already open keep the
-// certificates they were made with. Replace the files the way an operator or a Kubernetes secret
-// volume does, each by a rename: the CA bundle (old and new CA) first, then the certificate and
-// key together; later changes are not checked the way Create checks the first files, so a bad
-// file shows as failed handshakes (UNAVAILABLE) until it is fixed.
+// lifetime, or as file paths (the *_file fields, not both kinds). Create reads and checks the
+// files (an error is INVALID_ARGUMENT); then gRPC reads them again every `reload_interval`, on
+// a thread of its own per Client, and connections made after a change (to a new node, or again
+// after a node restarted or dropped the connection) use the new certificate and CA bundle,
+// without a new Client. Connections already open keep the certificates they were made with.
+// gRPC reads the key and the certificate as two files: change them in one step, by keeping the
+// three files in a directory reached through a symbolic link and replacing the link (as a
+// Kubernetes Secret volume does), and give the CA bundle both the old and the new CA before any
+// node presents a certificate of the new one. Later reads are not checked the way Create checks:
+// a file that is missing or unreadable then is skipped (gRPC keeps what it has and logs an error
+// on every read), and one that holds the wrong certificates fails new handshakes (UNAVAILABLE)
+// until it is fixed.
 struct TlsOptions {
   bool enabled = false;
-  // PEM certificate(s) of the CA that signed the nodes' certificates; required with TLS. A
-  // node's certificate must name the host of its endpoint.
+  // PEM certificate(s) of the CA that signed the nodes' certificates; with TLS, this or ca_file
+  // is required. A node's certificate must name the host of its endpoint.
   std::string ca_pem;
   // This client's PEM certificate and unencrypted private key, for nodes that require one
   // (kvnode --tls_client_auth, the default with TLS); both or neither.
   std::string cert_pem;
   std::string key_pem;
   // The same as files: ca_file is required in this form; cert_file and key_file both or neither.
+  // Naming files with `enabled` false is an error.
   std::string ca_file;
   std::string cert_file;
   std::string key_file;
@@ -247,8 +252,9 @@ std::string NewIdempotencyToken();
 
 class Client {
  public:
-  // INVALID_ARGUMENT if no endpoint is given or an option is out of range. Does not connect:
-  // an unreachable endpoint shows up as UNAVAILABLE on the first calls.
+  // INVALID_ARGUMENT if no endpoint is given or an option is out of range (TLS files are read and
+  // checked here). Does not connect: an unreachable endpoint shows up as UNAVAILABLE on the first
+  // calls.
   static absl::StatusOr<std::unique_ptr<Client>> Create(ClientOptions options);
   ~Client();
 

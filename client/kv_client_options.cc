@@ -1,15 +1,19 @@
 #include "client/kv_client_options.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <limits>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/tls_certificate_provider.h"
@@ -26,28 +30,43 @@ constexpr int kMaxReconnectBackoffMs = 1000;
 // PEM files are small; anything larger is not one.
 constexpr size_t kMaxPemFileBytes = 1 << 20;
 
-// The contents of the PEM file at `path`, which TlsOptions names `option`.
+// The contents of the PEM file at `path`, which TlsOptions names `option`. Only a regular file
+// is read (opening a FIFO or a device could block or never end).
 absl::StatusOr<std::string> ReadPemFile(absl::string_view option, const std::string& path) {
   auto error = [&](absl::string_view why) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot read TlsOptions::", option, " \"", path, "\": ", why));
   };
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) return error(std::strerror(errno));
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return error(std::strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int stat_errno = errno;
+    close(fd);
+    return error(std::strerror(stat_errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return error(S_ISDIR(st.st_mode) ? "Is a directory" : "not a regular file");
+  }
   std::string contents;
   char buffer[16384];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) {
-    contents.append(buffer, n);
+  while (true) {
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int read_errno = errno;
+      close(fd);
+      return error(std::strerror(read_errno));
+    }
+    if (n == 0) break;
+    contents.append(buffer, static_cast<size_t>(n));
     if (contents.size() > kMaxPemFileBytes) {
-      std::fclose(file);
+      close(fd);
       return error(absl::StrCat("larger than ", kMaxPemFileBytes, " bytes, not a PEM file"));
     }
   }
-  const bool failed = std::ferror(file) != 0;
-  const int read_errno = errno;
-  std::fclose(file);
-  if (failed) return error(std::strerror(read_errno));
+  close(fd);
   return contents;
 }
 
@@ -121,7 +140,14 @@ absl::Status ValidateTlsFiles(const TlsOptions& tls) {
 }
 
 absl::Status ValidateTls(const TlsOptions& tls) {
-  if (!tls.enabled) return absl::OkStatus();
+  if (!tls.enabled) {
+    // Plaintext; but files named for TLS say the caller meant TLS.
+    if (UsesFiles(tls)) {
+      return absl::InvalidArgumentError(
+          "TlsOptions names PEM files but TlsOptions::enabled is false (plaintext); set enabled");
+    }
+    return absl::OkStatus();
+  }
   if (UsesFiles(tls)) return ValidateTlsFiles(tls);
   if (tls.ca_pem.empty()) {
     return absl::InvalidArgumentError(
@@ -159,7 +185,9 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const TlsOptions& t
   options.set_certificate_provider(std::move(provider));
   options.watch_root_certs();
   if (!tls.cert_file.empty()) options.watch_identity_key_cert_pairs();
-  options.set_verify_server_certs(true);  // the chain, and the endpoint's host in the certificate
+  // The chain. The endpoint's host is checked against the certificate by gRPC's default
+  // certificate verifier (HostNameCertificateVerifier), which setting a verifier would replace.
+  options.set_verify_server_certs(true);
   return grpc::experimental::TlsCredentials(options);
 }
 

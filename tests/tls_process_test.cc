@@ -23,6 +23,8 @@
 //     some of the three flags) stop the node before its data
 //     directory is touched, and kvctl reports its own bad TLS flags and files as usage errors.
 // Every wait is a poll with a deadline.
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <csignal>
 #include <filesystem>
@@ -316,6 +318,18 @@ TEST_F(TlsProcessTest, WithoutClientAuthTrustingTheCaIsEnough) {
   ExpectLogged(0, "tls=server");
   EXPECT_EQ(Kvctl(n1, KvctlTls(""), {"put", "k", "v"}).exit_code, 0);
   EXPECT_EQ(Kvctl(n1, KvctlTls(), {"get", "k"}).exit_code, 0);
+  // The client library given the CA file alone (no client certificate).
+  ClientOptions by_files;
+  by_files.endpoints = {n1};
+  by_files.tls.enabled = true;
+  by_files.tls.ca_file = File("ca.pem");
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(by_files);
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::StatusOr<GetResult> got = (*client)->Get("k");
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->siblings.size(), 1u);
+  EXPECT_EQ(got->siblings[0].value, "v");
+  client->reset();
   EXPECT_EQ(RefusedKvctl(n1, {}, {"get", "k"}).exit_code, 3);
   StopNodes();
 }
@@ -339,6 +353,19 @@ TEST_F(TlsProcessTest, ACertificateForAnotherNameIsRefusedByClients) {
       RefusedKvctl(absl::StrCat("127.0.0.1:", ports[0]), KvctlTls(), {"put", "k", "v"});
   EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
   EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE"));
+  // So does the client library given the paths of the files (its own TLS credentials).
+  ClientOptions by_files;
+  by_files.endpoints = {absl::StrCat("127.0.0.1:", ports[0])};
+  by_files.call_deadline = absl::Seconds(5);
+  by_files.tls.enabled = true;
+  by_files.tls.ca_file = File("ca.pem");
+  by_files.tls.cert_file = File("client.pem");
+  by_files.tls.key_file = File("client.key");
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(by_files);
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::Status put = (*client)->Put("k", "v").status();
+  EXPECT_TRUE(absl::IsUnavailable(put)) << put;
+  client->reset();
   // kvprobe checks the name too, unless told which name the certificate is issued for.
   const std::string addr = absl::StrCat("--addr=127.0.0.1:", ports[0]);
   const std::vector<std::string> tls = {"--tls-ca=" + File("ca.pem"),
@@ -517,14 +544,23 @@ TEST_F(TlsProcessTest, ChangedFilesAreCheckedAndInstalledWithoutARestart) {
 }
 
 TEST_F(TlsProcessTest, AClientGivenFilePathsUsesRotatedFilesWithoutANewClient) {
-  // The node reads node-*.pem, the file client c-*.pem; the test replaces both sets with the
-  // next CA's and restarts the node (so every client connects again).
+  // The node reads node-live*.pem, replaced file by file (it checks each set it reads). The
+  // file client reads client-tls/{ca,cert,key}.pem, where client-tls is a link to a directory
+  // that the rotation replaces as a whole, as a Kubernetes Secret volume does: gRPC reads the
+  // key and the certificate as two files, so they must change in one step. The node is
+  // restarted after the rotation, so every client connects again.
   Replace("node-live.pem", "node.pem");
   Replace("node-live.key", "node.key");
   Replace("node-live-ca.pem", "ca.pem");
-  Replace("c-ca.pem", "ca.pem");
-  Replace("c.pem", "client.pem");
-  Replace("c.key", "client.key");
+  auto client_set = [&](const std::string& set, const std::string& ca, const std::string& client) {
+    std::filesystem::create_directory(File(set));
+    std::filesystem::copy_file(File(ca + ".pem"), File(set + "/ca.pem"));
+    std::filesystem::copy_file(File(client + ".pem"), File(set + "/cert.pem"));
+    std::filesystem::copy_file(File(client + ".key"), File(set + "/key.pem"));
+    std::filesystem::create_directory_symlink(File(set), File("client-tls.next"));
+    std::filesystem::rename(File("client-tls.next"), File("client-tls"));
+  };
+  client_set("client-set-1", "ca", "client");
   const std::vector<int> ports = {testing::PickFreePort()};
   ASSERT_NO_FATAL_FAILURE(StartNodes(
       ports,
@@ -537,15 +573,17 @@ TEST_F(TlsProcessTest, AClientGivenFilePathsUsesRotatedFilesWithoutANewClient) {
   by_files.endpoints = {n1};
   by_files.call_deadline = absl::Seconds(5);
   by_files.tls.enabled = true;
-  by_files.tls.ca_file = File("c-ca.pem");
-  by_files.tls.cert_file = File("c.pem");
-  by_files.tls.key_file = File("c.key");
+  by_files.tls.ca_file = File("client-tls/ca.pem");
+  by_files.tls.cert_file = File("client-tls/cert.pem");
+  by_files.tls.key_file = File("client-tls/key.pem");
   by_files.tls.reload_interval = absl::Seconds(1);
   absl::StatusOr<std::unique_ptr<Client>> watching = Client::Create(by_files);
   ASSERT_TRUE(watching.ok()) << watching.status();
   // The same certificates given as contents: used as they are for the client's lifetime.
   ClientOptions by_contents = by_files;
-  by_contents.tls.ca_file = by_contents.tls.cert_file = by_contents.tls.key_file = "";
+  by_contents.tls.ca_file.clear();
+  by_contents.tls.cert_file.clear();
+  by_contents.tls.key_file.clear();
   by_contents.tls.ca_pem = testing::ReadFile(File("ca.pem"));
   by_contents.tls.cert_pem = testing::ReadFile(File("client.pem"));
   by_contents.tls.key_pem = testing::ReadFile(File("client.key"));
@@ -554,11 +592,9 @@ TEST_F(TlsProcessTest, AClientGivenFilePathsUsesRotatedFilesWithoutANewClient) {
   ASSERT_TRUE((*watching)->Put("before", "by files").ok());
   ASSERT_TRUE((*fixed)->Put("before", "by contents").ok());
 
-  // Rotation to the next CA: the client's CA bundle first, then its certificate and key; the
-  // node then trusts the next CA only and presents a certificate it signed.
-  Replace("c-ca.pem", "ca-bundle.pem");
-  Replace("c.key", "next-client.key");
-  Replace("c.pem", "next-client.pem");
+  // Rotation to the next CA: the client's CA bundle with its new certificate and key; the node
+  // then trusts the next CA only and presents a certificate it signed.
+  client_set("client-set-2", "ca-bundle", "next-client");
   Replace("node-live-ca.pem", "next-ca.pem");
   Replace("node-live.key", "next-node.key");
   Replace("node-live.pem", "next-node.pem");
@@ -602,7 +638,10 @@ TEST_F(TlsProcessTest, BadTlsFilesOfTheClientLibraryAreRefusedAtCreate) {
       {[&](TlsOptions& t) { t.ca_file = ""; }, "TlsOptions::ca_file is empty"},
       {[&](TlsOptions& t) { t.ca_pem = testing::ReadFile(File("ca.pem")); }, "not both"},
       {[&](TlsOptions& t) { t.reload_interval = absl::Milliseconds(500); }, "at least 1s"},
+      {[&](TlsOptions& t) { t.ca_file = File("fifo"); }, "not a regular file"},
+      {[&](TlsOptions& t) { t.enabled = false; }, "TlsOptions::enabled is false"},
   };
+  ASSERT_EQ(mkfifo(File("fifo").c_str(), 0600), 0);  // opening it for reading must not block
   for (const Bad& bad : cases) {
     ClientOptions options;
     options.endpoints = {"127.0.0.1:1"};
