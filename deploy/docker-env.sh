@@ -328,17 +328,27 @@ kv_docker_image() {
 # 1 when the image does not build.
 kv_docker_prepare() {
   kv_docker_daemon_start || return 77
+  kv_compose_ready || return 1
   kv_docker_base_image || return 77
   kv_docker_image || return 1
 }
 
-# kv_compose ARGS: the Compose v2 plugin when present, else docker-compose (Debian 12 ships
-# docker-compose 1.29, which reads the same compose.yaml).
+# kv_compose_ready: a Compose command is there, the v2 plugin or docker-compose (installed when
+# neither is: Debian 12 ships docker-compose 1.29, which reads the same compose.yaml). Also for
+# callers that run Compose themselves (tests/container_e2e_test.py).
+kv_compose_ready() {
+  docker compose version >/dev/null 2>&1 && return 0
+  command -v docker-compose >/dev/null 2>&1 && return 0
+  kv_docker_apt_install docker-compose || return 1
+  command -v docker-compose >/dev/null 2>&1
+}
+
+# kv_compose ARGS: the Compose v2 plugin when present, else docker-compose.
 kv_compose() {
+  kv_compose_ready || return 1
   if docker compose version >/dev/null 2>&1; then
     docker compose "$@"
   else
-    command -v docker-compose >/dev/null 2>&1 || kv_docker_apt_install docker-compose || return 1
     docker-compose "$@"
   fi
 }
