@@ -1,13 +1,7 @@
 #include "client/kv_client_options.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 
 #include "absl/status/statusor.h"
@@ -19,6 +13,7 @@
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "storage/small_file.h"
 
 namespace kv::client_internal {
 namespace {
@@ -30,43 +25,13 @@ constexpr int kMaxReconnectBackoffMs = 1000;
 // PEM files are small; anything larger is not one.
 constexpr size_t kMaxPemFileBytes = 1 << 20;
 
-// The contents of the PEM file at `path`, which TlsOptions names `option`. Only a regular file
-// is read (opening a FIFO or a device could block or never end).
+// The contents of the PEM file at `path`, which TlsOptions names `option`.
 absl::StatusOr<std::string> ReadPemFile(absl::string_view option, const std::string& path) {
-  auto error = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read TlsOptions::", option, " \"", path, "\": ", why));
-  };
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return error(std::strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    const int stat_errno = errno;
-    close(fd);
-    return error(std::strerror(stat_errno));
+  absl::StatusOr<std::string> contents = ReadSmallRegularFile(path, kMaxPemFileBytes);
+  if (!contents.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read TlsOptions::", option, " \"", path,
+                                                   "\": ", contents.status().message()));
   }
-  if (!S_ISREG(st.st_mode)) {
-    close(fd);
-    return error(S_ISDIR(st.st_mode) ? "Is a directory" : "not a regular file");
-  }
-  std::string contents;
-  char buffer[16384];
-  while (true) {
-    const ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int read_errno = errno;
-      close(fd);
-      return error(std::strerror(read_errno));
-    }
-    if (n == 0) break;
-    contents.append(buffer, static_cast<size_t>(n));
-    if (contents.size() > kMaxPemFileBytes) {
-      close(fd);
-      return error(absl::StrCat("larger than ", kMaxPemFileBytes, " bytes, not a PEM file"));
-    }
-  }
-  close(fd);
   return contents;
 }
 

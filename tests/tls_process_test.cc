@@ -629,7 +629,7 @@ TEST_F(TlsProcessTest, BadTlsFilesOfTheClientLibraryAreRefusedAtCreate) {
   const std::vector<Bad> cases = {
       {[&](TlsOptions& t) { t.ca_file = File("missing.pem"); },
        "cannot read TlsOptions::ca_file \"" + File("missing.pem") + "\": No such file"},
-      {[&](TlsOptions& t) { t.ca_file = dir_.path(); }, "Is a directory"},
+      {[&](TlsOptions& t) { t.ca_file = dir_.path(); }, "not a regular file"},
       {[&](TlsOptions& t) { t.ca_file = File("node.key"); },
        "ca_file \"" + File("node.key") + "\" holds no PEM certificate"},
       {[&](TlsOptions& t) { t.key_file = File("node-encrypted.key"); },
