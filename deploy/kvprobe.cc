@@ -155,19 +155,28 @@ std::string InstalledTlsDir() {
   return dir;
 }
 
-// The default of one TLS file: the node's installed copy `name`, else $`variable`.
-std::string DefaultTlsFile(const char* variable, const char* name) {
-  const std::string installed = InstalledTlsDir();
-  return installed.empty() ? EnvOr(variable, "") : installed + "/" + name;
-}
-
 struct ProbeOptions {
+  // The TLS files default to the node's installed copy, all three or none, else to the
+  // variables.
+  ProbeOptions() {
+    const std::string installed = InstalledTlsDir();
+    if (installed.empty()) {
+      ca_file = EnvOr("KVNODE_TLS_CA_FILE", "");
+      cert_file = EnvOr("KVNODE_TLS_CERT_FILE", "");
+      key_file = EnvOr("KVNODE_TLS_KEY_FILE", "");
+    } else {
+      ca_file = installed + "/ca.pem";
+      cert_file = installed + "/cert.pem";
+      key_file = installed + "/key.pem";
+    }
+  }
+
   std::string address = DefaultAddress();
   std::string service;
   double timeout_seconds = 2.0;
-  std::string ca_file = DefaultTlsFile("KVNODE_TLS_CA_FILE", "ca.pem");
-  std::string cert_file = DefaultTlsFile("KVNODE_TLS_CERT_FILE", "cert.pem");
-  std::string key_file = DefaultTlsFile("KVNODE_TLS_KEY_FILE", "key.pem");
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
   std::string server_name = EnvOr("KV_PROBE_TLS_SERVER_NAME", "");
   bool plaintext = false;
 };
