@@ -184,6 +184,11 @@ class LocalStore::MergeMutation : public CommitQueue::Mutation {
     merged_ = record;
     merged_.Merge(remote_, retry_window);
     KV_RETURN_IF_ERROR(RecallForgottenWrites(group, record, now_micros));
+    // Both records passed their checks; still, never store one that could not be read back.
+    if (absl::Status valid = merged_.CheckInvariants(); !valid.ok()) {
+      return absl::InternalError(absl::StrCat(
+          "merge of key refused, it would store an invalid record: ", valid.message()));
+    }
     store_->KeepForgottenWrites(group, key_, merged_.TakeForgotten(), now_micros);
     if (merged_ != record) {
       const std::string encoded = EncodeSiblingSet(merged_);

@@ -81,6 +81,27 @@ absl::StatusOr<std::optional<Dot>> EarlierCopy(const WriteCommand& command,
   return std::nullopt;
 }
 
+// INVALID_ARGUMENT if `seen` carries a counter above kMaxAbsorbedCounter (storage/
+// version_vector.h) that `record` does not already hold: only a forged context can, and
+// absorbing it would bring this key's counters, and through a purge the node's counter floor,
+// towards the wrap at 2^64.
+absl::Status CheckAbsorbableCounters(const CausalContext& seen, const SiblingSet& record) {
+  auto check = [&record](absl::string_view actor, uint64_t counter) -> absl::Status {
+    if (counter <= kMaxAbsorbedCounter || counter <= record.context().Get(actor)) {
+      return absl::OkStatus();
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "causal context counter ", actor, ":", counter, " is above ", kMaxAbsorbedCounter,
+        " and unknown to the key's record (pass back the context bytes exactly as a read or "
+        "write returned them, or none)"));
+  };
+  for (const auto& [actor, counter] : seen.vv().entries())
+    KV_RETURN_IF_ERROR(check(actor, counter));
+  // Tokened versions are covered by the vector or the dots, so their counters are checked too.
+  for (const Dot& dot : seen.dots()) KV_RETURN_IF_ERROR(check(dot.actor, dot.counter));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // One Write or WriteAsync: checked and fingerprinted on the caller's thread, then run by the
@@ -183,6 +204,7 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   } else if (!absl::IsNotFound(existing.status())) {
     return existing.status();
   }
+  KV_RETURN_IF_ERROR(CheckAbsorbableCounters(seen, record));
 
   // Records `outcome` as the first result of the write's token.
   auto remember_token = [&](const WriteOutcome& outcome) {

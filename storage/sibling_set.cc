@@ -130,6 +130,26 @@ void SiblingSet::SettleReplaced(const std::vector<Sibling>& removed,
   std::vector<ReplacedWrite> all;
   all.reserve(by_fingerprint.size());
   for (auto& [fingerprint, w] : by_fingerprint) all.push_back(std::move(w));
+  // One per dot as well. A forged context can name a dot with a made-up fingerprint, while the
+  // dot's true payload is remembered by another replica or arrives as a removed sibling. Of the
+  // entries of one dot the larger (timestamp, fingerprint) is kept, as CausalContext::AddTokened
+  // does, so that the choice does not depend on the order of merges. A live version's dot is
+  // never a replaced write.
+  std::sort(all.begin(), all.end(), [](const ReplacedWrite& a, const ReplacedWrite& b) {
+    if (a.dot != b.dot) return a.dot < b.dot;
+    return std::tie(b.timestamp_micros, b.fingerprint) <
+           std::tie(a.timestamp_micros, a.fingerprint);
+  });
+  all.erase(
+      std::unique(all.begin(), all.end(),
+                  [](const ReplacedWrite& a, const ReplacedWrite& b) { return a.dot == b.dot; }),
+      all.end());
+  all.erase(std::remove_if(all.begin(), all.end(),
+                           [this](const ReplacedWrite& w) {
+                             return std::any_of(siblings_.begin(), siblings_.end(),
+                                                [&w](const Sibling& s) { return s.dot == w.dot; });
+                           }),
+            all.end());
   if (all.size() > kMaxReplacedWrites) {
     std::nth_element(all.begin(), all.begin() + kMaxReplacedWrites - 1, all.end(), MoreRecent);
     std::move(all.begin() + kMaxReplacedWrites, all.end(), std::back_inserter(forgotten_));

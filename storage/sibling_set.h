@@ -27,7 +27,9 @@
 // write of another dot, created within the retry window of it, is the same logical write and was
 // replaced with it: ApplyWrite and Merge drop it (its dot stays in the context, so the drop
 // reaches the other replicas as an ordinary replacement) and remember it too. The set keeps at
-// most kMaxReplacedWrites of them (one per fingerprint, the most recent by timestamp, then dot);
+// most kMaxReplacedWrites of them (one per fingerprint, the most recent by timestamp, then dot;
+// and one per dot, the larger timestamp then fingerprint, should a forged context have named a
+// dot with another fingerprint);
 // what the bound cuts is handed to the caller (TakeForgotten), who keeps it elsewhere for the
 // retry window and gives it back (Recall) when a copy of one of those writes shows up; without
 // that, a copy that arrives after its logical write fell out of the memory stays visible.
@@ -102,7 +104,8 @@ class SiblingSet {
 
   const VersionVector& context() const { return context_; }
   const std::vector<Sibling>& siblings() const { return siblings_; }
-  // Replaced versions that carried a token (see above), sorted by dot, one per fingerprint.
+  // Replaced versions that carried a token (see above), sorted by dot, one per fingerprint and
+  // one per dot.
   const std::vector<ReplacedWrite>& replaced_writes() const { return replaced_; }
   // True when the replica knows nothing of the key (no versions, nothing seen).
   bool empty() const { return siblings_.empty() && context_.empty(); }

@@ -25,6 +25,10 @@ absl::Status Malformed(absl::string_view what) {
                    "none)"));
 }
 
+std::string CounterTooLarge(uint64_t counter) {
+  return absl::StrCat("counter ", counter, " is above the maximum ", kMaxContextCounter);
+}
+
 }  // namespace
 
 std::string Dot::ToString() const { return absl::StrCat(actor, ":", counter); }
@@ -205,6 +209,7 @@ absl::Status CausalContext::DecodeVersionVector(absl::string_view* input) {
       return Malformed("truncated version vector entry");
     }
     if (counter == 0) return Malformed("version vector entry with counter 0");
+    if (counter > kMaxContextCounter) return Malformed(CounterTooLarge(counter));
     if (i > 0 && actor <= prev_actor) return Malformed("version vector actors out of order");
     vv_.Advance(actor, counter);
     prev_actor = actor;
@@ -226,6 +231,7 @@ absl::Status CausalContext::DecodeDots(absl::string_view* input) {
     }
     dot.actor = std::string(actor);
     if (dot.counter == 0) return Malformed("dot with counter 0");
+    if (dot.counter > kMaxContextCounter) return Malformed(CounterTooLarge(dot.counter));
     if (vv_.Covers(dot)) return Malformed("dot already covered by the version vector");
     if (!dots_.empty() && !(dots_.back() < dot)) return Malformed("dots out of order");
     dots_.push_back(std::move(dot));
@@ -253,6 +259,9 @@ absl::Status CausalContext::DecodeTokenedVersions(absl::string_view* input) {
     version.dot.actor = std::string(actor);
     version.timestamp_micros = static_cast<int64_t>(timestamp);
     if (version.dot.counter == 0) return Malformed("tokened version with counter 0");
+    if (version.dot.counter > kMaxContextCounter) {
+      return Malformed(CounterTooLarge(version.dot.counter));
+    }
     if (!Covers(version.dot)) return Malformed("tokened version not covered");
     if (!tokened_.empty() && !(tokened_.back().dot < version.dot)) {
       return Malformed("tokened versions out of order");

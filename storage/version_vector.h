@@ -20,6 +20,17 @@
 
 namespace kv {
 
+// Bounds on the counters of client causal contexts. Nodes add 1 per write, so no honest counter
+// comes near either: kMaxAbsorbedCounter leaves 2^62 writes of headroom (146,000 years at a
+// million writes per second) before kMaxContextCounter, which in turn is far from 2^64. A forged
+// context can thus never make a node's next counter wrap to 0.
+//   - Decode refuses a context with a counter above kMaxContextCounter.
+//   - A write refuses a context with a counter above kMaxAbsorbedCounter that the key's record
+//     does not already hold (node/local_store.h): a forged counter is never absorbed into a
+//     record, and so never into a node's counter floor, past kMaxAbsorbedCounter.
+inline constexpr uint64_t kMaxContextCounter = uint64_t{1} << 63;
+inline constexpr uint64_t kMaxAbsorbedCounter = uint64_t{1} << 62;
+
 struct Dot {
   std::string actor;
   uint64_t counter = 0;
@@ -134,9 +145,9 @@ class CausalContext {
   // The empty context encodes to the empty string.
   std::string Encode() const;
   // An empty input decodes to an empty context. INVALID_ARGUMENT if malformed: wrong magic or
-  // version, checksum mismatch, truncation, trailing bytes, or a non-canonical body (unsorted or
-  // duplicate actors or dots, counter 0, a dot covered by the vector). Never allocates more than
-  // the input's size.
+  // version, checksum mismatch, truncation, trailing bytes, a non-canonical body (unsorted or
+  // duplicate actors or dots, counter 0, a dot covered by the vector), or a counter above
+  // kMaxContextCounter. Never allocates more than the input's size.
   static absl::StatusOr<CausalContext> Decode(absl::string_view bytes);
   std::string ToString() const;
 

@@ -195,6 +195,75 @@ TEST_F(LocalStoreTest, MalformedContextIsInvalidArgument) {
   EXPECT_TRUE(absl::IsNotFound(store_->ReadRecord("k").status()));
 }
 
+// A forged context cannot bring a counter of this node near 2^64: the next write's counter would
+// wrap to 0 and store a record nothing can read, for the key, or for every key once a purge
+// raised the node's counter floor to it.
+TEST_F(LocalStoreTest, ForgedCountersNearTheWrapAreRefusedAndChangeNothing) {
+  for (uint64_t counter : {~uint64_t{0}, ~uint64_t{0} - 1, kMaxContextCounter + 1,
+                           kMaxContextCounter, kMaxAbsorbedCounter + 1}) {
+    VersionVector forged;
+    forged.Advance(store_->actor(), counter);
+    for (bool is_delete : {false, true}) {
+      for (bool as_dot : {false, true}) {
+        CausalContext context;
+        if (as_dot) {
+          context.AddDot(Dot{store_->actor(), counter});
+        } else {
+          context = CausalContext(forged);
+        }
+        absl::Status status =
+            store_->Write({"k", is_delete, is_delete ? "" : "v", context.Encode(), "tok"}).status();
+        EXPECT_TRUE(absl::IsInvalidArgument(status)) << counter << ": " << status;
+        EXPECT_TRUE(absl::IsNotFound(store_->ReadRecord("k").status()));
+      }
+    }
+  }
+  // At the bound the forged counter is absorbed. The key's contexts then carry counters above the
+  // bound that its record holds: they are passed back, and the purge of its tombstone leaves the
+  // node's writes readable.
+  VersionVector highest;
+  highest.Advance(store_->actor(), kMaxAbsorbedCounter);
+  const WriteOutcome at_bound = MustPut("k", "v", CausalContext(highest).Encode());
+  EXPECT_EQ(at_bound.dot.counter, kMaxAbsorbedCounter + 1);
+  const WriteOutcome next = MustPut("k", "w", at_bound.context);
+  EXPECT_EQ(LiveValues("k"), std::vector<std::string>{"w"});
+  ASSERT_TRUE(store_->Write({"k", true, "", next.context, ""}).ok());
+  absl::StatusOr<SiblingSet> tombstone = store_->ReadRecord("k");
+  ASSERT_TRUE(tombstone.ok()) << tombstone.status();
+  ASSERT_TRUE(store_->PurgeIfUnchanged("k", *tombstone).ok());
+  const WriteOutcome fresh = MustPut("fresh", "z");
+  EXPECT_EQ(fresh.dot.counter, kMaxAbsorbedCounter + 4);
+  MustPut("fresh", "z2", fresh.context);
+  EXPECT_EQ(LiveValues("fresh"), std::vector<std::string>{"z2"});
+}
+
+// A client forges, on replica n2, the tokened version of a dot n1 wrote with another
+// fingerprint. When n2's record reaches n1, which remembers the true fingerprint of that dot, the
+// merged record must still be readable.
+TEST_F(LocalStoreTest, ForgedTokenedVersionOfAnotherReplicasDotDoesNotBreakItsRecord) {
+  const WriteOutcome first = MustPut("k", "v", "", "tok1");
+  MustPut("k", "w", ReadContext("k"), "tok2");
+  MemoryEngine other_engine;
+  std::unique_ptr<LocalStore> n2 = OpenStore(&other_engine, "n2");
+  VersionVector seen;
+  seen.Advance(first.dot.actor, first.dot.counter);
+  CausalContext forged(seen);
+  forged.AddTokened(TokenedVersion{first.dot, absl::ToUnixMicros(clock_.Now()), 12345});
+  ASSERT_TRUE(n2->Write({"k", false, "u", forged.Encode(), "tok3"}).ok());
+  absl::StatusOr<SiblingSet> remote = n2->ReadRecord("k");
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  absl::StatusOr<SiblingSet> merged = store_->MergeRecord("k", *remote);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  absl::StatusOr<SiblingSet> stored = store_->ReadRecord("k");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(LiveValues("k"), (std::vector<std::string>{"u", "w"}));
+  // And the other way round.
+  ASSERT_TRUE(n2->MergeRecord("k", *stored).ok());
+  absl::StatusOr<SiblingSet> back = n2->ReadRecord("k");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(*back == *stored);
+}
+
 TEST_F(LocalStoreTest, SameTokenSameRequestIsDeduplicated) {
   WriteOutcome first = MustPut("k", "v", "", "tok-1");
   WriteOutcome retry = MustPut("k", "v", "", "tok-1");

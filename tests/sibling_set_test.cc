@@ -346,6 +346,40 @@ TEST(SiblingSetTest, ForgedTokenedVersionsCannotCorruptTheMemory) {
   }
 }
 
+// The same forgery on another replica, which never held the dot: it remembers the forged
+// fingerprint, and a merge with the replica that remembers the true one must still keep one
+// entry per dot (the stored record would fail its invariants), the same one in either order.
+TEST(SiblingSetTest, ForgedFingerprintOfADotAnotherReplicaRemembersMergesToOneEntry) {
+  SiblingSet x;
+  const Dot first = x.ApplyWrite("x#1", CausalContext(), Value("v", "tok1"));
+  x.ApplyWrite("x#1", CausalContext(x.context()), Value("w", "tok2"));
+  ASSERT_EQ(x.replaced_writes().size(), 1u);
+  const ReplacedWrite truth = x.replaced_writes()[0];
+
+  for (const int64_t forged_timestamp : {truth.timestamp_micros, truth.timestamp_micros + 1}) {
+    for (const uint64_t forged_fingerprint : {truth.fingerprint ^ 1, uint64_t{12345}}) {
+      SiblingSet y;
+      VersionVector seen_vv;
+      seen_vv.Advance(first.actor, first.counter);
+      CausalContext forged(seen_vv);
+      forged.AddTokened(TokenedVersion{first, forged_timestamp, forged_fingerprint});
+      y.ApplyWrite("y#1", forged, Value("u", "tok3"));
+      ASSERT_TRUE(y.CheckInvariants().ok()) << y.CheckInvariants();
+
+      SiblingSet x_then_y = x;
+      x_then_y.Merge(y);
+      SiblingSet y_then_x = y;
+      y_then_x.Merge(x);
+      EXPECT_TRUE(x_then_y.CheckInvariants().ok()) << x_then_y.CheckInvariants();
+      EXPECT_TRUE(y_then_x.CheckInvariants().ok()) << y_then_x.CheckInvariants();
+      EXPECT_TRUE(x_then_y == y_then_x) << x_then_y.ToString() << " vs " << y_then_x.ToString();
+      int entries_of_first = 0;
+      for (const ReplacedWrite& w : x_then_y.replaced_writes()) entries_of_first += w.dot == first;
+      EXPECT_EQ(entries_of_first, 1);
+    }
+  }
+}
+
 // A context that names a tokened version only as an extra dot the record has never seen (or
 // forges one) must not leave a replaced write the record's context does not cover: the stored
 // record would fail its invariants.

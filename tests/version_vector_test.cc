@@ -285,6 +285,22 @@ TEST(CausalContextTest, DecodeRejectsHostileButChecksummedInput) {
   EXPECT_TRUE(
       CausalContext::Decode(FramedV2(one + Entry("a", 1) + zero + one + Entry("a", 1) + fixed))
           .ok());
+  // Counters above kMaxContextCounter: the next write's counter would come near 2^64 and wrap.
+  const uint64_t max = kMaxContextCounter;
+  const std::vector<std::pair<std::string, std::string>> counter_cases = {
+      {"vv counter", Framed(one + Entry("a", max + 1) + zero)},
+      {"vv counter 2^64-1", Framed(one + Entry("a", ~uint64_t{0}) + zero)},
+      {"dot counter", Framed(zero + one + Entry("a", max + 1))},
+      {"tokened counter",
+       FramedV2(one + Entry("a", max) + zero + one + Entry("a", max + 1) + fixed)},
+  };
+  for (const auto& [what, bytes] : counter_cases) {
+    auto result = CausalContext::Decode(bytes);
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << what;
+    EXPECT_NE(result.status().message().find("above the maximum"), absl::string_view::npos)
+        << what << ": " << result.status();
+  }
+  EXPECT_TRUE(CausalContext::Decode(Framed(one + Entry("a", max) + zero)).ok());
   std::mt19937 rng(42);
   for (int i = 0; i < 5000; ++i) {
     std::string junk(rng() % 40, '\0');
