@@ -344,11 +344,25 @@ void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
     if (theirs.ok() && *theirs == encoded) continue;
     push.push_back(EncodedRecord{key, std::move(encoded)});
   }
-  if (push.empty()) return RepairNext(ex);
-  transport_->MergeRecords(ex->member, std::move(push),
-                           guard_.Wrap([this, ex](absl::Status status) {
+  Push(ex, std::make_shared<std::vector<EncodedRecord>>(std::move(push)), 0);
+}
+
+void AntiEntropy::Push(ExchangePtr ex, std::shared_ptr<std::vector<EncodedRecord>> push,
+                       size_t next) {
+  if (next >= push->size()) return RepairNext(ex);
+  std::vector<EncodedRecord> chunk;
+  size_t bytes = 0;
+  for (; next < push->size(); ++next) {
+    EncodedRecord& record = (*push)[next];
+    const size_t size = record.key.size() + record.record.size();
+    if (!chunk.empty() && bytes + size > options_.push_max_bytes) break;
+    bytes += size;
+    chunk.push_back(std::move(record));
+  }
+  transport_->MergeRecords(ex->member, std::move(chunk),
+                           guard_.Wrap([this, ex, push, next](absl::Status status) {
                              if (!status.ok()) return Finish(ex, status);
-                             RepairNext(ex);
+                             Push(ex, push, next);
                            }));
 }
 

@@ -99,6 +99,9 @@ class AntiEntropy {
     double keys_per_second = 2000;                // repair budget
     size_t segments_per_call = 256;               // per SegmentKeys call (<= 1024)
     size_t keys_per_batch = 64;                   // keys read and merged per round trip
+    // The merged records of a batch are pushed in calls of about this many bytes (at least one
+    // record each), so that large values never make a push too large for the transport.
+    size_t push_max_bytes = 4 << 20;
     size_t max_keys_per_exchange = 100'000;
   };
 
@@ -150,6 +153,9 @@ class AntiEntropy {
   void RepairNext(ExchangePtr ex);
   void MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
                     std::vector<absl::StatusOr<std::string>> remote);
+  // Pushes push[next, ...) in calls of about Options::push_max_bytes, one after another, then
+  // repairs the next batch; the first failure finishes the exchange.
+  void Push(ExchangePtr ex, std::shared_ptr<std::vector<EncodedRecord>> push, size_t next);
   void Finish(ExchangePtr ex, absl::Status status);
   // Takes `keys` tokens and returns zero, or returns how long to wait before there are enough.
   absl::Duration TakeBudget(size_t keys);

@@ -139,6 +139,9 @@ void Coordinator::CoordinateWrite(WriteCommand command, QuorumSpec w, std::vecto
       [this, key = std::move(key), w, groups = std::move(groups), layout_version, peer_ids, entries,
        done = std::move(done)](absl::StatusOr<WriteOutcome> outcome) mutable {
         if (!outcome.ok()) {
+          // The batch did not commit (nothing fails after the hook ran but the group write), so
+          // its outbox entries are on no disk.
+          if (!entries->empty()) outbox_->Abandon(*entries);
           done(outcome.status());
           return;
         }

@@ -1,6 +1,7 @@
 #include "node/replication_outbox.h"
 
 #include <algorithm>
+#include <set>
 #include <utility>
 
 #include "absl/random/distributions.h"
@@ -92,6 +93,13 @@ std::vector<OutboxEntry> ReplicationOutbox::AddEntries(absl::string_view key,
     batch->Put(Column::kOutbox, EntryKey(entry.peer_id, entry.seq), entry.key);
   }
   return entries;
+}
+
+void ReplicationOutbox::Abandon(const std::vector<OutboxEntry>& entries) {
+  absl::MutexLock lock(&mu_);
+  for (const OutboxEntry& entry : entries) {
+    if (PeerState* peer = FindPeer(entry.peer_id)) peer->unsubmitted.erase(entry.seq);
+  }
 }
 
 void ReplicationOutbox::Submit(std::vector<OutboxEntry> entries, EntryCallback on_result) {
@@ -215,9 +223,17 @@ void ReplicationOutbox::SendBatch(PeerState* peer, uint64_t batch_id,
                                   const std::vector<std::string>& keys) {
   std::vector<EncodedRecord> records;
   records.reserve(keys.size());
-  for (const std::string& key : keys) {
+  size_t bytes = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const std::string& key = keys[i];
     absl::StatusOr<std::string> record = engine_->Get(Column::kData, key);
     if (record.ok()) {
+      const size_t size = key.size() + record->size();
+      if (!records.empty() && bytes + size > options_.batch_max_bytes) {
+        Requeue(peer, batch_id, absl::MakeConstSpan(keys).subspan(i));
+        break;
+      }
+      bytes += size;
       records.push_back(EncodedRecord{key, *std::move(record)});
     } else if (!absl::IsNotFound(record.status())) {
       // Entries whose key has no record are simply deleted with the batch.
@@ -234,6 +250,26 @@ void ReplicationOutbox::SendBatch(PeerState* peer, uint64_t batch_id,
                              OnBatchDone(peer, batch_id, std::move(status));
                              liveness->Exit();
                            });
+}
+
+void ReplicationOutbox::Requeue(PeerState* peer, uint64_t batch_id,
+                                absl::Span<const std::string> keys) {
+  absl::MutexLock lock(&mu_);
+  auto it = peer->in_flight.find(batch_id);
+  if (it == peer->in_flight.end()) return;
+  PeerState::Batch& batch = it->second;
+  const std::set<absl::string_view> requeued(keys.begin(), keys.end());
+  std::vector<Waiting> kept;
+  for (Waiting& w : batch.entries) {
+    if (requeued.count(w.entry.key) == 0) {
+      kept.push_back(std::move(w));
+      continue;
+    }
+    peer->in_flight_seqs.erase(w.entry.seq);
+    Enqueue(peer, std::move(w));  // by seq: older than anything queued since, so sent next
+  }
+  batch.entries = std::move(kept);
+  batch.records -= std::min(batch.records, requeued.size());
 }
 
 void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status) {

@@ -12,6 +12,10 @@
 // Options::batch_max_records distinct keys, reads each key's *current* record (which includes
 // every write the entries stand for, since records only grow by merge) and sends the whole batch
 // in one PeerTransport::MergeRecords call, with at most Options::max_in_flight batches per peer.
+// A batch also stops at about Options::batch_max_bytes of records (it always holds at least
+// one): the keys whose records would pass that go back to the front of the queue, untouched, for
+// the next batch. Without it a backlog of large values would make one batch too large for the
+// transport (or its deadline) every time, and the peer would never receive anything again.
 // When the peer confirms, the batch's entries are deleted. When it fails, they go back to the
 // queue and the sender waits a capped exponential backoff with full jitter before trying again,
 // so a replica that is down keeps its entries until it returns (hinted handoff).
@@ -76,6 +80,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "node/clock.h"
 #include "node/peer_transport.h"
 #include "node/ring.h"
@@ -107,6 +112,8 @@ class ReplicationOutbox {
     uint64_t max_entries_per_peer = 1'000'000;
     size_t max_queued_per_peer = 100'000;
     size_t batch_max_records = 256;
+    // Keys plus record bytes per batch, about (the record that passes it is not sent).
+    size_t batch_max_bytes = 4 << 20;
     // One batch out per peer: entries written meanwhile gather into the next batch. Measured on a
     // 3-node loopback cluster under kvbench put load, 1 gave batches of ~9 records instead of ~5
     // (2 in flight) and ~10% more throughput; a peer that is slow to answer still gets up to
@@ -131,6 +138,9 @@ class ReplicationOutbox {
   // is counted). Returns the entries added, to Submit once the batch is durable.
   std::vector<OutboxEntry> AddEntries(absl::string_view key,
                                       const std::vector<std::string>& peer_ids, WriteBatch* batch);
+  // Forgets entries AddEntries returned whose batch failed to commit (so they are on no disk):
+  // until then MayHaveEntriesFor counts them as waiting.
+  void Abandon(const std::vector<OutboxEntry>& entries);
   // Queues durable entries for sending; `on_result` runs once per entry (may be null).
   void Submit(std::vector<OutboxEntry> entries, EntryCallback on_result);
 
@@ -195,6 +205,9 @@ class ReplicationOutbox {
   // another call is already doing it, so an inline completion never recurses.
   void Drain(PeerState* peer) ABSL_LOCKS_EXCLUDED(mu_);
   void SendBatch(PeerState* peer, uint64_t batch_id, const std::vector<std::string>& keys)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Moves the entries of `keys` from in-flight batch `batch_id` back to the queue, unsent.
+  void Requeue(PeerState* peer, uint64_t batch_id, absl::Span<const std::string> keys)
       ABSL_LOCKS_EXCLUDED(mu_);
   void OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status)
       ABSL_LOCKS_EXCLUDED(mu_);

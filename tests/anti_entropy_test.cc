@@ -42,7 +42,13 @@ class LoopbackTransport : public testing::StubPeerTransport {
 
   void MergeRecords(const Member& peer, std::vector<EncodedRecord> records,
                     std::function<void(absl::Status)> done) override {
-    for (const EncodedRecord& r : records) *bytes_ += r.key.size() + r.record.size();
+    size_t message_bytes = 0;
+    for (const EncodedRecord& r : records) message_bytes += r.key.size() + r.record.size();
+    *bytes_ += message_bytes;
+    if (max_message_bytes != 0 && message_bytes > max_message_bytes) {
+      // As gRPC refuses a message over its maximum size.
+      return Serve([=] { done(absl::ResourceExhaustedError("message larger than max")); });
+    }
     Serve([=] {
       for (const EncodedRecord& r : records) {
         absl::StatusOr<SiblingSet> set = DecodeSiblingSet(r.record);
@@ -98,6 +104,7 @@ class LoopbackTransport : public testing::StubPeerTransport {
   }
 
   bool reachable = true;
+  size_t max_message_bytes = 0;  // 0: no limit
 
  private:
   TestNode* Node(const Member& peer) { return nodes_->at(peer.id); }
@@ -211,6 +218,23 @@ TEST_F(AntiEntropyTest, ExchangeRepairsBothDirectionsAndTreesAgree) {
   // A second exchange finds equal roots.
   ASSERT_TRUE(Exchange(*ae, "").ok());
   EXPECT_TRUE(ae->Stats()[0].in_sync);
+}
+
+// Records that together exceed what one message may carry are pushed in several calls of about
+// push_max_bytes: a single push of the batch would fail at every exchange, and the keys after it
+// would never be repaired.
+TEST_F(AntiEntropyTest, LargeRecordsArePushedInCallsUnderTheByteLimit) {
+  MakeCluster(2, 2);
+  for (int i = 0; i < 40; ++i) Put(0, absl::StrCat("k", i), std::string(300, 'v'));
+  transports_[0]->max_message_bytes = 1000;
+  AntiEntropy::Options options;
+  options.push_max_bytes = 1000;
+  auto ae = MakeAntiEntropy(0, options);
+  ASSERT_TRUE(Exchange(*ae, "b").ok());
+  EXPECT_EQ(Root(0, 1), Root(1, 0));
+  for (int i = 0; i < 40; ++i) {
+    EXPECT_EQ(Encoded(1, absl::StrCat("k", i)).value(), Encoded(0, absl::StrCat("k", i)).value());
+  }
 }
 
 TEST_F(AntiEntropyTest, BudgetSpreadsRepairsOverTime) {

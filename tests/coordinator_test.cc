@@ -104,6 +104,16 @@ class FakePeers : public testing::StubPeerTransport {
   std::vector<Merge> merges_;
 };
 
+// A MemoryEngine whose writes fail while fail_writes is set.
+class FlakyEngine : public MemoryEngine {
+ public:
+  absl::Status Write(const WriteBatch& batch, const WriteOptions& options) override {
+    if (fail_writes) return absl::InternalError("injected write failure");
+    return MemoryEngine::Write(batch, options);
+  }
+  bool fail_writes = false;
+};
+
 // One node, `self`, of a cluster whose placement the test may change.
 class CoordinatorTest : public ::testing::Test {
  protected:
@@ -188,7 +198,7 @@ class CoordinatorTest : public ::testing::Test {
   std::mt19937_64 rng_{11};
   testing::QueueExecutor executor_;
   testing::ManualScheduler scheduler_{&clock_, &executor_};
-  MemoryEngine engine_;
+  FlakyEngine engine_;
   FakePeers peers_;
   std::unique_ptr<PlacementHolder> holder_;
   std::unique_ptr<LocalStore> store_;
@@ -211,6 +221,27 @@ TEST_F(CoordinatorTest, WriteIsAcknowledgedOnceWReplicasHoldItAndAnsweredOnce) {
   executor_.Drain();
   EXPECT_EQ(answers->size(), 1u) << "a write must be answered exactly once";
   EXPECT_EQ(coordinator_->Stats().writes_coordinated, 1u);
+}
+
+// A write whose batch fails to commit leaves no outbox entry waiting for its key (which would keep
+// the unowned-record cleaner from ever removing the key), and the next write goes out as usual.
+TEST_F(CoordinatorTest, AWriteThatFailsToCommitLeavesNoOutboxEntryWaiting) {
+  Start("n1", 3);
+  engine_.fail_writes = true;
+  Answers failed = Put("k", "v");
+  engine_.fail_writes = false;
+  ASSERT_EQ(failed->size(), 1u);
+  EXPECT_TRUE(absl::IsInternal(failed->at(0).status())) << failed->at(0).status();
+  EXPECT_FALSE(outbox_->MayHaveEntriesFor("k"));
+  EXPECT_EQ(peers_.Answer("n2", absl::OkStatus()), 0);  // nothing was sent
+
+  Answers ok = Put("k", "v");
+  EXPECT_TRUE(outbox_->MayHaveEntriesFor("k"));
+  ConfirmEverything("n2");
+  ConfirmEverything("n3");
+  ASSERT_FALSE(ok->empty());
+  EXPECT_TRUE(ok->back().ok()) << ok->back().status();
+  EXPECT_FALSE(outbox_->MayHaveEntriesFor("k"));
 }
 
 TEST_F(CoordinatorTest, WOfOneIsAcknowledgedAtOnceAndWOfAllWaitsForEveryReplica) {

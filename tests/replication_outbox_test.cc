@@ -250,6 +250,57 @@ TEST_F(ReplicationOutboxTest, ManyWritesGoOutInFewBatchesOfDistinctKeys) {
   for (const absl::Status& s : ResultsOnce(all)) EXPECT_TRUE(s.ok()) << s;
 }
 
+// A backlog of large records goes out in batches of about batch_max_bytes. The transport here
+// refuses a message over the limit, as gRPC does over its maximum message size: one batch of the
+// whole backlog would fail the same way on every retry and the peer would never get anything.
+TEST_F(ReplicationOutboxTest, LargeRecordsGoOutInBatchesUnderTheByteLimit) {
+  constexpr size_t kLimit = 1000;
+  Options options;
+  options.batch_max_bytes = kLimit;
+  options.max_in_flight = 1;
+  auto outbox = MakeOutbox(options);
+  std::vector<OutboxEntry> all = Write(outbox.get(), "first", "x");
+  ASSERT_EQ(transport_.calls().size(), 1u);  // in flight while the backlog builds up
+  for (int i = 0; i < 20; ++i) {
+    for (OutboxEntry& e : Write(outbox.get(), absl::StrCat("k", i), std::string(300, 'a' + i))) {
+      all.push_back(e);
+    }
+  }
+  const std::string huge(3 * kLimit, 'h');  // larger than a batch on its own: sent alone
+  for (OutboxEntry& e : Write(outbox.get(), "huge", huge)) all.push_back(e);
+
+  auto bytes_of = [](const FakeTransport::Call& call) {
+    size_t bytes = 0;
+    for (const EncodedRecord& r : call.records) bytes += r.key.size() + r.record.size();
+    return bytes;
+  };
+  for (int round = 0; round < 100 && !transport_.Outstanding().empty(); ++round) {
+    for (size_t i : transport_.Outstanding()) {
+      const FakeTransport::Call& call = transport_.calls()[i];
+      transport_.Complete(i, call.records.size() > 1 && bytes_of(call) > kLimit
+                                 ? absl::ResourceExhaustedError("message larger than max")
+                                 : absl::OkStatus());
+    }
+    executor_.RunAll();
+    scheduler_.FireAll();
+    executor_.RunAll();
+  }
+  EXPECT_TRUE(transport_.Outstanding().empty());
+  EXPECT_EQ(StatsOf(*outbox, "p1").failed_batches, 0u);
+  for (const FakeTransport::Call& call : transport_.calls()) {
+    if (call.records.size() > 1) {
+      EXPECT_LE(bytes_of(call), kLimit);
+    }
+  }
+  EXPECT_EQ(transport_.applied("p1").size(), 22u);
+  EXPECT_EQ(transport_.applied("p1")["huge"], huge);
+  EXPECT_EQ(transport_.applied("p1")["k19"], std::string(300, 'a' + 19));
+  EXPECT_TRUE(OutboxKeys().empty());
+  EXPECT_EQ(StatsOf(*outbox, "p1").depth, 0u);
+  EXPECT_EQ(StatsOf(*outbox, "p1").sent_records, 22u);
+  for (const absl::Status& s : ResultsOnce(all)) EXPECT_TRUE(s.ok()) << s;
+}
+
 TEST_F(ReplicationOutboxTest, ConfirmationDeletesEntriesAndReportsOkOnce) {
   auto outbox = MakeOutbox(Options{}, {"p1", "p2"});
   std::vector<OutboxEntry> entries = Write(outbox.get(), "k", "v", {"p1", "p2"});
