@@ -254,6 +254,18 @@ absl::Status LocalStore::MergeRecords(absl::Span<const RemoteRecord> records) {
   return commits_.RunAll(pointers);
 }
 
+absl::Status LocalStore::WaitForWrites() {
+  // Groups are written in submission order, so this empty mutation completes after every
+  // mutation queued before it was written.
+  class Barrier : public CommitQueue::Mutation {
+   public:
+    absl::Status Prepare(WriteGroup& /*group*/) override { return absl::OkStatus(); }
+    void Complete(absl::Status /*status*/) override {}
+  };
+  Barrier barrier;
+  return commits_.Run(barrier);
+}
+
 // Deletes a record that still equals what the purger verified, and raises the counter floor.
 class LocalStore::PurgeMutation : public CommitQueue::Mutation {
  public:

@@ -192,7 +192,19 @@ absl::Status MerkleIndex::ChangeRing(std::shared_ptr<const HashRing> ring) {
     scanned_through_.clear();
     state_ = State::kBuilding;
   }
+  // From here on every change goes to pending_. Those observed before may still be unwritten.
+  if (write_barrier_) {
+    if (absl::Status written = write_barrier_(); !written.ok()) {
+      return absl::Status(
+          written.code(),
+          absl::StrCat("waiting for the writes before a ring change: ", written.message()));
+    }
+  }
   return Scan(std::move(v));
+}
+
+void MerkleIndex::SetWriteBarrier(std::function<absl::Status()> barrier) {
+  write_barrier_ = std::move(barrier);
 }
 
 absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view) {

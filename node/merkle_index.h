@@ -16,6 +16,11 @@
 // pending-map rule for changes made during the scan; exchanges are refused (not ready) until it
 // ends. A ChangeRing during a scan supersedes it: the older scan stops (CANCELLED). Every ring
 // change increments generation(), so users that keep per-peer state (AntiEntropy) notice it.
+// Changes observed before the reset were applied to the old trees only, and their batches may
+// not be written yet (the store observes a change before it writes it): ChangeRing therefore
+// waits on the write barrier (SetWriteBarrier) before it takes the scan's snapshot, so that the
+// snapshot holds them. Without it a change caught in between would be missing from the new trees
+// until the next rebuild, and exchanges could neither settle nor see a real difference there.
 //
 // Start-up. Build() scans the merkle column (small values) without blocking reads or writes.
 // The index is observing from construction (SetObserver before the store is used), so every
@@ -36,6 +41,7 @@
 #define KV_NODE_MERKLE_INDEX_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -71,6 +77,10 @@ class MerkleIndex : public RecordObserver {
   // executor). Not ready until it returns OK; CANCELLED if a later ChangeRing superseded it.
   // May be called before Build has finished (or instead of it: Build then fails).
   absl::Status ChangeRing(std::shared_ptr<const HashRing> ring);
+  // `barrier` returns once every record change observed before the call has been written or has
+  // failed (LocalStore::WaitForWrites). Set it before the first ChangeRing; it must not call
+  // into the index.
+  void SetWriteBarrier(std::function<absl::Status()> barrier);
   bool ready() const;
   // Incremented by every ChangeRing (0 for the ring given to the constructor).
   uint64_t generation() const;
@@ -129,6 +139,7 @@ class MerkleIndex : public RecordObserver {
   const std::string self_id_;
   const size_t n_;
   Engine* const engine_;
+  std::function<absl::Status()> write_barrier_;  // set before any ChangeRing
 
   mutable absl::Mutex mu_;
   std::shared_ptr<const View> view_ ABSL_GUARDED_BY(mu_);

@@ -8,9 +8,11 @@
 #include <iostream>
 #include <map>
 #include <random>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "node/operations.h"
 #include "node/repair_runner.h"
@@ -336,6 +338,69 @@ TEST_F(AntiEntropyTest, RingChangeRebuildsTreesAndExchangesWithTheNewMember) {
 }
 
 // RepairRunner (node/repair_runner.h): a forced exchange with every peer as an operation.
+// A MemoryEngine whose next write, once armed, waits for release() after telling entered().
+class GatedEngine : public MemoryEngine {
+ public:
+  absl::Status Write(const WriteBatch& batch, const WriteOptions& options) override {
+    if (armed_.exchange(false)) {
+      entered_.Notify();
+      release_.WaitForNotification();
+    }
+    return MemoryEngine::Write(batch, options);
+  }
+  void Arm() { armed_ = true; }
+  absl::Notification& entered() { return entered_; }
+  void Release() { release_.Notify(); }
+
+ private:
+  std::atomic<bool> armed_{false};
+  absl::Notification entered_;
+  absl::Notification release_;
+};
+
+// A write the index observed before a ring change but whose batch lands after the change began
+// (the store observes a change just before it writes it) must be in the rebuilt trees: they must
+// equal trees built from scratch afterwards. The ring change waits for the write.
+TEST(MerkleIndexRingChangeTest, AWriteInFlightDuringARingChangeIsInTheRebuiltTrees) {
+  ManualClock clock;
+  std::mt19937_64 rng(5);
+  GatedEngine engine;
+  auto ring_of = [](std::vector<std::string> ids) {
+    std::vector<Member> members;
+    for (const std::string& id : ids) members.push_back(Member{id, "h:1", ""});
+    return std::make_shared<const HashRing>(HashRing::Build(members).value());
+  };
+  std::unique_ptr<LocalStore> store = LocalStore::Open(&engine, &clock, rng, "a", {}).value();
+  MerkleIndex index("a", ring_of({"a", "b"}), 2, &engine);
+  index.SetWriteBarrier([&store] { return store->WaitForWrites(); });
+  store->SetObserver(&index);
+  ASSERT_TRUE(index.Build().ok());
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(store->Write(WriteCommand{absl::StrCat("k", i), false, "v", "", ""}).ok());
+  }
+
+  engine.Arm();
+  std::thread writer([&store] {
+    EXPECT_TRUE(store->Write(WriteCommand{"k7", false, "in flight", "", ""}).ok());
+  });
+  engine.entered().WaitForNotification();  // observed, not yet written
+  absl::Status changed = absl::UnknownError("not run");
+  std::thread changer([&] { changed = index.ChangeRing(ring_of({"a", "b", "c"})); });
+  absl::SleepFor(absl::Milliseconds(200));  // a ring change that does not wait is done by now
+  engine.Release();
+  writer.join();
+  changer.join();
+  ASSERT_TRUE(changed.ok()) << changed;
+
+  MerkleIndex fresh("a", ring_of({"a", "b", "c"}), 2, &engine);
+  ASSERT_TRUE(fresh.Build().ok());
+  for (const std::string peer : {"b", "c"}) {
+    EXPECT_EQ(index.Nodes(peer, MerkleLevel::kRoot, {}).value(),
+              fresh.Nodes(peer, MerkleLevel::kRoot, {}).value())
+        << peer;
+  }
+}
+
 TEST_F(AntiEntropyTest, RepairIsAnOperationThatExchangesWithEveryPeerAndCountsRanges) {
   MakeCluster(3, 3);
   for (int i = 0; i < 40; ++i) Put(0, absl::StrCat("only-a", i), "a");
