@@ -148,7 +148,7 @@ void Gossiper::PushToAll() {
     absl::MutexLock lock(&mu_);
     if (stopped_) return;
     // A newer version of our entry: receivers keep only entries newer than theirs.
-    ++members_[self_id_].heartbeat;
+    BumpSelfLocked();
     for (const auto& [id, entry] : members_) {
       if (id != self_id_ && !entry.member.address.empty()) targets.push_back(entry.member.address);
     }
@@ -198,7 +198,7 @@ void Gossiper::RunRound() {
   {
     absl::MutexLock lock(&mu_);
     if (stopped_) return;
-    ++members_[self_id_].heartbeat;
+    BumpSelfLocked();
     detector_.Evaluate(clock_->Now());
     transitions = detector_.TakeTransitions();
     // Every other member is a candidate, DOWN ones included: talking to them is how they are
@@ -274,9 +274,17 @@ void Gossiper::Merge(const GossipDigest& digest) {
     it->second.heartbeat = in.heartbeat;
     it->second.handoff = in.handoff;
     it->second.format_level = in.format_level;
+    it->second.holds_records = in.holds_records;
     detector_.Heard(in.member.id, now);
   }
   UpdateClusterFormatLevel();
+}
+
+void Gossiper::BumpSelfLocked() {
+  MemberEntry& me = members_[self_id_];
+  ++me.heartbeat;
+  me.holds_records =
+      options_.holds_records && !layout_.Contains(self_id_) && options_.holds_records();
 }
 
 GossipDigest Gossiper::Digest() const {

@@ -68,6 +68,11 @@ class Gossiper : public MemberLiveness, public FormatLevels {
     // The format level this node says it reads (storage/format_level.h). 0: kFormatLevel; a
     // lower level makes it look like an older node to the others (tests of rolling upgrades).
     uint32_t format_level = 0;
+    // Whether this node's data directory holds records; asked at each gossip round while the
+    // node is outside the layout (members are never asked), and gossiped as holds_records, which
+    // keeps such a node from being joined (membership_change.h). Null: never holds any. Called
+    // under the gossiper's lock: it must not call into the gossiper.
+    std::function<bool()> holds_records;
     ClusterLayout layout;  // version 0: version 1 of the members given at construction
   };
   using Listener = std::function<void(const std::string& member_id, Liveness from, Liveness to)>;
@@ -131,6 +136,9 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   void NotifyLayout();
   // Recomputes cluster_format_level_ after the table or the layout changed.
   void UpdateClusterFormatLevel() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A newer version of this node's entry (receivers keep only entries newer than theirs), with
+  // holds_records refreshed.
+  void BumpSelfLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string self_id_;
   GossipTransport* const transport_;

@@ -24,6 +24,7 @@ void DigestToProto(const GossipDigest& digest,
     m->set_handoff_compared_keys(handoff.compared_keys);
     m->set_handoff_compared_bytes(handoff.compared_bytes);
     m->set_format_level(entry.format_level);
+    m->set_holds_records(entry.holds_records);
   }
 }
 
@@ -54,6 +55,7 @@ GossipDigest DigestFromProto(
     handoff.compared_keys = m.handoff_compared_keys();
     handoff.compared_bytes = m.handoff_compared_bytes();
     entry.format_level = m.format_level();
+    entry.holds_records = m.holds_records();
     digest.members.push_back(std::move(entry));
   }
   return digest;

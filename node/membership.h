@@ -79,6 +79,9 @@ struct MemberEntry {
   // The storage/FORMAT.md level the member reads (storage/format_level.h); 0 when its entry does
   // not say (a member built before levels were gossiped, or one not heard from yet).
   uint32_t format_level = 0;
+  // The member is outside the layout and its data directory holds records (Gossiper::Options::
+  // holds_records): it may not join until its directory is emptied.
+  bool holds_records = false;
 
   // True if this entry is a later version of the same member's state than `other`.
   bool NewerThan(const MemberEntry& other) const {

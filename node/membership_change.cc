@@ -45,9 +45,13 @@ absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
     transition = PlanLeave(plan.current, node_id);
   } else {
     const Member* joining = nullptr;
+    bool holds_records = false;
     const std::vector<MemberView> views = gossiper_->Members();
     for (const MemberView& view : views) {
-      if (view.entry.member.id == node_id) joining = &view.entry.member;
+      if (view.entry.member.id == node_id) {
+        joining = &view.entry.member;
+        holds_records = view.entry.holds_records;
+      }
     }
     if (joining == nullptr) {
       return absl::NotFoundError(absl::StrCat(
@@ -56,6 +60,16 @@ absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
           " --seeds=<a member's address> and retry once it shows in kvctl cluster status"));
     }
     transition = PlanJoin(plan.current, *joining);
+    if (transition.ok() && holds_records) {
+      // Cassandra refuses a decommissioned node the same way: its versions of keys deleted and
+      // purged since it left would come back through anti-entropy and reads (C8).
+      return absl::FailedPreconditionError(absl::StrCat(
+          "node ", node_id,
+          " holds records from before (it was a member, or its data directory came from one); "
+          "a node joins with an empty data directory, or its old versions could bring back keys "
+          "deleted since: stop it, empty its data directory (or start it with a new --data_dir) "
+          "and start it again"));
+    }
   }
   if (!transition.ok()) return transition.status();
   plan.transition = *std::move(transition);

@@ -214,6 +214,12 @@ void NodeServer::StartGossip(const ClusterLayout& layout) {
   options.failure_timeout = config_.failure_timeout;
   options.seeds = config_.seeds;
   options.format_level = config_.fault_format_level;
+  // Asked only while this node is outside the layout: any record at all, tombstones included.
+  options.holds_records = [engine = engine_.get()] {
+    std::unique_ptr<Iterator> it = engine->NewIterator(Column::kData);
+    it->SeekToFirst();
+    return it->Valid() || !it->status().ok();  // an unreadable directory counts as holding some
+  };
   if (options.format_level != 0) {
     LogWarn("fault point: this node tells the others it reads an older storage format level",
             {{"fault_format_level", absl::StrCat(options.format_level)}});

@@ -391,6 +391,20 @@ TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0) << cluster_->LogTails();
   EXPECT_TRUE(absl::StrContains(cluster_->Logs(1), "has left the cluster")) << cluster_->LogTails();
+
+  // Started again on its old data directory, n2 may not join again: its versions of keys deleted
+  // and purged since it left would come back (C8). It must start on an empty directory.
+  ASSERT_TRUE(cluster_->Restart(1).ok()) << cluster_->LogTails();
+  std::string refused;
+  EXPECT_TRUE(Eventually([&] {
+    const std::vector<std::string> argv = {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0),
+                                           "cluster", "join", "n2"};
+    const CommandResult result = RunCommand(argv, "", absl::Seconds(30));
+    refused = result.out + result.err;
+    return result.exit_code != 0 && absl::StrContains(refused, "holds records from before");
+  })) << refused
+      << cluster_->LogTails();
+  EXPECT_FALSE(absl::StrContains(KvctlJson(0, {"cluster", "status"}, 0).dump(), "join n2"));
 }
 
 // Another process may take a joiner's port before the joiner first starts (tests run in
