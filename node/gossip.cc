@@ -275,6 +275,7 @@ void Gossiper::Merge(const GossipDigest& digest) {
     it->second.handoff = in.handoff;
     it->second.format_level = in.format_level;
     it->second.holds_records = in.holds_records;
+    it->second.layout_version = in.layout_version;
     detector_.Heard(in.member.id, now);
   }
   UpdateClusterFormatLevel();
@@ -283,8 +284,20 @@ void Gossiper::Merge(const GossipDigest& digest) {
 void Gossiper::BumpSelfLocked() {
   MemberEntry& me = members_[self_id_];
   ++me.heartbeat;
-  me.holds_records =
-      options_.holds_records && !layout_.Contains(self_id_) && options_.holds_records();
+  me.layout_version = layout_.version;
+  if (!options_.holds_records || layout_.Contains(self_id_)) {
+    me.holds_records = false;
+    return;
+  }
+  // Asked again after a layout change, else at most every 10 s: the engine seek runs under the
+  // lock, and a directory full of deletion markers makes it slow until compaction.
+  const absl::Time now = clock_->Now();
+  if (holds_records_checked_version_ != layout_.version ||
+      now - holds_records_checked_at_ >= absl::Seconds(10)) {
+    me.holds_records = options_.holds_records();
+    holds_records_checked_version_ = layout_.version;
+    holds_records_checked_at_ = now;
+  }
 }
 
 GossipDigest Gossiper::Digest() const {

@@ -68,10 +68,11 @@ class Gossiper : public MemberLiveness, public FormatLevels {
     // The format level this node says it reads (storage/format_level.h). 0: kFormatLevel; a
     // lower level makes it look like an older node to the others (tests of rolling upgrades).
     uint32_t format_level = 0;
-    // Whether this node's data directory holds records; asked at each gossip round while the
-    // node is outside the layout (members are never asked), and gossiped as holds_records, which
-    // keeps such a node from being joined (membership_change.h). Null: never holds any. Called
-    // under the gossiper's lock: it must not call into the gossiper.
+    // Whether this node's data directory holds records; asked while the node is outside the
+    // layout (members are never asked), after each layout change and at most every 10 s, and
+    // gossiped as holds_records, which keeps such a node from being joined
+    // (node/membership_change.cc). Null: never holds any. Called under the gossiper's lock: it
+    // must not call into the gossiper.
     std::function<bool()> holds_records;
     ClusterLayout layout;  // version 0: version 1 of the members given at construction
   };
@@ -137,7 +138,7 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // Recomputes cluster_format_level_ after the table or the layout changed.
   void UpdateClusterFormatLevel() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A newer version of this node's entry (receivers keep only entries newer than theirs), with
-  // holds_records refreshed.
+  // layout_version and holds_records refreshed.
   void BumpSelfLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string self_id_;
@@ -156,6 +157,9 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   ClusterLayout layout_ ABSL_GUARDED_BY(mu_);
   bool layout_changed_ ABSL_GUARDED_BY(mu_) = false;
+  // When, and under which layout version, Options::holds_records was last asked.
+  uint64_t holds_records_checked_version_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time holds_records_checked_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // ClusterFormatLevel(), read without the lock on every client write and read.
   std::atomic<uint32_t> cluster_format_level_{kFormatLevel};
   absl::Mutex notify_mu_;  // serializes layout notifications, so listeners see versions in order

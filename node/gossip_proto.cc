@@ -25,6 +25,7 @@ void DigestToProto(const GossipDigest& digest,
     m->set_handoff_compared_bytes(handoff.compared_bytes);
     m->set_format_level(entry.format_level);
     m->set_holds_records(entry.holds_records);
+    m->set_layout_version(entry.layout_version);
   }
 }
 
@@ -56,6 +57,7 @@ GossipDigest DigestFromProto(
     handoff.compared_bytes = m.handoff_compared_bytes();
     entry.format_level = m.format_level();
     entry.holds_records = m.holds_records();
+    entry.layout_version = m.layout_version();
     digest.members.push_back(std::move(entry));
   }
   return digest;

@@ -254,7 +254,7 @@ absl::Status LocalStore::MergeRecords(absl::Span<const RemoteRecord> records) {
   return commits_.RunAll(pointers);
 }
 
-absl::Status LocalStore::WaitForWrites() {
+void LocalStore::WaitForWrites() {
   // Groups are written in submission order, so this empty mutation completes after every
   // mutation queued before it was written.
   class Barrier : public CommitQueue::Mutation {
@@ -263,7 +263,8 @@ absl::Status LocalStore::WaitForWrites() {
     void Complete(absl::Status /*status*/) override {}
   };
   Barrier barrier;
-  return commits_.Run(barrier);
+  // The barrier shares the status of the group it joins; written or failed, the group is done.
+  commits_.Run(barrier).IgnoreError();
 }
 
 // Deletes a record that still equals what the purger verified, and raises the counter floor.

@@ -154,9 +154,8 @@ class LocalStore {
   };
   absl::Status MergeRecords(absl::Span<const RemoteRecord> records);
   // Returns once every write, merge and purge submitted before the call has been written to the
-  // engine or has failed (their Complete may still be running). OK unless the barrier's own
-  // (empty) group failed, which it cannot.
-  absl::Status WaitForWrites();
+  // engine or has failed (their Complete may still be running).
+  void WaitForWrites();
 
   // Lets the engine forget idempotency records older than the TTL (Engine::RemoveExpired) and
   // deletes those of the old two-key layout; returns how many were removed. Expired records are

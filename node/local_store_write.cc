@@ -1,4 +1,5 @@
 // LocalStore's write path: Write and WriteAsync, run by the commit queue (node/local_store.h).
+#include <algorithm>
 #include <optional>
 #include <utility>
 
@@ -237,6 +238,12 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
 
   // A delete without a context removes every version this replica holds.
   if (command.is_delete && seen.empty()) seen = record.ClientContext();
+  if (std::max({record.context().Get(actor_), seen.MaxCounter(actor_), counter_floor_.load()}) >=
+      kMaxContextCounter) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "write refused: this node's counter for the key has reached ", kMaxContextCounter,
+        " (a context or record from before counters were bounded)"));
+  }
 
   WriteOutcome outcome;
   outcome.dot = record.ApplyWrite(actor_, seen, NewSibling(command, now_micros),

@@ -82,6 +82,9 @@ struct MemberEntry {
   // The member is outside the layout and its data directory holds records (Gossiper::Options::
   // holds_records): it may not join until its directory is emptied.
   bool holds_records = false;
+  // The layout version the member held when it made this entry (0: an older node that does not
+  // say). A join is planned only on an entry made under the planner's layout version.
+  uint64_t layout_version = 0;
 
   // True if this entry is a later version of the same member's state than `other`.
   bool NewerThan(const MemberEntry& other) const {

@@ -45,12 +45,12 @@ absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
     transition = PlanLeave(plan.current, node_id);
   } else {
     const Member* joining = nullptr;
-    bool holds_records = false;
+    const MemberView* joining_view = nullptr;
     const std::vector<MemberView> views = gossiper_->Members();
     for (const MemberView& view : views) {
       if (view.entry.member.id == node_id) {
         joining = &view.entry.member;
-        holds_records = view.entry.holds_records;
+        joining_view = &view;
       }
     }
     if (joining == nullptr) {
@@ -60,7 +60,22 @@ absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
           " --seeds=<a member's address> and retry once it shows in kvctl cluster status"));
     }
     transition = PlanJoin(plan.current, *joining);
-    if (transition.ok() && holds_records) {
+    // Whether the joiner holds records is known only from an entry it made while up under this
+    // layout: an older entry (say from before it left) would say nothing true about that.
+    if (transition.ok() && joining_view->liveness != Liveness::kUp) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("node ", node_id, " is not up (", LivenessName(joining_view->liveness),
+                       "); start it with --seeds and retry once kvctl cluster status shows it "
+                       "UP"));
+    }
+    if (transition.ok() && joining_view->entry.layout_version != 0 &&
+        joining_view->entry.layout_version != plan.current.version) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("node ", node_id, " has not yet gossiped under layout version ",
+                       plan.current.version, " (its last entry was made under version ",
+                       joining_view->entry.layout_version, "); retry in a few seconds"));
+    }
+    if (transition.ok() && joining_view->entry.holds_records) {
       // Cassandra refuses a decommissioned node the same way: its versions of keys deleted and
       // purged since it left would come back through anti-entropy and reads (C8).
       return absl::FailedPreconditionError(absl::StrCat(

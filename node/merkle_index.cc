@@ -193,17 +193,11 @@ absl::Status MerkleIndex::ChangeRing(std::shared_ptr<const HashRing> ring) {
     state_ = State::kBuilding;
   }
   // From here on every change goes to pending_. Those observed before may still be unwritten.
-  if (write_barrier_) {
-    if (absl::Status written = write_barrier_(); !written.ok()) {
-      return absl::Status(
-          written.code(),
-          absl::StrCat("waiting for the writes before a ring change: ", written.message()));
-    }
-  }
+  if (write_barrier_) write_barrier_();
   return Scan(std::move(v));
 }
 
-void MerkleIndex::SetWriteBarrier(std::function<absl::Status()> barrier) {
+void MerkleIndex::SetWriteBarrier(std::function<void()> barrier) {
   write_barrier_ = std::move(barrier);
 }
 

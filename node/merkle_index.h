@@ -80,7 +80,7 @@ class MerkleIndex : public RecordObserver {
   // `barrier` returns once every record change observed before the call has been written or has
   // failed (LocalStore::WaitForWrites). Set it before the first ChangeRing; it must not call
   // into the index.
-  void SetWriteBarrier(std::function<absl::Status()> barrier);
+  void SetWriteBarrier(std::function<void()> barrier);
   bool ready() const;
   // Incremented by every ChangeRing (0 for the ring given to the constructor).
   uint64_t generation() const;
@@ -139,7 +139,7 @@ class MerkleIndex : public RecordObserver {
   const std::string self_id_;
   const size_t n_;
   Engine* const engine_;
-  std::function<absl::Status()> write_barrier_;  // set before any ChangeRing
+  std::function<void()> write_barrier_;  // set before any ChangeRing
 
   mutable absl::Mutex mu_;
   std::shared_ptr<const View> view_ ABSL_GUARDED_BY(mu_);

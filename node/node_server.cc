@@ -239,7 +239,7 @@ void NodeServer::StartMerkleIndex(std::shared_ptr<const HashRing> ring) {
   // The index observes every record change from now on; its trees are built in the background.
   merkle_ = std::make_unique<MerkleIndex>(config_.node_id, std::move(ring),
                                           config_.replication_factor, engine_.get());
-  merkle_->SetWriteBarrier([store = store_.get()] { return store->WaitForWrites(); });
+  merkle_->SetWriteBarrier([store = store_.get()] { store->WaitForWrites(); });
   store_->SetObserver(merkle_.get());
   executor_->Schedule([merkle = merkle_.get()] {
     const absl::Time start = absl::Now();

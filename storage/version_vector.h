@@ -26,8 +26,11 @@ namespace kv {
 // context can thus never make a node's next counter wrap to 0.
 //   - Decode refuses a context with a counter above kMaxContextCounter.
 //   - A write refuses a context with a counter above kMaxAbsorbedCounter that the key's record
-//     does not already hold (node/local_store.h): a forged counter is never absorbed into a
-//     record, and so never into a node's counter floor, past kMaxAbsorbedCounter.
+//     does not already hold (node/local_store.h): a forged counter is absorbed into a record, and
+//     so into a node's counter floor, at most up to kMaxAbsorbedCounter; from there counters
+//     grow by one per write.
+//   - A write whose new counter would pass kMaxContextCounter is refused (a record stored before
+//     these bounds existed could hold such counters).
 inline constexpr uint64_t kMaxContextCounter = uint64_t{1} << 63;
 inline constexpr uint64_t kMaxAbsorbedCounter = uint64_t{1} << 62;
 

@@ -372,7 +372,7 @@ TEST(MerkleIndexRingChangeTest, AWriteInFlightDuringARingChangeIsInTheRebuiltTre
   };
   std::unique_ptr<LocalStore> store = LocalStore::Open(&engine, &clock, rng, "a", {}).value();
   MerkleIndex index("a", ring_of({"a", "b"}), 2, &engine);
-  index.SetWriteBarrier([&store] { return store->WaitForWrites(); });
+  index.SetWriteBarrier([&store] { store->WaitForWrites(); });
   store->SetObserver(&index);
   ASSERT_TRUE(index.Build().ok());
   for (int i = 0; i < 20; ++i) {

@@ -14,8 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "node/membership_change.h"
+#include "node/operations.h"
 
 namespace kv {
 namespace {
@@ -406,6 +409,71 @@ TEST_F(GossipTest, MemberThatDoesNotSayItsLevelIsLegacy) {
   digest.members = {n2};
   g->HandleGossip(digest);
   EXPECT_EQ(g->ClusterFormatLevel(), kFormatLevel);
+}
+
+// A node outside the layout says whether its data directory holds records. A join is planned only
+// on an entry the joiner made while up under the planner's layout version, and only if it holds
+// none: its versions of keys deleted and purged meanwhile could come back (C8).
+TEST_F(GossipTest, AJoinIsPlannedOnlyOnAFreshEntryOfANodeWithoutRecords) {
+  all_ = MakeMembers(4);
+  const std::vector<Member> ring(all_.begin(), all_.begin() + 3);
+  for (size_t i = 0; i < 3; ++i) StartNode(i, ring);
+  bool joiner_holds_records = true;
+  int asked = 0;
+  Gossiper::Options joiner;
+  joiner.seeds = {all_[0].address};
+  joiner.holds_records = [&] {
+    ++asked;
+    return joiner_holds_records;
+  };
+  StartNode(3, ring, joiner);
+  OperationRegistry operations("n1", "1", &clock_, {});
+  MembershipChanger changer(nodes_[0].gossiper.get(), &operations, &scheduler_, &clock_, {});
+  auto plan_says = [&](absl::string_view text) {
+    absl::Status planned = changer.MakePlan(MembershipChanger::Action::kJoin, "n4").status();
+    return text.empty() ? planned.ok() : absl::StrContains(planned.message(), text);
+  };
+  EXPECT_NE(AdvanceUntil([&] { return plan_says("holds records from before"); }, absl::Seconds(3)),
+            absl::InfiniteDuration());
+  EXPECT_GT(asked, 0);
+
+  // Emptied: the next asking (at most every 10 s) says so, and the join can be planned.
+  joiner_holds_records = false;
+  EXPECT_NE(AdvanceUntil([&] { return plan_says(""); }, absl::Seconds(12)),
+            absl::InfiniteDuration());
+
+  // Members are never asked.
+  const int asked_by_joiner = asked;
+  joiner.holds_records = [&] {
+    ADD_FAILURE() << "a member was asked whether it holds records";
+    return true;
+  };
+  Gossiper::Options member;
+  member.holds_records = joiner.holds_records;
+  StartNode(1, ring, member);
+  scheduler_.Advance(absl::Seconds(11));
+  EXPECT_GT(asked, asked_by_joiner);  // the joiner still is, every 10 s
+
+  // Down: its last entry may be stale (say, from before it left, or from before a restart).
+  nodes_[3].gossiper->Shutdown();
+  EXPECT_NE(AdvanceUntil([&] { return plan_says("is not up"); }, absl::Seconds(3)),
+            absl::InfiniteDuration());
+
+  // An entry made under another layout version says nothing about this one.
+  MemberEntry stale;
+  stale.member = Member{"n9", "10.0.0.9:7700", "z0"};
+  stale.incarnation = 5;
+  stale.layout_version = 7;
+  for (uint64_t heartbeat : {1, 2}) {
+    stale.heartbeat = heartbeat;
+    GossipDigest digest;
+    digest.members = {stale};
+    nodes_[0].gossiper->HandleGossip(digest);
+  }
+  absl::Status planned = changer.MakePlan(MembershipChanger::Action::kJoin, "n9").status();
+  EXPECT_TRUE(absl::StrContains(planned.message(), "has not yet gossiped under layout version 1"))
+      << planned;
+  changer.Shutdown();
 }
 
 }  // namespace

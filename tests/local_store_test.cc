@@ -237,6 +237,20 @@ TEST_F(LocalStoreTest, ForgedCountersNearTheWrapAreRefusedAndChangeNothing) {
   EXPECT_EQ(LiveValues("fresh"), std::vector<std::string>{"z2"});
 }
 
+// A record stored before counters were bounded (here merged in from a replica) may hold a
+// counter of this node at the bound: the next write of the key is refused rather than wrapped.
+TEST_F(LocalStoreTest, AWriteWhoseCounterWouldPassTheBoundIsRefused) {
+  SiblingSet legacy;
+  Sibling version;
+  version.value = "old";
+  legacy.ApplyWrite(store_->actor(), CausalContext(), version, kMaxContextCounter - 1);
+  ASSERT_TRUE(store_->MergeRecord("k", legacy).ok());
+  absl::Status status = store_->Write({"k", false, "v", "", ""}).status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(status)) << status;
+  EXPECT_EQ(LiveValues("k"), std::vector<std::string>{"old"});
+  MustPut("other", "v");  // other keys stay writable
+}
+
 // A client forges, on replica n2, the tokened version of a dot n1 wrote with another
 // fingerprint. When n2's record reaches n1, which remembers the true fingerprint of that dot, the
 // merged record must still be readable.
