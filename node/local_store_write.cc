@@ -1,5 +1,4 @@
 // LocalStore's write path: Write and WriteAsync, run by the commit queue (node/local_store.h).
-#include <algorithm>
 #include <optional>
 #include <utility>
 
@@ -238,16 +237,15 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
 
   // A delete without a context removes every version this replica holds.
   if (command.is_delete && seen.empty()) seen = record.ClientContext();
-  if (std::max({record.context().Get(actor_), seen.MaxCounter(actor_), counter_floor_.load()}) >=
-      kMaxContextCounter) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "write refused: this node's counter for the key has reached ", kMaxContextCounter,
-        " (a context or record from before counters were bounded)"));
-  }
 
   WriteOutcome outcome;
   outcome.dot = record.ApplyWrite(actor_, seen, NewSibling(command, now_micros),
                                   counter_floor_.load(), options_.idempotency_ttl);
+  if (outcome.dot.counter > kMaxContextCounter) {  // `record` is a copy: nothing is stored
+    return absl::FailedPreconditionError(absl::StrCat(
+        "write refused: this node's counter for the key would pass ", kMaxContextCounter,
+        " (a context or record from before counters were bounded)"));
+  }
   outcome.context = ContextForClients(record.ContextAfterWrite(seen, outcome.dot));
   outcome.write_id = MakeWriteId(outcome.dot, command.key);
 
