@@ -31,7 +31,13 @@ const FlagSpec* FindSpec(const std::vector<FlagSpec>& specs, absl::string_view n
   return nullptr;
 }
 
-absl::StatusOr<bool> ParseBoolText(absl::string_view flag, absl::string_view text) {
+absl::Status GivenTwice(absl::string_view name) {
+  return absl::InvalidArgumentError(absl::StrCat("flag --", name, " is given twice; give it once"));
+}
+
+}  // namespace
+
+absl::StatusOr<bool> ParseBoolFlag(absl::string_view flag, absl::string_view text) {
   const std::string lower = absl::AsciiStrToLower(text);
   if (lower == "true" || lower == "1" || lower == "yes") return true;
   if (lower == "false" || lower == "0" || lower == "no") return false;
@@ -39,12 +45,6 @@ absl::StatusOr<bool> ParseBoolText(absl::string_view flag, absl::string_view tex
                                                  " or --", flag, "=false, not --", flag, "=",
                                                  text));
 }
-
-absl::Status GivenTwice(absl::string_view name) {
-  return absl::InvalidArgumentError(absl::StrCat("flag --", name, " is given twice; give it once"));
-}
-
-}  // namespace
 
 bool ParsedArgs::Has(absl::string_view name) const { return flags.count(Canonical(name)) > 0; }
 
@@ -109,7 +109,7 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
     if (!spec->takes_value) {
       bool value = !negated;
       if (inline_value.has_value()) {
-        absl::StatusOr<bool> parsed_bool = ParseBoolText(name, *inline_value);
+        absl::StatusOr<bool> parsed_bool = ParseBoolFlag(name, *inline_value);
         if (!parsed_bool.ok()) return parsed_bool.status();
         value = *parsed_bool;
       }

@@ -49,6 +49,10 @@ class ParsedArgs {
 absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
                                      const std::vector<FlagSpec>& specs);
 
+// A boolean flag's value: true/1/yes or false/0/no, in any case. `flag` names the flag in the
+// error message.
+absl::StatusOr<bool> ParseBoolFlag(absl::string_view flag, absl::string_view text);
+
 // "10s", "250ms", "1m30s" (absl::ParseDuration), or a bare number of seconds ("2", "0.5").
 // Negative and infinite durations are errors. `flag` names the flag in error messages.
 absl::StatusOr<absl::Duration> ParseDurationFlag(absl::string_view flag, absl::string_view text);

@@ -302,6 +302,9 @@ class Client {
   absl::StatusOr<MembershipPlan> ChangeMembership(bool join, absl::string_view node_id, bool commit,
                                                   uint64_t expected_layout_version = 0,
                                                   const StartOptions& options = {});
+  // GetOperation asks first the endpoint that answered this client's start of an operation of
+  // the node the id names (an operation is known only to that node), else the first endpoint not
+  // known to be down; it fails over like other reads.
   absl::StatusOr<OperationStatus> GetOperation(absl::string_view operation_id,
                                                const CallOptions& options = {});
   absl::StatusOr<std::vector<OperationStatus>> ListOperations(const CallOptions& options = {});

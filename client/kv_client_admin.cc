@@ -27,13 +27,17 @@ absl::StatusOr<RepairStarted> Client::StartRepair(absl::string_view peer_id,
   request.set_peer_id(std::string(peer_id));
   request.set_idempotency_token(options.idempotency_token.empty() ? NewIdempotencyToken()
                                                                   : options.idempotency_token);
-  return impl_->AdminCall<v1::StartRepairRequest, v1::StartRepairResponse, RepairStarted>(
-      options, EndpointPolicy::kStart, std::move(request),
-      [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::StartRepairRequest* req,
-         v1::StartRepairResponse* resp, std::function<void(grpc::Status)> on_done) {
-        stub->async()->StartRepair(context, req, resp, std::move(on_done));
-      },
-      &client_internal::FromStartRepairResponse);
+  size_t answered_by = 0;
+  absl::StatusOr<RepairStarted> started =
+      impl_->AdminCall<v1::StartRepairRequest, v1::StartRepairResponse, RepairStarted>(
+          options, EndpointPolicy::kStart, std::move(request),
+          [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::StartRepairRequest* req,
+             v1::StartRepairResponse* resp, std::function<void(grpc::Status)> on_done) {
+            stub->async()->StartRepair(context, req, resp, std::move(on_done));
+          },
+          &client_internal::FromStartRepairResponse, std::nullopt, &answered_by);
+  if (started.ok()) impl_->RememberOperationNode(started->operation_id, answered_by);
+  return started;
 }
 
 absl::StatusOr<MembershipPlan> Client::ChangeMembership(bool join, absl::string_view node_id,
@@ -49,28 +53,34 @@ absl::StatusOr<MembershipPlan> Client::ChangeMembership(bool join, absl::string_
     request.set_idempotency_token(options.idempotency_token.empty() ? NewIdempotencyToken()
                                                                     : options.idempotency_token);
   }
-  return impl_
-      ->AdminCall<v1::ChangeMembershipRequest, v1::ChangeMembershipResponse, MembershipPlan>(
+  size_t answered_by = 0;
+  absl::StatusOr<MembershipPlan> plan =
+      impl_->AdminCall<v1::ChangeMembershipRequest, v1::ChangeMembershipResponse, MembershipPlan>(
           options, commit ? EndpointPolicy::kStart : EndpointPolicy::kFailover, std::move(request),
           [](v1::Admin::Stub* stub, grpc::ClientContext* context,
              const v1::ChangeMembershipRequest* req, v1::ChangeMembershipResponse* resp,
              std::function<void(grpc::Status)> on_done) {
             stub->async()->ChangeMembership(context, req, resp, std::move(on_done));
           },
-          &client_internal::FromChangeMembershipResponse);
+          &client_internal::FromChangeMembershipResponse, std::nullopt, &answered_by);
+  if (plan.ok() && !plan->operation_id.empty()) {
+    impl_->RememberOperationNode(plan->operation_id, answered_by);
+  }
+  return plan;
 }
 
 absl::StatusOr<OperationStatus> Client::GetOperation(absl::string_view operation_id,
                                                      const CallOptions& options) {
   v1::GetOperationRequest request;
   request.set_operation_id(std::string(operation_id));
+  // First to the endpoint that started it, when this client started it.
   return impl_->AdminCall<v1::GetOperationRequest, v1::GetOperationResponse, OperationStatus>(
       options, EndpointPolicy::kFailover, std::move(request),
       [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::GetOperationRequest* req,
          v1::GetOperationResponse* resp, std::function<void(grpc::Status)> on_done) {
         stub->async()->GetOperation(context, req, resp, std::move(on_done));
       },
-      &client_internal::FromGetOperationResponse);
+      &client_internal::FromGetOperationResponse, impl_->OperationEndpoint(operation_id));
 }
 
 absl::StatusOr<std::vector<OperationStatus>> Client::ListOperations(const CallOptions& options) {

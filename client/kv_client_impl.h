@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -61,8 +63,10 @@ struct Client::Impl {
       std::shared_ptr<grpc::Channel> channel =
           options.channel_factory ? options.channel_factory(endpoint)
                                   : client_internal::DefaultChannel(endpoint, credentials);
-      kv_stubs.push_back(v1::KV::NewStub(channel));
-      admin_stubs.push_back(v1::Admin::NewStub(channel));
+      // A null channel (a channel_factory's failure) gets no stubs: Create refuses the client
+      // before any call could use them.
+      kv_stubs.push_back(channel == nullptr ? nullptr : v1::KV::NewStub(channel));
+      admin_stubs.push_back(channel == nullptr ? nullptr : v1::Admin::NewStub(channel));
       channels.push_back(std::move(channel));
     }
     env.options = &options.retry;
@@ -151,7 +155,7 @@ struct Client::Impl {
   void Call(const CallOptions& call_options, size_t first_endpoint,
             client_internal::EndpointPolicy policy, Request request,
             Method<Stub, Request, Response> method, Result (*convert)(Response*),
-            std::function<void(absl::StatusOr<Result>)> done) {
+            std::function<void(absl::StatusOr<Result>)> done, size_t* answered_by = nullptr) {
     std::function<void(absl::StatusOr<Result>)> finish = BeginCall(std::move(done));
     if (first_endpoint >= channels.size()) {
       return FailLater(absl::InvalidArgumentError(absl::StrCat("endpoint index ", first_endpoint,
@@ -172,18 +176,21 @@ struct Client::Impl {
     struct State {
       Request request;
       Response response;
+      size_t endpoint = 0;  // of the latest attempt
     };
     auto state = std::make_shared<State>();
     state->request = std::move(request);
     auto start_attempt = [this, state, method](size_t endpoint, grpc::ClientContext* context,
                                                std::function<void(grpc::Status)> on_done) {
       state->response.Clear();
+      state->endpoint = endpoint;
       method(StubFor<Stub>(endpoint), context, &state->request, &state->response,
              std::move(on_done));
     };
-    auto call_done = [state, convert, finish = std::move(finish)](absl::Status status,
-                                                                  int /*attempts*/) {
+    auto call_done = [state, convert, answered_by, finish = std::move(finish)](absl::Status status,
+                                                                               int /*attempts*/) {
       if (!status.ok()) return finish(std::move(status));
+      if (answered_by != nullptr) *answered_by = state->endpoint;
       finish(convert(&state->response));
     };
     client_internal::StartRetryingCall(env, *deadline, first_endpoint, policy,
@@ -206,18 +213,40 @@ struct Client::Impl {
     });
   }
 
-  // A synchronous admin call to the first endpoint not known to be down; `policy` says where its
-  // retries go (kFailover for reads, kStart for the starts of operations).
+  // A synchronous admin call to `first_endpoint` (the first endpoint not known to be down if
+  // absent); `policy` says where its retries go (kFailover for reads, kStart for the starts of
+  // operations). On success `answered_by` (if not null) is set to the endpoint that answered.
   template <typename Request, typename Response, typename Result>
   absl::StatusOr<Result> AdminCall(const CallOptions& call_options,
                                    client_internal::EndpointPolicy policy, Request request,
                                    Method<v1::Admin::Stub, Request, Response> method,
-                                   Result (*convert)(Response*)) {
+                                   Result (*convert)(Response*),
+                                   std::optional<size_t> first_endpoint = std::nullopt,
+                                   size_t* answered_by = nullptr) {
     return client_internal::WaitFor<absl::StatusOr<Result>>([&](auto done) {
-      Call<v1::Admin::Stub, Request, Response, Result>(call_options, PickEndpoint(0), policy,
-                                                       std::move(request), std::move(method),
-                                                       convert, std::move(done));
+      Call<v1::Admin::Stub, Request, Response, Result>(
+          call_options, first_endpoint.value_or(PickEndpoint(0)), policy, std::move(request),
+          std::move(method), convert, std::move(done), answered_by);
     });
+  }
+
+  // An operation is known only to the node that runs it (its id begins with that node's id), so
+  // the client remembers which endpoint answered the start of an operation and asks it first
+  // about the operations of that node.
+  void RememberOperationNode(absl::string_view operation_id, size_t endpoint) {
+    const size_t colon = operation_id.find(':');
+    if (colon == absl::string_view::npos) return;
+    absl::MutexLock lock(&operation_nodes_mu);
+    operation_nodes[std::string(operation_id.substr(0, colon))] = endpoint;
+  }
+  // The endpoint remembered for the node of `operation_id`, if any.
+  std::optional<size_t> OperationEndpoint(absl::string_view operation_id) {
+    const size_t colon = operation_id.find(':');
+    if (colon == absl::string_view::npos) return std::nullopt;
+    absl::MutexLock lock(&operation_nodes_mu);
+    auto it = operation_nodes.find(operation_id.substr(0, colon));
+    if (it == operation_nodes.end()) return std::nullopt;
+    return it->second;
   }
 
   void Ping(size_t endpoint, std::function<void(absl::Status)> done) {
@@ -255,6 +284,10 @@ struct Client::Impl {
 
   absl::Mutex mu;
   int pending ABSL_GUARDED_BY(mu) = 0;  // calls whose callback has not finished
+
+  absl::Mutex operation_nodes_mu;
+  // Node id -> the endpoint that last answered the start of one of its operations.
+  std::map<std::string, size_t, std::less<>> operation_nodes ABSL_GUARDED_BY(operation_nodes_mu);
 
   client_internal::TimerThread timer;
   client_internal::RetryEnv env;

@@ -38,6 +38,9 @@ std::string Usage() {
       "                holds and becomes a sibling; with the context printed by get it replaces\n"
       "                exactly the versions that get returned. --token sets your own idempotency\n"
       "                token: repeating a put with the same token creates no new version.\n"
+      "                Without it kvctl makes a fresh one (JSON: \"idempotency_token\"); when a\n"
+      "                put, delete, repair or commit fails in a way that may have applied it\n"
+      "                (unreachable, timed out), the error names --token=T to retry it with.\n"
       "                --wait: after the write, poll describe-write (backoff 10ms doubling to\n"
       "                1s) until every replica holds it, or --wait-timeout passes (default 30s;\n"
       "                then exit 3: the write is stored but still PENDING somewhere). Prints\n"
@@ -210,13 +213,29 @@ absl::StatusOr<std::unique_ptr<Client>> MakeClient(const cli::ParsedArgs& flags)
   return Client::Create(std::move(options));
 }
 
+// Whether the command line asks for JSON, for when it does not parse as a whole: --json is
+// honoured even when another argument is bad, in each of its boolean spellings (the last one
+// given wins; a malformed one counts as not given).
+bool JsonAsked(const std::vector<std::string>& argv) {
+  bool json = false;
+  for (const std::string& arg : argv) {
+    if (arg == "--") break;  // what follows is positional
+    if (arg == "--json") {
+      json = true;
+    } else if (arg == "--no-json" || arg == "--nojson") {
+      json = false;
+    } else if (absl::StartsWith(arg, "--json=")) {
+      absl::StatusOr<bool> value = cli::ParseBoolFlag("json", arg.substr(7));
+      if (value.ok()) json = *value;
+    }
+  }
+  return json;
+}
+
 int Main(const std::vector<std::string>& argv) {
   absl::StatusOr<cli::ParsedArgs> parsed = cli::ParseArgs(argv, AllFlags());
   if (!parsed.ok()) {
-    // --json is honoured even when another argument is bad, as long as it was spelled right.
-    bool json = false;
-    for (const std::string& arg : argv) json = json || arg == "--json";
-    return Finish(UsageError(parsed.status().message()), json);
+    return Finish(UsageError(parsed.status().message()), JsonAsked(argv));
   }
   const bool json = parsed->GetBool("json", false);
   std::vector<std::string> positional = parsed->positional;

@@ -106,7 +106,7 @@ absl::StatusOr<CommandOutput> RunRepair(Client& client, const CommandInput& inpu
   if (!token.ok()) return token.status();
   options.idempotency_token = *std::move(token);
   absl::StatusOr<RepairStarted> started = client.StartRepair(peer, options);
-  if (!started.ok()) return started.status();
+  if (!started.ok()) return FailedMutation(started.status(), "repair", options.idempotency_token);
   CommandOutput out;
   out.json = {{"operation_id", started->operation_id},
               {"node_id", started->node_id},

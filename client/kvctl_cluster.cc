@@ -135,13 +135,19 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
     }
   }
   StartOptions options;
-  absl::StatusOr<std::string> token = TokenFlag(*input.flags);
-  if (!token.ok()) return token.status();
-  if (!commit && !token->empty()) return UsageError("--token goes with --commit");
-  options.idempotency_token = *std::move(token);
+  if (!commit && input.flags->Has("token")) return UsageError("--token goes with --commit");
+  if (commit) {
+    absl::StatusOr<std::string> token = TokenFlag(*input.flags);
+    if (!token.ok()) return token.status();
+    options.idempotency_token = *std::move(token);
+  }
   absl::StatusOr<MembershipPlan> plan =
       client.ChangeMembership(join, input.args[1], commit, expected, options);
-  if (!plan.ok()) return plan.status();
+  if (!plan.ok()) {
+    if (!commit) return plan.status();  // a plan changes nothing: just ask again
+    return FailedMutation(plan.status(), absl::StrCat("cluster ", input.args[0]),
+                          options.idempotency_token);
+  }
   CommandOutput out;
   nlohmann::json moves = nlohmann::json::array();
   nlohmann::json shares = nlohmann::json::array();

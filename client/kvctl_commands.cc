@@ -30,7 +30,8 @@ absl::StatusOr<std::string> ReadStdin() {
     if (n < sizeof(buffer)) break;
   }
   if (std::ferror(stdin)) {
-    return absl::UnavailableError(absl::StrCat("cannot read stdin: ", std::strerror(errno)));
+    // A local input mistake (stdin is a directory, say), like an unreadable --file.
+    return UsageError(absl::StrCat("cannot read stdin: ", std::strerror(errno)));
   }
   return data;
 }
@@ -81,8 +82,9 @@ absl::StatusOr<WriteOptions> WriteOptionsFrom(const cli::ParsedArgs& flags) {
   return options;
 }
 
-void AddWriteResult(const WriteResult& result, CommandOutput& out) {
+void AddWriteResult(const WriteResult& result, absl::string_view token, CommandOutput& out) {
   out.json["write_id"] = result.write_id;
+  out.json["idempotency_token"] = std::string(token);
   out.json["context"] = EncodeContext(result.context);
   out.json["deduplicated"] = result.deduplicated;
   absl::StrAppend(&out.text, "write_id: ", result.write_id, "\n");
@@ -144,9 +146,34 @@ const std::vector<CommandSpec>& Commands() {
 
 absl::StatusOr<std::string> TokenFlag(const cli::ParsedArgs& flags) {
   std::optional<std::string> token = flags.Get("token");
-  if (!token.has_value()) return std::string();
+  if (!token.has_value()) return NewIdempotencyToken();
   if (token->empty()) return UsageError("--token must not be empty");
   return *std::move(token);
+}
+
+CommandOutput FailedMutation(const absl::Status& status, absl::string_view what,
+                             absl::string_view token) {
+  CommandOutput out;
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kDataLoss:
+      out.json["idempotency_token"] = std::string(token);
+      out.status = absl::Status(
+          status.code(),
+          absl::StrCat(status.message(), " (the ", what, " may have taken effect or may succeed ",
+                       "later: to retry it, repeat the command with --token=", token,
+                       ", its idempotency token, so that it cannot take effect twice)"));
+      break;
+    default:
+      out.status = status;
+  }
+  return out;
 }
 
 absl::StatusOr<std::string> ReadPutValue(const CommandInput& input) {
@@ -175,13 +202,13 @@ absl::StatusOr<CommandOutput> RunPut(Client& client, const CommandInput& input) 
   absl::StatusOr<std::optional<absl::Duration>> wait = WaitTimeoutFrom(*input.flags);
   if (!wait.ok()) return wait.status();
   absl::StatusOr<WriteResult> result = client.Put(key, *value, *options);
-  if (!result.ok()) return result.status();
+  if (!result.ok()) return FailedMutation(result.status(), "put", options->idempotency_token);
 
   CommandOutput out;
   SetBytesField(out.json, "key", key);
   out.json["value_bytes"] = value->size();
   out.text = absl::StrCat("stored ", value->size(), " bytes under ", DisplayBytes(key), "\n");
-  AddWriteResult(*result, out);
+  AddWriteResult(*result, options->idempotency_token, out);
   if (wait->has_value()) WaitAndReport(client, result->write_id, **wait, out);
   return out;
 }
@@ -229,13 +256,13 @@ absl::StatusOr<CommandOutput> RunDelete(Client& client, const CommandInput& inpu
   absl::StatusOr<std::optional<absl::Duration>> wait = WaitTimeoutFrom(*input.flags);
   if (!wait.ok()) return wait.status();
   absl::StatusOr<WriteResult> result = client.Delete(key, *options);
-  if (!result.ok()) return result.status();
+  if (!result.ok()) return FailedMutation(result.status(), "delete", options->idempotency_token);
 
   CommandOutput out;
   SetBytesField(out.json, "key", key);
   out.json["deleted"] = true;
   out.text = absl::StrCat("deleted ", DisplayBytes(key), "\n");
-  AddWriteResult(*result, out);
+  AddWriteResult(*result, options->idempotency_token, out);
   if (wait->has_value()) WaitAndReport(client, result->write_id, **wait, out);
   return out;
 }

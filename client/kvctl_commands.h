@@ -57,9 +57,19 @@ absl::StatusOr<CommandOutput> RunDescribeKey(Client& client, const CommandInput&
 // unreadable.
 absl::StatusOr<std::string> ReadPutValue(const CommandInput& input);
 
-// --token=TOKEN of put, delete, repair and cluster join/leave --commit: the idempotency token
-// (empty when the flag is absent: the client makes one); a usage error when given empty.
+// --token=TOKEN of put, delete, repair and cluster join/leave --commit: the idempotency token,
+// or a new one (NewIdempotencyToken) when the flag is absent, so that kvctl knows the token of
+// every mutation it sends and can print it; a usage error when given empty.
 absl::StatusOr<std::string> TokenFlag(const cli::ParsedArgs& flags);
+
+// The output of a mutation (`what`: "put", "delete", "repair", ...) sent with `token` that failed
+// with `status`. When the error leaves it unknown whether the mutation took effect, or says it
+// may succeed later (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED, CANCELLED,
+// UNKNOWN, INTERNAL, DATA_LOSS), the status's message ends with the command to retry it under
+// the same token, and the JSON carries "idempotency_token"; other errors are returned as they
+// are (the request was refused and changed nothing).
+CommandOutput FailedMutation(const absl::Status& status, absl::string_view what,
+                             absl::string_view token);
 
 }  // namespace kv::kvctl
 

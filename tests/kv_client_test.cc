@@ -14,12 +14,15 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
@@ -216,6 +219,23 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
       response->set_deduplicated(true);
     }
     return Answer(context);
+  }
+  // Knows the operations whose id names this server's node id (as a node knows only its own).
+  grpc::ServerUnaryReactor* GetOperation(grpc::CallbackServerContext* context,
+                                         const v1::GetOperationRequest* request,
+                                         v1::GetOperationResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    ++requests_;
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (!absl::StartsWith(request->operation_id(), absl::StrCat(node_id_, ":"))) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "operation of another node"));
+      return reactor;
+    }
+    response->mutable_operation()->set_operation_id(request->operation_id());
+    response->mutable_operation()->set_node_id(node_id_);
+    response->mutable_operation()->set_state(v1::Operation::RUNNING);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
   }
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context, const v1::PingRequest*,
                                  v1::PingResponse* response) override {
@@ -891,6 +911,34 @@ TEST_F(KvClientTest, StartRepairRetriesCarryOneTokenAndStayAfterATimeout) {
   EXPECT_EQ(elsewhere->node_id, "second");
 }
 
+TEST_F(KvClientTest, GetOperationAsksTheEndpointThatStartedIt) {
+  FakeServer other;
+  other.kv().SetNodeId("second");
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
+  // The first endpoint refuses the start for a moment: the repair starts on the second one.
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE});
+  absl::StatusOr<RepairStarted> started = client->StartRepair();
+  ASSERT_TRUE(started.ok()) << started.status();
+  ASSERT_EQ(started->node_id, "second");
+  // The first endpoint answers again, but only the second one knows the operation.
+  absl::StatusOr<OperationStatus> op = client->GetOperation(started->operation_id);
+  ASSERT_TRUE(op.ok()) << op.status();
+  EXPECT_EQ(op->node_id, "second");
+  EXPECT_EQ(op->state, OperationStatus::State::kRunning);
+
+  // So for a membership change.
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE});
+  absl::StatusOr<MembershipPlan> plan = client->ChangeMembership(/*join=*/true, "n4", true);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_TRUE(absl::StartsWith(plan->operation_id, "second:")) << plan->operation_id;
+  op = client->GetOperation(plan->operation_id);
+  ASSERT_TRUE(op.ok()) << op.status();
+
+  // Ids of nodes this client started nothing on go to the first endpoint, as before.
+  EXPECT_EQ(client->GetOperation("third:1-1").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(client->GetOperation("fake:1-1").ok());
+}
+
 TEST_F(KvClientTest, CommittedMembershipChangeIsTokenedAndStaysAfterATimeout) {
   FakeServer other;
   other.kv().SetNodeId("second");
@@ -925,6 +973,17 @@ TEST(KvClientCreateTest, RejectsBadOptions) {
   options = FastOptions({"127.0.0.1:1"});
   options.call_deadline = absl::ZeroDuration();
   EXPECT_EQ(Client::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(KvClientCreateTest, ChannelFactoryWithoutAChannelIsInvalid) {
+  ClientOptions options = FastOptions({"127.0.0.1:1", "127.0.0.1:2"});
+  options.channel_factory = [](const std::string& endpoint) -> std::shared_ptr<grpc::Channel> {
+    if (endpoint == "127.0.0.1:2") return nullptr;
+    return grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials());
+  };
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(client.status().message(), ::testing::HasSubstr("127.0.0.1:2"));
 }
 
 TEST(KvClientCreateTest, NegativeCallDeadlineIsInvalid) {

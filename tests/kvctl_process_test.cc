@@ -12,6 +12,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
 
@@ -143,6 +144,13 @@ TEST_F(KvctlProcessTest, ValueFromFileAndStdin) {
   CommandResult directory = Kvctl({"put", "src/dir", "--file", dir_->path()});
   EXPECT_EQ(directory.exit_code, 2) << directory.err;
   EXPECT_TRUE(absl::StrContains(directory.err, "directory")) << directory.err;
+  // So is a stdin that cannot be read (a local mistake, not a server error).
+  CommandResult stdin_directory =
+      RunCommand({"/bin/sh", "-c",
+                  absl::StrCat(KVCTL_PATH, " --endpoints=", node_->endpoint(), " put src/dir - < ",
+                               dir_->path())});
+  EXPECT_EQ(stdin_directory.exit_code, 2) << stdin_directory.err;
+  EXPECT_TRUE(absl::StrContains(stdin_directory.err, "cannot read stdin")) << stdin_directory.err;
   EXPECT_EQ(KvctlJson({"get", "src/dir"}, 1)["error"].value("code", ""), "NOT_FOUND");
 }
 
@@ -297,6 +305,17 @@ TEST_F(KvctlProcessTest, UsageErrorsInJsonModeAreJsonToo) {
   EXPECT_TRUE(absl::StrContains(bad_flag["error"].value("message", ""), "--frobnicate"));
   nlohmann::json unknown = KvctlJson({"frobnicate"}, 2);
   EXPECT_EQ(unknown["error"].value("code", ""), "INVALID_ARGUMENT") << unknown;
+  // --json in its other boolean spellings too.
+  for (const char* spelling : {"--json=true", "--json=1", "--json=yes"}) {
+    CommandResult result = Kvctl({spelling, "get", "k", "--frobnicate"});
+    EXPECT_EQ(result.exit_code, 2) << spelling;
+    nlohmann::json json = nlohmann::json::parse(result.out, nullptr, /*allow_exceptions=*/false);
+    EXPECT_EQ(json["error"].value("code", ""), "INVALID_ARGUMENT") << spelling << result.out;
+  }
+  CommandResult off = Kvctl({"--json=false", "get", "k", "--frobnicate"});
+  EXPECT_EQ(off.exit_code, 2);
+  EXPECT_TRUE(off.out.empty()) << off.out;
+  EXPECT_TRUE(absl::StrContains(off.err, "--frobnicate")) << off.err;
 }
 
 TEST_F(KvctlProcessTest, HelpDocumentsCommandsAndExitCodes) {
@@ -349,6 +368,40 @@ TEST_F(KvctlProcessTest, OwnIdempotencyTokenDeduplicatesARepeatedPut) {
   // Same token, different value: the store rejects it as a client error.
   nlohmann::json reused = KvctlJson({"put", "token/k", "other", "--token=kvctl-test-token-1"}, 2);
   EXPECT_EQ(reused["error"].value("code", ""), "INVALID_ARGUMENT") << reused;
+}
+
+TEST_F(KvctlProcessTest, EveryWriteNamesItsTokenSoThatAFailedOneCanBeRetried) {
+  // A put that fails in a way that may have applied it prints the token it was sent with, and
+  // the command to retry it with that token.
+  const std::string dead = absl::StrCat("127.0.0.1:", kv::testing::PickFreePort());
+  CommandResult failed = RunCommand(
+      {KVCTL_PATH, "--endpoints=" + dead, "--timeout=300ms", "--json", "put", "retry/k", "v"});
+  EXPECT_EQ(failed.exit_code, 3) << failed.out << failed.err;
+  nlohmann::json error = nlohmann::json::parse(failed.out, nullptr, false);
+  const std::string token = error.value("idempotency_token", "");
+  EXPECT_THAT(token, ::testing::MatchesRegex("[0-9a-f]{32}")) << failed.out;
+  EXPECT_TRUE(absl::StrContains(error["error"].value("message", ""), "--token=" + token))
+      << failed.out;
+  CommandResult text = RunCommand(
+      {KVCTL_PATH, "--endpoints=" + dead, "--timeout=300ms", "delete", "retry/k", "--token=t1"});
+  EXPECT_EQ(text.exit_code, 3) << text.err;
+  EXPECT_TRUE(absl::StrContains(text.err, "repeat the command with --token=t1")) << text.err;
+
+  // Retried against the node with that token, it is applied once.
+  nlohmann::json first = KvctlJson({"put", "retry/k", "v", "--token=" + token}, 0);
+  EXPECT_EQ(first.value("idempotency_token", ""), token) << first;
+  nlohmann::json again = KvctlJson({"put", "retry/k", "v", "--token=" + token}, 0);
+  EXPECT_EQ(again.value("deduplicated", false), true) << again;
+  EXPECT_EQ(KvctlJson({"get", "retry/k"}, 0).value("sibling_count", 0), 1);
+  // Without --token, each put gets a fresh one, and says which.
+  nlohmann::json fresh = KvctlJson({"put", "retry/k", "v"}, 0);
+  EXPECT_THAT(fresh.value("idempotency_token", ""), ::testing::MatchesRegex("[0-9a-f]{32}"));
+  EXPECT_NE(fresh.value("idempotency_token", ""), token);
+
+  // A refusal changed nothing: no retry hint.
+  nlohmann::json refused = KvctlJson({"put", "retry/k", "other", "--token=" + token}, 2);
+  EXPECT_FALSE(refused.contains("idempotency_token")) << refused;
+  EXPECT_FALSE(absl::StrContains(refused["error"].value("message", ""), "repeat the command"));
 }
 
 TEST_F(KvctlProcessTest, DescribeWriteOfAPutOnOneNodeIsReplicated) {
