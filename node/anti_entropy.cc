@@ -4,6 +4,7 @@
 #include <map>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "storage/record_codec.h"
 
@@ -18,6 +19,8 @@ struct AntiEntropy::ExchangeState {
   std::vector<Diff> diffs;  // differing keys, in segment order
   size_t next_diff = 0;
   uint64_t repaired = 0;
+  uint64_t skipped = 0;        // keys that could not be repaired (see Errors in the header)
+  absl::Status first_skipped;  // the first one's error, naming the key
   // Per range (interior index) that differed: keys found different and keys repaired.
   std::map<uint32_t, std::pair<uint64_t, uint64_t>> ranges;
 };
@@ -26,6 +29,22 @@ namespace {
 
 uint32_t RangeOf(absl::string_view key) {
   return MerkleTree::SegmentOf(key) / MerkleTree::kLeavesPerInterior;
+}
+
+// Whether an error stops the exchange (the peer, the network or authorization) rather than
+// being about one key's record.
+bool StopsTheExchange(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kResourceExhausted:  // a record larger than a message may be
+    case absl::StatusCode::kInternal:
+      return false;
+    default:
+      return true;
+  }
 }
 
 }  // namespace
@@ -283,7 +302,14 @@ absl::Duration AntiEntropy::TakeBudget(size_t keys) {
 
 void AntiEntropy::RepairNext(ExchangePtr ex) {
   const size_t limit = std::min(ex->diffs.size(), options_.max_keys_per_exchange);
-  if (ex->next_diff >= limit) return Finish(ex, absl::OkStatus());
+  if (ex->next_diff >= limit) {
+    if (ex->skipped == 0) return Finish(ex, absl::OkStatus());
+    return Finish(ex,
+                  absl::Status(ex->first_skipped.code(),
+                               absl::StrCat(ex->skipped, " of ", limit,
+                                            " differing keys could not be repaired; the first: ",
+                                            ex->first_skipped.message())));
+  }
   const size_t begin = ex->next_diff;
   const size_t end = std::min(limit, begin + std::max<size_t>(options_.keys_per_batch, 1));
   const absl::Duration wait = TakeBudget(end - begin);
@@ -327,43 +353,71 @@ void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
   for (size_t i = begin; i < end; ++i) {
     const std::string& key = ex->diffs[i].key;
     absl::StatusOr<std::string>& theirs = remote[i - begin];
-    if (!theirs.ok() && !absl::IsNotFound(theirs.status())) return Finish(ex, theirs.status());
+    if (!theirs.ok() && !absl::IsNotFound(theirs.status())) {
+      if (StopsTheExchange(theirs.status())) return Finish(ex, theirs.status());
+      SkipKey(ex, key, theirs.status(), /*counted=*/false);
+      continue;
+    }
     absl::StatusOr<SiblingSet> ours = absl::NotFoundError("no record");
     if (theirs.ok()) {
       absl::StatusOr<SiblingSet> decoded = DecodeSiblingSet(*theirs);
-      if (!decoded.ok()) return Finish(ex, decoded.status());
+      if (!decoded.ok()) {
+        SkipKey(ex, key, decoded.status(), /*counted=*/false);
+        continue;
+      }
       ours = store_->MergeRecord(key, *decoded);
     } else {
       ours = store_->ReadRecord(key);
     }
     if (absl::IsNotFound(ours.status())) continue;  // purged meanwhile: nothing to send
-    if (!ours.ok()) return Finish(ex, ours.status());
+    if (!ours.ok()) {
+      if (StopsTheExchange(ours.status())) return Finish(ex, ours.status());
+      SkipKey(ex, key, ours.status(), /*counted=*/false);
+      continue;
+    }
     std::string encoded = EncodeSiblingSet(*ours);
     ++ex->repaired;
     ++ex->ranges[RangeOf(key)].second;
     if (theirs.ok() && *theirs == encoded) continue;
     push.push_back(EncodedRecord{key, std::move(encoded)});
   }
-  Push(ex, std::make_shared<std::vector<EncodedRecord>>(std::move(push)), 0);
+  Push(ex, std::make_shared<std::vector<EncodedRecord>>(std::move(push)), 0, 0);
 }
 
 void AntiEntropy::Push(ExchangePtr ex, std::shared_ptr<std::vector<EncodedRecord>> push,
-                       size_t next) {
+                       size_t next, size_t alone_until) {
   if (next >= push->size()) return RepairNext(ex);
   std::vector<EncodedRecord> chunk;
   size_t bytes = 0;
-  for (; next < push->size(); ++next) {
-    EncodedRecord& record = (*push)[next];
+  size_t end = next;
+  for (; end < push->size(); ++end) {
+    const EncodedRecord& record = (*push)[end];
     const size_t size = record.key.size() + record.record.size();
-    if (!chunk.empty() && bytes + size > options_.push_max_bytes) break;
+    if (!chunk.empty() && (end <= alone_until || bytes + size > options_.push_max_bytes)) break;
     bytes += size;
-    chunk.push_back(std::move(record));
+    chunk.push_back(record);  // a copy: a refused call is made again record by record
   }
-  transport_->MergeRecords(ex->member, std::move(chunk),
-                           guard_.Wrap([this, ex, push, next](absl::Status status) {
-                             if (!status.ok()) return Finish(ex, status);
-                             Push(ex, push, next);
-                           }));
+  transport_->MergeRecords(
+      ex->member, std::move(chunk),
+      guard_.Wrap([this, ex, push, next, end, alone_until](absl::Status status) {
+        if (status.ok()) return Push(ex, push, end, alone_until);
+        if (StopsTheExchange(status)) return Finish(ex, status);
+        if (end - next > 1) return Push(ex, push, next, end);  // find the record refused
+        SkipKey(ex, (*push)[next].key, status, /*counted=*/true);
+        Push(ex, push, end, alone_until);
+      }));
+}
+
+void AntiEntropy::SkipKey(ExchangePtr ex, absl::string_view key, const absl::Status& error,
+                          bool counted) {
+  if (counted) {
+    --ex->repaired;
+    --ex->ranges[RangeOf(key)].second;
+  }
+  if (ex->skipped++ == 0) {
+    ex->first_skipped = absl::Status(
+        error.code(), absl::StrCat("key \"", absl::CHexEscape(key), "\": ", error.message()));
+  }
 }
 
 void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {

@@ -21,8 +21,13 @@
 // max_keys_per_exchange differing keys are handled per exchange; the trees still differ
 // afterwards, so the next exchange with that peer continues.
 //
-// Errors: an exchange that fails (peer unreachable, tree not built yet on either side, storage
-// error) stops and is counted; the next turn tries again. Nothing is lost by stopping midway.
+// Errors: an exchange that fails (peer unreachable, tree not built yet on either side) stops and
+// is counted; the next turn tries again. Nothing is lost by stopping midway. An error about one
+// key (its record unreadable or undecodable on either side, too large to transfer, or refused
+// by the peer: any code but the transport's and authorization's) does not stop the exchange:
+// that key is skipped and the others are repaired (a refused push of several records is sent
+// again one record per call, to find the one); the exchange then ends FAILED, naming how many
+// keys were skipped and the first one's error, and the next exchange tries them again.
 //
 // Thread-safe. Reads time only through the Clock and schedules only through the Scheduler and
 // Executor, so it runs unchanged in the deterministic simulation. Shutdown() (also run by the
@@ -153,9 +158,15 @@ class AntiEntropy {
   void RepairNext(ExchangePtr ex);
   void MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
                     std::vector<absl::StatusOr<std::string>> remote);
-  // Pushes push[next, ...) in calls of about Options::push_max_bytes, one after another, then
-  // repairs the next batch; the first failure finishes the exchange.
-  void Push(ExchangePtr ex, std::shared_ptr<std::vector<EncodedRecord>> push, size_t next);
+  // Pushes push[next, ...) in calls of about Options::push_max_bytes (one record per call
+  // before `alone_until`), one after another, then repairs the next batch. A peer failure
+  // finishes the exchange; a refused call of several records is made again record by record,
+  // and a refused record is skipped (SkipKey).
+  void Push(ExchangePtr ex, std::shared_ptr<std::vector<EncodedRecord>> push, size_t next,
+            size_t alone_until);
+  // Records that `key` could not be repaired (see Errors above) and goes on without it; `counted`
+  // if it was already counted as repaired.
+  void SkipKey(ExchangePtr ex, absl::string_view key, const absl::Status& error, bool counted);
   void Finish(ExchangePtr ex, absl::Status status);
   // Takes `keys` tokens and returns zero, or returns how long to wait before there are enough.
   absl::Duration TakeBudget(size_t keys);

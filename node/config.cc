@@ -206,6 +206,11 @@ absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>&
                                    absl::FormatDuration(config.gossip_interval),
                                    "), or one lost exchange would mark live members DOWN"));
   }
+  if (config.limits.max_record_bytes < config.limits.max_value_bytes) {
+    return UsageError(absl::StrCat("max_record_bytes (", config.limits.max_record_bytes,
+                                   ") must be at least max_value_bytes (",
+                                   config.limits.max_value_bytes, ")"));
+  }
   if (config.write_quorum > config.replication_factor ||
       config.read_quorum > config.replication_factor) {
     return UsageError(absl::StrCat("write_quorum (", config.write_quorum, ") and read_quorum (",

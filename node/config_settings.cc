@@ -415,6 +415,14 @@ const std::vector<Setting>& Settings() {
        },
        [](const NodeConfig& c) { return absl::StrCat(c.limits.max_value_bytes); },
        "Largest value accepted, in bytes (1 to 67108864); larger values get INVALID_ARGUMENT."},
+      {"max_record_bytes", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 1 << 16, 60 << 20, &c->limits.max_record_bytes);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.limits.max_record_bytes); },
+       "Largest record (a key's siblings and their metadata) a write may make, in bytes (65536 "
+       "to 62914560, at least max_value_bytes); a write that would make a key's record larger "
+       "gets FAILED_PRECONDITION until the key's siblings are resolved with a context."},
       {"idempotency_ttl", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseDurationAtLeast(v, absl::Seconds(1), &c->idempotency_ttl);

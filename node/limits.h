@@ -13,6 +13,12 @@ struct Limits {
   size_t max_value_bytes = 1 << 20;     // 1 MiB
   size_t max_context_bytes = 64 << 10;  // 64 KiB
   size_t max_token_bytes = 128;
+  // Largest stored record (a key's siblings and their metadata) a client write may make: a write
+  // that would make the record larger than this and larger than it was gets FAILED_PRECONDITION
+  // (resolve the siblings with a context first). Blind writes that keep adding siblings would
+  // otherwise grow a record past what a replication message can carry. Replicas merging
+  // concurrent siblings may still pass it (up to about this much per coordinating node).
+  size_t max_record_bytes = 16 << 20;  // 16 MiB
   uint32_t default_list_limit = 100;
   uint32_t max_list_limit = 1000;
   // gRPC's receive limit. It is well above the largest valid request (and at least the client

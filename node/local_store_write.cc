@@ -257,8 +257,16 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
           absl::StrCat("write refused, it would store an invalid record: ", valid.message()));
     }
   }
-  KeepForgottenWrites(group, command.key, record.TakeForgotten(), now_micros);
   const std::string encoded = EncodeSiblingSet(record);
+  const size_t existing_bytes = existing.ok() ? existing->size() : 0;
+  if (encoded.size() > options_.limits.max_record_bytes && encoded.size() > existing_bytes) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("write refused: the key's record would be ", encoded.size(),
+                     " bytes, over max_record_bytes (", options_.limits.max_record_bytes, ") with ",
+                     record.siblings().size(),
+                     " siblings; resolve them first: get the key and write with its context"));
+  }
+  KeepForgottenWrites(group, command.key, record.TakeForgotten(), now_micros);
   group.Put(Column::kData, command.key, encoded);
   if (observer_ != nullptr) {
     observer_->OnRecordChange(command.key, existing.ok() ? &*existing : nullptr, &encoded,

@@ -5,10 +5,28 @@
 #include <utility>
 
 #include "absl/random/distributions.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "node/replication_outbox_internal.h"
 
 namespace kv {
+namespace {
+
+// A peer's answer about the content of a batch rather than about the peer or the network: it
+// would refuse the same records again (see Refusals in the header).
+bool IsRefusal(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kDataLoss:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
 
 ReplicationOutbox::ReplicationOutbox(std::vector<Member> peers, Engine* engine,
                                      PeerTransport* transport, Scheduler* scheduler,
@@ -164,8 +182,11 @@ void ReplicationOutbox::Enqueue(PeerState* peer, Waiting waiting) {
 void ReplicationOutbox::Pump(PeerState* peer) {
   if (shutdown_ || peer->paused || peer->removed) return;
   const size_t max_in_flight = static_cast<size_t>(std::max(options_.max_in_flight, 1));
-  const size_t max_records = std::max<size_t>(options_.batch_max_records, 1);
   while (peer->in_flight.size() < max_in_flight && !peer->queued.empty()) {
+    // After a refusal, one key per batch until the refused batch's keys have gone out alone.
+    const size_t max_records =
+        peer->isolate > 0 ? 1 : std::max<size_t>(options_.batch_max_records, 1);
+    if (peer->isolate > 0) --peer->isolate;
     // The oldest entries' keys, each with every entry queued for it: one record covers them all,
     // since it is read after all of them were written.
     PeerState::Batch batch;
@@ -229,6 +250,19 @@ void ReplicationOutbox::SendBatch(PeerState* peer, uint64_t batch_id,
     absl::StatusOr<std::string> record = engine_->Get(Column::kData, key);
     if (record.ok()) {
       const size_t size = key.size() + record->size();
+      if (size > options_.max_record_bytes) {
+        if (!records.empty()) {  // first in the next batch, to be given up on alone
+          Requeue(peer, batch_id, absl::MakeConstSpan(keys).subspan(i));
+          break;
+        }
+        Requeue(peer, batch_id, absl::MakeConstSpan(keys).subspan(i + 1));
+        OnBatchDone(peer, batch_id,
+                    absl::OutOfRangeError(absl::StrCat(
+                        "the record of key \"", absl::CHexEscape(key), "\" is ", size,
+                        " bytes, more than the largest a peer is sent (", options_.max_record_bytes,
+                        " bytes); given up on until its siblings are resolved")));
+        return;
+      }
       if (!records.empty() && bytes + size > options_.batch_max_bytes) {
         Requeue(peer, batch_id, absl::MakeConstSpan(keys).subspan(i));
         break;
@@ -273,20 +307,25 @@ void ReplicationOutbox::Requeue(PeerState* peer, uint64_t batch_id,
 }
 
 void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status) {
+  // The entries go: those the peer confirmed, or those of one record it refused alone.
+  bool remove_entries = status.ok();
   absl::Status deleted = absl::OkStatus();
-  if (status.ok()) {
+  {
     WriteBatch batch;
     {
       absl::MutexLock lock(&mu_);
       if (shutdown_) return;
       auto it = peer->in_flight.find(batch_id);
       if (it == peer->in_flight.end()) return;
-      for (const Waiting& w : it->second.entries) {
-        batch.Delete(Column::kOutbox, EntryKey(w.entry.peer_id, w.entry.seq));
+      if (IsRefusal(status) && it->second.records <= 1) remove_entries = true;
+      if (remove_entries) {
+        for (const Waiting& w : it->second.entries) {
+          batch.Delete(Column::kOutbox, EntryKey(w.entry.peer_id, w.entry.seq));
+        }
       }
     }
     // Not synced: an entry whose deletion is lost in a crash is only sent again.
-    deleted = engine_->Write(batch, WriteOptions{});
+    if (remove_entries) deleted = engine_->Write(batch, WriteOptions{});
   }
 
   std::vector<Report> reports;
@@ -314,10 +353,22 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       stats.reachable = true;
       if (options_.clock != nullptr) stats.last_success = options_.clock->Now();
       peer->backoff_ceiling = options_.initial_backoff;
+    } else if (remove_entries) {
+      // Given up on: the peer answered, so it is reachable, and the next batch goes at once.
+      if (deleted.ok()) {
+        stats.depth -= std::min<uint64_t>(stats.depth, batch.entries.size());
+      } else {
+        peer->on_disk_only = true;  // a scan finds them, and the peer refuses them again
+      }
+      stats.dropped += batch.entries.size();
+      ++stats.failed_batches;
+      stats.last_error = absl::StrCat("gave up on a record the peer refused: ", status.ToString());
     } else {
       ++stats.failed_batches;
-      stats.reachable = false;
+      if (!IsRefusal(status)) stats.reachable = false;  // a refusal is an answer
       stats.last_error = status.ToString();
+      // A refusal may be about one record of the batch: its keys go again one per batch.
+      if (IsRefusal(status)) peer->isolate = std::max(peer->isolate, batch.records);
       for (Waiting& w : batch.entries) Enqueue(peer, std::move(w));
       backoff = StartBackoff(peer);
     }

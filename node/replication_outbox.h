@@ -20,6 +20,14 @@
 // queue and the sender waits a capped exponential backoff with full jitter before trying again,
 // so a replica that is down keeps its entries until it returns (hinted handoff).
 //
+// Refusals. One record the peer can never take must not hold up every write queued behind it.
+// When the peer refuses a batch (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE or
+// DATA_LOSS: it answered, and the answer is about the batch's content), its keys are sent again
+// one per batch; a record refused alone is given up on for that peer: its entries are deleted,
+// counted as dropped (anti-entropy tries it again later) and reported with the refusal, and
+// the sender goes on at once. A record larger than Options::max_record_bytes (what the
+// transport can carry) is given up on the same way without being sent.
+//
 // Bounds. At most Options::max_entries_per_peer entries per peer on disk: a write beyond that
 // records no entry for that peer and counts a drop (anti-entropy repairs it); client writes are
 // never rejected for it. The bound is checked against submitted entries, so writes still
@@ -97,8 +105,10 @@ struct OutboxEntry {
 
 struct PeerOutboxStats {
   std::string peer_id;
-  uint64_t depth = 0;         // entries on disk waiting for this peer
-  uint64_t dropped = 0;       // entries not recorded because the queue was full
+  uint64_t depth = 0;  // entries on disk waiting for this peer
+  // Entries not recorded because the queue was full, or given up on because the peer refused
+  // their record or it was too large to send (see Refusals).
+  uint64_t dropped = 0;
   uint64_t sent_records = 0;  // records confirmed by the peer since start
   uint64_t failed_batches = 0;
   bool reachable = true;  // the last attempt succeeded (or none was made yet)
@@ -114,6 +124,9 @@ class ReplicationOutbox {
     size_t batch_max_records = 256;
     // Keys plus record bytes per batch, about (the record that passes it is not sent).
     size_t batch_max_bytes = 4 << 20;
+    // The largest record sent (key plus record bytes); a larger one is given up on (see
+    // Refusals). Below the transport's message limit.
+    size_t max_record_bytes = 60 << 20;
     // One batch out per peer: entries written meanwhile gather into the next batch. Measured on a
     // 3-node loopback cluster under kvbench put load, 1 gave batches of ~9 records instead of ~5
     // (2 in flight) and ~10% more throughput; a peer that is slow to answer still gets up to

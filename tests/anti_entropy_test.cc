@@ -8,11 +8,13 @@
 #include <iostream>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "node/operations.h"
 #include "node/repair_runner.h"
@@ -51,6 +53,11 @@ class LoopbackTransport : public testing::StubPeerTransport {
       // As gRPC refuses a message over its maximum size.
       return Serve([=] { done(absl::ResourceExhaustedError("message larger than max")); });
     }
+    for (const EncodedRecord& r : records) {
+      if (refused_merges.count(r.key) > 0) {
+        return Serve([=] { done(absl::InvalidArgumentError("record refused by the peer")); });
+      }
+    }
     Serve([=] {
       for (const EncodedRecord& r : records) {
         absl::StatusOr<SiblingSet> set = DecodeSiblingSet(r.record);
@@ -64,6 +71,9 @@ class LoopbackTransport : public testing::StubPeerTransport {
   void ReadRecord(const Member& peer, std::string key,
                   std::function<void(absl::StatusOr<std::string>)> done) override {
     *bytes_ += key.size();
+    if (unreadable.count(key) > 0) {
+      return Serve([=] { done(absl::DataLossError("the peer's record is corrupt")); });
+    }
     Serve([=] {
       absl::StatusOr<SiblingSet> record = Node(peer)->store->ReadRecord(key);
       if (!record.ok()) return done(record.status());
@@ -106,7 +116,9 @@ class LoopbackTransport : public testing::StubPeerTransport {
   }
 
   bool reachable = true;
-  size_t max_message_bytes = 0;  // 0: no limit
+  size_t max_message_bytes = 0;          // 0: no limit
+  std::set<std::string> refused_merges;  // a MergeRecords call holding one of these is refused
+  std::set<std::string> unreadable;      // ReadRecord of these is DATA_LOSS
 
  private:
   TestNode* Node(const Member& peer) { return nodes_->at(peer.id); }
@@ -237,6 +249,45 @@ TEST_F(AntiEntropyTest, LargeRecordsArePushedInCallsUnderTheByteLimit) {
   for (int i = 0; i < 40; ++i) {
     EXPECT_EQ(Encoded(1, absl::StrCat("k", i)).value(), Encoded(0, absl::StrCat("k", i)).value());
   }
+}
+
+// One key that cannot be repaired (the peer's record is corrupt, or the peer refuses ours) must not
+// stop the exchange at the same point every time, leaving every key after it unrepaired.
+TEST_F(AntiEntropyTest, AKeyThatCannotBeRepairedIsSkippedAndTheOthersAreRepaired) {
+  MakeCluster(2, 2);
+  for (int i = 0; i < 20; ++i) {
+    Put(0, absl::StrCat("only-a", i), "a");
+    Put(1, absl::StrCat("only-b", i), "b");
+  }
+  Put(0, "refused", "a");
+  Put(1, "unreadable", "b");
+  transports_[0]->refused_merges = {"refused"};
+  transports_[0]->unreadable = {"unreadable"};
+  auto ae = MakeAntiEntropy(0);
+  const absl::Status status = Exchange(*ae, "b");
+  EXPECT_FALSE(status.ok());
+  EXPECT_THAT(std::string(status.message()),
+              ::testing::HasSubstr("2 of 42 differing keys could not be repaired"))
+      << status;
+  for (int i = 0; i < 20; ++i) {
+    const std::string a = absl::StrCat("only-a", i);
+    const std::string b = absl::StrCat("only-b", i);
+    EXPECT_EQ(Encoded(1, a).value(), Encoded(0, a).value()) << a;
+    EXPECT_EQ(Encoded(0, b).value(), Encoded(1, b).value()) << b;
+  }
+  EXPECT_TRUE(absl::IsNotFound(Encoded(1, "refused").status()));
+  EXPECT_TRUE(absl::IsNotFound(Encoded(0, "unreadable").status()));
+  std::vector<PeerAntiEntropyStats> stats = ae->Stats();
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_EQ(stats[0].keys_repaired, 40u);
+  EXPECT_EQ(stats[0].failed_exchanges, 1u);
+  EXPECT_THAT(stats[0].last_error, ::testing::HasSubstr("could not be repaired"));
+
+  // Once the keys can be repaired, the next exchange repairs them and the trees agree.
+  transports_[0]->refused_merges.clear();
+  transports_[0]->unreadable.clear();
+  ASSERT_TRUE(Exchange(*ae, "b").ok());
+  EXPECT_EQ(Root(0, 1), Root(1, 0));
 }
 
 TEST_F(AntiEntropyTest, BudgetSpreadsRepairsOverTime) {

@@ -8,6 +8,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "node/idempotency_record.h"
 #include "storage/format_level.h"
@@ -187,6 +188,45 @@ TEST_F(LocalStoreTest, LimitsAreEnforcedNamedAndChangeNothing) {
   ASSERT_TRUE(all.ok());
   EXPECT_TRUE(all->keys.empty());
   EXPECT_TRUE(absl::IsNotFound(store->ReadRecord("k").status()));
+}
+
+// Blind writes (no context) keep adding siblings; a record past max_record_bytes could not be
+// replicated, so a write that would grow a key's record past it is refused and changes nothing,
+// while a write that resolves the siblings (and so shrinks the record) goes through.
+TEST_F(LocalStoreTest, AWriteThatWouldGrowARecordPastTheLimitIsRefused) {
+  LocalStore::Options options;
+  options.limits.max_value_bytes = 1000;
+  options.limits.max_record_bytes = 4000;
+  MemoryEngine engine;
+  std::unique_ptr<LocalStore> store = OpenStore(&engine, "n1", options);
+  int accepted = 0;
+  absl::Status refused;
+  for (int i = 0; i < 10 && refused.ok(); ++i) {
+    absl::StatusOr<WriteOutcome> outcome =
+        store->Write({"k", false, std::string(1000, 'a' + i), "", absl::StrCat("t", i)});
+    if (outcome.ok()) {
+      ++accepted;
+    } else {
+      refused = outcome.status();
+    }
+  }
+  EXPECT_EQ(accepted, 3);  // 4 siblings of 1,000 bytes and their metadata pass 4,000
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
+  EXPECT_THAT(std::string(refused.message()), ::testing::HasSubstr("max_record_bytes (4000)"));
+  absl::StatusOr<SiblingSet> record = store->ReadRecord("k");
+  ASSERT_TRUE(record.ok());
+  EXPECT_EQ(record->LiveSiblings().size(), 3u);  // the refused write changed nothing
+  const std::string stored = *engine.Get(Column::kData, "k");
+  EXPECT_LE(stored.size(), 4000u);
+  // Its token was not taken: the same write with a context goes through.
+  const std::string context = store->ContextForClients(record->ClientContext());
+  absl::StatusOr<WriteOutcome> resolved =
+      store->Write({"k", false, std::string(1000, 'z'), context, "t3"});
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  record = store->ReadRecord("k");
+  ASSERT_TRUE(record.ok());
+  ASSERT_EQ(record->LiveSiblings().size(), 1u);
+  EXPECT_EQ(record->LiveSiblings()[0].value, std::string(1000, 'z'));
 }
 
 TEST_F(LocalStoreTest, MalformedContextIsInvalidArgument) {

@@ -404,6 +404,89 @@ TEST_F(ReplicationOutboxTest, FailureReportsOnceKeepsEntriesBacksOffThenDrains) 
   }
 }
 
+// A peer that refuses one record (say a replica that finds it invalid) must not hold up every
+// write queued behind it: the refused batch's keys go again one by one, the record refused alone
+// is given up on (counted as dropped, reported with the refusal), and the rest flows.
+TEST_F(ReplicationOutboxTest, ARecordThePeerRefusesAloneIsGivenUpOnAndTheRestFlows) {
+  Options options;
+  options.max_in_flight = 1;
+  auto outbox = MakeOutbox(options);
+  std::vector<OutboxEntry> first = Write(outbox.get(), "a", "1");  // out alone, at once
+  std::vector<OutboxEntry> poison = Write(outbox.get(), "poison", "1");
+  std::vector<OutboxEntry> b = Write(outbox.get(), "b", "1");
+  std::vector<OutboxEntry> c = Write(outbox.get(), "c", "1");
+  // The peer refuses every batch that holds "poison", whatever else it holds.
+  std::vector<size_t> batch_sizes;
+  for (int round = 0; round < 20; ++round) {
+    std::vector<size_t> open = transport_.Outstanding();
+    if (open.empty() && scheduler_.FireAll() == 0) break;
+    for (size_t i : open) {
+      const std::vector<EncodedRecord>& records = transport_.calls()[i].records;
+      batch_sizes.push_back(records.size());
+      const bool refused = std::any_of(records.begin(), records.end(),
+                                       [](const EncodedRecord& r) { return r.key == "poison"; });
+      transport_.Complete(
+          i, refused ? absl::InvalidArgumentError("record 0 is invalid") : absl::OkStatus());
+    }
+    executor_.RunAll();
+  }
+  // a; then poison+b+c refused; then each of them alone.
+  EXPECT_EQ(batch_sizes, (std::vector<size_t>{1, 3, 1, 1, 1}));
+  EXPECT_TRUE(ResultsOnce(first)[0].ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(ResultsOnce(poison)[0])) << ResultsOnce(poison)[0];
+  // b and c hear of their first attempt (the refused batch), as after any failure; they were
+  // applied all the same.
+  EXPECT_TRUE(absl::IsInvalidArgument(ResultsOnce(b)[0])) << ResultsOnce(b)[0];
+  EXPECT_TRUE(absl::IsInvalidArgument(ResultsOnce(c)[0])) << ResultsOnce(c)[0];
+  EXPECT_EQ(transport_.applied("p1").count("b"), 1u);
+  EXPECT_EQ(transport_.applied("p1").count("c"), 1u);
+  EXPECT_EQ(transport_.applied("p1").count("poison"), 0u);
+  EXPECT_EQ(transport_.applied("p1").size(), 3u);
+  EXPECT_TRUE(OutboxKeys().empty());
+  PeerOutboxStats stats = StatsOf(*outbox, "p1");
+  EXPECT_EQ(stats.dropped, 1u);
+  EXPECT_EQ(stats.depth, 0u);
+  EXPECT_TRUE(stats.reachable);
+  EXPECT_NE(stats.last_error.find("record 0 is invalid"), std::string::npos) << stats.last_error;
+
+  // Batching resumes once the refused batch's keys have gone out.
+  Write(outbox.get(), "d", "1");
+  Write(outbox.get(), "e", "1");
+  Write(outbox.get(), "f", "1");
+  ASSERT_EQ(transport_.Outstanding().size(), 1u);
+  transport_.Complete(transport_.Outstanding()[0], absl::OkStatus());
+  executor_.RunAll();
+  ASSERT_EQ(transport_.Outstanding().size(), 1u);
+  EXPECT_EQ(transport_.calls()[transport_.Outstanding()[0]].records.size(), 2u);
+  CompleteAllOk();
+  EXPECT_TRUE(OutboxKeys().empty());
+}
+
+// A record larger than a peer is sent is given up on without being sent; the others go.
+TEST_F(ReplicationOutboxTest, ARecordTooLargeToSendIsGivenUpOnWithoutHoldingUpTheRest) {
+  Options options;
+  options.max_in_flight = 1;
+  options.max_record_bytes = 100;
+  auto outbox = MakeOutbox(options);
+  std::vector<OutboxEntry> a = Write(outbox.get(), "a", "1");
+  std::vector<OutboxEntry> b = Write(outbox.get(), "b", "1");
+  std::vector<OutboxEntry> big = Write(outbox.get(), "big", std::string(200, 'v'));
+  std::vector<OutboxEntry> c = Write(outbox.get(), "c", "1");
+  CompleteAllOk();
+  for (const FakeTransport::Call& call : transport_.calls()) {
+    for (const EncodedRecord& r : call.records) EXPECT_NE(r.key, "big");
+  }
+  EXPECT_TRUE(absl::IsOutOfRange(ResultsOnce(big)[0])) << ResultsOnce(big)[0];
+  EXPECT_NE(ResultsOnce(big)[0].message().find("largest a peer is sent (100 bytes)"),
+            absl::string_view::npos)
+      << ResultsOnce(big)[0];
+  for (const auto* entries : {&a, &b, &c}) EXPECT_TRUE(ResultsOnce(*entries)[0].ok());
+  EXPECT_EQ(transport_.applied("p1").size(), 3u);
+  EXPECT_TRUE(OutboxKeys().empty());
+  EXPECT_EQ(StatsOf(*outbox, "p1").dropped, 1u);
+  EXPECT_EQ(StatsOf(*outbox, "p1").depth, 0u);
+}
+
 TEST_F(ReplicationOutboxTest, AtMostMaxInFlightBatchesPerPeer) {
   Options options;
   options.batch_max_records = 1;
