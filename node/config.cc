@@ -5,6 +5,7 @@
 #include <set>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -185,7 +186,11 @@ absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>&
         absl::string_view(config.listen).substr(config.listen.rfind(':') + 1);
     const absl::string_view metrics_port =
         absl::string_view(config.metrics_listen).substr(config.metrics_listen.rfind(':') + 1);
-    if (grpc_port == metrics_port) {
+    int grpc_number = 0;
+    int metrics_number = 0;
+    // Compared as numbers: "018232" and "18232" are one port.
+    if (absl::SimpleAtoi(grpc_port, &grpc_number) &&
+        absl::SimpleAtoi(metrics_port, &metrics_number) && grpc_number == metrics_number) {
       return UsageError(absl::StrCat("--metrics_listen (", config.metrics_listen,
                                      ") must use another port than --listen (", config.listen,
                                      ")"));

@@ -411,10 +411,11 @@ const std::vector<Setting>& Settings() {
        "Largest key accepted, in bytes (1 to 65536); longer keys get INVALID_ARGUMENT."},
       {"max_value_bytes", "N", false,
        [](absl::string_view v, NodeConfig* c) {
-         return ParseIntInRange(v, 1, 64 << 20, &c->limits.max_value_bytes);
+         return ParseIntInRange(v, 1, 60 << 20, &c->limits.max_value_bytes);
        },
        [](const NodeConfig& c) { return absl::StrCat(c.limits.max_value_bytes); },
-       "Largest value accepted, in bytes (1 to 67108864); larger values get INVALID_ARGUMENT."},
+       "Largest value accepted, in bytes (1 to 62914560, at most max_record_bytes); larger values "
+       "get INVALID_ARGUMENT."},
       {"max_record_bytes", "N", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseIntInRange(v, 1 << 16, 60 << 20, &c->limits.max_record_bytes);

@@ -311,6 +311,8 @@ void Coordinator::DescribeWrite(std::string write_id,
     status.key = key;
     status.dot = dot;
     bool all = !views.empty();
+    bool any = false;
+    bool every_answered = !views.empty();
     for (ReplicaRecordView& view : views) {
       WriteStatus::Replica replica;
       replica.member = view.member;
@@ -318,7 +320,18 @@ void Coordinator::DescribeWrite(std::string write_id,
       // Applied: the replica has seen the dot (it holds it, or a version that replaced it).
       replica.applied = view.record && view.record->context().Covers(dot);
       all = all && replica.applied;
+      any = any || replica.applied;
+      every_answered = every_answered && view.status.ok();
       status.replicas.push_back(std::move(replica));
+    }
+    // A write is acknowledged only once replicas hold it, so when every replica answers and none
+    // has seen it, the id was not issued for this key (or its versions were purged since).
+    if (every_answered && !any) {
+      done(absl::NotFoundError(absl::StrCat(
+          "no replica of the key holds write ", dot.ToString(),
+          " or a version that replaced it: the id was never issued, or the key's versions were "
+          "purged (or lost) since")));
+      return;
     }
     status.state = all ? WriteStatus::State::kReplicated : WriteStatus::State::kPending;
     done(std::move(status));

@@ -40,9 +40,16 @@ int main(int argc, char** argv) {
   const kv::NodeConfig& config = command_line->config;
   kv::SetLogLevel(config.log_level);
 
-  // A leave that removed this node stops it like SIGTERM: the signal goes to the thread below.
-  absl::StatusOr<std::unique_ptr<kv::NodeServer>> server =
-      kv::NodeServer::Start(config, [] { kill(getpid(), SIGTERM); });
+  // Heard from now on, also while the node starts (a seeds-only node may wait for its seeds).
+  const absl::Notification& stop_requested = kv::WatchShutdownSignals();
+  // A leave that removed this node stops it like SIGTERM: the signal goes to the thread above.
+  absl::StatusOr<std::unique_ptr<kv::NodeServer>> server = kv::NodeServer::Start(
+      config, [] { kill(getpid(), SIGTERM); }, &stop_requested);
+  if (!server.ok() && absl::IsCancelled(server.status()) && stop_requested.HasBeenNotified()) {
+    kv::LogInfo("shutdown signal received while starting: stopped before serving",
+                {{"reason", std::string(server.status().message())}});
+    return 0;
+  }
   if (!server.ok()) {
     kv::LogError("kvnode cannot start",
                  {{"error", std::string(server.status().message())},

@@ -122,10 +122,12 @@ absl::Status CheckListenHost(const std::string& listen) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& config,
-                                                              std::function<void()> request_stop) {
+                                                              std::function<void()> request_stop,
+                                                              const absl::Notification* cancel) {
   gpr_set_log_function(LogFromGrpc);
   KV_RETURN_IF_ERROR(CheckListenHost(config.listen));
   std::unique_ptr<NodeServer> server(new NodeServer(config, std::move(request_stop)));
+  server->start_cancel_ = cancel;
   // Checked before the data directory is touched; installed (under it) once it is the node's.
   std::optional<TlsFiles> tls_files;
   if (!config.tls_cert_file.empty()) {
@@ -508,6 +510,11 @@ void NodeServer::StopServing() {
   if (left > 0) {
     LogWarn("shutdown grace expired; cancelling requests still running",
             {{"in_flight", absl::StrCat(left)}});
+    // Writes waiting for W acknowledgements are answered by the outbox only when their entries
+    // are attempted, which behind a backlog for hung peers can take long after gRPC has
+    // cancelled the calls; the server cannot stop before they are answered. Shutting the outbox
+    // down answers them UNAVAILABLE now; their entries stay on disk for the next start.
+    if (outbox_ != nullptr) outbox_->Shutdown();
   }
   // Nothing admitted is still running: close every connection now rather than wait for idle
   // clients to hang up.

@@ -70,8 +70,11 @@ class NodeServer {
  public:
   // `request_stop` (may be empty) is called once when a leave has removed this node and
   // exit_after_leave is set: the caller then stops the server (kvnode: as on SIGTERM).
-  static absl::StatusOr<std::unique_ptr<NodeServer>> Start(const NodeConfig& config,
-                                                           std::function<void()> request_stop = {});
+  // `cancel` (may be null; must outlive Start) ends a wait for the seeds early: Start then
+  // returns CANCELLED (kvnode: a shutdown signal while the node was still starting).
+  static absl::StatusOr<std::unique_ptr<NodeServer>> Start(
+      const NodeConfig& config, std::function<void()> request_stop = {},
+      const absl::Notification* cancel = nullptr);
   ~NodeServer();  // Shutdown() if still running
   NodeServer(const NodeServer&) = delete;
   NodeServer& operator=(const NodeServer&) = delete;
@@ -121,7 +124,8 @@ class NodeServer {
   void LogStarted() const;
 
   const NodeConfig config_;
-  const std::function<void()> request_stop_;  // may be empty
+  const std::function<void()> request_stop_;          // may be empty
+  const absl::Notification* start_cancel_ = nullptr;  // Start's `cancel`, during Start only
   std::unique_ptr<NodeTls> tls_;  // the server's and the peer channels' credentials (node/tls.h)
   absl::BitGen rng_;
   absl::BitGen outbox_rng_;  // backoff jitter; used only under the outbox's lock

@@ -191,13 +191,21 @@ absl::StatusOr<ClusterLayout> NodeServer::LearnLayoutFromSeeds() {
       }
       return layout;
     }
+    if (start_cancel_ != nullptr && start_cancel_->HasBeenNotified()) {
+      return absl::CancelledError("stopped while waiting for a seed to tell the cluster layout");
+    }
     if (absl::Now() >= deadline) {
       return absl::UnavailableError(
           absl::StrCat("no seed told the cluster layout within seed_timeout=",
                        absl::FormatDuration(config_.seed_timeout), " (last error: ", last_error,
                        "). Check --seeds, start a seed with --peers, or raise --seed_timeout."));
     }
-    absl::SleepFor(std::min(absl::Milliseconds(500), config_.seed_timeout / 4));
+    const absl::Duration pause = std::min(absl::Milliseconds(500), config_.seed_timeout / 4);
+    if (start_cancel_ != nullptr) {
+      start_cancel_->WaitForNotificationWithTimeout(pause);
+    } else {
+      absl::SleepFor(pause);
+    }
   }
 }
 

@@ -51,10 +51,24 @@ void BlockShutdownSignals() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
-int WaitForShutdownSignal() {
+namespace {
+
+SignalState* Watched() {
   // Leaked on purpose: the waiting thread is detached and may outlive main's locals.
-  static SignalState* const state = new SignalState();
-  std::thread(WaitLoop, state).detach();
+  static SignalState* const state = [] {
+    auto* s = new SignalState();
+    std::thread(WaitLoop, s).detach();
+    return s;
+  }();
+  return state;
+}
+
+}  // namespace
+
+const absl::Notification& WatchShutdownSignals() { return Watched()->received; }
+
+int WaitForShutdownSignal() {
+  SignalState* state = Watched();
   state->received.WaitForNotification();
   return state->signal_number.load();
 }

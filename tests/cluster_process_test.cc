@@ -913,6 +913,67 @@ TEST_F(ClusterTest, ClientWhoseFirstEndpointIsDeadSucceedsThroughTheOthers) {
   cluster_->Resume(1);
 }
 
+// SIGTERM ends a node within its drain and grace even when writes are still waiting for W
+// acknowledgements that the outbox will not get soon (both peers hung, a backlog ahead of them):
+// once the grace is over, the waiting writes are answered UNAVAILABLE (their outbox entries stay
+// on disk) instead of holding the shutdown until the peers answer.
+TEST_F(ClusterTest, ShutdownDoesNotWaitForWritesThatWaitOnHungPeers) {
+  // Hung peers are never DOWN here (so writes wait for them rather than failing at once).
+  ASSERT_NO_FATAL_FAILURE(
+      StartCluster(3, {"--shutdown_drain=0s", "--shutdown_grace=500ms", "--failure_timeout=10m"}));
+  absl::Mutex mu;  // before the client: its callbacks use them until it is destroyed
+  std::vector<absl::Status> results;
+  ClientOptions options;
+  options.endpoints = {cluster_->endpoint(0)};
+  options.call_deadline = absl::Seconds(120);
+  options.retry.max_attempts = 1;
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  cluster_->Pause(1);
+  cluster_->Pause(2);
+  // A backlog for the hung peers, acknowledged by n1 alone: each batch of it then waits for the
+  // peers' replication timeout before the next one is tried.
+  WriteOptions w1;
+  w1.w = Quorum::Count(1);
+  for (int k = 0; k < 1500; ++k) {
+    absl::StatusOr<WriteResult> put = (*client)->Put(absl::StrCat("backlog/", k), "v", w1);
+    ASSERT_TRUE(put.ok()) << put.status();
+  }
+  // Writes that need a peer's acknowledgement: queued behind the backlog.
+  constexpr int kWaiting = 10;
+  for (int k = 0; k < kWaiting; ++k) {
+    (*client)->PutAsync(absl::StrCat("waiting/", k), "v", WriteOptions(),
+                        [&](absl::StatusOr<WriteResult> put) {
+                          absl::MutexLock lock(&mu);
+                          results.push_back(put.status());
+                        });
+  }
+  absl::SleepFor(absl::Milliseconds(500));
+  const absl::Time stop_start = absl::Now();
+  absl::StatusOr<int> stopped = cluster_->Stop(0, absl::Seconds(15));
+  ASSERT_TRUE(stopped.ok()) << stopped.status() << " after "
+                            << absl::FormatDuration(absl::Now() - stop_start);
+  EXPECT_EQ(*stopped, 0);
+  std::fprintf(stderr, "stopped with writes waiting on hung peers in %s\n",
+               absl::FormatDuration(absl::Now() - stop_start).c_str());
+  {
+    absl::MutexLock lock(&mu);
+    mu.AwaitWithTimeout(
+        absl::Condition(
+            +[](std::vector<absl::Status>* r) { return r->size() == kWaiting; }, &results),
+        absl::Seconds(30));
+    ASSERT_EQ(results.size(), static_cast<size_t>(kWaiting));
+    for (const absl::Status& status : results) {
+      EXPECT_FALSE(status.ok());  // none was acknowledged without its W
+      EXPECT_NE(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
+    }
+  }
+  cluster_->Resume(1);
+  cluster_->Resume(2);
+  // The waiting writes were stored on n1 and reach the peers after it restarts.
+  ASSERT_EQ(Restart(0), absl::OkStatus());
+}
+
 // With 5 nodes and N=3, a write through one of the two nodes that are not replicas of the key
 // is forwarded to a replica, which coordinates it: its dot is a replica's, the forwarding node
 // stores nothing, and the key is readable through every node.

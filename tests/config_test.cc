@@ -119,6 +119,18 @@ TEST(ConfigTest, MetricsListenTakesIpv4AddressesOrNothing) {
   }
   EXPECT_THAT(ParseError({"--listen=127.0.0.1:7700", "--metrics_listen=0.0.0.0:7700"}),
               HasSubstr("must use another port than --listen"));
+  // The same port written another way.
+  EXPECT_THAT(ParseError({"--listen=127.0.0.1:07700", "--metrics_listen=127.0.0.1:7700"}),
+              HasSubstr("must use another port than --listen"));
+}
+
+TEST(ConfigTest, MaxRecordBytesIsBoundedAndAtLeastTheValueLimit) {
+  EXPECT_EQ(ParseOk({}).limits.max_record_bytes, 16u << 20);
+  EXPECT_EQ(ParseOk({"--max_record_bytes=1048576"}).limits.max_record_bytes, 1u << 20);
+  EXPECT_THAT(ParseError({"--max_record_bytes=100"}), HasSubstr("max_record_bytes"));
+  EXPECT_THAT(ParseError({"--max_record_bytes=100000000"}), HasSubstr("max_record_bytes"));
+  EXPECT_THAT(ParseError({"--max_record_bytes=1048576", "--max_value_bytes=2097152"}),
+              HasSubstr("must be at least max_value_bytes"));
 }
 
 TEST(ConfigTest, HelpWinsOverEverythingElse) {

@@ -282,5 +282,29 @@ TEST(GossipProcessTest, SeedsOnlyNodeWithNoAnsweringSeedDoesNotServe) {
       << node->Stderr();
 }
 
+// SIGTERM while a seeds-only node still waits for its seeds stops it at once, cleanly (exit 0),
+// rather than after seed_timeout (a container runtime would kill it first).
+TEST(GossipProcessTest, SeedsOnlyNodeWaitingForASeedStopsOnSigterm) {
+  TempDir dir;
+  const int dead_port = PickFreePort();
+  absl::StatusOr<Subprocess> node = Subprocess::Start(
+      {KVNODE_PATH, "--node_id=n1", absl::StrCat("--listen=127.0.0.1:", PickFreePort()),
+       "--data_dir=" + dir.Sub("n1"), absl::StrCat("--seeds=127.0.0.1:", dead_port),
+       "--seed_timeout=120s"},
+      dir.Sub("logs"));
+  ASSERT_TRUE(node.ok()) << node.status();
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline && !absl::StrContains(node->Stderr(), "asking the seeds")) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(absl::StrContains(node->Stderr(), "asking the seeds")) << node->Stderr();
+  absl::SleepFor(absl::Milliseconds(500));
+  node->Signal(SIGTERM);
+  absl::StatusOr<int> code = node->Wait(absl::Seconds(15));
+  ASSERT_TRUE(code.ok()) << code.status() << "\n" << node->Stderr();
+  EXPECT_EQ(*code, 0) << node->Stderr();
+  EXPECT_TRUE(absl::StrContains(node->Stderr(), "stopped before serving")) << node->Stderr();
+}
+
 }  // namespace
 }  // namespace kv

@@ -429,6 +429,18 @@ TEST_F(KvctlProcessTest, DescribeWriteOfAPutOnOneNodeIsReplicated) {
 
   nlohmann::json malformed = KvctlJson({"describe-write", "not-a-write-id"}, 2);
   EXPECT_EQ(malformed["error"].value("code", ""), "INVALID_ARGUMENT") << malformed;
+
+  // Ids that were never issued (a counter past the actor's, a key never written) are NOT_FOUND,
+  // not PENDING forever.
+  const size_t colon = write_id.rfind(':', write_id.find('/'));
+  ASSERT_NE(colon, std::string::npos) << write_id;
+  const std::string actor = write_id.substr(0, colon);
+  for (const std::string& never :
+       {absl::StrCat(actor, ":999999", write_id.substr(write_id.find('/'))),
+        absl::StrCat(actor, ":1/", absl::WebSafeBase64Escape("dw/never-written"))}) {
+    nlohmann::json unknown = KvctlJson({"describe-write", never}, 1);
+    EXPECT_EQ(unknown["error"].value("code", ""), "NOT_FOUND") << never << ": " << unknown;
+  }
 }
 
 TEST_F(KvctlProcessTest, PutAndDeleteWaitUntilReplicated) {
