@@ -6,6 +6,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "node/log.h"
 #include "storage/record_codec.h"
 
 namespace kv {
@@ -195,6 +196,18 @@ void AntiEntropy::Exchange(std::string peer_id,
 
 void AntiEntropy::Begin(ExchangePtr ex) {
   if (!index_->ready()) {
+    if (index_->stale()) {
+      // A failed write left the trees wrong: rebuild them from what was written.
+      executor_->Schedule(guard_.Wrap([this] {
+        absl::Status rebuilt = index_->RebuildIfStale();
+        if (!rebuilt.ok() && !absl::IsCancelled(rebuilt)) {  // not superseded by a ring change
+          LogWarn("rebuilding the Merkle trees after a failed write did not finish",
+                  {{"error", std::string(rebuilt.message())}});
+        }
+      }));
+      return Finish(ex, absl::UnavailableError(
+                            "this node's Merkle tree is being rebuilt after a failed write"));
+    }
     return Finish(ex, absl::UnavailableError("this node's Merkle tree is still being built"));
   }
   transport_->MerkleNodes(ex->member, MerkleLevel::kRoot, {},

@@ -194,6 +194,7 @@ size_t CommitQueue::CommitGroup(std::vector<Queued>& mutations, size_t begin) {
   }
   const absl::Status written =
       group.empty() ? absl::OkStatus() : engine_->Write(group.TakeBatch(), options_);
+  if (!written.ok() && write_failed_) write_failed_(written);
 
   std::vector<Completion> handed_off;
   for (size_t i = begin; i < end; ++i) {

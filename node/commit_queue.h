@@ -32,6 +32,7 @@
 #define KV_NODE_COMMIT_QUEUE_H_
 
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -103,6 +104,11 @@ class CommitQueue {
   // `executor` (may be null: commit on submitting threads) runs the committing for Submit.
   CommitQueue(Engine* engine, WriteOptions options, Executor* executor)
       : engine_(engine), options_(options), executor_(executor) {}
+  // Called with the error of every failed group write, on the committing thread before the
+  // group's mutations complete. Set before the first mutation; must not call into the queue.
+  void SetWriteFailureHook(std::function<void(const absl::Status&)> hook) {
+    write_failed_ = std::move(hook);
+  }
   CommitQueue(const CommitQueue&) = delete;
   CommitQueue& operator=(const CommitQueue&) = delete;
 
@@ -142,6 +148,7 @@ class CommitQueue {
   Engine* const engine_;
   const WriteOptions options_;
   Executor* const executor_;
+  std::function<void(const absl::Status&)> write_failed_;  // may be empty
   absl::Mutex mu_;
   std::vector<Queued> queue_ ABSL_GUARDED_BY(mu_);
   // kScheduled: a CommitScheduled task is pending on the executor; a Run() caller may take over

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/random/distributions.h"
 #include "absl/strings/str_cat.h"
 #include "node/handoff_plan.h"
 #include "node/log.h"
@@ -40,11 +41,13 @@ struct HandoffSender::Job {
   std::map<std::string, std::vector<std::string>> answers ABSL_GUARDED_BY(answers_mu);
   // Gainers that acknowledged the records of `pending`: a retry after a failure skips them.
   std::set<std::string> acked ABSL_GUARDED_BY(answers_mu);
+  // The next retry's backoff ceiling (zero: Options::retry); under the sender's rng_mu_.
+  absl::Duration retry_ceiling;
 };
 
 HandoffSender::HandoffSender(std::string self_id, Engine* engine, PeerTransport* transport,
                              Scheduler* scheduler, Executor* executor, const Clock* clock,
-                             Options options, ProgressCallback progress,
+                             absl::BitGenRef rng, Options options, ProgressCallback progress,
                              StreamedCallback all_streamed)
     : self_id_(std::move(self_id)),
       engine_(engine),
@@ -54,7 +57,27 @@ HandoffSender::HandoffSender(std::string self_id, Engine* engine, PeerTransport*
       clock_(clock),
       options_(options),
       progress_(std::move(progress)),
-      all_streamed_(std::move(all_streamed)) {}
+      all_streamed_(std::move(all_streamed)),
+      rng_(rng) {}
+
+void HandoffSender::RetryLater(const JobPtr& job, std::function<void()> step) {
+  absl::Duration delay;
+  {
+    absl::MutexLock lock(&rng_mu_);
+    const absl::Duration ceiling =
+        job->retry_ceiling > absl::ZeroDuration() ? job->retry_ceiling : options_.retry;
+    job->retry_ceiling = std::min(ceiling * 2, std::max(options_.max_retry, options_.retry));
+    const int64_t ceiling_ns = std::max<int64_t>(absl::ToInt64Nanoseconds(ceiling), 0);
+    delay =
+        absl::Nanoseconds(absl::Uniform<int64_t>(absl::IntervalClosedClosed, rng_, 0, ceiling_ns));
+  }
+  scheduler_->RunAfter(delay, guard_.Wrap(std::move(step)));
+}
+
+void HandoffSender::ResetBackoff(Job& job) {
+  absl::MutexLock lock(&rng_mu_);
+  job.retry_ceiling = absl::ZeroDuration();
+}
 
 HandoffSender::~HandoffSender() { Shutdown(); }
 
@@ -159,7 +182,7 @@ void HandoffSender::Scan(JobPtr job) {
     job->digests.clear();
     job->digest_count = 0;
     job->digest_bytes = 0;
-    scheduler_->RunAfter(options_.retry, guard_.Wrap([this, job] { StartScan(job); }));
+    RetryLater(job, [this, job] { StartScan(job); });
     return;
   }
   job->exhausted = !it->Valid();
@@ -208,9 +231,10 @@ void HandoffSender::SendRecords(JobPtr job) {
 void HandoffSender::OnRecordsSent(JobPtr job, bool ok) {
   if (!Current(job)) return;
   if (!ok) {
-    scheduler_->RunAfter(options_.retry, guard_.Wrap([this, job] { SendRecords(job); }));
+    RetryLater(job, [this, job] { SendRecords(job); });
     return;
   }
+  ResetBackoff(*job);
   HandoffProgress& p = job->progress;
   p.keys += job->pending_keys;
   p.bytes += job->pending_bytes;
@@ -272,9 +296,10 @@ void HandoffSender::Compare(JobPtr job) {
 void HandoffSender::OnCompared(JobPtr job, bool ok) {
   if (!Current(job)) return;
   if (!ok) {
-    scheduler_->RunAfter(options_.retry, guard_.Wrap([this, job] { Compare(job); }));
+    RetryLater(job, [this, job] { Compare(job); });
     return;
   }
+  ResetBackoff(*job);
   job->progress.digests += job->digest_count;
   job->compared_bytes += job->digest_bytes;
   job->digests.clear();
@@ -327,7 +352,7 @@ void HandoffSender::Next(JobPtr job) {
       } else {
         job->pending.clear();
         job->pending_keys = job->pending_bytes = 0;
-        scheduler_->RunAfter(options_.retry, guard_.Wrap([this, job] { Next(job); }));
+        RetryLater(job, [this, job] { Next(job); });
       }
     });
     return;

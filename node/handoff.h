@@ -35,9 +35,13 @@
 //
 // Progress: the ProgressCallback gets the node's HandoffProgress (node/membership.h) after every
 // batch that every gainer acknowledged as durable, at every phase change, and with done = true
-// once both phases ended. A call that fails is retried after Options::retry until it succeeds
-// (a gainer that is down delays completion; it never completes without it). A gainer that does
-// not know CompareDigests (UNIMPLEMENTED, an earlier version) gets every record of the batch.
+// once both phases ended. A call that fails is retried until it succeeds (a gainer that is down
+// delays completion; it never completes without it), after a capped exponential backoff with
+// full jitter: uniform in [0, ceiling], the ceiling starting at Options::retry and doubling with
+// each failure in a row up to Options::max_retry, back to Options::retry after a success. (A
+// record a gainer refuses for good, rather than being down, holds the change up likewise: the
+// store's record size limit keeps client writes from making one too large to send.) A gainer that
+// does not know CompareDigests (UNIMPLEMENTED, an earlier version) gets every record of the batch.
 // The throughput limit (Options::bytes_per_second) counts full record bytes of both phases. A
 // newer layout cancels the job; a restart starts it again from phase 1.
 //
@@ -53,6 +57,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/random/bit_gen_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "node/clock.h"
@@ -73,7 +78,8 @@ class HandoffSender {
     uint64_t bytes_per_second = 64 << 20;  // 0: unlimited
     size_t batch_bytes = 1 << 20;
     size_t digests_per_batch = 4096;
-    absl::Duration retry = absl::Seconds(1);
+    absl::Duration retry = absl::Seconds(1);       // the first retry's backoff ceiling
+    absl::Duration max_retry = absl::Seconds(10);  // the largest ceiling
     // How often a node waiting to start phase 2 asks whether phase 1 ended everywhere.
     absl::Duration poll = absl::Milliseconds(50);
   };
@@ -82,9 +88,10 @@ class HandoffSender {
   // (node/handoff_plan.h AllSourcesStreamed over the gossiped member table).
   using StreamedCallback = std::function<bool(const ClusterLayout& transition)>;
 
+  // `rng` (backoff jitter) must outlive the sender; it is used under the sender's own lock.
   HandoffSender(std::string self_id, Engine* engine, PeerTransport* transport, Scheduler* scheduler,
-                Executor* executor, const Clock* clock, Options options, ProgressCallback progress,
-                StreamedCallback all_streamed);
+                Executor* executor, const Clock* clock, absl::BitGenRef rng, Options options,
+                ProgressCallback progress, StreamedCallback all_streamed);
   ~HandoffSender();
   HandoffSender(const HandoffSender&) = delete;
   HandoffSender& operator=(const HandoffSender&) = delete;
@@ -112,6 +119,9 @@ class HandoffSender {
   // Runs `step` once the average rate is back under Options::bytes_per_second.
   void Throttled(const JobPtr& job, std::function<void()> step);
   void Publish(const Job& job);
+  // Runs `step` after the job's next backoff (see the header comment), or resets the backoff.
+  void RetryLater(const JobPtr& job, std::function<void()> step);
+  void ResetBackoff(Job& job);
   bool Current(const JobPtr& job);
 
   const std::string self_id_;
@@ -124,6 +134,9 @@ class HandoffSender {
   const ProgressCallback progress_;
   const StreamedCallback all_streamed_;
   LifetimeGuard guard_;
+
+  absl::Mutex rng_mu_;
+  absl::BitGenRef rng_ ABSL_GUARDED_BY(rng_mu_);
 
   absl::Mutex mu_;
   uint64_t started_version_ ABSL_GUARDED_BY(mu_) = 0;

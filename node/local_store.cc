@@ -120,7 +120,11 @@ LocalStore::LocalStore(Engine* engine, const Clock* clock, std::string actor, Op
       clock_(clock),
       actor_(std::move(actor)),
       options_(options),
-      commits_(engine, WriteOptions{options.sync_writes}, options.commit_executor) {}
+      commits_(engine, WriteOptions{options.sync_writes}, options.commit_executor) {
+  commits_.SetWriteFailureHook([this](const absl::Status&) {
+    if (observer_ != nullptr) observer_->OnChangesLost();
+  });
+}
 
 absl::Status LocalStore::ValidateKey(absl::string_view key) const {
   if (key.empty()) return absl::InvalidArgumentError("key must not be empty");

@@ -82,6 +82,10 @@ class RecordObserver {
   // `new_encoded` is null if the record is purged.
   virtual void OnRecordChange(absl::string_view key, const std::string* old_encoded,
                               const std::string* new_encoded, WriteBatch* batch) = 0;
+  // A group write failed: some changes told to OnRecordChange since the last successful write
+  // were not written (and never will be). Called on the committing thread, before the failed
+  // mutations complete.
+  virtual void OnChangesLost() {}
 };
 
 class LocalStore {

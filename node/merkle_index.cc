@@ -191,6 +191,7 @@ absl::Status MerkleIndex::ChangeRing(std::shared_ptr<const HashRing> ring) {
     pending_.clear();
     scanned_through_.clear();
     state_ = State::kBuilding;
+    stale_ = false;  // the scan reads what was written; a change lost from now on marks it again
   }
   // From here on every change goes to pending_. Those observed before may still be unwritten.
   if (write_barrier_) write_barrier_();
@@ -254,7 +255,29 @@ absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view) {
 
 bool MerkleIndex::ready() const {
   absl::MutexLock lock(&mu_);
-  return state_ == State::kReady;
+  return state_ == State::kReady && !stale_;
+}
+
+bool MerkleIndex::stale() const {
+  absl::MutexLock lock(&mu_);
+  return stale_;
+}
+
+void MerkleIndex::OnChangesLost() {
+  absl::MutexLock lock(&mu_);
+  stale_ = true;
+}
+
+absl::Status MerkleIndex::RebuildIfStale() {
+  std::shared_ptr<const HashRing> ring;
+  {
+    absl::MutexLock lock(&mu_);
+    // While a scan runs, the flag waits for it: the rebuild then follows. (ChangeRing clears the
+    // flag once the trees are being rebuilt, so the index is never ready in between.)
+    if (!stale_ || state_ != State::kReady) return absl::OkStatus();
+    ring = view_->ring;
+  }
+  return ChangeRing(std::move(ring));
 }
 
 absl::StatusOr<std::vector<uint64_t>> MerkleIndex::Nodes(
@@ -271,7 +294,7 @@ absl::StatusOr<std::vector<uint64_t>> MerkleIndex::Nodes(
     return absl::InvalidArgumentError(
         absl::StrCat("\"", peer_id, "\" is not a member of this node's ring"));
   }
-  if (state_ != State::kReady) {
+  if (state_ != State::kReady || stale_) {
     return absl::UnavailableError("the Merkle tree is still being built; try again later");
   }
   const MerkleTree& tree = trees_[peer];

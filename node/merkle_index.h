@@ -31,10 +31,12 @@
 // change's old record, since no change of that key had been seen). When the scan ends the
 // pending map's latest entries are added and the trees are ready. Exchanges wait until then.
 //
-// Precision: the trees follow observed changes, applied just before their batch is written; a
-// batch that then fails to be written leaves its keys' entries off until the next start. That
-// only costs a needless comparison of those keys in an exchange, never a wrong repair, because
-// exchanges compare keys by the digests on disk.
+// Lost changes: the trees follow observed changes, applied just before their batch is written.
+// A batch that then fails to be written (OnChangesLost) would leave its keys' entries wrong, and
+// a wrong entry can hide a real difference (the tree says what the peer holds while the disk
+// does not). The index is then stale: not ready (exchanges, ours and the peers', are refused)
+// until RebuildIfStale rebuilds the trees from the merkle column, which holds only what was
+// written (AntiEntropy starts it when an exchange finds the index stale).
 //
 // Thread-safe: OnRecordChange runs under the store's key lock, from any thread.
 #ifndef KV_NODE_MERKLE_INDEX_H_
@@ -68,6 +70,7 @@ class MerkleIndex : public RecordObserver {
 
   void OnRecordChange(absl::string_view key, const std::string* old_encoded,
                       const std::string* new_encoded, WriteBatch* batch) override;
+  void OnChangesLost() override;
 
   // Loads the trees from the merkle column; blocks for the scan (run it on an executor). Call
   // once, after the index was set as the store's observer. FAILED_PRECONDITION if called twice;
@@ -81,7 +84,14 @@ class MerkleIndex : public RecordObserver {
   // failed (LocalStore::WaitForWrites). Set it before the first ChangeRing; it must not call
   // into the index.
   void SetWriteBarrier(std::function<void()> barrier);
+  // Built and not stale (see Lost changes).
   bool ready() const;
+  // Whether changes were lost since the trees were last built (see Lost changes).
+  bool stale() const;
+  // If stale and built, rebuilds the trees for the current ring as ChangeRing does (blocks for
+  // the scan: run it on an executor); OK at once otherwise. A write failing meanwhile makes the
+  // index stale again.
+  absl::Status RebuildIfStale();
   // Incremented by every ChangeRing (0 for the ring given to the constructor).
   uint64_t generation() const;
 
@@ -145,6 +155,7 @@ class MerkleIndex : public RecordObserver {
   std::shared_ptr<const View> view_ ABSL_GUARDED_BY(mu_);
   enum class State { kObserving, kBuilding, kReady };
   State state_ ABSL_GUARDED_BY(mu_) = State::kObserving;
+  bool stale_ ABSL_GUARDED_BY(mu_) = false;             // see Lost changes
   std::vector<MerkleTree> trees_ ABSL_GUARDED_BY(mu_);  // one per peer, as view_->peers
   // Until ready: keys changed while their snapshot entry was not applied -> latest digest
   // (nullopt: the record was purged).

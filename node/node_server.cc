@@ -315,7 +315,7 @@ void NodeServer::StartMembershipWork() {
   handoff.bytes_per_second = static_cast<uint64_t>(config_.handoff_mb_per_second) * 1000000;
   handoff_ = std::make_unique<HandoffSender>(
       config_.node_id, engine_.get(), peer_transport_.get(), scheduler_.get(), executor_.get(),
-      SystemClock::Get(), handoff,
+      SystemClock::Get(), handoff_rng_, handoff,
       [gossiper = gossiper_.get()](const HandoffProgress& progress) {
         gossiper->SetHandoffProgress(progress);
       },

@@ -128,8 +128,9 @@ class NodeServer {
   const absl::Notification* start_cancel_ = nullptr;  // Start's `cancel`, during Start only
   std::unique_ptr<NodeTls> tls_;  // the server's and the peer channels' credentials (node/tls.h)
   absl::BitGen rng_;
-  absl::BitGen outbox_rng_;  // backoff jitter; used only under the outbox's lock
-  absl::BitGen gossip_rng_;  // gossip peer choice; used only under the gossiper's lock
+  absl::BitGen outbox_rng_;   // backoff jitter; used only under the outbox's lock
+  absl::BitGen gossip_rng_;   // gossip peer choice; used only under the gossiper's lock
+  absl::BitGen handoff_rng_;  // handoff retry jitter; used only under the sender's lock
   // Declared in dependency order: destroyed from the server down to the engine.
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<LocalStore> store_;

@@ -56,6 +56,14 @@ void NodeServer::OnLayout(const ClusterLayout& layout) {
     return;
   }
   const bool was_member = placement_->Get()->layout().Contains(config_.node_id);
+  // The outbox learns the new members before writes are placed by the new layout: a write
+  // coordinated in between would otherwise record no entry for a gaining member (and count no
+  // drop). A peer added for a layout that Set then refuses only idles.
+  if (layout.version > placement_->Get()->layout().version) {
+    for (const Member* m : (*placement)->AllMembers()) {
+      if (m->id != config_.node_id) outbox_->AddPeer(*m);
+    }
+  }
   if (!placement_->Set(*placement)) return;
   WriteBatch batch;
   batch.Put(Column::kMeta, kLayoutMetaKey, EncodeLayout(layout));
@@ -64,9 +72,6 @@ void NodeServer::OnLayout(const ClusterLayout& layout) {
   if (absl::Status stored = engine_->Write(batch, sync); !stored.ok()) {
     LogWarn("could not store the cluster layout; a restart relearns it from gossip",
             {{"error", std::string(stored.message())}});
-  }
-  for (const Member* m : (*placement)->AllMembers()) {
-    if (m->id != config_.node_id) outbox_->AddPeer(*m);
   }
   if (!layout.in_transition()) RemoveDepartedPeers(layout);
   LogInfo("cluster layout changed", {{"layout_version", absl::StrCat(layout.version)},

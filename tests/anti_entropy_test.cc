@@ -3,6 +3,7 @@
 // manual clock. Also the 1M-key measurement of the issue (disabled by default; see the end).
 #include "node/anti_entropy.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -408,6 +409,74 @@ class GatedEngine : public MemoryEngine {
   absl::Notification entered_;
   absl::Notification release_;
 };
+
+// A MemoryEngine whose next write, once armed, fails (a disk error) and writes nothing.
+class FailingEngine : public MemoryEngine {
+ public:
+  absl::Status Write(const WriteBatch& batch, const WriteOptions& options) override {
+    if (armed_.exchange(false)) return absl::UnavailableError("injected write error");
+    return MemoryEngine::Write(batch, options);
+  }
+  void Arm() { armed_ = true; }
+
+ private:
+  std::atomic<bool> armed_{false};
+};
+
+// The trees follow a change just before its batch is written. A batch that then fails must not
+// leave them wrong (a wrong entry could hide a real difference from every exchange): the index
+// goes stale, refuses exchanges, and RebuildIfStale makes it equal to trees built from disk.
+TEST(MerkleIndexLostChangesTest, AFailedWriteMakesTheIndexStaleUntilRebuilt) {
+  ManualClock clock;
+  std::mt19937_64 rng(7);
+  FailingEngine engine;
+  std::vector<Member> members = {Member{"a", "h:1", ""}, Member{"b", "h:1", ""}};
+  auto ring = std::make_shared<const HashRing>(HashRing::Build(members).value());
+  std::unique_ptr<LocalStore> store = LocalStore::Open(&engine, &clock, rng, "a", {}).value();
+  MerkleIndex index("a", ring, 2, &engine);
+  index.SetWriteBarrier([&store] { store->WaitForWrites(); });
+  store->SetObserver(&index);
+  ASSERT_TRUE(index.Build().ok());
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(store->Write(WriteCommand{absl::StrCat("k", i), false, "v", "", ""}).ok());
+  }
+  const uint64_t root = index.Nodes("b", MerkleLevel::kRoot, {}).value()[0];
+
+  engine.Arm();
+  EXPECT_FALSE(store->Write(WriteCommand{"k3", false, "lost", "", ""}).ok());
+  EXPECT_TRUE(index.stale());
+  EXPECT_FALSE(index.ready());
+  EXPECT_TRUE(absl::IsUnavailable(index.Nodes("b", MerkleLevel::kRoot, {}).status()));
+
+  ASSERT_TRUE(index.RebuildIfStale().ok());
+  EXPECT_FALSE(index.stale());
+  ASSERT_TRUE(index.ready());
+  MerkleIndex fresh("a", ring, 2, &engine);
+  ASSERT_TRUE(fresh.Build().ok());
+  EXPECT_EQ(index.Nodes("b", MerkleLevel::kRoot, {}).value()[0], root);
+  EXPECT_EQ(index.Nodes("b", MerkleLevel::kInterior, {}).value(),
+            fresh.Nodes("b", MerkleLevel::kInterior, {}).value());
+  // Writes go on as before.
+  ASSERT_TRUE(store->Write(WriteCommand{"k3", false, "kept", "", ""}).ok());
+  EXPECT_NE(index.Nodes("b", MerkleLevel::kRoot, {}).value()[0], root);
+  EXPECT_TRUE(index.RebuildIfStale().ok());  // not stale: nothing to do
+}
+
+// An exchange that finds the index stale starts the rebuild, and the next one goes through.
+TEST_F(AntiEntropyTest, AnExchangeRebuildsAStaleIndex) {
+  MakeCluster(2, 2);
+  for (int i = 0; i < 30; ++i) Put(0, absl::StrCat("k", i), "v");
+  auto ae = MakeAntiEntropy(0);
+  nodes_[0].index->SetWriteBarrier([this] { nodes_[0].store->WaitForWrites(); });
+  nodes_[0].index->OnChangesLost();
+  const absl::Status refused = Exchange(*ae, "b");
+  EXPECT_TRUE(absl::IsUnavailable(refused)) << refused;
+  EXPECT_THAT(std::string(refused.message()), ::testing::HasSubstr("rebuilt"));
+  executor_.Drain();
+  EXPECT_TRUE(nodes_[0].index->ready());
+  ASSERT_TRUE(Exchange(*ae, "b").ok());
+  EXPECT_EQ(Root(0, 1), Root(1, 0));
+}
 
 // A write the index observed before a ring change but whose batch lands after the change began
 // (the store observes a change just before it writes it) must be in the rebuilt trees: they must

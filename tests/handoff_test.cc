@@ -5,6 +5,7 @@
 #include "node/handoff.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <random>
@@ -52,6 +53,11 @@ class LoopbackTransport : public testing::StubPeerTransport {
 
   void MergeRecords(const Member& peer, std::vector<EncodedRecord> records,
                     std::function<void(absl::Status)> done) override {
+    if (peer.id == down) {
+      ++refused;
+      executor_->Schedule([done = std::move(done)] { done(absl::UnavailableError("down")); });
+      return;
+    }
     executor_->Schedule([this, peer, records = std::move(records), done = std::move(done)] {
       for (const EncodedRecord& r : records) {
         ++traffic_->records;
@@ -76,6 +82,8 @@ class LoopbackTransport : public testing::StubPeerTransport {
   }
 
   bool compare_unimplemented = false;
+  std::string down;  // MergeRecords to this node fails UNAVAILABLE
+  int refused = 0;   // calls that failed so
 
  private:
   std::map<std::string, TestNode*>* const nodes_;
@@ -140,8 +148,8 @@ class HandoffTest : public ::testing::Test {
     for (int i = 0; i < 3; ++i) {
       const std::string id = nodes_[i].id;
       senders_.push_back(std::make_unique<HandoffSender>(
-          id, nodes_[i].engine.get(), transport_.get(), &scheduler_, &executor_, &clock_, options,
-          [this, id](const HandoffProgress& p) { progress_[id] = p; },
+          id, nodes_[i].engine.get(), transport_.get(), &scheduler_, &executor_, &clock_, rng_,
+          options, [this, id](const HandoffProgress& p) { progress_[id] = p; },
           [this](const ClusterLayout& transition) {
             EXPECT_EQ(transition.version, 2u);
             return AllStreamed();
@@ -409,6 +417,44 @@ TEST_F(HandoffTest, KeysTheDesignatedSourceLacksOrHoldsStaleReachTheNewOwner) {
 
 // A new owner of an earlier version cannot compare digests (UNIMPLEMENTED): phase 2 then sends
 // every record, and the handoff still completes with everything on the new owner.
+// A gainer that is down is retried with a capped, jittered exponential backoff (not once a
+// second for as long as it is down), and gets everything once it is back.
+TEST_F(HandoffTest, ADownGainerIsRetriedWithAGrowingJitteredBackoff) {
+  const std::vector<std::string> keys = GainedKeys("key", 20);
+  for (const std::string& key : keys) {
+    Put(0, key, "v");
+    Replicate(0, 1, key);
+    Replicate(0, 2, key);
+  }
+  transport_->down = "n4";
+  HandoffSender::Options options;
+  options.replication_factor = kN;
+  options.bytes_per_second = 0;
+  options.retry = absl::Milliseconds(200);
+  options.max_retry = absl::Seconds(3);
+  for (int i = 0; i < 3; ++i) {
+    const std::string id = nodes_[i].id;
+    senders_.push_back(std::make_unique<HandoffSender>(
+        id, nodes_[i].engine.get(), transport_.get(), &scheduler_, &executor_, &clock_, rng_,
+        options, [this, id](const HandoffProgress& p) { progress_[id] = p; },
+        [this](const ClusterLayout&) { return AllStreamed(); }));
+  }
+  for (auto& sender : senders_) sender->OnPlacement(placement_);
+  // 60 simulated seconds down: a fixed 200 ms retry would make about 300 attempts per source.
+  for (int step = 0; step < 1200; ++step) scheduler_.Advance(absl::Milliseconds(50));
+  EXPECT_FALSE(AllDone());
+  const int attempts = transport_->refused;
+  std::fprintf(stderr, "attempts while down: %d\n", attempts);
+  EXPECT_GE(attempts, 3 * 10);  // the ceiling reaches 3 s within a few attempts, then stays
+  EXPECT_LE(attempts, 3 * 80);
+  transport_->down.clear();
+  for (int step = 0; step < 1200 && !AllDone(); ++step) {
+    scheduler_.Advance(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(AllDone());
+  for (const std::string& key : keys) EXPECT_EQ(Encoded(3, key).value(), Encoded(0, key).value());
+}
+
 TEST_F(HandoffTest, GainerThatCannotCompareGetsEveryRecord) {
   transport_->compare_unimplemented = true;
   const std::vector<std::string> keys = GainedKeys("key", 30);

@@ -42,6 +42,9 @@ SimCluster::SimCluster(SimLoop* loop, SimNetwork* network, ClusterConfig config)
     node.member.address = absl::StrCat("sim-", node.member.id, ":7000");
     node.engine = std::make_unique<MemoryEngine>();
     node.rng.seed(loop_->rng()());
+    // Seeded from a copy of the node's generator, so that the other draws stay as they were.
+    std::mt19937_64 copy = node.rng;
+    node.handoff_rng.seed(copy() ^ 0x68616e646f6666ULL);
     endpoints_[node.member.id] = i;
     if (i < initial) layout.members.push_back(node.member);
   }
@@ -211,7 +214,7 @@ absl::Status SimCluster::Restart(int index) {
   handoff_options.replication_factor = static_cast<size_t>(config_.replication_factor);
   node.handoff = std::make_unique<HandoffSender>(
       node.member.id, node.engine.get(), handoff_transport, node.scheduler.get(),
-      node.executor.get(), &clock_, handoff_options,
+      node.executor.get(), &clock_, node.handoff_rng, handoff_options,
       [this, index](const HandoffProgress& progress) {
         // Published as gossip would publish it (at once: the sim has no gossip delay here).
         handoff_progress_[index] = progress;

@@ -192,6 +192,7 @@ class SimCluster : public SimReplicaServer {
     Member member;
     std::unique_ptr<MemoryEngine> engine;  // the disk: survives crashes
     std::mt19937_64 rng;                   // the node's randomness (epochs, backoff jitter)
+    std::mt19937_64 handoff_rng;           // its HandoffSender's retry jitter
     ClusterLayout layout;  // the newest it knows: survives crashes (kvnode stores it synced)
     bool up = false;
     bool removed = false;
