@@ -72,7 +72,9 @@ struct NodeConfig {
   absl::Duration seed_timeout = absl::Seconds(60);
   int replication_factor = 3;  // N; capped by the number of members
   int write_quorum = 2;        // default W
-  int read_quorum = 1;         // default R
+  // How long a coordinated write waits for its W acknowledgements (ClusterOptions::ack_timeout).
+  absl::Duration write_ack_timeout = absl::Seconds(4);
+  int read_quorum = 1;  // default R
   // Merkle anti-entropy: one exchange with one peer per interval (0 disables), repair budget.
   absl::Duration anti_entropy_interval = absl::Seconds(30);
   double anti_entropy_keys_per_second = 2000;

@@ -309,6 +309,14 @@ const std::vector<Setting>& Settings() {
        },
        [](const NodeConfig& c) { return absl::StrCat(c.write_quorum); },
        "Default W: replicas that must hold a write durably before it is acknowledged (1 to N)."},
+      {"write_ack_timeout", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::ZeroDuration(), &c->write_ack_timeout);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.write_ack_timeout); },
+       "How long a write waits for W replicas to confirm it; then it is answered UNAVAILABLE "
+       "marked kv-write-stored (stored here, still replicating; retry with the same token). "
+       "0: no limit."},
       {"read_quorum", "R", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseIntInRange(v, 1, 16, &c->read_quorum);

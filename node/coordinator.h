@@ -40,16 +40,20 @@
 #define KV_NODE_COORDINATOR_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "node/clock.h"
 #include "node/executor.h"
+#include "node/lifetime_guard.h"
 #include "node/local_store.h"
 #include "node/membership.h"
 #include "node/peer_transport.h"
@@ -67,6 +71,13 @@ struct ClusterOptions {
   int replication_factor = 3;  // N
   int default_w = 2;
   int default_r = 1;
+  // A coordinated write whose W acknowledgements have not all come this long after its local
+  // commit is answered as a W shortfall (UNAVAILABLE marked kv-write-stored: stored, still
+  // replicating; the client retries it on this node, which deduplicates it) rather than left
+  // waiting for replicas that answer late (hung, or behind a long backlog). Below the peers'
+  // forward timeout, so that a forwarding node gets this answer rather than a timeout. Needs
+  // SetAckTimer; zero: no limit.
+  absl::Duration ack_timeout = absl::Seconds(4);
 };
 
 // One replica's answer about a key, for DescribeKey and DescribeWrite.
@@ -112,6 +123,10 @@ class Coordinator {
   // What the members read (null: every one reads kFormatLevel), so that read repair leaves alone
   // a replica of an older level that holds all it can. Call before use; must outlive it.
   void SetFormatLevels(const FormatLevels* levels) { levels_ = levels; }
+  // The scheduler that ends writes' waits at ClusterOptions::ack_timeout (null: no limit): a
+  // sweep every quarter of the timeout answers the writes past it. Call once, before use; the
+  // scheduler must outlive the coordinator or be stopped first.
+  void SetAckTimer(Scheduler* scheduler);
 
   void Write(WriteCommand command, QuorumSpec w,
              std::function<void(absl::StatusOr<WriteReply>)> done);
@@ -198,6 +213,18 @@ class Coordinator {
   Executor* const executor_;
   const Clock* const clock_;
   const MemberLiveness* const liveness_;  // null: every member is presumed up
+  Scheduler* ack_timer_ = nullptr;        // see SetAckTimer
+  // Coordinated writes still waiting for W acknowledgements, in commit order, with the time
+  // their wait ends (ClusterOptions::ack_timeout); answered ones expire from the weak pointers.
+  struct AckWait {
+    absl::Time deadline;
+    std::weak_ptr<WriteState> state;
+  };
+  void ScheduleAckSweep();
+  void SweepAckWaits();
+  absl::Mutex ack_mu_;
+  std::deque<AckWait> ack_waits_ ABSL_GUARDED_BY(ack_mu_);
+  LifetimeGuard ack_guard_;  // the sweeps; closed first by the destructor
   const FormatLevels* levels_ = nullptr;
 
   mutable absl::Mutex stats_mu_;

@@ -230,6 +230,10 @@ void Coordinator::FinishCoordinatedWrite(std::string key, QuorumSpec w,
   }
   if (answer) state->done(*std::move(answer));
   if (entries.empty()) return;
+  if (!answer && ack_timer_ != nullptr && options_.ack_timeout > absl::ZeroDuration()) {
+    absl::MutexLock lock(&ack_mu_);
+    ack_waits_.push_back(AckWait{state->committed_at + options_.ack_timeout, state});
+  }
 
   outbox_->Submit(std::move(entries), [this, state](const OutboxEntry& entry, absl::Status status) {
     std::optional<absl::StatusOr<WriteReply>> answer;
@@ -249,6 +253,48 @@ void Coordinator::FinishCoordinatedWrite(std::string key, QuorumSpec w,
     if (answer) state->done(*std::move(answer));
     if (all_confirmed) RecordReplicationLag(clock_->Now() - state->committed_at);
   });
+}
+
+void Coordinator::SetAckTimer(Scheduler* scheduler) {
+  ack_timer_ = scheduler;
+  if (ack_timer_ != nullptr && options_.ack_timeout > absl::ZeroDuration()) ScheduleAckSweep();
+}
+
+void Coordinator::ScheduleAckSweep() {
+  // A write is answered at most a quarter of the timeout late.
+  const absl::Duration period = std::max(options_.ack_timeout / 4, absl::Milliseconds(10));
+  ack_timer_->RunAfter(period, ack_guard_.Wrap([this] { SweepAckWaits(); }));
+}
+
+void Coordinator::SweepAckWaits() {
+  const absl::Time now = clock_->Now();
+  std::vector<std::shared_ptr<WriteState>> overdue;
+  {
+    absl::MutexLock lock(&ack_mu_);
+    // In commit order, so deadlines only grow along the queue.
+    while (!ack_waits_.empty() && ack_waits_.front().deadline <= now) {
+      if (std::shared_ptr<WriteState> state = ack_waits_.front().state.lock()) {
+        overdue.push_back(std::move(state));
+      }
+      ack_waits_.pop_front();
+    }
+  }
+  for (const std::shared_ptr<WriteState>& state : overdue) {
+    std::optional<absl::StatusOr<WriteReply>> late;
+    {
+      absl::MutexLock lock(&state->mu);
+      if (state->responded) continue;
+      state->responded = true;
+      late = absl::StatusOr<WriteReply>(MarkWriteStored(absl::UnavailableError(absl::StrCat(
+          "the write is durable on ", state->Holders(), " replica(s) but ",
+          DescribeQuorum(state->groups), " were required and not all confirmed it within ",
+          absl::FormatDuration(options_.ack_timeout), " (still waiting on ",
+          absl::StrJoin(state->pending, ", "),
+          "); it keeps replicating in the background. Retry with the same idempotency token."))));
+    }
+    state->done(*std::move(late));
+  }
+  ScheduleAckSweep();
 }
 
 void Coordinator::ForwardWrite(WriteCommand command, QuorumSpec w,

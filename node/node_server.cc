@@ -228,10 +228,12 @@ absl::Status NodeServer::StartReplication() {
   cluster.replication_factor = config_.replication_factor;
   cluster.default_w = config_.write_quorum;
   cluster.default_r = config_.read_quorum;
+  cluster.ack_timeout = config_.write_ack_timeout;
   coordinator_ = std::make_unique<Coordinator>(
       cluster, placement_.get(), store_.get(), outbox_.get(), peer_transport_.get(),
       executor_.get(), SystemClock::Get(), gossiper_.get());
   coordinator_->SetFormatLevels(gossiper_.get());
+  coordinator_->SetAckTimer(scheduler_.get());
   StartRepairs(layout);
   StartMembershipWork();
   return absl::OkStatus();

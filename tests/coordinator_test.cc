@@ -278,6 +278,33 @@ TEST_F(CoordinatorTest, UnreachableWIsUnavailableMarkedStoredAndTheWriteStaysQue
   EXPECT_THAT(peers_.MergedKeys("n3"), ElementsAre("k"));
 }
 
+// A write whose peers do not answer (hung, or their batches behind a long backlog) is answered
+// as a W shortfall once ack_timeout has passed, rather than left waiting until the client's
+// deadline; a late confirmation changes nothing, and writes answered in time are left alone.
+TEST_F(CoordinatorTest, AWriteNotConfirmedWithinTheAckTimeoutIsAnsweredStored) {
+  Start("n1", 3);
+  coordinator_->SetAckTimer(&scheduler_);  // ClusterOptions::ack_timeout: 4 s by default
+  Answers quick = Put("quick", "v");
+  ASSERT_EQ(peers_.Answer("n2", absl::OkStatus()), 1);  // the batch holding "quick"
+  executor_.Drain();
+  ASSERT_EQ(quick->size(), 1u);
+  EXPECT_TRUE(quick->at(0).ok()) << quick->at(0).status();
+
+  Answers waiting = Put("waiting", "v");
+  scheduler_.Advance(absl::Seconds(3));
+  EXPECT_THAT(*waiting, IsEmpty()) << "answered before the ack timeout";
+  scheduler_.Advance(absl::Seconds(2));
+  ASSERT_EQ(waiting->size(), 1u);
+  EXPECT_EQ(waiting->at(0).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(IsWriteStored(waiting->at(0).status()));
+  EXPECT_THAT(waiting->at(0).status().message(), HasSubstr("within 4s"));
+  // Confirmations after that are not a second answer.
+  ConfirmEverything("n2");
+  ConfirmEverything("n3");
+  EXPECT_EQ(waiting->size(), 1u);
+  EXPECT_EQ(quick->size(), 1u);
+}
+
 // A write that started before a membership change and is confirmed after it must also be held by
 // W of the new owners: here n1 (the coordinator) leaves, so its own copy no longer counts.
 TEST_F(CoordinatorTest, ConfirmationsAfterALayoutChangeAreCountedAgainstTheNewOwners) {
