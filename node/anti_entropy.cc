@@ -315,14 +315,7 @@ absl::Duration AntiEntropy::TakeBudget(size_t keys) {
 
 void AntiEntropy::RepairNext(ExchangePtr ex) {
   const size_t limit = std::min(ex->diffs.size(), options_.max_keys_per_exchange);
-  if (ex->next_diff >= limit) {
-    if (ex->skipped == 0) return Finish(ex, absl::OkStatus());
-    return Finish(ex,
-                  absl::Status(ex->first_skipped.code(),
-                               absl::StrCat(ex->skipped, " of ", limit,
-                                            " differing keys could not be repaired; the first: ",
-                                            ex->first_skipped.message())));
-  }
+  if (ex->next_diff >= limit) return Finish(ex, absl::OkStatus());
   const size_t begin = ex->next_diff;
   const size_t end = std::min(limit, begin + std::max<size_t>(options_.keys_per_batch, 1));
   const absl::Duration wait = TakeBudget(end - begin);
@@ -460,6 +453,11 @@ void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
       stats.last_exchange = now;
       stats.last_duration = now - ex->started;
       stats.last_error.clear();
+      if (ex->skipped > 0) {
+        stats.last_error = absl::StrCat(
+            ex->skipped, " of ", std::min(ex->diffs.size(), options_.max_keys_per_exchange),
+            " differing keys could not be repaired; the first: ", ex->first_skipped.ToString());
+      }
       stats.in_sync = ex->segments.empty() && ex->diffs.empty();
       stats.last_segments_different = ex->segments.size();
       stats.last_keys_different = ex->diffs.size();
@@ -476,6 +474,8 @@ void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
       result.segments_different = ex->segments.size();
       result.keys_different = ex->diffs.size();
       result.keys_repaired = ex->repaired;
+      result.keys_skipped = ex->skipped;
+      result.skipped_error = ex->first_skipped;
       result.complete = ex->next_segment == ex->segments.size() &&
                         ex->diffs.size() <= options_.max_keys_per_exchange;
     } else {

@@ -26,8 +26,9 @@
 // key (its record unreadable or undecodable on either side, too large to transfer, or refused
 // by the peer: any code but the transport's and authorization's) does not stop the exchange:
 // that key is skipped and the others are repaired (a refused push of several records is sent
-// again one record per call, to find the one); the exchange then ends FAILED, naming how many
-// keys were skipped and the first one's error, and the next exchange tries them again.
+// again one record per call, to find the one). The exchange still completes; its result and the
+// peer's last_error say how many keys were skipped and the first one's error, and the next
+// exchange tries them again.
 //
 // Thread-safe. Reads time only through the Clock and schedules only through the Scheduler and
 // Executor, so it runs unchanged in the deterministic simulation. Shutdown() (also run by the
@@ -92,6 +93,9 @@ struct ExchangeResult {
   uint64_t segments_different = 0;
   uint64_t keys_different = 0;
   uint64_t keys_repaired = 0;
+  // Keys that could not be repaired (see Errors above), and the first one's error.
+  uint64_t keys_skipped = 0;
+  absl::Status skipped_error;
   // False when the exchange stopped at max_keys_per_exchange: the trees still differ, and
   // another exchange with the same peer continues.
   bool complete = true;

@@ -419,19 +419,21 @@ const std::vector<Setting>& Settings() {
        "Largest key accepted, in bytes (1 to 65536); longer keys get INVALID_ARGUMENT."},
       {"max_value_bytes", "N", false,
        [](absl::string_view v, NodeConfig* c) {
-         return ParseIntInRange(v, 1, 60 << 20, &c->limits.max_value_bytes);
+         return ParseIntInRange(v, 1, 20 << 20, &c->limits.max_value_bytes);
        },
        [](const NodeConfig& c) { return absl::StrCat(c.limits.max_value_bytes); },
-       "Largest value accepted, in bytes (1 to 62914560, at most max_record_bytes); larger values "
-       "get INVALID_ARGUMENT."},
+       "Largest value accepted, in bytes (1 to 20971520: at most max_record_bytes); larger "
+       "values get INVALID_ARGUMENT."},
       {"max_record_bytes", "N", false,
        [](absl::string_view v, NodeConfig* c) {
-         return ParseIntInRange(v, 1 << 16, 60 << 20, &c->limits.max_record_bytes);
+         return ParseIntInRange(v, 1 << 16, 20 << 20, &c->limits.max_record_bytes);
        },
        [](const NodeConfig& c) { return absl::StrCat(c.limits.max_record_bytes); },
        "Largest record (a key's siblings and their metadata) a write may make, in bytes (65536 "
-       "to 62914560, at least max_value_bytes); a write that would make a key's record larger "
-       "gets FAILED_PRECONDITION until the key's siblings are resolved with a context."},
+       "to 20971520, at least max_value_bytes; at most a third of the 60 MiB a replication "
+       "message carries, for the siblings three coordinators may each add); a write that would "
+       "make a key's record larger gets FAILED_PRECONDITION until the key's siblings are "
+       "resolved with a context."},
       {"idempotency_ttl", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseDurationAtLeast(v, absl::Seconds(1), &c->idempotency_ttl);

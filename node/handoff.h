@@ -39,8 +39,9 @@
 // delays completion; it never completes without it), after a capped exponential backoff with
 // full jitter: uniform in [0, ceiling], the ceiling starting at Options::retry and doubling with
 // each failure in a row up to Options::max_retry, back to Options::retry after a success. (A
-// record a gainer refuses for good, rather than being down, holds the change up likewise: the
-// store's record size limit keeps client writes from making one too large to send.) A gainer that
+// record a gainer refuses for good, rather than being down, holds the change up likewise. The
+// store's record size limit keeps one coordinator's writes from making one too large to send;
+// siblings merged from more than three coordinators at that limit can still pass it.) A gainer that
 // does not know CompareDigests (UNIMPLEMENTED, an earlier version) gets every record of the batch.
 // The throughput limit (Options::bytes_per_second) counts full record bytes of both phases. A
 // newer layout cancels the job; a restart starts it again from phase 1.

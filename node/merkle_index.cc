@@ -182,9 +182,17 @@ absl::Status MerkleIndex::Build() {
 }
 
 absl::Status MerkleIndex::ChangeRing(std::shared_ptr<const HashRing> ring) {
+  return Rebuild(std::move(ring), std::nullopt);
+}
+
+absl::Status MerkleIndex::Rebuild(std::shared_ptr<const HashRing> ring,
+                                  std::optional<uint64_t> only_at_generation) {
   std::shared_ptr<const View> v;
   {
     absl::MutexLock lock(&mu_);
+    if (only_at_generation.has_value() && view_->generation != *only_at_generation) {
+      return absl::OkStatus();
+    }
     view_ = MakeView(std::move(ring), view_->generation + 1);
     v = view_;
     trees_.assign(v->peers.size(), MerkleTree());
@@ -264,20 +272,28 @@ bool MerkleIndex::stale() const {
 }
 
 void MerkleIndex::OnChangesLost() {
-  absl::MutexLock lock(&mu_);
-  stale_ = true;
+  bool became_stale = false;
+  {
+    absl::MutexLock lock(&mu_);
+    became_stale = !stale_;
+    stale_ = true;
+  }
+  if (became_stale && stale_handler_) stale_handler_();
 }
 
 absl::Status MerkleIndex::RebuildIfStale() {
   std::shared_ptr<const HashRing> ring;
+  uint64_t generation = 0;
   {
     absl::MutexLock lock(&mu_);
-    // While a scan runs, the flag waits for it: the rebuild then follows. (ChangeRing clears the
+    // While a scan runs, the flag waits for it: the rebuild then follows. (Rebuild clears the
     // flag once the trees are being rebuilt, so the index is never ready in between.)
     if (!stale_ || state_ != State::kReady) return absl::OkStatus();
     ring = view_->ring;
+    generation = view_->generation;
   }
-  return ChangeRing(std::move(ring));
+  // Not on a ring a ChangeRing has replaced meanwhile.
+  return Rebuild(std::move(ring), generation);
 }
 
 absl::StatusOr<std::vector<uint64_t>> MerkleIndex::Nodes(

@@ -36,7 +36,9 @@
 // a wrong entry can hide a real difference (the tree says what the peer holds while the disk
 // does not). The index is then stale: not ready (exchanges, ours and the peers', are refused)
 // until RebuildIfStale rebuilds the trees from the merkle column, which holds only what was
-// written (AntiEntropy starts it when an exchange finds the index stale).
+// written. The stale handler (SetStaleHandler; kvnode schedules the rebuild on its executor) is
+// told when the index goes stale, and AntiEntropy also starts a rebuild when an exchange finds
+// it stale.
 //
 // Thread-safe: OnRecordChange runs under the store's key lock, from any thread.
 #ifndef KV_NODE_MERKLE_INDEX_H_
@@ -89,9 +91,14 @@ class MerkleIndex : public RecordObserver {
   // Whether changes were lost since the trees were last built (see Lost changes).
   bool stale() const;
   // If stale and built, rebuilds the trees for the current ring as ChangeRing does (blocks for
-  // the scan: run it on an executor); OK at once otherwise. A write failing meanwhile makes the
-  // index stale again.
+  // the scan: run it on an executor); OK at once otherwise, also when a ChangeRing replaced the
+  // ring meanwhile (its rebuild covers it). A write failing meanwhile makes the index stale
+  // again.
   absl::Status RebuildIfStale();
+  // Called when the index goes stale (not again until a rebuild has begun), on the thread whose
+  // write failed, without the index's lock; it must not block (schedule RebuildIfStale
+  // elsewhere). Set before use.
+  void SetStaleHandler(std::function<void()> handler) { stale_handler_ = std::move(handler); }
   // Incremented by every ChangeRing (0 for the ring given to the constructor).
   uint64_t generation() const;
 
@@ -150,6 +157,10 @@ class MerkleIndex : public RecordObserver {
   const size_t n_;
   Engine* const engine_;
   std::function<void()> write_barrier_;  // set before any ChangeRing
+  std::function<void()> stale_handler_;  // may be empty
+  // ChangeRing's work; with `only_at_generation`, only if the ring is still of that generation.
+  absl::Status Rebuild(std::shared_ptr<const HashRing> ring,
+                       std::optional<uint64_t> only_at_generation);
 
   mutable absl::Mutex mu_;
   std::shared_ptr<const View> view_ ABSL_GUARDED_BY(mu_);

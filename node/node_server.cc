@@ -244,6 +244,22 @@ void NodeServer::StartMerkleIndex(std::shared_ptr<const HashRing> ring) {
   merkle_ = std::make_unique<MerkleIndex>(config_.node_id, std::move(ring),
                                           config_.replication_factor, engine_.get());
   merkle_->SetWriteBarrier([store = store_.get()] { store->WaitForWrites(); });
+  // A failed write left the trees wrong: rebuilt from what was written, one rebuild at a time
+  // with the ring changes, and a second later (writes failing on and on rebuild once a second).
+  merkle_->SetStaleHandler([this] {
+    scheduler_->RunAfter(absl::Seconds(1), [this] {
+      absl::MutexLock lock(&merkle_ring_mu_);
+      const absl::Time start = absl::Now();
+      absl::Status rebuilt = merkle_->RebuildIfStale();
+      if (rebuilt.ok()) {
+        LogInfo("Merkle trees rebuilt after a failed write",
+                {{"took", absl::FormatDuration(absl::Now() - start)}});
+      } else if (!absl::IsCancelled(rebuilt)) {
+        LogError("rebuilding the Merkle trees after a failed write failed",
+                 {{"error", std::string(rebuilt.message())}});
+      }
+    });
+  });
   store_->SetObserver(merkle_.get());
   executor_->Schedule([merkle = merkle_.get()] {
     const absl::Time start = absl::Now();

@@ -16,6 +16,7 @@ struct RepairRunner::Job {
   absl::Duration waited;              // waiting for a busy exchanger or the trees, for peers[next]
   std::vector<std::string> failures;  // "peer: error"
   std::vector<absl::StatusCode> failure_codes;
+  absl::Status skipped;  // peers[next]: keys its exchanges could not repair, if any
 };
 
 RepairRunner::RepairRunner(MerkleIndex* index, AntiEntropy* anti_entropy,
@@ -137,13 +138,23 @@ void RepairRunner::OnExchange(JobPtr job, absl::StatusOr<ExchangeResult> result)
                  op.counters["segments_different"] += result->segments_different;
                  op.counters["keys_different"] += result->keys_different;
                  op.counters["keys_repaired"] += result->keys_repaired;
+                 if (result->keys_skipped > 0) {
+                   op.counters["keys_skipped"] += result->keys_skipped;
+                 }
                })
       .IgnoreError();
+  if (result->keys_skipped > 0 && job->skipped.ok()) {
+    job->skipped = absl::Status(
+        result->skipped_error.code(),
+        absl::StrCat(result->keys_skipped, " key(s) could not be repaired; the first: ",
+                     result->skipped_error.message()));
+  }
   if (!result->complete && job->exchanges_with_peer < options_.max_exchanges_per_peer) {
     job->waited = absl::ZeroDuration();
     return Next(job);  // the same peer again: it stopped at the per-exchange key limit
   }
-  PeerDone(job, absl::OkStatus());
+  // The other keys were repaired; the ones skipped fail the peer (and so the operation).
+  PeerDone(job, std::exchange(job->skipped, absl::OkStatus()));
 }
 
 void RepairRunner::PeerDone(JobPtr job, absl::Status status) {
@@ -154,6 +165,7 @@ void RepairRunner::PeerDone(JobPtr job, absl::Status status) {
         .IgnoreError();
   }
   ++job->next;
+  job->skipped = absl::OkStatus();
   job->exchanges_with_peer = 0;
   job->waited = absl::ZeroDuration();
   Next(job);

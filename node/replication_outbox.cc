@@ -260,7 +260,8 @@ void ReplicationOutbox::SendBatch(PeerState* peer, uint64_t batch_id,
                     absl::OutOfRangeError(absl::StrCat(
                         "the record of key \"", absl::CHexEscape(key), "\" is ", size,
                         " bytes, more than the largest a peer is sent (", options_.max_record_bytes,
-                        " bytes); given up on until its siblings are resolved")));
+                        " bytes); given up on until its siblings are resolved")),
+                    /*give_up=*/true);
         return;
       }
       if (!records.empty() && bytes + size > options_.batch_max_bytes) {
@@ -270,11 +271,11 @@ void ReplicationOutbox::SendBatch(PeerState* peer, uint64_t batch_id,
       bytes += size;
       records.push_back(EncodedRecord{key, *std::move(record)});
     } else if (!absl::IsNotFound(record.status())) {
-      // Entries whose key has no record are simply deleted with the batch.
-      OnBatchDone(
-          peer, batch_id,
-          absl::Status(record.status().code(),
-                       absl::StrCat("reading a record to replicate: ", record.status().message())));
+      // Entries whose key has no record are simply deleted with the batch. A local read error
+      // is retried like a failed send (INTERNAL: never taken for the peer's refusal).
+      OnBatchDone(peer, batch_id,
+                  absl::InternalError(
+                      absl::StrCat("reading a record to replicate: ", record.status().ToString())));
       return;
     }
   }
@@ -306,10 +307,11 @@ void ReplicationOutbox::Requeue(PeerState* peer, uint64_t batch_id,
   batch.records -= std::min(batch.records, requeued.size());
 }
 
-void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status) {
-  // The entries go: those the peer confirmed, or those of one record it refused alone.
-  bool remove_entries = status.ok();
+void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status,
+                                    bool give_up) {
+  // The entries go: those the peer confirmed, or those of a record given up on.
   absl::Status deleted = absl::OkStatus();
+  bool remove_entries = false;
   {
     WriteBatch batch;
     {
@@ -317,7 +319,18 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       if (shutdown_) return;
       auto it = peer->in_flight.find(batch_id);
       if (it == peer->in_flight.end()) return;
-      if (IsRefusal(status) && it->second.records <= 1) remove_entries = true;
+      const std::vector<Waiting>& entries = it->second.entries;
+      if (IsRefusal(status) && it->second.records <= 1 && !entries.empty()) {
+        // Refused alone: given up on after a few refusals in a row, for a refusal may pass (a
+        // peer's format level not known yet, a limit changing during a rolling restart).
+        int& refusals = peer->refusals[entries.front().entry.key];
+        if (++refusals >= std::max(options_.refusals_before_giving_up, 1)) give_up = true;
+      }
+      if (give_up && !entries.empty()) peer->refusals.erase(entries.front().entry.key);
+      if (status.ok() && !peer->refusals.empty()) {
+        for (const Waiting& w : entries) peer->refusals.erase(w.entry.key);
+      }
+      remove_entries = status.ok() || give_up;
       if (remove_entries) {
         for (const Waiting& w : it->second.entries) {
           batch.Delete(Column::kOutbox, EntryKey(w.entry.peer_id, w.entry.seq));
@@ -353,8 +366,8 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       stats.reachable = true;
       if (options_.clock != nullptr) stats.last_success = options_.clock->Now();
       peer->backoff_ceiling = options_.initial_backoff;
-    } else if (remove_entries) {
-      // Given up on: the peer answered, so it is reachable, and the next batch goes at once.
+    } else if (give_up) {
+      // Given up on: the peer answered (or was never asked), and the next batch goes at once.
       if (deleted.ok()) {
         stats.depth -= std::min<uint64_t>(stats.depth, batch.entries.size());
       } else {
@@ -362,13 +375,16 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       }
       stats.dropped += batch.entries.size();
       ++stats.failed_batches;
-      stats.last_error = absl::StrCat("gave up on a record the peer refused: ", status.ToString());
+      stats.last_error = absl::StrCat("gave up on a record: ", status.ToString());
     } else {
       ++stats.failed_batches;
       if (!IsRefusal(status)) stats.reachable = false;  // a refusal is an answer
       stats.last_error = status.ToString();
-      // A refusal may be about one record of the batch: its keys go again one per batch.
-      if (IsRefusal(status)) peer->isolate = std::max(peer->isolate, batch.records);
+      // A refusal may be about one record of the batch: its keys go again one per batch (a
+      // record refused alone goes again alone, first).
+      if (IsRefusal(status)) {
+        peer->isolate = std::max(peer->isolate, std::max<size_t>(batch.records, 1));
+      }
       for (Waiting& w : batch.entries) Enqueue(peer, std::move(w));
       backoff = StartBackoff(peer);
     }

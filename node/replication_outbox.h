@@ -23,10 +23,12 @@
 // Refusals. One record the peer can never take must not hold up every write queued behind it.
 // When the peer refuses a batch (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE or
 // DATA_LOSS: it answered, and the answer is about the batch's content), its keys are sent again
-// one per batch; a record refused alone is given up on for that peer: its entries are deleted,
-// counted as dropped (anti-entropy tries it again later) and reported with the refusal, and
-// the sender goes on at once. A record larger than Options::max_record_bytes (what the
-// transport can carry) is given up on the same way without being sent.
+// one per batch, after the usual backoff; a record refused alone Options::refusals_before_giving_up
+// times in a row (a refusal may pass: a peer's format level not known yet, a limit changed
+// during a rolling restart) is given up on for that peer: its entries are deleted, counted as
+// dropped (anti-entropy tries it again later) and reported with the refusal, and the sender
+// goes on at once. A record larger than Options::max_record_bytes (what the transport can
+// carry) is given up on the same way, at once and without being sent.
 //
 // Bounds. At most Options::max_entries_per_peer entries per peer on disk: a write beyond that
 // records no entry for that peer and counts a drop (anti-entropy repairs it); client writes are
@@ -127,6 +129,7 @@ class ReplicationOutbox {
     // The largest record sent (key plus record bytes); a larger one is given up on (see
     // Refusals). Below the transport's message limit.
     size_t max_record_bytes = 60 << 20;
+    int refusals_before_giving_up = 5;
     // One batch out per peer: entries written meanwhile gather into the next batch. Measured on a
     // 3-node loopback cluster under kvbench put load, 1 gave batches of ~9 records instead of ~5
     // (2 in flight) and ~10% more throughput; a peer that is slow to answer still gets up to
@@ -222,7 +225,9 @@ class ReplicationOutbox {
   // Moves the entries of `keys` from in-flight batch `batch_id` back to the queue, unsent.
   void Requeue(PeerState* peer, uint64_t batch_id, absl::Span<const std::string> keys)
       ABSL_LOCKS_EXCLUDED(mu_);
-  void OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status)
+  // `give_up`: delete the batch's entries (one record's) and count them dropped whatever the
+  // status (the record is too large to send).
+  void OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status, bool give_up = false)
       ABSL_LOCKS_EXCLUDED(mu_);
   void OnBackoffDone(PeerState* peer, uint64_t gen) ABSL_LOCKS_EXCLUDED(mu_);
   void ScanDisk(PeerState* peer) ABSL_LOCKS_EXCLUDED(mu_);

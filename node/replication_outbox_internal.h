@@ -88,7 +88,9 @@ struct ReplicationOutbox::PeerState {
   bool scanning = false;      // ScanDisk is reading entries that are not in memory yet
   bool removed = false;       // RemovePeer: sends nothing more
   size_t isolate = 0;         // after a refused batch: this many batches of one key each
-  uint64_t backoff_gen = 0;   // bumped by Resume: the timer of an ended backoff does nothing
+  // Keys whose record the peer refused alone, with how many times in a row.
+  std::map<std::string, int, std::less<>> refusals;
+  uint64_t backoff_gen = 0;  // bumped by Resume: the timer of an ended backoff does nothing
   absl::Duration backoff_ceiling;
   PeerOutboxStats stats;
 };

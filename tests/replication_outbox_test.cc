@@ -417,7 +417,7 @@ TEST_F(ReplicationOutboxTest, ARecordThePeerRefusesAloneIsGivenUpOnAndTheRestFlo
   std::vector<OutboxEntry> c = Write(outbox.get(), "c", "1");
   // The peer refuses every batch that holds "poison", whatever else it holds.
   std::vector<size_t> batch_sizes;
-  for (int round = 0; round < 20; ++round) {
+  for (int round = 0; round < 60; ++round) {
     std::vector<size_t> open = transport_.Outstanding();
     if (open.empty() && scheduler_.FireAll() == 0) break;
     for (size_t i : open) {
@@ -430,8 +430,8 @@ TEST_F(ReplicationOutboxTest, ARecordThePeerRefusesAloneIsGivenUpOnAndTheRestFlo
     }
     executor_.RunAll();
   }
-  // a; then poison+b+c refused; then each of them alone.
-  EXPECT_EQ(batch_sizes, (std::vector<size_t>{1, 3, 1, 1, 1}));
+  // a; then poison+b+c refused; then poison alone, refused 5 times in a row; then b and c.
+  EXPECT_EQ(batch_sizes, (std::vector<size_t>{1, 3, 1, 1, 1, 1, 1, 2}));
   EXPECT_TRUE(ResultsOnce(first)[0].ok());
   EXPECT_TRUE(absl::IsInvalidArgument(ResultsOnce(poison)[0])) << ResultsOnce(poison)[0];
   // b and c hear of their first attempt (the refused batch), as after any failure; they were
@@ -460,6 +460,28 @@ TEST_F(ReplicationOutboxTest, ARecordThePeerRefusesAloneIsGivenUpOnAndTheRestFlo
   EXPECT_EQ(transport_.calls()[transport_.Outstanding()[0]].records.size(), 2u);
   CompleteAllOk();
   EXPECT_TRUE(OutboxKeys().empty());
+}
+
+// A refusal can pass (the peer did not know this node's format level yet, a limit changed during
+// a rolling restart): a record refused alone fewer times than refusals_before_giving_up in a row
+// is sent again, with backoff, and delivered once the peer takes it.
+TEST_F(ReplicationOutboxTest, ARefusalThatPassesLosesNothing) {
+  Options options;
+  options.max_in_flight = 1;
+  auto outbox = MakeOutbox(options);
+  std::vector<OutboxEntry> k = Write(outbox.get(), "k", "1");
+  for (int refusal = 0; refusal < options.refusals_before_giving_up - 1; ++refusal) {
+    ASSERT_EQ(transport_.Outstanding().size(), 1u) << refusal;
+    transport_.Complete(transport_.Outstanding()[0],
+                        absl::InvalidArgumentError("unknown format level"));
+    executor_.RunAll();
+    ASSERT_EQ(scheduler_.FireAll(), 1u);  // the backoff
+  }
+  CompleteAllOk();
+  EXPECT_EQ(transport_.applied("p1").count("k"), 1u);
+  EXPECT_TRUE(OutboxKeys().empty());
+  EXPECT_EQ(StatsOf(*outbox, "p1").dropped, 0u);
+  EXPECT_TRUE(absl::IsInvalidArgument(ResultsOnce(k)[0]));  // its first attempt's outcome
 }
 
 // A record larger than a peer is sent is given up on without being sent; the others go.
