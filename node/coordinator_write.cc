@@ -211,7 +211,9 @@ void Coordinator::FinishCoordinatedWrite(std::string key, QuorumSpec w,
     absl::MutexLock lock(&stats_mu_);
     ++stats_.writes_coordinated;
   }
-  auto state = std::make_shared<WriteState>();
+  // Not make_shared: the ack sweep holds weak pointers for ack_timeout, which would keep the
+  // whole state allocated until then.
+  std::shared_ptr<WriteState> state(new WriteState());
   state->key = std::move(key);
   state->w = w;
   state->layout_version = layout_version;
