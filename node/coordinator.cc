@@ -54,9 +54,7 @@ Coordinator::Coordinator(ClusterOptions options, PlacementHolder* placement, Loc
       clock_(clock),
       liveness_(liveness) {}
 
-Coordinator::~Coordinator() {
-  ack_guard_.Close();  // no sweep runs from here on
-}
+Coordinator::~Coordinator() { StopAckTimer(); }
 
 std::vector<const Member*> Coordinator::Replicas(absl::string_view key) const {
   return placement_->Get()->Replicas(key, static_cast<size_t>(options_.replication_factor));

@@ -127,6 +127,9 @@ class Coordinator {
   // sweep every quarter of the timeout answers the writes past it. Call once, before use; the
   // scheduler must outlive the coordinator or be stopped first.
   void SetAckTimer(Scheduler* scheduler);
+  // Stops the ack sweeps (waits for one running): call before the scheduler stops. Writes still
+  // waiting are answered by the outbox (its Shutdown) or not at all. Also run by the destructor.
+  void StopAckTimer() { ack_guard_.Close(); }
 
   void Write(WriteCommand command, QuorumSpec w,
              std::function<void(absl::StatusOr<WriteReply>)> done);

@@ -247,6 +247,8 @@ void NodeServer::StartMerkleIndex(std::shared_ptr<const HashRing> ring) {
   // A failed write left the trees wrong: rebuilt from what was written, one rebuild at a time
   // with the ring changes, and a second later (writes failing on and on rebuild once a second).
   merkle_->SetStaleHandler([this] {
+    absl::MutexLock timers(&stale_timer_mu_);
+    if (scheduler_ == nullptr) return;  // shutting down: the next start rebuilds the trees
     scheduler_->RunAfter(absl::Seconds(1), [this] {
       absl::MutexLock lock(&merkle_ring_mu_);
       const absl::Time start = absl::Now();
@@ -485,7 +487,11 @@ void NodeServer::Shutdown() {
   if (reaper_ != nullptr) reaper_->Shutdown();
   if (cleaner_ != nullptr) cleaner_->Shutdown();
   if (outbox_ != nullptr) outbox_->Shutdown();
-  scheduler_.reset();
+  if (coordinator_ != nullptr) coordinator_->StopAckTimer();  // its sweeps use the scheduler
+  {
+    absl::MutexLock timers(&stale_timer_mu_);  // the Merkle stale handler uses it too
+    scheduler_.reset();
+  }
   if (executor_ != nullptr) executor_->Shutdown();
   outbox_transport_.reset();
   peer_transport_.reset();

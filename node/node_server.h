@@ -148,6 +148,9 @@ class NodeServer {
   uint64_t start_layout_version_ = 0;
   // Serializes FollowRingWithMerkleTrees.
   absl::Mutex merkle_ring_mu_;
+  // Held by the Merkle index's stale handler while it schedules, and by Shutdown while it
+  // destroys scheduler_ (a write may fail on another thread meanwhile).
+  absl::Mutex stale_timer_mu_;
   // The layout whose ring the Merkle trees follow.
   uint64_t merkle_layout_version_ ABSL_GUARDED_BY(merkle_ring_mu_) = 0;
   std::unique_ptr<Gossiper> gossiper_;  // destroyed after its transport and the server
