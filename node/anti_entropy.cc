@@ -199,10 +199,12 @@ void AntiEntropy::Begin(ExchangePtr ex) {
     if (index_->stale()) {
       // A failed write left the trees wrong: rebuild them from what was written.
       executor_->Schedule(guard_.Wrap([this] {
-        absl::Status rebuilt = index_->RebuildIfStale();
-        if (!rebuilt.ok() && !absl::IsCancelled(rebuilt)) {  // not superseded by a ring change
+        absl::StatusOr<bool> rebuilt = index_->RebuildIfStale();
+        // Not superseded by a ring change, nor waiting for a scan (the node retries then).
+        if (!rebuilt.ok() && !absl::IsCancelled(rebuilt.status()) &&
+            !absl::IsUnavailable(rebuilt.status())) {
           LogWarn("rebuilding the Merkle trees after a failed write did not finish",
-                  {{"error", std::string(rebuilt.message())}});
+                  {{"error", std::string(rebuilt.status().message())}});
         }
       }));
       return Finish(ex, absl::UnavailableError(

@@ -182,17 +182,18 @@ absl::Status MerkleIndex::Build() {
 }
 
 absl::Status MerkleIndex::ChangeRing(std::shared_ptr<const HashRing> ring) {
-  return Rebuild(std::move(ring), std::nullopt);
+  return Rebuild(std::move(ring), std::nullopt, nullptr);
 }
 
 absl::Status MerkleIndex::Rebuild(std::shared_ptr<const HashRing> ring,
-                                  std::optional<uint64_t> only_at_generation) {
+                                  std::optional<uint64_t> only_at_generation, bool* rebuilt) {
   std::shared_ptr<const View> v;
   {
     absl::MutexLock lock(&mu_);
     if (only_at_generation.has_value() && view_->generation != *only_at_generation) {
       return absl::OkStatus();
     }
+    if (rebuilt != nullptr) *rebuilt = true;
     view_ = MakeView(std::move(ring), view_->generation + 1);
     v = view_;
     trees_.assign(v->peers.size(), MerkleTree());
@@ -281,19 +282,25 @@ void MerkleIndex::OnChangesLost() {
   if (became_stale && stale_handler_) stale_handler_();
 }
 
-absl::Status MerkleIndex::RebuildIfStale() {
+absl::StatusOr<bool> MerkleIndex::RebuildIfStale() {
   std::shared_ptr<const HashRing> ring;
   uint64_t generation = 0;
   {
     absl::MutexLock lock(&mu_);
-    // While a scan runs, the flag waits for it: the rebuild then follows. (Rebuild clears the
-    // flag once the trees are being rebuilt, so the index is never ready in between.)
-    if (!stale_ || state_ != State::kReady) return absl::OkStatus();
+    if (!stale_) return false;
+    // (Rebuild clears the flag once the trees are being rebuilt, so the index is never ready in
+    // between.)
+    if (state_ != State::kReady) {
+      return absl::UnavailableError("the Merkle trees are being built; rebuild after the scan");
+    }
     ring = view_->ring;
     generation = view_->generation;
   }
   // Not on a ring a ChangeRing has replaced meanwhile.
-  return Rebuild(std::move(ring), generation);
+  bool rebuilt = false;
+  absl::Status status = Rebuild(std::move(ring), generation, &rebuilt);
+  if (!status.ok()) return status;
+  return rebuilt;
 }
 
 absl::StatusOr<std::vector<uint64_t>> MerkleIndex::Nodes(

@@ -91,10 +91,10 @@ class MerkleIndex : public RecordObserver {
   // Whether changes were lost since the trees were last built (see Lost changes).
   bool stale() const;
   // If stale and built, rebuilds the trees for the current ring as ChangeRing does (blocks for
-  // the scan: run it on an executor); OK at once otherwise, also when a ChangeRing replaced the
-  // ring meanwhile (its rebuild covers it). A write failing meanwhile makes the index stale
-  // again.
-  absl::Status RebuildIfStale();
+  // the scan: run it on an executor) and returns true; false at once if not stale, or when a
+  // ChangeRing replaced the ring meanwhile (its rebuild covers it); UNAVAILABLE if stale while a
+  // scan runs (try again after it). A write failing meanwhile makes the index stale again.
+  absl::StatusOr<bool> RebuildIfStale();
   // Called when the index goes stale (not again until a rebuild has begun), on the thread whose
   // write failed, without the index's lock; it must not block (schedule RebuildIfStale
   // elsewhere). Set before use.
@@ -158,9 +158,10 @@ class MerkleIndex : public RecordObserver {
   Engine* const engine_;
   std::function<void()> write_barrier_;  // set before any ChangeRing
   std::function<void()> stale_handler_;  // may be empty
-  // ChangeRing's work; with `only_at_generation`, only if the ring is still of that generation.
+  // ChangeRing's work; with `only_at_generation`, only if the ring is still of that generation
+  // (`rebuilt`, if not null, says whether it went ahead).
   absl::Status Rebuild(std::shared_ptr<const HashRing> ring,
-                       std::optional<uint64_t> only_at_generation);
+                       std::optional<uint64_t> only_at_generation, bool* rebuilt);
 
   mutable absl::Mutex mu_;
   std::shared_ptr<const View> view_ ABSL_GUARDED_BY(mu_);

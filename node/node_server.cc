@@ -239,6 +239,28 @@ absl::Status NodeServer::StartReplication() {
   return absl::OkStatus();
 }
 
+void NodeServer::ScheduleStaleMerkleRebuild() {
+  absl::MutexLock timers(&stale_timer_mu_);
+  if (scheduler_ == nullptr) return;  // shutting down: the next start rebuilds the trees
+  scheduler_->RunAfter(absl::Seconds(1), [this] {
+    absl::StatusOr<bool> rebuilt;
+    const absl::Time start = absl::Now();
+    {
+      absl::MutexLock lock(&merkle_ring_mu_);  // one rebuild at a time with the ring changes
+      rebuilt = merkle_->RebuildIfStale();
+    }
+    if (rebuilt.ok() && *rebuilt) {
+      LogInfo("Merkle trees rebuilt after a failed write",
+              {{"took", absl::FormatDuration(absl::Now() - start)}});
+    } else if (absl::IsUnavailable(rebuilt.status())) {
+      ScheduleStaleMerkleRebuild();  // a scan was running: after it
+    } else if (!rebuilt.ok() && !absl::IsCancelled(rebuilt.status())) {
+      LogError("rebuilding the Merkle trees after a failed write failed",
+               {{"error", std::string(rebuilt.status().message())}});
+    }
+  });
+}
+
 void NodeServer::StartMerkleIndex(std::shared_ptr<const HashRing> ring) {
   // The index observes every record change from now on; its trees are built in the background.
   merkle_ = std::make_unique<MerkleIndex>(config_.node_id, std::move(ring),
@@ -246,22 +268,7 @@ void NodeServer::StartMerkleIndex(std::shared_ptr<const HashRing> ring) {
   merkle_->SetWriteBarrier([store = store_.get()] { store->WaitForWrites(); });
   // A failed write left the trees wrong: rebuilt from what was written, one rebuild at a time
   // with the ring changes, and a second later (writes failing on and on rebuild once a second).
-  merkle_->SetStaleHandler([this] {
-    absl::MutexLock timers(&stale_timer_mu_);
-    if (scheduler_ == nullptr) return;  // shutting down: the next start rebuilds the trees
-    scheduler_->RunAfter(absl::Seconds(1), [this] {
-      absl::MutexLock lock(&merkle_ring_mu_);
-      const absl::Time start = absl::Now();
-      absl::Status rebuilt = merkle_->RebuildIfStale();
-      if (rebuilt.ok()) {
-        LogInfo("Merkle trees rebuilt after a failed write",
-                {{"took", absl::FormatDuration(absl::Now() - start)}});
-      } else if (!absl::IsCancelled(rebuilt)) {
-        LogError("rebuilding the Merkle trees after a failed write failed",
-                 {{"error", std::string(rebuilt.message())}});
-      }
-    });
-  });
+  merkle_->SetStaleHandler([this] { ScheduleStaleMerkleRebuild(); });
   store_->SetObserver(merkle_.get());
   executor_->Schedule([merkle = merkle_.get()] {
     const absl::Time start = absl::Now();
@@ -530,15 +537,24 @@ void NodeServer::StopServing() {
   LogInfo("waiting for in-flight requests",
           {{"in_flight", absl::StrCat(gate_.in_flight())},
            {"grace", absl::FormatDuration(config_.shutdown_grace)}});
-  const int left = gate_.WaitUntilIdle(absl::Now() + config_.shutdown_grace);
+  int left = gate_.WaitUntilIdle(absl::Now() + config_.shutdown_grace);
   if (left > 0) {
     LogWarn("shutdown grace expired; cancelling requests still running",
             {{"in_flight", absl::StrCat(left)}});
     // Writes waiting for W acknowledgements are answered by the outbox only when their entries
     // are attempted, which behind a backlog for hung peers can take long after gRPC has
     // cancelled the calls; the server cannot stop before they are answered. Shutting the outbox
-    // down answers them UNAVAILABLE now; their entries stay on disk for the next start.
-    if (outbox_ != nullptr) outbox_->Shutdown();
+    // down answers them UNAVAILABLE now; their entries stay on disk for the next start. Their
+    // answers are given before the server cancels the calls (answering a call while gRPC
+    // cancels it trips gRPC's reference counting).
+    if (outbox_ != nullptr) {
+      outbox_->Shutdown();
+      left = gate_.WaitUntilIdle(absl::Now() + absl::Seconds(2));
+      if (left > 0) {
+        LogWarn("requests still running after the replication outbox stopped; cancelling them",
+                {{"in_flight", absl::StrCat(left)}});
+      }
+    }
   }
   // Nothing admitted is still running: close every connection now rather than wait for idle
   // clients to hang up.

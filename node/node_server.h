@@ -147,6 +147,9 @@ class NodeServer {
   std::unique_ptr<PlacementHolder> placement_;
   uint64_t start_layout_version_ = 0;
   // Serializes FollowRingWithMerkleTrees.
+  // A failed write left the Merkle trees wrong: rebuilds them from what was written, a second
+  // later (again after a scan that was running), one rebuild at a time with the ring changes.
+  void ScheduleStaleMerkleRebuild();
   absl::Mutex merkle_ring_mu_;
   // Held by the Merkle index's stale handler while it schedules, and by Shutdown while it
   // destroys scheduler_ (a write may fail on another thread meanwhile).

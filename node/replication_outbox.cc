@@ -271,11 +271,19 @@ void ReplicationOutbox::SendBatch(PeerState* peer, uint64_t batch_id,
       bytes += size;
       records.push_back(EncodedRecord{key, *std::move(record)});
     } else if (!absl::IsNotFound(record.status())) {
-      // Entries whose key has no record are simply deleted with the batch. A local read error
-      // is retried like a failed send (INTERNAL: never taken for the peer's refusal).
+      // Entries whose key has no record are simply deleted with the batch. A record this node
+      // cannot read (say it is corrupt) must not hold up the others either: the batch keeps only
+      // its key, which is then handled like a record the peer refused alone (tried again, given
+      // up on after refusals_before_giving_up failures in a row).
+      std::vector<std::string> others;
+      for (size_t j = 0; j < keys.size(); ++j) {
+        if (j != i) others.push_back(keys[j]);
+      }
+      Requeue(peer, batch_id, others);
       OnBatchDone(peer, batch_id,
-                  absl::InternalError(
-                      absl::StrCat("reading a record to replicate: ", record.status().ToString())));
+                  absl::DataLossError(absl::StrCat(
+                      "this node could not read the record of key \"", absl::CHexEscape(key),
+                      "\" to replicate it: ", record.status().ToString())));
       return;
     }
   }

@@ -28,7 +28,8 @@
 // during a rolling restart) is given up on for that peer: its entries are deleted, counted as
 // dropped (anti-entropy tries it again later) and reported with the refusal, and the sender
 // goes on at once. A record larger than Options::max_record_bytes (what the transport can
-// carry) is given up on the same way, at once and without being sent.
+// carry) is given up on the same way, at once and without being sent; a record this node cannot
+// read (DATA_LOSS) is sent alone and counted like one the peer refused.
 //
 // Bounds. At most Options::max_entries_per_peer entries per peer on disk: a write beyond that
 // records no entry for that peer and counts a drop (anti-entropy repairs it); client writes are

@@ -452,7 +452,9 @@ TEST(MerkleIndexLostChangesTest, AFailedWriteMakesTheIndexStaleUntilRebuilt) {
   EXPECT_FALSE(index.ready());
   EXPECT_TRUE(absl::IsUnavailable(index.Nodes("b", MerkleLevel::kRoot, {}).status()));
 
-  ASSERT_TRUE(index.RebuildIfStale().ok());
+  absl::StatusOr<bool> rebuilt = index.RebuildIfStale();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  EXPECT_TRUE(*rebuilt);
   EXPECT_FALSE(index.stale());
   ASSERT_TRUE(index.ready());
   MerkleIndex fresh("a", ring, 2, &engine);
@@ -463,7 +465,7 @@ TEST(MerkleIndexLostChangesTest, AFailedWriteMakesTheIndexStaleUntilRebuilt) {
   // Writes go on as before.
   ASSERT_TRUE(store->Write(WriteCommand{"k3", false, "kept", "", ""}).ok());
   EXPECT_NE(index.Nodes("b", MerkleLevel::kRoot, {}).value()[0], root);
-  EXPECT_TRUE(index.RebuildIfStale().ok());  // not stale: nothing to do
+  EXPECT_FALSE(index.RebuildIfStale().value());  // not stale: nothing to do
 
   // A ring change rebuilds a stale index too, and a rebuild for staleness never brings back the
   // ring it replaced.
@@ -475,7 +477,7 @@ TEST(MerkleIndexLostChangesTest, AFailedWriteMakesTheIndexStaleUntilRebuilt) {
       index.ChangeRing(std::make_shared<const HashRing>(HashRing::Build(members).value())).ok());
   EXPECT_FALSE(index.stale());
   const uint64_t generation = index.generation();
-  EXPECT_TRUE(index.RebuildIfStale().ok());
+  EXPECT_FALSE(index.RebuildIfStale().value());
   EXPECT_EQ(index.generation(), generation);
   EXPECT_EQ(index.peers().size(), 2u);  // b and c
 }

@@ -484,6 +484,51 @@ TEST_F(ReplicationOutboxTest, ARefusalThatPassesLosesNothing) {
   EXPECT_TRUE(absl::IsInvalidArgument(ResultsOnce(k)[0]));  // its first attempt's outcome
 }
 
+// A record this node cannot read (corrupt) does not hold up the others: it is tried alone, and
+// given up on like a record the peer refuses.
+TEST_F(ReplicationOutboxTest, ARecordThisNodeCannotReadDoesNotHoldUpTheOthers) {
+  class CorruptKeyEngine : public MemoryEngine {
+   public:
+    absl::StatusOr<std::string> Get(Column column, absl::string_view key) override {
+      if (column == Column::kData && key == "corrupt") return absl::DataLossError("bad block");
+      return MemoryEngine::Get(column, key);
+    }
+  };
+  CorruptKeyEngine engine;
+  Options options;
+  options.max_in_flight = 1;
+  options.clock = &clock_;
+  ReplicationOutbox outbox({Member{"p1", "p1:7000", ""}}, &engine, &transport_, &scheduler_,
+                           &executor_, rng_, options);
+  ASSERT_TRUE(outbox.Recover().ok());
+  std::map<std::string, std::vector<absl::Status>> results;
+  for (const std::string key : {"a", "corrupt", "b", "c"}) {
+    WriteBatch batch;
+    batch.Put(Column::kData, key, "v");
+    std::vector<OutboxEntry> entries = outbox.AddEntries(key, {"p1"}, &batch);
+    ASSERT_TRUE(engine.Write(batch, WriteOptions{}).ok());
+    outbox.Submit(entries, [&results](const OutboxEntry& e, absl::Status s) {
+      results[e.key].push_back(std::move(s));
+    });
+  }
+  for (int round = 0; round < 60; ++round) {
+    std::vector<size_t> open = transport_.Outstanding();
+    if (open.empty() && scheduler_.FireAll() == 0) break;
+    for (size_t i : open) transport_.Complete(i, absl::OkStatus());
+    executor_.RunAll();
+  }
+  EXPECT_EQ(transport_.applied("p1").size(), 3u);  // a, b, c
+  EXPECT_EQ(transport_.applied("p1").count("corrupt"), 0u);
+  ASSERT_EQ(results["corrupt"].size(), 1u);
+  EXPECT_TRUE(absl::IsDataLoss(results["corrupt"][0])) << results["corrupt"][0];
+  for (const std::string key : {"a", "b", "c"}) {
+    ASSERT_EQ(results[key].size(), 1u) << key;
+    EXPECT_TRUE(results[key][0].ok()) << key << ": " << results[key][0];
+  }
+  for (const PeerOutboxStats& s : outbox.Stats()) EXPECT_EQ(s.dropped, 1u);
+  outbox.Shutdown();
+}
+
 // A record larger than a peer is sent is given up on without being sent; the others go.
 TEST_F(ReplicationOutboxTest, ARecordTooLargeToSendIsGivenUpOnWithoutHoldingUpTheRest) {
   Options options;
