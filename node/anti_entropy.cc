@@ -35,17 +35,9 @@ uint32_t RangeOf(absl::string_view key) {
 // Whether an error stops the exchange (the peer, the network or authorization) rather than
 // being about one key's record.
 bool StopsTheExchange(const absl::Status& status) {
-  switch (status.code()) {
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kDataLoss:
-    case absl::StatusCode::kResourceExhausted:  // a record larger than a message may be
-    case absl::StatusCode::kInternal:
-      return false;
-    default:
-      return true;
-  }
+  // RESOURCE_EXHAUSTED: a record larger than a message; INTERNAL: one record's local merge.
+  return !IsRecordRefusal(status) && !absl::IsResourceExhausted(status) &&
+         !absl::IsInternal(status);
 }
 
 }  // namespace

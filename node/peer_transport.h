@@ -45,6 +45,22 @@ struct WriteReply {
   bool deduplicated = false;
 };
 
+// Whether a peer's error is about the records it was sent (it answered, and would refuse the
+// same records again: INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE, DATA_LOSS) rather than
+// about the peer or the network (retry later). The outbox gives up on a record refused alone
+// several times; anti-entropy skips it.
+inline bool IsRecordRefusal(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kDataLoss:
+      return true;
+    default:
+      return false;
+  }
+}
+
 // A W shortfall reported by a replica that did store the write (it keeps replicating). A node
 // that forwarded the write must hand this answer back rather than try another replica, which
 // would create a second copy of the write. In process the mark is a status payload; over gRPC it

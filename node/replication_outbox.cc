@@ -10,24 +10,6 @@
 #include "node/replication_outbox_internal.h"
 
 namespace kv {
-namespace {
-
-// A peer's answer about the content of a batch rather than about the peer or the network: it
-// would refuse the same records again (see Refusals in the header).
-bool IsRefusal(const absl::Status& status) {
-  switch (status.code()) {
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kDataLoss:
-      return true;
-    default:
-      return false;
-  }
-}
-
-}  // namespace
-
 ReplicationOutbox::ReplicationOutbox(std::vector<Member> peers, Engine* engine,
                                      PeerTransport* transport, Scheduler* scheduler,
                                      Executor* executor, absl::BitGenRef rng, Options options)
@@ -328,7 +310,7 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       auto it = peer->in_flight.find(batch_id);
       if (it == peer->in_flight.end()) return;
       const std::vector<Waiting>& entries = it->second.entries;
-      if (IsRefusal(status) && it->second.records <= 1 && !entries.empty()) {
+      if (IsRecordRefusal(status) && it->second.records <= 1 && !entries.empty()) {
         // Refused alone: given up on after a few refusals in a row, for a refusal may pass (a
         // peer's format level not known yet, a limit changing during a rolling restart).
         int& refusals = peer->refusals[entries.front().entry.key];
@@ -386,11 +368,11 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       stats.last_error = absl::StrCat("gave up on a record: ", status.ToString());
     } else {
       ++stats.failed_batches;
-      if (!IsRefusal(status)) stats.reachable = false;  // a refusal is an answer
+      if (!IsRecordRefusal(status)) stats.reachable = false;  // a refusal is an answer
       stats.last_error = status.ToString();
       // A refusal may be about one record of the batch: its keys go again one per batch (a
       // record refused alone goes again alone, first).
-      if (IsRefusal(status)) {
+      if (IsRecordRefusal(status)) {
         peer->isolate = std::max(peer->isolate, std::max<size_t>(batch.records, 1));
       }
       for (Waiting& w : batch.entries) Enqueue(peer, std::move(w));
