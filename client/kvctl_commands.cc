@@ -154,24 +154,18 @@ absl::StatusOr<std::string> TokenFlag(const cli::ParsedArgs& flags) {
 CommandOutput FailedMutation(const absl::Status& status, absl::string_view what,
                              absl::string_view token) {
   CommandOutput out;
-  switch (status.code()) {
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded:
-    case absl::StatusCode::kAborted:
-    case absl::StatusCode::kResourceExhausted:
-    case absl::StatusCode::kCancelled:
-    case absl::StatusCode::kUnknown:
-    case absl::StatusCode::kInternal:
-    case absl::StatusCode::kDataLoss:
-      out.json["idempotency_token"] = std::string(token);
-      out.status = absl::Status(
-          status.code(),
-          absl::StrCat(status.message(), " (the ", what, " may have taken effect or may succeed ",
-                       "later: to retry it, repeat the command with --token=", token,
-                       ", its idempotency token, so that it cannot take effect twice)"));
-      break;
-    default:
-      out.status = status;
+  out.status = status;
+  // Retryable (the library's own set), or an outcome the error leaves unknown.
+  const bool may_have_applied = IsRetryableCode(status.code()) || absl::IsCancelled(status) ||
+                                absl::IsUnknown(status) || absl::IsInternal(status) ||
+                                absl::IsDataLoss(status);
+  if (may_have_applied) {
+    out.json["idempotency_token"] = std::string(token);
+    out.status = absl::Status(
+        status.code(),
+        absl::StrCat(status.message(), " (the ", what, " may have taken effect or may succeed ",
+                     "later: to retry it, repeat the command with --token=", token,
+                     ", its idempotency token, so that it cannot take effect twice)"));
   }
   return out;
 }
