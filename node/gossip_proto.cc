@@ -23,6 +23,7 @@ void DigestToProto(const GossipDigest& digest,
     m->set_handoff_digests(handoff.digests);
     m->set_handoff_compared_keys(handoff.compared_keys);
     m->set_handoff_compared_bytes(handoff.compared_bytes);
+    m->set_handoff_last_error(handoff.last_error.substr(0, kMaxHandoffErrorBytes));
     m->set_format_level(entry.format_level);
     m->set_holds_records(entry.holds_records);
     m->set_layout_version(entry.layout_version);
@@ -55,6 +56,7 @@ GossipDigest DigestFromProto(
     handoff.digests = m.handoff_digests();
     handoff.compared_keys = m.handoff_compared_keys();
     handoff.compared_bytes = m.handoff_compared_bytes();
+    handoff.last_error = m.handoff_last_error().substr(0, kMaxHandoffErrorBytes);
     entry.format_level = m.format_level();
     entry.holds_records = m.holds_records();
     entry.layout_version = m.layout_version();

@@ -41,6 +41,10 @@ struct HandoffSender::Job {
   std::map<std::string, std::vector<std::string>> answers ABSL_GUARDED_BY(answers_mu);
   // Gainers that acknowledged the records of `pending`: a retry after a failure skips them.
   std::set<std::string> acked ABSL_GUARDED_BY(answers_mu);
+  // The first failure among the calls of the current batch, for Failed.
+  std::string call_error ABSL_GUARDED_BY(answers_mu);
+  // The last error logged (Failed logs an error only when its text changes).
+  std::string logged_error;
   // The next retry's backoff ceiling (zero: Options::retry); under the sender's rng_mu_.
   absl::Duration retry_ceiling;
 };
@@ -77,6 +81,38 @@ void HandoffSender::RetryLater(const JobPtr& job, std::function<void()> step) {
 void HandoffSender::ResetBackoff(Job& job) {
   absl::MutexLock lock(&rng_mu_);
   job.retry_ceiling = absl::ZeroDuration();
+}
+
+void HandoffSender::Failed(const JobPtr& job, std::string error, std::function<void()> step) {
+  if (error != job->logged_error) {
+    LogWarn("handoff call failed; retrying with backoff until it succeeds",
+            {{"layout_version", absl::StrCat(job->progress.layout_version)}, {"error", error}});
+    job->logged_error = error;
+  }
+  job->progress.last_error = std::move(error);
+  Publish(*job);
+  RetryLater(job, std::move(step));
+}
+
+void HandoffSender::Succeeded(Job& job) {
+  ResetBackoff(job);
+  job.logged_error.clear();
+  if (job.progress.last_error.empty()) return;
+  job.progress.last_error.clear();
+  Publish(job);
+}
+
+void HandoffSender::RefreshPending(Job& job) {
+  absl::MutexLock lock(&job.answers_mu);
+  for (auto& [gainer, records] : job.pending) {
+    if (job.acked.count(gainer) > 0) continue;
+    for (EncodedRecord& r : records) {
+      absl::StatusOr<std::string> stored = engine_->Get(Column::kData, r.key);
+      if (!stored.ok()) continue;
+      job.pending_bytes = job.pending_bytes - r.record.size() + stored->size();
+      r.record = *std::move(stored);
+    }
+  }
 }
 
 HandoffSender::~HandoffSender() { Shutdown(); }
@@ -182,7 +218,10 @@ void HandoffSender::Scan(JobPtr job) {
     job->digests.clear();
     job->digest_count = 0;
     job->digest_bytes = 0;
-    RetryLater(job, [this, job] { StartScan(job); });
+    Failed(job,
+           absl::StrCat("scanning this node's ", streaming ? "records" : "Merkle index", ": ",
+                        s.ToString()),
+           [this, job] { StartScan(job); });
     return;
   }
   job->exhausted = !it->Valid();
@@ -211,16 +250,23 @@ void HandoffSender::SendRecords(JobPtr job) {
     }
   }
   job->failed = false;
+  {
+    absl::MutexLock lock(&job->answers_mu);
+    job->call_error.clear();
+  }
   job->outstanding = static_cast<int>(sends.size());
   for (auto& [member, records] : sends) {
     transport_->MergeRecords(
         *member, std::move(records), guard_.Wrap([this, job, id = member->id](absl::Status status) {
-          if (status.ok()) {
+          {
             absl::MutexLock lock(&job->answers_mu);
-            job->acked.insert(id);
-          } else {
-            job->failed = true;
+            if (status.ok()) {
+              job->acked.insert(id);
+            } else if (job->call_error.empty()) {
+              job->call_error = absl::StrCat("sending records to ", id, ": ", status.ToString());
+            }
           }
+          if (!status.ok()) job->failed = true;
           if (--job->outstanding == 0) {
             executor_->Schedule(guard_.Wrap([this, job] { OnRecordsSent(job, !job->failed); }));
           }
@@ -231,10 +277,19 @@ void HandoffSender::SendRecords(JobPtr job) {
 void HandoffSender::OnRecordsSent(JobPtr job, bool ok) {
   if (!Current(job)) return;
   if (!ok) {
-    RetryLater(job, [this, job] { SendRecords(job); });
+    std::string error;
+    {
+      absl::MutexLock lock(&job->answers_mu);
+      error = job->call_error;
+    }
+    Failed(job, std::move(error), [this, job] {
+      if (!Current(job)) return;
+      RefreshPending(*job);
+      SendRecords(job);
+    });
     return;
   }
-  ResetBackoff(*job);
+  Succeeded(*job);
   HandoffProgress& p = job->progress;
   p.keys += job->pending_keys;
   p.bytes += job->pending_bytes;
@@ -270,6 +325,10 @@ void HandoffSender::Compare(JobPtr job) {
     }
   }
   job->failed = false;
+  {
+    absl::MutexLock lock(&job->answers_mu);
+    job->call_error.clear();
+  }
   job->outstanding = static_cast<int>(asks.size());
   for (auto& [member, digests] : asks) {
     // An earlier version of the gainer cannot compare: it gets every record of the batch.
@@ -280,12 +339,17 @@ void HandoffSender::Compare(JobPtr job) {
         *member, std::move(digests),
         guard_.Wrap([this, job, id = member->id,
                      all = std::move(all)](absl::StatusOr<std::vector<std::string>> keys) mutable {
-          if (keys.ok() || absl::IsUnimplemented(keys.status())) {
+          const bool answered = keys.ok() || absl::IsUnimplemented(keys.status());
+          {
             absl::MutexLock lock(&job->answers_mu);
-            job->answers[id] = keys.ok() ? *std::move(keys) : std::move(all);
-          } else {
-            job->failed = true;
+            if (answered) {
+              job->answers[id] = keys.ok() ? *std::move(keys) : std::move(all);
+            } else if (job->call_error.empty()) {
+              job->call_error =
+                  absl::StrCat("comparing digests with ", id, ": ", keys.status().ToString());
+            }
           }
+          if (!answered) job->failed = true;
           if (--job->outstanding == 0) {
             executor_->Schedule(guard_.Wrap([this, job] { OnCompared(job, !job->failed); }));
           }
@@ -296,10 +360,15 @@ void HandoffSender::Compare(JobPtr job) {
 void HandoffSender::OnCompared(JobPtr job, bool ok) {
   if (!Current(job)) return;
   if (!ok) {
-    RetryLater(job, [this, job] { Compare(job); });
+    std::string error;
+    {
+      absl::MutexLock lock(&job->answers_mu);
+      error = job->call_error;
+    }
+    Failed(job, std::move(error), [this, job] { Compare(job); });
     return;
   }
-  ResetBackoff(*job);
+  Succeeded(*job);
   job->progress.digests += job->digest_count;
   job->compared_bytes += job->digest_bytes;
   job->digests.clear();
@@ -317,16 +386,18 @@ void HandoffSender::OnCompared(JobPtr job, bool ok) {
   Next(job);
 }
 
-bool HandoffSender::FillFromWanted(Job& job) {
+absl::Status HandoffSender::FillFromWanted(Job& job) {
   size_t size = 0;
   for (auto it = job.wanted.begin(); it != job.wanted.end() && size < options_.batch_bytes;) {
     std::deque<std::string>& keys = it->second;
     while (!keys.empty() && size < options_.batch_bytes) {
       absl::StatusOr<std::string> record = engine_->Get(Column::kData, keys.front());
       if (!record.ok() && !absl::IsNotFound(record.status())) {
-        LogWarn("handoff could not read a record a new owner lacks; retrying",
-                {{"key", keys.front()}, {"error", std::string(record.status().message())}});
-        return false;
+        // The records read so far are sent first; this key stays first in line.
+        if (job.pending_keys > 0) return absl::OkStatus();
+        return absl::Status(record.status().code(),
+                            absl::StrCat("reading the record of key '", keys.front(),
+                                         "' that a new owner lacks: ", record.status().message()));
       }
       if (record.ok()) {
         const size_t bytes = keys.front().size() + record->size();
@@ -339,7 +410,7 @@ bool HandoffSender::FillFromWanted(Job& job) {
     }
     it = keys.empty() ? job.wanted.erase(it) : std::next(it);
   }
-  return true;
+  return absl::OkStatus();
 }
 
 void HandoffSender::Next(JobPtr job) {
@@ -347,12 +418,12 @@ void HandoffSender::Next(JobPtr job) {
   if (!job->wanted.empty()) {
     Throttled(job, [this, job] {
       if (!Current(job)) return;
-      if (FillFromWanted(*job)) {
+      if (absl::Status filled = FillFromWanted(*job); filled.ok()) {
         SendRecords(job);
       } else {
         job->pending.clear();
         job->pending_keys = job->pending_bytes = 0;
-        RetryLater(job, [this, job] { Next(job); });
+        Failed(job, filled.ToString(), [this, job] { Next(job); });
       }
     });
     return;

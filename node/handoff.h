@@ -41,10 +41,13 @@
 // each failure in a row up to Options::max_retry, back to Options::retry after a success. (A
 // record a gainer refuses for good, rather than being down, holds the change up likewise. The
 // store's record size limit keeps one coordinator's writes from making one too large to send;
-// siblings merged from more than three coordinators at that limit can still pass it.) A gainer that
-// does not know CompareDigests (UNIMPLEMENTED, an earlier version) gets every record of the batch.
-// The throughput limit (Options::bytes_per_second) counts full record bytes of both phases. A
-// newer layout cancels the job; a restart starts it again from phase 1.
+// siblings merged from more than three coordinators at that limit can still pass it.) Every
+// failure is published as HandoffProgress::last_error (so the change's operation says why it
+// waits) and logged when its text changes; a retry sends the records as they are stored then, so
+// a record shrunk meanwhile (its siblings resolved by a write with its context) goes through. A
+// gainer that does not know CompareDigests (UNIMPLEMENTED, an earlier version) gets every record of
+// the batch. The throughput limit (Options::bytes_per_second) counts full record bytes of both
+// phases. A newer layout cancels the job; a restart starts it again from phase 1.
 //
 // Thread-safe. Steps run on the executor and the scheduler; Shutdown (also the destructor) stops
 // the job and waits for running callbacks; the engine, transport, scheduler and executor must
@@ -59,6 +62,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/random/bit_gen_ref.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "node/clock.h"
@@ -115,14 +119,23 @@ class HandoffSender {
   // or done.
   void Next(JobPtr job);
   void WaitForStreamed(JobPtr job);
-  // Moves up to a batch of wanted records into the pending batch; false on a read error.
-  bool FillFromWanted(Job& job);
+  // Moves up to a batch of wanted records into the (empty) pending batch. A read error ends the
+  // batch before the key it failed on, which stays wanted; with nothing read, it is returned,
+  // naming the key.
+  absl::Status FillFromWanted(Job& job);
   // Runs `step` once the average rate is back under Options::bytes_per_second.
   void Throttled(const JobPtr& job, std::function<void()> step);
   void Publish(const Job& job);
   // Runs `step` after the job's next backoff (see the header comment), or resets the backoff.
   void RetryLater(const JobPtr& job, std::function<void()> step);
   void ResetBackoff(Job& job);
+  // A call of the job failed with `error`: publishes and logs it, then RetryLater(step).
+  void Failed(const JobPtr& job, std::string error, std::function<void()> step);
+  // A call of the job succeeded: resets the backoff and clears the published error.
+  void Succeeded(Job& job);
+  // Replaces the records of the pending batch that are still to be sent with their stored
+  // versions (a record that is no longer stored keeps the copy read before).
+  void RefreshPending(Job& job);
   bool Current(const JobPtr& job);
 
   const std::string self_id_;

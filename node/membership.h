@@ -21,6 +21,7 @@
 #ifndef KV_NODE_MEMBERSHIP_H_
 #define KV_NODE_MEMBERSHIP_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <tuple>
@@ -53,6 +54,9 @@ enum class HandoffPhase : uint32_t {
 };
 
 // One member's handoff progress for the transition at `layout_version` (0: none yet).
+// HandoffProgress::last_error is cut to this many bytes (it travels in every gossip message).
+inline constexpr size_t kMaxHandoffErrorBytes = 300;
+
 struct HandoffProgress {
   uint64_t layout_version = 0;
   HandoffPhase phase = HandoffPhase::kNone;
@@ -62,6 +66,9 @@ struct HandoffProgress {
   uint64_t compared_keys = 0;   // phase 2: records the gainers lacked or held otherwise, sent
   uint64_t compared_bytes = 0;  // their bytes (included in `bytes`)
   bool done = false;            // both phases complete: every gained key is durable on its gainers
+  // Why the job is waiting to retry: the call that failed last, its peer and its error (at most
+  // kMaxHandoffErrorBytes); empty once a call succeeds again. A stalled change says why.
+  std::string last_error;
 
   // Phase 1 is over for this transition: the member streamed everything it is the designated
   // source of (members of an earlier version stream every key and report only `done`).

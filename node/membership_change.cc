@@ -149,10 +149,14 @@ void MembershipChanger::Poll(Job job) {
     counters[absl::StrCat(name, "_from_", source)] = value;
     counters[absl::StrCat(name, "_total")] += value;
   };
+  std::vector<std::string> errors;  // why sources wait to retry
   for (const Member& source : job.transition.members) {
     const HandoffProgress& p = entries[source.id].handoff;
     const HandoffProgress none;
     const HandoffProgress& current = p.layout_version == version ? p : none;
+    if (!current.done && !current.last_error.empty()) {
+      errors.push_back(absl::StrCat(source.id, " retries after: ", current.last_error));
+    }
     count("keys", source.id, current.keys);
     count("bytes", source.id, current.bytes);
     count("digests", source.id, current.digests);
@@ -165,9 +169,11 @@ void MembershipChanger::Poll(Job job) {
                [&](OperationInfo& op) {
                  op.done = done;
                  op.counters = counters;
-                 op.message = all_done ? "every source handed off; completing the transition"
-                                       : absl::StrCat("waiting for the handoff of ",
-                                                      absl::StrJoin(waiting, ", "));
+                 op.message =
+                     all_done
+                         ? "every source handed off; completing the transition"
+                         : absl::StrCat("waiting for the handoff of ", absl::StrJoin(waiting, ", "),
+                                        errors.empty() ? "" : "; ", absl::StrJoin(errors, "; "));
                })
       .IgnoreError();
   if (all_done) {
@@ -178,7 +184,8 @@ void MembershipChanger::Poll(Job job) {
   if (clock_->Now() >= job.deadline) {
     Finish(job, absl::DeadlineExceededError(
                     absl::StrCat("the handoff did not complete in time; still waiting for ",
-                                 absl::StrJoin(waiting, ","), "; the transition stays in place")));
+                                 absl::StrJoin(waiting, ","), "; the transition stays in place",
+                                 errors.empty() ? "" : "; ", absl::StrJoin(errors, "; "))));
     return;
   }
   scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));

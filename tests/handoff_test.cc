@@ -15,6 +15,7 @@
 #include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "node/gossip_proto.h"
 #include "node/handoff_plan.h"
 #include "node/merkle_index.h"
 #include "storage/memory_engine.h"
@@ -60,6 +61,10 @@ class LoopbackTransport : public testing::StubPeerTransport {
     }
     executor_->Schedule([this, peer, records = std::move(records), done = std::move(done)] {
       for (const EncodedRecord& r : records) {
+        if (refuse_records_over > 0 && r.record.size() > refuse_records_over) {
+          return done(absl::FailedPreconditionError(
+              absl::StrCat("the record of ", r.key, " is ", r.record.size(), " bytes")));
+        }
         ++traffic_->records;
         ++traffic_->records_per_key[r.key];
         absl::StatusOr<SiblingSet> set = DecodeSiblingSet(r.record);
@@ -83,7 +88,10 @@ class LoopbackTransport : public testing::StubPeerTransport {
 
   bool compare_unimplemented = false;
   std::string down;  // MergeRecords to this node fails UNAVAILABLE
-  int refused = 0;   // calls that failed so
+  // MergeRecords of a batch holding a record larger than this fails FAILED_PRECONDITION from
+  // that record on, as a peer refuses a record for good (0: no limit).
+  size_t refuse_records_over = 0;
+  int refused = 0;  // calls that failed so
 
  private:
   std::map<std::string, TestNode*>* const nodes_;
@@ -140,6 +148,13 @@ class HandoffTest : public ::testing::Test {
 
   // Starts a sender on n1..n3 and runs them until all are done (or a simulated minute passed).
   void RunHandoff() {
+    StartSenders();
+    for (int step = 0; step < 1200 && !AllDone(); ++step) {
+      scheduler_.Advance(absl::Milliseconds(50));
+    }
+    EXPECT_TRUE(AllDone());
+  }
+  void StartSenders() {
     HandoffSender::Options options;
     options.replication_factor = kN;
     options.bytes_per_second = 0;
@@ -156,10 +171,6 @@ class HandoffTest : public ::testing::Test {
           }));
     }
     for (auto& sender : senders_) sender->OnPlacement(placement_);
-    for (int step = 0; step < 1200 && !AllDone(); ++step) {
-      scheduler_.Advance(absl::Milliseconds(50));
-    }
-    EXPECT_TRUE(AllDone());
   }
   bool AllDone() {
     for (int i = 0; i < 3; ++i) {
@@ -309,6 +320,27 @@ TEST(HandoffPlanTest, AllSourcesStreamedNeedsEverySourceOfThisVersion) {
   EXPECT_FALSE(AllSourcesStreamed(layout, views));
 }
 
+// A source's progress, with why it waits, travels in gossip; the error is cut to its bound.
+TEST(HandoffProgressTest, TravelsInGossipWithItsErrorCut) {
+  GossipDigest digest;
+  MemberEntry entry;
+  entry.member = Member{"n1", "h:1", ""};
+  entry.handoff.layout_version = 3;
+  entry.handoff.phase = HandoffPhase::kComparing;
+  entry.handoff.keys = 5;
+  entry.handoff.last_error = std::string(kMaxHandoffErrorBytes + 50, 'e');
+  digest.members.push_back(entry);
+  google::protobuf::RepeatedPtrField<internal::v1::GossipMember> wire;
+  DigestToProto(digest, &wire);
+  GossipDigest back = DigestFromProto("n1", wire);
+  ASSERT_EQ(back.members.size(), 1u);
+  const HandoffProgress& p = back.members[0].handoff;
+  EXPECT_EQ(p.layout_version, 3u);
+  EXPECT_EQ(p.phase, HandoffPhase::kComparing);
+  EXPECT_EQ(p.keys, 5u);
+  EXPECT_EQ(p.last_error, std::string(kMaxHandoffErrorBytes, 'e'));
+}
+
 TEST_F(HandoffTest, KeysNotMatchingAnswersMissingAndDifferentKeysInOrder) {
   Put(0, "same", "v");
   Replicate(0, 3, "same");
@@ -452,6 +484,47 @@ TEST_F(HandoffTest, ADownGainerIsRetriedWithAGrowingJitteredBackoff) {
     scheduler_.Advance(absl::Milliseconds(50));
   }
   EXPECT_TRUE(AllDone());
+  for (const std::string& key : keys) EXPECT_EQ(Encoded(3, key).value(), Encoded(0, key).value());
+}
+
+// A record the gainer refuses for good holds the change up (completing without it could lose
+// it), and the sources say why; once a write with the key's context resolves its siblings and
+// the smaller record reaches the old owners, the retries send it and the handoff completes.
+TEST_F(HandoffTest, ARefusedRecordHoldsTheChangeUpSaysWhyAndGoesThroughOnceResolved) {
+  const std::vector<std::string> keys = GainedKeys("key", 12);
+  const std::string big = keys[5];
+  for (const std::string& key : keys) Put(0, key, "v");
+  // Two blind writes more: three siblings, one of them large.
+  Put(0, big, std::string(3000, 'x'));
+  Put(0, big, "w");
+  ASSERT_EQ(nodes_[0].store->ReadRecord(big)->siblings().size(), 3u);
+  for (const std::string& key : keys) {
+    Replicate(0, 1, key);
+    Replicate(0, 2, key);
+  }
+  transport_->refuse_records_over = 2000;
+  StartSenders();
+  for (int step = 0; step < 600; ++step) scheduler_.Advance(absl::Milliseconds(50));
+  EXPECT_FALSE(AllDone());
+  const std::string source = Plan(big).source->id;
+  EXPECT_FALSE(progress_[source].done);
+  EXPECT_NE(progress_[source].last_error.find("sending records to n4: FAILED_PRECONDITION"),
+            std::string::npos)
+      << progress_[source].last_error;
+  EXPECT_NE(progress_[source].last_error.find(big), std::string::npos)
+      << progress_[source].last_error;
+
+  // The user resolves the siblings: a read, then a write with its context.
+  const std::string context = nodes_[0].store->ReadRecord(big)->ClientContext().Encode();
+  ASSERT_TRUE(nodes_[0].store->Write(WriteCommand{big, false, "resolved", context, ""}).ok());
+  Replicate(0, 1, big);
+  Replicate(0, 2, big);
+  ASSERT_EQ(nodes_[1].store->ReadRecord(big)->siblings().size(), 1u);
+  for (int step = 0; step < 1200 && !AllDone(); ++step) {
+    scheduler_.Advance(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(AllDone());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(progress_[nodes_[i].id].last_error, "") << i;
   for (const std::string& key : keys) EXPECT_EQ(Encoded(3, key).value(), Encoded(0, key).value());
 }
 

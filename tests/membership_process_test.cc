@@ -485,5 +485,47 @@ TEST_F(MembershipTakeoverTest, TransitionCompletesAfterTheCommittingNodeIsKilled
   EXPECT_NEAR(static_cast<double>(on_n4) / static_cast<double>(keys.size()), 0.75, 0.1);
 }
 
+// A new owner that stops answering during the handoff holds the join up; the operation says which
+// source retries after what, and the join completes once the new owner answers again.
+TEST_F(MembershipTakeoverTest, AStalledHandoffSaysWhyInItsOperationAndResumes) {
+  const std::string value(1000, 'x');
+  std::vector<std::string> keys;
+  for (int i = 0; i < 3 * kPreloaded; ++i) {
+    keys.push_back(absl::StrCat("pre/", i));
+    ASSERT_TRUE(client_->Put(keys.back(), value).ok()) << keys.back();
+  }
+  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
+  std::string id;
+  ASSERT_TRUE(Eventually([&] {  // once gossip made n4 known to n1 as a candidate
+    const std::vector<std::string> argv = {
+        KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "--json", "cluster", "join", "n4",
+        "--commit"};
+    const CommandResult result = RunCommand(argv, "", absl::Seconds(30));
+    if (result.exit_code != 0) return false;
+    id = nlohmann::json::parse(result.out, nullptr, false).value("operation_id", "");
+    return !id.empty();
+  })) << cluster_->LogTails();
+  // At 1 MB/s per source the handoff's second batch is a second away.
+  cluster_->Pause(3);
+  nlohmann::json op;
+  const bool explained = Eventually([&] {
+    op = KvctlJson(0, {"operation", "get", id}, 0);
+    return absl::StrContains(op.dump(), "retries after: sending records to n4");
+  });
+  cluster_->Resume(3);
+  EXPECT_TRUE(explained) << op.dump() << cluster_->LogTails();
+  EXPECT_EQ(op.value("state", ""), "RUNNING") << op.dump();
+  const absl::Time deadline = absl::Now() + kChangeTimeout;
+  do {
+    op = KvctlJson(0, {"operation", "get", id}, 0);
+    if (op.value("state", "") != "RUNNING") break;
+    absl::SleepFor(absl::Milliseconds(200));
+  } while (absl::Now() < deadline);
+  ASSERT_EQ(op.value("state", ""), "SUCCEEDED") << op.dump() << cluster_->LogTails();
+  EXPECT_FALSE(absl::StrContains(op.dump(), "retries after")) << op.dump();
+  const int on_n4 = CheckKeys(keys, {0, 3}, "n4", "");
+  EXPECT_NEAR(static_cast<double>(on_n4) / static_cast<double>(keys.size()), 0.75, 0.1);
+}
+
 }  // namespace
 }  // namespace kv
