@@ -31,9 +31,23 @@ constexpr size_t kN = 3;
 using testing::ManualScheduler;
 using testing::QueueExecutor;
 
+// A MemoryEngine whose reads of chosen records fail a number of times first.
+class FlakyReadEngine : public MemoryEngine {
+ public:
+  absl::StatusOr<std::string> Get(Column column, absl::string_view key) override {
+    auto it = failing_reads.find(std::string(key));
+    if (column == Column::kData && it != failing_reads.end() && it->second > 0) {
+      --it->second;
+      return absl::UnavailableError("injected read error");
+    }
+    return MemoryEngine::Get(column, key);
+  }
+  std::map<std::string, int> failing_reads;  // record key -> reads left to fail
+};
+
 struct TestNode {
   std::string id;
-  std::unique_ptr<MemoryEngine> engine = std::make_unique<MemoryEngine>();
+  std::unique_ptr<FlakyReadEngine> engine = std::make_unique<FlakyReadEngine>();
   std::unique_ptr<MerkleIndex> index;
   std::unique_ptr<LocalStore> store;
 };
@@ -485,6 +499,20 @@ TEST_F(HandoffTest, ADownGainerIsRetriedWithAGrowingJitteredBackoff) {
   }
   EXPECT_TRUE(AllDone());
   for (const std::string& key : keys) EXPECT_EQ(Encoded(3, key).value(), Encoded(0, key).value());
+}
+
+// A record that cannot be read when a new owner asks for it is read again later; the records
+// read before it in the same batch are sent, not dropped. Each key here has one old owner only
+// (acknowledged with W=1, the rest lost), so nothing else would bring a dropped one.
+TEST_F(HandoffTest, ARecordThatCannotBeReadIsRetriedWithoutDroppingTheOnesReadBefore) {
+  const std::vector<std::string> missing = GainedKeys("missing", 20);
+  for (const std::string& key : missing) Put(Others(key)[0], key, "on one old owner only");
+  for (TestNode& node : nodes_) node.engine->failing_reads[missing[10]] = 2;
+  RunHandoff();
+  for (const std::string& key : missing) {
+    EXPECT_EQ(Encoded(3, key).value_or("(none)"), Encoded(Others(key)[0], key).value()) << key;
+  }
+  EXPECT_EQ(nodes_[Others(missing[10])[0]].engine->failing_reads[missing[10]], 0);
 }
 
 // A record the gainer refuses for good holds the change up (completing without it could lose
