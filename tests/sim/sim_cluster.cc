@@ -185,6 +185,9 @@ absl::Status SimCluster::Restart(int index) {
   node.coordinator = std::make_unique<Coordinator>(options, node.placement.get(), node.store.get(),
                                                    node.outbox.get(), node.transport.get(),
                                                    node.executor.get(), &clock_);
+  // As kvnode: a write still short of W after ClusterOptions::ack_timeout is answered
+  // UNAVAILABLE (stored here; the client retries it with its token).
+  node.coordinator->SetAckTimer(node.scheduler.get());
   // Built in the background, as kvnode does; exchanges wait until it is ready.
   MerkleIndex* merkle = node.merkle.get();
   node.executor->Schedule([this, merkle] {
