@@ -9,12 +9,31 @@
 #include <vector>
 
 #include "absl/random/distributions.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "node/handoff_plan.h"
 #include "node/log.h"
 #include "node/merkle_index.h"
 
 namespace kv {
+namespace {
+
+// `text` with every byte outside printable ASCII written as \xNN.
+std::string PrintableAscii(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte < 0x7f) {
+      out.push_back(c);
+    } else {
+      absl::StrAppend(&out, "\\x", absl::Hex(byte, absl::kZeroPad2));
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 struct HandoffSender::Job {
   std::shared_ptr<const Placement> placement;
@@ -43,6 +62,7 @@ struct HandoffSender::Job {
   std::set<std::string> acked ABSL_GUARDED_BY(answers_mu);
   // The first failure among the calls of the current batch, for Failed.
   std::string call_error ABSL_GUARDED_BY(answers_mu);
+  std::string call_error_peer ABSL_GUARDED_BY(answers_mu);  // the gainer it is about
   // The last error logged (Failed logs an error only when its text changes).
   std::string logged_error;
   // The next retry's backoff ceiling (zero: Options::retry); under the sender's rng_mu_.
@@ -84,6 +104,10 @@ void HandoffSender::ResetBackoff(Job& job) {
 }
 
 void HandoffSender::Failed(const JobPtr& job, std::string error, std::function<void()> step) {
+  // Printable ASCII (keys and peers' messages may hold any bytes; gossip and operation messages
+  // are UTF-8 strings), cut to what gossip carries.
+  error = PrintableAscii(error);
+  if (error.size() > kMaxHandoffErrorBytes) error.resize(kMaxHandoffErrorBytes);
   if (error != job->logged_error) {
     LogWarn("handoff call failed; retrying with backoff until it succeeds",
             {{"layout_version", absl::StrCat(job->progress.layout_version)}, {"error", error}});
@@ -106,12 +130,25 @@ void HandoffSender::RefreshPending(Job& job) {
   absl::MutexLock lock(&job.answers_mu);
   for (auto& [gainer, records] : job.pending) {
     if (job.acked.count(gainer) > 0) continue;
-    for (EncodedRecord& r : records) {
-      absl::StatusOr<std::string> stored = engine_->Get(Column::kData, r.key);
-      if (!stored.ok()) continue;
-      job.pending_bytes = job.pending_bytes - r.record.size() + stored->size();
-      r.record = *std::move(stored);
+    for (auto r = records.begin(); r != records.end();) {
+      absl::StatusOr<std::string> stored = engine_->Get(Column::kData, r->key);
+      if (absl::IsNotFound(stored.status())) {
+        // Only a tombstone purge removes a record during a transition: what was read before
+        // (perhaps a value deleted since) must not reach the new owner.
+        job.pending_bytes -= r->key.size() + r->record.size();
+        --job.pending_keys;
+        r = records.erase(r);
+        continue;
+      }
+      // A larger record (merged with more since) keeps the copy read before, so that the batch
+      // stays within what a message carries; phase 2 sends the newer one.
+      if (stored.ok() && stored->size() <= r->record.size()) {
+        job.pending_bytes = job.pending_bytes - r->record.size() + stored->size();
+        r->record = *std::move(stored);
+      }
+      ++r;
     }
+    if (records.empty()) job.acked.insert(gainer);  // nothing left for it
   }
 }
 
@@ -211,8 +248,6 @@ void HandoffSender::Scan(JobPtr job) {
     it->Next();
   }
   if (absl::Status s = it->status(); !s.ok()) {
-    LogWarn("handoff scan failed; starting the phase's scan again",
-            {{"error", std::string(s.message())}});
     job->pending.clear();
     job->pending_keys = job->pending_bytes = 0;
     job->digests.clear();
@@ -249,6 +284,10 @@ void HandoffSender::SendRecords(JobPtr job) {
       }
     }
   }
+  if (sends.empty()) {  // what a retry had left to send is gone (RefreshPending)
+    OnRecordsSent(job, true);
+    return;
+  }
   job->failed = false;
   {
     absl::MutexLock lock(&job->answers_mu);
@@ -262,8 +301,10 @@ void HandoffSender::SendRecords(JobPtr job) {
             absl::MutexLock lock(&job->answers_mu);
             if (status.ok()) {
               job->acked.insert(id);
-            } else if (job->call_error.empty()) {
+            } else if (job->call_error.empty() || id < job->call_error_peer) {
+              // The failure of the first gainer by id: the same text from retry to retry.
               job->call_error = absl::StrCat("sending records to ", id, ": ", status.ToString());
+              job->call_error_peer = id;
             }
           }
           if (!status.ok()) job->failed = true;
@@ -344,9 +385,10 @@ void HandoffSender::Compare(JobPtr job) {
             absl::MutexLock lock(&job->answers_mu);
             if (answered) {
               job->answers[id] = keys.ok() ? *std::move(keys) : std::move(all);
-            } else if (job->call_error.empty()) {
+            } else if (job->call_error.empty() || id < job->call_error_peer) {
               job->call_error =
                   absl::StrCat("comparing digests with ", id, ": ", keys.status().ToString());
+              job->call_error_peer = id;
             }
           }
           if (!answered) job->failed = true;
@@ -395,9 +437,10 @@ absl::Status HandoffSender::FillFromWanted(Job& job) {
       if (!record.ok() && !absl::IsNotFound(record.status())) {
         // The records read so far are sent first; this key stays first in line.
         if (job.pending_keys > 0) return absl::OkStatus();
-        return absl::Status(record.status().code(),
-                            absl::StrCat("reading the record of key '", keys.front(),
-                                         "' that a new owner lacks: ", record.status().message()));
+        return absl::Status(
+            record.status().code(),
+            absl::StrCat("reading the record of key \"", absl::CHexEscape(keys.front()),
+                         "\" that a new owner lacks: ", record.status().message()));
       }
       if (record.ok()) {
         const size_t bytes = keys.front().size() + record->size();

@@ -134,7 +134,8 @@ class HandoffSender {
   // A call of the job succeeded: resets the backoff and clears the published error.
   void Succeeded(Job& job);
   // Replaces the records of the pending batch that are still to be sent with their stored
-  // versions (a record that is no longer stored keeps the copy read before).
+  // versions when those are not larger (a record resolved meanwhile goes through; the batch
+  // never outgrows a message), and drops those no longer stored (purged tombstones).
   void RefreshPending(Job& job);
   bool Current(const JobPtr& job);
 

@@ -73,11 +73,21 @@ class LoopbackTransport : public testing::StubPeerTransport {
       executor_->Schedule([done = std::move(done)] { done(absl::UnavailableError("down")); });
       return;
     }
+    size_t batch_bytes = 0;
+    for (const EncodedRecord& r : records) batch_bytes += r.key.size() + r.record.size();
+    if (max_batch_bytes > 0 && batch_bytes > max_batch_bytes) {
+      ++refused;
+      executor_->Schedule([done = std::move(done)] {
+        done(absl::ResourceExhaustedError("Sent message larger than max"));
+      });
+      return;
+    }
     executor_->Schedule([this, peer, records = std::move(records), done = std::move(done)] {
       for (const EncodedRecord& r : records) {
         if (refuse_records_over > 0 && r.record.size() > refuse_records_over) {
+          // With a byte that is not UTF-8, as a peer's message naming a key may hold.
           return done(absl::FailedPreconditionError(
-              absl::StrCat("the record of ", r.key, " is ", r.record.size(), " bytes")));
+              absl::StrCat("the record of ", r.key, " is ", r.record.size(), " bytes \xff")));
         }
         ++traffic_->records;
         ++traffic_->records_per_key[r.key];
@@ -105,6 +115,8 @@ class LoopbackTransport : public testing::StubPeerTransport {
   // MergeRecords of a batch holding a record larger than this fails FAILED_PRECONDITION from
   // that record on, as a peer refuses a record for good (0: no limit).
   size_t refuse_records_over = 0;
+  // MergeRecords of a batch larger than this fails RESOURCE_EXHAUSTED (0: no limit).
+  size_t max_batch_bytes = 0;
   int refused = 0;  // calls that failed so
 
  private:
@@ -541,6 +553,17 @@ TEST_F(HandoffTest, ARefusedRecordHoldsTheChangeUpSaysWhyAndGoesThroughOnceResol
       << progress_[source].last_error;
   EXPECT_NE(progress_[source].last_error.find(big), std::string::npos)
       << progress_[source].last_error;
+  // Escaped: gossip carries it in a UTF-8 string field.
+  EXPECT_NE(progress_[source].last_error.find("bytes \\xff"), std::string::npos)
+      << progress_[source].last_error;
+  GossipDigest digest;
+  digest.members.emplace_back();
+  digest.members[0].member = Member{source, "h:1", ""};
+  digest.members[0].handoff = progress_[source];
+  internal::v1::GossipRequest request;
+  DigestToProto(digest, request.mutable_members());
+  internal::v1::GossipRequest parsed;
+  EXPECT_TRUE(parsed.ParseFromString(request.SerializeAsString()));
 
   // The user resolves the siblings: a read, then a write with its context.
   const std::string context = nodes_[0].store->ReadRecord(big)->ClientContext().Encode();
@@ -554,6 +577,65 @@ TEST_F(HandoffTest, ARefusedRecordHoldsTheChangeUpSaysWhyAndGoesThroughOnceResol
   EXPECT_TRUE(AllDone());
   for (int i = 0; i < 3; ++i) EXPECT_EQ(progress_[nodes_[i].id].last_error, "") << i;
   for (const std::string& key : keys) EXPECT_EQ(Encoded(3, key).value(), Encoded(0, key).value());
+}
+
+// Records that grew while their gainer was down are sent as first read: a retried batch never
+// outgrows a message (the newer records go in phase 2, in batches of the usual size).
+TEST_F(HandoffTest, RecordsThatGrewWhileTheGainerWasDownDoNotOutgrowTheRetriedBatch) {
+  const std::vector<std::string> keys = GainedKeys("key", 40);
+  for (const std::string& key : keys) {
+    Put(0, key, "v");
+    Replicate(0, 1, key);
+    Replicate(0, 2, key);
+  }
+  transport_->down = "n4";
+  transport_->max_batch_bytes = 6000;  // the senders' batches are of about 2,000 bytes
+  StartSenders();
+  for (int step = 0; step < 100; ++step) scheduler_.Advance(absl::Milliseconds(50));
+  for (const std::string& key : keys) {
+    const std::string context = nodes_[0].store->ReadRecord(key)->ClientContext().Encode();
+    ASSERT_TRUE(
+        nodes_[0].store->Write(WriteCommand{key, false, std::string(900, 'y'), context, ""}).ok());
+    Replicate(0, 1, key);
+    Replicate(0, 2, key);
+  }
+  transport_->down.clear();
+  for (int step = 0; step < 2400 && !AllDone(); ++step) {
+    scheduler_.Advance(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(AllDone());
+  for (const std::string& key : keys) EXPECT_EQ(Encoded(3, key).value(), Encoded(0, key).value());
+}
+
+// A record purged (its tombstone) while its gainer was down is not sent from the copy read
+// before: that copy may be the value the purged tombstone deleted.
+TEST_F(HandoffTest, ARecordPurgedWhileTheGainerWasDownIsNotSentAgain) {
+  const std::vector<std::string> keys = GainedKeys("key", 10);
+  for (const std::string& key : keys) {
+    Put(0, key, "v");
+    Replicate(0, 1, key);
+    Replicate(0, 2, key);
+  }
+  transport_->down = "n4";
+  StartSenders();
+  for (int step = 0; step < 100; ++step) scheduler_.Advance(absl::Milliseconds(50));
+  const std::string purged = keys[4];
+  for (int i = 0; i < 3; ++i) {
+    WriteBatch batch;
+    batch.Delete(Column::kData, purged);
+    ASSERT_TRUE(nodes_[i].engine->Write(batch, WriteOptions{}).ok());
+  }
+  transport_->down.clear();
+  for (int step = 0; step < 2400 && !AllDone(); ++step) {
+    scheduler_.Advance(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(AllDone());
+  EXPECT_TRUE(absl::IsNotFound(Encoded(3, purged).status())) << Encoded(3, purged).value_or("");
+  for (const std::string& key : keys) {
+    if (key != purged) {
+      EXPECT_EQ(Encoded(3, key).value(), Encoded(0, key).value());
+    }
+  }
 }
 
 TEST_F(HandoffTest, GainerThatCannotCompareGetsEveryRecord) {

@@ -432,29 +432,45 @@ class MembershipTakeoverTest : public MembershipProcessTest {
     slow_handoff_ = true;
     MembershipProcessTest::SetUp();
   }
+
+  // Writes 3 * kPreloaded keys of 1,000 bytes (about 1.5 MB per designated source of a join:
+  // at 1 MB/s the handoff takes more than a second) and restarts the joiner n4.
+  std::vector<std::string> PreloadAndRestartJoiner() {
+    const std::string value(1000, 'x');
+    std::vector<std::string> keys;
+    for (int i = 0; i < 3 * kPreloaded; ++i) {
+      keys.push_back(absl::StrCat("pre/", i));
+      EXPECT_TRUE(client_->Put(keys.back(), value).ok()) << keys.back();
+    }
+    EXPECT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
+    return keys;
+  }
+
+  // Commits the join of n4 through node `via` once gossip made n4 a candidate there; returns
+  // the operation id (empty if that never happened).
+  std::string CommitJoin(size_t via) {
+    std::string id;
+    EXPECT_TRUE(Eventually([&] {
+      const std::vector<std::string> argv = {
+          KVCTL_PATH, "--endpoints=" + cluster_->endpoint(via), "--json", "cluster", "join", "n4",
+          "--commit"};
+      const CommandResult result = RunCommand(argv, "", absl::Seconds(30));
+      if (result.exit_code != 0) return false;
+      id = nlohmann::json::parse(result.out, nullptr, false).value("operation_id", "");
+      return !id.empty();
+    })) << cluster_->LogTails();
+    return id;
+  }
 };
 
 TEST_F(MembershipTakeoverTest, TransitionCompletesAfterTheCommittingNodeIsKilled) {
-  // About 1.5 MB per designated source at 1 MB/s: the handoff outlasts the kill below.
-  const std::string value(1000, 'x');
-  std::vector<std::string> keys;
-  for (int i = 0; i < 3 * kPreloaded; ++i) {
-    keys.push_back(absl::StrCat("pre/", i));
-    ASSERT_TRUE(client_->Put(keys.back(), value).ok()) << keys.back();
-  }
-  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
+  // The handoff outlasts the kill below.
+  const std::vector<std::string> keys = PreloadAndRestartJoiner();
+  ASSERT_FALSE(HasFailure());
   const uint64_t before =
       KvctlJson(0, {"cluster", "status"}, 0).value("layout_version", uint64_t{0});
-  std::string id;
-  ASSERT_TRUE(Eventually([&] {  // once gossip made n4 known to itself as a candidate
-    const std::vector<std::string> argv = {
-        KVCTL_PATH, "--endpoints=" + cluster_->endpoint(3), "--json", "cluster", "join", "n4",
-        "--commit"};
-    const CommandResult result = RunCommand(argv, "", absl::Seconds(30));
-    if (result.exit_code != 0) return false;
-    id = nlohmann::json::parse(result.out, nullptr, false).value("operation_id", "");
-    return !id.empty();
-  })) << cluster_->LogTails();
+  const std::string id = CommitJoin(3);
+  ASSERT_FALSE(id.empty());
   ASSERT_TRUE(Eventually([&] {
     return KvctlJson(1, {"cluster", "status"}, 0).value("layout_version", uint64_t{0}) ==
            before + 1;
@@ -488,23 +504,10 @@ TEST_F(MembershipTakeoverTest, TransitionCompletesAfterTheCommittingNodeIsKilled
 // A new owner that stops answering during the handoff holds the join up; the operation says which
 // source retries after what, and the join completes once the new owner answers again.
 TEST_F(MembershipTakeoverTest, AStalledHandoffSaysWhyInItsOperationAndResumes) {
-  const std::string value(1000, 'x');
-  std::vector<std::string> keys;
-  for (int i = 0; i < 3 * kPreloaded; ++i) {
-    keys.push_back(absl::StrCat("pre/", i));
-    ASSERT_TRUE(client_->Put(keys.back(), value).ok()) << keys.back();
-  }
-  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
-  std::string id;
-  ASSERT_TRUE(Eventually([&] {  // once gossip made n4 known to n1 as a candidate
-    const std::vector<std::string> argv = {
-        KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "--json", "cluster", "join", "n4",
-        "--commit"};
-    const CommandResult result = RunCommand(argv, "", absl::Seconds(30));
-    if (result.exit_code != 0) return false;
-    id = nlohmann::json::parse(result.out, nullptr, false).value("operation_id", "");
-    return !id.empty();
-  })) << cluster_->LogTails();
+  const std::vector<std::string> keys = PreloadAndRestartJoiner();
+  ASSERT_FALSE(HasFailure());
+  const std::string id = CommitJoin(0);
+  ASSERT_FALSE(id.empty());
   // At 1 MB/s per source the handoff's second batch is a second away.
   cluster_->Pause(3);
   nlohmann::json op;
