@@ -283,7 +283,13 @@ void AntiEntropy::OnSegmentKeys(ExchangePtr ex, std::vector<uint32_t> segments,
   // key -> (local digest, remote digest); ordered, so diffs come out in a deterministic order.
   std::map<std::string, std::pair<std::optional<uint64_t>, std::optional<uint64_t>>> keys;
   for (KeyDigest& entry : *local) keys[std::move(entry.key)].first = entry.digest;
-  for (KeyDigest& entry : *remote) keys[std::move(entry.key)].second = entry.digest;
+  for (KeyDigest& entry : *remote) {
+    // A key this node does not share with the peer on its own ring (the peer is on another
+    // layout) is not taken from it: the copy would be a stray here, which no tombstone purge
+    // asks about (C8). Once both are on one ring, the trees agree on what they share.
+    if (!index_->Shares(entry.key, ex->member.id)) continue;
+    keys[std::move(entry.key)].second = entry.digest;
+  }
   for (auto& [key, digests] : keys) {
     if (digests.first == digests.second) continue;
     ++ex->ranges[RangeOf(key)].first;

@@ -139,8 +139,12 @@ void GrpcPeerTransport::MergeRecords(const Member& peer, std::vector<EncodedReco
       &call->context, &call->request, &call->response,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         grpc::ClientContext* context = &call->context;
+        absl::Status merged = FromPeer(status);
+        if (!merged.ok() && context->GetServerTrailingMetadata().count(kNotAReplicaMetadata) > 0) {
+          merged = MarkNotAReplica(std::move(merged));
+        }
         Complete(std::move(call), context, std::move(stubs),
-                 [status = FromPeer(status), done = std::move(done)] { done(status); });
+                 [merged = std::move(merged), done = std::move(done)] { done(merged); });
       });
 }
 

@@ -26,6 +26,10 @@ std::vector<const Member*> KeyHandoff::CompareWith(absl::string_view self_id) co
     return std::any_of(list.begin(), list.end(), [&](const Member* m) { return m->id == id; });
   };
   std::vector<const Member*> out;
+  // A copy on a node that is not an old owner is a stray (it no longer owned the key when the
+  // copy came): no tombstone purge asked about it, and passing it on could bring a deleted key
+  // back (C8). Every acknowledged write is on old owners.
+  if (!has(old_owners, self_id)) return out;
   if (source == nullptr || source->id != self_id) out = gainers;
   if (has(old_owners, self_id) && !has(new_owners, self_id)) {
     for (const Member* m : new_owners) {

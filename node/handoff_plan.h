@@ -37,7 +37,8 @@ struct KeyHandoff {
   // designated source (it streamed the record to them in phase 1); and, when `self_id` loses
   // the key (an old owner, not a new one: a leaving node, or the owner a joining node replaces),
   // every new owner, so that nothing it holds leaves with it, also when nobody gains the key
-  // (a leave that shrinks the cluster to N members or fewer).
+  // (a leave that shrinks the cluster to N members or fewer). Nobody when `self_id` is not an
+  // old owner: its copy is a stray, which must not reach the new owners (PRODUCT.md C8).
   std::vector<const Member*> CompareWith(absl::string_view self_id) const;
 };
 

@@ -390,6 +390,8 @@ absl::Status NodeServer::StartGrpc() {
       store_.get(), executor_.get(), &gate_, merkle_.get(), gossiper_.get(),
       CertificateAuthorizer(config_.tls_peer_names, "calls of the internal Replica service",
                             "--tls_peer_names"));
+  replica_service_->SetPlacement(placement_.get(), config_.node_id,
+                                 static_cast<size_t>(config_.replication_factor));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

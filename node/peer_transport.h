@@ -75,6 +75,20 @@ inline bool IsWriteStored(const absl::Status& status) {
   return status.GetPayload(kWriteStoredPayload).has_value();
 }
 
+// A refusal of a record by a member that does not replicate its key in its layout
+// (Placement::CheckMayHold): final for that member as long as its layout stands, so a sender gives
+// the record up at once rather than retrying it. In process the mark is a status payload; over
+// gRPC it is the trailing metadata kNotAReplicaMetadata.
+inline constexpr absl::string_view kNotAReplicaPayload = "type.kv/not-a-replica";
+inline constexpr char kNotAReplicaMetadata[] = "kv-not-a-replica";
+inline absl::Status MarkNotAReplica(absl::Status status) {
+  status.SetPayload(kNotAReplicaPayload, absl::Cord("1"));
+  return status;
+}
+inline bool IsNotAReplica(const absl::Status& status) {
+  return status.GetPayload(kNotAReplicaPayload).has_value();
+}
+
 class PeerTransport {
  public:
   virtual ~PeerTransport() = default;

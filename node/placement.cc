@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <map>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "node/peer_transport.h"
+
 namespace kv {
 
 absl::StatusOr<std::shared_ptr<const Placement>> Placement::Create(ClusterLayout layout) {
@@ -37,6 +41,18 @@ std::vector<const Member*> Placement::Replicas(absl::string_view key, size_t n) 
     }
   }
   return replicas;
+}
+
+absl::Status Placement::CheckMayHold(absl::string_view self_id, absl::string_view key,
+                                     size_t n) const {
+  if (!layout_.Contains(self_id)) return absl::OkStatus();
+  for (const Member* m : Replicas(key, n)) {
+    if (m->id == self_id) return absl::OkStatus();
+  }
+  return MarkNotAReplica(absl::FailedPreconditionError(
+      absl::StrCat(self_id, " is not a replica of key \"", absl::CHexEscape(key),
+                   "\" in cluster layout version ", layout_.version,
+                   " and keeps no copy of it (the sender's layout may be older or newer)")));
 }
 
 std::vector<const Member*> Placement::AllMembers() const {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "node/cluster_layout.h"
@@ -33,6 +34,12 @@ class Placement {
 
   // The key's replicas: old owners first, then new owners not among them.
   std::vector<const Member*> Replicas(absl::string_view key, size_t n) const;
+  // OK if member `self_id` may keep a record of `key`: it is one of the key's replicas, or not
+  // a member of the layout at all (a node joining before it learns the transition that adds
+  // it). Otherwise FAILED_PRECONDITION marked MarkNotAReplica (node/peer_transport.h): a copy kept
+  // there would be a stray that no tombstone purge asks about and that a later membership change
+  // could bring back (PRODUCT.md C8).
+  absl::Status CheckMayHold(absl::string_view self_id, absl::string_view key, size_t n) const;
   // Every member of both rings, by id.
   std::vector<const Member*> AllMembers() const;
 

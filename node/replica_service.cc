@@ -125,8 +125,11 @@ grpc::ServerUnaryReactor* ReplicaService::MergeBatch(grpc::CallbackServerContext
                                                      internal::v1::MergeBatchResponse* response) {
   absl::Status admitted = Admit(*context);
   if (!admitted.ok()) return FinishNow(gate_, admitted);
-  return FinishOnExecutor(context, gate_, executor_,
-                          [this, request, response] { return DoMergeBatch(*request, response); });
+  return FinishOnExecutor(context, gate_, executor_, [this, context, request, response] {
+    absl::Status merged = DoMergeBatch(*request, response);
+    if (IsNotAReplica(merged)) context->AddTrailingMetadata(kNotAReplicaMetadata, "1");
+    return merged;
+  });
 }
 
 grpc::ServerUnaryReactor* ReplicaService::ReadRecord(grpc::CallbackServerContext* context,
@@ -155,6 +158,18 @@ grpc::ServerUnaryReactor* ReplicaService::ListKeys(grpc::CallbackServerContext* 
 
 absl::Status ReplicaService::DoMergeBatch(const internal::v1::MergeBatchRequest& request,
                                           internal::v1::MergeBatchResponse* response) {
+  if (placement_ != nullptr) {
+    const std::shared_ptr<const Placement> placement = placement_->Get();
+    for (int i = 0; i < request.records_size(); ++i) {
+      absl::Status may_hold =
+          placement->CheckMayHold(self_id_, request.records(i).key(), replication_factor_);
+      if (!may_hold.ok()) {
+        return MarkNotAReplica(absl::FailedPreconditionError(
+            absl::StrCat("record ", i, " of the batch from \"", request.from_node_id(),
+                         "\" is refused: ", may_hold.message())));
+      }
+    }
+  }
   // Decode everything first, so that a bad record rejects the batch before anything changes.
   std::vector<SiblingSet> decoded;
   decoded.reserve(request.records_size());

@@ -1,8 +1,11 @@
 // ReplicaService: the internal kv.internal.v1.Replica gRPC service, through which replicas
 // exchange encoded sibling sets (storage/FORMAT.md) and merge them.
 //
-// MergeBatch first decodes and checks every record of the batch (INVALID_ARGUMENT naming the
-// first bad record, and nothing is merged), then merges them one by one through
+// MergeBatch first checks that this node may keep every record of the batch (with a placement
+// set, Placement::CheckMayHold: FAILED_PRECONDITION for a key this member does not replicate in
+// its layout, and nothing is merged; such a copy would be a stray no purge asks about, C8),
+// decodes and checks every record (INVALID_ARGUMENT naming the first bad record, and nothing is
+// merged), then merges them one by one through
 // LocalStore::MergeRecord and answers once all are durable. Merging is idempotent, so a retried
 // batch is harmless. ReadRecord returns found = false for a key the node knows nothing of.
 //
@@ -26,6 +29,10 @@
 #ifndef KV_NODE_REPLICA_SERVICE_H_
 #define KV_NODE_REPLICA_SERVICE_H_
 
+#include <cstddef>
+#include <memory>
+#include <string>
+
 #include "absl/status/status.h"
 #include "node/call_gate.h"
 #include "node/certificate_authorizer.h"
@@ -33,6 +40,7 @@
 #include "node/gossip.h"
 #include "node/local_store.h"
 #include "node/merkle_index.h"
+#include "node/placement.h"
 #include "replica.grpc.pb.h"
 
 namespace kv {
@@ -44,6 +52,15 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   ReplicaService(LocalStore* store, Executor* executor, CallGate* gate,
                  const MerkleIndex* merkle = nullptr, Gossiper* gossiper = nullptr,
                  CertificateAuthorizer authorizer = CertificateAuthorizer());
+
+  // Makes MergeBatch refuse records of keys node `self_id` does not replicate in `placement`'s
+  // layout (see above). Call before serving; `placement` must outlive the service.
+  void SetPlacement(const PlacementHolder* placement, std::string self_id,
+                    size_t replication_factor) {
+    placement_ = placement;
+    self_id_ = std::move(self_id);
+    replication_factor_ = replication_factor;
+  }
 
   grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
                                        const internal::v1::MergeBatchRequest* request,
@@ -85,6 +102,9 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   const MerkleIndex* const merkle_;
   Gossiper* const gossiper_;
   const CertificateAuthorizer authorizer_;
+  const PlacementHolder* placement_ = nullptr;  // see SetPlacement
+  std::string self_id_;
+  size_t replication_factor_ = 0;
 };
 
 }  // namespace kv

@@ -312,9 +312,13 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       const std::vector<Waiting>& entries = it->second.entries;
       if (IsRecordRefusal(status) && it->second.records <= 1 && !entries.empty()) {
         // Refused alone: given up on after a few refusals in a row, for a refusal may pass (a
-        // peer's format level not known yet, a limit changing during a rolling restart).
+        // peer's format level not known yet, a limit changing during a rolling restart); at
+        // once by a peer that does not replicate the key (it keeps no stray copies).
         int& refusals = peer->refusals[entries.front().entry.key];
-        if (++refusals >= std::max(options_.refusals_before_giving_up, 1)) give_up = true;
+        if (IsNotAReplica(status) ||
+            ++refusals >= std::max(options_.refusals_before_giving_up, 1)) {
+          give_up = true;
+        }
       }
       if (give_up && !entries.empty()) peer->refusals.erase(entries.front().entry.key);
       if (status.ok() && !peer->refusals.empty()) {
@@ -363,9 +367,16 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       } else {
         peer->on_disk_only = true;  // a scan finds them, and the peer refuses them again
       }
-      stats.dropped += batch.entries.size();
       ++stats.failed_batches;
-      stats.last_error = absl::StrCat("gave up on a record: ", status.ToString());
+      if (IsNotAReplica(status)) {
+        // Not lost to the peer: it does not replicate the key (in its layout, which may be older
+        // than this node's: then the handoff and anti-entropy bring it the key).
+        stats.last_error =
+            absl::StrCat("gave up on a record the peer does not replicate: ", status.ToString());
+      } else {
+        stats.dropped += batch.entries.size();
+        stats.last_error = absl::StrCat("gave up on a record: ", status.ToString());
+      }
     } else {
       ++stats.failed_batches;
       if (!IsRecordRefusal(status)) stats.reachable = false;  // a refusal is an answer
@@ -376,7 +387,9 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
         peer->isolate = std::max(peer->isolate, std::max<size_t>(batch.records, 1));
       }
       for (Waiting& w : batch.entries) Enqueue(peer, std::move(w));
-      backoff = StartBackoff(peer);
+      // A peer that does not replicate one of the keys answered: the keys go again at once,
+      // one per batch.
+      if (!IsNotAReplica(status)) backoff = StartBackoff(peer);
     }
     Pump(peer);
   }

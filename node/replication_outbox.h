@@ -29,7 +29,11 @@
 // dropped (anti-entropy tries it again later) and reported with the refusal, and the sender
 // goes on at once. A record larger than Options::max_record_bytes (what the transport can
 // carry) is given up on the same way, at once and without being sent; a record this node cannot
-// read (DATA_LOSS) is sent alone and counted like one the peer refused.
+// read (DATA_LOSS) is sent alone and counted like one the peer refused. A refusal marked
+// IsNotAReplica (node/peer_transport.h: the peer does not replicate the key in its layout, and
+// keeps no stray copies, PRODUCT.md C8) is final: the keys go again at once, one per batch, and
+// the record refused alone is given up on at once, not counted as dropped (the peer does not
+// replicate it; if its layout is the older one, the handoff and anti-entropy bring it the key).
 //
 // Bounds. At most Options::max_entries_per_peer entries per peer on disk: a write beyond that
 // records no entry for that peer and counts a drop (anti-entropy repairs it); client writes are

@@ -22,7 +22,10 @@
 //     lose the writes those entries stand for at their target. The key is kept and retried.
 // A pass that kept some key (outbox entries pending, record changed) is followed by another
 // after Options::retry, until one keeps nothing; with Options::interval set, passes then go on
-// every interval (stray copies that arrived since are removed too).
+// every interval (stray copies that arrived since are removed too). Few should arrive: a member
+// refuses records of keys it does not replicate (Replica.MergeBatch, Placement::CheckMayHold), and
+// anti-entropy takes none from a peer on another ring; a copy merged in the instant between that
+// check and a layout change can still stay until the next pass.
 //
 // Why removing is safe. The change completed only after every new owner received what every
 // old owner held (node/handoff.h), and writes since go to the new owners. A removal is a local

@@ -2,7 +2,8 @@
 // what the test scripts: replies and verdicts come back as they are, a W shortfall keeps its
 // "stored" mark, a call the peer dropped unstarted (CANCELLED, as gRPC answers while a server
 // shuts down) comes back as UNAVAILABLE, so that a coordinator moves on to the next replica, and
-// a call the transport cancelled itself (on destruction) stays CANCELLED.
+// a call the transport cancelled itself (on destruction) stays CANCELLED. A MergeBatch refusal by
+// a peer that does not replicate a key keeps its not-a-replica mark.
 #include "node/grpc_peer_transport.h"
 
 #include <grpcpp/grpcpp.h>
@@ -18,6 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kv.grpc.pb.h"
+#include "replica.grpc.pb.h"
 
 namespace kv {
 namespace {
@@ -77,6 +79,19 @@ class ScriptedPut final : public v1::KV::CallbackService {
   absl::Notification received_;
 };
 
+// Refuses every MergeBatch as a member that does not replicate the keys does.
+class RefusingReplica final : public internal::v1::Replica::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
+                                       const internal::v1::MergeBatchRequest* /*request*/,
+                                       internal::v1::MergeBatchResponse* /*response*/) override {
+    context->AddTrailingMetadata(kNotAReplicaMetadata, "1");
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "n2 is not a replica"));
+    return reactor;
+  }
+};
+
 class GrpcPeerTransportTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -84,6 +99,7 @@ class GrpcPeerTransportTest : public ::testing::Test {
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(&service_);
+    builder.RegisterService(&replica_);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
     peer_ = Member{"n2", absl::StrCat("127.0.0.1:", port), ""};
@@ -117,6 +133,7 @@ class GrpcPeerTransportTest : public ::testing::Test {
   // never be dropped on one of the channel's own threads.
   ThreadPoolExecutor executor_{1};
   ScriptedPut service_;
+  RefusingReplica replica_;
   std::unique_ptr<grpc::Server> server_;
   Member peer_;
   std::unique_ptr<GrpcPeerTransport> transport_ =
@@ -147,6 +164,18 @@ TEST_F(GrpcPeerTransportTest, AShortfallMarkedStoredKeepsItsMark) {
   absl::StatusOr<WriteReply> reply = Forward();
   EXPECT_EQ(reply.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(IsWriteStored(reply.status()));
+}
+
+TEST_F(GrpcPeerTransportTest, ARefusalByAMemberThatDoesNotReplicateKeepsItsMark) {
+  absl::Notification done;
+  absl::Status merged;
+  transport_->MergeRecords(peer_, {EncodedRecord{"key", "record"}}, [&](absl::Status status) {
+    merged = std::move(status);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  EXPECT_EQ(merged.code(), absl::StatusCode::kFailedPrecondition) << merged;
+  EXPECT_TRUE(IsNotAReplica(merged)) << merged;
 }
 
 TEST_F(GrpcPeerTransportTest, ACallThePeerDroppedUnstartedIsUnavailable) {

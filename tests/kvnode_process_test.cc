@@ -443,6 +443,60 @@ TEST_F(KvnodeProcessTest, ReplicaServiceReadsAndMergesRecords) {
   EXPECT_THAT(got.siblings(0).dot(), StartsWith("n1#"));
 }
 
+// A member keeps no copy of a key it does not replicate in its layout (a stray no tombstone purge
+// would ask about, C8): MergeBatch refuses the batch with FAILED_PRECONDITION and stores nothing.
+TEST_F(KvnodeProcessTest, ReplicaServiceRefusesRecordsOfKeysTheNodeDoesNotReplicate) {
+  EXPECT_GRPC_OK(Put(kv_.get(), "shared", "from-n1"));
+  internal::v1::ReadRecordRequest read;
+  read.set_key("shared");
+  internal::v1::ReadRecordResponse record;
+  EXPECT_GRPC_OK(replica_->ReadRecord(Ctx().get(), read, &record));
+  ASSERT_TRUE(record.found());
+
+  // n2 of five members (the others never start), three replicas per key.
+  testing::NodeProcess::Options options;
+  options.node_id = "n2";
+  options.data_dir = dir_.Sub("n2");
+  options.port = testing::PickFreePort();
+  options.extra_flags = {absl::StrCat("--peers=n1=127.0.0.1:1,n2=127.0.0.1:", options.port,
+                                      ",n3=127.0.0.1:3,n4=127.0.0.1:4,n5=127.0.0.1:5"),
+                         "--replication_factor=3"};
+  absl::StatusOr<testing::NodeProcess> n2 = testing::NodeProcess::Start(options);
+  ASSERT_TRUE(n2.ok()) << n2.status();
+  auto replica2 = internal::v1::Replica::NewStub(Connect(n2->endpoint()));
+  int refused = 0;
+  int merged = 0;
+  for (int i = 0; i < 40; ++i) {
+    const std::string key = absl::StrCat("k", i);
+    internal::v1::MergeBatchRequest batch;
+    batch.set_from_node_id("n1");
+    internal::v1::ReplicaRecord* r = batch.add_records();
+    r->set_key(key);
+    r->set_record(record.record());
+    internal::v1::MergeBatchResponse response;
+    std::unique_ptr<grpc::ClientContext> context = Ctx();
+    const grpc::Status status = replica2->MergeBatch(context.get(), batch, &response);
+    read.set_key(key);
+    internal::v1::ReadRecordResponse stored;
+    EXPECT_GRPC_OK(replica2->ReadRecord(Ctx().get(), read, &stored));
+    if (status.ok()) {
+      ++merged;
+      EXPECT_TRUE(stored.found()) << key;
+    } else {
+      ++refused;
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << key;
+      EXPECT_THAT(status.error_message(), HasSubstr("n2 is not a replica of key \"" + key));
+      EXPECT_FALSE(stored.found()) << key << " was stored although refused";
+      // Marked (kNotAReplicaMetadata, node/peer_transport.h), so that the sender gives the
+      // record up at once.
+      EXPECT_EQ(context->GetServerTrailingMetadata().count("kv-not-a-replica"), 1u) << key;
+    }
+  }
+  // About 3 keys in 5 are n2's.
+  EXPECT_GT(merged, 10);
+  EXPECT_GT(refused, 5);
+}
+
 TEST_F(KvnodeProcessTest, SigtermFinishesInFlightWritesAndExitsZero) {
   node_.process().Kill();
   StartNode({"--sync_writes"});  // slower writes: more of them are in flight at SIGTERM

@@ -462,6 +462,45 @@ TEST_F(ReplicationOutboxTest, ARecordThePeerRefusesAloneIsGivenUpOnAndTheRestFlo
   EXPECT_TRUE(OutboxKeys().empty());
 }
 
+// A peer that does not replicate a key (its layout says so) refuses it for good: the batch's keys
+// go again at once (no backoff), the refused one is given up on after its first refusal alone,
+// without being counted as dropped, and the others are delivered.
+TEST_F(ReplicationOutboxTest, ARecordThePeerDoesNotReplicateIsGivenUpOnAtOnce) {
+  Options options;
+  options.max_in_flight = 1;
+  auto outbox = MakeOutbox(options);
+  std::vector<OutboxEntry> first = Write(outbox.get(), "a", "1");  // out alone, at once
+  std::vector<OutboxEntry> stray = Write(outbox.get(), "stray", "1");
+  std::vector<OutboxEntry> b = Write(outbox.get(), "b", "1");
+  std::vector<size_t> batch_sizes;
+  for (int round = 0; round < 20; ++round) {
+    std::vector<size_t> open = transport_.Outstanding();
+    if (open.empty()) break;
+    for (size_t i : open) {
+      const std::vector<EncodedRecord>& records = transport_.calls()[i].records;
+      batch_sizes.push_back(records.size());
+      const bool refused = std::any_of(records.begin(), records.end(),
+                                       [](const EncodedRecord& r) { return r.key == "stray"; });
+      transport_.Complete(i, refused ? MarkNotAReplica(absl::FailedPreconditionError(
+                                           "p1 is not a replica of key \"stray\""))
+                                     : absl::OkStatus());
+    }
+    executor_.RunAll();
+  }
+  EXPECT_EQ(scheduler_.FireAll(), 0u) << "a backoff was scheduled";
+  // a; then stray+b refused; then each alone: stray refused once and given up, b delivered.
+  EXPECT_EQ(batch_sizes, (std::vector<size_t>{1, 2, 1, 1}));
+  EXPECT_TRUE(ResultsOnce(first)[0].ok());
+  EXPECT_TRUE(IsNotAReplica(ResultsOnce(stray)[0])) << ResultsOnce(stray)[0];
+  EXPECT_EQ(transport_.applied("p1").count("b"), 1u);
+  EXPECT_EQ(transport_.applied("p1").count("stray"), 0u);
+  EXPECT_TRUE(OutboxKeys().empty());
+  PeerOutboxStats stats = StatsOf(*outbox, "p1");
+  EXPECT_EQ(stats.dropped, 0u);
+  EXPECT_EQ(stats.depth, 0u);
+  EXPECT_NE(stats.last_error.find("does not replicate"), std::string::npos) << stats.last_error;
+}
+
 // A refusal can pass (the peer did not know this node's format level yet, a limit changed during
 // a rolling restart): a record refused alone fewer times than refusals_before_giving_up in a row
 // is sent again, with backoff, and delivered once the peer takes it.

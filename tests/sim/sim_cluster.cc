@@ -434,8 +434,18 @@ void SimCluster::ServeClientRead(int node, const std::string& key,
 
 void SimCluster::ServeMergeRecords(int node, const std::vector<EncodedRecord>& records,
                                    std::function<void(absl::Status)> reply) {
-  OnNode(node, [records, reply = std::move(reply)](Node* n) {
-    // As ReplicaService::DoMergeBatch: decode everything before changing anything.
+  OnNode(node, [this, records, reply = std::move(reply)](Node* n) {
+    // As ReplicaService::DoMergeBatch: refuse records this member does not replicate, and decode
+    // everything, before changing anything.
+    const std::shared_ptr<const Placement> placement = n->placement->Get();
+    for (const EncodedRecord& record : records) {
+      absl::Status may_hold = placement->CheckMayHold(
+          n->member.id, record.key, static_cast<size_t>(config_.replication_factor));
+      if (!may_hold.ok()) {
+        reply(may_hold);
+        return;
+      }
+    }
     std::vector<SiblingSet> decoded;
     for (const EncodedRecord& record : records) {
       absl::StatusOr<SiblingSet> set = DecodeSiblingSet(record.record);
