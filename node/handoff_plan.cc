@@ -31,7 +31,7 @@ std::vector<const Member*> KeyHandoff::CompareWith(absl::string_view self_id) co
   // back (C8). Every acknowledged write is on old owners.
   if (!has(old_owners, self_id)) return out;
   if (source == nullptr || source->id != self_id) out = gainers;
-  if (has(old_owners, self_id) && !has(new_owners, self_id)) {
+  if (!has(new_owners, self_id)) {  // an old owner that loses the key
     for (const Member* m : new_owners) {
       if (!has(out, m->id)) out.push_back(m);
     }
