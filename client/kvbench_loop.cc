@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -43,8 +44,10 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
     if (pacer_.joinable()) pacer_.join();
   }
 
-  void StartChain(int chain) {
-    const SteadyClock::time_point started = SteadyClock::now();
+  // `planned`: when the operation was due (a paced slot; otherwise now). Its latency counts
+  // from then, so that time spent waiting for a late pacer or a free chain is not left out.
+  void StartChain(int chain, std::optional<SteadyClock::time_point> planned = std::nullopt) {
+    const SteadyClock::time_point started = planned.value_or(SteadyClock::now());
     std::shared_ptr<LoopState> self = shared_from_this();
     const bool issued = source_.Start(chain, [self, chain, started](OpResult result) {
       self->OnComplete(chain, started, result);
@@ -108,7 +111,10 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
   }
 
   // Starts an idle chain at each slot (start + n / rate) until the phase ends, then ends the
-  // chains still idle. A slot with no idle chain waits for one (the rate is a cap).
+  // chains still idle. A slot with no idle chain waits for one; slots that pass meanwhile are not
+  // dropped but started as soon as chains free up, each timed from its slot (no coordinated
+  // omission: a stall shows in the latencies, and a rate the nodes cannot sustain shows as
+  // achieved ops/s below the rate).
   void Pace() {
     const auto slot = std::chrono::duration_cast<SteadyClock::duration>(
         std::chrono::duration<double>(1.0 / rate_));
@@ -133,10 +139,8 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
         chain = idle_.front();
         idle_.pop_front();
       }
-      StartChain(chain);
-      // Slots missed while no chain was idle are skipped (at most one is made up), so the cap
-      // holds over short windows too, not only on average.
-      next = std::max(next + slot, SteadyClock::now() - slot);
+      StartChain(chain, next);
+      next += slot;
     }
   }
 

@@ -115,8 +115,12 @@ bool WorkloadSource::Start(int chain, std::function<void(OpResult)> done) {
   // Each request slot writes only the keys congruent to it modulo the slot count, so two
   // outstanding writes never race on one key: concurrent blind writes to a key are siblings by
   // design (no write is lost), and piling them up would measure sibling growth, not throughput.
+  // The chosen rank picks the chain's rank-th key, so that each chain's writes keep the key
+  // distribution's shape (mapping ranks to the nearest owned key would send the 64 hottest ranks,
+  // half of a zipfian's writes, to one key per chain).
   const uint64_t slots = chains_.size();
-  uint64_t owned = index - index % slots + static_cast<uint64_t>(chain);
+  const uint64_t per_slot = std::max<uint64_t>(keys_ / slots, 1);
+  uint64_t owned = (index % per_slot) * slots + static_cast<uint64_t>(chain);
   if (owned >= keys_) owned = static_cast<uint64_t>(chain) % keys_;
   const uint64_t write_index = owned;
   StampCounter(state.value, ++state.writes);

@@ -1,13 +1,18 @@
 // Smoke tests of the real kvbench binary against a real single-node kvnode: a short run with the
 // transport ceiling prints one JSON object with sane numbers, no errors and the node's
 // replication lag, reads of keys that were never written count as successes but are reported
-// apart, and bad flags exit with 2.
+// apart, a paced run neither hides a stall nor a rate it could not reach, and bad flags exit
+// with 2.
+#include <signal.h>
+
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
 
@@ -55,7 +60,62 @@ TEST_F(KvbenchProcessTest, RateCapsTheWorkload) {
   EXPECT_GT(report.value("ops_per_sec", 0.0), 100) << report;
   EXPECT_LE(report.value("ops_per_sec", 1e9), 210) << report;
   EXPECT_EQ(report.value("error_count", -1), 0) << report;
+  EXPECT_DOUBLE_EQ(report.value("rate_achieved_fraction", 0.0),
+                   report.value("ops_per_sec", 0.0) / 200)
+      << report;
   EXPECT_EQ(Kvbench({"--rate=-1"}).exit_code, 2);
+}
+
+// A paced run times each operation from its slot: a half-second stall of the node (SIGSTOP)
+// shows in the latencies of every operation due during it, not only of the few outstanding, and
+// the slots are made up afterwards.
+TEST_F(KvbenchProcessTest, AStallShowsInThePacedLatencies) {
+  CommandResult result;
+  std::thread bench([&] {
+    result = Kvbench({"--json", "--duration=3s", "--warmup=0s", "--rate=200", "--workload=put",
+                      "--keys=100", "--concurrency=4", "--timeout=10s"});
+  });
+  absl::SleepFor(absl::Milliseconds(1200));
+  node_.process().Signal(SIGSTOP);
+  absl::SleepFor(absl::Milliseconds(500));
+  node_.process().Signal(SIGCONT);
+  bench.join();
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  const nlohmann::json report = ParseReport(result);
+  // About 100 of the 600 operations were due during the stall: more than 1%.
+  EXPECT_GT(report.value("p99_us", 0.0), 250'000) << report;
+  EXPECT_GT(report.value("rate_achieved_fraction", 0.0), 0.9) << report;
+}
+
+// Each request slot writes only its own keys (so that two outstanding writes never race on one),
+// and the chosen zipfian rank picks the slot's rank-th key: the slot's hottest key gets about the
+// share of the distribution's first rank (about 10% here), not the 64 first ranks' (about half).
+// The key's dot counter on the single node counts the writes to it.
+TEST_F(KvbenchProcessTest, EachRequestSlotsWritesFollowTheKeyDistribution) {
+  const CommandResult result = Kvbench({"--json", "--duration=2s", "--warmup=0s", "--workload=put",
+                                        "--keys=6400", "--concurrency=64"});
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  const double writes_per_slot = ParseReport(result).value("writes", 0.0) / 64;
+  ASSERT_GT(writes_per_slot, 50);
+  const CommandResult got = RunCommand(
+      {KVCTL_PATH, "--endpoints=" + node_.endpoint(), "--json", "get", "kvbench/0000000000"}, "",
+      absl::Seconds(30));
+  ASSERT_EQ(got.exit_code, 0) << got.out << got.err;
+  const std::string dot = ParseReport(got)["siblings"][0].value("dot", "");
+  ASSERT_NE(dot.find(':'), std::string::npos) << got.out;
+  const double hottest = std::stod(dot.substr(dot.find(':') + 1));
+  EXPECT_LT(hottest / writes_per_slot, 0.3) << dot << " of " << writes_per_slot;
+  EXPECT_GT(hottest / writes_per_slot, 0.03) << dot << " of " << writes_per_slot;
+}
+
+// A rate the node cannot reach is reported as such, not silently capped.
+TEST_F(KvbenchProcessTest, ARateTheNodesCannotKeepUpWithIsReported) {
+  const CommandResult result = Kvbench({"--json", "--duration=1s", "--warmup=0s", "--rate=1000000",
+                                        "--workload=put", "--keys=100", "--concurrency=2"});
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  const nlohmann::json report = ParseReport(result);
+  EXPECT_LT(report.value("rate_achieved_fraction", 1.0), 0.5) << report;
+  EXPECT_TRUE(absl::StrContains(result.err, "of --rate=1000000 was achieved")) << result.err;
 }
 
 TEST_F(KvbenchProcessTest, RoundsReportEachRoundsRatioAndTheirMedian) {
