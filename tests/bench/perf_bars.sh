@@ -41,7 +41,10 @@ if "ratio_to_ceiling" in r:
     rounds = " ".join(f"{x:.2f}" for x in r["round_ratios"])
     line += (f", ceiling {r['ceiling_ops_per_sec']:.0f} ops/s, ratio {r['ratio_to_ceiling']:.3f}"
              f" (median of rounds: {rounds})")
-if "replication_lag_p99_us" in r:
+if "rate_achieved_fraction" in r:
+    line += f" ({100 * r['rate_achieved_fraction']:.1f}% of the rate asked)"
+# A node's lag window holds its last few thousand writes: only a Put run's own writes fill it.
+if "replication_lag_p99_us" in r and r.get("workload") == "put":
     line += (f", replication lag p50 {r['replication_lag_p50_us'] / 1000:.1f} ms"
              f" p99 {r['replication_lag_p99_us'] / 1000:.1f} ms")
 print(line)
