@@ -201,11 +201,19 @@ void Gossiper::RunRound() {
     BumpSelfLocked();
     detector_.Evaluate(clock_->Now());
     transitions = detector_.TakeTransitions();
-    // Every other member is a candidate, DOWN ones included: talking to them is how they are
-    // found to be back (a random choice reaches a down member only now and then).
+    // The members of the layout are the candidates, DOWN ones included (talking to them is how
+    // they are found to be back), and nodes outside it while UP (one waiting to be joined).
+    // Entries of nodes that left, or never joined, are never removed: if they were candidates
+    // like the others, every one of them would take a share of the rounds, heartbeats would
+    // spread too slowly and live members would be judged DOWN. They are asked one round in 16
+    // (any entry then), so that one that comes back is heard from.
+    const bool any = absl::Uniform<int>(rng_, 0, 16) == 0;
     std::vector<const std::string*> candidates;
     for (const auto& [id, entry] : members_) {
-      if (id != self_id_) candidates.push_back(&entry.member.address);
+      if (id == self_id_) continue;
+      if (any || layout_.Contains(id) || detector_.Get(id) == Liveness::kUp) {
+        candidates.push_back(&entry.member.address);
+      }
     }
     if (candidates.empty()) {
       for (const std::string& seed : options_.seeds) candidates.push_back(&seed);
@@ -270,6 +278,12 @@ void Gossiper::Merge(const GossipDigest& digest) {
       continue;
     }
     if (!in.NewerThan(it->second)) continue;
+    if (in.incarnation > it->second.incarnation) {
+      // A restart may come with another address (a joiner whose port was taken, say): a join
+      // is planned with the address of the member's entry.
+      it->second.member.address = in.member.address;
+      it->second.member.zone = in.member.zone;
+    }
     it->second.incarnation = in.incarnation;
     it->second.heartbeat = in.heartbeat;
     it->second.handoff = in.handoff;

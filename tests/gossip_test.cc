@@ -230,6 +230,7 @@ TEST_F(GossipTest, RestartedMemberWithNewIncarnationIsUpAgain) {
   StartAll(4);
   ASSERT_NE(AdvanceUntil([&] { return AllSee("n2", Liveness::kUp); }, absl::Seconds(3)),
             absl::InfiniteDuration());
+  scheduler_.Advance(absl::Seconds(1));  // ten heartbeats more, so that a restart's are fewer
   net_.Cut(all_[1].address);
   ASSERT_NE(AdvanceUntil([&] { return AllSee("n2", Liveness::kDown, {1}); }, absl::Seconds(5)),
             absl::InfiniteDuration());
@@ -291,6 +292,61 @@ TEST_F(GossipTest, NodeKnowingOnlyASeedLearnsEveryMember) {
     EXPECT_EQ(v.entry.ring_status,
               v.entry.member.id == "n4" ? RingStatus::kNone : RingStatus::kNormal);
   }
+}
+
+// Members that left the cluster (entries outside the layout that no longer answer) are not
+// gossiped with as often as the members: each round's one exchange goes to a member of the
+// layout, or to a node outside it that is UP, save one round in 16, so that heartbeats keep
+// spreading in time and no live member is judged DOWN.
+TEST_F(GossipTest, MembersThatLeftDoNotCrowdOutTheLiveOnes) {
+  StartAll(3);
+  GossipDigest departed;
+  departed.from_id = "gone";
+  for (int i = 1; i <= 6; ++i) {
+    MemberEntry entry;
+    entry.member = Member{absl::StrCat("gone", i), absl::StrCat("10.0.9.", i, ":7700"), ""};
+    entry.incarnation = 1;
+    entry.heartbeat = 1;
+    departed.members.push_back(entry);
+  }
+  for (Node& node : nodes_) node.gossiper->HandleGossip(departed);
+  scheduler_.Advance(absl::Seconds(120));
+  for (const std::string& e : events_) {
+    if (e.find("=DOWN") != std::string::npos && e.find(":gone") == std::string::npos) {
+      ADD_FAILURE() << "a live member was judged DOWN: " << e;
+    }
+  }
+  EXPECT_TRUE(AllSee("gone1", Liveness::kDown));
+}
+
+// A node that restarts (a newer incarnation) on another address is known by that address: a join
+// is planned with it.
+TEST_F(GossipTest, ARestartOnAnotherAddressIsLearned) {
+  StartAll(3);
+  scheduler_.Advance(absl::Seconds(1));
+  GossipDigest joiner;
+  joiner.from_id = "j1";
+  MemberEntry entry;
+  entry.member = Member{"j1", "10.0.8.1:7700", "z1"};
+  entry.incarnation = 5;
+  entry.heartbeat = 3;
+  joiner.members.push_back(entry);
+  nodes_[0].gossiper->HandleGossip(joiner);
+  entry.member = Member{"j1", "10.0.8.1:7701", "z2"};  // restarted on another port
+  entry.incarnation = 6;
+  entry.heartbeat = 1;
+  joiner.members = {entry};
+  nodes_[0].gossiper->HandleGossip(joiner);
+  std::string address;
+  std::string zone;
+  for (const MemberView& view : nodes_[0].gossiper->Members()) {
+    if (view.entry.member.id == "j1") {
+      address = view.entry.member.address;
+      zone = view.entry.member.zone;
+    }
+  }
+  EXPECT_EQ(address, "10.0.8.1:7701");
+  EXPECT_EQ(zone, "z2");
 }
 
 TEST_F(GossipTest, OneExchangePerNodePerInterval) {
