@@ -1,5 +1,6 @@
 // NodeServer: the cluster layout and gossip (node/node_server.h): the layout to start with,
 // learning it from the seeds, gossip, and following layout changes.
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -21,28 +22,37 @@ constexpr absl::string_view kLayoutMetaKey = "cluster_layout";
 }  // namespace
 
 absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
+  std::optional<ClusterLayout> stored_layout;
+  absl::StatusOr<std::string> stored = engine_->Get(Column::kMeta, kLayoutMetaKey);
+  if (stored.ok()) {
+    absl::StatusOr<ClusterLayout> decoded = DecodeLayout(*stored);
+    if (!decoded.ok()) return decoded.status();
+    stored_layout = *std::move(decoded);
+  } else if (!absl::IsNotFound(stored.status())) {
+    return stored.status();
+  }
   ClusterLayout layout;
   if (!config_.peers.empty()) {
     layout.version = 1;
     layout.members = config_.peers;
+  } else if (!config_.seeds.empty() && stored_layout.has_value()) {
+    // A restart: the stored layout's members are as good as the seeds to gossip with, and the
+    // seeds may be down or gone (a seed can leave the cluster). Gossip brings anything newer.
+    LogInfo("starting from the stored cluster layout; the seeds are not waited for",
+            {{"layout_version", absl::StrCat(stored_layout->version)},
+             {"members", FormatMembers(stored_layout->members)}});
+    return *std::move(stored_layout);
   } else if (!config_.seeds.empty()) {
     KV_ASSIGN_OR_RETURN(layout, LearnLayoutFromSeeds());
   } else {
     layout.version = 1;
     layout.members.push_back(Member{config_.node_id, config_.listen, ""});
   }
-  absl::StatusOr<std::string> stored = engine_->Get(Column::kMeta, kLayoutMetaKey);
-  if (stored.ok()) {
-    absl::StatusOr<ClusterLayout> decoded = DecodeLayout(*stored);
-    if (!decoded.ok()) return decoded.status();
-    if (decoded->version > layout.version) {
-      LogInfo("using the stored cluster layout: newer than the configured or learned one",
-              {{"layout_version", absl::StrCat(decoded->version)},
-               {"members", FormatMembers(decoded->members)}});
-      layout = *std::move(decoded);
-    }
-  } else if (!absl::IsNotFound(stored.status())) {
-    return stored.status();
+  if (stored_layout.has_value() && stored_layout->version > layout.version) {
+    LogInfo("using the stored cluster layout: newer than the configured or learned one",
+            {{"layout_version", absl::StrCat(stored_layout->version)},
+             {"members", FormatMembers(stored_layout->members)}});
+    layout = *std::move(stored_layout);
   }
   return layout;
 }

@@ -423,6 +423,34 @@ TEST_F(MembershipProcessTest, JoinerWhosePortWasTakenStartsOnAnother) {
                                                        cluster_->endpoint(3).rfind(':') + 1))));
 }
 
+// A node that joined through a seed restarts while that seed is down: it starts from its stored
+// layout (before, it waited for the seed and gave up), serves, and hears from the other members.
+TEST_F(MembershipProcessTest, AJoinedNodeRestartsWhileItsSeedIsDown) {
+  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();  // waits to be joined
+  ASSERT_TRUE(Eventually([&] {  // once gossip made n4 known to n2
+    const CommandResult plan =
+        RunCommand({KVCTL_PATH, "--endpoints=" + cluster_->endpoint(1), "cluster", "join", "n4"},
+                   "", absl::Seconds(30));
+    return plan.exit_code == 0;
+  })) << cluster_->LogTails();
+  CommitAndWait(1, "join", "n4");
+  cluster_->Kill(0);  // n1, the seed of n4
+  cluster_->Kill(3);
+  const absl::Status restarted = cluster_->Restart(3);
+  ASSERT_TRUE(restarted.ok()) << restarted << cluster_->LogTails();
+  EXPECT_TRUE(absl::StrContains(cluster_->Logs(3), "seeds are not waited for"))
+      << cluster_->LogTails();
+  ASSERT_TRUE(Eventually([&] {
+    const nlohmann::json status = KvctlJson(3, {"cluster", "status"}, 0);
+    bool n2_up = false;
+    for (const nlohmann::json& m : status["members"]) {
+      n2_up = n2_up || (m.value("node_id", "") == "n2" && m.value("liveness", "") == "UP");
+    }
+    return n2_up;
+  })) << KvctlJson(3, {"cluster", "status"}, 0).dump();
+  ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
+}
+
 // The node that committed a change stops before completing it (its operation is in memory, so a
 // restart forgets it): another node completes the transition once every source is done. Here the
 // joining node commits its own join (it is not a source) and is killed during the handoff.
