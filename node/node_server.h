@@ -146,10 +146,13 @@ class NodeServer {
   std::unique_ptr<GrpcPeerTransport> gossip_transport_;
   std::unique_ptr<PlacementHolder> placement_;
   uint64_t start_layout_version_ = 0;
-  // Serializes FollowRingWithMerkleTrees.
   // A failed write left the Merkle trees wrong: rebuilds them from what was written, a second
   // later (again after a scan that was running), one rebuild at a time with the ring changes.
   void ScheduleStaleMerkleRebuild();
+  // Orders the stored layout's writes (OnLayout runs on the executor, several at once): a layout
+  // is stored only while it is still the placement's, so an older one never overwrites a newer.
+  absl::Mutex layout_store_mu_;
+  // Serializes FollowRingWithMerkleTrees.
   absl::Mutex merkle_ring_mu_;
   // Held by the Merkle index's stale handler while it schedules, and by Shutdown while it
   // destroys scheduler_ (a write may fail on another thread meanwhile).

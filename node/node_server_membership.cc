@@ -75,13 +75,18 @@ void NodeServer::OnLayout(const ClusterLayout& layout) {
     }
   }
   if (!placement_->Set(*placement)) return;
-  WriteBatch batch;
-  batch.Put(Column::kMeta, kLayoutMetaKey, EncodeLayout(layout));
-  WriteOptions sync;
-  sync.sync = true;
-  if (absl::Status stored = engine_->Write(batch, sync); !stored.ok()) {
-    LogWarn("could not store the cluster layout; a restart relearns it from gossip",
-            {{"error", std::string(stored.message())}});
+  {
+    absl::MutexLock lock(&layout_store_mu_);
+    if (placement_->Get()->layout().version == layout.version) {
+      WriteBatch batch;
+      batch.Put(Column::kMeta, kLayoutMetaKey, EncodeLayout(layout));
+      WriteOptions sync;
+      sync.sync = true;
+      if (absl::Status stored = engine_->Write(batch, sync); !stored.ok()) {
+        LogWarn("could not store the cluster layout; a restart relearns it from gossip",
+                {{"error", std::string(stored.message())}});
+      }
+    }
   }
   if (!layout.in_transition()) RemoveDepartedPeers(layout);
   LogInfo("cluster layout changed", {{"layout_version", absl::StrCat(layout.version)},
