@@ -67,12 +67,21 @@ inline bool IsRecordRefusal(const absl::Status& status) {
 // is the trailing metadata kWriteStoredMetadata.
 inline constexpr absl::string_view kWriteStoredPayload = "type.kv/write-stored";
 inline constexpr char kWriteStoredMetadata[] = "kv-write-stored";
-inline absl::Status MarkWriteStored(absl::Status status) {
-  status.SetPayload(kWriteStoredPayload, absl::Cord("1"));
+
+// `status` with the mark `payload` (an in-process status payload, value "1"), and the test.
+inline absl::Status WithMark(absl::Status status, absl::string_view payload) {
+  status.SetPayload(payload, absl::Cord("1"));
   return status;
 }
+inline bool HasMark(const absl::Status& status, absl::string_view payload) {
+  return status.GetPayload(payload).has_value();
+}
+
+inline absl::Status MarkWriteStored(absl::Status status) {
+  return WithMark(std::move(status), kWriteStoredPayload);
+}
 inline bool IsWriteStored(const absl::Status& status) {
-  return status.GetPayload(kWriteStoredPayload).has_value();
+  return HasMark(status, kWriteStoredPayload);
 }
 
 // A refusal of a record by a member that does not replicate its key in its layout
@@ -82,11 +91,10 @@ inline bool IsWriteStored(const absl::Status& status) {
 inline constexpr absl::string_view kNotAReplicaPayload = "type.kv/not-a-replica";
 inline constexpr char kNotAReplicaMetadata[] = "kv-not-a-replica";
 inline absl::Status MarkNotAReplica(absl::Status status) {
-  status.SetPayload(kNotAReplicaPayload, absl::Cord("1"));
-  return status;
+  return WithMark(std::move(status), kNotAReplicaPayload);
 }
 inline bool IsNotAReplica(const absl::Status& status) {
-  return status.GetPayload(kNotAReplicaPayload).has_value();
+  return HasMark(status, kNotAReplicaPayload);
 }
 
 class PeerTransport {

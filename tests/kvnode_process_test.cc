@@ -181,6 +181,16 @@ class KvnodeProcessTest : public ::testing::Test {
     replica_ = internal::v1::Replica::NewStub(channel_);
   }
 
+  // Puts `value` under `key` on n1 and reads the key's record through the Replica service.
+  void PutAndReadRecord(const std::string& key, const std::string& value,
+                        internal::v1::ReadRecordResponse* record) {
+    EXPECT_GRPC_OK(Put(kv_.get(), key, value));
+    internal::v1::ReadRecordRequest read;
+    read.set_key(key);
+    EXPECT_GRPC_OK(replica_->ReadRecord(Ctx().get(), read, record));
+    ASSERT_TRUE(record->found());
+  }
+
   testing::TempDir dir_;
   testing::NodeProcess node_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -402,12 +412,9 @@ TEST_F(KvnodeProcessTest, HealthReflectionAndAdmin) {
 }
 
 TEST_F(KvnodeProcessTest, ReplicaServiceReadsAndMergesRecords) {
-  EXPECT_GRPC_OK(Put(kv_.get(), "shared", "from-n1"));
-  internal::v1::ReadRecordRequest read;
-  read.set_key("shared");
   internal::v1::ReadRecordResponse record;
-  EXPECT_GRPC_OK(replica_->ReadRecord(Ctx().get(), read, &record));
-  ASSERT_TRUE(record.found());
+  ASSERT_NO_FATAL_FAILURE(PutAndReadRecord("shared", "from-n1", &record));
+  internal::v1::ReadRecordRequest read;
   read.set_key("absent");
   internal::v1::ReadRecordResponse absent;
   EXPECT_GRPC_OK(replica_->ReadRecord(Ctx().get(), read, &absent));
@@ -446,12 +453,9 @@ TEST_F(KvnodeProcessTest, ReplicaServiceReadsAndMergesRecords) {
 // A member keeps no copy of a key it does not replicate in its layout (a stray no tombstone purge
 // would ask about, C8): MergeBatch refuses the batch with FAILED_PRECONDITION and stores nothing.
 TEST_F(KvnodeProcessTest, ReplicaServiceRefusesRecordsOfKeysTheNodeDoesNotReplicate) {
-  EXPECT_GRPC_OK(Put(kv_.get(), "shared", "from-n1"));
-  internal::v1::ReadRecordRequest read;
-  read.set_key("shared");
   internal::v1::ReadRecordResponse record;
-  EXPECT_GRPC_OK(replica_->ReadRecord(Ctx().get(), read, &record));
-  ASSERT_TRUE(record.found());
+  ASSERT_NO_FATAL_FAILURE(PutAndReadRecord("shared", "from-n1", &record));
+  internal::v1::ReadRecordRequest read;
 
   // n2 of five members (the others never start), three replicas per key.
   testing::NodeProcess::Options options;
