@@ -17,10 +17,28 @@ kv_install_deps
 
 stage() { echo; echo "=== $* ($(( $(date +%s) - start ))s) ==="; }
 
+# Runs `ctest --preset PRESET ARGS...` from the source directory. Tests that fail are run once
+# more, alone: one that then passes is reported as FLAKY (in the output, and appended to
+# build/flaky-tests.txt); one that fails again fails the run. The known case: a kvnode aborting at
+# shutdown under AddressSanitizer with a double free inside gRPC 1.51's completion queues, in
+# about 1 of 15 runs of ClusterTest.ShutdownDoesNotWaitForWritesThatWaitOnHungPeers (README,
+# Limits).
+run_ctest() {
+  local preset="$1"
+  shift
+  cd "$root"
+  if ctest --preset "$preset" "$@"; then return 0; fi
+  local failed
+  failed="$(tr '\n' ' ' < "$root/build/$preset/Testing/Temporary/LastTestsFailed.log" 2>/dev/null || true)"
+  echo "--- some tests failed ($failed); running them once more ---"
+  ctest --preset "$preset" "$@" --rerun-failed || return 1
+  echo "FLAKY ($preset): failed once, then passed: $failed" | tee -a "$root/build/flaky-tests.txt"
+}
+
 stage "release build"
 kv_build release
 stage "release tests"
-ctest --preset release -LE container
+(run_ctest release -LE container)
 
 # The containerised cluster under real faults (tests/container_e2e_test.py). deploy/docker-env.sh
 # starts a private dockerd when none answers (stopped again right after these tests), creates
@@ -52,7 +70,9 @@ if [ "${KV_SKIP_ASAN:-0}" != "1" ]; then
   stage "asan+ubsan build"
   kv_build asan
   stage "asan+ubsan tests"
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --preset asan
+  (
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+    run_ctest asan
+  )
 fi
 stage "all tests passed"
