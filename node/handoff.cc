@@ -60,9 +60,9 @@ struct HandoffSender::Job {
   std::map<std::string, std::vector<std::string>> answers ABSL_GUARDED_BY(answers_mu);
   // Gainers that acknowledged the records of `pending`: a retry after a failure skips them.
   std::set<std::string> acked ABSL_GUARDED_BY(answers_mu);
-  // The first failure among the calls of the current batch, for Failed.
-  std::string call_error ABSL_GUARDED_BY(answers_mu);
-  std::string call_error_peer ABSL_GUARDED_BY(answers_mu);  // the gainer it is about
+  // The failures of the current batch's calls, by gainer id (Failed reports the first: the same
+  // text from retry to retry).
+  std::map<std::string, std::string> call_errors ABSL_GUARDED_BY(answers_mu);
   // The last error logged (Failed logs an error only when its text changes).
   std::string logged_error;
   // The next retry's backoff ceiling (zero: Options::retry); under the sender's rng_mu_.
@@ -116,6 +116,11 @@ void HandoffSender::Failed(const JobPtr& job, std::string error, std::function<v
   job->progress.last_error = std::move(error);
   Publish(*job);
   RetryLater(job, std::move(step));
+}
+
+std::string HandoffSender::FirstCallError(Job& job) {
+  absl::MutexLock lock(&job.answers_mu);
+  return job.call_errors.empty() ? std::string() : job.call_errors.begin()->second;
 }
 
 void HandoffSender::Succeeded(Job& job) {
@@ -291,7 +296,7 @@ void HandoffSender::SendRecords(JobPtr job) {
   job->failed = false;
   {
     absl::MutexLock lock(&job->answers_mu);
-    job->call_error.clear();
+    job->call_errors.clear();
   }
   job->outstanding = static_cast<int>(sends.size());
   for (auto& [member, records] : sends) {
@@ -301,10 +306,9 @@ void HandoffSender::SendRecords(JobPtr job) {
             absl::MutexLock lock(&job->answers_mu);
             if (status.ok()) {
               job->acked.insert(id);
-            } else if (job->call_error.empty() || id < job->call_error_peer) {
-              // The failure of the first gainer by id: the same text from retry to retry.
-              job->call_error = absl::StrCat("sending records to ", id, ": ", status.ToString());
-              job->call_error_peer = id;
+            } else {
+              job->call_errors[id] =
+                  absl::StrCat("sending records to ", id, ": ", status.ToString());
             }
           }
           if (!status.ok()) job->failed = true;
@@ -318,12 +322,7 @@ void HandoffSender::SendRecords(JobPtr job) {
 void HandoffSender::OnRecordsSent(JobPtr job, bool ok) {
   if (!Current(job)) return;
   if (!ok) {
-    std::string error;
-    {
-      absl::MutexLock lock(&job->answers_mu);
-      error = job->call_error;
-    }
-    Failed(job, std::move(error), [this, job] {
+    Failed(job, FirstCallError(*job), [this, job] {
       if (!Current(job)) return;
       RefreshPending(*job);
       SendRecords(job);
@@ -368,7 +367,7 @@ void HandoffSender::Compare(JobPtr job) {
   job->failed = false;
   {
     absl::MutexLock lock(&job->answers_mu);
-    job->call_error.clear();
+    job->call_errors.clear();
   }
   job->outstanding = static_cast<int>(asks.size());
   for (auto& [member, digests] : asks) {
@@ -385,10 +384,9 @@ void HandoffSender::Compare(JobPtr job) {
             absl::MutexLock lock(&job->answers_mu);
             if (answered) {
               job->answers[id] = keys.ok() ? *std::move(keys) : std::move(all);
-            } else if (job->call_error.empty() || id < job->call_error_peer) {
-              job->call_error =
+            } else {
+              job->call_errors[id] =
                   absl::StrCat("comparing digests with ", id, ": ", keys.status().ToString());
-              job->call_error_peer = id;
             }
           }
           if (!answered) job->failed = true;
@@ -402,12 +400,7 @@ void HandoffSender::Compare(JobPtr job) {
 void HandoffSender::OnCompared(JobPtr job, bool ok) {
   if (!Current(job)) return;
   if (!ok) {
-    std::string error;
-    {
-      absl::MutexLock lock(&job->answers_mu);
-      error = job->call_error;
-    }
-    Failed(job, std::move(error), [this, job] { Compare(job); });
+    Failed(job, FirstCallError(*job), [this, job] { Compare(job); });
     return;
   }
   Succeeded(*job);

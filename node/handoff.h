@@ -131,6 +131,8 @@ class HandoffSender {
   void ResetBackoff(Job& job);
   // A call of the job failed with `error`: publishes and logs it, then RetryLater(step).
   void Failed(const JobPtr& job, std::string error, std::function<void()> step);
+  // The error of the first gainer (by id) whose call of the current batch failed.
+  std::string FirstCallError(Job& job);
   // A call of the job succeeded: resets the backoff and clears the published error.
   void Succeeded(Job& job);
   // Replaces the records of the pending batch that are still to be sent with their stored
