@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
 namespace kv {
@@ -32,6 +33,37 @@ bool ClusterLayout::Contains(absl::string_view id) const {
 }
 
 bool ClusterLayout::IsOwner(absl::string_view id) const { return HasId(members, id); }
+
+absl::Status CheckLayout(const ClusterLayout& layout) {
+  if (layout.version == 0 || layout.version > kMaxLayoutVersion) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layout version ", layout.version, " is not in 1..", kMaxLayoutVersion));
+  }
+  if (layout.members.empty()) return absl::InvalidArgumentError("the layout has no members");
+  if (layout.change.size() > kMaxLayoutChangeBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("the layout's change text is ",
+                                                   layout.change.size(), " bytes, over ",
+                                                   kMaxLayoutChangeBytes));
+  }
+  // Ids come from a peer or from disk here: shown escaped and cut.
+  auto shown = [](absl::string_view id) { return absl::CHexEscape(id.substr(0, 64)); };
+  for (const std::vector<Member>* list : {&layout.members, &layout.next}) {
+    const char* name = list == &layout.members ? "members" : "next";
+    std::set<absl::string_view> ids;
+    for (const Member& m : *list) {
+      if (absl::Status valid = CheckMember(m); !valid.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("the layout's ", name,
+                                                       " list has a bad member '", shown(m.id),
+                                                       "': ", valid.message()));
+      }
+      if (!ids.insert(m.id).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the layout's ", name, " list names '", shown(m.id), "' twice"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<MovementPlan> PlanMovement(const std::vector<Member>& before,
                                           const std::vector<Member>& after, size_t n) {

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "node/ring.h"
@@ -36,6 +37,18 @@ struct ClusterLayout {
   bool Contains(absl::string_view id) const;  // in members or in next
   bool IsOwner(absl::string_view id) const;   // in members
 };
+
+// Bounds on a layout that comes from a peer or from disk. A change raises the version by 2, so
+// no cluster comes near kMaxLayoutVersion; a layout above it could never be followed by a newer
+// one (and versions are raised without overflow checks).
+inline constexpr uint64_t kMaxLayoutVersion = uint64_t{1} << 62;
+inline constexpr size_t kMaxLayoutChangeBytes = 1024;
+
+// OK if `layout` may be adopted: its version is 1 to kMaxLayoutVersion, it has members, every
+// member of `members` and of `next` is well formed (CheckMember in node/ring.h) and appears once
+// in its list, and `change` is at most kMaxLayoutChangeBytes. Otherwise INVALID_ARGUMENT saying
+// what is wrong. Such a layout can always be placed (node/placement.h).
+absl::Status CheckLayout(const ClusterLayout& layout);
 
 // One pair of the plan: `fraction` of all (key, replica) slots move from `from` to `to`.
 struct OwnershipMove {

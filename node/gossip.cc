@@ -4,7 +4,9 @@
 #include <utility>
 
 #include "absl/random/distributions.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "node/log.h"
 
 namespace kv {
 namespace {
@@ -115,6 +117,7 @@ ClusterLayout Gossiper::Layout() const {
 }
 
 absl::Status Gossiper::ProposeLayout(ClusterLayout layout) {
+  if (absl::Status valid = CheckLayout(layout); !valid.ok()) return valid;
   {
     absl::MutexLock lock(&mu_);
     if (layout.version <= layout_.version) {
@@ -256,11 +259,42 @@ GossipDigest Gossiper::HandleGossip(const GossipDigest& incoming) {
   return answer;
 }
 
+void Gossiper::LogRefusal(const GossipDigest& digest, absl::string_view what,
+                          const absl::Status& why) {
+  std::string refusal = absl::StrCat(what, ": ", why.message());
+  if (refusal == last_refusal_) return;
+  LogWarn("ignoring gossip from a peer",
+          {{"from", absl::CHexEscape(absl::string_view(digest.from_id).substr(0, 64))},
+           {"ignored", std::string(what)},
+           {"error", std::string(why.message())}});
+  last_refusal_ = std::move(refusal);
+}
+
 void Gossiper::Merge(const GossipDigest& digest) {
   const absl::Time now = clock_->Now();
-  AdoptLayout(digest.layout);
+  // A layout that is not newer is not looked at (every digest carries one).
+  if (digest.layout.version > layout_.version) {
+    if (absl::Status valid = CheckLayout(digest.layout); valid.ok()) {
+      AdoptLayout(digest.layout);
+    } else {
+      LogRefusal(digest, absl::StrCat("layout version ", digest.layout.version), valid);
+    }
+  }
   for (const MemberEntry& in : digest.members) {
     if (in.member.id.empty()) continue;
+    absl::Status valid = CheckMember(in.member);
+    if (valid.ok() && (in.incarnation > kMaxIncarnation || in.heartbeat > kMaxHeartbeat)) {
+      valid =
+          absl::InvalidArgumentError(absl::StrCat("incarnation ", in.incarnation, " or heartbeat ",
+                                                  in.heartbeat, " is above ", kMaxIncarnation));
+    }
+    if (!valid.ok()) {
+      LogRefusal(digest,
+                 absl::StrCat("the entry of member '",
+                              absl::CHexEscape(absl::string_view(in.member.id).substr(0, 64)), "'"),
+                 valid);
+      continue;
+    }
     if (in.member.id == self_id_) {
       MemberEntry& me = members_[self_id_];
       // Someone holds a newer version of us than we do (our clock went back across a restart):

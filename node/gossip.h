@@ -20,6 +20,13 @@
 // (only possible after the node's clock went backwards across a restart) makes it take a newer
 // incarnation.
 //
+// Input from peers. A layout that CheckLayout (node/cluster_layout.h) refuses, and a member
+// entry with a malformed member (CheckMember, node/ring.h) or an incarnation or heartbeat beyond
+// kMaxIncarnation and kMaxHeartbeat, are ignored (the rest of the digest is taken) and logged,
+// once per distinct refusal in a row: a faulty peer cannot stop the cluster from following newer
+// layouts, or make a member unrefutable. ProposeLayout refuses such a layout with
+// INVALID_ARGUMENT.
+//
 // Incarnation: Options::incarnation, or else the clock's time in microseconds at construction;
 // a restarted node thus advertises a newer version even though its heartbeat restarts from 0.
 //
@@ -128,6 +135,9 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // Merges the answer to an exchange this node started.
   void OnReply(absl::StatusOr<GossipDigest> reply);
   void Merge(const GossipDigest& digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Logs that a peer's layout or entry was ignored, unless it is the refusal logged last.
+  void LogRefusal(const GossipDigest& digest, absl::string_view what, const absl::Status& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   GossipDigest Digest() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs the listener for the detector's pending transitions (call without the lock).
   void Notify(std::vector<FailureDetector::Transition> transitions);
@@ -157,6 +167,7 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   ClusterLayout layout_ ABSL_GUARDED_BY(mu_);
   bool layout_changed_ ABSL_GUARDED_BY(mu_) = false;
+  std::string last_refusal_ ABSL_GUARDED_BY(mu_);  // see LogRefusal
   // When, and under which layout version, Options::holds_records was last asked.
   uint64_t holds_records_checked_version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time holds_records_checked_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

@@ -1,5 +1,7 @@
 #include "node/gossip_proto.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace kv {
 
 void DigestToProto(const GossipDigest& digest,
@@ -116,7 +118,12 @@ absl::StatusOr<ClusterLayout> DecodeLayout(absl::string_view bytes) {
   if (!proto.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return absl::DataLossError("the stored cluster layout does not parse");
   }
-  return LayoutFromProto(proto);
+  ClusterLayout layout = LayoutFromProto(proto);
+  if (absl::Status valid = CheckLayout(layout); !valid.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("the stored cluster layout is not valid: ", valid.message()));
+  }
+  return layout;
 }
 
 }  // namespace kv

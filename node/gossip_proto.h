@@ -20,6 +20,7 @@ void LayoutToProto(const ClusterLayout& layout, internal::v1::ClusterLayout* out
 ClusterLayout LayoutFromProto(const internal::v1::ClusterLayout& layout);
 // The meta column's encoding of a layout.
 std::string EncodeLayout(const ClusterLayout& layout);
+// DATA_LOSS if `bytes` do not parse or hold a layout CheckLayout refuses.
 absl::StatusOr<ClusterLayout> DecodeLayout(absl::string_view bytes);
 
 // A whole GossipRequest or GossipResponse.

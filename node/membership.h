@@ -77,6 +77,12 @@ struct HandoffProgress {
   }
 };
 
+// Bounds on an entry learned from a peer (Gossiper ignores one beyond them). Incarnations are
+// microseconds since 1970 and heartbeats count gossip rounds, so no member comes near them; an
+// entry at 2^64 - 1 could never be refuted or superseded.
+inline constexpr uint64_t kMaxIncarnation = uint64_t{1} << 62;
+inline constexpr uint64_t kMaxHeartbeat = uint64_t{1} << 62;
+
 struct MemberEntry {
   Member member;
   uint64_t incarnation = 0;

@@ -194,6 +194,10 @@ absl::StatusOr<ClusterLayout> NodeServer::LearnLayoutFromSeeds() {
         last_error = absl::StrCat(seed, " knows no members yet");
         continue;
       }
+      if (absl::Status valid = CheckLayout(layout); !valid.ok()) {
+        last_error = absl::StrCat(seed, " sent a layout this node cannot use: ", valid.message());
+        continue;
+      }
       if (!layout.Contains(config_.node_id)) {
         LogInfo(
             "this node is not in the cluster layout yet: it forwards requests and waits to "

@@ -22,6 +22,23 @@ bool ValidId(absl::string_view id) {
 
 }  // namespace
 
+absl::Status CheckMember(const Member& m) {
+  if (!ValidId(m.id)) {
+    return absl::InvalidArgumentError("node id must be 1-64 characters of [A-Za-z0-9_.-]");
+  }
+  const size_t colon = m.address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(absl::string_view(m.address).substr(colon + 1), &port) || port <= 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError("address must be HOST:PORT");
+  }
+  if (!m.zone.empty() && !ValidId(m.zone)) {
+    return absl::InvalidArgumentError("zone must be [A-Za-z0-9_.-]");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<Member>> ParseMembers(absl::string_view spec) {
   std::vector<Member> members;
   std::set<std::string> ids;
@@ -35,19 +52,10 @@ absl::StatusOr<std::vector<Member>> ParseMembers(absl::string_view spec) {
     if (std::count(entry.begin(), entry.end(), '=') != 1) return bad("one '=' per entry");
     if (std::count(entry.begin(), entry.end(), '@') > 1) return bad("at most one '@ZONE'");
     std::pair<absl::string_view, absl::string_view> id_rest = absl::StrSplit(entry, '=');
-    Member m;
-    m.id = std::string(id_rest.first);
-    if (!ValidId(m.id)) return bad("node id must be 1-64 characters of [A-Za-z0-9_.-]");
     std::pair<absl::string_view, absl::string_view> addr_zone = absl::StrSplit(id_rest.second, '@');
-    m.address = std::string(addr_zone.first);
-    m.zone = std::string(addr_zone.second);
-    size_t colon = m.address.rfind(':');
-    int port = 0;
-    if (colon == std::string::npos || colon == 0 ||
-        !absl::SimpleAtoi(m.address.substr(colon + 1), &port) || port <= 0 || port > 65535) {
-      return bad("address must be HOST:PORT");
-    }
-    if (!m.zone.empty() && !ValidId(m.zone)) return bad("zone must be [A-Za-z0-9_.-]");
+    Member m{std::string(id_rest.first), std::string(addr_zone.first),
+             std::string(addr_zone.second)};
+    if (absl::Status valid = CheckMember(m); !valid.ok()) return bad(valid.message());
     if (!ids.insert(m.id).second) return bad("node id listed twice");
     if (!addresses.insert(m.address).second) return bad("address listed twice");
     members.push_back(std::move(m));

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -30,6 +31,11 @@ struct Member {
     return a.id == b.id && a.address == b.address && a.zone == b.zone;
   }
 };
+
+// OK if `m` is well formed: an id of 1 to 64 characters of [A-Za-z0-9_.-], an address
+// HOST:PORT (port 1 to 65535) and a zone that is empty or made like an id. Otherwise
+// INVALID_ARGUMENT saying which part is wrong.
+absl::Status CheckMember(const Member& m);
 
 // Parses "ID=HOST:PORT[@ZONE],..." (the --peers setting). INVALID_ARGUMENT with the offending
 // entry if malformed (a second "=" or "@" included) or if an id or an address repeats.

@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "node/gossip_proto.h"
 #include "node/membership_change.h"
 #include "node/operations.h"
 
@@ -530,6 +531,106 @@ TEST_F(GossipTest, AJoinIsPlannedOnlyOnAFreshEntryOfANodeWithoutRecords) {
   EXPECT_TRUE(absl::StrContains(planned.message(), "has not yet gossiped under layout version 1"))
       << planned;
   changer.Shutdown();
+}
+
+// A faulty or corrupted peer's layout must not be adopted: one with a repeated member, or one at
+// a version no later layout could pass, would hold every node that took it off the cluster's
+// real layouts. The rest of the digest is still taken, and a valid newer layout still is later.
+TEST_F(GossipTest, LayoutsThatCannotBeUsedAreIgnored) {
+  StartAll(3);
+  Gossiper* g = nodes_[0].gossiper.get();
+  std::vector<uint64_t> notified;
+  g->SetLayoutListener([&](const ClusterLayout& layout) { notified.push_back(layout.version); });
+  ClusterLayout good;
+  good.version = 3;
+  good.members = all_;
+
+  auto send = [&](const ClusterLayout& layout) {
+    GossipDigest digest;
+    digest.from_id = "n2";
+    digest.layout = layout;
+    MemberEntry entry;
+    entry.member = all_[1];
+    entry.incarnation = 7;
+    entry.heartbeat = 100 + notified.size() + layout.version;
+    digest.members = {entry};
+    return g->HandleGossip(digest);
+  };
+  ClusterLayout repeated = good;
+  repeated.members.push_back(all_[0]);
+  ClusterLayout too_new = good;
+  too_new.version = kMaxLayoutVersion + 1;
+  ClusterLayout bad_member = good;
+  bad_member.next = {Member{"n 4", "10.0.0.4:7700", ""}};
+  ClusterLayout bad_address = good;
+  bad_address.members[2].address = "10.0.0.3";
+  ClusterLayout long_change = good;
+  long_change.change = std::string(kMaxLayoutChangeBytes + 1, 'x');
+  for (const ClusterLayout* bad : {&repeated, &too_new, &bad_member, &bad_address, &long_change}) {
+    GossipDigest answer = send(*bad);
+    EXPECT_EQ(answer.layout.version, 1u);
+    EXPECT_EQ(g->Layout().version, 1u);
+    EXPECT_TRUE(absl::IsInvalidArgument(CheckLayout(*bad)));
+    // Stored, it fails the start rather than being used.
+    EXPECT_TRUE(absl::IsDataLoss(DecodeLayout(EncodeLayout(*bad)).status()));
+  }
+  EXPECT_TRUE(notified.empty());
+  // The entries that came with them were taken.
+  for (const MemberView& view : g->Members()) {
+    if (view.entry.member.id == "n2") {
+      EXPECT_EQ(view.entry.incarnation, 7u);
+    }
+  }
+  send(good);
+  EXPECT_EQ(g->Layout().version, 3u);
+  EXPECT_TRUE(DecodeLayout(EncodeLayout(good)).ok());
+  EXPECT_EQ(notified, std::vector<uint64_t>({3}));
+
+  // Proposed locally, such a layout is refused.
+  too_new.members = all_;
+  absl::Status proposed = g->ProposeLayout(too_new);
+  EXPECT_TRUE(absl::IsInvalidArgument(proposed)) << proposed;
+  EXPECT_EQ(g->Layout().version, 3u);
+}
+
+// An entry no member could make (a malformed member, or an incarnation or heartbeat near 2^64) is
+// ignored: taken, it could never be superseded, and one claiming this node would overflow the
+// incarnation it takes to refute it.
+TEST_F(GossipTest, EntriesThatCannotBeRightAreIgnored) {
+  all_ = MakeMembers(2);
+  Gossiper::Options options;
+  options.incarnation = 5;
+  Gossiper* g = StartNode(0, all_, options);
+  auto entry_of = [&](Member m, uint64_t incarnation, uint64_t heartbeat) {
+    MemberEntry entry;
+    entry.member = std::move(m);
+    entry.incarnation = incarnation;
+    entry.heartbeat = heartbeat;
+    return entry;
+  };
+  GossipDigest digest;
+  digest.from_id = "n2";
+  digest.members = {
+      entry_of(all_[0], UINT64_MAX, 1),              // this node, unrefutable
+      entry_of(all_[1], kMaxIncarnation + 1, 1),     // never superseded
+      entry_of(all_[1], 6, UINT64_MAX),              // the same
+      entry_of(Member{"n3", "10.0.0.3", ""}, 6, 1),  // no port
+      entry_of(Member{std::string("n\0x", 3), "10.0.0.4:7700", ""}, 6, 1),  // not an id
+  };
+  GossipDigest answer = g->HandleGossip(digest);
+  ASSERT_EQ(answer.members.size(), 2u);
+  EXPECT_EQ(answer.members[0].member.id, "n1");
+  EXPECT_EQ(answer.members[0].incarnation, 5u);
+  EXPECT_EQ(answer.members[1].member.id, "n2");
+  EXPECT_LT(answer.members[1].incarnation, kMaxIncarnation);
+  EXPECT_LT(answer.members[1].heartbeat, kMaxHeartbeat);
+
+  // Within the bounds, entries are taken as always.
+  digest.members = {entry_of(all_[0], 9, 1), entry_of(all_[1], kMaxIncarnation, 2)};
+  answer = g->HandleGossip(digest);
+  ASSERT_EQ(answer.members.size(), 2u);
+  EXPECT_EQ(answer.members[0].incarnation, 10u);
+  EXPECT_EQ(answer.members[1].incarnation, kMaxIncarnation);
 }
 
 }  // namespace
