@@ -39,6 +39,7 @@
 #ifndef KV_NODE_COORDINATOR_H_
 #define KV_NODE_COORDINATOR_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -206,6 +207,13 @@ class Coordinator {
   void ReadRepair(const std::string& key, const SiblingSet& merged,
                   const std::vector<std::pair<const Member*, std::optional<SiblingSet>>>& answers);
   void RecordReplicationLag(absl::Duration lag);
+  // Peers yet to confirm one coordinated write, and when it committed here.
+  struct LagCountdown {
+    std::atomic<int> remaining{0};
+    absl::Time committed_at;
+  };
+  // One more peer holds the write; the last one records its lag.
+  void CountDownLag(LagCountdown& lag);
 
   const ClusterOptions options_;
   std::unique_ptr<PlacementHolder> owned_placement_;  // for the fixed-ring constructor

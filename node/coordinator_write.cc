@@ -237,24 +237,34 @@ void Coordinator::FinishCoordinatedWrite(std::string key, QuorumSpec w,
     ack_waits_.push_back(AckWait{state->committed_at + options_.ack_timeout, state});
   }
 
-  outbox_->Submit(std::move(entries), [this, state](const OutboxEntry& entry, absl::Status status) {
+  // The write's replication lag is sampled once every peer holds it, however many attempts that
+  // took: a peer whose first delivery failed counts when a later batch is confirmed (`on_late`,
+  // which holds only the countdown, not the write's state).
+  auto lag = std::make_shared<LagCountdown>();
+  lag->remaining.store(total_peers);
+  lag->committed_at = state->committed_at;
+  auto on_result = [this, state, lag](const OutboxEntry& entry, absl::Status status) {
     std::optional<absl::StatusOr<WriteReply>> answer;
-    bool all_confirmed = false;
     {
       absl::MutexLock lock(&state->mu);
       auto pending = std::find(state->pending.begin(), state->pending.end(), entry.peer_id);
       if (pending != state->pending.end()) state->pending.erase(pending);
       if (status.ok()) {
         state->confirmed.push_back(entry.peer_id);
-        all_confirmed = static_cast<int>(state->confirmed.size()) == state->total_peers;
       } else {
         state->last_error = status;
       }
       answer = Decide(state.get());
     }
     if (answer) state->done(*std::move(answer));
-    if (all_confirmed) RecordReplicationLag(clock_->Now() - state->committed_at);
-  });
+    if (status.ok()) CountDownLag(*lag);
+  };
+  auto on_late = [this, lag](const OutboxEntry&, absl::Status) { CountDownLag(*lag); };
+  outbox_->Submit(std::move(entries), std::move(on_result), std::move(on_late));
+}
+
+void Coordinator::CountDownLag(LagCountdown& lag) {
+  if (lag.remaining.fetch_sub(1) == 1) RecordReplicationLag(clock_->Now() - lag.committed_at);
 }
 
 void Coordinator::SetAckTimer(Scheduler* scheduler) {

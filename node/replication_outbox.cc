@@ -102,7 +102,8 @@ void ReplicationOutbox::Abandon(const std::vector<OutboxEntry>& entries) {
   }
 }
 
-void ReplicationOutbox::Submit(std::vector<OutboxEntry> entries, EntryCallback on_result) {
+void ReplicationOutbox::Submit(std::vector<OutboxEntry> entries, EntryCallback on_result,
+                               EntryCallback on_late) {
   std::vector<Report> reports;
   std::vector<PeerState*> to_drain;
   WriteBatch orphans;  // entries of a peer removed while their write committed
@@ -127,7 +128,7 @@ void ReplicationOutbox::Submit(std::vector<OutboxEntry> entries, EntryCallback o
                                                         "the entry stays on disk")});
         continue;
       }
-      if (!Hold(peer, Waiting{entry, on_result})) {
+      if (!Hold(peer, Waiting{entry, on_result, on_late})) {
         reports.push_back(
             Report{on_result, entry,
                    absl::ResourceExhaustedError(absl::StrCat(
@@ -347,7 +348,13 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
     for (const Waiting& w : batch.entries) peer->in_flight_seqs.erase(w.entry.seq);
     PeerOutboxStats& stats = peer->stats;
     for (Waiting& w : batch.entries) {
-      if (w.on_result) reports.push_back(Report{std::move(w.on_result), w.entry, status});
+      // A confirmed entry is deleted: neither callback runs for it again.
+      if (w.on_result) {
+        reports.push_back(Report{std::move(w.on_result), w.entry, status});
+      } else if (w.on_late && status.ok()) {
+        reports.push_back(Report{std::move(w.on_late), w.entry, status});
+        w.on_late = nullptr;
+      }
       w.on_result = nullptr;
     }
     if (status.ok()) {

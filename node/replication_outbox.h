@@ -46,7 +46,11 @@
 // carried the entry's key (read after the entry was written), or else an error: the error of the
 // first failed attempt to send it (the entry itself stays queued and is retried),
 // RESOURCE_EXHAUSTED at once when the peer's memory queue is full (the entry waits on disk), or
-// UNAVAILABLE when Shutdown comes first. Coordinators count W with it.
+// UNAVAILABLE when Shutdown comes first. Coordinators count W with it. An entry whose result
+// was an error may also take a second callback, `on_late`, run with OK if a later batch that
+// carries it is confirmed while the entry is still held in memory (not for one that waits on
+// disk only, is given up on, or outlives Shutdown): coordinators time the replication lag of a
+// write whose first delivery failed with it.
 //
 // Membership. AddPeer adds a member that joined. RemovePeer (a member that left, once the change
 // is complete) stops sending to it, reports its waiting entries' callbacks with
@@ -162,8 +166,11 @@ class ReplicationOutbox {
   // Forgets entries AddEntries returned whose batch failed to commit (so they are on no disk):
   // until then MayHaveEntriesFor counts them as waiting.
   void Abandon(const std::vector<OutboxEntry>& entries);
-  // Queues durable entries for sending; `on_result` runs once per entry (may be null).
-  void Submit(std::vector<OutboxEntry> entries, EntryCallback on_result);
+  // Queues durable entries for sending; `on_result` runs once per entry (may be null), and
+  // `on_late` (may be null) as well for an entry confirmed after an error was its result (see
+  // Results above).
+  void Submit(std::vector<OutboxEntry> entries, EntryCallback on_result,
+              EntryCallback on_late = nullptr);
 
   // Ends the peer's backoff now, if it is waiting one out, and sends what is queued for it: for
   // when the failure detector sees a DOWN peer come back. Unknown peers are ignored.
@@ -193,6 +200,8 @@ class ReplicationOutbox {
   struct Waiting {
     OutboxEntry entry;
     EntryCallback on_result;  // null once the entry's result has been reported
+    // Runs if the entry is confirmed after its result was an error (may be null).
+    EntryCallback on_late = nullptr;
   };
   // One callback to run, with its result.
   struct Report {

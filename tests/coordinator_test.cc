@@ -278,6 +278,35 @@ TEST_F(CoordinatorTest, UnreachableWIsUnavailableMarkedStoredAndTheWriteStaysQue
   EXPECT_THAT(peers_.MergedKeys("n3"), ElementsAre("k"));
 }
 
+// The replication lag is sampled for every write once all its peers hold it, also when a
+// first delivery failed and a retry went: leaving those out would hide the slowest writes.
+TEST_F(CoordinatorTest, ReplicationLagCountsWritesWhoseFirstDeliveryFailed) {
+  Start("n1", 3);
+  Answers answers = Put("k", "v", Count(1));
+  ASSERT_EQ(answers->size(), 1u);
+  clock_.Advance(absl::Milliseconds(3));
+  ASSERT_EQ(peers_.Answer("n2", absl::UnavailableError("n2 is down")), 1);
+  ASSERT_EQ(peers_.Answer("n3", absl::OkStatus()), 1);
+  executor_.Drain();
+  EXPECT_THAT(coordinator_->Stats().recent_replication_lag_us, IsEmpty()) << "n2 lacks it";
+
+  // n2 returns: the outbox's retry goes, and the write counts with the time it took.
+  clock_.Advance(absl::Milliseconds(400));
+  scheduler_.Advance(absl::Seconds(1));
+  EXPECT_THAT(peers_.MergedKeys("n2"), ElementsAre("k"));
+  ConfirmEverything("n2");
+  std::vector<int64_t> lag = coordinator_->Stats().recent_replication_lag_us;
+  ASSERT_EQ(lag.size(), 1u);
+  EXPECT_GE(lag[0], 403'000);
+  EXPECT_EQ(answers->size(), 1u);
+
+  // A write confirmed by every peer the first time is sampled once.
+  Answers second = Put("k2", "v", Count(1));
+  ConfirmEverything("n2");
+  ConfirmEverything("n3");
+  EXPECT_EQ(coordinator_->Stats().recent_replication_lag_us.size(), 2u);
+}
+
 // A write whose peers do not answer (hung, or their batches behind a long backlog) is answered
 // as a W shortfall once ack_timeout has passed, rather than left waiting until the client's
 // deadline; a late confirmation changes nothing, and writes answered in time are left alone.

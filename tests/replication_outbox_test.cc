@@ -164,9 +164,15 @@ class ReplicationOutboxTest : public ::testing::Test {
     std::vector<OutboxEntry> entries = outbox->AddEntries(key, peer_ids, &batch);
     absl::Status written = engine_.Write(batch, WriteOptions{});
     EXPECT_TRUE(written.ok()) << written;
-    outbox->Submit(entries, [this](const OutboxEntry& entry, absl::Status status) {
-      results_[EntryId(entry.peer_id, entry.seq)].push_back(std::move(status));
-    });
+    outbox->Submit(
+        entries,
+        [this](const OutboxEntry& entry, absl::Status status) {
+          results_[EntryId(entry.peer_id, entry.seq)].push_back(std::move(status));
+        },
+        [this](const OutboxEntry& entry, absl::Status status) {
+          EXPECT_TRUE(status.ok()) << status;
+          ++late_[EntryId(entry.peer_id, entry.seq)];
+        });
     return entries;
   }
 
@@ -212,6 +218,8 @@ class ReplicationOutboxTest : public ::testing::Test {
   FakeScheduler scheduler_;
   FakeExecutor executor_;
   std::map<EntryId, std::vector<absl::Status>> results_;
+  // Confirmations reported after an error was an entry's result (Submit's `on_late`).
+  std::map<EntryId, int> late_;
 };
 
 TEST_F(ReplicationOutboxTest, EntryKeysOrderByPeerThenSeq) {
@@ -322,6 +330,7 @@ TEST_F(ReplicationOutboxTest, ConfirmationDeletesEntriesAndReportsOkOnce) {
   CompleteAllOk();
   EXPECT_TRUE(OutboxKeys().empty());
   for (const absl::Status& s : ResultsOnce(entries)) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(late_.empty()) << "confirmed the first time: no late confirmation";
 }
 
 TEST_F(ReplicationOutboxTest, AWriteDuringAnInFlightBatchWaitsForTheNextBatch) {
@@ -393,6 +402,9 @@ TEST_F(ReplicationOutboxTest, FailureReportsOnceKeepsEntriesBacksOffThenDrains) 
   EXPECT_EQ(transport_.applied("p1").size(), 3u);
   EXPECT_TRUE(absl::IsUnavailable(ResultsOnce(a)[0]));
   EXPECT_EQ(ResultsOnce(b).size(), 1u);
+  // Entries whose result was a failure (b's was a retry's) are told once that they went.
+  EXPECT_EQ(late_[EntryId("p1", a[0].seq)], 1);
+  EXPECT_EQ(late_[EntryId("p1", b[0].seq)], 1);
 
   // Each success resets the ceiling: a failure right after one waits at most initial_backoff.
   for (int i = 0; i < 10; ++i) {
@@ -442,6 +454,11 @@ TEST_F(ReplicationOutboxTest, ARecordThePeerRefusesAloneIsGivenUpOnAndTheRestFlo
   EXPECT_EQ(transport_.applied("p1").count("c"), 1u);
   EXPECT_EQ(transport_.applied("p1").count("poison"), 0u);
   EXPECT_EQ(transport_.applied("p1").size(), 3u);
+  // b and c are told once that they went after all; the record given up on never is.
+  EXPECT_EQ(late_[EntryId("p1", b[0].seq)], 1);
+  EXPECT_EQ(late_[EntryId("p1", c[0].seq)], 1);
+  EXPECT_EQ(late_[EntryId("p1", poison[0].seq)], 0);
+  EXPECT_EQ(late_[EntryId("p1", first[0].seq)], 0);
   EXPECT_TRUE(OutboxKeys().empty());
   PeerOutboxStats stats = StatsOf(*outbox, "p1");
   EXPECT_EQ(stats.dropped, 1u);
@@ -666,6 +683,8 @@ TEST_F(ReplicationOutboxTest, BeyondTheMemoryBoundEntriesWaitOnDiskAndAllArrive)
   EXPECT_EQ(StatsOf(*outbox, "p1").depth, 0u);
   for (const OutboxEntry& e : all) EXPECT_EQ(results_[EntryId(e.peer_id, e.seq)].size(), 1u);
   for (const FakeTransport::Call& call : transport_.calls()) EXPECT_LE(call.records.size(), 2u);
+  // Those that waited on disk only are not followed further.
+  EXPECT_TRUE(late_.empty());
 }
 
 TEST_F(ReplicationOutboxTest, AScanNeverTakesAnEntryWhoseWriteIsNotSubmittedYet) {
@@ -1026,7 +1045,14 @@ TEST_P(ReplicationOutboxRandomTest, DrainsEverythingAndReportsEachEntryOnce) {
   }
   executor_.RunAll();
   for (const OutboxEntry& e : all) {
-    EXPECT_EQ(results_[EntryId(e.peer_id, e.seq)].size(), 1u) << e.peer_id << "/" << e.seq;
+    const std::vector<absl::Status>& results = results_[EntryId(e.peer_id, e.seq)];
+    EXPECT_EQ(results.size(), 1u) << e.peer_id << "/" << e.seq;
+    // At most one late confirmation, and only after a failed result.
+    const int late = late_[EntryId(e.peer_id, e.seq)];
+    EXPECT_LE(late, 1) << e.peer_id << "/" << e.seq;
+    if (late > 0 && !results.empty()) {
+      EXPECT_FALSE(results[0].ok()) << e.peer_id << "/" << e.seq;
+    }
   }
   EXPECT_TRUE(OutboxKeys().empty());
   for (const std::string& peer : peers) {
