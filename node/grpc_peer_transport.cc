@@ -82,14 +82,17 @@ void GrpcPeerTransport::End(grpc::ClientContext* context) {
 
 void GrpcPeerTransport::Complete(std::shared_ptr<void> call, grpc::ClientContext* context,
                                  std::shared_ptr<PeerStubs> stubs, std::function<void()> done) {
-  // The call and the stubs are released on the executor, never on a gRPC thread (dropping the
-  // last reference to a channel from gRPC's own callback thread can abort gRPC 1.51).
+  // The call and the stubs are released on the executor, never on a gRPC thread: dropping the
+  // last reference to a channel (the stubs, or the call's context, hold one) from gRPC's own
+  // callback thread can make gRPC 1.51 free its callback completion queue twice. Once the
+  // executor is shut down this runs inline on the gRPC thread; the destructor then still holds
+  // every channel (in peers_) until End, so End comes last.
   executor_->Schedule([this, call = std::move(call), context, stubs = std::move(stubs),
                        done = std::move(done)]() mutable {
     done();
-    End(context);
     call.reset();
     stubs.reset();
+    End(context);  // `context` is only a key here: its call is gone
   });
 }
 

@@ -19,10 +19,8 @@ stage() { echo; echo "=== $* ($(( $(date +%s) - start ))s) ==="; }
 
 # Runs `ctest --preset PRESET ARGS...` from the source directory. Tests that fail are run once
 # more, alone: one that then passes is reported as FLAKY (in the output, and appended to
-# build/flaky-tests.txt); one that fails again fails the run. The known case: a kvnode aborting at
-# shutdown under AddressSanitizer with a double free inside gRPC 1.51's completion queues, in
-# about 1 of 15 runs of ClusterTest.ShutdownDoesNotWaitForWritesThatWaitOnHungPeers (README,
-# Limits).
+# build/flaky-tests.txt); one that fails again fails the run. No flaky test is known (README,
+# Tests); a FLAKY line is a bug to look into.
 run_ctest() {
   local preset="$1"
   shift
