@@ -5,6 +5,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "kv.grpc.pb.h"
 #include "node/gossip_proto.h"
@@ -143,8 +144,17 @@ void GrpcPeerTransport::MergeRecords(const Member& peer, std::vector<EncodedReco
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         grpc::ClientContext* context = &call->context;
         absl::Status merged = FromPeer(status);
-        if (!merged.ok() && context->GetServerTrailingMetadata().count(kNotAReplicaMetadata) > 0) {
-          merged = MarkNotAReplica(std::move(merged));
+        const auto& trailers = context->GetServerTrailingMetadata();
+        if (!merged.ok() && trailers.count(kNotAReplicaMetadata) > 0) {
+          auto version = trailers.find(kNotAReplicaVersionMetadata);
+          uint64_t layout_version = 0;
+          if (version != trailers.end() &&
+              absl::SimpleAtoi(absl::string_view(version->second.data(), version->second.size()),
+                               &layout_version)) {
+            merged = MarkNotAReplica(std::move(merged), layout_version);
+          } else {
+            merged = MarkNotAReplica(std::move(merged));  // a node that does not say
+          }
         }
         Complete(std::move(call), context, std::move(stubs),
                  [merged = std::move(merged), done = std::move(done)] { done(merged); });

@@ -285,6 +285,7 @@ void NodeServer::StartMerkleIndex(std::shared_ptr<const HashRing> ring) {
 absl::Status NodeServer::StartOutbox(std::vector<Member> peers) {
   ReplicationOutbox::Options outbox_options;
   outbox_options.clock = SystemClock::Get();
+  outbox_options.layout_version = [this] { return placement_->Get()->layout().version; };
   PeerTransport* outbox_transport = peer_transport_.get();
   if (config_.fault_replication_delay > absl::ZeroDuration()) {
     LogWarn("fault point: every replication send is delayed",

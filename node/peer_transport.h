@@ -11,12 +11,15 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "node/local_store.h"
 #include "node/quorum.h"
 #include "node/ring.h"
@@ -95,6 +98,24 @@ inline absl::Status MarkNotAReplica(absl::Status status) {
 }
 inline bool IsNotAReplica(const absl::Status& status) {
   return HasMark(status, kNotAReplicaPayload);
+}
+// The refusing member's layout version, when it says (payload kNotAReplicaVersionPayload, trailing
+// metadata kNotAReplicaVersionMetadata, decimal): a sender with a newer layout knows the refusal
+// may pass once the member has learned it.
+inline constexpr absl::string_view kNotAReplicaVersionPayload = "type.kv/not-a-replica-version";
+inline constexpr char kNotAReplicaVersionMetadata[] = "kv-not-a-replica-layout-version";
+inline absl::Status MarkNotAReplica(absl::Status status, uint64_t layout_version) {
+  status = MarkNotAReplica(std::move(status));
+  status.SetPayload(kNotAReplicaVersionPayload, absl::Cord(absl::StrCat(layout_version)));
+  return status;
+}
+inline std::optional<uint64_t> NotAReplicaLayoutVersion(const absl::Status& status) {
+  const auto payload = status.GetPayload(kNotAReplicaVersionPayload);  // absl::optional
+  uint64_t version = 0;
+  if (!payload.has_value() || !absl::SimpleAtoi(std::string(*payload), &version)) {
+    return std::nullopt;
+  }
+  return version;
 }
 
 class PeerTransport {

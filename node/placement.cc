@@ -49,10 +49,12 @@ absl::Status Placement::CheckMayHold(absl::string_view self_id, absl::string_vie
   for (const Member* m : Replicas(key, n)) {
     if (m->id == self_id) return absl::OkStatus();
   }
-  return MarkNotAReplica(absl::FailedPreconditionError(
-      absl::StrCat(self_id, " is not a replica of key \"", absl::CHexEscape(key),
-                   "\" in cluster layout version ", layout_.version,
-                   " and keeps no copy of it (the sender's layout may be older or newer)")));
+  return MarkNotAReplica(
+      absl::FailedPreconditionError(
+          absl::StrCat(self_id, " is not a replica of key \"", absl::CHexEscape(key),
+                       "\" in cluster layout version ", layout_.version,
+                       " and keeps no copy of it (the sender's layout may be older or newer)")),
+      layout_.version);
 }
 
 std::vector<const Member*> Placement::AllMembers() const {

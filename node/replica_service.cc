@@ -127,7 +127,12 @@ grpc::ServerUnaryReactor* ReplicaService::MergeBatch(grpc::CallbackServerContext
   if (!admitted.ok()) return FinishNow(gate_, admitted);
   return FinishOnExecutor(context, gate_, executor_, [this, context, request, response] {
     absl::Status merged = DoMergeBatch(*request, response);
-    if (IsNotAReplica(merged)) context->AddTrailingMetadata(kNotAReplicaMetadata, "1");
+    if (IsNotAReplica(merged)) {
+      context->AddTrailingMetadata(kNotAReplicaMetadata, "1");
+      if (std::optional<uint64_t> version = NotAReplicaLayoutVersion(merged)) {
+        context->AddTrailingMetadata(kNotAReplicaVersionMetadata, absl::StrCat(*version));
+      }
+    }
     return merged;
   });
 }
@@ -164,9 +169,10 @@ absl::Status ReplicaService::DoMergeBatch(const internal::v1::MergeBatchRequest&
       absl::Status may_hold =
           placement->CheckMayHold(self_id_, request.records(i).key(), replication_factor_);
       if (!may_hold.ok()) {
-        return MarkNotAReplica(absl::FailedPreconditionError(
-            absl::StrCat("record ", i, " of the batch from \"", request.from_node_id(),
-                         "\" is refused: ", may_hold.message())));
+        return MarkNotAReplica(absl::FailedPreconditionError(absl::StrCat(
+                                   "record ", i, " of the batch from \"", request.from_node_id(),
+                                   "\" is refused: ", may_hold.message())),
+                               placement->layout().version);
       }
     }
   }

@@ -300,6 +300,19 @@ void ReplicationOutbox::Requeue(PeerState* peer, uint64_t batch_id,
 
 void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status,
                                     bool give_up) {
+  // A peer refusing keys under an older layout than this node's only lags behind (see
+  // Refusals): a plain failure, whose entries' results wait for the next attempt.
+  bool peer_behind = false;
+  if (IsNotAReplica(status) && options_.layout_version) {
+    const std::optional<uint64_t> theirs = NotAReplicaLayoutVersion(status);
+    const uint64_t ours = options_.layout_version();
+    if (theirs.has_value() && *theirs < ours) {
+      peer_behind = true;
+      status = absl::UnavailableError(absl::StrCat(
+          "the peer's cluster layout (version ", *theirs, ") is older than this node's (", ours,
+          "); sending again once it has learned the newer one: ", status.message()));
+    }
+  }
   // The entries go: those the peer confirmed, or those of a record given up on.
   absl::Status deleted = absl::OkStatus();
   bool remove_entries = false;
@@ -347,8 +360,10 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
     peer->in_flight.erase(it);
     for (const Waiting& w : batch.entries) peer->in_flight_seqs.erase(w.entry.seq);
     PeerOutboxStats& stats = peer->stats;
+    // A peer that is only behind said nothing about the entries yet. A confirmed entry is
+    // deleted: neither callback runs for it again.
     for (Waiting& w : batch.entries) {
-      // A confirmed entry is deleted: neither callback runs for it again.
+      if (peer_behind) break;
       if (w.on_result) {
         reports.push_back(Report{std::move(w.on_result), w.entry, status});
       } else if (w.on_late && status.ok()) {
@@ -386,7 +401,8 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       }
     } else {
       ++stats.failed_batches;
-      if (!IsRecordRefusal(status)) stats.reachable = false;  // a refusal is an answer
+      // A refusal is an answer, and so is a peer's word that its layout is behind.
+      if (!IsRecordRefusal(status) && !peer_behind) stats.reachable = false;
       stats.last_error = status.ToString();
       // A refusal may be about one record of the batch: its keys go again one per batch (a
       // record refused alone goes again alone, first).

@@ -33,7 +33,11 @@
 // IsNotAReplica (node/peer_transport.h: the peer does not replicate the key in its layout, and
 // keeps no stray copies, PRODUCT.md C8) is final: the keys go again at once, one per batch, and
 // the record refused alone is given up on at once, not counted as dropped (the peer does not
-// replicate it; if its layout is the older one, the handoff and anti-entropy bring it the key).
+// replicate it). Unless the refusal says the peer's layout version and it is older than this
+// node's (Options::layout_version): the peer has not learned the change that makes it a replica
+// yet (gossip brings it within seconds), so the batch goes again after the usual backoff, like
+// after a failure, and its entries' results wait for that attempt (a write waiting for W is
+// not failed by a peer that is only behind).
 //
 // Bounds. At most Options::max_entries_per_peer entries per peer on disk: a write beyond that
 // records no entry for that peer and counts a drop (anti-entropy repairs it); client writes are
@@ -148,6 +152,8 @@ class ReplicationOutbox {
     absl::Duration max_backoff = absl::Seconds(2);
     // Stamps PeerOutboxStats::last_success; null leaves it InfinitePast. Must outlive the outbox.
     const Clock* clock = nullptr;
+    // This node's cluster layout version (may be null: unknown). See Refusals.
+    std::function<uint64_t()> layout_version;
   };
   using EntryCallback = std::function<void(const OutboxEntry& entry, absl::Status status)>;
 

@@ -1,11 +1,13 @@
 // Staged membership changes: the plan (balance, how much moves) and the transition placement.
 #include "node/cluster_layout.h"
 
+#include <algorithm>
 #include <map>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "node/peer_transport.h"
 #include "node/placement.h"
 
 namespace kv {
@@ -107,6 +109,25 @@ TEST(PlacementTest, TransitionUsesOldAndNewOwners) {
   ASSERT_TRUE(done.ok());
   EXPECT_TRUE(holder.Set(*done));
   EXPECT_EQ(holder.Get()->Replicas("k", 3).size(), 3u);
+
+  // A member refuses a key it does not replicate, saying its layout version (a sender with a
+  // newer layout then knows the member may only be behind).
+  for (int i = 0;; ++i) {
+    const std::string key = absl::StrCat("key-", i);
+    std::vector<const Member*> replicas = (*done)->Replicas(key, 3);
+    const std::string outsider =
+        std::any_of(replicas.begin(), replicas.end(), [](const Member* m) { return m->id == "n1"; })
+            ? ""
+            : "n1";
+    if (outsider.empty()) {
+      EXPECT_TRUE((*done)->CheckMayHold("n1", key, 3).ok());
+      continue;
+    }
+    absl::Status refused = (*done)->CheckMayHold(outsider, key, 3);
+    EXPECT_TRUE(IsNotAReplica(refused)) << refused;
+    EXPECT_EQ(NotAReplicaLayoutVersion(refused), CompleteTransition(*transition).version);
+    break;
+  }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -79,17 +80,22 @@ class ScriptedPut final : public v1::KV::CallbackService {
   absl::Notification received_;
 };
 
-// Refuses every MergeBatch as a member that does not replicate the keys does.
+// Refuses every MergeBatch as a member that does not replicate the keys does: the first one as
+// a node that does not say its layout version, the later ones under layout version 7.
 class RefusingReplica final : public internal::v1::Replica::CallbackService {
  public:
   grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
                                        const internal::v1::MergeBatchRequest* /*request*/,
                                        internal::v1::MergeBatchResponse* /*response*/) override {
     context->AddTrailingMetadata(kNotAReplicaMetadata, "1");
+    if (calls_.fetch_add(1) > 0) context->AddTrailingMetadata(kNotAReplicaVersionMetadata, "7");
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "n2 is not a replica"));
     return reactor;
   }
+
+ private:
+  std::atomic<int> calls_{0};
 };
 
 class GrpcPeerTransportTest : public ::testing::Test {
@@ -167,15 +173,24 @@ TEST_F(GrpcPeerTransportTest, AShortfallMarkedStoredKeepsItsMark) {
 }
 
 TEST_F(GrpcPeerTransportTest, ARefusalByAMemberThatDoesNotReplicateKeepsItsMark) {
-  absl::Notification done;
-  absl::Status merged;
-  transport_->MergeRecords(peer_, {EncodedRecord{"key", "record"}}, [&](absl::Status status) {
-    merged = std::move(status);
-    done.Notify();
-  });
-  done.WaitForNotification();
+  auto merge = [&] {
+    absl::Notification done;
+    absl::Status merged;
+    transport_->MergeRecords(peer_, {EncodedRecord{"key", "record"}}, [&](absl::Status status) {
+      merged = std::move(status);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return merged;
+  };
+  absl::Status merged = merge();
   EXPECT_EQ(merged.code(), absl::StatusCode::kFailedPrecondition) << merged;
   EXPECT_TRUE(IsNotAReplica(merged)) << merged;
+  EXPECT_EQ(NotAReplicaLayoutVersion(merged), std::nullopt);  // the member did not say
+  // With the member's layout version, which a sender with a newer layout retries on.
+  merged = merge();
+  EXPECT_TRUE(IsNotAReplica(merged)) << merged;
+  EXPECT_EQ(NotAReplicaLayoutVersion(merged), 7u);
 }
 
 TEST_F(GrpcPeerTransportTest, ACallThePeerDroppedUnstartedIsUnavailable) {

@@ -482,6 +482,53 @@ TEST_F(ReplicationOutboxTest, ARecordThePeerRefusesAloneIsGivenUpOnAndTheRestFlo
 // A peer that does not replicate a key (its layout says so) refuses it for good: the batch's keys
 // go again at once (no backoff), the refused one is given up on after its first refusal alone,
 // without being counted as dropped, and the others are delivered.
+// A peer that refuses a key as not its replica under an older layout than this node's has only
+// not learned the change yet: the key goes again after a backoff (nothing is given up on, the
+// peer stays reachable), and the entry's result is that of the attempt the peer answers for
+// good. Under the same or a newer layout the refusal is final, as above.
+TEST_F(ReplicationOutboxTest, APeerThatRefusesUnderAnOlderLayoutGetsTheKeyOnceItCatchesUp) {
+  Options options;
+  options.max_in_flight = 1;
+  uint64_t layout_version = 4;
+  options.layout_version = [&layout_version] { return layout_version; };
+  auto outbox = MakeOutbox(options);
+  auto refusal = [](uint64_t version) {
+    return MarkNotAReplica(absl::FailedPreconditionError("p1 is not a replica of key \"k\""),
+                           version);
+  };
+  std::vector<OutboxEntry> k = Write(outbox.get(), "k", "1");
+  ASSERT_EQ(transport_.Outstanding().size(), 1u);
+  for (int attempt = 0; attempt < 8; ++attempt) {  // more than refusals_before_giving_up
+    transport_.Complete(transport_.Outstanding().at(0), refusal(3));
+    executor_.RunAll();
+    EXPECT_TRUE(results_[EntryId("p1", k[0].seq)].empty()) << "answered while the peer is behind";
+    PeerOutboxStats stats = StatsOf(*outbox, "p1");
+    EXPECT_TRUE(stats.reachable);
+    EXPECT_EQ(stats.dropped, 0u);
+    EXPECT_NE(stats.last_error.find("is older than this node's (4)"), std::string::npos)
+        << stats.last_error;
+    ASSERT_EQ(scheduler_.FireAll(), 1u) << "no backoff before the next attempt";
+    ASSERT_EQ(transport_.Outstanding().size(), 1u);
+  }
+  transport_.Complete(transport_.Outstanding().at(0), absl::OkStatus());  // it caught up
+  executor_.RunAll();
+  EXPECT_TRUE(ResultsOnce(k)[0].ok()) << ResultsOnce(k)[0];
+  EXPECT_EQ(transport_.applied("p1").count("k"), 1u);
+  EXPECT_TRUE(OutboxKeys().empty());
+
+  // Refused under the same layout version, or a newer one: given up on at once.
+  for (uint64_t version : {4, 5}) {
+    std::vector<OutboxEntry> stray = Write(outbox.get(), absl::StrCat("stray", version), "1");
+    ASSERT_EQ(transport_.Outstanding().size(), 1u);
+    transport_.Complete(transport_.Outstanding().at(0), refusal(version));
+    executor_.RunAll();
+    EXPECT_TRUE(IsNotAReplica(ResultsOnce(stray)[0])) << ResultsOnce(stray)[0];
+    EXPECT_EQ(NotAReplicaLayoutVersion(ResultsOnce(stray)[0]), version);
+    EXPECT_TRUE(OutboxKeys().empty()) << "version " << version;
+    EXPECT_EQ(scheduler_.FireAll(), 0u);
+  }
+}
+
 TEST_F(ReplicationOutboxTest, ARecordThePeerDoesNotReplicateIsGivenUpOnAtOnce) {
   Options options;
   options.max_in_flight = 1;

@@ -171,6 +171,9 @@ absl::Status SimCluster::Restart(int index) {
   }
   ReplicationOutbox::Options outbox_options = config_.outbox;
   outbox_options.clock = &clock_;
+  outbox_options.layout_version = [holder = node.placement.get()] {
+    return holder->Get()->layout().version;
+  };
   node.outbox = std::make_unique<ReplicationOutbox>(std::move(peers), node.engine.get(),
                                                     node.transport.get(), node.scheduler.get(),
                                                     node.executor.get(), node.rng, outbox_options);
