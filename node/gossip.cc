@@ -284,9 +284,8 @@ void Gossiper::Merge(const GossipDigest& digest) {
     if (in.member.id.empty()) continue;
     absl::Status valid = CheckMember(in.member);
     if (valid.ok() && (in.incarnation > kMaxIncarnation || in.heartbeat > kMaxHeartbeat)) {
-      valid =
-          absl::InvalidArgumentError(absl::StrCat("incarnation ", in.incarnation, " or heartbeat ",
-                                                  in.heartbeat, " is above ", kMaxIncarnation));
+      valid = absl::InvalidArgumentError(absl::StrCat(
+          "incarnation ", in.incarnation, " or heartbeat ", in.heartbeat, " is above 2^62"));
     }
     if (!valid.ok()) {
       LogRefusal(digest,

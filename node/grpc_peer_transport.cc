@@ -57,9 +57,10 @@ GrpcPeerTransport::~GrpcPeerTransport() {
   absl::MutexLock lock(&mu_);
   cancelling_ = true;
   for (grpc::ClientContext* context : in_flight_) context->TryCancel();
-  mu_.Await(absl::Condition(
-      +[](std::set<grpc::ClientContext*>* calls) { return calls->empty(); }, &in_flight_));
+  mu_.Await(absl::Condition(this, &GrpcPeerTransport::Idle));
 }
+
+bool GrpcPeerTransport::Idle() const { return in_flight_.empty() && releasing_ == 0; }
 
 absl::Status GrpcPeerTransport::FromPeer(const grpc::Status& status) const {
   if (status.ok()) return absl::OkStatus();
@@ -79,6 +80,12 @@ void GrpcPeerTransport::Begin(grpc::ClientContext* context) {
 void GrpcPeerTransport::End(grpc::ClientContext* context) {
   absl::MutexLock lock(&mu_);
   in_flight_.erase(context);
+  ++releasing_;
+}
+
+void GrpcPeerTransport::Released() {
+  absl::MutexLock lock(&mu_);
+  --releasing_;
 }
 
 void GrpcPeerTransport::Complete(std::shared_ptr<void> call, grpc::ClientContext* context,
@@ -86,14 +93,15 @@ void GrpcPeerTransport::Complete(std::shared_ptr<void> call, grpc::ClientContext
   // The call and the stubs are released on the executor, never on a gRPC thread: dropping the
   // last reference to a channel (the stubs, or the call's context, hold one) from gRPC's own
   // callback thread can make gRPC 1.51 free its callback completion queue twice. Once the
-  // executor is shut down this runs inline on the gRPC thread; the destructor then still holds
-  // every channel (in peers_) until End, so End comes last.
+  // executor is shut down this runs inline on the gRPC thread; the destructor then waits until
+  // Released, still holding every channel (in peers_), so these are never the last references.
   executor_->Schedule([this, call = std::move(call), context, stubs = std::move(stubs),
                        done = std::move(done)]() mutable {
     done();
+    End(context);
     call.reset();
     stubs.reset();
-    End(context);  // `context` is only a key here: its call is gone
+    Released();
   });
 }
 

@@ -91,9 +91,14 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
   template <typename Request, typename Response, typename Method>
   void SendForwardedWrite(std::shared_ptr<PeerStubs> stubs, WriteCommand command, QuorumSpec w,
                           Method method, std::function<void(absl::StatusOr<WriteReply>)> done);
-  // In-flight accounting, so that the destructor can cancel and wait for outstanding calls.
+  // In-flight accounting, so that the destructor can cancel and wait for outstanding calls. End
+  // is called while the call's context still exists (its address may be reused once it is
+  // freed) and counts the call as releasing until Released: the call's and its stubs' channel
+  // references are dropped in between, while the destructor waits.
   void Begin(grpc::ClientContext* context);
   void End(grpc::ClientContext* context);
+  void Released();
+  bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);  // no call in flight or releasing
   // A call's status for the caller: CANCELLED becomes UNAVAILABLE unless this transport's
   // destruction cancelled the call (see above).
   absl::Status FromPeer(const grpc::Status& status) const;
@@ -107,6 +112,7 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<PeerStubs>> peers_ ABSL_GUARDED_BY(mu_);
   std::set<grpc::ClientContext*> in_flight_ ABSL_GUARDED_BY(mu_);
+  int releasing_ ABSL_GUARDED_BY(mu_) = 0;  // calls between End and Released
   // Set by the destructor before it cancels the calls in flight: their CANCELLED is this
   // transport's, not a peer's.
   std::atomic<bool> cancelling_{false};

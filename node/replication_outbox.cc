@@ -391,8 +391,9 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       }
       ++stats.failed_batches;
       if (IsNotAReplica(status)) {
-        // Not lost to the peer: it does not replicate the key (in its layout, which may be older
-        // than this node's: then the handoff and anti-entropy bring it the key).
+        // Not lost to the peer: it does not replicate the key (in its layout, which is not older
+        // than this node's, or of a version it did not say: then the handoff and anti-entropy
+        // bring it the key if it is behind).
         stats.last_error =
             absl::StrCat("gave up on a record the peer does not replicate: ", status.ToString());
       } else {
@@ -405,14 +406,17 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       if (!IsRecordRefusal(status) && !peer_behind) stats.reachable = false;
       stats.last_error = status.ToString();
       // A refusal may be about one record of the batch: its keys go again one per batch (a
-      // record refused alone goes again alone, first).
-      if (IsRecordRefusal(status)) {
+      // record refused alone goes again alone, first). So do those of a batch that a peer only
+      // behind refused (it names no record): the keys it does replicate go on meanwhile.
+      const bool behind_on_several = peer_behind && batch.records > 1;
+      if (IsRecordRefusal(status) || behind_on_several) {
         peer->isolate = std::max(peer->isolate, std::max<size_t>(batch.records, 1));
       }
       for (Waiting& w : batch.entries) Enqueue(peer, std::move(w));
-      // A peer that does not replicate one of the keys answered: the keys go again at once,
-      // one per batch.
-      if (!IsNotAReplica(status)) backoff = StartBackoff(peer);
+      // A peer that does not replicate one of the keys answered, or one only behind refused
+      // several: the keys go again at once, one per batch. A record refused alone by a peer only
+      // behind waits a backoff, like after a failure.
+      if (!IsNotAReplica(status) && !behind_on_several) backoff = StartBackoff(peer);
     }
     Pump(peer);
   }

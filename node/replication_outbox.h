@@ -35,9 +35,10 @@
 // the record refused alone is given up on at once, not counted as dropped (the peer does not
 // replicate it). Unless the refusal says the peer's layout version and it is older than this
 // node's (Options::layout_version): the peer has not learned the change that makes it a replica
-// yet (gossip brings it within seconds), so the batch goes again after the usual backoff, like
-// after a failure, and its entries' results wait for that attempt (a write waiting for W is
-// not failed by a peer that is only behind).
+// yet (gossip brings it within seconds): its keys go again at once, one per batch (the keys it
+// already replicates go on), a record refused alone in this way goes again after the usual
+// backoff, and the entries' results wait for an attempt the peer answers for good (a write
+// waiting for W is not failed by a peer that is only behind).
 //
 // Bounds. At most Options::max_entries_per_peer entries per peer on disk: a write beyond that
 // records no entry for that peer and counts a drop (anti-entropy repairs it); client writes are
@@ -48,7 +49,8 @@
 //
 // Results. Submit takes a callback run once per entry: OK when the peer confirmed a batch that
 // carried the entry's key (read after the entry was written), or else an error: the error of the
-// first failed attempt to send it (the entry itself stays queued and is retried),
+// first failed attempt to send it (the entry itself stays queued and is retried; an attempt that
+// a peer only behind refused does not count, see Refusals),
 // RESOURCE_EXHAUSTED at once when the peer's memory queue is full (the entry waits on disk), or
 // UNAVAILABLE when Shutdown comes first. Coordinators count W with it. An entry whose result
 // was an error may also take a second callback, `on_late`, run with OK if a later batch that

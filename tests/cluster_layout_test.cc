@@ -112,7 +112,8 @@ TEST(PlacementTest, TransitionUsesOldAndNewOwners) {
 
   // A member refuses a key it does not replicate, saying its layout version (a sender with a
   // newer layout then knows the member may only be behind).
-  for (int i = 0;; ++i) {
+  bool refused_one = false;
+  for (int i = 0; i < 1000 && !refused_one; ++i) {
     const std::string key = absl::StrCat("key-", i);
     std::vector<const Member*> replicas = (*done)->Replicas(key, 3);
     const std::string outsider =
@@ -126,8 +127,9 @@ TEST(PlacementTest, TransitionUsesOldAndNewOwners) {
     absl::Status refused = (*done)->CheckMayHold(outsider, key, 3);
     EXPECT_TRUE(IsNotAReplica(refused)) << refused;
     EXPECT_EQ(NotAReplicaLayoutVersion(refused), CompleteTransition(*transition).version);
-    break;
+    refused_one = true;
   }
+  EXPECT_TRUE(refused_one) << "n1 replicates all of 1000 keys of 4 members";
 }
 
 }  // namespace

@@ -479,13 +479,11 @@ TEST_F(ReplicationOutboxTest, ARecordThePeerRefusesAloneIsGivenUpOnAndTheRestFlo
   EXPECT_TRUE(OutboxKeys().empty());
 }
 
-// A peer that does not replicate a key (its layout says so) refuses it for good: the batch's keys
-// go again at once (no backoff), the refused one is given up on after its first refusal alone,
-// without being counted as dropped, and the others are delivered.
 // A peer that refuses a key as not its replica under an older layout than this node's has only
-// not learned the change yet: the key goes again after a backoff (nothing is given up on, the
-// peer stays reachable), and the entry's result is that of the attempt the peer answers for
-// good. Under the same or a newer layout the refusal is final, as above.
+// not learned the change yet: nothing is given up on and the peer stays reachable; a batch of
+// several keys goes again at once, one key per batch; a key refused alone goes again after a
+// backoff; and each entry's result is that of the attempt the peer answers for good. Under the
+// same or a newer layout the refusal is final (next test).
 TEST_F(ReplicationOutboxTest, APeerThatRefusesUnderAnOlderLayoutGetsTheKeyOnceItCatchesUp) {
   Options options;
   options.max_in_flight = 1;
@@ -496,25 +494,55 @@ TEST_F(ReplicationOutboxTest, APeerThatRefusesUnderAnOlderLayoutGetsTheKeyOnceIt
     return MarkNotAReplica(absl::FailedPreconditionError("p1 is not a replica of key \"k\""),
                            version);
   };
+  std::vector<OutboxEntry> first = Write(outbox.get(), "a", "1");  // out alone, at once
   std::vector<OutboxEntry> k = Write(outbox.get(), "k", "1");
-  ASSERT_EQ(transport_.Outstanding().size(), 1u);
-  for (int attempt = 0; attempt < 8; ++attempt) {  // more than refusals_before_giving_up
-    transport_.Complete(transport_.Outstanding().at(0), refusal(3));
-    executor_.RunAll();
-    EXPECT_TRUE(results_[EntryId("p1", k[0].seq)].empty()) << "answered while the peer is behind";
-    PeerOutboxStats stats = StatsOf(*outbox, "p1");
-    EXPECT_TRUE(stats.reachable);
-    EXPECT_EQ(stats.dropped, 0u);
-    EXPECT_NE(stats.last_error.find("is older than this node's (4)"), std::string::npos)
-        << stats.last_error;
-    ASSERT_EQ(scheduler_.FireAll(), 1u) << "no backoff before the next attempt";
-    ASSERT_EQ(transport_.Outstanding().size(), 1u);
-  }
-  transport_.Complete(transport_.Outstanding().at(0), absl::OkStatus());  // it caught up
+  std::vector<OutboxEntry> b = Write(outbox.get(), "b", "1");
+  transport_.Complete(transport_.Outstanding().at(0), absl::OkStatus());
   executor_.RunAll();
+  ASSERT_EQ(transport_.Outstanding().size(), 1u);
+  EXPECT_EQ(transport_.calls()[transport_.Outstanding()[0]].records.size(), 2u);  // k and b
+  transport_.Complete(transport_.Outstanding()[0], refusal(3));
+  executor_.RunAll();
+  EXPECT_EQ(scheduler_.pending(), 0u) << "a batch of several waited a backoff";
+  ASSERT_EQ(transport_.Outstanding().size(), 1u) << "not sent again at once";
+  EXPECT_EQ(transport_.calls()[transport_.Outstanding()[0]].records.size(), 1u);
+
+  // The peer refuses k four more times (more than refusals_before_giving_up), then catches up.
+  int refused = 0;
+  std::vector<size_t> batch_sizes;
+  for (int step = 0; step < 40 && !transport_.Outstanding().empty(); ++step) {
+    const size_t call = transport_.Outstanding()[0];
+    const std::vector<EncodedRecord>& records = transport_.calls()[call].records;
+    batch_sizes.push_back(records.size());
+    const bool has_k = std::any_of(records.begin(), records.end(),
+                                   [](const EncodedRecord& r) { return r.key == "k"; });
+    if (has_k && refused < 5) {
+      ++refused;
+      transport_.Complete(call, refusal(3));
+      executor_.RunAll();
+      EXPECT_TRUE(results_[EntryId("p1", k[0].seq)].empty()) << "answered while it is behind";
+      PeerOutboxStats stats = StatsOf(*outbox, "p1");
+      EXPECT_TRUE(stats.reachable);
+      EXPECT_EQ(stats.dropped, 0u);
+      EXPECT_NE(stats.last_error.find("is older than this node's (4)"), std::string::npos)
+          << stats.last_error;
+      // k alone waits a backoff before it goes again.
+      if (records.size() == 1) {
+        EXPECT_TRUE(transport_.Outstanding().empty());
+      }
+    } else {
+      transport_.Complete(call, absl::OkStatus());
+      executor_.RunAll();
+    }
+    if (transport_.Outstanding().empty()) scheduler_.FireAll();
+  }
+  EXPECT_EQ(refused, 5);
   EXPECT_TRUE(ResultsOnce(k)[0].ok()) << ResultsOnce(k)[0];
+  EXPECT_TRUE(ResultsOnce(b)[0].ok()) << ResultsOnce(b)[0];
   EXPECT_EQ(transport_.applied("p1").count("k"), 1u);
+  EXPECT_EQ(transport_.applied("p1").count("b"), 1u);
   EXPECT_TRUE(OutboxKeys().empty());
+  EXPECT_EQ(StatsOf(*outbox, "p1").dropped, 0u);
 
   // Refused under the same layout version, or a newer one: given up on at once.
   for (uint64_t version : {4, 5}) {
@@ -529,6 +557,9 @@ TEST_F(ReplicationOutboxTest, APeerThatRefusesUnderAnOlderLayoutGetsTheKeyOnceIt
   }
 }
 
+// A peer that does not replicate a key (its layout says so) refuses it for good: the batch's keys
+// go again at once (no backoff), the refused one is given up on after its first refusal alone,
+// without being counted as dropped, and the others are delivered.
 TEST_F(ReplicationOutboxTest, ARecordThePeerDoesNotReplicateIsGivenUpOnAtOnce) {
   Options options;
   options.max_in_flight = 1;
