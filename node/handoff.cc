@@ -173,8 +173,26 @@ void HandoffSender::OnPlacement(std::shared_ptr<const Placement> placement) {
   JobPtr job;
   {
     absl::MutexLock lock(&mu_);
-    if (shutdown_ || layout.version <= started_version_) return;
+    if (shutdown_ || layout.version <= started_version_ || layout.version <= latest_version_) {
+      return;
+    }
+    latest_version_ = layout.version;
     job_.reset();  // a newer layout ends the old job
+  }
+  {
+    // The ended job no longer retries: the error it published must not stay in this node's
+    // gossip entry. No publication of the ended job can follow (Publish checks under
+    // publish_mu_ that its job is still current).
+    absl::MutexLock serial(&publish_mu_);
+    if (!published_.last_error.empty() && published_.layout_version < layout.version) {
+      published_.last_error.clear();
+      if (progress_) progress_(published_);
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    // A newer layout may have come meanwhile: it decides.
+    if (shutdown_ || layout.version != latest_version_) return;
     if (!layout.in_transition() || !layout.IsOwner(self_id_)) return;
     started_version_ = layout.version;
     job = std::make_shared<Job>();
@@ -196,7 +214,15 @@ bool HandoffSender::Current(const JobPtr& job) {
 }
 
 void HandoffSender::Publish(const Job& job) {
+  absl::MutexLock serial(&publish_mu_);
+  {
+    // A job a newer layout ended may still be finishing a step: its progress is no longer this
+    // node's to publish (OnPlacement had the last word on it).
+    absl::MutexLock lock(&mu_);
+    if (job_.get() != &job) return;
+  }
   if (progress_) progress_(job.progress);
+  published_ = job.progress;
 }
 
 void HandoffSender::StartScan(JobPtr job) {

@@ -149,6 +149,9 @@ class HandoffSender {
   const Clock* const clock_;
   const Options options_;
   const ProgressCallback progress_;
+  // Serializes publications, so that none of a job that OnPlacement ended follows its last word.
+  absl::Mutex publish_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  HandoffProgress published_ ABSL_GUARDED_BY(publish_mu_);  // the last progress published
   const StreamedCallback all_streamed_;
   LifetimeGuard guard_;
 
@@ -157,6 +160,7 @@ class HandoffSender {
 
   absl::Mutex mu_;
   uint64_t started_version_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t latest_version_ ABSL_GUARDED_BY(mu_) = 0;  // the newest layout OnPlacement saw
   JobPtr job_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
 };

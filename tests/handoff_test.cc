@@ -513,6 +513,44 @@ TEST_F(HandoffTest, ADownGainerIsRetriedWithAGrowingJitteredBackoff) {
   for (const std::string& key : keys) EXPECT_EQ(Encoded(3, key).value(), Encoded(0, key).value());
 }
 
+// A job that a newer layout ends (the change was replaced, or completed by another node) stops
+// retrying: the error it published must not stay in the node's gossip entry, and none of its
+// steps still under way may publish again.
+TEST_F(HandoffTest, AJobEndedByANewerLayoutLeavesNoErrorBehind) {
+  const std::vector<std::string> keys = GainedKeys("key", 20);
+  for (const std::string& key : keys) Put(0, key, "v");
+  transport_->down = "n4";
+  HandoffSender::Options options;
+  options.replication_factor = kN;
+  options.bytes_per_second = 0;
+  options.retry = absl::Milliseconds(200);
+  for (int i = 0; i < 3; ++i) {
+    const std::string id = nodes_[i].id;
+    senders_.push_back(std::make_unique<HandoffSender>(
+        id, nodes_[i].engine.get(), transport_.get(), &scheduler_, &executor_, &clock_, rng_,
+        options, [this, id](const HandoffProgress& p) { progress_[id] = p; },
+        [this](const ClusterLayout&) { return AllStreamed(); }));
+  }
+  for (auto& sender : senders_) sender->OnPlacement(placement_);
+  for (int step = 0; step < 40; ++step) scheduler_.Advance(absl::Milliseconds(50));
+  int waiting = 0;
+  for (int i = 0; i < 3; ++i) waiting += progress_[nodes_[i].id].last_error.empty() ? 0 : 1;
+  ASSERT_GT(waiting, 0) << "no source reported the down gainer";
+
+  std::shared_ptr<const Placement> completed =
+      Placement::Create(CompleteTransition(placement_->layout())).value();
+  for (auto& sender : senders_) sender->OnPlacement(completed);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(progress_[nodes_[i].id].last_error, "") << nodes_[i].id;
+  }
+  // The ended jobs' retries, still scheduled, publish nothing.
+  for (int step = 0; step < 200; ++step) scheduler_.Advance(absl::Milliseconds(50));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(progress_[nodes_[i].id].last_error, "") << nodes_[i].id;
+    EXPECT_EQ(progress_[nodes_[i].id].layout_version, placement_->layout().version);
+  }
+}
+
 // A record that cannot be read when a new owner asks for it is read again later; the records
 // read before it in the same batch are sent, not dropped. Each key here has one old owner only
 // (acknowledged with W=1, the rest lost), so nothing else would bring a dropped one.
