@@ -169,15 +169,21 @@ void ReplicationOutbox::Pump(PeerState* peer) {
     // After a refusal, one key per batch until the refused batch's keys have gone out alone.
     const size_t max_records =
         peer->isolate > 0 ? 1 : std::max<size_t>(options_.batch_max_records, 1);
-    if (peer->isolate > 0) --peer->isolate;
     // The oldest entries' keys, each with every entry queued for it: one record covers them all,
-    // since it is read after all of them were written.
+    // since it is read after all of them were written. Keys held back (deferred) are skipped.
     PeerState::Batch batch;
     std::vector<std::string> keys;
-    while (keys.size() < max_records && !peer->queued.empty()) {
-      auto by_key = peer->queued_by_key.find(peer->queued.begin()->second.entry.key);
+    auto next = peer->queued.begin();
+    while (keys.size() < max_records && next != peer->queued.end()) {
+      auto deferral = peer->deferred.find(next->second.entry.key);
+      if (deferral != peer->deferred.end() && deferral->second.held) {
+        ++next;
+        continue;
+      }
+      auto by_key = peer->queued_by_key.find(next->second.entry.key);
       for (uint64_t seq : by_key->second) {
         auto entry = peer->queued.find(seq);
+        if (entry == next) ++next;
         peer->in_flight_seqs.insert(seq);
         batch.entries.push_back(std::move(entry->second));
         peer->queued.erase(entry);
@@ -185,6 +191,8 @@ void ReplicationOutbox::Pump(PeerState* peer) {
       keys.push_back(by_key->first);
       peer->queued_by_key.erase(by_key);
     }
+    if (keys.empty()) break;  // every queued key is held back
+    if (peer->isolate > 0) --peer->isolate;
     batch.records = keys.size();
     const uint64_t batch_id = peer->next_batch_id++;
     peer->in_flight.emplace(batch_id, std::move(batch));
@@ -334,9 +342,15 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
           give_up = true;
         }
       }
-      if (give_up && !entries.empty()) peer->refusals.erase(entries.front().entry.key);
+      if (give_up && !entries.empty()) {
+        peer->refusals.erase(entries.front().entry.key);
+        peer->deferred.erase(entries.front().entry.key);
+      }
       if (status.ok() && !peer->refusals.empty()) {
         for (const Waiting& w : entries) peer->refusals.erase(w.entry.key);
+      }
+      if (status.ok() && !peer->deferred.empty()) {
+        for (const Waiting& w : entries) peer->deferred.erase(w.entry.key);
       }
       remove_entries = status.ok() || give_up;
       if (remove_entries) {
@@ -351,6 +365,7 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
 
   std::vector<Report> reports;
   std::optional<Backoff> backoff;
+  std::optional<Deferral> deferral;
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return;
@@ -412,16 +427,52 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       if (IsRecordRefusal(status) || behind_on_several) {
         peer->isolate = std::max(peer->isolate, std::max<size_t>(batch.records, 1));
       }
+      const std::string first_key = batch.entries.empty() ? "" : batch.entries.front().entry.key;
       for (Waiting& w : batch.entries) Enqueue(peer, std::move(w));
       // A peer that does not replicate one of the keys answered, or one only behind refused
       // several: the keys go again at once, one per batch. A record refused alone by a peer only
-      // behind waits a backoff, like after a failure.
-      if (!IsNotAReplica(status) && !behind_on_several) backoff = StartBackoff(peer);
+      // behind is held back for a backoff of its own while the keys after it go on.
+      if (peer_behind && !behind_on_several && !first_key.empty()) {
+        deferral = Deferral{DeferKey(peer, first_key), first_key};
+      } else if (!IsNotAReplica(status) && !behind_on_several) {
+        backoff = StartBackoff(peer);
+      }
     }
     Pump(peer);
   }
   RunReports(std::move(reports));
   ScheduleBackoff(peer, backoff);
+  if (deferral.has_value()) {
+    scheduler_->RunAfter(deferral->delay,
+                         [liveness = liveness_, this, peer, key = std::move(deferral->key)] {
+                           if (!liveness->Enter()) return;
+                           OnDeferralDone(peer, key);
+                           liveness->Exit();
+                         });
+  }
+  Drain(peer);
+}
+
+absl::Duration ReplicationOutbox::DeferKey(PeerState* peer, const std::string& key) {
+  PeerState::Deferral& deferral = peer->deferred[key];
+  deferral.held = true;
+  // Full jitter under a ceiling that doubles per attempt up to max_backoff, as for a peer.
+  absl::Duration ceiling = options_.initial_backoff;
+  for (int i = 0; i < deferral.attempts && ceiling < options_.max_backoff; ++i) ceiling *= 2;
+  ceiling = std::min(ceiling, options_.max_backoff);
+  ++deferral.attempts;
+  const int64_t ceiling_ns = std::max<int64_t>(absl::ToInt64Nanoseconds(ceiling), 0);
+  return absl::Nanoseconds(absl::Uniform<int64_t>(absl::IntervalClosedClosed, rng_, 0, ceiling_ns));
+}
+
+void ReplicationOutbox::OnDeferralDone(PeerState* peer, const std::string& key) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return;
+    auto deferral = peer->deferred.find(key);
+    if (deferral != peer->deferred.end()) deferral->second.held = false;
+    Pump(peer);
+  }
   Drain(peer);
 }
 

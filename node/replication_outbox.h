@@ -36,9 +36,10 @@
 // replicate it). Unless the refusal says the peer's layout version and it is older than this
 // node's (Options::layout_version): the peer has not learned the change that makes it a replica
 // yet (gossip brings it within seconds): its keys go again at once, one per batch (the keys it
-// already replicates go on), a record refused alone in this way goes again after the usual
-// backoff, and the entries' results wait for an attempt the peer answers for good (a write
-// waiting for W is not failed by a peer that is only behind).
+// already replicates go on), a record refused alone in this way is held back for a capped,
+// jittered backoff of its own while the keys queued after it go on, and the entries' results
+// wait for an attempt the peer answers for good (a write waiting for W is not failed by a peer
+// that is only behind).
 //
 // Bounds. At most Options::max_entries_per_peer entries per peer on disk: a write beyond that
 // records no entry for that peer and counts a drop (anti-entropy repairs it); client writes are
@@ -252,6 +253,16 @@ class ReplicationOutbox {
   void OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status, bool give_up = false)
       ABSL_LOCKS_EXCLUDED(mu_);
   void OnBackoffDone(PeerState* peer, uint64_t gen) ABSL_LOCKS_EXCLUDED(mu_);
+  // A key held back for a backoff of its own (a peer only behind refused it alone): until
+  // OnDeferralDone(peer, key) after `delay`, batches skip it.
+  struct Deferral {
+    absl::Duration delay;
+    std::string key;
+  };
+  // Holds `key` back and returns the jittered delay before it may go again.
+  absl::Duration DeferKey(PeerState* peer, const std::string& key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnDeferralDone(PeerState* peer, const std::string& key) ABSL_LOCKS_EXCLUDED(mu_);
   void ScanDisk(PeerState* peer) ABSL_LOCKS_EXCLUDED(mu_);
   // Runs the callbacks on the executor.
   void RunReports(std::vector<Report> reports);

@@ -90,6 +90,15 @@ struct ReplicationOutbox::PeerState {
   size_t isolate = 0;         // after a refused batch: this many batches of one key each
   // Keys whose record the peer refused alone, with how many times in a row.
   std::map<std::string, int, std::less<>> refusals;
+  // Keys whose record the peer refused alone as not its replica while its layout was older than
+  // this node's (see Refusals), with how many times in a row. Their entries stay queued, but
+  // batches skip them while `held` (a timer of a backoff for the key ends it), so that the keys
+  // queued after them go on.
+  struct Deferral {
+    int attempts = 0;
+    bool held = false;
+  };
+  std::map<std::string, Deferral, std::less<>> deferred;
   uint64_t backoff_gen = 0;  // bumped by Resume: the timer of an ended backoff does nothing
   absl::Duration backoff_ceiling;
   PeerOutboxStats stats;

@@ -507,38 +507,51 @@ TEST_F(ReplicationOutboxTest, APeerThatRefusesUnderAnOlderLayoutGetsTheKeyOnceIt
   ASSERT_EQ(transport_.Outstanding().size(), 1u) << "not sent again at once";
   EXPECT_EQ(transport_.calls()[transport_.Outstanding()[0]].records.size(), 1u);
 
-  // The peer refuses k four more times (more than refusals_before_giving_up), then catches up.
-  int refused = 0;
-  std::vector<size_t> batch_sizes;
-  for (int step = 0; step < 40 && !transport_.Outstanding().empty(); ++step) {
+  // k goes alone first and is refused again: it is held back, and b goes on at once.
+  ASSERT_EQ(transport_.calls()[transport_.Outstanding()[0]].records[0].key, "k");
+  transport_.Complete(transport_.Outstanding()[0], refusal(3));
+  executor_.RunAll();
+  ASSERT_EQ(transport_.Outstanding().size(), 1u) << "b waited for k";
+  ASSERT_EQ(transport_.calls()[transport_.Outstanding()[0]].records.size(), 1u);
+  EXPECT_EQ(transport_.calls()[transport_.Outstanding()[0]].records[0].key, "b");
+  transport_.Complete(transport_.Outstanding()[0], absl::OkStatus());
+  executor_.RunAll();
+  EXPECT_TRUE(ResultsOnce(b)[0].ok()) << ResultsOnce(b)[0];
+  EXPECT_TRUE(transport_.Outstanding().empty()) << "k went again before its backoff";
+  // Writes after it go on too, in batches again.
+  std::vector<OutboxEntry> c = Write(outbox.get(), "c", "1");
+  std::vector<OutboxEntry> d = Write(outbox.get(), "d", "1");
+  CompleteAllOk();  // k is held back: not sent
+  EXPECT_TRUE(ResultsOnce(c)[0].ok());
+  EXPECT_TRUE(ResultsOnce(d)[0].ok());
+
+  // k, after each backoff, refused three more times (more than refusals_before_giving_up in
+  // all), then the peer has caught up.
+  for (int refused = 0; refused < 4; ++refused) {
+    ASSERT_TRUE(transport_.Outstanding().empty());
+    ASSERT_EQ(scheduler_.FireAll(), 1u) << "k's backoff";
+    ASSERT_EQ(transport_.Outstanding().size(), 1u);
     const size_t call = transport_.Outstanding()[0];
-    const std::vector<EncodedRecord>& records = transport_.calls()[call].records;
-    batch_sizes.push_back(records.size());
-    const bool has_k = std::any_of(records.begin(), records.end(),
-                                   [](const EncodedRecord& r) { return r.key == "k"; });
-    if (has_k && refused < 5) {
-      ++refused;
-      transport_.Complete(call, refusal(3));
-      executor_.RunAll();
+    ASSERT_EQ(transport_.calls()[call].records.size(), 1u);
+    ASSERT_EQ(transport_.calls()[call].records[0].key, "k");
+    transport_.Complete(call, refused < 3 ? refusal(3) : absl::OkStatus());
+    executor_.RunAll();
+    if (refused < 3) {
       EXPECT_TRUE(results_[EntryId("p1", k[0].seq)].empty()) << "answered while it is behind";
       PeerOutboxStats stats = StatsOf(*outbox, "p1");
       EXPECT_TRUE(stats.reachable);
       EXPECT_EQ(stats.dropped, 0u);
       EXPECT_NE(stats.last_error.find("is older than this node's (4)"), std::string::npos)
           << stats.last_error;
-      // k alone waits a backoff before it goes again.
-      if (records.size() == 1) {
-        EXPECT_TRUE(transport_.Outstanding().empty());
-      }
-    } else {
-      transport_.Complete(call, absl::OkStatus());
-      executor_.RunAll();
     }
-    if (transport_.Outstanding().empty()) scheduler_.FireAll();
   }
-  EXPECT_EQ(refused, 5);
+  // The backoff ceilings grew: 20, 40, 80, 160 ms (jittered under them).
+  ASSERT_GE(scheduler_.delays().size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_LE(scheduler_.delays()[scheduler_.delays().size() - 4 + i],
+              absl::Milliseconds(20) * (1 << i));
+  }
   EXPECT_TRUE(ResultsOnce(k)[0].ok()) << ResultsOnce(k)[0];
-  EXPECT_TRUE(ResultsOnce(b)[0].ok()) << ResultsOnce(b)[0];
   EXPECT_EQ(transport_.applied("p1").count("k"), 1u);
   EXPECT_EQ(transport_.applied("p1").count("b"), 1u);
   EXPECT_TRUE(OutboxKeys().empty());
@@ -1082,6 +1095,8 @@ TEST_P(ReplicationOutboxRandomTest, DrainsEverythingAndReportsEachEntryOnce) {
   options.max_entries_per_peer = 40;
   options.max_queued_per_peer = 6;
   options.batch_max_records = 3;
+  // Peers sometimes refuse as not yet knowing layout version 2 (held back, retried).
+  options.layout_version = [] { return uint64_t{2}; };
   const std::vector<std::string> peers = {"p1", "p2", "p3"};
   auto outbox = MakeOutbox(options, peers);
   std::vector<OutboxEntry> all;
@@ -1103,8 +1118,11 @@ TEST_P(ReplicationOutboxRandomTest, DrainsEverythingAndReportsEachEntryOnce) {
       std::vector<size_t> open = transport_.Outstanding();
       if (open.empty()) continue;
       const size_t call = open[random() % open.size()];
-      transport_.Complete(call,
-                          random() % 3 == 0 ? absl::UnavailableError("lost") : absl::OkStatus());
+      const int answer = static_cast<int>(random() % 6);
+      transport_.Complete(call, answer < 2 ? absl::UnavailableError("lost")
+                                : answer == 2
+                                    ? MarkNotAReplica(absl::FailedPreconditionError("behind"), 1)
+                                    : absl::OkStatus());
     } else if (op == 8) {
       scheduler_.FireAll();
     } else {
