@@ -150,6 +150,7 @@ class HandoffSender {
   const Options options_;
   const ProgressCallback progress_;
   // Serializes publications, so that none of a job that OnPlacement ended follows its last word.
+  // The progress callback runs under it: it must not block or call back into this sender.
   absl::Mutex publish_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   HandoffProgress published_ ABSL_GUARDED_BY(publish_mu_);  // the last progress published
   const StreamedCallback all_streamed_;

@@ -165,7 +165,9 @@ void ReplicationOutbox::Enqueue(PeerState* peer, Waiting waiting) {
 void ReplicationOutbox::Pump(PeerState* peer) {
   if (shutdown_ || peer->paused || peer->removed) return;
   const size_t max_in_flight = static_cast<size_t>(std::max(options_.max_in_flight, 1));
-  while (peer->in_flight.size() < max_in_flight && !peer->queued.empty()) {
+  // Held keys before `next` stay held during this call: every batch goes on from there.
+  auto next = peer->queued.begin();
+  while (peer->in_flight.size() < max_in_flight && next != peer->queued.end()) {
     // After a refusal, one key per batch until the refused batch's keys have gone out alone.
     const size_t max_records =
         peer->isolate > 0 ? 1 : std::max<size_t>(options_.batch_max_records, 1);
@@ -173,7 +175,6 @@ void ReplicationOutbox::Pump(PeerState* peer) {
     // since it is read after all of them were written. Keys held back (deferred) are skipped.
     PeerState::Batch batch;
     std::vector<std::string> keys;
-    auto next = peer->queued.begin();
     while (keys.size() < max_records && next != peer->queued.end()) {
       auto deferral = peer->deferred.find(next->second.entry.key);
       if (deferral != peer->deferred.end() && deferral->second.held) {
@@ -433,7 +434,8 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       // several: the keys go again at once, one per batch. A record refused alone by a peer only
       // behind is held back for a backoff of its own while the keys after it go on.
       if (peer_behind && !behind_on_several && !first_key.empty()) {
-        deferral = Deferral{DeferKey(peer, first_key), first_key};
+        const absl::Duration delay = DeferKey(peer, first_key);
+        deferral = Deferral{delay, first_key, peer->deferred[first_key].attempts};
       } else if (!IsNotAReplica(status) && !behind_on_several) {
         backoff = StartBackoff(peer);
       }
@@ -443,12 +445,12 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
   RunReports(std::move(reports));
   ScheduleBackoff(peer, backoff);
   if (deferral.has_value()) {
-    scheduler_->RunAfter(deferral->delay,
-                         [liveness = liveness_, this, peer, key = std::move(deferral->key)] {
-                           if (!liveness->Enter()) return;
-                           OnDeferralDone(peer, key);
-                           liveness->Exit();
-                         });
+    scheduler_->RunAfter(deferral->delay, [liveness = liveness_, this, peer,
+                                           key = std::move(deferral->key), gen = deferral->gen] {
+      if (!liveness->Enter()) return;
+      OnDeferralDone(peer, key, gen);
+      liveness->Exit();
+    });
   }
   Drain(peer);
 }
@@ -465,12 +467,15 @@ absl::Duration ReplicationOutbox::DeferKey(PeerState* peer, const std::string& k
   return absl::Nanoseconds(absl::Uniform<int64_t>(absl::IntervalClosedClosed, rng_, 0, ceiling_ns));
 }
 
-void ReplicationOutbox::OnDeferralDone(PeerState* peer, const std::string& key) {
+void ReplicationOutbox::OnDeferralDone(PeerState* peer, const std::string& key, int gen) {
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return;
+    // The key's latest hold only (with several batches in flight it may be held again).
     auto deferral = peer->deferred.find(key);
-    if (deferral != peer->deferred.end()) deferral->second.held = false;
+    if (deferral != peer->deferred.end() && deferral->second.attempts == gen) {
+      deferral->second.held = false;
+    }
     Pump(peer);
   }
   Drain(peer);

@@ -71,6 +71,8 @@ absl::StatusOr<uint64_t> ReplicationOutbox::RemovePeer(absl::string_view peer_id
     peer->in_flight.clear();
     peer->in_flight_seqs.clear();
     peer->ready.clear();
+    peer->refusals.clear();
+    peer->deferred.clear();
     peer->scan_requested = false;
     peer->on_disk_only = false;
     removed_peers_.push_back(std::move(it->second));
