@@ -198,6 +198,17 @@ class HandoffTest : public ::testing::Test {
     }
     for (auto& sender : senders_) sender->OnPlacement(placement_);
   }
+  // Starts a sender with `options` on n1..n3 (no check of the layout they are asked about).
+  void StartSendersWith(const HandoffSender::Options& options) {
+    for (int i = 0; i < 3; ++i) {
+      const std::string id = nodes_[i].id;
+      senders_.push_back(std::make_unique<HandoffSender>(
+          id, nodes_[i].engine.get(), transport_.get(), &scheduler_, &executor_, &clock_, rng_,
+          options, [this, id](const HandoffProgress& p) { progress_[id] = p; },
+          [this](const ClusterLayout&) { return AllStreamed(); }));
+    }
+    for (auto& sender : senders_) sender->OnPlacement(placement_);
+  }
   bool AllDone() {
     for (int i = 0; i < 3; ++i) {
       if (!progress_[nodes_[i].id].done) return false;
@@ -490,14 +501,7 @@ TEST_F(HandoffTest, ADownGainerIsRetriedWithAGrowingJitteredBackoff) {
   options.bytes_per_second = 0;
   options.retry = absl::Milliseconds(200);
   options.max_retry = absl::Seconds(3);
-  for (int i = 0; i < 3; ++i) {
-    const std::string id = nodes_[i].id;
-    senders_.push_back(std::make_unique<HandoffSender>(
-        id, nodes_[i].engine.get(), transport_.get(), &scheduler_, &executor_, &clock_, rng_,
-        options, [this, id](const HandoffProgress& p) { progress_[id] = p; },
-        [this](const ClusterLayout&) { return AllStreamed(); }));
-  }
-  for (auto& sender : senders_) sender->OnPlacement(placement_);
+  StartSendersWith(options);
   // 60 simulated seconds down: a fixed 200 ms retry would make about 300 attempts per source.
   for (int step = 0; step < 1200; ++step) scheduler_.Advance(absl::Milliseconds(50));
   EXPECT_FALSE(AllDone());
@@ -524,14 +528,7 @@ TEST_F(HandoffTest, AJobEndedByANewerLayoutLeavesNoErrorBehind) {
   options.replication_factor = kN;
   options.bytes_per_second = 0;
   options.retry = absl::Milliseconds(200);
-  for (int i = 0; i < 3; ++i) {
-    const std::string id = nodes_[i].id;
-    senders_.push_back(std::make_unique<HandoffSender>(
-        id, nodes_[i].engine.get(), transport_.get(), &scheduler_, &executor_, &clock_, rng_,
-        options, [this, id](const HandoffProgress& p) { progress_[id] = p; },
-        [this](const ClusterLayout&) { return AllStreamed(); }));
-  }
-  for (auto& sender : senders_) sender->OnPlacement(placement_);
+  StartSendersWith(options);
   for (int step = 0; step < 40; ++step) scheduler_.Advance(absl::Milliseconds(50));
   int waiting = 0;
   for (int i = 0; i < 3; ++i) waiting += progress_[nodes_[i].id].last_error.empty() ? 0 : 1;
