@@ -130,12 +130,14 @@ ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* respons
     member.sent_records = proto.sent_records();
     member.last_error = std::move(*proto.mutable_last_error());
     member.last_success_unix_micros = proto.last_success_unix_micros();
-    member.liveness = proto.liveness().empty() ? "UNKNOWN" : std::move(*proto.mutable_liveness());
+    // Nodes that predate gossip send neither liveness nor last_heard_ms_ago (0). Read before the
+    // liveness is moved out: a member heard less than 1 ms ago also says 0.
+    const bool predates_gossip = proto.liveness().empty();
+    member.liveness = predates_gossip ? "UNKNOWN" : std::move(*proto.mutable_liveness());
     member.heartbeat = proto.heartbeat();
     member.incarnation = proto.incarnation();
-    // Nodes that predate gossip send neither liveness nor this field (0).
     member.last_heard_ms_ago =
-        proto.liveness().empty() && proto.last_heard_ms_ago() == 0 ? -1 : proto.last_heard_ms_ago();
+        predates_gossip && proto.last_heard_ms_ago() == 0 ? -1 : proto.last_heard_ms_ago();
     result.members.push_back(std::move(member));
   }
   result.writes_coordinated = response->writes_coordinated();

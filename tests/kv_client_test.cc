@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "client/kv_client_convert.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -997,6 +998,24 @@ TEST(IdempotencyTokenTest, Is32HexCharsAndFresh) {
   const std::string a = NewIdempotencyToken();
   EXPECT_THAT(a, ::testing::MatchesRegex("[0-9a-f]{32}"));
   EXPECT_NE(a, NewIdempotencyToken());
+}
+
+// A member heard less than 1 ms ago is reported with last_heard_ms_ago 0, not as never heard
+// (-1 is kept for a node that predates gossip and sends neither liveness nor the field).
+TEST(ClusterStatusConversionTest, AMemberHeardJustNowIsNotNeverHeard) {
+  v1::ClusterStatusResponse response;
+  v1::MemberStatus* now = response.add_members();
+  now->set_node_id("n1");
+  now->set_liveness("UP");
+  now->set_last_heard_ms_ago(0);
+  v1::MemberStatus* old = response.add_members();
+  old->set_node_id("n2");
+  ClusterStatusResult result = client_internal::FromClusterStatusResponse(&response);
+  ASSERT_EQ(result.members.size(), 2u);
+  EXPECT_EQ(result.members[0].liveness, "UP");
+  EXPECT_EQ(result.members[0].last_heard_ms_ago, 0);
+  EXPECT_EQ(result.members[1].liveness, "UNKNOWN");
+  EXPECT_EQ(result.members[1].last_heard_ms_ago, -1);
 }
 
 }  // namespace
