@@ -176,10 +176,12 @@ void ReplicationOutbox::Pump(PeerState* peer) {
     PeerState::Batch batch;
     std::vector<std::string> keys;
     while (keys.size() < max_records && next != peer->queued.end()) {
-      auto deferral = peer->deferred.find(next->second.entry.key);
-      if (deferral != peer->deferred.end() && deferral->second.held) {
-        ++next;
-        continue;
+      if (!peer->deferred.empty()) {
+        auto deferral = peer->deferred.find(next->second.entry.key);
+        if (deferral != peer->deferred.end() && deferral->second.held) {
+          ++next;
+          continue;
+        }
       }
       auto by_key = peer->queued_by_key.find(next->second.entry.key);
       for (uint64_t seq : by_key->second) {
@@ -434,8 +436,7 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       // several: the keys go again at once, one per batch. A record refused alone by a peer only
       // behind is held back for a backoff of its own while the keys after it go on.
       if (peer_behind && !behind_on_several && !first_key.empty()) {
-        const absl::Duration delay = DeferKey(peer, first_key);
-        deferral = Deferral{delay, first_key, peer->deferred[first_key].attempts};
+        deferral = DeferKey(peer, first_key);
       } else if (!IsNotAReplica(status) && !behind_on_several) {
         backoff = StartBackoff(peer);
       }
@@ -455,16 +456,14 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
   Drain(peer);
 }
 
-absl::Duration ReplicationOutbox::DeferKey(PeerState* peer, const std::string& key) {
+ReplicationOutbox::Deferral ReplicationOutbox::DeferKey(PeerState* peer, const std::string& key) {
   PeerState::Deferral& deferral = peer->deferred[key];
   deferral.held = true;
-  // Full jitter under a ceiling that doubles per attempt up to max_backoff, as for a peer.
+  // A ceiling that doubles per attempt up to max_backoff, as for a peer.
   absl::Duration ceiling = options_.initial_backoff;
   for (int i = 0; i < deferral.attempts && ceiling < options_.max_backoff; ++i) ceiling *= 2;
-  ceiling = std::min(ceiling, options_.max_backoff);
   ++deferral.attempts;
-  const int64_t ceiling_ns = std::max<int64_t>(absl::ToInt64Nanoseconds(ceiling), 0);
-  return absl::Nanoseconds(absl::Uniform<int64_t>(absl::IntervalClosedClosed, rng_, 0, ceiling_ns));
+  return Deferral{FullJitter(std::min(ceiling, options_.max_backoff)), key, deferral.attempts};
 }
 
 void ReplicationOutbox::OnDeferralDone(PeerState* peer, const std::string& key, int gen) {
@@ -484,12 +483,15 @@ void ReplicationOutbox::OnDeferralDone(PeerState* peer, const std::string& key, 
 std::optional<ReplicationOutbox::Backoff> ReplicationOutbox::StartBackoff(PeerState* peer) {
   if (peer->paused) return std::nullopt;
   peer->paused = true;
-  // Full jitter: uniform in [0, ceiling]; the ceiling doubles up to max_backoff.
+  // The ceiling doubles up to max_backoff.
   const absl::Duration ceiling = std::min(peer->backoff_ceiling, options_.max_backoff);
-  const int64_t ceiling_ns = std::max<int64_t>(absl::ToInt64Nanoseconds(ceiling), 0);
-  const int64_t delay_ns = absl::Uniform<int64_t>(absl::IntervalClosedClosed, rng_, 0, ceiling_ns);
   peer->backoff_ceiling = std::min(ceiling * 2, options_.max_backoff);
-  return Backoff{absl::Nanoseconds(delay_ns), peer->backoff_gen};
+  return Backoff{FullJitter(ceiling), peer->backoff_gen};
+}
+
+absl::Duration ReplicationOutbox::FullJitter(absl::Duration ceiling) {
+  const int64_t ceiling_ns = std::max<int64_t>(absl::ToInt64Nanoseconds(ceiling), 0);
+  return absl::Nanoseconds(absl::Uniform<int64_t>(absl::IntervalClosedClosed, rng_, 0, ceiling_ns));
 }
 
 void ReplicationOutbox::ScheduleBackoff(PeerState* peer, std::optional<Backoff> backoff) {

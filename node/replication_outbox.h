@@ -260,9 +260,10 @@ class ReplicationOutbox {
     std::string key;
     int gen = 0;  // the key's hold count when it was held (PeerState::Deferral::attempts)
   };
-  // Holds `key` back and returns the jittered delay before it may go again.
-  absl::Duration DeferKey(PeerState* peer, const std::string& key)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Holds `key` back; returns the timer to schedule, after a jittered delay.
+  Deferral DeferKey(PeerState* peer, const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Uniform in [0, ceiling] ("full jitter").
+  absl::Duration FullJitter(absl::Duration ceiling) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnDeferralDone(PeerState* peer, const std::string& key, int gen) ABSL_LOCKS_EXCLUDED(mu_);
   void ScanDisk(PeerState* peer) ABSL_LOCKS_EXCLUDED(mu_);
   // Runs the callbacks on the executor.
