@@ -92,7 +92,8 @@ grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* context,
   absl::Status valid = Admit(command.key);
   if (valid.ok()) valid = spec.status();
   if (!valid.ok()) return FinishNow(gate_, valid);
-  // The coordinator does no storage work on this thread (the store commits on its executor).
+  // The write may be committed on this thread, with the writes that other calls queue meanwhile
+  // (LocalStore::WriteAsync without a commit executor); `finish` may run before this returns.
   grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
   auto finish = [reactor](const absl::Status& status) { reactor->Finish(ToGrpcStatus(status)); };
   coordinator_->Write(std::move(command), *spec,
@@ -140,8 +141,8 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* /*context*
   if (valid.ok()) valid = spec.status();
   if (!valid.ok()) return FinishNow(gate_, valid);
   // Most reads are answered here: this node's replica alone (R=1), from memory, without a
-  // thread hop. Anything else goes through the coordinator, which does no storage work on this
-  // thread either.
+  // thread hop. Anything else goes through the coordinator, which reads storage on its executor,
+  // not on this thread.
   SiblingSet record;
   if (coordinator_->TryReadFromMemory(request->key(), *spec, &record)) {
     return FinishNow(gate_, FillGetResponse(std::move(record), *store_, response));

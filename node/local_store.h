@@ -13,9 +13,12 @@
 // with sync_writes) serve many requests. A mutation is acknowledged only after its batch is in
 // the write-ahead log.
 //
-// For throughput, prefer WriteAsync with Options::commit_executor set: callers then never wait
-// for each other (a blocking Write that arrives while another thread commits sleeps until its
-// group is written, which costs a context switch per call when many threads write at once).
+// For throughput, prefer WriteAsync: callers then never wait for each other (a blocking Write
+// that arrives while another thread commits sleeps until its group is written, which costs a
+// context switch per call when many threads write at once). Without Options::commit_executor
+// (kvnode's choice) the thread that submits while nobody commits commits, group after group,
+// until the queue is empty, and completes the writes of each group; with one, every commit and
+// completion is handed to the executor, which costs more context switches per write.
 //
 // Actor epochs: on first open of an empty engine the store draws a fresh epoch and persists it;
 // its actor is "<node_id>#<epoch>". A wiped data directory therefore yields a new actor and
@@ -26,8 +29,10 @@
 // replica knows nothing of, engine errors otherwise. A failed call changes nothing.
 //
 // Thread-safety: all methods may be called concurrently. Calls block on storage I/O: run them on
-// an Executor, never on a gRPC thread. The exception is WriteAsync with a commit_executor, which
-// only checks and queues the write.
+// an Executor, not on a gRPC thread. The exception is WriteAsync: with a commit_executor it only
+// checks and queues the write; without one, a gRPC handler may call it when it holds no lock
+// that a `done` callback takes (kvnode's Put and Delete handlers do: one gRPC thread at a time
+// then commits, and the handler returns only once the queue is empty).
 #ifndef KV_NODE_LOCAL_STORE_H_
 #define KV_NODE_LOCAL_STORE_H_
 

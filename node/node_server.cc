@@ -179,8 +179,14 @@ absl::Status NodeServer::OpenStorage() {
   options.limits = config_.limits;
   options.idempotency_ttl = config_.idempotency_ttl;
   options.sync_writes = config_.sync_writes;
+  // No commit executor: a client's write is committed on the gRPC thread that submits it when no
+  // other thread is committing (under load one such thread commits group after group and answers
+  // the calls of each group as it goes; the other threads only queue their writes). Measured
+  // against committing on the executor (kvbench, 1 node, put, 64 outstanding, 5 alternating
+  // pairs): about a third fewer context switches and 15% less node CPU per write, 0.37 -> 0.42
+  // of the ceiling. The committing thread never outlives its own call, so once the call gate is
+  // idle (StopServing) no gRPC thread is inside the store.
   executor_ = std::make_unique<ThreadPoolExecutor>(config_.executor_threads);
-  options.commit_executor = executor_.get();
   absl::StatusOr<std::unique_ptr<LocalStore>> store =
       LocalStore::Open(engine_.get(), SystemClock::Get(), rng_, config_.node_id, options);
   if (!store.ok()) {
