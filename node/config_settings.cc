@@ -410,7 +410,8 @@ const std::vector<Setting>& Settings() {
          return ParseIntInRange(v, 1, 1024, &c->executor_threads);
        },
        [](const NodeConfig& c) { return absl::StrCat(c.executor_threads); },
-       "Worker threads that run storage work, so that gRPC threads never block (1 to 1024)."},
+       "Worker threads that run storage work other than client writes (replication, repair, "
+       "reads from disk), so that gRPC threads do not block on it (1 to 1024)."},
       {"max_key_bytes", "N", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseIntInRange(v, 1, 64 << 10, &c->limits.max_key_bytes);

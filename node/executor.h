@@ -1,6 +1,7 @@
-// Executor: where the node runs work that may block (storage I/O), so that gRPC handlers never
-// block. ThreadPoolExecutor is the production implementation; InlineExecutor runs work at once
-// on the caller's thread (unit tests, the simulation).
+// Executor: where the node runs work that may block (storage I/O), so that gRPC handlers do not
+// (client writes aside: LocalStore commits them on a gRPC thread, see node/kv_service.h).
+// ThreadPoolExecutor is the production implementation; InlineExecutor runs work at once on the
+// caller's thread (unit tests, the simulation).
 #ifndef KV_NODE_EXECUTOR_H_
 #define KV_NODE_EXECUTOR_H_
 

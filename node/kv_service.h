@@ -2,9 +2,13 @@
 // serves any key: it coordinates when it is a replica of the key, forwards writes otherwise, and
 // reads from the replicas).
 //
-// Handlers never block: requests are checked on the gRPC thread (gate, key size, quorum kind),
-// and everything else runs on the injected Executor, which finishes the call. Once the node
-// begins shutting down (the CallGate is closed) new calls get UNAVAILABLE.
+// Requests are checked on the gRPC thread (gate, key size, quorum kind). Reads from memory are
+// answered there; other reads, List and the Describe calls run on the injected Executor, which
+// finishes the call. Put and Delete are committed by the store on the gRPC thread that submits
+// one while no other thread commits (LocalStore::WriteAsync without a commit executor): that
+// thread may block on storage for its group and the groups queued behind it, while the other
+// handlers only queue their writes. Once the node begins shutting down (the CallGate is
+// closed) new calls get UNAVAILABLE.
 //
 // Get answers NOT_FOUND when no replica asked holds a live version. A write that is stored here
 // but reached fewer than W replicas is UNAVAILABLE with the trailing metadata "kv-write-stored",

@@ -16,9 +16,14 @@
 // For throughput, prefer WriteAsync: callers then never wait for each other (a blocking Write
 // that arrives while another thread commits sleeps until its group is written, which costs a
 // context switch per call when many threads write at once). Without Options::commit_executor
-// (kvnode's choice) the thread that submits while nobody commits commits, group after group,
-// until the queue is empty, and completes the writes of each group; with one, every commit and
-// completion is handed to the executor, which costs more context switches per write.
+// (kvnode's choice), whichever thread commits (a WriteAsync or a blocking call arriving while
+// nobody commits) commits group after group until the queue is empty, and runs the `done`
+// callbacks of the WriteAsync writes in each group; with one, WriteAsync hands its commit and
+// those callbacks to the executor, which costs more context switches per write. Either way a
+// blocking call commits on its own thread when nobody else does.
+//
+// So without a commit_executor every mutating call, blocking or not, may run other writes'
+// `done` callbacks: call none of them holding a lock that such a callback takes.
 //
 // Actor epochs: on first open of an empty engine the store draws a fresh epoch and persists it;
 // its actor is "<node_id>#<epoch>". A wiped data directory therefore yields a new actor and
@@ -30,9 +35,9 @@
 //
 // Thread-safety: all methods may be called concurrently. Calls block on storage I/O: run them on
 // an Executor, not on a gRPC thread. The exception is WriteAsync: with a commit_executor it only
-// checks and queues the write; without one, a gRPC handler may call it when it holds no lock
-// that a `done` callback takes (kvnode's Put and Delete handlers do: one gRPC thread at a time
-// then commits, and the handler returns only once the queue is empty).
+// checks and queues the write; without one, a gRPC handler may call it (kvnode's Put and Delete
+// handlers do: the handler that commits returns only once the queue is empty, and may meanwhile
+// write other callers' mutations, merges and purges included).
 #ifndef KV_NODE_LOCAL_STORE_H_
 #define KV_NODE_LOCAL_STORE_H_
 
