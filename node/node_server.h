@@ -145,7 +145,6 @@ class NodeServer {
   std::unique_ptr<TimerScheduler> gossip_scheduler_;
   std::unique_ptr<GrpcPeerTransport> gossip_transport_;
   std::unique_ptr<PlacementHolder> placement_;
-  uint64_t start_layout_version_ = 0;
   // A failed write left the Merkle trees wrong: rebuilds them from what was written, a second
   // later (again after a scan that was running), one rebuild at a time with the ring changes.
   void ScheduleStaleMerkleRebuild();

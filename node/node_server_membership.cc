@@ -93,9 +93,6 @@ void NodeServer::OnLayout(const ClusterLayout& layout) {
                                      {"members", FormatMembers(layout.members)},
                                      {"next", FormatMembers(layout.next)},
                                      {"change", layout.change}});
-  // Tombstone purging checks the replicas of the start-up ring; with another ring a copy on a
-  // new owner could escape the check (C8), so purging stops until the next start.
-  if (layout.version != start_layout_version_ && reaper_ != nullptr) reaper_->Shutdown();
   // Anti-entropy follows the owners once a change is complete: the trees are rebuilt for the
   // new ring in the background (exchanges wait meanwhile). During a transition they keep the
   // old owners' ring, which still holds every key.
@@ -155,9 +152,17 @@ void NodeServer::FollowRingWithMerkleTrees() {
     LogInfo("Merkle trees rebuilt for the new cluster layout",
             {{"layout_version", absl::StrCat(layout.version)},
              {"took", absl::FormatDuration(absl::Now() - start)}});
+    // Tombstone purging was paused when the layout arrived (the gossip listener): it checks the
+    // replicas of the index's ring, which is now the new one.
+    if (reaper_->ResumeOnRing(layout.version)) {
+      LogInfo("tombstone purging resumed on the new ring",
+              {{"layout_version", absl::StrCat(layout.version)}});
+    }
   } else {
-    LogError("rebuilding the Merkle trees failed; anti-entropy stays off until restart",
-             {{"error", std::string(built.message())}});
+    LogError(
+        "rebuilding the Merkle trees failed; anti-entropy and tombstone purging stay off until "
+        "restart",
+        {{"error", std::string(built.message())}});
   }
 }
 

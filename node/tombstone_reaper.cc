@@ -11,6 +11,7 @@ struct TombstoneReaper::Sweep {
   std::vector<Candidate> candidates;
   size_t next = 0;  // the candidate being processed is candidates[next - 1]
   std::function<void()> done;
+  uint64_t generation = 0;  // TombstoneReaper::generation_ when the sweep started
   const Candidate& current() const { return candidates[next - 1]; }
 };
 
@@ -80,21 +81,38 @@ void TombstoneReaper::Shutdown() {
   guard_.Close();
 }
 
+void TombstoneReaper::OnLayout(uint64_t version, bool in_transition) {
+  absl::MutexLock lock(&mu_);
+  if (version <= layout_version_) return;
+  layout_version_ = version;
+  layout_in_transition_ = in_transition;
+  paused_ = true;
+  ++generation_;
+  confirmed_.clear();
+}
+
+bool TombstoneReaper::ResumeOnRing(uint64_t version) {
+  absl::MutexLock lock(&mu_);
+  if (version == layout_version_ && !layout_in_transition_) paused_ = false;
+  return !paused_;
+}
+
 void TombstoneReaper::Tick() {
   SweepNow(guard_.Wrap(
       [this] { scheduler_->RunAfter(options_.sweep_interval, guard_.Wrap([this] { Tick(); })); }));
 }
 
 void TombstoneReaper::SweepNow(std::function<void()> done) {
+  auto sweep = std::make_shared<Sweep>();
   {
     absl::MutexLock lock(&mu_);
-    if (shutdown_ || sweeping_) {
+    if (shutdown_ || sweeping_ || paused_) {
       if (done) done();
       return;
     }
     sweeping_ = true;
+    sweep->generation = generation_;
   }
-  auto sweep = std::make_shared<Sweep>();
   sweep->done = std::move(done);
   executor_->Schedule(guard_.Wrap([this, sweep] {
     sweep->candidates = Scan();
@@ -136,16 +154,18 @@ std::vector<TombstoneReaper::Candidate> TombstoneReaper::Scan() {
 }
 
 void TombstoneReaper::ProcessNext(std::shared_ptr<Sweep> sweep) {
+  bool finished = false;
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return;
-  }
-  if (sweep->next == sweep->candidates.size()) {
-    {
-      absl::MutexLock lock(&mu_);
+    // Done, or a newer layout paused purging: the rest was chosen on another ring.
+    finished = sweep->next == sweep->candidates.size() || sweep->generation != generation_;
+    if (finished) {
       sweeping_ = false;
       ++stats_.sweeps;
     }
+  }
+  if (finished) {
     if (sweep->done) sweep->done();
     return;
   }
@@ -178,7 +198,9 @@ void TombstoneReaper::OnReplicasRead(std::shared_ptr<Sweep> sweep, std::vector<M
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_->Now();
     auto it = confirmed_.find(c.key);
-    if (!all_equal) {
+    if (sweep->generation != generation_) {
+      // Read on the ring of an older layout: confirms nothing (ProcessNext ends the sweep).
+    } else if (!all_equal) {
       if (it != confirmed_.end()) confirmed_.erase(it);
     } else if (it != confirmed_.end() && it->second.first == c.encoded) {
       if (now - it->second.second >= options_.confirm_delay) {
@@ -213,8 +235,16 @@ void TombstoneReaper::OnPeersPurged(std::shared_ptr<Sweep> sweep,
   const bool all_gone = std::all_of(results.begin(), results.end(), [](const absl::Status& s) {
     return s.ok() || absl::IsNotFound(s);
   });
-  absl::Status own = absl::FailedPreconditionError("a replica did not purge");
-  if (all_gone) own = store_->PurgeIfUnchanged(c.key, c.record);
+  bool current = false;
+  {
+    absl::MutexLock lock(&mu_);
+    current = sweep->generation == generation_;
+  }
+  // After a newer layout this copy stays: the peers that purged get the tombstone back from it
+  // by anti-entropy if they still own the key, and it absorbs a stale copy a new owner may hold.
+  absl::Status own = absl::FailedPreconditionError(current ? "a replica did not purge"
+                                                           : "a newer layout paused purging");
+  if (all_gone && current) own = store_->PurgeIfUnchanged(c.key, c.record);
   {
     absl::MutexLock lock(&mu_);
     if (own.ok() || absl::IsNotFound(own)) {

@@ -22,6 +22,14 @@
 // purges its own copy the same way. If some replica could not purge, the reaper keeps its copy;
 // anti-entropy brings the tombstone back to those that purged, and a later sweep purges again.
 //
+// The replicas asked are those of the ring the index holds, which must be the current layout's:
+// the reaper is told of each layout the node adopts (OnLayout) before the node acts on it, and a
+// newer one pauses purging at once. Sweeps under way then stop at their next step without
+// purging, and pending confirmations are forgotten (they were made on another ring). Purging
+// resumes (ResumeOnRing) once the index follows the ring of the newest layout, if that is not a
+// transition: during one a key has owners in two rings, and a copy handed to a new owner would
+// escape the check (PRODUCT.md C8).
+//
 // Thread-safe; runs on the injected Scheduler, Executor and Clock (deterministic in the
 // simulation). Shutdown() (also run by the destructor) stops it and waits for callbacks running
 // inside. The index, store, engine, transport, scheduler, executor and clock must outlive it.
@@ -77,8 +85,16 @@ class TombstoneReaper {
   // Starts the periodic sweeps (the first after one interval).
   void Start();
   void Shutdown();
-  // Runs one sweep now; `done` (may be null) runs when it has finished.
+  // Runs one sweep now (none while paused); `done` (may be null) runs when it has finished.
   void SweepNow(std::function<void()> done);
+
+  // The node adopts layout `version`. A version newer than every one reported before pauses
+  // purging (see above); an older or repeated one changes nothing. Never blocks: may be called
+  // from any thread, before the placement changes. Not paused before the first call.
+  void OnLayout(uint64_t version, bool in_transition);
+  // The index now follows the ring of layout `version`: resumes purging if that is the newest
+  // layout reported and not a transition. Returns whether purging runs.
+  bool ResumeOnRing(uint64_t version);
 
   TombstoneReaperStats Stats() const;
 
@@ -113,6 +129,11 @@ class TombstoneReaper {
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   bool sweeping_ ABSL_GUARDED_BY(mu_) = false;
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t layout_version_ ABSL_GUARDED_BY(mu_) = 0;  // the newest reported to OnLayout
+  bool layout_in_transition_ ABSL_GUARDED_BY(mu_) = false;
+  // Raised by every pause: a sweep started before it stops at its next step.
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   std::string cursor_ ABSL_GUARDED_BY(mu_);  // the data column key the next sweep starts at
   // Key -> (confirmed encoded record, when first confirmed).
   std::map<std::string, std::pair<std::string, absl::Time>> confirmed_ ABSL_GUARDED_BY(mu_);

@@ -709,6 +709,71 @@ TEST_F(TombstoneReaperTest, PurgesOnlyAfterEveryReplicaHoldsTheTombstoneTwice) {
   EXPECT_EQ(Root(0, 1), Root(1, 0));
 }
 
+// A newer layout pauses purging at once and forgets confirmations made on the old ring; purging
+// resumes only on the ring of the newest layout, and never during a transition.
+TEST_F(TombstoneReaperTest, ANewerLayoutPausesPurgingUntilItsRingIsFollowed) {
+  MakeCluster(3, 3);
+  const std::string key = "gone";
+  const int r = Reaper(key);
+  ASSERT_GE(r, 0);
+  Put(r, key, "v");
+  Delete(r, key);
+  for (int j = 0; j < 3; ++j) {
+    if (j != r) Replicate(r, j, key);
+  }
+  auto reaper = MakeReaper(r);
+  reaper->OnLayout(1, /*in_transition=*/false);
+  EXPECT_TRUE(reaper->ResumeOnRing(1));
+  clock_.Advance(absl::Seconds(11));
+  Sweep(*reaper);
+  EXPECT_EQ(reaper->Stats().confirmations, 1u);
+
+  reaper->OnLayout(2, /*in_transition=*/true);  // a join starts: paused, the confirmation gone
+  EXPECT_FALSE(reaper->ResumeOnRing(2));        // never on a transition's ring
+  clock_.Advance(absl::Seconds(6));
+  Sweep(*reaper);
+  EXPECT_EQ(reaper->Stats().confirmations, 1u) << "swept while paused";
+  EXPECT_TRUE(Encoded(r, key).ok()) << "purged during a transition";
+
+  reaper->OnLayout(3, /*in_transition=*/false);  // the join completes
+  EXPECT_FALSE(reaper->ResumeOnRing(2));         // an older ring does not resume it
+  EXPECT_TRUE(reaper->ResumeOnRing(3));
+  reaper->OnLayout(1, /*in_transition=*/false);  // a late, older layout changes nothing
+  Sweep(*reaper);
+  EXPECT_EQ(reaper->Stats().confirmations, 2u);
+  EXPECT_TRUE(Encoded(r, key).ok()) << "purged on a confirmation made on the old ring";
+  clock_.Advance(absl::Seconds(6));
+  Sweep(*reaper);
+  for (int j = 0; j < 3; ++j) {
+    EXPECT_TRUE(absl::IsNotFound(Encoded(j, key).status())) << "replica " << j;
+  }
+  EXPECT_EQ(reaper->Stats().purged, 1u);
+}
+
+// A sweep under way when a newer layout arrives stops without confirming or purging anything.
+TEST_F(TombstoneReaperTest, ASweepUnderWayWhenALayoutArrivesConfirmsNothing) {
+  MakeCluster(3, 3);
+  const std::string key = "gone";
+  const int r = Reaper(key);
+  ASSERT_GE(r, 0);
+  Put(r, key, "v");
+  Delete(r, key);
+  for (int j = 0; j < 3; ++j) {
+    if (j != r) Replicate(r, j, key);
+  }
+  auto reaper = MakeReaper(r);
+  clock_.Advance(absl::Seconds(11));
+  bool done = false;
+  reaper->SweepNow([&] { done = true; });  // scans on the executor, not yet run
+  reaper->OnLayout(2, /*in_transition=*/false);
+  executor_.Drain();
+  EXPECT_TRUE(done);
+  EXPECT_EQ(reaper->Stats().confirmations, 0u);
+  EXPECT_TRUE(reaper->ResumeOnRing(2));
+  Sweep(*reaper);
+  EXPECT_EQ(reaper->Stats().confirmations, 1u);
+}
+
 TEST_F(TombstoneReaperTest, KeepsItsCopyWhenAReplicaCannotPurge) {
   MakeCluster(3, 3);
   const std::string key = "k";

@@ -59,6 +59,12 @@ class MembershipProcessTest : public ::testing::Test {
     options.extra_flags = {"--anti_entropy_interval=0", "--gossip_interval=100ms",
                            "--cleanup_confirm_delay=1s"};
     if (slow_handoff_) options.extra_flags.push_back("--handoff_mb_per_second=1");
+    if (fast_purge_) {
+      for (const char* flag : {"--tombstone_min_age=1s", "--tombstone_confirm_delay=1s",
+                               "--tombstone_sweep_interval=200ms"}) {
+        options.extra_flags.push_back(flag);
+      }
+    }
     absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster =
         testing::Cluster::Start(std::move(options));
     ASSERT_TRUE(cluster.ok()) << cluster.status();
@@ -75,6 +81,7 @@ class MembershipProcessTest : public ::testing::Test {
   }
 
   bool slow_handoff_ = false;  // set before SetUp: 1 MB/s per source
+  bool fast_purge_ = false;    // set before SetUp: tombstones purged a few seconds after a delete
 
   static std::unique_ptr<Client> ClientFor(std::vector<std::string> endpoints) {
     ClientOptions options;
@@ -449,6 +456,74 @@ TEST_F(MembershipProcessTest, AJoinedNodeRestartsWhileItsSeedIsDown) {
     return n2_up;
   })) << KvctlJson(3, {"cluster", "status"}, 0).dump();
   ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
+}
+
+// Tombstone purging pauses during a join and resumes on the new ring once it completes (it used
+// to stop until a restart): keys deleted after the join are purged from all their owners, the
+// joiner among them, and stay deleted.
+class MembershipPurgeTest : public MembershipProcessTest {
+ protected:
+  void SetUp() override {
+    fast_purge_ = true;
+    MembershipProcessTest::SetUp();
+  }
+};
+
+TEST_F(MembershipPurgeTest, PurgingResumesOnTheNewRingAfterAJoin) {
+  constexpr int kKeys = 40;
+  auto key_of = [](int i) { return absl::StrCat("gone/", i); };
+  for (int i = 0; i < kKeys; ++i) ASSERT_TRUE(client_->Put(key_of(i), "v").ok()) << key_of(i);
+  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();  // waits to be joined
+  ASSERT_TRUE(Eventually([&] {
+    const CommandResult plan =
+        RunCommand({KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "join", "n4"},
+                   "", absl::Seconds(30));
+    return plan.exit_code == 0;
+  })) << cluster_->LogTails();
+  CommitAndWait(0, "join", "n4");
+  ASSERT_TRUE(Eventually([&] {
+    for (size_t node = 0; node < 4; ++node) {
+      if (!absl::StrContains(cluster_->Logs(node), "tombstone purging resumed on the new ring")) {
+        return false;
+      }
+    }
+    return true;
+  })) << cluster_->LogTails();
+
+  std::unique_ptr<Client> all = ClientFor(
+      {cluster_->endpoint(0), cluster_->endpoint(1), cluster_->endpoint(2), cluster_->endpoint(3)});
+  ASSERT_NE(all, nullptr);
+  bool joiner_owns_one = false;
+  for (int i = 0; i < kKeys; ++i) ASSERT_TRUE(all->Delete(key_of(i)).ok()) << key_of(i);
+  // Purged: no owner keeps a record of any key (before the purge each holds a tombstone).
+  std::string left;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  bool purged = false;
+  while (!purged && absl::Now() < deadline) {
+    purged = true;
+    for (int i = 0; i < kKeys && purged; ++i) {
+      absl::StatusOr<DescribeKeyResult> described = all->DescribeKey(key_of(i));
+      if (!described.ok()) {
+        left = absl::StrCat(key_of(i), ": ", described.status().ToString());
+        purged = false;
+        break;
+      }
+      for (const ReplicaView& replica : described->replicas) {
+        joiner_owns_one = joiner_owns_one || replica.node_id == "n4";
+        if (!replica.reachable || replica.has_record) {
+          left = absl::StrCat(key_of(i), " on ", replica.node_id,
+                              replica.reachable ? " still has a record" : " unreachable");
+          purged = false;
+        }
+      }
+    }
+    if (!purged) absl::SleepFor(absl::Milliseconds(300));
+  }
+  EXPECT_TRUE(purged) << left << "\n" << cluster_->LogTails();
+  EXPECT_TRUE(joiner_owns_one) << "no deleted key has the joined node among its owners";
+  for (int i = 0; i < kKeys; ++i) {
+    EXPECT_TRUE(absl::IsNotFound(all->Get(key_of(i)).status())) << key_of(i);
+  }
 }
 
 // The node that committed a change stops before completing it (its operation is in memory, so a

@@ -203,11 +203,14 @@ absl::Status SimCluster::Restart(int index) {
         node.merkle.get(), node.store.get(), node.transport.get(), node.scheduler.get(),
         node.executor.get(), &clock_, config_.anti_entropy_options);
     node.anti_entropy->Start();
-    // As kvnode: no purging for an incarnation started during a transition.
-    if (config_.purge_tombstones && !node.layout.in_transition()) {
+    // As kvnode: an incarnation started during a transition purges once the change completes
+    // and the Merkle index follows the new ring.
+    if (config_.purge_tombstones) {
       node.reaper = std::make_unique<TombstoneReaper>(
           node.merkle.get(), node.store.get(), node.engine.get(), node.transport.get(),
           node.scheduler.get(), node.executor.get(), &clock_, config_.reaper);
+      node.reaper->OnLayout(node.layout.version, node.layout.in_transition());
+      node.reaper->ResumeOnRing(node.layout.version);
       node.reaper->Start();
     }
   }
@@ -279,6 +282,8 @@ bool SimCluster::InstallLayout(int index, const ClusterLayout& layout) {
   absl::StatusOr<std::shared_ptr<const Placement>> placement = Placement::Create(layout);
   if (!placement.ok()) return true;  // kvnode logs and ignores it
   const bool was_member = node.placement->Get()->layout().Contains(node.member.id);
+  // kvnode's gossip listener tells the reaper before the placement changes.
+  if (node.reaper != nullptr) node.reaper->OnLayout(layout.version, layout.in_transition());
   if (!node.placement->Set(*placement)) return true;
   node.layout = layout;  // stored synced
   for (const Member* m : (*placement)->AllMembers()) {
@@ -298,18 +303,19 @@ bool SimCluster::InstallLayout(int index, const ClusterLayout& layout) {
   loop_->Log(absl::StrCat(node.member.id, " LAYOUT v", layout.version,
                           layout.in_transition() ? absl::StrCat(" (", layout.change, ")") : "",
                           was_member && !layout.Contains(node.member.id) ? ": it has left" : ""));
-  // Tombstone purging checks the replicas of the start-up ring: it stops until the next start.
-  if (layout.version != node.start_layout_version && node.reaper != nullptr) {
-    node.reaper->Shutdown();
-  }
   // Anti-entropy follows the owners once a change is complete (NodeServer::
   // FollowRingWithMerkleTrees): the trees are rebuilt for the new ring in the background.
   if (node.merkle != nullptr && !layout.in_transition() &&
       layout.version != node.merkle_layout_version) {
     node.merkle_layout_version = layout.version;
     MerkleIndex* merkle = node.merkle.get();
-    node.executor->Schedule([this, merkle, ring = (*placement)->current_ptr()] {
-      if (absl::Status built = merkle->ChangeRing(ring); !built.ok() && !absl::IsCancelled(built)) {
+    TombstoneReaper* reaper = node.reaper.get();
+    node.executor->Schedule([this, merkle, reaper, version = layout.version,
+                             ring = (*placement)->current_ptr()] {
+      absl::Status built = merkle->ChangeRing(ring);
+      if (built.ok() && reaper != nullptr && reaper->ResumeOnRing(version)) {
+        loop_->Log(absl::StrCat(merkle->self_id(), " PURGING resumed on the ring of v", version));
+      } else if (!built.ok() && !absl::IsCancelled(built)) {
         loop_->Log(
             absl::StrCat("MERKLE REBUILD FAILED ", merkle->self_id(), ": ", built.ToString()));
       }
