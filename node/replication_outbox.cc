@@ -167,6 +167,7 @@ void ReplicationOutbox::Pump(PeerState* peer) {
   const size_t max_in_flight = static_cast<size_t>(std::max(options_.max_in_flight, 1));
   // Held keys before `next` stay held during this call: every batch goes on from there.
   auto next = peer->queued.begin();
+  bool all_held = false;  // what is queued in memory is all held back
   while (peer->in_flight.size() < max_in_flight && next != peer->queued.end()) {
     // After a refusal, one key per batch until the refused batch's keys have gone out alone.
     const size_t max_records =
@@ -194,15 +195,19 @@ void ReplicationOutbox::Pump(PeerState* peer) {
       keys.push_back(by_key->first);
       peer->queued_by_key.erase(by_key);
     }
-    if (keys.empty()) break;  // every queued key is held back
+    if (keys.empty()) {  // every queued key is held back
+      all_held = true;
+      break;
+    }
     if (peer->isolate > 0) --peer->isolate;
     batch.records = keys.size();
     const uint64_t batch_id = peer->next_batch_id++;
     peer->in_flight.emplace(batch_id, std::move(batch));
     peer->ready.push_back(PeerState::Ready{batch_id, std::move(keys)});
   }
-  // Refill from disk while the batches are out, so the sender never idles on a backlog.
-  if (peer->queued.empty() && peer->on_disk_only &&
+  // Refill from disk while the batches are out, so the sender never idles on a backlog (nor
+  // waits for a held key's backoff while other keys wait on disk).
+  if ((peer->queued.empty() || all_held) && peer->on_disk_only &&
       peer->InMemory() < options_.max_queued_per_peer) {
     peer->scan_requested = true;
   }

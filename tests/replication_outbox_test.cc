@@ -778,6 +778,49 @@ TEST_F(ReplicationOutboxTest, BeyondTheMemoryBoundEntriesWaitOnDiskAndAllArrive)
   EXPECT_TRUE(late_.empty());
 }
 
+// A key held back (its peer is behind) does not hold up the entries waiting on disk: with
+// nothing else in memory, the outbox scans the disk and sends them during the key's backoff.
+TEST_F(ReplicationOutboxTest, AHeldKeyDoesNotHoldUpTheBacklogOnDisk) {
+  Options options;
+  options.max_queued_per_peer = 2;
+  options.max_in_flight = 1;
+  options.layout_version = [] { return uint64_t{4}; };
+  auto outbox = MakeOutbox(options);
+  Write(outbox.get(), "a", "1");                               // in flight
+  std::vector<OutboxEntry> k = Write(outbox.get(), "k", "1");  // queued in memory
+  std::vector<OutboxEntry> b = Write(outbox.get(), "b", "1");  // on disk only
+  std::vector<OutboxEntry> c = Write(outbox.get(), "c", "1");  // on disk only
+  transport_.Complete(transport_.Outstanding().at(0), absl::OkStatus());
+  executor_.RunAll();
+  ASSERT_EQ(transport_.Outstanding().size(), 1u);
+  ASSERT_EQ(transport_.calls()[transport_.Outstanding()[0]].records.size(), 1u);
+  ASSERT_EQ(transport_.calls()[transport_.Outstanding()[0]].records[0].key, "k");
+  // Refused alone by a peer behind (layout 3 < 4): k is held back for a backoff; b goes.
+  transport_.Complete(
+      transport_.Outstanding()[0],
+      MarkNotAReplica(absl::FailedPreconditionError("p1 is not a replica of key \"k\""), 3));
+  executor_.RunAll();
+  ASSERT_EQ(transport_.Outstanding().size(), 1u);
+  ASSERT_EQ(transport_.calls()[transport_.Outstanding()[0]].records[0].key, "b");
+  transport_.Complete(transport_.Outstanding()[0], absl::OkStatus());
+  executor_.RunAll();
+  // Only k (held) is in memory now: c is read from disk and sent before k's backoff ends.
+  ASSERT_EQ(transport_.Outstanding().size(), 1u) << "c waits for k's backoff";
+  ASSERT_EQ(transport_.calls()[transport_.Outstanding()[0]].records.size(), 1u);
+  EXPECT_EQ(transport_.calls()[transport_.Outstanding()[0]].records[0].key, "c");
+  transport_.Complete(transport_.Outstanding()[0], absl::OkStatus());
+  executor_.RunAll();
+  EXPECT_EQ(transport_.applied("p1").count("c"), 1u);
+  // Then k, once its backoff ends and the peer has caught up.
+  ASSERT_EQ(scheduler_.FireAll(), 1u);
+  ASSERT_EQ(transport_.Outstanding().size(), 1u);
+  transport_.Complete(transport_.Outstanding()[0], absl::OkStatus());
+  executor_.RunAll();
+  EXPECT_TRUE(ResultsOnce(k)[0].ok()) << ResultsOnce(k)[0];
+  EXPECT_EQ(transport_.applied("p1").count("k"), 1u);
+  EXPECT_TRUE(OutboxKeys().empty());
+}
+
 TEST_F(ReplicationOutboxTest, AScanNeverTakesAnEntryWhoseWriteIsNotSubmittedYet) {
   Options options;
   options.max_queued_per_peer = 1;
