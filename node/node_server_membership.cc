@@ -60,7 +60,9 @@ absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
 void NodeServer::OnLayout(const ClusterLayout& layout) {
   absl::StatusOr<std::shared_ptr<const Placement>> placement = Placement::Create(layout);
   if (!placement.ok()) {
-    LogError("ignoring a cluster layout that cannot be placed",
+    // The gossip listener has paused tombstone purging for it: purging stays off until a newer
+    // layout is placed and followed.
+    LogError("ignoring a cluster layout that cannot be placed; tombstone purging is paused",
              {{"layout_version", absl::StrCat(layout.version)},
               {"error", std::string(placement.status().message())}});
     return;

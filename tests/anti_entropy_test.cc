@@ -76,6 +76,7 @@ class LoopbackTransport : public testing::StubPeerTransport {
       return Serve([=] { done(absl::DataLossError("the peer's record is corrupt")); });
     }
     Serve([=] {
+      if (on_read) on_read();
       absl::StatusOr<SiblingSet> record = Node(peer)->store->ReadRecord(key);
       if (!record.ok()) return done(record.status());
       std::string encoded = EncodeSiblingSet(*record);
@@ -112,7 +113,9 @@ class LoopbackTransport : public testing::StubPeerTransport {
     Serve([=] {
       absl::StatusOr<SiblingSet> set = DecodeSiblingSet(expected);
       if (!set.ok()) return done(set.status());
-      done(Node(peer)->store->PurgeIfUnchanged(key, *set));
+      absl::Status purged = Node(peer)->store->PurgeIfUnchanged(key, *set);
+      if (on_purge) on_purge();
+      done(std::move(purged));
     });
   }
 
@@ -120,6 +123,8 @@ class LoopbackTransport : public testing::StubPeerTransport {
   size_t max_message_bytes = 0;          // 0: no limit
   std::set<std::string> refused_merges;  // a MergeRecords call holding one of these is refused
   std::set<std::string> unreadable;      // ReadRecord of these is DATA_LOSS
+  std::function<void()> on_read;         // runs as the peer serves a ReadRecord
+  std::function<void()> on_purge;        // runs after the peer served a PurgeRecord
 
  private:
   TestNode* Node(const Member& peer) { return nodes_->at(peer.id); }
@@ -773,6 +778,50 @@ TEST_F(TombstoneReaperTest, ASweepUnderWayWhenALayoutArrivesConfirmsNothing) {
   Sweep(*reaper);
   EXPECT_EQ(reaper->Stats().confirmations, 1u);
 }
+
+// A newer layout arriving while the replicas are read (the second confirmation) or while they
+// purge stops the sweep there: nothing confirmed on the old ring leads to a purge, and the
+// reaper keeps its own copy if the others already purged.
+class TombstoneReaperPauseTest : public TombstoneReaperTest,
+                                 public ::testing::WithParamInterface<bool> {};
+
+TEST_P(TombstoneReaperPauseTest, ALayoutArrivingMidSweepStopsThePurge) {
+  const bool during_purge = GetParam();
+  MakeCluster(3, 3);
+  const std::string key = "gone";
+  const int r = Reaper(key);
+  ASSERT_GE(r, 0);
+  Put(r, key, "v");
+  Delete(r, key);
+  for (int j = 0; j < 3; ++j) {
+    if (j != r) Replicate(r, j, key);
+  }
+  auto reaper = MakeReaper(r);
+  clock_.Advance(absl::Seconds(11));
+  Sweep(*reaper);  // first confirmation
+  ASSERT_EQ(reaper->Stats().confirmations, 1u);
+  clock_.Advance(absl::Seconds(6));
+  std::function<void()> new_layout = [&] { reaper->OnLayout(2, /*in_transition=*/false); };
+  (during_purge ? transports_[r]->on_purge : transports_[r]->on_read) = new_layout;
+  Sweep(*reaper);
+  EXPECT_EQ(reaper->Stats().purged, 0u);
+  EXPECT_TRUE(Encoded(r, key).ok()) << "the reaper purged its own copy";
+  for (int j = 0; j < 3; ++j) {
+    if (j == r) continue;
+    // During the purge the peers' purges were under way already; otherwise none may purge.
+    EXPECT_EQ(Encoded(j, key).ok(), !during_purge) << "replica " << j;
+  }
+  if (during_purge) return;
+  // Nor does a read made on the old ring count as a first confirmation on the new one.
+  transports_[r]->on_read = nullptr;
+  ASSERT_TRUE(reaper->ResumeOnRing(2));
+  clock_.Advance(absl::Seconds(6));
+  Sweep(*reaper);
+  EXPECT_EQ(reaper->Stats().purged, 0u) << "purged on a confirmation read on the old ring";
+  EXPECT_TRUE(Encoded(r, key).ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(MidConfirmationOrMidPurge, TombstoneReaperPauseTest, ::testing::Bool());
 
 TEST_F(TombstoneReaperTest, KeepsItsCopyWhenAReplicaCannotPurge) {
   MakeCluster(3, 3);

@@ -147,9 +147,8 @@ absl::Status SimCluster::Restart(int index) {
         absl::StrCat("cannot open the store of ", node.member.id, ": ", store.status().message()));
   }
   node.store = *std::move(store);
-  // As NodeServer::StartReplication: the placement of the stored layout; tombstone purging
-  // follows its current ring for the incarnation's lifetime, the Merkle trees until a change
-  // completes (InstallLayout).
+  // As NodeServer::StartReplication: the placement of the stored layout; the Merkle trees and
+  // tombstone purging follow its current ring until a change completes (InstallLayout).
   absl::StatusOr<std::shared_ptr<const Placement>> placement = Placement::Create(node.layout);
   if (!placement.ok()) {
     TearDown(&node);
@@ -157,7 +156,6 @@ absl::Status SimCluster::Restart(int index) {
                                             placement.status().message()));
   }
   node.placement = std::make_unique<PlacementHolder>(*placement);
-  node.start_layout_version = node.layout.version;
   node.merkle_layout_version = node.layout.version;
   // The Merkle index exists also with anti-entropy off, as in kvnode: the handoff's phase 2
   // compares digests from its column.

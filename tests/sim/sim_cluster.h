@@ -18,13 +18,16 @@
 // crashes (kvnode stores it synced) and starts each incarnation with, as kvnode does: the
 // Coordinator places keys through a PlacementHolder (the union of old and new owners during a
 // transition), the outbox replicates to every member of both rings, the MerkleIndex (and so
-// anti-entropy and the TombstoneReaper) follows the ring the incarnation started with, and a
+// anti-entropy and the TombstoneReaper) follows the current ring once a change completes, and a
 // HandoffSender (node/handoff.h) streams the keys new owners gain. Nodes beyond
 // ClusterConfig::initial_members start empty, outside the layout (forwarding coordinators, as a
 // kvnode started with --seeds waits to be joined). InstallLayout is what gossip delivering a
 // newer layout does in kvnode (NodeServer::OnLayout, replicated here: the store's layout, outbox
-// peers added and, once a change is complete, those that left removed, the reaper stopped after
-// a layout change, the handoff, the clean-up of records the node no longer owns). The cluster's
+// peers added and, once a change is complete, those that left removed, tombstone purging paused
+// until the Merkle index follows the completed change's ring, the handoff, the clean-up of
+// records the node no longer owns). Unlike kvnode, the sim rebuilds the index for a completed
+// layout even if a newer transition arrived before the rebuild ran (purging stays paused either
+// way), and it pauses purging only for a layout it can place. The cluster's
 // own layout
 // (SetClusterLayout) is the newest one committed, which the checkers take replicas from.
 #ifndef KV_TESTS_SIM_SIM_CLUSTER_H_
@@ -122,8 +125,6 @@ class SimCluster : public SimReplicaServer {
   // Gossip delivering `layout` to a node that is up (as NodeServer::OnLayout). False if the node
   // is down; an older or equal version is ignored (true).
   bool InstallLayout(int node, const ClusterLayout& layout);
-  // The layout version the node's live incarnation started with (its Merkle ring's).
-  uint64_t StartLayoutVersion(int node) const { return nodes_[node].start_layout_version; }
   // Called for every handoff progress report: (node, layout version, keys sent, done).
   // Every handoff progress a node's HandoffSender publishes: (node, progress).
   using HandoffListener = std::function<void(int, const HandoffProgress&)>;
@@ -197,7 +198,6 @@ class SimCluster : public SimReplicaServer {
     bool up = false;
     bool removed = false;
     uint64_t incarnation = 0;
-    uint64_t start_layout_version = 0;
     uint64_t merkle_layout_version = 0;  // the layout whose ring the Merkle trees follow
     // The live incarnation, in construction order (destroyed in reverse).
     std::shared_ptr<bool> alive;
