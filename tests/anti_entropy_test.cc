@@ -669,6 +669,19 @@ class TombstoneReaperTest : public AntiEntropyTest {
                                              nodes_[i].engine.get(), transports_[i].get(),
                                              &scheduler_, &executor_, &clock_, options);
   }
+  // On a new 3-node cluster (N=3): writes and deletes `key` on its reaper and replicates the
+  // tombstone to the other replicas. Returns the reaper's index.
+  int DeletedOnEveryReplica(const std::string& key) {
+    MakeCluster(3, 3);
+    const int r = Reaper(key);
+    if (r < 0) return r;
+    Put(r, key, "v");
+    Delete(r, key);
+    for (int j = 0; j < 3; ++j) {
+      if (j != r) Replicate(r, j, key);
+    }
+    return r;
+  }
   void Sweep(TombstoneReaper& reaper) {
     bool done = false;
     reaper.SweepNow([&] { done = true; });
@@ -717,15 +730,9 @@ TEST_F(TombstoneReaperTest, PurgesOnlyAfterEveryReplicaHoldsTheTombstoneTwice) {
 // A newer layout pauses purging at once and forgets confirmations made on the old ring; purging
 // resumes only on the ring of the newest layout, and never during a transition.
 TEST_F(TombstoneReaperTest, ANewerLayoutPausesPurgingUntilItsRingIsFollowed) {
-  MakeCluster(3, 3);
   const std::string key = "gone";
-  const int r = Reaper(key);
+  const int r = DeletedOnEveryReplica(key);
   ASSERT_GE(r, 0);
-  Put(r, key, "v");
-  Delete(r, key);
-  for (int j = 0; j < 3; ++j) {
-    if (j != r) Replicate(r, j, key);
-  }
   auto reaper = MakeReaper(r);
   reaper->OnLayout(1, /*in_transition=*/false);
   EXPECT_TRUE(reaper->ResumeOnRing(1));
@@ -757,15 +764,9 @@ TEST_F(TombstoneReaperTest, ANewerLayoutPausesPurgingUntilItsRingIsFollowed) {
 
 // A sweep under way when a newer layout arrives stops without confirming or purging anything.
 TEST_F(TombstoneReaperTest, ASweepUnderWayWhenALayoutArrivesConfirmsNothing) {
-  MakeCluster(3, 3);
   const std::string key = "gone";
-  const int r = Reaper(key);
+  const int r = DeletedOnEveryReplica(key);
   ASSERT_GE(r, 0);
-  Put(r, key, "v");
-  Delete(r, key);
-  for (int j = 0; j < 3; ++j) {
-    if (j != r) Replicate(r, j, key);
-  }
   auto reaper = MakeReaper(r);
   clock_.Advance(absl::Seconds(11));
   bool done = false;
@@ -787,15 +788,9 @@ class TombstoneReaperPauseTest : public TombstoneReaperTest,
 
 TEST_P(TombstoneReaperPauseTest, ALayoutArrivingMidSweepStopsThePurge) {
   const bool during_purge = GetParam();
-  MakeCluster(3, 3);
   const std::string key = "gone";
-  const int r = Reaper(key);
+  const int r = DeletedOnEveryReplica(key);
   ASSERT_GE(r, 0);
-  Put(r, key, "v");
-  Delete(r, key);
-  for (int j = 0; j < 3; ++j) {
-    if (j != r) Replicate(r, j, key);
-  }
   auto reaper = MakeReaper(r);
   clock_.Advance(absl::Seconds(11));
   Sweep(*reaper);  // first confirmation

@@ -111,6 +111,17 @@ class MembershipProcessTest : public ::testing::Test {
     return false;
   }
 
+  // Whether `kvctl cluster join n4` through node `via` succeeds within 30 s (once gossip has made
+  // the waiting n4 known there).
+  bool JoinPlannable(size_t via) {
+    return Eventually([&] {
+      const CommandResult plan = RunCommand(
+          {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(via), "cluster", "join", "n4"}, "",
+          absl::Seconds(30));
+      return plan.exit_code == 0;
+    });
+  }
+
   // Writes new keys through `client_` until stopped (at most kMaxLoadWrites), remembering the
   // acknowledged ones.
   void StartWriter(const std::string& prefix) {
@@ -434,12 +445,7 @@ TEST_F(MembershipProcessTest, JoinerWhosePortWasTakenStartsOnAnother) {
 // layout (before, it waited for the seed and gave up), serves, and hears from the other members.
 TEST_F(MembershipProcessTest, AJoinedNodeRestartsWhileItsSeedIsDown) {
   ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();  // waits to be joined
-  ASSERT_TRUE(Eventually([&] {  // once gossip made n4 known to n2
-    const CommandResult plan =
-        RunCommand({KVCTL_PATH, "--endpoints=" + cluster_->endpoint(1), "cluster", "join", "n4"},
-                   "", absl::Seconds(30));
-    return plan.exit_code == 0;
-  })) << cluster_->LogTails();
+  ASSERT_TRUE(JoinPlannable(1)) << cluster_->LogTails();           // gossip made n4 known to n2
   CommitAndWait(1, "join", "n4");
   cluster_->Kill(0);  // n1, the seed of n4
   cluster_->Kill(3);
@@ -474,12 +480,7 @@ TEST_F(MembershipPurgeTest, PurgingResumesOnTheNewRingAfterAJoin) {
   auto key_of = [](int i) { return absl::StrCat("gone/", i); };
   for (int i = 0; i < kKeys; ++i) ASSERT_TRUE(client_->Put(key_of(i), "v").ok()) << key_of(i);
   ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();  // waits to be joined
-  ASSERT_TRUE(Eventually([&] {
-    const CommandResult plan =
-        RunCommand({KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "join", "n4"},
-                   "", absl::Seconds(30));
-    return plan.exit_code == 0;
-  })) << cluster_->LogTails();
+  ASSERT_TRUE(JoinPlannable(0)) << cluster_->LogTails();
   CommitAndWait(0, "join", "n4");
   ASSERT_TRUE(Eventually([&] {
     for (size_t node = 0; node < 4; ++node) {
