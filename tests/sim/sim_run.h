@@ -4,10 +4,10 @@
 //   2. Fault phase: the workload runs while the FaultInjector loses, duplicates, delays and
 //      reorders messages, partitions endpoints and crashes and restarts nodes. With a membership
 //      change, the MembershipDriver (sim_membership.h) joins a node or makes one leave meanwhile.
-//   3. Heal: faults end, every node is restarted, the workload stops starting operations. With a
-//      membership change: run until it completed, then restart (cleanly) every node whose
-//      incarnation started before the final layout, because kvnode's Merkle trees and tombstone
-//      purge keep the start-up ring until a restart (README, join and leave).
+//   3. Heal: faults end, every node that is down is restarted, the workload stops starting
+//      operations. With a membership change: run until it completed. Nodes that lived through
+//      the change keep running: their Merkle trees and tombstone purging follow the final ring
+//      (README, join and leave), so the purge phase below checks purging after a change too.
 //   4. Drain: run until quiescent (clients idle, nothing on the wire, every outbox empty, every
 //      pair of nodes with equal Merkle roots), within a bounded simulated time. Then let time
 //      pass for the tombstone reapers, and drain again.
