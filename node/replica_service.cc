@@ -79,11 +79,24 @@ grpc::ServerUnaryReactor* ReplicaService::SegmentKeys(
   });
 }
 
+absl::Status ReplicaService::CheckNotInTransition() const {
+  if (placement_ == nullptr) return absl::OkStatus();
+  const std::shared_ptr<const Placement> placement = placement_->Get();
+  const ClusterLayout& layout = placement->layout();
+  if (!layout.in_transition()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      self_id_,
+      " does not purge tombstones during the membership change to layout "
+      "version ",
+      layout.version, " (", layout.change, "): a key has owners in two rings until it completes"));
+}
+
 grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
     grpc::CallbackServerContext* context, const internal::v1::PurgeRecordRequest* request,
     internal::v1::PurgeRecordResponse* /*response*/) {
   absl::Status valid = Admit(*context);
   if (valid.ok()) valid = store_->ValidateKey(request->key());
+  if (valid.ok()) valid = CheckNotInTransition();
   if (!valid.ok()) return FinishNow(gate_, valid);
   return FinishOnExecutor(context, gate_, executor_, [this, request]() -> absl::Status {
     absl::StatusOr<SiblingSet> expected = DecodeSiblingSet(request->expected_record());

@@ -12,8 +12,10 @@
 // Anti-entropy: MerkleNodes and SegmentKeys answer from the node's MerkleIndex (UNAVAILABLE while
 // its trees are being built, INVALID_ARGUMENT for an unknown requester or a bad index);
 // PurgeRecord deletes a record through LocalStore::PurgeIfUnchanged (tombstone purge,
-// node/tombstone_reaper.h). Without an index (null) MerkleNodes and SegmentKeys answer
-// UNIMPLEMENTED.
+// node/tombstone_reaper.h); with a placement set, a node whose layout is in transition refuses
+// it (FAILED_PRECONDITION), so that a reaper that has not learned of the change yet purges
+// nothing there (it keeps its own copy when a replica does not purge). Without an index (null)
+// MerkleNodes and SegmentKeys answer UNIMPLEMENTED.
 //
 // CompareDigests (handoff phase 2, node/handoff_plan.h KeysNotMatching) answers which of the
 // given keys this replica lacks or holds with another digest; it reads only.
@@ -88,6 +90,8 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
                                    internal::v1::GossipResponse* response) override;
 
  private:
+  // FAILED_PRECONDITION while this node's layout is in transition (with a placement set).
+  absl::Status CheckNotInTransition() const;
   absl::Status DoMergeBatch(const internal::v1::MergeBatchRequest& request,
                             internal::v1::MergeBatchResponse* response);
   absl::Status DoReadRecord(const internal::v1::ReadRecordRequest& request,

@@ -531,6 +531,9 @@ void SimCluster::ServePurgeRecord(int node, const std::string& key, const std::s
                                   std::function<void(absl::Status)> reply) {
   OnNode(node, [this, key, expected, reply = std::move(reply)](Node* n) {
     // As ReplicaService::PurgeRecord.
+    if (n->placement->Get()->layout().in_transition()) {
+      return reply(absl::FailedPreconditionError("no purge during a membership change"));
+    }
     absl::StatusOr<SiblingSet> record = DecodeSiblingSet(expected);
     if (!record.ok()) return reply(absl::InvalidArgumentError(record.status().message()));
     absl::Status purged = n->store->PurgeIfUnchanged(key, *record);
