@@ -224,46 +224,39 @@ class MembershipProcessTest : public ::testing::Test {
     return on_member;
   }
 
+  // The Replica service of `node`, as a peer would call it.
+  std::unique_ptr<internal::v1::Replica::Stub> ReplicaOf(size_t node) {
+    return internal::v1::Replica::NewStub(
+        grpc::CreateChannel(cluster_->endpoint(node), grpc::InsecureChannelCredentials()));
+  }
+  static void SetDeadline(grpc::ClientContext* context) {
+    context->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  }
+
   // Asks `node` to purge `key` if its record is `expected` (the reaper's request).
   grpc::Status PurgeRecord(size_t node, const std::string& key, const std::string& expected) {
-    std::unique_ptr<internal::v1::Replica::Stub> replica = internal::v1::Replica::NewStub(
-        grpc::CreateChannel(cluster_->endpoint(node), grpc::InsecureChannelCredentials()));
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    SetDeadline(&context);
     internal::v1::PurgeRecordRequest request;
     request.set_requester_id("test");
     request.set_key(key);
     request.set_expected_record(expected);
     internal::v1::PurgeRecordResponse response;
-    return replica->PurgeRecord(&context, request, &response);
-  }
-  // The encoded record `node` holds of `key` (empty if none).
-  std::string EncodedRecord(size_t node, const std::string& key) {
-    std::unique_ptr<internal::v1::Replica::Stub> replica = internal::v1::Replica::NewStub(
-        grpc::CreateChannel(cluster_->endpoint(node), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-    internal::v1::ReadRecordRequest request;
-    request.set_key(key);
-    internal::v1::ReadRecordResponse response;
-    const grpc::Status status = replica->ReadRecord(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response.record();
+    return ReplicaOf(node)->PurgeRecord(&context, request, &response);
   }
 
-  // Whether `node`'s own store holds a record of `key` (the Replica service's local read).
-  bool HoldsLocally(size_t node, const std::string& key) {
-    std::unique_ptr<internal::v1::Replica::Stub> replica = internal::v1::Replica::NewStub(
-        grpc::CreateChannel(cluster_->endpoint(node), grpc::InsecureChannelCredentials()));
+  // `node`'s own record of `key` (the Replica service's local read); found() is false if none.
+  internal::v1::ReadRecordResponse LocalRecord(size_t node, const std::string& key) {
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    SetDeadline(&context);
     internal::v1::ReadRecordRequest request;
     request.set_key(key);
     internal::v1::ReadRecordResponse response;
-    const grpc::Status status = replica->ReadRecord(&context, request, &response);
+    const grpc::Status status = ReplicaOf(node)->ReadRecord(&context, request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
-    return status.ok() && response.found();
+    return response;
   }
+  bool HoldsLocally(size_t node, const std::string& key) { return LocalRecord(node, key).found(); }
 
   // For each of `nodes`, up to `per_node` of `keys` whose replicas (per DescribeKey) exclude it
   // and as many that include it.
@@ -649,7 +642,8 @@ TEST_F(MembershipTakeoverTest, AStalledHandoffSaysWhyInItsOperationAndResumes) {
   // A node in the transition refuses to purge (its reaper is paused; one that has not learned of
   // the change yet could ask). The key does not exist: without the refusal the answer is OK.
   std::string record;
-  for (size_t i = 0; i < keys.size() && record.empty(); ++i) record = EncodedRecord(0, keys[i]);
+  for (size_t i = 0; i < keys.size() && record.empty(); ++i)
+    record = LocalRecord(0, keys[i]).record();
   EXPECT_FALSE(record.empty());  // no ASSERT: n4 must be resumed below
   const grpc::Status purge = PurgeRecord(0, "no/such/key", record);
   EXPECT_EQ(purge.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << purge.error_message();
