@@ -84,11 +84,9 @@ absl::Status ReplicaService::CheckNotInTransition() const {
   const std::shared_ptr<const Placement> placement = placement_->Get();
   const ClusterLayout& layout = placement->layout();
   if (!layout.in_transition()) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
-      self_id_,
-      " does not purge tombstones during the membership change to layout "
-      "version ",
-      layout.version, " (", layout.change, "): a key has owners in two rings until it completes"));
+  return absl::FailedPreconditionError(
+      absl::StrCat(self_id_, " does not purge tombstones while layout version ", layout.version,
+                   " (", layout.change, ") is in transition: a key has owners in two rings"));
 }
 
 grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(

@@ -647,7 +647,7 @@ TEST_F(MembershipTakeoverTest, AStalledHandoffSaysWhyInItsOperationAndResumes) {
   EXPECT_FALSE(record.empty());  // no ASSERT: n4 must be resumed below
   const grpc::Status purge = PurgeRecord(0, "no/such/key", record);
   EXPECT_EQ(purge.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << purge.error_message();
-  EXPECT_TRUE(absl::StrContains(purge.error_message(), "does not purge tombstones during"))
+  EXPECT_TRUE(absl::StrContains(purge.error_message(), "does not purge tombstones while"))
       << purge.error_message();
   cluster_->Resume(3);
   EXPECT_TRUE(explained) << op.dump() << cluster_->LogTails();

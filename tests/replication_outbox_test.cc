@@ -192,6 +192,15 @@ class ReplicationOutboxTest : public ::testing::Test {
   }
 
   // The results reported for `entries`, which must be exactly one each.
+  // The key of the one call outstanding if it carries one record; otherwise a description of
+  // what is outstanding (so that an ASSERT_EQ against a key fails readably).
+  std::string OnlyOutstandingKey() {
+    const std::vector<size_t> open = transport_.Outstanding();
+    if (open.size() != 1) return absl::StrCat(open.size(), " calls outstanding");
+    const std::vector<EncodedRecord>& records = transport_.calls()[open[0]].records;
+    if (records.size() != 1) return absl::StrCat("a call of ", records.size(), " records");
+    return records[0].key;
+  }
   std::vector<absl::Status> ResultsOnce(const std::vector<OutboxEntry>& entries) {
     std::vector<absl::Status> out;
     for (const OutboxEntry& e : entries) {
@@ -508,12 +517,10 @@ TEST_F(ReplicationOutboxTest, APeerThatRefusesUnderAnOlderLayoutGetsTheKeyOnceIt
   EXPECT_EQ(transport_.calls()[transport_.Outstanding()[0]].records.size(), 1u);
 
   // k goes alone first and is refused again: it is held back, and b goes on at once.
-  ASSERT_EQ(transport_.calls()[transport_.Outstanding()[0]].records[0].key, "k");
+  ASSERT_EQ(OnlyOutstandingKey(), "k");
   transport_.Complete(transport_.Outstanding()[0], refusal(3));
   executor_.RunAll();
-  ASSERT_EQ(transport_.Outstanding().size(), 1u) << "b waited for k";
-  ASSERT_EQ(transport_.calls()[transport_.Outstanding()[0]].records.size(), 1u);
-  EXPECT_EQ(transport_.calls()[transport_.Outstanding()[0]].records[0].key, "b");
+  ASSERT_EQ(OnlyOutstandingKey(), "b") << "b waited for k";
   transport_.Complete(transport_.Outstanding()[0], absl::OkStatus());
   executor_.RunAll();
   EXPECT_TRUE(ResultsOnce(b)[0].ok()) << ResultsOnce(b)[0];
@@ -792,22 +799,17 @@ TEST_F(ReplicationOutboxTest, AHeldKeyDoesNotHoldUpTheBacklogOnDisk) {
   std::vector<OutboxEntry> c = Write(outbox.get(), "c", "1");  // on disk only
   transport_.Complete(transport_.Outstanding().at(0), absl::OkStatus());
   executor_.RunAll();
-  ASSERT_EQ(transport_.Outstanding().size(), 1u);
-  ASSERT_EQ(transport_.calls()[transport_.Outstanding()[0]].records.size(), 1u);
-  ASSERT_EQ(transport_.calls()[transport_.Outstanding()[0]].records[0].key, "k");
+  ASSERT_EQ(OnlyOutstandingKey(), "k");
   // Refused alone by a peer behind (layout 3 < 4): k is held back for a backoff; b goes.
   transport_.Complete(
       transport_.Outstanding()[0],
       MarkNotAReplica(absl::FailedPreconditionError("p1 is not a replica of key \"k\""), 3));
   executor_.RunAll();
-  ASSERT_EQ(transport_.Outstanding().size(), 1u);
-  ASSERT_EQ(transport_.calls()[transport_.Outstanding()[0]].records[0].key, "b");
+  ASSERT_EQ(OnlyOutstandingKey(), "b");
   transport_.Complete(transport_.Outstanding()[0], absl::OkStatus());
   executor_.RunAll();
   // Only k (held) is in memory now: c is read from disk and sent before k's backoff ends.
-  ASSERT_EQ(transport_.Outstanding().size(), 1u) << "c waits for k's backoff";
-  ASSERT_EQ(transport_.calls()[transport_.Outstanding()[0]].records.size(), 1u);
-  EXPECT_EQ(transport_.calls()[transport_.Outstanding()[0]].records[0].key, "c");
+  ASSERT_EQ(OnlyOutstandingKey(), "c") << "c waits for k's backoff";
   transport_.Complete(transport_.Outstanding()[0], absl::OkStatus());
   executor_.RunAll();
   EXPECT_EQ(transport_.applied("p1").count("c"), 1u);
