@@ -39,8 +39,9 @@ class ForwardingPeerTransport : public PeerTransport {
     inner_->SegmentKeys(peer, std::move(segments), std::move(done));
   }
   void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
-                   std::function<void(absl::Status)> done) override {
-    inner_->PurgeRecord(peer, std::move(key), std::move(expected_record), std::move(done));
+                   uint64_t layout_version, std::function<void(absl::Status)> done) override {
+    inner_->PurgeRecord(peer, std::move(key), std::move(expected_record), layout_version,
+                        std::move(done));
   }
   void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,
                       std::function<void(absl::StatusOr<std::vector<std::string>>)> done) override {

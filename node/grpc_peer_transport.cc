@@ -362,7 +362,7 @@ void GrpcPeerTransport::SegmentKeys(
 }
 
 void GrpcPeerTransport::PurgeRecord(const Member& peer, std::string key,
-                                    std::string expected_record,
+                                    std::string expected_record, uint64_t layout_version,
                                     std::function<void(absl::Status)> done) {
   auto call =
       std::make_shared<Call<internal::v1::PurgeRecordRequest, internal::v1::PurgeRecordResponse>>();
@@ -370,6 +370,7 @@ void GrpcPeerTransport::PurgeRecord(const Member& peer, std::string key,
   call->request.set_requester_id(self_id_);
   call->request.set_key(std::move(key));
   call->request.set_expected_record(std::move(expected_record));
+  call->request.set_layout_version(layout_version);
   std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
   Begin(&call->context);
   stubs->replica->async()->PurgeRecord(

@@ -74,7 +74,7 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
   void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
                    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override;
   void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
-                   std::function<void(absl::Status)> done) override;
+                   uint64_t layout_version, std::function<void(absl::Status)> done) override;
   void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,
                       std::function<void(absl::StatusOr<std::vector<std::string>>)> done) override;
   void Gossip(const std::string& address, GossipDigest digest,

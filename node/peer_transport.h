@@ -146,9 +146,11 @@ class PeerTransport {
   virtual void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
                            std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done);
   // Asks the peer to purge its record of `key` if it still equals `expected_record` (encoded):
-  // OK if purged, NOT_FOUND if it had none, FAILED_PRECONDITION if it changed.
+  // OK if purged, NOT_FOUND if it had none, FAILED_PRECONDITION if it changed, or if the peer's
+  // cluster layout is in transition or of another version than `layout_version` (the one the
+  // record was confirmed under; 0: none stated).
   virtual void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
-                           std::function<void(absl::Status)> done);
+                           uint64_t layout_version, std::function<void(absl::Status)> done);
 
   // Handoff safety net (node/handoff.h): of `digests` (key and MerkleTree::RecordDigest of the
   // sender's record), the keys the peer has no record of or another digest for, in the order
@@ -168,7 +170,7 @@ inline void PeerTransport::SegmentKeys(
   done(absl::UnimplementedError("this transport does not carry anti-entropy calls"));
 }
 inline void PeerTransport::PurgeRecord(const Member& /*peer*/, std::string /*key*/,
-                                       std::string /*expected_record*/,
+                                       std::string /*expected_record*/, uint64_t /*layout_version*/,
                                        std::function<void(absl::Status)> done) {
   done(absl::UnimplementedError("this transport does not carry tombstone purges"));
 }

@@ -79,14 +79,22 @@ grpc::ServerUnaryReactor* ReplicaService::SegmentKeys(
   });
 }
 
-absl::Status ReplicaService::CheckNotInTransition() const {
+absl::Status ReplicaService::CheckPurgeLayout(uint64_t confirmed_version) const {
   if (placement_ == nullptr) return absl::OkStatus();
   const std::shared_ptr<const Placement> placement = placement_->Get();
   const ClusterLayout& layout = placement->layout();
-  if (!layout.in_transition()) return absl::OkStatus();
-  return absl::FailedPreconditionError(
-      absl::StrCat(self_id_, " does not purge tombstones while layout version ", layout.version,
-                   " (", layout.change, ") is in transition: a key has owners in two rings"));
+  if (layout.in_transition()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(self_id_, " does not purge tombstones while layout version ", layout.version,
+                     " (", layout.change, ") is in transition: a key has owners in two rings"));
+  }
+  if (confirmed_version != 0 && confirmed_version != layout.version) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        self_id_, " does not purge: the record was confirmed on the ring of layout version ",
+        confirmed_version, " and this node has version ", layout.version,
+        " (the key's replicas may differ)"));
+  }
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
@@ -94,7 +102,7 @@ grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
     internal::v1::PurgeRecordResponse* /*response*/) {
   absl::Status valid = Admit(*context);
   if (valid.ok()) valid = store_->ValidateKey(request->key());
-  if (valid.ok()) valid = CheckNotInTransition();
+  if (valid.ok()) valid = CheckPurgeLayout(request->layout_version());
   if (!valid.ok()) return FinishNow(gate_, valid);
   return FinishOnExecutor(context, gate_, executor_, [this, request]() -> absl::Status {
     absl::StatusOr<SiblingSet> expected = DecodeSiblingSet(request->expected_record());
@@ -103,7 +111,12 @@ grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
           absl::StrCat("the expected record from \"", request->requester_id(),
                        "\" is invalid: ", expected.status().message()));
     }
-    return store_->PurgeIfUnchanged(request->key(), *expected);
+    // Checked again inside the commit: a layout adopted since the first check (the node adopts
+    // layouts while purges queue) must not let this purge through.
+    return store_->PurgeIfUnchanged(request->key(), *expected,
+                                    [this, request](absl::string_view /*key*/) {
+                                      return CheckPurgeLayout(request->layout_version());
+                                    });
   });
 }
 

@@ -14,8 +14,11 @@
 // PurgeRecord deletes a record through LocalStore::PurgeIfUnchanged (tombstone purge,
 // node/tombstone_reaper.h); with a placement set, a node whose layout is in transition refuses
 // it (FAILED_PRECONDITION), so that a reaper that has not learned of the change yet purges
-// nothing there (it keeps its own copy when a replica does not purge). Without an index (null)
-// MerkleNodes and SegmentKeys answer UNIMPLEMENTED.
+// nothing there (it keeps its own copy when a replica does not purge). So does a node whose
+// layout version is not the one the request was confirmed under (a stable layout the reaper has
+// not adopted yet, or one the node has not learned yet), checked again inside the purge's commit
+// so that no layout adopted meanwhile slips between the check and the delete. Without an index
+// (null) MerkleNodes and SegmentKeys answer UNIMPLEMENTED.
 //
 // CompareDigests (handoff phase 2, node/handoff_plan.h KeysNotMatching) answers which of the
 // given keys this replica lacks or holds with another digest; it reads only.
@@ -90,8 +93,9 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
                                    internal::v1::GossipResponse* response) override;
 
  private:
-  // FAILED_PRECONDITION while this node's layout is in transition (with a placement set).
-  absl::Status CheckNotInTransition() const;
+  // FAILED_PRECONDITION, with a placement set, while this node's layout is in transition or if
+  // its version is not `confirmed_version` (0: not stated by the requester, not compared).
+  absl::Status CheckPurgeLayout(uint64_t confirmed_version) const;
   absl::Status DoMergeBatch(const internal::v1::MergeBatchRequest& request,
                             internal::v1::MergeBatchResponse* response);
   absl::Status DoReadRecord(const internal::v1::ReadRecordRequest& request,

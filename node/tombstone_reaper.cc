@@ -11,7 +11,8 @@ struct TombstoneReaper::Sweep {
   std::vector<Candidate> candidates;
   size_t next = 0;  // the candidate being processed is candidates[next - 1]
   std::function<void()> done;
-  uint64_t generation = 0;  // TombstoneReaper::generation_ when the sweep started
+  uint64_t generation = 0;      // TombstoneReaper::generation_ when the sweep started
+  uint64_t layout_version = 0;  // the layout whose ring the sweep reads and purges on
   const Candidate& current() const { return candidates[next - 1]; }
 };
 
@@ -112,6 +113,7 @@ void TombstoneReaper::SweepNow(std::function<void()> done) {
     }
     sweeping_ = true;
     sweep->generation = generation_;
+    sweep->layout_version = layout_version_;
   }
   sweep->done = std::move(done);
   executor_->Schedule(guard_.Wrap([this, sweep] {
@@ -224,7 +226,7 @@ void TombstoneReaper::OnReplicasRead(std::shared_ptr<Sweep> sweep, std::vector<M
       }));
   for (size_t i = 0; i < others.size(); ++i) {
     transport_->PurgeRecord(
-        others[i], c.key, c.encoded,
+        others[i], c.key, c.encoded, sweep->layout_version,
         guard_.Wrap([gather, i](absl::Status status) { gather->Set(i, std::move(status)); }));
   }
 }

@@ -18,7 +18,9 @@
 // so an unchanged record at the second confirmation saw no change in between.
 //
 // Then each other replica is asked to PurgeRecord (LocalStore::PurgeIfUnchanged: deleted only if
-// it still equals the confirmed record), and if all of them purged (or had nothing), the reaper
+// it still equals the confirmed record; the request names the layout version the sweep confirmed
+// on, and a replica with another layout, or one in transition, refuses: node/replica_service.h),
+// and if all of them purged (or had nothing), the reaper
 // purges its own copy the same way. If some replica could not purge, the reaper keeps its copy;
 // anti-entropy brings the tombstone back to those that purged, and a later sweep purges again.
 //

@@ -108,8 +108,9 @@ class LoopbackTransport : public testing::StubPeerTransport {
     });
   }
   void PurgeRecord(const Member& peer, std::string key, std::string expected,
-                   std::function<void(absl::Status)> done) override {
+                   uint64_t layout_version, std::function<void(absl::Status)> done) override {
     *bytes_ += key.size() + expected.size();
+    purge_layout_versions.push_back(layout_version);
     Serve([=] {
       absl::StatusOr<SiblingSet> set = DecodeSiblingSet(expected);
       if (!set.ok()) return done(set.status());
@@ -125,6 +126,7 @@ class LoopbackTransport : public testing::StubPeerTransport {
   std::set<std::string> unreadable;      // ReadRecord of these is DATA_LOSS
   std::function<void()> on_read;         // runs as the peer serves a ReadRecord
   std::function<void()> on_purge;        // runs after the peer served a PurgeRecord
+  std::vector<uint64_t> purge_layout_versions;  // of every PurgeRecord call, in order
 
  private:
   TestNode* Node(const Member& peer) { return nodes_->at(peer.id); }
@@ -766,6 +768,9 @@ TEST_F(TombstoneReaperTest, ANewerLayoutPausesPurgingUntilItsRingIsFollowed) {
   Sweep(*reaper);
   EXPECT_TRUE(NoReplicaHolds(key));
   EXPECT_EQ(reaper->Stats().purged, 1u);
+  // Each replica was asked to purge as confirmed on layout 3's ring, which it checks against its
+  // own (ReplicaService::PurgeRecord).
+  EXPECT_THAT(transports_[r]->purge_layout_versions, ::testing::ElementsAre(3u, 3u));
 }
 
 // A sweep under way when a newer layout arrives stops without confirming or purging anything.

@@ -234,13 +234,16 @@ class MembershipProcessTest : public ::testing::Test {
   }
 
   // Asks `node` to purge `key` if its record is `expected` (the reaper's request).
-  grpc::Status PurgeRecord(size_t node, const std::string& key, const std::string& expected) {
+  // `layout_version`: the layout the purge was confirmed on (0: not stated).
+  grpc::Status PurgeRecord(size_t node, const std::string& key, const std::string& expected,
+                           uint64_t layout_version = 0) {
     grpc::ClientContext context;
     SetDeadline(&context);
     internal::v1::PurgeRecordRequest request;
     request.set_requester_id("test");
     request.set_key(key);
     request.set_expected_record(expected);
+    request.set_layout_version(layout_version);
     internal::v1::PurgeRecordResponse response;
     return ReplicaOf(node)->PurgeRecord(&context, request, &response);
   }
@@ -662,6 +665,22 @@ TEST_F(MembershipTakeoverTest, AStalledHandoffSaysWhyInItsOperationAndResumes) {
   EXPECT_FALSE(absl::StrContains(op.dump(), "retries after")) << op.dump();
   const int on_n4 = CheckKeys(keys, {0, 3}, "n4", "");
   EXPECT_NEAR(static_cast<double>(on_n4) / static_cast<double>(keys.size()), 0.75, 0.1);
+  // Out of the transition, a purge confirmed on another layout's ring is refused too (a reaper
+  // that has not adopted the completed layout yet, or one ahead of this node), and one
+  // confirmed on this node's layout is served.
+  const uint64_t version =
+      KvctlJson(0, {"cluster", "status"}, 0).value("layout_version", uint64_t{0});
+  ASSERT_GT(version, 1u);
+  for (const uint64_t other : {version - 1, version + 1}) {
+    const grpc::Status refused = PurgeRecord(0, "no/such/key", record, other);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+        << other << ": " << refused.error_message();
+    EXPECT_TRUE(absl::StrContains(refused.error_message(),
+                                  absl::StrCat("confirmed on the ring of layout version ", other)))
+        << refused.error_message();
+  }
+  const grpc::Status served = PurgeRecord(0, "no/such/key", record, version);
+  EXPECT_TRUE(served.ok()) << served.error_message();
 }
 
 }  // namespace

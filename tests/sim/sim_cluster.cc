@@ -528,15 +528,25 @@ void SimCluster::ServeSegmentKeys(
 }
 
 void SimCluster::ServePurgeRecord(int node, const std::string& key, const std::string& expected,
+                                  uint64_t layout_version,
                                   std::function<void(absl::Status)> reply) {
-  OnNode(node, [this, key, expected, reply = std::move(reply)](Node* n) {
-    // As ReplicaService::PurgeRecord.
-    if (n->placement->Get()->layout().in_transition()) {
-      return reply(absl::FailedPreconditionError("no purge during a membership change"));
-    }
+  OnNode(node, [this, key, expected, layout_version, reply = std::move(reply)](Node* n) {
+    // As ReplicaService::PurgeRecord: refused during a transition or on another layout, checked
+    // before and inside the purge's commit.
+    auto check = [n, layout_version](absl::string_view /*key*/) -> absl::Status {
+      const ClusterLayout& layout = n->placement->Get()->layout();
+      if (layout.in_transition()) {
+        return absl::FailedPreconditionError("no purge during a membership change");
+      }
+      if (layout_version != 0 && layout_version != layout.version) {
+        return absl::FailedPreconditionError("no purge confirmed on another layout's ring");
+      }
+      return absl::OkStatus();
+    };
+    if (absl::Status refused = check(key); !refused.ok()) return reply(refused);
     absl::StatusOr<SiblingSet> record = DecodeSiblingSet(expected);
     if (!record.ok()) return reply(absl::InvalidArgumentError(record.status().message()));
-    absl::Status purged = n->store->PurgeIfUnchanged(key, *record);
+    absl::Status purged = n->store->PurgeIfUnchanged(key, *record, check);
     if (purged.ok()) {
       purged_contexts_[key].Merge(record->context());
       loop_->Log(absl::StrCat(n->member.id, " PURGED ", key));

@@ -183,7 +183,7 @@ class SimCluster : public SimReplicaServer {
   void ServeSegmentKeys(int node, int requester, const std::vector<uint32_t>& segments,
                         std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> reply) override;
   void ServePurgeRecord(int node, const std::string& key, const std::string& expected,
-                        std::function<void(absl::Status)> reply) override;
+                        uint64_t layout_version, std::function<void(absl::Status)> reply) override;
   void ServeCompareDigests(
       int node, const std::vector<KeyDigest>& digests,
       std::function<void(absl::StatusOr<std::vector<std::string>>)> reply) override;

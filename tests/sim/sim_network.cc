@@ -210,14 +210,15 @@ void SimPeerTransport::SegmentKeys(
 }
 
 void SimPeerTransport::PurgeRecord(const Member& peer, std::string key, std::string expected_record,
+                                   uint64_t layout_version,
                                    std::function<void(absl::Status)> done) {
   SimNetwork::CallSpec spec = Spec(peer, "purge", key, timeouts_.merge);
   const int to = spec.to;
   network_->Call<absl::Status>(
       std::move(spec),
-      [server = server_, to, key = std::move(key),
-       expected = std::move(expected_record)](std::function<void(absl::Status)> reply) {
-        server->ServePurgeRecord(to, key, expected, std::move(reply));
+      [server = server_, to, key = std::move(key), expected = std::move(expected_record),
+       layout_version](std::function<void(absl::Status)> reply) {
+        server->ServePurgeRecord(to, key, expected, layout_version, std::move(reply));
       },
       std::move(done));
 }

@@ -165,6 +165,7 @@ class SimReplicaServer {
       int node, int requester, const std::vector<uint32_t>& segments,
       std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> reply) = 0;
   virtual void ServePurgeRecord(int node, const std::string& key, const std::string& expected,
+                                uint64_t layout_version,
                                 std::function<void(absl::Status)> reply) = 0;
   // Handoff phase 2 (node/handoff_plan.h KeysNotMatching).
   virtual void ServeCompareDigests(
@@ -199,7 +200,7 @@ class SimPeerTransport : public PeerTransport {
   void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
                    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override;
   void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
-                   std::function<void(absl::Status)> done) override;
+                   uint64_t layout_version, std::function<void(absl::Status)> done) override;
   void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,
                       std::function<void(absl::StatusOr<std::vector<std::string>>)> done) override;
 
