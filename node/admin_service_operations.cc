@@ -158,7 +158,10 @@ grpc::ServerUnaryReactor* AdminService::ChangeMembership(grpc::CallbackServerCon
     if (plan.ok()) FillPlan(*plan, response);
     return FinishNow(gate_, plan.status());
   }
-  status = StartOnce(start_tokens_, *request, response,
+  // A commit waits for the members' layout reservations (MembershipChanger::Commit): not on
+  // this gRPC thread.
+  return FinishOnExecutor(context, gate_, executor_, [this, action, request, response] {
+    return StartOnce(start_tokens_, *request, response,
                      [&](v1::ChangeMembershipResponse* started) -> absl::Status {
                        KV_ASSIGN_OR_RETURN(auto committed,
                                            changer_->Commit(action, request->node_id(),
@@ -168,7 +171,7 @@ grpc::ServerUnaryReactor* AdminService::ChangeMembership(grpc::CallbackServerCon
                        started->set_node_id(info_.node_id);
                        return absl::OkStatus();
                      });
-  return FinishNow(gate_, status);
+  });
 }
 
 grpc::ServerUnaryReactor* AdminService::GetOperation(grpc::CallbackServerContext* context,

@@ -43,6 +43,10 @@ class ForwardingPeerTransport : public PeerTransport {
     inner_->PurgeRecord(peer, std::move(key), std::move(expected_record), layout_version,
                         std::move(done));
   }
+  void ReserveLayout(const Member& peer, uint64_t version, std::string change,
+                     std::function<void(absl::Status)> done) override {
+    inner_->ReserveLayout(peer, version, std::move(change), std::move(done));
+  }
   void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,
                       std::function<void(absl::StatusOr<std::vector<std::string>>)> done) override {
     inner_->CompareDigests(peer, std::move(digests), std::move(done));

@@ -382,6 +382,25 @@ void GrpcPeerTransport::PurgeRecord(const Member& peer, std::string key,
       });
 }
 
+void GrpcPeerTransport::ReserveLayout(const Member& peer, uint64_t version, std::string change,
+                                      std::function<void(absl::Status)> done) {
+  auto call = std::make_shared<
+      Call<internal::v1::ReserveLayoutRequest, internal::v1::ReserveLayoutResponse>>();
+  SetDeadline(&call->context, options_.merge_timeout);
+  call->request.set_proposer_id(self_id_);
+  call->request.set_version(version);
+  call->request.set_change(std::move(change));
+  std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
+  Begin(&call->context);
+  stubs->replica->async()->ReserveLayout(
+      &call->context, &call->request, &call->response,
+      [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
+        done(FromPeer(status));  // here, not on the executor, where the caller may be waiting
+        grpc::ClientContext* context = &call->context;
+        Complete(std::move(call), context, std::move(stubs), [] {});
+      });
+}
+
 void GrpcPeerTransport::CompareDigests(
     const Member& peer, std::vector<KeyDigest> digests,
     std::function<void(absl::StatusOr<std::vector<std::string>>)> done) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -108,6 +110,15 @@ absl::StatusOr<std::pair<MembershipChanger::Plan, std::string>> MembershipChange
                                                       plan->current.version, ", not ",
                                                       expected_version, " as planned; plan again"));
   }
+  const absl::Time asked = clock_->Now();
+  if (absl::Status reserved = Reserve(*plan); !reserved.ok()) return reserved;
+  if (reservations_ != nullptr && clock_->Now() - asked >= reservations_->options().lease / 2) {
+    // The grants may lapse before the layout reaches the members; another commit could win them.
+    return absl::UnavailableError(
+        absl::StrCat("reserving layout version ", plan->transition.version, " took ",
+                     absl::FormatDuration(clock_->Now() - asked),
+                     ", too close to the reservations' lease; nothing changed, retry"));
+  }
   if (absl::Status proposed = gossiper_->ProposeLayout(plan->transition); !proposed.ok()) {
     return proposed;
   }
@@ -126,6 +137,79 @@ absl::StatusOr<std::pair<MembershipChanger::Plan, std::string>> MembershipChange
   std::string id = job.id;
   scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
   return std::make_pair(*std::move(plan), std::move(id));
+}
+
+void MembershipChanger::SetReservations(std::string self_id, LayoutReservations* local,
+                                        PeerTransport* transport) {
+  self_id_ = std::move(self_id);
+  reservations_ = local;
+  reservation_transport_ = transport;
+}
+
+absl::Status MembershipChanger::Reserve(const Plan& plan) {
+  if (reservations_ == nullptr) return absl::OkStatus();
+  const uint64_t version = plan.transition.version;
+  const std::string& change = plan.transition.change;
+  // The members' answers, in member order; written by transport threads, possibly after this
+  // returns (shared).
+  struct Answers {
+    absl::Mutex mu;
+    std::vector<std::optional<absl::Status>> statuses ABSL_GUARDED_BY(mu);
+    size_t pending ABSL_GUARDED_BY(mu) = 0;
+  };
+  auto answers = std::make_shared<Answers>();
+  const std::vector<Member>& members = plan.current.members;
+  {
+    absl::MutexLock lock(&answers->mu);
+    answers->statuses.resize(members.size());
+    answers->pending = members.size();
+  }
+  for (size_t i = 0; i < members.size(); ++i) {
+    auto answer = [answers, i](absl::Status status) {
+      absl::MutexLock lock(&answers->mu);
+      answers->statuses[i] = std::move(status);
+      --answers->pending;
+    };
+    if (members[i].id == self_id_) {
+      answer(reservations_->Reserve(self_id_, version, change, plan.current.version,
+                                    plan.current.in_transition()));
+    } else {
+      reservation_transport_->ReserveLayout(members[i], version, change, answer);
+    }
+  }
+  size_t granted = 0;
+  std::vector<std::string> refusals;
+  std::vector<std::string> unanswered;
+  {
+    absl::MutexLock lock(&answers->mu);
+    auto all_answered = [&answers]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(answers->mu) {
+      return answers->pending == 0;
+    };
+    answers->mu.AwaitWithTimeout(absl::Condition(&all_answered), options_.reserve_timeout);
+    for (size_t i = 0; i < members.size(); ++i) {
+      const std::optional<absl::Status>& status = answers->statuses[i];
+      if (status.has_value() && status->ok()) {
+        ++granted;
+      } else if (status.has_value() && absl::IsFailedPrecondition(*status)) {
+        refusals.push_back(absl::StrCat(members[i].id, ": ", status->message()));
+      } else {
+        unanswered.push_back(absl::StrCat(
+            members[i].id, ": ",
+            status.has_value()
+                ? status->ToString()
+                : absl::StrCat("no answer in ", absl::FormatDuration(options_.reserve_timeout))));
+      }
+    }
+  }
+  if (2 * granted > members.size()) return absl::OkStatus();
+  const std::string why = absl::StrCat(
+      "layout version ", version, " (", change, ") was reserved by ", granted, " of ",
+      members.size(), " members, and a membership change needs a majority; nothing changed",
+      refusals.empty() ? "" : "; refused by ", absl::StrJoin(refusals, "; "),
+      unanswered.empty() ? "" : "; not granted by ", absl::StrJoin(unanswered, "; "));
+  // A refusal means another commit holds the version (or this node's plan is behind): planning
+  // again is the way on. Without refusals, members are unreachable: a retry may succeed.
+  return refusals.empty() ? absl::UnavailableError(why) : absl::FailedPreconditionError(why);
 }
 
 void MembershipChanger::Poll(Job job) {

@@ -16,6 +16,16 @@
 // comes from its gossip entry. One change at a time: a commit during a transition is
 // FAILED_PRECONDITION, and so is a commit whose expected version is not current (0: any).
 //
+// Across nodes, with SetReservations: before proposing transition v+1, Commit asks every member
+// of the current layout (this node directly, the others through the transport, in parallel) to
+// reserve v+1 for it (node/layout_reservations.h), and proposes only with grants from a majority
+// of those members, within half the reservation lease of asking. So two commits on two nodes at
+// once cannot both install a version (gossip would keep either layout on different nodes, for
+// good): the loser gets FAILED_PRECONDITION naming the winner's change, or UNAVAILABLE if too
+// few members answered (a majority must be reachable to change membership). A member that
+// answers UNIMPLEMENTED (a node from before reservations) grants nothing. Commit then blocks its
+// thread for up to Options::reserve_timeout: call it on an executor thread, not a gRPC one.
+//
 // Takeover. The operation lives on the node that committed it. So that a transition never stays
 // in place because that node stopped (or restarted: operations are in memory), every node also
 // watches the gossiped layout (StartWatching): when a transition's sources have all been done for
@@ -41,8 +51,10 @@
 #include "absl/time/time.h"
 #include "node/cluster_layout.h"
 #include "node/gossip.h"
+#include "node/layout_reservations.h"
 #include "node/lifetime_guard.h"
 #include "node/operations.h"
+#include "node/peer_transport.h"
 #include "node/scheduler.h"
 
 namespace kv {
@@ -56,6 +68,7 @@ class MembershipChanger {
     absl::Duration timeout = absl::Hours(6);
     absl::Duration watch_interval = absl::Seconds(1);  // of the takeover watch
     absl::Duration takeover_after = absl::Seconds(5);
+    absl::Duration reserve_timeout = absl::Seconds(3);  // waiting for the members' answers
   };
   struct Plan {
     ClusterLayout current;
@@ -68,6 +81,10 @@ class MembershipChanger {
   ~MembershipChanger();
 
   absl::StatusOr<Plan> MakePlan(Action action, const std::string& node_id) const;
+  // Makes Commit reserve the transition's version first (see the header comment) as `self_id`,
+  // locally in `local` and on the other members through `transport`. Call before the first
+  // Commit; both must outlive this.
+  void SetReservations(std::string self_id, LayoutReservations* local, PeerTransport* transport);
   // Plans, proposes the transition and returns the plan and the operation id.
   absl::StatusOr<std::pair<Plan, std::string>> Commit(Action action, const std::string& node_id,
                                                       uint64_t expected_version);
@@ -86,6 +103,8 @@ class MembershipChanger {
     ClusterLayout transition;
     absl::Time deadline;
   };
+  // The reservation of `plan`'s transition version by a majority of its current members.
+  absl::Status Reserve(const Plan& plan);
   void Poll(Job job);
   void Finish(const Job& job, absl::Status status);
   void Watch();
@@ -96,6 +115,9 @@ class MembershipChanger {
   const Clock* const clock_;
   const Options options_;
   LifetimeGuard guard_;
+  std::string self_id_;                         // see SetReservations
+  LayoutReservations* reservations_ = nullptr;  // null: no reservations
+  PeerTransport* reservation_transport_ = nullptr;
 
   absl::Mutex mu_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;

@@ -369,6 +369,9 @@ void NodeServer::StartMembershipWork() {
   changes.replication_factor = static_cast<size_t>(config_.replication_factor);
   changer_ = std::make_unique<MembershipChanger>(gossiper_.get(), operations_.get(),
                                                  scheduler_.get(), SystemClock::Get(), changes);
+  reservations_ =
+      std::make_unique<LayoutReservations>(SystemClock::Get(), LayoutReservations::Options());
+  changer_->SetReservations(config_.node_id, reservations_.get(), peer_transport_.get());
   changer_->StartWatching();
   // From here on layout changes reach the placement; a restart during a transition resumes it.
   // Gossip calls it on its own thread or a gRPC thread; OnLayout writes to storage (synced), so
@@ -404,6 +407,7 @@ absl::Status NodeServer::StartGrpc() {
                             "--tls_peer_names"));
   replica_service_->SetPlacement(placement_.get(), config_.node_id,
                                  static_cast<size_t>(config_.replication_factor));
+  replica_service_->SetLayoutReservations(reservations_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

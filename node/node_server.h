@@ -161,6 +161,8 @@ class NodeServer {
   std::unique_ptr<Gossiper> gossiper_;  // destroyed after its transport and the server
   std::unique_ptr<HandoffSender> handoff_;
   std::unique_ptr<MembershipChanger> changer_;
+  // Reserved layout versions (Replica.ReserveLayout); outlives the replica service.
+  std::unique_ptr<LayoutReservations> reservations_;
   std::unique_ptr<PeerTransport> outbox_transport_;  // the fault-point wrapper, if configured
   std::unique_ptr<ReplicationOutbox> outbox_;
   std::unique_ptr<UnownedRecordCleaner> cleaner_;

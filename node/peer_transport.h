@@ -152,6 +152,14 @@ class PeerTransport {
   virtual void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
                            uint64_t layout_version, std::function<void(absl::Status)> done);
 
+  // Membership change (node/layout_reservations.h): asks the peer to reserve layout `version`
+  // for this node, which will install the layout `change` describes. OK if granted,
+  // FAILED_PRECONDITION if refused, UNIMPLEMENTED from a peer that predates reservations. `done`
+  // may run on a transport thread without the node's executor: the caller may wait for it on an
+  // executor thread. The default answers UNIMPLEMENTED at once.
+  virtual void ReserveLayout(const Member& peer, uint64_t version, std::string change,
+                             std::function<void(absl::Status)> done);
+
   // Handoff safety net (node/handoff.h): of `digests` (key and MerkleTree::RecordDigest of the
   // sender's record), the keys the peer has no record of or another digest for, in the order
   // given. The default answers UNIMPLEMENTED at once; a sender then sends every record.
@@ -168,6 +176,11 @@ inline void PeerTransport::SegmentKeys(
     const Member& /*peer*/, std::vector<uint32_t> /*segments*/,
     std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) {
   done(absl::UnimplementedError("this transport does not carry anti-entropy calls"));
+}
+inline void PeerTransport::ReserveLayout(const Member& /*peer*/, uint64_t /*version*/,
+                                         std::string /*change*/,
+                                         std::function<void(absl::Status)> done) {
+  done(absl::UnimplementedError("this transport does not carry layout reservations"));
 }
 inline void PeerTransport::PurgeRecord(const Member& /*peer*/, std::string /*key*/,
                                        std::string /*expected_record*/, uint64_t /*layout_version*/,

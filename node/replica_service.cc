@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "node/cluster_layout.h"
 #include "node/gossip_proto.h"
 #include "node/grpc_util.h"
 #include "node/handoff_plan.h"
@@ -240,6 +241,25 @@ absl::Status ReplicaService::DoReadRecord(const internal::v1::ReadRecordRequest&
       request.reader_format_level() == 0 ? kLegacyFormatLevel : request.reader_format_level();
   response->set_record(EncodeSiblingSet(RecordForLevel(*std::move(record), level)));
   return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* ReplicaService::ReserveLayout(
+    grpc::CallbackServerContext* context, const internal::v1::ReserveLayoutRequest* request,
+    internal::v1::ReserveLayoutResponse* /*response*/) {
+  absl::Status status = Admit(*context);
+  if (status.ok() && (reservations_ == nullptr || gossiper_ == nullptr)) {
+    status = absl::UnimplementedError("this node takes no layout reservations");
+  }
+  if (status.ok() && request->change().size() > kMaxLayoutChangeBytes) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "the change text is ", request->change().size(), " bytes, over ", kMaxLayoutChangeBytes));
+  }
+  if (status.ok()) {
+    const ClusterLayout layout = gossiper_->Layout();
+    status = reservations_->Reserve(request->proposer_id(), request->version(), request->change(),
+                                    layout.version, layout.in_transition());
+  }
+  return FinishNow(gate_, status);
 }
 
 grpc::ServerUnaryReactor* ReplicaService::Gossip(grpc::CallbackServerContext* context,

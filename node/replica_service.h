@@ -23,6 +23,11 @@
 // CompareDigests (handoff phase 2, node/handoff_plan.h KeysNotMatching) answers which of the
 // given keys this replica lacks or holds with another digest; it reads only.
 //
+// ReserveLayout reserves the next layout version for a committing node (node/layout_reservations.h)
+// against the gossiper's layout, on the gRPC thread (memory only): OK or FAILED_PRECONDITION,
+// INVALID_ARGUMENT for a change text over kMaxLayoutChangeBytes, UNIMPLEMENTED without
+// reservations set.
+//
 // Gossip merges the caller's membership table into the node's Gossiper and answers with the
 // node's table, on the gRPC thread (memory only); UNIMPLEMENTED without a gossiper (null).
 //
@@ -43,6 +48,7 @@
 #include "node/certificate_authorizer.h"
 #include "node/executor.h"
 #include "node/gossip.h"
+#include "node/layout_reservations.h"
 #include "node/local_store.h"
 #include "node/merkle_index.h"
 #include "node/placement.h"
@@ -66,6 +72,10 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
     self_id_ = std::move(self_id);
     replication_factor_ = replication_factor;
   }
+
+  // Makes ReserveLayout answer from `reservations` against the gossiper's layout (without both
+  // it answers UNIMPLEMENTED). Call before serving; `reservations` must outlive the service.
+  void SetLayoutReservations(LayoutReservations* reservations) { reservations_ = reservations; }
 
   grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
                                        const internal::v1::MergeBatchRequest* request,
@@ -91,6 +101,9 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   grpc::ServerUnaryReactor* Gossip(grpc::CallbackServerContext* context,
                                    const internal::v1::GossipRequest* request,
                                    internal::v1::GossipResponse* response) override;
+  grpc::ServerUnaryReactor* ReserveLayout(grpc::CallbackServerContext* context,
+                                          const internal::v1::ReserveLayoutRequest* request,
+                                          internal::v1::ReserveLayoutResponse* response) override;
 
  private:
   // FAILED_PRECONDITION, with a placement set, while this node's layout is in transition or if
@@ -111,6 +124,7 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   Gossiper* const gossiper_;
   const CertificateAuthorizer authorizer_;
   const PlacementHolder* placement_ = nullptr;  // see SetPlacement
+  LayoutReservations* reservations_ = nullptr;  // see SetLayoutReservations
   std::string self_id_;
   size_t replication_factor_ = 0;
 };

@@ -18,8 +18,10 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "node/gossip_proto.h"
+#include "node/layout_reservations.h"
 #include "node/membership_change.h"
 #include "node/operations.h"
+#include "tests/stub_peer_transport.h"
 
 namespace kv {
 namespace {
@@ -530,6 +532,100 @@ TEST_F(GossipTest, AJoinIsPlannedOnlyOnAFreshEntryOfANodeWithoutRecords) {
   absl::Status planned = changer.MakePlan(MembershipChanger::Action::kJoin, "n9").status();
   EXPECT_TRUE(absl::StrContains(planned.message(), "has not yet gossiped under layout version 1"))
       << planned;
+  changer.Shutdown();
+}
+
+// The members' layout reservations as a transport: each peer answers from its own
+// LayoutReservations against its gossiper's layout, or never (unreachable).
+class ReservingTransport : public testing::StubPeerTransport {
+ public:
+  ReservingTransport(std::string self_id, const Clock* clock) : self_id_(std::move(self_id)) {
+    for (const char* id : {"n1", "n2", "n3", "n4"}) {
+      reservations[id] = std::make_unique<LayoutReservations>(clock, LayoutReservations::Options());
+    }
+  }
+  void ReserveLayout(const Member& peer, uint64_t version, std::string change,
+                     std::function<void(absl::Status)> done) override {
+    ++asked;
+    if (unreachable.count(peer.id) > 0) return;  // never answers
+    const ClusterLayout layout = layouts.at(peer.id)();
+    done(reservations[peer.id]->Reserve(self_id_, version, change, layout.version,
+                                        layout.in_transition()));
+  }
+
+  std::map<std::string, std::unique_ptr<LayoutReservations>> reservations;
+  std::map<std::string, std::function<ClusterLayout()>> layouts;  // each peer's layout
+  std::set<std::string> unreachable;
+  int asked = 0;
+
+ private:
+  const std::string self_id_;
+};
+
+// Two commits at once on two nodes must not both install a layout version (gossip keeps the first
+// layout of a version a node sees: the cluster would split for good). A commit proposes only with
+// the version reserved by a majority of the current members.
+TEST_F(GossipTest, ACommitNeedsItsLayoutVersionReservedByAMajority) {
+  all_ = MakeMembers(4);
+  const std::vector<Member> ring(all_.begin(), all_.begin() + 3);
+  for (size_t i = 0; i < 3; ++i) StartNode(i, ring);
+  Gossiper::Options joiner;
+  joiner.seeds = {all_[0].address};
+  joiner.holds_records = [] { return false; };
+  StartNode(3, ring, joiner);
+  OperationRegistry operations("n1", "1", &clock_, {});
+  MembershipChanger::Options options;
+  options.reserve_timeout = absl::Milliseconds(100);
+  MembershipChanger changer(nodes_[0].gossiper.get(), &operations, &scheduler_, &clock_, options);
+  LayoutReservations local(&clock_, LayoutReservations::Options());
+  ReservingTransport transport("n1", &clock_);
+  for (size_t i = 0; i < 3; ++i) {
+    transport.layouts[all_[i].id] = [this, i] { return nodes_[i].gossiper->Layout(); };
+  }
+  changer.SetReservations("n1", &local, &transport);
+  ASSERT_NE(
+      AdvanceUntil([&] { return changer.MakePlan(MembershipChanger::Action::kJoin, "n4").ok(); },
+                   absl::Seconds(5)),
+      absl::InfiniteDuration());
+  const uint64_t before = nodes_[0].gossiper->Layout().version;
+
+  // Another node's commit holds the next version on n2 and n3: refused, nothing proposed.
+  for (const char* id : {"n2", "n3"}) {
+    ASSERT_TRUE(
+        transport.reservations[id]->Reserve("n3", before + 1, "leave n2", before, false).ok());
+  }
+  auto commit = [&] { return changer.Commit(MembershipChanger::Action::kJoin, "n4", 0).status(); };
+  absl::Status refused = commit();
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "reserved by 1 of 3 members")) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "reserved by n3 for \"leave n2\"")) << refused;
+  EXPECT_EQ(nodes_[0].gossiper->Layout().version, before);
+
+  // Members that do not answer grant nothing: UNAVAILABLE, and a retry may succeed.
+  clock_.Advance(LayoutReservations::Options().lease);  // the other commit's reservation lapses
+  transport.unreachable = {"n2", "n3"};
+  absl::Status unavailable = commit();
+  EXPECT_TRUE(absl::IsUnavailable(unavailable)) << unavailable;
+  EXPECT_TRUE(absl::StrContains(unavailable.message(), "n2: no answer in")) << unavailable;
+  EXPECT_EQ(nodes_[0].gossiper->Layout().version, before);
+
+  // A majority is enough: n1 (itself) and n2 grant, n3 does not answer.
+  transport.unreachable = {"n3"};
+  absl::Status committed = commit();
+  EXPECT_TRUE(committed.ok()) << committed;
+  EXPECT_EQ(nodes_[0].gossiper->Layout().version, before + 1);
+  // n2 promised the version to n1: another proposer cannot get it there.
+  absl::Status taken =
+      transport.reservations["n2"]->Reserve("n3", before + 1, "leave n2", before, false);
+  EXPECT_TRUE(absl::IsFailedPrecondition(taken)) << taken;
+  // Only the version after a member's own can be reserved there.
+  absl::Status skipped = local.Reserve("n3", before + 3, "leave n2", before + 1, false);
+  EXPECT_TRUE(absl::StrContains(skipped.message(), "cannot be reserved here")) << skipped;
+  // Nor during a transition: the layout completing it is never reserved, and comes first.
+  ASSERT_TRUE(nodes_[0].gossiper->Layout().in_transition());
+  absl::Status during = transport.reservations["n2"]->Reserve("n3", before + 2, "leave n2",
+                                                              before + 1, /*in_transition=*/true);
+  EXPECT_TRUE(absl::StrContains(during.message(), "under way")) << during;
   changer.Shutdown();
 }
 

@@ -553,6 +553,49 @@ TEST_F(MembershipPurgeTest, PurgingResumesOnTheNewRingAfterAJoin) {
 // The node that committed a change stops before completing it (its operation is in memory, so a
 // restart forgets it): another node completes the transition once every source is done. Here the
 // joining node commits its own join (it is not a source) and is killed during the handoff.
+// Two commits at once on two nodes must not both install a layout version (gossip keeps the first
+// layout of a version a node sees, so the cluster would split for good). Another proposer holds
+// the next version on two of the three members: a commit through n1 is refused, says who holds
+// it, and changes nothing; once that reservation lapses, the same commit goes through.
+TEST_F(MembershipProcessTest, ACommitIsRefusedWhileAnotherProposerHoldsTheNextVersion) {
+  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
+  ASSERT_TRUE(Eventually([&] {
+    const std::vector<std::string> plan = {
+        KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "--json", "cluster", "join", "n4"};
+    return RunCommand(plan, "", absl::Seconds(30)).exit_code == 0;
+  })) << cluster_->LogTails();
+  const uint64_t before =
+      KvctlJson(0, {"cluster", "status"}, 0).value("layout_version", uint64_t{0});
+  const absl::Time reserved_at = absl::Now();
+  for (const size_t node : {1, 2}) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    internal::v1::ReserveLayoutRequest request;
+    request.set_proposer_id("rival");
+    request.set_version(before + 1);
+    request.set_change("leave n2");
+    internal::v1::ReserveLayoutResponse response;
+    const grpc::Status granted = ReplicaOf(node)->ReserveLayout(&context, request, &response);
+    ASSERT_TRUE(granted.ok()) << granted.error_message();
+  }
+  const std::vector<std::string> commit = {
+      KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "join", "n4", "--commit"};
+  const CommandResult refused = RunCommand(commit, "", absl::Seconds(30));
+  EXPECT_NE(refused.exit_code, 0) << refused.out;
+  EXPECT_TRUE(absl::StrContains(refused.err, "reserved by 1 of 3 members")) << refused.err;
+  EXPECT_TRUE(absl::StrContains(refused.err, "reserved by rival for \"leave n2\"")) << refused.err;
+  for (size_t node = 0; node < 3; ++node) {
+    EXPECT_EQ(KvctlJson(node, {"cluster", "status"}, 0).value("layout_version", uint64_t{0}),
+              before);
+  }
+  // The rival never proposed; its reservations lapse after their lease (kvnode's default,
+  // LayoutReservations::Options).
+  const absl::Duration lease = absl::Seconds(10);
+  absl::SleepFor(reserved_at + lease + absl::Milliseconds(500) - absl::Now());
+  const nlohmann::json joined = CommitAndWait(0, "join", "n4");
+  EXPECT_EQ(joined.value("state", ""), "SUCCEEDED") << joined.dump();
+}
+
 class MembershipTakeoverTest : public MembershipProcessTest {
  protected:
   void SetUp() override {
