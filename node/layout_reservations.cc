@@ -9,7 +9,12 @@ absl::Status LayoutReservations::Reserve(absl::string_view proposer, uint64_t ve
                                          absl::string_view change, uint64_t current,
                                          bool in_transition) {
   if (proposer.empty()) return absl::InvalidArgumentError("a reservation needs a proposer id");
-  if (current + 1 != version) {
+  if (current + 1 < version) {
+    return absl::UnavailableError(absl::StrCat("this member has not learned layout version ",
+                                               version - 1, " yet (it is at ", current,
+                                               "); gossip brings it within seconds, retry"));
+  }
+  if (current + 1 > version) {
     return absl::FailedPreconditionError(absl::StrCat("this member's cluster layout is at version ",
                                                       current, ", so version ", version,
                                                       " cannot be reserved here; plan again"));
@@ -24,8 +29,10 @@ absl::Status LayoutReservations::Reserve(absl::string_view proposer, uint64_t ve
   if (version_ == version && holder_ != proposer && now < expiry_) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "layout version %d is reserved by %s for \"%s\" for %s more: another membership change "
-        "is being committed; wait for it (kvctl cluster status) and plan again",
-        version, holder_, change_, absl::FormatDuration(expiry_ - now)));
+        "is being committed (kvctl cluster status shows it once it is), or failed and holds the "
+        "version until then; plan again after that",
+        version, holder_, change_,
+        absl::FormatDuration(absl::Ceil(expiry_ - now, absl::Seconds(1)))));
   }
   version_ = version;
   holder_ = std::string(proposer);

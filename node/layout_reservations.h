@@ -16,12 +16,18 @@
 // lease renewed (a retried commit). A reservation lasts Options::lease from its grant, so that a
 // proposer that stopped before proposing does not block changes for good; the proposer proposes
 // only while the lease it measured from before asking still runs, with a margin (see
-// MembershipChanger), so that an expired reservation has no layout in flight behind it. Refused:
-// FAILED_PRECONDITION naming the holder and its change, or this member's layout version.
+// MembershipChanger). Refused: FAILED_PRECONDITION naming the holder and its change, or this
+// member's layout version if it is ahead of the proposer's or a transition; UNAVAILABLE if it is
+// behind (gossip brings the proposer's layout within seconds). A proposer whose commit failed
+// keeps the grants it got until they lapse (no release).
 //
-// Memory only: a member that restarts forgets its reservation, which can let a second proposer
-// win while the first one's lease runs (both then need that member in their majority; a
-// restart within one lease is the window). Thread-safe; time comes from the injected Clock.
+// Not consensus: a grant records no layout. A proposer cut off right after proposing (its layout
+// still on it alone) lets its grants lapse, and a second proposer may then win the same version
+// with another layout; gossip keeps either on the nodes that have it. So may a member that
+// restarts within a lease (memory only) or whose clock jumps forward (the lease is measured by
+// the injected Clock, wall time in kvnode). Closing these needs the members to accept the layout
+// itself before it is proposed, and a new proposer to finish any layout a majority accepted
+// (Paxos), which is not built. Thread-safe.
 #ifndef KV_NODE_LAYOUT_RESERVATIONS_H_
 #define KV_NODE_LAYOUT_RESERVATIONS_H_
 

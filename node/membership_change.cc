@@ -112,6 +112,10 @@ absl::StatusOr<std::pair<MembershipChanger::Plan, std::string>> MembershipChange
   }
   const absl::Time asked = clock_->Now();
   if (absl::Status reserved = Reserve(*plan); !reserved.ok()) return reserved;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return absl::UnavailableError("the node is shutting down; nothing changed");
+  }
   if (reservations_ != nullptr && clock_->Now() - asked >= reservations_->options().lease / 2) {
     // The grants may lapse before the layout reaches the members; another commit could win them.
     return absl::UnavailableError(
@@ -155,20 +159,21 @@ absl::Status MembershipChanger::Reserve(const Plan& plan) {
   struct Answers {
     absl::Mutex mu;
     std::vector<std::optional<absl::Status>> statuses ABSL_GUARDED_BY(mu);
-    size_t pending ABSL_GUARDED_BY(mu) = 0;
+    size_t granted ABSL_GUARDED_BY(mu) = 0;
+    size_t failed ABSL_GUARDED_BY(mu) = 0;
   };
   auto answers = std::make_shared<Answers>();
   const std::vector<Member>& members = plan.current.members;
+  const size_t n = members.size();
   {
     absl::MutexLock lock(&answers->mu);
-    answers->statuses.resize(members.size());
-    answers->pending = members.size();
+    answers->statuses.resize(n);
   }
-  for (size_t i = 0; i < members.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     auto answer = [answers, i](absl::Status status) {
       absl::MutexLock lock(&answers->mu);
+      ++(status.ok() ? answers->granted : answers->failed);
       answers->statuses[i] = std::move(status);
-      --answers->pending;
     };
     if (members[i].id == self_id_) {
       answer(reservations_->Reserve(self_id_, version, change, plan.current.version,
@@ -178,37 +183,40 @@ absl::Status MembershipChanger::Reserve(const Plan& plan) {
     }
   }
   size_t granted = 0;
+  // Why members did not grant: refusals that planning again or waiting for another change
+  // answers (and codes a retry cannot change), and members that may grant on a retry.
   std::vector<std::string> refusals;
-  std::vector<std::string> unanswered;
+  std::vector<std::string> transient;
   {
     absl::MutexLock lock(&answers->mu);
-    auto all_answered = [&answers]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(answers->mu) {
-      return answers->pending == 0;
+    // Until a majority granted, or can no longer grant, or the time is up.
+    auto decided = [&answers, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(answers->mu) {
+      return 2 * answers->granted > n || 2 * (n - answers->failed) <= n;
     };
-    answers->mu.AwaitWithTimeout(absl::Condition(&all_answered), options_.reserve_timeout);
-    for (size_t i = 0; i < members.size(); ++i) {
+    answers->mu.AwaitWithTimeout(absl::Condition(&decided), options_.reserve_timeout);
+    granted = answers->granted;
+    if (2 * granted > n) return absl::OkStatus();
+    for (size_t i = 0; i < n; ++i) {
       const std::optional<absl::Status>& status = answers->statuses[i];
-      if (status.has_value() && status->ok()) {
-        ++granted;
-      } else if (status.has_value() && absl::IsFailedPrecondition(*status)) {
+      if (!status.has_value()) {
+        transient.push_back(absl::StrCat(members[i].id, ": no answer yet"));
+      } else if (absl::IsUnavailable(*status) || absl::IsDeadlineExceeded(*status)) {
+        transient.push_back(absl::StrCat(members[i].id, ": ", status->ToString()));
+      } else if (absl::IsFailedPrecondition(*status)) {
         refusals.push_back(absl::StrCat(members[i].id, ": ", status->message()));
-      } else {
-        unanswered.push_back(absl::StrCat(
-            members[i].id, ": ",
-            status.has_value()
-                ? status->ToString()
-                : absl::StrCat("no answer in ", absl::FormatDuration(options_.reserve_timeout))));
+      } else if (!status->ok()) {
+        refusals.push_back(absl::StrCat(members[i].id, ": ", status->ToString()));
       }
     }
   }
-  if (2 * granted > members.size()) return absl::OkStatus();
-  const std::string why = absl::StrCat(
-      "layout version ", version, " (", change, ") was reserved by ", granted, " of ",
-      members.size(), " members, and a membership change needs a majority; nothing changed",
-      refusals.empty() ? "" : "; refused by ", absl::StrJoin(refusals, "; "),
-      unanswered.empty() ? "" : "; not granted by ", absl::StrJoin(unanswered, "; "));
-  // A refusal means another commit holds the version (or this node's plan is behind): planning
-  // again is the way on. Without refusals, members are unreachable: a retry may succeed.
+  const std::string why =
+      absl::StrCat("layout version ", version, " (", change, ") was reserved by ", granted, " of ",
+                   n, " members, and a membership change needs a majority; nothing changed",
+                   refusals.empty() ? "" : "; refused by ", absl::StrJoin(refusals, "; "),
+                   transient.empty() ? "" : "; not granted by ", absl::StrJoin(transient, "; "));
+  // A refusal is not undone by retrying the same commit at once: another commit holds the
+  // version, this node's plan is behind, or a member cannot take reservations. Otherwise members
+  // are unreachable or behind, and a retry may succeed.
   return refusals.empty() ? absl::UnavailableError(why) : absl::FailedPreconditionError(why);
 }
 

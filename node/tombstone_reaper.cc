@@ -246,7 +246,15 @@ void TombstoneReaper::OnPeersPurged(std::shared_ptr<Sweep> sweep,
   // by anti-entropy if they still own the key, and it absorbs a stale copy a new owner may hold.
   absl::Status own = absl::FailedPreconditionError(current ? "a replica did not purge"
                                                            : "a newer layout paused purging");
-  if (all_gone && current) own = store_->PurgeIfUnchanged(c.key, c.record);
+  if (all_gone && current) {
+    // Checked again inside the purge's commit, as the replicas do (ReplicaService::PurgeRecord).
+    own = store_->PurgeIfUnchanged(c.key, c.record, [this, sweep](absl::string_view) {
+      absl::MutexLock lock(&mu_);
+      return sweep->generation == generation_
+                 ? absl::OkStatus()
+                 : absl::FailedPreconditionError("a newer layout paused purging");
+    });
+  }
   {
     absl::MutexLock lock(&mu_);
     if (own.ok() || absl::IsNotFound(own)) {

@@ -540,7 +540,7 @@ TEST_F(GossipTest, AJoinIsPlannedOnlyOnAFreshEntryOfANodeWithoutRecords) {
 class ReservingTransport : public testing::StubPeerTransport {
  public:
   ReservingTransport(std::string self_id, const Clock* clock) : self_id_(std::move(self_id)) {
-    for (const char* id : {"n1", "n2", "n3", "n4"}) {
+    for (const char* id : {"n1", "n2", "n3", "n4", "n5"}) {
       reservations[id] = std::make_unique<LayoutReservations>(clock, LayoutReservations::Options());
     }
   }
@@ -566,65 +566,73 @@ class ReservingTransport : public testing::StubPeerTransport {
 // layout of a version a node sees: the cluster would split for good). A commit proposes only with
 // the version reserved by a majority of the current members.
 TEST_F(GossipTest, ACommitNeedsItsLayoutVersionReservedByAMajority) {
-  all_ = MakeMembers(4);
-  const std::vector<Member> ring(all_.begin(), all_.begin() + 3);
-  for (size_t i = 0; i < 3; ++i) StartNode(i, ring);
+  all_ = MakeMembers(5);
+  const std::vector<Member> ring(all_.begin(), all_.begin() + 4);
+  for (size_t i = 0; i < 4; ++i) StartNode(i, ring);
   Gossiper::Options joiner;
   joiner.seeds = {all_[0].address};
   joiner.holds_records = [] { return false; };
-  StartNode(3, ring, joiner);
+  StartNode(4, ring, joiner);
   OperationRegistry operations("n1", "1", &clock_, {});
   MembershipChanger::Options options;
   options.reserve_timeout = absl::Milliseconds(100);
   MembershipChanger changer(nodes_[0].gossiper.get(), &operations, &scheduler_, &clock_, options);
   LayoutReservations local(&clock_, LayoutReservations::Options());
   ReservingTransport transport("n1", &clock_);
-  for (size_t i = 0; i < 3; ++i) {
+  for (size_t i = 0; i < 4; ++i) {
     transport.layouts[all_[i].id] = [this, i] { return nodes_[i].gossiper->Layout(); };
   }
   changer.SetReservations("n1", &local, &transport);
   ASSERT_NE(
-      AdvanceUntil([&] { return changer.MakePlan(MembershipChanger::Action::kJoin, "n4").ok(); },
+      AdvanceUntil([&] { return changer.MakePlan(MembershipChanger::Action::kJoin, "n5").ok(); },
                    absl::Seconds(5)),
       absl::InfiniteDuration());
   const uint64_t before = nodes_[0].gossiper->Layout().version;
+  auto rival_reserves = [&](const char* member, uint64_t version, uint64_t current,
+                            bool in_transition) {
+    return transport.reservations[member]->Reserve("rival", version, "leave n2", current,
+                                                   in_transition);
+  };
 
-  // Another node's commit holds the next version on n2 and n3: refused, nothing proposed.
-  for (const char* id : {"n2", "n3"}) {
-    ASSERT_TRUE(
-        transport.reservations[id]->Reserve("n3", before + 1, "leave n2", before, false).ok());
-  }
-  auto commit = [&] { return changer.Commit(MembershipChanger::Action::kJoin, "n4", 0).status(); };
+  // Another commit holds the next version on n3 and n4: n1 and n2 are half of the members, not a
+  // majority. Refused, nothing proposed.
+  for (const char* id : {"n3", "n4"})
+    ASSERT_TRUE(rival_reserves(id, before + 1, before, false).ok());
+  auto commit = [&] { return changer.Commit(MembershipChanger::Action::kJoin, "n5", 0).status(); };
   absl::Status refused = commit();
   EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
-  EXPECT_TRUE(absl::StrContains(refused.message(), "reserved by 1 of 3 members")) << refused;
-  EXPECT_TRUE(absl::StrContains(refused.message(), "reserved by n3 for \"leave n2\"")) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "reserved by 2 of 4 members")) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "reserved by rival for \"leave n2\""))
+      << refused;
   EXPECT_EQ(nodes_[0].gossiper->Layout().version, before);
 
   // Members that do not answer grant nothing: UNAVAILABLE, and a retry may succeed.
-  clock_.Advance(LayoutReservations::Options().lease);  // the other commit's reservation lapses
-  transport.unreachable = {"n2", "n3"};
+  clock_.Advance(LayoutReservations::Options().lease);  // the rival's reservations lapse
+  transport.unreachable = {"n3", "n4"};
   absl::Status unavailable = commit();
   EXPECT_TRUE(absl::IsUnavailable(unavailable)) << unavailable;
-  EXPECT_TRUE(absl::StrContains(unavailable.message(), "n2: no answer in")) << unavailable;
+  EXPECT_TRUE(absl::StrContains(unavailable.message(), "n3: no answer yet")) << unavailable;
   EXPECT_EQ(nodes_[0].gossiper->Layout().version, before);
 
-  // A majority is enough: n1 (itself) and n2 grant, n3 does not answer.
-  transport.unreachable = {"n3"};
+  // A majority is enough: n1 (itself), n2 and n3 grant, n4 does not answer.
+  transport.unreachable = {"n4"};
   absl::Status committed = commit();
   EXPECT_TRUE(committed.ok()) << committed;
   EXPECT_EQ(nodes_[0].gossiper->Layout().version, before + 1);
-  // n2 promised the version to n1: another proposer cannot get it there.
-  absl::Status taken =
-      transport.reservations["n2"]->Reserve("n3", before + 1, "leave n2", before, false);
+  // n3 promised the version to n1: the rival cannot get it there.
+  absl::Status taken = rival_reserves("n3", before + 1, before, false);
   EXPECT_TRUE(absl::IsFailedPrecondition(taken)) << taken;
-  // Only the version after a member's own can be reserved there.
-  absl::Status skipped = local.Reserve("n3", before + 3, "leave n2", before + 1, false);
-  EXPECT_TRUE(absl::StrContains(skipped.message(), "cannot be reserved here")) << skipped;
+
+  // Only the version after a member's own can be reserved there: a member ahead of the
+  // proposer refuses, one behind it answers UNAVAILABLE (gossip brings it the layout).
+  absl::Status ahead = rival_reserves("n2", before + 1, before + 1, false);
+  EXPECT_TRUE(absl::IsFailedPrecondition(ahead)) << ahead;
+  EXPECT_TRUE(absl::StrContains(ahead.message(), "cannot be reserved here")) << ahead;
+  absl::Status behind = rival_reserves("n2", before + 3, before + 1, false);
+  EXPECT_TRUE(absl::IsUnavailable(behind)) << behind;
   // Nor during a transition: the layout completing it is never reserved, and comes first.
   ASSERT_TRUE(nodes_[0].gossiper->Layout().in_transition());
-  absl::Status during = transport.reservations["n2"]->Reserve("n3", before + 2, "leave n2",
-                                                              before + 1, /*in_transition=*/true);
+  absl::Status during = rival_reserves("n2", before + 2, before + 1, /*in_transition=*/true);
   EXPECT_TRUE(absl::StrContains(during.message(), "under way")) << during;
   changer.Shutdown();
 }

@@ -550,9 +550,6 @@ TEST_F(MembershipPurgeTest, PurgingResumesOnTheNewRingAfterAJoin) {
   }
 }
 
-// The node that committed a change stops before completing it (its operation is in memory, so a
-// restart forgets it): another node completes the transition once every source is done. Here the
-// joining node commits its own join (it is not a source) and is killed during the handoff.
 // Two commits at once on two nodes must not both install a layout version (gossip keeps the first
 // layout of a version a node sees, so the cluster would split for good). Another proposer holds
 // the next version on two of the three members: a commit through n1 is refused, says who holds
@@ -596,6 +593,9 @@ TEST_F(MembershipProcessTest, ACommitIsRefusedWhileAnotherProposerHoldsTheNextVe
   EXPECT_EQ(joined.value("state", ""), "SUCCEEDED") << joined.dump();
 }
 
+// The node that committed a change stops before completing it (its operation is in memory, so a
+// restart forgets it): another node completes the transition once every source is done. Here the
+// joining node commits its own join (it is not a source) and is killed during the handoff.
 class MembershipTakeoverTest : public MembershipProcessTest {
  protected:
   void SetUp() override {
