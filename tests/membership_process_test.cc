@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -591,6 +592,56 @@ TEST_F(MembershipProcessTest, ACommitIsRefusedWhileAnotherProposerHoldsTheNextVe
   absl::SleepFor(reserved_at + lease + absl::Milliseconds(500) - absl::Now());
   const nlohmann::json joined = CommitAndWait(0, "join", "n4");
   EXPECT_EQ(joined.value("state", ""), "SUCCEEDED") << joined.dump();
+}
+
+// The race a review found: a join committed through n1 and a leave through n2 at the same moment.
+// Before layout reservations both succeeded and the cluster split for good into two layouts of
+// one version. Now at most one commit succeeds, and every node ends on the same layout.
+TEST_F(MembershipProcessTest, TwoCommitsAtOnceOnTwoNodesLeaveOneLayout) {
+  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
+  ASSERT_TRUE(Eventually([&] {
+    const std::vector<std::string> plan = {
+        KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "--json", "cluster", "join", "n4"};
+    return RunCommand(plan, "", absl::Seconds(30)).exit_code == 0;
+  })) << cluster_->LogTails();
+  const uint64_t before =
+      KvctlJson(0, {"cluster", "status"}, 0).value("layout_version", uint64_t{0});
+  const std::vector<std::vector<std::string>> commits = {
+      {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "join", "n4", "--commit"},
+      {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(1), "cluster", "leave", "n3", "--commit"}};
+  std::vector<CommandResult> results(commits.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < commits.size(); ++i) {
+    threads.emplace_back([&, i] { results[i] = RunCommand(commits[i], "", absl::Seconds(30)); });
+  }
+  for (std::thread& thread : threads) thread.join();
+  int succeeded = 0;
+  for (const CommandResult& result : results) {
+    std::cout << "exit " << result.exit_code << ": " << result.out << result.err << "\n";
+    if (result.exit_code == 0) ++succeeded;
+  }
+  EXPECT_LE(succeeded, 1);
+  // Every node, the joiner included, settles on one layout: the same version, change and members.
+  std::string layouts;
+  const bool converged = Eventually([&] {
+    std::set<std::string> seen;
+    layouts.clear();
+    for (size_t node = 0; node < 4; ++node) {
+      const nlohmann::json status = KvctlJson(node, {"cluster", "status"}, 0);
+      std::set<std::string> members;  // of the ring the node places keys on
+      for (const nlohmann::json& member : status["members"]) {
+        members.insert(member.value("node_id", ""));
+      }
+      const std::string layout = absl::StrCat(
+          status.value("layout_version", uint64_t{0}), " ", status.value("layout_change", ""),
+          " members ", absl::StrJoin(members, ","), " next ", status["layout_next_members"].dump());
+      absl::StrAppend(&layouts, cluster_->node_id(node), ": ", layout, "\n");
+      seen.insert(layout);
+    }
+    return seen.size() == 1;
+  });
+  EXPECT_TRUE(converged) << layouts << cluster_->LogTails();
+  EXPECT_GE(KvctlJson(0, {"cluster", "status"}, 0).value("layout_version", uint64_t{0}), before);
 }
 
 // The node that committed a change stops before completing it (its operation is in memory, so a
