@@ -12,14 +12,14 @@
 // Reserve grants `version` to `proposer` if this member's layout is at `version` - 1, is not a
 // transition (the layout completing one is never reserved: every node computes it alike, and
 // no change may be committed before it), and no other proposer holds an unexpired reservation
-// of `version`; a proposer that holds it gets its
-// lease renewed (a retried commit). A reservation lasts Options::lease from its grant, so that a
-// proposer that stopped before proposing does not block changes for good; the proposer proposes
-// only while the lease it measured from before asking still runs, with a margin (see
-// MembershipChanger). Refused: FAILED_PRECONDITION naming the holder and its change, or this
-// member's layout version if it is ahead of the proposer's or a transition; UNAVAILABLE if it is
-// behind (gossip brings the proposer's layout within seconds). A proposer whose commit failed
-// keeps the grants it got until they lapse (no release).
+// of `version`; a proposer that holds it gets its lease renewed (a retried commit). A
+// reservation lasts Options::lease from its grant, so that a proposer that stopped before
+// proposing does not block changes for good; the proposer proposes only while the lease it
+// measured from before asking still runs, with a margin (see MembershipChanger). Refused:
+// FAILED_PRECONDITION naming the holder and its change, or this member's layout version if it is
+// ahead of the proposer's or a transition; UNAVAILABLE if it is behind (gossip brings the
+// proposer's layout within seconds). A proposer whose commit failed keeps the grants it got until
+// they lapse (no release).
 //
 // Not consensus: a grant records no layout. A proposer cut off right after proposing (its layout
 // still on it alone) lets its grants lapse, and a second proposer may then win the same version
