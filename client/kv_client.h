@@ -167,6 +167,8 @@ struct ClusterStatusResult {
   uint64_t layout_version = 0;
   std::vector<std::string> layout_next_members;
   std::string layout_change;
+  // Empty, or why another node holds a different layout of the same version (a split).
+  std::string layout_conflict;
 };
 
 struct CallOptions {

@@ -151,6 +151,7 @@ ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* respons
   result.layout_next_members.assign(response->layout_next_members().begin(),
                                     response->layout_next_members().end());
   result.layout_change = response->layout_change();
+  result.layout_conflict = response->layout_conflict();
   return result;
 }
 

@@ -91,7 +91,8 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
               {"replication_lag_samples", status.replication_lag_samples},
               {"layout_version", status.layout_version},
               {"layout_next_members", status.layout_next_members},
-              {"layout_change", status.layout_change}};
+              {"layout_change", status.layout_change},
+              {"layout_conflict", status.layout_conflict}};
   for (const MemberStatus& member : status.members) {
     out.json["members"].push_back(MemberToJson(member));
   }
@@ -99,6 +100,10 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
       "cluster as seen by ", status.node_id, ": N=", status.replication_factor,
       " W=", status.default_w, " R=", status.default_r, ", ", status.members.size(),
       " member(s), layout version ", status.layout_version, "\n",
+      status.layout_conflict.empty()
+          ? ""
+          : absl::StrCat("WARNING: cluster layout conflict: ", status.layout_conflict,
+                         " (README.md, \"One change at a time across the cluster\")\n"),
       status.layout_next_members.empty()
           ? ""
           : absl::StrCat("membership change in progress (", status.layout_change,

@@ -5,6 +5,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace kv {
 namespace {
@@ -33,6 +34,23 @@ bool ClusterLayout::Contains(absl::string_view id) const {
 }
 
 bool ClusterLayout::IsOwner(absl::string_view id) const { return HasId(members, id); }
+
+bool SameLayout(const ClusterLayout& a, const ClusterLayout& b) {
+  return a.version == b.version && a.members == b.members && a.next == b.next &&
+         a.change == b.change;
+}
+
+std::string DescribeLayout(const ClusterLayout& layout) {
+  auto ids = [](const std::vector<Member>& members) {
+    return absl::StrJoin(members, ",",
+                         [](std::string* out, const Member& m) { absl::StrAppend(out, m.id); });
+  };
+  std::string text = absl::StrCat("version ", layout.version, ": owners ", ids(layout.members));
+  if (layout.in_transition()) {
+    absl::StrAppend(&text, " -> ", ids(layout.next), " (", layout.change, ")");
+  }
+  return text;
+}
 
 absl::Status CheckLayout(const ClusterLayout& layout) {
   if (layout.version == 0 || layout.version > kMaxLayoutVersion) {

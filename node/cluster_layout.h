@@ -38,6 +38,11 @@ struct ClusterLayout {
   bool IsOwner(absl::string_view id) const;   // in members
 };
 
+// True if `a` and `b` are the same layout: version, owners, next owners and change.
+bool SameLayout(const ClusterLayout& a, const ClusterLayout& b);
+// "version 3: owners n1,n2,n3 -> n1,n2,n3,n4 (join n4)", for messages.
+std::string DescribeLayout(const ClusterLayout& layout);
+
 // Bounds on a layout that comes from a peer or from disk. A change raises the version by 2, so
 // no cluster comes near kMaxLayoutVersion; a layout above it could never be followed by a newer
 // one (and versions are raised without overflow checks).

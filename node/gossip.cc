@@ -65,6 +65,7 @@ void Gossiper::AdoptLayout(const ClusterLayout& layout) {
   if (layout.version <= layout_.version || layout.members.empty()) return;
   layout_ = layout;
   layout_changed_ = true;
+  layout_conflict_.clear();
   const absl::Time now = clock_->Now();
   auto add = [&](const Member& m) {
     auto [it, inserted] = members_.try_emplace(m.id);
@@ -114,6 +115,11 @@ void Gossiper::NotifyLayout() {
 ClusterLayout Gossiper::Layout() const {
   absl::MutexLock lock(&mu_);
   return layout_;
+}
+
+std::string Gossiper::LayoutConflict() const {
+  absl::MutexLock lock(&mu_);
+  return layout_conflict_;
 }
 
 absl::Status Gossiper::ProposeLayout(ClusterLayout layout) {
@@ -279,6 +285,16 @@ void Gossiper::Merge(const GossipDigest& digest) {
     } else {
       LogRefusal(digest, absl::StrCat("layout version ", digest.layout.version), valid);
     }
+  } else if (digest.layout.version == layout_.version && layout_conflict_.empty() &&
+             !SameLayout(digest.layout, layout_) && CheckLayout(digest.layout).ok()) {
+    // Two membership changes installed one version (node/layout_reservations.h says when that
+    // can still happen): the cluster is split until a newer layout reaches both sides.
+    layout_conflict_ = absl::StrCat(
+        absl::CHexEscape(absl::string_view(digest.from_id).substr(0, 64)), " gossips layout ",
+        DescribeLayout(digest.layout), ", this node holds ", DescribeLayout(layout_),
+        ": two membership changes installed the same version, and the nodes on each side place "
+        "keys differently");
+    LogError("cluster layout conflict", {{"detail", layout_conflict_}});
   }
   for (const MemberEntry& in : digest.members) {
     if (in.member.id.empty()) continue;

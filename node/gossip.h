@@ -117,6 +117,11 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   uint32_t ClusterFormatLevel() const override;
   Liveness LivenessOf(absl::string_view member_id) const;
   ClusterLayout Layout() const;
+  // Empty, or what a peer's gossip showed: another layout of this node's version. Gossip never
+  // adopts a layout of the version it holds, so such a split stays until a newer layout reaches
+  // both sides; it is reported (here, in ClusterStatus, in a log line) rather than hidden. Cleared
+  // when the node adopts a newer layout.
+  std::string LayoutConflict() const;
   // Installs `layout` if its version is greater than the current one; FAILED_PRECONDITION (naming
   // both versions) otherwise, e.g. when another change won the race.
   absl::Status ProposeLayout(ClusterLayout layout);
@@ -169,7 +174,8 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   ClusterLayout layout_ ABSL_GUARDED_BY(mu_);
   bool layout_changed_ ABSL_GUARDED_BY(mu_) = false;
-  std::string last_refusal_ ABSL_GUARDED_BY(mu_);  // see LogRefusal
+  std::string last_refusal_ ABSL_GUARDED_BY(mu_);     // see LogRefusal
+  std::string layout_conflict_ ABSL_GUARDED_BY(mu_);  // see LayoutConflict
   // When, and under which layout version, Options::holds_records was last asked.
   uint64_t holds_records_checked_version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time holds_records_checked_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

@@ -224,6 +224,9 @@ std::vector<prometheus::MetricFamily> StatusFamilies(const v1::ClusterStatusResp
          MetricType::Gauge, static_cast<double>(status.layout_version()));
   single("kv_layout_in_transition", "1 while a join or leave is under way.", MetricType::Gauge,
          status.layout_next_members_size() > 0 ? 1 : 0);
+  single("kv_layout_conflict",
+         "1 if another node gossips a different layout of this node's version (a split).",
+         MetricType::Gauge, status.layout_conflict().empty() ? 0 : 1);
   single("kv_members", "Members that own keys in the current layout.", MetricType::Gauge,
          status.members_size());
   single("kv_merkle_ready", "1 once the anti-entropy hash trees are built.", MetricType::Gauge,

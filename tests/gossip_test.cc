@@ -637,6 +637,35 @@ TEST_F(GossipTest, ACommitNeedsItsLayoutVersionReservedByAMajority) {
   changer.Shutdown();
 }
 
+// Gossip never adopts a layout of the version it holds, so two layouts of one version (a split
+// that layout reservations do not rule out everywhere) would stay unnoticed. A node that hears
+// of one reports it, and forgets it once a newer layout arrives.
+TEST_F(GossipTest, AnotherLayoutOfTheSameVersionIsReportedAsAConflict) {
+  StartAll(3);
+  scheduler_.Advance(absl::Seconds(3));  // ordinary rounds: every node gossips the same layout
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(nodes_[i].gossiper->LayoutConflict(), "") << i;
+
+  const ClusterLayout ours = nodes_[0].gossiper->Layout();
+  GossipDigest digest;
+  digest.from_id = "n2";
+  digest.layout = ours;
+  digest.layout.next = {ours.members[0], ours.members[1]};
+  digest.layout.change = "leave n3";
+  nodes_[0].gossiper->HandleGossip(digest);
+  const std::string conflict = nodes_[0].gossiper->LayoutConflict();
+  EXPECT_TRUE(absl::StrContains(
+      conflict, absl::StrCat("n2 gossips layout version ", ours.version,
+                             ": owners n1,n2,n3 -> n1,n2 (leave n3), this node holds version ",
+                             ours.version, ": owners n1,n2,n3")))
+      << conflict;
+  EXPECT_EQ(nodes_[0].gossiper->Layout().next.size(), 0u) << "the other layout was adopted";
+
+  ClusterLayout newer = ours;
+  newer.version = ours.version + 2;
+  ASSERT_TRUE(nodes_[0].gossiper->ProposeLayout(newer).ok());
+  EXPECT_EQ(nodes_[0].gossiper->LayoutConflict(), "");
+}
+
 // A faulty or corrupted peer's layout must not be adopted: one with a repeated member, or one at
 // a version no later layout could pass, would hold every node that took it off the cluster's
 // real layouts. The rest of the digest is still taken, and a valid newer layout still is later.

@@ -637,6 +637,8 @@ TEST_F(MembershipProcessTest, TwoCommitsAtOnceOnTwoNodesLeaveOneLayout) {
           " members ", absl::StrJoin(members, ","), " next ", status["layout_next_members"].dump());
       absl::StrAppend(&layouts, cluster_->node_id(node), ": ", layout, "\n");
       seen.insert(layout);
+      // A split is also reported by the nodes that hear of the other layout.
+      EXPECT_EQ(status.value("layout_conflict", ""), "") << cluster_->node_id(node);
     }
     return seen.size() == 1;
   });
