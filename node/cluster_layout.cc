@@ -52,6 +52,22 @@ std::string DescribeLayout(const ClusterLayout& layout) {
   return text;
 }
 
+absl::Status CheckPurgeOnLayout(const ClusterLayout& layout, uint64_t confirmed_version,
+                                absl::string_view self_id) {
+  if (layout.in_transition()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(self_id, " does not purge tombstones while layout version ", layout.version,
+                     " (", layout.change, ") is in transition: a key has owners in two rings"));
+  }
+  if (confirmed_version != 0 && confirmed_version != layout.version) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        self_id, " does not purge: the record was confirmed on the ring of layout version ",
+        confirmed_version, " and this node has version ", layout.version,
+        " (the key's replicas may differ)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckLayout(const ClusterLayout& layout) {
   if (layout.version == 0 || layout.version > kMaxLayoutVersion) {
     return absl::InvalidArgumentError(

@@ -43,6 +43,12 @@ bool SameLayout(const ClusterLayout& a, const ClusterLayout& b);
 // "version 3: owners n1,n2,n3 -> n1,n2,n3,n4 (join n4)", for messages.
 std::string DescribeLayout(const ClusterLayout& layout);
 
+// Whether member `self_id`, on `layout`, may purge a tombstone confirmed on the ring of layout
+// `confirmed_version` (0: not stated, then not compared): FAILED_PRECONDITION, saying why, while
+// `layout` is a transition (a key has owners in two rings) or if its version is another.
+absl::Status CheckPurgeOnLayout(const ClusterLayout& layout, uint64_t confirmed_version,
+                                absl::string_view self_id);
+
 // Bounds on a layout that comes from a peer or from disk. A change raises the version by 2, so
 // no cluster comes near kMaxLayoutVersion; a layout above it could never be followed by a newer
 // one (and versions are raised without overflow checks).

@@ -154,7 +154,8 @@ class PeerTransport {
 
   // Membership change (node/layout_reservations.h): asks the peer to reserve layout `version`
   // for this node, which will install the layout `change` describes. OK if granted,
-  // FAILED_PRECONDITION if refused, UNIMPLEMENTED from a peer that predates reservations. `done`
+  // FAILED_PRECONDITION if refused, UNAVAILABLE if the peer has not learned this node's layout
+  // yet, UNIMPLEMENTED from a peer that predates reservations. `done`
   // may run on a transport thread without the node's executor: the caller may wait for it on an
   // executor thread. The default answers UNIMPLEMENTED at once.
   virtual void ReserveLayout(const Member& peer, uint64_t version, std::string change,

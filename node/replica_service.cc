@@ -82,20 +82,7 @@ grpc::ServerUnaryReactor* ReplicaService::SegmentKeys(
 
 absl::Status ReplicaService::CheckPurgeLayout(uint64_t confirmed_version) const {
   if (placement_ == nullptr) return absl::OkStatus();
-  const std::shared_ptr<const Placement> placement = placement_->Get();
-  const ClusterLayout& layout = placement->layout();
-  if (layout.in_transition()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(self_id_, " does not purge tombstones while layout version ", layout.version,
-                     " (", layout.change, ") is in transition: a key has owners in two rings"));
-  }
-  if (confirmed_version != 0 && confirmed_version != layout.version) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        self_id_, " does not purge: the record was confirmed on the ring of layout version ",
-        confirmed_version, " and this node has version ", layout.version,
-        " (the key's replicas may differ)"));
-  }
-  return absl::OkStatus();
+  return CheckPurgeOnLayout(placement_->Get()->layout(), confirmed_version, self_id_);
 }
 
 grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(

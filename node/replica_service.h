@@ -24,9 +24,9 @@
 // given keys this replica lacks or holds with another digest; it reads only.
 //
 // ReserveLayout reserves the next layout version for a committing node (node/layout_reservations.h)
-// against the gossiper's layout, on the gRPC thread (memory only): OK or FAILED_PRECONDITION,
-// INVALID_ARGUMENT for a change text over kMaxLayoutChangeBytes, UNIMPLEMENTED without
-// reservations set.
+// against the gossiper's layout, on the gRPC thread (memory only): OK, FAILED_PRECONDITION or
+// UNAVAILABLE as LayoutReservations::Reserve answers, INVALID_ARGUMENT for a change text over
+// kMaxLayoutChangeBytes, UNIMPLEMENTED without reservations set.
 //
 // Gossip merges the caller's membership table into the node's Gossiper and answers with the
 // node's table, on the gRPC thread (memory only); UNIMPLEMENTED without a gossiper (null).

@@ -533,15 +533,8 @@ void SimCluster::ServePurgeRecord(int node, const std::string& key, const std::s
   OnNode(node, [this, key, expected, layout_version, reply = std::move(reply)](Node* n) {
     // As ReplicaService::PurgeRecord: refused during a transition or on another layout, checked
     // before and inside the purge's commit.
-    auto check = [n, layout_version](absl::string_view /*key*/) -> absl::Status {
-      const ClusterLayout& layout = n->placement->Get()->layout();
-      if (layout.in_transition()) {
-        return absl::FailedPreconditionError("no purge during a membership change");
-      }
-      if (layout_version != 0 && layout_version != layout.version) {
-        return absl::FailedPreconditionError("no purge confirmed on another layout's ring");
-      }
-      return absl::OkStatus();
+    auto check = [n, layout_version](absl::string_view /*key*/) {
+      return CheckPurgeOnLayout(n->placement->Get()->layout(), layout_version, n->member.id);
     };
     if (absl::Status refused = check(key); !refused.ok()) return reply(refused);
     absl::StatusOr<SiblingSet> record = DecodeSiblingSet(expected);
