@@ -43,9 +43,13 @@ class ForwardingPeerTransport : public PeerTransport {
     inner_->PurgeRecord(peer, std::move(key), std::move(expected_record), layout_version,
                         std::move(done));
   }
-  void ReserveLayout(const Member& peer, uint64_t version, std::string change,
-                     std::function<void(absl::Status)> done) override {
-    inner_->ReserveLayout(peer, version, std::move(change), std::move(done));
+  void ReserveLayout(const Member& peer, uint64_t version, LayoutBallot ballot, std::string change,
+                     std::function<void(LayoutPromise)> done) override {
+    inner_->ReserveLayout(peer, version, std::move(ballot), std::move(change), std::move(done));
+  }
+  void AcceptLayout(const Member& peer, LayoutBallot ballot, ClusterLayout layout,
+                    std::function<void(absl::Status)> done) override {
+    inner_->AcceptLayout(peer, std::move(ballot), std::move(layout), std::move(done));
   }
   void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,
                       std::function<void(absl::StatusOr<std::vector<std::string>>)> done) override {

@@ -1,5 +1,7 @@
 #include "node/gossip_proto.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 
 namespace kv {
@@ -124,6 +126,39 @@ absl::StatusOr<ClusterLayout> DecodeLayout(absl::string_view bytes) {
         absl::StrCat("the stored cluster layout is not valid: ", valid.message()));
   }
   return layout;
+}
+
+std::string EncodeAcceptorState(const LayoutAcceptorState& state) {
+  internal::v1::LayoutAcceptorState proto;
+  proto.set_version(state.version);
+  proto.set_promised_round(state.promised.round);
+  proto.set_promised_proposer(state.promised.proposer);
+  if (state.accepted.has_value()) {
+    LayoutToProto(*state.accepted, proto.mutable_accepted());
+    proto.set_accepted_round(state.accepted_ballot.round);
+    proto.set_accepted_proposer(state.accepted_ballot.proposer);
+  }
+  return proto.SerializeAsString();
+}
+
+absl::StatusOr<LayoutAcceptorState> DecodeAcceptorState(absl::string_view bytes) {
+  internal::v1::LayoutAcceptorState proto;
+  if (!proto.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::DataLossError("the stored layout promise does not parse");
+  }
+  LayoutAcceptorState state;
+  state.version = proto.version();
+  state.promised = {proto.promised_round(), proto.promised_proposer()};
+  if (proto.accepted().version() != 0) {
+    ClusterLayout accepted = LayoutFromProto(proto.accepted());
+    if (absl::Status valid = CheckLayout(accepted); !valid.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("the stored accepted layout is not valid: ", valid.message()));
+    }
+    state.accepted = std::move(accepted);
+    state.accepted_ballot = {proto.accepted_round(), proto.accepted_proposer()};
+  }
+  return state;
 }
 
 }  // namespace kv

@@ -5,6 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "google/protobuf/repeated_ptr_field.h"
+#include "node/layout_reservations.h"
 #include "node/membership.h"
 #include "replica.pb.h"
 
@@ -22,6 +23,11 @@ ClusterLayout LayoutFromProto(const internal::v1::ClusterLayout& layout);
 std::string EncodeLayout(const ClusterLayout& layout);
 // DATA_LOSS if `bytes` do not parse or hold a layout CheckLayout refuses.
 absl::StatusOr<ClusterLayout> DecodeLayout(absl::string_view bytes);
+
+// replica.proto LayoutAcceptorState bytes; DATA_LOSS from Decode if they do not parse or hold an
+// accepted layout CheckLayout refuses.
+std::string EncodeAcceptorState(const LayoutAcceptorState& state);
+absl::StatusOr<LayoutAcceptorState> DecodeAcceptorState(absl::string_view bytes);
 
 // A whole GossipRequest or GossipResponse.
 template <typename Message>

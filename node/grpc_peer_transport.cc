@@ -382,17 +382,54 @@ void GrpcPeerTransport::PurgeRecord(const Member& peer, std::string key,
       });
 }
 
-void GrpcPeerTransport::ReserveLayout(const Member& peer, uint64_t version, std::string change,
-                                      std::function<void(absl::Status)> done) {
+void GrpcPeerTransport::ReserveLayout(const Member& peer, uint64_t version, LayoutBallot ballot,
+                                      std::string change, std::function<void(LayoutPromise)> done) {
   auto call = std::make_shared<
       Call<internal::v1::ReserveLayoutRequest, internal::v1::ReserveLayoutResponse>>();
   SetDeadline(&call->context, options_.merge_timeout);
-  call->request.set_proposer_id(self_id_);
+  call->request.set_proposer_id(std::move(ballot.proposer));
+  call->request.set_round(ballot.round);
   call->request.set_version(version);
   call->request.set_change(std::move(change));
   std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
   Begin(&call->context);
   stubs->replica->async()->ReserveLayout(
+      &call->context, &call->request, &call->response,
+      [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
+        LayoutPromise promise;
+        promise.status = FromPeer(status);
+        if (promise.status.ok()) {
+          const internal::v1::ReserveLayoutResponse& answer = call->response;
+          const int code = answer.code();
+          promise.status =
+              code == 0 ? absl::OkStatus()
+                        : absl::Status(code > 0 && code <= 16 ? static_cast<absl::StatusCode>(code)
+                                                              : absl::StatusCode::kUnknown,
+                                       answer.message());
+          promise.promised_round = answer.promised_round();
+          if (answer.accepted().version() != 0) {
+            promise.accepted = LayoutFromProto(answer.accepted());
+            promise.accepted_ballot = {answer.accepted_round(), answer.accepted_proposer()};
+          }
+        }
+        // Here, not on the executor, where the caller may be waiting.
+        done(std::move(promise));
+        grpc::ClientContext* context = &call->context;
+        Complete(std::move(call), context, std::move(stubs), [] {});
+      });
+}
+
+void GrpcPeerTransport::AcceptLayout(const Member& peer, LayoutBallot ballot, ClusterLayout layout,
+                                     std::function<void(absl::Status)> done) {
+  auto call = std::make_shared<
+      Call<internal::v1::AcceptLayoutRequest, internal::v1::AcceptLayoutResponse>>();
+  SetDeadline(&call->context, options_.merge_timeout);
+  call->request.set_proposer_id(std::move(ballot.proposer));
+  call->request.set_round(ballot.round);
+  LayoutToProto(layout, call->request.mutable_layout());
+  std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
+  Begin(&call->context);
+  stubs->replica->async()->AcceptLayout(
       &call->context, &call->request, &call->response,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         done(FromPeer(status));  // here, not on the executor, where the caller may be waiting

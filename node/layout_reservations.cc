@@ -1,43 +1,139 @@
 #include "node/layout_reservations.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "storage/status_macros.h"
 
 namespace kv {
+namespace {
 
-absl::Status LayoutReservations::Reserve(absl::string_view proposer, uint64_t version,
-                                         absl::string_view change, uint64_t current,
-                                         bool in_transition) {
-  if (proposer.empty()) return absl::InvalidArgumentError("a reservation needs a proposer id");
-  if (current + 1 < version) {
+// Why this member's layout `current` cannot take a layout of `version`; OK if it can.
+absl::Status CheckFollows(uint64_t version, const ClusterLayout& current, const char* what) {
+  if (current.version + 1 < version) {
     return absl::UnavailableError(absl::StrCat("this member has not learned layout version ",
-                                               version - 1, " yet (it is at ", current,
+                                               version - 1, " yet (it is at ", current.version,
                                                "); gossip brings it within seconds, retry"));
   }
-  if (current + 1 > version) {
+  if (current.version + 1 > version) {
     return absl::FailedPreconditionError(absl::StrCat("this member's cluster layout is at version ",
-                                                      current, ", so version ", version,
-                                                      " cannot be reserved here; plan again"));
+                                                      current.version, ", so version ", version,
+                                                      " cannot be ", what, " here; plan again"));
   }
-  if (in_transition) {
+  if (current.in_transition()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("this member's cluster layout (version ", current,
+        absl::StrCat("this member's cluster layout (version ", current.version,
                      ") is a membership change under way; commit the next one once it completes"));
   }
+  return absl::OkStatus();
+}
+
+bool SameState(const LayoutAcceptorState& a, const LayoutAcceptorState& b) {
+  return a.version == b.version && a.promised == b.promised &&
+         a.accepted_ballot == b.accepted_ballot &&
+         a.accepted.has_value() == b.accepted.has_value() &&
+         (!a.accepted.has_value() || SameLayout(*a.accepted, *b.accepted));
+}
+
+}  // namespace
+
+LayoutPromise LayoutReservations::Reserve(const LayoutBallot& ballot, uint64_t version,
+                                          absl::string_view change, const ClusterLayout& current) {
+  LayoutPromise promise;
+  if (ballot.proposer.empty() || ballot.round == 0) {
+    promise.status = absl::InvalidArgumentError("a reservation needs a proposer id and a round");
+    return promise;
+  }
+  promise.status = CheckFollows(version, current, "reserved");
+  if (!promise.status.ok()) return promise;
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
-  if (version_ == version && holder_ != proposer && now < expiry_) {
-    return absl::FailedPreconditionError(absl::StrFormat(
+  LayoutAcceptorState next;  // the first promise of this version here, unless...
+  next.version = version;
+  const bool leased = state_.version == version && now < expiry_;
+  if (state_.version == version) next = state_;
+  promise.promised_round = next.promised.round;
+  if (leased && next.promised.proposer != ballot.proposer) {
+    promise.status = absl::FailedPreconditionError(absl::StrFormat(
         "layout version %d is reserved by %s for \"%s\" for %s more: another membership change "
         "is being committed (kvctl cluster status shows it once it is), or failed and holds the "
         "version until then; plan again after that",
-        version, holder_, change_,
+        version, next.promised.proposer, change_,
         absl::FormatDuration(absl::Ceil(expiry_ - now, absl::Seconds(1)))));
+    return promise;
   }
-  version_ = version;
-  holder_ = std::string(proposer);
+  if (ballot < next.promised) {
+    promise.status = absl::AbortedError(
+        absl::StrCat("layout version ", version, " was promised to round ", next.promised.round,
+                     " of ", next.promised.proposer, "; retry with a later round"));
+    return promise;
+  }
+  next.promised = ballot;
+  promise.status = Store(next);
+  if (!promise.status.ok()) return promise;
   change_ = std::string(change);
   expiry_ = now + options_.lease;
+  promise.promised_round = ballot.round;
+  promise.accepted = state_.accepted;
+  promise.accepted_ballot = state_.accepted_ballot;
+  return promise;
+}
+
+absl::Status LayoutReservations::Accept(const LayoutBallot& ballot, const ClusterLayout& layout,
+                                        const ClusterLayout& current) {
+  if (ballot.proposer.empty() || ballot.round == 0) {
+    return absl::InvalidArgumentError("an accept needs a proposer id and a round");
+  }
+  if (current.version == layout.version) {
+    if (SameLayout(current, layout)) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat("this member holds another layout of version ", layout.version, ": ",
+                     DescribeLayout(current)));
+  }
+  KV_RETURN_IF_ERROR(CheckFollows(layout.version, current, "accepted"));
+  absl::MutexLock lock(&mu_);
+  LayoutAcceptorState next;
+  next.version = layout.version;
+  if (state_.version == layout.version) next = state_;
+  if (ballot < next.promised) {
+    return absl::AbortedError(absl::StrCat("layout version ", layout.version,
+                                           " was promised to round ", next.promised.round, " of ",
+                                           next.promised.proposer, " since; nothing accepted"));
+  }
+  const bool new_promise = !(next.promised == ballot);  // accepting promises the ballot too
+  next.promised = ballot;
+  next.accepted = layout;
+  next.accepted_ballot = ballot;
+  KV_RETURN_IF_ERROR(Store(std::move(next)));
+  if (new_promise) {
+    change_ = layout.change;
+    expiry_ = clock_->Now() + options_.lease;
+  }
+  return absl::OkStatus();
+}
+
+void LayoutReservations::Restore(LayoutAcceptorState state) {
+  absl::MutexLock lock(&mu_);
+  state_ = std::move(state);
+  change_.clear();
+  expiry_ = absl::InfinitePast();
+}
+
+LayoutAcceptorState LayoutReservations::State() {
+  absl::MutexLock lock(&mu_);
+  return state_;
+}
+
+absl::Status LayoutReservations::Store(LayoutAcceptorState next) {
+  if (SameState(next, state_)) return absl::OkStatus();
+  if (options_.persist) {
+    if (absl::Status stored = options_.persist(next); !stored.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("this member could not store its promise: ", stored.message()));
+    }
+  }
+  state_ = std::move(next);
   return absl::OkStatus();
 }
 

@@ -1,38 +1,53 @@
-// LayoutReservations: which node may install the next cluster layout version, as this member
-// promised it.
+// LayoutReservations: this member's side of agreeing on the next cluster layout version, as
+// single-decree Paxos (one instance per version) with a lease on top for friendlier refusals.
 //
 // A membership change installs layout version v+1 through gossip, and gossip keeps the first
-// layout of a version a node sees: two changes committed at once on two nodes would split the
-// cluster into two layouts of one version for good. So a committing node first asks every
-// member of its current layout (version v) to reserve v+1 for it (Replica.ReserveLayout), and
-// proposes the layout only once a majority of them, itself included, granted it
-// (node/membership_change.h). A member grants a version to one proposer at a time, so two
-// proposers cannot both win a majority of the same members.
+// layout of a version a node sees: two different layouts of one version would split the cluster
+// for good. So a committing node (the proposer, node/membership_change.h) runs two phases
+// against the members of its current layout (version v), itself included:
 //
-// Reserve grants `version` to `proposer` if this member's layout is at `version` - 1, is not a
-// transition (the layout completing one is never reserved: every node computes it alike, and
-// no change may be committed before it), and no other proposer holds an unexpired reservation
-// of `version`; a proposer that holds it gets its lease renewed (a retried commit). A
-// reservation lasts Options::lease from its grant, so that a proposer that stopped before
-// proposing does not block changes for good; the proposer proposes only while the lease it
-// measured from before asking still runs, with a margin (see MembershipChanger). Refused:
-// FAILED_PRECONDITION naming the holder and its change, or this member's layout version if it is
-// ahead of the proposer's or a transition; UNAVAILABLE if it is behind (gossip brings the
-// proposer's layout within seconds). A proposer whose commit failed keeps the grants it got until
-// they lapse (no release).
+//  1. Reserve (Replica.ReserveLayout, Paxos "prepare"): the member promises v+1 to the
+//     proposer's ballot (round, proposer id) and answers with the layout of v+1 it accepted
+//     earlier, if any, and the ballot it accepted it under.
+//  2. Accept (Replica.AcceptLayout): the member accepts a layout of v+1 under a ballot at
+//     least as high as every one it promised.
 //
-// Not consensus: a grant records no layout. A proposer cut off right after proposing (its layout
-// still on it alone) lets its grants lapse, and a second proposer may then win the same version
-// with another layout; gossip keeps either on the nodes that have it. So may a member that
-// restarts within a lease (memory only) or whose clock jumps forward (the lease is measured by
-// the injected Clock, wall time in kvnode). Closing these needs the members to accept the layout
-// itself before it is proposed, and a new proposer to finish any layout a majority accepted
-// (Paxos), which is not built. Thread-safe.
+// The proposer installs a layout (gossip spreads it) only once a majority accepted it, and with
+// grants from a majority in phase 1 it proposes in phase 2 the accepted layout of the highest
+// ballot among them, its own change only if none was accepted. So once a majority accepted a
+// layout, every later proposer of that version finishes that layout: a proposer that stopped
+// after phase 2, or whose installed layout never left it, cannot let another layout of the
+// version be installed. Safety needs no clock.
+//
+// Reserve refuses (in LayoutPromise::status):
+//  - INVALID_ARGUMENT for a ballot without a proposer or round;
+//  - UNAVAILABLE if this member's layout is behind version - 1 (gossip brings it within
+//    seconds);
+//  - FAILED_PRECONDITION if it is ahead, or a transition (the layout completing a transition is
+//    never reserved: every node computes it alike, and no change may be committed before it),
+//    or another proposer's promise is younger than Options::lease (liveness: two proposers do
+//    not keep taking the version from each other; the message names the holder and its change);
+//  - ABORTED if a higher ballot was promised (promised_round says which round to beat).
+// A proposer's own promise is renewed by a higher or equal ballot (a retried commit).
+//
+// Accept refuses with FAILED_PRECONDITION if this member's layout is not the one the layout
+// follows (UNAVAILABLE if it is behind), with ABORTED if a higher ballot was promised; accepting
+// also promises the ballot. It answers OK, storing nothing, if this member already holds that
+// very layout (installed through gossip), and FAILED_PRECONDITION if it holds another one.
+//
+// Durable with Options::persist: every promise or accept that changes the state is stored
+// (kvnode: synced, in the meta column) before it is answered, and Restore loads it at start, so a
+// member that restarts keeps its word. A state that could not be stored is not taken: the request
+// is refused with UNAVAILABLE. Leases are not stored (a restart ends them; safety never rests on
+// them). Without persist the state lives in memory only (tests). Thread-safe.
 #ifndef KV_NODE_LAYOUT_RESERVATIONS_H_
 #define KV_NODE_LAYOUT_RESERVATIONS_H_
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
+#include <tuple>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -40,34 +55,77 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "node/clock.h"
+#include "node/cluster_layout.h"
 
 namespace kv {
+
+// A proposer's ballot for one layout version, ordered by round, then proposer id.
+struct LayoutBallot {
+  uint64_t round = 0;
+  std::string proposer;
+
+  friend bool operator<(const LayoutBallot& a, const LayoutBallot& b) {
+    return std::tie(a.round, a.proposer) < std::tie(b.round, b.proposer);
+  }
+  friend bool operator==(const LayoutBallot& a, const LayoutBallot& b) {
+    return a.round == b.round && a.proposer == b.proposer;
+  }
+};
+
+// A member's answer to Reserve (see the header comment).
+struct LayoutPromise {
+  absl::Status status;          // OK: granted
+  uint64_t promised_round = 0;  // the round of the highest ballot promised for the version
+  // The layout of the version this member accepted, and under which ballot; granted only.
+  std::optional<ClusterLayout> accepted;
+  LayoutBallot accepted_ballot;
+};
+
+// What a member promised and accepted, as stored (see Options::persist).
+struct LayoutAcceptorState {
+  uint64_t version = 0;   // the layout version the rest is about; 0: none
+  LayoutBallot promised;  // the highest ballot promised for it
+  std::optional<ClusterLayout> accepted;
+  LayoutBallot accepted_ballot;
+};
 
 class LayoutReservations {
  public:
   struct Options {
     absl::Duration lease = absl::Seconds(10);
+    // Stores the state durably before a promise or accept that changed it is answered; an error
+    // refuses that request. Null: memory only.
+    std::function<absl::Status(const LayoutAcceptorState&)> persist;
   };
 
   // `clock` must outlive this.
   LayoutReservations(const Clock* clock, Options options) : clock_(clock), options_(options) {}
 
-  // See the header comment. `change` describes the layout the proposer will install (for the
-  // refusal message of another proposer); `current` is this member's layout version, and
-  // `in_transition` whether that layout is a transition.
-  absl::Status Reserve(absl::string_view proposer, uint64_t version, absl::string_view change,
-                       uint64_t current, bool in_transition);
+  // Phase 1 for layout `version`: `change` describes the layout the proposer means to install
+  // (for other proposers' refusals); `current` is this member's layout.
+  LayoutPromise Reserve(const LayoutBallot& ballot, uint64_t version, absl::string_view change,
+                        const ClusterLayout& current);
+  // Phase 2: accepts `layout` (of version current.version + 1) under `ballot`.
+  absl::Status Accept(const LayoutBallot& ballot, const ClusterLayout& layout,
+                      const ClusterLayout& current);
+
+  // The stored state, at start (before the first request); no lease runs.
+  void Restore(LayoutAcceptorState state);
+  LayoutAcceptorState State();
 
   const Options& options() const { return options_; }
 
  private:
+  // Persists `next` if it differs from state_, then makes it state_.
+  absl::Status Store(LayoutAcceptorState next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const Clock* const clock_;
   const Options options_;
   absl::Mutex mu_;
-  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;  // 0: nothing reserved
-  std::string holder_ ABSL_GUARDED_BY(mu_);
-  std::string change_ ABSL_GUARDED_BY(mu_);
-  absl::Time expiry_ ABSL_GUARDED_BY(mu_);
+  LayoutAcceptorState state_ ABSL_GUARDED_BY(mu_);
+  // The lease of state_.promised (none before a promise of state_.version here).
+  std::string change_ ABSL_GUARDED_BY(mu_);  // the promised proposer's
+  absl::Time expiry_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
 }  // namespace kv

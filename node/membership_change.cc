@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "node/log.h"
+#include "storage/status_macros.h"
 
 namespace kv {
 
@@ -110,19 +111,7 @@ absl::StatusOr<std::pair<MembershipChanger::Plan, std::string>> MembershipChange
                                                       plan->current.version, ", not ",
                                                       expected_version, " as planned; plan again"));
   }
-  const absl::Time asked = clock_->Now();
-  if (absl::Status reserved = Reserve(*plan); !reserved.ok()) return reserved;
-  {
-    absl::MutexLock lock(&mu_);
-    if (shutdown_) return absl::UnavailableError("the node is shutting down; nothing changed");
-  }
-  if (reservations_ != nullptr && clock_->Now() - asked >= reservations_->options().lease / 2) {
-    // The grants may lapse before the layout reaches the members; another commit could win them.
-    return absl::UnavailableError(
-        absl::StrCat("reserving layout version ", plan->transition.version, " took ",
-                     absl::FormatDuration(clock_->Now() - asked),
-                     ", too close to the reservations' lease; nothing changed, retry"));
-  }
+  if (absl::Status agreed = Agree(*plan); !agreed.ok()) return agreed;
   if (absl::Status proposed = gossiper_->ProposeLayout(plan->transition); !proposed.ok()) {
     return proposed;
   }
@@ -150,74 +139,181 @@ void MembershipChanger::SetReservations(std::string self_id, LayoutReservations*
   reservation_transport_ = transport;
 }
 
-absl::Status MembershipChanger::Reserve(const Plan& plan) {
-  if (reservations_ == nullptr) return absl::OkStatus();
-  const uint64_t version = plan.transition.version;
-  const std::string& change = plan.transition.change;
-  // The members' answers, in member order; written by transport threads, possibly after this
-  // returns (shared).
+namespace {
+
+// An accept's answer in the shape of a promise's (MembershipChanger::AskMembers).
+LayoutPromise Answer(absl::Status status) {
+  LayoutPromise answer;
+  answer.status = std::move(status);
+  return answer;
+}
+
+}  // namespace
+
+uint64_t MembershipChanger::NextRound(uint64_t above) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t now =
+      static_cast<uint64_t>(std::max<int64_t>(absl::ToUnixMicros(clock_->Now()), 0));
+  last_round_ = std::max({now, last_round_ + 1, above + 1});
+  return last_round_;
+}
+
+std::vector<std::optional<LayoutPromise>> MembershipChanger::AskMembers(
+    const std::vector<Member>& members,
+    const std::function<void(const Member&, std::function<void(LayoutPromise)>)>& ask) {
+  // The answers, in member order; written by transport threads, possibly after this returns
+  // (shared).
   struct Answers {
     absl::Mutex mu;
-    std::vector<std::optional<absl::Status>> statuses ABSL_GUARDED_BY(mu);
+    std::vector<std::optional<LayoutPromise>> promises ABSL_GUARDED_BY(mu);
     size_t granted ABSL_GUARDED_BY(mu) = 0;
     size_t failed ABSL_GUARDED_BY(mu) = 0;
   };
   auto answers = std::make_shared<Answers>();
-  const std::vector<Member>& members = plan.current.members;
   const size_t n = members.size();
   {
     absl::MutexLock lock(&answers->mu);
-    answers->statuses.resize(n);
+    answers->promises.resize(n);
   }
   for (size_t i = 0; i < n; ++i) {
-    auto answer = [answers, i](absl::Status status) {
+    ask(members[i], [answers, i](LayoutPromise promise) {
       absl::MutexLock lock(&answers->mu);
-      ++(status.ok() ? answers->granted : answers->failed);
-      answers->statuses[i] = std::move(status);
-    };
-    if (members[i].id == self_id_) {
-      answer(reservations_->Reserve(self_id_, version, change, plan.current.version,
-                                    plan.current.in_transition()));
-    } else {
-      reservation_transport_->ReserveLayout(members[i], version, change, answer);
-    }
+      ++(promise.status.ok() ? answers->granted : answers->failed);
+      answers->promises[i] = std::move(promise);
+    });
   }
+  absl::MutexLock lock(&answers->mu);
+  // Until a majority granted, or can no longer grant, or the time is up.
+  auto decided = [&answers, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(answers->mu) {
+    return 2 * answers->granted > n || 2 * (n - answers->failed) <= n;
+  };
+  answers->mu.AwaitWithTimeout(absl::Condition(&decided), options_.reserve_timeout);
+  return answers->promises;
+}
+
+absl::Status MembershipChanger::Refused(absl::string_view what, const ClusterLayout& current,
+                                        const std::vector<std::optional<LayoutPromise>>& answers) {
+  const std::vector<Member>& members = current.members;
   size_t granted = 0;
   // Why members did not grant: refusals that planning again or waiting for another change
   // answers (and codes a retry cannot change), and members that may grant on a retry.
   std::vector<std::string> refusals;
   std::vector<std::string> transient;
-  {
-    absl::MutexLock lock(&answers->mu);
-    // Until a majority granted, or can no longer grant, or the time is up.
-    auto decided = [&answers, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(answers->mu) {
-      return 2 * answers->granted > n || 2 * (n - answers->failed) <= n;
-    };
-    answers->mu.AwaitWithTimeout(absl::Condition(&decided), options_.reserve_timeout);
-    granted = answers->granted;
-    if (2 * granted > n) return absl::OkStatus();
-    for (size_t i = 0; i < n; ++i) {
-      const std::optional<absl::Status>& status = answers->statuses[i];
-      if (!status.has_value()) {
-        transient.push_back(absl::StrCat(members[i].id, ": no answer yet"));
-      } else if (absl::IsUnavailable(*status) || absl::IsDeadlineExceeded(*status)) {
-        transient.push_back(absl::StrCat(members[i].id, ": ", status->ToString()));
-      } else if (absl::IsFailedPrecondition(*status)) {
-        refusals.push_back(absl::StrCat(members[i].id, ": ", status->message()));
-      } else if (!status->ok()) {
-        refusals.push_back(absl::StrCat(members[i].id, ": ", status->ToString()));
-      }
+  for (size_t i = 0; i < members.size(); ++i) {
+    if (!answers[i].has_value()) {
+      transient.push_back(absl::StrCat(members[i].id, ": no answer yet"));
+      continue;
+    }
+    const absl::Status& status = answers[i]->status;
+    if (status.ok()) {
+      ++granted;
+    } else if (absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
+               absl::IsAborted(status)) {
+      transient.push_back(absl::StrCat(members[i].id, ": ", status.ToString()));
+    } else if (absl::IsFailedPrecondition(status)) {
+      refusals.push_back(absl::StrCat(members[i].id, ": ", status.message()));
+    } else {
+      refusals.push_back(absl::StrCat(members[i].id, ": ", status.ToString()));
     }
   }
   const std::string why =
-      absl::StrCat("layout version ", version, " (", change, ") was reserved by ", granted, " of ",
-                   n, " members, and a membership change needs a majority; nothing changed",
+      absl::StrCat(what, " by ", granted, " of ", members.size(),
+                   " members, and a membership change needs a majority; nothing changed",
                    refusals.empty() ? "" : "; refused by ", absl::StrJoin(refusals, "; "),
                    transient.empty() ? "" : "; not granted by ", absl::StrJoin(transient, "; "));
   // A refusal is not undone by retrying the same commit at once: another commit holds the
   // version, this node's plan is behind, or a member cannot take reservations. Otherwise members
-  // are unreachable or behind, and a retry may succeed.
+  // are unreachable, behind or promised a later round, and a retry may succeed.
   return refusals.empty() ? absl::UnavailableError(why) : absl::FailedPreconditionError(why);
+}
+
+absl::Status MembershipChanger::Agree(const Plan& plan) {
+  if (reservations_ == nullptr) return absl::OkStatus();
+  const uint64_t version = plan.transition.version;
+  const std::string& change = plan.transition.change;
+  const std::vector<Member>& members = plan.current.members;
+  const size_t n = members.size();
+  auto granted = [n](const std::vector<std::optional<LayoutPromise>>& answers) {
+    size_t count = 0;
+    for (const std::optional<LayoutPromise>& answer : answers) {
+      count += answer.has_value() && answer->status.ok() ? 1 : 0;
+    }
+    return 2 * count > n;
+  };
+
+  // Phase 1: promises, retried once with a round above any promised one.
+  LayoutBallot ballot{NextRound(0), self_id_};
+  std::vector<std::optional<LayoutPromise>> promises;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    promises =
+        AskMembers(members, [&](const Member& member, std::function<void(LayoutPromise)> done) {
+          if (member.id == self_id_) {
+            done(reservations_->Reserve(ballot, version, change, gossiper_->Layout()));
+          } else {
+            reservation_transport_->ReserveLayout(member, version, ballot, change, std::move(done));
+          }
+        });
+    if (granted(promises)) break;
+    uint64_t beat = 0;
+    for (const std::optional<LayoutPromise>& promise : promises) {
+      if (promise.has_value() && absl::IsAborted(promise->status)) {
+        beat = std::max(beat, promise->promised_round);
+      }
+    }
+    if (beat < ballot.round) break;  // no member promised a later round: retrying cannot help
+    ballot.round = NextRound(beat);
+  }
+  if (!granted(promises)) {
+    return Refused(absl::StrCat("layout version ", version, " (", change, ") was reserved"),
+                   plan.current, promises);
+  }
+  // The layout a majority may have accepted already: the one of the highest ballot among the
+  // grants. Any layout a majority accepted is among them.
+  const ClusterLayout* accepted = nullptr;
+  LayoutBallot accepted_ballot;
+  for (const std::optional<LayoutPromise>& promise : promises) {
+    if (promise.has_value() && promise->status.ok() && promise->accepted.has_value() &&
+        (accepted == nullptr || accepted_ballot < promise->accepted_ballot)) {
+      accepted = &*promise->accepted;
+      accepted_ballot = promise->accepted_ballot;
+    }
+  }
+  const ClusterLayout layout = accepted != nullptr ? *accepted : plan.transition;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return absl::UnavailableError("the node is shutting down; nothing changed");
+  }
+
+  // Phase 2.
+  const std::vector<std::optional<LayoutPromise>> accepts =
+      AskMembers(members, [&](const Member& member, std::function<void(LayoutPromise)> done) {
+        if (member.id == self_id_) {
+          done(Answer(reservations_->Accept(ballot, layout, gossiper_->Layout())));
+          return;
+        }
+        reservation_transport_->AcceptLayout(
+            member, ballot, layout,
+            [done = std::move(done)](absl::Status status) { done(Answer(std::move(status))); });
+      });
+  if (!granted(accepts)) {
+    return Refused(absl::StrCat("layout version ", version, " (", layout.change,
+                                ") was accepted (not installed)"),
+                   plan.current, accepts);
+  }
+  if (SameLayout(layout, plan.transition)) return absl::OkStatus();
+  // Finish the layout an earlier commit got accepted but did not install (it stopped, or its
+  // layout never left it): installing any other of that version could split the cluster.
+  LogInfo("installing a layout an earlier membership change got accepted but did not install",
+          {{"layout_version", absl::StrCat(version)},
+           {"layout", DescribeLayout(layout)},
+           {"accepted_by", accepted_ballot.proposer},
+           {"instead_of", change}});
+  KV_RETURN_IF_ERROR(gossiper_->ProposeLayout(layout));
+  return absl::FailedPreconditionError(
+      absl::StrCat("the members had accepted layout version ", version, " (",
+                   DescribeLayout(layout), ") from an earlier commit by ", accepted_ballot.proposer,
+                   " that had not reached this node; this node installed it instead of \"", change,
+                   "\": plan again once it completes (kvctl cluster status)"));
 }
 
 void MembershipChanger::Poll(Job job) {

@@ -16,15 +16,19 @@
 // comes from its gossip entry. One change at a time: a commit during a transition is
 // FAILED_PRECONDITION, and so is a commit whose expected version is not current (0: any).
 //
-// Across nodes, with SetReservations: before proposing transition v+1, Commit asks every member
-// of the current layout (this node directly, the others through the transport, in parallel) to
-// reserve v+1 for it (node/layout_reservations.h), and proposes only with grants from a majority
-// of those members, within half the reservation lease of asking. So two commits on two nodes at
-// once cannot both install a version (gossip would keep either layout on different nodes, for
-// good): the loser gets FAILED_PRECONDITION naming the winner's change, or UNAVAILABLE if too
-// few members answered (a majority must be reachable to change membership). A member that
-// answers UNIMPLEMENTED (a node from before reservations) grants nothing. Commit then blocks its
-// thread for up to Options::reserve_timeout: call it on an executor thread, not a gRPC one.
+// Across nodes, with SetReservations: before proposing transition v+1, Commit agrees on it with
+// the members of the current layout (this node directly, the others through the transport, in
+// parallel), in the two phases of node/layout_reservations.h: a majority promises v+1 to this
+// node's ballot, then a majority accepts the layout, and only then is it proposed through
+// gossip. So two commits on two nodes at once cannot both install a version (gossip would keep
+// either layout on different nodes, for good), and a layout a majority accepted is never
+// replaced by another of its version: if the promises name one (an earlier commit that stopped
+// before installing it), Commit installs that layout instead and answers FAILED_PRECONDITION
+// saying so. The loser of a race gets FAILED_PRECONDITION naming the winner's change, or
+// UNAVAILABLE if too few members answered (a majority must be reachable to change membership)
+// or promised a later round even after one retry above it. A member that answers UNIMPLEMENTED
+// (a node from before reservations) grants nothing. Commit then blocks its thread for up to
+// three times Options::reserve_timeout: call it on an executor thread, not a gRPC one.
 //
 // Takeover. The operation lives on the node that committed it. So that a transition never stays
 // in place because that node stopped (or restarted: operations are in memory), every node also
@@ -40,6 +44,8 @@
 #define KV_NODE_MEMBERSHIP_CHANGE_H_
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -103,8 +109,24 @@ class MembershipChanger {
     ClusterLayout transition;
     absl::Time deadline;
   };
-  // The reservation of `plan`'s transition version by a majority of its current members.
-  absl::Status Reserve(const Plan& plan);
+  // With reservations set: agrees with a majority of `plan`'s current members on the layout of
+  // its transition version (both phases of node/layout_reservations.h). OK: `plan.transition`
+  // was accepted and may be installed. FAILED_PRECONDITION after installing instead a layout of
+  // the version an earlier commit got accepted.
+  absl::Status Agree(const Plan& plan);
+  // Asks every one of `members` in parallel through `ask` and waits, up to
+  // Options::reserve_timeout, until a majority granted or no longer can; the answers in member
+  // order (none: not yet answered).
+  std::vector<std::optional<LayoutPromise>> AskMembers(
+      const std::vector<Member>& members,
+      const std::function<void(const Member&, std::function<void(LayoutPromise)>)>& ask);
+  // The error for `answers` that are not a majority of grants: `what` ("... was reserved") by
+  // how many of `current`'s members, and why the others did not grant.
+  static absl::Status Refused(absl::string_view what, const ClusterLayout& current,
+                              const std::vector<std::optional<LayoutPromise>>& answers);
+  // A ballot round above `above` and every earlier one of this node: its clock's microseconds
+  // when those are higher.
+  uint64_t NextRound(uint64_t above);
   void Poll(Job job);
   void Finish(const Job& job, absl::Status status);
   void Watch();
@@ -123,6 +145,7 @@ class MembershipChanger {
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::set<std::string> running_ ABSL_GUARDED_BY(mu_);
   std::set<uint64_t> running_versions_ ABSL_GUARDED_BY(mu_);  // transitions of running jobs
+  uint64_t last_round_ ABSL_GUARDED_BY(mu_) = 0;              // see NextRound
   // Watch: the transition whose sources were first seen all done, and when.
   uint64_t done_version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time done_since_ ABSL_GUARDED_BY(mu_);

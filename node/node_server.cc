@@ -34,7 +34,8 @@ namespace kv {
 namespace {
 
 constexpr absl::Duration kExpiryInterval = absl::Minutes(1);
-// The meta column key of the newest cluster layout this node knew (replica.proto ClusterLayout).
+
+// A data directory problem: the errno's text, the directory, and what to do.
 absl::Status DataDirError(int error_number, absl::string_view what, absl::string_view dir) {
   const std::string message =
       absl::StrCat(what, " data directory \"", dir, "\": ", strerror(error_number),
@@ -241,6 +242,7 @@ absl::Status NodeServer::StartReplication() {
   coordinator_->SetFormatLevels(gossiper_.get());
   coordinator_->SetAckTimer(scheduler_.get());
   StartRepairs(layout);
+  KV_ASSIGN_OR_RETURN(reservations_, OpenLayoutAcceptor());
   StartMembershipWork();
   return absl::OkStatus();
 }
@@ -369,8 +371,6 @@ void NodeServer::StartMembershipWork() {
   changes.replication_factor = static_cast<size_t>(config_.replication_factor);
   changer_ = std::make_unique<MembershipChanger>(gossiper_.get(), operations_.get(),
                                                  scheduler_.get(), SystemClock::Get(), changes);
-  reservations_ =
-      std::make_unique<LayoutReservations>(SystemClock::Get(), LayoutReservations::Options());
   changer_->SetReservations(config_.node_id, reservations_.get(), peer_transport_.get());
   changer_->StartWatching();
   // From here on layout changes reach the placement; a restart during a transition resumes it.

@@ -107,6 +107,9 @@ class NodeServer {
   // The layout to start with: from --peers or the seeds, or the one stored in the meta column
   // if that is newer.
   absl::StatusOr<ClusterLayout> InitialLayout();
+  // The layout promises this node made, as stored (synced, in the meta column) by the last run;
+  // DATA_LOSS if they do not decode.
+  absl::StatusOr<std::unique_ptr<LayoutReservations>> OpenLayoutAcceptor();
   void StartGossip(const ClusterLayout& layout);
   // Gossip brought (or this node committed) a newer layout: store it, place keys by it, add
   // joined members to the outbox, start this node's handoff; once a change is complete, drop the
@@ -161,7 +164,8 @@ class NodeServer {
   std::unique_ptr<Gossiper> gossiper_;  // destroyed after its transport and the server
   std::unique_ptr<HandoffSender> handoff_;
   std::unique_ptr<MembershipChanger> changer_;
-  // Reserved layout versions (Replica.ReserveLayout); outlives the replica service.
+  // Layout promises and accepts (Replica.ReserveLayout, AcceptLayout); outlives the replica
+  // service.
   std::unique_ptr<LayoutReservations> reservations_;
   std::unique_ptr<PeerTransport> outbox_transport_;  // the fault-point wrapper, if configured
   std::unique_ptr<ReplicationOutbox> outbox_;

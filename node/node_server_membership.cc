@@ -18,6 +18,8 @@ namespace {
 
 // Meta column key of the cluster layout this node last stored (storage/FORMAT.md).
 constexpr absl::string_view kLayoutMetaKey = "cluster_layout";
+// Meta column key of this node's layout promises (replica.proto LayoutAcceptorState).
+constexpr absl::string_view kAcceptorMetaKey = "layout_acceptor";
 
 }  // namespace
 
@@ -55,6 +57,27 @@ absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
     layout = *std::move(stored_layout);
   }
   return layout;
+}
+
+absl::StatusOr<std::unique_ptr<LayoutReservations>> NodeServer::OpenLayoutAcceptor() {
+  LayoutReservations::Options options;
+  options.persist = [engine = engine_.get()](const LayoutAcceptorState& state) {
+    WriteBatch batch;
+    batch.Put(Column::kMeta, kAcceptorMetaKey, EncodeAcceptorState(state));
+    WriteOptions sync;
+    sync.sync = true;
+    return engine->Write(batch, sync);
+  };
+  auto acceptor = std::make_unique<LayoutReservations>(SystemClock::Get(), std::move(options));
+  absl::StatusOr<std::string> stored = engine_->Get(Column::kMeta, kAcceptorMetaKey);
+  if (stored.ok()) {
+    absl::StatusOr<LayoutAcceptorState> state = DecodeAcceptorState(*stored);
+    if (!state.ok()) return state.status();
+    acceptor->Restore(*std::move(state));
+  } else if (!absl::IsNotFound(stored.status())) {
+    return stored.status();
+  }
+  return acceptor;
 }
 
 void NodeServer::OnLayout(const ClusterLayout& layout) {

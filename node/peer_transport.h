@@ -20,6 +20,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "node/layout_reservations.h"
 #include "node/local_store.h"
 #include "node/quorum.h"
 #include "node/ring.h"
@@ -152,14 +153,17 @@ class PeerTransport {
   virtual void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
                            uint64_t layout_version, std::function<void(absl::Status)> done);
 
-  // Membership change (node/layout_reservations.h): asks the peer to reserve layout `version`
-  // for this node, which will install the layout `change` describes. OK if granted,
-  // FAILED_PRECONDITION if refused, UNAVAILABLE if the peer has not learned this node's layout
-  // yet, UNIMPLEMENTED from a peer that predates reservations. `done`
-  // may run on a transport thread without the node's executor: the caller may wait for it on an
-  // executor thread. The default answers UNIMPLEMENTED at once.
-  virtual void ReserveLayout(const Member& peer, uint64_t version, std::string change,
-                             std::function<void(absl::Status)> done);
+  // Membership change (node/layout_reservations.h), phase 1: asks the peer to promise layout
+  // `version` to `ballot` (whose proposer is this node); `change` describes the layout the
+  // proposer means to install. The peer's answer, or why none came (UNAVAILABLE,
+  // DEADLINE_EXCEEDED, UNIMPLEMENTED from a peer that predates reservations), is in
+  // LayoutPromise::status. `done` may run on a transport thread without the node's executor: the
+  // caller may wait for it on an executor thread. The default answers UNIMPLEMENTED at once.
+  virtual void ReserveLayout(const Member& peer, uint64_t version, LayoutBallot ballot,
+                             std::string change, std::function<void(LayoutPromise)> done);
+  // Phase 2: asks the peer to accept `layout` under `ballot`; threads as for ReserveLayout.
+  virtual void AcceptLayout(const Member& peer, LayoutBallot ballot, ClusterLayout layout,
+                            std::function<void(absl::Status)> done);
 
   // Handoff safety net (node/handoff.h): of `digests` (key and MerkleTree::RecordDigest of the
   // sender's record), the keys the peer has no record of or another digest for, in the order
@@ -179,8 +183,15 @@ inline void PeerTransport::SegmentKeys(
   done(absl::UnimplementedError("this transport does not carry anti-entropy calls"));
 }
 inline void PeerTransport::ReserveLayout(const Member& /*peer*/, uint64_t /*version*/,
-                                         std::string /*change*/,
-                                         std::function<void(absl::Status)> done) {
+                                         LayoutBallot /*ballot*/, std::string /*change*/,
+                                         std::function<void(LayoutPromise)> done) {
+  LayoutPromise promise;
+  promise.status = absl::UnimplementedError("this transport does not carry layout reservations");
+  done(std::move(promise));
+}
+inline void PeerTransport::AcceptLayout(const Member& /*peer*/, LayoutBallot /*ballot*/,
+                                        ClusterLayout /*layout*/,
+                                        std::function<void(absl::Status)> done) {
   done(absl::UnimplementedError("this transport does not carry layout reservations"));
 }
 inline void PeerTransport::PurgeRecord(const Member& /*peer*/, std::string /*key*/,

@@ -232,7 +232,7 @@ absl::Status ReplicaService::DoReadRecord(const internal::v1::ReadRecordRequest&
 
 grpc::ServerUnaryReactor* ReplicaService::ReserveLayout(
     grpc::CallbackServerContext* context, const internal::v1::ReserveLayoutRequest* request,
-    internal::v1::ReserveLayoutResponse* /*response*/) {
+    internal::v1::ReserveLayoutResponse* response) {
   absl::Status status = Admit(*context);
   if (status.ok() && (reservations_ == nullptr || gossiper_ == nullptr)) {
     status = absl::UnimplementedError("this node takes no layout reservations");
@@ -242,9 +242,36 @@ grpc::ServerUnaryReactor* ReplicaService::ReserveLayout(
         "the change text is ", request->change().size(), " bytes, over ", kMaxLayoutChangeBytes));
   }
   if (status.ok()) {
-    const ClusterLayout layout = gossiper_->Layout();
-    status = reservations_->Reserve(request->proposer_id(), request->version(), request->change(),
-                                    layout.version, layout.in_transition());
+    const LayoutPromise promise =
+        reservations_->Reserve({request->round(), request->proposer_id()}, request->version(),
+                               request->change(), gossiper_->Layout());
+    response->set_code(static_cast<int32_t>(promise.status.code()));
+    response->set_message(std::string(promise.status.message()));
+    response->set_promised_round(promise.promised_round);
+    if (promise.accepted.has_value()) {
+      LayoutToProto(*promise.accepted, response->mutable_accepted());
+      response->set_accepted_round(promise.accepted_ballot.round);
+      response->set_accepted_proposer(promise.accepted_ballot.proposer);
+    }
+  }
+  return FinishNow(gate_, status);
+}
+
+grpc::ServerUnaryReactor* ReplicaService::AcceptLayout(
+    grpc::CallbackServerContext* context, const internal::v1::AcceptLayoutRequest* request,
+    internal::v1::AcceptLayoutResponse* /*response*/) {
+  absl::Status status = Admit(*context);
+  if (status.ok() && (reservations_ == nullptr || gossiper_ == nullptr)) {
+    status = absl::UnimplementedError("this node takes no layout reservations");
+  }
+  ClusterLayout layout;
+  if (status.ok()) {
+    layout = LayoutFromProto(request->layout());
+    status = CheckLayout(layout);
+  }
+  if (status.ok()) {
+    status = reservations_->Accept({request->round(), request->proposer_id()}, layout,
+                                   gossiper_->Layout());
   }
   return FinishNow(gate_, status);
 }

@@ -23,10 +23,12 @@
 // CompareDigests (handoff phase 2, node/handoff_plan.h KeysNotMatching) answers which of the
 // given keys this replica lacks or holds with another digest; it reads only.
 //
-// ReserveLayout reserves the next layout version for a committing node (node/layout_reservations.h)
-// against the gossiper's layout, on the gRPC thread (memory only): OK, FAILED_PRECONDITION or
-// UNAVAILABLE as LayoutReservations::Reserve answers, INVALID_ARGUMENT for a change text over
-// kMaxLayoutChangeBytes, UNIMPLEMENTED without reservations set.
+// ReserveLayout and AcceptLayout are the two phases of agreeing on the next layout version
+// (node/layout_reservations.h), answered against the gossiper's layout on the gRPC thread
+// (memory only). ReserveLayout's call status is OK whenever LayoutReservations::Reserve answered;
+// its answer is in the response. AcceptLayout answers as LayoutReservations::Accept. Both answer
+// INVALID_ARGUMENT for a change text over kMaxLayoutChangeBytes (AcceptLayout: for any layout
+// CheckLayout refuses), UNIMPLEMENTED without reservations set.
 //
 // Gossip merges the caller's membership table into the node's Gossiper and answers with the
 // node's table, on the gRPC thread (memory only); UNIMPLEMENTED without a gossiper (null).
@@ -73,8 +75,9 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
     replication_factor_ = replication_factor;
   }
 
-  // Makes ReserveLayout answer from `reservations` against the gossiper's layout (without both
-  // it answers UNIMPLEMENTED). Call before serving; `reservations` must outlive the service.
+  // Makes ReserveLayout and AcceptLayout answer from `reservations` against the gossiper's
+  // layout (without both they answer UNIMPLEMENTED). Call before serving; `reservations` must
+  // outlive the service.
   void SetLayoutReservations(LayoutReservations* reservations) { reservations_ = reservations; }
 
   grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
@@ -104,6 +107,9 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   grpc::ServerUnaryReactor* ReserveLayout(grpc::CallbackServerContext* context,
                                           const internal::v1::ReserveLayoutRequest* request,
                                           internal::v1::ReserveLayoutResponse* response) override;
+  grpc::ServerUnaryReactor* AcceptLayout(grpc::CallbackServerContext* context,
+                                         const internal::v1::AcceptLayoutRequest* request,
+                                         internal::v1::AcceptLayoutResponse* response) override;
 
  private:
   // FAILED_PRECONDITION, with a placement set, while this node's layout is in transition or if

@@ -539,66 +539,92 @@ TEST_F(GossipTest, AJoinIsPlannedOnlyOnAFreshEntryOfANodeWithoutRecords) {
 // LayoutReservations against its gossiper's layout, or never (unreachable).
 class ReservingTransport : public testing::StubPeerTransport {
  public:
-  ReservingTransport(std::string self_id, const Clock* clock) : self_id_(std::move(self_id)) {
+  explicit ReservingTransport(const Clock* clock) {
     for (const char* id : {"n1", "n2", "n3", "n4", "n5"}) {
       reservations[id] = std::make_unique<LayoutReservations>(clock, LayoutReservations::Options());
     }
   }
-  void ReserveLayout(const Member& peer, uint64_t version, std::string change,
-                     std::function<void(absl::Status)> done) override {
+  void ReserveLayout(const Member& peer, uint64_t version, LayoutBallot ballot, std::string change,
+                     std::function<void(LayoutPromise)> done) override {
     ++asked;
     if (unreachable.count(peer.id) > 0) return;  // never answers
-    const ClusterLayout layout = layouts.at(peer.id)();
-    done(reservations[peer.id]->Reserve(self_id_, version, change, layout.version,
-                                        layout.in_transition()));
+    done(reservations[peer.id]->Reserve(ballot, version, change, layouts.at(peer.id)()));
+  }
+  void AcceptLayout(const Member& peer, LayoutBallot ballot, ClusterLayout layout,
+                    std::function<void(absl::Status)> done) override {
+    ++accepts;
+    if (unreachable.count(peer.id) > 0) return;
+    done(reservations[peer.id]->Accept(ballot, layout, layouts.at(peer.id)()));
   }
 
   std::map<std::string, std::unique_ptr<LayoutReservations>> reservations;
   std::map<std::string, std::function<ClusterLayout()>> layouts;  // each peer's layout
   std::set<std::string> unreachable;
   int asked = 0;
+  int accepts = 0;
+};
 
- private:
-  const std::string self_id_;
+// n1..n4 are members and n5 waits to join; n1 commits through changer_, asking the others
+// through a ReservingTransport.
+class LayoutAgreementTest : public GossipTest {
+ protected:
+  void SetUp() override {
+    GossipTest::SetUp();
+    all_ = MakeMembers(5);
+    const std::vector<Member> ring(all_.begin(), all_.begin() + 4);
+    for (size_t i = 0; i < 4; ++i) StartNode(i, ring);
+    Gossiper::Options joiner;
+    joiner.seeds = {all_[0].address};
+    joiner.holds_records = [] { return false; };
+    StartNode(4, ring, joiner);
+    MembershipChanger::Options options;
+    options.reserve_timeout = absl::Milliseconds(100);
+    changer_ = std::make_unique<MembershipChanger>(nodes_[0].gossiper.get(), &operations_,
+                                                   &scheduler_, &clock_, options);
+    for (size_t i = 0; i < 4; ++i) {
+      transport_.layouts[all_[i].id] = [this, i] { return nodes_[i].gossiper->Layout(); };
+    }
+    changer_->SetReservations("n1", &local_, &transport_);
+    ASSERT_NE(AdvanceUntil(
+                  [&] { return changer_->MakePlan(MembershipChanger::Action::kJoin, "n5").ok(); },
+                  absl::Seconds(5)),
+              absl::InfiniteDuration());
+  }
+  void TearDown() override {
+    if (changer_ != nullptr) changer_->Shutdown();
+  }
+
+  absl::Status CommitJoin() {
+    return changer_->Commit(MembershipChanger::Action::kJoin, "n5", 0).status();
+  }
+
+  OperationRegistry operations_{"n1", "1", &clock_, {}};
+  LayoutReservations local_{&clock_, LayoutReservations::Options()};
+  ReservingTransport transport_{&clock_};
+  std::unique_ptr<MembershipChanger> changer_;
 };
 
 // Two commits at once on two nodes must not both install a layout version (gossip keeps the first
 // layout of a version a node sees: the cluster would split for good). A commit proposes only with
 // the version reserved by a majority of the current members.
-TEST_F(GossipTest, ACommitNeedsItsLayoutVersionReservedByAMajority) {
-  all_ = MakeMembers(5);
-  const std::vector<Member> ring(all_.begin(), all_.begin() + 4);
-  for (size_t i = 0; i < 4; ++i) StartNode(i, ring);
-  Gossiper::Options joiner;
-  joiner.seeds = {all_[0].address};
-  joiner.holds_records = [] { return false; };
-  StartNode(4, ring, joiner);
-  OperationRegistry operations("n1", "1", &clock_, {});
-  MembershipChanger::Options options;
-  options.reserve_timeout = absl::Milliseconds(100);
-  MembershipChanger changer(nodes_[0].gossiper.get(), &operations, &scheduler_, &clock_, options);
-  LayoutReservations local(&clock_, LayoutReservations::Options());
-  ReservingTransport transport("n1", &clock_);
-  for (size_t i = 0; i < 4; ++i) {
-    transport.layouts[all_[i].id] = [this, i] { return nodes_[i].gossiper->Layout(); };
-  }
-  changer.SetReservations("n1", &local, &transport);
-  ASSERT_NE(
-      AdvanceUntil([&] { return changer.MakePlan(MembershipChanger::Action::kJoin, "n5").ok(); },
-                   absl::Seconds(5)),
-      absl::InfiniteDuration());
+TEST_F(LayoutAgreementTest, ACommitNeedsItsLayoutVersionReservedByAMajority) {
+  ReservingTransport& transport = transport_;
   const uint64_t before = nodes_[0].gossiper->Layout().version;
   auto rival_reserves = [&](const char* member, uint64_t version, uint64_t current,
                             bool in_transition) {
-    return transport.reservations[member]->Reserve("rival", version, "leave n2", current,
-                                                   in_transition);
+    ClusterLayout layout = nodes_[0].gossiper->Layout();
+    layout.version = current;
+    if (in_transition) layout.next = layout.members;
+    return transport.reservations[member]
+        ->Reserve({1, "rival"}, version, "leave n2", layout)
+        .status;
   };
 
   // Another commit holds the next version on n3 and n4: n1 and n2 are half of the members, not a
   // majority. Refused, nothing proposed.
   for (const char* id : {"n3", "n4"})
     ASSERT_TRUE(rival_reserves(id, before + 1, before, false).ok());
-  auto commit = [&] { return changer.Commit(MembershipChanger::Action::kJoin, "n5", 0).status(); };
+  auto commit = [&] { return CommitJoin(); };
   absl::Status refused = commit();
   EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
   EXPECT_TRUE(absl::StrContains(refused.message(), "reserved by 2 of 4 members")) << refused;
@@ -634,7 +660,92 @@ TEST_F(GossipTest, ACommitNeedsItsLayoutVersionReservedByAMajority) {
   ASSERT_TRUE(nodes_[0].gossiper->Layout().in_transition());
   absl::Status during = rival_reserves("n2", before + 2, before + 1, /*in_transition=*/true);
   EXPECT_TRUE(absl::StrContains(during.message(), "under way")) << during;
-  changer.Shutdown();
+}
+
+// A commit that got its layout accepted by a majority and stopped before installing it (or
+// whose installed layout never left it) leaves that layout chosen: a later commit of the version
+// must install that one, not its own, or the cluster could split into two layouts of it.
+TEST_F(LayoutAgreementTest, ACommitInstallsTheLayoutAMajorityAcceptedBeforeIt) {
+  const ClusterLayout current = nodes_[0].gossiper->Layout();
+  absl::StatusOr<ClusterLayout> rivals = PlanLeave(current, "n2");
+  ASSERT_TRUE(rivals.ok()) << rivals.status();
+  for (const char* id : {"n2", "n3", "n4"}) {
+    LayoutReservations& member = *transport_.reservations[id];
+    ASSERT_TRUE(member.Reserve({1, "rival"}, current.version + 1, "leave n2", current).status.ok());
+    ASSERT_TRUE(member.Accept({1, "rival"}, *rivals, current).ok());
+  }
+  // The rival stopped here. Its promises lapse, and n1's commit of another change finds its
+  // layout among the promises: n1 installs it and says so.
+  clock_.Advance(LayoutReservations::Options().lease);
+  const absl::Status finished = CommitJoin();
+  EXPECT_TRUE(absl::IsFailedPrecondition(finished)) << finished;
+  EXPECT_TRUE(absl::StrContains(finished.message(), "from an earlier commit by rival")) << finished;
+  EXPECT_TRUE(absl::StrContains(finished.message(), "instead of \"join n5\"")) << finished;
+  EXPECT_TRUE(SameLayout(nodes_[0].gossiper->Layout(), *rivals))
+      << DescribeLayout(nodes_[0].gossiper->Layout());
+  // Gossip spreads it: every member ends on the rival's layout, and none reports a conflict.
+  EXPECT_NE(AdvanceUntil(
+                [&] {
+                  for (size_t i = 0; i < 4; ++i) {
+                    if (!SameLayout(nodes_[i].gossiper->Layout(), *rivals)) return false;
+                  }
+                  return true;
+                },
+                absl::Seconds(10)),
+            absl::InfiniteDuration());
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(nodes_[i].gossiper->LayoutConflict(), "") << i;
+}
+
+// A member that promised a higher round (another proposer's clock runs ahead) refuses the
+// commit's first ballot, and tells it the round to beat: the commit retries once above it.
+TEST_F(LayoutAgreementTest, ACommitRetriesAboveARoundPromisedElsewhere) {
+  const ClusterLayout current = nodes_[0].gossiper->Layout();
+  const uint64_t ahead = absl::ToUnixMicros(clock_.Now()) + 3'600'000'000;  // an hour ahead
+  for (const char* id : {"n2", "n3", "n4"}) {
+    ASSERT_TRUE(transport_.reservations[id]
+                    ->Reserve({ahead, "rival"}, current.version + 1, "leave n2", current)
+                    .status.ok());
+  }
+  clock_.Advance(LayoutReservations::Options().lease);
+  const absl::Status committed = CommitJoin();
+  EXPECT_TRUE(committed.ok()) << committed;
+  EXPECT_EQ(transport_.asked, 6) << "one retry of phase 1 on the three other members";
+  EXPECT_EQ(nodes_[0].gossiper->Layout().version, current.version + 1);
+  EXPECT_EQ(nodes_[0].gossiper->Layout().change, "join n5");
+}
+
+// A member's stored promise (kvnode's meta column) reads back as it was; damaged bytes or an
+// accepted layout that could not be used are DATA_LOSS, not a silently forgotten promise.
+TEST(LayoutAcceptorStateTest, EncodesAndDecodes) {
+  LayoutAcceptorState state;
+  state.version = 7;
+  state.promised = {123, "n2"};
+  ClusterLayout accepted;
+  accepted.version = 7;
+  accepted.members = {Member{"n1", "10.0.0.1:7700", ""}, Member{"n2", "10.0.0.2:7700", "z"}};
+  accepted.next = {accepted.members[0]};
+  accepted.change = "leave n2";
+  state.accepted = accepted;
+  state.accepted_ballot = {120, "n1"};
+  absl::StatusOr<LayoutAcceptorState> back = DecodeAcceptorState(EncodeAcceptorState(state));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->version, 7u);
+  EXPECT_EQ(back->promised, state.promised);
+  ASSERT_TRUE(back->accepted.has_value());
+  EXPECT_TRUE(SameLayout(*back->accepted, accepted));
+  EXPECT_EQ(back->accepted_ballot, state.accepted_ballot);
+
+  LayoutAcceptorState promised_only;
+  promised_only.version = 3;
+  promised_only.promised = {1, "n1"};
+  back = DecodeAcceptorState(EncodeAcceptorState(promised_only));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_FALSE(back->accepted.has_value());
+
+  EXPECT_TRUE(absl::IsDataLoss(DecodeAcceptorState("\xff\xff\xff").status()));
+  accepted.members.push_back(accepted.members[0]);  // a repeated member
+  state.accepted = accepted;
+  EXPECT_TRUE(absl::IsDataLoss(DecodeAcceptorState(EncodeAcceptorState(state)).status()));
 }
 
 // Gossip never adopts a layout of the version it holds, so two layouts of one version (a split

@@ -566,39 +566,102 @@ TEST_F(MembershipPurgeTest, PurgingResumesOnTheNewRingAfterAJoin) {
 
 // Two commits at once on two nodes must not both install a layout version (gossip keeps the first
 // layout of a version a node sees, so the cluster would split for good). Another proposer holds
-// the next version on two of the three members: a commit through n1 is refused, says who holds
-// it, and changes nothing; once that reservation lapses, the same commit goes through.
-TEST_F(MembershipProcessTest, ACommitIsRefusedWhileAnotherProposerHoldsTheNextVersion) {
+// the next version on two of the three members, and got its layout accepted there (a majority),
+// then stopped before installing it. A commit through n1 is refused while the rival's lease
+// runs, says who holds the version, and changes nothing. After that, even with one of those two
+// members down and the other restarted, a commit must not install its own layout of that version
+// (the rival's may already be on some node): it installs the rival's and says so, and the
+// cluster completes that change.
+TEST_F(MembershipProcessTest, ACommitWaitsForAnotherProposerThenInstallsItsAcceptedLayout) {
   const uint64_t before = RestartJoinerUntilPlannable();
   ASSERT_GT(before, 0u) << cluster_->LogTails();
-  const absl::Time reserved_at = absl::Now();
+  // The rival's layout: the join of n4, under another change text than n1 would give it.
+  internal::v1::GossipResponse table;
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    internal::v1::GossipRequest request;
+    const grpc::Status learned = ReplicaOf(0)->Gossip(&context, request, &table);
+    ASSERT_TRUE(learned.ok()) << learned.error_message();
+  }
+  ASSERT_EQ(table.layout().version(), before);
+  internal::v1::ClusterLayout rivals = table.layout();
+  rivals.set_version(before + 1);
+  rivals.set_change("join n4 (rival)");
+  *rivals.mutable_next() = rivals.members();
+  for (const internal::v1::GossipMember& member : table.members()) {
+    if (member.node_id() != "n4") continue;
+    internal::v1::LayoutMember* joining = rivals.add_next();
+    joining->set_node_id(member.node_id());
+    joining->set_address(member.address());
+    joining->set_zone(member.zone());
+  }
+  ASSERT_EQ(rivals.next_size(), 4);
   for (const size_t node : {1, 2}) {
     grpc::ClientContext context;
     SetDeadline(&context);
     internal::v1::ReserveLayoutRequest request;
     request.set_proposer_id("rival");
+    request.set_round(1);
     request.set_version(before + 1);
-    request.set_change("leave n2");
+    request.set_change(rivals.change());
     internal::v1::ReserveLayoutResponse response;
-    const grpc::Status granted = ReplicaOf(node)->ReserveLayout(&context, request, &response);
-    ASSERT_TRUE(granted.ok()) << granted.error_message();
+    const grpc::Status answered = ReplicaOf(node)->ReserveLayout(&context, request, &response);
+    ASSERT_TRUE(answered.ok()) << answered.error_message();
+    ASSERT_EQ(response.code(), 0) << response.message();
+
+    grpc::ClientContext accept_context;
+    SetDeadline(&accept_context);
+    internal::v1::AcceptLayoutRequest accept;
+    accept.set_proposer_id("rival");
+    accept.set_round(1);
+    *accept.mutable_layout() = rivals;
+    internal::v1::AcceptLayoutResponse accepted;
+    const grpc::Status status = ReplicaOf(node)->AcceptLayout(&accept_context, accept, &accepted);
+    ASSERT_TRUE(status.ok()) << status.error_message();
   }
   const std::vector<std::string> commit = {
       KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "join", "n4", "--commit"};
   const CommandResult refused = RunCommand(commit, "", absl::Seconds(30));
   EXPECT_NE(refused.exit_code, 0) << refused.out;
   EXPECT_TRUE(absl::StrContains(refused.err, "reserved by 1 of 3 members")) << refused.err;
-  EXPECT_TRUE(absl::StrContains(refused.err, "reserved by rival for \"leave n2\"")) << refused.err;
+  EXPECT_TRUE(absl::StrContains(refused.err, "reserved by rival for \"join n4 (rival)\""))
+      << refused.err;
   for (size_t node = 0; node < 3; ++node) {
     EXPECT_EQ(KvctlJson(node, {"cluster", "status"}, 0).value("layout_version", uint64_t{0}),
               before);
   }
-  // The rival never proposed; its reservations lapse after their lease (kvnode's default,
-  // LayoutReservations::Options).
-  const absl::Duration lease = absl::Seconds(10);
-  absl::SleepFor(reserved_at + lease + absl::Milliseconds(500) - absl::Now());
-  const nlohmann::json joined = CommitAndWait(0, "join", "n4");
-  EXPECT_EQ(joined.value("state", ""), "SUCCEEDED") << joined.dump();
+  // The rival never installed its layout. n3 goes down and n2 is killed and restarted: the only
+  // majority n1 can reach is n1 and n2, so only the promise n2 stored before answering tells n1
+  // of the rival's layout (a restart ends the lease: a commit may go on at once).
+  cluster_->Kill(2);
+  ASSERT_TRUE(cluster_->KillAndRestart(1).ok()) << cluster_->LogTails();
+  const CommandResult finished = RunCommand(commit, "", absl::Seconds(30));
+  EXPECT_NE(finished.exit_code, 0) << finished.out;
+  EXPECT_TRUE(absl::StrContains(finished.err, "from an earlier commit by rival")) << finished.err;
+  ASSERT_TRUE(cluster_->Restart(2).ok()) << cluster_->LogTails();
+  // Every node takes the rival's layout and then the one completing it (the takeover watch
+  // completes a transition nobody runs an operation for).
+  const absl::Time deadline = absl::Now() + kChangeTimeout;
+  std::string layouts;
+  bool completed = false;
+  bool saw_rivals = false;
+  while (!completed && absl::Now() < deadline) {
+    completed = true;
+    layouts.clear();
+    for (size_t node = 0; node < 4; ++node) {
+      const nlohmann::json status = KvctlJson(node, {"cluster", "status"}, 0);
+      const uint64_t version = status.value("layout_version", uint64_t{0});
+      saw_rivals = saw_rivals || status.value("layout_change", "") == "join n4 (rival)";
+      completed = completed && version == before + 2 && status["layout_next_members"].empty() &&
+                  status["members"].size() == 4;
+      absl::StrAppend(&layouts, cluster_->node_id(node), ": ", version, " ",
+                      status.value("layout_change", ""), "\n");
+    }
+    if (!completed) absl::SleepFor(absl::Milliseconds(200));
+  }
+  EXPECT_TRUE(completed) << layouts << cluster_->LogTails();
+  EXPECT_TRUE(saw_rivals) << "no node reported the rival's change";
 }
 
 // The race a review found: a join committed through n1 and a leave through n2 at the same moment.

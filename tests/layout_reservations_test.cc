@@ -1,0 +1,169 @@
+// LayoutReservations: a member's promises and accepts of the next layout version (Paxos phases 1
+// and 2, with a lease so that a second proposer is refused while the first one commits).
+
+#include "node/layout_reservations.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace kv {
+namespace {
+
+class LayoutReservationsTest : public ::testing::Test {
+ protected:
+  LayoutReservationsTest() : clock_(absl::FromUnixSeconds(1'000'000)), member_(&clock_, {}) {
+    for (const char* id : {"n1", "n2", "n3"}) {
+      current_.members.push_back(Member{id, absl::StrCat("10.0.0.", id + 1, ":7700"), ""});
+    }
+    current_.version = 4;
+  }
+
+  // The transition of version 5 that removes `leaving`.
+  ClusterLayout Leave(const std::string& leaving) const {
+    ClusterLayout layout = current_;
+    layout.version = 5;
+    for (const Member& member : current_.members) {
+      if (member.id != leaving) layout.next.push_back(member);
+    }
+    layout.change = "leave " + leaving;
+    return layout;
+  }
+
+  LayoutPromise Reserve(uint64_t round, const std::string& proposer) {
+    return member_.Reserve({round, proposer}, 5, "change of " + proposer, current_);
+  }
+
+  ManualClock clock_;
+  LayoutReservations member_;
+  ClusterLayout current_;
+};
+
+TEST_F(LayoutReservationsTest, AcceptedLayoutIsHandedToEveryLaterProposer) {
+  ASSERT_TRUE(Reserve(10, "a").status.ok());
+  const LayoutPromise first = Reserve(10, "a");  // a retried commit renews its own promise
+  ASSERT_TRUE(first.status.ok()) << first.status;
+  EXPECT_FALSE(first.accepted.has_value());
+  ASSERT_TRUE(member_.Accept({10, "a"}, Leave("n3"), current_).ok());
+
+  // While a's lease runs, b is refused and told who holds the version.
+  const LayoutPromise held = Reserve(20, "b");
+  EXPECT_TRUE(absl::IsFailedPrecondition(held.status)) << held.status;
+  EXPECT_TRUE(absl::StrContains(held.status.message(), "reserved by a for \"change of a\""))
+      << held.status;
+
+  // Once it lapses, b's higher ballot is promised, and b learns what a got accepted.
+  clock_.Advance(member_.options().lease);
+  const LayoutPromise promised = Reserve(20, "b");
+  ASSERT_TRUE(promised.status.ok()) << promised.status;
+  ASSERT_TRUE(promised.accepted.has_value());
+  EXPECT_TRUE(SameLayout(*promised.accepted, Leave("n3")));
+  EXPECT_EQ(promised.accepted_ballot, (LayoutBallot{10, "a"}));
+
+  // a's late accept no longer counts: a higher ballot was promised since.
+  const absl::Status late = member_.Accept({10, "a"}, Leave("n2"), current_);
+  EXPECT_TRUE(absl::IsAborted(late)) << late;
+  ASSERT_TRUE(member_.Accept({20, "b"}, Leave("n3"), current_).ok());
+  clock_.Advance(member_.options().lease);
+  const LayoutPromise third = Reserve(30, "c");
+  ASSERT_TRUE(third.status.ok()) << third.status;
+  EXPECT_EQ(third.accepted_ballot, (LayoutBallot{20, "b"}));
+}
+
+TEST_F(LayoutReservationsTest, ALowerBallotIsToldTheRoundToBeat) {
+  ASSERT_TRUE(Reserve(50, "b").status.ok());
+  clock_.Advance(member_.options().lease);
+  const LayoutPromise lower = Reserve(40, "a");
+  EXPECT_TRUE(absl::IsAborted(lower.status)) << lower.status;
+  EXPECT_EQ(lower.promised_round, 50u);
+  EXPECT_FALSE(lower.accepted.has_value());
+  // Equal rounds are ordered by proposer id.
+  EXPECT_TRUE(absl::IsAborted(Reserve(50, "a").status));
+  EXPECT_TRUE(Reserve(50, "c").status.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(Reserve(51, "a").status)) << "c's lease runs";
+}
+
+TEST_F(LayoutReservationsTest, OnlyTheVersionAfterAStableLayoutIsTaken) {
+  auto reserve = [&](uint64_t version, const ClusterLayout& current) {
+    return member_.Reserve({1, "a"}, version, "join n4", current).status;
+  };
+  EXPECT_TRUE(absl::IsUnavailable(reserve(7, current_)));  // behind: gossip brings it
+  const absl::Status ahead = reserve(4, current_);
+  EXPECT_TRUE(absl::IsFailedPrecondition(ahead)) << ahead;
+  EXPECT_TRUE(absl::StrContains(ahead.message(), "cannot be reserved here")) << ahead;
+  ClusterLayout transition = Leave("n3");
+  transition.version = 4;
+  const absl::Status during = reserve(5, transition);
+  EXPECT_TRUE(absl::StrContains(during.message(), "under way")) << during;
+  EXPECT_TRUE(absl::IsInvalidArgument(member_.Reserve({0, "a"}, 5, "", current_).status));
+  EXPECT_TRUE(absl::IsInvalidArgument(member_.Reserve({1, ""}, 5, "", current_).status));
+
+  // A member that holds the layout already (gossip brought it) accepts it again, not another.
+  const ClusterLayout installed = Leave("n3");
+  EXPECT_TRUE(member_.Accept({1, "a"}, Leave("n3"), installed).ok());
+  const absl::Status other = member_.Accept({1, "a"}, Leave("n2"), installed);
+  EXPECT_TRUE(absl::IsFailedPrecondition(other)) << other;
+  EXPECT_TRUE(absl::StrContains(other.message(), "holds another layout of version 5")) << other;
+}
+
+// A new version forgets the promise and the accepted layout of the one before.
+TEST_F(LayoutReservationsTest, ANewVersionStartsAfresh) {
+  ASSERT_TRUE(Reserve(10, "a").status.ok());
+  ASSERT_TRUE(member_.Accept({10, "a"}, Leave("n3"), current_).ok());
+  ClusterLayout completed = current_;
+  completed.version = 6;
+  const LayoutPromise next = member_.Reserve({1, "b"}, 7, "join n9", completed);
+  ASSERT_TRUE(next.status.ok()) << next.status;
+  EXPECT_FALSE(next.accepted.has_value());
+}
+
+// With persist set, a promise or accept is stored before it is answered, and a member restored
+// from the stored state keeps its word; a state that cannot be stored is not taken.
+TEST_F(LayoutReservationsTest, PromisesAreStoredBeforeTheyAreAnsweredAndSurviveARestart) {
+  std::vector<LayoutAcceptorState> stored;
+  absl::Status store_error;
+  LayoutReservations::Options options;
+  options.persist = [&](const LayoutAcceptorState& state) {
+    if (!store_error.ok()) return store_error;
+    stored.push_back(state);
+    return absl::OkStatus();
+  };
+  LayoutReservations member(&clock_, options);
+  ASSERT_TRUE(member.Reserve({10, "a"}, 5, "leave n3", current_).status.ok());
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored.back().version, 5u);
+  EXPECT_EQ(stored.back().promised, (LayoutBallot{10, "a"}));
+  EXPECT_FALSE(stored.back().accepted.has_value());
+  ASSERT_TRUE(member.Reserve({10, "a"}, 5, "leave n3", current_).status.ok());
+  EXPECT_EQ(stored.size(), 1u) << "a renewal changes nothing to store";
+  ASSERT_TRUE(member.Accept({10, "a"}, Leave("n3"), current_).ok());
+  ASSERT_EQ(stored.size(), 2u);
+  ASSERT_TRUE(stored.back().accepted.has_value());
+  EXPECT_TRUE(SameLayout(*stored.back().accepted, Leave("n3")));
+
+  // The storage fails: b's higher ballot is not promised, and nothing changed.
+  clock_.Advance(member.options().lease);
+  store_error = absl::ResourceExhaustedError("disk full");
+  const LayoutPromise unstored = member.Reserve({20, "b"}, 5, "leave n2", current_);
+  EXPECT_TRUE(absl::IsUnavailable(unstored.status)) << unstored.status;
+  EXPECT_TRUE(absl::StrContains(unstored.status.message(), "disk full")) << unstored.status;
+  EXPECT_EQ(member.State().promised, (LayoutBallot{10, "a"}));
+  EXPECT_TRUE(absl::IsUnavailable(member.Accept({20, "b"}, Leave("n2"), current_)));
+  EXPECT_TRUE(SameLayout(*member.State().accepted, Leave("n3")));
+
+  // A restart: the stored state comes back, without a lease. A lower ballot is refused, and a
+  // higher one learns the accepted layout.
+  LayoutReservations restarted(&clock_, {});
+  restarted.Restore(stored.back());
+  EXPECT_TRUE(absl::IsAborted(restarted.Reserve({9, "z"}, 5, "join n9", current_).status));
+  const LayoutPromise later = restarted.Reserve({11, "b"}, 5, "leave n2", current_);
+  ASSERT_TRUE(later.status.ok()) << later.status;
+  ASSERT_TRUE(later.accepted.has_value());
+  EXPECT_TRUE(SameLayout(*later.accepted, Leave("n3")));
+}
+
+}  // namespace
+}  // namespace kv
