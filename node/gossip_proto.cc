@@ -144,7 +144,9 @@ std::string EncodeAcceptorState(const LayoutAcceptorState& state) {
 absl::StatusOr<LayoutAcceptorState> DecodeAcceptorState(absl::string_view bytes) {
   internal::v1::LayoutAcceptorState proto;
   if (!proto.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    return absl::DataLossError("the stored layout promise does not parse");
+    return absl::DataLossError(
+        "the stored layout promise (meta key layout_acceptor) does not parse; the node does not "
+        "start rather than forget what it promised other members during a membership change");
   }
   LayoutAcceptorState state;
   state.version = proto.version();

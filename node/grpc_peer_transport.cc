@@ -407,9 +407,27 @@ void GrpcPeerTransport::ReserveLayout(const Member& peer, uint64_t version, Layo
                                                               : absl::StatusCode::kUnknown,
                                        answer.message());
           promise.promised_round = answer.promised_round();
-          if (answer.accepted().version() != 0) {
-            promise.accepted = LayoutFromProto(answer.accepted());
-            promise.accepted_ballot = {answer.accepted_round(), answer.accepted_proposer()};
+          if (promise.status.ok() && answer.promised_round() != call->request.round()) {
+            // An empty answer: a peer from before layout agreement (it promises nothing).
+            promise.status = absl::UnimplementedError(
+                "the peer answered without promising the ballot (a node from before layout "
+                "agreement)");
+          }
+          if (promise.status.ok() && answer.accepted().version() != 0) {
+            ClusterLayout accepted = LayoutFromProto(answer.accepted());
+            absl::Status valid = CheckLayout(accepted);
+            if (valid.ok() && accepted.version != call->request.version()) {
+              valid = absl::InvalidArgumentError(absl::StrCat("it is of version ", accepted.version,
+                                                              ", not ", call->request.version()));
+            }
+            if (valid.ok()) {
+              promise.accepted = std::move(accepted);
+              promise.accepted_ballot = {answer.accepted_round(), answer.accepted_proposer()};
+            } else {
+              promise.status = absl::InternalError(
+                  absl::StrCat("the peer's promise names an accepted layout that cannot be used: ",
+                               valid.message()));
+            }
           }
         }
         // Here, not on the executor, where the caller may be waiting.

@@ -49,6 +49,8 @@ LayoutPromise LayoutReservations::Reserve(const LayoutBallot& ballot, uint64_t v
   if (!promise.status.ok()) return promise;
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
+  promise.status = CheckNotBehindState(version);
+  if (!promise.status.ok()) return promise;
   LayoutAcceptorState next;  // the first promise of this version here, unless...
   next.version = version;
   const bool leased = state_.version == version && now < expiry_;
@@ -93,6 +95,7 @@ absl::Status LayoutReservations::Accept(const LayoutBallot& ballot, const Cluste
   }
   KV_RETURN_IF_ERROR(CheckFollows(layout.version, current, "accepted"));
   absl::MutexLock lock(&mu_);
+  KV_RETURN_IF_ERROR(CheckNotBehindState(layout.version));
   LayoutAcceptorState next;
   next.version = layout.version;
   if (state_.version == layout.version) next = state_;
@@ -111,6 +114,15 @@ absl::Status LayoutReservations::Accept(const LayoutBallot& ballot, const Cluste
     expiry_ = clock_->Now() + options_.lease;
   }
   return absl::OkStatus();
+}
+
+absl::Status LayoutReservations::CheckNotBehindState(uint64_t version) const {
+  if (state_.version <= version) return absl::OkStatus();
+  // The layout the caller checked against is older than what this member promised already (a
+  // restart before the newer layout was stored, or a request that stalled): never go back.
+  return absl::FailedPreconditionError(
+      absl::StrCat("this member has promised layout version ", state_.version, " already, so ",
+                   version, " cannot be reserved or accepted here; plan again"));
 }
 
 void LayoutReservations::Restore(LayoutAcceptorState state) {

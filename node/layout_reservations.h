@@ -23,7 +23,8 @@
 //  - INVALID_ARGUMENT for a ballot without a proposer or round;
 //  - UNAVAILABLE if this member's layout is behind version - 1 (gossip brings it within
 //    seconds);
-//  - FAILED_PRECONDITION if it is ahead, or a transition (the layout completing a transition is
+//  - FAILED_PRECONDITION if it is ahead (or this member promised a later version already), or a
+//    transition (the layout completing a transition is
 //    never reserved: every node computes it alike, and no change may be committed before it),
 //    or another proposer's promise is younger than Options::lease (liveness: two proposers do
 //    not keep taking the version from each other; the message names the holder and its change);
@@ -116,6 +117,9 @@ class LayoutReservations {
   const Options& options() const { return options_; }
 
  private:
+  // FAILED_PRECONDITION if state_ is of a version after `version`: a member's promises only go
+  // forward, even when the layout a request was checked against is older.
+  absl::Status CheckNotBehindState(uint64_t version) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Persists `next` if it differs from state_, then makes it state_.
   absl::Status Store(LayoutAcceptorState next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -191,7 +191,8 @@ std::vector<std::optional<LayoutPromise>> MembershipChanger::AskMembers(
   return answers->promises;
 }
 
-absl::Status MembershipChanger::Refused(absl::string_view what, const ClusterLayout& current,
+absl::Status MembershipChanger::Refused(absl::string_view what, absl::string_view outcome,
+                                        const ClusterLayout& current,
                                         const std::vector<std::optional<LayoutPromise>>& answers) {
   const std::vector<Member>& members = current.members;
   size_t granted = 0;
@@ -218,7 +219,7 @@ absl::Status MembershipChanger::Refused(absl::string_view what, const ClusterLay
   }
   const std::string why =
       absl::StrCat(what, " by ", granted, " of ", members.size(),
-                   " members, and a membership change needs a majority; nothing changed",
+                   " members, and a membership change needs a majority; ", outcome,
                    refusals.empty() ? "" : "; refused by ", absl::StrJoin(refusals, "; "),
                    transient.empty() ? "" : "; not granted by ", absl::StrJoin(transient, "; "));
   // A refusal is not undone by retrying the same commit at once: another commit holds the
@@ -265,7 +266,7 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
   }
   if (!granted(promises)) {
     return Refused(absl::StrCat("layout version ", version, " (", change, ") was reserved"),
-                   plan.current, promises);
+                   "nothing changed", plan.current, promises);
   }
   // The layout a majority may have accepted already: the one of the highest ballot among the
   // grants. Any layout a majority accepted is among them.
@@ -296,9 +297,11 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
             [done = std::move(done)](absl::Status status) { done(Answer(std::move(status))); });
       });
   if (!granted(accepts)) {
-    return Refused(absl::StrCat("layout version ", version, " (", layout.change,
-                                ") was accepted (not installed)"),
-                   plan.current, accepts);
+    return Refused(
+        absl::StrCat("layout version ", version, " (", layout.change, ") was accepted"),
+        "it is not installed, but the members that accepted it hand it to the next commit of "
+        "this version, which installs it instead of its own change (see kvctl cluster status)",
+        plan.current, accepts);
   }
   if (SameLayout(layout, plan.transition)) return absl::OkStatus();
   // Finish the layout an earlier commit got accepted but did not install (it stopped, or its
@@ -308,7 +311,10 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
            {"layout", DescribeLayout(layout)},
            {"accepted_by", accepted_ballot.proposer},
            {"instead_of", change}});
-  KV_RETURN_IF_ERROR(gossiper_->ProposeLayout(layout));
+  if (absl::Status proposed = gossiper_->ProposeLayout(layout);
+      !proposed.ok() && !SameLayout(gossiper_->Layout(), layout)) {
+    return proposed;  // (gossip may have brought it meanwhile: then it is in place)
+  }
   return absl::FailedPreconditionError(
       absl::StrCat("the members had accepted layout version ", version, " (",
                    DescribeLayout(layout), ") from an earlier commit by ", accepted_ballot.proposer,

@@ -121,8 +121,10 @@ class MembershipChanger {
       const std::vector<Member>& members,
       const std::function<void(const Member&, std::function<void(LayoutPromise)>)>& ask);
   // The error for `answers` that are not a majority of grants: `what` ("... was reserved") by
-  // how many of `current`'s members, and why the others did not grant.
-  static absl::Status Refused(absl::string_view what, const ClusterLayout& current,
+  // how many of `current`'s members, `outcome` (what that left), and why the others did not
+  // grant.
+  static absl::Status Refused(absl::string_view what, absl::string_view outcome,
+                              const ClusterLayout& current,
                               const std::vector<std::optional<LayoutPromise>>& answers);
   // A ballot round above `above` and every earlier one of this node: its clock's microseconds
   // when those are higher.

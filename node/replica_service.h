@@ -24,11 +24,12 @@
 // given keys this replica lacks or holds with another digest; it reads only.
 //
 // ReserveLayout and AcceptLayout are the two phases of agreeing on the next layout version
-// (node/layout_reservations.h), answered against the gossiper's layout on the gRPC thread
-// (memory only). ReserveLayout's call status is OK whenever LayoutReservations::Reserve answered;
-// its answer is in the response. AcceptLayout answers as LayoutReservations::Accept. Both answer
-// INVALID_ARGUMENT for a change text over kMaxLayoutChangeBytes (AcceptLayout: for any layout
-// CheckLayout refuses), UNIMPLEMENTED without reservations set.
+// (node/layout_reservations.h), answered against the gossiper's layout on the gRPC thread (a
+// promise or accept that changes what the member stored is written, synced, before the answer).
+// ReserveLayout's call status is OK whenever LayoutReservations::Reserve answered; its answer is in
+// the response. AcceptLayout answers as LayoutReservations::Accept. Both answer INVALID_ARGUMENT
+// for a change text over kMaxLayoutChangeBytes (AcceptLayout: for any layout CheckLayout refuses),
+// UNIMPLEMENTED without reservations set.
 //
 // Gossip merges the caller's membership table into the node's Gossiper and answers with the
 // node's table, on the gRPC thread (memory only); UNIMPLEMENTED without a gossiper (null).

@@ -696,6 +696,31 @@ TEST_F(LayoutAgreementTest, ACommitInstallsTheLayoutAMajorityAcceptedBeforeIt) {
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(nodes_[i].gossiper->LayoutConflict(), "") << i;
 }
 
+// Members may hold different accepted layouts (a proposer whose phase 2 reached a minority, then
+// a later ballot's): the commit finishes the one of the highest ballot, which is the only one a
+// majority can have accepted.
+TEST_F(LayoutAgreementTest, TheAcceptedLayoutOfTheHighestBallotIsTheOneInstalled) {
+  const ClusterLayout current = nodes_[0].gossiper->Layout();
+  absl::StatusOr<ClusterLayout> first = PlanLeave(current, "n2");
+  absl::StatusOr<ClusterLayout> second = PlanLeave(current, "n3");
+  ASSERT_TRUE(first.ok() && second.ok());
+  auto promise_and_accept = [&](const char* id, const LayoutBallot& ballot,
+                                const ClusterLayout& layout) {
+    LayoutReservations& member = *transport_.reservations[id];
+    ASSERT_TRUE(member.Reserve(ballot, current.version + 1, layout.change, current).status.ok());
+    ASSERT_TRUE(member.Accept(ballot, layout, current).ok());
+  };
+  promise_and_accept("n2", {1, "early"}, *first);
+  clock_.Advance(LayoutReservations::Options().lease);
+  promise_and_accept("n3", {2, "late"}, *second);
+  promise_and_accept("n4", {2, "late"}, *second);
+  clock_.Advance(LayoutReservations::Options().lease);
+  const absl::Status finished = CommitJoin();
+  EXPECT_TRUE(absl::StrContains(finished.message(), "from an earlier commit by late")) << finished;
+  EXPECT_TRUE(SameLayout(nodes_[0].gossiper->Layout(), *second))
+      << DescribeLayout(nodes_[0].gossiper->Layout());
+}
+
 // A member that promised a higher round (another proposer's clock runs ahead) refuses the
 // commit's first ballot, and tells it the round to beat: the commit retries once above it.
 TEST_F(LayoutAgreementTest, ACommitRetriesAboveARoundPromisedElsewhere) {

@@ -109,6 +109,28 @@ TEST_F(LayoutReservationsTest, OnlyTheVersionAfterAStableLayoutIsTaken) {
   EXPECT_TRUE(absl::StrContains(other.message(), "holds another layout of version 5")) << other;
 }
 
+// A member's promises only go forward: a request checked against an older layout than the one
+// promised here already (a restart before the newer layout was stored, a stalled request) is
+// refused, and the accepted layout is kept.
+TEST_F(LayoutReservationsTest, APromiseIsNeverTakenBackForAnEarlierVersion) {
+  ASSERT_TRUE(Reserve(10, "a").status.ok());
+  ASSERT_TRUE(member_.Accept({10, "a"}, Leave("n3"), current_).ok());
+  ClusterLayout older = current_;
+  older.version = 3;
+  const LayoutPromise back = member_.Reserve({20, "b"}, 4, "join n9", older);
+  EXPECT_TRUE(absl::IsFailedPrecondition(back.status)) << back.status;
+  EXPECT_TRUE(absl::StrContains(back.status.message(), "promised layout version 5 already"))
+      << back.status;
+  ClusterLayout fours = Leave("n3");
+  fours.version = 4;
+  EXPECT_TRUE(absl::IsFailedPrecondition(member_.Accept({20, "b"}, fours, older)));
+  EXPECT_EQ(member_.State().version, 5u);
+  clock_.Advance(member_.options().lease);
+  const LayoutPromise later = Reserve(30, "c");
+  ASSERT_TRUE(later.accepted.has_value());
+  EXPECT_TRUE(SameLayout(*later.accepted, Leave("n3")));
+}
+
 // A new version forgets the promise and the accepted layout of the one before.
 TEST_F(LayoutReservationsTest, ANewVersionStartsAfresh) {
   ASSERT_TRUE(Reserve(10, "a").status.ok());
