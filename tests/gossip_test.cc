@@ -9,13 +9,16 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "node/gossip_proto.h"
 #include "node/layout_reservations.h"
@@ -737,6 +740,150 @@ TEST_F(LayoutAgreementTest, ACommitRetriesAboveARoundPromisedElsewhere) {
   EXPECT_EQ(transport_.asked, 6) << "one retry of phase 1 on the three other members";
   EXPECT_EQ(nodes_[0].gossiper->Layout().version, current.version + 1);
   EXPECT_EQ(nodes_[0].gossiper->Layout().change, "join n5");
+}
+
+// Answers layout agreement calls from the members' acceptors on other threads, after up to 2 ms,
+// and loses some requests (not applied) and some answers (applied, never answered).
+class RacingTransport : public testing::StubPeerTransport {
+ public:
+  RacingTransport(std::map<std::string, LayoutReservations*> acceptors,
+                  std::map<std::string, Gossiper*> gossipers, uint64_t seed)
+      : acceptors_(std::move(acceptors)), gossipers_(std::move(gossipers)), rng_(seed) {}
+  ~RacingTransport() override { Join(); }
+
+  void ReserveLayout(const Member& peer, uint64_t version, LayoutBallot ballot, std::string change,
+                     std::function<void(LayoutPromise)> done) override {
+    LayoutReservations* acceptor = acceptors_.at(peer.id);
+    Gossiper* gossiper = gossipers_.at(peer.id);
+    Send([=, done = std::move(done)](bool answer) {
+      LayoutPromise promise = acceptor->Reserve(ballot, version, change, gossiper->Layout());
+      if (answer) done(std::move(promise));
+    });
+  }
+  void AcceptLayout(const Member& peer, LayoutBallot ballot, ClusterLayout layout,
+                    std::function<void(absl::Status)> done) override {
+    LayoutReservations* acceptor = acceptors_.at(peer.id);
+    Gossiper* gossiper = gossipers_.at(peer.id);
+    Send([=, done = std::move(done)](bool answer) {
+      absl::Status accepted = acceptor->Accept(ballot, layout, gossiper->Layout());
+      if (answer) done(std::move(accepted));
+    });
+  }
+  // Waits for every delivery.
+  void Join() {
+    std::vector<std::thread> threads;
+    {
+      absl::MutexLock lock(&mu_);
+      threads.swap(threads_);
+    }
+    for (std::thread& thread : threads) thread.join();
+  }
+
+ private:
+  void Send(std::function<void(bool)> deliver) {
+    absl::MutexLock lock(&mu_);
+    const int fate = std::uniform_int_distribution<int>(0, 9)(rng_);
+    if (fate == 0) return;  // the request is lost
+    const absl::Duration delay =
+        absl::Microseconds(std::uniform_int_distribution<int>(0, 2000)(rng_));
+    threads_.emplace_back([deliver = std::move(deliver), delay, answer = fate != 1] {
+      absl::SleepFor(delay);
+      deliver(answer);
+    });
+  }
+
+  const std::map<std::string, LayoutReservations*> acceptors_;
+  const std::map<std::string, Gossiper*> gossipers_;
+  absl::Mutex mu_;
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+};
+
+// Three nodes commit three different changes of the same version at once, over and over, with
+// answers delayed, lost and reordered and no lease to keep proposers apart (ballots alone order
+// them): every node that installs the version installs the same layout.
+TEST_F(GossipTest, ConcurrentCommitsWithLostAnswersInstallOneLayoutPerVersion) {
+  all_ = MakeMembers(4);
+  const std::vector<std::pair<std::string, std::string>> changes = {
+      {"n1", "n4"}, {"n2", "n3"}, {"n3", "n2"}};  // proposer, leaving node
+  int installed_runs = 0;
+  int commits_ok = 0;
+  int finished_others = 0;
+  for (int run = 0; run < 60; ++run) {
+    for (size_t i = 0; i < 4; ++i) StartNode(i, all_);
+    const uint64_t before = nodes_[0].gossiper->Layout().version;
+    LayoutReservations::Options no_lease;
+    no_lease.lease = absl::ZeroDuration();
+    std::vector<std::unique_ptr<LayoutReservations>> acceptors;
+    std::map<std::string, LayoutReservations*> acceptor_of;
+    std::map<std::string, Gossiper*> gossiper_of;
+    for (size_t i = 0; i < 4; ++i) {
+      acceptors.push_back(std::make_unique<LayoutReservations>(&clock_, no_lease));
+      acceptor_of[all_[i].id] = acceptors.back().get();
+      gossiper_of[all_[i].id] = nodes_[i].gossiper.get();
+    }
+    RacingTransport transport(acceptor_of, gossiper_of, kSeed + run);
+    struct Proposer {
+      std::unique_ptr<ManualScheduler> scheduler;
+      std::unique_ptr<OperationRegistry> operations;
+      std::unique_ptr<MembershipChanger> changer;
+    };
+    std::vector<Proposer> proposers(changes.size());
+    MembershipChanger::Options options;
+    options.reserve_timeout = absl::Milliseconds(10);
+    for (size_t p = 0; p < changes.size(); ++p) {
+      Proposer& proposer = proposers[p];
+      proposer.scheduler = std::make_unique<ManualScheduler>(&clock_);
+      proposer.operations = std::make_unique<OperationRegistry>(changes[p].first, "1", &clock_,
+                                                                OperationRegistry::Options());
+      proposer.changer = std::make_unique<MembershipChanger>(
+          gossiper_of[changes[p].first], proposer.operations.get(), proposer.scheduler.get(),
+          &clock_, options);
+      proposer.changer->SetReservations(changes[p].first, acceptor_of[changes[p].first],
+                                        &transport);
+    }
+    std::vector<std::thread> threads;
+    std::vector<std::string> outcomes(changes.size());
+    for (size_t p = 0; p < changes.size(); ++p) {
+      threads.emplace_back([&, p] {
+        for (int attempt = 0; attempt < 3; ++attempt) {
+          const absl::Status status =
+              proposers[p]
+                  .changer->Commit(MembershipChanger::Action::kLeave, changes[p].second, 0)
+                  .status();
+          outcomes[p] = status.ToString();
+          if (!absl::IsUnavailable(status)) break;
+        }
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+    transport.Join();
+    for (Proposer& proposer : proposers) proposer.changer->Shutdown();
+
+    std::optional<ClusterLayout> installed;
+    std::string layouts;
+    for (size_t i = 0; i < 4; ++i) {
+      const ClusterLayout layout = nodes_[i].gossiper->Layout();
+      absl::StrAppend(&layouts, all_[i].id, ": ", DescribeLayout(layout), "\n");
+      if (layout.version == before) continue;
+      ASSERT_EQ(layout.version, before + 1) << layouts;
+      if (!installed.has_value()) installed = layout;
+      EXPECT_TRUE(SameLayout(layout, *installed)) << "run " << run << "\n" << layouts;
+    }
+    for (const std::string& outcome : outcomes) {
+      commits_ok += outcome == "OK" ? 1 : 0;
+      finished_others += absl::StrContains(outcome, "from an earlier commit") ? 1 : 0;
+    }
+    installed_runs += installed.has_value() ? 1 : 0;
+    if (HasFailure()) {
+      for (const std::string& outcome : outcomes) std::cout << outcome << "\n";
+      break;
+    }
+  }
+  std::cout << installed_runs << " of 60 runs installed a layout; " << commits_ok
+            << " commits succeeded, " << finished_others
+            << " installed another commit's accepted layout\n";
+  EXPECT_GT(installed_runs, 0) << "no run got any layout agreed: the test shows nothing";
 }
 
 // A member's stored promise (kvnode's meta column) reads back as it was; damaged bytes or an
