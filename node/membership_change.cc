@@ -111,10 +111,18 @@ absl::StatusOr<std::pair<MembershipChanger::Plan, std::string>> MembershipChange
                                                       plan->current.version, ", not ",
                                                       expected_version, " as planned; plan again"));
   }
-  if (absl::Status agreed = Agree(*plan); !agreed.ok()) return agreed;
-  if (absl::Status proposed = gossiper_->ProposeLayout(plan->transition); !proposed.ok()) {
-    return proposed;
+  {
+    absl::MutexLock lock(&mu_);
+    ++agreeing_;
   }
+  absl::Status agreed = Agree(*plan);
+  if (agreed.ok()) agreed = gossiper_->ProposeLayout(plan->transition);
+  {
+    absl::MutexLock lock(&mu_);
+    --agreeing_;
+  }
+  // Another node may have finished this very layout first (FinishAcceptedLayout).
+  if (!agreed.ok() && !SameLayout(gossiper_->Layout(), plan->transition)) return agreed;
   Job job;
   job.transition = plan->transition;
   job.deadline = clock_->Now() + options_.timeout;
@@ -299,8 +307,9 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
   if (!granted(accepts)) {
     return Refused(
         absl::StrCat("layout version ", version, " (", layout.change, ") was accepted"),
-        "it is not installed, but the members that accepted it hand it to the next commit of "
-        "this version, which installs it instead of its own change (see kvctl cluster status)",
+        "it is not installed yet: the members that accepted it install it once a majority "
+        "answers them again (within seconds of that), and the next commit of this version "
+        "installs it instead of its own change; see kvctl cluster status",
         plan.current, accepts);
   }
   if (SameLayout(layout, plan.transition)) return absl::OkStatus();
@@ -434,7 +443,44 @@ void MembershipChanger::Watch() {
       LogInfo("another layout won meanwhile", {{"detail", std::string(proposed.message())}});
     }
   }
+  FinishAcceptedLayout(layout);
   scheduler_->RunAfter(options_.watch_interval, guard_.Wrap([this] { Watch(); }));
+}
+
+void MembershipChanger::FinishAcceptedLayout(const ClusterLayout& layout) {
+  if (reservations_ == nullptr) return;
+  const LayoutAcceptorState state = reservations_->State();
+  const bool pending = state.accepted.has_value() && !layout.in_transition() &&
+                       state.accepted->version == layout.version + 1;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!pending || agreeing_ > 0) {
+      accepted_version_ = 0;
+      return;
+    }
+    if (accepted_version_ != state.accepted->version) {
+      accepted_version_ = state.accepted->version;
+      accepted_since_ = clock_->Now();
+      return;
+    }
+    if (clock_->Now() - accepted_since_ < options_.takeover_after) return;
+    accepted_version_ = 0;
+  }
+  LogInfo(
+      "finishing a cluster layout this node accepted but nobody installed (the node that "
+      "committed it may have stopped, or lost its majority before installing it)",
+      {{"layout_version", absl::StrCat(state.accepted->version)},
+       {"layout", DescribeLayout(*state.accepted)},
+       {"accepted_from", state.accepted_ballot.proposer}});
+  Plan plan;
+  plan.current = layout;
+  plan.transition = *state.accepted;
+  absl::Status agreed = Agree(plan);
+  if (agreed.ok()) agreed = gossiper_->ProposeLayout(plan.transition);
+  if (!agreed.ok()) {
+    LogInfo("the accepted layout was not finished now; the watch retries",
+            {{"detail", std::string(agreed.message())}});
+  }
 }
 
 void MembershipChanger::Finish(const Job& job, absl::Status status) {

@@ -35,7 +35,10 @@
 // watches the gossiped layout (StartWatching): when a transition's sources have all been done for
 // Options::takeover_after and nobody completed it, the node proposes the completing layout
 // itself. CompleteTransition is deterministic, so several nodes proposing it propose the same
-// layout.
+// layout. The watch also finishes a layout this node accepted (phase 2) that nobody installed
+// within Options::takeover_after (its proposer stopped, or lost its majority after some members
+// accepted): it agrees on the version again, which adopts whichever layout a majority may have
+// accepted, and installs it.
 //
 // Thread-safe. Polls through the Scheduler; Shutdown (also the destructor) fails running
 // operations (CANCELLED) and waits for running callbacks. The gossiper, registry and scheduler
@@ -129,6 +132,10 @@ class MembershipChanger {
   // A ballot round above `above` and every earlier one of this node: its clock's microseconds
   // when those are higher.
   uint64_t NextRound(uint64_t above);
+  // The watch's recovery: a layout this node's acceptor accepted for the version after the
+  // current stable layout, still not installed after Options::takeover_after, is agreed on again
+  // (Agree adopts whichever layout a majority may have accepted) and installed.
+  void FinishAcceptedLayout(const ClusterLayout& layout);
   void Poll(Job job);
   void Finish(const Job& job, absl::Status status);
   void Watch();
@@ -151,6 +158,11 @@ class MembershipChanger {
   // Watch: the transition whose sources were first seen all done, and when.
   uint64_t done_version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time done_since_ ABSL_GUARDED_BY(mu_);
+  // FinishAcceptedLayout: the accepted, uninstalled version first seen, and when; and how many
+  // commits of this node are agreeing right now (the watch leaves their layouts to them).
+  uint64_t accepted_version_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time accepted_since_ ABSL_GUARDED_BY(mu_);
+  int agreeing_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace kv

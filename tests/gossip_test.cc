@@ -699,6 +699,32 @@ TEST_F(LayoutAgreementTest, ACommitInstallsTheLayoutAMajorityAcceptedBeforeIt) {
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(nodes_[i].gossiper->LayoutConflict(), "") << i;
 }
 
+// A proposer got its layout accepted by n1 and n2 (a minority) and stopped: nobody commits
+// anything, yet the layout may be chosen, so it must not hang there. n1's watch finishes it once
+// the proposer's lease is over: it agrees on the version again and installs the layout.
+TEST_F(LayoutAgreementTest, AnAcceptedLayoutNobodyInstalledIsFinishedByTheWatch) {
+  const ClusterLayout current = nodes_[0].gossiper->Layout();
+  absl::StatusOr<ClusterLayout> rivals = PlanLeave(current, "n4");
+  ASSERT_TRUE(rivals.ok()) << rivals.status();
+  for (LayoutReservations* member : {&local_, transport_.reservations["n2"].get()}) {
+    ASSERT_TRUE(
+        member->Reserve({1, "rival"}, current.version + 1, "leave n4", current).status.ok());
+    ASSERT_TRUE(member->Accept({1, "rival"}, *rivals, current).ok());
+  }
+  changer_->StartWatching();
+  const absl::Duration took = AdvanceUntil(
+      [&] {
+        for (size_t i = 0; i < 4; ++i) {
+          if (!SameLayout(nodes_[i].gossiper->Layout(), *rivals)) return false;
+        }
+        return true;
+      },
+      absl::Seconds(30));
+  ASSERT_NE(took, absl::InfiniteDuration()) << DescribeLayout(nodes_[0].gossiper->Layout());
+  // Not before the rival's promises lapsed (they keep other proposers out meanwhile).
+  EXPECT_GE(took, LayoutReservations::Options().lease - absl::Seconds(1));
+}
+
 // Members may hold different accepted layouts (a proposer whose phase 2 reached a minority, then
 // a later ballot's): the commit finishes the one of the highest ballot, which is the only one a
 // majority can have accepted.
