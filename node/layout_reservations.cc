@@ -132,6 +132,12 @@ void LayoutReservations::Restore(LayoutAcceptorState state) {
   expiry_ = absl::InfinitePast();
 }
 
+bool LayoutReservations::LeasedToAnother(absl::string_view proposer) {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  return state_.promised.proposer != proposer && now < expiry_;
+}
+
 LayoutAcceptorState LayoutReservations::State() {
   absl::MutexLock lock(&mu_);
   return state_;

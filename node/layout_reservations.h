@@ -113,6 +113,8 @@ class LayoutReservations {
   // The stored state, at start (before the first request); no lease runs.
   void Restore(LayoutAcceptorState state);
   LayoutAcceptorState State();
+  // Whether a proposer other than `proposer` holds an unexpired lease here.
+  bool LeasedToAnother(absl::string_view proposer);
 
   const Options& options() const { return options_; }
 

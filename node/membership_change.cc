@@ -1,6 +1,7 @@
 #include "node/membership_change.h"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -270,6 +271,10 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
       }
     }
     if (beat < ballot.round) break;  // no member promised a later round: retrying cannot help
+    {
+      absl::MutexLock lock(&mu_);
+      if (shutdown_) return absl::UnavailableError("the node is shutting down; nothing changed");
+    }
     ballot.round = NextRound(beat);
   }
   if (!granted(promises)) {
@@ -380,7 +385,12 @@ void MembershipChanger::Poll(Job job) {
                })
       .IgnoreError();
   if (all_done) {
-    absl::Status completed = gossiper_->ProposeLayout(CompleteTransition(job.transition));
+    const ClusterLayout completion = CompleteTransition(job.transition);
+    absl::Status completed = gossiper_->ProposeLayout(completion);
+    // Another node may have completed it first (its commit of the same layout, or a takeover).
+    if (!completed.ok() && SameLayout(gossiper_->Layout(), completion)) {
+      completed = absl::OkStatus();
+    }
     Finish(job, completed);
     return;
   }
@@ -452,19 +462,24 @@ void MembershipChanger::FinishAcceptedLayout(const ClusterLayout& layout) {
   const LayoutAcceptorState state = reservations_->State();
   const bool pending = state.accepted.has_value() && !layout.in_transition() &&
                        state.accepted->version == layout.version + 1;
+  const absl::Time now = clock_->Now();
   {
     absl::MutexLock lock(&mu_);
-    if (!pending || agreeing_ > 0) {
-      accepted_version_ = 0;
+    if (!pending) {
+      accepted_ballot_ = LayoutBallot();
       return;
     }
-    if (accepted_version_ != state.accepted->version) {
-      accepted_version_ = state.accepted->version;
-      accepted_since_ = clock_->Now();
+    // A layout accepted under a new ballot has a proposer at work again: wait from scratch.
+    if (!(accepted_ballot_ == state.accepted_ballot) || accepted_version_ != layout.version + 1) {
+      accepted_version_ = layout.version + 1;
+      accepted_ballot_ = state.accepted_ballot;
+      recover_at_ = now + options_.takeover_after;
       return;
     }
-    if (clock_->Now() - accepted_since_ < options_.takeover_after) return;
-    accepted_version_ = 0;
+    // Not while a commit of this node agrees, nor while another proposer's promise here runs
+    // (it may still be installing the layout).
+    if (now < recover_at_ || agreeing_ > 0 || reservations_->LeasedToAnother(self_id_)) return;
+    ++agreeing_;
   }
   LogInfo(
       "finishing a cluster layout this node accepted but nobody installed (the node that "
@@ -477,10 +492,27 @@ void MembershipChanger::FinishAcceptedLayout(const ClusterLayout& layout) {
   plan.transition = *state.accepted;
   absl::Status agreed = Agree(plan);
   if (agreed.ok()) agreed = gossiper_->ProposeLayout(plan.transition);
-  if (!agreed.ok()) {
+  const bool finished = gossiper_->Layout().version >= plan.transition.version;
+  {
+    absl::MutexLock lock(&mu_);
+    --agreeing_;
+    // Retry after the promises this attempt took have lapsed, staggered by node so that two
+    // members finishing the same layout do not keep taking the majority from each other.
+    recover_at_ = clock_->Now() + reservations_->options().lease + RecoveryStagger();
+  }
+  if (finished) {
+    LogInfo("the accepted cluster layout is in place",
+            {{"layout_version", absl::StrCat(plan.transition.version)}});
+  } else {
     LogInfo("the accepted layout was not finished now; the watch retries",
             {{"detail", std::string(agreed.message())}});
   }
+}
+
+absl::Duration MembershipChanger::RecoveryStagger() const {
+  // Between no delay and one lease, fixed per node id.
+  const uint64_t slot = std::hash<std::string>()(self_id_) % 1000;
+  return reservations_->options().lease * (static_cast<double>(slot) / 1000);
 }
 
 void MembershipChanger::Finish(const Job& job, absl::Status status) {

@@ -37,8 +37,10 @@
 // itself. CompleteTransition is deterministic, so several nodes proposing it propose the same
 // layout. The watch also finishes a layout this node accepted (phase 2) that nobody installed
 // within Options::takeover_after (its proposer stopped, or lost its majority after some members
-// accepted): it agrees on the version again, which adopts whichever layout a majority may have
-// accepted, and installs it.
+// accepted), once no other proposer's lease runs on this node: it agrees on the version again,
+// which adopts whichever layout a majority may have accepted, and installs it. A failed attempt
+// is retried after a lease plus a delay fixed per node (up to another lease), so that members
+// finishing the same layout do not keep taking the majority from each other.
 //
 // Thread-safe. Polls through the Scheduler; Shutdown (also the destructor) fails running
 // operations (CANCELLED) and waits for running callbacks. The gossiper, registry and scheduler
@@ -136,6 +138,8 @@ class MembershipChanger {
   // current stable layout, still not installed after Options::takeover_after, is agreed on again
   // (Agree adopts whichever layout a majority may have accepted) and installed.
   void FinishAcceptedLayout(const ClusterLayout& layout);
+  // How much longer than a lease this node waits before finishing an accepted layout again.
+  absl::Duration RecoveryStagger() const;
   void Poll(Job job);
   void Finish(const Job& job, absl::Status status);
   void Watch();
@@ -158,10 +162,11 @@ class MembershipChanger {
   // Watch: the transition whose sources were first seen all done, and when.
   uint64_t done_version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time done_since_ ABSL_GUARDED_BY(mu_);
-  // FinishAcceptedLayout: the accepted, uninstalled version first seen, and when; and how many
-  // commits of this node are agreeing right now (the watch leaves their layouts to them).
+  // FinishAcceptedLayout: the accepted, uninstalled layout (its version and ballot) and when to
+  // finish it; and how many agreements of this node run right now (commits, or the watch's).
   uint64_t accepted_version_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time accepted_since_ ABSL_GUARDED_BY(mu_);
+  LayoutBallot accepted_ballot_ ABSL_GUARDED_BY(mu_);
+  absl::Time recover_at_ ABSL_GUARDED_BY(mu_);
   int agreeing_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

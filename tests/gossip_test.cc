@@ -587,7 +587,7 @@ class LayoutAgreementTest : public GossipTest {
     for (size_t i = 0; i < 4; ++i) {
       transport_.layouts[all_[i].id] = [this, i] { return nodes_[i].gossiper->Layout(); };
     }
-    changer_->SetReservations("n1", &local_, &transport_);
+    changer_->SetReservations("n1", transport_.reservations["n1"].get(), &transport_);
     ASSERT_NE(AdvanceUntil(
                   [&] { return changer_->MakePlan(MembershipChanger::Action::kJoin, "n5").ok(); },
                   absl::Seconds(5)),
@@ -602,7 +602,6 @@ class LayoutAgreementTest : public GossipTest {
   }
 
   OperationRegistry operations_{"n1", "1", &clock_, {}};
-  LayoutReservations local_{&clock_, LayoutReservations::Options()};
   ReservingTransport transport_{&clock_};
   std::unique_ptr<MembershipChanger> changer_;
 };
@@ -706,7 +705,8 @@ TEST_F(LayoutAgreementTest, AnAcceptedLayoutNobodyInstalledIsFinishedByTheWatch)
   const ClusterLayout current = nodes_[0].gossiper->Layout();
   absl::StatusOr<ClusterLayout> rivals = PlanLeave(current, "n4");
   ASSERT_TRUE(rivals.ok()) << rivals.status();
-  for (LayoutReservations* member : {&local_, transport_.reservations["n2"].get()}) {
+  for (const char* id : {"n1", "n2"}) {
+    LayoutReservations* member = transport_.reservations[id].get();
     ASSERT_TRUE(
         member->Reserve({1, "rival"}, current.version + 1, "leave n4", current).status.ok());
     ASSERT_TRUE(member->Accept({1, "rival"}, *rivals, current).ok());
@@ -723,6 +723,45 @@ TEST_F(LayoutAgreementTest, AnAcceptedLayoutNobodyInstalledIsFinishedByTheWatch)
   ASSERT_NE(took, absl::InfiniteDuration()) << DescribeLayout(nodes_[0].gossiper->Layout());
   // Not before the rival's promises lapsed (they keep other proposers out meanwhile).
   EXPECT_GE(took, LayoutReservations::Options().lease - absl::Seconds(1));
+}
+
+// n1 and n2 both accepted a layout nobody installed, and both tried to finish it at the same
+// moment: each holds its own promise, n4 does not answer, so neither reached a majority. Their
+// watches retry after a lease plus a delay fixed per node, so one of them wins the next time
+// instead of both renewing their own promise forever.
+TEST_F(LayoutAgreementTest, TwoMembersFinishingTheSameLayoutDoNotLockEachOtherOut) {
+  const ClusterLayout current = nodes_[0].gossiper->Layout();
+  absl::StatusOr<ClusterLayout> rivals = PlanLeave(current, "n4");
+  ASSERT_TRUE(rivals.ok()) << rivals.status();
+  for (const char* id : {"n1", "n2"}) {
+    LayoutReservations& member = *transport_.reservations[id];
+    ASSERT_TRUE(member.Reserve({1, "rival"}, current.version + 1, "leave n4", current).status.ok());
+    ASSERT_TRUE(member.Accept({1, "rival"}, *rivals, current).ok());
+  }
+  clock_.Advance(LayoutReservations::Options().lease);
+  const uint64_t round = static_cast<uint64_t>(absl::ToUnixMicros(clock_.Now()));
+  for (const char* id : {"n1", "n2"}) {  // the attempts that met each other
+    LayoutReservations& member = *transport_.reservations[id];
+    ASSERT_TRUE(member.Reserve({round, id}, current.version + 1, "leave n4", current).status.ok());
+  }
+  transport_.unreachable = {"n4"};
+  OperationRegistry operations("n2", "1", &clock_, {});
+  MembershipChanger::Options options;
+  options.reserve_timeout = absl::Milliseconds(100);
+  MembershipChanger second(nodes_[1].gossiper.get(), &operations, &scheduler_, &clock_, options);
+  second.SetReservations("n2", transport_.reservations["n2"].get(), &transport_);
+  changer_->StartWatching();
+  second.StartWatching();
+  const absl::Duration took = AdvanceUntil(
+      [&] {
+        for (size_t i = 0; i < 4; ++i) {
+          if (!SameLayout(nodes_[i].gossiper->Layout(), *rivals)) return false;
+        }
+        return true;
+      },
+      absl::Minutes(2));
+  second.Shutdown();
+  EXPECT_NE(took, absl::InfiniteDuration()) << DescribeLayout(nodes_[0].gossiper->Layout());
 }
 
 // Members may hold different accepted layouts (a proposer whose phase 2 reached a minority, then
