@@ -251,6 +251,19 @@ class MembershipProcessTest : public ::testing::Test {
     ASSERT_TRUE(status.ok()) << status.error_message();
   }
 
+  // Restarts the joiner n4 until its join can be planned, then has the rival promise and accept
+  // its join on n2 and n3 (a majority), and stop. Returns the layout version before (0 on
+  // failure).
+  uint64_t RivalJoinAcceptedByN2AndN3() {
+    const uint64_t before = RestartJoinerUntilPlannable();
+    if (before == 0) return 0;
+    const internal::v1::ClusterLayout rivals = RivalJoin(before);
+    for (const size_t node : {1, 2}) {
+      if (!HasFailure()) RivalAccepts(node, rivals);
+    }
+    return HasFailure() ? 0 : before;
+  }
+
   // Waits until all four nodes completed the join of n4 (layout before + 2, four members) and
   // checks that some poll saw the rival's transition (its change text) on the way.
   void ExpectRivalJoinCompleted(uint64_t before) {
@@ -648,12 +661,8 @@ TEST_F(MembershipPurgeTest, PurgingResumesOnTheNewRingAfterAJoin) {
 // (the rival's may already be on some node): it installs the rival's and says so, and the
 // cluster completes that change.
 TEST_F(MembershipProcessTest, ACommitWaitsForAnotherProposerThenInstallsItsAcceptedLayout) {
-  const uint64_t before = RestartJoinerUntilPlannable();
+  const uint64_t before = RivalJoinAcceptedByN2AndN3();
   ASSERT_GT(before, 0u) << cluster_->LogTails();
-  const internal::v1::ClusterLayout rivals = RivalJoin(before);
-  ASSERT_FALSE(HasFailure());
-  for (const size_t node : {1, 2}) RivalAccepts(node, rivals);
-  ASSERT_FALSE(HasFailure());
   const std::vector<std::string> commit = {
       KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "join", "n4", "--commit"};
   const CommandResult refused = RunCommand(commit, "", absl::Seconds(30));
@@ -688,12 +697,8 @@ TEST_F(MembershipProcessTest, ACommitWaitsForAnotherProposerThenInstallsItsAccep
 // stopped before installing it; nobody commits anything after. The members that accepted it
 // finish it once the proposer's lease is over, and the join completes.
 TEST_F(MembershipProcessTest, ALayoutAcceptedButNeverInstalledIsFinishedByTheMembers) {
-  const uint64_t before = RestartJoinerUntilPlannable();
+  const uint64_t before = RivalJoinAcceptedByN2AndN3();
   ASSERT_GT(before, 0u) << cluster_->LogTails();
-  const internal::v1::ClusterLayout rivals = RivalJoin(before);
-  ASSERT_FALSE(HasFailure());
-  for (const size_t node : {1, 2}) RivalAccepts(node, rivals);
-  ASSERT_FALSE(HasFailure());
   ExpectRivalJoinCompleted(before);
   EXPECT_TRUE(
       absl::StrContains(cluster_->Logs(1) + cluster_->Logs(2),
