@@ -287,8 +287,10 @@ void Gossiper::Merge(const GossipDigest& digest) {
     }
   } else if (digest.layout.version == layout_.version && layout_conflict_.empty() &&
              !SameLayout(digest.layout, layout_) && CheckLayout(digest.layout).ok()) {
-    // Two membership changes installed one version (node/layout_reservations.h says when that
-    // can still happen): the cluster is split until a newer layout reaches both sides.
+    // Two membership changes installed one version (layout agreement, node/layout_reservations.h,
+    // rules this out between nodes that have it; a node from before it, or one whose stored
+    // promises were lost, could still do it): the cluster is split until a newer layout
+    // reaches both sides.
     layout_conflict_ = absl::StrCat(
         absl::CHexEscape(absl::string_view(digest.from_id).substr(0, 64)), " gossips layout ",
         DescribeLayout(digest.layout), ", this node holds ", DescribeLayout(layout_),

@@ -382,6 +382,46 @@ void GrpcPeerTransport::PurgeRecord(const Member& peer, std::string key,
       });
 }
 
+namespace {
+
+// A member's answer to ReserveLayout (the call itself succeeded). A grant must echo the ballot's
+// round (an empty answer comes from a node from before layout agreement) and may name only a
+// usable accepted layout of the requested version.
+LayoutPromise PromiseFromAnswer(const internal::v1::ReserveLayoutRequest& request,
+                                const internal::v1::ReserveLayoutResponse& answer) {
+  LayoutPromise promise;
+  const int code = answer.code();
+  if (code != 0) {
+    promise.status = absl::Status(
+        code > 0 && code <= 16 ? static_cast<absl::StatusCode>(code) : absl::StatusCode::kUnknown,
+        answer.message());
+  }
+  promise.promised_round = answer.promised_round();
+  if (!promise.status.ok()) return promise;
+  if (answer.promised_round() != request.round()) {
+    promise.status = absl::UnimplementedError(
+        "the peer answered without promising the ballot (a node from before layout agreement)");
+    return promise;
+  }
+  if (answer.accepted().version() == 0) return promise;
+  ClusterLayout accepted = LayoutFromProto(answer.accepted());
+  absl::Status valid = CheckLayout(accepted);
+  if (valid.ok() && accepted.version != request.version()) {
+    valid = absl::InvalidArgumentError(
+        absl::StrCat("it is of version ", accepted.version, ", not ", request.version()));
+  }
+  if (!valid.ok()) {
+    promise.status = absl::InternalError(absl::StrCat(
+        "the peer's promise names an accepted layout that cannot be used: ", valid.message()));
+    return promise;
+  }
+  promise.accepted = std::move(accepted);
+  promise.accepted_ballot = {answer.accepted_round(), answer.accepted_proposer()};
+  return promise;
+}
+
+}  // namespace
+
 void GrpcPeerTransport::ReserveLayout(const Member& peer, uint64_t version, LayoutBallot ballot,
                                       std::string change, std::function<void(LayoutPromise)> done) {
   auto call = std::make_shared<
@@ -398,38 +438,7 @@ void GrpcPeerTransport::ReserveLayout(const Member& peer, uint64_t version, Layo
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
         LayoutPromise promise;
         promise.status = FromPeer(status);
-        if (promise.status.ok()) {
-          const internal::v1::ReserveLayoutResponse& answer = call->response;
-          const int code = answer.code();
-          promise.status =
-              code == 0 ? absl::OkStatus()
-                        : absl::Status(code > 0 && code <= 16 ? static_cast<absl::StatusCode>(code)
-                                                              : absl::StatusCode::kUnknown,
-                                       answer.message());
-          promise.promised_round = answer.promised_round();
-          if (promise.status.ok() && answer.promised_round() != call->request.round()) {
-            // An empty answer: a peer from before layout agreement (it promises nothing).
-            promise.status = absl::UnimplementedError(
-                "the peer answered without promising the ballot (a node from before layout "
-                "agreement)");
-          }
-          if (promise.status.ok() && answer.accepted().version() != 0) {
-            ClusterLayout accepted = LayoutFromProto(answer.accepted());
-            absl::Status valid = CheckLayout(accepted);
-            if (valid.ok() && accepted.version != call->request.version()) {
-              valid = absl::InvalidArgumentError(absl::StrCat("it is of version ", accepted.version,
-                                                              ", not ", call->request.version()));
-            }
-            if (valid.ok()) {
-              promise.accepted = std::move(accepted);
-              promise.accepted_ballot = {answer.accepted_round(), answer.accepted_proposer()};
-            } else {
-              promise.status = absl::InternalError(
-                  absl::StrCat("the peer's promise names an accepted layout that cannot be used: ",
-                               valid.message()));
-            }
-          }
-        }
+        if (promise.status.ok()) promise = PromiseFromAnswer(call->request, call->response);
         // Here, not on the executor, where the caller may be waiting.
         done(std::move(promise));
         grpc::ClientContext* context = &call->context;

@@ -51,10 +51,8 @@ LayoutPromise LayoutReservations::Reserve(const LayoutBallot& ballot, uint64_t v
   absl::MutexLock lock(&mu_);
   promise.status = CheckNotBehindState(version);
   if (!promise.status.ok()) return promise;
-  LayoutAcceptorState next;  // the first promise of this version here, unless...
-  next.version = version;
+  LayoutAcceptorState next = StateFor(version);
   const bool leased = state_.version == version && now < expiry_;
-  if (state_.version == version) next = state_;
   promise.promised_round = next.promised.round;
   if (leased && next.promised.proposer != ballot.proposer) {
     promise.status = absl::FailedPreconditionError(absl::StrFormat(
@@ -96,9 +94,7 @@ absl::Status LayoutReservations::Accept(const LayoutBallot& ballot, const Cluste
   KV_RETURN_IF_ERROR(CheckFollows(layout.version, current, "accepted"));
   absl::MutexLock lock(&mu_);
   KV_RETURN_IF_ERROR(CheckNotBehindState(layout.version));
-  LayoutAcceptorState next;
-  next.version = layout.version;
-  if (state_.version == layout.version) next = state_;
+  LayoutAcceptorState next = StateFor(layout.version);
   if (ballot < next.promised) {
     return absl::AbortedError(absl::StrCat("layout version ", layout.version,
                                            " was promised to round ", next.promised.round, " of ",
@@ -123,6 +119,13 @@ absl::Status LayoutReservations::CheckNotBehindState(uint64_t version) const {
   return absl::FailedPreconditionError(
       absl::StrCat("this member has promised layout version ", state_.version, " already, so ",
                    version, " cannot be reserved or accepted here; plan again"));
+}
+
+LayoutAcceptorState LayoutReservations::StateFor(uint64_t version) const {
+  if (state_.version == version) return state_;
+  LayoutAcceptorState fresh;  // nothing promised or accepted of this version here yet
+  fresh.version = version;
+  return fresh;
 }
 
 void LayoutReservations::Restore(LayoutAcceptorState state) {

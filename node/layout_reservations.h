@@ -122,6 +122,8 @@ class LayoutReservations {
   // FAILED_PRECONDITION if state_ is of a version after `version`: a member's promises only go
   // forward, even when the layout a request was checked against is older.
   absl::Status CheckNotBehindState(uint64_t version) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // state_ if it is of `version`, else the state of a version nothing was promised of yet.
+  LayoutAcceptorState StateFor(uint64_t version) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Persists `next` if it differs from state_, then makes it state_.
   absl::Status Store(LayoutAcceptorState next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -117,13 +117,12 @@ absl::StatusOr<std::pair<MembershipChanger::Plan, std::string>> MembershipChange
     ++agreeing_;
   }
   absl::Status agreed = Agree(*plan);
-  if (agreed.ok()) agreed = gossiper_->ProposeLayout(plan->transition);
+  if (agreed.ok()) agreed = Install(plan->transition);
   {
     absl::MutexLock lock(&mu_);
     --agreeing_;
   }
-  // Another node may have finished this very layout first (FinishAcceptedLayout).
-  if (!agreed.ok() && !SameLayout(gossiper_->Layout(), plan->transition)) return agreed;
+  if (!agreed.ok()) return agreed;
   Job job;
   job.transition = plan->transition;
   job.deadline = clock_->Now() + options_.timeout;
@@ -325,15 +324,18 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
            {"layout", DescribeLayout(layout)},
            {"accepted_by", accepted_ballot.proposer},
            {"instead_of", change}});
-  if (absl::Status proposed = gossiper_->ProposeLayout(layout);
-      !proposed.ok() && !SameLayout(gossiper_->Layout(), layout)) {
-    return proposed;  // (gossip may have brought it meanwhile: then it is in place)
-  }
+  KV_RETURN_IF_ERROR(Install(layout));
   return absl::FailedPreconditionError(
       absl::StrCat("the members had accepted layout version ", version, " (",
                    DescribeLayout(layout), ") from an earlier commit by ", accepted_ballot.proposer,
                    " that had not reached this node; this node installed it instead of \"", change,
                    "\": plan again once it completes (kvctl cluster status)"));
+}
+
+absl::Status MembershipChanger::Install(const ClusterLayout& layout) {
+  absl::Status proposed = gossiper_->ProposeLayout(layout);
+  if (!proposed.ok() && SameLayout(gossiper_->Layout(), layout)) return absl::OkStatus();
+  return proposed;
 }
 
 void MembershipChanger::Poll(Job job) {
@@ -385,13 +387,7 @@ void MembershipChanger::Poll(Job job) {
                })
       .IgnoreError();
   if (all_done) {
-    const ClusterLayout completion = CompleteTransition(job.transition);
-    absl::Status completed = gossiper_->ProposeLayout(completion);
-    // Another node may have completed it first (its commit of the same layout, or a takeover).
-    if (!completed.ok() && SameLayout(gossiper_->Layout(), completion)) {
-      completed = absl::OkStatus();
-    }
-    Finish(job, completed);
+    Finish(job, Install(CompleteTransition(job.transition)));
     return;
   }
   if (clock_->Now() >= job.deadline) {
@@ -491,7 +487,7 @@ void MembershipChanger::FinishAcceptedLayout(const ClusterLayout& layout) {
   plan.current = layout;
   plan.transition = *state.accepted;
   absl::Status agreed = Agree(plan);
-  if (agreed.ok()) agreed = gossiper_->ProposeLayout(plan.transition);
+  if (agreed.ok()) agreed = Install(plan.transition);
   const bool finished = gossiper_->Layout().version >= plan.transition.version;
   {
     absl::MutexLock lock(&mu_);

@@ -92,9 +92,9 @@ class MembershipChanger {
   ~MembershipChanger();
 
   absl::StatusOr<Plan> MakePlan(Action action, const std::string& node_id) const;
-  // Makes Commit reserve the transition's version first (see the header comment) as `self_id`,
-  // locally in `local` and on the other members through `transport`. Call before the first
-  // Commit; both must outlive this.
+  // Makes Commit agree on the transition's version first (see the header comment) as `self_id`,
+  // with `local` as this node's acceptor and the other members through `transport`. Call before the
+  // first Commit; both must outlive this.
   void SetReservations(std::string self_id, LayoutReservations* local, PeerTransport* transport);
   // Plans, proposes the transition and returns the plan and the operation id.
   absl::StatusOr<std::pair<Plan, std::string>> Commit(Action action, const std::string& node_id,
@@ -140,6 +140,9 @@ class MembershipChanger {
   void FinishAcceptedLayout(const ClusterLayout& layout);
   // How much longer than a lease this node waits before finishing an accepted layout again.
   absl::Duration RecoveryStagger() const;
+  // Proposes `layout` through gossip; OK too if this node holds exactly that layout already
+  // (another node installed it first, and gossip brought it).
+  absl::Status Install(const ClusterLayout& layout);
   void Poll(Job job);
   void Finish(const Job& job, absl::Status status);
   void Watch();
