@@ -56,6 +56,9 @@ std::string Usage() {
       "  --ceiling                  first run the same loop with Admin.Ping for warmup +\n"
       "                             duration; report its ops/s as the transport ceiling and the\n"
       "                             workload's ratio to it\n"
+      "  --ceiling_endpoints=HOST:PORT,...  the nodes the ceiling's Pings go to (default\n"
+      "                             --endpoints), e.g. one node of a cluster for a single-node\n"
+      "                             ceiling; needs --ceiling\n"
       "  --rounds=N                 split the measured time into N rounds (default 1); with\n"
       "                             --ceiling each round measures the ceiling right before the\n"
       "                             workload, and the ratio reported is the median of the rounds'\n"
@@ -90,6 +93,7 @@ std::string Usage() {
 
 struct BenchFlags {
   std::vector<std::string> endpoints;
+  std::vector<std::string> ceiling_endpoints;  // empty: `endpoints`
   cli::TlsFiles tls;
   WorkloadConfig workload;
   absl::Duration duration = absl::Seconds(10);
@@ -114,6 +118,17 @@ absl::StatusOr<BenchFlags> ParseFlags(const cli::ParsedArgs& args) {
       cli::ResolveEndpoints(args.Get("endpoints"), kDefaultEndpoint);
   if (!endpoints.ok()) return endpoints.status();
   flags.endpoints = *std::move(endpoints);
+  if (std::optional<std::string> text = args.Get("ceiling_endpoints"); text.has_value()) {
+    if (!flags.ceiling) {
+      return absl::InvalidArgumentError("--ceiling_endpoints needs --ceiling");
+    }
+    absl::StatusOr<std::vector<std::string>> ceiling = cli::ParseEndpoints(*text);
+    if (!ceiling.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--ceiling_endpoints: ", ceiling.status().message()));
+    }
+    flags.ceiling_endpoints = *std::move(ceiling);
+  }
   absl::StatusOr<cli::TlsFiles> tls = cli::ResolveTls(args);
   if (!tls.ok()) return tls.status();
   flags.tls = *std::move(tls);
@@ -245,6 +260,8 @@ nlohmann::json ReportHeader(const BenchFlags& flags) {
       {"workload", config.spec.name},
       {"description", config.spec.description},
       {"endpoints", flags.endpoints},
+      {"ceiling_endpoints",
+       flags.ceiling_endpoints.empty() ? flags.endpoints : flags.ceiling_endpoints},
       {"concurrency", config.concurrency},
       {"keys", config.keys},
       {"value_size", config.value_size},
@@ -330,6 +347,14 @@ int Run(const BenchFlags& flags) {
   client_options.tls.key_pem = flags.tls.key_pem;
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(client_options);
   if (!client.ok()) return Fail(client.status(), flags.json, kExitUsage);
+  // The ceiling's own client when its Pings go to other nodes than the workload.
+  std::unique_ptr<Client> ceiling_client;
+  if (!flags.ceiling_endpoints.empty()) {
+    client_options.endpoints = flags.ceiling_endpoints;
+    absl::StatusOr<std::unique_ptr<Client>> created = Client::Create(client_options);
+    if (!created.ok()) return Fail(created.status(), flags.json, kExitUsage);
+    ceiling_client = *std::move(created);
+  }
 
   const WorkloadConfig& config = flags.workload;
   nlohmann::json report = ReportHeader(flags);
@@ -345,12 +370,13 @@ int Run(const BenchFlags& flags) {
       return Fail(status, flags.json, kExitFailure);
     }
   }
-  PingSource ping(**client);
+  PingSource ping(ceiling_client != nullptr ? *ceiling_client : **client);
   WorkloadSource workload(**client, config, contexts);
   const Rounds rounds = RunRounds(flags, ping, workload);
   const ReplicationLagReport lag = CollectReplicationLag(**client);
   // Waits for every callback before the sources (declared above) are destroyed.
   client->reset();
+  ceiling_client.reset();
 
   const PhaseStats& stats = rounds.workload;
   AddPhaseJson(stats, "", report);
@@ -391,10 +417,12 @@ int Run(const BenchFlags& flags) {
 
 int Main(const std::vector<std::string>& argv) {
   std::vector<cli::FlagSpec> specs = {
-      {"endpoints", true},  {"workload", true},     {"concurrency", true}, {"keys", true},
-      {"value_size", true}, {"distribution", true}, {"duration", true},    {"warmup", true},
-      {"preload", false},   {"ceiling", false},     {"timeout", true},     {"seed", true},
-      {"rounds", true},     {"rate", true},         {"json", false},       {"help", false}};
+      {"endpoints", true}, {"workload", true},   {"concurrency", true},
+      {"keys", true},      {"value_size", true}, {"distribution", true},
+      {"duration", true},  {"warmup", true},     {"preload", false},
+      {"ceiling", false},  {"timeout", true},    {"ceiling_endpoints", true},
+      {"seed", true},      {"rounds", true},     {"rate", true},
+      {"json", false},     {"help", false}};
   for (const cli::FlagSpec& tls : cli::TlsFlagSpecs()) specs.push_back(tls);
   bool json = false;
   for (const std::string& arg : argv) json = json || arg == "--json";

@@ -183,6 +183,30 @@ TEST_F(KvbenchProcessTest, ShortRunWithCeilingReportsOrderedPercentilesAndNoErro
   EXPECT_TRUE(absl::StrContains(result.err, "ops/s")) << result.err;
 }
 
+// --ceiling_endpoints sends the ceiling's Pings to other nodes than the workload: to an address
+// nobody listens on, every Ping fails while the workload, on the node, does not.
+TEST_F(KvbenchProcessTest, CeilingEndpointsTakeTheCeilingsPingsElsewhere) {
+  const std::string nobody = "127.0.0.1:" + std::to_string(::kv::testing::PickFreePort());
+  const CommandResult result =
+      Kvbench({"--json", "--duration=1s", "--warmup=0s", "--ceiling", "--workload=put", "--keys=50",
+               "--concurrency=4", "--timeout=200ms", "--ceiling_endpoints=" + nobody});
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  const nlohmann::json report = ParseReport(result);
+  EXPECT_EQ(report["ceiling_endpoints"], nlohmann::json::array({nobody})) << report;
+  EXPECT_GT(report.value("ceiling_error_count", 0), 0) << report;
+  EXPECT_EQ(report.value("ceiling_ops_per_sec", -1.0), 0.0) << report;
+  EXPECT_GT(report.value("ops_per_sec", 0.0), 0) << report;
+  EXPECT_EQ(report.value("error_count", -1), 0) << report;
+
+  // Without the flag the ceiling pings the workload's nodes.
+  const CommandResult same = Kvbench({"--json", "--duration=1s", "--warmup=0s", "--ceiling",
+                                      "--workload=put", "--keys=50", "--concurrency=4"});
+  ASSERT_EQ(same.exit_code, 0) << same.out << same.err;
+  const nlohmann::json same_report = ParseReport(same);
+  EXPECT_EQ(same_report["ceiling_endpoints"], same_report["endpoints"]) << same_report;
+  EXPECT_GT(same_report.value("ceiling_ops_per_sec", 0.0), 0) << same_report;
+}
+
 TEST_F(KvbenchProcessTest, ReadsOfUnwrittenKeysCountAsSuccessesButAreReportedApart) {
   const CommandResult result =
       Kvbench({"--json", "--workload=c", "--no-preload", "--duration=1s", "--warmup=0s",
@@ -201,6 +225,8 @@ TEST_F(KvbenchProcessTest, BadFlagsExitWithUsageError) {
                                                {"--concurrency=0"},
                                                {"--duration=soon"},
                                                {"--frobnicate"},
+                                               {"--ceiling_endpoints=127.0.0.1:1"},
+                                               {"--ceiling", "--ceiling_endpoints=nohost"},
                                                {"positional"}}) {
     const CommandResult result = Kvbench(args);
     EXPECT_EQ(result.exit_code, 2) << args[0] << ": " << result.err;
