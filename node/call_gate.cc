@@ -12,6 +12,13 @@ class CallGate::CountedReactor final : public grpc::ServerUnaryReactor {
   // Cancellation needs no action: the work already queued finishes the call (gRPC drops the
   // response), and FinishOnExecutor skips work for calls cancelled before they started.
   void OnCancel() override {}
+  // OnDone is trivial (a counter and a delete; it never blocks or calls into gRPC), so gRPC may
+  // run it on the thread that completes the call. Otherwise gRPC 1.51 hands every call's OnDone
+  // to its own executor: a thread hop per call. Measured (kvbench, 1 node, CPU read from /proc,
+  // 3 alternated pairs): 10.6-11.4 against 12.9-14.1 us of node CPU per Ping, and a ceiling
+  // 12% higher; Put throughput unchanged. gRPC marks this hook as internal (its own
+  // finish-only reactor uses it); the reactor keeps working without it, only slower.
+  bool InternalInlineable() override { return true; }
 
  private:
   CallGate* const gate_;
