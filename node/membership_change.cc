@@ -23,13 +23,27 @@ MembershipChanger::MembershipChanger(Gossiper* gossiper, OperationRegistry* oper
 
 MembershipChanger::~MembershipChanger() { Shutdown(); }
 
+struct MembershipChanger::Answers {
+  absl::Mutex mu;
+  std::vector<std::optional<LayoutPromise>> promises ABSL_GUARDED_BY(mu);
+  size_t granted ABSL_GUARDED_BY(mu) = 0;
+  size_t failed ABSL_GUARDED_BY(mu) = 0;
+  bool stopped ABSL_GUARDED_BY(mu) = false;  // Shutdown: stop waiting
+};
+
 void MembershipChanger::Shutdown() {
   std::set<std::string> running;
+  std::set<std::shared_ptr<Answers>> waiting;
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return;
     shutdown_ = true;
     running.swap(running_);
+    waiting = waiting_;
+  }
+  for (const std::shared_ptr<Answers>& answers : waiting) {
+    absl::MutexLock lock(&answers->mu);
+    answers->stopped = true;
   }
   guard_.Close();
   for (const std::string& id : running) {
@@ -169,14 +183,6 @@ uint64_t MembershipChanger::NextRound(uint64_t above) {
 std::vector<std::optional<LayoutPromise>> MembershipChanger::AskMembers(
     const std::vector<Member>& members,
     const std::function<void(const Member&, std::function<void(LayoutPromise)>)>& ask) {
-  // The answers, in member order; written by transport threads, possibly after this returns
-  // (shared).
-  struct Answers {
-    absl::Mutex mu;
-    std::vector<std::optional<LayoutPromise>> promises ABSL_GUARDED_BY(mu);
-    size_t granted ABSL_GUARDED_BY(mu) = 0;
-    size_t failed ABSL_GUARDED_BY(mu) = 0;
-  };
   auto answers = std::make_shared<Answers>();
   const size_t n = members.size();
   {
@@ -190,13 +196,28 @@ std::vector<std::optional<LayoutPromise>> MembershipChanger::AskMembers(
       answers->promises[i] = std::move(promise);
     });
   }
-  absl::MutexLock lock(&answers->mu);
-  // Until a majority granted, or can no longer grant, or the time is up.
-  auto decided = [&answers, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(answers->mu) {
-    return 2 * answers->granted > n || 2 * (n - answers->failed) <= n;
-  };
-  answers->mu.AwaitWithTimeout(absl::Condition(&decided), options_.reserve_timeout);
-  return answers->promises;
+  bool stopped = false;
+  {
+    absl::MutexLock lock(&mu_);
+    stopped = shutdown_;
+    if (!stopped) waiting_.insert(answers);
+  }
+  std::vector<std::optional<LayoutPromise>> result;
+  {
+    absl::MutexLock lock(&answers->mu);
+    if (stopped) answers->stopped = true;
+    // Until a majority granted, or can no longer grant, or the time is up, or Shutdown.
+    auto decided = [&answers, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(answers->mu) {
+      return 2 * answers->granted > n || 2 * (n - answers->failed) <= n || answers->stopped;
+    };
+    answers->mu.AwaitWithTimeout(absl::Condition(&decided), options_.reserve_timeout);
+    result = answers->promises;
+  }
+  if (!stopped) {
+    absl::MutexLock lock(&mu_);
+    waiting_.erase(answers);
+  }
+  return result;
 }
 
 absl::Status MembershipChanger::Refused(absl::string_view what, absl::string_view outcome,
@@ -277,6 +298,10 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
     ballot.round = NextRound(beat);
   }
   if (!granted(promises)) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (shutdown_) return absl::UnavailableError("the node is shutting down; nothing changed");
+    }
     return Refused(absl::StrCat("layout version ", version, " (", change, ") was reserved"),
                    "nothing changed", plan.current, promises);
   }
@@ -309,6 +334,15 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
             [done = std::move(done)](absl::Status status) { done(Answer(std::move(status))); });
       });
   if (!granted(accepts)) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (shutdown_) {
+        return absl::UnavailableError(absl::StrCat(
+            "the node is shutting down while layout version ", version, " (", layout.change,
+            ") was being accepted; the members that accepted it install it once a majority "
+            "answers them again: see kvctl cluster status"));
+      }
+    }
     return Refused(
         absl::StrCat("layout version ", version, " (", layout.change, ") was accepted"),
         "it is not installed yet: the members that accepted it install it once a majority "

@@ -28,7 +28,9 @@
 // UNAVAILABLE if too few members answered (a majority must be reachable to change membership)
 // or promised a later round even after one retry above it. A member that answers UNIMPLEMENTED
 // (a node from before reservations) grants nothing. Commit then blocks its thread for up to
-// three times Options::reserve_timeout: call it on an executor thread, not a gRPC one.
+// three times Options::reserve_timeout: call it on an executor thread, not a gRPC one. Shutdown
+// ends those waits at once (the members that have not answered count as not granting), so a
+// commit or recovery never holds up a node's shutdown.
 //
 // Takeover. The operation lives on the node that committed it. So that a transition never stays
 // in place because that node stopped (or restarted: operations are in memory), every node also
@@ -119,9 +121,12 @@ class MembershipChanger {
   // was accepted and may be installed. FAILED_PRECONDITION after installing instead a layout of
   // the version an earlier commit got accepted.
   absl::Status Agree(const Plan& plan);
+  // The members' answers to one AskMembers, written by transport threads, possibly after it
+  // returned.
+  struct Answers;
   // Asks every one of `members` in parallel through `ask` and waits, up to
-  // Options::reserve_timeout, until a majority granted or no longer can; the answers in member
-  // order (none: not yet answered).
+  // Options::reserve_timeout, until a majority granted or no longer can, or Shutdown; the
+  // answers in member order (none: not yet answered).
   std::vector<std::optional<LayoutPromise>> AskMembers(
       const std::vector<Member>& members,
       const std::function<void(const Member&, std::function<void(LayoutPromise)>)>& ask);
@@ -171,6 +176,8 @@ class MembershipChanger {
   LayoutBallot accepted_ballot_ ABSL_GUARDED_BY(mu_);
   absl::Time recover_at_ ABSL_GUARDED_BY(mu_);
   int agreeing_ ABSL_GUARDED_BY(mu_) = 0;
+  // The answers AskMembers waits on right now, for Shutdown to end the waits.
+  std::set<std::shared_ptr<Answers>> waiting_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kv

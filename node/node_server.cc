@@ -565,6 +565,9 @@ void NodeServer::StopServing() {
     // down answers them UNAVAILABLE now; their entries stay on disk for the next start. Their
     // answers are given before the server cancels the calls: answering calls while the server
     // cancelled them tripped an assertion in gRPC's reference counting (about 1 run in 10).
+    // Likewise a membership commit waiting for the members' answers (up to three times its
+    // reserve timeout) ends now, UNAVAILABLE.
+    if (changer_ != nullptr) changer_->Shutdown();
     if (outbox_ != nullptr) {
       outbox_->Shutdown();
       left = gate_.WaitUntilIdle(absl::Now() + absl::Seconds(2));

@@ -4,6 +4,7 @@
 #include "node/gossip.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <iostream>
@@ -19,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "node/gossip_proto.h"
 #include "node/layout_reservations.h"
@@ -563,7 +565,7 @@ class ReservingTransport : public testing::StubPeerTransport {
   std::map<std::string, std::unique_ptr<LayoutReservations>> reservations;
   std::map<std::string, std::function<ClusterLayout()>> layouts;  // each peer's layout
   std::set<std::string> unreachable;
-  int asked = 0;
+  std::atomic<int> asked{0};  // read by tests while a commit runs on another thread
   int accepts = 0;
 };
 
@@ -729,6 +731,34 @@ TEST_F(LayoutAgreementTest, AnAcceptedLayoutNobodyInstalledIsFinishedByTheWatch)
 // moment: each holds its own promise, n4 does not answer, so neither reached a majority. Their
 // watches retry after a lease plus a delay fixed per node, so one of them wins the next time
 // instead of both renewing their own promise forever.
+// A commit waits for the members' answers for up to reserve_timeout, twice in phase 1 and once in
+// phase 2. Shutdown ends the wait at once, so a commit (or the watch's recovery) never holds up
+// the node's shutdown that long.
+TEST_F(LayoutAgreementTest, ShutdownEndsACommitsWaitForAnswers) {
+  MembershipChanger::Options options;
+  options.reserve_timeout = absl::Seconds(90);
+  MembershipChanger changer(nodes_[0].gossiper.get(), &operations_, &scheduler_, &clock_, options);
+  changer.SetReservations("n1", transport_.reservations["n1"].get(), &transport_);
+  transport_.unreachable = {"n2", "n3", "n4"};
+  const uint64_t before = nodes_[0].gossiper->Layout().version;
+  const int asked_before = transport_.asked;
+  absl::Status status;
+  absl::Notification done;
+  std::thread commit([&] {
+    status = changer.Commit(MembershipChanger::Action::kJoin, "n5", 0).status();
+    done.Notify();
+  });
+  // Once n2, n3 and n4 were asked, the commit waits for answers that never come.
+  while (transport_.asked < asked_before + 3) absl::SleepFor(absl::Milliseconds(1));
+  changer.Shutdown();
+  EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)))
+      << "the commit still waits for the members' answers after Shutdown";
+  commit.join();
+  EXPECT_TRUE(absl::IsUnavailable(status)) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "shutting down")) << status;
+  EXPECT_EQ(nodes_[0].gossiper->Layout().version, before);
+}
+
 TEST_F(LayoutAgreementTest, TwoMembersFinishingTheSameLayoutDoNotLockEachOtherOut) {
   const ClusterLayout current = nodes_[0].gossiper->Layout();
   absl::StatusOr<ClusterLayout> rivals = PlanLeave(current, "n4");
