@@ -23,6 +23,17 @@ MembershipChanger::MembershipChanger(Gossiper* gossiper, OperationRegistry* oper
 
 MembershipChanger::~MembershipChanger() { Shutdown(); }
 
+namespace {
+
+// How a transition's operation ends when the node shuts down.
+absl::Status ShutdownCancelled() {
+  return absl::CancelledError(
+      "the node is shutting down; the transition stays in place until completed (by the "
+      "other nodes' takeover watch if this one does not come back)");
+}
+
+}  // namespace
+
 struct MembershipChanger::Answers {
   absl::Mutex mu;
   std::vector<std::optional<LayoutPromise>> promises ABSL_GUARDED_BY(mu);
@@ -46,12 +57,7 @@ void MembershipChanger::Shutdown() {
     answers->stopped = true;
   }
   guard_.Close();
-  for (const std::string& id : running) {
-    operations_
-        ->Finish(id, absl::CancelledError("the node is shutting down; the transition "
-                                          "stays in place until completed"))
-        .IgnoreError();
-  }
+  for (const std::string& id : running) operations_->Finish(id, ShutdownCancelled()).IgnoreError();
 }
 
 absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
@@ -144,13 +150,23 @@ absl::StatusOr<std::pair<MembershipChanger::Plan, std::string>> MembershipChange
       action == Action::kJoin ? "join" : "leave",
       absl::StrCat(plan->transition.change, " (layout version ", plan->transition.version, ")"),
       plan->transition.members.size(), "sources");
+  bool stopped = false;
   {
     absl::MutexLock lock(&mu_);
-    running_.insert(job.id);
-    running_versions_.insert(job.transition.version);
+    stopped = shutdown_;
+    if (!stopped) {
+      running_.insert(job.id);
+      running_versions_.insert(job.transition.version);
+    }
   }
   std::string id = job.id;
-  scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
+  if (stopped) {
+    // Shutdown came while the transition was installed: its operation ends as those running at
+    // Shutdown do (the takeover watch of the other nodes completes the transition).
+    operations_->Finish(id, ShutdownCancelled()).IgnoreError();
+  } else {
+    scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
+  }
   return std::make_pair(*std::move(plan), std::move(id));
 }
 
@@ -183,8 +199,13 @@ uint64_t MembershipChanger::NextRound(uint64_t above) {
 std::vector<std::optional<LayoutPromise>> MembershipChanger::AskMembers(
     const std::vector<Member>& members,
     const std::function<void(const Member&, std::function<void(LayoutPromise)>)>& ask) {
-  auto answers = std::make_shared<Answers>();
   const size_t n = members.size();
+  {
+    absl::MutexLock lock(&mu_);
+    // Asked now, members would promise (and lease) the version to a node that has stopped.
+    if (shutdown_) return std::vector<std::optional<LayoutPromise>>(n);
+  }
+  auto answers = std::make_shared<Answers>();
   {
     absl::MutexLock lock(&answers->mu);
     answers->promises.resize(n);
@@ -298,12 +319,15 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
     ballot.round = NextRound(beat);
   }
   if (!granted(promises)) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (shutdown_) return absl::UnavailableError("the node is shutting down; nothing changed");
+    absl::Status refused =
+        Refused(absl::StrCat("layout version ", version, " (", change, ") was reserved"),
+                "nothing changed", plan.current, promises);
+    absl::MutexLock lock(&mu_);
+    // A refusal stands; members that had not answered yet were cut short by Shutdown.
+    if (shutdown_ && absl::IsUnavailable(refused)) {
+      return absl::UnavailableError("the node is shutting down; nothing changed");
     }
-    return Refused(absl::StrCat("layout version ", version, " (", change, ") was reserved"),
-                   "nothing changed", plan.current, promises);
+    return refused;
   }
   // The layout a majority may have accepted already: the one of the highest ballot among the
   // grants. Any layout a majority accepted is among them.
@@ -336,7 +360,13 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
   if (!granted(accepts)) {
     {
       absl::MutexLock lock(&mu_);
-      if (shutdown_) {
+      const bool refusal = std::any_of(
+          accepts.begin(), accepts.end(), [](const std::optional<LayoutPromise>& answer) {
+            return answer.has_value() && !answer->status.ok() &&
+                   !absl::IsUnavailable(answer->status) &&
+                   !absl::IsDeadlineExceeded(answer->status) && !absl::IsAborted(answer->status);
+          });
+      if (shutdown_ && !refusal) {
         return absl::UnavailableError(absl::StrCat(
             "the node is shutting down while layout version ", version, " (", layout.change,
             ") was being accepted; the members that accepted it install it once a majority "
@@ -523,9 +553,11 @@ void MembershipChanger::FinishAcceptedLayout(const ClusterLayout& layout) {
   absl::Status agreed = Agree(plan);
   if (agreed.ok()) agreed = Install(plan.transition);
   const bool finished = gossiper_->Layout().version >= plan.transition.version;
+  bool stopping = false;
   {
     absl::MutexLock lock(&mu_);
     --agreeing_;
+    stopping = shutdown_;
     // Retry after the promises this attempt took have lapsed, staggered by node so that two
     // members finishing the same layout do not keep taking the majority from each other.
     recover_at_ = clock_->Now() + reservations_->options().lease + RecoveryStagger();
@@ -534,7 +566,8 @@ void MembershipChanger::FinishAcceptedLayout(const ClusterLayout& layout) {
     LogInfo("the accepted cluster layout is in place",
             {{"layout_version", absl::StrCat(plan.transition.version)}});
   } else {
-    LogInfo("the accepted layout was not finished now; the watch retries",
+    LogInfo(stopping ? "the accepted layout was not finished: the node is shutting down"
+                     : "the accepted layout was not finished now; the watch retries",
             {{"detail", std::string(agreed.message())}});
   }
 }

@@ -558,15 +558,17 @@ class ReservingTransport : public testing::StubPeerTransport {
   void AcceptLayout(const Member& peer, LayoutBallot ballot, ClusterLayout layout,
                     std::function<void(absl::Status)> done) override {
     ++accepts;
-    if (unreachable.count(peer.id) > 0) return;
+    if (unreachable.count(peer.id) > 0 || silent_accepts.count(peer.id) > 0) return;
     done(reservations[peer.id]->Accept(ballot, layout, layouts.at(peer.id)()));
   }
 
   std::map<std::string, std::unique_ptr<LayoutReservations>> reservations;
   std::map<std::string, std::function<ClusterLayout()>> layouts;  // each peer's layout
   std::set<std::string> unreachable;
-  std::atomic<int> asked{0};  // read by tests while a commit runs on another thread
-  int accepts = 0;
+  std::set<std::string> silent_accepts;  // answer Reserve, never Accept
+  // Read by tests while a commit runs on another thread.
+  std::atomic<int> asked{0};
+  std::atomic<int> accepts{0};
 };
 
 // n1..n4 are members and n5 waits to join; n1 commits through changer_, asking the others
@@ -755,8 +757,38 @@ TEST_F(LayoutAgreementTest, ShutdownEndsACommitsWaitForAnswers) {
       << "the commit still waits for the members' answers after Shutdown";
   commit.join();
   EXPECT_TRUE(absl::IsUnavailable(status)) << status;
-  EXPECT_TRUE(absl::StrContains(status.message(), "shutting down")) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "shutting down; nothing changed")) << status;
   EXPECT_EQ(nodes_[0].gossiper->Layout().version, before);
+  // Nobody is asked after Shutdown (a promise would lease the version to a stopped node).
+  const int asked_at_shutdown = transport_.asked;
+  EXPECT_TRUE(
+      absl::IsUnavailable(changer.Commit(MembershipChanger::Action::kJoin, "n5", 0).status()));
+  EXPECT_EQ(transport_.asked, asked_at_shutdown);
+}
+
+// The same in phase 2, which must not claim that nothing changed: the members that accepted the
+// layout may still install it.
+TEST_F(LayoutAgreementTest, ShutdownEndsACommitsWaitForAcceptsWithoutClaimingNothingChanged) {
+  MembershipChanger::Options options;
+  options.reserve_timeout = absl::Seconds(90);
+  MembershipChanger changer(nodes_[0].gossiper.get(), &operations_, &scheduler_, &clock_, options);
+  changer.SetReservations("n1", transport_.reservations["n1"].get(), &transport_);
+  transport_.silent_accepts = {"n2", "n3", "n4"};
+  const int accepts_before = transport_.accepts;
+  absl::Status status;
+  absl::Notification done;
+  std::thread commit([&] {
+    status = changer.Commit(MembershipChanger::Action::kJoin, "n5", 0).status();
+    done.Notify();
+  });
+  while (transport_.accepts < accepts_before + 3) absl::SleepFor(absl::Milliseconds(1));
+  changer.Shutdown();
+  EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)))
+      << "the commit still waits for the members' accepts after Shutdown";
+  commit.join();
+  EXPECT_TRUE(absl::IsUnavailable(status)) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "was being accepted")) << status;
+  EXPECT_FALSE(absl::StrContains(status.message(), "nothing changed")) << status;
 }
 
 TEST_F(LayoutAgreementTest, TwoMembersFinishingTheSameLayoutDoNotLockEachOtherOut) {
