@@ -729,68 +729,64 @@ TEST_F(LayoutAgreementTest, AnAcceptedLayoutNobodyInstalledIsFinishedByTheWatch)
   EXPECT_GE(took, LayoutReservations::Options().lease - absl::Seconds(1));
 }
 
-// n1 and n2 both accepted a layout nobody installed, and both tried to finish it at the same
-// moment: each holds its own promise, n4 does not answer, so neither reached a majority. Their
-// watches retry after a lease plus a delay fixed per node, so one of them wins the next time
-// instead of both renewing their own promise forever.
 // A commit waits for the members' answers for up to reserve_timeout, twice in phase 1 and once in
 // phase 2. Shutdown ends the wait at once, so a commit (or the watch's recovery) never holds up
 // the node's shutdown that long.
-TEST_F(LayoutAgreementTest, ShutdownEndsACommitsWaitForAnswers) {
-  MembershipChanger::Options options;
-  options.reserve_timeout = absl::Seconds(90);
-  MembershipChanger changer(nodes_[0].gossiper.get(), &operations_, &scheduler_, &clock_, options);
-  changer.SetReservations("n1", transport_.reservations["n1"].get(), &transport_);
+class ShutdownDuringCommitTest : public LayoutAgreementTest {
+ protected:
+  // Commits the join of n5 on another thread through `changer_` made with a long reserve
+  // timeout; once `counter` (the transport's asks or accepts) grew by 3 (n2, n3 and n4 were
+  // asked, and the commit waits for answers that never come), shuts the changer down and
+  // returns the commit's status. Fails the test if the commit still waits 30 s later.
+  absl::Status CommitUntilShutdown(const std::atomic<int>& counter) {
+    MembershipChanger::Options options;
+    options.reserve_timeout = absl::Seconds(90);
+    changer_ = std::make_unique<MembershipChanger>(nodes_[0].gossiper.get(), &operations_,
+                                                   &scheduler_, &clock_, options);
+    changer_->SetReservations("n1", transport_.reservations["n1"].get(), &transport_);
+    const int before = counter;
+    absl::Status status;
+    absl::Notification done;
+    std::thread commit([&] {
+      status = CommitJoin();
+      done.Notify();
+    });
+    while (counter < before + 3) absl::SleepFor(absl::Milliseconds(1));
+    changer_->Shutdown();
+    EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)))
+        << "the commit still waits for the members' answers after Shutdown";
+    commit.join();
+    return status;
+  }
+};
+
+TEST_F(ShutdownDuringCommitTest, PromisesNotAnswered) {
   transport_.unreachable = {"n2", "n3", "n4"};
   const uint64_t before = nodes_[0].gossiper->Layout().version;
-  const int asked_before = transport_.asked;
-  absl::Status status;
-  absl::Notification done;
-  std::thread commit([&] {
-    status = changer.Commit(MembershipChanger::Action::kJoin, "n5", 0).status();
-    done.Notify();
-  });
-  // Once n2, n3 and n4 were asked, the commit waits for answers that never come.
-  while (transport_.asked < asked_before + 3) absl::SleepFor(absl::Milliseconds(1));
-  changer.Shutdown();
-  EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)))
-      << "the commit still waits for the members' answers after Shutdown";
-  commit.join();
+  const absl::Status status = CommitUntilShutdown(transport_.asked);
   EXPECT_TRUE(absl::IsUnavailable(status)) << status;
   EXPECT_TRUE(absl::StrContains(status.message(), "shutting down; nothing changed")) << status;
   EXPECT_EQ(nodes_[0].gossiper->Layout().version, before);
   // Nobody is asked after Shutdown (a promise would lease the version to a stopped node).
   const int asked_at_shutdown = transport_.asked;
-  EXPECT_TRUE(
-      absl::IsUnavailable(changer.Commit(MembershipChanger::Action::kJoin, "n5", 0).status()));
+  EXPECT_TRUE(absl::IsUnavailable(CommitJoin()));
   EXPECT_EQ(transport_.asked, asked_at_shutdown);
 }
 
-// The same in phase 2, which must not claim that nothing changed: the members that accepted the
-// layout may still install it.
-TEST_F(LayoutAgreementTest, ShutdownEndsACommitsWaitForAcceptsWithoutClaimingNothingChanged) {
-  MembershipChanger::Options options;
-  options.reserve_timeout = absl::Seconds(90);
-  MembershipChanger changer(nodes_[0].gossiper.get(), &operations_, &scheduler_, &clock_, options);
-  changer.SetReservations("n1", transport_.reservations["n1"].get(), &transport_);
+// In phase 2 the commit must not claim that nothing changed: the members that accepted the layout
+// may still install it.
+TEST_F(ShutdownDuringCommitTest, AcceptsNotAnswered) {
   transport_.silent_accepts = {"n2", "n3", "n4"};
-  const int accepts_before = transport_.accepts;
-  absl::Status status;
-  absl::Notification done;
-  std::thread commit([&] {
-    status = changer.Commit(MembershipChanger::Action::kJoin, "n5", 0).status();
-    done.Notify();
-  });
-  while (transport_.accepts < accepts_before + 3) absl::SleepFor(absl::Milliseconds(1));
-  changer.Shutdown();
-  EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)))
-      << "the commit still waits for the members' accepts after Shutdown";
-  commit.join();
+  const absl::Status status = CommitUntilShutdown(transport_.accepts);
   EXPECT_TRUE(absl::IsUnavailable(status)) << status;
   EXPECT_TRUE(absl::StrContains(status.message(), "was being accepted")) << status;
   EXPECT_FALSE(absl::StrContains(status.message(), "nothing changed")) << status;
 }
 
+// n1 and n2 both accepted a layout nobody installed, and both tried to finish it at the same
+// moment: each holds its own promise, n4 does not answer, so neither reached a majority. Their
+// watches retry after a lease plus a delay fixed per node, so one of them wins the next time
+// instead of both renewing their own promise forever.
 TEST_F(LayoutAgreementTest, TwoMembersFinishingTheSameLayoutDoNotLockEachOtherOut) {
   const ClusterLayout current = nodes_[0].gossiper->Layout();
   absl::StatusOr<ClusterLayout> rivals = PlanLeave(current, "n4");
