@@ -51,6 +51,9 @@ class ForwardingPeerTransport : public PeerTransport {
                     std::function<void(absl::Status)> done) override {
     inner_->AcceptLayout(peer, std::move(ballot), std::move(layout), std::move(done));
   }
+  void ReleaseLayout(const Member& peer, uint64_t version, LayoutBallot ballot) override {
+    inner_->ReleaseLayout(peer, version, std::move(ballot));
+  }
   void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,
                       std::function<void(absl::StatusOr<std::vector<std::string>>)> done) override {
     inner_->CompareDigests(peer, std::move(digests), std::move(done));

@@ -465,6 +465,25 @@ void GrpcPeerTransport::AcceptLayout(const Member& peer, LayoutBallot ballot, Cl
       });
 }
 
+void GrpcPeerTransport::ReleaseLayout(const Member& peer, uint64_t version, LayoutBallot ballot) {
+  auto call = std::make_shared<
+      Call<internal::v1::ReleaseLayoutRequest, internal::v1::ReleaseLayoutResponse>>();
+  SetDeadline(&call->context, options_.merge_timeout);
+  call->request.set_proposer_id(std::move(ballot.proposer));
+  call->request.set_round(ballot.round);
+  call->request.set_version(version);
+  std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
+  Begin(&call->context);
+  stubs->replica->async()->ReleaseLayout(&call->context, &call->request, &call->response,
+                                         [this, call, stubs](grpc::Status /*status*/) mutable {
+                                           // Best effort: a lease not released (an older peer, a
+                                           // lost call) lapses by itself.
+                                           grpc::ClientContext* context = &call->context;
+                                           Complete(std::move(call), context, std::move(stubs),
+                                                    [] {});
+                                         });
+}
+
 void GrpcPeerTransport::CompareDigests(
     const Member& peer, std::vector<KeyDigest> digests,
     std::function<void(absl::StatusOr<std::vector<std::string>>)> done) {

@@ -81,6 +81,7 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
   // on the executor): a commit waits for it on an executor thread.
   void ReserveLayout(const Member& peer, uint64_t version, LayoutBallot ballot, std::string change,
                      std::function<void(LayoutPromise)> done) override;
+  void ReleaseLayout(const Member& peer, uint64_t version, LayoutBallot ballot) override;
   void AcceptLayout(const Member& peer, LayoutBallot ballot, ClusterLayout layout,
                     std::function<void(absl::Status)> done) override;
   void Gossip(const std::string& address, GossipDigest digest,

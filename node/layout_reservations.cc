@@ -112,6 +112,11 @@ absl::Status LayoutReservations::Accept(const LayoutBallot& ballot, const Cluste
   return absl::OkStatus();
 }
 
+void LayoutReservations::Release(const LayoutBallot& ballot, uint64_t version) {
+  absl::MutexLock lock(&mu_);
+  if (state_.version == version && state_.promised == ballot) expiry_ = absl::InfinitePast();
+}
+
 absl::Status LayoutReservations::CheckNotBehindState(uint64_t version) const {
   if (state_.version <= version) return absl::OkStatus();
   // The layout the caller checked against is older than what this member promised already (a

@@ -29,7 +29,8 @@
 //    or another proposer's promise is younger than Options::lease (liveness: two proposers do
 //    not keep taking the version from each other; the message names the holder and its change);
 //  - ABORTED if a higher ballot was promised (promised_round says which round to beat).
-// A proposer's own promise is renewed by a higher or equal ballot (a retried commit).
+// A proposer's own promise is renewed by a higher or equal ballot (a retried commit). A proposer
+// whose commit failed releases its lease (Release), so that others need not wait for it.
 //
 // Accept refuses with FAILED_PRECONDITION if this member's layout is not the one the layout
 // follows (UNAVAILABLE if it is behind), with ABORTED if a higher ballot was promised; accepting
@@ -109,6 +110,11 @@ class LayoutReservations {
   // Phase 2: accepts `layout` (of version current.version + 1) under `ballot`.
   absl::Status Accept(const LayoutBallot& ballot, const ClusterLayout& layout,
                       const ClusterLayout& current);
+
+  // Ends the lease of `ballot`'s promise of `version` if that is this member's promise (a
+  // proposer whose commit failed gives way to others at once). The promise stays: safety never
+  // rests on leases. Does nothing otherwise.
+  void Release(const LayoutBallot& ballot, uint64_t version);
 
   // The stored state, at start (before the first request); no lease runs.
   void Restore(LayoutAcceptorState state);

@@ -292,6 +292,20 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
     return 2 * count > n;
   };
 
+  // The members that granted a promise (and with it a lease) to one of this agreement's ballots;
+  // a failed agreement releases those leases, so that other proposers need not wait for them.
+  std::vector<std::pair<Member, LayoutBallot>> leased;
+  auto failed = [&](absl::Status status) {
+    for (const auto& [member, leased_ballot] : leased) {
+      if (member.id == self_id_) {
+        reservations_->Release(leased_ballot, version);
+      } else {
+        reservation_transport_->ReleaseLayout(member, version, leased_ballot);
+      }
+    }
+    return status;
+  };
+
   // Phase 1: promises, retried once with a round above any promised one.
   LayoutBallot ballot{NextRound(0), self_id_};
   std::vector<std::optional<LayoutPromise>> promises;
@@ -304,6 +318,10 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
             reservation_transport_->ReserveLayout(member, version, ballot, change, std::move(done));
           }
         });
+    for (size_t i = 0; i < n; ++i) {
+      if (promises[i].has_value() && promises[i]->status.ok())
+        leased.push_back({members[i], ballot});
+    }
     if (granted(promises)) break;
     uint64_t beat = 0;
     for (const std::optional<LayoutPromise>& promise : promises) {
@@ -314,7 +332,9 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
     if (beat < ballot.round) break;  // no member promised a later round: retrying cannot help
     {
       absl::MutexLock lock(&mu_);
-      if (shutdown_) return absl::UnavailableError("the node is shutting down; nothing changed");
+      if (shutdown_) {
+        return failed(absl::UnavailableError("the node is shutting down; nothing changed"));
+      }
     }
     ballot.round = NextRound(beat);
   }
@@ -322,12 +342,14 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
     absl::Status refused =
         Refused(absl::StrCat("layout version ", version, " (", change, ") was reserved"),
                 "nothing changed", plan.current, promises);
-    absl::MutexLock lock(&mu_);
-    // A refusal stands; members that had not answered yet were cut short by Shutdown.
-    if (shutdown_ && absl::IsUnavailable(refused)) {
-      return absl::UnavailableError("the node is shutting down; nothing changed");
+    {
+      absl::MutexLock lock(&mu_);
+      // A refusal stands; members that had not answered yet were cut short by Shutdown.
+      if (shutdown_ && absl::IsUnavailable(refused)) {
+        refused = absl::UnavailableError("the node is shutting down; nothing changed");
+      }
     }
-    return refused;
+    return failed(std::move(refused));
   }
   // The layout a majority may have accepted already: the one of the highest ballot among the
   // grants. Any layout a majority accepted is among them.
@@ -343,7 +365,9 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
   const ClusterLayout layout = accepted != nullptr ? *accepted : plan.transition;
   {
     absl::MutexLock lock(&mu_);
-    if (shutdown_) return absl::UnavailableError("the node is shutting down; nothing changed");
+    if (shutdown_) {
+      return failed(absl::UnavailableError("the node is shutting down; nothing changed"));
+    }
   }
 
   // Phase 2.
@@ -367,18 +391,18 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
                    !absl::IsDeadlineExceeded(answer->status) && !absl::IsAborted(answer->status);
           });
       if (shutdown_ && !refusal) {
-        return absl::UnavailableError(absl::StrCat(
+        return failed(absl::UnavailableError(absl::StrCat(
             "the node is shutting down while layout version ", version, " (", layout.change,
             ") was being accepted; the members that accepted it install it once a majority "
-            "answers them again: see kvctl cluster status"));
+            "answers them again: see kvctl cluster status")));
       }
     }
-    return Refused(
-        absl::StrCat("layout version ", version, " (", layout.change, ") was accepted"),
-        "it is not installed yet: the members that accepted it install it once a majority "
-        "answers them again (within seconds of that), and the next commit of this version "
-        "installs it instead of its own change; see kvctl cluster status",
-        plan.current, accepts);
+    return failed(
+        Refused(absl::StrCat("layout version ", version, " (", layout.change, ") was accepted"),
+                "it is not installed yet: the members that accepted it install it once a majority "
+                "answers them again (within seconds of that), and the next commit of this version "
+                "installs it instead of its own change; see kvctl cluster status",
+                plan.current, accepts));
   }
   if (SameLayout(layout, plan.transition)) return absl::OkStatus();
   // Finish the layout an earlier commit got accepted but did not install (it stopped, or its

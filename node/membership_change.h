@@ -27,7 +27,9 @@
 // saying so. The loser of a race gets FAILED_PRECONDITION naming the winner's change, or
 // UNAVAILABLE if too few members answered (a majority must be reachable to change membership)
 // or promised a later round even after one retry above it. A member that answers UNIMPLEMENTED
-// (a node from before reservations) grants nothing. Commit then blocks its thread for up to
+// (a node from before reservations) grants nothing. A failed agreement releases the leases its
+// promises took (LayoutReservations::Release, best effort), so that another node's commit need
+// not wait for them to lapse. Commit then blocks its thread for up to
 // three times Options::reserve_timeout: call it on an executor thread, not a gRPC one. Shutdown
 // ends those waits at once (the members that have not answered count as not granting; no member
 // is asked after it), so a commit or the watch's recovery ends with the node: kvnode stops the

@@ -164,6 +164,9 @@ class PeerTransport {
   // Phase 2: asks the peer to accept `layout` under `ballot`; threads as for ReserveLayout.
   virtual void AcceptLayout(const Member& peer, LayoutBallot ballot, ClusterLayout layout,
                             std::function<void(absl::Status)> done);
+  // After a failed commit: asks the peer to end the lease of `ballot`'s promise of `version`
+  // (LayoutReservations::Release). Best effort, no answer; the default does nothing.
+  virtual void ReleaseLayout(const Member& peer, uint64_t version, LayoutBallot ballot);
 
   // Handoff safety net (node/handoff.h): of `digests` (key and MerkleTree::RecordDigest of the
   // sender's record), the keys the peer has no record of or another digest for, in the order
@@ -194,6 +197,8 @@ inline void PeerTransport::AcceptLayout(const Member& /*peer*/, LayoutBallot /*b
                                         std::function<void(absl::Status)> done) {
   done(absl::UnimplementedError("this transport does not carry layout reservations"));
 }
+inline void PeerTransport::ReleaseLayout(const Member& /*peer*/, uint64_t /*version*/,
+                                         LayoutBallot /*ballot*/) {}
 inline void PeerTransport::PurgeRecord(const Member& /*peer*/, std::string /*key*/,
                                        std::string /*expected_record*/, uint64_t /*layout_version*/,
                                        std::function<void(absl::Status)> done) {

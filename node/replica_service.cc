@@ -276,6 +276,19 @@ grpc::ServerUnaryReactor* ReplicaService::AcceptLayout(
   return FinishNow(gate_, status);
 }
 
+grpc::ServerUnaryReactor* ReplicaService::ReleaseLayout(
+    grpc::CallbackServerContext* context, const internal::v1::ReleaseLayoutRequest* request,
+    internal::v1::ReleaseLayoutResponse* /*response*/) {
+  absl::Status status = Admit(*context);
+  if (status.ok() && reservations_ == nullptr) {
+    status = absl::UnimplementedError("this node takes no layout reservations");
+  }
+  if (status.ok()) {
+    reservations_->Release({request->round(), request->proposer_id()}, request->version());
+  }
+  return FinishNow(gate_, status);
+}
+
 grpc::ServerUnaryReactor* ReplicaService::Gossip(grpc::CallbackServerContext* context,
                                                  const internal::v1::GossipRequest* request,
                                                  internal::v1::GossipResponse* response) {

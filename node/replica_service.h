@@ -29,7 +29,8 @@
 // ReserveLayout's call status is OK whenever LayoutReservations::Reserve answered; its answer is in
 // the response. AcceptLayout answers as LayoutReservations::Accept. Both answer INVALID_ARGUMENT
 // for a change text over kMaxLayoutChangeBytes (AcceptLayout: for any layout CheckLayout refuses),
-// UNIMPLEMENTED without reservations set.
+// UNIMPLEMENTED without reservations set. ReleaseLayout ends the lease of a failed commit's
+// promise (LayoutReservations::Release; memory only).
 //
 // Gossip merges the caller's membership table into the node's Gossiper and answers with the
 // node's table, on the gRPC thread (memory only); UNIMPLEMENTED without a gossiper (null).
@@ -111,6 +112,9 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   grpc::ServerUnaryReactor* AcceptLayout(grpc::CallbackServerContext* context,
                                          const internal::v1::AcceptLayoutRequest* request,
                                          internal::v1::AcceptLayoutResponse* response) override;
+  grpc::ServerUnaryReactor* ReleaseLayout(grpc::CallbackServerContext* context,
+                                          const internal::v1::ReleaseLayoutRequest* request,
+                                          internal::v1::ReleaseLayoutResponse* response) override;
 
  private:
   // FAILED_PRECONDITION, with a placement set, while this node's layout is in transition or if

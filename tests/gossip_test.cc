@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -562,6 +563,11 @@ class ReservingTransport : public testing::StubPeerTransport {
     done(reservations[peer.id]->Accept(ballot, layout, layouts.at(peer.id)()));
   }
 
+  void ReleaseLayout(const Member& peer, uint64_t version, LayoutBallot ballot) override {
+    if (unreachable.count(peer.id) > 0) return;
+    reservations[peer.id]->Release(ballot, version);
+  }
+
   std::map<std::string, std::unique_ptr<LayoutReservations>> reservations;
   std::map<std::string, std::function<ClusterLayout()>> layouts;  // each peer's layout
   std::set<std::string> unreachable;
@@ -727,6 +733,21 @@ TEST_F(LayoutAgreementTest, AnAcceptedLayoutNobodyInstalledIsFinishedByTheWatch)
   ASSERT_NE(took, absl::InfiniteDuration()) << DescribeLayout(nodes_[0].gossiper->Layout());
   // Not before the rival's promises lapsed (they keep other proposers out meanwhile).
   EXPECT_GE(took, LayoutReservations::Options().lease - absl::Seconds(1));
+}
+
+// A failed commit releases the leases its promises took: another node's commit goes through at
+// once instead of being refused, with the failed change named, until they lapse.
+TEST_F(LayoutAgreementTest, AFailedCommitReleasesItsLeases) {
+  transport_.unreachable = {"n3", "n4"};  // n1 and n2 grant, no majority
+  const absl::Status failed = CommitJoin();
+  ASSERT_TRUE(absl::IsUnavailable(failed)) << failed;
+  const uint64_t next = nodes_[0].gossiper->Layout().version + 1;
+  for (const char* id : {"n1", "n2"}) {
+    const LayoutPromise rival =
+        transport_.reservations[id]->Reserve({std::numeric_limits<uint64_t>::max(), "rival"}, next,
+                                             "leave n4", nodes_[0].gossiper->Layout());
+    EXPECT_TRUE(rival.status.ok()) << id << ": " << rival.status;
+  }
 }
 
 // A commit waits for the members' answers for up to reserve_timeout, twice in phase 1 and once in

@@ -42,6 +42,26 @@ class LayoutReservationsTest : public ::testing::Test {
   ClusterLayout current_;
 };
 
+// A proposer whose commit failed releases its lease: another proposer is promised the version at
+// once, not after the lease. The promise stays (a lower ballot is still refused), and only the
+// holder's own ballot of that version releases it.
+TEST_F(LayoutReservationsTest, ReleaseEndsTheLeaseButNotThePromise) {
+  ASSERT_TRUE(Reserve(10, "a").status.ok());
+  member_.Release({9, "a"}, 5);   // not a's promise
+  member_.Release({10, "b"}, 5);  // nor this
+  member_.Release({10, "a"}, 6);  // another version
+  const LayoutPromise held = Reserve(20, "b");
+  EXPECT_TRUE(absl::IsFailedPrecondition(held.status)) << held.status;
+
+  member_.Release({10, "a"}, 5);
+  const LayoutPromise lower = Reserve(5, "c");
+  EXPECT_TRUE(absl::IsAborted(lower.status)) << lower.status;
+  EXPECT_EQ(lower.promised_round, 10u);
+  const LayoutPromise promised = Reserve(20, "b");
+  EXPECT_TRUE(promised.status.ok()) << promised.status;
+  EXPECT_EQ(member_.State().promised, (LayoutBallot{20, "b"}));
+}
+
 TEST_F(LayoutReservationsTest, AcceptedLayoutIsHandedToEveryLaterProposer) {
   ASSERT_TRUE(Reserve(10, "a").status.ok());
   const LayoutPromise first = Reserve(10, "a");  // a retried commit renews its own promise

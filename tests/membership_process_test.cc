@@ -693,6 +693,46 @@ TEST_F(MembershipProcessTest, ACommitWaitsForAnotherProposerThenInstallsItsAccep
   ExpectRivalJoinCompleted(before);
 }
 
+// Replica.ReleaseLayout, as a failed commit sends it to the members that granted it a promise:
+// it ends the lease of that promise only, so another proposer is promised the version at once.
+TEST_F(MembershipProcessTest, AReleasedLeaseLetsAnotherProposerInAtOnce) {
+  const uint64_t version =
+      KvctlJson(1, {"cluster", "status"}, 0).value("layout_version", uint64_t{0}) + 1;
+  ASSERT_GT(version, 1u) << cluster_->LogTails();
+  auto reserve = [&](const std::string& proposer, uint64_t round) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    internal::v1::ReserveLayoutRequest request;
+    request.set_proposer_id(proposer);
+    request.set_round(round);
+    request.set_version(version);
+    request.set_change("join n4 (" + proposer + ")");
+    internal::v1::ReserveLayoutResponse response;
+    const grpc::Status answered = ReplicaOf(1)->ReserveLayout(&context, request, &response);
+    EXPECT_TRUE(answered.ok()) << answered.error_message();
+    return response;
+  };
+  auto release = [&](const std::string& proposer, uint64_t round) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    internal::v1::ReleaseLayoutRequest request;
+    request.set_proposer_id(proposer);
+    request.set_round(round);
+    request.set_version(version);
+    internal::v1::ReleaseLayoutResponse response;
+    return ReplicaOf(1)->ReleaseLayout(&context, request, &response);
+  };
+  ASSERT_EQ(reserve("first", 1).code(), 0);
+  EXPECT_EQ(reserve("second", 2).code(), grpc::StatusCode::FAILED_PRECONDITION);
+  const grpc::Status not_the_promise = release("second", 2);
+  EXPECT_TRUE(not_the_promise.ok()) << not_the_promise.error_message();
+  EXPECT_EQ(reserve("second", 2).code(), grpc::StatusCode::FAILED_PRECONDITION);
+  const grpc::Status released = release("first", 1);
+  EXPECT_TRUE(released.ok()) << released.error_message();
+  const internal::v1::ReserveLayoutResponse granted = reserve("second", 2);
+  EXPECT_EQ(granted.code(), 0) << granted.message();
+}
+
 // The proposer of a join got it accepted by n2 and n3 (a majority: the layout is chosen) and
 // stopped before installing it; nobody commits anything after. The members that accepted it
 // finish it once the proposer's lease is over, and the join completes.
