@@ -77,8 +77,9 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
                    uint64_t layout_version, std::function<void(absl::Status)> done) override;
   void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,
                       std::function<void(absl::StatusOr<std::vector<std::string>>)> done) override;
-  // For these two, `done` runs on the gRPC thread that completes the call (the call is released
-  // on the executor): a commit waits for it on an executor thread.
+  // For ReserveLayout and AcceptLayout, `done` runs on the gRPC thread that completes the call
+  // (the call is released on the executor): a commit waits for it on an executor thread.
+  // ReleaseLayout has no answer.
   void ReserveLayout(const Member& peer, uint64_t version, LayoutBallot ballot, std::string change,
                      std::function<void(LayoutPromise)> done) override;
   void ReleaseLayout(const Member& peer, uint64_t version, LayoutBallot ballot) override;

@@ -292,15 +292,18 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
     return 2 * count > n;
   };
 
-  // The members that granted a promise (and with it a lease) to one of this agreement's ballots;
-  // a failed agreement releases those leases, so that other proposers need not wait for them.
-  std::vector<std::pair<Member, LayoutBallot>> leased;
+  // The ballots this agreement asked with. A failed agreement releases their leases on every
+  // member (a promise that came too late to count, or one taken by an accept, holds one too; a
+  // member holding none ignores the release), so that other proposers need not wait for them.
+  std::vector<LayoutBallot> ballots;
   auto failed = [&](absl::Status status) {
-    for (const auto& [member, leased_ballot] : leased) {
-      if (member.id == self_id_) {
-        reservations_->Release(leased_ballot, version);
-      } else {
-        reservation_transport_->ReleaseLayout(member, version, leased_ballot);
+    for (const LayoutBallot& asked : ballots) {
+      for (const Member& member : members) {
+        if (member.id == self_id_) {
+          reservations_->Release(asked, version);
+        } else {
+          reservation_transport_->ReleaseLayout(member, version, asked);
+        }
       }
     }
     return status;
@@ -310,6 +313,7 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
   LayoutBallot ballot{NextRound(0), self_id_};
   std::vector<std::optional<LayoutPromise>> promises;
   for (int attempt = 0; attempt < 2; ++attempt) {
+    ballots.push_back(ballot);
     promises =
         AskMembers(members, [&](const Member& member, std::function<void(LayoutPromise)> done) {
           if (member.id == self_id_) {
@@ -318,10 +322,6 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
             reservation_transport_->ReserveLayout(member, version, ballot, change, std::move(done));
           }
         });
-    for (size_t i = 0; i < n; ++i) {
-      if (promises[i].has_value() && promises[i]->status.ok())
-        leased.push_back({members[i], ballot});
-    }
     if (granted(promises)) break;
     uint64_t beat = 0;
     for (const std::optional<LayoutPromise>& promise : promises) {
@@ -582,8 +582,9 @@ void MembershipChanger::FinishAcceptedLayout(const ClusterLayout& layout) {
     absl::MutexLock lock(&mu_);
     --agreeing_;
     stopping = shutdown_;
-    // Retry after the promises this attempt took have lapsed, staggered by node so that two
-    // members finishing the same layout do not keep taking the majority from each other.
+    // Retry after a lease (another member's attempt may hold one meanwhile; this one released
+    // its own), staggered by node so that two members finishing the same layout do not keep
+    // taking the majority from each other.
     recover_at_ = clock_->Now() + reservations_->options().lease + RecoveryStagger();
   }
   if (finished) {

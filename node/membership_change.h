@@ -32,8 +32,9 @@
 // not wait for them to lapse. Commit then blocks its thread for up to
 // three times Options::reserve_timeout: call it on an executor thread, not a gRPC one. Shutdown
 // ends those waits at once (the members that have not answered count as not granting; no member
-// is asked after it), so a commit or the watch's recovery ends with the node: kvnode stops the
-// changer once its shutdown grace has passed, before that for the watch.
+// is asked for a promise or an accept after it, only to release leases), so a commit or the watch's
+// recovery ends with the node: kvnode stops the changer once its shutdown grace has passed, before
+// that for the watch.
 //
 // Takeover. The operation lives on the node that committed it. So that a transition never stays
 // in place because that node stopped (or restarted: operations are in memory), every node also

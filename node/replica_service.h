@@ -78,8 +78,8 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   }
 
   // Makes ReserveLayout and AcceptLayout answer from `reservations` against the gossiper's
-  // layout (without both they answer UNIMPLEMENTED). Call before serving; `reservations` must
-  // outlive the service.
+  // layout (without both they answer UNIMPLEMENTED), and ReleaseLayout release there. Call before
+  // serving; `reservations` must outlive the service.
   void SetLayoutReservations(LayoutReservations* reservations) { reservations_ = reservations; }
 
   grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,

@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
+#include "node/forwarding_peer_transport.h"
 #include "node/gossip_proto.h"
 #include "node/layout_reservations.h"
 #include "node/membership_change.h"
@@ -735,18 +736,41 @@ TEST_F(LayoutAgreementTest, AnAcceptedLayoutNobodyInstalledIsFinishedByTheWatch)
   EXPECT_GE(took, LayoutReservations::Options().lease - absl::Seconds(1));
 }
 
-// A failed commit releases the leases its promises took: another node's commit goes through at
-// once instead of being refused, with the failed change named, until they lapse.
+// A failed commit releases the leases its promises took, in phase 1 or phase 2: another node's
+// commit goes through at once instead of being refused, with the failed change named, until they
+// lapse. Through a ForwardingPeerTransport, as kvnode's decorated transport passes the release on.
 TEST_F(LayoutAgreementTest, AFailedCommitReleasesItsLeases) {
-  transport_.unreachable = {"n3", "n4"};  // n1 and n2 grant, no majority
-  const absl::Status failed = CommitJoin();
-  ASSERT_TRUE(absl::IsUnavailable(failed)) << failed;
-  const uint64_t next = nodes_[0].gossiper->Layout().version + 1;
+  ForwardingPeerTransport forwarding(&transport_);
+  changer_->SetReservations("n1", transport_.reservations["n1"].get(), &forwarding);
+  auto rival_promised = [&](const char* id, uint64_t round) {
+    return transport_.reservations[id]->Reserve({round, "rival"},
+                                                nodes_[0].gossiper->Layout().version + 1,
+                                                "leave n4", nodes_[0].gossiper->Layout());
+  };
+
+  transport_.unreachable = {"n3", "n4"};  // phase 1: n1 and n2 grant, no majority
+  const absl::Status reserved = CommitJoin();
+  ASSERT_TRUE(absl::IsUnavailable(reserved)) << reserved;
   for (const char* id : {"n1", "n2"}) {
-    const LayoutPromise rival =
-        transport_.reservations[id]->Reserve({std::numeric_limits<uint64_t>::max(), "rival"}, next,
-                                             "leave n4", nodes_[0].gossiper->Layout());
+    const LayoutPromise rival = rival_promised(id, std::numeric_limits<uint64_t>::max() - 1);
     EXPECT_TRUE(rival.status.ok()) << id << ": " << rival.status;
+  }
+
+  // Phase 2: every member promises (the rival's promises lapse first), n1 and n2 accept, n3 and n4
+  // do not answer: no majority. The leases of the promises that granted phase 1 go too.
+  clock_.Advance(LayoutReservations::Options().lease);
+  transport_.unreachable.clear();
+  transport_.silent_accepts = {"n3", "n4"};
+  const absl::Status accepted = CommitJoin();
+  ASSERT_TRUE(absl::IsUnavailable(accepted)) << accepted;
+  ASSERT_TRUE(absl::StrContains(accepted.message(), "was accepted by 2 of 4")) << accepted;
+  for (const char* id : {"n2", "n3"}) {
+    const LayoutPromise rival = rival_promised(id, std::numeric_limits<uint64_t>::max());
+    EXPECT_TRUE(rival.status.ok()) << id << ": " << rival.status;
+    // n2 hands the rival the layout it accepted (the promise and the accept stay).
+    if (std::string(id) == "n2") {
+      EXPECT_TRUE(rival.accepted.has_value());
+    }
   }
 }
 

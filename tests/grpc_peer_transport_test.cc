@@ -3,7 +3,8 @@
 // "stored" mark, a call the peer dropped unstarted (CANCELLED, as gRPC answers while a server
 // shuts down) comes back as UNAVAILABLE, so that a coordinator moves on to the next replica, and
 // a call the transport cancelled itself (on destruction) stays CANCELLED. A MergeBatch refusal by
-// a peer that does not replicate a key keeps its not-a-replica mark.
+// a peer that does not replicate a key keeps its not-a-replica mark. A lease release reaches the
+// peer.
 #include "node/grpc_peer_transport.h"
 
 #include <grpcpp/grpcpp.h>
@@ -84,6 +85,20 @@ class ScriptedPut final : public v1::KV::CallbackService {
 // a node that does not say its layout version, the later ones under layout version 7.
 class RefusingReplica final : public internal::v1::Replica::CallbackService {
  public:
+  // Records the release and answers OK.
+  grpc::ServerUnaryReactor* ReleaseLayout(
+      grpc::CallbackServerContext* context, const internal::v1::ReleaseLayoutRequest* request,
+      internal::v1::ReleaseLayoutResponse* /*response*/) override {
+    release_ = *request;
+    released_.Notify();
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  // Notified when a ReleaseLayout arrives; release() is its request then.
+  absl::Notification& released() { return released_; }
+  const internal::v1::ReleaseLayoutRequest& release() const { return release_; }
+
   grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
                                        const internal::v1::MergeBatchRequest* /*request*/,
                                        internal::v1::MergeBatchResponse* /*response*/) override {
@@ -96,6 +111,8 @@ class RefusingReplica final : public internal::v1::Replica::CallbackService {
 
  private:
   std::atomic<int> calls_{0};
+  internal::v1::ReleaseLayoutRequest release_;  // written before released_ is notified
+  absl::Notification released_;
 };
 
 class GrpcPeerTransportTest : public ::testing::Test {
@@ -191,6 +208,15 @@ TEST_F(GrpcPeerTransportTest, ARefusalByAMemberThatDoesNotReplicateKeepsItsMark)
   merged = merge();
   EXPECT_TRUE(IsNotAReplica(merged)) << merged;
   EXPECT_EQ(NotAReplicaLayoutVersion(merged), 7u);
+}
+
+// A failed commit's release reaches the peer with its ballot and version.
+TEST_F(GrpcPeerTransportTest, ALeaseReleaseReachesThePeer) {
+  transport_->ReleaseLayout(peer_, 5, LayoutBallot{7, "n1"});
+  ASSERT_TRUE(replica_.released().WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(replica_.release().proposer_id(), "n1");
+  EXPECT_EQ(replica_.release().round(), 7u);
+  EXPECT_EQ(replica_.release().version(), 5u);
 }
 
 TEST_F(GrpcPeerTransportTest, ACallThePeerDroppedUnstartedIsUnavailable) {
