@@ -260,8 +260,6 @@ nlohmann::json ReportHeader(const BenchFlags& flags) {
       {"workload", config.spec.name},
       {"description", config.spec.description},
       {"endpoints", flags.endpoints},
-      {"ceiling_endpoints",
-       flags.ceiling_endpoints.empty() ? flags.endpoints : flags.ceiling_endpoints},
       {"concurrency", config.concurrency},
       {"keys", config.keys},
       {"value_size", config.value_size},
@@ -403,6 +401,8 @@ int Run(const BenchFlags& flags) {
     }
   }
   if (rounds.ceiling.has_value()) {
+    report["ceiling_endpoints"] =
+        flags.ceiling_endpoints.empty() ? flags.endpoints : flags.ceiling_endpoints;
     AddCeilingReport(*rounds.ceiling, rounds.ratios, flags.rounds, report, text);
   }
   AddReplicationLagJson(lag, report);

@@ -57,8 +57,8 @@ LayoutPromise LayoutReservations::Reserve(const LayoutBallot& ballot, uint64_t v
   if (leased && next.promised.proposer != ballot.proposer) {
     promise.status = absl::FailedPreconditionError(absl::StrFormat(
         "layout version %d is reserved by %s for \"%s\" for %s more: another membership change "
-        "is being committed (kvctl cluster status shows it once it is), or failed and holds the "
-        "version until then; plan again after that",
+        "is being committed (kvctl cluster status shows it once it is), or failed without "
+        "releasing it (this member did not hear the release); plan again after that",
         version, next.promised.proposer, change_,
         absl::FormatDuration(absl::Ceil(expiry_ - now, absl::Seconds(1)))));
     return promise;

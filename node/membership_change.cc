@@ -32,6 +32,13 @@ absl::Status ShutdownCancelled() {
       "other nodes' takeover watch if this one does not come back)");
 }
 
+// An accept's answer in the shape of a promise's (MembershipChanger::AskMembers).
+LayoutPromise Answer(absl::Status status) {
+  LayoutPromise answer;
+  answer.status = std::move(status);
+  return answer;
+}
+
 }  // namespace
 
 struct MembershipChanger::Answers {
@@ -176,17 +183,6 @@ void MembershipChanger::SetReservations(std::string self_id, LayoutReservations*
   reservations_ = local;
   reservation_transport_ = transport;
 }
-
-namespace {
-
-// An accept's answer in the shape of a promise's (MembershipChanger::AskMembers).
-LayoutPromise Answer(absl::Status status) {
-  LayoutPromise answer;
-  answer.status = std::move(status);
-  return answer;
-}
-
-}  // namespace
 
 uint64_t MembershipChanger::NextRound(uint64_t above) {
   absl::MutexLock lock(&mu_);
@@ -382,27 +378,23 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
             [done = std::move(done)](absl::Status status) { done(Answer(std::move(status))); });
       });
   if (!granted(accepts)) {
-    {
-      absl::MutexLock lock(&mu_);
-      const bool refusal = std::any_of(
-          accepts.begin(), accepts.end(), [](const std::optional<LayoutPromise>& answer) {
-            return answer.has_value() && !answer->status.ok() &&
-                   !absl::IsUnavailable(answer->status) &&
-                   !absl::IsDeadlineExceeded(answer->status) && !absl::IsAborted(answer->status);
-          });
-      if (shutdown_ && !refusal) {
-        return failed(absl::UnavailableError(absl::StrCat(
-            "the node is shutting down while layout version ", version, " (", layout.change,
-            ") was being accepted; the members that accepted it install it once a majority "
-            "answers them again: see kvctl cluster status")));
-      }
-    }
-    return failed(
+    absl::Status refused =
         Refused(absl::StrCat("layout version ", version, " (", layout.change, ") was accepted"),
                 "it is not installed yet: the members that accepted it install it once a majority "
                 "answers them again (within seconds of that), and the next commit of this version "
                 "installs it instead of its own change; see kvctl cluster status",
-                plan.current, accepts));
+                plan.current, accepts);
+    {
+      absl::MutexLock lock(&mu_);
+      // As in phase 1; but something may have been accepted, so it does not say nothing changed.
+      if (shutdown_ && absl::IsUnavailable(refused)) {
+        refused = absl::UnavailableError(absl::StrCat(
+            "the node is shutting down while layout version ", version, " (", layout.change,
+            ") was being accepted; the members that accepted it install it once a majority "
+            "answers them again: see kvctl cluster status"));
+      }
+    }
+    return failed(std::move(refused));
   }
   if (SameLayout(layout, plan.transition)) return absl::OkStatus();
   // Finish the layout an earlier commit got accepted but did not install (it stopped, or its
