@@ -40,6 +40,10 @@ struct RepairStarted {
   bool deduplicated = false;  // the call's token had started this operation already
 };
 
+// What Client::ChangeMembership does: add a node (kJoin), remove a member (kLeave), or remove a
+// member that is down for good, whose keys the other owners hand off in its place (kRemoveDown).
+enum class MembershipAction { kJoin, kLeave, kRemoveDown };
+
 // A staged membership change (Client::ChangeMembership): the plan, and with commit the operation.
 struct MembershipPlan {
   struct Move {

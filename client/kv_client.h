@@ -298,10 +298,13 @@ class Client {
                                             const StartOptions& options = {});
   // NOT_FOUND for an unknown or expired id or one of another node (the message names it);
   // INVALID_ARGUMENT for a malformed id.
-  // Plans adding (join) or removing (leave) a member; with `commit`, also starts the change as an
-  // operation (MembershipPlan::operation_id) on the node that answered. FAILED_PRECONDITION while
-  // another change runs or when the layout moved past `expected_layout_version` (0: any).
-  absl::StatusOr<MembershipPlan> ChangeMembership(bool join, absl::string_view node_id, bool commit,
+  // Plans adding (join) or removing (leave, or remove-down for a member down for good) a member;
+  // with `commit`, also starts the change as an operation (MembershipPlan::operation_id) on the
+  // node that answered. FAILED_PRECONDITION while another change runs or when the layout moved
+  // past `expected_layout_version` (0: any), and for kRemoveDown while the node that answers
+  // hears from the member.
+  absl::StatusOr<MembershipPlan> ChangeMembership(MembershipAction action,
+                                                  absl::string_view node_id, bool commit,
                                                   uint64_t expected_layout_version = 0,
                                                   const StartOptions& options = {});
   // GetOperation asks first the endpoint that answered this client's start of an operation of

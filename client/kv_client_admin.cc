@@ -40,12 +40,22 @@ absl::StatusOr<RepairStarted> Client::StartRepair(absl::string_view peer_id,
   return started;
 }
 
-absl::StatusOr<MembershipPlan> Client::ChangeMembership(bool join, absl::string_view node_id,
-                                                        bool commit,
+absl::StatusOr<MembershipPlan> Client::ChangeMembership(MembershipAction action,
+                                                        absl::string_view node_id, bool commit,
                                                         uint64_t expected_layout_version,
                                                         const StartOptions& options) {
   v1::ChangeMembershipRequest request;
-  request.set_action(join ? v1::ChangeMembershipRequest::JOIN : v1::ChangeMembershipRequest::LEAVE);
+  switch (action) {
+    case MembershipAction::kJoin:
+      request.set_action(v1::ChangeMembershipRequest::JOIN);
+      break;
+    case MembershipAction::kLeave:
+      request.set_action(v1::ChangeMembershipRequest::LEAVE);
+      break;
+    case MembershipAction::kRemoveDown:
+      request.set_action(v1::ChangeMembershipRequest::REMOVE_DOWN);
+      break;
+  }
   request.set_node_id(std::string(node_id));
   request.set_commit(commit);
   request.set_expected_layout_version(expected_layout_version);

@@ -126,7 +126,9 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
 }
 
 absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInput& input) {
-  const bool join = input.args[0] == "join";
+  const MembershipAction action = input.args[0] == "join"    ? MembershipAction::kJoin
+                                  : input.args[0] == "leave" ? MembershipAction::kLeave
+                                                             : MembershipAction::kRemoveDown;
   if (input.args.size() != 2) {
     return UsageError(absl::StrCat("usage: kvctl cluster ", input.args[0],
                                    " NODE_ID [--commit [--layout-version=V] [--token=TOKEN]]"));
@@ -147,7 +149,7 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
     options.idempotency_token = *std::move(token);
   }
   absl::StatusOr<MembershipPlan> plan =
-      client.ChangeMembership(join, input.args[1], commit, expected, options);
+      client.ChangeMembership(action, input.args[1], commit, expected, options);
   if (!plan.ok()) {
     if (!commit) return plan.status();  // a plan changes nothing: just ask again
     return FailedMutation(plan.status(), absl::StrCat("cluster ", input.args[0]),
@@ -207,7 +209,7 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
 }  // namespace
 
 absl::StatusOr<CommandOutput> RunCluster(Client& client, const CommandInput& input) {
-  if (input.args[0] == "join" || input.args[0] == "leave") {
+  if (input.args[0] == "join" || input.args[0] == "leave" || input.args[0] == "remove") {
     if (input.flags->Get("ranges").has_value()) {
       return UsageError("--ranges is a flag of 'cluster anti-entropy'");
     }
@@ -216,12 +218,13 @@ absl::StatusOr<CommandOutput> RunCluster(Client& client, const CommandInput& inp
   if (input.args[0] != "status" && input.args[0] != "anti-entropy") {
     return UsageError(absl::StrCat(
         "unknown cluster subcommand '", input.args[0],
-        "'; usage: kvctl cluster status | cluster anti-entropy | cluster join|leave NODE_ID"));
+        "'; usage: kvctl cluster status | cluster anti-entropy | cluster join|leave|remove "
+        "NODE_ID"));
   }
   for (const char* flag : {"commit", "layout-version", "token"}) {
     if (input.flags->Get(flag).has_value()) {
-      return UsageError(
-          absl::StrCat("--", flag, " is a flag of 'cluster join' and 'cluster leave'"));
+      return UsageError(absl::StrCat(
+          "--", flag, " is a flag of 'cluster join', 'cluster leave' and 'cluster remove'"));
     }
   }
   if (input.args.size() != 1) {

@@ -130,7 +130,8 @@ const std::vector<CommandSpec>& Commands() {
        1,
        2,
        {{"ranges", false}, {"commit", false}, {"layout-version"}, {"token"}},
-       "cluster status | cluster anti-entropy [--ranges] | cluster join|leave NODE_ID [--commit "
+       "cluster status | cluster anti-entropy [--ranges] | cluster join|leave|remove NODE_ID "
+       "[--commit "
        "[--layout-version=V] [--token=TOKEN]]",
        &RunCluster},
       {"repair",

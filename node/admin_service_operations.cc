@@ -146,8 +146,10 @@ grpc::ServerUnaryReactor* AdminService::ChangeMembership(grpc::CallbackServerCon
   MembershipChanger::Action action = MembershipChanger::Action::kJoin;
   if (request->action() == v1::ChangeMembershipRequest::LEAVE) {
     action = MembershipChanger::Action::kLeave;
+  } else if (request->action() == v1::ChangeMembershipRequest::REMOVE_DOWN) {
+    action = MembershipChanger::Action::kRemoveDown;
   } else if (request->action() != v1::ChangeMembershipRequest::JOIN && status.ok()) {
-    status = absl::InvalidArgumentError("action must be JOIN or LEAVE");
+    status = absl::InvalidArgumentError("action must be JOIN, LEAVE or REMOVE_DOWN");
   }
   if (status.ok() && request->node_id().empty()) {
     status = absl::InvalidArgumentError("node_id is required");

@@ -35,9 +35,13 @@ bool ClusterLayout::Contains(absl::string_view id) const {
 
 bool ClusterLayout::IsOwner(absl::string_view id) const { return HasId(members, id); }
 
+bool ClusterLayout::IsDown(absl::string_view id) const {
+  return std::find(down.begin(), down.end(), id) != down.end();
+}
+
 bool SameLayout(const ClusterLayout& a, const ClusterLayout& b) {
   return a.version == b.version && a.members == b.members && a.next == b.next &&
-         a.change == b.change;
+         a.change == b.change && a.down == b.down;
 }
 
 std::string DescribeLayout(const ClusterLayout& layout) {
@@ -49,6 +53,8 @@ std::string DescribeLayout(const ClusterLayout& layout) {
   if (layout.in_transition()) {
     absl::StrAppend(&text, " -> ", ids(layout.next), " (", layout.change, ")");
   }
+  if (!layout.down.empty())
+    absl::StrAppend(&text, " [down: ", absl::StrJoin(layout.down, ","), "]");
   return text;
 }
 
@@ -95,6 +101,28 @@ absl::Status CheckLayout(const ClusterLayout& layout) {
             absl::StrCat("the layout's ", name, " list names '", shown(m.id), "' twice"));
       }
     }
+  }
+  if (!layout.down.empty() && !layout.in_transition()) {
+    return absl::InvalidArgumentError("the layout names members down outside a transition");
+  }
+  for (size_t i = 0; i < layout.down.size(); ++i) {
+    const std::string& id = layout.down[i];
+    if (i > 0 && layout.down[i - 1] >= id) {
+      return absl::InvalidArgumentError(
+          "the layout's down list is not sorted or names a member twice");
+    }
+    if (!layout.IsOwner(id)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the layout names '", shown(id), "' down, which is not a member"));
+    }
+    if (std::any_of(layout.next.begin(), layout.next.end(),
+                    [&](const Member& m) { return m.id == id; })) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the layout names '", shown(id), "' down and keeps it as an owner"));
+    }
+  }
+  if (!layout.down.empty() && layout.down.size() >= layout.members.size()) {
+    return absl::InvalidArgumentError("the layout names every member down");
   }
   return absl::OkStatus();
 }
@@ -199,6 +227,14 @@ absl::StatusOr<ClusterLayout> PlanLeave(const ClusterLayout& current, absl::stri
     if (m.id != id) next.next.push_back(m);
   }
   next.change = absl::StrCat("leave ", id);
+  return next;
+}
+
+absl::StatusOr<ClusterLayout> PlanRemoveDown(const ClusterLayout& current, absl::string_view id) {
+  absl::StatusOr<ClusterLayout> next = PlanLeave(current, id);
+  if (!next.ok()) return next.status();
+  next->down.push_back(std::string(id));
+  next->change = absl::StrCat("remove ", id, " (down)");
   return next;
 }
 

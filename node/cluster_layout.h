@@ -32,13 +32,18 @@ struct ClusterLayout {
   std::vector<Member> members;  // the owners now, sorted by id
   std::vector<Member> next;     // non-empty during a transition: the owners after it
   std::string change;           // what the transition does, e.g. "join n4" (for status)
+  // During a transition that removes members that are down for good (PlanRemoveDown): their
+  // ids, sorted. They hand off nothing and nobody waits for them: the key's other old owners
+  // stream and compare in their place (node/handoff_plan.h). Empty otherwise.
+  std::vector<std::string> down;
 
   bool in_transition() const { return !next.empty(); }
   bool Contains(absl::string_view id) const;  // in members or in next
   bool IsOwner(absl::string_view id) const;   // in members
+  bool IsDown(absl::string_view id) const;    // in down
 };
 
-// True if `a` and `b` are the same layout: version, owners, next owners and change.
+// True if `a` and `b` are the same layout: version, owners, next owners, change and down.
 bool SameLayout(const ClusterLayout& a, const ClusterLayout& b);
 // "version 3: owners n1,n2,n3 -> n1,n2,n3,n4 (join n4)", for messages.
 std::string DescribeLayout(const ClusterLayout& layout);
@@ -57,8 +62,9 @@ inline constexpr size_t kMaxLayoutChangeBytes = 1024;
 
 // OK if `layout` may be adopted: its version is 1 to kMaxLayoutVersion, it has members, every
 // member of `members` and of `next` is well formed (CheckMember in node/ring.h) and appears once
-// in its list, and `change` is at most kMaxLayoutChangeBytes. Otherwise INVALID_ARGUMENT saying
-// what is wrong. Such a layout can always be placed (node/placement.h).
+// in its list, `change` is at most kMaxLayoutChangeBytes, and `down` (sorted, no repeats) names
+// only members that are not in `next`, never all of them, and only during a transition. Otherwise
+// INVALID_ARGUMENT saying what is wrong. Such a layout can always be placed (node/placement.h).
 absl::Status CheckLayout(const ClusterLayout& layout);
 
 // One pair of the plan: `fraction` of all (key, replica) slots move from `from` to `to`.
@@ -95,6 +101,10 @@ absl::StatusOr<ClusterLayout> PlanJoin(const ClusterLayout& current, const Membe
 // The transition layout that removes `id`. FAILED_PRECONDITION during a transition, NOT_FOUND
 // for a non-member, FAILED_PRECONDITION when it would leave no member.
 absl::StatusOr<ClusterLayout> PlanLeave(const ClusterLayout& current, absl::string_view id);
+// The transition layout that removes `id`, a member that is down for good (its disk is lost, or
+// it will never come back): as PlanLeave, with `id` in `down`, so that the other owners of its
+// keys hand them off in its place. Whether it is really down is the caller's to check.
+absl::StatusOr<ClusterLayout> PlanRemoveDown(const ClusterLayout& current, absl::string_view id);
 // The layout that completes `transition` (version + 1, members = next).
 ClusterLayout CompleteTransition(const ClusterLayout& transition);
 

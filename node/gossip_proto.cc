@@ -97,6 +97,7 @@ void LayoutToProto(const ClusterLayout& layout, internal::v1::ClusterLayout* out
   MembersToProto(layout.members, out->mutable_members());
   MembersToProto(layout.next, out->mutable_next());
   out->set_change(layout.change);
+  for (const std::string& id : layout.down) out->add_down(id);
 }
 
 ClusterLayout LayoutFromProto(const internal::v1::ClusterLayout& layout) {
@@ -105,6 +106,7 @@ ClusterLayout LayoutFromProto(const internal::v1::ClusterLayout& layout) {
   out.members = MembersFromProto(layout.members());
   out.next = MembersFromProto(layout.next());
   out.change = layout.change();
+  out.down.assign(layout.down().begin(), layout.down().end());
   if (out.members.empty()) out = ClusterLayout();  // malformed: as if none was sent
   return out;
 }

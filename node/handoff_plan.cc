@@ -12,7 +12,14 @@ KeyHandoff PlanKeyHandoff(const Placement& placement, absl::string_view key, siz
   plan.old_owners = placement.current().PreferenceList(key, n);
   plan.new_owners = placement.next()->PreferenceList(key, n);
   const std::vector<const Member*>& was = plan.old_owners;
-  if (!was.empty()) plan.source = was.front();
+  // A member down for good streams nothing: the next old owner does it in its place.
+  const ClusterLayout& layout = placement.layout();
+  for (const Member* m : was) {
+    if (!layout.IsDown(m->id)) {
+      plan.source = m;
+      break;
+    }
+  }
   for (const Member* m : plan.new_owners) {
     if (std::none_of(was.begin(), was.end(), [&](const Member* w) { return w->id == m->id; })) {
       plan.gainers.push_back(m);
@@ -45,6 +52,7 @@ bool AllSourcesStreamed(const ClusterLayout& transition, const std::vector<Membe
     progress[view.entry.member.id] = &view.entry.handoff;
   }
   for (const Member& source : transition.members) {
+    if (transition.IsDown(source.id)) continue;
     auto it = progress.find(source.id);
     if (it == progress.end() || !it->second->Streamed(transition.version)) return false;
   }

@@ -27,7 +27,8 @@ struct KeyHandoff {
   // Members of the key's new preference list that are not in its old one; empty when the key
   // gains nobody (or outside a transition).
   std::vector<const Member*> gainers;
-  // The key's designated source: the first member of its old preference list.
+  // The key's designated source: the first member of its old preference list that the layout
+  // does not name down (ClusterLayout::down); null if there is none.
   const Member* source = nullptr;
   // Its old and new preference lists.
   std::vector<const Member*> old_owners;
@@ -45,8 +46,9 @@ struct KeyHandoff {
 // The handoff of `key` in `placement`'s transition, with `n` replicas per key.
 KeyHandoff PlanKeyHandoff(const Placement& placement, absl::string_view key, size_t n);
 
-// True once every source of `transition` (its current members) published, in `members`, that
-// phase 1 of this transition is over for it (HandoffProgress::Streamed).
+// True once every source of `transition` (its current members, except those it names down)
+// published, in `members`, that phase 1 of this transition is over for it
+// (HandoffProgress::Streamed).
 bool AllSourcesStreamed(const ClusterLayout& transition, const std::vector<MemberView>& members);
 
 // The new owner's answer to a phase 2 comparison: the keys of `digests`, in their order, that

@@ -25,6 +25,11 @@ MembershipChanger::~MembershipChanger() { Shutdown(); }
 
 namespace {
 
+// How many members of `transition` hand off (those it names down do not).
+uint64_t Sources(const ClusterLayout& transition) {
+  return transition.members.size() - transition.down.size();
+}
+
 // How a transition's operation ends when the node shuts down.
 absl::Status ShutdownCancelled() {
   return absl::CancelledError(
@@ -74,6 +79,22 @@ absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
   absl::StatusOr<ClusterLayout> transition;
   if (action == Action::kLeave) {
     transition = PlanLeave(plan.current, node_id);
+  } else if (action == Action::kRemoveDown) {
+    transition = PlanRemoveDown(plan.current, node_id);
+    // A member this node hears from is not down for good; nor is this node. (A member only
+    // partitioned away from this node passes: it then keeps its copies, and its handoff, if it
+    // learns the change, only repeats what the other owners send.)
+    if (transition.ok()) {
+      for (const MemberView& view : gossiper_->Members()) {
+        if (view.entry.member.id != node_id) continue;
+        if (view.liveness == Liveness::kUp || view.self) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "node ", node_id, " is ", view.self ? "this node" : "up",
+              "; cluster remove is for a member that is down for good (its disk lost or never "
+              "coming back); a member that runs leaves with cluster leave"));
+        }
+      }
+    }
   } else {
     const Member* joining = nullptr;
     const MemberView* joining_view = nullptr;
@@ -154,9 +175,11 @@ absl::StatusOr<std::pair<MembershipChanger::Plan, std::string>> MembershipChange
   job.transition = plan->transition;
   job.deadline = clock_->Now() + options_.timeout;
   job.id = operations_->Start(
-      action == Action::kJoin ? "join" : "leave",
+      action == Action::kJoin    ? "join"
+      : action == Action::kLeave ? "leave"
+                                 : "remove",
       absl::StrCat(plan->transition.change, " (layout version ", plan->transition.version, ")"),
-      plan->transition.members.size(), "sources");
+      Sources(plan->transition), "sources");
   bool stopped = false;
   {
     absl::MutexLock lock(&mu_);
@@ -433,7 +456,7 @@ void MembershipChanger::Poll(Job job) {
   const std::vector<MemberView> members = gossiper_->Members();
   for (const MemberView& view : members) entries[view.entry.member.id] = view.entry;
   const std::vector<std::string> waiting = SourcesWaiting(job.transition, members);
-  const uint64_t done = job.transition.members.size() - waiting.size();
+  const uint64_t done = Sources(job.transition) - waiting.size();
   std::map<std::string, uint64_t> counters;
   auto count = [&](const std::string& name, const std::string& source, uint64_t value) {
     counters[absl::StrCat(name, "_from_", source)] = value;
@@ -441,6 +464,7 @@ void MembershipChanger::Poll(Job job) {
   };
   std::vector<std::string> errors;  // why sources wait to retry
   for (const Member& source : job.transition.members) {
+    if (job.transition.IsDown(source.id)) continue;
     const HandoffProgress& p = entries[source.id].handoff;
     const HandoffProgress none;
     const HandoffProgress& current = p.layout_version == version ? p : none;
@@ -486,6 +510,7 @@ std::vector<std::string> MembershipChanger::SourcesWaiting(const ClusterLayout& 
   for (const MemberView& view : members) progress[view.entry.member.id] = &view.entry.handoff;
   std::vector<std::string> waiting;
   for (const Member& source : transition.members) {
+    if (transition.IsDown(source.id)) continue;  // hands off nothing: nobody waits for it
     auto it = progress.find(source.id);
     const bool current = it != progress.end() && it->second->layout_version == transition.version;
     if (current && it->second->done) continue;

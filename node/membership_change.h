@@ -2,15 +2,16 @@
 //
 // Plan: what a change would do (node/cluster_layout.h PlanJoin/PlanLeave and PlanMovement), from
 // this node's current layout; nothing changes. Commit: proposes the transition layout (version
-// v+1) through gossip and registers an operation of kind "join" or "leave" whose id it returns at
-// once. The operation then watches gossip: every current owner hands off the keys the new owners
-// gain (node/handoff.h, two phases) and publishes its progress in its gossip entry; progress shows
-// sources done (both phases) of total and which phase each waiting one is in, and counters, per
-// source (_from_<id>) and summed (_total): keys and bytes (full records sent, both phases),
-// digests (phase 2 comparisons), compared_keys and compared_bytes (records sent in phase 2
-// because a new owner lacked them; phase 1 sent keys - compared_keys). When all sources are done it
-// proposes the completing layout (v+2, without the leaving node) and ends SUCCEEDED. It ends FAILED
-// if another layout replaced the transition, or after Options::timeout.
+// v+1) through gossip and registers an operation of kind "join", "leave" or "remove" (the leave of
+// a member down for good: ClusterLayout::down) whose id it returns at once. The operation then
+// watches gossip: every current owner hands off the keys the new owners gain (node/handoff.h, two
+// phases) and publishes its progress in its gossip entry; progress shows sources done (both phases)
+// of total and which phase each waiting one is in, and counters, per source (_from_<id>) and summed
+// (_total): keys and bytes (full records sent, both phases), digests (phase 2 comparisons),
+// compared_keys and compared_bytes (records sent in phase 2 because a new owner lacked them; phase
+// 1 sent keys - compared_keys). When all sources are done it proposes the completing layout (v+2,
+// without the leaving node) and ends SUCCEEDED. It ends FAILED if another layout replaced the
+// transition, or after Options::timeout.
 //
 // A joining node must be known to gossip (started with --seeds, RingStatus NONE); its address
 // comes from its gossip entry. One change at a time: a commit during a transition is
@@ -78,7 +79,9 @@ namespace kv {
 
 class MembershipChanger {
  public:
-  enum class Action { kJoin, kLeave };
+  // kRemoveDown: the leave of a member that is down for good (PlanRemoveDown): refused while this
+  // node hears from it; the other owners of its keys hand them off in its place.
+  enum class Action { kJoin, kLeave, kRemoveDown };
   struct Options {
     size_t replication_factor = 3;
     absl::Duration poll = absl::Milliseconds(100);
@@ -109,8 +112,8 @@ class MembershipChanger {
   // Starts the takeover watch (see the header comment).
   void StartWatching();
 
-  // The sources of `transition` whose handoff is not done, as "id (phase N)", from the gossiped
-  // member table; empty once every source is done.
+  // The sources of `transition` (its members except those it names down) whose handoff is not
+  // done, as "id (phase N)", from the gossiped member table; empty once every source is done.
   static std::vector<std::string> SourcesWaiting(const ClusterLayout& transition,
                                                  const std::vector<MemberView>& members);
 

@@ -82,6 +82,31 @@ TEST(ClusterLayoutTest, OneChangeAtATime) {
   EXPECT_TRUE(absl::IsFailedPrecondition(PlanLeave(Stable(1), "n1").status()));
 }
 
+TEST(ClusterLayoutTest, RemovingAMemberDownForGoodIsALeaveThatNamesItDown) {
+  absl::StatusOr<ClusterLayout> transition = PlanRemoveDown(Stable(4), "n2");
+  ASSERT_TRUE(transition.ok()) << transition.status();
+  absl::StatusOr<ClusterLayout> leave = PlanLeave(Stable(4), "n2");
+  ASSERT_TRUE(leave.ok());
+  EXPECT_EQ(transition->members, leave->members);
+  EXPECT_EQ(transition->next, leave->next);
+  EXPECT_EQ(transition->down, std::vector<std::string>{"n2"});
+  EXPECT_EQ(transition->change, "remove n2 (down)");
+  EXPECT_TRUE(transition->IsDown("n2"));
+  EXPECT_FALSE(transition->IsDown("n1"));
+  EXPECT_TRUE(CheckLayout(*transition).ok()) << CheckLayout(*transition);
+  EXPECT_FALSE(SameLayout(*transition, *leave));
+  EXPECT_NE(DescribeLayout(*transition).find("[down: n2]"), std::string::npos);
+  // The completed layout names nobody down.
+  const ClusterLayout done = CompleteTransition(*transition);
+  EXPECT_TRUE(done.down.empty());
+  EXPECT_FALSE(done.Contains("n2"));
+  EXPECT_TRUE(CheckLayout(done).ok());
+  // The same preconditions as a leave.
+  EXPECT_TRUE(absl::IsNotFound(PlanRemoveDown(Stable(3), "n9").status()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(PlanRemoveDown(Stable(1), "n1").status()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(PlanRemoveDown(*transition, "n1").status()));
+}
+
 TEST(PlacementTest, TransitionUsesOldAndNewOwners) {
   absl::StatusOr<ClusterLayout> transition = PlanJoin(Stable(3), Members(4)[3]);
   ASSERT_TRUE(transition.ok());

@@ -1150,7 +1150,24 @@ TEST_F(GossipTest, LayoutsThatCannotBeUsedAreIgnored) {
   bad_address.members[2].address = "10.0.0.3";
   ClusterLayout long_change = good;
   long_change.change = std::string(kMaxLayoutChangeBytes + 1, 'x');
-  for (const ClusterLayout* bad : {&repeated, &too_new, &bad_member, &bad_address, &long_change}) {
+  // Members down: only during a transition, only members that do not stay, sorted, not all.
+  ClusterLayout down_stable = good;
+  down_stable.down = {"n3"};
+  ClusterLayout remove = good;
+  remove.next = {all_[0], all_[1]};
+  remove.change = "remove n3 (down)";
+  ClusterLayout down_stays = remove;
+  down_stays.down = {"n2"};
+  ClusterLayout down_stranger = remove;
+  down_stranger.down = {"n3", "n9"};
+  ClusterLayout down_twice = remove;
+  down_twice.down = {"n3", "n3"};
+  ClusterLayout all_down = remove;
+  all_down.next = {Member{"n4", "10.0.0.4:7700", ""}};
+  all_down.down = {"n1", "n2", "n3"};
+  for (const ClusterLayout* bad :
+       {&repeated, &too_new, &bad_member, &bad_address, &long_change, &down_stable, &down_stays,
+        &down_stranger, &down_twice, &all_down}) {
     GossipDigest answer = send(*bad);
     EXPECT_EQ(answer.layout.version, 1u);
     EXPECT_EQ(g->Layout().version, 1u);
@@ -1168,6 +1185,14 @@ TEST_F(GossipTest, LayoutsThatCannotBeUsedAreIgnored) {
   send(good);
   EXPECT_EQ(g->Layout().version, 3u);
   EXPECT_TRUE(DecodeLayout(EncodeLayout(good)).ok());
+  // A remove's members down travel and are stored with the layout.
+  remove.down = {"n3"};
+  ASSERT_TRUE(CheckLayout(remove).ok()) << CheckLayout(remove);
+  absl::StatusOr<ClusterLayout> decoded = DecodeLayout(EncodeLayout(remove));
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_TRUE(SameLayout(*decoded, remove)) << DescribeLayout(*decoded);
+  decoded->down.clear();
+  EXPECT_FALSE(SameLayout(*decoded, remove));
   EXPECT_EQ(notified, std::vector<uint64_t>({3}));
 
   // Proposed locally, such a layout is refused.

@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "node/gossip_proto.h"
 #include "node/handoff_plan.h"
+#include "node/membership_change.h"
 #include "node/merkle_index.h"
 #include "storage/memory_engine.h"
 #include "storage/record_codec.h"
@@ -355,6 +356,58 @@ TEST(HandoffPlanTest, AllSourcesStreamedNeedsEverySourceOfThisVersion) {
   EXPECT_FALSE(AllSourcesStreamed(layout, views));
   views.erase(views.begin() + 2);  // unknown to gossip
   EXPECT_FALSE(AllSourcesStreamed(layout, views));
+}
+
+// A member down for good (ClusterLayout::down) hands off nothing: the next old owner of each of
+// its keys is the designated source in its place, and nobody waits for its progress.
+TEST(HandoffPlanTest, AMemberDownIsNoSourceAndNobodyWaitsForIt) {
+  ClusterLayout stable;
+  stable.version = 1;
+  stable.members = Members(4);
+  ClusterLayout remove = PlanRemoveDown(stable, "n2").value();
+  std::shared_ptr<const Placement> placement = Placement::Create(remove).value();
+  std::shared_ptr<const Placement> leave =
+      Placement::Create(PlanLeave(stable, "n2").value()).value();
+  int in_its_place = 0;
+  for (int i = 0; i < 2000; ++i) {
+    const std::string key = absl::StrCat("key", i);
+    const KeyHandoff plan = PlanKeyHandoff(*placement, key, kN);
+    ASSERT_NE(plan.source, nullptr);
+    EXPECT_NE(plan.source->id, "n2") << key;
+    const std::vector<const Member*> was = placement->current().PreferenceList(key, kN);
+    if (was.front()->id == "n2") {
+      ++in_its_place;
+      EXPECT_EQ(plan.source->id, was[1]->id) << key;
+      // The source streams in phase 1 and so does not compare with the gainers in phase 2.
+      for (const Member* g : plan.gainers) {
+        const std::vector<const Member*> with = plan.CompareWith(plan.source->id);
+        EXPECT_TRUE(std::none_of(with.begin(), with.end(), [&](const Member* m) {
+          return m->id == g->id;
+        })) << key;
+      }
+    } else {
+      EXPECT_EQ(plan.source->id, was.front()->id) << key;
+    }
+    // Gainers and owners are those of a plain leave.
+    EXPECT_EQ(plan.gainers.size(), PlanKeyHandoff(*leave, key, kN).gainers.size()) << key;
+  }
+  EXPECT_NEAR(in_its_place / 2000.0, 0.25, 0.06);
+
+  std::vector<MemberView> views(4);
+  for (int i = 0; i < 4; ++i) views[i].entry.member.id = absl::StrCat("n", i + 1);
+  for (int i : {0, 2, 3}) {
+    views[i].entry.handoff.layout_version = remove.version;
+    views[i].entry.handoff.phase = HandoffPhase::kComparing;
+  }
+  EXPECT_TRUE(AllSourcesStreamed(remove, views));
+  EXPECT_EQ(MembershipChanger::SourcesWaiting(remove, views),
+            (std::vector<std::string>{"n1 (phase 2)", "n3 (phase 2)", "n4 (phase 2)"}));
+  for (int i : {0, 2, 3}) views[i].entry.handoff.done = true;
+  EXPECT_TRUE(MembershipChanger::SourcesWaiting(remove, views).empty());
+  // A plain leave waits for the leaving member.
+  EXPECT_FALSE(AllSourcesStreamed(leave->layout(), views));
+  EXPECT_EQ(MembershipChanger::SourcesWaiting(leave->layout(), views),
+            std::vector<std::string>{"n2 (phase 1)"});
 }
 
 // A source's progress, with why it waits, travels in gossip; the error is cut to its bound.

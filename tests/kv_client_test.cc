@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -929,7 +930,8 @@ TEST_F(KvClientTest, GetOperationAsksTheEndpointThatStartedIt) {
 
   // So for a membership change.
   server_.kv().Script({grpc::StatusCode::UNAVAILABLE});
-  absl::StatusOr<MembershipPlan> plan = client->ChangeMembership(/*join=*/true, "n4", true);
+  absl::StatusOr<MembershipPlan> plan =
+      client->ChangeMembership(MembershipAction::kJoin, "n4", true);
   ASSERT_TRUE(plan.ok()) << plan.status();
   ASSERT_TRUE(absl::StartsWith(plan->operation_id, "second:")) << plan->operation_id;
   op = client->GetOperation(plan->operation_id);
@@ -946,7 +948,7 @@ TEST_F(KvClientTest, CommittedMembershipChangeIsTokenedAndStaysAfterATimeout) {
   std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
   server_.kv().Script({grpc::StatusCode::DEADLINE_EXCEEDED});
   absl::StatusOr<MembershipPlan> committed =
-      client->ChangeMembership(/*join=*/true, "n4", /*commit=*/true, 7);
+      client->ChangeMembership(MembershipAction::kJoin, "n4", /*commit=*/true, 7);
   ASSERT_TRUE(committed.ok()) << committed.status();
   EXPECT_EQ(committed->node_id, "fake");
   EXPECT_TRUE(committed->deduplicated);
@@ -959,11 +961,23 @@ TEST_F(KvClientTest, CommittedMembershipChangeIsTokenedAndStaysAfterATimeout) {
 
   // A plan changes nothing: no token, and a timeout fails over like other admin reads.
   server_.kv().Script({grpc::StatusCode::DEADLINE_EXCEEDED});
-  absl::StatusOr<MembershipPlan> plan = client->ChangeMembership(/*join=*/false, "n2", false);
+  absl::StatusOr<MembershipPlan> plan =
+      client->ChangeMembership(MembershipAction::kLeave, "n2", false);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_FALSE(plan->deduplicated);
   ASSERT_EQ(other.kv().membership_changes().size(), 1u);
   EXPECT_TRUE(other.kv().membership_changes()[0].idempotency_token().empty());
+  EXPECT_EQ(other.kv().membership_changes()[0].action(), v1::ChangeMembershipRequest::LEAVE);
+
+  // Each action reaches the node as its own request action.
+  ASSERT_TRUE(client->ChangeMembership(MembershipAction::kRemoveDown, "n3", false).ok());
+  ASSERT_TRUE(client->ChangeMembership(MembershipAction::kJoin, "n5", false).ok());
+  std::vector<v1::ChangeMembershipRequest> all = server_.kv().membership_changes();
+  for (const v1::ChangeMembershipRequest& r : other.kv().membership_changes()) all.push_back(r);
+  std::map<std::string, v1::ChangeMembershipRequest::Action> action_of;
+  for (const v1::ChangeMembershipRequest& r : all) action_of[r.node_id()] = r.action();
+  EXPECT_EQ(action_of["n3"], v1::ChangeMembershipRequest::REMOVE_DOWN);
+  EXPECT_EQ(action_of["n5"], v1::ChangeMembershipRequest::JOIN);
 }
 
 TEST(KvClientCreateTest, RejectsBadOptions) {

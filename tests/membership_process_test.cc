@@ -163,7 +163,9 @@ class MembershipProcessTest : public ::testing::Test {
       nlohmann::json status = KvctlJson(via, {"cluster", "status"}, 0);
       if (status.value("layout_version", uint64_t{0}) == before + 1) {
         EXPECT_FALSE(status["layout_next_members"].empty()) << status.dump();
-        EXPECT_EQ(status.value("layout_change", ""), absl::StrCat(verb, " ", node))
+        // "remove n4 (down)" for a remove.
+        EXPECT_TRUE(
+            absl::StartsWith(status.value("layout_change", ""), absl::StrCat(verb, " ", node)))
             << status.dump();
       }
       absl::SleepFor(absl::Milliseconds(200));
@@ -553,6 +555,80 @@ TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
 // Another process may take a joiner's port before the joiner first starts (tests run in
 // parallel); the cluster helper then starts it on another port, rather than talk to the other
 // process as if it were the joiner.
+// A member that is down for good (killed here, its disk taken as lost) is removed with `kvctl
+// cluster remove`: the other owners of its keys hand them off in its place (streaming those it was
+// the designated source of), nobody waits for its handoff, and every key ends up on each of its
+// new owners. While the member answers, the remove is refused.
+TEST_F(MembershipProcessTest, AMemberDownForGoodIsRemovedAndTheOthersHandOffItsKeys) {
+  // n4 joins first, so that the remove gives keys new owners (N=3 of 4 members).
+  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
+  ASSERT_TRUE(JoinPlannable(0)) << cluster_->LogTails();
+  CommitAndWait(0, "join", "n4");
+  ASSERT_FALSE(HasFailure());
+  // Every replica holds every key when it is acknowledged (W=all), n4 included.
+  std::vector<std::string> keys;
+  WriteOptions all;
+  all.w = Quorum::All();
+  for (int i = 0; i < kPreloaded / 3; ++i) {
+    keys.push_back(absl::StrCat("down/", i));
+    ASSERT_TRUE(client_->Put(keys.back(), "v-" + keys.back(), all).ok()) << keys.back();
+  }
+
+  const CommandResult refused = RunCommand(
+      {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "remove", "n4", "--commit"},
+      "", absl::Seconds(30));
+  EXPECT_EQ(refused.exit_code, 3) << refused.out << refused.err;
+  EXPECT_TRUE(absl::StrContains(refused.err, "node n4 is up")) << refused.err;
+  const CommandResult self =
+      RunCommand({KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "remove", "n1"},
+                 "", absl::Seconds(30));
+  EXPECT_TRUE(absl::StrContains(self.err, "node n1 is this node")) << self.err;
+
+  cluster_->Kill(3);
+  // Plannable once n1's failure detector has n4 down.
+  ASSERT_TRUE(Eventually([&] {
+    return RunCommand(
+               {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "remove", "n4"}, "",
+               absl::Seconds(30))
+               .exit_code == 0;
+  })) << cluster_->LogTails();
+  const nlohmann::json op = CommitAndWait(0, "remove", "n4");
+  EXPECT_EQ(op.value("kind", ""), "remove") << op.dump();
+  // Sources n1..n3: n4 hands off nothing.
+  EXPECT_EQ(op["progress"].value("total", uint64_t{0}), 3u) << op.dump();
+
+  // Every key is on each of the three remaining members, checked on each member's own copy
+  // before any read could repair one. (Anti-entropy is off in these tests.)
+  std::vector<std::unique_ptr<internal::v1::Replica::Stub>> replicas;
+  for (size_t node = 0; node < 3; ++node) replicas.push_back(ReplicaOf(node));
+  int missing = 0;
+  for (const std::string& key : keys) {
+    for (size_t node = 0; node < 3; ++node) {
+      grpc::ClientContext context;
+      SetDeadline(&context);
+      internal::v1::ReadRecordRequest request;
+      request.set_key(key);
+      internal::v1::ReadRecordResponse response;
+      const grpc::Status status = replicas[node]->ReadRecord(&context, request, &response);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      if (!response.found()) ++missing;
+    }
+  }
+  EXPECT_EQ(missing, 0) << "copies missing on the remaining members, of " << keys.size() * 3;
+  EXPECT_GT(op["counters"].value("keys_total", uint64_t{0}), 0u) << op.dump();
+  EXPECT_FALSE(op["counters"].contains("keys_from_n4")) << op.dump();
+
+  // Were n4 to come back after all, it learns it is no longer a member and stops, cleanly.
+  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (cluster_->running(3) && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_FALSE(cluster_->running(3)) << "n4 is still running after it was removed";
+  absl::StatusOr<int> code = cluster_->Stop(3);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0) << cluster_->LogTails();
+  EXPECT_TRUE(absl::StrContains(cluster_->Logs(3), "has left the cluster")) << cluster_->LogTails();
+}
+
 TEST_F(MembershipProcessTest, JoinerWhosePortWasTakenStartsOnAnother) {
   const std::string taken = cluster_->endpoint(3);
   const int port = std::stoi(taken.substr(taken.rfind(':') + 1));

@@ -93,7 +93,7 @@ class StrayCopyTest : public ::testing::Test {
     cluster_->SetClusterLayout(transition);
     for (int n = 0; n < cluster_->num_nodes(); ++n) cluster_->InstallLayout(n, transition);
     const std::vector<int> sources =
-        cluster_->MembersOf(ClusterLayout{0, transition.members, {}, ""});
+        cluster_->MembersOf(ClusterLayout{0, transition.members, {}, "", {}});
     EXPECT_TRUE(loop_.RunUntil(
         [&] {
           return std::all_of(sources.begin(), sources.end(), [&](int s) {

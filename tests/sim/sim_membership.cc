@@ -112,7 +112,7 @@ void MembershipDriver::OnHandoff(int node, uint64_t version, uint64_t keys, bool
   done_sources_.insert(node);
   loop_->Log(absl::StrCat("MEMBERSHIP ", cluster_->NodeId(node), " handoff done for v", version,
                           ": ", keys, " records"));
-  for (int source : cluster_->MembersOf(ClusterLayout{0, transition_.members, {}, ""})) {
+  for (int source : cluster_->MembersOf(ClusterLayout{0, transition_.members, {}, "", {}})) {
     if (done_sources_.count(source) == 0) return;
   }
   completing_ = true;
