@@ -307,6 +307,13 @@ class Client {
                                                   absl::string_view node_id, bool commit,
                                                   uint64_t expected_layout_version = 0,
                                                   const StartOptions& options = {});
+  // The form from before MembershipAction: kJoin if `join`, else kLeave.
+  absl::StatusOr<MembershipPlan> ChangeMembership(bool join, absl::string_view node_id, bool commit,
+                                                  uint64_t expected_layout_version = 0,
+                                                  const StartOptions& options = {}) {
+    return ChangeMembership(join ? MembershipAction::kJoin : MembershipAction::kLeave, node_id,
+                            commit, expected_layout_version, options);
+  }
   // GetOperation asks first the endpoint that answered this client's start of an operation of
   // the node the id names (an operation is known only to that node), else the first endpoint not
   // known to be down; it fails over like other reads.

@@ -35,7 +35,7 @@ bool ClusterLayout::Contains(absl::string_view id) const {
 
 bool ClusterLayout::IsOwner(absl::string_view id) const { return HasId(members, id); }
 
-bool ClusterLayout::IsDown(absl::string_view id) const {
+bool ClusterLayout::NamesDown(absl::string_view id) const {
   return std::find(down.begin(), down.end(), id) != down.end();
 }
 

@@ -38,9 +38,9 @@ struct ClusterLayout {
   std::vector<std::string> down;
 
   bool in_transition() const { return !next.empty(); }
-  bool Contains(absl::string_view id) const;  // in members or in next
-  bool IsOwner(absl::string_view id) const;   // in members
-  bool IsDown(absl::string_view id) const;    // in down
+  bool Contains(absl::string_view id) const;   // in members or in next
+  bool IsOwner(absl::string_view id) const;    // in members
+  bool NamesDown(absl::string_view id) const;  // in down
 };
 
 // True if `a` and `b` are the same layout: version, owners, next owners, change and down.

@@ -43,6 +43,7 @@ Gossiper::Gossiper(Member self, const std::vector<Member>& members, GossipTransp
   me.incarnation = options_.incarnation != 0 ? options_.incarnation
                                              : static_cast<uint64_t>(absl::ToUnixMicros(now));
   me.format_level = options_.format_level != 0 ? options_.format_level : kFormatLevel;
+  me.knows_members_down = true;
   if (options_.layout.version != 0) {
     AdoptLayout(options_.layout);
   } else {
@@ -341,6 +342,7 @@ void Gossiper::Merge(const GossipDigest& digest) {
     it->second.format_level = in.format_level;
     it->second.holds_records = in.holds_records;
     it->second.layout_version = in.layout_version;
+    it->second.knows_members_down = in.knows_members_down;
     detector_.Heard(in.member.id, now);
   }
   UpdateClusterFormatLevel();

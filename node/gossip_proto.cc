@@ -31,6 +31,7 @@ void DigestToProto(const GossipDigest& digest,
     m->set_format_level(entry.format_level);
     m->set_holds_records(entry.holds_records);
     m->set_layout_version(entry.layout_version);
+    m->set_knows_members_down(entry.knows_members_down);
   }
 }
 
@@ -64,6 +65,7 @@ GossipDigest DigestFromProto(
     entry.format_level = m.format_level();
     entry.holds_records = m.holds_records();
     entry.layout_version = m.layout_version();
+    entry.knows_members_down = m.knows_members_down();
     digest.members.push_back(std::move(entry));
   }
   return digest;

@@ -5,8 +5,9 @@
 // once rather than once per old owner. Two phases:
 //
 //   1. Streaming. The node scans its data column and streams each gained key it is the
-//      designated source of (the first member of the key's old preference list,
-//      node/handoff_plan.h; every node computes the same one) to its gainers, in MergeBatch
+//      designated source of (the first member of the key's old preference list that the layout
+//      does not name down, node/handoff_plan.h; every node computes the same one) to its
+//      gainers, in MergeBatch
 //      batches of about Options::batch_bytes. When the scan ends it publishes phase 2 (kComparing).
 //   2. Comparing (the safety net). Once every source published that phase 1 is over
 //      (StreamedCallback, from gossip), the node scans its merkle column (node/merkle_index.h:
@@ -15,9 +16,11 @@
 //      to the gainers; for each key it loses (an old owner that is not a new one: a leaving
 //      node, or the owner a joining node replaces) it sends (key, digest) to every new owner, so
 //      that nothing leaves with it even when nobody gains the key (a leave down to N members or
-//      fewer). Options::digests_per_batch pairs at a time (PeerTransport::CompareDigests). A gainer
-//      answers the keys it has no record of or another digest for; the node sends those records
-//      (read again, so at least as new as the digested one) with MergeBatch.
+//      fewer); and when another old owner of the key is named down (a remove), to every new
+//      owner but itself and the gainers it streamed to (KeyHandoff::CompareWith).
+//      Options::digests_per_batch pairs at a time (PeerTransport::CompareDigests). A gainer answers
+//      the keys it has no record of or another digest for; the node sends those records (read
+//      again, so at least as new as the digested one) with MergeBatch.
 //
 // Why no acknowledged write misses its new owner (beyond what the previous every-owner design
 // missed). A write acknowledged before a source's scan passes its key is in that source's

@@ -15,9 +15,10 @@ KeyHandoff PlanKeyHandoff(const Placement& placement, absl::string_view key, siz
   // A member down for good streams nothing: the next old owner does it in its place.
   const ClusterLayout& layout = placement.layout();
   for (const Member* m : was) {
-    if (!layout.IsDown(m->id)) {
+    if (layout.NamesDown(m->id)) {
+      plan.owner_down = true;
+    } else if (plan.source == nullptr) {
       plan.source = m;
-      break;
     }
   }
   for (const Member* m : plan.new_owners) {
@@ -37,7 +38,14 @@ std::vector<const Member*> KeyHandoff::CompareWith(absl::string_view self_id) co
   // copy came): no tombstone purge asked about it, and passing it on could bring a deleted key
   // back (C8). Every acknowledged write is on old owners.
   if (!has(old_owners, self_id)) return out;
-  if (source == nullptr || source->id != self_id) out = gainers;
+  const bool designated = source != nullptr && source->id == self_id;
+  if (owner_down) {
+    for (const Member* m : new_owners) {
+      if (m->id != self_id && !(designated && has(gainers, m->id))) out.push_back(m);
+    }
+    return out;
+  }
+  if (!designated) out = gainers;
   if (!has(new_owners, self_id)) {  // an old owner that loses the key
     for (const Member* m : new_owners) {
       if (!has(out, m->id)) out.push_back(m);
@@ -52,7 +60,7 @@ bool AllSourcesStreamed(const ClusterLayout& transition, const std::vector<Membe
     progress[view.entry.member.id] = &view.entry.handoff;
   }
   for (const Member& source : transition.members) {
-    if (transition.IsDown(source.id)) continue;
+    if (transition.NamesDown(source.id)) continue;
     auto it = progress.find(source.id);
     if (it == progress.end() || !it->second->Streamed(transition.version)) return false;
   }

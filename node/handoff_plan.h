@@ -33,13 +33,20 @@ struct KeyHandoff {
   // Its old and new preference lists.
   std::vector<const Member*> old_owners;
   std::vector<const Member*> new_owners;
+  // An old owner is named down (ClusterLayout::down): it compares nothing, so each other old
+  // owner compares with every new owner (see CompareWith).
+  bool owner_down = false;
 
   // Whom `self_id` compares the key's digest with in phase 2: the gainers, unless it is the
   // designated source (it streamed the record to them in phase 1); and, when `self_id` loses
   // the key (an old owner, not a new one: a leaving node, or the owner a joining node replaces),
   // every new owner, so that nothing it holds leaves with it, also when nobody gains the key
-  // (a leave that shrinks the cluster to N members or fewer). Nobody when `self_id` is not an
-  // old owner: its copy is a stray, which must not reach the new owners (PRODUCT.md C8).
+  // (a leave that shrinks the cluster to N members or fewer). When an old owner is named down,
+  // every new owner but itself (and but the gainers it streamed to, for the designated source):
+  // the member down can no longer pass on to the owners that keep the key what only it and
+  // `self_id` hold (a write acknowledged by the two of them, its copy for a third owner still in
+  // the outbox of the member down). Nobody when `self_id` is not an old owner: its copy is a
+  // stray, which must not reach the new owners (PRODUCT.md C8).
   std::vector<const Member*> CompareWith(absl::string_view self_id) const;
 };
 

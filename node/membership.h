@@ -98,6 +98,9 @@ struct MemberEntry {
   // The layout version the member held when it made this entry (0: an older node that does not
   // say). A join is planned only on an entry made under the planner's layout version.
   uint64_t layout_version = 0;
+  // The member honours ClusterLayout::down (it hands off nothing for a member removed down for
+  // good, and waits for nothing from it). False from older nodes, which would drop the mark.
+  bool knows_members_down = false;
 
   // True if this entry is a later version of the same member's state than `other`.
   bool NewerThan(const MemberEntry& other) const {

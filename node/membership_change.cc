@@ -81,17 +81,27 @@ absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
     transition = PlanLeave(plan.current, node_id);
   } else if (action == Action::kRemoveDown) {
     transition = PlanRemoveDown(plan.current, node_id);
-    // A member this node hears from is not down for good; nor is this node. (A member only
-    // partitioned away from this node passes: it then keeps its copies, and its handoff, if it
-    // learns the change, only repeats what the other owners send.)
+    // Only a member this node's failure detector has down (a member only partitioned away from
+    // this node passes: it then keeps its copies and, if it learns the change, hands off as a
+    // leaving member would, though nobody waits for it). And only when every other member
+    // honours the mark: an older node would drop it and wait for the member for good.
     if (transition.ok()) {
       for (const MemberView& view : gossiper_->Members()) {
-        if (view.entry.member.id != node_id) continue;
-        if (view.liveness == Liveness::kUp || view.self) {
+        if (view.entry.member.id == node_id && (view.liveness != Liveness::kDown || view.self)) {
           return absl::FailedPreconditionError(absl::StrCat(
-              "node ", node_id, " is ", view.self ? "this node" : "up",
+              "node ", node_id, " is ",
+              view.self ? "this node" : absl::StrCat(LivenessName(view.liveness), " here"),
               "; cluster remove is for a member that is down for good (its disk lost or never "
-              "coming back); a member that runs leaves with cluster leave"));
+              "coming back) once the failure detector has it DOWN; a member that runs leaves "
+              "with cluster leave"));
+        }
+        if (view.entry.member.id != node_id && plan.current.IsOwner(view.entry.member.id) &&
+            !view.entry.knows_members_down) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "member ", view.entry.member.id,
+              " runs a version that does not know removals of members down (it would wait for "
+              "the handoff of ",
+              node_id, " for good); upgrade it first"));
         }
       }
     }
@@ -464,7 +474,7 @@ void MembershipChanger::Poll(Job job) {
   };
   std::vector<std::string> errors;  // why sources wait to retry
   for (const Member& source : job.transition.members) {
-    if (job.transition.IsDown(source.id)) continue;
+    if (job.transition.NamesDown(source.id)) continue;
     const HandoffProgress& p = entries[source.id].handoff;
     const HandoffProgress none;
     const HandoffProgress& current = p.layout_version == version ? p : none;
@@ -510,7 +520,7 @@ std::vector<std::string> MembershipChanger::SourcesWaiting(const ClusterLayout& 
   for (const MemberView& view : members) progress[view.entry.member.id] = &view.entry.handoff;
   std::vector<std::string> waiting;
   for (const Member& source : transition.members) {
-    if (transition.IsDown(source.id)) continue;  // hands off nothing: nobody waits for it
+    if (transition.NamesDown(source.id)) continue;  // hands off nothing: nobody waits for it
     auto it = progress.find(source.id);
     const bool current = it != progress.end() && it->second->layout_version == transition.version;
     if (current && it->second->done) continue;

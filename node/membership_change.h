@@ -4,17 +4,19 @@
 // this node's current layout; nothing changes. Commit: proposes the transition layout (version
 // v+1) through gossip and registers an operation of kind "join", "leave" or "remove" (the leave of
 // a member down for good: ClusterLayout::down) whose id it returns at once. The operation then
-// watches gossip: every current owner hands off the keys the new owners gain (node/handoff.h, two
-// phases) and publishes its progress in its gossip entry; progress shows sources done (both phases)
-// of total and which phase each waiting one is in, and counters, per source (_from_<id>) and summed
-// (_total): keys and bytes (full records sent, both phases), digests (phase 2 comparisons),
-// compared_keys and compared_bytes (records sent in phase 2 because a new owner lacked them; phase
-// 1 sent keys - compared_keys). When all sources are done it proposes the completing layout (v+2,
-// without the leaving node) and ends SUCCEEDED. It ends FAILED if another layout replaced the
-// transition, or after Options::timeout.
+// watches gossip: every current owner (but one named down) hands off the keys the new owners gain
+// (node/handoff.h, two phases) and publishes its progress in its gossip entry; progress shows
+// sources done (both phases) of total and which phase each waiting one is in, and counters, per
+// source (_from_<id>) and summed (_total): keys and bytes (full records sent, both phases), digests
+// (phase 2 comparisons), compared_keys and compared_bytes (records sent in phase 2 because a new
+// owner lacked them; phase 1 sent keys - compared_keys). When all sources are done it proposes the
+// completing layout (v+2, without the leaving node) and ends SUCCEEDED. It ends FAILED if another
+// layout replaced the transition, or after Options::timeout.
 //
 // A joining node must be known to gossip (started with --seeds, RingStatus NONE); its address
-// comes from its gossip entry. One change at a time: a commit during a transition is
+// comes from its gossip entry. A member is removed down only once this node's failure detector
+// has it DOWN, and only when every other member's gossip entry says it honours the mark
+// (MemberEntry::knows_members_down). One change at a time: a commit during a transition is
 // FAILED_PRECONDITION, and so is a commit whose expected version is not current (0: any).
 //
 // Across nodes, with SetReservations: before proposing transition v+1, Commit agrees on it with

@@ -91,8 +91,8 @@ TEST(ClusterLayoutTest, RemovingAMemberDownForGoodIsALeaveThatNamesItDown) {
   EXPECT_EQ(transition->next, leave->next);
   EXPECT_EQ(transition->down, std::vector<std::string>{"n2"});
   EXPECT_EQ(transition->change, "remove n2 (down)");
-  EXPECT_TRUE(transition->IsDown("n2"));
-  EXPECT_FALSE(transition->IsDown("n1"));
+  EXPECT_TRUE(transition->NamesDown("n2"));
+  EXPECT_FALSE(transition->NamesDown("n1"));
   EXPECT_TRUE(CheckLayout(*transition).ok()) << CheckLayout(*transition);
   EXPECT_FALSE(SameLayout(*transition, *leave));
   EXPECT_NE(DescribeLayout(*transition).find("[down: n2]"), std::string::npos);

@@ -617,6 +617,48 @@ class LayoutAgreementTest : public GossipTest {
   std::unique_ptr<MembershipChanger> changer_;
 };
 
+// A member is removed down for good only once this node's failure detector has it DOWN, never
+// this node, and only while every other member says it honours the mark (an older node would
+// drop it and wait for the member's handoff for good).
+TEST_F(LayoutAgreementTest, ARemoveNeedsTheMemberDownAndEveryOtherMemberToKnowTheMark) {
+  auto plan = [&](const std::string& id) {
+    return changer_->MakePlan(MembershipChanger::Action::kRemoveDown, id).status();
+  };
+  absl::Status refused = plan("n4");
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "node n4 is UP here")) << refused;
+  refused = plan("n1");
+  EXPECT_TRUE(absl::StrContains(refused.message(), "node n1 is this node")) << refused;
+  net_.Cut(all_[3].address);
+  ASSERT_NE(AdvanceUntil([&] { return plan("n4").ok(); }, absl::Seconds(10)),
+            absl::InfiniteDuration());
+  absl::StatusOr<MembershipChanger::Plan> planned =
+      changer_->MakePlan(MembershipChanger::Action::kRemoveDown, "n4");
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  EXPECT_EQ(planned->transition.down, std::vector<std::string>{"n4"});
+
+  // n2 as an older node gossips it: no knows_members_down.
+  GossipDigest digest;
+  digest.from_id = "n2";
+  for (const MemberView& view : nodes_[0].gossiper->Members()) {
+    if (view.entry.member.id == "n2") digest.members.push_back(view.entry);
+  }
+  ASSERT_EQ(digest.members.size(), 1u);
+  EXPECT_TRUE(digest.members[0].knows_members_down);
+  digest.members[0].heartbeat += 1000;
+  digest.members[0].knows_members_down = false;
+  nodes_[0].gossiper->HandleGossip(digest);
+  refused = plan("n4");
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "member n2 runs a version")) << refused;
+  // The mark's field travels in gossip.
+  GossipDigest honouring = digest;
+  honouring.members[0].knows_members_down = true;
+  internal::v1::GossipRequest request;
+  DigestToProto(honouring, request.mutable_members());
+  EXPECT_TRUE(DigestFromProto("n2", request.members()).members[0].knows_members_down);
+}
+
 // Two commits at once on two nodes must not both install a layout version (gossip keeps the first
 // layout of a version a node sees: the cluster would split for good). A commit proposes only with
 // the version reserved by a majority of the current members.

@@ -145,14 +145,14 @@ ClusterLayout JoinLayout() {
 class HandoffTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    placement_ = Placement::Create(JoinLayout()).value();
+    placement_ = Placement::Create(layout_).value();
     nodes_.resize(4);
     for (int i = 0; i < 4; ++i) {
       TestNode& node = nodes_[i];
       node.id = absl::StrCat("n", i + 1);
       by_id_[node.id] = &node;
-      auto ring =
-          std::make_shared<const HashRing>(i < 3 ? placement_->current() : *placement_->next());
+      auto ring = std::make_shared<const HashRing>(layout_.IsOwner(node.id) ? placement_->current()
+                                                                            : *placement_->next());
       node.index = std::make_unique<MerkleIndex>(node.id, ring, kN, node.engine.get());
       node.store = LocalStore::Open(node.engine.get(), &clock_, rng_, node.id, {}).value();
       node.store->SetObserver(node.index.get());
@@ -187,13 +187,13 @@ class HandoffTest : public ::testing::Test {
     options.bytes_per_second = 0;
     options.batch_bytes = 2000;     // several batches
     options.digests_per_batch = 7;  // several comparisons
-    for (int i = 0; i < 3; ++i) {
+    for (int i : sources_) {
       const std::string id = nodes_[i].id;
       senders_.push_back(std::make_unique<HandoffSender>(
           id, nodes_[i].engine.get(), transport_.get(), &scheduler_, &executor_, &clock_, rng_,
           options, [this, id](const HandoffProgress& p) { progress_[id] = p; },
           [this](const ClusterLayout& transition) {
-            EXPECT_EQ(transition.version, 2u);
+            EXPECT_EQ(transition.version, layout_.version);
             return AllStreamed();
           }));
     }
@@ -201,7 +201,7 @@ class HandoffTest : public ::testing::Test {
   }
   // Starts a sender with `options` on n1..n3 (no check of the layout they are asked about).
   void StartSendersWith(const HandoffSender::Options& options) {
-    for (int i = 0; i < 3; ++i) {
+    for (int i : sources_) {
       const std::string id = nodes_[i].id;
       senders_.push_back(std::make_unique<HandoffSender>(
           id, nodes_[i].engine.get(), transport_.get(), &scheduler_, &executor_, &clock_, rng_,
@@ -211,7 +211,7 @@ class HandoffTest : public ::testing::Test {
     for (auto& sender : senders_) sender->OnPlacement(placement_);
   }
   bool AllDone() {
-    for (int i = 0; i < 3; ++i) {
+    for (int i : sources_) {
       if (!progress_[nodes_[i].id].done) return false;
     }
     return true;
@@ -248,6 +248,9 @@ class HandoffTest : public ::testing::Test {
     return nodes_[i].engine->Get(Column::kData, key);
   }
 
+  // The transition and the nodes that run a sender (set before SetUp): n1..n3 of a join of n4.
+  ClusterLayout layout_ = JoinLayout();
+  std::vector<int> sources_ = {0, 1, 2};
   ManualClock clock_;
   std::mt19937_64 rng_{7};
   QueueExecutor executor_;
@@ -390,6 +393,20 @@ TEST(HandoffPlanTest, AMemberDownIsNoSourceAndNobodyWaitsForIt) {
     }
     // Gainers and owners are those of a plain leave.
     EXPECT_EQ(plan.gainers.size(), PlanKeyHandoff(*leave, key, kN).gainers.size()) << key;
+    // With an old owner down, each other old owner reaches every other new owner: in phase 1
+    // (the designated source, to the gainers) or by comparing in phase 2.
+    EXPECT_EQ(plan.owner_down, was.front()->id == "n2" || was[1]->id == "n2" || was[2]->id == "n2");
+    if (!plan.owner_down) continue;
+    for (const Member* o : was) {
+      if (o->id == "n2") continue;
+      const std::vector<const Member*> with = plan.CompareWith(o->id);
+      for (const Member* x : plan.new_owners) {
+        if (x->id == o->id) continue;
+        const bool streamed = o == plan.source && absl::c_linear_search(plan.gainers, x);
+        const bool compared = absl::c_linear_search(with, x);
+        EXPECT_TRUE(streamed != compared) << key << ": " << o->id << " -> " << x->id;
+      }
+    }
   }
   EXPECT_NEAR(in_its_place / 2000.0, 0.25, 0.06);
 
@@ -408,6 +425,60 @@ TEST(HandoffPlanTest, AMemberDownIsNoSourceAndNobodyWaitsForIt) {
   EXPECT_FALSE(AllSourcesStreamed(leave->layout(), views));
   EXPECT_EQ(MembershipChanger::SourcesWaiting(leave->layout(), views),
             std::vector<std::string>{"n2 (phase 1)"});
+}
+
+// n1 is removed down for good from n1..n4 and runs no sender. A write that only n1 and one other
+// old owner held (acknowledged with W=2, its copy for the third still in n1's outbox) reaches
+// every new owner, the owners that keep the key included, from that other old owner.
+class RemoveDownHandoffTest : public HandoffTest {
+ protected:
+  RemoveDownHandoffTest() {
+    ClusterLayout stable;
+    stable.version = 1;
+    stable.members = Members(4);
+    layout_ = PlanRemoveDown(stable, "n1").value();
+    sources_ = {1, 2, 3};
+  }
+};
+
+TEST_F(RemoveDownHandoffTest, WritesOnlyTheMemberDownAndOneOtherHeldReachEveryNewOwner) {
+  std::vector<std::string> keys;
+  int held_by_two = 0;
+  int by_the_source = 0;
+  for (int i = 0; i < 300; ++i) {
+    const std::string key = absl::StrCat("key", i);
+    const KeyHandoff plan = Plan(key);
+    std::vector<int> others;  // the old owners but n1
+    for (const Member* m : plan.old_owners) {
+      if (m->id != "n1") others.push_back(IndexOf(m));
+    }
+    if (others.size() == plan.old_owners.size()) {  // n1 is no owner: every owner has it
+      Put(others[0], key, "v-" + key);
+      for (size_t j = 1; j < others.size(); ++j) Replicate(others[0], others[j], key);
+    } else {
+      // Alternately the designated source and the other one holds it with n1.
+      const int other = others[i % 2];
+      Put(0, key, "v-" + key);
+      Replicate(0, other, key);
+      ++held_by_two;
+      by_the_source += nodes_[other].id == plan.source->id ? 1 : 0;
+    }
+    keys.push_back(key);
+  }
+  ASSERT_GT(held_by_two, 100);
+  ASSERT_GT(by_the_source, 20);
+  ASSERT_LT(by_the_source, held_by_two - 20);
+  RunHandoff();
+  int missing = 0;
+  for (const std::string& key : keys) {
+    for (const Member* m : Plan(key).new_owners) {
+      if (!Encoded(IndexOf(m), key).ok()) {
+        ++missing;
+        ADD_FAILURE() << key << " missing on " << m->id;
+      }
+    }
+  }
+  EXPECT_EQ(missing, 0);
 }
 
 // A source's progress, with why it waits, travels in gossip; the error is cut to its bound.

@@ -961,8 +961,8 @@ TEST_F(KvClientTest, CommittedMembershipChangeIsTokenedAndStaysAfterATimeout) {
 
   // A plan changes nothing: no token, and a timeout fails over like other admin reads.
   server_.kv().Script({grpc::StatusCode::DEADLINE_EXCEEDED});
-  absl::StatusOr<MembershipPlan> plan =
-      client->ChangeMembership(MembershipAction::kLeave, "n2", false);
+  absl::StatusOr<MembershipPlan> plan = client->ChangeMembership(
+      /*join=*/false, "n2", false);  // the form from before MembershipAction
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_FALSE(plan->deduplicated);
   ASSERT_EQ(other.kv().membership_changes().size(), 1u);

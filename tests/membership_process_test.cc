@@ -552,9 +552,6 @@ TEST_F(MembershipProcessTest, FourthNodeJoinsThenOneLeavesUnderLoad) {
   EXPECT_FALSE(absl::StrContains(KvctlJson(0, {"cluster", "status"}, 0).dump(), "join n2"));
 }
 
-// Another process may take a joiner's port before the joiner first starts (tests run in
-// parallel); the cluster helper then starts it on another port, rather than talk to the other
-// process as if it were the joiner.
 // A member that is down for good (killed here, its disk taken as lost) is removed with `kvctl
 // cluster remove`: the other owners of its keys hand them off in its place (streaming those it was
 // the designated source of), nobody waits for its handoff, and every key ends up on each of its
@@ -578,7 +575,7 @@ TEST_F(MembershipProcessTest, AMemberDownForGoodIsRemovedAndTheOthersHandOffItsK
       {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "remove", "n4", "--commit"},
       "", absl::Seconds(30));
   EXPECT_EQ(refused.exit_code, 3) << refused.out << refused.err;
-  EXPECT_TRUE(absl::StrContains(refused.err, "node n4 is up")) << refused.err;
+  EXPECT_TRUE(absl::StrContains(refused.err, "node n4 is UP here")) << refused.err;
   const CommandResult self =
       RunCommand({KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "remove", "n1"},
                  "", absl::Seconds(30));
@@ -629,6 +626,9 @@ TEST_F(MembershipProcessTest, AMemberDownForGoodIsRemovedAndTheOthersHandOffItsK
   EXPECT_TRUE(absl::StrContains(cluster_->Logs(3), "has left the cluster")) << cluster_->LogTails();
 }
 
+// Another process may take a joiner's port before the joiner first starts (tests run in
+// parallel); the cluster helper then starts it on another port, rather than talk to the other
+// process as if it were the joiner.
 TEST_F(MembershipProcessTest, JoinerWhosePortWasTakenStartsOnAnother) {
   const std::string taken = cluster_->endpoint(3);
   const int port = std::stoi(taken.substr(taken.rfind(':') + 1));
