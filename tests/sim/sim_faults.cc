@@ -93,7 +93,8 @@ void FaultInjector::RestartLater(int node) {
       loop_->UniformDuration(absl::Milliseconds(50), absl::Seconds(3)),
       [this, node] {
         if (cluster_->IsUp(node) || cluster_->IsRemoved(node)) return;
-        if (!wiped_ && loop_->Chance(0.2)) {
+        // (Chance is drawn whether or not wipes are allowed: the same seed makes the same run.)
+        if (!wiped_ && loop_->Chance(0.2) && wipes_allowed_) {
           wiped_ = true;
           cluster_->Wipe(node);
           ++stats_.wipes;

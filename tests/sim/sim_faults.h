@@ -36,6 +36,9 @@ class FaultInjector {
   FaultInjector(SimLoop* loop, SimNetwork* network, SimCluster* cluster, int first_client,
                 int num_clients);
 
+  // No disk is wiped in this run (a run that loses a member's disk otherwise: a member removed
+  // down for good). Call before Start; the run draws the same random numbers either way.
+  void NoWipes() { wipes_allowed_ = false; }
   // Draws the fault levels and injects faults until `until`.
   void Start(absl::Time until);
   // Heals every partition, restarts every node that is down, calms the network.
@@ -58,6 +61,7 @@ class FaultInjector {
   absl::Time until_;
   bool healed_ = false;
   bool wiped_ = false;
+  bool wipes_allowed_ = true;
   FaultStats stats_;
   absl::Status restart_error_;
   std::string drawn_;  // Describe()

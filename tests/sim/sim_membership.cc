@@ -23,6 +23,8 @@ absl::string_view MembershipChangeName(MembershipChange change) {
       return "join";
     case MembershipChange::kLeave:
       return "leave";
+    case MembershipChange::kRemoveDown:
+      return "remove";
   }
   return "?";
 }
@@ -59,7 +61,13 @@ void MembershipDriver::Begin() {
   } else {
     const std::vector<int> members = cluster_->MembersOf(current);
     leaving_ = members[loop_->UniformInt(0, static_cast<int64_t>(members.size()) - 1)];
-    transition = PlanLeave(current, cluster_->NodeId(leaving_));
+    if (change_ == MembershipChange::kLeave) {
+      transition = PlanLeave(current, cluster_->NodeId(leaving_));
+    } else {
+      loop_->Log(absl::StrCat("MEMBERSHIP ", cluster_->NodeId(leaving_), " is down for good"));
+      cluster_->Remove(leaving_);
+      transition = PlanRemoveDown(current, cluster_->NodeId(leaving_));
+    }
   }
   if (!transition.ok()) {
     error_ = transition.status();
@@ -113,6 +121,7 @@ void MembershipDriver::OnHandoff(int node, uint64_t version, uint64_t keys, bool
   loop_->Log(absl::StrCat("MEMBERSHIP ", cluster_->NodeId(node), " handoff done for v", version,
                           ": ", keys, " records"));
   for (int source : cluster_->MembersOf(ClusterLayout{0, transition_.members, {}, "", {}})) {
+    if (transition_.NamesDown(cluster_->NodeId(source))) continue;  // hands off nothing
     if (done_sources_.count(source) == 0) return;
   }
   completing_ = true;

@@ -11,6 +11,9 @@
 //      layout v+2 (CompleteTransition), again delivered per node with random delays.
 //   3. A leaving node stops a little after it has v+2 (kvnode --exit_after_leave) and is removed
 //      for good.
+// A remove (kRemoveDown) takes the member away for good first (SimCluster::Remove, its disk with
+// it), then commits a transition that names it down: the driver waits for the other old owners
+// only, as MembershipChanger does.
 // In some runs it also crashes a node taking part in the change (an old owner or a gainer) while
 // the handoff runs, and restarts it later (unsynced writes lost, as every sim crash).
 //
@@ -38,8 +41,12 @@ enum class MembershipChange {
   kNone,
   kJoin,   // the last node (started outside the layout) joins
   kLeave,  // a random member leaves
+  // A random member goes down for good (it stops and never comes back) and is removed
+  // (PlanRemoveDown): the other old owners hand its keys off in its place.
+  kRemoveDown,
 };
-absl::string_view MembershipChangeName(MembershipChange change);  // "none", "join", "leave"
+// "none", "join", "leave", "remove".
+absl::string_view MembershipChangeName(MembershipChange change);
 
 struct MembershipStats {
   std::string change;  // e.g. "join n4"; empty if none ran
