@@ -82,25 +82,26 @@ absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
   } else if (action == Action::kRemoveDown) {
     transition = PlanRemoveDown(plan.current, node_id);
     // Only a member this node's failure detector has down (a member only partitioned away from
-    // this node passes: it then keeps its copies and, if it learns the change, hands off as a
-    // leaving member would, though nobody waits for it). And only when every other member
-    // honours the mark: an older node would drop it and wait for the member for good.
+    // this node passes: it keeps its copies and compares them in phase 2 if it learns the change,
+    // but nobody waits for it). And only while every node this node hears from honours the mark:
+    // an older node, member or not, would drop it from the layout it adopts and gossips, and the
+    // members that take that copy would wait for the member down for good.
     if (transition.ok()) {
       for (const MemberView& view : gossiper_->Members()) {
-        if (view.entry.member.id == node_id && (view.liveness != Liveness::kDown || view.self)) {
+        if (view.entry.member.id == node_id) {
+          if (view.liveness != Liveness::kDown || view.self) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                "node ", node_id, " is ",
+                view.self ? "this node" : absl::StrCat(LivenessName(view.liveness), " here"),
+                "; cluster remove is for a member that is down for good (its disk lost or never "
+                "coming back) once the failure detector has it DOWN; a member that runs leaves "
+                "with cluster leave"));
+          }
+        } else if (!view.self && view.liveness == Liveness::kUp && !view.entry.knows_members_down) {
           return absl::FailedPreconditionError(absl::StrCat(
-              "node ", node_id, " is ",
-              view.self ? "this node" : absl::StrCat(LivenessName(view.liveness), " here"),
-              "; cluster remove is for a member that is down for good (its disk lost or never "
-              "coming back) once the failure detector has it DOWN; a member that runs leaves "
-              "with cluster leave"));
-        }
-        if (view.entry.member.id != node_id && plan.current.IsOwner(view.entry.member.id) &&
-            !view.entry.knows_members_down) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "member ", view.entry.member.id,
-              " runs a version that does not know removals of members down (it would wait for "
-              "the handoff of ",
+              "node ", view.entry.member.id,
+              " runs a version that does not know removals of members down (it would drop the "
+              "mark and wait for the handoff of ",
               node_id, " for good); upgrade it first"));
         }
       }

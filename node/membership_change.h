@@ -15,9 +15,10 @@
 //
 // A joining node must be known to gossip (started with --seeds, RingStatus NONE); its address
 // comes from its gossip entry. A member is removed down only once this node's failure detector
-// has it DOWN, and only when every other member's gossip entry says it honours the mark
-// (MemberEntry::knows_members_down). One change at a time: a commit during a transition is
-// FAILED_PRECONDITION, and so is a commit whose expected version is not current (0: any).
+// has it DOWN, and only while every node it hears from (UP) says in its gossip entry that it
+// honours the mark (MemberEntry::knows_members_down). One change at a time: a commit during a
+// transition is FAILED_PRECONDITION, and so is a commit whose expected version is not current (0:
+// any).
 //
 // Across nodes, with SetReservations: before proposing transition v+1, Commit agrees on it with
 // the members of the current layout (this node directly, the others through the transport, in

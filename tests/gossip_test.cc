@@ -618,8 +618,8 @@ class LayoutAgreementTest : public GossipTest {
 };
 
 // A member is removed down for good only once this node's failure detector has it DOWN, never
-// this node, and only while every other member says it honours the mark (an older node would
-// drop it and wait for the member's handoff for good).
+// this node, and only while every node it hears from says it honours the mark (an older node
+// would drop it and wait for the member's handoff for good).
 TEST_F(LayoutAgreementTest, ARemoveNeedsTheMemberDownAndEveryOtherMemberToKnowTheMark) {
   auto plan = [&](const std::string& id) {
     return changer_->MakePlan(MembershipChanger::Action::kRemoveDown, id).status();
@@ -650,7 +650,27 @@ TEST_F(LayoutAgreementTest, ARemoveNeedsTheMemberDownAndEveryOtherMemberToKnowTh
   nodes_[0].gossiper->HandleGossip(digest);
   refused = plan("n4");
   EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
-  EXPECT_TRUE(absl::StrContains(refused.message(), "member n2 runs a version")) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "node n2 runs a version")) << refused;
+  // So does a node outside the layout (n5 waits to join), which would gossip the layout too.
+  digest.members[0].heartbeat += 1;
+  digest.members[0].knows_members_down = true;
+  for (const MemberView& view : nodes_[0].gossiper->Members()) {
+    if (view.entry.member.id == "n5") {
+      digest.members.push_back(view.entry);
+      digest.members.back().heartbeat += 1000;
+      digest.members.back().knows_members_down = false;
+    }
+  }
+  ASSERT_EQ(digest.members.size(), 2u);
+  nodes_[0].gossiper->HandleGossip(digest);
+  refused = plan("n4");
+  EXPECT_TRUE(absl::StrContains(refused.message(), "node n5 runs a version")) << refused;
+  digest.members[1].heartbeat += 1;
+  digest.members[1].knows_members_down = true;
+  nodes_[0].gossiper->HandleGossip(digest);
+  EXPECT_TRUE(plan("n4").ok()) << plan("n4");
+  digest.members.pop_back();
+
   // The mark's field travels in gossip.
   GossipDigest honouring = digest;
   honouring.members[0].knows_members_down = true;

@@ -93,7 +93,7 @@ void FaultInjector::RestartLater(int node) {
       loop_->UniformDuration(absl::Milliseconds(50), absl::Seconds(3)),
       [this, node] {
         if (cluster_->IsUp(node) || cluster_->IsRemoved(node)) return;
-        // (Chance is drawn whether or not wipes are allowed: the same seed makes the same run.)
+        // (Chance is drawn whether or not wipes are allowed: runs that allow them are unchanged.)
         if (!wiped_ && loop_->Chance(0.2) && wipes_allowed_) {
           wiped_ = true;
           cluster_->Wipe(node);

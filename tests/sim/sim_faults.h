@@ -37,7 +37,7 @@ class FaultInjector {
                 int num_clients);
 
   // No disk is wiped in this run (a run that loses a member's disk otherwise: a member removed
-  // down for good). Call before Start; the run draws the same random numbers either way.
+  // down for good). Call before Start. Runs without it draw exactly what they drew before.
   void NoWipes() { wipes_allowed_ = false; }
   // Draws the fault levels and injects faults until `until`.
   void Start(absl::Time until);
