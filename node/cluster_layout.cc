@@ -115,8 +115,7 @@ absl::Status CheckLayout(const ClusterLayout& layout) {
       return absl::InvalidArgumentError(
           absl::StrCat("the layout names '", shown(id), "' down, which is not a member"));
     }
-    if (std::any_of(layout.next.begin(), layout.next.end(),
-                    [&](const Member& m) { return m.id == id; })) {
+    if (HasId(layout.next, id)) {
       return absl::InvalidArgumentError(
           absl::StrCat("the layout names '", shown(id), "' down and keeps it as an owner"));
     }

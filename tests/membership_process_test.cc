@@ -354,12 +354,17 @@ class MembershipProcessTest : public ::testing::Test {
 
   // `node`'s own record of `key` (the Replica service's local read); found() is false if none.
   internal::v1::ReadRecordResponse LocalRecord(size_t node, const std::string& key) {
+    return LocalRecord(*ReplicaOf(node), key);
+  }
+  // The same through `replica`, a stub kept for many reads.
+  static internal::v1::ReadRecordResponse LocalRecord(internal::v1::Replica::Stub& replica,
+                                                      const std::string& key) {
     grpc::ClientContext context;
     SetDeadline(&context);
     internal::v1::ReadRecordRequest request;
     request.set_key(key);
     internal::v1::ReadRecordResponse response;
-    const grpc::Status status = ReplicaOf(node)->ReadRecord(&context, request, &response);
+    const grpc::Status status = replica.ReadRecord(&context, request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return response;
   }
@@ -601,14 +606,7 @@ TEST_F(MembershipProcessTest, AMemberDownForGoodIsRemovedAndTheOthersHandOffItsK
   int missing = 0;
   for (const std::string& key : keys) {
     for (size_t node = 0; node < 3; ++node) {
-      grpc::ClientContext context;
-      SetDeadline(&context);
-      internal::v1::ReadRecordRequest request;
-      request.set_key(key);
-      internal::v1::ReadRecordResponse response;
-      const grpc::Status status = replicas[node]->ReadRecord(&context, request, &response);
-      ASSERT_TRUE(status.ok()) << status.error_message();
-      if (!response.found()) ++missing;
+      if (!LocalRecord(*replicas[node], key).found()) ++missing;
     }
   }
   EXPECT_EQ(missing, 0) << "copies missing on the remaining members, of " << keys.size() * 3;
