@@ -230,11 +230,64 @@ absl::StatusOr<ClusterLayout> PlanLeave(const ClusterLayout& current, absl::stri
 }
 
 absl::StatusOr<ClusterLayout> PlanRemoveDown(const ClusterLayout& current, absl::string_view id) {
-  absl::StatusOr<ClusterLayout> next = PlanLeave(current, id);
-  if (!next.ok()) return next.status();
-  next->down.push_back(std::string(id));
-  next->change = absl::StrCat("remove ", id, " (down)");
+  if (!current.in_transition()) {
+    absl::StatusOr<ClusterLayout> next = PlanLeave(current, id);
+    if (!next.ok()) return next.status();
+    next->down.push_back(std::string(id));
+    next->change = absl::StrCat("remove ", id, " (down)");
+    return next;
+  }
+  // During a transition: the same transition without `id` among the next owners, and named
+  // down if it is a current owner (a source nobody may wait for). Version + 2: version + 1 is the
+  // running transition's completion, which any node may install without agreement.
+  if (!current.Contains(id)) {
+    return absl::NotFoundError(absl::StrCat("node ", id, " is not in the layout (version ",
+                                            current.version, ": ", current.change, ")"));
+  }
+  if (current.NamesDown(id)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "node ", id, " is already being removed (layout version ", current.version, ")"));
+  }
+  ClusterLayout next;
+  next.version = current.version + 2;
+  next.members = current.members;
+  for (const Member& m : current.next) {
+    if (m.id != id) next.next.push_back(m);
+  }
+  if (next.next.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("node ", id, " is the only next owner; a cluster cannot become empty"));
+  }
+  next.down = current.down;
+  if (current.IsOwner(id)) {
+    next.down.insert(std::lower_bound(next.down.begin(), next.down.end(), id), std::string(id));
+    if (next.down.size() >= next.members.size()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("every current owner would be down (", absl::StrJoin(next.down, ","),
+                       "): nobody is left to hand off their keys"));
+    }
+  }
+  next.change = absl::StrCat(current.change, "; remove ", id, " (down)");
+  if (next.change.size() > kMaxLayoutChangeBytes) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the change text would pass ", kMaxLayoutChangeBytes,
+                     " bytes; let the running change complete first"));
+  }
   return next;
+}
+
+bool IsRemovalDuring(const ClusterLayout& transition, const ClusterLayout& layout) {
+  if (!transition.in_transition() || !layout.in_transition() ||
+      layout.version != transition.version + 2 || layout.members != transition.members) {
+    return false;
+  }
+  for (const Member& m : layout.next) {
+    if (!HasId(transition.next, m.id)) return false;
+  }
+  for (const std::string& id : transition.down) {
+    if (!layout.NamesDown(id)) return false;
+  }
+  return true;
 }
 
 ClusterLayout CompleteTransition(const ClusterLayout& transition) {

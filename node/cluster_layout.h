@@ -6,7 +6,8 @@
 // keys the new owners gain (node/handoff.h). Layouts spread by gossip and the highest version
 // wins, so a layout is never changed in place: a change is a new layout with a greater version.
 // A membership change takes two versions: v+1 starts the transition (members = old owners,
-// next = new owners), v+2 completes it (members = the new owners, next empty).
+// next = new owners), v+2 completes it (members = the new owners, next empty). The removal of a
+// member down for good during a transition v replaces it by the transition v+2 (PlanRemoveDown).
 //
 // While a transition runs, placement is the union of both rings' preference lists
 // (node/placement.h), so new-key read-after-write holds throughout.
@@ -104,7 +105,18 @@ absl::StatusOr<ClusterLayout> PlanLeave(const ClusterLayout& current, absl::stri
 // The transition layout that removes `id`, a member that is down for good (its disk is lost, or
 // it will never come back): as PlanLeave, with `id` in `down`, so that the other owners of its
 // keys hand them off in its place. Whether it is really down is the caller's to check.
+//
+// During a transition (a member that died while a change ran, which would wait for it for good)
+// it is that transition, version + 2, without `id` among the next owners and, if `id` is a
+// current owner, with it added to `down`; the change text says both. Version + 1 stays the
+// running transition's completion, so the two never share a version. NOT_FOUND if `id` is in
+// neither list; FAILED_PRECONDITION if it is already down, if no next owner or no current owner
+// that hands off would be left, or if the change text would pass kMaxLayoutChangeBytes.
 absl::StatusOr<ClusterLayout> PlanRemoveDown(const ClusterLayout& current, absl::string_view id);
+// True if `layout` is a removal of members down during `transition` (as PlanRemoveDown makes
+// one): version + 2, the same current owners, next owners among `transition`'s, and at least the
+// members `transition` names down.
+bool IsRemovalDuring(const ClusterLayout& transition, const ClusterLayout& layout);
 // The layout that completes `transition` (version + 1, members = next).
 ClusterLayout CompleteTransition(const ClusterLayout& transition);
 

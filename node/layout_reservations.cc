@@ -9,8 +9,11 @@
 namespace kv {
 namespace {
 
-// Why this member's layout `current` cannot take a layout of `version`; OK if it can.
+// Why this member's layout `current` cannot take a layout of `version`; OK if it can. During a
+// transition only its version + 2 can follow (a removal of members down, PlanRemoveDown):
+// version + 1 is its completion, which needs no agreement.
 absl::Status CheckFollows(uint64_t version, const ClusterLayout& current, const char* what) {
+  if (current.in_transition() && version == current.version + 2) return absl::OkStatus();
   if (current.version + 1 < version) {
     return absl::UnavailableError(absl::StrCat("this member has not learned layout version ",
                                                version - 1, " yet (it is at ", current.version,
@@ -24,7 +27,8 @@ absl::Status CheckFollows(uint64_t version, const ClusterLayout& current, const 
   if (current.in_transition()) {
     return absl::FailedPreconditionError(
         absl::StrCat("this member's cluster layout (version ", current.version,
-                     ") is a membership change under way; commit the next one once it completes"));
+                     ") is a membership change under way; commit the next one once it completes "
+                     "(only a cluster remove of a member down for good goes in meanwhile)"));
   }
   return absl::OkStatus();
 }
@@ -92,6 +96,28 @@ absl::Status LayoutReservations::Accept(const LayoutBallot& ballot, const Cluste
                      DescribeLayout(current)));
   }
   KV_RETURN_IF_ERROR(CheckFollows(layout.version, current, "accepted"));
+  if (current.in_transition() && !IsRemovalDuring(current, layout)) {
+    // Version + 2 of a transition: a proposer that has the transition's completion already
+    // builds on the next owners; otherwise the layout is not a removal from this transition.
+    if (layout.members == current.next) {
+      return absl::UnavailableError(absl::StrCat("this member has not learned layout version ",
+                                                 current.version + 1, " yet (it is at ",
+                                                 current.version,
+                                                 "); gossip brings it within seconds, "
+                                                 "retry"));
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("layout ", DescribeLayout(layout),
+                     " is no removal of members down from this member's transition (",
+                     DescribeLayout(current), "); plan again"));
+  }
+  if (!current.in_transition() && layout.members != current.members) {
+    // Every change starts from the current owners; these are another layout's (a removal
+    // planned on a transition this member has seen completed).
+    return absl::FailedPreconditionError(absl::StrCat("layout ", DescribeLayout(layout),
+                                                      " does not start from this member's (",
+                                                      DescribeLayout(current), "); plan again"));
+  }
   absl::MutexLock lock(&mu_);
   KV_RETURN_IF_ERROR(CheckNotBehindState(layout.version));
   LayoutAcceptorState next = StateFor(layout.version);

@@ -26,16 +26,20 @@
 //  - FAILED_PRECONDITION if it is ahead (or this member promised a later version already), or a
 //    transition (the layout completing a transition is
 //    never reserved: every node computes it alike, and no change may be committed before it),
-//    or another proposer's promise is younger than Options::lease (liveness: two proposers do
+//    unless the version is the transition's + 2 (a removal of members down during it,
+//    PlanRemoveDown, which never shares a version with the completion), or another proposer's
+//    promise is younger than Options::lease (liveness: two proposers do
 //    not keep taking the version from each other; the message names the holder and its change);
 //  - ABORTED if a higher ballot was promised (promised_round says which round to beat).
 // A proposer's own promise is renewed by a higher or equal ballot (a retried commit). A proposer
 // whose commit failed releases its lease (Release), so that others need not wait for it.
 //
 // Accept refuses with FAILED_PRECONDITION if this member's layout is not the one the layout
-// follows (UNAVAILABLE if it is behind), with ABORTED if a higher ballot was promised; accepting
-// also promises the ballot. It answers OK, storing nothing, if this member already holds that
-// very layout (installed through gossip), and FAILED_PRECONDITION if it holds another one.
+// follows (UNAVAILABLE if it is behind; on a transition, a layout of its version + 2 must be a
+// removal during it, IsRemovalDuring, and one built on the completion is UNAVAILABLE), with ABORTED
+// if a higher ballot was promised; accepting also promises the ballot. It answers OK, storing
+// nothing, if this member already holds that very layout (installed through gossip), and
+// FAILED_PRECONDITION if it holds another one.
 //
 // Durable with Options::persist: every promise or accept that changes the state is stored
 // (kvnode: synced, in the meta column) before it is answered, and Restore loads it at start, so a

@@ -88,6 +88,16 @@ absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
     // members that take that copy would wait for the member down for good.
     if (transition.ok()) {
       for (const MemberView& view : gossiper_->Members()) {
+        if (view.entry.member.id == node_id && plan.current.in_transition() &&
+            plan.current.IsOwner(node_id) &&
+            view.entry.handoff.layout_version == plan.current.version && view.entry.handoff.done) {
+          // Its handoff is over: the change does not wait for it.
+          return absl::FailedPreconditionError(
+              absl::StrCat("node ", node_id, " has finished its handoff for the running change (",
+                           plan.current.change,
+                           "), which completes without it; remove it once that is done "
+                           "if it is still a member then"));
+        }
         if (view.entry.member.id == node_id) {
           if (view.liveness != Liveness::kDown || view.self) {
             return absl::FailedPreconditionError(absl::StrCat(
@@ -572,8 +582,9 @@ void MembershipChanger::Watch() {
 void MembershipChanger::FinishAcceptedLayout(const ClusterLayout& layout) {
   if (reservations_ == nullptr) return;
   const LayoutAcceptorState state = reservations_->State();
-  const bool pending = state.accepted.has_value() && !layout.in_transition() &&
-                       state.accepted->version == layout.version + 1;
+  const bool pending = state.accepted.has_value() &&
+                       (layout.in_transition() ? IsRemovalDuring(layout, *state.accepted)
+                                               : state.accepted->version == layout.version + 1);
   const absl::Time now = clock_->Now();
   {
     absl::MutexLock lock(&mu_);
@@ -582,8 +593,9 @@ void MembershipChanger::FinishAcceptedLayout(const ClusterLayout& layout) {
       return;
     }
     // A layout accepted under a new ballot has a proposer at work again: wait from scratch.
-    if (!(accepted_ballot_ == state.accepted_ballot) || accepted_version_ != layout.version + 1) {
-      accepted_version_ = layout.version + 1;
+    if (!(accepted_ballot_ == state.accepted_ballot) ||
+        accepted_version_ != state.accepted->version) {
+      accepted_version_ = state.accepted->version;
       accepted_ballot_ = state.accepted_ballot;
       recover_at_ = now + options_.takeover_after;
       return;

@@ -18,7 +18,11 @@
 // has it DOWN, and only while every node it hears from (UP) says in its gossip entry that it
 // honours the mark (MemberEntry::knows_members_down). One change at a time: a commit during a
 // transition is FAILED_PRECONDITION, and so is a commit whose expected version is not current (0:
-// any).
+// any). The exception is a remove during a transition v, for a member that died while the change
+// ran and would hold it up for good (a source that has not finished, or a next owner the sources
+// cannot reach): it commits transition v+2 (PlanRemoveDown), which replaces v; v's operation
+// then ends FAILED (ABORTED, naming v+2) and the remove's operation runs v+2 to its end. A
+// current owner whose gossip says its handoff of v is done is refused: v completes without it.
 //
 // Across nodes, with SetReservations: before proposing transition v+1, Commit agrees on it with
 // the members of the current layout (this node directly, the others through the transport, in
@@ -83,7 +87,8 @@ namespace kv {
 class MembershipChanger {
  public:
   // kRemoveDown: the leave of a member that is down for good (PlanRemoveDown): refused while this
-  // node hears from it; the other owners of its keys hand them off in its place.
+  // node hears from it; the other owners of its keys hand them off in its place. Also during a
+  // transition (see the header comment).
   enum class Action { kJoin, kLeave, kRemoveDown };
   struct Options {
     size_t replication_factor = 3;

@@ -21,6 +21,12 @@ std::vector<Member> Members(int count) {
   return members;
 }
 
+std::vector<std::string> Ids(const std::vector<Member>& members) {
+  std::vector<std::string> ids;
+  for (const Member& m : members) ids.push_back(m.id);
+  return ids;
+}
+
 ClusterLayout Stable(int count) {
   ClusterLayout layout;
   layout.version = 1;
@@ -104,7 +110,60 @@ TEST(ClusterLayoutTest, RemovingAMemberDownForGoodIsALeaveThatNamesItDown) {
   // The same preconditions as a leave.
   EXPECT_TRUE(absl::IsNotFound(PlanRemoveDown(Stable(3), "n9").status()));
   EXPECT_TRUE(absl::IsFailedPrecondition(PlanRemoveDown(Stable(1), "n1").status()));
-  EXPECT_TRUE(absl::IsFailedPrecondition(PlanRemoveDown(*transition, "n1").status()));
+}
+
+// A member that dies while a change runs would hold it up for good: the remove replaces the
+// running transition by one without it, two versions on (the next is the running one's
+// completion, which nodes install without agreement).
+TEST(ClusterLayoutTest, ARemoveDuringAChangeReplacesItsTransitionTwoVersionsOn) {
+  const ClusterLayout join = PlanJoin(Stable(3), Members(4)[3]).value();
+
+  // A current owner that stays (a source of the join): out of the next owners, named down.
+  absl::StatusOr<ClusterLayout> source = PlanRemoveDown(join, "n2");
+  ASSERT_TRUE(source.ok()) << source.status();
+  EXPECT_EQ(source->version, join.version + 2);
+  EXPECT_EQ(source->members, join.members);
+  EXPECT_EQ(Ids(source->next), (std::vector<std::string>{"n1", "n3", "n4"}));
+  EXPECT_EQ(source->down, std::vector<std::string>{"n2"});
+  EXPECT_EQ(source->change, "join n4; remove n2 (down)");
+  EXPECT_TRUE(CheckLayout(*source).ok()) << CheckLayout(*source);
+  EXPECT_TRUE(IsRemovalDuring(join, *source));
+  EXPECT_FALSE(IsRemovalDuring(join, CompleteTransition(join)));
+  EXPECT_FALSE(IsRemovalDuring(*source, join));
+
+  // A second one on top keeps the first mark.
+  absl::StatusOr<ClusterLayout> two = PlanRemoveDown(*source, "n3");
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->version, join.version + 4);
+  EXPECT_EQ(two->down, (std::vector<std::string>{"n2", "n3"}));
+  EXPECT_TRUE(IsRemovalDuring(*source, *two));
+  EXPECT_FALSE(IsRemovalDuring(join, *two));  // not two versions on
+  // ... but not a third: nobody would be left to hand off.
+  EXPECT_TRUE(absl::IsFailedPrecondition(PlanRemoveDown(*two, "n1").status()));
+  // Nor the same member twice, nor one in neither list.
+  EXPECT_TRUE(absl::IsFailedPrecondition(PlanRemoveDown(*source, "n2").status()));
+  EXPECT_TRUE(absl::IsNotFound(PlanRemoveDown(join, "n9").status()));
+
+  // The joiner: it hands off nothing, so it leaves the next owners only; a transition that
+  // moves nothing is left, which completes with the old owners.
+  absl::StatusOr<ClusterLayout> joiner = PlanRemoveDown(join, "n4");
+  ASSERT_TRUE(joiner.ok()) << joiner.status();
+  EXPECT_TRUE(joiner->down.empty());
+  EXPECT_EQ(joiner->next, join.members);
+  EXPECT_TRUE(CheckLayout(*joiner).ok()) << CheckLayout(*joiner);
+  EXPECT_EQ(CompleteTransition(*joiner).members, join.members);
+
+  // The member leaving, during its own leave: named down, the next owners unchanged.
+  const ClusterLayout leave = PlanLeave(Stable(4), "n4").value();
+  absl::StatusOr<ClusterLayout> leaver = PlanRemoveDown(leave, "n4");
+  ASSERT_TRUE(leaver.ok()) << leaver.status();
+  EXPECT_EQ(leaver->next, leave.next);
+  EXPECT_EQ(leaver->down, std::vector<std::string>{"n4"});
+  EXPECT_EQ(leaver->change, "leave n4; remove n4 (down)");
+
+  // The last next owner cannot go.
+  const ClusterLayout to_one = PlanLeave(Stable(2), "n2").value();
+  EXPECT_TRUE(absl::IsFailedPrecondition(PlanRemoveDown(to_one, "n1").status()));
 }
 
 TEST(PlacementTest, TransitionUsesOldAndNewOwners) {

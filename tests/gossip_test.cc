@@ -679,6 +679,101 @@ TEST_F(LayoutAgreementTest, ARemoveNeedsTheMemberDownAndEveryOtherMemberToKnowTh
   EXPECT_TRUE(DigestFromProto("n2", request.members()).members[0].knows_members_down);
 }
 
+// A member that dies while a change runs would hold it up for good. Its remove commits the
+// running transition without it two versions on (the version between is the transition's
+// completion, installed without agreement); the running change's operation ends, naming it.
+TEST_F(LayoutAgreementTest, ARemoveDuringAChangeReplacesItsTransitionTwoVersionsOn) {
+  auto commit_join = changer_->Commit(MembershipChanger::Action::kJoin, "n5", 0);
+  ASSERT_TRUE(commit_join.ok()) << commit_join.status();
+  const ClusterLayout join = nodes_[0].gossiper->Layout();
+  ASSERT_TRUE(join.in_transition());
+
+  // Members learn the join through gossip; a rival then plans on the join's completion.
+  ASSERT_NE(AdvanceUntil(
+                [&] {
+                  for (size_t i = 1; i < 4; ++i) {
+                    if (nodes_[i].gossiper->Layout().version != join.version) return false;
+                  }
+                  return true;
+                },
+                absl::Seconds(5)),
+            absl::InfiniteDuration());
+  LayoutReservations& n2 = *transport_.reservations["n2"];
+  ClusterLayout on_completion = PlanLeave(CompleteTransition(join), "n3").value();
+  ASSERT_EQ(on_completion.version, join.version + 2);
+  // The same version is reservable on a transition (a remove during it takes it), but a layout
+  // built on the completion this member lacks is not accepted: it is behind.
+  ASSERT_TRUE(n2.Reserve({1, "rival"}, on_completion.version, "leave n3", join).status.ok());
+  absl::Status behind = n2.Accept({1, "rival"}, on_completion, join);
+  EXPECT_TRUE(absl::IsUnavailable(behind)) << behind;
+  // Nor anything else that is no removal from it.
+  ClusterLayout other = join;  // two versions on, without n4 among the current owners
+  other.version += 2;
+  other.members.pop_back();
+  absl::Status no_removal = n2.Accept({1, "rival"}, other, join);
+  EXPECT_TRUE(absl::IsFailedPrecondition(no_removal)) << no_removal;
+  // And a member that has the completion refuses a removal planned on the transition.
+  const ClusterLayout removal = PlanRemoveDown(join, "n4").value();
+  absl::Status completed =
+      transport_.reservations["n3"]->Accept({1, "rival"}, removal, CompleteTransition(join));
+  EXPECT_TRUE(absl::IsFailedPrecondition(completed)) << completed;
+  EXPECT_TRUE(absl::StrContains(completed.message(), "does not start from")) << completed;
+  clock_.Advance(LayoutReservations::Options().lease);  // the rival's promise on n2 lapses
+
+  // n4 dies: the join waits for its handoff for good.
+  net_.Cut(all_[3].address);
+  transport_.unreachable = {"n4"};
+  auto plan = [&] { return changer_->MakePlan(MembershipChanger::Action::kRemoveDown, "n4"); };
+  ASSERT_NE(AdvanceUntil([&] { return plan().ok(); }, absl::Seconds(10)), absl::InfiniteDuration());
+  absl::StatusOr<MembershipChanger::Plan> planned = plan();
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  EXPECT_EQ(planned->transition.version, join.version + 2);
+
+  auto removed = changer_->Commit(MembershipChanger::Action::kRemoveDown, "n4", join.version);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  const ClusterLayout now = nodes_[0].gossiper->Layout();
+  EXPECT_EQ(now.version, join.version + 2);
+  EXPECT_EQ(now.members, join.members);
+  EXPECT_EQ(now.down, std::vector<std::string>{"n4"});
+  EXPECT_EQ(now.next.size(), 4u);
+  for (const Member& m : now.next) EXPECT_NE(m.id, "n4");
+  EXPECT_EQ(now.change, "join n5; remove n4 (down)");
+  // The join's operation ends, naming what replaced it; the remove's runs (3 sources).
+  ASSERT_NE(AdvanceUntil(
+                [&] {
+                  absl::StatusOr<OperationInfo> op = operations_.Get(commit_join->second);
+                  return op.ok() && op->state != OperationState::kRunning;
+                },
+                absl::Seconds(5)),
+            absl::InfiniteDuration());
+  absl::StatusOr<OperationInfo> join_op = operations_.Get(commit_join->second);
+  ASSERT_TRUE(join_op.ok());
+  EXPECT_EQ(join_op->state, OperationState::kFailed);
+  EXPECT_TRUE(absl::StrContains(join_op->error.message(), "replaced the transition"))
+      << join_op->error;
+  absl::StatusOr<OperationInfo> remove_op = operations_.Get(removed->second);
+  ASSERT_TRUE(remove_op.ok());
+  EXPECT_EQ(remove_op->state, OperationState::kRunning);
+  EXPECT_EQ(remove_op->total, 3u);
+
+  // A source whose gossip says its handoff of the running transition is done is not removed:
+  // the change completes without it.
+  GossipDigest digest;
+  digest.from_id = "n2";
+  for (const MemberView& view : nodes_[0].gossiper->Members()) {
+    if (view.entry.member.id == "n3") digest.members.push_back(view.entry);
+  }
+  ASSERT_EQ(digest.members.size(), 1u);
+  digest.members[0].heartbeat += 1000;
+  digest.members[0].handoff.layout_version = now.version;
+  digest.members[0].handoff.phase = HandoffPhase::kComparing;
+  digest.members[0].handoff.done = true;
+  nodes_[0].gossiper->HandleGossip(digest);
+  absl::Status done = changer_->MakePlan(MembershipChanger::Action::kRemoveDown, "n3").status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(done)) << done;
+  EXPECT_TRUE(absl::StrContains(done.message(), "has finished its handoff")) << done;
+}
+
 // Two commits at once on two nodes must not both install a layout version (gossip keeps the first
 // layout of a version a node sees: the cluster would split for good). A commit proposes only with
 // the version reserved by a majority of the current members.
@@ -689,7 +784,8 @@ TEST_F(LayoutAgreementTest, ACommitNeedsItsLayoutVersionReservedByAMajority) {
                             bool in_transition) {
     ClusterLayout layout = nodes_[0].gossiper->Layout();
     layout.version = current;
-    if (in_transition) layout.next = layout.members;
+    layout.next = in_transition ? layout.members : std::vector<Member>();
+    layout.change = in_transition ? "join n5" : "";
     return transport.reservations[member]
         ->Reserve({1, "rival"}, version, "leave n2", layout)
         .status;

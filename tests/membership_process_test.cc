@@ -624,6 +624,80 @@ TEST_F(MembershipProcessTest, AMemberDownForGoodIsRemovedAndTheOthersHandOffItsK
   EXPECT_TRUE(absl::StrContains(cluster_->Logs(3), "has left the cluster")) << cluster_->LogTails();
 }
 
+// A member that dies during a change would hold it up for good (it never finishes its handoff).
+// Removing it replaces the running transition by one without it, and that one completes.
+TEST_F(MembershipProcessTest, AMemberThatDiesDuringAJoinIsRemovedAndTheJoinCompletesWithoutIt) {
+  std::vector<std::string> keys;
+  WriteOptions all;
+  all.w = Quorum::All();
+  for (int i = 0; i < kPreloaded / 3; ++i) {
+    keys.push_back(absl::StrCat("died/", i));
+    ASSERT_TRUE(client_->Put(keys.back(), "v-" + keys.back(), all).ok()) << keys.back();
+  }
+  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
+  ASSERT_TRUE(JoinPlannable(0)) << cluster_->LogTails();
+  const uint64_t before =
+      KvctlJson(0, {"cluster", "status"}, 0).value("layout_version", uint64_t{0});
+
+  // n3 dies for good; the join (a majority of n1..n3 commits it) then waits for its handoff.
+  cluster_->Kill(2);
+  const std::string join_id =
+      KvctlJson(0, {"cluster", "join", "n4", "--commit"}, 0).value("operation_id", "");
+  ASSERT_FALSE(join_id.empty());
+  ASSERT_TRUE(Eventually([&] {
+    const nlohmann::json op = KvctlJson(0, {"operation", "get", join_id}, 0);
+    return absl::StrContains(op["progress"].value("message", ""), "n3 (phase 1)");
+  })) << KvctlJson(0, {"operation", "get", join_id}, 0).dump();
+  EXPECT_EQ(KvctlJson(0, {"operation", "get", join_id}, 0).value("state", ""), "RUNNING");
+
+  // Plannable once n1's failure detector has n3 down; the plan is the join without n3.
+  ASSERT_TRUE(Eventually([&] {
+    return RunCommand(
+               {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "remove", "n3"}, "",
+               absl::Seconds(30))
+               .exit_code == 0;
+  })) << cluster_->LogTails();
+  const std::string remove_id =
+      KvctlJson(0, {"cluster", "remove", "n3", "--commit"}, 0).value("operation_id", "");
+  ASSERT_FALSE(remove_id.empty());
+  const nlohmann::json during = KvctlJson(0, {"cluster", "status"}, 0);
+  EXPECT_EQ(during.value("layout_change", ""), "join n4; remove n3 (down)") << during.dump();
+  EXPECT_EQ(during.value("layout_version", uint64_t{0}), before + 3) << during.dump();
+  EXPECT_EQ(during["layout_next_members"], nlohmann::json({"n1", "n2", "n4"})) << during.dump();
+  nlohmann::json op;
+  const absl::Time deadline = absl::Now() + kChangeTimeout;
+  while (absl::Now() < deadline) {
+    op = KvctlJson(0, {"operation", "get", remove_id}, 0);
+    if (op.value("state", "") != "RUNNING") break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  EXPECT_EQ(op.value("state", ""), "SUCCEEDED") << op.dump() << cluster_->LogTails();
+  EXPECT_EQ(op.value("kind", ""), "remove") << op.dump();
+  EXPECT_EQ(op["progress"].value("total", uint64_t{0}), 2u) << op.dump();  // n1 and n2
+  const nlohmann::json join_op = KvctlJson(0, {"operation", "get", join_id}, 0);
+  EXPECT_EQ(join_op.value("state", ""), "FAILED") << join_op.dump();
+  EXPECT_TRUE(absl::StrContains(join_op.dump(), "replaced the transition")) << join_op.dump();
+
+  // Join (before + 1), remove during it (+ 3), completed (+ 4): n1, n2 and n4.
+  nlohmann::json after;
+  ASSERT_TRUE(Eventually([&] {
+    after = KvctlJson(0, {"cluster", "status"}, 0);
+    return after.value("layout_version", uint64_t{0}) == before + 4;
+  })) << after.dump();
+  EXPECT_TRUE(after["layout_next_members"].empty()) << after.dump();
+
+  // With N=3 of three members, every key is on each of them: checked on each member's own copy
+  // before any read could repair one (anti-entropy is off in these tests).
+  int missing = 0;
+  for (size_t node : {size_t{0}, size_t{1}, size_t{3}}) {
+    std::unique_ptr<internal::v1::Replica::Stub> replica = ReplicaOf(node);
+    for (const std::string& key : keys) {
+      if (!LocalRecord(*replica, key).found()) ++missing;
+    }
+  }
+  EXPECT_EQ(missing, 0) << "copies missing on n1, n2, n4, of " << keys.size() * 3;
+}
+
 // Another process may take a joiner's port before the joiner first starts (tests run in
 // parallel); the cluster helper then starts it on another port, rather than talk to the other
 // process as if it were the joiner.
