@@ -6,9 +6,9 @@
 //     KV_SIM_SEED=1234 KV_SIM_NODES=5 KV_SIM_VERBOSE=1 ./simulation_test
 // To explore more seeds: KV_SIM_SEEDS=500 (seeds 1..500), optionally KV_SIM_FIRST_SEED=1000.
 // Membership changes (a join or a leave during the run) have their own tests and seed lists;
-// KV_SIM_CHANGE=join, leave or remove selects them (with KV_SIM_NODES=4: 3->4 or 4->3; 5: 4->5 or
-// 5->4), e.g. KV_SIM_CHANGE=join KV_SIM_NODES=4 KV_SIM_SEEDS=500. The stricter token checker
-// (Checkers::CheckTokenResurrection) runs unless KV_SIM_STRICT_TOKENS=0.
+// KV_SIM_CHANGE=join, leave, remove, join-remove or leave-remove selects them (with KV_SIM_NODES=4:
+// 3->4 or 4->3; 5: 4->5 or 5->4), e.g. KV_SIM_CHANGE=join KV_SIM_NODES=4 KV_SIM_SEEDS=500. The
+// stricter token checker (Checkers::CheckTokenResurrection) runs unless KV_SIM_STRICT_TOKENS=0.
 #include <cstdint>
 #include <cstdlib>
 #include <iostream>
@@ -65,13 +65,14 @@ bool StrictTokens() {
 
 // Runs each seed; returns how many crashed a node while a membership change's handoff ran.
 int RunSeeds(int num_nodes, MembershipChange change = MembershipChange::kNone,
-             const std::vector<uint64_t>& seeds = SeedsToRun()) {
+             const std::vector<uint64_t>& seeds = SeedsToRun(), bool purge_tombstones = true) {
   int crashed_during_handoff = 0;
   for (uint64_t seed : seeds) {
     SimOptions options;
     options.seed = seed;
     options.num_nodes = num_nodes;
     options.change = change;
+    options.purge_tombstones = purge_tombstones;
     options.verbose = std::getenv("KV_SIM_VERBOSE") != nullptr;
     options.check_token_resurrection = StrictTokens();
     const SimResult result = RunSimulation(options);
@@ -110,19 +111,20 @@ TEST(SimulationTest, FiveNodes) {
 // Regression seeds: FormerMembershipFailures.
 constexpr uint64_t kCiChangeSeeds = 16;
 
-void RunChange(int num_nodes, MembershipChange change) {
+void RunChange(int num_nodes, MembershipChange change, bool purge_tombstones = true) {
   if (!WantNodes(num_nodes)) GTEST_SKIP() << "KV_SIM_NODES asks for another cluster size";
   const std::string asked = ChangeAsked();
   if (asked.empty() ? SeedsAsked() : asked != MembershipChangeName(change)) {
     GTEST_SKIP() << "KV_SIM_CHANGE asks for another change";
   }
   if (!asked.empty()) {
-    RunSeeds(num_nodes, change);
+    RunSeeds(num_nodes, change, SeedsToRun(), purge_tombstones);
     return;
   }
   std::vector<uint64_t> seeds;
   for (uint64_t seed = 1; seed <= kCiChangeSeeds; ++seed) seeds.push_back(seed);
-  EXPECT_GT(RunSeeds(num_nodes, change, seeds), 0) << "no seed crashed a node during the handoff";
+  EXPECT_GT(RunSeeds(num_nodes, change, seeds, purge_tombstones), 0)
+      << "no seed crashed a node during the handoff";
 }
 
 // With N=3: a join into a cluster smaller than N (every member gains keys, nobody loses any) and a
@@ -155,6 +157,34 @@ TEST(SimulationTest, RemoveDownFiveToFour) { RunChange(5, MembershipChange::kRem
 // other old owner compares with every new owner when one is down (KeyHandoff::CompareWith).
 // Seeds 1..400 of removes from 3, 4 and 5 members all pass (the run that removes a member loses
 // no other disk: FaultInjector::NoWipes).
+// A member taking part in a join or a leave goes down for good during the handoff and is
+// removed then: the change goes on without it (PlanRemoveDown on the transition).
+TEST(SimulationTest, JoinThenRemoveDuringItThreeNodes) {
+  RunChange(3, MembershipChange::kJoinThenRemove);
+}
+
+// 3 -> 1 member: its reaper purges alone, which the checkers do not see (SimOptions::
+// purge_tombstones), so purging is off in these runs.
+TEST(SimulationTest, LeaveThenRemoveDuringItThreeNodes) {
+  RunChange(3, MembershipChange::kLeaveThenRemove, /*purge_tombstones=*/false);
+}
+
+TEST(SimulationTest, JoinThenRemoveDuringItFourNodes) {
+  RunChange(4, MembershipChange::kJoinThenRemove);
+}
+
+TEST(SimulationTest, LeaveThenRemoveDuringItFourNodes) {
+  RunChange(4, MembershipChange::kLeaveThenRemove);
+}
+
+TEST(SimulationTest, JoinThenRemoveDuringItFiveNodes) {
+  RunChange(5, MembershipChange::kJoinThenRemove);
+}
+
+TEST(SimulationTest, LeaveThenRemoveDuringItFiveNodes) {
+  RunChange(5, MembershipChange::kLeaveThenRemove);
+}
+
 TEST(SimulationTest, FormerRemoveDownFailures) {
   if (SeedsAsked() || !ChangeAsked().empty()) GTEST_SKIP() << "KV_SIM_SEED(S) or KV_SIM_CHANGE set";
   RunSeeds(3, MembershipChange::kRemoveDown, {25, 59, 147, 149, 178});

@@ -3,6 +3,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace kv::sim {
@@ -25,6 +26,10 @@ absl::string_view MembershipChangeName(MembershipChange change) {
       return "leave";
     case MembershipChange::kRemoveDown:
       return "remove";
+    case MembershipChange::kJoinThenRemove:
+      return "join-remove";
+    case MembershipChange::kLeaveThenRemove:
+      return "leave-remove";
   }
   return "?";
 }
@@ -45,7 +50,7 @@ void MembershipDriver::Start(absl::Time latest) {
 void MembershipDriver::Begin() {
   const ClusterLayout current = cluster_->layout();
   absl::StatusOr<ClusterLayout> transition;
-  if (change_ == MembershipChange::kJoin) {
+  if (change_ == MembershipChange::kJoin || change_ == MembershipChange::kJoinThenRemove) {
     int joiner = -1;
     for (int node = 0; node < cluster_->num_nodes(); ++node) {
       if (!current.Contains(cluster_->NodeId(node))) joiner = node;
@@ -61,7 +66,7 @@ void MembershipDriver::Begin() {
   } else {
     const std::vector<int> members = cluster_->MembersOf(current);
     leaving_ = members[loop_->UniformInt(0, static_cast<int64_t>(members.size()) - 1)];
-    if (change_ == MembershipChange::kLeave) {
+    if (change_ != MembershipChange::kRemoveDown) {
       transition = PlanLeave(current, cluster_->NodeId(leaving_));
     } else {
       loop_->Log(absl::StrCat("MEMBERSHIP ", cluster_->NodeId(leaving_), " is down for good"));
@@ -82,6 +87,12 @@ void MembershipDriver::Begin() {
   cluster_->SetClusterLayout(transition_);
   for (int node = 0; node < cluster_->num_nodes(); ++node) {
     Deliver(node, transition_, loop_->UniformDuration(absl::ZeroDuration(), kMaxGossipDelay));
+  }
+  if (change_ == MembershipChange::kJoinThenRemove ||
+      change_ == MembershipChange::kLeaveThenRemove) {
+    loop_->Post(
+        loop_->UniformDuration(absl::Milliseconds(50), kMaxGossipDelay),
+        [this] { DieDuringHandoff(); }, nullptr, "membership-death");
   }
   // In some runs a node taking part in the change crashes while the handoff runs.
   if (loop_->Chance(0.5)) {
@@ -153,6 +164,76 @@ void MembershipDriver::CrashDuringHandoff(int node) {
         if (absl::Status s = cluster_->Restart(node); !s.ok()) error_ = s;
       },
       nullptr, "restart", node);
+}
+
+void MembershipDriver::DieDuringHandoff() {
+  if (completing_) return;  // the change ended first: a plain join or leave
+  // Those the change would wait for forever once gone: sources not done, and gainers (the
+  // sources' streams to them would never end). Not the last member of either list.
+  std::vector<int> candidates;
+  for (int node : cluster_->MembersOf(transition_)) {
+    const std::string& id = cluster_->NodeId(node);
+    if (cluster_->IsRemoved(node) || transition_.NamesDown(id) || done_sources_.count(node) > 0) {
+      continue;
+    }
+    if (PlanRemoveDown(transition_, id).ok()) candidates.push_back(node);
+  }
+  if (candidates.empty()) return;
+  const int victim = candidates[loop_->UniformInt(0, static_cast<int64_t>(candidates.size()) - 1)];
+  loop_->Log(absl::StrCat("MEMBERSHIP ", cluster_->NodeId(victim),
+                          " is down for good during the handoff"));
+  cluster_->Remove(victim);
+  // The operator removes it once the failure detector has it down.
+  loop_->Post(
+      loop_->UniformDuration(absl::Milliseconds(200), absl::Seconds(2)),
+      [this, victim] { RemoveDuringHandoff(victim); }, nullptr, "membership");
+}
+
+void MembershipDriver::RemoveDuringHandoff(int node) {
+  if (completing_) {
+    // Every source finished before the member died (a joiner that had received everything):
+    // the change completes with it, and it is removed from the completed layout (kvnode refuses
+    // a remove during the transition then, or its agreement loses to the completion).
+    if (stats_.completed == absl::InfiniteFuture()) {
+      loop_->Post(
+          kPoll, [this, node] { RemoveDuringHandoff(node); }, nullptr, "membership");
+      return;
+    }
+    loop_->Log(absl::StrCat("MEMBERSHIP ", cluster_->NodeId(node),
+                            " is removed after the change it died in completed"));
+    completing_ = false;
+    stats_.completed = absl::InfiniteFuture();
+    absl::StatusOr<ClusterLayout> removal = PlanRemoveDown(final_, cluster_->NodeId(node));
+    if (!removal.ok()) {
+      error_ = removal.status();
+      return;
+    }
+    Commit(*std::move(removal));
+    return;
+  }
+  absl::StatusOr<ClusterLayout> removal = PlanRemoveDown(transition_, cluster_->NodeId(node));
+  if (!removal.ok()) {
+    error_ = removal.status();
+    return;
+  }
+  Commit(*std::move(removal));
+}
+
+void MembershipDriver::Commit(ClusterLayout removal) {
+  const std::string before = stats_.change;
+  transition_ = std::move(removal);
+  final_ = CompleteTransition(transition_);
+  // A remove during the transition says both; one after it is a change of its own.
+  stats_.change = absl::StartsWith(transition_.change, before)
+                      ? transition_.change
+                      : absl::StrCat(before, ", then ", transition_.change);
+  done_sources_.clear();
+  keys_sent_.clear();
+  loop_->Log(absl::StrCat("MEMBERSHIP commit v", transition_.version, ": ", transition_.change));
+  cluster_->SetClusterLayout(transition_);
+  for (int n = 0; n < cluster_->num_nodes(); ++n) {
+    Deliver(n, transition_, loop_->UniformDuration(absl::ZeroDuration(), kMaxGossipDelay));
+  }
 }
 
 bool MembershipDriver::Done() const {

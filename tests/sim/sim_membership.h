@@ -14,6 +14,9 @@
 // A remove (kRemoveDown) takes the member away for good first (SimCluster::Remove, its disk with
 // it), then commits a transition that names it down: the driver waits for the other old owners
 // only, as MembershipChanger does.
+// A join-remove or leave-remove takes a member taking part away for good while the handoff runs
+// (one whose handoff is not done: the change would wait for it forever), then commits the
+// transition without it two versions on, and waits for the remaining sources of that one.
 // In some runs it also crashes a node taking part in the change (an old owner or a gainer) while
 // the handoff runs, and restarts it later (unsynced writes lost, as every sim crash).
 //
@@ -44,8 +47,13 @@ enum class MembershipChange {
   // A random member goes down for good (it stops and never comes back) and is removed
   // (PlanRemoveDown): the other old owners hand its keys off in its place.
   kRemoveDown,
+  // A join or a leave during which a member taking part (a source that has not finished, or the
+  // joiner) goes down for good and is removed (PlanRemoveDown on the transition): the change
+  // goes on without it.
+  kJoinThenRemove,
+  kLeaveThenRemove,
 };
-// "none", "join", "leave", "remove".
+// "none", "join", "leave", "remove", "join-remove", "leave-remove".
 absl::string_view MembershipChangeName(MembershipChange change);
 
 struct MembershipStats {
@@ -76,6 +84,11 @@ class MembershipDriver {
   void OnHandoff(int node, uint64_t version, uint64_t keys, bool done);
   void Complete();
   void CrashDuringHandoff(int node);
+  // join-remove, leave-remove: a member taking part goes down for good; the remove follows.
+  void DieDuringHandoff();
+  void RemoveDuringHandoff(int node);
+  // Commits `removal` (a remove's transition) as the transition to complete.
+  void Commit(ClusterLayout removal);
 
   SimLoop* const loop_;
   SimCluster* const cluster_;

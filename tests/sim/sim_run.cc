@@ -47,7 +47,9 @@ ClusterConfig DrawClusterConfig(SimLoop* loop, int num_nodes, MembershipChange c
   config.reaper.sweep_interval = absl::Milliseconds(500);
   config.reaper.keys_per_sweep = static_cast<size_t>(loop->UniformInt(4, 64));
   if (change == MembershipChange::kNone) return config;  // (draws nothing more: old seeds replay)
-  if (change == MembershipChange::kJoin) config.initial_members = num_nodes - 1;
+  if (change == MembershipChange::kJoin || change == MembershipChange::kJoinThenRemove) {
+    config.initial_members = num_nodes - 1;
+  }
   // Small batches and a low rate in some runs, so that a handoff takes a while (crashes, writes
   // and gossip land in the middle of it).
   const size_t batch_bytes[] = {200, 2000, 1 << 20};
@@ -124,6 +126,7 @@ SimResult RunSimulation(const SimOptions& options) {
   const int num_clients = options.num_nodes + 2;
   SimNetwork network(&loop, options.num_nodes + num_clients);
   ClusterConfig config = DrawClusterConfig(&loop, options.num_nodes, options.change);
+  config.purge_tombstones = options.purge_tombstones;
   config.anti_entropy = options.anti_entropy;
   config.drop_handoff_keys = options.sabotage == Sabotage::kDropHandoffKeys;
   SimCluster cluster(&loop, &network, std::move(config));
@@ -138,7 +141,11 @@ SimResult RunSimulation(const SimOptions& options) {
   FaultInjector faults(&loop, &network, &cluster, options.num_nodes, num_clients);
   // A member removed down for good is the run's one lost disk: with a wiped disk on top, a write
   // acknowledged by W=2 of 3 replicas could lose both copies.
-  if (options.change == MembershipChange::kRemoveDown) faults.NoWipes();
+  if (options.change == MembershipChange::kRemoveDown ||
+      options.change == MembershipChange::kJoinThenRemove ||
+      options.change == MembershipChange::kLeaveThenRemove) {
+    faults.NoWipes();
+  }
   MembershipDriver membership(&loop, &cluster, options.change);
 
   const absl::Time fault_end = loop.Now() + options.fault_phase;

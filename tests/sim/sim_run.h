@@ -38,6 +38,10 @@ struct SimOptions {
   absl::Duration drain_limit = absl::Seconds(60);
   // After the first drain: time for the tombstone reapers, then a second drain (0: none).
   absl::Duration purge_phase = absl::Seconds(12);
+  // Tombstone reapers run (ClusterConfig::purge_tombstones). The checkers learn of a purge
+  // from the peers it asks (SimCluster::ServePurgeRecord): a cluster left with one member purges
+  // alone, unseen, and its purged deletes would look lost.
+  bool purge_tombstones = true;
   bool verbose = false;  // log every operation and fault to stderr
   // Also fail a run when a retried write comes back after a version of it was overwritten
   // (Checkers::CheckTokenResurrection). The core prevents it while a record remembers the
