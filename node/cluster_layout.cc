@@ -290,6 +290,17 @@ bool IsRemovalDuring(const ClusterLayout& transition, const ClusterLayout& layou
   return true;
 }
 
+bool IsRemovalAfterCompletion(const ClusterLayout& completed, const ClusterLayout& layout) {
+  if (completed.in_transition() || !layout.in_transition() ||
+      layout.version != completed.version + 1 || layout.members == completed.members) {
+    return false;
+  }
+  for (const Member& m : layout.next) {
+    if (!completed.IsOwner(m.id)) return false;
+  }
+  return layout.next.size() < completed.members.size() || !layout.down.empty();
+}
+
 ClusterLayout CompleteTransition(const ClusterLayout& transition) {
   ClusterLayout done;
   done.version = transition.version + 1;

@@ -117,6 +117,11 @@ absl::StatusOr<ClusterLayout> PlanRemoveDown(const ClusterLayout& current, absl:
 // one): version + 2, the same current owners, next owners among `transition`'s, and at least the
 // members `transition` names down.
 bool IsRemovalDuring(const ClusterLayout& transition, const ClusterLayout& layout);
+// True if `layout` looks like a removal during the transition that `completed` completed:
+// version + 1, a transition from other owners than `completed`'s, to next owners among them,
+// without one of them or naming a member down. (A member that installed the completion while
+// others agreed on such a removal must still accept it: see node/layout_reservations.h.)
+bool IsRemovalAfterCompletion(const ClusterLayout& completed, const ClusterLayout& layout);
 // The layout that completes `transition` (version + 1, members = next).
 ClusterLayout CompleteTransition(const ClusterLayout& transition);
 

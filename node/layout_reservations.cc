@@ -42,6 +42,55 @@ bool SameState(const LayoutAcceptorState& a, const LayoutAcceptorState& b) {
 
 }  // namespace
 
+LayoutQuorum::LayoutQuorum(const ClusterLayout& current) {
+  for (const Member& m : current.members) {
+    asked_.push_back(m);
+    owner_.push_back(true);
+    next_.push_back(false);
+  }
+  owners_ = current.members.size();
+  if (!current.in_transition()) return;
+  nexts_ = current.next.size();
+  for (const Member& m : current.next) {
+    size_t i = 0;
+    while (i < asked_.size() && asked_[i].id != m.id) ++i;
+    if (i == asked_.size()) {
+      asked_.push_back(m);
+      owner_.push_back(false);
+      next_.push_back(false);
+    }
+    next_[i] = true;
+  }
+}
+
+std::pair<size_t, size_t> LayoutQuorum::Count(const std::vector<bool>& flags) const {
+  size_t owners = 0;
+  size_t nexts = 0;
+  for (size_t i = 0; i < asked_.size() && i < flags.size(); ++i) {
+    if (!flags[i]) continue;
+    owners += owner_[i] ? 1 : 0;
+    nexts += next_[i] ? 1 : 0;
+  }
+  return {owners, nexts};
+}
+
+bool LayoutQuorum::Granted(const std::vector<bool>& granted) const {
+  const auto [owners, nexts] = Count(granted);
+  return 2 * owners > owners_ && (nexts_ == 0 || 2 * nexts > nexts_);
+}
+
+bool LayoutQuorum::Lost(const std::vector<bool>& refused) const {
+  const auto [owners, nexts] = Count(refused);
+  return 2 * (owners_ - owners) <= owners_ || (nexts_ > 0 && 2 * (nexts_ - nexts) <= nexts_);
+}
+
+std::string LayoutQuorum::Describe(const std::vector<bool>& granted) const {
+  const auto [owners, nexts] = Count(granted);
+  if (nexts_ == 0) return absl::StrCat(owners, " of ", owners_, " members");
+  return absl::StrCat(owners, " of ", owners_, " owners and ", nexts, " of ", nexts_,
+                      " next owners");
+}
+
 LayoutPromise LayoutReservations::Reserve(const LayoutBallot& ballot, uint64_t version,
                                           absl::string_view change, const ClusterLayout& current) {
   LayoutPromise promise;
@@ -111,9 +160,11 @@ absl::Status LayoutReservations::Accept(const LayoutBallot& ballot, const Cluste
                      " is no removal of members down from this member's transition (",
                      DescribeLayout(current), "); plan again"));
   }
-  if (!current.in_transition() && layout.members != current.members) {
-    // Every change starts from the current owners; these are another layout's (a removal
-    // planned on a transition this member has seen completed).
+  if (!current.in_transition() && layout.members != current.members &&
+      !IsRemovalAfterCompletion(current, layout)) {
+    // Every change starts from the current owners. The exception is a removal planned on the
+    // transition this member has seen completed: other proposers of this version may have to
+    // finish it (it may have been chosen), so refusing it could block the version for good.
     return absl::FailedPreconditionError(absl::StrCat("layout ", DescribeLayout(layout),
                                                       " does not start from this member's (",
                                                       DescribeLayout(current), "); plan again"));

@@ -12,6 +12,11 @@
 //  2. Accept (Replica.AcceptLayout): the member accepts a layout of v+1 under a ballot at
 //     least as high as every one it promised.
 //
+// (During a transition v, a removal of members down commits v+2, and the proposer asks the owners
+// and the next owners, needing a majority of each: LayoutQuorum. A member takes v+2 on
+// transition v only as such a removal, and on v's completion also such a removal, since it
+// may have been chosen before the completion reached the member.)
+//
 // The proposer installs a layout (gossip spreads it) only once a majority accepted it, and with
 // grants from a majority in phase 1 it proposes in phase 2 the accepted layout of the highest
 // ballot among them, its own change only if none was accepted. So once a majority accepted a
@@ -54,6 +59,8 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -85,6 +92,38 @@ struct LayoutPromise {
   // The layout of the version this member accepted, and under which ballot; granted only.
   std::optional<ClusterLayout> accepted;
   LayoutBallot accepted_ballot;
+};
+
+// Whose grants agree on the layout version after `current`, for a proposer whose layout is
+// `current`: a majority of its owners; and when `current` is a transition (the version is a
+// removal of members down during it, PlanRemoveDown), a majority of its next owners as well.
+// Proposers of one version may start from the transition or from its completion, whose owners
+// are the transition's next owners: with both majorities, the grants of any two proposers of a
+// version overlap, which is all Paxos needs to choose one layout.
+class LayoutQuorum {
+ public:
+  explicit LayoutQuorum(const ClusterLayout& current);
+
+  // The members to ask: the owners, then the next owners not among them.
+  const std::vector<Member>& asked() const { return asked_; }
+  // Whether the grants (per asked member, in asked() order) make every majority needed.
+  bool Granted(const std::vector<bool>& granted) const;
+  // Whether some majority can no longer be made: too many refused.
+  bool Lost(const std::vector<bool>& refused) const;
+  // Whether a majority of the next owners is needed too.
+  bool joint() const { return nexts_ > 0; }
+  // "2 of 3 members", or "2 of 3 owners and 3 of 4 next owners".
+  std::string Describe(const std::vector<bool>& granted) const;
+
+ private:
+  // How many of the granted are owners, and next owners.
+  std::pair<size_t, size_t> Count(const std::vector<bool>& flags) const;
+
+  std::vector<Member> asked_;
+  std::vector<bool> owner_;  // per asked member
+  std::vector<bool> next_;   // per asked member; all false outside a transition
+  size_t owners_ = 0;
+  size_t nexts_ = 0;  // 0 outside a transition
 };
 
 // What a member promised and accepted, as stored (see Options::persist).

@@ -49,8 +49,8 @@ LayoutPromise Answer(absl::Status status) {
 struct MembershipChanger::Answers {
   absl::Mutex mu;
   std::vector<std::optional<LayoutPromise>> promises ABSL_GUARDED_BY(mu);
-  size_t granted ABSL_GUARDED_BY(mu) = 0;
-  size_t failed ABSL_GUARDED_BY(mu) = 0;
+  std::vector<bool> granted ABSL_GUARDED_BY(mu);  // per asked member
+  std::vector<bool> failed ABSL_GUARDED_BY(mu);
   bool stopped ABSL_GUARDED_BY(mu) = false;  // Shutdown: stop waiting
 };
 
@@ -237,8 +237,9 @@ uint64_t MembershipChanger::NextRound(uint64_t above) {
 }
 
 std::vector<std::optional<LayoutPromise>> MembershipChanger::AskMembers(
-    const std::vector<Member>& members,
+    const LayoutQuorum& quorum,
     const std::function<void(const Member&, std::function<void(LayoutPromise)>)>& ask) {
+  const std::vector<Member>& members = quorum.asked();
   const size_t n = members.size();
   {
     absl::MutexLock lock(&mu_);
@@ -249,11 +250,13 @@ std::vector<std::optional<LayoutPromise>> MembershipChanger::AskMembers(
   {
     absl::MutexLock lock(&answers->mu);
     answers->promises.resize(n);
+    answers->granted.resize(n);
+    answers->failed.resize(n);
   }
   for (size_t i = 0; i < n; ++i) {
     ask(members[i], [answers, i](LayoutPromise promise) {
       absl::MutexLock lock(&answers->mu);
-      ++(promise.status.ok() ? answers->granted : answers->failed);
+      (promise.status.ok() ? answers->granted : answers->failed)[i] = true;
       answers->promises[i] = std::move(promise);
     });
   }
@@ -268,8 +271,8 @@ std::vector<std::optional<LayoutPromise>> MembershipChanger::AskMembers(
     absl::MutexLock lock(&answers->mu);
     if (stopped) answers->stopped = true;
     // Until a majority granted, or can no longer grant, or the time is up, or Shutdown.
-    auto decided = [&answers, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(answers->mu) {
-      return 2 * answers->granted > n || 2 * (n - answers->failed) <= n || answers->stopped;
+    auto decided = [&answers, &quorum]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(answers->mu) {
+      return quorum.Granted(answers->granted) || quorum.Lost(answers->failed) || answers->stopped;
     };
     answers->mu.AwaitWithTimeout(absl::Condition(&decided), options_.reserve_timeout);
     result = answers->promises;
@@ -282,10 +285,10 @@ std::vector<std::optional<LayoutPromise>> MembershipChanger::AskMembers(
 }
 
 absl::Status MembershipChanger::Refused(absl::string_view what, absl::string_view outcome,
-                                        const ClusterLayout& current,
+                                        const LayoutQuorum& quorum,
                                         const std::vector<std::optional<LayoutPromise>>& answers) {
-  const std::vector<Member>& members = current.members;
-  size_t granted = 0;
+  const std::vector<Member>& members = quorum.asked();
+  std::vector<bool> granted(members.size());
   // Why members did not grant: refusals that planning again or waiting for another change
   // answers (and codes a retry cannot change), and members that may grant on a retry.
   std::vector<std::string> refusals;
@@ -297,7 +300,7 @@ absl::Status MembershipChanger::Refused(absl::string_view what, absl::string_vie
     }
     const absl::Status& status = answers[i]->status;
     if (status.ok()) {
-      ++granted;
+      granted[i] = true;
     } else if (absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
                absl::IsAborted(status)) {
       transient.push_back(absl::StrCat(members[i].id, ": ", status.ToString()));
@@ -307,11 +310,11 @@ absl::Status MembershipChanger::Refused(absl::string_view what, absl::string_vie
       refusals.push_back(absl::StrCat(members[i].id, ": ", status.ToString()));
     }
   }
-  const std::string why =
-      absl::StrCat(what, " by ", granted, " of ", members.size(),
-                   " members, and a membership change needs a majority; ", outcome,
-                   refusals.empty() ? "" : "; refused by ", absl::StrJoin(refusals, "; "),
-                   transient.empty() ? "" : "; not granted by ", absl::StrJoin(transient, "; "));
+  const std::string why = absl::StrCat(
+      what, " by ", quorum.Describe(granted), ", and a membership change needs a majority",
+      quorum.joint() ? " of both" : "", "; ", outcome, refusals.empty() ? "" : "; refused by ",
+      absl::StrJoin(refusals, "; "), transient.empty() ? "" : "; not granted by ",
+      absl::StrJoin(transient, "; "));
   // A refusal is not undone by retrying the same commit at once: another commit holds the
   // version, this node's plan is behind, or a member cannot take reservations. Otherwise members
   // are unreachable, behind or promised a later round, and a retry may succeed.
@@ -322,14 +325,15 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
   if (reservations_ == nullptr) return absl::OkStatus();
   const uint64_t version = plan.transition.version;
   const std::string& change = plan.transition.change;
-  const std::vector<Member>& members = plan.current.members;
-  const size_t n = members.size();
-  auto granted = [n](const std::vector<std::optional<LayoutPromise>>& answers) {
-    size_t count = 0;
-    for (const std::optional<LayoutPromise>& answer : answers) {
-      count += answer.has_value() && answer->status.ok() ? 1 : 0;
+  // A majority of the current owners; during a transition of the next owners too.
+  const LayoutQuorum quorum(plan.current);
+  const std::vector<Member>& members = quorum.asked();
+  auto granted = [&quorum](const std::vector<std::optional<LayoutPromise>>& answers) {
+    std::vector<bool> flags(answers.size());
+    for (size_t i = 0; i < answers.size(); ++i) {
+      flags[i] = answers[i].has_value() && answers[i]->status.ok();
     }
-    return 2 * count > n;
+    return quorum.Granted(flags);
   };
 
   // The ballots this agreement asked with. A failed agreement releases their leases on every
@@ -355,7 +359,7 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     ballots.push_back(ballot);
     promises =
-        AskMembers(members, [&](const Member& member, std::function<void(LayoutPromise)> done) {
+        AskMembers(quorum, [&](const Member& member, std::function<void(LayoutPromise)> done) {
           if (member.id == self_id_) {
             done(reservations_->Reserve(ballot, version, change, gossiper_->Layout()));
           } else {
@@ -381,7 +385,7 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
   if (!granted(promises)) {
     absl::Status refused =
         Refused(absl::StrCat("layout version ", version, " (", change, ") was reserved"),
-                "nothing changed", plan.current, promises);
+                "nothing changed", quorum, promises);
     {
       absl::MutexLock lock(&mu_);
       // A refusal stands; members that had not answered yet were cut short by Shutdown.
@@ -412,7 +416,7 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
 
   // Phase 2.
   const std::vector<std::optional<LayoutPromise>> accepts =
-      AskMembers(members, [&](const Member& member, std::function<void(LayoutPromise)> done) {
+      AskMembers(quorum, [&](const Member& member, std::function<void(LayoutPromise)> done) {
         if (member.id == self_id_) {
           done(Answer(reservations_->Accept(ballot, layout, gossiper_->Layout())));
           return;
@@ -427,7 +431,7 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
                 "it is not installed yet: the members that accepted it install it once a majority "
                 "answers them again (within seconds of that), and the next commit of this version "
                 "installs it instead of its own change; see kvctl cluster status",
-                plan.current, accepts);
+                quorum, accepts);
     {
       absl::MutexLock lock(&mu_);
       // As in phase 1; but something may have been accepted, so it does not say nothing changed.

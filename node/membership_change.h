@@ -20,7 +20,9 @@
 // transition is FAILED_PRECONDITION, and so is a commit whose expected version is not current (0:
 // any). The exception is a remove during a transition v, for a member that died while the change
 // ran and would hold it up for good (a source that has not finished, or a next owner the sources
-// cannot reach): it commits transition v+2 (PlanRemoveDown), which replaces v; v's operation
+// cannot reach): it commits transition v+2 (PlanRemoveDown), agreed by a majority of v's owners
+// and one of its next owners (LayoutQuorum: a proposer of v+2 on v's completion asks those),
+// which replaces v; v's operation
 // then ends FAILED (ABORTED, naming v+2) and the remove's operation runs v+2 to its end. A
 // current owner whose gossip says its handoff of v is done is refused: v completes without it.
 //
@@ -131,25 +133,25 @@ class MembershipChanger {
     ClusterLayout transition;
     absl::Time deadline;
   };
-  // With reservations set: agrees with a majority of `plan`'s current members on the layout of
-  // its transition version (both phases of node/layout_reservations.h). OK: `plan.transition`
-  // was accepted and may be installed. FAILED_PRECONDITION after installing instead a layout of
-  // the version an earlier commit got accepted.
+  // With reservations set: agrees with a majority of `plan`'s current members (during a
+  // transition, and of its next owners: LayoutQuorum) on the layout of its transition version (both
+  // phases of node/layout_reservations.h). OK: `plan.transition` was accepted and may be installed.
+  // FAILED_PRECONDITION after installing instead a layout of the version an earlier commit got
+  // accepted.
   absl::Status Agree(const Plan& plan);
   // The members' answers to one AskMembers, written by transport threads, possibly after it
   // returned.
   struct Answers;
-  // Asks every one of `members` in parallel through `ask` and waits, up to
-  // Options::reserve_timeout, until a majority granted or no longer can, or Shutdown; the
-  // answers in member order (none: not yet answered).
+  // Asks every one of `quorum`'s members in parallel through `ask` and waits, up to
+  // Options::reserve_timeout, until the quorum granted or no longer can, or Shutdown; the
+  // answers in LayoutQuorum::asked() order (none: not yet answered).
   std::vector<std::optional<LayoutPromise>> AskMembers(
-      const std::vector<Member>& members,
+      const LayoutQuorum& quorum,
       const std::function<void(const Member&, std::function<void(LayoutPromise)>)>& ask);
-  // The error for `answers` that are not a majority of grants: `what` ("... was reserved") by
-  // how many of `current`'s members, `outcome` (what that left), and why the others did not
-  // grant.
+  // The error for `answers` that do not make `quorum`: `what` ("... was reserved") by how many
+  // of its members, `outcome` (what that left), and why the others did not grant.
   static absl::Status Refused(absl::string_view what, absl::string_view outcome,
-                              const ClusterLayout& current,
+                              const LayoutQuorum& quorum,
                               const std::vector<std::optional<LayoutPromise>>& answers);
   // A ballot round above `above` and every earlier one of this node: its clock's microseconds
   // when those are higher.

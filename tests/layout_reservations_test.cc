@@ -129,6 +129,42 @@ TEST_F(LayoutReservationsTest, OnlyTheVersionAfterAStableLayoutIsTaken) {
   EXPECT_TRUE(absl::StrContains(other.message(), "holds another layout of version 5")) << other;
 }
 
+// A proposer on a stable layout needs a majority of its members. One on a transition (a removal
+// of members down during it) needs a majority of the owners and one of the next owners: a
+// proposer of the same version on the completed layout asks those, so their grants overlap.
+TEST_F(LayoutReservationsTest, ATransitionsQuorumIsAMajorityOfItsOwnersAndOfItsNextOwners) {
+  const LayoutQuorum stable(current_);
+  ASSERT_EQ(stable.asked().size(), 3u);
+  EXPECT_FALSE(stable.joint());
+  EXPECT_TRUE(stable.Granted({true, false, true}));
+  EXPECT_FALSE(stable.Granted({true, false, false}));
+  EXPECT_TRUE(stable.Lost({true, true, false}));
+  EXPECT_FALSE(stable.Lost({true, false, false}));
+  EXPECT_EQ(stable.Describe({true, false, true}), "2 of 3 members");
+
+  // Join of n4 and n5 (next n1..n5): n4 and n5 are asked after the owners.
+  ClusterLayout join = current_;
+  join.version = 5;
+  join.next = current_.members;
+  join.next.push_back(Member{"n4", "10.0.0.4:7700", ""});
+  join.next.push_back(Member{"n5", "10.0.0.5:7700", ""});
+  const LayoutQuorum joint(join);
+  ASSERT_EQ(joint.asked().size(), 5u);
+  EXPECT_EQ(joint.asked()[3].id, "n4");
+  EXPECT_TRUE(joint.joint());
+  // 2 of 3 owners, but only 2 of 5 next owners.
+  EXPECT_FALSE(joint.Granted({true, true, false, false, false}));
+  EXPECT_TRUE(joint.Granted({true, true, false, true, false}));
+  EXPECT_EQ(joint.Describe({true, true, false, true, false}),
+            "2 of 3 owners and 3 of 5 next owners");
+  // 3 of 5 next owners, but only 1 of 3 owners.
+  EXPECT_FALSE(joint.Granted({true, false, false, true, true}));
+  // Lost once either majority is out of reach.
+  EXPECT_TRUE(joint.Lost({false, false, true, true, true}));   // next: 2 of 5 left
+  EXPECT_TRUE(joint.Lost({true, true, false, false, false}));  // owners: 1 of 3 left
+  EXPECT_FALSE(joint.Lost({true, false, false, true, false}));
+}
+
 // A member's promises only go forward: a request checked against an older layout than the one
 // promised here already (a restart before the newer layout was stored, a stalled request) is
 // refused, and the accepted layout is kept.
