@@ -238,8 +238,8 @@ absl::StatusOr<ClusterLayout> PlanRemoveDown(const ClusterLayout& current, absl:
     return next;
   }
   // During a transition: the same transition without `id` among the next owners, and named
-  // down if it is a current owner (a source nobody may wait for). Version + 2: version + 1 is the
-  // running transition's completion, which any node may install without agreement.
+  // down if it is a current owner (a source nobody may wait for). It takes version + 1, the
+  // running transition's completion's: the members agree on one of the two.
   if (!current.Contains(id)) {
     return absl::NotFoundError(absl::StrCat("node ", id, " is not in the layout (version ",
                                             current.version, ": ", current.change, ")"));
@@ -249,7 +249,7 @@ absl::StatusOr<ClusterLayout> PlanRemoveDown(const ClusterLayout& current, absl:
         "node ", id, " is already being removed (layout version ", current.version, ")"));
   }
   ClusterLayout next;
-  next.version = current.version + 2;
+  next.version = current.version + 1;
   next.members = current.members;
   for (const Member& m : current.next) {
     if (m.id != id) next.next.push_back(m);
@@ -278,7 +278,7 @@ absl::StatusOr<ClusterLayout> PlanRemoveDown(const ClusterLayout& current, absl:
 
 bool IsRemovalDuring(const ClusterLayout& transition, const ClusterLayout& layout) {
   if (!transition.in_transition() || !layout.in_transition() ||
-      layout.version != transition.version + 2 || layout.members != transition.members) {
+      layout.version != transition.version + 1 || layout.members != transition.members) {
     return false;
   }
   for (const Member& m : layout.next) {
@@ -287,18 +287,8 @@ bool IsRemovalDuring(const ClusterLayout& transition, const ClusterLayout& layou
   for (const std::string& id : transition.down) {
     if (!layout.NamesDown(id)) return false;
   }
-  return true;
-}
-
-bool IsRemovalAfterCompletion(const ClusterLayout& completed, const ClusterLayout& layout) {
-  if (completed.in_transition() || !layout.in_transition() ||
-      layout.version != completed.version + 1 || layout.members == completed.members) {
-    return false;
-  }
-  for (const Member& m : layout.next) {
-    if (!completed.IsOwner(m.id)) return false;
-  }
-  return layout.next.size() < completed.members.size() || !layout.down.empty();
+  // Someone is removed: a next owner fewer, or one more member down.
+  return layout.next.size() < transition.next.size() || layout.down.size() > transition.down.size();
 }
 
 ClusterLayout CompleteTransition(const ClusterLayout& transition) {

@@ -7,7 +7,8 @@
 // wins, so a layout is never changed in place: a change is a new layout with a greater version.
 // A membership change takes two versions: v+1 starts the transition (members = old owners,
 // next = new owners), v+2 completes it (members = the new owners, next empty). The removal of a
-// member down for good during a transition v replaces it by the transition v+2 (PlanRemoveDown).
+// member down for good during transition v+1 takes v+2 instead: another transition
+// (PlanRemoveDown), which the members agree on against the completion.
 //
 // While a transition runs, placement is the union of both rings' preference lists
 // (node/placement.h), so new-key read-after-write holds throughout.
@@ -107,21 +108,17 @@ absl::StatusOr<ClusterLayout> PlanLeave(const ClusterLayout& current, absl::stri
 // keys hand them off in its place. Whether it is really down is the caller's to check.
 //
 // During a transition (a member that died while a change ran, which would wait for it for good)
-// it is that transition, version + 2, without `id` among the next owners and, if `id` is a
-// current owner, with it added to `down`; the change text says both. Version + 1 stays the
-// running transition's completion, so the two never share a version. NOT_FOUND if `id` is in
-// neither list; FAILED_PRECONDITION if it is already down, if no next owner or no current owner
-// that hands off would be left, or if the change text would pass kMaxLayoutChangeBytes.
+// it is that transition, version + 1, without `id` among the next owners and, if `id` is a
+// current owner, with it added to `down`; the change text says both. It takes the version of
+// the running transition's completion: the members agree on one of them
+// (node/layout_reservations.h). NOT_FOUND if `id` is in neither list; FAILED_PRECONDITION if it
+// is already down, if no next owner or no current owner that hands off would be left, or if the
+// change text would pass kMaxLayoutChangeBytes.
 absl::StatusOr<ClusterLayout> PlanRemoveDown(const ClusterLayout& current, absl::string_view id);
 // True if `layout` is a removal of members down during `transition` (as PlanRemoveDown makes
-// one): version + 2, the same current owners, next owners among `transition`'s, and at least the
-// members `transition` names down.
+// one): version + 1, the same current owners, next owners among `transition`'s, at least the
+// members `transition` names down, and one member fewer among the next owners or one more down.
 bool IsRemovalDuring(const ClusterLayout& transition, const ClusterLayout& layout);
-// True if `layout` looks like a removal during the transition that `completed` completed:
-// version + 1, a transition from other owners than `completed`'s, to next owners among them,
-// without one of them or naming a member down. (A member that installed the completion while
-// others agreed on such a removal must still accept it: see node/layout_reservations.h.)
-bool IsRemovalAfterCompletion(const ClusterLayout& completed, const ClusterLayout& layout);
 // The layout that completes `transition` (version + 1, members = next).
 ClusterLayout CompleteTransition(const ClusterLayout& transition);
 

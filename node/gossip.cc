@@ -44,6 +44,7 @@ Gossiper::Gossiper(Member self, const std::vector<Member>& members, GossipTransp
                                              : static_cast<uint64_t>(absl::ToUnixMicros(now));
   me.format_level = options_.format_level != 0 ? options_.format_level : kFormatLevel;
   me.knows_members_down = true;
+  me.agrees_completions = true;
   if (options_.layout.version != 0) {
     AdoptLayout(options_.layout);
   } else {
@@ -343,6 +344,7 @@ void Gossiper::Merge(const GossipDigest& digest) {
     it->second.holds_records = in.holds_records;
     it->second.layout_version = in.layout_version;
     it->second.knows_members_down = in.knows_members_down;
+    it->second.agrees_completions = in.agrees_completions;
     detector_.Heard(in.member.id, now);
   }
   UpdateClusterFormatLevel();

@@ -32,6 +32,7 @@ void DigestToProto(const GossipDigest& digest,
     m->set_holds_records(entry.holds_records);
     m->set_layout_version(entry.layout_version);
     m->set_knows_members_down(entry.knows_members_down);
+    m->set_agrees_completions(entry.agrees_completions);
   }
 }
 
@@ -66,6 +67,7 @@ GossipDigest DigestFromProto(
     entry.holds_records = m.holds_records();
     entry.layout_version = m.layout_version();
     entry.knows_members_down = m.knows_members_down();
+    entry.agrees_completions = m.agrees_completions();
     digest.members.push_back(std::move(entry));
   }
   return digest;

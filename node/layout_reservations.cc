@@ -4,16 +4,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "storage/status_macros.h"
 
 namespace kv {
 namespace {
 
-// Why this member's layout `current` cannot take a layout of `version`; OK if it can. During a
-// transition only its version + 2 can follow (a removal of members down, PlanRemoveDown):
-// version + 1 is its completion, which needs no agreement.
+// Why this member's layout `current` cannot take a layout of `version`; OK if it can: the version
+// after it (during a transition, its completion or a removal of members down, as Accept checks).
 absl::Status CheckFollows(uint64_t version, const ClusterLayout& current, const char* what) {
-  if (current.in_transition() && version == current.version + 2) return absl::OkStatus();
   if (current.version + 1 < version) {
     return absl::UnavailableError(absl::StrCat("this member has not learned layout version ",
                                                version - 1, " yet (it is at ", current.version,
@@ -23,12 +22,6 @@ absl::Status CheckFollows(uint64_t version, const ClusterLayout& current, const 
     return absl::FailedPreconditionError(absl::StrCat("this member's cluster layout is at version ",
                                                       current.version, ", so version ", version,
                                                       " cannot be ", what, " here; plan again"));
-  }
-  if (current.in_transition()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("this member's cluster layout (version ", current.version,
-                     ") is a membership change under way; commit the next one once it completes "
-                     "(only a cluster remove of a member down for good goes in meanwhile)"));
   }
   return absl::OkStatus();
 }
@@ -44,51 +37,32 @@ bool SameState(const LayoutAcceptorState& a, const LayoutAcceptorState& b) {
 
 LayoutQuorum::LayoutQuorum(const ClusterLayout& current) {
   for (const Member& m : current.members) {
-    asked_.push_back(m);
-    owner_.push_back(true);
-    next_.push_back(false);
-  }
-  owners_ = current.members.size();
-  if (!current.in_transition()) return;
-  nexts_ = current.next.size();
-  for (const Member& m : current.next) {
-    size_t i = 0;
-    while (i < asked_.size() && asked_[i].id != m.id) ++i;
-    if (i == asked_.size()) {
+    if (current.NamesDown(m.id)) {
+      down_.push_back(m.id);
+    } else {
       asked_.push_back(m);
-      owner_.push_back(false);
-      next_.push_back(false);
     }
-    next_[i] = true;
   }
-}
-
-std::pair<size_t, size_t> LayoutQuorum::Count(const std::vector<bool>& flags) const {
-  size_t owners = 0;
-  size_t nexts = 0;
-  for (size_t i = 0; i < asked_.size() && i < flags.size(); ++i) {
-    if (!flags[i]) continue;
-    owners += owner_[i] ? 1 : 0;
-    nexts += next_[i] ? 1 : 0;
-  }
-  return {owners, nexts};
 }
 
 bool LayoutQuorum::Granted(const std::vector<bool>& granted) const {
-  const auto [owners, nexts] = Count(granted);
-  return 2 * owners > owners_ && (nexts_ == 0 || 2 * nexts > nexts_);
+  return 2 * Count(granted) > asked_.size();
 }
 
 bool LayoutQuorum::Lost(const std::vector<bool>& refused) const {
-  const auto [owners, nexts] = Count(refused);
-  return 2 * (owners_ - owners) <= owners_ || (nexts_ > 0 && 2 * (nexts_ - nexts) <= nexts_);
+  return 2 * (asked_.size() - Count(refused)) <= asked_.size();
 }
 
 std::string LayoutQuorum::Describe(const std::vector<bool>& granted) const {
-  const auto [owners, nexts] = Count(granted);
-  if (nexts_ == 0) return absl::StrCat(owners, " of ", owners_, " members");
-  return absl::StrCat(owners, " of ", owners_, " owners and ", nexts, " of ", nexts_,
-                      " next owners");
+  return absl::StrCat(
+      Count(granted), " of ", asked_.size(), " members",
+      down_.empty() ? "" : absl::StrCat(" (not counting ", absl::StrJoin(down_, ", "), ", down)"));
+}
+
+size_t LayoutQuorum::Count(const std::vector<bool>& flags) const {
+  size_t count = 0;
+  for (size_t i = 0; i < asked_.size() && i < flags.size(); ++i) count += flags[i] ? 1 : 0;
+  return count;
 }
 
 LayoutPromise LayoutReservations::Reserve(const LayoutBallot& ballot, uint64_t version,
@@ -145,26 +119,16 @@ absl::Status LayoutReservations::Accept(const LayoutBallot& ballot, const Cluste
                      DescribeLayout(current)));
   }
   KV_RETURN_IF_ERROR(CheckFollows(layout.version, current, "accepted"));
-  if (current.in_transition() && !IsRemovalDuring(current, layout)) {
-    // Version + 2 of a transition: a proposer that has the transition's completion already
-    // builds on the next owners; otherwise the layout is not a removal from this transition.
-    if (layout.members == current.next) {
-      return absl::UnavailableError(absl::StrCat("this member has not learned layout version ",
-                                                 current.version + 1, " yet (it is at ",
-                                                 current.version,
-                                                 "); gossip brings it within seconds, "
-                                                 "retry"));
-    }
-    return absl::FailedPreconditionError(
-        absl::StrCat("layout ", DescribeLayout(layout),
-                     " is no removal of members down from this member's transition (",
-                     DescribeLayout(current), "); plan again"));
+  if (current.in_transition() && !SameLayout(layout, CompleteTransition(current)) &&
+      !IsRemovalDuring(current, layout)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this member's cluster layout (", DescribeLayout(current),
+        ") is a membership change under way: only its completion or a cluster remove of a "
+        "member down for good may follow it, not ",
+        DescribeLayout(layout), "; commit the next change once it completes"));
   }
-  if (!current.in_transition() && layout.members != current.members &&
-      !IsRemovalAfterCompletion(current, layout)) {
-    // Every change starts from the current owners. The exception is a removal planned on the
-    // transition this member has seen completed: other proposers of this version may have to
-    // finish it (it may have been chosen), so refusing it could block the version for good.
+  if (!current.in_transition() && layout.members != current.members) {
+    // Every change starts from the current owners.
     return absl::FailedPreconditionError(absl::StrCat("layout ", DescribeLayout(layout),
                                                       " does not start from this member's (",
                                                       DescribeLayout(current), "); plan again"));

@@ -12,10 +12,11 @@
 //  2. Accept (Replica.AcceptLayout): the member accepts a layout of v+1 under a ballot at
 //     least as high as every one it promised.
 //
-// (During a transition v, a removal of members down commits v+2, and the proposer asks the owners
-// and the next owners, needing a majority of each: LayoutQuorum. A member takes v+2 on
-// transition v only as such a removal, and on v's completion also such a removal, since it
-// may have been chosen before the completion reached the member.)
+// During a transition v, version v+1 is either its completion or a removal of members down for
+// good (PlanRemoveDown), and the members agree on which the same way (MembershipChanger agrees
+// on a completion too, once every member does: MemberEntry::agrees_completions); a member
+// takes v+1 on transition v only as one of the two. The members named down are not asked
+// (LayoutQuorum).
 //
 // The proposer installs a layout (gossip spreads it) only once a majority accepted it, and with
 // grants from a majority in phase 1 it proposes in phase 2 the accepted layout of the highest
@@ -28,20 +29,16 @@
 //  - INVALID_ARGUMENT for a ballot without a proposer or round;
 //  - UNAVAILABLE if this member's layout is behind version - 1 (gossip brings it within
 //    seconds);
-//  - FAILED_PRECONDITION if it is ahead (or this member promised a later version already), or a
-//    transition (the layout completing a transition is
-//    never reserved: every node computes it alike, and no change may be committed before it),
-//    unless the version is the transition's + 2 (a removal of members down during it,
-//    PlanRemoveDown, which never shares a version with the completion), or another proposer's
-//    promise is younger than Options::lease (liveness: two proposers do
+//  - FAILED_PRECONDITION if it is ahead (or this member promised a later version already), or
+//    another proposer's promise is younger than Options::lease (liveness: two proposers do
 //    not keep taking the version from each other; the message names the holder and its change);
 //  - ABORTED if a higher ballot was promised (promised_round says which round to beat).
 // A proposer's own promise is renewed by a higher or equal ballot (a retried commit). A proposer
 // whose commit failed releases its lease (Release), so that others need not wait for it.
 //
 // Accept refuses with FAILED_PRECONDITION if this member's layout is not the one the layout
-// follows (UNAVAILABLE if it is behind; on a transition, a layout of its version + 2 must be a
-// removal during it, IsRemovalDuring, and one built on the completion is UNAVAILABLE), with ABORTED
+// follows (UNAVAILABLE if it is behind; on a transition, the layout must be its completion or
+// a removal during it, IsRemovalDuring), with ABORTED
 // if a higher ballot was promised; accepting also promises the ballot. It answers OK, storing
 // nothing, if this member already holds that very layout (installed through gossip), and
 // FAILED_PRECONDITION if it holds another one.
@@ -95,35 +92,28 @@ struct LayoutPromise {
 };
 
 // Whose grants agree on the layout version after `current`, for a proposer whose layout is
-// `current`: a majority of its owners; and when `current` is a transition (the version is a
-// removal of members down during it, PlanRemoveDown), a majority of its next owners as well.
-// Proposers of one version may start from the transition or from its completion, whose owners
-// are the transition's next owners: with both majorities, the grants of any two proposers of a
-// version overlap, which is all Paxos needs to choose one layout.
+// `current`: a majority of its members, not counting those it names down (during a transition
+// that removes members down for good). Every proposer of that version starts from `current` (a
+// change from a stable layout; during a transition, its completion or a removal), so any two
+// such majorities overlap, which is all Paxos needs to choose one layout.
 class LayoutQuorum {
  public:
   explicit LayoutQuorum(const ClusterLayout& current);
 
-  // The members to ask: the owners, then the next owners not among them.
+  // The members to ask.
   const std::vector<Member>& asked() const { return asked_; }
-  // Whether the grants (per asked member, in asked() order) make every majority needed.
+  // Whether the grants (per asked member, in asked() order) are a majority.
   bool Granted(const std::vector<bool>& granted) const;
-  // Whether some majority can no longer be made: too many refused.
+  // Whether a majority can no longer grant: too many refused.
   bool Lost(const std::vector<bool>& refused) const;
-  // Whether a majority of the next owners is needed too.
-  bool joint() const { return nexts_ > 0; }
-  // "2 of 3 members", or "2 of 3 owners and 3 of 4 next owners".
+  // "2 of 3 members", "2 of 3 members (not counting n4, down)".
   std::string Describe(const std::vector<bool>& granted) const;
 
  private:
-  // How many of the granted are owners, and next owners.
-  std::pair<size_t, size_t> Count(const std::vector<bool>& flags) const;
+  size_t Count(const std::vector<bool>& flags) const;
 
   std::vector<Member> asked_;
-  std::vector<bool> owner_;  // per asked member
-  std::vector<bool> next_;   // per asked member; all false outside a transition
-  size_t owners_ = 0;
-  size_t nexts_ = 0;  // 0 outside a transition
+  std::vector<std::string> down_;
 };
 
 // What a member promised and accepted, as stored (see Options::persist).

@@ -101,6 +101,10 @@ struct MemberEntry {
   // The member honours ClusterLayout::down (it hands off nothing for a member removed down for
   // good, and waits for nothing from it). False from older nodes, which would drop the mark.
   bool knows_members_down = false;
+  // The member agrees on a transition's completion with the other owners (Paxos, as a change)
+  // instead of installing it at once, so a remove during the transition can compete with it for
+  // the same version. False from older nodes, which install the completion unagreed.
+  bool agrees_completions = false;
 
   // True if this entry is a later version of the same member's state than `other`.
   bool NewerThan(const MemberEntry& other) const {

@@ -86,17 +86,26 @@ absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
     // but nobody waits for it). And only while every node this node hears from honours the mark:
     // an older node, member or not, would drop it from the layout it adopts and gossips, and the
     // members that take that copy would wait for the member down for good.
+    // During a transition, only while some source has not finished (otherwise the change
+    // completes by itself) and while every node heard from agrees on completions: an older node
+    // installs the completion unagreed, and the removal takes the completion's version.
+    const std::vector<MemberView> views = gossiper_->Members();
+    if (transition.ok() && plan.current.in_transition() &&
+        SourcesWaiting(plan.current, views).empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("every source of the running change (", plan.current.change,
+                       ") has finished its handoff, so it completes by itself; remove ", node_id,
+                       " once it has completed, if it is still a member then"));
+    }
     if (transition.ok()) {
-      for (const MemberView& view : gossiper_->Members()) {
-        if (view.entry.member.id == node_id && plan.current.in_transition() &&
-            plan.current.IsOwner(node_id) &&
-            view.entry.handoff.layout_version == plan.current.version && view.entry.handoff.done) {
-          // Its handoff is over: the change does not wait for it.
-          return absl::FailedPreconditionError(
-              absl::StrCat("node ", node_id, " has finished its handoff for the running change (",
-                           plan.current.change,
-                           "), which completes without it; remove it once that is done "
-                           "if it is still a member then"));
+      for (const MemberView& view : views) {
+        if (plan.current.in_transition() && !view.self && view.liveness == Liveness::kUp &&
+            !view.entry.agrees_completions) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "node ", view.entry.member.id,
+              " runs a version that completes a change without agreeing on it, so a remove "
+              "during the change could split the cluster; upgrade it first, or remove ",
+              node_id, " once the change has completed"));
         }
         if (view.entry.member.id == node_id) {
           if (view.liveness != Liveness::kDown || view.self) {
@@ -311,10 +320,9 @@ absl::Status MembershipChanger::Refused(absl::string_view what, absl::string_vie
     }
   }
   const std::string why = absl::StrCat(
-      what, " by ", quorum.Describe(granted), ", and a membership change needs a majority",
-      quorum.joint() ? " of both" : "", "; ", outcome, refusals.empty() ? "" : "; refused by ",
-      absl::StrJoin(refusals, "; "), transient.empty() ? "" : "; not granted by ",
-      absl::StrJoin(transient, "; "));
+      what, " by ", quorum.Describe(granted), ", and a membership change needs a majority; ",
+      outcome, refusals.empty() ? "" : "; refused by ", absl::StrJoin(refusals, "; "),
+      transient.empty() ? "" : "; not granted by ", absl::StrJoin(transient, "; "));
   // A refusal is not undone by retrying the same commit at once: another commit holds the
   // version, this node's plan is behind, or a member cannot take reservations. Otherwise members
   // are unreachable, behind or promised a later round, and a retry may succeed.
@@ -460,6 +468,39 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
                    "\": plan again once it completes (kvctl cluster status)"));
 }
 
+bool MembershipChanger::AllAgreeCompletions(const ClusterLayout& transition) const {
+  std::map<std::string, bool> agrees;
+  for (const MemberView& view : gossiper_->Members()) {
+    agrees[view.entry.member.id] = view.self || view.entry.agrees_completions;
+  }
+  for (const Member& m : transition.members) {
+    if (transition.NamesDown(m.id)) continue;
+    auto it = agrees.find(m.id);
+    if (it == agrees.end() || !it->second) return false;
+  }
+  return true;
+}
+
+absl::Status MembershipChanger::InstallCompletion(const ClusterLayout& transition) {
+  const ClusterLayout completion = CompleteTransition(transition);
+  if (reservations_ != nullptr && AllAgreeCompletions(transition)) {
+    Plan plan;
+    plan.current = transition;
+    plan.transition = completion;
+    {
+      absl::MutexLock lock(&mu_);
+      ++agreeing_;
+    }
+    const absl::Status agreed = Agree(plan);
+    {
+      absl::MutexLock lock(&mu_);
+      --agreeing_;
+    }
+    KV_RETURN_IF_ERROR(agreed);
+  }
+  return Install(completion);
+}
+
 absl::Status MembershipChanger::Install(const ClusterLayout& layout) {
   absl::Status proposed = gossiper_->ProposeLayout(layout);
   if (!proposed.ok() && SameLayout(gossiper_->Layout(), layout)) return absl::OkStatus();
@@ -516,8 +557,16 @@ void MembershipChanger::Poll(Job job) {
                })
       .IgnoreError();
   if (all_done) {
-    Finish(job, Install(CompleteTransition(job.transition)));
-    return;
+    const absl::Status completed = InstallCompletion(job.transition);
+    if (completed.ok()) {
+      Finish(job, completed);
+      return;
+    }
+    // Members unreachable or busy with another proposer, or another layout of the version was
+    // agreed on (a remove during the change; the next poll says the transition was replaced).
+    LogInfo(
+        "the completion of a membership change was not installed now; the next poll retries",
+        {{"layout_version", absl::StrCat(version)}, {"detail", std::string(completed.message())}});
   }
   if (clock_->Now() >= job.deadline) {
     Finish(job, absl::DeadlineExceededError(
@@ -574,9 +623,10 @@ void MembershipChanger::Watch() {
         "completing a transition whose sources are all done but that nobody completed "
         "(the node that committed it may have stopped)",
         {{"layout_version", absl::StrCat(layout.version)}, {"change", layout.change}});
-    absl::Status proposed = gossiper_->ProposeLayout(CompleteTransition(layout));
+    absl::Status proposed = InstallCompletion(layout);
     if (!proposed.ok()) {
-      LogInfo("another layout won meanwhile", {{"detail", std::string(proposed.message())}});
+      LogInfo("the transition was not completed now (another layout may have won)",
+              {{"detail", std::string(proposed.message())}});
     }
   }
   FinishAcceptedLayout(layout);
@@ -586,9 +636,8 @@ void MembershipChanger::Watch() {
 void MembershipChanger::FinishAcceptedLayout(const ClusterLayout& layout) {
   if (reservations_ == nullptr) return;
   const LayoutAcceptorState state = reservations_->State();
-  const bool pending = state.accepted.has_value() &&
-                       (layout.in_transition() ? IsRemovalDuring(layout, *state.accepted)
-                                               : state.accepted->version == layout.version + 1);
+  // (During a transition, the accepted layout is its completion or a removal during it.)
+  const bool pending = state.accepted.has_value() && state.accepted->version == layout.version + 1;
   const absl::Time now = clock_->Now();
   {
     absl::MutexLock lock(&mu_);

@@ -9,9 +9,10 @@
 // sources done (both phases) of total and which phase each waiting one is in, and counters, per
 // source (_from_<id>) and summed (_total): keys and bytes (full records sent, both phases), digests
 // (phase 2 comparisons), compared_keys and compared_bytes (records sent in phase 2 because a new
-// owner lacked them; phase 1 sent keys - compared_keys). When all sources are done it proposes the
-// completing layout (v+2, without the leaving node) and ends SUCCEEDED. It ends FAILED if another
-// layout replaced the transition, or after Options::timeout.
+// owner lacked them; phase 1 sent keys - compared_keys). When all sources are done it installs the
+// completing layout (v+2, without the leaving node; InstallCompletion: agreed on first as a
+// change is, once every member that hands off agrees on completions) and ends SUCCEEDED. It ends
+// FAILED if another layout replaced the transition, or after Options::timeout.
 //
 // A joining node must be known to gossip (started with --seeds, RingStatus NONE); its address
 // comes from its gossip entry. A member is removed down only once this node's failure detector
@@ -20,11 +21,13 @@
 // transition is FAILED_PRECONDITION, and so is a commit whose expected version is not current (0:
 // any). The exception is a remove during a transition v, for a member that died while the change
 // ran and would hold it up for good (a source that has not finished, or a next owner the sources
-// cannot reach): it commits transition v+2 (PlanRemoveDown), agreed by a majority of v's owners
-// and one of its next owners (LayoutQuorum: a proposer of v+2 on v's completion asks those),
-// which replaces v; v's operation
-// then ends FAILED (ABORTED, naming v+2) and the remove's operation runs v+2 to its end. A
-// current owner whose gossip says its handoff of v is done is refused: v completes without it.
+// cannot reach): it commits transition v+1 (PlanRemoveDown), which takes the version of v's
+// completion: the members agree on one of the two, so v's completion is agreed on too (by the
+// committing node's operation or the takeover watch), once every member that hands off says it
+// does (MemberEntry::agrees_completions; the remove is refused while a node heard from does
+// not). The remove replaces v; v's operation then ends FAILED (ABORTED, naming v+1) and the
+// remove's operation runs v+1 to its end. It is refused once every source of v has finished: v
+// completes by itself, and the member is removed after that.
 //
 // Across nodes, with SetReservations: before proposing transition v+1, Commit agrees on it with
 // the members of the current layout (this node directly, the others through the transport, in
@@ -49,14 +52,14 @@
 // Takeover. The operation lives on the node that committed it. So that a transition never stays
 // in place because that node stopped (or restarted: operations are in memory), every node also
 // watches the gossiped layout (StartWatching): when a transition's sources have all been done for
-// Options::takeover_after and nobody completed it, the node proposes the completing layout
-// itself. CompleteTransition is deterministic, so several nodes proposing it propose the same
-// layout. The watch also finishes a layout this node accepted (phase 2) that nobody installed
-// within Options::takeover_after (its proposer stopped, or lost its majority after some members
-// accepted), once no other proposer's lease runs on this node: it agrees on the version again,
-// which adopts whichever layout a majority may have accepted, and installs it. A failed attempt
-// is retried after a lease plus a delay fixed per node (up to another lease), so that members
-// finishing the same layout do not keep taking the majority from each other.
+// Options::takeover_after and nobody completed it, the node installs the completing layout
+// itself (InstallCompletion). CompleteTransition is deterministic, so several nodes proposing it
+// propose the same layout. The watch also finishes a layout this node accepted (phase 2) that
+// nobody installed within Options::takeover_after (its proposer stopped, or lost its majority after
+// some members accepted), once no other proposer's lease runs on this node: it agrees on the
+// version again, which adopts whichever layout a majority may have accepted, and installs it. A
+// failed attempt is retried after a lease plus a delay fixed per node (up to another lease), so
+// that members finishing the same layout do not keep taking the majority from each other.
 //
 // Thread-safe. Polls through the Scheduler; Shutdown (also the destructor) fails running
 // operations (CANCELLED) and waits for running callbacks. The gossiper, registry and scheduler
@@ -150,6 +153,15 @@ class MembershipChanger {
       const std::function<void(const Member&, std::function<void(LayoutPromise)>)>& ask);
   // The error for `answers` that do not make `quorum`: `what` ("... was reserved") by how many
   // of its members, `outcome` (what that left), and why the others did not grant.
+  // Whether every member of `transition` that hands off says it agrees on completions
+  // (MemberEntry::agrees_completions): then the completion is agreed on first.
+  bool AllAgreeCompletions(const ClusterLayout& transition) const;
+  // Installs the layout that completes `transition`, agreed on first (Agree, as a change: a
+  // remove during the transition competes for the version) when every member hands off
+  // agrees on completions; otherwise at once, as older members do. Not OK if the agreement
+  // failed (UNAVAILABLE: retry) or chose another layout (FAILED_PRECONDITION, that one
+  // installed).
+  absl::Status InstallCompletion(const ClusterLayout& transition);
   static absl::Status Refused(absl::string_view what, absl::string_view outcome,
                               const LayoutQuorum& quorum,
                               const std::vector<std::optional<LayoutPromise>>& answers);

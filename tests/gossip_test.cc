@@ -680,15 +680,14 @@ TEST_F(LayoutAgreementTest, ARemoveNeedsTheMemberDownAndEveryOtherMemberToKnowTh
 }
 
 // A member that dies while a change runs would hold it up for good. Its remove commits the
-// running transition without it two versions on (the version between is the transition's
-// completion, installed without agreement); the running change's operation ends, naming it.
-TEST_F(LayoutAgreementTest, ARemoveDuringAChangeReplacesItsTransitionTwoVersionsOn) {
+// running transition without it at the version of the transition's completion: the members agree
+// on one of the two (the completion is agreed on too). The running change's operation ends,
+// naming the layout that replaced it.
+TEST_F(LayoutAgreementTest, ARemoveDuringAChangeTakesTheVersionOfItsCompletion) {
   auto commit_join = changer_->Commit(MembershipChanger::Action::kJoin, "n5", 0);
   ASSERT_TRUE(commit_join.ok()) << commit_join.status();
   const ClusterLayout join = nodes_[0].gossiper->Layout();
   ASSERT_TRUE(join.in_transition());
-
-  // Members learn the join through gossip; a rival then plans on the join's completion.
   ASSERT_NE(AdvanceUntil(
                 [&] {
                   for (size_t i = 1; i < 4; ++i) {
@@ -698,51 +697,51 @@ TEST_F(LayoutAgreementTest, ARemoveDuringAChangeReplacesItsTransitionTwoVersions
                 },
                 absl::Seconds(5)),
             absl::InfiniteDuration());
-  LayoutReservations& n2 = *transport_.reservations["n2"];
-  ClusterLayout on_completion = PlanLeave(CompleteTransition(join), "n3").value();
-  ASSERT_EQ(on_completion.version, join.version + 2);
-  // The same version is reservable on a transition (a remove during it takes it), but a layout
-  // built on the completion this member lacks is not accepted: it is behind.
-  ASSERT_TRUE(n2.Reserve({1, "rival"}, on_completion.version, "leave n3", join).status.ok());
-  absl::Status behind = n2.Accept({1, "rival"}, on_completion, join);
-  EXPECT_TRUE(absl::IsUnavailable(behind)) << behind;
-  // Nor anything else that is no removal from it.
-  ClusterLayout other = join;  // two versions on, without n4 among the current owners
-  other.version += 2;
-  other.members.pop_back();
-  absl::Status no_removal = n2.Accept({1, "rival"}, other, join);
-  EXPECT_TRUE(absl::IsFailedPrecondition(no_removal)) << no_removal;
-  // A member that has the completion accepts a removal planned on the transition (a proposer
-  // of the version on the completion may have to finish it: it may have been chosen), but no
-  // other layout that does not start from its owners. (Separate acceptors: n3's stays clean.)
-  const ClusterLayout removal = PlanRemoveDown(join, "n4").value();
-  LayoutReservations completed(&clock_, LayoutReservations::Options());
-  absl::Status accepted = completed.Accept({1, "rival"}, removal, CompleteTransition(join));
-  EXPECT_TRUE(accepted.ok()) << accepted;
-  ClusterLayout not_removal = removal;
-  not_removal.down.clear();
-  not_removal.next = join.next;
-  LayoutReservations also_completed(&clock_, LayoutReservations::Options());
-  absl::Status refused = also_completed.Accept({1, "rival"}, not_removal, CompleteTransition(join));
-  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
-  EXPECT_TRUE(absl::StrContains(refused.message(), "does not start from")) << refused;
-  clock_.Advance(LayoutReservations::Options().lease);  // the rival's promise on n2 lapses
 
-  // n4 dies: the join waits for its handoff for good. The remove needs a majority of the owners
-  // (n1..n4) and one of the next owners (n1..n5): n5 is asked too.
-  transport_.layouts["n5"] = [this] { return nodes_[4].gossiper->Layout(); };
+  // On a transition, a member takes the next version only as its completion or a removal.
+  LayoutReservations member(&clock_, LayoutReservations::Options());
+  ASSERT_TRUE(member.Reserve({1, "rival"}, join.version + 1, "leave n3", join).status.ok());
+  ClusterLayout other = PlanLeave(CompleteTransition(join), "n3").value();
+  other.version = join.version + 1;
+  absl::Status under_way = member.Accept({1, "rival"}, other, join);
+  EXPECT_TRUE(absl::IsFailedPrecondition(under_way)) << under_way;
+  EXPECT_TRUE(absl::StrContains(under_way.message(), "under way")) << under_way;
+  EXPECT_TRUE(member.Accept({1, "rival"}, PlanRemoveDown(join, "n4").value(), join).ok());
+  LayoutReservations completing(&clock_, LayoutReservations::Options());
+  EXPECT_TRUE(completing.Accept({1, "rival"}, CompleteTransition(join), join).ok());
+
+  // n4 dies: the join waits for its handoff for good.
   net_.Cut(all_[3].address);
   transport_.unreachable = {"n4"};
   auto plan = [&] { return changer_->MakePlan(MembershipChanger::Action::kRemoveDown, "n4"); };
   ASSERT_NE(AdvanceUntil([&] { return plan().ok(); }, absl::Seconds(10)), absl::InfiniteDuration());
   absl::StatusOr<MembershipChanger::Plan> planned = plan();
   ASSERT_TRUE(planned.ok()) << planned.status();
-  EXPECT_EQ(planned->transition.version, join.version + 2);
+  EXPECT_EQ(planned->transition.version, join.version + 1);
+
+  // A node heard from that completes changes unagreed (an older one) would race the remove.
+  GossipDigest digest;
+  digest.from_id = "n2";
+  for (const MemberView& view : nodes_[0].gossiper->Members()) {
+    if (view.entry.member.id == "n3") digest.members.push_back(view.entry);
+  }
+  ASSERT_EQ(digest.members.size(), 1u);
+  EXPECT_TRUE(digest.members[0].agrees_completions);
+  digest.members[0].heartbeat += 1000;
+  digest.members[0].agrees_completions = false;
+  nodes_[0].gossiper->HandleGossip(digest);
+  absl::Status older = plan().status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(older)) << older;
+  EXPECT_TRUE(absl::StrContains(older.message(), "node n3 runs a version that completes")) << older;
+  digest.members[0].heartbeat += 1;
+  digest.members[0].agrees_completions = true;
+  nodes_[0].gossiper->HandleGossip(digest);
+  ASSERT_TRUE(plan().ok()) << plan().status();
 
   auto removed = changer_->Commit(MembershipChanger::Action::kRemoveDown, "n4", join.version);
   ASSERT_TRUE(removed.ok()) << removed.status();
   const ClusterLayout now = nodes_[0].gossiper->Layout();
-  EXPECT_EQ(now.version, join.version + 2);
+  EXPECT_EQ(now.version, join.version + 1);
   EXPECT_EQ(now.members, join.members);
   EXPECT_EQ(now.down, std::vector<std::string>{"n4"});
   EXPECT_EQ(now.next.size(), 4u);
@@ -766,22 +765,65 @@ TEST_F(LayoutAgreementTest, ARemoveDuringAChangeReplacesItsTransitionTwoVersions
   EXPECT_EQ(remove_op->state, OperationState::kRunning);
   EXPECT_EQ(remove_op->total, 3u);
 
-  // A source whose gossip says its handoff of the running transition is done is not removed:
-  // the change completes without it.
-  GossipDigest digest;
-  digest.from_id = "n2";
-  for (const MemberView& view : nodes_[0].gossiper->Members()) {
-    if (view.entry.member.id == "n3") digest.members.push_back(view.entry);
+  // Once every source that hands off has finished, the change completes by itself: no remove.
+  for (size_t i = 1; i < 3; ++i) {
+    HandoffProgress done;
+    done.layout_version = now.version;
+    done.phase = HandoffPhase::kComparing;
+    done.done = true;
+    nodes_[i].gossiper->SetHandoffProgress(done);
+    if (i == 1) nodes_[0].gossiper->SetHandoffProgress(done);
   }
-  ASSERT_EQ(digest.members.size(), 1u);
-  digest.members[0].heartbeat += 1000;
-  digest.members[0].handoff.layout_version = now.version;
-  digest.members[0].handoff.phase = HandoffPhase::kComparing;
-  digest.members[0].handoff.done = true;
-  nodes_[0].gossiper->HandleGossip(digest);
-  absl::Status done = changer_->MakePlan(MembershipChanger::Action::kRemoveDown, "n3").status();
-  EXPECT_TRUE(absl::IsFailedPrecondition(done)) << done;
-  EXPECT_TRUE(absl::StrContains(done.message(), "has finished its handoff")) << done;
+  ASSERT_NE(AdvanceUntil(
+                [&] {
+                  absl::Status s =
+                      changer_->MakePlan(MembershipChanger::Action::kRemoveDown, "n3").status();
+                  return absl::StrContains(s.message(),
+                                           "has finished its handoff, so it completes");
+                },
+                absl::Seconds(5)),
+            absl::InfiniteDuration());
+}
+
+// The completion of a transition and a remove during it take the same version: once a majority
+// accepted the completion (its proposer stopped before installing it, say), a remove's
+// agreement finds it and installs it instead, as for any change. Gossip never carries two layouts
+// of the version.
+TEST_F(LayoutAgreementTest, ACompletionAMajorityAcceptedWinsOverARemove) {
+  ASSERT_TRUE(changer_->Commit(MembershipChanger::Action::kJoin, "n5", 0).ok());
+  const ClusterLayout join = nodes_[0].gossiper->Layout();
+  ASSERT_NE(AdvanceUntil(
+                [&] {
+                  for (size_t i = 1; i < 4; ++i) {
+                    if (nodes_[i].gossiper->Layout().version != join.version) return false;
+                  }
+                  return true;
+                },
+                absl::Seconds(5)),
+            absl::InfiniteDuration());
+  // A rival proposer got the completion accepted by n2 and n3, then stopped.
+  for (const char* id : {"n2", "n3"}) {
+    LayoutReservations& member = *transport_.reservations[id];
+    ASSERT_TRUE(member.Reserve({1, "rival"}, join.version + 1, "complete", join).status.ok());
+    ASSERT_TRUE(member.Accept({1, "rival"}, CompleteTransition(join), join).ok());
+  }
+  clock_.Advance(LayoutReservations::Options().lease);  // its leases lapse
+  net_.Cut(all_[3].address);
+  transport_.unreachable = {"n4"};
+  ASSERT_NE(
+      AdvanceUntil(
+          [&] { return changer_->MakePlan(MembershipChanger::Action::kRemoveDown, "n4").ok(); },
+          absl::Seconds(10)),
+      absl::InfiniteDuration());
+  auto removed = changer_->Commit(MembershipChanger::Action::kRemoveDown, "n4", join.version);
+  ASSERT_FALSE(removed.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(removed.status())) << removed.status();
+  EXPECT_TRUE(absl::StrContains(removed.status().message(), "installed it instead"))
+      << removed.status();
+  const ClusterLayout now = nodes_[0].gossiper->Layout();
+  EXPECT_EQ(now.version, join.version + 1);
+  EXPECT_FALSE(now.in_transition());
+  EXPECT_TRUE(SameLayout(now, CompleteTransition(join))) << DescribeLayout(now);
 }
 
 // Two commits at once on two nodes must not both install a layout version (gossip keeps the first
@@ -837,10 +879,6 @@ TEST_F(LayoutAgreementTest, ACommitNeedsItsLayoutVersionReservedByAMajority) {
   EXPECT_TRUE(absl::StrContains(ahead.message(), "cannot be reserved here")) << ahead;
   absl::Status behind = rival_reserves("n2", before + 3, before + 1, false);
   EXPECT_TRUE(absl::IsUnavailable(behind)) << behind;
-  // Nor during a transition: the layout completing it is never reserved, and comes first.
-  ASSERT_TRUE(nodes_[0].gossiper->Layout().in_transition());
-  absl::Status during = rival_reserves("n2", before + 2, before + 1, /*in_transition=*/true);
-  EXPECT_TRUE(absl::StrContains(during.message(), "under way")) << during;
 }
 
 // A commit that got its layout accepted by a majority and stopped before installing it (or
