@@ -942,6 +942,40 @@ TEST_F(LayoutAgreementTest, AnAcceptedLayoutNobodyInstalledIsFinishedByTheWatch)
   EXPECT_GE(took, LayoutReservations::Options().lease - absl::Seconds(1));
 }
 
+// The same during a transition: a remove during it that a majority accepted and nobody installed
+// is finished by the watch of a member that accepted it.
+TEST_F(LayoutAgreementTest, AnAcceptedRemoveDuringAChangeIsFinishedByTheWatch) {
+  ASSERT_TRUE(changer_->Commit(MembershipChanger::Action::kJoin, "n5", 0).ok());
+  const ClusterLayout join = nodes_[0].gossiper->Layout();
+  ASSERT_NE(AdvanceUntil(
+                [&] {
+                  for (size_t i = 1; i < 4; ++i) {
+                    if (nodes_[i].gossiper->Layout().version != join.version) return false;
+                  }
+                  return true;
+                },
+                absl::Seconds(5)),
+            absl::InfiniteDuration());
+  const ClusterLayout removal = PlanRemoveDown(join, "n4").value();
+  for (const char* id : {"n1", "n2"}) {
+    LayoutReservations* member = transport_.reservations[id].get();
+    ASSERT_TRUE(member->Reserve({1, "rival"}, removal.version, removal.change, join).status.ok());
+    ASSERT_TRUE(member->Accept({1, "rival"}, removal, join).ok());
+  }
+  net_.Cut(all_[3].address);  // n4 is down: n1..n3 make the majority without it
+  transport_.unreachable = {"n4"};
+  changer_->StartWatching();
+  const absl::Duration took = AdvanceUntil(
+      [&] {
+        for (size_t i = 0; i < 3; ++i) {
+          if (!SameLayout(nodes_[i].gossiper->Layout(), removal)) return false;
+        }
+        return true;
+      },
+      absl::Seconds(30));
+  ASSERT_NE(took, absl::InfiniteDuration()) << DescribeLayout(nodes_[0].gossiper->Layout());
+}
+
 // A failed commit releases the leases its promises took, in phase 1 or phase 2: another node's
 // commit goes through at once instead of being refused, with the failed change named, until they
 // lapse. Through a ForwardingPeerTransport, as kvnode's decorated transport passes the release on.
