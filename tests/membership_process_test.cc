@@ -190,6 +190,17 @@ class MembershipProcessTest : public ::testing::Test {
     return op;
   }
 
+  // Whether `kvctl cluster remove NODE` through n1 succeeds within 30 s (once n1's failure
+  // detector has the node down).
+  bool RemovePlannable(const std::string& node) {
+    return Eventually([&] {
+      return RunCommand(
+                 {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "remove", node},
+                 "", absl::Seconds(30))
+                 .exit_code == 0;
+    });
+  }
+
   // Restarts n4 (it waits to be joined) and returns n1's layout version once a join of n4 can be
   // planned through n1; 0 if that never happened.
   uint64_t RestartJoinerUntilPlannable() {
@@ -588,12 +599,7 @@ TEST_F(MembershipProcessTest, AMemberDownForGoodIsRemovedAndTheOthersHandOffItsK
 
   cluster_->Kill(3);
   // Plannable once n1's failure detector has n4 down.
-  ASSERT_TRUE(Eventually([&] {
-    return RunCommand(
-               {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "remove", "n4"}, "",
-               absl::Seconds(30))
-               .exit_code == 0;
-  })) << cluster_->LogTails();
+  ASSERT_TRUE(RemovePlannable("n4")) << cluster_->LogTails();
   const nlohmann::json op = CommitAndWait(0, "remove", "n4");
   EXPECT_EQ(op.value("kind", ""), "remove") << op.dump();
   // Sources n1..n3: n4 hands off nothing.
@@ -651,12 +657,7 @@ TEST_F(MembershipProcessTest, AMemberThatDiesDuringAJoinIsRemovedAndTheJoinCompl
   EXPECT_EQ(KvctlJson(0, {"operation", "get", join_id}, 0).value("state", ""), "RUNNING");
 
   // Plannable once n1's failure detector has n3 down; the plan is the join without n3.
-  ASSERT_TRUE(Eventually([&] {
-    return RunCommand(
-               {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "cluster", "remove", "n3"}, "",
-               absl::Seconds(30))
-               .exit_code == 0;
-  })) << cluster_->LogTails();
+  ASSERT_TRUE(RemovePlannable("n3")) << cluster_->LogTails();
   const std::string remove_id =
       KvctlJson(0, {"cluster", "remove", "n3", "--commit"}, 0).value("operation_id", "");
   ASSERT_FALSE(remove_id.empty());
