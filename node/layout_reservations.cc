@@ -36,33 +36,59 @@ bool SameState(const LayoutAcceptorState& a, const LayoutAcceptorState& b) {
 }  // namespace
 
 LayoutQuorum::LayoutQuorum(const ClusterLayout& current) {
+  transition_ = current.in_transition();
   for (const Member& m : current.members) {
     if (current.NamesDown(m.id)) {
       down_.push_back(m.id);
-    } else {
+      continue;
+    }
+    asked_.push_back(m);
+    const bool stays = !transition_ || HasMember(current.next, m.id);
+    weights_.push_back(stays ? 2 : 1);
+  }
+  if (transition_) {
+    for (const Member& m : current.next) {
+      if (current.IsOwner(m.id)) continue;
       asked_.push_back(m);
+      weights_.push_back(1);
     }
   }
+  for (const size_t w : weights_) total_ += w;
+}
+
+bool LayoutQuorum::HasMember(const std::vector<Member>& members, absl::string_view id) {
+  for (const Member& m : members) {
+    if (m.id == id) return true;
+  }
+  return false;
 }
 
 bool LayoutQuorum::Granted(const std::vector<bool>& granted) const {
-  return 2 * Count(granted) > asked_.size();
+  return 2 * Weight(granted) > total_;
 }
 
 bool LayoutQuorum::Lost(const std::vector<bool>& refused) const {
-  return 2 * (asked_.size() - Count(refused)) <= asked_.size();
+  return 2 * (total_ - Weight(refused)) <= total_;
 }
 
 std::string LayoutQuorum::Describe(const std::vector<bool>& granted) const {
-  return absl::StrCat(
-      Count(granted), " of ", asked_.size(), " members",
-      down_.empty() ? "" : absl::StrCat(" (not counting ", absl::StrJoin(down_, ", "), ", down)"));
+  size_t count = 0;
+  for (size_t i = 0; i < asked_.size() && i < granted.size(); ++i) count += granted[i] ? 1 : 0;
+  std::string text = absl::StrCat(count, " of ", asked_.size(), " members");
+  if (transition_) {
+    absl::StrAppend(&text, " (", Weight(granted), " of ", total_,
+                    " votes: a member that stays has two, one joining or leaving one");
+    if (!down_.empty()) absl::StrAppend(&text, ", ", absl::StrJoin(down_, ", "), " down: none");
+    absl::StrAppend(&text, ")");
+  }
+  return text;
 }
 
-size_t LayoutQuorum::Count(const std::vector<bool>& flags) const {
-  size_t count = 0;
-  for (size_t i = 0; i < asked_.size() && i < flags.size(); ++i) count += flags[i] ? 1 : 0;
-  return count;
+size_t LayoutQuorum::Weight(const std::vector<bool>& flags) const {
+  size_t weight = 0;
+  for (size_t i = 0; i < asked_.size() && i < flags.size(); ++i)
+    weight += flags[i] ? weights_[i] : 0;
+  return weight;
 }
 
 LayoutPromise LayoutReservations::Reserve(const LayoutBallot& ballot, uint64_t version,

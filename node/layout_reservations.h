@@ -92,27 +92,35 @@ struct LayoutPromise {
 };
 
 // Whose grants agree on the layout version after `current`, for a proposer whose layout is
-// `current`: a majority of its members, not counting those it names down (during a transition
-// that removes members down for good). Every proposer of that version starts from `current` (a
-// change from a stable layout; during a transition, its completion or a removal), so any two
-// such majorities overlap, which is all Paxos needs to choose one layout.
+// `current`: more than half of the votes of its members. On a stable layout each member has one
+// vote (a plain majority). On a transition (whose next version is its completion or a removal
+// of a member down during it), a member that stays has two votes, one that joins or leaves has
+// one, and one named down has none and is not asked: every proposer of that version starts
+// from the same transition, so any two such majorities overlap, which is all Paxos needs to
+// choose one layout. The weights keep a change going when it can: a join of a third member
+// completes with one of the two old members and the joiner, a leave to one member with the
+// member that stays alone, a join of a second member with the first alone.
 class LayoutQuorum {
  public:
   explicit LayoutQuorum(const ClusterLayout& current);
 
-  // The members to ask.
+  // The members to ask: the owners not named down, then (on a transition) the joining ones.
   const std::vector<Member>& asked() const { return asked_; }
-  // Whether the grants (per asked member, in asked() order) are a majority.
+  // Whether the grants (per asked member, in asked() order) are more than half of the votes.
   bool Granted(const std::vector<bool>& granted) const;
-  // Whether a majority can no longer grant: too many refused.
+  // Whether that can no longer be: too many refused.
   bool Lost(const std::vector<bool>& refused) const;
-  // "2 of 3 members", "2 of 3 members (not counting n4, down)".
+  // "2 of 3 members", and on a transition the votes.
   std::string Describe(const std::vector<bool>& granted) const;
 
  private:
-  size_t Count(const std::vector<bool>& flags) const;
+  static bool HasMember(const std::vector<Member>& members, absl::string_view id);
+  size_t Weight(const std::vector<bool>& flags) const;
 
+  bool transition_ = false;
   std::vector<Member> asked_;
+  std::vector<size_t> weights_;  // per asked member
+  size_t total_ = 0;
   std::vector<std::string> down_;
 };
 

@@ -94,8 +94,9 @@ absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
         SourcesWaiting(plan.current, views).empty()) {
       return absl::FailedPreconditionError(
           absl::StrCat("every source of the running change (", plan.current.change,
-                       ") has finished its handoff, so it completes by itself; remove ", node_id,
-                       " once it has completed, if it is still a member then"));
+                       ") has finished its handoff, so it completes once a majority of the "
+                       "members' votes agree; remove ",
+                       node_id, " after that, if it is still a member then"));
     }
     if (transition.ok()) {
       for (const MemberView& view : views) {
@@ -473,8 +474,8 @@ bool MembershipChanger::AllAgreeCompletions(const ClusterLayout& transition) con
   for (const MemberView& view : gossiper_->Members()) {
     agrees[view.entry.member.id] = view.self || view.entry.agrees_completions;
   }
-  for (const Member& m : transition.members) {
-    if (transition.NamesDown(m.id)) continue;
+  const LayoutQuorum quorum(transition);
+  for (const Member& m : quorum.asked()) {
     auto it = agrees.find(m.id);
     if (it == agrees.end() || !it->second) return false;
   }
@@ -489,6 +490,11 @@ absl::Status MembershipChanger::InstallCompletion(const ClusterLayout& transitio
     plan.transition = completion;
     {
       absl::MutexLock lock(&mu_);
+      // One agreement at a time on this node (a commit, the watch's recovery, another
+      // completion): two would only abort each other's ballots.
+      if (agreeing_ > 0) {
+        return absl::UnavailableError("another agreement on a layout runs on this node");
+      }
       ++agreeing_;
     }
     const absl::Status agreed = Agree(plan);
@@ -551,12 +557,16 @@ void MembershipChanger::Poll(Job job) {
                  op.counters = counters;
                  op.message =
                      all_done
-                         ? "every source handed off; completing the transition"
+                         ? (job.completion_error.empty()
+                                ? "every source handed off; completing the transition"
+                                : absl::StrCat("every source handed off; the completion is not "
+                                               "agreed on yet (retrying): ",
+                                               job.completion_error))
                          : absl::StrCat("waiting for the handoff of ", absl::StrJoin(waiting, ", "),
                                         errors.empty() ? "" : "; ", absl::StrJoin(errors, "; "));
                })
       .IgnoreError();
-  if (all_done) {
+  if (all_done && clock_->Now() >= job.retry_completion_at) {
     const absl::Status completed = InstallCompletion(job.transition);
     if (completed.ok()) {
       Finish(job, completed);
@@ -564,11 +574,24 @@ void MembershipChanger::Poll(Job job) {
     }
     // Members unreachable or busy with another proposer, or another layout of the version was
     // agreed on (a remove during the change; the next poll says the transition was replaced).
-    LogInfo(
-        "the completion of a membership change was not installed now; the next poll retries",
-        {{"layout_version", absl::StrCat(version)}, {"detail", std::string(completed.message())}});
+    // Retried after a lease, staggered, as the watch's recovery is.
+    if (job.completion_error != completed.ToString()) {
+      job.completion_error = completed.ToString();
+      LogInfo("the completion of a membership change was not agreed on now; retrying",
+              {{"layout_version", absl::StrCat(version)}, {"detail", job.completion_error}});
+    }
+    job.retry_completion_at =
+        clock_->Now() + RecoveryStagger() +
+        (reservations_ != nullptr ? reservations_->options().lease : absl::ZeroDuration());
   }
   if (clock_->Now() >= job.deadline) {
+    if (all_done) {
+      Finish(job, absl::DeadlineExceededError(absl::StrCat(
+                      "the completion could not be agreed on in time (a majority of the members' "
+                      "votes must be reachable); the transition stays in place: ",
+                      job.completion_error)));
+      return;
+    }
     Finish(job, absl::DeadlineExceededError(
                     absl::StrCat("the handoff did not complete in time; still waiting for ",
                                  absl::StrJoin(waiting, ","), "; the transition stays in place",
@@ -618,6 +641,11 @@ void MembershipChanger::Watch() {
       done_version_ = 0;
     }
   }
+  // Not while another proposer's promise here runs: it may be completing the transition, or
+  // committing a remove during it.
+  if (take_over && reservations_ != nullptr && reservations_->LeasedToAnother(self_id_)) {
+    take_over = false;
+  }
   if (take_over) {
     LogInfo(
         "completing a transition whose sources are all done but that nobody completed "
@@ -629,7 +657,7 @@ void MembershipChanger::Watch() {
               {{"detail", std::string(proposed.message())}});
     }
   }
-  FinishAcceptedLayout(layout);
+  FinishAcceptedLayout(gossiper_->Layout());
   scheduler_->RunAfter(options_.watch_interval, guard_.Wrap([this] { Watch(); }));
 }
 
@@ -691,6 +719,7 @@ void MembershipChanger::FinishAcceptedLayout(const ClusterLayout& layout) {
 }
 
 absl::Duration MembershipChanger::RecoveryStagger() const {
+  if (reservations_ == nullptr) return absl::ZeroDuration();
   // Between no delay and one lease, fixed per node id.
   const uint64_t slot = std::hash<std::string>()(self_id_) % 1000;
   return reservations_->options().lease * (static_cast<double>(slot) / 1000);

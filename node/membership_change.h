@@ -135,9 +135,12 @@ class MembershipChanger {
     std::string id;
     ClusterLayout transition;
     absl::Time deadline;
+    // After a completion that was not agreed on: when to try again, and why it failed.
+    absl::Time retry_completion_at = absl::InfinitePast();
+    std::string completion_error;
   };
-  // With reservations set: agrees with a majority of `plan`'s current members (during a
-  // transition, and of its next owners: LayoutQuorum) on the layout of its transition version (both
+  // With reservations set: agrees with a majority of `plan`'s current members (LayoutQuorum: on a
+  // transition, of their votes) on the layout of its transition version (both
   // phases of node/layout_reservations.h). OK: `plan.transition` was accepted and may be installed.
   // FAILED_PRECONDITION after installing instead a layout of the version an earlier commit got
   // accepted.
@@ -151,17 +154,20 @@ class MembershipChanger {
   std::vector<std::optional<LayoutPromise>> AskMembers(
       const LayoutQuorum& quorum,
       const std::function<void(const Member&, std::function<void(LayoutPromise)>)>& ask);
-  // The error for `answers` that do not make `quorum`: `what` ("... was reserved") by how many
-  // of its members, `outcome` (what that left), and why the others did not grant.
-  // Whether every member of `transition` that hands off says it agrees on completions
-  // (MemberEntry::agrees_completions): then the completion is agreed on first.
+  // Whether every member `transition`'s agreement asks (LayoutQuorum) says in gossip that it
+  // agrees on completions (MemberEntry::agrees_completions): then the completion is agreed on
+  // first. Older nodes relay other members' entries without the flag, so two nodes may judge
+  // this differently while one runs; that is harmless because no remove during a change is
+  // planned while a node heard from lacks the flag.
   bool AllAgreeCompletions(const ClusterLayout& transition) const;
   // Installs the layout that completes `transition`, agreed on first (Agree, as a change: a
-  // remove during the transition competes for the version) when every member hands off
-  // agrees on completions; otherwise at once, as older members do. Not OK if the agreement
-  // failed (UNAVAILABLE: retry) or chose another layout (FAILED_PRECONDITION, that one
-  // installed).
+  // remove during the transition competes for the version) when AllAgreeCompletions; otherwise
+  // at once, as older members do. Not OK if the agreement failed (UNAVAILABLE: retry later; also
+  // while another agreement runs on this node) or chose another layout (FAILED_PRECONDITION,
+  // that one installed).
   absl::Status InstallCompletion(const ClusterLayout& transition);
+  // The error for `answers` that do not make `quorum`: `what` ("... was reserved") by how many
+  // of its members, `outcome` (what that left), and why the others did not grant.
   static absl::Status Refused(absl::string_view what, absl::string_view outcome,
                               const LayoutQuorum& quorum,
                               const std::vector<std::optional<LayoutPromise>>& answers);

@@ -133,10 +133,11 @@ TEST_F(LayoutReservationsTest, OnlyTheVersionAfterTheMembersLayoutIsTaken) {
   EXPECT_TRUE(absl::StrContains(other.message(), "holds another layout of version 5")) << other;
 }
 
-// A proposer needs a majority of its layout's members, not counting those the layout names down
-// (during a transition that removes them: every proposer of the next version starts from that
-// same transition, so their majorities still overlap).
-TEST_F(LayoutReservationsTest, AQuorumIsAMajorityOfTheMembersNotNamedDown) {
+// A proposer needs more than half of the votes of its layout's members. On a transition a member
+// that stays has two, one joining or leaving one, one named down none: every proposer of the
+// next version starts from that same transition, so their majorities still overlap, and small
+// changes can go on without a member that died.
+TEST_F(LayoutReservationsTest, AQuorumIsMoreThanHalfOfTheMembersVotes) {
   const LayoutQuorum stable(current_);
   ASSERT_EQ(stable.asked().size(), 3u);
   EXPECT_TRUE(stable.Granted({true, false, true}));
@@ -145,9 +146,10 @@ TEST_F(LayoutReservationsTest, AQuorumIsAMajorityOfTheMembersNotNamedDown) {
   EXPECT_FALSE(stable.Lost({true, false, false}));
   EXPECT_EQ(stable.Describe({true, false, true}), "2 of 3 members");
 
+  const Member n4{"n4", "10.0.0.4:7700", ""};
   // n3 is being removed down for good (from n1..n4): n1, n2 and n4 are asked, 2 of them suffice.
   ClusterLayout remove = current_;
-  remove.members.push_back(Member{"n4", "10.0.0.4:7700", ""});
+  remove.members.push_back(n4);
   remove.version = 5;
   remove.next = {remove.members[0], remove.members[1], remove.members[3]};
   remove.down = {"n3"};
@@ -156,7 +158,33 @@ TEST_F(LayoutReservationsTest, AQuorumIsAMajorityOfTheMembersNotNamedDown) {
   EXPECT_EQ(without_down.asked()[2].id, "n4");
   EXPECT_TRUE(without_down.Granted({true, false, true}));
   EXPECT_FALSE(without_down.Granted({true, false, false}));
-  EXPECT_EQ(without_down.Describe({true, false, true}), "2 of 3 members (not counting n3, down)");
+  EXPECT_EQ(without_down.Describe({true, false, true}),
+            "2 of 3 members (4 of 6 votes: a member that stays has two, one joining or leaving "
+            "one, n3 down: none)");
+
+  // n3 joins n1 and n2 (asked last): one old member and the joiner suffice (3 of 5 votes), the
+  // joiner alone or one old member alone do not.
+  ClusterLayout join;
+  join.version = 5;
+  join.members = {current_.members[0], current_.members[1]};
+  join.next = current_.members;
+  const LayoutQuorum joining(join);
+  ASSERT_EQ(joining.asked().size(), 3u);
+  EXPECT_EQ(joining.asked()[2].id, "n3");
+  EXPECT_TRUE(joining.Granted({true, false, true}));
+  EXPECT_FALSE(joining.Granted({false, false, true}));
+  EXPECT_FALSE(joining.Granted({true, false, false}));
+  // n2 leaves n1: n1 alone suffices (2 of 3 votes); so does it when n2 joins n1 alone.
+  ClusterLayout leave = join;
+  leave.next = {current_.members[0]};
+  EXPECT_TRUE(LayoutQuorum(leave).Granted({true, false}));
+  EXPECT_FALSE(LayoutQuorum(leave).Granted({false, true}));
+  ClusterLayout second;
+  second.version = 5;
+  second.members = {current_.members[0]};
+  second.next = {current_.members[0], current_.members[1]};
+  EXPECT_TRUE(LayoutQuorum(second).Granted({true, false}));
+  EXPECT_FALSE(LayoutQuorum(second).Granted({false, true}));
 }
 
 // A member's promises only go forward: a request checked against an older layout than the one
