@@ -38,9 +38,9 @@
 //
 // Accept refuses with FAILED_PRECONDITION if this member's layout is not the one the layout
 // follows (UNAVAILABLE if it is behind; on a transition, the layout must be its completion or
-// a removal during it, IsRemovalDuring), with ABORTED
-// if a higher ballot was promised; accepting also promises the ballot. It answers OK, storing
-// nothing, if this member already holds that very layout (installed through gossip), and
+// a removal during it, IsRemovalDuring; on a stable layout, it must start from the same members),
+// with ABORTED if a higher ballot was promised; accepting also promises the ballot. It answers OK,
+// storing nothing, if this member already holds that very layout (installed through gossip), and
 // FAILED_PRECONDITION if it holds another one.
 //
 // Durable with Options::persist: every promise or accept that changes the state is stored

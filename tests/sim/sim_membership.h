@@ -16,7 +16,8 @@
 // only, as MembershipChanger does.
 // A join-remove or leave-remove takes a member taking part away for good while the handoff runs
 // (one whose handoff is not done: the change would wait for it forever), then commits the
-// transition without it two versions on, and waits for the remaining sources of that one.
+// transition without it (the version of its completion), and waits for the remaining sources of
+// that one. The sim commits layouts itself: it does not run the agreement.
 // In some runs it also crashes a node taking part in the change (an old owner or a gainer) while
 // the handoff runs, and restarts it later (unsynced writes lost, as every sim crash).
 //
