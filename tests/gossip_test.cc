@@ -795,6 +795,34 @@ TEST_F(LayoutAgreementTest, ARemoveDuringAChangeTakesTheVersionOfItsCompletion) 
             absl::InfiniteDuration());
 }
 
+// A member whose own handoff is done may still hold the change up: the other sources stream and
+// compare to it as a new owner. Its remove is refused only once every source has finished.
+TEST_F(LayoutAgreementTest, ADoneSourceThatOthersStillSendToCanBeRemoved) {
+  ASSERT_TRUE(changer_->Commit(MembershipChanger::Action::kLeave, "n4", 0).ok());
+  const ClusterLayout leave = nodes_[0].gossiper->Layout();
+  ASSERT_TRUE(MembersHold(leave.version));
+  HandoffProgress done;
+  done.layout_version = leave.version;
+  done.phase = HandoffPhase::kComparing;
+  done.done = true;
+  nodes_[2].gossiper->SetHandoffProgress(done);  // n3 is done, then dies; n1, n2, n4 are not
+  ASSERT_NE(AdvanceUntil(
+                [&] {
+                  for (const MemberView& view : nodes_[0].gossiper->Members()) {
+                    if (view.entry.member.id == "n3") return view.entry.handoff.done;
+                  }
+                  return false;
+                },
+                absl::Seconds(5)),
+            absl::InfiniteDuration());
+  net_.Cut(all_[2].address);
+  auto plan = [&] { return changer_->MakePlan(MembershipChanger::Action::kRemoveDown, "n3"); };
+  ASSERT_NE(AdvanceUntil([&] { return plan().ok(); }, absl::Seconds(10)), absl::InfiniteDuration())
+      << plan().status();
+  EXPECT_EQ(plan()->transition.down, std::vector<std::string>{"n3"});
+  EXPECT_EQ(plan()->transition.version, leave.version + 1);
+}
+
 // The completion of a transition and a remove during it take the same version: once a majority
 // accepted the completion (its proposer stopped before installing it, say), a remove's
 // agreement finds it and installs it instead, as for any change. Gossip never carries two layouts
