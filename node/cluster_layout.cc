@@ -35,6 +35,8 @@ bool ClusterLayout::Contains(absl::string_view id) const {
 
 bool ClusterLayout::IsOwner(absl::string_view id) const { return HasId(members, id); }
 
+bool ClusterLayout::IsNextOwner(absl::string_view id) const { return HasId(next, id); }
+
 bool ClusterLayout::NamesDown(absl::string_view id) const {
   return std::find(down.begin(), down.end(), id) != down.end();
 }
@@ -115,7 +117,7 @@ absl::Status CheckLayout(const ClusterLayout& layout) {
       return absl::InvalidArgumentError(
           absl::StrCat("the layout names '", shown(id), "' down, which is not a member"));
     }
-    if (HasId(layout.next, id)) {
+    if (layout.IsNextOwner(id)) {
       return absl::InvalidArgumentError(
           absl::StrCat("the layout names '", shown(id), "' down and keeps it as an owner"));
     }
@@ -282,7 +284,7 @@ bool IsRemovalDuring(const ClusterLayout& transition, const ClusterLayout& layou
     return false;
   }
   for (const Member& m : layout.next) {
-    if (!HasId(transition.next, m.id)) return false;
+    if (!transition.IsNextOwner(m.id)) return false;
   }
   for (const std::string& id : transition.down) {
     if (!layout.NamesDown(id)) return false;

@@ -40,9 +40,10 @@ struct ClusterLayout {
   std::vector<std::string> down;
 
   bool in_transition() const { return !next.empty(); }
-  bool Contains(absl::string_view id) const;   // in members or in next
-  bool IsOwner(absl::string_view id) const;    // in members
-  bool NamesDown(absl::string_view id) const;  // in down
+  bool Contains(absl::string_view id) const;     // in members or in next
+  bool IsOwner(absl::string_view id) const;      // in members
+  bool IsNextOwner(absl::string_view id) const;  // in next
+  bool NamesDown(absl::string_view id) const;    // in down
 };
 
 // True if `a` and `b` are the same layout: version, owners, next owners, change and down.

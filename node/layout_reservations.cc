@@ -43,8 +43,7 @@ LayoutQuorum::LayoutQuorum(const ClusterLayout& current) {
       continue;
     }
     asked_.push_back(m);
-    const bool stays = !transition_ || HasMember(current.next, m.id);
-    weights_.push_back(stays ? 2 : 1);
+    weights_.push_back(!transition_ ? 1 : current.IsNextOwner(m.id) ? 2 : 1);
   }
   if (transition_) {
     for (const Member& m : current.next) {
@@ -54,13 +53,6 @@ LayoutQuorum::LayoutQuorum(const ClusterLayout& current) {
     }
   }
   for (const size_t w : weights_) total_ += w;
-}
-
-bool LayoutQuorum::HasMember(const std::vector<Member>& members, absl::string_view id) {
-  for (const Member& m : members) {
-    if (m.id == id) return true;
-  }
-  return false;
 }
 
 bool LayoutQuorum::Granted(const std::vector<bool>& granted) const {

@@ -56,7 +56,6 @@
 #include <optional>
 #include <string>
 #include <tuple>
-#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -114,7 +113,6 @@ class LayoutQuorum {
   std::string Describe(const std::vector<bool>& granted) const;
 
  private:
-  static bool HasMember(const std::vector<Member>& members, absl::string_view id);
   size_t Weight(const std::vector<bool>& flags) const;
 
   bool transition_ = false;

@@ -334,7 +334,7 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
   if (reservations_ == nullptr) return absl::OkStatus();
   const uint64_t version = plan.transition.version;
   const std::string& change = plan.transition.change;
-  // A majority of the current owners; during a transition of the next owners too.
+  // More than half of the votes of the current members (LayoutQuorum).
   const LayoutQuorum quorum(plan.current);
   const std::vector<Member>& members = quorum.asked();
   auto granted = [&quorum](const std::vector<std::optional<LayoutPromise>>& answers) {
