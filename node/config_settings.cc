@@ -405,6 +405,14 @@ const std::vector<Setting>& Settings() {
        "Testing aid: the storage format level this node tells the others it reads (1: act as a "
        "node built before format levels, to test rolling upgrades). 0 in production: this "
        "build's level."},
+      {"fault_forget_operations", "BOOL", true,
+       [](absl::string_view v, NodeConfig* c) { return ParseBool(v, &c->fault_forget_operations); },
+       [](const NodeConfig& c) {
+         return std::string(c.fault_forget_operations ? "true" : "false");
+       },
+       "Testing aid: neither load the operations an earlier run stored nor store new ones (act "
+       "as a node built before operations were kept on disk: its membership changes are "
+       "completed by the other nodes' takeover). false in production."},
       {"executor_threads", "N", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseIntInRange(v, 1, 1024, &c->executor_threads);

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "node/log.h"
@@ -36,6 +37,11 @@ absl::Status ShutdownCancelled() {
       "the node is shutting down; the transition stays in place until completed (by the "
       "other nodes' takeover watch if this one does not come back)");
 }
+
+// The progress message of an operation left RUNNING at Shutdown, to go on after a restart.
+constexpr absl::string_view kSuspended =
+    "the node is shutting down; this operation goes on when it restarts, and the other nodes' "
+    "takeover watch completes the transition if it does not come back";
 
 // An accept's answer in the shape of a promise's (MembershipChanger::AskMembers).
 LayoutPromise Answer(absl::Status status) {
@@ -69,7 +75,50 @@ void MembershipChanger::Shutdown() {
     answers->stopped = true;
   }
   guard_.Close();
-  for (const std::string& id : running) operations_->Finish(id, ShutdownCancelled()).IgnoreError();
+  for (const std::string& id : running) Suspend(id);
+}
+
+void MembershipChanger::Suspend(const std::string& id) {
+  if (!operations_->durable()) {
+    operations_->Finish(id, ShutdownCancelled()).IgnoreError();
+    return;
+  }
+  operations_->Update(id, [](OperationInfo& op) { op.message = std::string(kSuspended); })
+      .IgnoreError();
+}
+
+void MembershipChanger::Resume(const std::vector<OperationInfo>& interrupted) {
+  const ClusterLayout layout = gossiper_->Layout();
+  for (const OperationInfo& op : interrupted) {
+    Job job;
+    job.id = op.id;
+    if (!absl::SimpleAtoi(op.checkpoint, &job.transition.version) || job.transition.version == 0) {
+      operations_
+          ->Finish(op.id, absl::DataLossError(
+                              absl::StrCat("cannot go on after a restart: the stored checkpoint \"",
+                                           op.checkpoint, "\" names no layout version")))
+          .IgnoreError();
+      continue;
+    }
+    // Poll takes the transition from the layout once this node holds its version again.
+    if (layout.version == job.transition.version) job.transition = layout;
+    job.deadline = op.started + options_.timeout;
+    {
+      absl::MutexLock lock(&mu_);
+      if (shutdown_) return;
+      running_.insert(job.id);
+      running_versions_.insert(job.transition.version);
+    }
+    operations_
+        ->Update(op.id,
+                 [](OperationInfo& o) {
+                   o.message = "the node restarted; going on from the layout it holds now";
+                 })
+        .IgnoreError();
+    LogInfo("resuming a membership change operation after a restart",
+            {{"operation", op.id}, {"layout_version", absl::StrCat(job.transition.version)}});
+    scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
+  }
 }
 
 absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
@@ -210,7 +259,7 @@ absl::StatusOr<std::pair<MembershipChanger::Plan, std::string>> MembershipChange
       : action == Action::kLeave ? "leave"
                                  : "remove",
       absl::StrCat(plan->transition.change, " (layout version ", plan->transition.version, ")"),
-      Sources(plan->transition), "sources");
+      Sources(plan->transition), "sources", absl::StrCat(plan->transition.version));
   bool stopped = false;
   {
     absl::MutexLock lock(&mu_);
@@ -224,7 +273,7 @@ absl::StatusOr<std::pair<MembershipChanger::Plan, std::string>> MembershipChange
   if (stopped) {
     // Shutdown came while the transition was installed: its operation ends as those running at
     // Shutdown do (the takeover watch of the other nodes completes the transition).
-    operations_->Finish(id, ShutdownCancelled()).IgnoreError();
+    Suspend(id);
   } else {
     scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
   }
@@ -516,6 +565,22 @@ absl::Status MembershipChanger::Install(const ClusterLayout& layout) {
 void MembershipChanger::Poll(Job job) {
   const ClusterLayout layout = gossiper_->Layout();
   const uint64_t version = job.transition.version;
+  if (layout.version < version && clock_->Now() < job.deadline) {
+    // Resumed after a restart that lost the transition's install: gossip brings it back.
+    scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
+    return;
+  }
+  if (layout.version > version + 1) {
+    // This node was down (a resumed job) or its polls stalled while the layout moved on by
+    // more than one version: which layout followed the transition is not kept.
+    Finish(job, absl::UnknownError(absl::StrCat(
+                    "the layout moved on to version ", layout.version,
+                    " while this node was down or not looking; whether the transition at version ",
+                    version,
+                    " completed or was replaced is not known here (kvctl cluster status "
+                    "shows the members now)")));
+    return;
+  }
   if (layout.version != version) {
     const bool completed = layout.version == version + 1 && !layout.in_transition();
     Finish(job, completed ? absl::OkStatus()
@@ -524,6 +589,9 @@ void MembershipChanger::Poll(Job job) {
                                              ") replaced the transition at version ", version)));
     return;
   }
+  // A job resumed before this node held its transition (Resume) takes it now: a layout's version
+  // names it (every member installs the one layout agreed on for it).
+  if (job.transition.members.empty()) job.transition = layout;
   std::map<std::string, MemberEntry> entries;
   const std::vector<MemberView> members = gossiper_->Members();
   for (const MemberView& view : members) entries[view.entry.member.id] = view.entry;

@@ -49,8 +49,11 @@
 // recovery ends with the node: kvnode stops the changer once its shutdown grace has passed, before
 // that for the watch.
 //
-// Takeover. The operation lives on the node that committed it. So that a transition never stays
-// in place because that node stopped (or restarted: operations are in memory), every node also
+// Restarts. The operation lives on the node that committed it, in its registry's journal: Shutdown
+// leaves it RUNNING, and the next run of the node goes on with it under the same id (Resume).
+//
+// Takeover. So that a transition never stays in place because the node that committed it
+// stopped (or did not come back), every node also
 // watches the gossiped layout (StartWatching): when a transition's sources have all been done for
 // Options::takeover_after and nobody completed it, the node installs the completing layout
 // itself (InstallCompletion). CompleteTransition is deterministic, so several nodes proposing it
@@ -61,8 +64,9 @@
 // failed attempt is retried after a lease plus a delay fixed per node (up to another lease), so
 // that members finishing the same layout do not keep taking the majority from each other.
 //
-// Thread-safe. Polls through the Scheduler; Shutdown (also the destructor) fails running
-// operations (CANCELLED) and waits for running callbacks. The gossiper, registry and scheduler
+// Thread-safe. Polls through the Scheduler; Shutdown (also the destructor) ends running
+// operations (Suspend: RUNNING for the next run with a durable registry, else CANCELLED) and
+// waits for running callbacks. The gossiper, registry and scheduler
 // must outlive it.
 #ifndef KV_NODE_MEMBERSHIP_CHANGE_H_
 #define KV_NODE_MEMBERSHIP_CHANGE_H_
@@ -122,6 +126,12 @@ class MembershipChanger {
   absl::StatusOr<std::pair<Plan, std::string>> Commit(Action action, const std::string& node_id,
                                                       uint64_t expected_version);
   void Shutdown();
+  // Goes on with the operations an earlier run of this node left running (OperationRegistry::
+  // TakeInterrupted), from the layout this node holds now: each polls as a commit's does, ending
+  // SUCCEEDED once its transition's completion is in place (also when another node installed it
+  // meanwhile), FAILED if another layout replaced it, and UNKNOWN if the layout moved on by more
+  // than one version while the node was down. Call once, before StartWatching.
+  void Resume(const std::vector<OperationInfo>& interrupted);
   // Starts the takeover watch (see the header comment).
   void StartWatching();
 
@@ -185,6 +195,9 @@ class MembershipChanger {
   absl::Status Install(const ClusterLayout& layout);
   void Poll(Job job);
   void Finish(const Job& job, absl::Status status);
+  // Shutdown's end of running operation `id`: left RUNNING, saying so, for the next run to
+  // Resume when the registry is durable; else FAILED (CANCELLED).
+  void Suspend(const std::string& id);
   void Watch();
 
   Gossiper* const gossiper_;

@@ -241,7 +241,7 @@ absl::Status NodeServer::StartReplication() {
       executor_.get(), SystemClock::Get(), gossiper_.get());
   coordinator_->SetFormatLevels(gossiper_.get());
   coordinator_->SetAckTimer(scheduler_.get());
-  StartRepairs(layout);
+  KV_RETURN_IF_ERROR(StartRepairs(layout));
   KV_ASSIGN_OR_RETURN(reservations_, OpenLayoutAcceptor());
   StartMembershipWork();
   return absl::OkStatus();
@@ -313,7 +313,7 @@ absl::Status NodeServer::StartOutbox(std::vector<Member> peers) {
   return absl::OkStatus();
 }
 
-void NodeServer::StartRepairs(const ClusterLayout& layout) {
+absl::Status NodeServer::StartRepairs(const ClusterLayout& layout) {
   // Forced exchanges (repair operations) work also when periodic ones are off (interval 0).
   AntiEntropy::Options ae;
   ae.interval = config_.anti_entropy_interval;
@@ -326,6 +326,15 @@ void NodeServer::StartRepairs(const ClusterLayout& layout) {
   operations_ = std::make_unique<OperationRegistry>(
       config_.node_id, absl::StrFormat("%x", absl::ToUnixSeconds(absl::Now())), SystemClock::Get(),
       OperationRegistry::Options());
+  if (config_.fault_forget_operations) {
+    LogWarn("fault point: operations are kept in memory only; stored ones are not loaded");
+  } else {
+    operation_journal_ = std::make_unique<EngineOperationJournal>(engine_.get());
+    if (absl::Status loaded = operations_->Load(operation_journal_.get()); !loaded.ok()) {
+      return absl::Status(loaded.code(), absl::StrCat("cannot load the operations stored in \"",
+                                                      config_.data_dir, "\": ", loaded.message()));
+    }
+  }
   repairs_ = std::make_unique<RepairRunner>(merkle_.get(), anti_entropy_.get(), operations_.get(),
                                             scheduler_.get(), RepairRunner::Options());
   TombstoneReaper::Options reaping;
@@ -344,6 +353,7 @@ void NodeServer::StartRepairs(const ClusterLayout& layout) {
             {{"layout_version", absl::StrCat(layout.version)}, {"change", layout.change}});
   }
   reaper_->Start();
+  return absl::OkStatus();
 }
 
 void NodeServer::StartMembershipWork() {
@@ -372,6 +382,11 @@ void NodeServer::StartMembershipWork() {
   changer_ = std::make_unique<MembershipChanger>(gossiper_.get(), operations_.get(),
                                                  scheduler_.get(), SystemClock::Get(), changes);
   changer_->SetReservations(config_.node_id, reservations_.get(), peer_transport_.get());
+  // An earlier run's membership changes go on under their ids; its repairs do not resume.
+  changer_->Resume(operations_->TakeInterrupted({"join", "leave", "remove"}));
+  operations_->FailInterrupted(absl::AbortedError(
+      "kvnode stopped while this operation ran, and it does not resume after a restart: start it "
+      "again"));
   changer_->StartWatching();
   // From here on layout changes reach the placement; a restart during a transition resumes it.
   // Gossip calls it on its own thread or a gRPC thread; OnLayout writes to storage (synced), so
@@ -530,6 +545,7 @@ void NodeServer::Shutdown() {
   kv_service_.reset();
   repairs_.reset();
   operations_.reset();
+  operation_journal_.reset();
   anti_entropy_.reset();
   reaper_.reset();
   coordinator_.reset();

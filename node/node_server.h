@@ -53,6 +53,7 @@
 #include "node/membership_change.h"
 #include "node/merkle_index.h"
 #include "node/metrics.h"
+#include "node/operation_journal.h"
 #include "node/operations.h"
 #include "node/placement.h"
 #include "node/repair_runner.h"
@@ -97,9 +98,11 @@ class NodeServer {
   void StartMerkleIndex(std::shared_ptr<const HashRing> ring);
   // The replication outbox to `peers`, recovered from disk.
   absl::Status StartOutbox(std::vector<Member> peers);
-  // Anti-entropy, repair operations and tombstone purging (off when `layout` is in transition).
-  void StartRepairs(const ClusterLayout& layout);
-  // Handoff, the clean-up of records this node no longer owns, and membership changes; from
+  // Anti-entropy, repair operations (and the operations an earlier run stored) and tombstone
+  // purging (off when `layout` is in transition).
+  absl::Status StartRepairs(const ClusterLayout& layout);
+  // Handoff, the clean-up of records this node no longer owns, and membership changes (resuming
+  // those an earlier run's operations ran; the other interrupted operations end FAILED); from
   // then on layout changes reach the placement.
   void StartMembershipWork();
   // Without --peers: asks the seeds, round robin, until one tells the cluster layout.
@@ -174,6 +177,7 @@ class NodeServer {
   std::unique_ptr<MerkleIndex> merkle_;
   std::unique_ptr<AntiEntropy> anti_entropy_;  // periodic only with anti_entropy_interval > 0
   std::unique_ptr<TombstoneReaper> reaper_;
+  std::unique_ptr<OperationJournal> operation_journal_;
   std::unique_ptr<OperationRegistry> operations_;
   std::unique_ptr<RepairRunner> repairs_;
   CallGate gate_;

@@ -1,10 +1,12 @@
 #include "node/operations.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "node/log.h"
 #include "storage/status_macros.h"
 
 namespace kv {
@@ -70,26 +72,64 @@ OperationRegistry::OperationRegistry(std::string node_id, std::string incarnatio
       clock_(clock),
       options_(options) {}
 
+absl::Status OperationRegistry::Load(OperationJournal* journal) {
+  KV_ASSIGN_OR_RETURN(std::vector<OperationInfo> stored, journal->LoadAll());
+  std::sort(stored.begin(), stored.end(),
+            [](const OperationInfo& a, const OperationInfo& b) { return a.started < b.started; });
+  absl::MutexLock lock(&mu_);
+  journal_ = journal;
+  std::vector<std::pair<absl::Time, uint64_t>> ended;  // of the finished ones
+  for (OperationInfo& op : stored) {
+    if (slots_.contains(op.id)) continue;
+    const bool running = op.state == OperationState::kRunning;
+    const absl::Time end = op.ended;
+    const uint64_t slot = next_slot_;
+    Add(std::move(op));
+    if (running) {
+      interrupted_.insert(slot);
+    } else {
+      ended.emplace_back(end, slot);
+    }
+  }
+  std::sort(ended.begin(), ended.end());
+  for (const auto& [end, slot] : ended) finished_.push_back(slot);
+  Prune();
+  return absl::OkStatus();
+}
+
+bool OperationRegistry::durable() const {
+  absl::MutexLock lock(&mu_);
+  return journal_ != nullptr;
+}
+
+OperationInfo& OperationRegistry::Add(OperationInfo op) {
+  const uint64_t slot = next_slot_++;
+  slots_[op.id] = slot;
+  return operations_[slot] = std::move(op);
+}
+
 std::string OperationRegistry::Start(std::string kind, std::string description, uint64_t total,
-                                     std::string unit) {
+                                     std::string unit, std::string checkpoint) {
   absl::MutexLock lock(&mu_);
   Prune();
-  const uint64_t sequence = next_sequence_++;
-  OperationInfo& op = operations_[sequence];
-  op.id = absl::StrCat(node_id_, ":", incarnation_, "-", sequence);
+  OperationInfo op;
+  do {  // an earlier run with the same incarnation (a restart within a second) may hold ids
+    op.id = absl::StrCat(node_id_, ":", incarnation_, "-", next_sequence_++);
+  } while (slots_.contains(op.id));
   op.kind = std::move(kind);
   op.description = std::move(description);
   op.started = clock_->Now();
   op.total = total;
   op.unit = std::move(unit);
-  return op.id;
+  op.checkpoint = std::move(checkpoint);
+  const OperationInfo& added = Add(std::move(op));
+  Save(added);
+  return added.id;
 }
 
 absl::StatusOr<OperationInfo*> OperationRegistry::FindRunning(absl::string_view id) {
-  absl::StatusOr<OperationIdParts> parts = ParseOperationId(id);
-  auto it = parts.ok() && parts->node_id == node_id_ && parts->incarnation == incarnation_
-                ? operations_.find(parts->sequence)
-                : operations_.end();
+  auto slot = slots_.find(id);
+  auto it = slot == slots_.end() ? operations_.end() : operations_.find(slot->second);
   if (it == operations_.end()) {
     return absl::NotFoundError(absl::StrCat("no operation ", id));
   }
@@ -106,24 +146,58 @@ absl::Status OperationRegistry::Update(absl::string_view id,
   OperationInfo& op = *running;
   OperationInfo copy = op;
   update(copy);
+  // Jobs poll and report the same progress again and again: only a change is written.
+  const bool changed = op.done != copy.done || op.total != copy.total || op.unit != copy.unit ||
+                       op.message != copy.message || op.counters != copy.counters;
+  if (!changed) return absl::OkStatus();
   op.done = copy.done;
   op.total = copy.total;
   op.unit = std::move(copy.unit);
   op.message = std::move(copy.message);
   op.counters = std::move(copy.counters);
+  Save(op);
   return absl::OkStatus();
 }
 
 absl::Status OperationRegistry::Finish(absl::string_view id, absl::Status result) {
   absl::MutexLock lock(&mu_);
   KV_ASSIGN_OR_RETURN(OperationInfo * running, FindRunning(id));
-  OperationInfo& op = *running;
+  EndRunning(*running, std::move(result));
+  Prune();
+  return absl::OkStatus();
+}
+
+void OperationRegistry::EndRunning(OperationInfo& op, absl::Status result) {
   op.state = result.ok() ? OperationState::kSucceeded : OperationState::kFailed;
   op.error = std::move(result);
   op.ended = clock_->Now();
-  finished_.push_back(ParseOperationId(id)->sequence);  // valid: FindRunning parsed it
+  const uint64_t slot = slots_.at(op.id);
+  interrupted_.erase(slot);
+  finished_.push_back(slot);
+  Save(op);
+}
+
+std::vector<OperationInfo> OperationRegistry::TakeInterrupted(
+    const std::vector<std::string>& kinds) {
+  absl::MutexLock lock(&mu_);
+  std::vector<OperationInfo> taken;
+  for (auto it = interrupted_.begin(); it != interrupted_.end();) {
+    const OperationInfo& op = operations_.at(*it);
+    if (std::find(kinds.begin(), kinds.end(), op.kind) == kinds.end()) {
+      ++it;
+      continue;
+    }
+    taken.push_back(op);
+    it = interrupted_.erase(it);
+  }
+  return taken;
+}
+
+void OperationRegistry::FailInterrupted(const absl::Status& why) {
+  absl::MutexLock lock(&mu_);
+  const std::set<uint64_t> interrupted = interrupted_;
+  for (uint64_t slot : interrupted) EndRunning(operations_.at(slot), why);
   Prune();
-  return absl::OkStatus();
 }
 
 absl::StatusOr<OperationInfo> OperationRegistry::Get(absl::string_view id) {
@@ -133,21 +207,19 @@ absl::StatusOr<OperationInfo> OperationRegistry::Get(absl::string_view id) {
     return absl::NotFoundError(absl::StrCat("operation ", id, " belongs to node ", parts->node_id,
                                             ", not to ", node_id_, ": ask ", parts->node_id));
   }
-  if (parts->incarnation != incarnation_) {
-    return absl::NotFoundError(
-        absl::StrCat("operation ", id, " was started by an earlier run of ", node_id_,
-                     ", which has restarted since; operations are not kept across restarts"));
-  }
   absl::MutexLock lock(&mu_);
   Prune();
-  auto it = operations_.find(parts->sequence);
-  if (it == operations_.end()) {
-    return absl::NotFoundError(absl::StrCat("no operation ", id, " on ", node_id_,
-                                            " (finished operations are kept for ",
-                                            absl::FormatDuration(options_.retention),
-                                            ", at most the last ", options_.max_finished, ")"));
+  auto slot = slots_.find(id);
+  if (slot == slots_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no operation ", id, " on ", node_id_, " (finished operations are kept for ",
+        absl::FormatDuration(options_.retention), ", at most the last ", options_.max_finished,
+        journal_ != nullptr ? ", also across restarts)"
+        : parts->incarnation != incarnation_
+            ? "; it is from an earlier run of the node, and operations are kept in memory only)"
+            : ")"));
   }
-  return it->second;
+  return operations_.at(slot->second);
 }
 
 std::vector<OperationInfo> OperationRegistry::List() {
@@ -164,8 +236,28 @@ void OperationRegistry::Prune() {
     auto it = operations_.find(finished_.front());
     const bool expired = it == operations_.end() || it->second.ended + options_.retention <= now;
     if (!expired && finished_.size() <= options_.max_finished) break;
-    if (it != operations_.end()) operations_.erase(it);
+    if (it != operations_.end()) {
+      Erase(it->second.id);
+      slots_.erase(it->second.id);
+      operations_.erase(it);
+    }
     finished_.pop_front();
+  }
+}
+
+void OperationRegistry::Save(const OperationInfo& op) {
+  if (journal_ == nullptr) return;
+  if (absl::Status saved = journal_->Save(op); !saved.ok()) {
+    LogWarn("an operation's state was not stored: it is kept in memory, and a restart loses it",
+            {{"operation", op.id}, {"error", std::string(saved.message())}});
+  }
+}
+
+void OperationRegistry::Erase(const std::string& id) {
+  if (journal_ == nullptr) return;
+  if (absl::Status erased = journal_->Erase(id); !erased.ok()) {
+    LogWarn("an expired operation was not deleted from storage: a restart loads it again",
+            {{"operation", id}, {"error", std::string(erased.message())}});
   }
 }
 

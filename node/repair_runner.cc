@@ -42,7 +42,11 @@ void RepairRunner::Shutdown() {
     running.swap(running_);
   }
   for (const auto& [id, asked] : running) {
-    operations_->Finish(id, absl::CancelledError("the node is shutting down")).IgnoreError();
+    operations_
+        ->Finish(id,
+                 absl::CancelledError("the node shut down while the repair ran (a repair does not "
+                                      "resume after a restart): start it again"))
+        .IgnoreError();
   }
 }
 

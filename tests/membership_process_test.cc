@@ -957,9 +957,11 @@ TEST_F(MembershipProcessTest, TwoCommitsAtOnceOnTwoNodesLeaveOneLayout) {
   EXPECT_GE(KvctlJson(0, {"cluster", "status"}, 0).value("layout_version", uint64_t{0}), before);
 }
 
-// The node that committed a change stops before completing it (its operation is in memory, so a
-// restart forgets it): another node completes the transition once every source is done. Here the
-// joining node commits its own join (it is not a source) and is killed during the handoff.
+// The node that committed a change is killed before completing it. Its operation is on its disk:
+// the restarted node goes on with it under the same id. A node that lost it (one built before
+// operations were stored: --fault_forget_operations) leaves the transition to another node's
+// takeover watch, once every source is done. Here the joining node commits its own join (it is
+// not a source) and is killed during the handoff.
 class MembershipTakeoverTest : public MembershipProcessTest {
  protected:
   void SetUp() override {
@@ -980,6 +982,63 @@ class MembershipTakeoverTest : public MembershipProcessTest {
     return keys;
   }
 
+  // Kills the joiner n4 during the handoff of the join it committed and restarts it (with
+  // `forget_operations`: without its stored operations); the join completes on every node, and
+  // the operation says so on n4 (resumed) or is gone (forgotten; another node took over).
+  void RunKilledCommitter(bool forget_operations) {
+    // The handoff outlasts the kill below.
+    const std::vector<std::string> keys = PreloadAndRestartJoiner();
+    ASSERT_FALSE(HasFailure());
+    const uint64_t before =
+        KvctlJson(0, {"cluster", "status"}, 0).value("layout_version", uint64_t{0});
+    const std::string id = CommitJoin(3);
+    ASSERT_FALSE(id.empty());
+    ASSERT_TRUE(Eventually([&] {
+      return KvctlJson(1, {"cluster", "status"}, 0).value("layout_version", uint64_t{0}) ==
+             before + 1;
+    })) << cluster_->LogTails();
+    cluster_->Kill(3);
+    if (forget_operations) cluster_->SetNodeFlags(3, {"--fault_forget_operations=true"});
+    ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
+    if (forget_operations) {
+      KvctlJson(3, {"operation", "get", id}, 1);  // NOT_FOUND
+    } else {
+      const nlohmann::json op = KvctlJson(3, {"operation", "get", id}, 0);
+      EXPECT_NE(op.value("state", ""), "FAILED") << op;
+    }
+    // The transition completes, on every node.
+    const absl::Time deadline = absl::Now() + kChangeTimeout;
+    bool completed = false;
+    while (!completed && absl::Now() < deadline) {
+      completed = true;
+      for (size_t node = 0; node < 4; ++node) {
+        const nlohmann::json status = KvctlJson(node, {"cluster", "status"}, 0);
+        completed = completed && status.value("layout_version", uint64_t{0}) == before + 2 &&
+                    status.value("layout_change", "").empty();
+      }
+      if (!completed) absl::SleepFor(absl::Milliseconds(200));
+    }
+    ASSERT_TRUE(completed) << cluster_->LogTails();
+    bool taken_over = false;
+    for (size_t node = 0; node < 4; ++node) {
+      taken_over = taken_over || absl::StrContains(cluster_->Logs(node), "nobody completed");
+    }
+    if (forget_operations) {
+      EXPECT_TRUE(taken_over) << cluster_->LogTails();
+    } else {
+      EXPECT_TRUE(absl::StrContains(cluster_->Logs(3), "resuming a membership change operation"))
+          << cluster_->LogTails();
+      nlohmann::json op;
+      EXPECT_TRUE(Eventually([&] {
+        op = KvctlJson(3, {"operation", "get", id}, 0);
+        return op.value("state", "") == "SUCCEEDED";
+      })) << op;
+      EXPECT_EQ(op.value("kind", ""), "join") << op;
+    }
+    const int on_n4 = CheckKeys(keys, {0, 3}, "n4", "");
+    EXPECT_NEAR(static_cast<double>(on_n4) / static_cast<double>(keys.size()), 0.75, 0.1);
+  }
+
   // Commits the join of n4 through node `via` once gossip made n4 a candidate there; returns
   // the operation id (empty if that never happened).
   std::string CommitJoin(size_t via) {
@@ -998,41 +1057,11 @@ class MembershipTakeoverTest : public MembershipProcessTest {
 };
 
 TEST_F(MembershipTakeoverTest, TransitionCompletesAfterTheCommittingNodeIsKilled) {
-  // The handoff outlasts the kill below.
-  const std::vector<std::string> keys = PreloadAndRestartJoiner();
-  ASSERT_FALSE(HasFailure());
-  const uint64_t before =
-      KvctlJson(0, {"cluster", "status"}, 0).value("layout_version", uint64_t{0});
-  const std::string id = CommitJoin(3);
-  ASSERT_FALSE(id.empty());
-  ASSERT_TRUE(Eventually([&] {
-    return KvctlJson(1, {"cluster", "status"}, 0).value("layout_version", uint64_t{0}) ==
-           before + 1;
-  })) << cluster_->LogTails();
-  cluster_->Kill(3);
-  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();
-  // The operation died with the process that ran it...
-  KvctlJson(3, {"operation", "get", id}, 1);
-  // ...and the transition completes anyway, on every node.
-  const absl::Time deadline = absl::Now() + kChangeTimeout;
-  bool completed = false;
-  while (!completed && absl::Now() < deadline) {
-    completed = true;
-    for (size_t node = 0; node < 4; ++node) {
-      const nlohmann::json status = KvctlJson(node, {"cluster", "status"}, 0);
-      completed = completed && status.value("layout_version", uint64_t{0}) == before + 2 &&
-                  status.value("layout_change", "").empty();
-    }
-    if (!completed) absl::SleepFor(absl::Milliseconds(200));
-  }
-  ASSERT_TRUE(completed) << cluster_->LogTails();
-  bool taken_over = false;
-  for (size_t node = 0; node < 4; ++node) {
-    taken_over = taken_over || absl::StrContains(cluster_->Logs(node), "nobody completed");
-  }
-  EXPECT_TRUE(taken_over) << cluster_->LogTails();
-  const int on_n4 = CheckKeys(keys, {0, 3}, "n4", "");
-  EXPECT_NEAR(static_cast<double>(on_n4) / static_cast<double>(keys.size()), 0.75, 0.1);
+  RunKilledCommitter(/*forget_operations=*/false);
+}
+
+TEST_F(MembershipTakeoverTest, TransitionCompletesAfterTheCommittingNodeForgotItsOperation) {
+  RunKilledCommitter(/*forget_operations=*/true);
 }
 
 // A new owner that stops answering during the handoff holds the join up; the operation says which

@@ -9,7 +9,8 @@
 //     malformed id is a usage error (exit 2); `repair --wait` ends SUCCEEDED (exit 0), an unknown
 //     --peer is exit 2;
 //   - `repair --token=T` twice answers the same operation (deduplicated) and starts one; T with
-//     another request is refused (exit 2).
+//     another request is refused (exit 2);
+//   - after a kill -9 and restart of its node, the operation reads as it did (kept on disk).
 // Every node is stopped with SIGTERM at the end and must exit cleanly. Every wait is bounded.
 #include <filesystem>
 #include <map>
@@ -211,6 +212,18 @@ TEST_F(RepairProcessTest, ForcedRepairIsAnOperationThatRestoresAWipedReplica) {
   nlohmann::json list2 = KvctlJson(1, {"operation", "list"}, 0);
   ASSERT_TRUE(list2["operations"].is_array()) << list2;
   EXPECT_EQ(list2["operations"].size(), 2u) << list2;
+
+  // Operations outlive their node's process, also a kill: the first one reads as it did.
+  cluster_->Kill(0);
+  ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
+  const nlohmann::json after = KvctlJson(0, {"operation", "get", id}, 0);
+  EXPECT_EQ(after.value("state", ""), "SUCCEEDED") << after;
+  EXPECT_EQ(after["counters"], op["counters"]) << after;
+  EXPECT_EQ(after.value("end_unix_micros", int64_t{0}), op.value("end_unix_micros", int64_t{1}))
+      << after;
+  nlohmann::json list_after = KvctlJson(0, {"operation", "list"}, 0);
+  ASSERT_TRUE(list_after["operations"].is_array()) << list_after;
+  EXPECT_EQ(list_after["operations"].size(), 1u) << list_after;
 }
 
 }  // namespace

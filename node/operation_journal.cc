@@ -1,0 +1,131 @@
+#include "node/operation_journal.h"
+
+#include <memory>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "node/log.h"
+#include "replica.pb.h"
+
+namespace kv {
+namespace {
+
+constexpr absl::string_view kPrefix = "operation/";
+
+int64_t UnixMicrosOrZero(absl::Time t) {
+  return t == absl::InfinitePast() ? 0 : absl::ToUnixMicros(t);
+}
+
+absl::Time TimeOrPast(int64_t micros) {
+  return micros == 0 ? absl::InfinitePast() : absl::FromUnixMicros(micros);
+}
+
+}  // namespace
+
+std::string EngineOperationJournal::Key(absl::string_view id) { return absl::StrCat(kPrefix, id); }
+
+std::string EngineOperationJournal::Encode(const OperationInfo& op) {
+  internal::v1::StoredOperation proto;
+  proto.set_id(op.id);
+  proto.set_kind(op.kind);
+  proto.set_description(op.description);
+  proto.set_state(static_cast<int32_t>(op.state));
+  proto.set_error_code(static_cast<int32_t>(op.error.code()));
+  proto.set_error_message(std::string(op.error.message()));
+  proto.set_started_unix_micros(UnixMicrosOrZero(op.started));
+  proto.set_ended_unix_micros(UnixMicrosOrZero(op.ended));
+  proto.set_done(op.done);
+  proto.set_total(op.total);
+  proto.set_unit(op.unit);
+  proto.set_message(op.message);
+  for (const auto& [name, value] : op.counters) (*proto.mutable_counters())[name] = value;
+  proto.set_checkpoint(op.checkpoint);
+  return proto.SerializeAsString();
+}
+
+absl::StatusOr<OperationInfo> EngineOperationJournal::Decode(absl::string_view bytes) {
+  internal::v1::StoredOperation proto;
+  if (!proto.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::DataLossError("the stored operation does not parse");
+  }
+  if (!ParseOperationId(proto.id()).ok()) {
+    return absl::DataLossError(
+        absl::StrCat("the stored operation's id \"", proto.id(), "\" is not an operation id"));
+  }
+  OperationInfo op;
+  op.id = proto.id();
+  op.kind = proto.kind();
+  op.description = proto.description();
+  switch (proto.state()) {
+    case static_cast<int32_t>(OperationState::kRunning):
+      op.state = OperationState::kRunning;
+      break;
+    case static_cast<int32_t>(OperationState::kSucceeded):
+      op.state = OperationState::kSucceeded;
+      break;
+    case static_cast<int32_t>(OperationState::kFailed):
+      op.state = OperationState::kFailed;
+      // A FAILED operation's error is never OK: an unknown code reads as UNKNOWN.
+      op.error = absl::Status(proto.error_code() > 0 && proto.error_code() <= 16
+                                  ? static_cast<absl::StatusCode>(proto.error_code())
+                                  : absl::StatusCode::kUnknown,
+                              proto.error_message());
+      break;
+    default:
+      return absl::DataLossError(absl::StrCat("the stored operation ", proto.id(),
+                                              " has an unknown state ", proto.state()));
+  }
+  op.started = TimeOrPast(proto.started_unix_micros());
+  op.ended = TimeOrPast(proto.ended_unix_micros());
+  op.done = proto.done();
+  op.total = proto.total();
+  op.unit = proto.unit();
+  op.message = proto.message();
+  for (const auto& [name, value] : proto.counters()) op.counters[name] = value;
+  op.checkpoint = proto.checkpoint();
+  return op;
+}
+
+absl::StatusOr<std::vector<OperationInfo>> EngineOperationJournal::LoadAll() {
+  std::vector<OperationInfo> ops;
+  WriteBatch unreadable;
+  std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kMeta);
+  for (it->Seek(kPrefix); it->Valid() && absl::StartsWith(it->key(), kPrefix); it->Next()) {
+    absl::StatusOr<OperationInfo> op = Decode(it->value());
+    if (op.ok() && Key(op->id) == it->key()) {
+      ops.push_back(*std::move(op));
+      continue;
+    }
+    LogWarn("deleting a stored operation that cannot be read",
+            {{"key", std::string(it->key())},
+             {"error", op.ok() ? "stored under another operation's key"
+                               : std::string(op.status().message())}});
+    unreadable.Delete(Column::kMeta, it->key());
+  }
+  if (absl::Status status = it->status(); !status.ok()) {
+    return absl::Status(status.code(),
+                        absl::StrCat("cannot read the stored operations: ", status.message()));
+  }
+  if (!unreadable.empty()) {
+    if (absl::Status deleted = engine_->Write(unreadable, WriteOptions()); !deleted.ok()) {
+      LogWarn("the unreadable stored operations were not deleted; the next start skips them again",
+              {{"error", std::string(deleted.message())}});
+    }
+  }
+  return ops;
+}
+
+absl::Status EngineOperationJournal::Save(const OperationInfo& op) {
+  WriteBatch batch;
+  batch.Put(Column::kMeta, Key(op.id), Encode(op));
+  return engine_->Write(batch, WriteOptions());
+}
+
+absl::Status EngineOperationJournal::Erase(absl::string_view id) {
+  WriteBatch batch;
+  batch.Delete(Column::kMeta, Key(id));
+  return engine_->Write(batch, WriteOptions());
+}
+
+}  // namespace kv
