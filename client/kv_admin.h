@@ -11,8 +11,8 @@
 
 namespace kv {
 
-// A long admin job running on one node. Ids are "NODE:INCARNATION-SEQUENCE": only that node, and
-// only until it restarts, knows the operation.
+// A long admin job running on one node. Ids are "NODE:INCARNATION-SEQUENCE": only that node knows
+// the operation (also after it restarts: it keeps them in its data directory).
 struct OperationStatus {
   enum class State { kUnknown, kRunning, kSucceeded, kFailed };
   std::string operation_id;

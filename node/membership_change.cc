@@ -102,7 +102,10 @@ void MembershipChanger::Resume(const std::vector<OperationInfo>& interrupted) {
     }
     // Poll takes the transition from the layout once this node holds its version again.
     if (layout.version == job.transition.version) job.transition = layout;
-    job.deadline = op.started + options_.timeout;
+    // Gossip has not told this run the sources' progress yet: no progress is reported, and the
+    // job does not time out, before the grace ends.
+    job.quiet_until = clock_->Now() + options_.resume_grace;
+    job.deadline = std::max(op.started + options_.timeout, job.quiet_until);
     {
       absl::MutexLock lock(&mu_);
       if (shutdown_) return;
@@ -117,7 +120,7 @@ void MembershipChanger::Resume(const std::vector<OperationInfo>& interrupted) {
         .IgnoreError();
     LogInfo("resuming a membership change operation after a restart",
             {{"operation", op.id}, {"layout_version", absl::StrCat(job.transition.version)}});
-    scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
+    scheduler_->RunAfter(absl::ZeroDuration(), guard_.Wrap([this, job] { Poll(job); }));
   }
 }
 
@@ -565,9 +568,16 @@ absl::Status MembershipChanger::Install(const ClusterLayout& layout) {
 void MembershipChanger::Poll(Job job) {
   const ClusterLayout layout = gossiper_->Layout();
   const uint64_t version = job.transition.version;
-  if (layout.version < version && clock_->Now() < job.deadline) {
+  if (layout.version < version) {
     // Resumed after a restart that lost the transition's install: gossip brings it back.
-    scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
+    if (clock_->Now() < job.deadline) {
+      scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
+      return;
+    }
+    Finish(job, absl::DeadlineExceededError(absl::StrCat(
+                    "this node restarted before it stored layout version ", version,
+                    ", and gossip has not brought it back (the node holds version ", layout.version,
+                    "); kvctl cluster status on another node shows the layout")));
     return;
   }
   if (layout.version > version + 1) {
@@ -591,7 +601,14 @@ void MembershipChanger::Poll(Job job) {
   }
   // A job resumed before this node held its transition (Resume) takes it now: a layout's version
   // names it (every member installs the one layout agreed on for it).
-  if (job.transition.members.empty()) job.transition = layout;
+  if (job.transition.members.empty()) {
+    if (!layout.in_transition()) {
+      Finish(job, absl::DataLossError(absl::StrCat("the stored operation names layout version ",
+                                                   version, ", which is not a transition here")));
+      return;
+    }
+    job.transition = layout;
+  }
   std::map<std::string, MemberEntry> entries;
   const std::vector<MemberView> members = gossiper_->Members();
   for (const MemberView& view : members) entries[view.entry.member.id] = view.entry;
@@ -618,22 +635,25 @@ void MembershipChanger::Poll(Job job) {
     count("compared_bytes", source.id, current.compared_bytes);
   }
   const bool all_done = waiting.empty();
-  operations_
-      ->Update(job.id,
-               [&](OperationInfo& op) {
-                 op.done = done;
-                 op.counters = counters;
-                 op.message =
-                     all_done
-                         ? (job.completion_error.empty()
-                                ? "every source handed off; completing the transition"
-                                : absl::StrCat("every source handed off; the completion is not "
-                                               "agreed on yet (retrying): ",
-                                               job.completion_error))
-                         : absl::StrCat("waiting for the handoff of ", absl::StrJoin(waiting, ", "),
-                                        errors.empty() ? "" : "; ", absl::StrJoin(errors, "; "));
-               })
-      .IgnoreError();
+  if (all_done || clock_->Now() >= job.quiet_until) {
+    operations_
+        ->Update(job.id,
+                 [&](OperationInfo& op) {
+                   op.done = done;
+                   op.counters = counters;
+                   op.message =
+                       all_done
+                           ? (job.completion_error.empty()
+                                  ? "every source handed off; completing the transition"
+                                  : absl::StrCat("every source handed off; the completion is not "
+                                                 "agreed on yet (retrying): ",
+                                                 job.completion_error))
+                           : absl::StrCat("waiting for the handoff of ",
+                                          absl::StrJoin(waiting, ", "), errors.empty() ? "" : "; ",
+                                          absl::StrJoin(errors, "; "));
+                 })
+        .IgnoreError();
+  }
   if (all_done && clock_->Now() >= job.retry_completion_at) {
     const absl::Status completed = InstallCompletion(job.transition);
     if (completed.ok()) {

@@ -12,7 +12,8 @@
 // owner lacked them; phase 1 sent keys - compared_keys). When all sources are done it installs the
 // completing layout (v+2, without the leaving node; InstallCompletion: agreed on first as a
 // change is, once every member that hands off agrees on completions) and ends SUCCEEDED. It ends
-// FAILED if another layout replaced the transition, or after Options::timeout.
+// FAILED if another layout replaced the transition, after Options::timeout, or (after a restart,
+// see Resume) when this node cannot tell how the transition ended.
 //
 // A joining node must be known to gossip (started with --seeds, RingStatus NONE); its address
 // comes from its gossip entry. A member is removed down only once this node's failure detector
@@ -106,6 +107,9 @@ class MembershipChanger {
     absl::Duration watch_interval = absl::Seconds(1);  // of the takeover watch
     absl::Duration takeover_after = absl::Seconds(5);
     absl::Duration reserve_timeout = absl::Seconds(3);  // waiting for the members' answers
+    // A job resumed after a restart (Resume) reports no progress and does not time out before
+    // this has passed: gossip must first tell the new run how far the sources are.
+    absl::Duration resume_grace = absl::Seconds(30);
   };
   struct Plan {
     ClusterLayout current;
@@ -129,8 +133,10 @@ class MembershipChanger {
   // Goes on with the operations an earlier run of this node left running (OperationRegistry::
   // TakeInterrupted), from the layout this node holds now: each polls as a commit's does, ending
   // SUCCEEDED once its transition's completion is in place (also when another node installed it
-  // meanwhile), FAILED if another layout replaced it, and UNKNOWN if the layout moved on by more
-  // than one version while the node was down. Call once, before StartWatching.
+  // meanwhile), FAILED (ABORTED) if another layout replaced it, FAILED (UNKNOWN) if the layout
+  // moved on by more than one version while the node was down, and FAILED (DATA_LOSS) for a
+  // checkpoint that names no transition. Its deadline is the commit's, but at least
+  // Options::resume_grace away. Call once, before StartWatching.
   void Resume(const std::vector<OperationInfo>& interrupted);
   // Starts the takeover watch (see the header comment).
   void StartWatching();
@@ -148,6 +154,7 @@ class MembershipChanger {
     // After a completion that was not agreed on: when to try again, and why it failed.
     absl::Time retry_completion_at = absl::InfinitePast();
     std::string completion_error;
+    absl::Time quiet_until = absl::InfinitePast();  // see Options::resume_grace
   };
   // With reservations set: agrees with a majority of `plan`'s current members (LayoutQuorum: on a
   // transition, of their votes) on the layout of its transition version (both

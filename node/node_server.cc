@@ -322,9 +322,10 @@ absl::Status NodeServer::StartRepairs(const ClusterLayout& layout) {
       std::make_unique<AntiEntropy>(merkle_.get(), store_.get(), peer_transport_.get(),
                                     scheduler_.get(), executor_.get(), SystemClock::Get(), ae);
   if (config_.anti_entropy_interval > absl::ZeroDuration()) anti_entropy_->Start();
-  // Operation ids carry the start time (seconds, hexadecimal), so ids of an earlier run differ.
+  // Operation ids carry the start time (milliseconds, hexadecimal), so that a run does not hand
+  // out an id an earlier run used, also one that expired since.
   operations_ = std::make_unique<OperationRegistry>(
-      config_.node_id, absl::StrFormat("%x", absl::ToUnixSeconds(absl::Now())), SystemClock::Get(),
+      config_.node_id, absl::StrFormat("%x", absl::ToUnixMillis(absl::Now())), SystemClock::Get(),
       OperationRegistry::Options());
   if (config_.fault_forget_operations) {
     LogWarn("fault point: operations are kept in memory only; stored ones are not loaded");

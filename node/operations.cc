@@ -81,6 +81,14 @@ absl::Status OperationRegistry::Load(OperationJournal* journal) {
   std::vector<std::pair<absl::Time, uint64_t>> ended;  // of the finished ones
   for (OperationInfo& op : stored) {
     if (slots_.contains(op.id)) continue;
+    if (ParseOperationId(op.id)->node_id != node_id_) {  // LoadAll returns valid ids only
+      // The data directory served under another node id before: its operations are not ours
+      // to answer for or resume.
+      LogWarn("deleting a stored operation of another node id",
+              {{"operation", op.id}, {"node_id", node_id_}});
+      Erase(op.id);
+      continue;
+    }
     const bool running = op.state == OperationState::kRunning;
     const absl::Time end = op.ended;
     const uint64_t slot = next_slot_;
@@ -94,6 +102,7 @@ absl::Status OperationRegistry::Load(OperationJournal* journal) {
   std::sort(ended.begin(), ended.end());
   for (const auto& [end, slot] : ended) finished_.push_back(slot);
   Prune();
+  EraseExpired();
   return absl::OkStatus();
 }
 
@@ -124,6 +133,7 @@ std::string OperationRegistry::Start(std::string kind, std::string description, 
   op.checkpoint = std::move(checkpoint);
   const OperationInfo& added = Add(std::move(op));
   Save(added);
+  EraseExpired();
   return added.id;
 }
 
@@ -164,6 +174,7 @@ absl::Status OperationRegistry::Finish(absl::string_view id, absl::Status result
   KV_ASSIGN_OR_RETURN(OperationInfo * running, FindRunning(id));
   EndRunning(*running, std::move(result));
   Prune();
+  EraseExpired();
   return absl::OkStatus();
 }
 
@@ -198,6 +209,7 @@ void OperationRegistry::FailInterrupted(const absl::Status& why) {
   const std::set<uint64_t> interrupted = interrupted_;
   for (uint64_t slot : interrupted) EndRunning(operations_.at(slot), why);
   Prune();
+  EraseExpired();
 }
 
 absl::StatusOr<OperationInfo> OperationRegistry::Get(absl::string_view id) {
@@ -237,7 +249,7 @@ void OperationRegistry::Prune() {
     const bool expired = it == operations_.end() || it->second.ended + options_.retention <= now;
     if (!expired && finished_.size() <= options_.max_finished) break;
     if (it != operations_.end()) {
-      Erase(it->second.id);
+      if (journal_ != nullptr) expired_.push_back(it->second.id);
       slots_.erase(it->second.id);
       operations_.erase(it);
     }
@@ -251,6 +263,11 @@ void OperationRegistry::Save(const OperationInfo& op) {
     LogWarn("an operation's state was not stored: it is kept in memory, and a restart loses it",
             {{"operation", op.id}, {"error", std::string(saved.message())}});
   }
+}
+
+void OperationRegistry::EraseExpired() {
+  for (const std::string& id : expired_) Erase(id);
+  expired_.clear();
 }
 
 void OperationRegistry::Erase(const std::string& id) {

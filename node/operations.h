@@ -4,7 +4,8 @@
 //
 // Operation ids name the node that runs the job and the run of that node:
 //   "<node_id>:<incarnation>-<sequence>", e.g. "n1:66a1b2c3-7"
-// where the incarnation is fixed per process (kvnode uses its start time in hexadecimal) and the
+// where the incarnation is fixed per process (kvnode: its start time in milliseconds, hexadecimal,
+// e.g. "19ab3c4d5e6") and the
 // sequence counts from 1 (skipping ids still kept from an earlier run with the same incarnation).
 // A node id never contains ':', so every id says which node owns it.
 //
@@ -110,8 +111,9 @@ class OperationRegistry {
                     Options options);
 
   // Reads the operations `journal` keeps (see Durability in the header comment) and writes every
-  // later change to it; `journal` must outlive the registry. Call once, before Start. Not OK
-  // (and nothing loaded) if the journal cannot be read.
+  // later change to it; `journal` must outlive the registry. Call once, before Start. Records of
+  // another node id (a data directory used under another --node_id) are deleted. Not OK (and
+  // nothing loaded) if the journal cannot be read.
   absl::Status Load(OperationJournal* journal);
   // Whether Load was called: operations outlive a restart.
   bool durable() const;
@@ -140,7 +142,10 @@ class OperationRegistry {
   const std::string& node_id() const { return node_id_; }
 
  private:
+  // Drops the expired finished operations from memory; their journal records go at the next
+  // EraseExpired (a call that writes anyway: Get and List never write).
   void Prune() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EraseExpired() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The running operation `id` names: NOT_FOUND if none (malformed, another node's, or pruned),
   // FAILED_PRECONDITION if it has finished.
   absl::StatusOr<OperationInfo*> FindRunning(absl::string_view id)
@@ -164,8 +169,9 @@ class OperationRegistry {
   // By slot: in the order they were started (loaded ones first, by start time).
   std::map<uint64_t, OperationInfo> operations_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, uint64_t> slots_ ABSL_GUARDED_BY(mu_);  // id -> slot
-  std::deque<uint64_t> finished_ ABSL_GUARDED_BY(mu_);   // slots, in the order they ended
-  std::set<uint64_t> interrupted_ ABSL_GUARDED_BY(mu_);  // slots; see TakeInterrupted
+  std::deque<uint64_t> finished_ ABSL_GUARDED_BY(mu_);     // slots, in the order they ended
+  std::set<uint64_t> interrupted_ ABSL_GUARDED_BY(mu_);    // slots; see TakeInterrupted
+  std::vector<std::string> expired_ ABSL_GUARDED_BY(mu_);  // ids; see Prune
 };
 
 }  // namespace kv

@@ -27,7 +27,9 @@
 #include "node/gossip_proto.h"
 #include "node/layout_reservations.h"
 #include "node/membership_change.h"
+#include "node/operation_journal.h"
 #include "node/operations.h"
+#include "storage/memory_engine.h"
 #include "tests/stub_peer_transport.h"
 
 namespace kv {
@@ -821,6 +823,77 @@ TEST_F(LayoutAgreementTest, ADoneSourceThatOthersStillSendToCanBeRemoved) {
       << plan().status();
   EXPECT_EQ(plan()->transition.down, std::vector<std::string>{"n3"});
   EXPECT_EQ(plan()->transition.version, leave.version + 1);
+}
+
+// A node that stops during its change leaves the operation RUNNING in its registry's journal
+// (Suspend); the next run resumes it under the same id, and it ends SUCCEEDED once the sources
+// are done and the completion is in place. Interrupted operations whose checkpoint names no
+// transition here end FAILED, saying why.
+TEST_F(LayoutAgreementTest, AChangeGoesOnUnderItsIdAfterItsNodeRestarts) {
+  MemoryEngine disk;  // n1's data directory, across the restart
+  EngineOperationJournal journal(&disk);
+  auto run = std::make_unique<OperationRegistry>("n1", "a", &clock_, OperationRegistry::Options());
+  ASSERT_TRUE(run->Load(&journal).ok());
+  MembershipChanger::Options options;
+  options.reserve_timeout = absl::Milliseconds(100);
+  auto changer = std::make_unique<MembershipChanger>(nodes_[0].gossiper.get(), run.get(),
+                                                     &scheduler_, &clock_, options);
+  changer->SetReservations("n1", transport_.reservations["n1"].get(), &transport_);
+  auto committed = changer->Commit(MembershipChanger::Action::kJoin, "n5", 0);
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  const std::string id = committed->second;
+  const ClusterLayout join = nodes_[0].gossiper->Layout();
+  ASSERT_TRUE(MembersHold(join.version));
+  // Two more operations the earlier run left: one of a layout the join replaced, one whose
+  // checkpoint is not a layout version.
+  const std::string replaced = run->Start("leave", "leave n4", 4, "sources", "1");
+  const std::string unreadable = run->Start("leave", "leave n4", 4, "sources", "x");
+  changer->Shutdown();
+  absl::StatusOr<OperationInfo> op = run->Get(id);
+  ASSERT_TRUE(op.ok()) << op.status();
+  EXPECT_EQ(op->state, OperationState::kRunning);
+  EXPECT_TRUE(absl::StrContains(op->message, "goes on when it restarts")) << op->message;
+  changer.reset();
+  run.reset();
+
+  run = std::make_unique<OperationRegistry>("n1", "b", &clock_, OperationRegistry::Options());
+  ASSERT_TRUE(run->Load(&journal).ok());
+  changer = std::make_unique<MembershipChanger>(nodes_[0].gossiper.get(), run.get(), &scheduler_,
+                                                &clock_, options);
+  changer->SetReservations("n1", transport_.reservations["n1"].get(), &transport_);
+  changer->Resume(run->TakeInterrupted({"join", "leave", "remove"}));
+  run->FailInterrupted(absl::AbortedError("not resumed"));  // none left
+  AdvanceUntil([] { return false; }, absl::Seconds(1));
+  EXPECT_EQ(run->Get(id)->state, OperationState::kRunning);
+  EXPECT_EQ(run->Get(replaced)->state, OperationState::kFailed);
+  EXPECT_TRUE(absl::StrContains(run->Get(replaced)->error.message(),
+                                "replaced the transition at version 1"))
+      << run->Get(replaced)->error;
+  EXPECT_EQ(run->Get(unreadable)->error.code(), absl::StatusCode::kDataLoss);
+
+  for (size_t i = 0; i < 4; ++i) {
+    HandoffProgress done;
+    done.layout_version = join.version;
+    done.phase = HandoffPhase::kComparing;
+    done.done = true;
+    nodes_[i].gossiper->SetHandoffProgress(done);
+  }
+  ASSERT_NE(AdvanceUntil([&] { return run->Get(id)->state != OperationState::kRunning; },
+                         absl::Seconds(30)),
+            absl::InfiniteDuration());
+  op = run->Get(id);
+  EXPECT_EQ(op->state, OperationState::kSucceeded) << op->error;
+  EXPECT_EQ(op->done, op->total);
+  EXPECT_EQ(nodes_[0].gossiper->Layout().version, join.version + 1);
+  EXPECT_FALSE(nodes_[0].gossiper->Layout().in_transition());
+
+  // A job that finds the layout more than one version past its transition cannot tell how that
+  // ended.
+  const std::string stale = run->Start("join", "join n5", 4, "sources", "1");
+  changer->Resume({*run->Get(stale)});
+  AdvanceUntil([] { return false; }, absl::Seconds(1));
+  EXPECT_EQ(run->Get(stale)->error.code(), absl::StatusCode::kUnknown) << run->Get(stale)->error;
+  changer->Shutdown();
 }
 
 // The completion of a transition and a remove during it take the same version: once a majority
