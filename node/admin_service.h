@@ -83,6 +83,9 @@ class AdminService final : public v1::Admin::CallbackService {
                                              v1::ChangeMembershipResponse* response) override;
   // Set before serving; without it ChangeMembership is FAILED_PRECONDITION.
   void SetMembershipChanger(MembershipChanger* changer) { changer_ = changer; }
+  // Keeps the idempotency tokens of operation starts in `journal` (StartTokens::Load), so that a
+  // retry after a restart gets the first answer. Call before serving.
+  absl::Status LoadStartTokens(StartTokenJournal* journal) { return start_tokens_.Load(journal); }
   // The node's TLS (node/tls.h), for NodeStatus; null or plaintext: no TLS fields.
   void SetTls(const NodeTls* tls) { tls_ = tls; }
   // Who may call ChangeMembership, RunAntiEntropy and StartRepair (node/certificate_authorizer.h);

@@ -94,7 +94,7 @@ struct NodeConfig {
   // Testing aid: the format level gossiped to the other members (storage/format_level.h); 0:
   // this build's. 1 makes the node look like one built before levels existed.
   uint32_t fault_format_level = 0;
-  // Testing aid: operations are kept in memory only (OperationRegistry::Load is not called).
+  // Testing aid: operations and their start tokens are kept in memory only (nothing is loaded).
   bool fault_forget_operations = false;
 };
 

@@ -410,9 +410,9 @@ const std::vector<Setting>& Settings() {
        [](const NodeConfig& c) {
          return std::string(c.fault_forget_operations ? "true" : "false");
        },
-       "Testing aid: neither load the operations an earlier run stored nor store new ones (act "
-       "as a node built before operations were kept on disk: its membership changes are "
-       "completed by the other nodes' takeover). false in production."},
+       "Testing aid: neither load the operations (and their start tokens) an earlier run stored "
+       "nor store new ones (act as a node built before operations were kept on disk: its "
+       "membership changes are completed by the other nodes' takeover). false in production."},
       {"executor_threads", "N", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseIntInRange(v, 1, 1024, &c->executor_threads);

@@ -413,6 +413,14 @@ absl::Status NodeServer::StartGrpc() {
       reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_, SystemClock::Get(),
       gossiper_.get());
   admin_service_->SetMembershipChanger(changer_.get());
+  if (operation_journal_ != nullptr) {  // null: --fault_forget_operations
+    if (absl::Status loaded = admin_service_->LoadStartTokens(operation_journal_.get());
+        !loaded.ok()) {
+      return absl::Status(loaded.code(),
+                          absl::StrCat("cannot load the idempotency tokens stored in \"",
+                                       config_.data_dir, "\": ", loaded.message()));
+    }
+  }
   admin_service_->SetTls(tls_.get());
   admin_service_->SetAdministrators(CertificateAuthorizer(
       config_.tls_admin_names, "membership changes, anti-entropy runs and repairs",

@@ -177,7 +177,7 @@ class NodeServer {
   std::unique_ptr<MerkleIndex> merkle_;
   std::unique_ptr<AntiEntropy> anti_entropy_;  // periodic only with anti_entropy_interval > 0
   std::unique_ptr<TombstoneReaper> reaper_;
-  std::unique_ptr<OperationJournal> operation_journal_;
+  std::unique_ptr<EngineOperationJournal> operation_journal_;  // operations and start tokens
   std::unique_ptr<OperationRegistry> operations_;
   std::unique_ptr<RepairRunner> repairs_;
   CallGate gate_;

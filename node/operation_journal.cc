@@ -12,6 +12,7 @@ namespace kv {
 namespace {
 
 constexpr absl::string_view kPrefix = "operation/";
+constexpr absl::string_view kTokenPrefix = "start_token/";
 
 int64_t UnixMicrosOrZero(absl::Time t) {
   return t == absl::InfinitePast() ? 0 : absl::ToUnixMicros(t);
@@ -125,6 +126,53 @@ absl::Status EngineOperationJournal::Save(const OperationInfo& op) {
 absl::Status EngineOperationJournal::Erase(absl::string_view id) {
   WriteBatch batch;
   batch.Delete(Column::kMeta, Key(id));
+  return engine_->Write(batch, WriteOptions());
+}
+
+absl::StatusOr<std::vector<StartTokenJournal::Record>> EngineOperationJournal::LoadAllTokens() {
+  std::vector<Record> records;
+  WriteBatch unreadable;
+  std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kMeta);
+  for (it->Seek(kTokenPrefix); it->Valid() && absl::StartsWith(it->key(), kTokenPrefix);
+       it->Next()) {
+    internal::v1::StoredStartToken proto;
+    const absl::string_view token = it->key().substr(kTokenPrefix.size());
+    if (!token.empty() && token.size() <= StartTokens::kMaxTokenBytes &&
+        proto.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      records.push_back({std::string(token), proto.fingerprint(), proto.response(),
+                         absl::FromUnixMicros(proto.started_unix_micros())});
+      continue;
+    }
+    LogWarn("deleting a stored idempotency token that cannot be read",
+            {{"key", std::string(it->key())}});
+    unreadable.Delete(Column::kMeta, it->key());
+  }
+  if (absl::Status status = it->status(); !status.ok()) {
+    return absl::Status(status.code(), absl::StrCat("cannot read the stored idempotency tokens: ",
+                                                    status.message()));
+  }
+  if (!unreadable.empty()) {
+    if (absl::Status deleted = engine_->Write(unreadable, WriteOptions()); !deleted.ok()) {
+      LogWarn("the unreadable stored tokens were not deleted; the next start skips them again",
+              {{"error", std::string(deleted.message())}});
+    }
+  }
+  return records;
+}
+
+absl::Status EngineOperationJournal::SaveToken(const Record& record) {
+  internal::v1::StoredStartToken proto;
+  proto.set_fingerprint(record.fingerprint);
+  proto.set_response(record.response);
+  proto.set_started_unix_micros(absl::ToUnixMicros(record.started));
+  WriteBatch batch;
+  batch.Put(Column::kMeta, absl::StrCat(kTokenPrefix, record.token), proto.SerializeAsString());
+  return engine_->Write(batch, WriteOptions());
+}
+
+absl::Status EngineOperationJournal::EraseToken(absl::string_view token) {
+  WriteBatch batch;
+  batch.Delete(Column::kMeta, absl::StrCat(kTokenPrefix, token));
   return engine_->Write(batch, WriteOptions());
 }
 

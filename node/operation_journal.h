@@ -1,11 +1,13 @@
-// EngineOperationJournal: kvnode's OperationJournal (node/operations.h). Each operation is one
-// key of the engine's meta column, "operation/" + its id, whose value is a StoredOperation
-// (proto/replica.proto); Save overwrites it, Erase deletes it. Writes are not synced: like an
-// acknowledged write, they survive a crash of the process through the write-ahead log.
+// EngineOperationJournal: kvnode's OperationJournal (node/operations.h) and StartTokenJournal
+// (node/start_tokens.h), in the engine's meta column. Each operation is one key, "operation/" +
+// its id, whose value is a StoredOperation (proto/replica.proto); each start token one key,
+// "start_token/" + the token, whose value is a StoredStartToken. Save overwrites a key, Erase
+// deletes it. Writes are not synced: like an acknowledged write, they survive a crash of the
+// process through the write-ahead log.
 //
-// LoadAll reads every such key; a value that does not parse, or holds no valid id, is logged
-// and deleted (an operation record is the node's report on a job, never data it needs to
-// start). Not OK only for an I/O error or corruption the engine reports.
+// LoadAll and LoadAllTokens read every such key; a value that does not parse, or holds no valid
+// id, is logged and deleted (these records are the node's report on its jobs, never data it
+// needs to start). Not OK only for an I/O error or corruption the engine reports.
 //
 // Thread-safe; the engine must outlive the journal.
 #ifndef KV_NODE_OPERATION_JOURNAL_H_
@@ -18,17 +20,22 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "node/operations.h"
+#include "node/start_tokens.h"
 #include "storage/engine.h"
 
 namespace kv {
 
-class EngineOperationJournal : public OperationJournal {
+class EngineOperationJournal : public OperationJournal, public StartTokenJournal {
  public:
   explicit EngineOperationJournal(Engine* engine) : engine_(engine) {}
 
   absl::StatusOr<std::vector<OperationInfo>> LoadAll() override;
   absl::Status Save(const OperationInfo& op) override;
   absl::Status Erase(absl::string_view id) override;
+
+  absl::StatusOr<std::vector<Record>> LoadAllTokens() override;
+  absl::Status SaveToken(const Record& record) override;
+  absl::Status EraseToken(absl::string_view token) override;
 
   // The meta column key of operation `id`.
   static std::string Key(absl::string_view id);

@@ -1,12 +1,34 @@
 #include "node/start_tokens.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "node/log.h"
+#include "storage/status_macros.h"
 
 namespace kv {
 
 StartTokens::StartTokens(const Clock* clock, Options options) : clock_(clock), options_(options) {}
+
+absl::Status StartTokens::Load(StartTokenJournal* journal) {
+  KV_ASSIGN_OR_RETURN(std::vector<StartTokenJournal::Record> stored, journal->LoadAllTokens());
+  std::sort(stored.begin(), stored.end(),
+            [](const StartTokenJournal::Record& a, const StartTokenJournal::Record& b) {
+              return a.started < b.started;
+            });
+  absl::MutexLock lock(&mu_);
+  journal_ = journal;
+  for (StartTokenJournal::Record& record : stored) {
+    if (entries_.count(record.token) != 0) continue;
+    order_.push_back(record.token);
+    entries_.emplace(std::move(record.token), Entry{std::move(record.fingerprint),
+                                                    std::move(record.response), record.started});
+  }
+  Prune(clock_->Now());
+  EraseDropped();
+  return absl::OkStatus();
+}
 
 absl::StatusOr<StartTokens::Answer> StartTokens::Run(
     absl::string_view token, absl::string_view fingerprint,
@@ -36,10 +58,16 @@ absl::StatusOr<StartTokens::Answer> StartTokens::Run(
   if (!response.ok()) return response.status();
   entries_.emplace(std::string(token), Entry{std::string(fingerprint), *response, now});
   order_.emplace_back(token);
-  if (order_.size() > options_.max_tokens) {
-    entries_.erase(order_.front());
-    order_.pop_front();
+  if (journal_ != nullptr) {
+    absl::Status saved =
+        journal_->SaveToken({std::string(token), std::string(fingerprint), *response, now});
+    if (!saved.ok()) {
+      LogWarn("an operation start's idempotency token was not stored: a restart forgets it",
+              {{"error", std::string(saved.message())}});
+    }
   }
+  Prune(now);
+  EraseDropped();
   return Answer{*std::move(response), /*deduplicated=*/false};
 }
 
@@ -53,10 +81,23 @@ void StartTokens::Prune(absl::Time now) {
   // order_ and entries_ hold the same tokens.
   while (!order_.empty()) {
     auto it = entries_.find(order_.front());
-    if (now - it->second.started < options_.retention) break;
+    if (now - it->second.started < options_.retention && order_.size() <= options_.max_tokens) {
+      break;
+    }
+    if (journal_ != nullptr) dropped_.push_back(it->first);
     entries_.erase(it);
     order_.pop_front();
   }
+}
+
+void StartTokens::EraseDropped() {
+  for (const std::string& token : dropped_) {
+    if (absl::Status erased = journal_->EraseToken(token); !erased.ok()) {
+      LogWarn("an expired idempotency token was not deleted from storage: a restart loads it again",
+              {{"error", std::string(erased.message())}});
+    }
+  }
+  dropped_.clear();
 }
 
 }  // namespace kv

@@ -10,12 +10,13 @@
 // that succeeded are remembered: a refused start (say FAILED_PRECONDITION while another change
 // runs) leaves the token free, so that a later retry may start the job.
 //
-// Scope: one node, memory only, like the operations themselves (node/operations.h). A token is
-// kept for Options::retention after its start, and at most Options::max_tokens of them (the
-// oldest go first); its answer may name an operation the registry no longer keeps (GetOperation
-// then answers NOT_FOUND, as for any expired id). Another node, or this one after a restart, does
-// not know it; the client library therefore retries a start on the node it first asked unless
-// that node is unreachable.
+// Scope: one node. With a journal (Load; kvnode: node/operation_journal.h, the meta column, like
+// the operations themselves), tokens outlive a restart: each one is written before Run returns
+// its first answer, and erased when it expires. Without one, memory only. A token is kept for
+// Options::retention after its start, and at most Options::max_tokens of them (the oldest go
+// first); its answer may name an operation the registry no longer keeps (GetOperation then
+// answers NOT_FOUND, as for any expired id). Another node does not know it; the client library
+// therefore retries a start on the node it first asked unless that node is unreachable.
 //
 // Thread-safe. Run calls `start` with the lock held, so that two concurrent calls with one token
 // start at most one job; `start` must not call into the same StartTokens. Time is read only
@@ -28,6 +29,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/function_ref.h"
@@ -38,6 +40,23 @@
 #include "node/clock.h"
 
 namespace kv {
+
+// Where StartTokens keeps its tokens across restarts. Called with the StartTokens lock held.
+class StartTokenJournal {
+ public:
+  struct Record {
+    std::string token;
+    std::string fingerprint;
+    std::string response;
+    absl::Time started;
+  };
+  virtual ~StartTokenJournal() = default;
+  // Every stored token; records that do not parse are logged and deleted. Not OK if the store
+  // cannot be read.
+  virtual absl::StatusOr<std::vector<Record>> LoadAllTokens() = 0;
+  virtual absl::Status SaveToken(const Record& record) = 0;
+  virtual absl::Status EraseToken(absl::string_view token) = 0;
+};
 
 class StartTokens {
  public:
@@ -66,6 +85,11 @@ class StartTokens {
   absl::StatusOr<Answer> Run(absl::string_view token, absl::string_view fingerprint,
                              absl::FunctionRef<absl::StatusOr<std::string>()> start);
 
+  // Reads the tokens `journal` keeps and writes every later one to it (a failed write is logged;
+  // the token is then kept in memory only). Call once, before Run; `journal` must outlive this.
+  // Not OK (and nothing loaded) if the journal cannot be read.
+  absl::Status Load(StartTokenJournal* journal);
+
   // Tokens remembered now (after dropping the expired ones).
   size_t size();
 
@@ -76,14 +100,19 @@ class StartTokens {
     absl::Time started;
   };
 
+  // Drops expired tokens and those past Options::max_tokens; their journal records go at the
+  // next EraseDropped (Run: size() never writes).
   void Prune(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EraseDropped() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Clock* const clock_;
   const Options options_;
 
   absl::Mutex mu_;
+  StartTokenJournal* journal_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::map<std::string, Entry, std::less<>> entries_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);  // tokens, oldest start first
+  std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);     // tokens, oldest start first
+  std::vector<std::string> dropped_ ABSL_GUARDED_BY(mu_);  // see Prune
 };
 
 }  // namespace kv

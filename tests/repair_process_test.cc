@@ -10,7 +10,8 @@
 //     --peer is exit 2;
 //   - `repair --token=T` twice answers the same operation (deduplicated) and starts one; T with
 //     another request is refused (exit 2);
-//   - after a kill -9 and restart of its node, the operation reads as it did (kept on disk).
+//   - after a kill -9 and restart of its node, the operation reads as it did, and a retried
+//     start with its token is still deduplicated (both kept on disk).
 // Every node is stopped with SIGTERM at the end and must exit cleanly. Every wait is bounded.
 #include <filesystem>
 #include <map>
@@ -224,6 +225,15 @@ TEST_F(RepairProcessTest, ForcedRepairIsAnOperationThatRestoresAWipedReplica) {
   nlohmann::json list_after = KvctlJson(0, {"operation", "list"}, 0);
   ASSERT_TRUE(list_after["operations"].is_array()) << list_after;
   EXPECT_EQ(list_after["operations"].size(), 1u) << list_after;
+  // So do the tokens that started operations: a retry after the restart starts nothing.
+  cluster_->Kill(1);
+  ASSERT_TRUE(cluster_->Restart(1).ok()) << cluster_->LogTails();
+  nlohmann::json retried = KvctlJson(1, {"repair", "--peer=n3", "--token=repair-once"}, 0);
+  EXPECT_TRUE(retried.value("deduplicated", false)) << retried;
+  EXPECT_EQ(retried.value("operation_id", ""), first.value("operation_id", "-")) << retried;
+  const CommandResult misused = Kvctl(1, {"repair", "--token=repair-once"});
+  EXPECT_EQ(misused.exit_code, 2) << misused.err;
+  EXPECT_EQ(KvctlJson(1, {"operation", "list"}, 0)["operations"].size(), 2u);
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
 // StartTokens (node/start_tokens.h): a token's first successful start is remembered with its
 // answer; the same token and request again get that answer without a second start, another
 // request under the token is INVALID_ARGUMENT, refused starts leave the token free, and tokens are
-// kept for a bounded time and count (on a manual clock).
+// kept for a bounded time and count (on a manual clock). With a journal (node/operation_journal.h
+// on a MemoryEngine standing for the data directory), tokens outlive a restart.
 #include "node/start_tokens.h"
 
 #include <atomic>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,6 +16,8 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "node/clock.h"
+#include "node/operation_journal.h"
+#include "storage/memory_engine.h"
 
 namespace kv {
 namespace {
@@ -166,6 +170,60 @@ TEST_F(StartTokensTest, AtMostMaxTokensAreKeptOldestGoFirst) {
   ASSERT_TRUE(t1.ok()) << t1.status();
   EXPECT_FALSE(t1->deduplicated);  // evicted, so started again
   EXPECT_EQ(starts_, 4);
+}
+
+TEST_F(StartTokensTest, TokensOutliveARestartWithAJournal) {
+  MemoryEngine disk;
+  EngineOperationJournal journal(&disk);
+  StartTokens::Options options;
+  options.max_tokens = 2;
+  options.retention = absl::Hours(1);
+  auto run = [&] {
+    auto tokens = std::make_unique<StartTokens>(&clock_, options);
+    const absl::Status loaded = tokens->Load(&journal);
+    EXPECT_TRUE(loaded.ok()) << loaded;
+    return tokens;
+  };
+  std::unique_ptr<StartTokens> tokens = run();
+  ASSERT_TRUE(Start(*tokens, "t1", "repair all").ok());
+  clock_.Advance(absl::Minutes(10));
+  ASSERT_TRUE(Start(*tokens, "t2", "join n4").ok());
+
+  tokens = run();  // a restart
+  EXPECT_EQ(tokens->size(), 2u);
+  absl::StatusOr<StartTokens::Answer> retry = Start(*tokens, "t1", "repair all");
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_TRUE(retry->deduplicated);
+  EXPECT_EQ(retry->response, "op-1");
+  EXPECT_EQ(starts_, 2);
+  absl::StatusOr<StartTokens::Answer> misused = Start(*tokens, "t2", "repair all");
+  EXPECT_EQ(misused.status().code(), absl::StatusCode::kInvalidArgument) << misused.status();
+
+  // A third token evicts the oldest, on disk too.
+  ASSERT_TRUE(Start(*tokens, "t3", "leave n2").ok());
+  tokens = run();
+  EXPECT_EQ(tokens->size(), 2u);
+  absl::StatusOr<StartTokens::Answer> t1 = Start(*tokens, "t1", "repair all");
+  ASSERT_TRUE(t1.ok()) << t1.status();
+  EXPECT_FALSE(t1->deduplicated);  // forgotten, so started again (and t2 evicted)
+
+  // Expiry while the node was down: the next start drops them, from disk too.
+  clock_.Advance(absl::Hours(2));
+  tokens = run();
+  EXPECT_EQ(tokens->size(), 0u);
+  absl::StatusOr<std::vector<StartTokenJournal::Record>> left = journal.LoadAllTokens();
+  ASSERT_TRUE(left.ok()) << left.status();
+  EXPECT_TRUE(left->empty());
+
+  // A record that does not parse is dropped; the others load.
+  ASSERT_TRUE(Start(*tokens, "t4", "repair all").ok());
+  WriteBatch batch;
+  batch.Put(Column::kMeta, "start_token/bad", "\xff\xff");
+  ASSERT_TRUE(disk.Write(batch, WriteOptions()).ok());
+  tokens = run();
+  EXPECT_EQ(tokens->size(), 1u);
+  EXPECT_EQ(disk.Get(Column::kMeta, "start_token/bad").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace
