@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/cli_flags.h"
 #include "client/kvctl_format.h"
 #include "client/kvctl_replication.h"
 
@@ -14,6 +15,7 @@ namespace kv::kvctl {
 namespace {
 
 constexpr absl::Duration kDefaultRepairWait = absl::Minutes(10);
+constexpr absl::Duration kDefaultOperationWait = absl::Minutes(10);
 constexpr absl::Duration kFirstPoll = absl::Milliseconds(100);
 constexpr absl::Duration kMaxPoll = absl::Seconds(1);
 
@@ -91,6 +93,32 @@ absl::StatusOr<OperationStatus> WaitForOperation(Client& client, const std::stri
 
 }  // namespace
 
+void WaitAndReportOperation(Client& client, absl::string_view what, const std::string& id,
+                            absl::Duration timeout, CommandOutput* out) {
+  absl::StatusOr<OperationStatus> op = WaitForOperation(client, id, timeout);
+  if (!op.ok()) {
+    out->status = absl::Status(op.status().code(),
+                               absl::StrCat(what, " ", id, " started, but its state could not be ",
+                                            "read: ", op.status().message()));
+    return;
+  }
+  out->json["operation"] = OperationToJson(*op);
+  absl::StrAppend(&out->text, OperationText(*op));
+  if (op->state == OperationStatus::State::kRunning) {
+    out->status = absl::DeadlineExceededError(absl::StrCat(
+        what, " ", op->operation_id, " is still running after ", absl::FormatDuration(timeout),
+        "; follow it with: kvctl operation get ", op->operation_id));
+  } else if (op->state == OperationStatus::State::kFailed) {
+    out->status =
+        absl::Status(static_cast<absl::StatusCode>(op->error_code),
+                     absl::StrCat(what, " ", op->operation_id, " failed: ", op->error_message));
+    // INVALID_ARGUMENT or NOT_FOUND from the job must not read as a usage error or a missing key.
+    if (ExitCodeFor(out->status) != kExitFailure) {
+      out->status = absl::UnavailableError(out->status.message());
+    }
+  }
+}
+
 absl::StatusOr<CommandOutput> RunRepair(Client& client, const CommandInput& input) {
   absl::StatusOr<std::optional<absl::Duration>> wait = WaitTimeoutFrom(*input.flags);
   if (!wait.ok()) return wait.status();
@@ -120,30 +148,8 @@ absl::StatusOr<CommandOutput> RunRepair(Client& client, const CommandInput& inpu
                               started->operation_id, "\n");
     return out;
   }
-  absl::StatusOr<OperationStatus> op = WaitForOperation(client, started->operation_id, **wait);
-  if (!op.ok()) {
-    out.text = absl::StrCat(started->operation_id, "\n");
-    out.status = absl::Status(
-        op.status().code(),
-        absl::StrCat("repair ", started->operation_id,
-                     " started, but its state could not be read: ", op.status().message()));
-    return out;
-  }
-  out.json["operation"] = OperationToJson(*op);
-  out.text = OperationText(*op);
-  if (op->state == OperationStatus::State::kRunning) {
-    out.status = absl::DeadlineExceededError(absl::StrCat(
-        "repair ", op->operation_id, " is still running after ", absl::FormatDuration(**wait),
-        "; follow it with: kvctl operation get ", op->operation_id));
-  } else if (op->state == OperationStatus::State::kFailed) {
-    out.status =
-        absl::Status(static_cast<absl::StatusCode>(op->error_code),
-                     absl::StrCat("repair ", op->operation_id, " failed: ", op->error_message));
-    // INVALID_ARGUMENT or NOT_FOUND from a peer must not read as a usage error or a missing key.
-    if (ExitCodeFor(out.status) != kExitFailure) {
-      out.status = absl::UnavailableError(out.status.message());
-    }
-  }
+  WaitAndReportOperation(client, "repair", started->operation_id, **wait, &out);
+  if (!out.status.ok() && out.text.empty()) out.text = absl::StrCat(started->operation_id, "\n");
   return out;
 }
 
@@ -167,10 +173,31 @@ absl::StatusOr<CommandOutput> RunOperation(Client& client, const CommandInput& i
     out.text = ops->empty() ? "no operations\n" : FormatTable(rows);
     return out;
   }
-  if (sub != "get") {
+  if (sub != "get" && sub != "wait") {
     return UsageError(absl::StrCat("unknown operation subcommand '", sub,
-                                   "'; usage: kvctl operation get ID | operation list"));
+                                   "'; usage: kvctl operation get ID | operation wait ID "
+                                   "[--wait-timeout=D] | operation list"));
   }
+  const std::optional<std::string> timeout_flag = input.flags->Get("wait-timeout");
+  if (sub == "wait") {
+    if (input.args.size() != 2)
+      return UsageError("usage: kvctl operation wait ID [--wait-timeout=D]");
+    absl::Duration timeout = kDefaultOperationWait;
+    if (timeout_flag.has_value()) {
+      absl::StatusOr<absl::Duration> parsed = cli::ParseDurationFlag("wait-timeout", *timeout_flag);
+      if (!parsed.ok()) return UsageError(parsed.status().message());
+      if (*parsed <= absl::ZeroDuration()) return UsageError("--wait-timeout must be positive");
+      timeout = *parsed;
+    }
+    // An id that is malformed, unknown or of another node is answered before any waiting.
+    absl::StatusOr<OperationStatus> first = client.GetOperation(input.args[1]);
+    if (!first.ok()) return first.status();
+    CommandOutput out;
+    out.json = {{"operation_id", first->operation_id}, {"node_id", first->node_id}};
+    WaitAndReportOperation(client, first->kind, first->operation_id, timeout, &out);
+    return out;
+  }
+  if (timeout_flag.has_value()) return UsageError("--wait-timeout is a flag of 'operation wait'");
   if (input.args.size() != 2) return UsageError("usage: kvctl operation get ID");
   absl::StatusOr<OperationStatus> op = client.GetOperation(input.args[1]);
   if (!op.ok()) return op.status();

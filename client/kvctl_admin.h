@@ -9,6 +9,9 @@
 //       10m): exit 0 if it SUCCEEDED, 3 if it FAILED or is still RUNNING at the timeout.
 //   operation get ID     state and progress of an operation (exit 0 whatever its state; 1 for
 //                        an unknown or expired id or one of another node; 2 for a malformed id)
+//   operation wait ID [--wait-timeout=D]
+//                        polls it as repair --wait does (default 10m): exit 0 if it SUCCEEDED,
+//                        3 if it FAILED or is still RUNNING, 1 or 2 for ids as operation get
 //   operation list       the operations the node keeps, newest first
 //   cluster anti-entropy [--ranges]
 //       Merkle anti-entropy with each peer of the answering node; --ranges adds, per peer, the
@@ -17,19 +20,32 @@
 // JSON: an operation is {"operation_id", "node_id", "kind", "description", "state",
 // "error": {"code", "message"} (FAILED only), "start_unix_micros", "start", "end_unix_micros",
 // "end", "progress": {"done", "total", "unit", "message"}, "counters": {...}}; repair prints
-// {"operation_id", "node_id", "deduplicated"} and with --wait adds the final state as "operation";
+// {"operation_id", "node_id", "deduplicated"} and with --wait adds the final state as "operation"
+// (so do cluster join|leave|remove --commit --wait; operation wait prints {"operation_id",
+// "node_id", "operation"});
 // operation list prints {"operations": [...]}; cluster anti-entropy mirrors
 // Admin.AntiEntropyStatus.
 #ifndef KV_CLIENT_KVCTL_ADMIN_H_
 #define KV_CLIENT_KVCTL_ADMIN_H_
 
+#include <string>
+
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "client/kv_client.h"
 #include "client/kvctl_commands.h"
 
 namespace kv::kvctl {
 
 absl::StatusOr<CommandOutput> RunRepair(Client& client, const CommandInput& input);
+// Polls operation `id` (backoff 100ms doubling to 1s) until it ends or `timeout` passes, then
+// appends its final state to `out` (text, and json "operation"); `out->status` says how it ended
+// when not SUCCEEDED: DEADLINE_EXCEEDED still running, the operation's error (never a code that
+// reads as a usage error or a missing key) if it FAILED, the read's error if it could not be read.
+// `what` names the job in the messages ("repair", "join", ...).
+void WaitAndReportOperation(Client& client, absl::string_view what, const std::string& id,
+                            absl::Duration timeout, CommandOutput* out);
 absl::StatusOr<CommandOutput> RunOperation(Client& client, const CommandInput& input);
 // `cluster anti-entropy` (dispatched by RunCluster).
 absl::StatusOr<CommandOutput> RunClusterAntiEntropy(Client& client, const CommandInput& input);

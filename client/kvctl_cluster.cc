@@ -1,6 +1,7 @@
 #include "client/kvctl_cluster.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,9 +13,14 @@
 #include "absl/time/time.h"
 #include "client/kvctl_admin.h"
 #include "client/kvctl_format.h"
+#include "client/kvctl_replication.h"
 
 namespace kv::kvctl {
 namespace {
+
+// How long `cluster join|leave|remove --commit --wait` waits by default: a handoff of a large
+// node takes long.
+constexpr absl::Duration kDefaultChangeWait = absl::Hours(1);
 
 std::string MemberState(const MemberStatus& member) {
   if (member.self) return "self";
@@ -130,10 +136,17 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
                                   : input.args[0] == "leave" ? MembershipAction::kLeave
                                                              : MembershipAction::kRemoveDown;
   if (input.args.size() != 2) {
-    return UsageError(absl::StrCat("usage: kvctl cluster ", input.args[0],
-                                   " NODE_ID [--commit [--layout-version=V] [--token=TOKEN]]"));
+    return UsageError(absl::StrCat(
+        "usage: kvctl cluster ", input.args[0],
+        " NODE_ID [--commit [--layout-version=V] [--token=TOKEN] [--wait [--wait-timeout=D]]]"));
   }
   const bool commit = input.flags->GetBool("commit", false);
+  absl::StatusOr<std::optional<absl::Duration>> wait = WaitTimeoutFrom(*input.flags);
+  if (!wait.ok()) return wait.status();
+  if (wait->has_value() && !commit) return UsageError("--wait goes with --commit");
+  if (wait->has_value() && !input.flags->Get("wait-timeout").has_value()) {
+    *wait = kDefaultChangeWait;
+  }
   uint64_t expected = 0;
   if (std::optional<std::string> v = input.flags->Get("layout-version"); v.has_value()) {
     if (!commit) return UsageError("--layout-version goes with --commit");
@@ -198,6 +211,10 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
   out.json["node_id"] = plan->node_id;
   out.json["deduplicated"] = plan->deduplicated;
   absl::StrAppend(&out.text, plan->operation_id, "\n");
+  if (wait->has_value()) {
+    WaitAndReportOperation(client, input.args[0], plan->operation_id, **wait, &out);
+    return out;
+  }
   out.notice = absl::StrCat(
       input.args[0],
       plan->deduplicated ? " had already been committed with this token; nothing new started"
@@ -221,7 +238,7 @@ absl::StatusOr<CommandOutput> RunCluster(Client& client, const CommandInput& inp
         "'; usage: kvctl cluster status | cluster anti-entropy | cluster join|leave|remove "
         "NODE_ID"));
   }
-  for (const char* flag : {"commit", "layout-version", "token"}) {
+  for (const char* flag : {"commit", "layout-version", "token", "wait", "wait-timeout"}) {
     if (input.flags->Get(flag).has_value()) {
       return UsageError(absl::StrCat(
           "--", flag, " is a flag of 'cluster join', 'cluster leave' and 'cluster remove'"));

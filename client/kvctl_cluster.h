@@ -12,10 +12,12 @@
 // attempt to it yet), and "liveness" is the gossip failure detector's "UP", "DOWN" or "UNKNOWN"
 // (last_heard_ms_ago -1: never heard).
 //
-// `kvctl cluster join|leave NODE_ID [--commit [--layout-version=V] [--token=TOKEN]]` (RunCluster
-// as well): the plan, and with --commit the change started as an operation, whose id is printed
-// ("operation_id", "node_id", "deduplicated" in JSON). With --token, the same commit again on the
-// same node answers the first one's operation and starts nothing.
+// `kvctl cluster join|leave|remove NODE_ID [--commit [--layout-version=V] [--token=TOKEN]
+// [--wait [--wait-timeout=D]]]` (RunCluster as well): the plan, and with --commit the change
+// started as an operation, whose id is printed ("operation_id", "node_id", "deduplicated" in
+// JSON). With --token, the same commit again on the same node answers the first one's operation
+// and starts nothing. --wait then polls the operation until it ends (default 1h), as repair
+// --wait does: exit 0 if it SUCCEEDED, 3 if it FAILED or is still running.
 #ifndef KV_CLIENT_KVCTL_CLUSTER_H_
 #define KV_CLIENT_KVCTL_CLUSTER_H_
 

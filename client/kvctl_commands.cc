@@ -129,10 +129,14 @@ const std::vector<CommandSpec>& Commands() {
       {"cluster",
        1,
        2,
-       {{"ranges", false}, {"commit", false}, {"layout-version"}, {"token"}},
+       {{"ranges", false},
+        {"commit", false},
+        {"layout-version"},
+        {"token"},
+        {"wait", false},
+        {"wait-timeout"}},
        "cluster status | cluster anti-entropy [--ranges] | cluster join|leave|remove NODE_ID "
-       "[--commit "
-       "[--layout-version=V] [--token=TOKEN]]",
+       "[--commit [--layout-version=V] [--token=TOKEN] [--wait [--wait-timeout=D]]]",
        &RunCluster},
       {"repair",
        0,
@@ -140,7 +144,12 @@ const std::vector<CommandSpec>& Commands() {
        {{"peer"}, {"wait", false}, {"wait-timeout"}, {"token"}},
        "repair [--peer=ID] [--token=TOKEN] [--wait [--wait-timeout=D]]",
        &RunRepair},
-      {"operation", 1, 2, {}, "operation get ID | operation list", &RunOperation},
+      {"operation",
+       1,
+       2,
+       {{"wait-timeout"}},
+       "operation get ID | operation wait ID [--wait-timeout=D] | operation list",
+       &RunOperation},
   };
   return *commands;
 }

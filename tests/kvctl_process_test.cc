@@ -276,6 +276,12 @@ TEST_F(KvctlProcessTest, ExitCodes) {
   EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--no-commit", "--layout-version=3"}).exit_code, 2);
   EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--ranges"}).exit_code, 2);
   EXPECT_EQ(Kvctl({"cluster", "anti-entropy", "extra"}).exit_code, 2);
+  // --wait goes with a commit (checked before anything is asked), and with join/leave/remove.
+  EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--wait"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--commit", "--wait-timeout=1s"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--commit", "--wait", "--wait-timeout=0s"}).exit_code,
+            2);
+  EXPECT_EQ(Kvctl({"cluster", "status", "--wait"}).exit_code, 2);
 
   nlohmann::json oversized = KvctlJson({"put", std::string(4096, 'k'), "v"}, 2);
   EXPECT_EQ(oversized["error"].value("code", ""), "INVALID_ARGUMENT") << oversized;
@@ -323,10 +329,10 @@ TEST_F(KvctlProcessTest, HelpDocumentsCommandsAndExitCodes) {
        {std::vector<std::string>{"--help"}, {"help"}, {"-h"}, {"get", "--help"}}) {
     CommandResult help = Kvctl(args);
     EXPECT_EQ(help.exit_code, 0) << args[0];
-    for (const char* needle :
-         {"put", "describe-key", "describe-write", "cluster status", "--wait", "--wait-timeout",
-          "--json", "KV_ENDPOINTS", "Exit codes", "key not found", "usage error",
-          "server or network error", "repair", "operation get", "cluster anti-entropy"}) {
+    for (const char* needle : {"put", "describe-key", "describe-write", "cluster status", "--wait",
+                               "--wait-timeout", "--json", "KV_ENDPOINTS", "Exit codes",
+                               "key not found", "usage error", "server or network error", "repair",
+                               "operation get", "operation wait", "cluster anti-entropy"}) {
       EXPECT_TRUE(absl::StrContains(help.out, needle)) << needle;
     }
   }
@@ -533,6 +539,12 @@ TEST_F(KvctlProcessTest, RepairOnASingleNodeIsRefusedAndOperationIdsAreChecked) 
   EXPECT_EQ(Kvctl({"operation", "get", "n1:ab-1"}).exit_code, 1);
   EXPECT_EQ(Kvctl({"operation", "get", "garbage"}).exit_code, 2);
   EXPECT_EQ(Kvctl({"operation", "frobnicate"}).exit_code, 2);
+  // operation wait checks the id before waiting, as get does.
+  EXPECT_EQ(Kvctl({"operation", "wait", "n1:ab-1"}).exit_code, 1);
+  EXPECT_EQ(Kvctl({"operation", "wait", "garbage"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"operation", "wait"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"operation", "wait", "n1:ab-1", "--wait-timeout=soon"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"operation", "get", "n1:ab-1", "--wait-timeout=1s"}).exit_code, 2);
   EXPECT_EQ(Kvctl({"repair", "--wait-timeout=1s"}).exit_code, 2);  // needs --wait
   EXPECT_EQ(Kvctl({"cluster", "status", "--ranges"}).exit_code, 2);
   nlohmann::json ae = KvctlJson({"cluster", "anti-entropy"}, 0);

@@ -144,7 +144,8 @@ class MembershipProcessTest : public ::testing::Test {
 
   // Commits the change and follows its operation to the end; returns the final operation JSON.
   // `kvctl cluster status` reports the layout before (version V), during (V+1, with the owners
-  // after the change, when a poll catches it) and after it (V+2, no change in progress).
+  // after the change, when a poll catches it) and after it (V+2, no change in progress). Then
+  // `kvctl operation wait` and a retried `--commit --wait` answer at once with the outcome.
   nlohmann::json CommitAndWait(size_t via, const std::string& verb, const std::string& node) {
     const uint64_t before =
         KvctlJson(via, {"cluster", "status"}, 0).value("layout_version", uint64_t{0});
@@ -185,6 +186,12 @@ class MembershipProcessTest : public ::testing::Test {
     nlohmann::json retried = KvctlJson(via, commit, 0);
     EXPECT_EQ(retried.value("operation_id", ""), id) << retried.dump();
     EXPECT_TRUE(retried.value("deduplicated", false)) << retried.dump();
+    std::vector<std::string> commit_wait = commit;
+    commit_wait.push_back("--wait");
+    nlohmann::json waited = KvctlJson(via, commit_wait, 0);
+    EXPECT_EQ(waited["operation"].value("state", ""), "SUCCEEDED") << waited.dump();
+    EXPECT_EQ(KvctlJson(via, {"operation", "wait", id}, 0)["operation"].value("state", ""),
+              "SUCCEEDED");
     EXPECT_EQ(KvctlJson(via, {"cluster", "status"}, 0).value("layout_version", uint64_t{0}),
               before + 2);
     return op;
@@ -661,17 +668,14 @@ TEST_F(MembershipProcessTest, AMemberThatDiesDuringAJoinIsRemovedAndTheJoinCompl
   const nlohmann::json plan = KvctlJson(0, {"cluster", "remove", "n3"}, 0);
   EXPECT_EQ(plan.value("layout_version", uint64_t{0}), before + 1) << plan.dump();
   EXPECT_EQ(plan["members_after"], nlohmann::json({"n1", "n2", "n4"})) << plan.dump();
-  const std::string remove_id =
-      KvctlJson(0, {"cluster", "remove", "n3", "--commit"}, 0).value("operation_id", "");
-  ASSERT_FALSE(remove_id.empty());
-  nlohmann::json op;
-  const absl::Time deadline = absl::Now() + kChangeTimeout;
-  while (absl::Now() < deadline) {
-    op = KvctlJson(0, {"operation", "get", remove_id}, 0);
-    if (op.value("state", "") != "RUNNING") break;
-    absl::SleepFor(absl::Milliseconds(200));
-  }
-  EXPECT_EQ(op.value("state", ""), "SUCCEEDED") << op.dump() << cluster_->LogTails();
+  // --wait follows the remove's operation to its end (exit 0: SUCCEEDED; within KvctlJson's
+  // 60 s).
+  const nlohmann::json removed =
+      KvctlJson(0, {"cluster", "remove", "n3", "--commit", "--wait", "--wait-timeout=50s"}, 0);
+  const std::string remove_id = removed.value("operation_id", "");
+  ASSERT_FALSE(remove_id.empty()) << removed.dump() << cluster_->LogTails();
+  const nlohmann::json op = removed.value("operation", nlohmann::json::object());
+  EXPECT_EQ(op.value("state", ""), "SUCCEEDED") << removed.dump() << cluster_->LogTails();
   EXPECT_EQ(op.value("kind", ""), "remove") << op.dump();
   // It took the version of the join's completion (the transition may have completed by now).
   EXPECT_EQ(op.value("description", ""),
@@ -681,6 +685,10 @@ TEST_F(MembershipProcessTest, AMemberThatDiesDuringAJoinIsRemovedAndTheJoinCompl
   const nlohmann::json join_op = KvctlJson(0, {"operation", "get", join_id}, 0);
   EXPECT_EQ(join_op.value("state", ""), "FAILED") << join_op.dump();
   EXPECT_TRUE(absl::StrContains(join_op.dump(), "replaced the transition")) << join_op.dump();
+  // operation wait on it: FAILED is exit 3, with the error.
+  const nlohmann::json join_waited = KvctlJson(0, {"operation", "wait", join_id}, 3);
+  EXPECT_TRUE(absl::StrContains(join_waited["error"].value("message", ""), "join " + join_id))
+      << join_waited.dump();
 
   // Join (before + 1), remove during it (+ 2, the join's completion's version), completed (+ 3):
   // n1, n2 and n4.

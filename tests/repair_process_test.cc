@@ -144,6 +144,11 @@ TEST_F(RepairProcessTest, ForcedRepairIsAnOperationThatRestoresAWipedReplica) {
   EXPECT_GT(op.value("end_unix_micros", int64_t{0}), 0) << op;
   EXPECT_EQ(KeysHeldBy(victim_id), kKeys);
 
+  // operation wait on an operation that ended answers at once, with its outcome.
+  const nlohmann::json waited_json = KvctlJson(0, {"operation", "wait", id}, 0);
+  EXPECT_EQ(waited_json["operation"].value("state", ""), "SUCCEEDED") << waited_json;
+  EXPECT_EQ(waited_json.value("operation_id", ""), id) << waited_json;
+
   // The text form says the same.
   const CommandResult text = Kvctl(0, {"operation", "get", id});
   EXPECT_EQ(text.exit_code, 0) << text.err;
