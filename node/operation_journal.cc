@@ -1,5 +1,6 @@
 #include "node/operation_journal.h"
 
+#include <functional>
 #include <memory>
 #include <utility>
 
@@ -7,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "node/log.h"
 #include "replica.pb.h"
+#include "storage/status_macros.h"
 
 namespace kv {
 namespace {
@@ -88,32 +90,41 @@ absl::StatusOr<OperationInfo> EngineOperationJournal::Decode(absl::string_view b
   return op;
 }
 
-absl::StatusOr<std::vector<OperationInfo>> EngineOperationJournal::LoadAll() {
-  std::vector<OperationInfo> ops;
+absl::Status EngineOperationJournal::Scan(
+    absl::string_view prefix, absl::string_view what,
+    const std::function<absl::Status(absl::string_view key, absl::string_view value)>& take) {
   WriteBatch unreadable;
   std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kMeta);
-  for (it->Seek(kPrefix); it->Valid() && absl::StartsWith(it->key(), kPrefix); it->Next()) {
-    absl::StatusOr<OperationInfo> op = Decode(it->value());
-    if (op.ok() && Key(op->id) == it->key()) {
-      ops.push_back(*std::move(op));
-      continue;
-    }
-    LogWarn("deleting a stored operation that cannot be read",
-            {{"key", std::string(it->key())},
-             {"error", op.ok() ? "stored under another operation's key"
-                               : std::string(op.status().message())}});
+  for (it->Seek(prefix); it->Valid() && absl::StartsWith(it->key(), prefix); it->Next()) {
+    absl::Status taken = take(it->key(), it->value());
+    if (taken.ok()) continue;
+    LogWarn(absl::StrCat("deleting a stored ", what, " that cannot be read"),
+            {{"key", std::string(it->key())}, {"error", std::string(taken.message())}});
     unreadable.Delete(Column::kMeta, it->key());
   }
   if (absl::Status status = it->status(); !status.ok()) {
     return absl::Status(status.code(),
-                        absl::StrCat("cannot read the stored operations: ", status.message()));
+                        absl::StrCat("cannot read the stored ", what, "s: ", status.message()));
   }
   if (!unreadable.empty()) {
     if (absl::Status deleted = engine_->Write(unreadable, WriteOptions()); !deleted.ok()) {
-      LogWarn("the unreadable stored operations were not deleted; the next start skips them again",
+      LogWarn(absl::StrCat("the unreadable stored ", what,
+                           "s were not deleted; the next start skips them again"),
               {{"error", std::string(deleted.message())}});
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<OperationInfo>> EngineOperationJournal::LoadAll() {
+  std::vector<OperationInfo> ops;
+  KV_RETURN_IF_ERROR(
+      Scan(kPrefix, "operation", [&](absl::string_view key, absl::string_view value) {
+        KV_ASSIGN_OR_RETURN(OperationInfo op, Decode(value));
+        if (Key(op.id) != key) return absl::DataLossError("stored under another operation's key");
+        ops.push_back(std::move(op));
+        return absl::OkStatus();
+      }));
   return ops;
 }
 
@@ -131,32 +142,20 @@ absl::Status EngineOperationJournal::Erase(absl::string_view id) {
 
 absl::StatusOr<std::vector<StartTokenJournal::Record>> EngineOperationJournal::LoadAllTokens() {
   std::vector<Record> records;
-  WriteBatch unreadable;
-  std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kMeta);
-  for (it->Seek(kTokenPrefix); it->Valid() && absl::StartsWith(it->key(), kTokenPrefix);
-       it->Next()) {
-    internal::v1::StoredStartToken proto;
-    const absl::string_view token = it->key().substr(kTokenPrefix.size());
-    if (!token.empty() && token.size() <= StartTokens::kMaxTokenBytes &&
-        proto.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-      records.push_back({std::string(token), proto.fingerprint(), proto.response(),
-                         absl::FromUnixMicros(proto.started_unix_micros())});
-      continue;
-    }
-    LogWarn("deleting a stored idempotency token that cannot be read",
-            {{"key", std::string(it->key())}});
-    unreadable.Delete(Column::kMeta, it->key());
-  }
-  if (absl::Status status = it->status(); !status.ok()) {
-    return absl::Status(status.code(), absl::StrCat("cannot read the stored idempotency tokens: ",
-                                                    status.message()));
-  }
-  if (!unreadable.empty()) {
-    if (absl::Status deleted = engine_->Write(unreadable, WriteOptions()); !deleted.ok()) {
-      LogWarn("the unreadable stored tokens were not deleted; the next start skips them again",
-              {{"error", std::string(deleted.message())}});
-    }
-  }
+  KV_RETURN_IF_ERROR(
+      Scan(kTokenPrefix, "idempotency token", [&](absl::string_view key, absl::string_view value) {
+        const absl::string_view token = key.substr(kTokenPrefix.size());
+        internal::v1::StoredStartToken proto;
+        if (token.empty() || token.size() > StartTokens::kMaxTokenBytes) {
+          return absl::DataLossError("not a token");
+        }
+        if (!proto.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+          return absl::DataLossError("the stored token does not parse");
+        }
+        records.push_back({std::string(token), proto.fingerprint(), proto.response(),
+                           absl::FromUnixMicros(proto.started_unix_micros())});
+        return absl::OkStatus();
+      }));
   return records;
 }
 

@@ -13,6 +13,7 @@
 #ifndef KV_NODE_OPERATION_JOURNAL_H_
 #define KV_NODE_OPERATION_JOURNAL_H_
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,12 @@ class EngineOperationJournal : public OperationJournal, public StartTokenJournal
   static absl::StatusOr<OperationInfo> Decode(absl::string_view bytes);
 
  private:
+  // Calls `take` with every meta key under `prefix` and its value; the keys `take` refuses (a
+  // status saying why) are logged as an unreadable `what` and deleted.
+  absl::Status Scan(
+      absl::string_view prefix, absl::string_view what,
+      const std::function<absl::Status(absl::string_view key, absl::string_view value)>& take);
+
   Engine* const engine_;
 };
 
