@@ -285,13 +285,13 @@ class Client {
   // the first endpoint whose channel is not known to be down, failing over like ClusterStatus.
   // The calls that start an operation (StartRepair; ChangeMembership with commit) carry an
   // idempotency token (StartOptions), which the node that took the call remembers with its
-  // answer (in memory, see kv.proto); a retry that reaches that node gets the first answer
-  // (deduplicated = true) instead of starting the job again. Such a call is retried on the same
-  // node after a timeout (the answer may have been lost) and fails over only on UNAVAILABLE (the
-  // node is down or going away): if that node had started the job before going away, the other
-  // node does not know the token and starts a second repair (harmless: exchanges repair
-  // idempotently) or refuses a second membership change (FAILED_PRECONDITION: one is in
-  // progress). INVALID_ARGUMENT when the token was used for another request on that node.
+  // answer (in its data directory, also across restarts; see kv.proto); a retry that reaches
+  // that node gets the first answer (deduplicated = true) instead of starting the job again. Such a
+  // call is retried on the same node after a timeout (the answer may have been lost) and fails over
+  // only on UNAVAILABLE (the node is down or going away): if that node had started the job before
+  // going away, the other node does not know the token and starts a second repair (harmless:
+  // exchanges repair idempotently) or refuses a second membership change (FAILED_PRECONDITION: one
+  // is in progress). INVALID_ARGUMENT when the token was used for another request on that node.
   // StartRepair starts a forced anti-entropy exchange with every peer (or `peer_id`) on the
   // node that answers and returns its operation id at once.
   absl::StatusOr<RepairStarted> StartRepair(absl::string_view peer_id = "",

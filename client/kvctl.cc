@@ -126,7 +126,9 @@ std::string Usage() {
       "  2  usage error (bad flag, unknown command, wrong arguments) or INVALID_ARGUMENT from\n"
       "     the store (e.g. an oversized key or value, a malformed context)\n"
       "  3  server or network error (unreachable endpoints, timeouts, anything else), or\n"
-      "     put/delete --wait: the write is stored but did not reach every replica in time\n");
+      "     put/delete --wait: the write is stored but did not reach every replica in time,\n"
+      "     or repair --wait, operation wait, cluster ... --commit --wait: the operation\n"
+      "     FAILED or is still RUNNING\n");
 }
 
 void PrintError(const absl::Status& status) {

@@ -10,6 +10,7 @@
 #include "client/cli_flags.h"
 #include "client/kvctl_format.h"
 #include "client/kvctl_replication.h"
+#include "client/retry_policy.h"
 
 namespace kv::kvctl {
 namespace {
@@ -74,18 +75,29 @@ std::string OperationText(const OperationStatus& op) {
   return text;
 }
 
-// Polls the operation until it is no longer RUNNING or `timeout` passes.
+// Polls the operation until it is no longer RUNNING or `timeout` passes. A poll that fails in a
+// way that can pass (the node unreachable or restarting, or, once the operation was seen,
+// NOT_FOUND from another node the client failed over to) is retried until the deadline; the
+// last error is returned then.
 absl::StatusOr<OperationStatus> WaitForOperation(Client& client, const std::string& id,
                                                  absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   absl::Duration backoff = kFirstPoll;
+  bool seen = false;
   while (true) {
     CallOptions poll;
     poll.deadline = std::max(absl::Milliseconds(100),
                              std::min(deadline - absl::Now(), client.options().call_deadline));
     absl::StatusOr<OperationStatus> op = client.GetOperation(id, poll);
-    if (!op.ok()) return op.status();
-    if (op->state != OperationStatus::State::kRunning || absl::Now() >= deadline) return op;
+    if (op.ok()) {
+      seen = true;
+      if (op->state != OperationStatus::State::kRunning) return op;
+    } else {
+      const bool passing =
+          IsRetryableCode(op.status().code()) || (seen && absl::IsNotFound(op.status()));
+      if (!passing) return op.status();
+    }
+    if (absl::Now() >= deadline) return op;
     absl::SleepFor(std::min(backoff, std::max(deadline - absl::Now(), absl::ZeroDuration())));
     backoff = std::min(2 * backoff, kMaxPoll);
   }
@@ -94,12 +106,23 @@ absl::StatusOr<OperationStatus> WaitForOperation(Client& client, const std::stri
 }  // namespace
 
 void WaitAndReportOperation(Client& client, absl::string_view what, const std::string& id,
-                            absl::Duration timeout, CommandOutput* out) {
+                            absl::Duration timeout, bool deduplicated, CommandOutput* out) {
+  if (id.empty()) {
+    out->status = absl::InternalError(
+        absl::StrCat("the node answered the ", what, " without an operation id to wait for"));
+    return;
+  }
   absl::StatusOr<OperationStatus> op = WaitForOperation(client, id, timeout);
   if (!op.ok()) {
-    out->status = absl::Status(op.status().code(),
-                               absl::StrCat(what, " ", id, " started, but its state could not be ",
-                                            "read: ", op.status().message()));
+    // The start went through: whatever the read's code, this is not a usage error or a missing
+    // key (exit 3).
+    out->status = absl::UnavailableError(
+        deduplicated && absl::IsNotFound(op.status())
+            ? absl::StrCat(what, " ", id, " was started earlier with this token, and its ",
+                           "operation is no longer kept (finished operations are kept for an ",
+                           "hour), so how it ended is not known here: ", op.status().message())
+            : absl::StrCat(what, " ", id,
+                           " started, but its state could not be read: ", op.status().message()));
     return;
   }
   out->json["operation"] = OperationToJson(*op);
@@ -148,15 +171,18 @@ absl::StatusOr<CommandOutput> RunRepair(Client& client, const CommandInput& inpu
                               started->operation_id, "\n");
     return out;
   }
-  WaitAndReportOperation(client, "repair", started->operation_id, **wait, &out);
+  WaitAndReportOperation(client, "repair", started->operation_id, **wait, started->deduplicated,
+                         &out);
   if (!out.status.ok() && out.text.empty()) out.text = absl::StrCat(started->operation_id, "\n");
   return out;
 }
 
 absl::StatusOr<CommandOutput> RunOperation(Client& client, const CommandInput& input) {
   const std::string& sub = input.args[0];
+  const std::optional<std::string> timeout_flag = input.flags->Get("wait-timeout");
   if (sub == "list") {
     if (input.args.size() != 1) return UsageError("usage: kvctl operation list");
+    if (timeout_flag.has_value()) return UsageError("--wait-timeout is a flag of 'operation wait'");
     absl::StatusOr<std::vector<OperationStatus>> ops = client.ListOperations();
     if (!ops.ok()) return ops.status();
     CommandOutput out;
@@ -178,7 +204,6 @@ absl::StatusOr<CommandOutput> RunOperation(Client& client, const CommandInput& i
                                    "'; usage: kvctl operation get ID | operation wait ID "
                                    "[--wait-timeout=D] | operation list"));
   }
-  const std::optional<std::string> timeout_flag = input.flags->Get("wait-timeout");
   if (sub == "wait") {
     if (input.args.size() != 2)
       return UsageError("usage: kvctl operation wait ID [--wait-timeout=D]");
@@ -194,7 +219,8 @@ absl::StatusOr<CommandOutput> RunOperation(Client& client, const CommandInput& i
     if (!first.ok()) return first.status();
     CommandOutput out;
     out.json = {{"operation_id", first->operation_id}, {"node_id", first->node_id}};
-    WaitAndReportOperation(client, first->kind, first->operation_id, timeout, &out);
+    WaitAndReportOperation(client, first->kind, first->operation_id, timeout,
+                           /*deduplicated=*/false, &out);
     return out;
   }
   if (timeout_flag.has_value()) return UsageError("--wait-timeout is a flag of 'operation wait'");

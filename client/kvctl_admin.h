@@ -39,13 +39,15 @@
 namespace kv::kvctl {
 
 absl::StatusOr<CommandOutput> RunRepair(Client& client, const CommandInput& input);
-// Polls operation `id` (backoff 100ms doubling to 1s) until it ends or `timeout` passes, then
-// appends its final state to `out` (text, and json "operation"); `out->status` says how it ended
-// when not SUCCEEDED: DEADLINE_EXCEEDED still running, the operation's error (never a code that
-// reads as a usage error or a missing key) if it FAILED, the read's error if it could not be read.
-// `what` names the job in the messages ("repair", "join", ...).
+// Polls operation `id` (backoff 100ms doubling to 1s; polls that fail in a way that can pass
+// are retried) until it ends or `timeout` passes, then appends its final state to `out` (text,
+// and json "operation"); `out->status` says how it ended when not SUCCEEDED:
+// DEADLINE_EXCEEDED still running, the operation's error if it FAILED, UNAVAILABLE if it could
+// not be read (for a `deduplicated` start whose operation expired, saying so) — never a code
+// that reads as a usage error or a missing key. `what` names the job in the messages ("repair",
+// "join", ...).
 void WaitAndReportOperation(Client& client, absl::string_view what, const std::string& id,
-                            absl::Duration timeout, CommandOutput* out);
+                            absl::Duration timeout, bool deduplicated, CommandOutput* out);
 absl::StatusOr<CommandOutput> RunOperation(Client& client, const CommandInput& input);
 // `cluster anti-entropy` (dispatched by RunCluster).
 absl::StatusOr<CommandOutput> RunClusterAntiEntropy(Client& client, const CommandInput& input);

@@ -211,15 +211,18 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
   out.json["node_id"] = plan->node_id;
   out.json["deduplicated"] = plan->deduplicated;
   absl::StrAppend(&out.text, plan->operation_id, "\n");
-  if (wait->has_value()) {
-    WaitAndReportOperation(client, input.args[0], plan->operation_id, **wait, &out);
-    return out;
-  }
   out.notice = absl::StrCat(
       input.args[0],
       plan->deduplicated ? " had already been committed with this token; nothing new started"
                          : " started",
-      " on ", plan->node_id, "; follow it with: kvctl operation get ", plan->operation_id, "\n");
+      " on ", plan->node_id, "; ",
+      wait->has_value() ? "waiting for it to end"
+                        : absl::StrCat("follow it with: kvctl operation get ", plan->operation_id),
+      "\n");
+  if (wait->has_value()) {
+    WaitAndReportOperation(client, input.args[0], plan->operation_id, **wait, plan->deduplicated,
+                           &out);
+  }
   return out;
 }
 

@@ -10,8 +10,9 @@
 // StartRepair, ChangeMembership, GetOperation, ListOperations and AntiEntropyStatus
 // (admin_service_operations.cc) start and show long admin jobs (node/operations.h,
 // node/repair_runner.h, node/membership_change.h) and the anti-entropy state per peer and per
-// range; they answer on the gRPC thread (memory only, no storage), except a ChangeMembership
-// commit, which waits on the executor for the members' layout reservations. A start that carries an
+// range; they answer on the gRPC thread (a start writes its operation and token to the meta
+// column, unsynced), except a ChangeMembership commit, which waits on the executor for the
+// members' layout reservations. A start that carries an
 // idempotency token is remembered with its answer (node/start_tokens.h): a retry of it on this
 // node gets the first answer and starts nothing.
 //

@@ -92,6 +92,9 @@ void StartTokens::Prune(absl::Time now) {
 
 void StartTokens::EraseDropped() {
   for (const std::string& token : dropped_) {
+    // Dropped, then used again since (a new request under an expired token): its new record
+    // stays.
+    if (entries_.count(token) != 0) continue;
     if (absl::Status erased = journal_->EraseToken(token); !erased.ok()) {
       LogWarn("an expired idempotency token was not deleted from storage: a restart loads it again",
               {{"error", std::string(erased.message())}});

@@ -12,9 +12,9 @@
 //
 // Scope: one node. With a journal (Load; kvnode: node/operation_journal.h, the meta column, like
 // the operations themselves), tokens outlive a restart: each one is written before Run returns
-// its first answer, and erased when it expires. Without one, memory only. A token is kept for
-// Options::retention after its start, and at most Options::max_tokens of them (the oldest go
-// first); its answer may name an operation the registry no longer keeps (GetOperation then
+// its first answer, and erased when it expires or is evicted. Without one, memory only. A token is
+// kept for Options::retention after its start, and at most Options::max_tokens of them (the oldest
+// go first); its answer may name an operation the registry no longer keeps (GetOperation then
 // answers NOT_FOUND, as for any expired id). Another node does not know it; the client library
 // therefore retries a start on the node it first asked unless that node is unreachable.
 //

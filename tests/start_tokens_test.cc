@@ -215,13 +215,25 @@ TEST_F(StartTokensTest, TokensOutliveARestartWithAJournal) {
   ASSERT_TRUE(left.ok()) << left.status();
   EXPECT_TRUE(left->empty());
 
+  // A token used again after it expired: its new record stays on disk.
+  ASSERT_TRUE(Start(*tokens, "t5", "repair all").ok());
+  clock_.Advance(absl::Hours(2));
+  absl::StatusOr<StartTokens::Answer> reused = Start(*tokens, "t5", "join n4");
+  ASSERT_TRUE(reused.ok()) << reused.status();
+  EXPECT_FALSE(reused->deduplicated);
+  tokens = run();
+  absl::StatusOr<StartTokens::Answer> retried = Start(*tokens, "t5", "join n4");
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_TRUE(retried->deduplicated);
+  EXPECT_EQ(retried->response, reused->response);
+
   // A record that does not parse is dropped; the others load.
   ASSERT_TRUE(Start(*tokens, "t4", "repair all").ok());
   WriteBatch batch;
   batch.Put(Column::kMeta, "start_token/bad", "\xff\xff");
   ASSERT_TRUE(disk.Write(batch, WriteOptions()).ok());
   tokens = run();
-  EXPECT_EQ(tokens->size(), 1u);
+  EXPECT_EQ(tokens->size(), 2u);  // t5 and t4
   EXPECT_EQ(disk.Get(Column::kMeta, "start_token/bad").status().code(),
             absl::StatusCode::kNotFound);
 }
