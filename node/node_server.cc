@@ -383,11 +383,13 @@ void NodeServer::StartMembershipWork() {
   changer_ = std::make_unique<MembershipChanger>(gossiper_.get(), operations_.get(),
                                                  scheduler_.get(), SystemClock::Get(), changes);
   changer_->SetReservations(config_.node_id, reservations_.get(), peer_transport_.get());
-  // An earlier run's membership changes go on under their ids; its repairs do not resume.
+  // An earlier run's operations go on under their ids: membership changes from where the layout
+  // is, repairs from their first peer.
   changer_->Resume(operations_->TakeInterrupted({"join", "leave", "remove"}));
+  repairs_->Resume(operations_->TakeInterrupted({"repair"}));
   operations_->FailInterrupted(absl::AbortedError(
-      "kvnode stopped while this operation ran, and it does not resume after a restart: start it "
-      "again"));
+      "kvnode stopped while this operation ran, and this version does not resume operations of "
+      "its kind: start it again"));
   changer_->StartWatching();
   // From here on layout changes reach the placement; a restart during a transition resumes it.
   // Gossip calls it on its own thread or a gRPC thread; OnLayout writes to storage (synced), so

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -41,20 +42,79 @@ void RepairRunner::Shutdown() {
     absl::MutexLock lock(&mu_);
     running.swap(running_);
   }
+  const bool durable = operations_->durable();
   for (const auto& [id, asked] : running) {
+    if (durable) {  // left RUNNING: the next run of the node starts it over (Resume)
+      operations_
+          ->Update(id,
+                   [](OperationInfo& op) {
+                     op.message =
+                         "the node is shutting down; this repair starts over when it restarts";
+                   })
+          .IgnoreError();
+      continue;
+    }
+    operations_->Finish(id, absl::CancelledError("the node is shutting down")).IgnoreError();
+  }
+}
+
+namespace {
+constexpr absl::string_view kPeerCheckpoint = "peer=";  // + the peer asked for, empty for all
+}  // namespace
+
+std::vector<std::string> RepairRunner::PeersFor(const std::string& peer_id) const {
+  std::vector<std::string> peers;
+  for (const Member& peer : index_->peers()) {
+    if (peer_id.empty() || peer.id == peer_id) peers.push_back(peer.id);
+  }
+  return peers;
+}
+
+void RepairRunner::Resume(const std::vector<OperationInfo>& interrupted) {
+  for (const OperationInfo& op : interrupted) {
+    if (!absl::StartsWith(op.checkpoint, kPeerCheckpoint)) {
+      operations_
+          ->Finish(op.id, absl::DataLossError(absl::StrCat(
+                              "cannot start over after a restart: the stored checkpoint \"",
+                              op.checkpoint, "\" names no peer set")))
+          .IgnoreError();
+      continue;
+    }
+    const std::string peer_id(op.checkpoint.substr(kPeerCheckpoint.size()));
+    auto job = std::make_shared<Job>();
+    job->id = op.id;
+    job->peers = PeersFor(peer_id);
+    if (job->peers.empty()) {
+      operations_
+          ->Finish(op.id, absl::FailedPreconditionError(absl::StrCat(
+                              "the node restarted, and ",
+                              peer_id.empty() ? "it has no peers now"
+                                              : absl::StrCat(peer_id, " is no longer a peer"))))
+          .IgnoreError();
+      continue;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (shutdown_) return;
+      running_.emplace(job->id, peer_id);
+    }
+    // Exchanges are idempotent: every peer again, from the first.
     operations_
-        ->Finish(id,
-                 absl::CancelledError("the node shut down while the repair ran (a repair does not "
-                                      "resume after a restart): start it again"))
+        ->Update(job->id,
+                 [&](OperationInfo& o) {
+                   o.done = 0;
+                   o.total = job->peers.size();
+                   o.counters.erase("peers_failed");
+                   o.message = "the node restarted; exchanging with every peer again";
+                 })
         .IgnoreError();
+    scheduler_->RunAfter(absl::ZeroDuration(), guard_.Wrap([this, job] { Next(job); }));
   }
 }
 
 absl::StatusOr<std::string> RepairRunner::Start(const std::string& peer_id) {
   auto job = std::make_shared<Job>();
-  for (const Member& peer : index_->peers()) {
-    if (peer_id.empty() || peer.id == peer_id) job->peers.push_back(peer.id);
-  }
+  job->peers = PeersFor(peer_id);
   if (job->peers.empty()) {
     if (!peer_id.empty()) {
       return absl::InvalidArgumentError(
@@ -73,7 +133,8 @@ absl::StatusOr<std::string> RepairRunner::Start(const std::string& peer_id) {
                                         ? absl::StrCat("anti-entropy exchange with every peer: ",
                                                        absl::StrJoin(job->peers, ", "))
                                         : absl::StrCat("anti-entropy exchange with ", peer_id);
-    job->id = operations_->Start("repair", description, job->peers.size(), "peers");
+    job->id = operations_->Start("repair", description, job->peers.size(), "peers",
+                                 absl::StrCat(kPeerCheckpoint, peer_id));
     running_.emplace(job->id, peer_id);
   }
   scheduler_->RunAfter(absl::ZeroDuration(), guard_.Wrap([this, job] { Next(job); }));

@@ -17,9 +17,14 @@
 // have repaired what they found either way. The repair budget (keys per second) of AntiEntropy
 // applies to repairs too.
 //
+// Restarts: with a durable registry (OperationRegistry::Load) Shutdown leaves a running repair
+// RUNNING, and the next run of the node starts it over under the same id (Resume): every peer
+// again, from the first (exchanges are idempotent; the counters go on adding up).
+//
 // Thread-safe. Time only through the Scheduler. Shutdown() (also the destructor) stops the jobs:
-// a running operation is marked FAILED (CANCELLED, "the node is shutting down") and callbacks that
-// arrive later do nothing. The index, anti-entropy, registry and scheduler must outlive it.
+// a running operation is left RUNNING for the next run (durable registry) or marked FAILED
+// (CANCELLED, "the node is shutting down"), and callbacks that arrive later do nothing. The index,
+// anti-entropy, registry and scheduler must outlive it.
 #ifndef KV_NODE_REPAIR_RUNNER_H_
 #define KV_NODE_REPAIR_RUNNER_H_
 
@@ -60,9 +65,16 @@ class RepairRunner {
   // peer; FAILED_PRECONDITION if this node has no peers; UNAVAILABLE after Shutdown.
   absl::StatusOr<std::string> Start(const std::string& peer_id);
 
+  // Starts over the repairs an earlier run of this node left running (OperationRegistry::
+  // TakeInterrupted), under their ids; one whose peer is gone ends FAILED (FAILED_PRECONDITION),
+  // one whose checkpoint names no peer set FAILED (DATA_LOSS).
+  void Resume(const std::vector<OperationInfo>& interrupted);
+
   void Shutdown();
 
  private:
+  // The peers a repair of `peer_id` (empty: all) exchanges with, in order.
+  std::vector<std::string> PeersFor(const std::string& peer_id) const;
   struct Job;
   using JobPtr = std::shared_ptr<Job>;
 

@@ -654,6 +654,69 @@ TEST_F(AntiEntropyTest, RepairFailsNamingTheUnreachablePeerAndStillRepairsTheOth
   ae->Shutdown();
 }
 
+// An OperationJournal in memory, standing for the data directory across a restart.
+class MapJournal : public OperationJournal {
+ public:
+  absl::StatusOr<std::vector<OperationInfo>> LoadAll() override {
+    std::vector<OperationInfo> ops;
+    for (const auto& [id, op] : ops_) ops.push_back(op);
+    return ops;
+  }
+  absl::Status Save(const OperationInfo& op) override {
+    ops_[op.id] = op;
+    return absl::OkStatus();
+  }
+  absl::Status Erase(absl::string_view id) override {
+    ops_.erase(std::string(id));
+    return absl::OkStatus();
+  }
+
+ private:
+  std::map<std::string, OperationInfo> ops_;
+};
+
+// With a durable registry, a repair that a shutdown interrupts stays RUNNING and the next run
+// starts it over under its id, to the end; one whose peer is gone, or whose checkpoint is not a
+// peer set, ends FAILED.
+TEST_F(AntiEntropyTest, ARepairStartsOverUnderItsIdAfterARestart) {
+  MakeCluster(3, 3);
+  for (int i = 0; i < 5; ++i) Put(2, absl::StrCat("only-c", i), "c");
+  MapJournal journal;
+  std::string id, gone, unreadable;
+  {
+    auto ae = MakeAntiEntropy(0);
+    OperationRegistry operations("a", "1", &clock_, {});
+    ASSERT_TRUE(operations.Load(&journal).ok());
+    RepairRunner repairs(nodes_[0].index.get(), ae.get(), &operations, &scheduler_, {});
+    ae->ExchangeNow("b", nullptr);  // keeps the repair waiting
+    id = repairs.Start("c").value();
+    gone = operations.Start("repair", "with z", 1, "peers", "peer=z");
+    unreadable = operations.Start("repair", "with c", 1, "peers", "c");
+    repairs.Shutdown();
+    EXPECT_EQ(operations.Get(id)->state, OperationState::kRunning);
+    EXPECT_THAT(operations.Get(id)->message, ::testing::HasSubstr("starts over when it restarts"));
+    ae->Shutdown();
+  }
+  scheduler_.Advance(absl::Seconds(1));
+  auto ae = MakeAntiEntropy(0);
+  OperationRegistry operations("a", "2", &clock_, {});
+  ASSERT_TRUE(operations.Load(&journal).ok());
+  RepairRunner repairs(nodes_[0].index.get(), ae.get(), &operations, &scheduler_, {});
+  repairs.Resume(operations.TakeInterrupted({"repair"}));
+  // Asked again while it runs (started over): the same operation.
+  EXPECT_EQ(repairs.Start("c").value(), id);
+  scheduler_.Advance(absl::Seconds(2));
+  absl::StatusOr<OperationInfo> op = operations.Get(id);
+  ASSERT_TRUE(op.ok()) << op.status();
+  EXPECT_EQ(op->state, OperationState::kSucceeded) << op->error << " " << op->message;
+  EXPECT_EQ(op->done, 1u);
+  EXPECT_EQ(op->counters["keys_repaired"], 5u);
+  EXPECT_EQ(Encoded(0, "only-c3").value(), Encoded(2, "only-c3").value());
+  EXPECT_EQ(operations.Get(gone)->error.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(operations.Get(unreadable)->error.code(), absl::StatusCode::kDataLoss);
+  ae->Shutdown();
+}
+
 class TombstoneReaperTest : public AntiEntropyTest {
  protected:
   // The node that reaps `key` (its first replica).
