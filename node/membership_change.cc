@@ -100,8 +100,9 @@ void MembershipChanger::Resume(const std::vector<OperationInfo>& interrupted) {
           .IgnoreError();
       continue;
     }
-    // Poll takes the transition from the layout once this node holds its version again.
-    if (layout.version == job.transition.version) job.transition = layout;
+    // Poll takes the transition from the layout once this node holds its version again (and
+    // refuses a layout of that version that is no transition).
+    if (layout.version == job.transition.version && layout.in_transition()) job.transition = layout;
     // Gossip has not told this run the sources' progress yet: no progress is reported, and the
     // job does not time out, before the grace ends.
     job.quiet_until = clock_->Now() + options_.resume_grace;

@@ -5,9 +5,8 @@
 // Operation ids name the node that runs the job and the run of that node:
 //   "<node_id>:<incarnation>-<sequence>", e.g. "n1:66a1b2c3-7"
 // where the incarnation is fixed per process (kvnode: its start time in milliseconds, hexadecimal,
-// e.g. "19ab3c4d5e6") and the
-// sequence counts from 1 (skipping ids still kept from an earlier run with the same incarnation).
-// A node id never contains ':', so every id says which node owns it.
+// e.g. "19ab3c4d5e6") and the sequence counts from 1 (skipping ids still kept from an earlier run
+// with the same incarnation). A node id never contains ':', so every id says which node owns it.
 //
 // State: RUNNING until Finish, then SUCCEEDED (OK status) or FAILED (with the error). Progress is
 // generic: `done` of `total` `unit`s (total 0: unknown), named counters, and a one-line message
@@ -16,11 +15,11 @@
 // Durability (Load): with a journal (kvnode: node/operation_journal.h, the engine's meta column),
 // every change of an operation is written to it before the call that made it returns, and Load
 // reads them back after a restart, so an id stays valid across restarts (also a kill: the
-// write-ahead log keeps the writes). An operation that was RUNNING
-// when the node stopped is *interrupted*: it stays RUNNING until its owner resumes it
-// (TakeInterrupted: the same id goes on, from the checkpoint its owner gave to Start) or it is
-// failed (FailInterrupted). A failed write is logged and the operation goes on in memory. Without
-// Load, operations are kept in memory only.
+// write-ahead log keeps the writes). An operation that was RUNNING when the node stopped is
+// *interrupted*: it stays RUNNING until its owner resumes it (TakeInterrupted: the same id goes
+// on, from the checkpoint its owner gave to Start) or it is failed (FailInterrupted). A failed
+// write is logged and the operation goes on in memory. Without Load, operations are kept in
+// memory only.
 //
 // Retention: running operations are always kept. Finished ones are kept for Options::retention
 // after they ended and at most Options::max_finished of them (the oldest-ended go first), across

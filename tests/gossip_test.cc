@@ -893,6 +893,13 @@ TEST_F(LayoutAgreementTest, AChangeGoesOnUnderItsIdAfterItsNodeRestarts) {
   changer->Resume({*run->Get(stale)});
   AdvanceUntil([] { return false; }, absl::Seconds(1));
   EXPECT_EQ(run->Get(stale)->error.code(), absl::StatusCode::kUnknown) << run->Get(stale)->error;
+  // One whose checkpoint names the stable layout this node holds names no transition.
+  const std::string stable =
+      run->Start("join", "join n5", 4, "sources", absl::StrCat(join.version + 1));
+  changer->Resume({*run->Get(stable)});
+  AdvanceUntil([] { return false; }, absl::Seconds(1));
+  EXPECT_EQ(run->Get(stable)->error.code(), absl::StatusCode::kDataLoss)
+      << run->Get(stable)->error;
   changer->Shutdown();
 }
 
