@@ -93,6 +93,19 @@ absl::StatusOr<OperationStatus> Client::GetOperation(absl::string_view operation
       &client_internal::FromGetOperationResponse, impl_->OperationEndpoint(operation_id));
 }
 
+absl::StatusOr<OperationStatus> Client::CancelOperation(absl::string_view operation_id,
+                                                        const CallOptions& options) {
+  v1::CancelOperationRequest request;
+  request.set_operation_id(std::string(operation_id));
+  return impl_->AdminCall<v1::CancelOperationRequest, v1::CancelOperationResponse, OperationStatus>(
+      options, EndpointPolicy::kFailover, std::move(request),
+      [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::CancelOperationRequest* req,
+         v1::CancelOperationResponse* resp, std::function<void(grpc::Status)> on_done) {
+        stub->async()->CancelOperation(context, req, resp, std::move(on_done));
+      },
+      &client_internal::FromCancelOperationResponse, impl_->OperationEndpoint(operation_id));
+}
+
 absl::StatusOr<std::vector<OperationStatus>> Client::ListOperations(const CallOptions& options) {
   return impl_->AdminCall<v1::ListOperationsRequest, v1::ListOperationsResponse,
                           std::vector<OperationStatus>>(

@@ -214,6 +214,10 @@ OperationStatus FromGetOperationResponse(v1::GetOperationResponse* response) {
   return FromOperation(response->mutable_operation());
 }
 
+OperationStatus FromCancelOperationResponse(v1::CancelOperationResponse* response) {
+  return FromOperation(response->mutable_operation());
+}
+
 std::vector<OperationStatus> FromListOperationsResponse(v1::ListOperationsResponse* response) {
   std::vector<OperationStatus> list;
   for (v1::Operation& op : *response->mutable_operations()) list.push_back(FromOperation(&op));

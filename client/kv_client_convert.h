@@ -24,6 +24,7 @@ RepairStarted FromStartRepairResponse(v1::StartRepairResponse* response);
 MembershipPlan FromChangeMembershipResponse(v1::ChangeMembershipResponse* response);
 OperationStatus FromOperation(v1::Operation* operation);
 OperationStatus FromGetOperationResponse(v1::GetOperationResponse* response);
+OperationStatus FromCancelOperationResponse(v1::CancelOperationResponse* response);
 std::vector<OperationStatus> FromListOperationsResponse(v1::ListOperationsResponse* response);
 AntiEntropyStatusResult FromAntiEntropyStatusResponse(v1::AntiEntropyStatusResponse* response);
 

@@ -99,6 +99,8 @@ std::string Usage() {
       "                kept for 1h (the last 100). Unknown or another node's id: exit 1.\n"
       "  operation wait  poll the operation ID until it ends (--wait-timeout, default 10m):\n"
       "                exit 0 if it SUCCEEDED, 3 if it FAILED or is still RUNNING.\n"
+      "  operation cancel  stop the running repair ID: it ends FAILED (CANCELLED) now; an\n"
+      "                exchange under way finishes. A membership change cannot be cancelled.\n"
       "  operation list  the operations the first reachable endpoint keeps, newest first.\n"
       "\n"
       "Global flags (before or after the command):\n"

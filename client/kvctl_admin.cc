@@ -199,10 +199,10 @@ absl::StatusOr<CommandOutput> RunOperation(Client& client, const CommandInput& i
     out.text = ops->empty() ? "no operations\n" : FormatTable(rows);
     return out;
   }
-  if (sub != "get" && sub != "wait") {
+  if (sub != "get" && sub != "wait" && sub != "cancel") {
     return UsageError(absl::StrCat("unknown operation subcommand '", sub,
                                    "'; usage: kvctl operation get ID | operation wait ID "
-                                   "[--wait-timeout=D] | operation list"));
+                                   "[--wait-timeout=D] | operation cancel ID | operation list"));
   }
   if (sub == "wait") {
     if (input.args.size() != 2)
@@ -224,7 +224,16 @@ absl::StatusOr<CommandOutput> RunOperation(Client& client, const CommandInput& i
     return out;
   }
   if (timeout_flag.has_value()) return UsageError("--wait-timeout is a flag of 'operation wait'");
-  if (input.args.size() != 2) return UsageError("usage: kvctl operation get ID");
+  if (input.args.size() != 2)
+    return UsageError(absl::StrCat("usage: kvctl operation ", sub, " ID"));
+  if (sub == "cancel") {
+    absl::StatusOr<OperationStatus> cancelled = client.CancelOperation(input.args[1]);
+    if (!cancelled.ok()) return cancelled.status();
+    CommandOutput out;
+    out.json = OperationToJson(*cancelled);
+    out.text = OperationText(*cancelled);
+    return out;
+  }
   absl::StatusOr<OperationStatus> op = client.GetOperation(input.args[1]);
   if (!op.ok()) return op.status();
   CommandOutput out;

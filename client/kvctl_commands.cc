@@ -148,7 +148,8 @@ const std::vector<CommandSpec>& Commands() {
        1,
        2,
        {{"wait-timeout"}},
-       "operation get ID | operation wait ID [--wait-timeout=D] | operation list",
+       "operation get ID | operation wait ID [--wait-timeout=D] | operation cancel ID | "
+       "operation list",
        &RunOperation},
   };
   return *commands;

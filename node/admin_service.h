@@ -7,7 +7,8 @@
 // writes coordinated here, and each member's liveness as gossip sees it (UP/DOWN/UNKNOWN, its
 // heartbeat and incarnation, and how long ago its heartbeat last advanced here).
 //
-// StartRepair, ChangeMembership, GetOperation, ListOperations and AntiEntropyStatus
+// StartRepair, ChangeMembership, GetOperation, ListOperations, CancelOperation and
+// AntiEntropyStatus
 // (admin_service_operations.cc) start and show long admin jobs (node/operations.h,
 // node/repair_runner.h, node/membership_change.h) and the anti-entropy state per peer and per
 // range; they answer on the gRPC thread (a start writes its operation and token to the meta
@@ -100,6 +101,9 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* ListOperations(grpc::CallbackServerContext* context,
                                            const v1::ListOperationsRequest* request,
                                            v1::ListOperationsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelOperation(grpc::CallbackServerContext* context,
+                                            const v1::CancelOperationRequest* request,
+                                            v1::CancelOperationResponse* response) override;
   grpc::ServerUnaryReactor* AntiEntropyStatus(grpc::CallbackServerContext* context,
                                               const v1::AntiEntropyStatusRequest* request,
                                               v1::AntiEntropyStatusResponse* response) override;
@@ -110,6 +114,9 @@ class AdminService final : public v1::Admin::CallbackService {
   void FillClusterStatus(v1::ClusterStatusResponse* response) const;
 
  private:
+  // Operation `id` of this node; for another node's, NOT_FOUND naming its address and the kvctl
+  // command (`operation VERB ID`) to run there.
+  absl::StatusOr<OperationInfo> FindOperation(const std::string& id, absl::string_view verb);
   // ClusterStatus's parts: one MemberStatus per member of `ring`, from the outbox, anti-entropy
   // and gossip views; the coordinator's counters and replication lag percentiles.
   void FillMembers(const HashRing& ring, v1::ClusterStatusResponse* response) const;

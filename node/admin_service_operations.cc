@@ -181,23 +181,64 @@ grpc::ServerUnaryReactor* AdminService::GetOperation(grpc::CallbackServerContext
                                                      v1::GetOperationResponse* response) {
   absl::Status status = gate_->Check();
   if (!status.ok()) return FinishNow(gate_, status);
-  absl::StatusOr<OperationInfo> op = operations_->Get(request->operation_id());
-  if (op.ok()) {
-    ToProto(*op, info_.node_id, response->mutable_operation());
-    return FinishNow(gate_, absl::OkStatus());
-  }
-  status = op.status();
+  absl::StatusOr<OperationInfo> op = FindOperation(request->operation_id(), "get");
+  if (op.ok()) ToProto(*op, info_.node_id, response->mutable_operation());
+  return FinishNow(gate_, op.status());
+}
+
+absl::StatusOr<OperationInfo> AdminService::FindOperation(const std::string& id,
+                                                          absl::string_view verb) {
+  absl::StatusOr<OperationInfo> op = operations_->Get(id);
+  if (op.ok()) return op;
+  absl::Status status = op.status();
   // An id of another member: say where to ask.
-  absl::StatusOr<OperationIdParts> parts = ParseOperationId(request->operation_id());
+  absl::StatusOr<OperationIdParts> parts = ParseOperationId(id);
   if (parts.ok() && parts->node_id != info_.node_id) {
     for (const Member& member : coordinator_->ring().members()) {
       if (member.id != parts->node_id) continue;
       status = absl::NotFoundError(absl::StrCat(status.message(), " at ", member.address,
                                                 " (kvctl --endpoints=", member.address,
-                                                " operation get ", request->operation_id(), ")"));
+                                                " operation ", verb, " ", id, ")"));
     }
   }
-  return FinishNow(gate_, status);
+  return status;
+}
+
+grpc::ServerUnaryReactor* AdminService::CancelOperation(grpc::CallbackServerContext* context,
+                                                        const v1::CancelOperationRequest* request,
+                                                        v1::CancelOperationResponse* response) {
+  absl::Status status = gate_->Check();
+  if (status.ok()) status = administrators_.Check(*context);
+  if (!status.ok()) return FinishNow(gate_, status);
+  const std::string& id = request->operation_id();
+  absl::StatusOr<OperationInfo> op = FindOperation(id, "cancel");
+  if (!op.ok()) return FinishNow(gate_, op.status());
+  if (op->state == OperationState::kRunning) {
+    if (op->kind != "repair" || repairs_ == nullptr) {
+      return FinishNow(
+          gate_,
+          absl::FailedPreconditionError(absl::StrCat(
+              "operation ", id, " (", op->kind, ") cannot be cancelled",
+              op->kind == "repair"
+                  ? ""
+                  : ": a membership change completes once every source has handed off its keys; "
+                    "a member that died during it is removed with kvctl cluster remove, and a "
+                    "completed change is undone with the opposite one (leave after a join)")));
+    }
+    status = repairs_->Cancel(id);
+    // NOT_FOUND: it ended between the two looks; it is answered as it ended.
+    if (!status.ok() && !absl::IsNotFound(status)) return FinishNow(gate_, status);
+    op = operations_->Get(id);
+    if (!op.ok()) return FinishNow(gate_, op.status());
+  }
+  if (op->state == OperationState::kRunning || !absl::IsCancelled(op->error)) {
+    return FinishNow(gate_, absl::FailedPreconditionError(absl::StrCat(
+                                "operation ", id, " has ended (", OperationStateName(op->state),
+                                op->error.ok() ? "" : absl::StrCat(": ", op->error.message()),
+                                "); only a running one can be cancelled")));
+  }
+  ToProto(*op, info_.node_id, response->mutable_operation());
+  return FinishNow(gate_, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* AdminService::ListOperations(grpc::CallbackServerContext* context,

@@ -151,7 +151,26 @@ void RepairRunner::Progress(const JobPtr& job, const std::string& message) {
       .IgnoreError();
 }
 
+absl::Status RepairRunner::Cancel(const std::string& id) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (running_.erase(id) == 0) {
+      return absl::NotFoundError(absl::StrCat("no running repair ", id));
+    }
+    cancelled_.insert(id);
+  }
+  return operations_->Finish(
+      id, absl::CancelledError("cancelled by a caller (an exchange that was running when it was "
+                               "cancelled finished; what it repaired stays repaired)"));
+}
+
+bool RepairRunner::Cancelled(const JobPtr& job) {
+  absl::MutexLock lock(&mu_);
+  return cancelled_.erase(job->id) != 0;
+}
+
 void RepairRunner::Next(JobPtr job) {
+  if (Cancelled(job)) return;
   if (job->next == job->peers.size()) {
     absl::Status result;
     if (!job->failures.empty()) {

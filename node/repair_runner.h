@@ -30,6 +30,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,11 @@ class RepairRunner {
   // one whose checkpoint names no peer set FAILED (DATA_LOSS).
   void Resume(const std::vector<OperationInfo>& interrupted);
 
+  // Cancels running repair `id`: it ends FAILED (CANCELLED) now, and the job stops before its
+  // next exchange (one that is running finishes: exchanges are idempotent). NOT_FOUND if this
+  // runner runs no such repair.
+  absl::Status Cancel(const std::string& id);
+
   void Shutdown();
 
  private:
@@ -77,6 +83,8 @@ class RepairRunner {
   std::vector<std::string> PeersFor(const std::string& peer_id) const;
   struct Job;
   using JobPtr = std::shared_ptr<Job>;
+  // Whether `job` was cancelled: then it stops (and is forgotten).
+  bool Cancelled(const JobPtr& job);
 
   void Next(JobPtr job);
   void OnExchange(JobPtr job, absl::StatusOr<ExchangeResult> result);
@@ -95,6 +103,7 @@ class RepairRunner {
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   // Running operations: id -> the peer asked for ("" for every peer).
   std::map<std::string, std::string> running_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> cancelled_ ABSL_GUARDED_BY(mu_);  // ids; see Cancel
 };
 
 }  // namespace kv

@@ -654,6 +654,34 @@ TEST_F(AntiEntropyTest, RepairFailsNamingTheUnreachablePeerAndStillRepairsTheOth
   ae->Shutdown();
 }
 
+// A cancelled repair ends FAILED (CANCELLED) at once and exchanges no more; the same repair asked
+// for again afterwards is a new one.
+TEST_F(AntiEntropyTest, ACancelledRepairEndsAtOnceAndExchangesNoMore) {
+  MakeCluster(3, 3);
+  for (int i = 0; i < 5; ++i) Put(2, absl::StrCat("only-c", i), "c");
+  auto ae = MakeAntiEntropy(0);
+  OperationRegistry operations("a", "1", &clock_, {});
+  RepairRunner repairs(nodes_[0].index.get(), ae.get(), &operations, &scheduler_, {});
+  ae->ExchangeNow("b", nullptr);  // keeps the repair waiting
+  const std::string id = repairs.Start("c").value();
+  ASSERT_TRUE(repairs.Cancel(id).ok());
+  absl::StatusOr<OperationInfo> op = operations.Get(id);
+  ASSERT_TRUE(op.ok()) << op.status();
+  EXPECT_EQ(op->state, OperationState::kFailed);
+  EXPECT_EQ(op->error.code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(absl::IsNotFound(repairs.Cancel(id)));  // no longer running
+  EXPECT_TRUE(absl::IsNotFound(repairs.Cancel("a:1-99")));
+  scheduler_.Advance(absl::Seconds(2));
+  EXPECT_EQ(operations.Get(id)->counters["exchanges"], 0u);
+  EXPECT_FALSE(Encoded(0, "only-c3").ok());  // nothing repaired from c
+  const std::string again = repairs.Start("c").value();
+  EXPECT_NE(again, id);
+  scheduler_.Advance(absl::Seconds(2));
+  EXPECT_EQ(operations.Get(again)->state, OperationState::kSucceeded);
+  EXPECT_TRUE(Encoded(0, "only-c3").ok());
+  ae->Shutdown();
+}
+
 // An OperationJournal in memory, standing for the data directory across a restart.
 class MapJournal : public OperationJournal {
  public:

@@ -539,6 +539,10 @@ TEST_F(KvctlProcessTest, RepairOnASingleNodeIsRefusedAndOperationIdsAreChecked) 
   EXPECT_EQ(Kvctl({"operation", "get", "n1:ab-1"}).exit_code, 1);
   EXPECT_EQ(Kvctl({"operation", "get", "garbage"}).exit_code, 2);
   EXPECT_EQ(Kvctl({"operation", "frobnicate"}).exit_code, 2);
+  // operation cancel: ids as get.
+  EXPECT_EQ(Kvctl({"operation", "cancel", "n1:ab-1"}).exit_code, 1);
+  EXPECT_EQ(Kvctl({"operation", "cancel", "garbage"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"operation", "cancel"}).exit_code, 2);
   // operation wait checks the id before waiting, as get does.
   EXPECT_EQ(Kvctl({"operation", "wait", "n1:ab-1"}).exit_code, 1);
   EXPECT_EQ(Kvctl({"operation", "wait", "garbage"}).exit_code, 2);

@@ -662,6 +662,11 @@ TEST_F(MembershipProcessTest, AMemberThatDiesDuringAJoinIsRemovedAndTheJoinCompl
     return absl::StrContains(op["progress"].value("message", ""), "n3 (phase 1)");
   })) << KvctlJson(0, {"operation", "get", join_id}, 0).dump();
   EXPECT_EQ(KvctlJson(0, {"operation", "get", join_id}, 0).value("state", ""), "RUNNING");
+  // A membership change cannot be cancelled; the refusal says what to do instead.
+  const nlohmann::json refused = KvctlJson(0, {"operation", "cancel", join_id}, 3);
+  EXPECT_EQ(refused["error"].value("code", ""), "FAILED_PRECONDITION") << refused.dump();
+  EXPECT_TRUE(absl::StrContains(refused["error"].value("message", ""), "kvctl cluster remove"))
+      << refused.dump();
 
   // Plannable once n1's failure detector has n3 down; the plan is the join without n3.
   ASSERT_TRUE(RemovePlannable("n3")) << cluster_->LogTails();

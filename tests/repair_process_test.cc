@@ -45,6 +45,7 @@ class RepairProcessTest : public ::testing::Test {
     testing::Cluster::Options options;
     options.nodes = 3;
     options.extra_flags = {"--anti_entropy_interval=0"};
+    options.extra_flags.insert(options.extra_flags.end(), extra_flags_.begin(), extra_flags_.end());
     absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster =
         testing::Cluster::Start(std::move(options));
     ASSERT_TRUE(cluster.ok()) << cluster.status();
@@ -92,26 +93,34 @@ class RepairProcessTest : public ::testing::Test {
     return held;
   }
 
+  // Writes the test's keys to every replica, then wipes node `victim`'s data directory and
+  // restarts it: only a repair puts the keys back.
+  void WipeAfterFullWrites(size_t victim) {
+    WriteOptions all;
+    all.w = Quorum::All();
+    for (int i = 0; i < kKeys; ++i) {
+      absl::StatusOr<WriteResult> put =
+          client_->Put(absl::StrCat("r/", i), absl::StrCat("v", i), all);
+      ASSERT_TRUE(put.ok()) << put.status();
+    }
+    absl::StatusOr<int> stopped = cluster_->Stop(victim);
+    ASSERT_TRUE(stopped.ok()) << stopped.status();
+    std::error_code ec;
+    std::filesystem::remove_all(cluster_->data_dir(victim), ec);
+    ASSERT_FALSE(ec) << ec.message();
+    ASSERT_TRUE(cluster_->Restart(victim).ok()) << cluster_->LogTails();
+  }
+
+  std::vector<std::string> extra_flags_;  // set before SetUp
   std::unique_ptr<testing::Cluster> cluster_;
   std::unique_ptr<Client> client_;
 };
 
 TEST_F(RepairProcessTest, ForcedRepairIsAnOperationThatRestoresAWipedReplica) {
-  WriteOptions all;
-  all.w = Quorum::All();
-  for (int i = 0; i < kKeys; ++i) {
-    absl::StatusOr<WriteResult> put =
-        client_->Put(absl::StrCat("r/", i), absl::StrCat("v", i), all);
-    ASSERT_TRUE(put.ok()) << put.status();
-  }
   const size_t victim = 2;
   const std::string victim_id = cluster_->node_id(victim);
-  absl::StatusOr<int> stopped = cluster_->Stop(victim);
-  ASSERT_TRUE(stopped.ok()) << stopped.status();
-  std::error_code ec;
-  std::filesystem::remove_all(cluster_->data_dir(victim), ec);
-  ASSERT_FALSE(ec) << ec.message();
-  ASSERT_TRUE(cluster_->Restart(victim).ok()) << cluster_->LogTails();
+  WipeAfterFullWrites(victim);
+  ASSERT_FALSE(HasFailure());
   // Premise: nothing but the forced repair puts the keys back (writes were on all replicas, so no
   // outbox holds them; periodic anti-entropy is off).
   ASSERT_EQ(KeysHeldBy(victim_id), 0);
@@ -144,6 +153,10 @@ TEST_F(RepairProcessTest, ForcedRepairIsAnOperationThatRestoresAWipedReplica) {
   EXPECT_GT(op.value("end_unix_micros", int64_t{0}), 0) << op;
   EXPECT_EQ(KeysHeldBy(victim_id), kKeys);
 
+  // A repair that ended cannot be cancelled (exit 3, saying how it ended).
+  const CommandResult cancel_ended = Kvctl(0, {"operation", "cancel", id});
+  EXPECT_EQ(cancel_ended.exit_code, 3) << cancel_ended.out << cancel_ended.err;
+  EXPECT_TRUE(absl::StrContains(cancel_ended.err, "has ended (SUCCEEDED")) << cancel_ended.err;
   // operation wait on an operation that ended answers at once, with its outcome.
   const nlohmann::json waited_json = KvctlJson(0, {"operation", "wait", id}, 0);
   EXPECT_EQ(waited_json["operation"].value("state", ""), "SUCCEEDED") << waited_json;
@@ -239,6 +252,39 @@ TEST_F(RepairProcessTest, ForcedRepairIsAnOperationThatRestoresAWipedReplica) {
   const CommandResult misused = Kvctl(1, {"repair", "--token=repair-once"});
   EXPECT_EQ(misused.exit_code, 2) << misused.err;
   EXPECT_EQ(KvctlJson(1, {"operation", "list"}, 0)["operations"].size(), 2u);
+}
+
+// A repair slowed down by a small repair budget is cancelled while it runs: it ends FAILED
+// (CANCELLED) at once, a second cancel answers the same, and the same repair asked for again is a
+// new operation.
+class SlowRepairProcessTest : public RepairProcessTest {
+ protected:
+  void SetUp() override {
+    extra_flags_ = {"--anti_entropy_keys_per_second=20"};  // 200 keys: about 10 s
+    RepairProcessTest::SetUp();
+  }
+};
+
+TEST_F(SlowRepairProcessTest, ARunningRepairIsCancelled) {
+  WipeAfterFullWrites(2);
+  ASSERT_FALSE(HasFailure());
+  const nlohmann::json started = KvctlJson(0, {"repair", "--peer=n3"}, 0);
+  const std::string id = started.value("operation_id", "");
+  ASSERT_FALSE(id.empty()) << started;
+  const nlohmann::json cancelled = KvctlJson(0, {"operation", "cancel", id}, 0);
+  EXPECT_EQ(cancelled.value("state", ""), "FAILED") << cancelled;
+  EXPECT_EQ(cancelled["error"].value("code", ""), "CANCELLED") << cancelled;
+  EXPECT_TRUE(absl::StrContains(cancelled["error"].value("message", ""), "cancelled by a caller"))
+      << cancelled;
+  const nlohmann::json again = KvctlJson(0, {"operation", "cancel", id}, 0);  // a retry
+  EXPECT_EQ(again["error"].value("code", ""), "CANCELLED") << again;
+  EXPECT_EQ(KvctlJson(0, {"operation", "get", id}, 0).value("state", ""), "FAILED");
+  const nlohmann::json restarted = KvctlJson(0, {"repair", "--peer=n3"}, 0);
+  EXPECT_NE(restarted.value("operation_id", ""), id) << restarted;
+  // Another node's id is answered with where to cancel it.
+  const CommandResult foreign = Kvctl(1, {"operation", "cancel", id});
+  EXPECT_EQ(foreign.exit_code, 1) << foreign.err;
+  EXPECT_TRUE(absl::StrContains(foreign.err, "operation cancel " + id)) << foreign.err;
 }
 
 }  // namespace

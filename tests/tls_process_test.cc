@@ -40,6 +40,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/kv_client.h"
@@ -457,6 +458,11 @@ TEST_F(TlsProcessTest, OnlyTheNamedAdministratorsChangeTheCluster) {
   }
   testing::CommandResult admin = Kvctl(n1, KvctlTls("admin"), {"repair", "--peer=n2"});
   EXPECT_EQ(admin.exit_code, 0) << admin.out << admin.err;
+  // Cancelling a repair is the administrators' too.
+  const std::string repair_id(absl::StripAsciiWhitespace(admin.out));
+  testing::CommandResult cancel = Kvctl(n1, KvctlTls(), {"operation", "cancel", repair_id});
+  EXPECT_EQ(cancel.exit_code, 3) << cancel.err;
+  EXPECT_THAT(cancel.err, HasSubstr("PERMISSION_DENIED"));
   // Nothing changed the membership: both nodes are still members.
   testing::CommandResult status = Kvctl(n1, KvctlTls(), {"cluster", "status"});
   EXPECT_THAT(status.out, HasSubstr("2 member(s)")) << status.out;
