@@ -320,9 +320,10 @@ class Client {
   absl::StatusOr<OperationStatus> GetOperation(absl::string_view operation_id,
                                                const CallOptions& options = {});
   // Cancels a running repair (it ends FAILED, CANCELLED; see kv.proto CancelOperation) and
-  // returns it as it is then; asked of endpoints as GetOperation is, and retried like it (a
-  // second cancel of the same operation answers it again). FAILED_PRECONDITION for a membership
-  // change or an operation that ended otherwise.
+  // returns it as it is then; asked of endpoints as GetOperation is, but a retry after a timeout
+  // stays on the node first asked (it answers a second cancel of the same repair the same),
+  // failing over only on UNAVAILABLE. FAILED_PRECONDITION for a membership change or an
+  // operation that ended otherwise.
   absl::StatusOr<OperationStatus> CancelOperation(absl::string_view operation_id,
                                                   const CallOptions& options = {});
   absl::StatusOr<std::vector<OperationStatus>> ListOperations(const CallOptions& options = {});

@@ -97,8 +97,10 @@ absl::StatusOr<OperationStatus> Client::CancelOperation(absl::string_view operat
                                                         const CallOptions& options) {
   v1::CancelOperationRequest request;
   request.set_operation_id(std::string(operation_id));
+  // A retry after a timeout stays on the node (it may have cancelled before its answer was
+  // lost, and answers a retry the same); only UNAVAILABLE fails over.
   return impl_->AdminCall<v1::CancelOperationRequest, v1::CancelOperationResponse, OperationStatus>(
-      options, EndpointPolicy::kFailover, std::move(request),
+      options, EndpointPolicy::kStart, std::move(request),
       [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::CancelOperationRequest* req,
          v1::CancelOperationResponse* resp, std::function<void(grpc::Status)> on_done) {
         stub->async()->CancelOperation(context, req, resp, std::move(on_done));

@@ -124,7 +124,7 @@ std::string Usage() {
       "\n"
       "Exit codes:\n"
       "  0  success\n"
-      "  1  key not found (operation get: no such operation)\n"
+      "  1  key not found (operation get, wait, cancel: no such operation)\n"
       "  2  usage error (bad flag, unknown command, wrong arguments) or INVALID_ARGUMENT from\n"
       "     the store (e.g. an oversized key or value, a malformed context)\n"
       "  3  server or network error (unreachable endpoints, timeouts, anything else), or\n"

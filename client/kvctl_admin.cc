@@ -230,7 +230,8 @@ absl::StatusOr<CommandOutput> RunOperation(Client& client, const CommandInput& i
     absl::StatusOr<OperationStatus> cancelled = client.CancelOperation(input.args[1]);
     if (!cancelled.ok()) return cancelled.status();
     CommandOutput out;
-    out.json = OperationToJson(*cancelled);
+    // Nested: the cancelled operation's "error" is not the command's.
+    out.json = {{"operation", OperationToJson(*cancelled)}};
     out.text = OperationText(*cancelled);
     return out;
   }

@@ -9,7 +9,8 @@
 //       10m): exit 0 if it SUCCEEDED, 3 if it FAILED or is still RUNNING at the timeout.
 //   operation get ID     state and progress of an operation (exit 0 whatever its state; 1 for
 //                        an unknown or expired id or one of another node; 2 for a malformed id)
-//   operation cancel ID  cancels a running repair (prints it, FAILED/CANCELLED; exit 0); a
+//   operation cancel ID  cancels a running repair (prints it, FAILED/CANCELLED, as
+//                        {"operation": {...}}; exit 0, also for a repair cancelled before); a
 //                        membership change or an operation that ended otherwise: exit 3
 //                        (FAILED_PRECONDITION); ids as operation get
 //   operation wait ID [--wait-timeout=D]

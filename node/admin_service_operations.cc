@@ -2,6 +2,7 @@
 // AntiEntropyStatus.
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "node/admin_service.h"
 #include "node/grpc_util.h"
@@ -213,25 +214,33 @@ grpc::ServerUnaryReactor* AdminService::CancelOperation(grpc::CallbackServerCont
   const std::string& id = request->operation_id();
   absl::StatusOr<OperationInfo> op = FindOperation(id, "cancel");
   if (!op.ok()) return FinishNow(gate_, op.status());
+  if (op->kind != "repair" || repairs_ == nullptr) {
+    return FinishNow(
+        gate_,
+        absl::FailedPreconditionError(absl::StrCat(
+            "operation ", id, " (", op->kind, ") cannot be cancelled",
+            op->kind == "repair"
+                ? ""
+                : ": a membership change completes once every source has handed off its keys; "
+                  "a member that died during it is removed with kvctl cluster remove, and a "
+                  "completed change is undone with the opposite one (leave after a join)")));
+  }
   if (op->state == OperationState::kRunning) {
-    if (op->kind != "repair" || repairs_ == nullptr) {
-      return FinishNow(
-          gate_,
-          absl::FailedPreconditionError(absl::StrCat(
-              "operation ", id, " (", op->kind, ") cannot be cancelled",
-              op->kind == "repair"
-                  ? ""
-                  : ": a membership change completes once every source has handed off its keys; "
-                    "a member that died during it is removed with kvctl cluster remove, and a "
-                    "completed change is undone with the opposite one (leave after a join)")));
-    }
     status = repairs_->Cancel(id);
     // NOT_FOUND: it ended between the two looks; it is answered as it ended.
     if (!status.ok() && !absl::IsNotFound(status)) return FinishNow(gate_, status);
     op = operations_->Get(id);
     if (!op.ok()) return FinishNow(gate_, op.status());
+    if (op->state == OperationState::kRunning) {  // not this runner's (never expected)
+      return FinishNow(gate_, absl::AbortedError(
+                                  absl::StrCat("repair ", id, " is ending on its own; ask again")));
+    }
   }
-  if (op->state == OperationState::kRunning || !absl::IsCancelled(op->error)) {
+  // A repair a caller cancelled before (this is a retry) is answered again.
+  const bool cancelled_by_caller =
+      absl::IsCancelled(op->error) &&
+      absl::StartsWith(op->error.message(), RepairRunner::kCancelledByCaller);
+  if (!cancelled_by_caller) {
     return FinishNow(gate_, absl::FailedPreconditionError(absl::StrCat(
                                 "operation ", id, " has ended (", OperationStateName(op->state),
                                 op->error.ok() ? "" : absl::StrCat(": ", op->error.message()),

@@ -230,7 +230,8 @@ const std::vector<Setting>& Settings() {
        },
        "With mutual TLS: only callers whose certificate names a match of one of these patterns "
        "(as --tls_peer_names) may change the membership (kvctl cluster join/leave), run "
-       "anti-entropy or start repairs; others get PERMISSION_DENIED. The KV service and the "
+       "anti-entropy or start and cancel repairs; others get PERMISSION_DENIED. The KV service and "
+       "the "
        "status calls stay open to every certificate the CA signed. Empty: any."},
       {"tls_reload_interval", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) -> absl::Status {

@@ -71,6 +71,7 @@ std::vector<std::string> RepairRunner::PeersFor(const std::string& peer_id) cons
 }
 
 void RepairRunner::Resume(const std::vector<OperationInfo>& interrupted) {
+  // Called before the node serves: no Start of the same peers can run yet.
   for (const OperationInfo& op : interrupted) {
     if (!absl::StartsWith(op.checkpoint, kPeerCheckpoint)) {
       operations_
@@ -152,16 +153,15 @@ void RepairRunner::Progress(const JobPtr& job, const std::string& message) {
 }
 
 absl::Status RepairRunner::Cancel(const std::string& id) {
-  {
-    absl::MutexLock lock(&mu_);
-    if (running_.erase(id) == 0) {
-      return absl::NotFoundError(absl::StrCat("no running repair ", id));
-    }
-    cancelled_.insert(id);
+  absl::MutexLock lock(&mu_);  // then the registry's, as Start and Next's end
+  if (running_.erase(id) == 0) {
+    return absl::NotFoundError(absl::StrCat("no running repair ", id));
   }
+  cancelled_.insert(id);
   return operations_->Finish(
-      id, absl::CancelledError("cancelled by a caller (an exchange that was running when it was "
-                               "cancelled finished; what it repaired stays repaired)"));
+      id, absl::CancelledError(absl::StrCat(kCancelledByCaller,
+                                            " (an exchange that was running then finishes; what it "
+                                            "repaired stays repaired)")));
 }
 
 bool RepairRunner::Cancelled(const JobPtr& job) {
@@ -182,16 +182,17 @@ void RepairRunner::Next(JobPtr job) {
                        " peer(s): ", absl::StrJoin(job->failures, "; ")));
     }
     Progress(job, result.ok() ? "done" : "done, with failures");
-    {
-      absl::MutexLock lock(&mu_);
-      running_.erase(job->id);
-    }
+    // Under mu_, as Cancel: a cancel sees the repair either running or ended.
+    absl::MutexLock lock(&mu_);
+    if (cancelled_.erase(job->id) != 0) return;  // it ended when it was cancelled
+    running_.erase(job->id);
     operations_->Finish(job->id, std::move(result)).IgnoreError();
     return;
   }
   const std::string& peer = job->peers[job->next];
   if (!index_->ready()) return Retry(job, "this node's Merkle trees to be built");
   Progress(job, absl::StrCat("exchanging with ", peer));
+  if (Cancelled(job)) return;  // while the progress was written
   anti_entropy_->Exchange(peer, guard_.Wrap([this, job](absl::StatusOr<ExchangeResult> result) {
     OnExchange(job, std::move(result));
   }));

@@ -19,7 +19,8 @@
 //
 // Restarts: with a durable registry (OperationRegistry::Load) Shutdown leaves a running repair
 // RUNNING, and the next run of the node starts it over under the same id (Resume): every peer
-// again, from the first (exchanges are idempotent; the counters go on adding up).
+// again, from the first (exchanges are idempotent; the exchange counters go on adding up, the
+// peers done and failed start over). Call Resume before the node serves.
 //
 // Thread-safe. Time only through the Scheduler. Shutdown() (also the destructor) stops the jobs:
 // a running operation is left RUNNING for the next run (durable registry) or marked FAILED
@@ -71,10 +72,12 @@ class RepairRunner {
   // one whose checkpoint names no peer set FAILED (DATA_LOSS).
   void Resume(const std::vector<OperationInfo>& interrupted);
 
-  // Cancels running repair `id`: it ends FAILED (CANCELLED) now, and the job stops before its
-  // next exchange (one that is running finishes: exchanges are idempotent). NOT_FOUND if this
-  // runner runs no such repair.
+  // Cancels running repair `id`: it ends FAILED (CANCELLED, a message starting with
+  // kCancelledByCaller) now, and the job stops before its next exchange (one that is running
+  // finishes: exchanges are idempotent). NOT_FOUND if this runner runs no such repair (it ended
+  // before).
   absl::Status Cancel(const std::string& id);
+  static constexpr absl::string_view kCancelledByCaller = "cancelled by a caller";
 
   void Shutdown();
 
