@@ -898,8 +898,7 @@ TEST_F(LayoutAgreementTest, AChangeGoesOnUnderItsIdAfterItsNodeRestarts) {
       run->Start("join", "join n5", 4, "sources", absl::StrCat(join.version + 1));
   changer->Resume({*run->Get(stable)});
   AdvanceUntil([] { return false; }, absl::Seconds(1));
-  EXPECT_EQ(run->Get(stable)->error.code(), absl::StatusCode::kDataLoss)
-      << run->Get(stable)->error;
+  EXPECT_EQ(run->Get(stable)->error.code(), absl::StatusCode::kDataLoss) << run->Get(stable)->error;
   changer->Shutdown();
 }
 
