@@ -256,7 +256,9 @@ const std::vector<Setting>& Settings() {
        [](absl::string_view v, NodeConfig* c) { return ParseBool(v, &c->sync_writes); },
        [](const NodeConfig& c) { return std::string(c.sync_writes ? "true" : "false"); },
        "fsync the write-ahead log before acknowledging a write. Without it an acknowledged "
-       "write survives a crash of kvnode but not of the machine."},
+       "write survives a crash of kvnode but not of the machine (its copies on other replicas "
+       "survive: after such a crash the node takes a new actor epoch, so that its new versions "
+       "never reuse the dots of writes it lost)."},
       {"peers", "ID=HOST:PORT,...", false,
        [](absl::string_view v, NodeConfig* c) -> absl::Status {
          absl::StatusOr<std::vector<Member>> members = ParseMembers(v);

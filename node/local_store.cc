@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "node/idempotency_record.h"
 #include "storage/coding.h"
 #include "storage/expiring_value.h"
@@ -21,6 +22,67 @@ namespace {
 constexpr absl::string_view kActorEpochKey = "actor_epoch";
 // Decimal u64: counters of this actor up to it were used by records since purged.
 constexpr absl::string_view kCounterFloorKey = "counter_floor";
+// How the latest run of the store went: "v1;synced=<0|1>;clean=<0|1>;boot=<boot id>", written
+// with sync when a run starts (clean=0) and when it stops cleanly (clean=1).
+constexpr absl::string_view kRunStateKey = "run_state";
+
+struct RunState {
+  bool synced = false;
+  bool clean = false;
+  std::string boot_id;
+};
+
+std::string EncodeRunState(const RunState& state) {
+  return absl::StrCat("v1;synced=", state.synced ? 1 : 0, ";clean=", state.clean ? 1 : 0,
+                      ";boot=", state.boot_id);
+}
+
+std::optional<RunState> DecodeRunState(absl::string_view text) {
+  std::vector<absl::string_view> fields = absl::StrSplit(text, absl::MaxSplits(';', 3));
+  if (fields.size() != 4 || fields[0] != "v1" || !absl::StartsWith(fields[3], "boot=")) {
+    return std::nullopt;
+  }
+  RunState state;
+  if (fields[1] == "synced=1") {
+    state.synced = true;
+  } else if (fields[1] != "synced=0") {
+    return std::nullopt;
+  }
+  if (fields[2] == "clean=1") {
+    state.clean = true;
+  } else if (fields[2] != "clean=0") {
+    return std::nullopt;
+  }
+  state.boot_id = std::string(fields[3].substr(5));
+  return state;
+}
+
+// Why the previous run of a store that has an epoch may have lost writes whose dots other
+// replicas hold ("" if it cannot have): see "Actor epochs" in local_store.h.
+absl::StatusOr<std::string> LostWritesReason(Engine* engine, absl::string_view boot_id) {
+  absl::StatusOr<std::string> stored = engine->Get(Column::kMeta, kRunStateKey);
+  if (absl::IsNotFound(stored.status())) {
+    return std::string(
+        "the store holds no record of how its previous run stopped (it was "
+        "written by an earlier version)");
+  }
+  if (!stored.ok()) return stored.status();
+  std::optional<RunState> previous = DecodeRunState(*stored);
+  if (!previous.has_value()) {
+    return absl::StrCat("the record of the previous run is unreadable (\"",
+                        absl::CHexEscape(*stored), "\")");
+  }
+  if (previous->clean || previous->synced || previous->boot_id == boot_id) return std::string();
+  return std::string(
+      "the previous run did not stop cleanly, did not sync its writes (sync_writes=false), and "
+      "the machine has restarted since: writes acknowledged just before the crash may be gone "
+      "from this disk while other replicas hold them");
+}
+
+std::string NewEpoch(absl::BitGenRef rng) {
+  const uint64_t random = absl::Uniform<uint64_t>(rng);
+  return absl::StrCat(absl::Hex(random & 0xffffffffffffULL, absl::kZeroPad12));
+}
 
 int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
 
@@ -86,20 +148,25 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
                                                              absl::BitGenRef rng,
                                                              std::string node_id, Options options) {
   std::string epoch;
+  std::string new_epoch_reason;
   absl::StatusOr<std::string> stored = engine->Get(Column::kMeta, kActorEpochKey);
   if (stored.ok()) {
     epoch = *std::move(stored);
-  } else if (absl::IsNotFound(stored.status())) {
-    // A new incarnation: its dots must never collide with those of an earlier one, even if the
-    // same node id ran here before and its data was lost.
-    uint64_t random = absl::Uniform<uint64_t>(rng);
-    epoch = absl::StrCat(absl::Hex(random & 0xffffffffffffULL, absl::kZeroPad12));
-    WriteBatch batch;
-    batch.Put(Column::kMeta, kActorEpochKey, epoch);
-    KV_RETURN_IF_ERROR(engine->Write(batch, WriteOptions{/*sync=*/true}));
-  } else {
+    KV_ASSIGN_OR_RETURN(new_epoch_reason, LostWritesReason(engine, options.boot_id));
+  } else if (!absl::IsNotFound(stored.status())) {
     return stored.status();
   }
+  WriteBatch batch;
+  if (epoch.empty() || !new_epoch_reason.empty()) {
+    // A new incarnation: its dots must never collide with those of an earlier one, even if the
+    // same node id ran here before and its data was lost, wholly or in part.
+    epoch = NewEpoch(rng);
+    batch.Put(Column::kMeta, kActorEpochKey, epoch);
+  }
+  // Before any write of this run: a machine crash during it must be seen by the next Open.
+  batch.Put(Column::kMeta, kRunStateKey,
+            EncodeRunState({options.sync_writes, /*clean=*/false, options.boot_id}));
+  KV_RETURN_IF_ERROR(engine->Write(batch, WriteOptions{/*sync=*/true}));
   uint64_t floor = 0;
   absl::StatusOr<std::string> stored_floor = engine->Get(Column::kMeta, kCounterFloorKey);
   if (stored_floor.ok()) {
@@ -112,7 +179,15 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
   std::unique_ptr<LocalStore> store(
       new LocalStore(engine, clock, absl::StrCat(node_id, "#", epoch), options));
   store->counter_floor_.store(floor);
+  store->new_epoch_reason_ = std::move(new_epoch_reason);
   return store;
+}
+
+absl::Status LocalStore::RecordCleanStop() {
+  WriteBatch batch;
+  batch.Put(Column::kMeta, kRunStateKey,
+            EncodeRunState({options_.sync_writes, /*clean=*/true, options_.boot_id}));
+  return engine_->Write(batch, WriteOptions{/*sync=*/true});
 }
 
 LocalStore::LocalStore(Engine* engine, const Clock* clock, std::string actor, Options options)

@@ -27,7 +27,12 @@
 //
 // Actor epochs: on first open of an empty engine the store draws a fresh epoch and persists it;
 // its actor is "<node_id>#<epoch>". A wiped data directory therefore yields a new actor and
-// old dots are never reused.
+// old dots are never reused. Without sync_writes a machine crash can also lose the tail of the
+// write-ahead log: the dots of the writes in it may live on at other replicas, and a new version
+// under the same actor would take the same counter (two versions, one dot: a merge keeps one of
+// them). So Open also draws a new epoch when the previous run did not end with RecordCleanStop,
+// did not sync its writes, and the machine has restarted since (Options::boot_id differs). A
+// crash of the process alone loses nothing the write-ahead log was given, so it keeps the epoch.
 //
 // Errors: INVALID_ARGUMENT for bad input (oversized key/value/context/token, malformed context,
 // idempotency token reused with different parameters), NOT_FOUND from ReadRecord for a key the
@@ -112,14 +117,28 @@ class LocalStore {
     // to act as an older node in tests: writes whose context it could not read fail with
     // INVALID_ARGUMENT, and ReplicaService refuses records it could not read, as such a node does.
     uint32_t format_level = kFormatLevel;
+    // Names the machine's current boot (kvnode: /proc/sys/kernel/random/boot_id, or a fresh
+    // random string if it cannot be read, so that every start counts as a machine restart).
+    // Compared with the previous run's (see "Actor epochs" above).
+    std::string boot_id;
   };
 
-  // Loads (or, on an empty engine, creates) the node's actor epoch.
+  // Loads (or, on an empty engine or after a machine crash that may have lost writes, creates)
+  // the node's actor epoch, and durably records that a run has started (with sync, before any
+  // write of the run).
   static absl::StatusOr<std::unique_ptr<LocalStore>> Open(Engine* engine, const Clock* clock,
                                                           absl::BitGenRef rng, std::string node_id,
                                                           Options options);
 
   const std::string& actor() const { return actor_; }
+  // Why Open drew a new epoch for a store that had one ("" if it did not): for the node's log.
+  const std::string& new_epoch_reason() const { return new_epoch_reason_; }
+
+  // Records that this run stopped cleanly, in a synced write (which makes every earlier write
+  // durable too): the next Open keeps the epoch even if the machine restarts meanwhile. Call
+  // once the last mutation of the run has been written; a mutation after it could be lost in a
+  // machine crash without the next Open noticing.
+  absl::Status RecordCleanStop();
   const Options& options() const { return options_; }
 
   // Adds mutations to a write's atomic batch (the replication outbox entries for the key). The
@@ -257,6 +276,7 @@ class LocalStore {
   const Clock* const clock_;
   const std::string actor_;
   const Options options_;
+  std::string new_epoch_reason_;  // set by Open only
   RecordObserver* observer_ = nullptr;
   const FormatLevels* levels_ = nullptr;
   // Counters of this actor below or at the floor are never handed out (raised by purges).

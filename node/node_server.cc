@@ -10,9 +10,11 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <system_error>
 
+#include "absl/random/distributions.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -34,6 +36,16 @@ namespace kv {
 namespace {
 
 constexpr absl::Duration kExpiryInterval = absl::Minutes(1);
+
+// The id of the machine's current boot, which a restart of the machine changes
+// (LocalStore::Options::boot_id). If it cannot be read, a fresh random one: every start then
+// counts as a machine restart, which costs at most a new actor epoch after a crash.
+std::string MachineBootId(absl::BitGenRef rng) {
+  std::ifstream file("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  if (file && std::getline(file, id) && !id.empty()) return id;
+  return absl::StrCat("unknown-", absl::Hex(absl::Uniform<uint64_t>(rng), absl::kZeroPad16));
+}
 
 // A data directory problem: the errno's text, the directory, and what to do.
 absl::Status DataDirError(int error_number, absl::string_view what, absl::string_view dir) {
@@ -180,6 +192,7 @@ absl::Status NodeServer::OpenStorage() {
   options.limits = config_.limits;
   options.idempotency_ttl = config_.idempotency_ttl;
   options.sync_writes = config_.sync_writes;
+  options.boot_id = MachineBootId(rng_);
   // No commit executor: a client's write is committed on the gRPC thread that submits it when no
   // other thread is committing (under load one such thread commits group after group and answers
   // the calls of each group as it goes; the other threads only queue their writes). Measured
@@ -198,6 +211,12 @@ absl::Status NodeServer::OpenStorage() {
   }
   store_ = *std::move(store);
   actor_ = store_->actor();
+  if (!store_->new_epoch_reason().empty()) {
+    LogWarn(
+        "took a new actor epoch, so that new versions never reuse the dots of writes this "
+        "disk may have lost",
+        {{"actor", actor_}, {"reason", store_->new_epoch_reason()}});
+  }
   return absl::OkStatus();
 }
 
@@ -562,6 +581,15 @@ void NodeServer::Shutdown() {
   coordinator_.reset();
   cleaner_.reset();
   outbox_.reset();
+  if (store_ != nullptr) {
+    // Every mutation has ended (the server, the executor and every job that writes stopped).
+    if (absl::Status status = store_->RecordCleanStop(); !status.ok()) {
+      LogWarn(
+          "could not record the clean stop: the next start takes a new actor epoch if the "
+          "machine restarts before it",
+          {{"error", status.ToString()}});
+    }
+  }
   store_.reset();
   merkle_.reset();  // observed the store until it closed
   if (engine_ != nullptr) {

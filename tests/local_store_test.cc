@@ -69,6 +69,104 @@ TEST_F(LocalStoreTest, ActorEpochIsStableAcrossReopenAndNewOnEmptyEngine) {
   EXPECT_NE(fresh->actor(), store_->actor());
 }
 
+// A machine crash with sync_writes off loses the write-ahead log's tail; a write in it may live
+// on at another replica. The next version must not take that write's dot (a merge would then keep
+// only one of the two), so a store reopened on a new boot after such a crash takes a new epoch.
+TEST_F(LocalStoreTest, AfterAMachineCrashLosesWritesNewVersionsNeverReuseTheirDots) {
+  MemoryEngine engine;
+  LocalStore::Options options;  // sync_writes off
+  options.boot_id = "boot-1";
+  std::unique_ptr<LocalStore> a = OpenStore(&engine, "a", options);
+  const std::string first_actor = a->actor();
+  auto put = [&](const std::string& value, const std::string& context) {
+    absl::StatusOr<WriteOutcome> outcome = a->Write({"k", false, value, context, ""});
+    EXPECT_TRUE(outcome.ok()) << outcome.status();
+    return outcome.ok() ? outcome->context : "";
+  };
+  const std::string v0_context = put("v0", "");
+  engine.SyncAll();
+  put("v1", v0_context);  // acknowledged after its write-ahead log append, not synced
+  absl::StatusOr<SiblingSet> replicated = a->ReadRecord("k");  // what another replica got
+  ASSERT_TRUE(replicated.ok()) << replicated.status();
+
+  a.reset();
+  engine.SimulateCrash();
+  options.boot_id = "boot-2";
+  a = OpenStore(&engine, "a", options);
+  ASSERT_NE(a, nullptr);
+  EXPECT_NE(a->actor(), first_actor);
+  EXPECT_THAT(a->new_epoch_reason(), ::testing::HasSubstr("machine has restarted"));
+  put("v2", "");                                       // concurrent with v1, which this disk lost
+  ASSERT_TRUE(a->MergeRecord("k", *replicated).ok());  // v1 comes back from the other replica
+
+  std::vector<std::string> values;
+  absl::StatusOr<SiblingSet> record = a->ReadRecord("k");
+  ASSERT_TRUE(record.ok()) << record.status();
+  for (const Sibling& s : record->LiveSiblings()) values.push_back(s.value);
+  std::sort(values.begin(), values.end());
+  EXPECT_EQ(values, (std::vector<std::string>{"v1", "v2"}));
+}
+
+// The epoch stays when nothing acknowledged can have been lost: the process alone crashed (same
+// boot), writes were synced, or the previous run stopped cleanly.
+TEST_F(LocalStoreTest, TheEpochStaysWhenNoAcknowledgedWriteCanHaveBeenLost) {
+  MemoryEngine engine;
+  LocalStore::Options options;
+  options.boot_id = "boot-1";
+  std::unique_ptr<LocalStore> store = OpenStore(&engine, "a", options);
+  const std::string actor = store->actor();
+
+  store.reset();  // a crash of the process: the same boot
+  store = OpenStore(&engine, "a", options);
+  EXPECT_EQ(store->actor(), actor);
+  EXPECT_EQ(store->new_epoch_reason(), "");
+
+  ASSERT_TRUE(store->RecordCleanStop().ok());
+  store.reset();
+  options.boot_id = "boot-2";
+  store = OpenStore(&engine, "a", options);
+  EXPECT_EQ(store->actor(), actor);
+
+  options.sync_writes = true;
+  options.boot_id = "boot-3";
+  store = OpenStore(&engine, "a", options);  // the previous run (boot-2) did not stop cleanly
+  ASSERT_NE(store, nullptr);
+  const std::string synced_actor = store->actor();
+  EXPECT_NE(synced_actor, actor);
+  store.reset();
+  engine.SimulateCrash();
+  options.boot_id = "boot-4";
+  store = OpenStore(&engine, "a", options);
+  EXPECT_EQ(store->actor(), synced_actor);  // its writes were synced
+}
+
+// A store written before runs were recorded, or whose record is unreadable, cannot tell how its
+// previous run ended: it takes a new epoch, and says why.
+TEST_F(LocalStoreTest, AnUnknownPreviousRunTakesANewEpoch) {
+  MemoryEngine engine;
+  std::unique_ptr<LocalStore> store = OpenStore(&engine, "a");
+  const std::string actor = store->actor();
+  store.reset();
+  WriteBatch batch;
+  batch.Delete(Column::kMeta, "run_state");
+  ASSERT_TRUE(engine.Write(batch, WriteOptions{true}).ok());
+  store = OpenStore(&engine, "a");
+  EXPECT_NE(store->actor(), actor);
+  EXPECT_THAT(store->new_epoch_reason(), ::testing::HasSubstr("earlier version"));
+
+  const std::string second = store->actor();
+  store.reset();
+  WriteBatch garbage;
+  garbage.Put(Column::kMeta, "run_state", "v9;whatever");
+  ASSERT_TRUE(engine.Write(garbage, WriteOptions{true}).ok());
+  store = OpenStore(&engine, "a");
+  EXPECT_NE(store->actor(), second);
+  EXPECT_THAT(store->new_epoch_reason(), ::testing::HasSubstr("unreadable"));
+  store.reset();
+  store = OpenStore(&engine, "a");  // recorded again: the same boot keeps it
+  EXPECT_EQ(store->new_epoch_reason(), "");
+}
+
 // While some member reads only format level 1, no context a client gets carries tokened
 // versions (storage/format_level.h): a client may take it to that member.
 TEST_F(LocalStoreTest, ContextsSuitTheClustersFormatLevel) {

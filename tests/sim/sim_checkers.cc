@@ -25,6 +25,14 @@ bool HasSibling(const SiblingSet& set, const Dot& dot) {
                      [&](const Sibling& s) { return s.dot == dot; });
 }
 
+// A sibling with `dot` that holds what `op` wrote: a version of another write under the same dot
+// (a dot handed out twice) does not count.
+bool HasVersionOf(const SiblingSet& set, const Dot& dot, const WriteOp& op) {
+  return std::any_of(set.siblings().begin(), set.siblings().end(), [&](const Sibling& s) {
+    return s.dot == dot && s.tombstone == op.is_delete && (op.is_delete || s.value == op.value);
+  });
+}
+
 bool HasToken(const SiblingSet& set, const std::string& token) {
   return std::any_of(set.siblings().begin(), set.siblings().end(),
                      [&](const Sibling& s) { return s.idempotency_token == token; });
@@ -159,7 +167,7 @@ void Checkers::CheckNoAcknowledgedWriteLost() {
     bool kept = HasToken(*final_record, op.token);
     for (const Dot& dot : versions) {
       if (kept) break;
-      kept = HasSibling(*final_record, dot) ||
+      kept = HasVersionOf(*final_record, dot, op) ||
              (final_record->context().Covers(dot) && SomeWriteSaw(op.key, dot)) ||
              PurgedOver(op.key, dot);
     }
