@@ -21,6 +21,16 @@
 // reached it answers UNAVAILABLE; the write stays stored where it landed and keeps replicating,
 // and a retry with the same idempotency token creates nothing new.
 //
+// A write whose context names single versions (CausalContext::dots(): the context a write
+// returns while other siblings remain) replaces them only where they are held, and the record's
+// version vector cannot remember a replaced dot without its predecessors. So a replica that is
+// not the maker of any of them forwards such a write to the replica that made the first one it
+// names (live, a replica of the key), which holds that version or has replaced it; if that
+// replica cannot be reached, it coordinates the write itself. A node that is not a replica
+// forwards such a write to that replica first. The maker coordinates what it
+// receives (it names one of its own versions), and a write another node forwarded
+// (WriteCommand::forwarded) is never handed on this way, so it cannot go back and forth.
+//
 // Reads. R replicas are asked, this node's own replica first when it has one. When every replica
 // asked knows nothing of the key (not even a tombstone), the remaining replicas are asked before
 // answering NOT_FOUND (new-key read-after-write). NOT_FOUND is answered only when enough
@@ -186,6 +196,11 @@ class Coordinator {
   bool IsDown(const Member& member) const;
   // Moves DOWN members behind the others, keeping the order within each group.
   void LiveFirst(std::vector<const Member*>* members) const;
+  // The live replica of `replicas` (not this node) that should coordinate `command` because it
+  // made a version the command's context names (see "A write whose context names single
+  // versions" above); null to coordinate here.
+  const Member* MakerToCoordinate(const WriteCommand& command,
+                                  const std::vector<const Member*>& replicas) const;
   void CoordinateWrite(WriteCommand command, QuorumSpec w, std::vector<AckGroup> groups,
                        uint64_t layout_version, std::vector<const Member*> replicas,
                        std::function<void(absl::StatusOr<WriteReply>)> done);

@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "node/coordinator.h"
+#include "storage/version_vector.h"
 
 namespace kv {
 
@@ -109,17 +110,63 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
   const bool is_replica = std::any_of(replicas.begin(), replicas.end(),
                                       [&](const Member* m) { return m->id == options_.self_id; });
   if (is_replica) {
-    CoordinateWrite(std::move(command), w, *std::move(groups), placement->layout().version,
-                    std::move(replicas), std::move(done));
+    const uint64_t layout_version = placement->layout().version;
+    if (const Member* maker = MakerToCoordinate(command, replicas)) {
+      WriteCommand copy = command;
+      transport_->ForwardWrite(
+          *maker, std::move(copy), w,
+          [this, command = std::move(command), w, groups = *std::move(groups), layout_version,
+           replicas = std::move(replicas),
+           done = std::move(done)](absl::StatusOr<WriteReply> reply) mutable {
+            if (reply.ok() || !absl::IsUnavailable(reply.status()) ||
+                IsWriteStored(reply.status())) {
+              done(std::move(reply));
+              return;
+            }
+            // The maker is unreachable: coordinate here (on the executor, not on the
+            // transport's thread), as if the context named no version.
+            executor_->Schedule([this, command = std::move(command), w, groups = std::move(groups),
+                                 layout_version, replicas = std::move(replicas),
+                                 done = std::move(done)]() mutable {
+              CoordinateWrite(std::move(command), w, std::move(groups), layout_version,
+                              std::move(replicas), std::move(done));
+            });
+          });
+      return;
+    }
+    CoordinateWrite(std::move(command), w, *std::move(groups), layout_version, std::move(replicas),
+                    std::move(done));
   } else {
     {
       absl::MutexLock lock(&stats_mu_);
       ++stats_.writes_forwarded;
     }
     LiveFirst(&replicas);
+    if (const Member* maker = MakerToCoordinate(command, replicas)) {
+      std::stable_partition(replicas.begin(), replicas.end(),
+                            [maker](const Member* m) { return m == maker; });
+    }
     ForwardWrite(std::move(command), w, std::move(replicas), 0,
                  absl::UnavailableError("the key has no replicas"), std::move(done));
   }
+}
+
+const Member* Coordinator::MakerToCoordinate(const WriteCommand& command,
+                                             const std::vector<const Member*>& replicas) const {
+  if (command.forwarded || command.context.empty()) return nullptr;
+  absl::StatusOr<CausalContext> seen = CausalContext::Decode(command.context);
+  if (!seen.ok() || seen->dots().empty()) return nullptr;  // the store answers a bad context
+  const Member* maker = nullptr;
+  for (const Dot& dot : seen->dots()) {
+    // An actor is "<node id>#<epoch>".
+    const absl::string_view node_id = absl::string_view(dot.actor).substr(0, dot.actor.rfind('#'));
+    if (node_id == options_.self_id) return nullptr;  // this node made one of them
+    if (maker != nullptr) continue;
+    for (const Member* m : replicas) {
+      if (m->id == node_id && !IsDown(*m)) maker = m;
+    }
+  }
+  return maker;
 }
 
 void Coordinator::CoordinateWrite(WriteCommand command, QuorumSpec w, std::vector<AckGroup> groups,

@@ -268,6 +268,7 @@ void GrpcPeerTransport::SendForwardedWrite(std::shared_ptr<PeerStubs> stubs, Wri
   call->request.set_context(std::move(command.context));
   call->request.set_idempotency_token(std::move(command.idempotency_token));
   *call->request.mutable_w() = ToProto(w);
+  call->context.AddMetadata(kForwardedWriteMetadata, "1");
   Begin(&call->context);
   method(stubs->kv.get(), &call->context, &call->request, &call->response,
          [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {

@@ -94,6 +94,7 @@ grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* context,
   if (!valid.ok()) return FinishNow(gate_, valid);
   // The write may be committed on this thread, with the writes that other calls queue meanwhile
   // (LocalStore::WriteAsync without a commit executor); `finish` may run before this returns.
+  command.forwarded = context->client_metadata().count(kForwardedWriteMetadata) > 0;
   grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
   auto finish = [reactor](const absl::Status& status) { reactor->Finish(ToGrpcStatus(status)); };
   coordinator_->Write(std::move(command), *spec,

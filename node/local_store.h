@@ -72,6 +72,8 @@ struct WriteCommand {
   std::string value;              // ignored for deletes
   std::string context;            // encoded CausalContext; empty = none
   std::string idempotency_token;  // empty = no deduplication
+  // Another node forwarded it here (kForwardedWriteMetadata): see node/coordinator.h.
+  bool forwarded = false;
 };
 
 struct WriteOutcome {

@@ -656,6 +656,36 @@ TEST_F(ClusterTest, OverwriteIsStaleOnOtherReplicasThenConverges) {
   }
 }
 
+// C5: a write's context names just its version while siblings remain. A write chained with it
+// through a replica that has not received that version yet still replaces it on every replica
+// (the replica hands the write to the one that made the version), and keeps the sibling it
+// did not see.
+TEST_F(ClusterTest, AWriteChainedFromAWritesContextReplacesThatVersionEverywhere) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(3, {"--fault_replication_delay=1s"}));
+  const std::string key = "chain/key";
+  const std::vector<std::string> replicas = ReplicasOf(key);
+  ASSERT_EQ(replicas.size(), 3u);
+  const size_t maker = *cluster_->IndexOf(replicas[0]);
+  const size_t other = *cluster_->IndexOf(replicas[1]);
+  PutArgs one;
+  one.w = QuorumCount(1);
+  const PutResult x = Put(kv(maker), key, "x", one);
+  ASSERT_TRUE(x.status.ok()) << StatusText(x.status);
+  const PutResult y = Put(kv(maker), key, "y", one);  // no context: a sibling of x
+  ASSERT_TRUE(y.status.ok()) << StatusText(y.status);
+  PutArgs chained = one;
+  chained.context = y.response.context();
+  const PutResult z = Put(kv(other), key, "z", chained);  // `other` holds neither yet
+  ASSERT_TRUE(z.status.ok()) << StatusText(z.status);
+
+  v1::DescribeKeyResponse described;
+  const bool converged = PollUntil(kConvergeTimeout, [&] {
+    return DescribeKey(kv(other), key, &described).ok() && described.converged() &&
+           AllReplicasHoldExactly(described, {"x", "z"});
+  });
+  EXPECT_TRUE(converged) << Show(described);
+}
+
 // C5: Puts without context through different nodes are concurrent: every replica keeps all of
 // them as siblings. A Put with the context of a Get that saw them all replaces them all, on
 // every replica.

@@ -381,6 +381,98 @@ TEST_F(CoordinatorTest, NonReplicaForwardsToTheFirstReplicaThatAnswers) {
   EXPECT_EQ(coordinator_->Stats().writes_forwarded, 1u);
 }
 
+// A context that names single versions (what a write returns while siblings remain) goes to the
+// replica that made them, which holds them or has replaced them; this replica might not have
+// received them yet, and would then leave them as siblings once they arrive.
+TEST_F(CoordinatorTest, AWriteNamingAnotherReplicasVersionsGoesToThatReplica) {
+  Start("n1", 3);  // every member is a replica of every key
+  auto context_naming = [](const std::vector<Dot>& dots) {
+    CausalContext context;
+    for (const Dot& dot : dots) context.AddDot(dot);
+    return context.Encode();
+  };
+  auto put = [&](const std::string& key, const std::string& context) {
+    auto answers = std::make_shared<std::vector<absl::StatusOr<WriteReply>>>();
+    coordinator_->Write(
+        WriteCommand{key, false, "v", context, absl::StrCat("token-", key)}, QuorumSpec{},
+        [answers](absl::StatusOr<WriteReply> reply) { answers->push_back(std::move(reply)); });
+    executor_.Drain();
+    return answers;
+  };
+  WriteReply from_n2;
+  from_n2.write_id = "coordinated by n2";
+  peers_.forward_answers["n2"] = from_n2;
+  Answers answers = put("a", context_naming({Dot{"n2#0000000000aa", 2}}));
+  ASSERT_EQ(answers->size(), 1u);
+  ASSERT_TRUE((*answers)[0].ok()) << (*answers)[0].status();
+  EXPECT_EQ((*answers)[0]->write_id, "coordinated by n2");
+  EXPECT_THAT(peers_.forwards, ElementsAre("n2"));
+  EXPECT_FALSE(store_->ReadRecord("a").ok());
+
+  // A context that also names a version of this node's: coordinated here.
+  peers_.forwards.clear();
+  answers = put("b", context_naming({Dot{"n2#0000000000aa", 2}, Dot{store_->actor(), 7}}));
+  ConfirmEverything("n2");
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_TRUE((*answers)[0].ok()) << (*answers)[0].status();
+  EXPECT_THAT(peers_.forwards, IsEmpty());
+  EXPECT_TRUE(store_->ReadRecord("b").ok());
+
+  // The maker cannot be reached: coordinated here after all.
+  peers_.forward_answers.erase("n2");
+  answers = put("c", context_naming({Dot{"n2#0000000000aa", 2}}));
+  EXPECT_THAT(peers_.forwards, ElementsAre("n2"));
+  ConfirmEverything("n2");
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_TRUE((*answers)[0].ok()) << (*answers)[0].status();
+  EXPECT_TRUE(store_->ReadRecord("c").ok());
+
+  // A whole version vector, or a maker that is not a replica: coordinated here.
+  peers_.forwards.clear();
+  VersionVector vv;
+  vv.Advance("n2#0000000000aa", 3);
+  CausalContext vv_only(vv);
+  answers = put("d", vv_only.Encode());
+  answers = put("e", context_naming({Dot{"n9#0000000000aa", 2}}));
+  ConfirmEverything("n2");
+  EXPECT_THAT(peers_.forwards, IsEmpty());
+  EXPECT_TRUE(store_->ReadRecord("d").ok());
+  EXPECT_TRUE(store_->ReadRecord("e").ok());
+
+  // A write another node forwarded here is coordinated here, whatever its context names.
+  WriteCommand forwarded{"f", false, "v", context_naming({Dot{"n2#0000000000aa", 2}}), "token-f"};
+  forwarded.forwarded = true;
+  answers = std::make_shared<std::vector<absl::StatusOr<WriteReply>>>();
+  coordinator_->Write(forwarded, QuorumSpec{}, [answers](absl::StatusOr<WriteReply> reply) {
+    answers->push_back(std::move(reply));
+  });
+  executor_.Drain();
+  ConfirmEverything("n2");
+  EXPECT_THAT(peers_.forwards, IsEmpty());
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_TRUE((*answers)[0].ok()) << (*answers)[0].status();
+}
+
+// A node that is not a replica forwards such a write to the replica that made the version first.
+TEST_F(CoordinatorTest, ANonReplicaForwardsAWriteNamingAVersionToItsMakerFirst) {
+  Start("n1", 5);
+  const std::string key = KeyWhere("k", "n1", /*replica=*/false);
+  const std::vector<const Member*> replicas = holder_->Get()->Replicas(key, kN);
+  CausalContext context;
+  context.AddDot(Dot{replicas[2]->id + "#0000000000aa", 4});
+  WriteReply reply;
+  reply.write_id = "forwarded";
+  peers_.forward_answers[replicas[2]->id] = reply;
+  auto answers = std::make_shared<std::vector<absl::StatusOr<WriteReply>>>();
+  coordinator_->Write(
+      WriteCommand{key, false, "v", context.Encode(), "token"}, QuorumSpec{},
+      [answers](absl::StatusOr<WriteReply> r) { answers->push_back(std::move(r)); });
+  executor_.Drain();
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_TRUE((*answers)[0].ok()) << (*answers)[0].status();
+  EXPECT_THAT(peers_.forwards, ElementsAre(replicas[2]->id));
+}
+
 // Only an unreachable replica is skipped: a replica's verdict (here a W shortfall, the write
 // stored there) goes back to the client as it is, or a retry elsewhere would store it twice.
 TEST_F(CoordinatorTest, ForwardedVerdictsOtherThanUnreachableAreReturnedAsTheyAre) {

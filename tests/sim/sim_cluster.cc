@@ -494,8 +494,10 @@ void SimCluster::ServeListKeys(int node, const std::string& prefix, const std::s
   });
 }
 
-void SimCluster::ServeForwardWrite(int node, const WriteCommand& command, QuorumSpec w,
+void SimCluster::ServeForwardWrite(int node, const WriteCommand& received, QuorumSpec w,
                                    std::function<void(absl::StatusOr<WriteReply>)> reply) {
+  WriteCommand command = received;
+  command.forwarded = true;  // as KvService marks a write another node forwarded
   OnNode(node, [this, command, w, reply = std::move(reply)](Node* n) {
     if (!loop_->verbose()) return n->coordinator->Write(command, w, reply);
     n->coordinator->Write(command, w, [this, n, command, reply](absl::StatusOr<WriteReply> r) {

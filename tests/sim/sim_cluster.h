@@ -173,7 +173,7 @@ class SimCluster : public SimReplicaServer {
                          std::function<void(absl::Status)> reply) override;
   void ServeReadRecord(int node, const std::string& key,
                        std::function<void(absl::StatusOr<std::string>)> reply) override;
-  void ServeForwardWrite(int node, const WriteCommand& command, QuorumSpec w,
+  void ServeForwardWrite(int node, const WriteCommand& received, QuorumSpec w,
                          std::function<void(absl::StatusOr<WriteReply>)> reply) override;
   void ServeListKeys(int node, const std::string& prefix, const std::string& page_token,
                      uint32_t limit, std::function<void(absl::StatusOr<ListPage>)> reply) override;
