@@ -29,7 +29,15 @@
 // replica cannot be reached, it coordinates the write itself. A node that is not a replica
 // forwards such a write to that replica first. The maker coordinates what it
 // receives (it names one of its own versions), and a write another node forwarded
-// (WriteCommand::forwarded) is never handed on this way, so it cannot go back and forth.
+// (WriteCommand::forwarded) is never handed on: a replica coordinates it, and a node that is not
+// a replica in its own layout (the two nodes' layouts differ) answers UNAVAILABLE, not stored, so
+// the forwarding node tries its next replica or coordinates it itself. A write thus makes at most
+// one hop between nodes. The hop can fail after the receiver stored the write (its process died
+// before answering): the forwarding node then sees UNAVAILABLE like an unreachable node and
+// stores the write elsewhere too, a second copy that a retry with the same token would also
+// make (deduplicated by token when the copies meet). A receiver that gossip reports alive but
+// that this node cannot reach holds the write up to the forward deadline (DEADLINE_EXCEEDED,
+// not retried elsewhere, as that may have stored it).
 //
 // Reads. R replicas are asked, this node's own replica first when it has one. When every replica
 // asked knows nothing of the key (not even a tombstone), the remaining replicas are asked before

@@ -137,6 +137,18 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
     CoordinateWrite(std::move(command), w, *std::move(groups), layout_version, std::move(replicas),
                     std::move(done));
   } else {
+    if (command.forwarded) {
+      // The forwarding node's layout makes this node a replica and this node's does not: one
+      // of the two has not yet learned the latest membership. Handing the write on again could
+      // pass it back and forth; the forwarding node tries its next replica instead, and the
+      // client's retry (same token) meets layouts that agree.
+      done(absl::UnavailableError(absl::StrCat(
+          "node ", options_.self_id, " is not a replica of the key in layout version ",
+          placement->layout().version,
+          " and does not hand on a write another node forwarded to it; the nodes' layouts "
+          "differ while a membership change spreads, retry with the same idempotency token")));
+      return;
+    }
     {
       absl::MutexLock lock(&stats_mu_);
       ++stats_.writes_forwarded;

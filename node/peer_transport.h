@@ -72,8 +72,8 @@ inline bool IsRecordRefusal(const absl::Status& status) {
 inline constexpr absl::string_view kWriteStoredPayload = "type.kv/write-stored";
 inline constexpr char kWriteStoredMetadata[] = "kv-write-stored";
 // Request metadata of a write one node forwards to another (ForwardWrite): the receiver sets
-// WriteCommand::forwarded, so that it does not hand the write on to a version's maker
-// (node/coordinator.h) and two nodes whose layouts differ cannot pass it back and forth.
+// WriteCommand::forwarded and never hands the write on (node/coordinator.h), so two nodes whose
+// layouts differ cannot pass it back and forth.
 inline constexpr char kForwardedWriteMetadata[] = "kv-forwarded-write";
 
 // `status` with the mark `payload` (an in-process status payload, value "1"), and the test.

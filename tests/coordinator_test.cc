@@ -381,6 +381,27 @@ TEST_F(CoordinatorTest, NonReplicaForwardsToTheFirstReplicaThatAnswers) {
   EXPECT_EQ(coordinator_->Stats().writes_forwarded, 1u);
 }
 
+// A write another node forwarded to this one, which is not a replica in its own layout (the two
+// layouts differ), is not handed on again: the forwarding node tries its next replica.
+TEST_F(CoordinatorTest, AForwardedWriteIsNotHandedOnAgain) {
+  Start("n1", 5);
+  const std::string key = KeyWhere("k", "n1", /*replica=*/false);
+  WriteCommand command{key, false, "v", "", "token"};
+  command.forwarded = true;
+  auto answers = std::make_shared<std::vector<absl::StatusOr<WriteReply>>>();
+  coordinator_->Write(command, QuorumSpec{}, [answers](absl::StatusOr<WriteReply> reply) {
+    answers->push_back(std::move(reply));
+  });
+  executor_.Drain();
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(IsWriteStored((*answers)[0].status()));
+  EXPECT_THAT(std::string((*answers)[0].status().message()), HasSubstr("not a replica"));
+  EXPECT_THAT(peers_.forwards, IsEmpty());
+  EXPECT_FALSE(store_->ReadRecord(key).ok());
+  EXPECT_EQ(coordinator_->Stats().writes_forwarded, 0u);
+}
+
 // A context that names single versions (what a write returns while siblings remain) goes to the
 // replica that made them, which holds them or has replaced them; this replica might not have
 // received them yet, and would then leave them as siblings once they arrive.
