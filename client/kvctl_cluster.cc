@@ -199,8 +199,13 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
   out.text = absl::StrCat(
       input.args[0], " ", input.args[1], " at layout version ", plan->layout_version, ": members ",
       absl::StrJoin(plan->members_before, ","), " -> ", absl::StrJoin(plan->members_after, ","),
-      "\n", absl::StrFormat("%.1f%%", 100 * plan->moved_fraction),
-      " of the stored replica data moves:\n", FormatTable(move_rows), FormatTable(share_rows));
+      "\n",
+      plan->moves.empty()
+          ? std::string("no stored replica data moves: the members after the change already hold "
+                        "every key they will own\n")
+          : absl::StrCat(absl::StrFormat("%.1f%%", 100 * plan->moved_fraction),
+                         " of the stored replica data moves:\n", FormatTable(move_rows)),
+      FormatTable(share_rows));
   if (!commit) {
     out.notice =
         absl::StrCat("nothing changed; apply with: kvctl cluster ", input.args[0], " ",

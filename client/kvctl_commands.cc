@@ -6,9 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
@@ -21,34 +19,45 @@
 namespace kv::kvctl {
 namespace {
 
-absl::StatusOr<std::string> ReadStdin() {
+// More than any request may carry (ClientOptions::max_request_bytes): reading stops there, so an
+// endless input (--file=/dev/zero, a runaway pipe) fails at once instead of filling memory.
+constexpr size_t kMaxValueInput = size_t{64} << 20;
+
+// Reads `in` to its end, or fails once it passes kMaxValueInput. `what` names it in errors.
+absl::StatusOr<std::string> ReadBounded(std::FILE* in, const std::string& what) {
   std::string data;
   char buffer[1 << 16];
   while (true) {
-    const size_t n = std::fread(buffer, 1, sizeof(buffer), stdin);
+    const size_t n = std::fread(buffer, 1, sizeof(buffer), in);
     data.append(buffer, n);
+    if (data.size() > kMaxValueInput) {
+      return UsageError(absl::StrCat(what, " holds more than ", kMaxValueInput >> 20,
+                                     " MiB, more than a request may carry (a node's "
+                                     "max_value_bytes is 1 MiB by default)"));
+    }
     if (n < sizeof(buffer)) break;
   }
-  if (std::ferror(stdin)) {
+  if (std::ferror(in)) {
     // A local input mistake (stdin is a directory, say), like an unreadable --file.
-    return UsageError(absl::StrCat("cannot read stdin: ", std::strerror(errno)));
+    return UsageError(absl::StrCat("cannot read ", what, ": ", std::strerror(errno)));
   }
   return data;
 }
+
+absl::StatusOr<std::string> ReadStdin() { return ReadBounded(stdin, "stdin"); }
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   std::error_code error;
   if (std::filesystem::is_directory(path, error)) {
     return UsageError(absl::StrCat("cannot read --file ", path, ": it is a directory"));
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  std::FILE* in = std::fopen(path.c_str(), "rb");
+  if (in == nullptr) {
     return UsageError(absl::StrCat("cannot read --file ", path, ": ", std::strerror(errno)));
   }
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (in.bad()) return UsageError(absl::StrCat("error while reading --file ", path));
-  return contents.str();
+  absl::StatusOr<std::string> data = ReadBounded(in, absl::StrCat("--file ", path));
+  std::fclose(in);
+  return data;
 }
 
 // --w / --r: a replica count (1..N), "quorum" (a majority) or "all"; absent = server default.

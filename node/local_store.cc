@@ -129,7 +129,9 @@ std::string MakeWriteId(const Dot& dot, absl::string_view key) {
 absl::Status ParseWriteId(absl::string_view write_id, Dot* dot, std::string* key) {
   auto bad = [&] {
     return absl::InvalidArgumentError(
-        absl::StrCat("malformed write id '", write_id, "': expected ACTOR:COUNTER/KEY"));
+        absl::StrCat("malformed write id '", write_id,
+                     "': expected the id a put or delete returned, NODE#EPOCH:COUNTER/KEY with the "
+                     "key in web-safe base64 (e.g. n1#ba2bab5e55dc:1/ZHc)"));
   };
   size_t slash = write_id.find('/');
   if (slash == absl::string_view::npos) return bad();

@@ -175,6 +175,27 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
   return server;
 }
 
+absl::Status NodeServer::CheckDataDirOwner() {
+  // Meta column key of the node id that first ran on this data directory (storage/FORMAT.md).
+  constexpr absl::string_view kNodeIdMetaKey = "node_id";
+  absl::StatusOr<std::string> owner = engine_->Get(Column::kMeta, kNodeIdMetaKey);
+  if (owner.ok()) {
+    if (*owner == config_.node_id) return absl::OkStatus();
+    // Another id would serve this node's replicas under a name the ring places elsewhere.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data directory \"", config_.data_dir, "\" belongs to node ", *owner,
+        " (the node id of its first start), not to --node_id=", config_.node_id, ": start ", *owner,
+        " with it, or give ", config_.node_id, " a data directory of its own"));
+  }
+  if (!absl::IsNotFound(owner.status())) return owner.status();
+  // A new directory, or one written before the owner was recorded: it is this node's from now.
+  WriteBatch batch;
+  batch.Put(Column::kMeta, kNodeIdMetaKey, config_.node_id);
+  WriteOptions sync;
+  sync.sync = true;
+  return engine_->Write(batch, sync);
+}
+
 absl::Status NodeServer::OpenStorage() {
   KV_RETURN_IF_ERROR(PrepareDataDir(config_.data_dir));
   absl::StatusOr<std::unique_ptr<RocksDbEngine>> engine =
@@ -187,6 +208,7 @@ absl::Status NodeServer::OpenStorage() {
                         absl::StrCat("cannot build the Merkle index in \"", config_.data_dir,
                                      "\": ", backfilled.message()));
   }
+  KV_RETURN_IF_ERROR(CheckDataDirOwner());
   LocalStore::Options options;
   if (config_.fault_format_level != 0) options.format_level = config_.fault_format_level;
   options.limits = config_.limits;

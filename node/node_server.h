@@ -90,6 +90,9 @@ class NodeServer {
   NodeServer(const NodeConfig& config, std::function<void()> request_stop)
       : config_(config), request_stop_(std::move(request_stop)) {}
   absl::Status OpenStorage();
+  // FAILED_PRECONDITION if the data directory belongs to another node id; records this node's
+  // id in a directory that names none.
+  absl::Status CheckDataDirOwner();
   // The ring, the peer transport, the replication outbox (recovered from disk) and the
   // coordinator.
   absl::Status StartReplication();

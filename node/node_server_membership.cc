@@ -46,15 +46,51 @@ absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
     return *std::move(stored_layout);
   } else if (!config_.seeds.empty()) {
     KV_ASSIGN_OR_RETURN(layout, LearnLayoutFromSeeds());
+  } else if (stored_layout.has_value() &&
+             (stored_layout->members.size() > 1 || stored_layout->in_transition())) {
+    // Neither --peers nor --seeds: a member of a cluster restarted without its cluster flags
+    // stays a member of that cluster. Starting as a cluster of one would accept writes with
+    // N=W=R=1 apart from its peers. (A single node's stored layout is rebuilt below, so that a
+    // changed --listen takes effect.)
+    LogInfo("no --peers or --seeds: starting from the stored cluster layout",
+            {{"layout_version", absl::StrCat(stored_layout->version)},
+             {"members", FormatMembers(stored_layout->members)}});
+    return *std::move(stored_layout);
   } else {
     layout.version = 1;
     layout.members.push_back(Member{config_.node_id, config_.listen, ""});
+  }
+  if (!config_.peers.empty() && stored_layout.has_value() && stored_layout->members.size() > 1 &&
+      stored_layout->version == layout.version &&
+      FormatMembers(stored_layout->members) != FormatMembers(layout.members)) {
+    LogWarn(
+        "the configured --peers differ from the cluster layout this node stored at the same "
+        "version: every member must be given the same list (gossip reports a layout conflict "
+        "until they agree); change a running cluster's membership with kvctl cluster "
+        "join|leave|remove",
+        {{"layout_version", absl::StrCat(layout.version)},
+         {"configured", FormatMembers(layout.members)},
+         {"stored", FormatMembers(stored_layout->members)}});
   }
   if (stored_layout.has_value() && stored_layout->version > layout.version) {
     LogInfo("using the stored cluster layout: newer than the configured or learned one",
             {{"layout_version", absl::StrCat(stored_layout->version)},
              {"members", FormatMembers(stored_layout->members)}});
     layout = *std::move(stored_layout);
+  } else if (!config_.peers.empty()) {
+    // The configured layout is stored too (gossip stores each later one), so that a restart
+    // without --peers still knows the cluster (above).
+    const std::string encoded = EncodeLayout(layout);
+    if (!stored.ok() || *stored != encoded) {
+      WriteBatch batch;
+      batch.Put(Column::kMeta, kLayoutMetaKey, encoded);
+      WriteOptions sync;
+      sync.sync = true;
+      if (absl::Status written = engine_->Write(batch, sync); !written.ok()) {
+        return absl::Status(written.code(),
+                            absl::StrCat("cannot store the cluster layout: ", written.message()));
+      }
+    }
   }
   return layout;
 }

@@ -4,19 +4,26 @@
 // (create_missing_column_families). See storage/FORMAT.md.
 #include "storage/rocksdb_engine.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <limits>
+#include <set>
+#include <string>
 #include <system_error>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/compaction_filter.h"
 #include "rocksdb/db.h"
@@ -91,6 +98,73 @@ absl::Status PrepareDirectory(const std::string& dir) {
                      "or permissions, or choose another directory)"));
   }
   return absl::OkStatus();
+}
+
+// The file an engine holds an exclusive flock(2) on for as long as it is open. RocksDB checks its
+// own LOCK file only after it has renamed the directory's info log (LOG -> LOG.old.<time>), so a
+// second process opening a directory in use would rename the running node's log on its way to
+// failing; this lock is taken before RocksDB touches anything.
+constexpr char kLockFileName[] = "kvnode.lock";
+
+// Directories an engine of this process holds (flock cannot tell this process from another).
+absl::Mutex locked_dirs_mu(absl::kConstInit);
+std::set<std::string>& LockedDirs() ABSL_EXCLUSIVE_LOCKS_REQUIRED(locked_dirs_mu) {
+  static auto* dirs = new std::set<std::string>();
+  return *dirs;
+}
+
+std::string CanonicalDir(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::path canonical = std::filesystem::canonical(dir, ec);
+  return ec ? dir : canonical.string();
+}
+
+// Locks `dir` (which exists) for this engine; returns the lock file's descriptor.
+absl::StatusOr<int> LockDirectory(const std::string& dir) {
+  const std::string canonical = CanonicalDir(dir);
+  {
+    absl::MutexLock lock(&locked_dirs_mu);
+    if (LockedDirs().count(canonical) > 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("data directory ", dir, " is locked: it is already open in this process"));
+    }
+  }
+  const std::string path = (std::filesystem::path(dir) / kLockFileName).string();
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int error = errno;
+    std::string message =
+        absl::StrCat("cannot open the lock file ", path, ": ", std::strerror(error));
+    if (error == EACCES || error == EPERM || error == EROFS) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(message,
+                       " (fix the data directory's ownership or permissions, or choose "
+                       "another directory)"));
+    }
+    return absl::FailedPreconditionError(message);
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int error = errno;
+    close(fd);
+    if (error == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data directory ", dir,
+          " is locked by another process (is another kvnode running on it?): ", path, " is held"));
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot lock ", path, ": ", std::strerror(error)));
+  }
+  absl::MutexLock lock(&locked_dirs_mu);
+  LockedDirs().insert(canonical);
+  return fd;
+}
+
+void UnlockDirectory(const std::string& dir, int fd) {
+  {
+    absl::MutexLock lock(&locked_dirs_mu);
+    LockedDirs().erase(CanonicalDir(dir));
+  }
+  close(fd);  // releases the flock
 }
 
 class RocksDbIterator : public Iterator {
@@ -200,10 +274,15 @@ struct RocksDbEngine::Impl {
     return handles[static_cast<size_t>(column)];
   }
 
+  int lock_fd = -1;  // LockDirectory's, released once the database is closed
+
   ~Impl() {
-    if (db == nullptr) return;
-    for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
-    db->Close().PermitUncheckedError();  // the WAL already holds every acknowledged batch
+    if (db != nullptr) {
+      for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
+      db->Close().PermitUncheckedError();  // the WAL already holds every acknowledged batch
+      db.reset();
+    }
+    if (lock_fd >= 0) UnlockDirectory(dir, lock_fd);
   }
 };
 
@@ -241,6 +320,9 @@ absl::StatusOr<std::unique_ptr<RocksDbEngine>> RocksDbEngine::Open(const std::st
 
   auto impl = std::make_unique<Impl>();
   impl->dir = dir;
+  absl::StatusOr<int> lock_fd = LockDirectory(dir);
+  if (!lock_fd.ok()) return lock_fd.status();
+  impl->lock_fd = *lock_fd;
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (int i = 0; i < kNumColumns; ++i) {
     const auto column = static_cast<Column>(i);

@@ -2,8 +2,11 @@
 // The only code in the store that includes RocksDB headers.
 //
 // Open fails with a clear status and changes nothing when the directory cannot be used:
-// FAILED_PRECONDITION if another process holds its lock ("is another kvnode running on this
-// data directory?"), PERMISSION_DENIED if it cannot be created or written. Closing (the
+// FAILED_PRECONDITION if another process (or another engine of this one) holds its lock ("is
+// another kvnode running on this data directory?"), PERMISSION_DENIED if it cannot be created or
+// written. The lock is an flock(2) on `kvnode.lock` in the directory, taken before RocksDB opens
+// anything (RocksDB's own LOCK is checked only after it has rotated the info log, which would
+// rename a running node's log), and released once the database is closed. Closing (the
 // destructor) flushes nothing extra: every acknowledged batch is already in the write-ahead log.
 //
 // Expiring values (storage/expiring_value.h) are deleted by a compaction filter on the columns

@@ -266,6 +266,45 @@ TEST(GossipProcessTest, SeedsOnlyNodeLearnsTheMembersAndPlacesKeysLikeTheOthers)
   EXPECT_TRUE(cluster->StopAll().ok()) << cluster->LogTails();
 }
 
+// A member restarted without --peers or --seeds (a lost unit file, a typo) stays a member of its
+// cluster: it starts from the layout it stored, rather than as a cluster of one that would accept
+// writes with N=W=R=1 apart from its peers.
+TEST(GossipProcessTest, AMemberRestartedWithoutClusterFlagsStaysInItsCluster) {
+  std::unique_ptr<testing::Cluster> cluster = StartCluster(3);
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<int> stopped = cluster->Stop(2);
+  ASSERT_TRUE(stopped.ok() && *stopped == 0) << cluster->LogTails();
+  TempDir logs;
+  absl::StatusOr<Subprocess> bare = Subprocess::Start(
+      {KVNODE_PATH, "--node_id=n3", "--listen=" + cluster->endpoint(2),
+       "--data_dir=" + cluster->data_dir(2), "--gossip_interval=100ms", "--shutdown_drain=0s"},
+      logs.Sub("logs"));
+  ASSERT_TRUE(bare.ok()) << bare.status();
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline && !absl::StrContains(bare->Stderr(), "kvnode serving")) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(absl::StrContains(bare->Stderr(), "kvnode serving")) << bare->Stderr();
+  EXPECT_TRUE(absl::StrContains(bare->Stderr(), "starting from the stored cluster layout"))
+      << bare->Stderr();
+  std::unique_ptr<Client> via_bare = ClientFor({cluster->endpoint(2)});
+  absl::StatusOr<ClusterStatusResult> status = via_bare->ClusterStatus();
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->members.size(), 3u);
+  // A write through it with W=all reaches the other two members.
+  WriteOptions all;
+  all.w = Quorum::All();
+  absl::StatusOr<WriteResult> put = via_bare->Put("restarted-bare", "v", all);
+  ASSERT_TRUE(put.ok()) << put.status() << "\n" << bare->Stderr();
+  absl::StatusOr<GetResult> got = ClientFor({cluster->endpoint(0)})->Get("restarted-bare");
+  ASSERT_TRUE(got.ok()) << got.status();
+  bare->Signal(SIGTERM);
+  absl::StatusOr<int> code = bare->Wait(absl::Seconds(20));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0) << bare->Stderr();
+  EXPECT_TRUE(cluster->StopAll().ok()) << cluster->LogTails();
+}
+
 TEST(GossipProcessTest, SeedsOnlyNodeWithNoAnsweringSeedDoesNotServe) {
   TempDir dir;
   const int dead_port = PickFreePort();

@@ -144,6 +144,11 @@ TEST_F(KvctlProcessTest, ValueFromFileAndStdin) {
   CommandResult directory = Kvctl({"put", "src/dir", "--file", dir_->path()});
   EXPECT_EQ(directory.exit_code, 2) << directory.err;
   EXPECT_TRUE(absl::StrContains(directory.err, "directory")) << directory.err;
+  // An endless input stops at what a request may carry, at once.
+  CommandResult endless = Kvctl({"put", "src/endless", "--file", "/dev/zero"});
+  EXPECT_EQ(endless.exit_code, 2) << endless.err;
+  EXPECT_TRUE(absl::StrContains(endless.err, "more than 64 MiB")) << endless.err;
+  EXPECT_EQ(Kvctl({"get", "src/endless"}).exit_code, 1);
   // So is a stdin that cannot be read (a local mistake, not a server error).
   CommandResult stdin_directory =
       RunCommand({"/bin/sh", "-c",

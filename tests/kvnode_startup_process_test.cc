@@ -139,6 +139,26 @@ TEST_F(KvnodeStartupTest, LockedDataDirectoryIsReported) {
   EXPECT_TRUE(first->process().running());
 }
 
+// A data directory holds one node's replicas under that node's id: another id would serve them
+// where the ring places other keys.
+TEST_F(KvnodeStartupTest, ADataDirectoryOfAnotherNodeIdIsRefused) {
+  testing::NodeProcess::Options options;
+  options.node_id = "n1";
+  options.data_dir = dir_.Sub("n1");
+  {
+    absl::StatusOr<testing::NodeProcess> first = testing::NodeProcess::Start(options);
+    ASSERT_TRUE(first.ok()) << first.status();
+  }  // stopped
+  testing::CommandResult r =
+      RunKvnode({"--node_id=n9", "--data_dir=" + options.data_dir, Listen()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("belongs to node n1"));
+  EXPECT_THAT(r.err, HasSubstr("--node_id=n9"));
+  // The owner starts on it as before.
+  absl::StatusOr<testing::NodeProcess> again = testing::NodeProcess::Start(options);
+  ASSERT_TRUE(again.ok()) << again.status();
+}
+
 TEST_F(KvnodeStartupTest, AddressInUseIsReported) {
   testing::NodeProcess::Options options;
   options.data_dir = dir_.Sub("a");

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -182,6 +183,66 @@ TEST_F(RocksDbEngineTest, OpenFailsWhileAnotherProcessHoldsTheLock) {
   EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition) << engine.status();
   EXPECT_TRUE(absl::StrContains(engine.status().message(), "locked by another process"))
       << engine.status();
+  EXPECT_TRUE(RocksDbEngine::Open(dir, RocksDbOptions()).ok());  // released with the child
+}
+
+// The files of `dir` whose name starts with "LOG.old" (RocksDB's rotated info logs).
+int RotatedLogs(const std::string& dir) {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    n += absl::StartsWith(entry.path().filename().string(), "LOG.old") ? 1 : 0;
+  }
+  return n;
+}
+
+// A failed open of a directory in use leaves the holder's files alone: RocksDB would rotate the
+// info log (LOG -> LOG.old.<time>) before finding its LOCK held, so the running node would go on
+// logging to a renamed file.
+TEST_F(RocksDbEngineTest, AFailedOpenOfALockedDirectoryLeavesTheHoldersLogAlone) {
+  const std::string dir = root_ + "/db";
+  auto first = RocksDbEngine::Open(dir, RocksDbOptions());
+  ASSERT_TRUE(first.ok()) << first.status();
+  const int rotated = RotatedLogs(dir);
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(RocksDbEngine::Open(dir, RocksDbOptions()).ok());
+  EXPECT_EQ(RotatedLogs(dir), rotated);
+  first->reset();
+
+  // Another process holds kvnode.lock (a forked child that only takes the flock).
+  int locked[2], release[2];
+  ASSERT_EQ(pipe(locked), 0);
+  ASSERT_EQ(pipe(release), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // only async-signal-safe calls from here on
+    close(locked[0]);
+    close(release[1]);
+    const int fd = open((dir + "/kvnode.lock").c_str(), O_RDWR);
+    const char ok = (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) ? 1 : 0;
+    if (write(locked[1], &ok, 1) != 1) _exit(1);
+    char byte;
+    while (read(release[0], &byte, 1) > 0) {
+    }
+    _exit(0);
+  }
+  close(locked[1]);
+  close(release[0]);
+  char ok = 0;
+  ASSERT_EQ(read(locked[0], &ok, 1), 1);
+  close(locked[0]);
+  const int rotated_before = RotatedLogs(dir);
+  auto engine = ok == 1 ? RocksDbEngine::Open(dir, RocksDbOptions())
+                        : absl::StatusOr<std::unique_ptr<RocksDbEngine>>(
+                              absl::InternalError("child could not take the lock"));
+  const int rotated_after = RotatedLogs(dir);
+  close(release[1]);
+  int wstatus = 0;
+  waitpid(child, &wstatus, 0);
+  ASSERT_EQ(ok, 1) << "the child could not lock " << dir << "/kvnode.lock";
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition) << engine.status();
+  EXPECT_TRUE(absl::StrContains(engine.status().message(), "locked by another process"))
+      << engine.status();
+  EXPECT_EQ(rotated_after, rotated_before);
   EXPECT_TRUE(RocksDbEngine::Open(dir, RocksDbOptions()).ok());  // released with the child
 }
 
