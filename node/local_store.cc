@@ -408,7 +408,9 @@ absl::StatusOr<ListPage> LocalStore::List(absl::string_view prefix, absl::string
   std::string start(prefix);
   bool skip_start = false;
   if (!page_token.empty()) {
-    if (!absl::WebSafeBase64Unescape(page_token, &start) || !absl::StartsWith(start, prefix)) {
+    // The token is a key, so it can be no longer than one (nor empty).
+    if (!absl::WebSafeBase64Unescape(page_token, &start) || start.empty() ||
+        start.size() > limits.max_key_bytes || !absl::StartsWith(start, prefix)) {
       return absl::InvalidArgumentError(
           "malformed page token: pass the next_page_token of a List with the same prefix");
     }

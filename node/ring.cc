@@ -4,6 +4,7 @@
 #include <set>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -56,6 +57,8 @@ absl::StatusOr<std::vector<Member>> ParseMembers(absl::string_view spec) {
     Member m{std::string(id_rest.first), std::string(addr_zone.first),
              std::string(addr_zone.second)};
     if (absl::Status valid = CheckMember(m); !valid.ok()) return bad(valid.message());
+    if (m.zone.empty() && absl::StrContains(id_rest.second, '@'))
+      return bad("empty zone after '@'");
     if (!ids.insert(m.id).second) return bad("node id listed twice");
     if (!addresses.insert(m.address).second) return bad("address listed twice");
     members.push_back(std::move(m));

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/random/random.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -495,6 +496,9 @@ TEST_F(LocalStoreTest, ListSkipsDeletedKeysAndPages) {
   ASSERT_TRUE(first.ok());
   EXPECT_TRUE(absl::IsInvalidArgument(store_->List("zzz/", first->next_page_token, 10).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(store_->List("", "***", 10).status()));
+  // A token is a key: one longer than any key can be is not a token.
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      store_->List("", absl::WebSafeBase64Escape(std::string(1025, 'k')), 10).status()));
 }
 
 TEST_F(LocalStoreTest, MergeKeepsConcurrentVersionsFromAnotherReplica) {
