@@ -169,6 +169,9 @@ struct ClusterStatusResult {
   std::string layout_change;
   // Empty, or why another node holds a different layout of the same version (a split).
   std::string layout_conflict;
+  // Empty, or which members run with other values of the settings every member must share
+  // (replication_factor, the size limits, idempotency_ttl) than the node that answered.
+  std::string settings_conflict;
 };
 
 struct CallOptions {

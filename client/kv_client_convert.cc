@@ -152,6 +152,7 @@ ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* respons
                                     response->layout_next_members().end());
   result.layout_change = response->layout_change();
   result.layout_conflict = response->layout_conflict();
+  result.settings_conflict = response->settings_conflict();
   return result;
 }
 

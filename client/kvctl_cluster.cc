@@ -98,7 +98,8 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
               {"layout_version", status.layout_version},
               {"layout_next_members", status.layout_next_members},
               {"layout_change", status.layout_change},
-              {"layout_conflict", status.layout_conflict}};
+              {"layout_conflict", status.layout_conflict},
+              {"settings_conflict", status.settings_conflict}};
   for (const MemberStatus& member : status.members) {
     out.json["members"].push_back(MemberToJson(member));
   }
@@ -110,6 +111,10 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
           ? ""
           : absl::StrCat("WARNING: cluster layout conflict: ", status.layout_conflict,
                          " (README.md, \"One change at a time across the cluster\")\n"),
+      status.settings_conflict.empty()
+          ? ""
+          : absl::StrCat("WARNING: members run with other settings: ", status.settings_conflict,
+                         "; every member must share them (README.md, \"Configuration\")\n"),
       status.layout_next_members.empty()
           ? ""
           : absl::StrCat("membership change in progress (", status.layout_change,

@@ -86,7 +86,10 @@ void AdminService::FillClusterStatus(v1::ClusterStatusResponse* response) const 
   response->set_layout_version(layout.version);
   for (const Member& m : layout.next) response->add_layout_next_members(m.id);
   response->set_layout_change(layout.change);
-  if (gossiper_ != nullptr) response->set_layout_conflict(gossiper_->LayoutConflict());
+  if (gossiper_ != nullptr) {
+    response->set_layout_conflict(gossiper_->LayoutConflict());
+    response->set_settings_conflict(gossiper_->SettingsConflict());
+  }
   const int n = std::min<int>(options.replication_factor, static_cast<int>(ring.size()));
   response->set_node_id(info_.node_id);
   response->set_replication_factor(n);

@@ -1,11 +1,16 @@
 #include "node/gossip.h"
 
 #include <algorithm>
+#include <map>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/random/distributions.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "node/log.h"
 
 namespace kv {
@@ -16,6 +21,26 @@ uint32_t LevelOf(const MemberEntry& entry) {
   if (entry.format_level != 0) return entry.format_level;
   // Not said: built before levels were gossiped, or not heard from yet (it may be such a node).
   return kLegacyFormatLevel;
+}
+
+// The pairs of `theirs` whose values differ from `ours` ("name=value" lists joined by ','), as
+// "name=their value" and "name=our value" lists; both empty when they agree on every name.
+std::pair<std::string, std::string> DifferingSettings(absl::string_view ours,
+                                                      absl::string_view theirs) {
+  std::map<std::string, std::string> mine;
+  for (absl::string_view pair : absl::StrSplit(ours, ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
+    mine[kv.first] = kv.second;
+  }
+  std::vector<std::string> their_diff, our_diff;
+  for (absl::string_view pair : absl::StrSplit(theirs, ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
+    auto it = mine.find(kv.first);
+    if (it == mine.end() || it->second == kv.second) continue;  // unknown here, or the same
+    their_diff.push_back(absl::StrCat(kv.first, "=", kv.second));
+    our_diff.push_back(absl::StrCat(kv.first, "=", it->second));
+  }
+  return {absl::StrJoin(their_diff, ","), absl::StrJoin(our_diff, ",")};
 }
 
 }  // namespace
@@ -45,6 +70,7 @@ Gossiper::Gossiper(Member self, const std::vector<Member>& members, GossipTransp
   me.format_level = options_.format_level != 0 ? options_.format_level : kFormatLevel;
   me.knows_members_down = true;
   me.agrees_completions = true;
+  me.settings = options_.settings;
   if (options_.layout.version != 0) {
     AdoptLayout(options_.layout);
   } else {
@@ -122,6 +148,36 @@ ClusterLayout Gossiper::Layout() const {
 std::string Gossiper::LayoutConflict() const {
   absl::MutexLock lock(&mu_);
   return layout_conflict_;
+}
+
+std::string Gossiper::SettingsConflict() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> conflicts;
+  for (const auto& [id, entry] : members_) {
+    if (id == self_id_ || entry.ring_status != RingStatus::kNormal) continue;
+    auto [theirs, ours] = DifferingSettings(options_.settings, entry.settings);
+    if (theirs.empty()) continue;
+    conflicts.push_back(absl::StrCat(absl::CHexEscape(absl::string_view(id).substr(0, 64)),
+                                     " runs with ", absl::CHexEscape(theirs), " (this node: ", ours,
+                                     ")"));
+  }
+  return absl::StrJoin(conflicts, "; ");
+}
+
+void Gossiper::WarnOfSettings(const MemberEntry& entry) {
+  if (entry.settings.empty() || entry.ring_status != RingStatus::kNormal) return;
+  std::string& warned = settings_warned_[entry.member.id];
+  if (warned == entry.settings) return;
+  warned = entry.settings;
+  auto [theirs, ours] = DifferingSettings(options_.settings, entry.settings);
+  if (theirs.empty()) return;
+  LogWarn(
+      "a member runs with other settings than this node; every member must share them (a write "
+      "within one node's limits but beyond another's is refused by it for good, and members "
+      "with another replication_factor place keys differently)",
+      {{"member", absl::CHexEscape(absl::string_view(entry.member.id).substr(0, 64))},
+       {"member_settings", absl::CHexEscape(theirs)},
+       {"this_node", ours}});
 }
 
 absl::Status Gossiper::ProposeLayout(ClusterLayout layout) {
@@ -326,8 +382,9 @@ void Gossiper::Merge(const GossipDigest& digest) {
       MemberEntry entry = in;
       // Only the layout places a member on the ring.
       entry.ring_status = layout_.Contains(in.member.id) ? RingStatus::kNormal : RingStatus::kNone;
-      members_.emplace(in.member.id, std::move(entry));
+      auto added = members_.emplace(in.member.id, std::move(entry)).first;
       detector_.Watch(in.member.id, now);
+      WarnOfSettings(added->second);
       continue;
     }
     if (!in.NewerThan(it->second)) continue;
@@ -345,6 +402,8 @@ void Gossiper::Merge(const GossipDigest& digest) {
     it->second.layout_version = in.layout_version;
     it->second.knows_members_down = in.knows_members_down;
     it->second.agrees_completions = in.agrees_completions;
+    it->second.settings = in.settings;
+    WarnOfSettings(it->second);
     detector_.Heard(in.member.id, now);
   }
   UpdateClusterFormatLevel();

@@ -84,6 +84,11 @@ class Gossiper : public MemberLiveness, public FormatLevels {
     // must not call into the gossiper.
     std::function<bool()> holds_records;
     ClusterLayout layout;  // version 0: version 1 of the members given at construction
+    // The settings every member must share (placement and what replicas accept: N, the size
+    // limits, idempotency_ttl), as "name=value" pairs joined by ','. Gossiped in this node's
+    // entry; members of the layout that gossip other values are reported (SettingsConflict and
+    // a warning in the log, once per member and value). Empty: nothing gossiped or compared.
+    std::string settings;
   };
   using Listener = std::function<void(const std::string& member_id, Liveness from, Liveness to)>;
   using LayoutListener = std::function<void(const ClusterLayout& layout)>;
@@ -122,6 +127,9 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // both sides; it is reported (here, in ClusterStatus, in a log line) rather than hidden. Cleared
   // when the node adopts a newer layout.
   std::string LayoutConflict() const;
+  // Empty, or which members of the layout gossip settings (Options::settings) that differ from
+  // this node's, e.g. "n2 runs with max_value_bytes=100 (this node: max_value_bytes=1048576)".
+  std::string SettingsConflict() const;
   // Installs `layout` if its version is greater than the current one; FAILED_PRECONDITION (naming
   // both versions) otherwise, e.g. when another change won the race.
   absl::Status ProposeLayout(ClusterLayout layout);
@@ -142,6 +150,8 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // Merges the answer to an exchange this node started.
   void OnReply(absl::StatusOr<GossipDigest> reply);
   void Merge(const GossipDigest& digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Logs that `entry`'s member runs with other settings, once per member and value.
+  void WarnOfSettings(const MemberEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Logs that a peer's layout or entry was ignored, unless it is the refusal logged last.
   void LogRefusal(const GossipDigest& digest, absl::string_view what, const absl::Status& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -176,6 +186,8 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   bool layout_changed_ ABSL_GUARDED_BY(mu_) = false;
   std::string last_refusal_ ABSL_GUARDED_BY(mu_);     // see LogRefusal
   std::string layout_conflict_ ABSL_GUARDED_BY(mu_);  // see LayoutConflict
+  // The differing settings last logged per member (so each is logged once).
+  std::map<std::string, std::string> settings_warned_ ABSL_GUARDED_BY(mu_);
   // When, and under which layout version, Options::holds_records was last asked.
   uint64_t holds_records_checked_version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time holds_records_checked_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

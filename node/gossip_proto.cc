@@ -33,6 +33,7 @@ void DigestToProto(const GossipDigest& digest,
     m->set_layout_version(entry.layout_version);
     m->set_knows_members_down(entry.knows_members_down);
     m->set_agrees_completions(entry.agrees_completions);
+    m->set_settings(entry.settings);
   }
 }
 
@@ -68,6 +69,7 @@ GossipDigest DigestFromProto(
     entry.layout_version = m.layout_version();
     entry.knows_members_down = m.knows_members_down();
     entry.agrees_completions = m.agrees_completions();
+    entry.settings = m.settings();
     digest.members.push_back(std::move(entry));
   }
   return digest;

@@ -105,6 +105,9 @@ struct MemberEntry {
   // instead of installing it at once, so a remove during the transition can compete with it for
   // the same version. False from older nodes, which install the completion unagreed.
   bool agrees_completions = false;
+  // The settings every member must share, as the member runs with them (Gossiper::Options::
+  // settings); empty from older nodes and until heard from.
+  std::string settings;
 
   // True if this entry is a later version of the same member's state than `other`.
   bool NewerThan(const MemberEntry& other) const {

@@ -227,6 +227,9 @@ std::vector<prometheus::MetricFamily> StatusFamilies(const v1::ClusterStatusResp
   single("kv_layout_conflict",
          "1 if another node gossips a different layout of this node's version (a split).",
          MetricType::Gauge, status.layout_conflict().empty() ? 0 : 1);
+  single("kv_settings_conflict",
+         "1 if a member gossips other values of the settings every member must share.",
+         MetricType::Gauge, status.settings_conflict().empty() ? 0 : 1);
   single("kv_members", "Members that own keys in the current layout.", MetricType::Gauge,
          status.members_size());
   single("kv_merkle_ready", "1 once the anti-entropy hash trees are built.", MetricType::Gauge,

@@ -312,6 +312,13 @@ void NodeServer::StartGossip(const ClusterLayout& layout) {
   options.failure_timeout = config_.failure_timeout;
   options.seeds = config_.seeds;
   options.format_level = config_.fault_format_level;
+  // What every member must share: where keys live (N) and what replicas accept.
+  options.settings =
+      absl::StrCat("replication_factor=", config_.replication_factor,
+                   ",max_key_bytes=", config_.limits.max_key_bytes,
+                   ",max_value_bytes=", config_.limits.max_value_bytes,
+                   ",max_record_bytes=", config_.limits.max_record_bytes,
+                   ",idempotency_ttl=", absl::FormatDuration(config_.idempotency_ttl));
   // Asked only while this node is outside the layout: any record at all, tombstones included.
   options.holds_records = [engine = engine_.get()] {
     std::unique_ptr<Iterator> it = engine->NewIterator(Column::kData);

@@ -305,6 +305,35 @@ TEST(GossipProcessTest, AMemberRestartedWithoutClusterFlagsStaysInItsCluster) {
   EXPECT_TRUE(cluster->StopAll().ok()) << cluster->LogTails();
 }
 
+// A member started with another value limit than the others is reported by every node's cluster
+// status (and kvctl's), naming the setting.
+TEST(GossipProcessTest, AMemberWithOtherSizeLimitsIsReported) {
+  testing::Cluster::Options options;
+  options.nodes = 3;
+  options.extra_flags = {"--gossip_interval=100ms", "--shutdown_drain=0s"};
+  options.node_flags[2] = {"--max_value_bytes=100"};
+  absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster = testing::Cluster::Start(options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  std::unique_ptr<Client> via_n1 = ClientFor({(*cluster)->endpoint(0)});
+  std::string conflict;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    absl::StatusOr<ClusterStatusResult> status = via_n1->ClusterStatus();
+    if (status.ok() && !status->settings_conflict.empty()) {
+      conflict = status->settings_conflict;
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(conflict, "n3 runs with max_value_bytes=100 (this node: max_value_bytes=1048576)");
+  testing::CommandResult kvctl = testing::RunCommand(
+      {KVCTL_PATH, "--endpoints=" + (*cluster)->endpoint(0), "cluster", "status"});
+  EXPECT_EQ(kvctl.exit_code, 0) << kvctl.err;
+  EXPECT_TRUE(absl::StrContains(kvctl.out, "WARNING: members run with other settings: n3 runs"))
+      << kvctl.out;
+  EXPECT_TRUE((*cluster)->StopAll().ok()) << (*cluster)->LogTails();
+}
+
 TEST(GossipProcessTest, SeedsOnlyNodeWithNoAnsweringSeedDoesNotServe) {
   TempDir dir;
   const int dead_port = PickFreePort();

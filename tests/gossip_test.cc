@@ -1458,6 +1458,36 @@ TEST_F(GossipTest, AnotherLayoutOfTheSameVersionIsReportedAsAConflict) {
   EXPECT_EQ(nodes_[0].gossiper->LayoutConflict(), "");
 }
 
+// Members gossip the settings every member must share; one that runs with other values is
+// reported by the others, naming the setting and both values, and not when they agree.
+TEST_F(GossipTest, AMemberWithOtherSettingsIsReported) {
+  all_ = MakeMembers(3);
+  const std::string shared = "replication_factor=3,max_value_bytes=1048576,idempotency_ttl=24h";
+  for (int i = 0; i < 3; ++i) {
+    Gossiper::Options options;
+    options.settings =
+        i == 2 ? "replication_factor=3,max_value_bytes=100,idempotency_ttl=24h" : shared;
+    StartNode(i, all_, options);
+  }
+  scheduler_.Advance(absl::Seconds(3));
+  EXPECT_EQ(nodes_[0].gossiper->SettingsConflict(),
+            "n3 runs with max_value_bytes=100 (this node: max_value_bytes=1048576)");
+  EXPECT_EQ(nodes_[1].gossiper->SettingsConflict(),
+            "n3 runs with max_value_bytes=100 (this node: max_value_bytes=1048576)");
+  const std::string seen_by_n3 = nodes_[2].gossiper->SettingsConflict();
+  EXPECT_TRUE(absl::StrContains(
+      seen_by_n3, "n1 runs with max_value_bytes=1048576 (this node: max_value_bytes=100)"))
+      << seen_by_n3;
+  EXPECT_TRUE(absl::StrContains(seen_by_n3, "n2 runs with")) << seen_by_n3;
+
+  // n3 restarts with the shared values: the report goes once its new entry has spread.
+  Gossiper::Options fixed;
+  fixed.settings = shared;
+  StartNode(2, all_, fixed);
+  scheduler_.Advance(absl::Seconds(3));
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(nodes_[i].gossiper->SettingsConflict(), "") << i;
+}
+
 // A faulty or corrupted peer's layout must not be adopted: one with a repeated member, or one at
 // a version no later layout could pass, would hold every node that took it off the cluster's
 // real layouts. The rest of the digest is still taken, and a valid newer layout still is later.
