@@ -425,7 +425,7 @@ const std::vector<Setting>& Settings() {
        "reads from disk), so that gRPC threads do not block on it (1 to 1024)."},
       {"max_key_bytes", "N", false,
        [](absl::string_view v, NodeConfig* c) {
-         return ParseIntInRange(v, 1, 64 << 10, &c->limits.max_key_bytes);
+         return ParseIntInRange(v, 1, kMaxKeyBytesCeiling, &c->limits.max_key_bytes);
        },
        [](const NodeConfig& c) { return absl::StrCat(c.limits.max_key_bytes); },
        "Largest key accepted, in bytes (1 to 65536); longer keys get INVALID_ARGUMENT."},

@@ -154,18 +154,22 @@ std::string Gossiper::SettingsConflict() const {
   absl::MutexLock lock(&mu_);
   std::vector<std::string> conflicts;
   for (const auto& [id, entry] : members_) {
-    if (id == self_id_ || entry.ring_status != RingStatus::kNormal) continue;
+    if (id == self_id_) continue;
+    // Nodes outside the layout count while they are up: one waiting to be joined should be told
+    // before the join, and one that left and stopped should not be reported for good.
+    const bool member = entry.ring_status == RingStatus::kNormal;
+    if (!member && detector_.Get(id) != Liveness::kUp) continue;
     auto [theirs, ours] = DifferingSettings(options_.settings, entry.settings);
     if (theirs.empty()) continue;
     conflicts.push_back(absl::StrCat(absl::CHexEscape(absl::string_view(id).substr(0, 64)),
-                                     " runs with ", absl::CHexEscape(theirs), " (this node: ", ours,
-                                     ")"));
+                                     member ? "" : " (not a member)", " runs with ",
+                                     absl::CHexEscape(theirs), " (this node: ", ours, ")"));
   }
   return absl::StrJoin(conflicts, "; ");
 }
 
 void Gossiper::WarnOfSettings(const MemberEntry& entry) {
-  if (entry.settings.empty() || entry.ring_status != RingStatus::kNormal) return;
+  if (entry.settings.empty()) return;
   std::string& warned = settings_warned_[entry.member.id];
   if (warned == entry.settings) return;
   warned = entry.settings;
@@ -402,7 +406,10 @@ void Gossiper::Merge(const GossipDigest& digest) {
     it->second.layout_version = in.layout_version;
     it->second.knows_members_down = in.knows_members_down;
     it->second.agrees_completions = in.agrees_completions;
-    it->second.settings = in.settings;
+    // An older node relaying the entry drops the field: keep what the member itself said.
+    if (!in.settings.empty() || in.incarnation > it->second.incarnation) {
+      it->second.settings = in.settings;
+    }
     WarnOfSettings(it->second);
     detector_.Heard(in.member.id, now);
   }

@@ -86,8 +86,8 @@ class Gossiper : public MemberLiveness, public FormatLevels {
     ClusterLayout layout;  // version 0: version 1 of the members given at construction
     // The settings every member must share (placement and what replicas accept: N, the size
     // limits, idempotency_ttl), as "name=value" pairs joined by ','. Gossiped in this node's
-    // entry; members of the layout that gossip other values are reported (SettingsConflict and
-    // a warning in the log, once per member and value). Empty: nothing gossiped or compared.
+    // entry; nodes that gossip other values are reported (SettingsConflict, and a warning in the
+    // log once per node and value). Empty: nothing gossiped or compared.
     std::string settings;
   };
   using Listener = std::function<void(const std::string& member_id, Liveness from, Liveness to)>;
@@ -127,8 +127,9 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // both sides; it is reported (here, in ClusterStatus, in a log line) rather than hidden. Cleared
   // when the node adopts a newer layout.
   std::string LayoutConflict() const;
-  // Empty, or which members of the layout gossip settings (Options::settings) that differ from
-  // this node's, e.g. "n2 runs with max_value_bytes=100 (this node: max_value_bytes=1048576)".
+  // Empty, or which members of the layout, and which nodes outside it that are UP (one waiting to
+  // be joined, say "(not a member)"), gossip settings (Options::settings) that differ from this
+  // node's, e.g. "n2 runs with max_value_bytes=100 (this node: max_value_bytes=1048576)".
   std::string SettingsConflict() const;
   // Installs `layout` if its version is greater than the current one; FAILED_PRECONDITION (naming
   // both versions) otherwise, e.g. when another change won the race.

@@ -8,6 +8,9 @@
 
 namespace kv {
 
+// The largest max_key_bytes a node accepts (node/config_settings.cc): no stored key is longer.
+inline constexpr size_t kMaxKeyBytesCeiling = 64 << 10;
+
 struct Limits {
   size_t max_key_bytes = 1024;
   size_t max_value_bytes = 1 << 20;     // 1 MiB

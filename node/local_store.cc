@@ -408,9 +408,10 @@ absl::StatusOr<ListPage> LocalStore::List(absl::string_view prefix, absl::string
   std::string start(prefix);
   bool skip_start = false;
   if (!page_token.empty()) {
-    // The token is a key, so it can be no longer than one (nor empty).
+    // The token is a key, so it is not empty, nor longer than any max_key_bytes allows (a key
+    // stored under a larger limit than this node's current one is still a valid token).
     if (!absl::WebSafeBase64Unescape(page_token, &start) || start.empty() ||
-        start.size() > limits.max_key_bytes || !absl::StartsWith(start, prefix)) {
+        start.size() > kMaxKeyBytesCeiling || !absl::StartsWith(start, prefix)) {
       return absl::InvalidArgumentError(
           "malformed page token: pass the next_page_token of a List with the same prefix");
     }

@@ -99,10 +99,12 @@ void LogFromGrpc(gpr_log_func_args* args) {
       {{"component", "grpc"}, {"source", absl::StrCat(args->file, ":", args->line)}});
 }
 
-// The host of --listen must name an address of this machine (a name must resolve to one). This
-// is checked before the data directory is touched, so that a mistyped address changes nothing;
-// the port is only known to be free once the server listens (StartGrpc).
+// The host of --listen must name an address of this machine (a name must resolve to one), and its
+// port must not be taken. This is checked before the data directory is touched, so that a
+// mistyped address or a port in use changes nothing; another process may still take the port
+// before the server listens (StartGrpc reports that).
 absl::Status CheckListenHost(const std::string& listen) {
+  const std::string port = listen.substr(listen.rfind(':') + 1);
   std::string host = listen.substr(0, listen.rfind(':'));
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
@@ -110,19 +112,34 @@ absl::Status CheckListenHost(const std::string& listen) {
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
-  if (int rc = getaddrinfo(host.c_str(), nullptr, &hints, &found); rc != 0) {
+  if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0) {
     return absl::InvalidArgumentError(absl::StrCat("cannot listen on ", listen, ": ", host,
                                                    " does not resolve (", gai_strerror(rc),
                                                    "); check --listen"));
   }
   bool local = false;
+  bool in_use = false;
   for (const addrinfo* a = found; a != nullptr && !local; a = a->ai_next) {
     const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
-    local = bind(fd, a->ai_addr, a->ai_addrlen) == 0;  // port 0: any free one
+    // As gRPC binds (SO_REUSEADDR, so connections in TIME_WAIT do not count; no SO_REUSEPORT).
+    const int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0) {
+      local = true;  // port 0: any free one
+    } else if (errno == EADDRINUSE) {
+      local = in_use = true;
+    } else if (errno != EADDRNOTAVAIL) {
+      local = true;  // e.g. a privileged port: the server reports it when it listens
+    }
     close(fd);
   }
   freeaddrinfo(found);
+  if (in_use) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", listen,
+        ": the port is in use (another kvnode?). Stop what uses it or choose another --listen."));
+  }
   if (!local) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot listen on ", listen, ": ", host,
@@ -202,13 +219,13 @@ absl::Status NodeServer::OpenStorage() {
       RocksDbEngine::Open(config_.data_dir, RocksDbOptions());
   if (!engine.ok()) return EngineOpenError(engine.status(), config_.data_dir);
   engine_ = *std::move(engine);
+  KV_RETURN_IF_ERROR(CheckDataDirOwner());  // before anything is written to the directory
   // Databases written before the Merkle index column existed get their index entries now.
   if (absl::Status backfilled = BackfillMerkleIndex(engine_.get()); !backfilled.ok()) {
     return absl::Status(backfilled.code(),
                         absl::StrCat("cannot build the Merkle index in \"", config_.data_dir,
                                      "\": ", backfilled.message()));
   }
-  KV_RETURN_IF_ERROR(CheckDataDirOwner());
   LocalStore::Options options;
   if (config_.fault_format_level != 0) options.format_level = config_.fault_format_level;
   options.limits = config_.limits;

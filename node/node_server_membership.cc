@@ -50,8 +50,8 @@ absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
              (stored_layout->members.size() > 1 || stored_layout->in_transition())) {
     // Neither --peers nor --seeds: a member of a cluster restarted without its cluster flags
     // stays a member of that cluster. Starting as a cluster of one would accept writes with
-    // N=W=R=1 apart from its peers. (A single node's stored layout is rebuilt below, so that a
-    // changed --listen takes effect.)
+    // N=W=R=1 apart from its peers. (A single node's stored layout of version 1 is rebuilt
+    // below, so that a changed --listen takes effect; a later one is used as it is.)
     LogInfo("no --peers or --seeds: starting from the stored cluster layout",
             {{"layout_version", absl::StrCat(stored_layout->version)},
              {"members", FormatMembers(stored_layout->members)}});

@@ -106,7 +106,8 @@ absl::Status PrepareDirectory(const std::string& dir) {
 // failing; this lock is taken before RocksDB touches anything.
 constexpr char kLockFileName[] = "kvnode.lock";
 
-// Directories an engine of this process holds (flock cannot tell this process from another).
+// Directories (canonical paths) an engine of this process holds, so that a second open from
+// this process is told so rather than blamed on another process.
 absl::Mutex locked_dirs_mu(absl::kConstInit);
 std::set<std::string>& LockedDirs() ABSL_EXCLUSIVE_LOCKS_REQUIRED(locked_dirs_mu) {
   static auto* dirs = new std::set<std::string>();
@@ -119,8 +120,9 @@ std::string CanonicalDir(const std::string& dir) {
   return ec ? dir : canonical.string();
 }
 
-// Locks `dir` (which exists) for this engine; returns the lock file's descriptor.
-absl::StatusOr<int> LockDirectory(const std::string& dir) {
+// Locks `dir` (which exists) for this engine: returns the lock file's descriptor and stores in
+// `*canonical` the name under which UnlockDirectory must release it.
+absl::StatusOr<int> LockDirectory(const std::string& dir, std::string* canonical_out) {
   const std::string canonical = CanonicalDir(dir);
   {
     absl::MutexLock lock(&locked_dirs_mu);
@@ -156,13 +158,14 @@ absl::StatusOr<int> LockDirectory(const std::string& dir) {
   }
   absl::MutexLock lock(&locked_dirs_mu);
   LockedDirs().insert(canonical);
+  *canonical_out = canonical;
   return fd;
 }
 
-void UnlockDirectory(const std::string& dir, int fd) {
+void UnlockDirectory(const std::string& canonical, int fd) {
   {
     absl::MutexLock lock(&locked_dirs_mu);
-    LockedDirs().erase(CanonicalDir(dir));
+    LockedDirs().erase(canonical);
   }
   close(fd);  // releases the flock
 }
@@ -274,7 +277,8 @@ struct RocksDbEngine::Impl {
     return handles[static_cast<size_t>(column)];
   }
 
-  int lock_fd = -1;  // LockDirectory's, released once the database is closed
+  int lock_fd = -1;        // LockDirectory's, released once the database is closed
+  std::string locked_dir;  // the name LockDirectory registered
 
   ~Impl() {
     if (db != nullptr) {
@@ -282,7 +286,7 @@ struct RocksDbEngine::Impl {
       db->Close().PermitUncheckedError();  // the WAL already holds every acknowledged batch
       db.reset();
     }
-    if (lock_fd >= 0) UnlockDirectory(dir, lock_fd);
+    if (lock_fd >= 0) UnlockDirectory(locked_dir, lock_fd);
   }
 };
 
@@ -320,7 +324,7 @@ absl::StatusOr<std::unique_ptr<RocksDbEngine>> RocksDbEngine::Open(const std::st
 
   auto impl = std::make_unique<Impl>();
   impl->dir = dir;
-  absl::StatusOr<int> lock_fd = LockDirectory(dir);
+  absl::StatusOr<int> lock_fd = LockDirectory(dir, &impl->locked_dir);
   if (!lock_fd.ok()) return lock_fd.status();
   impl->lock_fd = *lock_fd;
   std::vector<rocksdb::ColumnFamilyDescriptor> families;

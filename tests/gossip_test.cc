@@ -1486,6 +1486,33 @@ TEST_F(GossipTest, AMemberWithOtherSettingsIsReported) {
   StartNode(2, all_, fixed);
   scheduler_.Advance(absl::Seconds(3));
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(nodes_[i].gossiper->SettingsConflict(), "") << i;
+
+  // A node outside the layout (waiting to be joined) is reported while it is up, and a relay
+  // that drops the field (an older node) does not clear what it said.
+  all_ = MakeMembers(4);
+  const std::vector<Member> ring(all_.begin(), all_.begin() + 3);
+  Gossiper::Options joiner;
+  joiner.settings = "replication_factor=3,max_value_bytes=1048576,idempotency_ttl=1h";
+  StartNode(3, ring, joiner);
+  scheduler_.Advance(absl::Seconds(3));
+  EXPECT_EQ(nodes_[0].gossiper->SettingsConflict(),
+            "n4 (not a member) runs with idempotency_ttl=1h (this node: idempotency_ttl=24h)");
+  GossipDigest relayed;
+  relayed.from_id = "n2";
+  relayed.layout = nodes_[0].gossiper->Layout();
+  for (const MemberView& view : nodes_[1].gossiper->Members()) {
+    MemberEntry entry = view.entry;
+    entry.settings.clear();
+    ++entry.heartbeat;
+    relayed.members.push_back(entry);
+  }
+  nodes_[0].gossiper->HandleGossip(relayed);
+  EXPECT_EQ(nodes_[0].gossiper->SettingsConflict(),
+            "n4 (not a member) runs with idempotency_ttl=1h (this node: idempotency_ttl=24h)");
+  nodes_[3].gossiper->Shutdown();
+  net_.Cut(all_[3].address);
+  scheduler_.Advance(absl::Seconds(3));  // n4 is DOWN: no longer reported
+  EXPECT_EQ(nodes_[0].gossiper->SettingsConflict(), "");
 }
 
 // A faulty or corrupted peer's layout must not be adopted: one with a repeated member, or one at

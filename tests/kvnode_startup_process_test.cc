@@ -168,6 +168,9 @@ TEST_F(KvnodeStartupTest, AddressInUseIsReported) {
       RunKvnode({"--data_dir=" + dir_.Sub("b"), "--listen=" + first->endpoint()});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_THAT(r.err, HasSubstr("cannot listen on " + first->endpoint()));
+  EXPECT_THAT(r.err, HasSubstr("in use"));
+  // Found before the data directory is created.
+  EXPECT_FALSE(std::filesystem::exists(dir_.Sub("b")));
 }
 
 // A --listen host that is not this machine's is refused before the data directory is created.
