@@ -122,7 +122,11 @@ bool Coordinator::TryReadFromMemory(absl::string_view key, const QuorumSpec& r,
     return false;
   }
   absl::StatusOr<SiblingSet> local;
-  if (!store_->ReadRecordFromMemory(key, &local) || !local.ok()) return false;
+  // A record without a live version goes the long way: another replica may hold a newer Put
+  // (Read, "no live version").
+  if (!store_->ReadRecordFromMemory(key, &local) || !local.ok() || local->AllTombstones()) {
+    return false;
+  }
   *record = *std::move(local);
   return true;
 }
@@ -133,14 +137,16 @@ void Coordinator::ContinueRead(const std::shared_ptr<ReadState>& state) {
   {
     absl::MutexLock lock(&state->mu);
     if (state->finished) return;
-    const bool found_any = std::any_of(state->answers.begin(), state->answers.end(),
-                                       [](const auto& a) { return a.second.has_value(); });
+    const bool found_live = std::any_of(
+        state->answers.begin(), state->answers.end(),
+        [](const auto& a) { return a.second.has_value() && !a.second->AllTombstones(); });
     const bool enough = state->succeeded >= state->needed;
-    if (enough && found_any) {
+    if (enough && found_live) {
       finish = true;
     } else {
       // Not enough answers yet: replace failed replicas with the next ones. Enough answers but
-      // none knows the key: ask every replica before answering NOT_FOUND.
+      // none holds a live version (the key is new or deleted here): ask every replica before
+      // answering NOT_FOUND, since a Put acknowledged by the others may not have reached these.
       if (enough) state->widened = true;
       const int target = state->widened ? static_cast<int>(state->order.size()) : state->needed;
       while (state->next < state->order.size() && state->succeeded + state->outstanding < target) {
@@ -199,15 +205,24 @@ void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
                      " replicas answered; last error: ", last_error.message())));
     return;
   }
-  if (merged) {
-    state->done(*merged);
+  // An acknowledged write is on at least W replicas, so N - W + 1 answers without a live version
+  // rule out a live version elsewhere; fewer do not.
+  const int default_w = std::min(options_.default_w, n);
+  const bool conclusive = succeeded >= n - default_w + 1;
+  if (merged && (!merged->AllTombstones() || conclusive)) {
+    state->done(*merged);  // a live version, or the key is deleted (Get answers NOT_FOUND)
     ReadRepair(state->key, *merged, answers);
     return;
   }
-  // No replica that answered knows the key. An acknowledged write is on at least W replicas, so
-  // N - W + 1 empty answers rule it out; fewer do not.
-  const int default_w = std::min(options_.default_w, n);
-  if (succeeded >= n - default_w + 1) {
+  if (merged) {
+    ReadRepair(state->key, *merged, answers);
+    state->done(absl::UnavailableError(absl::StrCat(
+        "the key has no live version on the ", succeeded, " replica(s) that answered, but ",
+        n - succeeded,
+        " could not be asked and may hold a newer write; last error: ", last_error.message())));
+    return;
+  }
+  if (conclusive) {
     state->done(absl::NotFoundError("key not found"));
   } else {
     state->done(absl::UnavailableError(

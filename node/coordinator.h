@@ -39,10 +39,11 @@
 // that this node cannot reach holds the write up to the forward deadline (DEADLINE_EXCEEDED,
 // not retried elsewhere, as that may have stored it).
 //
-// Reads. R replicas are asked, this node's own replica first when it has one. When every replica
-// asked knows nothing of the key (not even a tombstone), the remaining replicas are asked before
-// answering NOT_FOUND (new-key read-after-write). NOT_FOUND is answered only when enough
-// replicas know nothing of the key that no write acknowledged with the default W can exist
+// Reads. R replicas are asked, this node's own replica first when it has one. When no replica
+// asked holds a live version of the key (it knows nothing of it, or only tombstones), the
+// remaining replicas are asked before answering NOT_FOUND (read-after-write for a Put of a key
+// with no live version: a new key, or a deleted one). NOT_FOUND is answered only when enough
+// replicas hold no live version that no write acknowledged with the default W can exist
 // (N - W + 1 of them); otherwise, with replicas unreachable, the answer is UNAVAILABLE. Answers
 // are merged; replicas that returned less than the merge get it back in the background (read
 // repair).

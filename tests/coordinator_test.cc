@@ -565,6 +565,35 @@ TEST_F(CoordinatorTest, TooFewEmptyAnswersAreUnavailableNotNotFound) {
   EXPECT_EQ(Read("k").status().code(), absl::StatusCode::kNotFound);
 }
 
+// A Put on a deleted key: this replica holds only the tombstone, n3 already the new value. The
+// read asks on rather than answer NOT_FOUND from the tombstone; and with the others unreachable,
+// one tombstone is as inconclusive as one empty answer.
+TEST_F(CoordinatorTest, AReplicaHoldingOnlyATombstoneAsksTheOthersBeforeNotFound) {
+  Start("n1", 3);
+  ASSERT_TRUE(store_->Write(WriteCommand{"k", false, "old", "", ""}).ok());
+  ASSERT_TRUE(store_->Write(WriteCommand{"k", true, "", "", ""}).ok());
+  SiblingSet from_memory;
+  EXPECT_FALSE(coordinator_->TryReadFromMemory("k", QuorumSpec{}, &from_memory))
+      << "a tombstone must not answer from memory";
+  peers_.records["n3"] = RecordWrittenElsewhere("k");
+  absl::StatusOr<SiblingSet> record = Read("k");
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_FALSE(record->AllTombstones()) << record->ToString();
+  EXPECT_THAT(peers_.reads, ::testing::UnorderedElementsAre("n2", "n3"));
+
+  peers_.records["n2"] = absl::UnavailableError("n2 unreachable");
+  peers_.records["n3"] = absl::UnavailableError("n3 unreachable");
+  ASSERT_TRUE(store_->Write(WriteCommand{"d", false, "old", "", ""}).ok());
+  ASSERT_TRUE(store_->Write(WriteCommand{"d", true, "", "", ""}).ok());
+  record = Read("d");
+  EXPECT_EQ(record.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(record.status().message(), HasSubstr("no live version"));
+  peers_.records.erase("n3");  // n3 answers: it knows nothing of the key; that is conclusive
+  record = Read("d");
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_TRUE(record->AllTombstones());
+}
+
 TEST_F(CoordinatorTest, ReadRepairSendsTheMergedRecordToAStaleReplica) {
   Start("n1", 3);
   peers_.records["n2"] = RecordWrittenElsewhere("k");

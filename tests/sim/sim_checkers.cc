@@ -183,35 +183,54 @@ void Checkers::CheckNoAcknowledgedWriteLost() {
 }
 
 void Checkers::CheckReadAfterWrite() {
-  std::map<std::string, absl::Time> first_put_acked;
-  std::map<std::string, absl::Time> first_delete_issued;
+  // Per key: its acknowledged Puts (issued, acked) and its Deletes.
+  std::map<std::string, std::vector<std::pair<absl::Time, absl::Time>>> puts;
+  std::map<std::string, std::vector<const WriteOp*>> deletes;
   for (const WriteOp& op : history_.writes) {
     if (op.is_delete) {
-      auto [it, inserted] = first_delete_issued.emplace(op.key, op.issued);
-      if (!inserted) it->second = std::min(it->second, op.issued);
+      deletes[op.key].push_back(&op);
     } else if (op.outcome == Outcome::kOk) {
-      auto [it, inserted] = first_put_acked.emplace(op.key, op.acked);
-      if (!inserted) it->second = std::min(it->second, op.acked);
+      puts[op.key].emplace_back(op.issued, op.acked);
     }
   }
   for (const ReadOp& read : history_.reads) {
     if (read.outcome != Outcome::kNotFound) continue;
-    auto put = first_put_acked.find(read.key);
-    if (put == first_put_acked.end() || read.issued < put->second) continue;
-    auto del = first_delete_issued.find(read.key);
-    if (del != first_delete_issued.end() && del->second <= read.completed) continue;
-    // C3 holds while a replica that acknowledged the Put is reachable; a wiped disk may have
-    // been the only one reachable, until anti-entropy restores it. The answer counts, not the
-    // issue time: a Get retried across the wipe may be answered after it.
-    if (put->second <= cluster_->first_wipe() && read.completed >= cluster_->first_wipe()) {
-      continue;
+    auto key_puts = puts.find(read.key);
+    if (key_puts == puts.end()) continue;
+    // A Put acknowledged before the Get was issued stays live until a Delete that may cover it:
+    // one issued (by the time the Get answered) after the Put was, since its context may have
+    // seen the Put; or one without a context (it covers what its coordinator holds) that was
+    // still unanswered when the Put was issued. A Delete with a context issued before the Put
+    // cannot cover it. The key may have been deleted before the Put: that is the read-after-write
+    // of a Put of a key with no live version.
+    const std::vector<const WriteOp*>& key_deletes = deletes[read.key];
+    const std::pair<absl::Time, absl::Time>* violated = nullptr;
+    for (const auto& put : key_puts->second) {
+      if (put.second > read.issued) continue;
+      const bool deleted_since =
+          std::any_of(key_deletes.begin(), key_deletes.end(), [&](const WriteOp* d) {
+            if (d->issued > read.completed) return false;
+            if (d->issued >= put.first) return true;
+            return !d->has_context && (d->outcome != Outcome::kOk || d->acked >= put.first);
+          });
+      // C3 holds while a replica that acknowledged the Put is reachable; a wiped disk may have
+      // been the only one reachable, until anti-entropy restores it. The answer counts, not the
+      // issue time: a Get retried across the wipe may be answered after it.
+      const bool wiped_since =
+          put.second <= cluster_->first_wipe() && read.completed >= cluster_->first_wipe();
+      if (!deleted_since && !wiped_since) {
+        violated = &put;
+        break;
+      }
     }
+    if (violated == nullptr) continue;
     Fail(read.key,
-         absl::StrCat("new-key read-after-write violated: Get #", read.id, " by client ",
-                      read.client, " issued at ", Seconds(read.issued), " answered NOT_FOUND via ",
+         absl::StrCat("read-after-write violated: Get #", read.id, " by client ", read.client,
+                      " issued at ", Seconds(read.issued), " answered NOT_FOUND via ",
                       cluster_->NodeId(read.node), " at ", Seconds(read.completed), " (",
-                      read.record.ToString(), "), but a Put of the key was acknowledged at ",
-                      Seconds(put->second), " and no Delete was issued"));
+                      read.record.ToString(), "), but a Put of the key issued at ",
+                      Seconds(violated->first), " was acknowledged at ", Seconds(violated->second),
+                      " and no Delete was issued since"));
   }
 }
 

@@ -44,10 +44,12 @@ class Checkers {
   //    without context, covers the dot), or it was merged away by token deduplication in favour
   //    of another version of the same logical write.
   void CheckNoAcknowledgedWriteLost();
-  // 3. New-key read-after-write (C3): no Get issued after a Put of the key was acknowledged
-  //    returned NOT_FOUND, unless a Delete of the key had been issued by the time it answered
-  //    (or, in a run that wiped a disk, the Put was acknowledged before and the Get issued after
-  //    the wipe: C3 assumes an acknowledging replica stays reachable, which a lost disk breaks).
+  // 3. Read-after-write of a Put of a key with no live version (C3; a new key, or one deleted
+  //    before): no Get issued after a Put of the key was acknowledged returned NOT_FOUND, unless
+  //    a Delete that may cover the Put had been issued by the time it answered (one issued after
+  //    the Put, or one without a context still under way when the Put was issued), or, in a run
+  //    that wiped a disk, the Put was acknowledged before and the Get answered after the wipe
+  //    (C3 assumes an acknowledging replica stays reachable, which a lost disk breaks).
   void CheckReadAfterWrite();
   // 4. No token applied twice (C6): at most one sibling carries any idempotency token.
   void CheckTokens();
