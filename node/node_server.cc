@@ -206,11 +206,7 @@ absl::Status NodeServer::CheckDataDirOwner() {
   }
   if (!absl::IsNotFound(owner.status())) return owner.status();
   // A new directory, or one written before the owner was recorded: it is this node's from now.
-  WriteBatch batch;
-  batch.Put(Column::kMeta, kNodeIdMetaKey, config_.node_id);
-  WriteOptions sync;
-  sync.sync = true;
-  return engine_->Write(batch, sync);
+  return PutSynced(*engine_, Column::kMeta, kNodeIdMetaKey, config_.node_id);
 }
 
 absl::Status NodeServer::OpenStorage() {

@@ -82,11 +82,8 @@ absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
     // without --peers still knows the cluster (above).
     const std::string encoded = EncodeLayout(layout);
     if (!stored.ok() || *stored != encoded) {
-      WriteBatch batch;
-      batch.Put(Column::kMeta, kLayoutMetaKey, encoded);
-      WriteOptions sync;
-      sync.sync = true;
-      if (absl::Status written = engine_->Write(batch, sync); !written.ok()) {
+      if (absl::Status written = PutSynced(*engine_, Column::kMeta, kLayoutMetaKey, encoded);
+          !written.ok()) {
         return absl::Status(written.code(),
                             absl::StrCat("cannot store the cluster layout: ", written.message()));
       }
@@ -98,11 +95,7 @@ absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
 absl::StatusOr<std::unique_ptr<LayoutReservations>> NodeServer::OpenLayoutAcceptor() {
   LayoutReservations::Options options;
   options.persist = [engine = engine_.get()](const LayoutAcceptorState& state) {
-    WriteBatch batch;
-    batch.Put(Column::kMeta, kAcceptorMetaKey, EncodeAcceptorState(state));
-    WriteOptions sync;
-    sync.sync = true;
-    return engine->Write(batch, sync);
+    return PutSynced(*engine, Column::kMeta, kAcceptorMetaKey, EncodeAcceptorState(state));
   };
   auto acceptor = std::make_unique<LayoutReservations>(SystemClock::Get(), std::move(options));
   absl::StatusOr<std::string> stored = engine_->Get(Column::kMeta, kAcceptorMetaKey);
@@ -139,11 +132,9 @@ void NodeServer::OnLayout(const ClusterLayout& layout) {
   {
     absl::MutexLock lock(&layout_store_mu_);
     if (placement_->Get()->layout().version == layout.version) {
-      WriteBatch batch;
-      batch.Put(Column::kMeta, kLayoutMetaKey, EncodeLayout(layout));
-      WriteOptions sync;
-      sync.sync = true;
-      if (absl::Status stored = engine_->Write(batch, sync); !stored.ok()) {
+      if (absl::Status stored =
+              PutSynced(*engine_, Column::kMeta, kLayoutMetaKey, EncodeLayout(layout));
+          !stored.ok()) {
         LogWarn("could not store the cluster layout; a restart relearns it from gossip",
                 {{"error", std::string(stored.message())}});
       }

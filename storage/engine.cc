@@ -65,4 +65,13 @@ absl::StatusOr<uint64_t> Engine::RemoveExpired(Column column, int64_t /*now_micr
   return 0;
 }
 
+absl::Status PutSynced(Engine& engine, Column column, absl::string_view key,
+                       absl::string_view value) {
+  WriteBatch batch;
+  batch.Put(column, key, value);
+  WriteOptions sync;
+  sync.sync = true;
+  return engine.Write(batch, sync);
+}
+
 }  // namespace kv

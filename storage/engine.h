@@ -120,6 +120,10 @@ class Engine {
   virtual absl::StatusOr<uint64_t> RemoveExpired(Column column, int64_t now_micros);
 };
 
+// Writes one key durably: a batch of one Put, synced.
+absl::Status PutSynced(Engine& engine, Column column, absl::string_view key,
+                       absl::string_view value);
+
 }  // namespace kv
 
 #endif  // KV_STORAGE_ENGINE_H_

@@ -124,12 +124,10 @@ std::string CanonicalDir(const std::string& dir) {
 // `*canonical` the name under which UnlockDirectory must release it.
 absl::StatusOr<int> LockDirectory(const std::string& dir, std::string* canonical_out) {
   const std::string canonical = CanonicalDir(dir);
-  {
-    absl::MutexLock lock(&locked_dirs_mu);
-    if (LockedDirs().count(canonical) > 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("data directory ", dir, " is locked: it is already open in this process"));
-    }
+  absl::MutexLock lock(&locked_dirs_mu);  // so that two opens in this process cannot interleave
+  if (LockedDirs().count(canonical) > 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("data directory ", dir, " is locked: it is already open in this process"));
   }
   const std::string path = (std::filesystem::path(dir) / kLockFileName).string();
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -156,7 +154,6 @@ absl::StatusOr<int> LockDirectory(const std::string& dir, std::string* canonical
     return absl::FailedPreconditionError(
         absl::StrCat("cannot lock ", path, ": ", std::strerror(error)));
   }
-  absl::MutexLock lock(&locked_dirs_mu);
   LockedDirs().insert(canonical);
   *canonical_out = canonical;
   return fd;

@@ -280,11 +280,7 @@ TEST(GossipProcessTest, AMemberRestartedWithoutClusterFlagsStaysInItsCluster) {
        "--data_dir=" + cluster->data_dir(2), "--gossip_interval=100ms", "--shutdown_drain=0s"},
       logs.Sub("logs"));
   ASSERT_TRUE(bare.ok()) << bare.status();
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (absl::Now() < deadline && !absl::StrContains(bare->Stderr(), "kvnode serving")) {
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  ASSERT_TRUE(absl::StrContains(bare->Stderr(), "kvnode serving")) << bare->Stderr();
+  ASSERT_TRUE(testing::WaitForServing(cluster->endpoint(2), absl::Seconds(30))) << bare->Stderr();
   EXPECT_TRUE(absl::StrContains(bare->Stderr(), "starting from the stored cluster layout"))
       << bare->Stderr();
   std::unique_ptr<Client> via_bare = ClientFor({cluster->endpoint(2)});

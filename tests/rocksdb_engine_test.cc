@@ -13,6 +13,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -143,24 +144,31 @@ TEST_F(RocksDbEngineTest, SecondOpenFailsWithLockMessage) {
   EXPECT_TRUE(PutOne(**first, Column::kData, "k", "v").ok());
 }
 
-// Another process (here a forked child that only takes the lock, as RocksDB does, with fcntl)
-// holds the directory's LOCK file.
-TEST_F(RocksDbEngineTest, OpenFailsWhileAnotherProcessHoldsTheLock) {
-  const std::string dir = root_ + "/db";
-  { ASSERT_TRUE(RocksDbEngine::Open(dir, RocksDbOptions()).ok()); }
+enum class LockKind { kFcntl, kFlock };
+
+// Runs `while_held` while a forked child, standing for another process, holds `path` locked the
+// way `kind` says (fcntl as RocksDB locks LOCK, flock as the engine locks kvnode.lock); the lock
+// goes with the child. False, without running it, if the child could not take the lock.
+bool WhileAnotherProcessHolds(const std::string& path, LockKind kind,
+                              const std::function<void()>& while_held) {
   int locked[2], release[2];
-  ASSERT_EQ(pipe(locked), 0);
-  ASSERT_EQ(pipe(release), 0);
+  if (pipe(locked) != 0 || pipe(release) != 0) return false;
   const pid_t child = fork();
-  ASSERT_GE(child, 0);
+  if (child < 0) return false;
   if (child == 0) {  // only async-signal-safe calls from here on
     close(locked[0]);
     close(release[1]);
-    const int fd = open((dir + "/LOCK").c_str(), O_RDWR);
-    struct flock lock = {};
-    lock.l_type = F_WRLCK;
-    lock.l_whence = SEEK_SET;
-    const char ok = (fd >= 0 && fcntl(fd, F_SETLK, &lock) == 0) ? 1 : 0;
+    const int fd = open(path.c_str(), O_RDWR);
+    bool taken = false;
+    if (fd >= 0 && kind == LockKind::kFlock) {
+      taken = flock(fd, LOCK_EX | LOCK_NB) == 0;
+    } else if (fd >= 0) {
+      struct flock lock = {};
+      lock.l_type = F_WRLCK;
+      lock.l_whence = SEEK_SET;
+      taken = fcntl(fd, F_SETLK, &lock) == 0;
+    }
+    const char ok = taken ? 1 : 0;
     if (write(locked[1], &ok, 1) != 1) _exit(1);
     char byte;
     while (read(release[0], &byte, 1) > 0) {
@@ -170,19 +178,32 @@ TEST_F(RocksDbEngineTest, OpenFailsWhileAnotherProcessHoldsTheLock) {
   close(locked[1]);
   close(release[0]);
   char ok = 0;
-  ASSERT_EQ(read(locked[0], &ok, 1), 1);
+  const bool answered = read(locked[0], &ok, 1) == 1;
   close(locked[0]);
-  auto engine = ok == 1 ? RocksDbEngine::Open(dir, RocksDbOptions())
-                        : absl::StatusOr<std::unique_ptr<RocksDbEngine>>(
-                              absl::InternalError("child could not take the lock"));
+  if (answered && ok == 1) while_held();
   close(release[1]);
   int wstatus = 0;
   waitpid(child, &wstatus, 0);
-  ASSERT_EQ(ok, 1) << "the child could not lock " << dir << "/LOCK";
+  return answered && ok == 1;
+}
+
+void ExpectLockedByAnotherProcess(const absl::StatusOr<std::unique_ptr<RocksDbEngine>>& engine) {
   ASSERT_FALSE(engine.ok());
   EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition) << engine.status();
   EXPECT_TRUE(absl::StrContains(engine.status().message(), "locked by another process"))
       << engine.status();
+}
+
+// Another process holds the directory's RocksDB LOCK file.
+TEST_F(RocksDbEngineTest, OpenFailsWhileAnotherProcessHoldsTheLock) {
+  const std::string dir = root_ + "/db";
+  { ASSERT_TRUE(RocksDbEngine::Open(dir, RocksDbOptions()).ok()); }
+  absl::StatusOr<std::unique_ptr<RocksDbEngine>> engine = absl::InternalError("not opened");
+  ASSERT_TRUE(
+      WhileAnotherProcessHolds(dir + "/LOCK", LockKind::kFcntl,
+                               [&] { engine = RocksDbEngine::Open(dir, RocksDbOptions()); }))
+      << "the child could not lock " << dir << "/LOCK";
+  ExpectLockedByAnotherProcess(engine);
   EXPECT_TRUE(RocksDbEngine::Open(dir, RocksDbOptions()).ok());  // released with the child
 }
 
@@ -207,42 +228,14 @@ TEST_F(RocksDbEngineTest, AFailedOpenOfALockedDirectoryLeavesTheHoldersLogAlone)
   EXPECT_EQ(RotatedLogs(dir), rotated);
   first->reset();
 
-  // Another process holds kvnode.lock (a forked child that only takes the flock).
-  int locked[2], release[2];
-  ASSERT_EQ(pipe(locked), 0);
-  ASSERT_EQ(pipe(release), 0);
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {  // only async-signal-safe calls from here on
-    close(locked[0]);
-    close(release[1]);
-    const int fd = open((dir + "/kvnode.lock").c_str(), O_RDWR);
-    const char ok = (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) ? 1 : 0;
-    if (write(locked[1], &ok, 1) != 1) _exit(1);
-    char byte;
-    while (read(release[0], &byte, 1) > 0) {
-    }
-    _exit(0);
-  }
-  close(locked[1]);
-  close(release[0]);
-  char ok = 0;
-  ASSERT_EQ(read(locked[0], &ok, 1), 1);
-  close(locked[0]);
-  const int rotated_before = RotatedLogs(dir);
-  auto engine = ok == 1 ? RocksDbEngine::Open(dir, RocksDbOptions())
-                        : absl::StatusOr<std::unique_ptr<RocksDbEngine>>(
-                              absl::InternalError("child could not take the lock"));
-  const int rotated_after = RotatedLogs(dir);
-  close(release[1]);
-  int wstatus = 0;
-  waitpid(child, &wstatus, 0);
-  ASSERT_EQ(ok, 1) << "the child could not lock " << dir << "/kvnode.lock";
-  ASSERT_FALSE(engine.ok());
-  EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition) << engine.status();
-  EXPECT_TRUE(absl::StrContains(engine.status().message(), "locked by another process"))
-      << engine.status();
-  EXPECT_EQ(rotated_after, rotated_before);
+  // Another process holds kvnode.lock.
+  absl::StatusOr<std::unique_ptr<RocksDbEngine>> engine = absl::InternalError("not opened");
+  ASSERT_TRUE(
+      WhileAnotherProcessHolds(dir + "/kvnode.lock", LockKind::kFlock,
+                               [&] { engine = RocksDbEngine::Open(dir, RocksDbOptions()); }))
+      << "the child could not lock " << dir << "/kvnode.lock";
+  ExpectLockedByAnotherProcess(engine);
+  EXPECT_EQ(RotatedLogs(dir), rotated);
   EXPECT_TRUE(RocksDbEngine::Open(dir, RocksDbOptions()).ok());  // released with the child
 }
 
