@@ -172,6 +172,9 @@ struct ClusterStatusResult {
   // Empty, or which members run with other values of the settings every member must share
   // (replication_factor, the size limits, idempotency_ttl) than the node that answered.
   std::string settings_conflict;
+  // True while the answering node's replica may lack writes it acknowledged (it restarted after
+  // a machine crash without sync_writes and has not yet been compared with every peer).
+  bool catching_up = false;
 };
 
 struct CallOptions {

@@ -153,6 +153,7 @@ ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* respons
   result.layout_change = response->layout_change();
   result.layout_conflict = response->layout_conflict();
   result.settings_conflict = response->settings_conflict();
+  result.catching_up = response->catching_up();
   return result;
 }
 

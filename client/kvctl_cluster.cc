@@ -99,7 +99,8 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
               {"layout_next_members", status.layout_next_members},
               {"layout_change", status.layout_change},
               {"layout_conflict", status.layout_conflict},
-              {"settings_conflict", status.settings_conflict}};
+              {"settings_conflict", status.settings_conflict},
+              {"catching_up", status.catching_up}};
   for (const MemberStatus& member : status.members) {
     out.json["members"].push_back(MemberToJson(member));
   }
@@ -115,6 +116,12 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
           ? ""
           : absl::StrCat("WARNING: members run with other settings: ", status.settings_conflict,
                          "; every member must share them (README.md, \"Configuration\")\n"),
+      status.catching_up
+          ? absl::StrCat(status.node_id,
+                         " is catching up: it restarted after a machine crash that may have lost "
+                         "writes it acknowledged; until anti-entropy has compared it with every "
+                         "peer, reads do not count its answers that a key has no live version\n")
+          : "",
       status.layout_next_members.empty()
           ? ""
           : absl::StrCat("membership change in progress (", status.layout_change,

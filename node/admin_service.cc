@@ -90,6 +90,7 @@ void AdminService::FillClusterStatus(v1::ClusterStatusResponse* response) const 
     response->set_layout_conflict(gossiper_->LayoutConflict());
     response->set_settings_conflict(gossiper_->SettingsConflict());
   }
+  response->set_catching_up(coordinator_->store()->catching_up());
   const int n = std::min<int>(options.replication_factor, static_cast<int>(ring.size()));
   response->set_node_id(info_.node_id);
   response->set_replication_factor(n);

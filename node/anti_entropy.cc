@@ -478,18 +478,41 @@ void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
       result.skipped_error = ex->first_skipped;
       result.complete = ex->next_segment == ex->segments.size() &&
                         ex->diffs.size() <= options_.max_keys_per_exchange;
+      if (result.complete && ex->skipped == 0) caught_up_with_.insert(ex->member.id);
     } else {
       ++stats.failed_exchanges;
       stats.last_error = status.ToString();
     }
     done = std::move(ex->done);
   }
+  if (status.ok() && store_->catching_up()) MaybeFinishCatchingUp();
   if (!done) return;
   if (status.ok()) {
     done(std::move(result));
   } else {
     done(std::move(status));
   }
+}
+
+void AntiEntropy::MaybeFinishCatchingUp() {
+  if (!store_->catching_up()) return;
+  const std::vector<Member> peers = index_->peers();
+  {
+    absl::MutexLock lock(&mu_);
+    for (const Member& peer : peers) {
+      if (caught_up_with_.count(peer.id) == 0) return;
+    }
+  }
+  if (absl::Status finished = store_->FinishCatchingUp(); !finished.ok()) {
+    LogWarn("cannot record that this replica caught up (it keeps catching up)",
+            {{"error", std::string(finished.message())}});
+    return;
+  }
+  LogInfo(
+      "caught up: anti-entropy compared this replica with every peer since it restarted "
+      "after writes may have been lost; its answers that a key has no live version count "
+      "again",
+      {{"peers", absl::StrCat(peers.size())}});
 }
 
 std::vector<PeerAntiEntropyStats> AntiEntropy::Stats(bool with_ranges) const {

@@ -21,6 +21,10 @@
 // max_keys_per_exchange differing keys are handled per exchange; the trees still differ
 // afterwards, so the next exchange with that peer continues.
 //
+// Catching up: a store that may have lost writes it acknowledged (LocalStore, "Catching up")
+// stops catching up once an exchange with every peer of the current ring has completed (every
+// difference repaired, none skipped) since this object was created.
+//
 // Errors: an exchange that fails (peer unreachable, tree not built yet on either side) stops and
 // is counted; the next turn tries again. Nothing is lost by stopping midway. An error about one
 // key (its record unreadable or undecodable on either side, too large to transfer, or refused
@@ -41,6 +45,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -135,6 +140,10 @@ class AntiEntropy {
   // Per peer of the index's current ring (a ring change adds and drops peers; the figures of
   // peers that remain are kept); with `with_ranges`, each peer's ranges that ever differed.
   std::vector<PeerAntiEntropyStats> Stats(bool with_ranges = false) const;
+  // Ends the store's catching up (see above) if an exchange has completed with every peer of the
+  // current ring, at once if it has none (nothing else can hold a write this node lost). Runs
+  // after every exchange; the node also calls it once at start, for a ring of one.
+  void MaybeFinishCatchingUp();
   // The peer of the exchange running now, or empty.
   std::string running_peer() const;
   const Options& options() const { return options_; }
@@ -201,6 +210,8 @@ class AntiEntropy {
   mutable std::vector<std::map<uint32_t, RangeAntiEntropyStats>> ranges_ ABSL_GUARDED_BY(mu_);
   mutable uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // of the index's ring stats_ follow
   std::string running_peer_ ABSL_GUARDED_BY(mu_);
+  // Peers an exchange has completed with (everything repaired), since this object was created.
+  std::set<std::string> caught_up_with_ ABSL_GUARDED_BY(mu_);
   double tokens_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time refilled_ ABSL_GUARDED_BY(mu_);
 };

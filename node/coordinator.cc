@@ -73,16 +73,18 @@ void Coordinator::LiveFirst(std::vector<const Member*>* members) const {
 void Coordinator::ReadReplica(const Member& member, const std::string& key,
                               std::function<void(absl::StatusOr<SiblingSet>)> done) {
   if (member.id == options_.self_id) {
-    executor_->Schedule([this, key, done = std::move(done)] { done(store_->ReadRecord(key)); });
+    executor_->Schedule(
+        [this, key, done = std::move(done)] { done(store_->ReadRecordForQuorum(key)); });
     return;
   }
-  transport_->ReadRecord(member, key, [done = std::move(done)](absl::StatusOr<std::string> bytes) {
-    if (!bytes.ok()) {
-      done(bytes.status());
-      return;
-    }
-    done(DecodeSiblingSet(*bytes));
-  });
+  transport_->ReadRecordForQuorum(member, key,
+                                  [done = std::move(done)](absl::StatusOr<std::string> bytes) {
+                                    if (!bytes.ok()) {
+                                      done(bytes.status());
+                                      return;
+                                    }
+                                    done(DecodeSiblingSet(*bytes));
+                                  });
 }
 
 void Coordinator::Read(std::string key, QuorumSpec r,

@@ -169,6 +169,8 @@ class Coordinator {
   // Which replicas hold the version a write id names.
   void DescribeWrite(std::string write_id, std::function<void(absl::StatusOr<WriteStatus>)> done);
 
+  // The local replica's store.
+  LocalStore* store() const { return store_; }
   const ClusterOptions& options() const { return options_; }
   // The current owners' ring (the old ring during a transition); valid for the coordinator's
   // lifetime.

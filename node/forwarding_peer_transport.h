@@ -22,6 +22,10 @@ class ForwardingPeerTransport : public PeerTransport {
                   std::function<void(absl::StatusOr<std::string>)> done) override {
     inner_->ReadRecord(peer, std::move(key), std::move(done));
   }
+  void ReadRecordForQuorum(const Member& peer, std::string key,
+                           std::function<void(absl::StatusOr<std::string>)> done) override {
+    inner_->ReadRecordForQuorum(peer, std::move(key), std::move(done));
+  }
   void ListKeys(const Member& peer, std::string prefix, std::string page_token, uint32_t limit,
                 std::function<void(absl::StatusOr<ListPage>)> done) override {
     inner_->ListKeys(peer, std::move(prefix), std::move(page_token), limit, std::move(done));

@@ -171,10 +171,21 @@ void GrpcPeerTransport::MergeRecords(const Member& peer, std::vector<EncodedReco
 
 void GrpcPeerTransport::ReadRecord(const Member& peer, std::string key,
                                    std::function<void(absl::StatusOr<std::string>)> done) {
+  Read(peer, std::move(key), /*for_quorum=*/false, std::move(done));
+}
+
+void GrpcPeerTransport::ReadRecordForQuorum(const Member& peer, std::string key,
+                                            std::function<void(absl::StatusOr<std::string>)> done) {
+  Read(peer, std::move(key), /*for_quorum=*/true, std::move(done));
+}
+
+void GrpcPeerTransport::Read(const Member& peer, std::string key, bool for_quorum,
+                             std::function<void(absl::StatusOr<std::string>)> done) {
   auto call =
       std::make_shared<Call<internal::v1::ReadRecordRequest, internal::v1::ReadRecordResponse>>();
   SetDeadline(&call->context, options_.read_timeout);
   call->request.set_key(std::move(key));
+  call->request.set_for_read_quorum(for_quorum);
   call->request.set_reader_format_level(options_.format_level);
   std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
   Begin(&call->context);

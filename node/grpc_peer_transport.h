@@ -65,6 +65,8 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
                     std::function<void(absl::Status)> done) override;
   void ReadRecord(const Member& peer, std::string key,
                   std::function<void(absl::StatusOr<std::string>)> done) override;
+  void ReadRecordForQuorum(const Member& peer, std::string key,
+                           std::function<void(absl::StatusOr<std::string>)> done) override;
   void ListKeys(const Member& peer, std::string prefix, std::string page_token, uint32_t limit,
                 std::function<void(absl::StatusOr<ListPage>)> done) override;
   void ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
@@ -89,6 +91,9 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
               std::function<void(absl::StatusOr<GossipDigest>)> done) override;
 
  private:
+  // ReadRecord and ReadRecordForQuorum.
+  void Read(const Member& peer, std::string key, bool for_quorum,
+            std::function<void(absl::StatusOr<std::string>)> done);
   // A channel and stubs for one peer address; stubs outlive every call made through them.
   struct PeerStubs;
   // Gossip gets its own channel per address: its calls reach peers that are not up yet (at

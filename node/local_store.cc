@@ -25,6 +25,8 @@ constexpr absl::string_view kCounterFloorKey = "counter_floor";
 // How the latest run of the store went: "v1;synced=<0|1>;clean=<0|1>;boot=<boot id>", written
 // with sync when a run starts (clean=0) and when it stops cleanly (clean=1).
 constexpr absl::string_view kRunStateKey = "run_state";
+// Present while the store catches up (local_store.h, "Catching up"): why it started to.
+constexpr absl::string_view kCatchingUpKey = "catching_up";
 
 struct RunState {
   bool synced = false;
@@ -165,6 +167,17 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
     epoch = NewEpoch(rng);
     batch.Put(Column::kMeta, kActorEpochKey, epoch);
   }
+  bool catching_up = !new_epoch_reason.empty();
+  if (catching_up) {
+    batch.Put(Column::kMeta, kCatchingUpKey, new_epoch_reason);
+  } else if (!epoch.empty()) {
+    absl::StatusOr<std::string> unfinished = engine->Get(Column::kMeta, kCatchingUpKey);
+    if (unfinished.ok()) {
+      catching_up = true;
+    } else if (!absl::IsNotFound(unfinished.status())) {
+      return unfinished.status();
+    }
+  }
   // Before any write of this run: a machine crash during it must be seen by the next Open.
   batch.Put(Column::kMeta, kRunStateKey,
             EncodeRunState({options.sync_writes, /*clean=*/false, options.boot_id}));
@@ -182,7 +195,29 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
       new LocalStore(engine, clock, absl::StrCat(node_id, "#", epoch), options));
   store->counter_floor_.store(floor);
   store->new_epoch_reason_ = std::move(new_epoch_reason);
+  store->catching_up_.store(catching_up, std::memory_order_release);
   return store;
+}
+
+absl::Status LocalStore::FinishCatchingUp() {
+  if (!catching_up()) return absl::OkStatus();
+  WriteBatch batch;
+  batch.Delete(Column::kMeta, kCatchingUpKey);
+  KV_RETURN_IF_ERROR(engine_->Write(batch, WriteOptions{options_.sync_writes}));
+  catching_up_.store(false, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SiblingSet> LocalStore::ReadRecordForQuorum(absl::string_view key) {
+  absl::StatusOr<SiblingSet> record = ReadRecord(key);
+  if (!catching_up()) return record;
+  if (absl::IsNotFound(record.status()) || (record.ok() && record->AllTombstones())) {
+    return absl::UnavailableError(
+        "this replica is catching up after a machine crash that may have lost writes it "
+        "acknowledged (its answer that the key has no live version does not count until "
+        "anti-entropy has compared it with every peer)");
+  }
+  return record;
 }
 
 absl::Status LocalStore::RecordCleanStop() {

@@ -34,6 +34,14 @@
 // did not sync its writes, and the machine has restarted since (Options::boot_id differs). A
 // crash of the process alone loses nothing the write-ahead log was given, so it keeps the epoch.
 //
+// Catching up: a store that took a new epoch for that reason may also lack a Put that it
+// acknowledged and another replica holds. A read answers NOT_FOUND once N-W+1 replicas hold no
+// live version of the key (node/coordinator.h), which is only sound if each of them kept every
+// write it acknowledged. So from such an Open until FinishCatchingUp (AntiEntropy calls it once
+// an exchange with every peer has completed), ReadRecordForQuorum answers UNAVAILABLE instead of
+// "no live version": the read asks others and counts this replica as not answering. The state is
+// stored (meta key "catching_up"), so a restart before the end keeps it.
+//
 // Errors: INVALID_ARGUMENT for bad input (oversized key/value/context/token, malformed context,
 // idempotency token reused with different parameters), NOT_FOUND from ReadRecord for a key the
 // replica knows nothing of, engine errors otherwise. A failed call changes nothing.
@@ -46,6 +54,7 @@
 #ifndef KV_NODE_LOCAL_STORE_H_
 #define KV_NODE_LOCAL_STORE_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -135,6 +144,11 @@ class LocalStore {
   const std::string& actor() const { return actor_; }
   // Why Open drew a new epoch for a store that had one ("" if it did not): for the node's log.
   const std::string& new_epoch_reason() const { return new_epoch_reason_; }
+  // True while the store may lack writes it acknowledged (see "Catching up" above).
+  bool catching_up() const { return catching_up_.load(std::memory_order_acquire); }
+  // Ends catching up (and forgets it durably enough: a crash that loses the record only makes
+  // the next run catch up again). No-op if the store is not catching up.
+  absl::Status FinishCatchingUp();
 
   // Records that this run stopped cleanly, in a synced write (which makes every earlier write
   // durable too): the next Open keeps the epoch even if the machine restarts meanwhile. Call
@@ -170,6 +184,9 @@ class LocalStore {
 
   // The replica's record of `key`, tombstones included; NOT_FOUND if it has none.
   absl::StatusOr<SiblingSet> ReadRecord(absl::string_view key);
+  // ReadRecord as this replica answers it to a read (Coordinator) or a peer (ReplicaService):
+  // while catching up, UNAVAILABLE instead of NOT_FOUND or a record without a live version.
+  absl::StatusOr<SiblingSet> ReadRecordForQuorum(absl::string_view key);
   // ReadRecord without disk I/O (Engine::GetFromMemory): false, leaving `*record` alone, when
   // the record is not in memory. For threads that must not block.
   bool ReadRecordFromMemory(absl::string_view key, absl::StatusOr<SiblingSet>* record);
@@ -279,6 +296,7 @@ class LocalStore {
   const std::string actor_;
   const Options options_;
   std::string new_epoch_reason_;  // set by Open only
+  std::atomic<bool> catching_up_{false};
   RecordObserver* observer_ = nullptr;
   const FormatLevels* levels_ = nullptr;
   // Counters of this actor below or at the floor are never handed out (raised by purges).

@@ -230,6 +230,10 @@ std::vector<prometheus::MetricFamily> StatusFamilies(const v1::ClusterStatusResp
   single("kv_settings_conflict",
          "1 if a member gossips other values of the settings every member must share.",
          MetricType::Gauge, status.settings_conflict().empty() ? 0 : 1);
+  single("kv_catching_up",
+         "1 while this replica may lack writes it acknowledged (restarted after a machine crash "
+         "without sync_writes) and anti-entropy has not yet compared it with every peer.",
+         MetricType::Gauge, status.catching_up() ? 1 : 0);
   single("kv_members", "Members that own keys in the current layout.", MetricType::Gauge,
          status.members_size());
   single("kv_merkle_ready", "1 once the anti-entropy hash trees are built.", MetricType::Gauge,

@@ -376,6 +376,7 @@ absl::Status NodeServer::StartRepairs(const ClusterLayout& layout) {
       std::make_unique<AntiEntropy>(merkle_.get(), store_.get(), peer_transport_.get(),
                                     scheduler_.get(), executor_.get(), SystemClock::Get(), ae);
   if (config_.anti_entropy_interval > absl::ZeroDuration()) anti_entropy_->Start();
+  anti_entropy_->MaybeFinishCatchingUp();  // a node alone in its ring has nobody to wait for
   // Operation ids carry the start time (milliseconds, hexadecimal), so that a run does not hand
   // out an id an earlier run used, also one that expired since.
   operations_ = std::make_unique<OperationRegistry>(

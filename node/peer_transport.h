@@ -133,6 +133,15 @@ class PeerTransport {
   // The peer's encoded record of `key`, tombstones included; NOT_FOUND if it has none.
   virtual void ReadRecord(const Member& peer, std::string key,
                           std::function<void(absl::StatusOr<std::string>)> done) = 0;
+  // ReadRecord for a client read's quorum (Coordinator): a peer that is catching up answers
+  // UNAVAILABLE where it holds no live version (LocalStore::ReadRecordForQuorum), so that the
+  // read does not count it toward NOT_FOUND. Anti-entropy, handoff and purges read with
+  // ReadRecord, which always answers what the peer holds. The default (for transports of tests)
+  // is ReadRecord.
+  virtual void ReadRecordForQuorum(const Member& peer, std::string key,
+                                   std::function<void(absl::StatusOr<std::string>)> done) {
+    ReadRecord(peer, std::move(key), std::move(done));
+  }
   // One page of the peer's own keys (LocalStore::List semantics).
   virtual void ListKeys(const Member& peer, std::string prefix, std::string page_token,
                         uint32_t limit, std::function<void(absl::StatusOr<ListPage>)> done) = 0;

@@ -217,7 +217,9 @@ absl::Status ReplicaService::DoMergeBatch(const internal::v1::MergeBatchRequest&
 
 absl::Status ReplicaService::DoReadRecord(const internal::v1::ReadRecordRequest& request,
                                           internal::v1::ReadRecordResponse* response) {
-  absl::StatusOr<SiblingSet> record = store_->ReadRecord(request.key());
+  absl::StatusOr<SiblingSet> record = request.for_read_quorum()
+                                          ? store_->ReadRecordForQuorum(request.key())
+                                          : store_->ReadRecord(request.key());
   if (absl::IsNotFound(record.status())) {
     response->set_found(false);
     return absl::OkStatus();

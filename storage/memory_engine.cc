@@ -117,10 +117,12 @@ void MemoryEngine::SyncAll() {
   unsynced_.clear();
 }
 
-void MemoryEngine::SimulateCrash() {
+size_t MemoryEngine::SimulateCrash() {
   absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < kNumColumns; ++i) tables_[i] = durable_[i];
+  const size_t lost = unsynced_.size();
   unsynced_.clear();
+  return lost;
 }
 
 }  // namespace kv

@@ -32,8 +32,8 @@ class MemoryEngine : public Engine {
 
   // Makes every batch written so far durable.
   void SyncAll();
-  // Forgets every batch not yet durable, as if the machine had crashed.
-  void SimulateCrash();
+  // Forgets every batch not yet durable, as if the machine had crashed; returns how many.
+  size_t SimulateCrash();
 
  private:
   using Table = std::map<std::string, std::string, std::less<>>;

@@ -242,6 +242,50 @@ TEST_F(AntiEntropyTest, ExchangeRepairsBothDirectionsAndTreesAgree) {
   EXPECT_TRUE(ae->Stats()[0].in_sync);
 }
 
+// A replica restarted after a machine crash that lost a write it acknowledged (b holds it) is
+// catching up: it stops only once an exchange with every peer has completed, b included.
+TEST_F(AntiEntropyTest, AReplicaThatMayHaveLostWritesCatchesUpOnceComparedWithEveryPeer) {
+  MakeCluster(3, 3);
+  Put(0, "acked", "v");  // acknowledged by a and b, not yet written back on a's machine
+  Replicate(0, 1, "acked");
+  TestNode& a = nodes_[0];
+  a.store.reset();
+  a.engine->SimulateCrash();
+  a.index = std::make_unique<MerkleIndex>("a", ring_, 3, a.engine.get());
+  LocalStore::Options options;
+  options.boot_id = "the boot after the crash";
+  a.store = LocalStore::Open(a.engine.get(), &clock_, rng_, "a", options).value();
+  a.store->SetObserver(a.index.get());
+  ASSERT_TRUE(a.index->Build().ok());
+  ASSERT_TRUE(a.store->catching_up());
+  EXPECT_TRUE(absl::IsUnavailable(a.store->ReadRecordForQuorum("acked").status()));
+
+  auto ae = MakeAntiEntropy(0);
+  transports_[0]->reachable = false;
+  EXPECT_FALSE(Exchange(*ae, "b").ok());
+  transports_[0]->reachable = true;
+  ASSERT_TRUE(Exchange(*ae, "c").ok());
+  EXPECT_TRUE(a.store->catching_up());  // b, which holds the lost write, is not compared yet
+  ASSERT_TRUE(Exchange(*ae, "b").ok());
+  EXPECT_FALSE(a.store->catching_up());
+  EXPECT_TRUE(a.store->ReadRecordForQuorum("acked").ok());
+  EXPECT_TRUE(absl::IsNotFound(a.store->ReadRecordForQuorum("never written").status()));
+}
+
+// Alone in its ring, a node has nobody to wait for: no other replica can hold what it lost.
+TEST_F(AntiEntropyTest, ANodeAloneInItsRingDoesNotWaitToCatchUp) {
+  MakeCluster(1, 1);
+  TestNode& a = nodes_[0];
+  a.store.reset();
+  LocalStore::Options options;
+  options.boot_id = "the boot after the crash";
+  a.store = LocalStore::Open(a.engine.get(), &clock_, rng_, "a", options).value();
+  ASSERT_TRUE(a.store->catching_up());
+  auto ae = MakeAntiEntropy(0);
+  ae->MaybeFinishCatchingUp();
+  EXPECT_FALSE(a.store->catching_up());
+}
+
 // Records that together exceed what one message may carry are pushed in several calls of about
 // push_max_bytes: a single push of the batch would fail at every exchange, and the keys after it
 // would never be repaired.

@@ -143,6 +143,49 @@ TEST_F(LocalStoreTest, TheEpochStaysWhenNoAcknowledgedWriteCanHaveBeenLost) {
 
 // A store written before runs were recorded, or whose record is unreadable, cannot tell how its
 // previous run ended: it takes a new epoch, and says why.
+// After a machine crash that may have lost writes, this replica may lack a Put another replica
+// holds: until it has caught up, it must not tell a read that a key has no live version (the
+// read would count that toward NOT_FOUND). The state survives a restart until it ends.
+TEST_F(LocalStoreTest, AStoreThatMayHaveLostWritesClaimsNoMissingKeyUntilItCaughtUp) {
+  MemoryEngine engine;
+  LocalStore::Options options;  // sync_writes off
+  options.boot_id = "boot-1";
+  std::unique_ptr<LocalStore> a = OpenStore(&engine, "a", options);
+  ASSERT_TRUE(a->Write({"live", false, "v", "", ""}).ok());
+  ASSERT_TRUE(a->Write({"gone", false, "v", "", ""}).ok());
+  ASSERT_TRUE(a->Write({"gone", true, "", "", ""}).ok());
+  engine.SyncAll();
+  EXPECT_FALSE(a->catching_up());
+  EXPECT_TRUE(absl::IsNotFound(a->ReadRecordForQuorum("missing").status()));
+  EXPECT_TRUE(a->ReadRecordForQuorum("gone").ok());
+
+  a.reset();
+  engine.SimulateCrash();
+  options.boot_id = "boot-2";
+  a = OpenStore(&engine, "a", options);
+  ASSERT_NE(a, nullptr);
+  EXPECT_TRUE(a->catching_up());
+  for (const char* key : {"missing", "gone"}) {
+    absl::StatusOr<SiblingSet> answer = a->ReadRecordForQuorum(key);
+    EXPECT_TRUE(absl::IsUnavailable(answer.status())) << key << ": " << answer.status();
+    EXPECT_THAT(answer.status().message(), ::testing::HasSubstr("catching up"));
+  }
+  EXPECT_TRUE(a->ReadRecordForQuorum("live").ok());
+  EXPECT_TRUE(absl::IsNotFound(a->ReadRecord("missing").status()));  // the plain read is as before
+
+  a.reset();  // the process crashes again before catching up: the same boot, the same epoch
+  a = OpenStore(&engine, "a", options);
+  EXPECT_EQ(a->new_epoch_reason(), "");
+  EXPECT_TRUE(a->catching_up());
+
+  ASSERT_TRUE(a->FinishCatchingUp().ok());
+  EXPECT_FALSE(a->catching_up());
+  EXPECT_TRUE(absl::IsNotFound(a->ReadRecordForQuorum("missing").status()));
+  a.reset();
+  a = OpenStore(&engine, "a", options);
+  EXPECT_FALSE(a->catching_up());
+}
+
 TEST_F(LocalStoreTest, AnUnknownPreviousRunTakesANewEpoch) {
   MemoryEngine engine;
   std::unique_ptr<LocalStore> store = OpenStore(&engine, "a");

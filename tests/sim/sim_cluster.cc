@@ -64,6 +64,9 @@ absl::Status SimCluster::Start() {
   for (int i = 0; i < num_nodes(); ++i) {
     if (absl::Status s = Restart(i); !s.ok()) return s;
   }
+  if (!config_.sync_writes) {
+    for (int i = 0; i < num_nodes(); ++i) Writeback(i);
+  }
   return absl::OkStatus();
 }
 
@@ -105,8 +108,23 @@ void SimCluster::Crash(int index) {
   loop_->Log(absl::StrCat("CRASH ", node.member.id, " (incarnation ", node.incarnation, ")"));
   network_->SetDown(index);
   TearDown(&node);
-  node.engine->SimulateCrash();
+  const size_t lost = node.engine->SimulateCrash();
+  if (lost > 0) loop_->Log(absl::StrCat("LOST ", lost, " unsynced batches of ", node.member.id));
+  if (!config_.keep_boot_after_crash) ++node.boot;
   ++crashes_;
+  crash_times_.push_back(loop_->Now());
+}
+
+void SimCluster::Writeback(int index) {
+  // The machine's, not an incarnation's: no guard. It outlives crashes and wipes (it reads the
+  // node's current engine each time), as an OS does.
+  loop_->Post(
+      config_.writeback_interval,
+      [this, index] {
+        nodes_[index].engine->SyncAll();
+        Writeback(index);
+      },
+      nullptr, "writeback", index);
 }
 
 void SimCluster::Stop(int index) {
@@ -133,7 +151,8 @@ absl::Status SimCluster::Restart(int index) {
   node.transport =
       std::make_unique<SimPeerTransport>(network_, this, &endpoints_, index, config_.timeouts);
   LocalStore::Options store_options;
-  store_options.sync_writes = true;
+  store_options.sync_writes = config_.sync_writes;
+  store_options.boot_id = absl::StrCat(node.member.id, "-boot-", node.boot);
   if (absl::Status backfilled = BackfillMerkleIndex(node.engine.get()); !backfilled.ok()) {
     TearDown(&node);
     return absl::InternalError(absl::StrCat("cannot backfill the Merkle index of ", node.member.id,
@@ -147,6 +166,10 @@ absl::Status SimCluster::Restart(int index) {
         absl::StrCat("cannot open the store of ", node.member.id, ": ", store.status().message()));
   }
   node.store = *std::move(store);
+  if (!node.store->new_epoch_reason().empty()) {
+    loop_->Log(
+        absl::StrCat("NEW EPOCH ", node.store->actor(), ": ", node.store->new_epoch_reason()));
+  }
   // As NodeServer::StartReplication: the placement of the stored layout; the Merkle trees and
   // tombstone purging follow its current ring until a change completes (InstallLayout).
   absl::StatusOr<std::shared_ptr<const Placement>> placement = Placement::Create(node.layout);
@@ -201,6 +224,7 @@ absl::Status SimCluster::Restart(int index) {
         node.merkle.get(), node.store.get(), node.transport.get(), node.scheduler.get(),
         node.executor.get(), &clock_, config_.anti_entropy_options);
     node.anti_entropy->Start();
+    node.anti_entropy->MaybeFinishCatchingUp();  // as kvnode: a ring of one waits for nobody
     // As kvnode: an incarnation started during a transition purges once the change completes
     // and the Merkle index follows the new ring.
     if (config_.purge_tombstones) {
@@ -474,10 +498,11 @@ void SimCluster::ServeMergeRecords(int node, const std::vector<EncodedRecord>& r
   });
 }
 
-void SimCluster::ServeReadRecord(int node, const std::string& key,
+void SimCluster::ServeReadRecord(int node, const std::string& key, bool for_quorum,
                                  std::function<void(absl::StatusOr<std::string>)> reply) {
-  OnNode(node, [key, reply = std::move(reply)](Node* n) {
-    absl::StatusOr<SiblingSet> record = n->store->ReadRecord(key);
+  OnNode(node, [key, for_quorum, reply = std::move(reply)](Node* n) {
+    absl::StatusOr<SiblingSet> record =
+        for_quorum ? n->store->ReadRecordForQuorum(key) : n->store->ReadRecord(key);
     if (!record.ok()) {
       reply(record.status());
       return;

@@ -1,6 +1,7 @@
 // SimCluster: 3 to 5 simulated storage nodes, each running the real node core (HashRing,
-// Coordinator, ReplicationOutbox, LocalStore over a MemoryEngine opened with sync writes) on the
-// SimLoop's clock, executor and timers and the SimNetwork's transport.
+// Coordinator, ReplicationOutbox, LocalStore over a MemoryEngine, with sync writes unless
+// ClusterConfig::sync_writes is off) on the SimLoop's clock, executor and timers and the
+// SimNetwork's transport.
 //
 // A node's MemoryEngine is its disk and outlives its incarnations. Crash() is a machine crash:
 // the engine drops every unsynced batch, the incarnation's guard turns false (so its pending
@@ -86,6 +87,17 @@ struct ClusterConfig {
   // Sabotage (checkers' tests): handoff streams drop the records of every other key, answering
   // as if delivered.
   bool drop_handoff_keys = false;
+  // False: every node runs as kvnode does by default (--sync_writes=false): a write is durable
+  // once its machine's writeback has run (every writeback_interval of simulated time, for the
+  // whole engine, as an OS flushing its dirty pages), and a crash loses the writes since. Each
+  // crash is a machine crash: the node restarts with a new boot id, so its store takes a new
+  // actor epoch (LocalStore, "Actor epochs"). Two crashes must be more than writeback_interval
+  // apart (FaultInjector spaces them), so that a write W=2 nodes acknowledged survives on one.
+  bool sync_writes = true;
+  absl::Duration writeback_interval = absl::Milliseconds(50);
+  // Sabotage (checkers' tests): a crash keeps the node's boot id, so its store keeps its epoch
+  // after losing unsynced writes and reuses their dots.
+  bool keep_boot_after_crash = false;
 };
 
 class SimCluster : public SimReplicaServer {
@@ -111,6 +123,15 @@ class SimCluster : public SimReplicaServer {
   void Wipe(int node);
   // When the first disk was wiped (InfiniteFuture if none was).
   absl::Time first_wipe() const { return first_wipe_; }
+  // When each crash happened, in order.
+  const std::vector<absl::Time>& crash_times() const { return crash_times_; }
+  // True when a crash now could lose, with another crash's, both copies of a write two nodes
+  // acknowledged: writes are not synced and the last crash was at most two writeback intervals
+  // ago. Fault drivers skip such a crash.
+  bool CrashTooSoon() const {
+    return !config_.sync_writes && !crash_times_.empty() &&
+           loop_->Now() - crash_times_.back() <= 2 * config_.writeback_interval;
+  }
 
   int num_nodes() const { return static_cast<int>(nodes_.size()); }
   bool IsUp(int node) const { return nodes_[node].up; }
@@ -171,7 +192,7 @@ class SimCluster : public SimReplicaServer {
   // SimReplicaServer: requests from peers.
   void ServeMergeRecords(int node, const std::vector<EncodedRecord>& records,
                          std::function<void(absl::Status)> reply) override;
-  void ServeReadRecord(int node, const std::string& key,
+  void ServeReadRecord(int node, const std::string& key, bool for_quorum,
                        std::function<void(absl::StatusOr<std::string>)> reply) override;
   void ServeForwardWrite(int node, const WriteCommand& received, QuorumSpec w,
                          std::function<void(absl::StatusOr<WriteReply>)> reply) override;
@@ -198,6 +219,7 @@ class SimCluster : public SimReplicaServer {
     bool up = false;
     bool removed = false;
     uint64_t incarnation = 0;
+    uint64_t boot = 0;  // the machine's boots: a crash reboots it (LocalStore::Options::boot_id)
     uint64_t merkle_layout_version = 0;  // the layout whose ring the Merkle trees follow
     // The live incarnation, in construction order (destroyed in reverse).
     std::shared_ptr<bool> alive;
@@ -219,6 +241,8 @@ class SimCluster : public SimReplicaServer {
   UnownedRecordCleaner::Options CleanupOptions() const;
   // Destroys the live incarnation's objects (the engine stays).
   void TearDown(Node* node);
+  // Makes the node's engine durable every writeback_interval, from now on (sync_writes off).
+  void Writeback(int node);
   // Runs `fn` on the node's executor if it is up (like a gRPC handler handing work off).
   void OnNode(int node, std::function<void(Node*)> fn);
 
@@ -237,6 +261,7 @@ class SimCluster : public SimReplicaServer {
   uint64_t dropped_outbox_entries_ = 0;
   std::map<std::string, VersionVector> purged_contexts_;
   absl::Time first_wipe_ = absl::InfiniteFuture();
+  std::vector<absl::Time> crash_times_;
 };
 
 }  // namespace kv::sim

@@ -82,7 +82,7 @@ void FaultInjector::CrashOne() {
   const int max_down = (active - 1) / 2;
   if (active - cluster_->NumUp() >= max_down) return;
   const int node = static_cast<int>(loop_->UniformInt(0, n - 1));
-  if (!cluster_->IsUp(node)) return;
+  if (!cluster_->IsUp(node) || cluster_->CrashTooSoon()) return;
   cluster_->Crash(node);
   ++stats_.crashes;
   RestartLater(node);

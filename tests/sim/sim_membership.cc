@@ -155,6 +155,7 @@ void MembershipDriver::Complete() {
 
 void MembershipDriver::CrashDuringHandoff(int node) {
   if (completing_ || !cluster_->IsUp(node) || !cluster_->AllUp()) return;
+  if (cluster_->CrashTooSoon()) return;
   loop_->Log(absl::StrCat("MEMBERSHIP crash ", cluster_->NodeId(node), " during the handoff"));
   cluster_->Crash(node);
   loop_->Post(

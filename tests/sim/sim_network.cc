@@ -143,13 +143,23 @@ void SimPeerTransport::MergeRecords(const Member& peer, std::vector<EncodedRecor
 
 void SimPeerTransport::ReadRecord(const Member& peer, std::string key,
                                   std::function<void(absl::StatusOr<std::string>)> done) {
+  Read(peer, std::move(key), /*for_quorum=*/false, std::move(done));
+}
+
+void SimPeerTransport::ReadRecordForQuorum(const Member& peer, std::string key,
+                                           std::function<void(absl::StatusOr<std::string>)> done) {
+  Read(peer, std::move(key), /*for_quorum=*/true, std::move(done));
+}
+
+void SimPeerTransport::Read(const Member& peer, std::string key, bool for_quorum,
+                            std::function<void(absl::StatusOr<std::string>)> done) {
   SimNetwork::CallSpec spec = Spec(peer, "read", key, timeouts_.read);
   const int to = spec.to;
   network_->Call<absl::StatusOr<std::string>>(
       std::move(spec),
-      [server = server_, to,
-       key = std::move(key)](std::function<void(absl::StatusOr<std::string>)> reply) {
-        server->ServeReadRecord(to, key, std::move(reply));
+      [server = server_, to, key = std::move(key),
+       for_quorum](std::function<void(absl::StatusOr<std::string>)> reply) {
+        server->ServeReadRecord(to, key, for_quorum, std::move(reply));
       },
       std::move(done));
 }

@@ -150,7 +150,8 @@ class SimReplicaServer {
   virtual ~SimReplicaServer() = default;
   virtual void ServeMergeRecords(int node, const std::vector<EncodedRecord>& records,
                                  std::function<void(absl::Status)> reply) = 0;
-  virtual void ServeReadRecord(int node, const std::string& key,
+  // `for_quorum`: PeerTransport::ReadRecordForQuorum.
+  virtual void ServeReadRecord(int node, const std::string& key, bool for_quorum,
                                std::function<void(absl::StatusOr<std::string>)> reply) = 0;
   virtual void ServeForwardWrite(int node, const WriteCommand& command, QuorumSpec w,
                                  std::function<void(absl::StatusOr<WriteReply>)> reply) = 0;
@@ -191,6 +192,8 @@ class SimPeerTransport : public PeerTransport {
                     std::function<void(absl::Status)> done) override;
   void ReadRecord(const Member& peer, std::string key,
                   std::function<void(absl::StatusOr<std::string>)> done) override;
+  void ReadRecordForQuorum(const Member& peer, std::string key,
+                           std::function<void(absl::StatusOr<std::string>)> done) override;
   void ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
                     std::function<void(absl::StatusOr<WriteReply>)> done) override;
   void ListKeys(const Member& peer, std::string prefix, std::string page_token, uint32_t limit,
@@ -205,6 +208,9 @@ class SimPeerTransport : public PeerTransport {
                       std::function<void(absl::StatusOr<std::vector<std::string>>)> done) override;
 
  private:
+  // ReadRecord and ReadRecordForQuorum.
+  void Read(const Member& peer, std::string key, bool for_quorum,
+            std::function<void(absl::StatusOr<std::string>)> done);
   SimNetwork::CallSpec Spec(const Member& peer, const char* kind, std::string key,
                             absl::Duration timeout) const;
 

@@ -82,6 +82,7 @@ std::string SimOptions::ReplayHint() const {
   if (change != MembershipChange::kNone) {
     absl::StrAppend(&hint, " KV_SIM_CHANGE=", MembershipChangeName(change));
   }
+  if (!sync_writes) absl::StrAppend(&hint, " KV_SIM_SYNC=0");
   return hint;
 }
 
@@ -129,6 +130,17 @@ SimResult RunSimulation(const SimOptions& options) {
   config.purge_tombstones = options.purge_tombstones;
   config.anti_entropy = options.anti_entropy;
   config.drop_handoff_keys = options.sabotage == Sabotage::kDropHandoffKeys;
+  config.sync_writes = options.sync_writes;
+  config.keep_boot_after_crash = options.sabotage == Sabotage::kKeepEpochAfterLostWrites;
+  const bool removes = options.change == MembershipChange::kRemoveDown ||
+                       options.change == MembershipChange::kJoinThenRemove ||
+                       options.change == MembershipChange::kLeaveThenRemove;
+  if (!options.sync_writes && removes) {
+    fail(
+        "runs without synced writes do not remove members (a member removed down for good "
+        "and a crash that lost its writes could lose both copies of a write)");
+    return result;
+  }
   SimCluster cluster(&loop, &network, std::move(config));
   if (absl::Status started = cluster.Start(); !started.ok()) {
     fail(absl::StrCat("the cluster did not start: ", started.message()));
@@ -141,11 +153,8 @@ SimResult RunSimulation(const SimOptions& options) {
   FaultInjector faults(&loop, &network, &cluster, options.num_nodes, num_clients);
   // A member removed down for good is the run's one lost disk: with a wiped disk on top, a write
   // acknowledged by W=2 of 3 replicas could lose both copies.
-  if (options.change == MembershipChange::kRemoveDown ||
-      options.change == MembershipChange::kJoinThenRemove ||
-      options.change == MembershipChange::kLeaveThenRemove) {
-    faults.NoWipes();
-  }
+  // Without synced writes, a crash may lose the only other copy of a write just as well.
+  if (removes || !options.sync_writes) faults.NoWipes();
   MembershipDriver membership(&loop, &cluster, options.change);
 
   const absl::Time fault_end = loop.Now() + options.fault_phase;

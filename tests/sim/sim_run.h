@@ -50,12 +50,17 @@ struct SimOptions {
   // Merkle anti-entropy and tombstone purge. Off, only the outbox, read repair and the handoff
   // move data (a run whose fault schedule wipes a disk then cannot converge).
   bool anti_entropy = true;
+  // Off: nodes run without synced writes, as kvnode does by default, and a crash loses what the
+  // machine had not written back (ClusterConfig::sync_writes). Such runs wipe no disk, and a
+  // member removed for good must have lost nothing (so no remove changes).
+  bool sync_writes = true;
   // For the checkers' own tests: damage done after the run, before the checkers (or, for
   // kDropHandoffKeys, during it: pair it with anti_entropy off, which would repair the damage).
   Sabotage sabotage = Sabotage::kNone;
 
   // The environment that replays this run with simulation_test, e.g. "KV_SIM_SEED=5
-  // KV_SIM_NODES=3" (and " KV_SIM_CHANGE=join" with a change).
+  // KV_SIM_NODES=3" (and " KV_SIM_CHANGE=join" with a change, " KV_SIM_SYNC=0" without synced
+  // writes).
   std::string ReplayHint() const;
 };
 

@@ -136,7 +136,10 @@ void ResurrectRetryCopy(SimCluster* cluster, const History& history) {
 }  // namespace
 
 void ApplySabotage(Sabotage sabotage, SimCluster* cluster, History* history) {
-  if (sabotage == Sabotage::kNone || sabotage == Sabotage::kDropHandoffKeys) return;
+  if (sabotage == Sabotage::kNone || sabotage == Sabotage::kDropHandoffKeys ||
+      sabotage == Sabotage::kKeepEpochAfterLostWrites) {
+    return;
+  }
   if (sabotage == Sabotage::kFakeNotFound) return FakeNotFound(history);
   if (sabotage == Sabotage::kResurrectDeletedValue) return ResurrectDeletedValue(cluster, *history);
   if (sabotage == Sabotage::kResurrectRetryCopy) return ResurrectRetryCopy(cluster, *history);
@@ -148,6 +151,7 @@ void ApplySabotage(Sabotage sabotage, SimCluster* cluster, History* history) {
     case Sabotage::kResurrectDeletedValue:
     case Sabotage::kResurrectRetryCopy:
     case Sabotage::kDropHandoffKeys:
+    case Sabotage::kKeepEpochAfterLostWrites:
       return;
     case Sabotage::kDropAcknowledgedWrite:
       return EditReplicas(

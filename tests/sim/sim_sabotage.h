@@ -33,10 +33,15 @@ enum class Sabotage {
   // anti-entropy off (which would repair them), a gainer never receives those keys unless a
   // later write brings them: "replicas diverged" under the final layout.
   kDropHandoffKeys,
+  // During the run (one without synced writes): a crash keeps the node's boot id, so its store
+  // keeps its actor epoch after losing writes and gives their dots to new writes. Two versions
+  // then share a dot and merging keeps one: "acknowledged write lost" (or replicas diverged).
+  kKeepEpochAfterLostWrites,
 };
 
 // Applies `sabotage` to the quiescent cluster and its history. Every node must be up.
-// (kDropHandoffKeys is applied by RunSimulation through ClusterConfig; nothing is done here.)
+// (kDropHandoffKeys and kKeepEpochAfterLostWrites are applied by RunSimulation through
+// ClusterConfig; nothing is done here.)
 void ApplySabotage(Sabotage sabotage, SimCluster* cluster, History* history);
 
 }  // namespace kv::sim
