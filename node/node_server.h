@@ -113,6 +113,8 @@ class NodeServer {
   // The layout to start with: from --peers or the seeds, or the one stored in the meta column
   // if that is newer.
   absl::StatusOr<ClusterLayout> InitialLayout();
+  // Logs a warning if this node's --peers entry has another port than --listen.
+  void WarnIfPeersEntryNamesAnotherPort() const;
   // The layout promises this node made, as stored (synced, in the meta column) by the last run;
   // DATA_LOSS if they do not decode.
   absl::StatusOr<std::unique_ptr<LayoutReservations>> OpenLayoutAcceptor();

@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -23,6 +24,26 @@ constexpr absl::string_view kAcceptorMetaKey = "layout_acceptor";
 
 }  // namespace
 
+void NodeServer::WarnIfPeersEntryNamesAnotherPort() const {
+  auto port_of = [](absl::string_view address) {
+    int port = 0;
+    const size_t colon = address.rfind(':');
+    if (colon == absl::string_view::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
+      return 0;
+    }
+    return port;
+  };
+  for (const Member& m : config_.peers) {
+    if (m.id != config_.node_id || port_of(m.address) == port_of(config_.listen)) continue;
+    // Not refused: behind a port mapping (a container's published port) the address others
+    // reach may differ from the one this node binds.
+    LogWarn(
+        "this node's --peers entry names another port than --listen: the other members will "
+        "call it there (right behind a port mapping, a mistake otherwise)",
+        {{"peers_entry", absl::StrCat(m.id, "=", m.address)}, {"listen", config_.listen}});
+  }
+}
+
 absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
   std::optional<ClusterLayout> stored_layout;
   absl::StatusOr<std::string> stored = engine_->Get(Column::kMeta, kLayoutMetaKey);
@@ -37,6 +58,7 @@ absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
   if (!config_.peers.empty()) {
     layout.version = 1;
     layout.members = config_.peers;
+    WarnIfPeersEntryNamesAnotherPort();
   } else if (!config_.seeds.empty() && stored_layout.has_value()) {
     // A restart: the stored layout's members are as good as the seeds to gossip with, and the
     // seeds may be down or gone (a seed can leave the cluster). Gossip brings anything newer.

@@ -44,8 +44,14 @@ absl::StatusOr<std::vector<Member>> ParseMembers(absl::string_view spec) {
   std::vector<Member> members;
   std::set<std::string> ids;
   std::set<std::string> addresses;
-  for (absl::string_view entry : absl::StrSplit(spec, ',', absl::SkipWhitespace())) {
+  if (absl::StripAsciiWhitespace(spec).empty()) return members;
+  for (absl::string_view entry : absl::StrSplit(spec, ',')) {
     entry = absl::StripAsciiWhitespace(entry);
+    if (entry.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("empty peer entry in '", spec,
+                       "' (two commas in a row, or one at either end); expected ID=HOST:PORT,..."));
+    }
     auto bad = [&](absl::string_view why) {
       return absl::InvalidArgumentError(absl::StrCat(
           "bad peer entry '", entry, "': ", why, " (expected ID=HOST:PORT or ID=HOST:PORT@ZONE)"));

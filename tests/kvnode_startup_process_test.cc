@@ -95,6 +95,27 @@ TEST_F(KvnodeStartupTest, ConfigFileSettingsApply) {
   EXPECT_EQ(pong.node_id(), "n1");
 }
 
+// This node's --peers entry is where the other members call it. Another port than --listen's is
+// right behind a port mapping and a mistake otherwise: it starts, and the log says so.
+TEST_F(KvnodeStartupTest, APeersEntryOnAnotherPortThanListenIsWarnedAbout) {
+  const int other_port = testing::PickFreePort();
+  testing::NodeProcess::Options options;
+  options.data_dir = dir_.Sub("d");
+  options.extra_flags = {absl::StrCat("--peers=n1=127.0.0.1:", other_port)};
+  absl::StatusOr<testing::NodeProcess> node = testing::NodeProcess::Start(options);
+  ASSERT_TRUE(node.ok()) << node.status();
+  EXPECT_THAT(node->process().Stderr(), HasSubstr("names another port than --listen"));
+  EXPECT_THAT(node->process().Stderr(), HasSubstr(absl::StrCat("n1=127.0.0.1:", other_port)));
+
+  testing::NodeProcess::Options same;
+  same.data_dir = dir_.Sub("e");
+  same.port = testing::PickFreePort();
+  same.extra_flags = {absl::StrCat("--peers=n1=127.0.0.1:", same.port)};
+  absl::StatusOr<testing::NodeProcess> plain = testing::NodeProcess::Start(same);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_THAT(plain->process().Stderr(), ::testing::Not(HasSubstr("another port")));
+}
+
 TEST_F(KvnodeStartupTest, KvprobeReportsServingOverPlaintext) {
   // The containers' health check, as the image runs it: the port from $KVNODE_LISTEN. kvprobe's
   // TLS variables are emptied (unset for it), whatever the test runner's environment holds.

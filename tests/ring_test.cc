@@ -5,6 +5,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace kv {
@@ -118,9 +119,13 @@ TEST(HashRingTest, ParsesAndRejectsPeerSpecs) {
   EXPECT_EQ(FormatMembers(*members), "n1=127.0.0.1:7701,n2=localhost:7702@zone-b");
   for (const char* bad :
        {"n1", "n1=host", "n1=host:0", "n1=host:99999", "=h:1", "n 1=h:1", "n1=h:1,n1=h:2",
-        "n1=h:1@bad zone", "n1=h:1@", "n1=h:1=junk", "n1=h:1@z1@z2", "n1=h:1,n2=h:1"}) {
+        "n1=h:1@bad zone", "n1=h:1@", "n1=h:1=junk", "n1=h:1@z1@z2", "n1=h:1,n2=h:1",
+        "n1=h:1,,n2=h:2", "n1=h:1,", ",n1=h:1", "n1=h:1, ,n2=h:2"}) {
     EXPECT_TRUE(absl::IsInvalidArgument(ParseMembers(bad).status())) << bad;
   }
+  EXPECT_THAT(std::string(ParseMembers("n1=h:1,,n2=h:2").status().message()),
+              ::testing::HasSubstr("empty peer entry"));
+  EXPECT_TRUE(ParseMembers(" ").value().empty());  // no list at all
   EXPECT_TRUE(absl::IsInvalidArgument(HashRing::Build({}).status()));
 }
 
