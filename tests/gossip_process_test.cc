@@ -301,6 +301,35 @@ TEST(GossipProcessTest, AMemberRestartedWithoutClusterFlagsStaysInItsCluster) {
   EXPECT_TRUE(cluster->StopAll().ok()) << cluster->LogTails();
 }
 
+// A member restarted with another --peers list than the one it stored at the same layout version
+// (an edited config file, a typo) starts, and its log says that every member must be given the
+// same list and how to change membership instead.
+TEST(GossipProcessTest, AMemberRestartedWithOtherPeersIsWarnedAbout) {
+  std::unique_ptr<testing::Cluster> cluster = StartCluster(3);
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<int> stopped = cluster->Stop(2);
+  ASSERT_TRUE(stopped.ok() && *stopped == 0) << cluster->LogTails();
+  TempDir logs;
+  const std::string fewer_peers =
+      absl::StrCat("--peers=n1=", cluster->endpoint(0), ",n3=", cluster->endpoint(2));
+  absl::StatusOr<Subprocess> edited =
+      Subprocess::Start({KVNODE_PATH, "--node_id=n3", "--listen=" + cluster->endpoint(2),
+                         "--data_dir=" + cluster->data_dir(2), fewer_peers,
+                         "--gossip_interval=100ms", "--shutdown_drain=0s"},
+                        logs.Sub("logs"));
+  ASSERT_TRUE(edited.ok()) << edited.status();
+  ASSERT_TRUE(testing::WaitForServing(cluster->endpoint(2), absl::Seconds(30))) << edited->Stderr();
+  const std::string log = edited->Stderr();
+  EXPECT_TRUE(absl::StrContains(log, "the configured --peers differ from the cluster layout"))
+      << log;
+  EXPECT_TRUE(absl::StrContains(log, "kvctl cluster join|leave|remove")) << log;
+  edited->Signal(SIGTERM);
+  absl::StatusOr<int> code = edited->Wait(absl::Seconds(20));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0) << edited->Stderr();
+  EXPECT_TRUE(cluster->StopAll().ok()) << cluster->LogTails();
+}
+
 // A member started with another value limit than the others is reported by every node's cluster
 // status (and kvctl's), naming the setting.
 TEST(GossipProcessTest, AMemberWithOtherSizeLimitsIsReported) {
