@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/kvctl_admin.h"
@@ -81,6 +82,13 @@ absl::StatusOr<WriteOptions> WriteOptionsFrom(const cli::ParsedArgs& flags) {
   if (!w.ok()) return w.status();
   options.w = *w;
   if (std::optional<std::string> context = flags.Get("context"); context.has_value()) {
+    // No context kvctl prints is empty: an empty one is a script's unset variable, and a write
+    // without context would add a sibling instead of replacing what the script read.
+    if (absl::StripAsciiWhitespace(*context).empty()) {
+      return UsageError(
+          "--context is empty; pass the context printed by kvctl get/put/delete, or leave the "
+          "flag out for a write that replaces nothing (a sibling of what the key holds)");
+    }
     absl::StatusOr<std::string> decoded = DecodeContext(*context);
     if (!decoded.ok()) return decoded.status();
     options.context = *std::move(decoded);

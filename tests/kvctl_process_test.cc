@@ -264,6 +264,11 @@ TEST_F(KvctlProcessTest, ExitCodes) {
   EXPECT_EQ(Kvctl({"get"}).exit_code, 2);                         // missing KEY
   EXPECT_EQ(Kvctl({"get", "exit/k", "--limit=3"}).exit_code, 2);  // not a flag of get
   EXPECT_EQ(Kvctl({"put", "exit/k", "v", "--context=!!!"}).exit_code, 2);
+  // An empty context (a script's unset variable) is refused rather than taken as none.
+  const testing::CommandResult empty_context = Kvctl({"put", "exit/k", "v", "--context="});
+  EXPECT_EQ(empty_context.exit_code, 2);
+  EXPECT_NE(empty_context.err.find("--context is empty"), std::string::npos) << empty_context.err;
+  EXPECT_EQ(Kvctl({"delete", "exit/k", "--context= "}).exit_code, 2);
   EXPECT_EQ(Kvctl({}).exit_code, 2);  // no command
   // A flag given twice, or a value-taking flag followed by another flag, is not guessed at.
   EXPECT_EQ(Kvctl({"put", "exit/k", "v", "--w=1", "--w=all"}).exit_code, 2);
