@@ -91,6 +91,10 @@ int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
 absl::Status CheckSize(absl::string_view what, size_t size, absl::string_view limit_name,
                        size_t limit) {
   if (size <= limit) return absl::OkStatus();
+  if (absl::StartsWith(limit_name, "the ")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " is ", size, " bytes; ", limit_name, " is ", limit, " bytes"));
+  }
   return absl::InvalidArgumentError(
       absl::StrCat(what, " is ", size, " bytes; the limit is ", limit_name, "=", limit, " bytes"));
 }
@@ -250,10 +254,12 @@ absl::Status LocalStore::ValidateWrite(const WriteCommand& command) const {
     KV_RETURN_IF_ERROR(
         CheckSize("value", command.value.size(), "max_value_bytes", limits.max_value_bytes));
   }
-  KV_RETURN_IF_ERROR(CheckSize("causal context", command.context.size(), "max_context_bytes",
-                               limits.max_context_bytes));
+  // Fixed limits (no setting): the message says so rather than name a setting that does not
+  // exist.
+  KV_RETURN_IF_ERROR(CheckSize("causal context", command.context.size(),
+                               "the fixed context limit", limits.max_context_bytes));
   KV_RETURN_IF_ERROR(CheckSize("idempotency token", command.idempotency_token.size(),
-                               "max_token_bytes", limits.max_token_bytes));
+                               "the fixed token limit", limits.max_token_bytes));
   for (char c : command.idempotency_token) {
     if (c < 0x21 || c > 0x7e) {
       return absl::InvalidArgumentError("idempotency token must be printable ASCII without spaces");
