@@ -73,6 +73,13 @@ TEST_F(KvnodeStartupTest, BadConfigFilesExitTwoNamingFileAndLine) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("config file \"" + bad + "\" line 2"));
   EXPECT_THAT(r.err, HasSubstr("executor_threads"));
+
+  // A NUL byte in a value is shown, not the end of the message.
+  const std::string nul = dir_.Sub("nul.conf");
+  testing::WriteFile(nul, std::string("executor_threads = 4\0x\n", 23));
+  r = RunKvnode({"--config", nul});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("invalid value \"4\\x00x\" for executor_threads")) << r.err;
 }
 
 TEST_F(KvnodeStartupTest, ConfigFileSettingsApply) {
