@@ -22,6 +22,10 @@ struct AntiEntropy::ExchangeState {
   uint64_t repaired = 0;
   uint64_t skipped = 0;        // keys that could not be repaired (see Errors in the header)
   absl::Status first_skipped;  // the first one's error, naming the key
+  // Of those, keys whose peer record this node could not read or merge: it may still lack
+  // something the peer holds (a refused push does not mean that).
+  uint64_t pull_skipped = 0;
+  uint64_t generation = 0;  // of the index's ring when the exchange started
   // Per range (interior index) that differed: keys found different and keys repaired.
   std::map<uint32_t, std::pair<uint64_t, uint64_t>> ranges;
 };
@@ -177,10 +181,12 @@ void AntiEntropy::Exchange(std::string peer_id,
     }
   }
   if (!start) {
+    if (peers.empty()) MaybeFinishCatchingUp();  // a ring of one: nobody to compare with
     if (done) done(std::move(refused));
     return;
   }
   ex->member = peers[chosen];
+  ex->generation = generation;
   ex->started = clock_->Now();
   ex->done = std::move(done);
   executor_->Schedule(guard_.Wrap([this, ex] { Begin(ex); }));
@@ -361,6 +367,7 @@ void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
     absl::StatusOr<std::string>& theirs = remote[i - begin];
     if (!theirs.ok() && !absl::IsNotFound(theirs.status())) {
       if (StopsTheExchange(theirs.status())) return Finish(ex, theirs.status());
+      ++ex->pull_skipped;
       SkipKey(ex, key, theirs.status(), /*counted=*/false);
       continue;
     }
@@ -368,6 +375,7 @@ void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
     if (theirs.ok()) {
       absl::StatusOr<SiblingSet> decoded = DecodeSiblingSet(*theirs);
       if (!decoded.ok()) {
+        ++ex->pull_skipped;
         SkipKey(ex, key, decoded.status(), /*counted=*/false);
         continue;
       }
@@ -378,6 +386,7 @@ void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
     if (absl::IsNotFound(ours.status())) continue;  // purged meanwhile: nothing to send
     if (!ours.ok()) {
       if (StopsTheExchange(ours.status())) return Finish(ex, ours.status());
+      if (theirs.ok()) ++ex->pull_skipped;  // the merge of their record failed
       SkipKey(ex, key, ours.status(), /*counted=*/false);
       continue;
     }
@@ -478,7 +487,9 @@ void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
       result.skipped_error = ex->first_skipped;
       result.complete = ex->next_segment == ex->segments.size() &&
                         ex->diffs.size() <= options_.max_keys_per_exchange;
-      if (result.complete && ex->skipped == 0) caught_up_with_.insert(ex->member.id);
+      if (result.complete && ex->pull_skipped == 0) {
+        caught_up_with_[ex->member.id] = ex->generation;
+      }
     } else {
       ++stats.failed_exchanges;
       stats.last_error = status.ToString();
@@ -496,11 +507,19 @@ void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
 
 void AntiEntropy::MaybeFinishCatchingUp() {
   if (!store_->catching_up()) return;
+  // During a membership change this node may own keys its trees do not cover yet (they follow
+  // the ring the change started from); the change's completion brings a new ring.
+  if (in_transition_ && in_transition_()) return;
+  // Exchanges count under the ring they compared: peers of another ring cover other keys.
+  const uint64_t generation = index_->generation();
   const std::vector<Member> peers = index_->peers();
-  {
+  if (index_->generation() != generation) return;  // changed meanwhile; the next exchange retries
+  // With one replica per key no other node can hold what this one lost.
+  if (index_->replication_factor() > 1) {
     absl::MutexLock lock(&mu_);
     for (const Member& peer : peers) {
-      if (caught_up_with_.count(peer.id) == 0) return;
+      auto it = caught_up_with_.find(peer.id);
+      if (it == caught_up_with_.end() || it->second != generation) return;
     }
   }
   if (absl::Status finished = store_->FinishCatchingUp(); !finished.ok()) {

@@ -22,8 +22,10 @@
 // afterwards, so the next exchange with that peer continues.
 //
 // Catching up: a store that may have lost writes it acknowledged (LocalStore, "Catching up")
-// stops catching up once an exchange with every peer of the current ring has completed (every
-// difference repaired, none skipped) since this object was created.
+// stops catching up once an exchange with every peer of the current ring, under that ring, has
+// completed since this object was created with every differing record the peer holds merged
+// here (a push the peer refused does not count against it), and no membership change is under
+// way (MaybeFinishCatchingUp).
 //
 // Errors: an exchange that fails (peer unreachable, tree not built yet on either side) stops and
 // is counted; the next turn tries again. Nothing is lost by stopping midway. An error about one
@@ -45,7 +47,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -141,9 +142,16 @@ class AntiEntropy {
   // peers that remain are kept); with `with_ranges`, each peer's ranges that ever differed.
   std::vector<PeerAntiEntropyStats> Stats(bool with_ranges = false) const;
   // Ends the store's catching up (see above) if an exchange has completed with every peer of the
-  // current ring, at once if it has none (nothing else can hold a write this node lost). Runs
-  // after every exchange; the node also calls it once at start, for a ring of one.
+  // current ring (under that ring), at once if it has none or N=1 (nothing else can hold a write
+  // this node lost), and never while `in_transition` (SetTransitionCheck) says a membership
+  // change is under way. Runs after every exchange; the node also calls it at start and after
+  // the index follows a new ring.
   void MaybeFinishCatchingUp();
+  // True while a membership change is under way (the node's layout is in transition). Set
+  // before Start; none: never.
+  void SetTransitionCheck(std::function<bool()> in_transition) {
+    in_transition_ = std::move(in_transition);
+  }
   // The peer of the exchange running now, or empty.
   std::string running_peer() const;
   const Options& options() const { return options_; }
@@ -210,8 +218,10 @@ class AntiEntropy {
   mutable std::vector<std::map<uint32_t, RangeAntiEntropyStats>> ranges_ ABSL_GUARDED_BY(mu_);
   mutable uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // of the index's ring stats_ follow
   std::string running_peer_ ABSL_GUARDED_BY(mu_);
-  // Peers an exchange has completed with (everything repaired), since this object was created.
-  std::set<std::string> caught_up_with_ ABSL_GUARDED_BY(mu_);
+  // Peers an exchange has completed with since this object was created (every record they hold
+  // that differed merged here), with the ring generation it compared under.
+  std::map<std::string, uint64_t> caught_up_with_ ABSL_GUARDED_BY(mu_);
+  std::function<bool()> in_transition_;  // SetTransitionCheck
   double tokens_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time refilled_ ABSL_GUARDED_BY(mu_);
 };

@@ -70,21 +70,26 @@ void Coordinator::LiveFirst(std::vector<const Member*>* members) const {
                         [this](const Member* m) { return !IsDown(*m); });
 }
 
-void Coordinator::ReadReplica(const Member& member, const std::string& key,
+void Coordinator::ReadReplica(const Member& member, const std::string& key, bool for_quorum,
                               std::function<void(absl::StatusOr<SiblingSet>)> done) {
   if (member.id == options_.self_id) {
-    executor_->Schedule(
-        [this, key, done = std::move(done)] { done(store_->ReadRecordForQuorum(key)); });
+    executor_->Schedule([this, key, for_quorum, done = std::move(done)] {
+      done(for_quorum ? store_->ReadRecordForQuorum(key) : store_->ReadRecord(key));
+    });
     return;
   }
-  transport_->ReadRecordForQuorum(member, key,
-                                  [done = std::move(done)](absl::StatusOr<std::string> bytes) {
-                                    if (!bytes.ok()) {
-                                      done(bytes.status());
-                                      return;
-                                    }
-                                    done(DecodeSiblingSet(*bytes));
-                                  });
+  auto decode = [done = std::move(done)](absl::StatusOr<std::string> bytes) {
+    if (!bytes.ok()) {
+      done(bytes.status());
+      return;
+    }
+    done(DecodeSiblingSet(*bytes));
+  };
+  if (for_quorum) {
+    transport_->ReadRecordForQuorum(member, key, std::move(decode));
+  } else {
+    transport_->ReadRecord(member, key, std::move(decode));
+  }
 }
 
 void Coordinator::Read(std::string key, QuorumSpec r,
@@ -161,22 +166,23 @@ void Coordinator::ContinueRead(const std::shared_ptr<ReadState>& state) {
     state->finished = finish;
   }
   for (const Member* m : to_ask) {
-    ReadReplica(*m, state->key, [this, state, m](absl::StatusOr<SiblingSet> record) {
-      {
-        absl::MutexLock lock(&state->mu);
-        --state->outstanding;
-        if (record.ok()) {
-          ++state->succeeded;
-          state->answers.emplace_back(m, *std::move(record));
-        } else if (absl::IsNotFound(record.status())) {
-          ++state->succeeded;
-          state->answers.emplace_back(m, std::nullopt);
-        } else {
-          state->last_error = record.status();
-        }
-      }
-      ContinueRead(state);
-    });
+    ReadReplica(*m, state->key, /*for_quorum=*/true,
+                [this, state, m](absl::StatusOr<SiblingSet> record) {
+                  {
+                    absl::MutexLock lock(&state->mu);
+                    --state->outstanding;
+                    if (record.ok()) {
+                      ++state->succeeded;
+                      state->answers.emplace_back(m, *std::move(record));
+                    } else if (absl::IsNotFound(record.status())) {
+                      ++state->succeeded;
+                      state->answers.emplace_back(m, std::nullopt);
+                    } else {
+                      state->last_error = record.status();
+                    }
+                  }
+                  ContinueRead(state);
+                });
   }
   if (finish) FinishRead(state);
 }
@@ -295,7 +301,8 @@ void Coordinator::GatherReplicas(std::string key,
       on_record(absl::UnavailableError(
           "DOWN: its gossip heartbeat stopped advancing; not asked (failure detector)"));
     } else {
-      ReadReplica(*replicas[i], key, std::move(on_record));
+      // What the replica holds, also while it catches up (DescribeKey shows each replica).
+      ReadReplica(*replicas[i], key, /*for_quorum=*/false, std::move(on_record));
     }
   }
 }

@@ -222,8 +222,9 @@ class Coordinator {
   void ForwardWrite(WriteCommand command, QuorumSpec w, std::vector<const Member*> replicas,
                     size_t next, absl::Status last_error,
                     std::function<void(absl::StatusOr<WriteReply>)> done);
-  // Reads one replica's record (this node's via the store, others via the transport).
-  void ReadReplica(const Member& member, const std::string& key,
+  // Reads one replica's record (this node's via the store, others via the transport);
+  // `for_quorum`: as a client read counts it (LocalStore::ReadRecordForQuorum).
+  void ReadReplica(const Member& member, const std::string& key, bool for_quorum,
                    std::function<void(absl::StatusOr<SiblingSet>)> done);
   void ContinueRead(const std::shared_ptr<ReadState>& state);
   void FinishRead(const std::shared_ptr<ReadState>& state);

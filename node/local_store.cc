@@ -60,21 +60,29 @@ std::optional<RunState> DecodeRunState(absl::string_view text) {
 }
 
 // Why the previous run of a store that has an epoch may have lost writes whose dots other
-// replicas hold ("" if it cannot have): see "Actor epochs" in local_store.h.
-absl::StatusOr<std::string> LostWritesReason(Engine* engine, absl::string_view boot_id) {
+// replicas hold ("" if it cannot have): see "Actor epochs" in local_store.h. `*catch_up` tells
+// whether it did run (so may lack acknowledged writes: "Catching up"), rather than being
+// unknown because an earlier version wrote the store.
+absl::StatusOr<std::string> LostWritesReason(Engine* engine, absl::string_view boot_id,
+                                             bool* catch_up) {
+  *catch_up = false;
   absl::StatusOr<std::string> stored = engine->Get(Column::kMeta, kRunStateKey);
   if (absl::IsNotFound(stored.status())) {
     return std::string(
         "the store holds no record of how its previous run stopped (it was "
         "written by an earlier version)");
   }
+  *catch_up = true;
   if (!stored.ok()) return stored.status();
   std::optional<RunState> previous = DecodeRunState(*stored);
   if (!previous.has_value()) {
     return absl::StrCat("the record of the previous run is unreadable (\"",
                         absl::CHexEscape(*stored), "\")");
   }
-  if (previous->clean || previous->synced || previous->boot_id == boot_id) return std::string();
+  if (previous->clean || previous->synced || previous->boot_id == boot_id) {
+    *catch_up = false;
+    return std::string();
+  }
   return std::string(
       "the previous run did not stop cleanly, did not sync its writes (sync_writes=false), and "
       "the machine has restarted since: writes acknowledged just before the crash may be gone "
@@ -157,10 +165,11 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
                                                              std::string node_id, Options options) {
   std::string epoch;
   std::string new_epoch_reason;
+  bool catch_up = false;
   absl::StatusOr<std::string> stored = engine->Get(Column::kMeta, kActorEpochKey);
   if (stored.ok()) {
     epoch = *std::move(stored);
-    KV_ASSIGN_OR_RETURN(new_epoch_reason, LostWritesReason(engine, options.boot_id));
+    KV_ASSIGN_OR_RETURN(new_epoch_reason, LostWritesReason(engine, options.boot_id, &catch_up));
   } else if (!absl::IsNotFound(stored.status())) {
     return stored.status();
   }
@@ -171,10 +180,10 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
     epoch = NewEpoch(rng);
     batch.Put(Column::kMeta, kActorEpochKey, epoch);
   }
-  bool catching_up = !new_epoch_reason.empty();
+  bool catching_up = catch_up;
   if (catching_up) {
     batch.Put(Column::kMeta, kCatchingUpKey, new_epoch_reason);
-  } else if (!epoch.empty()) {
+  } else {
     absl::StatusOr<std::string> unfinished = engine->Get(Column::kMeta, kCatchingUpKey);
     if (unfinished.ok()) {
       catching_up = true;
@@ -256,8 +265,8 @@ absl::Status LocalStore::ValidateWrite(const WriteCommand& command) const {
   }
   // Fixed limits (no setting): the message says so rather than name a setting that does not
   // exist.
-  KV_RETURN_IF_ERROR(CheckSize("causal context", command.context.size(),
-                               "the fixed context limit", limits.max_context_bytes));
+  KV_RETURN_IF_ERROR(CheckSize("causal context", command.context.size(), "the fixed context limit",
+                               limits.max_context_bytes));
   KV_RETURN_IF_ERROR(CheckSize("idempotency token", command.idempotency_token.size(),
                                "the fixed token limit", limits.max_token_bytes));
   for (char c : command.idempotency_token) {

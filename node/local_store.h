@@ -37,8 +37,10 @@
 // Catching up: a store that took a new epoch for that reason may also lack a Put that it
 // acknowledged and another replica holds. A read answers NOT_FOUND once N-W+1 replicas hold no
 // live version of the key (node/coordinator.h), which is only sound if each of them kept every
-// write it acknowledged. So from such an Open until FinishCatchingUp (AntiEntropy calls it once
-// an exchange with every peer has completed), ReadRecordForQuorum answers UNAVAILABLE instead of
+// write it acknowledged. So from such an Open (the previous run's record says it may have lost
+// writes, or is unreadable; not for a store an earlier version wrote, which has no record) until
+// FinishCatchingUp (AntiEntropy calls it once an exchange with every peer has completed),
+// ReadRecordForQuorum answers UNAVAILABLE instead of
 // "no live version": the read asks others and counts this replica as not answering. The state is
 // stored (meta key "catching_up"), so a restart before the end keeps it.
 //

@@ -103,6 +103,8 @@ class MerkleIndex : public RecordObserver {
   uint64_t generation() const;
 
   const std::string& self_id() const { return self_id_; }
+  // Replicas per key (N).
+  int replication_factor() const { return static_cast<int>(n_); }
   // Every other member of the current ring, by id.
   std::vector<Member> peers() const;
   // True if this node and `peer_id` both replicate `key` (current ring).

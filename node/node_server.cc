@@ -375,6 +375,7 @@ absl::Status NodeServer::StartRepairs(const ClusterLayout& layout) {
   anti_entropy_ =
       std::make_unique<AntiEntropy>(merkle_.get(), store_.get(), peer_transport_.get(),
                                     scheduler_.get(), executor_.get(), SystemClock::Get(), ae);
+  anti_entropy_->SetTransitionCheck([this] { return placement_->Get()->layout().in_transition(); });
   if (config_.anti_entropy_interval > absl::ZeroDuration()) anti_entropy_->Start();
   anti_entropy_->MaybeFinishCatchingUp();  // a node alone in its ring has nobody to wait for
   // Operation ids carry the start time (milliseconds, hexadecimal), so that a run does not hand

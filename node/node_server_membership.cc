@@ -232,6 +232,8 @@ void NodeServer::FollowRingWithMerkleTrees() {
       LogInfo("tombstone purging resumed on the new ring",
               {{"layout_version", absl::StrCat(layout.version)}});
     }
+    // A replica catching up compares with the new ring's peers again; a ring of one ends it.
+    if (anti_entropy_ != nullptr) anti_entropy_->MaybeFinishCatchingUp();
   } else {
     LogError(
         "rebuilding the Merkle trees failed; anti-entropy and tombstone purging stay off until "

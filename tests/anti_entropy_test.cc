@@ -272,6 +272,32 @@ TEST_F(AntiEntropyTest, AReplicaThatMayHaveLostWritesCatchesUpOnceComparedWithEv
   EXPECT_TRUE(absl::IsNotFound(a.store->ReadRecordForQuorum("never written").status()));
 }
 
+// Exchanges count under the ring they compared, and nothing ends while a membership change is
+// under way (the trees follow the ring it started from; the node may own more keys already).
+TEST_F(AntiEntropyTest, CatchingUpCountsExchangesUnderTheCurrentRingOutsideTransitions) {
+  MakeCluster(3, 3);
+  TestNode& a = nodes_[0];
+  a.store.reset();
+  LocalStore::Options options;
+  options.boot_id = "the boot after the crash";
+  a.store = LocalStore::Open(a.engine.get(), &clock_, rng_, "a", options).value();
+  a.store->SetObserver(a.index.get());
+  ASSERT_TRUE(a.store->catching_up());
+  auto ae = MakeAntiEntropy(0);
+  bool in_transition = true;
+  ae->SetTransitionCheck([&] { return in_transition; });
+  ASSERT_TRUE(Exchange(*ae, "b").ok());
+  ASSERT_TRUE(a.index->ChangeRing(ring_).ok());  // a new ring generation (same members here)
+  ASSERT_TRUE(Exchange(*ae, "c").ok());
+  ae->MaybeFinishCatchingUp();
+  EXPECT_TRUE(a.store->catching_up());  // b was compared under the old ring; a change runs
+  ASSERT_TRUE(Exchange(*ae, "b").ok());
+  EXPECT_TRUE(a.store->catching_up());  // both compared under this ring, but a change runs
+  in_transition = false;
+  ae->MaybeFinishCatchingUp();
+  EXPECT_FALSE(a.store->catching_up());
+}
+
 // Alone in its ring, a node has nobody to wait for: no other replica can hold what it lost.
 TEST_F(AntiEntropyTest, ANodeAloneInItsRingDoesNotWaitToCatchUp) {
   MakeCluster(1, 1);

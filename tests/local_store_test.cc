@@ -141,8 +141,6 @@ TEST_F(LocalStoreTest, TheEpochStaysWhenNoAcknowledgedWriteCanHaveBeenLost) {
   EXPECT_EQ(store->actor(), synced_actor);  // its writes were synced
 }
 
-// A store written before runs were recorded, or whose record is unreadable, cannot tell how its
-// previous run ended: it takes a new epoch, and says why.
 // After a machine crash that may have lost writes, this replica may lack a Put another replica
 // holds: until it has caught up, it must not tell a read that a key has no live version (the
 // read would count that toward NOT_FOUND). The state survives a restart until it ends.
@@ -186,6 +184,9 @@ TEST_F(LocalStoreTest, AStoreThatMayHaveLostWritesClaimsNoMissingKeyUntilItCaugh
   EXPECT_FALSE(a->catching_up());
 }
 
+// A store written before runs were recorded, or whose record is unreadable, cannot tell how its
+// previous run ended: it takes a new epoch, and says why. Only the unreadable record makes it
+// catch up: a store an earlier version wrote (an upgrade) did not crash for that.
 TEST_F(LocalStoreTest, AnUnknownPreviousRunTakesANewEpoch) {
   MemoryEngine engine;
   std::unique_ptr<LocalStore> store = OpenStore(&engine, "a");
@@ -197,6 +198,7 @@ TEST_F(LocalStoreTest, AnUnknownPreviousRunTakesANewEpoch) {
   store = OpenStore(&engine, "a");
   EXPECT_NE(store->actor(), actor);
   EXPECT_THAT(store->new_epoch_reason(), ::testing::HasSubstr("earlier version"));
+  EXPECT_FALSE(store->catching_up());
 
   const std::string second = store->actor();
   store.reset();
@@ -206,6 +208,7 @@ TEST_F(LocalStoreTest, AnUnknownPreviousRunTakesANewEpoch) {
   store = OpenStore(&engine, "a");
   EXPECT_NE(store->actor(), second);
   EXPECT_THAT(store->new_epoch_reason(), ::testing::HasSubstr("unreadable"));
+  EXPECT_TRUE(store->catching_up());
   store.reset();
   store = OpenStore(&engine, "a");  // recorded again: the same boot keeps it
   EXPECT_EQ(store->new_epoch_reason(), "");

@@ -223,6 +223,8 @@ absl::Status SimCluster::Restart(int index) {
     node.anti_entropy = std::make_unique<AntiEntropy>(
         node.merkle.get(), node.store.get(), node.transport.get(), node.scheduler.get(),
         node.executor.get(), &clock_, config_.anti_entropy_options);
+    node.anti_entropy->SetTransitionCheck(
+        [holder = node.placement.get()] { return holder->Get()->layout().in_transition(); });
     node.anti_entropy->Start();
     node.anti_entropy->MaybeFinishCatchingUp();  // as kvnode: a ring of one waits for nobody
     // As kvnode: an incarnation started during a transition purges once the change completes
@@ -332,9 +334,11 @@ bool SimCluster::InstallLayout(int index, const ClusterLayout& layout) {
     node.merkle_layout_version = layout.version;
     MerkleIndex* merkle = node.merkle.get();
     TombstoneReaper* reaper = node.reaper.get();
-    node.executor->Schedule([this, merkle, reaper, version = layout.version,
+    AntiEntropy* anti_entropy = node.anti_entropy.get();
+    node.executor->Schedule([this, merkle, reaper, anti_entropy, version = layout.version,
                              ring = (*placement)->current_ptr()] {
       absl::Status built = merkle->ChangeRing(ring);
+      if (built.ok() && anti_entropy != nullptr) anti_entropy->MaybeFinishCatchingUp();
       if (built.ok() && reaper != nullptr && reaper->ResumeOnRing(version)) {
         loop_->Log(absl::StrCat(merkle->self_id(), " PURGING resumed on the ring of v", version));
       } else if (!built.ok() && !absl::IsCancelled(built)) {

@@ -91,8 +91,12 @@ struct ClusterConfig {
   // once its machine's writeback has run (every writeback_interval of simulated time, for the
   // whole engine, as an OS flushing its dirty pages), and a crash loses the writes since. Each
   // crash is a machine crash: the node restarts with a new boot id, so its store takes a new
-  // actor epoch (LocalStore, "Actor epochs"). Two crashes must be more than writeback_interval
-  // apart (FaultInjector spaces them), so that a write W=2 nodes acknowledged survives on one.
+  // actor epoch (LocalStore, "Actor epochs"). Crashes are spaced more than two writeback
+  // intervals apart (CrashTooSoon), so that a write W=2 nodes acknowledged survives on one: its
+  // coordinator is one of them and acknowledges within an interval of the other's apply, so the
+  // later of the two crashes comes after the other node's writeback of it. On a real machine the
+  // window is the OS's writeback delay (Linux: dirty pages up to about 30 s by default). All
+  // nodes write back at the same instants (one phase), unlike real machines.
   bool sync_writes = true;
   absl::Duration writeback_interval = absl::Milliseconds(50);
   // Sabotage (checkers' tests): a crash keeps the node's boot id, so its store keeps its epoch
