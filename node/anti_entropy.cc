@@ -496,7 +496,7 @@ void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
     }
     done = std::move(ex->done);
   }
-  if (status.ok() && store_->catching_up()) MaybeFinishCatchingUp();
+  if (status.ok()) MaybeFinishCatchingUp();
   if (!done) return;
   if (status.ok()) {
     done(std::move(result));

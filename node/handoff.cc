@@ -16,24 +16,6 @@
 #include "node/merkle_index.h"
 
 namespace kv {
-namespace {
-
-// `text` with every byte outside printable ASCII written as \xNN.
-std::string PrintableAscii(absl::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (const char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte >= 0x20 && byte < 0x7f) {
-      out.push_back(c);
-    } else {
-      absl::StrAppend(&out, "\\x", absl::Hex(byte, absl::kZeroPad2));
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 struct HandoffSender::Job {
   std::shared_ptr<const Placement> placement;

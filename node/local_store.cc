@@ -60,9 +60,9 @@ std::optional<RunState> DecodeRunState(absl::string_view text) {
 }
 
 // Why the previous run of a store that has an epoch may have lost writes whose dots other
-// replicas hold ("" if it cannot have): see "Actor epochs" in local_store.h. `*catch_up` tells
-// whether it did run (so may lack acknowledged writes: "Catching up"), rather than being
-// unknown because an earlier version wrote the store.
+// replicas hold ("" if it cannot have): see "Actor epochs" in local_store.h. `*catch_up` is set
+// when a recorded run may have lost them ("Catching up"), not when the store was written by an
+// earlier version, which recorded no run.
 absl::StatusOr<std::string> LostWritesReason(Engine* engine, absl::string_view boot_id,
                                              bool* catch_up) {
   *catch_up = false;
@@ -72,16 +72,16 @@ absl::StatusOr<std::string> LostWritesReason(Engine* engine, absl::string_view b
         "the store holds no record of how its previous run stopped (it was "
         "written by an earlier version)");
   }
-  *catch_up = true;
   if (!stored.ok()) return stored.status();
   std::optional<RunState> previous = DecodeRunState(*stored);
+  if (previous.has_value() &&
+      (previous->clean || previous->synced || previous->boot_id == boot_id)) {
+    return std::string();
+  }
+  *catch_up = true;
   if (!previous.has_value()) {
     return absl::StrCat("the record of the previous run is unreadable (\"",
                         absl::CHexEscape(*stored), "\")");
-  }
-  if (previous->clean || previous->synced || previous->boot_id == boot_id) {
-    *catch_up = false;
-    return std::string();
   }
   return std::string(
       "the previous run did not stop cleanly, did not sync its writes (sync_writes=false), and "
@@ -96,15 +96,15 @@ std::string NewEpoch(absl::BitGenRef rng) {
 
 int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
 
+// `limit_name`: the setting that holds the limit, or empty for a fixed one.
 absl::Status CheckSize(absl::string_view what, size_t size, absl::string_view limit_name,
                        size_t limit) {
   if (size <= limit) return absl::OkStatus();
-  if (absl::StartsWith(limit_name, "the ")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " is ", size, " bytes; ", limit_name, " is ", limit, " bytes"));
-  }
   return absl::InvalidArgumentError(
-      absl::StrCat(what, " is ", size, " bytes; the limit is ", limit_name, "=", limit, " bytes"));
+      limit_name.empty()
+          ? absl::StrCat(what, " is ", size, " bytes; the limit is ", limit, " bytes (fixed)")
+          : absl::StrCat(what, " is ", size, " bytes; the limit is ", limit_name, "=", limit,
+                         " bytes"));
 }
 
 // The next key after every key that starts with `prefix`, or "" if there is none.
@@ -263,12 +263,10 @@ absl::Status LocalStore::ValidateWrite(const WriteCommand& command) const {
     KV_RETURN_IF_ERROR(
         CheckSize("value", command.value.size(), "max_value_bytes", limits.max_value_bytes));
   }
-  // Fixed limits (no setting): the message says so rather than name a setting that does not
-  // exist.
-  KV_RETURN_IF_ERROR(CheckSize("causal context", command.context.size(), "the fixed context limit",
-                               limits.max_context_bytes));
-  KV_RETURN_IF_ERROR(CheckSize("idempotency token", command.idempotency_token.size(),
-                               "the fixed token limit", limits.max_token_bytes));
+  KV_RETURN_IF_ERROR(
+      CheckSize("causal context", command.context.size(), "", limits.max_context_bytes));
+  KV_RETURN_IF_ERROR(
+      CheckSize("idempotency token", command.idempotency_token.size(), "", limits.max_token_bytes));
   for (char c : command.idempotency_token) {
     if (c < 0x21 || c > 0x7e) {
       return absl::InvalidArgumentError("idempotency token must be printable ASCII without spaces");

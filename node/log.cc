@@ -10,6 +10,20 @@
 
 namespace kv {
 
+std::string PrintableAscii(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte < 0x7f) {
+      out.push_back(c);
+    } else {
+      absl::StrAppend(&out, "\\x", absl::Hex(byte, absl::kZeroPad2));
+    }
+  }
+  return out;
+}
+
 absl::string_view LogLevelName(LogLevel level) {
   switch (level) {
     case LogLevel::kDebug:

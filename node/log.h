@@ -23,6 +23,11 @@ using LogField = std::pair<absl::string_view, std::string>;
 void SetLogLevel(LogLevel level);
 void Log(LogLevel level, absl::string_view msg, std::initializer_list<LogField> fields = {});
 
+// `text` with every byte outside printable ASCII written as \xNN: for messages that may carry
+// bytes from outside (keys, flag values), so that a NUL or a control character cannot cut or
+// garble them.
+std::string PrintableAscii(absl::string_view text);
+
 // The formatted line without its trailing newline (exposed for tests).
 std::string FormatLogLine(LogLevel level, absl::string_view msg,
                           std::initializer_list<LogField> fields);

@@ -30,20 +30,9 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv, argv + argc);
   absl::StatusOr<kv::CommandLine> command_line = kv::ParseNodeCommandLine(args);
   if (!command_line.ok()) {
-    // Flags and config files may hold any byte: control characters (a NUL would end the line
-    // early) are written as \xNN.
-    std::string message;
-    for (char c : command_line.status().message()) {
-      const auto byte = static_cast<unsigned char>(c);
-      if ((byte < 0x20 && c != '\n' && c != '\t') || byte == 0x7f) {
-        char escaped[5];
-        std::snprintf(escaped, sizeof(escaped), "\\x%02x", byte);
-        message += escaped;
-      } else {
-        message += c;
-      }
-    }
-    std::fprintf(stderr, "kvnode: %s\n", message.c_str());
+    // Flags and config files may hold any byte (a NUL would end the line early).
+    std::fprintf(stderr, "kvnode: %s\n",
+                 kv::PrintableAscii(command_line.status().message()).c_str());
     return 2;
   }
   if (command_line->help) {

@@ -147,6 +147,7 @@ class AntiEntropyTest : public ::testing::Test {
       members.push_back(Member{std::string(1, static_cast<char>('a' + i)), "h:1", ""});
     }
     ring_ = std::make_shared<const HashRing>(HashRing::Build(members).value());
+    n_ = n;
     nodes_.resize(count);
     for (int i = 0; i < count; ++i) {
       TestNode& node = nodes_[i];
@@ -186,6 +187,20 @@ class AntiEntropyTest : public ::testing::Test {
   uint64_t Root(int i, int j) {
     return nodes_[i].index->Nodes(nodes_[j].id, MerkleLevel::kRoot, {}).value()[0];
   }
+  // Node i's machine crashes (its unsynced writes are lost) and it restarts on another boot: its
+  // store takes a new epoch and catches up (LocalStore, "Catching up").
+  void RestartAfterMachineCrash(int i) {
+    TestNode& node = nodes_[i];
+    node.store.reset();
+    node.engine->SimulateCrash();
+    node.index = std::make_unique<MerkleIndex>(node.id, ring_, n_, node.engine.get());
+    LocalStore::Options options;
+    options.boot_id = "the boot after the crash";
+    node.store = LocalStore::Open(node.engine.get(), &clock_, rng_, node.id, options).value();
+    node.store->SetObserver(node.index.get());
+    ASSERT_TRUE(node.index->Build().ok());
+    ASSERT_TRUE(node.store->catching_up());
+  }
   absl::Status Exchange(AntiEntropy& ae, const std::string& peer) {
     absl::Status result = absl::UnknownError("not finished");
     ae.ExchangeNow(peer, [&](absl::Status s) { result = s; });
@@ -199,6 +214,7 @@ class AntiEntropyTest : public ::testing::Test {
   ManualScheduler scheduler_{&clock_, &executor_};
   uint64_t bytes_ = 0;
   std::shared_ptr<const HashRing> ring_;
+  int n_ = 0;
   std::vector<TestNode> nodes_;
   std::map<std::string, TestNode*> by_id_;
   std::vector<std::unique_ptr<LoopbackTransport>> transports_;
@@ -248,16 +264,8 @@ TEST_F(AntiEntropyTest, AReplicaThatMayHaveLostWritesCatchesUpOnceComparedWithEv
   MakeCluster(3, 3);
   Put(0, "acked", "v");  // acknowledged by a and b, not yet written back on a's machine
   Replicate(0, 1, "acked");
+  ASSERT_NO_FATAL_FAILURE(RestartAfterMachineCrash(0));
   TestNode& a = nodes_[0];
-  a.store.reset();
-  a.engine->SimulateCrash();
-  a.index = std::make_unique<MerkleIndex>("a", ring_, 3, a.engine.get());
-  LocalStore::Options options;
-  options.boot_id = "the boot after the crash";
-  a.store = LocalStore::Open(a.engine.get(), &clock_, rng_, "a", options).value();
-  a.store->SetObserver(a.index.get());
-  ASSERT_TRUE(a.index->Build().ok());
-  ASSERT_TRUE(a.store->catching_up());
   EXPECT_TRUE(absl::IsUnavailable(a.store->ReadRecordForQuorum("acked").status()));
 
   auto ae = MakeAntiEntropy(0);
@@ -276,13 +284,8 @@ TEST_F(AntiEntropyTest, AReplicaThatMayHaveLostWritesCatchesUpOnceComparedWithEv
 // under way (the trees follow the ring it started from; the node may own more keys already).
 TEST_F(AntiEntropyTest, CatchingUpCountsExchangesUnderTheCurrentRingOutsideTransitions) {
   MakeCluster(3, 3);
+  ASSERT_NO_FATAL_FAILURE(RestartAfterMachineCrash(0));
   TestNode& a = nodes_[0];
-  a.store.reset();
-  LocalStore::Options options;
-  options.boot_id = "the boot after the crash";
-  a.store = LocalStore::Open(a.engine.get(), &clock_, rng_, "a", options).value();
-  a.store->SetObserver(a.index.get());
-  ASSERT_TRUE(a.store->catching_up());
   auto ae = MakeAntiEntropy(0);
   bool in_transition = true;
   ae->SetTransitionCheck([&] { return in_transition; });
@@ -301,12 +304,8 @@ TEST_F(AntiEntropyTest, CatchingUpCountsExchangesUnderTheCurrentRingOutsideTrans
 // Alone in its ring, a node has nobody to wait for: no other replica can hold what it lost.
 TEST_F(AntiEntropyTest, ANodeAloneInItsRingDoesNotWaitToCatchUp) {
   MakeCluster(1, 1);
+  ASSERT_NO_FATAL_FAILURE(RestartAfterMachineCrash(0));
   TestNode& a = nodes_[0];
-  a.store.reset();
-  LocalStore::Options options;
-  options.boot_id = "the boot after the crash";
-  a.store = LocalStore::Open(a.engine.get(), &clock_, rng_, "a", options).value();
-  ASSERT_TRUE(a.store->catching_up());
   auto ae = MakeAntiEntropy(0);
   ae->MaybeFinishCatchingUp();
   EXPECT_FALSE(a.store->catching_up());

@@ -319,8 +319,8 @@ TEST_F(LocalStoreTest, LimitsAreEnforcedNamedAndChangeNothing) {
   std::vector<Case> cases = {
       {{"123456789", false, "v", "", ""}, "max_key_bytes"},
       {{"k", false, std::string(17, 'x'), "", ""}, "max_value_bytes"},
-      {{"k", false, "v", std::string(70 << 10, 'c'), ""}, "the fixed context limit is 65536"},
-      {{"k", false, "v", "", std::string(200, 't')}, "the fixed token limit is 128"},
+      {{"k", false, "v", std::string(70 << 10, 'c'), ""}, "the limit is 65536 bytes (fixed)"},
+      {{"k", false, "v", "", std::string(200, 't')}, "the limit is 128 bytes (fixed)"},
   };
   for (const Case& c : cases) {
     absl::Status status = store->Write(c.command).status();
