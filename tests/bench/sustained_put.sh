@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Sustained Put load on one fresh node: kvbench writes tokened Puts (100-byte values, 64
+# outstanding, 10,000 keys) for KV_SUSTAIN_DURATION (120s by default), and this prints the
+# throughput of each 10-second window and the last window's ratio to the first, measured in
+# the same run. perf_bars.sh measures 10 s on a fresh node; this shows what the store does once
+# its idempotency column and records have grown (every tokened write adds a token record, kept
+# for idempotency_ttl, a day by default).
+#
+# Not a test: it asserts nothing about timing. Run it from the repository root after a release
+# build; it starts and stops its own node (by pid) and deletes its data.
+#
+#   bash tests/bench/sustained_put.sh
+#   KV_SUSTAIN_DURATION=300s bash tests/bench/sustained_put.sh
+#
+# Environment: KV_SUSTAIN_DURATION (120s), KV_PERF_BASE_PORT (17830), KV_BIN_DIR (build/release).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+bin="${KV_BIN_DIR:-$root/build/release}"
+duration="${KV_SUSTAIN_DURATION:-120s}"
+base_port="${KV_PERF_BASE_PORT:-17830}"
+
+# shellcheck source=bench_cluster.sh
+source "$root/tests/bench/bench_cluster.sh"
+trap stop_nodes EXIT
+
+start_nodes 1
+progress="$(mktemp /tmp/kv-sustain.XXXXXX)"
+"$bin/client/kvbench" --endpoints="$ENDPOINTS" --workload=put --concurrency=64 --value_size=100 \
+  --keys=10000 --duration="$duration" --warmup=0s >/dev/null 2>"$progress"
+stop_nodes
+python3 - "$progress" <<'PY'
+import re, sys
+rates = [float(m.group(1)) for m in
+         re.finditer(r"workload put: \d+s: (\d+(?:\.\d+)?) ops/s", open(sys.argv[1]).read())]
+if len(rates) < 20:
+    sys.exit(f"too few progress lines ({len(rates)}): run at least 20s")
+windows = [rates[i:i + 10] for i in range(0, len(rates) - len(rates) % 10, 10)]
+for i, w in enumerate(windows):
+    print(f"{10 * i:4d}-{10 * i + 10:4d}s: {sum(w) / len(w):8.0f} ops/s")
+first, last = sum(windows[0]) / 10, sum(windows[-1]) / 10
+print(f"last window / first window: {last / first:.2f}")
+PY
+rm -f "$progress"
