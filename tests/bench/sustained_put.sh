@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sustained Put load on one fresh node: kvbench writes tokened Puts (100-byte values, 64
+# Sustained Put load on fresh nodes (one by default; KV_SUSTAIN_NODES=3 for a cluster with
+# N=3, W=2): kvbench writes tokened Puts (100-byte values, 64
 # outstanding, 10,000 keys) for KV_SUSTAIN_DURATION (120s by default), and this prints the
 # throughput of each 10-second window and the last window's ratio to the first, measured in
 # the same run. perf_bars.sh measures 10 s on a fresh node; this shows what the store does once
@@ -7,23 +8,25 @@
 # for idempotency_ttl, a day by default).
 #
 # Not a test: it asserts nothing about timing. Run it from the repository root after a release
-# build; it starts and stops its own node (by pid) and deletes its data.
+# build; it starts and stops its own nodes (by pid) and deletes their data.
 #
 #   bash tests/bench/sustained_put.sh
 #   KV_SUSTAIN_DURATION=300s bash tests/bench/sustained_put.sh
 #
-# Environment: KV_SUSTAIN_DURATION (120s), KV_PERF_BASE_PORT (17830), KV_BIN_DIR (build/release).
+# Environment: KV_SUSTAIN_DURATION (120s), KV_SUSTAIN_NODES (1), KV_PERF_BASE_PORT (17830),
+# KV_BIN_DIR (build/release).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="${KV_BIN_DIR:-$root/build/release}"
 duration="${KV_SUSTAIN_DURATION:-120s}"
+nodes="${KV_SUSTAIN_NODES:-1}"
 base_port="${KV_PERF_BASE_PORT:-17830}"
 
 # shellcheck source=bench_cluster.sh
 source "$root/tests/bench/bench_cluster.sh"
 trap stop_nodes EXIT
 
-start_nodes 1
+start_nodes "$nodes"
 progress="$(mktemp /tmp/kv-sustain.XXXXXX)"
 "$bin/client/kvbench" --endpoints="$ENDPOINTS" --workload=put --concurrency=64 --value_size=100 \
   --keys=10000 --duration="$duration" --warmup=0s >/dev/null 2>"$progress"
