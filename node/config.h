@@ -52,6 +52,8 @@ struct NodeConfig {
   std::string data_dir;
   std::string config_file;  // the file the settings came from, if any
   bool sync_writes = false;
+  // RocksDB's block cache: data blocks, and the index and filter partitions of table files.
+  int block_cache_mb = 64;
   int executor_threads = 8;
   Limits limits;
   absl::Duration idempotency_ttl = absl::Hours(24);

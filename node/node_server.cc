@@ -211,8 +211,10 @@ absl::Status NodeServer::CheckDataDirOwner() {
 
 absl::Status NodeServer::OpenStorage() {
   KV_RETURN_IF_ERROR(PrepareDataDir(config_.data_dir));
+  RocksDbOptions storage;
+  storage.block_cache_bytes = static_cast<size_t>(config_.block_cache_mb) << 20;
   absl::StatusOr<std::unique_ptr<RocksDbEngine>> engine =
-      RocksDbEngine::Open(config_.data_dir, RocksDbOptions());
+      RocksDbEngine::Open(config_.data_dir, storage);
   if (!engine.ok()) return EngineOpenError(engine.status(), config_.data_dir);
   engine_ = *std::move(engine);
   KV_RETURN_IF_ERROR(CheckDataDirOwner());  // before anything is written to the directory

@@ -59,6 +59,7 @@ TEST(ConfigTest, Defaults) {
   EXPECT_EQ(c.data_dir, "./kvdata/n1");
   EXPECT_FALSE(c.sync_writes);
   EXPECT_EQ(c.executor_threads, 8);
+  EXPECT_EQ(c.block_cache_mb, 64);
   EXPECT_EQ(c.limits.max_key_bytes, Limits().max_key_bytes);
   EXPECT_EQ(c.limits.max_value_bytes, Limits().max_value_bytes);
   EXPECT_EQ(c.idempotency_ttl, absl::Hours(24));
@@ -204,6 +205,8 @@ TEST(ConfigTest, MalformedValuesNameTheFlagAndTheValue) {
            {"--listen=localhost:http", "HOST:PORT"},
            {"--log_level=verbose", "one of debug, info, warn, error"},
            {"--data_dir=", "for flag --data_dir"},
+           {"--block_cache_mb=4", "an integer from 8 to 1048576"},
+           {"--block_cache_mb=64MB", "\"64MB\" for flag --block_cache_mb"},
        }) {
     EXPECT_THAT(ParseError({c.arg}), HasSubstr(c.expected)) << c.arg;
   }

@@ -84,7 +84,7 @@ TEST_F(KvnodeStartupTest, BadConfigFilesExitTwoNamingFileAndLine) {
 
 TEST_F(KvnodeStartupTest, ConfigFileSettingsApply) {
   const std::string conf = dir_.Sub("kvnode.conf");
-  testing::WriteFile(conf, "# test\nmax_key_bytes = 8\nnode_id = from-file\n");
+  testing::WriteFile(conf, "# test\nmax_key_bytes = 8\nnode_id = from-file\nblock_cache_mb = 16\n");
   testing::NodeProcess::Options options;
   options.data_dir = dir_.Sub("d");
   options.extra_flags = {"--config=" + conf};
@@ -100,6 +100,8 @@ TEST_F(KvnodeStartupTest, ConfigFileSettingsApply) {
   v1::PingResponse pong;
   EXPECT_TRUE(v1::Admin::NewStub(channel)->Ping(Ctx().get(), v1::PingRequest(), &pong).ok());
   EXPECT_EQ(pong.node_id(), "n1");
+  // RocksDB's own log, written when the node opened its storage, shows the cache it was given.
+  EXPECT_THAT(testing::ReadFile(options.data_dir + "/LOG"), HasSubstr("capacity : 16777216"));
 }
 
 // This node's --peers entry is where the other members call it. Another port than --listen's is
