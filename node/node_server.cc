@@ -216,6 +216,10 @@ absl::Status NodeServer::OpenStorage() {
   absl::StatusOr<std::unique_ptr<RocksDbEngine>> engine =
       RocksDbEngine::Open(config_.data_dir, storage);
   if (!engine.ok()) return EngineOpenError(engine.status(), config_.data_dir);
+  if (const uint64_t tables = (*engine)->WholeFilterTables(); tables > 0) {
+    LogInfo("rewriting table files written by an earlier version (whole filters) in the background",
+            {{"files", absl::StrCat(tables)}});
+  }
   engine_ = *std::move(engine);
   KV_RETURN_IF_ERROR(CheckDataDirOwner());  // before anything is written to the directory
   // Databases written before the Merkle index column existed get their index entries now.

@@ -18,6 +18,7 @@
 #include <set>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -33,6 +34,7 @@
 #include "rocksdb/options.h"
 #include "rocksdb/slice_transform.h"
 #include "rocksdb/table.h"
+#include "rocksdb/table_properties.h"
 #include "rocksdb/write_batch.h"
 #include "storage/expiring_value.h"
 
@@ -276,8 +278,14 @@ struct RocksDbEngine::Impl {
 
   int lock_fd = -1;        // LockDirectory's, released once the database is closed
   std::string locked_dir;  // the name LockDirectory registered
+  // Rewrites the table files written before partitioned filters (RewriteWholeFilterTables).
+  std::thread table_rewriter;
 
   ~Impl() {
+    if (table_rewriter.joinable()) {
+      db->DisableManualCompaction();  // its CompactRange returns at once, Incomplete
+      table_rewriter.join();
+    }
     if (db != nullptr) {
       for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
       db->Close().PermitUncheckedError();  // the WAL already holds every acknowledged batch
@@ -319,10 +327,12 @@ absl::StatusOr<std::unique_ptr<RocksDbEngine>> RocksDbEngine::Open(const std::st
   // of the block cache (64 shards), so it was evicted as soon as it was released and every
   // token lookup read and checksummed it again. After about a million tokened Puts that was
   // two thirds of the node's CPU (see README, "Performance").
-  table_options.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
-  table_options.partition_filters = true;
-  table_options.metadata_block_size = 4096;
-  table_options.pin_top_level_index_and_filter = true;
+  if (options.partitioned_filters) {
+    table_options.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
+    table_options.partition_filters = true;
+    table_options.metadata_block_size = 4096;
+    table_options.pin_top_level_index_and_filter = true;
+  }
   rocksdb::ColumnFamilyOptions cf_options;
   cf_options.write_buffer_size = options.write_buffer_bytes;
   cf_options.memtable_whole_key_filtering = true;
@@ -380,7 +390,54 @@ absl::StatusOr<std::unique_ptr<RocksDbEngine>> RocksDbEngine::Open(const std::st
     return status;
   }
   impl->db.reset(raw_db);
-  return std::unique_ptr<RocksDbEngine>(new RocksDbEngine(std::move(impl)));
+  auto engine = std::unique_ptr<RocksDbEngine>(new RocksDbEngine(std::move(impl)));
+  if (options.partitioned_filters) engine->RewriteWholeFilterTables();
+  return engine;
+}
+
+namespace {
+
+// Table files of `family` whose filter and index are each one block (written before partitioned
+// filters, or with RocksDbOptions::partitioned_filters off): a partitioned index has at least
+// one partition.
+uint64_t CountWholeFilterTables(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* family) {
+  rocksdb::TablePropertiesCollection tables;
+  if (!db->GetPropertiesOfAllTables(family, &tables).ok()) return 0;
+  uint64_t count = 0;
+  for (const auto& [file, properties] : tables) {
+    if (properties != nullptr && properties->index_partitions == 0) ++count;
+  }
+  return count;
+}
+
+}  // namespace
+
+uint64_t RocksDbEngine::WholeFilterTables() {
+  uint64_t count = 0;
+  for (int i = 0; i < kNumColumns; ++i) {
+    count += CountWholeFilterTables(impl_->db.get(), impl_->Family(static_cast<Column>(i)));
+  }
+  return count;
+}
+
+void RocksDbEngine::RewriteWholeFilterTables() {
+  std::vector<rocksdb::ColumnFamilyHandle*> families;
+  for (int i = 0; i < kNumColumns; ++i) {
+    rocksdb::ColumnFamilyHandle* family = impl_->Family(static_cast<Column>(i));
+    if (CountWholeFilterTables(impl_->db.get(), family) > 0) families.push_back(family);
+  }
+  if (families.empty()) return;
+  rocksdb::DB* db = impl_->db.get();
+  impl_->table_rewriter = std::thread([db, families] {
+    rocksdb::CompactRangeOptions options;
+    options.exclusive_manual_compaction = false;  // flushes and other compactions go on
+    // Every file, the bottommost level's too, but not the files this compaction just wrote.
+    options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
+    for (rocksdb::ColumnFamilyHandle* family : families) {
+      // Incomplete once the engine closes; a file left is rewritten at the next open.
+      if (!db->CompactRange(options, family, nullptr, nullptr).ok()) return;
+    }
+  });
 }
 
 absl::StatusOr<std::string> RocksDbEngine::Get(Column column, absl::string_view key) {

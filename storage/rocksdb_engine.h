@@ -38,6 +38,12 @@ struct RocksDbOptions {
   // RocksDB's own bound, four times all columns' memtables, on disk and replayed at restart.
   // Past this size the columns holding the oldest file are flushed.
   size_t max_wal_bytes = 0;
+  // Table files get their filters and indexes in partitions of about 4 KiB under a small top
+  // level pinned in the block cache, so a lookup reads one partition instead of a table's whole
+  // filter (which, once larger than a cache shard, was read again on every lookup). Files
+  // written without (by earlier versions) are rewritten in the background after Open. false
+  // writes whole filters as earlier versions did, and rewrites nothing: for upgrade tests.
+  bool partitioned_filters = true;
 };
 
 class RocksDbEngine : public Engine {
@@ -61,9 +67,16 @@ class RocksDbEngine : public Engine {
   // Flushes `column` and compacts all of its files (for tests and maintenance; slow).
   absl::Status CompactColumn(Column column);
 
+  // Table files, over every column, whose filter and index are whole blocks: written before
+  // partitioned filters and not yet rewritten. Open starts rewriting them (on a thread of the
+  // engine's, one compaction of each column holding some; the destructor stops it), so this
+  // falls to 0 unless the engine closes first. Reads every table's properties.
+  uint64_t WholeFilterTables();
+
  private:
   struct Impl;  // keeps RocksDB types out of this header
   explicit RocksDbEngine(std::unique_ptr<Impl> impl);
+  void RewriteWholeFilterTables();
   std::unique_ptr<Impl> impl_;
 };
 
