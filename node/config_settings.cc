@@ -265,8 +265,8 @@ const std::vector<Setting>& Settings() {
        },
        [](const NodeConfig& c) { return absl::StrCat(c.block_cache_mb); },
        "RocksDB block cache in MiB (8 to 1048576): data blocks and the index and filter "
-       "partitions of table files. A lookup of a new idempotency token reads one filter "
-       "partition per level of table files from the cache, or from the file when it is not "
+       "partitions of table files. A lookup of a new idempotency token reads a filter "
+       "partition of each level of table files from the cache, or from the file when it is not "
        "there: a day of tokens at 1,000 writes a second has about 110 MB of filters."},
       {"peers", "ID=HOST:PORT,...", false,
        [](absl::string_view v, NodeConfig* c) -> absl::Status {
