@@ -4,6 +4,7 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
 namespace kv::bench {
@@ -148,20 +149,35 @@ bool PreloadSource::Start(int chain, std::function<void(OpResult)> done) {
   if (failed_.load(std::memory_order_relaxed)) return false;
   const uint64_t index = next_.fetch_add(1, std::memory_order_relaxed);
   if (index >= keys_) return false;
-  WriteOptions options;
-  options.context = contexts_.Get(index);
-  client_.PutAsync(BenchKey(index), value_, std::move(options),
-                   [this, index, done = std::move(done)](absl::StatusOr<WriteResult> result) {
-                     if (result.ok()) {
-                       contexts_.Set(index, std::move(result->context));
-                     } else {
-                       absl::MutexLock lock(&mu_);
-                       if (first_error_.ok()) first_error_ = result.status();
-                       failed_.store(true, std::memory_order_relaxed);
+  // Read first and write with the read's context: a key an earlier run wrote is replaced, not
+  // given one more sibling (a blind write is concurrent with every version it did not see).
+  client_.GetAsync(BenchKey(index), ReadOptions{},
+                   [this, index, done = std::move(done)](absl::StatusOr<GetResult> read) mutable {
+                     if (!read.ok() && !absl::IsNotFound(read.status())) {
+                       Fail(read.status());
+                       done({OpKind::kRead, read.status().code()});
+                       return;
                      }
-                     done({OpKind::kWrite, result.status().code()});
+                     WriteOptions options;
+                     options.context = read.ok() ? std::move(read->context) : contexts_.Get(index);
+                     client_.PutAsync(
+                         BenchKey(index), value_, std::move(options),
+                         [this, index, done = std::move(done)](absl::StatusOr<WriteResult> result) {
+                           if (result.ok()) {
+                             contexts_.Set(index, std::move(result->context));
+                           } else {
+                             Fail(result.status());
+                           }
+                           done({OpKind::kWrite, result.status().code()});
+                         });
                    });
   return true;
+}
+
+void PreloadSource::Fail(const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  if (first_error_.ok()) first_error_ = status;
+  failed_.store(true, std::memory_order_relaxed);
 }
 
 absl::Status PreloadSource::first_error() const {

@@ -110,8 +110,10 @@ class WorkloadSource : public OpSource {
   std::vector<Chain> chains_;
 };
 
-// Writes every key once, in index order, spread over the chains. Stops issuing after the first
-// failure, which first_error() then reports.
+// Writes every key once, in index order, spread over the chains: reads the key, then writes it
+// with the read's context, so that a key an earlier run (or process) wrote is replaced rather
+// than given one more sibling. Stops issuing after the first failure (NOT_FOUND of the read
+// aside), which first_error() then reports.
 class PreloadSource : public OpSource {
  public:
   PreloadSource(Client& client, const WorkloadConfig& config, ContextCache& contexts);
@@ -119,6 +121,8 @@ class PreloadSource : public OpSource {
   absl::Status first_error() const;
 
  private:
+  void Fail(const absl::Status& status);
+
   Client& client_;
   const uint64_t keys_;
   const std::string value_;

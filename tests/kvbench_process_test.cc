@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
@@ -218,6 +219,27 @@ TEST_F(KvbenchProcessTest, ReadsOfUnwrittenKeysCountAsSuccessesButAreReportedApa
   EXPECT_EQ(report.value("reads_not_found", 0), report.value("reads", -1)) << report;
   EXPECT_EQ(report.value("error_count", -1), 0) << report;
   EXPECT_FALSE(report.contains("preload")) << report;
+}
+
+// The preload replaces what an earlier run wrote: however many runs preload a key, it keeps
+// one version (blind writes would add a sibling per run).
+TEST_F(KvbenchProcessTest, RepeatedPreloadsLeaveOneVersionPerKey) {
+  for (int run = 0; run < 3; ++run) {
+    const CommandResult result = Kvbench({"--json", "--workload=c", "--duration=200ms",
+                                          "--warmup=0s", "--keys=20", "--concurrency=4"});
+    ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+    EXPECT_EQ(ParseReport(result)["preload"].value("keys", 0), 20);
+  }
+  for (int index : {0, 7, 19}) {
+    const std::string key = absl::StrFormat("kvbench/%010d", index);
+    const CommandResult get =
+        RunCommand({KVCTL_PATH, "--endpoints=" + node_.endpoint(), "--json", "get", key}, "",
+                   absl::Seconds(20));
+    ASSERT_EQ(get.exit_code, 0) << get.out << get.err;
+    const nlohmann::json json = nlohmann::json::parse(get.out, nullptr, false);
+    ASSERT_TRUE(json.is_object()) << get.out;
+    EXPECT_EQ(json["siblings"].size(), 1u) << key << ": " << get.out;
+  }
 }
 
 TEST_F(KvbenchProcessTest, BadFlagsExitWithUsageError) {
