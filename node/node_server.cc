@@ -216,7 +216,7 @@ absl::Status NodeServer::OpenStorage() {
   absl::StatusOr<std::unique_ptr<RocksDbEngine>> engine =
       RocksDbEngine::Open(config_.data_dir, storage);
   if (!engine.ok()) return EngineOpenError(engine.status(), config_.data_dir);
-  if (const uint64_t tables = (*engine)->WholeFilterTables(); tables > 0) {
+  if (const uint64_t tables = (*engine)->WholeFilterTablesAtOpen(); tables > 0) {
     LogInfo("rewriting table files written by an earlier version (whole filters) in the background",
             {{"files", absl::StrCat(tables)}});
   }

@@ -280,6 +280,7 @@ struct RocksDbEngine::Impl {
   std::string locked_dir;  // the name LockDirectory registered
   // Rewrites the table files written before partitioned filters (RewriteWholeFilterTables).
   std::thread table_rewriter;
+  uint64_t whole_filter_tables_at_open = 0;
 
   ~Impl() {
     if (table_rewriter.joinable()) {
@@ -343,7 +344,7 @@ absl::StatusOr<std::unique_ptr<RocksDbEngine>> RocksDbEngine::Open(const std::st
   // would add each key twice, and the partitioned filter builder then misses its cut points
   // (partitions of 30 KB and more instead of 4 KiB). Same cache, same filter otherwise.
   rocksdb::BlockBasedTableOptions token_table_options = table_options;
-  token_table_options.whole_key_filtering = false;
+  if (options.partitioned_filters) token_table_options.whole_key_filtering = false;
   const std::shared_ptr<rocksdb::TableFactory> token_tables(
       rocksdb::NewBlockBasedTableFactory(token_table_options));
 
@@ -429,11 +430,17 @@ uint64_t RocksDbEngine::WholeFilterTables() {
   return count;
 }
 
+uint64_t RocksDbEngine::WholeFilterTablesAtOpen() const {
+  return impl_->whole_filter_tables_at_open;
+}
+
 void RocksDbEngine::RewriteWholeFilterTables() {
   std::vector<rocksdb::ColumnFamilyHandle*> families;
   for (int i = 0; i < kNumColumns; ++i) {
     rocksdb::ColumnFamilyHandle* family = impl_->Family(static_cast<Column>(i));
-    if (CountWholeFilterTables(impl_->db.get(), family) > 0) families.push_back(family);
+    const uint64_t tables = CountWholeFilterTables(impl_->db.get(), family);
+    impl_->whole_filter_tables_at_open += tables;
+    if (tables > 0) families.push_back(family);
   }
   if (families.empty()) return;
   rocksdb::DB* db = impl_->db.get();

@@ -72,6 +72,8 @@ class RocksDbEngine : public Engine {
   // engine's, one compaction of each column holding some; the destructor stops it), so this
   // falls to 0 unless the engine closes first. Reads every table's properties.
   uint64_t WholeFilterTables();
+  // How many of them Open found (and started rewriting); no I/O.
+  uint64_t WholeFilterTablesAtOpen() const;
 
  private:
   struct Impl;  // keeps RocksDB types out of this header

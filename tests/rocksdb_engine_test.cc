@@ -158,6 +158,19 @@ std::optional<uint64_t> BytesReadPerMissingToken(Engine& engine, int keys, int l
   return (*ProcessBytesRead() - *before) / lookups;
 }
 
+// Writes token/0 .. token/<keys - 1> to the idempotency column in a scattered order, 1,000 per
+// batch, each batch with one data-column key too (key/<first index of the batch>).
+void WriteTokens(Engine& engine, int keys) {
+  for (int i = 0; i < keys; i += 1000) {
+    WriteBatch batch;
+    for (int j = i; j < i + 1000 && j < keys; ++j) {
+      batch.Put(Column::kIdempotency, absl::StrCat("token/", j * 7919 % keys), "record");
+    }
+    batch.Put(Column::kData, absl::StrCat("key/", i), "value");
+    ASSERT_TRUE(engine.Write(batch, WriteOptions{}).ok());
+  }
+}
+
 // A lookup that misses (most token lookups do) must read about one filter partition of a table
 // (4 KiB), not the table's whole filter. A whole-table filter larger than a block-cache shard is
 // evicted as soon as it is released, so every lookup read and checksummed all of it again: after
@@ -171,13 +184,7 @@ TEST_F(RocksDbEngineTest, ALookupReadsAFilterPartitionNotTheTablesWholeFilter) {
   auto engine = RocksDbEngine::Open(root_ + "/db", options);
   ASSERT_TRUE(engine.ok()) << engine.status();
   constexpr int kKeys = 100000;
-  for (int i = 0; i < kKeys; i += 1000) {
-    WriteBatch batch;
-    for (int j = i; j < i + 1000; ++j) {
-      batch.Put(Column::kIdempotency, absl::StrCat("token/", j * 7919 % kKeys), "record");
-    }
-    ASSERT_TRUE((*engine)->Write(batch, WriteOptions{}).ok());
-  }
+  WriteTokens(**engine, kKeys);
   ASSERT_TRUE((*engine)->CompactColumn(Column::kIdempotency).ok());
   ASSERT_EQ((*engine)->Get(Column::kIdempotency, "token/42").value_or("missing"), "record");
 
@@ -198,22 +205,20 @@ TEST_F(RocksDbEngineTest, TablesWrittenWithWholeFiltersAreRewrittenAfterOpen) {
   {
     auto engine = RocksDbEngine::Open(dir, earlier);
     ASSERT_TRUE(engine.ok()) << engine.status();
-    for (int i = 0; i < kKeys; i += 1000) {
-      WriteBatch batch;
-      for (int j = i; j < i + 1000; ++j) {
-        batch.Put(Column::kIdempotency, absl::StrCat("token/", j * 7919 % kKeys), "record");
-      }
-      batch.Put(Column::kData, absl::StrCat("key/", i), "value");
-      ASSERT_TRUE((*engine)->Write(batch, WriteOptions{}).ok());
-    }
+    WriteTokens(**engine, kKeys);
     ASSERT_TRUE((*engine)->CompactColumn(Column::kIdempotency).ok());
     ASSERT_TRUE((*engine)->CompactColumn(Column::kData).ok());
     EXPECT_GE((*engine)->WholeFilterTables(), 2u);
+    EXPECT_EQ((*engine)->WholeFilterTablesAtOpen(), 0u);  // nothing rewritten with them off
   }
   RocksDbOptions current;
   current.block_cache_bytes = 64 << 10;
-  // Closed at once: whatever the rewrite had done or not, everything is there at the next open.
-  ASSERT_TRUE(RocksDbEngine::Open(dir, current).ok());
+  {
+    // Closed at once: whatever the rewrite had done, everything is there at the next open.
+    auto first = RocksDbEngine::Open(dir, current);
+    ASSERT_TRUE(first.ok()) << first.status();
+    EXPECT_GE((*first)->WholeFilterTablesAtOpen(), 2u);
+  }
   auto engine = RocksDbEngine::Open(dir, current);
   ASSERT_TRUE(engine.ok()) << engine.status();
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
