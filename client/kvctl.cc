@@ -134,8 +134,8 @@ std::string Usage() {
 }
 
 void PrintError(const absl::Status& status) {
-  std::cerr << "kvctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
-            << "\n";
+  std::cerr << "kvctl: " << absl::StatusCodeToString(status.code()) << ": "
+            << TerminalSafe(status.message()) << "\n";
   if (IsUsageError(status)) std::cerr << "Run 'kvctl help' for usage.\n";
   // How gRPC reports a TLS node hanging up on a plaintext client (or on a client without the
   // certificate it requires).

@@ -70,7 +70,7 @@ std::string OperationText(const OperationStatus& op) {
   if (op.state == OperationStatus::State::kFailed) {
     absl::StrAppend(
         &text, "  error: ", absl::StatusCodeToString(static_cast<absl::StatusCode>(op.error_code)),
-        ": ", op.error_message, "\n");
+        ": ", TerminalSafe(op.error_message), "\n");
   }
   return text;
 }

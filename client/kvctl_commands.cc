@@ -229,7 +229,7 @@ absl::StatusOr<CommandOutput> RunPut(Client& client, const CommandInput& input) 
   CommandOutput out;
   SetBytesField(out.json, "key", key);
   out.json["value_bytes"] = value->size();
-  out.text = absl::StrCat("stored ", value->size(), " bytes under ", DisplayBytes(key), "\n");
+  out.text = absl::StrCat("stored ", value->size(), " bytes under ", DisplayKey(key), "\n");
   AddWriteResult(*result, options->idempotency_token, out);
   if (wait->has_value()) WaitAndReport(client, result->write_id, **wait, out);
   return out;
@@ -283,7 +283,7 @@ absl::StatusOr<CommandOutput> RunDelete(Client& client, const CommandInput& inpu
   CommandOutput out;
   SetBytesField(out.json, "key", key);
   out.json["deleted"] = true;
-  out.text = absl::StrCat("deleted ", DisplayBytes(key), "\n");
+  out.text = absl::StrCat("deleted ", DisplayKey(key), "\n");
   AddWriteResult(*result, options->idempotency_token, out);
   if (wait->has_value()) WaitAndReport(client, result->write_id, **wait, out);
   return out;
@@ -313,7 +313,7 @@ absl::StatusOr<CommandOutput> RunList(Client& client, const CommandInput& input)
       nlohmann::json entry = nlohmann::json::object();
       SetBytesField(entry, "key", key);
       out.json["keys"].push_back(std::move(entry));
-      absl::StrAppend(&out.text, DisplayBytes(key), "\n");
+      absl::StrAppend(&out.text, DisplayKey(key), "\n");
     }
     if (page->next_page_token.empty() || !all_pages) {
       page_token = page->next_page_token;
@@ -345,7 +345,7 @@ absl::StatusOr<CommandOutput> RunDescribeKey(Client& client, const CommandInput&
   SetBytesField(out.json, "key", key);
   out.json["converged"] = result->converged;
   out.json["replicas"] = nlohmann::json::array();
-  absl::StrAppend(&out.text, "key: ", DisplayBytes(key), "\n", "converged: ",
+  absl::StrAppend(&out.text, "key: ", DisplayKey(key), "\n", "converged: ",
                   result->converged ? "yes (every reachable replica holds the same versions)"
                                     : "NO (replicas hold different versions; replication is "
                                       "still in progress or a replica is behind)",

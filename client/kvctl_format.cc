@@ -91,6 +91,57 @@ std::string DisplayBytes(absl::string_view bytes) {
   return absl::StrCat("base64:", absl::Base64Escape(bytes));
 }
 
+namespace {
+
+// The length of the valid UTF-8 sequence at the start of `text` (1 for ASCII), or 0 if none.
+size_t Utf8SequenceLength(absl::string_view text) {
+  const auto lead = static_cast<unsigned char>(text[0]);
+  const size_t length = lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
+  if (length > text.size() || !IsValidUtf8(text.substr(0, length))) return 0;
+  return length;
+}
+
+// True for C0 controls, DEL, and U+0080..U+009F (C1) encoded as UTF-8.
+bool IsControl(absl::string_view sequence) {
+  const auto lead = static_cast<unsigned char>(sequence[0]);
+  if (sequence.size() == 1) return lead < 0x20 || lead == 0x7F;
+  return sequence.size() == 2 && lead == 0xC2 && static_cast<unsigned char>(sequence[1]) < 0xA0;
+}
+
+}  // namespace
+
+std::string DisplayKey(absl::string_view key) {
+  for (size_t i = 0; i < key.size();) {
+    const size_t length = Utf8SequenceLength(key.substr(i));
+    if (length == 0 || IsControl(key.substr(i, length))) {
+      return absl::StrCat("base64:", absl::Base64Escape(key));
+    }
+    i += length;
+  }
+  return std::string(key);
+}
+
+std::string TerminalSafe(absl::string_view text) {
+  std::string safe;
+  safe.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    const size_t length = Utf8SequenceLength(text.substr(i));
+    if (length != 0 && !IsControl(text.substr(i, length))) {
+      safe.append(text.data() + i, length);
+      i += length;
+      continue;
+    }
+    // An invalid byte alone, or every byte of a control character.
+    const size_t escaped = length == 0 ? 1 : length;
+    for (size_t k = 0; k < escaped; ++k) {
+      absl::StrAppend(&safe, "\\x",
+                      absl::Hex(static_cast<unsigned char>(text[i + k]), absl::kZeroPad2));
+    }
+    i += escaped;
+  }
+  return safe;
+}
+
 std::string EncodeContext(absl::string_view context) { return absl::WebSafeBase64Escape(context); }
 
 absl::StatusOr<std::string> DecodeContext(absl::string_view text) {

@@ -44,7 +44,16 @@ bool IsValidUtf8(absl::string_view bytes);
 void SetBytesField(nlohmann::json& json, const std::string& name, absl::string_view bytes);
 
 // Bytes for a line of text output: as-is when valid UTF-8, else "base64:<standard base64>".
+// For values: a multi-line value prints as its lines, as `cat` would print it.
 std::string DisplayBytes(absl::string_view bytes);
+// A key for a line of text output: as DisplayBytes, and "base64:..." too when the key holds a
+// control character (C0, DEL or C1), so that a key can neither break the one-key-per-line
+// listing nor send escape sequences to the terminal.
+std::string DisplayKey(absl::string_view key);
+// `text` (a message that may echo a user's or a node's bytes) with every control character
+// (C0, DEL, and C1 as UTF-8) and every byte that is not part of valid UTF-8 written as \xNN,
+// so that printing it cannot move the cursor, retitle the terminal or forge output lines.
+std::string TerminalSafe(absl::string_view text);
 
 // Contexts on the command line and in output.
 std::string EncodeContext(absl::string_view context);

@@ -171,7 +171,7 @@ absl::StatusOr<CommandOutput> RunDescribeWrite(Client& client, const CommandInpu
   CommandOutput out;
   out.json = WriteStateToJson(*write);
   out.json["write_id"] = write_id;
-  out.text = absl::StrCat("write_id: ", write_id, "\n", "key: ", DisplayBytes(write->key), "\n",
+  out.text = absl::StrCat("write_id: ", write_id, "\n", "key: ", DisplayKey(write->key), "\n",
                           "dot: ", write->dot, "\n", "state: ", WriteStateText(*write));
   return out;
 }

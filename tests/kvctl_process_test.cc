@@ -170,6 +170,34 @@ TEST_F(KvctlProcessTest, NonUtf8ValueIsBase64InJson) {
   EXPECT_EQ(decoded, binary);
 }
 
+TEST_F(KvctlProcessTest, ControlCharactersInKeysAndMessagesReachNoTerminal) {
+  // A key with an escape sequence and a newline: listed and named as base64, on one line.
+  const std::string key = "ctl/\x1b]0;title\x07\nforged-line";
+  const CommandResult put = Kvctl({"put", key, "v"});
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  EXPECT_TRUE(
+      absl::StartsWith(put.out, "stored 1 bytes under base64:" + absl::Base64Escape(key) + "\n"))
+      << put.out;
+  const CommandResult list = Kvctl({"list", "ctl/"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_EQ(list.out, "base64:" + absl::Base64Escape(key) + "\n");
+  // JSON escapes it as JSON does, and keeps the bytes.
+  nlohmann::json json = KvctlJson({"list", "ctl/"}, 0);
+  ASSERT_EQ(json["keys"].size(), 1u) << json;
+  EXPECT_EQ(json["keys"][0].value("key", ""), key) << json;
+  // A key of printable UTF-8 (a tab is a control character, an accent is not) prints as-is.
+  EXPECT_TRUE(absl::StartsWith(Kvctl({"put", "ctl/caf\xc3\xa9", "v"}).out,
+                               "stored 1 bytes under ctl/caf\xc3\xa9\n"));
+
+  // An error message that echoes what was typed shows its control bytes escaped, on one line.
+  const CommandResult bad = Kvctl({"put", "k", "v", "--context=\x1b[2J\r\xc2\x9b\xff"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_EQ(bad.err.find('\x1b'), std::string::npos) << bad.err;
+  EXPECT_EQ(bad.err.find('\r'), std::string::npos) << bad.err;
+  EXPECT_EQ(bad.err.find("\xc2\x9b"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("'\\x1b[2J\\x0d\\xc2\\x9b\\xff'"), std::string::npos) << bad.err;
+}
+
 TEST_F(KvctlProcessTest, DeleteMakesKeyNotFoundAndDescribeKeyShowsTombstone) {
   ASSERT_EQ(Kvctl({"put", "del/k", "doomed"}).exit_code, 0);
   CommandResult del = Kvctl({"delete", "del/k"});
