@@ -229,7 +229,8 @@ absl::StatusOr<CommandOutput> RunPut(Client& client, const CommandInput& input) 
   CommandOutput out;
   SetBytesField(out.json, "key", key);
   out.json["value_bytes"] = value->size();
-  out.text = absl::StrCat("stored ", value->size(), " bytes under ", DisplayKey(key), "\n");
+  out.text = absl::StrCat("stored ", value->size(), value->size() == 1 ? " byte" : " bytes",
+                          " under ", DisplayKey(key), "\n");
   AddWriteResult(*result, options->idempotency_token, out);
   if (wait->has_value()) WaitAndReport(client, result->write_id, **wait, out);
   return out;

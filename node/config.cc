@@ -253,8 +253,10 @@ std::string NodeConfigHelp() {
       "Flags override the file.\n\nSettings:\n";
   const NodeConfig defaults;
   for (const Setting& s : Settings()) {
-    absl::StrAppend(&out, "  --", s.name, "=", s.value_name, "  (default: ", s.show(defaults),
-                    ")\n", Wrap(s.help, "      ", 88));
+    const std::string shown = s.show(defaults);
+    absl::StrAppend(&out, "  --", s.name, "=", s.value_name,
+                    "  (default: ", shown.empty() ? "none" : shown, ")\n",
+                    Wrap(s.help, "      ", 88));
   }
   absl::StrAppend(
       &out, "  --help, -h\n      Print this help and exit.\n\n",

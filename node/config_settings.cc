@@ -229,8 +229,9 @@ const std::vector<Setting>& Settings() {
                                           : absl::StrJoin(c.tls_admin_names, ",");
        },
        "With mutual TLS: only callers whose certificate names a match of one of these patterns "
-       "(as --tls_peer_names) may change the membership (kvctl cluster join/leave), run "
-       "anti-entropy or start and cancel repairs; others get PERMISSION_DENIED. The KV service and "
+       "(as --tls_peer_names) may change the membership (kvctl cluster join/leave/remove), "
+       "run anti-entropy, or start and cancel repairs and other operations (kvctl operation "
+       "cancel); others get PERMISSION_DENIED. The KV service and "
        "the "
        "status calls stay open to every certificate the CA signed. Empty: any."},
       {"tls_reload_interval", "DURATION", false,

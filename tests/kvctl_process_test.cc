@@ -176,7 +176,7 @@ TEST_F(KvctlProcessTest, ControlCharactersInKeysAndMessagesReachNoTerminal) {
   const CommandResult put = Kvctl({"put", key, "v"});
   ASSERT_EQ(put.exit_code, 0) << put.err;
   EXPECT_TRUE(
-      absl::StartsWith(put.out, "stored 1 bytes under base64:" + absl::Base64Escape(key) + "\n"))
+      absl::StartsWith(put.out, "stored 1 byte under base64:" + absl::Base64Escape(key) + "\n"))
       << put.out;
   const CommandResult list = Kvctl({"list", "ctl/"});
   ASSERT_EQ(list.exit_code, 0) << list.err;
@@ -187,7 +187,7 @@ TEST_F(KvctlProcessTest, ControlCharactersInKeysAndMessagesReachNoTerminal) {
   EXPECT_EQ(json["keys"][0].value("key", ""), key) << json;
   // A key of printable UTF-8 (a tab is a control character, an accent is not) prints as-is.
   EXPECT_TRUE(absl::StartsWith(Kvctl({"put", "ctl/caf\xc3\xa9", "v"}).out,
-                               "stored 1 bytes under ctl/caf\xc3\xa9\n"));
+                               "stored 1 byte under ctl/caf\xc3\xa9\n"));
 
   // An error message that echoes what was typed shows its control bytes escaped, on one line.
   const CommandResult bad = Kvctl({"put", "k", "v", "--context=\x1b[2J\r\xc2\x9b\xff"});
