@@ -27,6 +27,8 @@ constexpr char kDefaultEndpoint[] = "127.0.0.1:7700";
 constexpr int kExitOk = 0;
 constexpr int kExitUsage = 2;
 constexpr int kExitFailure = 3;
+constexpr absl::Duration kMaxFlagDuration =
+    absl::Hours(24 * 366);  // --duration, --warmup, --timeout
 
 std::string Usage() {
   return absl::StrCat(
@@ -49,7 +51,7 @@ std::string Usage() {
       "  --keys=N                   number of distinct keys (default 10000)\n"
       "  --value_size=BYTES         size of written values (default 100)\n"
       "  --distribution=zipfian|uniform  key popularity (default zipfian, as in YCSB)\n"
-      "  --duration=DURATION        measured time (default 10s)\n"
+      "  --duration=DURATION        measured time (default 10s; each DURATION at most 366 days)\n"
       "  --warmup=DURATION          unmeasured time before it (default 1s)\n"
       "  --[no-]preload             write every key once before the run, each with the context\n"
       "                             of a read of it (so repeated runs add no siblings; default\n"
@@ -180,6 +182,11 @@ absl::StatusOr<BenchFlags> ParseFlags(const cli::ParsedArgs& args) {
     if (std::optional<std::string> text = args.Get(flag.name); text.has_value()) {
       absl::StatusOr<absl::Duration> value = cli::ParseDurationFlag(flag.name, *text);
       if (!value.ok()) return value.status();
+      // Far beyond any run, and small enough that deadlines computed from it cannot overflow.
+      if (*value > kMaxFlagDuration) {
+        return absl::InvalidArgumentError(absl::StrCat("--", flag.name, " must be at most ",
+                                                       absl::FormatDuration(kMaxFlagDuration)));
+      }
       *flag.out = *value;
     }
   }

@@ -73,16 +73,19 @@ uint64_t KeyChooser::Next(std::mt19937_64& rng) const {
   return std::min<uint64_t>(static_cast<uint64_t>(rank), keys_ - 1);
 }
 
-ContextCache::ContextCache(uint64_t keys) : stripes_(new Stripe[kStripes]), contexts_(keys) {}
+ContextCache::ContextCache(uint64_t /*keys*/) : stripes_(new Stripe[kStripes]) {}
 
 std::string ContextCache::Get(uint64_t index) const {
-  absl::MutexLock lock(&stripes_[index % kStripes].mu);
-  return contexts_[index];
+  const Stripe& stripe = stripes_[index % kStripes];
+  absl::MutexLock lock(&stripe.mu);
+  auto it = stripe.contexts.find(index);
+  return it == stripe.contexts.end() ? std::string() : it->second;
 }
 
 void ContextCache::Set(uint64_t index, std::string context) {
-  absl::MutexLock lock(&stripes_[index % kStripes].mu);
-  contexts_[index] = std::move(context);
+  Stripe& stripe = stripes_[index % kStripes];
+  absl::MutexLock lock(&stripe.mu);
+  stripe.contexts[index] = std::move(context);
 }
 
 WorkloadSource::WorkloadSource(Client& client, const WorkloadConfig& config, ContextCache& contexts)

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -72,12 +73,13 @@ class ContextCache {
 
  private:
   static constexpr size_t kStripes = 64;
+  // Holds the contexts of the keys written so far only: memory follows the keys a run touches,
+  // not --keys (up to 10^9).
   struct Stripe {
     mutable absl::Mutex mu;
+    absl::flat_hash_map<uint64_t, std::string> contexts ABSL_GUARDED_BY(mu);
   };
-  std::unique_ptr<Stripe[]> stripes_;
-  // Element i is guarded by stripes_[i % kStripes].mu.
-  std::vector<std::string> contexts_;
+  std::unique_ptr<Stripe[]> stripes_;  // key i in stripes_[i % kStripes]
 };
 
 struct WorkloadConfig {

@@ -221,6 +221,18 @@ TEST_F(KvbenchProcessTest, ReadsOfUnwrittenKeysCountAsSuccessesButAreReportedApa
   EXPECT_FALSE(report.contains("preload")) << report;
 }
 
+// The largest --keys the help allows runs in memory that follows the keys touched (one context
+// per key up front was 32 GB: std::bad_alloc).
+TEST_F(KvbenchProcessTest, TheLargestKeyCountRuns) {
+  const CommandResult result =
+      Kvbench({"--json", "--workload=a", "--no-preload", "--duration=300ms", "--warmup=0s",
+               "--keys=1000000000", "--concurrency=4", "--distribution=uniform"});
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  const nlohmann::json report = ParseReport(result);
+  EXPECT_GT(report.value("writes", 0), 0) << report;
+  EXPECT_EQ(report.value("error_count", -1), 0) << report;
+}
+
 // The preload replaces what an earlier run wrote: however many runs preload a key, it keeps
 // one version (blind writes would add a sibling per run).
 TEST_F(KvbenchProcessTest, RepeatedPreloadsLeaveOneVersionPerKey) {
@@ -249,6 +261,11 @@ TEST_F(KvbenchProcessTest, BadFlagsExitWithUsageError) {
                                                {"--frobnicate"},
                                                {"--ceiling_endpoints=127.0.0.1:1"},
                                                {"--ceiling", "--ceiling_endpoints=nohost"},
+                                               // Would overflow the run's deadline (it ended
+                                               // at once, "0 ops in 9223372036.85s").
+                                               {"--duration=100000000h"},
+                                               {"--warmup=99999999999h"},
+                                               {"--timeout=9000000h"},
                                                {"positional"}}) {
     const CommandResult result = Kvbench(args);
     EXPECT_EQ(result.exit_code, 2) << args[0] << ": " << result.err;
