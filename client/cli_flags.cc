@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "storage/host_port.h"
 #include "storage/small_file.h"
 
 namespace kv::cli {
@@ -161,19 +162,29 @@ absl::StatusOr<int64_t> ParseIntFlag(absl::string_view flag, absl::string_view t
 
 absl::StatusOr<std::vector<std::string>> ParseEndpoints(absl::string_view text) {
   std::vector<std::string> endpoints;
+  if (absl::StripAsciiWhitespace(text).empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no endpoints in '", text, "'; use HOST:PORT[,HOST:PORT...]"));
+  }
   for (absl::string_view part : absl::StrSplit(text, ',')) {
     part = absl::StripAsciiWhitespace(part);
-    if (part.empty()) continue;
+    if (part.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "empty endpoint in '", text,
+          "' (two commas in a row, or one at either end); use HOST:PORT[,HOST:PORT...]"));
+    }
     if (absl::StartsWith(part, "unix:")) {  // a gRPC target naming a Unix socket
+      if (part.size() == 5) {
+        return absl::InvalidArgumentError("endpoint 'unix:' names no socket; use unix:PATH");
+      }
       endpoints.emplace_back(part);
       continue;
     }
-    const size_t colon = part.rfind(':');
+    std::string host;
     int port = 0;
-    if (colon == absl::string_view::npos || colon == 0 ||
-        !absl::SimpleAtoi(part.substr(colon + 1), &port) || port < 1 || port > 65535) {
+    if (absl::Status address = ParseHostPort(part, &host, &port); !address.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("endpoint '", part, "' is not HOST:PORT with a port from 1 to 65535"));
+          absl::StrCat("endpoint '", part, "' is not HOST:PORT: ", address.message()));
     }
     endpoints.emplace_back(part);
   }

@@ -61,9 +61,9 @@ absl::StatusOr<absl::Duration> ParseDurationFlag(absl::string_view flag, absl::s
 absl::StatusOr<int64_t> ParseIntFlag(absl::string_view flag, absl::string_view text, int64_t min,
                                      int64_t max);
 
-// Splits "host:port,host:port" into endpoints, trimming blanks and dropping empty entries.
-// INVALID_ARGUMENT if nothing is left or an entry has no port from 1 to 65535 ("unix:PATH", a
-// gRPC Unix socket target, is taken as is).
+// Splits "host:port,host:port" into endpoints, trimming blanks around each. INVALID_ARGUMENT if
+// there is none, an entry is empty, or an entry is not HOST:PORT as storage/host_port.h reads it
+// ("unix:PATH", a gRPC Unix socket target, is taken as is).
 absl::StatusOr<std::vector<std::string>> ParseEndpoints(absl::string_view text);
 
 // The endpoints to use: `flag_value` if given, else $KV_ENDPOINTS if set and non-empty, else

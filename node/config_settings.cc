@@ -13,7 +13,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "node/certificate_authorizer.h"
+#include "node/ring.h"
 #include "storage/format_level.h"
+#include "storage/host_port.h"
 #include "storage/status_macros.h"
 
 namespace kv::config_internal {
@@ -70,22 +72,21 @@ absl::Status ParseNamePatterns(absl::string_view text, std::vector<std::string>*
 }
 
 absl::Status ApplyNodeId(absl::string_view v, NodeConfig* c) {
-  bool ok = !v.empty() && v.size() <= 64;
-  for (char ch : v) {
-    ok = ok && (absl::ascii_isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' ||
-                ch == '-');
+  if (!IsValidNodeId(v)) {
+    return Expected(
+        "1 to 64 characters from A-Z a-z 0-9 _ . -, starting with a letter, a digit or _");
   }
-  if (!ok) return Expected("1 to 64 characters from A-Z a-z 0-9 _ . -");
   c->node_id = std::string(v);
   return absl::OkStatus();
 }
 
 absl::Status ApplyListen(absl::string_view v, NodeConfig* c) {
-  const size_t colon = v.rfind(':');
+  std::string host;
   int port = 0;
-  const bool ok = colon != absl::string_view::npos && colon > 0 &&
-                  ParseIntInRange(v.substr(colon + 1), 1, 65535, &port).ok();
-  if (!ok) return Expected("HOST:PORT with a port from 1 to 65535, such as 127.0.0.1:7700");
+  if (absl::Status address = ParseHostPort(v, &host, &port); !address.ok()) {
+    return Expected(absl::StrCat("HOST:PORT with a port from 1 to 65535, such as 127.0.0.1:7700 (",
+                                 address.message(), ")"));
+  }
   c->listen = std::string(v);
   return absl::OkStatus();
 }
@@ -101,9 +102,11 @@ absl::Status ApplyMetricsListen(absl::string_view v, NodeConfig* c) {
   if (ok) {
     const absl::string_view port = v.substr(colon + 1);
     int number = 0;
-    ok = !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char ch) {
-      return absl::ascii_isdigit(static_cast<unsigned char>(ch));
-    }) && ParseIntInRange(port, 0, 65535, &number).ok();
+    // Digits only, and no leading zero but in "0" itself: one spelling per port.
+    ok = !port.empty() && port.size() <= 5 && (port == "0" || port.front() != '0') &&
+         std::all_of(port.begin(), port.end(),
+                     [](char ch) { return absl::ascii_isdigit(static_cast<unsigned char>(ch)); }) &&
+         ParseIntInRange(port, 0, 65535, &number).ok();
     in_addr address;
     ok = ok && inet_pton(AF_INET, std::string(v.substr(0, colon)).c_str(), &address) == 1;
   }
@@ -147,16 +150,19 @@ absl::Status ApplyLogLevel(absl::string_view v, NodeConfig* c) {
 
 absl::Status ApplySeeds(absl::string_view v, NodeConfig* c) {
   std::vector<std::string> seeds;
-  for (absl::string_view seed : absl::StrSplit(v, ',', absl::SkipWhitespace())) {
+  if (absl::StripAsciiWhitespace(v).empty()) {
+    c->seeds.clear();
+    return absl::OkStatus();
+  }
+  for (absl::string_view seed : absl::StrSplit(v, ',')) {
     seed = absl::StripAsciiWhitespace(seed);
-    const size_t colon = seed.rfind(':');
+    std::string host;
     int port = 0;
-    if (colon == absl::string_view::npos || colon == 0 ||
-        !ParseIntInRange(seed.substr(colon + 1), 1, 65535, &port).ok()) {
+    if (absl::Status address = ParseHostPort(seed, &host, &port); !address.ok()) {
       return Expected(
-          absl::StrCat("HOST:PORT entries separated by commas, such as "
-                       "10.0.0.1:7700,10.0.0.2:7700 (bad entry \"",
-                       seed, "\")"));
+          absl::StrCat("HOST:PORT entries separated by commas, such as 10.0.0.1:7700,10.0.0.2:7700 "
+                       "(bad entry \"",
+                       seed, "\": ", seed.empty() ? "empty" : address.message(), ")"));
     }
     if (absl::StrContains(seed, '=') || absl::StrContains(seed, '@')) {
       return Expected(absl::StrCat(

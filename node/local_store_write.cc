@@ -260,6 +260,14 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   const std::string encoded = EncodeSiblingSet(record);
   const size_t existing_bytes = existing.ok() ? existing->size() : 0;
   if (encoded.size() > options_.limits.max_record_bytes && encoded.size() > existing_bytes) {
+    if (record.siblings().size() == 1) {  // the new version alone: no sibling to resolve
+      return absl::FailedPreconditionError(absl::StrCat(
+          "write refused: the key's record would be ", encoded.size(),
+          " bytes with this value alone (its key, version and metadata included), over "
+          "max_record_bytes (",
+          options_.limits.max_record_bytes,
+          "); write a smaller value, or run the nodes with a larger max_record_bytes"));
+    }
     return absl::FailedPreconditionError(
         absl::StrCat("write refused: the key's record would be ", encoded.size(),
                      " bytes, over max_record_bytes (", options_.limits.max_record_bytes, ") with ",

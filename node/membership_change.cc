@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "node/log.h"
+#include "node/ring.h"
 #include "storage/status_macros.h"
 
 namespace kv {
@@ -127,6 +128,10 @@ void MembershipChanger::Resume(const std::vector<OperationInfo>& interrupted) {
 
 absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
     Action action, const std::string& node_id) const {
+  if (!IsValidNodeId(node_id)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", node_id, "' is not a node id: ", kNodeIdRule));
+  }
   Plan plan;
   plan.current = gossiper_->Layout();
   absl::StatusOr<ClusterLayout> transition;

@@ -9,32 +9,36 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "storage/host_port.h"
 #include "xxhash.h"
 
 namespace kv {
 namespace {
 
-bool ValidId(absl::string_view id) {
-  if (id.empty() || id.size() > 64) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
+bool ValidZone(absl::string_view zone) {
+  if (zone.empty() || zone.size() > 64) return false;
+  return std::all_of(zone.begin(), zone.end(), [](char c) {
     return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
   });
 }
 
 }  // namespace
 
+bool IsValidNodeId(absl::string_view id) {
+  // Not "." or "..", nor anything else a path or a command line would read otherwise: the
+  // default data directory is ./kvdata/<id>.
+  return ValidZone(id) && (absl::ascii_isalnum(static_cast<unsigned char>(id[0])) || id[0] == '_');
+}
+
 absl::Status CheckMember(const Member& m) {
-  if (!ValidId(m.id)) {
-    return absl::InvalidArgumentError("node id must be 1-64 characters of [A-Za-z0-9_.-]");
-  }
-  const size_t colon = m.address.rfind(':');
+  if (!IsValidNodeId(m.id)) return absl::InvalidArgumentError(kNodeIdRule);
+  std::string host;
   int port = 0;
-  if (colon == std::string::npos || colon == 0 ||
-      !absl::SimpleAtoi(absl::string_view(m.address).substr(colon + 1), &port) || port <= 0 ||
-      port > 65535) {
-    return absl::InvalidArgumentError("address must be HOST:PORT");
+  if (absl::Status address = ParseHostPort(m.address, &host, &port); !address.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("address must be HOST:PORT: ", address.message()));
   }
-  if (!m.zone.empty() && !ValidId(m.zone)) {
+  if (!m.zone.empty() && !ValidZone(m.zone)) {
     return absl::InvalidArgumentError("zone must be [A-Za-z0-9_.-]");
   }
   return absl::OkStatus();

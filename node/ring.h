@@ -32,9 +32,15 @@ struct Member {
   }
 };
 
-// OK if `m` is well formed: an id of 1 to 64 characters of [A-Za-z0-9_.-], an address
-// HOST:PORT (port 1 to 65535) and a zone that is empty or made like an id. Otherwise
-// INVALID_ARGUMENT saying which part is wrong.
+// A node id: 1 to 64 characters of [A-Za-z0-9_.-], the first a letter, a digit or '_'.
+bool IsValidNodeId(absl::string_view id);
+inline constexpr char kNodeIdRule[] =
+    "node id must be 1 to 64 characters of A-Z a-z 0-9 _ . -, starting with a letter, a digit "
+    "or _";
+
+// OK if `m` is well formed: a valid id, an address HOST:PORT (storage/host_port.h) and a zone
+// that is empty or 1 to 64 characters of [A-Za-z0-9_.-]. Otherwise INVALID_ARGUMENT saying which
+// part is wrong.
 absl::Status CheckMember(const Member& m);
 
 // Parses "ID=HOST:PORT[@ZONE],..." (the --peers setting). INVALID_ARGUMENT with the offending

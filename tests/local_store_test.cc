@@ -374,6 +374,24 @@ TEST_F(LocalStoreTest, AWriteThatWouldGrowARecordPastTheLimitIsRefused) {
   EXPECT_EQ(record->LiveSiblings()[0].value, std::string(1000, 'z'));
 }
 
+// A value of max_value_bytes whose record, with its key and metadata, passes max_record_bytes
+// (the two set equal) is refused for its size: the advice to resolve siblings fits no new key.
+TEST_F(LocalStoreTest, AValueWhoseRecordAlonePassesTheLimitIsRefusedForItsSize) {
+  LocalStore::Options options;
+  options.limits.max_value_bytes = 1000;
+  options.limits.max_record_bytes = 1000;
+  MemoryEngine engine;
+  std::unique_ptr<LocalStore> store = OpenStore(&engine, "n1", options);
+  absl::StatusOr<WriteOutcome> refused =
+      store->Write({"new", false, std::string(1000, 'v'), "", ""});
+  ASSERT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()),
+              ::testing::HasSubstr("with this value alone"));
+  EXPECT_THAT(std::string(refused.status().message()),
+              ::testing::Not(::testing::HasSubstr("resolve them")));
+  EXPECT_TRUE(absl::IsNotFound(store->ReadRecord("new").status()));
+}
+
 TEST_F(LocalStoreTest, MalformedContextIsInvalidArgument) {
   absl::Status status = store_->Write({"k", false, "v", "\xff\x01garbage", ""}).status();
   EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
