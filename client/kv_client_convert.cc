@@ -3,7 +3,66 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 namespace kv::client_internal {
+
+bool IsValidUtf8(absl::string_view bytes) {
+  size_t i = 0;
+  const size_t n = bytes.size();
+  while (i < n) {
+    const auto lead = static_cast<unsigned char>(bytes[i]);
+    if (lead < 0x80) {
+      ++i;
+      continue;
+    }
+    int continuation = 0;
+    // Bounds of the first continuation byte, which exclude overlong forms, surrogates
+    // (U+D800..U+DFFF) and code points above U+10FFFF.
+    unsigned char low = 0x80;
+    unsigned char high = 0xBF;
+    if (lead >= 0xC2 && lead <= 0xDF) {
+      continuation = 1;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      continuation = 2;
+      if (lead == 0xE0) low = 0xA0;
+      if (lead == 0xED) high = 0x9F;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      continuation = 3;
+      if (lead == 0xF0) low = 0x90;
+      if (lead == 0xF4) high = 0x8F;
+    } else {
+      return false;  // 0x80..0xC1 or 0xF5..0xFF cannot start a sequence
+    }
+    if (n - i <= static_cast<size_t>(continuation)) return false;
+    for (int k = 1; k <= continuation; ++k) {
+      const auto byte = static_cast<unsigned char>(bytes[i + k]);
+      const unsigned char lo = k == 1 ? low : 0x80;
+      const unsigned char hi = k == 1 ? high : 0xBF;
+      if (byte < lo || byte > hi) return false;
+    }
+    i += continuation + 1;
+  }
+  return true;
+}
+
+absl::Status CheckStringFields(const google::protobuf::Message& request) {
+  const google::protobuf::Reflection* reflection = request.GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  reflection->ListFields(request, &fields);
+  for (const google::protobuf::FieldDescriptor* field : fields) {
+    if (field->type() != google::protobuf::FieldDescriptor::TYPE_STRING || field->is_repeated()) {
+      continue;
+    }
+    std::string scratch;
+    if (!IsValidUtf8(reflection->GetStringReference(request, field, &scratch))) {
+      return absl::InvalidArgumentError(absl::StrCat(field->name(), " is not valid UTF-8 (",
+                                                     request.GetDescriptor()->name(),
+                                                     " carries it as text); nothing was sent"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 void ToProto(const Quorum& quorum, v1::Quorum* proto) {
   switch (quorum.kind) {

@@ -4,10 +4,20 @@
 
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "client/kv_client.h"
 #include "kv.pb.h"
 
 namespace kv::client_internal {
+
+// True if `bytes` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
+// above U+10FFFF).
+bool IsValidUtf8(absl::string_view bytes);
+// INVALID_ARGUMENT naming the field if a set string field of `request` (not a bytes field) is not
+// valid UTF-8: protobuf would refuse to parse it on the node, which would answer a call it could
+// not read with a bare error.
+absl::Status CheckStringFields(const google::protobuf::Message& request);
 
 void ToProto(const Quorum& quorum, v1::Quorum* proto);
 Version FromProto(const v1::Sibling& sibling);

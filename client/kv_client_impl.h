@@ -165,6 +165,9 @@ struct Client::Impl {
     }
     absl::StatusOr<absl::Time> deadline = Deadline(call_options);
     if (!deadline.ok()) return FailLater(deadline.status(), std::move(finish));
+    if (absl::Status text = client_internal::CheckStringFields(request); !text.ok()) {
+      return FailLater(std::move(text), std::move(finish));
+    }
     const size_t request_bytes = request.ByteSizeLong();
     if (request_bytes > options.max_request_bytes) {
       return FailLater(absl::InvalidArgumentError(absl::StrCat(

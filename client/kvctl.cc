@@ -297,6 +297,7 @@ int Main(const std::vector<std::string>& argv) {
 }  // namespace kv::kvctl
 
 int main(int argc, char** argv) {
+  kv::kvctl::GuardStandardDescriptors();
   std::vector<std::string> args(argv + 1, argv + argc);
   return kv::kvctl::Main(args);
 }

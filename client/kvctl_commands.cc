@@ -1,5 +1,6 @@
 #include "client/kvctl_commands.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -45,7 +46,15 @@ absl::StatusOr<std::string> ReadBounded(std::FILE* in, const std::string& what) 
   return data;
 }
 
-absl::StatusOr<std::string> ReadStdin() { return ReadBounded(stdin, "stdin"); }
+bool stdin_closed = false;  // set once, by GuardStandardDescriptors, before any thread starts
+
+absl::StatusOr<std::string> ReadStdin() {
+  if (stdin_closed) {
+    return UsageError(
+        "put would read the value from stdin, which is closed; give VALUE or --file=F");
+  }
+  return ReadBounded(stdin, "stdin");
+}
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   std::error_code error;
@@ -196,6 +205,24 @@ CommandOutput FailedMutation(const absl::Status& status, absl::string_view what,
                      ", its idempotency token, so that it cannot take effect twice)"));
   }
   return out;
+}
+
+void GuardStandardDescriptors() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    const int flags = fcntl(fd, F_GETFD);
+    // A descriptor inherited through exec has FD_CLOEXEC clear: one that has it set was opened
+    // by this process before main (gRPC's static initialization takes the lowest free number),
+    // so the process started with this one closed.
+    const bool closed_at_start =
+        (flags == -1 && errno == EBADF) || (flags != -1 && (flags & FD_CLOEXEC));
+    if (!closed_at_start) continue;
+    if (fd == 0) stdin_closed = true;
+    if (flags == -1) {
+      // open() takes the lowest free number: this one, since those below it are open by now.
+      const int held = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+      if (held != fd && held >= 0) close(held);
+    }
+  }
 }
 
 absl::StatusOr<std::string> ReadPutValue(const CommandInput& input) {

@@ -57,6 +57,12 @@ absl::StatusOr<CommandOutput> RunDescribeKey(Client& client, const CommandInput&
 // unreadable.
 absl::StatusOr<std::string> ReadPutValue(const CommandInput& input);
 
+// Finds which standard descriptors (0, 1, 2) the process started with closed, holds those still
+// free open on /dev/null (so that no file opened later takes their numbers), and remembers that
+// stdin was closed: a put that would read it is then a usage error, not a read of whatever file
+// took descriptor 0 (gRPC opens one before main). Call first thing in main.
+void GuardStandardDescriptors();
+
 // --token=TOKEN of put, delete, repair and cluster join/leave --commit: the idempotency token,
 // or a new one (NewIdempotencyToken) when the flag is absent, so that kvctl knows the token of
 // every mutation it sends and can print it; a usage error when given empty.

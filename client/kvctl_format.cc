@@ -5,9 +5,11 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "client/kv_client_convert.h"
 
 namespace kv::kvctl {
 namespace {
@@ -39,44 +41,7 @@ bool IsUsageError(const absl::Status& status) {
   return status.GetPayload(kUsagePayloadUrl).has_value();
 }
 
-bool IsValidUtf8(absl::string_view bytes) {
-  size_t i = 0;
-  const size_t n = bytes.size();
-  while (i < n) {
-    const auto lead = static_cast<unsigned char>(bytes[i]);
-    if (lead < 0x80) {
-      ++i;
-      continue;
-    }
-    int continuation = 0;
-    // Bounds of the first continuation byte, which exclude overlong forms, surrogates
-    // (U+D800..U+DFFF) and code points above U+10FFFF.
-    unsigned char low = 0x80;
-    unsigned char high = 0xBF;
-    if (lead >= 0xC2 && lead <= 0xDF) {
-      continuation = 1;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-      continuation = 2;
-      if (lead == 0xE0) low = 0xA0;
-      if (lead == 0xED) high = 0x9F;
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-      continuation = 3;
-      if (lead == 0xF0) low = 0x90;
-      if (lead == 0xF4) high = 0x8F;
-    } else {
-      return false;  // 0x80..0xC1 or 0xF5..0xFF cannot start a sequence
-    }
-    if (n - i <= static_cast<size_t>(continuation)) return false;
-    for (int k = 1; k <= continuation; ++k) {
-      const auto byte = static_cast<unsigned char>(bytes[i + k]);
-      const unsigned char lo = k == 1 ? low : 0x80;
-      const unsigned char hi = k == 1 ? high : 0xBF;
-      if (byte < lo || byte > hi) return false;
-    }
-    i += continuation + 1;
-  }
-  return true;
-}
+bool IsValidUtf8(absl::string_view bytes) { return client_internal::IsValidUtf8(bytes); }
 
 void SetBytesField(nlohmann::json& json, const std::string& name, absl::string_view bytes) {
   if (IsValidUtf8(bytes)) {
@@ -87,7 +52,7 @@ void SetBytesField(nlohmann::json& json, const std::string& name, absl::string_v
 }
 
 std::string DisplayBytes(absl::string_view bytes) {
-  if (IsValidUtf8(bytes)) return std::string(bytes);
+  if (IsValidUtf8(bytes) && !absl::StartsWith(bytes, "base64:")) return std::string(bytes);
   return absl::StrCat("base64:", absl::Base64Escape(bytes));
 }
 
@@ -111,6 +76,7 @@ bool IsControl(absl::string_view sequence) {
 }  // namespace
 
 std::string DisplayKey(absl::string_view key) {
+  if (absl::StartsWith(key, "base64:")) return absl::StrCat("base64:", absl::Base64Escape(key));
   for (size_t i = 0; i < key.size();) {
     const size_t length = Utf8SequenceLength(key.substr(i));
     if (length == 0 || IsControl(key.substr(i, length))) {

@@ -43,8 +43,9 @@ bool IsValidUtf8(absl::string_view bytes);
 // Sets json[name] or json[name + "_base64"] as described above.
 void SetBytesField(nlohmann::json& json, const std::string& name, absl::string_view bytes);
 
-// Bytes for a line of text output: as-is when valid UTF-8, else "base64:<standard base64>".
-// For values: a multi-line value prints as its lines, as `cat` would print it.
+// Bytes for a line of text output: as-is when valid UTF-8, else "base64:<standard base64>" (also
+// for bytes that start with "base64:" themselves, so that the two cannot be told apart). For
+// values: a multi-line value prints as its lines, as `cat` would print it.
 std::string DisplayBytes(absl::string_view bytes);
 // A key for a line of text output: as DisplayBytes, and "base64:..." too when the key holds a
 // control character (C0, DEL or C1), so that a key can neither break the one-key-per-line

@@ -185,6 +185,11 @@ TEST_F(KvctlProcessTest, ControlCharactersInKeysAndMessagesReachNoTerminal) {
   nlohmann::json json = KvctlJson({"list", "ctl/"}, 0);
   ASSERT_EQ(json["keys"].size(), 1u) << json;
   EXPECT_EQ(json["keys"][0].value("key", ""), key) << json;
+  // A key that reads like that display prints in base64 too: the two cannot be confused.
+  const std::string lookalike = "base64:" + absl::Base64Escape(key);
+  ASSERT_EQ(Kvctl({"put", lookalike, "v"}).exit_code, 0);
+  const CommandResult both = Kvctl({"list", "base64:"});
+  EXPECT_EQ(both.out, "base64:" + absl::Base64Escape(lookalike) + "\n") << both.out;
   // A key of printable UTF-8 (a tab is a control character, an accent is not) prints as-is.
   EXPECT_TRUE(absl::StartsWith(Kvctl({"put", "ctl/caf\xc3\xa9", "v"}).out,
                                "stored 1 byte under ctl/caf\xc3\xa9\n"));
@@ -196,6 +201,37 @@ TEST_F(KvctlProcessTest, ControlCharactersInKeysAndMessagesReachNoTerminal) {
   EXPECT_EQ(bad.err.find('\r'), std::string::npos) << bad.err;
   EXPECT_EQ(bad.err.find("\xc2\x9b"), std::string::npos) << bad.err;
   EXPECT_NE(bad.err.find("'\\x1b[2J\\x0d\\xc2\\x9b\\xff'"), std::string::npos) << bad.err;
+}
+
+// Text fields of the API (tokens, page tokens, write and operation ids) are UTF-8: bytes that
+// are not are refused before anything is sent (the node could not parse the request and
+// answered UNIMPLEMENTED with no message, exit 3).
+TEST_F(KvctlProcessTest, ArgumentsThatMustBeTextAndAreNotAreUsageErrors) {
+  const std::string bad = "\xff\xfe";
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"put", "utf8/k", "v", "--token=" + bad},
+        {"delete", "utf8/k", "--token=" + bad},
+        {"list", "--page-token=" + bad},
+        {"describe-write", bad},
+        {"operation", "get", bad}}) {
+    const CommandResult result = Kvctl(args);
+    EXPECT_EQ(result.exit_code, 2) << args[0] << ": " << result.err;
+    EXPECT_TRUE(absl::StrContains(result.err, "is not valid UTF-8")) << result.err;
+    EXPECT_FALSE(absl::StrContains(result.err, "libprotobuf")) << result.err;
+  }
+  EXPECT_EQ(Kvctl({"get", "utf8/k"}).exit_code, 1);  // nothing was stored
+}
+
+// With stdin closed, put without a value is a usage error, not a read of whatever file took
+// descriptor 0.
+TEST_F(KvctlProcessTest, APutWithStdinClosedAsksForAValue) {
+  const CommandResult result = RunCommand(
+      {"/bin/sh", "-c",
+       absl::StrCat("exec \"$0\" --endpoints=", node_->endpoint(), " put stdin/k <&-"), KVCTL_PATH},
+      "", absl::Seconds(30));
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_TRUE(absl::StrContains(result.err, "stdin, which is closed")) << result.err;
+  EXPECT_EQ(Kvctl({"get", "stdin/k"}).exit_code, 1);
 }
 
 TEST_F(KvctlProcessTest, DeleteMakesKeyNotFoundAndDescribeKeyShowsTombstone) {
@@ -320,6 +356,12 @@ TEST_F(KvctlProcessTest, ExitCodes) {
   EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--commit", "--wait", "--wait-timeout=0s"}).exit_code,
             2);
   EXPECT_EQ(Kvctl({"cluster", "status", "--wait"}).exit_code, 2);
+  // A node unknown to the cluster is not found; a string no node could have as its id is a
+  // usage error (it was "not found", with advice to start a node with that id).
+  EXPECT_EQ(Kvctl({"cluster", "join", "n9"}).exit_code, 1);
+  const CommandResult bad_id = Kvctl({"cluster", "join", "bad/id"});
+  EXPECT_EQ(bad_id.exit_code, 2) << bad_id.err;
+  EXPECT_TRUE(absl::StrContains(bad_id.err, "is not a node id")) << bad_id.err;
 
   nlohmann::json oversized = KvctlJson({"put", std::string(4096, 'k'), "v"}, 2);
   EXPECT_EQ(oversized["error"].value("code", ""), "INVALID_ARGUMENT") << oversized;
