@@ -213,8 +213,12 @@ absl::StatusOr<std::vector<std::string>> ResolveEndpoints(const std::optional<st
 namespace {
 
 // The contents of the file named by --`flag` or else by $`env`; nullopt if neither is given.
+// INVALID_ARGUMENT naming the flag (or variable) and the file if it cannot be read, or does not
+// hold `pem` ("certificate" or "private key": the client library would find that too, but name
+// its own option).
 absl::StatusOr<std::optional<std::string>> ReadNamedFile(const ParsedArgs& flags,
-                                                         const std::string& flag, const char* env) {
+                                                         const std::string& flag, const char* env,
+                                                         absl::string_view pem) {
   std::string where;
   std::string path;
   if (std::optional<std::string> given = flags.Get(flag); given.has_value()) {
@@ -235,17 +239,26 @@ absl::StatusOr<std::optional<std::string>> ReadNamedFile(const ParsedArgs& flags
   if (contents->empty()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": \"", path, "\" is empty"));
   }
+  const bool is_key = pem == "private key";
+  if (!absl::StrContains(*contents, is_key ? "PRIVATE KEY-----" : "-----BEGIN CERTIFICATE-----") ||
+      (is_key && absl::StrContains(*contents, "ENCRYPTED"))) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": \"", path, "\" holds no ",
+                                                   is_key ? "unencrypted " : "", "PEM ", pem));
+  }
   return *std::move(contents);
 }
 
 }  // namespace
 
 absl::StatusOr<TlsFiles> ResolveTls(const ParsedArgs& flags) {
-  absl::StatusOr<std::optional<std::string>> ca = ReadNamedFile(flags, "tls-ca", "KV_TLS_CA");
+  absl::StatusOr<std::optional<std::string>> ca =
+      ReadNamedFile(flags, "tls-ca", "KV_TLS_CA", "certificate");
   if (!ca.ok()) return ca.status();
-  absl::StatusOr<std::optional<std::string>> cert = ReadNamedFile(flags, "tls-cert", "KV_TLS_CERT");
+  absl::StatusOr<std::optional<std::string>> cert =
+      ReadNamedFile(flags, "tls-cert", "KV_TLS_CERT", "certificate");
   if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::optional<std::string>> key = ReadNamedFile(flags, "tls-key", "KV_TLS_KEY");
+  absl::StatusOr<std::optional<std::string>> key =
+      ReadNamedFile(flags, "tls-key", "KV_TLS_KEY", "private key");
   if (!key.ok()) return key.status();
   TlsFiles tls;
   if (!ca->has_value()) {

@@ -783,10 +783,15 @@ TEST_F(TlsProcessTest, BadTlsSettingsStopTheNodeBeforeItTouchesItsData) {
             "need --tls-ca"},
            {{"--tls-ca=" + File("ca.pem"), "--tls-cert=" + File("client.pem")}, "go together"},
            {{"--tls-ca=" + File("absent.pem")}, "cannot read"},
-           {{"--tls-ca=" + File("node.key")}, "ca_pem holds no PEM certificate"},
+           {{"--tls-ca=" + File("node.key")},
+            "--tls-ca: \"" + File("node.key") + "\" holds no PEM certificate"},
+           {{"--tls-ca=" + File("ca.pem"), "--tls-cert=" + File("client.key"),
+             "--tls-key=" + File("client.key")},
+            "--tls-cert: \"" + File("client.key") + "\" holds no PEM certificate"},
            {{"--tls-ca=" + File("ca.pem"), "--tls-cert=" + File("client.pem"),
              "--tls-key=" + File("node-encrypted.key")},
-            "no unencrypted PEM private key"},
+            "--tls-key: \"" + File("node-encrypted.key") +
+                "\" holds no unencrypted PEM private key"},
        }) {
     testing::CommandResult r = Kvctl(endpoint, flags, {"get", "k"});
     EXPECT_EQ(r.exit_code, 2) << r.err;
