@@ -90,7 +90,8 @@ std::string Usage() {
       "has samples; replication_lag_nodes has each node's figures). A node's window holds its\n"
       "last few thousand writes, so it can include the preload and earlier runs.\n"
       "\n"
-      "Exit codes: 0 the run completed with at least one successful operation; 2 usage error;\n"
+      "Exit codes: 0 the run completed with at least one successful operation; 2 usage error\n"
+      "(or the preload refused as INVALID_ARGUMENT, e.g. --value_size over the nodes' limit);\n"
       "3 the store could not be reached or every operation failed (the report still prints).\n");
 }
 
@@ -373,7 +374,8 @@ int Run(const BenchFlags& flags) {
   ContextCache contexts(config.keys);
   if (flags.preload) {
     if (absl::Status status = Preload(**client, config, contexts, report, text); !status.ok()) {
-      return Fail(status, flags.json, kExitFailure);
+      // The nodes refused what the flags ask for (--value_size over their max_value_bytes).
+      return Fail(status, flags.json, absl::IsInvalidArgument(status) ? kExitUsage : kExitFailure);
     }
   }
   PingSource ping(ceiling_client != nullptr ? *ceiling_client : **client);

@@ -270,6 +270,11 @@ TEST_F(KvbenchProcessTest, BadFlagsExitWithUsageError) {
     const CommandResult result = Kvbench(args);
     EXPECT_EQ(result.exit_code, 2) << args[0] << ": " << result.err;
   }
+  // Values over the node's max_value_bytes (1 MiB): the preload is refused, a usage error.
+  const CommandResult too_big = Kvbench(
+      {"--workload=c", "--keys=2", "--value_size=2000000", "--duration=200ms", "--warmup=0s"});
+  EXPECT_EQ(too_big.exit_code, 2) << too_big.err;
+  EXPECT_TRUE(absl::StrContains(too_big.err, "preload failed")) << too_big.err;
   const CommandResult help = Kvbench({"--help"});
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(help.out, "--ceiling")) << help.out;
