@@ -1,5 +1,6 @@
 #include "node/node_server.h"
 
+#include <fcntl.h>
 #include <grpc/support/log.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -19,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "node/clock.h"
 #include "node/handoff_plan.h"
@@ -26,6 +28,7 @@
 #include "node/metrics.h"
 #include "node/tls.h"
 #include "storage/rocksdb_engine.h"
+#include "storage/small_file.h"
 #include "storage/status_macros.h"
 
 #ifndef KV_VERSION
@@ -66,6 +69,51 @@ absl::Status PrepareDataDir(const std::string& dir) {
   if (ec) return DataDirError(ec.value(), "cannot create", dir);
   if (!std::filesystem::is_directory(dir, ec)) return DataDirError(ENOTDIR, "cannot use", dir);
   if (access(dir.c_str(), W_OK | X_OK) != 0) return DataDirError(errno, "cannot write in", dir);
+  return absl::OkStatus();
+}
+
+// A plain file in the data directory naming the node id of its first start, so that a start
+// under another id is refused before RocksDB opens (opening replays the write-ahead log and writes
+// table, manifest and options files: a refused start would change the directory). The meta
+// column's "node_id" says the same (CheckDataDirOwner); the file is written once that check
+// passed, also for a directory an earlier version wrote, which has none.
+constexpr char kOwnerFileName[] = "NODE_ID";
+
+// The node id in `dir`'s owner file, or "" if it has none.
+absl::StatusOr<std::string> ReadOwnerFile(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / kOwnerFileName).string();
+  std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::symlink_status(path, ec))) return std::string();
+  absl::StatusOr<std::string> contents = ReadSmallRegularFile(path, 1024);
+  if (!contents.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read \"", path, "\": ", contents.status().message()));
+  }
+  return std::string(absl::StripAsciiWhitespace(*contents));
+}
+
+// Writes the owner file whole or not at all: a temporary file, synced, renamed over, and the
+// directory synced.
+absl::Status WriteOwnerFile(const std::string& dir, const std::string& node_id) {
+  const std::filesystem::path final_path = std::filesystem::path(dir) / kOwnerFileName;
+  const std::string temp = final_path.string() + ".tmp";
+  const std::string contents = node_id + "\n";
+  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  bool ok = fd >= 0 &&
+            write(fd, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()) &&
+            fsync(fd) == 0;
+  const int error = errno;
+  if (fd >= 0) close(fd);
+  ok = ok && rename(temp.c_str(), final_path.c_str()) == 0;
+  if (ok) {
+    const int dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ok = dir_fd >= 0 && fsync(dir_fd) == 0;
+    if (dir_fd >= 0) close(dir_fd);
+  }
+  if (!ok) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot write \"", final_path.string(), "\": ", strerror(error != 0 ? error : errno)));
+  }
   return absl::OkStatus();
 }
 
@@ -192,25 +240,37 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
   return server;
 }
 
+absl::Status NodeServer::OwnedByAnotherNode(absl::string_view owner) const {
+  // Another id would serve this node's replicas under a name the ring places elsewhere.
+  return absl::FailedPreconditionError(absl::StrCat(
+      "data directory \"", config_.data_dir, "\" belongs to node ", owner,
+      " (the node id of its first start), not to --node_id=", config_.node_id, ": start ", owner,
+      " with it, or give ", config_.node_id, " a data directory of its own"));
+}
+
 absl::Status NodeServer::CheckDataDirOwner() {
   // Meta column key of the node id that first ran on this data directory (storage/FORMAT.md).
   constexpr absl::string_view kNodeIdMetaKey = "node_id";
   absl::StatusOr<std::string> owner = engine_->Get(Column::kMeta, kNodeIdMetaKey);
   if (owner.ok()) {
-    if (*owner == config_.node_id) return absl::OkStatus();
-    // Another id would serve this node's replicas under a name the ring places elsewhere.
-    return absl::FailedPreconditionError(absl::StrCat(
-        "data directory \"", config_.data_dir, "\" belongs to node ", *owner,
-        " (the node id of its first start), not to --node_id=", config_.node_id, ": start ", *owner,
-        " with it, or give ", config_.node_id, " a data directory of its own"));
+    if (*owner != config_.node_id) return OwnedByAnotherNode(*owner);
+  } else if (absl::IsNotFound(owner.status())) {
+    // A new directory, or one written before the owner was recorded: it is this node's from now.
+    KV_RETURN_IF_ERROR(PutSynced(*engine_, Column::kMeta, kNodeIdMetaKey, config_.node_id));
+  } else {
+    return owner.status();
   }
-  if (!absl::IsNotFound(owner.status())) return owner.status();
-  // A new directory, or one written before the owner was recorded: it is this node's from now.
-  return PutSynced(*engine_, Column::kMeta, kNodeIdMetaKey, config_.node_id);
+  KV_ASSIGN_OR_RETURN(const std::string file_owner, ReadOwnerFile(config_.data_dir));
+  if (file_owner == config_.node_id) return absl::OkStatus();
+  // None yet (the meta column agreed), or damaged: the meta column has the final word.
+  return WriteOwnerFile(config_.data_dir, config_.node_id);
 }
 
 absl::Status NodeServer::OpenStorage() {
   KV_RETURN_IF_ERROR(PrepareDataDir(config_.data_dir));
+  // Before the engine opens, which writes to the directory (see kOwnerFileName).
+  KV_ASSIGN_OR_RETURN(const std::string file_owner, ReadOwnerFile(config_.data_dir));
+  if (!file_owner.empty() && file_owner != config_.node_id) return OwnedByAnotherNode(file_owner);
   RocksDbOptions storage;
   storage.block_cache_bytes = static_cast<size_t>(config_.block_cache_mb) << 20;
   absl::StatusOr<std::unique_ptr<RocksDbEngine>> engine =

@@ -91,8 +91,10 @@ class NodeServer {
       : config_(config), request_stop_(std::move(request_stop)) {}
   absl::Status OpenStorage();
   // FAILED_PRECONDITION if the data directory belongs to another node id; records this node's
-  // id in a directory that names none.
+  // id in a directory that names none (the meta column, then the NODE_ID file that the next
+  // start reads before opening the engine).
   absl::Status CheckDataDirOwner();
+  absl::Status OwnedByAnotherNode(absl::string_view owner) const;
   // The ring, the peer transport, the replication outbox (recovered from disk) and the
   // coordinator.
   absl::Status StartReplication();

@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kv.grpc.pb.h"
+#include "storage/small_file.h"
 #include "tests/test_util.h"
 
 namespace kv {
@@ -179,14 +180,39 @@ TEST_F(KvnodeStartupTest, ADataDirectoryOfAnotherNodeIdIsRefused) {
     absl::StatusOr<testing::NodeProcess> first = testing::NodeProcess::Start(options);
     ASSERT_TRUE(first.ok()) << first.status();
   }  // stopped
+  // Every file of the directory, with its size and modification time.
+  auto snapshot = [&] {
+    std::map<std::string, std::pair<uintmax_t, std::filesystem::file_time_type>> files;
+    for (const auto& entry : std::filesystem::directory_iterator(options.data_dir)) {
+      files[entry.path().filename().string()] = {entry.is_regular_file() ? entry.file_size() : 0,
+                                                 entry.last_write_time()};
+    }
+    return files;
+  };
+  const auto before = snapshot();
+  ASSERT_EQ(before.count("NODE_ID"), 1u);
   testing::CommandResult r =
       RunKvnode({"--node_id=n9", "--data_dir=" + options.data_dir, Listen()});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_THAT(r.err, HasSubstr("belongs to node n1"));
   EXPECT_THAT(r.err, HasSubstr("--node_id=n9"));
+  // Refused before the engine opened: nothing in the directory changed (opening replays the
+  // write-ahead log into a new table file, and writes a manifest and an options file).
+  EXPECT_TRUE(snapshot() == before);
+  // A directory an earlier version wrote has no NODE_ID file: the engine's record decides (the
+  // start is refused all the same), and the owner's next start writes the file.
+  std::filesystem::remove(std::filesystem::path(options.data_dir) / "NODE_ID");
+  r = RunKvnode({"--node_id=n9", "--data_dir=" + options.data_dir, Listen()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("belongs to node n1"));
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(options.data_dir) / "NODE_ID"));
   // The owner starts on it as before.
   absl::StatusOr<testing::NodeProcess> again = testing::NodeProcess::Start(options);
   ASSERT_TRUE(again.ok()) << again.status();
+  absl::StatusOr<std::string> file =
+      ReadSmallRegularFile((std::filesystem::path(options.data_dir) / "NODE_ID").string(), 100);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(*file, "n1\n");
 }
 
 TEST_F(KvnodeStartupTest, AddressInUseIsReported) {
