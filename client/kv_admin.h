@@ -38,6 +38,8 @@ struct RepairStarted {
   std::string operation_id;
   std::string node_id;        // the node that runs it: ask that node for the operation
   bool deduplicated = false;  // the call's token had started this operation already
+  // A repair of the same peers was still running: this is its id, and nothing new started.
+  bool already_running = false;
 };
 
 // What Client::ChangeMembership does: add a node (kJoin), remove a member (kLeave), or remove a

@@ -218,7 +218,8 @@ ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* respons
 
 RepairStarted FromStartRepairResponse(v1::StartRepairResponse* response) {
   return RepairStarted{std::move(*response->mutable_operation_id()),
-                       std::move(*response->mutable_node_id()), response->deduplicated()};
+                       std::move(*response->mutable_node_id()), response->deduplicated(),
+                       response->already_running()};
 }
 
 MembershipPlan FromChangeMembershipResponse(v1::ChangeMembershipResponse* response) {

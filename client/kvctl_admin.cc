@@ -161,14 +161,18 @@ absl::StatusOr<CommandOutput> RunRepair(Client& client, const CommandInput& inpu
   CommandOutput out;
   out.json = {{"operation_id", started->operation_id},
               {"node_id", started->node_id},
-              {"deduplicated", started->deduplicated}};
+              {"deduplicated", started->deduplicated},
+              {"already_running", started->already_running}};
   if (!wait->has_value()) {
     out.text = absl::StrCat(started->operation_id, "\n");
-    out.notice = absl::StrCat(started->deduplicated
-                                  ? "this token had already started the repair; nothing new started"
-                                  : "repair started",
-                              " on ", started->node_id, "; follow it with: kvctl operation get ",
-                              started->operation_id, "\n");
+    out.notice = absl::StrCat(
+        started->deduplicated
+            ? "this token had already started the repair; nothing new started"
+            : (started->already_running
+                   ? "a repair of the same peers was already running; nothing new started: it runs"
+                   : "repair started"),
+        " on ", started->node_id, "; follow it with: kvctl operation get ", started->operation_id,
+        "\n");
     return out;
   }
   WaitAndReportOperation(client, "repair", started->operation_id, **wait, started->deduplicated,

@@ -126,13 +126,15 @@ grpc::ServerUnaryReactor* AdminService::StartRepair(grpc::CallbackServerContext*
     status = absl::FailedPreconditionError("anti-entropy is not available on this node");
   }
   if (!status.ok()) return FinishNow(gate_, status);
-  status = StartOnce(start_tokens_, *request, response,
-                     [&](v1::StartRepairResponse* started) -> absl::Status {
-                       KV_ASSIGN_OR_RETURN(std::string id, repairs_->Start(request->peer_id()));
-                       started->set_operation_id(std::move(id));
-                       started->set_node_id(info_.node_id);
-                       return absl::OkStatus();
-                     });
+  status = StartOnce(
+      start_tokens_, *request, response, [&](v1::StartRepairResponse* started) -> absl::Status {
+        bool already_running = false;
+        KV_ASSIGN_OR_RETURN(std::string id, repairs_->Start(request->peer_id(), &already_running));
+        started->set_operation_id(std::move(id));
+        started->set_already_running(already_running);
+        started->set_node_id(info_.node_id);
+        return absl::OkStatus();
+      });
   return FinishNow(gate_, status);
 }
 

@@ -113,7 +113,8 @@ void RepairRunner::Resume(const std::vector<OperationInfo>& interrupted) {
   }
 }
 
-absl::StatusOr<std::string> RepairRunner::Start(const std::string& peer_id) {
+absl::StatusOr<std::string> RepairRunner::Start(const std::string& peer_id, bool* already_running) {
+  if (already_running != nullptr) *already_running = false;
   auto job = std::make_shared<Job>();
   job->peers = PeersFor(peer_id);
   if (job->peers.empty()) {
@@ -128,7 +129,10 @@ absl::StatusOr<std::string> RepairRunner::Start(const std::string& peer_id) {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return absl::UnavailableError("the node is shutting down");
     for (const auto& [id, asked] : running_) {
-      if (asked == peer_id) return id;  // the same repair is still running
+      if (asked == peer_id) {  // the same repair is still running
+        if (already_running != nullptr) *already_running = true;
+        return id;
+      }
     }
     const std::string description = peer_id.empty()
                                         ? absl::StrCat("anti-entropy exchange with every peer: ",

@@ -63,9 +63,10 @@ class RepairRunner {
 
   // Starts a repair with every peer (`peer_id` empty) or with `peer_id`, and returns the
   // operation id. A repair of the same peers that is still running is not started again: its id
-  // is returned (so a retried or repeated request costs nothing). INVALID_ARGUMENT for an unknown
-  // peer; FAILED_PRECONDITION if this node has no peers; UNAVAILABLE after Shutdown.
-  absl::StatusOr<std::string> Start(const std::string& peer_id);
+  // is returned (so a retried or repeated request costs nothing), and `*already_running` (if not
+  // null) is set to say so. INVALID_ARGUMENT for an unknown peer; FAILED_PRECONDITION if this
+  // node has no peers; UNAVAILABLE after Shutdown.
+  absl::StatusOr<std::string> Start(const std::string& peer_id, bool* already_running = nullptr);
 
   // Starts over the repairs an earlier run of this node left running (OperationRegistry::
   // TakeInterrupted), under their ids; one whose peer is gone ends FAILED (FAILED_PRECONDITION),

@@ -313,6 +313,15 @@ TEST_F(SlowRepairProcessTest, ARunningRepairIsCancelled) {
   const nlohmann::json started = KvctlJson(0, {"repair", "--peer=n3"}, 0);
   const std::string id = started.value("operation_id", "");
   ASSERT_FALSE(id.empty()) << started;
+  EXPECT_FALSE(started.value("already_running", true)) << started;
+  // The same repair asked for again while it runs is that one, and says so.
+  const nlohmann::json same = KvctlJson(0, {"repair", "--peer=n3"}, 0);
+  EXPECT_EQ(same.value("operation_id", ""), id) << same;
+  EXPECT_TRUE(same.value("already_running", false)) << same;
+  EXPECT_FALSE(same.value("deduplicated", true)) << same;
+  const CommandResult same_text = Kvctl(0, {"repair", "--peer=n3"});
+  EXPECT_TRUE(absl::StrContains(same_text.err, "already running; nothing new started"))
+      << same_text.err;
   const nlohmann::json cancelled = KvctlJson(0, {"operation", "cancel", id}, 0)["operation"];
   EXPECT_EQ(cancelled.value("state", ""), "FAILED") << cancelled;
   EXPECT_EQ(cancelled["error"].value("code", ""), "CANCELLED") << cancelled;
