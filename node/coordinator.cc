@@ -263,38 +263,69 @@ void Coordinator::ReadRepair(
   }
 }
 
-void Coordinator::GatherReplicas(std::string key,
+void Coordinator::GatherReplicas(std::string key, absl::Time answer_by,
                                  std::function<void(std::vector<ReplicaRecordView>)> done) {
   std::vector<const Member*> replicas = Replicas(key);
   struct Gather {
     absl::Mutex mu;
-    std::vector<ReplicaRecordView> views;
-    size_t remaining;
+    std::vector<ReplicaRecordView> views ABSL_GUARDED_BY(mu);
+    std::vector<bool> answered ABSL_GUARDED_BY(mu);
+    size_t remaining ABSL_GUARDED_BY(mu);
+    bool finished ABSL_GUARDED_BY(mu) = false;
     std::function<void(std::vector<ReplicaRecordView>)> done;
   };
   auto gather = std::make_shared<Gather>();
-  gather->views.resize(replicas.size());
-  gather->remaining = replicas.size();
   gather->done = std::move(done);
   if (replicas.empty()) {
     gather->done({});
     return;
   }
-  for (size_t i = 0; i < replicas.size(); ++i) {
-    gather->views[i].member = *replicas[i];
-    auto on_record = [gather, i](absl::StatusOr<SiblingSet> record) {
-      bool last;
+  {
+    absl::MutexLock lock(&gather->mu);
+    gather->views.resize(replicas.size());
+    gather->answered.assign(replicas.size(), false);
+    gather->remaining = replicas.size();
+    for (size_t i = 0; i < replicas.size(); ++i) gather->views[i].member = *replicas[i];
+  }
+  if (ack_timer_ != nullptr && answer_by != absl::InfiniteFuture()) {
+    // Leave a fifth of the time left (at most 500 ms) to carry the answer back.
+    const absl::Duration left = answer_by - clock_->Now();
+    const absl::Duration margin = std::min(left / 5, absl::Milliseconds(500));
+    ack_timer_->RunAfter(std::max(left - margin, absl::ZeroDuration()), ack_guard_.Wrap([gather] {
+      std::vector<ReplicaRecordView> views;
       {
         absl::MutexLock lock(&gather->mu);
+        if (gather->finished) return;
+        gather->finished = true;
+        for (size_t i = 0; i < gather->views.size(); ++i) {
+          if (gather->answered[i]) continue;
+          gather->views[i].status = absl::DeadlineExceededError(
+              "did not answer before the caller's deadline (hung, or cut off and not yet "
+              "DOWN)");
+        }
+        views = std::move(gather->views);
+      }
+      gather->done(std::move(views));
+    }));
+  }
+  for (size_t i = 0; i < replicas.size(); ++i) {
+    auto on_record = [gather, i](absl::StatusOr<SiblingSet> record) {
+      std::vector<ReplicaRecordView> views;
+      {
+        absl::MutexLock lock(&gather->mu);
+        if (gather->finished) return;  // answered at the deadline without this one
         ReplicaRecordView& view = gather->views[i];
         if (record.ok()) {
           view.record = *std::move(record);
         } else if (!absl::IsNotFound(record.status())) {
           view.status = record.status();
         }
-        last = --gather->remaining == 0;
+        gather->answered[i] = true;
+        if (--gather->remaining != 0) return;
+        gather->finished = true;
+        views = std::move(gather->views);
       }
-      if (last) gather->done(std::move(gather->views));
+      gather->done(std::move(views));
     };
     // A replica gossip reports DOWN is not asked (its answer would only be a timeout).
     if (IsDown(*replicas[i])) {
@@ -307,7 +338,7 @@ void Coordinator::GatherReplicas(std::string key,
   }
 }
 
-void Coordinator::DescribeKey(std::string key,
+void Coordinator::DescribeKey(std::string key, absl::Time answer_by,
                               std::function<void(std::vector<ReplicaRecordView>)> done) {
   if (absl::Status valid = store_->ValidateKey(key); !valid.ok()) {
     ReplicaRecordView error;
@@ -315,10 +346,10 @@ void Coordinator::DescribeKey(std::string key,
     done({error});
     return;
   }
-  GatherReplicas(std::move(key), std::move(done));
+  GatherReplicas(std::move(key), answer_by, std::move(done));
 }
 
-void Coordinator::DescribeWrite(std::string write_id,
+void Coordinator::DescribeWrite(std::string write_id, absl::Time answer_by,
                                 std::function<void(absl::StatusOr<WriteStatus>)> done) {
   Dot dot;
   std::string key;
@@ -330,36 +361,37 @@ void Coordinator::DescribeWrite(std::string write_id,
     done(valid);
     return;
   }
-  GatherReplicas(key, [key, dot, done = std::move(done)](std::vector<ReplicaRecordView> views) {
-    WriteStatus status;
-    status.key = key;
-    status.dot = dot;
-    bool all = !views.empty();
-    bool any = false;
-    bool every_answered = !views.empty();
-    for (ReplicaRecordView& view : views) {
-      WriteStatus::Replica replica;
-      replica.member = view.member;
-      replica.status = view.status;
-      // Applied: the replica has seen the dot (it holds it, or a version that replaced it).
-      replica.applied = view.record && view.record->context().Covers(dot);
-      all = all && replica.applied;
-      any = any || replica.applied;
-      every_answered = every_answered && view.status.ok();
-      status.replicas.push_back(std::move(replica));
-    }
-    // A write is acknowledged only once replicas hold it, so when every replica answers and none
-    // has seen it, the id was not issued for this key (or its versions were purged since).
-    if (every_answered && !any) {
-      done(absl::NotFoundError(absl::StrCat(
-          "no replica of the key holds write ", dot.ToString(),
-          " or a version that replaced it: the id was never issued, or the key's versions were "
-          "purged (or lost) since")));
-      return;
-    }
-    status.state = all ? WriteStatus::State::kReplicated : WriteStatus::State::kPending;
-    done(std::move(status));
-  });
+  GatherReplicas(
+      key, answer_by, [key, dot, done = std::move(done)](std::vector<ReplicaRecordView> views) {
+        WriteStatus status;
+        status.key = key;
+        status.dot = dot;
+        bool all = !views.empty();
+        bool any = false;
+        bool every_answered = !views.empty();
+        for (ReplicaRecordView& view : views) {
+          WriteStatus::Replica replica;
+          replica.member = view.member;
+          replica.status = view.status;
+          // Applied: the replica has seen the dot (it holds it, or a version that replaced it).
+          replica.applied = view.record && view.record->context().Covers(dot);
+          all = all && replica.applied;
+          any = any || replica.applied;
+          every_answered = every_answered && view.status.ok();
+          status.replicas.push_back(std::move(replica));
+        }
+        // A write is acknowledged only once replicas hold it, so when every replica answers and
+        // none has seen it, the id was not issued for this key (or its versions were purged since).
+        if (every_answered && !any) {
+          done(absl::NotFoundError(absl::StrCat(
+              "no replica of the key holds write ", dot.ToString(),
+              " or a version that replaced it: the id was never issued, or the key's versions were "
+              "purged (or lost) since")));
+          return;
+        }
+        status.state = all ? WriteStatus::State::kReplicated : WriteStatus::State::kPending;
+        done(std::move(status));
+      });
 }
 
 void Coordinator::List(std::string prefix, std::string page_token, uint32_t limit,

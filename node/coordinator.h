@@ -164,10 +164,15 @@ class Coordinator {
   // replicas but not yet on others may be listed). Paging as in LocalStore::List.
   void List(std::string prefix, std::string page_token, uint32_t limit,
             std::function<void(absl::StatusOr<ListPage>)> done);
-  // Every replica's record of `key`.
-  void DescribeKey(std::string key, std::function<void(std::vector<ReplicaRecordView>)> done);
-  // Which replicas hold the version a write id names.
-  void DescribeWrite(std::string write_id, std::function<void(absl::StatusOr<WriteStatus>)> done);
+  // Every replica's record of `key`. With the ack timer set (SetAckTimer), the answer comes by
+  // `answer_by` (the caller's deadline; infinite: none), less a margin to carry it back: a
+  // replica that has not answered by then (hung, or cut off but not yet DOWN) shows as
+  // unreachable (DEADLINE_EXCEEDED) instead of making the whole answer miss the deadline.
+  void DescribeKey(std::string key, absl::Time answer_by,
+                   std::function<void(std::vector<ReplicaRecordView>)> done);
+  // Which replicas hold the version a write id names; `answer_by` as for DescribeKey.
+  void DescribeWrite(std::string write_id, absl::Time answer_by,
+                     std::function<void(absl::StatusOr<WriteStatus>)> done);
 
   // The local replica's store.
   LocalStore* store() const { return store_; }
@@ -229,8 +234,10 @@ class Coordinator {
   void ContinueRead(const std::shared_ptr<ReadState>& state);
   void FinishRead(const std::shared_ptr<ReadState>& state);
   // Every replica's record of `key`, in preference order; a replica gossip reports DOWN is not
-  // asked and shows as unreachable (UNAVAILABLE, "DOWN: ...").
-  void GatherReplicas(std::string key, std::function<void(std::vector<ReplicaRecordView>)> done);
+  // asked and shows as unreachable (UNAVAILABLE, "DOWN: ..."), and one that has not answered
+  // near `answer_by` as unreachable (DEADLINE_EXCEEDED; see DescribeKey).
+  void GatherReplicas(std::string key, absl::Time answer_by,
+                      std::function<void(std::vector<ReplicaRecordView>)> done);
   void ReadRepair(const std::string& key, const SiblingSet& merged,
                   const std::vector<std::pair<const Member*, std::optional<SiblingSet>>>& answers);
   void RecordReplicationLag(absl::Duration lag);

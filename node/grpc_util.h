@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "node/call_gate.h"
 #include "node/executor.h"
 
@@ -34,6 +35,13 @@ inline absl::Status ToAbslStatus(const grpc::Status& status) {
 }
 
 // Finishes the call at once with `status` (for checks that need no storage).
+// The deadline the caller set on `context`; InfiniteFuture if none.
+inline absl::Time DeadlineOf(const grpc::ServerContextBase& context) {
+  const std::chrono::system_clock::time_point deadline = context.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(deadline);
+}
+
 inline grpc::ServerUnaryReactor* FinishNow(CallGate* gate, const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = gate->NewReactor();
   reactor->Finish(ToGrpcStatus(status));

@@ -181,28 +181,31 @@ grpc::ServerUnaryReactor* KvService::DescribeKey(grpc::CallbackServerContext* co
                                                  v1::DescribeKeyResponse* response) {
   absl::Status valid = Admit(request->key());
   if (!valid.ok()) return FinishNow(gate_, valid);
-  return StartOnExecutor(context, gate_, executor_, [this, request, response](auto finish) {
-    coordinator_->DescribeKey(request->key(),
-                              [request, response, finish](std::vector<ReplicaRecordView> views) {
-                                response->set_key(request->key());
-                                for (const ReplicaRecordView& view : views) {
-                                  v1::ReplicaView* out = response->add_replicas();
-                                  out->set_node_id(view.member.id);
-                                  out->set_reachable(view.status.ok());
-                                  if (!view.status.ok())
-                                    out->set_error(std::string(view.status.message()));
-                                  out->set_has_record(view.record.has_value());
-                                  if (view.record) {
-                                    for (const Sibling& sibling : view.record->siblings()) {
-                                      ToProto(sibling, out->add_siblings());
-                                    }
-                                    out->set_context(view.record->context().ToString());
-                                  }
-                                }
-                                response->set_converged(Converged(views));
-                                finish(absl::OkStatus());
-                              });
-  });
+  const absl::Time answer_by = DeadlineOf(*context);
+  return StartOnExecutor(context, gate_, executor_,
+                         [this, request, response, answer_by](auto finish) {
+                           coordinator_->DescribeKey(
+                               request->key(), answer_by,
+                               [request, response, finish](std::vector<ReplicaRecordView> views) {
+                                 response->set_key(request->key());
+                                 for (const ReplicaRecordView& view : views) {
+                                   v1::ReplicaView* out = response->add_replicas();
+                                   out->set_node_id(view.member.id);
+                                   out->set_reachable(view.status.ok());
+                                   if (!view.status.ok())
+                                     out->set_error(std::string(view.status.message()));
+                                   out->set_has_record(view.record.has_value());
+                                   if (view.record) {
+                                     for (const Sibling& sibling : view.record->siblings()) {
+                                       ToProto(sibling, out->add_siblings());
+                                     }
+                                     out->set_context(view.record->context().ToString());
+                                   }
+                                 }
+                                 response->set_converged(Converged(views));
+                                 finish(absl::OkStatus());
+                               });
+                         });
 }
 
 grpc::ServerUnaryReactor* KvService::DescribeWrite(grpc::CallbackServerContext* context,
@@ -210,28 +213,30 @@ grpc::ServerUnaryReactor* KvService::DescribeWrite(grpc::CallbackServerContext* 
                                                    v1::DescribeWriteResponse* response) {
   absl::Status valid = gate_->Check();
   if (!valid.ok()) return FinishNow(gate_, valid);
-  return StartOnExecutor(context, gate_, executor_, [this, request, response](auto finish) {
-    coordinator_->DescribeWrite(
-        request->write_id(), [response, finish](absl::StatusOr<WriteStatus> status) {
-          if (!status.ok()) {
-            finish(status.status());
-            return;
-          }
-          response->set_state(status->state == WriteStatus::State::kReplicated
-                                  ? v1::DescribeWriteResponse::REPLICATED
-                                  : v1::DescribeWriteResponse::PENDING);
-          response->set_key(status->key);
-          response->set_dot(status->dot.ToString());
-          for (const WriteStatus::Replica& replica : status->replicas) {
-            v1::ReplicaWriteState* out = response->add_replicas();
-            out->set_node_id(replica.member.id);
-            out->set_applied(replica.applied);
-            out->set_reachable(replica.status.ok());
-            if (!replica.status.ok()) out->set_error(std::string(replica.status.message()));
-          }
-          finish(absl::OkStatus());
-        });
-  });
+  const absl::Time answer_by = DeadlineOf(*context);
+  return StartOnExecutor(
+      context, gate_, executor_, [this, request, response, answer_by](auto finish) {
+        coordinator_->DescribeWrite(
+            request->write_id(), answer_by, [response, finish](absl::StatusOr<WriteStatus> status) {
+              if (!status.ok()) {
+                finish(status.status());
+                return;
+              }
+              response->set_state(status->state == WriteStatus::State::kReplicated
+                                      ? v1::DescribeWriteResponse::REPLICATED
+                                      : v1::DescribeWriteResponse::PENDING);
+              response->set_key(status->key);
+              response->set_dot(status->dot.ToString());
+              for (const WriteStatus::Replica& replica : status->replicas) {
+                v1::ReplicaWriteState* out = response->add_replicas();
+                out->set_node_id(replica.member.id);
+                out->set_applied(replica.applied);
+                out->set_reachable(replica.status.ok());
+                if (!replica.status.ok()) out->set_error(std::string(replica.status.message()));
+              }
+              finish(absl::OkStatus());
+            });
+      });
 }
 
 }  // namespace kv

@@ -34,6 +34,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -1046,6 +1047,49 @@ TEST_F(ClusterTest, ShutdownDoesNotWaitForWritesThatWaitOnHungPeers) {
   cluster_->Resume(2);
   // The waiting writes were stored on n1 and reach the peers after it restarts.
   ASSERT_EQ(Restart(0), absl::OkStatus());
+}
+
+// A replica that hangs (SIGSTOP) while gossip does not yet report it DOWN: DescribeKey and
+// DescribeWrite still answer within the caller's deadline, with that replica as unreachable
+// (before, the node waited for it and the whole call missed the deadline, so `kvctl put --wait`
+// could say nothing about where a write was).
+TEST_F(ClusterTest, DescribeAnswersWithinTheCallersDeadlineWhileAReplicaHangs) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(3, {"--failure_timeout=10m"}));
+  const std::string key = "describe/hung";
+  const PutResult put = Put(kv(0), key, "v");
+  ASSERT_TRUE(put.status.ok()) << put.status.error_message();
+  cluster_->Pause(2);
+  for (int attempt = 0; attempt < 2; ++attempt) {  // the second with the replica long hung
+    const absl::Time start = absl::Now();
+    v1::DescribeKeyRequest request;
+    request.set_key(key);
+    v1::DescribeKeyResponse described;
+    const grpc::Status status =
+        kv(0)->DescribeKey(Ctx(absl::Seconds(1)).get(), request, &described);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+    ASSERT_EQ(described.replicas_size(), 3);
+    int unreachable = 0;
+    for (const v1::ReplicaView& replica : described.replicas()) {
+      if (replica.reachable()) {
+        EXPECT_TRUE(replica.has_record()) << replica.node_id();
+        continue;
+      }
+      ++unreachable;
+      EXPECT_EQ(replica.node_id(), "n3");
+      EXPECT_TRUE(absl::StrContains(replica.error(), "deadline")) << replica.error();
+    }
+    EXPECT_EQ(unreachable, 1);
+
+    v1::DescribeWriteRequest write_request;
+    write_request.set_write_id(put.response.write_id());
+    v1::DescribeWriteResponse write_state;
+    const grpc::Status write_status =
+        kv(0)->DescribeWrite(Ctx(absl::Seconds(1)).get(), write_request, &write_state);
+    ASSERT_TRUE(write_status.ok()) << write_status.error_message();
+    EXPECT_EQ(write_state.replicas_size(), 3);
+  }
+  cluster_->Resume(2);
 }
 
 // With 5 nodes and N=3, a write through one of the two nodes that are not replicas of the key
