@@ -212,53 +212,60 @@ absl::StatusOr<std::vector<std::string>> ResolveEndpoints(const std::optional<st
 
 namespace {
 
-// The contents of the file named by --`flag` or else by $`env`; nullopt if neither is given.
-// INVALID_ARGUMENT naming the flag (or variable) and the file if it cannot be read, or does not
-// hold `pem` ("certificate" or "private key": the client library would find that too, but name
-// its own option).
-absl::StatusOr<std::optional<std::string>> ReadNamedFile(const ParsedArgs& flags,
-                                                         const std::string& flag, const char* env,
-                                                         absl::string_view pem) {
-  std::string where;
+// A file named by a flag or a variable, and which one named it (for messages).
+struct NamedFile {
+  std::string where;  // "--tls-ca" or "KV_TLS_CA"
   std::string path;
+  std::string contents;
+};
+
+// The file named by --`flag` or else by $`env`; nullopt if neither is given.
+absl::StatusOr<std::optional<NamedFile>> ReadNamedFile(const ParsedArgs& flags,
+                                                       const std::string& flag, const char* env) {
+  NamedFile file;
   if (std::optional<std::string> given = flags.Get(flag); given.has_value()) {
-    where = "--" + flag;
-    path = *given;
+    file.where = "--" + flag;
+    file.path = *given;
   } else if (const char* value = std::getenv(env); value != nullptr && *value != '\0') {
-    where = env;
-    path = value;
+    file.where = env;
+    file.path = value;
   } else {
     return std::nullopt;
   }
   constexpr size_t kMaxBytes = 1 << 20;  // PEM files are small
-  absl::StatusOr<std::string> contents = ReadSmallRegularFile(path, kMaxBytes);
+  absl::StatusOr<std::string> contents = ReadSmallRegularFile(file.path, kMaxBytes);
   if (!contents.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": cannot read \"", path, "\": ", contents.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(file.where, ": cannot read \"", file.path,
+                                                   "\": ", contents.status().message()));
   }
   if (contents->empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": \"", path, "\" is empty"));
+    return absl::InvalidArgumentError(absl::StrCat(file.where, ": \"", file.path, "\" is empty"));
   }
-  const bool is_key = pem == "private key";
-  if (!absl::StrContains(*contents, is_key ? "PRIVATE KEY-----" : "-----BEGIN CERTIFICATE-----") ||
-      (is_key && absl::StrContains(*contents, "ENCRYPTED"))) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": \"", path, "\" holds no ",
-                                                   is_key ? "unencrypted " : "", "PEM ", pem));
-  }
-  return *std::move(contents);
+  file.contents = *std::move(contents);
+  return file;
+}
+
+// INVALID_ARGUMENT naming the flag (or variable) and the file if `file` holds no PEM certificate
+// (or, `key`, no unencrypted PEM private key). The client library would find that too, but name
+// its own option.
+absl::Status CheckPem(const NamedFile& file, bool key) {
+  const bool ok = key ? absl::StrContains(file.contents, "PRIVATE KEY-----") &&
+                            !absl::StrContains(file.contents, "ENCRYPTED")
+                      : absl::StrContains(file.contents, "-----BEGIN CERTIFICATE-----");
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(file.where, ": \"", file.path, "\" holds no ",
+                   key ? "unencrypted PEM private key" : "PEM certificate"));
 }
 
 }  // namespace
 
 absl::StatusOr<TlsFiles> ResolveTls(const ParsedArgs& flags) {
-  absl::StatusOr<std::optional<std::string>> ca =
-      ReadNamedFile(flags, "tls-ca", "KV_TLS_CA", "certificate");
+  absl::StatusOr<std::optional<NamedFile>> ca = ReadNamedFile(flags, "tls-ca", "KV_TLS_CA");
   if (!ca.ok()) return ca.status();
-  absl::StatusOr<std::optional<std::string>> cert =
-      ReadNamedFile(flags, "tls-cert", "KV_TLS_CERT", "certificate");
+  absl::StatusOr<std::optional<NamedFile>> cert = ReadNamedFile(flags, "tls-cert", "KV_TLS_CERT");
   if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::optional<std::string>> key =
-      ReadNamedFile(flags, "tls-key", "KV_TLS_KEY", "private key");
+  absl::StatusOr<std::optional<NamedFile>> key = ReadNamedFile(flags, "tls-key", "KV_TLS_KEY");
   if (!key.ok()) return key.status();
   TlsFiles tls;
   if (!ca->has_value()) {
@@ -273,11 +280,14 @@ absl::StatusOr<TlsFiles> ResolveTls(const ParsedArgs& flags) {
     return absl::InvalidArgumentError(
         "--tls-cert and --tls-key ($KV_TLS_CERT, $KV_TLS_KEY) go together (or neither)");
   }
+  if (absl::Status pem = CheckPem(**ca, false); !pem.ok()) return pem;
   tls.enabled = true;
-  tls.ca_pem = **ca;
+  tls.ca_pem = (*ca)->contents;
   if (cert->has_value()) {
-    tls.cert_pem = **cert;
-    tls.key_pem = **key;
+    if (absl::Status pem = CheckPem(**cert, false); !pem.ok()) return pem;
+    if (absl::Status pem = CheckPem(**key, true); !pem.ok()) return pem;
+    tls.cert_pem = (*cert)->contents;
+    tls.key_pem = (*key)->contents;
   }
   return tls;
 }

@@ -43,6 +43,17 @@ absl::Status ParseFlag(const std::vector<std::string>& argv, size_t* i, Assignme
   absl::string_view arg = argv[*i];
   if (!absl::ConsumePrefix(&arg, "--")) {
     if (absl::StartsWith(arg, "-")) return UsageError(absl::StrCat("unknown flag ", arg));
+    // "--sync_writes false": a bare boolean flag means true, and takes no separate value.
+    if (*i > 0 && (arg == "true" || arg == "false")) {
+      absl::string_view previous = argv[*i - 1];
+      if (absl::ConsumePrefix(&previous, "--") && previous.find('=') == absl::string_view::npos) {
+        if (const Setting* flag = FindSetting(previous); flag != nullptr && flag->is_bool) {
+          return UsageError(absl::StrCat("unexpected argument \"", arg, "\" after --", flag->name,
+                                         ": a boolean flag takes its value with '=', as in --",
+                                         flag->name, "=", arg));
+        }
+      }
+    }
     return UsageError(
         absl::StrCat("unexpected argument \"", arg, "\": settings are given as --name=value"));
   }

@@ -167,6 +167,7 @@ absl::Status CheckListenHost(const std::string& listen) {
   }
   bool local = false;
   bool in_use = false;
+  bool denied = false;
   for (const addrinfo* a = found; a != nullptr && !local; a = a->ai_next) {
     const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
@@ -177,12 +178,20 @@ absl::Status CheckListenHost(const std::string& listen) {
       local = true;  // port 0: any free one
     } else if (errno == EADDRINUSE) {
       local = in_use = true;
+    } else if (errno == EACCES) {
+      local = denied = true;  // a privileged port without the capability to bind it
     } else if (errno != EADDRNOTAVAIL) {
-      local = true;  // e.g. a privileged port: the server reports it when it listens
+      local = true;  // anything else: the server reports it when it listens
     }
     close(fd);
   }
   freeaddrinfo(found);
+  if (denied) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot listen on ", listen,
+                     ": permission denied (a port below 1024 needs root or "
+                     "CAP_NET_BIND_SERVICE); choose another --listen port"));
+  }
   if (in_use) {
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", listen,

@@ -95,10 +95,15 @@ class TlsFilesTest : public ::testing::Test {
   std::string dir_;
 };
 
+// PEM-shaped contents (what the tools check before the client library sees them).
+constexpr char kCa[] = "-----BEGIN CERTIFICATE-----\nCA\n";
+constexpr char kCert[] = "-----BEGIN CERTIFICATE-----\nCERT\n";
+constexpr char kKey[] = "-----BEGIN PRIVATE KEY-----\nKEY\n";
+
 TEST_F(TlsFilesTest, FlagsOrEnvironmentNameTheFiles) {
-  const std::string ca = Write("ca.pem", "CA");
-  const std::string cert = Write("c.pem", "CERT");
-  const std::string key = Write("c.key", "KEY");
+  const std::string ca = Write("ca.pem", kCa);
+  const std::string cert = Write("c.pem", kCert);
+  const std::string key = Write("c.key", kKey);
   absl::StatusOr<TlsFiles> none = Resolve({});
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_FALSE(none->enabled);
@@ -107,26 +112,27 @@ TEST_F(TlsFilesTest, FlagsOrEnvironmentNameTheFiles) {
       Resolve({"--tls-ca=" + ca, "--tls_cert=" + cert, "--tls-key", key});
   ASSERT_TRUE(full.ok()) << full.status();
   EXPECT_TRUE(full->enabled);
-  EXPECT_EQ(full->ca_pem, "CA");
-  EXPECT_EQ(full->cert_pem, "CERT");
-  EXPECT_EQ(full->key_pem, "KEY");
+  EXPECT_EQ(full->ca_pem, kCa);
+  EXPECT_EQ(full->cert_pem, kCert);
+  EXPECT_EQ(full->key_pem, kKey);
 
   setenv("KV_TLS_CA", ca.c_str(), 1);
   absl::StatusOr<TlsFiles> from_env = Resolve({});
   ASSERT_TRUE(from_env.ok()) << from_env.status();
   EXPECT_TRUE(from_env->enabled);
-  EXPECT_EQ(from_env->ca_pem, "CA");
+  EXPECT_EQ(from_env->ca_pem, kCa);
   EXPECT_TRUE(from_env->cert_pem.empty());
   // A flag wins over the variable.
-  const std::string other = Write("other.pem", "OTHER");
-  EXPECT_EQ(Resolve({"--tls-ca=" + other})->ca_pem, "OTHER");
+  const std::string other = Write("other.pem", std::string(kCa) + "OTHER");
+  EXPECT_EQ(Resolve({"--tls-ca=" + other})->ca_pem, std::string(kCa) + "OTHER");
 }
 
 TEST_F(TlsFilesTest, IncompleteOrUnreadableSettingsAreErrors) {
-  const std::string ca = Write("ca.pem", "CA");
-  const std::string cert = Write("c.pem", "CERT");
-  const std::string key = Write("c.key", "KEY");
+  const std::string ca = Write("ca.pem", kCa);
+  const std::string cert = Write("c.pem", kCert);
+  const std::string key = Write("c.key", kKey);
   const std::string empty = Write("empty.pem", "");
+  const std::string text = Write("text.pem", "not a certificate");
   struct Case {
     std::vector<std::string> args;
     const char* message;
@@ -138,6 +144,11 @@ TEST_F(TlsFilesTest, IncompleteOrUnreadableSettingsAreErrors) {
            {{"--tls-ca=" + dir_ + "/absent.pem"}, "cannot read"},
            {{"--tls-ca=" + empty}, "is empty"},
            {{"--tls-ca=" + dir_}, "--tls-ca"},
+           // Not PEM: named by the flag that gave it.
+           {{"--tls-ca=" + text}, "--tls-ca: \""},
+           {{"--tls-ca=" + ca, "--tls-cert=" + key, "--tls-key=" + key}, "--tls-cert: \""},
+           {{"--tls-ca=" + ca, "--tls-cert=" + cert, "--tls-key=" + cert},
+            "holds no unencrypted PEM private key"},
        }) {
     absl::StatusOr<TlsFiles> tls = Resolve(c.args);
     ASSERT_FALSE(tls.ok()) << c.args.back();

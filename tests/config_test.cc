@@ -175,6 +175,8 @@ TEST(ConfigTest, MissingValueIsNamed) {
 TEST(ConfigTest, RepeatedFlagIsRejected) {
   EXPECT_THAT(ParseError({"--node_id=a", "--node-id=b"}),
               HasSubstr("--node_id is given more than once"));
+  EXPECT_THAT(ParseError({"--sync_writes", "false"}),
+              HasSubstr("a boolean flag takes its value with '=', as in --sync_writes=false"));
 }
 
 TEST(ConfigTest, MalformedValuesNameTheFlagAndTheValue) {

@@ -13,7 +13,9 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kv.grpc.pb.h"
@@ -213,6 +215,28 @@ TEST_F(KvnodeStartupTest, ADataDirectoryOfAnotherNodeIdIsRefused) {
       ReadSmallRegularFile((std::filesystem::path(options.data_dir) / "NODE_ID").string(), 100);
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_EQ(*file, "n1\n");
+}
+
+// A port below 1024 without the right to bind it is refused before the data directory is
+// touched, and said so (it was "the address is in use or not local", after the directory had
+// been created and the database opened). Runs kvnode as nobody, so only where this test runs as
+// root and unprivileged processes may not bind port 80.
+TEST_F(KvnodeStartupTest, APrivilegedPortIsRefusedBeforeTheDataDirectory) {
+  absl::StatusOr<std::string> start =
+      ReadSmallRegularFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", 100);
+  int first_unprivileged = 0;
+  if (getuid() != 0 || !start.ok() ||
+      !absl::SimpleAtoi(absl::StripAsciiWhitespace(*start), &first_unprivileged) ||
+      first_unprivileged <= 80 || access("/usr/bin/setpriv", X_OK) != 0) {
+    GTEST_SKIP() << "needs root, setpriv, and port 80 privileged";
+  }
+  const std::string data_dir = dir_.Sub("privileged");
+  testing::CommandResult r = testing::RunCommand(
+      {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", KVNODE_PATH,
+       "--node_id=n1", "--listen=127.0.0.1:80", "--data_dir=" + data_dir});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("permission denied"));
+  EXPECT_FALSE(std::filesystem::exists(data_dir));
 }
 
 TEST_F(KvnodeStartupTest, AddressInUseIsReported) {
