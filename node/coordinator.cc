@@ -288,9 +288,9 @@ void Coordinator::GatherReplicas(std::string key, absl::Time answer_by,
     for (size_t i = 0; i < replicas.size(); ++i) gather->views[i].member = *replicas[i];
   }
   if (ack_timer_ != nullptr && answer_by != absl::InfiniteFuture()) {
-    // Leave a fifth of the time left (at most 500 ms) to carry the answer back.
+    // Leave a quarter of the time left (at most 1 s) to carry the answer back.
     const absl::Duration left = answer_by - clock_->Now();
-    const absl::Duration margin = std::min(left / 5, absl::Milliseconds(500));
+    const absl::Duration margin = std::min(left / 4, absl::Seconds(1));
     ack_timer_->RunAfter(std::max(left - margin, absl::ZeroDuration()), ack_guard_.Wrap([gather] {
       std::vector<ReplicaRecordView> views;
       {

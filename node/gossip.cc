@@ -338,7 +338,41 @@ void Gossiper::LogRefusal(const GossipDigest& digest, absl::string_view what,
   last_refusal_ = std::move(refusal);
 }
 
+namespace {
+
+// True if `layout` has `m` (same id and address) as an owner now or next.
+bool HoldsMember(const ClusterLayout& layout, const Member& m) {
+  auto same = [&m](const Member& x) { return x.id == m.id && x.address == m.address; };
+  return std::any_of(layout.members.begin(), layout.members.end(), same) ||
+         std::any_of(layout.next.begin(), layout.next.end(), same);
+}
+
+}  // namespace
+
+bool Gossiper::FromAnotherCluster(const GossipDigest& digest) const {
+  // A node waiting to be joined knows no layout and takes one from whoever answers; a digest
+  // without a layout is a joiner's, which a member must hear.
+  if (layout_.version == 0 || digest.layout.version == 0) return false;
+  const auto sender =
+      std::find_if(digest.members.begin(), digest.members.end(),
+                   [&digest](const MemberEntry& e) { return e.member.id == digest.from_id; });
+  const auto me = members_.find(self_id_);
+  // Nodes of one cluster are in each other's layout, or one of them is behind and the other's
+  // layout has it: a node that was removed still has this node in its older layout, a joiner is
+  // in the newer one. A node in neither is another cluster's, met through a reused address.
+  return (sender == digest.members.end() || !HoldsMember(layout_, sender->member)) &&
+         (me == members_.end() || !HoldsMember(digest.layout, me->second.member));
+}
+
 void Gossiper::Merge(const GossipDigest& digest) {
+  if (FromAnotherCluster(digest)) {
+    LogRefusal(digest, "its layout and members",
+               absl::FailedPreconditionError(absl::StrCat(
+                   "a node of another cluster (neither this node's layout nor its layout ",
+                   DescribeLayout(digest.layout),
+                   " holds the other node): an address of this cluster's gossip reached it")));
+    return;
+  }
   const absl::Time now = clock_->Now();
   // A layout that is not newer is not looked at (every digest carries one).
   if (digest.layout.version > layout_.version) {

@@ -150,7 +150,11 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   void PushToAll();
   // Merges the answer to an exchange this node started.
   void OnReply(absl::StatusOr<GossipDigest> reply);
+  // Takes in `digest`, unless FromAnotherCluster (then it is logged once and ignored whole).
   void Merge(const GossipDigest& digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True if the sender belongs to another cluster: both have a layout, and neither layout holds
+  // the other node (by id and address).
+  bool FromAnotherCluster(const GossipDigest& digest) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Logs that `entry`'s member runs with other settings, once per member and value.
   void WarnOfSettings(const MemberEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Logs that a peer's layout or entry was ignored, unless it is the refusal logged last.

@@ -279,9 +279,12 @@ TEST_F(GossipTest, NodeKnowingOnlyASeedLearnsEveryMember) {
   all_ = MakeMembers(4);
   std::vector<Member> ring(all_.begin(), all_.begin() + 3);
   for (size_t i = 0; i < 3; ++i) StartNode(i, ring);
-  // n4 knows only itself and a seed address; the others do not list it.
+  // n4 knows only itself and a seed address; the others do not list it. As kvnode does, it
+  // starts from the layout the seeds gave it, which does not hold it yet.
   Gossiper::Options options;
   options.seeds = {all_[0].address};
+  options.layout.version = 1;
+  options.layout.members = ring;
   Gossiper* newcomer = StartNode(3, {all_[3]}, options);
   ASSERT_NE(AdvanceUntil(
                 [&] {
@@ -295,10 +298,12 @@ TEST_F(GossipTest, NodeKnowingOnlyASeedLearnsEveryMember) {
   std::vector<MemberView> views = newcomer->Members();
   ASSERT_EQ(views.size(), 4u);
   for (const MemberView& v : views) {
-    // Learned members keep their address and zone; gossip never puts anyone on the ring.
+    // Learned members keep their address and zone; the ring is the layout's (gossip puts
+    // nobody on it: n4 is not, until a join).
     const size_t i = static_cast<size_t>(v.entry.member.id[1] - '1');
     EXPECT_EQ(v.entry.member, all_[i]);
-    EXPECT_EQ(v.entry.ring_status, v.self ? RingStatus::kNormal : RingStatus::kNone);
+    EXPECT_EQ(v.entry.ring_status,
+              v.entry.member.id == "n4" ? RingStatus::kNone : RingStatus::kNormal);
   }
   for (const MemberView& v : nodes_[0].gossiper->Members()) {
     EXPECT_EQ(v.entry.ring_status,
@@ -310,6 +315,30 @@ TEST_F(GossipTest, NodeKnowingOnlyASeedLearnsEveryMember) {
 // gossiped with as often as the members: each round's one exchange goes to a member of the
 // layout, or to a node outside it that is UP, save one round in 16, so that heartbeats keep
 // spreading in time and no live member is judged DOWN.
+// A node of another cluster met through a reused address (here: n4 alone in its own layout,
+// with n1's address among its seeds) is ignored both ways: no layout conflict, no member
+// learned, no layout adopted, even a newer one.
+TEST_F(GossipTest, ANodeOfAnotherClusterIsIgnored) {
+  all_ = MakeMembers(4);
+  std::vector<Member> ring(all_.begin(), all_.begin() + 3);
+  for (size_t i = 0; i < 3; ++i) StartNode(i, ring);
+  Gossiper::Options stranger_options;
+  stranger_options.seeds = {all_[0].address};  // so that the two meet
+  stranger_options.layout.version = 5;         // newer than the cluster's
+  stranger_options.layout.members = {all_[3]};
+  Gossiper* stranger = StartNode(3, {all_[3]}, stranger_options);
+  // Long enough for many exchanges both ways (a seed is gossiped with every few rounds).
+  EXPECT_EQ(AdvanceUntil([] { return false; }, 50 * kInterval), absl::InfiniteDuration());
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(nodes_[i].gossiper->Layout().version, 1u) << all_[i].id;
+    EXPECT_EQ(nodes_[i].gossiper->LayoutConflict(), "") << all_[i].id;
+    EXPECT_EQ(nodes_[i].gossiper->LivenessOf("n4"), Liveness::kUnknown) << all_[i].id;
+  }
+  EXPECT_EQ(stranger->Layout().version, 5u);
+  EXPECT_EQ(stranger->LayoutConflict(), "");
+  EXPECT_EQ(stranger->LivenessOf("n1"), Liveness::kUnknown);
+}
+
 TEST_F(GossipTest, MembersThatLeftDoNotCrowdOutTheLiveOnes) {
   StartAll(3);
   GossipDigest departed;
