@@ -47,17 +47,18 @@ bool IsValidUtf8(absl::string_view bytes) {
 }
 
 absl::Status CheckStringFields(const google::protobuf::Message& request) {
+  // Every call runs this: walk the descriptor (no allocation) rather than list the set fields.
+  const google::protobuf::Descriptor* descriptor = request.GetDescriptor();
   const google::protobuf::Reflection* reflection = request.GetReflection();
-  std::vector<const google::protobuf::FieldDescriptor*> fields;
-  reflection->ListFields(request, &fields);
-  for (const google::protobuf::FieldDescriptor* field : fields) {
+  std::string scratch;
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* field = descriptor->field(i);
     if (field->type() != google::protobuf::FieldDescriptor::TYPE_STRING || field->is_repeated()) {
       continue;
     }
-    std::string scratch;
     if (!IsValidUtf8(reflection->GetStringReference(request, field, &scratch))) {
       return absl::InvalidArgumentError(absl::StrCat(field->name(), " is not valid UTF-8 (",
-                                                     request.GetDescriptor()->name(),
+                                                     descriptor->name(),
                                                      " carries it as text); nothing was sent"));
     }
   }
