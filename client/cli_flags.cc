@@ -162,29 +162,26 @@ absl::StatusOr<int64_t> ParseIntFlag(absl::string_view flag, absl::string_view t
 
 absl::StatusOr<std::vector<std::string>> ParseEndpoints(absl::string_view text) {
   std::vector<std::string> endpoints;
-  if (absl::StripAsciiWhitespace(text).empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("no endpoints in '", text, "'; use HOST:PORT[,HOST:PORT...]"));
-  }
   for (absl::string_view part : absl::StrSplit(text, ',')) {
     part = absl::StripAsciiWhitespace(part);
-    if (part.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "empty endpoint in '", text,
-          "' (two commas in a row, or one at either end); use HOST:PORT[,HOST:PORT...]"));
-    }
-    if (absl::StartsWith(part, "unix:")) {  // a gRPC target naming a Unix socket
-      if (part.size() == 5) {
-        return absl::InvalidArgumentError("endpoint 'unix:' names no socket; use unix:PATH");
+    if (part.empty()) continue;
+    // gRPC target URIs go to gRPC as they are: unix:PATH, dns:///NAME:PORT, ipv4:A:P, ipv6:[A]:P.
+    bool uri = false;
+    for (absl::string_view scheme : {"unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:"}) {
+      if (!absl::StartsWith(part, scheme)) continue;
+      if (part.size() == scheme.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("endpoint '", part, "' names nothing after the scheme"));
       }
-      endpoints.emplace_back(part);
-      continue;
+      uri = true;
     }
-    std::string host;
-    int port = 0;
-    if (absl::Status address = ParseHostPort(part, &host, &port); !address.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("endpoint '", part, "' is not HOST:PORT: ", address.message()));
+    if (!uri) {
+      std::string host;
+      int port = 0;
+      if (absl::Status address = ParseHostPort(part, &host, &port); !address.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("endpoint '", part, "' is not HOST:PORT: ", address.message()));
+      }
     }
     endpoints.emplace_back(part);
   }

@@ -61,9 +61,10 @@ absl::StatusOr<absl::Duration> ParseDurationFlag(absl::string_view flag, absl::s
 absl::StatusOr<int64_t> ParseIntFlag(absl::string_view flag, absl::string_view text, int64_t min,
                                      int64_t max);
 
-// Splits "host:port,host:port" into endpoints, trimming blanks around each. INVALID_ARGUMENT if
-// there is none, an entry is empty, or an entry is not HOST:PORT as storage/host_port.h reads it
-// ("unix:PATH", a gRPC Unix socket target, is taken as is).
+// Splits "host:port,host:port" into endpoints, trimming blanks and dropping empty entries.
+// INVALID_ARGUMENT if none is left or an entry is not HOST:PORT as storage/host_port.h reads it
+// (a port without sign or leading zero, IPv6 in brackets). gRPC target URIs (unix:PATH,
+// dns:///NAME:PORT, ipv4:..., ipv6:...) are taken as they are.
 absl::StatusOr<std::vector<std::string>> ParseEndpoints(absl::string_view text);
 
 // The endpoints to use: `flag_value` if given, else $KV_ENDPOINTS if set and non-empty, else

@@ -150,11 +150,7 @@ absl::Status ApplyLogLevel(absl::string_view v, NodeConfig* c) {
 
 absl::Status ApplySeeds(absl::string_view v, NodeConfig* c) {
   std::vector<std::string> seeds;
-  if (absl::StripAsciiWhitespace(v).empty()) {
-    c->seeds.clear();
-    return absl::OkStatus();
-  }
-  for (absl::string_view seed : absl::StrSplit(v, ',')) {
+  for (absl::string_view seed : absl::StrSplit(v, ',', absl::SkipWhitespace())) {
     seed = absl::StripAsciiWhitespace(seed);
     std::string host;
     int port = 0;
@@ -162,7 +158,7 @@ absl::Status ApplySeeds(absl::string_view v, NodeConfig* c) {
       return Expected(
           absl::StrCat("HOST:PORT entries separated by commas, such as 10.0.0.1:7700,10.0.0.2:7700 "
                        "(bad entry \"",
-                       seed, "\": ", seed.empty() ? "empty" : address.message(), ")"));
+                       seed, "\": ", address.message(), ")"));
     }
     if (absl::StrContains(seed, '=') || absl::StrContains(seed, '@')) {
       return Expected(absl::StrCat(

@@ -350,18 +350,32 @@ bool HoldsMember(const ClusterLayout& layout, const Member& m) {
 }  // namespace
 
 bool Gossiper::FromAnotherCluster(const GossipDigest& digest) const {
-  // A node waiting to be joined knows no layout and takes one from whoever answers; a digest
-  // without a layout is a joiner's, which a member must hear.
+  // A node that knows no layout (an earlier version's joiner) sends none; kvnode itself always
+  // has one, from its --peers, its stored layout or a seed.
   if (layout_.version == 0 || digest.layout.version == 0) return false;
   const auto sender =
       std::find_if(digest.members.begin(), digest.members.end(),
                    [&digest](const MemberEntry& e) { return e.member.id == digest.from_id; });
   const auto me = members_.find(self_id_);
+  if (sender == digest.members.end() || me == members_.end()) return false;  // nothing to compare
+  // This node's own id at another address: another node (a node never gossips with itself
+  // under two addresses).
+  if (digest.from_id == self_id_) return sender->member.address != me->second.member.address;
   // Nodes of one cluster are in each other's layout, or one of them is behind and the other's
   // layout has it: a node that was removed still has this node in its older layout, a joiner is
-  // in the newer one. A node in neither is another cluster's, met through a reused address.
-  return (sender == digest.members.end() || !HoldsMember(layout_, sender->member)) &&
-         (me == members_.end() || !HoldsMember(digest.layout, me->second.member));
+  // in the newer one (it starts from a seed's).
+  if (HoldsMember(layout_, sender->member) || HoldsMember(digest.layout, me->second.member)) {
+    return false;
+  }
+  // Each in the other's layout by id, at addresses written differently (a --peers list changed
+  // from addresses to names during a rolling restart): the same cluster; a layout conflict shows
+  // it if the versions are equal.
+  auto holds_id = [](const ClusterLayout& layout, absl::string_view id) {
+    auto same = [id](const Member& m) { return m.id == id; };
+    return std::any_of(layout.members.begin(), layout.members.end(), same) ||
+           std::any_of(layout.next.begin(), layout.next.end(), same);
+  };
+  return !(holds_id(layout_, digest.from_id) && holds_id(digest.layout, self_id_));
 }
 
 void Gossiper::Merge(const GossipDigest& digest) {

@@ -152,8 +152,10 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   void OnReply(absl::StatusOr<GossipDigest> reply);
   // Takes in `digest`, unless FromAnotherCluster (then it is logged once and ignored whole).
   void Merge(const GossipDigest& digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // True if the sender belongs to another cluster: both have a layout, and neither layout holds
-  // the other node (by id and address).
+  // True if the sender belongs to another cluster: both have a layout, neither layout holds the
+  // other node by id and address, and they do not hold each other by id either (or the sender
+  // has this node's id at another address). Without a cluster identity, two clusters whose
+  // members share ids are not told apart.
   bool FromAnotherCluster(const GossipDigest& digest) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Logs that `entry`'s member runs with other settings, once per member and value.
   void WarnOfSettings(const MemberEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -128,9 +128,10 @@ void MembershipChanger::Resume(const std::vector<OperationInfo>& interrupted) {
 
 absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
     Action action, const std::string& node_id) const {
-  if (!IsValidNodeId(node_id)) {
+  // The rule ids have always had: a member an earlier version let in can still be removed.
+  if (!IsWellFormedNodeId(node_id)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("'", node_id, "' is not a node id: ", kNodeIdRule));
+        absl::StrCat("'", node_id, "' is not a node id: 1 to 64 characters of A-Z a-z 0-9 _ . -"));
   }
   Plan plan;
   plan.current = gossiper_->Layout();

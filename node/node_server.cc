@@ -16,6 +16,7 @@
 #include <system_error>
 
 #include "absl/random/distributions.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -93,27 +94,37 @@ absl::StatusOr<std::string> ReadOwnerFile(const std::string& dir) {
 }
 
 // Writes the owner file whole or not at all: a temporary file, synced, renamed over, and the
-// directory synced.
+// directory synced. An error says which step failed.
 absl::Status WriteOwnerFile(const std::string& dir, const std::string& node_id) {
   const std::filesystem::path final_path = std::filesystem::path(dir) / kOwnerFileName;
   const std::string temp = final_path.string() + ".tmp";
   const std::string contents = node_id + "\n";
+  auto failed = [&](absl::string_view step) {
+    const int error = errno;
+    unlink(temp.c_str());
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot ", step, " \"", final_path.string(), "\": ", strerror(error)));
+  };
   const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  bool ok = fd >= 0 &&
-            write(fd, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()) &&
-            fsync(fd) == 0;
-  const int error = errno;
-  if (fd >= 0) close(fd);
-  ok = ok && rename(temp.c_str(), final_path.c_str()) == 0;
-  if (ok) {
-    const int dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    ok = dir_fd >= 0 && fsync(dir_fd) == 0;
+  if (fd < 0) return failed("create");
+  const bool written =
+      write(fd, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()) &&
+      fsync(fd) == 0;
+  if (!written) {
+    absl::Status status = failed("write");
+    close(fd);
+    return status;
+  }
+  close(fd);
+  if (rename(temp.c_str(), final_path.c_str()) != 0) return failed("rename into place");
+  const int dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0 || fsync(dir_fd) != 0) {
+    absl::Status status = absl::FailedPreconditionError(absl::StrCat(
+        "cannot sync the directory of \"", final_path.string(), "\": ", strerror(errno)));
     if (dir_fd >= 0) close(dir_fd);
+    return status;
   }
-  if (!ok) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot write \"", final_path.string(), "\": ", strerror(error != 0 ? error : errno)));
-  }
+  close(dir_fd);
   return absl::OkStatus();
 }
 
@@ -249,12 +260,14 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
   return server;
 }
 
-absl::Status NodeServer::OwnedByAnotherNode(absl::string_view owner) const {
+absl::Status NodeServer::OwnedByAnotherNode(absl::string_view owner,
+                                            absl::string_view recorded_in) const {
   // Another id would serve this node's replicas under a name the ring places elsewhere.
-  return absl::FailedPreconditionError(absl::StrCat(
-      "data directory \"", config_.data_dir, "\" belongs to node ", owner,
-      " (the node id of its first start), not to --node_id=", config_.node_id, ": start ", owner,
-      " with it, or give ", config_.node_id, " a data directory of its own"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("data directory \"", config_.data_dir, "\" belongs to node ", owner,
+                   " (the node id of its first start", recorded_in.empty() ? "" : ", recorded in ",
+                   recorded_in, "), not to --node_id=", config_.node_id, ": start ", owner,
+                   " with it, or give ", config_.node_id, " a data directory of its own"));
 }
 
 absl::Status NodeServer::CheckDataDirOwner() {
@@ -269,17 +282,29 @@ absl::Status NodeServer::CheckDataDirOwner() {
   } else {
     return owner.status();
   }
-  KV_ASSIGN_OR_RETURN(const std::string file_owner, ReadOwnerFile(config_.data_dir));
-  if (file_owner == config_.node_id) return absl::OkStatus();
-  // None yet (the meta column agreed), or damaged: the meta column has the final word.
-  return WriteOwnerFile(config_.data_dir, config_.node_id);
+  absl::StatusOr<std::string> file_owner = ReadOwnerFile(config_.data_dir);
+  if (file_owner.ok() && *file_owner == config_.node_id) return absl::OkStatus();
+  // None yet (OpenStorage refused any other id in it): the meta column agreed, so write it. The
+  // file only lets the next start refuse another id before the engine opens; without it, the
+  // meta column still decides, so a failure is worth a warning, not a refused start.
+  absl::Status written = WriteOwnerFile(config_.data_dir, config_.node_id);
+  if (!written.ok()) {
+    LogWarn(
+        "cannot record the node id in the data directory; a start under another id will be "
+        "refused only once the database is open",
+        {{"error", std::string(written.message())}});
+  }
+  return absl::OkStatus();
 }
 
 absl::Status NodeServer::OpenStorage() {
   KV_RETURN_IF_ERROR(PrepareDataDir(config_.data_dir));
   // Before the engine opens, which writes to the directory (see kOwnerFileName).
   KV_ASSIGN_OR_RETURN(const std::string file_owner, ReadOwnerFile(config_.data_dir));
-  if (!file_owner.empty() && file_owner != config_.node_id) return OwnedByAnotherNode(file_owner);
+  if (!file_owner.empty() && file_owner != config_.node_id) {
+    return OwnedByAnotherNode(absl::CHexEscape(file_owner.substr(0, 64)),
+                              (std::filesystem::path(config_.data_dir) / kOwnerFileName).string());
+  }
   RocksDbOptions storage;
   storage.block_cache_bytes = static_cast<size_t>(config_.block_cache_mb) << 20;
   absl::StatusOr<std::unique_ptr<RocksDbEngine>> engine =

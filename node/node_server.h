@@ -94,7 +94,9 @@ class NodeServer {
   // id in a directory that names none (the meta column, then the NODE_ID file that the next
   // start reads before opening the engine).
   absl::Status CheckDataDirOwner();
-  absl::Status OwnedByAnotherNode(absl::string_view owner) const;
+  // FAILED_PRECONDITION naming `owner` (and the file that records it, if not empty).
+  absl::Status OwnedByAnotherNode(absl::string_view owner,
+                                  absl::string_view recorded_in = "") const;
   // The ring, the peer transport, the replication outbox (recovered from disk) and the
   // coordinator.
   absl::Status StartReplication();

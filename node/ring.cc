@@ -24,19 +24,26 @@ bool ValidZone(absl::string_view zone) {
 
 }  // namespace
 
+bool IsWellFormedNodeId(absl::string_view id) { return ValidZone(id); }
+
 bool IsValidNodeId(absl::string_view id) {
   // Not "." or "..", nor anything else a path or a command line would read otherwise: the
   // default data directory is ./kvdata/<id>.
-  return ValidZone(id) && (absl::ascii_isalnum(static_cast<unsigned char>(id[0])) || id[0] == '_');
+  return IsWellFormedNodeId(id) &&
+         (absl::ascii_isalnum(static_cast<unsigned char>(id[0])) || id[0] == '_');
 }
 
 absl::Status CheckMember(const Member& m) {
-  if (!IsValidNodeId(m.id)) return absl::InvalidArgumentError(kNodeIdRule);
-  std::string host;
+  // The rules of every earlier version: stored layouts and gossip from older nodes must pass.
+  if (!IsWellFormedNodeId(m.id)) {
+    return absl::InvalidArgumentError("node id must be 1-64 characters of [A-Za-z0-9_.-]");
+  }
+  const size_t colon = m.address.rfind(':');
   int port = 0;
-  if (absl::Status address = ParseHostPort(m.address, &host, &port); !address.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("address must be HOST:PORT: ", address.message()));
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(absl::string_view(m.address).substr(colon + 1), &port) || port <= 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError("address must be HOST:PORT");
   }
   if (!m.zone.empty() && !ValidZone(m.zone)) {
     return absl::InvalidArgumentError("zone must be [A-Za-z0-9_.-]");
@@ -67,6 +74,13 @@ absl::StatusOr<std::vector<Member>> ParseMembers(absl::string_view spec) {
     Member m{std::string(id_rest.first), std::string(addr_zone.first),
              std::string(addr_zone.second)};
     if (absl::Status valid = CheckMember(m); !valid.ok()) return bad(valid.message());
+    // New configuration: the stricter rules of a new node id and address.
+    if (!IsValidNodeId(m.id)) return bad(kNodeIdRule);
+    std::string host;
+    int port = 0;
+    if (absl::Status address = ParseHostPort(m.address, &host, &port); !address.ok()) {
+      return bad(absl::StrCat("address: ", address.message()));
+    }
     if (m.zone.empty() && absl::StrContains(id_rest.second, '@'))
       return bad("empty zone after '@'");
     if (!ids.insert(m.id).second) return bad("node id listed twice");

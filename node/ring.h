@@ -32,15 +32,20 @@ struct Member {
   }
 };
 
-// A node id: 1 to 64 characters of [A-Za-z0-9_.-], the first a letter, a digit or '_'.
+// A node id that a new node may take (--node_id, --peers): 1 to 64 characters of
+// [A-Za-z0-9_.-], the first a letter, a digit or '_'.
 bool IsValidNodeId(absl::string_view id);
+// What earlier versions accepted (any first character of the set): the rule for ids read from
+// stored layouts, gossip and requests that name an existing member.
+bool IsWellFormedNodeId(absl::string_view id);
 inline constexpr char kNodeIdRule[] =
     "node id must be 1 to 64 characters of A-Z a-z 0-9 _ . -, starting with a letter, a digit "
     "or _";
 
-// OK if `m` is well formed: a valid id, an address HOST:PORT (storage/host_port.h) and a zone
-// that is empty or 1 to 64 characters of [A-Za-z0-9_.-]. Otherwise INVALID_ARGUMENT saying which
-// part is wrong.
+// OK if `m` is well formed as every earlier version had it (stored layouts and gossip pass it):
+// a well-formed id, an address HOST:PORT with a port from 1 to 65535, and a zone that is empty
+// or 1 to 64 characters of [A-Za-z0-9_.-]. Otherwise INVALID_ARGUMENT saying which part is
+// wrong. New configuration (ParseMembers) is held to IsValidNodeId and storage/host_port.h too.
 absl::Status CheckMember(const Member& m);
 
 // Parses "ID=HOST:PORT[@ZONE],..." (the --peers setting). INVALID_ARGUMENT with the offending

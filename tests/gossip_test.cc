@@ -339,6 +339,53 @@ TEST_F(GossipTest, ANodeOfAnotherClusterIsIgnored) {
   EXPECT_EQ(stranger->LivenessOf("n1"), Liveness::kUnknown);
 }
 
+// The same with a stranger that took a member's id (default ids repeat across clusters): its
+// layout does not hold the member it gossips with, and is not adopted; the member keeps the
+// address its layout gives that id.
+TEST_F(GossipTest, ANodeOfAnotherClusterWithAMembersIdIsIgnored) {
+  all_ = MakeMembers(4);
+  std::vector<Member> ring(all_.begin(), all_.begin() + 3);
+  for (size_t i = 0; i < 3; ++i) StartNode(i, ring);
+  all_[3].id = "n2";
+  Gossiper::Options stranger_options;
+  stranger_options.seeds = {all_[0].address};
+  stranger_options.layout.version = 5;
+  stranger_options.layout.members = {all_[3]};
+  Gossiper* stranger = StartNode(3, {all_[3]}, stranger_options);
+  EXPECT_EQ(AdvanceUntil([] { return false; }, 50 * kInterval), absl::InfiniteDuration());
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(nodes_[i].gossiper->Layout().version, 1u) << all_[i].id;
+    for (const MemberView& v : nodes_[i].gossiper->Members()) {
+      if (v.entry.member.id == "n2") {
+        EXPECT_EQ(v.entry.member.address, ring[1].address);
+      }
+    }
+  }
+  EXPECT_EQ(stranger->Layout().version, 5u);
+}
+
+// Members whose --peers lists write each other's addresses differently (names on one node,
+// addresses on the others, as during a rolling change of the list) hold each other by id: they
+// are one cluster and hear each other (the layouts differ, which shows as a layout conflict).
+TEST_F(GossipTest, MembersListedAtOtherAddressesStillHearEachOther) {
+  all_ = MakeMembers(3);
+  std::vector<Member> named = all_;
+  for (Member& m : named) m.address = absl::StrCat(m.id, ".kv.example:7700");
+  const std::vector<Member> ring_of_n1 = {all_[0], named[1], named[2]};
+  const std::vector<Member> ring_of_others = {named[0], all_[1], all_[2]};
+  StartNode(0, ring_of_n1);
+  StartNode(1, ring_of_others);
+  StartNode(2, ring_of_others);
+  for (size_t i = 0; i < 3; ++i) net_.Serve(named[i].address, nodes_[i].gossiper.get());
+  ASSERT_NE(AdvanceUntil(
+                [&] {
+                  return AllSee("n1", Liveness::kUp, {0}) && AllSee("n2", Liveness::kUp, {1}) &&
+                         AllSee("n3", Liveness::kUp, {2});
+                },
+                absl::Seconds(3)),
+            absl::InfiniteDuration());
+}
+
 TEST_F(GossipTest, MembersThatLeftDoNotCrowdOutTheLiveOnes) {
   StartAll(3);
   GossipDigest departed;
