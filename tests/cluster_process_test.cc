@@ -1057,7 +1057,11 @@ TEST_F(ClusterTest, ShutdownDoesNotWaitForWritesThatWaitOnHungPeers) {
 TEST_F(ClusterTest, DescribeAnswersWithinTheCallersDeadlineWhileAReplicaHangs) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(3, {"--failure_timeout=10m"}));
   const std::string key = "describe/hung";
-  const PutResult put = Put(kv(0), key, "v");
+  // On every replica before n3 hangs (W=2 would leave one replica still receiving it).
+  PutArgs all;
+  all.w.emplace();
+  all.w->set_kind(v1::Quorum::ALL);
+  const PutResult put = Put(kv(0), key, "v", all);
   ASSERT_TRUE(put.status.ok()) << put.status.error_message();
   cluster_->Pause(2);
   for (int attempt = 0; attempt < 2; ++attempt) {  // the second with the replica long hung
