@@ -287,10 +287,10 @@ void Coordinator::GatherReplicas(std::string key, absl::Time answer_by,
     gather->remaining = replicas.size();
     for (size_t i = 0; i < replicas.size(); ++i) gather->views[i].member = *replicas[i];
   }
+  const absl::Duration left = answer_by - clock_->Now();
   // Beyond 30 s a peer's own read deadline always answers first: no timer to hold memory.
-  if (ack_timer_ != nullptr && answer_by - clock_->Now() <= absl::Seconds(30)) {
+  if (ack_timer_ != nullptr && left <= absl::Seconds(30)) {
     // Leave a quarter of the time left (at most 1 s) to carry the answer back.
-    const absl::Duration left = answer_by - clock_->Now();
     const absl::Duration margin = std::min(left / 4, absl::Seconds(1));
     ack_timer_->RunAfter(std::max(left - margin, absl::ZeroDuration()), ack_guard_.Wrap([gather] {
       std::vector<ReplicaRecordView> views;

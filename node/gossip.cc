@@ -340,9 +340,11 @@ void Gossiper::LogRefusal(const GossipDigest& digest, absl::string_view what,
 
 namespace {
 
-// True if `layout` has `m` (same id and address) as an owner now or next.
-bool HoldsMember(const ClusterLayout& layout, const Member& m) {
-  auto same = [&m](const Member& x) { return x.id == m.id && x.address == m.address; };
+// True if `layout` has a member with `id` (at `address`, unless null) as an owner now or next.
+bool Holds(const ClusterLayout& layout, absl::string_view id, const std::string* address) {
+  auto same = [&](const Member& x) {
+    return x.id == id && (address == nullptr || x.address == *address);
+  };
   return std::any_of(layout.members.begin(), layout.members.end(), same) ||
          std::any_of(layout.next.begin(), layout.next.end(), same);
 }
@@ -364,18 +366,15 @@ bool Gossiper::FromAnotherCluster(const GossipDigest& digest) const {
   // Nodes of one cluster are in each other's layout, or one of them is behind and the other's
   // layout has it: a node that was removed still has this node in its older layout, a joiner is
   // in the newer one (it starts from a seed's).
-  if (HoldsMember(layout_, sender->member) || HoldsMember(digest.layout, me->second.member)) {
+  const Member& them = sender->member;
+  const Member& self = me->second.member;
+  if (Holds(layout_, them.id, &them.address) || Holds(digest.layout, self.id, &self.address)) {
     return false;
   }
   // Each in the other's layout by id, at addresses written differently (a --peers list changed
   // from addresses to names during a rolling restart): the same cluster; a layout conflict shows
   // it if the versions are equal.
-  auto holds_id = [](const ClusterLayout& layout, absl::string_view id) {
-    auto same = [id](const Member& m) { return m.id == id; };
-    return std::any_of(layout.members.begin(), layout.members.end(), same) ||
-           std::any_of(layout.next.begin(), layout.next.end(), same);
-  };
-  return !(holds_id(layout_, digest.from_id) && holds_id(digest.layout, self_id_));
+  return !(Holds(layout_, them.id, nullptr) && Holds(digest.layout, self.id, nullptr));
 }
 
 void Gossiper::Merge(const GossipDigest& digest) {

@@ -270,7 +270,7 @@ absl::Status NodeServer::OwnedByAnotherNode(absl::string_view owner,
                    " with it, or give ", config_.node_id, " a data directory of its own"));
 }
 
-absl::Status NodeServer::CheckDataDirOwner() {
+absl::Status NodeServer::CheckDataDirOwner(absl::string_view file_owner) {
   // Meta column key of the node id that first ran on this data directory (storage/FORMAT.md).
   constexpr absl::string_view kNodeIdMetaKey = "node_id";
   absl::StatusOr<std::string> owner = engine_->Get(Column::kMeta, kNodeIdMetaKey);
@@ -282,8 +282,7 @@ absl::Status NodeServer::CheckDataDirOwner() {
   } else {
     return owner.status();
   }
-  absl::StatusOr<std::string> file_owner = ReadOwnerFile(config_.data_dir);
-  if (file_owner.ok() && *file_owner == config_.node_id) return absl::OkStatus();
+  if (file_owner == config_.node_id) return absl::OkStatus();
   // None yet (OpenStorage refused any other id in it): the meta column agreed, so write it. The
   // file only lets the next start refuse another id before the engine opens; without it, the
   // meta column still decides, so a failure is worth a warning, not a refused start.
@@ -315,7 +314,8 @@ absl::Status NodeServer::OpenStorage() {
             {{"files", absl::StrCat(tables)}});
   }
   engine_ = *std::move(engine);
-  KV_RETURN_IF_ERROR(CheckDataDirOwner());  // before anything is written to the directory
+  // Before anything is written to the directory.
+  KV_RETURN_IF_ERROR(CheckDataDirOwner(file_owner));
   // Databases written before the Merkle index column existed get their index entries now.
   if (absl::Status backfilled = BackfillMerkleIndex(engine_.get()); !backfilled.ok()) {
     return absl::Status(backfilled.code(),

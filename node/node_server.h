@@ -93,7 +93,9 @@ class NodeServer {
   // FAILED_PRECONDITION if the data directory belongs to another node id; records this node's
   // id in a directory that names none (the meta column, then the NODE_ID file that the next
   // start reads before opening the engine).
-  absl::Status CheckDataDirOwner();
+  // `file_owner`: what the NODE_ID file said when OpenStorage read it before opening the engine
+  // ("" if none).
+  absl::Status CheckDataDirOwner(absl::string_view file_owner);
   // FAILED_PRECONDITION naming `owner` (and the file that records it, if not empty).
   absl::Status OwnedByAnotherNode(absl::string_view owner,
                                   absl::string_view recorded_in = "") const;
