@@ -980,7 +980,7 @@ TEST_F(ClusterTest, ClientWhoseFirstEndpointIsDeadSucceedsThroughTheOthers) {
   if (HasFatalFailure()) return;
 
   ASSERT_EQ(Restart(0), absl::OkStatus());
-  cluster_->Pause(1);
+  ASSERT_TRUE(cluster_->Pause(1));
   const absl::Time hung_start = absl::Now();
   // A hung endpoint is not known to be down: every call that starts there costs one attempt.
   exercise({cluster_->endpoint(1), cluster_->endpoint(2), cluster_->endpoint(0)}, "hung/", 5);
@@ -1005,8 +1005,8 @@ TEST_F(ClusterTest, ShutdownDoesNotWaitForWritesThatWaitOnHungPeers) {
   options.retry.max_attempts = 1;
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
   ASSERT_TRUE(client.ok()) << client.status();
-  cluster_->Pause(1);
-  cluster_->Pause(2);
+  ASSERT_TRUE(cluster_->Pause(1));
+  ASSERT_TRUE(cluster_->Pause(2));
   // A backlog for the hung peers, acknowledged by n1 alone: each batch of it then waits for the
   // peers' replication timeout before the next one is tried.
   WriteOptions w1;
@@ -1063,7 +1063,7 @@ TEST_F(ClusterTest, DescribeAnswersWithinTheCallersDeadlineWhileAReplicaHangs) {
   all.w->set_kind(v1::Quorum::ALL);
   const PutResult put = Put(kv(0), key, "v", all);
   ASSERT_TRUE(put.status.ok()) << put.status.error_message();
-  cluster_->Pause(2);
+  ASSERT_TRUE(cluster_->Pause(2));
   for (int attempt = 0; attempt < 2; ++attempt) {  // the second with the replica long hung
     const absl::Time start = absl::Now();
     v1::DescribeKeyRequest request;

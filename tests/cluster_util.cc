@@ -206,7 +206,7 @@ absl::Status Cluster::KillAndRestart(size_t index) {
   return Restart(index);
 }
 
-void Cluster::Pause(size_t index) { nodes_.at(index).process.Signal(SIGSTOP); }
+bool Cluster::Pause(size_t index) { return nodes_.at(index).process.Stop(); }
 
 void Cluster::Resume(size_t index) { nodes_.at(index).process.Signal(SIGCONT); }
 

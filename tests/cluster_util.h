@@ -90,8 +90,9 @@ class Cluster {
   void SetNodeFlags(size_t index, std::vector<std::string> flags) {
     options_.node_flags[index] = std::move(flags);
   }
-  // SIGSTOP / SIGCONT: the node stops answering, its connections stay open.
-  void Pause(size_t index);
+  // SIGSTOP / SIGCONT: the node stops answering, its connections stay open. Pause returns once
+  // every thread of the node has stopped (false if that took over 10 s, or it was not running).
+  bool Pause(size_t index);
   void Resume(size_t index);
 
   // Stops every node at once, as at the end of a test: SIGCONT and SIGTERM to each running node,

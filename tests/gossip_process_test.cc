@@ -134,7 +134,7 @@ TEST(GossipProcessTest, DownNodeIsDetectedRoutedAroundAndSeenUpAgain) {
   EXPECT_GE(before->last_heard_ms_ago, 0);
 
   // SIGSTOP: connections stay open, nothing answers.
-  cluster->Pause(3);
+  ASSERT_TRUE(cluster->Pause(3));
   const absl::Duration down = WaitForLiveness(*cluster, live, "n4", "DOWN", kDetectBound);
   ASSERT_NE(down, absl::InfiniteDuration()) << "n4 not DOWN on every live node\n"
                                             << cluster->LogTails();

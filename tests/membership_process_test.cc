@@ -1085,7 +1085,7 @@ TEST_F(MembershipTakeoverTest, AStalledHandoffSaysWhyInItsOperationAndResumes) {
   const std::string id = CommitJoin(0);
   ASSERT_FALSE(id.empty());
   // At 1 MB/s per source the handoff's second batch is a second away.
-  cluster_->Pause(3);
+  ASSERT_TRUE(cluster_->Pause(3));
   nlohmann::json op;
   const bool explained = Eventually([&] {
     op = KvctlJson(0, {"operation", "get", id}, 0);

@@ -342,6 +342,34 @@ void Subprocess::Signal(int signal) {
   if (running()) kill(pid_, signal);
 }
 
+bool Subprocess::Stop(absl::Duration timeout) {
+  if (!running()) return false;
+  kill(pid_, SIGSTOP);
+  const absl::Time deadline = absl::Now() + timeout;
+  const std::string tasks = absl::StrCat("/proc/", pid_, "/task");
+  while (true) {
+    bool all_stopped = true;
+    std::error_code error;
+    for (const auto& task : std::filesystem::directory_iterator(tasks, error)) {
+      std::ifstream stat(task.path() / "stat");
+      std::string line;
+      std::getline(stat, line);
+      // "pid (comm) S ...": the state follows the last ')' (comm may hold parentheses).
+      const size_t paren = line.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= line.size()) continue;  // the thread ended
+      const char state = line[paren + 2];
+      if (state != 'T' && state != 't') {
+        all_stopped = false;
+        break;
+      }
+    }
+    if (error) return false;
+    if (all_stopped) return true;
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+}
+
 absl::StatusOr<int> Subprocess::Wait(absl::Duration timeout) {
   if (pid_ < 0) return absl::FailedPreconditionError("no process was started");
   const absl::Time deadline = absl::Now() + timeout;

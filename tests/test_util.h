@@ -62,6 +62,10 @@ class Subprocess {
   bool running();
   // Sends `signal` (e.g. SIGTERM, SIGKILL, SIGSTOP).
   void Signal(int signal);
+  // SIGSTOP, then waits (up to `timeout`) until every thread of the process has stopped: the
+  // signal takes effect only when each thread next runs, which on a loaded machine can be after
+  // the process has answered a request sent right after kill() returned. False on timeout.
+  bool Stop(absl::Duration timeout = absl::Seconds(10));
   // Waits for exit up to `timeout`; returns the exit code (128+signal if killed), or
   // DEADLINE_EXCEEDED.
   absl::StatusOr<int> Wait(absl::Duration timeout);
