@@ -52,9 +52,10 @@ void Client::PutAsync(std::string key, std::string value, WriteOptions options,
   client_internal::ToProto(options.w, request.mutable_w());
   impl_->Call<v1::KV::Stub, v1::PutRequest, v1::PutResponse, WriteResult>(
       options, impl_->NextEndpoint(), EndpointPolicy::kWrite, std::move(request),
-      [](v1::KV::Stub* stub, grpc::ClientContext* context, const v1::PutRequest* req,
-         v1::PutResponse* resp, std::function<void(grpc::Status)> on_done) {
-        stub->async()->Put(context, req, resp, std::move(on_done));
+      [puts = impl_->puts.get()](v1::KV::Stub* stub, grpc::ClientContext* context,
+                                 const v1::PutRequest* req, v1::PutResponse* resp,
+                                 std::function<void(grpc::Status)> on_done) {
+        puts->Send(stub, context, req, resp, std::move(on_done));
       },
       &client_internal::FromPutResponse, std::move(done));
 }

@@ -25,6 +25,7 @@
 #include "client/kv_client.h"
 #include "client/kv_client_convert.h"
 #include "client/kv_client_options.h"
+#include "client/kv_client_put_coalescer.h"
 #include "client/kv_client_retrying_call.h"
 #include "client/kv_client_timer.h"
 #include "grpcpp/channel.h"
@@ -53,8 +54,9 @@ Result WaitFor(StartFn start) {
 struct Client::Impl {
   // Issues one attempt of a method of a service (Stub is v1::KV::Stub or v1::Admin::Stub).
   template <typename Stub, typename Request, typename Response>
-  using Method = void (*)(Stub* stub, grpc::ClientContext* context, const Request* request,
-                          Response* response, std::function<void(grpc::Status)> on_done);
+  using Method =
+      std::function<void(Stub* stub, grpc::ClientContext* context, const Request* request,
+                         Response* response, std::function<void(grpc::Status)> on_done)>;
 
   // `credentials`: for the channels made without ClientOptions::channel_factory.
   Impl(ClientOptions client_options, const std::shared_ptr<grpc::ChannelCredentials>& credentials)
@@ -69,6 +71,10 @@ struct Client::Impl {
       admin_stubs.push_back(channel == nullptr ? nullptr : v1::Admin::NewStub(channel));
       channels.push_back(std::move(channel));
     }
+    std::vector<v1::KV::Stub*> put_stubs;
+    for (const auto& stub : kv_stubs) put_stubs.push_back(stub.get());
+    puts = std::make_unique<client_internal::PutCoalescer>(options.put_coalescing,
+                                                           std::move(put_stubs), &timer);
     env.options = &options.retry;
     env.budget = &budget;
     env.timer = &timer;
@@ -183,8 +189,9 @@ struct Client::Impl {
     };
     auto state = std::make_shared<State>();
     state->request = std::move(request);
-    auto start_attempt = [this, state, method](size_t endpoint, grpc::ClientContext* context,
-                                               std::function<void(grpc::Status)> on_done) {
+    auto start_attempt = [this, state, method = std::move(method)](
+                             size_t endpoint, grpc::ClientContext* context,
+                             std::function<void(grpc::Status)> on_done) {
       state->response.Clear();
       state->endpoint = endpoint;
       method(StubFor<Stub>(endpoint), context, &state->request, &state->response,
@@ -292,6 +299,8 @@ struct Client::Impl {
   // Node id -> the endpoint that last answered the start of one of its operations.
   std::map<std::string, size_t, std::less<>> operation_nodes ABSL_GUARDED_BY(operation_nodes_mu);
 
+  // Before the timer: a flush timer task may still run until the timer thread has stopped.
+  std::unique_ptr<client_internal::PutCoalescer> puts;
   client_internal::TimerThread timer;
   client_internal::RetryEnv env;
 };

@@ -47,7 +47,8 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
   void OnAttemptDone(const grpc::Status& grpc_status) {
     // Read from the trailers, which go with the context.
     const bool write_stored = grpc_status.error_code() == grpc::StatusCode::UNAVAILABLE &&
-                              policy_ == EndpointPolicy::kWrite && MarkedWriteStored(*context_);
+                              policy_ == EndpointPolicy::kWrite &&
+                              MarkedWriteStored(grpc_status, *context_);
     if (write_stored) stored_at_ = endpoint_;
     // The context holds a reference to the gRPC channel. Dropping it here, before the call can
     // be reported done, makes sure the Client (not this gRPC thread) releases the channel last:
@@ -110,7 +111,10 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
                      "); it is probably shutting down"));
   }
 
-  static bool MarkedWriteStored(const grpc::ClientContext& context) {
+  // In the trailers of a single call, or in the details of an item of a batch
+  // (client/kv_client_put_coalescer.h).
+  static bool MarkedWriteStored(const grpc::Status& status, const grpc::ClientContext& context) {
+    if (status.error_details() == kWriteStoredMetadataKey) return true;
     const auto& trailers = context.GetServerTrailingMetadata();
     return trailers.find(grpc::string_ref(kWriteStoredMetadataKey)) != trailers.end();
   }

@@ -73,6 +73,9 @@ std::string Usage() {
       "                             and latencies count from each slot; the report says how much\n"
       "                             of the rate was achieved. The ceiling run is never paced\n"
       "  --timeout=DURATION         deadline of each request, retries included (default 2s)\n"
+      "  --put_coalescing=N         Puts in flight to a node before further Puts wait and leave\n"
+      "                             together as one PutBatch call (default 8, the client\n"
+      "                             library's); 0 = one RPC per Put\n"
       "  --seed=N                   seed of the key and operation choices (default 1)\n"
       "  --tls-ca=FILE, --tls-cert=FILE, --tls-key=FILE  TLS to nodes run with --tls_*, as\n"
       "                             for kvctl (default $KV_TLS_CA, $KV_TLS_CERT, $KV_TLS_KEY)\n"
@@ -107,6 +110,7 @@ struct BenchFlags {
   bool ceiling = false;
   int rounds = 1;
   double rate = 0;  // ops/s cap of the workload; 0: none
+  int put_coalescing = PutCoalescingOptions().max_in_flight;
   bool json = false;
 };
 
@@ -152,12 +156,15 @@ absl::StatusOr<BenchFlags> ParseFlags(const cli::ParsedArgs& args) {
     int64_t* out;
   };
   int64_t concurrency = 0, keys = 0, value_size = 0, seed = 0, rounds = 0, rate = 0;
-  const IntFlag int_flags[] = {{"concurrency", 64, 1, 100000, &concurrency},
-                               {"rounds", 1, 1, 100, &rounds},
-                               {"rate", 0, 0, 100'000'000, &rate},
-                               {"keys", 10000, 1, 1'000'000'000, &keys},
-                               {"value_size", 100, 0, 16 << 20, &value_size},
-                               {"seed", 1, 0, INT64_MAX, &seed}};
+  int64_t put_coalescing = 0;
+  const IntFlag int_flags[] = {
+      {"concurrency", 64, 1, 100000, &concurrency},
+      {"put_coalescing", PutCoalescingOptions().max_in_flight, 0, 1000, &put_coalescing},
+      {"rounds", 1, 1, 100, &rounds},
+      {"rate", 0, 0, 100'000'000, &rate},
+      {"keys", 10000, 1, 1'000'000'000, &keys},
+      {"value_size", 100, 0, 16 << 20, &value_size},
+      {"seed", 1, 0, INT64_MAX, &seed}};
   for (const IntFlag& flag : int_flags) {
     *flag.out = flag.fallback;
     if (std::optional<std::string> text = args.Get(flag.name); text.has_value()) {
@@ -172,6 +179,7 @@ absl::StatusOr<BenchFlags> ParseFlags(const cli::ParsedArgs& args) {
   flags.workload.seed = static_cast<uint64_t>(seed);
   flags.rounds = static_cast<int>(rounds);
   flags.rate = static_cast<double>(rate);
+  flags.put_coalescing = static_cast<int>(put_coalescing);
 
   struct DurationFlag {
     const char* name;
@@ -275,6 +283,7 @@ nlohmann::json ReportHeader(const BenchFlags& flags) {
       {"distribution", config.distribution == KeyDistribution::kZipfian ? "zipfian" : "uniform"},
       {"seed", config.seed},
       {"rate_cap", flags.rate},
+      {"put_coalescing", flags.put_coalescing},
       {"warmup_s", absl::ToDoubleSeconds(flags.warmup)},
       {"duration_s", absl::ToDoubleSeconds(flags.duration)}};
 }
@@ -348,6 +357,7 @@ int Run(const BenchFlags& flags) {
   ClientOptions client_options;
   client_options.endpoints = flags.endpoints;
   client_options.call_deadline = flags.timeout;
+  client_options.put_coalescing.max_in_flight = flags.put_coalescing;
   client_options.tls.enabled = flags.tls.enabled;
   client_options.tls.ca_pem = flags.tls.ca_pem;
   client_options.tls.cert_pem = flags.tls.cert_pem;
@@ -427,12 +437,12 @@ int Run(const BenchFlags& flags) {
 
 int Main(const std::vector<std::string>& argv) {
   std::vector<cli::FlagSpec> specs = {
-      {"endpoints", true}, {"workload", true},   {"concurrency", true},
-      {"keys", true},      {"value_size", true}, {"distribution", true},
-      {"duration", true},  {"warmup", true},     {"preload", false},
-      {"ceiling", false},  {"timeout", true},    {"ceiling_endpoints", true},
-      {"seed", true},      {"rounds", true},     {"rate", true},
-      {"json", false},     {"help", false}};
+      {"endpoints", true},      {"workload", true},   {"concurrency", true},
+      {"keys", true},           {"value_size", true}, {"distribution", true},
+      {"duration", true},       {"warmup", true},     {"preload", false},
+      {"ceiling", false},       {"timeout", true},    {"ceiling_endpoints", true},
+      {"seed", true},           {"rounds", true},     {"rate", true},
+      {"put_coalescing", true}, {"json", false},      {"help", false}};
   for (const cli::FlagSpec& tls : cli::TlsFlagSpecs()) specs.push_back(tls);
   bool json = false;
   for (const std::string& arg : argv) json = json || arg == "--json";

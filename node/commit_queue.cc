@@ -1,5 +1,6 @@
 #include "node/commit_queue.h"
 
+#include <cassert>
 #include <utility>
 
 #include "absl/synchronization/notification.h"
@@ -10,6 +11,8 @@ namespace {
 // The queue this thread is committing for, if any: Run() from a Complete callback commits at
 // once instead of waiting for the thread that would never get to it.
 thread_local const CommitQueue* committing_here = nullptr;
+// The Hold alive on this thread, if any.
+thread_local CommitQueue::Hold* held_here = nullptr;
 
 class ScopedCommitting {
  public:
@@ -100,17 +103,36 @@ WriteBatch WriteGroup::TakeBatch() {
 }
 
 void CommitQueue::Submit(std::unique_ptr<Mutation> mutation) {
+  Hold* const hold = (held_here != nullptr && held_here->queue_ == this) ? held_here : nullptr;
   {
     absl::MutexLock lock(&mu_);
     queue_.push_back(Queued{std::move(mutation), /*waited=*/false});
     if (state_ != State::kIdle) return;  // the committing thread will take it
     state_ = executor_ == nullptr ? State::kCommitting : State::kScheduled;
   }
+  if (hold != nullptr) {
+    hold->start_ = true;  // the queue is claimed; nobody else starts committing it
+    return;
+  }
+  StartCommitting();
+}
+
+void CommitQueue::StartCommitting() {
   if (executor_ == nullptr) {
     CommitQueued();
   } else {
     executor_->Schedule([this] { CommitScheduled(); });
   }
+}
+
+CommitQueue::Hold::Hold(CommitQueue* queue) : queue_(queue) {
+  assert(held_here == nullptr);
+  held_here = this;
+}
+
+CommitQueue::Hold::~Hold() {
+  held_here = nullptr;
+  if (start_) queue_->StartCommitting();
 }
 
 void CommitQueue::CommitScheduled() {
@@ -150,10 +172,12 @@ absl::Status CommitQueue::RunAll(absl::Span<Mutation* const> mutations) {
       absl::MutexLock lock(&mu_);
       for (Queued& q : waited) queue_.push_back(std::move(q));
       // Commit here rather than wait for a scheduled task that may sit behind this very thread
-      // in the executor's queue.
-      if (state_ != State::kCommitting) {
+      // in the executor's queue, or for this thread's own Hold to end.
+      Hold* const hold = held_here != nullptr && held_here->queue_ == this ? held_here : nullptr;
+      if (state_ != State::kCommitting || (hold != nullptr && hold->start_)) {
         state_ = State::kCommitting;
         commit_here = true;
+        if (hold != nullptr) hold->start_ = false;
       }
     }
     if (commit_here) CommitQueued();

@@ -123,6 +123,25 @@ class CommitQueue {
   // until all have completed and returns the first non-OK status among them, in order.
   absl::Status RunAll(absl::Span<Mutation* const> mutations);
 
+  // While a Hold lives, Submit on its thread only queues: the committing that one of those
+  // Submits would have started (on this thread, or scheduled on the executor) starts when the
+  // Hold ends, so that mutations submitted in a loop share a group instead of the first one
+  // committing alone. Other threads are not held back, but a thread that finds the queue idle
+  // leaves the held mutations to the Hold. Holds do not nest; Run and RunAll inside a Hold
+  // commit at once as usual.
+  class Hold {
+   public:
+    explicit Hold(CommitQueue* queue);
+    ~Hold();
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
+
+   private:
+    friend class CommitQueue;
+    CommitQueue* const queue_;
+    bool start_ = false;  // a held Submit found the queue idle: start committing at the end
+  };
+
  private:
   enum class State { kIdle, kScheduled, kCommitting };
   struct Queued {
@@ -144,6 +163,10 @@ class CommitQueue {
   // Prepares mutations[begin, ...) into one group, writes it and completes them; returns the end
   // of the group.
   size_t CommitGroup(std::vector<Queued>& mutations, size_t begin);
+
+  // Starts committing what is queued, on this thread or on the executor, after Submit or a
+  // Hold claimed the queue (state_ set to kCommitting or kScheduled).
+  void StartCommitting();
 
   Engine* const engine_;
   const WriteOptions options_;

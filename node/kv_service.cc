@@ -1,5 +1,8 @@
 #include "node/kv_service.h"
 
+#include <atomic>
+#include <memory>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -122,6 +125,72 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
   command.context = request->context();
   command.idempotency_token = request->idempotency_token();
   return Write(context, std::move(command), request->w(), response);
+}
+
+grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*context*/,
+                                              const v1::PutBatchRequest* request,
+                                              v1::PutBatchResponse* response) {
+  if (absl::Status open = gate_->Check(); !open.ok()) return FinishNow(gate_, open);
+  const int n = request->puts_size();
+  if (n > kMaxPutBatchItems) {
+    return FinishNow(gate_, absl::InvalidArgumentError(
+                                absl::StrCat("PutBatch of ", n, " items exceeds the limit of ",
+                                             kMaxPutBatchItems, " items per batch")));
+  }
+  grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
+  if (n == 0) {
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  // Every result exists before any item can finish: each callback fills only its own element,
+  // and the last one to finish answers the call.
+  for (int i = 0; i < n; ++i) response->add_results();
+  struct Pending {
+    explicit Pending(int count) : left(count) {}
+    std::atomic<int> left;
+  };
+  auto pending = std::make_shared<Pending>(n);
+  auto finish_item = [reactor, pending](v1::PutBatchResult* result, const absl::Status& status) {
+    if (!status.ok()) {
+      result->set_code(static_cast<int>(status.code()));
+      result->set_message(std::string(status.message()));
+      result->set_write_stored(IsWriteStored(status));
+    }
+    if (pending->left.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      reactor->Finish(grpc::Status::OK);
+    }
+  };
+  // The items' writes share commit groups: none commits before all are queued.
+  CommitQueue::Hold hold = store_->HoldCommits();
+  for (int i = 0; i < n; ++i) {
+    const v1::PutRequest& put = request->puts(i);
+    v1::PutBatchResult* result = response->mutable_results(i);
+    absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(put.w(), "w");
+    absl::Status valid = store_->ValidateKey(put.key());
+    if (valid.ok()) valid = spec.status();
+    if (!valid.ok()) {
+      finish_item(result, valid);
+      continue;
+    }
+    WriteCommand command;
+    command.key = put.key();
+    command.value = put.value();
+    command.context = put.context();
+    command.idempotency_token = put.idempotency_token();
+    coordinator_->Write(std::move(command), *spec,
+                        [result, finish_item](absl::StatusOr<WriteReply> reply) {
+                          if (!reply.ok()) {
+                            finish_item(result, reply.status());
+                            return;
+                          }
+                          v1::PutResponse* out = result->mutable_response();
+                          out->set_write_id(std::move(reply->write_id));
+                          out->set_context(std::move(reply->context));
+                          out->set_deduplicated(reply->deduplicated);
+                          finish_item(result, absl::OkStatus());
+                        });
+  }
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* context,

@@ -15,6 +15,10 @@
 // so that clients retry it (same idempotency token) on this node rather than elsewhere.
 // DescribeKey shows every replica's record side by side; DescribeWrite where a write has spread.
 //
+// PutBatch runs each of its items as the Put it would be alone and answers once every item has
+// its result (the W shortfall mark is then per item); the items' writes are queued together
+// (LocalStore::HoldCommits), so the items this node coordinates share commit groups.
+//
 // Thread-safety: thread-safe; everything passed in must outlive the service.
 #ifndef KV_NODE_KV_SERVICE_H_
 #define KV_NODE_KV_SERVICE_H_
@@ -31,6 +35,9 @@
 
 namespace kv {
 
+// The most items a PutBatch may carry (its size is capped by the message size limit too).
+inline constexpr int kMaxPutBatchItems = 1000;
+
 // The quorum a request asks for; INVALID_ARGUMENT naming `name` ("w" or "r") for an unknown
 // kind. Counts are checked against N by the Coordinator.
 absl::StatusOr<QuorumSpec> ToQuorumSpec(const v1::Quorum& quorum, absl::string_view name);
@@ -45,6 +52,9 @@ class KvService final : public v1::KV::CallbackService {
                                           v1::DescribeWriteResponse* response) override;
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* context, const v1::PutRequest* request,
                                 v1::PutResponse* response) override;
+  grpc::ServerUnaryReactor* PutBatch(grpc::CallbackServerContext* context,
+                                     const v1::PutBatchRequest* request,
+                                     v1::PutBatchResponse* response) override;
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetRequest* request,
                                 v1::GetResponse* response) override;
   grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,

@@ -183,6 +183,9 @@ class LocalStore {
   // submitted meanwhile; with one, it only checks the command and queues it, and `done` runs on
   // an executor thread. `done` must not block on a Write of this store on another thread.
   void WriteAsync(WriteCommand command, BatchHook hook, WriteCallback done);
+  // While the returned Hold lives, the WriteAsync calls of this thread queue their writes
+  // without committing them (CommitQueue::Hold): writes submitted in a loop then share a group.
+  CommitQueue::Hold HoldCommits() { return CommitQueue::Hold(&commits_); }
 
   // The replica's record of `key`, tombstones included; NOT_FOUND if it has none.
   absl::StatusOr<SiblingSet> ReadRecord(absl::string_view key);

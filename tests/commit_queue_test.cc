@@ -143,6 +143,63 @@ TEST(CommitQueueTest, WithoutExecutorSubmitCommitsOnTheCallingThread) {
   EXPECT_EQ(Value(engine, "n"), "1");
 }
 
+TEST(CommitQueueTest, SubmitsUnderAHoldCommitTogetherWhenItEnds) {
+  RecordingEngine engine;
+  CommitQueue queue(&engine, WriteOptions(), nullptr);
+  std::vector<int> written;
+  {
+    CommitQueue::Hold hold(&queue);
+    for (const char* key : {"a", "b", "a"}) {
+      queue.Submit(std::make_unique<Increment>(key, [&](absl::Status status, int w) {
+        EXPECT_TRUE(status.ok()) << status;
+        written.push_back(w);
+      }));
+    }
+    EXPECT_TRUE(written.empty()) << "a held Submit committed at once";
+    EXPECT_TRUE(engine.batches.empty());
+  }
+  EXPECT_EQ(written, (std::vector<int>{1, 1, 2}));
+  EXPECT_EQ(engine.batches.size(), 1u);  // one group for the three
+  EXPECT_EQ(Value(engine, "a"), "2");
+
+  // Without a hold, each Submit on an idle queue commits alone.
+  queue.Submit(std::make_unique<Increment>("a", [](absl::Status, int) {}));
+  queue.Submit(std::make_unique<Increment>("b", [](absl::Status, int) {}));
+  EXPECT_EQ(engine.batches.size(), 3u);
+}
+
+TEST(CommitQueueTest, UnderAHoldWithAnExecutorTheCommitIsScheduledWhenItEnds) {
+  RecordingEngine engine;
+  ManualExecutor executor;
+  CommitQueue queue(&engine, WriteOptions(), &executor);
+  int completed = 0;
+  {
+    CommitQueue::Hold hold(&queue);
+    queue.Submit(std::make_unique<Increment>("n", [&](absl::Status, int) { ++completed; }));
+    queue.Submit(std::make_unique<Increment>("n", [&](absl::Status, int) { ++completed; }));
+    EXPECT_EQ(executor.pending(), 0u);
+  }
+  EXPECT_EQ(executor.pending(), 1u);
+  executor.RunAll();
+  EXPECT_EQ(completed, 2);
+  EXPECT_EQ(engine.batches.size(), 1u);
+}
+
+TEST(CommitQueueTest, RunUnderAHoldCommitsTheHeldMutationsAtOnce) {
+  RecordingEngine engine;
+  CommitQueue queue(&engine, WriteOptions(), nullptr);
+  int held_written = 0;
+  CommitQueue::Hold hold(&queue);
+  queue.Submit(std::make_unique<Increment>("n", [&](absl::Status, int w) { held_written = w; }));
+  // The hold claimed the queue; Run must commit here rather than wait for the hold to end.
+  int run_written = 0;
+  Increment run("n", [&](absl::Status, int w) { run_written = w; });
+  EXPECT_TRUE(queue.Run(run).ok());
+  EXPECT_EQ(held_written, 1);
+  EXPECT_EQ(run_written, 2);
+  EXPECT_EQ(Value(engine, "n"), "2");
+}
+
 TEST(CommitQueueTest, AFailedPrepareChangesNothingAndOthersCommit) {
   RecordingEngine engine;
   ManualExecutor executor;

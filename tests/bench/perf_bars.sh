@@ -7,6 +7,9 @@
 # the rounds' ratios is reported, which a shared, noisy machine needs). Then the replication lag
 # at half load: the 3-node Put maximum just measured, halved, as kvbench --rate.
 #
+# Put runs twice: as the client library sends Puts by default (coalesced into PutBatch calls
+# under load) and with one RPC per Put (--put_coalescing=0), each on fresh nodes.
+#
 # Not a test: it asserts nothing about timing. Run it from the repository root after a release
 # build; it starts and stops its own nodes (by pid) and deletes their data.
 #
@@ -54,12 +57,20 @@ PY
 
 start_nodes 1
 bench 1-node-put --workload=put --ceiling --rounds="$rounds"
+stop_nodes
+# The same with one RPC per Put (no coalescing into PutBatch), on a fresh node as well.
+start_nodes 1
+bench 1-node-put-single --workload=put --ceiling --rounds="$rounds" --put_coalescing=0
 bench 1-node-get --workload=c --ceiling --rounds="$rounds"
 stop_nodes
 
 start_nodes 3
 single="127.0.0.1:$base_port"  # n1: the cluster's ratios are to a single node's ceiling
 bench 3-node-put --workload=put --ceiling --ceiling_endpoints="$single" --rounds="$rounds"
+stop_nodes
+start_nodes 3
+bench 3-node-put-single --workload=put --ceiling --ceiling_endpoints="$single" \
+  --rounds="$rounds" --put_coalescing=0
 bench 3-node-get --workload=c --ceiling --ceiling_endpoints="$single" --rounds="$rounds"
 stop_nodes
 

@@ -1,0 +1,98 @@
+// Internal to kv_client: sends the attempts of Put calls to an endpoint, coalescing those that
+// wait into PutBatch calls (kv.v1.KV/PutBatch).
+//
+// An attempt goes out at once as a Put of its own while fewer than
+// PutCoalescingOptions::max_in_flight Puts (alone or in batches) to its endpoint are in flight,
+// so a few concurrent Puts cost what they always did. Otherwise it waits; when a call to the
+// endpoint finishes, the waiting attempts leave together as one PutBatch (at most
+// max_batch_items items and about max_batch_bytes bytes each; the rest in further batches), and
+// attempts that have waited max_delay leave whatever is in flight. So under load one RPC
+// carries many Puts, which gRPC's per-call cost makes worth it (on the client, and on the node,
+// which commits a batch's writes together); without load nothing waits.
+//
+// Every attempt still gets its own status, as its Put alone would have: a batch's item results
+// carry the node's code and message, and a W shortfall (the node stored the write) comes back
+// as an UNAVAILABLE whose error details are kWriteStoredMetadataKey, as the unary call says it in
+// its trailers. A batch that fails as a whole gives its status to each of its items. A node that
+// does not know PutBatch (UNIMPLEMENTED: an older version) gets the batch's items as single
+// Puts, and from then on only single Puts.
+//
+// A batch's deadline is the earliest of its items' attempt deadlines, so no item waits past its
+// own; an item whose batch timed out early is retried like any attempt that timed out. Items
+// with less than 50 ms left go alone rather than cut a batch short.
+//
+// Thread-safe. The stubs and the timer must outlive the coalescer; every attempt's context,
+// request and response must stay alive until its `on_done` has run.
+#ifndef KV_CLIENT_KV_CLIENT_PUT_COALESCER_H_
+#define KV_CLIENT_KV_CLIENT_PUT_COALESCER_H_
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "client/kv_client.h"
+#include "client/kv_client_timer.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/support/status.h"
+#include "kv.grpc.pb.h"
+#include "kv.pb.h"
+
+namespace kv::client_internal {
+
+class PutCoalescer {
+ public:
+  // `stubs[i]` is endpoint i's stub (null stubs are never sent to).
+  PutCoalescer(const PutCoalescingOptions& options, std::vector<v1::KV::Stub*> stubs,
+               TimerThread* timer);
+  PutCoalescer(const PutCoalescer&) = delete;
+  PutCoalescer& operator=(const PutCoalescer&) = delete;
+
+  // Sends one attempt of a Put through `stub` (one of the stubs given) with `context` (its
+  // deadline set); `on_done` gets the attempt's status exactly once, with `response` filled when
+  // it is OK.
+  void Send(v1::KV::Stub* stub, grpc::ClientContext* context, const v1::PutRequest* request,
+            v1::PutResponse* response, std::function<void(grpc::Status)> on_done);
+
+ private:
+  struct Item {
+    grpc::ClientContext* context;
+    const v1::PutRequest* request;
+    v1::PutResponse* response;
+    std::function<void(grpc::Status)> on_done;
+    size_t bytes;
+  };
+  struct Endpoint {
+    int in_flight = 0;                 // Put and PutBatch calls
+    bool batches_unsupported = false;  // the node answered PutBatch with UNIMPLEMENTED
+    std::vector<Item> waiting;
+    uint64_t flush_generation = 0;  // of the flush timer armed for the current waiting items
+  };
+
+  // Sends `item` alone as a unary Put on its own context; in_flight already counts it.
+  void SendAlone(size_t endpoint, Item item);
+  // Sends `items` as one PutBatch; in_flight already counts it.
+  void SendBatch(size_t endpoint, std::vector<Item> items);
+  // A call to `endpoint` carrying `items` Puts finished: the waiting items leave.
+  void Release(size_t endpoint, int items);
+  // Takes the next batch of waiting items of `e` (and counts it in flight) if there are any.
+  std::vector<Item> TakeBatch(Endpoint& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The flush timer: waiting items that waited max_delay leave now.
+  void Flush(size_t endpoint, uint64_t generation);
+  // Completes the items of a batch from its answer.
+  static void CompleteBatch(const grpc::Status& status, v1::PutBatchResponse& response,
+                            std::vector<Item>& items);
+
+  const PutCoalescingOptions options_;
+  TimerThread* const timer_;
+  const std::vector<v1::KV::Stub*> stubs_;  // of each endpoint
+  absl::Mutex mu_;
+  std::vector<Endpoint> endpoints_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kv::client_internal
+
+#endif  // KV_CLIENT_KV_CLIENT_PUT_COALESCER_H_

@@ -1,0 +1,378 @@
+// Put coalescing (client/kv_client_put_coalescer.h, kv.v1.KV/PutBatch): Puts that wait while
+// others are in flight leave as one PutBatch, against a real kvnode, and each keeps its own
+// result, error, idempotent retry and W-shortfall handling; a node without PutBatch gets single
+// Puts. The node's side of PutBatch (limits, per-item errors) is driven through its stub.
+//
+// Coalescing is forced deterministically: max_in_flight = 1 and a long max_delay, so the first
+// of a burst of PutAsync calls goes out alone and all the others wait for it and leave together.
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "client/kv_client.h"
+#include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/client_interceptor.h"
+#include "gtest/gtest.h"
+#include "kv.grpc.pb.h"
+#include "tests/test_util.h"
+
+namespace kv {
+namespace {
+
+using ::testing::ElementsAre;
+
+// Counts the Put and PutBatch calls of a channel; turns the OK status of the first
+// `drop_batches` PutBatch calls into UNAVAILABLE after the node answered (a lost response).
+class CountCalls : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  struct Counts {
+    std::atomic<int> puts{0};
+    std::atomic<int> batches{0};
+    std::atomic<int> drop_batches{0};
+    // The answer of the first Put is held until `release` is notified, so that the Puts issued
+    // after it all wait for it (and leave as one batch).
+    std::atomic<bool> first_put_held{false};
+    absl::Notification release;
+  };
+  explicit CountCalls(std::shared_ptr<Counts> counts) : counts_(std::move(counts)) {}
+
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo* info) override {
+    const std::string method = info->method();
+    const bool held = method == "/kv.v1.KV/Put" && !counts_->first_put_held.exchange(true);
+    if (method == "/kv.v1.KV/Put") ++counts_->puts;
+    const bool batch = method == "/kv.v1.KV/PutBatch";
+    if (batch) ++counts_->batches;
+    return new Interceptor(batch, held, counts_);
+  }
+
+ private:
+  class Interceptor : public grpc::experimental::Interceptor {
+   public:
+    Interceptor(bool batch, bool held, std::shared_ptr<Counts> counts)
+        : batch_(batch), held_(held), counts_(std::move(counts)) {}
+    void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+      if (held_ && methods->QueryInterceptionHookPoint(
+                       grpc::experimental::InterceptionHookPoints::POST_RECV_STATUS)) {
+        counts_->release.WaitForNotification();
+      }
+      if (batch_ && methods->QueryInterceptionHookPoint(
+                        grpc::experimental::InterceptionHookPoints::POST_RECV_STATUS)) {
+        grpc::Status* status = methods->GetRecvStatus();
+        if (status->ok() && counts_->drop_batches.fetch_sub(1) > 0) {
+          *status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "response lost (test)");
+        }
+      }
+      methods->Proceed();
+    }
+
+   private:
+    const bool batch_;
+    const bool held_;
+    std::shared_ptr<Counts> counts_;
+  };
+  std::shared_ptr<Counts> counts_;
+};
+
+ClientOptions ForcedCoalescing(std::vector<std::string> endpoints,
+                               std::shared_ptr<CountCalls::Counts> counts) {
+  ClientOptions options;
+  options.endpoints = std::move(endpoints);
+  options.put_coalescing.max_in_flight = 1;
+  options.put_coalescing.max_delay = absl::Seconds(30);
+  options.retry.budget_max_tokens = 1000;  // the tests fail many attempts on purpose
+  options.channel_factory = [counts](const std::string& endpoint) {
+    std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> creators;
+    creators.push_back(std::make_unique<CountCalls>(counts));
+    return grpc::experimental::CreateCustomChannelWithInterceptors(
+        endpoint, grpc::InsecureChannelCredentials(), grpc::ChannelArguments(),
+        std::move(creators));
+  };
+  return options;
+}
+
+struct Burst {
+  std::vector<absl::StatusOr<WriteResult>> results;
+};
+
+// Issues every put at once (PutAsync), releases the first Put's answer and waits for all.
+Burst PutAll(Client& client, CountCalls::Counts& counts,
+             const std::vector<std::pair<std::string, std::string>>& puts,
+             const std::vector<WriteOptions>& options = {}) {
+  Burst burst;
+  burst.results.resize(puts.size(), absl::UnknownError("not done"));
+  absl::BlockingCounter done(static_cast<int>(puts.size()));
+  for (size_t i = 0; i < puts.size(); ++i) {
+    client.PutAsync(puts[i].first, puts[i].second, options.empty() ? WriteOptions() : options[i],
+                    [&burst, &done, i](absl::StatusOr<WriteResult> result) {
+                      burst.results[i] = std::move(result);
+                      done.DecrementCount();
+                    });
+  }
+  if (!counts.release.HasBeenNotified()) counts.release.Notify();
+  done.Wait();
+  return burst;
+}
+
+class PutCoalescingProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    testing::NodeProcess::Options options;
+    options.data_dir = dir_.Sub("n1");
+    absl::StatusOr<testing::NodeProcess> node = testing::NodeProcess::Start(options);
+    ASSERT_TRUE(node.ok()) << node.status();
+    node_ = std::move(*node);
+  }
+
+  std::vector<std::string> Values(Client& client, const std::string& key) {
+    absl::StatusOr<GetResult> got = client.Get(key);
+    std::vector<std::string> values;
+    if (!got.ok()) return {std::string(absl::StatusCodeToString(got.status().code()))};
+    for (const Version& version : got->siblings) values.push_back(version.value);
+    return values;
+  }
+
+  testing::TempDir dir_;
+  testing::NodeProcess node_;
+};
+
+TEST_F(PutCoalescingProcessTest, WaitingPutsLeaveAsOneBatchAndEachGetsItsOwnResult) {
+  auto counts = std::make_shared<CountCalls::Counts>();
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({node_.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<std::pair<std::string, std::string>> puts;
+  for (int i = 0; i < 40; ++i) puts.push_back({absl::StrCat("k", i), absl::StrCat("v", i)});
+  puts.push_back({std::string(2000, 'x'), "a key over the node's 1024-byte limit"});
+  // A token used twice in the same batch with different values: the second is the caller's
+  // mistake, as it would be in two separate calls.
+  std::vector<WriteOptions> options(puts.size());
+  options[1].idempotency_token = options[2].idempotency_token = NewIdempotencyToken();
+  const Burst burst = PutAll(**client, *counts, puts, options);
+
+  for (int i = 0; i < 40; ++i) {
+    if (i == 2) continue;
+    ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
+    EXPECT_FALSE(burst.results[i]->write_id.empty());
+    EXPECT_FALSE(burst.results[i]->deduplicated);
+  }
+  EXPECT_EQ(burst.results[2].status().code(), absl::StatusCode::kInvalidArgument)
+      << burst.results[2].status();
+  EXPECT_EQ(burst.results[40].status().code(), absl::StatusCode::kInvalidArgument)
+      << burst.results[40].status();
+  EXPECT_THAT(std::string(burst.results[40].status().message()),
+              ::testing::HasSubstr("max_key_bytes"));
+  // The first Put went alone; the 40 others waited for it and left together.
+  EXPECT_EQ(counts->puts.load(), 1);
+  EXPECT_EQ(counts->batches.load(), 1);
+
+  for (int i = 0; i < 40; ++i) {
+    if (i == 2) continue;
+    EXPECT_THAT(Values(**client, absl::StrCat("k", i)), ElementsAre(absl::StrCat("v", i)));
+  }
+  EXPECT_THAT(Values(**client, "k2"), ElementsAre("NOT_FOUND"));
+}
+
+TEST_F(PutCoalescingProcessTest, ABatchWhoseResponseWasLostIsRetriedWithoutSecondVersions) {
+  auto counts = std::make_shared<CountCalls::Counts>();
+  counts->drop_batches = 1;
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({node_.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<std::pair<std::string, std::string>> puts;
+  for (int i = 0; i < 20; ++i) puts.push_back({absl::StrCat("k", i), "once"});
+  const Burst burst = PutAll(**client, *counts, puts);
+  EXPECT_LE(counts->drop_batches.load(), 0) << "no batch response was dropped";
+  int deduplicated = 0;
+  for (size_t i = 0; i < puts.size(); ++i) {
+    ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
+    deduplicated += burst.results[i]->deduplicated ? 1 : 0;
+  }
+  // Every item of the lost batch (all but the first Put) was applied by the node, and its retry
+  // found the write by its token.
+  EXPECT_EQ(deduplicated, 19);
+  for (const auto& [key, value] : puts) {
+    EXPECT_THAT(Values(**client, key), ElementsAre("once")) << key;
+  }
+}
+
+TEST_F(PutCoalescingProcessTest, TheNodeRefusesOversizedBatchesAndChecksEachItem) {
+  std::unique_ptr<v1::KV::Stub> stub =
+      v1::KV::NewStub(grpc::CreateChannel(node_.endpoint(), grpc::InsecureChannelCredentials()));
+  {
+    v1::PutBatchRequest request;
+    for (int i = 0; i < 1001; ++i) {
+      v1::PutRequest* put = request.add_puts();
+      put->set_key(absl::StrCat("k", i));
+      put->set_value("v");
+    }
+    v1::PutBatchResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status = stub->PutBatch(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), ::testing::HasSubstr("1000"));
+  }
+  {
+    v1::PutBatchRequest request;
+    v1::PutBatchResponse response;
+    grpc::ClientContext context;
+    EXPECT_TRUE(stub->PutBatch(&context, request, &response).ok());
+    EXPECT_EQ(response.results_size(), 0);
+  }
+  v1::PutBatchRequest request;
+  request.add_puts()->set_key("good");
+  request.mutable_puts(0)->set_value("v");
+  request.add_puts()->set_key("");  // an empty key
+  v1::PutRequest* bad_quorum = request.add_puts();
+  bad_quorum->set_key("quorum");
+  bad_quorum->mutable_w()->set_count(2);  // a count with kind DEFAULT
+  v1::PutBatchResponse response;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub->PutBatch(&context, request, &response).ok());
+  ASSERT_EQ(response.results_size(), 3);
+  EXPECT_EQ(response.results(0).code(), 0) << response.results(0).message();
+  EXPECT_FALSE(response.results(0).response().write_id().empty());
+  EXPECT_EQ(response.results(1).code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(response.results(2).code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(response.results(2).message(), ::testing::HasSubstr("kind COUNT"));
+}
+
+// A node of an older version: Put only (PutBatch answers UNIMPLEMENTED, gRPC's default), or
+// with `stored_first` a node that answers the first attempt at each key as a W shortfall it
+// stored (UNAVAILABLE marked kv-write-stored), and OK after.
+class FakeNode final : public v1::KV::CallbackService {
+ public:
+  struct Log {
+    absl::Mutex mu;
+    // key -> the names of the fake nodes its attempts reached, in order.
+    std::map<std::string, std::vector<std::string>> attempts ABSL_GUARDED_BY(mu);
+  };
+  FakeNode(std::string name, bool batches, std::shared_ptr<Log> log)
+      : name_(std::move(name)), batches_(batches), log_(std::move(log)) {}
+
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* context, const v1::PutRequest* request,
+                                v1::PutResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    const bool stored = Answer(request->key(), response);
+    if (stored) context->AddTrailingMetadata("kv-write-stored", "1");
+    reactor->Finish(stored ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "1 of 2 acks (fake)")
+                           : grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* PutBatch(grpc::CallbackServerContext* context,
+                                     const v1::PutBatchRequest* request,
+                                     v1::PutBatchResponse* response) override {
+    if (!batches_) return v1::KV::CallbackService::PutBatch(context, request, response);
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    for (const v1::PutRequest& put : request->puts()) {
+      v1::PutBatchResult* result = response->add_results();
+      if (Answer(put.key(), result->mutable_response())) {
+        result->set_code(grpc::StatusCode::UNAVAILABLE);
+        result->set_message("1 of 2 acks (fake)");
+        result->set_write_stored(true);
+      }
+    }
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  int batches_answered() const { return batch_calls_.load(); }
+
+ private:
+  // Logs the attempt; true if it is the first at this key and batches_ (answer: stored).
+  bool Answer(const std::string& key, v1::PutResponse* response) {
+    absl::MutexLock lock(&log_->mu);
+    std::vector<std::string>& attempts = log_->attempts[key];
+    attempts.push_back(name_);
+    response->set_write_id(absl::StrCat(name_, ":", key));
+    return batches_ && attempts.size() == 1;
+  }
+
+  const std::string name_;
+  const bool batches_;
+  std::shared_ptr<Log> log_;
+  std::atomic<int> batch_calls_{0};
+};
+
+class FakeServer {
+ public:
+  explicit FakeServer(FakeNode* service) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(service);
+    server_ = builder.BuildAndStart();
+  }
+  ~FakeServer() { server_->Shutdown(); }
+  std::string endpoint() const { return absl::StrCat("127.0.0.1:", port_); }
+
+ private:
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+TEST(PutCoalescingFakeNodeTest, ANodeWithoutPutBatchGetsSinglePuts) {
+  auto log = std::make_shared<FakeNode::Log>();
+  FakeNode old_node("old", /*batches=*/false, log);
+  FakeServer server(&old_node);
+  auto counts = std::make_shared<CountCalls::Counts>();
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({server.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  for (int round = 0; round < 2; ++round) {
+    std::vector<std::pair<std::string, std::string>> puts;
+    for (int i = 0; i < 10; ++i) puts.push_back({absl::StrCat("r", round, "k", i), "v"});
+    const Burst burst = PutAll(**client, *counts, puts);
+    for (size_t i = 0; i < puts.size(); ++i) {
+      ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
+      EXPECT_EQ(burst.results[i]->write_id, "old:" + puts[i].first);
+    }
+  }
+  // One PutBatch was tried (UNIMPLEMENTED) and its items went again alone; the second round
+  // sent single Puts only.
+  EXPECT_EQ(counts->batches.load(), 1);
+  EXPECT_EQ(counts->puts.load(), 20);
+  absl::MutexLock lock(&log->mu);
+  EXPECT_EQ(log->attempts.size(), 20u);
+  for (const auto& [key, attempts] : log->attempts) EXPECT_THAT(attempts, ElementsAre("old"));
+}
+
+TEST(PutCoalescingFakeNodeTest, AnItemStoredShortOfWIsRetriedOnTheNodeThatStoredIt) {
+  auto log = std::make_shared<FakeNode::Log>();
+  FakeNode a("a", /*batches=*/true, log);
+  FakeNode b("b", /*batches=*/true, log);
+  FakeServer server_a(&a);
+  FakeServer server_b(&b);
+  auto counts = std::make_shared<CountCalls::Counts>();
+  ClientOptions options = ForcedCoalescing({server_a.endpoint(), server_b.endpoint()}, counts);
+  options.retry.initial_backoff = absl::Milliseconds(1);
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(std::move(options));
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<std::pair<std::string, std::string>> puts;
+  for (int i = 0; i < 30; ++i) puts.push_back({absl::StrCat("k", i), "v"});
+  const Burst burst = PutAll(**client, *counts, puts);
+  for (size_t i = 0; i < puts.size(); ++i) {
+    ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
+  }
+  EXPECT_GE(counts->batches.load(), 1);
+  absl::MutexLock lock(&log->mu);
+  ASSERT_EQ(log->attempts.size(), puts.size());
+  for (const auto& [key, attempts] : log->attempts) {
+    // An UNAVAILABLE without the mark would have failed over to the other node.
+    ASSERT_EQ(attempts.size(), 2u) << key;
+    EXPECT_EQ(attempts[0], attempts[1]) << key << " was retried on another node";
+  }
+}
+
+}  // namespace
+}  // namespace kv
