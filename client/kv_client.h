@@ -249,7 +249,7 @@ struct TlsOptions {
 struct PutCoalescingOptions {
   int max_in_flight = 8;  // 0 = never coalesce: one RPC per Put
   size_t max_batch_items = 128;
-  size_t max_batch_bytes = 60 << 10;  // below any node's smallest message limit (64 KiB)
+  size_t max_batch_bytes = 60 << 10;  // far below a node's message limit (at least 65 MiB)
   // The longest a Put waits for a call in flight to finish before it leaves anyway.
   absl::Duration max_delay = absl::Milliseconds(5);
 };

@@ -74,7 +74,7 @@ struct Client::Impl {
     std::vector<v1::KV::Stub*> put_stubs;
     for (const auto& stub : kv_stubs) put_stubs.push_back(stub.get());
     puts = std::make_unique<client_internal::PutCoalescer>(options.put_coalescing,
-                                                           std::move(put_stubs), &timer);
+                                                           std::move(put_stubs), &timer, &budget);
     env.options = &options.retry;
     env.budget = &budget;
     env.timer = &timer;

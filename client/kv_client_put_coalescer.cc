@@ -13,12 +13,23 @@ namespace {
 
 // Items with less time left than this before their deadline are not put in a batch.
 constexpr std::chrono::milliseconds kLeastBatchTime(50);
+// How long an endpoint that answered PutBatch with UNIMPLEMENTED gets single Puts only (it may
+// be upgraded meanwhile).
+constexpr absl::Duration kRefusalMemory = absl::Minutes(1);
 
 }  // namespace
 
 PutCoalescer::PutCoalescer(const PutCoalescingOptions& options, std::vector<v1::KV::Stub*> stubs,
-                           TimerThread* timer)
-    : options_(options), timer_(timer), stubs_(std::move(stubs)), endpoints_(stubs_.size()) {}
+                           TimerThread* timer, RetryBudget* budget)
+    : options_(options),
+      timer_(timer),
+      budget_(budget),
+      stubs_(std::move(stubs)),
+      endpoints_(stubs_.size()) {}
+
+bool PutCoalescer::BatchesRefused(const Endpoint& e) {
+  return e.refused_until != absl::InfinitePast() && absl::Now() < e.refused_until;
+}
 
 void PutCoalescer::Send(v1::KV::Stub* stub, grpc::ClientContext* context,
                         const v1::PutRequest* request, v1::PutResponse* response,
@@ -36,8 +47,9 @@ void PutCoalescer::Send(v1::KV::Stub* stub, grpc::ClientContext* context,
   {
     absl::MutexLock lock(&mu_);
     Endpoint& e = endpoints_[endpoint];
-    if (options_.max_in_flight <= 0 || e.batches_unsupported ||
-        e.in_flight < options_.max_in_flight) {
+    // An attempt with little time left goes alone at once: it could not join a batch anyway.
+    if (options_.max_in_flight <= 0 || e.in_flight < options_.max_in_flight || BatchesRefused(e) ||
+        context->deadline() < std::chrono::system_clock::now() + kLeastBatchTime) {
       ++e.in_flight;
     } else {
       item.bytes = request->ByteSizeLong();
@@ -82,8 +94,6 @@ std::vector<PutCoalescer::Item> PutCoalescer::TakeBatch(Endpoint& e) {
     ++taken;
   }
   e.waiting.erase(e.waiting.begin(), e.waiting.begin() + static_cast<ptrdiff_t>(taken));
-  // The items left keep their place; the timer armed for the oldest ones covers them (they are
-  // no older than the ones taken).
   e.in_flight += static_cast<int>(batch.size());
   return batch;
 }
@@ -113,22 +123,26 @@ void PutCoalescer::Flush(size_t endpoint, uint64_t generation) {
 
 void PutCoalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
   v1::KV::Stub* stub = stubs_[endpoint];
-  bool unsupported;
+  bool refused;
   {
     absl::MutexLock lock(&mu_);
-    unsupported = endpoints_[endpoint].batches_unsupported;
+    refused = BatchesRefused(endpoints_[endpoint]);
   }
-  if (!unsupported && items.size() > 1) {
-    // An item with little time left goes alone: as the batch's deadline it would cut the
-    // others' attempts short.
-    const auto soon = std::chrono::system_clock::now() + kLeastBatchTime;
-    auto late = std::stable_partition(items.begin(), items.end(), [soon](const Item& item) {
-      return item.context->deadline() >= soon;
+  if (!refused && items.size() > 1) {
+    // The batch's deadline is its earliest item's, so an item with much less time left than the
+    // others goes alone rather than cut their attempts short: one with under kLeastBatchTime
+    // left, or under half the time the longest-lived item has.
+    const auto now = std::chrono::system_clock::now();
+    auto latest = now;
+    for (const Item& item : items) latest = std::max(latest, item.context->deadline());
+    const auto keep_from = std::max(now + kLeastBatchTime, now + (latest - now) / 2);
+    auto alone = std::stable_partition(items.begin(), items.end(), [keep_from](const Item& item) {
+      return item.context->deadline() >= keep_from;
     });
-    for (auto it = late; it != items.end(); ++it) SendAlone(endpoint, std::move(*it));
-    items.erase(late, items.end());
+    for (auto it = alone; it != items.end(); ++it) SendAlone(endpoint, std::move(*it));
+    items.erase(alone, items.end());
   }
-  if (items.size() <= 1 || unsupported) {
+  if (items.size() <= 1 || refused) {
     // One Put alone is the cheaper call.
     for (Item& item : items) SendAlone(endpoint, std::move(item));
     return;
@@ -160,15 +174,30 @@ void PutCoalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
                               std::vector<Item> items = std::move(call->items);
                               {
                                 absl::MutexLock lock(&mu_);
-                                endpoints_[endpoint].batches_unsupported = true;
+                                endpoints_[endpoint].refused_until = absl::Now() + kRefusalMemory;
                               }
                               for (Item& item : items) SendAlone(endpoint, std::move(item));
                               return;
                             }
                             std::vector<Item> items = std::move(call->items);
                             Release(endpoint, static_cast<int>(items.size()));
-                            CompleteBatch(status, call->response, items);
+                            CompleteBatch(SharedStatus(status), call->response, items);
                           });
+}
+
+grpc::Status PutCoalescer::SharedStatus(const grpc::Status& status) {
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::CANCELLED:  // retried as UNAVAILABLE (RetryingCall)
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+    case grpc::StatusCode::ABORTED:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      // One failed call, charged once; each Put then only asks whether it may retry.
+      budget_->RecordFailureAndTryRetry();
+      return grpc::Status(status.error_code(), status.error_message(), kSharedFailureDetails);
+    default:
+      return status;
+  }
 }
 
 void PutCoalescer::CompleteBatch(const grpc::Status& status, v1::PutBatchResponse& response,

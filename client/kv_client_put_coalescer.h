@@ -15,14 +15,17 @@
 // as an UNAVAILABLE whose error details are kWriteStoredMetadataKey, as the unary call says it in
 // its trailers. A batch that fails as a whole gives its status to each of its items. A node that
 // does not know PutBatch (UNIMPLEMENTED: an older version) gets the batch's items as single
-// Puts, and from then on only single Puts.
+// Puts.
 //
 // A batch's deadline is the earliest of its items' attempt deadlines, so no item waits past its
-// own; an item whose batch timed out early is retried like any attempt that timed out. Items
-// with less than 50 ms left go alone rather than cut a batch short.
+// own. Attempts with less than 50 ms left, or with less than half the time of the batch's
+// longest-lived item, go alone rather than cut the others short; an item whose batch still
+// timed out before its own deadline is retried like any attempt that timed out (an attempt
+// timeout). A batch that fails as a whole is charged to the retry budget once, not per item.
+// A node that answered UNIMPLEMENTED gets single Puts for a minute, then batches again.
 //
-// Thread-safe. The stubs and the timer must outlive the coalescer; every attempt's context,
-// request and response must stay alive until its `on_done` has run.
+// Thread-safe. The stubs, the timer and the budget must outlive the coalescer; every attempt's
+// context, request and response must stay alive until its `on_done` has run.
 #ifndef KV_CLIENT_KV_CLIENT_PUT_COALESCER_H_
 #define KV_CLIENT_KV_CLIENT_PUT_COALESCER_H_
 
@@ -36,6 +39,7 @@
 #include "absl/time/time.h"
 #include "client/kv_client.h"
 #include "client/kv_client_timer.h"
+#include "client/retry_policy.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/status.h"
 #include "kv.grpc.pb.h"
@@ -46,8 +50,9 @@ namespace kv::client_internal {
 class PutCoalescer {
  public:
   // `stubs[i]` is endpoint i's stub (null stubs are never sent to).
+  // A PutBatch call that fails as a whole is charged to `budget` once (not once per Put).
   PutCoalescer(const PutCoalescingOptions& options, std::vector<v1::KV::Stub*> stubs,
-               TimerThread* timer);
+               TimerThread* timer, RetryBudget* budget);
   PutCoalescer(const PutCoalescer&) = delete;
   PutCoalescer& operator=(const PutCoalescer&) = delete;
 
@@ -66,8 +71,9 @@ class PutCoalescer {
     size_t bytes;
   };
   struct Endpoint {
-    int in_flight = 0;                 // Put and PutBatch calls
-    bool batches_unsupported = false;  // the node answered PutBatch with UNIMPLEMENTED
+    int in_flight = 0;  // Puts in flight, alone or in batches
+    // Until then only single Puts: the node answered PutBatch with UNIMPLEMENTED.
+    absl::Time refused_until = absl::InfinitePast();
     std::vector<Item> waiting;
     uint64_t flush_generation = 0;  // of the flush timer armed for the current waiting items
   };
@@ -82,12 +88,17 @@ class PutCoalescer {
   std::vector<Item> TakeBatch(Endpoint& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The flush timer: waiting items that waited max_delay leave now.
   void Flush(size_t endpoint, uint64_t generation);
+  static bool BatchesRefused(const Endpoint& e);
+  // The status a batch that failed as a whole gives each of its items: a retryable one is
+  // charged to the budget here, once, and marked kSharedFailureDetails.
+  grpc::Status SharedStatus(const grpc::Status& status);
   // Completes the items of a batch from its answer.
   static void CompleteBatch(const grpc::Status& status, v1::PutBatchResponse& response,
                             std::vector<Item>& items);
 
   const PutCoalescingOptions options_;
   TimerThread* const timer_;
+  RetryBudget* const budget_;
   const std::vector<v1::KV::Stub*> stubs_;  // of each endpoint
   absl::Mutex mu_;
   std::vector<Endpoint> endpoints_ ABSL_GUARDED_BY(mu_);

@@ -66,7 +66,9 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
       Finish(status);  // the server's verdict, unchanged
       return;
     }
-    const bool budget_allows = env_.budget->RecordFailureAndTryRetry();
+    const bool budget_allows = grpc_status.error_details() == kSharedFailureDetails
+                                   ? env_.budget->CanRetry()
+                                   : env_.budget->RecordFailureAndTryRetry();
     const absl::Time now = absl::Now();
     // An attempt that had all the remaining time and timed out used up the call, even if gRPC's
     // timer fired a moment before our clock reaches the deadline. (A DEADLINE_EXCEEDED sent by

@@ -12,7 +12,8 @@
 //     again, on the endpoint the call's EndpointPolicy picks: the next one after UNAVAILABLE or
 //     DEADLINE_EXCEEDED (failover), the same one otherwise.
 //
-// Every retryable failure is charged to the shared RetryBudget and every success credited.
+// Every retryable failure is charged to the shared RetryBudget and every success credited (a
+// PutBatch call that failed as a whole is charged once, not once per Put: kSharedFailureDetails).
 // Only one attempt of a call is in flight at a time, so the state needs no lock: each step
 // happens-after the previous one through gRPC's or the timer's synchronisation.
 #ifndef KV_CLIENT_KV_CLIENT_RETRYING_CALL_H_
@@ -52,6 +53,11 @@ struct RetryEnv {
 // Trailing metadata key by which a node marks an UNAVAILABLE write answer as a W shortfall: it
 // stored the write (and keeps replicating it) but fewer than W replicas confirmed it in time.
 inline constexpr char kWriteStoredMetadataKey[] = "kv-write-stored";
+
+// Error details by which the Put coalescer marks the status of a PutBatch call that failed as a
+// whole when it hands it to each Put of the batch: the failure was charged to the RetryBudget
+// once, for the call, so the Puts only ask whether they may retry.
+inline constexpr char kSharedFailureDetails[] = "kv-batch-failed";
 
 // Where the retries of a call go after UNAVAILABLE or DEADLINE_EXCEEDED. (After any other
 // retryable code they stay on the same endpoint.)

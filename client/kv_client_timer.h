@@ -23,8 +23,9 @@ namespace kv::client_internal {
 class TimerThread {
  public:
   TimerThread();
-  // Stops the thread. Tasks not yet due are destroyed without running; the Client makes sure
-  // there are none (it waits for its pending calls first).
+  // Stops the thread. Tasks not yet due are destroyed without running. The Client waits for its
+  // pending calls first, so the only such tasks are the Put coalescer's flush timers of Puts that
+  // have left since, which would have found nothing to do.
   ~TimerThread();
   TimerThread(const TimerThread&) = delete;
   TimerThread& operator=(const TimerThread&) = delete;

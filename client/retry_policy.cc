@@ -53,6 +53,11 @@ bool RetryBudget::RecordFailureAndTryRetry() {
   return tokens_ > max_tokens_ / 2;
 }
 
+bool RetryBudget::CanRetry() const {
+  absl::MutexLock lock(&mu_);
+  return tokens_ > max_tokens_ / 2;
+}
+
 double RetryBudget::tokens() const {
   absl::MutexLock lock(&mu_);
   return tokens_;

@@ -109,10 +109,10 @@ void CommitQueue::Submit(std::unique_ptr<Mutation> mutation) {
     queue_.push_back(Queued{std::move(mutation), /*waited=*/false});
     if (state_ != State::kIdle) return;  // the committing thread will take it
     state_ = executor_ == nullptr ? State::kCommitting : State::kScheduled;
-  }
-  if (hold != nullptr) {
-    hold->start_ = true;  // the queue is claimed; nobody else starts committing it
-    return;
+    if (hold != nullptr) {
+      claimant_ = hold;  // the queue is claimed: committing starts when the hold ends
+      return;
+    }
   }
   StartCommitting();
 }
@@ -132,13 +132,20 @@ CommitQueue::Hold::Hold(CommitQueue* queue) : queue_(queue) {
 
 CommitQueue::Hold::~Hold() {
   held_here = nullptr;
-  if (start_) queue_->StartCommitting();
+  bool claimed;
+  {
+    absl::MutexLock lock(&queue_->mu_);
+    claimed = queue_->claimant_ == this;
+    if (claimed) queue_->claimant_ = nullptr;
+  }
+  if (claimed) queue_->StartCommitting();
 }
 
 void CommitQueue::CommitScheduled() {
   {
     absl::MutexLock lock(&mu_);
     if (state_ == State::kCommitting) return;  // a Run() caller took over and will drain
+    claimant_ = nullptr;
     if (queue_.empty()) {
       state_ = State::kIdle;
       return;
@@ -174,10 +181,10 @@ absl::Status CommitQueue::RunAll(absl::Span<Mutation* const> mutations) {
       // Commit here rather than wait for a scheduled task that may sit behind this very thread
       // in the executor's queue, or for this thread's own Hold to end.
       Hold* const hold = held_here != nullptr && held_here->queue_ == this ? held_here : nullptr;
-      if (state_ != State::kCommitting || (hold != nullptr && hold->start_)) {
+      if (state_ != State::kCommitting || (hold != nullptr && claimant_ == hold)) {
         state_ = State::kCommitting;
+        claimant_ = nullptr;  // whoever claimed the queue, this thread commits it now
         commit_here = true;
-        if (hold != nullptr) hold->start_ = false;
       }
     }
     if (commit_here) CommitQueued();

@@ -126,9 +126,10 @@ class CommitQueue {
   // While a Hold lives, Submit on its thread only queues: the committing that one of those
   // Submits would have started (on this thread, or scheduled on the executor) starts when the
   // Hold ends, so that mutations submitted in a loop share a group instead of the first one
-  // committing alone. Other threads are not held back, but a thread that finds the queue idle
-  // leaves the held mutations to the Hold. Holds do not nest; Run and RunAll inside a Hold
-  // commit at once as usual.
+  // committing alone. Meanwhile the queue counts as claimed: without an executor, other threads'
+  // Submits leave their mutations to the Hold and their Run/RunAll wait for it to end, so nothing
+  // done under a Hold may wait for another thread that might call Run. Run and RunAll inside a
+  // Hold commit at once, the held mutations with theirs. Holds do not nest.
   class Hold {
    public:
     explicit Hold(CommitQueue* queue);
@@ -139,7 +140,6 @@ class CommitQueue {
    private:
     friend class CommitQueue;
     CommitQueue* const queue_;
-    bool start_ = false;  // a held Submit found the queue idle: start committing at the end
   };
 
  private:
@@ -180,6 +180,9 @@ class CommitQueue {
   // Written mutations whose Complete has yet to run, in submission order (executor only).
   std::vector<Completion> completions_ ABSL_GUARDED_BY(mu_);
   bool completing_ ABSL_GUARDED_BY(mu_) = false;  // a CompleteQueued task is pending or running
+  // The Hold whose Submit claimed the idle queue (set state_), to start committing when it ends;
+  // null once anyone else starts committing.
+  Hold* claimant_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
 }  // namespace kv

@@ -200,6 +200,30 @@ TEST(CommitQueueTest, RunUnderAHoldCommitsTheHeldMutationsAtOnce) {
   EXPECT_EQ(Value(engine, "n"), "2");
 }
 
+TEST(CommitQueueTest, AnotherThreadsRunTakesOverAHeldQueueAndVoidsTheHoldsClaim) {
+  RecordingEngine engine;
+  ManualExecutor executor;
+  CommitQueue queue(&engine, WriteOptions(), &executor);
+  int held_written = 0;
+  {
+    CommitQueue::Hold hold(&queue);
+    queue.Submit(std::make_unique<Increment>("n", [&](absl::Status, int w) { held_written = w; }));
+    std::thread other([&] {
+      int written = 0;
+      Increment run("n", [&](absl::Status, int w) { written = w; });
+      EXPECT_TRUE(queue.Run(run).ok());  // commits the held mutation too, on this thread
+      EXPECT_EQ(written, 2);
+    });
+    other.join();
+    EXPECT_EQ(Value(engine, "n"), "2");
+  }
+  // The hold's end starts no second committer: only the held mutation's completion is pending.
+  EXPECT_EQ(executor.pending(), 1u);
+  executor.RunAll();
+  EXPECT_EQ(held_written, 1);
+  EXPECT_EQ(engine.batches.size(), 1u);
+}
+
 TEST(CommitQueueTest, AFailedPrepareChangesNothingAndOthersCommit) {
   RecordingEngine engine;
   ManualExecutor executor;

@@ -90,7 +90,6 @@ ClientOptions ForcedCoalescing(std::vector<std::string> endpoints,
   options.endpoints = std::move(endpoints);
   options.put_coalescing.max_in_flight = 1;
   options.put_coalescing.max_delay = absl::Seconds(30);
-  options.retry.budget_max_tokens = 1000;  // the tests fail many attempts on purpose
   options.channel_factory = [counts](const std::string& endpoint) {
     std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> creators;
     creators.push_back(std::make_unique<CountCalls>(counts));
@@ -186,6 +185,8 @@ TEST_F(PutCoalescingProcessTest, WaitingPutsLeaveAsOneBatchAndEachGetsItsOwnResu
 TEST_F(PutCoalescingProcessTest, ABatchWhoseResponseWasLostIsRetriedWithoutSecondVersions) {
   auto counts = std::make_shared<CountCalls::Counts>();
   counts->drop_batches = 1;
+  // With the default retry budget (20 tokens, retries while more than 10 are left): the lost
+  // call is charged once, not once per Put, or half of its Puts would give up at once.
   absl::StatusOr<std::unique_ptr<Client>> client =
       Client::Create(ForcedCoalescing({node_.endpoint()}, counts));
   ASSERT_TRUE(client.ok()) << client.status();
@@ -204,6 +205,54 @@ TEST_F(PutCoalescingProcessTest, ABatchWhoseResponseWasLostIsRetriedWithoutSecon
   for (const auto& [key, value] : puts) {
     EXPECT_THAT(Values(**client, key), ElementsAre("once")) << key;
   }
+}
+
+TEST_F(PutCoalescingProcessTest, WaitingPutsAreSplitIntoBatchesOfTheItemLimit) {
+  auto counts = std::make_shared<CountCalls::Counts>();
+  ClientOptions options = ForcedCoalescing({node_.endpoint()}, counts);
+  options.put_coalescing.max_batch_items = 5;
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(std::move(options));
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<std::pair<std::string, std::string>> puts;
+  for (int i = 0; i < 21; ++i) puts.push_back({absl::StrCat("k", i), "v"});
+  const Burst burst = PutAll(**client, *counts, puts);
+  for (size_t i = 0; i < puts.size(); ++i) {
+    ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
+  }
+  EXPECT_EQ(counts->puts.load(), 1);
+  EXPECT_EQ(counts->batches.load(), 4);  // the 20 that waited, 5 per batch
+}
+
+TEST_F(PutCoalescingProcessTest, PutsLeaveAfterMaxDelayWhileTheCallInFlightHangs) {
+  auto counts = std::make_shared<CountCalls::Counts>();
+  ClientOptions options = ForcedCoalescing({node_.endpoint()}, counts);
+  options.put_coalescing.max_delay = absl::Milliseconds(50);
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(std::move(options));
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::Notification first_done;
+  (*client)->PutAsync("first", "v", {}, [&](absl::StatusOr<WriteResult> result) {
+    EXPECT_TRUE(result.ok()) << result.status();
+    first_done.Notify();
+  });
+  // The first Put's answer is held (CountCalls): the others can only leave by the flush timer.
+  constexpr int kWaiting = 10;
+  std::atomic<int> ok{0};
+  std::atomic<int> finished{0};
+  absl::Notification all_finished;
+  for (int i = 0; i < kWaiting; ++i) {
+    (*client)->PutAsync(absl::StrCat("k", i), "v", {}, [&](absl::StatusOr<WriteResult> result) {
+      if (result.ok()) ++ok;
+      if (++finished == kWaiting) all_finished.Notify();
+    });
+  }
+  const bool left = all_finished.WaitForNotificationWithTimeout(absl::Seconds(20));
+  EXPECT_TRUE(left) << "the waiting Puts did not leave while the call in flight hung";
+  EXPECT_FALSE(first_done.HasBeenNotified());
+  counts->release.Notify();
+  if (!left) all_finished.WaitForNotification();
+  EXPECT_EQ(ok.load(), kWaiting);
+  EXPECT_EQ(counts->batches.load(), 1);
+  first_done.WaitForNotification();
 }
 
 TEST_F(PutCoalescingProcessTest, TheNodeRefusesOversizedBatchesAndChecksEachItem) {
@@ -287,8 +336,6 @@ class FakeNode final : public v1::KV::CallbackService {
     return reactor;
   }
 
-  int batches_answered() const { return batch_calls_.load(); }
-
  private:
   // Logs the attempt; true if it is the first at this key and batches_ (answer: stored).
   bool Answer(const std::string& key, v1::PutResponse* response) {
@@ -302,7 +349,6 @@ class FakeNode final : public v1::KV::CallbackService {
   const std::string name_;
   const bool batches_;
   std::shared_ptr<Log> log_;
-  std::atomic<int> batch_calls_{0};
 };
 
 class FakeServer {
@@ -356,6 +402,7 @@ TEST(PutCoalescingFakeNodeTest, AnItemStoredShortOfWIsRetriedOnTheNodeThatStored
   auto counts = std::make_shared<CountCalls::Counts>();
   ClientOptions options = ForcedCoalescing({server_a.endpoint(), server_b.endpoint()}, counts);
   options.retry.initial_backoff = absl::Milliseconds(1);
+  options.retry.budget_max_tokens = 1000;  // every Put fails once on purpose
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(std::move(options));
   ASSERT_TRUE(client.ok()) << client.status();
   std::vector<std::pair<std::string, std::string>> puts;

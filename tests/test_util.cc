@@ -358,7 +358,8 @@ bool Subprocess::Stop(absl::Duration timeout) {
       const size_t paren = line.rfind(')');
       if (paren == std::string::npos || paren + 2 >= line.size()) continue;  // the thread ended
       const char state = line[paren + 2];
-      if (state != 'T' && state != 't') {
+      // Stopped, or a thread that has exited (zombie, dead).
+      if (state != 'T' && state != 't' && state != 'Z' && state != 'X') {
         all_stopped = false;
         break;
       }
