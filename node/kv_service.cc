@@ -46,6 +46,24 @@ absl::Status FillGetResponse(SiblingSet record, const LocalStore& store,
   return absl::OkStatus();
 }
 
+// The write a Put asks for (alone or as an item of a PutBatch).
+WriteCommand FromPutRequest(const v1::PutRequest& request) {
+  WriteCommand command;
+  command.key = request.key();
+  command.value = request.value();
+  command.context = request.context();
+  command.idempotency_token = request.idempotency_token();
+  return command;
+}
+
+// A successful write's answer (PutResponse or DeleteResponse).
+template <typename Response>
+void FillWriteResponse(WriteReply reply, Response* out) {
+  out->set_write_id(std::move(reply.write_id));
+  out->set_context(std::move(reply.context));
+  out->set_deduplicated(reply.deduplicated);
+}
+
 }  // namespace
 
 absl::StatusOr<QuorumSpec> ToQuorumSpec(const v1::Quorum& quorum, absl::string_view name) {
@@ -109,9 +127,7 @@ grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* context,
                           finish(reply.status());
                           return;
                         }
-                        response->set_write_id(std::move(reply->write_id));
-                        response->set_context(std::move(reply->context));
-                        response->set_deduplicated(reply->deduplicated);
+                        FillWriteResponse(*std::move(reply), response);
                         finish(absl::OkStatus());
                       });
   return reactor;
@@ -119,12 +135,7 @@ grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* context,
 
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
                                          const v1::PutRequest* request, v1::PutResponse* response) {
-  WriteCommand command;
-  command.key = request->key();
-  command.value = request->value();
-  command.context = request->context();
-  command.idempotency_token = request->idempotency_token();
-  return Write(context, std::move(command), request->w(), response);
+  return Write(context, FromPutRequest(*request), request->w(), response);
 }
 
 grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*context*/,
@@ -145,18 +156,14 @@ grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*con
   // Every result exists before any item can finish: each callback fills only its own element,
   // and the last one to finish answers the call.
   for (int i = 0; i < n; ++i) response->add_results();
-  struct Pending {
-    explicit Pending(int count) : left(count) {}
-    std::atomic<int> left;
-  };
-  auto pending = std::make_shared<Pending>(n);
-  auto finish_item = [reactor, pending](v1::PutBatchResult* result, const absl::Status& status) {
+  auto left = std::make_shared<std::atomic<int>>(n);
+  auto finish_item = [reactor, left](v1::PutBatchResult* result, const absl::Status& status) {
     if (!status.ok()) {
       result->set_code(static_cast<int>(status.code()));
       result->set_message(std::string(status.message()));
       result->set_write_stored(IsWriteStored(status));
     }
-    if (pending->left.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) {
       reactor->Finish(grpc::Status::OK);
     }
   };
@@ -172,21 +179,13 @@ grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*con
       finish_item(result, valid);
       continue;
     }
-    WriteCommand command;
-    command.key = put.key();
-    command.value = put.value();
-    command.context = put.context();
-    command.idempotency_token = put.idempotency_token();
-    coordinator_->Write(std::move(command), *spec,
+    coordinator_->Write(FromPutRequest(put), *spec,
                         [result, finish_item](absl::StatusOr<WriteReply> reply) {
                           if (!reply.ok()) {
                             finish_item(result, reply.status());
                             return;
                           }
-                          v1::PutResponse* out = result->mutable_response();
-                          out->set_write_id(std::move(reply->write_id));
-                          out->set_context(std::move(reply->context));
-                          out->set_deduplicated(reply->deduplicated);
+                          FillWriteResponse(*std::move(reply), result->mutable_response());
                           finish_item(result, absl::OkStatus());
                         });
   }

@@ -123,6 +123,19 @@ Burst PutAll(Client& client, CountCalls::Counts& counts,
   return burst;
 }
 
+// Puts of `value` to k0, k1, ... k<n-1>.
+std::vector<std::pair<std::string, std::string>> NumberedPuts(int n, const std::string& value) {
+  std::vector<std::pair<std::string, std::string>> puts;
+  for (int i = 0; i < n; ++i) puts.push_back({absl::StrCat("k", i), value});
+  return puts;
+}
+
+void ExpectAllOk(const Burst& burst) {
+  for (size_t i = 0; i < burst.results.size(); ++i) {
+    EXPECT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
+  }
+}
+
 class PutCoalescingProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -190,8 +203,7 @@ TEST_F(PutCoalescingProcessTest, ABatchWhoseResponseWasLostIsRetriedWithoutSecon
   absl::StatusOr<std::unique_ptr<Client>> client =
       Client::Create(ForcedCoalescing({node_.endpoint()}, counts));
   ASSERT_TRUE(client.ok()) << client.status();
-  std::vector<std::pair<std::string, std::string>> puts;
-  for (int i = 0; i < 20; ++i) puts.push_back({absl::StrCat("k", i), "once"});
+  const std::vector<std::pair<std::string, std::string>> puts = NumberedPuts(20, "once");
   const Burst burst = PutAll(**client, *counts, puts);
   EXPECT_LE(counts->drop_batches.load(), 0) << "no batch response was dropped";
   int deduplicated = 0;
@@ -213,12 +225,8 @@ TEST_F(PutCoalescingProcessTest, WaitingPutsAreSplitIntoBatchesOfTheItemLimit) {
   options.put_coalescing.max_batch_items = 5;
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(std::move(options));
   ASSERT_TRUE(client.ok()) << client.status();
-  std::vector<std::pair<std::string, std::string>> puts;
-  for (int i = 0; i < 21; ++i) puts.push_back({absl::StrCat("k", i), "v"});
-  const Burst burst = PutAll(**client, *counts, puts);
-  for (size_t i = 0; i < puts.size(); ++i) {
-    ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
-  }
+  const Burst burst = PutAll(**client, *counts, NumberedPuts(21, "v"));
+  ExpectAllOk(burst);
   EXPECT_EQ(counts->puts.load(), 1);
   EXPECT_EQ(counts->batches.load(), 4);  // the 20 that waited, 5 per batch
 }
@@ -405,12 +413,9 @@ TEST(PutCoalescingFakeNodeTest, AnItemStoredShortOfWIsRetriedOnTheNodeThatStored
   options.retry.budget_max_tokens = 1000;  // every Put fails once on purpose
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(std::move(options));
   ASSERT_TRUE(client.ok()) << client.status();
-  std::vector<std::pair<std::string, std::string>> puts;
-  for (int i = 0; i < 30; ++i) puts.push_back({absl::StrCat("k", i), "v"});
+  const std::vector<std::pair<std::string, std::string>> puts = NumberedPuts(30, "v");
   const Burst burst = PutAll(**client, *counts, puts);
-  for (size_t i = 0; i < puts.size(); ++i) {
-    ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
-  }
+  ExpectAllOk(burst);
   EXPECT_GE(counts->batches.load(), 1);
   absl::MutexLock lock(&log->mu);
   ASSERT_EQ(log->attempts.size(), puts.size());
