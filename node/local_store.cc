@@ -1,15 +1,18 @@
 #include "node/local_store.h"
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 
 #include "absl/random/distributions.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "node/idempotency_record.h"
+#include "node/ring.h"
 #include "storage/coding.h"
 #include "storage/expiring_value.h"
 #include "storage/record_codec.h"
@@ -155,7 +158,18 @@ absl::Status ParseWriteId(absl::string_view write_id, Dot* dot, std::string* key
   if (!absl::SimpleAtoi(dot_text.substr(colon + 1), &dot->counter) || dot->counter == 0) {
     return bad();
   }
-  dot->actor = std::string(dot_text.substr(0, colon));
+  // The actor is a node id and the 12 lowercase hex digits of an epoch (NewEpoch), as every
+  // version has made them: an id with any other actor was never issued.
+  const absl::string_view actor = dot_text.substr(0, colon);
+  const size_t hash = actor.rfind('#');
+  if (hash == absl::string_view::npos || !IsWellFormedNodeId(actor.substr(0, hash))) return bad();
+  const absl::string_view epoch = actor.substr(hash + 1);
+  if (epoch.size() != 12 || !std::all_of(epoch.begin(), epoch.end(), [](char c) {
+        return absl::ascii_isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'f');
+      })) {
+    return bad();
+  }
+  dot->actor = std::string(actor);
   if (!absl::WebSafeBase64Unescape(write_id.substr(slash + 1), key)) return bad();
   return absl::OkStatus();
 }

@@ -20,13 +20,12 @@ bool AllDigits(absl::string_view text) {
   return true;
 }
 
+// A node's start time in lowercase hexadecimal (seconds in the first versions, then
+// milliseconds): at most 16 digits, the width of a 64-bit number.
 bool IsIncarnation(absl::string_view text) {
-  if (text.empty() || text.size() > 32) return false;
+  if (text.empty() || text.size() > 16) return false;
   for (char c : text) {
-    if (!absl::ascii_isdigit(static_cast<unsigned char>(c)) &&
-        !absl::ascii_islower(static_cast<unsigned char>(c))) {
-      return false;
-    }
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c)) && (c < 'a' || c > 'f')) return false;
   }
   return true;
 }

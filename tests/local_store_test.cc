@@ -873,6 +873,13 @@ TEST_F(LocalStoreTest, WriteIdsRoundTrip) {
   EXPECT_EQ(key, std::string("bin\0key/", 8));
   EXPECT_TRUE(absl::IsInvalidArgument(ParseWriteId("nonsense", &dot, &key)));
   EXPECT_TRUE(absl::IsInvalidArgument(ParseWriteId("a:0/aw", &dot, &key)));
+  // Actors no node makes: an epoch that is not 12 lowercase hex digits, or no node id.
+  for (const char* id : {"c1#zz:1/eDE", "n1#abc:7/aw", "n1#BA2BAB5E55DC:1/aw", "n1:1/aw",
+                         "#ba2bab5e55dc:1/aw", "n 1#ba2bab5e55dc:1/aw"}) {
+    EXPECT_TRUE(absl::IsInvalidArgument(ParseWriteId(id, &dot, &key))) << id;
+  }
+  ASSERT_TRUE(ParseWriteId("n1#ba2bab5e55dc:1/aw", &dot, &key).ok());
+  EXPECT_EQ(dot, (Dot{"n1#ba2bab5e55dc", 1}));
 }
 
 // Concurrent read-modify-write clients on one key: no write is lost (each creates one dot) and

@@ -51,7 +51,9 @@ TEST_F(OperationRegistryTest, IdsNameTheNodeAndRunAndAreUnique) {
 TEST_F(OperationRegistryTest, MalformedIdsAreInvalidArgument) {
   OperationRegistry ops = Make();
   for (const std::string id : {"", "n1", "n1:", ":ab-1", "n1:ab", "n1:ab-", "n1:-1", "n1:AB-1",
-                               "n1:ab-x", "n1:ab-0", "n1:ab-+1", "n1:ab- 1", "n1:a:b-1"}) {
+                               "n1:ab-x", "n1:ab-0", "n1:ab-+1", "n1:ab- 1", "n1:a:b-1",
+                               // Incarnations no node makes: not hexadecimal, or past 64 bits.
+                               "n1:zz-1", "n1:99999999999999999999999-1"}) {
     absl::StatusOr<OperationInfo> got = ops.Get(id);
     EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument) << "\"" << id << "\"";
     EXPECT_TRUE(absl::StrContains(got.status().message(), "NODE:INCARNATION-SEQUENCE"))
