@@ -5,7 +5,6 @@
 #include <utility>
 
 #include "absl/random/distributions.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -164,9 +163,8 @@ absl::Status ParseWriteId(absl::string_view write_id, Dot* dot, std::string* key
   const size_t hash = actor.rfind('#');
   if (hash == absl::string_view::npos || !IsWellFormedNodeId(actor.substr(0, hash))) return bad();
   const absl::string_view epoch = actor.substr(hash + 1);
-  if (epoch.size() != 12 || !std::all_of(epoch.begin(), epoch.end(), [](char c) {
-        return absl::ascii_isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'f');
-      })) {
+  if (epoch.size() != 12 ||
+      epoch.find_first_not_of("0123456789abcdef") != absl::string_view::npos) {
     return bad();
   }
   dot->actor = std::string(actor);

@@ -23,11 +23,8 @@ bool AllDigits(absl::string_view text) {
 // A node's start time in lowercase hexadecimal (seconds in the first versions, then
 // milliseconds): at most 16 digits, the width of a 64-bit number.
 bool IsIncarnation(absl::string_view text) {
-  if (text.empty() || text.size() > 16) return false;
-  for (char c : text) {
-    if (!absl::ascii_isdigit(static_cast<unsigned char>(c)) && (c < 'a' || c > 'f')) return false;
-  }
-  return true;
+  return !text.empty() && text.size() <= 16 &&
+         text.find_first_not_of("0123456789abcdef") == absl::string_view::npos;
 }
 
 }  // namespace
