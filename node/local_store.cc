@@ -1,6 +1,9 @@
 #include "node/local_store.h"
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <utility>
 
@@ -309,8 +312,10 @@ bool LocalStore::ReadRecordFromMemory(absl::string_view key, absl::StatusOr<Sibl
 // Merges a remote record into the local one (sync only).
 class LocalStore::MergeMutation : public CommitQueue::Mutation {
  public:
-  MergeMutation(LocalStore* store, absl::string_view key, const SiblingSet& remote)
-      : store_(store), key_(key), remote_(remote) {}
+  // `on_complete` (may be empty) receives Complete's status.
+  MergeMutation(LocalStore* store, absl::string_view key, const SiblingSet& remote,
+                std::function<void(absl::Status)> on_complete = {})
+      : store_(store), key_(key), remote_(remote), on_complete_(std::move(on_complete)) {}
 
   absl::Status Prepare(WriteGroup& group) override {
     SiblingSet record;
@@ -341,7 +346,9 @@ class LocalStore::MergeMutation : public CommitQueue::Mutation {
     }
     return absl::OkStatus();
   }
-  void Complete(absl::Status /*status*/) override {}
+  void Complete(absl::Status status) override {
+    if (on_complete_) on_complete_(std::move(status));
+  }
 
   SiblingSet& merged() { return merged_; }
 
@@ -367,6 +374,7 @@ class LocalStore::MergeMutation : public CommitQueue::Mutation {
   LocalStore* const store_;
   const absl::string_view key_;
   const SiblingSet& remote_;
+  const std::function<void(absl::Status)> on_complete_;
   SiblingSet merged_;
 };
 
@@ -379,11 +387,16 @@ absl::StatusOr<SiblingSet> LocalStore::MergeRecord(absl::string_view key,
   return std::move(merge.merged());
 }
 
-absl::Status LocalStore::MergeRecords(absl::Span<const RemoteRecord> records) {
+absl::Status LocalStore::CheckRemoteRecords(absl::Span<const RemoteRecord> records) const {
   for (const RemoteRecord& r : records) {
     KV_RETURN_IF_ERROR(ValidateKey(r.key));
     KV_RETURN_IF_ERROR(r.record->CheckInvariants());
   }
+  return absl::OkStatus();
+}
+
+absl::Status LocalStore::MergeRecords(absl::Span<const RemoteRecord> records) {
+  KV_RETURN_IF_ERROR(CheckRemoteRecords(records));
   std::vector<std::unique_ptr<MergeMutation>> merges;
   std::vector<CommitQueue::Mutation*> pointers;
   merges.reserve(records.size());
@@ -393,6 +406,41 @@ absl::Status LocalStore::MergeRecords(absl::Span<const RemoteRecord> records) {
     pointers.push_back(merges.back().get());
   }
   return commits_.RunAll(pointers);
+}
+
+void LocalStore::MergeRecordsAsync(std::vector<RemoteRecord> records,
+                                   std::function<void(absl::Status)> done) {
+  if (absl::Status valid = CheckRemoteRecords(records); !valid.ok() || records.empty()) {
+    done(std::move(valid));
+    return;
+  }
+  // Submitted mutations complete one at a time, in submission order, so the last merge's
+  // Complete sees every earlier status; the atomic count only hands them across threads.
+  struct Pending {
+    std::vector<absl::Status> statuses;
+    std::atomic<size_t> remaining;
+    std::function<void(absl::Status)> done;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->statuses.resize(records.size());
+  pending->remaining.store(records.size());
+  pending->done = std::move(done);
+  CommitQueue::Hold hold(&commits_);  // one group for the batch, committed when the hold ends
+  for (size_t i = 0; i < records.size(); ++i) {
+    commits_.Submit(std::make_unique<MergeMutation>(
+        this, records[i].key, *records[i].record, [pending, i](absl::Status status) {
+          pending->statuses[i] = std::move(status);
+          if (pending->remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+          absl::Status first_error;
+          for (absl::Status& s : pending->statuses) {
+            if (!s.ok()) {
+              first_error = std::move(s);
+              break;
+            }
+          }
+          pending->done(std::move(first_error));
+        }));
+  }
 }
 
 void LocalStore::WaitForWrites() {

@@ -210,6 +210,14 @@ class LocalStore {
     const SiblingSet* record;
   };
   absl::Status MergeRecords(absl::Span<const RemoteRecord> records);
+  // MergeRecords without waiting, as WriteAsync is to Write: a bad record fails the call before
+  // anything is queued (`done` runs before MergeRecordsAsync returns); otherwise the merges are
+  // queued together and `done` gets the first error among them, in order, or OK, once every one
+  // has completed (on this thread or on the thread committing the last one). Without a
+  // commit_executor the calling thread may commit, other callers' mutations too, so a gRPC
+  // handler may call it (ReplicaService's MergeBatch does). The keys and records must stay alive
+  // until `done` runs.
+  void MergeRecordsAsync(std::vector<RemoteRecord> records, std::function<void(absl::Status)> done);
   // Returns once every write, merge and purge submitted before the call has been written to the
   // engine or has failed (their Complete may still be running).
   void WaitForWrites();
@@ -255,6 +263,8 @@ class LocalStore {
  private:
   class WriteMutation;
   class MergeMutation;
+  // ValidateKey and CheckInvariants of every record: what a merge checks before queueing.
+  absl::Status CheckRemoteRecords(absl::Span<const RemoteRecord> records) const;
   class LegacyExpiryMutation;
   class PurgeMutation;
 

@@ -137,16 +137,31 @@ grpc::ServerUnaryReactor* ReplicaService::MergeBatch(grpc::CallbackServerContext
                                                      internal::v1::MergeBatchResponse* response) {
   absl::Status admitted = Admit(*context);
   if (!admitted.ok()) return FinishNow(gate_, admitted);
-  return FinishOnExecutor(context, gate_, executor_, [this, context, request, response] {
-    absl::Status merged = DoMergeBatch(*request, response);
-    if (IsNotAReplica(merged)) {
+  absl::StatusOr<std::vector<SiblingSet>> decoded = DecodeMergeBatch(*request);
+  if (!decoded.ok()) {
+    if (IsNotAReplica(decoded.status())) {
       context->AddTrailingMetadata(kNotAReplicaMetadata, "1");
-      if (std::optional<uint64_t> version = NotAReplicaLayoutVersion(merged)) {
+      if (std::optional<uint64_t> version = NotAReplicaLayoutVersion(decoded.status())) {
         context->AddTrailingMetadata(kNotAReplicaVersionMetadata, absl::StrCat(*version));
       }
     }
-    return merged;
-  });
+    return FinishNow(gate_, decoded.status());
+  }
+  // Merged from this gRPC thread, as kvnode's Put handlers write (LocalStore::WriteAsync): the
+  // thread may commit the group, which saves the hand-off to the executor and back.
+  grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
+  auto records = std::make_shared<std::vector<SiblingSet>>(*std::move(decoded));
+  std::vector<LocalStore::RemoteRecord> remote;
+  remote.reserve(records->size());
+  for (int i = 0; i < request->records_size(); ++i) {
+    remote.push_back(LocalStore::RemoteRecord{request->records(i).key(), &(*records)[i]});
+  }
+  store_->MergeRecordsAsync(std::move(remote),
+                            [reactor, request, response, records](absl::Status merged) {
+                              if (merged.ok()) response->set_merged(request->records_size());
+                              reactor->Finish(ToGrpcStatus(merged));
+                            });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ReplicaService::ReadRecord(grpc::CallbackServerContext* context,
@@ -173,8 +188,8 @@ grpc::ServerUnaryReactor* ReplicaService::ListKeys(grpc::CallbackServerContext* 
   });
 }
 
-absl::Status ReplicaService::DoMergeBatch(const internal::v1::MergeBatchRequest& request,
-                                          internal::v1::MergeBatchResponse* response) {
+absl::StatusOr<std::vector<SiblingSet>> ReplicaService::DecodeMergeBatch(
+    const internal::v1::MergeBatchRequest& request) const {
   if (placement_ != nullptr) {
     const std::shared_ptr<const Placement> placement = placement_->Get();
     for (int i = 0; i < request.records_size(); ++i) {
@@ -204,15 +219,7 @@ absl::Status ReplicaService::DoMergeBatch(const internal::v1::MergeBatchRequest&
     }
     decoded.push_back(*std::move(set));
   }
-  std::vector<LocalStore::RemoteRecord> records;
-  records.reserve(decoded.size());
-  for (int i = 0; i < request.records_size(); ++i) {
-    records.push_back(LocalStore::RemoteRecord{request.records(i).key(), &decoded[i]});
-  }
-  // Committed together: one engine write (one write-ahead-log append) for the whole batch.
-  KV_RETURN_IF_ERROR(store_->MergeRecords(records));
-  response->set_merged(request.records_size());
-  return absl::OkStatus();
+  return decoded;
 }
 
 absl::Status ReplicaService::DoReadRecord(const internal::v1::ReadRecordRequest& request,

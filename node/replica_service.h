@@ -5,9 +5,10 @@
 // set, Placement::CheckMayHold: FAILED_PRECONDITION for a key this member does not replicate in
 // its layout, and nothing is merged; such a copy would be a stray no purge asks about, C8),
 // decodes and checks every record (INVALID_ARGUMENT naming the first bad record, and nothing is
-// merged), then merges them one by one through
-// LocalStore::MergeRecord and answers once all are durable. Merging is idempotent, so a retried
-// batch is harmless. ReadRecord returns found = false for a key the node knows nothing of.
+// merged), then merges them through LocalStore::MergeRecordsAsync (one commit group for the
+// batch, from the gRPC thread, as the Put handlers write) and answers once all are durable.
+// Merging is idempotent, so a retried batch is harmless. ReadRecord returns found = false for a key
+// the node knows nothing of.
 //
 // Anti-entropy: MerkleNodes and SegmentKeys answer from the node's MerkleIndex (UNAVAILABLE while
 // its trees are being built, INVALID_ARGUMENT for an unknown requester or a bad index);
@@ -38,7 +39,9 @@
 // Every call is checked by the CertificateAuthorizer (kvnode --tls_peer_names): a caller whose
 // certificate names no allowed host gets PERMISSION_DENIED, and nothing is read or changed.
 //
-// Handlers never block: all work runs on the injected Executor. Thread-safe; `store`,
+// Handlers never wait for another thread: MergeBatch may commit its group (and others queued
+// meanwhile) on the gRPC thread, as the Put handlers do; all other storage work runs on the
+// injected Executor. Thread-safe; `store`,
 // `executor`, `merkle` and `gossiper` must outlive the service.
 #ifndef KV_NODE_REPLICA_SERVICE_H_
 #define KV_NODE_REPLICA_SERVICE_H_
@@ -46,8 +49,10 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "node/call_gate.h"
 #include "node/certificate_authorizer.h"
 #include "node/executor.h"
@@ -120,8 +125,9 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   // FAILED_PRECONDITION, with a placement set, while this node's layout is in transition or if
   // its version is not `confirmed_version` (0: not stated by the requester, not compared).
   absl::Status CheckPurgeLayout(uint64_t confirmed_version) const;
-  absl::Status DoMergeBatch(const internal::v1::MergeBatchRequest& request,
-                            internal::v1::MergeBatchResponse* response);
+  // MergeBatch's checks: the records decoded, or the batch's error (nothing is merged).
+  absl::StatusOr<std::vector<SiblingSet>> DecodeMergeBatch(
+      const internal::v1::MergeBatchRequest& request) const;
   absl::Status DoReadRecord(const internal::v1::ReadRecordRequest& request,
                             internal::v1::ReadRecordResponse* response);
 

@@ -305,5 +305,102 @@ TEST_F(LocalStoreAsyncTest, ForgottenWriteIsOneExpiringKey) {
                         absl::ToInt64Microseconds(store_->options().idempotency_ttl));
 }
 
+// Records of keys `keys` as another replica (n2) wrote them, for merging here.
+std::vector<SiblingSet> RecordsFromN2(const std::vector<std::string>& keys, ManualClock* clock) {
+  MemoryEngine engine;
+  absl::BitGen rng;
+  absl::StatusOr<std::unique_ptr<LocalStore>> n2 =
+      LocalStore::Open(&engine, clock, rng, "n2", LocalStore::Options());
+  EXPECT_TRUE(n2.ok()) << n2.status();
+  std::vector<SiblingSet> records;
+  for (const std::string& key : keys) {
+    absl::StatusOr<WriteOutcome> written = (*n2)->Write({key, false, "from-n2:" + key, "", ""});
+    EXPECT_TRUE(written.ok()) << written.status();
+    records.push_back(written->record);
+  }
+  return records;
+}
+
+TEST_F(LocalStoreAsyncTest, MergeRecordsAsyncMergesTheBatchInOneWrite) {
+  const std::vector<std::string> keys = {"a", "b", "c"};
+  const std::vector<SiblingSet> records = RecordsFromN2(keys, &clock_);
+  std::vector<LocalStore::RemoteRecord> remote;
+  for (size_t i = 0; i < keys.size(); ++i) remote.push_back({keys[i], &records[i]});
+  int calls = 0;
+  absl::Status result = absl::UnknownError("not called");
+  store_->MergeRecordsAsync(remote, [&](absl::Status status) {
+    ++calls;
+    result = status;
+  });
+  EXPECT_EQ(calls, 0);  // queued on the commit executor, not merged on this thread
+  executor_.RunAll();
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(result.ok()) << result;
+  EXPECT_EQ(engine_.writes, 1);
+  for (const std::string& key : keys) {
+    absl::StatusOr<SiblingSet> record = store_->ReadRecord(key);
+    ASSERT_TRUE(record.ok()) << key;
+    ASSERT_EQ(record->siblings().size(), 1u);
+    EXPECT_EQ(record->siblings()[0].value, "from-n2:" + key);
+  }
+}
+
+TEST_F(LocalStoreAsyncTest, MergeRecordsAsyncRefusesABadRecordBeforeQueueingAny) {
+  const std::vector<SiblingSet> records = RecordsFromN2({"a"}, &clock_);
+  const std::vector<LocalStore::RemoteRecord> remote = {{"a", &records[0]}, {"", &records[0]}};
+  int calls = 0;
+  absl::Status result;
+  store_->MergeRecordsAsync(remote, [&](absl::Status status) {
+    ++calls;
+    result = status;
+  });
+  EXPECT_EQ(calls, 1);  // answered at once
+  EXPECT_TRUE(absl::IsInvalidArgument(result)) << result;
+  executor_.RunAll();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(engine_.writes, 0);
+  EXPECT_TRUE(absl::IsNotFound(store_->ReadRecord("a").status()));
+}
+
+TEST_F(LocalStoreAsyncTest, MergeRecordsAsyncReportsAFailedWriteOnce) {
+  const std::vector<SiblingSet> records = RecordsFromN2({"a", "b"}, &clock_);
+  const std::vector<LocalStore::RemoteRecord> remote = {{"a", &records[0]}, {"b", &records[1]}};
+  engine_.fail_writes = true;
+  int calls = 0;
+  absl::Status result;
+  store_->MergeRecordsAsync(remote, [&](absl::Status status) {
+    ++calls;
+    result = status;
+  });
+  executor_.RunAll();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(result.code(), absl::StatusCode::kInternal) << result;
+  engine_.fail_writes = false;
+  EXPECT_TRUE(absl::IsNotFound(store_->ReadRecord("a").status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->ReadRecord("b").status()));
+}
+
+// Without a commit executor (kvnode's choice) the calling thread commits: the batch is merged,
+// and answered, before MergeRecordsAsync returns.
+TEST(LocalStoreMergeRecordsAsyncTest, WithoutACommitExecutorTheCallerCommits) {
+  ManualClock clock;
+  absl::BitGen rng;
+  CountingEngine engine;
+  absl::StatusOr<std::unique_ptr<LocalStore>> store =
+      LocalStore::Open(&engine, &clock, rng, "n1", LocalStore::Options());
+  ASSERT_TRUE(store.ok()) << store.status();
+  engine.writes = 0;
+  const std::vector<SiblingSet> records = RecordsFromN2({"a", "b"}, &clock);
+  int calls = 0;
+  (*store)->MergeRecordsAsync({{"a", &records[0]}, {"b", &records[1]}}, [&](absl::Status status) {
+    EXPECT_TRUE(status.ok()) << status;
+    ++calls;
+  });
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(engine.writes, 1);
+  EXPECT_TRUE((*store)->ReadRecord("a").ok());
+  EXPECT_TRUE((*store)->ReadRecord("b").ok());
+}
+
 }  // namespace
 }  // namespace kv
