@@ -100,7 +100,7 @@ struct ReplicaView {
 
 struct DescribeKeyResult {
   std::vector<ReplicaView> replicas;
-  bool converged = false;
+  bool converged = false;  // every replica answered and holds the same versions
 };
 
 // One replica's state for a write (DescribeWrite).

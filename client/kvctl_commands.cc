@@ -8,11 +8,14 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/kvctl_admin.h"
 #include "client/kvctl_cluster.h"
 #include "client/kvctl_format.h"
@@ -373,11 +376,21 @@ absl::StatusOr<CommandOutput> RunDescribeKey(Client& client, const CommandInput&
   SetBytesField(out.json, "key", key);
   out.json["converged"] = result->converged;
   out.json["replicas"] = nlohmann::json::array();
-  absl::StrAppend(&out.text, "key: ", DisplayKey(key), "\n", "converged: ",
-                  result->converged ? "yes (every reachable replica holds the same versions)"
-                                    : "NO (replicas hold different versions; replication is "
-                                      "still in progress or a replica is behind)",
-                  "\n");
+  std::vector<std::string> unreachable;
+  for (const ReplicaView& replica : result->replicas) {
+    if (!replica.reachable) unreachable.push_back(replica.node_id);
+  }
+  absl::StrAppend(&out.text, "key: ", DisplayKey(key), "\n", "converged: ");
+  if (result->converged) {
+    absl::StrAppend(&out.text, "yes (every replica holds the same versions)\n");
+  } else if (!unreachable.empty()) {
+    absl::StrAppend(&out.text, "NO (replica(s) ", absl::StrJoin(unreachable, ", "),
+                    " could not be asked, so their versions are unknown)\n");
+  } else {
+    absl::StrAppend(&out.text,
+                    "NO (replicas hold different versions; replication is still in progress or a "
+                    "replica is behind)\n");
+  }
   for (const ReplicaView& replica : result->replicas) {
     nlohmann::json json = {{"node_id", replica.node_id},
                            {"reachable", replica.reachable},

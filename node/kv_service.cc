@@ -21,10 +21,12 @@ void ToProto(const Sibling& sibling, v1::Sibling* out) {
 }
 
 // True when every replica that answered holds the same record (absent counts as a record).
+// Every replica answered and holds the same versions. A replica that could not be asked may hold
+// anything, so while one is unreachable the key does not count as converged.
 bool Converged(const std::vector<ReplicaRecordView>& views) {
   const std::optional<SiblingSet>* first = nullptr;
   for (const ReplicaRecordView& view : views) {
-    if (!view.status.ok()) continue;
+    if (!view.status.ok()) return false;
     if (first == nullptr) {
       first = &view.record;
     } else if (*first != view.record) {
