@@ -4,6 +4,8 @@
 #include <array>
 #include <atomic>
 #include <exception>
+#include <map>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -29,6 +31,9 @@ namespace {
 // gRPC status codes are 0 (OK) to 16 (UNAUTHENTICATED).
 constexpr int kStatusCodes = 17;
 
+// PutBatch's answers are counted item by item too.
+constexpr char kPutBatchMethod[] = "/kv.v1.KV/PutBatch";
+
 const char* const kCodeNames[kStatusCodes] = {
     "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
     "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
@@ -46,6 +51,7 @@ class RequestMetrics {
     std::string name;
     prometheus::Histogram* duration = nullptr;
     std::array<std::atomic<prometheus::Counter*>, kStatusCodes> by_code{};
+    bool is_put_batch = false;  // its answers' items are counted too (RecordBatchItems)
   };
 
   RequestMetrics(std::shared_ptr<prometheus::Registry> registry,
@@ -59,7 +65,13 @@ class RequestMetrics {
                        .Name("kv_grpc_request_duration_seconds")
                        .Help("gRPC call latency on this node, from the call's arrival to its "
                              "status being sent, by method.")
-                       .Register(*registry_)) {
+                       .Register(*registry_)),
+        batch_items_(prometheus::BuildCounter()
+                         .Name("kv_put_batch_items_total")
+                         .Help("Items of PutBatch calls answered, by each item's own status "
+                               "code (a batch refused as a whole counts in "
+                               "kv_grpc_requests_total only).")
+                         .Register(*registry_)) {
     for (const std::string& name : method_names) Add(name);
     unknown_ = Add("unknown");
   }
@@ -72,25 +84,44 @@ class RequestMetrics {
 
   void Record(Method* method, int code, absl::Duration elapsed) {
     if (code < 0 || code >= kStatusCodes) code = 2;  // UNKNOWN
-    prometheus::Counter* counter = method->by_code[code].load(std::memory_order_acquire);
-    if (counter == nullptr) {
-      absl::MutexLock lock(&mu_);
-      counter = method->by_code[code].load(std::memory_order_acquire);
-      if (counter == nullptr) {
-        counter = &requests_.Add({{"method", method->name}, {"code", kCodeNames[code]}});
-        method->by_code[code].store(counter, std::memory_order_release);
-      }
-    }
-    counter->Increment();
+    CounterIn(method->by_code[code], requests_,
+              {{"method", method->name}, {"code", kCodeNames[code]}})
+        ->Increment();
     method->duration->Observe(absl::ToDoubleSeconds(elapsed));
   }
 
+  // Counts the items of a PutBatch answer by their codes.
+  void RecordBatchItems(const v1::PutBatchResponse& response) {
+    for (const v1::PutBatchResult& result : response.results()) {
+      int code = result.code();
+      if (code < 0 || code >= kStatusCodes) code = 2;  // UNKNOWN
+      CounterIn(batch_item_counters_[code], batch_items_, {{"code", kCodeNames[code]}})
+          ->Increment();
+    }
+  }
+
  private:
+  // The counter `slot` caches: created in `family` with `labels` when first needed.
+  prometheus::Counter* CounterIn(std::atomic<prometheus::Counter*>& slot,
+                                 prometheus::Family<prometheus::Counter>& family,
+                                 const std::map<std::string, std::string>& labels) {
+    prometheus::Counter* counter = slot.load(std::memory_order_acquire);
+    if (counter != nullptr) return counter;
+    absl::MutexLock lock(&mu_);
+    counter = slot.load(std::memory_order_acquire);
+    if (counter == nullptr) {
+      counter = &family.Add(labels);
+      slot.store(counter, std::memory_order_release);
+    }
+    return counter;
+  }
+
   Method* Add(const std::string& name) {
     auto [it, inserted] = methods_.try_emplace(name);
     if (inserted) {
       it->second = std::make_unique<Method>();
       it->second->name = name;
+      it->second->is_put_batch = name == kPutBatchMethod;
       it->second->duration = &durations_.Add(
           {{"method", name}}, prometheus::Histogram::BucketBoundaries{
                                   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -103,6 +134,8 @@ class RequestMetrics {
   const std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& durations_;
+  prometheus::Family<prometheus::Counter>& batch_items_;
+  std::array<std::atomic<prometheus::Counter*>, kStatusCodes> batch_item_counters_{};
   // Filled by the constructor, then only read.
   absl::flat_hash_map<std::string, std::unique_ptr<Method>> methods_;
   Method* unknown_ = nullptr;
@@ -118,6 +151,14 @@ class CountingInterceptor : public grpc::experimental::Interceptor {
       : metrics_(std::move(metrics)), method_(method), start_(absl::Now()) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (method_->is_put_batch &&
+        methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_MESSAGE)) {
+      // The handler's response object (a unary answer is sent once, with an OK status).
+      if (const void* message = methods->GetSendMessage(); message != nullptr) {
+        metrics_->RecordBatchItems(*static_cast<const v1::PutBatchResponse*>(message));
+      }
+    }
     if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
       metrics_->Record(method_, static_cast<int>(methods->GetSendStatus().error_code()),
