@@ -79,6 +79,8 @@ absl::Status PrepareDataDir(const std::string& dir) {
 // column's "node_id" says the same (CheckDataDirOwner); the file is written once that check
 // passed, also for a directory an earlier version wrote, which has none.
 constexpr char kOwnerFileName[] = "NODE_ID";
+// Meta column key of the node id that first ran on this data directory (storage/FORMAT.md).
+constexpr absl::string_view kNodeIdMetaKey = "node_id";
 
 // The node id in `dir`'s owner file, or "" if it has none.
 absl::StatusOr<std::string> ReadOwnerFile(const std::string& dir) {
@@ -271,8 +273,6 @@ absl::Status NodeServer::OwnedByAnotherNode(absl::string_view owner,
 }
 
 absl::Status NodeServer::CheckDataDirOwner(absl::string_view file_owner) {
-  // Meta column key of the node id that first ran on this data directory (storage/FORMAT.md).
-  constexpr absl::string_view kNodeIdMetaKey = "node_id";
   absl::StatusOr<std::string> owner = engine_->Get(Column::kMeta, kNodeIdMetaKey);
   if (owner.ok()) {
     if (*owner != config_.node_id) return OwnedByAnotherNode(*owner);
@@ -303,6 +303,14 @@ absl::Status NodeServer::OpenStorage() {
   if (!file_owner.empty() && file_owner != config_.node_id) {
     return OwnedByAnotherNode(absl::CHexEscape(file_owner.substr(0, 64)),
                               (std::filesystem::path(config_.data_dir) / kOwnerFileName).string());
+  }
+  if (file_owner.empty()) {
+    // A directory an earlier version wrote has no file: read the engine's record without
+    // opening it for writing. Any error here (no database yet, an unreadable one) is left to
+    // the real open and CheckDataDirOwner, which report it.
+    absl::StatusOr<std::string> recorded =
+        RocksDbEngine::ReadWithoutOpening(config_.data_dir, Column::kMeta, kNodeIdMetaKey);
+    if (recorded.ok() && *recorded != config_.node_id) return OwnedByAnotherNode(*recorded);
   }
   RocksDbOptions storage;
   storage.block_cache_bytes = static_cast<size_t>(config_.block_cache_mb) << 20;

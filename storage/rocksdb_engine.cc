@@ -12,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <cstdarg>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -28,6 +29,7 @@
 #include "rocksdb/cache.h"
 #include "rocksdb/compaction_filter.h"
 #include "rocksdb/db.h"
+#include "rocksdb/env.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/iterator.h"
 #include "rocksdb/memtablerep.h"
@@ -295,6 +297,49 @@ struct RocksDbEngine::Impl {
     if (lock_fd >= 0) UnlockDirectory(locked_dir, lock_fd);
   }
 };
+
+namespace {
+
+// Discards RocksDB's info log: a read-only peek must not create or rotate the LOG file.
+class DiscardingLogger : public rocksdb::Logger {
+ public:
+  using rocksdb::Logger::Logv;
+  void Logv(const char* /*format*/, va_list /*ap*/) override {}
+};
+
+}  // namespace
+
+absl::StatusOr<std::string> RocksDbEngine::ReadWithoutOpening(const std::string& dir, Column column,
+                                                              absl::string_view key) {
+  std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "CURRENT", ec)) {
+    return absl::NotFoundError(absl::StrCat("no database in ", dir));
+  }
+  rocksdb::DBOptions db_options;
+  db_options.info_log = std::make_shared<DiscardingLogger>();
+  std::vector<std::string> existing;
+  rocksdb::Status s = rocksdb::DB::ListColumnFamilies(db_options, dir, &existing);
+  if (!s.ok()) return FromRocksDb(s, absl::StrCat("listing the column families of ", dir));
+  const std::string name(ColumnName(column));
+  if (std::find(existing.begin(), existing.end(), name) == existing.end()) {
+    return absl::NotFoundError(absl::StrCat("no column ", name, " in ", dir));
+  }
+  // A subset of the families is enough read-only; the log's records of the others are skipped.
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+      {name, rocksdb::ColumnFamilyOptions()}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw_db = nullptr;
+  s = rocksdb::DB::OpenForReadOnly(db_options, dir, families, &handles, &raw_db);
+  if (!s.ok()) return FromRocksDb(s, absl::StrCat("reading ", dir));
+  std::unique_ptr<rocksdb::DB> db(raw_db);
+  std::string value;
+  s = db->Get(rocksdb::ReadOptions(), handles[1], rocksdb::Slice(key.data(), key.size()), &value);
+  for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
+  db->Close().PermitUncheckedError();
+  if (!s.ok()) return FromRocksDb(s, absl::StrCat("get from column ", name));
+  return value;
+}
 
 RocksDbEngine::RocksDbEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 RocksDbEngine::~RocksDbEngine() = default;

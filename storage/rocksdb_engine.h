@@ -50,6 +50,12 @@ class RocksDbEngine : public Engine {
  public:
   static absl::StatusOr<std::unique_ptr<RocksDbEngine>> Open(const std::string& dir,
                                                              const RocksDbOptions& options);
+  // The value of `key` in `column` of the database in `dir`, read without changing anything in
+  // the directory (a read-only open, no info log, no lock): for a check that must refuse a
+  // directory before Open writes to it. NOT_FOUND if the directory holds no database, the
+  // column or the key; other errors as the read-only open reports them.
+  static absl::StatusOr<std::string> ReadWithoutOpening(const std::string& dir, Column column,
+                                                        absl::string_view key);
   ~RocksDbEngine() override;
 
   absl::StatusOr<std::string> Get(Column column, absl::string_view key) override;

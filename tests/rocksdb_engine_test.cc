@@ -14,9 +14,11 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -73,6 +75,45 @@ TEST_F(RocksDbEngineTest, ReopenKeepsDataInEveryColumn) {
     EXPECT_EQ(*value, absl::StrCat("v", i));
   }
   EXPECT_EQ((*engine)->Get(Column::kData, "synced").value(), "s");
+}
+
+// Every file of `dir` with its size and modification time.
+std::map<std::string, std::pair<uintmax_t, std::filesystem::file_time_type>> DirSnapshot(
+    const std::string& dir) {
+  std::map<std::string, std::pair<uintmax_t, std::filesystem::file_time_type>> files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    files[entry.path().filename().string()] = {entry.is_regular_file() ? entry.file_size() : 0,
+                                               entry.last_write_time()};
+  }
+  return files;
+}
+
+// ReadWithoutOpening reads a closed database (its write-ahead log included: the value below was
+// never flushed) and leaves every file of the directory as it was.
+TEST_F(RocksDbEngineTest, ReadWithoutOpeningReadsAndChangesNothing) {
+  const std::string dir = root_ + "/db";
+  EXPECT_TRUE(
+      absl::IsNotFound(RocksDbEngine::ReadWithoutOpening(dir, Column::kMeta, "k").status()));
+  {
+    auto engine = RocksDbEngine::Open(dir, RocksDbOptions());
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    ASSERT_TRUE(PutOne(**engine, Column::kMeta, "owner", "n1").ok());
+    ASSERT_TRUE(PutOne(**engine, Column::kData, "k", "v").ok());
+  }
+  const auto before = DirSnapshot(dir);
+  absl::StatusOr<std::string> owner =
+      RocksDbEngine::ReadWithoutOpening(dir, Column::kMeta, "owner");
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  EXPECT_EQ(*owner, "n1");
+  EXPECT_TRUE(
+      absl::IsNotFound(RocksDbEngine::ReadWithoutOpening(dir, Column::kMeta, "other").status()));
+  EXPECT_TRUE(DirSnapshot(dir) == before);
+  // While an engine has it open (and holds its lock) too.
+  auto engine = RocksDbEngine::Open(dir, RocksDbOptions());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  owner = RocksDbEngine::ReadWithoutOpening(dir, Column::kMeta, "owner");
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  EXPECT_EQ(*owner, "n1");
 }
 
 // The idempotency column lives in a hash-bucketed memtable: point lookups and key-ordered scans
