@@ -31,6 +31,8 @@ namespace kv {
 
 struct NodeConfig {
   std::string node_id = "n1";
+  // The cluster this node belongs to (node/cluster_name.h); stored in the data directory.
+  std::string cluster_name = "kv";
   std::string listen = "127.0.0.1:7700";
   // IPV4:PORT of the HTTP server of the Prometheus metrics (node/metrics.h); empty: none.
   std::string metrics_listen;

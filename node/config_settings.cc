@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "node/certificate_authorizer.h"
+#include "node/cluster_name.h"
 #include "node/ring.h"
 #include "storage/format_level.h"
 #include "storage/host_port.h"
@@ -77,6 +78,12 @@ absl::Status ApplyNodeId(absl::string_view v, NodeConfig* c) {
         "1 to 64 characters from A-Z a-z 0-9 _ . -, starting with a letter, a digit or _");
   }
   c->node_id = std::string(v);
+  return absl::OkStatus();
+}
+
+absl::Status ApplyClusterName(absl::string_view v, NodeConfig* c) {
+  if (!IsValidClusterName(v)) return Expected("1 to 64 characters from A-Z a-z 0-9 _ . -");
+  c->cluster_name = std::string(v);
   return absl::OkStatus();
 }
 
@@ -185,6 +192,12 @@ const std::vector<Setting>& Settings() {
       {"node_id", "NAME", false, ApplyNodeId, [](const NodeConfig& c) { return c.node_id; },
        "This node's id: 1 to 64 characters from A-Z a-z 0-9 _ . - (with a per-data-directory "
        "epoch it stamps every version this node creates)."},
+      {"cluster_name", "NAME", false, ApplyClusterName,
+       [](const NodeConfig& c) { return c.cluster_name; },
+       "The cluster this node belongs to: 1 to 64 characters from A-Z a-z 0-9 _ . -, the same "
+       "on every member. Nodes answer calls from nodes of another cluster with "
+       "FAILED_PRECONDITION (no replication, gossip or forwarded writes between clusters), and "
+       "a data directory keeps the name of its first start: a start under another is refused."},
       {"listen", "HOST:PORT", false, ApplyListen, [](const NodeConfig& c) { return c.listen; },
        "Address of the gRPC server (KV, Admin and Replica services, health checking, "
        "reflection)."},

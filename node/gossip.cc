@@ -301,11 +301,23 @@ void Gossiper::RunRound() {
 }
 
 void Gossiper::OnReply(absl::StatusOr<GossipDigest> reply) {
-  if (!reply.ok()) return;  // the failure detector notices silence; nothing else to do
   std::vector<FailureDetector::Transition> transitions;
   {
     absl::MutexLock lock(&mu_);
     if (stopped_) return;
+    if (!reply.ok()) {
+      // The failure detector notices silence. A peer that answered with a refusal (one of
+      // another cluster, node/cluster_name.h) is only silent to it, so the reason is logged,
+      // once per distinct refusal.
+      if (absl::IsFailedPrecondition(reply.status()) || absl::IsPermissionDenied(reply.status())) {
+        std::string refusal(reply.status().message());
+        if (refusal != last_exchange_refusal_) {
+          LogWarn("a peer refused a gossip exchange", {{"error", refusal}});
+          last_exchange_refusal_ = std::move(refusal);
+        }
+      }
+      return;
+    }
     Merge(*reply);
     transitions = detector_.TakeTransitions();
   }

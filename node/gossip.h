@@ -191,8 +191,9 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   ClusterLayout layout_ ABSL_GUARDED_BY(mu_);
   bool layout_changed_ ABSL_GUARDED_BY(mu_) = false;
-  std::string last_refusal_ ABSL_GUARDED_BY(mu_);     // see LogRefusal
-  std::string layout_conflict_ ABSL_GUARDED_BY(mu_);  // see LayoutConflict
+  std::string last_refusal_ ABSL_GUARDED_BY(mu_);           // see LogRefusal
+  std::string last_exchange_refusal_ ABSL_GUARDED_BY(mu_);  // see OnReply
+  std::string layout_conflict_ ABSL_GUARDED_BY(mu_);        // see LayoutConflict
   // The differing settings last logged per member (so each is logged once).
   std::map<std::string, std::string> settings_warned_ ABSL_GUARDED_BY(mu_);
   // When, and under which layout version, Options::holds_records was last asked.

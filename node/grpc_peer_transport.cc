@@ -7,7 +7,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "grpcpp/create_channel.h"
 #include "kv.grpc.pb.h"
+#include "node/cluster_name.h"
 #include "node/gossip_proto.h"
 #include "node/grpc_util.h"
 #include "replica.grpc.pb.h"
@@ -124,10 +126,13 @@ std::shared_ptr<GrpcPeerTransport::PeerStubs> GrpcPeerTransport::StubsFor(const 
     // Distinct channel arguments keep gRPC from sharing one subchannel between the two channels.
     if (gossip) args.SetString("kv.channel_purpose", "gossip");
     stubs = std::make_shared<PeerStubs>();
-    stubs->channel = grpc::CreateCustomChannel(
-        peer.address,
-        options_.credentials != nullptr ? options_.credentials : grpc::InsecureChannelCredentials(),
-        args);
+    const std::shared_ptr<grpc::ChannelCredentials> credentials =
+        options_.credentials != nullptr ? options_.credentials : grpc::InsecureChannelCredentials();
+    stubs->channel =
+        options_.cluster_name.empty()
+            ? grpc::CreateCustomChannel(peer.address, credentials, args)
+            : grpc::experimental::CreateCustomChannelWithInterceptors(
+                  peer.address, credentials, args, ClusterNameInterceptors(options_.cluster_name));
     stubs->replica = internal::v1::Replica::NewStub(stubs->channel);
     stubs->kv = v1::KV::NewStub(stubs->channel);
   }

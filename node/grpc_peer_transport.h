@@ -56,6 +56,8 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
     uint32_t format_level = kFormatLevel;
     // Credentials of the channels to peers; null: plaintext (kvnode without --tls_*).
     std::shared_ptr<grpc::ChannelCredentials> credentials;
+    // Sent with every call (node/cluster_name.h); empty: none.
+    std::string cluster_name;
   };
 
   GrpcPeerTransport(std::string self_id, Executor* executor, Options options);

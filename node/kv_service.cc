@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "node/cluster_name.h"
 #include "node/grpc_util.h"
 #include "node/peer_transport.h"
 #include "storage/status_macros.h"
@@ -114,6 +115,7 @@ grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* context,
   absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(w, "w");
   absl::Status valid = Admit(command.key);
   if (valid.ok()) valid = spec.status();
+  if (valid.ok() && !cluster_name_.empty()) valid = CheckCallerCluster(*context, cluster_name_);
   if (!valid.ok()) return FinishNow(gate_, valid);
   // The write may be committed on this thread, with the writes that other calls queue meanwhile
   // (LocalStore::WriteAsync without a commit executor); `finish` may run before this returns.

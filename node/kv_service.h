@@ -24,6 +24,7 @@
 #define KV_NODE_KV_SERVICE_H_
 
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "kv.grpc.pb.h"
@@ -46,6 +47,11 @@ class KvService final : public v1::KV::CallbackService {
  public:
   // New calls are refused with UNAVAILABLE once `gate` is closed.
   KvService(Coordinator* coordinator, LocalStore* store, Executor* executor, CallGate* gate);
+
+  // Makes a Put or Delete that a node of another cluster forwards fail with FAILED_PRECONDITION
+  // (node/cluster_name.h); clients' calls carry no cluster name and are not affected. Call
+  // before serving.
+  void SetClusterName(std::string name) { cluster_name_ = std::move(name); }
 
   grpc::ServerUnaryReactor* DescribeWrite(grpc::CallbackServerContext* context,
                                           const v1::DescribeWriteRequest* request,
@@ -78,6 +84,7 @@ class KvService final : public v1::KV::CallbackService {
   LocalStore* const store_;
   Executor* const executor_;
   CallGate* const gate_;
+  std::string cluster_name_;  // empty: forwarded writes are not checked
 };
 
 }  // namespace kv

@@ -81,10 +81,13 @@ absl::Status PrepareDataDir(const std::string& dir) {
 constexpr char kOwnerFileName[] = "NODE_ID";
 // Meta column key of the node id that first ran on this data directory (storage/FORMAT.md).
 constexpr absl::string_view kNodeIdMetaKey = "node_id";
+// The same for the cluster name of the directory's first start (node/cluster_name.h).
+constexpr char kClusterFileName[] = "CLUSTER_NAME";
+constexpr absl::string_view kClusterNameMetaKey = "cluster_name";
 
-// The node id in `dir`'s owner file, or "" if it has none.
-absl::StatusOr<std::string> ReadOwnerFile(const std::string& dir) {
-  const std::string path = (std::filesystem::path(dir) / kOwnerFileName).string();
+// The value in `dir`'s file `name` (one of the two above), or "" if it has none.
+absl::StatusOr<std::string> ReadDirectoryRecord(const std::string& dir, const char* name) {
+  const std::string path = (std::filesystem::path(dir) / name).string();
   std::error_code ec;
   if (!std::filesystem::exists(std::filesystem::symlink_status(path, ec))) return std::string();
   absl::StatusOr<std::string> contents = ReadSmallRegularFile(path, 1024);
@@ -95,12 +98,13 @@ absl::StatusOr<std::string> ReadOwnerFile(const std::string& dir) {
   return std::string(absl::StripAsciiWhitespace(*contents));
 }
 
-// Writes the owner file whole or not at all: a temporary file, synced, renamed over, and the
-// directory synced. An error says which step failed.
-absl::Status WriteOwnerFile(const std::string& dir, const std::string& node_id) {
-  const std::filesystem::path final_path = std::filesystem::path(dir) / kOwnerFileName;
+// Writes file `name` of `dir` whole or not at all: a temporary file, synced, renamed over, and
+// the directory synced. An error says which step failed.
+absl::Status WriteDirectoryRecord(const std::string& dir, const char* name,
+                                  const std::string& value) {
+  const std::filesystem::path final_path = std::filesystem::path(dir) / name;
   const std::string temp = final_path.string() + ".tmp";
-  const std::string contents = node_id + "\n";
+  const std::string contents = value + "\n";
   auto failed = [&](absl::string_view step) {
     const int error = errno;
     unlink(temp.c_str());
@@ -272,26 +276,41 @@ absl::Status NodeServer::OwnedByAnotherNode(absl::string_view owner,
                    " with it, or give ", config_.node_id, " a data directory of its own"));
 }
 
-absl::Status NodeServer::CheckDataDirOwner(absl::string_view file_owner) {
-  absl::StatusOr<std::string> owner = engine_->Get(Column::kMeta, kNodeIdMetaKey);
-  if (owner.ok()) {
-    if (*owner != config_.node_id) return OwnedByAnotherNode(*owner);
-  } else if (absl::IsNotFound(owner.status())) {
-    // A new directory, or one written before the owner was recorded: it is this node's from now.
-    KV_RETURN_IF_ERROR(PutSynced(*engine_, Column::kMeta, kNodeIdMetaKey, config_.node_id));
+absl::Status NodeServer::OwnedByAnotherCluster(absl::string_view name,
+                                               absl::string_view recorded_in) const {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "data directory \"", config_.data_dir, "\" belongs to cluster \"", name,
+      "\" (the --cluster_name of its first start", recorded_in.empty() ? "" : ", recorded in ",
+      recorded_in, "), not to --cluster_name=", config_.cluster_name,
+      ": a node keeps its cluster; start it with --cluster_name=", name,
+      ", or give it a data directory of its own"));
+}
+
+absl::Status NodeServer::CheckDataDirRecord(absl::string_view meta_key, const char* file_name,
+                                            const std::string& expected,
+                                            absl::string_view file_value) {
+  absl::StatusOr<std::string> recorded = engine_->Get(Column::kMeta, meta_key);
+  if (recorded.ok()) {
+    if (*recorded != expected) {
+      return meta_key == kNodeIdMetaKey ? OwnedByAnotherNode(*recorded)
+                                        : OwnedByAnotherCluster(*recorded);
+    }
+  } else if (absl::IsNotFound(recorded.status())) {
+    // A new directory, or one written before this was recorded: it is this node's from now.
+    KV_RETURN_IF_ERROR(PutSynced(*engine_, Column::kMeta, meta_key, expected));
   } else {
-    return owner.status();
+    return recorded.status();
   }
-  if (file_owner == config_.node_id) return absl::OkStatus();
-  // None yet (OpenStorage refused any other id in it): the meta column agreed, so write it. The
-  // file only lets the next start refuse another id before the engine opens; without it, the
-  // meta column still decides, so a failure is worth a warning, not a refused start.
-  absl::Status written = WriteOwnerFile(config_.data_dir, config_.node_id);
+  if (file_value == expected) return absl::OkStatus();
+  // None yet (OpenStorage refused any other value in it): the meta column agreed, so write it.
+  // The file only lets the next start refuse before the engine opens; without it, the meta
+  // column still decides, so a failure is worth a warning, not a refused start.
+  absl::Status written = WriteDirectoryRecord(config_.data_dir, file_name, expected);
   if (!written.ok()) {
-    LogWarn(
-        "cannot record the node id in the data directory; a start under another id will be "
-        "refused only once the database is open",
-        {{"error", std::string(written.message())}});
+    LogWarn(absl::StrCat("cannot record the ", meta_key,
+                         " in the data directory; a start under another one will be refused "
+                         "only once the database is open"),
+            {{"error", std::string(written.message())}});
   }
   return absl::OkStatus();
 }
@@ -299,18 +318,33 @@ absl::Status NodeServer::CheckDataDirOwner(absl::string_view file_owner) {
 absl::Status NodeServer::OpenStorage() {
   KV_RETURN_IF_ERROR(PrepareDataDir(config_.data_dir));
   // Before the engine opens, which writes to the directory (see kOwnerFileName).
-  KV_ASSIGN_OR_RETURN(const std::string file_owner, ReadOwnerFile(config_.data_dir));
+  KV_ASSIGN_OR_RETURN(const std::string file_owner,
+                      ReadDirectoryRecord(config_.data_dir, kOwnerFileName));
+  KV_ASSIGN_OR_RETURN(const std::string file_cluster,
+                      ReadDirectoryRecord(config_.data_dir, kClusterFileName));
   if (!file_owner.empty() && file_owner != config_.node_id) {
     return OwnedByAnotherNode(absl::CHexEscape(file_owner.substr(0, 64)),
                               (std::filesystem::path(config_.data_dir) / kOwnerFileName).string());
   }
+  if (!file_cluster.empty() && file_cluster != config_.cluster_name) {
+    return OwnedByAnotherCluster(
+        absl::CHexEscape(file_cluster.substr(0, 64)),
+        (std::filesystem::path(config_.data_dir) / kClusterFileName).string());
+  }
   if (file_owner.empty()) {
     // A directory an earlier version wrote has no file: read the engine's record without
     // opening it for writing. Any error here (no database yet, an unreadable one) is left to
-    // the real open and CheckDataDirOwner, which report it.
+    // the real open and CheckDataDirRecord, which report it.
     absl::StatusOr<std::string> recorded =
         RocksDbEngine::ReadWithoutOpening(config_.data_dir, Column::kMeta, kNodeIdMetaKey);
     if (recorded.ok() && *recorded != config_.node_id) return OwnedByAnotherNode(*recorded);
+  }
+  if (file_cluster.empty()) {  // likewise, for a directory of a version without cluster names
+    absl::StatusOr<std::string> recorded =
+        RocksDbEngine::ReadWithoutOpening(config_.data_dir, Column::kMeta, kClusterNameMetaKey);
+    if (recorded.ok() && *recorded != config_.cluster_name) {
+      return OwnedByAnotherCluster(*recorded);
+    }
   }
   RocksDbOptions storage;
   storage.block_cache_bytes = static_cast<size_t>(config_.block_cache_mb) << 20;
@@ -323,7 +357,10 @@ absl::Status NodeServer::OpenStorage() {
   }
   engine_ = *std::move(engine);
   // Before anything is written to the directory.
-  KV_RETURN_IF_ERROR(CheckDataDirOwner(file_owner));
+  KV_RETURN_IF_ERROR(
+      CheckDataDirRecord(kNodeIdMetaKey, kOwnerFileName, config_.node_id, file_owner));
+  KV_RETURN_IF_ERROR(CheckDataDirRecord(kClusterNameMetaKey, kClusterFileName, config_.cluster_name,
+                                        file_cluster));
   // Databases written before the Merkle index column existed get their index entries now.
   if (absl::Status backfilled = BackfillMerkleIndex(engine_.get()); !backfilled.ok()) {
     return absl::Status(backfilled.code(),
@@ -369,6 +406,7 @@ absl::Status NodeServer::StartReplication() {
   transport_options.gossip_timeout = std::min(absl::Seconds(1), config_.failure_timeout / 2);
   if (config_.fault_format_level != 0) transport_options.format_level = config_.fault_format_level;
   transport_options.credentials = tls_->peer_credentials();
+  transport_options.cluster_name = config_.cluster_name;
   transport_ =
       std::make_unique<GrpcPeerTransport>(config_.node_id, executor_.get(), transport_options);
   KV_ASSIGN_OR_RETURN(ClusterLayout layout, InitialLayout());
@@ -573,6 +611,7 @@ void NodeServer::StartMembershipWork() {
 absl::Status NodeServer::StartGrpc() {
   kv_service_ =
       std::make_unique<KvService>(coordinator_.get(), store_.get(), executor_.get(), &gate_);
+  kv_service_->SetClusterName(config_.cluster_name);
   admin_service_ = std::make_unique<AdminService>(
       AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
       engine_.get(), coordinator_.get(), outbox_.get(), merkle_.get(), anti_entropy_.get(),
@@ -598,6 +637,7 @@ absl::Status NodeServer::StartGrpc() {
   replica_service_->SetPlacement(placement_.get(), config_.node_id,
                                  static_cast<size_t>(config_.replication_factor));
   replica_service_->SetLayoutReservations(reservations_.get());
+  replica_service_->SetClusterName(config_.cluster_name);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

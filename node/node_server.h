@@ -90,15 +90,19 @@ class NodeServer {
   NodeServer(const NodeConfig& config, std::function<void()> request_stop)
       : config_(config), request_stop_(std::move(request_stop)) {}
   absl::Status OpenStorage();
-  // FAILED_PRECONDITION if the data directory belongs to another node id; records this node's
-  // id in a directory that names none (the meta column, then the NODE_ID file that the next
-  // start reads before opening the engine).
-  // `file_owner`: what the NODE_ID file said when OpenStorage read it before opening the engine
-  // ("" if none).
-  absl::Status CheckDataDirOwner(absl::string_view file_owner);
+  // FAILED_PRECONDITION if the data directory's meta column records another value than
+  // `expected` under `meta_key` (the node id, or the cluster name); records `expected` in a
+  // directory that names none (the meta column, then file `file_name`, which the next start
+  // reads before opening the engine). `file_value`: what that file said when OpenStorage read it
+  // before opening the engine ("" if none).
+  absl::Status CheckDataDirRecord(absl::string_view meta_key, const char* file_name,
+                                  const std::string& expected, absl::string_view file_value);
   // FAILED_PRECONDITION naming `owner` (and the file that records it, if not empty).
   absl::Status OwnedByAnotherNode(absl::string_view owner,
                                   absl::string_view recorded_in = "") const;
+  // The same for a directory of cluster `name`.
+  absl::Status OwnedByAnotherCluster(absl::string_view name,
+                                     absl::string_view recorded_in = "") const;
   // The ring, the peer transport, the replication outbox (recovered from disk) and the
   // coordinator.
   absl::Status StartReplication();

@@ -349,6 +349,7 @@ void NodeServer::StartGossip(const ClusterLayout& layout) {
   GrpcPeerTransport::Options transport_options;
   transport_options.gossip_timeout = std::min(absl::Seconds(1), config_.failure_timeout / 2);
   transport_options.credentials = tls_->peer_credentials();
+  transport_options.cluster_name = config_.cluster_name;
   gossip_transport_ = std::make_unique<GrpcPeerTransport>(config_.node_id, gossip_executor_.get(),
                                                           transport_options);
   gossiper_ =

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "node/cluster_layout.h"
+#include "node/cluster_name.h"
 #include "node/gossip_proto.h"
 #include "node/grpc_util.h"
 #include "node/handoff_plan.h"
@@ -27,6 +28,9 @@ ReplicaService::ReplicaService(LocalStore* store, Executor* executor, CallGate* 
 absl::Status ReplicaService::Admit(const grpc::CallbackServerContext& context) const {
   absl::Status admitted = gate_->Check();
   if (admitted.ok()) admitted = authorizer_.Check(context);
+  if (admitted.ok() && !cluster_name_.empty()) {
+    admitted = CheckCallerCluster(context, cluster_name_);
+  }
   return admitted;
 }
 

@@ -87,6 +87,10 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   // serving; `reservations` must outlive the service.
   void SetLayoutReservations(LayoutReservations* reservations) { reservations_ = reservations; }
 
+  // Makes every call from a node of another cluster fail with FAILED_PRECONDITION
+  // (node/cluster_name.h). Call before serving.
+  void SetClusterName(std::string name) { cluster_name_ = std::move(name); }
+
   grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
                                        const internal::v1::MergeBatchRequest* request,
                                        internal::v1::MergeBatchResponse* response) override;
@@ -143,6 +147,7 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   const PlacementHolder* placement_ = nullptr;  // see SetPlacement
   LayoutReservations* reservations_ = nullptr;  // see SetLayoutReservations
   std::string self_id_;
+  std::string cluster_name_;  // empty: calls are not checked (see SetClusterName)
   size_t replication_factor_ = 0;
 };
 

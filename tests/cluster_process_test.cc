@@ -251,10 +251,12 @@ struct Acked {
 
 class ClusterTest : public ::testing::Test {
  protected:
-  void StartCluster(int nodes, std::vector<std::string> extra_flags = {}) {
+  void StartCluster(int nodes, std::vector<std::string> extra_flags = {},
+                    std::map<size_t, std::vector<std::string>> node_flags = {}) {
     testing::Cluster::Options options;
     options.nodes = nodes;
     options.extra_flags = std::move(extra_flags);
+    options.node_flags = std::move(node_flags);
     absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster =
         testing::Cluster::Start(std::move(options));
     ASSERT_TRUE(cluster.ok()) << cluster.status();
@@ -699,6 +701,57 @@ TEST_F(ClusterTest, APutOnADeletedKeyIsReadableThroughEveryNodeAtOnce) {
     const grpc::Status status = Get(kv(i), key, &got);
     ASSERT_TRUE(status.ok()) << "via n" << i + 1 << ": " << StatusText(status);
     EXPECT_THAT(Values(got), ElementsAre("new")) << "via n" << i + 1;
+  }
+}
+
+// Nodes of different clusters exchange nothing. n3 runs with another --cluster_name and the
+// same --peers, as a node of another cluster whose ids and addresses collide with this one's:
+// it refuses n1's records and reads, n1 and n2 refuse its own, and each side says why.
+TEST_F(ClusterTest, ANodeOfAnotherClusterNeitherSendsNorReceivesRecords) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(3, {}, {{2, {"--cluster_name=other"}}}));
+  constexpr int kKeys = 10;
+  for (int i = 0; i < kKeys; ++i) {  // W=2: n1 and n2
+    const PutResult put = Put(kv(0), absl::StrCat("ours/", i), "v");
+    ASSERT_TRUE(put.status.ok()) << i << ": " << StatusText(put.status);
+  }
+  // n1 tried to replicate to n3 and was refused, naming the clusters.
+  std::string last_error;
+  const bool refused = PollUntil(kConvergeTimeout, [&] {
+    absl::StatusOr<v1::ClusterStatusResponse> status = ClusterStatus(0);
+    if (!status.ok()) return false;
+    for (const v1::MemberStatus& member : status->members()) {
+      if (member.node_id() == "n3") last_error = member.last_error();
+    }
+    return absl::StrContains(last_error, "belongs to cluster");
+  });
+  EXPECT_TRUE(refused) << "n1's last error for n3: " << last_error;
+  v1::DescribeKeyResponse described;
+  ASSERT_TRUE(DescribeKey(kv(0), "ours/0", &described).ok());
+  EXPECT_FALSE(described.converged()) << Show(described);
+  for (const v1::ReplicaView& view : described.replicas()) {
+    if (view.node_id() != "n3") continue;
+    EXPECT_FALSE(view.reachable()) << Show(described);
+    EXPECT_TRUE(absl::StrContains(view.error(), "belongs to cluster")) << view.error();
+  }
+  // n3 holds none of the keys (its own view, through itself).
+  for (int i = 0; i < kKeys; ++i) {
+    ASSERT_TRUE(DescribeKey(kv(2), absl::StrCat("ours/", i), &described).ok());
+    for (const v1::ReplicaView& view : described.replicas()) {
+      if (view.node_id() == "n3") {
+        EXPECT_FALSE(view.has_record()) << Show(described);
+      }
+    }
+  }
+  // A write through n3 reaches no second replica: W=2 fails, stored on n3 only.
+  const PutResult theirs = Put(kv(2), "theirs", "x");
+  EXPECT_EQ(theirs.status.error_code(), grpc::StatusCode::UNAVAILABLE) << StatusText(theirs.status);
+  for (size_t i : {0, 1}) {
+    ASSERT_TRUE(DescribeKey(kv(i), "theirs", &described).ok());
+    for (const v1::ReplicaView& view : described.replicas()) {
+      if (view.node_id() != "n3") {
+        EXPECT_FALSE(view.has_record()) << Show(described);
+      }
+    }
   }
 }
 

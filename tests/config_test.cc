@@ -55,6 +55,7 @@ class ConfigFileTest : public ::testing::Test {
 TEST(ConfigTest, Defaults) {
   const NodeConfig c = ParseOk({});
   EXPECT_EQ(c.node_id, "n1");
+  EXPECT_EQ(c.cluster_name, "kv");
   EXPECT_EQ(c.listen, "127.0.0.1:7700");
   EXPECT_EQ(c.data_dir, "./kvdata/n1");
   EXPECT_FALSE(c.sync_writes);
@@ -74,8 +75,9 @@ TEST(ConfigTest, FlagForms) {
       ParseOk({"--node_id=alpha-1.b_c", "--listen", "0.0.0.0:9000", "--sync_writes",
                "--executor-threads=3", "--max_key_bytes", "100", "--max_value_bytes=2000",
                "--idempotency_ttl=1h30m", "--shutdown_grace=0s", "--shutdown-drain", "2s",
-               "--log_level=WARN", "--data_dir=/var/lib/kv"});
+               "--log_level=WARN", "--data_dir=/var/lib/kv", "--cluster_name=prod-eu.1"});
   EXPECT_EQ(c.node_id, "alpha-1.b_c");
+  EXPECT_EQ(c.cluster_name, "prod-eu.1");
   EXPECT_EQ(c.listen, "0.0.0.0:9000");
   EXPECT_TRUE(c.sync_writes);
   EXPECT_EQ(c.executor_threads, 3);
@@ -145,7 +147,7 @@ TEST(ConfigTest, HelpWinsOverEverythingElse) {
 TEST(ConfigTest, HelpListsEverySettingWithDefault) {
   const std::string help = NodeConfigHelp();
   for (const char* line :
-       {"--config=FILE", "--node_id=NAME  (default: n1)",
+       {"--config=FILE", "--node_id=NAME  (default: n1)", "--cluster_name=NAME  (default: kv)",
         "--listen=HOST:PORT  (default: 127.0.0.1:7700)",
         "--data_dir=DIR  (default: ./kvdata/<node_id>)", "--sync_writes=BOOL  (default: false)",
         "--executor_threads=N  (default: 8)", "--max_key_bytes=N  (default: 1024)",
@@ -188,6 +190,9 @@ TEST(ConfigTest, MalformedValuesNameTheFlagAndTheValue) {
            {"--node_id=", "for flag --node_id"},
            {"--node_id=has space", "\"has space\" for flag --node_id"},
            {"--node_id=a/b", "1 to 64 characters"},
+           {"--cluster_name=", "for flag --cluster_name"},
+           {"--cluster_name=two words", "1 to 64 characters from A-Z a-z 0-9 _ . -"},
+           {"--cluster_name=x\x01", "for flag --cluster_name"},
            // A path element or a flag: --data_dir defaults to ./kvdata/<node_id>.
            {"--node_id=..", "starting with a letter, a digit or _"},
            {"--node_id=.", "starting with a letter, a digit or _"},

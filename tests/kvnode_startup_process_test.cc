@@ -219,6 +219,53 @@ TEST_F(KvnodeStartupTest, ADataDirectoryOfAnotherNodeIdIsRefused) {
   EXPECT_EQ(*file, "n1\n");
 }
 
+// A data directory keeps the cluster name of its first start: a node cannot move its replicas
+// into another cluster by a restart.
+TEST_F(KvnodeStartupTest, ADataDirectoryOfAnotherClusterIsRefused) {
+  testing::NodeProcess::Options options;
+  options.node_id = "n1";
+  options.data_dir = dir_.Sub("n1");
+  {
+    absl::StatusOr<testing::NodeProcess> first = testing::NodeProcess::Start(options);
+    ASSERT_TRUE(first.ok()) << first.status();
+  }  // stopped
+  const std::filesystem::path file = std::filesystem::path(options.data_dir) / "CLUSTER_NAME";
+  absl::StatusOr<std::string> recorded = ReadSmallRegularFile(file.string(), 100);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  EXPECT_EQ(*recorded, "kv\n");  // the default name
+  auto snapshot = [&] {
+    std::map<std::string, std::pair<uintmax_t, std::filesystem::file_time_type>> files;
+    for (const auto& entry : std::filesystem::directory_iterator(options.data_dir)) {
+      files[entry.path().filename().string()] = {entry.is_regular_file() ? entry.file_size() : 0,
+                                                 entry.last_write_time()};
+    }
+    return files;
+  };
+  const auto before = snapshot();
+  testing::CommandResult r = RunKvnode(
+      {"--node_id=n1", "--cluster_name=other", "--data_dir=" + options.data_dir, Listen()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("belongs to cluster"));
+  EXPECT_THAT(r.err, HasSubstr("not to --cluster_name=other"));
+  EXPECT_THAT(r.err, HasSubstr("start it with --cluster_name=kv"));
+  EXPECT_TRUE(snapshot() == before);
+  // Without the file (a directory of an earlier version), the database's record decides, read
+  // without writing anything.
+  std::filesystem::remove(file);
+  const auto without_file = snapshot();
+  r = RunKvnode(
+      {"--node_id=n1", "--cluster_name=other", "--data_dir=" + options.data_dir, Listen()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("start it with --cluster_name=kv"));
+  EXPECT_TRUE(snapshot() == without_file);
+  // Under its own name the node starts, and writes the file again.
+  absl::StatusOr<testing::NodeProcess> again = testing::NodeProcess::Start(options);
+  ASSERT_TRUE(again.ok()) << again.status();
+  recorded = ReadSmallRegularFile(file.string(), 100);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  EXPECT_EQ(*recorded, "kv\n");
+}
+
 // A port below 1024 without the right to bind it is refused before the data directory is
 // touched, and said so (it was "the address is in use or not local", after the directory had
 // been created and the database opened). Runs kvnode as nobody, so only where this test runs as
