@@ -48,6 +48,14 @@ class KvnodeStartupTest : public ::testing::Test {
     return testing::RunCommand(args, "", absl::Seconds(30));
   }
   std::string Listen() { return absl::StrCat("--listen=127.0.0.1:", testing::PickFreePort()); }
+  // Options of node n1 on a data directory of its own, which it has started on and left
+  // (stopped cleanly).
+  void StartAndStopN1(testing::NodeProcess::Options* options) {
+    options->node_id = "n1";
+    options->data_dir = dir_.Sub("n1");
+    absl::StatusOr<testing::NodeProcess> first = testing::NodeProcess::Start(*options);
+    ASSERT_TRUE(first.ok()) << first.status();
+  }
   testing::TempDir dir_;
 };
 
@@ -176,21 +184,8 @@ TEST_F(KvnodeStartupTest, LockedDataDirectoryIsReported) {
 // where the ring places other keys.
 TEST_F(KvnodeStartupTest, ADataDirectoryOfAnotherNodeIdIsRefused) {
   testing::NodeProcess::Options options;
-  options.node_id = "n1";
-  options.data_dir = dir_.Sub("n1");
-  {
-    absl::StatusOr<testing::NodeProcess> first = testing::NodeProcess::Start(options);
-    ASSERT_TRUE(first.ok()) << first.status();
-  }  // stopped
-  // Every file of the directory, with its size and modification time.
-  auto snapshot = [&] {
-    std::map<std::string, std::pair<uintmax_t, std::filesystem::file_time_type>> files;
-    for (const auto& entry : std::filesystem::directory_iterator(options.data_dir)) {
-      files[entry.path().filename().string()] = {entry.is_regular_file() ? entry.file_size() : 0,
-                                                 entry.last_write_time()};
-    }
-    return files;
-  };
+  ASSERT_NO_FATAL_FAILURE(StartAndStopN1(&options));
+  auto snapshot = [&] { return testing::SnapshotDirectory(options.data_dir); };
   const auto before = snapshot();
   ASSERT_EQ(before.count("NODE_ID"), 1u);
   testing::CommandResult r =
@@ -223,24 +218,12 @@ TEST_F(KvnodeStartupTest, ADataDirectoryOfAnotherNodeIdIsRefused) {
 // into another cluster by a restart.
 TEST_F(KvnodeStartupTest, ADataDirectoryOfAnotherClusterIsRefused) {
   testing::NodeProcess::Options options;
-  options.node_id = "n1";
-  options.data_dir = dir_.Sub("n1");
-  {
-    absl::StatusOr<testing::NodeProcess> first = testing::NodeProcess::Start(options);
-    ASSERT_TRUE(first.ok()) << first.status();
-  }  // stopped
+  ASSERT_NO_FATAL_FAILURE(StartAndStopN1(&options));
   const std::filesystem::path file = std::filesystem::path(options.data_dir) / "CLUSTER_NAME";
   absl::StatusOr<std::string> recorded = ReadSmallRegularFile(file.string(), 100);
   ASSERT_TRUE(recorded.ok()) << recorded.status();
   EXPECT_EQ(*recorded, "kv\n");  // the default name
-  auto snapshot = [&] {
-    std::map<std::string, std::pair<uintmax_t, std::filesystem::file_time_type>> files;
-    for (const auto& entry : std::filesystem::directory_iterator(options.data_dir)) {
-      files[entry.path().filename().string()] = {entry.is_regular_file() ? entry.file_size() : 0,
-                                                 entry.last_write_time()};
-    }
-    return files;
-  };
+  auto snapshot = [&] { return testing::SnapshotDirectory(options.data_dir); };
   const auto before = snapshot();
   testing::CommandResult r = RunKvnode(
       {"--node_id=n1", "--cluster_name=other", "--data_dir=" + options.data_dir, Listen()});

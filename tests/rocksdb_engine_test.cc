@@ -14,7 +14,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <map>
 #include <optional>
 #include <string>
 #include <thread>
@@ -28,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "storage/expiring_value.h"
 #include "storage/memory_engine.h"
+#include "tests/test_util.h"
 
 namespace kv {
 namespace {
@@ -77,17 +77,6 @@ TEST_F(RocksDbEngineTest, ReopenKeepsDataInEveryColumn) {
   EXPECT_EQ((*engine)->Get(Column::kData, "synced").value(), "s");
 }
 
-// Every file of `dir` with its size and modification time.
-std::map<std::string, std::pair<uintmax_t, std::filesystem::file_time_type>> DirSnapshot(
-    const std::string& dir) {
-  std::map<std::string, std::pair<uintmax_t, std::filesystem::file_time_type>> files;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    files[entry.path().filename().string()] = {entry.is_regular_file() ? entry.file_size() : 0,
-                                               entry.last_write_time()};
-  }
-  return files;
-}
-
 // ReadWithoutOpening reads a closed database (its write-ahead log included: the value below was
 // never flushed) and leaves every file of the directory as it was.
 TEST_F(RocksDbEngineTest, ReadWithoutOpeningReadsAndChangesNothing) {
@@ -100,14 +89,14 @@ TEST_F(RocksDbEngineTest, ReadWithoutOpeningReadsAndChangesNothing) {
     ASSERT_TRUE(PutOne(**engine, Column::kMeta, "owner", "n1").ok());
     ASSERT_TRUE(PutOne(**engine, Column::kData, "k", "v").ok());
   }
-  const auto before = DirSnapshot(dir);
+  const auto before = testing::SnapshotDirectory(dir);
   absl::StatusOr<std::string> owner =
       RocksDbEngine::ReadWithoutOpening(dir, Column::kMeta, "owner");
   ASSERT_TRUE(owner.ok()) << owner.status();
   EXPECT_EQ(*owner, "n1");
   EXPECT_TRUE(
       absl::IsNotFound(RocksDbEngine::ReadWithoutOpening(dir, Column::kMeta, "other").status()));
-  EXPECT_TRUE(DirSnapshot(dir) == before);
+  EXPECT_TRUE(testing::SnapshotDirectory(dir) == before);
   // While an engine has it open (and holds its lock) too.
   auto engine = RocksDbEngine::Open(dir, RocksDbOptions());
   ASSERT_TRUE(engine.ok()) << engine.status();

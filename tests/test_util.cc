@@ -256,6 +256,15 @@ void WriteFile(const std::string& path, const std::string& contents) {
   if (!out) Die(absl::StrCat("cannot write ", path));
 }
 
+DirectorySnapshot SnapshotDirectory(const std::string& dir) {
+  DirectorySnapshot files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    files[entry.path().filename().string()] = {entry.is_regular_file() ? entry.file_size() : 0,
+                                               entry.last_write_time()};
+  }
+  return files;
+}
+
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return "";

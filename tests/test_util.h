@@ -6,9 +6,12 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -45,6 +48,13 @@ bool ListensOn(pid_t pid, int port);
 // Writes `contents` to `path` (replacing it). Dies on failure.
 void WriteFile(const std::string& path, const std::string& contents);
 std::string ReadFile(const std::string& path);
+
+// Every entry of directory `dir` (not recursive) with its size (0 for a non-file) and last
+// modification time: equal snapshots mean nothing in the directory was created, removed or
+// written.
+using DirectorySnapshot =
+    std::map<std::string, std::pair<uintmax_t, std::filesystem::file_time_type>>;
+DirectorySnapshot SnapshotDirectory(const std::string& dir);
 
 // A child process started with fork+exec; stdout and stderr go to files in `log_dir`.
 class Subprocess {
