@@ -56,13 +56,14 @@ ClusterNameInterceptors(std::string name) {
   return factories;
 }
 
-absl::Status CheckCallerCluster(const grpc::ServerContextBase& context, absl::string_view own) {
-  const auto& metadata = context.client_metadata();
+absl::Status RefuseOtherCluster(grpc::ServerContextBase* context, absl::string_view own) {
+  const auto& metadata = context->client_metadata();
   auto it = metadata.find(kClusterNameMetadata);
   if (it == metadata.end()) return absl::OkStatus();
   const absl::string_view theirs(it->second.data(), it->second.size());
   if (theirs == own) return absl::OkStatus();
-  return absl::FailedPreconditionError(
+  context->AddTrailingMetadata(kClusterMismatchMetadata, std::string(own));
+  return absl::UnavailableError(
       absl::StrCat("the calling node belongs to cluster \"", absl::CHexEscape(theirs.substr(0, 64)),
                    "\" and this node to cluster \"", own,
                    "\": nodes of different clusters do not exchange data or membership (check the "

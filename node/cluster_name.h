@@ -4,11 +4,13 @@
 // anti-entropy, handoff, layout agreement) carries the caller's cluster name in the
 // kClusterNameMetadata header, added by the interceptor of ClusterNameInterceptors to every
 // channel the node opens to a peer. A node answers a call whose header names another cluster
-// with FAILED_PRECONDITION naming both (CheckCallerCluster), and does nothing else with it: two
-// clusters that meet (an address one of them knew now serves a node of the other; two clusters
-// whose members share ids) neither merge each other's records nor take in each other's
-// membership. A call without the header (a client, or a node of an earlier version during a
-// rolling upgrade) is let in.
+// with UNAVAILABLE naming both, and the trailer kClusterMismatchMetadata (RefuseOtherCluster),
+// and does nothing else with it: two clusters that meet (an address one of them knew now serves
+// a node of the other; two clusters whose members share ids) neither merge each other's records
+// nor take in each other's membership. UNAVAILABLE, because for the caller its member is not
+// there: replication keeps the entries for it and retries with backoff (hinted handoff), a
+// forwarded write goes to the next replica, reads count it as not answering. A call without the
+// header (a client, or a node of an earlier version during a rolling upgrade) is let in.
 //
 // The name is also stored in the data directory at the first start (meta column "cluster_name",
 // storage/FORMAT.md); a start under another name is refused before the database opens for
@@ -28,6 +30,8 @@
 namespace kv {
 
 inline constexpr char kClusterNameMetadata[] = "kv-cluster";
+// Trailer of a refusal for another cluster; its value is this node's cluster name.
+inline constexpr char kClusterMismatchMetadata[] = "kv-cluster-mismatch";
 inline constexpr char kDefaultClusterName[] = "kv";
 
 // 1 to 64 characters from A-Z a-z 0-9 _ . -.
@@ -37,9 +41,9 @@ bool IsValidClusterName(absl::string_view name);
 std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
 ClusterNameInterceptors(std::string name);
 
-// OK unless the call's metadata names a cluster other than `own`: then FAILED_PRECONDITION
-// naming both.
-absl::Status CheckCallerCluster(const grpc::ServerContextBase& context, absl::string_view own);
+// OK unless the call's metadata names a cluster other than `own`: then UNAVAILABLE naming both,
+// with the kClusterMismatchMetadata trailer added to `context`.
+absl::Status RefuseOtherCluster(grpc::ServerContextBase* context, absl::string_view own);
 
 }  // namespace kv
 

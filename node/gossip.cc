@@ -226,8 +226,9 @@ void Gossiper::PushToAll() {
     digest = Digest();
   }
   for (const std::string& target : targets) {
-    transport_->Gossip(target, digest,
-                       [this](absl::StatusOr<GossipDigest> reply) { OnReply(std::move(reply)); });
+    transport_->Gossip(target, digest, [this, target](absl::StatusOr<GossipDigest> reply) {
+      OnReply(target, std::move(reply));
+    });
   }
 }
 
@@ -296,28 +297,32 @@ void Gossiper::RunRound() {
   }
   Notify(std::move(transitions));
   if (target.empty()) return;
-  transport_->Gossip(target, std::move(digest),
-                     [this](absl::StatusOr<GossipDigest> reply) { OnReply(std::move(reply)); });
+  transport_->Gossip(target, std::move(digest), [this, target](absl::StatusOr<GossipDigest> reply) {
+    OnReply(target, std::move(reply));
+  });
 }
 
-void Gossiper::OnReply(absl::StatusOr<GossipDigest> reply) {
+void Gossiper::OnReply(const std::string& target, absl::StatusOr<GossipDigest> reply) {
   std::vector<FailureDetector::Transition> transitions;
   {
     absl::MutexLock lock(&mu_);
     if (stopped_) return;
     if (!reply.ok()) {
-      // The failure detector notices silence. A peer that answered with a refusal (one of
-      // another cluster, node/cluster_name.h) is only silent to it, so the reason is logged,
-      // once per distinct refusal.
+      // The failure detector notices silence. A peer that answered with a refusal (a node of
+      // another cluster, node/cluster_name.h, or one whose TLS peer names leave this node out)
+      // is only silent to it, so the reason is logged, once per peer until an exchange with it
+      // succeeds.
       if (absl::IsFailedPrecondition(reply.status()) || absl::IsPermissionDenied(reply.status())) {
         std::string refusal(reply.status().message());
-        if (refusal != last_exchange_refusal_) {
-          LogWarn("a peer refused a gossip exchange", {{"error", refusal}});
-          last_exchange_refusal_ = std::move(refusal);
+        std::string& logged = exchange_refusals_[target];
+        if (refusal != logged) {
+          LogWarn("a peer refused a gossip exchange", {{"peer", target}, {"error", refusal}});
+          logged = std::move(refusal);
         }
       }
       return;
     }
+    exchange_refusals_.erase(target);
     Merge(*reply);
     transitions = detector_.TakeTransitions();
   }

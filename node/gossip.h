@@ -149,7 +149,7 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // One push-pull exchange with every other member now (a handoff milestone).
   void PushToAll();
   // Merges the answer to an exchange this node started.
-  void OnReply(absl::StatusOr<GossipDigest> reply);
+  void OnReply(const std::string& target, absl::StatusOr<GossipDigest> reply);
   // Takes in `digest`, unless FromAnotherCluster (then it is logged once and ignored whole).
   void Merge(const GossipDigest& digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // True if the sender belongs to another cluster: both have a layout, neither layout holds the
@@ -191,9 +191,10 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   ClusterLayout layout_ ABSL_GUARDED_BY(mu_);
   bool layout_changed_ ABSL_GUARDED_BY(mu_) = false;
-  std::string last_refusal_ ABSL_GUARDED_BY(mu_);           // see LogRefusal
-  std::string last_exchange_refusal_ ABSL_GUARDED_BY(mu_);  // see OnReply
-  std::string layout_conflict_ ABSL_GUARDED_BY(mu_);        // see LayoutConflict
+  std::string last_refusal_ ABSL_GUARDED_BY(mu_);  // see LogRefusal
+  // By peer address, the refusal of an exchange last logged (see OnReply).
+  std::map<std::string, std::string> exchange_refusals_ ABSL_GUARDED_BY(mu_);
+  std::string layout_conflict_ ABSL_GUARDED_BY(mu_);  // see LayoutConflict
   // The differing settings last logged per member (so each is logged once).
   std::map<std::string, std::string> settings_warned_ ABSL_GUARDED_BY(mu_);
   // When, and under which layout version, Options::holds_records was last asked.

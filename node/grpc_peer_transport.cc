@@ -549,6 +549,10 @@ void GrpcPeerTransport::Gossip(const std::string& address, GossipDigest digest,
         absl::StatusOr<GossipDigest> result;
         if (status.ok()) {
           result = DigestFromMessage(call->response);
+        } else if (call->context.GetServerTrailingMetadata().count(kClusterMismatchMetadata) > 0) {
+          // A node of another cluster: FAILED_PRECONDITION, which the gossiper logs, rather than
+          // the UNAVAILABLE of a peer that is down.
+          result = absl::FailedPreconditionError(status.error_message());
         } else {
           result = FromPeer(status);
         }

@@ -21,9 +21,9 @@ void ToProto(const Sibling& sibling, v1::Sibling* out) {
   out->set_timestamp_micros(sibling.timestamp_micros);
 }
 
-// True when every replica that answered holds the same record (absent counts as a record).
-// Every replica answered and holds the same versions. A replica that could not be asked may hold
-// anything, so while one is unreachable the key does not count as converged.
+// True when every replica answered and all hold the same record (absent counts as a record). A
+// replica that could not be asked may hold anything, so while one is unreachable the key does
+// not count as converged.
 bool Converged(const std::vector<ReplicaRecordView>& views) {
   const std::optional<SiblingSet>* first = nullptr;
   for (const ReplicaRecordView& view : views) {
@@ -115,7 +115,7 @@ grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* context,
   absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(w, "w");
   absl::Status valid = Admit(command.key);
   if (valid.ok()) valid = spec.status();
-  if (valid.ok() && !cluster_name_.empty()) valid = CheckCallerCluster(*context, cluster_name_);
+  if (valid.ok() && !cluster_name_.empty()) valid = RefuseOtherCluster(context, cluster_name_);
   if (!valid.ok()) return FinishNow(gate_, valid);
   // The write may be committed on this thread, with the writes that other calls queue meanwhile
   // (LocalStore::WriteAsync without a commit executor); `finish` may run before this returns.

@@ -48,7 +48,7 @@ class KvService final : public v1::KV::CallbackService {
   // New calls are refused with UNAVAILABLE once `gate` is closed.
   KvService(Coordinator* coordinator, LocalStore* store, Executor* executor, CallGate* gate);
 
-  // Makes a Put or Delete that a node of another cluster forwards fail with FAILED_PRECONDITION
+  // Makes a Put or Delete that a node of another cluster forwards fail with UNAVAILABLE
   // (node/cluster_name.h); clients' calls carry no cluster name and are not affected. Call
   // before serving.
   void SetClusterName(std::string name) { cluster_name_ = std::move(name); }

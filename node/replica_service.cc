@@ -25,11 +25,11 @@ ReplicaService::ReplicaService(LocalStore* store, Executor* executor, CallGate* 
       gossiper_(gossiper),
       authorizer_(std::move(authorizer)) {}
 
-absl::Status ReplicaService::Admit(const grpc::CallbackServerContext& context) const {
+absl::Status ReplicaService::Admit(grpc::CallbackServerContext* context) const {
   absl::Status admitted = gate_->Check();
-  if (admitted.ok()) admitted = authorizer_.Check(context);
+  if (admitted.ok()) admitted = authorizer_.Check(*context);
   if (admitted.ok() && !cluster_name_.empty()) {
-    admitted = CheckCallerCluster(context, cluster_name_);
+    admitted = RefuseOtherCluster(context, cluster_name_);
   }
   return admitted;
 }
@@ -45,7 +45,7 @@ absl::Status NoAntiEntropy() {
 grpc::ServerUnaryReactor* ReplicaService::MerkleNodes(
     grpc::CallbackServerContext* context, const internal::v1::MerkleNodesRequest* request,
     internal::v1::MerkleNodesResponse* response) {
-  absl::Status status = Admit(*context);
+  absl::Status status = Admit(context);
   if (status.ok() && merkle_ == nullptr) status = NoAntiEntropy();
   if (status.ok() && request->level() > static_cast<uint32_t>(MerkleLevel::kLeaves)) {
     status = absl::InvalidArgumentError("Merkle tree level must be 0, 1 or 2");
@@ -67,7 +67,7 @@ grpc::ServerUnaryReactor* ReplicaService::MerkleNodes(
 grpc::ServerUnaryReactor* ReplicaService::SegmentKeys(
     grpc::CallbackServerContext* context, const internal::v1::SegmentKeysRequest* request,
     internal::v1::SegmentKeysResponse* response) {
-  absl::Status admitted = Admit(*context);
+  absl::Status admitted = Admit(context);
   if (admitted.ok() && merkle_ == nullptr) admitted = NoAntiEntropy();
   if (!admitted.ok()) return FinishNow(gate_, admitted);
   return FinishOnExecutor(context, gate_, executor_, [this, request, response]() -> absl::Status {
@@ -92,7 +92,7 @@ absl::Status ReplicaService::CheckPurgeLayout(uint64_t confirmed_version) const 
 grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
     grpc::CallbackServerContext* context, const internal::v1::PurgeRecordRequest* request,
     internal::v1::PurgeRecordResponse* /*response*/) {
-  absl::Status valid = Admit(*context);
+  absl::Status valid = Admit(context);
   if (valid.ok()) valid = store_->ValidateKey(request->key());
   if (valid.ok()) valid = CheckPurgeLayout(request->layout_version());
   if (!valid.ok()) return FinishNow(gate_, valid);
@@ -115,7 +115,7 @@ grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
 grpc::ServerUnaryReactor* ReplicaService::CompareDigests(
     grpc::CallbackServerContext* context, const internal::v1::CompareDigestsRequest* request,
     internal::v1::CompareDigestsResponse* response) {
-  absl::Status admitted = Admit(*context);
+  absl::Status admitted = Admit(context);
   // Without an index the sender gets UNIMPLEMENTED and sends every record instead.
   if (admitted.ok() && merkle_ == nullptr) admitted = NoAntiEntropy();
   if (!admitted.ok()) return FinishNow(gate_, admitted);
@@ -139,7 +139,7 @@ grpc::ServerUnaryReactor* ReplicaService::CompareDigests(
 grpc::ServerUnaryReactor* ReplicaService::MergeBatch(grpc::CallbackServerContext* context,
                                                      const internal::v1::MergeBatchRequest* request,
                                                      internal::v1::MergeBatchResponse* response) {
-  absl::Status admitted = Admit(*context);
+  absl::Status admitted = Admit(context);
   if (!admitted.ok()) return FinishNow(gate_, admitted);
   absl::StatusOr<std::vector<SiblingSet>> decoded = DecodeMergeBatch(*request);
   if (!decoded.ok()) {
@@ -171,7 +171,7 @@ grpc::ServerUnaryReactor* ReplicaService::MergeBatch(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* ReplicaService::ReadRecord(grpc::CallbackServerContext* context,
                                                      const internal::v1::ReadRecordRequest* request,
                                                      internal::v1::ReadRecordResponse* response) {
-  absl::Status valid = Admit(*context);
+  absl::Status valid = Admit(context);
   if (valid.ok()) valid = store_->ValidateKey(request->key());
   if (!valid.ok()) return FinishNow(gate_, valid);
   return FinishOnExecutor(context, gate_, executor_,
@@ -181,7 +181,7 @@ grpc::ServerUnaryReactor* ReplicaService::ReadRecord(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* ReplicaService::ListKeys(grpc::CallbackServerContext* context,
                                                    const internal::v1::ListKeysRequest* request,
                                                    internal::v1::ListKeysResponse* response) {
-  absl::Status valid = Admit(*context);
+  absl::Status valid = Admit(context);
   if (!valid.ok()) return FinishNow(gate_, valid);
   return FinishOnExecutor(context, gate_, executor_, [this, request, response]() -> absl::Status {
     KV_ASSIGN_OR_RETURN(ListPage page,
@@ -246,7 +246,7 @@ absl::Status ReplicaService::DoReadRecord(const internal::v1::ReadRecordRequest&
 grpc::ServerUnaryReactor* ReplicaService::ReserveLayout(
     grpc::CallbackServerContext* context, const internal::v1::ReserveLayoutRequest* request,
     internal::v1::ReserveLayoutResponse* response) {
-  absl::Status status = Admit(*context);
+  absl::Status status = Admit(context);
   if (status.ok() && (reservations_ == nullptr || gossiper_ == nullptr)) {
     status = absl::UnimplementedError("this node takes no layout reservations");
   }
@@ -273,7 +273,7 @@ grpc::ServerUnaryReactor* ReplicaService::ReserveLayout(
 grpc::ServerUnaryReactor* ReplicaService::AcceptLayout(
     grpc::CallbackServerContext* context, const internal::v1::AcceptLayoutRequest* request,
     internal::v1::AcceptLayoutResponse* /*response*/) {
-  absl::Status status = Admit(*context);
+  absl::Status status = Admit(context);
   if (status.ok() && (reservations_ == nullptr || gossiper_ == nullptr)) {
     status = absl::UnimplementedError("this node takes no layout reservations");
   }
@@ -292,7 +292,7 @@ grpc::ServerUnaryReactor* ReplicaService::AcceptLayout(
 grpc::ServerUnaryReactor* ReplicaService::ReleaseLayout(
     grpc::CallbackServerContext* context, const internal::v1::ReleaseLayoutRequest* request,
     internal::v1::ReleaseLayoutResponse* /*response*/) {
-  absl::Status status = Admit(*context);
+  absl::Status status = Admit(context);
   if (status.ok() && reservations_ == nullptr) {
     status = absl::UnimplementedError("this node takes no layout reservations");
   }
@@ -305,7 +305,7 @@ grpc::ServerUnaryReactor* ReplicaService::ReleaseLayout(
 grpc::ServerUnaryReactor* ReplicaService::Gossip(grpc::CallbackServerContext* context,
                                                  const internal::v1::GossipRequest* request,
                                                  internal::v1::GossipResponse* response) {
-  absl::Status status = Admit(*context);
+  absl::Status status = Admit(context);
   if (status.ok() && gossiper_ == nullptr) {
     status = absl::UnimplementedError("gossip is not enabled on this node");
   }

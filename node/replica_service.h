@@ -87,8 +87,8 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   // serving; `reservations` must outlive the service.
   void SetLayoutReservations(LayoutReservations* reservations) { reservations_ = reservations; }
 
-  // Makes every call from a node of another cluster fail with FAILED_PRECONDITION
-  // (node/cluster_name.h). Call before serving.
+  // Makes every call from a node of another cluster fail with UNAVAILABLE (node/cluster_name.h).
+  // Call before serving.
   void SetClusterName(std::string name) { cluster_name_ = std::move(name); }
 
   grpc::ServerUnaryReactor* MergeBatch(grpc::CallbackServerContext* context,
@@ -136,7 +136,7 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
                             internal::v1::ReadRecordResponse* response);
 
   // The gate's verdict, then the authorizer's.
-  absl::Status Admit(const grpc::CallbackServerContext& context) const;
+  absl::Status Admit(grpc::CallbackServerContext* context) const;
 
   LocalStore* const store_;
   Executor* const executor_;

@@ -714,17 +714,21 @@ TEST_F(ClusterTest, ANodeOfAnotherClusterNeitherSendsNorReceivesRecords) {
     const PutResult put = Put(kv(0), absl::StrCat("ours/", i), "v");
     ASSERT_TRUE(put.status.ok()) << i << ": " << StatusText(put.status);
   }
-  // n1 tried to replicate to n3 and was refused, naming the clusters.
-  std::string last_error;
+  // n1 tried to replicate to n3 and was refused, naming the clusters. It keeps the writes for
+  // n3 (an unreachable member, not records it gave up on).
+  v1::MemberStatus n3;
   const bool refused = PollUntil(kConvergeTimeout, [&] {
     absl::StatusOr<v1::ClusterStatusResponse> status = ClusterStatus(0);
     if (!status.ok()) return false;
     for (const v1::MemberStatus& member : status->members()) {
-      if (member.node_id() == "n3") last_error = member.last_error();
+      if (member.node_id() == "n3") n3 = member;
     }
-    return absl::StrContains(last_error, "belongs to cluster");
+    return absl::StrContains(n3.last_error(), "belongs to cluster");
   });
-  EXPECT_TRUE(refused) << "n1's last error for n3: " << last_error;
+  EXPECT_TRUE(refused) << "n1's last error for n3: " << n3.last_error();
+  EXPECT_FALSE(n3.reachable()) << n3.last_error();
+  EXPECT_EQ(n3.outbox_dropped(), 0u) << n3.last_error();
+  EXPECT_GT(n3.outbox_depth(), 0u) << n3.last_error();
   v1::DescribeKeyResponse described;
   ASSERT_TRUE(DescribeKey(kv(0), "ours/0", &described).ok());
   EXPECT_FALSE(described.converged()) << Show(described);
