@@ -4,6 +4,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "node/ring.h"
 
 namespace kv {
 namespace {
@@ -39,15 +40,7 @@ class ClusterNameInterceptorFactory : public grpc::experimental::ClientIntercept
 
 }  // namespace
 
-bool IsValidClusterName(absl::string_view name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '.' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
+bool IsValidClusterName(absl::string_view name) { return IsWellFormedNodeId(name); }
 
 std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
 ClusterNameInterceptors(std::string name) {

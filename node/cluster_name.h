@@ -34,7 +34,7 @@ inline constexpr char kClusterNameMetadata[] = "kv-cluster";
 inline constexpr char kClusterMismatchMetadata[] = "kv-cluster-mismatch";
 inline constexpr char kDefaultClusterName[] = "kv";
 
-// 1 to 64 characters from A-Z a-z 0-9 _ . -.
+// 1 to 64 characters from A-Z a-z 0-9 _ . - (the characters of node ids, IsWellFormedNodeId).
 bool IsValidClusterName(absl::string_view name);
 
 // Interceptor factories for a channel to a peer: they add `name` to every call's metadata.

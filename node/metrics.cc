@@ -83,7 +83,7 @@ class RequestMetrics {
   }
 
   void Record(Method* method, int code, absl::Duration elapsed) {
-    if (code < 0 || code >= kStatusCodes) code = 2;  // UNKNOWN
+    code = KnownCode(code);
     CounterIn(method->by_code[code], requests_,
               {{"method", method->name}, {"code", kCodeNames[code]}})
         ->Increment();
@@ -93,14 +93,16 @@ class RequestMetrics {
   // Counts the items of a PutBatch answer by their codes.
   void RecordBatchItems(const v1::PutBatchResponse& response) {
     for (const v1::PutBatchResult& result : response.results()) {
-      int code = result.code();
-      if (code < 0 || code >= kStatusCodes) code = 2;  // UNKNOWN
+      const int code = KnownCode(result.code());
       CounterIn(batch_item_counters_[code], batch_items_, {{"code", kCodeNames[code]}})
           ->Increment();
     }
   }
 
  private:
+  // `code` if it is a gRPC status code, else UNKNOWN.
+  static int KnownCode(int code) { return code < 0 || code >= kStatusCodes ? 2 : code; }
+
   // The counter `slot` caches: created in `family` with `labels` when first needed.
   prometheus::Counter* CounterIn(std::atomic<prometheus::Counter*>& slot,
                                  prometheus::Family<prometheus::Counter>& family,

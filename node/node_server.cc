@@ -73,19 +73,7 @@ absl::Status PrepareDataDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
-// A plain file in the data directory naming the node id of its first start, so that a start
-// under another id is refused before RocksDB opens (opening replays the write-ahead log and writes
-// table, manifest and options files: a refused start would change the directory). The meta
-// column's "node_id" says the same (CheckDataDirOwner); the file is written once that check
-// passed, also for a directory an earlier version wrote, which has none.
-constexpr char kOwnerFileName[] = "NODE_ID";
-// Meta column key of the node id that first ran on this data directory (storage/FORMAT.md).
-constexpr absl::string_view kNodeIdMetaKey = "node_id";
-// The same for the cluster name of the directory's first start (node/cluster_name.h).
-constexpr char kClusterFileName[] = "CLUSTER_NAME";
-constexpr absl::string_view kClusterNameMetaKey = "cluster_name";
-
-// The value in `dir`'s file `name` (one of the two above), or "" if it has none.
+// The value in `dir`'s file `name` (a DirectoryRecord's), or "" if it has none.
 absl::StatusOr<std::string> ReadDirectoryRecord(const std::string& dir, const char* name) {
   const std::string path = (std::filesystem::path(dir) / name).string();
   std::error_code ec;
@@ -286,28 +274,34 @@ absl::Status NodeServer::OwnedByAnotherCluster(absl::string_view name,
       ", or give it a data directory of its own"));
 }
 
-absl::Status NodeServer::CheckDataDirRecord(absl::string_view meta_key, const char* file_name,
-                                            const std::string& expected,
-                                            absl::string_view file_value) {
-  absl::StatusOr<std::string> recorded = engine_->Get(Column::kMeta, meta_key);
+std::vector<NodeServer::DirectoryRecord> NodeServer::DirectoryRecords() const {
+  // Plain files, so that a start under another value is refused before RocksDB opens (opening
+  // replays the write-ahead log and writes table, manifest and options files: a refused start
+  // would change the directory). The meta column's keys (storage/FORMAT.md) say the same; a
+  // file is written once CheckDataDirRecord passed, also for a directory an earlier version
+  // wrote, which has none.
+  return {DirectoryRecord{"node_id", "NODE_ID", config_.node_id, &NodeServer::OwnedByAnotherNode},
+          DirectoryRecord{"cluster_name", "CLUSTER_NAME", config_.cluster_name,
+                          &NodeServer::OwnedByAnotherCluster}};
+}
+
+absl::Status NodeServer::CheckDataDirRecord(const DirectoryRecord& record) {
+  absl::StatusOr<std::string> recorded = engine_->Get(Column::kMeta, record.meta_key);
   if (recorded.ok()) {
-    if (*recorded != expected) {
-      return meta_key == kNodeIdMetaKey ? OwnedByAnotherNode(*recorded)
-                                        : OwnedByAnotherCluster(*recorded);
-    }
+    if (*recorded != record.expected) return (this->*record.refuse)(*recorded, "");
   } else if (absl::IsNotFound(recorded.status())) {
     // A new directory, or one written before this was recorded: it is this node's from now.
-    KV_RETURN_IF_ERROR(PutSynced(*engine_, Column::kMeta, meta_key, expected));
+    KV_RETURN_IF_ERROR(PutSynced(*engine_, Column::kMeta, record.meta_key, record.expected));
   } else {
     return recorded.status();
   }
-  if (file_value == expected) return absl::OkStatus();
+  if (record.file_value == record.expected) return absl::OkStatus();
   // None yet (OpenStorage refused any other value in it): the meta column agreed, so write it.
   // The file only lets the next start refuse before the engine opens; without it, the meta
   // column still decides, so a failure is worth a warning, not a refused start.
-  absl::Status written = WriteDirectoryRecord(config_.data_dir, file_name, expected);
+  absl::Status written = WriteDirectoryRecord(config_.data_dir, record.file_name, record.expected);
   if (!written.ok()) {
-    LogWarn(absl::StrCat("cannot record the ", meta_key,
+    LogWarn(absl::StrCat("cannot record the ", record.meta_key,
                          " in the data directory; a start under another one will be refused "
                          "only once the database is open"),
             {{"error", std::string(written.message())}});
@@ -317,33 +311,32 @@ absl::Status NodeServer::CheckDataDirRecord(absl::string_view meta_key, const ch
 
 absl::Status NodeServer::OpenStorage() {
   KV_RETURN_IF_ERROR(PrepareDataDir(config_.data_dir));
-  // Before the engine opens, which writes to the directory (see kOwnerFileName).
-  KV_ASSIGN_OR_RETURN(const std::string file_owner,
-                      ReadDirectoryRecord(config_.data_dir, kOwnerFileName));
-  KV_ASSIGN_OR_RETURN(const std::string file_cluster,
-                      ReadDirectoryRecord(config_.data_dir, kClusterFileName));
-  if (!file_owner.empty() && file_owner != config_.node_id) {
-    return OwnedByAnotherNode(absl::CHexEscape(file_owner.substr(0, 64)),
-                              (std::filesystem::path(config_.data_dir) / kOwnerFileName).string());
+  // Before the engine opens, which writes to the directory (see DirectoryRecords).
+  std::vector<DirectoryRecord> records = DirectoryRecords();
+  std::vector<std::string> unfiled;  // meta keys of the records without a file
+  for (DirectoryRecord& record : records) {
+    KV_ASSIGN_OR_RETURN(record.file_value, ReadDirectoryRecord(config_.data_dir, record.file_name));
+    if (record.file_value.empty()) {
+      unfiled.push_back(record.meta_key);
+    } else if (record.file_value != record.expected) {
+      return (this->*record.refuse)(
+          absl::CHexEscape(absl::string_view(record.file_value).substr(0, 64)),
+          (std::filesystem::path(config_.data_dir) / record.file_name).string());
+    }
   }
-  if (!file_cluster.empty() && file_cluster != config_.cluster_name) {
-    return OwnedByAnotherCluster(
-        absl::CHexEscape(file_cluster.substr(0, 64)),
-        (std::filesystem::path(config_.data_dir) / kClusterFileName).string());
-  }
-  if (file_owner.empty()) {
-    // A directory an earlier version wrote has no file: read the engine's record without
-    // opening it for writing. Any error here (no database yet, an unreadable one) is left to
+  if (!unfiled.empty()) {
+    // A directory an earlier version wrote lacks some files: read the engine's records in one
+    // open that writes nothing. Any error here (no database yet, an unreadable one) is left to
     // the real open and CheckDataDirRecord, which report it.
-    absl::StatusOr<std::string> recorded =
-        RocksDbEngine::ReadWithoutOpening(config_.data_dir, Column::kMeta, kNodeIdMetaKey);
-    if (recorded.ok() && *recorded != config_.node_id) return OwnedByAnotherNode(*recorded);
-  }
-  if (file_cluster.empty()) {  // likewise, for a directory of a version without cluster names
-    absl::StatusOr<std::string> recorded =
-        RocksDbEngine::ReadWithoutOpening(config_.data_dir, Column::kMeta, kClusterNameMetaKey);
-    if (recorded.ok() && *recorded != config_.cluster_name) {
-      return OwnedByAnotherCluster(*recorded);
+    absl::StatusOr<std::vector<std::optional<std::string>>> recorded =
+        RocksDbEngine::ReadWithoutOpening(config_.data_dir, Column::kMeta, unfiled);
+    size_t next = 0;
+    for (const DirectoryRecord& record : records) {
+      if (!recorded.ok() || !record.file_value.empty()) continue;
+      const std::optional<std::string>& value = (*recorded)[next++];
+      if (value.has_value() && *value != record.expected) {
+        return (this->*record.refuse)(*value, "");
+      }
     }
   }
   RocksDbOptions storage;
@@ -357,10 +350,7 @@ absl::Status NodeServer::OpenStorage() {
   }
   engine_ = *std::move(engine);
   // Before anything is written to the directory.
-  KV_RETURN_IF_ERROR(
-      CheckDataDirRecord(kNodeIdMetaKey, kOwnerFileName, config_.node_id, file_owner));
-  KV_RETURN_IF_ERROR(CheckDataDirRecord(kClusterNameMetaKey, kClusterFileName, config_.cluster_name,
-                                        file_cluster));
+  for (const DirectoryRecord& record : records) KV_RETURN_IF_ERROR(CheckDataDirRecord(record));
   // Databases written before the Merkle index column existed get their index entries now.
   if (absl::Status backfilled = BackfillMerkleIndex(engine_.get()); !backfilled.ok()) {
     return absl::Status(backfilled.code(),

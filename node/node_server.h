@@ -90,19 +90,27 @@ class NodeServer {
   NodeServer(const NodeConfig& config, std::function<void()> request_stop)
       : config_(config), request_stop_(std::move(request_stop)) {}
   absl::Status OpenStorage();
-  // FAILED_PRECONDITION if the data directory's meta column records another value than
-  // `expected` under `meta_key` (the node id, or the cluster name); records `expected` in a
-  // directory that names none (the meta column, then file `file_name`, which the next start
-  // reads before opening the engine). `file_value`: what that file said when OpenStorage read it
-  // before opening the engine ("" if none).
-  absl::Status CheckDataDirRecord(absl::string_view meta_key, const char* file_name,
-                                  const std::string& expected, absl::string_view file_value);
+  // A value a data directory keeps from its first start (the node id, the cluster name): in the
+  // meta column under `meta_key`, and in file `file_name`, which a start reads before the engine
+  // opens.
+  struct DirectoryRecord {
+    std::string meta_key;
+    const char* file_name;
+    const std::string& expected;  // this start's value
+    // The refusal of a directory that recorded another value (`recorded_in`: the file, if
+    // that is where it was read).
+    absl::Status (NodeServer::*refuse)(absl::string_view recorded,
+                                       absl::string_view recorded_in) const;
+    std::string file_value = "";  // what the file said when OpenStorage read it ("" if none)
+  };
+  std::vector<DirectoryRecord> DirectoryRecords() const;
+  // FAILED_PRECONDITION if the engine's meta column records another value than
+  // `record.expected`; records it in a directory that has none (the meta column, then the file).
+  absl::Status CheckDataDirRecord(const DirectoryRecord& record);
   // FAILED_PRECONDITION naming `owner` (and the file that records it, if not empty).
-  absl::Status OwnedByAnotherNode(absl::string_view owner,
-                                  absl::string_view recorded_in = "") const;
+  absl::Status OwnedByAnotherNode(absl::string_view owner, absl::string_view recorded_in) const;
   // The same for a directory of cluster `name`.
-  absl::Status OwnedByAnotherCluster(absl::string_view name,
-                                     absl::string_view recorded_in = "") const;
+  absl::Status OwnedByAnotherCluster(absl::string_view name, absl::string_view recorded_in) const;
   // The ring, the peer transport, the replication outbox (recovered from disk) and the
   // coordinator.
   absl::Status StartReplication();

@@ -135,7 +135,8 @@ class ReplicaService final : public internal::v1::Replica::CallbackService {
   absl::Status DoReadRecord(const internal::v1::ReadRecordRequest& request,
                             internal::v1::ReadRecordResponse* response);
 
-  // The gate's verdict, then the authorizer's.
+  // The gate's verdict, then the authorizer's, then the caller's cluster name's (which adds a
+  // trailer to `context` when it refuses).
   absl::Status Admit(grpc::CallbackServerContext* context) const;
 
   LocalStore* const store_;

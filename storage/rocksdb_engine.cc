@@ -309,8 +309,8 @@ class DiscardingLogger : public rocksdb::Logger {
 
 }  // namespace
 
-absl::StatusOr<std::string> RocksDbEngine::ReadWithoutOpening(const std::string& dir, Column column,
-                                                              absl::string_view key) {
+absl::StatusOr<std::vector<std::optional<std::string>>> RocksDbEngine::ReadWithoutOpening(
+    const std::string& dir, Column column, const std::vector<std::string>& keys) {
   std::error_code ec;
   if (!std::filesystem::exists(std::filesystem::path(dir) / "CURRENT", ec)) {
     return absl::NotFoundError(absl::StrCat("no database in ", dir));
@@ -333,12 +333,18 @@ absl::StatusOr<std::string> RocksDbEngine::ReadWithoutOpening(const std::string&
   s = rocksdb::DB::OpenForReadOnly(db_options, dir, families, &handles, &raw_db);
   if (!s.ok()) return FromRocksDb(s, absl::StrCat("reading ", dir));
   std::unique_ptr<rocksdb::DB> db(raw_db);
-  std::string value;
-  s = db->Get(rocksdb::ReadOptions(), handles[1], rocksdb::Slice(key.data(), key.size()), &value);
+  std::vector<std::optional<std::string>> values;
+  for (const std::string& key : keys) {
+    std::string value;
+    s = db->Get(rocksdb::ReadOptions(), handles[1], key, &value);
+    if (!s.ok() && !s.IsNotFound()) break;
+    values.push_back(s.ok() ? std::optional<std::string>(std::move(value)) : std::nullopt);
+    s = rocksdb::Status::OK();
+  }
   for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
   db->Close().PermitUncheckedError();
   if (!s.ok()) return FromRocksDb(s, absl::StrCat("get from column ", name));
-  return value;
+  return values;
 }
 
 RocksDbEngine::RocksDbEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

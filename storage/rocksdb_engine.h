@@ -22,7 +22,9 @@
 #define KV_STORAGE_ROCKSDB_ENGINE_H_
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "storage/engine.h"
@@ -50,12 +52,12 @@ class RocksDbEngine : public Engine {
  public:
   static absl::StatusOr<std::unique_ptr<RocksDbEngine>> Open(const std::string& dir,
                                                              const RocksDbOptions& options);
-  // The value of `key` in `column` of the database in `dir`, read without changing anything in
-  // the directory (a read-only open, no info log, no lock): for a check that must refuse a
-  // directory before Open writes to it. NOT_FOUND if the directory holds no database, the
-  // column or the key; other errors as the read-only open reports them.
-  static absl::StatusOr<std::string> ReadWithoutOpening(const std::string& dir, Column column,
-                                                        absl::string_view key);
+  // The values of `keys` in `column` of the database in `dir` (nullopt for a key it lacks), read
+  // in one read-only open that changes nothing in the directory (no info log, no lock): for
+  // checks that must refuse a directory before Open writes to it. NOT_FOUND if the directory
+  // holds no database or no such column; other errors as the read-only open reports them.
+  static absl::StatusOr<std::vector<std::optional<std::string>>> ReadWithoutOpening(
+      const std::string& dir, Column column, const std::vector<std::string>& keys);
   ~RocksDbEngine() override;
 
   absl::StatusOr<std::string> Get(Column column, absl::string_view key) override;

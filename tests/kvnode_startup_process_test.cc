@@ -196,10 +196,11 @@ TEST_F(KvnodeStartupTest, ADataDirectoryOfAnotherNodeIdIsRefused) {
   // Refused before the engine opened: nothing in the directory changed (opening replays the
   // write-ahead log into a new table file, and writes a manifest and an options file).
   EXPECT_TRUE(snapshot() == before);
-  // A directory an earlier version wrote has no NODE_ID file: the engine's record decides, read
-  // without opening the database for writing, so the refusal changes nothing either; the
-  // owner's next start writes the file.
+  // A directory an earlier version wrote has no NODE_ID file (nor CLUSTER_NAME): the engine's
+  // records decide, read without opening the database for writing, so the refusal changes
+  // nothing either; the owner's next start writes the files.
   std::filesystem::remove(std::filesystem::path(options.data_dir) / "NODE_ID");
+  std::filesystem::remove(std::filesystem::path(options.data_dir) / "CLUSTER_NAME");
   const auto without_file = snapshot();
   r = RunKvnode({"--node_id=n9", "--data_dir=" + options.data_dir, Listen()});
   EXPECT_EQ(r.exit_code, 1) << r.err;
@@ -212,6 +213,10 @@ TEST_F(KvnodeStartupTest, ADataDirectoryOfAnotherNodeIdIsRefused) {
       ReadSmallRegularFile((std::filesystem::path(options.data_dir) / "NODE_ID").string(), 100);
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_EQ(*file, "n1\n");
+  file = ReadSmallRegularFile((std::filesystem::path(options.data_dir) / "CLUSTER_NAME").string(),
+                              100);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(*file, "kv\n");
 }
 
 // A data directory keeps the cluster name of its first start: a node cannot move its replicas

@@ -77,32 +77,33 @@ TEST_F(RocksDbEngineTest, ReopenKeepsDataInEveryColumn) {
   EXPECT_EQ((*engine)->Get(Column::kData, "synced").value(), "s");
 }
 
-// ReadWithoutOpening reads a closed database (its write-ahead log included: the value below was
+// ReadWithoutOpening reads a closed database (its write-ahead log included: the values below were
 // never flushed) and leaves every file of the directory as it was.
 TEST_F(RocksDbEngineTest, ReadWithoutOpeningReadsAndChangesNothing) {
   const std::string dir = root_ + "/db";
+  const std::vector<std::string> keys = {"owner", "other", "name"};
   EXPECT_TRUE(
-      absl::IsNotFound(RocksDbEngine::ReadWithoutOpening(dir, Column::kMeta, "k").status()));
+      absl::IsNotFound(RocksDbEngine::ReadWithoutOpening(dir, Column::kMeta, keys).status()));
   {
     auto engine = RocksDbEngine::Open(dir, RocksDbOptions());
     ASSERT_TRUE(engine.ok()) << engine.status();
     ASSERT_TRUE(PutOne(**engine, Column::kMeta, "owner", "n1").ok());
-    ASSERT_TRUE(PutOne(**engine, Column::kData, "k", "v").ok());
+    ASSERT_TRUE(PutOne(**engine, Column::kMeta, "name", "kv").ok());
+    ASSERT_TRUE(PutOne(**engine, Column::kData, "other", "in another column").ok());
   }
   const auto before = testing::SnapshotDirectory(dir);
-  absl::StatusOr<std::string> owner =
-      RocksDbEngine::ReadWithoutOpening(dir, Column::kMeta, "owner");
-  ASSERT_TRUE(owner.ok()) << owner.status();
-  EXPECT_EQ(*owner, "n1");
-  EXPECT_TRUE(
-      absl::IsNotFound(RocksDbEngine::ReadWithoutOpening(dir, Column::kMeta, "other").status()));
+  const std::vector<std::optional<std::string>> expected = {"n1", std::nullopt, "kv"};
+  absl::StatusOr<std::vector<std::optional<std::string>>> values =
+      RocksDbEngine::ReadWithoutOpening(dir, Column::kMeta, keys);
+  ASSERT_TRUE(values.ok()) << values.status();
+  EXPECT_EQ(*values, expected);
   EXPECT_TRUE(testing::SnapshotDirectory(dir) == before);
   // While an engine has it open (and holds its lock) too.
   auto engine = RocksDbEngine::Open(dir, RocksDbOptions());
   ASSERT_TRUE(engine.ok()) << engine.status();
-  owner = RocksDbEngine::ReadWithoutOpening(dir, Column::kMeta, "owner");
-  ASSERT_TRUE(owner.ok()) << owner.status();
-  EXPECT_EQ(*owner, "n1");
+  values = RocksDbEngine::ReadWithoutOpening(dir, Column::kMeta, keys);
+  ASSERT_TRUE(values.ok()) << values.status();
+  EXPECT_EQ(*values, expected);
 }
 
 // The idempotency column lives in a hash-bucketed memtable: point lookups and key-ordered scans
