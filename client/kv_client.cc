@@ -85,9 +85,10 @@ void Client::DeleteAsync(std::string key, WriteOptions options,
   client_internal::ToProto(options.w, request.mutable_w());
   impl_->Call<v1::KV::Stub, v1::DeleteRequest, v1::DeleteResponse, WriteResult>(
       options, impl_->NextEndpoint(), EndpointPolicy::kWrite, std::move(request),
-      [](v1::KV::Stub* stub, grpc::ClientContext* context, const v1::DeleteRequest* req,
-         v1::DeleteResponse* resp, std::function<void(grpc::Status)> on_done) {
-        stub->async()->Delete(context, req, resp, std::move(on_done));
+      [puts = impl_->puts.get()](v1::KV::Stub* stub, grpc::ClientContext* context,
+                                 const v1::DeleteRequest* req, v1::DeleteResponse* resp,
+                                 std::function<void(grpc::Status)> on_done) {
+        puts->SendDelete(stub, context, req, resp, std::move(on_done));
       },
       &client_internal::FromDeleteResponse, std::move(done));
 }

@@ -238,19 +238,19 @@ struct TlsOptions {
   absl::Duration reload_interval = absl::Minutes(1);
 };
 
-// How Put calls to one endpoint share RPCs (client/kv_client_put_coalescer.h). While fewer than
-// `max_in_flight` Puts to an endpoint are in flight, a Put goes out at once as a call of its own,
-// as it always did. Beyond that, Puts wait until one of the calls in flight to that endpoint
-// finishes and then leave together as one PutBatch call (or after `max_delay` if none finishes),
-// each with its own result, status and retries exactly as alone. So up to `max_in_flight`
-// concurrent Puts per endpoint never wait, and under heavier load one RPC carries many Puts
-// (kvbench, 1 node, 64 outstanding: about 1.35 times the Puts per second). Nodes older than
-// PutBatch get single Puts.
+// How Put and Delete calls to one endpoint share RPCs (client/kv_client_put_coalescer.h). While
+// fewer than `max_in_flight` writes to an endpoint are in flight, a Put or Delete goes out at
+// once as a call of its own, as it always did. Beyond that, writes wait until one of the calls
+// in flight to that endpoint finishes and then leave together as one PutBatch call (or after
+// `max_delay` if none finishes), each with its own result, status and retries exactly as alone.
+// So up to `max_in_flight` concurrent writes per endpoint never wait, and under heavier load one
+// RPC carries many (kvbench, 1 node, 64 outstanding: about 1.35 times the Puts per second).
+// Nodes older than PutBatch get single calls; nodes older than batched deletes, single Deletes.
 struct PutCoalescingOptions {
-  int max_in_flight = 8;  // 0 = never coalesce: one RPC per Put
+  int max_in_flight = 8;  // 0 = never coalesce: one RPC per Put or Delete
   size_t max_batch_items = 128;
   size_t max_batch_bytes = 60 << 10;  // far below a node's message limit (at least 65 MiB)
-  // The longest a Put waits for a call in flight to finish before it leaves anyway.
+  // The longest a write waits for a call in flight to finish before it leaves anyway.
   absl::Duration max_delay = absl::Milliseconds(5);
 };
 

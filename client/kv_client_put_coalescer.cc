@@ -34,14 +34,44 @@ bool PutCoalescer::BatchesRefused(const Endpoint& e) {
 void PutCoalescer::Send(v1::KV::Stub* stub, grpc::ClientContext* context,
                         const v1::PutRequest* request, v1::PutResponse* response,
                         std::function<void(grpc::Status)> on_done) {
-  Item item{context, request, response, std::move(on_done), 0};
+  Item item;
+  item.context = context;
+  item.request = request;
+  item.response = response;
+  item.on_done = std::move(on_done);
+  Submit(stub, std::move(item));
+}
+
+void PutCoalescer::SendDelete(v1::KV::Stub* stub, grpc::ClientContext* context,
+                              const v1::DeleteRequest* request, v1::DeleteResponse* response,
+                              std::function<void(grpc::Status)> on_done) {
+  Item item;
+  item.context = context;
+  item.delete_request = request;
+  item.delete_response = response;
+  item.on_done = std::move(on_done);
+  Submit(stub, std::move(item));
+}
+
+void PutCoalescer::Call(v1::KV::Stub* stub, const Item& item,
+                        std::function<void(grpc::Status)> on_done) {
+  if (item.is_delete()) {
+    stub->async()->Delete(item.context, item.delete_request, item.delete_response,
+                          std::move(on_done));
+  } else {
+    stub->async()->Put(item.context, item.request, item.response, std::move(on_done));
+  }
+}
+
+void PutCoalescer::Submit(v1::KV::Stub* stub, Item item) {
   bool arm_timer = false;
   uint64_t generation = 0;
   size_t endpoint = 0;
   while (endpoint < stubs_.size() && stubs_[endpoint] != stub) ++endpoint;  // a handful
   if (endpoint == stubs_.size()) {
-    // Not one of this coalescer's stubs (never the case in a Client): a plain Put.
-    stub->async()->Put(context, request, response, std::move(item.on_done));
+    // Not one of this coalescer's stubs (never the case in a Client): a plain call.
+    std::function<void(grpc::Status)> on_done = std::move(item.on_done);
+    Call(stub, item, std::move(on_done));
     return;
   }
   {
@@ -49,10 +79,11 @@ void PutCoalescer::Send(v1::KV::Stub* stub, grpc::ClientContext* context,
     Endpoint& e = endpoints_[endpoint];
     // An attempt with little time left goes alone at once: it could not join a batch anyway.
     if (options_.max_in_flight <= 0 || e.in_flight < options_.max_in_flight || BatchesRefused(e) ||
-        context->deadline() < std::chrono::system_clock::now() + kLeastBatchTime) {
+        item.context->deadline() < std::chrono::system_clock::now() + kLeastBatchTime) {
       ++e.in_flight;
     } else {
-      item.bytes = request->ByteSizeLong();
+      item.bytes =
+          item.is_delete() ? item.delete_request->ByteSizeLong() : item.request->ByteSizeLong();
       if (e.waiting.empty()) {
         arm_timer = true;
         generation = ++e.flush_generation;
@@ -69,16 +100,12 @@ void PutCoalescer::Send(v1::KV::Stub* stub, grpc::ClientContext* context,
 }
 
 void PutCoalescer::SendAlone(size_t endpoint, Item item) {
-  v1::KV::Stub* stub = stubs_[endpoint];
-  grpc::ClientContext* context = item.context;
-  const v1::PutRequest* request = item.request;
-  v1::PutResponse* response = item.response;
-  stub->async()->Put(context, request, response,
-                     [this, endpoint, on_done = std::move(item.on_done)](grpc::Status status) {
-                       // Before on_done: once the last attempt is done, the Client may go.
-                       Release(endpoint, 1);
-                       on_done(status);
-                     });
+  std::function<void(grpc::Status)> on_done = std::move(item.on_done);
+  Call(stubs_[endpoint], item, [this, endpoint, on_done = std::move(on_done)](grpc::Status status) {
+    // Before on_done: once the last attempt is done, the Client may go.
+    Release(endpoint, 1);
+    on_done(status);
+  });
 }
 
 std::vector<PutCoalescer::Item> PutCoalescer::TakeBatch(Endpoint& e) {
@@ -147,17 +174,24 @@ void PutCoalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
     for (Item& item : items) SendAlone(endpoint, std::move(item));
     return;
   }
-  struct Call {
+  struct Batch {
     std::unique_ptr<grpc::ClientContext> context = std::make_unique<grpc::ClientContext>();
     v1::PutBatchRequest request;
     v1::PutBatchResponse response;
     std::vector<Item> items;
   };
-  auto call = std::make_shared<Call>();
+  auto call = std::make_shared<Batch>();
   auto deadline = std::chrono::system_clock::time_point::max();
+  // The puts first, then the deletes: the order of the request's fields and of the results.
+  std::stable_partition(items.begin(), items.end(),
+                        [](const Item& item) { return !item.is_delete(); });
   for (const Item& item : items) {
     deadline = std::min(deadline, item.context->deadline());
-    *call->request.add_puts() = *item.request;
+    if (item.is_delete()) {
+      *call->request.add_deletes() = *item.delete_request;
+    } else {
+      *call->request.add_puts() = *item.request;
+    }
   }
   call->context->set_deadline(deadline);
   call->items = std::move(items);
@@ -180,6 +214,22 @@ void PutCoalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
                               return;
                             }
                             std::vector<Item> items = std::move(call->items);
+                            const int puts = call->request.puts_size();
+                            if (status.ok() && call->request.deletes_size() > 0 &&
+                                call->response.results_size() == puts) {
+                              // A node that knows PutBatch but not its deletes: it applied none
+                              // of them. They go again alone (still counted in flight), and so
+                              // does every later attempt to this endpoint for a while.
+                              std::vector<Item> deletes(
+                                  std::make_move_iterator(items.begin() + puts),
+                                  std::make_move_iterator(items.end()));
+                              items.resize(static_cast<size_t>(puts));
+                              {
+                                absl::MutexLock lock(&mu_);
+                                endpoints_[endpoint].refused_until = absl::Now() + kRefusalMemory;
+                              }
+                              for (Item& item : deletes) SendAlone(endpoint, std::move(item));
+                            }
                             Release(endpoint, static_cast<int>(items.size()));
                             CompleteBatch(SharedStatus(status), call->response, items);
                           });
@@ -205,7 +255,7 @@ void PutCoalescer::CompleteBatch(const grpc::Status& status, v1::PutBatchRespons
   if (status.ok() && response.results_size() != static_cast<int>(items.size())) {
     const grpc::Status mismatch(grpc::StatusCode::INTERNAL,
                                 absl::StrCat("PutBatch answered ", response.results_size(),
-                                             " results for ", items.size(), " puts"));
+                                             " results for ", items.size(), " writes"));
     for (Item& item : items) item.on_done(mismatch);
     return;
   }
@@ -217,7 +267,11 @@ void PutCoalescer::CompleteBatch(const grpc::Status& status, v1::PutBatchRespons
     }
     v1::PutBatchResult* result = response.mutable_results(static_cast<int>(i));
     if (result->code() == 0) {
-      item.response->Swap(result->mutable_response());
+      if (item.is_delete()) {
+        item.delete_response->Swap(result->mutable_delete_response());
+      } else {
+        item.response->Swap(result->mutable_response());
+      }
       item.on_done(grpc::Status::OK);
       continue;
     }

@@ -1,28 +1,29 @@
-// Internal to kv_client: sends the attempts of Put calls to an endpoint, coalescing those that
-// wait into PutBatch calls (kv.v1.KV/PutBatch).
+// Internal to kv_client: sends the attempts of Put and Delete calls to an endpoint, coalescing
+// those that wait into PutBatch calls (kv.v1.KV/PutBatch, which carries deletes too).
 //
-// An attempt goes out at once as a Put of its own while fewer than
-// PutCoalescingOptions::max_in_flight Puts (alone or in batches) to its endpoint are in flight,
-// so a few concurrent Puts cost what they always did. Otherwise it waits; when a call to the
+// An attempt goes out at once as a call of its own while fewer than
+// PutCoalescingOptions::max_in_flight writes (alone or in batches) to its endpoint are in flight,
+// so a few concurrent writes cost what they always did. Otherwise it waits; when a call to the
 // endpoint finishes, the waiting attempts leave together as one PutBatch (at most
 // max_batch_items items and about max_batch_bytes bytes each; the rest in further batches), and
 // attempts that have waited max_delay leave whatever is in flight. So under load one RPC
-// carries many Puts, which gRPC's per-call cost makes worth it (on the client, and on the node,
+// carries many writes, which gRPC's per-call cost makes worth it (on the client, and on the node,
 // which commits a batch's writes together); without load nothing waits.
 //
-// Every attempt still gets its own status, as its Put alone would have: a batch's item results
+// Every attempt still gets its own status, as its call alone would have: a batch's item results
 // carry the node's code and message, and a W shortfall (the node stored the write) comes back
 // as an UNAVAILABLE whose error details are kWriteStoredMetadataKey, as the unary call says it in
 // its trailers. A batch that fails as a whole gives its status to each of its items. A node that
 // does not know PutBatch (UNIMPLEMENTED: an older version) gets the batch's items as single
-// Puts.
+// calls; one that knows PutBatch but not its deletes (it answers the puts only, having applied no
+// delete) gets the batch's deletes again as single Deletes. Either way the endpoint then gets
+// single calls for a minute, then batches again.
 //
 // A batch's deadline is the earliest of its items' attempt deadlines, so no item waits past its
 // own. Attempts with less than 50 ms left, or with less than half the time of the batch's
 // longest-lived item, go alone rather than cut the others short; an item whose batch still
 // timed out before its own deadline is retried like any attempt that timed out (an attempt
 // timeout). A batch that fails as a whole is charged to the retry budget once, not per item.
-// A node that answered UNIMPLEMENTED gets single Puts for a minute, then batches again.
 //
 // Thread-safe. The stubs, the timer and the budget must outlive the coalescer; every attempt's
 // context, request and response must stay alive until its `on_done` has run.
@@ -61,14 +62,23 @@ class PutCoalescer {
   // it is OK.
   void Send(v1::KV::Stub* stub, grpc::ClientContext* context, const v1::PutRequest* request,
             v1::PutResponse* response, std::function<void(grpc::Status)> on_done);
+  // The same for one attempt of a Delete.
+  void SendDelete(v1::KV::Stub* stub, grpc::ClientContext* context,
+                  const v1::DeleteRequest* request, v1::DeleteResponse* response,
+                  std::function<void(grpc::Status)> on_done);
 
  private:
+  // One attempt: a Put (request and response set) or a Delete (delete_request and
+  // delete_response set).
   struct Item {
     grpc::ClientContext* context;
-    const v1::PutRequest* request;
-    v1::PutResponse* response;
+    const v1::PutRequest* request = nullptr;
+    v1::PutResponse* response = nullptr;
+    const v1::DeleteRequest* delete_request = nullptr;
+    v1::DeleteResponse* delete_response = nullptr;
     std::function<void(grpc::Status)> on_done;
-    size_t bytes;
+    size_t bytes = 0;
+    bool is_delete() const { return delete_request != nullptr; }
   };
   struct Endpoint {
     int in_flight = 0;  // Puts in flight, alone or in batches
@@ -78,8 +88,12 @@ class PutCoalescer {
     uint64_t flush_generation = 0;  // of the flush timer armed for the current waiting items
   };
 
-  // Sends `item` alone as a unary Put on its own context; in_flight already counts it.
+  // Send and SendDelete: sends `item` through `stub` at once or queues it.
+  void Submit(v1::KV::Stub* stub, Item item);
+  // Sends `item` alone as a unary Put or Delete on its own context; in_flight already counts it.
   void SendAlone(size_t endpoint, Item item);
+  // The unary call of `item` on `stub`, `on_done` receiving its status.
+  static void Call(v1::KV::Stub* stub, const Item& item, std::function<void(grpc::Status)> on_done);
   // Sends `items` as one PutBatch; in_flight already counts it.
   void SendBatch(size_t endpoint, std::vector<Item> items);
   // A call to `endpoint` carrying `items` Puts finished: the waiting items leave.
@@ -92,7 +106,8 @@ class PutCoalescer {
   // The status a batch that failed as a whole gives each of its items: a retryable one is
   // charged to the budget here, once, and marked kSharedFailureDetails.
   grpc::Status SharedStatus(const grpc::Status& status);
-  // Completes the items of a batch from its answer.
+  // Completes the items of a batch from its answer (their puts first, then their deletes, the
+  // order of the request and of its results).
   static void CompleteBatch(const grpc::Status& status, v1::PutBatchResponse& response,
                             std::vector<Item>& items);
 

@@ -59,6 +59,16 @@ WriteCommand FromPutRequest(const v1::PutRequest& request) {
   return command;
 }
 
+// The write a Delete asks for (alone or as an item of a PutBatch).
+WriteCommand FromDeleteRequest(const v1::DeleteRequest& request) {
+  WriteCommand command;
+  command.key = request.key();
+  command.is_delete = true;
+  command.context = request.context();
+  command.idempotency_token = request.idempotency_token();
+  return command;
+}
+
 // A successful write's answer (PutResponse or DeleteResponse).
 template <typename Response>
 void FillWriteResponse(WriteReply reply, Response* out) {
@@ -146,7 +156,8 @@ grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*con
                                               const v1::PutBatchRequest* request,
                                               v1::PutBatchResponse* response) {
   if (absl::Status open = gate_->Check(); !open.ok()) return FinishNow(gate_, open);
-  const int n = request->puts_size();
+  const int puts = request->puts_size();
+  const int n = puts + request->deletes_size();
   if (n > kMaxPutBatchItems) {
     return FinishNow(gate_, absl::InvalidArgumentError(
                                 absl::StrCat("PutBatch of ", n, " items exceeds the limit of ",
@@ -174,22 +185,29 @@ grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*con
   // The items' writes share commit groups: none commits before all are queued.
   CommitQueue::Hold hold = store_->HoldCommits();
   for (int i = 0; i < n; ++i) {
-    const v1::PutRequest& put = request->puts(i);
+    const bool is_put = i < puts;
+    const v1::Quorum& w = is_put ? request->puts(i).w() : request->deletes(i - puts).w();
+    WriteCommand command =
+        is_put ? FromPutRequest(request->puts(i)) : FromDeleteRequest(request->deletes(i - puts));
     v1::PutBatchResult* result = response->mutable_results(i);
-    absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(put.w(), "w");
-    absl::Status valid = store_->ValidateKey(put.key());
+    absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(w, "w");
+    absl::Status valid = store_->ValidateKey(command.key);
     if (valid.ok()) valid = spec.status();
     if (!valid.ok()) {
       finish_item(result, valid);
       continue;
     }
-    coordinator_->Write(FromPutRequest(put), *spec,
-                        [result, finish_item](absl::StatusOr<WriteReply> reply) {
+    coordinator_->Write(std::move(command), *spec,
+                        [result, is_put, finish_item](absl::StatusOr<WriteReply> reply) {
                           if (!reply.ok()) {
                             finish_item(result, reply.status());
                             return;
                           }
-                          FillWriteResponse(*std::move(reply), result->mutable_response());
+                          if (is_put) {
+                            FillWriteResponse(*std::move(reply), result->mutable_response());
+                          } else {
+                            FillWriteResponse(*std::move(reply), result->mutable_delete_response());
+                          }
                           finish_item(result, absl::OkStatus());
                         });
   }
@@ -199,12 +217,7 @@ grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*con
 grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* context,
                                             const v1::DeleteRequest* request,
                                             v1::DeleteResponse* response) {
-  WriteCommand command;
-  command.key = request->key();
-  command.is_delete = true;
-  command.context = request->context();
-  command.idempotency_token = request->idempotency_token();
-  return Write(context, std::move(command), request->w(), response);
+  return Write(context, FromDeleteRequest(*request), request->w(), response);
 }
 
 grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* /*context*/,

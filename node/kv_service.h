@@ -15,9 +15,10 @@
 // so that clients retry it (same idempotency token) on this node rather than elsewhere.
 // DescribeKey shows every replica's record side by side; DescribeWrite where a write has spread.
 //
-// PutBatch runs each of its items as the Put it would be alone and answers once every item has
-// its result (the W shortfall mark is then per item); the items' writes are queued together
-// (LocalStore::HoldCommits), so the items this node coordinates share commit groups.
+// PutBatch runs each of its items (puts, then deletes) as the Put or Delete it would be alone and
+// answers once every item has its result (the W shortfall mark is then per item); the items'
+// writes are queued together (LocalStore::HoldCommits), so the items this node coordinates share
+// commit groups.
 //
 // Thread-safety: thread-safe; everything passed in must outlive the service.
 #ifndef KV_NODE_KV_SERVICE_H_
@@ -36,7 +37,8 @@
 
 namespace kv {
 
-// The most items a PutBatch may carry (its size is capped by the message size limit too).
+// The most items (puts and deletes) a PutBatch may carry (its size is capped by the message size
+// limit too).
 inline constexpr int kMaxPutBatchItems = 1000;
 
 // The quorum a request asks for; INVALID_ARGUMENT naming `name` ("w" or "r") for an unknown

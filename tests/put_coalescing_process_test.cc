@@ -1,7 +1,8 @@
-// Put coalescing (client/kv_client_put_coalescer.h, kv.v1.KV/PutBatch): Puts that wait while
-// others are in flight leave as one PutBatch, against a real kvnode, and each keeps its own
-// result, error, idempotent retry and W-shortfall handling; a node without PutBatch gets single
-// Puts. The node's side of PutBatch (limits, per-item errors) is driven through its stub.
+// Put coalescing (client/kv_client_put_coalescer.h, kv.v1.KV/PutBatch): Puts and Deletes that
+// wait while others are in flight leave as one PutBatch, against a real kvnode, and each keeps
+// its own result, error, idempotent retry and W-shortfall handling; a node without PutBatch gets
+// single Puts, one whose PutBatch ignores deletes single Deletes. The node's side of PutBatch
+// (limits, per-item errors) is driven through its stub.
 //
 // Coalescing is forced deterministically: max_in_flight = 1 and a long max_delay, so the first
 // of a burst of PutAsync calls goes out alone and all the others wait for it and leave together.
@@ -31,12 +32,13 @@ namespace {
 
 using ::testing::ElementsAre;
 
-// Counts the Put and PutBatch calls of a channel; turns the OK status of the first
+// Counts the Put, Delete and PutBatch calls of a channel; turns the OK status of the first
 // `drop_batches` PutBatch calls into UNAVAILABLE after the node answered (a lost response).
 class CountCalls : public grpc::experimental::ClientInterceptorFactoryInterface {
  public:
   struct Counts {
     std::atomic<int> puts{0};
+    std::atomic<int> deletes{0};
     std::atomic<int> batches{0};
     std::atomic<int> drop_batches{0};
     // The answer of the first Put is held until `release` is notified, so that the Puts issued
@@ -51,6 +53,7 @@ class CountCalls : public grpc::experimental::ClientInterceptorFactoryInterface 
     const std::string method = info->method();
     const bool held = method == "/kv.v1.KV/Put" && !counts_->first_put_held.exchange(true);
     if (method == "/kv.v1.KV/Put") ++counts_->puts;
+    if (method == "/kv.v1.KV/Delete") ++counts_->deletes;
     const bool batch = method == "/kv.v1.KV/PutBatch";
     if (batch) ++counts_->batches;
     return new Interceptor(batch, held, counts_);
@@ -117,6 +120,37 @@ Burst PutAll(Client& client, CountCalls::Counts& counts,
                       burst.results[i] = std::move(result);
                       done.DecrementCount();
                     });
+  }
+  if (!counts.release.HasBeenNotified()) counts.release.Notify();
+  done.Wait();
+  return burst;
+}
+
+// One write of a burst: a Put of `value`, or a Delete.
+struct Write {
+  bool is_delete;
+  std::string key;
+  std::string value;
+};
+
+// Issues every write at once (PutAsync, DeleteAsync), releases the first Put's answer and waits
+// for all.
+Burst WriteAll(Client& client, CountCalls::Counts& counts, const std::vector<Write>& writes,
+               const std::vector<WriteOptions>& options = {}) {
+  Burst burst;
+  burst.results.resize(writes.size(), absl::UnknownError("not done"));
+  absl::BlockingCounter done(static_cast<int>(writes.size()));
+  for (size_t i = 0; i < writes.size(); ++i) {
+    auto finish = [&burst, &done, i](absl::StatusOr<WriteResult> result) {
+      burst.results[i] = std::move(result);
+      done.DecrementCount();
+    };
+    const WriteOptions write_options = options.empty() ? WriteOptions() : options[i];
+    if (writes[i].is_delete) {
+      client.DeleteAsync(writes[i].key, write_options, std::move(finish));
+    } else {
+      client.PutAsync(writes[i].key, writes[i].value, write_options, std::move(finish));
+    }
   }
   if (!counts.release.HasBeenNotified()) counts.release.Notify();
   done.Wait();
@@ -193,6 +227,75 @@ TEST_F(PutCoalescingProcessTest, WaitingPutsLeaveAsOneBatchAndEachGetsItsOwnResu
     EXPECT_THAT(Values(**client, absl::StrCat("k", i)), ElementsAre(absl::StrCat("v", i)));
   }
   EXPECT_THAT(Values(**client, "k2"), ElementsAre("NOT_FOUND"));
+}
+
+TEST_F(PutCoalescingProcessTest, WaitingDeletesShareTheBatchAndEachGetsItsOwnResult) {
+  {
+    ClientOptions plain;
+    plain.endpoints = {node_.endpoint()};
+    absl::StatusOr<std::unique_ptr<Client>> writer = Client::Create(plain);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    for (int i = 0; i < 10; ++i) {
+      ASSERT_TRUE((*writer)->Put(absl::StrCat("d", i), "old").ok());
+    }
+  }
+  auto counts = std::make_shared<CountCalls::Counts>();
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({node_.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  // The first Put goes alone (its answer held); deletes and puts interleaved wait for it.
+  std::vector<Write> writes = {{false, "first", "v"}};
+  for (int i = 0; i < 10; ++i) {
+    writes.push_back({true, absl::StrCat("d", i), ""});
+    writes.push_back({false, absl::StrCat("p", i), absl::StrCat("v", i)});
+  }
+  writes.push_back({true, "never-written", ""});
+  writes.push_back({true, std::string(2000, 'x'), ""});  // over the node's 1024-byte key limit
+  const Burst burst = WriteAll(**client, *counts, writes);
+
+  for (size_t i = 0; i + 1 < writes.size(); ++i) {
+    ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
+    EXPECT_FALSE(burst.results[i]->write_id.empty()) << i;
+    EXPECT_FALSE(burst.results[i]->deduplicated) << i;
+  }
+  EXPECT_EQ(burst.results.back().status().code(), absl::StatusCode::kInvalidArgument)
+      << burst.results.back().status();
+  EXPECT_THAT(std::string(burst.results.back().status().message()),
+              ::testing::HasSubstr("max_key_bytes"));
+  EXPECT_EQ(counts->puts.load(), 1);
+  EXPECT_EQ(counts->deletes.load(), 0);
+  EXPECT_EQ(counts->batches.load(), 1);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_THAT(Values(**client, absl::StrCat("d", i)), ElementsAre("NOT_FOUND")) << i;
+    EXPECT_THAT(Values(**client, absl::StrCat("p", i)), ElementsAre(absl::StrCat("v", i))) << i;
+  }
+  // A delete's result is its own: its context replaces the tombstone it wrote.
+  const size_t d0 = 1;
+  absl::StatusOr<GetResult> before = (*client)->Get("d0");
+  EXPECT_EQ(before.status().code(), absl::StatusCode::kNotFound);
+  WriteOptions after_delete;
+  after_delete.context = burst.results[d0]->context;
+  ASSERT_TRUE((*client)->Put("d0", "new", after_delete).ok());
+  EXPECT_THAT(Values(**client, "d0"), ElementsAre("new"));
+}
+
+TEST_F(PutCoalescingProcessTest, ABatchOfDeletesWhoseResponseWasLostIsRetriedByToken) {
+  auto counts = std::make_shared<CountCalls::Counts>();
+  counts->drop_batches = 1;
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({node_.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<Write> writes = {{false, "first", "v"}};
+  for (int i = 0; i < 10; ++i) writes.push_back({true, absl::StrCat("d", i), ""});
+  const Burst burst = WriteAll(**client, *counts, writes);
+  EXPECT_LE(counts->drop_batches.load(), 0) << "no batch response was dropped";
+  int deduplicated = 0;
+  for (size_t i = 0; i < writes.size(); ++i) {
+    ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
+    deduplicated += burst.results[i]->deduplicated ? 1 : 0;
+  }
+  // The node applied every delete of the lost batch; each retry found its first result.
+  EXPECT_EQ(deduplicated, 10);
 }
 
 TEST_F(PutCoalescingProcessTest, ABatchWhoseResponseWasLostIsRetriedWithoutSecondVersions) {
@@ -280,11 +383,46 @@ TEST_F(PutCoalescingProcessTest, TheNodeRefusesOversizedBatchesAndChecksEachItem
     EXPECT_THAT(status.error_message(), ::testing::HasSubstr("1000"));
   }
   {
+    // The limit counts deletes too.
+    v1::PutBatchRequest request;
+    for (int i = 0; i < 999; ++i) {
+      v1::PutRequest* put = request.add_puts();
+      put->set_key(absl::StrCat("k", i));
+      put->set_value("v");
+    }
+    request.add_deletes()->set_key("a");
+    request.add_deletes()->set_key("b");
+    v1::PutBatchResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status = stub->PutBatch(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), ::testing::HasSubstr("1001 items"));
+  }
+  {
     v1::PutBatchRequest request;
     v1::PutBatchResponse response;
     grpc::ClientContext context;
     EXPECT_TRUE(stub->PutBatch(&context, request, &response).ok());
     EXPECT_EQ(response.results_size(), 0);
+  }
+  {
+    // Deletes only: answered in order, each with its own result.
+    v1::PutBatchRequest request;
+    request.add_deletes()->set_key("gone");
+    request.add_deletes()->set_key("");  // an empty key
+    v1::DeleteRequest* bad_quorum = request.add_deletes();
+    bad_quorum->set_key("quorum");
+    bad_quorum->mutable_w()->set_count(2);  // a count with kind DEFAULT
+    v1::PutBatchResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->PutBatch(&context, request, &response).ok());
+    ASSERT_EQ(response.results_size(), 3);
+    EXPECT_EQ(response.results(0).code(), 0) << response.results(0).message();
+    EXPECT_FALSE(response.results(0).delete_response().write_id().empty());
+    EXPECT_TRUE(response.results(0).response().write_id().empty());
+    EXPECT_EQ(response.results(1).code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(response.results(2).code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(response.results(2).message(), ::testing::HasSubstr("kind COUNT"));
   }
   v1::PutBatchRequest request;
   request.add_puts()->set_key("good");
@@ -304,18 +442,37 @@ TEST_F(PutCoalescingProcessTest, TheNodeRefusesOversizedBatchesAndChecksEachItem
   EXPECT_THAT(response.results(2).message(), ::testing::HasSubstr("kind COUNT"));
 }
 
-// A node of an older version: Put only (PutBatch answers UNIMPLEMENTED, gRPC's default), or
-// with `stored_first` a node that answers the first attempt at each key as a W shortfall it
-// stored (UNAVAILABLE marked kv-write-stored), and OK after.
+// A node of an older version: Put and Delete only (PutBatch answers UNIMPLEMENTED, gRPC's
+// default); or with kStoredFirst a node that answers the first attempt at each key as a W
+// shortfall it stored (UNAVAILABLE marked kv-write-stored), and OK after; or with
+// kBatchesWithoutDeletes a node whose PutBatch knows puts only (it ignores the deletes field,
+// as the version before batched deletes did) and answers OK.
 class FakeNode final : public v1::KV::CallbackService {
  public:
+  enum class Mode { kNoBatches, kStoredFirst, kBatchesWithoutDeletes };
   struct Log {
     absl::Mutex mu;
     // key -> the names of the fake nodes its attempts reached, in order.
     std::map<std::string, std::vector<std::string>> attempts ABSL_GUARDED_BY(mu);
   };
-  FakeNode(std::string name, bool batches, std::shared_ptr<Log> log)
-      : name_(std::move(name)), batches_(batches), log_(std::move(log)) {}
+  FakeNode(std::string name, Mode mode, std::shared_ptr<Log> log)
+      : name_(std::move(name)),
+        batches_(mode != Mode::kNoBatches),
+        stored_first_(mode == Mode::kStoredFirst),
+        log_(std::move(log)) {}
+
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
+                                   const v1::DeleteRequest* request,
+                                   v1::DeleteResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    v1::PutResponse put_response;
+    const bool stored = Answer(request->key(), &put_response);
+    response->set_write_id(put_response.write_id());
+    if (stored) context->AddTrailingMetadata("kv-write-stored", "1");
+    reactor->Finish(stored ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "1 of 2 acks (fake)")
+                           : grpc::Status::OK);
+    return reactor;
+  }
 
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* context, const v1::PutRequest* request,
                                 v1::PutResponse* response) override {
@@ -345,17 +502,18 @@ class FakeNode final : public v1::KV::CallbackService {
   }
 
  private:
-  // Logs the attempt; true if it is the first at this key and batches_ (answer: stored).
+  // Logs the attempt; true if it is the first at this key and stored_first_ (answer: stored).
   bool Answer(const std::string& key, v1::PutResponse* response) {
     absl::MutexLock lock(&log_->mu);
     std::vector<std::string>& attempts = log_->attempts[key];
     attempts.push_back(name_);
     response->set_write_id(absl::StrCat(name_, ":", key));
-    return batches_ && attempts.size() == 1;
+    return stored_first_ && attempts.size() == 1;
   }
 
   const std::string name_;
   const bool batches_;
+  const bool stored_first_;
   std::shared_ptr<Log> log_;
 };
 
@@ -377,7 +535,7 @@ class FakeServer {
 
 TEST(PutCoalescingFakeNodeTest, ANodeWithoutPutBatchGetsSinglePuts) {
   auto log = std::make_shared<FakeNode::Log>();
-  FakeNode old_node("old", /*batches=*/false, log);
+  FakeNode old_node("old", FakeNode::Mode::kNoBatches, log);
   FakeServer server(&old_node);
   auto counts = std::make_shared<CountCalls::Counts>();
   absl::StatusOr<std::unique_ptr<Client>> client =
@@ -401,10 +559,40 @@ TEST(PutCoalescingFakeNodeTest, ANodeWithoutPutBatchGetsSinglePuts) {
   for (const auto& [key, attempts] : log->attempts) EXPECT_THAT(attempts, ElementsAre("old"));
 }
 
+TEST(PutCoalescingFakeNodeTest, ANodeWhosePutBatchIgnoresDeletesGetsThemAlone) {
+  auto log = std::make_shared<FakeNode::Log>();
+  FakeNode old_node("old", FakeNode::Mode::kBatchesWithoutDeletes, log);
+  FakeServer server(&old_node);
+  auto counts = std::make_shared<CountCalls::Counts>();
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({server.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  for (int round = 0; round < 2; ++round) {
+    std::vector<Write> writes = {{false, absl::StrCat("r", round, "first"), "v"}};
+    for (int i = 0; i < 5; ++i) {
+      writes.push_back({true, absl::StrCat("r", round, "d", i), ""});
+      writes.push_back({false, absl::StrCat("r", round, "p", i), "v"});
+    }
+    const Burst burst = WriteAll(**client, *counts, writes);
+    for (size_t i = 0; i < writes.size(); ++i) {
+      ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
+      EXPECT_EQ(burst.results[i]->write_id, "old:" + writes[i].key);
+    }
+  }
+  // Round 0: the first Put alone, then one PutBatch whose 5 deletes the node ignored: they went
+  // again alone. Round 1: single calls only (the node is remembered for a minute).
+  EXPECT_EQ(counts->batches.load(), 1);
+  EXPECT_EQ(counts->puts.load(), 1 + 6);
+  EXPECT_EQ(counts->deletes.load(), 5 + 5);
+  absl::MutexLock lock(&log->mu);
+  EXPECT_EQ(log->attempts.size(), 22u);
+  for (const auto& [key, attempts] : log->attempts) EXPECT_THAT(attempts, ElementsAre("old"));
+}
+
 TEST(PutCoalescingFakeNodeTest, AnItemStoredShortOfWIsRetriedOnTheNodeThatStoredIt) {
   auto log = std::make_shared<FakeNode::Log>();
-  FakeNode a("a", /*batches=*/true, log);
-  FakeNode b("b", /*batches=*/true, log);
+  FakeNode a("a", FakeNode::Mode::kStoredFirst, log);
+  FakeNode b("b", FakeNode::Mode::kStoredFirst, log);
   FakeServer server_a(&a);
   FakeServer server_b(&b);
   auto counts = std::make_shared<CountCalls::Counts>();
