@@ -245,7 +245,8 @@ struct TlsOptions {
 // `max_delay` if none finishes), each with its own result, status and retries exactly as alone.
 // So up to `max_in_flight` concurrent writes per endpoint never wait, and under heavier load one
 // RPC carries many (kvbench, 1 node, 64 outstanding: about 1.35 times the Puts per second).
-// Nodes older than PutBatch get single calls; nodes older than batched deletes, single Deletes.
+// Nodes older than PutBatch get single calls; nodes older than batched deletes get single Deletes
+// (their Puts are still batched).
 struct PutCoalescingOptions {
   int max_in_flight = 8;  // 0 = never coalesce: one RPC per Put or Delete
   size_t max_batch_items = 128;

@@ -13,8 +13,8 @@ namespace {
 
 // Items with less time left than this before their deadline are not put in a batch.
 constexpr std::chrono::milliseconds kLeastBatchTime(50);
-// How long an endpoint that answered PutBatch with UNIMPLEMENTED gets single Puts only (it may
-// be upgraded meanwhile).
+// How long an endpoint that answered PutBatch with UNIMPLEMENTED gets single calls only, or one
+// whose PutBatch ignored deletes single Deletes (it may be upgraded meanwhile).
 constexpr absl::Duration kRefusalMemory = absl::Minutes(1);
 
 }  // namespace
@@ -29,6 +29,10 @@ PutCoalescer::PutCoalescer(const PutCoalescingOptions& options, std::vector<v1::
 
 bool PutCoalescer::BatchesRefused(const Endpoint& e) {
   return e.refused_until != absl::InfinitePast() && absl::Now() < e.refused_until;
+}
+
+bool PutCoalescer::DeletesRefused(const Endpoint& e) {
+  return e.deletes_refused_until != absl::InfinitePast() && absl::Now() < e.deletes_refused_until;
 }
 
 void PutCoalescer::Send(v1::KV::Stub* stub, grpc::ClientContext* context,
@@ -79,6 +83,7 @@ void PutCoalescer::Submit(v1::KV::Stub* stub, Item item) {
     Endpoint& e = endpoints_[endpoint];
     // An attempt with little time left goes alone at once: it could not join a batch anyway.
     if (options_.max_in_flight <= 0 || e.in_flight < options_.max_in_flight || BatchesRefused(e) ||
+        (item.is_delete() && DeletesRefused(e)) ||
         item.context->deadline() < std::chrono::system_clock::now() + kLeastBatchTime) {
       ++e.in_flight;
     } else {
@@ -151,9 +156,18 @@ void PutCoalescer::Flush(size_t endpoint, uint64_t generation) {
 void PutCoalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
   v1::KV::Stub* stub = stubs_[endpoint];
   bool refused;
+  bool deletes_refused;
   {
     absl::MutexLock lock(&mu_);
     refused = BatchesRefused(endpoints_[endpoint]);
+    deletes_refused = DeletesRefused(endpoints_[endpoint]);
+  }
+  if (!refused && deletes_refused) {
+    // Deletes that waited since before the node was found to ignore batched deletes.
+    auto alone = std::stable_partition(items.begin(), items.end(),
+                                       [](const Item& item) { return !item.is_delete(); });
+    for (auto it = alone; it != items.end(); ++it) SendAlone(endpoint, std::move(*it));
+    items.erase(alone, items.end());
   }
   if (!refused && items.size() > 1) {
     // The batch's deadline is its earliest item's, so an item with much less time left than the
@@ -170,7 +184,7 @@ void PutCoalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
     items.erase(alone, items.end());
   }
   if (items.size() <= 1 || refused) {
-    // One Put alone is the cheaper call.
+    // One write alone is the cheaper call.
     for (Item& item : items) SendAlone(endpoint, std::move(item));
     return;
   }
@@ -195,44 +209,45 @@ void PutCoalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
   }
   call->context->set_deadline(deadline);
   call->items = std::move(items);
-  stub->async()->PutBatch(call->context.get(), &call->request, &call->response,
-                          [this, endpoint, call](grpc::Status status) {
-                            // The context holds a reference to the channel: it goes before any item
-                            // completes, so that the Client, not this gRPC thread, releases the
-                            // channel last (see RetryingCall).
-                            call->context.reset();
-                            if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
-                              // An older node: its items go again as single Puts, on their own
-                              // contexts (not used yet), and so does every later attempt to this
-                              // endpoint.
-                              std::vector<Item> items = std::move(call->items);
-                              {
-                                absl::MutexLock lock(&mu_);
-                                endpoints_[endpoint].refused_until = absl::Now() + kRefusalMemory;
-                              }
-                              for (Item& item : items) SendAlone(endpoint, std::move(item));
-                              return;
-                            }
-                            std::vector<Item> items = std::move(call->items);
-                            const int puts = call->request.puts_size();
-                            if (status.ok() && call->request.deletes_size() > 0 &&
-                                call->response.results_size() == puts) {
-                              // A node that knows PutBatch but not its deletes: it applied none
-                              // of them. They go again alone (still counted in flight), and so
-                              // does every later attempt to this endpoint for a while.
-                              std::vector<Item> deletes(
-                                  std::make_move_iterator(items.begin() + puts),
-                                  std::make_move_iterator(items.end()));
-                              items.resize(static_cast<size_t>(puts));
-                              {
-                                absl::MutexLock lock(&mu_);
-                                endpoints_[endpoint].refused_until = absl::Now() + kRefusalMemory;
-                              }
-                              for (Item& item : deletes) SendAlone(endpoint, std::move(item));
-                            }
-                            Release(endpoint, static_cast<int>(items.size()));
-                            CompleteBatch(SharedStatus(status), call->response, items);
-                          });
+  stub->async()->PutBatch(
+      call->context.get(), &call->request, &call->response,
+      [this, endpoint, call](grpc::Status status) {
+        // The context holds a reference to the channel: it goes before any item
+        // completes, so that the Client, not this gRPC thread, releases the
+        // channel last (see RetryingCall).
+        call->context.reset();
+        if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+          // An older node: its items go again as single calls, on their own
+          // contexts (not used yet), and so does every later attempt to this
+          // endpoint for a while.
+          std::vector<Item> items = std::move(call->items);
+          {
+            absl::MutexLock lock(&mu_);
+            endpoints_[endpoint].refused_until = absl::Now() + kRefusalMemory;
+          }
+          for (Item& item : items) SendAlone(endpoint, std::move(item));
+          return;
+        }
+        std::vector<Item> items = std::move(call->items);
+        const int puts = call->request.puts_size();
+        if (status.ok() && call->request.deletes_size() > 0 &&
+            call->response.results_size() == puts) {
+          // A node that knows PutBatch but not its deletes: it applied none
+          // of them. They go again alone (still counted in flight), and so
+          // does every later Delete to this endpoint for a while; its Puts
+          // still go in batches.
+          std::vector<Item> deletes(std::make_move_iterator(items.begin() + puts),
+                                    std::make_move_iterator(items.end()));
+          items.resize(static_cast<size_t>(puts));
+          {
+            absl::MutexLock lock(&mu_);
+            endpoints_[endpoint].deletes_refused_until = absl::Now() + kRefusalMemory;
+          }
+          for (Item& item : deletes) SendAlone(endpoint, std::move(item));
+        }
+        Release(endpoint, static_cast<int>(items.size()));
+        CompleteBatch(SharedStatus(status), call->response, items);
+      });
 }
 
 grpc::Status PutCoalescer::SharedStatus(const grpc::Status& status) {

@@ -15,9 +15,9 @@
 // as an UNAVAILABLE whose error details are kWriteStoredMetadataKey, as the unary call says it in
 // its trailers. A batch that fails as a whole gives its status to each of its items. A node that
 // does not know PutBatch (UNIMPLEMENTED: an older version) gets the batch's items as single
-// calls; one that knows PutBatch but not its deletes (it answers the puts only, having applied no
-// delete) gets the batch's deletes again as single Deletes. Either way the endpoint then gets
-// single calls for a minute, then batches again.
+// calls, and only single calls for a minute, then batches again. One that knows PutBatch but not
+// its deletes (it answers the puts only, having applied no delete) gets the batch's deletes again
+// as single Deletes, and its Deletes go alone for a minute while its Puts are still batched.
 //
 // A batch's deadline is the earliest of its items' attempt deadlines, so no item waits past its
 // own. Attempts with less than 50 ms left, or with less than half the time of the batch's
@@ -81,9 +81,11 @@ class PutCoalescer {
     bool is_delete() const { return delete_request != nullptr; }
   };
   struct Endpoint {
-    int in_flight = 0;  // Puts in flight, alone or in batches
-    // Until then only single Puts: the node answered PutBatch with UNIMPLEMENTED.
+    int in_flight = 0;  // writes in flight, alone or in batches
+    // Until then only single calls: the node answered PutBatch with UNIMPLEMENTED.
     absl::Time refused_until = absl::InfinitePast();
+    // Until then Deletes go alone: the node's PutBatch ignored deletes (an older version).
+    absl::Time deletes_refused_until = absl::InfinitePast();
     std::vector<Item> waiting;
     uint64_t flush_generation = 0;  // of the flush timer armed for the current waiting items
   };
@@ -96,13 +98,14 @@ class PutCoalescer {
   static void Call(v1::KV::Stub* stub, const Item& item, std::function<void(grpc::Status)> on_done);
   // Sends `items` as one PutBatch; in_flight already counts it.
   void SendBatch(size_t endpoint, std::vector<Item> items);
-  // A call to `endpoint` carrying `items` Puts finished: the waiting items leave.
+  // A call to `endpoint` carrying `items` writes finished: the waiting items leave.
   void Release(size_t endpoint, int items);
   // Takes the next batch of waiting items of `e` (and counts it in flight) if there are any.
   std::vector<Item> TakeBatch(Endpoint& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The flush timer: waiting items that waited max_delay leave now.
   void Flush(size_t endpoint, uint64_t generation);
   static bool BatchesRefused(const Endpoint& e);
+  static bool DeletesRefused(const Endpoint& e);
   // The status a batch that failed as a whole gives each of its items: a retryable one is
   // charged to the budget here, once, and marked kSharedFailureDetails.
   grpc::Status SharedStatus(const grpc::Status& status);

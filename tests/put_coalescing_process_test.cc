@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
@@ -41,33 +43,54 @@ class CountCalls : public grpc::experimental::ClientInterceptorFactoryInterface 
     std::atomic<int> deletes{0};
     std::atomic<int> batches{0};
     std::atomic<int> drop_batches{0};
-    // The answer of the first Put is held until `release` is notified, so that the Puts issued
-    // after it all wait for it (and leave as one batch).
-    std::atomic<bool> first_put_held{false};
-    absl::Notification release;
+    // The answer of the first Put, and of the first after each HoldNextPut(), is held until
+    // Release(), so that the writes issued after it all wait for it (and leave as one batch).
+    void HoldNextPut() {
+      absl::MutexLock lock(&mu);
+      release = std::make_shared<absl::Notification>();
+      hold_next_put = true;
+    }
+    void Release() {
+      absl::MutexLock lock(&mu);
+      if (!release->HasBeenNotified()) release->Notify();
+    }
+    // The notification to wait for if the Put being started is held, else null.
+    std::shared_ptr<absl::Notification> TakeHold() {
+      absl::MutexLock lock(&mu);
+      if (!hold_next_put) return nullptr;
+      hold_next_put = false;
+      return release;
+    }
+
+    absl::Mutex mu;
+    bool hold_next_put ABSL_GUARDED_BY(mu) = true;
+    std::shared_ptr<absl::Notification> release ABSL_GUARDED_BY(mu) =
+        std::make_shared<absl::Notification>();
   };
   explicit CountCalls(std::shared_ptr<Counts> counts) : counts_(std::move(counts)) {}
 
   grpc::experimental::Interceptor* CreateClientInterceptor(
       grpc::experimental::ClientRpcInfo* info) override {
     const std::string method = info->method();
-    const bool held = method == "/kv.v1.KV/Put" && !counts_->first_put_held.exchange(true);
+    std::shared_ptr<absl::Notification> held =
+        method == "/kv.v1.KV/Put" ? counts_->TakeHold() : nullptr;
     if (method == "/kv.v1.KV/Put") ++counts_->puts;
     if (method == "/kv.v1.KV/Delete") ++counts_->deletes;
     const bool batch = method == "/kv.v1.KV/PutBatch";
     if (batch) ++counts_->batches;
-    return new Interceptor(batch, held, counts_);
+    return new Interceptor(batch, std::move(held), counts_);
   }
 
  private:
   class Interceptor : public grpc::experimental::Interceptor {
    public:
-    Interceptor(bool batch, bool held, std::shared_ptr<Counts> counts)
-        : batch_(batch), held_(held), counts_(std::move(counts)) {}
+    Interceptor(bool batch, std::shared_ptr<absl::Notification> held,
+                std::shared_ptr<Counts> counts)
+        : batch_(batch), held_(std::move(held)), counts_(std::move(counts)) {}
     void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
       if (held_ && methods->QueryInterceptionHookPoint(
                        grpc::experimental::InterceptionHookPoints::POST_RECV_STATUS)) {
-        counts_->release.WaitForNotification();
+        held_->WaitForNotification();
       }
       if (batch_ && methods->QueryInterceptionHookPoint(
                         grpc::experimental::InterceptionHookPoints::POST_RECV_STATUS)) {
@@ -81,7 +104,7 @@ class CountCalls : public grpc::experimental::ClientInterceptorFactoryInterface 
 
    private:
     const bool batch_;
-    const bool held_;
+    const std::shared_ptr<absl::Notification> held_;  // null: not held
     std::shared_ptr<Counts> counts_;
   };
   std::shared_ptr<Counts> counts_;
@@ -121,7 +144,7 @@ Burst PutAll(Client& client, CountCalls::Counts& counts,
                       done.DecrementCount();
                     });
   }
-  if (!counts.release.HasBeenNotified()) counts.release.Notify();
+  counts.Release();
   done.Wait();
   return burst;
 }
@@ -152,7 +175,7 @@ Burst WriteAll(Client& client, CountCalls::Counts& counts, const std::vector<Wri
       client.PutAsync(writes[i].key, writes[i].value, write_options, std::move(finish));
     }
   }
-  if (!counts.release.HasBeenNotified()) counts.release.Notify();
+  counts.Release();
   done.Wait();
   return burst;
 }
@@ -255,7 +278,10 @@ TEST_F(PutCoalescingProcessTest, WaitingDeletesShareTheBatchAndEachGetsItsOwnRes
 
   for (size_t i = 0; i + 1 < writes.size(); ++i) {
     ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
-    EXPECT_FALSE(burst.results[i]->write_id.empty()) << i;
+    // A write id names its key: each result is its own write's, not another item's.
+    EXPECT_TRUE(
+        absl::EndsWith(burst.results[i]->write_id, "/" + absl::WebSafeBase64Escape(writes[i].key)))
+        << i << ": " << burst.results[i]->write_id;
     EXPECT_FALSE(burst.results[i]->deduplicated) << i;
   }
   EXPECT_EQ(burst.results.back().status().code(), absl::StatusCode::kInvalidArgument)
@@ -269,14 +295,6 @@ TEST_F(PutCoalescingProcessTest, WaitingDeletesShareTheBatchAndEachGetsItsOwnRes
     EXPECT_THAT(Values(**client, absl::StrCat("d", i)), ElementsAre("NOT_FOUND")) << i;
     EXPECT_THAT(Values(**client, absl::StrCat("p", i)), ElementsAre(absl::StrCat("v", i))) << i;
   }
-  // A delete's result is its own: its context replaces the tombstone it wrote.
-  const size_t d0 = 1;
-  absl::StatusOr<GetResult> before = (*client)->Get("d0");
-  EXPECT_EQ(before.status().code(), absl::StatusCode::kNotFound);
-  WriteOptions after_delete;
-  after_delete.context = burst.results[d0]->context;
-  ASSERT_TRUE((*client)->Put("d0", "new", after_delete).ok());
-  EXPECT_THAT(Values(**client, "d0"), ElementsAre("new"));
 }
 
 TEST_F(PutCoalescingProcessTest, ABatchOfDeletesWhoseResponseWasLostIsRetriedByToken) {
@@ -359,7 +377,7 @@ TEST_F(PutCoalescingProcessTest, PutsLeaveAfterMaxDelayWhileTheCallInFlightHangs
   const bool left = all_finished.WaitForNotificationWithTimeout(absl::Seconds(20));
   EXPECT_TRUE(left) << "the waiting Puts did not leave while the call in flight hung";
   EXPECT_FALSE(first_done.HasBeenNotified());
-  counts->release.Notify();
+  counts->Release();
   if (!left) all_finished.WaitForNotification();
   EXPECT_EQ(ok.load(), kWaiting);
   EXPECT_EQ(counts->batches.load(), 1);
@@ -458,6 +476,7 @@ class FakeNode final : public v1::KV::CallbackService {
   FakeNode(std::string name, Mode mode, std::shared_ptr<Log> log)
       : name_(std::move(name)),
         batches_(mode != Mode::kNoBatches),
+        batched_deletes_(mode == Mode::kStoredFirst),
         stored_first_(mode == Mode::kStoredFirst),
         log_(std::move(log)) {}
 
@@ -489,13 +508,22 @@ class FakeNode final : public v1::KV::CallbackService {
                                      v1::PutBatchResponse* response) override {
     if (!batches_) return v1::KV::CallbackService::PutBatch(context, request, response);
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    for (const v1::PutRequest& put : request->puts()) {
+    auto answer = [this, response](const std::string& key, bool is_delete) {
       v1::PutBatchResult* result = response->add_results();
-      if (Answer(put.key(), result->mutable_response())) {
+      v1::PutResponse put_response;
+      if (Answer(key, &put_response)) {
         result->set_code(grpc::StatusCode::UNAVAILABLE);
         result->set_message("1 of 2 acks (fake)");
         result->set_write_stored(true);
+      } else if (is_delete) {
+        result->mutable_delete_response()->set_write_id(put_response.write_id());
+      } else {
+        *result->mutable_response() = put_response;
       }
+    };
+    for (const v1::PutRequest& put : request->puts()) answer(put.key(), false);
+    if (batched_deletes_) {
+      for (const v1::DeleteRequest& del : request->deletes()) answer(del.key(), true);
     }
     reactor->Finish(grpc::Status::OK);
     return reactor;
@@ -513,6 +541,7 @@ class FakeNode final : public v1::KV::CallbackService {
 
   const std::string name_;
   const bool batches_;
+  const bool batched_deletes_;
   const bool stored_first_;
   std::shared_ptr<Log> log_;
 };
@@ -568,11 +597,18 @@ TEST(PutCoalescingFakeNodeTest, ANodeWhosePutBatchIgnoresDeletesGetsThemAlone) {
       Client::Create(ForcedCoalescing({server.endpoint()}, counts));
   ASSERT_TRUE(client.ok()) << client.status();
   for (int round = 0; round < 2; ++round) {
+    // Each round's first Put goes alone, its answer held while the rest wait for it. Round 0
+    // interleaves Puts and Deletes. Round 1 issues its Puts first, so that they all wait before
+    // any Delete (alone by then) finishes and lets them leave as one batch.
     std::vector<Write> writes = {{false, absl::StrCat("r", round, "first"), "v"}};
     for (int i = 0; i < 5; ++i) {
-      writes.push_back({true, absl::StrCat("r", round, "d", i), ""});
+      if (round == 0) writes.push_back({true, absl::StrCat("r", round, "d", i), ""});
       writes.push_back({false, absl::StrCat("r", round, "p", i), "v"});
     }
+    if (round == 1) {
+      for (int i = 0; i < 5; ++i) writes.push_back({true, absl::StrCat("r", round, "d", i), ""});
+    }
+    counts->HoldNextPut();
     const Burst burst = WriteAll(**client, *counts, writes);
     for (size_t i = 0; i < writes.size(); ++i) {
       ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
@@ -580,9 +616,9 @@ TEST(PutCoalescingFakeNodeTest, ANodeWhosePutBatchIgnoresDeletesGetsThemAlone) {
     }
   }
   // Round 0: the first Put alone, then one PutBatch whose 5 deletes the node ignored: they went
-  // again alone. Round 1: single calls only (the node is remembered for a minute).
-  EXPECT_EQ(counts->batches.load(), 1);
-  EXPECT_EQ(counts->puts.load(), 1 + 6);
+  // again alone. Round 1: the Deletes alone (remembered for a minute), the Puts still batched.
+  EXPECT_EQ(counts->batches.load(), 2);
+  EXPECT_EQ(counts->puts.load(), 2);
   EXPECT_EQ(counts->deletes.load(), 5 + 5);
   absl::MutexLock lock(&log->mu);
   EXPECT_EQ(log->attempts.size(), 22u);
@@ -601,12 +637,14 @@ TEST(PutCoalescingFakeNodeTest, AnItemStoredShortOfWIsRetriedOnTheNodeThatStored
   options.retry.budget_max_tokens = 1000;  // every Put fails once on purpose
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(std::move(options));
   ASSERT_TRUE(client.ok()) << client.status();
-  const std::vector<std::pair<std::string, std::string>> puts = NumberedPuts(30, "v");
-  const Burst burst = PutAll(**client, *counts, puts);
+  // Puts and Deletes: a delete's shortfall comes back marked in its batch result too.
+  std::vector<Write> writes;
+  for (int i = 0; i < 30; ++i) writes.push_back({i % 2 == 1, absl::StrCat("k", i), "v"});
+  const Burst burst = WriteAll(**client, *counts, writes);
   ExpectAllOk(burst);
   EXPECT_GE(counts->batches.load(), 1);
   absl::MutexLock lock(&log->mu);
-  ASSERT_EQ(log->attempts.size(), puts.size());
+  ASSERT_EQ(log->attempts.size(), writes.size());
   for (const auto& [key, attempts] : log->attempts) {
     // An UNAVAILABLE without the mark would have failed over to the other node.
     ASSERT_EQ(attempts.size(), 2u) << key;
