@@ -68,9 +68,9 @@ class RequestMetrics {
                        .Register(*registry_)),
         batch_items_(prometheus::BuildCounter()
                          .Name("kv_put_batch_items_total")
-                         .Help("Items of PutBatch calls answered, by each item's own status "
-                               "code (a batch refused as a whole counts in "
-                               "kv_grpc_requests_total only).")
+                         .Help("Items of PutBatch calls answered, by kind (put or delete) and "
+                               "each item's own status code (a batch refused as a whole counts "
+                               "in kv_grpc_requests_total only).")
                          .Register(*registry_)) {
     for (const std::string& name : method_names) Add(name);
     unknown_ = Add("unknown");
@@ -90,11 +90,14 @@ class RequestMetrics {
     method->duration->Observe(absl::ToDoubleSeconds(elapsed));
   }
 
-  // Counts the items of a PutBatch answer by their codes.
-  void RecordBatchItems(const v1::PutBatchResponse& response) {
-    for (const v1::PutBatchResult& result : response.results()) {
-      const int code = KnownCode(result.code());
-      CounterIn(batch_item_counters_[code], batch_items_, {{"code", kCodeNames[code]}})
+  // Counts the items of a PutBatch answer by kind and code: the first `puts` results are the
+  // puts', the rest the deletes' (kv.proto, PutBatchResponse).
+  void RecordBatchItems(const v1::PutBatchResponse& response, int puts) {
+    for (int i = 0; i < response.results_size(); ++i) {
+      const int code = KnownCode(response.results(i).code());
+      const int kind = i < puts ? 0 : 1;
+      CounterIn(batch_item_counters_[kind][code], batch_items_,
+                {{"op", kind == 0 ? "put" : "delete"}, {"code", kCodeNames[code]}})
           ->Increment();
     }
   }
@@ -137,7 +140,8 @@ class RequestMetrics {
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& durations_;
   prometheus::Family<prometheus::Counter>& batch_items_;
-  std::array<std::atomic<prometheus::Counter*>, kStatusCodes> batch_item_counters_{};
+  // By kind (0 put, 1 delete) and code.
+  std::array<std::array<std::atomic<prometheus::Counter*>, kStatusCodes>, 2> batch_item_counters_{};
   // Filled by the constructor, then only read.
   absl::flat_hash_map<std::string, std::unique_ptr<Method>> methods_;
   Method* unknown_ = nullptr;
@@ -155,10 +159,18 @@ class CountingInterceptor : public grpc::experimental::Interceptor {
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (method_->is_put_batch &&
         methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::POST_RECV_MESSAGE)) {
+      // The request, parsed: how many of the answer's results are puts'.
+      if (const void* message = methods->GetRecvMessage(); message != nullptr) {
+        puts_ = static_cast<const v1::PutBatchRequest*>(message)->puts_size();
+      }
+    }
+    if (method_->is_put_batch &&
+        methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::PRE_SEND_MESSAGE)) {
       // The handler's response object (a unary answer is sent once, with an OK status).
       if (const void* message = methods->GetSendMessage(); message != nullptr) {
-        metrics_->RecordBatchItems(*static_cast<const v1::PutBatchResponse*>(message));
+        metrics_->RecordBatchItems(*static_cast<const v1::PutBatchResponse*>(message), puts_);
       }
     }
     if (methods->QueryInterceptionHookPoint(
@@ -173,6 +185,7 @@ class CountingInterceptor : public grpc::experimental::Interceptor {
   const std::shared_ptr<RequestMetrics> metrics_;
   RequestMetrics::Method* const method_;
   const absl::Time start_;
+  int puts_ = 0;  // of a PutBatch request
 };
 
 class CountingInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {

@@ -141,17 +141,19 @@ TEST(MetricsProcessTest, OneNodeCountsCallsByMethodAndCode) {
   for (int i = 0; i < 2; ++i) {
     EXPECT_EQ(Put(kv.get(), "", "value").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   }
-  // A PutBatch counts once as a call, and item by item under its items' own codes.
+  // A PutBatch counts once as a call, and item by item under its items' kinds and own codes.
   v1::PutBatchRequest batch;
   for (const char* key : {"batch-1", "", "batch-2"}) {
     v1::PutRequest* item = batch.add_puts();
     item->set_key(key);
     item->set_value("value");
   }
+  batch.add_deletes()->set_key("batch-1");
   v1::PutBatchResponse batch_response;
   ASSERT_TRUE(kv->PutBatch(Ctx().get(), batch, &batch_response).ok());
-  ASSERT_EQ(batch_response.results_size(), 3);
+  ASSERT_EQ(batch_response.results_size(), 4);
   EXPECT_EQ(batch_response.results(1).code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(batch_response.results(3).code(), grpc::StatusCode::OK);
   v1::GetRequest get;
   get.set_key("missing");
   v1::GetResponse got;
@@ -182,8 +184,17 @@ TEST(MetricsProcessTest, OneNodeCountsCallsByMethodAndCode) {
                 text, R"(kv_grpc_requests_total{code="OK",method="/kv.v1.KV/PutBatch"})"),
             1)
       << text;
-  EXPECT_EQ(testing::MetricSample(text, R"(kv_put_batch_items_total{code="OK"})"), 2) << text;
-  EXPECT_EQ(testing::MetricSample(text, R"(kv_put_batch_items_total{code="INVALID_ARGUMENT"})"), 1)
+  EXPECT_EQ(testing::MetricSample(text, R"(kv_put_batch_items_total{code="OK",op="put"})"), 2)
+      << text;
+  EXPECT_EQ(
+      testing::MetricSample(text, R"(kv_put_batch_items_total{code="INVALID_ARGUMENT",op="put"})"),
+      1)
+      << text;
+  EXPECT_EQ(testing::MetricSample(text, R"(kv_put_batch_items_total{code="OK",op="delete"})"), 1)
+      << text;
+  EXPECT_FALSE(testing::MetricSample(
+                   text, R"(kv_put_batch_items_total{code="INVALID_ARGUMENT",op="delete"})")
+                   .has_value())
       << text;
   EXPECT_EQ(testing::MetricSample(
                 text, R"(kv_grpc_requests_total{code="UNIMPLEMENTED",method="unknown"})"),
@@ -212,7 +223,8 @@ TEST(MetricsProcessTest, OneNodeCountsCallsByMethodAndCode) {
       0)
       << text;
   // The store's state.
-  EXPECT_EQ(testing::MetricSample(text, "kv_writes_coordinated_total"), 7) << text;
+  // 5 Puts, 2 puts and a delete of the batch.
+  EXPECT_EQ(testing::MetricSample(text, "kv_writes_coordinated_total"), 8) << text;
   EXPECT_EQ(testing::MetricSample(text, "kv_members"), 1) << text;
   EXPECT_EQ(testing::MetricSample(text, "kv_layout_in_transition"), 0) << text;
   EXPECT_EQ(testing::MetricSample(text, "kv_settings_conflict"), 0) << text;

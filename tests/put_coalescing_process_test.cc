@@ -625,6 +625,31 @@ TEST(PutCoalescingFakeNodeTest, ANodeWhosePutBatchIgnoresDeletesGetsThemAlone) {
   for (const auto& [key, attempts] : log->attempts) EXPECT_THAT(attempts, ElementsAre("old"));
 }
 
+TEST(PutCoalescingFakeNodeTest, ABatchOfDeletesOnlyThatTheNodeIgnoredGoesAgainAlone) {
+  auto log = std::make_shared<FakeNode::Log>();
+  FakeNode old_node("old", FakeNode::Mode::kBatchesWithoutDeletes, log);
+  FakeServer server(&old_node);
+  auto counts = std::make_shared<CountCalls::Counts>();
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({server.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  // The first Put goes alone, its answer held; the Deletes wait and leave as one batch, which
+  // the node answers with no result at all.
+  std::vector<Write> writes = {{false, "first", "v"}};
+  for (int i = 0; i < 5; ++i) writes.push_back({true, absl::StrCat("d", i), ""});
+  const Burst burst = WriteAll(**client, *counts, writes);
+  for (size_t i = 0; i < writes.size(); ++i) {
+    ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
+    EXPECT_EQ(burst.results[i]->write_id, "old:" + writes[i].key);
+  }
+  EXPECT_EQ(counts->batches.load(), 1);
+  EXPECT_EQ(counts->puts.load(), 1);
+  EXPECT_EQ(counts->deletes.load(), 5);
+  absl::MutexLock lock(&log->mu);
+  EXPECT_EQ(log->attempts.size(), 6u);
+  for (const auto& [key, attempts] : log->attempts) EXPECT_THAT(attempts, ElementsAre("old"));
+}
+
 TEST(PutCoalescingFakeNodeTest, AnItemStoredShortOfWIsRetriedOnTheNodeThatStoredIt) {
   auto log = std::make_shared<FakeNode::Log>();
   FakeNode a("a", FakeNode::Mode::kStoredFirst, log);
