@@ -45,8 +45,9 @@ std::string Usage() {
       "  --endpoints=HOST:PORT,...  nodes to load; default $KV_ENDPOINTS, else ",
       kDefaultEndpoint,
       "\n"
-      "  --workload=a|b|c|put       a: 50% reads/50% updates (YCSB A), b: 95/5 (YCSB B),\n"
-      "                             c: reads only (YCSB C), put: updates only. Default a.\n"
+      "  --workload=a|b|c|put|delete  a: 50% reads/50% updates (YCSB A), b: 95/5 (YCSB B),\n"
+      "                             c: reads only (YCSB C), put: updates only, delete: 50%\n"
+      "                             puts/50% deletes. Default a.\n"
       "  --concurrency=N            requests outstanding at all times (default 64)\n"
       "  --keys=N                   number of distinct keys (default 10000)\n"
       "  --value_size=BYTES         size of written values (default 100)\n"
@@ -399,11 +400,13 @@ int Run(const BenchFlags& flags) {
   const PhaseStats& stats = rounds.workload;
   AddPhaseJson(stats, "", report);
   report["reads"] = stats.reads;
-  report["writes"] = stats.writes;
+  report["writes"] = stats.writes;  // Puts
+  report["deletes"] = stats.deletes;
   report["reads_not_found"] = stats.reads_not_found;
-  absl::StrAppend(&text, "workload:\n", PhaseText(stats),
-                  absl::StrFormat("  reads %d (%d not found: never written), writes %d\n",
-                                  stats.reads, stats.reads_not_found, stats.writes));
+  absl::StrAppend(
+      &text, "workload:\n", PhaseText(stats),
+      absl::StrFormat("  reads %d (%d not found: never written), writes %d, deletes %d\n",
+                      stats.reads, stats.reads_not_found, stats.writes, stats.deletes));
   if (flags.rate > 0 && stats.seconds > 0) {
     // Operations completed (failed ones too) per second against the rate asked for: paced
     // slots are never dropped, so a shortfall means the nodes did not keep up.

@@ -161,6 +161,9 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
       case OpKind::kWrite:
         ++stats_.writes;
         break;
+      case OpKind::kDelete:
+        ++stats_.deletes;
+        break;
       case OpKind::kPing:
         ++stats_.pings;
         break;
@@ -226,6 +229,7 @@ void PhaseStats::MergeFrom(const PhaseStats& other) {
   ops += other.ops;
   reads += other.reads;
   writes += other.writes;
+  deletes += other.deletes;
   pings += other.pings;
   reads_not_found += other.reads_not_found;
   for (const auto& [code, count] : other.errors) errors[code] += count;

@@ -27,7 +27,7 @@
 
 namespace kv::bench {
 
-enum class OpKind { kRead, kWrite, kPing };
+enum class OpKind { kRead, kWrite, kDelete, kPing };
 
 struct OpResult {
   OpKind kind = OpKind::kRead;
@@ -51,6 +51,7 @@ struct PhaseStats {
   uint64_t ops = 0;             // successful operations (not-found reads included)
   uint64_t reads = 0;
   uint64_t writes = 0;
+  uint64_t deletes = 0;
   uint64_t pings = 0;
   uint64_t reads_not_found = 0;
   std::map<std::string, uint64_t> errors;  // status code name -> count; failed ops only

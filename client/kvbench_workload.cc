@@ -32,8 +32,11 @@ absl::StatusOr<WorkloadSpec> ParseWorkload(absl::string_view name) {
   if (name == "b") return WorkloadSpec{"b", 0.95, true, "YCSB B: 95% reads, 5% updates"};
   if (name == "c") return WorkloadSpec{"c", 1.0, true, "YCSB C: 100% reads"};
   if (name == "put") return WorkloadSpec{"put", 0.0, false, "put only: 100% updates"};
+  if (name == "delete") {
+    return WorkloadSpec{"delete", 0.0, false, "put and delete: 50% puts, 50% deletes", 0.5};
+  }
   return absl::InvalidArgumentError(
-      absl::StrCat("--workload=", name, " is not a workload; use a, b, c or put"));
+      absl::StrCat("--workload=", name, " is not a workload; use a, b, c, put or delete"));
 }
 
 absl::StatusOr<KeyDistribution> ParseDistribution(absl::string_view name) {
@@ -91,6 +94,7 @@ void ContextCache::Set(uint64_t index, std::string context) {
 WorkloadSource::WorkloadSource(Client& client, const WorkloadConfig& config, ContextCache& contexts)
     : client_(client),
       read_fraction_(config.spec.read_fraction),
+      delete_fraction_(config.spec.delete_fraction),
       chooser_(config.keys, config.distribution),
       keys_(config.keys),
       contexts_(contexts) {
@@ -127,9 +131,21 @@ bool WorkloadSource::Start(int chain, std::function<void(OpResult)> done) {
   uint64_t owned = (index % per_slot) * slots + static_cast<uint64_t>(chain);
   if (owned >= keys_) owned = static_cast<uint64_t>(chain) % keys_;
   const uint64_t write_index = owned;
-  StampCounter(state.value, ++state.writes);
   WriteOptions options;
   options.context = contexts_.Get(write_index);
+  // Drawn only by workloads with deletes, so the others' sequences stay as they were.
+  if (delete_fraction_ > 0 &&
+      std::uniform_real_distribution<double>(0.0, 1.0)(state.rng) < delete_fraction_) {
+    // With the key's context: the tombstone replaces the value, and the next Put the tombstone.
+    client_.DeleteAsync(
+        BenchKey(write_index), std::move(options),
+        [contexts, write_index, done = std::move(done)](absl::StatusOr<WriteResult> result) {
+          if (result.ok()) contexts->Set(write_index, std::move(result->context));
+          done({OpKind::kDelete, result.status().code()});
+        });
+    return true;
+  }
+  StampCounter(state.value, ++state.writes);
   client_.PutAsync(
       BenchKey(write_index), state.value, std::move(options),
       [contexts, write_index, done = std::move(done)](absl::StatusOr<WriteResult> result) {

@@ -31,13 +31,14 @@
 namespace kv::bench {
 
 struct WorkloadSpec {
-  std::string name;          // a, b, c or put
-  double read_fraction = 0;  // the rest are updates (puts)
+  std::string name;          // a, b, c, put or delete
+  double read_fraction = 0;  // the rest are updates (puts or deletes)
   bool preload_by_default = false;
   std::string description;
+  double delete_fraction = 0;  // of the updates
 };
 
-// INVALID_ARGUMENT for anything but a, b, c or put.
+// INVALID_ARGUMENT for anything but a, b, c, put or delete.
 absl::StatusOr<WorkloadSpec> ParseWorkload(absl::string_view name);
 
 enum class KeyDistribution { kUniform, kZipfian };
@@ -91,7 +92,7 @@ struct WorkloadConfig {
   int concurrency = 64;
 };
 
-// Reads (Get) and updates (Put with the cached context) in the workload's proportion.
+// Reads (Get) and updates (Put or Delete with the cached context) in the workload's proportions.
 class WorkloadSource : public OpSource {
  public:
   // `client` and `contexts` must outlive the calls this source starts.
@@ -106,6 +107,7 @@ class WorkloadSource : public OpSource {
   };
   Client& client_;
   const double read_fraction_;
+  const double delete_fraction_;
   KeyChooser chooser_;
   const uint64_t keys_;
   ContextCache& contexts_;

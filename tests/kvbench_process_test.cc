@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -107,6 +108,31 @@ TEST_F(KvbenchProcessTest, EachRequestSlotsWritesFollowTheKeyDistribution) {
   const double hottest = std::stod(dot.substr(dot.find(':') + 1));
   EXPECT_LT(hottest / writes_per_slot, 0.3) << dot << " of " << writes_per_slot;
   EXPECT_GT(hottest / writes_per_slot, 0.03) << dot << " of " << writes_per_slot;
+}
+
+// The delete workload alternates Puts and Deletes at random, each with the key's newest context:
+// both kinds are counted, and each key ends with one version (a value or none), never siblings.
+TEST_F(KvbenchProcessTest, TheDeleteWorkloadReplacesValuesAndTombstonesWithoutSiblings) {
+  const CommandResult result = Kvbench({"--json", "--duration=1s", "--warmup=0s",
+                                        "--workload=delete", "--keys=8", "--concurrency=4"});
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  const nlohmann::json report = ParseReport(result);
+  EXPECT_EQ(report.value("workload", ""), "delete") << report;
+  EXPECT_EQ(report.value("error_count", -1), 0) << report;
+  const double writes = report.value("writes", 0.0);
+  const double deletes = report.value("deletes", 0.0);
+  EXPECT_GT(writes, 20) << report;
+  EXPECT_GT(deletes, 20) << report;
+  EXPECT_NEAR(deletes / (writes + deletes), 0.5, 0.2) << report;
+  for (int i = 0; i < 8; ++i) {
+    const CommandResult got =
+        RunCommand({KVCTL_PATH, "--endpoints=" + node_.endpoint(), "--json", "get",
+                    absl::StrCat("kvbench/", absl::Dec(i, absl::kZeroPad10))},
+                   "", absl::Seconds(30));
+    if (got.exit_code == 1) continue;  // deleted last
+    ASSERT_EQ(got.exit_code, 0) << got.out << got.err;
+    EXPECT_EQ(ParseReport(got)["siblings"].size(), 1u) << got.out;
+  }
 }
 
 // A rate the node cannot reach is reported as such, not silently capped.
