@@ -45,7 +45,10 @@ void Client::PutAsync(std::string key, std::string value, WriteOptions options,
   request.set_key(std::move(key));
   request.set_value(std::move(value));
   request.set_context(std::move(options.context));
-  // One token per logical call: every attempt sends this same request.
+  // One token per logical call: every attempt sends this same request (Impl::Call unmarks the
+  // first attempt once it is made).
+  request.set_first_attempt(options.idempotency_token.empty() &&
+                            impl_->options.mark_first_attempts);
   request.set_idempotency_token(options.idempotency_token.empty()
                                     ? NewIdempotencyToken()
                                     : std::move(options.idempotency_token));
@@ -79,6 +82,8 @@ void Client::DeleteAsync(std::string key, WriteOptions options,
   v1::DeleteRequest request;
   request.set_key(std::move(key));
   request.set_context(std::move(options.context));
+  request.set_first_attempt(options.idempotency_token.empty() &&
+                            impl_->options.mark_first_attempts);
   request.set_idempotency_token(options.idempotency_token.empty()
                                     ? NewIdempotencyToken()
                                     : std::move(options.idempotency_token));

@@ -267,6 +267,13 @@ struct ClientOptions {
   SiblingMerger merger;  // optional; GetResolved requires it
   TlsOptions tls;
   PutCoalescingOptions put_coalescing;
+  // Marks the first attempt of each Put and Delete whose idempotency token the client makes
+  // (not one given in WriteOptions) as such (PutRequest.first_attempt): the node then records
+  // the token without first looking it up, which nothing could find (on one node about 1.1 times
+  // the Puts per second). Retries are never marked. Set it false when a channel_factory's
+  // channels, or a proxy between the client and the nodes, may send one call twice (a gRPC retry
+  // policy, a retrying proxy): a marked write sent twice could be applied twice.
+  bool mark_first_attempts = true;
   // Test seam: makes the channel for an endpoint (e.g. with an interceptor that drops
   // responses). Null = a channel to the endpoint (TLS as `tls` says) with no receive-size limit
   // that reconnects to a restarted endpoint within about a second.

@@ -186,6 +186,7 @@ struct Client::Impl {
       Request request;
       Response response;
       size_t endpoint = 0;  // of the latest attempt
+      bool attempted = false;
     };
     auto state = std::make_shared<State>();
     state->request = std::move(request);
@@ -194,6 +195,13 @@ struct Client::Impl {
                              std::function<void(grpc::Status)> on_done) {
       state->response.Clear();
       state->endpoint = endpoint;
+      if constexpr (std::is_same_v<Request, v1::PutRequest> ||
+                    std::is_same_v<Request, v1::DeleteRequest>) {
+        // A retry is never a first attempt (PutRequest.first_attempt). The attempt before has
+        // finished, so nothing reads the request meanwhile.
+        if (state->attempted) state->request.set_first_attempt(false);
+      }
+      state->attempted = true;
       method(StubFor<Stub>(endpoint), context, &state->request, &state->response,
              std::move(on_done));
     };

@@ -162,6 +162,10 @@ std::shared_ptr<grpc::Channel> DefaultChannel(
   args.SetMaxReceiveMessageSize(-1);  // responses come from our own nodes, which bound them
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kInitialReconnectBackoffMs);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
+  // No service config from name resolution: one could add a retry policy, which would send a
+  // call again after a node received it, first-attempt mark included (PutRequest.first_attempt).
+  // gRPC's transparent retries resend only calls no node received.
+  args.SetInt(GRPC_ARG_SERVICE_CONFIG_DISABLE_RESOLUTION, 1);
   return grpc::CreateCustomChannel(endpoint, credentials, args);
 }
 

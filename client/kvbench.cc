@@ -77,6 +77,8 @@ std::string Usage() {
       "  --put_coalescing=N         Puts in flight to a node before further Puts wait and leave\n"
       "                             together as one PutBatch call (default 8, the client\n"
       "                             library's); 0 = one RPC per Put\n"
+      "  --[no-]first_attempt_marks  mark each write's first attempt as such, sparing the node\n"
+      "                             a token lookup (default on, the client library's)\n"
       "  --seed=N                   seed of the key and operation choices (default 1)\n"
       "  --tls-ca=FILE, --tls-cert=FILE, --tls-key=FILE  TLS to nodes run with --tls_*, as\n"
       "                             for kvctl (default $KV_TLS_CA, $KV_TLS_CERT, $KV_TLS_KEY)\n"
@@ -112,6 +114,7 @@ struct BenchFlags {
   int rounds = 1;
   double rate = 0;  // ops/s cap of the workload; 0: none
   int put_coalescing = PutCoalescingOptions().max_in_flight;
+  bool first_attempt_marks = ClientOptions().mark_first_attempts;
   bool json = false;
 };
 
@@ -146,6 +149,8 @@ absl::StatusOr<BenchFlags> ParseFlags(const cli::ParsedArgs& args) {
   if (!spec.ok()) return spec.status();
   flags.workload.spec = *spec;
   flags.preload = args.GetBool("preload", spec->preload_by_default);
+  flags.first_attempt_marks =
+      args.GetBool("first_attempt_marks", ClientOptions().mark_first_attempts);
   absl::StatusOr<KeyDistribution> distribution =
       ParseDistribution(args.Get("distribution").value_or("zipfian"));
   if (!distribution.ok()) return distribution.status();
@@ -285,6 +290,7 @@ nlohmann::json ReportHeader(const BenchFlags& flags) {
       {"seed", config.seed},
       {"rate_cap", flags.rate},
       {"put_coalescing", flags.put_coalescing},
+      {"first_attempt_marks", flags.first_attempt_marks},
       {"warmup_s", absl::ToDoubleSeconds(flags.warmup)},
       {"duration_s", absl::ToDoubleSeconds(flags.duration)}};
 }
@@ -359,6 +365,7 @@ int Run(const BenchFlags& flags) {
   client_options.endpoints = flags.endpoints;
   client_options.call_deadline = flags.timeout;
   client_options.put_coalescing.max_in_flight = flags.put_coalescing;
+  client_options.mark_first_attempts = flags.first_attempt_marks;
   client_options.tls.enabled = flags.tls.enabled;
   client_options.tls.ca_pem = flags.tls.ca_pem;
   client_options.tls.cert_pem = flags.tls.cert_pem;
@@ -439,13 +446,25 @@ int Run(const BenchFlags& flags) {
 }
 
 int Main(const std::vector<std::string>& argv) {
-  std::vector<cli::FlagSpec> specs = {
-      {"endpoints", true},      {"workload", true},   {"concurrency", true},
-      {"keys", true},           {"value_size", true}, {"distribution", true},
-      {"duration", true},       {"warmup", true},     {"preload", false},
-      {"ceiling", false},       {"timeout", true},    {"ceiling_endpoints", true},
-      {"seed", true},           {"rounds", true},     {"rate", true},
-      {"put_coalescing", true}, {"json", false},      {"help", false}};
+  std::vector<cli::FlagSpec> specs = {{"endpoints", true},
+                                      {"workload", true},
+                                      {"concurrency", true},
+                                      {"keys", true},
+                                      {"value_size", true},
+                                      {"distribution", true},
+                                      {"duration", true},
+                                      {"warmup", true},
+                                      {"preload", false},
+                                      {"ceiling", false},
+                                      {"timeout", true},
+                                      {"ceiling_endpoints", true},
+                                      {"seed", true},
+                                      {"rounds", true},
+                                      {"rate", true},
+                                      {"put_coalescing", true},
+                                      {"json", false},
+                                      {"help", false},
+                                      {"first_attempt_marks", false}};
   for (const cli::FlagSpec& tls : cli::TlsFlagSpecs()) specs.push_back(tls);
   bool json = false;
   for (const std::string& arg : argv) json = json || arg == "--json";

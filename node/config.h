@@ -59,6 +59,8 @@ struct NodeConfig {
   int executor_threads = 8;
   Limits limits;
   absl::Duration idempotency_ttl = absl::Hours(24);
+  // Writes marked as first attempts (PutRequest.first_attempt) skip the token lookup.
+  bool trust_first_attempts = true;
   absl::Duration shutdown_drain = absl::Milliseconds(500);
   absl::Duration shutdown_grace = absl::Seconds(10);
   LogLevel log_level = LogLevel::kInfo;

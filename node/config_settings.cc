@@ -479,6 +479,13 @@ const std::vector<Setting>& Settings() {
        "How long an idempotency token is remembered; a retry after that creates a new version. "
        "Also how far apart two copies of one retried write may be; use the same value on every "
        "node."},
+      {"trust_first_attempts", "BOOL", false,
+       [](absl::string_view v, NodeConfig* c) { return ParseBool(v, &c->trust_first_attempts); },
+       [](const NodeConfig& c) { return std::string(c.trust_first_attempts ? "true" : "false"); },
+       "Record the token of a write its client marks as a first attempt without looking it up "
+       "(about 1.1 times the Puts per second on one node). false: look every token up, for "
+       "clients behind something that may send one call twice (a retrying proxy, a gRPC retry "
+       "policy) that still mark first attempts."},
       {"shutdown_drain", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseDurationAtLeast(v, absl::ZeroDuration(), &c->shutdown_drain);

@@ -113,6 +113,8 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
     const uint64_t layout_version = placement->layout().version;
     if (const Member* maker = MakerToCoordinate(command, replicas)) {
       WriteCommand copy = command;
+      // The maker may store the write before its answer is lost.
+      command.first_attempt = false;
       transport_->ForwardWrite(
           *maker, std::move(copy), w,
           [this, command = std::move(command), w, groups = *std::move(groups), layout_version,

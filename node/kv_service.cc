@@ -56,6 +56,7 @@ WriteCommand FromPutRequest(const v1::PutRequest& request) {
   command.value = request.value();
   command.context = request.context();
   command.idempotency_token = request.idempotency_token();
+  command.first_attempt = request.first_attempt();
   return command;
 }
 
@@ -66,6 +67,7 @@ WriteCommand FromDeleteRequest(const v1::DeleteRequest& request) {
   command.is_delete = true;
   command.context = request.context();
   command.idempotency_token = request.idempotency_token();
+  command.first_attempt = request.first_attempt();
   return command;
 }
 
@@ -130,6 +132,8 @@ grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* context,
   // The write may be committed on this thread, with the writes that other calls queue meanwhile
   // (LocalStore::WriteAsync without a commit executor); `finish` may run before this returns.
   command.forwarded = context->client_metadata().count(kForwardedWriteMetadata) > 0;
+  // A forwarding node may have tried another node with it first.
+  if (command.forwarded || !trust_first_attempts_) command.first_attempt = false;
   grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
   auto finish = [reactor](const absl::Status& status) { reactor->Finish(ToGrpcStatus(status)); };
   coordinator_->Write(std::move(command), *spec,
@@ -189,6 +193,7 @@ grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*con
     const v1::Quorum& w = is_put ? request->puts(i).w() : request->deletes(i - puts).w();
     WriteCommand command =
         is_put ? FromPutRequest(request->puts(i)) : FromDeleteRequest(request->deletes(i - puts));
+    if (!trust_first_attempts_) command.first_attempt = false;
     v1::PutBatchResult* result = response->mutable_results(i);
     absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(w, "w");
     absl::Status valid = store_->ValidateKey(command.key);

@@ -54,6 +54,9 @@ class KvService final : public v1::KV::CallbackService {
   // (node/cluster_name.h); clients' calls carry no cluster name and are not affected. Call
   // before serving.
   void SetClusterName(std::string name) { cluster_name_ = std::move(name); }
+  // false: writes marked as first attempts (PutRequest.first_attempt) are treated as unmarked.
+  // Before the server starts.
+  void SetTrustFirstAttempts(bool trust) { trust_first_attempts_ = trust; }
 
   grpc::ServerUnaryReactor* DescribeWrite(grpc::CallbackServerContext* context,
                                           const v1::DescribeWriteRequest* request,
@@ -87,6 +90,7 @@ class KvService final : public v1::KV::CallbackService {
   Executor* const executor_;
   CallGate* const gate_;
   std::string cluster_name_;  // empty: forwarded writes are not checked
+  bool trust_first_attempts_ = true;
 };
 
 }  // namespace kv

@@ -83,6 +83,11 @@ struct WriteCommand {
   std::string value;              // ignored for deletes
   std::string context;            // encoded CausalContext; empty = none
   std::string idempotency_token;  // empty = no deduplication
+  // The client says it made the token for this write and sends it for the first time
+  // (PutRequest.first_attempt): nothing can be recorded under the token, so the write records it
+  // without looking it up, nor for a forgotten copy of itself (a copy the key's record holds is
+  // still recognized). Whoever hands the command on or applies it again clears it.
+  bool first_attempt = false;
   // Another node forwarded it here (kForwardedWriteMetadata): see node/coordinator.h.
   bool forwarded = false;
 };

@@ -187,7 +187,7 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   // Nothing may be added to `group` before the last check that can fail.
   std::string legacy_index_to_delete;
 
-  if (has_token) {
+  if (has_token && !command.first_attempt) {
     KV_ASSIGN_OR_RETURN(
         std::optional<WriteOutcome> first,
         RecordedResult(write, group, token_key, now_micros, &legacy_index_to_delete));
@@ -358,8 +358,10 @@ absl::StatusOr<std::optional<Dot>> LocalStore::EarlierCopyOf(const WriteCommand&
                                                              int64_t now_micros) const {
   absl::StatusOr<std::optional<Dot>> copy =
       EarlierCopy(command, record, seen, now_micros, options_.idempotency_ttl);
-  if (absl::IsInvalidArgument(copy.status()) || (copy.ok() && !copy->has_value())) {
-    // Perhaps a copy of a write the record's bounded memory no longer holds.
+  if (!command.first_attempt &&
+      (absl::IsInvalidArgument(copy.status()) || (copy.ok() && !copy->has_value()))) {
+    // Perhaps a copy of a write the record's bounded memory no longer holds (none can be when
+    // this is the write's first attempt).
     KV_ASSIGN_OR_RETURN(
         std::optional<ReplacedWrite> forgotten,
         ForgottenCopyOf(group, command.key, NewSibling(command, now_micros), now_micros));

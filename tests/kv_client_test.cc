@@ -391,6 +391,23 @@ TEST_F(KvClientTest, EveryAttemptOfOnePutCarriesTheSameToken) {
   EXPECT_EQ(puts[2].value(), "v1");
   EXPECT_NE(puts[3].idempotency_token(), first);  // a second logical Put
   EXPECT_EQ(puts[3].value(), "v2");
+  // Only the first attempt of each says so (PutRequest.first_attempt).
+  EXPECT_TRUE(puts[0].first_attempt());
+  EXPECT_FALSE(puts[1].first_attempt());
+  EXPECT_FALSE(puts[2].first_attempt());
+  EXPECT_TRUE(puts[3].first_attempt());
+}
+
+TEST_F(KvClientTest, FirstAttemptsAreNotMarkedWhenTheClientIsToldNotTo) {
+  ClientOptions options = FastOptions({server_.endpoint()});
+  options.mark_first_attempts = false;
+  std::unique_ptr<Client> client = MakeClient(options);
+  ASSERT_TRUE(client->Put("k", "v").ok());
+  ASSERT_TRUE(client->Delete("k").ok());
+  ASSERT_THAT(server_.kv().puts(), SizeIs(1));
+  EXPECT_FALSE(server_.kv().puts()[0].first_attempt());
+  ASSERT_THAT(server_.kv().deletes(), SizeIs(1));
+  EXPECT_FALSE(server_.kv().deletes()[0].first_attempt());
 }
 
 TEST_F(KvClientTest, CallerTokenIsUsedAsIsOnEveryAttempt) {
@@ -405,6 +422,8 @@ TEST_F(KvClientTest, CallerTokenIsUsedAsIsOnEveryAttempt) {
   ASSERT_THAT(puts, SizeIs(2));
   for (const v1::PutRequest& put : puts) {
     EXPECT_EQ(put.idempotency_token(), "my-token");
+    // The caller's token may have been sent before, by another Client or process.
+    EXPECT_FALSE(put.first_attempt());
     EXPECT_EQ(put.context(), "ctx");
     EXPECT_EQ(put.w().kind(), v1::Quorum::COUNT);
     EXPECT_EQ(put.w().count(), 2u);
@@ -421,6 +440,8 @@ TEST_F(KvClientTest, DeleteRetriesWithOneToken) {
   ASSERT_THAT(deletes, SizeIs(2));
   EXPECT_FALSE(deletes[0].idempotency_token().empty());
   EXPECT_EQ(deletes[0].idempotency_token(), deletes[1].idempotency_token());
+  EXPECT_TRUE(deletes[0].first_attempt());
+  EXPECT_FALSE(deletes[1].first_attempt());
 }
 
 TEST_F(KvClientTest, CallDeadlineBoundsRetriesOfAFailingServer) {

@@ -384,6 +384,41 @@ TEST_F(KvnodeProcessTest, IdempotencyTokenDeduplicatesRetries) {
   EXPECT_EQ(d1.write_id(), d2.write_id());
 }
 
+// A write marked as a first attempt (PutRequest.first_attempt) records its token without looking
+// it up: its unmarked retry is deduplicated, and a marked reuse of the token on another key (which
+// the mark promises cannot happen) is not refused, unless the node runs with
+// --trust_first_attempts=false.
+TEST_F(KvnodeProcessTest, FirstAttemptMarksAreTrustedUnlessTheNodeIsToldNotTo) {
+  for (const bool trust : {true, false}) {
+    SCOPED_TRACE(trust);
+    if (!trust) {
+      node_.process().Kill();
+      StartNode({"--trust_first_attempts=false"});
+    }
+    const std::string token = absl::StrCat("token-", trust);
+    v1::PutRequest marked;
+    marked.set_key(absl::StrCat("k-", trust));
+    marked.set_value("v");
+    marked.set_idempotency_token(token);
+    marked.set_first_attempt(true);
+    v1::PutResponse first, retry;
+    EXPECT_GRPC_OK(kv_->Put(Ctx().get(), marked, &first));
+    EXPECT_FALSE(first.deduplicated());
+    EXPECT_GRPC_OK(Put(kv_.get(), marked.key(), "v", &retry, token));
+    EXPECT_TRUE(retry.deduplicated());
+    EXPECT_EQ(retry.write_id(), first.write_id());
+
+    marked.set_key(absl::StrCat("other-", trust));
+    v1::PutResponse reused;
+    const grpc::Status status = kv_->Put(Ctx().get(), marked, &reused);
+    if (trust) {
+      EXPECT_GRPC_OK(status);
+    } else {
+      ExpectInvalidArgument(status, "idempotency token reused with different parameters");
+    }
+  }
+}
+
 TEST_F(KvnodeProcessTest, HealthReflectionAndAdmin) {
   EXPECT_TRUE(testing::WaitForServing(node_.endpoint(), absl::Seconds(5)));
   const std::vector<std::string> services = ListServicesByReflection(node_.endpoint());

@@ -490,6 +490,29 @@ TEST_F(LocalStoreTest, SameTokenSameRequestIsDeduplicated) {
   EXPECT_EQ(LiveValues("k"), std::vector<std::string>{"v"});
 }
 
+// A first attempt (WriteCommand::first_attempt) records its token without looking it up: its
+// retries are deduplicated and a reuse of the token is refused as usual; and a copy sent twice
+// with the mark (which a client must never do) is still recognized while the key's record holds
+// the write.
+TEST_F(LocalStoreTest, AFirstAttemptRecordsItsTokenForItsRetries) {
+  WriteCommand first_attempt{"k", false, "v", "", "tok-1"};
+  first_attempt.first_attempt = true;
+  absl::StatusOr<WriteOutcome> first = store_->Write(first_attempt);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(first->deduplicated);
+  WriteOutcome retry = MustPut("k", "v", "", "tok-1");
+  EXPECT_TRUE(retry.deduplicated);
+  EXPECT_EQ(retry.write_id, first->write_id);
+  EXPECT_EQ(retry.context, first->context);
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->Write({"k2", false, "v", "", "tok-1"}).status()));
+  absl::StatusOr<WriteOutcome> marked_again = store_->Write(first_attempt);
+  ASSERT_TRUE(marked_again.ok()) << marked_again.status();
+  EXPECT_TRUE(marked_again->deduplicated);
+  EXPECT_EQ(marked_again->write_id, first->write_id);
+  EXPECT_EQ(LiveValues("k"), std::vector<std::string>{"v"});
+  EXPECT_TRUE(absl::IsNotFound(store_->ReadRecord("k2").status()));
+}
+
 TEST_F(LocalStoreTest, SameTokenDifferentRequestIsRejectedAndChangesNothing) {
   MustPut("k", "v", "", "tok-1");
   for (const WriteCommand& other : std::vector<WriteCommand>{{"k", false, "w", "", "tok-1"},

@@ -526,7 +526,8 @@ void SimCluster::ServeListKeys(int node, const std::string& prefix, const std::s
 void SimCluster::ServeForwardWrite(int node, const WriteCommand& received, QuorumSpec w,
                                    std::function<void(absl::StatusOr<WriteReply>)> reply) {
   WriteCommand command = received;
-  command.forwarded = true;  // as KvService marks a write another node forwarded
+  command.forwarded = true;       // as KvService marks a write another node forwarded
+  command.first_attempt = false;  // a forwarded request does not carry it
   OnNode(node, [this, command, w, reply = std::move(reply)](Node* n) {
     if (!loop_->verbose()) return n->coordinator->Write(command, w, reply);
     n->coordinator->Write(command, w, [this, n, command, reply](absl::StatusOr<WriteReply> r) {

@@ -1,6 +1,7 @@
 #include "tests/sim/sim_workload.h"
 
 #include <algorithm>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -117,6 +118,8 @@ void Workload::AttemptWrite(int c, size_t w) {
   WriteOp& op = history_->writes[w];
   ++op.attempts;
   WriteCommand command{op.key, op.is_delete, op.value, op.context_bytes, op.token};
+  command.first_attempt = op.attempts == 1;  // as the client library marks it
+  auto deliveries = std::make_shared<int>(0);
   SimNetwork::CallSpec spec;
   spec.from = clients_[c].endpoint;
   spec.to = op.node;
@@ -126,8 +129,13 @@ void Workload::AttemptWrite(int c, size_t w) {
   const int node = op.node;
   network_->Call<absl::StatusOr<WriteReply>>(
       std::move(spec),
-      [cluster = cluster_, node, command](std::function<void(absl::StatusOr<WriteReply>)> reply) {
-        cluster->ServeClientWrite(node, command, std::move(reply));
+      [cluster = cluster_, node, command,
+       deliveries](std::function<void(absl::StatusOr<WriteReply>)> reply) {
+        // A request the network duplicated is not a first attempt: it models a retry at a lower
+        // layer, which must not carry the mark (gRPC delivers a call once).
+        WriteCommand delivered = command;
+        if ((*deliveries)++ > 0) delivered.first_attempt = false;
+        cluster->ServeClientWrite(node, delivered, std::move(reply));
       },
       [this, c, w, node](absl::StatusOr<WriteReply> reply) {
         OnWriteDone(c, w, node, std::move(reply));
