@@ -86,7 +86,10 @@ struct WriteCommand {
   // The client says it made the token for this write and sends it for the first time
   // (PutRequest.first_attempt): nothing can be recorded under the token, so the write records it
   // without looking it up, nor for a forgotten copy of itself (a copy the key's record holds is
-  // still recognized). Whoever hands the command on or applies it again clears it.
+  // still recognized). Trusted only if the write is prepared within
+  // LocalStore::kFirstAttemptTrustWindow of being queued. Never sent to another node (the
+  // forwarding transport drops it, and a node clears it on a forwarded write); whoever applies
+  // the command again must clear it.
   bool first_attempt = false;
   // Another node forwarded it here (kForwardedWriteMetadata): see node/coordinator.h.
   bool forwarded = false;
@@ -123,6 +126,10 @@ class RecordObserver {
 
 class LocalStore {
  public:
+  // How long after it is queued a write marked as a first attempt is still taken at its word;
+  // prepared later (a stalled commit), its token is looked up as any other's.
+  static constexpr absl::Duration kFirstAttemptTrustWindow = absl::Milliseconds(250);
+
   struct Options {
     Limits limits;
     absl::Duration idempotency_ttl = absl::Hours(24);
@@ -289,7 +296,9 @@ class LocalStore {
   // The dot of an earlier copy of the tokened write `command` that `record`, the writer's
   // context `seen` or this replica's forgotten writes know of; INVALID_ARGUMENT if the token
   // was used with other content and no copy matches.
-  absl::StatusOr<std::optional<Dot>> EarlierCopyOf(const WriteCommand& command,
+  // `first_attempt`: the write's mark is trusted (PrepareWrite), so no forgotten copy is looked
+  // for.
+  absl::StatusOr<std::optional<Dot>> EarlierCopyOf(const WriteCommand& command, bool first_attempt,
                                                    const SiblingSet& record,
                                                    const CausalContext& seen, WriteGroup& group,
                                                    int64_t now_micros) const;

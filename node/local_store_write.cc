@@ -109,8 +109,9 @@ absl::Status CheckAbsorbableCounters(const CausalContext& seen, const SiblingSet
 class LocalStore::WriteMutation : public CommitQueue::Mutation {
  public:
   WriteMutation(LocalStore* store, WriteCommand command, CausalContext seen,
-                std::string fingerprint, BatchHook hook, WriteCallback done)
+                std::string fingerprint, BatchHook hook, WriteCallback done, absl::Time queued)
       : store_(store),
+        queued_(queued),
         command_(std::move(command)),
         seen_(std::move(seen)),
         fingerprint_(std::move(fingerprint)),
@@ -135,9 +136,11 @@ class LocalStore::WriteMutation : public CommitQueue::Mutation {
   const CausalContext& seen() const { return seen_; }
   const std::string& fingerprint() const { return fingerprint_; }
   const BatchHook& hook() const { return hook_; }
+  absl::Time queued() const { return queued_; }
 
  private:
   LocalStore* const store_;
+  const absl::Time queued_;
   const WriteCommand command_;
   const CausalContext seen_;
   const std::string fingerprint_;
@@ -154,7 +157,8 @@ absl::StatusOr<std::unique_ptr<LocalStore::WriteMutation>> LocalStore::NewWriteM
   std::string fingerprint =
       command.idempotency_token.empty() ? std::string() : WriteFingerprint(command);
   return std::make_unique<WriteMutation>(this, std::move(command), std::move(seen),
-                                         std::move(fingerprint), std::move(hook), std::move(done));
+                                         std::move(fingerprint), std::move(hook), std::move(done),
+                                         clock_->Now());
 }
 
 absl::StatusOr<WriteOutcome> LocalStore::Write(const WriteCommand& command, const BatchHook& hook) {
@@ -186,8 +190,12 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   const int64_t now_micros = absl::ToUnixMicros(now);
   // Nothing may be added to `group` before the last check that can fail.
   std::string legacy_index_to_delete;
+  // A first attempt that waited here longer may have been given up on by its client and
+  // retried, and the retry applied elsewhere may have reached this replica since.
+  const bool first_attempt =
+      command.first_attempt && now - write.queued() <= kFirstAttemptTrustWindow;
 
-  if (has_token && !command.first_attempt) {
+  if (has_token && !first_attempt) {
     KV_ASSIGN_OR_RETURN(
         std::optional<WriteOutcome> first,
         RecordedResult(write, group, token_key, now_micros, &legacy_index_to_delete));
@@ -219,7 +227,7 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
 
   if (has_token) {
     KV_ASSIGN_OR_RETURN(std::optional<Dot> copy,
-                        EarlierCopyOf(command, record, seen, group, now_micros));
+                        EarlierCopyOf(command, first_attempt, record, seen, group, now_micros));
     if (copy.has_value()) {
       WriteOutcome outcome;
       outcome.dot = *std::move(copy);
@@ -351,14 +359,12 @@ absl::StatusOr<std::optional<WriteOutcome>> LocalStore::RecordedResult(
   return outcome;
 }
 
-absl::StatusOr<std::optional<Dot>> LocalStore::EarlierCopyOf(const WriteCommand& command,
-                                                             const SiblingSet& record,
-                                                             const CausalContext& seen,
-                                                             WriteGroup& group,
-                                                             int64_t now_micros) const {
+absl::StatusOr<std::optional<Dot>> LocalStore::EarlierCopyOf(
+    const WriteCommand& command, bool first_attempt, const SiblingSet& record,
+    const CausalContext& seen, WriteGroup& group, int64_t now_micros) const {
   absl::StatusOr<std::optional<Dot>> copy =
       EarlierCopy(command, record, seen, now_micros, options_.idempotency_ttl);
-  if (!command.first_attempt &&
+  if (!first_attempt &&
       (absl::IsInvalidArgument(copy.status()) || (copy.ok() && !copy->has_value()))) {
     // Perhaps a copy of a write the record's bounded memory no longer holds (none can be when
     // this is the write's first attempt).

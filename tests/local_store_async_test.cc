@@ -8,6 +8,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "node/idempotency_record.h"
 #include "node/local_store.h"
@@ -111,6 +112,30 @@ TEST_F(LocalStoreAsyncTest, SameTokenTwiceInOneGroupIsDeduplicated) {
   absl::StatusOr<SiblingSet> record = store_->ReadRecord("k");
   ASSERT_TRUE(record.ok());
   EXPECT_EQ(record->siblings().size(), 1u);
+}
+
+// A write marked as a first attempt records its token without looking it up only while it is
+// prepared soon after it was queued: one that waited longer is looked up like any other, so a
+// marked reuse of a recorded token is then refused.
+TEST_F(LocalStoreAsyncTest, AFirstAttemptThatWaitedLongIsLookedUp) {
+  auto recorded = Submit({"k", false, "v", "", "tok-1"});
+  executor_.RunAll();
+  ASSERT_TRUE((*recorded)->ok());
+  for (const absl::Duration wait :
+       {absl::ZeroDuration(), LocalStore::kFirstAttemptTrustWindow + absl::Milliseconds(1)}) {
+    SCOPED_TRACE(wait);
+    WriteCommand reuse{absl::StrCat("other-", absl::FormatDuration(wait)), false, "v", "", "tok-1"};
+    reuse.first_attempt = true;
+    auto marked = Submit(reuse);
+    clock_.Advance(wait);
+    executor_.RunAll();
+    ASSERT_TRUE(marked->has_value());
+    if (wait == absl::ZeroDuration()) {
+      EXPECT_TRUE((*marked)->ok()) << (*marked)->status();  // taken at its word
+    } else {
+      EXPECT_TRUE(absl::IsInvalidArgument((*marked)->status())) << (*marked)->status();
+    }
+  }
 }
 
 TEST_F(LocalStoreAsyncTest, WritesToOneKeyInOneGroupEachMakeAVersion) {
