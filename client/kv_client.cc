@@ -55,10 +55,10 @@ void Client::PutAsync(std::string key, std::string value, WriteOptions options,
   client_internal::ToProto(options.w, request.mutable_w());
   impl_->Call<v1::KV::Stub, v1::PutRequest, v1::PutResponse, WriteResult>(
       options, impl_->NextEndpoint(), EndpointPolicy::kWrite, std::move(request),
-      [puts = impl_->puts.get()](v1::KV::Stub* stub, grpc::ClientContext* context,
-                                 const v1::PutRequest* req, v1::PutResponse* resp,
-                                 std::function<void(grpc::Status)> on_done) {
-        puts->Send(stub, context, req, resp, std::move(on_done));
+      [coalescer = impl_->coalescer.get()](v1::KV::Stub* stub, grpc::ClientContext* context,
+                                           const v1::PutRequest* req, v1::PutResponse* resp,
+                                           std::function<void(grpc::Status)> on_done) {
+        coalescer->Send(stub, context, req, resp, std::move(on_done));
       },
       &client_internal::FromPutResponse, std::move(done));
 }
@@ -70,9 +70,10 @@ void Client::GetAsync(std::string key, ReadOptions options,
   client_internal::ToProto(options.r, request.mutable_r());
   impl_->Call<v1::KV::Stub, v1::GetRequest, v1::GetResponse, GetResult>(
       options, impl_->NextEndpoint(), EndpointPolicy::kFailover, std::move(request),
-      [](v1::KV::Stub* stub, grpc::ClientContext* context, const v1::GetRequest* req,
-         v1::GetResponse* resp, std::function<void(grpc::Status)> on_done) {
-        stub->async()->Get(context, req, resp, std::move(on_done));
+      [coalescer = impl_->coalescer.get()](v1::KV::Stub* stub, grpc::ClientContext* context,
+                                           const v1::GetRequest* req, v1::GetResponse* resp,
+                                           std::function<void(grpc::Status)> on_done) {
+        coalescer->SendGet(stub, context, req, resp, std::move(on_done));
       },
       &client_internal::FromGetResponse, std::move(done));
 }
@@ -90,10 +91,10 @@ void Client::DeleteAsync(std::string key, WriteOptions options,
   client_internal::ToProto(options.w, request.mutable_w());
   impl_->Call<v1::KV::Stub, v1::DeleteRequest, v1::DeleteResponse, WriteResult>(
       options, impl_->NextEndpoint(), EndpointPolicy::kWrite, std::move(request),
-      [puts = impl_->puts.get()](v1::KV::Stub* stub, grpc::ClientContext* context,
-                                 const v1::DeleteRequest* req, v1::DeleteResponse* resp,
-                                 std::function<void(grpc::Status)> on_done) {
-        puts->SendDelete(stub, context, req, resp, std::move(on_done));
+      [coalescer = impl_->coalescer.get()](v1::KV::Stub* stub, grpc::ClientContext* context,
+                                           const v1::DeleteRequest* req, v1::DeleteResponse* resp,
+                                           std::function<void(grpc::Status)> on_done) {
+        coalescer->SendDelete(stub, context, req, resp, std::move(on_done));
       },
       &client_internal::FromDeleteResponse, std::move(done));
 }

@@ -238,22 +238,26 @@ struct TlsOptions {
   absl::Duration reload_interval = absl::Minutes(1);
 };
 
-// How Put and Delete calls to one endpoint share RPCs (client/kv_client_put_coalescer.h). While
-// fewer than `max_in_flight` writes to an endpoint are in flight, a Put or Delete goes out at
-// once as a call of its own, as it always did. Beyond that, writes wait until one of the calls
-// in flight to that endpoint finishes and then leave together as one PutBatch call (or after
-// `max_delay` if none finishes), each with its own result, status and retries exactly as alone.
-// So up to `max_in_flight` concurrent writes per endpoint never wait, and under heavier load one
-// RPC carries many (kvbench, 1 node, 64 outstanding: about 1.35 times the Puts per second).
-// Nodes older than PutBatch get single calls; nodes older than batched deletes get single Deletes
-// (their Puts are still batched).
-struct PutCoalescingOptions {
-  int max_in_flight = 8;  // 0 = never coalesce: one RPC per Put or Delete
+// How calls to one endpoint share RPCs (client/kv_client_coalescer.h): Puts and Deletes under
+// ClientOptions::put_coalescing, Gets under ClientOptions::get_coalescing, each kind counted
+// apart. While fewer than `max_in_flight` calls of a kind to an endpoint are in flight, a call
+// goes out at once as a call of its own, as it always did. Beyond that, calls wait until one of
+// the calls of their kind in flight to that endpoint finishes and then leave together as one
+// PutBatch or GetBatch call (or after `max_delay` if none finishes), each with its own result,
+// status and retries exactly as alone. So up to `max_in_flight` concurrent calls of a kind per
+// endpoint never wait, and under heavier load one RPC carries many (kvbench, 1 node, 64
+// outstanding: about 1.35 times the Puts per second). Nodes older than PutBatch or GetBatch get
+// single calls; nodes older than batched deletes get single Deletes (their Puts are still
+// batched).
+struct CoalescingOptions {
+  int max_in_flight = 8;  // 0 = never coalesce: one RPC per call
   size_t max_batch_items = 128;
   size_t max_batch_bytes = 60 << 10;  // far below a node's message limit (at least 65 MiB)
-  // The longest a write waits for a call in flight to finish before it leaves anyway.
+  // The longest a call waits for a call in flight to finish before it leaves anyway.
   absl::Duration max_delay = absl::Milliseconds(5);
 };
+// The name CoalescingOptions had when only writes were coalesced.
+using PutCoalescingOptions = CoalescingOptions;
 
 struct ClientOptions {
   std::vector<std::string> endpoints;  // "host:port"; at least one
@@ -266,7 +270,8 @@ struct ClientOptions {
   size_t max_request_bytes = 64 << 20;
   SiblingMerger merger;  // optional; GetResolved requires it
   TlsOptions tls;
-  PutCoalescingOptions put_coalescing;
+  CoalescingOptions put_coalescing;  // Puts and Deletes
+  CoalescingOptions get_coalescing;  // Gets
   // Marks the first attempt of each Put and Delete whose idempotency token the client makes
   // (not one given in WriteOptions) as such (PutRequest.first_attempt): the node then records
   // the token without first looking it up, which nothing could find (on one node about 1.1 times

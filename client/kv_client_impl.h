@@ -23,9 +23,9 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "client/kv_client.h"
+#include "client/kv_client_coalescer.h"
 #include "client/kv_client_convert.h"
 #include "client/kv_client_options.h"
-#include "client/kv_client_put_coalescer.h"
 #include "client/kv_client_retrying_call.h"
 #include "client/kv_client_timer.h"
 #include "grpcpp/channel.h"
@@ -71,10 +71,10 @@ struct Client::Impl {
       admin_stubs.push_back(channel == nullptr ? nullptr : v1::Admin::NewStub(channel));
       channels.push_back(std::move(channel));
     }
-    std::vector<v1::KV::Stub*> put_stubs;
-    for (const auto& stub : kv_stubs) put_stubs.push_back(stub.get());
-    puts = std::make_unique<client_internal::PutCoalescer>(options.put_coalescing,
-                                                           std::move(put_stubs), &timer, &budget);
+    std::vector<v1::KV::Stub*> stubs;
+    for (const auto& stub : kv_stubs) stubs.push_back(stub.get());
+    coalescer = std::make_unique<client_internal::Coalescer>(
+        options.put_coalescing, options.get_coalescing, std::move(stubs), &timer, &budget);
     env.options = &options.retry;
     env.budget = &budget;
     env.timer = &timer;
@@ -308,7 +308,7 @@ struct Client::Impl {
   std::map<std::string, size_t, std::less<>> operation_nodes ABSL_GUARDED_BY(operation_nodes_mu);
 
   // Before the timer: a flush timer task may still run until the timer thread has stopped.
-  std::unique_ptr<client_internal::PutCoalescer> puts;
+  std::unique_ptr<client_internal::Coalescer> coalescer;
   client_internal::TimerThread timer;
   client_internal::RetryEnv env;
 };

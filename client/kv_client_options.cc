@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -187,20 +188,26 @@ absl::Status ValidateOptions(const ClientOptions& options) {
   if (options.attempt_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("ClientOptions::attempt_timeout must be >= 0 (0 = no cap)");
   }
-  const PutCoalescingOptions& coalescing = options.put_coalescing;
-  if (coalescing.max_in_flight < 0) {
-    return absl::InvalidArgumentError(
-        "PutCoalescingOptions::max_in_flight must be >= 0 (0 = never coalesce)");
-  }
-  if (coalescing.max_batch_items < 2 || coalescing.max_batch_items > 1000) {
-    return absl::InvalidArgumentError(
-        "PutCoalescingOptions::max_batch_items must be in [2, 1000] (a node takes at most 1000)");
-  }
-  if (coalescing.max_batch_bytes == 0) {
-    return absl::InvalidArgumentError("PutCoalescingOptions::max_batch_bytes must be positive");
-  }
-  if (coalescing.max_delay < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("PutCoalescingOptions::max_delay must be >= 0");
+  for (const auto& [name, coalescing] :
+       {std::pair<const char*, const CoalescingOptions*>{"put_coalescing", &options.put_coalescing},
+        {"get_coalescing", &options.get_coalescing}}) {
+    if (coalescing->max_in_flight < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ClientOptions::", name, ".max_in_flight must be >= 0 (0 = never coalesce)"));
+    }
+    if (coalescing->max_batch_items < 2 || coalescing->max_batch_items > 1000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ClientOptions::", name,
+                       ".max_batch_items must be in [2, 1000] (a node takes at most 1000)"));
+    }
+    if (coalescing->max_batch_bytes == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ClientOptions::", name, ".max_batch_bytes must be positive"));
+    }
+    if (coalescing->max_delay < absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ClientOptions::", name, ".max_delay must be >= 0"));
+    }
   }
   if (options.max_request_bytes == 0) {
     return absl::InvalidArgumentError("ClientOptions::max_request_bytes must be positive");

@@ -114,7 +114,7 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
   }
 
   // In the trailers of a single call, or in the details of an item of a batch
-  // (client/kv_client_put_coalescer.h).
+  // (client/kv_client_coalescer.h).
   static bool MarkedWriteStored(const grpc::Status& status, const grpc::ClientContext& context) {
     if (status.error_details() == kWriteStoredMetadataKey) return true;
     const auto& trailers = context.GetServerTrailingMetadata();

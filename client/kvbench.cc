@@ -77,6 +77,8 @@ std::string Usage() {
       "  --put_coalescing=N         Puts in flight to a node before further Puts wait and leave\n"
       "                             together as one PutBatch call (default 8, the client\n"
       "                             library's); 0 = one RPC per Put\n"
+      "  --get_coalescing=N         the same for Gets and GetBatch calls (default 8); 0 = one\n"
+      "                             RPC per Get\n"
       "  --[no-]first_attempt_marks  mark each write's first attempt as such, sparing the node\n"
       "                             a token lookup (default on, the client library's)\n"
       "  --seed=N                   seed of the key and operation choices (default 1)\n"
@@ -113,7 +115,8 @@ struct BenchFlags {
   bool ceiling = false;
   int rounds = 1;
   double rate = 0;  // ops/s cap of the workload; 0: none
-  int put_coalescing = PutCoalescingOptions().max_in_flight;
+  int put_coalescing = CoalescingOptions().max_in_flight;
+  int get_coalescing = CoalescingOptions().max_in_flight;
   bool first_attempt_marks = ClientOptions().mark_first_attempts;
   bool json = false;
 };
@@ -162,10 +165,11 @@ absl::StatusOr<BenchFlags> ParseFlags(const cli::ParsedArgs& args) {
     int64_t* out;
   };
   int64_t concurrency = 0, keys = 0, value_size = 0, seed = 0, rounds = 0, rate = 0;
-  int64_t put_coalescing = 0;
+  int64_t put_coalescing = 0, get_coalescing = 0;
   const IntFlag int_flags[] = {
       {"concurrency", 64, 1, 100000, &concurrency},
-      {"put_coalescing", PutCoalescingOptions().max_in_flight, 0, 1000, &put_coalescing},
+      {"put_coalescing", CoalescingOptions().max_in_flight, 0, 1000, &put_coalescing},
+      {"get_coalescing", CoalescingOptions().max_in_flight, 0, 1000, &get_coalescing},
       {"rounds", 1, 1, 100, &rounds},
       {"rate", 0, 0, 100'000'000, &rate},
       {"keys", 10000, 1, 1'000'000'000, &keys},
@@ -186,6 +190,7 @@ absl::StatusOr<BenchFlags> ParseFlags(const cli::ParsedArgs& args) {
   flags.rounds = static_cast<int>(rounds);
   flags.rate = static_cast<double>(rate);
   flags.put_coalescing = static_cast<int>(put_coalescing);
+  flags.get_coalescing = static_cast<int>(get_coalescing);
 
   struct DurationFlag {
     const char* name;
@@ -290,6 +295,7 @@ nlohmann::json ReportHeader(const BenchFlags& flags) {
       {"seed", config.seed},
       {"rate_cap", flags.rate},
       {"put_coalescing", flags.put_coalescing},
+      {"get_coalescing", flags.get_coalescing},
       {"first_attempt_marks", flags.first_attempt_marks},
       {"warmup_s", absl::ToDoubleSeconds(flags.warmup)},
       {"duration_s", absl::ToDoubleSeconds(flags.duration)}};
@@ -365,6 +371,7 @@ int Run(const BenchFlags& flags) {
   client_options.endpoints = flags.endpoints;
   client_options.call_deadline = flags.timeout;
   client_options.put_coalescing.max_in_flight = flags.put_coalescing;
+  client_options.get_coalescing.max_in_flight = flags.get_coalescing;
   client_options.mark_first_attempts = flags.first_attempt_marks;
   client_options.tls.enabled = flags.tls.enabled;
   client_options.tls.ca_pem = flags.tls.ca_pem;
@@ -446,25 +453,16 @@ int Run(const BenchFlags& flags) {
 }
 
 int Main(const std::vector<std::string>& argv) {
-  std::vector<cli::FlagSpec> specs = {{"endpoints", true},
-                                      {"workload", true},
-                                      {"concurrency", true},
-                                      {"keys", true},
-                                      {"value_size", true},
-                                      {"distribution", true},
-                                      {"duration", true},
-                                      {"warmup", true},
-                                      {"preload", false},
-                                      {"ceiling", false},
-                                      {"timeout", true},
-                                      {"ceiling_endpoints", true},
-                                      {"seed", true},
-                                      {"rounds", true},
-                                      {"rate", true},
-                                      {"put_coalescing", true},
-                                      {"json", false},
-                                      {"help", false},
-                                      {"first_attempt_marks", false}};
+  std::vector<cli::FlagSpec> specs = {{"endpoints", true},      {"workload", true},
+                                      {"concurrency", true},    {"keys", true},
+                                      {"value_size", true},     {"distribution", true},
+                                      {"duration", true},       {"warmup", true},
+                                      {"preload", false},       {"ceiling", false},
+                                      {"timeout", true},        {"ceiling_endpoints", true},
+                                      {"seed", true},           {"rounds", true},
+                                      {"rate", true},           {"put_coalescing", true},
+                                      {"get_coalescing", true}, {"json", false},
+                                      {"help", false},          {"first_attempt_marks", false}};
   for (const cli::FlagSpec& tls : cli::TlsFlagSpecs()) specs.push_back(tls);
   bool json = false;
   for (const std::string& arg : argv) json = json || arg == "--json";

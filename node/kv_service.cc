@@ -247,6 +247,60 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* /*context*
   return reactor;
 }
 
+grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*context*/,
+                                              const v1::GetBatchRequest* request,
+                                              v1::GetBatchResponse* response) {
+  if (absl::Status open = gate_->Check(); !open.ok()) return FinishNow(gate_, open);
+  const int n = request->gets_size();
+  if (n > kMaxGetBatchItems) {
+    return FinishNow(gate_, absl::InvalidArgumentError(
+                                absl::StrCat("GetBatch of ", n, " items exceeds the limit of ",
+                                             kMaxGetBatchItems, " items per batch")));
+  }
+  grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
+  if (n == 0) {
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  // As in PutBatch: every result exists before any item can finish, each item fills only its
+  // own, and the last one to finish answers the call.
+  for (int i = 0; i < n; ++i) response->add_results();
+  auto left = std::make_shared<std::atomic<int>>(n);
+  auto finish_item = [reactor, left](v1::GetBatchResult* result, const absl::Status& status) {
+    if (!status.ok()) {
+      result->clear_response();
+      result->set_code(static_cast<int>(status.code()));
+      result->set_message(std::string(status.message()));
+    }
+    if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      reactor->Finish(grpc::Status::OK);
+    }
+  };
+  for (int i = 0; i < n; ++i) {
+    const v1::GetRequest& get = request->gets(i);
+    v1::GetBatchResult* result = response->mutable_results(i);
+    absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(get.r(), "r");
+    absl::Status valid = store_->ValidateKey(get.key());
+    if (valid.ok()) valid = spec.status();
+    if (!valid.ok()) {
+      finish_item(result, valid);
+      continue;
+    }
+    SiblingSet record;
+    if (coordinator_->TryReadFromMemory(get.key(), *spec, &record)) {
+      finish_item(result, FillGetResponse(std::move(record), *store_, result->mutable_response()));
+      continue;
+    }
+    coordinator_->Read(get.key(), *spec,
+                       [result, finish_item, store = store_](absl::StatusOr<SiblingSet> rec) {
+                         finish_item(result, rec.ok() ? FillGetResponse(*std::move(rec), *store,
+                                                                        result->mutable_response())
+                                                      : rec.status());
+                       });
+  }
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* KvService::List(grpc::CallbackServerContext* context,
                                           const v1::ListRequest* request,
                                           v1::ListResponse* response) {

@@ -15,6 +15,9 @@
 // so that clients retry it (same idempotency token) on this node rather than elsewhere.
 // DescribeKey shows every replica's record side by side; DescribeWrite where a write has spread.
 //
+// GetBatch runs each of its gets as the Get it would be alone (answered here from memory when it
+// can, through the coordinator otherwise) and answers once every item has its result.
+//
 // PutBatch runs each of its items (puts, then deletes) as the Put or Delete it would be alone and
 // answers once every item has its result (the W shortfall mark is then per item); the items'
 // writes are queued together (LocalStore::HoldCommits), so the items this node coordinates share
@@ -40,6 +43,8 @@ namespace kv {
 // The most items (puts and deletes) a PutBatch may carry (its size is capped by the message size
 // limit too).
 inline constexpr int kMaxPutBatchItems = 1000;
+// The most gets a GetBatch may carry.
+inline constexpr int kMaxGetBatchItems = 1000;
 
 // The quorum a request asks for; INVALID_ARGUMENT naming `name` ("w" or "r") for an unknown
 // kind. Counts are checked against N by the Coordinator.
@@ -68,6 +73,9 @@ class KvService final : public v1::KV::CallbackService {
                                      v1::PutBatchResponse* response) override;
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context, const v1::GetRequest* request,
                                 v1::GetResponse* response) override;
+  grpc::ServerUnaryReactor* GetBatch(grpc::CallbackServerContext* context,
+                                     const v1::GetBatchRequest* request,
+                                     v1::GetBatchResponse* response) override;
   grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
                                    const v1::DeleteRequest* request,
                                    v1::DeleteResponse* response) override;

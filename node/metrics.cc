@@ -31,8 +31,9 @@ namespace {
 // gRPC status codes are 0 (OK) to 16 (UNAUTHENTICATED).
 constexpr int kStatusCodes = 17;
 
-// PutBatch's answers are counted item by item too.
+// PutBatch's and GetBatch's answers are counted item by item too.
 constexpr char kPutBatchMethod[] = "/kv.v1.KV/PutBatch";
+constexpr char kGetBatchMethod[] = "/kv.v1.KV/GetBatch";
 
 const char* const kCodeNames[kStatusCodes] = {
     "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
@@ -52,6 +53,7 @@ class RequestMetrics {
     prometheus::Histogram* duration = nullptr;
     std::array<std::atomic<prometheus::Counter*>, kStatusCodes> by_code{};
     bool is_put_batch = false;  // its answers' items are counted too (RecordBatchItems)
+    bool is_get_batch = false;  // the same (RecordGetBatchItems)
   };
 
   RequestMetrics(std::shared_ptr<prometheus::Registry> registry,
@@ -71,7 +73,13 @@ class RequestMetrics {
                          .Help("Items of PutBatch calls answered, by kind (put or delete) and "
                                "each item's own status code (a batch refused as a whole counts "
                                "in kv_grpc_requests_total only).")
-                         .Register(*registry_)) {
+                         .Register(*registry_)),
+        get_batch_items_(prometheus::BuildCounter()
+                             .Name("kv_get_batch_items_total")
+                             .Help("Items of GetBatch calls answered, by each item's own status "
+                                   "code (a batch refused as a whole counts in "
+                                   "kv_grpc_requests_total only).")
+                             .Register(*registry_)) {
     for (const std::string& name : method_names) Add(name);
     unknown_ = Add("unknown");
   }
@@ -102,6 +110,15 @@ class RequestMetrics {
     }
   }
 
+  // Counts the items of a GetBatch answer by code.
+  void RecordGetBatchItems(const v1::GetBatchResponse& response) {
+    for (const v1::GetBatchResult& result : response.results()) {
+      const int code = KnownCode(result.code());
+      CounterIn(get_batch_item_counters_[code], get_batch_items_, {{"code", kCodeNames[code]}})
+          ->Increment();
+    }
+  }
+
  private:
   // `code` if it is a gRPC status code, else UNKNOWN.
   static int KnownCode(int code) { return code < 0 || code >= kStatusCodes ? 2 : code; }
@@ -127,6 +144,7 @@ class RequestMetrics {
       it->second = std::make_unique<Method>();
       it->second->name = name;
       it->second->is_put_batch = name == kPutBatchMethod;
+      it->second->is_get_batch = name == kGetBatchMethod;
       it->second->duration = &durations_.Add(
           {{"method", name}}, prometheus::Histogram::BucketBoundaries{
                                   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -140,8 +158,10 @@ class RequestMetrics {
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& durations_;
   prometheus::Family<prometheus::Counter>& batch_items_;
+  prometheus::Family<prometheus::Counter>& get_batch_items_;
   // By kind (0 put, 1 delete) and code.
   std::array<std::array<std::atomic<prometheus::Counter*>, kStatusCodes>, 2> batch_item_counters_{};
+  std::array<std::atomic<prometheus::Counter*>, kStatusCodes> get_batch_item_counters_{};
   // Filled by the constructor, then only read.
   absl::flat_hash_map<std::string, std::unique_ptr<Method>> methods_;
   Method* unknown_ = nullptr;
@@ -171,6 +191,13 @@ class CountingInterceptor : public grpc::experimental::Interceptor {
       // The handler's response object (a unary answer is sent once, with an OK status).
       if (const void* message = methods->GetSendMessage(); message != nullptr) {
         metrics_->RecordBatchItems(*static_cast<const v1::PutBatchResponse*>(message), puts_);
+      }
+    }
+    if (method_->is_get_batch &&
+        methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_MESSAGE)) {
+      if (const void* message = methods->GetSendMessage(); message != nullptr) {
+        metrics_->RecordGetBatchItems(*static_cast<const v1::GetBatchResponse*>(message));
       }
     }
     if (methods->QueryInterceptionHookPoint(

@@ -154,6 +154,12 @@ TEST(MetricsProcessTest, OneNodeCountsCallsByMethodAndCode) {
   ASSERT_EQ(batch_response.results_size(), 4);
   EXPECT_EQ(batch_response.results(1).code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(batch_response.results(3).code(), grpc::StatusCode::OK);
+  // A GetBatch the same way, by its items' own codes.
+  v1::GetBatchRequest get_batch;
+  for (const char* key : {"batch-2", "", "never-written"}) get_batch.add_gets()->set_key(key);
+  v1::GetBatchResponse get_batch_response;
+  ASSERT_TRUE(kv->GetBatch(Ctx().get(), get_batch, &get_batch_response).ok());
+  ASSERT_EQ(get_batch_response.results_size(), 3);
   v1::GetRequest get;
   get.set_key("missing");
   v1::GetResponse got;
@@ -196,6 +202,17 @@ TEST(MetricsProcessTest, OneNodeCountsCallsByMethodAndCode) {
                    text, R"(kv_put_batch_items_total{code="INVALID_ARGUMENT",op="delete"})")
                    .has_value())
       << text;
+  EXPECT_EQ(testing::MetricSample(
+                text, R"(kv_grpc_requests_total{code="OK",method="/kv.v1.KV/GetBatch"})"),
+            1)
+      << text;
+  for (const char* code : {"OK", "INVALID_ARGUMENT", "NOT_FOUND"}) {
+    EXPECT_EQ(testing::MetricSample(
+                  text, absl::StrCat(R"(kv_get_batch_items_total{code=")", code, R"("})")),
+              1)
+        << code << "\n"
+        << text;
+  }
   EXPECT_EQ(testing::MetricSample(
                 text, R"(kv_grpc_requests_total{code="UNIMPLEMENTED",method="unknown"})"),
             2)

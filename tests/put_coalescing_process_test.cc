@@ -1,4 +1,4 @@
-// Put coalescing (client/kv_client_put_coalescer.h, kv.v1.KV/PutBatch): Puts and Deletes that
+// Put coalescing (client/kv_client_coalescer.h, kv.v1.KV/PutBatch): Puts and Deletes that
 // wait while others are in flight leave as one PutBatch, against a real kvnode, and each keeps
 // its own result, error, idempotent retry and W-shortfall handling; a node without PutBatch gets
 // single Puts, one whose PutBatch ignores deletes single Deletes. The node's side of PutBatch

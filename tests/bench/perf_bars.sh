@@ -8,7 +8,8 @@
 # at half load: the 3-node Put maximum just measured, halved, as kvbench --rate.
 #
 # Put runs twice: as the client library sends Puts by default (coalesced into PutBatch calls
-# under load) and with one RPC per Put (--put_coalescing=0), each on fresh nodes.
+# under load) and with one RPC per Put (--put_coalescing=0), each on fresh nodes. Get runs twice
+# too: coalesced into GetBatch calls (the default) and with one RPC per Get (--get_coalescing=0).
 #
 # Not a test: it asserts nothing about timing. Run it from the repository root after a release
 # build; it starts and stops its own nodes (by pid) and deletes their data.
@@ -62,6 +63,7 @@ stop_nodes
 start_nodes 1
 bench 1-node-put-single --workload=put --ceiling --rounds="$rounds" --put_coalescing=0
 bench 1-node-get --workload=c --ceiling --rounds="$rounds"
+bench 1-node-get-single --workload=c --ceiling --rounds="$rounds" --get_coalescing=0
 stop_nodes
 
 start_nodes 3
@@ -72,6 +74,8 @@ start_nodes 3
 bench 3-node-put-single --workload=put --ceiling --ceiling_endpoints="$single" \
   --rounds="$rounds" --put_coalescing=0
 bench 3-node-get --workload=c --ceiling --ceiling_endpoints="$single" --rounds="$rounds"
+bench 3-node-get-single --workload=c --ceiling --ceiling_endpoints="$single" --rounds="$rounds" \
+  --get_coalescing=0
 stop_nodes
 
 # Half load: half the 3-node Put maximum, on a fresh cluster so that the nodes' lag windows

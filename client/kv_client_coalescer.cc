@@ -1,7 +1,8 @@
-#include "client/kv_client_put_coalescer.h"
+#include "client/kv_client_coalescer.h"
 
 #include <algorithm>
 #include <chrono>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -19,25 +20,27 @@ constexpr absl::Duration kRefusalMemory = absl::Minutes(1);
 
 }  // namespace
 
-PutCoalescer::PutCoalescer(const PutCoalescingOptions& options, std::vector<v1::KV::Stub*> stubs,
-                           TimerThread* timer, RetryBudget* budget)
-    : options_(options),
+Coalescer::Coalescer(const CoalescingOptions& writes, const CoalescingOptions& reads,
+                     std::vector<v1::KV::Stub*> stubs, TimerThread* timer, RetryBudget* budget)
+    : writes_(writes),
+      reads_(reads),
       timer_(timer),
       budget_(budget),
       stubs_(std::move(stubs)),
       endpoints_(stubs_.size()) {}
 
-bool PutCoalescer::BatchesRefused(const Endpoint& e) {
-  return e.refused_until != absl::InfinitePast() && absl::Now() < e.refused_until;
+bool Coalescer::Refused(absl::Time until) {
+  return until != absl::InfinitePast() && absl::Now() < until;
 }
 
-bool PutCoalescer::DeletesRefused(const Endpoint& e) {
-  return e.deletes_refused_until != absl::InfinitePast() && absl::Now() < e.deletes_refused_until;
+size_t Coalescer::Item::ByteSize() const {
+  if (is_get()) return get_request->ByteSizeLong();
+  return is_delete() ? delete_request->ByteSizeLong() : request->ByteSizeLong();
 }
 
-void PutCoalescer::Send(v1::KV::Stub* stub, grpc::ClientContext* context,
-                        const v1::PutRequest* request, v1::PutResponse* response,
-                        std::function<void(grpc::Status)> on_done) {
+void Coalescer::Send(v1::KV::Stub* stub, grpc::ClientContext* context,
+                     const v1::PutRequest* request, v1::PutResponse* response,
+                     std::function<void(grpc::Status)> on_done) {
   Item item;
   item.context = context;
   item.request = request;
@@ -46,9 +49,9 @@ void PutCoalescer::Send(v1::KV::Stub* stub, grpc::ClientContext* context,
   Submit(stub, std::move(item));
 }
 
-void PutCoalescer::SendDelete(v1::KV::Stub* stub, grpc::ClientContext* context,
-                              const v1::DeleteRequest* request, v1::DeleteResponse* response,
-                              std::function<void(grpc::Status)> on_done) {
+void Coalescer::SendDelete(v1::KV::Stub* stub, grpc::ClientContext* context,
+                           const v1::DeleteRequest* request, v1::DeleteResponse* response,
+                           std::function<void(grpc::Status)> on_done) {
   Item item;
   item.context = context;
   item.delete_request = request;
@@ -57,9 +60,22 @@ void PutCoalescer::SendDelete(v1::KV::Stub* stub, grpc::ClientContext* context,
   Submit(stub, std::move(item));
 }
 
-void PutCoalescer::Call(v1::KV::Stub* stub, const Item& item,
+void Coalescer::SendGet(v1::KV::Stub* stub, grpc::ClientContext* context,
+                        const v1::GetRequest* request, v1::GetResponse* response,
                         std::function<void(grpc::Status)> on_done) {
-  if (item.is_delete()) {
+  Item item;
+  item.context = context;
+  item.get_request = request;
+  item.get_response = response;
+  item.on_done = std::move(on_done);
+  Submit(stub, std::move(item));
+}
+
+void Coalescer::Call(v1::KV::Stub* stub, const Item& item,
+                     std::function<void(grpc::Status)> on_done) {
+  if (item.is_get()) {
+    stub->async()->Get(item.context, item.get_request, item.get_response, std::move(on_done));
+  } else if (item.is_delete()) {
     stub->async()->Delete(item.context, item.delete_request, item.delete_response,
                           std::move(on_done));
   } else {
@@ -67,7 +83,7 @@ void PutCoalescer::Call(v1::KV::Stub* stub, const Item& item,
   }
 }
 
-void PutCoalescer::Submit(v1::KV::Stub* stub, Item item) {
+void Coalescer::Submit(v1::KV::Stub* stub, Item item) {
   bool arm_timer = false;
   uint64_t generation = 0;
   size_t endpoint = 0;
@@ -78,89 +94,103 @@ void PutCoalescer::Submit(v1::KV::Stub* stub, Item item) {
     Call(stub, item, std::move(on_done));
     return;
   }
+  const bool reads_lane = item.is_get();
+  const CoalescingOptions& options = OptionsOf(reads_lane);
   {
     absl::MutexLock lock(&mu_);
     Endpoint& e = endpoints_[endpoint];
+    Lane& lane = e.lane(reads_lane);
     // An attempt with little time left goes alone at once: it could not join a batch anyway.
-    if (options_.max_in_flight <= 0 || e.in_flight < options_.max_in_flight || BatchesRefused(e) ||
-        (item.is_delete() && DeletesRefused(e)) ||
+    if (options.max_in_flight <= 0 || lane.in_flight < options.max_in_flight ||
+        Refused(lane.refused_until) || (item.is_delete() && Refused(e.deletes_refused_until)) ||
         item.context->deadline() < std::chrono::system_clock::now() + kLeastBatchTime) {
-      ++e.in_flight;
+      ++lane.in_flight;
     } else {
-      item.bytes =
-          item.is_delete() ? item.delete_request->ByteSizeLong() : item.request->ByteSizeLong();
-      if (e.waiting.empty()) {
+      item.bytes = item.ByteSize();
+      if (lane.waiting.empty()) {
         arm_timer = true;
-        generation = ++e.flush_generation;
+        generation = ++lane.flush_generation;
       }
-      e.waiting.push_back(std::move(item));
+      lane.waiting.push_back(std::move(item));
       item.on_done = nullptr;
     }
   }
   if (arm_timer) {
-    timer_->RunAt(absl::Now() + options_.max_delay,
-                  [this, endpoint, generation]() { Flush(endpoint, generation); });
+    timer_->RunAt(absl::Now() + options.max_delay, [this, endpoint, reads_lane, generation]() {
+      Flush(endpoint, reads_lane, generation);
+    });
   }
   if (item.on_done) SendAlone(endpoint, std::move(item));
 }
 
-void PutCoalescer::SendAlone(size_t endpoint, Item item) {
+void Coalescer::SendAlone(size_t endpoint, Item item) {
   std::function<void(grpc::Status)> on_done = std::move(item.on_done);
-  Call(stubs_[endpoint], item, [this, endpoint, on_done = std::move(on_done)](grpc::Status status) {
-    // Before on_done: once the last attempt is done, the Client may go.
-    Release(endpoint, 1);
-    on_done(status);
-  });
+  const bool reads_lane = item.is_get();
+  Call(stubs_[endpoint], item,
+       [this, endpoint, reads_lane, on_done = std::move(on_done)](grpc::Status status) {
+         // Before on_done: once the last attempt is done, the Client may go.
+         Release(endpoint, reads_lane, 1);
+         on_done(status);
+       });
 }
 
-std::vector<PutCoalescer::Item> PutCoalescer::TakeBatch(Endpoint& e) {
+std::vector<Coalescer::Item> Coalescer::TakeBatch(Lane& lane, const CoalescingOptions& options) {
   std::vector<Item> batch;
-  if (e.waiting.empty()) return batch;
+  if (lane.waiting.empty()) return batch;
   size_t bytes = 0;
   size_t taken = 0;
-  while (taken < e.waiting.size() && batch.size() < options_.max_batch_items) {
-    const size_t item_bytes = e.waiting[taken].bytes;
-    if (!batch.empty() && bytes + item_bytes > options_.max_batch_bytes) break;
+  while (taken < lane.waiting.size() && batch.size() < options.max_batch_items) {
+    const size_t item_bytes = lane.waiting[taken].bytes;
+    if (!batch.empty() && bytes + item_bytes > options.max_batch_bytes) break;
     bytes += item_bytes;
-    batch.push_back(std::move(e.waiting[taken]));
+    batch.push_back(std::move(lane.waiting[taken]));
     ++taken;
   }
-  e.waiting.erase(e.waiting.begin(), e.waiting.begin() + static_cast<ptrdiff_t>(taken));
-  e.in_flight += static_cast<int>(batch.size());
+  lane.waiting.erase(lane.waiting.begin(), lane.waiting.begin() + static_cast<ptrdiff_t>(taken));
+  lane.in_flight += static_cast<int>(batch.size());
   return batch;
 }
 
-void PutCoalescer::Release(size_t endpoint, int items) {
+void Coalescer::Release(size_t endpoint, bool reads_lane, int items) {
   std::vector<std::vector<Item>> batches;
   {
     absl::MutexLock lock(&mu_);
-    Endpoint& e = endpoints_[endpoint];
-    e.in_flight -= items;
-    ++e.flush_generation;  // the flush timer of the items waiting now is no longer needed
-    while (!e.waiting.empty()) batches.push_back(TakeBatch(e));
+    Lane& lane = endpoints_[endpoint].lane(reads_lane);
+    lane.in_flight -= items;
+    ++lane.flush_generation;  // the flush timer of the items waiting now is no longer needed
+    while (!lane.waiting.empty()) batches.push_back(TakeBatch(lane, OptionsOf(reads_lane)));
   }
   for (std::vector<Item>& batch : batches) SendBatch(endpoint, std::move(batch));
 }
 
-void PutCoalescer::Flush(size_t endpoint, uint64_t generation) {
+void Coalescer::Flush(size_t endpoint, bool reads_lane, uint64_t generation) {
   std::vector<std::vector<Item>> batches;
   {
     absl::MutexLock lock(&mu_);
-    Endpoint& e = endpoints_[endpoint];
-    if (e.flush_generation != generation) return;  // those items left; newer ones have a timer
-    while (!e.waiting.empty()) batches.push_back(TakeBatch(e));
+    Lane& lane = endpoints_[endpoint].lane(reads_lane);
+    if (lane.flush_generation != generation) return;  // those items left; newer ones have a timer
+    while (!lane.waiting.empty()) batches.push_back(TakeBatch(lane, OptionsOf(reads_lane)));
   }
   for (std::vector<Item>& batch : batches) SendBatch(endpoint, std::move(batch));
 }
 
-void PutCoalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
-  v1::KV::Stub* stub = stubs_[endpoint];
+void Coalescer::RefuseBatches(size_t endpoint, bool reads_lane, std::vector<Item> items) {
+  {
+    absl::MutexLock lock(&mu_);
+    endpoints_[endpoint].lane(reads_lane).refused_until = absl::Now() + kRefusalMemory;
+  }
+  for (Item& item : items) SendAlone(endpoint, std::move(item));
+}
+
+void Coalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
+  if (items.empty()) return;
+  const bool reads_lane = items.front().is_get();
   bool refused;
   bool deletes_refused;
   {
     absl::MutexLock lock(&mu_);
-    refused = BatchesRefused(endpoints_[endpoint]);
-    deletes_refused = DeletesRefused(endpoints_[endpoint]);
+    refused = Refused(endpoints_[endpoint].lane(reads_lane).refused_until);
+    deletes_refused = Refused(endpoints_[endpoint].deletes_refused_until);
   }
   if (!refused && deletes_refused) {
     // Deletes that waited since before the node was found to ignore batched deletes.
@@ -184,10 +214,19 @@ void PutCoalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
     items.erase(alone, items.end());
   }
   if (items.size() <= 1 || refused) {
-    // One write alone is the cheaper call.
+    // One call alone is the cheaper call.
     for (Item& item : items) SendAlone(endpoint, std::move(item));
     return;
   }
+  if (reads_lane) {
+    SendGetBatch(endpoint, std::move(items));
+  } else {
+    SendPutBatch(endpoint, std::move(items));
+  }
+}
+
+void Coalescer::SendPutBatch(size_t endpoint, std::vector<Item> items) {
+  v1::KV::Stub* stub = stubs_[endpoint];
   struct Batch {
     std::unique_ptr<grpc::ClientContext> context = std::make_unique<grpc::ClientContext>();
     v1::PutBatchRequest request;
@@ -220,12 +259,7 @@ void PutCoalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
           // An older node: its items go again as single calls, on their own
           // contexts (not used yet), and so does every later attempt to this
           // endpoint for a while.
-          std::vector<Item> items = std::move(call->items);
-          {
-            absl::MutexLock lock(&mu_);
-            endpoints_[endpoint].refused_until = absl::Now() + kRefusalMemory;
-          }
-          for (Item& item : items) SendAlone(endpoint, std::move(item));
+          RefuseBatches(endpoint, /*reads_lane=*/false, std::move(call->items));
           return;
         }
         std::vector<Item> items = std::move(call->items);
@@ -245,12 +279,42 @@ void PutCoalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
           }
           for (Item& item : deletes) SendAlone(endpoint, std::move(item));
         }
-        Release(endpoint, static_cast<int>(items.size()));
+        Release(endpoint, /*reads_lane=*/false, static_cast<int>(items.size()));
         CompleteBatch(SharedStatus(status), call->response, items);
       });
 }
 
-grpc::Status PutCoalescer::SharedStatus(const grpc::Status& status) {
+void Coalescer::SendGetBatch(size_t endpoint, std::vector<Item> items) {
+  struct Batch {
+    std::unique_ptr<grpc::ClientContext> context = std::make_unique<grpc::ClientContext>();
+    v1::GetBatchRequest request;
+    v1::GetBatchResponse response;
+    std::vector<Item> items;
+  };
+  auto call = std::make_shared<Batch>();
+  auto deadline = std::chrono::system_clock::time_point::max();
+  for (const Item& item : items) {
+    deadline = std::min(deadline, item.context->deadline());
+    *call->request.add_gets() = *item.get_request;
+  }
+  call->context->set_deadline(deadline);
+  call->items = std::move(items);
+  stubs_[endpoint]->async()->GetBatch(
+      call->context.get(), &call->request, &call->response,
+      [this, endpoint, call](grpc::Status status) {
+        call->context.reset();  // before any item completes, as in SendPutBatch
+        if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+          // An older node: single Gets for a while.
+          RefuseBatches(endpoint, /*reads_lane=*/true, std::move(call->items));
+          return;
+        }
+        std::vector<Item> items = std::move(call->items);
+        Release(endpoint, /*reads_lane=*/true, static_cast<int>(items.size()));
+        CompleteGetBatch(SharedStatus(status), call->response, items);
+      });
+}
+
+grpc::Status Coalescer::SharedStatus(const grpc::Status& status) {
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
     case grpc::StatusCode::CANCELLED:  // retried as UNAVAILABLE (RetryingCall)
@@ -265,8 +329,16 @@ grpc::Status PutCoalescer::SharedStatus(const grpc::Status& status) {
   }
 }
 
-void PutCoalescer::CompleteBatch(const grpc::Status& status, v1::PutBatchResponse& response,
-                                 std::vector<Item>& items) {
+grpc::Status Coalescer::ItemStatus(int code, const std::string& message, bool write_stored) {
+  const grpc::StatusCode grpc_code =
+      code > 0 && code <= static_cast<int>(grpc::StatusCode::UNAUTHENTICATED)
+          ? static_cast<grpc::StatusCode>(code)
+          : grpc::StatusCode::UNKNOWN;
+  return grpc::Status(grpc_code, message, write_stored ? kWriteStoredMetadataKey : "");
+}
+
+void Coalescer::CompleteBatch(const grpc::Status& status, v1::PutBatchResponse& response,
+                              std::vector<Item>& items) {
   if (status.ok() && response.results_size() != static_cast<int>(items.size())) {
     const grpc::Status mismatch(grpc::StatusCode::INTERNAL,
                                 absl::StrCat("PutBatch answered ", response.results_size(),
@@ -290,13 +362,32 @@ void PutCoalescer::CompleteBatch(const grpc::Status& status, v1::PutBatchRespons
       item.on_done(grpc::Status::OK);
       continue;
     }
-    const int code = result->code();
-    const grpc::StatusCode grpc_code =
-        code > 0 && code <= static_cast<int>(grpc::StatusCode::UNAUTHENTICATED)
-            ? static_cast<grpc::StatusCode>(code)
-            : grpc::StatusCode::UNKNOWN;
-    item.on_done(grpc::Status(grpc_code, result->message(),
-                              result->write_stored() ? kWriteStoredMetadataKey : ""));
+    item.on_done(ItemStatus(result->code(), result->message(), result->write_stored()));
+  }
+}
+
+void Coalescer::CompleteGetBatch(const grpc::Status& status, v1::GetBatchResponse& response,
+                                 std::vector<Item>& items) {
+  if (status.ok() && response.results_size() != static_cast<int>(items.size())) {
+    const grpc::Status mismatch(grpc::StatusCode::INTERNAL,
+                                absl::StrCat("GetBatch answered ", response.results_size(),
+                                             " results for ", items.size(), " reads"));
+    for (Item& item : items) item.on_done(mismatch);
+    return;
+  }
+  for (size_t i = 0; i < items.size(); ++i) {
+    Item& item = items[i];
+    if (!status.ok()) {
+      item.on_done(status);
+      continue;
+    }
+    v1::GetBatchResult* result = response.mutable_results(static_cast<int>(i));
+    if (result->code() == 0) {
+      item.get_response->Swap(result->mutable_response());
+      item.on_done(grpc::Status::OK);
+    } else {
+      item.on_done(ItemStatus(result->code(), result->message(), /*write_stored=*/false));
+    }
   }
 }
 
