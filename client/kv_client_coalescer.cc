@@ -14,8 +14,9 @@ namespace {
 
 // Items with less time left than this before their deadline are not put in a batch.
 constexpr std::chrono::milliseconds kLeastBatchTime(50);
-// How long an endpoint that answered PutBatch with UNIMPLEMENTED gets single calls only, or one
-// whose PutBatch ignored deletes single Deletes (it may be upgraded meanwhile).
+// How long an endpoint that answered PutBatch or GetBatch with UNIMPLEMENTED gets single calls of
+// that kind only, or one whose PutBatch ignored deletes single Deletes (it may be upgraded
+// meanwhile).
 constexpr absl::Duration kRefusalMemory = absl::Minutes(1);
 
 }  // namespace
@@ -309,6 +310,30 @@ void Coalescer::SendGetBatch(size_t endpoint, std::vector<Item> items) {
           return;
         }
         std::vector<Item> items = std::move(call->items);
+        if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+          // The answer was too large for the channel (its receive limit): each alone may fit.
+          for (Item& item : items) SendAlone(endpoint, std::move(item));
+          return;
+        }
+        if (status.ok() && call->response.results_size() == static_cast<int>(items.size())) {
+          // Items the node left out of a full answer go again alone (still counted in flight).
+          std::vector<Item> kept;
+          kept.reserve(items.size());
+          for (size_t i = 0; i < items.size(); ++i) {
+            v1::GetBatchResult* result = call->response.mutable_results(static_cast<int>(i));
+            if (result->send_alone()) {
+              SendAlone(endpoint, std::move(items[i]));
+            } else {
+              kept.push_back(std::move(items[i]));
+              if (kept.size() - 1 != i)
+                result->Swap(call->response.mutable_results(static_cast<int>(kept.size() - 1)));
+            }
+          }
+          call->response.mutable_results()->DeleteSubrange(
+              static_cast<int>(kept.size()),
+              call->response.results_size() - static_cast<int>(kept.size()));
+          items = std::move(kept);
+        }
         Release(endpoint, /*reads_lane=*/true, static_cast<int>(items.size()));
         CompleteGetBatch(SharedStatus(status), call->response, items);
       });

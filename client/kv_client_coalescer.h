@@ -18,10 +18,12 @@
 // as an UNAVAILABLE whose error details are kWriteStoredMetadataKey, as the unary call says it in
 // its trailers. A batch that fails as a whole gives its status to each of its items. A node that
 // does not know PutBatch or GetBatch (UNIMPLEMENTED: an older version) gets the batch's items as
-// single calls, and only single calls of that kind for a minute, then batches again. One that
-// knows PutBatch but not its deletes (it answers the puts only, having applied no delete) gets
-// the batch's deletes again as single Deletes, and its Deletes go alone for a minute while its
-// Puts are still batched.
+// single calls, and only single calls of that kind for a minute, then batches again. The items a
+// node left out of a full GetBatch answer (GetBatchResult.send_alone), and those of a GetBatch
+// whose answer was too large for the channel (RESOURCE_EXHAUSTED), go again alone, within their
+// attempt. One that knows PutBatch but not its deletes (it answers the puts only, having applied
+// no delete) gets the batch's deletes again as single Deletes, and its Deletes go alone for a
+// minute while its Puts are still batched.
 //
 // A batch's deadline is the earliest of its items' attempt deadlines, so no item waits past its
 // own. Attempts with less than 50 ms left, or with less than half the time of the batch's

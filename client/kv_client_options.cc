@@ -160,7 +160,9 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const TlsOptions& t
 std::shared_ptr<grpc::Channel> DefaultChannel(
     const std::string& endpoint, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);  // responses come from our own nodes, which bound them
+  // Responses come from our own nodes, which bound them (a record by max_record_bytes, a
+  // GetBatch answer by about 1 MiB plus one record).
+  args.SetMaxReceiveMessageSize(-1);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kInitialReconnectBackoffMs);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
   // No service config from name resolution: one could add a retry policy, which would send a

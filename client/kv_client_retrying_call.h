@@ -13,7 +13,8 @@
 //     DEADLINE_EXCEEDED (failover), the same one otherwise.
 //
 // Every retryable failure is charged to the shared RetryBudget and every success credited (a
-// PutBatch call that failed as a whole is charged once, not once per Put: kSharedFailureDetails).
+// PutBatch or GetBatch call that failed as a whole is charged once, not once per item:
+// kSharedFailureDetails).
 // Only one attempt of a call is in flight at a time, so the state needs no lock: each step
 // happens-after the previous one through gRPC's or the timer's synchronisation.
 #ifndef KV_CLIENT_KV_CLIENT_RETRYING_CALL_H_
@@ -54,9 +55,9 @@ struct RetryEnv {
 // stored the write (and keeps replicating it) but fewer than W replicas confirmed it in time.
 inline constexpr char kWriteStoredMetadataKey[] = "kv-write-stored";
 
-// Error details by which the Put coalescer marks the status of a PutBatch call that failed as a
-// whole when it hands it to each Put of the batch: the failure was charged to the RetryBudget
-// once, for the call, so the Puts only ask whether they may retry.
+// Error details by which the coalescer marks the status of a PutBatch or GetBatch call that failed
+// as a whole when it hands it to each item of the batch: the failure was charged to the
+// RetryBudget once, for the call, so the items only ask whether they may retry.
 inline constexpr char kSharedFailureDetails[] = "kv-batch-failed";
 
 // Where the retries of a call go after UNAVAILABLE or DEADLINE_EXCEEDED. (After any other

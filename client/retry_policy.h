@@ -48,7 +48,7 @@ class RetryBudget {
   // Records a retryable failure; returns true if a retry is allowed.
   bool RecordFailureAndTryRetry();
   // Whether a retry is allowed, recording nothing: for the calls that shared one failure already
-  // recorded (the Puts of a PutBatch call that failed as a whole).
+  // recorded (the items of a PutBatch or GetBatch call that failed as a whole).
   bool CanRetry() const;
   double tokens() const;
 

@@ -266,11 +266,23 @@ grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*con
   // own, and the last one to finish answers the call.
   for (int i = 0; i < n; ++i) response->add_results();
   auto left = std::make_shared<std::atomic<int>>(n);
-  auto finish_item = [reactor, left](v1::GetBatchResult* result, const absl::Status& status) {
+  auto answered_bytes = std::make_shared<std::atomic<size_t>>(0);
+  auto finish_item = [reactor, left, answered_bytes](v1::GetBatchResult* result,
+                                                     const absl::Status& status) {
     if (!status.ok()) {
       result->clear_response();
       result->set_code(static_cast<int>(status.code()));
       result->set_message(std::string(status.message()));
+    } else {
+      const size_t bytes = result->response().ByteSizeLong();
+      const size_t before = answered_bytes->fetch_add(bytes, std::memory_order_relaxed);
+      if (before > 0 && before + bytes > kGetBatchAnswerBytes) {
+        result->clear_response();
+        result->set_code(static_cast<int>(absl::StatusCode::kResourceExhausted));
+        result->set_message(absl::StrCat("GetBatch answer full (", kGetBatchAnswerBytes,
+                                         " bytes): send this get alone"));
+        result->set_send_alone(true);
+      }
     }
     if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) {
       reactor->Finish(grpc::Status::OK);

@@ -16,7 +16,8 @@
 // DescribeKey shows every replica's record side by side; DescribeWrite where a write has spread.
 //
 // GetBatch runs each of its gets as the Get it would be alone (answered here from memory when it
-// can, through the coordinator otherwise) and answers once every item has its result.
+// can, through the coordinator otherwise) and answers once every item has its result; past
+// kGetBatchAnswerBytes of answers, the items still to finish are left to be sent alone.
 //
 // PutBatch runs each of its items (puts, then deletes) as the Put or Delete it would be alone and
 // answers once every item has its result (the W shortfall mark is then per item); the items'
@@ -45,6 +46,10 @@ namespace kv {
 inline constexpr int kMaxPutBatchItems = 1000;
 // The most gets a GetBatch may carry.
 inline constexpr int kMaxGetBatchItems = 1000;
+// About the most bytes of answers a GetBatch carries: once its answered items pass this, the
+// items still to finish are answered send_alone instead (kv.proto, GetBatchResult). The first
+// item to finish is always answered, whatever its size.
+inline constexpr size_t kGetBatchAnswerBytes = 1 << 20;
 
 // The quorum a request asks for; INVALID_ARGUMENT naming `name` ("w" or "r") for an unknown
 // kind. Counts are checked against N by the Coordinator.

@@ -7,7 +7,8 @@
 //     kv_grpc_request_duration_seconds{method}, from the call's arrival to its status being sent.
 //     Every service of the server is counted (KV, Admin, Replica, health, reflection). The
 //     items of PutBatch answers are counted too, by kind and each item's code:
-//     kv_put_batch_items_total{op,code}.
+//     kv_put_batch_items_total{op,code}; and those of GetBatch answers by code:
+//     kv_get_batch_items_total{code}.
 //   - State, read at each scrape from a StatusSource (the same snapshot `kvctl cluster status`
 //     shows): keys, uptime, coordinated and forwarded writes, read repairs, the recent
 //     replication lag, and per member its liveness, outbox depth and drops, replicated records and

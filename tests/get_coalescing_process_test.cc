@@ -87,18 +87,21 @@ class CountCalls : public grpc::experimental::ClientInterceptorFactoryInterface 
   std::shared_ptr<Counts> counts_;
 };
 
-ClientOptions ForcedCoalescing(std::vector<std::string> endpoints, std::shared_ptr<Counts> counts) {
+// `max_receive_bytes`: the channels' limit on a message received (0: no limit).
+ClientOptions ForcedCoalescing(std::vector<std::string> endpoints, std::shared_ptr<Counts> counts,
+                               int max_receive_bytes = 0) {
   ClientOptions options;
   options.endpoints = std::move(endpoints);
   options.get_coalescing.max_in_flight = 1;
   options.get_coalescing.max_delay = absl::Seconds(30);
   options.put_coalescing.max_in_flight = 0;  // one RPC per Put: the held Put stays alone
-  options.channel_factory = [counts](const std::string& endpoint) {
+  options.channel_factory = [counts, max_receive_bytes](const std::string& endpoint) {
     std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> creators;
     creators.push_back(std::make_unique<CountCalls>(counts));
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(max_receive_bytes > 0 ? max_receive_bytes : -1);
     return grpc::experimental::CreateCustomChannelWithInterceptors(
-        endpoint, grpc::InsecureChannelCredentials(), grpc::ChannelArguments(),
-        std::move(creators));
+        endpoint, grpc::InsecureChannelCredentials(), args, std::move(creators));
   };
   return options;
 }
@@ -221,6 +224,53 @@ TEST_F(GetCoalescingProcessTest, AWriteInFlightHoldsNoReadBack) {
   put_done.WaitForNotification();
 }
 
+// Six keys with 400 KiB values, big0 .. big5.
+void WriteBigValues(const std::string& endpoint) {
+  ClientOptions plain;
+  plain.endpoints = {endpoint};
+  absl::StatusOr<std::unique_ptr<Client>> writer = Client::Create(plain);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE((*writer)->Put(absl::StrCat("big", i), std::string(400 << 10, 'a' + i)).ok());
+  }
+}
+
+TEST_F(GetCoalescingProcessTest, GetsLeftOutOfAFullAnswerGoAgainAlone) {
+  WriteBigValues(node_.endpoint());
+  auto counts = std::make_shared<Counts>("/kv.v1.KV/Get");
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({node_.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 6; ++i) keys.push_back(absl::StrCat("big", i));
+  const std::vector<absl::StatusOr<GetResult>> results = GetAll(**client, *counts, keys);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_THAT(ValuesOf(results[i]), ElementsAre(std::string(400 << 10, 'a' + i))) << i;
+  }
+  // big0 alone (held); big1 .. big5 in one batch, whose answer (about 1 MiB) took two of them;
+  // the three others went again alone.
+  EXPECT_EQ(counts->batches.load(), 1);
+  EXPECT_EQ(counts->gets.load(), 1 + 3);
+}
+
+TEST_F(GetCoalescingProcessTest, ABatchTooLargeForTheChannelGoesAgainAsSingleGets) {
+  WriteBigValues(node_.endpoint());
+  auto counts = std::make_shared<Counts>("/kv.v1.KV/Get");
+  // Room for one 400 KiB answer, not two. One attempt per Get: the items go again alone within
+  // their attempt, not as retries.
+  ClientOptions options = ForcedCoalescing({node_.endpoint()}, counts, 600 << 10);
+  options.retry.max_attempts = 1;
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const std::vector<std::string> keys = {"big0", "big1", "big2"};
+  const std::vector<absl::StatusOr<GetResult>> results = GetAll(**client, *counts, keys);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_THAT(ValuesOf(results[i]), ElementsAre(std::string(400 << 10, 'a' + i))) << i;
+  }
+  EXPECT_EQ(counts->batches.load(), 1);
+  EXPECT_EQ(counts->gets.load(), 3);
+}
+
 TEST_F(GetCoalescingProcessTest, TheNodeRefusesOversizedBatchesAndAnswersEmptyOnes) {
   std::unique_ptr<v1::KV::Stub> stub =
       v1::KV::NewStub(grpc::CreateChannel(node_.endpoint(), grpc::InsecureChannelCredentials()));
@@ -257,6 +307,24 @@ TEST_F(GetCoalescingProcessTest, TheNodeRefusesOversizedBatchesAndAnswersEmptyOn
     EXPECT_EQ(response.results(1).code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_EQ(response.results(2).code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_THAT(response.results(2).message(), HasSubstr("unknown quorum kind"));
+  }
+  {
+    WriteBigValues(node_.endpoint());
+    v1::GetBatchRequest request;
+    for (int i = 0; i < 4; ++i) request.add_gets()->set_key(absl::StrCat("big", i));
+    v1::GetBatchResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->GetBatch(&context, request, &response).ok());
+    ASSERT_EQ(response.results_size(), 4);
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_EQ(response.results(i).code(), 0) << i;
+      EXPECT_FALSE(response.results(i).send_alone()) << i;
+    }
+    for (int i = 2; i < 4; ++i) {
+      EXPECT_EQ(response.results(i).code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << i;
+      EXPECT_TRUE(response.results(i).send_alone()) << i;
+      EXPECT_EQ(response.results(i).response().siblings_size(), 0) << i;
+    }
   }
 }
 
