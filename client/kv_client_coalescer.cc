@@ -42,33 +42,27 @@ size_t Coalescer::Item::ByteSize() const {
 void Coalescer::Send(v1::KV::Stub* stub, grpc::ClientContext* context,
                      const v1::PutRequest* request, v1::PutResponse* response,
                      std::function<void(grpc::Status)> on_done) {
-  Item item;
-  item.context = context;
+  Item item{context, std::move(on_done)};
   item.request = request;
   item.response = response;
-  item.on_done = std::move(on_done);
   Submit(stub, std::move(item));
 }
 
 void Coalescer::SendDelete(v1::KV::Stub* stub, grpc::ClientContext* context,
                            const v1::DeleteRequest* request, v1::DeleteResponse* response,
                            std::function<void(grpc::Status)> on_done) {
-  Item item;
-  item.context = context;
+  Item item{context, std::move(on_done)};
   item.delete_request = request;
   item.delete_response = response;
-  item.on_done = std::move(on_done);
   Submit(stub, std::move(item));
 }
 
 void Coalescer::SendGet(v1::KV::Stub* stub, grpc::ClientContext* context,
                         const v1::GetRequest* request, v1::GetResponse* response,
                         std::function<void(grpc::Status)> on_done) {
-  Item item;
-  item.context = context;
+  Item item{context, std::move(on_done)};
   item.get_request = request;
   item.get_response = response;
-  item.on_done = std::move(on_done);
   Submit(stub, std::move(item));
 }
 
@@ -362,58 +356,57 @@ grpc::Status Coalescer::ItemStatus(int code, const std::string& message, bool wr
   return grpc::Status(grpc_code, message, write_stored ? kWriteStoredMetadataKey : "");
 }
 
-void Coalescer::CompleteBatch(const grpc::Status& status, v1::PutBatchResponse& response,
-                              std::vector<Item>& items) {
+namespace {
+
+// Completes `items` from a batch's answer: `response.results(i)` is items[i]'s, which
+// `complete(item, result)` completes. A batch that failed as a whole gives each item `status`.
+template <typename Response, typename Item, typename Complete>
+void CompleteItems(const grpc::Status& status, Response& response, std::vector<Item>& items,
+                   absl::string_view method, Complete complete) {
   if (status.ok() && response.results_size() != static_cast<int>(items.size())) {
     const grpc::Status mismatch(grpc::StatusCode::INTERNAL,
-                                absl::StrCat("PutBatch answered ", response.results_size(),
-                                             " results for ", items.size(), " writes"));
+                                absl::StrCat(method, " answered ", response.results_size(),
+                                             " results for ", items.size(), " items"));
     for (Item& item : items) item.on_done(mismatch);
     return;
   }
   for (size_t i = 0; i < items.size(); ++i) {
-    Item& item = items[i];
     if (!status.ok()) {
-      item.on_done(status);
-      continue;
+      items[i].on_done(status);
+    } else {
+      complete(items[i], *response.mutable_results(static_cast<int>(i)));
     }
-    v1::PutBatchResult* result = response.mutable_results(static_cast<int>(i));
-    if (result->code() == 0) {
-      if (item.is_delete()) {
-        item.delete_response->Swap(result->mutable_delete_response());
-      } else {
-        item.response->Swap(result->mutable_response());
-      }
-      item.on_done(grpc::Status::OK);
-      continue;
-    }
-    item.on_done(ItemStatus(result->code(), result->message(), result->write_stored()));
   }
+}
+
+}  // namespace
+
+void Coalescer::CompleteBatch(const grpc::Status& status, v1::PutBatchResponse& response,
+                              std::vector<Item>& items) {
+  CompleteItems(status, response, items, "PutBatch", [](Item& item, v1::PutBatchResult& result) {
+    if (result.code() != 0) {
+      item.on_done(ItemStatus(result.code(), result.message(), result.write_stored()));
+      return;
+    }
+    if (item.is_delete()) {
+      item.delete_response->Swap(result.mutable_delete_response());
+    } else {
+      item.response->Swap(result.mutable_response());
+    }
+    item.on_done(grpc::Status::OK);
+  });
 }
 
 void Coalescer::CompleteGetBatch(const grpc::Status& status, v1::GetBatchResponse& response,
                                  std::vector<Item>& items) {
-  if (status.ok() && response.results_size() != static_cast<int>(items.size())) {
-    const grpc::Status mismatch(grpc::StatusCode::INTERNAL,
-                                absl::StrCat("GetBatch answered ", response.results_size(),
-                                             " results for ", items.size(), " reads"));
-    for (Item& item : items) item.on_done(mismatch);
-    return;
-  }
-  for (size_t i = 0; i < items.size(); ++i) {
-    Item& item = items[i];
-    if (!status.ok()) {
-      item.on_done(status);
-      continue;
+  CompleteItems(status, response, items, "GetBatch", [](Item& item, v1::GetBatchResult& result) {
+    if (result.code() != 0) {
+      item.on_done(ItemStatus(result.code(), result.message(), /*write_stored=*/false));
+      return;
     }
-    v1::GetBatchResult* result = response.mutable_results(static_cast<int>(i));
-    if (result->code() == 0) {
-      item.get_response->Swap(result->mutable_response());
-      item.on_done(grpc::Status::OK);
-    } else {
-      item.on_done(ItemStatus(result->code(), result->message(), /*write_stored=*/false));
-    }
-  }
+    item.get_response->Swap(result.mutable_response());
+    item.on_done(grpc::Status::OK);
+  });
 }
 
 }  // namespace kv::client_internal

@@ -82,13 +82,13 @@ class Coalescer {
   // set) or a Get (get_request and get_response set).
   struct Item {
     grpc::ClientContext* context;
+    std::function<void(grpc::Status)> on_done;
     const v1::PutRequest* request = nullptr;
     v1::PutResponse* response = nullptr;
     const v1::DeleteRequest* delete_request = nullptr;
     v1::DeleteResponse* delete_response = nullptr;
     const v1::GetRequest* get_request = nullptr;
     v1::GetResponse* get_response = nullptr;
-    std::function<void(grpc::Status)> on_done;
     size_t bytes = 0;
     bool is_delete() const { return delete_request != nullptr; }
     bool is_get() const { return get_request != nullptr; }

@@ -111,6 +111,34 @@ absl::StatusOr<QuorumSpec> ToQuorumSpec(const v1::Quorum& quorum, absl::string_v
   }
 }
 
+namespace {
+
+// Starts a batch call of `n` items (PutBatch, GetBatch), named `method` in errors. Answers it at
+// once, and returns {its reactor, false}, while `gate` is closed, for more than `limit` items, or
+// for none. Otherwise returns {its reactor, true} with one result per item already in `response`:
+// every result exists before any item can finish, so each item's callback fills only its own
+// element, and the last one to finish answers the call.
+template <typename Response>
+std::pair<grpc::ServerUnaryReactor*, bool> OpenBatch(CallGate* gate, absl::string_view method,
+                                                     int n, int limit, Response* response) {
+  if (absl::Status open = gate->Check(); !open.ok()) return {FinishNow(gate, open), false};
+  if (n > limit) {
+    return {FinishNow(gate, absl::InvalidArgumentError(absl::StrCat(method, " of ", n,
+                                                                    " items exceeds the limit of ",
+                                                                    limit, " items per batch"))),
+            false};
+  }
+  grpc::ServerUnaryReactor* reactor = gate->NewReactor();
+  if (n == 0) {
+    reactor->Finish(grpc::Status::OK);
+    return {reactor, false};
+  }
+  for (int i = 0; i < n; ++i) response->add_results();
+  return {reactor, true};
+}
+
+}  // namespace
+
 KvService::KvService(Coordinator* coordinator, LocalStore* store, Executor* executor,
                      CallGate* gate)
     : coordinator_(coordinator), store_(store), executor_(executor), gate_(gate) {}
@@ -159,22 +187,12 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
 grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*context*/,
                                               const v1::PutBatchRequest* request,
                                               v1::PutBatchResponse* response) {
-  if (absl::Status open = gate_->Check(); !open.ok()) return FinishNow(gate_, open);
   const int puts = request->puts_size();
   const int n = puts + request->deletes_size();
-  if (n > kMaxPutBatchItems) {
-    return FinishNow(gate_, absl::InvalidArgumentError(
-                                absl::StrCat("PutBatch of ", n, " items exceeds the limit of ",
-                                             kMaxPutBatchItems, " items per batch")));
-  }
-  grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
-  if (n == 0) {
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
-  }
-  // Every result exists before any item can finish: each callback fills only its own element,
-  // and the last one to finish answers the call.
-  for (int i = 0; i < n; ++i) response->add_results();
+  const std::pair<grpc::ServerUnaryReactor*, bool> batch =
+      OpenBatch(gate_, "PutBatch", n, kMaxPutBatchItems, response);
+  grpc::ServerUnaryReactor* const reactor = batch.first;
+  if (!batch.second) return reactor;
   auto left = std::make_shared<std::atomic<int>>(n);
   auto finish_item = [reactor, left](v1::PutBatchResult* result, const absl::Status& status) {
     if (!status.ok()) {
@@ -250,21 +268,11 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* /*context*
 grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*context*/,
                                               const v1::GetBatchRequest* request,
                                               v1::GetBatchResponse* response) {
-  if (absl::Status open = gate_->Check(); !open.ok()) return FinishNow(gate_, open);
   const int n = request->gets_size();
-  if (n > kMaxGetBatchItems) {
-    return FinishNow(gate_, absl::InvalidArgumentError(
-                                absl::StrCat("GetBatch of ", n, " items exceeds the limit of ",
-                                             kMaxGetBatchItems, " items per batch")));
-  }
-  grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
-  if (n == 0) {
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
-  }
-  // As in PutBatch: every result exists before any item can finish, each item fills only its
-  // own, and the last one to finish answers the call.
-  for (int i = 0; i < n; ++i) response->add_results();
+  const std::pair<grpc::ServerUnaryReactor*, bool> batch =
+      OpenBatch(gate_, "GetBatch", n, kMaxGetBatchItems, response);
+  grpc::ServerUnaryReactor* const reactor = batch.first;
+  if (!batch.second) return reactor;
   auto left = std::make_shared<std::atomic<int>>(n);
   auto answered_bytes = std::make_shared<std::atomic<size_t>>(0);
   auto finish_item = [reactor, left, answered_bytes](v1::GetBatchResult* result,
