@@ -25,6 +25,7 @@
 #include "grpcpp/support/client_interceptor.h"
 #include "gtest/gtest.h"
 #include "kv.grpc.pb.h"
+#include "tests/cluster_util.h"
 #include "tests/test_util.h"
 
 namespace kv {
@@ -326,6 +327,41 @@ TEST_F(GetCoalescingProcessTest, TheNodeRefusesOversizedBatchesAndAnswersEmptyOn
       EXPECT_EQ(response.results(i).response().siblings_size(), 0) << i;
     }
   }
+}
+
+TEST(GetCoalescingClusterTest, BatchedGetsThatAskOtherReplicasEachGetTheirOwnResult) {
+  // R=2 on 3 nodes: no item can be answered from the node's memory alone, so each finishes on
+  // another thread, once a peer has answered (Coordinator::Read).
+  testing::Cluster::Options options;
+  absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster = testing::Cluster::Start(options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  {
+    ClientOptions plain;
+    plain.endpoints = {(*cluster)->endpoint(0)};
+    absl::StatusOr<std::unique_ptr<Client>> writer = Client::Create(plain);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    WriteOptions all;
+    all.w = Quorum::All();
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_TRUE((*writer)->Put(absl::StrCat("k", i), absl::StrCat("v", i), all).ok());
+    }
+  }
+  auto counts = std::make_shared<Counts>("/kv.v1.KV/Get");
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({(*cluster)->endpoint(1)}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 20; ++i) keys.push_back(absl::StrCat("k", i));
+  keys.push_back("never-written");
+  std::vector<ReadOptions> reads(keys.size());
+  for (ReadOptions& read : reads) read.r = Quorum::Count(2);
+  const std::vector<absl::StatusOr<GetResult>> results = GetAll(**client, *counts, keys, reads);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_THAT(ValuesOf(results[i]), ElementsAre(absl::StrCat("v", i))) << i;
+  }
+  EXPECT_EQ(results[20].status().code(), absl::StatusCode::kNotFound) << results[20].status();
+  EXPECT_EQ(counts->gets.load(), 1);
+  EXPECT_EQ(counts->batches.load(), 1);
 }
 
 // A node of a version before GetBatch: Get only (GetBatch answers UNIMPLEMENTED, gRPC's
