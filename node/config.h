@@ -57,6 +57,8 @@ struct NodeConfig {
   // RocksDB's block cache: data blocks, and the index and filter partitions of table files.
   int block_cache_mb = 64;
   int executor_threads = 8;
+  // Commit writes on the executor rather than on the gRPC thread that receives them.
+  bool commit_on_executor = false;
   Limits limits;
   absl::Duration idempotency_ttl = absl::Hours(24);
   // Writes marked as first attempts (PutRequest.first_attempt) skip the token lookup.

@@ -479,6 +479,13 @@ const std::vector<Setting>& Settings() {
        "How long an idempotency token is remembered; a retry after that creates a new version. "
        "Also how far apart two copies of one retried write may be; use the same value on every "
        "node."},
+      {"commit_on_executor", "BOOL", false,
+       [](absl::string_view v, NodeConfig* c) { return ParseBool(v, &c->commit_on_executor); },
+       [](const NodeConfig& c) { return std::string(c.commit_on_executor ? "true" : "false"); },
+       "Commit writes (the RocksDB write, and its fsync with sync_writes) on the node's "
+       "executor threads, so that gRPC's threads never wait on storage. false: the gRPC thread "
+       "that receives a write commits it, and the writes queued meanwhile, when no other thread "
+       "is committing (less CPU per write: fewer thread hand-offs)."},
       {"trust_first_attempts", "BOOL", false,
        [](absl::string_view v, NodeConfig* c) { return ParseBool(v, &c->trust_first_attempts); },
        [](const NodeConfig& c) { return std::string(c.trust_first_attempts ? "true" : "false"); },

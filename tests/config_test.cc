@@ -60,6 +60,7 @@ TEST(ConfigTest, Defaults) {
   EXPECT_EQ(c.data_dir, "./kvdata/n1");
   EXPECT_FALSE(c.sync_writes);
   EXPECT_EQ(c.executor_threads, 8);
+  EXPECT_FALSE(c.commit_on_executor);
   EXPECT_EQ(c.block_cache_mb, 64);
   EXPECT_EQ(c.limits.max_key_bytes, Limits().max_key_bytes);
   EXPECT_EQ(c.limits.max_value_bytes, Limits().max_value_bytes);
@@ -97,6 +98,8 @@ TEST(ConfigTest, BooleanSpellings) {
   for (const char* no : {"false", "False", "no", "off", "0"}) {
     EXPECT_FALSE(ParseOk({std::string("--sync_writes=") + no}).sync_writes) << no;
   }
+  EXPECT_TRUE(ParseOk({"--commit_on_executor=true"}).commit_on_executor);
+  EXPECT_FALSE(ParseOk({"--commit_on_executor=false"}).commit_on_executor);
 }
 
 TEST(ConfigTest, DataDirDefaultFollowsNodeId) {

@@ -11,6 +11,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -115,17 +116,21 @@ int VerifyAll(v1::KV::Stub* kv, const std::map<std::string, KeyState>& keys) {
   return checked;
 }
 
-class CrashRecoveryTest : public ::testing::TestWithParam<bool> {};
+// Parameters: sync_writes, and commit_on_executor (writes committed on the executor rather than
+// on the gRPC thread that receives them).
+class CrashRecoveryTest : public ::testing::TestWithParam<std::tuple<bool, bool>> {};
 
 TEST_P(CrashRecoveryTest, AcknowledgedWritesSurviveKill9) {
-  const bool sync_writes = GetParam();
+  const bool sync_writes = std::get<0>(GetParam());
+  const bool commit_on_executor = std::get<1>(GetParam());
   const int writes_per_round = sync_writes ? 1000 : 3000;
   constexpr int kRounds = 3;
   constexpr int kWriters = 4;
   testing::TempDir dir;
   testing::NodeProcess::Options options;
   options.data_dir = dir.Sub("n1");
-  if (sync_writes) options.extra_flags = {"--sync_writes"};
+  if (sync_writes) options.extra_flags.push_back("--sync_writes");
+  if (commit_on_executor) options.extra_flags.push_back("--commit_on_executor=true");
   absl::StatusOr<testing::NodeProcess> node = testing::NodeProcess::Start(options);
   ASSERT_TRUE(node.ok()) << node.status();
   auto admin =
@@ -163,9 +168,11 @@ TEST_P(CrashRecoveryTest, AcknowledgedWritesSurviveKill9) {
   EXPECT_EQ(status.actor(), actor);
 }
 
-INSTANTIATE_TEST_SUITE_P(SyncWrites, CrashRecoveryTest, ::testing::Bool(),
-                         [](const ::testing::TestParamInfo<bool>& info) {
-                           return info.param ? "Sync" : "NoSync";
+INSTANTIATE_TEST_SUITE_P(SyncWrites, CrashRecoveryTest,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<bool, bool>>& info) {
+                           return std::string(std::get<0>(info.param) ? "Sync" : "NoSync") +
+                                  (std::get<1>(info.param) ? "CommitOnExecutor" : "");
                          });
 
 }  // namespace
