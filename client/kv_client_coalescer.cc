@@ -312,20 +312,17 @@ void Coalescer::SendGetBatch(size_t endpoint, std::vector<Item> items) {
         if (status.ok() && call->response.results_size() == static_cast<int>(items.size())) {
           // Items the node left out of a full answer go again alone (still counted in flight).
           std::vector<Item> kept;
-          kept.reserve(items.size());
+          v1::GetBatchResponse kept_results;
           for (size_t i = 0; i < items.size(); ++i) {
             v1::GetBatchResult* result = call->response.mutable_results(static_cast<int>(i));
             if (result->send_alone()) {
               SendAlone(endpoint, std::move(items[i]));
             } else {
               kept.push_back(std::move(items[i]));
-              if (kept.size() - 1 != i)
-                result->Swap(call->response.mutable_results(static_cast<int>(kept.size() - 1)));
+              kept_results.add_results()->Swap(result);
             }
           }
-          call->response.mutable_results()->DeleteSubrange(
-              static_cast<int>(kept.size()),
-              call->response.results_size() - static_cast<int>(kept.size()));
+          call->response.Swap(&kept_results);
           items = std::move(kept);
         }
         Release(endpoint, /*reads_lane=*/true, static_cast<int>(items.size()));

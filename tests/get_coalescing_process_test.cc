@@ -26,6 +26,7 @@
 #include "gtest/gtest.h"
 #include "kv.grpc.pb.h"
 #include "tests/cluster_util.h"
+#include "tests/loopback_server.h"
 #include "tests/test_util.h"
 
 namespace kv {
@@ -379,15 +380,11 @@ class NodeWithoutGetBatch final : public v1::KV::CallbackService {
 
 TEST(GetCoalescingFakeNodeTest, ANodeWithoutGetBatchGetsSingleGets) {
   NodeWithoutGetBatch service;
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  ASSERT_NE(server, nullptr);
+  testing::LoopbackServer server({&service});
+  ASSERT_TRUE(server.ok());
   auto counts = std::make_shared<Counts>("/kv.v1.KV/Get");
   absl::StatusOr<std::unique_ptr<Client>> client =
-      Client::Create(ForcedCoalescing({absl::StrCat("127.0.0.1:", port)}, counts));
+      Client::Create(ForcedCoalescing({server.endpoint()}, counts));
   ASSERT_TRUE(client.ok()) << client.status();
   std::vector<std::string> keys;
   for (int i = 0; i < 8; ++i) keys.push_back(absl::StrCat("key", i));
@@ -401,7 +398,6 @@ TEST(GetCoalescingFakeNodeTest, ANodeWithoutGetBatchGetsSingleGets) {
   for (int i = 0; i < 8; ++i) EXPECT_THAT(ValuesOf(again[i]), ElementsAre(keys[i])) << i;
   EXPECT_EQ(counts->batches.load(), 1);
   EXPECT_EQ(counts->gets.load(), 16);
-  server->Shutdown();
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include "grpcpp/support/client_interceptor.h"
 #include "gtest/gtest.h"
 #include "kv.grpc.pb.h"
+#include "tests/loopback_server.h"
 #include "tests/test_util.h"
 
 namespace kv {
@@ -546,26 +547,10 @@ class FakeNode final : public v1::KV::CallbackService {
   std::shared_ptr<Log> log_;
 };
 
-class FakeServer {
- public:
-  explicit FakeServer(FakeNode* service) {
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-    builder.RegisterService(service);
-    server_ = builder.BuildAndStart();
-  }
-  ~FakeServer() { server_->Shutdown(); }
-  std::string endpoint() const { return absl::StrCat("127.0.0.1:", port_); }
-
- private:
-  int port_ = 0;
-  std::unique_ptr<grpc::Server> server_;
-};
-
 TEST(PutCoalescingFakeNodeTest, ANodeWithoutPutBatchGetsSinglePuts) {
   auto log = std::make_shared<FakeNode::Log>();
   FakeNode old_node("old", FakeNode::Mode::kNoBatches, log);
-  FakeServer server(&old_node);
+  testing::LoopbackServer server({&old_node});
   auto counts = std::make_shared<CountCalls::Counts>();
   absl::StatusOr<std::unique_ptr<Client>> client =
       Client::Create(ForcedCoalescing({server.endpoint()}, counts));
@@ -591,7 +576,7 @@ TEST(PutCoalescingFakeNodeTest, ANodeWithoutPutBatchGetsSinglePuts) {
 TEST(PutCoalescingFakeNodeTest, ANodeWhosePutBatchIgnoresDeletesGetsThemAlone) {
   auto log = std::make_shared<FakeNode::Log>();
   FakeNode old_node("old", FakeNode::Mode::kBatchesWithoutDeletes, log);
-  FakeServer server(&old_node);
+  testing::LoopbackServer server({&old_node});
   auto counts = std::make_shared<CountCalls::Counts>();
   absl::StatusOr<std::unique_ptr<Client>> client =
       Client::Create(ForcedCoalescing({server.endpoint()}, counts));
@@ -628,7 +613,7 @@ TEST(PutCoalescingFakeNodeTest, ANodeWhosePutBatchIgnoresDeletesGetsThemAlone) {
 TEST(PutCoalescingFakeNodeTest, ABatchOfDeletesOnlyThatTheNodeIgnoredGoesAgainAlone) {
   auto log = std::make_shared<FakeNode::Log>();
   FakeNode old_node("old", FakeNode::Mode::kBatchesWithoutDeletes, log);
-  FakeServer server(&old_node);
+  testing::LoopbackServer server({&old_node});
   auto counts = std::make_shared<CountCalls::Counts>();
   absl::StatusOr<std::unique_ptr<Client>> client =
       Client::Create(ForcedCoalescing({server.endpoint()}, counts));
@@ -654,8 +639,8 @@ TEST(PutCoalescingFakeNodeTest, AnItemStoredShortOfWIsRetriedOnTheNodeThatStored
   auto log = std::make_shared<FakeNode::Log>();
   FakeNode a("a", FakeNode::Mode::kStoredFirst, log);
   FakeNode b("b", FakeNode::Mode::kStoredFirst, log);
-  FakeServer server_a(&a);
-  FakeServer server_b(&b);
+  testing::LoopbackServer server_a({&a});
+  testing::LoopbackServer server_b({&b});
   auto counts = std::make_shared<CountCalls::Counts>();
   ClientOptions options = ForcedCoalescing({server_a.endpoint(), server_b.endpoint()}, counts);
   options.retry.initial_backoff = absl::Milliseconds(1);
