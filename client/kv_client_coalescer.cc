@@ -39,6 +39,12 @@ size_t Coalescer::Item::ByteSize() const {
   return is_delete() ? delete_request->ByteSizeLong() : request->ByteSizeLong();
 }
 
+std::pair<int, uint32_t> Coalescer::Item::Quorum() const {
+  const v1::Quorum& quorum =
+      is_get() ? get_request->r() : (is_delete() ? delete_request->w() : request->w());
+  return {static_cast<int>(quorum.kind()), quorum.count()};
+}
+
 void Coalescer::Send(v1::KV::Stub* stub, grpc::ClientContext* context,
                      const v1::PutRequest* request, v1::PutResponse* response,
                      std::function<void(grpc::Status)> on_done) {
@@ -207,6 +213,25 @@ void Coalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
     });
     for (auto it = alone; it != items.end(); ++it) SendAlone(endpoint, std::move(*it));
     items.erase(alone, items.end());
+  }
+  if (!refused && items.size() > 1) {
+    // One batch per quorum (see "Quorums" in the header), in the order of their first items.
+    std::vector<std::vector<Item>> groups;
+    for (Item& item : items) {
+      auto group = std::find_if(groups.begin(), groups.end(), [&item](const std::vector<Item>& g) {
+        return g.front().Quorum() == item.Quorum();
+      });
+      if (group == groups.end()) {
+        groups.emplace_back().push_back(std::move(item));
+      } else {
+        group->push_back(std::move(item));
+      }
+    }
+    if (groups.size() > 1) {
+      for (std::vector<Item>& group : groups) SendBatch(endpoint, std::move(group));
+      return;
+    }
+    items = std::move(groups.front());
   }
   if (items.size() <= 1 || refused) {
     // One call alone is the cheaper call.

@@ -25,6 +25,12 @@
 // no delete) gets the batch's deletes again as single Deletes, and its Deletes go alone for a
 // minute while its Puts are still batched.
 //
+// Quorums. A batch is answered once its slowest item is, and an item waits for as many replicas
+// as its quorum says (a Get's R, a write's W): so only attempts of the same quorum share a batch,
+// and Gets with R=1 never wait for a Get with R=all in the same answer (nor W=1 writes for a
+// W=all one). The attempts that left together go as one batch per quorum among them (an attempt
+// alone in its quorum goes alone).
+//
 // A batch's deadline is the earliest of its items' attempt deadlines, so no item waits past its
 // own. Attempts with less than 50 ms left, or with less than half the time of the batch's
 // longest-lived item, go alone rather than cut the others short; an item whose batch still
@@ -39,6 +45,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -93,6 +100,8 @@ class Coalescer {
     bool is_delete() const { return delete_request != nullptr; }
     bool is_get() const { return get_request != nullptr; }
     size_t ByteSize() const;
+    // The replicas its call waits for: its Get's R or its write's W, as (kind, count).
+    std::pair<int, uint32_t> Quorum() const;
   };
   // The calls of one kind (writes or reads) to one endpoint.
   struct Lane {
@@ -116,7 +125,8 @@ class Coalescer {
   void SendAlone(size_t endpoint, Item item);
   // The unary call of `item` on `stub`, `on_done` receiving its status.
   static void Call(v1::KV::Stub* stub, const Item& item, std::function<void(grpc::Status)> on_done);
-  // Sends `items` (all writes or all reads) as one batch; in_flight already counts them.
+  // Sends `items` (all writes or all reads) as batches of one quorum each (see "Quorums" above);
+  // in_flight already counts them.
   void SendBatch(size_t endpoint, std::vector<Item> items);
   void SendPutBatch(size_t endpoint, std::vector<Item> items);
   void SendGetBatch(size_t endpoint, std::vector<Item> items);

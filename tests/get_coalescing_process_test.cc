@@ -180,8 +180,9 @@ TEST_F(GetCoalescingProcessTest, WaitingGetsLeaveAsOneBatchAndEachGetsItsOwnResu
   EXPECT_THAT(std::string(results[31].status().message()), HasSubstr("max_key_bytes"));
   EXPECT_EQ(results[32].status().code(), absl::StatusCode::kInvalidArgument)
       << results[32].status();
-  // The first Get went alone; the 32 others waited for it and left together.
-  EXPECT_EQ(counts->gets.load(), 1);
+  // The first Get went alone; the 32 others waited for it and left together: the 31 with the
+  // default R as one batch, and the one with R=2, alone in its quorum, as a single Get.
+  EXPECT_EQ(counts->gets.load(), 2);
   EXPECT_EQ(counts->batches.load(), 1);
 }
 

@@ -19,6 +19,7 @@
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "client/kv_client.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
@@ -27,6 +28,7 @@
 #include "grpcpp/support/client_interceptor.h"
 #include "gtest/gtest.h"
 #include "kv.grpc.pb.h"
+#include "tests/cluster_util.h"
 #include "tests/loopback_server.h"
 #include "tests/test_util.h"
 
@@ -251,6 +253,61 @@ TEST_F(PutCoalescingProcessTest, WaitingPutsLeaveAsOneBatchAndEachGetsItsOwnResu
     EXPECT_THAT(Values(**client, absl::StrCat("k", i)), ElementsAre(absl::StrCat("v", i)));
   }
   EXPECT_THAT(Values(**client, "k2"), ElementsAre("NOT_FOUND"));
+}
+
+TEST(PutCoalescingClusterTest, WritesOfAnotherQuorumDoNotHoldABatchBack) {
+  // Node 0 holds each replication send for kDelay, so a write it coordinates with W=2 cannot be
+  // acknowledged before then, while one with W=1 is acknowledged once node 0 holds it. The
+  // writes that wait together leave as one batch per W: the W=1 ones are answered at once, not
+  // when the W=2 ones of the same burst are.
+  // The W=2 writes wait up to two sends (the held Put's is in flight when they commit): well
+  // under --write_ack_timeout (4 s), after which they would be answered UNAVAILABLE.
+  constexpr absl::Duration kDelay = absl::Milliseconds(1500);
+  testing::Cluster::Options cluster_options;
+  cluster_options.node_flags[0] = {
+      absl::StrCat("--fault_replication_delay=", absl::FormatDuration(kDelay))};
+  absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster =
+      testing::Cluster::Start(cluster_options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  auto counts = std::make_shared<CountCalls::Counts>();
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({(*cluster)->endpoint(0)}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+
+  // The first (held) Put and ten more with W=1, and four with W=2, all waiting together.
+  constexpr int kOne = 11;
+  constexpr int kTwo = 4;
+  std::vector<absl::StatusOr<WriteResult>> results(kOne + kTwo, absl::UnknownError("not done"));
+  std::vector<absl::Time> finished(kOne + kTwo);
+  absl::BlockingCounter ones_done(kOne);
+  absl::BlockingCounter all_done(kOne + kTwo);
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < kOne + kTwo; ++i) {
+    WriteOptions options;
+    options.w = i < kOne ? Quorum::Count(1) : Quorum::Count(2);
+    (*client)->PutAsync(absl::StrCat("k", i), absl::StrCat("v", i), options,
+                        [&, i](absl::StatusOr<WriteResult> result) {
+                          results[i] = std::move(result);
+                          finished[i] = absl::Now();
+                          if (i < kOne) ones_done.DecrementCount();
+                          all_done.DecrementCount();
+                        });
+  }
+  counts->Release();
+  ones_done.Wait();
+  const absl::Duration ones_took = absl::Now() - start;
+  all_done.Wait();
+
+  for (int i = 0; i < kOne + kTwo; ++i) {
+    EXPECT_TRUE(results[i].ok()) << i << ": " << results[i].status();
+  }
+  EXPECT_LT(ones_took, kDelay) << "the W=1 writes waited for the W=2 ones";
+  for (int i = kOne; i < kOne + kTwo; ++i) {
+    EXPECT_GE(finished[i] - start, kDelay - absl::Milliseconds(100)) << i;
+  }
+  // The held Put went alone; the 14 that waited for it left as two batches, one per W.
+  EXPECT_EQ(counts->puts.load(), 1);
+  EXPECT_EQ(counts->batches.load(), 2);
 }
 
 TEST_F(PutCoalescingProcessTest, WaitingDeletesShareTheBatchAndEachGetsItsOwnResult) {
