@@ -34,6 +34,13 @@ constexpr int kStatusCodes = 17;
 // PutBatch's and GetBatch's answers are counted item by item too.
 constexpr char kPutBatchMethod[] = "/kv.v1.KV/PutBatch";
 constexpr char kGetBatchMethod[] = "/kv.v1.KV/GetBatch";
+// The client operations kv_operations_total counts, by index; the single calls of each.
+constexpr int kNumOps = 3;
+constexpr int kPutOp = 0;
+constexpr int kDeleteOp = 1;
+constexpr int kGetOp = 2;
+constexpr const char* kOpNames[kNumOps] = {"put", "delete", "get"};
+constexpr const char* kOpMethods[kNumOps] = {"/kv.v1.KV/Put", "/kv.v1.KV/Delete", "/kv.v1.KV/Get"};
 
 const char* const kCodeNames[kStatusCodes] = {
     "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
@@ -54,6 +61,7 @@ class RequestMetrics {
     std::array<std::atomic<prometheus::Counter*>, kStatusCodes> by_code{};
     bool is_put_batch = false;  // its answers' items are counted too (RecordBatchItems)
     bool is_get_batch = false;  // the same (RecordGetBatchItems)
+    int op = -1;                // a single Put, Delete or Get: its index in kOpNames
   };
 
   RequestMetrics(std::shared_ptr<prometheus::Registry> registry,
@@ -79,7 +87,14 @@ class RequestMetrics {
                              .Help("Items of GetBatch calls answered, by each item's own status "
                                    "code (a batch refused as a whole counts in "
                                    "kv_grpc_requests_total only).")
-                             .Register(*registry_)) {
+                             .Register(*registry_)),
+        operations_(prometheus::BuildCounter()
+                        .Name("kv_operations_total")
+                        .Help("Client Puts, Deletes and Gets answered, by operation and each "
+                              "one's own status code, whether it came alone or in a PutBatch or "
+                              "GetBatch (the items of a batch refused as a whole count with the "
+                              "batch's code).")
+                        .Register(*registry_)) {
     for (const std::string& name : method_names) Add(name);
     unknown_ = Add("unknown");
   }
@@ -96,6 +111,16 @@ class RequestMetrics {
               {{"method", method->name}, {"code", kCodeNames[code]}})
         ->Increment();
     method->duration->Observe(absl::ToDoubleSeconds(elapsed));
+    if (method->op >= 0) CountOperations(method->op, code, 1);
+  }
+
+  // The items of a PutBatch or GetBatch refused as a whole (no answer of results was sent):
+  // each counts as an operation with the batch's code.
+  void RecordRefusedBatch(int code, int puts, int deletes, int gets) {
+    if (code == 0) return;  // OK is never a refusal
+    CountOperations(kPutOp, code, puts);
+    CountOperations(kDeleteOp, code, deletes);
+    CountOperations(kGetOp, code, gets);
   }
 
   // Counts the items of a PutBatch answer by kind and code: the first `puts` results are the
@@ -107,6 +132,7 @@ class RequestMetrics {
       CounterIn(batch_item_counters_[kind][code], batch_items_,
                 {{"op", kind == 0 ? "put" : "delete"}, {"code", kCodeNames[code]}})
           ->Increment();
+      CountOperations(kind == 0 ? kPutOp : kDeleteOp, code, 1);
     }
   }
 
@@ -116,12 +142,21 @@ class RequestMetrics {
       const int code = KnownCode(result.code());
       CounterIn(get_batch_item_counters_[code], get_batch_items_, {{"code", kCodeNames[code]}})
           ->Increment();
+      CountOperations(kGetOp, code, 1);
     }
   }
 
  private:
   // `code` if it is a gRPC status code, else UNKNOWN.
   static int KnownCode(int code) { return code < 0 || code >= kStatusCodes ? 2 : code; }
+
+  void CountOperations(int op, int code, int count) {
+    if (count <= 0) return;
+    code = KnownCode(code);
+    CounterIn(operation_counters_[op][code], operations_,
+              {{"op", kOpNames[op]}, {"code", kCodeNames[code]}})
+        ->Increment(count);
+  }
 
   // The counter `slot` caches: created in `family` with `labels` when first needed.
   prometheus::Counter* CounterIn(std::atomic<prometheus::Counter*>& slot,
@@ -145,6 +180,9 @@ class RequestMetrics {
       it->second->name = name;
       it->second->is_put_batch = name == kPutBatchMethod;
       it->second->is_get_batch = name == kGetBatchMethod;
+      for (int op = 0; op < kNumOps; ++op) {
+        if (name == kOpMethods[op]) it->second->op = op;
+      }
       it->second->duration = &durations_.Add(
           {{"method", name}}, prometheus::Histogram::BucketBoundaries{
                                   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -159,9 +197,13 @@ class RequestMetrics {
   prometheus::Family<prometheus::Histogram>& durations_;
   prometheus::Family<prometheus::Counter>& batch_items_;
   prometheus::Family<prometheus::Counter>& get_batch_items_;
+  prometheus::Family<prometheus::Counter>& operations_;
   // By kind (0 put, 1 delete) and code.
   std::array<std::array<std::atomic<prometheus::Counter*>, kStatusCodes>, 2> batch_item_counters_{};
   std::array<std::atomic<prometheus::Counter*>, kStatusCodes> get_batch_item_counters_{};
+  // By operation (kOpNames) and code.
+  std::array<std::array<std::atomic<prometheus::Counter*>, kStatusCodes>, kNumOps>
+      operation_counters_{};
   // Filled by the constructor, then only read.
   absl::flat_hash_map<std::string, std::unique_ptr<Method>> methods_;
   Method* unknown_ = nullptr;
@@ -177,12 +219,19 @@ class CountingInterceptor : public grpc::experimental::Interceptor {
       : metrics_(std::move(metrics)), method_(method), start_(absl::Now()) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    if (method_->is_put_batch &&
+    if ((method_->is_put_batch || method_->is_get_batch) &&
         methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::POST_RECV_MESSAGE)) {
-      // The request, parsed: how many of the answer's results are puts'.
+      // The request, parsed: how many of the answer's results are puts' (the rest are
+      // deletes'), and how many items a refusal of the whole batch fails.
       if (const void* message = methods->GetRecvMessage(); message != nullptr) {
-        puts_ = static_cast<const v1::PutBatchRequest*>(message)->puts_size();
+        if (method_->is_put_batch) {
+          const auto* request = static_cast<const v1::PutBatchRequest*>(message);
+          puts_ = request->puts_size();
+          deletes_ = request->deletes_size();
+        } else {
+          gets_ = static_cast<const v1::GetBatchRequest*>(message)->gets_size();
+        }
       }
     }
     if (method_->is_put_batch &&
@@ -191,6 +240,7 @@ class CountingInterceptor : public grpc::experimental::Interceptor {
       // The handler's response object (a unary answer is sent once, with an OK status).
       if (const void* message = methods->GetSendMessage(); message != nullptr) {
         metrics_->RecordBatchItems(*static_cast<const v1::PutBatchResponse*>(message), puts_);
+        answered_ = true;
       }
     }
     if (method_->is_get_batch &&
@@ -198,12 +248,14 @@ class CountingInterceptor : public grpc::experimental::Interceptor {
             grpc::experimental::InterceptionHookPoints::PRE_SEND_MESSAGE)) {
       if (const void* message = methods->GetSendMessage(); message != nullptr) {
         metrics_->RecordGetBatchItems(*static_cast<const v1::GetBatchResponse*>(message));
+        answered_ = true;
       }
     }
     if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
-      metrics_->Record(method_, static_cast<int>(methods->GetSendStatus().error_code()),
-                       absl::Now() - start_);
+      const int code = static_cast<int>(methods->GetSendStatus().error_code());
+      metrics_->Record(method_, code, absl::Now() - start_);
+      if (!answered_) metrics_->RecordRefusedBatch(code, puts_, deletes_, gets_);
     }
     methods->Proceed();
   }
@@ -212,7 +264,11 @@ class CountingInterceptor : public grpc::experimental::Interceptor {
   const std::shared_ptr<RequestMetrics> metrics_;
   RequestMetrics::Method* const method_;
   const absl::Time start_;
-  int puts_ = 0;  // of a PutBatch request
+  // Items of a PutBatch or GetBatch request (0 for any other call).
+  int puts_ = 0;
+  int deletes_ = 0;
+  int gets_ = 0;
+  bool answered_ = false;  // a batch's results were sent (each item counted by its own code)
 };
 
 class CountingInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {

@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -160,6 +161,13 @@ TEST(MetricsProcessTest, OneNodeCountsCallsByMethodAndCode) {
   v1::GetBatchResponse get_batch_response;
   ASSERT_TRUE(kv->GetBatch(Ctx().get(), get_batch, &get_batch_response).ok());
   ASSERT_EQ(get_batch_response.results_size(), 3);
+  // A GetBatch over the item limit is refused as a whole: each of its Gets counts as an
+  // operation refused with the batch's code.
+  v1::GetBatchRequest too_many;
+  for (int i = 0; i < 1001; ++i) too_many.add_gets()->set_key("batch-2");
+  v1::GetBatchResponse refused;
+  ASSERT_EQ(kv->GetBatch(Ctx().get(), too_many, &refused).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
   v1::GetRequest get;
   get.set_key("missing");
   v1::GetResponse got;
@@ -213,6 +221,27 @@ TEST(MetricsProcessTest, OneNodeCountsCallsByMethodAndCode) {
         << code << "\n"
         << text;
   }
+  EXPECT_EQ(
+      testing::MetricSample(
+          text, R"(kv_grpc_requests_total{code="INVALID_ARGUMENT",method="/kv.v1.KV/GetBatch"})"),
+      1)
+      << text;
+  // Every Put, Delete and Get, alone or batched, by its own result.
+  const std::vector<std::pair<std::string, double>> operations = {
+      {R"(kv_operations_total{code="OK",op="put"})", 5 + 2},
+      {R"(kv_operations_total{code="INVALID_ARGUMENT",op="put"})", 2 + 1},
+      {R"(kv_operations_total{code="OK",op="delete"})", 1},
+      {R"(kv_operations_total{code="OK",op="get"})", 1},
+      {R"(kv_operations_total{code="INVALID_ARGUMENT",op="get"})", 1 + 1001},
+      {R"(kv_operations_total{code="NOT_FOUND",op="get"})", 1 + 1},
+  };
+  for (const auto& [sample, count] : operations) {
+    EXPECT_EQ(testing::MetricSample(text, sample), count) << sample << "\n" << text;
+  }
+  EXPECT_FALSE(
+      testing::MetricSample(text, R"(kv_operations_total{code="INVALID_ARGUMENT",op="delete"})")
+          .has_value())
+      << text;
   EXPECT_EQ(testing::MetricSample(
                 text, R"(kv_grpc_requests_total{code="UNIMPLEMENTED",method="unknown"})"),
             2)
