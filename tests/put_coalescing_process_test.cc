@@ -260,10 +260,12 @@ TEST(PutCoalescingClusterTest, WritesOfAnotherQuorumDoNotHoldABatchBack) {
   // acknowledged before then, while one with W=1 is acknowledged once node 0 holds it. The
   // writes that wait together leave as one batch per W: the W=1 ones are answered at once, not
   // when the W=2 ones of the same burst are.
-  // The W=2 writes wait up to two sends (the held Put's is in flight when they commit): well
-  // under --write_ack_timeout (4 s), after which they would be answered UNAVAILABLE.
+  // The W=2 writes wait up to two sends (the held Put's is in flight when they commit), well
+  // within a --write_ack_timeout raised so that they are never answered UNAVAILABLE and retried
+  // on a slow machine.
   constexpr absl::Duration kDelay = absl::Milliseconds(1500);
   testing::Cluster::Options cluster_options;
+  cluster_options.extra_flags = {"--write_ack_timeout=20s"};
   cluster_options.node_flags[0] = {
       absl::StrCat("--fault_replication_delay=", absl::FormatDuration(kDelay))};
   absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster =
