@@ -201,21 +201,8 @@ void Coalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
     items.erase(alone, items.end());
   }
   if (!refused && items.size() > 1) {
-    // The batch's deadline is its earliest item's, so an item with much less time left than the
-    // others goes alone rather than cut their attempts short: one with under kLeastBatchTime
-    // left, or under half the time the longest-lived item has.
-    const auto now = std::chrono::system_clock::now();
-    auto latest = now;
-    for (const Item& item : items) latest = std::max(latest, item.context->deadline());
-    const auto keep_from = std::max(now + kLeastBatchTime, now + (latest - now) / 2);
-    auto alone = std::stable_partition(items.begin(), items.end(), [keep_from](const Item& item) {
-      return item.context->deadline() >= keep_from;
-    });
-    for (auto it = alone; it != items.end(); ++it) SendAlone(endpoint, std::move(*it));
-    items.erase(alone, items.end());
-  }
-  if (!refused && items.size() > 1) {
-    // One batch per quorum (see "Quorums" in the header), in the order of their first items.
+    // One batch per quorum (see "Quorums" in the header), in the order of their first items;
+    // each then keeps the items with time enough for its own batch (below).
     std::vector<std::vector<Item>> groups;
     for (Item& item : items) {
       auto group = std::find_if(groups.begin(), groups.end(), [&item](const std::vector<Item>& g) {
@@ -232,6 +219,20 @@ void Coalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
       return;
     }
     items = std::move(groups.front());
+  }
+  if (!refused && items.size() > 1) {
+    // The batch's deadline is its earliest item's, so an item with much less time left than the
+    // others goes alone rather than cut their attempts short: one with under kLeastBatchTime
+    // left, or under half the time the longest-lived item has.
+    const auto now = std::chrono::system_clock::now();
+    auto latest = now;
+    for (const Item& item : items) latest = std::max(latest, item.context->deadline());
+    const auto keep_from = std::max(now + kLeastBatchTime, now + (latest - now) / 2);
+    auto alone = std::stable_partition(items.begin(), items.end(), [keep_from](const Item& item) {
+      return item.context->deadline() >= keep_from;
+    });
+    for (auto it = alone; it != items.end(); ++it) SendAlone(endpoint, std::move(*it));
+    items.erase(alone, items.end());
   }
   if (items.size() <= 1 || refused) {
     // One call alone is the cheaper call.
@@ -268,40 +269,41 @@ void Coalescer::SendPutBatch(size_t endpoint, std::vector<Item> items) {
   }
   call->context->set_deadline(deadline);
   call->items = std::move(items);
-  stub->async()->PutBatch(
-      call->context.get(), &call->request, &call->response,
-      [this, endpoint, call](grpc::Status status) {
-        // The context holds a reference to the channel: it goes before any item
-        // completes, so that the Client, not this gRPC thread, releases the
-        // channel last (see RetryingCall).
-        call->context.reset();
-        if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
-          // An older node: its items go again as single calls, on their own
-          // contexts (not used yet), and so does every later attempt to this
-          // endpoint for a while.
-          RefuseBatches(endpoint, /*reads_lane=*/false, std::move(call->items));
-          return;
-        }
-        std::vector<Item> items = std::move(call->items);
-        const int puts = call->request.puts_size();
-        if (status.ok() && call->request.deletes_size() > 0 &&
-            call->response.results_size() == puts) {
-          // A node that knows PutBatch but not its deletes: it applied none
-          // of them. They go again alone (still counted in flight), and so
-          // does every later Delete to this endpoint for a while; its Puts
-          // still go in batches.
-          std::vector<Item> deletes(std::make_move_iterator(items.begin() + puts),
-                                    std::make_move_iterator(items.end()));
-          items.resize(static_cast<size_t>(puts));
-          {
-            absl::MutexLock lock(&mu_);
-            endpoints_[endpoint].deletes_refused_until = absl::Now() + kRefusalMemory;
-          }
-          for (Item& item : deletes) SendAlone(endpoint, std::move(item));
-        }
-        Release(endpoint, /*reads_lane=*/false, static_cast<int>(items.size()));
-        CompleteBatch(SharedStatus(status), call->response, items);
-      });
+  stub->async()->PutBatch(call->context.get(), &call->request, &call->response,
+                          [this, endpoint, call](grpc::Status status) {
+                            // The context holds a reference to the channel: it goes before any item
+                            // completes, so that the Client, not this gRPC thread, releases the
+                            // channel last (see RetryingCall).
+                            call->context.reset();
+                            if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+                              // An older node: its items go again as single calls, on their own
+                              // contexts (not used yet), and so does every later attempt to this
+                              // endpoint for a while.
+                              RefuseBatches(endpoint, /*reads_lane=*/false, std::move(call->items));
+                              return;
+                            }
+                            std::vector<Item> items = std::move(call->items);
+                            const int puts = call->request.puts_size();
+                            std::vector<Item> deletes;  // to send again alone
+                            if (status.ok() && call->request.deletes_size() > 0 &&
+                                call->response.results_size() == puts) {
+                              // A node that knows PutBatch but not its deletes: it applied none
+                              // of them. They go again alone (still counted in flight), and so
+                              // does every later Delete to this endpoint for a while; its Puts
+                              // still go in batches.
+                              deletes.assign(std::make_move_iterator(items.begin() + puts),
+                                             std::make_move_iterator(items.end()));
+                              items.resize(static_cast<size_t>(puts));
+                              absl::MutexLock lock(&mu_);
+                              endpoints_[endpoint].deletes_refused_until =
+                                  absl::Now() + kRefusalMemory;
+                            }
+                            Release(endpoint, /*reads_lane=*/false, static_cast<int>(items.size()));
+                            CompleteBatch(SharedStatus(status), call->response, items);
+                            // Last: once the last item is sent, its answer may end the Client (on
+                            // another thread), so nothing here touches the coalescer after it.
+                            for (Item& item : deletes) SendAlone(endpoint, std::move(item));
+                          });
 }
 
 void Coalescer::SendGetBatch(size_t endpoint, std::vector<Item> items) {
@@ -334,6 +336,7 @@ void Coalescer::SendGetBatch(size_t endpoint, std::vector<Item> items) {
           for (Item& item : items) SendAlone(endpoint, std::move(item));
           return;
         }
+        std::vector<Item> alone;  // to send again alone
         if (status.ok() && call->response.results_size() == static_cast<int>(items.size())) {
           // Items the node left out of a full answer go again alone (still counted in flight).
           std::vector<Item> kept;
@@ -341,7 +344,7 @@ void Coalescer::SendGetBatch(size_t endpoint, std::vector<Item> items) {
           for (size_t i = 0; i < items.size(); ++i) {
             v1::GetBatchResult* result = call->response.mutable_results(static_cast<int>(i));
             if (result->send_alone()) {
-              SendAlone(endpoint, std::move(items[i]));
+              alone.push_back(std::move(items[i]));
             } else {
               kept.push_back(std::move(items[i]));
               kept_results.add_results()->Swap(result);
@@ -352,6 +355,8 @@ void Coalescer::SendGetBatch(size_t endpoint, std::vector<Item> items) {
         }
         Release(endpoint, /*reads_lane=*/true, static_cast<int>(items.size()));
         CompleteGetBatch(SharedStatus(status), call->response, items);
+        // Last, as in SendPutBatch: nothing here touches the coalescer after them.
+        for (Item& item : alone) SendAlone(endpoint, std::move(item));
       });
 }
 

@@ -186,6 +186,33 @@ TEST_F(GetCoalescingProcessTest, WaitingGetsLeaveAsOneBatchAndEachGetsItsOwnResu
   EXPECT_EQ(counts->batches.load(), 1);
 }
 
+TEST_F(GetCoalescingProcessTest, EachQuorumKeepsTheItemsWithTimeEnoughForItsOwnBatch) {
+  // Gets with the default R and 20 s to go wait beside two Gets with R=all and 2 s to go. Each
+  // quorum leaves as its own batch, so the R=all ones are judged against each other (about the
+  // same deadline: they share a batch), not against the 20 s ones (next to which they would
+  // have less than half the time, and gone alone).
+  auto counts = std::make_shared<Counts>("/kv.v1.KV/Get");
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({node_.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<std::string> keys;
+  std::vector<ReadOptions> options;
+  for (int i = 0; i < 12; ++i) {
+    keys.push_back(absl::StrCat("k", i));
+    ReadOptions read;
+    read.deadline = i < 10 ? absl::Seconds(20) : absl::Seconds(2);
+    if (i >= 10) read.r = Quorum::All();
+    options.push_back(read);
+  }
+  const std::vector<absl::StatusOr<GetResult>> results = GetAll(**client, *counts, keys, options);
+  for (int i = 0; i < 12; ++i) {
+    EXPECT_THAT(ValuesOf(results[i]), ElementsAre(absl::StrCat("v", i))) << i;
+  }
+  // The held Get alone; then one batch of 9 and one of 2.
+  EXPECT_EQ(counts->gets.load(), 1);
+  EXPECT_EQ(counts->batches.load(), 2);
+}
+
 TEST_F(GetCoalescingProcessTest, ABatchWhoseResponseWasLostIsRetried) {
   auto counts = std::make_shared<Counts>("/kv.v1.KV/Get");
   counts->drop_batches = 1;
