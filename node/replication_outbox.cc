@@ -123,6 +123,7 @@ void ReplicationOutbox::Submit(std::vector<OutboxEntry> entries, EntryCallback o
       peer->unsubmitted.erase(entry.seq);
       ++peer->stats.depth;
       if (shutdown_) {
+        peer->on_disk_only = true;  // MayHaveEntriesFor stays conservative for its key
         reports.push_back(Report{on_result, entry,
                                  absl::UnavailableError("the replication outbox is shut down; "
                                                         "the entry stays on disk")});
@@ -269,11 +270,21 @@ void ReplicationOutbox::SendBatch(PeerState* peer, uint64_t batch_id,
       }
       bytes += size;
       records.push_back(EncodedRecord{key, *std::move(record)});
+    } else if (!absl::IsNotFound(record.status()) && !absl::IsDataLoss(record.status())) {
+      // A read error that may pass (I/O): nothing is given up on; the whole batch goes back to
+      // the queue and is sent again after a backoff.
+      OnBatchDone(
+          peer, batch_id,
+          absl::UnavailableError(absl::StrCat(
+              "this node could not read the record of key \"", absl::CHexEscape(key),
+              "\" to replicate it (sent again after a backoff): ", record.status().ToString())),
+          /*give_up=*/false, /*local=*/true);
+      return;
     } else if (!absl::IsNotFound(record.status())) {
-      // Entries whose key has no record are simply deleted with the batch. A record this node
-      // cannot read (say it is corrupt) must not hold up the others either: the batch keeps only
-      // its key, which is then handled like a record the peer refused alone (tried again, given
-      // up on after refusals_before_giving_up failures in a row).
+      // (Entries whose key has no record are simply deleted with the batch.) A record this node
+      // cannot read because it is corrupt must not hold up the others: the batch keeps only its
+      // key, which is then handled like a record the peer refused alone (tried again, given up
+      // on after refusals_before_giving_up failures in a row).
       std::vector<std::string> others;
       for (size_t j = 0; j < keys.size(); ++j) {
         if (j != i) others.push_back(keys[j]);
@@ -315,7 +326,7 @@ void ReplicationOutbox::Requeue(PeerState* peer, uint64_t batch_id,
 }
 
 void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status,
-                                    bool give_up) {
+                                    bool give_up, bool local) {
   // A peer refusing keys under an older layout than this node's only lags behind (see
   // Refusals): a plain failure, whose entries' results wait for the next attempt.
   bool peer_behind = false;
@@ -426,7 +437,7 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
     } else {
       ++stats.failed_batches;
       // A refusal is an answer, and so is a peer's word that its layout is behind.
-      if (!IsRecordRefusal(status) && !peer_behind) stats.reachable = false;
+      if (!IsRecordRefusal(status) && !peer_behind && !local) stats.reachable = false;
       stats.last_error = status.ToString();
       // A refusal may be about one record of the batch: its keys go again one per batch (a
       // record refused alone goes again alone, first). So do those of a batch that a peer only

@@ -29,7 +29,9 @@
 // dropped (anti-entropy tries it again later) and reported with the refusal, and the sender
 // goes on at once. A record larger than Options::max_record_bytes (what the transport can
 // carry) is given up on the same way, at once and without being sent; a record this node cannot
-// read (DATA_LOSS) is sent alone and counted like one the peer refused. A refusal marked
+// read (DATA_LOSS: corrupt) is sent alone and counted like one the peer refused. Any other error
+// reading a record (an I/O error, which may pass) gives up on nothing: the batch goes back to the
+// queue and the sender waits a backoff, as when the peer cannot be reached. A refusal marked
 // IsNotAReplica (node/peer_transport.h: the peer does not replicate the key in its layout, and
 // keeps no stray copies, PRODUCT.md C8) is final: the keys go again at once, one per batch, and
 // the record refused alone is given up on at once, not counted as dropped (the peer does not
@@ -249,9 +251,10 @@ class ReplicationOutbox {
   void Requeue(PeerState* peer, uint64_t batch_id, absl::Span<const std::string> keys)
       ABSL_LOCKS_EXCLUDED(mu_);
   // `give_up`: delete the batch's entries (one record's) and count them dropped whatever the
-  // status (the record is too large to send).
-  void OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status, bool give_up = false)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // status (the record is too large to send). `local`: the batch failed on this node (a read
+  // error that may pass), so it says nothing of the peer's reachability.
+  void OnBatchDone(PeerState* peer, uint64_t batch_id, absl::Status status, bool give_up = false,
+                   bool local = false) ABSL_LOCKS_EXCLUDED(mu_);
   void OnBackoffDone(PeerState* peer, uint64_t gen) ABSL_LOCKS_EXCLUDED(mu_);
   // A key held back for a backoff of its own (a peer only behind refused it alone): until
   // OnDeferralDone(peer, key) after `delay`, batches skip it.

@@ -683,6 +683,67 @@ TEST_F(ReplicationOutboxTest, ARecordThisNodeCannotReadDoesNotHoldUpTheOthers) {
   outbox.Shutdown();
 }
 
+// A read error that may pass (I/O, not corruption) gives up on nothing: the batch waits a
+// backoff and goes again, and every record is delivered once the read succeeds.
+TEST_F(ReplicationOutboxTest, AReadErrorThatPassesGivesUpOnNothing) {
+  class FlakyReadEngine : public MemoryEngine {
+   public:
+    absl::StatusOr<std::string> Get(Column column, absl::string_view key) override {
+      if (column == Column::kData && key == "flaky" && failures_left > 0) {
+        --failures_left;
+        return absl::InternalError("IO error: read failed");
+      }
+      return MemoryEngine::Get(column, key);
+    }
+    int failures_left = 10;  // more than refusals_before_giving_up
+  };
+  FlakyReadEngine engine;
+  Options options;
+  options.max_in_flight = 1;
+  options.clock = &clock_;
+  ReplicationOutbox outbox({Member{"p1", "p1:7000", ""}}, &engine, &transport_, &scheduler_,
+                           &executor_, rng_, options);
+  ASSERT_TRUE(outbox.Recover().ok());
+  std::map<std::string, std::vector<absl::Status>> results;
+  for (const std::string key : {"a", "flaky", "b"}) {
+    WriteBatch batch;
+    batch.Put(Column::kData, key, "v");
+    std::vector<OutboxEntry> entries = outbox.AddEntries(key, {"p1"}, &batch);
+    ASSERT_TRUE(engine.Write(batch, WriteOptions{}).ok());
+    outbox.Submit(entries, [&results](const OutboxEntry& e, absl::Status s) {
+      results[e.key].push_back(std::move(s));
+    });
+  }
+  int backoffs = 0;
+  for (int round = 0; round < 60; ++round) {
+    std::vector<size_t> open = transport_.Outstanding();
+    if (open.empty()) {
+      const size_t fired = scheduler_.FireAll();
+      if (fired == 0) break;
+      backoffs += static_cast<int>(fired);
+    }
+    for (size_t i : open) transport_.Complete(i, absl::OkStatus());
+    executor_.RunAll();
+    for (const PeerOutboxStats& s : outbox.Stats()) {
+      EXPECT_TRUE(s.reachable) << "a local read error says nothing of the peer: " << s.last_error;
+    }
+  }
+  EXPECT_EQ(engine.failures_left, 0);
+  EXPECT_GE(backoffs, 10);
+  for (const std::string key : {"a", "flaky", "b"}) {
+    EXPECT_EQ(transport_.applied("p1").count(key), 1u) << key;
+  }
+  // The first attempt's outcome was the read error (a W count waits for a later one).
+  ASSERT_FALSE(results["flaky"].empty());
+  EXPECT_TRUE(absl::IsUnavailable(results["flaky"][0])) << results["flaky"][0];
+  EXPECT_NE(results["flaky"][0].message().find("could not read"), std::string::npos);
+  for (const PeerOutboxStats& s : outbox.Stats()) {
+    EXPECT_EQ(s.dropped, 0u);
+    EXPECT_EQ(s.depth, 0u);
+  }
+  outbox.Shutdown();
+}
+
 // A record larger than a peer is sent is given up on without being sent; the others go.
 TEST_F(ReplicationOutboxTest, ARecordTooLargeToSendIsGivenUpOnWithoutHoldingUpTheRest) {
   Options options;
