@@ -66,7 +66,8 @@
 // FAILED_PRECONDITION and deletes its entries from disk: the handoff made every remaining owner
 // hold what the leaving member held, so nothing it was owed is needed elsewhere. Entries for the
 // other peers are untouched. An entry added for the removed peer by a write committing at that
-// moment is deleted when it is submitted.
+// moment is deleted when it is submitted. Entries allocated after RemovePeer began are not its
+// to delete, so a peer added again under the same id meanwhile keeps its new entries on disk.
 //
 // Pending entries. MayHaveEntriesFor(key) says whether some entry for `key` may still wait to be
 // sent (to any peer). Since a batch reads its keys' records at send time, a record must not be
@@ -271,8 +272,9 @@ class ReplicationOutbox {
   void ScanDisk(PeerState* peer) ABSL_LOCKS_EXCLUDED(mu_);
   // Runs the callbacks on the executor.
   void RunReports(std::vector<Report> reports);
-  // Deletes every outbox column entry of `peer_id`; returns how many there were.
-  absl::StatusOr<uint64_t> DeleteAllEntries(absl::string_view peer_id);
+  // Deletes the outbox column entries of `peer_id` whose seq is below `seq_limit`; returns how
+  // many there were.
+  absl::StatusOr<uint64_t> DeleteEntriesBelow(absl::string_view peer_id, uint64_t seq_limit);
   bool NoneDraining() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Engine* const engine_;

@@ -46,8 +46,12 @@ std::string ReplicationOutbox::EntryKey(absl::string_view peer_id, uint64_t seq)
 
 absl::StatusOr<uint64_t> ReplicationOutbox::RemovePeer(absl::string_view peer_id) {
   std::vector<Report> reports;
+  uint64_t seq_limit;
   {
     absl::MutexLock lock(&mu_);
+    // Entries allocated from now on are not this removal's to delete: the peer may be added
+    // again (the same id) before the deletion below is done.
+    seq_limit = next_seq_;
     auto it = peers_.find(std::string(peer_id));
     if (it == peers_.end()) {
       return absl::NotFoundError(absl::StrCat("\"", peer_id, "\" is not a replication peer"));
@@ -79,7 +83,7 @@ absl::StatusOr<uint64_t> ReplicationOutbox::RemovePeer(absl::string_view peer_id
     peers_.erase(it);
   }
   RunReports(std::move(reports));
-  absl::StatusOr<uint64_t> deleted = DeleteAllEntries(peer_id);
+  absl::StatusOr<uint64_t> deleted = DeleteEntriesBelow(peer_id, seq_limit);
   if (deleted.ok()) {
     absl::MutexLock lock(&mu_);
     removed_entries_ += *deleted;
@@ -87,7 +91,8 @@ absl::StatusOr<uint64_t> ReplicationOutbox::RemovePeer(absl::string_view peer_id
   return deleted;
 }
 
-absl::StatusOr<uint64_t> ReplicationOutbox::DeleteAllEntries(absl::string_view peer_id) {
+absl::StatusOr<uint64_t> ReplicationOutbox::DeleteEntriesBelow(absl::string_view peer_id,
+                                                               uint64_t seq_limit) {
   constexpr size_t kDeletesPerBatch = 10'000;
   const std::string prefix = PeerPrefix(peer_id);
   uint64_t deleted = 0;
@@ -95,6 +100,10 @@ absl::StatusOr<uint64_t> ReplicationOutbox::DeleteAllEntries(absl::string_view p
   size_t in_batch = 0;
   std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kOutbox);
   for (it->Seek(prefix); it->Valid() && absl::StartsWith(it->key(), prefix); it->Next()) {
+    absl::string_view entry_peer;
+    uint64_t seq;
+    // In seq order within the peer's prefix: the first at the limit ends the deletion.
+    if (ParseEntryKey(it->key(), &entry_peer, &seq) && seq >= seq_limit) break;
     batch.Delete(Column::kOutbox, it->key());
     ++deleted;
     if (++in_batch == kDeletesPerBatch) {

@@ -1095,6 +1095,38 @@ TEST_F(ReplicationOutboxTest, RemovePeerDropsOnlyItsEntriesAndReportsItsWaiters)
   EXPECT_TRUE(OutboxKeys().empty());
 }
 
+// A peer removed and added again under the same id while the removal is deleting its entries
+// from disk: the entries of writes made for the new peer stay on disk (the removal deletes only
+// those allocated before it began), so a crash cannot lose them.
+TEST_F(ReplicationOutboxTest, APeerAddedAgainDuringItsRemovalKeepsItsNewEntriesOnDisk) {
+  HookedEngine engine(&engine_);
+  Options options;
+  options.max_in_flight = 1;
+  ReplicationOutbox outbox({Member{"p1", "p1:7000", ""}}, &engine, &transport_, &scheduler_,
+                           &executor_, rng_, options);
+  ASSERT_TRUE(outbox.Recover().ok());
+  std::vector<OutboxEntry> old_entries = Write(&outbox, "a", "1");
+  std::vector<OutboxEntry> late;
+  engine.before_iterator = [&] {  // RemovePeer's deletion is about to read the column
+    outbox.AddPeer(Member{"p1", "p1:7000", ""});
+    WriteBatch batch;
+    batch.Put(Column::kData, "late", "1");
+    late = outbox.AddEntries("late", {"p1"}, &batch);
+    ASSERT_TRUE(engine_.Write(batch, WriteOptions{}).ok());
+  };
+  absl::StatusOr<uint64_t> removed = outbox.RemovePeer("p1");
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 1u);
+  ASSERT_EQ(late.size(), 1u);
+  EXPECT_EQ(OutboxKeys(), std::vector<std::string>{ReplicationOutbox::EntryKey("p1", late[0].seq)});
+  // And the new peer gets it.
+  outbox.Submit(late, nullptr);
+  CompleteAllOk();
+  EXPECT_EQ(transport_.applied("p1").count("late"), 1u);
+  EXPECT_TRUE(OutboxKeys().empty());
+  outbox.Shutdown();
+}
+
 TEST_F(ReplicationOutboxTest, MayHaveEntriesForKnowsTheKeysStillOwed) {
   Options options;
   options.max_in_flight = 1;
