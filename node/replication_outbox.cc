@@ -251,7 +251,10 @@ void ReplicationOutbox::SendBatch(PeerState* peer, uint64_t batch_id,
     if (record.ok()) {
       const size_t size = key.size() + record->size();
       if (size > options_.max_record_bytes) {
-        if (!records.empty()) {  // first in the next batch, to be given up on alone
+        if (i > 0) {
+          // First in the next batch, to be given up on alone: the keys before it go now, and
+          // those of them without a record (when `records` is empty) are deleted as sent, not
+          // counted as given up on with it.
           Requeue(peer, batch_id, absl::MakeConstSpan(keys).subspan(i));
           break;
         }

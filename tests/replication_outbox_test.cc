@@ -769,6 +769,29 @@ TEST_F(ReplicationOutboxTest, ARecordTooLargeToSendIsGivenUpOnWithoutHoldingUpTh
   EXPECT_EQ(StatsOf(*outbox, "p1").depth, 0u);
 }
 
+// Keys without a record batched before a record too large to send are not counted as dropped
+// with it: they are deleted as the normal case of an entry whose key has no record.
+TEST_F(ReplicationOutboxTest, KeysWithoutARecordAreNotDroppedWithATooLargeOne) {
+  Options options;
+  options.max_in_flight = 1;
+  options.max_record_bytes = 100;
+  auto outbox = MakeOutbox(options);
+  std::vector<OutboxEntry> a = Write(outbox.get(), "a", "1");  // in flight
+  WriteBatch batch;                                            // an entry whose key has no record
+  std::vector<OutboxEntry> gone = outbox->AddEntries("gone", {"p1"}, &batch);
+  ASSERT_TRUE(engine_.Write(batch, WriteOptions{}).ok());
+  outbox->Submit(gone, [this](const OutboxEntry& e, absl::Status s) {
+    results_[EntryId(e.peer_id, e.seq)].push_back(std::move(s));
+  });
+  std::vector<OutboxEntry> big = Write(outbox.get(), "big", std::string(200, 'v'));
+  CompleteAllOk();  // then [gone, big] leave together
+  EXPECT_TRUE(ResultsOnce(gone)[0].ok()) << ResultsOnce(gone)[0];
+  EXPECT_TRUE(absl::IsOutOfRange(ResultsOnce(big)[0])) << ResultsOnce(big)[0];
+  EXPECT_TRUE(OutboxKeys().empty());
+  EXPECT_EQ(StatsOf(*outbox, "p1").dropped, 1u);
+  EXPECT_EQ(StatsOf(*outbox, "p1").depth, 0u);
+}
+
 TEST_F(ReplicationOutboxTest, AtMostMaxInFlightBatchesPerPeer) {
   Options options;
   options.batch_max_records = 1;
