@@ -7,7 +7,10 @@
 // the group; once the group's batch has been written, Complete receives the outcome. Mutations
 // therefore behave exactly as if each had been written alone, one after another, and none
 // completes OK before its changes are in the write-ahead log. A failed group write fails every
-// mutation in it and changes nothing (the batch is atomic).
+// mutation in it and changes nothing now (the batch is atomic); but a write whose log append
+// succeeded and whose fsync failed (WriteOptions::sync) may still be replayed, whole, when the
+// database is next opened, so a write reported failed can appear after a restart (as one whose
+// answer was lost can: a retry with the same idempotency token is deduplicated).
 //
 // Submit never waits for another thread. Without an executor, a thread that submits while
 // nobody is committing commits: its own mutation and whatever others queue meanwhile, group after

@@ -46,7 +46,8 @@
 //
 // Errors: INVALID_ARGUMENT for bad input (oversized key/value/context/token, malformed context,
 // idempotency token reused with different parameters), NOT_FOUND from ReadRecord for a key the
-// replica knows nothing of, engine errors otherwise. A failed call changes nothing.
+// replica knows nothing of, engine errors otherwise. A failed call changes nothing (but see
+// node/commit_queue.h: a write whose fsync failed may reappear after a restart).
 //
 // Thread-safety: all methods may be called concurrently. Calls block on storage I/O: run them on
 // an Executor, not on a gRPC thread. The exception is WriteAsync: with a commit_executor it only
@@ -231,7 +232,9 @@ class LocalStore {
   // until `done` runs.
   void MergeRecordsAsync(std::vector<RemoteRecord> records, std::function<void(absl::Status)> done);
   // Returns once every write, merge and purge submitted before the call has been written to the
-  // engine or has failed (their Complete may still be running).
+  // engine or has failed (their Complete may still be running). Not from a write's or merge's
+  // callback: on the committing thread the barrier would be committed ahead of the mutations
+  // still queued behind the one completing, and return before they are written.
   void WaitForWrites();
 
   // Lets the engine forget idempotency records older than the TTL (Engine::RemoveExpired) and
