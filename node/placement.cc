@@ -57,6 +57,19 @@ absl::Status Placement::CheckMayHold(absl::string_view self_id, absl::string_vie
       layout_.version);
 }
 
+absl::Status Placement::CheckSender(absl::string_view self_id, absl::string_view sender_id) const {
+  if (sender_id.empty() || !layout_.Contains(self_id) || layout_.Contains(sender_id)) {
+    return absl::OkStatus();
+  }
+  return MarkNotAReplica(
+      absl::FailedPreconditionError(absl::StrCat(
+          "\"", absl::CHexEscape(sender_id), "\" is not a member of cluster layout version ",
+          layout_.version, " on ", self_id,
+          ", which takes no records from it (a member removed from the cluster must not bring "
+          "back what was deleted since; the sender's layout may be older or newer)")),
+      layout_.version);
+}
+
 std::vector<const Member*> Placement::AllMembers() const {
   std::map<std::string, const Member*> all;
   for (const Member& m : current_->members()) all.emplace(m.id, &m);

@@ -40,6 +40,15 @@ class Placement {
   // there would be a stray that no tombstone purge asks about and that a later membership change
   // could bring back (PRODUCT.md C8).
   absl::Status CheckMayHold(absl::string_view self_id, absl::string_view key, size_t n) const;
+  // OK if member `self_id` may take records from `sender_id`: the sender is a member of the
+  // layout (an owner, or a new owner during a change), or `self_id` is not a member at all (as
+  // for CheckMayHold), or the sender is not named (a node of an earlier version). Otherwise
+  // FAILED_PRECONDITION marked MarkNotAReplica with this layout's version: a member removed
+  // while it was down and then restarted with its data (its stored layout still names it) must
+  // not bring back, through its outbox, anti-entropy or read repair, what the cluster deleted and
+  // purged without asking it (PRODUCT.md C8). A sender whose layout is newer (a member this node
+  // has not learned of yet) takes the version as this node being behind, and sends again later.
+  absl::Status CheckSender(absl::string_view self_id, absl::string_view sender_id) const;
   // Every member of both rings, by id.
   std::vector<const Member*> AllMembers() const;
 

@@ -196,6 +196,10 @@ absl::StatusOr<std::vector<SiblingSet>> ReplicaService::DecodeMergeBatch(
     const internal::v1::MergeBatchRequest& request) const {
   if (placement_ != nullptr) {
     const std::shared_ptr<const Placement> placement = placement_->Get();
+    if (absl::Status sender = placement->CheckSender(self_id_, request.from_node_id());
+        !sender.ok()) {
+      return sender;
+    }
     for (int i = 0; i < request.records_size(); ++i) {
       absl::Status may_hold =
           placement->CheckMayHold(self_id_, request.records(i).key(), replication_factor_);

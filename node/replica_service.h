@@ -1,9 +1,12 @@
 // ReplicaService: the internal kv.internal.v1.Replica gRPC service, through which replicas
 // exchange encoded sibling sets (storage/FORMAT.md) and merge them.
 //
-// MergeBatch first checks that this node may keep every record of the batch (with a placement
-// set, Placement::CheckMayHold: FAILED_PRECONDITION for a key this member does not replicate in
-// its layout, and nothing is merged; such a copy would be a stray no purge asks about, C8),
+// MergeBatch first checks that this node takes records from the sender and may keep every
+// record of the batch (with a placement set, Placement::CheckSender: FAILED_PRECONDITION for a
+// sender that is not a member of this node's layout, such as a member removed while down and
+// restarted with its data; Placement::CheckMayHold: the same for a key this member does not
+// replicate in its layout; nothing is merged: either would bring back a copy no purge asks
+// about, C8),
 // decodes and checks every record (INVALID_ARGUMENT naming the first bad record, and nothing is
 // merged), then merges them through LocalStore::MergeRecordsAsync (one commit group for the
 // batch, from the gRPC thread, as the Put handlers write) and answers once all are durable.

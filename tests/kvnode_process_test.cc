@@ -464,8 +464,9 @@ TEST_F(KvnodeProcessTest, ReplicaServiceReadsAndMergesRecords) {
   auto replica2 = internal::v1::Replica::NewStub(channel2);
   auto kv2 = v1::KV::NewStub(channel2);
 
+  // n2 is a cluster of one, which n1 is not a member of: the batch names no sender, as one
+  // from a node of an earlier version would (a non-member sender is refused, see below).
   internal::v1::MergeBatchRequest bad;
-  bad.set_from_node_id("n1");
   internal::v1::ReplicaRecord* good_record = bad.add_records();
   good_record->set_key("shared");
   good_record->set_record(record.record());
@@ -534,6 +535,46 @@ TEST_F(KvnodeProcessTest, ReplicaServiceRefusesRecordsOfKeysTheNodeDoesNotReplic
   // About 3 keys in 5 are n2's.
   EXPECT_GT(merged, 10);
   EXPECT_GT(refused, 5);
+}
+
+// A member takes no records from a node that is not a member of its layout (say one removed
+// while it was down, restarted with its data and an old layout): such records could bring back
+// keys deleted and purged since (C8). Refused with FAILED_PRECONDITION, marked, nothing stored.
+TEST_F(KvnodeProcessTest, ReplicaServiceRefusesRecordsFromANonMember) {
+  internal::v1::ReadRecordResponse record;
+  ASSERT_NO_FATAL_FAILURE(PutAndReadRecord("shared", "from-n1", &record));
+  testing::NodeProcess::Options options;
+  options.node_id = "n2";
+  options.data_dir = dir_.Sub("n2");
+  options.port = testing::PickFreePort();
+  options.extra_flags = {
+      absl::StrCat("--peers=n1=127.0.0.1:1,n2=127.0.0.1:", options.port, ",n3=127.0.0.1:3")};
+  absl::StatusOr<testing::NodeProcess> n2 = testing::NodeProcess::Start(options);
+  ASSERT_TRUE(n2.ok()) << n2.status();
+  auto replica2 = internal::v1::Replica::NewStub(Connect(n2->endpoint()));
+  internal::v1::ReadRecordRequest read;
+  read.set_key("shared");
+  for (const char* sender : {"n9", "n1"}) {
+    internal::v1::MergeBatchRequest batch;
+    batch.set_from_node_id(sender);
+    internal::v1::ReplicaRecord* r = batch.add_records();
+    r->set_key("shared");
+    r->set_record(record.record());
+    internal::v1::MergeBatchResponse response;
+    std::unique_ptr<grpc::ClientContext> context = Ctx();
+    const grpc::Status status = replica2->MergeBatch(context.get(), batch, &response);
+    internal::v1::ReadRecordResponse stored;
+    EXPECT_GRPC_OK(replica2->ReadRecord(Ctx().get(), read, &stored));
+    if (std::string(sender) == "n9") {
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+      EXPECT_THAT(status.error_message(), HasSubstr("\"n9\" is not a member of cluster layout"));
+      EXPECT_EQ(context->GetServerTrailingMetadata().count("kv-not-a-replica"), 1u);
+      EXPECT_FALSE(stored.found()) << "stored although refused";
+    } else {  // a member (all three replicate every key)
+      EXPECT_GRPC_OK(status);
+      EXPECT_TRUE(stored.found());
+    }
+  }
 }
 
 TEST_F(KvnodeProcessTest, SigtermFinishesInFlightWritesAndExitsZero) {

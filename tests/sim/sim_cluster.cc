@@ -467,12 +467,16 @@ void SimCluster::ServeClientRead(int node, const std::string& key,
   });
 }
 
-void SimCluster::ServeMergeRecords(int node, const std::vector<EncodedRecord>& records,
+void SimCluster::ServeMergeRecords(int from, int node, const std::vector<EncodedRecord>& records,
                                    std::function<void(absl::Status)> reply) {
-  OnNode(node, [this, records, reply = std::move(reply)](Node* n) {
-    // As ReplicaService::DoMergeBatch: refuse records this member does not replicate, and decode
-    // everything, before changing anything.
+  OnNode(node, [this, from, records, reply = std::move(reply)](Node* n) {
+    // As ReplicaService::DecodeMergeBatch: refuse a sender that is not a member and records this
+    // member does not replicate, and decode everything, before changing anything.
     const std::shared_ptr<const Placement> placement = n->placement->Get();
+    if (absl::Status sender = placement->CheckSender(n->member.id, NodeId(from)); !sender.ok()) {
+      reply(sender);
+      return;
+    }
     for (const EncodedRecord& record : records) {
       absl::Status may_hold = placement->CheckMayHold(
           n->member.id, record.key, static_cast<size_t>(config_.replication_factor));

@@ -194,7 +194,7 @@ class SimCluster : public SimReplicaServer {
                        std::function<void(absl::StatusOr<SiblingSet>)> reply);
 
   // SimReplicaServer: requests from peers.
-  void ServeMergeRecords(int node, const std::vector<EncodedRecord>& records,
+  void ServeMergeRecords(int from, int node, const std::vector<EncodedRecord>& records,
                          std::function<void(absl::Status)> reply) override;
   void ServeReadRecord(int node, const std::string& key, bool for_quorum,
                        std::function<void(absl::StatusOr<std::string>)> reply) override;

@@ -132,11 +132,12 @@ void SimPeerTransport::MergeRecords(const Member& peer, std::vector<EncodedRecor
   SimNetwork::CallSpec spec =
       Spec(peer, "merge", records.empty() ? std::string() : records.front().key, timeouts_.merge);
   const int to = spec.to;
+  const int from = spec.from;
   network_->Call<absl::Status>(
       std::move(spec),
-      [server = server_, to,
+      [server = server_, from, to,
        records = std::move(records)](std::function<void(absl::Status)> reply) {
-        server->ServeMergeRecords(to, records, std::move(reply));
+        server->ServeMergeRecords(from, to, records, std::move(reply));
       },
       std::move(done));
 }

@@ -148,7 +148,8 @@ void SimNetwork::Call(CallSpec spec, Serve<R> serve, std::function<void(R)> done
 class SimReplicaServer {
  public:
   virtual ~SimReplicaServer() = default;
-  virtual void ServeMergeRecords(int node, const std::vector<EncodedRecord>& records,
+  // `from`: the node that sent them.
+  virtual void ServeMergeRecords(int from, int node, const std::vector<EncodedRecord>& records,
                                  std::function<void(absl::Status)> reply) = 0;
   // `for_quorum`: PeerTransport::ReadRecordForQuorum.
   virtual void ServeReadRecord(int node, const std::string& key, bool for_quorum,
