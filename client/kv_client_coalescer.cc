@@ -269,41 +269,42 @@ void Coalescer::SendPutBatch(size_t endpoint, std::vector<Item> items) {
   }
   call->context->set_deadline(deadline);
   call->items = std::move(items);
+  auto on_answer = [this, endpoint, call](grpc::Status status) {
+    // The context holds a reference to the channel: it goes before any item
+    // completes, so that the Client, not this gRPC thread, releases the
+    // channel last (see RetryingCall).
+    call->context.reset();
+    if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+      // An older node: its items go again as single calls, on their own
+      // contexts (not used yet), and so does every later attempt to this
+      // endpoint for a while.
+      RefuseBatches(endpoint, /*reads_lane=*/false, std::move(call->items));
+      return;
+    }
+    std::vector<Item> items = std::move(call->items);
+    const int puts = call->request.puts_size();
+    std::vector<Item> deletes;  // to send again alone
+    if (status.ok() && call->request.deletes_size() > 0 && call->response.results_size() == puts) {
+      // A node that knows PutBatch but not its deletes: it applied none
+      // of them. They go again alone (still counted in flight), and so
+      // does every later Delete to this endpoint for a while; its Puts
+      // still go in batches.
+      deletes.assign(std::make_move_iterator(items.begin() + puts),
+                     std::make_move_iterator(items.end()));
+      items.resize(static_cast<size_t>(puts));
+      {
+        absl::MutexLock lock(&mu_);
+        endpoints_[endpoint].deletes_refused_until = absl::Now() + kRefusalMemory;
+      }
+    }
+    Release(endpoint, /*reads_lane=*/false, static_cast<int>(items.size()));
+    CompleteBatch(SharedStatus(status), call->response, items);
+    // Last: once the last item is sent, its answer may end the Client (on
+    // another thread), so nothing here touches the coalescer after it.
+    for (Item& item : deletes) SendAlone(endpoint, std::move(item));
+  };
   stub->async()->PutBatch(call->context.get(), &call->request, &call->response,
-                          [this, endpoint, call](grpc::Status status) {
-                            // The context holds a reference to the channel: it goes before any item
-                            // completes, so that the Client, not this gRPC thread, releases the
-                            // channel last (see RetryingCall).
-                            call->context.reset();
-                            if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
-                              // An older node: its items go again as single calls, on their own
-                              // contexts (not used yet), and so does every later attempt to this
-                              // endpoint for a while.
-                              RefuseBatches(endpoint, /*reads_lane=*/false, std::move(call->items));
-                              return;
-                            }
-                            std::vector<Item> items = std::move(call->items);
-                            const int puts = call->request.puts_size();
-                            std::vector<Item> deletes;  // to send again alone
-                            if (status.ok() && call->request.deletes_size() > 0 &&
-                                call->response.results_size() == puts) {
-                              // A node that knows PutBatch but not its deletes: it applied none
-                              // of them. They go again alone (still counted in flight), and so
-                              // does every later Delete to this endpoint for a while; its Puts
-                              // still go in batches.
-                              deletes.assign(std::make_move_iterator(items.begin() + puts),
-                                             std::make_move_iterator(items.end()));
-                              items.resize(static_cast<size_t>(puts));
-                              absl::MutexLock lock(&mu_);
-                              endpoints_[endpoint].deletes_refused_until =
-                                  absl::Now() + kRefusalMemory;
-                            }
-                            Release(endpoint, /*reads_lane=*/false, static_cast<int>(items.size()));
-                            CompleteBatch(SharedStatus(status), call->response, items);
-                            // Last: once the last item is sent, its answer may end the Client (on
-                            // another thread), so nothing here touches the coalescer after it.
-                            for (Item& item : deletes) SendAlone(endpoint, std::move(item));
-                          });
+                          std::move(on_answer));
 }
 
 void Coalescer::SendGetBatch(size_t endpoint, std::vector<Item> items) {

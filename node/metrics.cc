@@ -36,7 +36,7 @@ constexpr char kPutBatchMethod[] = "/kv.v1.KV/PutBatch";
 constexpr char kGetBatchMethod[] = "/kv.v1.KV/GetBatch";
 // The client operations kv_operations_total counts, by index; the single calls of each.
 constexpr int kNumOps = 3;
-constexpr int kPutOp = 0;
+constexpr int kPutOp = 0;  // also the index of PutBatch's counters by kind, with kDeleteOp
 constexpr int kDeleteOp = 1;
 constexpr int kGetOp = 2;
 constexpr const char* kOpNames[kNumOps] = {"put", "delete", "get"};
@@ -128,11 +128,11 @@ class RequestMetrics {
   void RecordBatchItems(const v1::PutBatchResponse& response, int puts) {
     for (int i = 0; i < response.results_size(); ++i) {
       const int code = KnownCode(response.results(i).code());
-      const int kind = i < puts ? 0 : 1;
-      CounterIn(batch_item_counters_[kind][code], batch_items_,
-                {{"op", kind == 0 ? "put" : "delete"}, {"code", kCodeNames[code]}})
+      const int op = i < puts ? kPutOp : kDeleteOp;
+      CounterIn(batch_item_counters_[op][code], batch_items_,
+                {{"op", kOpNames[op]}, {"code", kCodeNames[code]}})
           ->Increment();
-      CountOperations(kind == 0 ? kPutOp : kDeleteOp, code, 1);
+      CountOperations(op, code, 1);
     }
   }
 
@@ -198,7 +198,7 @@ class RequestMetrics {
   prometheus::Family<prometheus::Counter>& batch_items_;
   prometheus::Family<prometheus::Counter>& get_batch_items_;
   prometheus::Family<prometheus::Counter>& operations_;
-  // By kind (0 put, 1 delete) and code.
+  // By operation (kPutOp or kDeleteOp) and code.
   std::array<std::array<std::atomic<prometheus::Counter*>, kStatusCodes>, 2> batch_item_counters_{};
   std::array<std::atomic<prometheus::Counter*>, kStatusCodes> get_batch_item_counters_{};
   // By operation (kOpNames) and code.

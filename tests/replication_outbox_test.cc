@@ -176,6 +176,22 @@ class ReplicationOutboxTest : public ::testing::Test {
     return entries;
   }
 
+  // Writes a record for each of `keys` on `engine` with its entry for p1, and submits the
+  // entry to `outbox`; each entry's results go to (*results)[key].
+  static void WriteAndSubmit(ReplicationOutbox& outbox, Engine& engine,
+                             const std::vector<std::string>& keys,
+                             std::map<std::string, std::vector<absl::Status>>* results) {
+    for (const std::string& key : keys) {
+      WriteBatch batch;
+      batch.Put(Column::kData, key, "v");
+      std::vector<OutboxEntry> entries = outbox.AddEntries(key, {"p1"}, &batch);
+      ASSERT_TRUE(engine.Write(batch, WriteOptions{}).ok());
+      outbox.Submit(entries, [results](const OutboxEntry& e, absl::Status s) {
+        (*results)[e.key].push_back(std::move(s));
+      });
+    }
+  }
+
   std::vector<std::string> OutboxKeys() {
     std::vector<std::string> keys;
     std::unique_ptr<Iterator> it = engine_.NewIterator(Column::kOutbox);
@@ -656,15 +672,7 @@ TEST_F(ReplicationOutboxTest, ARecordThisNodeCannotReadDoesNotHoldUpTheOthers) {
                            &executor_, rng_, options);
   ASSERT_TRUE(outbox.Recover().ok());
   std::map<std::string, std::vector<absl::Status>> results;
-  for (const std::string key : {"a", "corrupt", "b", "c"}) {
-    WriteBatch batch;
-    batch.Put(Column::kData, key, "v");
-    std::vector<OutboxEntry> entries = outbox.AddEntries(key, {"p1"}, &batch);
-    ASSERT_TRUE(engine.Write(batch, WriteOptions{}).ok());
-    outbox.Submit(entries, [&results](const OutboxEntry& e, absl::Status s) {
-      results[e.key].push_back(std::move(s));
-    });
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteAndSubmit(outbox, engine, {"a", "corrupt", "b", "c"}, &results));
   for (int round = 0; round < 60; ++round) {
     std::vector<size_t> open = transport_.Outstanding();
     if (open.empty() && scheduler_.FireAll() == 0) break;
@@ -705,15 +713,7 @@ TEST_F(ReplicationOutboxTest, AReadErrorThatPassesGivesUpOnNothing) {
                            &executor_, rng_, options);
   ASSERT_TRUE(outbox.Recover().ok());
   std::map<std::string, std::vector<absl::Status>> results;
-  for (const std::string key : {"a", "flaky", "b"}) {
-    WriteBatch batch;
-    batch.Put(Column::kData, key, "v");
-    std::vector<OutboxEntry> entries = outbox.AddEntries(key, {"p1"}, &batch);
-    ASSERT_TRUE(engine.Write(batch, WriteOptions{}).ok());
-    outbox.Submit(entries, [&results](const OutboxEntry& e, absl::Status s) {
-      results[e.key].push_back(std::move(s));
-    });
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteAndSubmit(outbox, engine, {"a", "flaky", "b"}, &results));
   int backoffs = 0;
   for (int round = 0; round < 60; ++round) {
     std::vector<size_t> open = transport_.Outstanding();
