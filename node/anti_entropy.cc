@@ -361,7 +361,7 @@ void AntiEntropy::RepairNext(ExchangePtr ex) {
 
 void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
                                std::vector<absl::StatusOr<std::string>> remote) {
-  std::vector<EncodedRecord> push;
+  std::vector<std::string> push;  // keys whose record the peer lacks or holds otherwise
   for (size_t i = begin; i < end; ++i) {
     const std::string& key = ex->diffs[i].key;
     absl::StatusOr<std::string>& theirs = remote[i - begin];
@@ -394,32 +394,49 @@ void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
     ++ex->repaired;
     ++ex->ranges[RangeOf(key)].second;
     if (theirs.ok() && *theirs == encoded) continue;
-    push.push_back(EncodedRecord{key, std::move(encoded)});
+    push.push_back(key);
   }
-  Push(ex, std::make_shared<std::vector<EncodedRecord>>(std::move(push)), 0, 0);
+  Push(ex, std::make_shared<std::vector<std::string>>(std::move(push)), 0, 0);
 }
 
-void AntiEntropy::Push(ExchangePtr ex, std::shared_ptr<std::vector<EncodedRecord>> push,
-                       size_t next, size_t alone_until) {
-  if (next >= push->size()) return RepairNext(ex);
+void AntiEntropy::Push(ExchangePtr ex, std::shared_ptr<std::vector<std::string>> keys, size_t next,
+                       size_t alone_until) {
+  if (next >= keys->size()) return RepairNext(ex);
+  // Each call carries the records as they are now (read again here, not when the batch was
+  // merged): an earlier call of the batch may have taken up to its deadline, and a record read
+  // before it could have been replaced by a tombstone since, confirmed by the reaper and purged
+  // on the peer after this call arrives (node/tombstone_reaper.h counts on one call in flight).
   std::vector<EncodedRecord> chunk;
   size_t bytes = 0;
   size_t end = next;
-  for (; end < push->size(); ++end) {
-    const EncodedRecord& record = (*push)[end];
-    const size_t size = record.key.size() + record.record.size();
+  for (; end < keys->size(); ++end) {
+    const std::string& key = (*keys)[end];
+    absl::StatusOr<SiblingSet> ours = store_->ReadRecord(key);
+    if (absl::IsNotFound(ours.status())) continue;  // purged meanwhile: nothing to send
+    if (!ours.ok()) {
+      if (StopsTheExchange(ours.status())) return Finish(ex, ours.status());
+      SkipKey(ex, key, ours.status(), /*counted=*/true);
+      continue;
+    }
+    std::string encoded = EncodeSiblingSet(*ours);
+    const size_t size = key.size() + encoded.size();
     if (!chunk.empty() && (end <= alone_until || bytes + size > options_.push_max_bytes)) break;
     bytes += size;
-    chunk.push_back(record);  // a copy: a refused call is made again record by record
+    chunk.push_back(EncodedRecord{key, std::move(encoded)});
   }
+  if (chunk.empty()) return Push(ex, keys, end, alone_until);
+  // A call of one record that is refused skips that record's key.
+  std::string alone = chunk.size() == 1 ? chunk.front().key : std::string();
+  const bool several = chunk.size() > 1;
   transport_->MergeRecords(
       ex->member, std::move(chunk),
-      guard_.Wrap([this, ex, push, next, end, alone_until](absl::Status status) {
-        if (status.ok()) return Push(ex, push, end, alone_until);
+      guard_.Wrap([this, ex, keys, next, end, several, alone = std::move(alone),
+                   alone_until](absl::Status status) {
+        if (status.ok()) return Push(ex, keys, end, alone_until);
         if (StopsTheExchange(status)) return Finish(ex, status);
-        if (end - next > 1) return Push(ex, push, next, end);  // find the record refused
-        SkipKey(ex, (*push)[next].key, status, /*counted=*/true);
-        Push(ex, push, end, alone_until);
+        if (several) return Push(ex, keys, next, end);  // find the record refused
+        SkipKey(ex, alone, status, /*counted=*/true);
+        Push(ex, keys, end, alone_until);
       }));
 }
 

@@ -13,6 +13,9 @@
 //      (PeerTransport::ReadRecord) and merged here (LocalStore::MergeRecord), then the merged
 //      record is sent to the peer (MergeRecords) unless it already holds exactly that. Merging is
 //      a join, so both end with the same record however writes interleave with the exchange.
+//      The pushes of a batch go one call after another, and each call carries the records as
+//      the store holds them when it is made: a record spends at most one call in flight, which
+//      the tombstone reaper's confirmation delay counts on (node/tombstone_reaper.h).
 // Transfer scales with the differences: about 8 bytes per leaf of each differing interior node,
 // the key lists of differing segments, and the differing records.
 //
@@ -179,11 +182,12 @@ class AntiEntropy {
   void RepairNext(ExchangePtr ex);
   void MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
                     std::vector<absl::StatusOr<std::string>> remote);
-  // Pushes push[next, ...) in calls of about Options::push_max_bytes (one record per call
-  // before `alone_until`), one after another, then repairs the next batch. A peer failure
-  // finishes the exchange; a refused call of several records is made again record by record,
-  // and a refused record is skipped (SkipKey).
-  void Push(ExchangePtr ex, std::shared_ptr<std::vector<EncodedRecord>> push, size_t next,
+  // Pushes this node's records of keys[next, ...) in calls of about Options::push_max_bytes (one
+  // record per call before `alone_until`), one after another, then repairs the next batch. Each
+  // call's records are read from the store as the call is made (a key purged meanwhile is not
+  // sent). A peer failure finishes the exchange; a refused call of several records is made
+  // again record by record, and a refused record is skipped (SkipKey).
+  void Push(ExchangePtr ex, std::shared_ptr<std::vector<std::string>> keys, size_t next,
             size_t alone_until);
   // Records that `key` could not be repaired (see Errors above) and goes on without it; `counted`
   // if it was already counted as repaired.

@@ -47,6 +47,7 @@ class LoopbackTransport : public testing::StubPeerTransport {
 
   void MergeRecords(const Member& peer, std::vector<EncodedRecord> records,
                     std::function<void(absl::Status)> done) override {
+    if (on_merge) on_merge(records);
     size_t message_bytes = 0;
     for (const EncodedRecord& r : records) message_bytes += r.key.size() + r.record.size();
     *bytes_ += message_bytes;
@@ -125,7 +126,8 @@ class LoopbackTransport : public testing::StubPeerTransport {
   std::set<std::string> refused_merges;  // a MergeRecords call holding one of these is refused
   std::set<std::string> unreadable;      // ReadRecord of these is DATA_LOSS
   std::function<void()> on_read;         // runs as the peer serves a ReadRecord
-  std::function<void()> on_purge;        // runs after the peer served a PurgeRecord
+  std::function<void(const std::vector<EncodedRecord>&)> on_merge;  // as a MergeRecords is made
+  std::function<void()> on_purge;               // runs after the peer served a PurgeRecord
   std::vector<uint64_t> purge_layout_versions;  // of every PurgeRecord call, in order
 
  private:
@@ -326,6 +328,41 @@ TEST_F(AntiEntropyTest, LargeRecordsArePushedInCallsUnderTheByteLimit) {
   for (int i = 0; i < 40; ++i) {
     EXPECT_EQ(Encoded(1, absl::StrCat("k", i)).value(), Encoded(0, absl::StrCat("k", i)).value());
   }
+}
+
+// A push carries each record as the store holds it when its call is made, not when its batch was
+// merged: one call of the batch may take up to its deadline, and a record read before it may be
+// replaced (a delete) or purged by then. Sent stale, it would arrive at a peer that may already
+// have purged the tombstone, and bring the key back (the reaper allows one call in flight).
+TEST_F(AntiEntropyTest, EachPushCarriesTheRecordsAsTheyAreWhenItsCallIsMade) {
+  MakeCluster(2, 2);
+  const std::vector<std::string> keys = {"k0", "k1", "k2"};
+  for (const std::string& key : keys) Put(0, key, std::string(300, 'v'));
+  AntiEntropy::Options options;
+  options.push_max_bytes = 1;  // one record per call
+  auto ae = MakeAntiEntropy(0, options);
+  // While the first call is made, one of the other keys is deleted here and the other purged.
+  std::string deleted, purged;
+  transports_[0]->on_merge = [&](const std::vector<EncodedRecord>& records) {
+    if (!deleted.empty()) return;
+    ASSERT_EQ(records.size(), 1u);
+    std::vector<std::string> others;
+    for (const std::string& key : keys) {
+      if (key != records[0].key) others.push_back(key);
+    }
+    deleted = others[0];
+    purged = others[1];
+    Delete(0, deleted);
+    SiblingSet record = nodes_[0].store->ReadRecord(purged).value();
+    ASSERT_TRUE(nodes_[0].store->PurgeIfUnchanged(purged, record).ok());
+  };
+  ASSERT_TRUE(Exchange(*ae, "b").ok());
+  ASSERT_FALSE(deleted.empty());
+  // The peer got the tombstone, not the value it replaced, and nothing of the purged key.
+  EXPECT_EQ(Encoded(1, deleted).value(), Encoded(0, deleted).value());
+  EXPECT_TRUE(nodes_[1].store->ReadRecord(deleted).value().AllTombstones());
+  EXPECT_TRUE(absl::IsNotFound(Encoded(1, purged).status()));
+  EXPECT_EQ(Root(0, 1), Root(1, 0));
 }
 
 // One key that cannot be repaired (the peer's record is corrupt, or the peer refuses ours) must not
