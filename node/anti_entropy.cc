@@ -271,25 +271,34 @@ void AntiEntropy::NextSegments(ExchangePtr ex) {
   }
   const size_t per_call =
       std::clamp<size_t>(options_.segments_per_call, 1, MerkleIndex::kMaxSegmentsPerCall);
-  const size_t end = std::min(ex->segments.size(), ex->next_segment + per_call);
-  std::vector<uint32_t> chunk(ex->segments.begin() + ex->next_segment, ex->segments.begin() + end);
+  const size_t begin = ex->next_segment;
+  const size_t end = std::min(ex->segments.size(), begin + per_call);
+  std::vector<uint32_t> chunk(ex->segments.begin() + begin, ex->segments.begin() + end);
   ex->next_segment = end;
   transport_->SegmentKeys(
-      ex->member, chunk,
-      guard_.Wrap([this, ex, chunk](absl::StatusOr<std::vector<KeyDigest>> remote) {
-        OnSegmentKeys(ex, chunk, std::move(remote));
+      ex->member, chunk, options_.segment_keys_max_bytes,
+      guard_.Wrap([this, ex, begin, chunk](absl::StatusOr<SegmentKeyList> remote) {
+        OnSegmentKeys(ex, begin, chunk, std::move(remote));
       }));
 }
 
-void AntiEntropy::OnSegmentKeys(ExchangePtr ex, std::vector<uint32_t> segments,
-                                absl::StatusOr<std::vector<KeyDigest>> remote) {
+void AntiEntropy::OnSegmentKeys(ExchangePtr ex, size_t begin, std::vector<uint32_t> segments,
+                                absl::StatusOr<SegmentKeyList> remote) {
   if (!remote.ok()) return Finish(ex, remote.status());
-  absl::StatusOr<std::vector<KeyDigest>> local = index_->SegmentEntries(ex->member.id, segments);
+  if (remote->segments == 0 || remote->segments > segments.size()) {
+    return Finish(ex,
+                  absl::InternalError(absl::StrCat(ex->member.id, " answered ", remote->segments,
+                                                   " segments of ", segments.size())));
+  }
+  // The peer answered the first segments only: the others are asked for next.
+  segments.resize(remote->segments);
+  ex->next_segment = begin + segments.size();
+  absl::StatusOr<SegmentKeyList> local = index_->SegmentEntries(ex->member.id, segments);
   if (!local.ok()) return Finish(ex, local.status());
   // key -> (local digest, remote digest); ordered, so diffs come out in a deterministic order.
   std::map<std::string, std::pair<std::optional<uint64_t>, std::optional<uint64_t>>> keys;
-  for (KeyDigest& entry : *local) keys[std::move(entry.key)].first = entry.digest;
-  for (KeyDigest& entry : *remote) {
+  for (KeyDigest& entry : local->entries) keys[std::move(entry.key)].first = entry.digest;
+  for (KeyDigest& entry : remote->entries) {
     // A key this node does not share with the peer on its own ring (the peer is on another
     // layout) is not taken from it: the copy would be a stray here, which no tombstone purge
     // asks about (C8). Once both are on one ring, the trees agree on what they share.

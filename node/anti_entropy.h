@@ -8,7 +8,9 @@
 //   2. the 256 interior nodes;
 //   3. the 256 leaves of each differing interior node;
 //   4. for the differing segments, the peer's (key, digest) list of the keys both replicate,
-//      compared with this node's list;
+//      compared with this node's list (asked for in calls of segments_per_call segments; the
+//      peer answers as many of them as fit segment_keys_max_bytes, and the rest are asked
+//      again);
 //   5. for each key that differs or is missing on one side, in batches: the peer's record is read
 //      (PeerTransport::ReadRecord) and merged here (LocalStore::MergeRecord), then the merged
 //      record is sent to the peer (MergeRecords) unless it already holds exactly that. Merging is
@@ -116,7 +118,11 @@ class AntiEntropy {
     absl::Duration interval = absl::Seconds(30);  // between two exchanges (each with one peer)
     double keys_per_second = 2000;                // repair budget
     size_t segments_per_call = 256;               // per SegmentKeys call (<= 1024)
-    size_t keys_per_batch = 64;                   // keys read and merged per round trip
+    // A peer answers a SegmentKeys call with the keys of its first segments up to about this
+    // many bytes (the rest are asked again), so that a far-behind pair with many keys per
+    // segment still gets answers that fit a message and its deadline.
+    size_t segment_keys_max_bytes = 4 << 20;
+    size_t keys_per_batch = 64;  // keys read and merged per round trip
     // The merged records of a batch are pushed in calls of about this many bytes (at least one
     // record each), so that large values never make a push too large for the transport.
     size_t push_max_bytes = 4 << 20;
@@ -177,8 +183,9 @@ class AntiEntropy {
   void OnLeaves(ExchangePtr ex, std::vector<uint32_t> interior,
                 absl::StatusOr<std::vector<uint64_t>> remote);
   void NextSegments(ExchangePtr ex);
-  void OnSegmentKeys(ExchangePtr ex, std::vector<uint32_t> segments,
-                     absl::StatusOr<std::vector<KeyDigest>> remote);
+  // `begin`: the index in ex->segments of the first of `segments`.
+  void OnSegmentKeys(ExchangePtr ex, size_t begin, std::vector<uint32_t> segments,
+                     absl::StatusOr<SegmentKeyList> remote);
   void RepairNext(ExchangePtr ex);
   void MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
                     std::vector<absl::StatusOr<std::string>> remote);

@@ -86,6 +86,7 @@ struct NodeConfig {
   // Merkle anti-entropy: one exchange with one peer per interval (0 disables), repair budget.
   absl::Duration anti_entropy_interval = absl::Seconds(30);
   double anti_entropy_keys_per_second = 2000;
+  int anti_entropy_key_list_bytes = 4 << 20;
   int handoff_mb_per_second = 100;  // join/leave handoff throughput limit per node; 0: none
   bool exit_after_leave = true;     // stop once a leave removed this node (handoff complete)
   // Removal of the records of keys this node no longer owns after a change completes

@@ -38,9 +38,9 @@ class ForwardingPeerTransport : public PeerTransport {
                    std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) override {
     inner_->MerkleNodes(peer, level, std::move(indexes), std::move(done));
   }
-  void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
-                   std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override {
-    inner_->SegmentKeys(peer, std::move(segments), std::move(done));
+  void SegmentKeys(const Member& peer, std::vector<uint32_t> segments, size_t max_bytes,
+                   std::function<void(absl::StatusOr<SegmentKeyList>)> done) override {
+    inner_->SegmentKeys(peer, std::move(segments), max_bytes, std::move(done));
   }
   void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
                    uint64_t layout_version, std::function<void(absl::Status)> done) override {

@@ -347,28 +347,33 @@ void GrpcPeerTransport::MerkleNodes(
       });
 }
 
-void GrpcPeerTransport::SegmentKeys(
-    const Member& peer, std::vector<uint32_t> segments,
-    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) {
+void GrpcPeerTransport::SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
+                                    size_t max_bytes,
+                                    std::function<void(absl::StatusOr<SegmentKeyList>)> done) {
   auto call =
       std::make_shared<Call<internal::v1::SegmentKeysRequest, internal::v1::SegmentKeysResponse>>();
   SetDeadline(&call->context, options_.read_timeout);
   call->request.set_requester_id(self_id_);
   for (uint32_t segment : segments) call->request.add_segments(segment);
+  call->request.set_max_response_bytes(max_bytes);
+  const size_t asked = segments.size();
   std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
   Begin(&call->context);
   stubs->replica->async()->SegmentKeys(
       &call->context, &call->request, &call->response,
-      [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
-        absl::StatusOr<std::vector<KeyDigest>> result = absl::UnknownError("no answer");
+      [this, call, stubs, asked, done = std::move(done)](grpc::Status status) mutable {
+        absl::StatusOr<SegmentKeyList> result = absl::UnknownError("no answer");
         if (!status.ok()) result = FromPeer(status);
         if (status.ok()) {
-          std::vector<KeyDigest> entries;
-          entries.reserve(call->response.entries_size());
+          SegmentKeyList list;
+          list.entries.reserve(call->response.entries_size());
           for (internal::v1::SegmentKey& entry : *call->response.mutable_entries()) {
-            entries.push_back(KeyDigest{std::move(*entry.mutable_key()), entry.digest()});
+            list.entries.push_back(KeyDigest{std::move(*entry.mutable_key()), entry.digest()});
           }
-          result = std::move(entries);
+          // 0: a node from before the byte limit, which answers every segment.
+          const size_t answered = call->response.segments_answered();
+          list.segments = answered == 0 ? asked : std::min(answered, asked);
+          result = std::move(list);
         }
         grpc::ClientContext* context = &call->context;
         Complete(std::move(call), context, std::move(stubs),

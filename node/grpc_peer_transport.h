@@ -75,8 +75,8 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
                     std::function<void(absl::StatusOr<WriteReply>)> done) override;
   void MerkleNodes(const Member& peer, MerkleLevel level, std::vector<uint32_t> indexes,
                    std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) override;
-  void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
-                   std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override;
+  void SegmentKeys(const Member& peer, std::vector<uint32_t> segments, size_t max_bytes,
+                   std::function<void(absl::StatusOr<SegmentKeyList>)> done) override;
   void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
                    uint64_t layout_version, std::function<void(absl::Status)> done) override;
   void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,

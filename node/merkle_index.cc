@@ -339,8 +339,9 @@ absl::StatusOr<std::vector<uint64_t>> MerkleIndex::Nodes(
   return absl::InvalidArgumentError("unknown Merkle tree level");
 }
 
-absl::StatusOr<std::vector<KeyDigest>> MerkleIndex::SegmentEntries(
-    absl::string_view peer_id, std::vector<uint32_t> segments) const {
+absl::StatusOr<SegmentKeyList> MerkleIndex::SegmentEntries(absl::string_view peer_id,
+                                                           std::vector<uint32_t> segments,
+                                                           size_t max_bytes) const {
   std::shared_ptr<const View> v = view();
   const int peer = v->PeerIndex(peer_id);
   if (peer < 0) {
@@ -359,10 +360,13 @@ absl::StatusOr<std::vector<KeyDigest>> MerkleIndex::SegmentEntries(
   }
   std::sort(segments.begin(), segments.end());
   segments.erase(std::unique(segments.begin(), segments.end()), segments.end());
-  std::vector<KeyDigest> out;
+  SegmentKeyList out;
   if (segments.empty()) return out;
   std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kMerkle);
+  size_t bytes = 0;
   for (uint32_t segment : segments) {
+    if (max_bytes != 0 && bytes >= max_bytes) break;
+    ++out.segments;
     const std::string prefix = SegmentPrefix(segment);
     for (it->Seek(prefix); it->Valid() && it->key().substr(0, 2) == prefix; it->Next()) {
       absl::string_view key = it->key().substr(2);
@@ -372,7 +376,8 @@ absl::StatusOr<std::vector<KeyDigest>> MerkleIndex::SegmentEntries(
       }
       PeerSet sharing = v->SharingPeers(self_id_, n_, key);
       if (std::find(sharing.begin(), sharing.end(), peer) != sharing.end()) {
-        out.push_back(KeyDigest{std::string(key), digest});
+        bytes += key.size() + sizeof(digest);
+        out.entries.push_back(KeyDigest{std::string(key), digest});
       }
     }
   }

@@ -512,6 +512,7 @@ absl::Status NodeServer::StartRepairs(const ClusterLayout& layout) {
   AntiEntropy::Options ae;
   ae.interval = config_.anti_entropy_interval;
   ae.keys_per_second = config_.anti_entropy_keys_per_second;
+  ae.segment_keys_max_bytes = static_cast<size_t>(config_.anti_entropy_key_list_bytes);
   anti_entropy_ =
       std::make_unique<AntiEntropy>(merkle_.get(), store_.get(), peer_transport_.get(),
                                     scheduler_.get(), executor_.get(), SystemClock::Get(), ae);

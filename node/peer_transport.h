@@ -39,6 +39,15 @@ struct KeyDigest {
   uint64_t digest = 0;
 };
 
+// The keys of some Merkle segments (node/merkle_tree.h) on a replica, answering a SegmentKeys
+// call: the entries of the first `segments` of the segments asked for (sorted, without
+// repeats), in segment then key order. Fewer segments than asked are answered once the entries
+// reach the call's byte limit; the caller asks for the others again.
+struct SegmentKeyList {
+  std::vector<KeyDigest> entries;
+  size_t segments = 0;
+};
+
 // The levels of an anti-entropy hash tree (node/merkle_tree.h).
 enum class MerkleLevel : uint32_t { kRoot = 0, kInterior = 1, kLeaves = 2 };
 
@@ -156,9 +165,11 @@ class PeerTransport {
   // of each interior node in `indexes` (in order). UNAVAILABLE while the peer builds its tree.
   virtual void MerkleNodes(const Member& peer, MerkleLevel level, std::vector<uint32_t> indexes,
                            std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done);
-  // The peer's keys, with digests, in `segments` that this node also replicates.
-  virtual void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
-                           std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done);
+  // The peer's keys, with digests, in `segments` (increasing) that this node also replicates:
+  // those of the first SegmentKeyList::segments of them, whose entries reach about `max_bytes`
+  // (key bytes plus 8 per entry; 0: no limit).
+  virtual void SegmentKeys(const Member& peer, std::vector<uint32_t> segments, size_t max_bytes,
+                           std::function<void(absl::StatusOr<SegmentKeyList>)> done);
   // Asks the peer to purge its record of `key` if it still equals `expected_record` (encoded):
   // OK if purged, NOT_FOUND if it had none, FAILED_PRECONDITION if it changed, or if the peer's
   // cluster layout is in transition or of another version than `layout_version` (the one the
@@ -193,9 +204,9 @@ inline void PeerTransport::MerkleNodes(
     std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) {
   done(absl::UnimplementedError("this transport does not carry anti-entropy calls"));
 }
-inline void PeerTransport::SegmentKeys(
-    const Member& /*peer*/, std::vector<uint32_t> /*segments*/,
-    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) {
+inline void PeerTransport::SegmentKeys(const Member& /*peer*/, std::vector<uint32_t> /*segments*/,
+                                       size_t /*max_bytes*/,
+                                       std::function<void(absl::StatusOr<SegmentKeyList>)> done) {
   done(absl::UnimplementedError("this transport does not carry anti-entropy calls"));
 }
 inline void PeerTransport::ReserveLayout(const Member& /*peer*/, uint64_t /*version*/,

@@ -71,11 +71,14 @@ grpc::ServerUnaryReactor* ReplicaService::SegmentKeys(
   if (admitted.ok() && merkle_ == nullptr) admitted = NoAntiEntropy();
   if (!admitted.ok()) return FinishNow(gate_, admitted);
   return FinishOnExecutor(context, gate_, executor_, [this, request, response]() -> absl::Status {
-    KV_ASSIGN_OR_RETURN(std::vector<KeyDigest> entries,
-                        merkle_->SegmentEntries(request->requester_id(),
-                                                std::vector<uint32_t>(request->segments().begin(),
-                                                                      request->segments().end())));
-    for (KeyDigest& entry : entries) {
+    KV_ASSIGN_OR_RETURN(
+        SegmentKeyList list,
+        merkle_->SegmentEntries(
+            request->requester_id(),
+            std::vector<uint32_t>(request->segments().begin(), request->segments().end()),
+            static_cast<size_t>(request->max_response_bytes())));
+    response->set_segments_answered(static_cast<uint32_t>(list.segments));
+    for (KeyDigest& entry : list.entries) {
       internal::v1::SegmentKey* out = response->add_entries();
       out->set_key(std::move(entry.key));
       out->set_digest(entry.digest);

@@ -96,16 +96,23 @@ class LoopbackTransport : public testing::StubPeerTransport {
       done(std::move(hashes));
     });
   }
-  void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
-                   std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override {
+  void SegmentKeys(const Member& peer, std::vector<uint32_t> segments, size_t max_bytes,
+                   std::function<void(absl::StatusOr<SegmentKeyList>)> done) override {
     *bytes_ += 4 * segments.size();
+    segment_calls.push_back(segments.size());
     Serve([=] {
-      absl::StatusOr<std::vector<KeyDigest>> entries =
-          Node(peer)->index->SegmentEntries(self_, segments);
-      if (entries.ok()) {
-        for (const KeyDigest& e : *entries) *bytes_ += e.key.size() + 8;
+      absl::StatusOr<SegmentKeyList> list =
+          Node(peer)->index->SegmentEntries(self_, segments, max_bytes);
+      if (list.ok()) {
+        size_t answer_bytes = 0;
+        for (const KeyDigest& e : list->entries) answer_bytes += e.key.size() + 8;
+        *bytes_ += answer_bytes;
+        if (max_message_bytes != 0 && answer_bytes > max_message_bytes) {
+          return done(absl::ResourceExhaustedError("message larger than max"));
+        }
+        segments_answered.push_back(list->segments);
       }
-      done(std::move(entries));
+      done(std::move(list));
     });
   }
   void PurgeRecord(const Member& peer, std::string key, std::string expected,
@@ -129,6 +136,8 @@ class LoopbackTransport : public testing::StubPeerTransport {
   std::function<void(const std::vector<EncodedRecord>&)> on_merge;  // as a MergeRecords is made
   std::function<void()> on_purge;               // runs after the peer served a PurgeRecord
   std::vector<uint64_t> purge_layout_versions;  // of every PurgeRecord call, in order
+  std::vector<size_t> segment_calls;            // segments asked by every SegmentKeys call
+  std::vector<size_t> segments_answered;        // and answered, in order
 
  private:
   TestNode* Node(const Member& peer) { return nodes_->at(peer.id); }
@@ -363,6 +372,42 @@ TEST_F(AntiEntropyTest, EachPushCarriesTheRecordsAsTheyAreWhenItsCallIsMade) {
   EXPECT_TRUE(nodes_[1].store->ReadRecord(deleted).value().AllTombstones());
   EXPECT_TRUE(absl::IsNotFound(Encoded(1, purged).status()));
   EXPECT_EQ(Root(0, 1), Root(1, 0));
+}
+
+// A node that lost everything asks a peer with many keys per segment for its key lists: without a
+// byte limit the answer outgrows the largest message and the exchange fails every time; with one
+// the peer answers a few segments per call and the node asks again for the rest.
+TEST_F(AntiEntropyTest, KeyListsArePagedToFitAMessage) {
+  MakeCluster(2, 2);
+  constexpr int kKeys = 3000;
+  for (int i = 0; i < kKeys; ++i) Put(1, absl::StrCat("key-", i), "v");
+  transports_[0]->max_message_bytes = 4096;
+  AntiEntropy::Options unlimited;
+  unlimited.segment_keys_max_bytes = 0;
+  unlimited.keys_per_second = 1e9;
+  auto fails = MakeAntiEntropy(0, unlimited);
+  EXPECT_TRUE(absl::IsResourceExhausted(Exchange(*fails, "b")));
+  fails.reset();
+
+  AntiEntropy::Options paged = unlimited;
+  paged.segment_keys_max_bytes = 2048;
+  auto ae = MakeAntiEntropy(0, paged);
+  transports_[0]->segment_calls.clear();
+  transports_[0]->segments_answered.clear();
+  ASSERT_TRUE(Exchange(*ae, "b").ok());
+  EXPECT_EQ(Root(0, 1), Root(1, 0));
+  for (int i = 0; i < kKeys; i += 97) {
+    const std::string key = absl::StrCat("key-", i);
+    EXPECT_EQ(Encoded(0, key).value(), Encoded(1, key).value()) << key;
+  }
+  // Fewer segments answered than asked, and the rest asked again.
+  const std::vector<size_t>& asked = transports_[0]->segment_calls;
+  const std::vector<size_t>& answered = transports_[0]->segments_answered;
+  ASSERT_EQ(asked.size(), answered.size());
+  size_t short_answers = 0;
+  for (size_t i = 0; i < asked.size(); ++i) short_answers += answered[i] < asked[i] ? 1 : 0;
+  EXPECT_GT(short_answers, 0u);
+  EXPECT_GT(asked.size(), 10u);
 }
 
 // One key that cannot be repaired (the peer's record is corrupt, or the peer refuses ours) must not

@@ -181,7 +181,7 @@ TEST_F(MerkleIndexTest, SegmentEntriesListOnlyKeysBothReplicate) {
   for (size_t begin = 0; begin < segments.size(); begin += 100) {
     std::vector<uint32_t> chunk(segments.begin() + begin,
                                 segments.begin() + std::min(segments.size(), begin + 100));
-    std::vector<KeyDigest> entries = index.SegmentEntries("b", chunk).value();
+    std::vector<KeyDigest> entries = index.SegmentEntries("b", chunk).value().entries;
     for (const KeyDigest& e : entries) {
       EXPECT_TRUE(index.Shares(e.key, "b")) << e.key;
       EXPECT_EQ(e.digest, MerkleTree::RecordDigest(EncodeSiblingSet(records_.at(e.key))));
@@ -194,6 +194,57 @@ TEST_F(MerkleIndexTest, SegmentEntriesListOnlyKeysBothReplicate) {
   EXPECT_GT(shared, 0u);
   EXPECT_FALSE(index.SegmentEntries("nobody", {1}).ok());
   EXPECT_FALSE(index.SegmentEntries("b", {70000}).ok());
+}
+
+// With a byte limit the answer is the entries of whole segments, from the first, up to the one
+// at which they reach the limit; asking again from the next segment lists the same entries as
+// one answer without a limit.
+TEST_F(MerkleIndexTest, SegmentEntriesWithAByteLimitAnswerWholeLeadingSegments) {
+  MerkleIndex index("a", ring_, 2, &engine_);
+  ASSERT_TRUE(index.Build().ok());
+  std::vector<uint32_t> segments;
+  for (int i = 0; i < 300; ++i) {
+    const std::string key = absl::StrCat("key", i);
+    Change(index, key, "v");
+    segments.push_back(MerkleTree::SegmentOf(key));
+  }
+  std::sort(segments.begin(), segments.end());
+  segments.erase(std::unique(segments.begin(), segments.end()), segments.end());
+  ASSERT_LE(segments.size(), MerkleIndex::kMaxSegmentsPerCall);
+  const SegmentKeyList all = index.SegmentEntries("b", segments).value();
+  EXPECT_EQ(all.segments, segments.size());
+
+  const size_t kLimit = 40;  // about 3 entries
+  std::vector<KeyDigest> paged;
+  size_t calls = 0;
+  for (size_t next = 0; next < segments.size(); ++calls) {
+    // Unsorted and with a repeat: answered in increasing order all the same.
+    std::vector<uint32_t> ask(segments.begin() + next, segments.end());
+    std::reverse(ask.begin(), ask.end());
+    ask.push_back(ask.front());
+    const SegmentKeyList page = index.SegmentEntries("b", ask, kLimit).value();
+    ASSERT_GE(page.segments, 1u);
+    ASSERT_LE(next + page.segments, segments.size());
+    size_t bytes = 0;
+    for (const KeyDigest& e : page.entries) {
+      const uint32_t segment = MerkleTree::SegmentOf(e.key);
+      EXPECT_GE(segment, segments[next]);
+      EXPECT_LE(segment, segments[next + page.segments - 1]);
+      bytes += e.key.size() + 8;
+    }
+    // It stopped at the first segment at which the entries reached the limit.
+    if (next + page.segments < segments.size()) {
+      EXPECT_GE(bytes, kLimit);
+    }
+    paged.insert(paged.end(), page.entries.begin(), page.entries.end());
+    next += page.segments;
+  }
+  EXPECT_GT(calls, 10u);
+  ASSERT_EQ(paged.size(), all.entries.size());
+  for (size_t i = 0; i < paged.size(); ++i) {
+    EXPECT_EQ(paged[i].key, all.entries[i].key);
+    EXPECT_EQ(paged[i].digest, all.entries[i].digest);
+  }
 }
 
 TEST_F(MerkleIndexTest, NodesUnavailableUntilBuilt) {

@@ -296,6 +296,31 @@ TEST_F(RepairProcessTest, ForcedRepairIsAnOperationThatRestoresAWipedReplica) {
   EXPECT_EQ(KvctlJson(1, {"operation", "list"}, 0)["operations"].size(), 2u);
 }
 
+// A peer answers a request for the keys of the segments that differ with whole segments up to a
+// byte limit (so that a far-behind pair with many keys per segment gets answers that fit a
+// message and a deadline), and the requester asks for the rest. With a limit of 64 bytes (about
+// two keys per call), the wiped replica's own repair pulls all 200 keys from its peers.
+class PagedKeyListRepairProcessTest : public RepairProcessTest {
+ protected:
+  void SetUp() override {
+    extra_flags_ = {"--anti_entropy_key_list_bytes=64"};
+    RepairProcessTest::SetUp();
+  }
+};
+
+TEST_F(PagedKeyListRepairProcessTest, AWipedReplicaPullsEveryKeyThroughPagedKeyLists) {
+  const size_t victim = 2;
+  WipeAfterFullWrites(victim);
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(KeysHeldBy(cluster_->node_id(victim)), 0);
+  // The victim asks its peers for their keys (not the other way round): their answers are paged.
+  const CommandResult repaired =
+      Kvctl(victim, {"repair", "--peer=n1", "--wait", "--wait-timeout=60s"});
+  EXPECT_EQ(repaired.exit_code, 0) << repaired.out << repaired.err;
+  EXPECT_TRUE(absl::StrContains(repaired.out, "SUCCEEDED")) << repaired.out;
+  EXPECT_EQ(KeysHeldBy(cluster_->node_id(victim)), kKeys);
+}
+
 // A repair slowed down by a small repair budget is cancelled while it runs: it ends FAILED
 // (CANCELLED) at once, a second cancel answers the same, and the same repair asked for again is a
 // new operation.

@@ -553,13 +553,13 @@ void SimCluster::ServeMerkleNodes(
   });
 }
 
-void SimCluster::ServeSegmentKeys(
-    int node, int requester, const std::vector<uint32_t>& segments,
-    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> reply) {
+void SimCluster::ServeSegmentKeys(int node, int requester, const std::vector<uint32_t>& segments,
+                                  size_t max_bytes,
+                                  std::function<void(absl::StatusOr<SegmentKeyList>)> reply) {
   const std::string requester_id = NodeId(requester);
-  OnNode(node, [requester_id, segments, reply = std::move(reply)](Node* n) {
+  OnNode(node, [requester_id, segments, max_bytes, reply = std::move(reply)](Node* n) {
     if (!n->merkle) return reply(absl::UnimplementedError("anti-entropy is off"));
-    reply(n->merkle->SegmentEntries(requester_id, segments));
+    reply(n->merkle->SegmentEntries(requester_id, segments, max_bytes));
   });
 }
 

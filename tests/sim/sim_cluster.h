@@ -206,7 +206,8 @@ class SimCluster : public SimReplicaServer {
                         const std::vector<uint32_t>& indexes,
                         std::function<void(absl::StatusOr<std::vector<uint64_t>>)> reply) override;
   void ServeSegmentKeys(int node, int requester, const std::vector<uint32_t>& segments,
-                        std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> reply) override;
+                        size_t max_bytes,
+                        std::function<void(absl::StatusOr<SegmentKeyList>)> reply) override;
   void ServePurgeRecord(int node, const std::string& key, const std::string& expected,
                         uint64_t layout_version, std::function<void(absl::Status)> reply) override;
   void ServeCompareDigests(

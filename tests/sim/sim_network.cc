@@ -206,16 +206,16 @@ void SimPeerTransport::MerkleNodes(
       std::move(done));
 }
 
-void SimPeerTransport::SegmentKeys(
-    const Member& peer, std::vector<uint32_t> segments,
-    std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) {
+void SimPeerTransport::SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
+                                   size_t max_bytes,
+                                   std::function<void(absl::StatusOr<SegmentKeyList>)> done) {
   SimNetwork::CallSpec spec = Spec(peer, "segment-keys", "", timeouts_.read);
   const int to = spec.to;
-  network_->Call<absl::StatusOr<std::vector<KeyDigest>>>(
+  network_->Call<absl::StatusOr<SegmentKeyList>>(
       std::move(spec),
-      [server = server_, to, from = self_, segments = std::move(segments)](
-          std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> reply) {
-        server->ServeSegmentKeys(to, from, segments, std::move(reply));
+      [server = server_, to, from = self_, segments = std::move(segments),
+       max_bytes](std::function<void(absl::StatusOr<SegmentKeyList>)> reply) {
+        server->ServeSegmentKeys(to, from, segments, max_bytes, std::move(reply));
       },
       std::move(done));
 }

@@ -163,9 +163,9 @@ class SimReplicaServer {
   virtual void ServeMerkleNodes(
       int node, int requester, MerkleLevel level, const std::vector<uint32_t>& indexes,
       std::function<void(absl::StatusOr<std::vector<uint64_t>>)> reply) = 0;
-  virtual void ServeSegmentKeys(
-      int node, int requester, const std::vector<uint32_t>& segments,
-      std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> reply) = 0;
+  virtual void ServeSegmentKeys(int node, int requester, const std::vector<uint32_t>& segments,
+                                size_t max_bytes,
+                                std::function<void(absl::StatusOr<SegmentKeyList>)> reply) = 0;
   virtual void ServePurgeRecord(int node, const std::string& key, const std::string& expected,
                                 uint64_t layout_version,
                                 std::function<void(absl::Status)> reply) = 0;
@@ -201,8 +201,8 @@ class SimPeerTransport : public PeerTransport {
                 std::function<void(absl::StatusOr<ListPage>)> done) override;
   void MerkleNodes(const Member& peer, MerkleLevel level, std::vector<uint32_t> indexes,
                    std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) override;
-  void SegmentKeys(const Member& peer, std::vector<uint32_t> segments,
-                   std::function<void(absl::StatusOr<std::vector<KeyDigest>>)> done) override;
+  void SegmentKeys(const Member& peer, std::vector<uint32_t> segments, size_t max_bytes,
+                   std::function<void(absl::StatusOr<SegmentKeyList>)> done) override;
   void PurgeRecord(const Member& peer, std::string key, std::string expected_record,
                    uint64_t layout_version, std::function<void(absl::Status)> done) override;
   void CompareDigests(const Member& peer, std::vector<KeyDigest> digests,
