@@ -290,15 +290,20 @@ void AntiEntropy::OnSegmentKeys(ExchangePtr ex, size_t begin, std::vector<uint32
                   absl::InternalError(absl::StrCat(ex->member.id, " answered ", remote->segments,
                                                    " segments of ", segments.size())));
   }
-  // The peer answered the first segments only: the others are asked for next.
+  // The peer answered the first segments only, and this node lists its own keys of those in
+  // pages of the same size: the segments both lists cover are compared, the others are asked
+  // for next.
   segments.resize(remote->segments);
-  ex->next_segment = begin + segments.size();
-  absl::StatusOr<SegmentKeyList> local = index_->SegmentEntries(ex->member.id, segments);
+  absl::StatusOr<SegmentKeyList> local =
+      index_->SegmentEntries(ex->member.id, segments, options_.segment_keys_max_bytes);
   if (!local.ok()) return Finish(ex, local.status());
+  ex->next_segment = begin + local->segments;
+  const uint32_t last_covered = segments[local->segments - 1];
   // key -> (local digest, remote digest); ordered, so diffs come out in a deterministic order.
   std::map<std::string, std::pair<std::optional<uint64_t>, std::optional<uint64_t>>> keys;
   for (KeyDigest& entry : local->entries) keys[std::move(entry.key)].first = entry.digest;
   for (KeyDigest& entry : remote->entries) {
+    if (MerkleTree::SegmentOf(entry.key) > last_covered) continue;  // asked for again
     // A key this node does not share with the peer on its own ring (the peer is on another
     // layout) is not taken from it: the copy would be a stray here, which no tombstone purge
     // asks about (C8). Once both are on one ring, the trees agree on what they share.
@@ -370,7 +375,7 @@ void AntiEntropy::RepairNext(ExchangePtr ex) {
 
 void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
                                std::vector<absl::StatusOr<std::string>> remote) {
-  std::vector<std::string> push;  // keys whose record the peer lacks or holds otherwise
+  auto push = std::make_shared<PushKeys>();  // keys whose record the peer lacks or holds otherwise
   for (size_t i = begin; i < end; ++i) {
     const std::string& key = ex->diffs[i].key;
     absl::StatusOr<std::string>& theirs = remote[i - begin];
@@ -403,49 +408,58 @@ void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
     ++ex->repaired;
     ++ex->ranges[RangeOf(key)].second;
     if (theirs.ok() && *theirs == encoded) continue;
-    push.push_back(key);
+    push->keys.push_back(key);
   }
-  Push(ex, std::make_shared<std::vector<std::string>>(std::move(push)), 0, 0);
+  push->settled.assign(push->keys.size(), false);
+  Push(ex, std::move(push), 0, 0);
 }
 
-void AntiEntropy::Push(ExchangePtr ex, std::shared_ptr<std::vector<std::string>> keys, size_t next,
+void AntiEntropy::Push(ExchangePtr ex, std::shared_ptr<PushKeys> push, size_t next,
                        size_t alone_until) {
-  if (next >= keys->size()) return RepairNext(ex);
+  const std::vector<std::string>& keys = push->keys;
+  if (next >= keys.size()) return RepairNext(ex);
   // Each call carries the records as they are now (read again here, not when the batch was
   // merged): an earlier call of the batch may have taken up to its deadline, and a record read
   // before it could have been replaced by a tombstone since, confirmed by the reaper and purged
   // on the peer after this call arrives (node/tombstone_reaper.h counts on one call in flight).
   std::vector<EncodedRecord> chunk;
+  size_t first = 0;  // index of chunk's first key
   size_t bytes = 0;
   size_t end = next;
-  for (; end < keys->size(); ++end) {
-    const std::string& key = (*keys)[end];
+  for (; end < keys.size(); ++end) {
+    if (push->settled[end]) continue;
+    const std::string& key = keys[end];
     absl::StatusOr<SiblingSet> ours = store_->ReadRecord(key);
-    if (absl::IsNotFound(ours.status())) continue;  // purged meanwhile: nothing to send
+    if (absl::IsNotFound(ours.status())) {  // purged meanwhile: nothing to send
+      push->settled[end] = true;
+      --ex->repaired;
+      --ex->ranges[RangeOf(key)].second;
+      continue;
+    }
     if (!ours.ok()) {
       if (StopsTheExchange(ours.status())) return Finish(ex, ours.status());
+      push->settled[end] = true;
       SkipKey(ex, key, ours.status(), /*counted=*/true);
       continue;
     }
     std::string encoded = EncodeSiblingSet(*ours);
     const size_t size = key.size() + encoded.size();
-    if (!chunk.empty() && (end <= alone_until || bytes + size > options_.push_max_bytes)) break;
+    if (!chunk.empty() && (first < alone_until || bytes + size > options_.push_max_bytes)) break;
+    if (chunk.empty()) first = end;
     bytes += size;
     chunk.push_back(EncodedRecord{key, std::move(encoded)});
   }
-  if (chunk.empty()) return Push(ex, keys, end, alone_until);
-  // A call of one record that is refused skips that record's key.
-  std::string alone = chunk.size() == 1 ? chunk.front().key : std::string();
+  if (chunk.empty()) return Push(ex, push, end, alone_until);
   const bool several = chunk.size() > 1;
   transport_->MergeRecords(
       ex->member, std::move(chunk),
-      guard_.Wrap([this, ex, keys, next, end, several, alone = std::move(alone),
-                   alone_until](absl::Status status) {
-        if (status.ok()) return Push(ex, keys, end, alone_until);
+      guard_.Wrap([this, ex, push, next, first, end, several, alone_until](absl::Status status) {
+        if (status.ok()) return Push(ex, push, end, alone_until);
         if (StopsTheExchange(status)) return Finish(ex, status);
-        if (several) return Push(ex, keys, next, end);  // find the record refused
-        SkipKey(ex, alone, status, /*counted=*/true);
-        Push(ex, keys, end, alone_until);
+        if (several) return Push(ex, push, next, end);  // find the record refused
+        push->settled[first] = true;
+        SkipKey(ex, push->keys[first], status, /*counted=*/true);
+        Push(ex, push, end, alone_until);
       }));
 }
 

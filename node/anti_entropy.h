@@ -119,8 +119,9 @@ class AntiEntropy {
     double keys_per_second = 2000;                // repair budget
     size_t segments_per_call = 256;               // per SegmentKeys call (<= 1024)
     // A peer answers a SegmentKeys call with the keys of its first segments up to about this
-    // many bytes (the rest are asked again), so that a far-behind pair with many keys per
-    // segment still gets answers that fit a message and its deadline.
+    // many bytes (MerkleIndex::SegmentEntries; the rest are asked again), so that a far-behind
+    // pair with many keys per segment still gets answers that fit a message and its deadline.
+    // This node lists its own keys of those segments the same way. 0: no limit.
     size_t segment_keys_max_bytes = 4 << 20;
     size_t keys_per_batch = 64;  // keys read and merged per round trip
     // The merged records of a batch are pushed in calls of about this many bytes (at least one
@@ -189,13 +190,20 @@ class AntiEntropy {
   void RepairNext(ExchangePtr ex);
   void MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
                     std::vector<absl::StatusOr<std::string>> remote);
-  // Pushes this node's records of keys[next, ...) in calls of about Options::push_max_bytes (one
-  // record per call before `alone_until`), one after another, then repairs the next batch. Each
-  // call's records are read from the store as the call is made (a key purged meanwhile is not
-  // sent). A peer failure finishes the exchange; a refused call of several records is made
-  // again record by record, and a refused record is skipped (SkipKey).
-  void Push(ExchangePtr ex, std::shared_ptr<std::vector<std::string>> keys, size_t next,
-            size_t alone_until);
+  // The keys of a batch whose merged records go to the peer; `settled[i]`: keys[i] is not sent
+  // again (purged meanwhile, or skipped).
+  struct PushKeys {
+    std::vector<std::string> keys;
+    std::vector<bool> settled;
+  };
+  // Pushes this node's records of push->keys[next, ...) in calls of about
+  // Options::push_max_bytes (one record per call before `alone_until`), one after another, then
+  // repairs the next batch. Each call's records are read from the store as the call is made: a
+  // key purged meanwhile is not sent (nor counted repaired), a key whose record cannot be read
+  // is skipped (SkipKey), and an error of the store itself finishes the exchange. A peer failure
+  // finishes the exchange; a refused call of several records is made again record by record,
+  // and a refused record is skipped.
+  void Push(ExchangePtr ex, std::shared_ptr<PushKeys> push, size_t next, size_t alone_until);
   // Records that `key` could not be repaired (see Errors above) and goes on without it; `counted`
   // if it was already counted as repaired.
   void SkipKey(ExchangePtr ex, absl::string_view key, const absl::Status& error, bool counted);

@@ -370,12 +370,12 @@ const std::vector<Setting>& Settings() {
        "Anti-entropy repair budget: keys compared and repaired per second at most."},
       {"anti_entropy_key_list_bytes", "N", false,
        [](absl::string_view v, NodeConfig* c) {
-         return ParseIntInRange(v, 1, 64 << 20, &c->anti_entropy_key_list_bytes);
+         return ParseIntInRange(v, 1, 16 << 20, &c->anti_entropy_key_list_bytes);
        },
        [](const NodeConfig& c) { return absl::StrCat(c.anti_entropy_key_list_bytes); },
        "Anti-entropy: a peer asked for the keys of the hash-tree segments that differ answers "
-       "with about this many bytes of keys per call (whole segments, at least one); the rest "
-       "are asked for in further calls."},
+       "with about this many bytes of keys per call (whole segments, at least one; at most 16 "
+       "MiB, a quarter of the largest peer message); the rest are asked for in further calls."},
       {"handoff_mb_per_second", "N", false,
        [](absl::string_view v, NodeConfig* c) {
          int mb = 0;

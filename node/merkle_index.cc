@@ -376,7 +376,7 @@ absl::StatusOr<SegmentKeyList> MerkleIndex::SegmentEntries(absl::string_view pee
       }
       PeerSet sharing = v->SharingPeers(self_id_, n_, key);
       if (std::find(sharing.begin(), sharing.end(), peer) != sharing.end()) {
-        bytes += key.size() + sizeof(digest);
+        bytes += key.size() + kSegmentKeyOverheadBytes;
         out.entries.push_back(KeyDigest{std::string(key), digest});
       }
     }

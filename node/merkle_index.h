@@ -121,13 +121,17 @@ class MerkleIndex : public RecordObserver {
   // This node's committed (key, digest) entries in `segments` that `peer_id` also replicates, in
   // segment then key order (read from the engine): those of the segments in increasing order
   // (repeats ignored) up to and including the one at which the entries reach `max_bytes` (key
-  // bytes plus 8 per entry; 0: no limit), and how many segments that is (SegmentKeyList).
+  // bytes plus kSegmentKeyOverheadBytes per entry; 0: no limit), and how many segments that is
+  // (SegmentKeyList).
   // INVALID_ARGUMENT for a segment >= 65536, more than kMaxSegmentsPerCall segments or an
   // unknown peer.
   absl::StatusOr<SegmentKeyList> SegmentEntries(absl::string_view peer_id,
                                                 std::vector<uint32_t> segments,
                                                 size_t max_bytes = 0) const;
   static constexpr size_t kMaxSegmentsPerCall = 1024;
+  // What an entry adds to a SegmentKeys answer besides its key: the 8-byte digest and the
+  // message's framing (tags and lengths), rounded up.
+  static constexpr size_t kSegmentKeyOverheadBytes = 16;
 
   // The digest of `key`'s committed record, read from the merkle column (a small value, unlike
   // the record); nullopt when this node has no record of the key. Works before Build.

@@ -167,7 +167,7 @@ class PeerTransport {
                            std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done);
   // The peer's keys, with digests, in `segments` (increasing) that this node also replicates:
   // those of the first SegmentKeyList::segments of them, whose entries reach about `max_bytes`
-  // (key bytes plus 8 per entry; 0: no limit).
+  // (MerkleIndex::SegmentEntries; 0: no limit).
   virtual void SegmentKeys(const Member& peer, std::vector<uint32_t> segments, size_t max_bytes,
                            std::function<void(absl::StatusOr<SegmentKeyList>)> done);
   // Asks the peer to purge its record of `key` if it still equals `expected_record` (encoded):

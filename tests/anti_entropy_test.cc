@@ -365,8 +365,14 @@ TEST_F(AntiEntropyTest, EachPushCarriesTheRecordsAsTheyAreWhenItsCallIsMade) {
     SiblingSet record = nodes_[0].store->ReadRecord(purged).value();
     ASSERT_TRUE(nodes_[0].store->PurgeIfUnchanged(purged, record).ok());
   };
-  ASSERT_TRUE(Exchange(*ae, "b").ok());
+  absl::StatusOr<ExchangeResult> result = absl::UnknownError("not finished");
+  ae->Exchange("b", [&](absl::StatusOr<ExchangeResult> r) { result = std::move(r); });
+  executor_.Drain();
+  ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_FALSE(deleted.empty());
+  EXPECT_EQ(result->keys_different, 3u);
+  EXPECT_EQ(result->keys_repaired, 2u);  // the purged key was not
+  EXPECT_EQ(result->keys_skipped, 0u);
   // The peer got the tombstone, not the value it replaced, and nothing of the purged key.
   EXPECT_EQ(Encoded(1, deleted).value(), Encoded(0, deleted).value());
   EXPECT_TRUE(nodes_[1].store->ReadRecord(deleted).value().AllTombstones());
@@ -374,16 +380,31 @@ TEST_F(AntiEntropyTest, EachPushCarriesTheRecordsAsTheyAreWhenItsCallIsMade) {
   EXPECT_EQ(Root(0, 1), Root(1, 0));
 }
 
-// A node that lost everything asks a peer with many keys per segment for its key lists: without a
-// byte limit the answer outgrows the largest message and the exchange fails every time; with one
-// the peer answers a few segments per call and the node asks again for the rest.
+// A peer with many keys per segment is asked for its key lists: without a byte limit the answer
+// outgrows the largest message and the exchange fails every time; with one the peer answers a
+// few segments per call, this node lists its own keys in pages of the same size, and the
+// segments both lists cover are compared: every difference is found once, and nothing else.
 TEST_F(AntiEntropyTest, KeyListsArePagedToFitAMessage) {
   MakeCluster(2, 2);
   constexpr int kKeys = 3000;
-  for (int i = 0; i < kKeys; ++i) Put(1, absl::StrCat("key-", i), "v");
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string key = absl::StrCat("key-", i);
+    switch (i % 3) {
+      case 0:  // the peer's alone
+        Put(1, key, "v");
+        break;
+      case 1:  // this node's alone
+        Put(0, key, "v");
+        break;
+      default:  // the same on both
+        Put(0, key, "v");
+        Replicate(0, 1, key);
+    }
+  }
   transports_[0]->max_message_bytes = 4096;
   AntiEntropy::Options unlimited;
   unlimited.segment_keys_max_bytes = 0;
+  unlimited.segments_per_call = MerkleIndex::kMaxSegmentsPerCall;
   unlimited.keys_per_second = 1e9;
   auto fails = MakeAntiEntropy(0, unlimited);
   EXPECT_TRUE(absl::IsResourceExhausted(Exchange(*fails, "b")));
@@ -394,7 +415,13 @@ TEST_F(AntiEntropyTest, KeyListsArePagedToFitAMessage) {
   auto ae = MakeAntiEntropy(0, paged);
   transports_[0]->segment_calls.clear();
   transports_[0]->segments_answered.clear();
-  ASSERT_TRUE(Exchange(*ae, "b").ok());
+  absl::StatusOr<ExchangeResult> result = absl::UnknownError("not finished");
+  ae->Exchange("b", [&](absl::StatusOr<ExchangeResult> r) { result = std::move(r); });
+  executor_.Drain();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->complete);
+  EXPECT_EQ(result->keys_different, 2000u);
+  EXPECT_EQ(result->keys_repaired, 2000u);
   EXPECT_EQ(Root(0, 1), Root(1, 0));
   for (int i = 0; i < kKeys; i += 97) {
     const std::string key = absl::StrCat("key-", i);

@@ -214,7 +214,7 @@ TEST_F(MerkleIndexTest, SegmentEntriesWithAByteLimitAnswerWholeLeadingSegments) 
   const SegmentKeyList all = index.SegmentEntries("b", segments).value();
   EXPECT_EQ(all.segments, segments.size());
 
-  const size_t kLimit = 40;  // about 3 entries
+  const size_t kLimit = 60;  // about 3 entries
   std::vector<KeyDigest> paged;
   size_t calls = 0;
   for (size_t next = 0; next < segments.size(); ++calls) {
@@ -225,14 +225,18 @@ TEST_F(MerkleIndexTest, SegmentEntriesWithAByteLimitAnswerWholeLeadingSegments) 
     const SegmentKeyList page = index.SegmentEntries("b", ask, kLimit).value();
     ASSERT_GE(page.segments, 1u);
     ASSERT_LE(next + page.segments, segments.size());
+    const uint32_t last = segments[next + page.segments - 1];
     size_t bytes = 0;
+    size_t bytes_before_last = 0;
     for (const KeyDigest& e : page.entries) {
       const uint32_t segment = MerkleTree::SegmentOf(e.key);
       EXPECT_GE(segment, segments[next]);
-      EXPECT_LE(segment, segments[next + page.segments - 1]);
-      bytes += e.key.size() + 8;
+      EXPECT_LE(segment, last);
+      bytes += e.key.size() + MerkleIndex::kSegmentKeyOverheadBytes;
+      if (segment < last) bytes_before_last = bytes;
     }
-    // It stopped at the first segment at which the entries reached the limit.
+    // It stopped at the first segment at which the entries reached the limit, not later.
+    EXPECT_LT(bytes_before_last, kLimit);
     if (next + page.segments < segments.size()) {
       EXPECT_GE(bytes, kLimit);
     }

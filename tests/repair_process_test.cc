@@ -298,8 +298,8 @@ TEST_F(RepairProcessTest, ForcedRepairIsAnOperationThatRestoresAWipedReplica) {
 
 // A peer answers a request for the keys of the segments that differ with whole segments up to a
 // byte limit (so that a far-behind pair with many keys per segment gets answers that fit a
-// message and a deadline), and the requester asks for the rest. With a limit of 64 bytes (about
-// two keys per call), the wiped replica's own repair pulls all 200 keys from its peers.
+// message and a deadline), and the requester asks for the rest. With a limit of 64 bytes (a few
+// keys per answer), the wiped replica's own repair pulls all 200 keys from its peers.
 class PagedKeyListRepairProcessTest : public RepairProcessTest {
  protected:
   void SetUp() override {

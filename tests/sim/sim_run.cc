@@ -40,6 +40,10 @@ ClusterConfig DrawClusterConfig(SimLoop* loop, int num_nodes, MembershipChange c
   config.anti_entropy_options.keys_per_second = 200;
   config.anti_entropy_options.keys_per_batch = static_cast<size_t>(loop->UniformInt(1, 16));
   config.anti_entropy_options.segments_per_call = static_cast<size_t>(loop->UniformInt(1, 64));
+  // Key lists of a few keys per answer in about half the runs (the others unlimited), so that
+  // peers answer fewer segments than asked. Derived from the draw above: no new draw.
+  config.anti_entropy_options.segment_keys_max_bytes =
+      config.anti_entropy_options.segments_per_call > 32 ? 100 : 0;
   // Longer than any message can stay in flight (simulated slow messages take up to 1 s, and a
   // request is served whenever it arrives), as TombstoneReaper requires.
   config.reaper.min_age = absl::Seconds(2);
