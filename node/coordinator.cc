@@ -31,6 +31,10 @@ struct Coordinator::ReadState {
   bool finished = false;
   absl::Status last_error;
   std::vector<std::pair<const Member*, std::optional<SiblingSet>>> answers;
+  // The answers' records merged so far. Whether the key has a live version is decided on it,
+  // not on any one answer: a stale live version is gone once merged with a tombstone that
+  // replaced it.
+  std::optional<SiblingSet> merged;
   std::function<void(absl::StatusOr<SiblingSet>)> done;
 };
 
@@ -144,9 +148,7 @@ void Coordinator::ContinueRead(const std::shared_ptr<ReadState>& state) {
   {
     absl::MutexLock lock(&state->mu);
     if (state->finished) return;
-    const bool found_live = std::any_of(
-        state->answers.begin(), state->answers.end(),
-        [](const auto& a) { return a.second.has_value() && !a.second->AllTombstones(); });
+    const bool found_live = state->merged.has_value() && !state->merged->AllTombstones();
     const bool enough = state->succeeded >= state->needed;
     if (enough && found_live) {
       finish = true;
@@ -173,6 +175,11 @@ void Coordinator::ContinueRead(const std::shared_ptr<ReadState>& state) {
                     --state->outstanding;
                     if (record.ok()) {
                       ++state->succeeded;
+                      if (!state->merged) {
+                        state->merged = *record;
+                      } else {
+                        state->merged->Merge(*record, store_->options().idempotency_ttl);
+                      }
                       state->answers.emplace_back(m, *std::move(record));
                     } else if (absl::IsNotFound(record.status())) {
                       ++state->succeeded;
@@ -189,22 +196,16 @@ void Coordinator::ContinueRead(const std::shared_ptr<ReadState>& state) {
 
 void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
   std::vector<std::pair<const Member*, std::optional<SiblingSet>>> answers;
+  std::optional<SiblingSet> merged;
   int succeeded;
   absl::Status last_error;
   {
+    // Finished: answers that arrive later change nothing here.
     absl::MutexLock lock(&state->mu);
     answers = state->answers;
+    merged = state->merged;
     succeeded = state->succeeded;
     last_error = state->last_error;
-  }
-  std::optional<SiblingSet> merged;
-  for (const auto& [member, record] : answers) {
-    if (!record) continue;
-    if (!merged) {
-      merged = *record;
-    } else {
-      merged->Merge(*record, store_->options().idempotency_ttl);
-    }
   }
   const int n = static_cast<int>(state->order.size());
   if (succeeded < state->needed) {

@@ -594,6 +594,49 @@ TEST_F(CoordinatorTest, AReplicaHoldingOnlyATombstoneAsksTheOthersBeforeNotFound
   EXPECT_TRUE(record->AllTombstones());
 }
 
+// Whether a read has found a live version is decided on the answers merged, not on any one of
+// them: a replica that missed a delete still holds the value the tombstone replaced, which is
+// gone once merged with it. With W=1 (NOT_FOUND needs all 3 answers), this replica holds the
+// tombstone, the first peer asked the value it replaced, and the other peer the key written
+// again since: the read waits for that one and returns the new value, where it used to stop at
+// the stale answer and, its merge holding no live version, answer UNAVAILABLE.
+TEST_F(CoordinatorTest, AStaleLiveVersionReplacedByATombstoneDoesNotEndTheSearch) {
+  Start("n1", 3, /*default_w=*/1);
+  // Writes and deletes `key` here; the first peer asked holds the value the delete replaced, the
+  // other one `other`: the key written again since (or, if !written_again, the tombstone).
+  auto set_up = [&](const std::string& key, bool written_again) {
+    ASSERT_TRUE(store_->Write(WriteCommand{key, false, "old", "", ""}).ok());
+    const std::string stale = EncodeSiblingSet(store_->ReadRecord(key).value());
+    ASSERT_TRUE(store_->Write(WriteCommand{key, true, "", "", ""}).ok());
+    SiblingSet other = store_->ReadRecord(key).value();
+    if (written_again) {
+      other.Merge(DecodeSiblingSet(RecordWrittenElsewhere(key)).value(),
+                  store_->options().idempotency_ttl);
+      ASSERT_FALSE(other.AllTombstones());
+    }
+    std::vector<std::string> peers;  // in the order the read asks them
+    for (const Member* m : holder_->Get()->Replicas(key, kN)) {
+      if (m->id != "n1") peers.push_back(m->id);
+    }
+    ASSERT_EQ(peers.size(), 2u);
+    peers_.records[peers[0]] = stale;
+    peers_.records[peers[1]] = EncodeSiblingSet(other);
+  };
+  set_up("k", /*written_again=*/true);
+  ASSERT_FALSE(HasFailure());
+  absl::StatusOr<SiblingSet> record = Read("k");
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_FALSE(record->AllTombstones()) << record->ToString();
+  EXPECT_EQ(peers_.reads.size(), 2u);
+
+  // The other peer holds the tombstone too: every replica answered, so the key is deleted.
+  set_up("d", /*written_again=*/false);
+  ASSERT_FALSE(HasFailure());
+  record = Read("d");
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_TRUE(record->AllTombstones()) << record->ToString();
+}
+
 TEST_F(CoordinatorTest, ReadRepairSendsTheMergedRecordToAStaleReplica) {
   Start("n1", 3);
   peers_.records["n2"] = RecordWrittenElsewhere("k");
