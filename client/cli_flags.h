@@ -29,7 +29,7 @@ struct FlagSpec {
 };
 
 // The result of parsing: positional arguments in order, and the flags that were given (by
-// canonical name; boolean flags hold "true" or "false"; the last occurrence wins).
+// canonical name; boolean flags hold "true" or "false"; a flag given twice is an error).
 class ParsedArgs {
  public:
   std::vector<std::string> positional;

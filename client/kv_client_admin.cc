@@ -83,14 +83,17 @@ absl::StatusOr<OperationStatus> Client::GetOperation(absl::string_view operation
                                                      const CallOptions& options) {
   v1::GetOperationRequest request;
   request.set_operation_id(std::string(operation_id));
-  // First to the endpoint that started it, when this client started it.
+  // To the endpoint that started it, when this client started it: retries stay there (another
+  // node does not know the operation and answers NOT_FOUND, which is final). Otherwise any node:
+  // one that is not the operation's owner names it.
+  const std::optional<size_t> owner = impl_->OperationEndpoint(operation_id);
   return impl_->AdminCall<v1::GetOperationRequest, v1::GetOperationResponse, OperationStatus>(
-      options, EndpointPolicy::kFailover, std::move(request),
+      options, owner ? EndpointPolicy::kPinned : EndpointPolicy::kFailover, std::move(request),
       [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::GetOperationRequest* req,
          v1::GetOperationResponse* resp, std::function<void(grpc::Status)> on_done) {
         stub->async()->GetOperation(context, req, resp, std::move(on_done));
       },
-      &client_internal::FromGetOperationResponse, impl_->OperationEndpoint(operation_id));
+      &client_internal::FromGetOperationResponse, owner);
 }
 
 absl::StatusOr<OperationStatus> Client::CancelOperation(absl::string_view operation_id,

@@ -1,6 +1,7 @@
 #include "client/kv_client_options.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <utility>
@@ -224,9 +225,10 @@ absl::Status ValidateOptions(const ClientOptions& options) {
   if (!(retry.multiplier >= 1.0)) {
     return absl::InvalidArgumentError("RetryOptions::multiplier must be >= 1");
   }
-  if (!(retry.budget_max_tokens > 0) || !(retry.budget_success_credit >= 0)) {
+  if (!(retry.budget_max_tokens > 0) || !std::isfinite(retry.budget_max_tokens) ||
+      !(retry.budget_success_credit >= 0) || !std::isfinite(retry.budget_success_credit)) {
     return absl::InvalidArgumentError(
-        "RetryOptions needs budget_max_tokens > 0 and budget_success_credit >= 0");
+        "RetryOptions needs a finite budget_max_tokens > 0 and budget_success_credit >= 0");
   }
   return absl::OkStatus();
 }

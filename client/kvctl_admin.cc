@@ -76,14 +76,15 @@ std::string OperationText(const OperationStatus& op) {
 }
 
 // Polls the operation until it is no longer RUNNING or `timeout` passes. A poll that fails in a
-// way that can pass (the node unreachable or restarting, or, once the operation was seen,
-// NOT_FOUND from another node the client failed over to) is retried until the deadline; the
-// last error is returned then.
+// way that can pass (the node unreachable or restarting, or, once the operation is known to
+// exist, NOT_FOUND from another node the client failed over to) is retried until the deadline;
+// the last error is returned then. `known`: a node named the operation (it answered its start,
+// or a first read), so it exists unless it expired.
 absl::StatusOr<OperationStatus> WaitForOperation(Client& client, const std::string& id,
-                                                 absl::Duration timeout) {
+                                                 absl::Duration timeout, bool known) {
   const absl::Time deadline = absl::Now() + timeout;
   absl::Duration backoff = kFirstPoll;
-  bool seen = false;
+  bool seen = known;
   while (true) {
     CallOptions poll;
     poll.deadline = std::max(absl::Milliseconds(100),
@@ -112,7 +113,9 @@ void WaitAndReportOperation(Client& client, absl::string_view what, const std::s
         absl::StrCat("the node answered the ", what, " without an operation id to wait for"));
     return;
   }
-  absl::StatusOr<OperationStatus> op = WaitForOperation(client, id, timeout);
+  // A deduplicated start may name an operation that expired since: NOT_FOUND is then final.
+  absl::StatusOr<OperationStatus> op =
+      WaitForOperation(client, id, timeout, /*known=*/!deduplicated);
   if (!op.ok()) {
     // The start went through: whatever the read's code, this is not a usage error or a missing
     // key (exit 3).
@@ -135,8 +138,9 @@ void WaitAndReportOperation(Client& client, absl::string_view what, const std::s
     out->status =
         absl::Status(static_cast<absl::StatusCode>(op->error_code),
                      absl::StrCat(what, " ", op->operation_id, " failed: ", op->error_message));
-    // INVALID_ARGUMENT or NOT_FOUND from the job must not read as a usage error or a missing key.
-    if (ExitCodeFor(out->status) != kExitFailure) {
+    // INVALID_ARGUMENT or NOT_FOUND from the job must not read as a usage error or a missing key;
+    // and a failure without a code (an OK status drops its message) is still one.
+    if (out->status.ok() || ExitCodeFor(out->status) != kExitFailure) {
       out->status = absl::UnavailableError(out->status.message());
     }
   }

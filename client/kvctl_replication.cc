@@ -92,11 +92,11 @@ WaitOutcome WaitUntilReplicated(Client& client, const std::string& write_id,
         return outcome;
       }
     } else if (!IsRetryableCode(write.status().code())) {
-      outcome.status = absl::Status(write.status().code(),
-                                    absl::StrCat("write ", write_id,
-                                                 " is stored, but where it has spread could not be "
-                                                 "checked: ",
-                                                 write.status().message()));
+      // The write succeeded: whatever the read's code, this must not read as a usage error or a
+      // missing key (exit 3, as the help says).
+      outcome.status = absl::UnavailableError(absl::StrCat(
+          "write ", write_id, " is stored, but where it has spread could not be checked: ",
+          absl::StatusCodeToString(write.status().code()), ": ", write.status().message()));
       outcome.waited = absl::Now() - start;
       return outcome;
     } else {

@@ -35,6 +35,7 @@ struct Coordinator::ReadState {
   // not on any one answer: a stale live version is gone once merged with a tombstone that
   // replaced it.
   std::optional<SiblingSet> merged;
+  absl::Time started;  // before the first replica was asked
   std::function<void(absl::StatusOr<SiblingSet>)> done;
 };
 
@@ -112,6 +113,7 @@ void Coordinator::Read(std::string key, QuorumSpec r,
   auto state = std::make_shared<ReadState>();
   state->key = std::move(key);
   state->needed = *needed;
+  state->started = clock_->Now();
   state->done = std::move(done);
   state->last_error = absl::UnavailableError("no replica answered");
   // This node's own replica first: it answers without a network hop. Then live replicas.
@@ -208,6 +210,8 @@ void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
     last_error = state->last_error;
   }
   const int n = static_cast<int>(state->order.size());
+  // Answers gathered too long ago are not sent back as a repair (ClusterOptions).
+  const bool repair = clock_->Now() - state->started <= options_.read_repair_max_age;
   if (succeeded < state->needed) {
     state->done(absl::UnavailableError(
         absl::StrCat("only ", succeeded, " of R=", state->needed,
@@ -220,11 +224,11 @@ void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
   const bool conclusive = succeeded >= n - default_w + 1;
   if (merged && (!merged->AllTombstones() || conclusive)) {
     state->done(*merged);  // a live version, or the key is deleted (Get answers NOT_FOUND)
-    ReadRepair(state->key, *merged, answers);
+    if (repair) ReadRepair(state->key, *merged, answers);
     return;
   }
   if (merged) {
-    ReadRepair(state->key, *merged, answers);
+    if (repair) ReadRepair(state->key, *merged, answers);
     state->done(absl::UnavailableError(absl::StrCat(
         "the key has no live version on the ", succeeded, " replica(s) that answered, but ",
         n - succeeded,

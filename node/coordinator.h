@@ -39,14 +39,16 @@
 // that this node cannot reach holds the write up to the forward deadline (DEADLINE_EXCEEDED,
 // not retried elsewhere, as that may have stored it).
 //
-// Reads. R replicas are asked, this node's own replica first when it has one. When no replica
-// asked holds a live version of the key (it knows nothing of it, or only tombstones), the
-// remaining replicas are asked before answering NOT_FOUND (read-after-write for a Put of a key
-// with no live version: a new key, or a deleted one). NOT_FOUND is answered only when enough
-// replicas hold no live version that no write acknowledged with the default W can exist
-// (N - W + 1 of them); otherwise, with replicas unreachable, the answer is UNAVAILABLE. Answers
-// are merged; replicas that returned less than the merge get it back in the background (read
-// repair).
+// Reads. R replicas are asked, this node's own replica first when it has one. When the answers,
+// merged, hold no live version of the key (the replicas know nothing of it, or only tombstones,
+// or a value a tombstone among the answers replaced), the remaining replicas are asked before
+// answering NOT_FOUND (read-after-write for a Put of a key with no live version: a new key, or
+// a deleted one; a replica that missed the delete may still answer the value it replaced).
+// NOT_FOUND is answered only when enough replicas hold no live version that no write acknowledged
+// with the default W can exist (N - W + 1 of them); otherwise, with replicas unreachable, the
+// answer is UNAVAILABLE. Answers are merged; replicas that returned less than the merge get it back
+// in the background (read repair), unless gathering the answers took longer than
+// ClusterOptions::read_repair_max_age.
 //
 // Liveness. With a MemberLiveness (the gossip failure detector), replicas judged DOWN are tried
 // last: a write is forwarded to a live replica first, a read asks live replicas first, and List
@@ -98,6 +100,10 @@ struct ClusterOptions {
   // forward timeout, so that a forwarding node gets this answer rather than a timeout. Needs
   // SetAckTimer; zero: no limit.
   absl::Duration ack_timeout = absl::Seconds(4);
+  // A read that took longer than this to gather its answers repairs nothing (anti-entropy backs
+  // it up): its repair would carry records read that long before, while the tombstone reaper
+  // counts on a record spending no longer in flight than about one call (node/tombstone_reaper.h).
+  absl::Duration read_repair_max_age = absl::Seconds(2);
 };
 
 // One replica's answer about a key, for DescribeKey and DescribeWrite.

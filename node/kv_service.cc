@@ -285,6 +285,8 @@ grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*con
       const size_t bytes = result->response().ByteSizeLong();
       const size_t before = answered_bytes->fetch_add(bytes, std::memory_order_relaxed);
       if (before > 0 && before + bytes > kGetBatchAnswerBytes) {
+        // Not in the answer: its bytes leave room for smaller items after it.
+        answered_bytes->fetch_sub(bytes, std::memory_order_relaxed);
         result->clear_response();
         result->set_code(static_cast<int>(absl::StatusCode::kResourceExhausted));
         result->set_message(absl::StrCat("GetBatch answer full (", kGetBatchAnswerBytes,

@@ -53,6 +53,7 @@ class FakePeers : public testing::StubPeerTransport {
   void ReadRecord(const Member& peer, std::string,
                   std::function<void(absl::StatusOr<std::string>)> done) override {
     reads.push_back(peer.id);
+    if (on_read) on_read();
     auto it = records.find(peer.id);
     done(it == records.end() ? absl::StatusOr<std::string>(absl::NotFoundError("no record"))
                              : it->second);
@@ -92,6 +93,7 @@ class FakePeers : public testing::StubPeerTransport {
 
   std::map<std::string, absl::StatusOr<std::string>> records;  // ReadRecord answers by peer
   std::vector<std::string> reads;                              // peers asked, in order
+  std::function<void()> on_read;                               // runs as a peer is read
   std::map<std::string, absl::StatusOr<WriteReply>> forward_answers;
   std::vector<std::string> forwards;  // peers a write was forwarded to, in order
 
@@ -653,6 +655,30 @@ TEST_F(CoordinatorTest, ReadRepairSendsTheMergedRecordToAStaleReplica) {
   EXPECT_EQ(peers_.MergedKeys("n3"),
             asked_n3 ? std::vector<std::string>{"k"} : std::vector<std::string>{});
   EXPECT_THAT(peers_.MergedKeys("n2"), IsEmpty());
+}
+
+// A read whose answers took longer than read_repair_max_age to gather repairs nothing: the
+// records it read could have been deleted and purged since, and a repair carrying them would
+// bring the key back (the tombstone reaper allows about one call in flight). Anti-entropy
+// repairs the stale replica instead.
+TEST_F(CoordinatorTest, ASlowReadRepairsNothing) {
+  Start("n1", 3);
+  peers_.records["n2"] = RecordWrittenElsewhere("k");
+  peers_.on_read = [this] { clock_.Advance(absl::Seconds(3)); };  // each answer takes 3 s
+  absl::StatusOr<SiblingSet> record = Read("k", Count(2));
+  ASSERT_TRUE(record.ok()) << record.status();
+  executor_.Drain();
+  EXPECT_EQ(coordinator_->Stats().read_repairs, 0u);
+  EXPECT_TRUE(absl::IsNotFound(store_->ReadRecord("k").status()));
+  EXPECT_THAT(peers_.MergedKeys("n3"), IsEmpty());
+
+  // The same read answered at once repairs this node's stale replica.
+  peers_.on_read = nullptr;
+  record = Read("k", Count(2));
+  ASSERT_TRUE(record.ok()) << record.status();
+  executor_.Drain();
+  EXPECT_GE(coordinator_->Stats().read_repairs, 1u);
+  EXPECT_TRUE(store_->ReadRecord("k").ok());
 }
 
 }  // namespace

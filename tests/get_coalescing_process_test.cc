@@ -342,10 +342,14 @@ TEST_F(GetCoalescingProcessTest, TheNodeRefusesOversizedBatchesAndAnswersEmptyOn
     WriteBigValues(node_.endpoint());
     v1::GetBatchRequest request;
     for (int i = 0; i < 4; ++i) request.add_gets()->set_key(absl::StrCat("big", i));
+    request.add_gets()->set_key("k7");  // small: fits beside the two that were answered
     v1::GetBatchResponse response;
     grpc::ClientContext context;
     ASSERT_TRUE(stub->GetBatch(&context, request, &response).ok());
-    ASSERT_EQ(response.results_size(), 4);
+    ASSERT_EQ(response.results_size(), 5);
+    EXPECT_EQ(response.results(4).code(), 0);
+    EXPECT_FALSE(response.results(4).send_alone());
+    EXPECT_EQ(response.results(4).response().siblings_size(), 1);
     for (int i = 0; i < 2; ++i) {
       EXPECT_EQ(response.results(i).code(), 0) << i;
       EXPECT_FALSE(response.results(i).send_alone()) << i;

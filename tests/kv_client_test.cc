@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <deque>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -227,6 +228,7 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
                                          const v1::GetOperationRequest* request,
                                          v1::GetOperationResponse* response) override {
     absl::MutexLock lock(&mu_);
+    if (!script_.empty() && script_.front() != grpc::StatusCode::OK) return Answer(context);
     ++requests_;
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     if (!absl::StartsWith(request->operation_id(), absl::StrCat(node_id_, ":"))) {
@@ -958,6 +960,15 @@ TEST_F(KvClientTest, GetOperationAsksTheEndpointThatStartedIt) {
   op = client->GetOperation(plan->operation_id);
   ASSERT_TRUE(op.ok()) << op.status();
 
+  // The node that started it is unavailable for a moment (restarting): the retry asks it again,
+  // not another node, which does not know the operation and would answer NOT_FOUND.
+  other.kv().Script({grpc::StatusCode::UNAVAILABLE});
+  const int asked_first = server_.kv().requests();
+  op = client->GetOperation(started->operation_id);
+  ASSERT_TRUE(op.ok()) << op.status();
+  EXPECT_EQ(op->node_id, "second");
+  EXPECT_EQ(server_.kv().requests(), asked_first);
+
   // Ids of nodes this client started nothing on go to the first endpoint, as before.
   EXPECT_EQ(client->GetOperation("third:1-1").status().code(), absl::StatusCode::kNotFound);
   ASSERT_TRUE(client->GetOperation("fake:1-1").ok());
@@ -1008,6 +1019,10 @@ TEST(KvClientCreateTest, RejectsBadOptions) {
   EXPECT_EQ(Client::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
   options = FastOptions({"127.0.0.1:1"});
   options.call_deadline = absl::ZeroDuration();
+  EXPECT_EQ(Client::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+  // An infinite budget is not "no budget": it would never refill to half, and allow no retry.
+  options = FastOptions({"127.0.0.1:1"});
+  options.retry.budget_max_tokens = std::numeric_limits<double>::infinity();
   EXPECT_EQ(Client::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
