@@ -222,10 +222,15 @@ absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>&
                                    absl::FormatDuration(config.gossip_interval),
                                    "), or one lost exchange would mark live members DOWN"));
   }
-  if (config.limits.max_record_bytes < config.limits.max_value_bytes) {
+  // Room for one value of the largest size with its key and metadata (its dot, token, context
+  // and the writes it replaced): otherwise such a Put could never be stored.
+  const size_t one_record =
+      config.limits.max_value_bytes + config.limits.max_key_bytes + kRecordMetadataAllowance;
+  if (config.limits.max_record_bytes < one_record) {
     return UsageError(absl::StrCat("max_record_bytes (", config.limits.max_record_bytes,
-                                   ") must be at least max_value_bytes (",
-                                   config.limits.max_value_bytes, ")"));
+                                   ") must be at least max_value_bytes + max_key_bytes + ",
+                                   kRecordMetadataAllowance, " (", one_record,
+                                   "), or a Put of the largest value could never be stored"));
   }
   if (config.write_quorum > config.replication_factor ||
       config.read_quorum > config.replication_factor) {

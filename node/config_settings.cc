@@ -418,8 +418,9 @@ const std::vector<Setting>& Settings() {
          return ParseDurationAtLeast(v, absl::Seconds(1), &c->tombstone_confirm_delay);
        },
        [](const NodeConfig& c) { return absl::FormatDuration(c.tombstone_confirm_delay); },
-       "Time between the two checks before a purge; longer than any replication message can "
-       "be in flight."},
+       "Time between the two checks before a purge; longer than any record can be in flight "
+       "(a peer call's 2 s deadline, plus up to 2 s that a read repair's answers may be old): "
+       "keep it at 10s or more outside tests."},
       {"tombstone_sweep_interval", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseDurationAtLeast(v, absl::Milliseconds(100), &c->tombstone_sweep_interval);
@@ -487,14 +488,14 @@ const std::vector<Setting>& Settings() {
        "How long an idempotency token is remembered; a retry after that creates a new version. "
        "Also how far apart two copies of one retried write may be; use the same value on every "
        "node."},
-      {"commit_on_executor", "BOOL", false,
+      {"commit_on_executor", "BOOL", true,
        [](absl::string_view v, NodeConfig* c) { return ParseBool(v, &c->commit_on_executor); },
        [](const NodeConfig& c) { return std::string(c.commit_on_executor ? "true" : "false"); },
        "Commit writes (the RocksDB write, and its fsync with sync_writes) on the node's "
        "executor threads, so that gRPC's threads never wait on storage. false: the gRPC thread "
        "that receives a write commits it, and the writes queued meanwhile, when no other thread "
        "is committing (less CPU per write: fewer thread hand-offs)."},
-      {"trust_first_attempts", "BOOL", false,
+      {"trust_first_attempts", "BOOL", true,
        [](absl::string_view v, NodeConfig* c) { return ParseBool(v, &c->trust_first_attempts); },
        [](const NodeConfig& c) { return std::string(c.trust_first_attempts ? "true" : "false"); },
        "Record the token of a write its client marks as a first attempt without looking it up "

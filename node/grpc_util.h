@@ -1,7 +1,10 @@
 // Helpers shared by the node's gRPC services (callback API).
 //
 // absl::StatusCode and grpc::StatusCode have the same numbering (both are the canonical gRPC
-// codes), so statuses map 1:1 with their messages.
+// codes), so statuses map 1:1 with their messages, cut to kMaxStatusMessageBytes: a message
+// travels in a trailer, and one that quotes a long request field (a write id, an operation id)
+// must not pass gRPC's metadata limit (8 KiB; percent-encoding may triple a byte), which would
+// turn the answer into a transport error the client retries.
 //
 // Every reactor comes from a CallGate, which counts calls in flight for graceful shutdown.
 //
@@ -24,9 +27,17 @@
 
 namespace kv {
 
+inline constexpr size_t kMaxStatusMessageBytes = 2048;
+
 inline grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  std::string message(status.message());
+  if (message.size() > kMaxStatusMessageBytes) {
+    const size_t cut = message.size() - kMaxStatusMessageBytes;
+    message.resize(kMaxStatusMessageBytes);
+    message += " ... (" + std::to_string(cut) + " more bytes)";
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::move(message));
 }
 
 inline absl::Status ToAbslStatus(const grpc::Status& status) {

@@ -327,6 +327,9 @@ grpc::ServerUnaryReactor* KvService::List(grpc::CallbackServerContext* context,
                                           const v1::ListRequest* request,
                                           v1::ListResponse* response) {
   absl::Status valid = gate_->Check();
+  // Checked here, before every member is asked: a member's error (one that is down answers
+  // UNAVAILABLE) could otherwise be the answer to a malformed request.
+  if (valid.ok()) valid = store_->ValidateList(request->prefix(), request->page_token());
   if (!valid.ok()) return FinishNow(gate_, valid);
   return StartOnExecutor(context, gate_, executor_, [this, request, response](auto finish) {
     coordinator_->List(request->prefix(), request->page_token(), request->limit(),

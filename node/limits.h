@@ -10,6 +10,9 @@ namespace kv {
 
 // The largest max_key_bytes a node accepts (node/config_settings.cc): no stored key is longer.
 inline constexpr size_t kMaxKeyBytesCeiling = 64 << 10;
+// What max_record_bytes must leave beyond a value of max_value_bytes and its key for the
+// record's metadata (node/config.cc).
+inline constexpr size_t kRecordMetadataAllowance = 64 << 10;
 
 struct Limits {
   size_t max_key_bytes = 1024;

@@ -506,25 +506,41 @@ absl::Status LocalStore::PurgeIfUnchanged(absl::string_view key, const SiblingSe
   return commits_.Run(purge);
 }
 
+namespace {
+
+// Where a List of `prefix` starts: the prefix, or the key `page_token` names (the last key of
+// the previous page, skipped).
+absl::Status ListStart(absl::string_view prefix, absl::string_view page_token, size_t max_key_bytes,
+                       std::string* start) {
+  KV_RETURN_IF_ERROR(CheckSize("prefix", prefix.size(), "max_key_bytes", max_key_bytes));
+  *start = std::string(prefix);
+  if (page_token.empty()) return absl::OkStatus();
+  // The token is a key, so it is not empty, nor longer than any max_key_bytes allows (a key
+  // stored under a larger limit than this node's current one is still a valid token).
+  if (!absl::WebSafeBase64Unescape(page_token, start) || start->empty() ||
+      start->size() > kMaxKeyBytesCeiling || !absl::StartsWith(*start, prefix)) {
+    return absl::InvalidArgumentError(
+        "malformed page token: pass the next_page_token of a List with the same prefix");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status LocalStore::ValidateList(absl::string_view prefix,
+                                      absl::string_view page_token) const {
+  std::string start;
+  return ListStart(prefix, page_token, options_.limits.max_key_bytes, &start);
+}
+
 absl::StatusOr<ListPage> LocalStore::List(absl::string_view prefix, absl::string_view page_token,
                                           uint32_t limit) {
   const Limits& limits = options_.limits;
-  KV_RETURN_IF_ERROR(CheckSize("prefix", prefix.size(), "max_key_bytes", limits.max_key_bytes));
+  std::string start;
+  KV_RETURN_IF_ERROR(ListStart(prefix, page_token, limits.max_key_bytes, &start));
   if (limit == 0) limit = limits.default_list_limit;
   if (limit > limits.max_list_limit) limit = limits.max_list_limit;
-
-  std::string start(prefix);
-  bool skip_start = false;
-  if (!page_token.empty()) {
-    // The token is a key, so it is not empty, nor longer than any max_key_bytes allows (a key
-    // stored under a larger limit than this node's current one is still a valid token).
-    if (!absl::WebSafeBase64Unescape(page_token, &start) || start.empty() ||
-        start.size() > kMaxKeyBytesCeiling || !absl::StartsWith(start, prefix)) {
-      return absl::InvalidArgumentError(
-          "malformed page token: pass the next_page_token of a List with the same prefix");
-    }
-    skip_start = true;  // the token is the last key of the previous page
-  }
+  const bool skip_start = !page_token.empty();  // the token is the last key of the previous page
   const std::string end = PrefixSuccessor(prefix);
 
   // Bound the work of one page even when most keys in range are deleted.

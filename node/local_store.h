@@ -211,8 +211,13 @@ class LocalStore {
 
   // Keys with at least one live version that start with `prefix`, in byte order, at most
   // `limit` (0 = default; capped at the maximum). `page_token` continues an earlier page.
+  // INVALID_ARGUMENT as ValidateList says.
   absl::StatusOr<ListPage> List(absl::string_view prefix, absl::string_view page_token,
                                 uint32_t limit);
+  // INVALID_ARGUMENT for a prefix longer than max_key_bytes, or a page token that is not the
+  // next_page_token of a List with the same prefix: what List checks before reading anything
+  // (a coordinator checks it before asking every member).
+  absl::Status ValidateList(absl::string_view prefix, absl::string_view page_token) const;
 
   // Merges a record received from another replica; returns the merged record.
   absl::StatusOr<SiblingSet> MergeRecord(absl::string_view key, const SiblingSet& remote);

@@ -305,6 +305,12 @@ absl::StatusOr<bool> MerkleIndex::RebuildIfStale() {
 
 absl::StatusOr<std::vector<uint64_t>> MerkleIndex::Nodes(
     absl::string_view peer_id, MerkleLevel level, const std::vector<uint32_t>& indexes) const {
+  // Each interior node once at most: the answer is bounded by the tree (64 Ki leaves), whatever
+  // a caller asks.
+  if (indexes.size() > MerkleTree::kInterior) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", MerkleTree::kInterior,
+                                                   " interior node indexes, not ", indexes.size()));
+  }
   for (uint32_t index : indexes) {
     if (index >= MerkleTree::kInterior) {
       return absl::InvalidArgumentError(

@@ -115,7 +115,7 @@ class MerkleIndex : public RecordObserver {
   std::vector<Member> Replicas(absl::string_view key) const;
 
   // Hashes of the tree for `peer_id` (MerkleLevel). UNAVAILABLE until ready; INVALID_ARGUMENT for
-  // an unknown peer or an interior index >= 256.
+  // an unknown peer, an interior index >= 256 or more than 256 indexes.
   absl::StatusOr<std::vector<uint64_t>> Nodes(absl::string_view peer_id, MerkleLevel level,
                                               const std::vector<uint32_t>& indexes) const;
   // This node's committed (key, digest) entries in `segments` that `peer_id` also replicates, in

@@ -106,6 +106,13 @@ grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
           absl::StrCat("the expected record from \"", request->requester_id(),
                        "\" is invalid: ", expected.status().message()));
     }
+    // Only a deleted key's tombstones are ever purged: a live record is never removed this way,
+    // whoever asks.
+    if (!expected->AllTombstones()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the expected record from \"", request->requester_id(),
+                       "\" holds a live version: only tombstones are purged"));
+    }
     // Checked again inside the commit: a layout adopted since the first check (the node adopts
     // layouts while purges queue) must not let this purge through.
     return store_->PurgeIfUnchanged(request->key(), *expected,

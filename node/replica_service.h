@@ -14,9 +14,10 @@
 // the node knows nothing of.
 //
 // Anti-entropy: MerkleNodes and SegmentKeys answer from the node's MerkleIndex (UNAVAILABLE while
-// its trees are being built, INVALID_ARGUMENT for an unknown requester or a bad index);
-// PurgeRecord deletes a record through LocalStore::PurgeIfUnchanged (tombstone purge,
-// node/tombstone_reaper.h); with a placement set, a node whose layout is in transition refuses
+// its trees are being built, INVALID_ARGUMENT for an unknown requester, a bad index or more than
+// 256 of them); PurgeRecord deletes a record through LocalStore::PurgeIfUnchanged (tombstone
+// purge, node/tombstone_reaper.h), and only a record of tombstones (INVALID_ARGUMENT for one
+// with a live version); with a placement set, a node whose layout is in transition refuses
 // it (FAILED_PRECONDITION), so that a reaper that has not learned of the change yet purges
 // nothing there (it keeps its own copy when a replica does not purge). So does a node whose
 // layout version is not the one the request was confirmed under (a stable layout the reaper has

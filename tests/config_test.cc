@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "node/config_settings.h"
 #include "tests/test_util.h"
 
 namespace kv {
@@ -100,6 +101,14 @@ TEST(ConfigTest, BooleanSpellings) {
   }
   EXPECT_TRUE(ParseOk({"--commit_on_executor=true"}).commit_on_executor);
   EXPECT_FALSE(ParseOk({"--commit_on_executor=false"}).commit_on_executor);
+  // Every boolean setting takes the bare form (true) and no separate value.
+  for (const config_internal::Setting& setting : config_internal::Settings()) {
+    if (setting.value_name != "BOOL") continue;
+    EXPECT_TRUE(setting.is_bool) << setting.name;
+  }
+  EXPECT_TRUE(ParseOk({"--commit_on_executor"}).commit_on_executor);
+  EXPECT_FALSE(ParseOk({"--trust_first_attempts=false"}).trust_first_attempts);
+  EXPECT_TRUE(ParseOk({"--trust_first_attempts"}).trust_first_attempts);
 }
 
 TEST(ConfigTest, DataDirDefaultFollowsNodeId) {
@@ -132,7 +141,15 @@ TEST(ConfigTest, MetricsListenTakesIpv4AddressesOrNothing) {
 
 TEST(ConfigTest, MaxRecordBytesIsBoundedAndAtLeastTheValueLimit) {
   EXPECT_EQ(ParseOk({}).limits.max_record_bytes, 16u << 20);
-  EXPECT_EQ(ParseOk({"--max_record_bytes=1048576"}).limits.max_record_bytes, 1u << 20);
+  EXPECT_EQ(ParseOk({"--max_record_bytes=2097152"}).limits.max_record_bytes, 2u << 20);
+  // A record must hold one value of the largest size, its key and metadata.
+  EXPECT_THAT(ParseError({"--max_record_bytes=1048576"}),
+              HasSubstr("or a Put of the largest value could never be stored"));
+  EXPECT_THAT(ParseError({"--max_value_bytes=20971520", "--max_record_bytes=20971520"}),
+              HasSubstr("max_value_bytes + max_key_bytes"));
+  EXPECT_EQ(
+      ParseOk({"--max_value_bytes=20000000", "--max_record_bytes=20971520"}).limits.max_value_bytes,
+      20000000u);
   EXPECT_THAT(ParseError({"--max_record_bytes=100"}), HasSubstr("max_record_bytes"));
   EXPECT_THAT(ParseError({"--max_record_bytes=100000000"}), HasSubstr("max_record_bytes"));
   EXPECT_THAT(ParseError({"--max_record_bytes=1048576", "--max_value_bytes=2097152"}),

@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kv.grpc.pb.h"
@@ -575,6 +576,77 @@ TEST_F(KvnodeProcessTest, ReplicaServiceRefusesRecordsFromANonMember) {
       EXPECT_TRUE(stored.found());
     }
   }
+}
+
+// The Replica service is answered to callers it admits, which a buggy or hostile peer may be:
+// a purge of a record with a live version is refused and removes nothing (only tombstones are
+// ever purged), and a Merkle leaves request with more indexes than the tree has interior nodes
+// is refused before anything is built for it (16M indexes asked 32 GiB of answer).
+TEST_F(KvnodeProcessTest, ReplicaServiceRefusesPurgingALiveRecordAndOversizedTreeRequests) {
+  internal::v1::ReadRecordResponse record;
+  ASSERT_NO_FATAL_FAILURE(PutAndReadRecord("kept", "live", &record));
+  internal::v1::PurgeRecordRequest purge;
+  purge.set_requester_id("n1");
+  purge.set_key("kept");
+  purge.set_expected_record(record.record());
+  internal::v1::PurgeRecordResponse purged;
+  const grpc::Status refused = replica_->PurgeRecord(Ctx().get(), purge, &purged);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << refused.error_message();
+  EXPECT_THAT(refused.error_message(), HasSubstr("only tombstones are purged"));
+  v1::GetResponse got;
+  EXPECT_GRPC_OK(Get(kv_.get(), "kept", &got));
+  ASSERT_EQ(got.siblings_size(), 1);
+  EXPECT_EQ(got.siblings(0).value(), "live");
+
+  internal::v1::MerkleNodesRequest leaves;
+  leaves.set_requester_id("n1");
+  leaves.set_level(2);  // the leaves of each interior node asked for
+  for (int i = 0; i < 100000; ++i) leaves.add_indexes(0);
+  internal::v1::MerkleNodesResponse hashes;
+  const grpc::Status too_many = replica_->MerkleNodes(Ctx().get(), leaves, &hashes);
+  EXPECT_EQ(too_many.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << too_many.error_message();
+  EXPECT_THAT(too_many.error_message(), HasSubstr("at most 256 interior node indexes"));
+  EXPECT_GRPC_OK(Get(kv_.get(), "kept", &got));  // still serving
+}
+
+// A malformed List is refused as such before the members are asked: with the others down, their
+// UNAVAILABLE must not be the answer to a bad page token or prefix.
+TEST_F(KvnodeProcessTest, AMalformedListIsInvalidWhateverTheOtherMembersAnswer) {
+  testing::NodeProcess::Options options;
+  options.node_id = "n2";
+  options.data_dir = dir_.Sub("n2");
+  options.port = testing::PickFreePort();
+  // The others are soon DOWN, and a DOWN member's UNAVAILABLE comes at once.
+  options.extra_flags = {
+      absl::StrCat("--peers=n1=127.0.0.1:1,n2=127.0.0.1:", options.port, ",n3=127.0.0.1:3"),
+      "--gossip_interval=100ms", "--failure_timeout=300ms"};
+  absl::StatusOr<testing::NodeProcess> n2 = testing::NodeProcess::Start(options);
+  ASSERT_TRUE(n2.ok()) << n2.status();
+  absl::SleepFor(absl::Seconds(1));
+  auto kv2 = v1::KV::NewStub(Connect(n2->endpoint()));
+  for (int i = 0; i < 3; ++i) {
+    v1::ListRequest bad_token;
+    bad_token.set_page_token("!!");
+    v1::ListResponse page;
+    grpc::Status status = kv2->List(Ctx().get(), bad_token, &page);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("malformed page token"));
+    v1::ListRequest long_prefix;
+    long_prefix.set_prefix(std::string(5000, 'p'));
+    status = kv2->List(Ctx().get(), long_prefix, &page);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  }
+}
+
+// An error that quotes a long request field is still answered with its own code: the message is
+// cut to fit a trailer (one over gRPC's metadata limit turned into a transport error).
+TEST_F(KvnodeProcessTest, AnErrorQuotingALongFieldKeepsItsCode) {
+  v1::DescribeWriteRequest request;
+  request.set_write_id(std::string(20000, 'a'));
+  v1::DescribeWriteResponse response;
+  const grpc::Status status = kv_->DescribeWrite(Ctx().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_LE(status.error_message().size(), 2100u);
 }
 
 TEST_F(KvnodeProcessTest, SigtermFinishesInFlightWritesAndExitsZero) {
