@@ -151,6 +151,12 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
           "differ while a membership change spreads, retry with the same idempotency token")));
       return;
     }
+    // A malformed context is the client's error here too, not only at a replica: with the
+    // replicas unreachable it would come back UNAVAILABLE, which the client retries.
+    if (absl::Status context = CausalContext::Decode(command.context).status(); !context.ok()) {
+      done(context);
+      return;
+    }
     {
       absl::MutexLock lock(&stats_mu_);
       ++stats_.writes_forwarded;

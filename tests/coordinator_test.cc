@@ -529,6 +529,19 @@ TEST_F(CoordinatorTest, NonReplicaRefusesAnOversizedWriteWithoutForwardingIt) {
   EXPECT_TRUE(absl::StrContains((*answers)[0].status().message(), "max_value_bytes"))
       << (*answers)[0].status();
   EXPECT_THAT(peers_.forwards, IsEmpty());
+
+  // So is a write with a malformed context (the replicas are unreachable here: forwarded, it
+  // would come back UNAVAILABLE, which the client retries).
+  auto bad_context = std::make_shared<std::vector<absl::StatusOr<WriteReply>>>();
+  coordinator_->Write(WriteCommand{key, false, "v", "\xc7\x01garbage", "token-bad-context"}, {},
+                      [bad_context](absl::StatusOr<WriteReply> reply) {
+                        bad_context->push_back(std::move(reply));
+                      });
+  executor_.Drain();
+  ASSERT_EQ(bad_context->size(), 1u);
+  EXPECT_EQ((*bad_context)[0].status().code(), absl::StatusCode::kInvalidArgument)
+      << (*bad_context)[0].status();
+  EXPECT_THAT(peers_.forwards, IsEmpty());
 }
 
 TEST_F(CoordinatorTest, ReadWithROfOneUsesTheOwnReplicaWhenItHoldsTheKey) {
