@@ -48,11 +48,15 @@ absl::Status ParseIntInRange(absl::string_view text, int64_t min, int64_t max, I
   return absl::OkStatus();
 }
 
+// No duration setting means more than ten years; longer ones would overflow time arithmetic
+// (an idempotency window added to a timestamp) or wait forever (a shutdown drain).
+constexpr absl::Duration kLongestDurationSetting = absl::Hours(24 * 365 * 10);
+
 absl::Status ParseDurationAtLeast(absl::string_view text, absl::Duration min, absl::Duration* out) {
   absl::Duration d;
-  if (!absl::ParseDuration(text, &d) || d == absl::InfiniteDuration() || d < min) {
+  if (!absl::ParseDuration(text, &d) || d < min || d > kLongestDurationSetting) {
     return Expected(absl::StrCat("a duration of at least ", absl::FormatDuration(min),
-                                 " such as 30s, 15m or 24h"));
+                                 " and at most 87600h (ten years), such as 30s, 15m or 24h"));
   }
   *out = d;
   return absl::OkStatus();

@@ -236,6 +236,8 @@ TEST(ConfigTest, MalformedValuesNameTheFlagAndTheValue) {
            {"--idempotency_ttl=24", "for flag --idempotency_ttl"},
            {"--idempotency_ttl=-1h", "at least 1s"},
            {"--idempotency_ttl=inf", "for flag --idempotency_ttl"},
+           {"--idempotency_ttl=3000000000h", "at most 87600h (ten years)"},
+           {"--shutdown_drain=100000h", "at most 87600h (ten years)"},
            {"--shutdown_grace=soon", "for flag --shutdown_grace"},
            {"--listen=7700", "HOST:PORT"},
            {"--listen=:7700", "HOST:PORT"},
