@@ -26,6 +26,7 @@ struct Coordinator::ReadState {
   std::vector<const Member*> order;  // replicas, this node first when it is one
   size_t next = 0;                   // next replica of `order` to ask
   int outstanding = 0;
+  int outstanding_down = 0;  // of those, replicas gossip judged DOWN when they were asked
   int succeeded = 0;
   bool widened = false;  // asked every replica because the first ones knew nothing
   bool finished = false;
@@ -145,7 +146,7 @@ bool Coordinator::TryReadFromMemory(absl::string_view key, const QuorumSpec& r,
 }
 
 void Coordinator::ContinueRead(const std::shared_ptr<ReadState>& state) {
-  std::vector<const Member*> to_ask;
+  std::vector<std::pair<const Member*, bool>> to_ask;  // and whether it was judged DOWN
   bool finish = false;
   {
     absl::MutexLock lock(&state->mu);
@@ -161,20 +162,33 @@ void Coordinator::ContinueRead(const std::shared_ptr<ReadState>& state) {
       if (enough) state->widened = true;
       const int target = state->widened ? static_cast<int>(state->order.size()) : state->needed;
       while (state->next < state->order.size() && state->succeeded + state->outstanding < target) {
-        to_ask.push_back(state->order[state->next]);
+        const Member* m = state->order[state->next];
+        const bool down = IsDown(*m);
+        to_ask.emplace_back(m, down);
         ++state->next;
         ++state->outstanding;
+        if (down) ++state->outstanding_down;
       }
-      finish = state->outstanding == 0 && state->next >= state->order.size();
+      // Every replica was asked. Done once all answered, or, with no live version found, once
+      // enough answered to rule one out (NotFoundQuorum) and only replicas judged DOWN are left:
+      // they would hold the answer to their timeout.
+      const bool conclusive =
+          state->succeeded >= NotFoundQuorum(static_cast<int>(state->order.size()));
+      finish = state->next >= state->order.size() &&
+               (state->outstanding == 0 ||
+                (state->widened && conclusive && state->outstanding == state->outstanding_down));
     }
     state->finished = finish;
   }
-  for (const Member* m : to_ask) {
+  for (const std::pair<const Member*, bool>& ask : to_ask) {
+    const Member* m = ask.first;
+    const bool down = ask.second;
     ReadReplica(*m, state->key, /*for_quorum=*/true,
-                [this, state, m](absl::StatusOr<SiblingSet> record) {
+                [this, state, m, down](absl::StatusOr<SiblingSet> record) {
                   {
                     absl::MutexLock lock(&state->mu);
                     --state->outstanding;
+                    if (down) --state->outstanding_down;
                     if (record.ok()) {
                       ++state->succeeded;
                       if (!state->merged) {
@@ -194,6 +208,12 @@ void Coordinator::ContinueRead(const std::shared_ptr<ReadState>& state) {
                 });
   }
   if (finish) FinishRead(state);
+}
+
+int Coordinator::NotFoundQuorum(int n) const {
+  // An acknowledged write is on at least W replicas, so N - W + 1 answers without a live version
+  // rule out a live version elsewhere; fewer do not.
+  return n - std::min(options_.default_w, n) + 1;
 }
 
 void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
@@ -218,10 +238,7 @@ void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
                      " replicas answered; last error: ", last_error.message())));
     return;
   }
-  // An acknowledged write is on at least W replicas, so N - W + 1 answers without a live version
-  // rule out a live version elsewhere; fewer do not.
-  const int default_w = std::min(options_.default_w, n);
-  const bool conclusive = succeeded >= n - default_w + 1;
+  const bool conclusive = succeeded >= NotFoundQuorum(n);
   if (merged && (!merged->AllTombstones() || conclusive)) {
     state->done(*merged);  // a live version, or the key is deleted (Get answers NOT_FOUND)
     if (repair) ReadRepair(state->key, *merged, answers);

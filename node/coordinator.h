@@ -51,8 +51,9 @@
 // ClusterOptions::read_repair_max_age.
 //
 // Liveness. With a MemberLiveness (the gossip failure detector), replicas judged DOWN are tried
-// last: a write is forwarded to a live replica first, a read asks live replicas first, and List
-// skips DOWN members (their keys are on other replicas too), so requests do not wait for
+// last: a write is forwarded to a live replica first, a read asks live replicas first (and a
+// widened read does not wait for DOWN ones once the others answered enough for NOT_FOUND), and
+// List skips DOWN members (their keys are on other replicas too), so requests do not wait for
 // timeouts on a dead node. A coordinated write still records outbox entries for DOWN replicas,
 // which keep them until they return (hinted handoff).
 //
@@ -244,6 +245,8 @@ class Coordinator {
   // near `answer_by` as unreachable (DEADLINE_EXCEEDED; see DescribeKey).
   void GatherReplicas(std::string key, absl::Time answer_by,
                       std::function<void(std::vector<ReplicaRecordView>)> done);
+  // How many of a read's `n` replicas must answer without a live version for NOT_FOUND.
+  int NotFoundQuorum(int n) const;
   void ReadRepair(const std::string& key, const SiblingSet& merged,
                   const std::vector<std::pair<const Member*, std::optional<SiblingSet>>>& answers);
   void RecordReplicationLag(absl::Duration lag);

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -54,6 +55,10 @@ class FakePeers : public testing::StubPeerTransport {
                   std::function<void(absl::StatusOr<std::string>)> done) override {
     reads.push_back(peer.id);
     if (on_read) on_read();
+    if (held.count(peer.id) > 0) {  // answers only when the test releases it
+      held_reads.push_back(std::move(done));
+      return;
+    }
     auto it = records.find(peer.id);
     done(it == records.end() ? absl::StatusOr<std::string>(absl::NotFoundError("no record"))
                              : it->second);
@@ -94,6 +99,8 @@ class FakePeers : public testing::StubPeerTransport {
   std::map<std::string, absl::StatusOr<std::string>> records;  // ReadRecord answers by peer
   std::vector<std::string> reads;                              // peers asked, in order
   std::function<void()> on_read;                               // runs as a peer is read
+  std::set<std::string> held;  // peers whose reads wait in held_reads
+  std::vector<std::function<void(absl::StatusOr<std::string>)>> held_reads;
   std::map<std::string, absl::StatusOr<WriteReply>> forward_answers;
   std::vector<std::string> forwards;  // peers a write was forwarded to, in order
 
@@ -104,6 +111,15 @@ class FakePeers : public testing::StubPeerTransport {
     std::function<void(absl::Status)> done;
   };
   std::vector<Merge> merges_;
+};
+
+// Members the test declares DOWN.
+class FakeLiveness : public MemberLiveness {
+ public:
+  bool IsDown(absl::string_view member_id) const override {
+    return down.count(std::string(member_id)) > 0;
+  }
+  std::set<std::string> down;
 };
 
 // A MemoryEngine whose writes fail while fail_writes is set.
@@ -134,8 +150,9 @@ class CoordinatorTest : public ::testing::Test {
     options.self_id = self;
     options.replication_factor = kN;
     options.default_w = default_w;
-    coordinator_ = std::make_unique<Coordinator>(options, holder_.get(), store_.get(),
-                                                 outbox_.get(), &peers_, &executor_, &clock_);
+    coordinator_ =
+        std::make_unique<Coordinator>(options, holder_.get(), store_.get(), outbox_.get(), &peers_,
+                                      &executor_, &clock_, &liveness_);
   }
   void TearDown() override {
     if (outbox_ != nullptr) outbox_->Shutdown();
@@ -202,6 +219,7 @@ class CoordinatorTest : public ::testing::Test {
   testing::ManualScheduler scheduler_{&clock_, &executor_};
   FlakyEngine engine_;
   FakePeers peers_;
+  FakeLiveness liveness_;
   std::unique_ptr<PlacementHolder> holder_;
   std::unique_ptr<LocalStore> store_;
   std::unique_ptr<ReplicationOutbox> outbox_;
@@ -650,6 +668,34 @@ TEST_F(CoordinatorTest, AStaleLiveVersionReplacedByATombstoneDoesNotEndTheSearch
   record = Read("d");
   ASSERT_TRUE(record.ok()) << record.status();
   EXPECT_TRUE(record->AllTombstones()) << record->ToString();
+}
+
+// A read that widened (no live version among the first answers) does not wait for a replica
+// gossip judges DOWN once enough others answered to rule a live version out: N - W + 1 = 2 of
+// N=3 here. Without enough of them it still waits, and its answer is then UNAVAILABLE.
+TEST_F(CoordinatorTest, AWidenedReadDoesNotWaitForADownReplicaOnceConclusive) {
+  Start("n1", 3);
+  liveness_.down = {"n3"};
+  peers_.held = {"n3"};
+  absl::StatusOr<SiblingSet> record = Read("missing");
+  EXPECT_EQ(record.status().code(), absl::StatusCode::kNotFound) << record.status();
+  ASSERT_EQ(peers_.held_reads.size(), 1u);                 // n3 was asked, and never answered
+  peers_.held_reads[0](absl::NotFoundError("no record"));  // late: changes nothing
+  executor_.Drain();
+
+  // With n2 failing too, one empty answer is not enough: the read waits for n3.
+  peers_.held_reads.clear();
+  peers_.records["n2"] = absl::UnavailableError("n2 unreachable");
+  auto result = std::make_shared<std::optional<absl::StatusOr<SiblingSet>>>();
+  coordinator_->Read("missing", {},
+                     [result](absl::StatusOr<SiblingSet> answer) { *result = answer; });
+  executor_.Drain();
+  EXPECT_FALSE(result->has_value()) << "answered before the DOWN replica";
+  ASSERT_EQ(peers_.held_reads.size(), 1u);
+  peers_.held_reads[0](absl::UnavailableError("n3 timed out"));
+  executor_.Drain();
+  ASSERT_TRUE(result->has_value());
+  EXPECT_EQ(result->value().status().code(), absl::StatusCode::kUnavailable);
 }
 
 TEST_F(CoordinatorTest, ReadRepairSendsTheMergedRecordToAStaleReplica) {
