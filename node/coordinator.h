@@ -163,8 +163,9 @@ class Coordinator {
   // The merged record of `key` (tombstones included); NOT_FOUND as described above.
   void Read(std::string key, QuorumSpec r, std::function<void(absl::StatusOr<SiblingSet>)> done);
   // Read's answer when this node can give it at once, without blocking: R resolves to 1, this
-  // node is a replica of `key` and its record is in memory (Engine::GetFromMemory) and not
-  // empty. Otherwise false (call Read): an empty replica must widen the read to the others.
+  // node is a replica of `key` and its record is in memory (Engine::GetFromMemory) and holds a
+  // live version. Otherwise false (call Read): a replica without one must widen the read to the
+  // others.
   bool TryReadFromMemory(absl::string_view key, const QuorumSpec& r, SiblingSet* record);
   // One page of keys with a live version, from every member's replica, merged (eventually
   // consistent: a key whose replicas are all unreachable is missing; a key deleted on some

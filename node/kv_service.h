@@ -10,9 +10,11 @@
 // handlers only queue their writes. Once the node begins shutting down (the CallGate is
 // closed) new calls get UNAVAILABLE.
 //
-// Get answers NOT_FOUND when no replica asked holds a live version. A write that is stored here
-// but reached fewer than W replicas is UNAVAILABLE with the trailing metadata "kv-write-stored",
-// so that clients retry it (same idempotency token) on this node rather than elsewhere.
+// Get answers NOT_FOUND when the replicas' answers hold no live version and enough replicas
+// answered to rule one out, UNAVAILABLE when too few did (Coordinator, "Reads"). A write that is
+// stored here but reached fewer than W replicas is UNAVAILABLE with the trailing metadata
+// "kv-write-stored", so that clients retry it (same idempotency token) on this node rather than
+// elsewhere.
 // DescribeKey shows every replica's record side by side; DescribeWrite where a write has spread.
 //
 // GetBatch runs each of its gets as the Get it would be alone (answered here from memory when it
