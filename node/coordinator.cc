@@ -222,10 +222,11 @@ void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
   int succeeded;
   absl::Status last_error;
   {
-    // Finished: answers that arrive later change nothing here.
+    // Finished: answers that arrive later change nothing here, so this one takes them.
     absl::MutexLock lock(&state->mu);
-    answers = state->answers;
-    merged = state->merged;
+    answers = std::move(state->answers);
+    merged = std::move(state->merged);
+    state->merged.reset();
     succeeded = state->succeeded;
     last_error = state->last_error;
   }

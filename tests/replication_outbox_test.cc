@@ -142,13 +142,16 @@ using EntryId = std::pair<std::string, uint64_t>;  // peer id, seq
 
 class ReplicationOutboxTest : public ::testing::Test {
  protected:
+  // An outbox over `engine` (null: the fixture's).
   std::unique_ptr<ReplicationOutbox> MakeOutbox(Options options,
-                                                std::vector<std::string> peer_ids = {"p1"}) {
+                                                std::vector<std::string> peer_ids = {"p1"},
+                                                Engine* engine = nullptr) {
     options.clock = &clock_;
     std::vector<Member> peers;
     for (const std::string& id : peer_ids) peers.push_back(Member{id, id + ":7000", ""});
-    auto outbox = std::make_unique<ReplicationOutbox>(std::move(peers), &engine_, &transport_,
-                                                      &scheduler_, &executor_, rng_, options);
+    auto outbox =
+        std::make_unique<ReplicationOutbox>(std::move(peers), engine != nullptr ? engine : &engine_,
+                                            &transport_, &scheduler_, &executor_, rng_, options);
     absl::Status recovered = outbox->Recover();
     EXPECT_TRUE(recovered.ok()) << recovered;
     return outbox;
@@ -667,10 +670,8 @@ TEST_F(ReplicationOutboxTest, ARecordThisNodeCannotReadDoesNotHoldUpTheOthers) {
   CorruptKeyEngine engine;
   Options options;
   options.max_in_flight = 1;
-  options.clock = &clock_;
-  ReplicationOutbox outbox({Member{"p1", "p1:7000", ""}}, &engine, &transport_, &scheduler_,
-                           &executor_, rng_, options);
-  ASSERT_TRUE(outbox.Recover().ok());
+  std::unique_ptr<ReplicationOutbox> made = MakeOutbox(options, {"p1"}, &engine);
+  ReplicationOutbox& outbox = *made;
   std::map<std::string, std::vector<absl::Status>> results;
   ASSERT_NO_FATAL_FAILURE(WriteAndSubmit(outbox, engine, {"a", "corrupt", "b", "c"}, &results));
   for (int round = 0; round < 60; ++round) {
@@ -708,10 +709,8 @@ TEST_F(ReplicationOutboxTest, AReadErrorThatPassesGivesUpOnNothing) {
   FlakyReadEngine engine;
   Options options;
   options.max_in_flight = 1;
-  options.clock = &clock_;
-  ReplicationOutbox outbox({Member{"p1", "p1:7000", ""}}, &engine, &transport_, &scheduler_,
-                           &executor_, rng_, options);
-  ASSERT_TRUE(outbox.Recover().ok());
+  std::unique_ptr<ReplicationOutbox> made = MakeOutbox(options, {"p1"}, &engine);
+  ReplicationOutbox& outbox = *made;
   std::map<std::string, std::vector<absl::Status>> results;
   ASSERT_NO_FATAL_FAILURE(WriteAndSubmit(outbox, engine, {"a", "flaky", "b"}, &results));
   int backoffs = 0;
