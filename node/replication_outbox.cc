@@ -300,6 +300,11 @@ void ReplicationOutbox::SendBatch(PeerState* peer, uint64_t batch_id,
       return;
     }
   }
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = peer->in_flight.find(batch_id);
+    if (it != peer->in_flight.end()) it->second.sent = records.size();
+  }
   transport_->MergeRecords(peer->member, std::move(records),
                            [liveness = liveness_, this, peer, batch_id](absl::Status status) {
                              if (!liveness->Enter()) return;
@@ -415,7 +420,7 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
       } else {
         peer->on_disk_only = true;  // still on disk: a scan finds them and sends them again
       }
-      stats.sent_records += batch.records;
+      stats.sent_records += batch.sent;
       stats.reachable = true;
       if (options_.clock != nullptr) stats.last_success = options_.clock->Now();
       peer->backoff_ceiling = options_.initial_backoff;

@@ -61,6 +61,7 @@ struct ReplicationOutbox::PeerState {
   struct Batch {
     std::vector<Waiting> entries;
     size_t records = 0;  // distinct keys
+    size_t sent = 0;     // records actually sent (keys without a record send nothing)
   };
   struct Ready {
     uint64_t batch_id;

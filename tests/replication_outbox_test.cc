@@ -1072,6 +1072,7 @@ TEST_F(ReplicationOutboxTest, EntriesOfAKeyWithoutARecordAreStillDeleted) {
   CompleteAllOk();
   EXPECT_TRUE(OutboxKeys().empty());
   EXPECT_EQ(StatsOf(*outbox, "p1").depth, 0u);
+  EXPECT_EQ(StatsOf(*outbox, "p1").sent_records, 0u);  // nothing was sent
 }
 
 TEST_F(ReplicationOutboxTest, RemovePeerDropsOnlyItsEntriesAndReportsItsWaiters) {
