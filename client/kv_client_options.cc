@@ -159,13 +159,19 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const TlsOptions& t
 }
 
 std::shared_ptr<grpc::Channel> DefaultChannel(
-    const std::string& endpoint, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+    const std::string& endpoint, const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+    absl::Duration connect_timeout) {
   grpc::ChannelArguments args;
   // Responses come from our own nodes, which bound them (a record by max_record_bytes, a
   // GetBatch answer by about 1 MiB plus one record).
   args.SetMaxReceiveMessageSize(-1);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kInitialReconnectBackoffMs);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
+  // gRPC gives a connection attempt until the later of its reconnect backoff and this "minimum
+  // reconnect backoff" (20 s by default), then fails the calls waiting for it (they are not
+  // wait-for-ready) and reports the channel TRANSIENT_FAILURE, which Client skips.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(connect_timeout)));
   // No service config from name resolution: one could add a retry policy, which would send a
   // call again after a node received it, first-attempt mark included (PutRequest.first_attempt).
   // gRPC's transparent retries resend only calls no node received.
@@ -190,6 +196,11 @@ absl::Status ValidateOptions(const ClientOptions& options) {
   }
   if (options.attempt_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("ClientOptions::attempt_timeout must be >= 0 (0 = no cap)");
+  }
+  if (options.connect_timeout < absl::Milliseconds(1) || options.connect_timeout > absl::Hours(1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ClientOptions::connect_timeout must be between 1ms and 1h, not ",
+                     absl::FormatDuration(options.connect_timeout)));
   }
   for (const auto& [name, coalescing] :
        {std::pair<const char*, const CoalescingOptions*>{"put_coalescing", &options.put_coalescing},

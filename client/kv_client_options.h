@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "client/kv_client.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/security/credentials.h"
@@ -23,9 +24,11 @@ absl::Status ValidateOptions(const ClientOptions& options);
 std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const TlsOptions& tls);
 
 // A channel to `endpoint` with `credentials` and no receive-size limit that reconnects to a
-// restarted endpoint within about a second.
+// restarted endpoint within about a second and gives up on a connection attempt after
+// `connect_timeout` (ClientOptions::connect_timeout).
 std::shared_ptr<grpc::Channel> DefaultChannel(
-    const std::string& endpoint, const std::shared_ptr<grpc::ChannelCredentials>& credentials);
+    const std::string& endpoint, const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+    absl::Duration connect_timeout);
 
 }  // namespace kv::client_internal
 

@@ -320,6 +320,38 @@ std::string DeadEndpoint() {
   return absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
 }
 
+// A loopback endpoint that never completes a connection, like a host that drops packets: it
+// listens with a full accept queue and never accepts, so new connections' SYNs are dropped.
+class BlackHoleEndpoint {
+ public:
+  BlackHoleEndpoint() {
+    listener_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    listen(listener_, 0);
+    socklen_t len = sizeof(addr);
+    getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    endpoint_ = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+    for (int i = 0; i < 2; ++i) {  // fill the queue (a backlog of 0 holds one)
+      const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+      fillers_.push_back(fd);
+    }
+  }
+  ~BlackHoleEndpoint() {
+    for (int fd : fillers_) close(fd);
+    close(listener_);
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  int listener_ = -1;
+  std::vector<int> fillers_;
+  std::string endpoint_;
+};
+
 ClientOptions FastOptions(std::vector<std::string> endpoints) {
   ClientOptions options;
   options.endpoints = std::move(endpoints);
@@ -491,6 +523,45 @@ TEST_F(KvClientTest, PerCallDeadlineOverridesTheClientDefault) {
 
 TEST_F(KvClientTest, FailsOverFromADeadEndpoint) {
   std::unique_ptr<Client> client = MakeClient(FastOptions({DeadEndpoint(), server_.endpoint()}));
+  for (int i = 0; i < 10; ++i) {
+    absl::StatusOr<WriteResult> put = client->Put(absl::StrCat("k", i), "v");
+    ASSERT_TRUE(put.ok()) << "put " << i << ": " << put.status();
+  }
+  EXPECT_EQ(server_.kv().requests(), 10);
+}
+
+// A long-lived client with a dead endpoint, whose channel gRPC tries again after each reconnect
+// backoff (made short here): the channel stays TRANSIENT_FAILURE meanwhile, so calls keep
+// skipping it instead of failing over from it, each at a cost to the retry budget (which would
+// run out: one token per failover against 0.2 back per success).
+TEST_F(KvClientTest, ADeadEndpointDoesNotDrainTheRetryBudget) {
+  ClientOptions options = FastOptions({DeadEndpoint(), server_.endpoint()});
+  options.channel_factory = [](const std::string& endpoint) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 5);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5);
+    return grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+  };
+  std::unique_ptr<Client> client = MakeClient(options);
+  for (int i = 0; i < 100; ++i) {
+    absl::StatusOr<WriteResult> put = client->Put(absl::StrCat("k", i), "v");
+    ASSERT_TRUE(put.ok()) << "put " << i << ": " << put.status();
+    absl::SleepFor(absl::Milliseconds(10));  // past the dead channel's reconnect backoff
+  }
+  EXPECT_EQ(server_.kv().requests(), 100);
+}
+
+// A dead host that drops packets leaves its channel connecting: after connect_timeout gRPC gives
+// up on the connection, the waiting call moves to the next endpoint, and later calls skip the
+// dead one. Without the timeout the first call waits its whole deadline (gRPC's connect timeout
+// is 20 s) and fails.
+TEST_F(KvClientTest, AnEndpointThatNeverConnectsCostsOneCallTheConnectTimeout) {
+  BlackHoleEndpoint black_hole;
+  ClientOptions options = FastOptions({black_hole.endpoint(), server_.endpoint()});
+  options.call_deadline = absl::Seconds(5);
+  options.connect_timeout = absl::Milliseconds(500);
+  std::unique_ptr<Client> client = MakeClient(options);
   for (int i = 0; i < 10; ++i) {
     absl::StatusOr<WriteResult> put = client->Put(absl::StrCat("k", i), "v");
     ASSERT_TRUE(put.ok()) << "put " << i << ": " << put.status();
@@ -1020,6 +1091,13 @@ TEST(KvClientCreateTest, RejectsBadOptions) {
   options = FastOptions({"127.0.0.1:1"});
   options.call_deadline = absl::ZeroDuration();
   EXPECT_EQ(Client::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+  for (absl::Duration connect_timeout : {absl::ZeroDuration(), absl::Hours(2)}) {
+    options = FastOptions({"127.0.0.1:1"});
+    options.connect_timeout = connect_timeout;
+    absl::Status status = Client::Create(options).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(status.message(), HasSubstr("connect_timeout"));
+  }
   // An infinite budget is not "no budget": it would never refill to half, and allow no retry.
   options = FastOptions({"127.0.0.1:1"});
   options.retry.budget_max_tokens = std::numeric_limits<double>::infinity();
