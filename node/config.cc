@@ -192,6 +192,12 @@ absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>&
                                      "callers present"));
     }
   }
+  if (!config.tls_admin_names.empty() && config.tls_peer_names.empty()) {
+    return UsageError(
+        "--tls_admin_names needs --tls_peer_names: without it every certificate the CA signed may "
+        "call the internal Replica service, whose gossip can install a newer cluster layout, "
+        "which would go around the administrators' check");
+  }
   if (!config.metrics_listen.empty()) {
     const absl::string_view grpc_port =
         absl::string_view(config.listen).substr(config.listen.rfind(':') + 1);

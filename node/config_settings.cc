@@ -252,7 +252,8 @@ const std::vector<Setting>& Settings() {
        "run anti-entropy, or start and cancel repairs and other operations (kvctl operation "
        "cancel); others get PERMISSION_DENIED. The KV service and "
        "the "
-       "status calls stay open to every certificate the CA signed. Empty: any."},
+       "status calls stay open to every certificate the CA signed. Needs --tls_peer_names (or "
+       "a client could gossip a cluster layout). Empty: any."},
       {"tls_reload_interval", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) -> absl::Status {
          absl::Duration d;

@@ -444,6 +444,7 @@ TEST_F(TlsProcessTest, OnlyTheNamedAdministratorsChangeTheCluster) {
   const std::vector<int> ports = FreePorts(2);
   std::vector<std::string> flags = NodeTlsFlags();
   flags.push_back("--tls_admin_names=kv-admin");
+  flags.push_back("--tls_peer_names=127.0.0.*");  // required with --tls_admin_names
   ASSERT_NO_FATAL_FAILURE(StartNodes(ports, flags, KvctlTls()));
   ExpectLogged(0, "tls_admin_names=kv-admin");
   const std::string n1 = absl::StrCat("127.0.0.1:", ports[0]);
@@ -761,6 +762,9 @@ TEST_F(TlsProcessTest, BadTlsSettingsStopTheNodeBeforeItTouchesItsData) {
            {{cert, key, ca, "--tls_peer_names=no/de"}, 2, "may hold only"},
            {{cert, key, ca, "--tls_peer_names=,"}, 2, "patterns separated by commas"},
            {{cert, key, ca, "--tls_admin_names=a b"}, 2, "may hold only"},
+           {{cert, key, ca, "--tls_admin_names=kv-admin"},
+            2,
+            "--tls_admin_names needs --tls_peer_names"},
            {{"--tls_admin_names=kv-admin"}, 2, "--tls_admin_names needs mutual TLS"},
            {{cert, key, ca, "--tls_client_auth=false", "--tls_peer_names=node*"},
             2,
