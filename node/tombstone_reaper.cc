@@ -150,6 +150,21 @@ std::vector<TombstoneReaper::Candidate> TombstoneReaper::Scan() {
   std::string next = it->Valid() ? std::string(it->key()) : std::string();
   if (!it->status().ok()) CountError(it->status());
   absl::MutexLock lock(&mu_);
+  // A first confirmation of a key this scan passed without choosing it (written again, purged,
+  // no longer this node's to purge) can never be followed by a second: forget it, or the pending
+  // confirmations would fill up with such keys and no tombstone would be confirmed again.
+  if (it->status().ok()) {
+    auto end = next.empty() ? confirmed_.end() : confirmed_.lower_bound(next);
+    size_t chosen = 0;
+    for (auto pending = confirmed_.lower_bound(cursor); pending != end;) {
+      while (chosen < candidates.size() && candidates[chosen].key < pending->first) ++chosen;
+      if (chosen < candidates.size() && candidates[chosen].key == pending->first) {
+        ++pending;
+      } else {
+        pending = confirmed_.erase(pending);
+      }
+    }
+  }
   cursor_ = std::move(next);
   stats_.candidates += candidates.size();
   return candidates;

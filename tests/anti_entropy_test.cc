@@ -932,8 +932,9 @@ class TombstoneReaperTest : public AntiEntropyTest {
     }
     return -1;
   }
-  std::unique_ptr<TombstoneReaper> MakeReaper(int i) {
+  std::unique_ptr<TombstoneReaper> MakeReaper(int i, size_t max_pending_confirmations = 100'000) {
     TombstoneReaper::Options options;
+    options.max_pending_confirmations = max_pending_confirmations;
     options.min_age = absl::Seconds(10);
     options.confirm_delay = absl::Seconds(5);
     return std::make_unique<TombstoneReaper>(nodes_[i].index.get(), nodes_[i].store.get(),
@@ -1004,6 +1005,41 @@ TEST_F(TombstoneReaperTest, PurgesOnlyAfterEveryReplicaHoldsTheTombstoneTwice) {
   EXPECT_EQ(reaper->Stats().purged, 1u);
   // The index followed: the trees agree again, without the key.
   EXPECT_EQ(Root(0, 1), Root(1, 0));
+}
+
+// A key confirmed once and then written again is forgotten when a sweep passes it: pending
+// confirmations of keys that can never get a second one would otherwise fill the bounded set,
+// after which no tombstone got a first confirmation, nor was purged, again.
+TEST_F(TombstoneReaperTest, AKeyWrittenAgainAfterAConfirmationDoesNotHoldItsPlace) {
+  MakeCluster(3, 3);
+  const std::string first = "again";
+  const int r = Reaper(first);
+  ASSERT_GE(r, 0);
+  std::string second;
+  for (int i = 0; second.empty(); ++i) {
+    if (Reaper(absl::StrCat("gone", i)) == r) second = absl::StrCat("gone", i);
+  }
+  auto reaper = MakeReaper(r, /*max_pending_confirmations=*/1);
+  auto delete_everywhere = [&](const std::string& key) {
+    Put(r, key, "v");
+    Delete(r, key);
+    for (int j = 0; j < 3; ++j) {
+      if (j != r) Replicate(r, j, key);
+    }
+  };
+  delete_everywhere(first);
+  clock_.Advance(absl::Seconds(11));
+  Sweep(*reaper);  // the first key's first confirmation takes the only place
+  EXPECT_EQ(reaper->Stats().confirmations, 1u);
+  Put(r, first, "back");  // written again: never a candidate again
+  delete_everywhere(second);
+  clock_.Advance(absl::Seconds(11));
+  Sweep(*reaper);  // passes the first key (forgotten), confirms the second
+  clock_.Advance(absl::Seconds(6));
+  Sweep(*reaper);
+  EXPECT_TRUE(NoReplicaHolds(second));
+  EXPECT_EQ(reaper->Stats().purged, 1u);
+  EXPECT_TRUE(Encoded(r, first).ok());
 }
 
 // A newer layout pauses purging at once and forgets confirmations made on the old ring; purging
