@@ -43,19 +43,42 @@ absl::StatusOr<StartTokens::Answer> StartTokens::Run(
     return Answer{*std::move(response), /*deduplicated=*/false};
   }
   absl::MutexLock lock(&mu_);
-  const absl::Time now = clock_->Now();
-  Prune(now);
-  if (auto it = entries_.find(token); it != entries_.end()) {
-    if (it->second.fingerprint != fingerprint) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("idempotency_token '", token,
-                       "' was used for another request on this node; a token names one request "
-                       "(use a new token for a new request)"));
+  for (;;) {
+    Prune(clock_->Now());
+    const std::string* known = nullptr;
+    if (auto it = entries_.find(token); it != entries_.end()) {
+      known = &it->second.fingerprint;
+    } else if (auto run = running_.find(token); run != running_.end()) {
+      known = &run->second;
     }
-    return Answer{it->second.response, /*deduplicated=*/true};
+    if (known != nullptr && *known != fingerprint) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "idempotency token reused with different parameters: '", token,
+          "' was used for another request on this node; a token names one request (use a new "
+          "token for a new request)"));
+    }
+    if (auto it = entries_.find(token); it != entries_.end()) {
+      return Answer{it->second.response, /*deduplicated=*/true};
+    }
+    if (running_.count(token) == 0) break;
+    // The same request is starting on another thread: wait for its answer (or its refusal,
+    // after which this call may start the job).
+    struct Waiting {
+      const std::map<std::string, std::string, std::less<>>* running;
+      absl::string_view token;
+    } waiting{&running_, token};
+    mu_.Await(absl::Condition(
+        +[](Waiting* w) { return w->running->find(w->token) == w->running->end(); }, &waiting));
   }
+  running_.emplace(std::string(token), std::string(fingerprint));
+  // Started without the lock: a membership change's start may wait seconds for the other
+  // members, and calls with other tokens must not wait for it.
+  mu_.Unlock();
   absl::StatusOr<std::string> response = start();
+  mu_.Lock();
+  running_.erase(running_.find(token));
   if (!response.ok()) return response.status();
+  const absl::Time now = clock_->Now();
   entries_.emplace(std::string(token), Entry{std::string(fingerprint), *response, now});
   order_.emplace_back(token);
   if (journal_ != nullptr) {

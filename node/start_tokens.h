@@ -6,7 +6,8 @@
 // A token is remembered with a fingerprint of its request (the caller's choice: the request's
 // bytes without the token) and the answer (a response's bytes). The same token and fingerprint
 // again return the remembered answer, marked deduplicated, without starting anything; the same
-// token with another fingerprint is INVALID_ARGUMENT (a token names one request). Only starts
+// token with another fingerprint is INVALID_ARGUMENT ("idempotency token reused with different
+// parameters": a token names one request). Only starts
 // that succeeded are remembered: a refused start (say FAILED_PRECONDITION while another change
 // runs) leaves the token free, so that a later retry may start the job.
 //
@@ -18,9 +19,10 @@
 // answers NOT_FOUND, as for any expired id). Another node does not know it; the client library
 // therefore retries a start on the node it first asked unless that node is unreachable.
 //
-// Thread-safe. Run calls `start` with the lock held, so that two concurrent calls with one token
-// start at most one job; `start` must not call into the same StartTokens. Time is read only
-// through the injected Clock.
+// Thread-safe. Run calls `start` without its lock: a call with a token whose start is under way
+// on another thread waits for that start's answer (so one token starts at most one job), and
+// calls with other tokens go on meanwhile. `start` must not call Run with its own token. Time is
+// read only through the injected Clock.
 #ifndef KV_NODE_START_TOKENS_H_
 #define KV_NODE_START_TOKENS_H_
 
@@ -111,7 +113,9 @@ class StartTokens {
   absl::Mutex mu_;
   StartTokenJournal* journal_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::map<std::string, Entry, std::less<>> entries_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);     // tokens, oldest start first
+  std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);  // tokens, oldest start first
+  // Tokens whose `start` runs now, with their fingerprints.
+  std::map<std::string, std::string, std::less<>> running_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> dropped_ ABSL_GUARDED_BY(mu_);  // see Prune
 };
 

@@ -13,6 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "node/clock.h"
@@ -84,6 +85,38 @@ TEST_F(StartTokensTest, ConcurrentCallsWithOneTokenStartOnce) {
   EXPECT_EQ(deduplicated, 3);
 }
 
+// A start may take seconds (a membership change waits for the other members): calls with other
+// tokens do not wait for it; one with the same token and another request is refused at once.
+TEST_F(StartTokensTest, ASlowStartHoldsUpNoOtherToken) {
+  StartTokens tokens(&clock_);
+  absl::Notification started, release;
+  std::thread slow([&] {
+    absl::StatusOr<StartTokens::Answer> answer =
+        tokens.Run("t1", "join n4", [&]() -> absl::StatusOr<std::string> {
+          started.Notify();
+          release.WaitForNotification();
+          return std::string("op-slow");
+        });
+    EXPECT_TRUE(answer.ok()) << answer.status();
+  });
+  started.WaitForNotification();
+  absl::Notification other_done;
+  std::thread other([&] {
+    EXPECT_EQ(Start(tokens, "t2", "repair all").value().response, "op-1");
+    EXPECT_EQ(tokens.Run("t1", "join n5", [] { return absl::StatusOr<std::string>("never"); })
+                  .status()
+                  .code(),
+              absl::StatusCode::kInvalidArgument);
+    other_done.Notify();
+  });
+  const bool other_went_on = other_done.WaitForNotificationWithTimeout(absl::Seconds(30));
+  release.Notify();
+  slow.join();
+  other.join();
+  EXPECT_TRUE(other_went_on) << "a call with another token waited for a slow start";
+  EXPECT_EQ(Start(tokens, "t1", "join n4").value().response, "op-slow");
+}
+
 TEST_F(StartTokensTest, EmptyTokenStartsEveryTime) {
   StartTokens tokens(&clock_);
   for (int i = 1; i <= 3; ++i) {
@@ -101,6 +134,9 @@ TEST_F(StartTokensTest, TokenReusedForAnotherRequestIsAClientErrorAndStartsNothi
   absl::StatusOr<StartTokens::Answer> reused = Start(tokens, "t1", "repair n3");
   EXPECT_EQ(reused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(reused.status().message(), "another request")) << reused.status();
+  EXPECT_TRUE(absl::StrContains(reused.status().message(),
+                                "idempotency token reused with different parameters"))
+      << reused.status();
   EXPECT_EQ(starts_, 1);
   // The first request still gets its answer.
   absl::StatusOr<StartTokens::Answer> retry = Start(tokens, "t1", "repair all");
