@@ -155,7 +155,7 @@ void AntiEntropy::Exchange(std::string peer_id,
     SyncPeersLocked(peers, generation);
     if (shutdown_) {
       refused = absl::UnavailableError("anti-entropy is shut down");
-    } else if (peers.empty()) {
+    } else if (peers.empty() && peer_id.empty()) {
       // Nothing to exchange: an empty, complete result.
     } else if (peer_id.empty()) {
       chosen = next_peer_++ % peers.size();

@@ -242,8 +242,15 @@ void RepairRunner::OnExchange(JobPtr job, absl::StatusOr<ExchangeResult> result)
     job->waited = absl::ZeroDuration();
     return Next(job);  // the same peer again: it stopped at the per-exchange key limit
   }
-  // The other keys were repaired; the ones skipped fail the peer (and so the operation).
-  PeerDone(job, std::exchange(job->skipped, absl::OkStatus()));
+  // The other keys were repaired; the ones skipped fail the peer (and so the operation), and so
+  // does a peer still different after the last exchange allowed.
+  absl::Status status = std::exchange(job->skipped, absl::OkStatus());
+  if (status.ok() && !result->complete) {
+    status = absl::FailedPreconditionError(absl::StrCat(
+        "still different after ", job->exchanges_with_peer,
+        " exchanges (each stops at the per-exchange key limit); run the repair again"));
+  }
+  PeerDone(job, std::move(status));
 }
 
 void RepairRunner::PeerDone(JobPtr job, absl::Status status) {

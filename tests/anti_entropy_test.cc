@@ -804,6 +804,48 @@ TEST_F(AntiEntropyTest, RepairWithAKeyItCannotRepairRepairsTheRestAndFails) {
   ae->Shutdown();
 }
 
+// A peer still different after the last exchange a repair allows fails the repair: SUCCEEDED
+// says the peers were brought in line.
+TEST_F(AntiEntropyTest, RepairStoppedByTheExchangeLimitFails) {
+  MakeCluster(2, 2);
+  for (int i = 0; i < 30; ++i) Put(0, absl::StrCat("k", i), "v");
+  AntiEntropy::Options options;
+  options.max_keys_per_exchange = 10;
+  auto ae = MakeAntiEntropy(0, options);
+  OperationRegistry operations("a", "1", &clock_, {});
+  RepairRunner::Options repair_options;
+  repair_options.max_exchanges_per_peer = 2;  // 20 of the 30 keys
+  RepairRunner repairs(nodes_[0].index.get(), ae.get(), &operations, &scheduler_, repair_options);
+  absl::StatusOr<std::string> id = repairs.Start("");
+  ASSERT_TRUE(id.ok()) << id.status();
+  scheduler_.Advance(absl::Seconds(5));
+  absl::StatusOr<OperationInfo> op = operations.Get(*id);
+  ASSERT_TRUE(op.ok()) << op.status();
+  EXPECT_EQ(op->state, OperationState::kFailed);
+  EXPECT_EQ(op->error.code(), absl::StatusCode::kFailedPrecondition) << op->error;
+  EXPECT_THAT(std::string(op->error.message()), ::testing::HasSubstr("run the repair again"));
+  EXPECT_EQ(op->counters["keys_repaired"], 20u);
+  // Run again, it finishes the job.
+  absl::StatusOr<std::string> again = repairs.Start("");
+  ASSERT_TRUE(again.ok()) << again.status();
+  scheduler_.Advance(absl::Seconds(5));
+  EXPECT_EQ(operations.Get(*again)->state, OperationState::kSucceeded)
+      << operations.Get(*again)->error;
+  ae->Shutdown();
+}
+
+// An exchange with a named peer, on a ring without peers, is refused rather than reported done.
+TEST_F(AntiEntropyTest, AnExchangeWithANamedPeerOnARingOfOneIsRefused) {
+  MakeCluster(1, 1);
+  auto ae = MakeAntiEntropy(0);
+  std::optional<absl::StatusOr<ExchangeResult>> result;
+  ae->Exchange("b", [&](absl::StatusOr<ExchangeResult> r) { result = std::move(r); });
+  executor_.Drain();
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->status().code(), absl::StatusCode::kInvalidArgument) << result->status();
+  ae->Shutdown();
+}
+
 TEST_F(AntiEntropyTest, RepairFailsNamingTheUnreachablePeerAndStillRepairsTheOthers) {
   MakeCluster(3, 3);
   for (int i = 0; i < 5; ++i) Put(0, absl::StrCat("k", i), "v");
