@@ -14,12 +14,6 @@ bool HasId(const std::vector<Member>& members, absl::string_view id) {
   return std::any_of(members.begin(), members.end(), [&](const Member& m) { return m.id == id; });
 }
 
-std::vector<Member> SortedById(std::vector<Member> members) {
-  std::sort(members.begin(), members.end(),
-            [](const Member& a, const Member& b) { return a.id < b.id; });
-  return members;
-}
-
 // The fraction of the 64-bit ring between positions `from` (exclusive) and `to` (inclusive),
 // walking clockwise.
 double ArcFraction(uint64_t from, uint64_t to) {
@@ -41,9 +35,21 @@ bool ClusterLayout::NamesDown(absl::string_view id) const {
   return std::find(down.begin(), down.end(), id) != down.end();
 }
 
+std::vector<Member> SortedById(std::vector<Member> members) {
+  std::stable_sort(members.begin(), members.end(),
+                   [](const Member& a, const Member& b) { return a.id < b.id; });
+  return members;
+}
+
+bool SameMembers(const std::vector<Member>& a, const std::vector<Member>& b) {
+  if (a.size() != b.size()) return false;
+  if (a == b) return true;
+  return SortedById(a) == SortedById(b);
+}
+
 bool SameLayout(const ClusterLayout& a, const ClusterLayout& b) {
-  return a.version == b.version && a.members == b.members && a.next == b.next &&
-         a.change == b.change && a.down == b.down;
+  return a.version == b.version && SameMembers(a.members, b.members) &&
+         SameMembers(a.next, b.next) && a.change == b.change && a.down == b.down;
 }
 
 std::string DescribeLayout(const ClusterLayout& layout) {
@@ -280,7 +286,8 @@ absl::StatusOr<ClusterLayout> PlanRemoveDown(const ClusterLayout& current, absl:
 
 bool IsRemovalDuring(const ClusterLayout& transition, const ClusterLayout& layout) {
   if (!transition.in_transition() || !layout.in_transition() ||
-      layout.version != transition.version + 1 || layout.members != transition.members) {
+      layout.version != transition.version + 1 ||
+      !SameMembers(layout.members, transition.members)) {
     return false;
   }
   for (const Member& m : layout.next) {

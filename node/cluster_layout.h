@@ -46,8 +46,14 @@ struct ClusterLayout {
   bool NamesDown(absl::string_view id) const;    // in down
 };
 
-// True if `a` and `b` are the same layout: version, owners, next owners, change and down.
+// True if `a` and `b` hold the same members (id, address, zone), in any order: members given
+// in another order (say each node's --peers listing itself first) make the same ring.
+bool SameMembers(const std::vector<Member>& a, const std::vector<Member>& b);
+// True if `a` and `b` are the same layout: version, owners and next owners (SameMembers), change
+// and down.
 bool SameLayout(const ClusterLayout& a, const ClusterLayout& b);
+// `members` sorted by id, the order a layout keeps them in.
+std::vector<Member> SortedById(std::vector<Member> members);
 // "version 3: owners n1,n2,n3 -> n1,n2,n3,n4 (join n4)", for messages.
 std::string DescribeLayout(const ClusterLayout& layout);
 

@@ -145,7 +145,7 @@ absl::Status LayoutReservations::Accept(const LayoutBallot& ballot, const Cluste
         "member down for good may follow it, not ",
         DescribeLayout(layout), "; commit the next change once it completes"));
   }
-  if (!current.in_transition() && layout.members != current.members) {
+  if (!current.in_transition() && !SameMembers(layout.members, current.members)) {
     // Every change starts from the current owners.
     return absl::FailedPreconditionError(absl::StrCat("layout ", DescribeLayout(layout),
                                                       " does not start from this member's (",

@@ -57,7 +57,7 @@ absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
   ClusterLayout layout;
   if (!config_.peers.empty()) {
     layout.version = 1;
-    layout.members = config_.peers;
+    layout.members = SortedById(config_.peers);  // the order a layout keeps (any is accepted)
     WarnIfPeersEntryNamesAnotherPort();
   } else if (!config_.seeds.empty() && stored_layout.has_value()) {
     // A restart: the stored layout's members are as good as the seeds to gossip with, and the
@@ -84,7 +84,7 @@ absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
   }
   if (!config_.peers.empty() && stored_layout.has_value() && stored_layout->members.size() > 1 &&
       stored_layout->version == layout.version &&
-      FormatMembers(stored_layout->members) != FormatMembers(layout.members)) {
+      !SameMembers(stored_layout->members, layout.members)) {
     LogWarn(
         "the configured --peers differ from the cluster layout this node stored at the same "
         "version: every member must be given the same list (gossip reports a layout conflict "

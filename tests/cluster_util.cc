@@ -51,6 +51,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(Options options) {
       node.data_dir = cluster->dir_.Sub(node.id);
       if (!cluster->IsJoiner(i)) peers.push_back(absl::StrCat(node.id, "=127.0.0.1:", node.port));
     }
+    cluster->peers_ = peers;
     cluster->peers_flag_ = absl::StrJoin(peers, ",");
     status = absl::OkStatus();
     for (size_t i = 0; i < ports.size() && status.ok(); ++i) {
@@ -93,6 +94,17 @@ bool Cluster::running(size_t index) {
   return node.started && node.process.running();
 }
 
+std::string Cluster::PeersFlagFor(size_t index) const {
+  // Each node lists the members starting from itself, as a per-node configuration might: the
+  // order must not matter (the layout is the same set of members).
+  std::vector<std::string> rotated = peers_;
+  if (!rotated.empty()) {
+    std::rotate(rotated.begin(), rotated.begin() + static_cast<long>(index % rotated.size()),
+                rotated.end());
+  }
+  return absl::StrJoin(rotated, ",");
+}
+
 std::vector<std::string> Cluster::Argv(size_t index) const {
   const Node& node = nodes_.at(index);
   std::vector<std::string> argv = {
@@ -103,7 +115,7 @@ std::vector<std::string> Cluster::Argv(size_t index) const {
       IsJoiner(index) || std::find(options_.seeds_only.begin(), options_.seeds_only.end(), index) !=
                              options_.seeds_only.end()
           ? "--seeds=" + endpoint(0)
-          : "--peers=" + peers_flag_,
+          : "--peers=" + PeersFlagFor(index),
       absl::StrCat("--replication_factor=", options_.replication_factor),
       absl::StrCat("--write_quorum=", options_.write_quorum),
       absl::StrCat("--read_quorum=", options_.read_quorum),

@@ -69,7 +69,7 @@ class Cluster {
   std::string endpoint(size_t index) const;
   std::vector<std::string> endpoints() const;
   std::string data_dir(size_t index) const;
-  // The --peers value every node was given.
+  // The members as --peers lists them (each node is given them starting from itself).
   const std::string& peers_flag() const { return peers_flag_; }
   // The running process's pid, or -1 when the node is not running.
   pid_t pid(size_t index);
@@ -128,6 +128,8 @@ class Cluster {
 
   explicit Cluster(Options options);
   std::vector<std::string> Argv(size_t index) const;
+  // The --peers value node `index` is given: the members, starting from that node.
+  std::string PeersFlagFor(size_t index) const;
   // Starts node `index` without waiting.
   absl::Status Launch(size_t index);
   // Waits until node `index` serves, or fails if it exits or `timeout` passes.
@@ -138,6 +140,7 @@ class Cluster {
   Options options_;
   TempDir dir_;  // declared before nodes_: the processes die before their directories go
   std::string peers_flag_;
+  std::vector<std::string> peers_;  // "id=host:port" of each member, in node order
   std::vector<Node> nodes_;
   std::vector<std::string> unexpected_exits_;  // found by Restart, reported by StopAll
 };

@@ -1527,6 +1527,15 @@ TEST_F(GossipTest, AnotherLayoutOfTheSameVersionIsReportedAsAConflict) {
                              ours.version, ": owners n1,n2,n3")))
       << conflict;
   EXPECT_EQ(nodes_[0].gossiper->Layout().next.size(), 0u) << "the other layout was adopted";
+  // The same members in another order (each node's --peers listing itself first) are the same
+  // layout, not a conflict.
+  ASSERT_TRUE(nodes_[1].gossiper->LayoutConflict().empty());
+  GossipDigest reordered;
+  reordered.from_id = "n3";
+  reordered.layout = ours;
+  std::reverse(reordered.layout.members.begin(), reordered.layout.members.end());
+  nodes_[1].gossiper->HandleGossip(reordered);
+  EXPECT_EQ(nodes_[1].gossiper->LayoutConflict(), "");
 
   ClusterLayout newer = ours;
   newer.version = ours.version + 2;

@@ -3,6 +3,7 @@
 
 #include "node/layout_reservations.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -91,6 +92,25 @@ TEST_F(LayoutReservationsTest, AcceptedLayoutIsHandedToEveryLaterProposer) {
   const LayoutPromise third = Reserve(30, "c");
   ASSERT_TRUE(third.status.ok()) << third.status;
   EXPECT_EQ(third.accepted_ballot, (LayoutBallot{20, "b"}));
+}
+
+// A change planned from the same members in another order (a proposer given its --peers in
+// another order) starts from this member's layout: the ring is the same.
+TEST_F(LayoutReservationsTest, AChangeFromTheSameMembersInAnotherOrderIsAccepted) {
+  ClusterLayout reordered = current_;
+  std::reverse(reordered.members.begin(), reordered.members.end());
+  ClusterLayout join = reordered;
+  join.version = 5;
+  join.next = reordered.members;
+  join.next.push_back(Member{"n9", "10.0.0.9:7700", ""});
+  join.change = "join n9";
+  EXPECT_TRUE(member_.Reserve({10, "a"}, 5, "join n9", current_).status.ok());
+  const absl::Status accepted = member_.Accept({10, "a"}, join, current_);
+  EXPECT_TRUE(accepted.ok()) << accepted;
+  EXPECT_TRUE(SameLayout(current_, reordered));
+  ClusterLayout other = current_;
+  other.members.back().address = "10.0.0.99:7700";
+  EXPECT_FALSE(SameLayout(current_, other));
 }
 
 TEST_F(LayoutReservationsTest, ALowerBallotIsToldTheRoundToBeat) {
