@@ -212,6 +212,17 @@ void Gossiper::SetHandoffProgress(const HandoffProgress& progress) {
   PushToAll();
 }
 
+void Gossiper::SetCleanLayoutVersion(uint64_t version) {
+  {
+    absl::MutexLock lock(&mu_);
+    MemberEntry& me = members_[self_id_];
+    if (me.clean_layout_version == version) return;
+    me.clean_layout_version = version;
+    if (stopped_ || !started_) return;
+  }
+  PushToAll();  // the owners' reapers wait for it
+}
+
 void Gossiper::PushToAll() {
   std::vector<std::string> targets;
   GossipDigest digest;
@@ -456,7 +467,8 @@ void Gossiper::Merge(const GossipDigest& digest) {
       continue;
     }
     if (!in.NewerThan(it->second)) continue;
-    if (in.incarnation > it->second.incarnation) {
+    const bool restarted = in.incarnation > it->second.incarnation;
+    if (restarted) {
       // A restart may come with another address (a joiner whose port was taken, say): a join
       // is planned with the address of the member's entry.
       it->second.member.address = in.member.address;
@@ -470,10 +482,10 @@ void Gossiper::Merge(const GossipDigest& digest) {
     it->second.layout_version = in.layout_version;
     it->second.knows_members_down = in.knows_members_down;
     it->second.agrees_completions = in.agrees_completions;
-    // An older node relaying the entry drops the field: keep what the member itself said.
-    if (!in.settings.empty() || in.incarnation > it->second.incarnation) {
-      it->second.settings = in.settings;
-    }
+    it->second.clean_layout_version = in.clean_layout_version;
+    // An older node relaying the entry drops the field: keep what the member itself said (a
+    // restarted member's entry replaces it, empty or not).
+    if (!in.settings.empty() || restarted) it->second.settings = in.settings;
     WarnOfSettings(it->second);
     detector_.Heard(in.member.id, now);
   }

@@ -139,6 +139,9 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // that sources waiting for phase 1 to end and the node running the change need not wait for
   // it to spread epidemically.
   void SetHandoffProgress(const HandoffProgress& progress);
+  // Publishes in this node's entry that its clean-up pass on the ring of stable layout `version`
+  // ended keeping nothing (MemberEntry::clean_layout_version), pushed to every member at once.
+  void SetCleanLayoutVersion(uint64_t version);
 
   // Every member known, ordered by id.
   std::vector<MemberView> Members() const;

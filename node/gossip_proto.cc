@@ -34,6 +34,7 @@ void DigestToProto(const GossipDigest& digest,
     m->set_knows_members_down(entry.knows_members_down);
     m->set_agrees_completions(entry.agrees_completions);
     m->set_settings(entry.settings);
+    m->set_clean_layout_version(entry.clean_layout_version);
   }
 }
 
@@ -70,6 +71,7 @@ GossipDigest DigestFromProto(
     entry.knows_members_down = m.knows_members_down();
     entry.agrees_completions = m.agrees_completions();
     entry.settings = m.settings();
+    entry.clean_layout_version = m.clean_layout_version();
     digest.members.push_back(std::move(entry));
   }
   return digest;

@@ -108,6 +108,11 @@ struct MemberEntry {
   // The settings every member must share, as the member runs with them (Gossiper::Options::
   // settings); empty from older nodes and until heard from.
   std::string settings;
+  // The stable layout version on whose ring the member's last clean-up pass ended keeping
+  // nothing (node/unowned_record_cleaner.h): it then held no copy of a key it does not own there.
+  // 0 until such a pass ends in this incarnation, and from older nodes. Tombstones are purged on
+  // a ring only once every owner says so (StraysCleared).
+  uint64_t clean_layout_version = 0;
 
   // True if this entry is a later version of the same member's state than `other`.
   bool NewerThan(const MemberEntry& other) const {

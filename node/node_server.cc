@@ -545,6 +545,12 @@ absl::Status NodeServer::StartRepairs(const ClusterLayout& layout) {
   // Purging checks the replicas of one ring; during a transition a key has owners in two, so a
   // node started in the middle of one purges only once the change is complete and the Merkle
   // index follows the new ring (FollowRingWithMerkleTrees).
+  // Nor while a member may still hold a stray copy of a key it no longer owns: purging on a ring
+  // waits until every owner has gossiped that its clean-up pass on that ring kept nothing.
+  reaper_->SetCleanupCheck([gossiper = gossiper_.get()](uint64_t version) {
+    const ClusterLayout current = gossiper->Layout();
+    return current.version == version && StraysCleared(current, gossiper->Members());
+  });
   reaper_->OnLayout(layout.version, layout.in_transition());
   if (!reaper_->ResumeOnRing(layout.version)) {
     LogInfo("tombstone purging is paused until the membership change under way completes",
@@ -575,6 +581,8 @@ void NodeServer::StartMembershipWork() {
       config_.node_id, placement_.get(), store_.get(), engine_.get(), scheduler_.get(),
       executor_.get(), SystemClock::Get(), cleanup,
       [outbox = outbox_.get()](absl::string_view key) { return outbox->MayHaveEntriesFor(key); });
+  cleaner_->SetCleanListener(
+      [gossiper = gossiper_.get()](uint64_t version) { gossiper->SetCleanLayoutVersion(version); });
   MembershipChanger::Options changes;
   changes.replication_factor = static_cast<size_t>(config_.replication_factor);
   changer_ = std::make_unique<MembershipChanger>(gossiper_.get(), operations_.get(),

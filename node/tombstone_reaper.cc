@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "node/log.h"
 #include "storage/record_codec.h"
 
 namespace kv {
@@ -103,13 +105,39 @@ void TombstoneReaper::Tick() {
       [this] { scheduler_->RunAfter(options_.sweep_interval, guard_.Wrap([this] { Tick(); })); }));
 }
 
+void TombstoneReaper::SetCleanupCheck(std::function<bool(uint64_t)> cleared) {
+  cleanup_check_ = std::move(cleared);
+}
+
 void TombstoneReaper::SweepNow(std::function<void()> done) {
   auto sweep = std::make_shared<Sweep>();
+  uint64_t version = 0;
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_ || sweeping_ || paused_) {
       if (done) done();
       return;
+    }
+    version = layout_version_;
+  }
+  const bool cleared = !cleanup_check_ || cleanup_check_(version);
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_ || sweeping_ || paused_ || layout_version_ != version || !cleared) {
+      if (!cleared && !shutdown_ && !stats_.waiting_for_cleanup) {
+        stats_.waiting_for_cleanup = true;
+        LogInfo(
+            "tombstone purging waits until every owner has removed its stray copies of keys "
+            "it no longer owns (its clean-up pass on this ring kept nothing)",
+            {{"layout_version", absl::StrCat(version)}});
+      }
+      if (done) done();
+      return;
+    }
+    if (stats_.waiting_for_cleanup) {
+      stats_.waiting_for_cleanup = false;
+      LogInfo("tombstone purging goes on: every owner has cleaned up its stray copies",
+              {{"layout_version", absl::StrCat(version)}});
     }
     sweeping_ = true;
     sweep->generation = generation_;

@@ -32,6 +32,14 @@
 // transition: during one a key has owners in two rings, and a copy handed to a new owner would
 // escape the check (PRODUCT.md C8).
 //
+// Stray copies. A member that no longer owns a key may still hold a copy of it (its clean-up
+// pass, node/unowned_record_cleaner.h, keeps a key while outbox entries for it may be unsent,
+// and reaches every key only in time). No purge asks it, so if the owners purged the key's
+// tombstone, a later change making that member an owner again (or handing its copy on) would
+// bring the deleted value back. With a cleanup check (SetCleanupCheck; kvnode: every owner has
+// gossiped that its clean-up pass on the ring kept nothing, StraysCleared) no sweep starts on a
+// ring until the check passes (Stats().waiting_for_cleanup says so meanwhile).
+//
 // Thread-safe; runs on the injected Scheduler, Executor and Clock (deterministic in the
 // simulation). Shutdown() (also run by the destructor) stops it and waits for callbacks running
 // inside. The index, store, engine, transport, scheduler, executor and clock must outlive it.
@@ -65,6 +73,9 @@ struct TombstoneReaperStats {
   uint64_t confirmations = 0;  // checks that found every replica holding the same record
   uint64_t purged = 0;         // keys purged on every replica
   uint64_t not_purged = 0;     // a replica changed, differed or could not be reached
+  // The last sweep due did not start: some owner has not cleaned up its stray copies on the ring
+  // yet (see Stray copies above).
+  bool waiting_for_cleanup = false;
   std::string last_error;
 };
 
@@ -84,6 +95,10 @@ class TombstoneReaper {
   TombstoneReaper(const TombstoneReaper&) = delete;
   TombstoneReaper& operator=(const TombstoneReaper&) = delete;
 
+  // Sweeps start on the ring of layout version V only while `cleared(V)` is true (see Stray
+  // copies above). Called outside the reaper's lock; must not call into the reaper. Set before
+  // Start.
+  void SetCleanupCheck(std::function<bool(uint64_t layout_version)> cleared);
   // Starts the periodic sweeps (the first after one interval).
   void Start();
   void Shutdown();
@@ -125,6 +140,7 @@ class TombstoneReaper {
   Executor* const executor_;
   const Clock* const clock_;
   const Options options_;
+  std::function<bool(uint64_t)> cleanup_check_;  // set before Start
   LifetimeGuard guard_;
 
   mutable absl::Mutex mu_;

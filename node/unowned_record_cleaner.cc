@@ -4,6 +4,7 @@
 #include <deque>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "node/log.h"
 #include "node/merkle_tree.h"
@@ -244,6 +245,22 @@ void UnownedRecordCleaner::Remove(Pass& pass, const std::string& key, uint64_t d
   }
 }
 
+void UnownedRecordCleaner::SetCleanListener(std::function<void(uint64_t)> listener) {
+  clean_listener_ = std::move(listener);
+}
+
+bool StraysCleared(const ClusterLayout& layout, const std::vector<MemberView>& members) {
+  if (layout.in_transition()) return false;
+  if (layout.version <= 1) return true;
+  for (const Member& owner : layout.members) {
+    auto it = std::find_if(members.begin(), members.end(), [&](const MemberView& view) {
+      return view.entry.member.id == owner.id;
+    });
+    if (it == members.end() || it->entry.clean_layout_version < layout.version) return false;
+  }
+  return true;
+}
+
 void UnownedRecordCleaner::EndPass(PassPtr pass) {
   const bool again = pass->kept > 0;
   LogInfo(again ? "pass removing records this node no longer owns ended; some were kept (outbox "
@@ -255,9 +272,14 @@ void UnownedRecordCleaner::EndPass(PassPtr pass) {
            {"kept", absl::StrCat(pass->kept)},
            {"took", absl::FormatDuration(clock_->Now() - pass->started)}});
   auto next = std::make_shared<Pass>();
+  bool report_clean = false;
+  absl::Cleanup tell = [&] {
+    if (report_clean && clean_listener_) clean_listener_(pass->version);
+  };
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_ || pass_ != pass) return;
+    report_clean = !again && newest_version_ == pass->version;
     ++stats_.passes;
     stats_.running = again || options_.interval > absl::ZeroDuration();
     if (!again && options_.interval <= absl::ZeroDuration()) {

@@ -46,6 +46,12 @@
 // removal, only on the owners that acknowledged them until anti-entropy spreads them (see README,
 // join and leave).
 //
+// Telling the reapers. A pass that kept nothing is reported to the clean listener
+// (SetCleanListener; kvnode gossips it, MemberEntry::clean_layout_version), and tombstones are
+// purged on a ring only once every owner has reported so for it (StraysCleared): a copy kept here
+// (outbox entries pending, the pass not there yet) is never left behind by a purge, to come back
+// when a later change makes this node an owner of the key again, or hand it on.
+//
 // Progress is logged at the start and end of each pass and kept in Stats().
 //
 // Thread-safe. Steps run on the executor (they block on storage) and the scheduler; Shutdown
@@ -58,6 +64,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -66,6 +73,7 @@
 #include "node/executor.h"
 #include "node/lifetime_guard.h"
 #include "node/local_store.h"
+#include "node/membership.h"
 #include "node/placement.h"
 #include "node/scheduler.h"
 #include "storage/engine.h"
@@ -107,6 +115,9 @@ class UnownedRecordCleaner {
   UnownedRecordCleaner(const UnownedRecordCleaner&) = delete;
   UnownedRecordCleaner& operator=(const UnownedRecordCleaner&) = delete;
 
+  // Called (on the executor) with the layout version of each pass that ends keeping nothing,
+  // while that layout is still the newest told. Set before the first OnPlacement.
+  void SetCleanListener(std::function<void(uint64_t layout_version)> listener);
   // A layout was installed (or the node started with it): ends a pass of an older layout and
   // starts one if `placement` is stable and lists this node as an owner (see When above).
   void OnPlacement(std::shared_ptr<const Placement> placement);
@@ -135,6 +146,7 @@ class UnownedRecordCleaner {
   const Clock* const clock_;
   const Options options_;
   const PendingCheck may_have_entries_;
+  std::function<void(uint64_t)> clean_listener_;  // set before the first pass
   LifetimeGuard guard_;
 
   mutable absl::Mutex mu_;
@@ -143,6 +155,13 @@ class UnownedRecordCleaner {
   PassPtr pass_ ABSL_GUARDED_BY(mu_);
   UnownedRecordCleanerStats stats_ ABSL_GUARDED_BY(mu_);
 };
+
+// Whether tombstones may be purged on the ring of stable `layout`: every owner (`members`, as
+// gossip sees them) says its clean-up pass on that ring kept nothing
+// (MemberEntry::clean_layout_version at least layout.version). Always true for the first layout
+// (version 1: no change ever moved a key, so there is nothing to clean up), false during a
+// transition.
+bool StraysCleared(const ClusterLayout& layout, const std::vector<MemberView>& members);
 
 }  // namespace kv
 

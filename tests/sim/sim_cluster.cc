@@ -145,6 +145,7 @@ absl::Status SimCluster::Restart(int index) {
   Node& node = nodes_[index];
   if (node.up || node.removed) return absl::OkStatus();
   ++node.incarnation;
+  clean_versions_.erase(index);  // a new incarnation's entry says nothing yet
   node.alive = std::make_shared<bool>(true);
   node.executor = std::make_unique<SimExecutor>(loop_, node.alive, index);
   node.scheduler = std::make_unique<SimScheduler>(loop_, node.alive, index);
@@ -233,6 +234,19 @@ absl::Status SimCluster::Restart(int index) {
       node.reaper = std::make_unique<TombstoneReaper>(
           node.merkle.get(), node.store.get(), node.engine.get(), node.transport.get(),
           node.scheduler.get(), node.executor.get(), &clock_, config_.reaper);
+      // As kvnode: purging waits until every owner's clean-up pass on the ring kept nothing.
+      node.reaper->SetCleanupCheck([this, index](uint64_t version) {
+        const ClusterLayout& layout = nodes_[index].layout;
+        if (layout.version != version) return false;
+        std::vector<MemberView> members;
+        for (const auto& [n, clean] : clean_versions_) {
+          MemberView view;
+          view.entry.member.id = nodes_[n].member.id;
+          view.entry.clean_layout_version = clean;
+          members.push_back(std::move(view));
+        }
+        return StraysCleared(layout, members);
+      });
       node.reaper->OnLayout(node.layout.version, node.layout.in_transition());
       node.reaper->ResumeOnRing(node.layout.version);
       node.reaper->Start();
@@ -270,6 +284,10 @@ absl::Status SimCluster::Restart(int index) {
       [outbox = node.outbox.get()](absl::string_view key) {
         return outbox->MayHaveEntriesFor(key);
       });
+  node.cleaner->SetCleanListener([this, index](uint64_t version) {
+    clean_versions_[index] = version;
+    loop_->Log(absl::StrCat(nodes_[index].member.id, " CLEANED UP on the ring of v", version));
+  });
   node.up = true;
   network_->SetUp(index, node.alive);
   loop_->Log(absl::StrCat("START ", node.member.id, " incarnation ", node.incarnation, " actor ",

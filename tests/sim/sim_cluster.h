@@ -261,6 +261,9 @@ class SimCluster : public SimReplicaServer {
   HandoffListener handoff_listener_;
   // The last handoff progress each node published (kept across its crashes, as gossip does).
   std::map<int, HandoffProgress> handoff_progress_;
+  // The layout version of each node's last clean-up pass that kept nothing, in its current
+  // incarnation (as gossip publishes MemberEntry::clean_layout_version).
+  std::map<int, uint64_t> clean_versions_;
   uint64_t crashes_ = 0;
   uint64_t cleaned_records_ = 0;  // by incarnations already torn down
   uint64_t dropped_outbox_entries_ = 0;
