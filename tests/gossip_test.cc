@@ -480,6 +480,34 @@ TEST_F(GossipTest, HandoffMilestoneIsPushedToEveryMemberAtOnce) {
       absl::Milliseconds(10));
 }
 
+// A member's word that its clean-up pass kept nothing (which the owners' tombstone reapers wait
+// for) is pushed to every member at once.
+TEST_F(GossipTest, ACleanUpPassThatKeptNothingIsPushedToEveryMemberAtOnce) {
+  StartAll(4);
+  scheduler_.Advance(absl::Milliseconds(5));
+  auto seen = [this](uint64_t version) {
+    for (size_t i = 1; i < nodes_.size(); ++i) {
+      for (const MemberView& view : nodes_[i].gossiper->Members()) {
+        if (view.entry.member.id == "n1" && view.entry.clean_layout_version != version) {
+          return false;
+        }
+      }
+    }
+    return true;
+  };
+  EXPECT_TRUE(seen(0));
+  nodes_[0].gossiper->SetCleanLayoutVersion(3);
+  EXPECT_LE(AdvanceUntil([&] { return seen(3); }, absl::Seconds(1)), absl::Milliseconds(10));
+  // The field travels in the gossip messages.
+  GossipDigest digest;
+  digest.members.push_back(MemberEntry{});
+  digest.members[0].member = Member{"n1", "h:1", ""};
+  digest.members[0].clean_layout_version = 7;
+  internal::v1::GossipRequest request;
+  DigestToProto(digest, request.mutable_members());
+  EXPECT_EQ(DigestFromProto("n2", request.members()).members[0].clean_layout_version, 7u);
+}
+
 // A member's level reaches the others with its heartbeats: an older node lowers the cluster's
 // level, and its upgrade (a restart at the current level) raises it again.
 TEST_F(GossipTest, FormatLevelsFollowWhatMembersSay) {

@@ -80,6 +80,7 @@ class UnownedRecordCleanerTest : public ::testing::Test {
     cleaner_ = std::make_unique<UnownedRecordCleaner>(
         "n1", holder_.get(), store_.get(), &engine_, &scheduler_, &executor_, &clock_, options,
         [this](absl::string_view key) { return outbox_->MayHaveEntriesFor(key); });
+    cleaner_->SetCleanListener([this](uint64_t version) { cleaned_.push_back(version); });
     for (int i = 0; i < 200; ++i) {
       const std::string key = absl::StrCat("key-", i);
       Write(key, /*replicate_to_n4=*/false);
@@ -125,6 +126,7 @@ class UnownedRecordCleanerTest : public ::testing::Test {
   std::unique_ptr<ReplicationOutbox> outbox_;
   std::unique_ptr<UnownedRecordCleaner> cleaner_;
   std::set<std::string> owned_, lost_;  // under the 4-node ring
+  std::vector<uint64_t> cleaned_;       // the versions the clean listener was told
 };
 
 TEST_F(UnownedRecordCleanerTest, RemovesExactlyTheKeysNoLongerOwnedButNotThoseStillOwed) {
@@ -148,6 +150,7 @@ TEST_F(UnownedRecordCleanerTest, RemovesExactlyTheKeysNoLongerOwnedButNotThoseSt
   EXPECT_EQ(stats.removed, lost_.size() - owed.size());
   EXPECT_EQ(stats.kept_pending, owed.size());
   EXPECT_TRUE(stats.running) << "a pass that kept keys is followed by another";
+  EXPECT_TRUE(cleaned_.empty()) << "a pass that kept keys was reported clean";
   for (const std::string& key : owned_) EXPECT_TRUE(Holds(key)) << key;
   for (const std::string& key : lost_) {
     const bool is_owed = std::find(owed.begin(), owed.end(), key) != owed.end();
@@ -168,6 +171,26 @@ TEST_F(UnownedRecordCleanerTest, RemovesExactlyTheKeysNoLongerOwnedButNotThoseSt
   EXPECT_FALSE(stats.running);
   for (const std::string& key : owed) EXPECT_FALSE(Holds(key)) << key;
   for (const std::string& key : owned_) EXPECT_TRUE(Holds(key)) << key;
+  EXPECT_EQ(cleaned_, std::vector<uint64_t>{3});
+}
+
+// Purging on a ring waits for every owner's word that its clean-up pass there kept nothing.
+TEST(StraysClearedTest, EveryOwnerMustHaveCleanedUpOnTheRing) {
+  const ClusterLayout layout = MakePlacement(3, {M("n1"), M("n2"), M("n3")})->layout();
+  auto view = [](const std::string& id, uint64_t clean) {
+    MemberView v;
+    v.entry.member = M(id);
+    v.entry.clean_layout_version = clean;
+    return v;
+  };
+  EXPECT_TRUE(StraysCleared(layout, {view("n1", 3), view("n2", 3), view("n3", 4)}));
+  EXPECT_FALSE(StraysCleared(layout, {view("n1", 3), view("n2", 1), view("n3", 3)}));
+  EXPECT_FALSE(StraysCleared(layout, {view("n1", 3), view("n3", 3)}));  // n2 not heard from
+  // The first layout has nothing to clean up; a transition never purges.
+  EXPECT_TRUE(StraysCleared(MakePlacement(1, {M("n1"), M("n2")})->layout(), {}));
+  EXPECT_FALSE(
+      StraysCleared(MakePlacement(4, {M("n1"), M("n2")}, {M("n1"), M("n2"), M("n3")})->layout(),
+                    {view("n1", 9), view("n2", 9), view("n3", 9)}));
 }
 
 TEST_F(UnownedRecordCleanerTest, KeepsRecordsThatChangeOrANewerLayoutWhileWaiting) {
