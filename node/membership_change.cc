@@ -184,6 +184,16 @@ absl::StatusOr<MembershipChanger::Plan> MembershipChanger::MakePlan(
               node_id, " for good); upgrade it first"));
         }
       }
+      if (plan.current.in_transition() && !AllAgreeCompletions(plan.current)) {
+        // Down members count too (the one removed included): a node completing the change asks
+        // every member of it, and if one of them does not agree on completions it installs the
+        // completion unagreed, at the version the removal takes.
+        return absl::FailedPreconditionError(absl::StrCat(
+            "a member of the running change (", plan.current.change,
+            ") runs a version that completes a change without agreeing on it, or was never heard "
+            "from, so a remove during the change could split the cluster; remove ",
+            node_id, " once the change has completed"));
+      }
     }
   } else {
     const Member* joining = nullptr;

@@ -175,7 +175,8 @@ class MembershipChanger {
   // agrees on completions (MemberEntry::agrees_completions): then the completion is agreed on
   // first. Older nodes relay other members' entries without the flag, so two nodes may judge
   // this differently while one runs; that is harmless because no remove during a change is
-  // planned while a node heard from lacks the flag.
+  // planned unless this holds on the planning node (down members included) and no node heard
+  // from lacks the flag.
   bool AllAgreeCompletions(const ClusterLayout& transition) const;
   // Installs the layout that completes `transition`, agreed on first (Agree, as a change: a
   // remove during the transition competes for the version) when AllAgreeCompletions; otherwise

@@ -853,6 +853,32 @@ TEST_F(LayoutAgreementTest, ARemoveDuringAChangeTakesTheVersionOfItsCompletion) 
   digest.members[0].agrees_completions = true;
   nodes_[0].gossiper->HandleGossip(digest);
   ASSERT_TRUE(plan().ok()) << plan().status();
+  // So would one that is down now, the member removed included: a node completing the change
+  // asks it too, and would install the completion unagreed.
+  GossipDigest down;
+  down.from_id = "n2";
+  for (const MemberView& view : nodes_[0].gossiper->Members()) {
+    if (view.entry.member.id == "n4") down.members.push_back(view.entry);
+  }
+  ASSERT_EQ(down.members.size(), 1u);
+  down.members[0].heartbeat += 1000;
+  down.members[0].agrees_completions = false;
+  nodes_[0].gossiper->HandleGossip(down);  // n4 heard from once more, then DOWN again
+  auto n4_down = [&] {
+    for (const MemberView& view : nodes_[0].gossiper->Members()) {
+      if (view.entry.member.id == "n4") return view.liveness == Liveness::kDown;
+    }
+    return false;
+  };
+  ASSERT_NE(AdvanceUntil(n4_down, absl::Seconds(10)), absl::InfiniteDuration());
+  absl::Status down_older = plan().status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(down_older)) << down_older;
+  EXPECT_TRUE(absl::StrContains(down_older.message(), "completes a change without agreeing"))
+      << down_older;
+  down.members[0].heartbeat += 1;
+  down.members[0].agrees_completions = true;
+  nodes_[0].gossiper->HandleGossip(down);
+  ASSERT_NE(AdvanceUntil([&] { return plan().ok(); }, absl::Seconds(10)), absl::InfiniteDuration());
 
   auto removed = changer_->Commit(MembershipChanger::Action::kRemoveDown, "n4", join.version);
   ASSERT_TRUE(removed.ok()) << removed.status();
