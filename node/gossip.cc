@@ -442,6 +442,10 @@ void Gossiper::Merge(const GossipDigest& digest) {
       valid = absl::InvalidArgumentError(absl::StrCat(
           "incarnation ", in.incarnation, " or heartbeat ", in.heartbeat, " is above 2^62"));
     }
+    if (valid.ok() && in.settings.size() > kMaxMemberSettingsBytes) {
+      valid = absl::InvalidArgumentError(absl::StrCat(
+          "its settings are ", in.settings.size(), " bytes, more than ", kMaxMemberSettingsBytes));
+    }
     if (!valid.ok()) {
       LogRefusal(digest,
                  absl::StrCat("the entry of member '",

@@ -92,8 +92,10 @@ void MembersToProto(const std::vector<Member>& members,
 std::vector<Member> MembersFromProto(
     const google::protobuf::RepeatedPtrField<internal::v1::LayoutMember>& members) {
   std::vector<Member> out;
+  // Every member, one with an empty id included: CheckLayout then refuses the layout, rather
+  // than this node adopting another layout than the sender's under the same version.
   for (const internal::v1::LayoutMember& m : members) {
-    if (!m.node_id().empty()) out.push_back(Member{m.node_id(), m.address(), m.zone()});
+    out.push_back(Member{m.node_id(), m.address(), m.zone()});
   }
   return out;
 }

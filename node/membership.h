@@ -82,6 +82,9 @@ struct HandoffProgress {
 // entry at 2^64 - 1 could never be refuted or superseded.
 inline constexpr uint64_t kMaxIncarnation = uint64_t{1} << 62;
 inline constexpr uint64_t kMaxHeartbeat = uint64_t{1} << 62;
+// A member's settings (MemberEntry::settings) are a few hundred bytes; an entry with more is
+// ignored rather than stored, logged and gossiped on by every node.
+inline constexpr size_t kMaxMemberSettingsBytes = 4096;
 
 struct MemberEntry {
   Member member;

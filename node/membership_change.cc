@@ -311,7 +311,10 @@ uint64_t MembershipChanger::NextRound(uint64_t above) {
   absl::MutexLock lock(&mu_);
   const uint64_t now =
       static_cast<uint64_t>(std::max<int64_t>(absl::ToUnixMicros(clock_->Now()), 0));
-  last_round_ = std::max({now, last_round_ + 1, above + 1});
+  // Rounds above kMaxLayoutRound are refused by every member, so one answered above it cannot be
+  // beaten: stay at the bound (the ballot is then refused, not wrapped to 0).
+  last_round_ = std::min(std::max({now, last_round_ + 1, std::min(above, kMaxLayoutRound) + 1}),
+                         kMaxLayoutRound);
   return last_round_;
 }
 

@@ -1223,7 +1223,7 @@ TEST_F(LayoutAgreementTest, AFailedCommitReleasesItsLeases) {
   const absl::Status reserved = CommitJoin();
   ASSERT_TRUE(absl::IsUnavailable(reserved)) << reserved;
   for (const char* id : {"n1", "n2"}) {
-    const LayoutPromise rival = rival_promised(id, std::numeric_limits<uint64_t>::max() - 1);
+    const LayoutPromise rival = rival_promised(id, kMaxLayoutRound - 1);
     EXPECT_TRUE(rival.status.ok()) << id << ": " << rival.status;
   }
 
@@ -1236,7 +1236,7 @@ TEST_F(LayoutAgreementTest, AFailedCommitReleasesItsLeases) {
   ASSERT_TRUE(absl::IsUnavailable(accepted)) << accepted;
   ASSERT_TRUE(absl::StrContains(accepted.message(), "was accepted by 2 of 4")) << accepted;
   for (const char* id : {"n2", "n3"}) {
-    const LayoutPromise rival = rival_promised(id, std::numeric_limits<uint64_t>::max());
+    const LayoutPromise rival = rival_promised(id, kMaxLayoutRound);
     EXPECT_TRUE(rival.status.ok()) << id << ": " << rival.status;
     // n2 hands the rival the layout it accepted (the promise and the accept stay).
     if (std::string(id) == "n2") {
@@ -1762,7 +1762,9 @@ TEST_F(GossipTest, EntriesThatCannotBeRightAreIgnored) {
       entry_of(all_[1], 6, UINT64_MAX),              // the same
       entry_of(Member{"n3", "10.0.0.3", ""}, 6, 1),  // no port
       entry_of(Member{std::string("n\0x", 3), "10.0.0.4:7700", ""}, 6, 1),  // not an id
+      entry_of(all_[1], 7, 1),                                              // oversized settings
   };
+  digest.members.back().settings = std::string(kMaxMemberSettingsBytes + 1, 's');
   GossipDigest answer = g->HandleGossip(digest);
   ASSERT_EQ(answer.members.size(), 2u);
   EXPECT_EQ(answer.members[0].member.id, "n1");
@@ -1770,6 +1772,15 @@ TEST_F(GossipTest, EntriesThatCannotBeRightAreIgnored) {
   EXPECT_EQ(answer.members[1].member.id, "n2");
   EXPECT_LT(answer.members[1].incarnation, kMaxIncarnation);
   EXPECT_LT(answer.members[1].heartbeat, kMaxHeartbeat);
+  EXPECT_LT(answer.members[1].incarnation, 7u);
+  EXPECT_TRUE(answer.members[1].settings.empty());
+
+  // A layout with a member without an id is refused, not read without that member.
+  internal::v1::ClusterLayout layout;
+  LayoutToProto(g->Layout(), &layout);
+  layout.set_version(layout.version() + 1);
+  layout.add_members();  // no id
+  EXPECT_FALSE(CheckLayout(LayoutFromProto(layout)).ok());
 
   // Within the bounds, entries are taken as always.
   digest.members = {entry_of(all_[0], 9, 1), entry_of(all_[1], kMaxIncarnation, 2)};

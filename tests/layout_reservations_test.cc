@@ -113,6 +113,15 @@ TEST_F(LayoutReservationsTest, AChangeFromTheSameMembersInAnotherOrderIsAccepted
   EXPECT_FALSE(SameLayout(current_, other));
 }
 
+// A round no proposer could beat (only a forged or corrupt request carries one) is refused, and
+// nothing is promised or accepted under it.
+TEST_F(LayoutReservationsTest, ARoundAboveTheBoundIsRefused) {
+  EXPECT_TRUE(absl::IsInvalidArgument(Reserve(kMaxLayoutRound + 1, "forger").status));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(member_.Accept({UINT64_MAX, "forger"}, Leave("n3"), current_)));
+  EXPECT_TRUE(Reserve(kMaxLayoutRound, "a").status.ok());
+}
+
 TEST_F(LayoutReservationsTest, ALowerBallotIsToldTheRoundToBeat) {
   ASSERT_TRUE(Reserve(50, "b").status.ok());
   clock_.Advance(member_.options().lease);
