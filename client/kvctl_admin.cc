@@ -143,6 +143,11 @@ void WaitAndReportOperation(Client& client, absl::string_view what, const std::s
     if (out->status.ok() || ExitCodeFor(out->status) != kExitFailure) {
       out->status = absl::UnavailableError(out->status.message());
     }
+  } else if (op->state != OperationStatus::State::kSucceeded) {
+    // A state this kvctl does not know (a newer node's): not a success.
+    out->status = absl::UnavailableError(absl::StrCat(
+        what, " ", op->operation_id,
+        " ended in a state this kvctl does not know; see kvctl operation get ", op->operation_id));
   }
 }
 

@@ -17,8 +17,9 @@
 // idempotency token is remembered with its answer (node/start_tokens.h): a retry of it on this
 // node gets the first answer and starts nothing.
 //
-// ChangeMembership, RunAntiEntropy and StartRepair answer PERMISSION_DENIED, starting nothing,
-// to a caller the administrators' CertificateAuthorizer does not let in (--tls_admin_names).
+// ChangeMembership, RunAntiEntropy, StartRepair and CancelOperation answer PERMISSION_DENIED,
+// starting (or cancelling) nothing, to a caller the administrators' CertificateAuthorizer does not
+// let in (--tls_admin_names).
 //
 // Thread-safety: thread-safe; the engine, executor and clock must outlive the service.
 #ifndef KV_NODE_ADMIN_SERVICE_H_
@@ -90,7 +91,8 @@ class AdminService final : public v1::Admin::CallbackService {
   absl::Status LoadStartTokens(StartTokenJournal* journal) { return start_tokens_.Load(journal); }
   // The node's TLS (node/tls.h), for NodeStatus; null or plaintext: no TLS fields.
   void SetTls(const NodeTls* tls) { tls_ = tls; }
-  // Who may call ChangeMembership, RunAntiEntropy and StartRepair (node/certificate_authorizer.h);
+  // Who may call ChangeMembership, RunAntiEntropy, StartRepair and CancelOperation
+  // (node/certificate_authorizer.h);
   // everyone until set.
   void SetAdministrators(CertificateAuthorizer administrators) {
     administrators_ = std::move(administrators);

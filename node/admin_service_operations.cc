@@ -1,4 +1,5 @@
-// AdminService: operations (StartRepair, ChangeMembership, GetOperation, ListOperations) and
+// AdminService: operations (StartRepair, ChangeMembership, GetOperation, ListOperations,
+// CancelOperation) and
 // AntiEntropyStatus.
 #include <utility>
 

@@ -1,8 +1,9 @@
 // CertificateAuthorizer: which callers of a node with mutual TLS may make a class of calls, by
 // the names in their certificates. The node has two: the internal Replica service (replication,
 // anti-entropy, handoff, tombstone purges, gossip) takes the members named by --tls_peer_names;
-// the Admin calls that change the cluster or start work (ChangeMembership, RunAntiEntropy,
-// StartRepair) take the administrators named by --tls_admin_names.
+// the Admin calls that change the cluster or start or stop work (ChangeMembership,
+// RunAntiEntropy, StartRepair, CancelOperation) take the administrators named by
+// --tls_admin_names.
 //
 // Without patterns every caller is let in: with mutual TLS that is anyone whose certificate the
 // CA signed, clients included. With patterns, a caller is let in only if its certificate names a

@@ -31,6 +31,7 @@
 #include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
 #include "kv.grpc.pb.h"
+#include "tests/test_util.h"
 
 namespace kv {
 namespace {
@@ -108,6 +109,11 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
   void SetNodeId(std::string node_id) {
     absl::MutexLock lock(&mu_);
     node_id_ = std::move(node_id);
+  }
+  // The state GetOperation reports (a newer node's may be one this client does not know).
+  void SetOperationState(int state) {
+    absl::MutexLock lock(&mu_);
+    operation_state_ = state;
   }
   std::vector<std::string> described_write_ids() const {
     absl::MutexLock lock(&mu_);
@@ -237,7 +243,7 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
     }
     response->mutable_operation()->set_operation_id(request->operation_id());
     response->mutable_operation()->set_node_id(node_id_);
-    response->mutable_operation()->set_state(v1::Operation::RUNNING);
+    response->mutable_operation()->set_state(static_cast<v1::Operation::State>(operation_state_));
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
@@ -275,6 +281,7 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
   bool hang_ ABSL_GUARDED_BY(mu_) = false;
   int write_stored_marks_ ABSL_GUARDED_BY(mu_) = 0;
   std::string node_id_ ABSL_GUARDED_BY(mu_) = "fake";
+  int operation_state_ ABSL_GUARDED_BY(mu_) = v1::Operation::RUNNING;
   v1::GetResponse get_response_ ABSL_GUARDED_BY(mu_);
   v1::DescribeWriteResponse describe_write_response_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> described_write_ids_ ABSL_GUARDED_BY(mu_);
@@ -1005,6 +1012,22 @@ TEST_F(KvClientTest, StartRepairRetriesCarryOneTokenAndStayAfterATimeout) {
   absl::StatusOr<RepairStarted> elsewhere = dead_first->StartRepair();
   ASSERT_TRUE(elsewhere.ok()) << elsewhere.status();
   EXPECT_EQ(elsewhere->node_id, "second");
+}
+
+// kvctl waiting for an operation that ends in a state it does not know (a newer node's) does not
+// report success.
+TEST_F(KvClientTest, KvctlDoesNotTakeAnUnknownOperationStateForSuccess) {
+  server_.kv().SetOperationState(7);
+  ::kv::testing::CommandResult r = ::kv::testing::RunCommand(
+      {KVCTL_PATH, "--endpoints=" + server_.endpoint(), "--timeout=10s", "repair", "--wait"}, "",
+      absl::Seconds(60));
+  EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("does not know")) << r.err;
+  server_.kv().SetOperationState(v1::Operation::SUCCEEDED);
+  r = ::kv::testing::RunCommand(
+      {KVCTL_PATH, "--endpoints=" + server_.endpoint(), "--timeout=10s", "repair", "--wait"}, "",
+      absl::Seconds(60));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
 }
 
 TEST_F(KvClientTest, GetOperationAsksTheEndpointThatStartedIt) {
