@@ -22,8 +22,10 @@ struct HandoffSender::Job {
   absl::Time started;
   // Counters of acknowledged batches, the phase, done: what Publish reports.
   HandoffProgress progress;
-  std::unique_ptr<Iterator> it;  // the current phase's scan; used by one step at a time
-  bool exhausted = false;        // the current phase's scan reached the end
+  // Where the current phase's scan goes on: each step reads from a fresh iterator (so that none
+  // pins replaced files for a whole phase), from the first key not read yet.
+  std::string cursor;
+  bool exhausted = false;  // the current phase's scan reached the end
   // Full records being sent, by gainer id; kept until every gainer acknowledged them.
   std::map<std::string, std::vector<EncodedRecord>> pending;
   uint64_t pending_keys = 0;
@@ -209,11 +211,7 @@ void HandoffSender::Publish(const Job& job) {
 
 void HandoffSender::StartScan(JobPtr job) {
   if (!Current(job)) return;
-  // Phase 2 needs only keys and digests: the merkle column has both (MerkleIndex), in small
-  // values, committed with every record change.
-  job->it = engine_->NewIterator(job->progress.phase == HandoffPhase::kStreaming ? Column::kData
-                                                                                 : Column::kMerkle);
-  job->it->SeekToFirst();
+  job->cursor.clear();
   job->exhausted = false;
   Scan(job);
 }
@@ -223,10 +221,20 @@ void HandoffSender::Scan(JobPtr job) {
   const bool streaming = job->progress.phase == HandoffPhase::kStreaming;
   const size_t n = options_.replication_factor;
   size_t size = 0;
-  Iterator* it = job->it.get();
-  while (it->Valid() && (streaming ? size < options_.batch_bytes
-                                   : job->digest_count < options_.digests_per_batch &&
-                                         job->digest_bytes < options_.batch_bytes)) {
+  // Phase 2 reads only keys and digests: the merkle column has both (MerkleIndex), in small
+  // values, committed with every record change.
+  std::unique_ptr<Iterator> iterator =
+      engine_->NewIterator(streaming ? Column::kData : Column::kMerkle);
+  Iterator* it = iterator.get();
+  it->Seek(job->cursor);
+  // At most keys_per_step keys per step, also when few of them go anywhere: a step holds an
+  // executor thread, and a newer layout or Shutdown waits for it.
+  size_t read = 0;
+  while (it->Valid() && read < std::max<size_t>(options_.keys_per_step, 1) &&
+         (streaming ? size < options_.batch_bytes
+                    : job->digest_count < options_.digests_per_batch &&
+                          job->digest_bytes < options_.batch_bytes)) {
+    ++read;
     absl::string_view key = it->key();
     uint64_t digest = 0;
     // A malformed index entry keeps digest 0: the gainer then asks for the record (over-sending
@@ -273,6 +281,7 @@ void HandoffSender::Scan(JobPtr job) {
     return;
   }
   job->exhausted = !it->Valid();
+  if (!job->exhausted) job->cursor = std::string(it->key());
   if (streaming) {
     SendRecords(job);
   } else {

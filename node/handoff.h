@@ -86,6 +86,8 @@ class HandoffSender {
     uint64_t bytes_per_second = 64 << 20;  // 0: unlimited
     size_t batch_bytes = 1 << 20;
     size_t digests_per_batch = 4096;
+    // Keys read per scan step at most (each step is one executor task).
+    size_t keys_per_step = 10'000;
     absl::Duration retry = absl::Seconds(1);       // the first retry's backoff ceiling
     absl::Duration max_retry = absl::Seconds(10);  // the largest ceiling
     // How often a node waiting to start phase 2 asks whether phase 1 ended everywhere.

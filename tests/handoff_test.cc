@@ -187,6 +187,7 @@ class HandoffTest : public ::testing::Test {
     options.bytes_per_second = 0;
     options.batch_bytes = 2000;     // several batches
     options.digests_per_batch = 7;  // several comparisons
+    options.keys_per_step = 13;     // many scan steps, each from where the last one stopped
     for (int i : sources_) {
       const std::string id = nodes_[i].id;
       senders_.push_back(std::make_unique<HandoffSender>(
