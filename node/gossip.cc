@@ -121,7 +121,10 @@ void Gossiper::UpdateClusterFormatLevel() {
 uint32_t Gossiper::MemberFormatLevel(absl::string_view member_id) const {
   absl::MutexLock lock(&mu_);
   auto it = members_.find(member_id);
-  return it == members_.end() ? kFormatLevel : LevelOf(it->second);
+  // A member never heard of may be of any version (a joiner whose entry has not arrived yet):
+  // as the header says, the legacy level until its entry says otherwise.
+  if (it == members_.end()) return member_id == self_id_ ? kFormatLevel : kLegacyFormatLevel;
+  return LevelOf(it->second);
 }
 
 uint32_t Gossiper::ClusterFormatLevel() const {

@@ -24,9 +24,10 @@
 // entry with a malformed member (CheckMember, node/ring.h) or an incarnation or heartbeat beyond
 // kMaxIncarnation and kMaxHeartbeat, are ignored (the rest of the digest is taken) and logged,
 // once per distinct refusal in a row: a faulty peer cannot stop the cluster from following newer
-// layouts, or make a counter wrap around (an entry claiming this node at the bound is refuted at
-// the bound + 1, still far from 2^64). It can still claim another member's entry at the bound,
-// which that member cannot refute in a way the others take: gossip trusts its peers (use TLS).
+// layouts, or make a counter wrap around (an entry claiming this node at the bound makes it take
+// the bound + 1, still far from 2^64). It can still claim any member's entry at the bound, this
+// node's included, which that member cannot refute in a way the others take (they ignore
+// incarnations above the bound): gossip trusts its peers (use TLS and --tls_peer_names).
 // ProposeLayout refuses such a layout with INVALID_ARGUMENT.
 //
 // Incarnation: Options::incarnation, or else the clock's time in microseconds at construction;

@@ -522,6 +522,7 @@ TEST_F(GossipTest, FormatLevelsFollowWhatMembersSay) {
   EXPECT_EQ(n1.MemberFormatLevel("n2"), kLegacyFormatLevel);
   EXPECT_EQ(n1.ClusterFormatLevel(), kLegacyFormatLevel);
   EXPECT_EQ(n1.MemberFormatLevel("n1"), kFormatLevel);
+  EXPECT_EQ(n1.MemberFormatLevel("never-heard-of"), kLegacyFormatLevel);
   auto all_see = [&](uint32_t level) {
     for (size_t i = 0; i < 2; ++i) {
       if (nodes_[i].gossiper->ClusterFormatLevel() != level) return false;
