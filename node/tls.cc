@@ -348,13 +348,16 @@ absl::Status NodeTls::ReloadNow() {
   // One reload at a time, so that an older read is never installed after a newer one.
   absl::MutexLock reloading(&reload_mu_);
   absl::StatusOr<TlsFiles> files = ReadContents(config_);
+  std::optional<TlsFiles> read;  // the contents as read, to tell one refused set from another
   if (files.ok()) {
+    read = *files;
     {
       absl::MutexLock lock(&mu_);
       if (files->SameContents(current_)) {
         // Nothing to check (a certificate that expires in use is for the expiry gauge), and
         // whatever was refused has been put back.
         last_refusal_.clear();
+        refused_set_.reset();
         return absl::OkStatus();
       }
     }
@@ -364,9 +367,15 @@ absl::Status NodeTls::ReloadNow() {
   absl::Status installed = files.status();
   if (installed.ok()) installed = Install(*files);
   if (!installed.ok()) {
-    if (installed.message() != last_refusal_) {
+    // Each set of files refused counts once, however many reloads read it again (two different
+    // bad sets count twice, even when refused for the same reason).
+    const bool same_set = installed.message() == last_refusal_ &&
+                          read.has_value() == refused_set_.has_value() &&
+                          (!read.has_value() || read->SameContents(*refused_set_));
+    if (!same_set) {
       ++refused_;
       last_refusal_ = std::string(installed.message());
+      refused_set_ = std::move(read);
       LogWarn("TLS files changed but were refused; new connections keep the certificate in use",
               {{"reason", last_refusal_},
                {"in_use", current_.subject},
@@ -377,6 +386,7 @@ absl::Status NodeTls::ReloadNow() {
   current_ = *std::move(files);
   ++installed_;
   last_refusal_.clear();
+  refused_set_.reset();
   LogInfo("TLS files changed: new connections use the new certificate",
           {{"subject", current_.subject}, {"expires", absl::FormatTime(current_.not_after)}});
   return absl::OkStatus();

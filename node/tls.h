@@ -35,6 +35,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -116,6 +117,8 @@ class NodeTls {
   uint64_t installed_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t refused_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_refusal_ ABSL_GUARDED_BY(mu_);
+  // The files last refused, when they could be read (not counted again while they stay).
+  std::optional<TlsFiles> refused_set_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread reloader_;
 };

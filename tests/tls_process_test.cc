@@ -509,6 +509,15 @@ TEST_F(TlsProcessTest, ChangedFilesAreCheckedAndInstalledWithoutARestart) {
   ExpectLogged(0, "is not the key of --tls_cert_file");
   testing::CommandResult during = Kvctl(n1, KvctlTls(), {"put", "during", "refused", "--w=all"});
   EXPECT_EQ(during.exit_code, 0) << during.out << during.err;
+  // Another wrong key, refused for the same reason, is another refusal (and one that stays is
+  // counted once, whatever the reloads).
+  Replace("live.key", "stranger.key");
+  deadline = absl::Now() + absl::Seconds(30);
+  while (metric("kv_tls_refusals_total") < 2 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  absl::SleepFor(absl::Milliseconds(2500));  // two more reloads of the same files
+  EXPECT_EQ(metric("kv_tls_refusals_total"), 2);
   EXPECT_EQ(metric("kv_tls_rotations_total"), 0);
 
   // The rotation: the CA bundle first, then the next CA's certificate and its key.
