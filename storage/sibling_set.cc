@@ -220,8 +220,18 @@ CausalContext SiblingSet::ContextAfterWrite(const CausalContext& seen, const Dot
   CausalContext result;
   if (siblings_.size() == 1 && siblings_[0].dot == new_dot) {
     // Only the new version is left: every other dot this set has seen was replaced, so claiming
-    // all of them replaces nothing live that the writer has not seen.
+    // all of them replaces nothing live that the writer has not seen. The writer's own dots this
+    // set has not received (versions of another replica) stay claimed, with their tokens: the
+    // writer saw them, and its next write must replace them wherever they are.
     result = CausalContext(context_);
+    for (const Dot& d : seen.dots()) {
+      if (!context_.Covers(d)) result.AddDot(d);
+    }
+    for (const TokenedVersion& version : seen.tokened()) {
+      if (!context_.Covers(version.dot) && result.Covers(version.dot)) {
+        result.AddTokened(version);
+      }
+    }
   } else {
     result = seen;
     result.PruneCoveredBy(context_);

@@ -236,6 +236,26 @@ TEST(SiblingSetTest, ContextAfterWriteCoversEverythingWhenOnlyTheNewVersionIsLef
   EXPECT_TRUE(after_a.Covers(a));
 }
 
+// The writer saw a version this replica never received (written through another node, b#1:5):
+// the context handed back still claims it, so that the writer's next write replaces it once the
+// replicas have merged.
+TEST(SiblingSetTest, ContextAfterWriteKeepsSeenDotsThisReplicaLacksWhenOnlyTheNewVersionIsLeft) {
+  SiblingSet other;
+  const Dot b = other.ApplyWrite("b#1", CausalContext(), Value("old"), /*min_counter=*/4);
+  ASSERT_EQ(b, (Dot{"b#1", 5}));
+  CausalContext seen;
+  seen.AddDot(b);
+  SiblingSet set;
+  const Dot d = set.ApplyWrite("a#1", seen, Value("x"));
+  const CausalContext after = set.ContextAfterWrite(seen, d);
+  EXPECT_TRUE(after.Covers(b));
+  EXPECT_TRUE(after.Covers(d));
+  set.Merge(other);  // b#1:5 arrives, as a sibling of x
+  const Dot next = set.ApplyWrite("a#1", after, Value("y"));
+  ASSERT_EQ(set.siblings().size(), 1u) << set.ToString();
+  EXPECT_EQ(set.siblings()[0].dot, next);
+}
+
 TEST(SiblingSetTest, ToStringShowsDotsAndValues) {
   SiblingSet set;
   set.ApplyWrite("a#1", CausalContext(), Value("x", "t"));
