@@ -472,7 +472,11 @@ class LocalStore::PurgeMutation : public CommitQueue::Mutation {
       return absl::FailedPreconditionError("the record changed since it was checked for purge");
     }
     if (check_) KV_RETURN_IF_ERROR(check_(key_));
-    const uint64_t seen = record.context().Get(store_->actor_);
+    // Only from counters this node could have issued (below kMaxContextCounter,
+    // storage/version_vector.h): a record from before the bounds, or a forged one, may hold
+    // more, and a floor that high would refuse every later write of the node.
+    uint64_t seen = record.context().Get(store_->actor_);
+    if (seen >= kMaxContextCounter) seen = 0;
     uint64_t floor = store_->counter_floor_.load();
     while (seen > floor && !store_->counter_floor_.compare_exchange_weak(floor, seen)) {
     }

@@ -249,9 +249,10 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   WriteOutcome outcome;
   outcome.dot = record.ApplyWrite(actor_, seen, NewSibling(command, now_micros),
                                   counter_floor_.load(), options_.idempotency_ttl);
-  if (outcome.dot.counter > kMaxContextCounter) {  // `record` is a copy: nothing is stored
+  // (A counter of 2^64 - 1 in a record from before the bounds wraps the new one to 0.)
+  if (outcome.dot.counter >= kMaxContextCounter || outcome.dot.counter == 0) {  // nothing stored
     return absl::FailedPreconditionError(absl::StrCat(
-        "write refused: this node's counter for the key would pass ", kMaxContextCounter,
+        "write refused: this node's counter for the key would reach ", kMaxContextCounter,
         " (a context or record from before counters were bounded)"));
   }
   outcome.context = ContextForClients(record.ContextAfterWrite(seen, outcome.dot));

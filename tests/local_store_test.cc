@@ -454,6 +454,24 @@ TEST_F(LocalStoreTest, AWriteWhoseCounterWouldPassTheBoundIsRefused) {
   MustPut("other", "v");  // other keys stay writable
 }
 
+// A record holding this node's counter at 2^64 - 1 (from before the bounds, or forged): the next
+// write of the key would wrap to counter 0. It is refused and the record stays readable; purging
+// such a record does not raise the node's counter floor out of reach.
+TEST_F(LocalStoreTest, ACounterAtTheTopNeitherWrapsNorBlocksTheNode) {
+  SiblingSet legacy;
+  Sibling version;
+  version.value = "old";
+  legacy.ApplyWrite(store_->actor(), CausalContext(), version, UINT64_MAX - 1);
+  ASSERT_TRUE(store_->MergeRecord("k", legacy).ok());
+  absl::Status status = store_->Write({"k", false, "v", "", ""}).status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(status)) << status;
+  EXPECT_TRUE(store_->ReadRecord("k").ok());
+  absl::StatusOr<SiblingSet> stored = store_->ReadRecord("k");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_TRUE(store_->PurgeIfUnchanged("k", *stored).ok());
+  MustPut("other", "v");  // the floor stays below the bound
+}
+
 // A client forges, on replica n2, the tokened version of a dot n1 wrote with another
 // fingerprint. When n2's record reaches n1, which remembers the true fingerprint of that dot, the
 // merged record must still be readable.
