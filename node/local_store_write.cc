@@ -1,4 +1,5 @@
 // LocalStore's write path: Write and WriteAsync, run by the commit queue (node/local_store.h).
+#include <limits>
 #include <optional>
 #include <utility>
 
@@ -12,6 +13,15 @@
 
 namespace kv {
 namespace {
+
+// a + b, or the int64 bound it would pass (timestamps come from other replicas too).
+int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t sum;
+  if (__builtin_add_overflow(a, b, &sum)) {
+    return b > 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+  }
+  return sum;
+}
 
 // The version a write command creates, stamped `now_micros`.
 Sibling NewSibling(const WriteCommand& command, int64_t now_micros) {
@@ -62,7 +72,8 @@ absl::StatusOr<std::optional<Dot>> EarlierCopy(const WriteCommand& command,
   bool reused = false;
   for (const Sibling& s : record.siblings()) {
     if (s.idempotency_token != command.idempotency_token) continue;
-    if (s.timestamp_micros + window_micros < now_micros) continue;
+    // Saturating: a replica's timestamp near 2^63 must not wrap the sum negative.
+    if (SaturatingAdd(s.timestamp_micros, window_micros) < now_micros) continue;
     if (s.tombstone == probe.tombstone && s.value == probe.value) return s.dot;
     reused = true;
   }
@@ -305,7 +316,7 @@ void LocalStore::KeepForgottenWrites(WriteGroup& group, absl::string_view key,
                                      int64_t now_micros) const {
   const int64_t window_micros = absl::ToInt64Microseconds(options_.idempotency_ttl);
   for (const ReplacedWrite& write : writes) {
-    const int64_t expiry_micros = write.timestamp_micros + window_micros;
+    const int64_t expiry_micros = SaturatingAdd(write.timestamp_micros, window_micros);
     if (expiry_micros < now_micros) continue;  // its retries are new writes by now
     group.Put(Column::kIdempotency, ForgottenWriteKey(key, write.fingerprint),
               EncodeForgottenWrite(write, expiry_micros));

@@ -454,6 +454,22 @@ TEST_F(LocalStoreTest, AWriteWhoseCounterWouldPassTheBoundIsRefused) {
   MustPut("other", "v");  // other keys stay writable
 }
 
+// A replica's version stamped near the int64 bound (a broken clock, a forged record): the retry
+// window added to it saturates instead of wrapping negative, so a retry of that write is still
+// recognized rather than applied as a second version.
+TEST_F(LocalStoreTest, ATimestampNearTheBoundDoesNotEndTheRetryWindow) {
+  SiblingSet remote;
+  Sibling version;
+  version.value = "v";
+  version.idempotency_token = "tok";
+  version.timestamp_micros = std::numeric_limits<int64_t>::max() - 1;
+  remote.ApplyWrite("n2#1", CausalContext(), version);
+  ASSERT_TRUE(store_->MergeRecord("k", remote).ok());
+  const WriteOutcome retry = MustPut("k", "v", "", "tok");
+  EXPECT_TRUE(retry.deduplicated);
+  EXPECT_EQ(LiveValues("k"), std::vector<std::string>{"v"});
+}
+
 // A record holding this node's counter at 2^64 - 1 (from before the bounds, or forged): the next
 // write of the key would wrap to counter 0. It is refused and the record stays readable; purging
 // such a record does not raise the node's counter floor out of reach.
