@@ -126,7 +126,9 @@ bool MerkleIndex::Shares(absl::string_view key, absl::string_view peer_id) const
 }
 
 bool MerkleIndex::IsPrimary(absl::string_view key) const {
-  std::vector<const Member*> replicas = view()->ring->PreferenceList(key, 1);
+  // The first of the key's N replicas, as Replicas() lists them: with zones on some members only,
+  // a preference list of 1 can start elsewhere.
+  std::vector<const Member*> replicas = view()->ring->PreferenceList(key, n_);
   return !replicas.empty() && replicas.front()->id == self_id_;
 }
 

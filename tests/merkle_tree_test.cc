@@ -134,6 +134,32 @@ class MerkleIndexTest : public ::testing::Test {
   uint64_t counter_ = 0;
 };
 
+// With zones on some members only, the reaper of a key (IsPrimary) is the first of its N
+// replicas on exactly one node: a preference list of one can start elsewhere, and the keys
+// whose first replica is not that node's would never be purged.
+TEST(MerkleIndexPrimaryTest, ExactlyOneNodeIsPrimaryTheFirstOfTheKeysReplicas) {
+  absl::StatusOr<HashRing> ring =
+      HashRing::Build({Member{"n1", "h:1", "z1"}, Member{"n2", "h:2", ""}, Member{"n3", "h:3", ""},
+                       Member{"n4", "h:4", ""}});
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  auto shared = std::make_shared<const HashRing>(*std::move(ring));
+  MemoryEngine engine;
+  std::vector<std::unique_ptr<MerkleIndex>> indexes;
+  for (const char* id : {"n1", "n2", "n3", "n4"}) {
+    indexes.push_back(std::make_unique<MerkleIndex>(id, shared, 3, &engine));
+  }
+  for (int i = 0; i < 200; ++i) {
+    const std::string key = absl::StrCat("key-", i);
+    int primaries = 0;
+    for (const auto& index : indexes) {
+      if (!index->IsPrimary(key)) continue;
+      ++primaries;
+      EXPECT_EQ(index->self_id(), index->Replicas(key).front().id) << key;
+    }
+    EXPECT_EQ(primaries, 1) << key;
+  }
+}
+
 TEST_F(MerkleIndexTest, BuildConcurrentWithChangesEqualsBuildAfter) {
   std::mt19937_64 rng(11);
   {
