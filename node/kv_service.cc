@@ -1,6 +1,7 @@
 #include "node/kv_service.h"
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -204,6 +205,15 @@ grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*con
       reactor->Finish(grpc::Status::OK);
     }
   };
+  // A token on two items of the batch is not a first attempt of either: both must look it up,
+  // so that the second is refused as a reuse (with first_attempt each would record it unseen).
+  std::map<absl::string_view, int> token_uses;
+  for (const v1::PutRequest& put : request->puts()) {
+    if (!put.idempotency_token().empty()) ++token_uses[put.idempotency_token()];
+  }
+  for (const v1::DeleteRequest& del : request->deletes()) {
+    if (!del.idempotency_token().empty()) ++token_uses[del.idempotency_token()];
+  }
   // The items' writes share commit groups: none commits before all are queued.
   CommitQueue::Hold hold = store_->HoldCommits();
   for (int i = 0; i < n; ++i) {
@@ -212,6 +222,10 @@ grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*con
     WriteCommand command =
         is_put ? FromPutRequest(request->puts(i)) : FromDeleteRequest(request->deletes(i - puts));
     if (!trust_first_attempts_) command.first_attempt = false;
+    if (command.first_attempt) {
+      auto uses = token_uses.find(command.idempotency_token);
+      if (uses != token_uses.end() && uses->second > 1) command.first_attempt = false;
+    }
     v1::PutBatchResult* result = response->mutable_results(i);
     absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(w, "w");
     absl::Status valid = store_->ValidateKey(command.key);

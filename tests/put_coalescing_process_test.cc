@@ -502,6 +502,25 @@ TEST_F(PutCoalescingProcessTest, TheNodeRefusesOversizedBatchesAndChecksEachItem
     EXPECT_EQ(response.results(2).code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_THAT(response.results(2).message(), ::testing::HasSubstr("kind COUNT"));
   }
+  {
+    // One token on two items of other keys, both marked as first attempts: a token names one
+    // write, so one of them is refused as a reuse (not both recorded, each as if unseen).
+    v1::PutBatchRequest request;
+    for (const char* key : {"dup-a", "dup-b"}) {
+      v1::PutRequest* put = request.add_puts();
+      put->set_key(key);
+      put->set_value("v");
+      put->set_idempotency_token("one-token-two-writes");
+      put->set_first_attempt(true);
+    }
+    v1::PutBatchResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->PutBatch(&context, request, &response).ok());
+    ASSERT_EQ(response.results_size(), 2);
+    EXPECT_EQ(response.results(0).code(), 0) << response.results(0).message();
+    EXPECT_EQ(response.results(1).code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(response.results(1).message(), ::testing::HasSubstr("reused"));
+  }
   v1::PutBatchRequest request;
   request.add_puts()->set_key("good");
   request.mutable_puts(0)->set_value("v");
