@@ -52,7 +52,11 @@ size_t Index(Column column) { return static_cast<size_t>(column); }
 absl::StatusOr<std::string> WriteGroup::Get(Column column, absl::string_view key) {
   const auto& changes = changes_[Index(column)];
   auto it = changes.find(key);
-  if (it == changes.end()) return engine_->Get(column, key);
+  if (it == changes.end()) {
+    absl::StatusOr<std::string> value = engine_->Get(column, key);
+    if (!value.ok()) return MarkStorageFailure(value.status());  // NOT_FOUND stays unmarked
+    return value;
+  }
   if (it->second.is_delete) {
     return KeyNotFound(column);
   }
@@ -223,9 +227,12 @@ size_t CommitQueue::CommitGroup(std::vector<Queued>& mutations, size_t begin) {
     prepared.push_back(mutations[end].mutation->Prepare(group));
     ++end;
   }
-  const absl::Status written =
+  absl::Status written =
       group.empty() ? absl::OkStatus() : engine_->Write(group.TakeBatch(), options_);
-  if (!written.ok() && write_failed_) write_failed_(written);
+  if (!written.ok()) {
+    written = MarkStorageFailure(std::move(written));
+    if (write_failed_) write_failed_(written);
+  }
 
   std::vector<Completion> handed_off;
   for (size_t i = begin; i < end; ++i) {

@@ -11,6 +11,21 @@
 #include "storage/version_vector.h"
 
 namespace kv {
+namespace {
+
+// A failure of this node's storage (a full disk, an I/O error, an unwritable directory) is not the
+// request's fault, and another node may take the same write: UNAVAILABLE, which clients retry
+// (elsewhere), rather than the engine's INTERNAL or PERMISSION_DENIED, which they do not.
+absl::Status ForClient(const absl::Status& status) {
+  if (!IsStorageFailure(status)) return status;
+  return absl::UnavailableError(absl::StrCat(
+      "this node could not write to its storage (", absl::StatusCodeToString(status.code()), ": ",
+      status.message(),
+      "); the write is not acknowledged here (a retry with the same idempotency token is safe, "
+      "and another node can coordinate it)"));
+}
+
+}  // namespace
 
 // W acknowledgements among one set of owners of the key.
 struct Coordinator::AckGroup {
@@ -209,7 +224,7 @@ void Coordinator::CoordinateWrite(WriteCommand command, QuorumSpec w, std::vecto
           // The batch did not commit (nothing fails after the hook ran but the group write), so
           // its outbox entries are on no disk.
           if (!entries->empty()) outbox_->Abandon(*entries);
-          done(outcome.status());
+          done(ForClient(outcome.status()));
           return;
         }
         FinishCoordinatedWrite(std::move(key), w, std::move(groups), layout_version,

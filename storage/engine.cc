@@ -3,6 +3,7 @@
 #include <array>
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 
 namespace kv {
@@ -21,6 +22,21 @@ absl::string_view ColumnName(Column column) {
       return "merkle";
   }
   return "unknown";
+}
+
+namespace {
+constexpr char kStorageFailurePayload[] = "type.kv/storage-failure";
+}  // namespace
+
+absl::Status MarkStorageFailure(absl::Status status) {
+  if (!status.ok() && !absl::IsNotFound(status)) {
+    status.SetPayload(kStorageFailurePayload, absl::Cord("1"));
+  }
+  return status;
+}
+
+bool IsStorageFailure(const absl::Status& status) {
+  return status.GetPayload(kStorageFailurePayload).has_value();
 }
 
 absl::Status KeyNotFound(Column column) {

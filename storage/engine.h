@@ -42,6 +42,11 @@ absl::string_view ColumnName(Column column);
 // The NOT_FOUND status of a Get of an absent key. Made once per column: a miss, the common case
 // for idempotency tokens, then costs no allocation.
 absl::Status KeyNotFound(Column column);
+// `status` (not OK, not NOT_FOUND) marked as a failure of the storage itself (an I/O error, a full
+// disk, an unwritable directory) rather than of the request: the same request may succeed on
+// another node. The code and message stay; IsStorageFailure tells it apart.
+absl::Status MarkStorageFailure(absl::Status status);
+bool IsStorageFailure(const absl::Status& status);
 // True for the columns whose values may carry an expiry (storage/expiring_value.h).
 constexpr bool ColumnHoldsExpiringValues(Column column) { return column == Column::kIdempotency; }
 

@@ -251,7 +251,13 @@ TEST_F(CoordinatorTest, AWriteThatFailsToCommitLeavesNoOutboxEntryWaiting) {
   Answers failed = Put("k", "v");
   engine_.fail_writes = false;
   ASSERT_EQ(failed->size(), 1u);
-  EXPECT_TRUE(absl::IsInternal(failed->at(0).status())) << failed->at(0).status();
+  // A failure of the node's storage is not the request's: UNAVAILABLE, which clients retry (on
+  // another node), not the engine's INTERNAL, which they do not.
+  EXPECT_TRUE(absl::IsUnavailable(failed->at(0).status())) << failed->at(0).status();
+  EXPECT_THAT(std::string(failed->at(0).status().message()),
+              ::testing::HasSubstr("could not write to its storage"));
+  EXPECT_THAT(std::string(failed->at(0).status().message()),
+              ::testing::HasSubstr("injected write failure"));
   EXPECT_FALSE(outbox_->MayHaveEntriesFor("k"));
   EXPECT_EQ(peers_.Answer("n2", absl::OkStatus()), 0);  // nothing was sent
 
