@@ -235,21 +235,39 @@ absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view) {
     chunk.clear();
     return true;
   };
+  // A scan that fails leaves the trees incomplete: the index is then stale (never ready, changes
+  // no longer buffered) rather than building for good, and after a read error (which may pass)
+  // the stale handler has it rebuilt. A malformed entry would fail every scan: no retry.
+  auto failed = [&](absl::Status error, bool retry) {
+    bool became_stale = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (view_ != view) return superseded;
+      pending_.clear();
+      scanned_through_.clear();
+      state_ = State::kReady;
+      became_stale = !stale_;
+      stale_ = true;
+    }
+    if (retry && became_stale && stale_handler_) stale_handler_();
+    return error;
+  };
   std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kMerkle);
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     absl::string_view index_key = it->key();
     absl::string_view key;
     uint64_t digest = 0;
     if (!DecodeEntry(index_key, it->value(), &key, &digest)) {
-      return absl::DataLossError(absl::StrCat("malformed Merkle index entry of ", index_key.size(),
-                                              " key bytes and ", it->value().size(),
-                                              " value bytes"));
+      return failed(
+          absl::DataLossError(absl::StrCat("malformed Merkle index entry of ", index_key.size(),
+                                           " key bytes and ", it->value().size(), " value bytes")),
+          /*retry=*/false);
     }
     chunk.push_back(Entry{std::string(index_key), view->SharingPeers(self_id_, n_, key),
                           MerkleTree::SegmentOf(key), MerkleTree::EntryHash(key, digest)});
     if (chunk.size() == kScanChunk && !apply()) return superseded;
   }
-  KV_RETURN_IF_ERROR(it->status());
+  if (!it->status().ok()) return failed(it->status(), /*retry=*/true);
   if (!apply()) return superseded;
   absl::MutexLock lock(&mu_);
   if (view_ != view) return superseded;  // a ChangeRing between the last chunk and here

@@ -38,7 +38,9 @@
 // until RebuildIfStale rebuilds the trees from the merkle column, which holds only what was
 // written. The stale handler (SetStaleHandler; kvnode schedules the rebuild on its executor) is
 // told when the index goes stale, and AntiEntropy also starts a rebuild when an exchange finds
-// it stale.
+// it stale. A scan (Build, ChangeRing, a rebuild) that fails reading the merkle column leaves the
+// index stale the same way, so that it is rebuilt (and buffers no changes meanwhile); one that
+// finds a malformed entry leaves it stale without telling the handler (every scan would fail).
 //
 // Thread-safe: OnRecordChange runs under the store's key lock, from any thread.
 #ifndef KV_NODE_MERKLE_INDEX_H_

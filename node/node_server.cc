@@ -452,8 +452,16 @@ void NodeServer::ScheduleStaleMerkleRebuild() {
       rebuilt = merkle_->RebuildIfStale();
     }
     if (rebuilt.ok() && *rebuilt) {
-      LogInfo("Merkle trees rebuilt after a failed write",
+      LogInfo("Merkle trees rebuilt after a failed write or scan",
               {{"took", absl::FormatDuration(absl::Now() - start)}});
+      // A rebuild after a ring change whose scan failed: purging and catching up go on from here.
+      uint64_t version = 0;
+      {
+        absl::MutexLock lock(&merkle_ring_mu_);
+        version = merkle_layout_version_;
+      }
+      if (reaper_ != nullptr) reaper_->ResumeOnRing(version);
+      if (anti_entropy_ != nullptr) anti_entropy_->MaybeFinishCatchingUp();
     } else if (absl::IsUnavailable(rebuilt.status())) {
       ScheduleStaleMerkleRebuild();  // a scan was running: after it
     } else if (!rebuilt.ok() && !absl::IsCancelled(rebuilt.status())) {
@@ -478,8 +486,10 @@ void NodeServer::StartMerkleIndex(std::shared_ptr<const HashRing> ring) {
     if (built.ok()) {
       LogInfo("Merkle trees built", {{"took", absl::FormatDuration(absl::Now() - start)}});
     } else if (!absl::IsCancelled(built)) {  // cancelled: a ring change rebuilds them
-      LogError("building the Merkle trees failed; anti-entropy stays off until restart",
-               {{"error", std::string(built.message())}});
+      LogError(
+          "building the Merkle trees failed; anti-entropy stays off until a rebuild succeeds "
+          "(retried every second after a read error) or the node restarts",
+          {{"error", std::string(built.message())}});
     }
   });
 }

@@ -236,8 +236,8 @@ void NodeServer::FollowRingWithMerkleTrees() {
     if (anti_entropy_ != nullptr) anti_entropy_->MaybeFinishCatchingUp();
   } else {
     LogError(
-        "rebuilding the Merkle trees failed; anti-entropy and tombstone purging stay off until "
-        "restart",
+        "rebuilding the Merkle trees failed; anti-entropy and tombstone purging stay off until a "
+        "rebuild succeeds (retried every second after a read error) or the node restarts",
         {{"error", std::string(built.message())}});
   }
 }
