@@ -86,9 +86,9 @@ size_t LayoutQuorum::Weight(const std::vector<bool>& flags) const {
 LayoutPromise LayoutReservations::Reserve(const LayoutBallot& ballot, uint64_t version,
                                           absl::string_view change, const ClusterLayout& current) {
   LayoutPromise promise;
-  if (ballot.proposer.empty() || ballot.round == 0 || ballot.round > kMaxLayoutRound) {
-    promise.status =
-        absl::InvalidArgumentError("a reservation needs a proposer id and a round (at most 2^62)");
+  if (!IsWellFormedNodeId(ballot.proposer) || ballot.round == 0 || ballot.round > kMaxLayoutRound) {
+    promise.status = absl::InvalidArgumentError(
+        "a reservation needs a proposer (a node id) and a round (at most 2^62)");
     return promise;
   }
   promise.status = CheckFollows(version, current, "reserved");
@@ -128,8 +128,9 @@ LayoutPromise LayoutReservations::Reserve(const LayoutBallot& ballot, uint64_t v
 
 absl::Status LayoutReservations::Accept(const LayoutBallot& ballot, const ClusterLayout& layout,
                                         const ClusterLayout& current) {
-  if (ballot.proposer.empty() || ballot.round == 0 || ballot.round > kMaxLayoutRound) {
-    return absl::InvalidArgumentError("an accept needs a proposer id and a round (at most 2^62)");
+  if (!IsWellFormedNodeId(ballot.proposer) || ballot.round == 0 || ballot.round > kMaxLayoutRound) {
+    return absl::InvalidArgumentError(
+        "an accept needs a proposer (a node id) and a round (at most 2^62)");
   }
   if (current.version == layout.version) {
     if (SameLayout(current, layout)) return absl::OkStatus();

@@ -120,6 +120,8 @@ TEST_F(LayoutReservationsTest, ARoundAboveTheBoundIsRefused) {
   EXPECT_TRUE(
       absl::IsInvalidArgument(member_.Accept({UINT64_MAX, "forger"}, Leave("n3"), current_)));
   EXPECT_TRUE(Reserve(kMaxLayoutRound, "a").status.ok());
+  // The proposer is a node id: stored (synced) with the promise and named in refusals.
+  EXPECT_TRUE(absl::IsInvalidArgument(Reserve(kMaxLayoutRound, std::string(1 << 20, 'p')).status));
 }
 
 TEST_F(LayoutReservationsTest, ALowerBallotIsToldTheRoundToBeat) {
