@@ -59,6 +59,15 @@ for i in $(seq 1 "$nodes"); do
 done
 
 pids=()
+stop() {
+  echo "stopping nodes (pids ${pids[*]})" >&2
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  rm -f "$data_dir"/n*.pid
+}
+# From the first launch on, Ctrl-C, a closed terminal (HUP) or a kill stops the nodes started so
+# far (they run in sessions of their own, so nothing else would).
+trap 'stop; exit 130' INT TERM HUP
 for i in $(seq 1 "$nodes"); do
   port=$((base_port + i - 1))
   metrics_flag=""
@@ -73,12 +82,6 @@ for i in $(seq 1 "$nodes"); do
   pids+=($!)
   echo "$!" >"$data_dir/n$i.pid"
 done
-
-stop() {
-  echo "stopping nodes (pids ${pids[*]})" >&2
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  wait "${pids[@]}" 2>/dev/null || true
-}
 
 # Ready when every node answers a List (exit 0) through kvctl and is still running (the answer
 # is then its own).
@@ -122,9 +125,10 @@ if [ "$metrics_base_port" != 0 ]; then
 fi
 
 if [ "${KV_DETACH:-0}" = "1" ]; then
+  trap - INT TERM HUP  # the nodes outlive this script
   echo "Detached; stop with: kill \$(cat $data_dir/n*.pid)"
   exit 0
 fi
 echo "Press Ctrl-C to stop."
-trap 'stop; exit 0' INT TERM
+trap 'stop; exit 0' INT TERM HUP
 wait "${pids[@]}"

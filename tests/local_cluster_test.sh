@@ -79,10 +79,32 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 grep -q "Press Ctrl-C to stop." "$work/c.out" || { cat "$work/c.out"; fail "foreground start"; }
+c_pids="$(cat "$work"/c/n*.pid)"
 kill -INT -- "-$script_pid"
 wait "$script_pid" || true
 for i in 1 2 3; do
   grep -q "kvnode stopped cleanly" "$work/c/n$i.log" || { cat "$work/c/n$i.log"; fail "n$i did not stop cleanly"; }
-  ! kill -0 "$(cat "$work/c/n$i.pid")" 2>/dev/null || fail "n$i still runs"
 done
+for pid in $c_pids; do ! kill -0 "$pid" 2>/dev/null || fail "node $pid still runs"; done
+[ -z "$(ls "$work"/c/n*.pid 2>/dev/null)" ] || fail "pid files left behind"
+
+# 4. A hangup (the terminal closed) while the nodes are still starting stops those started.
+setsid env KV_BIN_DIR="$build" KV_BASE_PORT="$base_port" KV_METRICS_BASE_PORT=0 \
+  KV_DATA_DIR="$work/d" bash "$root/deploy/local-cluster.sh" >"$work/d.out" 2>&1 &
+script_pid=$!
+for _ in $(seq 1 300); do
+  [ -s "$work/d/n3.pid" ] && break
+  sleep 0.01
+done
+[ -s "$work/d/n3.pid" ] || { cat "$work/d.out"; fail "hangup start"; }
+d_pids="$(cat "$work"/d/n*.pid)"
+kill -HUP "$script_pid"
+wait "$script_pid" || true
+for _ in $(seq 1 100); do
+  alive=0
+  for pid in $d_pids; do kill -0 "$pid" 2>/dev/null && alive=1; done
+  [ "$alive" = 0 ] && break
+  sleep 0.1
+done
+[ "$alive" = 0 ] || { cat "$work/d.out"; fail "nodes outlived a hangup of the script"; }
 echo "PASS"
