@@ -144,10 +144,13 @@ void SiblingSet::SettleReplaced(const std::vector<Sibling>& removed,
       std::unique(all.begin(), all.end(),
                   [](const ReplacedWrite& a, const ReplacedWrite& b) { return a.dot == b.dot; }),
       all.end());
+  std::vector<Dot> live;  // sorted, so that the check below is not siblings x replaced writes
+  live.reserve(siblings_.size());
+  for (const Sibling& s : siblings_) live.push_back(s.dot);
+  std::sort(live.begin(), live.end());
   all.erase(std::remove_if(all.begin(), all.end(),
-                           [this](const ReplacedWrite& w) {
-                             return std::any_of(siblings_.begin(), siblings_.end(),
-                                                [&w](const Sibling& s) { return s.dot == w.dot; });
+                           [&live](const ReplacedWrite& w) {
+                             return std::binary_search(live.begin(), live.end(), w.dot);
                            }),
             all.end());
   if (all.size() > kMaxReplacedWrites) {
@@ -354,8 +357,11 @@ absl::Status SiblingSet::CheckInvariants() const {
       return absl::DataLossError(absl::StrCat("replaced write ", dot.ToString(),
                                               " is not covered by the context in ", ToString()));
     }
-    if (std::any_of(siblings_.begin(), siblings_.end(),
-                    [&dot](const Sibling& s) { return s.dot == dot; })) {
+    // The siblings were found sorted by dot above: a binary search keeps a hostile record of
+    // many siblings and replaced writes from costing their product.
+    auto sibling = std::lower_bound(siblings_.begin(), siblings_.end(), dot,
+                                    [](const Sibling& s, const Dot& d) { return s.dot < d; });
+    if (sibling != siblings_.end() && sibling->dot == dot) {
       return absl::DataLossError(
           absl::StrCat("replaced write ", dot.ToString(), " is still a sibling in ", ToString()));
     }
