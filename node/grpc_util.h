@@ -8,9 +8,11 @@
 //
 // Every reactor comes from a CallGate, which counts calls in flight for graceful shutdown.
 //
-// FinishOnExecutor is how every handler that touches storage answers: it returns the call's
-// reactor at once and runs `work` on the executor, finishing the reactor from there, so the gRPC
-// thread never blocks. A call the client has cancelled (or whose deadline passed) while it waited
+// FinishOnExecutor is how handlers that read storage answer: it returns the call's reactor at
+// once and runs `work` on the executor, finishing the reactor from there, so the gRPC thread
+// never blocks on a read. (Writes are the exception: without --commit_on_executor the Put,
+// PutBatch and MergeBatch handlers may commit their group, and others queued meanwhile, on the
+// gRPC thread: node/local_store.h.) A call the client has cancelled (or whose deadline passed) while it waited
 // in the queue is finished with CANCELLED without running `work`.
 #ifndef KV_NODE_GRPC_UTIL_H_
 #define KV_NODE_GRPC_UTIL_H_
@@ -45,7 +47,6 @@ inline absl::Status ToAbslStatus(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
-// Finishes the call at once with `status` (for checks that need no storage).
 // The deadline the caller set on `context`; InfiniteFuture if none.
 inline absl::Time DeadlineOf(const grpc::ServerContextBase& context) {
   const std::chrono::system_clock::time_point deadline = context.deadline();
@@ -53,6 +54,7 @@ inline absl::Time DeadlineOf(const grpc::ServerContextBase& context) {
   return absl::FromChrono(deadline);
 }
 
+// Finishes the call at once with `status` (for checks that need no storage).
 inline grpc::ServerUnaryReactor* FinishNow(CallGate* gate, const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = gate->NewReactor();
   reactor->Finish(ToGrpcStatus(status));

@@ -1,5 +1,7 @@
 // Request limits enforced by the node. Requests beyond them fail with INVALID_ARGUMENT naming
-// the limit and change nothing.
+// the limit and change nothing, except where a limit says otherwise (a record past
+// max_record_bytes is FAILED_PRECONDITION: the request is valid, the key's siblings are the
+// problem; a List limit above the largest page is lowered, not refused).
 #ifndef KV_NODE_LIMITS_H_
 #define KV_NODE_LIMITS_H_
 

@@ -8,8 +8,10 @@
 // replicate in its layout; nothing is merged: either would bring back a copy no purge asks
 // about, C8),
 // decodes and checks every record (INVALID_ARGUMENT naming the first bad record, and nothing is
-// merged), then merges them through LocalStore::MergeRecordsAsync (one commit group for the
-// batch, from the gRPC thread, as the Put handlers write) and answers once all are durable.
+// merged), then merges them through LocalStore::MergeRecordsAsync (queued together, so that they
+// share commit groups of at most 256 mutations or 4 MiB each, committed from the gRPC thread as
+// the Put handlers write) and answers once all are durable; if a later group fails, the records
+// of earlier groups stay merged (harmless: merging is idempotent) and the call fails.
 // Merging is idempotent, so a retried batch is harmless. ReadRecord returns found = false for a key
 // the node knows nothing of.
 //
@@ -43,9 +45,9 @@
 // Every call is checked by the CertificateAuthorizer (kvnode --tls_peer_names): a caller whose
 // certificate names no allowed host gets PERMISSION_DENIED, and nothing is read or changed.
 //
-// Handlers never wait for another thread: MergeBatch may commit its group (and others queued
-// meanwhile) on the gRPC thread, as the Put handlers do; all other storage work runs on the
-// injected Executor. Thread-safe; `store`,
+// Handlers never wait for another thread: MergeBatch may commit its groups (and others queued
+// meanwhile) on the gRPC thread, as the Put handlers do, and ReserveLayout and AcceptLayout store
+// their promise (a synced write) on it; all other storage work runs on the injected Executor. Thread-safe; `store`,
 // `executor`, `merkle` and `gossiper` must outlive the service.
 #ifndef KV_NODE_REPLICA_SERVICE_H_
 #define KV_NODE_REPLICA_SERVICE_H_
