@@ -485,7 +485,8 @@ void NodeServer::StartMerkleIndex(std::shared_ptr<const HashRing> ring) {
     absl::Status built = merkle->Build();
     if (built.ok()) {
       LogInfo("Merkle trees built", {{"took", absl::FormatDuration(absl::Now() - start)}});
-    } else if (!absl::IsCancelled(built)) {  // cancelled: a ring change rebuilds them
+    } else if (!absl::IsCancelled(built) && !absl::IsFailedPrecondition(built)) {
+      // (Cancelled, or refused because a ring change began first: that change builds them.)
       LogError(
           "building the Merkle trees failed; anti-entropy stays off until a rebuild succeeds "
           "(retried every second after a read error) or the node restarts",
