@@ -594,84 +594,26 @@ class GatedEngine : public MemoryEngine {
   absl::Notification release_;
 };
 
-// A MemoryEngine whose next write, once armed, fails (a disk error) and writes nothing.
+// A MemoryEngine whose next write, once armed (Arm), fails (a disk error) and writes nothing;
+// and whose next merkle-column scan, once armed (ArmScan), stops with an I/O error after a few
+// entries (as a failed SST read would).
 class FailingEngine : public MemoryEngine {
  public:
   absl::Status Write(const WriteBatch& batch, const WriteOptions& options) override {
     if (armed_.exchange(false)) return absl::UnavailableError("injected write error");
     return MemoryEngine::Write(batch, options);
   }
+  std::unique_ptr<Iterator> NewIterator(Column column) override {
+    std::unique_ptr<Iterator> it = MemoryEngine::NewIterator(column);
+    if (column == Column::kMerkle && scan_armed_.exchange(false)) {
+      return std::make_unique<FailingIterator>(std::move(it));
+    }
+    return it;
+  }
   void Arm() { armed_ = true; }
+  void ArmScan() { scan_armed_ = true; }
 
  private:
-  std::atomic<bool> armed_{false};
-};
-
-// The trees follow a change just before its batch is written. A batch that then fails must not
-// leave them wrong (a wrong entry could hide a real difference from every exchange): the index
-// goes stale, refuses exchanges, and RebuildIfStale makes it equal to trees built from disk.
-TEST(MerkleIndexLostChangesTest, AFailedWriteMakesTheIndexStaleUntilRebuilt) {
-  ManualClock clock;
-  std::mt19937_64 rng(7);
-  FailingEngine engine;
-  std::vector<Member> members = {Member{"a", "h:1", ""}, Member{"b", "h:1", ""}};
-  auto ring = std::make_shared<const HashRing>(HashRing::Build(members).value());
-  std::unique_ptr<LocalStore> store = LocalStore::Open(&engine, &clock, rng, "a", {}).value();
-  MerkleIndex index("a", ring, 2, &engine);
-  index.SetWriteBarrier([&store] { store->WaitForWrites(); });
-  int told = 0;
-  index.SetStaleHandler([&told] { ++told; });
-  store->SetObserver(&index);
-  ASSERT_TRUE(index.Build().ok());
-  for (int i = 0; i < 20; ++i) {
-    ASSERT_TRUE(store->Write(WriteCommand{absl::StrCat("k", i), false, "v", "", ""}).ok());
-  }
-  const uint64_t root = index.Nodes("b", MerkleLevel::kRoot, {}).value()[0];
-
-  engine.Arm();
-  EXPECT_FALSE(store->Write(WriteCommand{"k3", false, "lost", "", ""}).ok());
-  engine.Arm();
-  EXPECT_FALSE(store->Write(WriteCommand{"k4", false, "lost", "", ""}).ok());
-  EXPECT_EQ(told, 1);  // once, when it went stale
-  EXPECT_TRUE(index.stale());
-  EXPECT_FALSE(index.ready());
-  EXPECT_TRUE(absl::IsUnavailable(index.Nodes("b", MerkleLevel::kRoot, {}).status()));
-
-  absl::StatusOr<bool> rebuilt = index.RebuildIfStale();
-  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
-  EXPECT_TRUE(*rebuilt);
-  EXPECT_FALSE(index.stale());
-  ASSERT_TRUE(index.ready());
-  MerkleIndex fresh("a", ring, 2, &engine);
-  ASSERT_TRUE(fresh.Build().ok());
-  EXPECT_EQ(index.Nodes("b", MerkleLevel::kRoot, {}).value()[0], root);
-  EXPECT_EQ(index.Nodes("b", MerkleLevel::kInterior, {}).value(),
-            fresh.Nodes("b", MerkleLevel::kInterior, {}).value());
-  // Writes go on as before.
-  ASSERT_TRUE(store->Write(WriteCommand{"k3", false, "kept", "", ""}).ok());
-  EXPECT_NE(index.Nodes("b", MerkleLevel::kRoot, {}).value()[0], root);
-  EXPECT_FALSE(index.RebuildIfStale().value());  // not stale: nothing to do
-
-  // A ring change rebuilds a stale index too, after which there is nothing left to rebuild. (The
-  // generation check that keeps a staleness rebuild racing a ring change off the replaced ring
-  // is not exercised here: it needs the two interleaved.)
-  engine.Arm();
-  EXPECT_FALSE(store->Write(WriteCommand{"k5", false, "lost", "", ""}).ok());
-  EXPECT_EQ(told, 2);
-  members.push_back(Member{"c", "h:1", ""});
-  ASSERT_TRUE(
-      index.ChangeRing(std::make_shared<const HashRing>(HashRing::Build(members).value())).ok());
-  EXPECT_FALSE(index.stale());
-  const uint64_t generation = index.generation();
-  EXPECT_FALSE(index.RebuildIfStale().value());
-  EXPECT_EQ(index.generation(), generation);
-  EXPECT_EQ(index.peers().size(), 2u);  // b and c
-}
-
-// A MemoryEngine whose next merkle-column scan, once armed, stops with an I/O error after a few
-// entries (as a failed SST read would).
-class FailingScanEngine : public MemoryEngine {
- public:
   class FailingIterator : public Iterator {
    public:
     explicit FailingIterator(std::unique_ptr<Iterator> inner) : inner_(std::move(inner)) {}
@@ -692,57 +634,104 @@ class FailingScanEngine : public MemoryEngine {
     std::unique_ptr<Iterator> inner_;
     int read_ = 0;
   };
-  std::unique_ptr<Iterator> NewIterator(Column column) override {
-    std::unique_ptr<Iterator> it = MemoryEngine::NewIterator(column);
-    if (column == Column::kMerkle && armed_.exchange(false)) {
-      return std::make_unique<FailingIterator>(std::move(it));
-    }
-    return it;
-  }
-  void Arm() { armed_ = true; }
-
- private:
   std::atomic<bool> armed_{false};
+  std::atomic<bool> scan_armed_{false};
 };
 
-// A ring change whose scan fails reading the merkle column does not leave the index building for
-// good (never ready, buffering every change): it is stale, the stale handler is told, and a
-// rebuild makes it ready with the same trees as one built from scratch.
-TEST(MerkleIndexLostChangesTest, AScanThatFailsLeavesTheIndexStaleUntilRebuilt) {
-  ManualClock clock;
-  std::mt19937_64 rng(7);
-  FailingScanEngine engine;
-  std::vector<Member> members = {Member{"a", "h:1", ""}, Member{"b", "h:1", ""}};
-  auto ring = std::make_shared<const HashRing>(HashRing::Build(members).value());
-  std::unique_ptr<LocalStore> store = LocalStore::Open(&engine, &clock, rng, "a", {}).value();
-  MerkleIndex index("a", ring, 2, &engine);
-  index.SetWriteBarrier([&store] { store->WaitForWrites(); });
-  int told = 0;
-  index.SetStaleHandler([&told] { ++told; });
-  store->SetObserver(&index);
-  ASSERT_TRUE(index.Build().ok());
-  for (int i = 0; i < 20; ++i) {
-    ASSERT_TRUE(store->Write(WriteCommand{absl::StrCat("k", i), false, "v", "", ""}).ok());
+// Node "a" of a 2-node ring: a store on a FailingEngine whose index counts its stale reports,
+// with 20 keys written.
+class MerkleIndexLostChangesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    index_.SetWriteBarrier([this] { store_->WaitForWrites(); });
+    index_.SetStaleHandler([this] { ++told_; });
+    store_->SetObserver(&index_);
+    ASSERT_TRUE(index_.Build().ok());
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_TRUE(store_->Write(WriteCommand{absl::StrCat("k", i), false, "v", "", ""}).ok());
+    }
   }
-  members.push_back(Member{"c", "h:1", ""});
-  auto bigger = std::make_shared<const HashRing>(HashRing::Build(members).value());
-  engine.Arm();
-  const absl::Status changed = index.ChangeRing(bigger);
-  EXPECT_TRUE(absl::IsInternal(changed)) << changed;
-  EXPECT_EQ(told, 1);
-  EXPECT_TRUE(index.stale());
-  EXPECT_FALSE(index.ready());
-  // Writes meanwhile are not buffered for a scan that will never finish; the rebuild reads them.
-  ASSERT_TRUE(store->Write(WriteCommand{"k3", false, "later", "", ""}).ok());
-  absl::StatusOr<bool> rebuilt = index.RebuildIfStale();
+
+  ManualClock clock_;
+  std::mt19937_64 rng_{7};
+  FailingEngine engine_;
+  std::vector<Member> members_ = {Member{"a", "h:1", ""}, Member{"b", "h:1", ""}};
+  std::shared_ptr<const HashRing> ring_ =
+      std::make_shared<const HashRing>(HashRing::Build(members_).value());
+  std::unique_ptr<LocalStore> store_ = LocalStore::Open(&engine_, &clock_, rng_, "a", {}).value();
+  MerkleIndex index_{"a", ring_, 2, &engine_};
+  int told_ = 0;
+};
+
+// The trees follow a change just before its batch is written. A batch that then fails must not
+// leave them wrong (a wrong entry could hide a real difference from every exchange): the index
+// goes stale, refuses exchanges, and RebuildIfStale makes it equal to trees built from disk.
+TEST_F(MerkleIndexLostChangesTest, AFailedWriteMakesTheIndexStaleUntilRebuilt) {
+  const uint64_t root = index_.Nodes("b", MerkleLevel::kRoot, {}).value()[0];
+
+  engine_.Arm();
+  EXPECT_FALSE(store_->Write(WriteCommand{"k3", false, "lost", "", ""}).ok());
+  engine_.Arm();
+  EXPECT_FALSE(store_->Write(WriteCommand{"k4", false, "lost", "", ""}).ok());
+  EXPECT_EQ(told_, 1);  // once, when it went stale
+  EXPECT_TRUE(index_.stale());
+  EXPECT_FALSE(index_.ready());
+  EXPECT_TRUE(absl::IsUnavailable(index_.Nodes("b", MerkleLevel::kRoot, {}).status()));
+
+  absl::StatusOr<bool> rebuilt = index_.RebuildIfStale();
   ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
   EXPECT_TRUE(*rebuilt);
-  ASSERT_TRUE(index.ready());
-  MerkleIndex fresh("a", bigger, 2, &engine);
+  EXPECT_FALSE(index_.stale());
+  ASSERT_TRUE(index_.ready());
+  MerkleIndex fresh("a", ring_, 2, &engine_);
   ASSERT_TRUE(fresh.Build().ok());
-  EXPECT_EQ(index.peers().size(), 2u);  // b and c: the new ring
+  EXPECT_EQ(index_.Nodes("b", MerkleLevel::kRoot, {}).value()[0], root);
+  EXPECT_EQ(index_.Nodes("b", MerkleLevel::kInterior, {}).value(),
+            fresh.Nodes("b", MerkleLevel::kInterior, {}).value());
+  // Writes go on as before.
+  ASSERT_TRUE(store_->Write(WriteCommand{"k3", false, "kept", "", ""}).ok());
+  EXPECT_NE(index_.Nodes("b", MerkleLevel::kRoot, {}).value()[0], root);
+  EXPECT_FALSE(index_.RebuildIfStale().value());  // not stale: nothing to do
+
+  // A ring change rebuilds a stale index too, after which there is nothing left to rebuild. (The
+  // generation check that keeps a staleness rebuild racing a ring change off the replaced ring
+  // is not exercised here: it needs the two interleaved.)
+  engine_.Arm();
+  EXPECT_FALSE(store_->Write(WriteCommand{"k5", false, "lost", "", ""}).ok());
+  EXPECT_EQ(told_, 2);
+  members_.push_back(Member{"c", "h:1", ""});
+  ASSERT_TRUE(
+      index_.ChangeRing(std::make_shared<const HashRing>(HashRing::Build(members_).value())).ok());
+  EXPECT_FALSE(index_.stale());
+  const uint64_t generation = index_.generation();
+  EXPECT_FALSE(index_.RebuildIfStale().value());
+  EXPECT_EQ(index_.generation(), generation);
+  EXPECT_EQ(index_.peers().size(), 2u);  // b and c
+}
+
+// A ring change whose scan fails reading the merkle column does not leave the index building for
+// good (never ready, buffering every change): it is stale, the stale handler is told_, and a
+// rebuild makes it ready with the same trees as one built from scratch.
+TEST_F(MerkleIndexLostChangesTest, AScanThatFailsLeavesTheIndexStaleUntilRebuilt) {
+  members_.push_back(Member{"c", "h:1", ""});
+  auto bigger = std::make_shared<const HashRing>(HashRing::Build(members_).value());
+  engine_.ArmScan();
+  const absl::Status changed = index_.ChangeRing(bigger);
+  EXPECT_TRUE(absl::IsInternal(changed)) << changed;
+  EXPECT_EQ(told_, 1);
+  EXPECT_TRUE(index_.stale());
+  EXPECT_FALSE(index_.ready());
+  // Writes meanwhile are not buffered for a scan that will never finish; the rebuild reads them.
+  ASSERT_TRUE(store_->Write(WriteCommand{"k3", false, "later", "", ""}).ok());
+  absl::StatusOr<bool> rebuilt = index_.RebuildIfStale();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  EXPECT_TRUE(*rebuilt);
+  ASSERT_TRUE(index_.ready());
+  MerkleIndex fresh("a", bigger, 2, &engine_);
+  ASSERT_TRUE(fresh.Build().ok());
+  EXPECT_EQ(index_.peers().size(), 2u);  // b and c: the new ring
   for (const char* peer : {"b", "c"}) {
-    EXPECT_EQ(index.Nodes(peer, MerkleLevel::kInterior, {}).value(),
+    EXPECT_EQ(index_.Nodes(peer, MerkleLevel::kInterior, {}).value(),
               fresh.Nodes(peer, MerkleLevel::kInterior, {}).value())
         << peer;
   }
