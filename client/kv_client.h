@@ -269,10 +269,11 @@ struct ClientOptions {
   // gives up on that connection attempt: the calls waiting for it then fail with UNAVAILABLE and
   // move to the next endpoint, and the channel counts as down (skipped while another endpoint is
   // not) until it connects again. So a dead host that drops packets costs one call this long,
-  // not every call sent to it its whole deadline (gRPC's own default is 20 s). Used by the
-  // channels the Client makes; a channel_factory's channels are the factory's. Must be positive
-  // and at most an hour.
-  absl::Duration connect_timeout = absl::Seconds(1);
+  // not every call sent to it its whole deadline (gRPC's own default is 20 s). It covers the TCP
+  // and TLS handshakes, which on a loaded machine can take a good part of a second. Used by the
+  // channels the Client makes; a channel_factory's channels are the factory's. Between 100 ms
+  // (gRPC's floor) and an hour.
+  absl::Duration connect_timeout = absl::Seconds(3);
   RetryOptions retry;
   // Requests larger than this fail locally with INVALID_ARGUMENT, never reaching the network.
   size_t max_request_bytes = 64 << 20;

@@ -197,9 +197,10 @@ absl::Status ValidateOptions(const ClientOptions& options) {
   if (options.attempt_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("ClientOptions::attempt_timeout must be >= 0 (0 = no cap)");
   }
-  if (options.connect_timeout < absl::Milliseconds(1) || options.connect_timeout > absl::Hours(1)) {
+  if (options.connect_timeout < absl::Milliseconds(100) ||
+      options.connect_timeout > absl::Hours(1)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("ClientOptions::connect_timeout must be between 1ms and 1h, not ",
+        absl::StrCat("ClientOptions::connect_timeout must be between 100ms and 1h, not ",
                      absl::FormatDuration(options.connect_timeout)));
   }
   for (const auto& [name, coalescing] :

@@ -219,7 +219,8 @@ void Gossiper::SetCleanLayoutVersion(uint64_t version) {
   {
     absl::MutexLock lock(&mu_);
     MemberEntry& me = members_[self_id_];
-    if (me.clean_layout_version == version) return;
+    // Never back: a pass of an older layout may report after one of a newer layout.
+    if (version <= me.clean_layout_version) return;
     me.clean_layout_version = version;
     if (stopped_ || !started_) return;
   }

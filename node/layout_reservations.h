@@ -69,8 +69,9 @@
 namespace kv {
 
 // Rounds are microseconds since 1970 (or one more than a round seen), far below this; a larger
-// one (only a forged or corrupt request could carry it) is refused, so that no promise can leave
-// a version without a round to beat it.
+// one (only a forged or corrupt request could carry it) is refused, so that a promise never
+// leaves a version without a round to beat it (at the bound itself only a larger proposer id
+// beats it).
 inline constexpr uint64_t kMaxLayoutRound = uint64_t{1} << 62;
 
 // A proposer's ballot for one layout version, ordered by round, then proposer id.

@@ -24,6 +24,9 @@
 namespace kv {
 namespace {
 
+// The highest counter a purge raises the node's counter floor to (see PurgeMutation).
+constexpr uint64_t kMaxFloorCounter = kMaxAbsorbedCounter + (uint64_t{1} << 48);
+
 constexpr absl::string_view kActorEpochKey = "actor_epoch";
 // Decimal u64: counters of this actor up to it were used by records since purged.
 constexpr absl::string_view kCounterFloorKey = "counter_floor";
@@ -472,11 +475,12 @@ class LocalStore::PurgeMutation : public CommitQueue::Mutation {
       return absl::FailedPreconditionError("the record changed since it was checked for purge");
     }
     if (check_) KV_RETURN_IF_ERROR(check_(key_));
-    // Only from counters this node could have issued (below kMaxContextCounter,
-    // storage/version_vector.h): a record from before the bounds, or a forged one, may hold
-    // more, and a floor that high would refuse every later write of the node.
+    // Only from counters this node could have issued: at most 2^48 writes past the highest
+    // counter a context may bring in (kMaxAbsorbedCounter, storage/version_vector.h). A record
+    // from before the bounds, or a forged one, may hold more, and a floor near kMaxContextCounter
+    // would refuse every later write of the node.
     uint64_t seen = record.context().Get(store_->actor_);
-    if (seen >= kMaxContextCounter) seen = 0;
+    if (seen > kMaxFloorCounter) seen = 0;
     uint64_t floor = store_->counter_floor_.load();
     while (seen > floor && !store_->counter_floor_.compare_exchange_weak(floor, seen)) {
     }

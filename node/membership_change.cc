@@ -544,7 +544,11 @@ absl::Status MembershipChanger::Agree(const Plan& plan) {
 bool MembershipChanger::AllAgreeCompletions(const ClusterLayout& transition) const {
   std::map<std::string, bool> agrees;
   for (const MemberView& view : gossiper_->Members()) {
-    agrees[view.entry.member.id] = view.self || view.entry.agrees_completions;
+    // A member not heard from since this node started may be of any version; only one whose own
+    // entry said it installs completions unagreed (an older node) counts against (otherwise a
+    // change whose dead member this node never heard from could never be completed by a remove).
+    agrees[view.entry.member.id] =
+        view.self || view.entry.agrees_completions || view.last_heard == absl::InfinitePast();
   }
   const LayoutQuorum quorum(transition);
   for (const Member& m : quorum.asked()) {

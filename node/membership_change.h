@@ -172,11 +172,11 @@ class MembershipChanger {
       const LayoutQuorum& quorum,
       const std::function<void(const Member&, std::function<void(LayoutPromise)>)>& ask);
   // Whether every member `transition`'s agreement asks (LayoutQuorum) says in gossip that it
-  // agrees on completions (MemberEntry::agrees_completions): then the completion is agreed on
-  // first. Older nodes relay other members' entries without the flag, so two nodes may judge
-  // this differently while one runs; that is harmless because no remove during a change is
-  // planned unless this holds on the planning node (down members included) and no node heard
-  // from lacks the flag.
+  // agrees on completions (MemberEntry::agrees_completions), or has not been heard from since this
+  // node started: then the completion is agreed on first. Older nodes relay other members' entries
+  // without the flag, so two nodes may judge this differently while one runs; that is harmless
+  // because no remove during a change is planned unless this holds on the planning node (down
+  // members included) and no node heard from lacks the flag.
   bool AllAgreeCompletions(const ClusterLayout& transition) const;
   // Installs the layout that completes `transition`, agreed on first (Agree, as a change: a
   // remove during the transition competes for the version) when AllAgreeCompletions; otherwise

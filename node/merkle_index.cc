@@ -203,6 +203,7 @@ absl::Status MerkleIndex::Rebuild(std::shared_ptr<const HashRing> ring,
     scanned_through_.clear();
     state_ = State::kBuilding;
     stale_ = false;  // the scan reads what was written; a change lost from now on marks it again
+    unrecoverable_ = absl::OkStatus();
   }
   // From here on every change goes to pending_. Those observed before may still be unwritten.
   if (write_barrier_) write_barrier_();
@@ -248,6 +249,7 @@ absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view) {
       state_ = State::kReady;
       became_stale = !stale_;
       stale_ = true;
+      if (!retry) unrecoverable_ = error;  // no rebuild on this ring would get further
     }
     if (retry && became_stale && stale_handler_) stale_handler_();
     return error;
@@ -308,6 +310,7 @@ absl::StatusOr<bool> MerkleIndex::RebuildIfStale() {
   {
     absl::MutexLock lock(&mu_);
     if (!stale_) return false;
+    if (!unrecoverable_.ok()) return unrecoverable_;  // until a ring change tries again
     // (Rebuild clears the flag once the trees are being rebuilt, so the index is never ready in
     // between.)
     if (state_ != State::kReady) {

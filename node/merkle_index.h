@@ -40,7 +40,8 @@
 // told when the index goes stale, and AntiEntropy also starts a rebuild when an exchange finds
 // it stale. A scan (Build, ChangeRing, a rebuild) that fails reading the merkle column leaves the
 // index stale the same way, so that it is rebuilt (and buffers no changes meanwhile); one that
-// finds a malformed entry leaves it stale without telling the handler (every scan would fail).
+// finds a malformed entry leaves it stale without telling the handler, and RebuildIfStale then
+// answers that error without scanning (every scan would fail) until a ring change tries again.
 //
 // Thread-safe: OnRecordChange runs under the store's key lock, from any thread.
 #ifndef KV_NODE_MERKLE_INDEX_H_
@@ -179,7 +180,10 @@ class MerkleIndex : public RecordObserver {
   std::shared_ptr<const View> view_ ABSL_GUARDED_BY(mu_);
   enum class State { kObserving, kBuilding, kReady };
   State state_ ABSL_GUARDED_BY(mu_) = State::kObserving;
-  bool stale_ ABSL_GUARDED_BY(mu_) = false;             // see Lost changes
+  bool stale_ ABSL_GUARDED_BY(mu_) = false;  // see Lost changes
+  // The error of a scan that found a malformed entry: RebuildIfStale answers it without scanning
+  // again, until a ring change.
+  absl::Status unrecoverable_ ABSL_GUARDED_BY(mu_);
   std::vector<MerkleTree> trees_ ABSL_GUARDED_BY(mu_);  // one per peer, as view_->peers
   // Until ready: keys changed while their snapshot entry was not applied -> latest digest
   // (nullopt: the record was purged).

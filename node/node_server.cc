@@ -447,21 +447,23 @@ void NodeServer::ScheduleStaleMerkleRebuild() {
   scheduler_->RunAfter(absl::Seconds(1), [this] {
     absl::StatusOr<bool> rebuilt;
     const absl::Time start = absl::Now();
+    uint64_t version = 0;
+    bool ready = false;
     {
       absl::MutexLock lock(&merkle_ring_mu_);  // one rebuild at a time with the ring changes
       rebuilt = merkle_->RebuildIfStale();
+      version = merkle_layout_version_;
+      ready = merkle_->ready();
+    }
+    // Ready (rebuilt here, or by an exchange that found the index stale first) after a ring
+    // change whose scan failed: purging and catching up go on from here.
+    if (ready) {
+      if (reaper_ != nullptr) reaper_->ResumeOnRing(version);
+      if (anti_entropy_ != nullptr) anti_entropy_->MaybeFinishCatchingUp();
     }
     if (rebuilt.ok() && *rebuilt) {
       LogInfo("Merkle trees rebuilt after a failed write or scan",
               {{"took", absl::FormatDuration(absl::Now() - start)}});
-      // A rebuild after a ring change whose scan failed: purging and catching up go on from here.
-      uint64_t version = 0;
-      {
-        absl::MutexLock lock(&merkle_ring_mu_);
-        version = merkle_layout_version_;
-      }
-      if (reaper_ != nullptr) reaper_->ResumeOnRing(version);
-      if (anti_entropy_ != nullptr) anti_entropy_->MaybeFinishCatchingUp();
     } else if (absl::IsUnavailable(rebuilt.status())) {
       ScheduleStaleMerkleRebuild();  // a scan was running: after it
     } else if (!rebuilt.ok() && !absl::IsCancelled(rebuilt.status())) {

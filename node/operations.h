@@ -104,8 +104,8 @@ class OperationRegistry {
     absl::Duration retention = absl::Hours(1);
   };
 
-  // `node_id` and `incarnation` (1-16 lowercase hex digits, as ParseOperationId reads them)
-  // prefix every id. `clock` must
+  // `node_id` and `incarnation` prefix every id; the incarnation is 1-16 lowercase hex digits (as
+  // ParseOperationId reads it). `clock` must
   // outlive the registry.
   OperationRegistry(std::string node_id, std::string incarnation, const Clock* clock,
                     Options options);

@@ -31,8 +31,9 @@ namespace kv {
 //     grow by one per write.
 //   - A write whose new counter would reach kMaxContextCounter (or wrap to 0) is refused (a
 //     record stored before these bounds existed, or a forged one merged from a peer, could hold
-//     such counters); and a purge raises the node's counter floor only from counters below it
-//     (the node never issued the others), so such a record cannot block the node's writes.
+//     such counters); and a purge raises the node's counter floor only from counters at most
+//     2^48 past kMaxAbsorbedCounter (the node never issued the others), so such a record cannot
+//     block the node's writes.
 inline constexpr uint64_t kMaxContextCounter = uint64_t{1} << 63;
 inline constexpr uint64_t kMaxAbsorbedCounter = uint64_t{1} << 62;
 

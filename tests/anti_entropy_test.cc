@@ -605,6 +605,7 @@ class FailingEngine : public MemoryEngine {
   }
   std::unique_ptr<Iterator> NewIterator(Column column) override {
     std::unique_ptr<Iterator> it = MemoryEngine::NewIterator(column);
+    if (column == Column::kMerkle) ++merkle_scans;
     if (column == Column::kMerkle && scan_armed_.exchange(false)) {
       return std::make_unique<FailingIterator>(std::move(it));
     }
@@ -612,6 +613,7 @@ class FailingEngine : public MemoryEngine {
   }
   void Arm() { armed_ = true; }
   void ArmScan() { scan_armed_ = true; }
+  std::atomic<int> merkle_scans{0};
 
  private:
   class FailingIterator : public Iterator {
@@ -735,6 +737,29 @@ TEST_F(MerkleIndexLostChangesTest, AScanThatFailsLeavesTheIndexStaleUntilRebuilt
               fresh.Nodes(peer, MerkleLevel::kInterior, {}).value())
         << peer;
   }
+}
+
+// A malformed index entry fails every scan: the index is stale, but neither the stale handler
+// nor RebuildIfStale (which an exchange calls each time) scans again until a ring change.
+TEST_F(MerkleIndexLostChangesTest, AMalformedEntryIsNotRescannedUntilARingChange) {
+  WriteBatch bad;
+  bad.Put(Column::kMerkle, std::string("\x01", 1), "not an entry");
+  ASSERT_TRUE(engine_.Write(bad, WriteOptions{}).ok());
+  members_.push_back(Member{"c", "h:1", ""});
+  auto bigger = std::make_shared<const HashRing>(HashRing::Build(members_).value());
+  const absl::Status changed = index_.ChangeRing(bigger);
+  EXPECT_TRUE(absl::IsDataLoss(changed)) << changed;
+  EXPECT_TRUE(index_.stale());
+  EXPECT_EQ(told_, 0);
+  const int scans = engine_.merkle_scans.load();
+  EXPECT_TRUE(absl::IsDataLoss(index_.RebuildIfStale().status()));
+  EXPECT_EQ(engine_.merkle_scans.load(), scans);
+  // Repaired (here: the entry deleted), a ring change builds the trees again.
+  WriteBatch fix;
+  fix.Delete(Column::kMerkle, std::string("\x01", 1));
+  ASSERT_TRUE(engine_.Write(fix, WriteOptions{}).ok());
+  ASSERT_TRUE(index_.ChangeRing(ring_).ok());
+  EXPECT_TRUE(index_.ready());
 }
 
 // An exchange that finds the index stale starts the rebuild, and the next one goes through.

@@ -486,6 +486,13 @@ TEST_F(LocalStoreTest, ACounterAtTheTopNeitherWrapsNorBlocksTheNode) {
   ASSERT_TRUE(stored.ok()) << stored.status();
   ASSERT_TRUE(store_->PurgeIfUnchanged("k", *stored).ok());
   MustPut("other", "v");  // the floor stays below the bound
+  // The same for a record just below the bound: its purge does not raise the floor there either.
+  SiblingSet near;
+  near.ApplyWrite(store_->actor(), CausalContext(), version, kMaxContextCounter - 2);
+  ASSERT_TRUE(store_->MergeRecord("k2", near).ok());
+  ASSERT_TRUE(store_->PurgeIfUnchanged("k2", near).ok());
+  MustPut("other", "w", ReadContext("other"));
+  MustPut("third", "v");
 }
 
 // A client forges, on replica n2, the tokened version of a dot n1 wrote with another
