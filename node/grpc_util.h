@@ -12,8 +12,8 @@
 // once and runs `work` on the executor, finishing the reactor from there, so the gRPC thread
 // never blocks on a read. (Writes are the exception: without --commit_on_executor the Put,
 // PutBatch and MergeBatch handlers may commit their group, and others queued meanwhile, on the
-// gRPC thread: node/local_store.h.) A call the client has cancelled (or whose deadline passed) while it waited
-// in the queue is finished with CANCELLED without running `work`.
+// gRPC thread: node/local_store.h.) A call the client has cancelled (or whose deadline passed)
+// while it waited in the queue is finished with CANCELLED without running `work`.
 #ifndef KV_NODE_GRPC_UTIL_H_
 #define KV_NODE_GRPC_UTIL_H_
 

@@ -47,8 +47,8 @@
 //
 // Handlers never wait for another thread: MergeBatch may commit its groups (and others queued
 // meanwhile) on the gRPC thread, as the Put handlers do, and ReserveLayout and AcceptLayout store
-// their promise (a synced write) on it; all other storage work runs on the injected Executor. Thread-safe; `store`,
-// `executor`, `merkle` and `gossiper` must outlive the service.
+// their promise (a synced write) on it; all other storage work runs on the injected Executor.
+// Thread-safe; `store`, `executor`, `merkle` and `gossiper` must outlive the service.
 #ifndef KV_NODE_REPLICA_SERVICE_H_
 #define KV_NODE_REPLICA_SERVICE_H_
 
