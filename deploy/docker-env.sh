@@ -378,6 +378,12 @@ kv_tls_prepare() {
   # Compose wants an absolute bind-mount source (docker-compose 1.29 passes a relative one on).
   KV_TLS_DIR="$(cd "$dir" && pwd)" || return 1
   export KV_TLS_DIR
+  if [ ! -f "$KV_TLS_DIR/admin.pem" ]; then
+    kv_log "$KV_TLS_DIR has no admin.pem (the operators' certificate the kvctl service uses;" \
+      "made by this version's deploy/make-tls-certs.sh): make new ones with" \
+      "bash deploy/make-tls-certs.sh $KV_TLS_DIR (or delete $KV_TLS_DIR to have them made)"
+    return 1
+  fi
   for cert in "$KV_TLS_DIR"/*.pem; do
     if ! openssl x509 -checkend 86400 -noout -in "$cert" >/dev/null 2>&1; then
       kv_log "$cert expires within a day (or is not a certificate): make new ones with" \

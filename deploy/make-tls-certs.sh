@@ -11,7 +11,9 @@
 # DNS:localhost and IP:127.0.0.1 (so that kvprobe, the containers' health check, and clients on
 # published loopback ports can verify it), usable both as a server and as a client certificate,
 # as kvnode requires of a member's. Plus client.pem and client.key, a client certificate for
-# kvctl and the client library. Valid for KV_TLS_DAYS days (default 30).
+# applications (kvctl and the client library; it names kvctl), and admin.pem and admin.key, the
+# operators' client certificate (it names kv-admin, which the compose and Kubernetes TLS setups
+# let change the cluster: --tls_admin_names). Valid for KV_TLS_DAYS days (default 30).
 #
 # --k8s NAMESPACE makes, instead of per-host certificates, one kvnode.pem/kvnode.key shared by
 # the pods of deploy/k8s in NAMESPACE (the Secret of deploy/k8s-tls): for
@@ -52,7 +54,7 @@ else
 fi
 for h in "${hosts[@]}" ; do
   case "$h" in
-    "" | client | ca | kvnode | *[!A-Za-z0-9.-]*)
+    "" | client | admin | ca | kvnode | *[!A-Za-z0-9.-]*)
       echo "make-tls-certs: bad host name \"$h\"" >&2; exit 2 ;;
   esac
 done
@@ -83,6 +85,7 @@ if [ -n "$namespace" ]; then
   hosts=(kvnode)
 fi
 leaf client "DNS:kvctl" "clientAuth"
+leaf admin "DNS:kv-admin" "clientAuth"
 
 # The CA's key is for whoever ran this only (the containers never need it; it is in DIR, so keep
 # DIR away from anything but this cluster, or move ca.key out once done).
@@ -99,4 +102,4 @@ else
   chmod 0755 .
   for key in ./*.key; do [ "$key" = ./ca.key ] || chmod 0644 "$key"; done
 fi
-echo "make-tls-certs: CA and certificates for ${hosts[*]}${namespace:+ (namespace $namespace)} and client in $(pwd)" >&2
+echo "make-tls-certs: CA and certificates for ${hosts[*]}${namespace:+ (namespace $namespace)} client and admin in $(pwd)" >&2

@@ -135,6 +135,17 @@ class MerkleIndex : public RecordObserver {
   // What an entry adds to a SegmentKeys answer besides its key: the 8-byte digest and the
   // message's framing (tags and lengths), rounded up.
   static constexpr size_t kSegmentKeyOverheadBytes = 16;
+  // The most a SegmentKeys answer to a peer holds (before its last segment): a requester's
+  // max_response_bytes of 0 (unlimited, as nodes before that field asked) or above this is
+  // answered with this limit, so that no request makes a node build an answer without bound.
+  // The requester asks again for the segments not answered.
+  static constexpr size_t kMaxSegmentKeysAnswerBytes = 16 << 20;
+  // The byte limit SegmentEntries uses for a peer that asked for `requested` bytes.
+  static size_t SegmentKeysAnswerLimit(uint64_t requested) {
+    return requested == 0 || requested > kMaxSegmentKeysAnswerBytes
+               ? kMaxSegmentKeysAnswerBytes
+               : static_cast<size_t>(requested);
+  }
 
   // The digest of `key`'s committed record, read from the merkle column (a small value, unlike
   // the record); nullopt when this node has no record of the key. Works before Build.

@@ -76,7 +76,7 @@ grpc::ServerUnaryReactor* ReplicaService::SegmentKeys(
         merkle_->SegmentEntries(
             request->requester_id(),
             std::vector<uint32_t>(request->segments().begin(), request->segments().end()),
-            static_cast<size_t>(request->max_response_bytes())));
+            MerkleIndex::SegmentKeysAnswerLimit(request->max_response_bytes())));
     response->set_segments_answered(static_cast<uint32_t>(list.segments));
     for (KeyDigest& entry : list.entries) {
       internal::v1::SegmentKey* out = response->add_entries();

@@ -545,7 +545,20 @@ def phase_compose_tls(ctx):
             if plain.returncode != 3:
                 raise Failure(f"plaintext kvctl was not refused (exit {plain.returncode}): "
                               f"{plain.stdout}{plain.stderr}")
-            host_check = "host kvctl reads it over TLS through a published port; plaintext refused"
+            # Admin calls (--tls_admin_names=node*,kv-admin): the applications' client
+            # certificate is refused, the operators' admin certificate is let in (an unknown
+            # operation: NOT_FOUND).
+            for cert, code, want in (("client", 3, "PERMISSION_DENIED"), ("admin", 1, "NOT_FOUND")):
+                tls = [f"--tls-ca={tls_dir}/ca.pem", f"--tls-cert={tls_dir}/{cert}.pem",
+                       f"--tls-key={tls_dir}/{cert}.key"]
+                out = run([ctx["kvctl"], ep, "--timeout=10s", *tls, "operation", "cancel",
+                           "node1:1-1"], check=False,
+                          env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
+                if out.returncode != code or want not in out.stderr:
+                    raise Failure(f"operation cancel with {cert}.pem: exit {out.returncode}, "
+                                  f"expected {want}: {out.stdout}{out.stderr}")
+            host_check = ("host kvctl reads it over TLS through a published port; plaintext "
+                          "refused; admin calls refused to client.pem, let in for admin.pem")
         return f"healthy {up_secs:.1f}s after up (kvprobe over mutual TLS); put via the kvctl " \
                f"service, on every replica; {host_check}"
     finally:

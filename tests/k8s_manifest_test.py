@@ -334,6 +334,25 @@ def check_tls_overlay(args, sts, configmaps, conf_text, pod_name):
                                    timeout=60, env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
             check(plain.returncode == 3, f"plaintext kvctl not refused by the TLS pod: "
                                          f"{plain.returncode} {plain.stdout}{plain.stderr}")
+            # Admin calls: the pod's own certificate (kubectl exec ... kvctl) and the operators'
+            # kv-admin one are let in (an unknown operation: NOT_FOUND), the applications'
+            # client certificate is not.
+            admins = f"*.kvnode.{NAMESPACE}.svc.cluster.local,kv-admin"
+            check(f"tls_admin_names={admins}" in open(log_path).read(),
+                  f"the TLS pod does not log tls_admin_names={admins}")
+            for name, cert, code, want in (("pod", None, 1, "NOT_FOUND"),
+                                           ("admin", "admin", 1, "NOT_FOUND"),
+                                           ("client", "client", 3, "PERMISSION_DENIED")):
+                cert_env = dict(client_env)
+                if cert is not None:
+                    cert_env["KV_TLS_CERT"] = os.path.join(made, f"{cert}.pem")
+                    cert_env["KV_TLS_KEY"] = os.path.join(made, f"{cert}.key")
+                out = subprocess.run([args.kvctl, f"--endpoints=127.0.0.1:{port}", "--timeout=10s",
+                                      "operation", "cancel", f"{pod_name}:1-1"], capture_output=True,
+                                     text=True, timeout=60, env=cert_env)
+                check(out.returncode == code and want in out.stderr,
+                      f"operation cancel with the {name} certificate: exit {out.returncode}, "
+                      f"expected {want}: {out.stdout}{out.stderr}")
         finally:
             stop_pod_node(proc, log_path)
 

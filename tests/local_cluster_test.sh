@@ -6,11 +6,35 @@
 # whole process group as a terminal sends it, stops every node cleanly (before, the nodes got
 # the SIGINT and the script's SIGTERM, and exited on the second signal without closing storage).
 #
-#   local_cluster_test.sh BUILD_DIR BASE_PORT
+#   local_cluster_test.sh BUILD_DIR [BASE_PORT]
+# Without BASE_PORT it uses three consecutive ports that were free when it started (so that two
+# builds' runs, or another test, never collide on fixed ones).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$1"
-base_port="$2"
+base_port="${2:-}"
+if [ -z "$base_port" ]; then
+  base_port="$(python3 -c '
+import random, socket
+for _ in range(200):
+    base = random.randrange(20000, 60000)
+    socks = []
+    try:
+        for p in range(base, base + 3):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        for s in socks:
+            s.close()
+    print(base)
+    break
+else:
+    raise SystemExit("no three consecutive free ports")
+')"
+fi
 work="$(mktemp -d /tmp/kv-local-cluster-test.XXXXXX)"
 kvctl="$build/client/kvctl"
 endpoints="127.0.0.1:$base_port,127.0.0.1:$((base_port + 1)),127.0.0.1:$((base_port + 2))"

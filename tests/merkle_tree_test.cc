@@ -225,6 +225,16 @@ TEST_F(MerkleIndexTest, SegmentEntriesListOnlyKeysBothReplicate) {
 // With a byte limit the answer is the entries of whole segments, from the first, up to the one
 // at which they reach the limit; asking again from the next segment lists the same entries as
 // one answer without a limit.
+TEST(MerkleIndexLimitTest, APeerCannotAskForAnUnboundedSegmentKeysAnswer) {
+  constexpr size_t kMax = MerkleIndex::kMaxSegmentKeysAnswerBytes;
+  EXPECT_EQ(MerkleIndex::SegmentKeysAnswerLimit(0), kMax);  // "no limit" from an older node
+  EXPECT_EQ(MerkleIndex::SegmentKeysAnswerLimit(kMax + 1), kMax);
+  EXPECT_EQ(MerkleIndex::SegmentKeysAnswerLimit(~uint64_t{0}), kMax);
+  EXPECT_EQ(MerkleIndex::SegmentKeysAnswerLimit(kMax), kMax);
+  EXPECT_EQ(MerkleIndex::SegmentKeysAnswerLimit(1), 1u);
+  EXPECT_EQ(MerkleIndex::SegmentKeysAnswerLimit(4 << 20), size_t{4} << 20);
+}
+
 TEST_F(MerkleIndexTest, SegmentEntriesWithAByteLimitAnswerWholeLeadingSegments) {
   MerkleIndex index("a", ring_, 2, &engine_);
   ASSERT_TRUE(index.Build().ok());
