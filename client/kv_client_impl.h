@@ -80,9 +80,9 @@ struct Client::Impl {
     env.budget = &budget;
     env.timer = &timer;
     env.attempt_timeout = options.attempt_timeout;
-    env.backoff = [this](int retry) {
+    env.backoff = [this](int retry, absl::Duration limit) {
       absl::MutexLock lock(&rng_mu);
-      return JitteredBackoff(options.retry, retry, rng);
+      return JitteredBackoff(options.retry, retry, rng, limit);
     };
     env.failover = [this](size_t from) { return PickEndpoint(from + 1); };
     env.endpoint_name = [this](size_t endpoint) { return options.endpoints[endpoint]; };

@@ -94,7 +94,7 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
     if (moves_on && policy_ != EndpointPolicy::kPinned && !write_stored) {
       endpoint_ = env_.failover(endpoint_);
     }
-    const absl::Time retry_at = now + env_.backoff(attempts_);
+    const absl::Time retry_at = now + env_.backoff(attempts_, deadline_ - now - kMinAttemptTime);
     if (deadline_ - retry_at < kMinAttemptTime) {
       endpoint_ = failed_endpoint;  // for the message: the endpoint that failed
       Finish(Annotate(status, "call deadline reached"));

@@ -6,9 +6,9 @@
 //     dropped the call before starting it (gRPC does so while a server shuts down);
 //   - non-retryable code (IsRetryableCode)         -> finish with it;
 //   - DEADLINE_EXCEEDED once the call deadline passed -> finish with it;
-//   - retry budget refuses, attempts exhausted, or the jittered backoff would end past the call
-//     deadline                                      -> finish with the last status;
-//   - otherwise wait the full-jitter backoff on the timer thread (never on a gRPC thread) and try
+//   - retry budget refuses, or attempts exhausted    -> finish with the last status;
+//   - otherwise wait the full-jitter backoff (drawn from what the call's deadline leaves, so that
+//     a retry that fits is never skipped) on the timer thread (never on a gRPC thread) and try
 //     again, on the endpoint the call's EndpointPolicy picks: the next one after UNAVAILABLE or
 //     DEADLINE_EXCEEDED (failover), the same one otherwise.
 //
@@ -42,8 +42,8 @@ struct RetryEnv {
   RetryBudget* budget = nullptr;
   TimerThread* timer = nullptr;
   absl::Duration attempt_timeout = absl::ZeroDuration();  // zero = no cap
-  // The full-jitter wait before retry number `retry` (1-based).
-  std::function<absl::Duration(int retry)> backoff;
+  // The full-jitter wait before retry number `retry` (1-based), at most `limit`.
+  std::function<absl::Duration(int retry, absl::Duration limit)> backoff;
   // The endpoint to fail over to after endpoint `from` (usually from + 1, skipping endpoints
   // known to be down).
   std::function<size_t(size_t from)> failover;

@@ -30,8 +30,10 @@ absl::Duration BackoffCeiling(const RetryOptions& options, int retry) {
   return std::max(absl::ZeroDuration(), std::min(uncapped, options.max_backoff));
 }
 
-absl::Duration JitteredBackoff(const RetryOptions& options, int retry, absl::BitGenRef rng) {
-  const int64_t ceiling_ns = absl::ToInt64Nanoseconds(BackoffCeiling(options, retry));
+absl::Duration JitteredBackoff(const RetryOptions& options, int retry, absl::BitGenRef rng,
+                               absl::Duration limit) {
+  const int64_t ceiling_ns =
+      absl::ToInt64Nanoseconds(std::min(BackoffCeiling(options, retry), limit));
   if (ceiling_ns <= 0) return absl::ZeroDuration();
   return absl::Nanoseconds(
       absl::Uniform<int64_t>(absl::IntervalClosedClosed, rng, int64_t{0}, ceiling_ns));

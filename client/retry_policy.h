@@ -38,8 +38,11 @@ bool IsRetryableCode(absl::StatusCode code);
 
 // Upper bound of the wait before retry number `retry` (1-based), before jitter.
 absl::Duration BackoffCeiling(const RetryOptions& options, int retry);
-// A full-jitter wait for retry number `retry`: uniform in [0, BackoffCeiling].
-absl::Duration JitteredBackoff(const RetryOptions& options, int retry, absl::BitGenRef rng);
+// A full-jitter wait for retry number `retry`: uniform in [0, min(BackoffCeiling, limit)] (the
+// limit: the time a call has left for it, so that a retry never lands past the call's deadline
+// while one would fit; zero or less: no wait).
+absl::Duration JitteredBackoff(const RetryOptions& options, int retry, absl::BitGenRef rng,
+                               absl::Duration limit = absl::InfiniteDuration());
 
 class RetryBudget {
  public:

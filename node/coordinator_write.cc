@@ -17,12 +17,10 @@ namespace {
 // request's fault, and another node may take the same write: UNAVAILABLE, which clients retry
 // (elsewhere), rather than the engine's INTERNAL or PERMISSION_DENIED, which they do not.
 absl::Status ForClient(const absl::Status& status) {
-  if (!IsStorageFailure(status)) return status;
-  return absl::UnavailableError(absl::StrCat(
-      "this node could not write to its storage (", absl::StatusCodeToString(status.code()), ": ",
-      status.message(),
-      "); the write is not acknowledged here (a retry with the same idempotency token is safe, "
-      "and another node can coordinate it)"));
+  return StorageFailureAsUnavailable(
+      status,
+      "the write is not acknowledged here (a retry with the same idempotency token is safe, and "
+      "another node can coordinate it)");
 }
 
 }  // namespace

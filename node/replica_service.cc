@@ -115,10 +115,12 @@ grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
     }
     // Checked again inside the commit: a layout adopted since the first check (the node adopts
     // layouts while purges queue) must not let this purge through.
-    return store_->PurgeIfUnchanged(request->key(), *expected,
-                                    [this, request](absl::string_view /*key*/) {
-                                      return CheckPurgeLayout(request->layout_version());
-                                    });
+    return StorageFailureAsUnavailable(
+        store_->PurgeIfUnchanged(request->key(), *expected,
+                                 [this, request](absl::string_view /*key*/) {
+                                   return CheckPurgeLayout(request->layout_version());
+                                 }),
+        "the record was not purged");
   });
 }
 
@@ -173,7 +175,9 @@ grpc::ServerUnaryReactor* ReplicaService::MergeBatch(grpc::CallbackServerContext
   store_->MergeRecordsAsync(std::move(remote),
                             [reactor, request, response, records](absl::Status merged) {
                               if (merged.ok()) response->set_merged(request->records_size());
-                              reactor->Finish(ToGrpcStatus(merged));
+                              // Not the records' fault: the sender keeps them and tries again.
+                              reactor->Finish(ToGrpcStatus(StorageFailureAsUnavailable(
+                                  merged, "nothing of this batch was merged; send it again")));
                             });
   return reactor;
 }

@@ -39,6 +39,14 @@ bool IsStorageFailure(const absl::Status& status) {
   return status.GetPayload(kStorageFailurePayload).has_value();
 }
 
+absl::Status StorageFailureAsUnavailable(const absl::Status& status,
+                                         absl::string_view consequence) {
+  if (!IsStorageFailure(status)) return status;
+  return absl::UnavailableError(absl::StrCat("this node could not write to its storage (",
+                                             absl::StatusCodeToString(status.code()), ": ",
+                                             status.message(), "); ", consequence));
+}
+
 absl::Status KeyNotFound(Column column) {
   static const auto* const kStatuses = [] {
     auto* statuses = new std::array<absl::Status, kNumColumns>();

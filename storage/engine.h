@@ -47,6 +47,12 @@ absl::Status KeyNotFound(Column column);
 // another node. The code and message stay; IsStorageFailure tells it apart.
 absl::Status MarkStorageFailure(absl::Status status);
 bool IsStorageFailure(const absl::Status& status);
+// What a node answers for a request that failed with `status`: a storage failure becomes
+// UNAVAILABLE (the request may succeed later or on another node; callers retry it), its message
+// "this node could not write to its storage (CODE: message); " + `consequence`; any other status
+// is returned as is. Without it a peer would take, say, a corrupt block's DATA_LOSS for a refusal
+// of its request (node/peer_transport.h: IsRecordRefusal) and give up on it.
+absl::Status StorageFailureAsUnavailable(const absl::Status& status, absl::string_view consequence);
 // True for the columns whose values may carry an expiry (storage/expiring_value.h).
 constexpr bool ColumnHoldsExpiringValues(Column column) { return column == Column::kIdempotency; }
 

@@ -502,6 +502,25 @@ TEST_F(KvClientTest, CallDeadlineBoundsRetriesOfAFailingServer) {
   EXPECT_LT(elapsed, absl::Seconds(5));
 }
 
+TEST_F(KvClientTest, ARetryThatFitsBeforeTheDeadlineIsNotSkipped) {
+  // A backoff ceiling far beyond the call's deadline: the wait is drawn from the time the call
+  // has left, so the retry happens (it used to give up whenever the draw landed past the
+  // deadline: about 97% of such calls here).
+  ClientOptions options = FastOptions({server_.endpoint()});
+  options.call_deadline = absl::Milliseconds(500);
+  options.retry.initial_backoff = absl::Seconds(10);
+  options.retry.max_backoff = absl::Seconds(10);
+  std::unique_ptr<Client> client = MakeClient(options);
+  for (int i = 0; i < 5; ++i) {
+    server_.kv().Script({grpc::StatusCode::UNAVAILABLE});
+    const absl::Time start = absl::Now();
+    absl::StatusOr<WriteResult> put = client->Put(absl::StrCat("k", i), "v");
+    EXPECT_TRUE(put.ok()) << i << ": " << put.status();
+    EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  }
+  EXPECT_EQ(server_.kv().requests(), 10);
+}
+
 TEST_F(KvClientTest, AttemptTimeoutsAreRetriedWithinTheCallDeadline) {
   server_.kv().HangAll();
   ClientOptions options = FastOptions({server_.endpoint()});

@@ -82,6 +82,25 @@ TEST(JitteredBackoffTest, StaysWithinTheCeilingAndSpreadsOverIt) {
   }
 }
 
+TEST(JitteredBackoffTest, StaysWithinTheLimitAndSpreadsOverIt) {
+  RetryOptions options;
+  options.initial_backoff = absl::Seconds(10);
+  options.max_backoff = absl::Seconds(10);
+  std::mt19937 rng(12345);
+  const absl::Duration limit = absl::Milliseconds(300);
+  int lower_half = 0;
+  for (int i = 0; i < 2000; ++i) {
+    const absl::Duration wait = JitteredBackoff(options, 1, rng, limit);
+    ASSERT_GE(wait, absl::ZeroDuration());
+    ASSERT_LE(wait, limit);
+    if (wait < limit / 2) ++lower_half;
+  }
+  EXPECT_GT(lower_half, 800);
+  EXPECT_LT(lower_half, 1200);
+  EXPECT_EQ(JitteredBackoff(options, 1, rng, absl::ZeroDuration()), absl::ZeroDuration());
+  EXPECT_EQ(JitteredBackoff(options, 1, rng, -absl::Seconds(1)), absl::ZeroDuration());
+}
+
 TEST(JitteredBackoffTest, ZeroCeilingMeansNoWait) {
   RetryOptions options;
   options.initial_backoff = absl::ZeroDuration();

@@ -57,6 +57,21 @@ absl::Status PutOne(Engine& engine, Column column, const std::string& key, const
   return engine.Write(batch, WriteOptions{sync});
 }
 
+// A failure of the storage itself is answered UNAVAILABLE (retried, by clients and by peers'
+// outboxes), keeping the engine's code and message; other statuses pass unchanged.
+TEST(StorageFailureTest, IsAnsweredUnavailableAndOtherStatusesPassUnchanged) {
+  const absl::Status failed = MarkStorageFailure(absl::DataLossError("bad block checksum"));
+  const absl::Status answer = StorageFailureAsUnavailable(failed, "send it again");
+  EXPECT_TRUE(absl::IsUnavailable(answer)) << answer;
+  EXPECT_EQ(answer.message(),
+            "this node could not write to its storage (DATA_LOSS: bad block checksum); send it "
+            "again");
+  const absl::Status refusal = absl::DataLossError("corrupt sibling-set record");
+  EXPECT_EQ(StorageFailureAsUnavailable(refusal, "x"), refusal);
+  EXPECT_TRUE(StorageFailureAsUnavailable(absl::OkStatus(), "x").ok());
+  EXPECT_FALSE(IsStorageFailure(MarkStorageFailure(absl::NotFoundError("absent"))));
+}
+
 TEST_F(RocksDbEngineTest, ReopenKeepsDataInEveryColumn) {
   const std::string dir = root_ + "/db";
   {

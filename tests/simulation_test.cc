@@ -333,6 +333,12 @@ TEST(SimulationTest, CheckersReportALostAcknowledgedWrite) {
   ExpectReported(Sabotage::kDropAcknowledgedWrite, "acknowledged write lost");
 }
 
+TEST(SimulationTest, CheckersReportALostAcknowledgedWriteOnASharedKey) {
+  // A key that clients also deleted without a context, and read and overwrote: neither the
+  // Deletes nor contexts that merely cover the dot excuse a version no write saw.
+  ExpectReported(Sabotage::kDropAcknowledgedWriteOnSharedKey, "acknowledged write lost");
+}
+
 TEST(SimulationTest, CheckersReportDivergedReplicas) {
   ExpectReported(Sabotage::kDivergeOneReplica, "replicas diverged");
 }

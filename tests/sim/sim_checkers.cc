@@ -107,12 +107,18 @@ std::optional<SiblingSet> Checkers::Final(const std::string& key) const {
   return std::nullopt;
 }
 
-bool Checkers::SomeWriteSaw(const std::string& key, const Dot& dot) const {
+bool Checkers::SomeWriteSaw(const std::string& key, const Dot& dot,
+                            const WriteOp* version_of) const {
   auto it = writes_by_key_.find(key);
   if (it == writes_by_key_.end()) return false;
   return std::any_of(it->second.begin(), it->second.end(), [&](const WriteOp* op) {
-    if (op->is_delete && !op->has_context) return true;
-    return op->has_context && op->context.Covers(dot);
+    if (op->has_context) return std::find(op->seen.begin(), op->seen.end(), dot) != op->seen.end();
+    if (!op->is_delete) return false;  // a blind Put replaces nothing
+    if (op->outcome != Outcome::kOk || op->attempts != 1) return true;
+    if (op->reply_context.Covers(dot)) return true;
+    // A retried write may have left copies under dots the history never saw (an attempt that
+    // stored the write and then failed): this Delete may have replaced one of them.
+    return version_of != nullptr && version_of->attempts > 1 && op->acked >= version_of->issued;
   });
 }
 
@@ -149,27 +155,29 @@ void Checkers::CheckNoAcknowledgedWriteLost() {
   for (const WriteOp& op : history_.writes) {
     if (op.outcome != Outcome::kOk) continue;
     const std::optional<SiblingSet> final_record = Final(op.key);
-    // A tombstone may be purged once every replica holds it, and with it the versions it
-    // replaced.
-    if (PurgedOver(op.key, op.dot)) continue;
-    if (!final_record) {
-      Fail(op.key, absl::StrCat("acknowledged write lost: no replica knows the key; ", Describe(op),
-                                " acknowledged at ", Seconds(op.acked), " via ",
-                                cluster_->NodeId(op.node), " as ", op.dot.ToString()));
-      continue;
-    }
     // The versions of this logical write: its own dot and any other carrying its token.
     std::vector<Dot> versions{op.dot};
     auto known = dots_by_token_.find(op.token);
     if (known != dots_by_token_.end()) {
       versions.insert(versions.end(), known->second.begin(), known->second.end());
     }
+    // A tombstone may be purged once every replica holds it, and with it the versions it
+    // replaced (each replaced by a write that saw it).
+    const bool purged = std::any_of(versions.begin(), versions.end(), [&](const Dot& dot) {
+      return PurgedOver(op.key, dot) && (op.is_delete || SomeWriteSaw(op.key, dot, &op));
+    });
+    if (purged) continue;
+    if (!final_record) {
+      Fail(op.key, absl::StrCat("acknowledged write lost: no replica knows the key; ", Describe(op),
+                                " acknowledged at ", Seconds(op.acked), " via ",
+                                cluster_->NodeId(op.node), " as ", op.dot.ToString()));
+      continue;
+    }
     bool kept = HasToken(*final_record, op.token);
     for (const Dot& dot : versions) {
       if (kept) break;
       kept = HasVersionOf(*final_record, dot, op) ||
-             (final_record->context().Covers(dot) && SomeWriteSaw(op.key, dot)) ||
-             PurgedOver(op.key, dot);
+             (final_record->context().Covers(dot) && SomeWriteSaw(op.key, dot, &op));
     }
     if (!kept) {
       Fail(op.key, absl::StrCat("acknowledged write lost: ", Describe(op), " acknowledged at ",

@@ -40,9 +40,10 @@ class Checkers {
   // 1. Convergence (C2): every replica of every key holds the same record.
   void CheckConvergence();
   // 2. No acknowledged write lost (C1, C5): each acknowledged write's version is still a sibling,
-  //    or it was replaced by a write whose client had seen it (its issued context, or a Delete
-  //    without context, covers the dot), or it was merged away by token deduplication in favour
-  //    of another version of the same logical write.
+  //    or it was replaced by a write whose client had seen it (SomeWriteSaw; the final context
+  //    covers it), or it was merged away by token deduplication in favour of another version of
+  //    the same logical write. A version that a purged tombstone record covered counts as
+  //    replaced only if a write saw it too.
   void CheckNoAcknowledgedWriteLost();
   // 3. Read-after-write of a Put of a key with no live version (C3; a new key, or one deleted
   //    before): no Get issued after a Put of the key was acknowledged returned NOT_FOUND, unless
@@ -51,7 +52,12 @@ class Checkers {
   //    that wiped a disk, the Put was acknowledged before and the Get answered after the wipe
   //    (C3 assumes an acknowledging replica stays reachable, which a lost disk breaks).
   void CheckReadAfterWrite();
-  // 4. No token applied twice (C6): at most one sibling carries any idempotency token.
+  // 4. No token applied twice (C6), judged on the final records only: no coordinator (dot actor)
+  //    holds two versions of one token, and no read would show two live versions of one token.
+  //    Copies coordinated by two nodes (a retry through another node during a partition) may both
+  //    be stored, as tombstones but one: Merge is a join. (A token applied twice by one node whose
+  //    copies were both overwritten later is not seen; CheckTokenResurrection covers retries that
+  //    bring an overwritten value back.)
   void CheckTokens();
   // 4b. Stricter: a version of a logical write never survives once another version of the same
   //     write (the same token, coordinated elsewhere during a partition) was replaced by a write
@@ -77,9 +83,18 @@ class Checkers {
   // The record the checkers judge a key by: the first replica's (they are all equal once
   // convergence holds); nullopt if no replica knows the key.
   std::optional<SiblingSet> Final(const std::string& key) const;
-  // True if some write of `key` was issued with a context covering `dot`, or a Delete of `key`
-  // without context was issued (it replaces whatever its coordinator held).
-  bool SomeWriteSaw(const std::string& key, const Dot& dot) const;
+  // True if some write of `key` may have replaced the version `dot` because its client had seen
+  // it: one issued with the context of a Get that returned `dot` as a sibling (whatever the
+  // write's outcome: an unanswered write may have been applied); an acknowledged Delete without
+  // context, answered on its first attempt, whose reply context covers `dot`; or a Delete without
+  // context whose outcome is unknown or that was retried (it replaced whatever its coordinators
+  // held, which the checkers cannot tell); and, when `dot` is a version of `version_of`, a
+  // write retried after an attempt that may have stored it, an acknowledged Delete without
+  // context answered after that write was issued (it may have replaced a copy the history never
+  // saw). A context that merely covers `dot` does not count: a replica that dropped a sibling
+  // but kept its dot would hand such contexts out.
+  bool SomeWriteSaw(const std::string& key, const Dot& dot,
+                    const WriteOp* version_of = nullptr) const;
   // The acknowledged Delete of `key` that replaced `dot` (its reply context covers it), if any.
   const WriteOp* DeleteThatReplaced(const std::string& key, const Dot& dot) const;
   // True if a purged tombstone-only record of `key` covered `dot` (so it had been replaced).

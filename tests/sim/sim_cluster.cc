@@ -593,6 +593,9 @@ void SimCluster::ServePurgeRecord(int node, const std::string& key, const std::s
     if (absl::Status refused = check(key); !refused.ok()) return reply(refused);
     absl::StatusOr<SiblingSet> record = DecodeSiblingSet(expected);
     if (!record.ok()) return reply(absl::InvalidArgumentError(record.status().message()));
+    if (!record->AllTombstones()) {
+      return reply(absl::InvalidArgumentError("the expected record holds a live version"));
+    }
     absl::Status purged = n->store->PurgeIfUnchanged(key, *record, check);
     if (purged.ok()) {
       purged_contexts_[key].Merge(record->context());

@@ -32,7 +32,10 @@ struct WriteOp {
   std::string value;
   std::string token;
   bool has_context = false;
-  CausalContext context;      // what the write was issued with (empty when !has_context)
+  CausalContext context;  // what the write was issued with (empty when !has_context)
+  // The dots of the siblings (tombstones included) that the Get whose context the write carries
+  // returned: the versions its client saw, which the write may replace.
+  std::vector<Dot> seen;
   std::string context_bytes;  // the same, as sent on every attempt
   absl::Time issued;
   int attempts = 0;

@@ -23,6 +23,28 @@ const WriteOp* SoleAcknowledgedPut(const History& history) {
   return nullptr;
 }
 
+// An acknowledged Put, answered on its first attempt, whose version is still a sibling of its
+// key on every replica, on a key with at least one acknowledged Delete without context.
+const WriteOp* SurvivingPutOnSharedKey(SimCluster* cluster, const History& history) {
+  std::map<std::string, int> blind_deletes;
+  for (const WriteOp& op : history.writes) {
+    if (op.is_delete && !op.has_context && op.outcome == Outcome::kOk) ++blind_deletes[op.key];
+  }
+  for (const WriteOp& op : history.writes) {
+    if (op.outcome != Outcome::kOk || op.is_delete || op.attempts != 1 ||
+        blind_deletes[op.key] == 0) {
+      continue;
+    }
+    absl::StatusOr<SiblingSet> record =
+        cluster->store(cluster->ReplicasOf(op.key)[0])->ReadRecord(op.key);
+    if (!record.ok()) continue;
+    const bool live = std::any_of(record->siblings().begin(), record->siblings().end(),
+                                  [&](const Sibling& s) { return s.dot == op.dot; });
+    if (live) return &op;
+  }
+  return nullptr;
+}
+
 void Store(SimCluster* cluster, int node, const std::string& key, const SiblingSet& record) {
   WriteBatch batch;
   batch.Put(Column::kData, key, EncodeSiblingSet(record));
@@ -143,6 +165,13 @@ void ApplySabotage(Sabotage sabotage, SimCluster* cluster, History* history) {
   if (sabotage == Sabotage::kFakeNotFound) return FakeNotFound(history);
   if (sabotage == Sabotage::kResurrectDeletedValue) return ResurrectDeletedValue(cluster, *history);
   if (sabotage == Sabotage::kResurrectRetryCopy) return ResurrectRetryCopy(cluster, *history);
+  if (sabotage == Sabotage::kDropAcknowledgedWriteOnSharedKey) {
+    const WriteOp* victim = SurvivingPutOnSharedKey(cluster, *history);
+    if (victim == nullptr) return;
+    return EditReplicas(cluster, *victim, SIZE_MAX, [&](VersionVector* c, std::vector<Sibling>* s) {
+      DropVersion(*victim, c, s);
+    });
+  }
   const WriteOp* victim = SoleAcknowledgedPut(*history);
   if (victim == nullptr) return;
   switch (sabotage) {
@@ -150,6 +179,7 @@ void ApplySabotage(Sabotage sabotage, SimCluster* cluster, History* history) {
     case Sabotage::kFakeNotFound:
     case Sabotage::kResurrectDeletedValue:
     case Sabotage::kResurrectRetryCopy:
+    case Sabotage::kDropAcknowledgedWriteOnSharedKey:
     case Sabotage::kDropHandoffKeys:
     case Sabotage::kKeepEpochAfterLostWrites:
       return;

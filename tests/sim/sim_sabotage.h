@@ -14,6 +14,10 @@ enum class Sabotage {
   // Removes an acknowledged version from every replica, keeping the context that covers it (what
   // a merge that wrongly drops a sibling would leave): "acknowledged write lost".
   kDropAcknowledgedWrite,
+  // The same for a version still a sibling on a key that other clients overwrote and deleted
+  // without a context (a shared key): the checker must not take the Deletes, or the contexts
+  // that cover the dot, for writes that saw the version.
+  kDropAcknowledgedWriteOnSharedKey,
   // Removes it from one replica only: "replicas diverged".
   kDivergeOneReplica,
   // Adds a second version carrying the same token to every replica: "applied twice".

@@ -106,6 +106,7 @@ void Workload::StartWrite(int c, std::string key, bool is_delete, const ReadOp* 
   if (seen != nullptr && seen->outcome == Outcome::kOk) {
     op.has_context = true;
     op.context = seen->record.ClientContext();  // as KvService::Get answers
+    for (const Sibling& s : seen->record.siblings()) op.seen.push_back(s.dot);
     op.context_bytes = op.context.Encode();
   }
   op.issued = loop_->Now();
