@@ -96,7 +96,7 @@ std::string Usage() {
       "  operation get  state (RUNNING, SUCCEEDED, FAILED with the error) and progress of the\n"
       "                operation ID (exit 0 whatever its state). Ids are NODE:INCARNATION-SEQ;\n"
       "                only node NODE knows it, also after it restarts; finished operations are\n"
-      "                kept for 1h (the last 100). Unknown or another node's id: exit 1.\n"
+      "                kept for 1h (the last 1000). Unknown or another node's id: exit 1.\n"
       "  operation wait  poll the operation ID until it ends (--wait-timeout, default 10m):\n"
       "                exit 0 if it SUCCEEDED, 3 if it FAILED or is still RUNNING.\n"
       "  operation cancel  stop the running repair ID: it ends FAILED (CANCELLED) now; an\n"

@@ -1,10 +1,14 @@
 // AdminService: operations (StartRepair, ChangeMembership, GetOperation, ListOperations,
 // CancelOperation) and
 // AntiEntropyStatus.
+#include <algorithm>
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "node/admin_service.h"
 #include "node/grpc_util.h"
 #include "storage/status_macros.h"
@@ -75,19 +79,30 @@ std::string FingerprintWithoutToken(const Request& request) {
   return absl::StrCat(copy.GetTypeName(), "\n", copy.SerializeAsString());
 }
 
+// How long a start may wait for another call's start of the same token: what the call's
+// deadline leaves, less the time its answer needs to reach the caller before that deadline.
+absl::Duration WaitBudget(const grpc::CallbackServerContext& context) {
+  constexpr absl::Duration kAnswerMargin = absl::Milliseconds(100);
+  const std::chrono::system_clock::time_point deadline = context.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteDuration();
+  return std::max(absl::ZeroDuration(), absl::FromChrono(deadline) - absl::Now() - kAnswerMargin);
+}
+
 // Runs `start` (which fills a response) unless the request's token already started it, through
 // `tokens`, and sets `response` to the answer: the new one, or the token's first one marked
 // deduplicated.
 template <typename Request, typename Response, typename Start>
-absl::Status StartOnce(StartTokens& tokens, const Request& request, Response* response,
-                       Start start) {
+absl::Status StartOnce(StartTokens& tokens, const grpc::CallbackServerContext& context,
+                       const Request& request, Response* response, Start start) {
   KV_ASSIGN_OR_RETURN(StartTokens::Answer answer,
-                      tokens.Run(request.idempotency_token(), FingerprintWithoutToken(request),
-                                 [&]() -> absl::StatusOr<std::string> {
-                                   Response started;
-                                   KV_RETURN_IF_ERROR(start(&started));
-                                   return started.SerializeAsString();
-                                 }));
+                      tokens.Run(
+                          request.idempotency_token(), FingerprintWithoutToken(request),
+                          [&]() -> absl::StatusOr<std::string> {
+                            Response started;
+                            KV_RETURN_IF_ERROR(start(&started));
+                            return started.SerializeAsString();
+                          },
+                          WaitBudget(context)));
   if (!response->ParseFromString(answer.response)) {
     return absl::InternalError("could not read back the answer remembered for this token");
   }
@@ -127,15 +142,16 @@ grpc::ServerUnaryReactor* AdminService::StartRepair(grpc::CallbackServerContext*
     status = absl::FailedPreconditionError("anti-entropy is not available on this node");
   }
   if (!status.ok()) return FinishNow(gate_, status);
-  status = StartOnce(
-      start_tokens_, *request, response, [&](v1::StartRepairResponse* started) -> absl::Status {
-        bool already_running = false;
-        KV_ASSIGN_OR_RETURN(std::string id, repairs_->Start(request->peer_id(), &already_running));
-        started->set_operation_id(std::move(id));
-        started->set_already_running(already_running);
-        started->set_node_id(info_.node_id);
-        return absl::OkStatus();
-      });
+  status = StartOnce(start_tokens_, *context, *request, response,
+                     [&](v1::StartRepairResponse* started) -> absl::Status {
+                       bool already_running = false;
+                       KV_ASSIGN_OR_RETURN(std::string id,
+                                           repairs_->Start(request->peer_id(), &already_running));
+                       started->set_operation_id(std::move(id));
+                       started->set_already_running(already_running);
+                       started->set_node_id(info_.node_id);
+                       return absl::OkStatus();
+                     });
   return FinishNow(gate_, status);
 }
 
@@ -166,8 +182,8 @@ grpc::ServerUnaryReactor* AdminService::ChangeMembership(grpc::CallbackServerCon
   }
   // A commit waits for the members' layout reservations (MembershipChanger::Commit): not on
   // this gRPC thread.
-  return FinishOnExecutor(context, gate_, executor_, [this, action, request, response] {
-    return StartOnce(start_tokens_, *request, response,
+  return FinishOnExecutor(context, gate_, executor_, [this, context, action, request, response] {
+    return StartOnce(start_tokens_, *context, *request, response,
                      [&](v1::ChangeMembershipResponse* started) -> absl::Status {
                        KV_ASSIGN_OR_RETURN(auto committed,
                                            changer_->Commit(action, request->node_id(),

@@ -659,23 +659,30 @@ void MembershipChanger::Poll(Job job) {
     count("compared_bytes", source.id, current.compared_bytes);
   }
   const bool all_done = waiting.empty();
+  // Past Options::timeout the operation stays RUNNING and says so: the transition stays in
+  // place, and the takeover watch may still complete it, so only the layout ends the operation
+  // (completed, or replaced: a remove of the member that holds it up).
+  const bool overdue = clock_->Now() >= job.deadline;
   if (all_done || clock_->Now() >= job.quiet_until) {
     operations_
-        ->Update(job.id,
-                 [&](OperationInfo& op) {
-                   op.done = done;
-                   op.counters = counters;
-                   op.message =
-                       all_done
-                           ? (job.completion_error.empty()
-                                  ? "every source handed off; completing the transition"
-                                  : absl::StrCat("every source handed off; the completion is not "
-                                                 "agreed on yet (retrying): ",
-                                                 job.completion_error))
-                           : absl::StrCat("waiting for the handoff of ",
-                                          absl::StrJoin(waiting, ", "), errors.empty() ? "" : "; ",
-                                          absl::StrJoin(errors, "; "));
-                 })
+        ->Update(
+            job.id,
+            [&](OperationInfo& op) {
+              op.done = done;
+              op.counters = counters;
+              op.message = absl::StrCat(
+                  overdue ? "overdue (running longer than expected; the transition stays in "
+                            "place until it completes or a remove replaces it): "
+                          : "",
+                  all_done
+                      ? (job.completion_error.empty()
+                             ? "every source handed off; completing the transition"
+                             : absl::StrCat("every source handed off; the completion is not "
+                                            "agreed on yet (retrying): ",
+                                            job.completion_error))
+                      : absl::StrCat("waiting for the handoff of ", absl::StrJoin(waiting, ", "),
+                                     errors.empty() ? "" : "; ", absl::StrJoin(errors, "; ")));
+            })
         .IgnoreError();
   }
   if (all_done && clock_->Now() >= job.retry_completion_at) {
@@ -695,20 +702,6 @@ void MembershipChanger::Poll(Job job) {
     job.retry_completion_at =
         clock_->Now() + RecoveryStagger() +
         (reservations_ != nullptr ? reservations_->options().lease : absl::ZeroDuration());
-  }
-  if (clock_->Now() >= job.deadline) {
-    if (all_done) {
-      Finish(job, absl::DeadlineExceededError(absl::StrCat(
-                      "the completion could not be agreed on in time (a majority of the members' "
-                      "votes must be reachable); the transition stays in place: ",
-                      job.completion_error)));
-      return;
-    }
-    Finish(job, absl::DeadlineExceededError(
-                    absl::StrCat("the handoff did not complete in time; still waiting for ",
-                                 absl::StrJoin(waiting, ","), "; the transition stays in place",
-                                 errors.empty() ? "" : "; ", absl::StrJoin(errors, "; "))));
-    return;
   }
   scheduler_->RunAfter(options_.poll, guard_.Wrap([this, job] { Poll(job); }));
 }

@@ -12,8 +12,10 @@
 // owner lacked them; phase 1 sent keys - compared_keys). When all sources are done it installs the
 // completing layout (v+2, without the leaving node; InstallCompletion: agreed on first as a
 // change is, once every member that hands off agrees on completions) and ends SUCCEEDED. It ends
-// FAILED if another layout replaced the transition, after Options::timeout, or (after a restart,
-// see Resume) when this node cannot tell how the transition ended.
+// FAILED if another layout replaced the transition, or (after a restart, see Resume) when this
+// node cannot tell how the transition ended. Past Options::timeout it stays RUNNING, its message
+// saying it is overdue: the transition stays in place and may still complete (the takeover watch
+// completes it if this node cannot), so only the layout ends it.
 //
 // A joining node must be known to gossip (started with --seeds, RingStatus NONE); its address
 // comes from its gossip entry. A member is removed down only once this node's failure detector
@@ -103,6 +105,7 @@ class MembershipChanger {
   struct Options {
     size_t replication_factor = 3;
     absl::Duration poll = absl::Milliseconds(100);
+    // After this the operation's message says it is overdue (it still runs: see above).
     absl::Duration timeout = absl::Hours(6);
     absl::Duration watch_interval = absl::Seconds(1);  // of the takeover watch
     absl::Duration takeover_after = absl::Seconds(5);

@@ -100,7 +100,9 @@ class OperationJournal {
 class OperationRegistry {
  public:
   struct Options {
-    size_t max_finished = 100;
+    // Repairs started often (a script every few seconds) must not push a membership change's
+    // result out within the hour: about 1 KB each.
+    size_t max_finished = 1000;
     absl::Duration retention = absl::Hours(1);
   };
 

@@ -32,7 +32,7 @@ absl::Status StartTokens::Load(StartTokenJournal* journal) {
 
 absl::StatusOr<StartTokens::Answer> StartTokens::Run(
     absl::string_view token, absl::string_view fingerprint,
-    absl::FunctionRef<absl::StatusOr<std::string>()> start) {
+    absl::FunctionRef<absl::StatusOr<std::string>()> start, absl::Duration max_wait) {
   if (token.size() > kMaxTokenBytes) {
     return absl::InvalidArgumentError(absl::StrCat("idempotency_token is ", token.size(),
                                                    " bytes; the limit is ", kMaxTokenBytes));
@@ -42,6 +42,8 @@ absl::StatusOr<StartTokens::Answer> StartTokens::Run(
     if (!response.ok()) return response.status();
     return Answer{*std::move(response), /*deduplicated=*/false};
   }
+  const absl::Time wait_until =
+      max_wait == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + max_wait;
   absl::MutexLock lock(&mu_);
   for (;;) {
     Prune(clock_->Now());
@@ -67,8 +69,16 @@ absl::StatusOr<StartTokens::Answer> StartTokens::Run(
       const std::map<std::string, std::string, std::less<>>* running;
       absl::string_view token;
     } waiting{&running_, token};
-    mu_.Await(absl::Condition(
-        +[](Waiting* w) { return w->running->find(w->token) == w->running->end(); }, &waiting));
+    const bool ended = mu_.AwaitWithDeadline(
+        absl::Condition(
+            +[](Waiting* w) { return w->running->find(w->token) == w->running->end(); }, &waiting),
+        wait_until);
+    if (!ended) {
+      return absl::AbortedError(absl::StrCat(
+          "the request with idempotency token '", token,
+          "' is still starting on this node (another call with it came first); ask again with "
+          "the same token for its answer"));
+    }
   }
   running_.emplace(std::string(token), std::string(fingerprint));
   // Started without the lock: a membership change's start may wait seconds for the other

@@ -20,9 +20,10 @@
 // therefore retries a start on the node it first asked unless that node is unreachable.
 //
 // Thread-safe. Run calls `start` without its lock: a call with a token whose start is under way
-// on another thread waits for that start's answer (so one token starts at most one job), and
-// calls with other tokens go on meanwhile. `start` must not call Run with its own token. Time is
-// read only through the injected Clock.
+// on another thread waits for that start's answer (so one token starts at most one job), up to
+// its `max_wait` (real time: the caller's deadline; ABORTED after it, which clients retry), and
+// calls with other tokens go on meanwhile. `start` must not call Run with its own token. Token
+// expiry reads time only through the injected Clock.
 #ifndef KV_NODE_START_TOKENS_H_
 #define KV_NODE_START_TOKENS_H_
 
@@ -63,9 +64,10 @@ class StartTokenJournal {
 class StartTokens {
  public:
   struct Options {
-    // As many as the finished operations a node keeps (OperationRegistry::Options), but for
-    // longer: a membership change may run for hours.
-    size_t max_tokens = 100;
+    // More than a busy day of starts (a repair every 10 s is 8,640), so that frequent repair
+    // starts do not push a membership change's token out before its retention: a few hundred
+    // bytes each (a change's answer lists its moves).
+    size_t max_tokens = 10000;
     absl::Duration retention = absl::Hours(24);
   };
   // Longer tokens are INVALID_ARGUMENT (the same bound as a write's token).
@@ -83,9 +85,12 @@ class StartTokens {
   // With an empty token: runs `start` and returns its answer, remembering nothing. Otherwise the
   // remembered answer of `token` if it has one (INVALID_ARGUMENT if it was remembered with
   // another fingerprint), else runs `start` and remembers its answer if it succeeded. An error of
-  // `start` is returned as is.
+  // `start` is returned as is. While another call's start of `token` is under way, waits for it
+  // at most `max_wait`, then answers ABORTED (ask again: the first start's answer is remembered
+  // once it succeeds), so that retries of a slow start do not hold threads without bound.
   absl::StatusOr<Answer> Run(absl::string_view token, absl::string_view fingerprint,
-                             absl::FunctionRef<absl::StatusOr<std::string>()> start);
+                             absl::FunctionRef<absl::StatusOr<std::string>()> start,
+                             absl::Duration max_wait = absl::InfiniteDuration());
 
   // Reads the tokens `journal` keeps and writes every later one to it (a failed write is logged;
   // the token is then kept in memory only). Call once, before Run; `journal` must outlive this.

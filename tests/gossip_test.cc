@@ -956,6 +956,44 @@ TEST_F(LayoutAgreementTest, ADoneSourceThatOthersStillSendToCanBeRemoved) {
   EXPECT_EQ(plan()->transition.version, leave.version + 1);
 }
 
+// A change that runs past Options::timeout stays RUNNING, saying it is overdue: its transition
+// stays in place and may still complete, which then ends the operation SUCCEEDED (it used to end
+// FAILED at the timeout, and a later completion could not change that).
+TEST_F(LayoutAgreementTest, AnOverdueChangeStaysRunningAndSucceedsWhenItCompletes) {
+  changer_->Shutdown();
+  MembershipChanger::Options options;
+  options.reserve_timeout = absl::Milliseconds(100);
+  options.timeout = absl::Seconds(2);
+  changer_ = std::make_unique<MembershipChanger>(nodes_[0].gossiper.get(), &operations_,
+                                                 &scheduler_, &clock_, options);
+  changer_->SetReservations("n1", transport_.reservations["n1"].get(), &transport_);
+  auto committed = changer_->Commit(MembershipChanger::Action::kJoin, "n5", 0);
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  const std::string id = committed->second;
+  const ClusterLayout join = nodes_[0].gossiper->Layout();
+  ASSERT_TRUE(MembersHold(join.version));
+  AdvanceUntil([] { return false; }, absl::Seconds(5));  // past the timeout, nobody handed off
+  absl::StatusOr<OperationInfo> op = operations_.Get(id);
+  ASSERT_TRUE(op.ok()) << op.status();
+  EXPECT_EQ(op->state, OperationState::kRunning) << op->error;
+  EXPECT_TRUE(absl::StrContains(op->message, "overdue")) << op->message;
+  EXPECT_TRUE(absl::StrContains(op->message, "waiting for the handoff of")) << op->message;
+
+  for (size_t i = 0; i < 4; ++i) {
+    HandoffProgress done;
+    done.layout_version = join.version;
+    done.phase = HandoffPhase::kComparing;
+    done.done = true;
+    nodes_[i].gossiper->SetHandoffProgress(done);
+  }
+  ASSERT_NE(AdvanceUntil([&] { return operations_.Get(id)->state != OperationState::kRunning; },
+                         absl::Seconds(30)),
+            absl::InfiniteDuration());
+  op = operations_.Get(id);
+  EXPECT_EQ(op->state, OperationState::kSucceeded) << op->error;
+  EXPECT_EQ(nodes_[0].gossiper->Layout().version, join.version + 1);
+}
+
 // A node that stops during its change leaves the operation RUNNING in its registry's journal
 // (Suspend); the next run resumes it under the same id, and it ends SUCCEEDED once the sources
 // are done and the completion is in place. Interrupted operations whose checkpoint names no

@@ -117,6 +117,56 @@ TEST_F(StartTokensTest, ASlowStartHoldsUpNoOtherToken) {
   EXPECT_EQ(Start(tokens, "t1", "join n4").value().response, "op-slow");
 }
 
+// A retry of a slow start (a membership change waiting for the members) waits for the first
+// call's answer only as long as its caller does: then ABORTED, which clients retry; once the
+// first start succeeds, the retry gets its answer.
+TEST_F(StartTokensTest, ARetryWaitsForTheFirstStartAtMostItsMaxWait) {
+  StartTokens tokens(&clock_);
+  absl::Notification started, release;
+  std::thread slow([&] {
+    absl::StatusOr<StartTokens::Answer> answer =
+        tokens.Run("t1", "join n4", [&]() -> absl::StatusOr<std::string> {
+          started.Notify();
+          release.WaitForNotification();
+          return std::string("op-slow");
+        });
+    EXPECT_TRUE(answer.ok()) << answer.status();
+  });
+  started.WaitForNotification();
+  const absl::Time before = absl::Now();
+  absl::StatusOr<StartTokens::Answer> retry = tokens.Run(
+      "t1", "join n4", [] { return absl::StatusOr<std::string>("never"); },
+      absl::Milliseconds(100));
+  const absl::Duration waited = absl::Now() - before;
+  release.Notify();
+  slow.join();
+  EXPECT_EQ(retry.status().code(), absl::StatusCode::kAborted) << retry.status();
+  EXPECT_NE(std::string(retry.status().message()).find("still starting"), std::string::npos);
+  EXPECT_GE(waited, absl::Milliseconds(100));
+  EXPECT_LT(waited, absl::Seconds(20));
+  absl::StatusOr<StartTokens::Answer> later = tokens.Run(
+      "t1", "join n4", [] { return absl::StatusOr<std::string>("never"); },
+      absl::Milliseconds(100));
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ(later->response, "op-slow");
+  EXPECT_TRUE(later->deduplicated);
+}
+
+// With the defaults, a day of frequent repair starts (one every 10 s) does not push out a
+// membership change's token: its retry a day later still gets the first answer.
+TEST_F(StartTokensTest, FrequentStartsDoNotPushOutAnotherTokenWithinItsRetention) {
+  StartTokens tokens(&clock_);
+  ASSERT_EQ(Start(tokens, "join", "join n4").value().response, "op-1");
+  for (int i = 0; i < 8000; ++i) {
+    clock_.Advance(absl::Seconds(10));
+    ASSERT_TRUE(Start(tokens, absl::StrCat("repair-", i), "repair all").ok());
+  }
+  absl::StatusOr<StartTokens::Answer> retry = Start(tokens, "join", "join n4");
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->response, "op-1");
+  EXPECT_TRUE(retry->deduplicated);
+}
+
 TEST_F(StartTokensTest, EmptyTokenStartsEveryTime) {
   StartTokens tokens(&clock_);
   for (int i = 1; i <= 3; ++i) {
