@@ -127,8 +127,12 @@ absl::Status WriteDirectoryRecord(const std::string& dir, const char* name,
 absl::Status EngineOpenError(const absl::Status& status, const std::string& dir) {
   std::string message =
       absl::StrCat("cannot open data directory \"", dir, "\": ", status.message());
-  if (absl::IsFailedPrecondition(status) &&
-      !absl::StrContains(status.message(), "another kvnode")) {
+  if (absl::StrContains(status.message(), "No space left on device")) {
+    absl::StrAppend(&message,
+                    ". The disk is full: free space there (or move the directory to a larger "
+                    "disk) and start the node again; nothing stored is lost.");
+  } else if (absl::IsFailedPrecondition(status) &&
+             !absl::StrContains(status.message(), "another kvnode")) {
     absl::StrAppend(&message,
                     ". If another kvnode is running on this directory (it holds the "
                     "lock), stop it or choose another --data_dir.");
@@ -341,6 +345,10 @@ absl::Status NodeServer::OpenStorage() {
   }
   RocksDbOptions storage;
   storage.block_cache_bytes = static_cast<size_t>(config_.block_cache_mb) << 20;
+  storage.log_warning = [](absl::string_view level, absl::string_view line) {
+    LogWarn("storage engine warning",
+            {{"rocksdb_level", std::string(level)}, {"detail", std::string(line)}});
+  };
   absl::StatusOr<std::unique_ptr<RocksDbEngine>> engine =
       RocksDbEngine::Open(config_.data_dir, storage);
   if (!engine.ok()) return EngineOpenError(engine.status(), config_.data_dir);

@@ -39,6 +39,7 @@
 #include "rocksdb/table_properties.h"
 #include "rocksdb/write_batch.h"
 #include "storage/expiring_value.h"
+#include "storage/rocksdb_info_log.h"
 
 namespace kv {
 namespace {
@@ -404,6 +405,11 @@ absl::StatusOr<std::unique_ptr<RocksDbEngine>> RocksDbEngine::Open(const std::st
   absl::StatusOr<int> lock_fd = LockDirectory(dir, &impl->locked_dir);
   if (!lock_fd.ok()) return lock_fd.status();
   impl->lock_fd = *lock_fd;
+  // Only once the directory is ours, as it renames LOG. Not RocksDB's own file logger, which
+  // aborts the process at its first write after a failed one (a full disk): see
+  // storage/rocksdb_info_log.h.
+  db_options.info_log =
+      std::make_shared<RocksDbInfoLog>(dir, options.info_log_max_bytes, options.log_warning);
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (int i = 0; i < kNumColumns; ++i) {
     const auto column = static_cast<Column>(i);

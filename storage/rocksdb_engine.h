@@ -21,12 +21,14 @@
 #ifndef KV_STORAGE_ROCKSDB_ENGINE_H_
 #define KV_STORAGE_ROCKSDB_ENGINE_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "storage/engine.h"
 
 namespace kv {
@@ -46,6 +48,11 @@ struct RocksDbOptions {
   // written without (by earlier versions) are rewritten in the background after Open. false
   // writes whole filters as earlier versions did, and rewrites nothing: for upgrade tests.
   bool partitioned_filters = true;
+  // RocksDB's informational log goes to DIR/LOG (storage/rocksdb_info_log.h), rotated to
+  // DIR/LOG.old past this size; its warnings and errors also go to `log_warning` (level, line)
+  // when set.
+  size_t info_log_max_bytes = 16 << 20;
+  std::function<void(absl::string_view level, absl::string_view line)> log_warning;
 };
 
 class RocksDbEngine : public Engine {

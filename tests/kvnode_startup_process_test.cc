@@ -2,11 +2,13 @@
 // clear startup errors (exit 1) for a locked, unwritable or unusable data directory and for an
 // address in use or not of this machine. Each error names what was wrong and what to do.
 #include <grpcpp/grpcpp.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -16,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kv.grpc.pb.h"
@@ -330,6 +333,96 @@ TEST_F(KvnodeStartupTest, UnwritableDataDirectoryIsReported) {
     EXPECT_THAT(r.err, HasSubstr("Permission denied"));
     EXPECT_THAT(r.err, HasSubstr("--data_dir"));
   }
+}
+
+// A full disk: writes fail UNAVAILABLE (clients retry them elsewhere) and the node keeps serving
+// what it holds; once space is freed writes go on without a restart. (RocksDB's own info log
+// used to abort the process at its first line after a failed write, and again at every start.)
+TEST_F(KvnodeStartupTest, AFullDiskFailsWritesAndTheNodeGoesOnOnceSpaceIsFreed) {
+  const std::string disk = dir_.Sub("small-disk");
+  ASSERT_TRUE(std::filesystem::create_directory(disk));
+  if (geteuid() != 0 ||
+      testing::RunCommand({"mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", disk}).exit_code !=
+          0) {
+    GTEST_SKIP() << "needs root to mount a small tmpfs";
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { testing::RunCommand({"umount", "-l", path}); }
+  } unmount{disk};  // after the node below has stopped
+  testing::NodeProcess::Options options;
+  options.data_dir = disk + "/d";
+  absl::StatusOr<testing::NodeProcess> node = testing::NodeProcess::Start(options);
+  ASSERT_TRUE(node.ok()) << node.status();
+  auto kv =
+      v1::KV::NewStub(grpc::CreateChannel(node->endpoint(), grpc::InsecureChannelCredentials()));
+  // Values that do not compress, so that the table files fill the disk too.
+  uint64_t state = 88172645463325252ull;
+  auto value = [&state] {
+    std::string v(60000, '\0');
+    for (char& c : v) {
+      state ^= state << 13;
+      state ^= state >> 7;
+      state ^= state << 17;
+      c = static_cast<char>(state);
+    }
+    return v;
+  };
+  grpc::Status failed;
+  int stored = 0;
+  for (int i = 0; i < 1000 && failed.ok(); ++i) {
+    v1::PutRequest request;
+    request.set_key(absl::StrCat("k", i));
+    request.set_value(value());
+    v1::PutResponse response;
+    failed = kv->Put(Ctx().get(), request, &response);
+    if (failed.ok()) ++stored;
+  }
+  ASSERT_FALSE(failed.ok()) << "24 MiB took 1000 values of 60 KB";
+  EXPECT_EQ(failed.error_code(), grpc::StatusCode::UNAVAILABLE) << failed.error_message();
+  EXPECT_THAT(failed.error_message(), HasSubstr("could not write to its storage"));
+  EXPECT_THAT(failed.error_message(), HasSubstr("No space left on device"));
+  ASSERT_GT(stored, 10);
+  EXPECT_TRUE(node->process().running()) << "kvnode died on a full disk";
+  v1::GetRequest get;
+  get.set_key("k0");
+  v1::GetResponse got;
+  grpc::Status read = kv->Get(Ctx().get(), get, &got);
+  EXPECT_TRUE(read.ok()) << read.error_message();
+
+  ASSERT_EQ(testing::RunCommand({"mount", "-o", "remount,size=256m", disk}).exit_code, 0);
+  grpc::Status after;
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  do {
+    absl::SleepFor(absl::Milliseconds(200));
+    after = Put(kv.get(), "after-the-disk-was-freed");
+  } while (!after.ok() && absl::Now() < give_up);
+  EXPECT_TRUE(after.ok()) << "writes did not resume once space was freed: "
+                          << after.error_message();
+  EXPECT_TRUE(node->process().running());
+
+  // A start on a full disk exits 1 saying so, and starts once space is freed again.
+  node->process().Signal(SIGTERM);
+  absl::StatusOr<int> stopped = node->process().Wait(absl::Seconds(30));
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(*stopped, 0);
+  {
+    std::ofstream filler(disk + "/filler", std::ios::binary);
+    const std::string block(1 << 20, 'f');
+    for (int i = 0; i < 512 && filler.write(block.data(), block.size()); ++i) {
+    }
+  }
+  testing::CommandResult full =
+      RunKvnode({"--node_id=n1", "--data_dir=" + options.data_dir, Listen()});
+  EXPECT_EQ(full.exit_code, 1) << full.err;
+  EXPECT_THAT(full.err, HasSubstr("The disk is full"));
+  std::filesystem::remove(disk + "/filler");
+  options.port = 0;
+  node = testing::NodeProcess::Start(options);
+  ASSERT_TRUE(node.ok()) << node.status();
+  kv = v1::KV::NewStub(grpc::CreateChannel(node->endpoint(), grpc::InsecureChannelCredentials()));
+  read = kv->Get(Ctx().get(), get, &got);
+  EXPECT_TRUE(read.ok()) << read.error_message();
 }
 
 }  // namespace
