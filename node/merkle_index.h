@@ -43,7 +43,8 @@
 // finds a malformed entry leaves it stale without telling the handler, and RebuildIfStale then
 // answers that error without scanning (every scan would fail) until a ring change tries again.
 //
-// Thread-safe: OnRecordChange runs under the store's key lock, from any thread.
+// Thread-safe: OnRecordChange runs on the store's committing thread, while a mutation prepares
+// its group (node/commit_queue.h: one mutation at a time); the other methods from any thread.
 #ifndef KV_NODE_MERKLE_INDEX_H_
 #define KV_NODE_MERKLE_INDEX_H_
 

@@ -101,9 +101,11 @@ absl::Status WriteDirectoryRecord(const std::string& dir, const char* name,
   };
   const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return failed("create");
-  const bool written =
-      write(fd, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()) &&
-      fsync(fd) == 0;
+  errno = 0;
+  const ssize_t n = write(fd, contents.data(), contents.size());
+  // A short write sets no errno: it is a full disk.
+  if (n >= 0 && static_cast<size_t>(n) < contents.size() && errno == 0) errno = ENOSPC;
+  const bool written = n == static_cast<ssize_t>(contents.size()) && fsync(fd) == 0;
   if (!written) {
     absl::Status status = failed("write");
     close(fd);

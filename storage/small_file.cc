@@ -31,7 +31,10 @@ absl::StatusOr<std::string> ReadSmallRegularFile(const std::string& path, size_t
   std::string contents;
   char buf[8192];
   ssize_t n = 0;
-  while (contents.size() <= max_bytes && (n = read(fd, buf, sizeof(buf))) > 0) {
+  while (contents.size() <= max_bytes) {
+    n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
     contents.append(buf, static_cast<size_t>(n));
   }
   const int read_errno = errno;

@@ -212,6 +212,14 @@ void Checkers::CheckReadAfterWrite() {
     // cannot cover it. The key may have been deleted before the Put: that is the read-after-write
     // of a Put of a key with no live version.
     const std::vector<const WriteOp*>& key_deletes = deletes[read.key];
+    // The wipe matters to keys the wiped node replicates; after a membership change, to any key
+    // (the node may have been a replica of it under an earlier layout).
+    auto wipe_concerns = [this](const std::string& key) {
+      if (cluster_->layout().version > 1) return true;
+      const std::vector<int> replicas = cluster_->ReplicasOf(key);
+      return std::find(replicas.begin(), replicas.end(), cluster_->first_wiped_node()) !=
+             replicas.end();
+    };
     const std::pair<absl::Time, absl::Time>* violated = nullptr;
     for (const auto& put : key_puts->second) {
       if (put.second > read.issued) continue;
@@ -224,8 +232,8 @@ void Checkers::CheckReadAfterWrite() {
       // C3 holds while a replica that acknowledged the Put is reachable; a wiped disk may have
       // been the only one reachable, until anti-entropy restores it. The answer counts, not the
       // issue time: a Get retried across the wipe may be answered after it.
-      const bool wiped_since =
-          put.second <= cluster_->first_wipe() && read.completed >= cluster_->first_wipe();
+      const bool wiped_since = put.second <= cluster_->first_wipe() &&
+                               read.completed >= cluster_->first_wipe() && wipe_concerns(read.key);
       if (!deleted_since && !wiped_since) {
         violated = &put;
         break;

@@ -49,8 +49,9 @@ class Checkers {
   //    before): no Get issued after a Put of the key was acknowledged returned NOT_FOUND, unless
   //    a Delete that may cover the Put had been issued by the time it answered (one issued after
   //    the Put, or one without a context still under way when the Put was issued), or, in a run
-  //    that wiped a disk, the Put was acknowledged before and the Get answered after the wipe
-  //    (C3 assumes an acknowledging replica stays reachable, which a lost disk breaks).
+  //    that wiped a disk, the Put was acknowledged before and the Get answered after the wipe,
+  //    for a key the wiped node replicates (any key once the membership changed) (C3 assumes an
+  //    acknowledging replica stays reachable, which a lost disk breaks).
   void CheckReadAfterWrite();
   // 4. No token applied twice (C6), judged on the final records only: no coordinator (dot actor)
   //    holds two versions of one token, and no read would show two live versions of one token.

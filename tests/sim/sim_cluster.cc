@@ -374,7 +374,10 @@ void SimCluster::Wipe(int index) {
   Node& node = nodes_[index];
   if (node.up) return;
   loop_->Log(absl::StrCat("WIPE the disk of ", node.member.id));
-  first_wipe_ = std::min(first_wipe_, loop_->Now());
+  if (first_wiped_node_ < 0) {
+    first_wipe_ = loop_->Now();
+    first_wiped_node_ = index;
+  }
   node.engine = std::make_unique<MemoryEngine>();
 }
 
@@ -481,6 +484,10 @@ void SimCluster::ServeClientWrite(int node, const WriteCommand& command,
 void SimCluster::ServeClientRead(int node, const std::string& key,
                                  std::function<void(absl::StatusOr<SiblingSet>)> reply) {
   OnNode(node, [key, reply = std::move(reply)](Node* n) {
+    // As KvService::Get: this node's replica from memory when that answers (R=1), else the
+    // coordinator's read.
+    SiblingSet record;
+    if (n->coordinator->TryReadFromMemory(key, QuorumSpec{}, &record)) return reply(record);
     n->coordinator->Read(key, QuorumSpec{}, reply);
   });
 }

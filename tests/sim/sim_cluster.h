@@ -125,8 +125,9 @@ class SimCluster : public SimReplicaServer {
   bool AllUp() const;
   // Replaces the disk of a node that is down by an empty one (a lost or wiped data directory).
   void Wipe(int node);
-  // When the first disk was wiped (InfiniteFuture if none was).
+  // When the first disk was wiped (InfiniteFuture if none was), and whose (-1 if none was).
   absl::Time first_wipe() const { return first_wipe_; }
+  int first_wiped_node() const { return first_wiped_node_; }
   // When each crash happened, in order.
   const std::vector<absl::Time>& crash_times() const { return crash_times_; }
   // True when a crash now could lose, with another crash's, both copies of a write two nodes
@@ -269,6 +270,7 @@ class SimCluster : public SimReplicaServer {
   uint64_t dropped_outbox_entries_ = 0;
   std::map<std::string, VersionVector> purged_contexts_;
   absl::Time first_wipe_ = absl::InfiniteFuture();
+  int first_wiped_node_ = -1;
   std::vector<absl::Time> crash_times_;
 };
 
