@@ -16,6 +16,10 @@ namespace {
 // Less time than this left on the call deadline counts as none: an attempt that short could
 // only fail with DEADLINE_EXCEEDED.
 constexpr absl::Duration kMinAttemptTime = absl::Milliseconds(1);
+// A retry is made only if it leaves its attempt at least this long: a shorter one would most
+// likely end DEADLINE_EXCEEDED, an unknown outcome, where the failure it retries was a clear one
+// (a write not acknowledged), and it would spend a token of the retry budget.
+constexpr absl::Duration kMinRetryAttemptTime = absl::Milliseconds(20);
 // How early gRPC's deadline timer may fire compared with absl::Now().
 constexpr absl::Duration kTimerSlack = absl::Milliseconds(20);
 
@@ -94,8 +98,9 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
     if (moves_on && policy_ != EndpointPolicy::kPinned && !write_stored) {
       endpoint_ = env_.failover(endpoint_);
     }
-    const absl::Time retry_at = now + env_.backoff(attempts_, deadline_ - now - kMinAttemptTime);
-    if (deadline_ - retry_at < kMinAttemptTime) {
+    const absl::Duration room = deadline_ - now - kMinRetryAttemptTime;
+    const absl::Time retry_at = now + env_.backoff(attempts_, room);
+    if (room < absl::ZeroDuration() || deadline_ - retry_at < kMinRetryAttemptTime) {
       endpoint_ = failed_endpoint;  // for the message: the endpoint that failed
       Finish(Annotate(status, "call deadline reached"));
       return;

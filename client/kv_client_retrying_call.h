@@ -6,9 +6,11 @@
 //     dropped the call before starting it (gRPC does so while a server shuts down);
 //   - non-retryable code (IsRetryableCode)         -> finish with it;
 //   - DEADLINE_EXCEEDED once the call deadline passed -> finish with it;
-//   - retry budget refuses, or attempts exhausted    -> finish with the last status;
-//   - otherwise wait the full-jitter backoff (drawn from what the call's deadline leaves, so that
-//     a retry that fits is never skipped) on the timer thread (never on a gRPC thread) and try
+//   - retry budget refuses, attempts exhausted, or less than 20 ms left for a retry's attempt
+//                                                    -> finish with the last status;
+//   - otherwise wait the full-jitter backoff (drawn from what the call's deadline leaves the
+//     retry beyond those 20 ms, so that a retry that fits is never skipped) on the timer thread
+//     (never on a gRPC thread) and try
 //     again, on the endpoint the call's EndpointPolicy picks: the next one after UNAVAILABLE or
 //     DEADLINE_EXCEEDED (failover), the same one otherwise.
 //

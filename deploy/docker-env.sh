@@ -368,9 +368,11 @@ kv_compose_files() {
 }
 
 # With KV_TLS=1: the certificates in KV_TLS_DIR (default .kv-tls in the repository), made by
-# deploy/make-tls-certs.sh when it holds none yet.
+# deploy/make-tls-certs.sh when it holds none yet. $1 = 0: only locate them (to stop or list a
+# cluster), without checking that they are complete and valid for another day.
 kv_tls_prepare() {
   [ "${KV_TLS:-0}" = 1 ] || return 0
+  local check="${1:-1}"
   local dir="${KV_TLS_DIR:-$KV_REPO_ROOT/.kv-tls}" cert
   if [ ! -f "$dir/ca.pem" ]; then
     bash "$KV_REPO_ROOT/deploy/make-tls-certs.sh" "$dir" || return 1
@@ -378,6 +380,7 @@ kv_tls_prepare() {
   # Compose wants an absolute bind-mount source (docker-compose 1.29 passes a relative one on).
   KV_TLS_DIR="$(cd "$dir" && pwd)" || return 1
   export KV_TLS_DIR
+  [ "$check" = 1 ] || return 0
   if [ ! -f "$KV_TLS_DIR/admin.pem" ]; then
     kv_log "$KV_TLS_DIR has no admin.pem (the operators' certificate the kvctl service uses;" \
       "made by this version's deploy/make-tls-certs.sh): make new ones with" \
@@ -394,8 +397,9 @@ kv_tls_prepare() {
 }
 
 kv_compose_cluster() {
-  local files
-  kv_tls_prepare || return 1
+  local files check=1
+  case " $* " in *" down "* | *" ps "* | *" logs "*) check=0 ;; esac
+  kv_tls_prepare "$check" || return 1
   mapfile -t files < <(kv_compose_files)
   [ ${#files[@]} -gt 0 ] || return 2
   kv_compose -p "$KV_COMPOSE_PROJECT" "${files[@]}" "$@"

@@ -85,7 +85,10 @@ absl::Duration WaitBudget(const grpc::CallbackServerContext& context) {
   constexpr absl::Duration kAnswerMargin = absl::Milliseconds(100);
   const std::chrono::system_clock::time_point deadline = context.deadline();
   if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteDuration();
-  return std::max(absl::ZeroDuration(), absl::FromChrono(deadline) - absl::Now() - kAnswerMargin);
+  const absl::Duration left = absl::FromChrono(deadline) - absl::Now();
+  // A deadline days away is none (and one past what the clock type holds may have wrapped).
+  if (left > absl::Hours(24) || left < -absl::Hours(24 * 365)) return absl::InfiniteDuration();
+  return std::max(absl::ZeroDuration(), left - kAnswerMargin);
 }
 
 // Runs `start` (which fills a response) unless the request's token already started it, through

@@ -12,6 +12,7 @@
 #include "node/cluster_name.h"
 #include "node/gossip_proto.h"
 #include "node/grpc_util.h"
+#include "node/merkle_index.h"
 #include "replica.grpc.pb.h"
 #include "storage/record_codec.h"
 
@@ -355,7 +356,9 @@ void GrpcPeerTransport::SegmentKeys(const Member& peer, std::vector<uint32_t> se
   SetDeadline(&call->context, options_.read_timeout);
   call->request.set_requester_id(self_id_);
   for (uint32_t segment : segments) call->request.add_segments(segment);
-  call->request.set_max_response_bytes(max_bytes);
+  // Never 0 (which peers take for a requester that cannot page: node/replica_service.cc).
+  call->request.set_max_response_bytes(max_bytes == 0 ? MerkleIndex::kMaxSegmentKeysAnswerBytes
+                                                      : max_bytes);
   const size_t asked = segments.size();
   std::shared_ptr<PeerStubs> stubs = StubsFor(peer);
   Begin(&call->context);

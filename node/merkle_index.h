@@ -139,7 +139,8 @@ class MerkleIndex : public RecordObserver {
   // The most a SegmentKeys answer to a peer holds (before its last segment): a requester's
   // max_response_bytes of 0 (unlimited, as nodes before that field asked) or above this is
   // answered with this limit, so that no request makes a node build an answer without bound.
-  // The requester asks again for the segments not answered.
+  // The requester asks again for the segments not answered (one that asked with 0 and so reads
+  // no segments_answered is refused instead: node/replica_service.cc).
   static constexpr size_t kMaxSegmentKeysAnswerBytes = 16 << 20;
   // The byte limit SegmentEntries uses for a peer that asked for `requested` bytes.
   static size_t SegmentKeysAnswerLimit(uint64_t requested) {

@@ -1,5 +1,6 @@
 #include "node/replica_service.h"
 
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -35,6 +36,15 @@ absl::Status ReplicaService::Admit(grpc::CallbackServerContext* context) const {
 }
 
 namespace {
+
+// A failure of this node's storage is not the records' fault: UNAVAILABLE, so that the sender's
+// outbox keeps them and sends them again (a refusal code would make it give up on them). A
+// corrupt record read (DATA_LOSS) stays as it is: it concerns one key, which the sender isolates
+// and gives up on after a few refusals, rather than holding back every batch to this node.
+absl::Status ForPeer(const absl::Status& status, absl::string_view consequence) {
+  if (absl::IsDataLoss(status)) return status;
+  return StorageFailureAsUnavailable(status, consequence);
+}
 
 absl::Status NoAntiEntropy() {
   return absl::UnimplementedError("anti-entropy is not enabled on this node");
@@ -77,6 +87,18 @@ grpc::ServerUnaryReactor* ReplicaService::SegmentKeys(
             request->requester_id(),
             std::vector<uint32_t>(request->segments().begin(), request->segments().end()),
             MerkleIndex::SegmentKeysAnswerLimit(request->max_response_bytes())));
+    // A requester that sets no limit predates segments_answered: a short answer would look to it
+    // like segments without keys here, so it gets none.
+    if (request->max_response_bytes() == 0) {
+      const std::set<uint32_t> asked(request->segments().begin(), request->segments().end());
+      if (list.segments < asked.size()) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("the keys of these ", asked.size(), " segments exceed ",
+                         MerkleIndex::kMaxSegmentKeysAnswerBytes,
+                         " bytes, more than one answer holds; ask for fewer segments, or with "
+                         "max_response_bytes (and read segments_answered)"));
+      }
+    }
     response->set_segments_answered(static_cast<uint32_t>(list.segments));
     for (KeyDigest& entry : list.entries) {
       internal::v1::SegmentKey* out = response->add_entries();
@@ -115,12 +137,11 @@ grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
     }
     // Checked again inside the commit: a layout adopted since the first check (the node adopts
     // layouts while purges queue) must not let this purge through.
-    return StorageFailureAsUnavailable(
-        store_->PurgeIfUnchanged(request->key(), *expected,
-                                 [this, request](absl::string_view /*key*/) {
-                                   return CheckPurgeLayout(request->layout_version());
-                                 }),
-        "the record was not purged");
+    return ForPeer(store_->PurgeIfUnchanged(request->key(), *expected,
+                                            [this, request](absl::string_view /*key*/) {
+                                              return CheckPurgeLayout(request->layout_version());
+                                            }),
+                   "the record was not purged");
   });
 }
 
@@ -172,13 +193,13 @@ grpc::ServerUnaryReactor* ReplicaService::MergeBatch(grpc::CallbackServerContext
   for (int i = 0; i < request->records_size(); ++i) {
     remote.push_back(LocalStore::RemoteRecord{request->records(i).key(), &(*records)[i]});
   }
-  store_->MergeRecordsAsync(std::move(remote),
-                            [reactor, request, response, records](absl::Status merged) {
-                              if (merged.ok()) response->set_merged(request->records_size());
-                              // Not the records' fault: the sender keeps them and tries again.
-                              reactor->Finish(ToGrpcStatus(StorageFailureAsUnavailable(
-                                  merged, "nothing of this batch was merged; send it again")));
-                            });
+  store_->MergeRecordsAsync(
+      std::move(remote), [reactor, request, response, records](absl::Status merged) {
+        if (merged.ok()) response->set_merged(request->records_size());
+        // Not the records' fault: the sender keeps them and tries again.
+        reactor->Finish(
+            ToGrpcStatus(ForPeer(merged, "nothing of this batch was merged; send it again")));
+      });
   return reactor;
 }
 

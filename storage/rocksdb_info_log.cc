@@ -1,9 +1,13 @@
 #include "storage/rocksdb_info_log.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -51,7 +55,7 @@ std::string Format(const char* format, va_list ap) {
 RocksDbInfoLog::RocksDbInfoLog(const std::string& dir, size_t max_file_bytes, WarnFn warn)
     : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL),
       path_(dir + "/LOG"),
-      old_path_(dir + "/LOG.old"),
+      dir_(dir),
       max_file_bytes_(max_file_bytes),
       warn_(std::move(warn)) {
   absl::MutexLock lock(&mu_);
@@ -102,10 +106,7 @@ void RocksDbInfoLog::Write(rocksdb::InfoLogLevel level, const std::string& forma
     }
     if (file_ != nullptr && file_bytes_ + line.size() > max_file_bytes_) Rotate();
     // After a failed open (a full disk, say), each line tries again.
-    if (file_ == nullptr) {
-      file_ = std::fopen(path_.c_str(), "a");
-      file_bytes_ = 0;
-    }
+    if (file_ == nullptr) OpenForAppend();
     const bool written = file_ != nullptr &&
                          std::fwrite(line.data(), 1, line.size(), file_) == line.size() &&
                          std::fflush(file_) == 0;
@@ -137,13 +138,30 @@ uint64_t RocksDbInfoLog::warnings_dropped() const {
   return warnings_dropped_;
 }
 
-bool RocksDbInfoLog::Rotate() {
+void RocksDbInfoLog::OpenForAppend() {
+  file_ = std::fopen(path_.c_str(), "a");
+  const long size =  // NOLINT(runtime/int)
+      file_ != nullptr && std::fseek(file_, 0, SEEK_END) == 0 ? std::ftell(file_) : 0;
+  file_bytes_ = size > 0 ? static_cast<size_t>(size) : 0;
+}
+
+void RocksDbInfoLog::Rotate() {
   if (file_ != nullptr) std::fclose(file_);
   file_ = nullptr;
-  file_bytes_ = 0;
-  std::rename(path_.c_str(), old_path_.c_str());  // nothing to move on a first start
-  file_ = std::fopen(path_.c_str(), "w");
-  return file_ != nullptr;
+  std::error_code error;
+  if (!std::filesystem::exists(path_, error)) return OpenForAppend();
+  const std::string moved = absl::StrCat(
+      dir_, "/LOG.old.", absl::FormatTime("%Y%m%dT%H%M%E6SZ", absl::Now(), absl::UTCTimeZone()));
+  if (std::rename(path_.c_str(), moved.c_str()) != 0) return OpenForAppend();  // keep its lines
+  // The oldest moved files past kOldFiles go (their names sort by time).
+  std::vector<std::string> old;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, error)) {
+    const std::string name = entry.path().filename().string();
+    if (absl::StartsWith(name, "LOG.old.")) old.push_back(entry.path().string());
+  }
+  std::sort(old.begin(), old.end());
+  for (size_t i = 0; i + kOldFiles < old.size(); ++i) std::filesystem::remove(old[i], error);
+  OpenForAppend();
 }
 
 }  // namespace kv

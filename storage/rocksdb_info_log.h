@@ -6,11 +6,11 @@
 // On a full disk that killed kvnode, and killed it again at every restart (opening the database
 // logs its build version first). This logger writes the same lines to DIR/LOG, ignores write
 // errors (a line lost on a full disk is all it costs; it tries again at the next line), keeps
-// one older file (LOG.old: the previous run's, or the current run's once LOG passes
-// `max_file_bytes`), and hands lines at WARN level or above to `warn` (kvnode: its own log), so
-// that RocksDB's warnings (write stalls, background errors) reach the operator: at most
-// kWarningsPerWindow per kWarningWindow (a full disk makes every write warn), the first one after
-// a window that dropped some saying how many (the file has them all).
+// the kOldFiles latest older files (LOG.old.<UTC time>: earlier runs', and the current run's
+// once LOG passes `max_file_bytes`), and hands lines at WARN level or above to `warn` (kvnode: its
+// own log), so that RocksDB's warnings (write stalls, background errors) reach the operator: at
+// most kWarningsPerWindow per kWarningWindow (a full disk makes every write warn), the first one
+// after a window that dropped some saying how many (the file has them all).
 //
 // Thread-safe: RocksDB logs from its background threads and from writers.
 #ifndef KV_STORAGE_ROCKSDB_INFO_LOG_H_
@@ -35,11 +35,12 @@ class RocksDbInfoLog : public rocksdb::Logger {
   // the log's lock held, from whatever thread logged.
   using WarnFn = std::function<void(absl::string_view level, absl::string_view line)>;
   static constexpr int kWarningsPerWindow = 20;
+  static constexpr size_t kOldFiles = 4;
   static constexpr absl::Duration kWarningWindow = absl::Seconds(10);
 
-  // Renames an existing DIR/LOG to DIR/LOG.old (replacing it) and opens a new DIR/LOG. Never
-  // fails: a file that cannot be opened makes the lines go to `warn` only (those at WARN or
-  // above).
+  // Renames an existing DIR/LOG to DIR/LOG.old.<time> (deleting the oldest such files past
+  // kOldFiles) and opens a new DIR/LOG (appends to it if it could not be renamed). Never fails:
+  // a file that cannot be opened makes the lines go to `warn` only (those at WARN or above).
   RocksDbInfoLog(const std::string& dir, size_t max_file_bytes, WarnFn warn);
   ~RocksDbInfoLog() override;
 
@@ -55,11 +56,13 @@ class RocksDbInfoLog : public rocksdb::Logger {
 
  private:
   void Write(rocksdb::InfoLogLevel level, const std::string& formatted);
-  // Moves LOG to LOG.old and opens a new LOG; false (and no file) if that fails.
-  bool Rotate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves LOG aside (see the constructor) and opens LOG again; no file if that fails.
+  void Rotate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Opens LOG for appending (file_bytes_: its size).
+  void OpenForAppend() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string path_;
-  const std::string old_path_;
+  const std::string dir_;
   const size_t max_file_bytes_;
   const WarnFn warn_;
 

@@ -351,7 +351,7 @@ TEST_F(KvnodeStartupTest, AFullDiskFailsWritesAndTheNodeGoesOnOnceSpaceIsFreed) 
     ~Unmount() { testing::RunCommand({"umount", "-l", path}); }
   } unmount{disk};  // after the node below has stopped
   testing::NodeProcess::Options options;
-  options.data_dir = disk + "/d";
+  options.data_dir = disk;  // the node's own log goes next to it, off the small disk
   absl::StatusOr<testing::NodeProcess> node = testing::NodeProcess::Start(options);
   ASSERT_TRUE(node.ok()) << node.status();
   auto kv =
@@ -384,6 +384,8 @@ TEST_F(KvnodeStartupTest, AFullDiskFailsWritesAndTheNodeGoesOnOnceSpaceIsFreed) 
   EXPECT_THAT(failed.error_message(), HasSubstr("No space left on device"));
   ASSERT_GT(stored, 10);
   EXPECT_TRUE(node->process().running()) << "kvnode died on a full disk";
+  EXPECT_THAT(node->process().Stderr(), HasSubstr("storage engine warning"));
+  EXPECT_THAT(node->process().Stderr(), HasSubstr("No space left on device"));
   v1::GetRequest get;
   get.set_key("k0");
   v1::GetResponse got;

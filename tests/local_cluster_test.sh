@@ -17,7 +17,7 @@ if [ -z "$base_port" ]; then
   base_port="$(python3 -c '
 import random, socket
 for _ in range(200):
-    base = random.randrange(20000, 60000)
+    base = random.randrange(10000, 30000)  # below the ephemeral ports (from 32768)
     socks = []
     try:
         for p in range(base, base + 3):

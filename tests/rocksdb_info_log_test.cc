@@ -2,8 +2,11 @@
 // on at a bounded rate, and a log file that cannot be written costing lost lines, not the process.
 #include "storage/rocksdb_info_log.h"
 
+#include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -39,12 +42,23 @@ struct Forwarded {
   }
 };
 
-TEST(RocksDbInfoLogTest, WritesLinesKeepsTheOlderFileAndHandsOnWarnings) {
+std::vector<std::string> OldFiles(const std::string& dir) {
+  std::vector<std::string> old;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (absl::StartsWith(name, "LOG.old.")) old.push_back(entry.path().string());
+  }
+  std::sort(old.begin(), old.end());
+  return old;
+}
+
+TEST(RocksDbInfoLogTest, WritesLinesKeepsOlderFilesAndHandsOnWarnings) {
   testing::TempDir dir;
   { std::ofstream(dir.Sub("LOG")) << "the previous run\n"; }
   Forwarded forwarded;
   auto log = std::make_shared<RocksDbInfoLog>(dir.path(), 4096, forwarded.Fn());
-  EXPECT_EQ(Read(dir.Sub("LOG.old")), "the previous run\n");
+  ASSERT_EQ(OldFiles(dir.path()).size(), 1u);
+  EXPECT_EQ(Read(OldFiles(dir.path())[0]), "the previous run\n");
   rocksdb::Log(rocksdb::InfoLogLevel::INFO_LEVEL, log, "flushed %d bytes", 1234);
   rocksdb::Log(rocksdb::InfoLogLevel::WARN_LEVEL, log, "Stalling writes: %s\n", "too many files");
   rocksdb::Log(rocksdb::InfoLogLevel::DEBUG_LEVEL, log, "below the level");
@@ -56,35 +70,43 @@ TEST(RocksDbInfoLogTest, WritesLinesKeepsTheOlderFileAndHandsOnWarnings) {
   EXPECT_EQ(forwarded.lines[0].first, "WARN");
   EXPECT_EQ(forwarded.lines[0].second, "Stalling writes: too many files");
 
-  // Past the size the current file becomes LOG.old (the previous run's goes).
+  // Past the size the current file is moved aside too; at most kOldFiles are kept, the latest.
   const std::string long_line(1000, 'x');
-  for (int i = 0; i < 6; ++i) {
+  for (int i = 0; i < 40; ++i) {
     rocksdb::Log(rocksdb::InfoLogLevel::INFO_LEVEL, log, "line %d %s", i, long_line.c_str());
   }
-  EXPECT_THAT(Read(dir.Sub("LOG.old")), HasSubstr("flushed 1234 bytes"));
-  EXPECT_THAT(Read(dir.Sub("LOG")), HasSubstr("line 5 "));
+  const std::vector<std::string> old = OldFiles(dir.path());
+  EXPECT_EQ(old.size(), RocksDbInfoLog::kOldFiles);
+  EXPECT_THAT(Read(dir.Sub("LOG")), HasSubstr("line 39 "));
+  EXPECT_THAT(Read(old.back()), Not(HasSubstr("line 39 ")));
+  EXPECT_THAT(Read(old.back()), HasSubstr("line 3"));
   EXPECT_LE(std::filesystem::file_size(dir.Sub("LOG")), 4096u);
   EXPECT_EQ(log->lines_lost(), 0u);
 }
 
-// The failure that used to abort kvnode: a log file that cannot be written (a full disk). Lines
-// are lost and counted; warnings still reach the node's own log.
+// The failure that used to abort kvnode: a log file that cannot be written (a full disk; here
+// a file size limit). Lines are lost and counted; warnings still reach the node's own log.
 TEST(RocksDbInfoLogTest, AFileThatCannotBeWrittenLosesLinesNotTheProcess) {
   testing::TempDir dir;
-  // LOG.old is a directory with something in it, so the rename fails, and LOG stays a link to
-  // /dev/full, where every write fails with ENOSPC.
-  std::filesystem::create_directories(dir.Sub("LOG.old/held"));
-  ASSERT_EQ(symlink("/dev/full", dir.Sub("LOG").c_str()), 0);
   Forwarded forwarded;
   auto log = std::make_shared<RocksDbInfoLog>(dir.path(), 1 << 20, forwarded.Fn());
-  for (int i = 0; i < 5; ++i) {
-    rocksdb::Log(rocksdb::InfoLogLevel::ERROR_LEVEL, log, "Background IO error %d", i);
+  struct rlimit before {};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &before), 0);
+  signal(SIGXFSZ, SIG_IGN);  // a write past the limit then fails with EFBIG
+  struct rlimit limited = before;
+  limited.rlim_cur = 2048;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &limited), 0);
+  const std::string long_line(500, 'z');
+  for (int i = 0; i < 10; ++i) {
+    rocksdb::Log(rocksdb::InfoLogLevel::ERROR_LEVEL, log, "Background IO error %d %s", i,
+                 long_line.c_str());
   }
   log->Flush();
-  EXPECT_EQ(log->lines_lost(), 5u);
-  ASSERT_EQ(forwarded.lines.size(), 5u);
-  EXPECT_EQ(forwarded.lines[4].first, "ERROR");
-  EXPECT_EQ(forwarded.lines[4].second, "Background IO error 4");
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &before), 0);
+  EXPECT_GE(log->lines_lost(), 5u);
+  ASSERT_EQ(forwarded.lines.size(), 10u);
+  EXPECT_EQ(forwarded.lines[9].first, "ERROR");
+  EXPECT_THAT(forwarded.lines[9].second, HasSubstr("Background IO error 9"));
 }
 
 // A full disk makes every write warn: the node's log gets a bounded number of them per window.

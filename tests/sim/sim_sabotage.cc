@@ -24,15 +24,20 @@ const WriteOp* SoleAcknowledgedPut(const History& history) {
 }
 
 // An acknowledged Put, answered on its first attempt, whose version is still a sibling of its
-// key on every replica, on a key with at least one acknowledged Delete without context.
+// key on every replica, on a key with at least one Delete without context, each of them
+// acknowledged on its first attempt (the checker takes a retried or unanswered one for a write
+// that saw every version).
 const WriteOp* SurvivingPutOnSharedKey(SimCluster* cluster, const History& history) {
   std::map<std::string, int> blind_deletes;
   for (const WriteOp& op : history.writes) {
-    if (op.is_delete && !op.has_context && op.outcome == Outcome::kOk) ++blind_deletes[op.key];
+    if (!op.is_delete || op.has_context) continue;
+    const bool clear = op.outcome == Outcome::kOk && op.attempts == 1;
+    // A key with an unclear one never qualifies.
+    blind_deletes[op.key] = clear && blind_deletes[op.key] >= 0 ? blind_deletes[op.key] + 1 : -1;
   }
   for (const WriteOp& op : history.writes) {
     if (op.outcome != Outcome::kOk || op.is_delete || op.attempts != 1 ||
-        blind_deletes[op.key] == 0) {
+        blind_deletes[op.key] <= 0) {
       continue;
     }
     absl::StatusOr<SiblingSet> record =
