@@ -108,9 +108,11 @@ WriteBatch WriteGroup::TakeBatch() {
 
 void CommitQueue::Submit(std::unique_ptr<Mutation> mutation) {
   Hold* const hold = (held_here != nullptr && held_here->queue_ == this) ? held_here : nullptr;
+  const size_t bytes = mutation->QueuedBytes();
+  queued_bytes_.fetch_add(bytes, std::memory_order_relaxed);
   {
     absl::MutexLock lock(&mu_);
-    queue_.push_back(Queued{std::move(mutation), /*waited=*/false});
+    queue_.push_back(Queued{std::move(mutation), /*waited=*/false, bytes});
     if (state_ != State::kIdle) return;  // the committing thread will take it
     state_ = executor_ == nullptr ? State::kCommitting : State::kScheduled;
     if (hold != nullptr) {
@@ -235,7 +237,9 @@ size_t CommitQueue::CommitGroup(std::vector<Queued>& mutations, size_t begin) {
   }
 
   std::vector<Completion> handed_off;
+  size_t bytes = 0;
   for (size_t i = begin; i < end; ++i) {
+    bytes += mutations[i].bytes;
     absl::Status& status = prepared[i - begin];
     Completion completion{std::move(mutations[i].mutation),
                           status.ok() ? written : std::move(status)};
@@ -245,6 +249,7 @@ size_t CommitQueue::CommitGroup(std::vector<Queued>& mutations, size_t begin) {
       handed_off.push_back(std::move(completion));
     }
   }
+  queued_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
   if (handed_off.empty()) return end;
   bool schedule = false;
   {

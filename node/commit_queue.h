@@ -34,6 +34,7 @@
 #ifndef KV_NODE_COMMIT_QUEUE_H_
 #define KV_NODE_COMMIT_QUEUE_H_
 
+#include <atomic>
 #include <cstddef>
 #include <functional>
 #include <map>
@@ -98,6 +99,9 @@ class CommitQueue {
     virtual absl::Status Prepare(WriteGroup& group) = 0;
     // Prepare's error, or else the status of the group's write. Called exactly once.
     virtual void Complete(absl::Status status) = 0;
+    // About how much memory the mutation holds while it waits (its key and value): counted in
+    // queued_bytes() from Submit until its group is written and completed.
+    virtual size_t QueuedBytes() const { return 0; }
   };
 
   // At most this many mutations, or about this many bytes, per group (so per engine write).
@@ -125,6 +129,9 @@ class CommitQueue {
   // Run for several mutations (not owned), queued together so that they share groups; waits
   // until all have completed and returns the first non-OK status among them, in order.
   absl::Status RunAll(absl::Span<Mutation* const> mutations);
+  // The QueuedBytes of the mutations submitted and not yet completed: what a stalled engine
+  // makes pile up (LocalStore::AdmitWrites refuses new writes past a bound).
+  size_t queued_bytes() const { return queued_bytes_.load(std::memory_order_relaxed); }
 
   // While a Hold lives, Submit on its thread only queues: the committing that one of those
   // Submits would have started (on this thread, or scheduled on the executor) starts when the
@@ -150,6 +157,7 @@ class CommitQueue {
   struct Queued {
     std::unique_ptr<Mutation> mutation;
     bool waited = false;  // from Run(): completed by the committing thread itself
+    size_t bytes = 0;     // mutation->QueuedBytes(), as counted in queued_bytes_
   };
   struct Completion {
     std::unique_ptr<Mutation> mutation;
@@ -175,6 +183,7 @@ class CommitQueue {
   const WriteOptions options_;
   Executor* const executor_;
   std::function<void(const absl::Status&)> write_failed_;  // may be empty
+  std::atomic<size_t> queued_bytes_{0};
   absl::Mutex mu_;
   std::vector<Queued> queue_ ABSL_GUARDED_BY(mu_);
   // kScheduled: a CommitScheduled task is pending on the executor; a Run() caller may take over

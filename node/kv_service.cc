@@ -157,6 +157,7 @@ grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* context,
   absl::Status valid = Admit(command.key);
   if (valid.ok()) valid = spec.status();
   if (valid.ok() && !cluster_name_.empty()) valid = RefuseOtherCluster(context, cluster_name_);
+  if (valid.ok()) valid = store_->AdmitWrites();
   if (!valid.ok()) return FinishNow(gate_, valid);
   // The write may be committed on this thread, with the writes that other calls queue meanwhile
   // (LocalStore::WriteAsync without a commit executor); `finish` may run before this returns.
@@ -190,6 +191,10 @@ grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*con
                                               v1::PutBatchResponse* response) {
   const int puts = request->puts_size();
   const int n = puts + request->deletes_size();
+  // The whole call, before any item is queued: clients retry it (each item with its token).
+  if (absl::Status admitted = store_->AdmitWrites(); !admitted.ok() && n > 0) {
+    return FinishNow(gate_, admitted);
+  }
   const std::pair<grpc::ServerUnaryReactor*, bool> batch =
       OpenBatch(gate_, "PutBatch", n, kMaxPutBatchItems, response);
   grpc::ServerUnaryReactor* const reactor = batch.first;

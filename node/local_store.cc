@@ -374,6 +374,13 @@ class LocalStore::MergeMutation : public CommitQueue::Mutation {
     return absl::OkStatus();
   }
 
+  // The record it merges (held by the caller, for as long as the mutation waits).
+  size_t QueuedBytes() const override {
+    size_t bytes = key_.size();
+    for (const Sibling& s : remote_.siblings()) bytes += s.value.size();
+    return bytes;
+  }
+
   LocalStore* const store_;
   const absl::string_view key_;
   const SiblingSet& remote_;

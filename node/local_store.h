@@ -143,6 +143,10 @@ class LocalStore {
     // to act as an older node in tests: writes whose context it could not read fail with
     // INVALID_ARGUMENT, and ReplicaService refuses records it could not read, as such a node does.
     uint32_t format_level = kFormatLevel;
+    // Writes (WriteAsync) and merges (MergeRecordsAsync) waiting to be committed hold about this
+    // many bytes of keys and values at most: AdmitWrites refuses more (a stalled disk must not
+    // make the node queue whatever clients send until memory runs out). 0: no bound.
+    size_t max_queued_write_bytes = 256 << 20;
     // Names the machine's current boot (kvnode: /proc/sys/kernel/random/boot_id, or a fresh
     // random string if it cannot be read, so that every start counts as a machine restart).
     // Compared with the previous run's (see "Actor epochs" above).
@@ -196,6 +200,11 @@ class LocalStore {
   // submitted meanwhile; with one, it only checks the command and queues it, and `done` runs on
   // an executor thread. `done` must not block on a Write of this store on another thread.
   void WriteAsync(WriteCommand command, BatchHook hook, WriteCallback done);
+  // OK while the writes and merges waiting to be committed hold at most
+  // Options::max_queued_write_bytes; RESOURCE_EXHAUSTED (which clients and peers retry) above
+  // that. Checked by the RPC handlers before they queue a write or a merge.
+  absl::Status AdmitWrites() const;
+  size_t queued_write_bytes() const { return commits_.queued_bytes(); }
   // While the returned Hold lives, the WriteAsync calls of this thread queue their writes
   // without committing them (CommitQueue::Hold): writes submitted in a loop then share a group.
   CommitQueue::Hold HoldCommits() { return CommitQueue::Hold(&commits_); }

@@ -115,6 +115,17 @@ absl::Status CheckAbsorbableCounters(const CausalContext& seen, const SiblingSet
 
 }  // namespace
 
+absl::Status LocalStore::AdmitWrites() const {
+  const size_t queued = commits_.queued_bytes();
+  if (options_.max_queued_write_bytes == 0 || queued <= options_.max_queued_write_bytes) {
+    return absl::OkStatus();
+  }
+  return absl::ResourceExhaustedError(
+      absl::StrCat("this node's storage is behind: the writes waiting to be committed hold ",
+                   queued >> 20, " MiB (the limit is ", options_.max_queued_write_bytes >> 20,
+                   " MiB); nothing of this request was applied, retry later or on another node"));
+}
+
 // One Write or WriteAsync: checked and fingerprinted on the caller's thread, then run by the
 // commit queue (PrepareWrite) and answered through `done`.
 class LocalStore::WriteMutation : public CommitQueue::Mutation {
@@ -143,6 +154,10 @@ class LocalStore::WriteMutation : public CommitQueue::Mutation {
     }
   }
 
+  size_t QueuedBytes() const override {
+    return command_.key.size() + command_.value.size() + command_.context.size() +
+           command_.idempotency_token.size();
+  }
   const WriteCommand& command() const { return command_; }
   const CausalContext& seen() const { return seen_; }
   const std::string& fingerprint() const { return fingerprint_; }

@@ -173,6 +173,7 @@ grpc::ServerUnaryReactor* ReplicaService::MergeBatch(grpc::CallbackServerContext
                                                      const internal::v1::MergeBatchRequest* request,
                                                      internal::v1::MergeBatchResponse* response) {
   absl::Status admitted = Admit(context);
+  if (admitted.ok()) admitted = store_->AdmitWrites();  // the sender's outbox retries
   if (!admitted.ok()) return FinishNow(gate_, admitted);
   absl::StatusOr<std::vector<SiblingSet>> decoded = DecodeMergeBatch(*request);
   if (!decoded.ok()) {

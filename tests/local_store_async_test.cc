@@ -9,6 +9,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "node/idempotency_record.h"
 #include "node/local_store.h"
@@ -91,6 +92,38 @@ TEST_F(LocalStoreAsyncTest, WriteAsyncCommitsOnTheExecutorInOneBatch) {
   EXPECT_EQ(engine_.writes, 1);
   EXPECT_TRUE(store_->ReadRecord("a").ok());
   EXPECT_TRUE(store_->ReadRecord("b").ok());
+}
+
+// While the storage is behind (here: the executor that commits has not run), the writes that
+// wait hold memory; past Options::max_queued_write_bytes the node refuses more
+// (RESOURCE_EXHAUSTED, retried by clients and peers), and takes them again once they are written.
+TEST_F(LocalStoreAsyncTest, WritesWaitingToBeCommittedAreBounded) {
+  MemoryEngine engine;
+  ManualExecutor executor;
+  LocalStore::Options options;
+  options.commit_executor = &executor;
+  options.max_queued_write_bytes = 10 << 10;
+  std::unique_ptr<LocalStore> store =
+      LocalStore::Open(&engine, &clock_, rng_, "n1", options).value();
+  EXPECT_TRUE(store->AdmitWrites().ok());
+  int answered = 0;
+  int written = 0;
+  for (; written < 100 && store->AdmitWrites().ok(); ++written) {
+    store->WriteAsync({absl::StrCat("k", written), false, std::string(1000, 'v'), "", ""}, {},
+                      [&answered](absl::StatusOr<WriteOutcome> outcome) {
+                        EXPECT_TRUE(outcome.ok()) << outcome.status();
+                        ++answered;
+                      });
+  }
+  EXPECT_EQ(written, 11);  // 11 KB waiting is past the 10 KiB bound
+  EXPECT_GT(store->queued_write_bytes(), size_t{10} << 10);
+  const absl::Status refused = store->AdmitWrites();
+  EXPECT_TRUE(absl::IsResourceExhausted(refused)) << refused;
+  EXPECT_THAT(std::string(refused.message()), ::testing::HasSubstr("storage is behind"));
+  executor.RunAll();
+  EXPECT_EQ(answered, written);
+  EXPECT_EQ(store->queued_write_bytes(), 0u);
+  EXPECT_TRUE(store->AdmitWrites().ok());
 }
 
 TEST_F(LocalStoreAsyncTest, InvalidWriteIsAnsweredAtOnce) {
