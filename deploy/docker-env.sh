@@ -68,9 +68,10 @@ kv_docker_apt_install() {
   [ ${#missing[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null 2>&1 || { kv_log "no apt-get to install ${missing[*]}"; return 1; }
   kv_log "installing missing Debian packages: ${missing[*]}"
-  kv_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
-  kv_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null || return 1
+  kv_as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq ||
+    return 1
+  kv_as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y \
+    -qq --no-install-recommends "${missing[@]}" >/dev/null || return 1
 }
 
 kv_docker_answers() { timeout 10 docker version >/dev/null 2>&1; }
@@ -93,6 +94,11 @@ kv_docker_daemon_start() {
       command -v docker >/dev/null 2>&1 || kv_docker_apt_install docker.io || return 1
     else
       kv_docker_apt_install docker.io || { kv_log "cannot install docker.io"; return 1; }
+      # Debian's docker.io cannot start a container on a kernel with AppArmor on unless the
+      # apparmor package (a recommendation it skips here) can load its profile.
+      if [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y ]; then
+        kv_docker_apt_install apparmor || { kv_log "cannot install apparmor"; return 1; }
+      fi
     fi
   fi
   local started_pid=""  # of the dockerd started here, if any

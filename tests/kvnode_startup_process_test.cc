@@ -267,8 +267,11 @@ TEST_F(KvnodeStartupTest, APrivilegedPortIsRefusedBeforeTheDataDirectory) {
   int first_unprivileged = 0;
   if (getuid() != 0 || !start.ok() ||
       !absl::SimpleAtoi(absl::StripAsciiWhitespace(*start), &first_unprivileged) ||
-      first_unprivileged <= 80 || access("/usr/bin/setpriv", X_OK) != 0) {
-    GTEST_SKIP() << "needs root, setpriv, and port 80 privileged";
+      first_unprivileged <= 80 || access("/usr/bin/setpriv", X_OK) != 0 ||
+      testing::RunCommand({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           "test", "-x", KVNODE_PATH})
+              .exit_code != 0) {
+    GTEST_SKIP() << "needs root, setpriv, port 80 privileged, and kvnode executable by uid 65534";
   }
   const std::string data_dir = dir_.Sub("privileged");
   testing::CommandResult r = testing::RunCommand(
