@@ -49,6 +49,8 @@ if [ "${KV_SKIP_CONTAINERS:-0}" != "1" ]; then
   source "$root/deploy/docker-env.sh"
   container_rc=0
   kv_docker_prepare || container_rc=$?
+  # A daemon this run started for an image that then did not come together stops here.
+  if [ "$container_rc" -ne 0 ] && [ "$KV_DOCKER_STARTED" = "1" ]; then kv_docker_daemon_stop; fi
   if [ "$container_rc" -eq 77 ]; then
     echo "SKIP: container tests: Docker cannot be started on this machine (see the reason above)"
   elif [ "$container_rc" -ne 0 ]; then
