@@ -731,6 +731,17 @@ class LayoutAgreementTest : public GossipTest {
                absl::Seconds(5)) != absl::InfiniteDuration();
   }
 
+  // Sources n1..n4 say in gossip that they have handed off transition `version`'s keys.
+  void EverySourceDone(uint64_t version) {
+    for (size_t i = 0; i < 4; ++i) {
+      HandoffProgress done;
+      done.layout_version = version;
+      done.phase = HandoffPhase::kComparing;
+      done.done = true;
+      nodes_[i].gossiper->SetHandoffProgress(done);
+    }
+  }
+
   OperationRegistry operations_{"n1", "1", &clock_, {}};
   ReservingTransport transport_{&clock_};
   std::unique_ptr<MembershipChanger> changer_;
@@ -979,13 +990,7 @@ TEST_F(LayoutAgreementTest, AnOverdueChangeStaysRunningAndSucceedsWhenItComplete
   EXPECT_TRUE(absl::StrContains(op->message, "overdue")) << op->message;
   EXPECT_TRUE(absl::StrContains(op->message, "waiting for the handoff of")) << op->message;
 
-  for (size_t i = 0; i < 4; ++i) {
-    HandoffProgress done;
-    done.layout_version = join.version;
-    done.phase = HandoffPhase::kComparing;
-    done.done = true;
-    nodes_[i].gossiper->SetHandoffProgress(done);
-  }
+  EverySourceDone(join.version);
   ASSERT_NE(AdvanceUntil([&] { return operations_.Get(id)->state != OperationState::kRunning; },
                          absl::Seconds(30)),
             absl::InfiniteDuration());
@@ -1040,13 +1045,7 @@ TEST_F(LayoutAgreementTest, AChangeGoesOnUnderItsIdAfterItsNodeRestarts) {
       << run->Get(replaced)->error;
   EXPECT_EQ(run->Get(unreadable)->error.code(), absl::StatusCode::kDataLoss);
 
-  for (size_t i = 0; i < 4; ++i) {
-    HandoffProgress done;
-    done.layout_version = join.version;
-    done.phase = HandoffPhase::kComparing;
-    done.done = true;
-    nodes_[i].gossiper->SetHandoffProgress(done);
-  }
+  EverySourceDone(join.version);
   ASSERT_NE(AdvanceUntil([&] { return run->Get(id)->state != OperationState::kRunning; },
                          absl::Seconds(30)),
             absl::InfiniteDuration());

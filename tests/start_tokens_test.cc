@@ -34,6 +34,23 @@ class StartTokensTest : public ::testing::Test {
     });
   }
 
+  // Starts token "t1" ("join n4") on a thread, answering "op-slow" once `release` is notified;
+  // returns once the start is under way.
+  static std::thread StartSlowly(StartTokens& tokens, absl::Notification* release) {
+    auto started = std::make_shared<absl::Notification>();
+    std::thread slow([&tokens, release, started] {
+      absl::StatusOr<StartTokens::Answer> answer =
+          tokens.Run("t1", "join n4", [&]() -> absl::StatusOr<std::string> {
+            started->Notify();
+            release->WaitForNotification();
+            return std::string("op-slow");
+          });
+      EXPECT_TRUE(answer.ok()) << answer.status();
+    });
+    started->WaitForNotification();
+    return slow;
+  }
+
   ManualClock clock_;
   int starts_ = 0;
 };
@@ -89,17 +106,8 @@ TEST_F(StartTokensTest, ConcurrentCallsWithOneTokenStartOnce) {
 // tokens do not wait for it; one with the same token and another request is refused at once.
 TEST_F(StartTokensTest, ASlowStartHoldsUpNoOtherToken) {
   StartTokens tokens(&clock_);
-  absl::Notification started, release;
-  std::thread slow([&] {
-    absl::StatusOr<StartTokens::Answer> answer =
-        tokens.Run("t1", "join n4", [&]() -> absl::StatusOr<std::string> {
-          started.Notify();
-          release.WaitForNotification();
-          return std::string("op-slow");
-        });
-    EXPECT_TRUE(answer.ok()) << answer.status();
-  });
-  started.WaitForNotification();
+  absl::Notification release;
+  std::thread slow = StartSlowly(tokens, &release);
   absl::Notification other_done;
   std::thread other([&] {
     EXPECT_EQ(Start(tokens, "t2", "repair all").value().response, "op-1");
@@ -122,17 +130,8 @@ TEST_F(StartTokensTest, ASlowStartHoldsUpNoOtherToken) {
 // first start succeeds, the retry gets its answer.
 TEST_F(StartTokensTest, ARetryWaitsForTheFirstStartAtMostItsMaxWait) {
   StartTokens tokens(&clock_);
-  absl::Notification started, release;
-  std::thread slow([&] {
-    absl::StatusOr<StartTokens::Answer> answer =
-        tokens.Run("t1", "join n4", [&]() -> absl::StatusOr<std::string> {
-          started.Notify();
-          release.WaitForNotification();
-          return std::string("op-slow");
-        });
-    EXPECT_TRUE(answer.ok()) << answer.status();
-  });
-  started.WaitForNotification();
+  absl::Notification release;
+  std::thread slow = StartSlowly(tokens, &release);
   const absl::Time before = absl::Now();
   absl::StatusOr<StartTokens::Answer> retry = tokens.Run(
       "t1", "join n4", [] { return absl::StatusOr<std::string>("never"); },
