@@ -120,7 +120,7 @@ void RocksDbInfoLog::Write(rocksdb::InfoLogLevel level, const std::string& forma
   if (!forward) return;
   if (dropped_before == 0) return warn_(LevelName(level), message);
   warn_(LevelName(level), absl::StrCat(message, " (", dropped_before,
-                                       " earlier warnings not shown here; DIR/LOG has them)"));
+                                       " earlier warnings not shown here; ", path_, " has them)"));
 }
 
 void RocksDbInfoLog::Flush() {
