@@ -359,15 +359,20 @@ class Client {
     return ChangeMembership(join ? MembershipAction::kJoin : MembershipAction::kLeave, node_id,
                             commit, expected_layout_version, options);
   }
-  // GetOperation asks first the endpoint that answered this client's start of an operation of
-  // the node the id names (an operation is known only to that node), else the first endpoint not
-  // known to be down; it fails over like other reads.
+  // GetOperation asks the endpoint that answered this client's start of an operation of the
+  // node the id names, or its last read of one (an operation is known only to that node), and
+  // stays there. Otherwise it asks the endpoints in turn: a node that answers NOT_FOUND marked as
+  // another node's operation is not asked again, and the first one that knows the operation is
+  // remembered. NOT_FOUND once every endpoint has said the operation is another node's (the
+  // message names that node and its address); while one has not answered, the call keeps trying
+  // it, so an operation whose node is down ends UNAVAILABLE. NOT_FOUND from the operation's node
+  // itself: it never ran the operation, or no longer keeps it.
   absl::StatusOr<OperationStatus> GetOperation(absl::string_view operation_id,
                                                const CallOptions& options = {});
   // Cancels a running repair (it ends FAILED, CANCELLED; see kv.proto CancelOperation) and
   // returns it as it is then; asked of endpoints as GetOperation is, but a retry after a timeout
-  // stays on the node first asked (it answers a second cancel of the same repair the same),
-  // failing over only on UNAVAILABLE. FAILED_PRECONDITION for a membership change or an
+  // stays on the node asked (it answers a second cancel of the same repair the same), moving on
+  // only after UNAVAILABLE or an answer that the operation is another node's. FAILED_PRECONDITION for a membership change or an
   // operation that ended otherwise.
   absl::StatusOr<OperationStatus> CancelOperation(absl::string_view operation_id,
                                                   const CallOptions& options = {});

@@ -83,17 +83,22 @@ absl::StatusOr<OperationStatus> Client::GetOperation(absl::string_view operation
                                                      const CallOptions& options) {
   v1::GetOperationRequest request;
   request.set_operation_id(std::string(operation_id));
-  // To the endpoint that started it, when this client started it: retries stay there (another
-  // node does not know the operation and answers NOT_FOUND, which is final). Otherwise any node:
-  // one that is not the operation's owner names it.
+  // To the endpoint that started it or last answered about it, when there is one: retries stay
+  // there (another node does not know the operation). Otherwise the endpoints in turn, until the
+  // operation's node answers (EndpointPolicy::kOperation: the others say it is not theirs).
   const std::optional<size_t> owner = impl_->OperationEndpoint(operation_id);
-  return impl_->AdminCall<v1::GetOperationRequest, v1::GetOperationResponse, OperationStatus>(
-      options, owner ? EndpointPolicy::kPinned : EndpointPolicy::kFailover, std::move(request),
-      [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::GetOperationRequest* req,
-         v1::GetOperationResponse* resp, std::function<void(grpc::Status)> on_done) {
-        stub->async()->GetOperation(context, req, resp, std::move(on_done));
-      },
-      &client_internal::FromGetOperationResponse, owner);
+  size_t answered_by = 0;
+  absl::StatusOr<OperationStatus> op =
+      impl_->AdminCall<v1::GetOperationRequest, v1::GetOperationResponse, OperationStatus>(
+          options, owner ? EndpointPolicy::kPinned : EndpointPolicy::kOperation, std::move(request),
+          [](v1::Admin::Stub* stub, grpc::ClientContext* context,
+             const v1::GetOperationRequest* req, v1::GetOperationResponse* resp,
+             std::function<void(grpc::Status)> on_done) {
+            stub->async()->GetOperation(context, req, resp, std::move(on_done));
+          },
+          &client_internal::FromGetOperationResponse, owner, &answered_by);
+  if (op.ok()) impl_->RememberOperationNode(operation_id, answered_by);
+  return op;
 }
 
 absl::StatusOr<OperationStatus> Client::CancelOperation(absl::string_view operation_id,
@@ -101,14 +106,21 @@ absl::StatusOr<OperationStatus> Client::CancelOperation(absl::string_view operat
   v1::CancelOperationRequest request;
   request.set_operation_id(std::string(operation_id));
   // A retry after a timeout stays on the node (it may have cancelled before its answer was
-  // lost, and answers a retry the same); only UNAVAILABLE fails over.
-  return impl_->AdminCall<v1::CancelOperationRequest, v1::CancelOperationResponse, OperationStatus>(
-      options, EndpointPolicy::kStart, std::move(request),
-      [](v1::Admin::Stub* stub, grpc::ClientContext* context, const v1::CancelOperationRequest* req,
-         v1::CancelOperationResponse* resp, std::function<void(grpc::Status)> on_done) {
-        stub->async()->CancelOperation(context, req, resp, std::move(on_done));
-      },
-      &client_internal::FromCancelOperationResponse, impl_->OperationEndpoint(operation_id));
+  // lost, and answers a retry the same); an UNAVAILABLE, or a node saying the operation is
+  // another node's, moves on (EndpointPolicy::kOperation).
+  size_t answered_by = 0;
+  absl::StatusOr<OperationStatus> op =
+      impl_->AdminCall<v1::CancelOperationRequest, v1::CancelOperationResponse, OperationStatus>(
+          options, EndpointPolicy::kOperation, std::move(request),
+          [](v1::Admin::Stub* stub, grpc::ClientContext* context,
+             const v1::CancelOperationRequest* req, v1::CancelOperationResponse* resp,
+             std::function<void(grpc::Status)> on_done) {
+            stub->async()->CancelOperation(context, req, resp, std::move(on_done));
+          },
+          &client_internal::FromCancelOperationResponse, impl_->OperationEndpoint(operation_id),
+          &answered_by);
+  if (op.ok()) impl_->RememberOperationNode(operation_id, answered_by);
+  return op;
 }
 
 absl::StatusOr<std::vector<OperationStatus>> Client::ListOperations(const CallOptions& options) {

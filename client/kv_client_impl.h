@@ -86,6 +86,7 @@ struct Client::Impl {
     };
     env.failover = [this](size_t from) { return PickEndpoint(from + 1); };
     env.endpoint_name = [this](size_t endpoint) { return options.endpoints[endpoint]; };
+    env.endpoint_count = channels.size();
   }
 
   ~Impl() {

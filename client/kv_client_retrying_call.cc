@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <memory>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -54,6 +55,9 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
                               policy_ == EndpointPolicy::kWrite &&
                               MarkedWriteStored(grpc_status, *context_);
     if (write_stored) stored_at_ = endpoint_;
+    const bool elsewhere = grpc_status.error_code() == grpc::StatusCode::NOT_FOUND &&
+                           policy_ == EndpointPolicy::kOperation &&
+                           HasTrailer(*context_, kOperationElsewhereMetadataKey);
     // The context holds a reference to the gRPC channel. Dropping it here, before the call can
     // be reported done, makes sure the Client (not this gRPC thread) releases the channel last:
     // gRPC 1.51 crashes when a channel dies on one of its own callback threads
@@ -64,6 +68,10 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
     if (status.ok()) {
       env_.budget->RecordSuccess();
       Finish(status);
+      return;
+    }
+    if (elsewhere) {
+      AskAnotherNode(std::move(status));
       return;
     }
     if (!IsRetryableCode(status.code())) {
@@ -96,7 +104,7 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
         status.code() == absl::StatusCode::kUnavailable ||
         (status.code() == absl::StatusCode::kDeadlineExceeded && policy_ != EndpointPolicy::kStart);
     if (moves_on && policy_ != EndpointPolicy::kPinned && !write_stored) {
-      endpoint_ = env_.failover(endpoint_);
+      endpoint_ = other_nodes_.empty() ? env_.failover(endpoint_) : NotAnotherNode(endpoint_);
     }
     const absl::Duration room = deadline_ - now - kMinRetryAttemptTime;
     const absl::Time retry_at = now + env_.backoff(attempts_, room);
@@ -121,9 +129,41 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
   // In the trailers of a single call, or in the details of an item of a batch
   // (client/kv_client_coalescer.h).
   static bool MarkedWriteStored(const grpc::Status& status, const grpc::ClientContext& context) {
-    if (status.error_details() == kWriteStoredMetadataKey) return true;
+    return status.error_details() == kWriteStoredMetadataKey ||
+           HasTrailer(context, kWriteStoredMetadataKey);
+  }
+
+  static bool HasTrailer(const grpc::ClientContext& context, const char* key) {
     const auto& trailers = context.GetServerTrailingMetadata();
-    return trailers.find(grpc::string_ref(kWriteStoredMetadataKey)) != trailers.end();
+    return trailers.find(grpc::string_ref(key)) != trailers.end();
+  }
+
+  // `status`: a NOT_FOUND by which endpoint_ said the operation is another node's.
+  void AskAnotherNode(absl::Status status) {
+    other_nodes_.insert(endpoint_);
+    if (other_nodes_.size() >= env_.endpoint_count) {
+      Finish(status);  // no endpoint is the operation's node; the message names it
+      return;
+    }
+    if (deadline_ - absl::Now() < kMinRetryAttemptTime) {
+      // Another endpoint may be the operation's node, and it was not asked (or did not answer).
+      Finish(Annotate(absl::UnavailableError(absl::StrCat(
+                          "the node of the operation was not reached (", status.message(), ")")),
+                      "call deadline reached"));
+      return;
+    }
+    endpoint_ = NotAnotherNode(endpoint_);
+    env_.timer->RunAt(absl::Now(), [self = shared_from_this()]() { self->StartAttempt(); });
+  }
+
+  // The first endpoint after `from` (cyclically) not known to be another node than the
+  // operation's, whether or not it is known to be down: it may be the operation's node.
+  size_t NotAnotherNode(size_t from) const {
+    for (size_t i = 1; i <= env_.endpoint_count; ++i) {
+      const size_t endpoint = (from + i) % env_.endpoint_count;
+      if (other_nodes_.count(endpoint) == 0) return endpoint;
+    }
+    return from;
   }
 
   // Keeps the server's code and message and says why the client gave up.
@@ -153,6 +193,8 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
   int attempts_ = 0;
   // The endpoint that last answered with a marked W shortfall: it holds the write.
   std::optional<size_t> stored_at_;
+  // Under kOperation: the endpoints that said the operation is another node's.
+  std::set<size_t> other_nodes_;
   absl::Time attempt_deadline_;                   // of the current or last attempt
   std::unique_ptr<grpc::ClientContext> context_;  // of the attempt in flight, if any
 };

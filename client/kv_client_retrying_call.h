@@ -12,7 +12,9 @@
 //     retry beyond those 20 ms, so that a retry that fits is never skipped) on the timer thread
 //     (never on a gRPC thread) and try
 //     again, on the endpoint the call's EndpointPolicy picks: the next one after UNAVAILABLE or
-//     DEADLINE_EXCEEDED (failover), the same one otherwise.
+//     DEADLINE_EXCEEDED (failover), the same one otherwise;
+//   - under EndpointPolicy::kOperation, a NOT_FOUND marked as another node's operation is asked
+//     again at once of an endpoint not yet known to be another node (see there).
 //
 // Every retryable failure is charged to the shared RetryBudget and every success credited (a
 // PutBatch or GetBatch call that failed as a whole is charged once, not once per item:
@@ -51,11 +53,16 @@ struct RetryEnv {
   std::function<size_t(size_t from)> failover;
   // "host:port" of an endpoint, for error messages.
   std::function<std::string(size_t endpoint)> endpoint_name;
+  size_t endpoint_count = 0;  // endpoints are 0 .. endpoint_count - 1
 };
 
 // Trailing metadata key by which a node marks an UNAVAILABLE write answer as a W shortfall: it
 // stored the write (and keeps replicating it) but fewer than W replicas confirmed it in time.
 inline constexpr char kWriteStoredMetadataKey[] = "kv-write-stored";
+
+// Trailing metadata key by which a node marks a NOT_FOUND answer about an operation as one of
+// another node's (its value names that node): EndpointPolicy::kOperation asks another endpoint.
+inline constexpr char kOperationElsewhereMetadataKey[] = "kv-operation-elsewhere";
 
 // Error details by which the coalescer marks the status of a PutBatch or GetBatch call that failed
 // as a whole when it hands it to each item of the batch: the failure was charged to the
@@ -74,6 +81,14 @@ enum class EndpointPolicy {
   // may have started the job before its answer was lost, and answers a retry with the same token
   // from memory. An UNAVAILABLE (the node is down or going away) still fails over.
   kStart,
+  // For a call about an operation, which only the node that runs it knows (its id names that
+  // node): like kStart, and a NOT_FOUND that a node marks as another node's operation
+  // (kOperationElsewhereMetadataKey) moves on at once to an endpoint not yet known to be another
+  // node, without a backoff or a charge to the budget. Failovers skip the endpoints known to be
+  // other nodes. Once every endpoint has answered so, the call ends with that NOT_FOUND (which
+  // names the operation's node); while one has not, the call keeps trying it as usual, so an
+  // operation whose node is down ends UNAVAILABLE rather than NOT_FOUND from another node.
+  kOperation,
 };
 
 // Starts one attempt on `endpoint` with `context` (deadline already set). Must call `on_done`

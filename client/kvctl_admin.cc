@@ -76,27 +76,23 @@ std::string OperationText(const OperationStatus& op) {
 }
 
 // Polls the operation until it is no longer RUNNING or `timeout` passes. A poll that fails in a
-// way that can pass (the node unreachable or restarting, or, once the operation is known to
-// exist, NOT_FOUND from another node the client failed over to) is retried until the deadline;
-// the last error is returned then. `known`: a node named the operation (it answered its start,
-// or a first read), so it exists unless it expired.
+// way that can pass (the operation's node unreachable or restarting) is retried until the
+// deadline; the last error is returned then. NOT_FOUND is final: the client asks the
+// operation's node (Client::GetOperation), so it means that node no longer keeps the operation
+// (it expired) or never ran it, or that no endpoint is that node.
 absl::StatusOr<OperationStatus> WaitForOperation(Client& client, const std::string& id,
-                                                 absl::Duration timeout, bool known) {
+                                                 absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   absl::Duration backoff = kFirstPoll;
-  bool seen = known;
   while (true) {
     CallOptions poll;
     poll.deadline = std::max(absl::Milliseconds(100),
                              std::min(deadline - absl::Now(), client.options().call_deadline));
     absl::StatusOr<OperationStatus> op = client.GetOperation(id, poll);
     if (op.ok()) {
-      seen = true;
       if (op->state != OperationStatus::State::kRunning) return op;
-    } else {
-      const bool passing =
-          IsRetryableCode(op.status().code()) || (seen && absl::IsNotFound(op.status()));
-      if (!passing) return op.status();
+    } else if (!IsRetryableCode(op.status().code())) {
+      return op.status();
     }
     if (absl::Now() >= deadline) return op;
     absl::SleepFor(std::min(backoff, std::max(deadline - absl::Now(), absl::ZeroDuration())));
@@ -113,19 +109,24 @@ void WaitAndReportOperation(Client& client, absl::string_view what, const std::s
         absl::StrCat("the node answered the ", what, " without an operation id to wait for"));
     return;
   }
-  // A deduplicated start may name an operation that expired since: NOT_FOUND is then final.
-  absl::StatusOr<OperationStatus> op =
-      WaitForOperation(client, id, timeout, /*known=*/!deduplicated);
+  // NOT_FOUND ends the wait; a deduplicated start may name an operation that expired since.
+  absl::StatusOr<OperationStatus> op = WaitForOperation(client, id, timeout);
   if (!op.ok()) {
     // The start went through: whatever the read's code, this is not a usage error or a missing
     // key (exit 3).
-    out->status = absl::UnavailableError(
-        deduplicated && absl::IsNotFound(op.status())
-            ? absl::StrCat(what, " ", id, " was started earlier with this token, and its ",
-                           "operation is no longer kept (finished operations are kept for an ",
-                           "hour), so how it ended is not known here: ", op.status().message())
-            : absl::StrCat(what, " ", id,
-                           " started, but its state could not be read: ", op.status().message()));
+    std::string message;
+    if (deduplicated && absl::IsNotFound(op.status())) {
+      message = absl::StrCat(what, " ", id, " was started earlier with this token, and its ",
+                             "operation is no longer kept (finished operations are kept for an ",
+                             "hour), so how it ended is not known here: ", op.status().message());
+    } else if (absl::IsNotFound(op.status())) {
+      message = absl::StrCat(what, " ", id, " is no longer kept by its node, so how it ended ",
+                             "is not known here: ", op.status().message());
+    } else {
+      message = absl::StrCat(what, " ", id,
+                             " started, but its state could not be read: ", op.status().message());
+    }
+    out->status = absl::UnavailableError(message);
     return;
   }
   out->json["operation"] = OperationToJson(*op);

@@ -48,6 +48,10 @@
 
 namespace kv {
 
+// Trailing metadata of a NOT_FOUND answer to GetOperation or CancelOperation for an operation of
+// another node (its value names that node): the client asks another endpoint.
+inline constexpr char kOperationElsewhereMetadata[] = "kv-operation-elsewhere";
+
 class AdminService final : public v1::Admin::CallbackService {
  public:
   struct NodeInfo {
@@ -116,9 +120,11 @@ class AdminService final : public v1::Admin::CallbackService {
   void FillClusterStatus(v1::ClusterStatusResponse* response) const;
 
  private:
-  // Operation `id` of this node; for another node's, NOT_FOUND naming its address and the kvctl
-  // command (`operation VERB ID`) to run there.
-  absl::StatusOr<OperationInfo> FindOperation(const std::string& id, absl::string_view verb);
+  // Operation `id` of this node; for another node's, NOT_FOUND marked
+  // kOperationElsewhereMetadata in `context`'s trailers (the value names that node), naming
+  // the node's address and the kvctl command (`operation VERB ID`) to run there.
+  absl::StatusOr<OperationInfo> FindOperation(grpc::CallbackServerContext* context,
+                                              const std::string& id, absl::string_view verb);
   // ClusterStatus's parts: one MemberStatus per member of `ring`, from the outbox, anti-entropy
   // and gossip views; the coordinator's counters and replication lag percentiles.
   void FillMembers(const HashRing& ring, v1::ClusterStatusResponse* response) const;

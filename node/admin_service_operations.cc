@@ -204,19 +204,22 @@ grpc::ServerUnaryReactor* AdminService::GetOperation(grpc::CallbackServerContext
                                                      v1::GetOperationResponse* response) {
   absl::Status status = gate_->Check();
   if (!status.ok()) return FinishNow(gate_, status);
-  absl::StatusOr<OperationInfo> op = FindOperation(request->operation_id(), "get");
+  absl::StatusOr<OperationInfo> op = FindOperation(context, request->operation_id(), "get");
   if (op.ok()) ToProto(*op, info_.node_id, response->mutable_operation());
   return FinishNow(gate_, op.status());
 }
 
-absl::StatusOr<OperationInfo> AdminService::FindOperation(const std::string& id,
+absl::StatusOr<OperationInfo> AdminService::FindOperation(grpc::CallbackServerContext* context,
+                                                          const std::string& id,
                                                           absl::string_view verb) {
   absl::StatusOr<OperationInfo> op = operations_->Get(id);
   if (op.ok()) return op;
   absl::Status status = op.status();
-  // An id of another member: say where to ask.
+  // An id of another node: marked so, for the client to ask another endpoint, and saying where
+  // to ask when that node is a member.
   absl::StatusOr<OperationIdParts> parts = ParseOperationId(id);
   if (parts.ok() && parts->node_id != info_.node_id) {
+    context->AddTrailingMetadata(kOperationElsewhereMetadata, parts->node_id);
     for (const Member& member : coordinator_->ring().members()) {
       if (member.id != parts->node_id) continue;
       status = absl::NotFoundError(absl::StrCat(status.message(), " at ", member.address,
@@ -234,7 +237,7 @@ grpc::ServerUnaryReactor* AdminService::CancelOperation(grpc::CallbackServerCont
   if (status.ok()) status = administrators_.Check(*context);
   if (!status.ok()) return FinishNow(gate_, status);
   const std::string& id = request->operation_id();
-  absl::StatusOr<OperationInfo> op = FindOperation(id, "cancel");
+  absl::StatusOr<OperationInfo> op = FindOperation(context, id, "cancel");
   if (!op.ok()) return FinishNow(gate_, op.status());
   if (op->kind != "repair" || repairs_ == nullptr) {
     return FinishNow(

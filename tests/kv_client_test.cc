@@ -234,10 +234,15 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
                                          const v1::GetOperationRequest* request,
                                          v1::GetOperationResponse* response) override {
     absl::MutexLock lock(&mu_);
-    if (!script_.empty() && script_.front() != grpc::StatusCode::OK) return Answer(context);
+    if ((!script_.empty() && script_.front() != grpc::StatusCode::OK) ||
+        fail_all_ != grpc::StatusCode::OK) {
+      return Answer(context);
+    }
     ++requests_;
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     if (!absl::StartsWith(request->operation_id(), absl::StrCat(node_id_, ":"))) {
+      // Marked as kvnode marks it (node/admin_service.h).
+      context->AddTrailingMetadata("kv-operation-elsewhere", "another");
       reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "operation of another node"));
       return reactor;
     }
@@ -1049,6 +1054,26 @@ TEST_F(KvClientTest, KvctlDoesNotTakeAnUnknownOperationStateForSuccess) {
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
 }
 
+TEST_F(KvClientTest, KvctlOperationWaitEndsWhenTheOperationsNodeNoLongerKeepsIt) {
+  // kvctl reads the operation once, then polls. Once those reads have come, the node answers
+  // NOT_FOUND unmarked: its own operation that it no longer keeps (expired). The wait ends there
+  // instead of polling until --wait-timeout.
+  std::thread forget([this] {
+    const absl::Time give_up = absl::Now() + absl::Seconds(30);
+    while (server_.kv().requests() < 2 && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    server_.kv().FailAll(grpc::StatusCode::NOT_FOUND);
+  });
+  const ::kv::testing::CommandResult r =
+      ::kv::testing::RunCommand({KVCTL_PATH, "--endpoints=" + server_.endpoint(), "operation",
+                                 "wait", "fake:1-1", "--wait-timeout=60s"},
+                                "", absl::Seconds(90));
+  forget.join();
+  EXPECT_EQ(r.exit_code, 3) << r.out << r.err;  // the state is unknown: not a usage error
+  EXPECT_THAT(r.err, HasSubstr("is no longer kept by its node")) << r.err;
+}
+
 TEST_F(KvClientTest, GetOperationAsksTheEndpointThatStartedIt) {
   FakeServer other;
   other.kv().SetNodeId("second");
@@ -1085,6 +1110,55 @@ TEST_F(KvClientTest, GetOperationAsksTheEndpointThatStartedIt) {
   // Ids of nodes this client started nothing on go to the first endpoint, as before.
   EXPECT_EQ(client->GetOperation("third:1-1").status().code(), absl::StatusCode::kNotFound);
   ASSERT_TRUE(client->GetOperation("fake:1-1").ok());
+}
+
+TEST_F(KvClientTest, GetOperationFindsTheOperationsNodeAmongTheEndpoints) {
+  FakeServer second;
+  FakeServer third;
+  second.kv().SetNodeId("second");
+  third.kv().SetNodeId("third");
+  std::unique_ptr<Client> client =
+      MakeClient(FastOptions({server_.endpoint(), second.endpoint(), third.endpoint()}));
+  // Started by another client: the first endpoints say it is not theirs, the third has it.
+  absl::StatusOr<OperationStatus> op = client->GetOperation("third:1-1");
+  ASSERT_TRUE(op.ok()) << op.status();
+  EXPECT_EQ(op->node_id, "third");
+  EXPECT_EQ(server_.kv().requests(), 1);
+  EXPECT_EQ(second.kv().requests(), 1);
+  EXPECT_EQ(third.kv().requests(), 1);
+  // Remembered: the next read goes there first.
+  ASSERT_TRUE(client->GetOperation("third:1-2").ok());
+  EXPECT_EQ(server_.kv().requests(), 1);
+  EXPECT_EQ(third.kv().requests(), 2);
+
+  // A node no endpoint is: NOT_FOUND once each endpoint has said so.
+  absl::StatusOr<OperationStatus> nowhere = client->GetOperation("fourth:1-1");
+  EXPECT_EQ(nowhere.status().code(), absl::StatusCode::kNotFound) << nowhere.status();
+  EXPECT_EQ(server_.kv().requests(), 2);
+  EXPECT_EQ(second.kv().requests(), 2);
+  EXPECT_EQ(third.kv().requests(), 3);
+}
+
+TEST_F(KvClientTest, GetOperationOfANodeThatIsDownIsUnavailableNotNotFound) {
+  FakeServer second;
+  second.kv().SetNodeId("second");
+  std::unique_ptr<Client> client = MakeClient(FastOptions({second.endpoint(), server_.endpoint()}));
+  // The operation's node ("second") answers UNAVAILABLE throughout (restarting, or down); the
+  // other endpoint says the operation is not its own. The client keeps asking "second" and ends
+  // with its UNAVAILABLE, which a caller retries, not with the other node's NOT_FOUND.
+  second.kv().FailAll(grpc::StatusCode::UNAVAILABLE);
+  CallOptions soon;
+  soon.deadline = absl::Milliseconds(300);
+  absl::StatusOr<OperationStatus> op = client->GetOperation("second:1-1", soon);
+  EXPECT_EQ(op.status().code(), absl::StatusCode::kUnavailable) << op.status();
+  EXPECT_EQ(server_.kv().requests(), 1);  // asked once: it said the operation is not its own
+  EXPECT_GE(second.kv().requests(), 2);   // retried there
+
+  // Once the node answers again, so does the read.
+  second.kv().FailAll(grpc::StatusCode::OK);
+  op = client->GetOperation("second:1-1");
+  ASSERT_TRUE(op.ok()) << op.status();
+  EXPECT_EQ(op->node_id, "second");
 }
 
 TEST_F(KvClientTest, CommittedMembershipChangeIsTokenedAndStaysAfterATimeout) {

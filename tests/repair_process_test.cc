@@ -240,6 +240,13 @@ TEST_F(RepairProcessTest, ForcedRepairIsAnOperationThatRestoresAWipedReplica) {
   EXPECT_EQ(foreign.exit_code, 1) << foreign.err;
   EXPECT_TRUE(absl::StrContains(foreign.err, "belongs to node n1")) << foreign.err;
   EXPECT_TRUE(absl::StrContains(foreign.err, cluster_->endpoint(0))) << foreign.err;
+  // Given both endpoints, the client asks on from the node that says it is not its own.
+  const CommandResult found =
+      RunCommand({KVCTL_PATH, "--endpoints=" + cluster_->endpoint(1) + "," + cluster_->endpoint(0),
+                  "operation", "get", id},
+                 "", absl::Seconds(90));
+  EXPECT_EQ(found.exit_code, 0) << found.out << found.err;
+  EXPECT_TRUE(absl::StrContains(found.out, id)) << found.out;
   const CommandResult malformed = Kvctl(0, {"operation", "get", "not-an-id"});
   EXPECT_EQ(malformed.exit_code, 2) << malformed.err;
   const CommandResult usage = Kvctl(0, {"operation", "get"});
