@@ -118,9 +118,10 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
                          "; every member must share them (README.md, \"Configuration\")\n"),
       status.catching_up
           ? absl::StrCat(status.node_id,
-                         " is catching up: it restarted after a machine crash that may have lost "
-                         "writes it acknowledged; until anti-entropy has compared it with every "
-                         "peer, reads do not count its answers that a key has no live version\n")
+                         " is catching up: it restarted after a machine crash, or on a data "
+                         "directory older than its last run, and may lack writes it "
+                         "acknowledged; until anti-entropy has compared it with every peer, reads "
+                         "do not count its answers that a key has no live version\n")
           : "",
       status.layout_next_members.empty()
           ? ""

@@ -71,6 +71,7 @@ Gossiper::Gossiper(Member self, const std::vector<Member>& members, GossipTransp
   me.knows_members_down = true;
   me.agrees_completions = true;
   me.settings = options_.settings;
+  me.generation = options_.generation;
   if (options_.layout.version != 0) {
     AdoptLayout(options_.layout);
   } else {
@@ -225,6 +226,12 @@ void Gossiper::SetCleanLayoutVersion(uint64_t version) {
     if (stopped_ || !started_) return;
   }
   PushToAll();  // the owners' reapers wait for it
+}
+
+void Gossiper::SetGeneration(uint64_t generation) {
+  absl::MutexLock lock(&mu_);
+  MemberEntry& me = members_[self_id_];
+  me.generation = std::max(me.generation, generation);
 }
 
 void Gossiper::PushToAll() {
@@ -442,9 +449,11 @@ void Gossiper::Merge(const GossipDigest& digest) {
   for (const MemberEntry& in : digest.members) {
     if (in.member.id.empty()) continue;
     absl::Status valid = CheckMember(in.member);
-    if (valid.ok() && (in.incarnation > kMaxIncarnation || in.heartbeat > kMaxHeartbeat)) {
-      valid = absl::InvalidArgumentError(absl::StrCat(
-          "incarnation ", in.incarnation, " or heartbeat ", in.heartbeat, " is above 2^62"));
+    if (valid.ok() && (in.incarnation > kMaxIncarnation || in.heartbeat > kMaxHeartbeat ||
+                       in.generation > kMaxHeartbeat)) {
+      valid = absl::InvalidArgumentError(
+          absl::StrCat("incarnation ", in.incarnation, ", heartbeat ", in.heartbeat,
+                       " or generation ", in.generation, " is above 2^62"));
     }
     if (valid.ok() && in.settings.size() > kMaxMemberSettingsBytes) {
       valid = absl::InvalidArgumentError(absl::StrCat(
@@ -491,6 +500,10 @@ void Gossiper::Merge(const GossipDigest& digest) {
     it->second.knows_members_down = in.knows_members_down;
     it->second.agrees_completions = in.agrees_completions;
     it->second.clean_layout_version = in.clean_layout_version;
+    // Never back within a run: an older node relaying the entry drops the field.
+    if (restarted || in.generation > it->second.generation) {
+      it->second.generation = in.generation;
+    }
     // An older node relaying the entry drops the field: keep what the member itself said (a
     // restarted member's entry replaces it, empty or not).
     if (!in.settings.empty() || restarted) it->second.settings = in.settings;

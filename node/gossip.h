@@ -90,6 +90,9 @@ class Gossiper : public MemberLiveness, public FormatLevels {
     // entry; nodes that gossip other values are reported (SettingsConflict, and a warning in the
     // log once per node and value). Empty: nothing gossiped or compared.
     std::string settings;
+    // This node's history generation at start (MemberEntry::generation; SetGeneration advances
+    // it). 0: none.
+    uint64_t generation = 0;
   };
   using Listener = std::function<void(const std::string& member_id, Liveness from, Liveness to)>;
   using LayoutListener = std::function<void(const ClusterLayout& layout)>;
@@ -143,6 +146,9 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // Publishes in this node's entry that its clean-up pass on the ring of stable layout `version`
   // ended keeping nothing (MemberEntry::clean_layout_version), pushed to every member at once.
   void SetCleanLayoutVersion(uint64_t version);
+  // Publishes this node's history generation (MemberEntry::generation) from its next round on;
+  // call only once the store holds it (LocalStore::AdvanceGeneration). Never goes back.
+  void SetGeneration(uint64_t generation);
 
   // Every member known, ordered by id.
   std::vector<MemberView> Members() const;

@@ -35,6 +35,7 @@ void DigestToProto(const GossipDigest& digest,
     m->set_agrees_completions(entry.agrees_completions);
     m->set_settings(entry.settings);
     m->set_clean_layout_version(entry.clean_layout_version);
+    m->set_generation(entry.generation);
   }
 }
 
@@ -72,6 +73,7 @@ GossipDigest DigestFromProto(
     entry.agrees_completions = m.agrees_completions();
     entry.settings = m.settings();
     entry.clean_layout_version = m.clean_layout_version();
+    entry.generation = m.generation();
     digest.members.push_back(std::move(entry));
   }
   return digest;

@@ -35,6 +35,23 @@ constexpr absl::string_view kCounterFloorKey = "counter_floor";
 constexpr absl::string_view kRunStateKey = "run_state";
 // Present while the store catches up (local_store.h, "Catching up"): why it started to.
 constexpr absl::string_view kCatchingUpKey = "catching_up";
+// Decimal u64: the store's history generation (local_store.h, "History generations").
+constexpr absl::string_view kGenerationKey = "generation";
+// Generations above this are refused (a peer's claim is bounded by gossip already): the
+// run's generation never wraps around.
+constexpr uint64_t kMaxGeneration = uint64_t{1} << 62;
+
+absl::StatusOr<uint64_t> ReadGeneration(Engine* engine) {
+  absl::StatusOr<std::string> stored = engine->Get(Column::kMeta, kGenerationKey);
+  if (absl::IsNotFound(stored.status())) return 0;
+  if (!stored.ok()) return stored.status();
+  uint64_t generation = 0;
+  if (!absl::SimpleAtoi(*stored, &generation) || generation > kMaxGeneration) {
+    return absl::DataLossError(
+        absl::StrCat("corrupt history generation \"", absl::CHexEscape(*stored), "\""));
+  }
+  return generation;
+}
 
 struct RunState {
   bool synced = false;
@@ -178,20 +195,44 @@ absl::Status ParseWriteId(absl::string_view write_id, Dot* dot, std::string* key
   return absl::OkStatus();
 }
 
+absl::StatusOr<LocalStore::StoredHistory> LocalStore::ReadStoredHistory(Engine* engine) {
+  StoredHistory history;
+  absl::StatusOr<std::string> epoch = engine->Get(Column::kMeta, kActorEpochKey);
+  if (epoch.ok()) {
+    history.has_epoch = true;
+  } else if (!absl::IsNotFound(epoch.status())) {
+    return epoch.status();
+  }
+  KV_ASSIGN_OR_RETURN(history.generation, ReadGeneration(engine));
+  return history;
+}
+
 absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, const Clock* clock,
                                                              absl::BitGenRef rng,
                                                              std::string node_id, Options options) {
   std::string epoch;
   std::string new_epoch_reason;
   bool catch_up = false;
+  KV_ASSIGN_OR_RETURN(const uint64_t stored_generation, ReadGeneration(engine));
   absl::StatusOr<std::string> stored = engine->Get(Column::kMeta, kActorEpochKey);
   if (stored.ok()) {
     epoch = *std::move(stored);
     KV_ASSIGN_OR_RETURN(new_epoch_reason, LostWritesReason(engine, options.boot_id, &catch_up));
+    if (new_epoch_reason.empty() && options.peer_generation > stored_generation) {
+      catch_up = true;
+      new_epoch_reason = absl::StrCat(
+          "the other nodes last saw generation ", options.peer_generation,
+          " of this node, and this data directory holds generation ", stored_generation,
+          ": it is older than the node's last run (restored from a backup or a snapshot?), so "
+          "writes the node made since may be missing here while other replicas hold them");
+    }
   } else if (!absl::IsNotFound(stored.status())) {
     return stored.status();
   }
+  const uint64_t generation =
+      std::min(std::max(stored_generation, options.peer_generation), kMaxGeneration - 1) + 1;
   WriteBatch batch;
+  batch.Put(Column::kMeta, kGenerationKey, absl::StrCat(generation));
   if (epoch.empty() || !new_epoch_reason.empty()) {
     // A new incarnation: its dots must never collide with those of an earlier one, even if the
     // same node id ran here before and its data was lost, wholly or in part.
@@ -227,7 +268,21 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
   store->counter_floor_.store(floor);
   store->new_epoch_reason_ = std::move(new_epoch_reason);
   store->catching_up_.store(catching_up, std::memory_order_release);
+  store->generation_.store(generation, std::memory_order_release);
   return store;
+}
+
+absl::StatusOr<uint64_t> LocalStore::AdvanceGeneration() {
+  absl::MutexLock lock(&generation_mu_);
+  const uint64_t next = generation_.load(std::memory_order_acquire) + 1;
+  if (next > kMaxGeneration) {
+    return absl::FailedPreconditionError("the history generation reached its bound (2^62)");
+  }
+  WriteBatch batch;
+  batch.Put(Column::kMeta, kGenerationKey, absl::StrCat(next));
+  KV_RETURN_IF_ERROR(engine_->Write(batch, WriteOptions{/*sync=*/true}));
+  generation_.store(next, std::memory_order_release);
+  return next;
 }
 
 absl::Status LocalStore::FinishCatchingUp() {
@@ -244,9 +299,10 @@ absl::StatusOr<SiblingSet> LocalStore::ReadRecordForQuorum(absl::string_view key
   if (!catching_up()) return record;
   if (absl::IsNotFound(record.status()) || (record.ok() && record->AllTombstones())) {
     return absl::UnavailableError(
-        "this replica is catching up after a machine crash that may have lost writes it "
-        "acknowledged (its answer that the key has no live version does not count until "
-        "anti-entropy has compared it with every peer)");
+        "this replica is catching up after a start that may have lost writes it acknowledged "
+        "(a machine crash, or a data directory older than the node's last run): its answer "
+        "that the key has no live version does not count until anti-entropy has compared it "
+        "with every peer");
   }
   return record;
 }

@@ -34,6 +34,17 @@
 // did not sync its writes, and the machine has restarted since (Options::boot_id differs). A
 // crash of the process alone loses nothing the write-ahead log was given, so it keeps the epoch.
 //
+// History generations: the store keeps a generation number, advanced and synced at every Open
+// (before any write of the run) and by AdvanceGeneration (kvnode: every few seconds), and gossiped
+// by the node once stored (node/gossip.h). A data directory restored from a backup or a volume
+// snapshot looks like a clean or synced stop, yet the node may have made writes since that the
+// directory lacks while other replicas hold them: a new version would then reuse their dots
+// (Riak's KV679). Such a directory holds an older generation than the node gossiped since. So
+// before Open kvnode asks its peers for the generation they last saw from this node
+// (Options::peer_generation; see node/history_check.h); if it is above the stored one, Open draws a
+// new epoch and catches up. A directory copied less than one advance (plus the gossip delay)
+// before the node's last write goes unnoticed, as does any restore while no peer answers.
+//
 // Catching up: a store that took a new epoch for that reason may also lack a Put that it
 // acknowledged and another replica holds. A read answers NOT_FOUND once N-W+1 replicas hold no
 // live version of the key (node/coordinator.h), which is only sound if each of them kept every
@@ -66,6 +77,7 @@
 
 #include "absl/random/bit_gen_ref.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "node/clock.h"
@@ -151,7 +163,18 @@ class LocalStore {
     // random string if it cannot be read, so that every start counts as a machine restart).
     // Compared with the previous run's (see "Actor epochs" above).
     std::string boot_id;
+    // The highest generation of this node that its peers have seen (see "History generations"
+    // above); 0 if none said. Above the stored generation: the store is older than the node's
+    // last run, and Open draws a new epoch. The run's generation is above both.
+    uint64_t peer_generation = 0;
   };
+
+  // What Open will find in `engine`, read before it (see "History generations" above).
+  struct StoredHistory {
+    bool has_epoch = false;   // false: an empty store, which draws a new epoch anyway
+    uint64_t generation = 0;  // 0: none stored (a new store, or one of an earlier version)
+  };
+  static absl::StatusOr<StoredHistory> ReadStoredHistory(Engine* engine);
 
   // Loads (or, on an empty engine or after a machine crash that may have lost writes, creates)
   // the node's actor epoch, and durably records that a run has started (with sync, before any
@@ -163,6 +186,11 @@ class LocalStore {
   const std::string& actor() const { return actor_; }
   // Why Open drew a new epoch for a store that had one ("" if it did not): for the node's log.
   const std::string& new_epoch_reason() const { return new_epoch_reason_; }
+  // This run's history generation, as stored (see "History generations" above).
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+  // Advances the generation by one and stores it, synced; returns the new one, which may then be
+  // gossiped. On error the generation stays.
+  absl::StatusOr<uint64_t> AdvanceGeneration();
   // True while the store may lack writes it acknowledged (see "Catching up" above).
   bool catching_up() const { return catching_up_.load(std::memory_order_acquire); }
   // Ends catching up (and forgets it durably enough: a crash that loses the record only makes
@@ -343,6 +371,8 @@ class LocalStore {
   const Options options_;
   std::string new_epoch_reason_;  // set by Open only
   std::atomic<bool> catching_up_{false};
+  absl::Mutex generation_mu_;  // orders AdvanceGeneration's writes
+  std::atomic<uint64_t> generation_{0};
   RecordObserver* observer_ = nullptr;
   const FormatLevels* levels_ = nullptr;
   // Counters of this actor below or at the floor are never handed out (raised by purges).

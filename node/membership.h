@@ -116,6 +116,9 @@ struct MemberEntry {
   // 0 until such a pass ends in this incarnation, and from older nodes. Tombstones are purged on
   // a ring only once every owner says so (StraysCleared).
   uint64_t clean_layout_version = 0;
+  // The member's history generation (node/local_store.h, "History generations"): never above
+  // what its disk held when it sent the entry. 0 from older nodes and until heard from.
+  uint64_t generation = 0;
 
   // True if this entry is a later version of the same member's state than `other`.
   bool NewerThan(const MemberEntry& other) const {

@@ -25,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "node/clock.h"
 #include "node/handoff_plan.h"
+#include "node/history_check.h"
 #include "node/log.h"
 #include "node/metrics.h"
 #include "node/tls.h"
@@ -40,6 +41,13 @@ namespace kv {
 namespace {
 
 constexpr absl::Duration kExpiryInterval = absl::Minutes(1);
+// How often the store's history generation advances (node/local_store.h): a data directory
+// copied at least this long (plus the gossip delay) before the node's last run ended is told
+// apart from the node's own. Each advance is one synced write of a few bytes.
+constexpr absl::Duration kGenerationInterval = absl::Seconds(5);
+// How long a start waits for the other nodes to say which generation they last saw from it.
+// Nodes that are down refuse the connection at once; only unresponsive ones cost the wait.
+constexpr absl::Duration kPeerGenerationWait = absl::Seconds(2);
 
 // The id of the machine's current boot, which a restart of the machine changes
 // (LocalStore::Options::boot_id). If it cannot be read, a fresh random one: every start then
@@ -252,6 +260,7 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
     std::error_code ignored;
     std::filesystem::remove_all(std::filesystem::path(config.data_dir) / "tls", ignored);
   }
+  KV_RETURN_IF_ERROR(server->OpenStore());
   KV_RETURN_IF_ERROR(server->StartReplication());
   KV_RETURN_IF_ERROR(server->StartGrpc());
   server->gossiper_->Start();  // once this node can answer the exchanges it starts
@@ -367,7 +376,54 @@ absl::Status NodeServer::OpenStorage() {
                         absl::StrCat("cannot build the Merkle index in \"", config_.data_dir,
                                      "\": ", backfilled.message()));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> NodeServer::PeerGeneration() {
+  KV_ASSIGN_OR_RETURN(const LocalStore::StoredHistory history,
+                      LocalStore::ReadStoredHistory(engine_.get()));
+  const std::vector<std::string> addresses = PeerAddresses();
+  if (addresses.empty()) return 0;
+  const PeerGenerations peers =
+      AskPeerGenerations(transport_.get(), config_.node_id, addresses, kPeerGenerationWait);
+  if (history.has_epoch && peers.answered == 0) {
+    LogWarn(
+        "no other node answered which history generation it last saw from this node: a data "
+        "directory restored from a backup or a snapshot would go unnoticed this start",
+        {{"asked", absl::StrJoin(addresses, ",")},
+         {"stored_generation", absl::StrCat(history.generation)}});
+  }
+  if (peers.highest > history.generation) {
+    LogInfo(
+        "another node saw a later history generation of this node than its data directory holds",
+        {{"peer", peers.highest_from},
+         {"peer_generation", absl::StrCat(peers.highest)},
+         {"stored_generation", absl::StrCat(history.generation)}});
+  }
+  return peers.highest;
+}
+
+void NodeServer::ScheduleGenerationAdvance() {
+  absl::MutexLock timers(&stale_timer_mu_);
+  if (scheduler_ == nullptr) return;  // shutting down
+  scheduler_->RunAfter(kGenerationInterval, [this] {
+    absl::StatusOr<uint64_t> advanced = store_->AdvanceGeneration();
+    if (advanced.ok()) {
+      gossiper_->SetGeneration(*advanced);
+    } else {
+      LogWarn("could not store the next history generation; retrying",
+              {{"error", advanced.status().ToString()}});
+    }
+    ScheduleGenerationAdvance();
+  });
+}
+
+absl::Status NodeServer::OpenStore() {
+  executor_ = std::make_unique<ThreadPoolExecutor>(config_.executor_threads);
+  MakeTransport();
   LocalStore::Options options;
+  // Before the store opens, which records this run's generation.
+  KV_ASSIGN_OR_RETURN(options.peer_generation, PeerGeneration());
   if (config_.fault_format_level != 0) options.format_level = config_.fault_format_level;
   options.limits = config_.limits;
   options.idempotency_ttl = config_.idempotency_ttl;
@@ -381,7 +437,6 @@ absl::Status NodeServer::OpenStorage() {
   // -> 0.42 of the ceiling. A handler that commits returns only when the queue is empty, and gRPC
   // ends its call (OnDone) only after that, so once the server has shut down (StopServing waits for
   // every call) no gRPC thread is inside the store.
-  executor_ = std::make_unique<ThreadPoolExecutor>(config_.executor_threads);
   // With --commit_on_executor the gRPC threads only queue writes and merges; the executor
   // commits them and runs their callbacks, and it runs what is queued before the store closes
   // (Stop shuts it down first).
@@ -404,8 +459,7 @@ absl::Status NodeServer::OpenStorage() {
   return absl::OkStatus();
 }
 
-absl::Status NodeServer::StartReplication() {
-  scheduler_ = std::make_unique<TimerScheduler>(executor_.get());
+void NodeServer::MakeTransport() {
   GrpcPeerTransport::Options transport_options;
   transport_options.gossip_timeout = std::min(absl::Seconds(1), config_.failure_timeout / 2);
   if (config_.fault_format_level != 0) transport_options.format_level = config_.fault_format_level;
@@ -413,6 +467,10 @@ absl::Status NodeServer::StartReplication() {
   transport_options.cluster_name = config_.cluster_name;
   transport_ =
       std::make_unique<GrpcPeerTransport>(config_.node_id, executor_.get(), transport_options);
+}
+
+absl::Status NodeServer::StartReplication() {
+  scheduler_ = std::make_unique<TimerScheduler>(executor_.get());
   KV_ASSIGN_OR_RETURN(ClusterLayout layout, InitialLayout());
   absl::StatusOr<std::shared_ptr<const Placement>> initial = Placement::Create(layout);
   if (!initial.ok()) return initial.status();
@@ -429,6 +487,7 @@ absl::Status NodeServer::StartReplication() {
     merkle_layout_version_ = layout.version;
   }
   StartGossip(layout);
+  ScheduleGenerationAdvance();
   // From here on, what goes to peers and to clients suits the levels gossip reports.
   peer_transport_ = std::make_unique<LevelingPeerTransport>(transport_.get(), gossiper_.get());
   store_->SetFormatLevels(gossiper_.get());
@@ -707,6 +766,7 @@ void NodeServer::LogStarted() const {
   LogInfo("kvnode serving",
           {{"node_id", config_.node_id},
            {"actor", store_->actor()},
+           {"generation", absl::StrCat(store_->generation())},
            {"listen", config_.listen},
            {"data_dir", config_.data_dir},
            {"sync_writes", config_.sync_writes ? "true" : "false"},

@@ -111,8 +111,20 @@ class NodeServer {
   absl::Status OwnedByAnotherNode(absl::string_view owner, absl::string_view recorded_in) const;
   // The same for a directory of cluster `name`.
   absl::Status OwnedByAnotherCluster(absl::string_view name, absl::string_view recorded_in) const;
-  // The ring, the peer transport, the replication outbox (recovered from disk) and the
-  // coordinator.
+  // The executor, the peer transport and the store (LocalStore::Open), once the other nodes
+  // said which history generation they last saw from this one (PeerGeneration).
+  absl::Status OpenStore();
+  void MakeTransport();  // transport_
+  // The addresses of the other nodes this one knows before it starts: --peers, the stored
+  // layout's members and --seeds.
+  std::vector<std::string> PeerAddresses() const;
+  // The highest history generation of this node that another node reports (node/local_store.h,
+  // "History generations"; node/history_check.h), 0 if none; waits for the answers at most
+  // kPeerGenerationWait.
+  absl::StatusOr<uint64_t> PeerGeneration();
+  // Advances the store's generation every kGenerationInterval and gossips it, until shutdown.
+  void ScheduleGenerationAdvance();
+  // The ring, the replication outbox (recovered from disk) and the coordinator.
   absl::Status StartReplication();
   // The Merkle index of `ring`, observing every record change from now on; its trees are built
   // in the background.

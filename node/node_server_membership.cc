@@ -1,6 +1,7 @@
 // NodeServer: the cluster layout and gossip (node/node_server.h): the layout to start with,
 // learning it from the seeds, gossip, and following layout changes.
 #include <optional>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -42,6 +43,27 @@ void NodeServer::WarnIfPeersEntryNamesAnotherPort() const {
         "call it there (right behind a port mapping, a mistake otherwise)",
         {{"peers_entry", absl::StrCat(m.id, "=", m.address)}, {"listen", config_.listen}});
   }
+}
+
+std::vector<std::string> NodeServer::PeerAddresses() const {
+  std::set<std::string> addresses;
+  for (const Member& m : config_.peers) {
+    if (m.id != config_.node_id) addresses.insert(m.address);
+  }
+  absl::StatusOr<std::string> stored = engine_->Get(Column::kMeta, kLayoutMetaKey);
+  if (stored.ok()) {
+    if (absl::StatusOr<ClusterLayout> layout = DecodeLayout(*stored); layout.ok()) {
+      for (const std::vector<Member>* list : {&layout->members, &layout->next}) {
+        for (const Member& m : *list) {
+          if (m.id != config_.node_id) addresses.insert(m.address);
+        }
+      }
+    }
+  }
+  for (const std::string& seed : config_.seeds) {
+    if (seed != config_.listen) addresses.insert(seed);
+  }
+  return std::vector<std::string>(addresses.begin(), addresses.end());
 }
 
 absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
@@ -327,6 +349,7 @@ void NodeServer::StartGossip(const ClusterLayout& layout) {
   options.failure_timeout = config_.failure_timeout;
   options.seeds = config_.seeds;
   options.format_level = config_.fault_format_level;
+  options.generation = store_->generation();
   // What every member must share: where keys live (N) and what replicas accept.
   options.settings =
       absl::StrCat("replication_factor=", config_.replication_factor,

@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "node/forwarding_peer_transport.h"
 #include "node/gossip_proto.h"
+#include "node/history_check.h"
 #include "node/layout_reservations.h"
 #include "node/membership_change.h"
 #include "node/operation_journal.h"
@@ -506,6 +507,98 @@ TEST_F(GossipTest, ACleanUpPassThatKeptNothingIsPushedToEveryMemberAtOnce) {
   internal::v1::GossipRequest request;
   DigestToProto(digest, request.mutable_members());
   EXPECT_EQ(DigestFromProto("n2", request.members()).members[0].clean_layout_version, 7u);
+}
+
+// A member's history generation (node/local_store.h) reaches the others with its heartbeats and
+// never goes back within a run; a restart (a new incarnation) says it anew.
+TEST_F(GossipTest, AGenerationTravelsAndNeverGoesBackWithinARun) {
+  all_ = MakeMembers(3);
+  Gossiper::Options first;
+  first.generation = 5;
+  StartNode(0, all_, first);
+  StartNode(1, all_);
+  StartNode(2, all_);
+  auto seen = [this](uint64_t generation) {
+    for (size_t i = 1; i < nodes_.size(); ++i) {
+      for (const MemberView& view : nodes_[i].gossiper->Members()) {
+        if (view.entry.member.id == "n1" && view.entry.generation != generation) return false;
+      }
+    }
+    return true;
+  };
+  ASSERT_NE(AdvanceUntil([&] { return seen(5); }, absl::Seconds(3)), absl::InfiniteDuration());
+  nodes_[0].gossiper->SetGeneration(6);
+  ASSERT_NE(AdvanceUntil([&] { return seen(6); }, absl::Seconds(3)), absl::InfiniteDuration());
+  nodes_[0].gossiper->SetGeneration(4);  // never back
+  scheduler_.Advance(10 * kInterval);
+  EXPECT_TRUE(seen(6));
+
+  // Before n1 gossips again after a restart, the others still hold its last run's generation,
+  // which an exchange with an empty table reads without teaching them anything.
+  class Direct : public GossipTransport {
+   public:
+    explicit Direct(std::map<std::string, Gossiper*> servers) : servers_(std::move(servers)) {}
+    void Gossip(const std::string& address, GossipDigest digest,
+                std::function<void(absl::StatusOr<GossipDigest>)> done) override {
+      auto it = servers_.find(address);
+      if (it == servers_.end()) return done(absl::UnavailableError("unreachable"));
+      done(it->second->HandleGossip(digest));
+    }
+
+   private:
+    std::map<std::string, Gossiper*> servers_;
+  };
+  Direct direct(
+      {{all_[1].address, nodes_[1].gossiper.get()}, {all_[2].address, nodes_[2].gossiper.get()}});
+  const PeerGenerations peers = AskPeerGenerations(
+      &direct, "n1", {all_[1].address, all_[2].address, "10.9.9.9:1"}, absl::Seconds(1));
+  EXPECT_EQ(peers.highest, 6u);
+  EXPECT_EQ(peers.asked, 3u);
+  EXPECT_EQ(peers.answered, 2u);
+  EXPECT_TRUE(seen(6));  // the exchanges changed nothing
+
+  Gossiper::Options restarted;
+  restarted.generation = 2;          // a restored directory's, say
+  clock_.Advance(absl::Seconds(1));  // a later incarnation
+  StartNode(0, all_, restarted);
+  ASSERT_NE(AdvanceUntil([&] { return seen(2); }, absl::Seconds(3)), absl::InfiniteDuration());
+
+  // The field travels in the gossip messages.
+  GossipDigest digest;
+  digest.members.push_back(MemberEntry{});
+  digest.members[0].member = Member{"n1", "h:1", ""};
+  digest.members[0].generation = 9;
+  internal::v1::GossipRequest request;
+  DigestToProto(digest, request.mutable_members());
+  EXPECT_EQ(DigestFromProto("n2", request.members()).members[0].generation, 9u);
+}
+
+// AskPeerGenerations waits at most its timeout for a peer that never answers.
+TEST(AskPeerGenerationsTest, APeerThatNeverAnswersCostsTheTimeoutOnly) {
+  class Silent : public GossipTransport {
+   public:
+    void Gossip(const std::string&, GossipDigest,
+                std::function<void(absl::StatusOr<GossipDigest>)> done) override {
+      kept_.push_back(std::move(done));  // answered after the call returned
+    }
+    void AnswerAll() {
+      GossipDigest digest;
+      digest.members.push_back(MemberEntry{});
+      digest.members[0].member = Member{"n1", "h:1", ""};
+      digest.members[0].generation = 3;
+      for (auto& done : kept_) done(digest);
+      kept_.clear();
+    }
+
+   private:
+    std::vector<std::function<void(absl::StatusOr<GossipDigest>)>> kept_;
+  };
+  Silent silent;
+  const PeerGenerations peers = AskPeerGenerations(&silent, "n1", {"h:2"}, absl::Milliseconds(50));
+  EXPECT_EQ(peers.asked, 1u);
+  EXPECT_EQ(peers.answered, 0u);
+  EXPECT_EQ(peers.highest, 0u);
+  silent.AnswerAll();  // late: ignored, and safe
 }
 
 // A member's level reaches the others with its heartbeats: an older node lowers the cluster's

@@ -108,6 +108,68 @@ TEST_F(LocalStoreTest, AfterAMachineCrashLosesWritesNewVersionsNeverReuseTheirDo
   EXPECT_EQ(values, (std::vector<std::string>{"v1", "v2"}));
 }
 
+// The history generation advances at every open and with AdvanceGeneration, each time stored
+// before it is returned. A store older than what the peers saw of the node (restored from a
+// backup) takes a new epoch and catches up; one that is not keeps its epoch.
+TEST_F(LocalStoreTest, AStoreOlderThanThePeersSawTakesANewEpoch) {
+  MemoryEngine engine;
+  LocalStore::Options options;
+  options.boot_id = "boot-1";
+  std::unique_ptr<LocalStore> store = OpenStore(&engine, "a", options);
+  ASSERT_NE(store, nullptr);
+  const std::string actor = store->actor();
+  EXPECT_EQ(store->generation(), 1u);
+  absl::StatusOr<uint64_t> advanced = store->AdvanceGeneration();
+  ASSERT_TRUE(advanced.ok()) << advanced.status();
+  EXPECT_EQ(*advanced, 2u);
+  EXPECT_EQ(store->generation(), 2u);
+  absl::StatusOr<LocalStore::StoredHistory> history = LocalStore::ReadStoredHistory(&engine);
+  ASSERT_TRUE(history.ok()) << history.status();
+  EXPECT_TRUE(history->has_epoch);
+  EXPECT_EQ(history->generation, 2u);
+  ASSERT_TRUE(store->RecordCleanStop().ok());
+  store.reset();
+
+  // The peers saw at most what the store holds: the same epoch, the next generation.
+  options.peer_generation = 2;
+  store = OpenStore(&engine, "a", options);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->actor(), actor);
+  EXPECT_EQ(store->new_epoch_reason(), "");
+  EXPECT_FALSE(store->catching_up());
+  EXPECT_EQ(store->generation(), 3u);
+  ASSERT_TRUE(store->RecordCleanStop().ok());
+  store.reset();
+
+  // They saw generation 7: this store is older than the node's last run.
+  options.peer_generation = 7;
+  store = OpenStore(&engine, "a", options);
+  ASSERT_NE(store, nullptr);
+  EXPECT_NE(store->actor(), actor);
+  EXPECT_THAT(store->new_epoch_reason(), ::testing::HasSubstr("older than the node's last run"));
+  EXPECT_TRUE(store->catching_up());
+  EXPECT_EQ(store->generation(), 8u);  // above both: the next start is not taken for a restore
+  ASSERT_TRUE(store->RecordCleanStop().ok());
+  const std::string new_actor = store->actor();
+  store.reset();
+  store = OpenStore(&engine, "a", options);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->actor(), new_actor);
+  EXPECT_EQ(store->generation(), 9u);
+
+  // An empty store takes a new epoch anyway, and a generation above what the peers saw of the
+  // node id (a node that ran there before with a lost disk).
+  MemoryEngine empty;
+  history = LocalStore::ReadStoredHistory(&empty);
+  ASSERT_TRUE(history.ok()) << history.status();
+  EXPECT_FALSE(history->has_epoch);
+  EXPECT_EQ(history->generation, 0u);
+  std::unique_ptr<LocalStore> fresh = OpenStore(&empty, "a", options);
+  ASSERT_NE(fresh, nullptr);
+  EXPECT_EQ(fresh->new_epoch_reason(), "");
+  EXPECT_EQ(fresh->generation(), 8u);
+}
+
 // The epoch stays when nothing acknowledged can have been lost: the process alone crashed (same
 // boot), writes were synced, or the previous run stopped cleanly.
 TEST_F(LocalStoreTest, TheEpochStaysWhenNoAcknowledgedWriteCanHaveBeenLost) {
