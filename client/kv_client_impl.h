@@ -235,7 +235,8 @@ struct Client::Impl {
 
   // A synchronous admin call to `first_endpoint` (the first endpoint not known to be down if
   // absent); `policy` says where its retries go (kFailover for reads, kStart for the starts of
-  // operations). On success `answered_by` (if not null) is set to the endpoint that answered.
+  // operations, kOperation or kPinned for the reads and cancels of operations). On success
+  // `answered_by` (if not null) is set to the endpoint that answered.
   template <typename Request, typename Response, typename Result>
   absl::StatusOr<Result> AdminCall(const CallOptions& call_options,
                                    client_internal::EndpointPolicy policy, Request request,

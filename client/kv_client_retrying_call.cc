@@ -91,7 +91,7 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
       Finish(Annotate(status, "call deadline reached"));
       return;
     }
-    if (attempts_ >= env_.options->max_attempts) {
+    if (attempts_ - hops_ >= env_.options->max_attempts) {
       Finish(Annotate(status, "RetryOptions::max_attempts reached"));
       return;
     }
@@ -102,7 +102,8 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
     const size_t failed_endpoint = endpoint_;
     const bool moves_on =
         status.code() == absl::StatusCode::kUnavailable ||
-        (status.code() == absl::StatusCode::kDeadlineExceeded && policy_ != EndpointPolicy::kStart);
+        (status.code() == absl::StatusCode::kDeadlineExceeded &&
+         policy_ != EndpointPolicy::kStart && policy_ != EndpointPolicy::kOperation);
     if (moves_on && policy_ != EndpointPolicy::kPinned && !write_stored) {
       endpoint_ = other_nodes_.empty() ? env_.failover(endpoint_) : NotAnotherNode(endpoint_);
     }
@@ -153,6 +154,7 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
       return;
     }
     endpoint_ = NotAnotherNode(endpoint_);
+    ++hops_;  // not a retry: it counts toward neither max_attempts nor the budget
     env_.timer->RunAt(absl::Now(), [self = shared_from_this()]() { self->StartAttempt(); });
   }
 
@@ -195,7 +197,8 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
   std::optional<size_t> stored_at_;
   // Under kOperation: the endpoints that said the operation is another node's.
   std::set<size_t> other_nodes_;
-  absl::Time attempt_deadline_;                   // of the current or last attempt
+  int hops_ = 0;                 // attempts that went to another endpoint after such an answer
+  absl::Time attempt_deadline_;  // of the current or last attempt
   std::unique_ptr<grpc::ClientContext> context_;  // of the attempt in flight, if any
 };
 

@@ -61,7 +61,7 @@ struct RetryEnv {
 inline constexpr char kWriteStoredMetadataKey[] = "kv-write-stored";
 
 // Trailing metadata key by which a node marks a NOT_FOUND answer about an operation as one of
-// another node's (its value names that node): EndpointPolicy::kOperation asks another endpoint.
+// another node's: EndpointPolicy::kOperation asks another endpoint.
 inline constexpr char kOperationElsewhereMetadataKey[] = "kv-operation-elsewhere";
 
 // Error details by which the coalescer marks the status of a PutBatch or GetBatch call that failed
@@ -82,9 +82,10 @@ enum class EndpointPolicy {
   // from memory. An UNAVAILABLE (the node is down or going away) still fails over.
   kStart,
   // For a call about an operation, which only the node that runs it knows (its id names that
-  // node): like kStart, and a NOT_FOUND that a node marks as another node's operation
-  // (kOperationElsewhereMetadataKey) moves on at once to an endpoint not yet known to be another
-  // node, without a backoff or a charge to the budget. Failovers skip the endpoints known to be
+  // node): like kStart (a DEADLINE_EXCEEDED stays), and a NOT_FOUND that a node marks as another
+  // node's operation (kOperationElsewhereMetadataKey) moves on at once to an endpoint not yet
+  // known to be another node, without a backoff, a charge to the budget or counting toward
+  // RetryOptions::max_attempts. Failovers skip the endpoints known to be
   // other nodes. Once every endpoint has answered so, the call ends with that NOT_FOUND (which
   // names the operation's node); while one has not, the call keeps trying it as usual, so an
   // operation whose node is down ends UNAVAILABLE rather than NOT_FOUND from another node.

@@ -7,15 +7,18 @@
 //       starts nothing; the token with another --peer is refused (exit 2). --wait polls the
 //       operation (backoff 100ms doubling to 1s) until it ends, or --wait-timeout passes (default
 //       10m): exit 0 if it SUCCEEDED, 3 if it FAILED or is still RUNNING at the timeout.
-//   operation get ID     state and progress of an operation (exit 0 whatever its state; 1 for
-//                        an unknown or expired id or one of another node; 2 for a malformed id)
+//   operation get ID     state and progress of an operation, asked of the endpoints until its
+//                        node answers (exit 0 whatever its state; 1 for an unknown or expired
+//                        id, or one of a node no endpoint is; 3 when its node does not answer;
+//                        2 for a malformed id)
 //   operation cancel ID  cancels a running repair (prints it, FAILED/CANCELLED, as
 //                        {"operation": {...}}; exit 0, also for a repair cancelled before); a
 //                        membership change or an operation that ended otherwise: exit 3
 //                        (FAILED_PRECONDITION); ids as operation get
 //   operation wait ID [--wait-timeout=D]
 //                        polls it as repair --wait does (default 10m): exit 0 if it SUCCEEDED,
-//                        3 if it FAILED or is still RUNNING, 1 or 2 for ids as operation get
+//                        3 if it FAILED or is still RUNNING, or if its node no longer keeps it
+//                        (expired) while it waits; 1, 2 or 3 for ids as operation get
 //   operation list       the operations the node keeps, newest first
 //   cluster anti-entropy [--ranges]
 //       Merkle anti-entropy with each peer of the answering node; --ranges adds, per peer, the

@@ -49,7 +49,7 @@
 namespace kv {
 
 // Trailing metadata of a NOT_FOUND answer to GetOperation or CancelOperation for an operation of
-// another node (its value names that node): the client asks another endpoint.
+// another node (value "1"; the message names that node): the client asks another endpoint.
 inline constexpr char kOperationElsewhereMetadata[] = "kv-operation-elsewhere";
 
 class AdminService final : public v1::Admin::CallbackService {
@@ -121,7 +121,7 @@ class AdminService final : public v1::Admin::CallbackService {
 
  private:
   // Operation `id` of this node; for another node's, NOT_FOUND marked
-  // kOperationElsewhereMetadata in `context`'s trailers (the value names that node), naming
+  // kOperationElsewhereMetadata in `context`'s trailers, naming
   // the node's address and the kvctl command (`operation VERB ID`) to run there.
   absl::StatusOr<OperationInfo> FindOperation(grpc::CallbackServerContext* context,
                                               const std::string& id, absl::string_view verb);

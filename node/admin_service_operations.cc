@@ -219,7 +219,9 @@ absl::StatusOr<OperationInfo> AdminService::FindOperation(grpc::CallbackServerCo
   // to ask when that node is a member.
   absl::StatusOr<OperationIdParts> parts = ParseOperationId(id);
   if (parts.ok() && parts->node_id != info_.node_id) {
-    context->AddTrailingMetadata(kOperationElsewhereMetadata, parts->node_id);
+    // A constant value: the id's node part is any bytes a caller sent, and gRPC aborts the
+    // process on a metadata value outside printable ASCII.
+    context->AddTrailingMetadata(kOperationElsewhereMetadata, "1");
     for (const Member& member : coordinator_->ring().members()) {
       if (member.id != parts->node_id) continue;
       status = absl::NotFoundError(absl::StrCat(status.message(), " at ", member.address,

@@ -471,6 +471,20 @@ void Gossiper::Merge(const GossipDigest& digest) {
       // Someone holds a newer version of us than we do (our clock went back across a restart):
       // move past it, or our heartbeats would be ignored until we caught up.
       if (in.NewerThan(me)) me.incarnation = in.incarnation + 1;
+      // An earlier run of this node went further than this one started from: the start found
+      // no peer that remembered it (node/history_check.h), and its data directory is older than
+      // that run. Too late for a new epoch here; say so, once.
+      if (in.generation > me.generation && !history_conflict_logged_) {
+        history_conflict_logged_ = true;
+        LogError(
+            "another node holds an entry of an earlier run of this node with a later history "
+            "generation than this run's: this data directory is older than that run (restored "
+            "from a backup or a snapshot?), so new writes may reuse the dots of writes it lacks "
+            "and be lost. Stop this node and start it on an empty data directory",
+            {{"from", digest.from_id},
+             {"their_generation", absl::StrCat(in.generation)},
+             {"this_generation", absl::StrCat(me.generation)}});
+      }
       continue;
     }
     auto it = members_.find(in.member.id);

@@ -204,7 +204,8 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   std::string last_refusal_ ABSL_GUARDED_BY(mu_);  // see LogRefusal
   // By peer address, the refusal of an exchange last logged (see OnReply).
   std::map<std::string, std::string> exchange_refusals_ ABSL_GUARDED_BY(mu_);
-  std::string layout_conflict_ ABSL_GUARDED_BY(mu_);  // see LayoutConflict
+  std::string layout_conflict_ ABSL_GUARDED_BY(mu_);           // see LayoutConflict
+  bool history_conflict_logged_ ABSL_GUARDED_BY(mu_) = false;  // see Merge
   // The differing settings last logged per member (so each is logged once).
   std::map<std::string, std::string> settings_warned_ ABSL_GUARDED_BY(mu_);
   // When, and under which layout version, Options::holds_records was last asked.

@@ -22,6 +22,7 @@ struct Tally {
 }  // namespace
 
 PeerGenerations AskPeerGenerations(GossipTransport* transport, const std::string& node_id,
+                                   const std::string& self_address,
                                    const std::vector<std::string>& addresses,
                                    absl::Duration timeout) {
   auto tally = std::make_shared<Tally>();
@@ -34,13 +35,16 @@ PeerGenerations AskPeerGenerations(GossipTransport* transport, const std::string
     GossipDigest ask;  // an empty table: the peer keeps the entry of this node's last run
     ask.from_id = node_id;
     transport->Gossip(address, std::move(ask),
-                      [tally, node_id, address](absl::StatusOr<GossipDigest> reply) {
+                      [tally, node_id, self_address, address](absl::StatusOr<GossipDigest> reply) {
                         absl::MutexLock lock(&tally->mu);
                         --tally->pending;
                         if (!reply.ok()) return;
                         ++tally->result.answered;
                         for (const MemberEntry& entry : reply->members) {
-                          if (entry.member.id != node_id) continue;
+                          if (entry.member.id != node_id || entry.member.address != self_address ||
+                              entry.generation > kMaxPeerGeneration) {
+                            continue;
+                          }
                           if (entry.generation > tally->result.highest) {
                             tally->result.highest = entry.generation;
                             tally->result.highest_from = address;

@@ -45,7 +45,8 @@
 // new epoch and catches up. A directory copied less than one advance (plus the gossip delay)
 // before the node's last write goes unnoticed, as does any restore while no peer answers.
 //
-// Catching up: a store that took a new epoch for that reason may also lack a Put that it
+// Catching up: a store that took a new epoch for either reason (a machine crash, or a store
+// older than the node's last run) may also lack a Put that it
 // acknowledged and another replica holds. A read answers NOT_FOUND once N-W+1 replicas hold no
 // live version of the key (node/coordinator.h), which is only sound if each of them kept every
 // write it acknowledged. So from such an Open (the previous run's record says it may have lost

@@ -45,8 +45,10 @@ constexpr absl::Duration kExpiryInterval = absl::Minutes(1);
 // copied at least this long (plus the gossip delay) before the node's last run ended is told
 // apart from the node's own. Each advance is one synced write of a few bytes.
 constexpr absl::Duration kGenerationInterval = absl::Seconds(5);
-// How long a start waits for the other nodes to say which generation they last saw from it.
-// Nodes that are down refuse the connection at once; only unresponsive ones cost the wait.
+// How long a start waits for the other nodes to say which generation they last saw from it, at
+// most: each exchange gives up sooner, after the transport's gossip timeout (1 s, or half of
+// --failure_timeout if less). Nodes that are down refuse the connection at once; only
+// unresponsive ones cost the wait.
 constexpr absl::Duration kPeerGenerationWait = absl::Seconds(2);
 
 // The id of the machine's current boot, which a restart of the machine changes
@@ -382,10 +384,11 @@ absl::Status NodeServer::OpenStorage() {
 absl::StatusOr<uint64_t> NodeServer::PeerGeneration() {
   KV_ASSIGN_OR_RETURN(const LocalStore::StoredHistory history,
                       LocalStore::ReadStoredHistory(engine_.get()));
-  const std::vector<std::string> addresses = PeerAddresses();
+  std::string self_address;
+  const std::vector<std::string> addresses = PeerAddresses(&self_address);
   if (addresses.empty()) return 0;
-  const PeerGenerations peers =
-      AskPeerGenerations(transport_.get(), config_.node_id, addresses, kPeerGenerationWait);
+  const PeerGenerations peers = AskPeerGenerations(transport_.get(), config_.node_id, self_address,
+                                                   addresses, kPeerGenerationWait);
   if (history.has_epoch && peers.answered == 0) {
     LogWarn(
         "no other node answered which history generation it last saw from this node: a data "
@@ -423,7 +426,13 @@ absl::Status NodeServer::OpenStore() {
   MakeTransport();
   LocalStore::Options options;
   // Before the store opens, which records this run's generation.
-  KV_ASSIGN_OR_RETURN(options.peer_generation, PeerGeneration());
+  absl::StatusOr<uint64_t> peer_generation = PeerGeneration();
+  if (!peer_generation.ok()) {
+    return absl::Status(peer_generation.status().code(),
+                        absl::StrCat("cannot load the node's state from \"", config_.data_dir,
+                                     "\": ", peer_generation.status().message()));
+  }
+  options.peer_generation = *peer_generation;
   if (config_.fault_format_level != 0) options.format_level = config_.fault_format_level;
   options.limits = config_.limits;
   options.idempotency_ttl = config_.idempotency_ttl;

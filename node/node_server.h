@@ -115,9 +115,10 @@ class NodeServer {
   // said which history generation they last saw from this one (PeerGeneration).
   absl::Status OpenStore();
   void MakeTransport();  // transport_
-  // The addresses of the other nodes this one knows before it starts: --peers, the stored
-  // layout's members and --seeds.
-  std::vector<std::string> PeerAddresses() const;
+  // The addresses of the other nodes this one knows before it starts (--peers, the stored
+  // layout's members and --seeds), and in `*self_address` the address the others know this node
+  // by (its member's in --peers or the stored layout, else --listen).
+  std::vector<std::string> PeerAddresses(std::string* self_address) const;
   // The highest history generation of this node that another node reports (node/local_store.h,
   // "History generations"; node/history_check.h), 0 if none; waits for the answers at most
   // kPeerGenerationWait.

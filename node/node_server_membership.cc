@@ -45,21 +45,26 @@ void NodeServer::WarnIfPeersEntryNamesAnotherPort() const {
   }
 }
 
-std::vector<std::string> NodeServer::PeerAddresses() const {
+std::vector<std::string> NodeServer::PeerAddresses(std::string* self_address) const {
   std::set<std::string> addresses;
-  for (const Member& m : config_.peers) {
-    if (m.id != config_.node_id) addresses.insert(m.address);
-  }
+  std::optional<std::string> self;
+  auto add = [&](const Member& m) {
+    if (m.id != config_.node_id) {
+      addresses.insert(m.address);
+    } else if (!self.has_value()) {
+      self = m.address;
+    }
+  };
+  for (const Member& m : config_.peers) add(m);
   absl::StatusOr<std::string> stored = engine_->Get(Column::kMeta, kLayoutMetaKey);
   if (stored.ok()) {
     if (absl::StatusOr<ClusterLayout> layout = DecodeLayout(*stored); layout.ok()) {
       for (const std::vector<Member>* list : {&layout->members, &layout->next}) {
-        for (const Member& m : *list) {
-          if (m.id != config_.node_id) addresses.insert(m.address);
-        }
+        for (const Member& m : *list) add(m);
       }
     }
   }
+  *self_address = self.value_or(config_.listen);
   for (const std::string& seed : config_.seeds) {
     if (seed != config_.listen) addresses.insert(seed);
   }

@@ -242,7 +242,7 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     if (!absl::StartsWith(request->operation_id(), absl::StrCat(node_id_, ":"))) {
       // Marked as kvnode marks it (node/admin_service.h).
-      context->AddTrailingMetadata("kv-operation-elsewhere", "another");
+      context->AddTrailingMetadata("kv-operation-elsewhere", "1");
       reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "operation of another node"));
       return reactor;
     }
@@ -1141,18 +1141,23 @@ TEST_F(KvClientTest, GetOperationFindsTheOperationsNodeAmongTheEndpoints) {
 
 TEST_F(KvClientTest, GetOperationOfANodeThatIsDownIsUnavailableNotNotFound) {
   FakeServer second;
+  FakeServer third;
   second.kv().SetNodeId("second");
-  std::unique_ptr<Client> client = MakeClient(FastOptions({second.endpoint(), server_.endpoint()}));
-  // The operation's node ("second") answers UNAVAILABLE throughout (restarting, or down); the
-  // other endpoint says the operation is not its own. The client keeps asking "second" and ends
-  // with its UNAVAILABLE, which a caller retries, not with the other node's NOT_FOUND.
+  third.kv().SetNodeId("third");
+  std::unique_ptr<Client> client =
+      MakeClient(FastOptions({server_.endpoint(), third.endpoint(), second.endpoint()}));
+  // The operation's node ("second", the last endpoint) answers UNAVAILABLE throughout
+  // (restarting, or down); the others say the operation is not their own. The client keeps
+  // asking "second" and ends with its UNAVAILABLE, which a caller retries, not with another
+  // node's NOT_FOUND.
   second.kv().FailAll(grpc::StatusCode::UNAVAILABLE);
   CallOptions soon;
   soon.deadline = absl::Milliseconds(300);
   absl::StatusOr<OperationStatus> op = client->GetOperation("second:1-1", soon);
   EXPECT_EQ(op.status().code(), absl::StatusCode::kUnavailable) << op.status();
   EXPECT_EQ(server_.kv().requests(), 1);  // asked once: it said the operation is not its own
-  EXPECT_GE(second.kv().requests(), 2);   // retried there
+  EXPECT_EQ(third.kv().requests(), 1);
+  EXPECT_GE(second.kv().requests(), 2);  // retried there
 
   // Once the node answers again, so does the read.
   second.kv().FailAll(grpc::StatusCode::OK);

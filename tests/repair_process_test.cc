@@ -248,6 +248,14 @@ TEST_F(RepairProcessTest, ForcedRepairIsAnOperationThatRestoresAWipedReplica) {
                  "", absl::Seconds(90));
   EXPECT_EQ(found.exit_code, 0) << found.out << found.err;
   EXPECT_TRUE(absl::StrContains(found.out, id)) << found.out;
+  // A node part no node can have (the node's answer must not echo it into its metadata, which
+  // gRPC would abort on): another node's, and the node goes on.
+  for (const char* odd : {"n\t1:abc-1", "\xc3\xa9:abc-1"}) {
+    const CommandResult strange = Kvctl(0, {"operation", "get", odd});
+    EXPECT_EQ(strange.exit_code, 1) << strange.err;
+    EXPECT_TRUE(absl::StrContains(strange.err, "NOT_FOUND")) << strange.err;
+  }
+  EXPECT_EQ(Kvctl(0, {"operation", "get", id}).exit_code, 0) << cluster_->LogTails();
   const CommandResult malformed = Kvctl(0, {"operation", "get", "not-an-id"});
   EXPECT_EQ(malformed.exit_code, 2) << malformed.err;
   const CommandResult usage = Kvctl(0, {"operation", "get"});
@@ -304,10 +312,6 @@ TEST_F(RepairProcessTest, ForcedRepairIsAnOperationThatRestoresAWipedReplica) {
   EXPECT_EQ(KvctlJson(1, {"operation", "list"}, 0)["operations"].size(), 2u);
 }
 
-// A peer answers a request for the keys of the segments that differ with whole segments up to a
-// byte limit (so that a far-behind pair with many keys per segment gets answers that fit a
-// message and a deadline), and the requester asks for the rest. With a limit of 64 bytes (a few
-// keys per answer), the wiped replica's own repair pulls all 200 keys from its peers.
 class RestoredDirectoryProcessTest : public RepairProcessTest {
  protected:
   void SetUp() override {
@@ -397,6 +401,10 @@ TEST_F(RestoredDirectoryProcessTest, ADirectoryOlderThanTheNodesLastRunTakesANew
   EXPECT_EQ(status.value("catching_up", false), true) << status.dump();
 }
 
+// A peer answers a request for the keys of the segments that differ with whole segments up to a
+// byte limit (so that a far-behind pair with many keys per segment gets answers that fit a
+// message and a deadline), and the requester asks for the rest. With a limit of 64 bytes (a few
+// keys per answer), the wiped replica's own repair pulls all 200 keys from its peers.
 class PagedKeyListRepairProcessTest : public RepairProcessTest {
  protected:
   void SetUp() override {
