@@ -370,10 +370,9 @@ class Client {
   absl::StatusOr<OperationStatus> GetOperation(absl::string_view operation_id,
                                                const CallOptions& options = {});
   // Cancels a running repair (it ends FAILED, CANCELLED; see kv.proto CancelOperation) and
-  // returns it as it is then; asked of endpoints as GetOperation is, but a retry after a timeout
-  // stays on the node asked (it answers a second cancel of the same repair the same), moving on
-  // only after UNAVAILABLE or an answer that the operation is another node's. FAILED_PRECONDITION for a membership change or an
-  // operation that ended otherwise.
+  // returns it as it is then; asked of endpoints as GetOperation is (a retry that reaches the
+  // node again after a lost answer is answered the same: a repair cancelled already is returned
+  // as it is). FAILED_PRECONDITION for a membership change or an operation that ended otherwise.
   absl::StatusOr<OperationStatus> CancelOperation(absl::string_view operation_id,
                                                   const CallOptions& options = {});
   absl::StatusOr<std::vector<OperationStatus>> ListOperations(const CallOptions& options = {});

@@ -105,9 +105,9 @@ absl::StatusOr<OperationStatus> Client::CancelOperation(absl::string_view operat
                                                         const CallOptions& options) {
   v1::CancelOperationRequest request;
   request.set_operation_id(std::string(operation_id));
-  // A retry after a timeout stays on the node (it may have cancelled before its answer was
-  // lost, and answers a retry the same); an UNAVAILABLE, or a node saying the operation is
-  // another node's, moves on (EndpointPolicy::kOperation).
+  // The operation's node answers a retry the same (it may have cancelled before its answer was
+  // lost); an UNAVAILABLE or a timeout moves on, and so does a node saying the operation is
+  // another node's (EndpointPolicy::kOperation).
   size_t answered_by = 0;
   absl::StatusOr<OperationStatus> op =
       impl_->AdminCall<v1::CancelOperationRequest, v1::CancelOperationResponse, OperationStatus>(

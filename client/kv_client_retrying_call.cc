@@ -102,13 +102,12 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
     const size_t failed_endpoint = endpoint_;
     const bool moves_on =
         status.code() == absl::StatusCode::kUnavailable ||
-        (status.code() == absl::StatusCode::kDeadlineExceeded &&
-         policy_ != EndpointPolicy::kStart && policy_ != EndpointPolicy::kOperation);
+        (status.code() == absl::StatusCode::kDeadlineExceeded && policy_ != EndpointPolicy::kStart);
     if (moves_on && policy_ != EndpointPolicy::kPinned && !write_stored) {
       endpoint_ = other_nodes_.empty() ? env_.failover(endpoint_) : NotAnotherNode(endpoint_);
     }
     const absl::Duration room = deadline_ - now - kMinRetryAttemptTime;
-    const absl::Time retry_at = now + env_.backoff(attempts_, room);
+    const absl::Time retry_at = now + env_.backoff(attempts_ - hops_, room);
     if (room < absl::ZeroDuration() || deadline_ - retry_at < kMinRetryAttemptTime) {
       endpoint_ = failed_endpoint;  // for the message: the endpoint that failed
       Finish(Annotate(status, "call deadline reached"));

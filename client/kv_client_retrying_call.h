@@ -82,9 +82,10 @@ enum class EndpointPolicy {
   // from memory. An UNAVAILABLE (the node is down or going away) still fails over.
   kStart,
   // For a call about an operation, which only the node that runs it knows (its id names that
-  // node): like kStart (a DEADLINE_EXCEEDED stays), and a NOT_FOUND that a node marks as another
-  // node's operation (kOperationElsewhereMetadataKey) moves on at once to an endpoint not yet
-  // known to be another node, without a backoff, a charge to the budget or counting toward
+  // node): like kFailover (a hung endpoint costs one attempt; the operation's node answers a
+  // repeated read or cancel the same), and a NOT_FOUND that a node marks as another node's
+  // operation (kOperationElsewhereMetadataKey) moves on at once to an endpoint not yet known to be
+  // another node, without a backoff, a charge to the budget or counting toward
   // RetryOptions::max_attempts. Failovers skip the endpoints known to be
   // other nodes. Once every endpoint has answered so, the call ends with that NOT_FOUND (which
   // names the operation's node); while one has not, the call keeps trying it as usual, so an

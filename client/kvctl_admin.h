@@ -9,8 +9,9 @@
 //       10m): exit 0 if it SUCCEEDED, 3 if it FAILED or is still RUNNING at the timeout.
 //   operation get ID     state and progress of an operation, asked of the endpoints until its
 //                        node answers (exit 0 whatever its state; 1 for an unknown or expired
-//                        id, or one of a node no endpoint is; 3 when its node does not answer;
-//                        2 for a malformed id)
+//                        id, or one of a node no endpoint is while every endpoint answers; 3
+//                        when an endpoint that may be its node does not answer; 2 for a
+//                        malformed id)
 //   operation cancel ID  cancels a running repair (prints it, FAILED/CANCELLED, as
 //                        {"operation": {...}}; exit 0, also for a repair cancelled before); a
 //                        membership change or an operation that ended otherwise: exit 3

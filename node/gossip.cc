@@ -474,7 +474,7 @@ void Gossiper::Merge(const GossipDigest& digest) {
       // An earlier run of this node went further than this one started from: the start found
       // no peer that remembered it (node/history_check.h), and its data directory is older than
       // that run. Too late for a new epoch here; say so, once.
-      if (in.generation > me.generation && !history_conflict_logged_) {
+      if (in.generation > me.generation && !options_.new_epoch && !history_conflict_logged_) {
         history_conflict_logged_ = true;
         LogError(
             "another node holds an entry of an earlier run of this node with a later history "

@@ -93,6 +93,9 @@ class Gossiper : public MemberLiveness, public FormatLevels {
     // This node's history generation at start (MemberEntry::generation; SetGeneration advances
     // it). 0: none.
     uint64_t generation = 0;
+    // The node took a new actor epoch at this start: its dots cannot collide with an earlier
+    // run's, so an earlier run's later generation (Merge) is nothing to report.
+    bool new_epoch = false;
   };
   using Listener = std::function<void(const std::string& member_id, Liveness from, Liveness to)>;
   using LayoutListener = std::function<void(const ClusterLayout& layout)>;

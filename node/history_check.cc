@@ -1,5 +1,6 @@
 #include "node/history_check.h"
 
+#include <algorithm>
 #include <memory>
 #include <utility>
 
@@ -22,7 +23,7 @@ struct Tally {
 }  // namespace
 
 PeerGenerations AskPeerGenerations(GossipTransport* transport, const std::string& node_id,
-                                   const std::string& self_address,
+                                   const std::vector<std::string>& self_addresses,
                                    const std::vector<std::string>& addresses,
                                    absl::Duration timeout) {
   auto tally = std::make_shared<Tally>();
@@ -34,23 +35,26 @@ PeerGenerations AskPeerGenerations(GossipTransport* transport, const std::string
   for (const std::string& address : addresses) {
     GossipDigest ask;  // an empty table: the peer keeps the entry of this node's last run
     ask.from_id = node_id;
-    transport->Gossip(address, std::move(ask),
-                      [tally, node_id, self_address, address](absl::StatusOr<GossipDigest> reply) {
-                        absl::MutexLock lock(&tally->mu);
-                        --tally->pending;
-                        if (!reply.ok()) return;
-                        ++tally->result.answered;
-                        for (const MemberEntry& entry : reply->members) {
-                          if (entry.member.id != node_id || entry.member.address != self_address ||
-                              entry.generation > kMaxPeerGeneration) {
-                            continue;
-                          }
-                          if (entry.generation > tally->result.highest) {
-                            tally->result.highest = entry.generation;
-                            tally->result.highest_from = address;
-                          }
-                        }
-                      });
+    transport->Gossip(
+        address, std::move(ask),
+        [tally, node_id, self_addresses, address](absl::StatusOr<GossipDigest> reply) {
+          absl::MutexLock lock(&tally->mu);
+          --tally->pending;
+          if (!reply.ok()) return;
+          ++tally->result.answered;
+          for (const MemberEntry& entry : reply->members) {
+            const bool mine = entry.member.id == node_id &&
+                              std::find(self_addresses.begin(), self_addresses.end(),
+                                        entry.member.address) != self_addresses.end();
+            if (!mine || entry.generation > kMaxPeerGeneration) {
+              continue;
+            }
+            if (entry.generation > tally->result.highest) {
+              tally->result.highest = entry.generation;
+              tally->result.highest_from = address;
+            }
+          }
+        });
   }
   absl::MutexLock lock(&tally->mu);
   tally->mu.AwaitWithTimeout(absl::Condition(

@@ -4,9 +4,10 @@
 //
 // Each address gets one gossip exchange with an empty table (it learns nothing from this node,
 // so the entry it holds for this node is still the one from the node's last run), all at once.
-// The answer is the highest generation any entry for `node_id` at `self_address` carries: an
-// entry at another address is another cluster's node of the same id (an address given to this
-// node that now serves another cluster), or this node's run on another address, and is ignored,
+// The answer is the highest generation any entry for `node_id` at one of `self_addresses`
+// carries: an entry at another address is another cluster's node of the same id (an address
+// given to this node that now serves another cluster), or this node's run on another address,
+// and is ignored,
 // as are generations above kMaxPeerGeneration (no node advances that far). Gossip entries live in
 // memory: a peer that restarted since this node last ran no longer holds its entry until this
 // node gossips again, and a whole cluster restarted at once knows none.
@@ -36,7 +37,7 @@ struct PeerGenerations {
 inline constexpr uint64_t kMaxPeerGeneration = uint64_t{1} << 48;
 
 PeerGenerations AskPeerGenerations(GossipTransport* transport, const std::string& node_id,
-                                   const std::string& self_address,
+                                   const std::vector<std::string>& self_addresses,
                                    const std::vector<std::string>& addresses,
                                    absl::Duration timeout);
 

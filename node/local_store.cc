@@ -233,7 +233,8 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
       std::min(std::max(stored_generation, options.peer_generation), kMaxGeneration - 1) + 1;
   WriteBatch batch;
   batch.Put(Column::kMeta, kGenerationKey, absl::StrCat(generation));
-  if (epoch.empty() || !new_epoch_reason.empty()) {
+  const bool new_epoch = epoch.empty() || !new_epoch_reason.empty();
+  if (new_epoch) {
     // A new incarnation: its dots must never collide with those of an earlier one, even if the
     // same node id ran here before and its data was lost, wholly or in part.
     epoch = NewEpoch(rng);
@@ -267,6 +268,7 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
       new LocalStore(engine, clock, absl::StrCat(node_id, "#", epoch), options));
   store->counter_floor_.store(floor);
   store->new_epoch_reason_ = std::move(new_epoch_reason);
+  store->new_epoch_ = new_epoch;
   store->catching_up_.store(catching_up, std::memory_order_release);
   store->generation_.store(generation, std::memory_order_release);
   return store;

@@ -187,6 +187,8 @@ class LocalStore {
   const std::string& actor() const { return actor_; }
   // Why Open drew a new epoch for a store that had one ("" if it did not): for the node's log.
   const std::string& new_epoch_reason() const { return new_epoch_reason_; }
+  // True if Open drew a new epoch (an empty store, or new_epoch_reason()).
+  bool new_epoch() const { return new_epoch_; }
   // This run's history generation, as stored (see "History generations" above).
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
   // Advances the generation by one and stores it, synced; returns the new one, which may then be
@@ -371,6 +373,7 @@ class LocalStore {
   const std::string actor_;
   const Options options_;
   std::string new_epoch_reason_;  // set by Open only
+  bool new_epoch_ = false;        // likewise
   std::atomic<bool> catching_up_{false};
   absl::Mutex generation_mu_;  // orders AdvanceGeneration's writes
   std::atomic<uint64_t> generation_{0};

@@ -384,11 +384,11 @@ absl::Status NodeServer::OpenStorage() {
 absl::StatusOr<uint64_t> NodeServer::PeerGeneration() {
   KV_ASSIGN_OR_RETURN(const LocalStore::StoredHistory history,
                       LocalStore::ReadStoredHistory(engine_.get()));
-  std::string self_address;
-  const std::vector<std::string> addresses = PeerAddresses(&self_address);
+  std::vector<std::string> self_addresses;
+  const std::vector<std::string> addresses = PeerAddresses(&self_addresses);
   if (addresses.empty()) return 0;
-  const PeerGenerations peers = AskPeerGenerations(transport_.get(), config_.node_id, self_address,
-                                                   addresses, kPeerGenerationWait);
+  const PeerGenerations peers = AskPeerGenerations(transport_.get(), config_.node_id,
+                                                   self_addresses, addresses, kPeerGenerationWait);
   if (history.has_epoch && peers.answered == 0) {
     LogWarn(
         "no other node answered which history generation it last saw from this node: a data "

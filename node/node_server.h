@@ -116,9 +116,9 @@ class NodeServer {
   absl::Status OpenStore();
   void MakeTransport();  // transport_
   // The addresses of the other nodes this one knows before it starts (--peers, the stored
-  // layout's members and --seeds), and in `*self_address` the address the others know this node
-  // by (its member's in --peers or the stored layout, else --listen).
-  std::vector<std::string> PeerAddresses(std::string* self_address) const;
+  // layout's members and --seeds), and in `*self_addresses` those the others may know this node
+  // by (its member's in --peers and in the stored layout, and --listen).
+  std::vector<std::string> PeerAddresses(std::vector<std::string>* self_addresses) const;
   // The highest history generation of this node that another node reports (node/local_store.h,
   // "History generations"; node/history_check.h), 0 if none; waits for the answers at most
   // kPeerGenerationWait.

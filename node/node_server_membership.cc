@@ -45,14 +45,14 @@ void NodeServer::WarnIfPeersEntryNamesAnotherPort() const {
   }
 }
 
-std::vector<std::string> NodeServer::PeerAddresses(std::string* self_address) const {
+std::vector<std::string> NodeServer::PeerAddresses(std::vector<std::string>* self_addresses) const {
   std::set<std::string> addresses;
-  std::optional<std::string> self;
+  std::set<std::string> self = {config_.listen};
   auto add = [&](const Member& m) {
     if (m.id != config_.node_id) {
       addresses.insert(m.address);
-    } else if (!self.has_value()) {
-      self = m.address;
+    } else {
+      self.insert(m.address);
     }
   };
   for (const Member& m : config_.peers) add(m);
@@ -64,7 +64,7 @@ std::vector<std::string> NodeServer::PeerAddresses(std::string* self_address) co
       }
     }
   }
-  *self_address = self.value_or(config_.listen);
+  self_addresses->assign(self.begin(), self.end());
   for (const std::string& seed : config_.seeds) {
     if (seed != config_.listen) addresses.insert(seed);
   }
@@ -355,6 +355,7 @@ void NodeServer::StartGossip(const ClusterLayout& layout) {
   options.seeds = config_.seeds;
   options.format_level = config_.fault_format_level;
   options.generation = store_->generation();
+  options.new_epoch = store_->new_epoch();
   // What every member must share: where keys live (N) and what replicas accept.
   options.settings =
       absl::StrCat("replication_factor=", config_.replication_factor,

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "node/log.h"
@@ -25,6 +26,14 @@ bool AllDigits(absl::string_view text) {
 bool IsIncarnation(absl::string_view text) {
   return !text.empty() && text.size() <= 16 &&
          text.find_first_not_of("0123456789abcdef") == absl::string_view::npos;
+}
+
+// `id` as error messages show it: escaped, and cut after 128 bytes (a caller may send any bytes,
+// and a message carrying them whole could make an answer the client refuses).
+std::string ShownId(absl::string_view id) {
+  constexpr size_t kShown = 128;
+  return id.size() <= kShown ? absl::CHexEscape(id)
+                             : absl::StrCat(absl::CHexEscape(id.substr(0, kShown)), "...");
 }
 
 }  // namespace
@@ -52,7 +61,7 @@ absl::StatusOr<OperationIdParts> ParseOperationId(absl::string_view id) {
                   absl::SimpleAtoi(id.substr(dash + 1), &parts.sequence) && parts.sequence > 0;
   if (!ok) {
     return absl::InvalidArgumentError(
-        absl::StrCat("malformed operation id \"", id,
+        absl::StrCat("malformed operation id \"", ShownId(id),
                      "\": expected NODE:INCARNATION-SEQUENCE, such as n1:66a1b2c3-7, as printed "
                      "by the command that started the operation"));
   }
@@ -212,8 +221,9 @@ absl::StatusOr<OperationInfo> OperationRegistry::Get(absl::string_view id) {
   absl::StatusOr<OperationIdParts> parts = ParseOperationId(id);
   if (!parts.ok()) return parts.status();
   if (parts->node_id != node_id_) {
-    return absl::NotFoundError(absl::StrCat("operation ", id, " belongs to node ", parts->node_id,
-                                            ", not to ", node_id_, ": ask ", parts->node_id));
+    return absl::NotFoundError(absl::StrCat("operation ", ShownId(id), " belongs to node ",
+                                            ShownId(parts->node_id), ", not to ", node_id_,
+                                            ": ask ", ShownId(parts->node_id)));
   }
   absl::MutexLock lock(&mu_);
   Prune();

@@ -551,16 +551,17 @@ TEST_F(GossipTest, AGenerationTravelsAndNeverGoesBackWithinARun) {
   Direct direct(
       {{all_[1].address, nodes_[1].gossiper.get()}, {all_[2].address, nodes_[2].gossiper.get()}});
   const PeerGenerations peers =
-      AskPeerGenerations(&direct, "n1", all_[0].address,
+      AskPeerGenerations(&direct, "n1", {all_[0].address},
                          {all_[1].address, all_[2].address, "10.9.9.9:1"}, absl::Seconds(1));
   EXPECT_EQ(peers.highest, 6u);
   EXPECT_EQ(peers.asked, 3u);
   EXPECT_EQ(peers.answered, 2u);
   EXPECT_TRUE(seen(6));  // the exchanges changed nothing
   // An entry of "n1" at another address is another node of that id (another cluster's).
-  EXPECT_EQ(AskPeerGenerations(&direct, "n1", "10.8.8.8:7700", {all_[1].address}, absl::Seconds(1))
-                .highest,
-            0u);
+  EXPECT_EQ(
+      AskPeerGenerations(&direct, "n1", {"10.8.8.8:7700"}, {all_[1].address}, absl::Seconds(1))
+          .highest,
+      0u);
 
   // An older node relaying n1's entry drops the field (0, with a later heartbeat): the others
   // keep what n1 said.
@@ -617,7 +618,7 @@ TEST(AskPeerGenerationsTest, APeerThatNeverAnswersCostsTheTimeoutOnly) {
   };
   Silent silent;
   const PeerGenerations peers =
-      AskPeerGenerations(&silent, "n1", "h:1", {"h:2"}, absl::Milliseconds(50));
+      AskPeerGenerations(&silent, "n1", {"h:1"}, {"h:2"}, absl::Milliseconds(50));
   EXPECT_EQ(peers.asked, 1u);
   EXPECT_EQ(peers.answered, 0u);
   EXPECT_EQ(peers.highest, 0u);
