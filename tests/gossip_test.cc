@@ -105,6 +105,16 @@ class FakeNetwork {
   std::set<std::string> cut_;
 };
 
+// `entry` (of member "n1") as another node reads it from a gossip message.
+MemberEntry ThroughMessages(MemberEntry entry) {
+  entry.member = Member{"n1", "h:1", ""};
+  GossipDigest digest;
+  digest.members.push_back(std::move(entry));
+  internal::v1::GossipRequest request;
+  DigestToProto(digest, request.mutable_members());
+  return DigestFromProto("n2", request.members()).members.at(0);
+}
+
 class GossipTest : public ::testing::Test {
  protected:
   static constexpr uint64_t kSeed = 20240611;
@@ -500,13 +510,9 @@ TEST_F(GossipTest, ACleanUpPassThatKeptNothingIsPushedToEveryMemberAtOnce) {
   nodes_[0].gossiper->SetCleanLayoutVersion(3);
   EXPECT_LE(AdvanceUntil([&] { return seen(3); }, absl::Seconds(1)), absl::Milliseconds(10));
   // The field travels in the gossip messages.
-  GossipDigest digest;
-  digest.members.push_back(MemberEntry{});
-  digest.members[0].member = Member{"n1", "h:1", ""};
-  digest.members[0].clean_layout_version = 7;
-  internal::v1::GossipRequest request;
-  DigestToProto(digest, request.mutable_members());
-  EXPECT_EQ(DigestFromProto("n2", request.members()).members[0].clean_layout_version, 7u);
+  MemberEntry entry;
+  entry.clean_layout_version = 7;
+  EXPECT_EQ(ThroughMessages(entry).clean_layout_version, 7u);
 }
 
 // A member's history generation (node/local_store.h) reaches the others with its heartbeats and
@@ -587,13 +593,9 @@ TEST_F(GossipTest, AGenerationTravelsAndNeverGoesBackWithinARun) {
   ASSERT_NE(AdvanceUntil([&] { return seen(2); }, absl::Seconds(3)), absl::InfiniteDuration());
 
   // The field travels in the gossip messages.
-  GossipDigest digest;
-  digest.members.push_back(MemberEntry{});
-  digest.members[0].member = Member{"n1", "h:1", ""};
-  digest.members[0].generation = 9;
-  internal::v1::GossipRequest request;
-  DigestToProto(digest, request.mutable_members());
-  EXPECT_EQ(DigestFromProto("n2", request.members()).members[0].generation, 9u);
+  MemberEntry entry;
+  entry.generation = 9;
+  EXPECT_EQ(ThroughMessages(entry).generation, 9u);
 }
 
 // AskPeerGenerations waits at most its timeout for a peer that never answers.

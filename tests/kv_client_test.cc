@@ -12,6 +12,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -233,24 +234,15 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
   grpc::ServerUnaryReactor* GetOperation(grpc::CallbackServerContext* context,
                                          const v1::GetOperationRequest* request,
                                          v1::GetOperationResponse* response) override {
-    absl::MutexLock lock(&mu_);
-    if ((!script_.empty() && script_.front() != grpc::StatusCode::OK) ||
-        fail_all_ != grpc::StatusCode::OK) {
-      return Answer(context);
-    }
-    ++requests_;
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    if (!absl::StartsWith(request->operation_id(), absl::StrCat(node_id_, ":"))) {
-      // Marked as kvnode marks it (node/admin_service.h).
-      context->AddTrailingMetadata("kv-operation-elsewhere", "1");
-      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "operation of another node"));
-      return reactor;
-    }
-    response->mutable_operation()->set_operation_id(request->operation_id());
-    response->mutable_operation()->set_node_id(node_id_);
-    response->mutable_operation()->set_state(static_cast<v1::Operation::State>(operation_state_));
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    return AnswerAboutOperation(context, request->operation_id(), std::nullopt,
+                                response->mutable_operation());
+  }
+  // Cancels any operation it knows: it comes back FAILED.
+  grpc::ServerUnaryReactor* CancelOperation(grpc::CallbackServerContext* context,
+                                            const v1::CancelOperationRequest* request,
+                                            v1::CancelOperationResponse* response) override {
+    return AnswerAboutOperation(context, request->operation_id(), v1::Operation::FAILED,
+                                response->mutable_operation());
   }
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context, const v1::PingRequest*,
                                  v1::PingResponse* response) override {
@@ -260,6 +252,30 @@ class ScriptedKv final : public v1::KV::CallbackService, public v1::Admin::Callb
   }
 
  private:
+  // Operation `id` in `state` (absent: as SetOperationState said), or NOT_FOUND marked as another
+  // node's as kvnode marks it (node/admin_service.h); scripted codes first.
+  grpc::ServerUnaryReactor* AnswerAboutOperation(grpc::CallbackServerContext* context,
+                                                 const std::string& id, std::optional<int> state,
+                                                 v1::Operation* operation) {
+    absl::MutexLock lock(&mu_);
+    if ((!script_.empty() && script_.front() != grpc::StatusCode::OK) ||
+        fail_all_ != grpc::StatusCode::OK) {
+      return Answer(context);
+    }
+    ++requests_;
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (!absl::StartsWith(id, absl::StrCat(node_id_, ":"))) {
+      context->AddTrailingMetadata("kv-operation-elsewhere", "1");
+      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "operation of another node"));
+      return reactor;
+    }
+    operation->set_operation_id(id);
+    operation->set_node_id(node_id_);
+    operation->set_state(static_cast<v1::Operation::State>(state.value_or(operation_state_)));
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
   grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     ++requests_;
@@ -1164,6 +1180,24 @@ TEST_F(KvClientTest, GetOperationOfANodeThatIsDownIsUnavailableNotNotFound) {
   op = client->GetOperation("second:1-1");
   ASSERT_TRUE(op.ok()) << op.status();
   EXPECT_EQ(op->node_id, "second");
+}
+
+TEST_F(KvClientTest, CancelOperationIsAskedOfTheOperationsNode) {
+  FakeServer second;
+  second.kv().SetNodeId("second");
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), second.endpoint()}));
+  absl::StatusOr<OperationStatus> cancelled = client->CancelOperation("second:1-1");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->node_id, "second");
+  EXPECT_EQ(cancelled->state, OperationStatus::State::kFailed);
+  EXPECT_EQ(server_.kv().requests(), 1);  // said it is not its own
+
+  // The operation's node does not answer: UNAVAILABLE, not the other node's NOT_FOUND.
+  second.kv().FailAll(grpc::StatusCode::UNAVAILABLE);
+  CallOptions soon;
+  soon.deadline = absl::Milliseconds(300);
+  cancelled = client->CancelOperation("second:1-2", soon);
+  EXPECT_EQ(cancelled.status().code(), absl::StatusCode::kUnavailable) << cancelled.status();
 }
 
 TEST_F(KvClientTest, CommittedMembershipChangeIsTokenedAndStaysAfterATimeout) {
