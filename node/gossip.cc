@@ -154,6 +154,11 @@ std::string Gossiper::LayoutConflict() const {
   return layout_conflict_;
 }
 
+bool Gossiper::HistoryConflict() const {
+  absl::MutexLock lock(&mu_);
+  return history_conflict_logged_;
+}
+
 std::string Gossiper::SettingsConflict() const {
   absl::MutexLock lock(&mu_);
   std::vector<std::string> conflicts;

@@ -134,6 +134,10 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // both sides; it is reported (here, in ClusterStatus, in a log line) rather than hidden. Cleared
   // when the node adopts a newer layout.
   std::string LayoutConflict() const;
+  // True once a peer showed this node an entry of an earlier run of it with a later history
+  // generation than this run's (logged as an error): its data directory is older than that run,
+  // which the start's check (node/history_check.h) did not find. Never with Options::new_epoch.
+  bool HistoryConflict() const;
   // Empty, or which members of the layout, and which nodes outside it that are UP (one waiting to
   // be joined, say "(not a member)"), gossip settings (Options::settings) that differ from this
   // node's, e.g. "n2 runs with max_value_bytes=100 (this node: max_value_bytes=1048576)".
@@ -208,7 +212,7 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // By peer address, the refusal of an exchange last logged (see OnReply).
   std::map<std::string, std::string> exchange_refusals_ ABSL_GUARDED_BY(mu_);
   std::string layout_conflict_ ABSL_GUARDED_BY(mu_);           // see LayoutConflict
-  bool history_conflict_logged_ ABSL_GUARDED_BY(mu_) = false;  // see Merge
+  bool history_conflict_logged_ ABSL_GUARDED_BY(mu_) = false;  // see HistoryConflict
   // The differing settings last logged per member (so each is logged once).
   std::map<std::string, std::string> settings_warned_ ABSL_GUARDED_BY(mu_);
   // When, and under which layout version, Options::holds_records was last asked.

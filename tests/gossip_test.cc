@@ -598,6 +598,33 @@ TEST_F(GossipTest, AGenerationTravelsAndNeverGoesBackWithinARun) {
   EXPECT_EQ(ThroughMessages(entry).generation, 9u);
 }
 
+// A node whose start found no peer to ask learns later, from a peer that still holds an entry of
+// its earlier run, that this run began from an older generation: it says so (HistoryConflict, and
+// an error in the log), unless it took a new epoch at this start (its dots cannot collide).
+TEST_F(GossipTest, AnEarlierRunsLaterGenerationIsReportedUnlessTheEpochIsNew) {
+  all_ = MakeMembers(2);
+  Gossiper::Options earlier;
+  earlier.generation = 10;
+  StartNode(0, all_, earlier);
+  StartNode(1, all_);
+  scheduler_.Advance(10 * kInterval);
+  GossipDigest held;  // n2's table, holding n1's entry of the earlier run
+  held.from_id = "n2";
+  for (const MemberView& view : nodes_[1].gossiper->Members()) held.members.push_back(view.entry);
+  ASSERT_EQ(held.members.size(), 2u);
+
+  for (const bool new_epoch : {false, true}) {
+    Gossiper::Options restored;
+    restored.generation = 3;  // the directory's, plus one
+    restored.new_epoch = new_epoch;
+    clock_.Advance(absl::Seconds(1));  // a later incarnation
+    Gossiper* n1 = StartNode(0, all_, restored);
+    EXPECT_FALSE(n1->HistoryConflict());
+    n1->HandleGossip(held);  // n2 pushes before n1's new entry reached it
+    EXPECT_EQ(n1->HistoryConflict(), !new_epoch) << new_epoch;
+  }
+}
+
 // AskPeerGenerations waits at most its timeout for a peer that never answers.
 TEST(AskPeerGenerationsTest, APeerThatNeverAnswersCostsTheTimeoutOnly) {
   class Silent : public GossipTransport {
