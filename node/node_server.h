@@ -28,6 +28,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -118,6 +119,8 @@ class NodeServer {
   // The addresses of the other nodes this one knows before it starts (--peers, the stored
   // layout's members and --seeds), and in `*self_addresses` those the others may know this node
   // by (its member's in --peers and in the stored layout, and --listen).
+  // The cluster layout this node stored (nullopt if none).
+  absl::StatusOr<std::optional<ClusterLayout>> StoredLayout() const;
   std::vector<std::string> PeerAddresses(std::vector<std::string>* self_addresses) const;
   // The highest history generation of this node that another node reports (node/local_store.h,
   // "History generations"; node/history_check.h), 0 if none; waits for the answers at most

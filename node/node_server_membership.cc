@@ -56,12 +56,11 @@ std::vector<std::string> NodeServer::PeerAddresses(std::vector<std::string>* sel
     }
   };
   for (const Member& m : config_.peers) add(m);
-  absl::StatusOr<std::string> stored = engine_->Get(Column::kMeta, kLayoutMetaKey);
-  if (stored.ok()) {
-    if (absl::StatusOr<ClusterLayout> layout = DecodeLayout(*stored); layout.ok()) {
-      for (const std::vector<Member>* list : {&layout->members, &layout->next}) {
-        for (const Member& m : *list) add(m);
-      }
+  // An unreadable stored layout stops the start later (InitialLayout); here it names no one.
+  absl::StatusOr<std::optional<ClusterLayout>> stored = StoredLayout();
+  if (stored.ok() && stored->has_value()) {
+    for (const std::vector<Member>* list : {&(*stored)->members, &(*stored)->next}) {
+      for (const Member& m : *list) add(m);
     }
   }
   self_addresses->assign(self.begin(), self.end());
@@ -71,16 +70,16 @@ std::vector<std::string> NodeServer::PeerAddresses(std::vector<std::string>* sel
   return std::vector<std::string>(addresses.begin(), addresses.end());
 }
 
-absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
-  std::optional<ClusterLayout> stored_layout;
+absl::StatusOr<std::optional<ClusterLayout>> NodeServer::StoredLayout() const {
   absl::StatusOr<std::string> stored = engine_->Get(Column::kMeta, kLayoutMetaKey);
-  if (stored.ok()) {
-    absl::StatusOr<ClusterLayout> decoded = DecodeLayout(*stored);
-    if (!decoded.ok()) return decoded.status();
-    stored_layout = *std::move(decoded);
-  } else if (!absl::IsNotFound(stored.status())) {
-    return stored.status();
-  }
+  if (absl::IsNotFound(stored.status())) return std::nullopt;
+  if (!stored.ok()) return stored.status();
+  KV_ASSIGN_OR_RETURN(ClusterLayout layout, DecodeLayout(*stored));
+  return layout;
+}
+
+absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
+  KV_ASSIGN_OR_RETURN(std::optional<ClusterLayout> stored_layout, StoredLayout());
   ClusterLayout layout;
   if (!config_.peers.empty()) {
     layout.version = 1;
@@ -130,7 +129,7 @@ absl::StatusOr<ClusterLayout> NodeServer::InitialLayout() {
     // The configured layout is stored too (gossip stores each later one), so that a restart
     // without --peers still knows the cluster (above).
     const std::string encoded = EncodeLayout(layout);
-    if (!stored.ok() || *stored != encoded) {
+    if (!stored_layout.has_value() || EncodeLayout(*stored_layout) != encoded) {
       if (absl::Status written = PutSynced(*engine_, Column::kMeta, kLayoutMetaKey, encoded);
           !written.ok()) {
         return absl::Status(written.code(),

@@ -169,6 +169,16 @@ class GossipTest : public ::testing::Test {
     return true;
   }
 
+  // True if every node but n1 (node 0) holds an entry of n1 for which `holds` is true.
+  bool OthersSeeN1(const std::function<bool(const MemberEntry&)>& holds) {
+    for (size_t i = 1; i < nodes_.size(); ++i) {
+      for (const MemberView& view : nodes_[i].gossiper->Members()) {
+        if (view.entry.member.id == "n1" && !holds(view.entry)) return false;
+      }
+    }
+    return true;
+  }
+
   // Advances in interval steps until `done` holds; returns the simulated time it took, or
   // InfiniteDuration after `limit`.
   absl::Duration AdvanceUntil(const std::function<bool()>& done, absl::Duration limit) {
@@ -497,14 +507,7 @@ TEST_F(GossipTest, ACleanUpPassThatKeptNothingIsPushedToEveryMemberAtOnce) {
   StartAll(4);
   scheduler_.Advance(absl::Milliseconds(5));
   auto seen = [this](uint64_t version) {
-    for (size_t i = 1; i < nodes_.size(); ++i) {
-      for (const MemberView& view : nodes_[i].gossiper->Members()) {
-        if (view.entry.member.id == "n1" && view.entry.clean_layout_version != version) {
-          return false;
-        }
-      }
-    }
-    return true;
+    return OthersSeeN1([&](const MemberEntry& e) { return e.clean_layout_version == version; });
   };
   EXPECT_TRUE(seen(0));
   nodes_[0].gossiper->SetCleanLayoutVersion(3);
@@ -525,12 +528,7 @@ TEST_F(GossipTest, AGenerationTravelsAndNeverGoesBackWithinARun) {
   StartNode(1, all_);
   StartNode(2, all_);
   auto seen = [this](uint64_t generation) {
-    for (size_t i = 1; i < nodes_.size(); ++i) {
-      for (const MemberView& view : nodes_[i].gossiper->Members()) {
-        if (view.entry.member.id == "n1" && view.entry.generation != generation) return false;
-      }
-    }
-    return true;
+    return OthersSeeN1([&](const MemberEntry& e) { return e.generation == generation; });
   };
   ASSERT_NE(AdvanceUntil([&] { return seen(5); }, absl::Seconds(3)), absl::InfiniteDuration());
   nodes_[0].gossiper->SetGeneration(6);
