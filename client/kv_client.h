@@ -175,6 +175,9 @@ struct ClusterStatusResult {
   // True while the answering node's replica may lack writes it acknowledged (it restarted after
   // a machine crash without sync_writes and has not yet been compared with every peer).
   bool catching_up = false;
+  // Empty, or what shows that the answering node's data directory is older than its last run
+  // (another node gossiped a later history generation of it) although it kept its actor epoch.
+  std::string history_conflict;
 };
 
 struct CallOptions {

@@ -214,6 +214,7 @@ ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* respons
   result.layout_conflict = response->layout_conflict();
   result.settings_conflict = response->settings_conflict();
   result.catching_up = response->catching_up();
+  result.history_conflict = response->history_conflict();
   return result;
 }
 

@@ -100,7 +100,8 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
               {"layout_change", status.layout_change},
               {"layout_conflict", status.layout_conflict},
               {"settings_conflict", status.settings_conflict},
-              {"catching_up", status.catching_up}};
+              {"catching_up", status.catching_up},
+              {"history_conflict", status.history_conflict}};
   for (const MemberStatus& member : status.members) {
     out.json["members"].push_back(MemberToJson(member));
   }
@@ -116,6 +117,11 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
           ? ""
           : absl::StrCat("WARNING: members run with other settings: ", status.settings_conflict,
                          "; every member must share them (README.md, \"Configuration\")\n"),
+      status.history_conflict.empty()
+          ? ""
+          : absl::StrCat("WARNING: ", status.node_id,
+                         "'s data directory is older than its last run: ", status.history_conflict,
+                         " (README.md, C5)\n"),
       status.catching_up
           ? absl::StrCat(status.node_id,
                          " is catching up: it restarted after a machine crash, or on a data "

@@ -89,6 +89,7 @@ void AdminService::FillClusterStatus(v1::ClusterStatusResponse* response) const 
   if (gossiper_ != nullptr) {
     response->set_layout_conflict(gossiper_->LayoutConflict());
     response->set_settings_conflict(gossiper_->SettingsConflict());
+    response->set_history_conflict(gossiper_->HistoryConflict());
   }
   response->set_catching_up(coordinator_->store()->catching_up());
   const int n = std::min<int>(options.replication_factor, static_cast<int>(ring.size()));

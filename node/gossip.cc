@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -72,6 +73,7 @@ Gossiper::Gossiper(Member self, const std::vector<Member>& members, GossipTransp
   me.agrees_completions = true;
   me.settings = options_.settings;
   me.generation = options_.generation;
+  run_incarnations_.push_back(me.incarnation);
   if (options_.layout.version != 0) {
     AdoptLayout(options_.layout);
   } else {
@@ -88,6 +90,10 @@ void Gossiper::SetListener(Listener listener) { listener_ = std::move(listener);
 
 void Gossiper::SetLayoutListener(LayoutListener listener) {
   layout_listener_ = std::move(listener);
+}
+
+void Gossiper::SetHistoryListener(HistoryListener listener) {
+  history_listener_ = std::move(listener);
 }
 
 void Gossiper::AdoptLayout(const ClusterLayout& layout) {
@@ -134,14 +140,21 @@ uint32_t Gossiper::ClusterFormatLevel() const {
 
 void Gossiper::NotifyLayout() {
   absl::MutexLock serial(&notify_mu_);
-  ClusterLayout layout;
+  std::optional<ClusterLayout> layout;
+  std::optional<std::string> history_conflict;
   {
     absl::MutexLock lock(&mu_);
-    if (!layout_changed_) return;
-    layout_changed_ = false;
-    layout = layout_;
+    if (layout_changed_) {
+      layout_changed_ = false;
+      layout = layout_;
+    }
+    if (!history_conflict_.empty() && !history_conflict_reported_) {
+      history_conflict_reported_ = true;
+      history_conflict = history_conflict_;
+    }
   }
-  if (layout_listener_) layout_listener_(layout);
+  if (layout && layout_listener_) layout_listener_(*layout);
+  if (history_conflict && history_listener_) history_listener_(*history_conflict);
 }
 
 ClusterLayout Gossiper::Layout() const {
@@ -154,9 +167,14 @@ std::string Gossiper::LayoutConflict() const {
   return layout_conflict_;
 }
 
-bool Gossiper::HistoryConflict() const {
+std::string Gossiper::HistoryConflict() const {
   absl::MutexLock lock(&mu_);
-  return history_conflict_logged_;
+  return history_conflict_;
+}
+
+uint64_t Gossiper::SelfGenerationSeen() const {
+  absl::MutexLock lock(&mu_);
+  return self_generation_seen_;
 }
 
 std::string Gossiper::SettingsConflict() const {
@@ -455,10 +473,10 @@ void Gossiper::Merge(const GossipDigest& digest) {
     if (in.member.id.empty()) continue;
     absl::Status valid = CheckMember(in.member);
     if (valid.ok() && (in.incarnation > kMaxIncarnation || in.heartbeat > kMaxHeartbeat ||
-                       in.generation > kMaxHeartbeat)) {
-      valid = absl::InvalidArgumentError(
-          absl::StrCat("incarnation ", in.incarnation, ", heartbeat ", in.heartbeat,
-                       " or generation ", in.generation, " is above 2^62"));
+                       in.generation > kMaxHeartbeat || in.earlier_generation > kMaxHeartbeat)) {
+      valid = absl::InvalidArgumentError(absl::StrCat(
+          "incarnation ", in.incarnation, ", heartbeat ", in.heartbeat, ", generation ",
+          in.generation, " or earlier generation ", in.earlier_generation, " is above 2^62"));
     }
     if (valid.ok() && in.settings.size() > kMaxMemberSettingsBytes) {
       valid = absl::InvalidArgumentError(absl::StrCat(
@@ -473,22 +491,40 @@ void Gossiper::Merge(const GossipDigest& digest) {
     }
     if (in.member.id == self_id_) {
       MemberEntry& me = members_[self_id_];
+      // The generation an earlier run reached, as far as this entry shows: its own field if the
+      // entry is of another run (an incarnation other than this run's), and what the sender kept
+      // of earlier runs.
+      const bool this_run = std::find(run_incarnations_.begin(), run_incarnations_.end(),
+                                      in.incarnation) != run_incarnations_.end();
+      const uint64_t earlier_run =
+          std::max(this_run ? uint64_t{0} : in.generation, in.earlier_generation);
       // Someone holds a newer version of us than we do (our clock went back across a restart):
       // move past it, or our heartbeats would be ignored until we caught up.
-      if (in.NewerThan(me)) me.incarnation = in.incarnation + 1;
-      // An earlier run of this node went further than this one started from: the start found
-      // no peer that remembered it (node/history_check.h), and its data directory is older than
-      // that run. Too late for a new epoch here; say so, once.
-      if (in.generation > me.generation && !options_.new_epoch && !history_conflict_logged_) {
-        history_conflict_logged_ = true;
+      if (in.NewerThan(me)) {
+        me.incarnation = in.incarnation + 1;
+        run_incarnations_.push_back(me.incarnation);
+      }
+      self_generation_seen_ = std::max(self_generation_seen_, earlier_run);
+      // An earlier run of this node reached the generation this one started from (one above the
+      // directory's): the start found no peer that remembered it (node/history_check.h), and the
+      // data directory is older than that run. Too late for a new epoch here; say so, once.
+      if (earlier_run >= options_.generation && options_.generation > 0 && !options_.new_epoch &&
+          history_conflict_.empty()) {
+        history_conflict_ = absl::StrCat(
+            absl::CHexEscape(absl::string_view(digest.from_id).substr(0, 64)),
+            " holds history generation ", earlier_run, " of an earlier run of ", self_id_,
+            "; this run started from ", options_.generation,
+            ": the data directory is older than that run (restored from a backup or a "
+            "snapshot?), so new writes could reuse the dots of writes it lacks. Restart the node: "
+            "it takes a new actor epoch");
         LogError(
             "another node holds an entry of an earlier run of this node with a later history "
             "generation than this run's: this data directory is older than that run (restored "
-            "from a backup or a snapshot?), so new writes may reuse the dots of writes it lacks "
-            "and be lost. Stop this node and start it on an empty data directory",
+            "from a backup or a snapshot?), so new writes could reuse the dots of writes it lacks "
+            "and be lost. Restart this node: it takes a new actor epoch",
             {{"from", digest.from_id},
-             {"their_generation", absl::StrCat(in.generation)},
-             {"this_generation", absl::StrCat(me.generation)}});
+             {"their_generation", absl::StrCat(earlier_run)},
+             {"this_run_started_from", absl::StrCat(options_.generation)}});
       }
       continue;
     }
@@ -519,9 +555,17 @@ void Gossiper::Merge(const GossipDigest& digest) {
     it->second.knows_members_down = in.knows_members_down;
     it->second.agrees_completions = in.agrees_completions;
     it->second.clean_layout_version = in.clean_layout_version;
-    // Never back within a run: an older node relaying the entry drops the field.
-    if (restarted || in.generation > it->second.generation) {
+    // An earlier run's generation is kept apart: a run that starts below it learns it from there
+    // (HistoryConflict). Within a run it never goes back (an older node relaying the entry drops
+    // the field).
+    if (restarted) {
+      it->second.earlier_generation =
+          std::max({it->second.earlier_generation, it->second.generation, in.earlier_generation});
       it->second.generation = in.generation;
+    } else {
+      it->second.generation = std::max(it->second.generation, in.generation);
+      it->second.earlier_generation =
+          std::max(it->second.earlier_generation, in.earlier_generation);
     }
     // An older node relaying the entry drops the field: keep what the member itself said (a
     // restarted member's entry replaces it, empty or not).

@@ -99,6 +99,8 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   };
   using Listener = std::function<void(const std::string& member_id, Liveness from, Liveness to)>;
   using LayoutListener = std::function<void(const ClusterLayout& layout)>;
+  // Called once, when HistoryConflict() becomes non-empty (with its text).
+  using HistoryListener = std::function<void(const std::string& conflict)>;
 
   // `members` must include `self`; they make up the ring. The clock, transport, scheduler and
   // generator must outlive the gossiper; the generator is used only under its lock.
@@ -111,6 +113,7 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // Set before Start.
   void SetListener(Listener listener);
   void SetLayoutListener(LayoutListener listener);
+  void SetHistoryListener(HistoryListener listener);
   // Schedules gossip rounds, the first one right away.
   void Start();
   // Stops gossip rounds; late completions are ignored. Idempotent.
@@ -134,10 +137,23 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // both sides; it is reported (here, in ClusterStatus, in a log line) rather than hidden. Cleared
   // when the node adopts a newer layout.
   std::string LayoutConflict() const;
-  // True once a peer showed this node an entry of an earlier run of it with a later history
-  // generation than this run's (logged as an error): its data directory is older than that run,
-  // which the start's check (node/history_check.h) did not find. Never with Options::new_epoch.
-  bool HistoryConflict() const;
+  // Empty, or what a peer showed once: an entry of an earlier run of this node with a later
+  // history generation than this run's (also logged as an error), e.g. "n2 holds history
+  // generation 41 of an earlier run of n1; this run is at 12 ...". The data directory is then
+  // older than that run, which the start's check (node/history_check.h) did not find. Never with
+  // Options::new_epoch. Shown by ClusterStatus and the kv_history_conflict gauge until the node
+  // stops; the history listener hears it once (kvnode then refuses new writes, and takes a new
+  // epoch at its next start: LocalStore::MarkHistoryConflict).
+  //
+  // So that a peer shows it whichever of the two gossips first after the start, a member that
+  // takes a new run's entry of another member keeps the earlier run's generation beside it
+  // (MemberEntry::earlier_generation). The conflict is an earlier run's generation at or above
+  // the one this run started from (Options::generation: one above what the directory held).
+  std::string HistoryConflict() const;
+  // The highest history generation of earlier runs of this node that a peer's gossip showed (0:
+  // none yet). A run with a new epoch (an empty directory that no peer answered for at start)
+  // moves its own generation past it, so that its next start is not taken for a restore.
+  uint64_t SelfGenerationSeen() const;
   // Empty, or which members of the layout, and which nodes outside it that are UP (one waiting to
   // be joined, say "(not a member)"), gossip settings (Options::settings) that differ from this
   // node's, e.g. "n2 runs with max_value_bytes=100 (this node: max_value_bytes=1048576)".
@@ -184,7 +200,8 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   void Notify(std::vector<FailureDetector::Transition> transitions);
   // Adopts `layout` if newer: ring statuses follow it; queues a layout notification.
   void AdoptLayout(const ClusterLayout& layout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Runs the layout listener if the layout changed since the last call (call without the lock).
+  // Runs the layout listener if the layout changed since the last call, and the history listener
+  // if a history conflict is not yet reported (call without the lock).
   void NotifyLayout();
   // Recomputes cluster_format_level_ after the table or the layout changed.
   void UpdateClusterFormatLevel() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -199,6 +216,7 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   const Options options_;
   Listener listener_;
   LayoutListener layout_listener_;
+  HistoryListener history_listener_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, MemberEntry, std::less<>> members_ ABSL_GUARDED_BY(mu_);
@@ -211,8 +229,13 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   std::string last_refusal_ ABSL_GUARDED_BY(mu_);  // see LogRefusal
   // By peer address, the refusal of an exchange last logged (see OnReply).
   std::map<std::string, std::string> exchange_refusals_ ABSL_GUARDED_BY(mu_);
-  std::string layout_conflict_ ABSL_GUARDED_BY(mu_);           // see LayoutConflict
-  bool history_conflict_logged_ ABSL_GUARDED_BY(mu_) = false;  // see HistoryConflict
+  std::string layout_conflict_ ABSL_GUARDED_BY(mu_);             // see LayoutConflict
+  std::string history_conflict_ ABSL_GUARDED_BY(mu_);            // see HistoryConflict
+  bool history_conflict_reported_ ABSL_GUARDED_BY(mu_) = false;  // to the history listener
+  uint64_t self_generation_seen_ ABSL_GUARDED_BY(mu_) = 0;       // see SelfGenerationSeen
+  // The incarnations this run has gossiped (its first, and any it moved to past an earlier run's
+  // entry): an entry of this node at another one is of an earlier run.
+  std::vector<uint64_t> run_incarnations_ ABSL_GUARDED_BY(mu_);
   // The differing settings last logged per member (so each is logged once).
   std::map<std::string, std::string> settings_warned_ ABSL_GUARDED_BY(mu_);
   // When, and under which layout version, Options::holds_records was last asked.

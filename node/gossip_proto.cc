@@ -36,6 +36,7 @@ void DigestToProto(const GossipDigest& digest,
     m->set_settings(entry.settings);
     m->set_clean_layout_version(entry.clean_layout_version);
     m->set_generation(entry.generation);
+    m->set_earlier_generation(entry.earlier_generation);
   }
 }
 
@@ -74,6 +75,7 @@ GossipDigest DigestFromProto(
     entry.settings = m.settings();
     entry.clean_layout_version = m.clean_layout_version();
     entry.generation = m.generation();
+    entry.earlier_generation = m.earlier_generation();
     digest.members.push_back(std::move(entry));
   }
   return digest;

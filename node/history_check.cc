@@ -46,12 +46,13 @@ PeerGenerations AskPeerGenerations(GossipTransport* transport, const std::string
             const bool mine = entry.member.id == node_id &&
                               std::find(self_addresses.begin(), self_addresses.end(),
                                         entry.member.address) != self_addresses.end();
-            if (!mine || entry.generation > kMaxPeerGeneration) {
-              continue;
-            }
-            if (entry.generation > tally->result.highest) {
-              tally->result.highest = entry.generation;
-              tally->result.highest_from = address;
+            if (!mine) continue;
+            for (const uint64_t generation : {entry.generation, entry.earlier_generation}) {
+              if (generation > kMaxPeerGeneration) continue;
+              if (generation > tally->result.highest) {
+                tally->result.highest = generation;
+                tally->result.highest_from = address;
+              }
             }
           }
         });

@@ -35,6 +35,8 @@ constexpr absl::string_view kCounterFloorKey = "counter_floor";
 constexpr absl::string_view kRunStateKey = "run_state";
 // Present while the store catches up (local_store.h, "Catching up"): why it started to.
 constexpr absl::string_view kCatchingUpKey = "catching_up";
+// Present from MarkHistoryConflict until the next Open, which draws a new epoch for it.
+constexpr absl::string_view kHistoryConflictKey = "history_conflict";
 // Decimal u64: the store's history generation (local_store.h, "History generations").
 constexpr absl::string_view kGenerationKey = "generation";
 // Generations above this are refused (a peer's claim is bounded by gossip already): the
@@ -218,6 +220,18 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
   if (stored.ok()) {
     epoch = *std::move(stored);
     KV_ASSIGN_OR_RETURN(new_epoch_reason, LostWritesReason(engine, options.boot_id, &catch_up));
+    if (new_epoch_reason.empty()) {
+      absl::StatusOr<std::string> conflict = engine->Get(Column::kMeta, kHistoryConflictKey);
+      if (conflict.ok()) {
+        catch_up = true;
+        new_epoch_reason = absl::StrCat(
+            "the previous run learned that this data directory is older than an earlier run of "
+            "the node (",
+            *conflict, "), so writes the node made in that run may be missing here");
+      } else if (!absl::IsNotFound(conflict.status())) {
+        return conflict.status();
+      }
+    }
     if (new_epoch_reason.empty() && options.peer_generation > stored_generation) {
       catch_up = true;
       new_epoch_reason = absl::StrCat(
@@ -233,6 +247,7 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
       std::min(std::max(stored_generation, options.peer_generation), kMaxGeneration - 1) + 1;
   WriteBatch batch;
   batch.Put(Column::kMeta, kGenerationKey, absl::StrCat(generation));
+  batch.Delete(Column::kMeta, kHistoryConflictKey);  // answered by this Open's new epoch, if any
   const bool new_epoch = epoch.empty() || !new_epoch_reason.empty();
   if (new_epoch) {
     // A new incarnation: its dots must never collide with those of an earlier one, even if the
@@ -274,9 +289,9 @@ absl::StatusOr<std::unique_ptr<LocalStore>> LocalStore::Open(Engine* engine, con
   return store;
 }
 
-absl::StatusOr<uint64_t> LocalStore::AdvanceGeneration() {
+absl::StatusOr<uint64_t> LocalStore::AdvanceGeneration(uint64_t at_least) {
   absl::MutexLock lock(&generation_mu_);
-  const uint64_t next = generation_.load(std::memory_order_acquire) + 1;
+  const uint64_t next = std::max(generation_.load(std::memory_order_acquire) + 1, at_least);
   if (next > kMaxGeneration) {
     return absl::FailedPreconditionError("the history generation reached its bound (2^62)");
   }
@@ -285,6 +300,27 @@ absl::StatusOr<uint64_t> LocalStore::AdvanceGeneration() {
   KV_RETURN_IF_ERROR(engine_->Write(batch, WriteOptions{/*sync=*/true}));
   generation_.store(next, std::memory_order_release);
   return next;
+}
+
+absl::Status LocalStore::MarkHistoryConflict(absl::string_view reason) {
+  {
+    absl::MutexLock lock(&history_conflict_mu_);
+    if (!history_conflict_.empty()) return absl::OkStatus();
+    history_conflict_ = reason.empty() ? std::string("(no reason given)") : std::string(reason);
+  }
+  has_history_conflict_.store(true, std::memory_order_release);
+  // The directory lacks writes of that run, which this replica acknowledged: its "no live
+  // version" answers must not count until anti-entropy has compared it with every peer.
+  catching_up_.store(true, std::memory_order_release);
+  WriteBatch batch;
+  batch.Put(Column::kMeta, kHistoryConflictKey, history_conflict());
+  batch.Put(Column::kMeta, kCatchingUpKey, history_conflict());
+  return engine_->Write(batch, WriteOptions{/*sync=*/true});
+}
+
+std::string LocalStore::history_conflict() const {
+  absl::MutexLock lock(&history_conflict_mu_);
+  return history_conflict_;
 }
 
 absl::Status LocalStore::FinishCatchingUp() {

@@ -43,7 +43,10 @@
 // before Open kvnode asks its peers for the generation they last saw from this node
 // (Options::peer_generation; see node/history_check.h); if it is above the stored one, Open draws a
 // new epoch and catches up. A directory copied less than one advance (plus the gossip delay)
-// before the node's last write goes unnoticed, as does any restore while no peer answers.
+// before the node's last write goes unnoticed. A restore while no peer answers is found later, by
+// gossip (node/gossip.h, HistoryConflict): kvnode then calls MarkHistoryConflict, after which the
+// store refuses new writes (their dots could collide) and the next Open draws a new epoch and
+// catches up.
 //
 // Catching up: a store that took a new epoch for either reason (a machine crash, or a store
 // older than the node's last run) may also lack a Put that it
@@ -191,9 +194,18 @@ class LocalStore {
   bool new_epoch() const { return new_epoch_; }
   // This run's history generation, as stored (see "History generations" above).
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
-  // Advances the generation by one and stores it, synced; returns the new one, which may then be
-  // gossiped. On error the generation stays.
-  absl::StatusOr<uint64_t> AdvanceGeneration();
+  // Advances the generation by one, or to `at_least` if that is more, and stores it, synced;
+  // returns the new one, which may then be gossiped. On error the generation stays.
+  absl::StatusOr<uint64_t> AdvanceGeneration(uint64_t at_least = 0);
+  // Records (synced; meta key "history_conflict") that this run kept an epoch it should not
+  // have: the directory is older than an earlier run of the node (see "History generations"
+  // above; `reason` says how that showed). From the call on, writes are refused (UNAVAILABLE:
+  // another node can take them) until a restart, whose Open draws a new epoch; and the store is
+  // catching up (it lacks writes of that run). The refusal holds even if storing the record fails
+  // (the error is returned). Only the first call counts.
+  absl::Status MarkHistoryConflict(absl::string_view reason);
+  // Empty, or the reason given to MarkHistoryConflict in this run.
+  std::string history_conflict() const;
   // True while the store may lack writes it acknowledged (see "Catching up" above).
   bool catching_up() const { return catching_up_.load(std::memory_order_acquire); }
   // Ends catching up (and forgets it durably enough: a crash that loses the record only makes
@@ -375,6 +387,9 @@ class LocalStore {
   std::string new_epoch_reason_;  // set by Open only
   bool new_epoch_ = false;        // likewise
   std::atomic<bool> catching_up_{false};
+  std::atomic<bool> has_history_conflict_{false};  // set once, by MarkHistoryConflict
+  mutable absl::Mutex history_conflict_mu_;
+  std::string history_conflict_ ABSL_GUARDED_BY(history_conflict_mu_);
   absl::Mutex generation_mu_;  // orders AdvanceGeneration's writes
   std::atomic<uint64_t> generation_{0};
   RecordObserver* observer_ = nullptr;

@@ -178,6 +178,14 @@ class LocalStore::WriteMutation : public CommitQueue::Mutation {
 absl::StatusOr<std::unique_ptr<LocalStore::WriteMutation>> LocalStore::NewWriteMutation(
     WriteCommand command, BatchHook hook, WriteCallback done) {
   KV_RETURN_IF_ERROR(ValidateWrite(command));
+  if (has_history_conflict_.load(std::memory_order_acquire)) {
+    return absl::UnavailableError(absl::StrCat(
+        "this node refuses new writes until it restarts: its data directory is older than an "
+        "earlier run of the node (",
+        history_conflict(),
+        "), so its new versions could reuse the dots of writes it lacks. Nothing was applied; "
+        "another node can take the write, and a restart of this one gives it a new actor epoch"));
+  }
   KV_ASSIGN_OR_RETURN(CausalContext seen, CausalContext::Decode(command.context));
   KV_RETURN_IF_ERROR(CheckReadableAtLevel(seen, options_.format_level));
   std::string fingerprint =

@@ -373,6 +373,10 @@ std::vector<prometheus::MetricFamily> StatusFamilies(const v1::ClusterStatusResp
          "1 while this replica may lack writes it acknowledged (restarted after a machine crash "
          "without sync_writes) and anti-entropy has not yet compared it with every peer.",
          MetricType::Gauge, status.catching_up() ? 1 : 0);
+  single("kv_history_conflict",
+         "1 if another node gossiped a later history generation of an earlier run of this node: "
+         "its data directory is older than that run (restored?) and it kept its actor epoch.",
+         MetricType::Gauge, status.history_conflict().empty() ? 0 : 1);
   single("kv_members", "Members that own keys in the current layout.", MetricType::Gauge,
          status.members_size());
   single("kv_merkle_ready", "1 once the anti-entropy hash trees are built.", MetricType::Gauge,

@@ -410,7 +410,13 @@ void NodeServer::ScheduleGenerationAdvance() {
   absl::MutexLock timers(&stale_timer_mu_);
   if (scheduler_ == nullptr) return;  // shutting down
   scheduler_->RunAfter(kGenerationInterval, [this] {
-    absl::StatusOr<uint64_t> advanced = store_->AdvanceGeneration();
+    // Past what the peers hold of an earlier run, too (a start with a new epoch while none
+    // answered): the next start's check must not take that for a restore. Not beyond the
+    // bound the check believes (node/history_check.h), nor after a history conflict, whose
+    // next start must see it even if its record could not be stored.
+    const uint64_t seen = gossiper_->SelfGenerationSeen();
+    const bool past_seen = seen < kMaxPeerGeneration && gossiper_->HistoryConflict().empty();
+    absl::StatusOr<uint64_t> advanced = store_->AdvanceGeneration(past_seen ? seen + 1 : 0);
     if (advanced.ok()) {
       gossiper_->SetGeneration(*advanced);
     } else {
@@ -692,6 +698,19 @@ void NodeServer::StartMembershipWork() {
   // it runs on the executor. An older layout arriving late is ignored (PlacementHolder::Set).
   // Tombstone purging pauses here, before the placement changes, so that no purge is decided on
   // a ring the node has left behind.
+  // A restore that the start's check missed, shown later by a peer's gossip: no more writes under
+  // this epoch, and a new one at the next start (LocalStore::MarkHistoryConflict). Gossip calls it
+  // on its own thread or a gRPC thread; the record is written (synced) on the executor.
+  gossiper_->SetHistoryListener([this](const std::string& conflict) {
+    LogError("refusing new writes until this node restarts (it then takes a new actor epoch)",
+             {{"history_conflict", conflict}});
+    executor_->Schedule([this, conflict] {
+      if (absl::Status marked = store_->MarkHistoryConflict(conflict); !marked.ok()) {
+        LogError("could not record the history conflict; the next start may keep its epoch",
+                 {{"error", marked.ToString()}});
+      }
+    });
+  });
   gossiper_->SetLayoutListener([this](const ClusterLayout& l) {
     reaper_->OnLayout(l.version, l.in_transition());
     executor_->Schedule([this, l] { OnLayout(l); });

@@ -147,6 +147,9 @@ class GossipTest : public ::testing::Test {
     gossiper->SetListener([this, id = self.id](const std::string& member, Liveness, Liveness to) {
       events_.push_back(absl::StrCat(id, ":", member, "=", LivenessName(to)));
     });
+    gossiper->SetHistoryListener([this, id = self.id](const std::string& conflict) {
+      history_heard_.push_back(absl::StrCat(id, ": ", conflict));
+    });
     // The old incarnation stays alive (timers may still point at it) but no longer serves.
     if (node.gossiper) retired_.push_back(std::move(node.gossiper));
     node.gossiper = std::move(gossiper);
@@ -203,6 +206,7 @@ class GossipTest : public ::testing::Test {
   std::vector<Node> nodes_;
   std::vector<std::unique_ptr<Gossiper>> retired_;
   std::vector<std::string> events_;
+  std::vector<std::string> history_heard_;  // by the history listeners: "<node>: <conflict>"
   int restarts_ = 0;
 };
 
@@ -520,7 +524,7 @@ TEST_F(GossipTest, ACleanUpPassThatKeptNothingIsPushedToEveryMemberAtOnce) {
 
 // A member's history generation (node/local_store.h) reaches the others with its heartbeats and
 // never goes back within a run; a restart (a new incarnation) says it anew.
-TEST_F(GossipTest, AGenerationTravelsAndNeverGoesBackWithinARun) {
+TEST_F(GossipTest, AGenerationTravelsAndNeverGoesBack) {
   all_ = MakeMembers(3);
   Gossiper::Options first;
   first.generation = 5;
@@ -584,16 +588,37 @@ TEST_F(GossipTest, AGenerationTravelsAndNeverGoesBackWithinARun) {
     EXPECT_TRUE(seen(6));
   }
 
+  // A restart with a lower generation (an empty directory's with a new epoch, say) replaces it
+  // in the others' tables, which keep the earlier run's apart (earlier_generation): the new run
+  // learns what an earlier one reached, and with a new epoch that is nothing to report.
   Gossiper::Options restarted;
-  restarted.generation = 2;          // a restored directory's, say
+  restarted.generation = 2;
+  restarted.new_epoch = true;
   clock_.Advance(absl::Seconds(1));  // a later incarnation
-  StartNode(0, all_, restarted);
-  ASSERT_NE(AdvanceUntil([&] { return seen(2); }, absl::Seconds(3)), absl::InfiniteDuration());
+  Gossiper* n1 = StartNode(0, all_, restarted);
+  ASSERT_NE(AdvanceUntil(
+                [&] {
+                  return OthersSeeN1([](const MemberEntry& e) {
+                    return e.generation == 2 && e.earlier_generation == 6;
+                  });
+                },
+                absl::Seconds(3)),
+            absl::InfiniteDuration());
+  scheduler_.Advance(3 * kInterval);
+  EXPECT_EQ(n1->SelfGenerationSeen(), 6u);
+  EXPECT_EQ(n1->HistoryConflict(), "");
+  // The next start's check counts the earlier runs' generation too.
+  EXPECT_EQ(
+      AskPeerGenerations(&direct, "n1", {all_[0].address}, {all_[1].address}, absl::Seconds(1))
+          .highest,
+      6u);
 
-  // The field travels in the gossip messages.
+  // The fields travel in the gossip messages.
   MemberEntry entry;
   entry.generation = 9;
+  entry.earlier_generation = 12;
   EXPECT_EQ(ThroughMessages(entry).generation, 9u);
+  EXPECT_EQ(ThroughMessages(entry).earlier_generation, 12u);
 }
 
 // A node whose start found no peer to ask learns later, from a peer that still holds an entry of
@@ -617,10 +642,90 @@ TEST_F(GossipTest, AnEarlierRunsLaterGenerationIsReportedUnlessTheEpochIsNew) {
     restored.new_epoch = new_epoch;
     clock_.Advance(absl::Seconds(1));  // a later incarnation
     Gossiper* n1 = StartNode(0, all_, restored);
-    EXPECT_FALSE(n1->HistoryConflict());
+    EXPECT_EQ(n1->HistoryConflict(), "");
     n1->HandleGossip(held);  // n2 pushes before n1's new entry reached it
-    EXPECT_EQ(n1->HistoryConflict(), !new_epoch) << new_epoch;
+    if (new_epoch) {
+      EXPECT_EQ(n1->HistoryConflict(), "");
+    } else {
+      EXPECT_TRUE(absl::StartsWith(n1->HistoryConflict(),
+                                   "n2 holds history generation 10 of an earlier run of n1; "
+                                   "this run started from 3"))
+          << n1->HistoryConflict();
+    }
   }
+  // The listener heard the first run's conflict, once.
+  ASSERT_EQ(history_heard_.size(), 1u);
+  EXPECT_TRUE(absl::StartsWith(history_heard_[0], "n1: n2 holds history generation 10"))
+      << history_heard_[0];
+}
+
+// A restarted member's entry does not take its generation back: the others keep the highest they
+// heard of it, across its runs. So a run that started below an earlier run's generation (its
+// start found no peer to ask) learns it even when its own new entry reaches the others first.
+TEST_F(GossipTest, ARunBelowAnEarlierRunsGenerationLearnsItWhicheverSideGossipsFirst) {
+  all_ = MakeMembers(2);
+  Gossiper::Options earlier;
+  earlier.generation = 10;
+  StartNode(0, all_, earlier);
+  StartNode(1, all_);
+  auto others_hold = [this](uint64_t generation) {
+    return OthersSeeN1([&](const MemberEntry& e) { return e.generation == generation; });
+  };
+  ASSERT_NE(AdvanceUntil([&] { return others_hold(10); }, absl::Seconds(3)),
+            absl::InfiniteDuration());
+
+  Gossiper::Options restored;
+  restored.generation = 3;
+  clock_.Advance(absl::Seconds(1));  // a later incarnation
+  Gossiper* n1 = StartNode(0, all_, restored);
+  GossipDigest pushed;  // n1's table, pushed to n2 before n2 gossips
+  pushed.from_id = "n1";
+  for (const MemberView& view : n1->Members()) pushed.members.push_back(view.entry);
+  nodes_[1].gossiper->HandleGossip(pushed);
+  // n2 took the new run's entry, and kept the earlier run's generation beside it.
+  EXPECT_TRUE(OthersSeeN1(
+      [](const MemberEntry& e) { return e.generation == 3 && e.earlier_generation == 10; }));
+  EXPECT_EQ(n1->HistoryConflict(), "");
+  EXPECT_EQ(n1->SelfGenerationSeen(), 0u);
+
+  scheduler_.Advance(10 * kInterval);
+  EXPECT_TRUE(absl::StartsWith(n1->HistoryConflict(),
+                               "n2 holds history generation 10 of an earlier run of n1; this run "
+                               "started from 3"))
+      << n1->HistoryConflict();
+  EXPECT_EQ(n1->SelfGenerationSeen(), 10u);
+  EXPECT_EQ(history_heard_.size(), 1u);  // once, however many rounds showed it
+}
+
+// The start's generation is one above what the directory held, and an earlier run that reached
+// it is enough: a copy made before the earlier run's first advance (the run gossiped only its
+// start's generation) is older than that run too. A later run of the directory the earlier run
+// left (it started above all of that run's generations) reports nothing.
+TEST_F(GossipTest, AnEarlierRunThatReachedThisRunsStartGenerationIsAConflict) {
+  all_ = MakeMembers(2);
+  Gossiper::Options earlier;
+  earlier.generation = 4;  // a start on a directory that held 3
+  StartNode(0, all_, earlier);
+  StartNode(1, all_);
+  scheduler_.Advance(10 * kInterval);
+
+  Gossiper::Options later;  // the same directory, after the earlier run's clean stop
+  later.generation = 5;
+  clock_.Advance(absl::Seconds(1));
+  Gossiper* n1 = StartNode(0, all_, later);
+  scheduler_.Advance(10 * kInterval);
+  EXPECT_EQ(n1->HistoryConflict(), "");
+  EXPECT_EQ(n1->SelfGenerationSeen(), 4u);
+
+  Gossiper::Options copy;  // a copy of the directory made before the earlier run: it held 3
+  copy.generation = 4;
+  clock_.Advance(absl::Seconds(1));
+  n1 = StartNode(0, all_, copy);
+  scheduler_.Advance(10 * kInterval);
+  EXPECT_TRUE(absl::StartsWith(n1->HistoryConflict(),
+                               "n2 holds history generation 5 of an earlier run of n1; this run "
+                               "started from 4"))
+      << n1->HistoryConflict();
 }
 
 // AskPeerGenerations waits at most its timeout for a peer that never answers.

@@ -170,6 +170,59 @@ TEST_F(LocalStoreTest, AStoreOlderThanThePeersSawTakesANewEpoch) {
   EXPECT_EQ(fresh->generation(), 8u);
 }
 
+// A restore that the start's check missed and gossip showed later (MarkHistoryConflict): the run
+// refuses new writes from then on and is catching up; the next Open draws a new epoch, even after
+// a clean stop, and writes again. The generation also moves past what the peers showed.
+TEST_F(LocalStoreTest, AHistoryConflictStopsWritesUntilTheNextOpenTakesANewEpoch) {
+  MemoryEngine engine;
+  LocalStore::Options options;
+  options.boot_id = "boot-1";
+  std::unique_ptr<LocalStore> store = OpenStore(&engine, "a", options);
+  ASSERT_NE(store, nullptr);
+  const std::string actor = store->actor();
+  ASSERT_TRUE(store->Write({"k", false, "v1", "", ""}).ok());
+  absl::StatusOr<uint64_t> advanced = store->AdvanceGeneration(/*at_least=*/41);
+  ASSERT_TRUE(advanced.ok()) << advanced.status();
+  EXPECT_EQ(*advanced, 41u);
+  advanced = store->AdvanceGeneration(/*at_least=*/5);
+  ASSERT_TRUE(advanced.ok()) << advanced.status();
+  EXPECT_EQ(*advanced, 42u);  // never back
+
+  EXPECT_EQ(store->history_conflict(), "");
+  EXPECT_FALSE(store->catching_up());
+  ASSERT_TRUE(store->MarkHistoryConflict("n2 holds history generation 50").ok());
+  ASSERT_TRUE(store->MarkHistoryConflict("a second one").ok());  // only the first counts
+  EXPECT_EQ(store->history_conflict(), "n2 holds history generation 50");
+  EXPECT_TRUE(store->catching_up());
+  const absl::Status refused = store->Write({"k", false, "v2", "", ""}).status();
+  EXPECT_TRUE(absl::IsUnavailable(refused)) << refused;
+  EXPECT_THAT(refused.message(), ::testing::HasSubstr("n2 holds history generation 50"));
+  EXPECT_THAT(refused.message(), ::testing::HasSubstr("refuses new writes until it restarts"));
+  absl::StatusOr<SiblingSet> kept = store->ReadRecord("k");
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->siblings().size(), 1u);  // the refused write changed nothing
+  ASSERT_TRUE(store->RecordCleanStop().ok());
+  store.reset();
+
+  store = OpenStore(&engine, "a", options);
+  ASSERT_NE(store, nullptr);
+  EXPECT_NE(store->actor(), actor);
+  EXPECT_THAT(store->new_epoch_reason(),
+              ::testing::HasSubstr("older than an earlier run of the node (n2 holds history "
+                                   "generation 50)"));
+  EXPECT_TRUE(store->catching_up());
+  EXPECT_EQ(store->history_conflict(), "");
+  EXPECT_TRUE(store->Write({"k", false, "v3", "", ""}).ok());
+  const std::string new_actor = store->actor();
+  ASSERT_TRUE(store->RecordCleanStop().ok());
+  store.reset();
+  // The record went with that Open: the next start keeps the new epoch.
+  store = OpenStore(&engine, "a", options);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->actor(), new_actor);
+  EXPECT_EQ(store->new_epoch_reason(), "");
+}
+
 // The epoch stays when nothing acknowledged can have been lost: the process alone crashed (same
 // boot), writes were synced, or the previous run stopped cleanly.
 TEST_F(LocalStoreTest, TheEpochStaysWhenNoAcknowledgedWriteCanHaveBeenLost) {

@@ -274,6 +274,7 @@ TEST(MetricsProcessTest, OneNodeCountsCallsByMethodAndCode) {
   EXPECT_EQ(testing::MetricSample(text, "kv_members"), 1) << text;
   EXPECT_EQ(testing::MetricSample(text, "kv_layout_in_transition"), 0) << text;
   EXPECT_EQ(testing::MetricSample(text, "kv_settings_conflict"), 0) << text;
+  EXPECT_EQ(testing::MetricSample(text, "kv_history_conflict"), 0) << text;
   EXPECT_THAT(text, HasSubstr(R"(kv_node_info{actor="n1#)")) << text;
   EXPECT_THAT(text, HasSubstr(R"(",node_id="n1",version=")")) << text;
   EXPECT_THAT(text, HasSubstr("# TYPE kv_grpc_requests_total counter"));

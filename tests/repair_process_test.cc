@@ -327,6 +327,25 @@ class RestoredDirectoryProcessTest : public RepairProcessTest {
     return client.ok() ? *std::move(client) : nullptr;
   }
 
+  // Stops n1 and copies its data directory to `backup`.
+  void StopAndBackUpN1(const std::string& backup) {
+    ASSERT_TRUE(cluster_->Stop(0).ok());
+    std::error_code ec;
+    std::filesystem::copy(cluster_->data_dir(0), backup, std::filesystem::copy_options::recursive,
+                          ec);
+    ASSERT_FALSE(ec) << ec.message();
+  }
+
+  // Stops n1 and puts `backup` in place of its data directory.
+  void StopAndRestoreN1(const std::string& backup) {
+    ASSERT_TRUE(cluster_->Stop(0).ok());
+    std::error_code ec;
+    std::filesystem::remove_all(cluster_->data_dir(0), ec);
+    ASSERT_FALSE(ec) << ec.message();
+    std::filesystem::rename(backup, cluster_->data_dir(0), ec);
+    ASSERT_FALSE(ec) << ec.message();
+  }
+
   // Overwrites each of `keys` keys through node `node` (its coordinator) with `value`, with the
   // context that node's replica returns, on every replica (W = all).
   void OverwriteThrough(size_t node, int keys, const std::string& value) {
@@ -356,26 +375,18 @@ class RestoredDirectoryProcessTest : public RepairProcessTest {
 TEST_F(RestoredDirectoryProcessTest, ADirectoryOlderThanTheNodesLastRunTakesANewEpoch) {
   constexpr int kRestoredKeys = 20;
   OverwriteThrough(0, kRestoredKeys, "before-backup");
-  ASSERT_TRUE(cluster_->Stop(0).ok());
   const std::string backup = cluster_->data_dir(0) + ".backup";
-  std::error_code ec;
-  std::filesystem::copy(cluster_->data_dir(0), backup, std::filesystem::copy_options::recursive,
-                        ec);
-  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_NO_FATAL_FAILURE(StopAndBackUpN1(backup));
 
   // A run after the backup: it keeps its epoch (a clean restart), and its writes reach every
   // replica.
   ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
   OverwriteThrough(0, kRestoredKeys, "after-backup");
   absl::SleepFor(absl::Seconds(2));  // ten gossip rounds: the others hold n1's new generation
-  ASSERT_TRUE(cluster_->Stop(0).ok());
   EXPECT_FALSE(absl::StrContains(cluster_->Logs(0), "took a new actor epoch")) << cluster_->Logs(0);
 
   // The directory is restored from the backup.
-  std::filesystem::remove_all(cluster_->data_dir(0), ec);
-  ASSERT_FALSE(ec) << ec.message();
-  std::filesystem::rename(backup, cluster_->data_dir(0), ec);
-  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_NO_FATAL_FAILURE(StopAndRestoreN1(backup));
   ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
   const std::string logs = cluster_->Logs(0);
   EXPECT_TRUE(absl::StrContains(logs, "took a new actor epoch")) << logs;
@@ -399,6 +410,84 @@ TEST_F(RestoredDirectoryProcessTest, ADirectoryOlderThanTheNodesLastRunTakesANew
   // And the catching-up state says that n1 may lack writes.
   const nlohmann::json status = KvctlJson(0, {"cluster", "status"}, 0);
   EXPECT_EQ(status.value("catching_up", false), true) << status.dump();
+}
+
+// The same restore while no peer can answer the start's check (both paused): the node starts on
+// its old epoch, and learns the truth from the first gossip of a peer, which kept the generation
+// of the node's earlier run. From then on it refuses writes (another node takes them), shows the
+// conflict in `cluster status` and is catching up; its next start takes a new epoch and it
+// writes again. No acknowledged write is lost: n2 keeps every value of the run the copy lacks.
+TEST_F(RestoredDirectoryProcessTest, ARestoreTheStartCouldNotCheckIsFoundByGossipAndStopsWrites) {
+  constexpr int kRestoredKeys = 10;
+  OverwriteThrough(0, kRestoredKeys, "before-backup");
+  const std::string backup = cluster_->data_dir(0) + ".backup";
+  ASSERT_NO_FATAL_FAILURE(StopAndBackUpN1(backup));
+  ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
+  OverwriteThrough(0, kRestoredKeys, "after-backup");
+  absl::SleepFor(absl::Seconds(2));  // ten gossip rounds: the others hold n1's new generation
+  ASSERT_NO_FATAL_FAILURE(StopAndRestoreN1(backup));
+
+  ASSERT_TRUE(cluster_->Pause(1));
+  ASSERT_TRUE(cluster_->Pause(2));
+  const absl::Status restarted = cluster_->Restart(0);
+  cluster_->Resume(1);
+  cluster_->Resume(2);
+  ASSERT_TRUE(restarted.ok()) << restarted << cluster_->LogTails();
+  EXPECT_FALSE(absl::StrContains(cluster_->Logs(0), "took a new actor epoch")) << cluster_->Logs(0);
+
+  nlohmann::json status;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  do {
+    absl::SleepFor(absl::Milliseconds(200));
+    status = KvctlJson(0, {"cluster", "status"}, 0);
+  } while (status.value("history_conflict", "").empty() && absl::Now() < deadline);
+  EXPECT_TRUE(absl::StrContains(status.value("history_conflict", ""),
+                                "of an earlier run of n1; this run started from"))
+      << status.dump();
+  EXPECT_EQ(status.value("catching_up", false), true) << status.dump();
+  const CommandResult text = Kvctl(0, {"cluster", "status"});
+  EXPECT_TRUE(absl::StrContains(text.out, "data directory is older than its last run")) << text.out;
+
+  // A write through n1 alone is refused, and changes nothing.
+  ClientOptions only_n1;
+  only_n1.endpoints = {cluster_->endpoint(0)};
+  only_n1.retry.max_attempts = 1;
+  absl::StatusOr<std::unique_ptr<Client>> n1 = Client::Create(only_n1);
+  ASSERT_TRUE(n1.ok()) << n1.status();
+  const absl::StatusOr<WriteResult> refused = (*n1)->Put("restored/0", "refused");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::IsUnavailable(refused.status())) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "refuses new writes"))
+      << refused.status();
+  // Through every endpoint the client's retry goes to another node.
+  EXPECT_TRUE(client_->Put("elsewhere", "taken").ok());
+
+  std::unique_ptr<Client> n2 = ClientOf(1);
+  ASSERT_NE(n2, nullptr);
+  auto n2_values = [&](int i) {
+    std::vector<std::string> values;
+    absl::StatusOr<GetResult> got = n2->Get(absl::StrCat("restored/", i));  // n2's own replica
+    EXPECT_TRUE(got.ok()) << i << ": " << got.status();
+    if (got.ok()) {
+      for (const Version& version : got->siblings) values.push_back(version.value);
+    }
+    return values;
+  };
+  for (int i = 0; i < kRestoredKeys; ++i) {
+    EXPECT_THAT(n2_values(i), ::testing::ElementsAre("after-backup")) << i;
+  }
+
+  // The next start takes a new epoch, and n1 writes again.
+  ASSERT_TRUE(cluster_->Stop(0).ok());
+  ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
+  EXPECT_TRUE(absl::StrContains(cluster_->Logs(0), "took a new actor epoch")) << cluster_->Logs(0);
+  status = KvctlJson(0, {"cluster", "status"}, 0);
+  EXPECT_EQ(status.value("history_conflict", "?"), "") << status.dump();
+  EXPECT_EQ(status.value("catching_up", false), true) << status.dump();
+  OverwriteThrough(0, kRestoredKeys, "after-restart");
+  for (int i = 0; i < kRestoredKeys; ++i) {
+    EXPECT_THAT(n2_values(i), ::testing::IsSupersetOf({"after-backup", "after-restart"})) << i;
+  }
 }
 
 // A peer answers a request for the keys of the segments that differ with whole segments up to a
