@@ -385,14 +385,22 @@ void Coordinator::DescribeWrite(std::string write_id, absl::Time answer_by,
     done(valid);
     return;
   }
+  // This node made the dot if it names this node's current actor. It stored the write before
+  // any other replica saw it, and under the same actor it has lost nothing since (a start that may
+  // have lost writes takes a new epoch); unless it is catching up, a restore put it behind, or
+  // the record moved away and back with a membership change.
+  const bool made_here =
+      dot.actor == store_->actor() && !store_->catching_up() && store_->history_conflict().empty();
   GatherReplicas(
-      key, answer_by, [key, dot, done = std::move(done)](std::vector<ReplicaRecordView> views) {
+      key, answer_by,
+      [this, key, dot, made_here, done = std::move(done)](std::vector<ReplicaRecordView> views) {
         WriteStatus status;
         status.key = key;
         status.dot = dot;
         bool all = !views.empty();
         bool any = false;
         bool every_answered = !views.empty();
+        bool maker_lacks_it = false;
         for (ReplicaRecordView& view : views) {
           WriteStatus::Replica replica;
           replica.member = view.member;
@@ -402,13 +410,23 @@ void Coordinator::DescribeWrite(std::string write_id, absl::Time answer_by,
           all = all && replica.applied;
           any = any || replica.applied;
           every_answered = every_answered && view.status.ok();
+          if (made_here && view.member.id == options_.self_id && view.status.ok() &&
+              !replica.applied) {
+            maker_lacks_it = true;
+          }
           status.replicas.push_back(std::move(replica));
         }
         // A write is acknowledged only once replicas hold it, so when every replica answers and
         // none has seen it, the id was not issued for this key (or its versions were purged since).
-        if (every_answered && !any) {
+        // The node that made the dot knows as much alone, whoever else does not answer.
+        if ((every_answered || maker_lacks_it) && !any) {
           done(absl::NotFoundError(absl::StrCat(
-              "no replica of the key holds write ", dot.ToString(),
+              maker_lacks_it && !every_answered
+                  ? absl::StrCat("node ", options_.self_id,
+                                 ", whose actor the id names, holds no "
+                                 "write ")
+                  : std::string("no replica of the key holds write "),
+              dot.ToString(),
               " or a version that replaced it: the id was never issued, or the key's versions were "
               "purged (or lost) since")));
           return;

@@ -1153,7 +1153,32 @@ TEST_F(ClusterTest, DescribeAnswersWithinTheCallersDeadlineWhileAReplicaHangs) {
     ASSERT_TRUE(write_status.ok()) << write_status.error_message();
     EXPECT_EQ(write_state.replicas_size(), 3);
   }
+  // An id of the same actor that was never issued: n1, whose actor it names, knows that alone,
+  // while n3 does not answer. Another node still cannot tell it from a write only n3 may hold.
+  const std::string issued = put.response.write_id();  // "n1#EPOCH:COUNTER/KEY"
+  const size_t colon = issued.find(':');
+  const size_t slash = issued.find('/');
+  ASSERT_TRUE(colon != std::string::npos && slash != std::string::npos) << issued;
+  uint64_t counter = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(issued.substr(colon + 1, slash - colon - 1), &counter)) << issued;
+  const std::string never_issued =
+      absl::StrCat(issued.substr(0, colon + 1), counter + 1000, issued.substr(slash));
+  v1::DescribeWriteRequest never_request;
+  never_request.set_write_id(never_issued);
+  v1::DescribeWriteResponse never_state;
+  const grpc::Status by_maker =
+      kv(0)->DescribeWrite(Ctx(absl::Milliseconds(1800)).get(), never_request, &never_state);
+  EXPECT_EQ(by_maker.error_code(), grpc::StatusCode::NOT_FOUND) << by_maker.error_message();
+  EXPECT_TRUE(absl::StrContains(by_maker.error_message(), "node n1, whose actor the id names"))
+      << by_maker.error_message();
+  const grpc::Status by_other =
+      kv(1)->DescribeWrite(Ctx(absl::Milliseconds(1800)).get(), never_request, &never_state);
+  ASSERT_TRUE(by_other.ok()) << by_other.error_message();
+  EXPECT_EQ(never_state.state(), v1::DescribeWriteResponse::PENDING);
   cluster_->Resume(2);
+  // With every replica answering, any node says so.
+  EXPECT_EQ(kv(1)->DescribeWrite(Ctx().get(), never_request, &never_state).error_code(),
+            grpc::StatusCode::NOT_FOUND);
 }
 
 // With 5 nodes and N=3, a write through one of the two nodes that are not replicas of the key
