@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "node/history_check.h"
 #include "node/log.h"
 
 namespace kv {
@@ -411,6 +412,17 @@ bool Holds(const ClusterLayout& layout, absl::string_view id, const std::string*
          std::any_of(layout.next.begin(), layout.next.end(), same);
 }
 
+// Keeps (generation, incarnation) as `entry`'s earlier-run generation if it is higher (on a tie,
+// the lower incarnation: the earlier run, unless a clock went back).
+void KeepHigherEarlier(uint64_t generation, uint64_t incarnation, MemberEntry* entry) {
+  if (generation == 0) return;
+  if (generation > entry->earlier_generation ||
+      (generation == entry->earlier_generation && incarnation < entry->earlier_incarnation)) {
+    entry->earlier_generation = generation;
+    entry->earlier_incarnation = incarnation;
+  }
+}
+
 }  // namespace
 
 bool Gossiper::FromAnotherCluster(const GossipDigest& digest) const {
@@ -493,11 +505,21 @@ void Gossiper::Merge(const GossipDigest& digest) {
       MemberEntry& me = members_[self_id_];
       // The generation an earlier run reached, as far as this entry shows: its own field if the
       // entry is of another run (an incarnation other than this run's), and what the sender kept
-      // of earlier runs.
-      const bool this_run = std::find(run_incarnations_.begin(), run_incarnations_.end(),
-                                      in.incarnation) != run_incarnations_.end();
-      const uint64_t earlier_run =
-          std::max(this_run ? uint64_t{0} : in.generation, in.earlier_generation);
+      // of earlier runs unless that came from this run. Only at this node's address, and within
+      // the bound, as the start's check counts them (node/history_check.h): an entry of this id
+      // elsewhere is another node's (another cluster's, say).
+      auto of_this_run = [this](uint64_t incarnation) {
+        return std::find(run_incarnations_.begin(), run_incarnations_.end(), incarnation) !=
+               run_incarnations_.end();
+      };
+      uint64_t earlier_run = 0;
+      if (in.member.address == me.member.address) {
+        if (!of_this_run(in.incarnation)) earlier_run = in.generation;
+        if (!of_this_run(in.earlier_incarnation)) {
+          earlier_run = std::max(earlier_run, in.earlier_generation);
+        }
+      }
+      if (earlier_run > kMaxPeerGeneration) earlier_run = 0;
       // Someone holds a newer version of us than we do (our clock went back across a restart):
       // move past it, or our heartbeats would be ignored until we caught up.
       if (in.NewerThan(me)) {
@@ -540,6 +562,8 @@ void Gossiper::Merge(const GossipDigest& digest) {
     }
     if (!in.NewerThan(it->second)) continue;
     const bool restarted = in.incarnation > it->second.incarnation;
+    const bool moved = in.member.address != it->second.member.address;
+    const uint64_t held_incarnation = it->second.incarnation;  // the run this entry replaces
     if (restarted) {
       // A restart may come with another address (a joiner whose port was taken, say): a join
       // is planned with the address of the member's entry.
@@ -557,16 +581,17 @@ void Gossiper::Merge(const GossipDigest& digest) {
     it->second.clean_layout_version = in.clean_layout_version;
     // An earlier run's generation is kept apart: a run that starts below it learns it from there
     // (HistoryConflict). Within a run it never goes back (an older node relaying the entry drops
-    // the field).
-    if (restarted) {
-      it->second.earlier_generation =
-          std::max({it->second.earlier_generation, it->second.generation, in.earlier_generation});
-      it->second.generation = in.generation;
-    } else {
-      it->second.generation = std::max(it->second.generation, in.generation);
-      it->second.earlier_generation =
-          std::max(it->second.earlier_generation, in.earlier_generation);
+    // the field). A run at another address is another node's history as far as the start's
+    // check goes (node/history_check.h): it starts over.
+    if (restarted && moved) {
+      it->second.earlier_generation = 0;
+      it->second.earlier_incarnation = 0;
+    } else if (restarted) {
+      KeepHigherEarlier(it->second.generation, held_incarnation, &it->second);
     }
+    it->second.generation =
+        restarted ? in.generation : std::max(it->second.generation, in.generation);
+    KeepHigherEarlier(in.earlier_generation, in.earlier_incarnation, &it->second);
     // An older node relaying the entry drops the field: keep what the member itself said (a
     // restarted member's entry replaces it, empty or not).
     if (!in.settings.empty() || restarted) it->second.settings = in.settings;

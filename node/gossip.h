@@ -139,10 +139,10 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   std::string LayoutConflict() const;
   // Empty, or what a peer showed once: an entry of an earlier run of this node with a later
   // history generation than this run's (also logged as an error), e.g. "n2 holds history
-  // generation 41 of an earlier run of n1; this run is at 12 ...". The data directory is then
-  // older than that run, which the start's check (node/history_check.h) did not find. Never with
-  // Options::new_epoch. Shown by ClusterStatus and the kv_history_conflict gauge until the node
-  // stops; the history listener hears it once (kvnode then refuses new writes, and takes a new
+  // generation 41 of an earlier run of n1; this run started from 12: ...". The data directory is
+  // then older than that run, which the start's check (node/history_check.h) did not find. Never
+  // with Options::new_epoch. Shown by ClusterStatus and the kv_history_conflict gauge until the
+  // node stops; the history listener hears it once (kvnode then refuses new writes, and takes a new
   // epoch at its next start: LocalStore::MarkHistoryConflict).
   //
   // So that a peer shows it whichever of the two gossips first after the start, a member that

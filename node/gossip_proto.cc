@@ -37,6 +37,7 @@ void DigestToProto(const GossipDigest& digest,
     m->set_clean_layout_version(entry.clean_layout_version);
     m->set_generation(entry.generation);
     m->set_earlier_generation(entry.earlier_generation);
+    m->set_earlier_incarnation(entry.earlier_incarnation);
   }
 }
 
@@ -76,6 +77,7 @@ GossipDigest DigestFromProto(
     entry.clean_layout_version = m.clean_layout_version();
     entry.generation = m.generation();
     entry.earlier_generation = m.earlier_generation();
+    entry.earlier_incarnation = m.earlier_incarnation();
     digest.members.push_back(std::move(entry));
   }
   return digest;

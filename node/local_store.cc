@@ -302,20 +302,35 @@ absl::StatusOr<uint64_t> LocalStore::AdvanceGeneration(uint64_t at_least) {
   return next;
 }
 
-absl::Status LocalStore::MarkHistoryConflict(absl::string_view reason) {
+void LocalStore::MarkHistoryConflict(absl::string_view reason) {
   {
     absl::MutexLock lock(&history_conflict_mu_);
-    if (!history_conflict_.empty()) return absl::OkStatus();
+    if (!history_conflict_.empty()) return;
     history_conflict_ = reason.empty() ? std::string("(no reason given)") : std::string(reason);
   }
   has_history_conflict_.store(true, std::memory_order_release);
   // The directory lacks writes of that run, which this replica acknowledged: its "no live
   // version" answers must not count until anti-entropy has compared it with every peer.
   catching_up_.store(true, std::memory_order_release);
+}
+
+absl::Status LocalStore::StoreHistoryConflict() {
+  const std::string reason = history_conflict();
+  if (reason.empty()) return absl::OkStatus();
   WriteBatch batch;
-  batch.Put(Column::kMeta, kHistoryConflictKey, history_conflict());
-  batch.Put(Column::kMeta, kCatchingUpKey, history_conflict());
+  batch.Put(Column::kMeta, kHistoryConflictKey, reason);
+  batch.Put(Column::kMeta, kCatchingUpKey, reason);
   return engine_->Write(batch, WriteOptions{/*sync=*/true});
+}
+
+absl::Status LocalStore::HistoryConflictRefusal() const {
+  if (!has_history_conflict_.load(std::memory_order_acquire)) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat(
+      "this node refuses new writes until it restarts: its data directory is older than an "
+      "earlier run of the node (",
+      history_conflict(),
+      "), so its new versions could reuse the dots of writes it lacks. Nothing was applied; "
+      "another node can take the write, and a restart of this one gives it a new actor epoch"));
 }
 
 std::string LocalStore::history_conflict() const {

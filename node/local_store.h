@@ -197,13 +197,15 @@ class LocalStore {
   // Advances the generation by one, or to `at_least` if that is more, and stores it, synced;
   // returns the new one, which may then be gossiped. On error the generation stays.
   absl::StatusOr<uint64_t> AdvanceGeneration(uint64_t at_least = 0);
-  // Records (synced; meta key "history_conflict") that this run kept an epoch it should not
-  // have: the directory is older than an earlier run of the node (see "History generations"
-  // above; `reason` says how that showed). From the call on, writes are refused (UNAVAILABLE:
-  // another node can take them) until a restart, whose Open draws a new epoch; and the store is
-  // catching up (it lacks writes of that run). The refusal holds even if storing the record fails
-  // (the error is returned). Only the first call counts.
-  absl::Status MarkHistoryConflict(absl::string_view reason);
+  // Marks that this run kept an epoch it should not have: the directory is older than an earlier
+  // run of the node (see "History generations" above; `reason` says how that showed). From the
+  // call on, writes are refused (UNAVAILABLE: another node can take them), also those already
+  // queued, until a restart; and the store is catching up (it lacks writes of that run). No I/O:
+  // callable on any thread. Only the first call counts.
+  void MarkHistoryConflict(absl::string_view reason);
+  // Stores the mark (synced; meta key "history_conflict"), so that the next Open draws a new
+  // epoch and catches up. No-op without a mark. The refusal holds even if this fails.
+  absl::Status StoreHistoryConflict();
   // Empty, or the reason given to MarkHistoryConflict in this run.
   std::string history_conflict() const;
   // True while the store may lack writes it acknowledged (see "Catching up" above).
@@ -387,6 +389,9 @@ class LocalStore {
   std::string new_epoch_reason_;  // set by Open only
   bool new_epoch_ = false;        // likewise
   std::atomic<bool> catching_up_{false};
+  // UNAVAILABLE once MarkHistoryConflict ran (writes are refused), OK before.
+  absl::Status HistoryConflictRefusal() const;
+
   std::atomic<bool> has_history_conflict_{false};  // set once, by MarkHistoryConflict
   mutable absl::Mutex history_conflict_mu_;
   std::string history_conflict_ ABSL_GUARDED_BY(history_conflict_mu_);

@@ -178,14 +178,7 @@ class LocalStore::WriteMutation : public CommitQueue::Mutation {
 absl::StatusOr<std::unique_ptr<LocalStore::WriteMutation>> LocalStore::NewWriteMutation(
     WriteCommand command, BatchHook hook, WriteCallback done) {
   KV_RETURN_IF_ERROR(ValidateWrite(command));
-  if (has_history_conflict_.load(std::memory_order_acquire)) {
-    return absl::UnavailableError(absl::StrCat(
-        "this node refuses new writes until it restarts: its data directory is older than an "
-        "earlier run of the node (",
-        history_conflict(),
-        "), so its new versions could reuse the dots of writes it lacks. Nothing was applied; "
-        "another node can take the write, and a restart of this one gives it a new actor epoch"));
-  }
+  KV_RETURN_IF_ERROR(HistoryConflictRefusal());
   KV_ASSIGN_OR_RETURN(CausalContext seen, CausalContext::Decode(command.context));
   KV_RETURN_IF_ERROR(CheckReadableAtLevel(seen, options_.format_level));
   std::string fingerprint =
@@ -216,6 +209,8 @@ void LocalStore::WriteAsync(WriteCommand command, BatchHook hook, WriteCallback 
 }
 
 absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, WriteGroup& group) {
+  // Also for writes queued before the mark: none may take a dot after it.
+  KV_RETURN_IF_ERROR(HistoryConflictRefusal());
   const WriteCommand& command = write.command();
   CausalContext seen = write.seen();
   const bool has_token = !command.idempotency_token.empty();

@@ -119,12 +119,15 @@ struct MemberEntry {
   // The member's history generation (node/local_store.h, "History generations"): never above
   // what its disk held when it sent the entry. 0 from older nodes and until heard from.
   uint64_t generation = 0;
-  // The highest generation of the member's earlier runs (incarnations) that gossip has seen:
-  // when a member's entry of a new run replaces one of an earlier run, the receiver keeps the
-  // earlier run's generation here. The member's own run then learns what an earlier run reached,
-  // whichever side gossips first (node/gossip.h, HistoryConflict). Merged by the maximum; 0 from
-  // older nodes.
+  // The highest generation of the member's earlier runs (incarnations) at the same address that
+  // gossip has seen, and the incarnation it came from: when a member's entry of a new run
+  // replaces one of an earlier run, the receiver keeps the earlier run's generation here. The
+  // member's own run then learns what an earlier run reached, whichever side gossips first
+  // (node/gossip.h, HistoryConflict); the incarnation lets it tell a value of its own run apart
+  // (a clock that went back makes a later run's incarnation the lower one). Merged by the highest
+  // generation; reset when a restart changes the address; 0 from older nodes.
   uint64_t earlier_generation = 0;
+  uint64_t earlier_incarnation = 0;
 
   // True if this entry is a later version of the same member's state than `other`.
   bool NewerThan(const MemberEntry& other) const {

@@ -410,18 +410,21 @@ void NodeServer::ScheduleGenerationAdvance() {
   absl::MutexLock timers(&stale_timer_mu_);
   if (scheduler_ == nullptr) return;  // shutting down
   scheduler_->RunAfter(kGenerationInterval, [this] {
-    // Past what the peers hold of an earlier run, too (a start with a new epoch while none
-    // answered): the next start's check must not take that for a restore. Not beyond the
-    // bound the check believes (node/history_check.h), nor after a history conflict, whose
-    // next start must see it even if its record could not be stored.
-    const uint64_t seen = gossiper_->SelfGenerationSeen();
-    const bool past_seen = seen < kMaxPeerGeneration && gossiper_->HistoryConflict().empty();
-    absl::StatusOr<uint64_t> advanced = store_->AdvanceGeneration(past_seen ? seen + 1 : 0);
-    if (advanced.ok()) {
-      gossiper_->SetGeneration(*advanced);
-    } else {
-      LogWarn("could not store the next history generation; retrying",
-              {{"error", advanced.status().ToString()}});
+    // No advance after a history conflict: the next start must see the earlier run's generation
+    // even if the conflict's record could not be stored.
+    if (gossiper_->HistoryConflict().empty()) {
+      // Past what the peers hold of an earlier run, too (a start with a new epoch while none
+      // answered): the next start's check must not take that for a restore. Not beyond the
+      // bound the check believes (node/history_check.h).
+      const uint64_t seen = gossiper_->SelfGenerationSeen();
+      absl::StatusOr<uint64_t> advanced =
+          store_->AdvanceGeneration(seen < kMaxPeerGeneration ? seen + 1 : 0);
+      if (advanced.ok()) {
+        gossiper_->SetGeneration(*advanced);
+      } else {
+        LogWarn("could not store the next history generation; retrying",
+                {{"error", advanced.status().ToString()}});
+      }
     }
     ScheduleGenerationAdvance();
   });
@@ -702,10 +705,11 @@ void NodeServer::StartMembershipWork() {
   // this epoch, and a new one at the next start (LocalStore::MarkHistoryConflict). Gossip calls it
   // on its own thread or a gRPC thread; the record is written (synced) on the executor.
   gossiper_->SetHistoryListener([this](const std::string& conflict) {
+    store_->MarkHistoryConflict(conflict);
     LogError("refusing new writes until this node restarts (it then takes a new actor epoch)",
              {{"history_conflict", conflict}});
-    executor_->Schedule([this, conflict] {
-      if (absl::Status marked = store_->MarkHistoryConflict(conflict); !marked.ok()) {
+    executor_->Schedule([this] {
+      if (absl::Status marked = store_->StoreHistoryConflict(); !marked.ok()) {
         LogError("could not record the history conflict; the next start may keep its epoch",
                  {{"error", marked.ToString()}});
       }

@@ -697,6 +697,77 @@ TEST_F(GossipTest, ARunBelowAnEarlierRunsGenerationLearnsItWhicheverSideGossipsF
   EXPECT_EQ(history_heard_.size(), 1u);  // once, however many rounds showed it
 }
 
+// A clean restart on a machine whose clock went back: the new run's incarnation is below the
+// earlier run's, so a node that learned the new run first and the earlier run's entry next keeps
+// the new run's generation as the "earlier" one. That value is of the node's own run (its
+// incarnation says so), not a conflict.
+TEST_F(GossipTest, AClockThatWentBackAcrossACleanRestartIsNoHistoryConflict) {
+  all_ = MakeMembers(3);
+  Gossiper::Options run_a;
+  run_a.incarnation = 1000;
+  run_a.generation = 100;
+  StartNode(0, all_, run_a);
+  StartNode(1, all_);
+  ASSERT_NE(
+      AdvanceUntil(
+          [&] { return OthersSeeN1([](const MemberEntry& e) { return e.generation == 100; }); },
+          absl::Seconds(3)),
+      absl::InfiniteDuration());
+
+  Gossiper::Options run_b;  // the same directory after a clean stop, the clock behind
+  run_b.incarnation = 900;
+  run_b.generation = 101;
+  Gossiper* n1 = StartNode(0, all_, run_b);
+  StartNode(2, all_);  // n3 never saw run A
+  GossipDigest from_n1;
+  from_n1.from_id = "n1";
+  for (const MemberView& view : n1->Members()) from_n1.members.push_back(view.entry);
+  nodes_[2].gossiper->HandleGossip(from_n1);
+  GossipDigest from_n2;  // run A's entry, whose incarnation is higher
+  from_n2.from_id = "n2";
+  for (const MemberView& view : nodes_[1].gossiper->Members()) {
+    from_n2.members.push_back(view.entry);
+  }
+  nodes_[2].gossiper->HandleGossip(from_n2);
+  bool n3_kept_run_b = false;
+  for (const MemberView& view : nodes_[2].gossiper->Members()) {
+    if (view.entry.member.id != "n1") continue;
+    n3_kept_run_b = view.entry.earlier_generation == 101 && view.entry.earlier_incarnation == 900;
+  }
+  EXPECT_TRUE(n3_kept_run_b);
+
+  scheduler_.Advance(20 * kInterval);
+  EXPECT_EQ(n1->HistoryConflict(), "");
+  EXPECT_TRUE(history_heard_.empty());
+}
+
+// An entry of this node's id at another address is another node's (another cluster's with the
+// same id, say): its generation is no conflict, as it does not count at start either.
+TEST_F(GossipTest, AnotherAddressesEntryOfThisIdIsNoHistoryConflict) {
+  all_ = MakeMembers(2);
+  Gossiper::Options run;
+  run.generation = 5;
+  Gossiper* n1 = StartNode(0, all_, run);
+  StartNode(1, all_);
+  scheduler_.Advance(5 * kInterval);
+  GossipDigest from_n2;
+  from_n2.from_id = "n2";
+  for (const MemberView& view : nodes_[1].gossiper->Members()) {
+    MemberEntry entry = view.entry;
+    if (entry.member.id == "n1") {
+      entry.member.address = "10.9.9.9:7700";
+      entry.incarnation = 1;  // another run, as far as n1 can tell
+      entry.generation = 50;
+      entry.earlier_generation = 60;
+      entry.earlier_incarnation = 2;
+    }
+    from_n2.members.push_back(entry);
+  }
+  n1->HandleGossip(from_n2);
+  EXPECT_EQ(n1->HistoryConflict(), "");
+  EXPECT_EQ(n1->SelfGenerationSeen(), 0u);
+}
+
 // The start's generation is one above what the directory held, and an earlier run that reached
 // it is enough: a copy made before the earlier run's first advance (the run gossiped only its
 // start's generation) is older than that run too. A later run of the directory the earlier run

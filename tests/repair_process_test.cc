@@ -459,8 +459,16 @@ TEST_F(RestoredDirectoryProcessTest, ARestoreTheStartCouldNotCheckIsFoundByGossi
   EXPECT_TRUE(absl::IsUnavailable(refused.status())) << refused.status();
   EXPECT_TRUE(absl::StrContains(refused.status().message(), "refuses new writes"))
       << refused.status();
-  // Through every endpoint the client's retry goes to another node.
-  EXPECT_TRUE(client_->Put("elsewhere", "taken").ok());
+  // With another endpoint as well, the client's retry goes there.
+  ClientOptions n1_then_n2;
+  n1_then_n2.endpoints = {cluster_->endpoint(0), cluster_->endpoint(1)};
+  absl::StatusOr<std::unique_ptr<Client>> failover = Client::Create(n1_then_n2);
+  ASSERT_TRUE(failover.ok()) << failover.status();
+  for (int i = 0; i < 5; ++i) {
+    const absl::StatusOr<WriteResult> taken = (*failover)->Put(absl::StrCat("elsewhere/", i), "v");
+    ASSERT_TRUE(taken.ok()) << taken.status();
+    EXPECT_FALSE(absl::StartsWith(taken->write_id, "n1#")) << taken->write_id;
+  }
 
   std::unique_ptr<Client> n2 = ClientOf(1);
   ASSERT_NE(n2, nullptr);
@@ -477,10 +485,18 @@ TEST_F(RestoredDirectoryProcessTest, ARestoreTheStartCouldNotCheckIsFoundByGossi
     EXPECT_THAT(n2_values(i), ::testing::ElementsAre("after-backup")) << i;
   }
 
-  // The next start takes a new epoch, and n1 writes again.
+  // The next start takes a new epoch, and n1 writes again. The peers are paused again, so that
+  // only the conflict's record in n1's directory can tell that start.
   ASSERT_TRUE(cluster_->Stop(0).ok());
-  ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
+  ASSERT_TRUE(cluster_->Pause(1));
+  ASSERT_TRUE(cluster_->Pause(2));
+  const absl::Status restarted_again = cluster_->Restart(0);
+  cluster_->Resume(1);
+  cluster_->Resume(2);
+  ASSERT_TRUE(restarted_again.ok()) << restarted_again << cluster_->LogTails();
   EXPECT_TRUE(absl::StrContains(cluster_->Logs(0), "took a new actor epoch")) << cluster_->Logs(0);
+  EXPECT_TRUE(absl::StrContains(cluster_->Logs(0), "the previous run learned"))
+      << cluster_->Logs(0);
   status = KvctlJson(0, {"cluster", "status"}, 0);
   EXPECT_EQ(status.value("history_conflict", "?"), "") << status.dump();
   EXPECT_EQ(status.value("catching_up", false), true) << status.dump();
