@@ -526,7 +526,9 @@ void Gossiper::Merge(const GossipDigest& digest) {
         me.incarnation = in.incarnation + 1;
         run_incarnations_.push_back(me.incarnation);
       }
-      self_generation_seen_ = std::max(self_generation_seen_, earlier_run);
+      // Only a run with a new epoch moves past it (SelfGenerationSeen); any other run must leave
+      // it above its own, for the next start's check to see.
+      if (options_.new_epoch) self_generation_seen_ = std::max(self_generation_seen_, earlier_run);
       // An earlier run of this node reached the generation this one started from (one above the
       // directory's): the start found no peer that remembered it (node/history_check.h), and the
       // data directory is older than that run. Too late for a new epoch here; say so, once.

@@ -150,9 +150,10 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // (MemberEntry::earlier_generation). The conflict is an earlier run's generation at or above
   // the one this run started from (Options::generation: one above what the directory held).
   std::string HistoryConflict() const;
-  // The highest history generation of earlier runs of this node that a peer's gossip showed (0:
-  // none yet). A run with a new epoch (an empty directory that no peer answered for at start)
-  // moves its own generation past it, so that its next start is not taken for a restore.
+  // With Options::new_epoch, the highest history generation of earlier runs of this node that a
+  // peer's gossip showed (0: none yet; always 0 without a new epoch). Such a run (an empty
+  // directory that no peer answered for at start, say) moves its own generation past it, so that
+  // its next start is not taken for a restore.
   uint64_t SelfGenerationSeen() const;
   // Empty, or which members of the layout, and which nodes outside it that are UP (one waiting to
   // be joined, say "(not a member)"), gossip settings (Options::settings) that differ from this

@@ -326,11 +326,12 @@ absl::Status LocalStore::StoreHistoryConflict() {
 absl::Status LocalStore::HistoryConflictRefusal() const {
   if (!has_history_conflict_.load(std::memory_order_acquire)) return absl::OkStatus();
   return absl::UnavailableError(absl::StrCat(
-      "this node refuses new writes until it restarts: its data directory is older than an "
-      "earlier run of the node (",
+      "this node refuses writes until it restarts: its data directory is older than an earlier "
+      "run of the node (",
       history_conflict(),
-      "), so its new versions could reuse the dots of writes it lacks. Nothing was applied; "
-      "another node can take the write, and a restart of this one gives it a new actor epoch"));
+      "), so its new versions could reuse the dots of writes it lacks. This node did not apply "
+      "the write; another node can take it (a retry with the same idempotency token is safe), and "
+      "a restart of this one gives it a new actor epoch"));
 }
 
 std::string LocalStore::history_conflict() const {

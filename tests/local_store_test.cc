@@ -198,7 +198,7 @@ TEST_F(LocalStoreTest, AHistoryConflictStopsWritesUntilTheNextOpenTakesANewEpoch
   const absl::Status refused = store->Write({"k", false, "v2", "", ""}).status();
   EXPECT_TRUE(absl::IsUnavailable(refused)) << refused;
   EXPECT_THAT(refused.message(), ::testing::HasSubstr("n2 holds history generation 50"));
-  EXPECT_THAT(refused.message(), ::testing::HasSubstr("refuses new writes until it restarts"));
+  EXPECT_THAT(refused.message(), ::testing::HasSubstr("refuses writes until it restarts"));
   absl::StatusOr<SiblingSet> kept = store->ReadRecord("k");
   ASSERT_TRUE(kept.ok()) << kept.status();
   EXPECT_EQ(kept->siblings().size(), 1u);  // the refused write changed nothing

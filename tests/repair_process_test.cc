@@ -457,7 +457,7 @@ TEST_F(RestoredDirectoryProcessTest, ARestoreTheStartCouldNotCheckIsFoundByGossi
   const absl::StatusOr<WriteResult> refused = (*n1)->Put("restored/0", "refused");
   ASSERT_FALSE(refused.ok());
   EXPECT_TRUE(absl::IsUnavailable(refused.status())) << refused.status();
-  EXPECT_TRUE(absl::StrContains(refused.status().message(), "refuses new writes"))
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "refuses writes until it restarts"))
       << refused.status();
   // With another endpoint as well, the client's retry goes there.
   ClientOptions n1_then_n2;
