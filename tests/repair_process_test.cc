@@ -427,6 +427,8 @@ TEST_F(RestoredDirectoryProcessTest, ARestoreTheStartCouldNotCheckIsFoundByGossi
   absl::SleepFor(absl::Seconds(2));  // ten gossip rounds: the others hold n1's new generation
   ASSERT_NO_FATAL_FAILURE(StopAndRestoreN1(backup));
 
+  const int metrics_port = testing::PickFreePort();
+  cluster_->SetNodeFlags(0, {absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)});
   ASSERT_TRUE(cluster_->Pause(1));
   ASSERT_TRUE(cluster_->Pause(2));
   const absl::Status restarted = cluster_->Restart(0);
@@ -447,6 +449,10 @@ TEST_F(RestoredDirectoryProcessTest, ARestoreTheStartCouldNotCheckIsFoundByGossi
   EXPECT_EQ(status.value("catching_up", false), true) << status.dump();
   const CommandResult text = Kvctl(0, {"cluster", "status"});
   EXPECT_TRUE(absl::StrContains(text.out, "data directory is older than its last run")) << text.out;
+  const absl::StatusOr<std::string> metrics = testing::HttpGet(metrics_port, "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(testing::MetricSample(*metrics, "kv_history_conflict"), 1) << *metrics;
+  EXPECT_EQ(testing::MetricSample(*metrics, "kv_catching_up"), 1) << *metrics;
 
   // A write through n1 alone is refused, and changes nothing.
   ClientOptions only_n1;
@@ -488,6 +494,7 @@ TEST_F(RestoredDirectoryProcessTest, ARestoreTheStartCouldNotCheckIsFoundByGossi
   // The next start takes a new epoch, and n1 writes again. The peers are paused again, so that
   // only the conflict's record in n1's directory can tell that start.
   ASSERT_TRUE(cluster_->Stop(0).ok());
+  cluster_->SetNodeFlags(0, {});
   ASSERT_TRUE(cluster_->Pause(1));
   ASSERT_TRUE(cluster_->Pause(2));
   const absl::Status restarted_again = cluster_->Restart(0);
