@@ -420,13 +420,12 @@ void Coordinator::DescribeWrite(std::string write_id, absl::Time answer_by,
         // none has seen it, the id was not issued for this key (or its versions were purged since).
         // The node that made the dot knows as much alone, whoever else does not answer.
         if ((every_answered || maker_lacks_it) && !any) {
+          const std::string who =
+              every_answered
+                  ? "no replica of the key holds"
+                  : absl::StrCat("node ", options_.self_id, ", whose actor the id names, holds no");
           done(absl::NotFoundError(absl::StrCat(
-              maker_lacks_it && !every_answered
-                  ? absl::StrCat("node ", options_.self_id,
-                                 ", whose actor the id names, holds no "
-                                 "write ")
-                  : std::string("no replica of the key holds write "),
-              dot.ToString(),
+              who, " write ", dot.ToString(),
               " or a version that replaced it: the id was never issued, or the key's versions were "
               "purged (or lost) since")));
           return;

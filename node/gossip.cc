@@ -139,7 +139,7 @@ uint32_t Gossiper::ClusterFormatLevel() const {
   return cluster_format_level_.load(std::memory_order_relaxed);
 }
 
-void Gossiper::NotifyLayout() {
+void Gossiper::NotifyListeners() {
   absl::MutexLock serial(&notify_mu_);
   std::optional<ClusterLayout> layout;
   std::optional<std::string> history_conflict;
@@ -224,7 +224,7 @@ absl::Status Gossiper::ProposeLayout(ClusterLayout layout) {
     }
     AdoptLayout(layout);
   }
-  NotifyLayout();
+  NotifyListeners();
   return absl::OkStatus();
 }
 
@@ -373,7 +373,7 @@ void Gossiper::OnReply(const std::string& target, absl::StatusOr<GossipDigest> r
     transitions = detector_.TakeTransitions();
   }
   Notify(std::move(transitions));
-  NotifyLayout();
+  NotifyListeners();
 }
 
 GossipDigest Gossiper::HandleGossip(const GossipDigest& incoming) {
@@ -386,7 +386,7 @@ GossipDigest Gossiper::HandleGossip(const GossipDigest& incoming) {
     answer = Digest();
   }
   Notify(std::move(transitions));
-  NotifyLayout();
+  NotifyListeners();
   return answer;
 }
 

@@ -203,7 +203,7 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   void AdoptLayout(const ClusterLayout& layout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs the layout listener if the layout changed since the last call, and the history listener
   // if a history conflict is not yet reported (call without the lock).
-  void NotifyLayout();
+  void NotifyListeners();
   // Recomputes cluster_format_level_ after the table or the layout changed.
   void UpdateClusterFormatLevel() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A newer version of this node's entry (receivers keep only entries newer than theirs), with

@@ -199,9 +199,9 @@ class LocalStore {
   absl::StatusOr<uint64_t> AdvanceGeneration(uint64_t at_least = 0);
   // Marks that this run kept an epoch it should not have: the directory is older than an earlier
   // run of the node (see "History generations" above; `reason` says how that showed). From the
-  // call on, writes are refused (UNAVAILABLE: another node can take them), also those already
-  // queued, until a restart; and the store is catching up (it lacks writes of that run). No I/O:
-  // callable on any thread. Only the first call counts.
+  // call on, writes are refused when they commit (UNAVAILABLE: another node can take them), also
+  // those already queued, until a restart; and the store is catching up (it lacks writes of that
+  // run). No I/O: callable on any thread. Only the first call counts.
   void MarkHistoryConflict(absl::string_view reason);
   // Stores the mark (synced; meta key "history_conflict"), so that the next Open draws a new
   // epoch and catches up. No-op without a mark. The refusal holds even if this fails.

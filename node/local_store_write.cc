@@ -178,7 +178,6 @@ class LocalStore::WriteMutation : public CommitQueue::Mutation {
 absl::StatusOr<std::unique_ptr<LocalStore::WriteMutation>> LocalStore::NewWriteMutation(
     WriteCommand command, BatchHook hook, WriteCallback done) {
   KV_RETURN_IF_ERROR(ValidateWrite(command));
-  KV_RETURN_IF_ERROR(HistoryConflictRefusal());
   KV_ASSIGN_OR_RETURN(CausalContext seen, CausalContext::Decode(command.context));
   KV_RETURN_IF_ERROR(CheckReadableAtLevel(seen, options_.format_level));
   std::string fingerprint =
@@ -209,7 +208,7 @@ void LocalStore::WriteAsync(WriteCommand command, BatchHook hook, WriteCallback 
 }
 
 absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, WriteGroup& group) {
-  // Also for writes queued before the mark: none may take a dot after it.
+  // Here, where the dot is taken, so that no write queued before the mark takes one after it.
   KV_RETURN_IF_ERROR(HistoryConflictRefusal());
   const WriteCommand& command = write.command();
   CausalContext seen = write.seen();

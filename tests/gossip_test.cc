@@ -182,6 +182,16 @@ class GossipTest : public ::testing::Test {
     return true;
   }
 
+  // Node `i`'s whole table, as it would push it in an exchange.
+  GossipDigest TableOf(size_t i) {
+    GossipDigest digest;
+    digest.from_id = all_[i].id;
+    for (const MemberView& view : nodes_[i].gossiper->Members()) {
+      digest.members.push_back(view.entry);
+    }
+    return digest;
+  }
+
   // Advances in interval steps until `done` holds; returns the simulated time it took, or
   // InfiniteDuration after `limit`.
   absl::Duration AdvanceUntil(const std::function<bool()>& done, absl::Duration limit) {
@@ -617,8 +627,11 @@ TEST_F(GossipTest, AGenerationTravelsAndNeverGoesBack) {
   MemberEntry entry;
   entry.generation = 9;
   entry.earlier_generation = 12;
-  EXPECT_EQ(ThroughMessages(entry).generation, 9u);
-  EXPECT_EQ(ThroughMessages(entry).earlier_generation, 12u);
+  entry.earlier_incarnation = 13;
+  const MemberEntry through = ThroughMessages(entry);
+  EXPECT_EQ(through.generation, 9u);
+  EXPECT_EQ(through.earlier_generation, 12u);
+  EXPECT_EQ(through.earlier_incarnation, 13u);
 }
 
 // A node whose start found no peer to ask learns later, from a peer that still holds an entry of
@@ -631,9 +644,7 @@ TEST_F(GossipTest, AnEarlierRunsLaterGenerationIsReportedUnlessTheEpochIsNew) {
   StartNode(0, all_, earlier);
   StartNode(1, all_);
   scheduler_.Advance(10 * kInterval);
-  GossipDigest held;  // n2's table, holding n1's entry of the earlier run
-  held.from_id = "n2";
-  for (const MemberView& view : nodes_[1].gossiper->Members()) held.members.push_back(view.entry);
+  const GossipDigest held = TableOf(1);  // n2's table, holding n1's entry of the earlier run
   ASSERT_EQ(held.members.size(), 2u);
 
   for (const bool new_epoch : {false, true}) {
@@ -678,10 +689,7 @@ TEST_F(GossipTest, ARunBelowAnEarlierRunsGenerationLearnsItWhicheverSideGossipsF
   restored.generation = 3;
   clock_.Advance(absl::Seconds(1));  // a later incarnation
   Gossiper* n1 = StartNode(0, all_, restored);
-  GossipDigest pushed;  // n1's table, pushed to n2 before n2 gossips
-  pushed.from_id = "n1";
-  for (const MemberView& view : n1->Members()) pushed.members.push_back(view.entry);
-  nodes_[1].gossiper->HandleGossip(pushed);
+  nodes_[1].gossiper->HandleGossip(TableOf(0));  // n1's table, pushed before n2 gossips
   // n2 took the new run's entry, and kept the earlier run's generation beside it.
   EXPECT_TRUE(OthersSeeN1(
       [](const MemberEntry& e) { return e.generation == 3 && e.earlier_generation == 10; }));
@@ -719,16 +727,8 @@ TEST_F(GossipTest, AClockThatWentBackAcrossACleanRestartIsNoHistoryConflict) {
   run_b.generation = 101;
   Gossiper* n1 = StartNode(0, all_, run_b);
   StartNode(2, all_);  // n3 never saw run A
-  GossipDigest from_n1;
-  from_n1.from_id = "n1";
-  for (const MemberView& view : n1->Members()) from_n1.members.push_back(view.entry);
-  nodes_[2].gossiper->HandleGossip(from_n1);
-  GossipDigest from_n2;  // run A's entry, whose incarnation is higher
-  from_n2.from_id = "n2";
-  for (const MemberView& view : nodes_[1].gossiper->Members()) {
-    from_n2.members.push_back(view.entry);
-  }
-  nodes_[2].gossiper->HandleGossip(from_n2);
+  nodes_[2].gossiper->HandleGossip(TableOf(0));
+  nodes_[2].gossiper->HandleGossip(TableOf(1));  // run A's entry, whose incarnation is higher
   bool n3_kept_run_b = false;
   for (const MemberView& view : nodes_[2].gossiper->Members()) {
     if (view.entry.member.id != "n1") continue;
@@ -750,18 +750,14 @@ TEST_F(GossipTest, AnotherAddressesEntryOfThisIdIsNoHistoryConflict) {
   Gossiper* n1 = StartNode(0, all_, run);
   StartNode(1, all_);
   scheduler_.Advance(5 * kInterval);
-  GossipDigest from_n2;
-  from_n2.from_id = "n2";
-  for (const MemberView& view : nodes_[1].gossiper->Members()) {
-    MemberEntry entry = view.entry;
-    if (entry.member.id == "n1") {
-      entry.member.address = "10.9.9.9:7700";
-      entry.incarnation = 1;  // another run, as far as n1 can tell
-      entry.generation = 50;
-      entry.earlier_generation = 60;
-      entry.earlier_incarnation = 2;
-    }
-    from_n2.members.push_back(entry);
+  GossipDigest from_n2 = TableOf(1);
+  for (MemberEntry& entry : from_n2.members) {
+    if (entry.member.id != "n1") continue;
+    entry.member.address = "10.9.9.9:7700";
+    entry.incarnation = 1;  // another run, as far as n1 can tell
+    entry.generation = 50;
+    entry.earlier_generation = 60;
+    entry.earlier_incarnation = 2;
   }
   n1->HandleGossip(from_n2);
   EXPECT_EQ(n1->HistoryConflict(), "");

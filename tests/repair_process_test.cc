@@ -327,23 +327,41 @@ class RestoredDirectoryProcessTest : public RepairProcessTest {
     return client.ok() ? *std::move(client) : nullptr;
   }
 
-  // Stops n1 and copies its data directory to `backup`.
-  void StopAndBackUpN1(const std::string& backup) {
+  // Writes `keys` keys through n1 ("before-backup") and copies its stopped directory; runs n1
+  // again (a clean restart: it keeps its epoch) and overwrites them ("after-backup"), long enough
+  // for the others to hold n1's later generation; then stops n1 and puts the copy in place of its
+  // directory.
+  void RestoreN1FromBeforeItsLastRun(int keys) {
+    OverwriteThrough(0, keys, "before-backup");
     ASSERT_TRUE(cluster_->Stop(0).ok());
+    const std::string backup = cluster_->data_dir(0) + ".backup";
     std::error_code ec;
     std::filesystem::copy(cluster_->data_dir(0), backup, std::filesystem::copy_options::recursive,
                           ec);
     ASSERT_FALSE(ec) << ec.message();
-  }
-
-  // Stops n1 and puts `backup` in place of its data directory.
-  void StopAndRestoreN1(const std::string& backup) {
+    ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
+    OverwriteThrough(0, keys, "after-backup");
+    absl::SleepFor(absl::Seconds(2));  // ten gossip rounds: the others hold n1's new generation
+    EXPECT_FALSE(absl::StrContains(cluster_->Logs(0), "took a new actor epoch"))
+        << cluster_->Logs(0);
     ASSERT_TRUE(cluster_->Stop(0).ok());
-    std::error_code ec;
     std::filesystem::remove_all(cluster_->data_dir(0), ec);
     ASSERT_FALSE(ec) << ec.message();
     std::filesystem::rename(backup, cluster_->data_dir(0), ec);
     ASSERT_FALSE(ec) << ec.message();
+  }
+
+  // The values n2's own replica holds for key `i` (R=1 through n2).
+  std::vector<std::string> ValuesOnN2(int i) {
+    std::vector<std::string> values;
+    std::unique_ptr<Client> n2 = ClientOf(1);
+    if (n2 == nullptr) return values;
+    absl::StatusOr<GetResult> got = n2->Get(absl::StrCat("restored/", i));
+    EXPECT_TRUE(got.ok()) << i << ": " << got.status();
+    if (got.ok()) {
+      for (const Version& version : got->siblings) values.push_back(version.value);
+    }
+    return values;
   }
 
   // Overwrites each of `keys` keys through node `node` (its coordinator) with `value`, with the
@@ -374,19 +392,7 @@ class RestoredDirectoryProcessTest : public RepairProcessTest {
 // KV679). Without the check, this test loses every write of the last round on n2.
 TEST_F(RestoredDirectoryProcessTest, ADirectoryOlderThanTheNodesLastRunTakesANewEpoch) {
   constexpr int kRestoredKeys = 20;
-  OverwriteThrough(0, kRestoredKeys, "before-backup");
-  const std::string backup = cluster_->data_dir(0) + ".backup";
-  ASSERT_NO_FATAL_FAILURE(StopAndBackUpN1(backup));
-
-  // A run after the backup: it keeps its epoch (a clean restart), and its writes reach every
-  // replica.
-  ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
-  OverwriteThrough(0, kRestoredKeys, "after-backup");
-  absl::SleepFor(absl::Seconds(2));  // ten gossip rounds: the others hold n1's new generation
-  EXPECT_FALSE(absl::StrContains(cluster_->Logs(0), "took a new actor epoch")) << cluster_->Logs(0);
-
-  // The directory is restored from the backup.
-  ASSERT_NO_FATAL_FAILURE(StopAndRestoreN1(backup));
+  ASSERT_NO_FATAL_FAILURE(RestoreN1FromBeforeItsLastRun(kRestoredKeys));
   ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
   const std::string logs = cluster_->Logs(0);
   EXPECT_TRUE(absl::StrContains(logs, "took a new actor epoch")) << logs;
@@ -396,16 +402,8 @@ TEST_F(RestoredDirectoryProcessTest, ADirectoryOlderThanTheNodesLastRunTakesANew
   // overwrites them. Every replica must keep the new versions: n2 holds them beside the
   // versions n1 lost (siblings, as the new ones did not see those).
   OverwriteThrough(0, kRestoredKeys, "after-restore");
-  std::unique_ptr<Client> n2 = ClientOf(1);
-  ASSERT_NE(n2, nullptr);
   for (int i = 0; i < kRestoredKeys; ++i) {
-    const std::string key = absl::StrCat("restored/", i);
-    absl::StatusOr<GetResult> got = n2->Get(key);  // R=1: n2's own replica
-    ASSERT_TRUE(got.ok()) << key << ": " << got.status();
-    std::vector<std::string> values;
-    for (const Version& version : got->siblings) values.push_back(version.value);
-    EXPECT_THAT(values, ::testing::Contains("after-restore")) << key;
-    EXPECT_THAT(values, ::testing::Contains("after-backup")) << key;
+    EXPECT_THAT(ValuesOnN2(i), ::testing::IsSupersetOf({"after-backup", "after-restore"})) << i;
   }
   // And the catching-up state says that n1 may lack writes.
   const nlohmann::json status = KvctlJson(0, {"cluster", "status"}, 0);
@@ -419,13 +417,7 @@ TEST_F(RestoredDirectoryProcessTest, ADirectoryOlderThanTheNodesLastRunTakesANew
 // writes again. No acknowledged write is lost: n2 keeps every value of the run the copy lacks.
 TEST_F(RestoredDirectoryProcessTest, ARestoreTheStartCouldNotCheckIsFoundByGossipAndStopsWrites) {
   constexpr int kRestoredKeys = 10;
-  OverwriteThrough(0, kRestoredKeys, "before-backup");
-  const std::string backup = cluster_->data_dir(0) + ".backup";
-  ASSERT_NO_FATAL_FAILURE(StopAndBackUpN1(backup));
-  ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
-  OverwriteThrough(0, kRestoredKeys, "after-backup");
-  absl::SleepFor(absl::Seconds(2));  // ten gossip rounds: the others hold n1's new generation
-  ASSERT_NO_FATAL_FAILURE(StopAndRestoreN1(backup));
+  ASSERT_NO_FATAL_FAILURE(RestoreN1FromBeforeItsLastRun(kRestoredKeys));
 
   const int metrics_port = testing::PickFreePort();
   cluster_->SetNodeFlags(0, {absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)});
@@ -476,19 +468,8 @@ TEST_F(RestoredDirectoryProcessTest, ARestoreTheStartCouldNotCheckIsFoundByGossi
     EXPECT_FALSE(absl::StartsWith(taken->write_id, "n1#")) << taken->write_id;
   }
 
-  std::unique_ptr<Client> n2 = ClientOf(1);
-  ASSERT_NE(n2, nullptr);
-  auto n2_values = [&](int i) {
-    std::vector<std::string> values;
-    absl::StatusOr<GetResult> got = n2->Get(absl::StrCat("restored/", i));  // n2's own replica
-    EXPECT_TRUE(got.ok()) << i << ": " << got.status();
-    if (got.ok()) {
-      for (const Version& version : got->siblings) values.push_back(version.value);
-    }
-    return values;
-  };
   for (int i = 0; i < kRestoredKeys; ++i) {
-    EXPECT_THAT(n2_values(i), ::testing::ElementsAre("after-backup")) << i;
+    EXPECT_THAT(ValuesOnN2(i), ::testing::ElementsAre("after-backup")) << i;
   }
 
   // The next start takes a new epoch, and n1 writes again. The peers are paused again, so that
@@ -509,7 +490,7 @@ TEST_F(RestoredDirectoryProcessTest, ARestoreTheStartCouldNotCheckIsFoundByGossi
   EXPECT_EQ(status.value("catching_up", false), true) << status.dump();
   OverwriteThrough(0, kRestoredKeys, "after-restart");
   for (int i = 0; i < kRestoredKeys; ++i) {
-    EXPECT_THAT(n2_values(i), ::testing::IsSupersetOf({"after-backup", "after-restart"})) << i;
+    EXPECT_THAT(ValuesOnN2(i), ::testing::IsSupersetOf({"after-backup", "after-restart"})) << i;
   }
 }
 
