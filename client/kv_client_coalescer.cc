@@ -31,7 +31,7 @@ Coalescer::Coalescer(const CoalescingOptions& writes, const CoalescingOptions& r
       endpoints_(stubs_.size()) {}
 
 bool Coalescer::Refused(absl::Time until) {
-  return until != absl::InfinitePast() && absl::Now() < until;
+  return until != absl::InfinitePast() && SteadyNow() < until;
 }
 
 size_t Coalescer::Item::ByteSize() const {
@@ -117,7 +117,7 @@ void Coalescer::Submit(v1::KV::Stub* stub, Item item) {
     }
   }
   if (arm_timer) {
-    timer_->RunAt(absl::Now() + options.max_delay, [this, endpoint, reads_lane, generation]() {
+    timer_->RunAfter(options.max_delay, [this, endpoint, reads_lane, generation]() {
       Flush(endpoint, reads_lane, generation);
     });
   }
@@ -178,7 +178,7 @@ void Coalescer::Flush(size_t endpoint, bool reads_lane, uint64_t generation) {
 void Coalescer::RefuseBatches(size_t endpoint, bool reads_lane, std::vector<Item> items) {
   {
     absl::MutexLock lock(&mu_);
-    endpoints_[endpoint].lane(reads_lane).refused_until = absl::Now() + kRefusalMemory;
+    endpoints_[endpoint].lane(reads_lane).refused_until = SteadyNow() + kRefusalMemory;
   }
   for (Item& item : items) SendAlone(endpoint, std::move(item));
 }
@@ -294,7 +294,7 @@ void Coalescer::SendPutBatch(size_t endpoint, std::vector<Item> items) {
       items.resize(static_cast<size_t>(puts));
       {
         absl::MutexLock lock(&mu_);
-        endpoints_[endpoint].deletes_refused_until = absl::Now() + kRefusalMemory;
+        endpoints_[endpoint].deletes_refused_until = SteadyNow() + kRefusalMemory;
       }
     }
     Release(endpoint, /*reads_lane=*/false, static_cast<int>(items.size()));

@@ -52,12 +52,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "client/kv_client.h"
-#include "client/kv_client_timer.h"
 #include "client/retry_policy.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/status.h"
 #include "kv.grpc.pb.h"
 #include "kv.pb.h"
+#include "storage/steady_timer.h"
 
 namespace kv::client_internal {
 

@@ -27,7 +27,6 @@
 #include "client/kv_client_convert.h"
 #include "client/kv_client_options.h"
 #include "client/kv_client_retrying_call.h"
-#include "client/kv_client_timer.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
 #include "kv.grpc.pb.h"
@@ -128,7 +127,7 @@ struct Client::Impl {
     const absl::Duration timeout = call_options.deadline == absl::ZeroDuration()
                                        ? options.call_deadline
                                        : call_options.deadline;
-    return absl::Now() + timeout;
+    return SteadyNow() + timeout;
   }
 
   // Counts a call as pending and wraps its callback so that the count drops only after the
@@ -152,9 +151,10 @@ struct Client::Impl {
   // Runs `finish(status)` on the timer thread: callbacks never run on the caller's thread.
   template <typename Result>
   void FailLater(absl::Status status, std::function<void(Result)> finish) {
-    timer.RunAt(absl::Now(), [status = std::move(status), finish = std::move(finish)]() mutable {
-      finish(std::move(status));
-    });
+    timer.RunAfter(absl::ZeroDuration(),
+                   [status = std::move(status), finish = std::move(finish)]() mutable {
+                     finish(std::move(status));
+                   });
   }
 
   // A call with retries and the size check, whose first attempt goes to `first_endpoint` and
@@ -312,7 +312,13 @@ struct Client::Impl {
 
   // Before the timer: a flush timer task may still run until the timer thread has stopped.
   std::unique_ptr<client_internal::Coalescer> coalescer;
-  client_internal::TimerThread timer;
+  // The one thread the Client owns: it runs the backoff before a retry, the coalescer's flushes
+  // and callbacks that must not run on the caller's thread (calls that fail before reaching the
+  // network). Not grpc::Alarm, so that the Client alone decides when timers stop and no gRPC
+  // thread ever sleeps; on the monotonic clock, so that a step of the wall clock delays no retry.
+  // The Client waits for its pending calls before it stops, so the only tasks dropped then are
+  // flush timers of Puts that have left since.
+  TimerThread timer;
   client_internal::RetryEnv env;
 };
 

@@ -21,7 +21,7 @@ constexpr absl::Duration kMinAttemptTime = absl::Milliseconds(1);
 // likely end DEADLINE_EXCEEDED, an unknown outcome, where the failure it retries was a clear one
 // (a write not acknowledged), and it would spend a token of the retry budget.
 constexpr absl::Duration kMinRetryAttemptTime = absl::Milliseconds(20);
-// How early gRPC's deadline timer may fire compared with absl::Now().
+// How early gRPC's deadline timer may fire compared with SteadyNow().
 constexpr absl::Duration kTimerSlack = absl::Milliseconds(20);
 
 class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
@@ -40,9 +40,10 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
     context_ = std::make_unique<grpc::ClientContext>();
     attempt_deadline_ = deadline_;
     if (env_.attempt_timeout > absl::ZeroDuration()) {
-      attempt_deadline_ = std::min(deadline_, absl::Now() + env_.attempt_timeout);
+      attempt_deadline_ = std::min(deadline_, SteadyNow() + env_.attempt_timeout);
     }
-    context_->set_deadline(absl::ToChronoTime(attempt_deadline_));
+    // gRPC takes a wall-clock deadline and turns it into its own monotonic one at once.
+    context_->set_deadline(absl::ToChronoTime(absl::Now() + (attempt_deadline_ - SteadyNow())));
     start_attempt_(endpoint_, context_.get(), [self = shared_from_this()](grpc::Status status) {
       self->OnAttemptDone(status);
     });
@@ -81,7 +82,7 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
     const bool budget_allows = grpc_status.error_details() == kSharedFailureDetails
                                    ? env_.budget->CanRetry()
                                    : env_.budget->RecordFailureAndTryRetry();
-    const absl::Time now = absl::Now();
+    const absl::Time now = SteadyNow();
     // An attempt that had all the remaining time and timed out used up the call, even if gRPC's
     // timer fired a moment before our clock reaches the deadline. (A DEADLINE_EXCEEDED sent by
     // the server well before the deadline is retried like any other.)
@@ -113,7 +114,7 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
       Finish(Annotate(status, "call deadline reached"));
       return;
     }
-    env_.timer->RunAt(retry_at, [self = shared_from_this()]() { self->StartAttempt(); });
+    env_.timer->RunAfter(retry_at - now, [self = shared_from_this()]() { self->StartAttempt(); });
   }
 
   // The client never cancels an attempt, so an attempt that ends CANCELLED was dropped by the
@@ -145,7 +146,7 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
       Finish(status);  // no endpoint is the operation's node; the message names it
       return;
     }
-    if (deadline_ - absl::Now() < kMinRetryAttemptTime) {
+    if (deadline_ - SteadyNow() < kMinRetryAttemptTime) {
       // Another endpoint may be the operation's node, and it was not asked (or did not answer).
       Finish(Annotate(absl::UnavailableError(absl::StrCat(
                           "the node of the operation was not reached (", status.message(), ")")),
@@ -154,7 +155,8 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
     }
     endpoint_ = NotAnotherNode(endpoint_);
     ++hops_;  // not a retry: it counts toward neither max_attempts nor the budget
-    env_.timer->RunAt(absl::Now(), [self = shared_from_this()]() { self->StartAttempt(); });
+    env_.timer->RunAfter(absl::ZeroDuration(),
+                         [self = shared_from_this()]() { self->StartAttempt(); });
   }
 
   // The first endpoint after `from` (cyclically) not known to be another node than the

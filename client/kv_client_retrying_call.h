@@ -30,8 +30,8 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "client/kv_client_timer.h"
 #include "client/retry_policy.h"
+#include "storage/steady_timer.h"
 
 namespace grpc {
 class ClientContext;
@@ -101,7 +101,8 @@ using AttemptStarter = std::function<void(size_t endpoint, grpc::ClientContext* 
 // Called exactly once with the call's outcome and how many attempts were made.
 using CallDone = std::function<void(absl::Status status, int attempts)>;
 
-// Runs a call whose first attempt goes to `first_endpoint` and that must end by `deadline`.
+// Runs a call whose first attempt goes to `first_endpoint` and that must end by `deadline`, on
+// SteadyNow's clock (storage/steady_timer.h): a step of the wall clock moves no deadline.
 void StartRetryingCall(const RetryEnv& env, absl::Time deadline, size_t first_endpoint,
                        EndpointPolicy policy, AttemptStarter start_attempt, CallDone done);
 

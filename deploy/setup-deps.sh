@@ -10,7 +10,7 @@ KV_DEB_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev libabsl-dev libgtest-dev libgmock-dev libxxhash-dev nlohmann-json3-dev
   prometheus-cpp-dev libgoogle-perftools-dev
-  util-linux procps python3 python3-yaml openssl
+  util-linux procps python3 python3-yaml openssl faketime
 )
 
 kv_install_deps() {

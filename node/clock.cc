@@ -1,10 +1,19 @@
 #include "node/clock.h"
 
+#include "storage/steady_timer.h"
+
 namespace kv {
 
 SystemClock* SystemClock::Get() {
   // Never destroyed: background threads may still read the clock during process exit.
   static SystemClock* const clock = new SystemClock();
+  return clock;
+}
+
+absl::Time SteadyClock::Now() const { return SteadyNow(); }
+
+SteadyClock* SteadyClock::Get() {
+  static SteadyClock* const clock = new SteadyClock();  // never destroyed, as SystemClock
   return clock;
 }
 

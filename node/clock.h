@@ -1,5 +1,6 @@
-// Clock: the node's only source of time. Production code uses SystemClock; tests and the
-// simulation use ManualClock and move time themselves. Implementations are thread-safe.
+// Clock: the node's only source of time. Production code uses SystemClock (the wall clock) or
+// SteadyClock (never steps, for durations); tests and the simulation use ManualClock and move
+// time themselves. Implementations are thread-safe.
 #ifndef KV_NODE_CLOCK_H_
 #define KV_NODE_CLOCK_H_
 
@@ -12,7 +13,8 @@ namespace kv {
 class Clock {
  public:
   virtual ~Clock() = default;
-  // Wall-clock time: stamps versions (informational) and expires idempotency records.
+  // The time. On SystemClock the wall clock's: stamps versions (informational) and expires
+  // idempotency records.
   virtual absl::Time Now() const = 0;
 };
 
@@ -21,6 +23,20 @@ class SystemClock : public Clock {
   absl::Time Now() const override { return absl::Now(); }
   // A process-wide instance.
   static SystemClock* Get();
+};
+
+// Time that never steps: the wall clock's reading when the process first asked, plus the time
+// elapsed since on the monotonic clock (SteadyNow, storage/steady_timer.h). For the durations a
+// node measures by itself (failure detection, leases, deadlines, pacing), which a step of the wall
+// clock (an NTP correction, a virtual machine resumed) must neither stretch nor cut: a step back
+// would otherwise hold back every DOWN judgement by the step, a step forward would judge every
+// member DOWN at once. Never for what is stored or sent to be compared with another clock (version
+// stamps, expiry times, tombstone ages): those stay on SystemClock.
+class SteadyClock : public Clock {
+ public:
+  absl::Time Now() const override;
+  // A process-wide instance.
+  static SteadyClock* Get();
 };
 
 // A clock that moves only when told to.

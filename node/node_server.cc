@@ -519,7 +519,7 @@ absl::Status NodeServer::StartReplication() {
   cluster.ack_timeout = config_.write_ack_timeout;
   coordinator_ = std::make_unique<Coordinator>(
       cluster, placement_.get(), store_.get(), outbox_.get(), peer_transport_.get(),
-      executor_.get(), SystemClock::Get(), gossiper_.get());
+      executor_.get(), SteadyClock::Get(), gossiper_.get());
   coordinator_->SetFormatLevels(gossiper_.get());
   coordinator_->SetAckTimer(scheduler_.get());
   KV_RETURN_IF_ERROR(StartRepairs(layout));
@@ -615,7 +615,7 @@ absl::Status NodeServer::StartRepairs(const ClusterLayout& layout) {
   ae.segment_keys_max_bytes = static_cast<size_t>(config_.anti_entropy_key_list_bytes);
   anti_entropy_ =
       std::make_unique<AntiEntropy>(merkle_.get(), store_.get(), peer_transport_.get(),
-                                    scheduler_.get(), executor_.get(), SystemClock::Get(), ae);
+                                    scheduler_.get(), executor_.get(), SteadyClock::Get(), ae);
   anti_entropy_->SetTransitionCheck([this] { return placement_->Get()->layout().in_transition(); });
   if (config_.anti_entropy_interval > absl::ZeroDuration()) anti_entropy_->Start();
   anti_entropy_->MaybeFinishCatchingUp();  // a node alone in its ring has nobody to wait for
@@ -666,7 +666,7 @@ void NodeServer::StartMembershipWork() {
   handoff.bytes_per_second = static_cast<uint64_t>(config_.handoff_mb_per_second) * 1000000;
   handoff_ = std::make_unique<HandoffSender>(
       config_.node_id, engine_.get(), peer_transport_.get(), scheduler_.get(), executor_.get(),
-      SystemClock::Get(), handoff_rng_, handoff,
+      SteadyClock::Get(), handoff_rng_, handoff,
       [gossiper = gossiper_.get()](const HandoffProgress& progress) {
         gossiper->SetHandoffProgress(progress);
       },
@@ -679,14 +679,14 @@ void NodeServer::StartMembershipWork() {
   cleanup.confirm_delay = config_.cleanup_confirm_delay;
   cleaner_ = std::make_unique<UnownedRecordCleaner>(
       config_.node_id, placement_.get(), store_.get(), engine_.get(), scheduler_.get(),
-      executor_.get(), SystemClock::Get(), cleanup,
+      executor_.get(), SteadyClock::Get(), cleanup,
       [outbox = outbox_.get()](absl::string_view key) { return outbox->MayHaveEntriesFor(key); });
   cleaner_->SetCleanListener(
       [gossiper = gossiper_.get()](uint64_t version) { gossiper->SetCleanLayoutVersion(version); });
   MembershipChanger::Options changes;
   changes.replication_factor = static_cast<size_t>(config_.replication_factor);
   changer_ = std::make_unique<MembershipChanger>(gossiper_.get(), operations_.get(),
-                                                 scheduler_.get(), SystemClock::Get(), changes);
+                                                 scheduler_.get(), SteadyClock::Get(), changes);
   changer_->SetReservations(config_.node_id, reservations_.get(), peer_transport_.get());
   // An earlier run's operations go on under their ids: membership changes from where the layout
   // is, repairs from their first peer.
@@ -733,7 +733,7 @@ absl::Status NodeServer::StartGrpc() {
   admin_service_ = std::make_unique<AdminService>(
       AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
       engine_.get(), coordinator_.get(), outbox_.get(), merkle_.get(), anti_entropy_.get(),
-      reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_, SystemClock::Get(),
+      reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_, SteadyClock::Get(),
       gossiper_.get());
   admin_service_->SetMembershipChanger(changer_.get());
   if (operation_journal_ != nullptr) {  // null: --fault_forget_operations

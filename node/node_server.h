@@ -65,6 +65,7 @@
 #include "node/tombstone_reaper.h"
 #include "node/unowned_record_cleaner.h"
 #include "storage/engine.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 
@@ -229,7 +230,8 @@ class NodeServer {
   std::unique_ptr<NodeMetrics> metrics_;
   std::string actor_;
   int port_ = 0;
-  absl::Notification stop_expiry_;
+  // On the monotonic clock: a step of the wall clock must not hold back or hurry the passes.
+  SteadyNotification stop_expiry_;
   std::thread expiry_thread_;
   bool shut_down_ = false;
 };

@@ -145,7 +145,7 @@ absl::StatusOr<std::unique_ptr<LayoutReservations>> NodeServer::OpenLayoutAccept
   options.persist = [engine = engine_.get()](const LayoutAcceptorState& state) {
     return PutSynced(*engine, Column::kMeta, kAcceptorMetaKey, EncodeAcceptorState(state));
   };
-  auto acceptor = std::make_unique<LayoutReservations>(SystemClock::Get(), std::move(options));
+  auto acceptor = std::make_unique<LayoutReservations>(SteadyClock::Get(), std::move(options));
   absl::StatusOr<std::string> stored = engine_->Get(Column::kMeta, kAcceptorMetaKey);
   if (stored.ok()) {
     absl::StatusOr<LayoutAcceptorState> state = DecodeAcceptorState(*stored);
@@ -382,7 +382,7 @@ void NodeServer::StartGossip(const ClusterLayout& layout) {
                                                           transport_options);
   gossiper_ =
       std::make_unique<Gossiper>(self, members, gossip_transport_.get(), gossip_scheduler_.get(),
-                                 SystemClock::Get(), gossip_rng_, options);
+                                 SteadyClock::Get(), gossip_rng_, options);
   // Runs on gossip's threads (possibly a gRPC thread): log, and hand outbox work to the executor.
   gossiper_->SetListener([this](const std::string& member, Liveness from, Liveness to) {
     const std::string was(LivenessName(from));

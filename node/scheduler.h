@@ -5,16 +5,11 @@
 #ifndef KV_NODE_SCHEDULER_H_
 #define KV_NODE_SCHEDULER_H_
 
-#include <cstdint>
 #include <functional>
-#include <map>
-#include <thread>
-#include <utility>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "node/executor.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 
@@ -27,24 +22,14 @@ class Scheduler {
 
 class TimerScheduler : public Scheduler {
  public:
-  explicit TimerScheduler(Executor* executor);
-  // Stops the timer thread; work not yet due is dropped.
-  ~TimerScheduler() override;
-  TimerScheduler(const TimerScheduler&) = delete;
-  TimerScheduler& operator=(const TimerScheduler&) = delete;
+  // The destructor stops the timer thread; work not yet due is dropped.
+  explicit TimerScheduler(Executor* executor) : executor_(executor) {}
 
   void RunAfter(absl::Duration delay, std::function<void()> fn) override;
 
  private:
-  void Loop();
-
   Executor* const executor_;
-  absl::Mutex mu_;
-  // Due time and a sequence number (FIFO among equal times) -> work.
-  std::map<std::pair<absl::Time, uint64_t>, std::function<void()>> due_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  TimerThread timer_;
 };
 
 }  // namespace kv

@@ -297,10 +297,7 @@ absl::StatusOr<std::unique_ptr<NodeTls>> NodeTls::Start(const NodeConfig& config
 }
 
 NodeTls::~NodeTls() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
+  stop_.Notify();
   if (reloader_.joinable()) reloader_.join();
 }
 
@@ -398,11 +395,7 @@ NodeTls::Stats NodeTls::stats() const {
 }
 
 void NodeTls::ReloadLoop() {
-  while (true) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), config_.tls_reload_interval)) return;
-    }
+  while (!stop_.WaitForNotificationWithTimeout(config_.tls_reload_interval)) {
     ReloadNow().IgnoreError();  // logged and counted by ReloadNow
   }
 }

@@ -46,6 +46,7 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
 #include "node/config.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 
@@ -119,7 +120,7 @@ class NodeTls {
   std::string last_refusal_ ABSL_GUARDED_BY(mu_);
   // The files last refused, when they could be read (not counted again while they stay).
   std::optional<TlsFiles> refused_set_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  SteadyNotification stop_;  // a step of the wall clock must not hold back or hurry reloads
   std::thread reloader_;
 };
 

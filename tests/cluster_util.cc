@@ -129,7 +129,10 @@ std::vector<std::string> Cluster::Argv(size_t index) const {
 
 absl::Status Cluster::Launch(size_t index) {
   Node& node = nodes_.at(index);
-  absl::StatusOr<Subprocess> process = Subprocess::Start(Argv(index), dir_.Sub("logs"));
+  const auto env = options_.node_env.find(index);
+  absl::StatusOr<Subprocess> process = Subprocess::Start(
+      Argv(index), dir_.Sub("logs"),
+      env == options_.node_env.end() ? std::map<std::string, std::string>() : env->second);
   if (!process.ok()) return process.status();
   node.process = *std::move(process);
   node.started = true;

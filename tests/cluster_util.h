@@ -48,6 +48,8 @@ class Cluster {
     std::vector<std::string> extra_flags;
     // Added to one node's command line, by index, after extra_flags (SetNodeFlags changes them).
     std::map<size_t, std::vector<std::string>> node_flags;
+    // Added to one node's environment, by index (e.g. LD_PRELOAD), at every (re)start.
+    std::map<size_t, std::map<std::string, std::string>> node_env;
     // How long each (re)start may take until the node serves.
     absl::Duration start_timeout = absl::Seconds(60);
   };

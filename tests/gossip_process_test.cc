@@ -11,6 +11,9 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -34,6 +37,7 @@ namespace {
 using ::kv::testing::PickFreePort;
 using ::kv::testing::Subprocess;
 using ::kv::testing::TempDir;
+using ::kv::testing::WriteFile;
 
 constexpr absl::Duration kFailureTimeout = absl::Seconds(1);
 // Detection may take the timeout plus a few gossip rounds; a slow sanitizer build on a busy
@@ -92,6 +96,14 @@ absl::Duration WaitForLiveness(testing::Cluster& cluster, const std::vector<size
     absl::SleepFor(kPoll);
   }
   return absl::InfiniteDuration();
+}
+
+size_t CountOccurrences(absl::string_view text, absl::string_view what) {
+  size_t count = 0;
+  for (size_t at = text.find(what); at != absl::string_view::npos; at = text.find(what, at + 1)) {
+    ++count;
+  }
+  return count;
 }
 
 // Writes `count` keys with W=2 through the given endpoints one at a time; returns the slowest
@@ -266,6 +278,108 @@ TEST(GossipProcessTest, SeedsOnlyNodeLearnsTheMembersAndPlacesKeysLikeTheOthers)
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0) << stranger->Stderr();
   EXPECT_TRUE(cluster->StopAll().ok()) << cluster->LogTails();
+}
+
+// A step of one node's wall clock (an NTP correction, a virtual machine resumed), made with
+// libfaketime (the node alone sees it; its monotonic clock is left alone). Its timers and its
+// failure detector measure on the monotonic clock, so a step back neither stops its gossip (the
+// others would judge it DOWN: its heartbeat stops) nor keeps it from judging a paused peer
+// DOWN, and a step forward does not judge every peer DOWN at once.
+TEST(GossipProcessTest, AStepOfANodesWallClockNeitherStopsItsGossipNorMisjudgesItsPeers) {
+  const std::string libfaketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+  ASSERT_TRUE(std::filesystem::exists(libfaketime))
+      << libfaketime << " is missing: install Debian's faketime package (deploy/setup-deps.sh "
+      << "does)";
+  TempDir dir;
+  const std::string offset = dir.Sub("offset");
+  // libfaketime reads the file at every call: replaced whole, never seen half written.
+  auto set_offset = [&](const std::string& value) {
+    WriteFile(offset + ".new", value + "\n");
+    ASSERT_EQ(std::rename((offset + ".new").c_str(), offset.c_str()), 0);
+  };
+  set_offset("+0");
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  testing::Cluster::Options options;
+  options.nodes = 3;
+  options.extra_flags = {"--gossip_interval=100ms",
+                         absl::StrCat("--failure_timeout=", absl::FormatDuration(kFailureTimeout)),
+                         "--shutdown_drain=0s"};
+  options.node_env[0] = {
+      {"LD_PRELOAD", libfaketime},
+      {"FAKETIME_DONT_FAKE_MONOTONIC", "1"},
+      {"FAKETIME_TIMESTAMP_FILE", offset},
+      {"FAKETIME_NO_CACHE", "1"},
+      // Under AddressSanitizer: its runtime is then not the first library loaded.
+      {"ASAN_OPTIONS", absl::StrCat(asan != nullptr ? asan : "", asan != nullptr ? ":" : "",
+                                    "verify_asan_link_order=0")}};
+  absl::StatusOr<std::unique_ptr<testing::Cluster>> started = testing::Cluster::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  testing::Cluster& cluster = **started;
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_NE(WaitForLiveness(cluster, {0, 1, 2}, cluster.node_id(i), "UP", absl::Seconds(20)),
+              absl::InfiniteDuration())
+        << cluster.LogTails();
+  }
+  std::unique_ptr<Client> via_n1 = ClientFor({cluster.endpoint(0)});
+  WriteOptions all;
+  all.w = Quorum::All();
+  all.deadline = absl::Seconds(5);
+
+  // Back one hour. n1's heartbeat keeps advancing as the others see it, for four failure
+  // timeouts.
+  set_offset("-1h");
+  const std::optional<MemberStatus> first = MemberAsSeenBy(cluster, 1, "n1");
+  ASSERT_TRUE(first.has_value());
+  const absl::Time watch_until = absl::Now() + 4 * kFailureTimeout;
+  while (absl::Now() < watch_until) {
+    for (size_t observer : {1, 2}) {
+      std::optional<MemberStatus> seen = MemberAsSeenBy(cluster, observer, "n1");
+      ASSERT_TRUE(seen.has_value());
+      ASSERT_EQ(seen->liveness, "UP") << cluster.node_id(observer) << " judged n1 "
+                                      << seen->liveness << " after n1's clock went back\n"
+                                      << cluster.LogTails();
+    }
+    absl::SleepFor(kPoll);
+  }
+  const std::optional<MemberStatus> last = MemberAsSeenBy(cluster, 1, "n1");
+  ASSERT_TRUE(last.has_value());
+  // Gossip every 100 ms: about 40 rounds.
+  EXPECT_GE(last->heartbeat, first->heartbeat + 10);
+  // Writes through n1 reach every replica; n1's stamp of the last delivery shows the step took
+  // effect there.
+  absl::StatusOr<WriteResult> put = via_n1->Put("after-the-step-back", "v", all);
+  ASSERT_TRUE(put.ok()) << put.status();
+  const std::optional<MemberStatus> delivered = MemberAsSeenBy(cluster, 0, "n2");
+  ASSERT_TRUE(delivered.has_value());
+  ASSERT_GT(delivered->last_success_unix_micros, 0);
+  EXPECT_LT(absl::FromUnixMicros(delivered->last_success_unix_micros),
+            absl::Now() - absl::Minutes(50));
+
+  // A peer paused while n1's clock is behind is judged DOWN by n1 within the usual bound.
+  ASSERT_TRUE(cluster.Pause(2));
+  EXPECT_NE(WaitForLiveness(cluster, {0}, "n3", "DOWN", kDetectBound), absl::InfiniteDuration())
+      << "n1 did not judge the paused n3 DOWN with its clock an hour behind\n"
+      << cluster.LogTails();
+  cluster.Resume(2);
+  ASSERT_NE(WaitForLiveness(cluster, {0, 1}, "n3", "UP", kDetectBound), absl::InfiniteDuration())
+      << cluster.LogTails();
+
+  // Forward two hours: n1 judges nobody DOWN (it logs every judgement).
+  const size_t downs_before = CountOccurrences(cluster.Logs(0), "member is DOWN");
+  set_offset("+1h");
+  absl::SleepFor(4 * kFailureTimeout);
+  for (const char* peer : {"n2", "n3"}) {
+    std::optional<MemberStatus> seen = MemberAsSeenBy(cluster, 0, peer);
+    ASSERT_TRUE(seen.has_value());
+    EXPECT_EQ(seen->liveness, "UP") << peer;
+  }
+  EXPECT_EQ(CountOccurrences(cluster.Logs(0), "member is DOWN"), downs_before)
+      << "n1 judged a peer DOWN after its clock jumped forward\n"
+      << cluster.Logs(0);
+  put = via_n1->Put("after-the-step-forward", "v", all);
+  EXPECT_TRUE(put.ok()) << put.status();
+  EXPECT_TRUE(cluster.StopAll().ok()) << cluster.LogTails();
+  EXPECT_EQ(cluster.SanitizerReports(), "");
 }
 
 // A member restarted without --peers or --seeds (a lost unit file, a typo) stays a member of its

@@ -1,0 +1,84 @@
+#include "storage/steady_timer.h"
+
+#include <algorithm>
+
+#include "absl/time/clock.h"
+
+namespace kv {
+
+std::chrono::steady_clock::duration SteadyDelay(absl::Duration delay) {
+  delay = std::clamp(delay, absl::ZeroDuration(), absl::Hours(24 * 365));
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      absl::ToChronoNanoseconds(delay));
+}
+
+absl::Time SteadyNow() {
+  struct Origin {
+    absl::Time wall = absl::Now();
+    std::chrono::steady_clock::time_point steady = std::chrono::steady_clock::now();
+  };
+  static const Origin* const origin = new Origin();  // never destroyed: read during exit
+  return origin->wall + absl::FromChrono(std::chrono::steady_clock::now() - origin->steady);
+}
+
+TimerThread::TimerThread() : thread_([this] { Loop(); }) {}
+
+TimerThread::~TimerThread() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  thread_.join();
+}
+
+void TimerThread::RunAfter(absl::Duration delay, absl::AnyInvocable<void() &&> task) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tasks_.emplace(std::make_pair(Clock::now() + SteadyDelay(delay), next_seq_++), std::move(task));
+  }
+  changed_.notify_all();
+}
+
+void TimerThread::Loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    if (tasks_.empty()) {
+      changed_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
+      continue;
+    }
+    const Clock::time_point due = tasks_.begin()->first.first;
+    if (Clock::now() < due) {
+      // Until the earliest due time, or until a task is added (it may be due earlier) or stop.
+      const uint64_t seq_before = next_seq_;
+      changed_.wait_until(lock, due,
+                          [this, seq_before] { return stopping_ || next_seq_ != seq_before; });
+      continue;
+    }
+    absl::AnyInvocable<void()&&> task = std::move(tasks_.begin()->second);
+    tasks_.erase(tasks_.begin());
+    lock.unlock();
+    std::move(task)();
+    lock.lock();
+  }
+}
+
+void SteadyNotification::Notify() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    notified_ = true;
+  }
+  notified_cv_.notify_all();
+}
+
+bool SteadyNotification::HasBeenNotified() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return notified_;
+}
+
+bool SteadyNotification::WaitForNotificationWithTimeout(absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return notified_cv_.wait_for(lock, SteadyDelay(timeout), [this] { return notified_; });
+}
+
+}  // namespace kv

@@ -1,0 +1,82 @@
+// Time on the monotonic clock: SteadyNow reads it, TimerThread runs tasks after a delay,
+// SteadyNotification is a one-shot stop signal with a timed wait.
+//
+// Why not absl: in the abseil Debian 12 ships (20220623), every timed wait of absl::Mutex,
+// absl::CondVar and absl::Notification becomes an absolute deadline on the wall clock
+// (FUTEX_CLOCK_REALTIME). When the wall clock steps back (an NTP correction, a virtual machine
+// resumed, an operator's `date -s`), such a wait sleeps on for the length of the step; under a
+// clock that only the process sees moved (libfaketime), it returns at once, again and again.
+// Periodic work would then stop for the step (gossip heartbeats, so peers judge the node DOWN)
+// or spin. These wait on std::chrono::steady_clock (CLOCK_MONOTONIC), which never steps.
+//
+// Delays are clamped to [0, 1 year]. Both classes are thread-safe.
+#ifndef KV_STORAGE_STEADY_TIMER_H_
+#define KV_STORAGE_STEADY_TIMER_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/time/time.h"
+
+namespace kv {
+
+// One thread that runs tasks at their due time on the monotonic clock, one at a time, in order
+// of due time (ties in scheduling order). Tasks must not block for long: they delay the others.
+class TimerThread {
+ public:
+  TimerThread();
+  // Stops the thread, after the task running (if any) returns. Tasks not yet due are destroyed
+  // without running.
+  ~TimerThread();
+  TimerThread(const TimerThread&) = delete;
+  TimerThread& operator=(const TimerThread&) = delete;
+
+  // Runs `task` on the timer thread once `delay` has passed (at once if it is not positive).
+  void RunAfter(absl::Duration delay, absl::AnyInvocable<void() &&> task);
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  void Loop();
+
+  // std::mutex rather than absl::Mutex: the condition variable's timed wait must take it.
+  std::mutex mu_;
+  std::condition_variable changed_;  // a task was added, or stopping_ set
+  bool stopping_ = false;            // guarded by mu_
+  uint64_t next_seq_ = 0;            // guarded by mu_
+  // (due time, scheduling order) -> task; guarded by mu_.
+  std::map<std::pair<Clock::time_point, uint64_t>, absl::AnyInvocable<void() &&>> tasks_;
+  std::thread thread_;  // last: starts after the fields above exist
+};
+
+// absl::Notification's Notify and timed wait, on the monotonic clock.
+class SteadyNotification {
+ public:
+  void Notify();
+  bool HasBeenNotified();
+  // Returns true as soon as Notify has been called, false once `timeout` has passed without it.
+  bool WaitForNotificationWithTimeout(absl::Duration timeout);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable notified_cv_;
+  bool notified_ = false;  // guarded by mu_
+};
+
+// `delay` as a steady_clock duration, clamped to [0, 1 year].
+std::chrono::steady_clock::duration SteadyDelay(absl::Duration delay);
+
+// The monotonic clock on the wall clock's scale: absl::Now() at the process's first call, plus
+// the time elapsed since. Never goes back, and moves with real time whatever the wall clock
+// does: for deadlines and durations measured within one process. Not for anything stored or
+// compared with another process's clock. Thread-safe.
+absl::Time SteadyNow();
+
+}  // namespace kv
+
+#endif  // KV_STORAGE_STEADY_TIMER_H_
