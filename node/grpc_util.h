@@ -23,9 +23,11 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "node/call_gate.h"
 #include "node/executor.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 
@@ -47,11 +49,12 @@ inline absl::Status ToAbslStatus(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
-// The deadline the caller set on `context`; InfiniteFuture if none.
+// The deadline the caller set on `context`, on SteadyNow's scale (storage/steady_timer.h), which
+// is SteadyClock's, the clock the coordinator measures on; InfiniteFuture if none.
 inline absl::Time DeadlineOf(const grpc::ServerContextBase& context) {
   const std::chrono::system_clock::time_point deadline = context.deadline();
   if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
-  return absl::FromChrono(deadline);
+  return SteadyNow() + (absl::FromChrono(deadline) - absl::Now());
 }
 
 // Finishes the call at once with `status` (for checks that need no storage).

@@ -354,6 +354,14 @@ TEST(GossipProcessTest, AStepOfANodesWallClockNeitherStopsItsGossipNorMisjudgesI
   ASSERT_GT(delivered->last_success_unix_micros, 0);
   EXPECT_LT(absl::FromUnixMicros(delivered->last_success_unix_micros),
             absl::Now() - absl::Minutes(50));
+  // n1 measures the caller's deadline on the clock it measures everything on: every replica is
+  // asked and answers, none is cut off as out of time.
+  absl::StatusOr<DescribeKeyResult> described = via_n1->DescribeKey("after-the-step-back");
+  ASSERT_TRUE(described.ok()) << described.status();
+  for (const ReplicaView& view : described->replicas) {
+    EXPECT_TRUE(view.reachable) << view.node_id << ": " << view.error;
+  }
+  EXPECT_TRUE(described->converged);
 
   // A peer paused while n1's clock is behind is judged DOWN by n1 within the usual bound.
   ASSERT_TRUE(cluster.Pause(2));
