@@ -121,7 +121,6 @@ void AdminService::FillMembers(const HashRing& ring, v1::ClusterStatusResponse* 
       gossip.emplace(std::move(id), std::move(view));
     }
   }
-  const absl::Time now = clock_->Now();
   for (const Member& member : ring.members()) {
     v1::MemberStatus* out = response->add_members();
     out->set_node_id(member.id);
@@ -131,20 +130,19 @@ void AdminService::FillMembers(const HashRing& ring, v1::ClusterStatusResponse* 
     out->set_reachable(true);
     out->set_liveness("UNKNOWN");
     out->set_last_heard_ms_ago(-1);
-    if (auto g = gossip.find(member.id); g != gossip.end()) FillGossip(g->second, now, out);
+    if (auto g = gossip.find(member.id); g != gossip.end()) FillGossip(g->second, out);
     if (auto ae = exchanges.find(member.id); ae != exchanges.end())
       FillAntiEntropy(ae->second, out);
     if (auto ob = outbox.find(member.id); ob != outbox.end()) FillOutbox(ob->second, out);
   }
 }
 
-void AdminService::FillGossip(const MemberView& view, absl::Time now, v1::MemberStatus* out) {
+void AdminService::FillGossip(const MemberView& view, v1::MemberStatus* out) {
   out->set_liveness(std::string(LivenessName(view.liveness)));
   out->set_heartbeat(view.entry.heartbeat);
   out->set_incarnation(view.entry.incarnation);
-  if (view.last_heard != absl::InfinitePast()) {
-    out->set_last_heard_ms_ago(
-        std::max<int64_t>(0, absl::ToInt64Milliseconds(now - view.last_heard)));
+  if (view.since_heard != absl::InfiniteDuration()) {
+    out->set_last_heard_ms_ago(std::max<int64_t>(0, absl::ToInt64Milliseconds(view.since_heard)));
   }
 }
 

@@ -128,7 +128,7 @@ class AdminService final : public v1::Admin::CallbackService {
   // ClusterStatus's parts: one MemberStatus per member of `ring`, from the outbox, anti-entropy
   // and gossip views; the coordinator's counters and replication lag percentiles.
   void FillMembers(const HashRing& ring, v1::ClusterStatusResponse* response) const;
-  static void FillGossip(const MemberView& view, absl::Time now, v1::MemberStatus* out);
+  static void FillGossip(const MemberView& view, v1::MemberStatus* out);
   static void FillAntiEntropy(const PeerAntiEntropyStats& stats, v1::MemberStatus* out);
   static void FillOutbox(const PeerOutboxStats& stats, v1::MemberStatus* out);
   static void FillCoordinatorStats(CoordinatorStats stats, v1::ClusterStatusResponse* response);

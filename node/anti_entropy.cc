@@ -323,7 +323,9 @@ absl::Duration AntiEntropy::TakeBudget(size_t keys) {
   const double rate = std::max(options_.keys_per_second, 1.0);
   const double burst = std::max(rate, static_cast<double>(options_.keys_per_batch));
   const absl::Time now = clock_->Now();
-  tokens_ = std::min(burst, tokens_ + absl::ToDoubleSeconds(now - refilled_) * rate);
+  // A wall clock stepped back refills nothing (rather than taking the step's worth away).
+  const absl::Duration elapsed = std::max(absl::ZeroDuration(), now - refilled_);
+  tokens_ = std::min(burst, tokens_ + absl::ToDoubleSeconds(elapsed) * rate);
   refilled_ = now;
   const double needed = static_cast<double>(keys);
   if (tokens_ >= needed) {

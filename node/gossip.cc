@@ -648,6 +648,7 @@ Liveness Gossiper::LivenessOf(absl::string_view member_id) const {
 
 std::vector<MemberView> Gossiper::Members() const {
   absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
   std::vector<MemberView> views;
   views.reserve(members_.size());
   for (const auto& [id, entry] : members_) {
@@ -655,7 +656,8 @@ std::vector<MemberView> Gossiper::Members() const {
     view.entry = entry;
     view.self = id == self_id_;
     view.liveness = view.self ? Liveness::kUp : detector_.Get(id);
-    view.last_heard = view.self ? clock_->Now() : detector_.LastHeard(id);
+    const absl::Time heard = view.self ? now : detector_.LastHeard(id);
+    if (heard != absl::InfinitePast()) view.since_heard = now - heard;
     views.push_back(std::move(view));
   }
   return views;

@@ -147,8 +147,8 @@ struct MemberView {
   MemberEntry entry;
   Liveness liveness = Liveness::kUnknown;
   bool self = false;
-  // When its heartbeat last advanced here; InfinitePast if never.
-  absl::Time last_heard = absl::InfinitePast();
+  // How long ago its heartbeat last advanced here (zero for this node); infinite if never.
+  absl::Duration since_heard = absl::InfiniteDuration();
 };
 
 // Asked by coordinators and senders to route around dead members. Thread-safe.

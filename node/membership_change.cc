@@ -548,7 +548,7 @@ bool MembershipChanger::AllAgreeCompletions(const ClusterLayout& transition) con
     // entry said it installs completions unagreed (an older node) counts against (otherwise a
     // change whose dead member this node never heard from could never be completed by a remove).
     agrees[view.entry.member.id] =
-        view.self || view.entry.agrees_completions || view.last_heard == absl::InfinitePast();
+        view.self || view.entry.agrees_completions || view.since_heard == absl::InfiniteDuration();
   }
   const LayoutQuorum quorum(transition);
   for (const Member& m : quorum.asked()) {

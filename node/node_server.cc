@@ -615,7 +615,7 @@ absl::Status NodeServer::StartRepairs(const ClusterLayout& layout) {
   ae.segment_keys_max_bytes = static_cast<size_t>(config_.anti_entropy_key_list_bytes);
   anti_entropy_ =
       std::make_unique<AntiEntropy>(merkle_.get(), store_.get(), peer_transport_.get(),
-                                    scheduler_.get(), executor_.get(), SteadyClock::Get(), ae);
+                                    scheduler_.get(), executor_.get(), SystemClock::Get(), ae);
   anti_entropy_->SetTransitionCheck([this] { return placement_->Get()->layout().in_transition(); });
   if (config_.anti_entropy_interval > absl::ZeroDuration()) anti_entropy_->Start();
   anti_entropy_->MaybeFinishCatchingUp();  // a node alone in its ring has nobody to wait for
@@ -686,7 +686,7 @@ void NodeServer::StartMembershipWork() {
   MembershipChanger::Options changes;
   changes.replication_factor = static_cast<size_t>(config_.replication_factor);
   changer_ = std::make_unique<MembershipChanger>(gossiper_.get(), operations_.get(),
-                                                 scheduler_.get(), SteadyClock::Get(), changes);
+                                                 scheduler_.get(), SystemClock::Get(), changes);
   changer_->SetReservations(config_.node_id, reservations_.get(), peer_transport_.get());
   // An earlier run's operations go on under their ids: membership changes from where the layout
   // is, repairs from their first peer.
@@ -733,7 +733,7 @@ absl::Status NodeServer::StartGrpc() {
   admin_service_ = std::make_unique<AdminService>(
       AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
       engine_.get(), coordinator_.get(), outbox_.get(), merkle_.get(), anti_entropy_.get(),
-      reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_, SteadyClock::Get(),
+      reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_, SystemClock::Get(),
       gossiper_.get());
   admin_service_->SetMembershipChanger(changer_.get());
   if (operation_journal_ != nullptr) {  // null: --fault_forget_operations

@@ -22,7 +22,7 @@
 namespace kv {
 namespace {
 
-TEST(TimerThreadTest, RunsTasksInOrderOfDueTimeAndTiesInSchedulingOrder) {
+TEST(TimerThreadTest, RunsTasksInOrderOfDueTime) {
   absl::Mutex mu;
   std::vector<std::string> order;
   absl::BlockingCounter done(5);
@@ -37,14 +37,15 @@ TEST(TimerThreadTest, RunsTasksInOrderOfDueTimeAndTiesInSchedulingOrder) {
         done.DecrementCount();
       };
     };
-    timer.RunAfter(absl::Milliseconds(60), record("60ms"));
-    timer.RunAfter(absl::Milliseconds(20), record("20ms-a"));
-    timer.RunAfter(absl::Milliseconds(20), record("20ms-b"));
-    timer.RunAfter(absl::Milliseconds(40), record("40ms"));
+    // Spaced widely, so that a pause between two of these calls does not reorder them.
+    timer.RunAfter(absl::Milliseconds(300), record("300ms"));
+    timer.RunAfter(absl::Milliseconds(100), record("100ms-a"));
+    timer.RunAfter(absl::Milliseconds(100), record("100ms-b"));
+    timer.RunAfter(absl::Milliseconds(200), record("200ms"));
     timer.RunAfter(-absl::Seconds(1), record("now"));  // a delay in the past runs at once
     done.Wait();
   }
-  EXPECT_EQ(order, (std::vector<std::string>{"now", "20ms-a", "20ms-b", "40ms", "60ms"}));
+  EXPECT_EQ(order, (std::vector<std::string>{"now", "100ms-a", "100ms-b", "200ms", "300ms"}));
 }
 
 TEST(TimerThreadTest, ATaskRunsNoEarlierThanItsDelay) {
