@@ -13,7 +13,6 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/support/interceptor.h"
@@ -24,6 +23,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 namespace {
@@ -216,7 +216,7 @@ namespace {
 class CountingInterceptor : public grpc::experimental::Interceptor {
  public:
   CountingInterceptor(std::shared_ptr<RequestMetrics> metrics, RequestMetrics::Method* method)
-      : metrics_(std::move(metrics)), method_(method), start_(absl::Now()) {}
+      : metrics_(std::move(metrics)), method_(method), start_(SteadyNow()) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if ((method_->is_put_batch || method_->is_get_batch) &&
@@ -254,7 +254,7 @@ class CountingInterceptor : public grpc::experimental::Interceptor {
     if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
       const int code = static_cast<int>(methods->GetSendStatus().error_code());
-      metrics_->Record(method_, code, absl::Now() - start_);
+      metrics_->Record(method_, code, SteadyNow() - start_);
       if (!answered_) metrics_->RecordRefusedBatch(code, puts_, deletes_, gets_);
     }
     methods->Proceed();

@@ -14,6 +14,7 @@
 #include "node/log.h"
 #include "node/node_server.h"
 #include "storage/status_macros.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 namespace {
@@ -272,7 +273,9 @@ absl::StatusOr<ClusterLayout> NodeServer::LearnLayoutFromSeeds() {
   const std::string seeds = absl::StrJoin(config_.seeds, ",");
   LogInfo("no --peers: asking the seeds for the cluster layout; not serving until one answers",
           {{"seeds", seeds}, {"seed_timeout", absl::FormatDuration(config_.seed_timeout)}});
-  const absl::Time deadline = absl::Now() + config_.seed_timeout;
+  // On the monotonic clock, as the pauses below: a step of the wall clock neither cuts the wait
+  // short (the node would give up at once) nor stretches it.
+  const absl::Time deadline = SteadyNow() + config_.seed_timeout;
   std::string last_error = "no seed was asked";
   while (true) {
     for (const std::string& seed : config_.seeds) {
@@ -325,17 +328,19 @@ absl::StatusOr<ClusterLayout> NodeServer::LearnLayoutFromSeeds() {
     if (start_cancel_ != nullptr && start_cancel_->HasBeenNotified()) {
       return absl::CancelledError("stopped while waiting for a seed to tell the cluster layout");
     }
-    if (absl::Now() >= deadline) {
+    if (SteadyNow() >= deadline) {
       return absl::UnavailableError(
           absl::StrCat("no seed told the cluster layout within seed_timeout=",
                        absl::FormatDuration(config_.seed_timeout), " (last error: ", last_error,
                        "). Check --seeds, start a seed with --peers, or raise --seed_timeout."));
     }
+    // Slept in slices (absl::SleepFor sleeps on the monotonic clock) rather than waited on
+    // `start_cancel_`, whose timed wait ends at a wall-clock deadline.
     const absl::Duration pause = std::min(absl::Milliseconds(500), config_.seed_timeout / 4);
-    if (start_cancel_ != nullptr) {
-      start_cancel_->WaitForNotificationWithTimeout(pause);
-    } else {
-      absl::SleepFor(pause);
+    constexpr absl::Duration kSlice = absl::Milliseconds(20);
+    for (absl::Duration slept; slept < pause; slept += kSlice) {
+      if (start_cancel_ != nullptr && start_cancel_->HasBeenNotified()) break;
+      absl::SleepFor(std::min(kSlice, pause - slept));
     }
   }
 }
