@@ -360,6 +360,10 @@ void NodeServer::StartGossip(const ClusterLayout& layout) {
   options.format_level = config_.fault_format_level;
   options.generation = store_->generation();
   options.new_epoch = store_->new_epoch();
+  // On the wall clock, unlike the gossiper's intervals (SteadyClock): peers compare it with the
+  // incarnations of this node's earlier runs.
+  options.incarnation =
+      static_cast<uint64_t>(std::max<int64_t>(absl::ToUnixMicros(absl::Now()), 1));
   // What every member must share: where keys live (N) and what replicas accept.
   options.settings =
       absl::StrCat("replication_factor=", config_.replication_factor,
