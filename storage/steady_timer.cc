@@ -6,11 +6,16 @@
 
 namespace kv {
 
+namespace {
+
+// `delay` as a steady_clock duration, clamped to [0, 1 year].
 std::chrono::steady_clock::duration SteadyDelay(absl::Duration delay) {
   delay = std::clamp(delay, absl::ZeroDuration(), absl::Hours(24 * 365));
   return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       absl::ToChronoNanoseconds(delay));
 }
+
+}  // namespace
 
 absl::Time SteadyNow() {
   struct Origin {
@@ -69,11 +74,6 @@ void SteadyNotification::Notify() {
     notified_ = true;
   }
   notified_cv_.notify_all();
-}
-
-bool SteadyNotification::HasBeenNotified() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return notified_;
 }
 
 bool SteadyNotification::WaitForNotificationWithTimeout(absl::Duration timeout) {

@@ -58,7 +58,6 @@ class TimerThread {
 class SteadyNotification {
  public:
   void Notify();
-  bool HasBeenNotified();
   // Returns true as soon as Notify has been called, false once `timeout` has passed without it.
   bool WaitForNotificationWithTimeout(absl::Duration timeout);
 
@@ -67,9 +66,6 @@ class SteadyNotification {
   std::condition_variable notified_cv_;
   bool notified_ = false;  // guarded by mu_
 };
-
-// `delay` as a steady_clock duration, clamped to [0, 1 year].
-std::chrono::steady_clock::duration SteadyDelay(absl::Duration delay);
 
 // The monotonic clock on the wall clock's scale: absl::Now() at the process's first call, plus
 // the time elapsed since. Never goes back, and moves with real time whatever the wall clock

@@ -331,6 +331,16 @@ class RestoredDirectoryProcessTest : public RepairProcessTest {
   // again (a clean restart: it keeps its epoch) and overwrites them ("after-backup"), long enough
   // for the others to hold n1's later generation; then stops n1 and puts the copy in place of its
   // directory.
+  // Starts n1 while n2 and n3 are paused, so that its start's check finds no peer to ask.
+  absl::Status RestartN1WhileItsPeersArePaused() {
+    const bool paused = cluster_->Pause(1) && cluster_->Pause(2);
+    const absl::Status restarted =
+        paused ? cluster_->Restart(0) : absl::InternalError("could not pause n2 and n3");
+    cluster_->Resume(1);  // SIGCONT: harmless to a node that was not paused
+    cluster_->Resume(2);
+    return restarted;
+  }
+
   void RestoreN1FromBeforeItsLastRun(int keys) {
     OverwriteThrough(0, keys, "before-backup");
     ASSERT_TRUE(cluster_->Stop(0).ok());
@@ -421,11 +431,7 @@ TEST_F(RestoredDirectoryProcessTest, ARestoreTheStartCouldNotCheckIsFoundByGossi
 
   const int metrics_port = testing::PickFreePort();
   cluster_->SetNodeFlags(0, {absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)});
-  ASSERT_TRUE(cluster_->Pause(1));
-  ASSERT_TRUE(cluster_->Pause(2));
-  const absl::Status restarted = cluster_->Restart(0);
-  cluster_->Resume(1);
-  cluster_->Resume(2);
+  const absl::Status restarted = RestartN1WhileItsPeersArePaused();
   ASSERT_TRUE(restarted.ok()) << restarted << cluster_->LogTails();
   EXPECT_FALSE(absl::StrContains(cluster_->Logs(0), "took a new actor epoch")) << cluster_->Logs(0);
 
@@ -476,11 +482,7 @@ TEST_F(RestoredDirectoryProcessTest, ARestoreTheStartCouldNotCheckIsFoundByGossi
   // only the conflict's record in n1's directory can tell that start.
   ASSERT_TRUE(cluster_->Stop(0).ok());
   cluster_->SetNodeFlags(0, {});
-  ASSERT_TRUE(cluster_->Pause(1));
-  ASSERT_TRUE(cluster_->Pause(2));
-  const absl::Status restarted_again = cluster_->Restart(0);
-  cluster_->Resume(1);
-  cluster_->Resume(2);
+  const absl::Status restarted_again = RestartN1WhileItsPeersArePaused();
   ASSERT_TRUE(restarted_again.ok()) << restarted_again << cluster_->LogTails();
   EXPECT_TRUE(absl::StrContains(cluster_->Logs(0), "took a new actor epoch")) << cluster_->Logs(0);
   EXPECT_TRUE(absl::StrContains(cluster_->Logs(0), "the previous run learned"))
