@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "storage/steady_timer.h"
 
 namespace kv::bench {
 namespace {
@@ -63,7 +64,8 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
     while (active_chains_ > 0) {
       const absl::Duration until_tick =
           absl::FromChrono(last_tick + std::chrono::seconds(1) - SteadyClock::now());
-      if (mu_.AwaitWithTimeout(absl::Condition(this, &LoopState::AllChainsEnded), until_tick)) {
+      if (changed_.AwaitWithTimeout(&mu_, absl::Condition(this, &LoopState::AllChainsEnded),
+                                    until_tick)) {
         break;
       }
       const SteadyClock::time_point now = SteadyClock::now();
@@ -105,6 +107,7 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
       } else {
         idle_.push_back(chain);
       }
+      changed_.Notify();
     } else {
       StartChain(chain);
     }
@@ -128,12 +131,13 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
           return !idle_.empty() || SteadyClock::now() >= end_;
         };
         while (!ready()) {
-          mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(10));
+          changed_.AwaitWithTimeout(&mu_, absl::Condition(&ready), absl::Milliseconds(10));
         }
         if (SteadyClock::now() >= end_) {
           pacing_done_ = true;
           active_chains_ -= static_cast<int>(idle_.size());
           idle_.clear();
+          changed_.Notify();
           return;
         }
         chain = idle_.front();
@@ -175,6 +179,7 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
   void EndChain() {
     absl::MutexLock lock(&mu_);
     --active_chains_;
+    changed_.Notify();
   }
 
   bool AllChainsEnded() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return active_chains_ == 0; }
@@ -208,6 +213,9 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
   std::thread pacer_;
 
   absl::Mutex mu_;
+  // Waits on the monotonic clock (storage/steady_timer.h): a step of the wall clock during a run
+  // must not stop the pacer or the progress lines. Notified when a chain goes idle or ends.
+  SteadyCondition changed_;
   std::deque<int> idle_ ABSL_GUARDED_BY(mu_);  // chains waiting for a slot (paced only)
   bool pacing_done_ ABSL_GUARDED_BY(mu_) = false;
   int active_chains_ ABSL_GUARDED_BY(mu_);

@@ -11,6 +11,7 @@
 #include "client/kvctl_format.h"
 #include "client/kvctl_replication.h"
 #include "client/retry_policy.h"
+#include "storage/steady_timer.h"
 
 namespace kv::kvctl {
 namespace {
@@ -82,20 +83,20 @@ std::string OperationText(const OperationStatus& op) {
 // (it expired) or never ran it, or that no endpoint is that node.
 absl::StatusOr<OperationStatus> WaitForOperation(Client& client, const std::string& id,
                                                  absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
+  const absl::Time deadline = SteadyNow() + timeout;
   absl::Duration backoff = kFirstPoll;
   while (true) {
     CallOptions poll;
     poll.deadline = std::max(absl::Milliseconds(100),
-                             std::min(deadline - absl::Now(), client.options().call_deadline));
+                             std::min(deadline - SteadyNow(), client.options().call_deadline));
     absl::StatusOr<OperationStatus> op = client.GetOperation(id, poll);
     if (op.ok()) {
       if (op->state != OperationStatus::State::kRunning) return op;
     } else if (!IsRetryableCode(op.status().code())) {
       return op.status();
     }
-    if (absl::Now() >= deadline) return op;
-    absl::SleepFor(std::min(backoff, std::max(deadline - absl::Now(), absl::ZeroDuration())));
+    if (SteadyNow() >= deadline) return op;
+    absl::SleepFor(std::min(backoff, std::max(deadline - SteadyNow(), absl::ZeroDuration())));
     backoff = std::min(2 * backoff, kMaxPoll);
   }
 }

@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "client/kvctl_format.h"
 #include "client/retry_policy.h"
+#include "storage/steady_timer.h"
 
 namespace kv::kvctl {
 namespace {
@@ -75,12 +76,12 @@ absl::StatusOr<std::optional<absl::Duration>> WaitTimeoutFrom(const cli::ParsedA
 
 WaitOutcome WaitUntilReplicated(Client& client, const std::string& write_id,
                                 absl::Duration timeout) {
-  const absl::Time start = absl::Now();
+  const absl::Time start = SteadyNow();
   const absl::Time deadline = start + timeout;
   WaitOutcome outcome;
   absl::Status last_error;
   absl::Duration backoff = kFirstPoll;
-  for (absl::Time now = start; deadline - now >= kMinPollTime; now = absl::Now()) {
+  for (absl::Time now = start; deadline - now >= kMinPollTime; now = SteadyNow()) {
     CallOptions poll;
     poll.deadline = std::min(deadline - now, client.options().call_deadline);
     absl::StatusOr<DescribeWriteResult> write = client.DescribeWrite(write_id, poll);
@@ -88,7 +89,7 @@ WaitOutcome WaitUntilReplicated(Client& client, const std::string& write_id,
       const bool replicated = write->state == DescribeWriteResult::State::kReplicated;
       outcome.last = *std::move(write);
       if (replicated) {
-        outcome.waited = absl::Now() - start;
+        outcome.waited = SteadyNow() - start;
         return outcome;
       }
     } else if (!IsRetryableCode(write.status().code())) {
@@ -97,15 +98,15 @@ WaitOutcome WaitUntilReplicated(Client& client, const std::string& write_id,
       outcome.status = absl::UnavailableError(absl::StrCat(
           "write ", write_id, " is stored, but where it has spread could not be checked: ",
           absl::StatusCodeToString(write.status().code()), ": ", write.status().message()));
-      outcome.waited = absl::Now() - start;
+      outcome.waited = SteadyNow() - start;
       return outcome;
     } else {
       last_error = write.status();
     }
-    absl::SleepFor(std::min(backoff, deadline - absl::Now()));
+    absl::SleepFor(std::min(backoff, deadline - SteadyNow()));
     backoff = std::min(2 * backoff, kMaxPoll);
   }
-  outcome.waited = absl::Now() - start;
+  outcome.waited = SteadyNow() - start;
   if (outcome.last.has_value()) {
     outcome.status = absl::DeadlineExceededError(absl::StrCat(
         "write ", write_id, " is stored but was not on every replica within ",

@@ -39,13 +39,14 @@ grpc::ServerUnaryReactor* CallGate::NewReactor() {
 
 void CallGate::CallDone() {
   absl::MutexLock lock(&mu_);
-  --in_flight_;
+  // Only a closed gate has waiters; an open one saves every call the notification.
+  if (--in_flight_ == 0 && !open_.load(std::memory_order_acquire)) idle_.Notify();
 }
 
-int CallGate::WaitUntilIdle(absl::Time deadline) {
+int CallGate::WaitUntilIdle(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ == 0; };
-  mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
+  idle_.AwaitWithTimeout(&mu_, absl::Condition(&idle), timeout);
   return in_flight_;
 }
 

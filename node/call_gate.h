@@ -4,7 +4,9 @@
 // moment the handler starts until gRPC reports it done (its status handed to the transport).
 // Close() starts a shutdown: from then on Check() is UNAVAILABLE, which handlers return for new
 // calls (retryable, so clients go to another node). WaitUntilIdle() then waits for the calls
-// already running to finish, after which the server can be stopped without cutting any off.
+// already running to finish, after which the server can be stopped without cutting any off;
+// it waits on the monotonic clock (storage/steady_timer.h), so a step of the wall clock during a
+// shutdown neither stretches nor cuts the grace.
 //
 // Thread-safe.
 #ifndef KV_NODE_CALL_GATE_H_
@@ -18,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 
@@ -35,8 +38,8 @@ class CallGate {
   // A reactor for one call, counted until the call is done. Owned by gRPC (deletes itself).
   grpc::ServerUnaryReactor* NewReactor();
 
-  // Waits until no counted call is in flight, or until `deadline`; returns how many remain.
-  int WaitUntilIdle(absl::Time deadline);
+  // Waits until no counted call is in flight, or for `timeout`; returns how many remain.
+  int WaitUntilIdle(absl::Duration timeout);
   int in_flight();
 
  private:
@@ -46,6 +49,7 @@ class CallGate {
   std::atomic<bool> open_{true};
   absl::Mutex mu_;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  SteadyCondition idle_;  // notified when the last call ends after Close
 };
 
 }  // namespace kv

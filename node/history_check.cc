@@ -7,8 +7,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/time/clock.h"
 #include "node/membership.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 namespace {
@@ -18,6 +18,7 @@ struct Tally {
   absl::Mutex mu;
   PeerGenerations result ABSL_GUARDED_BY(mu);
   size_t pending ABSL_GUARDED_BY(mu) = 0;
+  SteadyCondition all_answered;  // notified when `pending` reaches 0
 };
 
 }  // namespace
@@ -39,7 +40,7 @@ PeerGenerations AskPeerGenerations(GossipTransport* transport, const std::string
         address, std::move(ask),
         [tally, node_id, self_addresses, address](absl::StatusOr<GossipDigest> reply) {
           absl::MutexLock lock(&tally->mu);
-          --tally->pending;
+          if (--tally->pending == 0) tally->all_answered.Notify();
           if (!reply.ok()) return;
           ++tally->result.answered;
           for (const MemberEntry& entry : reply->members) {
@@ -58,9 +59,11 @@ PeerGenerations AskPeerGenerations(GossipTransport* transport, const std::string
         });
   }
   absl::MutexLock lock(&tally->mu);
-  tally->mu.AwaitWithTimeout(absl::Condition(
-                                 +[](size_t* pending) { return *pending == 0; }, &tally->pending),
-                             timeout);
+  tally->all_answered.AwaitWithTimeout(
+      &tally->mu,
+      absl::Condition(
+          +[](size_t* pending) { return *pending == 0; }, &tally->pending),
+      timeout);
   return tally->result;
 }
 

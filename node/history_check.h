@@ -12,7 +12,8 @@
 // memory: a peer that restarted since this node last ran no longer holds its entry until this
 // node gossips again, and a whole cluster restarted at once knows none.
 //
-// Thread-safety: the call blocks its caller for at most `timeout` (transport callbacks that come
+// Thread-safety: the call blocks its caller for at most `timeout`, on the monotonic clock
+// (storage/steady_timer.h), whatever the wall clock does (transport callbacks that come
 // later are ignored); the transport must outlive the exchanges it was given.
 #ifndef KV_NODE_HISTORY_CHECK_H_
 #define KV_NODE_HISTORY_CHECK_H_

@@ -12,6 +12,7 @@
 #include "node/log.h"
 #include "node/ring.h"
 #include "storage/status_macros.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 
@@ -59,6 +60,9 @@ struct MembershipChanger::Answers {
   std::vector<bool> granted ABSL_GUARDED_BY(mu);  // per asked member
   std::vector<bool> failed ABSL_GUARDED_BY(mu);
   bool stopped ABSL_GUARDED_BY(mu) = false;  // Shutdown: stop waiting
+  // Notified at every answer and at Shutdown. The wait is on the monotonic clock: a step of
+  // the wall clock must neither stretch nor cut reserve_timeout.
+  SteadyCondition changed;
 };
 
 void MembershipChanger::Shutdown() {
@@ -74,6 +78,7 @@ void MembershipChanger::Shutdown() {
   for (const std::shared_ptr<Answers>& answers : waiting) {
     absl::MutexLock lock(&answers->mu);
     answers->stopped = true;
+    answers->changed.Notify();
   }
   guard_.Close();
   for (const std::string& id : running) Suspend(id);
@@ -340,6 +345,7 @@ std::vector<std::optional<LayoutPromise>> MembershipChanger::AskMembers(
       absl::MutexLock lock(&answers->mu);
       (promise.status.ok() ? answers->granted : answers->failed)[i] = true;
       answers->promises[i] = std::move(promise);
+      answers->changed.Notify();
     });
   }
   bool stopped = false;
@@ -356,7 +362,8 @@ std::vector<std::optional<LayoutPromise>> MembershipChanger::AskMembers(
     auto decided = [&answers, &quorum]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(answers->mu) {
       return quorum.Granted(answers->granted) || quorum.Lost(answers->failed) || answers->stopped;
     };
-    answers->mu.AwaitWithTimeout(absl::Condition(&decided), options_.reserve_timeout);
+    answers->changed.AwaitWithTimeout(&answers->mu, absl::Condition(&decided),
+                                      options_.reserve_timeout);
     result = answers->promises;
   }
   if (!stopped) {

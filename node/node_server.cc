@@ -915,7 +915,7 @@ void NodeServer::StopServing() {
   LogInfo("waiting for in-flight requests",
           {{"in_flight", absl::StrCat(gate_.in_flight())},
            {"grace", absl::FormatDuration(config_.shutdown_grace)}});
-  int left = gate_.WaitUntilIdle(absl::Now() + config_.shutdown_grace);
+  int left = gate_.WaitUntilIdle(config_.shutdown_grace);
   if (left > 0) {
     LogWarn("shutdown grace expired; cancelling requests still running",
             {{"in_flight", absl::StrCat(left)}});
@@ -930,7 +930,7 @@ void NodeServer::StopServing() {
     if (changer_ != nullptr) changer_->Shutdown();
     if (outbox_ != nullptr) {
       outbox_->Shutdown();
-      left = gate_.WaitUntilIdle(absl::Now() + absl::Seconds(2));
+      left = gate_.WaitUntilIdle(absl::Seconds(2));
       if (left > 0) {
         LogWarn("requests still running after the replication outbox stopped; cancelling them",
                 {{"in_flight", absl::StrCat(left)}});

@@ -42,8 +42,8 @@ absl::StatusOr<StartTokens::Answer> StartTokens::Run(
     if (!response.ok()) return response.status();
     return Answer{*std::move(response), /*deduplicated=*/false};
   }
-  const absl::Time wait_until =
-      max_wait == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + max_wait;
+  // On the monotonic clock: a step of the wall clock must neither stretch nor cut the wait.
+  const absl::Time wait_until = SteadyNow() + max_wait;
   absl::MutexLock lock(&mu_);
   for (;;) {
     Prune(clock_->Now());
@@ -69,10 +69,11 @@ absl::StatusOr<StartTokens::Answer> StartTokens::Run(
       const std::map<std::string, std::string, std::less<>>* running;
       absl::string_view token;
     } waiting{&running_, token};
-    const bool ended = mu_.AwaitWithDeadline(
+    const bool ended = start_ended_.AwaitWithTimeout(
+        &mu_,
         absl::Condition(
             +[](Waiting* w) { return w->running->find(w->token) == w->running->end(); }, &waiting),
-        wait_until);
+        wait_until - SteadyNow());
     if (!ended) {
       return absl::AbortedError(absl::StrCat(
           "the request with idempotency token '", token,
@@ -87,6 +88,7 @@ absl::StatusOr<StartTokens::Answer> StartTokens::Run(
   absl::StatusOr<std::string> response = start();
   mu_.Lock();
   running_.erase(running_.find(token));
+  start_ended_.Notify();
   if (!response.ok()) return response.status();
   const absl::Time now = clock_->Now();
   entries_.emplace(std::string(token), Entry{std::string(fingerprint), *response, now});

@@ -21,7 +21,8 @@
 //
 // Thread-safe. Run calls `start` without its lock: a call with a token whose start is under way
 // on another thread waits for that start's answer (so one token starts at most one job), up to
-// its `max_wait` (real time: the caller's deadline; ABORTED after it, which clients retry), and
+// its `max_wait` (the time left to the caller's deadline, measured on the monotonic clock;
+// ABORTED after it, which clients retry), and
 // calls with other tokens go on meanwhile. `start` must not call Run with its own token. Token
 // expiry reads time only through the injected Clock.
 #ifndef KV_NODE_START_TOKENS_H_
@@ -41,6 +42,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "node/clock.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 
@@ -121,6 +123,7 @@ class StartTokens {
   std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);  // tokens, oldest start first
   // Tokens whose `start` runs now, with their fingerprints.
   std::map<std::string, std::string, std::less<>> running_ ABSL_GUARDED_BY(mu_);
+  SteadyCondition start_ended_;                            // notified when a token leaves running_
   std::vector<std::string> dropped_ ABSL_GUARDED_BY(mu_);  // see Prune
 };
 

@@ -81,4 +81,34 @@ bool SteadyNotification::WaitForNotificationWithTimeout(absl::Duration timeout) 
   return notified_cv_.wait_for(lock, SteadyDelay(timeout), [this] { return notified_; });
 }
 
+void SteadyCondition::Notify() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++notifications_;
+  }
+  notified_cv_.notify_all();
+}
+
+bool SteadyCondition::AwaitWithTimeout(absl::Mutex* mu, const absl::Condition& condition,
+                                       absl::Duration timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + SteadyDelay(timeout);
+  for (;;) {
+    if (condition.Eval()) return true;
+    uint64_t seen = 0;
+    {
+      // Read while `mu` is still held: a change made after the evaluation above (under `mu`)
+      // is notified after this, so the wait below sees the count move.
+      std::lock_guard<std::mutex> lock(mu_);
+      seen = notifications_;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    mu->Unlock();
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      notified_cv_.wait_until(lock, deadline, [this, seen] { return notifications_ != seen; });
+    }
+    mu->Lock();
+  }
+}
+
 }  // namespace kv

@@ -1,5 +1,6 @@
 // Time on the monotonic clock: SteadyNow reads it, TimerThread runs tasks after a delay,
-// SteadyNotification is a one-shot stop signal with a timed wait.
+// SteadyNotification is a one-shot stop signal with a timed wait, and SteadyCondition a timed
+// wait for a condition on state an absl::Mutex guards.
 //
 // Why not absl: in the abseil Debian 12 ships (20220623), every timed wait of absl::Mutex,
 // absl::CondVar and absl::Notification becomes an absolute deadline on the wall clock
@@ -9,7 +10,7 @@
 // Periodic work would then stop for the step (gossip heartbeats, so peers judge the node DOWN)
 // or spin. These wait on std::chrono::steady_clock (CLOCK_MONOTONIC), which never steps.
 //
-// Delays are clamped to [0, 1 year]. Both classes are thread-safe.
+// Delays and timeouts are clamped to [0, 1 year]. The classes are thread-safe.
 #ifndef KV_STORAGE_STEADY_TIMER_H_
 #define KV_STORAGE_STEADY_TIMER_H_
 
@@ -21,7 +22,9 @@
 #include <thread>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace kv {
@@ -65,6 +68,26 @@ class SteadyNotification {
   std::mutex mu_;
   std::condition_variable notified_cv_;
   bool notified_ = false;  // guarded by mu_
+};
+
+// absl::Mutex::AwaitWithTimeout on the monotonic clock. The threads that change the state a
+// waiter's condition reads (under the waiter's mutex) call Notify after each change that may make
+// the condition true, holding that mutex or after releasing it; a waiter then evaluates its
+// condition again. A Notify between a waiter's evaluation and its sleep is not missed. Locks:
+// the caller's mutex before the object's own, never the other way round.
+class SteadyCondition {
+ public:
+  // Wakes every waiter, to evaluate its condition again.
+  void Notify();
+  // Returns true as soon as `condition` holds, evaluated with `mu` held, and false if `timeout`
+  // passes first. `mu` is released while waiting and held again on return.
+  bool AwaitWithTimeout(absl::Mutex* mu, const absl::Condition& condition, absl::Duration timeout)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable notified_cv_;
+  uint64_t notifications_ = 0;  // guarded by mu_
 };
 
 // The monotonic clock on the wall clock's scale: absl::Now() at the process's first call, plus

@@ -1181,6 +1181,47 @@ TEST_F(ClusterTest, DescribeAnswersWithinTheCallersDeadlineWhileAReplicaHangs) {
             grpc::StatusCode::NOT_FOUND);
 }
 
+// `kvctl put --wait` times its --wait-timeout on the monotonic clock: a step of the wall clock
+// forward during the wait (libfaketime; kvctl alone sees it) does not end the wait early. A
+// replica paused for the whole wait keeps the write PENDING. (Before, the deadline was a
+// wall-clock time: the wait ended at the step, and a step back would have stretched it by the
+// step.)
+TEST_F(ClusterTest, KvctlPutWaitTimesItsTimeoutOnTheMonotonicClock) {
+  const std::string libfaketime = testing::LibfaketimePath();
+  ASSERT_FALSE(libfaketime.empty()) << "libfaketimeMT.so.1 is missing: install Debian's "
+                                       "faketime package (deploy/setup-deps.sh does)";
+  ASSERT_NO_FATAL_FAILURE(StartCluster(3, {"--failure_timeout=10m"}));
+  testing::TempDir dir;
+  const std::string offset = dir.Sub("offset");
+  // libfaketime reads the file at every call: replaced whole, never seen half written.
+  auto set_offset = [&](const std::string& value) {
+    testing::WriteFile(offset + ".new", value + "\n");
+    ASSERT_EQ(std::rename((offset + ".new").c_str(), offset.c_str()), 0);
+  };
+  set_offset("+0");
+  std::map<std::string, std::string> env = testing::FaketimeEnv(libfaketime);
+  env["FAKETIME_TIMESTAMP_FILE"] = offset;
+  env["FAKETIME_NO_CACHE"] = "1";
+  ASSERT_TRUE(cluster_->Pause(2));
+  constexpr absl::Duration kWaitTimeout = absl::Seconds(4);
+  std::thread step([&] {
+    absl::SleepFor(absl::Seconds(1));
+    set_offset("+1h");
+  });
+  const absl::Time start = absl::Now();
+  const testing::CommandResult put = testing::RunCommand(
+      {KVCTL_PATH, "--endpoints=" + cluster_->endpoint(0), "put", "wait/step", "v", "--wait",
+       absl::StrCat("--wait-timeout=", absl::FormatDuration(kWaitTimeout))},
+      "", absl::Seconds(60), env);
+  const absl::Duration took = absl::Now() - start;
+  step.join();
+  cluster_->Resume(2);
+  EXPECT_TRUE(absl::StrContains(put.err + put.out, "was not on every replica within 4s"))
+      << put.exit_code << put.out << put.err;
+  EXPECT_GE(took, kWaitTimeout) << put.out << put.err;
+  EXPECT_LT(took, kWaitTimeout + absl::Seconds(20)) << put.out << put.err;
+}
+
 // With 5 nodes and N=3, a write through one of the two nodes that are not replicas of the key
 // is forwarded to a replica, which coordinates it: its dot is a replica's, the forwarding node
 // stores nothing, and the key is readable through every node.

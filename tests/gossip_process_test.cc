@@ -286,11 +286,7 @@ TEST(GossipProcessTest, SeedsOnlyNodeLearnsTheMembersAndPlacesKeysLikeTheOthers)
 // others would judge it DOWN: its heartbeat stops) nor keeps it from judging a paused peer
 // DOWN, and a step forward does not judge every peer DOWN at once.
 TEST(GossipProcessTest, AStepOfANodesWallClockNeitherStopsItsGossipNorMisjudgesItsPeers) {
-  std::string libfaketime;  // /usr/lib/<multiarch triplet>/faketime/libfaketimeMT.so.1
-  for (const auto& dir : std::filesystem::directory_iterator("/usr/lib")) {
-    const std::filesystem::path candidate = dir.path() / "faketime" / "libfaketimeMT.so.1";
-    if (std::filesystem::exists(candidate)) libfaketime = candidate.string();
-  }
+  const std::string libfaketime = testing::LibfaketimePath();
   ASSERT_FALSE(libfaketime.empty()) << "libfaketimeMT.so.1 is missing: install Debian's "
                                        "faketime package (deploy/setup-deps.sh does)";
   // Longer than the other tests' timeout: libfaketime keeps two of n1's gRPC threads polling
@@ -304,20 +300,14 @@ TEST(GossipProcessTest, AStepOfANodesWallClockNeitherStopsItsGossipNorMisjudgesI
     ASSERT_EQ(std::rename((offset + ".new").c_str(), offset.c_str()), 0);
   };
   set_offset("+0");
-  const char* asan = std::getenv("ASAN_OPTIONS");
   testing::Cluster::Options options;
   options.nodes = 3;
   options.extra_flags = {"--gossip_interval=100ms",
                          absl::StrCat("--failure_timeout=", absl::FormatDuration(kTimeout)),
                          "--shutdown_drain=0s"};
-  options.node_env[0] = {
-      {"LD_PRELOAD", libfaketime},
-      {"FAKETIME_DONT_FAKE_MONOTONIC", "1"},
-      {"FAKETIME_TIMESTAMP_FILE", offset},
-      {"FAKETIME_NO_CACHE", "1"},
-      // Under AddressSanitizer: its runtime is then not the first library loaded.
-      {"ASAN_OPTIONS", absl::StrCat(asan != nullptr ? asan : "", asan != nullptr ? ":" : "",
-                                    "verify_asan_link_order=0")}};
+  options.node_env[0] = testing::FaketimeEnv(libfaketime);
+  options.node_env[0]["FAKETIME_TIMESTAMP_FILE"] = offset;
+  options.node_env[0]["FAKETIME_NO_CACHE"] = "1";
   absl::StatusOr<std::unique_ptr<testing::Cluster>> started = testing::Cluster::Start(options);
   ASSERT_TRUE(started.ok()) << started.status();
   testing::Cluster& cluster = **started;

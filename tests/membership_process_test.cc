@@ -60,6 +60,13 @@ class MembershipProcessTest : public ::testing::Test {
     options.extra_flags = {"--anti_entropy_interval=0", "--gossip_interval=100ms",
                            "--cleanup_confirm_delay=1s"};
     if (slow_handoff_) options.extra_flags.push_back("--handoff_mb_per_second=1");
+    if (n1_wall_clock_behind_) {
+      const std::string libfaketime = testing::LibfaketimePath();
+      ASSERT_FALSE(libfaketime.empty()) << "libfaketimeMT.so.1 is missing: install Debian's "
+                                           "faketime package (deploy/setup-deps.sh does)";
+      options.node_env[0] = testing::FaketimeEnv(libfaketime);
+      options.node_env[0]["FAKETIME"] = "-1h";
+    }
     if (fast_purge_) {
       for (const char* flag : {"--tombstone_min_age=1s", "--tombstone_confirm_delay=1s",
                                "--tombstone_sweep_interval=200ms"}) {
@@ -83,6 +90,7 @@ class MembershipProcessTest : public ::testing::Test {
 
   bool slow_handoff_ = false;  // set before SetUp: 1 MB/s per source
   bool fast_purge_ = false;    // set before SetUp: tombstones purged a few seconds after a delete
+  bool n1_wall_clock_behind_ = false;  // set before SetUp: n1's wall clock an hour behind
 
   static std::unique_ptr<Client> ClientFor(std::vector<std::string> endpoints) {
     ClientOptions options;
@@ -753,6 +761,24 @@ TEST_F(MembershipProcessTest, AJoinedNodeRestartsWhileItsSeedIsDown) {
     return n2_up;
   })) << KvctlJson(3, {"cluster", "status"}, 0).dump();
   ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
+}
+
+// A change coordinated by a node whose wall clock is an hour behind (libfaketime, from its start;
+// its monotonic clock is left alone): its wait for the members' promises is on the monotonic
+// clock, so it hears them. A wait that ended at a wall-clock deadline (abseil's timed waits) ended
+// at once there, before any answer, and the change could not be committed.
+class MembershipWallClockTest : public MembershipProcessTest {
+ protected:
+  void SetUp() override {
+    n1_wall_clock_behind_ = true;
+    MembershipProcessTest::SetUp();
+  }
+};
+
+TEST_F(MembershipWallClockTest, ANodeWhoseWallClockIsBehindCommitsAJoin) {
+  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();  // waits to be joined
+  ASSERT_TRUE(JoinPlannable(0)) << cluster_->LogTails();
+  CommitAndWait(0, "join", "n4");
 }
 
 // Tombstone purging pauses during a join and resumes on the new ring once it completes (it used

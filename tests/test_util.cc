@@ -663,4 +663,23 @@ std::optional<double> MetricSample(const std::string& text, const std::string& s
   return std::nullopt;
 }
 
+std::string LibfaketimePath() {
+  // /usr/lib/<multiarch triplet>/faketime/libfaketimeMT.so.1
+  std::error_code error;
+  for (const auto& dir : std::filesystem::directory_iterator("/usr/lib", error)) {
+    const std::filesystem::path candidate = dir.path() / "faketime" / "libfaketimeMT.so.1";
+    if (std::filesystem::exists(candidate, error)) return candidate.string();
+  }
+  return "";
+}
+
+std::map<std::string, std::string> FaketimeEnv(const std::string& libfaketime) {
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  return {{"LD_PRELOAD", libfaketime},
+          {"FAKETIME_DONT_FAKE_MONOTONIC", "1"},
+          {"ASAN_OPTIONS",
+           absl::StrCat(asan != nullptr ? asan : "", asan != nullptr && *asan != 0 ? ":" : "",
+                        "verify_asan_link_order=0")}};
+}
+
 }  // namespace kv::testing

@@ -145,6 +145,14 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
 // exposition writes them: labels sorted by name), or nullopt when `text` has no such sample.
 std::optional<double> MetricSample(const std::string& text, const std::string& series);
 
+// The path of libfaketimeMT.so.1 (Debian's faketime package), or "" when it is not installed.
+std::string LibfaketimePath();
+// The environment of a process whose wall clock libfaketime at `libfaketime` moves (the caller
+// adds FAKETIME or FAKETIME_TIMESTAMP_FILE) while its monotonic clock is left alone, as when the
+// wall clock of a machine steps. Under AddressSanitizer its runtime is then not the first library
+// loaded, which ASAN_OPTIONS (this process's, plus verify_asan_link_order=0) lets pass.
+std::map<std::string, std::string> FaketimeEnv(const std::string& libfaketime);
+
 }  // namespace kv::testing
 
 #endif  // KV_TESTS_TEST_UTIL_H_
