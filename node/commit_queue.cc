@@ -33,6 +33,7 @@ class WaitedMutation : public CommitQueue::Mutation {
   WaitedMutation(CommitQueue::Mutation* inner, absl::Status* status, absl::Notification* done)
       : inner_(inner), status_(status), done_(done) {}
   absl::Status Prepare(WriteGroup& group) override { return inner_->Prepare(group); }
+  bool StartsGroup() const override { return inner_->StartsGroup(); }
   void Complete(absl::Status status) override {
     *status_ = status;
     inner_->Complete(std::move(status));
@@ -226,6 +227,7 @@ size_t CommitQueue::CommitGroup(std::vector<Queued>& mutations, size_t begin) {
   size_t end = begin;
   while (end < mutations.size() && end - begin < kMaxGroupMutations &&
          group.ApproximateBytes() < kMaxGroupBytes) {
+    if (end > begin && mutations[end].mutation->StartsGroup()) break;
     prepared.push_back(mutations[end].mutation->Prepare(group));
     ++end;
   }

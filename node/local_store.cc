@@ -563,17 +563,25 @@ void LocalStore::MergeRecordsAsync(std::vector<RemoteRecord> records,
   }
 }
 
-void LocalStore::WaitForWrites() {
-  // Groups are written in submission order, so this empty mutation completes after every
-  // mutation queued before it was written.
-  class Barrier : public CommitQueue::Mutation {
+void LocalStore::RunAtCommitCut(const std::function<void()>& at_cut) {
+  // First of its group: every group before it is written when its Prepare runs, and groups are
+  // prepared one at a time, in submission order.
+  class Cut : public CommitQueue::Mutation {
    public:
-    absl::Status Prepare(WriteGroup& /*group*/) override { return absl::OkStatus(); }
+    explicit Cut(const std::function<void()>& at_cut) : at_cut_(at_cut) {}
+    bool StartsGroup() const override { return true; }
+    absl::Status Prepare(WriteGroup& /*group*/) override {
+      at_cut_();
+      return absl::OkStatus();
+    }
     void Complete(absl::Status /*status*/) override {}
+
+   private:
+    const std::function<void()>& at_cut_;
   };
-  Barrier barrier;
-  // The barrier shares the status of the group it joins; written or failed, the group is done.
-  commits_.Run(barrier).IgnoreError();
+  Cut cut(at_cut);
+  // The cut shares the status of the group it starts; `at_cut` has run either way.
+  commits_.Run(cut).IgnoreError();
 }
 
 // Deletes a record that still equals what the purger verified, and raises the counter floor.

@@ -290,11 +290,13 @@ class LocalStore {
   // handler may call it (ReplicaService's MergeBatch does). The keys and records must stay alive
   // until `done` runs.
   void MergeRecordsAsync(std::vector<RemoteRecord> records, std::function<void(absl::Status)> done);
-  // Returns once every write, merge and purge submitted before the call has been written to the
-  // engine or has failed (their Complete may still be running). Not from a write's or merge's
-  // callback: on the committing thread the barrier would be committed ahead of the mutations
-  // still queued behind the one completing, and return before they are written.
-  void WaitForWrites();
+  // Runs `at_cut` on the committing thread between two commit groups, when every write, merge
+  // and purge submitted before the call has been written to the engine (or has failed) and none
+  // submitted after it has been prepared: a point in the stream of record changes that the
+  // RecordObserver sees and the engine holds alike (MerkleIndex reads its snapshot there).
+  // Returns once `at_cut` has run. `at_cut` must not call into the store; RunAtCommitCut must
+  // not be called from a mutation's Prepare.
+  void RunAtCommitCut(const std::function<void()>& at_cut);
 
   // Lets the engine forget idempotency records older than the TTL (Engine::RemoveExpired) and
   // deletes those of the old two-key layout; returns how many were removed. Expired records are

@@ -156,31 +156,29 @@ void MerkleIndex::OnRecordChange(absl::string_view key, const std::string* old_e
   if (new_digest) delta ^= MerkleTree::EntryHash(key, *new_digest);
 
   absl::MutexLock lock(&mu_);
-  if (state_ != State::kReady) {
-    auto pending = pending_.find(key);
-    if (pending != pending_.end()) {
-      pending->second = new_digest;
-      return;
-    }
-    if (index_key > scanned_through_) {
-      pending_.emplace(std::string(key), new_digest);
-      return;
-    }
-  }
+  // Before the first build's cut its snapshot will hold the change; after it (building or
+  // built) the trees take it now, whether or not the scan has passed the key: entry hashes are
+  // combined by XOR, so the snapshot's entry and the change's delta add up to the new entry.
+  if (state_ == State::kObserving) return;
   Apply(view_->SharingPeers(self_id_, n_, key), segment, delta);
 }
 
 absl::Status MerkleIndex::Build() {
   std::shared_ptr<const View> v;
-  {
+  std::unique_ptr<Iterator> snapshot;
+  absl::Status refused;
+  RunAtCut([&] {
     absl::MutexLock lock(&mu_);
     if (state_ != State::kObserving) {
-      return absl::FailedPreconditionError("the Merkle index is already built or building");
+      refused = absl::FailedPreconditionError("the Merkle index is already built or building");
+      return;
     }
     state_ = State::kBuilding;
     v = view_;
-  }
-  return Scan(std::move(v));
+    snapshot = engine_->NewIterator(Column::kMerkle);
+  });
+  if (!refused.ok()) return refused;
+  return Scan(std::move(v), std::move(snapshot));
 }
 
 absl::Status MerkleIndex::ChangeRing(std::shared_ptr<const HashRing> ring) {
@@ -190,35 +188,40 @@ absl::Status MerkleIndex::ChangeRing(std::shared_ptr<const HashRing> ring) {
 absl::Status MerkleIndex::Rebuild(std::shared_ptr<const HashRing> ring,
                                   std::optional<uint64_t> only_at_generation, bool* rebuilt) {
   std::shared_ptr<const View> v;
-  {
+  std::unique_ptr<Iterator> snapshot;
+  RunAtCut([&] {
     absl::MutexLock lock(&mu_);
-    if (only_at_generation.has_value() && view_->generation != *only_at_generation) {
-      return absl::OkStatus();
-    }
+    if (only_at_generation.has_value() && view_->generation != *only_at_generation) return;
     if (rebuilt != nullptr) *rebuilt = true;
     view_ = MakeView(std::move(ring), view_->generation + 1);
     v = view_;
     trees_.assign(v->peers.size(), MerkleTree());
-    pending_.clear();
-    scanned_through_.clear();
     state_ = State::kBuilding;
     stale_ = false;  // the scan reads what was written; a change lost from now on marks it again
     unrecoverable_ = absl::OkStatus();
+    snapshot = engine_->NewIterator(Column::kMerkle);
+  });
+  if (v == nullptr) return absl::OkStatus();  // a ring change came first
+  return Scan(std::move(v), std::move(snapshot));
+}
+
+void MerkleIndex::SetCommitCut(std::function<void(const std::function<void()>&)> run_at_cut) {
+  run_at_cut_ = std::move(run_at_cut);
+}
+
+void MerkleIndex::RunAtCut(const std::function<void()>& at_cut) {
+  if (run_at_cut_) {
+    run_at_cut_(at_cut);
+  } else {
+    at_cut();
   }
-  // From here on every change goes to pending_. Those observed before may still be unwritten.
-  if (write_barrier_) write_barrier_();
-  return Scan(std::move(v));
 }
 
-void MerkleIndex::SetWriteBarrier(std::function<void()> barrier) {
-  write_barrier_ = std::move(barrier);
-}
-
-absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view) {
+absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view,
+                               std::unique_ptr<Iterator> snapshot) {
   const absl::Status superseded =
       absl::CancelledError("the Merkle index scan was superseded by a ring change");
   struct Entry {
-    std::string index_key;
     PeerSet peers;
     uint32_t segment;
     uint64_t hash;
@@ -228,24 +231,18 @@ absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view) {
   auto apply = [&] {
     absl::MutexLock lock(&mu_);
     if (view_ != view) return false;
-    for (const Entry& e : chunk) {
-      absl::string_view key = absl::string_view(e.index_key).substr(2);
-      if (pending_.find(key) == pending_.end()) Apply(e.peers, e.segment, e.hash);
-    }
-    if (!chunk.empty()) scanned_through_ = chunk.back().index_key;
+    for (const Entry& e : chunk) Apply(e.peers, e.segment, e.hash);
     chunk.clear();
     return true;
   };
-  // A scan that fails leaves the trees incomplete: the index is then stale (never ready, changes
-  // no longer buffered) rather than building for good, and after a read error (which may pass)
-  // the stale handler has it rebuilt. A malformed entry would fail every scan: no retry.
+  // A scan that fails leaves the trees incomplete: the index is then stale (never ready) rather
+  // than building for good, and after a read error (which may pass) the stale handler has it
+  // rebuilt. A malformed entry would fail every scan: no retry.
   auto failed = [&](absl::Status error, bool retry) {
     bool became_stale = false;
     {
       absl::MutexLock lock(&mu_);
       if (view_ != view) return superseded;
-      pending_.clear();
-      scanned_through_.clear();
       state_ = State::kReady;
       became_stale = !stale_;
       stale_ = true;
@@ -254,7 +251,7 @@ absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view) {
     if (retry && became_stale && stale_handler_) stale_handler_();
     return error;
   };
-  std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kMerkle);
+  Iterator* it = snapshot.get();
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     absl::string_view index_key = it->key();
     absl::string_view key;
@@ -265,21 +262,14 @@ absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view) {
                                            " key bytes and ", it->value().size(), " value bytes")),
           /*retry=*/false);
     }
-    chunk.push_back(Entry{std::string(index_key), view->SharingPeers(self_id_, n_, key),
-                          MerkleTree::SegmentOf(key), MerkleTree::EntryHash(key, digest)});
+    chunk.push_back(Entry{view->SharingPeers(self_id_, n_, key), MerkleTree::SegmentOf(key),
+                          MerkleTree::EntryHash(key, digest)});
     if (chunk.size() == kScanChunk && !apply()) return superseded;
   }
   if (!it->status().ok()) return failed(it->status(), /*retry=*/true);
   if (!apply()) return superseded;
   absl::MutexLock lock(&mu_);
   if (view_ != view) return superseded;  // a ChangeRing between the last chunk and here
-  for (const auto& [key, digest] : pending_) {
-    if (digest) {
-      Apply(view_->SharingPeers(self_id_, n_, key), MerkleTree::SegmentOf(key),
-            MerkleTree::EntryHash(key, *digest));
-    }
-  }
-  pending_.clear();
   state_ = State::kReady;
   return absl::OkStatus();
 }

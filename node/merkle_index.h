@@ -10,26 +10,25 @@
 // replication factor). Every observed change toggles the key's old and new entry hashes in the
 // tree of each peer that shares the key: O(1) per peer, no rebuild on the hot path.
 //
-// Ring changes. The merkle column does not depend on the ring (segments come from the key's
-// hash), only the trees do. ChangeRing (after a membership change completes) replaces the ring
-// and rebuilds the trees from the column exactly as Build does at start-up, with the same
-// pending-map rule for changes made during the scan; exchanges are refused (not ready) until it
-// ends. A ChangeRing during a scan supersedes it: the older scan stops (CANCELLED). Every ring
-// change increments generation(), so users that keep per-peer state (AntiEntropy) notice it.
-// Changes observed before the reset were applied to the old trees only, and their batches may
-// not be written yet (the store observes a change before it writes it): ChangeRing therefore
-// waits on the write barrier (SetWriteBarrier) before it takes the scan's snapshot, so that the
-// snapshot holds them. Without it a change caught in between would be missing from the new trees
-// until the next rebuild, and exchanges could neither settle nor see a real difference there.
+// Building. The trees are built from a snapshot of the merkle column taken at a commit cut
+// (SetCommitCut, LocalStore::RunAtCommitCut): a point where every record change observed before
+// has been written (or has failed) and none after has been observed yet. At the cut the trees
+// are emptied and the snapshot taken; from then on every observed change toggles the trees at
+// once, whether or not the scan has reached its key, and the scan adds the snapshot's entries as
+// it reads them, without the lock. Entry hashes combine by XOR, so a key changed after the cut
+// ends with its new entry whatever the order (the snapshot's entry is the change's old one), and
+// the scan needs no memory for the changes made meanwhile: it could be slowed down at no cost
+// but time. Exchanges are refused (not ready) until the scan ends.
 //
-// Start-up. Build() scans the merkle column (small values) without blocking reads or writes.
-// The index is observing from construction (SetObserver before the store is used), so every
-// change since the store opened is seen. While Build runs, a change to a key the scan has not
-// reached yet (or a key already changed during the build) is kept in a pending map, key -> latest
-// digest, instead of being applied; the scan skips keys in that map; a change to a key the scan
-// has passed is applied at once (the tree already holds the key's snapshot entry, which equals the
-// change's old record, since no change of that key had been seen). When the scan ends the
-// pending map's latest entries are added and the trees are ready. Exchanges wait until then.
+// Start-up. The index observes from construction (SetObserver before the store is used); until
+// Build's cut it only adds its entries to the batches (the snapshot holds those changes). Build()
+// scans without blocking reads or writes.
+//
+// Ring changes. The merkle column does not depend on the ring (segments come from the key's
+// hash), only the trees do. ChangeRing (after a membership change completes) replaces the ring at
+// its cut and rebuilds the trees exactly as Build does. A ChangeRing during a scan supersedes it:
+// the older scan stops (CANCELLED). Every ring change increments generation(), so users that keep
+// per-peer state (AntiEntropy) notice it.
 //
 // Lost changes: the trees follow observed changes, applied just before their batch is written.
 // A batch that then fails to be written (OnChangesLost) would leave its keys' entries wrong, and
@@ -39,7 +38,7 @@
 // written. The stale handler (SetStaleHandler; kvnode schedules the rebuild on its executor) is
 // told when the index goes stale, and AntiEntropy also starts a rebuild when an exchange finds
 // it stale. A scan (Build, ChangeRing, a rebuild) that fails reading the merkle column leaves the
-// index stale the same way, so that it is rebuilt (and buffers no changes meanwhile); one that
+// index stale the same way, so that it is rebuilt; one that
 // finds a malformed entry leaves it stale without telling the handler, and RebuildIfStale then
 // answers that error without scanning (every scan would fail) until a ring change tries again.
 //
@@ -50,7 +49,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -86,10 +84,11 @@ class MerkleIndex : public RecordObserver {
   // executor). Not ready until it returns OK; CANCELLED if a later ChangeRing superseded it.
   // May be called before Build has finished (or instead of it: Build then fails).
   absl::Status ChangeRing(std::shared_ptr<const HashRing> ring);
-  // `barrier` returns once every record change observed before the call has been written or has
-  // failed (LocalStore::WaitForWrites). Set it before the first ChangeRing; it must not call
-  // into the index.
-  void SetWriteBarrier(std::function<void()> barrier);
+  // `run_at_cut` runs the function it is given at a commit cut (see Building; in kvnode
+  // LocalStore::RunAtCommitCut) and returns once it has. Set it before Build and ChangeRing.
+  // Without one, the function runs at once on the calling thread, which is a cut only while no
+  // record changes.
+  void SetCommitCut(std::function<void(const std::function<void()>&)> run_at_cut);
   // Built and not stale (see Lost changes).
   bool ready() const;
   // Whether changes were lost since the trees were last built (see Lost changes).
@@ -176,14 +175,17 @@ class MerkleIndex : public RecordObserver {
   std::shared_ptr<const View> view() const;
   void Apply(const PeerSet& peers, uint32_t segment, uint64_t hash)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Build's and ChangeRing's scan of the merkle column into the trees of `view`.
-  absl::Status Scan(std::shared_ptr<const View> view);
+  // Build's and ChangeRing's scan of `snapshot` (of the merkle column, taken at their cut) into
+  // the trees of `view`.
+  absl::Status Scan(std::shared_ptr<const View> view, std::unique_ptr<Iterator> snapshot);
+  // Runs `at_cut` through run_at_cut_, or at once without one.
+  void RunAtCut(const std::function<void()>& at_cut);
 
   const std::string self_id_;
   const size_t n_;
   Engine* const engine_;
-  std::function<void()> write_barrier_;  // set before any ChangeRing
-  std::function<void()> stale_handler_;  // may be empty
+  std::function<void(const std::function<void()>&)> run_at_cut_;  // set before any scan
+  std::function<void()> stale_handler_;                           // may be empty
   // ChangeRing's work; with `only_at_generation`, only if the ring is still of that generation
   // (`rebuilt`, if not null, says whether it went ahead).
   absl::Status Rebuild(std::shared_ptr<const HashRing> ring,
@@ -198,11 +200,6 @@ class MerkleIndex : public RecordObserver {
   // again, until a ring change.
   absl::Status unrecoverable_ ABSL_GUARDED_BY(mu_);
   std::vector<MerkleTree> trees_ ABSL_GUARDED_BY(mu_);  // one per peer, as view_->peers
-  // Until ready: keys changed while their snapshot entry was not applied -> latest digest
-  // (nullopt: the record was purged).
-  std::map<std::string, std::optional<uint64_t>, std::less<>> pending_ ABSL_GUARDED_BY(mu_);
-  // The last merkle column key whose snapshot entry Build has applied ("" before any).
-  std::string scanned_through_ ABSL_GUARDED_BY(mu_);
 };
 
 // Fills the merkle column from the data column of a database written before the column existed

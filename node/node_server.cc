@@ -564,7 +564,9 @@ void NodeServer::StartMerkleIndex(std::shared_ptr<const HashRing> ring) {
   // The index observes every record change from now on; its trees are built in the background.
   merkle_ = std::make_unique<MerkleIndex>(config_.node_id, std::move(ring),
                                           config_.replication_factor, engine_.get());
-  merkle_->SetWriteBarrier([store = store_.get()] { store->WaitForWrites(); });
+  merkle_->SetCommitCut([store = store_.get()](const std::function<void()>& at_cut) {
+    store->RunAtCommitCut(at_cut);
+  });
   // A failed write left the trees wrong: rebuilt from what was written, one rebuild at a time
   // with the ring changes, and a second later (writes failing on and on rebuild once a second).
   merkle_->SetStaleHandler([this] { ScheduleStaleMerkleRebuild(); });

@@ -645,7 +645,8 @@ class FailingEngine : public MemoryEngine {
 class MerkleIndexLostChangesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    index_.SetWriteBarrier([this] { store_->WaitForWrites(); });
+    index_.SetCommitCut(
+        [this](const std::function<void()>& at_cut) { store_->RunAtCommitCut(at_cut); });
     index_.SetStaleHandler([this] { ++told_; });
     store_->SetObserver(&index_);
     ASSERT_TRUE(index_.Build().ok());
@@ -767,7 +768,8 @@ TEST_F(AntiEntropyTest, AnExchangeRebuildsAStaleIndex) {
   MakeCluster(2, 2);
   for (int i = 0; i < 30; ++i) Put(0, absl::StrCat("k", i), "v");
   auto ae = MakeAntiEntropy(0);
-  nodes_[0].index->SetWriteBarrier([this] { nodes_[0].store->WaitForWrites(); });
+  nodes_[0].index->SetCommitCut(
+      [this](const std::function<void()>& at_cut) { nodes_[0].store->RunAtCommitCut(at_cut); });
   nodes_[0].index->OnChangesLost();
   const absl::Status refused = Exchange(*ae, "b");
   EXPECT_TRUE(absl::IsUnavailable(refused)) << refused;
@@ -779,8 +781,9 @@ TEST_F(AntiEntropyTest, AnExchangeRebuildsAStaleIndex) {
 }
 
 // A write the index observed before a ring change but whose batch lands after the change began
-// (the store observes a change just before it writes it) must be in the rebuilt trees: they must
-// equal trees built from scratch afterwards. The ring change waits for the write.
+// (the store observes a change just before it writes it) must be in the rebuilt trees, and so
+// must one queued behind it: they must equal trees built from scratch afterwards. The ring
+// change's cut waits for both to be written.
 TEST(MerkleIndexRingChangeTest, AWriteInFlightDuringARingChangeIsInTheRebuiltTrees) {
   ManualClock clock;
   std::mt19937_64 rng(5);
@@ -792,7 +795,8 @@ TEST(MerkleIndexRingChangeTest, AWriteInFlightDuringARingChangeIsInTheRebuiltTre
   };
   std::unique_ptr<LocalStore> store = LocalStore::Open(&engine, &clock, rng, "a", {}).value();
   MerkleIndex index("a", ring_of({"a", "b"}), 2, &engine);
-  index.SetWriteBarrier([&store] { store->WaitForWrites(); });
+  index.SetCommitCut(
+      [&store](const std::function<void()>& at_cut) { store->RunAtCommitCut(at_cut); });
   store->SetObserver(&index);
   ASSERT_TRUE(index.Build().ok());
   for (int i = 0; i < 20; ++i) {
@@ -804,11 +808,18 @@ TEST(MerkleIndexRingChangeTest, AWriteInFlightDuringARingChangeIsInTheRebuiltTre
     EXPECT_TRUE(store->Write(WriteCommand{"k7", false, "in flight", "", ""}).ok());
   });
   engine.entered().WaitForNotification();  // observed, not yet written
+  // Queued behind it, and so ahead of the ring change's cut: the committing thread takes both
+  // at once, and must still write this one before the cut (in a group of its own).
+  std::thread queued([&store] {
+    EXPECT_TRUE(store->Write(WriteCommand{"k9", false, "queued", "", ""}).ok());
+  });
+  absl::SleepFor(absl::Milliseconds(200));
   absl::Status changed = absl::UnknownError("not run");
   std::thread changer([&] { changed = index.ChangeRing(ring_of({"a", "b", "c"})); });
   absl::SleepFor(absl::Milliseconds(200));  // a ring change that does not wait is done by now
   engine.Release();
   writer.join();
+  queued.join();
   changer.join();
   ASSERT_TRUE(changed.ok()) << changed;
 
@@ -818,6 +829,67 @@ TEST(MerkleIndexRingChangeTest, AWriteInFlightDuringARingChangeIsInTheRebuiltTre
     EXPECT_EQ(index.Nodes(peer, MerkleLevel::kRoot, {}).value(),
               fresh.Nodes(peer, MerkleLevel::kRoot, {}).value())
         << peer;
+  }
+}
+
+// Writers keep changing records through the store (two threads, so groups hold several
+// mutations and a cut is often queued behind others) while the ring changes again and again: the
+// trees of every rebuild, taken at a commit cut and then following each change as it comes,
+// equal trees built from scratch once the writes stop. No change is buffered meanwhile.
+TEST(MerkleIndexRingChangeTest, RebuildsDuringConcurrentWritesEqualABuildAfterThem) {
+  ManualClock clock;
+  std::mt19937_64 rng(9);
+  MemoryEngine engine;
+  auto ring_of = [](std::vector<std::string> ids) {
+    std::vector<Member> members;
+    for (const std::string& id : ids) members.push_back(Member{id, "h:1", ""});
+    return std::make_shared<const HashRing>(HashRing::Build(members).value());
+  };
+  std::unique_ptr<LocalStore> store = LocalStore::Open(&engine, &clock, rng, "a", {}).value();
+  MerkleIndex index("a", ring_of({"a", "b"}), 2, &engine);
+  index.SetCommitCut(
+      [&store](const std::function<void()>& at_cut) { store->RunAtCommitCut(at_cut); });
+  store->SetObserver(&index);
+  for (int i = 0; i < 2000; ++i) {
+    ASSERT_TRUE(store->Write(WriteCommand{absl::StrCat("k", i), false, "v0", "", ""}).ok());
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<int> written{0};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 2; ++w) {
+    writers.emplace_back([&store, &stop, &written, w] {
+      for (int i = 0; !stop.load() && i < 200000; ++i) {
+        const std::string key = absl::StrCat("k", (i * 7 + w * 13) % 3000);
+        EXPECT_TRUE(
+            store->Write(WriteCommand{key, i % 11 == 0, absl::StrCat("v", w, "-", i), "", ""})
+                .ok());
+        ++written;
+      }
+    });
+  }
+  // Each rebuild begins once the writers have made some progress since the last.
+  auto after_more_writes = [&written] {
+    const int from = written.load();
+    while (written.load() < from + 100) std::this_thread::yield();
+  };
+  after_more_writes();
+  ASSERT_TRUE(index.Build().ok());
+  const std::vector<std::vector<std::string>> rings = {
+      {"a", "b", "c"}, {"a", "c"}, {"a", "b", "c", "d"}, {"a", "b"}};
+  for (int round = 0; round < 60; ++round) {
+    after_more_writes();
+    ASSERT_TRUE(index.ChangeRing(ring_of(rings[round % rings.size()])).ok());
+    EXPECT_TRUE(index.ready());
+  }
+  after_more_writes();
+  stop = true;
+  for (std::thread& t : writers) t.join();
+  MerkleIndex fresh("a", ring_of(rings[59 % rings.size()]), 2, &engine);
+  ASSERT_TRUE(fresh.Build().ok());
+  for (const Member& peer : index.peers()) {
+    EXPECT_EQ(index.Nodes(peer.id, MerkleLevel::kInterior, {}).value(),
+              fresh.Nodes(peer.id, MerkleLevel::kInterior, {}).value())
+        << peer.id;
   }
 }
 

@@ -113,6 +113,55 @@ TEST(CommitQueueTest, AGroupSeesItsOwnChangesAndIsWrittenOnce) {
   EXPECT_EQ(engine.batches[0].ops().size(), 1u);  // only the latest change of the key
 }
 
+// A mutation that starts its group runs its Prepare at a cut: the engine already holds what was
+// queued before it, and nothing queued after it has been prepared. The ones after it join its
+// group.
+TEST(CommitQueueTest, AMutationThatStartsAGroupIsPreparedAfterEverythingBeforeIsWritten) {
+  // Prepare's observations go to `seen` and `after_seen` (the queue deletes the mutation).
+  class Cut : public CommitQueue::Mutation {
+   public:
+    Cut(std::function<void()> at_cut) : at_cut_(std::move(at_cut)) {}
+    bool StartsGroup() const override { return true; }
+    absl::Status Prepare(WriteGroup& /*group*/) override {
+      at_cut_();
+      return absl::OkStatus();
+    }
+    void Complete(absl::Status status) override { EXPECT_TRUE(status.ok()) << status; }
+
+   private:
+    const std::function<void()> at_cut_;
+  };
+  RecordingEngine engine;
+  ManualExecutor executor;
+  CommitQueue queue(&engine, WriteOptions(), &executor);
+  int after_prepared = 0;
+  std::string seen;
+  int after_seen = -1;
+  auto write = [](std::string key, int* prepared) {
+    return std::make_unique<FunctionMutation>(
+        [key, prepared](WriteGroup& group) {
+          if (prepared != nullptr) ++*prepared;
+          group.Put(Column::kData, key, "v");
+          return absl::OkStatus();
+        },
+        [](absl::Status status) { EXPECT_TRUE(status.ok()) << status; });
+  };
+  queue.Submit(write("before", nullptr));
+  queue.Submit(std::make_unique<Cut>([&] {
+    seen = Value(engine, "before");  // the engine itself, not the group
+    after_seen = after_prepared;
+  }));
+  queue.Submit(write("after", &after_prepared));
+  executor.RunAll();  // one committing task takes the three
+  EXPECT_EQ(seen, "v");
+  EXPECT_EQ(after_seen, 0);
+  EXPECT_EQ(after_prepared, 1);
+  ASSERT_EQ(engine.batches.size(), 2u);  // [before], [cut, after]
+  EXPECT_EQ(engine.batches[0].ops().size(), 1u);
+  EXPECT_EQ(engine.batches[1].ops().size(), 1u);
+  EXPECT_EQ(Value(engine, "after"), "v");
+}
+
 TEST(CommitQueueTest, RunAllCommitsItsMutationsInOneGroupAndReportsTheFirstError) {
   RecordingEngine engine;
   ManualExecutor executor;

@@ -4,6 +4,7 @@
 #include "node/merkle_tree.h"
 
 #include <map>
+#include <mutex>
 #include <random>
 #include <set>
 #include <thread>
@@ -107,8 +108,10 @@ class MerkleIndexTest : public ::testing::Test {
     return SiblingSet(vv, {s});
   }
 
-  // Changes `key` to `value` (empty: purged) through `index`, writing its batch to the engine.
+  // Changes `key` to `value` (empty: purged) through `index`, writing its batch to the engine,
+  // under `changing_` as a store's committing thread would: RunAtCut runs between two changes.
   void Change(MerkleIndex& index, const std::string& key, const std::string& value) {
+    std::lock_guard<std::mutex> lock(changing_);
     auto it = records_.find(key);
     std::optional<SiblingSet> next;
     if (!value.empty()) next = Record(value, ++counter_);
@@ -128,8 +131,15 @@ class MerkleIndexTest : public ::testing::Test {
     ASSERT_TRUE(engine_.Write(batch, WriteOptions{}).ok());
   }
 
+  // The commit cut of an index whose changes Change makes (MerkleIndex::SetCommitCut).
+  void RunAtCut(const std::function<void()>& at_cut) {
+    std::lock_guard<std::mutex> lock(changing_);
+    at_cut();
+  }
+
   std::shared_ptr<const HashRing> ring_;
   MemoryEngine engine_;
+  std::mutex changing_;  // held by Change and RunAtCut
   std::map<std::string, SiblingSet> records_;
   uint64_t counter_ = 0;
 };
@@ -169,6 +179,7 @@ TEST_F(MerkleIndexTest, BuildConcurrentWithChangesEqualsBuildAfter) {
   // A new incarnation observes from the start and builds on another thread while records keep
   // changing (some before the build starts, many while it scans, some after).
   MerkleIndex during("a", ring_, 3, &engine_);
+  during.SetCommitCut([this](const std::function<void()>& at_cut) { RunAtCut(at_cut); });
   for (int i = 0; i < 100; ++i) Change(during, absl::StrCat("k", rng() % 7000), "early");
   absl::Status built;
   std::thread builder([&] { built = during.Build(); });

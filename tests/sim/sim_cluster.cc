@@ -185,7 +185,9 @@ absl::Status SimCluster::Restart(int index) {
   // compares digests from its column.
   node.merkle = std::make_unique<MerkleIndex>(node.member.id, (*placement)->current_ptr(),
                                               config_.replication_factor, node.engine.get());
-  node.merkle->SetWriteBarrier([store = node.store.get()] { store->WaitForWrites(); });
+  node.merkle->SetCommitCut([store = node.store.get()](const std::function<void()>& at_cut) {
+    store->RunAtCommitCut(at_cut);
+  });
   node.store->SetObserver(node.merkle.get());
   std::vector<Member> peers;
   for (const Member* m : (*placement)->AllMembers()) {
