@@ -294,7 +294,10 @@ grpc::ServerUnaryReactor* ReplicaService::ReserveLayout(
     status = absl::InvalidArgumentError(absl::StrCat(
         "the change text is ", request->change().size(), " bytes, over ", kMaxLayoutChangeBytes));
   }
-  if (status.ok()) {
+  if (!status.ok()) return FinishNow(gate_, status);
+  // On the executor: a promise that changes the member's state is stored, synced, before it is
+  // answered, and a gRPC thread must not wait for the disk.
+  return FinishOnExecutor(context, gate_, executor_, [this, request, response] {
     const LayoutPromise promise =
         reservations_->Reserve({request->round(), request->proposer_id()}, request->version(),
                                request->change(), gossiper_->Layout());
@@ -306,8 +309,8 @@ grpc::ServerUnaryReactor* ReplicaService::ReserveLayout(
       response->set_accepted_round(promise.accepted_ballot.round);
       response->set_accepted_proposer(promise.accepted_ballot.proposer);
     }
-  }
-  return FinishNow(gate_, status);
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* ReplicaService::AcceptLayout(
@@ -322,11 +325,12 @@ grpc::ServerUnaryReactor* ReplicaService::AcceptLayout(
     layout = LayoutFromProto(request->layout());
     status = CheckLayout(layout);
   }
-  if (status.ok()) {
-    status = reservations_->Accept({request->round(), request->proposer_id()}, layout,
-                                   gossiper_->Layout());
-  }
-  return FinishNow(gate_, status);
+  if (!status.ok()) return FinishNow(gate_, status);
+  // On the executor, as ReserveLayout: an accept is stored, synced, before it is answered.
+  return FinishOnExecutor(context, gate_, executor_, [this, request, layout = std::move(layout)] {
+    return reservations_->Accept({request->round(), request->proposer_id()}, layout,
+                                 gossiper_->Layout());
+  });
 }
 
 grpc::ServerUnaryReactor* ReplicaService::ReleaseLayout(
