@@ -64,8 +64,8 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
     while (active_chains_ > 0) {
       const absl::Duration until_tick =
           absl::FromChrono(last_tick + std::chrono::seconds(1) - SteadyClock::now());
-      if (changed_.AwaitWithTimeout(&mu_, absl::Condition(this, &LoopState::AllChainsEnded),
-                                    until_tick)) {
+      if (chains_ended_.AwaitWithTimeout(&mu_, absl::Condition(this, &LoopState::AllChainsEnded),
+                                         until_tick)) {
         break;
       }
       const SteadyClock::time_point now = SteadyClock::now();
@@ -103,11 +103,11 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
     } else if (rate_ > 0) {
       absl::MutexLock lock(&mu_);
       if (pacing_done_) {
-        --active_chains_;
+        if (--active_chains_ == 0) chains_ended_.Notify();
       } else {
         idle_.push_back(chain);
+        chain_idle_.Notify();
       }
-      changed_.Notify();
     } else {
       StartChain(chain);
     }
@@ -131,13 +131,13 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
           return !idle_.empty() || SteadyClock::now() >= end_;
         };
         while (!ready()) {
-          changed_.AwaitWithTimeout(&mu_, absl::Condition(&ready), absl::Milliseconds(10));
+          chain_idle_.AwaitWithTimeout(&mu_, absl::Condition(&ready), absl::Milliseconds(10));
         }
         if (SteadyClock::now() >= end_) {
           pacing_done_ = true;
           active_chains_ -= static_cast<int>(idle_.size());
           idle_.clear();
-          changed_.Notify();
+          if (active_chains_ == 0) chains_ended_.Notify();
           return;
         }
         chain = idle_.front();
@@ -178,8 +178,7 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
 
   void EndChain() {
     absl::MutexLock lock(&mu_);
-    --active_chains_;
-    changed_.Notify();
+    if (--active_chains_ == 0) chains_ended_.Notify();
   }
 
   bool AllChainsEnded() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return active_chains_ == 0; }
@@ -214,8 +213,10 @@ class LoopState : public std::enable_shared_from_this<LoopState> {
 
   absl::Mutex mu_;
   // Waits on the monotonic clock (storage/steady_timer.h): a step of the wall clock during a run
-  // must not stop the pacer or the progress lines. Notified when a chain goes idle or ends.
-  SteadyCondition changed_;
+  // must not stop the pacer or the progress lines. Notified, under mu_, when a chain goes idle
+  // (the pacer waits for one) and when the last chain ends (WaitForChains).
+  SteadyCondition chain_idle_;
+  SteadyCondition chains_ended_;
   std::deque<int> idle_ ABSL_GUARDED_BY(mu_);  // chains waiting for a slot (paced only)
   bool pacing_done_ ABSL_GUARDED_BY(mu_) = false;
   int active_chains_ ABSL_GUARDED_BY(mu_);

@@ -38,7 +38,8 @@ class CallGate {
   // A reactor for one call, counted until the call is done. Owned by gRPC (deletes itself).
   grpc::ServerUnaryReactor* NewReactor();
 
-  // Waits until no counted call is in flight, or for `timeout`; returns how many remain.
+  // After Close: waits until no counted call is in flight, or for `timeout`; returns how many
+  // remain. (Calls ending while the gate is open wake no waiter.)
   int WaitUntilIdle(absl::Duration timeout);
   int in_flight();
 

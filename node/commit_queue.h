@@ -102,9 +102,12 @@ class CommitQueue {
     // About how much memory the mutation holds while it waits (its key and value): counted in
     // queued_bytes() from Submit until its group is written and completed.
     virtual size_t QueuedBytes() const { return 0; }
-    // True: the mutation is the first of its group, so its Prepare runs at a cut, once every
-    // mutation queued before it has been written (or has failed) and before any queued after it
-    // is prepared. Mutations queued after it may join its group.
+    // True: the mutation is the first of its group, so its Prepare runs at a cut: every mutation
+    // prepared before it has been written (or has failed), and none after it has been prepared.
+    // Submitted from another thread than the committing one, that includes every mutation
+    // queued before it; from a Complete callback on the committing thread (Run), mutations
+    // still queued behind the completing one are prepared after it. Mutations queued after it
+    // may join its group.
     virtual bool StartsGroup() const { return false; }
   };
 

@@ -291,9 +291,10 @@ class LocalStore {
   // until `done` runs.
   void MergeRecordsAsync(std::vector<RemoteRecord> records, std::function<void(absl::Status)> done);
   // Runs `at_cut` on the committing thread between two commit groups, when every write, merge
-  // and purge submitted before the call has been written to the engine (or has failed) and none
-  // submitted after it has been prepared: a point in the stream of record changes that the
-  // RecordObserver sees and the engine holds alike (MerkleIndex reads its snapshot there).
+  // and purge already prepared (so seen by the RecordObserver) has been written to the engine
+  // (or has failed) and none prepared after it: a point in the stream of record changes that the
+  // observer sees and the engine holds alike (MerkleIndex reads its snapshot there). Called from
+  // any thread but the committing one, everything submitted before the call is written first.
   // Returns once `at_cut` has run. `at_cut` must not call into the store; RunAtCommitCut must
   // not be called from a mutation's Prepare.
   void RunAtCommitCut(const std::function<void()>& at_cut);

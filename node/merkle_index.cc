@@ -43,8 +43,8 @@ MerkleIndex::MerkleIndex(std::string self_id, std::shared_ptr<const HashRing> ri
   trees_.resize(view_->peers.size());
 }
 
-std::shared_ptr<const MerkleIndex::View> MerkleIndex::MakeView(std::shared_ptr<const HashRing> ring,
-                                                               uint64_t generation) const {
+std::shared_ptr<MerkleIndex::View> MerkleIndex::MakeView(std::shared_ptr<const HashRing> ring,
+                                                         uint64_t generation) const {
   auto view = std::make_shared<View>();
   for (const Member& m : ring->members()) {
     if (m.id != self_id_) view->peers.push_back(m);
@@ -174,6 +174,7 @@ absl::Status MerkleIndex::Build() {
       return;
     }
     state_ = State::kBuilding;
+    stale_ = false;  // the snapshot holds only what was written
     v = view_;
     snapshot = engine_->NewIterator(Column::kMerkle);
   });
@@ -187,22 +188,28 @@ absl::Status MerkleIndex::ChangeRing(std::shared_ptr<const HashRing> ring) {
 
 absl::Status MerkleIndex::Rebuild(std::shared_ptr<const HashRing> ring,
                                   std::optional<uint64_t> only_at_generation, bool* rebuilt) {
-  std::shared_ptr<const View> v;
+  // Made before the cut, which holds up the store's writes: the new view (its generation set at
+  // the cut) and empty trees; the old trees are freed after it.
+  std::shared_ptr<View> next = MakeView(std::move(ring), 0);
+  std::vector<MerkleTree> trees(next->peers.size());
   std::unique_ptr<Iterator> snapshot;
+  bool went_ahead = false;
   RunAtCut([&] {
     absl::MutexLock lock(&mu_);
     if (only_at_generation.has_value() && view_->generation != *only_at_generation) return;
-    if (rebuilt != nullptr) *rebuilt = true;
-    view_ = MakeView(std::move(ring), view_->generation + 1);
-    v = view_;
-    trees_.assign(v->peers.size(), MerkleTree());
+    went_ahead = true;
+    next->generation = view_->generation + 1;
+    view_ = next;
+    trees_.swap(trees);
     state_ = State::kBuilding;
     stale_ = false;  // the scan reads what was written; a change lost from now on marks it again
     unrecoverable_ = absl::OkStatus();
     snapshot = engine_->NewIterator(Column::kMerkle);
   });
-  if (v == nullptr) return absl::OkStatus();  // a ring change came first
-  return Scan(std::move(v), std::move(snapshot));
+  trees = std::vector<MerkleTree>();         // the old ones, or the unused new ones
+  if (!went_ahead) return absl::OkStatus();  // a ring change came first
+  if (rebuilt != nullptr) *rebuilt = true;
+  return Scan(std::move(next), std::move(snapshot));
 }
 
 void MerkleIndex::SetCommitCut(std::function<void(const std::function<void()>&)> run_at_cut) {

@@ -76,13 +76,14 @@ class MerkleIndex : public RecordObserver {
                       const std::string* new_encoded, WriteBatch* batch) override;
   void OnChangesLost() override;
 
-  // Loads the trees from the merkle column; blocks for the scan (run it on an executor). Call
-  // once, after the index was set as the store's observer. FAILED_PRECONDITION if called twice;
-  // CANCELLED if a ChangeRing superseded the scan.
+  // Loads the trees from the merkle column; blocks for the commit cut and the scan (run it on an
+  // executor; never from a mutation's Prepare, nor holding a lock that a mutation's Prepare or
+  // Complete takes). Call once, after the index was set as the store's observer.
+  // FAILED_PRECONDITION if called twice; CANCELLED if a ChangeRing superseded the scan.
   absl::Status Build();
-  // Replaces the ring and rebuilds every tree for it; blocks for the scan (run it on an
-  // executor). Not ready until it returns OK; CANCELLED if a later ChangeRing superseded it.
-  // May be called before Build has finished (or instead of it: Build then fails).
+  // Replaces the ring and rebuilds every tree for it; blocks as Build does. Not ready until it
+  // returns OK; CANCELLED if a later ChangeRing superseded it. May be called before Build has
+  // finished (or instead of it: Build then fails).
   absl::Status ChangeRing(std::shared_ptr<const HashRing> ring);
   // `run_at_cut` runs the function it is given at a commit cut (see Building; in kvnode
   // LocalStore::RunAtCommitCut) and returns once it has. Set it before Build and ChangeRing.
@@ -93,8 +94,8 @@ class MerkleIndex : public RecordObserver {
   bool ready() const;
   // Whether changes were lost since the trees were last built (see Lost changes).
   bool stale() const;
-  // If stale and built, rebuilds the trees for the current ring as ChangeRing does (blocks for
-  // the scan: run it on an executor) and returns true; false at once if not stale, or when a
+  // If stale and built, rebuilds the trees for the current ring as ChangeRing does (blocks as
+  // Build does) and returns true; false at once if not stale, or when a
   // ChangeRing replaced the ring meanwhile (its rebuild covers it); UNAVAILABLE if stale while a
   // scan runs (try again after it). A write failing meanwhile makes the index stale again.
   absl::StatusOr<bool> RebuildIfStale();
@@ -170,8 +171,7 @@ class MerkleIndex : public RecordObserver {
     PeerSet SharingPeers(absl::string_view self_id, size_t n, absl::string_view key) const;
     int PeerIndex(absl::string_view peer_id) const;
   };
-  std::shared_ptr<const View> MakeView(std::shared_ptr<const HashRing> ring,
-                                       uint64_t generation) const;
+  std::shared_ptr<View> MakeView(std::shared_ptr<const HashRing> ring, uint64_t generation) const;
   std::shared_ptr<const View> view() const;
   void Apply(const PeerSet& peers, uint32_t segment, uint64_t hash)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

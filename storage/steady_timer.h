@@ -71,10 +71,11 @@ class SteadyNotification {
 };
 
 // absl::Mutex::AwaitWithTimeout on the monotonic clock. The threads that change the state a
-// waiter's condition reads (under the waiter's mutex) call Notify after each change that may make
-// the condition true, holding that mutex or after releasing it; a waiter then evaluates its
-// condition again. A Notify between a waiter's evaluation and its sleep is not missed. Locks:
-// the caller's mutex before the object's own, never the other way round.
+// waiter's condition reads call Notify after each change that may make the condition true,
+// still holding the waiter's mutex (so that a waiter cannot return and destroy the object while
+// Notify runs); a waiter then evaluates its condition again. A Notify between a waiter's
+// evaluation and its sleep is not missed. Locks: the caller's mutex before the object's own,
+// never the other way round.
 class SteadyCondition {
  public:
   // Wakes every waiter, to evaluate its condition again.

@@ -855,9 +855,10 @@ TEST(MerkleIndexRingChangeTest, RebuildsDuringConcurrentWritesEqualABuildAfterTh
   }
   std::atomic<bool> stop{false};
   std::atomic<int> written{0};
+  std::atomic<int> writers_done{0};
   std::vector<std::thread> writers;
   for (int w = 0; w < 2; ++w) {
-    writers.emplace_back([&store, &stop, &written, w] {
+    writers.emplace_back([&store, &stop, &written, &writers_done, w] {
       for (int i = 0; !stop.load() && i < 200000; ++i) {
         const std::string key = absl::StrCat("k", (i * 7 + w * 13) % 3000);
         EXPECT_TRUE(
@@ -865,12 +866,13 @@ TEST(MerkleIndexRingChangeTest, RebuildsDuringConcurrentWritesEqualABuildAfterTh
                 .ok());
         ++written;
       }
+      ++writers_done;
     });
   }
-  // Each rebuild begins once the writers have made some progress since the last.
-  auto after_more_writes = [&written] {
+  // Each rebuild begins once the writers have made some progress since the last (or are done).
+  auto after_more_writes = [&written, &writers_done] {
     const int from = written.load();
-    while (written.load() < from + 100) std::this_thread::yield();
+    while (written.load() < from + 100 && writers_done.load() < 2) std::this_thread::yield();
   };
   after_more_writes();
   ASSERT_TRUE(index.Build().ok());
