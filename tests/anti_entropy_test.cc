@@ -28,6 +28,30 @@
 namespace kv {
 namespace {
 
+// A ring of the members `ids` (all at h:1).
+std::shared_ptr<const HashRing> RingOf(const std::vector<std::string>& ids) {
+  std::vector<Member> members;
+  for (const std::string& id : ids) members.push_back(Member{id, "h:1", ""});
+  return std::make_shared<const HashRing>(HashRing::Build(members).value());
+}
+
+// Node "a"'s store on `engine`, observed by an index on the ring {a, b} (N=2) whose commit cut
+// is the store's, as kvnode wires them. The index outlives the store.
+struct ObservedStore {
+  ObservedStore(Engine* engine, uint64_t seed)
+      : rng(seed),
+        index("a", RingOf({"a", "b"}), 2, engine),
+        store(LocalStore::Open(engine, &clock, rng, "a", {}).value()) {
+    index.SetCommitCut(
+        [this](const std::function<void()>& at_cut) { store->RunAtCommitCut(at_cut); });
+    store->SetObserver(&index);
+  }
+  ManualClock clock;
+  std::mt19937_64 rng;
+  MerkleIndex index;
+  std::unique_ptr<LocalStore> store;
+};
+
 using testing::ManualScheduler;
 using testing::QueueExecutor;
 
@@ -516,14 +540,9 @@ TEST_F(AntiEntropyTest, PeriodicExchangesRoundRobinAndCountFailures) {
 // the exchanges reach the member that joined and forget the one that left.
 TEST_F(AntiEntropyTest, RingChangeRebuildsTreesAndExchangesWithTheNewMember) {
   MakeCluster(3, 2);
-  auto ring_of = [](std::vector<std::string> ids) {
-    std::vector<Member> members;
-    for (const std::string& id : ids) members.push_back(Member{id, "h:1", ""});
-    return std::make_shared<const HashRing>(HashRing::Build(members).value());
-  };
   // a and b started as a two-node cluster: every key on both.
-  ASSERT_TRUE(nodes_[0].index->ChangeRing(ring_of({"a", "b"})).ok());
-  ASSERT_TRUE(nodes_[1].index->ChangeRing(ring_of({"a", "b"})).ok());
+  ASSERT_TRUE(nodes_[0].index->ChangeRing(RingOf({"a", "b"})).ok());
+  ASSERT_TRUE(nodes_[1].index->ChangeRing(RingOf({"a", "b"})).ok());
   for (int i = 0; i < 200; ++i) {
     Put(0, absl::StrCat("k", i), "v");
     Replicate(0, 1, absl::StrCat("k", i));
@@ -537,7 +556,7 @@ TEST_F(AntiEntropyTest, RingChangeRebuildsTreesAndExchangesWithTheNewMember) {
   // c joined (no handoff here): a's tree for c holds the keys a and c now share; c has none.
   const uint64_t generation = nodes_[0].index->generation();
   for (int i = 0; i < 3; ++i)
-    ASSERT_TRUE(nodes_[i].index->ChangeRing(ring_of({"a", "b", "c"})).ok());
+    ASSERT_TRUE(nodes_[i].index->ChangeRing(RingOf({"a", "b", "c"})).ok());
   EXPECT_GT(nodes_[0].index->generation(), generation);
   // The trees shared with b cover other keys now: not known to be in sync until an exchange.
   EXPECT_FALSE(ae->Stats()[0].in_sync);
@@ -548,7 +567,7 @@ TEST_F(AntiEntropyTest, RingChangeRebuildsTreesAndExchangesWithTheNewMember) {
   ASSERT_GT(shared_with_c, 20u);
   EXPECT_NE(Root(0, 2), Root(2, 0));
   // The rebuilt tree equals one built from scratch for the new ring over the same data.
-  MerkleIndex fresh("a", ring_of({"a", "b", "c"}), 2, nodes_[0].engine.get());
+  MerkleIndex fresh("a", RingOf({"a", "b", "c"}), 2, nodes_[0].engine.get());
   ASSERT_TRUE(fresh.Build().ok());
   EXPECT_EQ(fresh.Nodes("c", MerkleLevel::kRoot, {}).value(),
             nodes_[0].index->Nodes("c", MerkleLevel::kRoot, {}).value());
@@ -567,7 +586,7 @@ TEST_F(AntiEntropyTest, RingChangeRebuildsTreesAndExchangesWithTheNewMember) {
   EXPECT_EQ(stats[1].keys_repaired, shared_with_c);
 
   // b left: exchanges with it are refused and its figures are dropped.
-  ASSERT_TRUE(nodes_[0].index->ChangeRing(ring_of({"a", "c"})).ok());
+  ASSERT_TRUE(nodes_[0].index->ChangeRing(RingOf({"a", "c"})).ok());
   EXPECT_TRUE(absl::IsInvalidArgument(Exchange(*ae, "b")));
   ASSERT_EQ(ae->Stats().size(), 1u);
   EXPECT_EQ(ae->Stats()[0].peer_id, "c");
@@ -785,19 +804,10 @@ TEST_F(AntiEntropyTest, AnExchangeRebuildsAStaleIndex) {
 // must one queued behind it: they must equal trees built from scratch afterwards. The ring
 // change's cut waits for both to be written.
 TEST(MerkleIndexRingChangeTest, AWriteInFlightDuringARingChangeIsInTheRebuiltTrees) {
-  ManualClock clock;
-  std::mt19937_64 rng(5);
   GatedEngine engine;
-  auto ring_of = [](std::vector<std::string> ids) {
-    std::vector<Member> members;
-    for (const std::string& id : ids) members.push_back(Member{id, "h:1", ""});
-    return std::make_shared<const HashRing>(HashRing::Build(members).value());
-  };
-  std::unique_ptr<LocalStore> store = LocalStore::Open(&engine, &clock, rng, "a", {}).value();
-  MerkleIndex index("a", ring_of({"a", "b"}), 2, &engine);
-  index.SetCommitCut(
-      [&store](const std::function<void()>& at_cut) { store->RunAtCommitCut(at_cut); });
-  store->SetObserver(&index);
+  ObservedStore node(&engine, 5);
+  MerkleIndex& index = node.index;
+  std::unique_ptr<LocalStore>& store = node.store;
   ASSERT_TRUE(index.Build().ok());
   for (int i = 0; i < 20; ++i) {
     ASSERT_TRUE(store->Write(WriteCommand{absl::StrCat("k", i), false, "v", "", ""}).ok());
@@ -815,7 +825,7 @@ TEST(MerkleIndexRingChangeTest, AWriteInFlightDuringARingChangeIsInTheRebuiltTre
   });
   absl::SleepFor(absl::Milliseconds(200));
   absl::Status changed = absl::UnknownError("not run");
-  std::thread changer([&] { changed = index.ChangeRing(ring_of({"a", "b", "c"})); });
+  std::thread changer([&] { changed = index.ChangeRing(RingOf({"a", "b", "c"})); });
   absl::SleepFor(absl::Milliseconds(200));  // a ring change that does not wait is done by now
   engine.Release();
   writer.join();
@@ -823,7 +833,7 @@ TEST(MerkleIndexRingChangeTest, AWriteInFlightDuringARingChangeIsInTheRebuiltTre
   changer.join();
   ASSERT_TRUE(changed.ok()) << changed;
 
-  MerkleIndex fresh("a", ring_of({"a", "b", "c"}), 2, &engine);
+  MerkleIndex fresh("a", RingOf({"a", "b", "c"}), 2, &engine);
   ASSERT_TRUE(fresh.Build().ok());
   for (const std::string peer : {"b", "c"}) {
     EXPECT_EQ(index.Nodes(peer, MerkleLevel::kRoot, {}).value(),
@@ -837,19 +847,10 @@ TEST(MerkleIndexRingChangeTest, AWriteInFlightDuringARingChangeIsInTheRebuiltTre
 // trees of every rebuild, taken at a commit cut and then following each change as it comes,
 // equal trees built from scratch once the writes stop. No change is buffered meanwhile.
 TEST(MerkleIndexRingChangeTest, RebuildsDuringConcurrentWritesEqualABuildAfterThem) {
-  ManualClock clock;
-  std::mt19937_64 rng(9);
   MemoryEngine engine;
-  auto ring_of = [](std::vector<std::string> ids) {
-    std::vector<Member> members;
-    for (const std::string& id : ids) members.push_back(Member{id, "h:1", ""});
-    return std::make_shared<const HashRing>(HashRing::Build(members).value());
-  };
-  std::unique_ptr<LocalStore> store = LocalStore::Open(&engine, &clock, rng, "a", {}).value();
-  MerkleIndex index("a", ring_of({"a", "b"}), 2, &engine);
-  index.SetCommitCut(
-      [&store](const std::function<void()>& at_cut) { store->RunAtCommitCut(at_cut); });
-  store->SetObserver(&index);
+  ObservedStore node(&engine, 9);
+  MerkleIndex& index = node.index;
+  std::unique_ptr<LocalStore>& store = node.store;
   for (int i = 0; i < 2000; ++i) {
     ASSERT_TRUE(store->Write(WriteCommand{absl::StrCat("k", i), false, "v0", "", ""}).ok());
   }
@@ -880,13 +881,13 @@ TEST(MerkleIndexRingChangeTest, RebuildsDuringConcurrentWritesEqualABuildAfterTh
       {"a", "b", "c"}, {"a", "c"}, {"a", "b", "c", "d"}, {"a", "b"}};
   for (int round = 0; round < 60; ++round) {
     after_more_writes();
-    ASSERT_TRUE(index.ChangeRing(ring_of(rings[round % rings.size()])).ok());
+    ASSERT_TRUE(index.ChangeRing(RingOf(rings[round % rings.size()])).ok());
     EXPECT_TRUE(index.ready());
   }
   after_more_writes();
   stop = true;
   for (std::thread& t : writers) t.join();
-  MerkleIndex fresh("a", ring_of(rings[59 % rings.size()]), 2, &engine);
+  MerkleIndex fresh("a", RingOf(rings[59 % rings.size()]), 2, &engine);
   ASSERT_TRUE(fresh.Build().ok());
   for (const Member& peer : index.peers()) {
     EXPECT_EQ(index.Nodes(peer.id, MerkleLevel::kInterior, {}).value(),
