@@ -76,6 +76,16 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
       return;
     }
     if (!IsRetryableCode(status.code())) {
+      if (start_left_.has_value() && *start_left_ != endpoint_) {
+        // The node that went away may have started the job before it did: only it knows.
+        Finish(absl::Status(
+            status.code(),
+            absl::StrCat(status.message(), " [kv client: an earlier attempt on ",
+                         env_.endpoint_name(*start_left_),
+                         " ended UNAVAILABLE and may have started this request before that node "
+                         "went away; its `kvctl operation list` shows it]")));
+        return;
+      }
       Finish(status);  // the server's verdict, unchanged
       return;
     }
@@ -105,6 +115,7 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
         status.code() == absl::StatusCode::kUnavailable ||
         (status.code() == absl::StatusCode::kDeadlineExceeded && policy_ != EndpointPolicy::kStart);
     if (moves_on && policy_ != EndpointPolicy::kPinned && !write_stored) {
+      if (policy_ == EndpointPolicy::kStart && !start_left_.has_value()) start_left_ = endpoint_;
       endpoint_ = other_nodes_.empty() ? env_.failover(endpoint_) : NotAnotherNode(endpoint_);
     }
     const absl::Duration room = deadline_ - now - kMinRetryAttemptTime;
@@ -196,6 +207,8 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
   int attempts_ = 0;
   // The endpoint that last answered with a marked W shortfall: it holds the write.
   std::optional<size_t> stored_at_;
+  // Under kStart: the first endpoint the start left after UNAVAILABLE (it may have started it).
+  std::optional<size_t> start_left_;
   // Under kOperation: the endpoints that said the operation is another node's.
   std::set<size_t> other_nodes_;
   int hops_ = 0;                 // attempts that went to another endpoint after such an answer

@@ -1054,6 +1054,27 @@ TEST_F(KvClientTest, StartRepairRetriesCarryOneTokenAndStayAfterATimeout) {
   EXPECT_EQ(elsewhere->node_id, "second");
 }
 
+// A start that fails over after UNAVAILABLE and is then refused elsewhere says that the node it
+// left may have started it (only that node remembers the token).
+TEST_F(KvClientTest, AStartRefusedAfterAFailoverNamesTheNodeThatMayHaveStartedIt) {
+  FakeServer other;
+  other.kv().SetNodeId("second");
+  other.kv().FailAll(grpc::StatusCode::FAILED_PRECONDITION);
+  std::unique_ptr<Client> client = MakeClient(FastOptions({server_.endpoint(), other.endpoint()}));
+  server_.kv().Script({grpc::StatusCode::UNAVAILABLE});
+  absl::StatusOr<RepairStarted> started = client->StartRepair("n3");
+  ASSERT_EQ(started.status().code(), absl::StatusCode::kFailedPrecondition) << started.status();
+  EXPECT_THAT(std::string(started.status().message()),
+              ::testing::HasSubstr(absl::StrCat("an earlier attempt on ", server_.endpoint(),
+                                                " ended UNAVAILABLE and may have started")));
+  // Refused by the first node asked: its verdict, unchanged.
+  std::unique_ptr<Client> direct = MakeClient(FastOptions({other.endpoint()}));
+  absl::StatusOr<RepairStarted> refused = direct->StartRepair("n3");
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()),
+              ::testing::Not(::testing::HasSubstr("earlier attempt")));
+}
+
 // kvctl waiting for an operation that ends in a state it does not know (a newer node's) does not
 // report success.
 TEST_F(KvClientTest, KvctlDoesNotTakeAnUnknownOperationStateForSuccess) {
