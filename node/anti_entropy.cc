@@ -14,7 +14,7 @@ namespace kv {
 struct AntiEntropy::ExchangeState {
   Member member;
   std::function<void(absl::StatusOr<ExchangeResult>)> done;
-  absl::Time started;
+  absl::Time started;              // on the steady clock
   std::vector<uint32_t> segments;  // differing segments, increasing
   size_t next_segment = 0;
   std::vector<Diff> diffs;  // differing keys, in segment order
@@ -47,19 +47,20 @@ bool StopsTheExchange(const absl::Status& status) {
 }  // namespace
 
 AntiEntropy::AntiEntropy(MerkleIndex* index, LocalStore* store, PeerTransport* transport,
-                         Scheduler* scheduler, Executor* executor, const Clock* clock,
-                         Options options)
+                         Scheduler* scheduler, Executor* executor, const Clock* wall_clock,
+                         const Clock* steady_clock, Options options)
     : index_(index),
       store_(store),
       transport_(transport),
       scheduler_(scheduler),
       executor_(executor),
-      clock_(clock),
+      wall_clock_(wall_clock),
+      steady_clock_(steady_clock),
       options_(options) {
   absl::MutexLock lock(&mu_);
   SyncPeersLocked(index_->peers(), index_->generation());
   tokens_ = options_.keys_per_second;
-  refilled_ = clock_->Now();
+  refilled_ = steady_clock_->Now();
 }
 
 AntiEntropy::~AntiEntropy() { Shutdown(); }
@@ -187,7 +188,7 @@ void AntiEntropy::Exchange(std::string peer_id,
   }
   ex->member = peers[chosen];
   ex->generation = generation;
-  ex->started = clock_->Now();
+  ex->started = steady_clock_->Now();
   ex->done = std::move(done);
   executor_->Schedule(guard_.Wrap([this, ex] { Begin(ex); }));
 }
@@ -322,8 +323,8 @@ absl::Duration AntiEntropy::TakeBudget(size_t keys) {
   absl::MutexLock lock(&mu_);
   const double rate = std::max(options_.keys_per_second, 1.0);
   const double burst = std::max(rate, static_cast<double>(options_.keys_per_batch));
-  const absl::Time now = clock_->Now();
-  // A wall clock stepped back refills nothing (rather than taking the step's worth away).
+  const absl::Time now = steady_clock_->Now();
+  // A clock that went back (a test's) refills nothing rather than taking its step's worth away.
   const absl::Duration elapsed = std::max(absl::ZeroDuration(), now - refilled_);
   tokens_ = std::min(burst, tokens_ + absl::ToDoubleSeconds(elapsed) * rate);
   refilled_ = now;
@@ -484,7 +485,7 @@ void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
     absl::MutexLock lock(&mu_);
     running_ = false;
     running_peer_.clear();
-    const absl::Time now = clock_->Now();
+    const absl::Time now = wall_clock_->Now();
     // The peer left the ring during the exchange: nothing to record it under.
     const size_t peer = StatsIndexLocked(ex->member.id);
     PeerAntiEntropyStats unrecorded;
@@ -502,7 +503,7 @@ void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
     if (status.ok()) {
       ++stats.exchanges;
       stats.last_exchange = now;
-      stats.last_duration = now - ex->started;
+      stats.last_duration = steady_clock_->Now() - ex->started;
       stats.last_error.clear();
       if (ex->skipped > 0) {
         stats.last_error = absl::StrCat(

@@ -41,10 +41,15 @@
 // peer's last_error say how many keys were skipped and the first one's error, and the next
 // exchange tries them again.
 //
-// Thread-safe. Reads time only through the Clock and schedules only through the Scheduler and
+// Two clocks: the times reported in Stats (when an exchange ended) are read on `wall_clock`, the
+// repair budget's refills and an exchange's duration on `steady_clock` (kvnode: one that never
+// steps, node/clock.h SteadyClock), so that a step of the wall clock neither lengthens nor
+// shortens them.
+//
+// Thread-safe. Reads time only through the clocks and schedules only through the Scheduler and
 // Executor, so it runs unchanged in the deterministic simulation. Shutdown() (also run by the
 // destructor) stops starting work and waits for callbacks running inside; callbacks that arrive
-// later do nothing. The index, store, transport, scheduler, executor and clock must outlive it.
+// later do nothing. The index, store, transport, scheduler, executor and clocks must outlive it.
 #ifndef KV_NODE_ANTI_ENTROPY_H_
 #define KV_NODE_ANTI_ENTROPY_H_
 
@@ -131,7 +136,8 @@ class AntiEntropy {
   };
 
   AntiEntropy(MerkleIndex* index, LocalStore* store, PeerTransport* transport, Scheduler* scheduler,
-              Executor* executor, const Clock* clock, Options options);
+              Executor* executor, const Clock* wall_clock, const Clock* steady_clock,
+              Options options);
   ~AntiEntropy();
   AntiEntropy(const AntiEntropy&) = delete;
   AntiEntropy& operator=(const AntiEntropy&) = delete;
@@ -223,7 +229,8 @@ class AntiEntropy {
   PeerTransport* const transport_;
   Scheduler* const scheduler_;
   Executor* const executor_;
-  const Clock* const clock_;
+  const Clock* const wall_clock_;    // Stats' times
+  const Clock* const steady_clock_;  // the budget's refills, exchange durations
   const Options options_;
   LifetimeGuard guard_;
 
@@ -242,7 +249,7 @@ class AntiEntropy {
   std::map<std::string, uint64_t> caught_up_with_ ABSL_GUARDED_BY(mu_);
   std::function<bool()> in_transition_;  // SetTransitionCheck
   double tokens_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time refilled_ ABSL_GUARDED_BY(mu_);
+  absl::Time refilled_ ABSL_GUARDED_BY(mu_);  // on the steady clock
 };
 
 }  // namespace kv

@@ -67,6 +67,12 @@
 // failed attempt is retried after a lease plus a delay fixed per node (up to another lease), so
 // that members finishing the same layout do not keep taking the majority from each other.
 //
+// Time. Deadlines, grace periods, takeover and retry delays are measured on the injected clock;
+// kvnode's is SteadyClock (node/clock.h), so that a step of the wall clock neither lengthens nor
+// cuts them (a step forward used to take over or report a change as overdue at once). Ballot
+// rounds are that clock's microseconds (NextRound): SteadyClock starts from the wall clock's
+// reading at the process's start, so a restarted node's rounds still pass its earlier run's.
+//
 // Thread-safe. Polls through the Scheduler; Shutdown (also the destructor) ends running
 // operations (Suspend: RUNNING for the next run with a durable registry, else CANCELLED) and
 // waits for running callbacks. The gossiper, registry and scheduler

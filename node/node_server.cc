@@ -615,9 +615,9 @@ absl::Status NodeServer::StartRepairs(const ClusterLayout& layout) {
   ae.interval = config_.anti_entropy_interval;
   ae.keys_per_second = config_.anti_entropy_keys_per_second;
   ae.segment_keys_max_bytes = static_cast<size_t>(config_.anti_entropy_key_list_bytes);
-  anti_entropy_ =
-      std::make_unique<AntiEntropy>(merkle_.get(), store_.get(), peer_transport_.get(),
-                                    scheduler_.get(), executor_.get(), SystemClock::Get(), ae);
+  anti_entropy_ = std::make_unique<AntiEntropy>(merkle_.get(), store_.get(), peer_transport_.get(),
+                                                scheduler_.get(), executor_.get(),
+                                                SystemClock::Get(), SteadyClock::Get(), ae);
   anti_entropy_->SetTransitionCheck([this] { return placement_->Get()->layout().in_transition(); });
   if (config_.anti_entropy_interval > absl::ZeroDuration()) anti_entropy_->Start();
   anti_entropy_->MaybeFinishCatchingUp();  // a node alone in its ring has nobody to wait for
@@ -641,9 +641,9 @@ absl::Status NodeServer::StartRepairs(const ClusterLayout& layout) {
   reaping.min_age = config_.tombstone_min_age;
   reaping.confirm_delay = config_.tombstone_confirm_delay;
   reaping.sweep_interval = config_.tombstone_sweep_interval;
-  reaper_ = std::make_unique<TombstoneReaper>(merkle_.get(), store_.get(), engine_.get(),
-                                              peer_transport_.get(), scheduler_.get(),
-                                              executor_.get(), SystemClock::Get(), reaping);
+  reaper_ = std::make_unique<TombstoneReaper>(
+      merkle_.get(), store_.get(), engine_.get(), peer_transport_.get(), scheduler_.get(),
+      executor_.get(), SystemClock::Get(), SteadyClock::Get(), reaping);
   // Purging checks the replicas of one ring; during a transition a key has owners in two, so a
   // node started in the middle of one purges only once the change is complete and the Merkle
   // index follows the new ring (FollowRingWithMerkleTrees).
@@ -688,7 +688,7 @@ void NodeServer::StartMembershipWork() {
   MembershipChanger::Options changes;
   changes.replication_factor = static_cast<size_t>(config_.replication_factor);
   changer_ = std::make_unique<MembershipChanger>(gossiper_.get(), operations_.get(),
-                                                 scheduler_.get(), SystemClock::Get(), changes);
+                                                 scheduler_.get(), SteadyClock::Get(), changes);
   changer_->SetReservations(config_.node_id, reservations_.get(), peer_transport_.get());
   // An earlier run's operations go on under their ids: membership changes from where the layout
   // is, repairs from their first peer.

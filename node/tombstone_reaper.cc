@@ -55,14 +55,16 @@ class Gather {
 
 TombstoneReaper::TombstoneReaper(MerkleIndex* index, LocalStore* store, Engine* engine,
                                  PeerTransport* transport, Scheduler* scheduler, Executor* executor,
-                                 const Clock* clock, Options options)
+                                 const Clock* wall_clock, const Clock* steady_clock,
+                                 Options options)
     : index_(index),
       store_(store),
       engine_(engine),
       transport_(transport),
       scheduler_(scheduler),
       executor_(executor),
-      clock_(clock),
+      wall_clock_(wall_clock),
+      steady_clock_(steady_clock),
       options_(options) {}
 
 TombstoneReaper::~TombstoneReaper() { Shutdown(); }
@@ -156,7 +158,7 @@ std::vector<TombstoneReaper::Candidate> TombstoneReaper::Scan() {
     absl::MutexLock lock(&mu_);
     cursor = cursor_;
   }
-  const int64_t horizon = absl::ToUnixMicros(clock_->Now() - options_.min_age);
+  const int64_t horizon = absl::ToUnixMicros(wall_clock_->Now() - options_.min_age);
   std::vector<Candidate> candidates;
   std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kData);
   size_t scanned = 0;
@@ -241,7 +243,7 @@ void TombstoneReaper::OnReplicasRead(std::shared_ptr<Sweep> sweep, std::vector<M
   bool purge = false;
   {
     absl::MutexLock lock(&mu_);
-    const absl::Time now = clock_->Now();
+    const absl::Time now = steady_clock_->Now();
     auto it = confirmed_.find(c.key);
     if (sweep->generation != generation_) {
       // Read on the ring of an older layout: confirms nothing (ProcessNext ends the sweep).

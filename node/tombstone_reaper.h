@@ -40,9 +40,14 @@
 // gossiped that its clean-up pass on the ring kept nothing, StraysCleared) no sweep starts on a
 // ring until the check passes (Stats().waiting_for_cleanup says so meanwhile).
 //
-// Thread-safe; runs on the injected Scheduler, Executor and Clock (deterministic in the
+// Two clocks. Tombstone ages are read on `wall_clock`: a tombstone's stamp comes from the wall
+// clock of the node that wrote it. confirm_delay is measured on `steady_clock` (kvnode: one that
+// never steps, node/clock.h SteadyClock): a step of the wall clock forward between the two
+// confirmations would otherwise cut the delay short and purge while a record may be in flight.
+//
+// Thread-safe; runs on the injected Scheduler, Executor and clocks (deterministic in the
 // simulation). Shutdown() (also run by the destructor) stops it and waits for callbacks running
-// inside. The index, store, engine, transport, scheduler, executor and clock must outlive it.
+// inside. The index, store, engine, transport, scheduler, executor and clocks must outlive it.
 #ifndef KV_NODE_TOMBSTONE_REAPER_H_
 #define KV_NODE_TOMBSTONE_REAPER_H_
 
@@ -90,7 +95,8 @@ class TombstoneReaper {
   };
 
   TombstoneReaper(MerkleIndex* index, LocalStore* store, Engine* engine, PeerTransport* transport,
-                  Scheduler* scheduler, Executor* executor, const Clock* clock, Options options);
+                  Scheduler* scheduler, Executor* executor, const Clock* wall_clock,
+                  const Clock* steady_clock, Options options);
   ~TombstoneReaper();
   TombstoneReaper(const TombstoneReaper&) = delete;
   TombstoneReaper& operator=(const TombstoneReaper&) = delete;
@@ -138,7 +144,8 @@ class TombstoneReaper {
   PeerTransport* const transport_;
   Scheduler* const scheduler_;
   Executor* const executor_;
-  const Clock* const clock_;
+  const Clock* const wall_clock_;    // tombstone ages
+  const Clock* const steady_clock_;  // confirm_delay
   const Options options_;
   std::function<bool(uint64_t)> cleanup_check_;  // set before Start
   LifetimeGuard guard_;

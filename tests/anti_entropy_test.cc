@@ -197,10 +197,12 @@ class AntiEntropyTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<AntiEntropy> MakeAntiEntropy(int i, AntiEntropy::Options options = {}) {
-    return std::make_unique<AntiEntropy>(nodes_[i].index.get(), nodes_[i].store.get(),
-                                         transports_[i].get(), &scheduler_, &executor_, &clock_,
-                                         options);
+  // Its steady clock is the scheduler's, as in kvnode; its wall clock too unless `wall_clock`.
+  std::unique_ptr<AntiEntropy> MakeAntiEntropy(int i, AntiEntropy::Options options = {},
+                                               const Clock* wall_clock = nullptr) {
+    return std::make_unique<AntiEntropy>(
+        nodes_[i].index.get(), nodes_[i].store.get(), transports_[i].get(), &scheduler_, &executor_,
+        wall_clock != nullptr ? wall_clock : &clock_, &clock_, options);
   }
 
   void Put(int i, const std::string& key, const std::string& value) {
@@ -516,6 +518,34 @@ TEST_F(AntiEntropyTest, BudgetSpreadsRepairsOverTime) {
   scheduler_.Advance(absl::Seconds(2));
   EXPECT_TRUE(result.ok()) << result;
   EXPECT_EQ(Root(0, 1), Root(1, 0));
+}
+
+// The budget and an exchange's duration are measured on the steady clock, the times Stats reports
+// on the wall clock: a step of the wall clock forward in the middle of an exchange neither
+// refills the budget nor makes the exchange look an hour long.
+TEST_F(AntiEntropyTest, TheBudgetAndDurationsFollowTheSteadyClockAndStatsTheWallClock) {
+  MakeCluster(2, 2);
+  for (int i = 0; i < 40; ++i) Put(0, absl::StrCat("k", i), "v");
+  AntiEntropy::Options options;
+  options.keys_per_second = 10;
+  options.keys_per_batch = 5;
+  ManualClock wall(clock_.Now() - absl::Minutes(3));
+  auto ae = MakeAntiEntropy(0, options, &wall);
+  absl::Status result = absl::UnknownError("not finished");
+  ae->ExchangeNow("b", [&](absl::Status s) { result = s; });
+  executor_.Drain();
+  scheduler_.Advance(absl::Seconds(1));
+  wall.Advance(absl::Hours(1));  // the step
+  scheduler_.Advance(absl::Seconds(1));
+  EXPECT_EQ(result.code(), absl::StatusCode::kUnknown) << "the step refilled the budget";
+  scheduler_.Advance(absl::Seconds(2));
+  ASSERT_TRUE(result.ok()) << result;
+  const std::vector<PeerAntiEntropyStats> stats = ae->Stats();
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_GE(stats[0].last_duration, absl::Seconds(3));
+  EXPECT_LE(stats[0].last_duration, absl::Seconds(4));
+  EXPECT_EQ(stats[0].last_exchange, wall.Now());
+  EXPECT_EQ(stats[0].last_attempt, wall.Now());
 }
 
 TEST_F(AntiEntropyTest, PeriodicExchangesRoundRobinAndCountFailures) {
@@ -1143,14 +1173,18 @@ class TombstoneReaperTest : public AntiEntropyTest {
     }
     return -1;
   }
-  std::unique_ptr<TombstoneReaper> MakeReaper(int i, size_t max_pending_confirmations = 100'000) {
+  // Its wall clock is the stores' (which stamp the tombstones); its steady clock too unless
+  // `steady_clock`.
+  std::unique_ptr<TombstoneReaper> MakeReaper(int i, size_t max_pending_confirmations = 100'000,
+                                              const Clock* steady_clock = nullptr) {
     TombstoneReaper::Options options;
     options.max_pending_confirmations = max_pending_confirmations;
     options.min_age = absl::Seconds(10);
     options.confirm_delay = absl::Seconds(5);
-    return std::make_unique<TombstoneReaper>(nodes_[i].index.get(), nodes_[i].store.get(),
-                                             nodes_[i].engine.get(), transports_[i].get(),
-                                             &scheduler_, &executor_, &clock_, options);
+    return std::make_unique<TombstoneReaper>(
+        nodes_[i].index.get(), nodes_[i].store.get(), nodes_[i].engine.get(), transports_[i].get(),
+        &scheduler_, &executor_, &clock_, steady_clock != nullptr ? steady_clock : &clock_,
+        options);
   }
   // On a new 3-node cluster (N=3): writes and deletes `key` on its reaper and replicates the
   // tombstone to the other replicas. Returns the reaper's index.
@@ -1216,6 +1250,31 @@ TEST_F(TombstoneReaperTest, PurgesOnlyAfterEveryReplicaHoldsTheTombstoneTwice) {
   EXPECT_EQ(reaper->Stats().purged, 1u);
   // The index followed: the trees agree again, without the key.
   EXPECT_EQ(Root(0, 1), Root(1, 0));
+}
+
+// The delay between the two confirmations is measured on the steady clock: a step of the wall clock
+// forward right after the first does not let the second purge at once, while a record may still
+// be in flight. Tombstone ages stay on the wall clock, which stamps them.
+TEST_F(TombstoneReaperTest, TheConfirmDelayIsNotCutByAStepOfTheWallClock) {
+  const std::string key = "gone";
+  const int r = DeletedOnEveryReplica(key);
+  ASSERT_GE(r, 0);
+  ManualClock steady;
+  auto reaper = MakeReaper(r, 100'000, &steady);
+  steady.Advance(absl::Seconds(11));
+  Sweep(*reaper);  // ten seconds on the steady clock do not age a tombstone
+  EXPECT_EQ(reaper->Stats().candidates, 0u);
+  clock_.Advance(absl::Seconds(11));
+  Sweep(*reaper);  // old enough on the wall clock: the first confirmation
+  EXPECT_EQ(reaper->Stats().confirmations, 1u);
+  clock_.Advance(absl::Hours(1));  // the step
+  Sweep(*reaper);
+  EXPECT_TRUE(Encoded(r, key).ok()) << "purged before confirm_delay had passed";
+  EXPECT_EQ(reaper->Stats().purged, 0u);
+  steady.Advance(absl::Seconds(6));
+  Sweep(*reaper);
+  EXPECT_TRUE(NoReplicaHolds(key));
+  EXPECT_EQ(reaper->Stats().purged, 1u);
 }
 
 // A key confirmed once and then written again is forgotten when a sweep passes it: pending

@@ -225,7 +225,7 @@ absl::Status SimCluster::Restart(int index) {
   if (config_.anti_entropy) {
     node.anti_entropy = std::make_unique<AntiEntropy>(
         node.merkle.get(), node.store.get(), node.transport.get(), node.scheduler.get(),
-        node.executor.get(), &clock_, config_.anti_entropy_options);
+        node.executor.get(), &clock_, &clock_, config_.anti_entropy_options);
     node.anti_entropy->SetTransitionCheck(
         [holder = node.placement.get()] { return holder->Get()->layout().in_transition(); });
     node.anti_entropy->Start();
@@ -235,7 +235,7 @@ absl::Status SimCluster::Restart(int index) {
     if (config_.purge_tombstones) {
       node.reaper = std::make_unique<TombstoneReaper>(
           node.merkle.get(), node.store.get(), node.engine.get(), node.transport.get(),
-          node.scheduler.get(), node.executor.get(), &clock_, config_.reaper);
+          node.scheduler.get(), node.executor.get(), &clock_, &clock_, config_.reaper);
       // As kvnode: purging waits until every owner's clean-up pass on the ring kept nothing.
       node.reaper->SetCleanupCheck([this, index](uint64_t version) {
         const ClusterLayout& layout = nodes_[index].layout;
