@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "client/kv_client_retrying_call.h"
+#include "storage/steady_timer.h"
 
 namespace kv::client_internal {
 namespace {
@@ -18,6 +18,16 @@ constexpr std::chrono::milliseconds kLeastBatchTime(50);
 // that kind only, or one whose PutBatch ignored deletes single Deletes (it may be upgraded
 // meanwhile).
 constexpr absl::Duration kRefusalMemory = absl::Minutes(1);
+
+// `context`'s deadline, a wall-clock time, as a time on the steady clock (SteadyNow).
+absl::Time SteadyDeadline(const grpc::ClientContext& context) {
+  return SteadyNow() + TimeUntil(context.deadline());
+}
+
+// The wall-clock deadline that gRPC needs for `deadline` on the steady clock, read now.
+std::chrono::system_clock::time_point WallDeadline(absl::Time deadline) {
+  return WallDeadlineAfter(deadline - SteadyNow());
+}
 
 }  // namespace
 
@@ -108,6 +118,8 @@ void Coalescer::Submit(v1::KV::Stub* stub, Item item) {
       ++lane.in_flight;
     } else {
       item.bytes = item.ByteSize();
+      item.waited = true;
+      item.deadline = SteadyDeadline(*item.context);
       if (lane.waiting.empty()) {
         arm_timer = true;
         generation = ++lane.flush_generation;
@@ -125,6 +137,7 @@ void Coalescer::Submit(v1::KV::Stub* stub, Item item) {
 }
 
 void Coalescer::SendAlone(size_t endpoint, Item item) {
+  if (item.waited) item.context->set_deadline(WallDeadline(item.deadline));
   std::function<void(grpc::Status)> on_done = std::move(item.on_done);
   const bool reads_lane = item.is_get();
   Call(stubs_[endpoint], item,
@@ -224,12 +237,13 @@ void Coalescer::SendBatch(size_t endpoint, std::vector<Item> items) {
     // The batch's deadline is its earliest item's, so an item with much less time left than the
     // others goes alone rather than cut their attempts short: one with under kLeastBatchTime
     // left, or under half the time the longest-lived item has.
-    const auto now = std::chrono::system_clock::now();
-    auto latest = now;
-    for (const Item& item : items) latest = std::max(latest, item.context->deadline());
-    const auto keep_from = std::max(now + kLeastBatchTime, now + (latest - now) / 2);
+    const absl::Time now = SteadyNow();
+    absl::Time latest = now;
+    for (const Item& item : items) latest = std::max(latest, item.deadline);
+    const absl::Time keep_from =
+        std::max(now + absl::FromChrono(kLeastBatchTime), now + (latest - now) / 2);
     auto alone = std::stable_partition(items.begin(), items.end(), [keep_from](const Item& item) {
-      return item.context->deadline() >= keep_from;
+      return item.deadline >= keep_from;
     });
     for (auto it = alone; it != items.end(); ++it) SendAlone(endpoint, std::move(*it));
     items.erase(alone, items.end());
@@ -255,19 +269,19 @@ void Coalescer::SendPutBatch(size_t endpoint, std::vector<Item> items) {
     std::vector<Item> items;
   };
   auto call = std::make_shared<Batch>();
-  auto deadline = std::chrono::system_clock::time_point::max();
+  absl::Time deadline = absl::InfiniteFuture();
   // The puts first, then the deletes: the order of the request's fields and of the results.
   std::stable_partition(items.begin(), items.end(),
                         [](const Item& item) { return !item.is_delete(); });
   for (const Item& item : items) {
-    deadline = std::min(deadline, item.context->deadline());
+    deadline = std::min(deadline, item.deadline);
     if (item.is_delete()) {
       *call->request.add_deletes() = *item.delete_request;
     } else {
       *call->request.add_puts() = *item.request;
     }
   }
-  call->context->set_deadline(deadline);
+  call->context->set_deadline(WallDeadline(deadline));
   call->items = std::move(items);
   auto on_answer = [this, endpoint, call](grpc::Status status) {
     // The context holds a reference to the channel: it goes before any item
@@ -315,12 +329,12 @@ void Coalescer::SendGetBatch(size_t endpoint, std::vector<Item> items) {
     std::vector<Item> items;
   };
   auto call = std::make_shared<Batch>();
-  auto deadline = std::chrono::system_clock::time_point::max();
+  absl::Time deadline = absl::InfiniteFuture();
   for (const Item& item : items) {
-    deadline = std::min(deadline, item.context->deadline());
+    deadline = std::min(deadline, item.deadline);
     *call->request.add_gets() = *item.get_request;
   }
-  call->context->set_deadline(deadline);
+  call->context->set_deadline(WallDeadline(deadline));
   call->items = std::move(items);
   stubs_[endpoint]->async()->GetBatch(
       call->context.get(), &call->request, &call->response,

@@ -32,10 +32,14 @@
 // alone in its quorum goes alone).
 //
 // A batch's deadline is the earliest of its items' attempt deadlines, so no item waits past its
-// own. Attempts with less than 50 ms left, or with less than half the time of the batch's
-// longest-lived item, go alone rather than cut the others short; an item whose batch still
-// timed out before its own deadline is retried like any attempt that timed out (an attempt
-// timeout). A batch that fails as a whole is charged to the retry budget once, not per item.
+// own. An attempt that waits keeps its deadline on the monotonic clock (SteadyNow), read when it
+// starts waiting, and its call (alone or the batch's) gets a gRPC deadline made from that when it
+// leaves: a step of the wall clock while it waits neither cuts its attempt short nor stretches
+// it (gRPC turns the wall-clock deadline it is given into a monotonic one when the call starts).
+// Attempts with less than 50 ms left, or with less than half the time of the batch's longest-lived
+// item, go alone rather than cut the others short; an item whose batch still timed out before its
+// own deadline is retried like any attempt that timed out (an attempt timeout). A batch that fails
+// as a whole is charged to the retry budget once, not per item.
 //
 // Thread-safe. The stubs, the timer and the budget must outlive the coalescer; every attempt's
 // context, request and response must stay alive until its `on_done` has run.
@@ -97,6 +101,9 @@ class Coalescer {
     const v1::GetRequest* get_request = nullptr;
     v1::GetResponse* get_response = nullptr;
     size_t bytes = 0;
+    // Set when it starts waiting: its attempt's deadline on the steady clock (see above).
+    bool waited = false;
+    absl::Time deadline = absl::InfiniteFuture();
     bool is_delete() const { return delete_request != nullptr; }
     bool is_get() const { return get_request != nullptr; }
     size_t ByteSize() const;

@@ -21,7 +21,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include "absl/time/clock.h"
 #include "client/kv_client.h"
 #include "client/kv_client_coalescer.h"
 #include "client/kv_client_convert.h"
@@ -31,6 +30,7 @@
 #include "grpcpp/client_context.h"
 #include "kv.grpc.pb.h"
 #include "kv.pb.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 namespace client_internal {
@@ -284,7 +284,7 @@ struct Client::Impl {
       v1::PingResponse response;
     };
     auto state = std::make_shared<State>();
-    state->context->set_deadline(absl::ToChronoTime(absl::Now() + options.call_deadline));
+    state->context->set_deadline(WallDeadlineAfter(options.call_deadline));
     admin_stubs[endpoint]->async()->Ping(
         state->context.get(), &state->request, &state->response,
         [state, finish = std::move(finish)](grpc::Status status) {

@@ -7,9 +7,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/status.h"
+#include "storage/steady_timer.h"
 
 namespace kv::client_internal {
 namespace {
@@ -43,7 +43,7 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
       attempt_deadline_ = std::min(deadline_, SteadyNow() + env_.attempt_timeout);
     }
     // gRPC takes a wall-clock deadline and turns it into its own monotonic one at once.
-    context_->set_deadline(absl::ToChronoTime(absl::Now() + (attempt_deadline_ - SteadyNow())));
+    context_->set_deadline(WallDeadlineAfter(attempt_deadline_ - SteadyNow()));
     start_attempt_(endpoint_, context_.get(), [self = shared_from_this()](grpc::Status status) {
       self->OnAttemptDone(status);
     });

@@ -7,11 +7,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "node/admin_service.h"
 #include "node/grpc_util.h"
 #include "storage/status_macros.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 namespace {
@@ -83,9 +83,7 @@ std::string FingerprintWithoutToken(const Request& request) {
 // deadline leaves, less the time its answer needs to reach the caller before that deadline.
 absl::Duration WaitBudget(const grpc::CallbackServerContext& context) {
   constexpr absl::Duration kAnswerMargin = absl::Milliseconds(100);
-  const std::chrono::system_clock::time_point deadline = context.deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteDuration();
-  const absl::Duration left = absl::FromChrono(deadline) - absl::Now();
+  const absl::Duration left = TimeUntil(context.deadline());
   // A deadline days away is none (and one past what the clock type holds may have wrapped).
   if (left > absl::Hours(24) || left < -absl::Hours(24 * 365)) return absl::InfiniteDuration();
   return std::max(absl::ZeroDuration(), left - kAnswerMargin);

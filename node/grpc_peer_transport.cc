@@ -15,12 +15,13 @@
 #include "node/merkle_index.h"
 #include "replica.grpc.pb.h"
 #include "storage/record_codec.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 namespace {
 
 void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
-  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  context->set_deadline(WallDeadlineAfter(timeout));
 }
 
 v1::Quorum ToProto(const QuorumSpec& spec) {

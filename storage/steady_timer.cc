@@ -17,6 +17,20 @@ std::chrono::steady_clock::duration SteadyDelay(absl::Duration delay) {
 
 }  // namespace
 
+std::chrono::system_clock::time_point WallDeadlineAfter(absl::Duration timeout) {
+  using TimePoint = std::chrono::system_clock::time_point;
+  // Far beyond any deadline, and far from overflowing a time point (nanoseconds in libstdc++).
+  if (timeout > absl::Hours(24 * 365 * 100)) return TimePoint::max();
+  const absl::Duration bounded = std::max(timeout, -absl::Hours(24 * 365 * 100));
+  return std::chrono::system_clock::now() +
+         std::chrono::duration_cast<TimePoint::duration>(absl::ToChronoNanoseconds(bounded));
+}
+
+absl::Duration TimeUntil(std::chrono::system_clock::time_point deadline) {
+  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteDuration();
+  return absl::FromChrono(deadline - std::chrono::system_clock::now());
+}
+
 absl::Time SteadyNow() {
   struct Origin {
     absl::Time wall = absl::Now();

@@ -97,6 +97,17 @@ class SteadyCondition {
 // compared with another process's clock. Thread-safe.
 absl::Time SteadyNow();
 
+// Deadlines for gRPC, which takes wall-clock time points and turns each into a monotonic one when
+// its call starts, reading the system clock (clock_gettime) for it. Both read that clock too, not
+// absl::Now(): abseil's clock does not follow a step of the wall clock at once (it was seen an
+// hour off for over a second after one), and the difference would shorten or stretch the
+// deadline by the step.
+// The time point `timeout` from now; time_point::max() (none) for InfiniteDuration or one too
+// large for the type.
+std::chrono::system_clock::time_point WallDeadlineAfter(absl::Duration timeout);
+// The time left until `deadline` (InfiniteDuration for time_point::max()).
+absl::Duration TimeUntil(std::chrono::system_clock::time_point deadline);
+
 }  // namespace kv
 
 #endif  // KV_STORAGE_STEADY_TIMER_H_
