@@ -1,6 +1,7 @@
 // Record layout: storage/FORMAT.md, "Data column records".
 #include "storage/record_codec.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +24,10 @@ constexpr uint8_t kFlagTombstone = 0x01;
 constexpr size_t kMinActorEntryBytes = 2;  // empty actor, one-byte counter
 constexpr size_t kMinSiblingBytes = 13;    // index, counter, flags, fixed64, two empty strings
 constexpr size_t kMinReplacedBytes = 18;   // index, counter, two fixed64
+// Entries reserved ahead of decoding them: a count is only a claim until its entries have
+// decoded, and an entry takes several times its smallest encoding in memory, so memory beyond
+// this grows with the entries that did decode.
+constexpr uint32_t kMaxReservedEntries = 64;
 
 absl::Status Corrupt(absl::string_view what) {
   return absl::DataLossError(absl::StrCat("corrupt sibling-set record: ", what));
@@ -36,7 +41,7 @@ absl::Status DecodeContext(absl::string_view* input, VersionVector* context,
   if (!GetVarint32(input, &num_actors) || num_actors > input->size() / kMinActorEntryBytes) {
     return Corrupt("bad context size");
   }
-  actors->reserve(num_actors);
+  actors->reserve(std::min(num_actors, kMaxReservedEntries));
   for (uint32_t i = 0; i < num_actors; ++i) {
     absl::string_view actor;
     uint64_t counter = 0;
@@ -69,8 +74,10 @@ absl::Status DecodeSiblings(absl::string_view* input, const std::vector<absl::st
   if (!GetVarint32(input, &num_siblings) || num_siblings > input->size() / kMinSiblingBytes) {
     return Corrupt("bad sibling count");
   }
-  siblings->resize(num_siblings);
-  for (Sibling& s : *siblings) {
+  siblings->clear();
+  siblings->reserve(std::min(num_siblings, kMaxReservedEntries));
+  for (uint32_t i = 0; i < num_siblings; ++i) {
+    Sibling& s = siblings->emplace_back();
     if (absl::Status status = DecodeDot(input, actors, "sibling", &s.dot); !status.ok()) {
       return status;
     }
@@ -103,8 +110,10 @@ absl::Status DecodeReplacedWrites(absl::string_view* input,
   }
   // Version 2 is written only when there are replaced writes: one encoding per record.
   if (num_replaced == 0) return Corrupt("version 2 record without replaced writes");
-  replaced->resize(num_replaced);
-  for (ReplacedWrite& w : *replaced) {
+  replaced->clear();
+  replaced->reserve(std::min(num_replaced, kMaxReservedEntries));
+  for (uint32_t i = 0; i < num_replaced; ++i) {
+    ReplacedWrite& w = replaced->emplace_back();
     if (absl::Status status = DecodeDot(input, actors, "replaced write", &w.dot); !status.ok()) {
       return status;
     }

@@ -222,7 +222,8 @@ absl::Status CausalContext::DecodeDots(absl::string_view* input) {
   if (!GetVarint32(input, &num_dots) || num_dots > input->size() / 2) {
     return Malformed("bad dot count");
   }
-  dots_.reserve(num_dots);
+  // A count is a claim until its dots decode: reserve no more than a few ahead of them.
+  dots_.reserve(std::min<uint32_t>(num_dots, 64));
   for (uint32_t i = 0; i < num_dots; ++i) {
     absl::string_view actor;
     Dot dot;

@@ -1,5 +1,9 @@
 #include "storage/record_codec.h"
 
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <new>
 #include <random>
 #include <string>
 
@@ -7,6 +11,39 @@
 #include "gtest/gtest.h"
 #include "storage/coding.h"
 #include "storage/crc32c.h"
+
+// The largest single allocation made while tracking_allocations is set: this binary replaces the
+// global operator new to watch what decoding asks for.
+namespace {
+std::atomic<bool> tracking_allocations{false};
+std::atomic<size_t> largest_allocation{0};
+}  // namespace
+
+namespace {
+void* TrackedMalloc(size_t bytes) noexcept {
+  if (tracking_allocations.load(std::memory_order_relaxed)) {
+    size_t seen = largest_allocation.load(std::memory_order_relaxed);
+    while (bytes > seen && !largest_allocation.compare_exchange_weak(seen, bytes)) {
+    }
+  }
+  return std::malloc(bytes == 0 ? 1 : bytes);
+}
+}  // namespace
+
+// The scalar forms, throwing and not (the array and aligned forms keep their defaults, each
+// paired with its own delete).
+void* operator new(size_t bytes) {
+  if (void* p = TrackedMalloc(bytes)) return p;
+  throw std::bad_alloc();
+}
+void* operator new(size_t bytes, const std::nothrow_t&) noexcept { return TrackedMalloc(bytes); }
+// GCC takes free() in a replaced operator delete for a mismatch: it pairs with the malloc above.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+#pragma GCC diagnostic pop
 
 namespace kv {
 namespace {
@@ -157,6 +194,28 @@ TEST(RecordCodecTest, ChecksummedButInvalidPayloadsAreDataLoss) {
       EXPECT_EQ(result.status().code(), absl::StatusCode::kDataLoss);
     }
   }
+}
+
+// A count is a claim until its entries decode: a record that claims as many siblings as its
+// bytes could hold (here 50,000) and holds one does not make decoding allocate room for the
+// claim (about 6 MB of siblings before, reserved up front) before it fails.
+TEST(RecordCodecTest, ACountIsNotAllocatedBeforeItsEntriesDecode) {
+  constexpr uint32_t kClaimed = 50'000;
+  std::string claim;
+  PutVarint32(&claim, kClaimed);
+  // One valid sibling, then bytes that cannot start another (an endless varint), enough of them
+  // for the count to pass the check against the bytes left.
+  const std::string payload = "\x01" + Entry("a", 2) + claim + SiblingBytes(0, 1) +
+                              std::string(size_t{kClaimed} * 13, '\xff');
+  const std::string record = Framed(payload);
+  largest_allocation = 0;
+  tracking_allocations = true;
+  absl::StatusOr<SiblingSet> decoded = DecodeSiblingSet(record);
+  tracking_allocations = false;
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss) << decoded.status();
+  EXPECT_GT(largest_allocation.load(), 0u) << "allocations were not tracked";
+  EXPECT_LT(largest_allocation.load(), 64u << 10)
+      << "decoding allocated room for the claimed count";
 }
 
 std::string ReplacedBytes(uint32_t actor_index, uint64_t counter, uint64_t fingerprint) {
