@@ -23,7 +23,6 @@
 #include <utility>
 
 #include "absl/status/status.h"
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "node/call_gate.h"
 #include "node/executor.h"
@@ -50,11 +49,10 @@ inline absl::Status ToAbslStatus(const grpc::Status& status) {
 }
 
 // The deadline the caller set on `context`, on SteadyNow's scale (storage/steady_timer.h), which
-// is SteadyClock's, the clock the coordinator measures on; InfiniteFuture if none.
+// is SteadyClock's, the clock the coordinator measures on; InfiniteFuture if none. The time left
+// is read on the system clock, as gRPC reads it (TimeUntil), not on abseil's.
 inline absl::Time DeadlineOf(const grpc::ServerContextBase& context) {
-  const std::chrono::system_clock::time_point deadline = context.deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
-  return SteadyNow() + (absl::FromChrono(deadline) - absl::Now());
+  return SteadyNow() + TimeUntil(context.deadline());
 }
 
 // Finishes the call at once with `status` (for checks that need no storage).

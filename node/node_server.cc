@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -941,7 +942,7 @@ void NodeServer::StopServing() {
   }
   // Nothing admitted is still running: close every connection now rather than wait for idle
   // clients to hang up.
-  server_->Shutdown(absl::ToChronoTime(absl::Now()));
+  server_->Shutdown(std::chrono::system_clock::now());
   server_->Wait();
 }
 

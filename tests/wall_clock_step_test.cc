@@ -231,6 +231,23 @@ absl::Duration StepWithAbseilBehind(const std::string& offset) {
   return absl::Now() - absl::FromChrono(std::chrono::system_clock::now());
 }
 
+// The helpers that turn deadlines between gRPC's form and durations read the clock gRPC reads.
+TEST_F(WallClockStepTest, DeadlineHelpersReadTheClockGrpcReads) {
+  const absl::Duration abseil_off = StepWithAbseilBehind("-1h");
+  ASSERT_GT(abseil_off, absl::Minutes(59))
+      << "abseil's clock followed the step at once: this test checks nothing any more";
+  const absl::Duration left = TimeUntil(WallDeadlineAfter(absl::Seconds(2)));
+  EXPECT_GT(left, absl::Seconds(1));
+  EXPECT_LE(left, absl::Seconds(2));
+  const absl::Duration given =
+      TimeUntil(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  EXPECT_GT(given, absl::Seconds(1));
+  EXPECT_LE(given, absl::Seconds(2));
+  EXPECT_EQ(TimeUntil(std::chrono::system_clock::time_point::max()), absl::InfiniteDuration());
+  EXPECT_EQ(WallDeadlineAfter(absl::InfiniteDuration()),
+            std::chrono::system_clock::time_point::max());
+}
+
 // A call made right after a step forward gets its whole deadline: gRPC reads the system clock to
 // turn the deadline into its own, and so does the library, not abseil's clock, which has not
 // followed the step yet (the deadline would be an hour in the past).
