@@ -69,9 +69,12 @@
 //
 // Time. Deadlines, grace periods, takeover and retry delays are measured on the injected clock;
 // kvnode's is SteadyClock (node/clock.h), so that a step of the wall clock neither lengthens nor
-// cuts them (a step forward used to take over or report a change as overdue at once). Ballot
-// rounds are that clock's microseconds (NextRound): SteadyClock starts from the wall clock's
-// reading at the process's start, so a restarted node's rounds still pass its earlier run's.
+// cuts them (a step forward used to take over or report a change as overdue at once); a job
+// resumed after a restart still counts its timeout from its stored start time (a wall-clock
+// time). Ballot rounds are that clock's microseconds when those are higher than any round this
+// node used or was answered with (NextRound); SteadyClock starts from the wall clock's reading at
+// its first use, so a restarted node's rounds usually pass its earlier run's, and a member's
+// answer naming a higher round lifts them past it otherwise.
 //
 // Thread-safe. Polls through the Scheduler; Shutdown (also the destructor) ends running
 // operations (Suspend: RUNNING for the next run with a durable registry, else CANCELLED) and

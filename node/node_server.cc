@@ -736,7 +736,7 @@ absl::Status NodeServer::StartGrpc() {
   admin_service_ = std::make_unique<AdminService>(
       AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
       engine_.get(), coordinator_.get(), outbox_.get(), merkle_.get(), anti_entropy_.get(),
-      reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_, SystemClock::Get(),
+      reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_, SteadyClock::Get(),
       gossiper_.get());
   admin_service_->SetMembershipChanger(changer_.get());
   if (operation_journal_ != nullptr) {  // null: --fault_forget_operations

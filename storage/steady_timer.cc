@@ -28,12 +28,14 @@ std::chrono::system_clock::time_point WallDeadlineAfter(absl::Duration timeout) 
 
 absl::Duration TimeUntil(std::chrono::system_clock::time_point deadline) {
   if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteDuration();
-  return absl::FromChrono(deadline - std::chrono::system_clock::now());
+  // Each converted on its own (abseil saturates), so that a deadline centuries away, which a
+  // caller's wrapped timeout can produce, does not overflow the subtraction of two time points.
+  return absl::FromChrono(deadline) - absl::FromChrono(std::chrono::system_clock::now());
 }
 
 absl::Time SteadyNow() {
   struct Origin {
-    absl::Time wall = absl::Now();
+    absl::Time wall = absl::FromChrono(std::chrono::system_clock::now());  // see WallDeadlineAfter
     std::chrono::steady_clock::time_point steady = std::chrono::steady_clock::now();
   };
   static const Origin* const origin = new Origin();  // never destroyed: read during exit

@@ -1,6 +1,7 @@
 // Time on the monotonic clock: SteadyNow reads it, TimerThread runs tasks after a delay,
 // SteadyNotification is a one-shot stop signal with a timed wait, and SteadyCondition a timed
-// wait for a condition on state an absl::Mutex guards.
+// wait for a condition on state an absl::Mutex guards. And deadlines for gRPC, on the system
+// clock as gRPC reads it: WallDeadlineAfter and TimeUntil (at the end).
 //
 // Why not absl: in the abseil Debian 12 ships (20220623), every timed wait of absl::Mutex,
 // absl::CondVar and absl::Notification becomes an absolute deadline on the wall clock
@@ -10,7 +11,7 @@
 // Periodic work would then stop for the step (gossip heartbeats, so peers judge the node DOWN)
 // or spin. These wait on std::chrono::steady_clock (CLOCK_MONOTONIC), which never steps.
 //
-// Delays and timeouts are clamped to [0, 1 year]. The classes are thread-safe.
+// The classes clamp delays and timeouts to [0, 1 year], and are thread-safe.
 #ifndef KV_STORAGE_STEADY_TIMER_H_
 #define KV_STORAGE_STEADY_TIMER_H_
 
@@ -91,10 +92,10 @@ class SteadyCondition {
   uint64_t notifications_ = 0;  // guarded by mu_
 };
 
-// The monotonic clock on the wall clock's scale: absl::Now() at the process's first call, plus
-// the time elapsed since. Never goes back, and moves with real time whatever the wall clock
-// does: for deadlines and durations measured within one process. Not for anything stored or
-// compared with another process's clock. Thread-safe.
+// The monotonic clock on the wall clock's scale: the system clock's reading at the process's
+// first call, plus the time elapsed since. Never goes back, and moves with real time whatever the
+// wall clock does: for deadlines and durations measured within one process. Not for anything stored
+// or compared with another process's clock. Thread-safe.
 absl::Time SteadyNow();
 
 // Deadlines for gRPC, which takes wall-clock time points and turns each into a monotonic one when
