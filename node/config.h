@@ -87,6 +87,9 @@ struct NodeConfig {
   absl::Duration anti_entropy_interval = absl::Seconds(30);
   double anti_entropy_keys_per_second = 2000;
   int anti_entropy_key_list_bytes = 4 << 20;
+  // Merkle tree builds (at start, after a ring change or a failed write) read at most this many
+  // index entries per second; 0: no cap.
+  int merkle_scan_keys_per_second = 1000000;
   int handoff_mb_per_second = 100;  // join/leave handoff throughput limit per node; 0: none
   bool exit_after_leave = true;     // stop once a leave removed this node (handoff complete)
   // Removal of the records of keys this node no longer owns after a change completes

@@ -381,6 +381,14 @@ const std::vector<Setting>& Settings() {
        "Anti-entropy: a peer asked for the keys of the hash-tree segments that differ answers "
        "with about this many bytes of keys per call (whole segments, at least one; at most 16 "
        "MiB, a quarter of the largest peer message); the rest are asked for in further calls."},
+      {"merkle_scan_keys_per_second", "N", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseIntInRange(v, 0, 1000000000, &c->merkle_scan_keys_per_second);
+       },
+       [](const NodeConfig& c) { return absl::StrCat(c.merkle_scan_keys_per_second); },
+       "Anti-entropy's hash trees are built from the Merkle index at start, after a membership "
+       "change completes and after a failed write, reading at most this many keys per second "
+       "(exchanges wait until it ends). 0: no limit."},
       {"handoff_mb_per_second", "N", false,
        [](absl::string_view v, NodeConfig* c) {
          int mb = 0;

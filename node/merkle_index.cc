@@ -216,6 +216,8 @@ void MerkleIndex::SetCommitCut(std::function<void(const std::function<void()>&)>
   run_at_cut_ = std::move(run_at_cut);
 }
 
+void MerkleIndex::StopScans() { scans_stopped_.Notify(); }
+
 void MerkleIndex::RunAtCut(const std::function<void()>& at_cut) {
   if (run_at_cut_) {
     run_at_cut_(at_cut);
@@ -258,6 +260,20 @@ absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view,
     if (retry && became_stale && stale_handler_) stale_handler_();
     return error;
   };
+  const absl::Status stopped = absl::CancelledError("the Merkle index scan was stopped");
+  const absl::Time started = SteadyNow();
+  uint64_t scanned = 0;
+  // After each chunk: false if StopScans was called. With a rate, first sleeps until the entries
+  // scanned so far are due.
+  auto pace = [&] {
+    scanned += kScanChunk;
+    absl::Duration ahead = absl::ZeroDuration();
+    if (scan_entries_per_second_ > 0) {
+      ahead = started + absl::Seconds(static_cast<double>(scanned) / scan_entries_per_second_) -
+              SteadyNow();
+    }
+    return !scans_stopped_.WaitForNotificationWithTimeout(ahead);
+  };
   Iterator* it = snapshot.get();
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     absl::string_view index_key = it->key();
@@ -271,7 +287,12 @@ absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view,
     }
     chunk.push_back(Entry{view->SharingPeers(self_id_, n_, key), MerkleTree::SegmentOf(key),
                           MerkleTree::EntryHash(key, digest)});
-    if (chunk.size() == kScanChunk && !apply()) return superseded;
+    if (chunk.size() == kScanChunk) {
+      if (!apply()) return superseded;
+      // Stopped: the trees are incomplete, as after a failed read, but nothing rebuilds them
+      // (the node is stopping).
+      if (!pace()) return failed(stopped, /*retry=*/false);
+    }
   }
   if (!it->status().ok()) return failed(it->status(), /*retry=*/true);
   if (!apply()) return superseded;

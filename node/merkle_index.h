@@ -17,8 +17,12 @@
 // once, whether or not the scan has reached its key, and the scan adds the snapshot's entries as
 // it reads them, without the lock. Entry hashes combine by XOR, so a key changed after the cut
 // ends with its new entry whatever the order (the snapshot's entry is the change's old one), and
-// the scan needs no memory for the changes made meanwhile: it could be slowed down at no cost
-// but time. Exchanges are refused (not ready) until the scan ends.
+// the scan needs no memory for the changes made meanwhile, so it can be slowed down at no cost but
+// time: SetScanRate caps the entries it reads per second (it sleeps between chunks, on the
+// monotonic clock), so that a node with many keys does not spend a core on it after every ring
+// change. Exchanges are refused (not ready) until the scan ends. StopScans ends scans under way
+// (and later ones) at their next chunk, CANCELLED, so that a slow scan does not hold up a
+// shutdown.
 //
 // Start-up. The index observes from construction (SetObserver before the store is used); until
 // Build's cut it only adds its entries to the batches (the snapshot holds those changes). Build()
@@ -63,6 +67,7 @@
 #include "node/peer_transport.h"
 #include "node/ring.h"
 #include "storage/engine.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 
@@ -90,6 +95,12 @@ class MerkleIndex : public RecordObserver {
   // Without one, the function runs at once on the calling thread, which is a cut only while no
   // record changes.
   void SetCommitCut(std::function<void(const std::function<void()>&)> run_at_cut);
+  // Caps the entries a scan reads per second (see Building); 0, the default: no cap. Set before
+  // Build.
+  void SetScanRate(double entries_per_second) { scan_entries_per_second_ = entries_per_second; }
+  // Scans under way, and every later one, end CANCELLED at their next chunk (a paced scan's
+  // sleep ends at once). For shutdown; there is no way back.
+  void StopScans();
   // Built and not stale (see Lost changes).
   bool ready() const;
   // Whether changes were lost since the trees were last built (see Lost changes).
@@ -186,6 +197,8 @@ class MerkleIndex : public RecordObserver {
   Engine* const engine_;
   std::function<void(const std::function<void()>&)> run_at_cut_;  // set before any scan
   std::function<void()> stale_handler_;                           // may be empty
+  double scan_entries_per_second_ = 0;                            // set before any scan; 0: no cap
+  SteadyNotification scans_stopped_;                              // StopScans
   // ChangeRing's work; with `only_at_generation`, only if the ring is still of that generation
   // (`rebuilt`, if not null, says whether it went ahead).
   absl::Status Rebuild(std::shared_ptr<const HashRing> ring,

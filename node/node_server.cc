@@ -571,6 +571,7 @@ void NodeServer::StartMerkleIndex(std::shared_ptr<const HashRing> ring) {
   // A failed write left the trees wrong: rebuilt from what was written, one rebuild at a time
   // with the ring changes, and a second later (writes failing on and on rebuild once a second).
   merkle_->SetStaleHandler([this] { ScheduleStaleMerkleRebuild(); });
+  merkle_->SetScanRate(config_.merkle_scan_keys_per_second);
   store_->SetObserver(merkle_.get());
   executor_->Schedule([merkle = merkle_.get()] {
     const absl::Time start = absl::Now();
@@ -862,6 +863,7 @@ void NodeServer::Shutdown() {
   if (handoff_ != nullptr) handoff_->Shutdown();
   if (repairs_ != nullptr) repairs_->Shutdown();
   if (anti_entropy_ != nullptr) anti_entropy_->Shutdown();
+  if (merkle_ != nullptr) merkle_->StopScans();  // a scan under way ends at its next chunk
   if (reaper_ != nullptr) reaper_->Shutdown();
   if (cleaner_ != nullptr) cleaner_->Shutdown();
   if (outbox_ != nullptr) outbox_->Shutdown();

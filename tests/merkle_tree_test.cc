@@ -14,6 +14,7 @@
 #include "node/merkle_index.h"
 #include "storage/memory_engine.h"
 #include "storage/record_codec.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 namespace {
@@ -201,6 +202,54 @@ TEST_F(MerkleIndexTest, BuildConcurrentWithChangesEqualsBuildAfter) {
     }
   }
   EXPECT_TRUE(absl::IsFailedPrecondition(during.Build()));
+}
+
+// A scan with a rate reads no faster than it (it sleeps between chunks, on the monotonic clock)
+// and builds the same trees as one without.
+TEST_F(MerkleIndexTest, AScanWithARateReadsNoFasterAndBuildsTheSameTrees) {
+  {
+    MerkleIndex writer("a", ring_, 3, &engine_);
+    for (int i = 0; i < 8192; ++i) Change(writer, absl::StrCat("k", i), "v");
+  }
+  MerkleIndex paced("a", ring_, 3, &engine_);
+  paced.SetScanRate(40'000);
+  const absl::Time start = SteadyNow();
+  ASSERT_TRUE(paced.Build().ok());
+  // 8192 entries at 40,000 a second: the scan sleeps until 0.2048 s after its start.
+  EXPECT_GE(SteadyNow() - start, absl::Milliseconds(200));
+  MerkleIndex unpaced("a", ring_, 3, &engine_);
+  ASSERT_TRUE(unpaced.Build().ok());
+  for (const Member& peer : paced.peers()) {
+    EXPECT_EQ(paced.Nodes(peer.id, MerkleLevel::kInterior, {}).value(),
+              unpaced.Nodes(peer.id, MerkleLevel::kInterior, {}).value())
+        << "peer " << peer.id;
+  }
+}
+
+// StopScans ends a slow scan at once (CANCELLED, not ready), and every later one, so that a
+// shutdown does not wait for it.
+TEST_F(MerkleIndexTest, StopScansEndsAPacedScanAtItsNextChunk) {
+  {
+    MerkleIndex writer("a", ring_, 3, &engine_);
+    for (int i = 0; i < 8192; ++i) Change(writer, absl::StrCat("k", i), "v");
+  }
+  MerkleIndex index("a", ring_, 3, &engine_);
+  index.SetScanRate(1000);  // eight seconds for the whole scan
+  absl::Status built;
+  absl::Time ended;
+  std::thread builder([&] {
+    built = index.Build();
+    ended = SteadyNow();
+  });
+  absl::SleepFor(absl::Milliseconds(100));
+  const absl::Time stopped = SteadyNow();
+  index.StopScans();
+  builder.join();
+  EXPECT_TRUE(absl::IsCancelled(built)) << built;
+  EXPECT_LT(ended - stopped, absl::Seconds(2));
+  EXPECT_FALSE(index.ready());
+  // A later scan (a ring change) ends the same way.
+  EXPECT_TRUE(absl::IsCancelled(index.ChangeRing(ring_)));
 }
 
 TEST_F(MerkleIndexTest, SegmentEntriesListOnlyKeysBothReplicate) {
