@@ -387,8 +387,9 @@ const std::vector<Setting>& Settings() {
        },
        [](const NodeConfig& c) { return absl::StrCat(c.merkle_scan_keys_per_second); },
        "Anti-entropy's hash trees are built from the Merkle index at start, after a membership "
-       "change completes and after a failed write, reading at most this many keys per second "
-       "(exchanges wait until it ends). 0: no limit."},
+       "change completes and after a failed write, reading at most this many keys per second. "
+       "Until a build ends, exchanges, repairs and tombstone purging on a new ring wait, and "
+       "the storage engine keeps the versions replaced meanwhile. 0: no limit."},
       {"handoff_mb_per_second", "N", false,
        [](absl::string_view v, NodeConfig* c) {
          int mb = 0;

@@ -27,6 +27,10 @@ std::string EncodeDigest(uint64_t digest) {
   return out;
 }
 
+absl::Status ScansStopped() {
+  return absl::CancelledError("the Merkle index scans were stopped (the node is stopping)");
+}
+
 bool DecodeDigest(absl::string_view bytes, uint64_t* digest) {
   return bytes.size() == 8 && GetFixed64(&bytes, digest);
 }
@@ -164,6 +168,7 @@ void MerkleIndex::OnRecordChange(absl::string_view key, const std::string* old_e
 }
 
 absl::Status MerkleIndex::Build() {
+  if (scans_stopped_.WaitForNotificationWithTimeout(absl::ZeroDuration())) return ScansStopped();
   std::shared_ptr<const View> v;
   std::unique_ptr<Iterator> snapshot;
   absl::Status refused;
@@ -188,6 +193,7 @@ absl::Status MerkleIndex::ChangeRing(std::shared_ptr<const HashRing> ring) {
 
 absl::Status MerkleIndex::Rebuild(std::shared_ptr<const HashRing> ring,
                                   std::optional<uint64_t> only_at_generation, bool* rebuilt) {
+  if (scans_stopped_.WaitForNotificationWithTimeout(absl::ZeroDuration())) return ScansStopped();
   // Made before the cut, which holds up the store's writes: the new view (its generation set at
   // the cut) and empty trees; the old trees are freed after it.
   std::shared_ptr<View> next = MakeView(std::move(ring), 0);
@@ -260,7 +266,6 @@ absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view,
     if (retry && became_stale && stale_handler_) stale_handler_();
     return error;
   };
-  const absl::Status stopped = absl::CancelledError("the Merkle index scan was stopped");
   const absl::Time started = SteadyNow();
   uint64_t scanned = 0;
   // After each chunk: false if StopScans was called. With a rate, first sleeps until the entries
@@ -291,7 +296,7 @@ absl::Status MerkleIndex::Scan(std::shared_ptr<const View> view,
       if (!apply()) return superseded;
       // Stopped: the trees are incomplete, as after a failed read, but nothing rebuilds them
       // (the node is stopping).
-      if (!pace()) return failed(stopped, /*retry=*/false);
+      if (!pace()) return failed(ScansStopped(), /*retry=*/false);
     }
   }
   if (!it->status().ok()) return failed(it->status(), /*retry=*/true);

@@ -17,10 +17,12 @@
 // once, whether or not the scan has reached its key, and the scan adds the snapshot's entries as
 // it reads them, without the lock. Entry hashes combine by XOR, so a key changed after the cut
 // ends with its new entry whatever the order (the snapshot's entry is the change's old one), and
-// the scan needs no memory for the changes made meanwhile, so it can be slowed down at no cost but
-// time: SetScanRate caps the entries it reads per second (it sleeps between chunks, on the
-// monotonic clock), so that a node with many keys does not spend a core on it after every ring
-// change. Exchanges are refused (not ready) until the scan ends. StopScans ends scans under way
+// the scan needs no memory for the changes made meanwhile, so it can be slowed down:
+// SetScanRate caps the entries it reads per second (it sleeps between chunks, on the monotonic
+// clock), so that a node with many keys does not spend a core on it after every ring change. A
+// slower scan costs time (exchanges are refused, not ready, until it ends, and whatever waits for
+// the trees waits longer) and holds its snapshot longer: the engine keeps the versions that
+// writes replace or delete meanwhile until the scan ends. StopScans ends scans under way
 // (and later ones) at their next chunk, CANCELLED, so that a slow scan does not hold up a
 // shutdown.
 //
@@ -45,6 +47,7 @@
 // index stale the same way, so that it is rebuilt; one that
 // finds a malformed entry leaves it stale without telling the handler, and RebuildIfStale then
 // answers that error without scanning (every scan would fail) until a ring change tries again.
+// A scan that StopScans ends leaves it stale the same way, without a rebuild.
 //
 // Thread-safe: OnRecordChange runs on the store's committing thread, while a mutation prepares
 // its group (node/commit_queue.h: one mutation at a time); the other methods from any thread.
@@ -108,7 +111,8 @@ class MerkleIndex : public RecordObserver {
   // If stale and built, rebuilds the trees for the current ring as ChangeRing does (blocks as
   // Build does) and returns true; false at once if not stale, or when a
   // ChangeRing replaced the ring meanwhile (its rebuild covers it); UNAVAILABLE if stale while a
-  // scan runs (try again after it). A write failing meanwhile makes the index stale again.
+  // scan runs (try again after it); CANCELLED after StopScans. A write failing meanwhile makes
+  // the index stale again.
   absl::StatusOr<bool> RebuildIfStale();
   // Called when the index goes stale (not again until a rebuild has begun), on the thread whose
   // write failed, without the index's lock; it must not block (schedule RebuildIfStale

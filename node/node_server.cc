@@ -855,6 +855,9 @@ void NodeServer::Shutdown() {
   // Replication stops in dependency order: the outbox answers its waiters and ignores late
   // completions (unsent entries stay on disk for the next start); the timer stops; queued work
   // drains; then the transports cancel their calls in flight (whose callbacks then run inline).
+  // A Merkle tree scan under way (a build, a rebuild for a new ring or after a failed write,
+  // which anti-entropy's shutdown would wait for) ends at its next chunk, and later ones at once.
+  if (merkle_ != nullptr) merkle_->StopScans();
   if (changer_ != nullptr) changer_->Shutdown();
   if (gossiper_ != nullptr) gossiper_->Shutdown();
   gossip_scheduler_.reset();
@@ -863,7 +866,6 @@ void NodeServer::Shutdown() {
   if (handoff_ != nullptr) handoff_->Shutdown();
   if (repairs_ != nullptr) repairs_->Shutdown();
   if (anti_entropy_ != nullptr) anti_entropy_->Shutdown();
-  if (merkle_ != nullptr) merkle_->StopScans();  // a scan under way ends at its next chunk
   if (reaper_ != nullptr) reaper_->Shutdown();
   if (cleaner_ != nullptr) cleaner_->Shutdown();
   if (outbox_ != nullptr) outbox_->Shutdown();

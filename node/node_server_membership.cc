@@ -261,7 +261,7 @@ void NodeServer::FollowRingWithMerkleTrees() {
     }
     // A replica catching up compares with the new ring's peers again; a ring of one ends it.
     if (anti_entropy_ != nullptr) anti_entropy_->MaybeFinishCatchingUp();
-  } else {
+  } else if (!absl::IsCancelled(built)) {  // cancelled: the node is stopping (StopScans)
     LogError(
         "rebuilding the Merkle trees failed; anti-entropy and tombstone purging stay off until a "
         "rebuild succeeds (retried every second after a read error) or the node restarts",

@@ -234,7 +234,7 @@ TEST_F(MerkleIndexTest, StopScansEndsAPacedScanAtItsNextChunk) {
     for (int i = 0; i < 8192; ++i) Change(writer, absl::StrCat("k", i), "v");
   }
   MerkleIndex index("a", ring_, 3, &engine_);
-  index.SetScanRate(1000);  // eight seconds for the whole scan
+  index.SetScanRate(100);  // ten seconds for each chunk of 1,024 entries
   absl::Status built;
   absl::Time ended;
   std::thread builder([&] {
