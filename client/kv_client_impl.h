@@ -62,9 +62,8 @@ struct Client::Impl {
       : options(std::move(client_options)), budget(options.retry) {
     for (const std::string& endpoint : options.endpoints) {
       std::shared_ptr<grpc::Channel> channel =
-          options.channel_factory
-              ? options.channel_factory(endpoint)
-              : client_internal::DefaultChannel(endpoint, credentials, options.connect_timeout);
+          options.channel_factory ? options.channel_factory(endpoint)
+                                  : client_internal::DefaultChannel(endpoint, credentials, options);
       // A null channel (a channel_factory's failure) gets no stubs: Create refuses the client
       // before any call could use them.
       kv_stubs.push_back(channel == nullptr ? nullptr : v1::KV::NewStub(channel));

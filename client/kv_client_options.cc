@@ -160,7 +160,7 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const TlsOptions& t
 
 std::shared_ptr<grpc::Channel> DefaultChannel(
     const std::string& endpoint, const std::shared_ptr<grpc::ChannelCredentials>& credentials,
-    absl::Duration connect_timeout) {
+    const ClientOptions& options) {
   grpc::ChannelArguments args;
   // Responses come from our own nodes, which bound them (a record by max_record_bytes, a
   // GetBatch answer by about 1 MiB plus one record).
@@ -171,7 +171,17 @@ std::shared_ptr<grpc::Channel> DefaultChannel(
   // reconnect backoff" (20 s by default), then fails the calls waiting for it (they are not
   // wait-for-ready) and reports the channel TRANSIENT_FAILURE, which Client skips.
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-              static_cast<int>(absl::ToInt64Milliseconds(connect_timeout)));
+              static_cast<int>(absl::ToInt64Milliseconds(options.connect_timeout)));
+  if (options.keepalive_time > absl::ZeroDuration()) {
+    // Pings only while calls are in flight, as often as keepalive_time for as long as the node
+    // sends nothing (nodes accept one a second: kvnode's server arguments).
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
+                static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_time)));
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_timeout)));
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  }
   // No service config from name resolution: one could add a retry policy, which would send a
   // call again after a node received it, first-attempt mark included (PutRequest.first_attempt).
   // gRPC's transparent retries resend only calls no node received.
@@ -202,6 +212,19 @@ absl::Status ValidateOptions(const ClientOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("ClientOptions::connect_timeout must be between 100ms and 1h, not ",
                      absl::FormatDuration(options.connect_timeout)));
+  }
+  if (options.keepalive_time != absl::ZeroDuration() &&
+      (options.keepalive_time < absl::Seconds(1) || options.keepalive_time > absl::Hours(24))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ClientOptions::keepalive_time must be 0 (no pings) or between 1s and 24h, "
+                     "not ",
+                     absl::FormatDuration(options.keepalive_time)));
+  }
+  if (options.keepalive_timeout < absl::Milliseconds(100) ||
+      options.keepalive_timeout > absl::Hours(1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ClientOptions::keepalive_timeout must be between 100ms and 1h, not ",
+                     absl::FormatDuration(options.keepalive_timeout)));
   }
   for (const auto& [name, coalescing] :
        {std::pair<const char*, const CoalescingOptions*>{"put_coalescing", &options.put_coalescing},

@@ -24,11 +24,11 @@ absl::Status ValidateOptions(const ClientOptions& options);
 std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const TlsOptions& tls);
 
 // A channel to `endpoint` with `credentials` and no receive-size limit that reconnects to a
-// restarted endpoint within about a second and gives up on a connection attempt after
-// `connect_timeout` (ClientOptions::connect_timeout).
+// restarted endpoint within about a second, gives up on a connection attempt after
+// ClientOptions::connect_timeout and pings a silent node as ClientOptions::keepalive_time says.
 std::shared_ptr<grpc::Channel> DefaultChannel(
     const std::string& endpoint, const std::shared_ptr<grpc::ChannelCredentials>& credentials,
-    absl::Duration connect_timeout);
+    const ClientOptions& options);
 
 }  // namespace kv::client_internal
 

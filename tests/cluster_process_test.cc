@@ -1046,6 +1046,40 @@ TEST_F(ClusterTest, ClientWhoseFirstEndpointIsDeadSucceedsThroughTheOthers) {
   cluster_->Resume(1);
 }
 
+// Without an attempt timeout, a client's calls on the open connection to a node that hangs
+// (SIGSTOP) are not held for their whole deadline: the channel's keepalive ping goes unanswered,
+// the connection closes, and the calls are retried on the other endpoints (before, each call that
+// started there waited out its deadline and failed).
+TEST_F(ClusterTest, AClientFailsOverFromAHungNodeWithoutAnAttemptTimeout) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(3, {"--failure_timeout=10m"}));
+  ClientOptions options;
+  options.endpoints = {cluster_->endpoint(1), cluster_->endpoint(2), cluster_->endpoint(0)};
+  options.call_deadline = absl::Seconds(20);
+  options.keepalive_time = absl::Seconds(1);
+  options.keepalive_timeout = absl::Seconds(2);
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  for (int k = 0; k < 6; ++k) {  // connections to every endpoint are open
+    ASSERT_TRUE((*client)->Put(absl::StrCat("warm/", k), "v").ok()) << k;
+  }
+  ASSERT_TRUE(cluster_->Pause(1));
+  absl::Duration slowest;
+  for (int k = 0; k < 6; ++k) {
+    const std::string key = absl::StrCat("hung/", k);
+    const absl::Time start = absl::Now();
+    absl::StatusOr<WriteResult> put = (*client)->Put(key, "v");
+    const absl::Duration took = absl::Now() - start;
+    slowest = std::max(slowest, took);
+    EXPECT_TRUE(put.ok()) << key << ": " << put.status();
+  }
+  cluster_->Resume(1);
+  std::fprintf(stderr, "slowest Put with a hung endpoint: %s\n",
+               absl::FormatDuration(slowest).c_str());
+  // A ping a second, unanswered for two: well under the 20 s deadline, with room for a loaded
+  // machine.
+  EXPECT_LT(slowest, absl::Seconds(12));
+}
+
 // SIGTERM ends a node within its drain and grace even when writes are still waiting for W
 // acknowledgements that the outbox will not get soon (both peers hung, a backlog ahead of them):
 // once the grace is over, the waiting writes are answered UNAVAILABLE (their outbox entries stay

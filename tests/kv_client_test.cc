@@ -1275,6 +1275,19 @@ TEST(KvClientCreateTest, RejectsBadOptions) {
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(status.message(), HasSubstr("connect_timeout"));
   }
+  for (absl::Duration keepalive_time :
+       {absl::Milliseconds(-1), absl::Milliseconds(999), absl::Hours(25)}) {
+    options = FastOptions({"127.0.0.1:1"});
+    options.keepalive_time = keepalive_time;
+    absl::Status status = Client::Create(options).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(status.message(), HasSubstr("keepalive_time"));
+  }
+  options = FastOptions({"127.0.0.1:1"});
+  options.keepalive_time = absl::ZeroDuration();  // no pings
+  EXPECT_TRUE(Client::Create(options).ok());
+  options.keepalive_timeout = absl::Milliseconds(50);
+  EXPECT_THAT(Client::Create(options).status().message(), HasSubstr("keepalive_timeout"));
   // An infinite budget is not "no budget": it would never refill to half, and allow no retry.
   options = FastOptions({"127.0.0.1:1"});
   options.retry.budget_max_tokens = std::numeric_limits<double>::infinity();
