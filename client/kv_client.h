@@ -153,6 +153,10 @@ struct ClusterStatusResult {
   uint32_t default_w = 0;
   uint32_t default_r = 0;
   std::vector<MemberStatus> members;
+  // Nodes gossip knows that are not on the answering node's ring: waiting to be joined, joining
+  // (in layout_next_members), or gone (left or removed; forgotten once silent for the nodes'
+  // --gossip_forget_after). Only the id, address, zone and gossip fields are set.
+  std::vector<MemberStatus> outside_layout;
   uint64_t writes_coordinated = 0;
   uint64_t writes_forwarded = 0;
   uint64_t read_repairs = 0;

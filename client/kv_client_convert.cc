@@ -171,6 +171,33 @@ DescribeWriteResult FromDescribeWriteResponse(v1::DescribeWriteResponse* respons
   return result;
 }
 
+namespace {
+
+MemberStatus FromMemberStatus(v1::MemberStatus* proto) {
+  MemberStatus member;
+  member.node_id = std::move(*proto->mutable_node_id());
+  member.address = std::move(*proto->mutable_address());
+  member.zone = std::move(*proto->mutable_zone());
+  member.self = proto->self();
+  member.reachable = proto->reachable();
+  member.outbox_depth = proto->outbox_depth();
+  member.outbox_dropped = proto->outbox_dropped();
+  member.sent_records = proto->sent_records();
+  member.last_error = std::move(*proto->mutable_last_error());
+  member.last_success_unix_micros = proto->last_success_unix_micros();
+  // Nodes that predate gossip send neither liveness nor last_heard_ms_ago (0). Read before the
+  // liveness is moved out: a member heard less than 1 ms ago also says 0.
+  const bool predates_gossip = proto->liveness().empty();
+  member.liveness = predates_gossip ? "UNKNOWN" : std::move(*proto->mutable_liveness());
+  member.heartbeat = proto->heartbeat();
+  member.incarnation = proto->incarnation();
+  member.last_heard_ms_ago =
+      predates_gossip && proto->last_heard_ms_ago() == 0 ? -1 : proto->last_heard_ms_ago();
+  return member;
+}
+
+}  // namespace
+
 ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* response) {
   ClusterStatusResult result;
   result.node_id = std::move(*response->mutable_node_id());
@@ -179,26 +206,11 @@ ClusterStatusResult FromClusterStatusResponse(v1::ClusterStatusResponse* respons
   result.default_r = response->default_r();
   result.members.reserve(response->members_size());
   for (v1::MemberStatus& proto : *response->mutable_members()) {
-    MemberStatus member;
-    member.node_id = std::move(*proto.mutable_node_id());
-    member.address = std::move(*proto.mutable_address());
-    member.zone = std::move(*proto.mutable_zone());
-    member.self = proto.self();
-    member.reachable = proto.reachable();
-    member.outbox_depth = proto.outbox_depth();
-    member.outbox_dropped = proto.outbox_dropped();
-    member.sent_records = proto.sent_records();
-    member.last_error = std::move(*proto.mutable_last_error());
-    member.last_success_unix_micros = proto.last_success_unix_micros();
-    // Nodes that predate gossip send neither liveness nor last_heard_ms_ago (0). Read before the
-    // liveness is moved out: a member heard less than 1 ms ago also says 0.
-    const bool predates_gossip = proto.liveness().empty();
-    member.liveness = predates_gossip ? "UNKNOWN" : std::move(*proto.mutable_liveness());
-    member.heartbeat = proto.heartbeat();
-    member.incarnation = proto.incarnation();
-    member.last_heard_ms_ago =
-        predates_gossip && proto.last_heard_ms_ago() == 0 ? -1 : proto.last_heard_ms_ago();
-    result.members.push_back(std::move(member));
+    result.members.push_back(FromMemberStatus(&proto));
+  }
+  result.outside_layout.reserve(response->outside_layout_size());
+  for (v1::MemberStatus& proto : *response->mutable_outside_layout()) {
+    result.outside_layout.push_back(FromMemberStatus(&proto));
   }
   result.writes_coordinated = response->writes_coordinated();
   result.writes_forwarded = response->writes_forwarded();

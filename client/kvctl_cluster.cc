@@ -81,6 +81,21 @@ std::string MembersText(const ClusterStatusResult& status) {
   return FormatTable(rows);
 }
 
+// The nodes gossip knows outside the ring, or "" if none.
+std::string OutsideLayoutText(const ClusterStatusResult& status) {
+  if (status.outside_layout.empty()) return "";
+  std::vector<std::vector<std::string>> rows = {
+      {"NODE", "ADDRESS", "ZONE", "LIVENESS", "HEARTBEAT", "HEARD"}};
+  for (const MemberStatus& node : status.outside_layout) {
+    rows.push_back({node.node_id, node.address, node.zone.empty() ? "-" : node.zone, node.liveness,
+                    absl::StrCat(node.heartbeat), LastHeard(node)});
+  }
+  return absl::StrCat(
+      "known to gossip, not members (waiting to be joined, joining, or gone; a node outside the "
+      "layout is forgotten once silent for --gossip_forget_after):\n",
+      FormatTable(rows));
+}
+
 CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
   CommandOutput out;
   out.json = {{"node_id", status.node_id},
@@ -101,9 +116,20 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
               {"layout_conflict", status.layout_conflict},
               {"settings_conflict", status.settings_conflict},
               {"catching_up", status.catching_up},
-              {"history_conflict", status.history_conflict}};
+              {"history_conflict", status.history_conflict},
+              {"outside_layout", nlohmann::json::array()}};
   for (const MemberStatus& member : status.members) {
     out.json["members"].push_back(MemberToJson(member));
+  }
+  for (const MemberStatus& node : status.outside_layout) {
+    out.json["outside_layout"].push_back({{"node_id", node.node_id},
+                                          {"address", node.address},
+                                          {"zone", node.zone},
+                                          {"self", node.self},
+                                          {"liveness", node.liveness},
+                                          {"heartbeat", node.heartbeat},
+                                          {"incarnation", node.incarnation},
+                                          {"last_heard_ms_ago", node.last_heard_ms_ago}});
   }
   out.text = absl::StrCat(
       "cluster as seen by ", status.node_id, ": N=", status.replication_factor,
@@ -134,7 +160,8 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
           : absl::StrCat("membership change in progress (", status.layout_change,
                          "): owners after it: ", absl::StrJoin(status.layout_next_members, ", "),
                          "; keys are placed on the old and the new owners until it completes\n"),
-      MembersText(status), "writes coordinated here: ", status.writes_coordinated,
+      MembersText(status), OutsideLayoutText(status),
+      "writes coordinated here: ", status.writes_coordinated,
       ", forwarded: ", status.writes_forwarded, ", read repairs: ", status.read_repairs, "\n");
   if (status.replication_lag_samples == 0) {
     absl::StrAppend(&out.text,

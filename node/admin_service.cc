@@ -134,6 +134,16 @@ void AdminService::FillMembers(const HashRing& ring, v1::ClusterStatusResponse* 
     if (auto ae = exchanges.find(member.id); ae != exchanges.end())
       FillAntiEntropy(ae->second, out);
     if (auto ob = outbox.find(member.id); ob != outbox.end()) FillOutbox(ob->second, out);
+    gossip.erase(member.id);
+  }
+  for (const auto& [id, view] : gossip) {
+    v1::MemberStatus* out = response->add_outside_layout();
+    out->set_node_id(id);
+    out->set_address(view.entry.member.address);
+    out->set_zone(view.entry.member.zone);
+    out->set_self(view.self);
+    out->set_last_heard_ms_ago(-1);
+    FillGossip(view, out);
   }
 }
 

@@ -228,6 +228,14 @@ absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>&
                                    absl::FormatDuration(config.gossip_interval),
                                    "), or one lost exchange would mark live members DOWN"));
   }
+  if (config.gossip_forget_after != absl::ZeroDuration() &&
+      config.gossip_forget_after < 2 * config.failure_timeout) {
+    return UsageError(absl::StrCat("gossip_forget_after (",
+                                   absl::FormatDuration(config.gossip_forget_after),
+                                   ") must be 0 (never) or at least twice failure_timeout (",
+                                   absl::FormatDuration(config.failure_timeout),
+                                   "): a node is forgotten only well after it is DOWN"));
+  }
   // Room for one value of the largest size with its key and metadata (its dot, token, context
   // and the writes it replaced): otherwise such a Put could never be stored.
   const size_t one_record =

@@ -78,6 +78,9 @@ struct NodeConfig {
   absl::Duration gossip_interval = absl::Seconds(1);
   absl::Duration failure_timeout = absl::Seconds(5);
   absl::Duration seed_timeout = absl::Seconds(60);
+  // A node outside the layout silent for this long is forgotten by gossip (Gossiper::Options::
+  // forget_after); 0: never.
+  absl::Duration gossip_forget_after = absl::Hours(1);
   int replication_factor = 3;  // N; capped by the number of members
   int write_quorum = 2;        // default W
   // How long a coordinated write waits for its W acknowledgements (ClusterOptions::ack_timeout).

@@ -323,6 +323,15 @@ const std::vector<Setting>& Settings() {
        "A member whose gossiped heartbeat has not advanced for this long is DOWN (requests "
        "route around it; its writes wait in the outbox); UP again as soon as it advances. At "
        "least 3 gossip intervals."},
+      {"gossip_forget_after", "DURATION", false,
+       [](absl::string_view v, NodeConfig* c) {
+         return ParseDurationAtLeast(v, absl::ZeroDuration(), &c->gossip_forget_after);
+       },
+       [](const NodeConfig& c) { return absl::FormatDuration(c.gossip_forget_after); },
+       "Gossip forgets a node outside the cluster layout (one that left, was removed, or waited "
+       "to be joined and went away) once its heartbeat has not advanced for this long: it leaves "
+       "the member list and kvctl cluster status, and is known again if it comes back. Members "
+       "of the layout are never forgotten. 0: never. Otherwise at least twice failure_timeout."},
       {"seed_timeout", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseDurationAtLeast(v, absl::Seconds(1), &c->seed_timeout);

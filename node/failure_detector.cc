@@ -45,6 +45,11 @@ void FailureDetector::Evaluate(absl::Time now) {
   }
 }
 
+void FailureDetector::Forget(absl::string_view member_id) {
+  auto it = members_.find(member_id);
+  if (it != members_.end()) members_.erase(it);
+}
+
 Liveness FailureDetector::Get(absl::string_view member_id) const {
   auto it = members_.find(member_id);
   return it == members_.end() ? Liveness::kUnknown : it->second.liveness;
@@ -53,6 +58,12 @@ Liveness FailureDetector::Get(absl::string_view member_id) const {
 absl::Time FailureDetector::LastHeard(absl::string_view member_id) const {
   auto it = members_.find(member_id);
   return it == members_.end() ? absl::InfinitePast() : it->second.last_heard;
+}
+
+absl::Time FailureDetector::SilentSince(absl::string_view member_id) const {
+  auto it = members_.find(member_id);
+  if (it == members_.end()) return absl::InfinitePast();
+  return std::max(it->second.watched_since, it->second.last_heard);
 }
 
 std::vector<FailureDetector::Transition> FailureDetector::TakeTransitions() {

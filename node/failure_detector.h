@@ -42,11 +42,16 @@ class FailureDetector {
   void RestartUnheard(absl::Time now);
   // Marks DOWN every watched member not heard from for the timeout.
   void Evaluate(absl::Time now);
+  // Stops watching `member_id`, recording no transition (a member forgotten by its owner).
+  void Forget(absl::string_view member_id);
 
   // kUnknown for members that are not watched.
   Liveness Get(absl::string_view member_id) const;
   // When the member's heartbeat last advanced; InfinitePast if never (or not watched).
   absl::Time LastHeard(absl::string_view member_id) const;
+  // When its silence began: the later of LastHeard and when watching began; InfinitePast if not
+  // watched.
+  absl::Time SilentSince(absl::string_view member_id) const;
   // The changes of judgement since the last call, in the order they happened.
   std::vector<Transition> TakeTransitions();
 

@@ -1,9 +1,11 @@
 #include "node/gossip.h"
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -318,13 +320,14 @@ void Gossiper::RunRound() {
     if (stopped_) return;
     BumpSelfLocked();
     detector_.Evaluate(clock_->Now());
+    ForgetSilentLocked(clock_->Now());
     transitions = detector_.TakeTransitions();
     // The members of the layout are the candidates, DOWN ones included (talking to them is how
     // they are found to be back), and nodes outside it while UP (one waiting to be joined).
-    // Entries of nodes that left, or never joined, are never removed: if they were candidates
-    // like the others, every one of them would take a share of the rounds, heartbeats would
-    // spread too slowly and live members would be judged DOWN. They are asked one round in 16
-    // (any entry then), so that one that comes back is heard from.
+    // Entries of nodes that left, or never joined, stay until they are forgotten (forget_after):
+    // if they were candidates like the others, every one of them would take a share of the
+    // rounds, heartbeats would spread too slowly and live members would be judged DOWN. They are
+    // asked one round in 16 (any entry then), so that one that comes back is heard from.
     const bool any = absl::Uniform<int>(rng_, 0, 16) == 0;
     std::vector<const std::string*> candidates;
     for (const auto& [id, entry] : members_) {
@@ -554,11 +557,28 @@ void Gossiper::Merge(const GossipDigest& digest) {
     }
     auto it = members_.find(in.member.id);
     if (it == members_.end()) {
+      // A forgotten node's entry as a peer that has not forgotten it yet holds it: not news, and
+      // the quarantine goes on. A newer one, or one from the node itself, shows it came back.
+      bool came_back = false;
+      if (auto gone = forgotten_.find(in.member.id); gone != forgotten_.end()) {
+        if (digest.from_id != in.member.id &&
+            std::tie(in.incarnation, in.heartbeat) <=
+                std::tie(gone->second.incarnation, gone->second.heartbeat)) {
+          gone->second.at = now;
+          continue;
+        }
+        forgotten_.erase(gone);
+        came_back = true;
+      }
       MemberEntry entry = in;
       // Only the layout places a member on the ring.
       entry.ring_status = layout_.Contains(in.member.id) ? RingStatus::kNormal : RingStatus::kNone;
       auto added = members_.emplace(in.member.id, std::move(entry)).first;
-      detector_.Watch(in.member.id, now);
+      if (came_back) {
+        detector_.Heard(in.member.id, now);  // its heartbeat advanced since it was forgotten
+      } else {
+        detector_.Watch(in.member.id, now);
+      }
       WarnOfSettings(added->second);
       continue;
     }
@@ -603,6 +623,33 @@ void Gossiper::Merge(const GossipDigest& digest) {
   UpdateClusterFormatLevel();
 }
 
+void Gossiper::ForgetSilentLocked(absl::Time now) {
+  for (auto it = forgotten_.begin(); it != forgotten_.end();) {
+    it = now - it->second.at >= options_.forget_after ? forgotten_.erase(it) : std::next(it);
+  }
+  if (options_.forget_after == absl::InfiniteDuration()) return;
+  for (auto it = members_.begin(); it != members_.end();) {
+    const std::string& id = it->first;
+    const absl::Time silent_since = detector_.SilentSince(id);
+    if (id == self_id_ || layout_.Contains(id) || silent_since == absl::InfinitePast() ||
+        now - silent_since < options_.forget_after) {
+      ++it;
+      continue;
+    }
+    LogInfo(
+        "forgetting a member: it is outside the cluster layout and its heartbeat has not "
+        "advanced for forget_after",
+        {{"member", absl::CHexEscape(absl::string_view(id).substr(0, 64))},
+         {"address", absl::CHexEscape(absl::string_view(it->second.member.address).substr(0, 300))},
+         {"silent_for", absl::FormatDuration(now - silent_since)}});
+    forgotten_[id] = Forgotten{it->second.incarnation, it->second.heartbeat, now};
+    detector_.Forget(id);
+    settings_warned_.erase(id);
+    exchange_refusals_.erase(it->second.member.address);
+    it = members_.erase(it);
+  }
+}
+
 void Gossiper::BumpSelfLocked() {
   MemberEntry& me = members_[self_id_];
   ++me.heartbeat;
@@ -643,6 +690,9 @@ bool Gossiper::IsDown(absl::string_view member_id) const {
 Liveness Gossiper::LivenessOf(absl::string_view member_id) const {
   absl::MutexLock lock(&mu_);
   if (member_id == self_id_) return Liveness::kUp;
+  // A forgotten node was silent for forget_after: DOWN, also for a coordinator whose placement
+  // still lists it (a removal being installed).
+  if (forgotten_.find(member_id) != forgotten_.end()) return Liveness::kDown;
   return detector_.Get(member_id);
 }
 

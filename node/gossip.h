@@ -20,6 +20,18 @@
 // (only possible after the node's clock went backwards across a restart) makes it take a newer
 // incarnation.
 //
+// Forgetting. A node outside the layout (one that left, was removed, or waited to be joined and
+// went away) whose heartbeat has not advanced here for Options::forget_after is dropped from
+// the table, the failure detector and Members() (logged, "forgetting a member"); LivenessOf
+// still says DOWN while its quarantine lasts. Members of the layout, current or next, are never
+// forgotten: they must be removed first. So that a peer that has not forgotten the entry yet (one
+// that heard of it later, or of an earlier version that never forgets) cannot gossip it back, the
+// forgotten version (incarnation, heartbeat) is kept aside, and an entry at or below it is
+// ignored; each such entry restarts the quarantine, which ends forget_after after the last one.
+// A newer entry (the node came back: a restart, or a paused process resumed), or any entry the
+// node sends of itself (its clock may have gone back across a restart), is taken: the node is UP
+// again.
+//
 // Input from peers. A layout that CheckLayout (node/cluster_layout.h) refuses, and a member
 // entry with a malformed member (CheckMember, node/ring.h) or an incarnation or heartbeat beyond
 // kMaxIncarnation and kMaxHeartbeat, are ignored (the rest of the digest is taken) and logged,
@@ -78,6 +90,9 @@ class Gossiper : public MemberLiveness, public FormatLevels {
     // The format level this node says it reads (storage/format_level.h). 0: kFormatLevel; a
     // lower level makes it look like an older node to the others (tests of rolling upgrades).
     uint32_t format_level = 0;
+    // How long a node outside the layout may stay silent before it is forgotten (see
+    // "Forgetting" above); InfiniteDuration: never.
+    absl::Duration forget_after = absl::Hours(1);
     // Whether this node's data directory holds records; asked while the node is outside the
     // layout (members are never asked), after each layout change and at most every 10 s, and
     // gossiped as holds_records, which keeps such a node from being joined
@@ -197,6 +212,9 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   void LogRefusal(const GossipDigest& digest, absl::string_view what, const absl::Status& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   GossipDigest Digest() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the nodes outside the layout silent for Options::forget_after, and ends the
+  // quarantine of those forgotten that long ago (see "Forgetting" above).
+  void ForgetSilentLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs the listener for the detector's pending transitions (call without the lock).
   void Notify(std::vector<FailureDetector::Transition> transitions);
   // Adopts `layout` if newer: ring statuses follow it; queues a layout notification.
@@ -237,6 +255,15 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   // The incarnations this run has gossiped (its first, and any it moved to past an earlier run's
   // entry): an entry of this node at another one is of an earlier run.
   std::vector<uint64_t> run_incarnations_ ABSL_GUARDED_BY(mu_);
+  // By member id, the version of each forgotten entry, and when it was forgotten or last
+  // gossiped to this node since: an entry at or below that version is ignored until forget_after
+  // has passed since (ForgetSilentLocked).
+  struct Forgotten {
+    uint64_t incarnation = 0;
+    uint64_t heartbeat = 0;
+    absl::Time at;
+  };
+  std::map<std::string, Forgotten, std::less<>> forgotten_ ABSL_GUARDED_BY(mu_);
   // The differing settings last logged per member (so each is logged once).
   std::map<std::string, std::string> settings_warned_ ABSL_GUARDED_BY(mu_);
   // When, and under which layout version, Options::holds_records was last asked.

@@ -534,7 +534,7 @@ void NodeServer::ScheduleStaleMerkleRebuild() {
   if (scheduler_ == nullptr) return;  // shutting down: the next start rebuilds the trees
   scheduler_->RunAfter(absl::Seconds(1), [this] {
     absl::StatusOr<bool> rebuilt;
-    const absl::Time start = absl::Now();
+    const absl::Time start = SteadyClock::Get()->Now();
     uint64_t version = 0;
     bool ready = false;
     {
@@ -551,7 +551,7 @@ void NodeServer::ScheduleStaleMerkleRebuild() {
     }
     if (rebuilt.ok() && *rebuilt) {
       LogInfo("Merkle trees rebuilt after a failed write or scan",
-              {{"took", absl::FormatDuration(absl::Now() - start)}});
+              {{"took", absl::FormatDuration(SteadyClock::Get()->Now() - start)}});
     } else if (absl::IsUnavailable(rebuilt.status())) {
       ScheduleStaleMerkleRebuild();  // a scan was running: after it
     } else if (!rebuilt.ok() && !absl::IsCancelled(rebuilt.status())) {
@@ -574,10 +574,11 @@ void NodeServer::StartMerkleIndex(std::shared_ptr<const HashRing> ring) {
   merkle_->SetScanRate(config_.merkle_scan_keys_per_second);
   store_->SetObserver(merkle_.get());
   executor_->Schedule([merkle = merkle_.get()] {
-    const absl::Time start = absl::Now();
+    const absl::Time start = SteadyClock::Get()->Now();
     absl::Status built = merkle->Build();
     if (built.ok()) {
-      LogInfo("Merkle trees built", {{"took", absl::FormatDuration(absl::Now() - start)}});
+      LogInfo("Merkle trees built",
+              {{"took", absl::FormatDuration(SteadyClock::Get()->Now() - start)}});
     } else if (!absl::IsCancelled(built) && !absl::IsFailedPrecondition(built)) {
       // (Cancelled, or refused because a ring change began first: that change builds them.)
       LogError(

@@ -247,12 +247,12 @@ void NodeServer::FollowRingWithMerkleTrees() {
   const ClusterLayout& layout = placement->layout();
   if (layout.in_transition() || layout.version == merkle_layout_version_) return;
   merkle_layout_version_ = layout.version;
-  const absl::Time start = absl::Now();
+  const absl::Time start = SteadyClock::Get()->Now();
   absl::Status built = merkle_->ChangeRing(placement->current_ptr());
   if (built.ok()) {
     LogInfo("Merkle trees rebuilt for the new cluster layout",
             {{"layout_version", absl::StrCat(layout.version)},
-             {"took", absl::FormatDuration(absl::Now() - start)}});
+             {"took", absl::FormatDuration(SteadyClock::Get()->Now() - start)}});
     // Tombstone purging was paused when the layout arrived (the gossip listener): it checks the
     // replicas of the index's ring, which is now the new one.
     if (reaper_->ResumeOnRing(layout.version)) {
@@ -356,6 +356,9 @@ void NodeServer::StartGossip(const ClusterLayout& layout) {
   options.layout = layout;
   options.interval = config_.gossip_interval;
   options.failure_timeout = config_.failure_timeout;
+  options.forget_after = config_.gossip_forget_after == absl::ZeroDuration()
+                             ? absl::InfiniteDuration()
+                             : config_.gossip_forget_after;
   options.seeds = config_.seeds;
   options.format_level = config_.fault_format_level;
   options.generation = store_->generation();

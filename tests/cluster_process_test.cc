@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -65,7 +66,7 @@ constexpr size_t kMaxReported = 10;
 
 std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout = kRpcTimeout) {
   auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  context->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
   return context;
 }
 
@@ -285,7 +286,8 @@ class ClusterTest : public ::testing::Test {
   // to it is connected again, so that the next call does not fail fast on the old connection.
   absl::Status Restart(size_t i) {
     if (absl::Status restarted = cluster_->Restart(i); !restarted.ok()) return restarted;
-    if (!channels_.at(i)->WaitForConnected(absl::ToChronoTime(absl::Now() + kRpcTimeout))) {
+    if (!channels_.at(i)->WaitForConnected(std::chrono::system_clock::now() +
+                                           absl::ToChronoMilliseconds(kRpcTimeout))) {
       return absl::DeadlineExceededError(
           absl::StrCat("no connection to restarted ", cluster_->node_id(i)));
     }

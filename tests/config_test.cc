@@ -347,7 +347,12 @@ TEST(ConfigGossipTest, SeedsAndGossipTimings) {
   EXPECT_EQ(c.gossip_interval, absl::Milliseconds(100));
   EXPECT_EQ(c.failure_timeout, absl::Seconds(1));
   EXPECT_EQ(c.seed_timeout, absl::Seconds(5));
+  EXPECT_EQ(ParseOk({"--gossip_interval=100ms", "--failure_timeout=1s", "--gossip_forget_after=2s"})
+                .gossip_forget_after,
+            absl::Seconds(2));
+  EXPECT_EQ(ParseOk({"--gossip_forget_after=0"}).gossip_forget_after, absl::ZeroDuration());
   const NodeConfig defaults = ParseOk({});
+  EXPECT_EQ(defaults.gossip_forget_after, absl::Hours(1));
   EXPECT_TRUE(defaults.seeds.empty());
   EXPECT_EQ(defaults.gossip_interval, absl::Seconds(1));
   EXPECT_EQ(defaults.failure_timeout, absl::Seconds(5));
@@ -361,6 +366,9 @@ TEST(ConfigGossipTest, BadGossipSettingsAreNamed) {
   EXPECT_THAT(ParseError({"--gossip_interval=1ms"}), HasSubstr("at least 10ms"));
   EXPECT_THAT(ParseError({"--gossip_interval=1s", "--failure_timeout=2s"}),
               HasSubstr("at least 3 gossip intervals"));
+  EXPECT_THAT(ParseError({"--gossip_forget_after=9s"}),
+              HasSubstr("must be 0 (never) or at least twice failure_timeout (5s)"));
+  EXPECT_THAT(ParseError({"--gossip_forget_after=-1s"}), HasSubstr("gossip_forget_after"));
 }
 
 }  // namespace

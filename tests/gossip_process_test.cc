@@ -7,6 +7,8 @@
 //     quickly (coordinators route around it instead of waiting for timeouts);
 //   - a node started with only --seeds learns the full member list, places keys exactly as the
 //     others do, and serves; a node the seed's cluster does not list refuses to start.
+//   - a node outside the layout that goes away is forgotten by every member after
+//     --gossip_forget_after, and known again when it comes back.
 // Every wait is a poll with a deadline; every loop is bounded.
 #include <signal.h>
 
@@ -45,13 +47,17 @@ constexpr absl::Duration kFailureTimeout = absl::Seconds(1);
 constexpr absl::Duration kDetectBound = absl::Seconds(4);
 constexpr absl::Duration kPoll = absl::Milliseconds(20);
 
-std::unique_ptr<testing::Cluster> StartCluster(int nodes, std::vector<size_t> seeds_only = {}) {
+std::unique_ptr<testing::Cluster> StartCluster(int nodes, std::vector<size_t> seeds_only = {},
+                                               std::vector<size_t> joiners = {},
+                                               std::vector<std::string> flags = {}) {
   testing::Cluster::Options options;
   options.nodes = nodes;
   options.seeds_only = std::move(seeds_only);
+  options.joiners = std::move(joiners);
   options.extra_flags = {"--gossip_interval=100ms",
                          absl::StrCat("--failure_timeout=", absl::FormatDuration(kFailureTimeout)),
                          "--shutdown_drain=0s"};
+  options.extra_flags.insert(options.extra_flags.end(), flags.begin(), flags.end());
   absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster = testing::Cluster::Start(options);
   EXPECT_TRUE(cluster.ok()) << cluster.status();
   return cluster.ok() ? *std::move(cluster) : nullptr;
@@ -66,7 +72,8 @@ std::unique_ptr<Client> ClientFor(const std::vector<std::string>& endpoints) {
   return *std::move(client);
 }
 
-// `member`'s entry in node `index`'s ClusterStatus, if it answered and lists it.
+// `member`'s entry in node `index`'s ClusterStatus (among the members or the nodes outside the
+// layout), if it answered and lists it.
 std::optional<MemberStatus> MemberAsSeenBy(testing::Cluster& cluster, size_t index,
                                            const std::string& member) {
   std::unique_ptr<Client> client = ClientFor({cluster.endpoint(index)});
@@ -75,6 +82,9 @@ std::optional<MemberStatus> MemberAsSeenBy(testing::Cluster& cluster, size_t ind
   absl::StatusOr<ClusterStatusResult> status = client->ClusterStatus(call);
   if (!status.ok()) return std::nullopt;
   for (const MemberStatus& m : status->members) {
+    if (m.node_id == member) return m;
+  }
+  for (const MemberStatus& m : status->outside_layout) {
     if (m.node_id == member) return m;
   }
   return std::nullopt;
@@ -277,6 +287,75 @@ TEST(GossipProcessTest, SeedsOnlyNodeLearnsTheMembersAndPlacesKeysLikeTheOthers)
   absl::StatusOr<int> code = stranger->Wait(absl::Seconds(20));
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0) << stranger->Stderr();
+  EXPECT_TRUE(cluster->StopAll().ok()) << cluster->LogTails();
+}
+
+// A node that waited to be joined and went away is forgotten by every member once it has been
+// silent for --gossip_forget_after (5 s here): it leaves cluster status, and does not come back
+// from a member's gossip; started again, it is known again.
+TEST(GossipProcessTest, ANodeThatWentAwayIsForgottenByEveryNode) {
+  constexpr absl::Duration kForgetAfter = absl::Seconds(5);
+  std::unique_ptr<testing::Cluster> cluster =
+      StartCluster(4, {}, /*joiners=*/{3},
+                   {absl::StrCat("--gossip_forget_after=", absl::FormatDuration(kForgetAfter))});
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_TRUE(cluster->Restart(3).ok()) << cluster->LogTails();  // n4 waits to be joined
+  const std::vector<size_t> members = {0, 1, 2};
+  ASSERT_NE(WaitForLiveness(*cluster, members, "n4", "UP", absl::Seconds(20)),
+            absl::InfiniteDuration())
+      << cluster->LogTails();
+  // kvctl shows it apart from the members, as a node waiting to be joined.
+  testing::CommandResult kvctl =
+      testing::RunCommand({KVCTL_PATH, "--endpoints=" + cluster->endpoint(0), "cluster", "status"});
+  EXPECT_EQ(kvctl.exit_code, 0) << kvctl.err;
+  EXPECT_TRUE(absl::StrContains(kvctl.out, "known to gossip, not members")) << kvctl.out;
+  EXPECT_TRUE(absl::StrContains(kvctl.out, cluster->endpoint(3))) << kvctl.out;
+  EXPECT_TRUE(absl::StrContains(kvctl.out, "3 member(s)")) << kvctl.out;
+  cluster->Kill(3);
+  const absl::Time killed = absl::Now();
+  // DOWN first, then forgotten about 5 s after its last heartbeat, by every member.
+  bool seen_down = false;
+  auto listed_by_any = [&] {
+    bool listed = false;
+    for (size_t i : members) {
+      std::optional<MemberStatus> seen = MemberAsSeenBy(*cluster, i, "n4");
+      if (seen && seen->liveness == "DOWN") seen_down = true;
+      listed = listed || seen.has_value();
+    }
+    return listed;
+  };
+  absl::Time forgotten = absl::InfiniteFuture();
+  while (absl::Now() - killed < absl::Seconds(40)) {
+    if (!listed_by_any()) {
+      forgotten = absl::Now();
+      break;
+    }
+    absl::SleepFor(kPoll);
+  }
+  ASSERT_NE(forgotten, absl::InfiniteFuture()) << cluster->LogTails();
+  std::cout << "n4 forgotten by every member " << absl::FormatDuration(forgotten - killed)
+            << " after it was killed\n";
+  EXPECT_TRUE(seen_down);
+  // Not before forget_after since its last heartbeat (one gossip interval before the kill at
+  // most, with slack).
+  EXPECT_GE(forgotten - killed, kForgetAfter - absl::Milliseconds(500));
+  for (size_t i : members) {
+    EXPECT_TRUE(absl::StrContains(cluster->Logs(i), "forgetting a member")) << cluster->Logs(i);
+  }
+  kvctl = testing::RunCommand(
+      {KVCTL_PATH, "--endpoints=" + cluster->endpoint(0), "--json", "cluster", "status"});
+  EXPECT_EQ(kvctl.exit_code, 0) << kvctl.err;
+  EXPECT_TRUE(absl::StrContains(kvctl.out, "\"outside_layout\":[]")) << kvctl.out;
+  // Gossip among the members does not bring it back (each keeps the forgotten version aside).
+  for (int round = 0; round < 20; ++round) {
+    EXPECT_FALSE(listed_by_any()) << "round " << round;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  // Started again (a new incarnation), it is known again.
+  ASSERT_TRUE(cluster->Restart(3).ok()) << cluster->LogTails();
+  EXPECT_NE(WaitForLiveness(*cluster, members, "n4", "UP", absl::Seconds(20)),
+            absl::InfiniteDuration())
+      << cluster->LogTails();
   EXPECT_TRUE(cluster->StopAll().ok()) << cluster->LogTails();
 }
 

@@ -442,6 +442,159 @@ TEST_F(GossipTest, MembersThatLeftDoNotCrowdOutTheLiveOnes) {
   EXPECT_TRUE(AllSee("gone1", Liveness::kDown));
 }
 
+// True if `gossiper` lists `id`.
+bool Lists(const Gossiper& gossiper, absl::string_view id) {
+  for (const MemberView& view : gossiper.Members()) {
+    if (view.entry.member.id == id) return true;
+  }
+  return false;
+}
+
+// Entries of nodes outside the layout that stay silent are forgotten by every node after
+// forget_after; a node that heard of them later and still holds them cannot gossip them back.
+TEST_F(GossipTest, NodesOutsideTheLayoutThatStaySilentAreForgotten) {
+  all_ = MakeMembers(3);
+  Gossiper::Options options;
+  options.forget_after = absl::Seconds(20);
+  for (int i = 0; i < 3; ++i) StartNode(i, all_, options);
+  GossipDigest departed;
+  departed.from_id = "gone";
+  for (int i = 1; i <= 2; ++i) {
+    MemberEntry entry;
+    entry.member = Member{absl::StrCat("gone", i), absl::StrCat("10.0.9.", i, ":7700"), ""};
+    entry.incarnation = 1;
+    entry.heartbeat = 1;
+    departed.members.push_back(entry);
+  }
+  // n1 and n2 hear of the departed nodes now, n3 (cut off meanwhile) only 10 s later: it holds
+  // them for 10 s after the others have forgotten them.
+  net_.Cut(all_[2].address);
+  for (int i = 0; i < 2; ++i) nodes_[i].gossiper->HandleGossip(departed);
+  scheduler_.Advance(absl::Seconds(10));
+  nodes_[2].gossiper->HandleGossip(departed);
+  scheduler_.Advance(absl::Seconds(9));
+  for (Node& node : nodes_) {
+    EXPECT_TRUE(Lists(*node.gossiper, "gone1"));
+    EXPECT_EQ(node.gossiper->LivenessOf("gone1"), Liveness::kDown);
+  }
+  scheduler_.Advance(absl::Seconds(2));
+  EXPECT_FALSE(Lists(*nodes_[0].gossiper, "gone1"));
+  EXPECT_FALSE(Lists(*nodes_[1].gossiper, "gone2"));
+  EXPECT_EQ(nodes_[0].gossiper->LivenessOf("gone1"), Liveness::kDown);  // while in quarantine
+  // Members of the layout are never forgotten, however long they are silent: n3 is still listed.
+  EXPECT_TRUE(Lists(*nodes_[0].gossiper, "n3"));
+  EXPECT_EQ(nodes_[0].gossiper->LivenessOf("n3"), Liveness::kDown);
+  // n3 still holds the departed entries; healed, it gossips them to n1 and n2, which keep them
+  // out until n3 forgets them too.
+  ASSERT_TRUE(Lists(*nodes_[2].gossiper, "gone1"));
+  net_.Heal(all_[2].address);
+  for (int i = 0; i < 2; ++i) nodes_[i].gossiper->HandleGossip(TableOf(2));
+  scheduler_.Advance(absl::Seconds(5));
+  ASSERT_TRUE(Lists(*nodes_[2].gossiper, "gone1"));
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_FALSE(Lists(*nodes_[i].gossiper, "gone1")) << all_[i].id;
+    EXPECT_FALSE(Lists(*nodes_[i].gossiper, "gone2")) << all_[i].id;
+  }
+  scheduler_.Advance(absl::Seconds(5));
+  for (Node& node : nodes_) {
+    EXPECT_FALSE(Lists(*node.gossiper, "gone1"));
+    EXPECT_FALSE(Lists(*node.gossiper, "gone2"));
+  }
+  EXPECT_TRUE(AllSee("n3", Liveness::kUp));
+  // n1 judged gone1 DOWN once: it never watched it again after forgetting it.
+  EXPECT_EQ(std::count(events_.begin(), events_.end(), "n1:gone1=DOWN"), 1);
+}
+
+// A forgotten node that comes back (a newer entry: a restart, or its process resumed; or any
+// entry it sends itself) is known again. A relayed copy of the forgotten version is not news and
+// restarts the quarantine; once a quarantine ends, the same version is taken again (and forgotten
+// again).
+TEST_F(GossipTest, AForgottenNodeThatComesBackIsKnownAgain) {
+  all_ = MakeMembers(3);
+  Gossiper::Options options;
+  options.forget_after = absl::Seconds(10);
+  for (int i = 0; i < 3; ++i) StartNode(i, all_, options);
+  Gossiper& n1 = *nodes_[0].gossiper;
+  MemberEntry entry;
+  entry.member = Member{"j1", "10.0.8.1:7700", ""};
+  entry.incarnation = 5;
+  entry.heartbeat = 3;
+  GossipDigest relayed;  // j1's entry as a node that did not forget it passes it on
+  relayed.from_id = "x9";
+  relayed.members.push_back(entry);
+  n1.HandleGossip(relayed);
+  scheduler_.Advance(absl::Seconds(11));
+  ASSERT_FALSE(Lists(n1, "j1"));
+  EXPECT_EQ(n1.LivenessOf("j1"), Liveness::kDown);  // forgotten, and DOWN while in quarantine
+  scheduler_.Advance(absl::Seconds(8));
+  n1.HandleGossip(relayed);  // the same version: not news, and the quarantine starts again
+  EXPECT_FALSE(Lists(n1, "j1"));
+  scheduler_.Advance(absl::Seconds(8));  // 16 s after it was forgotten, 8 s after the relay
+  n1.HandleGossip(relayed);
+  EXPECT_FALSE(Lists(n1, "j1"));
+  relayed.members[0].heartbeat = 4;  // resumed: a newer version, even relayed
+  n1.HandleGossip(relayed);
+  EXPECT_TRUE(Lists(n1, "j1"));
+  EXPECT_EQ(n1.LivenessOf("j1"), Liveness::kUp);
+  scheduler_.Advance(absl::Seconds(11));  // silent again: forgotten again, by every node
+  for (Node& node : nodes_) EXPECT_FALSE(Lists(*node.gossiper, "j1"));
+  // Its own entry is taken whatever its version (a clock that went back across a restart).
+  GossipDigest own;
+  own.from_id = "j1";
+  own.members.push_back(entry);
+  own.members[0].incarnation = 2;
+  n1.HandleGossip(own);
+  EXPECT_TRUE(Lists(n1, "j1"));
+  EXPECT_EQ(n1.LivenessOf("j1"), Liveness::kUp);
+  scheduler_.Advance(absl::Seconds(11));
+  ASSERT_FALSE(Lists(n1, "j1"));
+  // After a quarantine with no copy gossiped (another forget_after), the same version is taken
+  // again, watched, and forgotten again once silent for forget_after.
+  scheduler_.Advance(absl::Seconds(11));
+  EXPECT_EQ(n1.LivenessOf("j1"), Liveness::kUnknown);
+  n1.HandleGossip(own);
+  EXPECT_TRUE(Lists(n1, "j1"));
+  scheduler_.Advance(absl::Seconds(11));
+  EXPECT_FALSE(Lists(n1, "j1"));
+  // With forget_after infinite, nothing is forgotten.
+  options.forget_after = absl::InfiniteDuration();
+  StartNode(1, all_, options);
+  nodes_[1].gossiper->HandleGossip(relayed);
+  scheduler_.Advance(absl::Seconds(60));
+  EXPECT_TRUE(Lists(*nodes_[1].gossiper, "j1"));
+}
+
+// A member removed from the layout (cluster remove of a member down for good) that has been
+// silent for forget_after is forgotten at the next round, and stays DOWN to LivenessOf; a next
+// owner of a transition is never forgotten, however long it is silent.
+TEST_F(GossipTest, ARemovedMemberIsForgottenAndANextOwnerIsNot) {
+  all_ = MakeMembers(4);
+  Gossiper::Options options;
+  options.forget_after = absl::Seconds(10);
+  std::vector<Member> three(all_.begin(), all_.begin() + 3);
+  for (int i = 0; i < 3; ++i) StartNode(i, three, options);
+  Gossiper& n1 = *nodes_[0].gossiper;
+  net_.Cut(all_[2].address);            // n3 dies
+  ClusterLayout joining = n1.Layout();  // n4 joins meanwhile, and is silent too
+  joining.version += 1;
+  joining.next = all_;
+  joining.change = "join n4";
+  ASSERT_TRUE(n1.ProposeLayout(joining).ok());
+  scheduler_.Advance(absl::Seconds(30));
+  EXPECT_TRUE(Lists(n1, "n3"));
+  EXPECT_TRUE(Lists(n1, "n4"));  // a next owner
+  EXPECT_EQ(n1.LivenessOf("n4"), Liveness::kDown);
+  ClusterLayout removed;
+  removed.version = joining.version + 1;
+  removed.members = {all_[0], all_[1], all_[3]};
+  removed.change = "remove n3";
+  ASSERT_TRUE(n1.ProposeLayout(removed).ok());
+  scheduler_.Advance(kInterval + absl::Milliseconds(10));
+  EXPECT_FALSE(Lists(n1, "n3"));
+  EXPECT_EQ(n1.LivenessOf("n3"), Liveness::kDown);
+  EXPECT_TRUE(Lists(n1, "n4"));
+}
+
 // A node that restarts (a newer incarnation) on another address is known by that address: a join
 // is planned with it.
 TEST_F(GossipTest, ARestartOnAnotherAddressIsLearned) {

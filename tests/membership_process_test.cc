@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -363,7 +364,7 @@ class MembershipProcessTest : public ::testing::Test {
         grpc::CreateChannel(cluster_->endpoint(node), grpc::InsecureChannelCredentials()));
   }
   static void SetDeadline(grpc::ClientContext* context) {
-    context->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   }
 
   // Asks `node` to purge `key` if its record is `expected` (the reaper's request).

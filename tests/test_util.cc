@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -537,10 +538,11 @@ std::string ByteBufferToString(const grpc::ByteBuffer& buffer) {
   return out;
 }
 
-// One health check with its own deadline.
-bool CheckServingOnce(grpc::GenericStub* stub, absl::Time deadline) {
+// One health check that may take `timeout`. gRPC deadlines are read on the system clock, as gRPC
+// reads it (abseil's clock may lag a step of it).
+bool CheckServingOnce(grpc::GenericStub* stub, absl::Duration timeout) {
   grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(deadline));
+  context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
   context.set_wait_for_ready(true);
   grpc::Slice empty_slice("");
   grpc::ByteBuffer request(&empty_slice, 1);
@@ -568,8 +570,8 @@ bool WaitForServing(const std::string& endpoint, absl::Duration timeout) {
       grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args));
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
-    const absl::Time attempt_deadline = std::min(deadline, absl::Now() + absl::Seconds(1));
-    if (CheckServingOnce(&stub, attempt_deadline)) return true;
+    const absl::Duration attempt = std::min(deadline - absl::Now(), absl::Seconds(1));
+    if (CheckServingOnce(&stub, std::max(attempt, absl::Milliseconds(1)))) return true;
     if (absl::Now() >= deadline) return false;
     absl::SleepFor(absl::Milliseconds(20));
   }

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <functional>
@@ -424,7 +425,7 @@ TEST_F(TlsProcessTest, TheInternalServiceTakesOnlyTheNamedPeers) {
     auto stub = internal::v1::Replica::NewStub(
         grpc::CreateChannel(absl::StrCat("127.0.0.1:", ports[1]), grpc::SslCredentials(ssl)));
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
     internal::v1::ReadRecordRequest request;
     request.set_key("k");
     internal::v1::ReadRecordResponse response;

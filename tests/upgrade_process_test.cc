@@ -12,6 +12,7 @@
 // The stand-in runs this build but refuses, as an older node does, what it says it cannot read
 // (version-2 contexts in writes, records with replaced writes merged or read from peers).
 // Every wait is a poll with a deadline; every loop is bounded.
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -77,7 +78,7 @@ class RollingUpgradeTest : public ::testing::Test {
     auto stub = internal::v1::Replica::NewStub(
         grpc::CreateChannel(cluster_->endpoint(i), grpc::InsecureChannelCredentials()));
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     internal::v1::ReadRecordRequest request;
     request.set_key(key);
     request.set_reader_format_level(kFormatLevel);  // the record as stored
