@@ -125,6 +125,14 @@ std::shared_ptr<GrpcPeerTransport::PeerStubs> GrpcPeerTransport::StubsFor(const 
     args.SetMaxSendMessageSize(options_.max_message_bytes);
     // Reconnect quickly after a peer restarts: replication retries have their own backoff.
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    if (options_.keepalive_time > absl::ZeroDuration()) {
+      args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
+                  static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_time)));
+      args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                  static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_timeout)));
+      args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+      args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);  // a call waiting on a silent peer
+    }
     // Distinct channel arguments keep gRPC from sharing one subchannel between the two channels.
     if (gossip) args.SetString("kv.channel_purpose", "gossip");
     stubs = std::make_shared<PeerStubs>();

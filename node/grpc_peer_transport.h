@@ -3,6 +3,11 @@
 // public kv.v1.KV service (the peer coordinates them exactly as it would a client's).
 //
 // One channel per peer address (and a separate one for gossip), created on first use and kept.
+// While calls are in flight a channel pings its peer every keepalive_time, and closes the
+// connection when a ping goes unanswered for keepalive_timeout: its calls then fail UNAVAILABLE
+// at once instead of waiting out their deadlines, and the channel connects again, resolving the
+// peer's name anew (a peer whose host vanished without closing its connections, or whose name
+// now points elsewhere, is not waited on until TCP gives up, which takes many minutes).
 // Every call has a deadline (Options; anti-entropy calls and digest comparisons use read_timeout);
 // its callback is handed to the executor, so callers may block in it (e.g. on storage) without
 // stalling gRPC's threads. The destructor cancels the calls still in flight and waits until their
@@ -50,6 +55,10 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
     absl::Duration forward_timeout = absl::Seconds(5);
     absl::Duration gossip_timeout = absl::Seconds(1);
     int max_message_bytes = 64 << 20;
+    // Keepalive pings while calls are in flight (see above); a zero keepalive_time sends none.
+    // kvnode accepts a ping a second from its peers and clients (node/node_server.cc).
+    absl::Duration keepalive_time = absl::Seconds(2);
+    absl::Duration keepalive_timeout = absl::Seconds(3);
     // The storage format level this node reads (storage/format_level.h), asked of peers in
     // ReadRecord. Below kFormatLevel only to act as an older node in tests: records read that
     // it could not read then fail with DATA_LOSS, as they would on such a node.

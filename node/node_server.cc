@@ -775,8 +775,9 @@ absl::Status NodeServer::StartGrpc() {
   }
   // gRPC sets SO_REUSEPORT by default, which would let a second node silently share the port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  // Clients ping a silent node while their calls wait (ClientOptions::keepalive_time, at least a
-  // second apart): allowed, where gRPC's default (five minutes) would close their connections.
+  // Clients and peers ping a silent node while their calls wait (ClientOptions::keepalive_time
+  // and GrpcPeerTransport::Options::keepalive_time, at least a second apart): allowed, where
+  // gRPC's default (five minutes) would close their connections.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.limits.max_message_bytes()));
   builder.RegisterService(kv_service_.get());
