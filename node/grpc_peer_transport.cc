@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <type_traits>
 #include <utility>
 
@@ -126,10 +127,14 @@ std::shared_ptr<GrpcPeerTransport::PeerStubs> GrpcPeerTransport::StubsFor(const 
     // Reconnect quickly after a peer restarts: replication retries have their own backoff.
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     if (options_.keepalive_time > absl::ZeroDuration()) {
+      // At least a second apart (kvnode refuses pings more often), at most a day.
+      auto clamped_ms = [](absl::Duration d, absl::Duration min) {
+        return static_cast<int>(absl::ToInt64Milliseconds(std::clamp(d, min, absl::Hours(24))));
+      };
       args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
-                  static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_time)));
+                  clamped_ms(options_.keepalive_time, absl::Seconds(1)));
       args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
-                  static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_timeout)));
+                  clamped_ms(options_.keepalive_timeout, absl::Milliseconds(100)));
       args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
       args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);  // a call waiting on a silent peer
     }

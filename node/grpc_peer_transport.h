@@ -3,11 +3,16 @@
 // public kv.v1.KV service (the peer coordinates them exactly as it would a client's).
 //
 // One channel per peer address (and a separate one for gossip), created on first use and kept.
-// While calls are in flight a channel pings its peer every keepalive_time, and closes the
-// connection when a ping goes unanswered for keepalive_timeout: its calls then fail UNAVAILABLE
-// at once instead of waiting out their deadlines, and the channel connects again, resolving the
-// peer's name anew (a peer whose host vanished without closing its connections, or whose name
-// now points elsewhere, is not waited on until TCP gives up, which takes many minutes).
+// While calls are in flight and nothing has been read from the peer for keepalive_time, a
+// channel pings it, and closes the connection when the ping goes unanswered for
+// keepalive_timeout: the calls in flight then fail UNAVAILABLE, and the channel connects again,
+// resolving the peer's name anew. So a connection to a peer that stopped answering (its host
+// gone without closing it, or its name now pointing to a replacement) is dropped within
+// keepalive_time + keepalive_timeout of silence, rather than kept until TCP gives up (many
+// minutes, or never for a stopped process whose kernel still acknowledges). Calls with shorter
+// deadlines (merges, reads, gossip) still end at their deadlines, and calls to a peer that
+// accepts connections but never completes the handshake wait for gRPC's connect timeout (20 s)
+// or their deadline, as before.
 // Every call has a deadline (Options; anti-entropy calls and digest comparisons use read_timeout);
 // its callback is handed to the executor, so callers may block in it (e.g. on storage) without
 // stalling gRPC's threads. The destructor cancels the calls still in flight and waits until their
@@ -56,7 +61,8 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
     absl::Duration gossip_timeout = absl::Seconds(1);
     int max_message_bytes = 64 << 20;
     // Keepalive pings while calls are in flight (see above); a zero keepalive_time sends none.
-    // kvnode accepts a ping a second from its peers and clients (node/node_server.cc).
+    // keepalive_time is raised to 1 s (kvnode accepts a ping a second from its peers and
+    // clients, node/node_server.cc), and both are capped at a day.
     absl::Duration keepalive_time = absl::Seconds(2);
     absl::Duration keepalive_timeout = absl::Seconds(3);
     // The storage format level this node reads (storage/format_level.h), asked of peers in

@@ -1176,7 +1176,10 @@ TEST_F(ClusterTest, DescribeAnswersWithinTheCallersDeadlineWhileAReplicaHangs) {
       }
       ++unreachable;
       EXPECT_EQ(replica.node_id(), "n3");
-      EXPECT_TRUE(absl::StrContains(absl::AsciiStrToLower(replica.error()), "deadline"))
+      // Its deadline, or (about 5 s into the pause) the keepalive ping n1's channel sent it going
+      // unanswered, which closes the connection under the calls in flight.
+      const std::string error = absl::AsciiStrToLower(replica.error());
+      EXPECT_TRUE(absl::StrContains(error, "deadline") || absl::StrContains(error, "keepalive"))
           << replica.error();
     }
     EXPECT_EQ(unreachable, 1);

@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -61,12 +62,19 @@ class MembershipProcessTest : public ::testing::Test {
     options.extra_flags = {"--anti_entropy_interval=0", "--gossip_interval=100ms",
                            "--cleanup_confirm_delay=1s"};
     if (slow_handoff_) options.extra_flags.push_back("--handoff_mb_per_second=1");
-    if (n1_wall_clock_behind_) {
+    if (n1_wall_clock_behind_ || n1_wall_clock_stepped_) {
       const std::string libfaketime = testing::LibfaketimePath();
       ASSERT_FALSE(libfaketime.empty()) << "libfaketimeMT.so.1 is missing: install Debian's "
                                            "faketime package (deploy/setup-deps.sh does)";
       options.node_env[0] = testing::FaketimeEnv(libfaketime);
-      options.node_env[0]["FAKETIME"] = "-1h";
+      if (n1_wall_clock_stepped_) {
+        // The offset is read from a file at every call (StepN1WallClock replaces it).
+        StepN1WallClock("+0");
+        options.node_env[0]["FAKETIME_TIMESTAMP_FILE"] = clock_offset_;
+        options.node_env[0]["FAKETIME_NO_CACHE"] = "1";
+      } else {
+        options.node_env[0]["FAKETIME"] = "-1h";
+      }
       // libfaketime keeps two of n1's gRPC threads polling (README, Limits), which on 2 cores
       // slows every process: no member is judged DOWN for that.
       options.extra_flags.push_back("--failure_timeout=20s");
@@ -94,7 +102,17 @@ class MembershipProcessTest : public ::testing::Test {
 
   bool slow_handoff_ = false;  // set before SetUp: 1 MB/s per source
   bool fast_purge_ = false;    // set before SetUp: tombstones purged a few seconds after a delete
-  bool n1_wall_clock_behind_ = false;  // set before SetUp: n1's wall clock an hour behind
+  bool n1_wall_clock_behind_ = false;   // set before SetUp: n1's wall clock an hour behind
+  bool n1_wall_clock_stepped_ = false;  // set before SetUp: n1's wall clock steps when told
+
+  // Moves n1's wall clock to `offset` from the real one (libfaketime's "+7h" form). The file is
+  // replaced whole, so libfaketime never reads it half written.
+  void StepN1WallClock(const std::string& offset) {
+    testing::WriteFile(clock_offset_ + ".new", offset + "\n");
+    ASSERT_EQ(std::rename((clock_offset_ + ".new").c_str(), clock_offset_.c_str()), 0);
+  }
+  testing::TempDir clock_dir_;
+  const std::string clock_offset_ = clock_dir_.Sub("offset");
 
   static std::unique_ptr<Client> ClientFor(std::vector<std::string> endpoints) {
     ClientOptions options;
@@ -783,6 +801,61 @@ TEST_F(MembershipWallClockTest, ANodeWhoseWallClockIsBehindCommitsAJoin) {
   ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();  // waits to be joined
   ASSERT_TRUE(JoinPlannable(0)) << cluster_->LogTails();
   CommitAndWait(0, "join", "n4");
+}
+
+// A step of the wall clock of the node running a change, during its handoff (libfaketime, seven
+// hours forward: past the change's 6 h timeout): the change's deadline is on the monotonic clock,
+// so the operation never reports itself overdue, and completes.
+class MembershipWallClockStepTest : public MembershipProcessTest {
+ protected:
+  void SetUp() override {
+    n1_wall_clock_stepped_ = true;
+    slow_handoff_ = true;
+    MembershipProcessTest::SetUp();
+  }
+};
+
+TEST_F(MembershipWallClockStepTest, AStepForwardDuringAJoinNeitherMakesItOverdueNorStopsIt) {
+  // About 6 MB per source: at 1 MB/s, a handoff of several seconds, so that n1 reads its stepped
+  // clock for a while during it.
+  const std::string value(4000, 'x');
+  for (int i = 0; i < 3 * kPreloaded; ++i) {
+    ASSERT_TRUE(client_->Put(absl::StrCat("pre/", i), value).ok()) << i;
+  }
+  ASSERT_TRUE(cluster_->Restart(3).ok()) << cluster_->LogTails();  // waits to be joined
+  ASSERT_TRUE(JoinPlannable(0)) << cluster_->LogTails();
+  const uint64_t before =
+      KvctlJson(0, {"cluster", "status"}, 0).value("layout_version", uint64_t{0});
+  const nlohmann::json committed =
+      KvctlJson(0, {"cluster", "join", "n4", "--commit", "--token=test-step-join"}, 0);
+  const std::string id = committed.value("operation_id", "");
+  ASSERT_FALSE(id.empty()) << committed.dump();
+  ASSERT_TRUE(Eventually([&] {
+    return KvctlJson(0, {"cluster", "status"}, 0).value("layout_version", uint64_t{0}) ==
+           before + 1;
+  })) << cluster_->LogTails();
+  StepN1WallClock("+7h");
+  nlohmann::json op;
+  bool stepped_while_running = false;
+  bool saw_progress = false;  // the operation reported its progress after the step
+  const absl::Time deadline = absl::Now() + kChangeTimeout;
+  while (absl::Now() < deadline) {
+    op = KvctlJson(0, {"operation", "get", id}, 0);
+    const std::string message = op["progress"].value("message", "");
+    EXPECT_FALSE(absl::StrContains(message, "overdue")) << op.dump();
+    if (!message.empty()) saw_progress = true;
+    if (op.value("state", "") != "RUNNING") break;
+    stepped_while_running = true;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  EXPECT_EQ(op.value("state", ""), "SUCCEEDED") << op.dump() << cluster_->LogTails();
+  // The step came while the handoff ran (else this test proves nothing: preload more).
+  EXPECT_TRUE(stepped_while_running) << op.dump();
+  EXPECT_TRUE(saw_progress) << op.dump();
+  ASSERT_TRUE(Eventually([&] {
+    return KvctlJson(0, {"cluster", "status"}, 0).value("layout_version", uint64_t{0}) ==
+           before + 2;
+  })) << cluster_->LogTails();
 }
 
 // Tombstone purging pauses during a join and resumes on the new ring once it completes (it used
