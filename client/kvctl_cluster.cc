@@ -81,14 +81,24 @@ std::string MembersText(const ClusterStatusResult& status) {
   return FormatTable(rows);
 }
 
+// What a node gossip knows off the ring is: "self" (the answering node, waiting to be joined),
+// "joining" (a next owner of the change in progress), or "outside" (waiting to be joined, or
+// gone).
+std::string OutsideState(const ClusterStatusResult& status, const MemberStatus& node) {
+  if (node.self) return "self";
+  const std::vector<std::string>& next = status.layout_next_members;
+  if (std::find(next.begin(), next.end(), node.node_id) != next.end()) return "joining";
+  return "outside";
+}
+
 // The nodes gossip knows outside the ring, or "" if none.
 std::string OutsideLayoutText(const ClusterStatusResult& status) {
   if (status.outside_layout.empty()) return "";
   std::vector<std::vector<std::string>> rows = {
-      {"NODE", "ADDRESS", "ZONE", "LIVENESS", "HEARTBEAT", "HEARD"}};
+      {"NODE", "ADDRESS", "ZONE", "LIVENESS", "HEARTBEAT", "HEARD", "STATE"}};
   for (const MemberStatus& node : status.outside_layout) {
     rows.push_back({node.node_id, node.address, node.zone.empty() ? "-" : node.zone, node.liveness,
-                    absl::StrCat(node.heartbeat), LastHeard(node)});
+                    absl::StrCat(node.heartbeat), LastHeard(node), OutsideState(status, node)});
   }
   return absl::StrCat(
       "known to gossip, not members (waiting to be joined, joining, or gone; a node outside the "
@@ -126,6 +136,7 @@ CommandOutput ClusterStatusOutput(const ClusterStatusResult& status) {
                                           {"address", node.address},
                                           {"zone", node.zone},
                                           {"self", node.self},
+                                          {"state", OutsideState(status, node)},
                                           {"liveness", node.liveness},
                                           {"heartbeat", node.heartbeat},
                                           {"incarnation", node.incarnation},

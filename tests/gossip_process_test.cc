@@ -311,6 +311,9 @@ TEST(GossipProcessTest, ANodeThatWentAwayIsForgottenByEveryNode) {
   EXPECT_TRUE(absl::StrContains(kvctl.out, "known to gossip, not members")) << kvctl.out;
   EXPECT_TRUE(absl::StrContains(kvctl.out, cluster->endpoint(3))) << kvctl.out;
   EXPECT_TRUE(absl::StrContains(kvctl.out, "3 member(s)")) << kvctl.out;
+  kvctl = testing::RunCommand(
+      {KVCTL_PATH, "--endpoints=" + cluster->endpoint(3), "--json", "cluster", "status"});
+  EXPECT_TRUE(absl::StrContains(kvctl.out, "\"self\":true,\"state\":\"self\"")) << kvctl.out;
   cluster->Kill(3);
   const absl::Time killed = absl::Now();
   // DOWN first, then forgotten about 5 s after its last heartbeat, by every member.

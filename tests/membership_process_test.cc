@@ -198,6 +198,14 @@ class MembershipProcessTest : public ::testing::Test {
         EXPECT_TRUE(
             absl::StartsWith(status.value("layout_change", ""), absl::StrCat(verb, " ", node)))
             << status.dump();
+        if (verb == "join") {  // not on the ring yet: listed outside it, as joining
+          bool joining = false;
+          for (const nlohmann::json& other : status["outside_layout"]) {
+            joining = joining ||
+                      (other.value("node_id", "") == node && other.value("state", "") == "joining");
+          }
+          EXPECT_TRUE(joining) << status.dump();
+        }
       }
       absl::SleepFor(absl::Milliseconds(200));
     }
