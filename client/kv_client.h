@@ -281,13 +281,13 @@ struct ClientOptions {
   // channels the Client makes; a channel_factory's channels are the factory's. Between 100 ms
   // (gRPC's floor) and an hour.
   absl::Duration connect_timeout = absl::Seconds(3);
-  // While calls are in flight on a connection, the channel pings the node every
-  // `keepalive_time`, and closes the connection if a ping is not answered within
-  // `keepalive_timeout`: the calls on it then fail UNAVAILABLE and are retried on another
-  // endpoint (with their tokens: never applied twice), and the endpoint counts as down until it
-  // connects again. So a node that hangs (a stopped process, a host that drops the packets of an
-  // open connection) costs calls a few seconds, not their whole deadline, without an
-  // attempt_timeout. Nodes accept pings every second or less often; keepalive_time is 0 (no
+  // While calls are in flight on a connection and nothing has been read from it for
+  // `keepalive_time`, the channel pings the node, and closes the connection if the ping is not
+  // answered within `keepalive_timeout`: the calls on it then fail UNAVAILABLE and are retried
+  // on another endpoint (with their tokens: never applied twice), and the endpoint counts as
+  // down until it connects again. So a node that hangs (a stopped process, a host that drops the
+  // packets of an open connection) costs calls a few seconds, not their whole deadline, without
+  // an attempt_timeout. Nodes accept pings every second or less often; keepalive_time is 0 (no
   // pings) or at least 1 s, keepalive_timeout at least 100 ms. Used by the channels the Client
   // makes; a channel_factory's channels are the factory's.
   absl::Duration keepalive_time = absl::Seconds(2);

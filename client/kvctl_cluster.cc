@@ -81,14 +81,13 @@ std::string MembersText(const ClusterStatusResult& status) {
   return FormatTable(rows);
 }
 
-// What a node gossip knows off the ring is: "self" (the answering node, waiting to be joined),
-// "joining" (a next owner of the change in progress), or "outside" (waiting to be joined, or
-// gone).
+// What a node gossip knows off the ring is: "joining" (a next owner of the change in
+// progress), "self" (the answering node otherwise: it waits to be joined, or has left), or
+// "outside" (waiting to be joined, or gone).
 std::string OutsideState(const ClusterStatusResult& status, const MemberStatus& node) {
-  if (node.self) return "self";
   const std::vector<std::string>& next = status.layout_next_members;
   if (std::find(next.begin(), next.end(), node.node_id) != next.end()) return "joining";
-  return "outside";
+  return node.self ? "self" : "outside";
 }
 
 // The nodes gossip knows outside the ring, or "" if none.

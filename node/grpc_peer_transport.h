@@ -62,7 +62,7 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
     int max_message_bytes = 64 << 20;
     // Keepalive pings while calls are in flight (see above); a zero keepalive_time sends none.
     // keepalive_time is raised to 1 s (kvnode accepts a ping a second from its peers and
-    // clients, node/node_server.cc), and both are capped at a day.
+    // clients, node/node_server.cc) and keepalive_timeout to 100 ms; both are capped at a day.
     absl::Duration keepalive_time = absl::Seconds(2);
     absl::Duration keepalive_timeout = absl::Seconds(3);
     // The storage format level this node reads (storage/format_level.h), asked of peers in

@@ -1233,10 +1233,7 @@ TEST_F(ClusterTest, KvctlPutWaitTimesItsTimeoutOnTheMonotonicClock) {
   testing::TempDir dir;
   const std::string offset = dir.Sub("offset");
   // libfaketime reads the file at every call: replaced whole, never seen half written.
-  auto set_offset = [&](const std::string& value) {
-    testing::WriteFile(offset + ".new", value + "\n");
-    ASSERT_EQ(std::rename((offset + ".new").c_str(), offset.c_str()), 0);
-  };
+  auto set_offset = [&](const std::string& value) { testing::ReplaceFile(offset, value + "\n"); };
   set_offset("+0");
   std::map<std::string, std::string> env = testing::FaketimeEnv(libfaketime);
   env["FAKETIME_TIMESTAMP_FILE"] = offset;

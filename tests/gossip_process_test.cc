@@ -19,6 +19,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -311,9 +312,19 @@ TEST(GossipProcessTest, ANodeThatWentAwayIsForgottenByEveryNode) {
   EXPECT_TRUE(absl::StrContains(kvctl.out, "known to gossip, not members")) << kvctl.out;
   EXPECT_TRUE(absl::StrContains(kvctl.out, cluster->endpoint(3))) << kvctl.out;
   EXPECT_TRUE(absl::StrContains(kvctl.out, "3 member(s)")) << kvctl.out;
-  kvctl = testing::RunCommand(
-      {KVCTL_PATH, "--endpoints=" + cluster->endpoint(3), "--json", "cluster", "status"});
-  EXPECT_TRUE(absl::StrContains(kvctl.out, "\"self\":true,\"state\":\"self\"")) << kvctl.out;
+  // Each says what n4 is: n1 a node outside the layout, n4 itself.
+  auto n4_state_seen_by = [&](size_t node) {
+    const testing::CommandResult status = testing::RunCommand(
+        {KVCTL_PATH, "--endpoints=" + cluster->endpoint(node), "--json", "cluster", "status"});
+    const nlohmann::json json = nlohmann::json::parse(status.out, nullptr, false);
+    if (!json.is_object()) return std::string("(no JSON) ") + status.out + status.err;
+    for (const nlohmann::json& other : json.value("outside_layout", nlohmann::json::array())) {
+      if (other.value("node_id", "") == "n4") return other.value("state", "");
+    }
+    return std::string("(n4 not listed) ") + status.out;
+  };
+  EXPECT_EQ(n4_state_seen_by(0), "outside");
+  EXPECT_EQ(n4_state_seen_by(3), "self");
   cluster->Kill(3);
   const absl::Time killed = absl::Now();
   // DOWN first, then forgotten about 5 s after its last heartbeat, by every member.
@@ -377,10 +388,7 @@ TEST(GossipProcessTest, AStepOfANodesWallClockNeitherStopsItsGossipNorMisjudgesI
   TempDir dir;
   const std::string offset = dir.Sub("offset");
   // libfaketime reads the file at every call: replaced whole, never seen half written.
-  auto set_offset = [&](const std::string& value) {
-    WriteFile(offset + ".new", value + "\n");
-    ASSERT_EQ(std::rename((offset + ".new").c_str(), offset.c_str()), 0);
-  };
+  auto set_offset = [&](const std::string& value) { testing::ReplaceFile(offset, value + "\n"); };
   set_offset("+0");
   testing::Cluster::Options options;
   options.nodes = 3;

@@ -257,6 +257,13 @@ void WriteFile(const std::string& path, const std::string& contents) {
   if (!out) Die(absl::StrCat("cannot write ", path));
 }
 
+void ReplaceFile(const std::string& path, const std::string& contents) {
+  WriteFile(path + ".new", contents);
+  if (std::rename((path + ".new").c_str(), path.c_str()) != 0) {
+    Die(absl::StrCat("cannot rename ", path, ".new to ", path));
+  }
+}
+
 DirectorySnapshot SnapshotDirectory(const std::string& dir) {
   DirectorySnapshot files;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {

@@ -47,6 +47,10 @@ bool ListensOn(pid_t pid, int port);
 
 // Writes `contents` to `path` (replacing it). Dies on failure.
 void WriteFile(const std::string& path, const std::string& contents);
+// Writes `contents` to `path` + ".new" and renames it over `path`, so a reader sees the old
+// contents or the new, never half of them (libfaketime's FAKETIME_TIMESTAMP_FILE, read at every
+// call). Dies on failure.
+void ReplaceFile(const std::string& path, const std::string& contents);
 std::string ReadFile(const std::string& path);
 
 // Every entry of directory `dir` (not recursive) with its size (0 for a non-file) and last

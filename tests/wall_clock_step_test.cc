@@ -43,9 +43,7 @@ void SetWallClockOffset(const std::string& offset) {
   const std::string path = std::getenv(kStepFile);
   ASSERT_NE(path, kNoStepFile) << "not run under libfaketime: install Debian's faketime package "
                                   "(deploy/setup-deps.sh does)";
-  // libfaketime reads the file at every call: replaced whole, never seen half written.
-  testing::WriteFile(path + ".new", offset + "\n");
-  ASSERT_EQ(std::rename((path + ".new").c_str(), path.c_str()), 0);
+  testing::ReplaceFile(path, offset + "\n");  // read at every call: never seen half written
 }
 
 // A KV service that holds the calls it is told to hold until Release, and answers the others
