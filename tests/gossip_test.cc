@@ -421,17 +421,24 @@ TEST_F(GossipTest, MembersListedAtOtherAddressesStillHearEachOther) {
             absl::InfiniteDuration());
 }
 
-TEST_F(GossipTest, MembersThatLeftDoNotCrowdOutTheLiveOnes) {
-  StartAll(3);
+// A digest holding the entries of `count` nodes outside the layout, "gone1".."goneN", each at
+// version (1, 1), as a node that heard of them gossips them.
+GossipDigest DepartedNodes(int count) {
   GossipDigest departed;
   departed.from_id = "gone";
-  for (int i = 1; i <= 6; ++i) {
+  for (int i = 1; i <= count; ++i) {
     MemberEntry entry;
     entry.member = Member{absl::StrCat("gone", i), absl::StrCat("10.0.9.", i, ":7700"), ""};
     entry.incarnation = 1;
     entry.heartbeat = 1;
     departed.members.push_back(entry);
   }
+  return departed;
+}
+
+TEST_F(GossipTest, MembersThatLeftDoNotCrowdOutTheLiveOnes) {
+  StartAll(3);
+  const GossipDigest departed = DepartedNodes(6);
   for (Node& node : nodes_) node.gossiper->HandleGossip(departed);
   scheduler_.Advance(absl::Seconds(120));
   for (const std::string& e : events_) {
@@ -457,15 +464,7 @@ TEST_F(GossipTest, NodesOutsideTheLayoutThatStaySilentAreForgotten) {
   Gossiper::Options options;
   options.forget_after = absl::Seconds(20);
   for (int i = 0; i < 3; ++i) StartNode(i, all_, options);
-  GossipDigest departed;
-  departed.from_id = "gone";
-  for (int i = 1; i <= 2; ++i) {
-    MemberEntry entry;
-    entry.member = Member{absl::StrCat("gone", i), absl::StrCat("10.0.9.", i, ":7700"), ""};
-    entry.incarnation = 1;
-    entry.heartbeat = 1;
-    departed.members.push_back(entry);
-  }
+  const GossipDigest departed = DepartedNodes(2);
   // n1 and n2 hear of the departed nodes now, n3 (cut off meanwhile) only 10 s later: it holds
   // them for 10 s after the others have forgotten them.
   net_.Cut(all_[2].address);
