@@ -101,9 +101,9 @@ class Gossiper : public MemberLiveness, public FormatLevels {
     std::function<bool()> holds_records;
     ClusterLayout layout;  // version 0: version 1 of the members given at construction
     // The settings every member must share (placement and what replicas accept: N, the size
-    // limits, idempotency_ttl), as "name=value" pairs joined by ','. Gossiped in this node's
-    // entry; nodes that gossip other values are reported (SettingsConflict, and a warning in the
-    // log once per node and value). Empty: nothing gossiped or compared.
+    // limits, idempotency_ttl; and gossip_forget_after), as "name=value" pairs joined by ','.
+    // Gossiped in this node's entry; nodes that gossip other values are reported (SettingsConflict,
+    // and a warning in the log once per node and value). Empty: nothing gossiped or compared.
     std::string settings;
     // This node's history generation at start (MemberEntry::generation; SetGeneration advances
     // it). 0: none.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -56,7 +57,10 @@ struct Call {
 }  // namespace
 
 GrpcPeerTransport::GrpcPeerTransport(std::string self_id, Executor* executor, Options options)
-    : self_id_(std::move(self_id)), executor_(executor), options_(options) {}
+    : self_id_(std::move(self_id)),
+      executor_(executor),
+      options_(std::move(options)),
+      clock_(options_.clock != nullptr ? options_.clock : SteadyClock::Get()) {}
 
 GrpcPeerTransport::~GrpcPeerTransport() {
   absl::MutexLock lock(&mu_);
@@ -114,6 +118,7 @@ struct GrpcPeerTransport::PeerStubs {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<internal::v1::Replica::Stub> replica;
   std::unique_ptr<v1::KV::Stub> kv;
+  absl::Time last_used;  // guarded by the transport's mu_
 };
 
 std::shared_ptr<GrpcPeerTransport::PeerStubs> GrpcPeerTransport::StubsFor(const Member& peer,
@@ -151,7 +156,32 @@ std::shared_ptr<GrpcPeerTransport::PeerStubs> GrpcPeerTransport::StubsFor(const 
     stubs->replica = internal::v1::Replica::NewStub(stubs->channel);
     stubs->kv = v1::KV::NewStub(stubs->channel);
   }
+  stubs->last_used = clock_->Now();
   return stubs;
+}
+
+size_t GrpcPeerTransport::DropIdleChannels() {
+  std::vector<std::shared_ptr<PeerStubs>> dropped;  // destroyed after mu_ is released
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = clock_->Now();
+    for (auto it = peers_.begin(); it != peers_.end();) {
+      // A count of one: no call holds the stubs, and no call can take them without mu_.
+      if (it->second.use_count() == 1 &&
+          now - it->second->last_used >= options_.idle_channel_lifetime) {
+        dropped.push_back(std::move(it->second));
+        it = peers_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  return dropped.size();
+}
+
+size_t GrpcPeerTransport::ChannelCount() const {
+  absl::MutexLock lock(&mu_);
+  return peers_.size();
 }
 
 void GrpcPeerTransport::MergeRecords(const Member& peer, std::vector<EncodedRecord> records,

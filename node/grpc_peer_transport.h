@@ -2,7 +2,9 @@
 // gossip exchanges use the internal kv.internal.v1.Replica service; forwarded writes use the peer's
 // public kv.v1.KV service (the peer coordinates them exactly as it would a client's).
 //
-// One channel per peer address (and a separate one for gossip), created on first use and kept.
+// One channel per peer address (and a separate one for gossip), created on first use and kept
+// until DropIdleChannels finds it unused for Options::idle_channel_lifetime (an address of a node
+// that went away, or was replaced under a new one, is not kept for good).
 // While calls are in flight and nothing has been read from the peer for keepalive_time, a
 // channel pings it, and closes the connection when the ping goes unanswered for
 // keepalive_timeout: the calls in flight then fail UNAVAILABLE, and the channel connects again,
@@ -32,6 +34,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "node/clock.h"
 #include "node/executor.h"
 #include "node/gossip_transport.h"
 #include "node/peer_transport.h"
@@ -73,6 +76,10 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
     std::shared_ptr<grpc::ChannelCredentials> credentials;
     // Sent with every call (node/cluster_name.h); empty: none.
     std::string cluster_name;
+    // How long a channel no call has used may stay (DropIdleChannels); InfiniteDuration: for good.
+    absl::Duration idle_channel_lifetime = absl::Hours(1);
+    // Times channel use for DropIdleChannels; null: SteadyClock.
+    const Clock* clock = nullptr;
   };
 
   GrpcPeerTransport(std::string self_id, Executor* executor, Options options);
@@ -107,6 +114,13 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
   void Gossip(const std::string& address, GossipDigest digest,
               std::function<void(absl::StatusOr<GossipDigest>)> done) override;
 
+  // Closes and forgets the channels that no call holds and none has used for
+  // idle_channel_lifetime; returns how many. A later call to such an address makes a new channel.
+  // Must not run on one of gRPC's threads (it may drop a channel's last reference).
+  size_t DropIdleChannels();
+  // How many channels the transport holds (gossip's included).
+  size_t ChannelCount() const;
+
  private:
   // ReadRecord and ReadRecordForQuorum.
   void Read(const Member& peer, std::string key, bool for_quorum,
@@ -139,7 +153,8 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
   const std::string self_id_;
   Executor* const executor_;
   const Options options_;
-  absl::Mutex mu_;
+  const Clock* const clock_;
+  mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<PeerStubs>> peers_ ABSL_GUARDED_BY(mu_);
   std::set<grpc::ClientContext*> in_flight_ ABSL_GUARDED_BY(mu_);
   int releasing_ ABSL_GUARDED_BY(mu_) = 0;  // calls between End and Released

@@ -41,7 +41,7 @@
 namespace kv {
 namespace {
 
-constexpr absl::Duration kExpiryInterval = absl::Minutes(1);
+constexpr absl::Duration kMaintenanceInterval = absl::Minutes(1);
 // How often the store's history generation advances (node/local_store.h): a data directory
 // copied at least this long (plus the gossip delay) before the node's last run ended is told
 // apart from the node's own. Each advance is one synced write of a few bytes.
@@ -267,7 +267,7 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
   KV_RETURN_IF_ERROR(server->StartReplication());
   KV_RETURN_IF_ERROR(server->StartGrpc());
   server->gossiper_->Start();  // once this node can answer the exchanges it starts
-  server->expiry_thread_ = std::thread([s = server.get()] { s->ExpireIdempotencyRecordsLoop(); });
+  server->expiry_thread_ = std::thread([s = server.get()] { s->MaintenanceLoop(); });
   server->LogStarted();
   return server;
 }
@@ -835,14 +835,20 @@ void NodeServer::LogStarted() const {
            {"then", absl::StrCat("kvctl --endpoints=", endpoint, " get hello")}});
 }
 
-void NodeServer::ExpireIdempotencyRecordsLoop() {
-  while (!stop_expiry_.WaitForNotificationWithTimeout(kExpiryInterval)) {
+void NodeServer::MaintenanceLoop() {
+  while (!stop_expiry_.WaitForNotificationWithTimeout(kMaintenanceInterval)) {
     absl::StatusOr<size_t> expired = store_->ExpireIdempotencyRecords();
     if (!expired.ok()) {
       LogWarn("expiring idempotency records failed; will retry",
               {{"error", std::string(expired.status().message())}});
     } else if (*expired > 0) {
       Log(LogLevel::kDebug, "expired idempotency records", {{"count", absl::StrCat(*expired)}});
+    }
+    // Channels to addresses nobody has called for an hour: nodes that went away, or were
+    // replaced under new addresses. This thread is not one of gRPC's (see DropIdleChannels).
+    const size_t dropped = transport_->DropIdleChannels() + gossip_transport_->DropIdleChannels();
+    if (dropped > 0) {
+      Log(LogLevel::kInfo, "closed idle channels to peers", {{"count", absl::StrCat(dropped)}});
     }
   }
 }

@@ -164,7 +164,8 @@ class NodeServer {
   // (blocks for the scan: runs on the executor).
   void FollowRingWithMerkleTrees();
   absl::Status StartGrpc();
-  void ExpireIdempotencyRecordsLoop();
+  // Once a minute until Shutdown: expires idempotency records, closes idle peer channels.
+  void MaintenanceLoop();
   // Drains and stops the gRPC server (see Shutdown above).
   void StopServing();
   void LogStarted() const;

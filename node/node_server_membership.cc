@@ -367,13 +367,16 @@ void NodeServer::StartGossip(const ClusterLayout& layout) {
   // incarnations of this node's earlier runs.
   options.incarnation =
       static_cast<uint64_t>(std::max<int64_t>(absl::ToUnixMicros(absl::Now()), 1));
-  // What every member must share: where keys live (N) and what replicas accept.
+  // What every member must share: where keys live (N), what replicas accept, and how long a
+  // silent node outside the layout is kept (one member that keeps it longer, or for good, keeps
+  // relaying it, and so keeps it known to all: see Gossiper's "Forgetting").
   options.settings =
       absl::StrCat("replication_factor=", config_.replication_factor,
                    ",max_key_bytes=", config_.limits.max_key_bytes,
                    ",max_value_bytes=", config_.limits.max_value_bytes,
                    ",max_record_bytes=", config_.limits.max_record_bytes,
-                   ",idempotency_ttl=", absl::FormatDuration(config_.idempotency_ttl));
+                   ",idempotency_ttl=", absl::FormatDuration(config_.idempotency_ttl),
+                   ",gossip_forget_after=", absl::FormatDuration(config_.gossip_forget_after));
   // Asked only while this node is outside the layout: any record at all, tombstones included.
   options.holds_records = [engine = engine_.get()] {
     std::unique_ptr<Iterator> it = engine->NewIterator(Column::kData);

@@ -163,13 +163,15 @@ absl::Status OperationRegistry::Update(absl::string_view id,
   update(copy);
   // Jobs poll and report the same progress again and again: only a change is written.
   const bool changed = op.done != copy.done || op.total != copy.total || op.unit != copy.unit ||
-                       op.message != copy.message || op.counters != copy.counters;
+                       op.message != copy.message || op.counters != copy.counters ||
+                       op.checkpoint != copy.checkpoint;
   if (!changed) return absl::OkStatus();
   op.done = copy.done;
   op.total = copy.total;
   op.unit = std::move(copy.unit);
   op.message = std::move(copy.message);
   op.counters = std::move(copy.counters);
+  op.checkpoint = std::move(copy.checkpoint);
   Save(op);
   return absl::OkStatus();
 }

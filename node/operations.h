@@ -71,7 +71,8 @@ struct OperationInfo {
   std::string message;                       // the latest progress note
   std::map<std::string, uint64_t> counters;  // named figures, e.g. "keys_repaired"
   // Opaque to the registry and never shown: what the operation's owner needs to resume it after
-  // a restart (membership changes: their transition's layout version). Set by Start only.
+  // a restart (membership changes: their transition's layout version; repairs: the peers asked
+  // and those done). Set by Start, and by the owner's Update.
   std::string checkpoint;
 };
 
@@ -124,8 +125,8 @@ class OperationRegistry {
   std::string Start(std::string kind, std::string description, uint64_t total, std::string unit,
                     std::string checkpoint = "");
   // Applies `update` to a running operation's progress fields (done, total, unit, message,
-  // counters; changes to id, kind, state, error and times are ignored). NOT_FOUND if unknown,
-  // FAILED_PRECONDITION if it already finished.
+  // counters) and checkpoint; changes to id, kind, state, error and times are ignored. NOT_FOUND if
+  // unknown, FAILED_PRECONDITION if it already finished.
   absl::Status Update(absl::string_view id, const std::function<void(OperationInfo&)>& update);
   // Ends a running operation: SUCCEEDED for OK, else FAILED with `result`. NOT_FOUND if unknown,
   // FAILED_PRECONDITION if it already finished.

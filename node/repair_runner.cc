@@ -1,23 +1,29 @@
 #include "node/repair_runner.h"
 
 #include <algorithm>
+#include <set>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace kv {
 
 struct RepairRunner::Job {
   std::string id;
-  std::vector<std::string> peers;
+  std::string asked;                  // the peer asked for; empty: every peer
+  std::vector<std::string> peers;     // those done before a restart first
   size_t next = 0;                    // index into peers of the peer being repaired
   int exchanges_with_peer = 0;        // with peers[next]
   absl::Duration waited;              // waiting for a busy exchanger or the trees, for peers[next]
   std::vector<std::string> failures;  // "peer: error"
   std::vector<absl::StatusCode> failure_codes;
-  absl::Status skipped;  // peers[next]: keys its exchanges could not repair, if any
+  absl::Status skipped;                // peers[next]: keys its exchanges could not repair, if any
+  std::vector<std::string> succeeded;  // the peers whose exchanges succeeded, in the checkpoint
 };
 
 RepairRunner::RepairRunner(MerkleIndex* index, AntiEntropy* anti_entropy,
@@ -49,7 +55,8 @@ void RepairRunner::Shutdown() {
           ->Update(id,
                    [](OperationInfo& op) {
                      op.message =
-                         "the node is shutting down; this repair starts over when it restarts";
+                         "the node is shutting down; this repair goes on when it restarts, with "
+                         "the peers not yet done";
                    })
           .IgnoreError();
       continue;
@@ -59,7 +66,18 @@ void RepairRunner::Shutdown() {
 }
 
 namespace {
-constexpr absl::string_view kPeerCheckpoint = "peer=";  // + the peer asked for, empty for all
+
+// "peer=" + the peer asked for (empty: every peer), then, once an exchange with a peer has
+// succeeded, ";done=" + those peers joined by ',' (node ids have neither character). Earlier
+// versions wrote the first part alone.
+constexpr absl::string_view kPeerCheckpoint = "peer=";
+constexpr absl::string_view kDoneCheckpoint = ";done=";
+
+std::string Checkpoint(absl::string_view asked, const std::vector<std::string>& succeeded) {
+  if (succeeded.empty()) return absl::StrCat(kPeerCheckpoint, asked);
+  return absl::StrCat(kPeerCheckpoint, asked, kDoneCheckpoint, absl::StrJoin(succeeded, ","));
+}
+
 }  // namespace
 
 std::vector<std::string> RepairRunner::PeersFor(const std::string& peer_id) const {
@@ -81,9 +99,19 @@ void RepairRunner::Resume(const std::vector<OperationInfo>& interrupted) {
           .IgnoreError();
       continue;
     }
-    const std::string peer_id(op.checkpoint.substr(kPeerCheckpoint.size()));
+    absl::string_view rest = absl::string_view(op.checkpoint).substr(kPeerCheckpoint.size());
+    std::set<std::string> done_before;
+    if (const size_t at = rest.find(kDoneCheckpoint); at != absl::string_view::npos) {
+      for (absl::string_view peer :
+           absl::StrSplit(rest.substr(at + kDoneCheckpoint.size()), ',', absl::SkipEmpty())) {
+        done_before.emplace(peer);
+      }
+      rest = rest.substr(0, at);
+    }
+    const std::string peer_id(rest);
     auto job = std::make_shared<Job>();
     job->id = op.id;
+    job->asked = peer_id;
     job->peers = PeersFor(peer_id);
     if (job->peers.empty()) {
       operations_
@@ -99,14 +127,28 @@ void RepairRunner::Resume(const std::vector<OperationInfo>& interrupted) {
       if (shutdown_) return;
       running_.emplace(job->id, peer_id);
     }
-    // Exchanges are idempotent: every peer again, from the first.
+    // The peers whose exchanges succeeded before are done (and stay first, so that done counts
+    // them); the others, those that failed included, are asked again: exchanges are idempotent.
+    std::stable_partition(job->peers.begin(), job->peers.end(),
+                          [&](const std::string& p) { return done_before.count(p) > 0; });
+    while (job->next < job->peers.size() && done_before.count(job->peers[job->next]) > 0) {
+      job->succeeded.push_back(job->peers[job->next]);
+      ++job->next;
+    }
+    const std::string message =
+        job->next == 0
+            ? "the node restarted; exchanging with every peer again"
+            : absl::StrCat("the node restarted; ", job->next, " of ", job->peers.size(),
+                           " peer(s) were done before (", absl::StrJoin(job->succeeded, ", "),
+                           "), going on with the others");
     operations_
         ->Update(job->id,
                  [&](OperationInfo& o) {
-                   o.done = 0;
+                   o.done = job->next;
                    o.total = job->peers.size();
                    o.counters.erase("peers_failed");
-                   o.message = "the node restarted; exchanging with every peer again";
+                   o.message = message;
+                   o.checkpoint = Checkpoint(job->asked, job->succeeded);
                  })
         .IgnoreError();
     scheduler_->RunAfter(absl::ZeroDuration(), guard_.Wrap([this, job] { Next(job); }));
@@ -116,6 +158,7 @@ void RepairRunner::Resume(const std::vector<OperationInfo>& interrupted) {
 absl::StatusOr<std::string> RepairRunner::Start(const std::string& peer_id, bool* already_running) {
   if (already_running != nullptr) *already_running = false;
   auto job = std::make_shared<Job>();
+  job->asked = peer_id;
   job->peers = PeersFor(peer_id);
   if (job->peers.empty()) {
     if (!peer_id.empty()) {
@@ -139,7 +182,7 @@ absl::StatusOr<std::string> RepairRunner::Start(const std::string& peer_id, bool
                                                        absl::StrJoin(job->peers, ", "))
                                         : absl::StrCat("anti-entropy exchange with ", peer_id);
     job->id = operations_->Start("repair", description, job->peers.size(), "peers",
-                                 absl::StrCat(kPeerCheckpoint, peer_id));
+                                 Checkpoint(peer_id, {}));
     running_.emplace(job->id, peer_id);
   }
   scheduler_->RunAfter(absl::ZeroDuration(), guard_.Wrap([this, job] { Next(job); }));
@@ -258,6 +301,13 @@ void RepairRunner::PeerDone(JobPtr job, absl::Status status) {
     job->failures.push_back(absl::StrCat(job->peers[job->next], ": ", status.message()));
     job->failure_codes.push_back(status.code());
     operations_->Update(job->id, [](OperationInfo& op) { op.counters["peers_failed"] += 1; })
+        .IgnoreError();
+  } else {
+    // A restart goes on after this peer (Resume).
+    job->succeeded.push_back(job->peers[job->next]);
+    operations_
+        ->Update(job->id,
+                 [&](OperationInfo& op) { op.checkpoint = Checkpoint(job->asked, job->succeeded); })
         .IgnoreError();
   }
   ++job->next;

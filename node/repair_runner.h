@@ -18,9 +18,11 @@
 // applies to repairs too.
 //
 // Restarts: with a durable registry (OperationRegistry::Load) Shutdown leaves a running repair
-// RUNNING, and the next run of the node starts it over under the same id (Resume): every peer
-// again, from the first (exchanges are idempotent; the exchange counters go on adding up, the
-// peers done and failed start over). Call Resume before the node serves.
+// RUNNING, and the next run of the node goes on with it under the same id (Resume): the peers
+// whose exchanges succeeded before are done (the operation's checkpoint names them, written as
+// each one succeeds), and the others are exchanged with, from the first not done (failed peers
+// again: exchanges are idempotent; the exchange counters go on adding up, peers_failed starts
+// over). Call Resume before the node serves.
 //
 // Thread-safe. Time only through the Scheduler. Shutdown() (also the destructor) stops the jobs:
 // a running operation is left RUNNING for the next run (durable registry) or marked FAILED
@@ -68,9 +70,10 @@ class RepairRunner {
   // node has no peers; UNAVAILABLE after Shutdown.
   absl::StatusOr<std::string> Start(const std::string& peer_id, bool* already_running = nullptr);
 
-  // Starts over the repairs an earlier run of this node left running (OperationRegistry::
-  // TakeInterrupted), under their ids; one whose peer is gone ends FAILED (FAILED_PRECONDITION),
-  // one whose checkpoint names no peer set FAILED (DATA_LOSS).
+  // Goes on with the repairs an earlier run of this node left running (OperationRegistry::
+  // TakeInterrupted), under their ids, with the peers not done (see "Restarts" above); one whose
+  // peer is gone ends FAILED (FAILED_PRECONDITION), one whose checkpoint names no peer set FAILED
+  // (DATA_LOSS).
   void Resume(const std::vector<OperationInfo>& interrupted);
 
   // Cancels running repair `id`: it ends FAILED (CANCELLED, a message starting with

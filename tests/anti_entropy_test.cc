@@ -11,6 +11,8 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -1141,7 +1143,7 @@ TEST_F(AntiEntropyTest, ARepairStartsOverUnderItsIdAfterARestart) {
     unreadable = operations.Start("repair", "with c", 1, "peers", "c");
     repairs.Shutdown();
     EXPECT_EQ(operations.Get(id)->state, OperationState::kRunning);
-    EXPECT_THAT(operations.Get(id)->message, ::testing::HasSubstr("starts over when it restarts"));
+    EXPECT_THAT(operations.Get(id)->message, ::testing::HasSubstr("goes on when it restarts"));
     ae->Shutdown();
   }
   scheduler_.Advance(absl::Seconds(1));
@@ -1161,6 +1163,63 @@ TEST_F(AntiEntropyTest, ARepairStartsOverUnderItsIdAfterARestart) {
   EXPECT_EQ(Encoded(0, "only-c3").value(), Encoded(2, "only-c3").value());
   EXPECT_EQ(operations.Get(gone)->error.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(operations.Get(unreadable)->error.code(), absl::StatusCode::kDataLoss);
+  ae->Shutdown();
+}
+
+// A repair of every peer that a shutdown interrupts after its first peer's exchange succeeded
+// goes on, in the next run, with the other peer only: that peer is counted done, and one more
+// exchange ends it (starting over would take two).
+TEST_F(AntiEntropyTest, ARepairGoesOnWithThePeersNotDoneAfterARestart) {
+  MakeCluster(3, 3);
+  const std::vector<Member> peers = nodes_[0].index->peers();
+  ASSERT_EQ(peers.size(), 2u);
+  const int later = peers[1].id == "b" ? 1 : 2;  // the peer exchanged with second
+  for (int i = 0; i < 5; ++i) Put(later, absl::StrCat("only-later", i), "v");
+  MapJournal journal;
+  std::string id;
+  {
+    auto ae = MakeAntiEntropy(0);
+    OperationRegistry operations("a", "1", &clock_, {});
+    ASSERT_TRUE(operations.Load(&journal).ok());
+    RepairRunner repairs(nodes_[0].index.get(), ae.get(), &operations, &scheduler_, {});
+    // The node stops while it reads the second peer's records (the first peer's exchange
+    // found nothing to read).
+    bool stopped = false;
+    transports_[0]->on_read = [&] {
+      if (!std::exchange(stopped, true)) repairs.Shutdown();
+    };
+    id = repairs.Start("").value();
+    scheduler_.Advance(absl::Seconds(2));
+    ASSERT_TRUE(stopped);
+    absl::StatusOr<OperationInfo> op = operations.Get(id);
+    ASSERT_TRUE(op.ok()) << op.status();
+    EXPECT_EQ(op->state, OperationState::kRunning);
+    EXPECT_EQ(op->done, 1u);
+    EXPECT_EQ(op->counters["exchanges"], 1u);
+    EXPECT_THAT(op->message, ::testing::HasSubstr("goes on when it restarts"));
+    transports_[0]->on_read = nullptr;
+    ae->Shutdown();
+  }
+  scheduler_.Advance(absl::Seconds(1));
+  auto ae = MakeAntiEntropy(0);
+  OperationRegistry operations("a", "2", &clock_, {});
+  ASSERT_TRUE(operations.Load(&journal).ok());
+  RepairRunner repairs(nodes_[0].index.get(), ae.get(), &operations, &scheduler_, {});
+  repairs.Resume(operations.TakeInterrupted({"repair"}));
+  absl::StatusOr<OperationInfo> resumed = operations.Get(id);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->done, 1u);
+  EXPECT_THAT(resumed->message,
+              ::testing::HasSubstr(absl::StrCat("1 of 2 peer(s) were done before (", peers[0].id,
+                                                "), going on with the others")));
+  scheduler_.Advance(absl::Seconds(2));
+  absl::StatusOr<OperationInfo> op = operations.Get(id);
+  ASSERT_TRUE(op.ok()) << op.status();
+  EXPECT_EQ(op->state, OperationState::kSucceeded) << op->error << " " << op->message;
+  EXPECT_EQ(op->done, 2u);
+  EXPECT_EQ(op->total, 2u);
+  EXPECT_EQ(op->counters["exchanges"], 2u);
+  EXPECT_EQ(Encoded(0, "only-later3").value(), Encoded(later, "only-later3").value());
   ae->Shutdown();
 }
 

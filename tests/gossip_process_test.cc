@@ -542,13 +542,13 @@ TEST(GossipProcessTest, AMemberRestartedWithOtherPeersIsWarnedAbout) {
   EXPECT_TRUE(cluster->StopAll().ok()) << cluster->LogTails();
 }
 
-// A member started with another value limit than the others is reported by every node's cluster
-// status (and kvctl's), naming the setting.
+// A member started with another value limit and another gossip_forget_after than the others is
+// reported by every node's cluster status (and kvctl's), naming the settings.
 TEST(GossipProcessTest, AMemberWithOtherSizeLimitsIsReported) {
   testing::Cluster::Options options;
   options.nodes = 3;
   options.extra_flags = {"--gossip_interval=100ms", "--shutdown_drain=0s"};
-  options.node_flags[2] = {"--max_value_bytes=100"};
+  options.node_flags[2] = {"--max_value_bytes=100", "--gossip_forget_after=0"};
   absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster = testing::Cluster::Start(options);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   std::unique_ptr<Client> via_n1 = ClientFor({(*cluster)->endpoint(0)});
@@ -562,7 +562,9 @@ TEST(GossipProcessTest, AMemberWithOtherSizeLimitsIsReported) {
     }
     absl::SleepFor(absl::Milliseconds(100));
   }
-  EXPECT_EQ(conflict, "n3 runs with max_value_bytes=100 (this node: max_value_bytes=1048576)");
+  EXPECT_EQ(conflict,
+            "n3 runs with max_value_bytes=100,gossip_forget_after=0 (this node: "
+            "max_value_bytes=1048576,gossip_forget_after=1h)");
   testing::CommandResult kvctl = testing::RunCommand(
       {KVCTL_PATH, "--endpoints=" + (*cluster)->endpoint(0), "cluster", "status"});
   EXPECT_EQ(kvctl.exit_code, 0) << kvctl.err;

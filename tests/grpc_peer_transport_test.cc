@@ -4,7 +4,7 @@
 // shuts down) comes back as UNAVAILABLE, so that a coordinator moves on to the next replica, and
 // a call the transport cancelled itself (on destruction) stays CANCELLED. A MergeBatch refusal by
 // a peer that does not replicate a key keeps its not-a-replica mark. A lease release reaches the
-// peer.
+// peer. Channels no call has used for their idle lifetime are closed, and others are kept.
 #include "node/grpc_peer_transport.h"
 
 #include <grpcpp/grpcpp.h>
@@ -21,6 +21,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kv.grpc.pb.h"
+#include "node/clock.h"
 #include "replica.grpc.pb.h"
 
 namespace kv {
@@ -238,6 +239,50 @@ TEST_F(GrpcPeerTransportTest, CallsCancelledByTheTransportsDestructionStayCancel
   answer->done.WaitForNotification();
   ASSERT_TRUE(answer->reply.has_value());
   EXPECT_EQ(answer->reply->status().code(), absl::StatusCode::kCancelled);
+}
+
+// A channel unused for idle_channel_lifetime is closed; a use restarts its time, a call in flight
+// keeps it, and a call after its closing makes a new one.
+TEST_F(GrpcPeerTransportTest, ChannelsNoCallUsedForTheirLifetimeAreClosed) {
+  ManualClock clock;
+  GrpcPeerTransport::Options options;
+  options.clock = &clock;
+  options.idle_channel_lifetime = absl::Hours(1);
+  transport_ = std::make_unique<GrpcPeerTransport>("n1", &executor_, options);
+  auto merge = [&] {
+    absl::Notification done;
+    transport_->MergeRecords(peer_, {EncodedRecord{"key", "record"}},
+                             [&](absl::Status /*refused*/) { done.Notify(); });
+    done.WaitForNotification();
+    // The call releases the channel on the executor after its callback; the executor's one
+    // thread runs this once it has.
+    absl::Notification released;
+    executor_.Schedule([&] { released.Notify(); });
+    released.WaitForNotification();
+  };
+  EXPECT_EQ(transport_->ChannelCount(), 0u);
+  merge();
+  EXPECT_EQ(transport_->ChannelCount(), 1u);
+  clock.Advance(absl::Minutes(59));
+  EXPECT_EQ(transport_->DropIdleChannels(), 0u);
+  merge();  // used again: another hour from now
+  clock.Advance(absl::Minutes(59));
+  EXPECT_EQ(transport_->DropIdleChannels(), 0u);
+  clock.Advance(absl::Minutes(2));
+  EXPECT_EQ(transport_->DropIdleChannels(), 1u);
+  EXPECT_EQ(transport_->ChannelCount(), 0u);
+  merge();  // a new channel
+  EXPECT_EQ(transport_->ChannelCount(), 1u);
+
+  // A call in flight keeps its channel, however long ago it started.
+  service_.Hang();
+  std::shared_ptr<Answer> answer = StartForward();
+  service_.received().WaitForNotification();
+  clock.Advance(absl::Hours(2));
+  EXPECT_EQ(transport_->DropIdleChannels(), 0u);
+  EXPECT_EQ(transport_->ChannelCount(), 1u);
+  transport_.reset();
+  answer->done.WaitForNotification();
 }
 
 }  // namespace
