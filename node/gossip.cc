@@ -209,7 +209,7 @@ void Gossiper::WarnOfSettings(const MemberEntry& entry) {
       "a member runs with other settings than this node; every member must share them (a write "
       "within one node's limits but beyond another's is refused by it for good, and members "
       "with another replication_factor place keys differently; one that forgets silent nodes "
-      "later, or never, keeps them known to every node)",
+      "later, or never, keeps gossiping them, and the others' quarantine of them never ends)",
       {{"member", absl::CHexEscape(absl::string_view(entry.member.id).substr(0, 64))},
        {"member_settings", absl::CHexEscape(theirs)},
        {"this_node", ours}});

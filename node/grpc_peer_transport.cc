@@ -103,7 +103,8 @@ void GrpcPeerTransport::Complete(std::shared_ptr<void> call, grpc::ClientContext
   // last reference to a channel (the stubs, or the call's context, hold one) from gRPC's own
   // callback thread can make gRPC 1.51 free its callback completion queue twice. Once the
   // executor is shut down this runs inline on the gRPC thread; the destructor then waits until
-  // Released, still holding every channel (in peers_), so these are never the last references.
+  // Released, still holding every channel a call holds (in peers_: DropIdleChannels leaves those
+  // alone), so these are never the last references.
   executor_->Schedule([this, call = std::move(call), context, stubs = std::move(stubs),
                        done = std::move(done)]() mutable {
     done();
@@ -168,7 +169,8 @@ size_t GrpcPeerTransport::DropIdleChannels() {
     for (auto it = peers_.begin(); it != peers_.end();) {
       // A count of one: no call holds the stubs, and no call can take them without mu_.
       if (it->second.use_count() == 1 &&
-          now - it->second->last_used >= options_.idle_channel_lifetime) {
+          now - it->second->last_used >=
+              std::max(options_.idle_channel_lifetime, absl::Minutes(1))) {
         dropped.push_back(std::move(it->second));
         it = peers_.erase(it);
       } else {

@@ -77,6 +77,9 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
     // Sent with every call (node/cluster_name.h); empty: none.
     std::string cluster_name;
     // How long a channel no call has used may stay (DropIdleChannels); InfiniteDuration: for good.
+    // Raised to a minute: a call's context holds the channel too (unseen by DropIdleChannels),
+    // and the method that starts a call drops its own references to the call and the stubs on
+    // the caller's thread (maybe one of gRPC's) a moment after it made the stubs used.
     absl::Duration idle_channel_lifetime = absl::Hours(1);
     // Times channel use for DropIdleChannels; null: SteadyClock.
     const Clock* clock = nullptr;

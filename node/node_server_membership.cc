@@ -368,8 +368,8 @@ void NodeServer::StartGossip(const ClusterLayout& layout) {
   options.incarnation =
       static_cast<uint64_t>(std::max<int64_t>(absl::ToUnixMicros(absl::Now()), 1));
   // What every member must share: where keys live (N), what replicas accept, and how long a
-  // silent node outside the layout is kept (one member that keeps it longer, or for good, keeps
-  // relaying it, and so keeps it known to all: see Gossiper's "Forgetting").
+  // silent node outside the layout is kept (a member that keeps it longer, or for good, keeps
+  // gossiping it, and the others' quarantine of it never ends: see Gossiper's "Forgetting").
   options.settings =
       absl::StrCat("replication_factor=", config_.replication_factor,
                    ",max_key_bytes=", config_.limits.max_key_bytes,

@@ -50,7 +50,7 @@ void RepairRunner::Shutdown() {
   }
   const bool durable = operations_->durable();
   for (const auto& [id, asked] : running) {
-    if (durable) {  // left RUNNING: the next run of the node starts it over (Resume)
+    if (durable) {  // left RUNNING: the next run of the node goes on with it (Resume)
       operations_
           ->Update(id,
                    [](OperationInfo& op) {
@@ -138,9 +138,10 @@ void RepairRunner::Resume(const std::vector<OperationInfo>& interrupted) {
     const std::string message =
         job->next == 0
             ? "the node restarted; exchanging with every peer again"
-            : absl::StrCat("the node restarted; ", job->next, " of ", job->peers.size(),
-                           " peer(s) were done before (", absl::StrJoin(job->succeeded, ", "),
-                           "), going on with the others");
+            : absl::StrCat(
+                  "the node restarted; ", job->next, " of ", job->peers.size(),
+                  " peer(s) were done before (", absl::StrJoin(job->succeeded, ", "),
+                  job->next == job->peers.size() ? "); finishing" : "), going on with the others");
     operations_
         ->Update(job->id,
                  [&](OperationInfo& o) {

@@ -1168,13 +1168,13 @@ TEST_F(AntiEntropyTest, ARepairStartsOverUnderItsIdAfterARestart) {
 
 // A repair of every peer that a shutdown interrupts after its first peer's exchange succeeded
 // goes on, in the next run, with the other peer only: that peer is counted done, and one more
-// exchange ends it (starting over would take two).
+// exchange ends it (starting over would take two) and repairs what the other peer got meanwhile.
 TEST_F(AntiEntropyTest, ARepairGoesOnWithThePeersNotDoneAfterARestart) {
   MakeCluster(3, 3);
   const std::vector<Member> peers = nodes_[0].index->peers();
   ASSERT_EQ(peers.size(), 2u);
   const int later = peers[1].id == "b" ? 1 : 2;  // the peer exchanged with second
-  for (int i = 0; i < 5; ++i) Put(later, absl::StrCat("only-later", i), "v");
+  Put(later, "first-run", "v");                  // read (and repaired) by the first run's exchange
   MapJournal journal;
   std::string id;
   {
@@ -1200,6 +1200,8 @@ TEST_F(AntiEntropyTest, ARepairGoesOnWithThePeersNotDoneAfterARestart) {
     transports_[0]->on_read = nullptr;
     ae->Shutdown();
   }
+  for (int i = 0; i < 5; ++i) Put(later, absl::StrCat("only-later", i), "v");
+  EXPECT_FALSE(Encoded(0, "only-later3").ok());
   scheduler_.Advance(absl::Seconds(1));
   auto ae = MakeAntiEntropy(0);
   OperationRegistry operations("a", "2", &clock_, {});
@@ -1219,6 +1221,7 @@ TEST_F(AntiEntropyTest, ARepairGoesOnWithThePeersNotDoneAfterARestart) {
   EXPECT_EQ(op->done, 2u);
   EXPECT_EQ(op->total, 2u);
   EXPECT_EQ(op->counters["exchanges"], 2u);
+  EXPECT_EQ(op->counters["keys_repaired"], 5u);  // the first run's exchange was cut off
   EXPECT_EQ(Encoded(0, "only-later3").value(), Encoded(later, "only-later3").value());
   ae->Shutdown();
 }
