@@ -164,9 +164,11 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
           "differ while a membership change spreads, retry with the same idempotency token")));
       return;
     }
-    // A malformed context is the client's error here too, not only at a replica: with the
-    // replicas unreachable it would come back UNAVAILABLE, which the client retries.
-    if (absl::Status context = CausalContext::Decode(command.context).status(); !context.ok()) {
+    // A malformed context (or another key's) is the client's error here too, not only at a
+    // replica: with the replicas unreachable it would come back UNAVAILABLE, which the client
+    // retries.
+    if (absl::Status context = CausalContext::DecodeForKey(command.context, command.key).status();
+        !context.ok()) {
       done(context);
       return;
     }

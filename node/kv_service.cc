@@ -40,13 +40,13 @@ bool Converged(const std::vector<ReplicaRecordView>& views) {
 
 // Get's answer from the merged record: its live siblings and its context; NOT_FOUND when no
 // sibling is live.
-absl::Status FillGetResponse(SiblingSet record, const LocalStore& store,
+absl::Status FillGetResponse(SiblingSet record, absl::string_view key, const LocalStore& store,
                              v1::GetResponse* response) {
   if (record.AllTombstones()) return absl::NotFoundError("key not found: it has no live version");
   for (const Sibling& sibling : record.LiveSiblings()) {
     ToProto(sibling, response->add_siblings());
   }
-  response->set_context(store.ContextForClients(record.ClientContext()));
+  response->set_context(store.ContextForClients(record.ClientContext(), key));
   return absl::OkStatus();
 }
 
@@ -273,13 +273,16 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* /*context*
   // not on this thread.
   SiblingSet record;
   if (coordinator_->TryReadFromMemory(request->key(), *spec, &record)) {
-    return FinishNow(gate_, FillGetResponse(std::move(record), *store_, response));
+    return FinishNow(gate_, FillGetResponse(std::move(record), request->key(), *store_, response));
   }
   grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
   coordinator_->Read(
-      request->key(), *spec, [reactor, response, store = store_](absl::StatusOr<SiblingSet> rec) {
-        reactor->Finish(ToGrpcStatus(rec.ok() ? FillGetResponse(*std::move(rec), *store, response)
-                                              : rec.status()));
+      request->key(), *spec,
+      [reactor, request, response, store = store_](absl::StatusOr<SiblingSet> rec) {
+        // The request lives until the call is finished.
+        reactor->Finish(ToGrpcStatus(
+            rec.ok() ? FillGetResponse(*std::move(rec), request->key(), *store, response)
+                     : rec.status()));
       });
   return reactor;
 }
@@ -329,14 +332,17 @@ grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*con
     }
     SiblingSet record;
     if (coordinator_->TryReadFromMemory(get.key(), *spec, &record)) {
-      finish_item(result, FillGetResponse(std::move(record), *store_, result->mutable_response()));
+      finish_item(result, FillGetResponse(std::move(record), get.key(), *store_,
+                                          result->mutable_response()));
       continue;
     }
+    // `get` is part of the request, which lives until the call is finished.
     coordinator_->Read(get.key(), *spec,
-                       [result, finish_item, store = store_](absl::StatusOr<SiblingSet> rec) {
-                         finish_item(result, rec.ok() ? FillGetResponse(*std::move(rec), *store,
-                                                                        result->mutable_response())
-                                                      : rec.status());
+                       [result, finish_item, &get, store = store_](absl::StatusOr<SiblingSet> rec) {
+                         finish_item(result,
+                                     rec.ok() ? FillGetResponse(*std::move(rec), get.key(), *store,
+                                                                result->mutable_response())
+                                              : rec.status());
                        });
   }
   return reactor;

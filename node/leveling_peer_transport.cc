@@ -18,7 +18,7 @@ void Downgrade(std::string& record, uint32_t level) {
 void LevelingPeerTransport::MergeRecords(const Member& peer, std::vector<EncodedRecord> records,
                                          std::function<void(absl::Status)> done) {
   const uint32_t level = levels_->MemberFormatLevel(peer.id);
-  if (level < kFormatLevel) {
+  if (level < kReplacedWritesLevel) {
     for (EncodedRecord& r : records) Downgrade(r.record, level);
   }
   inner()->MergeRecords(peer, std::move(records), std::move(done));

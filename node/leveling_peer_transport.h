@@ -4,7 +4,7 @@
 //
 // It wraps the node's PeerTransport. The records of MergeRecords (replication, read repair,
 // anti-entropy, handoff) are downgraded for a peer whose FormatLevels::MemberFormatLevel is below
-// kFormatLevel; records without replaced-write memory are sent unchanged, without re-encoding. A
+// kReplacedWritesLevel; records without replaced-write memory are sent unchanged, without re-encoding. A
 // record that cannot be decoded is sent as it is (the peer rejects it as it would have). Other
 // calls pass through: records a peer reads from this node are downgraded by the replica service
 // (ReadRecordRequest.reader_format_level), and a tombstone purge is only asked of replicas whose

@@ -317,10 +317,11 @@ class LocalStore {
   // Sets what the cluster's members read (null: every member reads kFormatLevel). Call before
   // the store is used; `levels` must outlive the store's use.
   void SetFormatLevels(const FormatLevels* levels) { levels_ = levels; }
-  // `context` encoded for a client, who may take it to any member: without tokened versions
-  // while some member reads only level 1 (storage/format_level.h). Every context a write
+  // `context` encoded for a client, who may take it to any member: bound to `key` (a write of
+  // another key refuses it), and of the level every member reads (storage/format_level.h:
+  // unbound below level 3, without tokened versions below level 2). Every context a write
   // returns goes through it; Get's answer must too.
-  std::string ContextForClients(CausalContext context) const;
+  std::string ContextForClients(CausalContext context, absl::string_view key) const;
 
   // Deletes the record of `key` only if it still equals `expected` (a tombstone purge, or the
   // removal of a key this node no longer owns): OK if purged (or already absent),

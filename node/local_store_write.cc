@@ -180,6 +180,8 @@ absl::StatusOr<std::unique_ptr<LocalStore::WriteMutation>> LocalStore::NewWriteM
   KV_RETURN_IF_ERROR(ValidateWrite(command));
   KV_ASSIGN_OR_RETURN(CausalContext seen, CausalContext::Decode(command.context));
   KV_RETURN_IF_ERROR(CheckReadableAtLevel(seen, options_.format_level));
+  KV_RETURN_IF_ERROR(seen.CheckKey(command.key));  // before anything is queued or changed
+  seen.Unbind();
   std::string fingerprint =
       command.idempotency_token.empty() ? std::string() : WriteFingerprint(command);
   return std::make_unique<WriteMutation>(this, std::move(command), std::move(seen),
@@ -260,7 +262,7 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
       WriteOutcome outcome;
       outcome.dot = *std::move(copy);
       outcome.write_id = MakeWriteId(outcome.dot, command.key);
-      outcome.context = ContextForClients(record.ContextAfterWrite(seen, outcome.dot));
+      outcome.context = ContextForClients(record.ContextAfterWrite(seen, outcome.dot), command.key);
       outcome.deduplicated = true;
       if (write.hook()) write.hook()(command.key, group.batch());
       // Remember the answer under the token here too: the copy recognized now may be replaced
@@ -283,7 +285,7 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
         "write refused: this node's counter for the key would reach ", kMaxContextCounter,
         " (a context or record from before counters were bounded)"));
   }
-  outcome.context = ContextForClients(record.ContextAfterWrite(seen, outcome.dot));
+  outcome.context = ContextForClients(record.ContextAfterWrite(seen, outcome.dot), command.key);
   outcome.write_id = MakeWriteId(outcome.dot, command.key);
 
   if (!seen.tokened().empty()) {
@@ -381,7 +383,7 @@ absl::StatusOr<std::optional<WriteOutcome>> LocalStore::RecordedResult(
   if (ClusterFormatLevel() < kFormatLevel) {
     // Stored while every member read tokened versions; one that does not may be a member now.
     absl::StatusOr<CausalContext> stored = CausalContext::Decode(outcome.context);
-    if (stored.ok()) outcome.context = ContextForClients(*std::move(stored));
+    if (stored.ok()) outcome.context = ContextForClients(*std::move(stored), write.command().key);
   }
   outcome.deduplicated = true;
   outcome.dot = std::move(first->dot);
@@ -409,7 +411,8 @@ uint32_t LocalStore::ClusterFormatLevel() const {
   return levels_ == nullptr ? kFormatLevel : levels_->ClusterFormatLevel();
 }
 
-std::string LocalStore::ContextForClients(CausalContext context) const {
+std::string LocalStore::ContextForClients(CausalContext context, absl::string_view key) const {
+  context.BindToKey(key);
   return ContextForLevel(std::move(context), ClusterFormatLevel()).Encode();
 }
 

@@ -8,12 +8,12 @@
 namespace kv {
 
 SiblingSet RecordForLevel(SiblingSet record, uint32_t level) {
-  if (level >= kFormatLevel || record.replaced_writes().empty()) return record;
+  if (level >= kReplacedWritesLevel || record.replaced_writes().empty()) return record;
   return SiblingSet(record.context(), record.siblings());
 }
 
 absl::StatusOr<std::string> EncodedRecordForLevel(std::string encoded, uint32_t level) {
-  if (level >= kFormatLevel) return encoded;
+  if (level >= kReplacedWritesLevel) return encoded;
   absl::StatusOr<SiblingSet> record = DecodeSiblingSet(encoded);
   if (!record.ok()) return record.status();
   if (record->replaced_writes().empty()) return encoded;
@@ -21,24 +21,29 @@ absl::StatusOr<std::string> EncodedRecordForLevel(std::string encoded, uint32_t 
 }
 
 bool HoldsAllItCan(const SiblingSet& held, const SiblingSet& full, uint32_t level) {
-  if (level >= kFormatLevel) return held == full;
+  if (level >= kReplacedWritesLevel) return held == full;
   return held.context() == full.context() && held.siblings() == full.siblings();
 }
 
 absl::Status CheckReadableAtLevel(const SiblingSet& record, uint32_t level) {
-  if (level >= kFormatLevel || record.replaced_writes().empty()) return absl::OkStatus();
+  if (level >= kReplacedWritesLevel || record.replaced_writes().empty()) return absl::OkStatus();
   return absl::DataLossError(
       absl::StrCat("record format 2 (replaced writes) is not readable at format level ", level));
 }
 
 absl::Status CheckReadableAtLevel(const CausalContext& context, uint32_t level) {
-  if (level >= kFormatLevel || context.tokened().empty()) return absl::OkStatus();
+  if (level < kKeyBoundContextLevel && context.key_hash() != 0 && !context.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "causal context version 3 (bound to its key) is not readable at format level ", level));
+  }
+  if (level >= kReplacedWritesLevel || context.tokened().empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
       "causal context version 2 (tokened versions) is not readable at format level ", level));
 }
 
 CausalContext ContextForLevel(CausalContext context, uint32_t level) {
-  if (level < kFormatLevel) context.ClearTokened();
+  if (level < kKeyBoundContextLevel) context.Unbind();
+  if (level < kReplacedWritesLevel) context.ClearTokened();
   return context;
 }
 

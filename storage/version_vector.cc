@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "storage/coding.h"
 #include "storage/crc32c.h"
+#include "xxhash.h"
 
 namespace kv {
 namespace {
@@ -16,6 +17,7 @@ namespace {
 constexpr char kContextMagic = static_cast<char>(0xc7);
 constexpr char kContextFormatVersion1 = 1;     // no tokened versions
 constexpr char kContextFormatVersion2 = 2;     // tokened versions appended
+constexpr char kContextFormatVersion3 = 3;     // bound to its key; tokened versions, maybe none
 constexpr size_t kContextHeaderBytes = 2 + 4;  // magic, version, masked CRC-32C
 
 absl::Status Malformed(absl::string_view what) {
@@ -142,7 +144,9 @@ uint64_t CausalContext::MaxCounter(absl::string_view actor) const {
 
 std::string CausalContext::Encode() const {
   if (empty()) return std::string();
+  const bool bound = key_hash_ != 0;
   std::string payload;
+  if (bound) PutFixed64(&payload, key_hash_);
   PutVarint32(&payload, static_cast<uint32_t>(vv_.size()));
   for (const auto& [actor, counter] : vv_.entries()) {
     PutLengthPrefixed(&payload, actor);
@@ -153,7 +157,7 @@ std::string CausalContext::Encode() const {
     PutLengthPrefixed(&payload, dot.actor);
     PutVarint64(&payload, dot.counter);
   }
-  if (!tokened_.empty()) {
+  if (bound || !tokened_.empty()) {
     PutVarint32(&payload, static_cast<uint32_t>(tokened_.size()));
     for (const TokenedVersion& version : tokened_) {
       PutLengthPrefixed(&payload, version.dot.actor);
@@ -165,7 +169,9 @@ std::string CausalContext::Encode() const {
   std::string out;
   out.reserve(kContextHeaderBytes + payload.size());
   out.push_back(kContextMagic);
-  out.push_back(tokened_.empty() ? kContextFormatVersion1 : kContextFormatVersion2);
+  out.push_back(bound              ? kContextFormatVersion3
+                : tokened_.empty() ? kContextFormatVersion1
+                                   : kContextFormatVersion2);
   PutFixed32(&out, crc32c::Mask(crc32c::Extend(crc32c::Value(out), payload)));
   out.append(payload);
   return out;
@@ -175,7 +181,8 @@ absl::StatusOr<CausalContext> CausalContext::Decode(absl::string_view bytes) {
   if (bytes.empty()) return CausalContext();
   if (bytes.size() < kContextHeaderBytes) return Malformed("shorter than its header");
   if (bytes[0] != kContextMagic) return Malformed("wrong magic byte");
-  if (bytes[1] != kContextFormatVersion1 && bytes[1] != kContextFormatVersion2) {
+  if (bytes[1] != kContextFormatVersion1 && bytes[1] != kContextFormatVersion2 &&
+      bytes[1] != kContextFormatVersion3) {
     return Malformed(absl::StrCat("unknown format version ", static_cast<uint8_t>(bytes[1])));
   }
   absl::string_view input = bytes.substr(2);
@@ -185,13 +192,41 @@ absl::StatusOr<CausalContext> CausalContext::Decode(absl::string_view bytes) {
     return Malformed("checksum mismatch");
   }
   CausalContext context;
+  const bool bound = bytes[1] == kContextFormatVersion3;
+  if (bound && (!GetFixed64(&input, &context.key_hash_) || context.key_hash_ == 0)) {
+    return Malformed("truncated or zero key hash");
+  }
   if (absl::Status status = context.DecodeVersionVector(&input); !status.ok()) return status;
   if (absl::Status status = context.DecodeDots(&input); !status.ok()) return status;
-  if (bytes[1] == kContextFormatVersion2) {
-    if (absl::Status status = context.DecodeTokenedVersions(&input); !status.ok()) return status;
+  if (bytes[1] == kContextFormatVersion2 || bound) {
+    if (absl::Status status = context.DecodeTokenedVersions(&input, /*allow_none=*/bound);
+        !status.ok()) {
+      return status;
+    }
   }
   if (!input.empty()) return Malformed("trailing bytes");
   return context;
+}
+
+absl::StatusOr<CausalContext> CausalContext::DecodeForKey(absl::string_view bytes,
+                                                          absl::string_view key) {
+  absl::StatusOr<CausalContext> context = Decode(bytes);
+  if (!context.ok()) return context;
+  if (absl::Status same = context->CheckKey(key); !same.ok()) return same;
+  context->key_hash_ = 0;
+  return context;
+}
+
+absl::Status CausalContext::CheckKey(absl::string_view key) const {
+  if (key_hash_ == 0 || key_hash_ == KeyHash(key)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      "the causal context was returned for another key: pass the context that a read or a write "
+      "of this key returned (or none)");
+}
+
+uint64_t CausalContext::KeyHash(absl::string_view key) {
+  const uint64_t hash = XXH3_64bits(key.data(), key.size());
+  return hash != 0 ? hash : 1;
 }
 
 // Counts are bounded by the remaining input (every entry takes at least two bytes), so a hostile
@@ -240,12 +275,12 @@ absl::Status CausalContext::DecodeDots(absl::string_view* input) {
   return absl::OkStatus();
 }
 
-absl::Status CausalContext::DecodeTokenedVersions(absl::string_view* input) {
+absl::Status CausalContext::DecodeTokenedVersions(absl::string_view* input, bool allow_none) {
   // Each entry takes at least 18 bytes (two length/varint bytes and two fixed64).
   constexpr size_t kMinTokenedBytes = 18;
   uint32_t num_tokened = 0;
-  if (!GetVarint32(input, &num_tokened) || num_tokened == 0 || num_tokened > kMaxTokenedVersions ||
-      num_tokened > input->size() / kMinTokenedBytes) {
+  if (!GetVarint32(input, &num_tokened) || (num_tokened == 0 && !allow_none) ||
+      num_tokened > kMaxTokenedVersions || num_tokened > input->size() / kMinTokenedBytes) {
     return Malformed("bad tokened version count");
   }
   tokened_.reserve(num_tokened);

@@ -125,7 +125,22 @@ class CausalContext {
   // never held them: a retry copy of one of them that arrives later is then dropped there too
   // (storage/sibling_set.h). Not consulted by Covers.
   const std::vector<TokenedVersion>& tokened() const { return tokened_; }
+  // Not whether it is bound to a key: an empty context replaces nothing, whatever its key, and
+  // encodes to the empty string.
   bool empty() const { return vv_.empty() && dots_.empty() && tokened_.empty(); }
+
+  // The key a context was handed out for, as KeyHash(key); 0: none (a context of version 1 or 2,
+  // or handed out for a reader of an older format level: storage/format_level.h). Encode writes
+  // version 3 when it is set. A node binds the contexts it hands to clients and refuses a bound
+  // context on another key (DecodeForKey), which would replace versions of that key whose dots
+  // happen to share actors and counters with the ones the context saw. Never stored.
+  uint64_t key_hash() const { return key_hash_; }
+  void BindToKey(absl::string_view key) { key_hash_ = KeyHash(key); }
+  void Unbind() { key_hash_ = 0; }
+  // INVALID_ARGUMENT if bound to another key than `key`.
+  absl::Status CheckKey(absl::string_view key) const;
+  // XXH3-64 of the key; 1 in place of 0.
+  static uint64_t KeyHash(absl::string_view key);
 
   static constexpr size_t kMaxTokenedVersions = 16;
   // Adds `version` to tokened() if this context covers its dot, then trims to the bound. Of two
@@ -155,10 +170,14 @@ class CausalContext {
   // duplicate actors or dots, counter 0, a dot covered by the vector), or a counter above
   // kMaxContextCounter. Never allocates more than the input's size.
   static absl::StatusOr<CausalContext> Decode(absl::string_view bytes);
+  // Decode of a context a client sent with a write of `key`: also INVALID_ARGUMENT if it is bound
+  // to another key. The result is not bound.
+  static absl::StatusOr<CausalContext> DecodeForKey(absl::string_view bytes, absl::string_view key);
   std::string ToString() const;
 
   friend bool operator==(const CausalContext& a, const CausalContext& b) {
-    return a.vv_ == b.vv_ && a.dots_ == b.dots_ && a.tokened_ == b.tokened_;
+    return a.vv_ == b.vv_ && a.dots_ == b.dots_ && a.tokened_ == b.tokened_ &&
+           a.key_hash_ == b.key_hash_;
   }
 
  private:
@@ -166,13 +185,15 @@ class CausalContext {
   // built) and checks it against what was read before.
   absl::Status DecodeVersionVector(absl::string_view* input);
   absl::Status DecodeDots(absl::string_view* input);
-  absl::Status DecodeTokenedVersions(absl::string_view* input);
+  // `allow_none`: a count of 0 is well-formed (version 3; version 2 has at least one).
+  absl::Status DecodeTokenedVersions(absl::string_view* input, bool allow_none);
 
   void TrimTokened();
 
   VersionVector vv_;
   std::vector<Dot> dots_;
   std::vector<TokenedVersion> tokened_;
+  uint64_t key_hash_ = 0;
 };
 
 }  // namespace kv

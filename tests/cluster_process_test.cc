@@ -794,6 +794,52 @@ TEST_F(ClusterTest, AWriteChainedFromAWritesContextReplacesThatVersionEverywhere
 // C5: Puts without context through different nodes are concurrent: every replica keeps all of
 // them as siblings. A Put with the context of a Get that saw them all replaces them all, on
 // every replica.
+// A context is bound to the key it was read from: a Put or a Delete of another key with it is
+// refused (INVALID_ARGUMENT) through any node, and the other key's versions, which share actors
+// and counters with the ones the context saw, all stay.
+TEST_F(ClusterTest, AContextReadFromOneKeyIsRefusedOnAnother) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(3));
+  for (const std::string key : {"bound/k1", "bound/k2"}) {
+    for (size_t i = 0; i < 2; ++i) {  // n1's and n2's first writes of the key: siblings
+      const PutResult put = Put(kv(i), key, absl::StrCat(key, " from n", i + 1));
+      ASSERT_TRUE(put.status.ok()) << StatusText(put.status);
+    }
+  }
+  // Contexts are bound once every member is known to read them (gossip: format level 3); until
+  // a member's entry has arrived, it counts as one of the oldest level.
+  v1::GetResponse k1;
+  ASSERT_TRUE(PollUntil(kConvergeTimeout, [&] {
+    return Get(kv(0), "bound/k1", &k1).ok() && k1.context().size() > 1 && k1.context()[1] == 3;
+  })) << "the context of bound/k1 is not of version 3";
+  for (size_t i = 0; i < size(); ++i) {
+    PutArgs args;
+    args.context = k1.context();
+    const PutResult put = Put(kv(i), "bound/k2", "replaces nothing", args);
+    EXPECT_EQ(put.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << "through n" << i + 1 << ": " << StatusText(put.status);
+    EXPECT_THAT(put.status.error_message(), ::testing::HasSubstr("another key"));
+    v1::DeleteRequest request;
+    request.set_key("bound/k2");
+    request.set_context(k1.context());
+    v1::DeleteResponse response;
+    const grpc::Status deleted = kv(i)->Delete(Ctx().get(), request, &response);
+    EXPECT_EQ(deleted.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << StatusText(deleted);
+  }
+  const std::vector<std::string> both = {"bound/k2 from n1", "bound/k2 from n2"};
+  v1::DescribeKeyResponse described;
+  EXPECT_TRUE(PollUntil(kConvergeTimeout, [&] {
+    return DescribeKey(kv(2), "bound/k2", &described).ok() &&
+           AllReplicasHoldExactly(described, both);
+  })) << Show(described);
+  // The key's own context resolves it.
+  v1::GetResponse k2;
+  ASSERT_TRUE(Get(kv(2), "bound/k2", &k2).ok());
+  EXPECT_THAT(Values(k2), UnorderedElementsAreArray(both));
+  PutArgs args;
+  args.context = k2.context();
+  EXPECT_TRUE(Put(kv(1), "bound/k2", "resolved", args).status.ok());
+}
+
 TEST_F(ClusterTest, ConcurrentWritesBecomeSiblingsAndTheMergedContextResolvesThem) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(3));
   constexpr int kKeys = 10;

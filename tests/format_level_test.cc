@@ -83,6 +83,34 @@ TEST(FormatLevelTest, ContextForLevelOneHasNoTokenedVersionsAndEncodesAsVersionO
   EXPECT_EQ(*decoded, legacy);
 }
 
+// Below level 3 a context loses its key (version 2, or 1 below level 2), and readers of those
+// levels refuse a bound one; from level 2 on records are sent whole.
+TEST(FormatLevelTest, ContextsForLevelTwoAreNotBoundToTheirKey) {
+  SiblingSet record;
+  record.ApplyWrite("n1#1", CausalContext(), Tokened("a", "t1", 1000));
+  CausalContext bound = record.ClientContext();
+  bound.BindToKey("k");
+  EXPECT_EQ(ContextForLevel(bound, kFormatLevel), bound);
+  EXPECT_TRUE(CheckReadableAtLevel(bound, kKeyBoundContextLevel).ok());
+  const CausalContext level2 = ContextForLevel(bound, kReplacedWritesLevel);
+  EXPECT_EQ(level2.key_hash(), 0u);
+  EXPECT_EQ(level2.tokened(), bound.tokened());
+  EXPECT_EQ(level2.Encode()[1], '\x02');
+  EXPECT_TRUE(CheckReadableAtLevel(level2, kReplacedWritesLevel).ok());
+  EXPECT_EQ(CheckReadableAtLevel(bound, kReplacedWritesLevel).code(),
+            absl::StatusCode::kInvalidArgument);
+  const CausalContext level1 = ContextForLevel(bound, kLegacyFormatLevel);
+  EXPECT_EQ(level1.key_hash(), 0u);
+  EXPECT_TRUE(level1.tokened().empty());
+  EXPECT_EQ(CheckReadableAtLevel(bound, kLegacyFormatLevel).code(),
+            absl::StatusCode::kInvalidArgument);
+  // A level-2 reader holds all of a record with replaced writes.
+  const SiblingSet full = RecordWithReplacedWrite();
+  EXPECT_EQ(RecordForLevel(full, kReplacedWritesLevel), full);
+  EXPECT_TRUE(CheckReadableAtLevel(full, kReplacedWritesLevel).ok());
+  EXPECT_FALSE(HoldsAllItCan(RecordForLevel(full, kLegacyFormatLevel), full, kReplacedWritesLevel));
+}
+
 TEST(FormatLevelTest, ReplicaOfLevelOneHoldsAllItCanWithoutTheMemory) {
   const SiblingSet full = RecordWithReplacedWrite();
   const SiblingSet legacy = RecordForLevel(full, kLegacyFormatLevel);

@@ -51,7 +51,7 @@ class LocalStoreTest : public ::testing::Test {
   std::string ReadContext(const std::string& key) {
     absl::StatusOr<SiblingSet> record = store_->ReadRecord(key);
     EXPECT_TRUE(record.ok()) << record.status();
-    return store_->ContextForClients(record->ClientContext());  // what KvService::Get answers
+    return store_->ContextForClients(record->ClientContext(), key);  // what KvService::Get answers
   }
 
   ManualClock clock_;
@@ -376,7 +376,50 @@ TEST_F(LocalStoreTest, StoreOfLevelOneRefusesContextsItCannotRead) {
   EXPECT_TRUE(absl::IsNotFound(old->ReadRecord("k").status()));  // nothing stored
   CausalContext legacy = CausalContext::Decode(first.context).value();
   legacy.ClearTokened();
+  legacy.Unbind();
   EXPECT_TRUE(old->Write(WriteCommand{"k", false, "b", legacy.Encode(), "t2"}).ok());
+}
+
+// A store of level 2 reads tokened versions but not a context bound to its key (version 3); the
+// same context unbound goes through.
+TEST_F(LocalStoreTest, StoreOfLevelTwoRefusesAContextBoundToItsKey) {
+  const WriteOutcome first = MustPut("k", "a", "", "t1");
+  MemoryEngine engine;
+  LocalStore::Options options;
+  options.format_level = kReplacedWritesLevel;
+  std::unique_ptr<LocalStore> old = OpenStore(&engine, "n2", options);
+  absl::StatusOr<WriteOutcome> refused =
+      old->Write(WriteCommand{"k", false, "b", first.context, "t2"});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr("version 3"));
+  EXPECT_TRUE(absl::IsNotFound(old->ReadRecord("k").status()));  // nothing stored
+  CausalContext unbound = CausalContext::Decode(first.context).value();
+  ASSERT_FALSE(unbound.tokened().empty());
+  unbound.Unbind();
+  EXPECT_TRUE(old->Write(WriteCommand{"k", false, "b", unbound.Encode(), "t2"}).ok());
+}
+
+// A context handed out for one key is refused on a write of another (INVALID_ARGUMENT, nothing
+// changed): its dots would otherwise replace that key's versions that share actors and counters
+// with them, concurrent versions its writer never saw.
+TEST_F(LocalStoreTest, AContextOfAnotherKeyIsRefusedAndChangesNothing) {
+  MustPut("k1", "a");
+  MustPut("k1", "b");
+  MustPut("k2", "x");  // the same actor and counter as k1's first version
+  MustPut("k2", "y");
+  const std::string k1_context = ReadContext("k1");
+  for (bool is_delete : {false, true}) {
+    absl::StatusOr<WriteOutcome> refused =
+        store_->Write(WriteCommand{"k2", is_delete, is_delete ? "" : "z", k1_context, ""});
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+    EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr("another key"));
+    EXPECT_EQ(LiveValues("k2"), (std::vector<std::string>{"x", "y"}));
+  }
+  // The key's own context replaces both; so does one a write of the key returned.
+  const WriteOutcome resolved = MustPut("k2", "z", ReadContext("k2"));
+  EXPECT_EQ(LiveValues("k2"), std::vector<std::string>{"z"});
+  MustPut("k2", "w", resolved.context);
+  EXPECT_EQ(LiveValues("k2"), std::vector<std::string>{"w"});
 }
 
 TEST_F(LocalStoreTest, PutThenReadReturnsTheValue) {
@@ -480,7 +523,7 @@ TEST_F(LocalStoreTest, AWriteThatWouldGrowARecordPastTheLimitIsRefused) {
   const std::string stored = *engine.Get(Column::kData, "k");
   EXPECT_LE(stored.size(), 4000u);
   // Its token was not taken: the same write with a context goes through.
-  const std::string context = store->ContextForClients(record->ClientContext());
+  const std::string context = store->ContextForClients(record->ClientContext(), "k");
   absl::StatusOr<WriteOutcome> resolved =
       store->Write({"k", false, std::string(1000, 'z'), context, "t3"});
   ASSERT_TRUE(resolved.ok()) << resolved.status();
@@ -891,7 +934,7 @@ TEST_F(LocalStoreTest, RetryOfAWriteTheRecordForgotIsStillDeduplicated) {
       absl::StatusOr<SiblingSet> theirs = other->ReadRecord(key);
       ASSERT_TRUE(theirs.ok());
       absl::StatusOr<WriteOutcome> overwrite = other->Write(
-          {key, false, value, store_->ContextForClients(theirs->ClientContext()), token});
+          {key, false, value, store_->ContextForClients(theirs->ClientContext(), key), token});
       ASSERT_TRUE(overwrite.ok());
       ASSERT_TRUE(store_->MergeRecord(key, overwrite->record).ok());
     }

@@ -149,6 +149,50 @@ TEST(CausalContextTest, TokenedVersionsRoundTripAndOldFormatStillDecodes) {
   }
 }
 
+// A context bound to its key encodes as version 3, with or without tokened versions, and
+// decodes with its key hash; DecodeForKey refuses it for another key and unbinds it otherwise.
+// Every truncation and single-byte change is rejected.
+TEST(CausalContextTest, AContextBoundToItsKeyRoundTripsAndIsRefusedForAnotherKey) {
+  for (bool with_tokened : {false, true}) {
+    SCOPED_TRACE(with_tokened ? "with tokened versions" : "without");
+    CausalContext c(Vv({{"a#1", 3}, {"b#1", 2}}));
+    c.AddDot(Dot{"c#1", 7});
+    if (with_tokened) c.AddTokened(TokenedVersion{Dot{"b#1", 2}, 2000, 0xb2});
+    CausalContext unbound = c;
+    c.BindToKey("k1");
+    EXPECT_EQ(c.key_hash(), CausalContext::KeyHash("k1"));
+    EXPECT_NE(CausalContext::KeyHash("k1"), CausalContext::KeyHash("k2"));
+    const std::string v3 = c.Encode();
+    ASSERT_EQ(v3[1], '\x03');
+    absl::StatusOr<CausalContext> decoded = CausalContext::Decode(v3);
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    EXPECT_EQ(*decoded, c) << c.ToString();
+    EXPECT_EQ(decoded->key_hash(), c.key_hash());
+
+    absl::StatusOr<CausalContext> same = CausalContext::DecodeForKey(v3, "k1");
+    ASSERT_TRUE(same.ok()) << same.status();
+    EXPECT_EQ(*same, unbound);  // unbound, with everything else
+    EXPECT_EQ(same->key_hash(), 0u);
+    absl::StatusOr<CausalContext> other = CausalContext::DecodeForKey(v3, "k2");
+    EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
+    // An unbound context is taken for any key.
+    EXPECT_TRUE(CausalContext::DecodeForKey(unbound.Encode(), "k2").ok());
+
+    for (size_t n = 1; n < v3.size(); ++n) {
+      EXPECT_FALSE(CausalContext::Decode(v3.substr(0, n)).ok()) << n;
+    }
+    for (size_t i = 0; i < v3.size(); ++i) {
+      std::string bad = v3;
+      bad[i] = static_cast<char>(bad[i] ^ 0x10);
+      EXPECT_FALSE(CausalContext::Decode(bad).ok()) << i;
+    }
+  }
+  // An empty context stays the empty string, bound or not.
+  CausalContext empty;
+  empty.BindToKey("k1");
+  EXPECT_EQ(empty.Encode(), "");
+}
+
 TEST(CausalContextTest, TokenedVersionsMergeByDotAndStayBounded) {
   CausalContext a(Vv({{"a#1", 1}, {"b#1", 1}}));
   a.AddTokened(TokenedVersion{Dot{"a#1", 1}, 10, 1});
