@@ -112,6 +112,16 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
     done(valid);
     return;
   }
+  // A malformed context (or another key's) is the client's error here too, not only at a
+  // replica: with the replicas unreachable it would come back UNAVAILABLE, which the client
+  // retries; and a replica would hand it to the maker of a version it names before refusing it.
+  if (!command.forwarded) {
+    if (absl::Status context = CausalContext::DecodeForKey(command.context, command.key).status();
+        !context.ok()) {
+      done(context);
+      return;
+    }
+  }
   const std::shared_ptr<const Placement> placement = placement_->Get();
   const size_t n = static_cast<size_t>(options_.replication_factor);
   std::vector<const Member*> replicas = placement->Replicas(command.key, n);
@@ -162,14 +172,6 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
           placement->layout().version,
           " and does not hand on a write another node forwarded to it; the nodes' layouts "
           "differ while a membership change spreads, retry with the same idempotency token")));
-      return;
-    }
-    // A malformed context (or another key's) is the client's error here too, not only at a
-    // replica: with the replicas unreachable it would come back UNAVAILABLE, which the client
-    // retries.
-    if (absl::Status context = CausalContext::DecodeForKey(command.context, command.key).status();
-        !context.ok()) {
-      done(context);
       return;
     }
     {

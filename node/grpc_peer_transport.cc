@@ -251,7 +251,7 @@ void GrpcPeerTransport::Read(const Member& peer, std::string key, bool for_quoru
           result = absl::NotFoundError("replica has no record of the key");
         } else {
           result = std::move(*call->response.mutable_record());
-          if (options_.format_level < kFormatLevel) {
+          if (options_.format_level < kReplacedWritesLevel) {
             absl::StatusOr<SiblingSet> record = DecodeSiblingSet(*result);
             absl::Status readable = record.ok()
                                         ? CheckReadableAtLevel(*record, options_.format_level)

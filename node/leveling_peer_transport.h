@@ -4,16 +4,16 @@
 //
 // It wraps the node's PeerTransport. The records of MergeRecords (replication, read repair,
 // anti-entropy, handoff) are downgraded for a peer whose FormatLevels::MemberFormatLevel is below
-// kReplacedWritesLevel; records without replaced-write memory are sent unchanged, without re-encoding. A
-// record that cannot be decoded is sent as it is (the peer rejects it as it would have). Other
-// calls pass through: records a peer reads from this node are downgraded by the replica service
-// (ReadRecordRequest.reader_format_level), and a tombstone purge is only asked of replicas whose
-// record equals this node's byte for byte, which a downgraded replica's does not while this
-// node's remembers replaced writes (such tombstones wait for the upgrade). The peer merges a
-// downgraded record into what it holds, so nothing it had is lost; what it lacks is the memory
-// that recognizes late retry copies, which it could not store anyway. Digests of downgraded
-// replicas differ from the others' until the upgrade completes, so anti-entropy keeps comparing
-// (and re-sending) those keys meanwhile.
+// kReplacedWritesLevel; records without replaced-write memory are sent unchanged, without
+// re-encoding. A record that cannot be decoded is sent as it is (the peer rejects it as it would
+// have). Other calls pass through: records a peer reads from this node are downgraded by the
+// replica service (ReadRecordRequest.reader_format_level), and a tombstone purge is only asked of
+// replicas whose record equals this node's byte for byte, which a downgraded replica's does not
+// while this node's remembers replaced writes (such tombstones wait for the upgrade). The peer
+// merges a downgraded record into what it holds, so nothing it had is lost; what it lacks is the
+// memory that recognizes late retry copies, which it could not store anyway. Digests of
+// downgraded replicas differ from the others' until the upgrade completes, so anti-entropy keeps
+// comparing (and re-sending) those keys meanwhile.
 //
 // Thread-safe; `inner` and `levels` must outlive it.
 #ifndef KV_NODE_LEVELING_PEER_TRANSPORT_H_

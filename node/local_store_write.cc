@@ -380,8 +380,9 @@ absl::StatusOr<std::optional<WriteOutcome>> LocalStore::RecordedResult(
   WriteOutcome outcome;
   outcome.write_id = std::move(first->write_id);
   outcome.context = std::move(first->context);
-  if (ClusterFormatLevel() < kFormatLevel) {
-    // Stored while every member read tokened versions; one that does not may be a member now.
+  {
+    // Stored for the cluster's level then: bound to the key (or not, before every member read
+    // level 3), with tokened versions (or not). Handed out for the level now.
     absl::StatusOr<CausalContext> stored = CausalContext::Decode(outcome.context);
     if (stored.ok()) outcome.context = ContextForClients(*std::move(stored), write.command().key);
   }

@@ -30,12 +30,28 @@ ReplicationOutbox::ReplicationOutbox(std::vector<Member> peers, Engine* engine,
 }
 
 void ReplicationOutbox::AddPeer(const Member& member) {
-  absl::MutexLock lock(&mu_);
-  if (peers_.count(member.id) > 0) return;
-  auto peer = std::make_unique<PeerState>(member);
-  peer->stats.peer_id = member.id;
-  peer->backoff_ceiling = options_.initial_backoff;
-  peers_.emplace(member.id, std::move(peer));
+  PeerState* added;
+  {
+    absl::MutexLock lock(&mu_);
+    if (peers_.count(member.id) > 0) return;
+    auto peer = std::make_unique<PeerState>(member);
+    peer->stats.peer_id = member.id;
+    peer->backoff_ceiling = options_.initial_backoff;
+    // Entries an earlier run left on disk for this id, which Recover skipped (it was no peer
+    // then: a crash after a layout's placement and before its synced record, or a removal's
+    // unsynced deletions lost in a machine crash), are found by a scan and sent.
+    peer->on_disk_only = true;
+    peer->scan_requested = true;
+    added = peer.get();
+    peers_.emplace(member.id, std::move(peer));
+  }
+  // On the executor: the caller may be placing a layout. A peer removed meanwhile (its state
+  // kept in removed_peers_) is not drained.
+  executor_->Schedule([liveness = liveness_, this, added] {
+    if (!liveness->Enter()) return;
+    Drain(added);
+    liveness->Exit();
+  });
 }
 
 bool ReplicationOutbox::MayHaveEntriesFor(absl::string_view key) const {

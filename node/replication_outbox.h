@@ -187,7 +187,9 @@ class ReplicationOutbox {
   // Ends the peer's backoff now, if it is waiting one out, and sends what is queued for it: for
   // when the failure detector sees a DOWN peer come back. Unknown peers are ignored.
   void Resume(absl::string_view peer_id);
-  // Adds a replication peer (a member that joined); a no-op for a known one.
+  // Adds a replication peer (a member that joined); a no-op for a known one. Entries on disk for
+  // its id that Recover left alone (an earlier run's, for a peer unknown at the start) are found
+  // by a scan, on the executor, and sent.
   void AddPeer(const Member& member);
   // Removes a replication peer (a member that left; see Membership above) and returns how many of
   // its entries were deleted from disk. NOT_FOUND for a peer that is not known; an engine error

@@ -32,7 +32,7 @@ absl::Status CheckReadableAtLevel(const SiblingSet& record, uint32_t level) {
 }
 
 absl::Status CheckReadableAtLevel(const CausalContext& context, uint32_t level) {
-  if (level < kKeyBoundContextLevel && context.key_hash() != 0 && !context.empty()) {
+  if (level < kKeyBoundContextLevel && context.key_hash() != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "causal context version 3 (bound to its key) is not readable at format level ", level));
   }

@@ -205,6 +205,8 @@ absl::StatusOr<CausalContext> CausalContext::Decode(absl::string_view bytes) {
     }
   }
   if (!input.empty()) return Malformed("trailing bytes");
+  // The empty context has one encoding, the empty string (Encode writes nothing else for it).
+  if (context.empty()) return Malformed("an empty context in a non-empty encoding");
   return context;
 }
 

@@ -791,9 +791,6 @@ TEST_F(ClusterTest, AWriteChainedFromAWritesContextReplacesThatVersionEverywhere
   EXPECT_TRUE(converged) << Show(described);
 }
 
-// C5: Puts without context through different nodes are concurrent: every replica keeps all of
-// them as siblings. A Put with the context of a Get that saw them all replaces them all, on
-// every replica.
 // A context is bound to the key it was read from: a Put or a Delete of another key with it is
 // refused (INVALID_ARGUMENT) through any node, and the other key's versions, which share actors
 // and counters with the ones the context saw, all stay.
@@ -840,6 +837,9 @@ TEST_F(ClusterTest, AContextReadFromOneKeyIsRefusedOnAnother) {
   EXPECT_TRUE(Put(kv(1), "bound/k2", "resolved", args).status.ok());
 }
 
+// C5: Puts without context through different nodes are concurrent: every replica keeps all of
+// them as siblings. A Put with the context of a Get that saw them all replaces them all, on
+// every replica.
 TEST_F(ClusterTest, ConcurrentWritesBecomeSiblingsAndTheMergedContextResolvesThem) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(3));
   constexpr int kKeys = 10;

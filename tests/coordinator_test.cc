@@ -566,6 +566,22 @@ TEST_F(CoordinatorTest, NonReplicaRefusesAnOversizedWriteWithoutForwardingIt) {
   EXPECT_EQ((*bad_context)[0].status().code(), absl::StatusCode::kInvalidArgument)
       << (*bad_context)[0].status();
   EXPECT_THAT(peers_.forwards, IsEmpty());
+
+  // And one with another key's context.
+  VersionVector seen;
+  seen.Advance("n2#1", 1);
+  CausalContext other_key(seen);
+  other_key.BindToKey(key + "-other");
+  auto wrong_key = std::make_shared<std::vector<absl::StatusOr<WriteReply>>>();
+  coordinator_->Write(
+      WriteCommand{key, false, "v", other_key.Encode(), "token-other-key"}, {},
+      [wrong_key](absl::StatusOr<WriteReply> reply) { wrong_key->push_back(std::move(reply)); });
+  executor_.Drain();
+  ASSERT_EQ(wrong_key->size(), 1u);
+  EXPECT_EQ((*wrong_key)[0].status().code(), absl::StatusCode::kInvalidArgument)
+      << (*wrong_key)[0].status();
+  EXPECT_THAT(std::string((*wrong_key)[0].status().message()), HasSubstr("another key"));
+  EXPECT_THAT(peers_.forwards, IsEmpty());
 }
 
 TEST_F(CoordinatorTest, ReadWithROfOneUsesTheOwnReplicaWhenItHoldsTheKey) {

@@ -1031,6 +1031,30 @@ TEST_F(ReplicationOutboxTest, RecoverAfterRestartFindsTheBacklogAndSeqsKeepIncre
   }
 }
 
+// Entries an earlier run left for a peer that is not one at the next start (a crash between a
+// layout's placement and its synced record) stay on disk through Recover, and are sent once the
+// peer is added.
+TEST_F(ReplicationOutboxTest, APeerAddedAfterRecoverGetsTheEntriesAnEarlierRunLeftForIt) {
+  {
+    auto outbox = MakeOutbox(Options{}, {"p1", "p2"});
+    Write(outbox.get(), "k", "v", {"p1", "p2"});
+    for (size_t call : transport_.Outstanding()) {
+      transport_.Complete(call, absl::UnavailableError("down"));
+    }
+    executor_.RunAll();
+  }  // "crash": both entries stay on disk
+  ASSERT_EQ(OutboxKeys().size(), 2u);
+  auto outbox = MakeOutbox(Options{}, {"p1"});
+  CompleteAllOk();
+  EXPECT_EQ(transport_.applied("p1").count("k"), 1u);
+  EXPECT_EQ(OutboxKeys().size(), 1u) << "p2's entry is left alone";
+  outbox->AddPeer(Member{"p2", "p2:7000", ""});
+  executor_.RunAll();  // the scan
+  CompleteAllOk();
+  EXPECT_EQ(transport_.applied("p2").count("k"), 1u);
+  EXPECT_TRUE(OutboxKeys().empty());
+}
+
 TEST_F(ReplicationOutboxTest, RecoverRejectsAMalformedKey) {
   WriteBatch batch;
   batch.Put(Column::kOutbox, "no-separator", "k");

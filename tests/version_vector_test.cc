@@ -277,6 +277,33 @@ TEST(CausalContextTest, FramedHelperMatchesEncode) {
   EXPECT_EQ(Framed(std::string("\x01", 1) + Entry("a", 1) + std::string("\x00", 1)), c.Encode());
 }
 
+// Version 3 with a valid checksum: a zero key hash, trailing bytes and an empty body are refused;
+// no tokened versions is well-formed there (not in version 2).
+TEST(CausalContextTest, DecodeChecksVersionThreeBehindAValidChecksum) {
+  auto framed_v3 = [](const std::string& payload) {
+    std::string out = "\xc7\x03";
+    PutFixed32(&out, crc32c::Mask(crc32c::Extend(crc32c::Value(out), payload)));
+    return out + payload;
+  };
+  std::string hash;
+  PutFixed64(&hash, CausalContext::KeyHash("k"));
+  std::string zero_hash;
+  PutFixed64(&zero_hash, 0);
+  const std::string body = std::string("\x01", 1) + Entry("a", 1) + std::string("\x00", 1);
+  const std::string none(1, '\0');
+  absl::StatusOr<CausalContext> ok = CausalContext::Decode(framed_v3(hash + body + none));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->key_hash(), CausalContext::KeyHash("k"));
+  EXPECT_TRUE(CausalContext::DecodeForKey(framed_v3(hash + body + none), "k").ok());
+  EXPECT_FALSE(CausalContext::Decode(framed_v3(zero_hash + body + none)).ok());
+  EXPECT_FALSE(CausalContext::Decode(framed_v3(hash + body + none + none)).ok());  // trailing
+  EXPECT_FALSE(CausalContext::Decode(framed_v3(hash + body)).ok());  // no tokened count
+  const std::string empty_body = none + none;
+  EXPECT_FALSE(CausalContext::Decode(framed_v3(hash + empty_body + none)).ok());
+  EXPECT_FALSE(CausalContext::Decode(Framed(empty_body)).ok());     // version 1, empty too
+  EXPECT_FALSE(CausalContext::Decode(FramedV2(body + none)).ok());  // v2 needs one
+}
+
 TEST(CausalContextTest, DecodeRejectsHostileButChecksummedInput) {
   const std::string zero(1, '\0');
   const std::string one("\x01", 1);
