@@ -220,10 +220,10 @@ class Coordinator {
   bool IsDown(const Member& member) const;
   // Moves DOWN members behind the others, keeping the order within each group.
   void LiveFirst(std::vector<const Member*>* members) const;
-  // The live replica of `replicas` (not this node) that should coordinate `command` because it
-  // made a version the command's context names (see "A write whose context names single
-  // versions" above); null to coordinate here.
-  const Member* MakerToCoordinate(const WriteCommand& command,
+  // The live replica of `replicas` (not this node) that should coordinate a write with context
+  // `seen` because it made a version the context names (see "A write whose context names single
+  // versions" above); null to coordinate here (also for an empty context: a forwarded write's).
+  const Member* MakerToCoordinate(const CausalContext& seen,
                                   const std::vector<const Member*>& replicas) const;
   void CoordinateWrite(WriteCommand command, QuorumSpec w, std::vector<AckGroup> groups,
                        uint64_t layout_version, std::vector<const Member*> replicas,

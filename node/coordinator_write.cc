@@ -115,12 +115,16 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
   // A malformed context (or another key's) is the client's error here too, not only at a
   // replica: with the replicas unreachable it would come back UNAVAILABLE, which the client
   // retries; and a replica would hand it to the maker of a version it names before refusing it.
+  // A forwarded write was checked by the node that forwarded it (and is checked by the store).
+  CausalContext seen;
   if (!command.forwarded) {
-    if (absl::Status context = CausalContext::DecodeForKey(command.context, command.key).status();
-        !context.ok()) {
-      done(context);
+    absl::StatusOr<CausalContext> decoded =
+        CausalContext::DecodeForKey(command.context, command.key);
+    if (!decoded.ok()) {
+      done(decoded.status());
       return;
     }
+    seen = *std::move(decoded);
   }
   const std::shared_ptr<const Placement> placement = placement_->Get();
   const size_t n = static_cast<size_t>(options_.replication_factor);
@@ -134,7 +138,7 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
                                       [&](const Member* m) { return m->id == options_.self_id; });
   if (is_replica) {
     const uint64_t layout_version = placement->layout().version;
-    if (const Member* maker = MakerToCoordinate(command, replicas)) {
+    if (const Member* maker = MakerToCoordinate(seen, replicas)) {
       WriteCommand copy = command;
       // The maker may store the write before its answer is lost.
       command.first_attempt = false;
@@ -179,7 +183,7 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
       ++stats_.writes_forwarded;
     }
     LiveFirst(&replicas);
-    if (const Member* maker = MakerToCoordinate(command, replicas)) {
+    if (const Member* maker = MakerToCoordinate(seen, replicas)) {
       std::stable_partition(replicas.begin(), replicas.end(),
                             [maker](const Member* m) { return m == maker; });
     }
@@ -188,13 +192,10 @@ void Coordinator::Write(WriteCommand command, QuorumSpec w,
   }
 }
 
-const Member* Coordinator::MakerToCoordinate(const WriteCommand& command,
+const Member* Coordinator::MakerToCoordinate(const CausalContext& seen,
                                              const std::vector<const Member*>& replicas) const {
-  if (command.forwarded || command.context.empty()) return nullptr;
-  absl::StatusOr<CausalContext> seen = CausalContext::Decode(command.context);
-  if (!seen.ok() || seen->dots().empty()) return nullptr;  // the store answers a bad context
   const Member* maker = nullptr;
-  for (const Dot& dot : seen->dots()) {
+  for (const Dot& dot : seen.dots()) {
     // An actor is "<node id>#<epoch>".
     const absl::string_view node_id = absl::string_view(dot.actor).substr(0, dot.actor.rfind('#'));
     if (node_id == options_.self_id) return nullptr;  // this node made one of them

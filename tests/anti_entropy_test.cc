@@ -240,6 +240,27 @@ class AntiEntropyTest : public ::testing::Test {
     ASSERT_TRUE(node.index->Build().ok());
     ASSERT_TRUE(node.store->catching_up());
   }
+  // One run of node a's repairs: its exchanger, an operation registry loaded from `journal`
+  // (what its data directory keeps across runs; `run` names the run) and its runner. Members
+  // are destroyed runner first.
+  struct RepairsRun {
+    std::unique_ptr<AntiEntropy> ae;
+    std::unique_ptr<OperationRegistry> operations;
+    std::unique_ptr<RepairRunner> repairs;
+  };
+  RepairsRun StartRepairsRun(OperationJournal* journal, const std::string& run) {
+    RepairsRun r;
+    r.ae = MakeAntiEntropy(0);
+    r.operations =
+        std::make_unique<OperationRegistry>("a", run, &clock_, OperationRegistry::Options{});
+    absl::Status loaded = r.operations->Load(journal);
+    EXPECT_TRUE(loaded.ok()) << loaded;
+    r.repairs =
+        std::make_unique<RepairRunner>(nodes_[0].index.get(), r.ae.get(), r.operations.get(),
+                                       &scheduler_, RepairRunner::Options{});
+    return r;
+  }
+
   absl::Status Exchange(AntiEntropy& ae, const std::string& peer) {
     absl::Status result = absl::UnknownError("not finished");
     ae.ExchangeNow(peer, [&](absl::Status s) { result = s; });
@@ -1133,10 +1154,10 @@ TEST_F(AntiEntropyTest, ARepairStartsOverUnderItsIdAfterARestart) {
   MapJournal journal;
   std::string id, gone, unreadable;
   {
-    auto ae = MakeAntiEntropy(0);
-    OperationRegistry operations("a", "1", &clock_, {});
-    ASSERT_TRUE(operations.Load(&journal).ok());
-    RepairRunner repairs(nodes_[0].index.get(), ae.get(), &operations, &scheduler_, {});
+    RepairsRun first = StartRepairsRun(&journal, "1");
+    AntiEntropy* ae = first.ae.get();
+    OperationRegistry& operations = *first.operations;
+    RepairRunner& repairs = *first.repairs;
     ae->ExchangeNow("b", nullptr);  // keeps the repair waiting
     id = repairs.Start("c").value();
     gone = operations.Start("repair", "with z", 1, "peers", "peer=z");
@@ -1147,10 +1168,10 @@ TEST_F(AntiEntropyTest, ARepairStartsOverUnderItsIdAfterARestart) {
     ae->Shutdown();
   }
   scheduler_.Advance(absl::Seconds(1));
-  auto ae = MakeAntiEntropy(0);
-  OperationRegistry operations("a", "2", &clock_, {});
-  ASSERT_TRUE(operations.Load(&journal).ok());
-  RepairRunner repairs(nodes_[0].index.get(), ae.get(), &operations, &scheduler_, {});
+  RepairsRun second = StartRepairsRun(&journal, "2");
+  AntiEntropy* ae = second.ae.get();
+  OperationRegistry& operations = *second.operations;
+  RepairRunner& repairs = *second.repairs;
   repairs.Resume(operations.TakeInterrupted({"repair"}));
   // Asked again while it runs (started over): the same operation.
   EXPECT_EQ(repairs.Start("c").value(), id);
@@ -1178,10 +1199,10 @@ TEST_F(AntiEntropyTest, ARepairGoesOnWithThePeersNotDoneAfterARestart) {
   MapJournal journal;
   std::string id;
   {
-    auto ae = MakeAntiEntropy(0);
-    OperationRegistry operations("a", "1", &clock_, {});
-    ASSERT_TRUE(operations.Load(&journal).ok());
-    RepairRunner repairs(nodes_[0].index.get(), ae.get(), &operations, &scheduler_, {});
+    RepairsRun first = StartRepairsRun(&journal, "1");
+    AntiEntropy* ae = first.ae.get();
+    OperationRegistry& operations = *first.operations;
+    RepairRunner& repairs = *first.repairs;
     // The node stops while it reads the second peer's records (the first peer's exchange
     // found nothing to read).
     bool stopped = false;
@@ -1203,10 +1224,10 @@ TEST_F(AntiEntropyTest, ARepairGoesOnWithThePeersNotDoneAfterARestart) {
   for (int i = 0; i < 5; ++i) Put(later, absl::StrCat("only-later", i), "v");
   EXPECT_FALSE(Encoded(0, "only-later3").ok());
   scheduler_.Advance(absl::Seconds(1));
-  auto ae = MakeAntiEntropy(0);
-  OperationRegistry operations("a", "2", &clock_, {});
-  ASSERT_TRUE(operations.Load(&journal).ok());
-  RepairRunner repairs(nodes_[0].index.get(), ae.get(), &operations, &scheduler_, {});
+  RepairsRun second = StartRepairsRun(&journal, "2");
+  AntiEntropy* ae = second.ae.get();
+  OperationRegistry& operations = *second.operations;
+  RepairRunner& repairs = *second.repairs;
   repairs.Resume(operations.TakeInterrupted({"repair"}));
   absl::StatusOr<OperationInfo> resumed = operations.Get(id);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
