@@ -253,6 +253,22 @@ CausalContext SiblingSet::ClientContext() const {
   for (const Sibling& s : siblings_) {
     if (!s.idempotency_token.empty()) result.AddTokened(Remember(s));
   }
+  // Then the replaced writes, the most recent first, while there is room: the reader's next write
+  // replaces them again wherever it lands, so a replica that never held this record still drops
+  // their retry copies (the only replica that remembered them may be gone by then). A live
+  // sibling is never crowded out by them.
+  std::vector<const ReplacedWrite*> replaced;
+  replaced.reserve(replaced_.size());
+  for (const ReplacedWrite& w : replaced_) replaced.push_back(&w);
+  std::sort(replaced.begin(), replaced.end(), [](const ReplacedWrite* a, const ReplacedWrite* b) {
+    if (a->timestamp_micros != b->timestamp_micros)
+      return a->timestamp_micros > b->timestamp_micros;
+    return b->dot < a->dot;
+  });
+  for (const ReplacedWrite* w : replaced) {
+    if (result.tokened().size() >= CausalContext::kMaxTokenedVersions) break;
+    result.AddTokened(*w);
+  }
   return result;
 }
 

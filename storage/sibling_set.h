@@ -143,9 +143,11 @@ class SiblingSet {
   // Both carry tokened versions (CausalContext::tokened()). ContextAfterWrite: the new version
   // if it has a token, and those of `seen` it still covers, unless the new version is the only
   // sibling left (they were replaced, and this set remembers them). ClientContext: the tokened
-  // siblings.
+  // siblings, then the replaced writes (the most recent first) while CausalContext's bound
+  // leaves room, so that a write with it makes the replica it lands on remember them even if
+  // that replica never held this record.
   CausalContext ContextAfterWrite(const CausalContext& seen, const Dot& new_dot) const;
-  // The context a read returns: this set's context and its tokened siblings.
+  // The context a read returns: this set's context, its tokened siblings and its replaced writes.
   CausalContext ClientContext() const;
 
   // Merges another replica's record of the same key into this one, then drops copies of

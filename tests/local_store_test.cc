@@ -360,7 +360,7 @@ TEST_F(LocalStoreTest, ContextsSuitTheClustersFormatLevel) {
   EXPECT_EQ(LiveValues("k"), std::vector<std::string>{"b"});  // causality is whole
 
   levels.level = kFormatLevel;
-  EXPECT_EQ(tokened(ReadContext("k")), 1u);
+  EXPECT_EQ(tokened(ReadContext("k")), 2u);  // "b", and "a", which it replaced
 }
 
 // A store acting as a node of format level 1 refuses contexts of version 2, as such a node does.

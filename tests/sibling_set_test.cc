@@ -342,6 +342,59 @@ TEST(SiblingSetTest, OverwriteOnAReplicaThatNeverHeldTheSeenCopyStillReplacesIts
   EXPECT_TRUE(Merged(c, b).CheckInvariants().ok());
 }
 
+// The copy the client saw was already replaced where it read: the read's context names it too,
+// so the replica the next write lands on remembers it even though it never held the record that
+// did (simulation seed 1894080, leave then remove with 4 nodes: that record's only holder was
+// removed while down).
+TEST(SiblingSetTest, AReadCarriesTheReplacedWritesSoTheNextWriteReplacesTheirRetries) {
+  SiblingSet a;  // the first attempt, coordinated by a#1, then overwritten there
+  a.ApplyWrite("a#1", CausalContext(), Value("x", "tok"));
+  a.ApplyWrite("a#1", a.ClientContext(), Value("y", "tok-y"));
+  ASSERT_EQ(a.replaced_writes().size(), 1u);
+  SiblingSet b;  // the first attempt's retry through b#1, which had seen nothing
+  b.ApplyWrite("b#1", CausalContext(), Value("x", "tok"));
+  const CausalContext read = a.ClientContext();  // a client reads "y" from a
+  ASSERT_EQ(read.tokened().size(), 2u);
+  auto decoded = CausalContext::Decode(read.Encode());
+  ASSERT_TRUE(decoded.ok());
+  SiblingSet c;  // and overwrites it through c#1, which holds nothing of the key
+  c.ApplyWrite("c#1", *decoded, Value("z"));
+  ASSERT_EQ(c.replaced_writes().size(), 2u);
+  // a is gone; c's memory alone must recognise b's copy of "x", which "y" replaced.
+  EXPECT_EQ(Values(Merged(c, b)), (std::vector<std::string>{"z"}));
+  EXPECT_EQ(Merged(c, b), Merged(b, c));
+  EXPECT_TRUE(Merged(c, b).CheckInvariants().ok());
+}
+
+// Live tokened siblings come first in a read's context: replaced writes fill only the room
+// CausalContext's bound leaves, even when they are more recent (the live siblings' coordinators'
+// clocks are behind).
+TEST(SiblingSetTest, ReplacedWritesNeverCrowdLiveSiblingsOutOfAReadsContext) {
+  auto stamped = [](Sibling s, int64_t micros) {
+    s.timestamp_micros = micros;
+    return s;
+  };
+  SiblingSet set;
+  for (int i = 0; i <= static_cast<int>(kMaxReplacedWrites); ++i) {  // fill the memory
+    set.ApplyWrite("a#1", set.ClientContext(),
+                   stamped(Value(absl::StrCat("v", i), absl::StrCat("t", i)), 1000 + i));
+  }
+  ASSERT_EQ(set.replaced_writes().size(), kMaxReplacedWrites);
+  const size_t live = CausalContext::kMaxTokenedVersions - 2;
+  for (size_t i = 1; i < live; ++i) {  // concurrent writes, stamped by clocks behind
+    set.ApplyWrite(absl::StrCat("w", i, "#1"), CausalContext(),
+                   stamped(Value(absl::StrCat("c", i), absl::StrCat("live", i)), i));
+  }
+  ASSERT_EQ(set.siblings().size(), live);
+  const CausalContext read = set.ClientContext();
+  EXPECT_EQ(read.tokened().size(), CausalContext::kMaxTokenedVersions);
+  for (const Sibling& s : set.siblings()) {
+    EXPECT_TRUE(std::any_of(read.tokened().begin(), read.tokened().end(),
+                            [&](const TokenedVersion& v) { return v.dot == s.dot; }))
+        << s.dot.ToString();
+  }
+}
+
 // Forged contexts (they are only checksummed) cannot contradict what the record knows, nor
 // crowd genuine replaced writes out of its bounded memory.
 TEST(SiblingSetTest, ForgedTokenedVersionsCannotCorruptTheMemory) {
