@@ -42,6 +42,7 @@ void ReplicationOutbox::AddPeer(const Member& member) {
     // unsynced deletions lost in a machine crash), are found by a scan and sent.
     peer->on_disk_only = true;
     peer->scan_requested = true;
+    peer->uncounted_below = next_seq_;
     added = peer.get();
     peers_.emplace(member.id, std::move(peer));
   }

@@ -2,7 +2,8 @@
 // drain it (asynchronous replication and hinted handoff).
 //
 // Entries. One per (peer, write), in the engine's outbox column:
-//     key   = peer_id + '\0' + seq (u64, big-endian; seqs increase across restarts)
+//     key   = peer_id + '\0' + seq (u64, big-endian; seqs increase within a run, and a run
+//             starts above every seq on disk: an empty outbox starts again at 1)
 //     value = the data key written
 // AddEntries puts them into the write's own batch (LocalStore::Write's batch hook), so a write
 // that is acknowledged always has its outbox entries, and a crash never leaves one without the
@@ -189,7 +190,7 @@ class ReplicationOutbox {
   void Resume(absl::string_view peer_id);
   // Adds a replication peer (a member that joined); a no-op for a known one. Entries on disk for
   // its id that Recover left alone (an earlier run's, for a peer unknown at the start) are found
-  // by a scan, on the executor, and sent.
+  // by a scan, on the executor, and sent; that scan counts them in the peer's depth.
   void AddPeer(const Member& member);
   // Removes a replication peer (a member that left; see Membership above) and returns how many of
   // its entries were deleted from disk. NOT_FOUND for a peer that is not known; an engine error

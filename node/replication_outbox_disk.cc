@@ -178,6 +178,7 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
   // so the snapshot stays accurate for them.
   std::set<uint64_t> skip;
   uint64_t seq_limit;
+  uint64_t uncounted_below;
   size_t room;
   {
     absl::MutexLock lock(&mu_);
@@ -186,6 +187,7 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
     for (const auto& [seq, key] : peer->unsubmitted) skip.insert(seq);
     for (const auto& [seq, w] : peer->queued) skip.insert(seq);
     seq_limit = next_seq_;
+    uncounted_below = peer->uncounted_below;
     room = options_.max_queued_per_peer - std::min(options_.max_queued_per_peer, peer->InMemory());
     // Set again by whatever leaves an entry on disk only from now on, including this scan.
     peer->on_disk_only = false;
@@ -194,7 +196,8 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
 
   const std::string prefix = PeerPrefix(peer->member.id);
   std::vector<OutboxEntry> found;
-  bool complete = true;  // every entry of the peer on disk was seen
+  bool complete = true;    // every entry of the peer on disk was taken
+  uint64_t uncounted = 0;  // entries below uncounted_below (seen past `room` too)
   std::unique_ptr<Iterator> it = engine_->NewIterator(Column::kOutbox);
   for (it->Seek(prefix); it->Valid() && absl::StartsWith(it->key(), prefix); it->Next()) {
     absl::string_view peer_id;
@@ -202,9 +205,12 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
     if (!ParseEntryKey(it->key(), &peer_id, &seq) || seq >= seq_limit || skip.count(seq) > 0) {
       continue;
     }
+    if (seq < uncounted_below) ++uncounted;
     if (found.size() == room) {
       complete = false;
-      break;
+      // In seq order: past uncounted_below, nothing is left to count.
+      if (seq >= uncounted_below) break;
+      continue;
     }
     found.push_back(OutboxEntry{peer->member.id, seq, std::string(it->value())});
   }
@@ -217,6 +223,10 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
     if (shutdown_ || peer->removed) return;
     if (scanned.ok()) {
       if (!complete) peer->on_disk_only = true;
+      if (uncounted_below > 0 && peer->uncounted_below == uncounted_below) {
+        peer->stats.depth += uncounted;
+        peer->uncounted_below = 0;
+      }
       for (OutboxEntry& entry : found) Hold(peer, Waiting{std::move(entry), nullptr});
     } else {
       peer->stats.last_error = absl::StrCat("scanning the outbox: ", scanned.ToString());

@@ -85,10 +85,14 @@ struct ReplicationOutbox::PeerState {
   bool draining = false;
   bool scan_requested = false;
   bool on_disk_only = false;  // some entries on disk are not held in memory
-  bool paused = false;        // waiting out a backoff
-  bool scanning = false;      // ScanDisk is reading entries that are not in memory yet
-  bool removed = false;       // RemovePeer: sends nothing more
-  size_t isolate = 0;         // after a refused batch: this many batches of one key each
+  // Set by AddPeer: entries on disk with a smaller seq were left by an earlier run for a peer
+  // that Recover did not know, and are not counted in stats.depth yet; the first scan that
+  // completes counts them (all of them, held in memory or not) and sets it back to 0.
+  uint64_t uncounted_below = 0;
+  bool paused = false;    // waiting out a backoff
+  bool scanning = false;  // ScanDisk is reading entries that are not in memory yet
+  bool removed = false;   // RemovePeer: sends nothing more
+  size_t isolate = 0;     // after a refused batch: this many batches of one key each
   // Keys whose record the peer refused alone, with how many times in a row.
   std::map<std::string, int, std::less<>> refusals;
   // Keys whose record the peer refused alone as not its replica while its layout was older than

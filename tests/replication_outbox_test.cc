@@ -1055,6 +1055,32 @@ TEST_F(ReplicationOutboxTest, APeerAddedAfterRecoverGetsTheEntriesAnEarlierRunLe
   EXPECT_TRUE(OutboxKeys().empty());
 }
 
+// What the scan finds for a peer added after Recover counts in its depth, the entries beyond the
+// memory bound too, and leaves it as each is confirmed.
+TEST_F(ReplicationOutboxTest, EntriesAnEarlierRunLeftForAPeerAddedLaterCountInItsDepth) {
+  {
+    auto outbox = MakeOutbox(Options{}, {"p1", "p2"});
+    for (int i = 0; i < 4; ++i) Write(outbox.get(), absl::StrCat("k", i), "v", {"p1", "p2"});
+    for (size_t call : transport_.Outstanding()) {
+      transport_.Complete(call, absl::UnavailableError("down"));
+    }
+    executor_.RunAll();
+  }  // "crash": the 8 entries stay on disk
+  Options small;
+  small.max_queued_per_peer = 2;  // the scan takes 2 into memory, counts all 4
+  auto outbox = MakeOutbox(small, {"p1"});
+  CompleteAllOk();
+  outbox->AddPeer(Member{"p2", "p2:7000", ""});
+  executor_.RunAll();  // the scan
+  EXPECT_EQ(StatsOf(*outbox, "p2").depth, 4u);
+  Write(outbox.get(), "k9", "v", {"p2"});  // one of this run: counted once
+  EXPECT_EQ(StatsOf(*outbox, "p2").depth, 5u);
+  CompleteAllOk();
+  EXPECT_EQ(StatsOf(*outbox, "p2").depth, 0u);
+  EXPECT_TRUE(OutboxKeys().empty());
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(transport_.applied("p2").count(absl::StrCat("k", i)), 1u);
+}
+
 TEST_F(ReplicationOutboxTest, RecoverRejectsAMalformedKey) {
   WriteBatch batch;
   batch.Put(Column::kOutbox, "no-separator", "k");
