@@ -232,6 +232,9 @@ class Coordinator {
                               uint64_t layout_version, int total_peers,
                               std::vector<OutboxEntry> entries, WriteOutcome outcome,
                               std::function<void(absl::StatusOr<WriteReply>)> done);
+  // Forwards to replicas[next], then to the next ones while they cannot be reached. When every
+  // replica was a node of another cluster (IsOtherCluster), FAILED_PRECONDITION: a retry meets
+  // the same members until the configuration is fixed.
   void ForwardWrite(WriteCommand command, QuorumSpec w, std::vector<const Member*> replicas,
                     size_t next, absl::Status last_error,
                     std::function<void(absl::StatusOr<WriteReply>)> done);

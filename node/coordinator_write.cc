@@ -399,6 +399,15 @@ void Coordinator::ForwardWrite(WriteCommand command, QuorumSpec w,
                                absl::Status last_error,
                                std::function<void(absl::StatusOr<WriteReply>)> done) {
   if (next >= replicas.size()) {
+    // `last_error` is another cluster's refusal only if every replica's was (see below).
+    if (!replicas.empty() && IsOtherCluster(last_error)) {
+      done(absl::FailedPreconditionError(absl::StrCat(
+          "no replica of the key could coordinate the write: every one of its ", replicas.size(),
+          " replica(s) in this node's membership is served by a node of another cluster (check "
+          "--peers and --cluster_name); last answer: ",
+          last_error.message())));
+      return;
+    }
     done(absl::UnavailableError(
         absl::StrCat("no replica of the key could coordinate the write: ", last_error.message())));
     return;
@@ -408,6 +417,7 @@ void Coordinator::ForwardWrite(WriteCommand command, QuorumSpec w,
   transport_->ForwardWrite(
       target, std::move(copy), w,
       [this, command = std::move(command), w, replicas = std::move(replicas), next,
+       all_other_cluster = next == 0 || IsOtherCluster(last_error),
        done = std::move(done)](absl::StatusOr<WriteReply> reply) mutable {
         // Only a replica that could not be reached is skipped; any other answer, including a
         // W failure reported by the replica, goes back to the client as it is.
@@ -415,7 +425,10 @@ void Coordinator::ForwardWrite(WriteCommand command, QuorumSpec w,
           done(std::move(reply));
           return;
         }
-        ForwardWrite(std::move(command), w, std::move(replicas), next + 1, reply.status(),
+        absl::Status error = reply.status();
+        // Kept marked only while every replica so far was another cluster's.
+        if (!all_other_cluster) error.ErasePayload(kOtherClusterPayload);
+        ForwardWrite(std::move(command), w, std::move(replicas), next + 1, std::move(error),
                      std::move(done));
       });
 }

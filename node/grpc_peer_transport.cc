@@ -303,7 +303,7 @@ void GrpcPeerTransport::ListKeys(const Member& peer, std::string prefix, std::st
 namespace {
 
 // The forwarded write's answer as a WriteReply; the trailing metadata marks a W shortfall on a
-// replica that stored the write.
+// replica that stored the write, or a node of another cluster.
 template <typename Response>
 absl::StatusOr<WriteReply> ForwardedReply(grpc::ClientContext* context, const absl::Status& status,
                                           const Response& response) {
@@ -312,6 +312,9 @@ absl::StatusOr<WriteReply> ForwardedReply(grpc::ClientContext* context, const ab
   }
   if (context->GetServerTrailingMetadata().count(kWriteStoredMetadata) > 0) {
     return MarkWriteStored(status);
+  }
+  if (context->GetServerTrailingMetadata().count(kClusterMismatchMetadata) > 0) {
+    return MarkOtherCluster(status);
   }
   return status;
 }

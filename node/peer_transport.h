@@ -101,6 +101,18 @@ inline bool IsWriteStored(const absl::Status& status) {
   return HasMark(status, kWriteStoredPayload);
 }
 
+// A refusal by a node of another cluster (node/cluster_name.h): UNAVAILABLE, for to the caller
+// its member is not there, marked so that a node forwarding a write whose every replica answers
+// so tells its client that retrying cannot help. In process the mark is a status payload; over
+// gRPC it is the trailing metadata kClusterMismatchMetadata.
+inline constexpr absl::string_view kOtherClusterPayload = "type.kv/other-cluster";
+inline absl::Status MarkOtherCluster(absl::Status status) {
+  return WithMark(std::move(status), kOtherClusterPayload);
+}
+inline bool IsOtherCluster(const absl::Status& status) {
+  return HasMark(status, kOtherClusterPayload);
+}
+
 // A refusal of a record by a member that does not replicate its key in its layout
 // (Placement::CheckMayHold): final for that member as long as its layout stands, so a sender gives
 // the record up at once rather than retrying it. In process the mark is a status payload; over

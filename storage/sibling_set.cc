@@ -242,8 +242,10 @@ CausalContext SiblingSet::ContextAfterWrite(const CausalContext& seen, const Dot
     // counter of its actor in `seen`, so it is kept even though context_ covers it.
     result.AddDot(new_dot);
   }
+  // The new version is named whatever else the writer's context brought (a read's context may
+  // fill the bound with replaced writes: ClientContext).
   for (const Sibling& s : siblings_) {
-    if (s.dot == new_dot && !s.idempotency_token.empty()) result.AddTokened(Remember(s));
+    if (s.dot == new_dot && !s.idempotency_token.empty()) result.AddTokenedKept(Remember(s));
   }
   return result;
 }

@@ -99,6 +99,23 @@ void CausalContext::AddTokened(const TokenedVersion& version) {
   TrimTokened();
 }
 
+void CausalContext::AddTokenedKept(const TokenedVersion& version) {
+  if (!Covers(version.dot)) return;
+  const bool present = std::any_of(tokened_.begin(), tokened_.end(),
+                                   [&](const TokenedVersion& v) { return v.dot == version.dot; });
+  if (!present && tokened_.size() >= kMaxTokenedVersions) {
+    // The one TrimTokened would drop first: the least recent, then the smaller dot.
+    tokened_.erase(std::min_element(tokened_.begin(), tokened_.end(),
+                                    [](const TokenedVersion& a, const TokenedVersion& b) {
+                                      if (a.timestamp_micros != b.timestamp_micros) {
+                                        return a.timestamp_micros < b.timestamp_micros;
+                                      }
+                                      return a.dot < b.dot;
+                                    }));
+  }
+  AddTokened(version);
+}
+
 void CausalContext::TrimTokened() {
   if (tokened_.size() <= kMaxTokenedVersions) return;
   // Keep the most recent (then the larger dot): a deterministic choice, so merges commute.

@@ -146,6 +146,9 @@ class CausalContext {
   // Adds `version` to tokened() if this context covers its dot, then trims to the bound. Of two
   // entries of one dot, the one with the larger (timestamp, fingerprint) is kept.
   void AddTokened(const TokenedVersion& version);
+  // As AddTokened, but `version` is kept even at the bound: the least recent other entry makes
+  // room for it.
+  void AddTokenedKept(const TokenedVersion& version);
   // Forgets tokened() (for readers of causal context version 1: storage/format_level.h).
   void ClearTokened() { tokened_.clear(); }
 

@@ -258,6 +258,9 @@ class ClusterTest : public ::testing::Test {
     options.nodes = nodes;
     options.extra_flags = std::move(extra_flags);
     options.node_flags = std::move(node_flags);
+    StartCluster(std::move(options));
+  }
+  void StartCluster(testing::Cluster::Options options) {
     absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster =
         testing::Cluster::Start(std::move(options));
     ASSERT_TRUE(cluster.ok()) << cluster.status();
@@ -759,6 +762,29 @@ TEST_F(ClusterTest, ANodeOfAnotherClusterNeitherSendsNorReceivesRecords) {
       }
     }
   }
+}
+
+// A write forwarded to a replica that another cluster's node now serves (N=1: the key's only
+// replica, n2, runs with another --cluster_name) fails at once with FAILED_PRECONDITION naming
+// the cause, not with an UNAVAILABLE the client would retry until its budget runs out.
+TEST_F(ClusterTest, AWriteWhoseReplicasAreAnotherClustersIsRefusedNotRetried) {
+  testing::Cluster::Options options;
+  options.nodes = 2;
+  options.replication_factor = 1;
+  options.write_quorum = 1;
+  options.node_flags[1] = {"--cluster_name=other"};
+  ASSERT_NO_FATAL_FAILURE(StartCluster(std::move(options)));
+  std::string key;
+  for (int i = 0; i < 100 && key.empty(); ++i) {
+    const std::string candidate = absl::StrCat("elsewhere/", i);
+    if (ReplicasOf(candidate) == std::vector<std::string>{"n2"}) key = candidate;
+  }
+  ASSERT_FALSE(key.empty()) << "no key of n2 among 100";
+  const PutResult put = Put(kv(0), key, "v");
+  EXPECT_EQ(put.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << StatusText(put.status);
+  EXPECT_THAT(put.status.error_message(), ::testing::HasSubstr("another cluster"));
+  EXPECT_THAT(put.status.error_message(), ::testing::HasSubstr("belongs to cluster"));
 }
 
 // C5: a write's context names just its version while siblings remain. A write chained with it

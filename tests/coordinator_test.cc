@@ -407,6 +407,34 @@ TEST_F(CoordinatorTest, NonReplicaForwardsToTheFirstReplicaThatAnswers) {
   EXPECT_EQ(coordinator_->Stats().writes_forwarded, 1u);
 }
 
+// Replicas served by nodes of another cluster (node/cluster_name.h) are skipped like unreachable
+// ones; when every replica is one, the client is told that retrying cannot help.
+TEST_F(CoordinatorTest, AWriteWhoseEveryReplicaIsAnotherClustersFailsItsPrecondition) {
+  Start("n1", 5);
+  const std::string key = KeyWhere("k", "n1", /*replica=*/false);
+  const std::vector<const Member*> replicas = holder_->Get()->Replicas(key, kN);
+  for (const Member* m : replicas) {
+    peers_.forward_answers[m->id] =
+        MarkOtherCluster(absl::UnavailableError(m->id + " belongs to cluster \"other\""));
+  }
+  Answers answers = Put(key, "v");
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kFailedPrecondition)
+      << (*answers)[0].status();
+  EXPECT_THAT(std::string((*answers)[0].status().message()), HasSubstr("another cluster"));
+  EXPECT_EQ(peers_.forwards.size(), replicas.size());
+
+  // One replica merely unreachable: a retry may reach it, so UNAVAILABLE.
+  peers_.forwards.clear();
+  peers_.forward_answers.erase(replicas[1]->id);
+  answers = Put(key, "v");
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kUnavailable)
+      << (*answers)[0].status();
+  EXPECT_FALSE(IsOtherCluster((*answers)[0].status()));
+  EXPECT_EQ(peers_.forwards.size(), replicas.size());
+}
+
 // A write another node forwarded to this one, which is not a replica in its own layout (the two
 // layouts differ), is not handed on again: the forwarding node tries its next replica.
 TEST_F(CoordinatorTest, AForwardedWriteIsNotHandedOnAgain) {

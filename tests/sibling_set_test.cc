@@ -395,6 +395,35 @@ TEST(SiblingSetTest, ReplacedWritesNeverCrowdLiveSiblingsOutOfAReadsContext) {
   }
 }
 
+// A read's context can fill the bound (live siblings, then replaced writes); the context of a
+// write made with it still names the new version, even one its coordinator stamped long before
+// the others (a clock behind).
+TEST(SiblingSetTest, AWritesContextNamesItsVersionEvenWhenTheReadFilledTheBound) {
+  auto stamped = [](Sibling s, int64_t micros) {
+    s.timestamp_micros = micros;
+    return s;
+  };
+  SiblingSet set;
+  for (int i = 0; i <= static_cast<int>(kMaxReplacedWrites); ++i) {
+    set.ApplyWrite("a#1", set.ClientContext(),
+                   stamped(Value(absl::StrCat("v", i), absl::StrCat("t", i)), 1000 + i));
+  }
+  for (int i = 1; i < 8; ++i) {
+    set.ApplyWrite(absl::StrCat("w", i, "#1"), CausalContext(),
+                   stamped(Value(absl::StrCat("c", i), absl::StrCat("live", i)), 2000 + i));
+  }
+  const CausalContext read = set.ClientContext();
+  ASSERT_EQ(read.tokened().size(), CausalContext::kMaxTokenedVersions);
+  set.ApplyWrite("x#1", CausalContext(), stamped(Value("unseen", "t-unseen"), 3000));
+  const Dot dot = set.ApplyWrite("b#1", read, stamped(Value("new", "t-new"), 1));
+  const CausalContext reply = set.ContextAfterWrite(read, dot);
+  EXPECT_EQ(reply.tokened().size(), CausalContext::kMaxTokenedVersions);
+  EXPECT_TRUE(std::any_of(reply.tokened().begin(), reply.tokened().end(),
+                          [&](const TokenedVersion& v) { return v.dot == dot; }))
+      << dot.ToString();
+  EXPECT_EQ(set.siblings().size(), 2u);  // "unseen" stays beside "new"
+}
+
 // Forged contexts (they are only checksummed) cannot contradict what the record knows, nor
 // crowd genuine replaced writes out of its bounded memory.
 TEST(SiblingSetTest, ForgedTokenedVersionsCannotCorruptTheMemory) {
