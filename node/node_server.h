@@ -195,8 +195,13 @@ class NodeServer {
   // A failed write left the Merkle trees wrong: rebuilds them from what was written, a second
   // later (again after a scan that was running), one rebuild at a time with the ring changes.
   void ScheduleStaleMerkleRebuild();
-  // Orders the stored layout's writes (OnLayout runs on the executor, several at once): a layout
-  // is stored only while it is still the placement's, so an older one never overwrites a newer.
+  // Held through OnLayout, which runs on the executor: layouts are applied one at a time, so
+  // that an older layout's removal of departed outbox peers cannot follow a newer layout that
+  // added one of them back (the peer would be missing from the outbox, and writes would record
+  // no entry for it).
+  absl::Mutex on_layout_mu_;
+  // Orders the stored layout's writes: a layout is stored only while it is still the
+  // placement's, so an older one never overwrites a newer.
   absl::Mutex layout_store_mu_;
   // Serializes FollowRingWithMerkleTrees.
   absl::Mutex merkle_ring_mu_;

@@ -159,6 +159,7 @@ absl::StatusOr<std::unique_ptr<LayoutReservations>> NodeServer::OpenLayoutAccept
 }
 
 void NodeServer::OnLayout(const ClusterLayout& layout) {
+  absl::MutexLock serial(&on_layout_mu_);
   absl::StatusOr<std::shared_ptr<const Placement>> placement = Placement::Create(layout);
   if (!placement.ok()) {
     // The gossip listener has paused tombstone purging for it: purging stays off until a newer

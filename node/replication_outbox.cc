@@ -43,6 +43,9 @@ void ReplicationOutbox::AddPeer(const Member& member) {
     peer->on_disk_only = true;
     peer->scan_requested = true;
     peer->uncounted_below = next_seq_;
+    if (auto removing = removing_.find(member.id); removing != removing_.end()) {
+      peer->ignore_below = removing->second.seq_limit;
+    }
     added = peer.get();
     peers_.emplace(member.id, std::move(peer));
   }
@@ -129,7 +132,9 @@ void ReplicationOutbox::Submit(std::vector<OutboxEntry> entries, EntryCallback o
     absl::MutexLock lock(&mu_);
     for (OutboxEntry& entry : entries) {
       PeerState* peer = FindPeer(entry.peer_id);
-      if (peer == nullptr) {
+      // Not in the peer's unsubmitted: allocated for an earlier incarnation of the id, removed
+      // (and added again) while the write committed.
+      if (peer == nullptr || peer->unsubmitted.erase(entry.seq) == 0) {
         orphans.Delete(Column::kOutbox, EntryKey(entry.peer_id, entry.seq));
         has_orphans = true;
         reports.push_back(Report{on_result, entry,
@@ -137,7 +142,6 @@ void ReplicationOutbox::Submit(std::vector<OutboxEntry> entries, EntryCallback o
                                      "\"", entry.peer_id, "\" is not a replication peer"))});
         continue;
       }
-      peer->unsubmitted.erase(entry.seq);
       ++peer->stats.depth;
       if (shutdown_) {
         peer->on_disk_only = true;  // MayHaveEntriesFor stays conservative for its key

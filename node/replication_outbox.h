@@ -67,8 +67,10 @@
 // FAILED_PRECONDITION and deletes its entries from disk: the handoff made every remaining owner
 // hold what the leaving member held, so nothing it was owed is needed elsewhere. Entries for the
 // other peers are untouched. An entry added for the removed peer by a write committing at that
-// moment is deleted when it is submitted. Entries allocated after RemovePeer began are not its
-// to delete, so a peer added again under the same id meanwhile keeps its new entries on disk.
+// moment is deleted when it is submitted, also if the peer was added again meanwhile (the entry
+// belongs to the earlier incarnation). Entries allocated after RemovePeer began are not its
+// to delete, so a peer added again under the same id meanwhile keeps its new entries on disk,
+// and neither sends nor counts the ones the removal is still deleting.
 //
 // Pending entries. MayHaveEntriesFor(key) says whether some entry for `key` may still wait to be
 // sent (to any peer). Since a batch reads its keys' records at send time, a record must not be
@@ -296,6 +298,13 @@ class ReplicationOutbox {
   // still be under way.
   std::vector<std::unique_ptr<PeerState>> removed_peers_ ABSL_GUARDED_BY(mu_);
   uint64_t removed_entries_ ABSL_GUARDED_BY(mu_) = 0;
+  // Ids whose RemovePeer is still deleting entries, with the seq below which it deletes: a peer
+  // added again under such an id meanwhile leaves those entries alone (PeerState::ignore_below).
+  struct Removal {
+    uint64_t seq_limit = 0;  // the largest of the removals under way
+    int under_way = 0;
+  };
+  std::map<std::string, Removal, std::less<>> removing_ ABSL_GUARDED_BY(mu_);
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   absl::BitGenRef rng_ ABSL_GUARDED_BY(mu_);  // backoff jitter; the generator outlives us

@@ -1,5 +1,6 @@
 // ReplicationOutbox: recovery at start, scans of entries not held in memory, and deletion of a
 // peer's entries (node/replication_outbox.h).
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -56,6 +57,9 @@ absl::StatusOr<uint64_t> ReplicationOutbox::RemovePeer(absl::string_view peer_id
     if (it == peers_.end()) {
       return absl::NotFoundError(absl::StrCat("\"", peer_id, "\" is not a replication peer"));
     }
+    Removal& removal = removing_[std::string(peer_id)];
+    removal.seq_limit = std::max(removal.seq_limit, seq_limit);
+    ++removal.under_way;
     PeerState* peer = it->second.get();
     peer->removed = true;
     const absl::Status status = absl::FailedPreconditionError(
@@ -84,10 +88,11 @@ absl::StatusOr<uint64_t> ReplicationOutbox::RemovePeer(absl::string_view peer_id
   }
   RunReports(std::move(reports));
   absl::StatusOr<uint64_t> deleted = DeleteEntriesBelow(peer_id, seq_limit);
-  if (deleted.ok()) {
-    absl::MutexLock lock(&mu_);
-    removed_entries_ += *deleted;
+  absl::MutexLock lock(&mu_);
+  if (auto it = removing_.find(peer_id); it != removing_.end() && --it->second.under_way == 0) {
+    removing_.erase(it);
   }
+  if (deleted.ok()) removed_entries_ += *deleted;
   return deleted;
 }
 
@@ -179,6 +184,7 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
   std::set<uint64_t> skip;
   uint64_t seq_limit;
   uint64_t uncounted_below;
+  uint64_t ignore_below;
   size_t room;
   {
     absl::MutexLock lock(&mu_);
@@ -188,6 +194,7 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
     for (const auto& [seq, w] : peer->queued) skip.insert(seq);
     seq_limit = next_seq_;
     uncounted_below = peer->uncounted_below;
+    ignore_below = peer->ignore_below;
     room = options_.max_queued_per_peer - std::min(options_.max_queued_per_peer, peer->InMemory());
     // Set again by whatever leaves an entry on disk only from now on, including this scan.
     peer->on_disk_only = false;
@@ -202,7 +209,8 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
   for (it->Seek(prefix); it->Valid() && absl::StartsWith(it->key(), prefix); it->Next()) {
     absl::string_view peer_id;
     uint64_t seq;
-    if (!ParseEntryKey(it->key(), &peer_id, &seq) || seq >= seq_limit || skip.count(seq) > 0) {
+    if (!ParseEntryKey(it->key(), &peer_id, &seq) || seq >= seq_limit || seq < ignore_below ||
+        skip.count(seq) > 0) {
       continue;
     }
     if (seq < uncounted_below) ++uncounted;

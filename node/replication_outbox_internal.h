@@ -89,6 +89,9 @@ struct ReplicationOutbox::PeerState {
   // that Recover did not know, and are not counted in stats.depth yet; the first scan that
   // completes counts them (all of them, held in memory or not) and sets it back to 0.
   uint64_t uncounted_below = 0;
+  // Set by AddPeer while a RemovePeer of the same id still deletes its entries below this seq:
+  // they belong to the earlier incarnation, and scans skip them.
+  uint64_t ignore_below = 0;
   bool paused = false;    // waiting out a backoff
   bool scanning = false;  // ScanDisk is reading entries that are not in memory yet
   bool removed = false;   // RemovePeer: sends nothing more

@@ -1166,6 +1166,23 @@ TEST_F(ReplicationOutboxTest, RemovePeerDropsOnlyItsEntriesAndReportsItsWaiters)
   ASSERT_TRUE(engine_.Write(batch, WriteOptions{}).ok());
   outbox->Submit(c, nullptr);
   EXPECT_TRUE(OutboxKeys().empty());
+
+  // The same, with p3 added again before the write commits: the entry is the earlier
+  // incarnation's, deleted and reported, not counted for the new one.
+  outbox->AddPeer(Member{"p3", "p3:7000", ""});
+  WriteBatch again;
+  again.Put(Column::kData, "d", "1");
+  std::vector<OutboxEntry> d = outbox->AddEntries("d", {"p3"}, &again);
+  ASSERT_TRUE(outbox->RemovePeer("p3").ok());
+  outbox->AddPeer(Member{"p3", "p3:7000", ""});
+  executor_.RunAll();
+  ASSERT_TRUE(engine_.Write(again, WriteOptions{}).ok());
+  absl::Status reported;
+  outbox->Submit(d, [&](const OutboxEntry&, absl::Status status) { reported = status; });
+  executor_.RunAll();
+  EXPECT_TRUE(absl::IsFailedPrecondition(reported)) << reported;
+  EXPECT_TRUE(OutboxKeys().empty());
+  EXPECT_EQ(StatsOf(*outbox, "p3").depth, 0u);
 }
 
 // A peer removed and added again under the same id while the removal is deleting its entries
@@ -1196,6 +1213,34 @@ TEST_F(ReplicationOutboxTest, APeerAddedAgainDuringItsRemovalKeepsItsNewEntriesO
   outbox.Submit(late, nullptr);
   CompleteAllOk();
   EXPECT_EQ(transport_.applied("p1").count("late"), 1u);
+  EXPECT_TRUE(OutboxKeys().empty());
+  outbox.Shutdown();
+}
+
+// A scan for the peer added again runs while the removal still deletes: the earlier
+// incarnation's entries are neither sent to the new one nor counted in its depth.
+TEST_F(ReplicationOutboxTest, APeerAddedAgainDuringItsRemovalLeavesTheOldEntriesAlone) {
+  HookedEngine engine(&engine_);
+  ReplicationOutbox outbox({Member{"p1", "p1:7000", ""}}, &engine, &transport_, &scheduler_,
+                           &executor_, rng_, Options{});
+  ASSERT_TRUE(outbox.Recover().ok());
+  Write(&outbox, "a", "1");
+  transport_.Complete(transport_.Outstanding().at(0), absl::UnavailableError("down"));
+  executor_.RunAll();  // "a" waits on disk, in backoff
+  const size_t calls_before = transport_.calls().size();
+  bool hooked = false;
+  engine.before_iterator = [&] {  // RemovePeer's deletion is about to read the column
+    if (hooked) return;
+    hooked = true;
+    outbox.AddPeer(Member{"p1", "p1:7000", ""});
+    executor_.RunAll();  // the new peer's scan, before the deletion
+  };
+  absl::StatusOr<uint64_t> removed = outbox.RemovePeer("p1");
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 1u);
+  ASSERT_TRUE(hooked);
+  EXPECT_EQ(StatsOf(outbox, "p1").depth, 0u);
+  EXPECT_EQ(transport_.calls().size(), calls_before) << "the old entry went to the new peer";
   EXPECT_TRUE(OutboxKeys().empty());
   outbox.Shutdown();
 }
