@@ -9,8 +9,9 @@
 // a node of the other; two clusters whose members share ids) neither merge each other's records
 // nor take in each other's membership. UNAVAILABLE, because for the caller its member is not
 // there: replication keeps the entries for it and retries with backoff (hinted handoff), a
-// forwarded write goes to the next replica (and fails with FAILED_PRECONDITION when every replica
-// of its key answered so: Coordinator::ForwardWrite), reads count it as not answering. A call without the
+// forwarded write goes to the next replica (and when every replica of its key answered so, the
+// UNAVAILABLE names the likely misconfiguration: Coordinator::ForwardWrite), reads count it as
+// not answering. A call without the
 // header (a client, or a node of an earlier version during a rolling upgrade) is let in.
 //
 // The name is also stored in the data directory at the first start (meta column "cluster_name",

@@ -233,8 +233,7 @@ class Coordinator {
                               std::vector<OutboxEntry> entries, WriteOutcome outcome,
                               std::function<void(absl::StatusOr<WriteReply>)> done);
   // Forwards to replicas[next], then to the next ones while they cannot be reached. When every
-  // replica was a node of another cluster (IsOtherCluster), FAILED_PRECONDITION: a retry meets
-  // the same members until the configuration is fixed.
+  // replica was a node of another cluster (IsOtherCluster), the UNAVAILABLE says so.
   void ForwardWrite(WriteCommand command, QuorumSpec w, std::vector<const Member*> replicas,
                     size_t next, absl::Status last_error,
                     std::function<void(absl::StatusOr<WriteReply>)> done);

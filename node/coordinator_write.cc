@@ -399,12 +399,15 @@ void Coordinator::ForwardWrite(WriteCommand command, QuorumSpec w,
                                absl::Status last_error,
                                std::function<void(absl::StatusOr<WriteReply>)> done) {
   if (next >= replicas.size()) {
-    // `last_error` is another cluster's refusal only if every replica's was (see below).
+    // `last_error` is another cluster's refusal only if every replica's was (see below). Still
+    // UNAVAILABLE: this node's own --cluster_name may be the wrong one, and a client with other
+    // endpoints then succeeds through them (a final error would also hide that an earlier
+    // attempt of the write may have been stored).
     if (!replicas.empty() && IsOtherCluster(last_error)) {
-      done(absl::FailedPreconditionError(absl::StrCat(
+      done(absl::UnavailableError(absl::StrCat(
           "no replica of the key could coordinate the write: every one of its ", replicas.size(),
-          " replica(s) in this node's membership is served by a node of another cluster (check "
-          "--peers and --cluster_name); last answer: ",
+          " replica(s) in this node's membership answered as a node of another cluster; this "
+          "node's --cluster_name or its --peers may be wrong. Last answer: ",
           last_error.message())));
       return;
     }

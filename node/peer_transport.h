@@ -103,7 +103,7 @@ inline bool IsWriteStored(const absl::Status& status) {
 
 // A refusal by a node of another cluster (node/cluster_name.h): UNAVAILABLE, for to the caller
 // its member is not there, marked so that a node forwarding a write whose every replica answers
-// so tells its client that retrying cannot help. In process the mark is a status payload; over
+// so tells its client what is likely wrong. In process the mark is a status payload; over
 // gRPC it is the trailing metadata kClusterMismatchMetadata.
 inline constexpr absl::string_view kOtherClusterPayload = "type.kv/other-cluster";
 inline absl::Status MarkOtherCluster(absl::Status status) {

@@ -34,6 +34,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 constexpr int kN = 3;
 
@@ -408,8 +409,9 @@ TEST_F(CoordinatorTest, NonReplicaForwardsToTheFirstReplicaThatAnswers) {
 }
 
 // Replicas served by nodes of another cluster (node/cluster_name.h) are skipped like unreachable
-// ones; when every replica is one, the client is told that retrying cannot help.
-TEST_F(CoordinatorTest, AWriteWhoseEveryReplicaIsAnotherClustersFailsItsPrecondition) {
+// ones; when every replica is one, the client is told so (still UNAVAILABLE: this node's own
+// name may be the wrong one, and the client's other endpoints may succeed).
+TEST_F(CoordinatorTest, AWriteWhoseEveryReplicaIsAnotherClustersSaysSo) {
   Start("n1", 5);
   const std::string key = KeyWhere("k", "n1", /*replica=*/false);
   const std::vector<const Member*> replicas = holder_->Get()->Replicas(key, kN);
@@ -419,9 +421,10 @@ TEST_F(CoordinatorTest, AWriteWhoseEveryReplicaIsAnotherClustersFailsItsPrecondi
   }
   Answers answers = Put(key, "v");
   ASSERT_EQ(answers->size(), 1u);
-  EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kFailedPrecondition)
+  EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kUnavailable)
       << (*answers)[0].status();
-  EXPECT_THAT(std::string((*answers)[0].status().message()), HasSubstr("another cluster"));
+  EXPECT_THAT(std::string((*answers)[0].status().message()),
+              HasSubstr("replica(s) in this node's membership answered as a node of another"));
   EXPECT_EQ(peers_.forwards.size(), replicas.size());
 
   // One replica merely unreachable: a retry may reach it, so UNAVAILABLE.
@@ -432,6 +435,8 @@ TEST_F(CoordinatorTest, AWriteWhoseEveryReplicaIsAnotherClustersFailsItsPrecondi
   EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kUnavailable)
       << (*answers)[0].status();
   EXPECT_FALSE(IsOtherCluster((*answers)[0].status()));
+  EXPECT_THAT(std::string((*answers)[0].status().message()),
+              Not(HasSubstr("in this node's membership answered as a node of another")));
   EXPECT_EQ(peers_.forwards.size(), replicas.size());
 }
 
