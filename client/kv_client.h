@@ -260,7 +260,9 @@ struct CoalescingOptions {
   int max_in_flight = 8;  // 0 = never coalesce: one RPC per call
   size_t max_batch_items = 128;
   size_t max_batch_bytes = 60 << 10;  // far below a node's message limit (at least 65 MiB)
-  // The longest a call waits for a call in flight to finish before it leaves anyway.
+  // The longest a call waits for a call in flight to finish before it leaves anyway. It also
+  // leaves 25 ms before its own deadline, whatever this is (a call with under 50 ms left never
+  // waits).
   absl::Duration max_delay = absl::Milliseconds(5);
 };
 // The name CoalescingOptions had when only writes were coalesced.

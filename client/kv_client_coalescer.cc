@@ -97,6 +97,7 @@ void Coalescer::Call(v1::KV::Stub* stub, const Item& item,
 void Coalescer::Submit(v1::KV::Stub* stub, Item item) {
   bool arm_timer = false;
   uint64_t generation = 0;
+  absl::Duration flush_in;
   size_t endpoint = 0;
   while (endpoint < stubs_.size() && stubs_[endpoint] != stub) ++endpoint;  // a handful
   if (endpoint == stubs_.size()) {
@@ -120,16 +121,28 @@ void Coalescer::Submit(v1::KV::Stub* stub, Item item) {
       item.bytes = item.ByteSize();
       item.waited = true;
       item.deadline = SteadyDeadline(*item.context);
+      // It waits at most max_delay, and never past half of the least time a batch needs before
+      // its own deadline (it has more than that left: see above), whatever max_delay is.
+      const absl::Time now = SteadyNow();
+      const absl::Time leave_by =
+          std::min(now + options.max_delay, item.deadline - absl::FromChrono(kLeastBatchTime) / 2);
       if (lane.waiting.empty()) {
         arm_timer = true;
         generation = ++lane.flush_generation;
+        lane.flush_at = leave_by;
+      } else if (leave_by < lane.flush_at) {
+        // One more timer for the same items: whichever fires first flushes them all.
+        arm_timer = true;
+        generation = lane.flush_generation;
+        lane.flush_at = leave_by;
       }
+      flush_in = std::max(absl::ZeroDuration(), leave_by - now);
       lane.waiting.push_back(std::move(item));
       item.on_done = nullptr;
     }
   }
   if (arm_timer) {
-    timer_->RunAfter(options.max_delay, [this, endpoint, reads_lane, generation]() {
+    timer_->RunAfter(flush_in, [this, endpoint, reads_lane, generation]() {
       Flush(endpoint, reads_lane, generation);
     });
   }

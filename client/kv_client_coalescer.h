@@ -117,6 +117,9 @@ class Coalescer {
     absl::Time refused_until = absl::InfinitePast();
     std::vector<Item> waiting;
     uint64_t flush_generation = 0;  // of the flush timer armed for the current waiting items
+    // When the earliest flush timer of the current waiting items fires: max_delay after the
+    // first, or sooner for an item whose own deadline comes first.
+    absl::Time flush_at = absl::InfiniteFuture();
   };
   struct Endpoint {
     Lane writes;

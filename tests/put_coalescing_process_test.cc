@@ -255,6 +255,38 @@ TEST_F(PutCoalescingProcessTest, WaitingPutsLeaveAsOneBatchAndEachGetsItsOwnResu
   EXPECT_THAT(Values(**client, "k2"), ElementsAre("NOT_FOUND"));
 }
 
+// A write waiting for a batch leaves by its own deadline, not only after max_delay (30 s here):
+// the first Put's answer is held for as long as the test wants, and the second, with a 1 s
+// deadline, must have its answer long before max_delay.
+TEST_F(PutCoalescingProcessTest, AWaitingWriteLeavesByItsOwnDeadline) {
+  auto counts = std::make_shared<CountCalls::Counts>();
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({node_.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::Notification first_done;
+  (*client)->PutAsync("held", "v", WriteOptions(),
+                      [&](absl::StatusOr<WriteResult>) { first_done.Notify(); });
+  absl::Notification second_done;
+  absl::StatusOr<WriteResult> second = absl::UnknownError("not done");
+  WriteOptions short_deadline;
+  short_deadline.deadline = absl::Seconds(1);
+  const absl::Time started = absl::Now();
+  (*client)->PutAsync("waits", "v", short_deadline, [&](absl::StatusOr<WriteResult> result) {
+    second = std::move(result);
+    second_done.Notify();
+  });
+  const bool answered = second_done.WaitForNotificationWithTimeout(absl::Seconds(10));
+  const absl::Duration took = absl::Now() - started;
+  counts->Release();
+  ASSERT_TRUE(first_done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  if (!answered) second_done.WaitForNotification();
+  EXPECT_TRUE(answered) << "the waiting write was answered only after " << took;
+  // It went alone with little time left: answered either way, never after its deadline's
+  // neighbourhood.
+  EXPECT_TRUE(second.ok() || absl::IsDeadlineExceeded(second.status())) << second.status();
+  EXPECT_EQ(counts->batches.load(), 0);
+}
+
 TEST(PutCoalescingClusterTest, WritesOfAnotherQuorumDoNotHoldABatchBack) {
   // Node 0 holds each replication send for kDelay, so a write it coordinates with W=2 cannot be
   // acknowledged before then, while one with W=1 is acknowledged once node 0 holds it. The
