@@ -107,18 +107,35 @@ std::optional<SiblingSet> Checkers::Final(const std::string& key) const {
   return std::nullopt;
 }
 
+bool Checkers::Saw(const WriteOp& op, const Dot& dot, const WriteOp* version_of) {
+  if (op.has_context) return std::find(op.seen.begin(), op.seen.end(), dot) != op.seen.end();
+  if (!op.is_delete) return false;  // a blind Put replaces nothing
+  if (op.outcome != Outcome::kOk || op.attempts != 1) return true;
+  if (op.reply_context.Covers(dot)) return true;
+  // A retried write may have left copies under dots the history never saw (an attempt that
+  // stored the write and then failed): this Delete may have replaced one of them.
+  return version_of != nullptr && version_of->attempts > 1 && op.acked >= version_of->issued;
+}
+
 bool Checkers::SomeWriteSaw(const std::string& key, const Dot& dot,
                             const WriteOp* version_of) const {
   auto it = writes_by_key_.find(key);
   if (it == writes_by_key_.end()) return false;
+  return std::any_of(it->second.begin(), it->second.end(),
+                     [&](const WriteOp* op) { return Saw(*op, dot, version_of); });
+}
+
+bool Checkers::SomeLastingWriteSaw(const std::string& key, const Dot& dot,
+                                   const SiblingSet& final_record) const {
+  auto it = writes_by_key_.find(key);
+  if (it == writes_by_key_.end()) return false;
   return std::any_of(it->second.begin(), it->second.end(), [&](const WriteOp* op) {
-    if (op->has_context) return std::find(op->seen.begin(), op->seen.end(), dot) != op->seen.end();
-    if (!op->is_delete) return false;  // a blind Put replaces nothing
-    if (op->outcome != Outcome::kOk || op->attempts != 1) return true;
-    if (op->reply_context.Covers(dot)) return true;
-    // A retried write may have left copies under dots the history never saw (an attempt that
-    // stored the write and then failed): this Delete may have replaced one of them.
-    return version_of != nullptr && version_of->attempts > 1 && op->acked >= version_of->issued;
+    if (!Saw(*op, dot, nullptr)) return false;
+    if (op->outcome == Outcome::kOk) return true;
+    auto dots = dots_by_token_.find(op->token);
+    if (dots == dots_by_token_.end()) return false;
+    return std::any_of(dots->second.begin(), dots->second.end(),
+                       [&](const Dot& d) { return final_record.context().Covers(d); });
   });
 }
 
@@ -281,7 +298,8 @@ void Checkers::CheckTokenResurrection() {
     for (const Sibling& s : final_record->siblings()) {
       if (s.idempotency_token.empty() || SomeWriteSaw(key, s.dot)) continue;
       for (const Dot& other : dots_by_token_[s.idempotency_token]) {
-        if (other == s.dot || HasSibling(*final_record, other) || !SomeWriteSaw(key, other)) {
+        if (other == s.dot || HasSibling(*final_record, other) ||
+            !SomeLastingWriteSaw(key, other, *final_record)) {
           continue;
         }
         Fail(key, absl::StrCat("token ", s.idempotency_token,

@@ -62,7 +62,10 @@ class Checkers {
   void CheckTokens();
   // 4b. Stricter: a version of a logical write never survives once another version of the same
   //     write (the same token, coordinated elsewhere during a partition) was replaced by a write
-  //     whose client had seen it: an overwritten value must not come back through a retry.
+  //     whose client had seen it: an overwritten value must not come back through a retry. The
+  //     overwrite counts once it took effect (SomeLastingWriteSaw): one never acknowledged and
+  //     lost with the only disk that held it replaced nothing, and the write's retry copies are
+  //     then its live version.
   void CheckTokenResurrection();
   // 5. No operation failed with a non-retryable error (this workload never sends bad input, so
   //    INVALID_ARGUMENT, e.g. "token reused with different parameters", is a bug).
@@ -96,6 +99,13 @@ class Checkers {
   // but kept its dot would hand such contexts out.
   bool SomeWriteSaw(const std::string& key, const Dot& dot,
                     const WriteOp* version_of = nullptr) const;
+  // Whether `op` is such a write (above).
+  static bool Saw(const WriteOp& op, const Dot& dot, const WriteOp* version_of);
+  // As SomeWriteSaw, counting only writes that took effect: acknowledged, or with a version of
+  // their token that the final record's context covers. A write never acknowledged whose every
+  // copy was lost (the only replica holding it lost its disk) replaced nothing.
+  bool SomeLastingWriteSaw(const std::string& key, const Dot& dot,
+                           const SiblingSet& final_record) const;
   // The acknowledged Delete of `key` that replaced `dot` (its reply context covers it), if any.
   const WriteOp* DeleteThatReplaced(const std::string& key, const Dot& dot) const;
   // True if a purged tombstone-only record of `key` covered `dot` (so it had been replaced).
