@@ -231,7 +231,7 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
     if (shutdown_ || peer->removed) return;
     if (scanned.ok()) {
       if (!complete) peer->on_disk_only = true;
-      if (uncounted_below > 0 && peer->uncounted_below == uncounted_below) {
+      if (uncounted_below > 0) {  // scans of a peer do not overlap: this is the first
         peer->stats.depth += uncounted;
         peer->uncounted_below = 0;
       }

@@ -53,12 +53,6 @@ ReplacedWrite Remember(const Sibling& s) {
   return ReplacedWrite{s.dot, s.timestamp_micros, TokenFingerprint(s)};
 }
 
-// The order of the replaced-write bound: later timestamp first, then larger dot.
-bool MoreRecent(const ReplacedWrite& a, const ReplacedWrite& b) {
-  if (a.timestamp_micros != b.timestamp_micros) return a.timestamp_micros > b.timestamp_micros;
-  return b.dot < a.dot;
-}
-
 bool WithinWindow(int64_t a_micros, int64_t b_micros, absl::Duration window) {
   return absl::AbsDuration(absl::Microseconds(a_micros) - absl::Microseconds(b_micros)) <= window;
 }
@@ -259,17 +253,11 @@ CausalContext SiblingSet::ClientContext() const {
   // replaces them again wherever it lands, so a replica that never held this record still drops
   // their retry copies (the only replica that remembered them may be gone by then). A live
   // sibling is never crowded out by them.
-  std::vector<const ReplacedWrite*> replaced;
-  replaced.reserve(replaced_.size());
-  for (const ReplacedWrite& w : replaced_) replaced.push_back(&w);
-  std::sort(replaced.begin(), replaced.end(), [](const ReplacedWrite* a, const ReplacedWrite* b) {
-    if (a->timestamp_micros != b->timestamp_micros)
-      return a->timestamp_micros > b->timestamp_micros;
-    return b->dot < a->dot;
-  });
-  for (const ReplacedWrite* w : replaced) {
+  std::vector<ReplacedWrite> replaced = replaced_;
+  std::sort(replaced.begin(), replaced.end(), MoreRecent);
+  for (const ReplacedWrite& w : replaced) {
     if (result.tokened().size() >= CausalContext::kMaxTokenedVersions) break;
-    result.AddTokened(*w);
+    result.AddTokened(w);
   }
   return result;
 }

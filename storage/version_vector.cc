@@ -104,27 +104,16 @@ void CausalContext::AddTokenedKept(const TokenedVersion& version) {
   const bool present = std::any_of(tokened_.begin(), tokened_.end(),
                                    [&](const TokenedVersion& v) { return v.dot == version.dot; });
   if (!present && tokened_.size() >= kMaxTokenedVersions) {
-    // The one TrimTokened would drop first: the least recent, then the smaller dot.
-    tokened_.erase(std::min_element(tokened_.begin(), tokened_.end(),
-                                    [](const TokenedVersion& a, const TokenedVersion& b) {
-                                      if (a.timestamp_micros != b.timestamp_micros) {
-                                        return a.timestamp_micros < b.timestamp_micros;
-                                      }
-                                      return a.dot < b.dot;
-                                    }));
+    // The one TrimTokened would drop first: the last in MoreRecent order.
+    tokened_.erase(std::max_element(tokened_.begin(), tokened_.end(), MoreRecent));
   }
   AddTokened(version);
 }
 
 void CausalContext::TrimTokened() {
   if (tokened_.size() <= kMaxTokenedVersions) return;
-  // Keep the most recent (then the larger dot): a deterministic choice, so merges commute.
   std::vector<TokenedVersion> kept = tokened_;
-  auto more_recent = [](const TokenedVersion& a, const TokenedVersion& b) {
-    if (a.timestamp_micros != b.timestamp_micros) return a.timestamp_micros > b.timestamp_micros;
-    return b.dot < a.dot;
-  };
-  std::nth_element(kept.begin(), kept.begin() + kMaxTokenedVersions - 1, kept.end(), more_recent);
+  std::nth_element(kept.begin(), kept.begin() + kMaxTokenedVersions - 1, kept.end(), MoreRecent);
   kept.resize(kMaxTokenedVersions);
   std::sort(kept.begin(), kept.end(),
             [](const TokenedVersion& a, const TokenedVersion& b) { return a.dot < b.dot; });

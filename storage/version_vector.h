@@ -67,6 +67,14 @@ struct TokenedVersion {
   }
 };
 
+// The order in which a bounded list of tokened versions keeps them (CausalContext::tokened(),
+// SiblingSet's replaced writes): the more recent first (by timestamp), then the larger dot.
+// Deterministic, so that merges commute.
+inline bool MoreRecent(const TokenedVersion& a, const TokenedVersion& b) {
+  if (a.timestamp_micros != b.timestamp_micros) return a.timestamp_micros > b.timestamp_micros;
+  return b.dot < a.dot;
+}
+
 // A map actor -> highest counter seen, where seeing counter c of an actor means having seen
 // every counter 1..c of it. Absent actors count as 0.
 class VersionVector {
