@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "client/kv_client_retrying_call.h"
 #include "storage/steady_timer.h"
 
@@ -359,8 +360,10 @@ void Coalescer::SendGetBatch(size_t endpoint, std::vector<Item> items) {
           return;
         }
         std::vector<Item> items = std::move(call->items);
-        if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-          // The answer was too large for the channel (its receive limit): each alone may fit.
+        if (IsMessageOverReceiveLimit(status)) {
+          // The answer was too large for the channel (or the request for the node): each alone
+          // may fit. Another RESOURCE_EXHAUSTED (an overloaded node) is a failure of the call,
+          // which each item retries after its backoff, below.
           for (Item& item : items) SendAlone(endpoint, std::move(item));
           return;
         }
@@ -415,13 +418,17 @@ namespace {
 
 // Completes `items` from a batch's answer: `response.results(i)` is items[i]'s, which
 // `complete(item, result)` completes. A batch that failed as a whole gives each item `status`.
+// An answer with another count of results fails every item INTERNAL, its message ending with
+// `may_be_applied` (what the node may have done with them).
 template <typename Response, typename Item, typename Complete>
 void CompleteItems(const grpc::Status& status, Response& response, std::vector<Item>& items,
-                   absl::string_view method, Complete complete) {
+                   absl::string_view method, absl::string_view may_be_applied, Complete complete) {
   if (status.ok() && response.results_size() != static_cast<int>(items.size())) {
-    const grpc::Status mismatch(grpc::StatusCode::INTERNAL,
-                                absl::StrCat(method, " answered ", response.results_size(),
-                                             " results for ", items.size(), " items"));
+    // Not retried (INTERNAL: the node is broken), but the node may have applied the writes.
+    const grpc::Status mismatch(
+        grpc::StatusCode::INTERNAL,
+        absl::StrCat(method, " answered ", response.results_size(), " results for ", items.size(),
+                     " items", may_be_applied));
     for (Item& item : items) item.on_done(mismatch);
     return;
   }
@@ -438,30 +445,36 @@ void CompleteItems(const grpc::Status& status, Response& response, std::vector<I
 
 void Coalescer::CompleteBatch(const grpc::Status& status, v1::PutBatchResponse& response,
                               std::vector<Item>& items) {
-  CompleteItems(status, response, items, "PutBatch", [](Item& item, v1::PutBatchResult& result) {
-    if (result.code() != 0) {
-      item.on_done(ItemStatus(result.code(), result.message(), result.write_stored()));
-      return;
-    }
-    if (item.is_delete()) {
-      item.delete_response->Swap(result.mutable_delete_response());
-    } else {
-      item.response->Swap(result.mutable_response());
-    }
-    item.on_done(grpc::Status::OK);
-  });
+  constexpr absl::string_view kMayBeApplied =
+      "; the node may have applied the writes (a retry with the same idempotency token does not "
+      "apply one twice)";
+  CompleteItems(
+      status, response, items, "PutBatch", kMayBeApplied,
+      [](Item& item, v1::PutBatchResult& result) {
+        if (result.code() != 0) {
+          item.on_done(ItemStatus(result.code(), result.message(), result.write_stored()));
+          return;
+        }
+        if (item.is_delete()) {
+          item.delete_response->Swap(result.mutable_delete_response());
+        } else {
+          item.response->Swap(result.mutable_response());
+        }
+        item.on_done(grpc::Status::OK);
+      });
 }
 
 void Coalescer::CompleteGetBatch(const grpc::Status& status, v1::GetBatchResponse& response,
                                  std::vector<Item>& items) {
-  CompleteItems(status, response, items, "GetBatch", [](Item& item, v1::GetBatchResult& result) {
-    if (result.code() != 0) {
-      item.on_done(ItemStatus(result.code(), result.message(), /*write_stored=*/false));
-      return;
-    }
-    item.get_response->Swap(result.mutable_response());
-    item.on_done(grpc::Status::OK);
-  });
+  CompleteItems(
+      status, response, items, "GetBatch", "", [](Item& item, v1::GetBatchResult& result) {
+        if (result.code() != 0) {
+          item.on_done(ItemStatus(result.code(), result.message(), /*write_stored=*/false));
+          return;
+        }
+        item.get_response->Swap(result.mutable_response());
+        item.on_done(grpc::Status::OK);
+      });
 }
 
 }  // namespace kv::client_internal

@@ -20,10 +20,11 @@
 // does not know PutBatch or GetBatch (UNIMPLEMENTED: an older version) gets the batch's items as
 // single calls, and only single calls of that kind for a minute, then batches again. The items a
 // node left out of a full GetBatch answer (GetBatchResult.send_alone), and those of a GetBatch
-// whose answer was too large for the channel (RESOURCE_EXHAUSTED), go again alone, within their
-// attempt. One that knows PutBatch but not its deletes (it answers the puts only, having applied
-// no delete) gets the batch's deletes again as single Deletes, and its Deletes go alone for a
-// minute while its Puts are still batched.
+// whose answer was too large for the channel (RESOURCE_EXHAUSTED, IsMessageOverReceiveLimit),
+// go again alone, within their attempt; another RESOURCE_EXHAUSTED is the batch's failure, which
+// each item retries after its backoff. One that knows PutBatch but not its deletes (it answers the
+// puts only, having applied no delete) gets the batch's deletes again as single Deletes, and its
+// Deletes go alone for a minute while its Puts are still batched.
 //
 // Quorums. A batch is answered once its slowest item is, and an item waits for as many replicas
 // as its quorum says (a Get's R, a write's W): so only attempts of the same quorum share a batch,

@@ -6,7 +6,10 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/status.h"
 #include "storage/steady_timer.h"
@@ -73,6 +76,10 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
     }
     if (elsewhere) {
       AskAnotherNode(std::move(status));
+      return;
+    }
+    if (IsMessageOverReceiveLimit(grpc_status)) {
+      Finish(OverReceiveLimit(status));
       return;
     }
     if (!IsRetryableCode(status.code())) {
@@ -180,6 +187,26 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
     return from;
   }
 
+  // A message of the call was larger than its receiver accepts: the same call would meet the
+  // same limit on every attempt and every node (a record's answer is the same on each replica).
+  absl::Status OverReceiveLimit(const absl::Status& status) const {
+    std::string stored;
+    if (policy_ == EndpointPolicy::kWrite) {
+      stored =
+          "; if it was the answer, the node may have stored the write (a retry with the same "
+          "idempotency token does not apply it twice)";
+    }
+    return absl::Status(
+        status.code(),
+        absl::StrCat(
+            status.message(), " [kv client: not retried after attempt ", attempts_, " to ",
+            env_.endpoint_name(endpoint_),
+            ": a message of this call is larger than its receiver accepts (the maximum "
+            "receive message size of the client's channel, ClientOptions::channel_factory, "
+            "or of the node), and every attempt would meet the same limit",
+            stored, "]"));
+  }
+
   // Keeps the server's code and message and says why the client gave up.
   absl::Status Annotate(const absl::Status& status, absl::string_view why) const {
     std::string stored;
@@ -223,6 +250,14 @@ void StartRetryingCall(const RetryEnv& env, absl::Time deadline, size_t first_en
   std::make_shared<RetryingCall>(env, deadline, first_endpoint, policy, std::move(start_attempt),
                                  std::move(done))
       ->StartAttempt();
+}
+
+bool IsMessageOverReceiveLimit(const grpc::Status& status) {
+  // gRPC core's message-size filter, on whichever side received the message (the node sends its
+  // verdict back as the call's status).
+  constexpr absl::string_view kOverLimit = "received message larger than max";
+  return status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+         absl::StrContains(absl::AsciiStrToLower(status.error_message()), kOverLimit);
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

@@ -37,13 +37,15 @@ using ::testing::HasSubstr;
 
 // Counts a channel's Get, GetBatch and Put calls. The answer of the first call to `held_method`
 // is held until Release(). The OK status of the first `drop_batches` GetBatch calls becomes
-// UNAVAILABLE after the node answered (a lost response).
+// UNAVAILABLE after the node answered (a lost response), then that of the next
+// `exhaust_batches` RESOURCE_EXHAUSTED.
 struct Counts {
   explicit Counts(std::string method) : held_method(std::move(method)) {}
   std::atomic<int> gets{0};
   std::atomic<int> batches{0};
   std::atomic<int> puts{0};
   std::atomic<int> drop_batches{0};
+  std::atomic<int> exhaust_batches{0};  // the same, as RESOURCE_EXHAUSTED (an overloaded node)
   const std::string held_method;
   absl::Notification release;
   std::atomic<bool> held_one{false};
@@ -76,6 +78,8 @@ class CountCalls : public grpc::experimental::ClientInterceptorFactoryInterface 
         grpc::Status* status = methods->GetRecvStatus();
         if (batch_ && status->ok() && counts_->drop_batches.fetch_sub(1) > 0) {
           *status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "response lost (test)");
+        } else if (batch_ && status->ok() && counts_->exhaust_batches.fetch_sub(1) > 0) {
+          *status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "node overloaded (test)");
         }
       }
       methods->Proceed();
@@ -299,6 +303,60 @@ TEST_F(GetCoalescingProcessTest, ABatchTooLargeForTheChannelGoesAgainAsSingleGet
   }
   EXPECT_EQ(counts->batches.load(), 1);
   EXPECT_EQ(counts->gets.load(), 3);
+}
+
+TEST_F(GetCoalescingProcessTest, AnOverloadedNodesBatchFailureIsRetriedNotResentAtOnce) {
+  // A RESOURCE_EXHAUSTED that does not say the answer was too large is the node's (overloaded):
+  // the items fail their attempt, to be retried after a backoff, rather than go again alone at
+  // once to the same busy node. With one attempt each, they end with it.
+  auto counts = std::make_shared<Counts>("/kv.v1.KV/Get");
+  counts->exhaust_batches = 1;
+  ClientOptions options = ForcedCoalescing({node_.endpoint()}, counts);
+  options.retry.max_attempts = 1;
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 4; ++i) keys.push_back(absl::StrCat("k", i));
+  const std::vector<absl::StatusOr<GetResult>> results = GetAll(**client, *counts, keys);
+  EXPECT_THAT(ValuesOf(results[0]), ElementsAre("v0"));  // alone, held
+  for (int i = 1; i < 4; ++i) {
+    EXPECT_EQ(results[i].status().code(), absl::StatusCode::kResourceExhausted)
+        << i << ": " << results[i].status();
+  }
+  EXPECT_EQ(counts->batches.load(), 1);
+  EXPECT_EQ(counts->gets.load(), 1);
+}
+
+TEST_F(GetCoalescingProcessTest, ABatchFailureOfAnOverloadedNodeIsRetriedAfterABackoff) {
+  auto counts = std::make_shared<Counts>("/kv.v1.KV/Get");
+  counts->exhaust_batches = 1;
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({node_.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 4; ++i) keys.push_back(absl::StrCat("k", i));
+  const std::vector<absl::StatusOr<GetResult>> results = GetAll(**client, *counts, keys);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_THAT(ValuesOf(results[i]), ElementsAre(absl::StrCat("v", i))) << i;
+  }
+  EXPECT_LE(counts->exhaust_batches.load(), 0);
+}
+
+TEST_F(GetCoalescingProcessTest, AGetWhoseAnswerIsOverTheChannelsLimitIsNotRetried) {
+  WriteBigValues(node_.endpoint());
+  auto counts = std::make_shared<Counts>("none");
+  // Room for 100 KiB: a 400 KiB value's answer never fits, on any attempt or node.
+  ClientOptions options = ForcedCoalescing({node_.endpoint()}, counts, 100 << 10);
+  options.retry.max_attempts = 5;
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const absl::StatusOr<GetResult> result = (*client)->Get("big0");
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kResourceExhausted) << result.status();
+  EXPECT_THAT(std::string(result.status().message()),
+              HasSubstr("larger than its receiver accepts"));
+  EXPECT_EQ(counts->gets.load(), 1);
+  // A Get whose answer fits still works on the same client.
+  EXPECT_THAT(ValuesOf((*client)->Get("k1")), ElementsAre("v1"));
 }
 
 TEST_F(GetCoalescingProcessTest, TheNodeRefusesOversizedBatchesAndAnswersEmptyOnes) {

@@ -35,7 +35,9 @@
 namespace kv {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 
 // Counts the Put, Delete and PutBatch calls of a channel; turns the OK status of the first
 // `drop_batches` PutBatch calls into UNAVAILABLE after the node answered (a lost response).
@@ -575,10 +577,11 @@ TEST_F(PutCoalescingProcessTest, TheNodeRefusesOversizedBatchesAndChecksEachItem
 // default); or with kStoredFirst a node that answers the first attempt at each key as a W
 // shortfall it stored (UNAVAILABLE marked kv-write-stored), and OK after; or with
 // kBatchesWithoutDeletes a node whose PutBatch knows puts only (it ignores the deletes field,
-// as the version before batched deletes did) and answers OK.
+// as the version before batched deletes did) and answers OK; or with kShortAnswers a broken node
+// whose PutBatch answers one result fewer than it got items.
 class FakeNode final : public v1::KV::CallbackService {
  public:
-  enum class Mode { kNoBatches, kStoredFirst, kBatchesWithoutDeletes };
+  enum class Mode { kNoBatches, kStoredFirst, kBatchesWithoutDeletes, kShortAnswers };
   struct Log {
     absl::Mutex mu;
     // key -> the names of the fake nodes its attempts reached, in order.
@@ -587,8 +590,9 @@ class FakeNode final : public v1::KV::CallbackService {
   FakeNode(std::string name, Mode mode, std::shared_ptr<Log> log)
       : name_(std::move(name)),
         batches_(mode != Mode::kNoBatches),
-        batched_deletes_(mode == Mode::kStoredFirst),
+        batched_deletes_(mode == Mode::kStoredFirst || mode == Mode::kShortAnswers),
         stored_first_(mode == Mode::kStoredFirst),
+        short_answers_(mode == Mode::kShortAnswers),
         log_(std::move(log)) {}
 
   grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
@@ -636,6 +640,7 @@ class FakeNode final : public v1::KV::CallbackService {
     if (batched_deletes_) {
       for (const v1::DeleteRequest& del : request->deletes()) answer(del.key(), true);
     }
+    if (short_answers_ && response->results_size() > 0) response->mutable_results()->RemoveLast();
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
@@ -654,6 +659,7 @@ class FakeNode final : public v1::KV::CallbackService {
   const bool batches_;
   const bool batched_deletes_;
   const bool stored_first_;
+  const bool short_answers_;
   std::shared_ptr<Log> log_;
 };
 
@@ -743,6 +749,32 @@ TEST(PutCoalescingFakeNodeTest, ABatchOfDeletesOnlyThatTheNodeIgnoredGoesAgainAl
   absl::MutexLock lock(&log->mu);
   EXPECT_EQ(log->attempts.size(), 6u);
   for (const auto& [key, attempts] : log->attempts) EXPECT_THAT(attempts, ElementsAre("old"));
+}
+
+TEST(PutCoalescingFakeNodeTest, ABatchAnsweredWithTooFewResultsSaysItsWritesMayBeApplied) {
+  auto log = std::make_shared<FakeNode::Log>();
+  FakeNode broken("broken", FakeNode::Mode::kShortAnswers, log);
+  testing::LoopbackServer server({&broken});
+  auto counts = std::make_shared<CountCalls::Counts>();
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({server.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  // The first Put goes alone, its answer held; the others wait and leave as one batch, which the
+  // node answered with one result too few: none of them can tell its own, and each may be stored.
+  std::vector<Write> writes = {{false, "first", "v"}};
+  for (int i = 0; i < 4; ++i) writes.push_back({i % 2 == 1, absl::StrCat("k", i), "v"});
+  const Burst burst = WriteAll(**client, *counts, writes);
+  ASSERT_TRUE(burst.results[0].ok()) << burst.results[0].status();
+  for (size_t i = 1; i < writes.size(); ++i) {
+    EXPECT_EQ(burst.results[i].status().code(), absl::StatusCode::kInternal)
+        << i << ": " << burst.results[i].status();
+    EXPECT_THAT(std::string(burst.results[i].status().message()),
+                AllOf(HasSubstr("answered 3 results for 4 items"),
+                      HasSubstr("may have applied the writes")));
+  }
+  EXPECT_EQ(counts->batches.load(), 1);
+  absl::MutexLock lock(&log->mu);
+  EXPECT_EQ(log->attempts.size(), writes.size());  // INTERNAL is not retried
 }
 
 TEST(PutCoalescingFakeNodeTest, AnItemStoredShortOfWIsRetriedOnTheNodeThatStoredIt) {
