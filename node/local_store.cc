@@ -371,6 +371,7 @@ absl::Status LocalStore::RecordCleanStop() {
 LocalStore::LocalStore(Engine* engine, const Clock* clock, std::string actor, Options options)
     : engine_(engine),
       clock_(clock),
+      wait_clock_(options.wait_clock != nullptr ? options.wait_clock : SteadyClock::Get()),
       actor_(std::move(actor)),
       options_(options),
       commits_(engine, WriteOptions{options.sync_writes}, options.commit_executor) {

@@ -171,6 +171,10 @@ class LocalStore {
     // above); 0 if none said. Above the stored generation: the store is older than the node's
     // last run, and Open draws a new epoch. The run's generation is above both.
     uint64_t peer_generation = 0;
+    // Measures how long a write waited to be committed (kFirstAttemptTrustWindow): a clock that
+    // never steps, so that a step back of the wall clock does not make a write that waited long
+    // look fresh. Null: SteadyClock::Get(). Tests pass a ManualClock.
+    const Clock* wait_clock = nullptr;
   };
 
   // What Open will find in `engine`, read before it (see "History generations" above).
@@ -388,6 +392,7 @@ class LocalStore {
 
   Engine* const engine_;
   const Clock* const clock_;
+  const Clock* const wait_clock_;  // Options::wait_clock, or SteadyClock::Get()
   const std::string actor_;
   const Options options_;
   std::string new_epoch_reason_;  // set by Open only

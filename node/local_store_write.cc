@@ -186,7 +186,7 @@ absl::StatusOr<std::unique_ptr<LocalStore::WriteMutation>> LocalStore::NewWriteM
       command.idempotency_token.empty() ? std::string() : WriteFingerprint(command);
   return std::make_unique<WriteMutation>(this, std::move(command), std::move(seen),
                                          std::move(fingerprint), std::move(hook), std::move(done),
-                                         clock_->Now());
+                                         wait_clock_->Now());
 }
 
 absl::StatusOr<WriteOutcome> LocalStore::Write(const WriteCommand& command, const BatchHook& hook) {
@@ -223,7 +223,7 @@ absl::StatusOr<WriteOutcome> LocalStore::PrepareWrite(WriteMutation& write, Writ
   // A first attempt that waited here longer may have been given up on by its client and
   // retried, and the retry applied elsewhere may have reached this replica since.
   const bool first_attempt =
-      command.first_attempt && now - write.queued() <= kFirstAttemptTrustWindow;
+      command.first_attempt && wait_clock_->Now() - write.queued() <= kFirstAttemptTrustWindow;
 
   if (has_token && !first_attempt) {
     KV_ASSIGN_OR_RETURN(

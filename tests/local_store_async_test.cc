@@ -50,6 +50,7 @@ class LocalStoreAsyncTest : public ::testing::Test {
   void SetUp() override {
     LocalStore::Options options;
     options.commit_executor = &executor_;
+    options.wait_clock = &wait_clock_;
     absl::StatusOr<std::unique_ptr<LocalStore>> store =
         LocalStore::Open(&engine_, &clock_, rng_, "n1", options);
     ASSERT_TRUE(store.ok()) << store.status();
@@ -74,7 +75,8 @@ class LocalStoreAsyncTest : public ::testing::Test {
     return entries;
   }
 
-  ManualClock clock_;
+  ManualClock clock_;       // the wall clock: version stamps, idempotency expiry
+  ManualClock wait_clock_;  // how long writes wait to be committed
   absl::BitGen rng_;
   CountingEngine engine_;
   ManualExecutor executor_;
@@ -160,7 +162,7 @@ TEST_F(LocalStoreAsyncTest, AFirstAttemptThatWaitedLongIsLookedUp) {
     WriteCommand reuse{absl::StrCat("other-", absl::FormatDuration(wait)), false, "v", "", "tok-1"};
     reuse.first_attempt = true;
     auto marked = Submit(reuse);
-    clock_.Advance(wait);
+    wait_clock_.Advance(wait);
     executor_.RunAll();
     ASSERT_TRUE(marked->has_value());
     if (wait == absl::ZeroDuration()) {
@@ -169,6 +171,21 @@ TEST_F(LocalStoreAsyncTest, AFirstAttemptThatWaitedLongIsLookedUp) {
       EXPECT_TRUE(absl::IsInvalidArgument((*marked)->status())) << (*marked)->status();
     }
   }
+}
+
+// The wait is measured on a clock that never steps: a wall clock that did not move (or stepped
+// back) while a first attempt waited does not make it look fresh.
+TEST_F(LocalStoreAsyncTest, AFirstAttemptsWaitIsNotMeasuredOnTheWallClock) {
+  auto recorded = Submit({"k", false, "v", "", "tok-1"});
+  executor_.RunAll();
+  ASSERT_TRUE((*recorded)->ok());
+  WriteCommand reuse{"other", false, "v", "", "tok-1"};
+  reuse.first_attempt = true;
+  auto marked = Submit(reuse);
+  wait_clock_.Advance(absl::Seconds(1));  // clock_, the wall clock, stays where it was
+  executor_.RunAll();
+  ASSERT_TRUE(marked->has_value());
+  EXPECT_TRUE(absl::IsInvalidArgument((*marked)->status())) << (*marked)->status();
 }
 
 TEST_F(LocalStoreAsyncTest, WritesToOneKeyInOneGroupEachMakeAVersion) {

@@ -154,6 +154,7 @@ absl::Status SimCluster::Restart(int index) {
   LocalStore::Options store_options;
   store_options.sync_writes = config_.sync_writes;
   store_options.boot_id = absl::StrCat(node.member.id, "-boot-", node.boot);
+  store_options.wait_clock = &clock_;  // simulated time, as for everything else
   if (absl::Status backfilled = BackfillMerkleIndex(node.engine.get()); !backfilled.ok()) {
     TearDown(&node);
     return absl::InternalError(absl::StrCat("cannot backfill the Merkle index of ", node.member.id,
