@@ -28,6 +28,9 @@ struct Coordinator::ReadState {
   int outstanding = 0;
   int outstanding_down = 0;  // of those, replicas gossip judged DOWN when they were asked
   int succeeded = 0;
+  // Of those, the records of replicas that are catching up (QuorumRecord::catching_up): they
+  // count toward R, not toward NotFoundQuorum (they may lack a write they acknowledged).
+  int catching_up = 0;
   bool widened = false;  // asked every replica because the first ones knew nothing
   bool finished = false;
   absl::Status last_error;
@@ -76,25 +79,42 @@ void Coordinator::LiveFirst(std::vector<const Member*>* members) const {
                         [this](const Member* m) { return !IsDown(*m); });
 }
 
-void Coordinator::ReadReplica(const Member& member, const std::string& key, bool for_quorum,
-                              std::function<void(absl::StatusOr<SiblingSet>)> done) {
+void Coordinator::ReadReplica(
+    const Member& member, const std::string& key, bool for_quorum,
+    std::function<void(absl::StatusOr<SiblingSet>, bool catching_up)> done) {
   if (member.id == options_.self_id) {
     executor_->Schedule([this, key, for_quorum, done = std::move(done)] {
-      done(for_quorum ? store_->ReadRecordForQuorum(key) : store_->ReadRecord(key));
+      if (!for_quorum) {
+        done(store_->ReadRecord(key), /*catching_up=*/false);
+        return;
+      }
+      absl::StatusOr<LocalStore::QuorumRead> read = store_->ReadRecordForQuorum(key);
+      if (!read.ok()) {
+        done(read.status(), /*catching_up=*/false);
+        return;
+      }
+      done(std::move(read->record), read->catching_up);
     });
     return;
   }
-  auto decode = [done = std::move(done)](absl::StatusOr<std::string> bytes) {
-    if (!bytes.ok()) {
-      done(bytes.status());
-      return;
-    }
-    done(DecodeSiblingSet(*bytes));
-  };
   if (for_quorum) {
-    transport_->ReadRecordForQuorum(member, key, std::move(decode));
+    transport_->ReadRecordForQuorum(member, key,
+                                    [done = std::move(done)](absl::StatusOr<QuorumRecord> answer) {
+                                      if (!answer.ok()) {
+                                        done(answer.status(), /*catching_up=*/false);
+                                        return;
+                                      }
+                                      done(DecodeSiblingSet(answer->record), answer->catching_up);
+                                    });
   } else {
-    transport_->ReadRecord(member, key, std::move(decode));
+    transport_->ReadRecord(member, key,
+                           [done = std::move(done)](absl::StatusOr<std::string> bytes) {
+                             if (!bytes.ok()) {
+                               done(bytes.status(), /*catching_up=*/false);
+                               return;
+                             }
+                             done(DecodeSiblingSet(*bytes), /*catching_up=*/false);
+                           });
   }
 }
 
@@ -172,8 +192,8 @@ void Coordinator::ContinueRead(const std::shared_ptr<ReadState>& state) {
       // Every replica was asked. Done once all answered, or, with no live version found, once
       // enough answered to rule one out (NotFoundQuorum) and only replicas judged DOWN are left:
       // they would hold the answer to their timeout.
-      const bool conclusive =
-          state->succeeded >= NotFoundQuorum(static_cast<int>(state->order.size()));
+      const bool conclusive = state->succeeded - state->catching_up >=
+                              NotFoundQuorum(static_cast<int>(state->order.size()));
       finish = state->next >= state->order.size() &&
                (state->outstanding == 0 ||
                 (state->widened && conclusive && state->outstanding == state->outstanding_down));
@@ -184,13 +204,14 @@ void Coordinator::ContinueRead(const std::shared_ptr<ReadState>& state) {
     const Member* m = ask.first;
     const bool down = ask.second;
     ReadReplica(*m, state->key, /*for_quorum=*/true,
-                [this, state, m, down](absl::StatusOr<SiblingSet> record) {
+                [this, state, m, down](absl::StatusOr<SiblingSet> record, bool catching_up) {
                   {
                     absl::MutexLock lock(&state->mu);
                     --state->outstanding;
                     if (down) --state->outstanding_down;
                     if (record.ok()) {
                       ++state->succeeded;
+                      if (catching_up) ++state->catching_up;
                       if (!state->merged) {
                         state->merged = *record;
                       } else {
@@ -220,6 +241,7 @@ void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
   std::vector<std::pair<const Member*, std::optional<SiblingSet>>> answers;
   std::optional<SiblingSet> merged;
   int succeeded;
+  int catching_up;
   absl::Status last_error;
   {
     // Finished: answers that arrive later change nothing here, so this one takes them.
@@ -228,6 +250,7 @@ void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
     merged = std::move(state->merged);
     state->merged.reset();
     succeeded = state->succeeded;
+    catching_up = state->catching_up;
     last_error = state->last_error;
   }
   const int n = static_cast<int>(state->order.size());
@@ -239,7 +262,8 @@ void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
                      " replicas answered; last error: ", last_error.message())));
     return;
   }
-  const bool conclusive = succeeded >= NotFoundQuorum(n);
+  // Only the answers of replicas that kept every write they acknowledged rule out a live version.
+  const bool conclusive = succeeded - catching_up >= NotFoundQuorum(n);
   if (merged && (!merged->AllTombstones() || conclusive)) {
     state->done(*merged);  // a live version, or the key is deleted (Get answers NOT_FOUND)
     if (repair) ReadRepair(state->key, *merged, answers);
@@ -247,9 +271,15 @@ void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
   }
   if (merged) {
     if (repair) ReadRepair(state->key, *merged, answers);
+    std::string catching_up_note;
+    if (catching_up > 0) {
+      catching_up_note = absl::StrCat(
+          " (", catching_up,
+          " of them catching up after a start that may have lost writes it acknowledged)");
+    }
     state->done(absl::UnavailableError(absl::StrCat(
-        "the key has no live version on the ", succeeded, " replica(s) that answered, but ",
-        n - succeeded,
+        "the key has no live version on the ", succeeded, " replica(s) that answered",
+        catching_up_note, ", but ", n - succeeded,
         " could not be asked and may hold a newer write; last error: ", last_error.message())));
     return;
   }
@@ -333,7 +363,7 @@ void Coordinator::GatherReplicas(std::string key, absl::Time answer_by,
     }));
   }
   for (size_t i = 0; i < replicas.size(); ++i) {
-    auto on_record = [gather, i](absl::StatusOr<SiblingSet> record) {
+    auto on_record = [gather, i](absl::StatusOr<SiblingSet> record, bool /*catching_up*/) {
       std::vector<ReplicaRecordView> views;
       {
         absl::MutexLock lock(&gather->mu);
@@ -354,7 +384,8 @@ void Coordinator::GatherReplicas(std::string key, absl::Time answer_by,
     // A replica gossip reports DOWN is not asked (its answer would only be a timeout).
     if (IsDown(*replicas[i])) {
       on_record(absl::UnavailableError(
-          "DOWN: its gossip heartbeat stopped advancing; not asked (failure detector)"));
+                    "DOWN: its gossip heartbeat stopped advancing; not asked (failure detector)"),
+                /*catching_up=*/false);
     } else {
       // What the replica holds, also while it catches up (DescribeKey shows each replica).
       ReadReplica(*replicas[i], key, /*for_quorum=*/false, std::move(on_record));

@@ -239,8 +239,9 @@ class Coordinator {
                     std::function<void(absl::StatusOr<WriteReply>)> done);
   // Reads one replica's record (this node's via the store, others via the transport);
   // `for_quorum`: as a client read counts it (LocalStore::ReadRecordForQuorum).
+  // `done` also says whether the replica is catching up (QuorumRecord; only for_quorum).
   void ReadReplica(const Member& member, const std::string& key, bool for_quorum,
-                   std::function<void(absl::StatusOr<SiblingSet>)> done);
+                   std::function<void(absl::StatusOr<SiblingSet>, bool catching_up)> done);
   void ContinueRead(const std::shared_ptr<ReadState>& state);
   void FinishRead(const std::shared_ptr<ReadState>& state);
   // Every replica's record of `key`, in preference order; a replica gossip reports DOWN is not

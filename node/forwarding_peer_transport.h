@@ -23,7 +23,7 @@ class ForwardingPeerTransport : public PeerTransport {
     inner_->ReadRecord(peer, std::move(key), std::move(done));
   }
   void ReadRecordForQuorum(const Member& peer, std::string key,
-                           std::function<void(absl::StatusOr<std::string>)> done) override {
+                           std::function<void(absl::StatusOr<QuorumRecord>)> done) override {
     inner_->ReadRecordForQuorum(peer, std::move(key), std::move(done));
   }
   void ListKeys(const Member& peer, std::string prefix, std::string page_token, uint32_t limit,

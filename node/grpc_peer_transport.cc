@@ -223,16 +223,23 @@ void GrpcPeerTransport::MergeRecords(const Member& peer, std::vector<EncodedReco
 
 void GrpcPeerTransport::ReadRecord(const Member& peer, std::string key,
                                    std::function<void(absl::StatusOr<std::string>)> done) {
-  Read(peer, std::move(key), /*for_quorum=*/false, std::move(done));
+  Read(peer, std::move(key), /*for_quorum=*/false,
+       [done = std::move(done)](absl::StatusOr<QuorumRecord> answer) {
+         if (!answer.ok()) {
+           done(answer.status());
+           return;
+         }
+         done(std::move(answer->record));
+       });
 }
 
-void GrpcPeerTransport::ReadRecordForQuorum(const Member& peer, std::string key,
-                                            std::function<void(absl::StatusOr<std::string>)> done) {
+void GrpcPeerTransport::ReadRecordForQuorum(
+    const Member& peer, std::string key, std::function<void(absl::StatusOr<QuorumRecord>)> done) {
   Read(peer, std::move(key), /*for_quorum=*/true, std::move(done));
 }
 
 void GrpcPeerTransport::Read(const Member& peer, std::string key, bool for_quorum,
-                             std::function<void(absl::StatusOr<std::string>)> done) {
+                             std::function<void(absl::StatusOr<QuorumRecord>)> done) {
   auto call =
       std::make_shared<Call<internal::v1::ReadRecordRequest, internal::v1::ReadRecordResponse>>();
   SetDeadline(&call->context, options_.read_timeout);
@@ -244,15 +251,16 @@ void GrpcPeerTransport::Read(const Member& peer, std::string key, bool for_quoru
   stubs->replica->async()->ReadRecord(
       &call->context, &call->request, &call->response,
       [this, call, stubs, done = std::move(done)](grpc::Status status) mutable {
-        absl::StatusOr<std::string> result;
+        absl::StatusOr<QuorumRecord> result;
         if (!status.ok()) {
           result = FromPeer(status);
         } else if (!call->response.found()) {
           result = absl::NotFoundError("replica has no record of the key");
         } else {
-          result = std::move(*call->response.mutable_record());
+          result = QuorumRecord{std::move(*call->response.mutable_record()),
+                                call->response.catching_up()};
           if (options_.format_level < kReplacedWritesLevel) {
-            absl::StatusOr<SiblingSet> record = DecodeSiblingSet(*result);
+            absl::StatusOr<SiblingSet> record = DecodeSiblingSet(result->record);
             absl::Status readable = record.ok()
                                         ? CheckReadableAtLevel(*record, options_.format_level)
                                         : record.status();

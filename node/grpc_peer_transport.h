@@ -93,7 +93,7 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
   void ReadRecord(const Member& peer, std::string key,
                   std::function<void(absl::StatusOr<std::string>)> done) override;
   void ReadRecordForQuorum(const Member& peer, std::string key,
-                           std::function<void(absl::StatusOr<std::string>)> done) override;
+                           std::function<void(absl::StatusOr<QuorumRecord>)> done) override;
   void ListKeys(const Member& peer, std::string prefix, std::string page_token, uint32_t limit,
                 std::function<void(absl::StatusOr<ListPage>)> done) override;
   void ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
@@ -127,7 +127,7 @@ class GrpcPeerTransport : public PeerTransport, public GossipTransport {
  private:
   // ReadRecord and ReadRecordForQuorum.
   void Read(const Member& peer, std::string key, bool for_quorum,
-            std::function<void(absl::StatusOr<std::string>)> done);
+            std::function<void(absl::StatusOr<QuorumRecord>)> done);
   // A channel and stubs for one peer address; stubs outlive every call made through them.
   struct PeerStubs;
   // Gossip gets its own channel per address: its calls reach peers that are not up yet (at

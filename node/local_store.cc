@@ -348,17 +348,21 @@ absl::Status LocalStore::FinishCatchingUp() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<SiblingSet> LocalStore::ReadRecordForQuorum(absl::string_view key) {
+absl::StatusOr<LocalStore::QuorumRead> LocalStore::ReadRecordForQuorum(absl::string_view key) {
+  // Before the read: a store that finishes catching up during it may have read before the
+  // exchange that brought the key back.
+  const bool was_catching_up = catching_up();
   absl::StatusOr<SiblingSet> record = ReadRecord(key);
-  if (!catching_up()) return record;
-  if (absl::IsNotFound(record.status()) || (record.ok() && record->AllTombstones())) {
+  if (was_catching_up &&
+      (absl::IsNotFound(record.status()) || (record.ok() && record->AllTombstones()))) {
     return absl::UnavailableError(
         "this replica is catching up after a start that may have lost writes it acknowledged "
         "(a machine crash, or a data directory older than the node's last run): its answer "
         "that the key has no live version does not count until anti-entropy has compared it "
         "with every peer");
   }
-  return record;
+  if (!record.ok()) return record.status();
+  return QuorumRead{*std::move(record), was_catching_up};
 }
 
 absl::Status LocalStore::RecordCleanStop() {

@@ -261,8 +261,14 @@ class LocalStore {
   // The replica's record of `key`, tombstones included; NOT_FOUND if it has none.
   absl::StatusOr<SiblingSet> ReadRecord(absl::string_view key);
   // ReadRecord as this replica answers it to a read (Coordinator) or a peer (ReplicaService):
-  // while catching up, UNAVAILABLE instead of NOT_FOUND or a record without a live version.
-  absl::StatusOr<SiblingSet> ReadRecordForQuorum(absl::string_view key);
+  // while catching up, UNAVAILABLE instead of NOT_FOUND or a record without a live version, and
+  // any other record marked `catching_up` (a newer answer may replace its live versions, and
+  // it may lack a write it acknowledged: the read then does not count it toward NOT_FOUND).
+  struct QuorumRead {
+    SiblingSet record;
+    bool catching_up = false;
+  };
+  absl::StatusOr<QuorumRead> ReadRecordForQuorum(absl::string_view key);
   // ReadRecord without disk I/O (Engine::GetFromMemory): false, leaving `*record` alone, when
   // the record is not in memory. For threads that must not block.
   bool ReadRecordFromMemory(absl::string_view key, absl::StatusOr<SiblingSet>* record);

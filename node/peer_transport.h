@@ -33,6 +33,14 @@ struct EncodedRecord {
   std::string record;
 };
 
+// A replica's answer to PeerTransport::ReadRecordForQuorum.
+struct QuorumRecord {
+  std::string record;  // encoded, tombstones included
+  // The replica is catching up (LocalStore::ReadRecordForQuorum): its record may lack a write it
+  // acknowledged, so it rules out no live version the merged answer lacks.
+  bool catching_up = false;
+};
+
 // A key and the digest of its record on a replica (node/merkle_tree.h).
 struct KeyDigest {
   std::string key;
@@ -155,13 +163,19 @@ class PeerTransport {
   virtual void ReadRecord(const Member& peer, std::string key,
                           std::function<void(absl::StatusOr<std::string>)> done) = 0;
   // ReadRecord for a client read's quorum (Coordinator): a peer that is catching up answers
-  // UNAVAILABLE where it holds no live version (LocalStore::ReadRecordForQuorum), so that the
-  // read does not count it toward NOT_FOUND. Anti-entropy, handoff and purges read with
-  // ReadRecord, which always answers what the peer holds. The default (for transports of tests)
-  // is ReadRecord.
+  // UNAVAILABLE where it holds no live version, and marks the record it holds otherwise
+  // (LocalStore::ReadRecordForQuorum), so that the read does not count it toward NOT_FOUND.
+  // Anti-entropy, handoff and purges read with ReadRecord, which always answers what the peer
+  // holds. The default (for transports of tests) is ReadRecord, unmarked.
   virtual void ReadRecordForQuorum(const Member& peer, std::string key,
-                                   std::function<void(absl::StatusOr<std::string>)> done) {
-    ReadRecord(peer, std::move(key), std::move(done));
+                                   std::function<void(absl::StatusOr<QuorumRecord>)> done) {
+    ReadRecord(peer, std::move(key), [done = std::move(done)](absl::StatusOr<std::string> record) {
+      if (!record.ok()) {
+        done(record.status());
+        return;
+      }
+      done(QuorumRecord{*std::move(record), /*catching_up=*/false});
+    });
   }
   // One page of the peer's own keys (LocalStore::List semantics).
   virtual void ListKeys(const Member& peer, std::string prefix, std::string page_token,

@@ -268,15 +268,25 @@ absl::StatusOr<std::vector<SiblingSet>> ReplicaService::DecodeMergeBatch(
 
 absl::Status ReplicaService::DoReadRecord(const internal::v1::ReadRecordRequest& request,
                                           internal::v1::ReadRecordResponse* response) {
-  absl::StatusOr<SiblingSet> record = request.for_read_quorum()
-                                          ? store_->ReadRecordForQuorum(request.key())
-                                          : store_->ReadRecord(request.key());
-  if (absl::IsNotFound(record.status())) {
+  absl::StatusOr<LocalStore::QuorumRead> read;
+  if (request.for_read_quorum()) {
+    read = store_->ReadRecordForQuorum(request.key());
+  } else {
+    absl::StatusOr<SiblingSet> plain = store_->ReadRecord(request.key());
+    if (plain.ok()) {
+      read = LocalStore::QuorumRead{*std::move(plain), /*catching_up=*/false};
+    } else {
+      read = plain.status();
+    }
+  }
+  if (absl::IsNotFound(read.status())) {
     response->set_found(false);
     return absl::OkStatus();
   }
-  if (!record.ok()) return record.status();
+  if (!read.ok()) return read.status();
+  absl::StatusOr<SiblingSet> record = std::move(read->record);
   response->set_found(true);
+  response->set_catching_up(read->catching_up);
   const uint32_t level =
       request.reader_format_level() == 0 ? kLegacyFormatLevel : request.reader_format_level();
   response->set_record(EncodeSiblingSet(RecordForLevel(*std::move(record), level)));

@@ -64,6 +64,19 @@ class FakePeers : public testing::StubPeerTransport {
     done(it == records.end() ? absl::StatusOr<std::string>(absl::NotFoundError("no record"))
                              : it->second);
   }
+  // ReadRecord, with the records of the peers in `catching_up` marked so.
+  void ReadRecordForQuorum(const Member& peer, std::string key,
+                           std::function<void(absl::StatusOr<QuorumRecord>)> done) override {
+    const bool marked = catching_up.count(peer.id) > 0;
+    ReadRecord(peer, std::move(key),
+               [marked, done = std::move(done)](absl::StatusOr<std::string> record) {
+                 if (!record.ok()) {
+                   done(record.status());
+                   return;
+                 }
+                 done(QuorumRecord{*std::move(record), marked});
+               });
+  }
   void ForwardWrite(const Member& peer, WriteCommand, QuorumSpec,
                     std::function<void(absl::StatusOr<WriteReply>)> done) override {
     forwards.push_back(peer.id);
@@ -98,9 +111,10 @@ class FakePeers : public testing::StubPeerTransport {
   }
 
   std::map<std::string, absl::StatusOr<std::string>> records;  // ReadRecord answers by peer
-  std::vector<std::string> reads;                              // peers asked, in order
-  std::function<void()> on_read;                               // runs as a peer is read
-  std::set<std::string> held;  // peers whose reads wait in held_reads
+  std::set<std::string> catching_up;  // peers whose quorum reads are marked catching up
+  std::vector<std::string> reads;     // peers asked, in order
+  std::function<void()> on_read;      // runs as a peer is read
+  std::set<std::string> held;         // peers whose reads wait in held_reads
   std::vector<std::function<void(absl::StatusOr<std::string>)>> held_reads;
   std::map<std::string, absl::StatusOr<WriteReply>> forward_answers;
   std::vector<std::string> forwards;  // peers a write was forwarded to, in order
@@ -680,6 +694,59 @@ TEST_F(CoordinatorTest, AReplicaHoldingOnlyATombstoneAsksTheOthersBeforeNotFound
   record = Read("d");
   ASSERT_TRUE(record.ok()) << record.status();
   EXPECT_TRUE(record->AllTombstones());
+}
+
+// A replica catching up (it may have lost writes it acknowledged) that still holds a value which
+// a delete replaced elsewhere: the merge holds no live version, and the catching-up replica's
+// answer does not count toward ruling one out, since the Put it lost (acknowledged by it and an
+// unreachable replica) may be newer than the delete. With W=2 of N=3 that takes 2 answers from
+// replicas that kept their writes: UNAVAILABLE (retried), not NOT_FOUND.
+TEST_F(CoordinatorTest, ACatchingUpReplicasStaleValueDoesNotRuleOutALiveVersion) {
+  Start("n1", 3);
+  ASSERT_TRUE(store_->Write(WriteCommand{"k", false, "v1", "", ""}).ok());
+  SiblingSet deleted = store_->ReadRecord("k").value();
+  Sibling tombstone;
+  tombstone.tombstone = true;
+  deleted.ApplyWrite("n2#1", CausalContext(deleted.context()), tombstone);
+  ASSERT_TRUE(deleted.AllTombstones());
+  const std::string deleted_record = EncodeSiblingSet(deleted);
+
+  // This node is catching up: its own answer is marked.
+  store_->MarkHistoryConflict("test: may have lost writes");
+  ASSERT_TRUE(store_->catching_up());
+  peers_.records["n2"] = deleted_record;
+  peers_.records["n3"] = absl::UnavailableError("n3 unreachable");
+  // With R=1 this replica answers alone, with its own (stale) value: never NOT_FOUND.
+  absl::StatusOr<SiblingSet> read = Read("k");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_FALSE(read->AllTombstones());
+  // With R=2 it merges n2's tombstone: no live version, and only n2's answer rules one out.
+  read = Read("k", Count(2));
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kUnavailable) << read.status();
+  EXPECT_THAT(read.status().message(), HasSubstr("catching up"));
+  // n3 answers too, with the tombstone: two replicas that kept their writes rule a live version
+  // out.
+  peers_.records["n3"] = deleted_record;
+  read = Read("k", Count(2));
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(read->AllTombstones());
+}
+
+TEST_F(CoordinatorTest, APeerCatchingUpDoesNotCountTowardNotFoundWithItsStaleValue) {
+  Start("n1", 3);
+  // n2 catching up, holding the value this replica's tombstone replaced; n3 unreachable.
+  ASSERT_TRUE(store_->Write(WriteCommand{"k", false, "v1", "", ""}).ok());
+  peers_.records["n2"] = EncodeSiblingSet(store_->ReadRecord("k").value());
+  ASSERT_TRUE(store_->Write(WriteCommand{"k", true, "", "", ""}).ok());  // replaces what it finds
+  peers_.catching_up = {"n2"};
+  peers_.records["n3"] = absl::UnavailableError("n3 unreachable");
+  absl::StatusOr<SiblingSet> read = Read("k");
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kUnavailable) << read.status();
+
+  peers_.catching_up.clear();  // the same answers from a replica that kept its writes
+  read = Read("k");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(read->AllTombstones());
 }
 
 // Whether a read has found a live version is decided on the answers merged, not on any one of

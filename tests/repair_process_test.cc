@@ -13,6 +13,9 @@
 //   - after a kill -9 and restart of its node, the operation reads as it did, and a retried
 //     start with its token is still deduplicated (both kept on disk).
 // Every node is stopped with SIGTERM at the end and must exit cleanly. Every wait is bounded.
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -28,6 +31,7 @@
 #include "client/kv_client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "replica.grpc.pb.h"
 #include "tests/cluster_util.h"
 #include "tests/staged_crash.h"
 #include "tests/test_util.h"
@@ -126,6 +130,9 @@ class RepairProcessTest : public ::testing::Test {
 // rewriting the stopped node's record of its previous run (how kvnode sees a machine crash: not
 // stopped cleanly, writes not synced, another boot id).
 TEST_F(RepairProcessTest, ANodeThatMayHaveLostWritesDoesNotCountTowardNotFoundUntilItCaughtUp) {
+  WriteOptions all;
+  all.w = Quorum::All();
+  ASSERT_TRUE(client_->Put("held", "v", all).ok());
   absl::StatusOr<int> stopped = cluster_->Stop(0);
   ASSERT_TRUE(stopped.ok()) << stopped.status();
   ASSERT_TRUE(testing::StageMachineCrash(cluster_->data_dir(0)).ok());
@@ -134,6 +141,23 @@ TEST_F(RepairProcessTest, ANodeThatMayHaveLostWritesDoesNotCountTowardNotFoundUn
   EXPECT_EQ(status.value("catching_up", false), true) << status.dump();
   const CommandResult text = Kvctl(0, {"cluster", "status"});
   EXPECT_NE(text.out.find("n1 is catching up"), std::string::npos) << text.out;
+  // A record it holds is answered to a read's quorum marked as a catching-up replica's (its live
+  // version may be one that a write it lost replaced: it rules nothing out); to other readers
+  // (anti-entropy, handoff) unmarked.
+  auto replica = internal::v1::Replica::NewStub(
+      grpc::CreateChannel(cluster_->endpoint(0), grpc::InsecureChannelCredentials()));
+  for (const bool for_quorum : {true, false}) {
+    internal::v1::ReadRecordRequest read;
+    read.set_key("held");
+    read.set_for_read_quorum(for_quorum);
+    internal::v1::ReadRecordResponse answer;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    const grpc::Status status = replica->ReadRecord(&context, read, &answer);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_TRUE(answer.found());
+    EXPECT_EQ(answer.catching_up(), for_quorum) << "for_read_quorum=" << for_quorum;
+  }
 
   ASSERT_TRUE(cluster_->Stop(2).ok());
   // Through n2 (which asks n1) and through n1 itself: one answer that counts is not enough.

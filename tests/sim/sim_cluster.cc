@@ -535,15 +535,23 @@ void SimCluster::ServeMergeRecords(int from, int node, const std::vector<Encoded
 }
 
 void SimCluster::ServeReadRecord(int node, const std::string& key, bool for_quorum,
-                                 std::function<void(absl::StatusOr<std::string>)> reply) {
+                                 std::function<void(absl::StatusOr<QuorumRecord>)> reply) {
   OnNode(node, [key, for_quorum, reply = std::move(reply)](Node* n) {
-    absl::StatusOr<SiblingSet> record =
-        for_quorum ? n->store->ReadRecordForQuorum(key) : n->store->ReadRecord(key);
+    if (for_quorum) {
+      absl::StatusOr<LocalStore::QuorumRead> read = n->store->ReadRecordForQuorum(key);
+      if (!read.ok()) {
+        reply(read.status());
+        return;
+      }
+      reply(QuorumRecord{EncodeSiblingSet(read->record), read->catching_up});
+      return;
+    }
+    absl::StatusOr<SiblingSet> record = n->store->ReadRecord(key);
     if (!record.ok()) {
       reply(record.status());
       return;
     }
-    reply(EncodeSiblingSet(*record));
+    reply(QuorumRecord{EncodeSiblingSet(*record), /*catching_up=*/false});
   });
 }
 

@@ -198,7 +198,7 @@ class SimCluster : public SimReplicaServer {
   void ServeMergeRecords(int from, int node, const std::vector<EncodedRecord>& records,
                          std::function<void(absl::Status)> reply) override;
   void ServeReadRecord(int node, const std::string& key, bool for_quorum,
-                       std::function<void(absl::StatusOr<std::string>)> reply) override;
+                       std::function<void(absl::StatusOr<QuorumRecord>)> reply) override;
   void ServeForwardWrite(int node, const WriteCommand& received, QuorumSpec w,
                          std::function<void(absl::StatusOr<WriteReply>)> reply) override;
   void ServeListKeys(int node, const std::string& prefix, const std::string& page_token,

@@ -144,22 +144,29 @@ void SimPeerTransport::MergeRecords(const Member& peer, std::vector<EncodedRecor
 
 void SimPeerTransport::ReadRecord(const Member& peer, std::string key,
                                   std::function<void(absl::StatusOr<std::string>)> done) {
-  Read(peer, std::move(key), /*for_quorum=*/false, std::move(done));
+  Read(peer, std::move(key), /*for_quorum=*/false,
+       [done = std::move(done)](absl::StatusOr<QuorumRecord> answer) {
+         if (!answer.ok()) {
+           done(answer.status());
+           return;
+         }
+         done(std::move(answer->record));
+       });
 }
 
 void SimPeerTransport::ReadRecordForQuorum(const Member& peer, std::string key,
-                                           std::function<void(absl::StatusOr<std::string>)> done) {
+                                           std::function<void(absl::StatusOr<QuorumRecord>)> done) {
   Read(peer, std::move(key), /*for_quorum=*/true, std::move(done));
 }
 
 void SimPeerTransport::Read(const Member& peer, std::string key, bool for_quorum,
-                            std::function<void(absl::StatusOr<std::string>)> done) {
+                            std::function<void(absl::StatusOr<QuorumRecord>)> done) {
   SimNetwork::CallSpec spec = Spec(peer, "read", key, timeouts_.read);
   const int to = spec.to;
-  network_->Call<absl::StatusOr<std::string>>(
+  network_->Call<absl::StatusOr<QuorumRecord>>(
       std::move(spec),
       [server = server_, to, key = std::move(key),
-       for_quorum](std::function<void(absl::StatusOr<std::string>)> reply) {
+       for_quorum](std::function<void(absl::StatusOr<QuorumRecord>)> reply) {
         server->ServeReadRecord(to, key, for_quorum, std::move(reply));
       },
       std::move(done));

@@ -153,7 +153,7 @@ class SimReplicaServer {
                                  std::function<void(absl::Status)> reply) = 0;
   // `for_quorum`: PeerTransport::ReadRecordForQuorum.
   virtual void ServeReadRecord(int node, const std::string& key, bool for_quorum,
-                               std::function<void(absl::StatusOr<std::string>)> reply) = 0;
+                               std::function<void(absl::StatusOr<QuorumRecord>)> reply) = 0;
   virtual void ServeForwardWrite(int node, const WriteCommand& command, QuorumSpec w,
                                  std::function<void(absl::StatusOr<WriteReply>)> reply) = 0;
   virtual void ServeListKeys(int node, const std::string& prefix, const std::string& page_token,
@@ -194,7 +194,7 @@ class SimPeerTransport : public PeerTransport {
   void ReadRecord(const Member& peer, std::string key,
                   std::function<void(absl::StatusOr<std::string>)> done) override;
   void ReadRecordForQuorum(const Member& peer, std::string key,
-                           std::function<void(absl::StatusOr<std::string>)> done) override;
+                           std::function<void(absl::StatusOr<QuorumRecord>)> done) override;
   void ForwardWrite(const Member& peer, WriteCommand command, QuorumSpec w,
                     std::function<void(absl::StatusOr<WriteReply>)> done) override;
   void ListKeys(const Member& peer, std::string prefix, std::string page_token, uint32_t limit,
@@ -211,7 +211,7 @@ class SimPeerTransport : public PeerTransport {
  private:
   // ReadRecord and ReadRecordForQuorum.
   void Read(const Member& peer, std::string key, bool for_quorum,
-            std::function<void(absl::StatusOr<std::string>)> done);
+            std::function<void(absl::StatusOr<QuorumRecord>)> done);
   SimNetwork::CallSpec Spec(const Member& peer, const char* kind, std::string key,
                             absl::Duration timeout) const;
 
