@@ -209,6 +209,11 @@ absl::StatusOr<CommandOutput> RunClusterChange(Client& client, const CommandInpu
     if (!absl::SimpleAtoi(*v, &expected)) {
       return UsageError(absl::StrCat("--layout-version must be a number, not '", *v, "'"));
     }
+    if (expected == 0) {
+      // 0 is the request's "no check"; no plan ever names it (layout versions start at 1).
+      return UsageError(
+          "--layout-version must be at least 1: it is the version `kvctl cluster plan` printed");
+    }
   }
   StartOptions options;
   if (!commit && input.flags->Has("token")) return UsageError("--token goes with --commit");

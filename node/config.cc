@@ -88,7 +88,9 @@ bool SplitConfigLine(absl::string_view line, absl::string_view* name, std::strin
   const size_t eq = line.find('=');
   if (eq == absl::string_view::npos) return false;
   *name = absl::StripAsciiWhitespace(line.substr(0, eq));
-  absl::string_view rest = absl::StripAsciiWhitespace(line.substr(eq + 1));
+  if (name->empty()) return false;
+  const absl::string_view after = line.substr(eq + 1);  // " value  # comment"
+  absl::string_view rest = absl::StripLeadingAsciiWhitespace(after);
   if (absl::ConsumePrefix(&rest, "\"")) {
     const size_t close = rest.find('"');
     if (close == absl::string_view::npos) return false;
@@ -96,14 +98,17 @@ bool SplitConfigLine(absl::string_view line, absl::string_view* name, std::strin
     rest = absl::StripAsciiWhitespace(rest.substr(close + 1));
     return rest.empty() || absl::StartsWith(rest, "#");
   }
+  // A '#' after whitespace starts a comment, also the first one right after "name = " (the value
+  // is then empty), counted in the line as written, before stripping.
+  rest = after;
   for (size_t i = 1; i < rest.size(); ++i) {
     if (rest[i] == '#' && absl::ascii_isspace(static_cast<unsigned char>(rest[i - 1]))) {
-      rest = absl::StripTrailingAsciiWhitespace(rest.substr(0, i));
+      rest = rest.substr(0, i);
       break;
     }
   }
-  *value = std::string(rest);
-  return !name->empty();
+  *value = std::string(absl::StripAsciiWhitespace(rest));
+  return true;
 }
 
 }  // namespace
@@ -219,6 +224,17 @@ absl::StatusOr<CommandLine> ParseNodeCommandLine(const std::vector<std::string>&
     if (!listed) {
       return UsageError(absl::StrCat("--peers does not list this node (--node_id=", config.node_id,
                                      "); list every member, this one included"));
+    }
+    // Another member reached at exactly this node's --listen address would be this process
+    // (a copied command line with the wrong --node_id): calls meant for it would come here.
+    for (const Member& m : config.peers) {
+      if (m.id != config.node_id && m.address == config.listen) {
+        return UsageError(absl::StrCat("--listen (", config.listen,
+                                       ") is the address --peers gives "
+                                       "to member ",
+                                       m.id, ", not to this node (--node_id=", config.node_id,
+                                       "): check --node_id and --listen"));
+      }
     }
   }
   if (config.failure_timeout < 3 * config.gossip_interval) {

@@ -161,8 +161,18 @@ absl::Status ApplyLogLevel(absl::string_view v, NodeConfig* c) {
 
 absl::Status ApplySeeds(absl::string_view v, NodeConfig* c) {
   std::vector<std::string> seeds;
-  for (absl::string_view seed : absl::StrSplit(v, ',', absl::SkipWhitespace())) {
+  if (absl::StripAsciiWhitespace(v).empty()) {  // no seeds
+    c->seeds.clear();
+    return absl::OkStatus();
+  }
+  for (absl::string_view seed : absl::StrSplit(v, ',')) {
     seed = absl::StripAsciiWhitespace(seed);
+    if (seed.empty()) {
+      return Expected(absl::StrCat(
+          "HOST:PORT entries separated by commas, such as 10.0.0.1:7700,10.0.0.2:7700 (an empty "
+          "entry in \"",
+          v, "\")"));
+    }
     std::string host;
     int port = 0;
     if (absl::Status address = ParseHostPort(seed, &host, &port); !address.ok()) {

@@ -139,6 +139,18 @@ TEST(ConfigTest, MetricsListenTakesIpv4AddressesOrNothing) {
               HasSubstr("an IPv4 address, not a name"));
 }
 
+TEST(ConfigTest, PeersMustListThisNodeAndNoOtherMemberAtItsListenAddress) {
+  const std::string peers = "--peers=n1=127.0.0.1:7700,n2=127.0.0.1:7701,n3=127.0.0.1:7702";
+  EXPECT_THAT(ParseError({"--node_id=n9", "--listen=127.0.0.1:7700", peers}),
+              HasSubstr("--peers does not list this node"));
+  // n2's command line copied with n1's id: calls meant for n2 would reach this process.
+  EXPECT_THAT(ParseError({"--node_id=n1", "--listen=127.0.0.1:7701", peers}),
+              HasSubstr("is the address --peers gives to member n2"));
+  // Its own entry may differ from --listen (a port mapping, or a wildcard address).
+  EXPECT_EQ(ParseOk({"--node_id=n1", "--listen=0.0.0.0:7700", peers}).node_id, "n1");
+  EXPECT_EQ(ParseOk({"--node_id=n1", "--listen=127.0.0.1:9000", peers}).node_id, "n1");
+}
+
 TEST(ConfigTest, MaxRecordBytesIsBoundedAndAtLeastTheValueLimit) {
   EXPECT_EQ(ParseOk({}).limits.max_record_bytes, 16u << 20);
   EXPECT_EQ(ParseOk({"--max_record_bytes=2097152"}).limits.max_record_bytes, 2u << 20);
@@ -313,11 +325,21 @@ TEST_F(ConfigFileTest, FileErrorsNameFileLineAndProblem) {
            {"config = other.conf\n", "line 1: config cannot be set inside a config file"},
            {"data_dir = \"unterminated\n", "line 1: expected `name = value`"},
            {"data_dir = \"a\" trailing\n", "line 1: expected `name = value`"},
+           {" = \"quoted\"\n", "line 1: expected `name = value`"},
+           // A comment right after "name =" leaves the value empty; it never becomes the value.
+           {"data_dir =        # default: ./kvdata/<node_id>\n", "line 1: invalid value \"\""},
+           {"sync_writes = # off\n", "line 1: invalid value \"\" for sync_writes"},
        }) {
     const std::string path = WriteConfig(c.contents);
     const std::string message = ParseError({"--config=" + path});
     EXPECT_THAT(message, HasSubstr("config file \"" + path + "\" " + c.expected)) << c.contents;
   }
+}
+
+TEST_F(ConfigFileTest, ACommentAfterAnEmptyValueIsAComment) {
+  // metrics_listen's empty value means no metrics endpoint.
+  const NodeConfig c = ParseOk({"--config=" + WriteConfig("metrics_listen =   # none\n")});
+  EXPECT_EQ(c.metrics_listen, "");
 }
 
 TEST_F(ConfigFileTest, FileErrorWinsEvenWhenFlagWouldOverride) {
@@ -363,6 +385,9 @@ TEST(ConfigGossipTest, BadGossipSettingsAreNamed) {
   EXPECT_THAT(ParseError({"--seeds=a:0"}), HasSubstr("for flag --seeds"));
   EXPECT_THAT(ParseError({"--seeds=n1=10.0.0.1:7700"}), HasSubstr("not ID=HOST:PORT"));
   EXPECT_THAT(ParseError({"--seeds=10.0.0.1:7700,10.0.0.1:7700"}), HasSubstr("listed twice"));
+  EXPECT_THAT(ParseError({"--seeds=10.0.0.1:7700,,10.0.0.2:7700"}), HasSubstr("an empty entry"));
+  EXPECT_THAT(ParseError({"--seeds=10.0.0.1:7700,"}), HasSubstr("an empty entry"));
+  EXPECT_TRUE(ParseOk({"--seeds="}).seeds.empty());
   EXPECT_THAT(ParseError({"--gossip_interval=1ms"}), HasSubstr("at least 10ms"));
   EXPECT_THAT(ParseError({"--gossip_interval=1s", "--failure_timeout=2s"}),
               HasSubstr("at least 3 gossip intervals"));

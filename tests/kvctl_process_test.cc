@@ -348,6 +348,7 @@ TEST_F(KvctlProcessTest, ExitCodes) {
   // --commit=false is false: the token and layout version that go with a commit are refused.
   EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--commit=false", "--token=t"}).exit_code, 2);
   EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--no-commit", "--layout-version=3"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--commit", "--layout-version=0"}).exit_code, 2);
   EXPECT_EQ(Kvctl({"cluster", "join", "n9", "--ranges"}).exit_code, 2);
   EXPECT_EQ(Kvctl({"cluster", "anti-entropy", "extra"}).exit_code, 2);
   // --wait goes with a commit (checked before anything is asked), and with join/leave/remove.
