@@ -36,12 +36,11 @@ uint32_t RangeOf(absl::string_view key) {
   return MerkleTree::SegmentOf(key) / MerkleTree::kLeavesPerInterior;
 }
 
-// Whether an error stops the exchange (the peer, the network or authorization) rather than
-// being about one key's record.
+// Whether an error stops the exchange (the peer, the network, authorization, or a peer that
+// sheds load: its storage is behind) rather than being about one key's record.
 bool StopsTheExchange(const absl::Status& status) {
-  // RESOURCE_EXHAUSTED: a record larger than a message; INTERNAL: one record's local merge.
-  return !IsRecordRefusal(status) && !absl::IsResourceExhausted(status) &&
-         !absl::IsInternal(status);
+  // A record larger than a message; INTERNAL: one record's local merge.
+  return !IsRecordRefusal(status) && !IsMessageTooLarge(status) && !absl::IsInternal(status);
 }
 
 }  // namespace
@@ -386,6 +385,11 @@ void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
       if (StopsTheExchange(theirs.status())) return Finish(ex, theirs.status());
       ++ex->pull_skipped;
       SkipKey(ex, key, theirs.status(), /*counted=*/false);
+      continue;
+    }
+    if (may_hold_ && !may_hold_(key)) {
+      // A layout that arrived during the exchange took the key from this node: neither taken
+      // here nor pushed (its owners exchange it among themselves).
       continue;
     }
     absl::StatusOr<SiblingSet> ours = absl::NotFoundError("no record");

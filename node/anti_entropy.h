@@ -168,6 +168,14 @@ class AntiEntropy {
   void SetTransitionCheck(std::function<bool()> in_transition) {
     in_transition_ = std::move(in_transition);
   }
+  // Whether this node may keep a record of the key under its current layout (kvnode:
+  // Placement::CheckMayHold). Asked again just before a peer's record is merged here, since a
+  // layout that arrived during the exchange may have taken the key from this node, and a copy
+  // merged after its clean-up pass would be a stray that no tombstone purge asks about (C8).
+  // Set before Start; none: every key the exchange found.
+  void SetOwnershipCheck(std::function<bool(absl::string_view key)> may_hold) {
+    may_hold_ = std::move(may_hold);
+  }
   // The peer of the exchange running now, or empty.
   std::string running_peer() const;
   const Options& options() const { return options_; }
@@ -247,7 +255,8 @@ class AntiEntropy {
   // Peers an exchange has completed with since this object was created (every record they hold
   // that differed merged here), with the ring generation it compared under.
   std::map<std::string, uint64_t> caught_up_with_ ABSL_GUARDED_BY(mu_);
-  std::function<bool()> in_transition_;  // SetTransitionCheck
+  std::function<bool()> in_transition_;              // SetTransitionCheck
+  std::function<bool(absl::string_view)> may_hold_;  // SetOwnershipCheck
   double tokens_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time refilled_ ABSL_GUARDED_BY(mu_);  // on the steady clock
 };

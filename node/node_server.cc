@@ -622,6 +622,11 @@ absl::Status NodeServer::StartRepairs(const ClusterLayout& layout) {
                                                 scheduler_.get(), executor_.get(),
                                                 SystemClock::Get(), SteadyClock::Get(), ae);
   anti_entropy_->SetTransitionCheck([this] { return placement_->Get()->layout().in_transition(); });
+  anti_entropy_->SetOwnershipCheck([this](absl::string_view key) {
+    return placement_->Get()
+        ->CheckMayHold(config_.node_id, key, static_cast<size_t>(config_.replication_factor))
+        .ok();
+  });
   if (config_.anti_entropy_interval > absl::ZeroDuration()) anti_entropy_->Start();
   anti_entropy_->MaybeFinishCatchingUp();  // a node alone in its ring has nobody to wait for
   // Operation ids carry the start time (milliseconds, hexadecimal), so that a run does not hand

@@ -17,7 +17,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "node/layout_reservations.h"
@@ -80,6 +82,15 @@ inline bool IsRecordRefusal(const absl::Status& status) {
     default:
       return false;
   }
+}
+
+// gRPC's verdict on a message larger than its receiver accepts (RESOURCE_EXHAUSTED, "Received
+// message larger than max"): about that message (one record too large), not about the peer. A
+// peer's other RESOURCE_EXHAUSTED answers (its storage is behind) are about the peer: they pass.
+inline bool IsMessageTooLarge(const absl::Status& status) {
+  return absl::IsResourceExhausted(status) &&
+         absl::StrContains(absl::AsciiStrToLower(status.message()),
+                           "received message larger than max");
 }
 
 // A W shortfall reported by a replica that did store the write (it keeps replicating). A node

@@ -79,7 +79,15 @@ class LoopbackTransport : public testing::StubPeerTransport {
     *bytes_ += message_bytes;
     if (max_message_bytes != 0 && message_bytes > max_message_bytes) {
       // As gRPC refuses a message over its maximum size.
-      return Serve([=] { done(absl::ResourceExhaustedError("message larger than max")); });
+      return Serve([=] {
+        done(absl::ResourceExhaustedError(absl::StrCat(
+            "Received message larger than max (", message_bytes, " vs. ", max_message_bytes, ")")));
+      });
+    }
+    if (storage_behind) {  // as a peer whose queued writes are over their bound answers
+      ++refused_while_behind;
+      return Serve(
+          [=] { done(absl::ResourceExhaustedError("this node's storage is behind (test)")); });
     }
     for (const EncodedRecord& r : records) {
       if (refused_merges.count(r.key) > 0) {
@@ -155,6 +163,8 @@ class LoopbackTransport : public testing::StubPeerTransport {
   }
 
   bool reachable = true;
+  bool storage_behind = false;  // MergeRecords answers RESOURCE_EXHAUSTED, as AdmitWrites does
+  int refused_while_behind = 0;
   size_t max_message_bytes = 0;          // 0: no limit
   std::set<std::string> refused_merges;  // a MergeRecords call holding one of these is refused
   std::set<std::string> unreadable;      // ReadRecord of these is DATA_LOSS
@@ -316,6 +326,48 @@ TEST_F(AntiEntropyTest, ExchangeRepairsBothDirectionsAndTreesAgree) {
   // A second exchange finds equal roots.
   ASSERT_TRUE(Exchange(*ae, "").ok());
   EXPECT_TRUE(ae->Stats()[0].in_sync);
+}
+
+// A layout that arrives during an exchange may take keys from this node after its trees found
+// them different: the ownership check, asked again just before each merge, keeps such a key out
+// of this store (a copy merged after the node's clean-up pass would be a stray no purge asks
+// about, C8) and does not push it either.
+TEST_F(AntiEntropyTest, AKeyThisNodeNoLongerOwnsIsNeitherTakenNorPushed) {
+  MakeCluster(2, 2);
+  for (int i = 0; i < 10; ++i) Put(1, absl::StrCat("only-b", i), "b");
+  for (int i = 0; i < 10; ++i) Put(0, absl::StrCat("only-a", i), "a");
+  auto ae = MakeAntiEntropy(0);
+  std::vector<std::string> asked;
+  ae->SetOwnershipCheck([&](absl::string_view key) {
+    asked.emplace_back(key);
+    return key != "only-b3" && key != "only-a3";  // as if a new layout gave them to others
+  });
+  ASSERT_TRUE(Exchange(*ae, "b").ok());
+  EXPECT_TRUE(absl::IsNotFound(Encoded(0, "only-b3").status()));
+  EXPECT_TRUE(absl::IsNotFound(Encoded(1, "only-a3").status()));
+  for (const std::string key : {"only-b2", "only-a2"}) {
+    EXPECT_TRUE(Encoded(0, key).ok()) << key;
+    EXPECT_TRUE(Encoded(1, key).ok()) << key;
+  }
+  EXPECT_EQ(asked.size(), 20u);
+}
+
+// A peer that sheds load (RESOURCE_EXHAUSTED: its storage is behind) stops the exchange after
+// one call, to be tried again later; it is not taken as refusing each record, which would send
+// every record of the batch again alone to the busy peer and report them as unrepairable.
+TEST_F(AntiEntropyTest, APeerWhoseStorageIsBehindStopsTheExchange) {
+  MakeCluster(2, 2);
+  for (int i = 0; i < 30; ++i) Put(0, absl::StrCat("only-a", i), "a");
+  auto ae = MakeAntiEntropy(0);
+  transports_[0]->storage_behind = true;
+  absl::StatusOr<ExchangeResult> result = absl::UnknownError("not finished");
+  ae->Exchange("b", [&](absl::StatusOr<ExchangeResult> r) { result = std::move(r); });
+  executor_.Drain();
+  EXPECT_TRUE(absl::IsResourceExhausted(result.status())) << result.status();
+  EXPECT_EQ(transports_[0]->refused_while_behind, 1);
+  transports_[0]->storage_behind = false;
+  ASSERT_TRUE(Exchange(*ae, "b").ok());  // the next exchange repairs them all
+  for (int i = 0; i < 30; ++i) EXPECT_TRUE(Encoded(1, absl::StrCat("only-a", i)).ok()) << i;
 }
 
 // A replica restarted after a machine crash that lost a write it acknowledged (b holds it) is

@@ -229,6 +229,11 @@ absl::Status SimCluster::Restart(int index) {
         node.executor.get(), &clock_, &clock_, config_.anti_entropy_options);
     node.anti_entropy->SetTransitionCheck(
         [holder = node.placement.get()] { return holder->Get()->layout().in_transition(); });
+    node.anti_entropy->SetOwnershipCheck(
+        [holder = node.placement.get(), id = node.member.id,
+         n = static_cast<size_t>(config_.replication_factor)](absl::string_view key) {
+          return holder->Get()->CheckMayHold(id, key, n).ok();
+        });
     node.anti_entropy->Start();
     node.anti_entropy->MaybeFinishCatchingUp();  // as kvnode: a ring of one waits for nobody
     // As kvnode: an incarnation started during a transition purges once the change completes
