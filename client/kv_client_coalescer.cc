@@ -150,12 +150,28 @@ void Coalescer::Submit(v1::KV::Stub* stub, Item item) {
   if (item.on_done) SendAlone(endpoint, std::move(item));
 }
 
+void Coalescer::Unmark(Item& item) {
+  if (item.is_delete()) {
+    if (!item.delete_request->first_attempt()) return;
+    auto copy = std::make_shared<v1::DeleteRequest>(*item.delete_request);
+    copy->set_first_attempt(false);
+    item.delete_request = copy.get();
+    item.unmarked = std::move(copy);
+  } else if (item.request != nullptr && item.request->first_attempt()) {
+    auto copy = std::make_shared<v1::PutRequest>(*item.request);
+    copy->set_first_attempt(false);
+    item.request = copy.get();
+    item.unmarked = std::move(copy);
+  }
+}
+
 void Coalescer::SendAlone(size_t endpoint, Item item) {
   if (item.waited) item.context->set_deadline(WallDeadline(item.deadline));
   std::function<void(grpc::Status)> on_done = std::move(item.on_done);
   const bool reads_lane = item.is_get();
   Call(stubs_[endpoint], item,
-       [this, endpoint, reads_lane, on_done = std::move(on_done)](grpc::Status status) {
+       [this, endpoint, reads_lane, on_done = std::move(on_done),
+        unmarked = item.unmarked](grpc::Status status) {
          // Before on_done: once the last attempt is done, the Client may go.
          Release(endpoint, reads_lane, 1);
          on_done(status);
@@ -310,6 +326,16 @@ void Coalescer::SendPutBatch(size_t endpoint, std::vector<Item> items) {
       return;
     }
     std::vector<Item> items = std::move(call->items);
+    if (IsMessageOverSizeLimit(status)) {
+      // The batch was too large for the node (nothing applied) or its answer for the channel
+      // (everything may be applied): each write goes again alone within its attempt, without
+      // its first-attempt mark, so that a node that applied it answers it from its token.
+      for (Item& item : items) {
+        Unmark(item);
+        SendAlone(endpoint, std::move(item));
+      }
+      return;
+    }
     const int puts = call->request.puts_size();
     std::vector<Item> deletes;  // to send again alone
     if (status.ok() && call->request.deletes_size() > 0 && call->response.results_size() == puts) {
@@ -329,7 +355,12 @@ void Coalescer::SendPutBatch(size_t endpoint, std::vector<Item> items) {
     CompleteBatch(SharedStatus(status), call->response, items);
     // Last: once the last item is sent, its answer may end the Client (on
     // another thread), so nothing here touches the coalescer after it.
-    for (Item& item : deletes) SendAlone(endpoint, std::move(item));
+    // Unmarked: a broken node answering one result short of its items looks the same, and may
+    // have applied them.
+    for (Item& item : deletes) {
+      Unmark(item);
+      SendAlone(endpoint, std::move(item));
+    }
   };
   stub->async()->PutBatch(call->context.get(), &call->request, &call->response,
                           std::move(on_answer));
@@ -360,7 +391,7 @@ void Coalescer::SendGetBatch(size_t endpoint, std::vector<Item> items) {
           return;
         }
         std::vector<Item> items = std::move(call->items);
-        if (IsMessageOverReceiveLimit(status)) {
+        if (IsMessageOverSizeLimit(status)) {
           // The answer was too large for the channel (or the request for the node): each alone
           // may fit. Another RESOURCE_EXHAUSTED (an overloaded node) is a failure of the call,
           // which each item retries after its backoff, below.

@@ -20,7 +20,7 @@
 // does not know PutBatch or GetBatch (UNIMPLEMENTED: an older version) gets the batch's items as
 // single calls, and only single calls of that kind for a minute, then batches again. The items a
 // node left out of a full GetBatch answer (GetBatchResult.send_alone), and those of a GetBatch
-// whose answer was too large for the channel (RESOURCE_EXHAUSTED, IsMessageOverReceiveLimit),
+// whose answer was too large for the channel (RESOURCE_EXHAUSTED, IsMessageOverSizeLimit),
 // go again alone, within their attempt; another RESOURCE_EXHAUSTED is the batch's failure, which
 // each item retries after its backoff. One that knows PutBatch but not its deletes (it answers the
 // puts only, having applied no delete) gets the batch's deletes again as single Deletes, and its
@@ -102,6 +102,10 @@ class Coalescer {
     const v1::GetRequest* get_request = nullptr;
     v1::GetResponse* get_response = nullptr;
     size_t bytes = 0;
+    // A copy of the write's request without its first-attempt mark, which `request` or
+    // `delete_request` then points to: for a write sent again alone after a batch the node may
+    // have applied (Unmark).
+    std::shared_ptr<const google::protobuf::Message> unmarked = nullptr;
     // Set when it starts waiting: its attempt's deadline on the steady clock (see above).
     bool waited = false;
     absl::Time deadline = absl::InfiniteFuture();
@@ -161,6 +165,9 @@ class Coalescer {
   grpc::Status SharedStatus(const grpc::Status& status);
   // The status of an item that failed within a batch that succeeded.
   static grpc::Status ItemStatus(int code, const std::string& message, bool write_stored);
+  // Makes `item`'s write go without its first-attempt mark: a node that may have applied the
+  // batch it was in then looks its token up (a copy applied twice otherwise).
+  static void Unmark(Item& item);
   // Completes the items of a batch from its answer (their puts first, then their deletes, the
   // order of the request and of its results).
   static void CompleteBatch(const grpc::Status& status, v1::PutBatchResponse& response,

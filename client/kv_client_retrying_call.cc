@@ -78,8 +78,8 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
       AskAnotherNode(std::move(status));
       return;
     }
-    if (IsMessageOverReceiveLimit(grpc_status)) {
-      Finish(OverReceiveLimit(status));
+    if (IsMessageOverSizeLimit(grpc_status)) {
+      Finish(OverSizeLimit(status));
       return;
     }
     if (!IsRetryableCode(status.code())) {
@@ -187,9 +187,9 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
     return from;
   }
 
-  // A message of the call was larger than its receiver accepts: the same call would meet the
-  // same limit on every attempt and every node (a record's answer is the same on each replica).
-  absl::Status OverReceiveLimit(const absl::Status& status) const {
+  // A message of the call was larger than a size limit: the same call would meet the same limit
+  // on every attempt and every node (a record's answer is the same on each replica).
+  absl::Status OverSizeLimit(const absl::Status& status) const {
     std::string stored;
     if (policy_ == EndpointPolicy::kWrite) {
       stored =
@@ -201,9 +201,9 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
         absl::StrCat(
             status.message(), " [kv client: not retried after attempt ", attempts_, " to ",
             env_.endpoint_name(endpoint_),
-            ": a message of this call is larger than its receiver accepts (the maximum "
-            "receive message size of the client's channel, ClientOptions::channel_factory, "
-            "or of the node), and every attempt would meet the same limit",
+            ": a message of this call is larger than a size limit (the maximum receive or "
+            "send message size of the client's channel, ClientOptions::channel_factory, or "
+            "the node's receive limit), and every attempt would meet the same limit",
             stored, "]"));
   }
 
@@ -252,12 +252,13 @@ void StartRetryingCall(const RetryEnv& env, absl::Time deadline, size_t first_en
       ->StartAttempt();
 }
 
-bool IsMessageOverReceiveLimit(const grpc::Status& status) {
-  // gRPC core's message-size filter, on whichever side received the message (the node sends its
-  // verdict back as the call's status).
-  constexpr absl::string_view kOverLimit = "received message larger than max";
-  return status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
-         absl::StrContains(absl::AsciiStrToLower(status.error_message()), kOverLimit);
+bool IsMessageOverSizeLimit(const grpc::Status& status) {
+  // gRPC core's message-size filter: on the side that received the message (the node sends its
+  // verdict back as the call's status), or on the client's channel before sending.
+  if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) return false;
+  const std::string message = absl::AsciiStrToLower(status.error_message());
+  return absl::StrContains(message, "received message larger than max") ||
+         absl::StrContains(message, "sent message larger than max");
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

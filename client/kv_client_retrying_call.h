@@ -106,11 +106,12 @@ using CallDone = std::function<void(absl::Status status, int attempts)>;
 void StartRetryingCall(const RetryEnv& env, absl::Time deadline, size_t first_endpoint,
                        EndpointPolicy policy, AttemptStarter start_attempt, CallDone done);
 
-// Whether `status` says that a message of its call was larger than its receiver accepts
-// (RESOURCE_EXHAUSTED with gRPC's "Received message larger than max" text: a channel's or the
-// node's maximum receive message size). Unlike an overloaded node's RESOURCE_EXHAUSTED, every
-// attempt of the same call would meet it again, so the call is not retried.
-bool IsMessageOverReceiveLimit(const grpc::Status& status);
+// Whether `status` says that a message of its call was larger than a size limit: RESOURCE_EXHAUSTED
+// with gRPC's "Received message larger than max" (a channel's or the node's maximum receive
+// message size) or "Sent message larger than max" (a channel's maximum send message size).
+// Unlike an overloaded node's RESOURCE_EXHAUSTED, every attempt of the same call would meet it
+// again, so the call is not retried.
+bool IsMessageOverSizeLimit(const grpc::Status& status);
 
 // Maps a gRPC status to the absl::Status with the same code and message.
 absl::Status FromGrpcStatus(const grpc::Status& status);

@@ -115,18 +115,23 @@ class CountCalls : public grpc::experimental::ClientInterceptorFactoryInterface 
   std::shared_ptr<Counts> counts_;
 };
 
+// `max_receive_bytes`, `max_send_bytes`: the channels' limits on a message (0: gRPC's defaults).
 ClientOptions ForcedCoalescing(std::vector<std::string> endpoints,
-                               std::shared_ptr<CountCalls::Counts> counts) {
+                               std::shared_ptr<CountCalls::Counts> counts,
+                               int max_receive_bytes = 0, int max_send_bytes = 0) {
   ClientOptions options;
   options.endpoints = std::move(endpoints);
   options.put_coalescing.max_in_flight = 1;
   options.put_coalescing.max_delay = absl::Seconds(30);
-  options.channel_factory = [counts](const std::string& endpoint) {
+  options.channel_factory = [counts, max_receive_bytes,
+                             max_send_bytes](const std::string& endpoint) {
     std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> creators;
     creators.push_back(std::make_unique<CountCalls>(counts));
+    grpc::ChannelArguments args;
+    if (max_receive_bytes > 0) args.SetMaxReceiveMessageSize(max_receive_bytes);
+    if (max_send_bytes > 0) args.SetMaxSendMessageSize(max_send_bytes);
     return grpc::experimental::CreateCustomChannelWithInterceptors(
-        endpoint, grpc::InsecureChannelCredentials(), grpc::ChannelArguments(),
-        std::move(creators));
+        endpoint, grpc::InsecureChannelCredentials(), args, std::move(creators));
   };
   return options;
 }
@@ -434,6 +439,53 @@ TEST_F(PutCoalescingProcessTest, ABatchWhoseResponseWasLostIsRetriedWithoutSecon
   }
 }
 
+// A batch over the channel's send limit reached no node: its Puts go again alone, each under
+// the limit, within their attempt.
+TEST_F(PutCoalescingProcessTest, ABatchTooLargeToSendGoesAgainAsSinglePuts) {
+  auto counts = std::make_shared<CountCalls::Counts>();
+  ClientOptions options =
+      ForcedCoalescing({node_.endpoint()}, counts, /*max_receive_bytes=*/0, 300 << 10);
+  options.put_coalescing.max_batch_bytes = 1 << 20;
+  options.retry.max_attempts = 1;
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const Burst burst = PutAll(**client, *counts, NumberedPuts(4, std::string(200 << 10, 'v')));
+  ExpectAllOk(burst);
+  EXPECT_EQ(counts->batches.load(), 1);
+  EXPECT_EQ(counts->puts.load(), 1 + 3);  // the held first one, then the batch's three alone
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(Values(**client, absl::StrCat("k", i)).size(), 1u) << i;
+  }
+  // A Put over the limit alone ends at once: every attempt would meet the same limit.
+  options.retry.max_attempts = 5;
+  client = Client::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const int puts_before = counts->puts.load();
+  const absl::StatusOr<WriteResult> big = (*client)->Put("big", std::string(400 << 10, 'v'));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted) << big.status();
+  EXPECT_THAT(std::string(big.status().message()), HasSubstr("larger than a size limit"));
+  EXPECT_EQ(counts->puts.load(), puts_before + 1);
+}
+
+// A batch whose answer is over the channel's receive limit was applied: its writes go again
+// alone without their first-attempt marks, and the node answers each from its token.
+TEST_F(PutCoalescingProcessTest, ABatchWhoseAnswerIsTooLargeIsAnsweredWriteByWrite) {
+  auto counts = std::make_shared<CountCalls::Counts>();
+  ClientOptions options = ForcedCoalescing({node_.endpoint()}, counts, 4 << 10);
+  options.retry.max_attempts = 1;
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const Burst burst = PutAll(**client, *counts, NumberedPuts(61, "v"));
+  ExpectAllOk(burst);
+  EXPECT_EQ(counts->batches.load(), 1);
+  EXPECT_EQ(counts->puts.load(), 1 + 60);
+  for (int i = 1; i < 61; ++i) {
+    ASSERT_TRUE(burst.results[i].ok());
+    EXPECT_TRUE(burst.results[i]->deduplicated) << i;
+    EXPECT_EQ(Values(**client, absl::StrCat("k", i)).size(), 1u) << i;
+  }
+}
+
 TEST_F(PutCoalescingProcessTest, WaitingPutsAreSplitIntoBatchesOfTheItemLimit) {
   auto counts = std::make_shared<CountCalls::Counts>();
   ClientOptions options = ForcedCoalescing({node_.endpoint()}, counts);
@@ -586,6 +638,8 @@ class FakeNode final : public v1::KV::CallbackService {
     absl::Mutex mu;
     // key -> the names of the fake nodes its attempts reached, in order.
     std::map<std::string, std::vector<std::string>> attempts ABSL_GUARDED_BY(mu);
+    // key -> the first_attempt marks of its single Put and Delete calls, in order.
+    std::map<std::string, std::vector<bool>> single_marks ABSL_GUARDED_BY(mu);
   };
   FakeNode(std::string name, Mode mode, std::shared_ptr<Log> log)
       : name_(std::move(name)),
@@ -600,6 +654,7 @@ class FakeNode final : public v1::KV::CallbackService {
                                    v1::DeleteResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     v1::PutResponse put_response;
+    LogMark(request->key(), request->first_attempt());
     const bool stored = Answer(request->key(), &put_response);
     response->set_write_id(put_response.write_id());
     if (stored) context->AddTrailingMetadata("kv-write-stored", "1");
@@ -611,6 +666,7 @@ class FakeNode final : public v1::KV::CallbackService {
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* context, const v1::PutRequest* request,
                                 v1::PutResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    LogMark(request->key(), request->first_attempt());
     const bool stored = Answer(request->key(), response);
     if (stored) context->AddTrailingMetadata("kv-write-stored", "1");
     reactor->Finish(stored ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "1 of 2 acks (fake)")
@@ -646,6 +702,10 @@ class FakeNode final : public v1::KV::CallbackService {
   }
 
  private:
+  void LogMark(const std::string& key, bool first_attempt) {
+    absl::MutexLock lock(&log_->mu);
+    log_->single_marks[key].push_back(first_attempt);
+  }
   // Logs the attempt; true if it is the first at this key and stored_first_ (answer: stored).
   bool Answer(const std::string& key, v1::PutResponse* response) {
     absl::MutexLock lock(&log_->mu);
@@ -775,6 +835,30 @@ TEST(PutCoalescingFakeNodeTest, ABatchAnsweredWithTooFewResultsSaysItsWritesMayB
   EXPECT_EQ(counts->batches.load(), 1);
   absl::MutexLock lock(&log->mu);
   EXPECT_EQ(log->attempts.size(), writes.size());  // INTERNAL is not retried
+}
+
+// One result short with a Delete in the batch looks like a node that ignores batched deletes:
+// the Delete goes again alone, without its first-attempt mark, since a broken node looks the
+// same and may have applied it (a marked copy would skip the token lookup).
+TEST(PutCoalescingFakeNodeTest, ADeleteSentAgainAfterAShortAnswerIsNotMarkedAFirstAttempt) {
+  auto log = std::make_shared<FakeNode::Log>();
+  FakeNode broken("broken", FakeNode::Mode::kShortAnswers, log);
+  testing::LoopbackServer server({&broken});
+  auto counts = std::make_shared<CountCalls::Counts>();
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({server.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const std::vector<Write> writes = {
+      {false, "first", "v"}, {false, "k0", "v"}, {false, "k1", "v"}, {true, "d0", ""}};
+  const Burst burst = WriteAll(**client, *counts, writes);
+  for (size_t i = 0; i < writes.size(); ++i) {
+    ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
+  }
+  EXPECT_EQ(counts->batches.load(), 1);
+  EXPECT_EQ(counts->deletes.load(), 1);
+  absl::MutexLock lock(&log->mu);
+  EXPECT_THAT(log->single_marks["first"], ElementsAre(true));
+  EXPECT_THAT(log->single_marks["d0"], ElementsAre(false));
 }
 
 TEST(PutCoalescingFakeNodeTest, AnItemStoredShortOfWIsRetriedOnTheNodeThatStoredIt) {
