@@ -438,19 +438,29 @@ void ReplicationOutbox::OnBatchDone(PeerState* peer, uint64_t batch_id, absl::St
     if (status.ok()) {
       if (deleted.ok()) {
         stats.depth -= std::min<uint64_t>(stats.depth, batch.entries.size());
+        peer->backoff_ceiling = options_.initial_backoff;
       } else {
-        peer->on_disk_only = true;  // still on disk: a scan finds them and sends them again
+        // Still on disk: a scan finds them and sends them again, after a backoff (a full or
+        // failing disk would otherwise have them sent again at once, round after round).
+        peer->on_disk_only = true;
+        stats.last_error = absl::StrCat(
+            "could not delete the entries the peer confirmed (they are sent again after a "
+            "backoff): ",
+            deleted.ToString());
+        backoff = StartBackoff(peer);
       }
       stats.sent_records += batch.sent;
       stats.reachable = true;
       if (options_.clock != nullptr) stats.last_success = options_.clock->Now();
-      peer->backoff_ceiling = options_.initial_backoff;
     } else if (give_up) {
       // Given up on: the peer answered (or was never asked), and the next batch goes at once.
       if (deleted.ok()) {
         stats.depth -= std::min<uint64_t>(stats.depth, batch.entries.size());
       } else {
-        peer->on_disk_only = true;  // a scan finds them, and the peer refuses them again
+        // A scan finds them, and the peer refuses them again: after a backoff, as above (an
+        // oversized record is given up on here without a call, so at once would be a spin).
+        peer->on_disk_only = true;
+        backoff = StartBackoff(peer);
       }
       ++stats.failed_batches;
       if (IsNotAReplica(status)) {

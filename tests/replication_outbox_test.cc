@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "storage/memory_engine.h"
@@ -655,6 +656,46 @@ TEST_F(ReplicationOutboxTest, ARefusalThatPassesLosesNothing) {
   EXPECT_TRUE(OutboxKeys().empty());
   EXPECT_EQ(StatsOf(*outbox, "p1").dropped, 0u);
   EXPECT_TRUE(absl::IsInvalidArgument(ResultsOnce(k)[0]));  // its first attempt's outcome
+}
+
+// A confirmed batch whose entries cannot be deleted (a full or failing disk) stays on disk and
+// is sent again, after a backoff: at once, the same entries would go round after round as fast
+// as the peer confirms them.
+TEST_F(ReplicationOutboxTest, AFailedDeletionOfConfirmedEntriesWaitsABackoffBeforeResending) {
+  class FailingWritesEngine : public MemoryEngine {
+   public:
+    absl::Status Write(const WriteBatch& batch, const WriteOptions& options) override {
+      if (fail) return absl::InternalError("IO error: No space left on device");
+      return MemoryEngine::Write(batch, options);
+    }
+    bool fail = false;
+  };
+  FailingWritesEngine engine;
+  Options options;
+  options.max_in_flight = 1;
+  std::unique_ptr<ReplicationOutbox> outbox = MakeOutbox(options, {"p1"}, &engine);
+  std::map<std::string, std::vector<absl::Status>> results;
+  ASSERT_NO_FATAL_FAILURE(WriteAndSubmit(*outbox, engine, {"a"}, &results));
+  engine.fail = true;  // the disk fills up
+  int sends = 0;
+  for (; sends < 20 && !transport_.Outstanding().empty(); ++sends) {
+    for (size_t i : transport_.Outstanding()) transport_.Complete(i, absl::OkStatus());
+    executor_.RunAll();  // no timer fires
+  }
+  EXPECT_EQ(sends, 1);
+  EXPECT_EQ(StatsOf(*outbox, "p1").sent_records, 1u);
+  EXPECT_TRUE(absl::StrContains(StatsOf(*outbox, "p1").last_error, "could not delete"));
+  ASSERT_EQ(scheduler_.pending(), 1u);  // the backoff
+
+  engine.fail = false;  // space again: after the backoff the entry goes again and is deleted
+  scheduler_.FireAll();
+  executor_.RunAll();
+  ASSERT_EQ(transport_.Outstanding().size(), 1u);
+  transport_.Complete(transport_.Outstanding()[0], absl::OkStatus());
+  executor_.RunAll();
+  EXPECT_EQ(StatsOf(*outbox, "p1").depth, 0u);
+  EXPECT_TRUE(transport_.Outstanding().empty());
+  outbox->Shutdown();
 }
 
 // A record this node cannot read (corrupt) does not hold up the others: it is tried alone, and
