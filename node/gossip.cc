@@ -110,6 +110,10 @@ void Gossiper::AdoptLayout(const ClusterLayout& layout) {
     if (inserted) {
       it->second.member = m;
       detector_.Watch(m.id, now);
+      // A member the cluster took (back) in: no longer a forgotten node whose stale entries are
+      // held off. Its entries, relayed or its own, now update the one in the table; a quarantine
+      // left in place would keep it DOWN here while its heartbeat advances.
+      forgotten_.erase(m.id);
     }
   };
   for (const Member& m : layout_.members) add(m);

@@ -508,6 +508,44 @@ TEST_F(GossipTest, NodesOutsideTheLayoutThatStaySilentAreForgotten) {
 // entry it sends itself) is known again. A relayed copy of the forgotten version is not news and
 // restarts the quarantine; once a quarantine ends, the same version is taken again (and forgotten
 // again).
+// A forgotten node that the cluster then joins again: a layout naming it (here in the same
+// message as its newer entry, which a node applies after the layout) ends its quarantine, so
+// its heartbeat makes it UP rather than DOWN until the quarantine would have run out.
+TEST_F(GossipTest, ALayoutThatNamesAForgottenNodeEndsItsQuarantine) {
+  all_ = MakeMembers(3);
+  Gossiper::Options options;
+  options.forget_after = absl::Seconds(10);
+  for (int i = 0; i < 3; ++i) StartNode(i, all_, options);
+  Gossiper& n1 = *nodes_[0].gossiper;
+  MemberEntry entry;
+  entry.member = Member{"j1", "10.0.8.1:7700", ""};
+  entry.incarnation = 5;
+  entry.heartbeat = 3;
+  GossipDigest relayed;
+  relayed.from_id = "n2";
+  relayed.members.push_back(entry);
+  n1.HandleGossip(relayed);
+  scheduler_.Advance(absl::Seconds(11));
+  ASSERT_EQ(n1.LivenessOf("j1"), Liveness::kDown);  // forgotten: in quarantine
+
+  GossipDigest join = TableOf(1);
+  join.layout = n1.Layout();
+  join.layout.version += 1;
+  join.layout.next = all_;
+  join.layout.next.push_back(entry.member);
+  join.layout.change = "join j1";
+  entry.incarnation = 6;  // it came back
+  join.members.push_back(entry);
+  n1.HandleGossip(join);
+  EXPECT_NE(n1.LivenessOf("j1"), Liveness::kDown);
+  GossipDigest own;  // and its own heartbeat goes on
+  own.from_id = "j1";
+  entry.heartbeat = 10;
+  own.members.push_back(entry);
+  n1.HandleGossip(own);
+  EXPECT_EQ(n1.LivenessOf("j1"), Liveness::kUp);
+}
+
 TEST_F(GossipTest, AForgottenNodeThatComesBackIsKnownAgain) {
   all_ = MakeMembers(3);
   Gossiper::Options options;
