@@ -478,8 +478,12 @@ class LocalStore::MergeMutation : public CommitQueue::Mutation {
     std::vector<ReplacedWrite> recalled;
     for (const Sibling& s : merged_.siblings()) {
       if (s.idempotency_token.empty()) continue;
-      const bool arrived = std::none_of(before.siblings().begin(), before.siblings().end(),
-                                        [&s](const Sibling& b) { return b.dot == s.dot; });
+      // Siblings are in dot order: a binary search keeps a merge of a record with many tokened
+      // siblings linear-logarithmic, not quadratic.
+      const auto at =
+          std::lower_bound(before.siblings().begin(), before.siblings().end(), s.dot,
+                           [](const Sibling& b, const Dot& dot) { return b.dot < dot; });
+      const bool arrived = at == before.siblings().end() || at->dot != s.dot;
       if (!arrived) continue;
       KV_ASSIGN_OR_RETURN(std::optional<ReplacedWrite> forgotten,
                           store_->ForgottenCopyOf(group, key_, s, now_micros));

@@ -304,8 +304,10 @@ void SiblingSet::Recall(const std::vector<ReplacedWrite>& writes, absl::Duration
   std::vector<ReplacedWrite> covered;
   std::vector<Sibling> removed;
   for (const ReplacedWrite& w : writes) {
-    if (std::any_of(siblings_.begin(), siblings_.end(),
-                    [&w](const Sibling& s) { return s.dot == w.dot; })) {
+    const auto live =
+        std::lower_bound(siblings_.begin(), siblings_.end(), w.dot,
+                         [](const Sibling& s, const Dot& dot) { return s.dot < dot; });
+    if (live != siblings_.end() && live->dot == w.dot) {
       continue;  // still live here: not a replaced write of this set
     }
     if (context_.Covers(w.dot)) {
