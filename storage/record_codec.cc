@@ -49,10 +49,6 @@ absl::Status DecodeContext(absl::string_view* input, VersionVector* context,
       return Corrupt("truncated context entry");
     }
     if (counter == 0) return Corrupt("context entry with counter 0");
-    if (actor.size() > kMaxRecordActorBytes) {
-      return Corrupt(absl::StrCat("context actor of ", actor.size(), " bytes (at most ",
-                                  kMaxRecordActorBytes, ")"));
-    }
     if (!actors->empty() && actor <= actors->back()) return Corrupt("context actors out of order");
     context->Advance(actor, counter);
     actors->push_back(actor);

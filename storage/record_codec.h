@@ -3,12 +3,9 @@
 // Decode never trusts its input: a wrong magic or format version, a checksum mismatch, a
 // truncated field or a violated SiblingSet invariant is DATA_LOSS with a message naming what was
 // wrong. The same encoding travels between replicas (proto/replica.proto carries it as bytes).
-// An actor is at most kMaxRecordActorBytes: each sibling's dot holds a copy of its actor, so a
-// longer one would let a small record decode into far more memory than its bytes.
 #ifndef KV_STORAGE_RECORD_CODEC_H_
 #define KV_STORAGE_RECORD_CODEC_H_
 
-#include <cstddef>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -16,9 +13,6 @@
 #include "storage/sibling_set.h"
 
 namespace kv {
-
-// Actors are a node id (at most 64 bytes), '#' and an epoch (12 hex digits): 77 bytes at most.
-inline constexpr size_t kMaxRecordActorBytes = 128;
 
 std::string EncodeSiblingSet(const SiblingSet& set);
 absl::StatusOr<SiblingSet> DecodeSiblingSet(absl::string_view bytes);
