@@ -275,12 +275,18 @@ void Coordinator::FinishRead(const std::shared_ptr<ReadState>& state) {
     if (catching_up > 0) {
       catching_up_note = absl::StrCat(
           " (", catching_up,
-          " of them catching up after a start that may have lost writes it acknowledged)");
+          " of them catching up after a start that may have lost writes they acknowledged, so "
+          "their answers rule out no newer write)");
     }
-    state->done(absl::UnavailableError(absl::StrCat(
-        "the key has no live version on the ", succeeded, " replica(s) that answered",
-        catching_up_note, ", but ", n - succeeded,
-        " could not be asked and may hold a newer write; last error: ", last_error.message())));
+    std::string unasked;
+    if (n > succeeded) {
+      unasked = absl::StrCat(
+          ", but ", n - succeeded,
+          " could not be asked and may hold a newer write; last error: ", last_error.message());
+    }
+    state->done(absl::UnavailableError(absl::StrCat("the key has no live version on the ",
+                                                    succeeded, " replica(s) that answered",
+                                                    catching_up_note, unasked)));
     return;
   }
   if (conclusive) {

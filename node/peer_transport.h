@@ -84,13 +84,15 @@ inline bool IsRecordRefusal(const absl::Status& status) {
   }
 }
 
-// gRPC's verdict on a message larger than its receiver accepts (RESOURCE_EXHAUSTED, "Received
-// message larger than max"): about that message (one record too large), not about the peer. A
-// peer's other RESOURCE_EXHAUSTED answers (its storage is behind) are about the peer: they pass.
+// gRPC's verdict on a message larger than a size limit (RESOURCE_EXHAUSTED, "Received message
+// larger than max" from the receiver, "Sent message larger than max" from this node's channel):
+// about that message (one record too large), not about the peer. A peer's other
+// RESOURCE_EXHAUSTED answers (its storage is behind) are about the peer: they pass.
 inline bool IsMessageTooLarge(const absl::Status& status) {
-  return absl::IsResourceExhausted(status) &&
-         absl::StrContains(absl::AsciiStrToLower(status.message()),
-                           "received message larger than max");
+  if (!absl::IsResourceExhausted(status)) return false;
+  const std::string message = absl::AsciiStrToLower(status.message());
+  return absl::StrContains(message, "received message larger than max") ||
+         absl::StrContains(message, "sent message larger than max");
 }
 
 // A W shortfall reported by a replica that did store the write (it keeps replicating). A node

@@ -31,6 +31,10 @@ std::string CounterTooLarge(uint64_t counter) {
   return absl::StrCat("counter ", counter, " is above the maximum ", kMaxContextCounter);
 }
 
+std::string ActorTooLong(absl::string_view actor) {
+  return absl::StrCat("an actor of ", actor.size(), " bytes (at most ", kMaxActorBytes, ")");
+}
+
 }  // namespace
 
 std::string Dot::ToString() const { return absl::StrCat(actor, ":", counter); }
@@ -252,6 +256,7 @@ absl::Status CausalContext::DecodeVersionVector(absl::string_view* input) {
       return Malformed("truncated version vector entry");
     }
     if (counter == 0) return Malformed("version vector entry with counter 0");
+    if (actor.size() > kMaxActorBytes) return Malformed(ActorTooLong(actor));
     if (counter > kMaxContextCounter) return Malformed(CounterTooLarge(counter));
     if (i > 0 && actor <= prev_actor) return Malformed("version vector actors out of order");
     vv_.Advance(actor, counter);
@@ -273,6 +278,7 @@ absl::Status CausalContext::DecodeDots(absl::string_view* input) {
     if (!GetLengthPrefixed(input, &actor) || !GetVarint64(input, &dot.counter)) {
       return Malformed("truncated dot");
     }
+    if (actor.size() > kMaxActorBytes) return Malformed(ActorTooLong(actor));
     dot.actor = std::string(actor);
     if (dot.counter == 0) return Malformed("dot with counter 0");
     if (dot.counter > kMaxContextCounter) return Malformed(CounterTooLarge(dot.counter));
@@ -300,6 +306,7 @@ absl::Status CausalContext::DecodeTokenedVersions(absl::string_view* input, bool
         !GetFixed64(input, &timestamp) || !GetFixed64(input, &version.fingerprint)) {
       return Malformed("truncated tokened version");
     }
+    if (actor.size() > kMaxActorBytes) return Malformed(ActorTooLong(actor));
     version.dot.actor = std::string(actor);
     version.timestamp_micros = static_cast<int64_t>(timestamp);
     if (version.dot.counter == 0) return Malformed("tokened version with counter 0");

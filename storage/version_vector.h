@@ -10,6 +10,7 @@
 #ifndef KV_STORAGE_VERSION_VECTOR_H_
 #define KV_STORAGE_VERSION_VECTOR_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -35,6 +36,11 @@ namespace kv {
 //     2^48 past kMaxAbsorbedCounter (the node never issued the others), so such a record cannot
 //     block the node's writes.
 inline constexpr uint64_t kMaxContextCounter = uint64_t{1} << 63;
+// The longest actor a context may name. A node's actor is its id (at most 64 bytes), '#' and
+// 12 hex digits of an epoch: 77 bytes. A client's context brings its actors into the key's
+// record, whose siblings each hold a copy of their actor when decoded, so a longer one would
+// make a small record take far more memory than its bytes (Decode refuses it).
+inline constexpr size_t kMaxActorBytes = 128;
 inline constexpr uint64_t kMaxAbsorbedCounter = uint64_t{1} << 62;
 
 struct Dot {

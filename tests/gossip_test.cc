@@ -504,10 +504,6 @@ TEST_F(GossipTest, NodesOutsideTheLayoutThatStaySilentAreForgotten) {
   EXPECT_EQ(std::count(events_.begin(), events_.end(), "n1:gone1=DOWN"), 1);
 }
 
-// A forgotten node that comes back (a newer entry: a restart, or its process resumed; or any
-// entry it sends itself) is known again. A relayed copy of the forgotten version is not news and
-// restarts the quarantine; once a quarantine ends, the same version is taken again (and forgotten
-// again).
 // A forgotten node that the cluster then joins again: a layout naming it (here in the same
 // message as its newer entry, which a node applies after the layout) ends its quarantine, so
 // its heartbeat makes it UP rather than DOWN until the quarantine would have run out.
@@ -546,6 +542,10 @@ TEST_F(GossipTest, ALayoutThatNamesAForgottenNodeEndsItsQuarantine) {
   EXPECT_EQ(n1.LivenessOf("j1"), Liveness::kUp);
 }
 
+// A forgotten node that comes back (a newer entry: a restart, or its process resumed; or any
+// entry it sends itself) is known again. A relayed copy of the forgotten version is not news and
+// restarts the quarantine; once a quarantine ends, the same version is taken again (and forgotten
+// again).
 TEST_F(GossipTest, AForgottenNodeThatComesBackIsKnownAgain) {
   all_ = MakeMembers(3);
   Gossiper::Options options;

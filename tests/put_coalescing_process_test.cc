@@ -630,10 +630,18 @@ TEST_F(PutCoalescingProcessTest, TheNodeRefusesOversizedBatchesAndChecksEachItem
 // shortfall it stored (UNAVAILABLE marked kv-write-stored), and OK after; or with
 // kBatchesWithoutDeletes a node whose PutBatch knows puts only (it ignores the deletes field,
 // as the version before batched deletes did) and answers OK; or with kShortAnswers a broken node
-// whose PutBatch answers one result fewer than it got items.
+// whose PutBatch answers one result fewer than it got items; or with kAnswerTooLarge a node whose
+// PutBatch applies its items and then fails as gRPC does when the answer is over the channel's
+// receive limit.
 class FakeNode final : public v1::KV::CallbackService {
  public:
-  enum class Mode { kNoBatches, kStoredFirst, kBatchesWithoutDeletes, kShortAnswers };
+  enum class Mode {
+    kNoBatches,
+    kStoredFirst,
+    kBatchesWithoutDeletes,
+    kShortAnswers,
+    kAnswerTooLarge
+  };
   struct Log {
     absl::Mutex mu;
     // key -> the names of the fake nodes its attempts reached, in order.
@@ -644,9 +652,11 @@ class FakeNode final : public v1::KV::CallbackService {
   FakeNode(std::string name, Mode mode, std::shared_ptr<Log> log)
       : name_(std::move(name)),
         batches_(mode != Mode::kNoBatches),
-        batched_deletes_(mode == Mode::kStoredFirst || mode == Mode::kShortAnswers),
+        batched_deletes_(mode == Mode::kStoredFirst || mode == Mode::kShortAnswers ||
+                         mode == Mode::kAnswerTooLarge),
         stored_first_(mode == Mode::kStoredFirst),
         short_answers_(mode == Mode::kShortAnswers),
+        answer_too_large_(mode == Mode::kAnswerTooLarge),
         log_(std::move(log)) {}
 
   grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
@@ -697,6 +707,11 @@ class FakeNode final : public v1::KV::CallbackService {
       for (const v1::DeleteRequest& del : request->deletes()) answer(del.key(), true);
     }
     if (short_answers_ && response->results_size() > 0) response->mutable_results()->RemoveLast();
+    if (answer_too_large_) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                   "Received message larger than max (9000 vs. 4096)"));
+      return reactor;
+    }
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
@@ -720,6 +735,7 @@ class FakeNode final : public v1::KV::CallbackService {
   const bool batched_deletes_;
   const bool stored_first_;
   const bool short_answers_;
+  const bool answer_too_large_;
   std::shared_ptr<Log> log_;
 };
 
@@ -859,6 +875,31 @@ TEST(PutCoalescingFakeNodeTest, ADeleteSentAgainAfterAShortAnswerIsNotMarkedAFir
   absl::MutexLock lock(&log->mu);
   EXPECT_THAT(log->single_marks["first"], ElementsAre(true));
   EXPECT_THAT(log->single_marks["d0"], ElementsAre(false));
+}
+
+// A batch the node applied but whose answer the channel refused: each write goes again alone
+// without its first-attempt mark, so that the node looks its token up (marked, it would skip the
+// lookup and could apply a write whose record has forgotten it twice).
+TEST(PutCoalescingFakeNodeTest, WritesSentAgainAfterAnAnswerTooLargeAreNotMarkedFirstAttempts) {
+  auto log = std::make_shared<FakeNode::Log>();
+  FakeNode node("n", FakeNode::Mode::kAnswerTooLarge, log);
+  testing::LoopbackServer server({&node});
+  auto counts = std::make_shared<CountCalls::Counts>();
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create(ForcedCoalescing({server.endpoint()}, counts));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const std::vector<Write> writes = {
+      {false, "first", "v"}, {false, "k0", "v"}, {false, "k1", "v"}, {true, "d0", ""}};
+  const Burst burst = WriteAll(**client, *counts, writes);
+  for (size_t i = 0; i < writes.size(); ++i) {
+    ASSERT_TRUE(burst.results[i].ok()) << i << ": " << burst.results[i].status();
+  }
+  EXPECT_EQ(counts->batches.load(), 1);
+  absl::MutexLock lock(&log->mu);
+  EXPECT_THAT(log->single_marks["first"], ElementsAre(true));
+  for (const char* key : {"k0", "k1", "d0"}) {
+    EXPECT_THAT(log->single_marks[key], ElementsAre(false)) << key;
+  }
 }
 
 TEST(PutCoalescingFakeNodeTest, AnItemStoredShortOfWIsRetriedOnTheNodeThatStoredIt) {

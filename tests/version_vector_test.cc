@@ -326,6 +326,9 @@ TEST(CausalContextTest, DecodeRejectsHostileButChecksummedInput) {
       {"trailing bytes", zero + zero + "x"},
       {"missing dot list", zero},
       {"overlong varint", std::string("\x80\x00", 2) + zero},
+      // A long actor would reach the key's record, where each sibling copies its actor.
+      {"vv actor too long", one + Entry(std::string(kMaxActorBytes + 1, 'a'), 1) + zero},
+      {"dot actor too long", zero + one + Entry(std::string(kMaxActorBytes + 1, 'a'), 1)},
   };
   for (const auto& [what, payload] : cases) {
     auto result = CausalContext::Decode(Framed(payload));
@@ -348,6 +351,8 @@ TEST(CausalContextTest, DecodeRejectsHostileButChecksummedInput) {
       {"duplicate tokened dots", zero + zero + two + Entry("a", 1) + fixed + Entry("a", 1) + fixed},
       {"truncated tokened", zero + zero + one + Entry("a", 1) + fixed.substr(0, 9)},
       {"tokened not covered", one + Entry("a", 1) + zero + one + Entry("a", 2) + fixed},
+      {"tokened actor too long", one + Entry(std::string(kMaxActorBytes + 1, 'a'), 1) + zero + one +
+                                     Entry(std::string(kMaxActorBytes + 1, 'a'), 1) + fixed},
   };
   for (const auto& [what, payload] : tokened_cases) {
     auto result = CausalContext::Decode(FramedV2(payload));
@@ -356,6 +361,10 @@ TEST(CausalContextTest, DecodeRejectsHostileButChecksummedInput) {
   EXPECT_TRUE(
       CausalContext::Decode(FramedV2(one + Entry("a", 1) + zero + one + Entry("a", 1) + fixed))
           .ok());
+  const std::string longest(kMaxActorBytes, 'a');
+  EXPECT_TRUE(CausalContext::Decode(
+                  FramedV2(one + Entry(longest, 1) + zero + one + Entry(longest, 1) + fixed))
+                  .ok());
   // Counters above kMaxContextCounter: the next write's counter would come near 2^64 and wrap.
   const uint64_t max = kMaxContextCounter;
   const std::vector<std::pair<std::string, std::string>> counter_cases = {
