@@ -293,18 +293,21 @@ void Gossiper::Start() {
     // The node may have spent longer than the timeout starting up (recovering its outbox, say)
     // since the constructor began watching: nobody could have been heard meanwhile.
     detector_.RestartUnheard(clock_->Now());
+    // Under the lock, as in ScheduleRound.
+    scheduler_->RunAfter(absl::ZeroDuration(), [this] {
+      RunRound();
+      ScheduleRound();
+    });
   }
-  scheduler_->RunAfter(absl::ZeroDuration(), [this] {
-    RunRound();
-    ScheduleRound();
-  });
 }
 
 void Gossiper::ScheduleRound() {
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopped_) return;
-  }
+  // Under the lock: once Shutdown has returned, no round is scheduled any more, so the node may
+  // destroy the scheduler (checked and then scheduled outside the lock, a round finishing on the
+  // gossip executor during the node's stop scheduled its next one on a freed scheduler). The
+  // scheduler only queues the task here; it never runs it inside RunAfter.
+  absl::MutexLock lock(&mu_);
+  if (stopped_) return;
   scheduler_->RunAfter(options_.interval, [this] {
     RunRound();
     ScheduleRound();

@@ -131,7 +131,8 @@ class Gossiper : public MemberLiveness, public FormatLevels {
   void SetHistoryListener(HistoryListener listener);
   // Schedules gossip rounds, the first one right away.
   void Start();
-  // Stops gossip rounds; late completions are ignored. Idempotent.
+  // Stops gossip rounds; late completions are ignored. Once it returns, nothing more is scheduled
+  // on the scheduler, which the caller may then destroy. Idempotent.
   void Shutdown();
 
   // One round now (Start runs them on the scheduler; exposed for tests).
