@@ -6,12 +6,11 @@
 #include <set>
 #include <utility>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/status.h"
+#include "storage/message_size_limit.h"
 #include "storage/steady_timer.h"
 
 namespace kv::client_internal {
@@ -255,10 +254,8 @@ void StartRetryingCall(const RetryEnv& env, absl::Time deadline, size_t first_en
 bool IsMessageOverSizeLimit(const grpc::Status& status) {
   // gRPC core's message-size filter: on the side that received the message (the node sends its
   // verdict back as the call's status), or on the client's channel before sending.
-  if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) return false;
-  const std::string message = absl::AsciiStrToLower(status.error_message());
-  return absl::StrContains(message, "received message larger than max") ||
-         absl::StrContains(message, "sent message larger than max");
+  return status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+         IsMessageSizeLimitMessage(status.error_message());
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

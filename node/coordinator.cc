@@ -84,11 +84,7 @@ void Coordinator::ReadReplica(
     std::function<void(absl::StatusOr<SiblingSet>, bool catching_up)> done) {
   if (member.id == options_.self_id) {
     executor_->Schedule([this, key, for_quorum, done = std::move(done)] {
-      if (!for_quorum) {
-        done(store_->ReadRecord(key), /*catching_up=*/false);
-        return;
-      }
-      absl::StatusOr<LocalStore::QuorumRead> read = store_->ReadRecordForQuorum(key);
+      absl::StatusOr<LocalStore::QuorumRead> read = store_->ReadRecordAs(key, for_quorum);
       if (!read.ok()) {
         done(read.status(), /*catching_up=*/false);
         return;

@@ -223,14 +223,7 @@ void GrpcPeerTransport::MergeRecords(const Member& peer, std::vector<EncodedReco
 
 void GrpcPeerTransport::ReadRecord(const Member& peer, std::string key,
                                    std::function<void(absl::StatusOr<std::string>)> done) {
-  Read(peer, std::move(key), /*for_quorum=*/false,
-       [done = std::move(done)](absl::StatusOr<QuorumRecord> answer) {
-         if (!answer.ok()) {
-           done(answer.status());
-           return;
-         }
-         done(std::move(answer->record));
-       });
+  Read(peer, std::move(key), /*for_quorum=*/false, RecordOnly(std::move(done)));
 }
 
 void GrpcPeerTransport::ReadRecordForQuorum(

@@ -365,6 +365,13 @@ absl::StatusOr<LocalStore::QuorumRead> LocalStore::ReadRecordForQuorum(absl::str
   return QuorumRead{*std::move(record), was_catching_up};
 }
 
+absl::StatusOr<LocalStore::QuorumRead> LocalStore::ReadRecordAs(absl::string_view key,
+                                                                bool for_quorum) {
+  if (for_quorum) return ReadRecordForQuorum(key);
+  KV_ASSIGN_OR_RETURN(SiblingSet record, ReadRecord(key));
+  return QuorumRead{std::move(record), /*catching_up=*/false};
+}
+
 absl::Status LocalStore::RecordCleanStop() {
   WriteBatch batch;
   batch.Put(Column::kMeta, kRunStateKey,

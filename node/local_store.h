@@ -269,6 +269,8 @@ class LocalStore {
     bool catching_up = false;
   };
   absl::StatusOr<QuorumRead> ReadRecordForQuorum(absl::string_view key);
+  // ReadRecordForQuorum if `for_quorum`, else ReadRecord, unmarked: as a replica answers a read.
+  absl::StatusOr<QuorumRead> ReadRecordAs(absl::string_view key, bool for_quorum);
   // ReadRecord without disk I/O (Engine::GetFromMemory): false, leaving `*record` alone, when
   // the record is not in memory. For threads that must not block.
   bool ReadRecordFromMemory(absl::string_view key, absl::StatusOr<SiblingSet>* record);

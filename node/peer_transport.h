@@ -17,15 +17,14 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "node/layout_reservations.h"
 #include "node/local_store.h"
 #include "node/quorum.h"
 #include "node/ring.h"
+#include "storage/message_size_limit.h"
 
 namespace kv {
 
@@ -42,6 +41,24 @@ struct QuorumRecord {
   // acknowledged, so it rules out no live version the merged answer lacks.
   bool catching_up = false;
 };
+
+// Adapters between the two read callbacks: `done` of a plain read given a quorum read's answer
+// (the mark dropped), and `done` of a quorum read given a plain read's answer (marked
+// `catching_up`).
+inline std::function<void(absl::StatusOr<QuorumRecord>)> RecordOnly(
+    std::function<void(absl::StatusOr<std::string>)> done) {
+  return [done = std::move(done)](absl::StatusOr<QuorumRecord> answer) {
+    if (!answer.ok()) return done(answer.status());
+    done(std::move(answer->record));
+  };
+}
+inline std::function<void(absl::StatusOr<std::string>)> MarkedRecord(
+    bool catching_up, std::function<void(absl::StatusOr<QuorumRecord>)> done) {
+  return [catching_up, done = std::move(done)](absl::StatusOr<std::string> record) {
+    if (!record.ok()) return done(record.status());
+    done(QuorumRecord{*std::move(record), catching_up});
+  };
+}
 
 // A key and the digest of its record on a replica (node/merkle_tree.h).
 struct KeyDigest {
@@ -89,10 +106,7 @@ inline bool IsRecordRefusal(const absl::Status& status) {
 // about that message (one record too large), not about the peer. A peer's other
 // RESOURCE_EXHAUSTED answers (its storage is behind) are about the peer: they pass.
 inline bool IsMessageTooLarge(const absl::Status& status) {
-  if (!absl::IsResourceExhausted(status)) return false;
-  const std::string message = absl::AsciiStrToLower(status.message());
-  return absl::StrContains(message, "received message larger than max") ||
-         absl::StrContains(message, "sent message larger than max");
+  return absl::IsResourceExhausted(status) && IsMessageSizeLimitMessage(status.message());
 }
 
 // A W shortfall reported by a replica that did store the write (it keeps replicating). A node
@@ -182,13 +196,7 @@ class PeerTransport {
   // holds. The default (for transports of tests) is ReadRecord, unmarked.
   virtual void ReadRecordForQuorum(const Member& peer, std::string key,
                                    std::function<void(absl::StatusOr<QuorumRecord>)> done) {
-    ReadRecord(peer, std::move(key), [done = std::move(done)](absl::StatusOr<std::string> record) {
-      if (!record.ok()) {
-        done(record.status());
-        return;
-      }
-      done(QuorumRecord{*std::move(record), /*catching_up=*/false});
-    });
+    ReadRecord(peer, std::move(key), MarkedRecord(/*catching_up=*/false, std::move(done)));
   }
   // One page of the peer's own keys (LocalStore::List semantics).
   virtual void ListKeys(const Member& peer, std::string prefix, std::string page_token,

@@ -268,17 +268,8 @@ absl::StatusOr<std::vector<SiblingSet>> ReplicaService::DecodeMergeBatch(
 
 absl::Status ReplicaService::DoReadRecord(const internal::v1::ReadRecordRequest& request,
                                           internal::v1::ReadRecordResponse* response) {
-  absl::StatusOr<LocalStore::QuorumRead> read;
-  if (request.for_read_quorum()) {
-    read = store_->ReadRecordForQuorum(request.key());
-  } else {
-    absl::StatusOr<SiblingSet> plain = store_->ReadRecord(request.key());
-    if (plain.ok()) {
-      read = LocalStore::QuorumRead{*std::move(plain), /*catching_up=*/false};
-    } else {
-      read = plain.status();
-    }
-  }
+  absl::StatusOr<LocalStore::QuorumRead> read =
+      store_->ReadRecordAs(request.key(), request.for_read_quorum());
   if (absl::IsNotFound(read.status())) {
     response->set_found(false);
     return absl::OkStatus();

@@ -67,15 +67,7 @@ class FakePeers : public testing::StubPeerTransport {
   // ReadRecord, with the records of the peers in `catching_up` marked so.
   void ReadRecordForQuorum(const Member& peer, std::string key,
                            std::function<void(absl::StatusOr<QuorumRecord>)> done) override {
-    const bool marked = catching_up.count(peer.id) > 0;
-    ReadRecord(peer, std::move(key),
-               [marked, done = std::move(done)](absl::StatusOr<std::string> record) {
-                 if (!record.ok()) {
-                   done(record.status());
-                   return;
-                 }
-                 done(QuorumRecord{*std::move(record), marked});
-               });
+    ReadRecord(peer, std::move(key), MarkedRecord(catching_up.count(peer.id) > 0, std::move(done)));
   }
   void ForwardWrite(const Member& peer, WriteCommand, QuorumSpec,
                     std::function<void(absl::StatusOr<WriteReply>)> done) override {

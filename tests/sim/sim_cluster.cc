@@ -542,21 +542,12 @@ void SimCluster::ServeMergeRecords(int from, int node, const std::vector<Encoded
 void SimCluster::ServeReadRecord(int node, const std::string& key, bool for_quorum,
                                  std::function<void(absl::StatusOr<QuorumRecord>)> reply) {
   OnNode(node, [key, for_quorum, reply = std::move(reply)](Node* n) {
-    if (for_quorum) {
-      absl::StatusOr<LocalStore::QuorumRead> read = n->store->ReadRecordForQuorum(key);
-      if (!read.ok()) {
-        reply(read.status());
-        return;
-      }
-      reply(QuorumRecord{EncodeSiblingSet(read->record), read->catching_up});
+    absl::StatusOr<LocalStore::QuorumRead> read = n->store->ReadRecordAs(key, for_quorum);
+    if (!read.ok()) {
+      reply(read.status());
       return;
     }
-    absl::StatusOr<SiblingSet> record = n->store->ReadRecord(key);
-    if (!record.ok()) {
-      reply(record.status());
-      return;
-    }
-    reply(QuorumRecord{EncodeSiblingSet(*record), /*catching_up=*/false});
+    reply(QuorumRecord{EncodeSiblingSet(read->record), read->catching_up});
   });
 }
 
