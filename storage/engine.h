@@ -124,7 +124,8 @@ class Engine {
 
   // Deletes the expiring values of `column` whose expiry is before `now_micros` and returns how
   // many. An engine may instead delete them in the background (RocksDbEngine: when compactions
-  // rewrite them, using the latest `now_micros` it was given as the horizon); it then returns how
+  // rewrite them, using the most recent `now_micros` it was given, even one earlier than before,
+  // as the horizon); it then returns how
   // many it deleted since the previous call. A value that was overwritten after the expired one
   // is never affected. The default deletes nothing. INVALID_ARGUMENT if `column` does not hold
   // expiring values.

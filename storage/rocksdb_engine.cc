@@ -217,11 +217,11 @@ class ExpiryFilter : public rocksdb::CompactionFilter {
   }
   const char* Name() const override { return "kv.ExpiryFilter"; }
 
-  void AdvanceHorizon(int64_t now_micros) {
-    int64_t current = horizon_micros_.load(std::memory_order_relaxed);
-    while (current < now_micros &&
-           !horizon_micros_.compare_exchange_weak(current, now_micros, std::memory_order_relaxed)) {
-    }
+  // The latest time given, also one before the previous: after a step of the wall clock back,
+  // values written since expire after the old horizon, and the clock they are read by has not
+  // reached their expiry; a horizon that stayed ahead would drop them while they are valid.
+  void SetHorizon(int64_t now_micros) {
+    horizon_micros_.store(now_micros, std::memory_order_relaxed);
   }
   uint64_t TakeDropped() { return dropped_.exchange(0, std::memory_order_relaxed); }
 
@@ -584,7 +584,7 @@ uint64_t RocksDbEngine::ApproximateCount(Column column) {
 
 absl::StatusOr<uint64_t> RocksDbEngine::RemoveExpired(Column column, int64_t now_micros) {
   if (!ColumnHoldsExpiringValues(column)) return Engine::RemoveExpired(column, now_micros);
-  impl_->expiry_filter.AdvanceHorizon(now_micros);
+  impl_->expiry_filter.SetHorizon(now_micros);
   return impl_->expiry_filter.TakeDropped();
 }
 

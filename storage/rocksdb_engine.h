@@ -75,8 +75,9 @@ class RocksDbEngine : public Engine {
   absl::Status Write(const WriteBatch& batch, const WriteOptions& options) override;
   std::unique_ptr<Iterator> NewIterator(Column column) override;
   uint64_t ApproximateCount(Column column) override;
-  // Advances the expiry horizon of `column` to `now_micros` (it never moves back) and returns how
-  // many values compactions have dropped since the previous call.
+  // Sets the expiry horizon of `column` to `now_micros` (also back, after a step of the wall
+  // clock: values written since must not be dropped by an earlier, later horizon) and returns
+  // how many values compactions have dropped since the previous call.
   absl::StatusOr<uint64_t> RemoveExpired(Column column, int64_t now_micros) override;
 
   // Flushes `column` and compacts all of its files (for tests and maintenance; slow).

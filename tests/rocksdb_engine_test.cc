@@ -470,9 +470,19 @@ TEST_F(RocksDbEngineTest, CompactionDropsValuesExpiredBeforeTheHorizon) {
     EXPECT_EQ(engine.Get(Column::kIdempotency, "untagged").value(), "c");
     EXPECT_EQ(engine.Get(Column::kIdempotency, "rewritten").value(), Expiring(300, "new"));
     EXPECT_EQ(engine.Get(Column::kData, "data").value(), Expiring(100, "d"));
-    dropped = engine.RemoveExpired(Column::kIdempotency, 150);  // the horizon never moves back
+    // The wall clock stepped back (to 150): the horizon follows it, so a value written since,
+    // expiring after 150 but before the old horizon (200), is kept while it is valid.
+    dropped = engine.RemoveExpired(Column::kIdempotency, 150);
     ASSERT_TRUE(dropped.ok());
-    EXPECT_EQ(*dropped, 1u);
+    EXPECT_EQ(*dropped, 1u);  // "expired", by the compaction above
+    ASSERT_TRUE(PutOne(engine, Column::kIdempotency, "after-the-step", Expiring(175, "e")).ok());
+    ASSERT_TRUE(engine.CompactColumn(Column::kIdempotency).ok());
+    EXPECT_EQ(engine.Get(Column::kIdempotency, "after-the-step").value(), Expiring(175, "e"));
+    dropped = engine.RemoveExpired(Column::kIdempotency, 180);
+    ASSERT_TRUE(dropped.ok());
+    EXPECT_EQ(*dropped, 0u);
+    ASSERT_TRUE(engine.CompactColumn(Column::kIdempotency).ok());
+    EXPECT_TRUE(absl::IsNotFound(engine.Get(Column::kIdempotency, "after-the-step").status()));
   }
   auto engine = RocksDbEngine::Open(dir, RocksDbOptions());
   ASSERT_TRUE(engine.ok()) << engine.status();
