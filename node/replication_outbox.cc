@@ -33,7 +33,12 @@ void ReplicationOutbox::AddPeer(const Member& member) {
   PeerState* added;
   {
     absl::MutexLock lock(&mu_);
-    if (peers_.count(member.id) > 0) return;
+    if (auto known = peers_.find(member.id); known != peers_.end()) {
+      // The id joined again at another address (a replaced machine): its queued entries, and
+      // those of an earlier run kept on disk, go to where it answers now.
+      known->second->member = member;
+      return;
+    }
     auto peer = std::make_unique<PeerState>(member);
     peer->stats.peer_id = member.id;
     peer->backoff_ceiling = options_.initial_backoff;
@@ -321,12 +326,14 @@ void ReplicationOutbox::SendBatch(PeerState* peer, uint64_t batch_id,
       return;
     }
   }
+  Member to;
   {
     absl::MutexLock lock(&mu_);
     auto it = peer->in_flight.find(batch_id);
     if (it != peer->in_flight.end()) it->second.sent = records.size();
+    to = peer->member;
   }
-  transport_->MergeRecords(peer->member, std::move(records),
+  transport_->MergeRecords(to, std::move(records),
                            [liveness = liveness_, this, peer, batch_id](absl::Status status) {
                              if (!liveness->Enter()) return;
                              OnBatchDone(peer, batch_id, std::move(status));

@@ -190,7 +190,8 @@ class ReplicationOutbox {
   // Ends the peer's backoff now, if it is waiting one out, and sends what is queued for it: for
   // when the failure detector sees a DOWN peer come back. Unknown peers are ignored.
   void Resume(absl::string_view peer_id);
-  // Adds a replication peer (a member that joined); a no-op for a known one. Entries on disk for
+  // Adds a replication peer (a member that joined); for a known id, only takes its address (and
+  // zone), which a member that joined again elsewhere changed. Entries on disk for
   // its id that Recover left alone (an earlier run's, for a peer unknown at the start) are found
   // by a scan, on the executor, and sent; that scan counts them in the peer's depth.
   void AddPeer(const Member& member);

@@ -201,7 +201,7 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
     peer->scanning = true;
   }
 
-  const std::string prefix = PeerPrefix(peer->member.id);
+  const std::string prefix = PeerPrefix(peer->id);
   std::vector<OutboxEntry> found;
   bool complete = true;    // every entry of the peer on disk was taken
   uint64_t uncounted = 0;  // entries below uncounted_below (seen past `room` too)
@@ -220,7 +220,7 @@ void ReplicationOutbox::ScanDisk(PeerState* peer) {
       if (seq >= uncounted_below) break;
       continue;
     }
-    found.push_back(OutboxEntry{peer->member.id, seq, std::string(it->value())});
+    found.push_back(OutboxEntry{peer->id, seq, std::string(it->value())});
   }
   const absl::Status scanned = it->status();
 

@@ -56,7 +56,7 @@ struct ReplicationOutbox::Liveness {
   }
 };
 
-// One peer's queue and sender. Every field but `member` is guarded by the outbox's mu_.
+// One peer's queue and sender. Every field but `id` is guarded by the outbox's mu_.
 struct ReplicationOutbox::PeerState {
   struct Batch {
     std::vector<Waiting> entries;
@@ -68,10 +68,11 @@ struct ReplicationOutbox::PeerState {
     std::vector<std::string> keys;
   };
 
-  explicit PeerState(Member m) : member(std::move(m)) {}
+  explicit PeerState(Member m) : id(m.id), member(std::move(m)) {}
   size_t InMemory() const { return queued.size() + in_flight_seqs.size(); }
 
-  const Member member;
+  const std::string id;
+  Member member;  // its address changes when the id joins again elsewhere (AddPeer)
   std::map<uint64_t, Waiting> queued;  // held in memory, not in flight, by seq
   // The seqs in `queued` of each key, so a batch takes all of a key's entries at once.
   std::map<std::string, std::set<uint64_t>, std::less<>> queued_by_key;

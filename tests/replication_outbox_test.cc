@@ -74,6 +74,7 @@ class FakeTransport : public PeerTransport {
     std::vector<EncodedRecord> records;
     std::function<void(absl::Status)> done;
     bool completed = false;
+    std::string address = "";  // where the call went
   };
 
   void MergeRecords(const Member& peer, std::vector<EncodedRecord> records,
@@ -83,7 +84,7 @@ class FakeTransport : public PeerTransport {
       done(*inline_status_);
       return;
     }
-    calls_.push_back(Call{peer.id, std::move(records), std::move(done)});
+    calls_.push_back(Call{peer.id, std::move(records), std::move(done), false, peer.address});
   }
   void ReadRecord(const Member&, std::string,
                   std::function<void(absl::StatusOr<std::string>)> done) override {
@@ -1094,6 +1095,30 @@ TEST_F(ReplicationOutboxTest, APeerAddedAfterRecoverGetsTheEntriesAnEarlierRunLe
   CompleteAllOk();
   EXPECT_EQ(transport_.applied("p2").count("k"), 1u);
   EXPECT_TRUE(OutboxKeys().empty());
+}
+
+// A member that joined again under its id at another address (a replaced machine, with the
+// layout that lists it there) gets its entries there: those that waited for it, and new ones.
+TEST_F(ReplicationOutboxTest, APeerAddedAgainAtAnotherAddressIsSentToThere) {
+  auto outbox = MakeOutbox(Options{}, {"p1"});
+  Write(outbox.get(), "waiting", "v");
+  ASSERT_EQ(transport_.Outstanding().size(), 1u);
+  EXPECT_EQ(transport_.calls()[0].address, "p1:7000");
+  transport_.Complete(0, absl::UnavailableError("the old machine is gone"));
+  executor_.RunAll();
+  outbox->AddPeer(Member{"p1", "p1-new:7001", ""});
+  ASSERT_EQ(scheduler_.FireAll(), 1u);  // the backoff
+  ASSERT_EQ(transport_.Outstanding().size(), 1u);
+  EXPECT_EQ(transport_.calls().back().address, "p1-new:7001");
+  CompleteAllOk();
+  Write(outbox.get(), "new", "v");
+  ASSERT_EQ(transport_.Outstanding().size(), 1u);
+  EXPECT_EQ(transport_.calls().back().address, "p1-new:7001");
+  CompleteAllOk();
+  EXPECT_EQ(transport_.applied("p1").count("waiting"), 1u);
+  EXPECT_EQ(transport_.applied("p1").count("new"), 1u);
+  EXPECT_TRUE(OutboxKeys().empty());
+  EXPECT_EQ(outbox->Stats().size(), 1u);
 }
 
 // What the scan finds for a peer added after Recover counts in its depth, the entries beyond the
