@@ -12,7 +12,8 @@ AdminService::AdminService(NodeInfo info, Engine* engine, Coordinator* coordinat
                            ReplicationOutbox* outbox, MerkleIndex* merkle,
                            AntiEntropy* anti_entropy, TombstoneReaper* reaper,
                            OperationRegistry* operations, RepairRunner* repairs, Executor* executor,
-                           CallGate* gate, const Clock* clock, const Gossiper* gossiper)
+                           CallGate* gate, const Clock* steady_clock, const Clock* wall_clock,
+                           const Gossiper* gossiper)
     : info_(std::move(info)),
       engine_(engine),
       coordinator_(coordinator),
@@ -22,12 +23,12 @@ AdminService::AdminService(NodeInfo info, Engine* engine, Coordinator* coordinat
       reaper_(reaper),
       operations_(operations),
       repairs_(repairs),
-      start_tokens_(clock),
+      start_tokens_(wall_clock),
       executor_(executor),
       gate_(gate),
-      clock_(clock),
+      steady_clock_(steady_clock),
       gossiper_(gossiper),
-      started_(clock->Now()) {}
+      started_(steady_clock->Now()) {}
 
 grpc::ServerUnaryReactor* AdminService::Ping(grpc::CallbackServerContext* context,
                                              const v1::PingRequest* request,
@@ -55,7 +56,7 @@ void AdminService::FillNodeStatus(v1::NodeStatusResponse* response) const {
   response->set_actor(info_.actor);
   response->set_listen_address(info_.listen_address);
   response->set_approximate_keys(engine_->ApproximateCount(Column::kData));
-  response->set_uptime_seconds(absl::ToInt64Seconds(clock_->Now() - started_));
+  response->set_uptime_seconds(absl::ToInt64Seconds(steady_clock_->Now() - started_));
   response->set_version(info_.version);
   if (tls_ != nullptr && tls_->enabled()) {
     const NodeTls::Stats tls = tls_->stats();

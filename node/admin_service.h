@@ -21,7 +21,7 @@
 // starting (or cancelling) nothing, to a caller the administrators' CertificateAuthorizer does not
 // let in (--tls_admin_names).
 //
-// Thread-safety: thread-safe; the engine, executor and clock must outlive the service.
+// Thread-safety: thread-safe; the engine, executor and clocks must outlive the service.
 #ifndef KV_NODE_ADMIN_SERVICE_H_
 #define KV_NODE_ADMIN_SERVICE_H_
 
@@ -61,14 +61,17 @@ class AdminService final : public v1::Admin::CallbackService {
     std::string version;
   };
 
-  // Uptime is measured from construction, on `clock`.
+  // Uptime is measured from construction, on `steady_clock` (kvnode: SteadyClock, which never
+  // steps). Start tokens are stamped on `wall_clock` (kvnode: SystemClock): their times are
+  // stored and compared with a later run's clock, which a steady clock's are not.
   // New calls are refused with UNAVAILABLE once `gate` is closed.
   // `anti_entropy` and `repairs` may be null (anti-entropy unavailable: FAILED_PRECONDITION);
   // `gossiper` may be null (no liveness).
   AdminService(NodeInfo info, Engine* engine, Coordinator* coordinator, ReplicationOutbox* outbox,
                MerkleIndex* merkle, AntiEntropy* anti_entropy, TombstoneReaper* reaper,
                OperationRegistry* operations, RepairRunner* repairs, Executor* executor,
-               CallGate* gate, const Clock* clock, const Gossiper* gossiper = nullptr);
+               CallGate* gate, const Clock* steady_clock, const Clock* wall_clock,
+               const Gossiper* gossiper = nullptr);
 
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context,
                                  const v1::PingRequest* request,
@@ -148,7 +151,7 @@ class AdminService final : public v1::Admin::CallbackService {
   StartTokens start_tokens_;  // of StartRepair and committed ChangeMembership calls
   Executor* const executor_;
   CallGate* const gate_;
-  const Clock* const clock_;
+  const Clock* const steady_clock_;
   const Gossiper* const gossiper_;
   const absl::Time started_;
 };

@@ -114,11 +114,17 @@ void AntiEntropy::Start() {
 }
 
 void AntiEntropy::Shutdown() {
+  std::function<void(absl::StatusOr<ExchangeResult>)> done;
   {
     absl::MutexLock lock(&mu_);
     shutdown_ = true;
+    // The running exchange's callbacks do nothing from now on, so it never finishes: its caller
+    // is answered here instead (an Admin.RunAntiEntropy call would otherwise hold the server's
+    // stop until the exchange ended).
+    if (current_ != nullptr) done = std::move(current_->done);
   }
   guard_.Close();
+  if (done) done(absl::UnavailableError("the node is stopping; the exchange ended unfinished"));
 }
 
 void AntiEntropy::Tick() {
@@ -178,6 +184,8 @@ void AntiEntropy::Exchange(std::string peer_id,
     if (start) {
       running_ = true;
       running_peer_ = peers[chosen].id;
+      current_ = ex;
+      ex->done = std::move(done);
     }
   }
   if (!start) {
@@ -188,7 +196,6 @@ void AntiEntropy::Exchange(std::string peer_id,
   ex->member = peers[chosen];
   ex->generation = generation;
   ex->started = steady_clock_->Now();
-  ex->done = std::move(done);
   executor_->Schedule(guard_.Wrap([this, ex] { Begin(ex); }));
 }
 
@@ -489,6 +496,7 @@ void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
     absl::MutexLock lock(&mu_);
     running_ = false;
     running_peer_.clear();
+    current_ = nullptr;
     const absl::Time now = wall_clock_->Now();
     // The peer left the ring during the exchange: nothing to record it under.
     const size_t peer = StatsIndexLocked(ex->member.id);

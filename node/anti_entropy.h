@@ -144,7 +144,8 @@ class AntiEntropy {
 
   // Starts the periodic exchanges (the first one after one interval).
   void Start();
-  // Stops: no exchange starts or continues; waits for callbacks running inside. Idempotent.
+  // Stops: no exchange starts or continues; waits for callbacks running inside, then answers
+  // the running exchange's `done`, if any, UNAVAILABLE. Idempotent.
   void Shutdown();
 
   // Starts an exchange with `peer_id` (empty: the next peer in turn) at once. `done` (may be
@@ -252,6 +253,8 @@ class AntiEntropy {
   mutable std::vector<std::map<uint32_t, RangeAntiEntropyStats>> ranges_ ABSL_GUARDED_BY(mu_);
   mutable uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // of the index's ring stats_ follow
   std::string running_peer_ ABSL_GUARDED_BY(mu_);
+  // The running exchange, if any; its `done` is taken under mu_ (by Finish or Shutdown).
+  ExchangePtr current_ ABSL_GUARDED_BY(mu_);
   // Peers an exchange has completed with since this object was created (every record they hold
   // that differed merged here), with the ring generation it compared under.
   std::map<std::string, uint64_t> caught_up_with_ ABSL_GUARDED_BY(mu_);

@@ -14,9 +14,10 @@
 // not answering. A call without the
 // header (a client, or a node of an earlier version during a rolling upgrade) is let in.
 //
-// The name is also stored in the data directory at the first start (meta column "cluster_name",
-// storage/FORMAT.md); a start under another name is refused before the database opens for
-// writing (node_server.cc), so a node cannot move between clusters with its replicas.
+// The name is also stored in the data directory by the first start that knows its cluster layout
+// (meta column "cluster_name", storage/FORMAT.md); a start under another name is refused before
+// the database opens for writing (node_server.cc), so a node cannot move between clusters with
+// its replicas.
 #ifndef KV_NODE_CLUSTER_NAME_H_
 #define KV_NODE_CLUSTER_NAME_H_
 

@@ -296,8 +296,8 @@ std::vector<NodeServer::DirectoryRecord> NodeServer::DirectoryRecords() const {
   // Plain files, so that a start under another value is refused before RocksDB opens (opening
   // replays the write-ahead log and writes table, manifest and options files: a refused start
   // would change the directory). The meta column's keys (storage/FORMAT.md) say the same; a
-  // file is written once CheckDataDirRecord passed, also for a directory an earlier version
-  // wrote, which has none.
+  // file is written with its key (RecordDataDir), or once CheckDataDirRecord passed for a
+  // directory an earlier version wrote, which has none.
   return {DirectoryRecord{"node_id", "NODE_ID", config_.node_id, &NodeServer::OwnedByAnotherNode},
           DirectoryRecord{"cluster_name", "CLUSTER_NAME", config_.cluster_name,
                           &NodeServer::OwnedByAnotherCluster}};
@@ -305,14 +305,28 @@ std::vector<NodeServer::DirectoryRecord> NodeServer::DirectoryRecords() const {
 
 absl::Status NodeServer::CheckDataDirRecord(const DirectoryRecord& record) {
   absl::StatusOr<std::string> recorded = engine_->Get(Column::kMeta, record.meta_key);
-  if (recorded.ok()) {
-    if (*recorded != record.expected) return (this->*record.refuse)(*recorded, "");
-  } else if (absl::IsNotFound(recorded.status())) {
-    // A new directory, or one written before this was recorded: it is this node's from now.
-    KV_RETURN_IF_ERROR(PutSynced(*engine_, Column::kMeta, record.meta_key, record.expected));
-  } else {
-    return recorded.status();
+  if (absl::IsNotFound(recorded.status())) {
+    // A new directory, or one written before this was recorded: it becomes this node's once the
+    // start knows its cluster layout (RecordDataDir), so that a first start that fails before
+    // (no seed answered a mistyped --cluster_name) leaves nothing that refuses the next one.
+    unrecorded_.push_back(record);
+    return absl::OkStatus();
   }
+  if (!recorded.ok()) return recorded.status();
+  if (*recorded != record.expected) return (this->*record.refuse)(*recorded, "");
+  return FileDataDirRecord(record);
+}
+
+absl::Status NodeServer::RecordDataDir() {
+  for (const DirectoryRecord& record : unrecorded_) {
+    KV_RETURN_IF_ERROR(PutSynced(*engine_, Column::kMeta, record.meta_key, record.expected));
+    KV_RETURN_IF_ERROR(FileDataDirRecord(record));
+  }
+  unrecorded_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status NodeServer::FileDataDirRecord(const DirectoryRecord& record) {
   if (record.file_value == record.expected) return absl::OkStatus();
   // None yet (OpenStorage refused any other value in it): the meta column agreed, so write it.
   // The file only lets the next start refuse before the engine opens; without it, the meta
@@ -491,6 +505,7 @@ void NodeServer::MakeTransport() {
 absl::Status NodeServer::StartReplication() {
   scheduler_ = std::make_unique<TimerScheduler>(executor_.get());
   KV_ASSIGN_OR_RETURN(ClusterLayout layout, InitialLayout());
+  KV_RETURN_IF_ERROR(RecordDataDir());
   absl::StatusOr<std::shared_ptr<const Placement>> initial = Placement::Create(layout);
   if (!initial.ok()) return initial.status();
   placement_ = std::make_unique<PlacementHolder>(*initial);
@@ -744,7 +759,7 @@ absl::Status NodeServer::StartGrpc() {
       AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
       engine_.get(), coordinator_.get(), outbox_.get(), merkle_.get(), anti_entropy_.get(),
       reaper_.get(), operations_.get(), repairs_.get(), executor_.get(), &gate_, SteadyClock::Get(),
-      gossiper_.get());
+      SystemClock::Get(), gossiper_.get());
   admin_service_->SetMembershipChanger(changer_.get());
   if (operation_journal_ != nullptr) {  // null: --fault_forget_operations
     if (absl::Status loaded = admin_service_->LoadStartTokens(operation_journal_.get());
@@ -949,8 +964,15 @@ void NodeServer::StopServing() {
     // answers are given before the server cancels the calls: answering calls while the server
     // cancelled them tripped an assertion in gRPC's reference counting (about 1 run in 10).
     // Likewise a membership commit waiting for the members' answers (up to three times its
-    // reserve timeout) ends now, UNAVAILABLE.
+    // reserve timeout) ends now, UNAVAILABLE, and so does an Admin.RunAntiEntropy call waiting
+    // for its exchange (which may take max_keys_per_exchange / anti_entropy_keys_per_second).
+    // Repairs stop first, so that the exchange they wait for ending does not fail them: they
+    // go on at the next start. A Merkle scan under way, which the exchange's stop would wait
+    // for, ends at its next chunk.
     if (changer_ != nullptr) changer_->Shutdown();
+    if (repairs_ != nullptr) repairs_->Shutdown();
+    if (merkle_ != nullptr) merkle_->StopScans();
+    if (anti_entropy_ != nullptr) anti_entropy_->Shutdown();
     if (outbox_ != nullptr) {
       outbox_->Shutdown();
       left = gate_.WaitUntilIdle(absl::Seconds(2));

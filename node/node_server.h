@@ -107,8 +107,15 @@ class NodeServer {
   };
   std::vector<DirectoryRecord> DirectoryRecords() const;
   // FAILED_PRECONDITION if the engine's meta column records another value than
-  // `record.expected`; records it in a directory that has none (the meta column, then the file).
+  // `record.expected`. A directory that records none is added to `unrecorded_`, which
+  // RecordDataDir records once the start knows its cluster layout; one that does but lacks the
+  // file gets the file.
   absl::Status CheckDataDirRecord(const DirectoryRecord& record);
+  // Records `unrecorded_` (the meta column, synced, then the file).
+  absl::Status RecordDataDir();
+  // Writes `record`'s file unless it already says `record.expected`; a failure is logged, not
+  // returned (the meta column decides without it).
+  absl::Status FileDataDirRecord(const DirectoryRecord& record);
   // FAILED_PRECONDITION naming `owner` (and the file that records it, if not empty).
   absl::Status OwnedByAnotherNode(absl::string_view owner, absl::string_view recorded_in) const;
   // The same for a directory of cluster `name`.
@@ -173,6 +180,8 @@ class NodeServer {
   const NodeConfig config_;
   const std::function<void()> request_stop_;          // may be empty
   const absl::Notification* start_cancel_ = nullptr;  // Start's `cancel`, during Start only
+  // The directory records a new data directory takes once the start knows its layout.
+  std::vector<DirectoryRecord> unrecorded_;
   std::unique_ptr<NodeTls> tls_;  // the server's and the peer channels' credentials (node/tls.h)
   absl::BitGen rng_;
   absl::BitGen outbox_rng_;   // backoff jitter; used only under the outbox's lock

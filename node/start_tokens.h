@@ -24,7 +24,8 @@
 // its `max_wait` (the time left to the caller's deadline, measured on the monotonic clock;
 // ABORTED after it, which clients retry), and
 // calls with other tokens go on meanwhile. `start` must not call Run with its own token. Token
-// expiry reads time only through the injected Clock.
+// expiry reads time only through the injected Clock, which must be a wall clock (kvnode:
+// SystemClock): a token's start time is stored and compared with a later run's clock.
 #ifndef KV_NODE_START_TOKENS_H_
 #define KV_NODE_START_TOKENS_H_
 

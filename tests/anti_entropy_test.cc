@@ -595,6 +595,44 @@ TEST_F(AntiEntropyTest, BudgetSpreadsRepairsOverTime) {
   EXPECT_EQ(Root(0, 1), Root(1, 0));
 }
 
+// A stop in the middle of an exchange (here waiting for its repair budget) answers the exchange's
+// caller UNAVAILABLE: its callbacks do nothing after Shutdown, so it would never end by itself.
+TEST_F(AntiEntropyTest, ShutdownAnswersTheRunningExchangesCaller) {
+  MakeCluster(2, 2);
+  for (int i = 0; i < 40; ++i) Put(0, absl::StrCat("k", i), "v");
+  AntiEntropy::Options options;
+  options.keys_per_second = 10;
+  options.keys_per_batch = 5;
+  auto ae = MakeAntiEntropy(0, options);
+  int answers = 0;
+  absl::Status result = absl::UnknownError("not finished");
+  ae->ExchangeNow("b", [&](absl::Status s) {
+    ++answers;
+    result = s;
+  });
+  executor_.Drain();
+  ASSERT_EQ(answers, 0) << "finished without waiting for budget";
+  ae->Shutdown();
+  EXPECT_EQ(answers, 1);
+  EXPECT_TRUE(absl::IsUnavailable(result)) << result;
+  scheduler_.Advance(absl::Seconds(10));  // the budget's wait ends: nothing more happens
+  executor_.Drain();
+  ae->Shutdown();
+  EXPECT_EQ(answers, 1);
+  // An exchange that finished before the stop is not answered again.
+  auto other = MakeAntiEntropy(0);
+  answers = 0;
+  other->ExchangeNow("b", [&](absl::Status s) {
+    ++answers;
+    result = s;
+  });
+  executor_.Drain();
+  ASSERT_EQ(answers, 1);
+  EXPECT_TRUE(result.ok()) << result;
+  other->Shutdown();
+  EXPECT_EQ(answers, 1);
+}
+
 // The budget and an exchange's duration are measured on the steady clock, the times Stats reports
 // on the wall clock: a step of the wall clock forward in the middle of an exchange neither
 // refills the budget nor makes the exchange look an hour long.

@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "client/kv_client.h"
 #include "gtest/gtest.h"
+#include "storage/small_file.h"
 #include "tests/cluster_util.h"
 #include "tests/test_util.h"
 
@@ -573,13 +574,16 @@ TEST(GossipProcessTest, AMemberWithOtherSizeLimitsIsReported) {
   EXPECT_TRUE((*cluster)->StopAll().ok()) << (*cluster)->LogTails();
 }
 
+// Such a first start records neither its --cluster_name nor its --node_id in the new data
+// directory (it never learned which cluster it is in), so the corrected start on the same
+// directory goes ahead and records its own.
 TEST(GossipProcessTest, SeedsOnlyNodeWithNoAnsweringSeedDoesNotServe) {
   TempDir dir;
   const int dead_port = PickFreePort();
   absl::StatusOr<Subprocess> node = Subprocess::Start(
       {KVNODE_PATH, "--node_id=n1", absl::StrCat("--listen=127.0.0.1:", PickFreePort()),
        "--data_dir=" + dir.Sub("n1"), absl::StrCat("--seeds=127.0.0.1:", dead_port),
-       "--seed_timeout=2s"},
+       "--seed_timeout=2s", "--cluster_name=mistyped"},
       dir.Sub("logs"));
   ASSERT_TRUE(node.ok()) << node.status();
   absl::StatusOr<int> code = node->Wait(absl::Seconds(20));
@@ -587,6 +591,32 @@ TEST(GossipProcessTest, SeedsOnlyNodeWithNoAnsweringSeedDoesNotServe) {
   EXPECT_NE(*code, 0);
   EXPECT_TRUE(absl::StrContains(node->Stderr(), "no seed told the cluster layout"))
       << node->Stderr();
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(dir.Sub("n1")) / "CLUSTER_NAME"));
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(dir.Sub("n1")) / "NODE_ID"));
+
+  // Started again on the same directory with another name and id (as a cluster of one here).
+  absl::StatusOr<Subprocess> corrected = Subprocess::Start(
+      {KVNODE_PATH, "--node_id=n2", absl::StrCat("--listen=127.0.0.1:", PickFreePort()),
+       "--data_dir=" + dir.Sub("n1"), "--cluster_name=right"},
+      dir.Sub("logs2"));
+  ASSERT_TRUE(corrected.ok()) << corrected.status();
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline && !absl::StrContains(corrected->Stderr(), "kvnode serving") &&
+         corrected->running()) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(absl::StrContains(corrected->Stderr(), "kvnode serving")) << corrected->Stderr();
+  corrected->Signal(SIGTERM);
+  code = corrected->Wait(absl::Seconds(20));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0) << corrected->Stderr();
+  absl::StatusOr<std::string> recorded =
+      ReadSmallRegularFile((std::filesystem::path(dir.Sub("n1")) / "CLUSTER_NAME").string(), 100);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  EXPECT_EQ(*recorded, "right\n");
+  recorded = ReadSmallRegularFile((std::filesystem::path(dir.Sub("n1")) / "NODE_ID").string(), 100);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  EXPECT_EQ(*recorded, "n2\n");
 }
 
 // SIGTERM while a seeds-only node still waits for its seeds stops it at once, cleanly (exit 0),

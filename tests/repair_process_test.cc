@@ -26,11 +26,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/kv_client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kv.grpc.pb.h"
 #include "replica.grpc.pb.h"
 #include "tests/cluster_util.h"
 #include "tests/staged_crash.h"
@@ -52,6 +54,7 @@ class RepairProcessTest : public ::testing::Test {
     options.nodes = 3;
     options.extra_flags = {"--anti_entropy_interval=0"};
     options.extra_flags.insert(options.extra_flags.end(), extra_flags_.begin(), extra_flags_.end());
+    if (!n1_env_.empty()) options.node_env[0] = n1_env_;
     absl::StatusOr<std::unique_ptr<testing::Cluster>> cluster =
         testing::Cluster::Start(std::move(options));
     ASSERT_TRUE(cluster.ok()) << cluster.status();
@@ -117,7 +120,8 @@ class RepairProcessTest : public ::testing::Test {
     ASSERT_TRUE(cluster_->Restart(victim).ok()) << cluster_->LogTails();
   }
 
-  std::vector<std::string> extra_flags_;  // set before SetUp
+  std::vector<std::string> extra_flags_;       // set before SetUp
+  std::map<std::string, std::string> n1_env_;  // set before SetUp: added to n1's environment
   std::unique_ptr<testing::Cluster> cluster_;
   std::unique_ptr<Client> client_;
 };
@@ -586,6 +590,88 @@ TEST_F(SlowRepairProcessTest, ARunningRepairIsCancelled) {
   const CommandResult foreign = Kvctl(1, {"operation", "cancel", id});
   EXPECT_EQ(foreign.exit_code, 1) << foreign.err;
   EXPECT_TRUE(absl::StrContains(foreign.err, "operation cancel " + id)) << foreign.err;
+}
+
+// A repair's start token is kept for a day by the wall clock, also across a restart: n1 starts
+// with its wall clock two days behind, which then steps to the right time (an NTP correction
+// after a start without a real-time clock). Its monotonic clock, which started from the wall
+// clock's reading, stays two days behind for the rest of the run, so a token stamped on it
+// would look two days old to the next run and be forgotten: a retry of the start after a restart
+// would start a second repair.
+class WallClockSteppedRepairProcessTest : public RepairProcessTest {
+ protected:
+  void SetUp() override {
+    const std::string libfaketime = testing::LibfaketimePath();
+    ASSERT_FALSE(libfaketime.empty()) << "libfaketimeMT.so.1 is missing: install Debian's "
+                                         "faketime package (deploy/setup-deps.sh does)";
+    n1_env_ = testing::FaketimeEnv(libfaketime);
+    ASSERT_NO_FATAL_FAILURE(StepN1WallClock("-48h"));
+    n1_env_["FAKETIME_TIMESTAMP_FILE"] = clock_offset_;
+    n1_env_["FAKETIME_NO_CACHE"] = "1";
+    // libfaketime keeps some of n1's gRPC threads polling (README, Limits), which on 2 cores
+    // slows every process: no member is judged DOWN for that.
+    extra_flags_ = {"--failure_timeout=20s"};
+    RepairProcessTest::SetUp();
+  }
+  // Moves n1's wall clock to `offset` from the real one (libfaketime's "-48h" form), whole.
+  void StepN1WallClock(const std::string& offset) {
+    testing::ReplaceFile(clock_offset_, offset + "\n");
+  }
+  testing::TempDir clock_dir_;
+  const std::string clock_offset_ = clock_dir_.Sub("offset");
+};
+
+TEST_F(WallClockSteppedRepairProcessTest, AStartTokenOutlivesARestartAfterAStepOfTheWallClock) {
+  ASSERT_NO_FATAL_FAILURE(StepN1WallClock("+0"));
+  const nlohmann::json first = KvctlJson(0, {"repair", "--peer=n2", "--token=after-the-step"}, 0);
+  const std::string id = first.value("operation_id", "");
+  ASSERT_FALSE(id.empty()) << first;
+  EXPECT_FALSE(first.value("deduplicated", true)) << first;
+  ASSERT_TRUE(cluster_->Stop(0).ok()) << cluster_->LogTails();
+  ASSERT_TRUE(cluster_->Restart(0).ok()) << cluster_->LogTails();
+  const nlohmann::json retried = KvctlJson(0, {"repair", "--peer=n2", "--token=after-the-step"}, 0);
+  EXPECT_TRUE(retried.value("deduplicated", false)) << retried;
+  EXPECT_EQ(retried.value("operation_id", ""), id) << retried;
+}
+
+// A node stopped while it answers an Admin.RunAntiEntropy call (a forced exchange, answered
+// when it ends: here about 100 s, 200 keys at 2 a second) answers it UNAVAILABLE once its
+// shutdown grace has passed and stops, rather than waiting for the exchange to end.
+class VerySlowExchangeProcessTest : public RepairProcessTest {
+ protected:
+  void SetUp() override {
+    extra_flags_ = {"--anti_entropy_keys_per_second=2", "--shutdown_grace=1s"};
+    RepairProcessTest::SetUp();
+  }
+};
+
+TEST_F(VerySlowExchangeProcessTest, AStopDuringAForcedExchangeAnswersItAndDoesNotWaitForIt) {
+  WipeAfterFullWrites(2);
+  ASSERT_FALSE(HasFailure());
+  std::unique_ptr<v1::Admin::Stub> admin = v1::Admin::NewStub(
+      grpc::CreateChannel(cluster_->endpoint(0), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  v1::RunAntiEntropyRequest request;
+  request.set_peer_id(cluster_->node_id(2));
+  v1::RunAntiEntropyResponse response;
+  absl::Notification answered;
+  grpc::Status status;
+  admin->async()->RunAntiEntropy(&context, &request, &response, [&](grpc::Status s) {
+    status = std::move(s);
+    answered.Notify();
+  });
+  // The exchange runs (a repair budget of 2 keys a second holds it for about 100 s).
+  EXPECT_FALSE(answered.WaitForNotificationWithTimeout(absl::Seconds(2))) << status.error_message();
+  const absl::Time stop_started = absl::Now();
+  absl::StatusOr<int> stopped = cluster_->Stop(0, absl::Seconds(30));
+  ASSERT_TRUE(stopped.ok()) << stopped.status() << cluster_->LogTails();
+  EXPECT_EQ(*stopped, 0) << cluster_->LogTails();
+  // Drain (0.5 s) and grace (1 s), then the answer; well before the exchange could end.
+  EXPECT_LT(absl::Now() - stop_started, absl::Seconds(15)) << cluster_->LogTails();
+  ASSERT_TRUE(answered.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "stopping")) << status.error_message();
 }
 
 }  // namespace
