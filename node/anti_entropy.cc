@@ -121,7 +121,10 @@ void AntiEntropy::Shutdown() {
     // The running exchange's callbacks do nothing from now on, so it never finishes: its caller
     // is answered here instead (an Admin.RunAntiEntropy call would otherwise hold the server's
     // stop until the exchange ended).
-    if (current_ != nullptr) done = std::move(current_->done);
+    if (current_ != nullptr) {
+      done = std::exchange(current_->done, nullptr);
+      current_ = nullptr;
+    }
   }
   guard_.Close();
   if (done) done(absl::UnavailableError("the node is stopping; the exchange ended unfinished"));
@@ -549,7 +552,7 @@ void AntiEntropy::Finish(ExchangePtr ex, absl::Status status) {
       ++stats.failed_exchanges;
       stats.last_error = status.ToString();
     }
-    done = std::move(ex->done);
+    done = std::exchange(ex->done, nullptr);
   }
   if (status.ok()) MaybeFinishCatchingUp();
   if (!done) return;

@@ -49,7 +49,9 @@
 // Thread-safe. Reads time only through the clocks and schedules only through the Scheduler and
 // Executor, so it runs unchanged in the deterministic simulation. Shutdown() (also run by the
 // destructor) stops starting work and waits for callbacks running inside; callbacks that arrive
-// later do nothing. The index, store, transport, scheduler, executor and clocks must outlive it.
+// later do nothing, and the running exchange's `done` (Exchange, ExchangeNow) is answered
+// UNAVAILABLE by Shutdown, so it must stay callable until then. The index, store, transport,
+// scheduler, executor and clocks must outlive it.
 #ifndef KV_NODE_ANTI_ENTROPY_H_
 #define KV_NODE_ANTI_ENTROPY_H_
 
@@ -150,7 +152,8 @@ class AntiEntropy {
 
   // Starts an exchange with `peer_id` (empty: the next peer in turn) at once. `done` (may be
   // null) gets its outcome: ABORTED if an exchange is already running, INVALID_ARGUMENT for an
-  // unknown peer, UNAVAILABLE if a tree is not built yet or the peer cannot be reached.
+  // unknown peer, UNAVAILABLE if a tree is not built yet or the peer cannot be reached, or if
+  // Shutdown came first (then from Shutdown, once).
   void ExchangeNow(std::string peer_id, std::function<void(absl::Status)> done);
   // The same, with what the exchange found.
   void Exchange(std::string peer_id, std::function<void(absl::StatusOr<ExchangeResult>)> done);

@@ -231,8 +231,10 @@ size_t CommitQueue::CommitGroup(std::vector<Queued>& mutations, size_t begin) {
     prepared.push_back(mutations[end].mutation->Prepare(group));
     ++end;
   }
+  WriteOptions options = options_;
+  if (group.sync_required()) options.sync = true;
   absl::Status written =
-      group.empty() ? absl::OkStatus() : engine_->Write(group.TakeBatch(), options_);
+      group.empty() ? absl::OkStatus() : engine_->Write(group.TakeBatch(), options);
   if (!written.ok()) {
     written = MarkStorageFailure(std::move(written));
     if (write_failed_) write_failed_(written);

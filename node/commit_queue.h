@@ -71,6 +71,12 @@ class WriteGroup {
   // or changes otherwise (replication outbox entries).
   WriteBatch* batch() { return &appended_; }
 
+  // The group is written with WriteOptions::sync whatever the queue's options say (a change that
+  // must be durable before it is answered, also on a node that does not sync its writes). Since
+  // the write-ahead log is appended in order, every group written before is durable then too.
+  void RequireSync() { sync_ = true; }
+  bool sync_required() const { return sync_; }
+
   bool empty() const;
   size_t ApproximateBytes() const { return appended_.ApproximateBytes() + changed_bytes_; }
   // Everything to write: the appended changes, then the latest change of each key in key order.
@@ -87,6 +93,7 @@ class WriteGroup {
   // Per column: key -> the group's latest change to it.
   std::map<std::string, Change, std::less<>> changes_[kNumColumns];
   size_t changed_bytes_ = 0;  // keys and values passed to Put and Delete (superseded ones too)
+  bool sync_ = false;
 };
 
 class CommitQueue {

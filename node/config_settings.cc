@@ -211,7 +211,8 @@ const std::vector<Setting>& Settings() {
        "The cluster this node belongs to: 1 to 64 characters from A-Z a-z 0-9 _ . -, the same "
        "on every member. Nodes answer calls from nodes of another cluster with UNAVAILABLE (no "
        "replication, gossip or forwarded writes between clusters), and a data directory keeps "
-       "the name of its first start: a start under another is refused."},
+       "the name of its first start that knew its cluster layout: a start under another is "
+       "refused."},
       {"listen", "HOST:PORT", false, ApplyListen, [](const NodeConfig& c) { return c.listen; },
        "Address of the gRPC server (KV, Admin and Replica services, health checking, "
        "reflection)."},

@@ -38,6 +38,16 @@ bool Converged(const std::vector<ReplicaRecordView>& views) {
   return true;
 }
 
+// A GetBatch item left out of a full answer (`read`: after its record was read): the client
+// sends it alone.
+void SendAlone(v1::GetBatchResult* result, bool read) {
+  result->clear_response();
+  result->set_code(static_cast<int>(absl::StatusCode::kResourceExhausted));
+  result->set_message(absl::StrCat("GetBatch answer full (", kGetBatchAnswerBytes, " bytes)",
+                                   read ? "" : "; not read", ": send this get alone"));
+  result->set_send_alone(true);
+}
+
 // Get's answer from the merged record: its live siblings and its context; NOT_FOUND when no
 // sibling is live.
 absl::Status FillGetResponse(SiblingSet record, absl::string_view key, const LocalStore& store,
@@ -297,8 +307,12 @@ grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*con
   if (!batch.second) return reactor;
   auto left = std::make_shared<std::atomic<int>>(n);
   auto answered_bytes = std::make_shared<std::atomic<size_t>>(0);
-  auto finish_item = [reactor, left, answered_bytes](v1::GetBatchResult* result,
-                                                     const absl::Status& status) {
+  // Bytes read and then left out for want of room. Past kGetBatchWastedBytes the items not
+  // started by then are not read at all: a small request naming many large records would
+  // otherwise cost every read (and hold every record) for one item's answer.
+  auto wasted_bytes = std::make_shared<std::atomic<size_t>>(0);
+  auto finish_item = [reactor, left, answered_bytes, wasted_bytes](v1::GetBatchResult* result,
+                                                                   const absl::Status& status) {
     if (!status.ok()) {
       result->clear_response();
       result->set_code(static_cast<int>(status.code()));
@@ -307,13 +321,9 @@ grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*con
       const size_t bytes = result->response().ByteSizeLong();
       const size_t before = answered_bytes->fetch_add(bytes, std::memory_order_relaxed);
       if (before > 0 && before + bytes > kGetBatchAnswerBytes) {
-        // Not in the answer: its bytes leave room for smaller items after it.
         answered_bytes->fetch_sub(bytes, std::memory_order_relaxed);
-        result->clear_response();
-        result->set_code(static_cast<int>(absl::StatusCode::kResourceExhausted));
-        result->set_message(absl::StrCat("GetBatch answer full (", kGetBatchAnswerBytes,
-                                         " bytes): send this get alone"));
-        result->set_send_alone(true);
+        wasted_bytes->fetch_add(bytes, std::memory_order_relaxed);
+        SendAlone(result, /*read=*/true);
       }
     }
     if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) {
@@ -323,6 +333,11 @@ grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*con
   for (int i = 0; i < n; ++i) {
     const v1::GetRequest& get = request->gets(i);
     v1::GetBatchResult* result = response->mutable_results(i);
+    if (wasted_bytes->load(std::memory_order_relaxed) > kGetBatchWastedBytes) {
+      SendAlone(result, /*read=*/false);
+      if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) reactor->Finish(grpc::Status::OK);
+      continue;
+    }
     absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(get.r(), "r");
     absl::Status valid = store_->ValidateKey(get.key());
     if (valid.ok()) valid = spec.status();

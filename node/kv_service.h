@@ -19,7 +19,10 @@
 //
 // GetBatch runs each of its gets as the Get it would be alone (answered here from memory when it
 // can, through the coordinator otherwise) and answers once every item has its result; past
-// kGetBatchAnswerBytes of answers, the items still to finish are left to be sent alone.
+// kGetBatchAnswerBytes of answers, the items still to finish are left to be sent alone (smaller
+// ones after them may still fit). Once more than kGetBatchWastedBytes were read and left out so,
+// the items not started yet are not read at all (those already reading through the coordinator,
+// R above 1 or a record not in memory, still finish their reads).
 //
 // PutBatch runs each of its items (puts, then deletes) as the Put or Delete it would be alone and
 // answers once every item has its result (the W shortfall mark is then per item); the items'
@@ -52,6 +55,8 @@ inline constexpr int kMaxGetBatchItems = 1000;
 // items still to finish are answered send_alone instead (kv.proto, GetBatchResult). The first
 // item to finish is always answered, whatever its size.
 inline constexpr size_t kGetBatchAnswerBytes = 1 << 20;
+// The most bytes a GetBatch reads for items it then leaves out; past them, the rest go unread.
+inline constexpr size_t kGetBatchWastedBytes = 4 << 20;
 
 // The quorum a request asks for; INVALID_ARGUMENT naming `name` ("w" or "r") for an unknown
 // kind. Counts are checked against N by the Coordinator.

@@ -632,6 +632,11 @@ class LocalStore::PurgeMutation : public CommitQueue::Mutation {
       // the record is gone. (A record this node no longer owns is not written through it.)
       store_->KeepForgottenWrites(group, key_, record.TokenedHistory(),
                                   absl::ToUnixMicros(store_->clock_->Now()));
+      // Durable before it is answered, with the tombstone it removes, also without
+      // sync_writes: the purger deletes the other copies once this one answers, and a machine
+      // crash that took this purge back could also take back the tombstone (merged here
+      // unsynced), leaving the older live value it deleted to come back to the others.
+      group.RequireSync();
     }
     group.Delete(Column::kData, key_);
     if (store_->observer_ != nullptr) {
@@ -650,7 +655,9 @@ class LocalStore::PurgeMutation : public CommitQueue::Mutation {
 
 absl::Status LocalStore::PurgeIfUnchanged(absl::string_view key, const SiblingSet& expected,
                                           const PurgeCheck& check) {
-  KV_RETURN_IF_ERROR(ValidateKey(key));
+  // Not ValidateKey: a key stored before max_key_bytes was lowered may be longer, and must still
+  // be purged (the tombstone reaper's, the clean-up of records this node no longer owns).
+  if (key.empty()) return absl::InvalidArgumentError("key must not be empty");
   PurgeMutation purge(this, key, expected, check);
   return commits_.Run(purge);
 }

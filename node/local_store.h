@@ -341,8 +341,9 @@ class LocalStore {
   // node's actor that the record had seen, in the same batch, so that a later write of the key
   // never reuses a dot of the purged history (KV679). A record of tombstones only also leaves its
   // tokened versions and replaced writes as forgotten writes (KeepForgottenWrites), so that a
-  // late retry copy does not bring back a deleted write. The observer sees a record change to
-  // none.
+  // late retry copy does not bring back a deleted write; such a purge is synced before it
+  // returns, also without Options::sync_writes (and with it, every write before it: the tombstone
+  // it confirms). The observer sees a record change to none.
   // `check`, if set, runs inside the purge's commit once the record compared equal, while no
   // other mutation of the store runs (so no write adds outbox entries for the key meanwhile); a
   // status it returns that is not OK cancels the purge and is returned.

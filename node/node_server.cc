@@ -237,7 +237,8 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
   KV_RETURN_IF_ERROR(CheckListenHost(config.listen));
   std::unique_ptr<NodeServer> server(new NodeServer(config, std::move(request_stop)));
   server->start_cancel_ = cancel;
-  // Checked before the data directory is touched; installed (under it) once it is the node's.
+  // Checked before the data directory is touched; installed (under it) once no other node's
+  // or cluster's records refuse the directory (a start that then fails leaves them there).
   std::optional<TlsFiles> tls_files;
   if (!config.tls_cert_file.empty()) {
     absl::StatusOr<TlsFiles> files = ReadTlsFiles(config, absl::Now());

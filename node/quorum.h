@@ -28,7 +28,11 @@ inline absl::StatusOr<int> ResolveQuorum(const QuorumSpec& spec, int n, int defa
     case QuorumSpec::Kind::kAll:
       return n;
     case QuorumSpec::Kind::kCount:
-      if (spec.count >= 1 && static_cast<int>(spec.count) <= n) return static_cast<int>(spec.count);
+      // Compared unsigned: a count above 2^31 must not turn into a negative int (which every
+      // acknowledgement count would reach at once).
+      if (n >= 1 && spec.count >= 1 && spec.count <= static_cast<uint32_t>(n)) {
+        return static_cast<int>(spec.count);
+      }
       return absl::InvalidArgumentError(
           absl::StrCat(name, "=", spec.count, " is outside 1..N (replication factor N=", n, ")"));
   }

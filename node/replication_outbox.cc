@@ -30,35 +30,42 @@ ReplicationOutbox::ReplicationOutbox(std::vector<Member> peers, Engine* engine,
 }
 
 void ReplicationOutbox::AddPeer(const Member& member) {
-  PeerState* added;
+  PeerState* added = nullptr;
   {
     absl::MutexLock lock(&mu_);
     if (auto known = peers_.find(member.id); known != peers_.end()) {
       // The id joined again at another address (a replaced machine): its queued entries, and
-      // those of an earlier run kept on disk, go to where it answers now.
+      // those of an earlier run kept on disk, go to where it answers now, without waiting out a
+      // backoff the old address earned.
+      const bool moved = known->second->member.address != member.address;
       known->second->member = member;
-      return;
+      if (!moved) return;
+    } else {
+      auto peer = std::make_unique<PeerState>(member);
+      peer->stats.peer_id = member.id;
+      peer->backoff_ceiling = options_.initial_backoff;
+      // Entries an earlier run left on disk for this id, which Recover skipped (it was no peer
+      // then: a crash after a layout's placement and before its synced record, or a removal's
+      // unsynced deletions lost in a machine crash), are found by a scan and sent.
+      peer->on_disk_only = true;
+      peer->scan_requested = true;
+      peer->uncounted_below = next_seq_;
+      if (auto removing = removing_.find(member.id); removing != removing_.end()) {
+        peer->ignore_below = removing->second.seq_limit;
+      }
+      added = peer.get();
+      peers_.emplace(member.id, std::move(peer));
     }
-    auto peer = std::make_unique<PeerState>(member);
-    peer->stats.peer_id = member.id;
-    peer->backoff_ceiling = options_.initial_backoff;
-    // Entries an earlier run left on disk for this id, which Recover skipped (it was no peer
-    // then: a crash after a layout's placement and before its synced record, or a removal's
-    // unsynced deletions lost in a machine crash), are found by a scan and sent.
-    peer->on_disk_only = true;
-    peer->scan_requested = true;
-    peer->uncounted_below = next_seq_;
-    if (auto removing = removing_.find(member.id); removing != removing_.end()) {
-      peer->ignore_below = removing->second.seq_limit;
-    }
-    added = peer.get();
-    peers_.emplace(member.id, std::move(peer));
   }
-  // On the executor: the caller may be placing a layout. A peer removed meanwhile (its state
-  // kept in removed_peers_) is not drained.
-  executor_->Schedule([liveness = liveness_, this, added] {
+  // On the executor: the caller may be placing a layout. A new peer is drained (a peer removed
+  // meanwhile, its state kept in removed_peers_, is not); a moved one ends its backoff.
+  executor_->Schedule([liveness = liveness_, this, added, id = member.id] {
     if (!liveness->Enter()) return;
-    Drain(added);
+    if (added != nullptr) {
+      Drain(added);
+    } else {
+      Resume(id);
+    }
     liveness->Exit();
   });
 }

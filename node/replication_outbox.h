@@ -191,7 +191,8 @@ class ReplicationOutbox {
   // when the failure detector sees a DOWN peer come back. Unknown peers are ignored.
   void Resume(absl::string_view peer_id);
   // Adds a replication peer (a member that joined); for a known id, only takes its address (and
-  // zone), which a member that joined again elsewhere changed. Entries on disk for
+  // zone), which a member that joined again elsewhere changed, and then ends a backoff it is
+  // waiting out (Resume, on the executor). Entries on disk for
   // its id that Recover left alone (an earlier run's, for a peer unknown at the start) are found
   // by a scan, on the executor, and sent; that scan counts them in the peer's depth.
   void AddPeer(const Member& member);
@@ -293,7 +294,7 @@ class ReplicationOutbox {
 
   mutable absl::Mutex mu_;
   // The current peers (the PeerState objects never move); their fields are guarded by mu_ except
-  // the immutable `member`.
+  // the immutable `id`.
   std::map<std::string, std::unique_ptr<PeerState>> peers_ ABSL_GUARDED_BY(mu_);
   // Peers removed by RemovePeer, kept until destruction: a send, scan or timer of theirs may
   // still be under way.

@@ -172,7 +172,7 @@ void UnownedRecordCleaner::RemoveDue(Pass& pass) {
 }
 
 void UnownedRecordCleaner::Remove(Pass& pass, const std::string& key, uint64_t digest) {
-  enum class Outcome { kRemoved, kGone, kPending, kChanged, kNewerLayout, kError };
+  enum class Outcome { kRemoved, kGone, kPending, kChanged, kNewerLayout, kError, kUnreadable };
   Outcome outcome = Outcome::kChanged;
   absl::Status error;
   absl::StatusOr<std::string> encoded = engine_->Get(Column::kData, key);
@@ -184,7 +184,10 @@ void UnownedRecordCleaner::Remove(Pass& pass, const std::string& key, uint64_t d
   } else if (MerkleTree::RecordDigest(*encoded) == digest) {
     absl::StatusOr<SiblingSet> record = DecodeSiblingSet(*encoded);
     if (!record.ok()) {
-      outcome = Outcome::kError;
+      // Corrupt: left where it is, and not counted as kept (which would hold up the report, and
+      // with it tombstone purging on every node, for good). It cannot come back as a value: the
+      // outbox and anti-entropy give up on a record they cannot decode, and a handoff waits.
+      outcome = Outcome::kUnreadable;
       error = record.status();
     } else {
       bool newer_layout = false;
@@ -233,6 +236,10 @@ void UnownedRecordCleaner::Remove(Pass& pass, const std::string& key, uint64_t d
     case Outcome::kError:
       ++stats_.kept_changed;
       stats_.last_error = absl::StrCat("removing a record: ", error.ToString());
+      break;
+    case Outcome::kUnreadable:
+      ++stats_.unreadable;
+      stats_.last_error = absl::StrCat("left a record it cannot read: ", error.ToString());
       break;
     case Outcome::kGone:
       break;

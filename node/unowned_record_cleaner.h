@@ -20,6 +20,11 @@
 //     (ReplicationOutbox::MayHaveEntriesFor, checked inside the purge's commit, where no write can
 //     add one). Outbox batches read the key's record when they are sent, so removing it would
 //     lose the writes those entries stand for at their target. The key is kept and retried.
+// A record that cannot be decoded (corrupt) is left where it is but does not count as kept: it
+// cannot be sent, merged or handed on (the outbox and anti-entropy give up on such a record, a
+// handoff waits), so it cannot bring a value back, and counting it would hold up the report
+// below for good. A key longer than the current max_key_bytes (stored before the limit was
+// lowered) is removed like any other.
 // A pass that kept some key (outbox entries pending, record changed) is followed by another
 // after Options::retry, until one keeps nothing; with Options::interval set, passes then go on
 // every interval (stray copies that arrived since are removed too). Few should arrive: a member
@@ -88,6 +93,7 @@ struct UnownedRecordCleanerStats {
   uint64_t removed = 0;         // records removed
   uint64_t kept_pending = 0;    // not removed: outbox entries for the key may still be sent
   uint64_t kept_changed = 0;    // not removed: the record changed since it was read
+  uint64_t unreadable = 0;      // not removed, not kept either: corrupt (see "A pass")
   std::string last_error;
 };
 

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
@@ -34,6 +35,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // Counts a channel's Get, GetBatch and Put calls. The answer of the first call to `held_method`
 // is held until Release(). The OK status of the first `drop_batches` GetBatch calls becomes
@@ -415,7 +417,34 @@ TEST_F(GetCoalescingProcessTest, TheNodeRefusesOversizedBatchesAndAnswersEmptyOn
       EXPECT_EQ(response.results(i).code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << i;
       EXPECT_TRUE(response.results(i).send_alone()) << i;
       EXPECT_EQ(response.results(i).response().siblings_size(), 0) << i;
+      EXPECT_THAT(response.results(i).message(), Not(HasSubstr("not read"))) << i;
     }
+  }
+  {
+    // A small request naming large records many times: once about 4 MiB were read for items
+    // left out, the rest are not read at all (each would cost a read and a copy of 400 KiB).
+    v1::GetBatchRequest request;
+    for (int i = 0; i < 1000; ++i) request.add_gets()->set_key(absl::StrCat("big", i % 4));
+    v1::GetBatchResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->GetBatch(&context, request, &response).ok());
+    ASSERT_EQ(response.results_size(), 1000);
+    int answered = 0;
+    int read_and_left = 0;
+    int unread = 0;
+    for (const v1::GetBatchResult& result : response.results()) {
+      if (result.code() == 0) {
+        ++answered;
+        continue;
+      }
+      EXPECT_EQ(result.code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+      EXPECT_TRUE(result.send_alone());
+      ++(absl::StrContains(result.message(), "not read") ? unread : read_and_left);
+    }
+    EXPECT_EQ(answered, 2);
+    EXPECT_GE(read_and_left, 10);  // 4 MiB of 400 KiB records
+    EXPECT_LE(read_and_left, 12);
+    EXPECT_EQ(answered + read_and_left + unread, 1000);
   }
 }
 

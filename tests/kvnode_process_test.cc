@@ -288,16 +288,23 @@ TEST_F(KvnodeProcessTest, QuorumIsCheckedAgainstN) {
   put.mutable_w()->set_kind(v1::Quorum::COUNT);
   put.mutable_w()->set_count(1);
   EXPECT_GRPC_OK(kv_->Put(Ctx().get(), put, &response));
-  for (uint32_t bad : {0u, 2u}) {
+  // Counts above 2^31 too (they must not wrap to a negative number, which any count of
+  // acknowledgements would satisfy): refused, and nothing is written.
+  put.set_key("q-bad");
+  for (uint32_t bad : {0u, 2u, 2147483648u, 4294967295u}) {
     put.mutable_w()->set_count(bad);
     ExpectInvalidArgument(kv_->Put(Ctx().get(), put, &response), "N=1");
   }
   v1::GetRequest get;
+  get.set_key("q-bad");
+  v1::GetResponse got;
+  EXPECT_EQ(kv_->Get(Ctx().get(), get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
   get.set_key("q");
   get.mutable_r()->set_kind(v1::Quorum::COUNT);
-  get.mutable_r()->set_count(3);
-  v1::GetResponse got;
-  ExpectInvalidArgument(kv_->Get(Ctx().get(), get, &got), "N=1");
+  for (uint32_t bad : {3u, 2147483648u, 4294967295u}) {
+    get.mutable_r()->set_count(bad);
+    ExpectInvalidArgument(kv_->Get(Ctx().get(), get, &got), "N=1");
+  }
   // A count with another kind would be ignored: refused, and nothing is written.
   for (v1::Quorum::Kind kind : {v1::Quorum::DEFAULT, v1::Quorum::QUORUM, v1::Quorum::ALL}) {
     v1::PutRequest other;

@@ -257,6 +257,30 @@ TEST_F(LocalStoreTest, TheEpochStaysWhenNoAcknowledgedWriteCanHaveBeenLost) {
   EXPECT_EQ(store->actor(), synced_actor);  // its writes were synced
 }
 
+// A tombstone purge is durable when it returns, also on a store that does not sync its writes,
+// and so is the tombstone it removes: the purger deletes the other replicas' copies once this
+// one answered, and a machine crash that took both back would leave the live value the delete
+// replaced here, to come back to the others.
+TEST_F(LocalStoreTest, ATombstonePurgeIsDurableWithoutSyncWrites) {
+  MemoryEngine engine;
+  LocalStore::Options options;  // sync_writes off
+  options.boot_id = "boot-1";
+  std::unique_ptr<LocalStore> a = OpenStore(&engine, "a", options);
+  ASSERT_TRUE(a->Write({"k", false, "v1", "", ""}).ok());
+  engine.SyncAll();                                     // v1 is on disk
+  ASSERT_TRUE(a->Write({"k", true, "", "", ""}).ok());  // the delete: unsynced
+  absl::StatusOr<SiblingSet> tombstone = a->ReadRecord("k");
+  ASSERT_TRUE(tombstone.ok()) << tombstone.status();
+  ASSERT_TRUE(tombstone->AllTombstones());
+  ASSERT_TRUE(a->PurgeIfUnchanged("k", *tombstone).ok());
+  a.reset();
+  engine.SimulateCrash();
+  options.boot_id = "boot-2";
+  a = OpenStore(&engine, "a", options);
+  ASSERT_NE(a, nullptr);
+  EXPECT_TRUE(absl::IsNotFound(a->ReadRecord("k").status()));
+}
+
 // After a machine crash that may have lost writes, this replica may lack a Put another replica
 // holds: until it has caught up, it must not tell a read that a key has no live version (the
 // read would count that toward NOT_FOUND). The state survives a restart until it ends.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "node/merkle_index.h"
 #include "node/replication_outbox.h"
@@ -71,16 +72,7 @@ class UnownedRecordCleanerTest : public ::testing::Test {
                                                   &engine_, &transport_, &scheduler_, &executor_,
                                                   rng_, ReplicationOutbox::Options());
     ASSERT_TRUE(outbox_->Recover().ok());
-    UnownedRecordCleaner::Options options;
-    options.replication_factor = kN;
-    options.keys_per_step = 16;
-    options.keys_per_second = 1000;
-    options.confirm_delay = absl::Seconds(5);
-    options.retry = absl::Seconds(30);
-    cleaner_ = std::make_unique<UnownedRecordCleaner>(
-        "n1", holder_.get(), store_.get(), &engine_, &scheduler_, &executor_, &clock_, options,
-        [this](absl::string_view key) { return outbox_->MayHaveEntriesFor(key); });
-    cleaner_->SetCleanListener([this](uint64_t version) { cleaned_.push_back(version); });
+    MakeCleaner();
     for (int i = 0; i < 200; ++i) {
       const std::string key = absl::StrCat("key-", i);
       Write(key, /*replicate_to_n4=*/false);
@@ -107,6 +99,19 @@ class UnownedRecordCleanerTest : public ::testing::Test {
   }
 
   bool Holds(const std::string& key) { return store_->ReadRecord(key).ok(); }
+
+  void MakeCleaner() {
+    UnownedRecordCleaner::Options options;
+    options.replication_factor = kN;
+    options.keys_per_step = 16;
+    options.keys_per_second = 1000;
+    options.confirm_delay = absl::Seconds(5);
+    options.retry = absl::Seconds(30);
+    cleaner_ = std::make_unique<UnownedRecordCleaner>(
+        "n1", holder_.get(), store_.get(), &engine_, &scheduler_, &executor_, &clock_, options,
+        [this](absl::string_view key) { return outbox_->MayHaveEntriesFor(key); });
+    cleaner_->SetCleanListener([this](uint64_t version) { cleaned_.push_back(version); });
+  }
 
   void Install(std::shared_ptr<const Placement> placement) {
     holder_->Set(placement);
@@ -175,6 +180,44 @@ TEST_F(UnownedRecordCleanerTest, RemovesExactlyTheKeysNoLongerOwnedButNotThoseSt
 }
 
 // Purging on a ring waits for every owner's word that its clean-up pass there kept nothing.
+// Two strays a pass cannot treat like the others: a record that no longer decodes (corrupt) is
+// left alone, and a key longer than max_key_bytes (lowered since it was stored) is removed.
+// Neither holds up the report that lets tombstones be purged on the ring.
+TEST_F(UnownedRecordCleanerTest, ACorruptOrOverLongStrayDoesNotHoldUpTheReport) {
+  const std::string corrupt = *lost_.begin();
+  WriteBatch garbage;
+  garbage.Put(Column::kData, corrupt, "not a record");
+  ASSERT_TRUE(engine_.Write(garbage, WriteOptions{}).ok());
+  std::string long_key;
+  for (int i = 0; long_key.empty() || after_->current().IsReplica(long_key, kN, "n1"); ++i) {
+    long_key = absl::StrCat(std::string(100, 'x'), i);
+  }
+  Write(long_key, /*replicate_to_n4=*/false);
+  // The node restarts with max_key_bytes lowered to 64.
+  cleaner_.reset();
+  LocalStore::Options lowered;
+  lowered.limits.max_key_bytes = 64;
+  store_ = *LocalStore::Open(&engine_, &clock_, rng_, "n1", lowered);
+  store_->SetObserver(index_.get());
+  MakeCleaner();
+
+  Install(transition_);
+  Install(after_);
+  scheduler_.Advance(absl::Seconds(10));
+  const UnownedRecordCleanerStats stats = cleaner_->Stats();
+  EXPECT_EQ(stats.unreadable, 1u);
+  EXPECT_THAT(stats.last_error, ::testing::HasSubstr("cannot read"));
+  EXPECT_EQ(stats.kept_changed + stats.kept_pending, 0u) << stats.last_error;
+  EXPECT_TRUE(engine_.Get(Column::kData, corrupt).ok());
+  EXPECT_TRUE(absl::IsNotFound(engine_.Get(Column::kData, long_key).status()));
+  for (const std::string& key : lost_) {
+    if (key != corrupt) {
+      EXPECT_FALSE(Holds(key)) << key;
+    }
+  }
+  EXPECT_EQ(cleaned_, std::vector<uint64_t>{3});
+}
+
 TEST(StraysClearedTest, EveryOwnerMustHaveCleanedUpOnTheRing) {
   const ClusterLayout layout = MakePlacement(3, {M("n1"), M("n2"), M("n3")})->layout();
   auto view = [](const std::string& id, uint64_t clean) {
