@@ -167,6 +167,9 @@ grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* context,
   absl::Status valid = Admit(command.key);
   if (valid.ok()) valid = spec.status();
   if (valid.ok() && !cluster_name_.empty()) valid = RefuseOtherCluster(context, cluster_name_);
+  // Bad input is refused as such before a storage that is behind sheds load (its
+  // RESOURCE_EXHAUSTED is retried; a write that can never succeed must not be).
+  if (valid.ok()) valid = store_->ValidateWrite(command);
   if (valid.ok()) valid = store_->AdmitWrites();
   if (!valid.ok()) return FinishNow(gate_, valid);
   // The write may be committed on this thread, with the writes that other calls queue meanwhile
@@ -201,14 +204,16 @@ grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*con
                                               v1::PutBatchResponse* response) {
   const int puts = request->puts_size();
   const int n = puts + request->deletes_size();
-  // The whole call, before any item is queued: clients retry it (each item with its token).
-  if (absl::Status admitted = store_->AdmitWrites(); !admitted.ok() && n > 0) {
-    return FinishNow(gate_, admitted);
-  }
   const std::pair<grpc::ServerUnaryReactor*, bool> batch =
       OpenBatch(gate_, "PutBatch", n, kMaxPutBatchItems, response);
   grpc::ServerUnaryReactor* const reactor = batch.first;
   if (!batch.second) return reactor;
+  // The whole call, before any item is queued (and after the item count, which no retry
+  // fixes): clients retry it, each item with its token.
+  if (absl::Status admitted = store_->AdmitWrites(); !admitted.ok()) {
+    reactor->Finish(ToGrpcStatus(admitted));
+    return reactor;
+  }
   auto left = std::make_shared<std::atomic<int>>(n);
   auto finish_item = [reactor, left](v1::PutBatchResult* result, const absl::Status& status) {
     if (!status.ok()) {
