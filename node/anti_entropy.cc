@@ -368,25 +368,26 @@ void AntiEntropy::RepairNext(ExchangePtr ex) {
   for (size_t i = begin; i < end; ++i) {
     if (ex->diffs[i].remote) to_read.push_back(i);
   }
-  if (to_read.empty()) return MergeAndPush(ex, begin, end, std::move(reads->records));
+  const absl::Time asked = steady_clock_->Now();
+  if (to_read.empty()) return MergeAndPush(ex, begin, end, std::move(reads->records), asked);
   reads->outstanding = to_read.size();
   for (size_t i : to_read) {
     transport_->ReadRecord(
         ex->member, ex->diffs[i].key,
-        guard_.Wrap([this, ex, reads, begin, end, i](absl::StatusOr<std::string> record) {
+        guard_.Wrap([this, ex, reads, begin, end, i, asked](absl::StatusOr<std::string> record) {
           bool last = false;
           {
             absl::MutexLock lock(&reads->mu);
             reads->records[i - begin] = std::move(record);
             last = --reads->outstanding == 0;
           }
-          if (last) MergeAndPush(ex, begin, end, std::move(reads->records));
+          if (last) MergeAndPush(ex, begin, end, std::move(reads->records), asked);
         }));
   }
 }
 
 void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
-                               std::vector<absl::StatusOr<std::string>> remote) {
+                               std::vector<absl::StatusOr<std::string>> remote, absl::Time asked) {
   auto push = std::make_shared<PushKeys>();  // keys whose record the peer lacks or holds otherwise
   for (size_t i = begin; i < end; ++i) {
     const std::string& key = ex->diffs[i].key;
@@ -403,6 +404,20 @@ void AntiEntropy::MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
       continue;
     }
     absl::StatusOr<SiblingSet> ours = absl::NotFoundError("no record");
+    if (theirs.ok() && steady_clock_->Now() - asked > options_.max_pulled_record_age) {
+      // Slow reads, or the merges before this one were: the record may have been replaced by a
+      // tombstone since, confirmed by the reaper and purged everywhere, and merging it now would
+      // bring the deleted value back (the reaper's confirm delay covers records in flight this
+      // long at most). The next exchange reads it again.
+      ++ex->pull_skipped;
+      SkipKey(ex, key,
+              absl::DeadlineExceededError(
+                  absl::StrCat("the peer's record was asked for more than ",
+                               absl::FormatDuration(options_.max_pulled_record_age),
+                               " ago: not merged (a purge may have passed it since)")),
+              /*counted=*/false);
+      continue;
+    }
     if (theirs.ok()) {
       absl::StatusOr<SiblingSet> decoded = DecodeSiblingSet(*theirs);
       if (!decoded.ok()) {

@@ -135,6 +135,11 @@ class AntiEntropy {
     // record each), so that large values never make a push too large for the transport.
     size_t push_max_bytes = 4 << 20;
     size_t max_keys_per_exchange = 100'000;
+    // A record read from the peer is merged here only this long after it was asked for (its
+    // turn may come late: the batch's reads wait for the slowest, and its merges are committed
+    // one after another); later, it is skipped and read again by the next exchange. The
+    // tombstone reaper's confirm delay must exceed it (node/tombstone_reaper.h).
+    absl::Duration max_pulled_record_age = absl::Seconds(4);
   };
 
   AntiEntropy(MerkleIndex* index, LocalStore* store, PeerTransport* transport, Scheduler* scheduler,
@@ -206,8 +211,10 @@ class AntiEntropy {
   void OnSegmentKeys(ExchangePtr ex, size_t begin, std::vector<uint32_t> segments,
                      absl::StatusOr<SegmentKeyList> remote);
   void RepairNext(ExchangePtr ex);
+  // `asked`: when the peer's records were asked for (steady clock); one older than
+  // Options::max_pulled_record_age by its turn is skipped, not merged.
   void MergeAndPush(ExchangePtr ex, size_t begin, size_t end,
-                    std::vector<absl::StatusOr<std::string>> remote);
+                    std::vector<absl::StatusOr<std::string>> remote, absl::Time asked);
   // The keys of a batch whose merged records go to the peer; `settled[i]`: keys[i] is not sent
   // again (purged meanwhile, or skipped).
   struct PushKeys {

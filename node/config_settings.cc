@@ -453,8 +453,9 @@ const std::vector<Setting>& Settings() {
        },
        [](const NodeConfig& c) { return absl::FormatDuration(c.tombstone_confirm_delay); },
        "Time between the two checks before a purge; longer than any record can be in flight "
-       "(a peer call's 2 s deadline, plus up to 2 s that a read repair's answers may be old): "
-       "keep it at 10s or more outside tests."},
+       "(a peer call's 2 s deadline, plus up to 2 s that a read repair's answers may be old; "
+       "anti-entropy merges a record it pulled within 4 s of asking for it, or not at all): "
+       "keep it at 10s or more outside tests (values from 1s are accepted, for tests)."},
       {"tombstone_sweep_interval", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseDurationAtLeast(v, absl::Milliseconds(100), &c->tombstone_sweep_interval);

@@ -14,7 +14,9 @@
 // may be in flight to a replica (a delayed merge, a read repair); once it arrives at a replica
 // that holds the tombstone it is absorbed (the tombstone's context covers it), but it would come
 // back if it arrived after that replica purged. confirm_delay must therefore exceed the longest
-// time a record can spend in flight (the longest RPC deadline plus queueing). Records only grow,
+// time a record can spend in flight (the longest RPC deadline plus queueing; a record that
+// anti-entropy pulls is merged within AntiEntropy::Options::max_pulled_record_age, 4 s, of being
+// asked for, or not at all). Records only grow,
 // so an unchanged record at the second confirmation saw no change in between.
 //
 // Then each other replica is asked to PurgeRecord (LocalStore::PurgeIfUnchanged: deleted only if

@@ -595,6 +595,29 @@ TEST_F(AntiEntropyTest, BudgetSpreadsRepairsOverTime) {
   EXPECT_EQ(Root(0, 1), Root(1, 0));
 }
 
+// A record pulled from the peer is merged only within max_pulled_record_age of being asked for:
+// one whose turn comes later (slow reads, slow commits before it) may have been replaced by a
+// tombstone and purged everywhere since, and merging it would bring the deleted value back. It
+// is skipped, and the next exchange reads it again.
+TEST_F(AntiEntropyTest, ARecordPulledTooLongAgoIsNotMerged) {
+  MakeCluster(2, 2);
+  for (int i = 0; i < 5; ++i) Put(1, absl::StrCat("only-b", i), "b");
+  auto ae = MakeAntiEntropy(0);
+  transports_[0]->on_read = [&] { clock_.Advance(absl::Seconds(5)); };  // a slow read
+  absl::StatusOr<ExchangeResult> result = absl::UnknownError("not finished");
+  ae->Exchange("b", [&](absl::StatusOr<ExchangeResult> r) { result = std::move(r); });
+  executor_.Drain();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->keys_skipped, 5u);
+  EXPECT_THAT(result->skipped_error.message(), ::testing::HasSubstr("not merged"));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_TRUE(absl::IsNotFound(Encoded(0, absl::StrCat("only-b", i)).status())) << i;
+  }
+  transports_[0]->on_read = nullptr;
+  ASSERT_TRUE(Exchange(*ae, "b").ok());
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(Encoded(0, absl::StrCat("only-b", i)).ok()) << i;
+}
+
 // A stop in the middle of an exchange (here waiting for its repair budget) answers the exchange's
 // caller UNAVAILABLE: its callbacks do nothing after Shutdown, so it would never end by itself.
 TEST_F(AntiEntropyTest, ShutdownAnswersTheRunningExchangesCaller) {
