@@ -133,7 +133,7 @@ struct CoordinatorStats {
   uint64_t writes_forwarded = 0;
   uint64_t read_repairs = 0;
   // Replication lag: commit on the coordinator to all N replicas confirmed, in microseconds.
-  std::vector<int64_t> recent_replication_lag_us;  // last few thousand, oldest first
+  std::vector<int64_t> recent_replication_lag_us;  // the last 49,152-65,536, oldest first
 };
 
 class Coordinator {

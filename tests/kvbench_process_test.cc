@@ -68,6 +68,19 @@ TEST_F(KvbenchProcessTest, RateCapsTheWorkload) {
   EXPECT_EQ(Kvbench({"--rate=-1"}).exit_code, 2);
 }
 
+// Failed operations do not count toward the rate achieved: a paced run whose every Put is
+// refused (values over the node's limit) achieved none of it, and says so.
+TEST_F(KvbenchProcessTest, FailedOperationsDoNotCountTowardTheRateAchieved) {
+  const CommandResult result =
+      Kvbench({"--json", "--duration=1s", "--warmup=0s", "--rate=200", "--workload=put",
+               "--keys=10", "--concurrency=4", "--value_size=2000000"});
+  EXPECT_EQ(result.exit_code, 3) << result.out << result.err;  // no successful operation
+  const nlohmann::json report = ParseReport(result);
+  EXPECT_GT(report.value("error_count", 0), 100) << report;
+  EXPECT_EQ(report.value("rate_achieved_fraction", 1.0), 0.0) << report;
+  EXPECT_TRUE(absl::StrContains(result.err, "of --rate=200 was achieved")) << result.err;
+}
+
 // A paced run times each operation from its slot: a half-second stall of the node (SIGSTOP)
 // shows in the latencies of every operation due during it, not only of the few outstanding, and
 // the slots are made up afterwards.

@@ -48,7 +48,9 @@ if "ratio_to_ceiling" in r:
              f" (median of rounds: {rounds})")
 if "rate_achieved_fraction" in r:
     line += f" ({100 * r['rate_achieved_fraction']:.1f}% of the rate asked)"
-# A node's lag window holds its last few thousand writes: only a Put run's own writes fill it.
+if r.get("error_count", 0) or r.get("ceiling_error_count", 0):
+    line += f", ERRORS {r.get('error_count', 0)} (ceiling {r.get('ceiling_error_count', 0)})"
+# A node's lag window holds its last 49,152-65,536 writes: only a Put run's own writes fill it.
 if "replication_lag_p99_us" in r and r.get("workload") == "put":
     line += (f", replication lag p50 {r['replication_lag_p50_us'] / 1000:.1f} ms"
              f" p99 {r['replication_lag_p99_us'] / 1000:.1f} ms")
