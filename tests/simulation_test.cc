@@ -72,7 +72,8 @@ bool StrictTokens() {
   return text == nullptr || std::string(text) != "0";
 }
 
-// Runs each seed; returns how many crashed a node while a membership change's handoff ran.
+// Runs each seed; returns how many crashed a member of the change on purpose while its handoff
+// ran (MembershipStats::handoff_crashes; random crashes elsewhere do not count).
 int RunSeeds(int num_nodes, MembershipChange change = MembershipChange::kNone,
              const std::vector<uint64_t>& seeds = SeedsToRun(), bool purge_tombstones = true,
              bool sync_writes = SyncWrites()) {
@@ -89,7 +90,7 @@ int RunSeeds(int num_nodes, MembershipChange change = MembershipChange::kNone,
     const SimResult result = RunSimulation(options);
     std::cout << result.Summary() << std::endl;
     for (const std::string& failure : result.failures) ADD_FAILURE() << failure;
-    crashed_during_handoff += result.membership.crashes_during_handoff > 0 ? 1 : 0;
+    crashed_during_handoff += result.membership.handoff_crashes > 0 ? 1 : 0;
   }
   return crashed_during_handoff;
 }
@@ -390,13 +391,15 @@ TEST(SimulationTest, CheckersReportAnEpochKeptAfterLostWrites) {
 // node during the handoff.
 TEST(SimulationTest, CheckersReportAKeyTheJoiningNodeNeverReceived) {
   SimOptions options;
-  options.seed = 1;  // one whose control run passes (the trace changes with the node's code)
+  // One whose control run passes and crashes a member during the handoff (the trace changes
+  // with the node's code; seeds 1-22 do not crash one on purpose in this configuration).
+  options.seed = 23;
   options.num_nodes = 4;
   options.change = MembershipChange::kJoin;
   options.anti_entropy = false;
   const SimResult control = RunSimulation(options);
   EXPECT_TRUE(control.ok()) << control.Summary() << "\n" << absl::StrJoin(control.failures, "\n");
-  EXPECT_GT(control.membership.crashes_during_handoff, 0u) << control.Summary();
+  EXPECT_GT(control.membership.handoff_crashes, 0u) << control.Summary();
   ExpectReported(Sabotage::kDropHandoffKeys, "n4 holds <none>", options);
 }
 

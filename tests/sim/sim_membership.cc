@@ -158,6 +158,7 @@ void MembershipDriver::CrashDuringHandoff(int node) {
   if (cluster_->CrashTooSoon()) return;
   loop_->Log(absl::StrCat("MEMBERSHIP crash ", cluster_->NodeId(node), " during the handoff"));
   cluster_->Crash(node);
+  ++stats_.handoff_crashes;
   loop_->Post(
       loop_->UniformDuration(absl::Milliseconds(200), absl::Seconds(2)),
       [this, node] {

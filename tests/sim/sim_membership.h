@@ -63,6 +63,9 @@ struct MembershipStats {
   absl::Time completed = absl::InfiniteFuture();  // when v+2 was committed
   uint64_t handoff_keys = 0;            // records sent, summed over the old owners' last reports
   uint64_t crashes_during_handoff = 0;  // node crashes between v+1 and v+2 (any cause)
+  // Of those, the crashes the driver made of a member of the change while its handoff ran
+  // (CrashDuringHandoff): the fault the membership tests ask for, not a random one elsewhere.
+  uint64_t handoff_crashes = 0;
 };
 
 class MembershipDriver {

@@ -109,7 +109,8 @@ std::string SimResult::Summary() const {
                              : absl::StrCat(" to ", absl::FormatDuration(membership.completed -
                                                                          SimLoop::Start())),
                          ", ", membership.handoff_keys, " records handed off, ",
-                         membership.crashes_during_handoff, " crashes during it, ", cleaned,
+                         membership.crashes_during_handoff, " crashes during it (",
+                         membership.handoff_crashes, " of a member by the driver), ", cleaned,
                          " records no longer owned removed, ", outbox_dropped,
                          " outbox entries for the member that left dropped; "),
       "faults: ", faults, "; trace ", absl::Hex(trace_hash), ", state ", absl::Hex(state_hash));
