@@ -212,7 +212,8 @@ struct ReadOptions : CallOptions {
 // Resolves siblings into one value; used by GetResolved. Receives live values in dot order.
 using SiblingMerger = std::function<std::string(const std::vector<std::string>& values)>;
 
-// Transport security of the client's channels (kvnode --tls_*). Off by default: plaintext.
+// Transport security of the client's channels (kvnode --tls_*). Off by default: plaintext
+// (Create refuses files or PEM contents given while `enabled` is false: INVALID_ARGUMENT).
 //
 // The PEM data comes either as contents (the *_pem fields), used as they are for the Client's
 // lifetime, or as file paths (the *_file fields, not both kinds). Create reads and checks the

@@ -108,10 +108,16 @@ absl::Status ValidateTlsFiles(const TlsOptions& tls) {
 
 absl::Status ValidateTls(const TlsOptions& tls) {
   if (!tls.enabled) {
-    // Plaintext; but files named for TLS say the caller meant TLS.
+    // Plaintext; but files or PEM contents given for TLS say the caller meant TLS (keys, values
+    // and tokens would otherwise go out in clear, to a server nobody checked).
     if (UsesFiles(tls)) {
       return absl::InvalidArgumentError(
           "TlsOptions names PEM files but TlsOptions::enabled is false (plaintext); set enabled");
+    }
+    if (!tls.ca_pem.empty() || !tls.cert_pem.empty() || !tls.key_pem.empty()) {
+      return absl::InvalidArgumentError(
+          "TlsOptions holds PEM contents but TlsOptions::enabled is false (plaintext); set "
+          "enabled");
     }
     return absl::OkStatus();
   }

@@ -98,8 +98,8 @@ struct ClusterOptions {
   // commit is answered as a W shortfall (UNAVAILABLE marked kv-write-stored: stored, still
   // replicating; the client retries it on this node, which deduplicates it) rather than left
   // waiting for replicas that answer late (hung, or behind a long backlog). Below the peers'
-  // forward timeout, so that a forwarding node gets this answer rather than a timeout. Needs
-  // SetAckTimer; zero: no limit.
+  // forward timeout (kvnode derives that from it), so that a forwarding node gets this answer
+  // rather than a timeout. Needs SetAckTimer; zero: no limit.
   absl::Duration ack_timeout = absl::Seconds(4);
   // A read that took longer than this to gather its answers repairs nothing (anti-entropy backs
   // it up): its repair would carry records read that long before, while the tombstone reaper

@@ -499,6 +499,19 @@ void NodeServer::MakeTransport() {
   if (config_.fault_format_level != 0) transport_options.format_level = config_.fault_format_level;
   transport_options.credentials = tls_->peer_credentials();
   transport_options.cluster_name = config_.cluster_name;
+  // A forwarded write is answered by the coordinating replica at the latest once its W
+  // shortfall is known: write_ack_timeout after its commit, plus up to a quarter of it until the
+  // sweep that answers it. The forwarding call waits that long and 2 s more, so that the
+  // forwarding node passes on the "stored" answer (the client then retries where the write is)
+  // rather than a timeout (it would fail over and store a second copy). Without a limit, 60 s.
+  if (config_.write_ack_timeout > absl::ZeroDuration()) {
+    transport_options.forward_timeout = std::max(
+        transport_options.forward_timeout,
+        config_.write_ack_timeout +
+            std::max(config_.write_ack_timeout / 4, absl::Milliseconds(10)) + absl::Seconds(2));
+  } else {
+    transport_options.forward_timeout = absl::Seconds(60);
+  }
   transport_ =
       std::make_unique<GrpcPeerTransport>(config_.node_id, executor_.get(), transport_options);
 }

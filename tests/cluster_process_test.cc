@@ -1335,6 +1335,39 @@ TEST_F(ClusterTest, KvctlPutWaitTimesItsTimeoutOnTheMonotonicClock) {
 // With 5 nodes and N=3, a write through one of the two nodes that are not replicas of the key
 // is forwarded to a replica, which coordinates it: its dot is a replica's, the forwarding node
 // stores nothing, and the key is readable through every node.
+// A forwarded write that waits for its W acknowledgements longer than the forwarding call's
+// default 5 s (here write_ack_timeout=6s, with replication held back 10 s) still comes back as
+// the coordinator's "stored" W shortfall through the forwarding node, not as a timeout there:
+// the forwarding call waits write_ack_timeout and its sweep and 2 s more.
+TEST_F(ClusterTest, AForwardedWritesShortfallOutlastsTheDefaultForwardTimeout) {
+  testing::Cluster::Options options;
+  options.nodes = 3;
+  options.replication_factor = 2;
+  options.write_quorum = 2;
+  options.extra_flags = {"--fault_replication_delay=10s", "--write_ack_timeout=6s"};
+  ASSERT_NO_FATAL_FAILURE(StartCluster(std::move(options)));
+  std::string key;
+  size_t through = 0;
+  for (int k = 0; key.empty(); ++k) {
+    const std::string candidate = absl::StrCat("slow-forward/", k);
+    const std::vector<std::string> replicas = ReplicasOf(candidate);
+    ASSERT_EQ(replicas.size(), 2u);
+    for (size_t i = 0; i < size(); ++i) {
+      if (std::find(replicas.begin(), replicas.end(), cluster_->node_id(i)) == replicas.end()) {
+        key = candidate;
+        through = i;
+      }
+    }
+  }
+  PutArgs args;
+  args.token = "slow-forward-token";
+  const absl::Time start = absl::Now();
+  const PutResult put = Put(kv(through), key, "v", args);
+  EXPECT_EQ(put.status.error_code(), grpc::StatusCode::UNAVAILABLE) << StatusText(put.status);
+  EXPECT_TRUE(put.write_stored) << StatusText(put.status);
+  EXPECT_GE(absl::Now() - start, absl::Seconds(5)) << StatusText(put.status);
+}
+
 TEST_F(ClusterTest, WriteThroughANonReplicaIsForwardedAndReadable) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(5));
   constexpr int kKeys = 50;

@@ -657,6 +657,12 @@ TEST_F(TlsProcessTest, BadTlsFilesOfTheClientLibraryAreRefusedAtCreate) {
       {[&](TlsOptions& t) { t.reload_interval = absl::Milliseconds(500); }, "at least 1s"},
       {[&](TlsOptions& t) { t.ca_file = File("fifo"); }, "not a regular file"},
       {[&](TlsOptions& t) { t.enabled = false; }, "TlsOptions::enabled is false"},
+      // PEM contents instead of files, with TLS left off: refused as well, not plaintext.
+      {[&](TlsOptions& t) {
+         t = TlsOptions{};
+         t.ca_pem = testing::ReadFile(File("ca.pem"));
+       },
+       "holds PEM contents but TlsOptions::enabled is false"},
   };
   ASSERT_EQ(mkfifo(File("fifo").c_str(), 0600), 0);  // opening it for reading must not block
   for (const Bad& bad : cases) {
