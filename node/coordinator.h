@@ -6,7 +6,8 @@
 // (a write's acknowledgement excepted, below).
 //
 // Writes. A node that is not a replica of the key forwards the write to the first replica that
-// answers (trying them in preference order). A replica coordinates: it applies the write to its
+// answers (trying them in preference order; one that sheds the write, RESOURCE_EXHAUSTED while
+// its storage is behind, counts as not answering). A replica coordinates: it applies the write to its
 // LocalStore with outbox entries for the other N-1 replicas in the same atomic batch, submits
 // them to the ReplicationOutbox, and acknowledges once W replicas (itself included) hold the
 // write durably. During a transition W counts within each ring: W of the old owners and W of the
@@ -232,7 +233,8 @@ class Coordinator {
                               uint64_t layout_version, int total_peers,
                               std::vector<OutboxEntry> entries, WriteOutcome outcome,
                               std::function<void(absl::StatusOr<WriteReply>)> done);
-  // Forwards to replicas[next], then to the next ones while they cannot be reached. When every
+  // Forwards to replicas[next], then to the next ones while they cannot be reached or shed the
+  // write (RESOURCE_EXHAUSTED, not a message-size limit). When every
   // replica was a node of another cluster (IsOtherCluster), the UNAVAILABLE says so.
   void ForwardWrite(WriteCommand command, QuorumSpec w, std::vector<const Member*> replicas,
                     size_t next, absl::Status last_error,

@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "node/coordinator.h"
+#include "storage/message_size_limit.h"
 #include "storage/version_vector.h"
 
 namespace kv {
@@ -417,23 +418,27 @@ void Coordinator::ForwardWrite(WriteCommand command, QuorumSpec w,
   }
   const Member& target = *replicas[next];
   WriteCommand copy = command;
-  transport_->ForwardWrite(
-      target, std::move(copy), w,
-      [this, command = std::move(command), w, replicas = std::move(replicas), next,
-       all_other_cluster = next == 0 || IsOtherCluster(last_error),
-       done = std::move(done)](absl::StatusOr<WriteReply> reply) mutable {
-        // Only a replica that could not be reached is skipped; any other answer, including a
-        // W failure reported by the replica, goes back to the client as it is.
-        if (reply.ok() || !absl::IsUnavailable(reply.status()) || IsWriteStored(reply.status())) {
-          done(std::move(reply));
-          return;
-        }
-        absl::Status error = reply.status();
-        // Kept marked only while every replica so far was another cluster's.
-        if (!all_other_cluster) error.ErasePayload(kOtherClusterPayload);
-        ForwardWrite(std::move(command), w, std::move(replicas), next + 1, std::move(error),
-                     std::move(done));
-      });
+  transport_->ForwardWrite(target, std::move(copy), w,
+                           [this, command = std::move(command), w, replicas = std::move(replicas),
+                            next, all_other_cluster = next == 0 || IsOtherCluster(last_error),
+                            done = std::move(done)](absl::StatusOr<WriteReply> reply) mutable {
+                             // Only a replica that could not be reached, or that shed the write
+                             // (its storage is behind: RESOURCE_EXHAUSTED, nothing applied), is
+                             // skipped; any other answer, including a W failure reported by the
+                             // replica, goes back to the client as it is.
+                             const bool shed = absl::IsResourceExhausted(reply.status()) &&
+                                               !IsMessageSizeLimitMessage(reply.status().message());
+                             if (reply.ok() || (!absl::IsUnavailable(reply.status()) && !shed) ||
+                                 IsWriteStored(reply.status())) {
+                               done(std::move(reply));
+                               return;
+                             }
+                             absl::Status error = reply.status();
+                             // Kept marked only while every replica so far was another cluster's.
+                             if (!all_other_cluster) error.ErasePayload(kOtherClusterPayload);
+                             ForwardWrite(std::move(command), w, std::move(replicas), next + 1,
+                                          std::move(error), std::move(done));
+                           });
 }
 
 }  // namespace kv

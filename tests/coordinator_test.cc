@@ -580,6 +580,33 @@ TEST_F(CoordinatorTest, ForwardedVerdictsOtherThanUnreachableAreReturnedAsTheyAr
   EXPECT_THAT(peers_.forwards, ElementsAre(replicas[0]->id));
 }
 
+// A replica that sheds the write (RESOURCE_EXHAUSTED: its storage is behind, nothing applied)
+// is skipped like an unreachable one: the next replica coordinates it. A message over a size
+// limit is not shed load: it goes back as it is.
+TEST_F(CoordinatorTest, AReplicaThatShedsAForwardedWriteIsSkipped) {
+  Start("n1", 5);
+  const std::string key = KeyWhere("k", "n1", /*replica=*/false);
+  const std::vector<const Member*> replicas = holder_->Get()->Replicas(key, kN);
+  WriteReply reply;
+  reply.write_id = "by the second replica";
+  peers_.forward_answers[replicas[0]->id] = absl::ResourceExhaustedError(
+      "this node's storage is behind; nothing of this request was applied");
+  peers_.forward_answers[replicas[1]->id] = reply;
+  Answers answers = Put(key, "v");
+  ASSERT_EQ(answers->size(), 1u);
+  ASSERT_TRUE((*answers)[0].ok()) << (*answers)[0].status();
+  EXPECT_EQ((*answers)[0]->write_id, "by the second replica");
+  EXPECT_THAT(peers_.forwards, ElementsAre(replicas[0]->id, replicas[1]->id));
+
+  peers_.forwards.clear();
+  peers_.forward_answers[replicas[0]->id] =
+      absl::ResourceExhaustedError("Received message larger than max (5000000 vs. 4194304)");
+  answers = Put(key, "v");
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(peers_.forwards, ElementsAre(replicas[0]->id));
+}
+
 // Bad input is the client's error on every node: a non-replica refuses it before forwarding, so
 // unreachable replicas cannot turn it into a retryable UNAVAILABLE.
 TEST_F(CoordinatorTest, NonReplicaRefusesAnOversizedWriteWithoutForwardingIt) {
