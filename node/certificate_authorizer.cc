@@ -73,7 +73,12 @@ absl::Status CertificateAuthorizer::Check(const grpc::ServerContextBase& context
     for (std::string& ip : Values(*auth, GRPC_PEER_IP_PROPERTY_NAME)) {
       names.push_back(std::move(ip));
     }
-    if (names.empty()) names = Values(*auth, GRPC_X509_CN_PROPERTY_NAME);
+    // The common name only for a certificate without any subject alternative name: one that
+    // has some (a URI, an email address) is not named by its common name, as gRPC's own host
+    // name check and RFC 6125 have it.
+    if (names.empty() && Values(*auth, GRPC_X509_SAN_PROPERTY_NAME).empty()) {
+      names = Values(*auth, GRPC_X509_CN_PROPERTY_NAME);
+    }
   }
   for (const std::string& name : names) {
     for (const std::string& pattern : patterns_) {

@@ -8,7 +8,8 @@
 // Without patterns every caller is let in: with mutual TLS that is anyone whose certificate the
 // CA signed, clients included. With patterns, a caller is let in only if its certificate names a
 // host that matches one of them: a DNS or IP subject alternative name (email and URI names do
-// not count), or, for a certificate with neither, its common name. A pattern is a name or
+// not count), or, for a certificate with no subject alternative name of any kind, its common
+// name (one with only email or URI names names no host). A pattern is a name or
 // address in which `*` stands for any run of characters other than '.' ("node*",
 // "*.kvnode.prod.svc.cluster.local", "10.0.0.*"); names compare case-insensitively. Members'
 // certificates name the hosts they are reached by (node/tls.h), so --tls_peer_names patterns are

@@ -83,6 +83,7 @@ leaf elsewhere ca DNS:elsewhere.invalid
 leaf expired ca IP:127.0.0.1 -1
 leaf next-node next-ca IP:127.0.0.1
 leaf next-client next-ca DNS:kv-next-client
+leaf 127.0.0.9 ca URI:spiffe://kv/workload
 cat ca.pem next-ca.pem > ca-bundle.pem
 openssl pkey -in node.key -aes256 -passout pass:secret -out node-encrypted.key 2>/dev/null
 )";
@@ -436,6 +437,11 @@ TEST_F(TlsProcessTest, TheInternalServiceTakesOnlyTheNamedPeers) {
   EXPECT_THAT(client.error_message(), HasSubstr("names kv-client"));
   const grpc::Status peer = read_record("node");
   EXPECT_TRUE(peer.ok()) << peer.error_message();
+  // A certificate with a URI name only is not named by its common name (here 127.0.0.9, which
+  // the pattern would match).
+  const grpc::Status uri_only = read_record("127.0.0.9");
+  EXPECT_EQ(uri_only.error_code(), grpc::StatusCode::PERMISSION_DENIED) << uri_only.error_message();
+  EXPECT_THAT(uri_only.error_message(), HasSubstr("names no host"));
   StopNodes();
 }
 
