@@ -27,6 +27,7 @@
 #include "grpcpp/security/tls_credentials_options.h"
 #include "node/log.h"
 #include "storage/small_file.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 namespace {
@@ -39,6 +40,8 @@ constexpr char kCaName[] = "ca.pem";
 constexpr char kActiveLink[] = "active";
 // How often gRPC reads the installed copy (it only picks up what NodeTls installed there).
 constexpr unsigned int kGrpcRefreshSeconds = 1;
+// How long a replaced set stays on disk: several of gRPC's reads, so that none is still on it.
+constexpr absl::Duration kRetiredSetLifetime = absl::Seconds(5);
 
 // The whole file, or INVALID_ARGUMENT naming `flag` and `path`.
 absl::StatusOr<std::string> ReadPem(const char* flag, const std::string& path) {
@@ -331,10 +334,12 @@ absl::Status NodeTls::Install(const TlsFiles& files) {
     std::filesystem::remove_all(set, error);
     return written;
   }
-  // Keep the set just replaced (gRPC may be reading it this very moment); drop the one before.
+  // Keep the set just replaced (gRPC may be reading it this very moment; a later reload drops
+  // it); drop the one before, if still there.
   if (generation >= 2) {
     std::filesystem::remove_all(absl::StrCat(dir_, "/set-", generation - 2), error);
   }
+  if (generation >= 2) retired_at_ = SteadyNow();
   generation_ = generation;
   last_mtime_ = mtime;
   return absl::OkStatus();
@@ -355,6 +360,11 @@ absl::Status NodeTls::ReloadNow() {
         // whatever was refused has been put back.
         last_refusal_.clear();
         refused_set_.reset();
+        if (retired_at_.has_value() && SteadyNow() - *retired_at_ >= kRetiredSetLifetime) {
+          std::error_code error;
+          std::filesystem::remove_all(absl::StrCat(dir_, "/set-", generation_ - 1), error);
+          if (!error) retired_at_.reset();
+        }
         return absl::OkStatus();
       }
     }

@@ -28,8 +28,11 @@
 // <data_dir>/tls (mode 0700, the key 0600): NodeTls switches the key and certificate of that copy
 // atomically, so gRPC, which polls it every second, never sees a key of one set with the
 // certificate of another (the CA file may lag or lead them by a poll). kvprobe health-checks with
-// the same copy. Files unchanged since they were installed are not checked again: a certificate
-// that expires in use is for the expiry metric to show, not a refusal.
+// the same copy. The set it replaced is kept while gRPC may still read it, and deleted by the
+// first reload at least 5 s after the switch (a key rotated away after a
+// compromise does not stay on the data volume until the next rotation). Files unchanged since
+// they were installed are not checked again: a certificate that expires in use is for the
+// expiry metric to show, not a refusal.
 #ifndef KV_NODE_TLS_H_
 #define KV_NODE_TLS_H_
 
@@ -115,6 +118,8 @@ class NodeTls {
   TlsFiles current_ ABSL_GUARDED_BY(mu_);
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_mtime_ ABSL_GUARDED_BY(mu_) = 0;
+  // When set-(generation_ - 1) was replaced, while it is still on disk.
+  std::optional<absl::Time> retired_at_ ABSL_GUARDED_BY(mu_);
   uint64_t installed_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t refused_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_refusal_ ABSL_GUARDED_BY(mu_);

@@ -543,6 +543,22 @@ TEST_F(TlsProcessTest, ChangedFilesAreCheckedAndInstalledWithoutARestart) {
   }
   ExpectLogged(0, "new connections use the new certificate");
   EXPECT_GE(metric("kv_tls_rotations_total"), 1);
+  // The key rotated away leaves n1's data directory a few seconds later (gRPC no longer reads
+  // it), not at the next rotation.
+  const std::string old_key = testing::ReadFile(File("node.key"));
+  auto holds_old_key = [&] {
+    std::error_code error;
+    for (const auto& entry :
+         std::filesystem::recursive_directory_iterator(File("data-n1") + "/tls", error)) {
+      if (entry.is_regular_file() && testing::ReadFile(entry.path().string()) == old_key) {
+        return true;
+      }
+    }
+    return false;
+  };
+  deadline = absl::Now() + absl::Seconds(20);
+  while (holds_old_key() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_FALSE(holds_old_key()) << "the retired key is still under " << File("data-n1") << "/tls";
   // The node's certificate is the next CA's now, and it trusts clients of both CAs.
   EXPECT_EQ(RefusedKvctl(n1, KvctlTls("client", "ca"), {"get", "rotated"}).exit_code, 3);
   testing::CommandResult old_client = Kvctl(n1, KvctlTls("client", "next-ca"), {"get", "rotated"});
