@@ -7,8 +7,8 @@
 //
 // Writes. A node that is not a replica of the key forwards the write to the first replica that
 // answers (trying them in preference order; one that sheds the write, RESOURCE_EXHAUSTED while
-// its storage is behind, counts as not answering). A replica coordinates: it applies the write to its
-// LocalStore with outbox entries for the other N-1 replicas in the same atomic batch, submits
+// its storage is behind, counts as not answering). A replica coordinates: it applies the write to
+// its LocalStore with outbox entries for the other N-1 replicas in the same atomic batch, submits
 // them to the ReplicationOutbox, and acknowledges once W replicas (itself included) hold the
 // write durably. During a transition W counts within each ring: W of the old owners and W of the
 // new ones (one replica may count in both), so an acknowledged write survives on either side of
@@ -260,6 +260,9 @@ class Coordinator {
   struct LagCountdown {
     std::atomic<int> remaining{0};
     absl::Time committed_at;
+    // False for a retry answered from its first attempt (deduplicated): its entries are sent
+    // again, but its lag from this commit would be a second, shorter sample of one write.
+    bool sampled = true;
   };
   // One more peer holds the write; the last one records its lag.
   void CountDownLag(LagCountdown& lag);

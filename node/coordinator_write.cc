@@ -329,6 +329,7 @@ void Coordinator::FinishCoordinatedWrite(std::string key, QuorumSpec w,
   auto lag = std::make_shared<LagCountdown>();
   lag->remaining.store(total_peers);
   lag->committed_at = state->committed_at;
+  lag->sampled = !outcome.deduplicated;
   auto on_result = [this, state, lag](const OutboxEntry& entry, absl::Status status) {
     std::optional<absl::StatusOr<WriteReply>> answer;
     {
@@ -350,7 +351,9 @@ void Coordinator::FinishCoordinatedWrite(std::string key, QuorumSpec w,
 }
 
 void Coordinator::CountDownLag(LagCountdown& lag) {
-  if (lag.remaining.fetch_sub(1) == 1) RecordReplicationLag(clock_->Now() - lag.committed_at);
+  if (lag.remaining.fetch_sub(1) == 1 && lag.sampled) {
+    RecordReplicationLag(clock_->Now() - lag.committed_at);
+  }
 }
 
 void Coordinator::SetAckTimer(Scheduler* scheduler) {

@@ -338,6 +338,14 @@ TEST_F(CoordinatorTest, ReplicationLagCountsWritesWhoseFirstDeliveryFailed) {
   ConfirmEverything("n2");
   ConfirmEverything("n3");
   EXPECT_EQ(coordinator_->Stats().recent_replication_lag_us.size(), 2u);
+  // A retry of it (the same token), answered from the first attempt, is not a second sample.
+  Answers retried = Put("k2", "v", Count(1));
+  ASSERT_EQ(retried->size(), 1u);
+  ASSERT_TRUE((*retried)[0].ok()) << (*retried)[0].status();
+  EXPECT_TRUE((*retried)[0]->deduplicated);
+  ConfirmEverything("n2");
+  ConfirmEverything("n3");
+  EXPECT_EQ(coordinator_->Stats().recent_replication_lag_us.size(), 2u);
 }
 
 // A write whose peers do not answer (hung, or their batches behind a long backlog) is answered
