@@ -427,14 +427,18 @@ int Run(const BenchFlags& flags) {
     // under errors).
     const double achieved = static_cast<double>(stats.ops) / stats.seconds / flags.rate;
     report["rate_achieved_fraction"] = achieved;
-    absl::StrAppend(&text, absl::StrFormat("  rate: %.0f ops/s asked, %.1f%% achieved%s\n",
-                                           flags.rate, 100 * achieved,
-                                           achieved < 0.98 ? " (the nodes did not keep up)" : ""));
+    // Short of the rate: the nodes did not keep up, or operations failed (or both).
+    const std::string why = stats.error_count() > 0 ? absl::StrCat(stats.error_count(),
+                                                                   " operations failed, see errors")
+                                                    : "the nodes did not keep up";
+    absl::StrAppend(&text,
+                    absl::StrFormat("  rate: %.0f ops/s asked, %.1f%% achieved%s\n", flags.rate,
+                                    100 * achieved, achieved < 0.98 ? " (" + why + ")" : ""));
     if (achieved < 0.98) {
       std::fprintf(stderr,
-                   "kvbench: warning: only %.1f%% of --rate=%.0f was achieved; latencies count "
-                   "from each operation's slot, so they include the backlog\n",
-                   100 * achieved, flags.rate);
+                   "kvbench: warning: only %.1f%% of --rate=%.0f was achieved (%s); latencies "
+                   "count from each operation's slot, so they include the backlog\n",
+                   100 * achieved, flags.rate, why.c_str());
     }
   }
   if (rounds.ceiling.has_value()) {

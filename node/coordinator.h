@@ -6,18 +6,18 @@
 // (a write's acknowledgement excepted, below).
 //
 // Writes. A node that is not a replica of the key forwards the write to the first replica that
-// answers (trying them in preference order; one that sheds the write, RESOURCE_EXHAUSTED while
-// its storage is behind, counts as not answering). A replica coordinates: it applies the write to
-// its LocalStore with outbox entries for the other N-1 replicas in the same atomic batch, submits
-// them to the ReplicationOutbox, and acknowledges once W replicas (itself included) hold the
-// write durably. During a transition W counts within each ring: W of the old owners and W of the
-// new ones (one replica may count in both), so an acknowledged write survives on either side of
-// the change (the old owners while readers still use the old layout, the new owners once it
-// completes; a leaving node or an owner that loses the key never holds it alone). The owners
-// are those of the placement the coordinator holds when it decides (at the start, then at each
-// replica's answer): a write started before a transition and confirmed after it needs W of the
-// new owners too (W capped at their number), counting the coordinator only if it is one of them.
-// Its outbox entries are for the replicas of its start, so when W needs a gainer it did not
+// answers (trying them in preference order; one that sheds a first attempt of the write,
+// RESOURCE_EXHAUSTED while its storage is behind, counts as not answering). A replica coordinates:
+// it applies the write to its LocalStore with outbox entries for the other N-1 replicas in the same
+// atomic batch, submits them to the ReplicationOutbox, and acknowledges once W replicas (itself
+// included) hold the write durably. During a transition W counts within each ring: W of the old
+// owners and W of the new ones (one replica may count in both), so an acknowledged write survives
+// on either side of the change (the old owners while readers still use the old layout, the new
+// owners once it completes; a leaving node or an owner that loses the key never holds it alone).
+// The owners are those of the placement the coordinator holds when it decides (at the start, then
+// at each replica's answer): a write started before a transition and confirmed after it needs W of
+// the new owners too (W capped at their number), counting the coordinator only if it is one of
+// them. Its outbox entries are for the replicas of its start, so when W needs a gainer it did not
 // write to, it answers UNAVAILABLE and the client's retry reaches the new owners. If W cannot be
 // reached it answers UNAVAILABLE; the write stays stored where it landed and keeps replicating,
 // and a retry with the same idempotency token creates nothing new.
@@ -233,9 +233,10 @@ class Coordinator {
                               uint64_t layout_version, int total_peers,
                               std::vector<OutboxEntry> entries, WriteOutcome outcome,
                               std::function<void(absl::StatusOr<WriteReply>)> done);
-  // Forwards to replicas[next], then to the next ones while they cannot be reached or shed the
-  // write (RESOURCE_EXHAUSTED, not a message-size limit). When every
-  // replica was a node of another cluster (IsOtherCluster), the UNAVAILABLE says so.
+  // Forwards to replicas[next], then to the next ones while they cannot be reached or shed a
+  // first attempt of the write (RESOURCE_EXHAUSTED, not a message-size limit; RESOURCE_EXHAUSTED
+  // when every one shed it). When every replica was a node of another cluster
+  // (IsOtherCluster), the UNAVAILABLE says so.
   void ForwardWrite(WriteCommand command, QuorumSpec w, std::vector<const Member*> replicas,
                     size_t next, absl::Status last_error,
                     std::function<void(absl::StatusOr<WriteReply>)> done);

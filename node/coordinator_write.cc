@@ -14,6 +14,20 @@
 namespace kv {
 namespace {
 
+// Whether a forwarded write that a replica answered with `status` goes to the next replica. Only
+// a replica that could not be reached, or that shed a first attempt of the write (its storage
+// is behind: RESOURCE_EXHAUSTED, nothing applied; no replica can hold the write under its token
+// yet), is skipped; any other answer, including a W failure reported by the replica, goes back
+// to the client as it is. A retry that a replica shed goes back too: another replica might not
+// hold the stored attempt yet and would make a second copy; the client retries it after a
+// backoff. `first_attempt`: the client's first attempt of the write, or a write without a token.
+bool GoesToTheNextReplica(const absl::Status& status, bool first_attempt) {
+  if (IsWriteStored(status)) return false;
+  if (absl::IsUnavailable(status)) return true;
+  return first_attempt && absl::IsResourceExhausted(status) &&
+         !IsMessageSizeLimitMessage(status.message());
+}
+
 // A failure of this node's storage (a full disk, an I/O error, an unwritable directory) is not the
 // request's fault, and another node may take the same write: UNAVAILABLE, which clients retry
 // (elsewhere), rather than the engine's INTERNAL or PERMISSION_DENIED, which they do not.
@@ -415,33 +429,35 @@ void Coordinator::ForwardWrite(WriteCommand command, QuorumSpec w,
           last_error.message())));
       return;
     }
+    // Every replica shed it (only a first attempt is sent on after one does, below): the
+    // client backs off and retries here, as a replica's own RESOURCE_EXHAUSTED tells it to.
+    if (absl::IsResourceExhausted(last_error)) {
+      done(absl::ResourceExhaustedError(
+          absl::StrCat("no replica of the key could take the write now: ", last_error.message())));
+      return;
+    }
     done(absl::UnavailableError(
         absl::StrCat("no replica of the key could coordinate the write: ", last_error.message())));
     return;
   }
   const Member& target = *replicas[next];
   WriteCommand copy = command;
-  transport_->ForwardWrite(target, std::move(copy), w,
-                           [this, command = std::move(command), w, replicas = std::move(replicas),
-                            next, all_other_cluster = next == 0 || IsOtherCluster(last_error),
-                            done = std::move(done)](absl::StatusOr<WriteReply> reply) mutable {
-                             // Only a replica that could not be reached, or that shed the write
-                             // (its storage is behind: RESOURCE_EXHAUSTED, nothing applied), is
-                             // skipped; any other answer, including a W failure reported by the
-                             // replica, goes back to the client as it is.
-                             const bool shed = absl::IsResourceExhausted(reply.status()) &&
-                                               !IsMessageSizeLimitMessage(reply.status().message());
-                             if (reply.ok() || (!absl::IsUnavailable(reply.status()) && !shed) ||
-                                 IsWriteStored(reply.status())) {
-                               done(std::move(reply));
-                               return;
-                             }
-                             absl::Status error = reply.status();
-                             // Kept marked only while every replica so far was another cluster's.
-                             if (!all_other_cluster) error.ErasePayload(kOtherClusterPayload);
-                             ForwardWrite(std::move(command), w, std::move(replicas), next + 1,
-                                          std::move(error), std::move(done));
-                           });
+  const bool first_attempt = command.first_attempt || command.idempotency_token.empty();
+  transport_->ForwardWrite(
+      target, std::move(copy), w,
+      [this, command = std::move(command), w, replicas = std::move(replicas), next,
+       all_other_cluster = next == 0 || IsOtherCluster(last_error), first_attempt,
+       done = std::move(done)](absl::StatusOr<WriteReply> reply) mutable {
+        if (reply.ok() || !GoesToTheNextReplica(reply.status(), first_attempt)) {
+          done(std::move(reply));
+          return;
+        }
+        absl::Status error = reply.status();
+        // Kept marked only while every replica so far was another cluster's.
+        if (!all_other_cluster) error.ErasePayload(kOtherClusterPayload);
+        ForwardWrite(std::move(command), w, std::move(replicas), next + 1, std::move(error),
+                     std::move(done));
+      });
 }
 
 }  // namespace kv

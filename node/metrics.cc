@@ -348,7 +348,7 @@ std::vector<prometheus::MetricFamily> StatusFamilies(const v1::ClusterStatusResp
 
   out.push_back(NewFamily("kv_replication_lag_recent_seconds",
                           "Replication lag of the writes this node coordinated recently (the "
-                          "last few thousand): local commit to every replica confirmed; "
+                          "last 49,152-65,536): local commit to every replica confirmed; "
                           "quantile 1 is the maximum.",
                           MetricType::Gauge));
   if (status.replication_lag_samples() > 0) {

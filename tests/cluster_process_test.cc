@@ -1332,9 +1332,6 @@ TEST_F(ClusterTest, KvctlPutWaitTimesItsTimeoutOnTheMonotonicClock) {
   EXPECT_LT(took, kWaitTimeout + absl::Seconds(20)) << put.out << put.err;
 }
 
-// With 5 nodes and N=3, a write through one of the two nodes that are not replicas of the key
-// is forwarded to a replica, which coordinates it: its dot is a replica's, the forwarding node
-// stores nothing, and the key is readable through every node.
 // A forwarded write that waits for its W acknowledgements longer than the forwarding call's
 // default 5 s (here write_ack_timeout=6s, with replication held back 10 s) still comes back as
 // the coordinator's "stored" W shortfall through the forwarding node, not as a timeout there:
@@ -1368,6 +1365,9 @@ TEST_F(ClusterTest, AForwardedWritesShortfallOutlastsTheDefaultForwardTimeout) {
   EXPECT_GE(absl::Now() - start, absl::Seconds(5)) << StatusText(put.status);
 }
 
+// With 5 nodes and N=3, a write through one of the two nodes that are not replicas of the key
+// is forwarded to a replica, which coordinates it: its dot is a replica's, the forwarding node
+// stores nothing, and the key is readable through every node.
 TEST_F(ClusterTest, WriteThroughANonReplicaIsForwardedAndReadable) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(5));
   constexpr int kKeys = 50;

@@ -588,28 +588,54 @@ TEST_F(CoordinatorTest, ForwardedVerdictsOtherThanUnreachableAreReturnedAsTheyAr
   EXPECT_THAT(peers_.forwards, ElementsAre(replicas[0]->id));
 }
 
-// A replica that sheds the write (RESOURCE_EXHAUSTED: its storage is behind, nothing applied)
-// is skipped like an unreachable one: the next replica coordinates it. A message over a size
-// limit is not shed load: it goes back as it is.
-TEST_F(CoordinatorTest, AReplicaThatShedsAForwardedWriteIsSkipped) {
+// A replica that sheds a first attempt of a write (RESOURCE_EXHAUSTED: its storage is behind,
+// nothing applied, and no replica can hold the write under its token yet) is skipped like an
+// unreachable one: the next replica coordinates it. A retry it sheds goes back as it is (another
+// replica might not hold the stored attempt yet and would make a second copy), and so does a
+// message over a size limit, which is not shed load.
+TEST_F(CoordinatorTest, AReplicaThatShedsAForwardedFirstAttemptIsSkipped) {
   Start("n1", 5);
   const std::string key = KeyWhere("k", "n1", /*replica=*/false);
   const std::vector<const Member*> replicas = holder_->Get()->Replicas(key, kN);
   WriteReply reply;
   reply.write_id = "by the second replica";
-  peers_.forward_answers[replicas[0]->id] = absl::ResourceExhaustedError(
+  const absl::Status shed = absl::ResourceExhaustedError(
       "this node's storage is behind; nothing of this request was applied");
+  peers_.forward_answers[replicas[0]->id] = shed;
   peers_.forward_answers[replicas[1]->id] = reply;
-  Answers answers = Put(key, "v");
+  auto write = [&](bool first_attempt) {
+    peers_.forwards.clear();
+    auto answers = std::make_shared<std::vector<absl::StatusOr<WriteReply>>>();
+    WriteCommand command{key, false, "v", "", "token-of-" + key};
+    command.first_attempt = first_attempt;
+    coordinator_->Write(std::move(command), {}, [answers](absl::StatusOr<WriteReply> r) {
+      answers->push_back(std::move(r));
+    });
+    executor_.Drain();
+    return answers;
+  };
+  Answers answers = write(/*first_attempt=*/true);
   ASSERT_EQ(answers->size(), 1u);
   ASSERT_TRUE((*answers)[0].ok()) << (*answers)[0].status();
   EXPECT_EQ((*answers)[0]->write_id, "by the second replica");
   EXPECT_THAT(peers_.forwards, ElementsAre(replicas[0]->id, replicas[1]->id));
 
-  peers_.forwards.clear();
+  answers = write(/*first_attempt=*/false);
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(peers_.forwards, ElementsAre(replicas[0]->id));
+
+  // Every replica sheds the first attempt: RESOURCE_EXHAUSTED, so the client backs off here.
+  for (const Member* m : replicas) peers_.forward_answers[m->id] = shed;
+  answers = write(/*first_attempt=*/true);
+  ASSERT_EQ(answers->size(), 1u);
+  EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kResourceExhausted)
+      << (*answers)[0].status();
+  EXPECT_EQ(peers_.forwards.size(), replicas.size());
+
   peers_.forward_answers[replicas[0]->id] =
       absl::ResourceExhaustedError("Received message larger than max (5000000 vs. 4194304)");
-  answers = Put(key, "v");
+  answers = write(/*first_attempt=*/true);
   ASSERT_EQ(answers->size(), 1u);
   EXPECT_EQ((*answers)[0].status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(peers_.forwards, ElementsAre(replicas[0]->id));

@@ -547,14 +547,17 @@ TEST_F(TlsProcessTest, ChangedFilesAreCheckedAndInstalledWithoutARestart) {
   // it), not at the next rotation.
   const std::string old_key = testing::ReadFile(File("node.key"));
   auto holds_old_key = [&] {
+    // The node may delete a directory while this walks it: any error counts as "still there",
+    // and the walk is tried again.
     std::error_code error;
-    for (const auto& entry :
-         std::filesystem::recursive_directory_iterator(File("data-n1") + "/tls", error)) {
-      if (entry.is_regular_file() && testing::ReadFile(entry.path().string()) == old_key) {
+    std::filesystem::recursive_directory_iterator it(File("data-n1") + "/tls", error);
+    for (; !error && it != std::filesystem::recursive_directory_iterator(); it.increment(error)) {
+      std::error_code file_error;
+      if (it->is_regular_file(file_error) && testing::ReadFile(it->path().string()) == old_key) {
         return true;
       }
     }
-    return false;
+    return static_cast<bool>(error);
   };
   deadline = absl::Now() + absl::Seconds(20);
   while (holds_old_key() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(200));
