@@ -30,10 +30,9 @@
 // certificate of another (the CA file may lag or lead them by a poll). kvprobe health-checks with
 // the same copy. The set it replaced is kept while gRPC may still read it, and deleted by the
 // first reload that finds the files unchanged at least 5 s after the switch (a key rotated away
-// after a
-// compromise does not stay on the data volume until the next rotation). Files unchanged since
-// they were installed are not checked again: a certificate that expires in use is for the
-// expiry metric to show, not a refusal.
+// after a compromise does not stay on the data volume until the next rotation). Files unchanged
+// since they were installed are not checked again: a certificate that expires in use is for
+// the expiry metric to show, not a refusal.
 #ifndef KV_NODE_TLS_H_
 #define KV_NODE_TLS_H_
 
