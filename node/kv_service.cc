@@ -164,12 +164,13 @@ grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* context,
                                            WriteCommand command, const v1::Quorum& w,
                                            Response* response) {
   absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(w, "w");
-  absl::Status valid = Admit(command.key);
+  absl::Status valid = gate_->Check();
+  // The whole write (key, value, context and token sizes, the token's bytes), before a storage
+  // that is behind sheds load: its RESOURCE_EXHAUSTED is retried, and a write that can never
+  // succeed must not be.
+  if (valid.ok()) valid = store_->ValidateWrite(command);
   if (valid.ok()) valid = spec.status();
   if (valid.ok() && !cluster_name_.empty()) valid = RefuseOtherCluster(context, cluster_name_);
-  // Bad input is refused as such before a storage that is behind sheds load (its
-  // RESOURCE_EXHAUSTED is retried; a write that can never succeed must not be).
-  if (valid.ok()) valid = store_->ValidateWrite(command);
   if (valid.ok()) valid = store_->AdmitWrites();
   if (!valid.ok()) return FinishNow(gate_, valid);
   // The write may be committed on this thread, with the writes that other calls queue meanwhile
@@ -316,8 +317,12 @@ grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*con
   // started by then are not read at all: a small request naming many large records would
   // otherwise cost every read (and hold every record) for one item's answer.
   auto wasted_bytes = std::make_shared<std::atomic<size_t>>(0);
-  auto finish_item = [reactor, left, answered_bytes, wasted_bytes](v1::GetBatchResult* result,
-                                                                   const absl::Status& status) {
+  // The last item to finish answers the call.
+  auto item_done = [reactor, left] {
+    if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) reactor->Finish(grpc::Status::OK);
+  };
+  auto finish_item = [item_done, answered_bytes, wasted_bytes](v1::GetBatchResult* result,
+                                                               const absl::Status& status) {
     if (!status.ok()) {
       result->clear_response();
       result->set_code(static_cast<int>(status.code()));
@@ -331,16 +336,14 @@ grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*con
         SendAlone(result, /*read=*/true);
       }
     }
-    if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      reactor->Finish(grpc::Status::OK);
-    }
+    item_done();
   };
   for (int i = 0; i < n; ++i) {
     const v1::GetRequest& get = request->gets(i);
     v1::GetBatchResult* result = response->mutable_results(i);
     if (wasted_bytes->load(std::memory_order_relaxed) > kGetBatchWastedBytes) {
       SendAlone(result, /*read=*/false);
-      if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) reactor->Finish(grpc::Status::OK);
+      item_done();
       continue;
     }
     absl::StatusOr<QuorumSpec> spec = ToQuorumSpec(get.r(), "r");

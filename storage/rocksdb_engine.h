@@ -11,8 +11,9 @@
 //
 // Expiring values (storage/expiring_value.h) are deleted by a compaction filter on the columns
 // that hold them: a compaction that rewrites an expiring value whose expiry is before the horizon
-// (the time most recently given to RemoveExpired since open; it moves back too) drops it. Files of those columns are
-// recompacted at least daily, so expired values do not linger in files nothing else touches.
+// (the time most recently given to RemoveExpired since open; it moves back too) drops it. Files of
+// those columns are recompacted at least daily, so expired values do not linger in files nothing
+// else touches.
 //
 // The idempotency column keeps its memtable in hash buckets (its reads are point lookups; an
 // iterator over it first sorts the memtable), and the merkle column a small memtable: inserts at
