@@ -62,6 +62,7 @@
 #ifndef KV_NODE_COORDINATOR_H_
 #define KV_NODE_COORDINATOR_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -155,6 +156,10 @@ class Coordinator {
   // sweep every quarter of the timeout answers the writes past it. Call once, before use; the
   // scheduler must outlive the coordinator or be stopped first.
   void SetAckTimer(Scheduler* scheduler);
+  // How often that sweep runs for `ack_timeout`: a write past it is answered at most this late.
+  static absl::Duration AckSweepPeriod(absl::Duration ack_timeout) {
+    return std::max(ack_timeout / 4, absl::Milliseconds(10));
+  }
   // Stops the ack sweeps (waits for one running): call before the scheduler stops. Writes still
   // waiting are answered by the outbox (its Shutdown) or not at all. Also run by the destructor.
   void StopAckTimer() { ack_guard_.Close(); }

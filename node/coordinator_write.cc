@@ -376,9 +376,8 @@ void Coordinator::SetAckTimer(Scheduler* scheduler) {
 }
 
 void Coordinator::ScheduleAckSweep() {
-  // A write is answered at most a quarter of the timeout late.
-  const absl::Duration period = std::max(options_.ack_timeout / 4, absl::Milliseconds(10));
-  ack_timer_->RunAfter(period, ack_guard_.Wrap([this] { SweepAckWaits(); }));
+  ack_timer_->RunAfter(AckSweepPeriod(options_.ack_timeout),
+                       ack_guard_.Wrap([this] { SweepAckWaits(); }));
 }
 
 void Coordinator::SweepAckWaits() {

@@ -505,10 +505,10 @@ void NodeServer::MakeTransport() {
   // forwarding node passes on the "stored" answer (the client then retries where the write is)
   // rather than a timeout (it would fail over and store a second copy). Without a limit, 60 s.
   if (config_.write_ack_timeout > absl::ZeroDuration()) {
-    transport_options.forward_timeout = std::max(
-        transport_options.forward_timeout,
-        config_.write_ack_timeout +
-            std::max(config_.write_ack_timeout / 4, absl::Milliseconds(10)) + absl::Seconds(2));
+    transport_options.forward_timeout =
+        std::max(transport_options.forward_timeout,
+                 config_.write_ack_timeout +
+                     Coordinator::AckSweepPeriod(config_.write_ack_timeout) + absl::Seconds(2));
   } else {
     transport_options.forward_timeout = absl::Seconds(60);
   }
