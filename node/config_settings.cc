@@ -52,6 +52,13 @@ absl::Status ParseIntInRange(absl::string_view text, int64_t min, int64_t max, I
 // (an idempotency window added to a timestamp) or wait forever (a shutdown drain).
 constexpr absl::Duration kLongestDurationSetting = absl::Hours(24 * 365 * 10);
 
+// Above the longest a record can spend in flight to a replica (a read repair: answers up to
+// Coordinator::Options::read_repair_max_age old, sent with a 2 s deadline; anti-entropy merges a
+// pulled record within AntiEntropy::Options::max_pulled_record_age, 4 s): a shorter delay
+// between the reaper's two confirmations could purge a tombstone before such a record, still
+// holding the deleted value, arrives at a replica, and the value would come back.
+constexpr absl::Duration kMinTombstoneConfirmDelay = absl::Seconds(5);
+
 absl::Status ParseDurationAtLeast(absl::string_view text, absl::Duration min, absl::Duration* out) {
   absl::Duration d;
   if (!absl::ParseDuration(text, &d) || d < min || d > kLongestDurationSetting) {
@@ -449,13 +456,13 @@ const std::vector<Setting>& Settings() {
        "of the key holds the same tombstone (checked twice, tombstone_confirm_delay apart)."},
       {"tombstone_confirm_delay", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
-         return ParseDurationAtLeast(v, absl::Seconds(1), &c->tombstone_confirm_delay);
+         return ParseDurationAtLeast(v, kMinTombstoneConfirmDelay, &c->tombstone_confirm_delay);
        },
        [](const NodeConfig& c) { return absl::FormatDuration(c.tombstone_confirm_delay); },
        "Time between the two checks before a purge; longer than any record can be in flight "
        "(a peer call's 2 s deadline, plus up to 2 s that a read repair's answers may be old; "
-       "anti-entropy merges a record it pulled within 4 s of asking for it, or not at all): "
-       "keep it at 10s or more outside tests (values from 1s are accepted, for tests)."},
+       "anti-entropy merges a record it pulled within 4 s of asking for it, or not at all), "
+       "so at least 5s; keep it at 10s or more."},
       {"tombstone_sweep_interval", "DURATION", false,
        [](absl::string_view v, NodeConfig* c) {
          return ParseDurationAtLeast(v, absl::Milliseconds(100), &c->tombstone_sweep_interval);

@@ -327,7 +327,9 @@ void GrpcPeerTransport::SendForwardedWrite(std::shared_ptr<PeerStubs> stubs, Wri
                                            QuorumSpec w, Method method,
                                            std::function<void(absl::StatusOr<WriteReply>)> done) {
   auto call = std::make_shared<Call<Request, Response>>();
-  SetDeadline(&call->context, options_.forward_timeout);
+  // No longer than the client waits: an answer after that reaches no one, and the call would
+  // hold the coordinator's work (and this node's memory) for nothing.
+  SetDeadline(&call->context, std::min(options_.forward_timeout, command.deadline - SteadyNow()));
   call->request.set_key(std::move(command.key));
   if constexpr (std::is_same_v<Request, v1::PutRequest>) {
     call->request.set_value(std::move(command.value));

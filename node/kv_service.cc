@@ -1,12 +1,16 @@
 #include "node/kv_service.h"
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "node/cluster_name.h"
 #include "node/grpc_util.h"
 #include "node/peer_transport.h"
@@ -175,7 +179,9 @@ grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* context,
   if (!valid.ok()) return FinishNow(gate_, valid);
   // The write may be committed on this thread, with the writes that other calls queue meanwhile
   // (LocalStore::WriteAsync without a commit executor); `finish` may run before this returns.
-  command.forwarded = context->client_metadata().count(kForwardedWriteMetadata) > 0;
+  command.forwarded =
+      context->client_metadata().count(kForwardedWriteMetadata) > 0 && peers_.Check(*context).ok();
+  command.deadline = DeadlineOf(*context);
   // A forwarding node may have tried another node with it first.
   if (command.forwarded || !trust_first_attempts_) command.first_attempt = false;
   grpc::ServerUnaryReactor* reactor = gate_->NewReactor();
@@ -200,7 +206,7 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
   return Write(context, FromPutRequest(*request), request->w(), response);
 }
 
-grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* context,
                                               const v1::PutBatchRequest* request,
                                               v1::PutBatchResponse* response) {
   const int puts = request->puts_size();
@@ -235,6 +241,7 @@ grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*con
   for (const v1::DeleteRequest& del : request->deletes()) {
     if (!del.idempotency_token().empty()) ++token_uses[del.idempotency_token()];
   }
+  const absl::Time deadline = DeadlineOf(*context);
   // The items' writes share commit groups: none commits before all are queued.
   CommitQueue::Hold hold = store_->HoldCommits();
   for (int i = 0; i < n; ++i) {
@@ -243,6 +250,7 @@ grpc::ServerUnaryReactor* KvService::PutBatch(grpc::CallbackServerContext* /*con
     WriteCommand command =
         is_put ? FromPutRequest(request->puts(i)) : FromDeleteRequest(request->deletes(i - puts));
     if (!trust_first_attempts_) command.first_attempt = false;
+    command.deadline = deadline;
     if (command.first_attempt) {
       auto uses = token_uses.find(command.idempotency_token);
       if (uses != token_uses.end() && uses->second > 1) command.first_attempt = false;
@@ -303,6 +311,86 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* /*context*
   return reactor;
 }
 
+// The GetBatch items read through the coordinator (R above 1, or a record not in memory), at most
+// kGetBatchReadsInFlight at a time: each read holds a record until its item is answered, and an
+// item is left unread (sent alone) once the batch has read more than kGetBatchWastedBytes for
+// nothing, which only items not started yet can be spared. Reads are started by Pump, which
+// runs on one thread at a time: a read answered at once (on the starting thread) asks the
+// thread already pumping for the next one rather than starting it from within its callback.
+class KvService::BatchReads : public std::enable_shared_from_this<BatchReads> {
+ public:
+  struct Item {
+    int index;  // in the request's gets and the response's results
+    QuorumSpec r;
+  };
+  using FinishItem = std::function<void(v1::GetBatchResult*, const absl::Status&)>;
+
+  BatchReads(Coordinator* coordinator, const LocalStore* store, const v1::GetBatchRequest* request,
+             v1::GetBatchResponse* response, std::vector<Item> items,
+             std::shared_ptr<std::atomic<size_t>> wasted_bytes, FinishItem finish_item,
+             std::function<void()> item_done)
+      : coordinator_(coordinator),
+        store_(store),
+        request_(request),
+        response_(response),
+        items_(std::move(items)),
+        wasted_bytes_(std::move(wasted_bytes)),
+        finish_item_(std::move(finish_item)),
+        item_done_(std::move(item_done)) {}
+
+  void Start() {
+    for (size_t i = 0; i < std::min(items_.size(), kGetBatchReadsInFlight); ++i) Pump();
+  }
+
+ private:
+  // Starts the next item, or has the thread pumping already do so.
+  void Pump() {
+    if (pumps_.fetch_add(1, std::memory_order_acq_rel) > 0) return;
+    do {
+      StartNext();
+    } while (pumps_.fetch_sub(1, std::memory_order_acq_rel) > 1);
+  }
+
+  // Starts the next item's read; the items after it that are left unread are answered here.
+  // Touches the request and response only for an item not answered yet: the call is finished
+  // (and they are freed) once the last item is.
+  void StartNext() {
+    for (;;) {
+      const size_t k = next_.fetch_add(1, std::memory_order_relaxed);
+      if (k >= items_.size()) return;
+      const Item& item = items_[k];
+      v1::GetBatchResult* result = response_->mutable_results(item.index);
+      if (wasted_bytes_->load(std::memory_order_relaxed) > kGetBatchWastedBytes) {
+        SendAlone(result, /*read=*/false);
+        item_done_();
+        continue;
+      }
+      const v1::GetRequest& get = request_->gets(item.index);
+      coordinator_->Read(get.key(), item.r,
+                         [self = shared_from_this(), result, &get](absl::StatusOr<SiblingSet> rec) {
+                           self->finish_item_(
+                               result,
+                               rec.ok() ? FillGetResponse(*std::move(rec), get.key(), *self->store_,
+                                                          result->mutable_response())
+                                        : rec.status());
+                           self->Pump();
+                         });
+      return;
+    }
+  }
+
+  Coordinator* const coordinator_;
+  const LocalStore* const store_;
+  const v1::GetBatchRequest* const request_;
+  v1::GetBatchResponse* const response_;
+  const std::vector<Item> items_;
+  const std::shared_ptr<std::atomic<size_t>> wasted_bytes_;
+  const FinishItem finish_item_;
+  const std::function<void()> item_done_;
+  std::atomic<size_t> next_{0};   // the next item of items_ to start
+  std::atomic<size_t> pumps_{0};  // Pump calls not yet served
+};
+
 grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*context*/,
                                               const v1::GetBatchRequest* request,
                                               v1::GetBatchResponse* response) {
@@ -338,6 +426,8 @@ grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*con
     }
     item_done();
   };
+  // The items read through the coordinator, started once the others are answered.
+  std::vector<BatchReads::Item> reads;
   for (int i = 0; i < n; ++i) {
     const v1::GetRequest& get = request->gets(i);
     v1::GetBatchResult* result = response->mutable_results(i);
@@ -359,14 +449,13 @@ grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*con
                                           result->mutable_response()));
       continue;
     }
-    // `get` is part of the request, which lives until the call is finished.
-    coordinator_->Read(get.key(), *spec,
-                       [result, finish_item, &get, store = store_](absl::StatusOr<SiblingSet> rec) {
-                         finish_item(result,
-                                     rec.ok() ? FillGetResponse(*std::move(rec), get.key(), *store,
-                                                                result->mutable_response())
-                                              : rec.status());
-                       });
+    reads.push_back(BatchReads::Item{i, *spec});
+  }
+  if (!reads.empty()) {
+    std::make_shared<BatchReads>(coordinator_, store_, request, response, std::move(reads),
+                                 std::move(wasted_bytes), std::move(finish_item),
+                                 std::move(item_done))
+        ->Start();
   }
   return reactor;
 }

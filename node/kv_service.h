@@ -22,7 +22,8 @@
 // kGetBatchAnswerBytes of answers, the items still to finish are left to be sent alone (smaller
 // ones after them may still fit). Once more than kGetBatchWastedBytes were read and left out so,
 // the items not started yet are not read at all (those already reading through the coordinator,
-// R above 1 or a record not in memory, still finish their reads).
+// R above 1 or a record not in memory, still finish their reads; at most
+// kGetBatchReadsInFlight of a batch read so at once).
 //
 // PutBatch runs each of its items (puts, then deletes) as the Put or Delete it would be alone and
 // answers once every item has its result (the W shortfall mark is then per item); the items'
@@ -39,6 +40,7 @@
 #include "absl/status/status.h"
 #include "kv.grpc.pb.h"
 #include "node/call_gate.h"
+#include "node/certificate_authorizer.h"
 #include "node/coordinator.h"
 #include "node/executor.h"
 #include "node/local_store.h"
@@ -57,6 +59,9 @@ inline constexpr int kMaxGetBatchItems = 1000;
 inline constexpr size_t kGetBatchAnswerBytes = 1 << 20;
 // The most bytes a GetBatch reads for items it then leaves out; past them, the rest go unread.
 inline constexpr size_t kGetBatchWastedBytes = 4 << 20;
+// The most items of one GetBatch read through the coordinator at once (R above 1, or a record
+// not in memory); the others wait for one of these to finish.
+inline constexpr size_t kGetBatchReadsInFlight = 64;
 
 // The quorum a request asks for; INVALID_ARGUMENT naming `name` ("w" or "r") for an unknown
 // kind. Counts are checked against N by the Coordinator.
@@ -74,6 +79,11 @@ class KvService final : public v1::KV::CallbackService {
   // false: writes marked as first attempts (PutRequest.first_attempt) are treated as unmarked.
   // Before the server starts.
   void SetTrustFirstAttempts(bool trust) { trust_first_attempts_ = trust; }
+  // The callers whose writes may carry the mark of a write another node forwarded
+  // (kForwardedWriteMetadata, WriteCommand::forwarded): from any other caller the mark is
+  // ignored and the write is coordinated as a client's. Default: every caller (no
+  // --tls_peer_names). Before the server starts.
+  void SetPeers(CertificateAuthorizer peers) { peers_ = std::move(peers); }
 
   grpc::ServerUnaryReactor* DescribeWrite(grpc::CallbackServerContext* context,
                                           const v1::DescribeWriteRequest* request,
@@ -101,6 +111,8 @@ class KvService final : public v1::KV::CallbackService {
  private:
   // Checks made on the gRPC thread before any work is queued: the gate and the key.
   absl::Status Admit(absl::string_view key) const;
+  class BatchReads;  // the reads of a GetBatch through the coordinator
+
   template <typename Response>
   grpc::ServerUnaryReactor* Write(grpc::CallbackServerContext* context, WriteCommand command,
                                   const v1::Quorum& w, Response* response);
@@ -111,6 +123,7 @@ class KvService final : public v1::KV::CallbackService {
   CallGate* const gate_;
   std::string cluster_name_;  // empty: forwarded writes are not checked
   bool trust_first_attempts_ = true;
+  CertificateAuthorizer peers_;
 };
 
 }  // namespace kv

@@ -396,6 +396,11 @@ absl::Status LocalStore::ValidateKey(absl::string_view key) const {
   return CheckSize("key", key.size(), "max_key_bytes", options_.limits.max_key_bytes);
 }
 
+absl::Status LocalStore::ValidateStoredKey(absl::string_view key) const {
+  if (key.empty()) return absl::InvalidArgumentError("key must not be empty");
+  return CheckSize("key", key.size(), "", kMaxKeyBytesCeiling);
+}
+
 absl::Status LocalStore::ValidateWrite(const WriteCommand& command) const {
   const Limits& limits = options_.limits;
   KV_RETURN_IF_ERROR(ValidateKey(command.key));
@@ -416,7 +421,7 @@ absl::Status LocalStore::ValidateWrite(const WriteCommand& command) const {
 }
 
 absl::StatusOr<SiblingSet> LocalStore::ReadRecord(absl::string_view key) {
-  KV_RETURN_IF_ERROR(ValidateKey(key));
+  KV_RETURN_IF_ERROR(ValidateStoredKey(key));
   // Engine reads see whole batches, so a record read here is always consistent.
   absl::StatusOr<std::string> bytes = engine_->Get(Column::kData, key);
   if (!bytes.ok()) return bytes.status();
@@ -657,7 +662,7 @@ absl::Status LocalStore::PurgeIfUnchanged(absl::string_view key, const SiblingSe
                                           const PurgeCheck& check) {
   // Not ValidateKey: a key stored before max_key_bytes was lowered may be longer, and must still
   // be purged (the tombstone reaper's, the clean-up of records this node no longer owns).
-  if (key.empty()) return absl::InvalidArgumentError("key must not be empty");
+  KV_RETURN_IF_ERROR(ValidateStoredKey(key));
   PurgeMutation purge(this, key, expected, check);
   return commits_.Run(purge);
 }

@@ -110,6 +110,11 @@ struct WriteCommand {
   bool first_attempt = false;
   // Another node forwarded it here (kForwardedWriteMetadata): see node/coordinator.h.
   bool forwarded = false;
+  // When the client stops waiting for the answer: its call's deadline on SteadyNow's scale
+  // (DeadlineOf, node/grpc_util.h; InfiniteFuture: none). A node that forwards the write waits
+  // no longer than this for the coordinator's answer. Not part of the write: nothing stores or
+  // compares it.
+  absl::Time deadline = absl::InfiniteFuture();
 };
 
 struct WriteOutcome {
@@ -318,6 +323,10 @@ class LocalStore {
 
   // INVALID_ARGUMENT naming the limit if the key is empty or too long.
   absl::Status ValidateKey(absl::string_view key) const;
+  // INVALID_ARGUMENT if the key is empty or longer than any node stores (kMaxKeyBytesCeiling).
+  // What reads and purges of stored records check: a key stored before max_key_bytes was lowered
+  // is longer than ValidateKey allows, and its record must still be readable and purgeable.
+  absl::Status ValidateStoredKey(absl::string_view key) const;
   // ValidateKey, and INVALID_ARGUMENT naming the limit for a value, context or token that is too
   // long, or a token that is not printable ASCII: what Write checks before doing anything.
   absl::Status ValidateWrite(const WriteCommand& command) const;

@@ -769,6 +769,8 @@ absl::Status NodeServer::StartGrpc() {
       std::make_unique<KvService>(coordinator_.get(), store_.get(), executor_.get(), &gate_);
   kv_service_->SetClusterName(config_.cluster_name);
   kv_service_->SetTrustFirstAttempts(config_.trust_first_attempts);
+  kv_service_->SetPeers(
+      CertificateAuthorizer(config_.tls_peer_names, "forwarded writes", "--tls_peer_names"));
   admin_service_ = std::make_unique<AdminService>(
       AdminService::NodeInfo{config_.node_id, store_->actor(), config_.listen, KV_VERSION},
       engine_.get(), coordinator_.get(), outbox_.get(), merkle_.get(), anti_entropy_.get(),

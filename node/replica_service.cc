@@ -118,7 +118,8 @@ grpc::ServerUnaryReactor* ReplicaService::PurgeRecord(
     grpc::CallbackServerContext* context, const internal::v1::PurgeRecordRequest* request,
     internal::v1::PurgeRecordResponse* /*response*/) {
   absl::Status valid = Admit(context);
-  if (valid.ok()) valid = store_->ValidateKey(request->key());
+  // A tombstone of a key stored before max_key_bytes was lowered is purged too.
+  if (valid.ok()) valid = store_->ValidateStoredKey(request->key());
   if (valid.ok()) valid = CheckPurgeLayout(request->layout_version());
   if (!valid.ok()) return FinishNow(gate_, valid);
   return FinishOnExecutor(context, gate_, executor_, [this, request]() -> absl::Status {
@@ -197,9 +198,12 @@ grpc::ServerUnaryReactor* ReplicaService::MergeBatch(grpc::CallbackServerContext
   store_->MergeRecordsAsync(
       std::move(remote), [reactor, request, response, records](absl::Status merged) {
         if (merged.ok()) response->set_merged(request->records_size());
-        // Not the records' fault: the sender keeps them and tries again.
-        reactor->Finish(
-            ToGrpcStatus(ForPeer(merged, "nothing of this batch was merged; send it again")));
+        // Not the records' fault: the sender keeps them and tries again. A batch longer than
+        // one commit group may have had its first groups merged: merging again changes nothing.
+        reactor->Finish(ToGrpcStatus(
+            ForPeer(merged,
+                    "this batch was not merged, or only in part; send it again (merging is "
+                    "idempotent)")));
       });
   return reactor;
 }
@@ -208,7 +212,8 @@ grpc::ServerUnaryReactor* ReplicaService::ReadRecord(grpc::CallbackServerContext
                                                      const internal::v1::ReadRecordRequest* request,
                                                      internal::v1::ReadRecordResponse* response) {
   absl::Status valid = Admit(context);
-  if (valid.ok()) valid = store_->ValidateKey(request->key());
+  // As PurgeRecord: the tombstone reaper confirms such a key's tombstones by reading them.
+  if (valid.ok()) valid = store_->ValidateStoredKey(request->key());
   if (!valid.ok()) return FinishNow(gate_, valid);
   return FinishOnExecutor(context, gate_, executor_,
                           [this, request, response] { return DoReadRecord(*request, response); });

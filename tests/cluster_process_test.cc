@@ -1503,7 +1503,7 @@ TEST_F(ClusterTest, AntiEntropyRestoresAReplicaWhoseDataDirectoryWasWiped) {
 TEST_F(ClusterTest, ReplicaDownPastTheTombstoneMinimumAgeDoesNotBringDeletedKeysBack) {
   ASSERT_NO_FATAL_FAILURE(
       StartCluster(3, {"--anti_entropy_interval=300ms", "--tombstone_min_age=1s",
-                       "--tombstone_confirm_delay=1s", "--tombstone_sweep_interval=200ms"}));
+                       "--tombstone_confirm_delay=5s", "--tombstone_sweep_interval=200ms"}));
   constexpr int kKeys = 60;
   auto key_of = [](int i) { return absl::StrCat("gone/", i); };
   for (int i = 0; i < kKeys; ++i) {

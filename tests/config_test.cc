@@ -250,6 +250,8 @@ TEST(ConfigTest, MalformedValuesNameTheFlagAndTheValue) {
            {"--idempotency_ttl=inf", "for flag --idempotency_ttl"},
            {"--idempotency_ttl=3000000000h", "at most 87600h (ten years)"},
            {"--shutdown_drain=100000h", "at most 87600h (ten years)"},
+           // Below the longest a record can be in flight: a purge could let a deleted key back.
+           {"--tombstone_confirm_delay=4s", "at least 5s"},
            {"--shutdown_grace=soon", "for flag --shutdown_grace"},
            {"--listen=7700", "HOST:PORT"},
            {"--listen=:7700", "HOST:PORT"},

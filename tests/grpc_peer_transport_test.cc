@@ -23,6 +23,7 @@
 #include "kv.grpc.pb.h"
 #include "node/clock.h"
 #include "replica.grpc.pb.h"
+#include "storage/steady_timer.h"
 
 namespace kv {
 namespace {
@@ -172,6 +173,28 @@ TEST_F(GrpcPeerTransportTest, ForwardedWriteReturnsThePeersReply) {
   EXPECT_EQ(reply->context, "ctx");
   EXPECT_TRUE(reply->deduplicated);
   EXPECT_EQ(service_.last_token(), "token-1");
+}
+
+// A forwarded write waits no longer than its client does: the call ends at the deadline the
+// client gave the forwarding node, long before the transport's own forward_timeout.
+TEST_F(GrpcPeerTransportTest, AForwardedWriteEndsAtItsClientsDeadline) {
+  GrpcPeerTransport::Options options;
+  options.forward_timeout = absl::Seconds(120);
+  transport_ = std::make_unique<GrpcPeerTransport>("n1", &executor_, options);
+  service_.Hang();
+  WriteCommand command{"key", false, "value", "", "token-1"};
+  command.deadline = SteadyNow() + absl::Milliseconds(500);
+  auto answer = std::make_shared<Answer>();
+  transport_->ForwardWrite(peer_, std::move(command), {},
+                           [answer](absl::StatusOr<WriteReply> reply) {
+                             answer->reply = std::move(reply);
+                             answer->done.Notify();
+                           });
+  ASSERT_TRUE(answer->done.WaitForNotificationWithTimeout(absl::Seconds(60)))
+      << "the forwarded call outlived its client's deadline";
+  EXPECT_TRUE(service_.received().HasBeenNotified());
+  EXPECT_EQ(answer->reply->status().code(), absl::StatusCode::kDeadlineExceeded)
+      << answer->reply->status();
 }
 
 TEST_F(GrpcPeerTransportTest, ForwardedVerdictsKeepTheirCodeAndMessage) {

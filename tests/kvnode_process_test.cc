@@ -616,6 +616,47 @@ TEST_F(KvnodeProcessTest, ReplicaServiceRefusesPurgingALiveRecordAndOversizedTre
   EXPECT_GRPC_OK(Get(kv_.get(), "kept", &got));  // still serving
 }
 
+// A key stored before max_key_bytes was lowered keeps its record readable and purgeable through
+// the Replica service, where the tombstone reapers of the key's other replicas confirm and purge
+// its tombstones; clients can no longer write or read it.
+TEST_F(KvnodeProcessTest, TheTombstoneOfAKeyLongerThanALoweredLimitIsStillReadAndPurged) {
+  const std::string key(200, 'k');
+  v1::PutResponse put;
+  EXPECT_GRPC_OK(Put(kv_.get(), key, "v", &put));
+  v1::DeleteRequest del;
+  del.set_key(key);
+  del.set_context(put.context());
+  v1::DeleteResponse deleted;
+  EXPECT_GRPC_OK(kv_->Delete(Ctx().get(), del, &deleted));
+  node_.process().Kill();
+  StartNode({"--max_key_bytes=64"});
+  ExpectInvalidArgument(Put(kv_.get(), key, "v"), "max_key_bytes");
+
+  internal::v1::ReadRecordRequest read;
+  read.set_key(key);
+  internal::v1::ReadRecordResponse record;
+  EXPECT_GRPC_OK(replica_->ReadRecord(Ctx().get(), read, &record));
+  ASSERT_TRUE(record.found());
+  internal::v1::PurgeRecordRequest purge;
+  purge.set_requester_id("n1");
+  purge.set_key(key);
+  purge.set_expected_record(record.record());
+  internal::v1::PurgeRecordResponse purged;
+  EXPECT_GRPC_OK(replica_->PurgeRecord(Ctx().get(), purge, &purged));
+  record.Clear();
+  EXPECT_GRPC_OK(replica_->ReadRecord(Ctx().get(), read, &record));
+  EXPECT_FALSE(record.found());
+
+  // No node stores a key beyond the ceiling of max_key_bytes: such a request is malformed.
+  read.set_key(std::string(64 << 10 | 1, 'k'));
+  const grpc::Status too_long = replica_->ReadRecord(Ctx().get(), read, &record);
+  EXPECT_EQ(too_long.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << too_long.error_message();
+  purge.set_key(read.key());
+  const grpc::Status purge_too_long = replica_->PurgeRecord(Ctx().get(), purge, &purged);
+  EXPECT_EQ(purge_too_long.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+      << purge_too_long.error_message();
+}
+
 // A malformed List is refused as such before the members are asked: with the others down, their
 // UNAVAILABLE must not be the answer to a bad page token or prefix.
 TEST_F(KvnodeProcessTest, AMalformedListIsInvalidWhateverTheOtherMembersAnswer) {

@@ -79,7 +79,7 @@ class MembershipProcessTest : public ::testing::Test {
       options.extra_flags.push_back("--failure_timeout=20s");
     }
     if (fast_purge_) {
-      for (const char* flag : {"--tombstone_min_age=1s", "--tombstone_confirm_delay=1s",
+      for (const char* flag : {"--tombstone_min_age=1s", "--tombstone_confirm_delay=5s",
                                "--tombstone_sweep_interval=200ms"}) {
         options.extra_flags.push_back(flag);
       }

@@ -48,6 +48,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "kv.grpc.pb.h"
 #include "replica.grpc.pb.h"
 #include "tests/test_util.h"
 
@@ -442,6 +443,48 @@ TEST_F(TlsProcessTest, TheInternalServiceTakesOnlyTheNamedPeers) {
   const grpc::Status uri_only = read_record("127.0.0.9");
   EXPECT_EQ(uri_only.error_code(), grpc::StatusCode::PERMISSION_DENIED) << uri_only.error_message();
   EXPECT_THAT(uri_only.error_message(), HasSubstr("names no host"));
+  StopNodes();
+}
+
+// The mark of a write one node forwarded to another counts only from a named peer: a node does
+// not hand on a write a peer forwarded to it (the peer tries the key's next replica), but a
+// client that sets the mark has its write coordinated as any client's.
+TEST_F(TlsProcessTest, OnlyTheNamedPeersMarkAWriteAsForwarded) {
+  const std::vector<int> ports = FreePorts(2);
+  std::vector<std::string> flags = NodeTlsFlags();
+  flags.push_back("--tls_peer_names=127.0.0.*");
+  // n2 replicates about half the keys.
+  for (const char* flag : {"--replication_factor=1", "--write_quorum=1"}) flags.push_back(flag);
+  ASSERT_NO_FATAL_FAILURE(StartNodes(ports, flags, KvctlTls()));
+  auto marked_put = [&](const std::string& cert, const std::string& key) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = testing::ReadFile(File("ca.pem"));
+    ssl.pem_cert_chain = testing::ReadFile(File(cert + ".pem"));
+    ssl.pem_private_key = testing::ReadFile(File(cert + ".key"));
+    auto stub = v1::KV::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", ports[1]), grpc::SslCredentials(ssl)));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    context.AddMetadata("kv-forwarded-write", "1");
+    v1::PutRequest request;
+    request.set_key(key);
+    request.set_value("v");
+    v1::PutResponse response;
+    return stub->Put(&context, request, &response);
+  };
+  // A key n2 does not replicate: the marked write of a peer is not handed on.
+  std::string key;
+  grpc::Status refused;
+  for (int i = 0; i < 64 && key.empty(); ++i) {
+    const std::string candidate = absl::StrCat("k", i);
+    refused = marked_put("node", candidate);
+    if (!refused.ok()) key = candidate;
+  }
+  ASSERT_FALSE(key.empty()) << "n2 replicates every key tried";
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
+  EXPECT_THAT(refused.error_message(), HasSubstr("does not hand on a write"));
+  const grpc::Status client = marked_put("client", key);
+  EXPECT_TRUE(client.ok()) << client.error_message();
   StopNodes();
 }
 
