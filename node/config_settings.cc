@@ -257,8 +257,9 @@ const std::vector<Setting>& Settings() {
        "With mutual TLS: only callers whose certificate names a host matching one of these "
        "patterns (`*` stands for any run of characters but '.', e.g. node*,"
        "*.kvnode.prod.svc.cluster.local) may call the internal Replica service (replication, "
-       "anti-entropy, handoff, gossip); others get PERMISSION_DENIED. Empty: any certificate "
-       "the CA signed, clients' included."},
+       "anti-entropy, handoff, gossip), and have a write they pass on treated as forwarded; "
+       "others get PERMISSION_DENIED there, and their writes are coordinated as clients'. "
+       "Empty: any certificate the CA signed, clients' included."},
       {"tls_admin_names", "PATTERN,...", false,
        [](absl::string_view v, NodeConfig* c) { return ParseNamePatterns(v, &c->tls_admin_names); },
        [](const NodeConfig& c) {

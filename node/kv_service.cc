@@ -314,7 +314,9 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* /*context*
 // The GetBatch items read through the coordinator (R above 1, or a record not in memory), at most
 // kGetBatchReadsInFlight at a time: each read holds a record until its item is answered, and an
 // item is left unread (sent alone) once the batch has read more than kGetBatchWastedBytes for
-// nothing, which only items not started yet can be spared. Reads are started by Pump, which
+// nothing, which only items not started yet can be spared, and once the call is cancelled or
+// past its deadline (a batch whose reads each wait out a peer's timeout takes a while). Reads
+// are started by Pump, which
 // runs on one thread at a time: a read answered at once (on the starting thread) asks the
 // thread already pumping for the next one rather than starting it from within its callback.
 class KvService::BatchReads : public std::enable_shared_from_this<BatchReads> {
@@ -325,12 +327,15 @@ class KvService::BatchReads : public std::enable_shared_from_this<BatchReads> {
   };
   using FinishItem = std::function<void(v1::GetBatchResult*, const absl::Status&)>;
 
-  BatchReads(Coordinator* coordinator, const LocalStore* store, const v1::GetBatchRequest* request,
+  BatchReads(Coordinator* coordinator, const LocalStore* store,
+             grpc::CallbackServerContext* context, const v1::GetBatchRequest* request,
              v1::GetBatchResponse* response, std::vector<Item> items,
              std::shared_ptr<std::atomic<size_t>> wasted_bytes, FinishItem finish_item,
              std::function<void()> item_done)
       : coordinator_(coordinator),
         store_(store),
+        context_(context),
+        deadline_(DeadlineOf(*context)),
         request_(request),
         response_(response),
         items_(std::move(items)),
@@ -365,6 +370,13 @@ class KvService::BatchReads : public std::enable_shared_from_this<BatchReads> {
         item_done_();
         continue;
       }
+      // No one waits for the answer any more: the items left are not read.
+      if (context_->IsCancelled() || SteadyNow() >= deadline_) {
+        finish_item_(result, absl::DeadlineExceededError(
+                                 "not read: the call was cancelled or its deadline passed "
+                                 "before this item's turn"));
+        continue;
+      }
       const v1::GetRequest& get = request_->gets(item.index);
       coordinator_->Read(get.key(), item.r,
                          [self = shared_from_this(), result, &get](absl::StatusOr<SiblingSet> rec) {
@@ -381,6 +393,9 @@ class KvService::BatchReads : public std::enable_shared_from_this<BatchReads> {
 
   Coordinator* const coordinator_;
   const LocalStore* const store_;
+  // Valid while an item is not answered: the call is finished once the last one is.
+  grpc::CallbackServerContext* const context_;
+  const absl::Time deadline_;  // the call's, on SteadyNow's scale
   const v1::GetBatchRequest* const request_;
   v1::GetBatchResponse* const response_;
   const std::vector<Item> items_;
@@ -391,7 +406,7 @@ class KvService::BatchReads : public std::enable_shared_from_this<BatchReads> {
   std::atomic<size_t> pumps_{0};  // Pump calls not yet served
 };
 
-grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* context,
                                               const v1::GetBatchRequest* request,
                                               v1::GetBatchResponse* response) {
   const int n = request->gets_size();
@@ -452,7 +467,7 @@ grpc::ServerUnaryReactor* KvService::GetBatch(grpc::CallbackServerContext* /*con
     reads.push_back(BatchReads::Item{i, *spec});
   }
   if (!reads.empty()) {
-    std::make_shared<BatchReads>(coordinator_, store_, request, response, std::move(reads),
+    std::make_shared<BatchReads>(coordinator_, store_, context, request, response, std::move(reads),
                                  std::move(wasted_bytes), std::move(finish_item),
                                  std::move(item_done))
         ->Start();

@@ -109,10 +109,10 @@ class KvService final : public v1::KV::CallbackService {
                                         v1::DescribeKeyResponse* response) override;
 
  private:
-  // Checks made on the gRPC thread before any work is queued: the gate and the key.
-  absl::Status Admit(absl::string_view key) const;
   class BatchReads;  // the reads of a GetBatch through the coordinator
 
+  // Checks made on the gRPC thread before any work is queued: the gate and the key.
+  absl::Status Admit(absl::string_view key) const;
   template <typename Response>
   grpc::ServerUnaryReactor* Write(grpc::CallbackServerContext* context, WriteCommand command,
                                   const v1::Quorum& w, Response* response);

@@ -1523,8 +1523,9 @@ TEST_F(ClusterTest, ReplicaDownPastTheTombstoneMinimumAgeDoesNotBringDeletedKeys
     const grpc::Status status = kv(i % 2)->Delete(Ctx().get(), request, &response);
     ASSERT_TRUE(status.ok()) << key_of(i) << ": " << StatusText(status);
   }
-  // Well past the minimum age and several sweeps: nothing may be purged while n3 is away.
-  absl::SleepFor(absl::Seconds(4));
+  // Well past the minimum age, the confirm delay and several sweeps: nothing may be purged
+  // while n3 is away.
+  absl::SleepFor(absl::Seconds(9));
   auto purged = [&] {
     uint64_t total = 0;
     for (size_t i = 0; i < size(); ++i) {

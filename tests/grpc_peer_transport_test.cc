@@ -183,16 +183,16 @@ TEST_F(GrpcPeerTransportTest, AForwardedWriteEndsAtItsClientsDeadline) {
   transport_ = std::make_unique<GrpcPeerTransport>("n1", &executor_, options);
   service_.Hang();
   WriteCommand command{"key", false, "value", "", "token-1"};
-  command.deadline = SteadyNow() + absl::Milliseconds(500);
+  const absl::Time start = SteadyNow();
+  command.deadline = start + absl::Seconds(3);
   auto answer = std::make_shared<Answer>();
   transport_->ForwardWrite(peer_, std::move(command), {},
                            [answer](absl::StatusOr<WriteReply> reply) {
                              answer->reply = std::move(reply);
                              answer->done.Notify();
                            });
-  ASSERT_TRUE(answer->done.WaitForNotificationWithTimeout(absl::Seconds(60)))
-      << "the forwarded call outlived its client's deadline";
-  EXPECT_TRUE(service_.received().HasBeenNotified());
+  answer->done.WaitForNotification();
+  EXPECT_LT(SteadyNow() - start, absl::Seconds(60));
   EXPECT_EQ(answer->reply->status().code(), absl::StatusCode::kDeadlineExceeded)
       << answer->reply->status();
 }

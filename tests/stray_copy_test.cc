@@ -60,7 +60,7 @@ class StrayCopyTest : public ::testing::Test {
     config.replication_factor = static_cast<int>(kN);
     config.anti_entropy_options.interval = absl::Milliseconds(500);
     config.reaper.min_age = absl::Seconds(2);
-    config.reaper.confirm_delay = absl::Seconds(3);
+    config.reaper.confirm_delay = absl::Seconds(5);
     config.reaper.sweep_interval = absl::Milliseconds(500);
     config.cleanup.interval = absl::ZeroDuration();  // as kvnode: one pass per start and change
     Configure(&config);

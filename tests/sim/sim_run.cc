@@ -45,9 +45,11 @@ ClusterConfig DrawClusterConfig(SimLoop* loop, int num_nodes, MembershipChange c
   config.anti_entropy_options.segment_keys_max_bytes =
       config.anti_entropy_options.segments_per_call > 32 ? 100 : 0;
   // Longer than any message can stay in flight (simulated slow messages take up to 1 s, and a
-  // request is served whenever it arrives), as TombstoneReaper requires.
+  // request is served whenever it arrives), as TombstoneReaper requires; the confirm delay also
+  // longer than the nodes' own bounds on a record in flight (a read repair's answers up to 2 s
+  // old, a pulled record merged within 4 s), as kvnode requires (at least 5 s).
   config.reaper.min_age = absl::Seconds(2);
-  config.reaper.confirm_delay = absl::Seconds(3);
+  config.reaper.confirm_delay = absl::Seconds(5);
   config.reaper.sweep_interval = absl::Milliseconds(500);
   config.reaper.keys_per_sweep = static_cast<size_t>(loop->UniformInt(4, 64));
   if (change == MembershipChange::kNone) return config;  // (draws nothing more: old seeds replay)
