@@ -521,7 +521,7 @@ class LocalStore::MergeMutation : public CommitQueue::Mutation {
 
 absl::StatusOr<SiblingSet> LocalStore::MergeRecord(absl::string_view key,
                                                    const SiblingSet& remote) {
-  KV_RETURN_IF_ERROR(ValidateKey(key));
+  KV_RETURN_IF_ERROR(ValidateStoredKey(key));
   KV_RETURN_IF_ERROR(remote.CheckInvariants());
   MergeMutation merge(this, key, remote);
   KV_RETURN_IF_ERROR(commits_.Run(merge));
@@ -530,7 +530,7 @@ absl::StatusOr<SiblingSet> LocalStore::MergeRecord(absl::string_view key,
 
 absl::Status LocalStore::CheckRemoteRecords(absl::Span<const RemoteRecord> records) const {
   for (const RemoteRecord& r : records) {
-    KV_RETURN_IF_ERROR(ValidateKey(r.key));
+    KV_RETURN_IF_ERROR(ValidateStoredKey(r.key));
     KV_RETURN_IF_ERROR(r.record->CheckInvariants());
   }
   return absl::OkStatus();

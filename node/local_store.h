@@ -324,8 +324,9 @@ class LocalStore {
   // INVALID_ARGUMENT naming the limit if the key is empty or too long.
   absl::Status ValidateKey(absl::string_view key) const;
   // INVALID_ARGUMENT if the key is empty or longer than any node stores (kMaxKeyBytesCeiling).
-  // What reads and purges of stored records check: a key stored before max_key_bytes was lowered
-  // is longer than ValidateKey allows, and its record must still be readable and purgeable.
+  // What reads, merges and purges of stored records check: a key stored before max_key_bytes
+  // was lowered (or by a node with a larger one) is longer than ValidateKey allows, and its
+  // record must still be readable, replicated and purgeable.
   absl::Status ValidateStoredKey(absl::string_view key) const;
   // ValidateKey, and INVALID_ARGUMENT naming the limit for a value, context or token that is too
   // long, or a token that is not printable ASCII: what Write checks before doing anything.

@@ -257,7 +257,9 @@ absl::StatusOr<std::vector<SiblingSet>> ReplicaService::DecodeMergeBatch(
   decoded.reserve(request.records_size());
   for (int i = 0; i < request.records_size(); ++i) {
     const internal::v1::ReplicaRecord& record = request.records(i);
-    absl::Status valid = store_->ValidateKey(record.key());
+    // A key longer than this node's max_key_bytes is one another node stored (before the limit
+    // was lowered, or under a larger one): the replicas must still converge on it.
+    absl::Status valid = store_->ValidateStoredKey(record.key());
     absl::StatusOr<SiblingSet> set = DecodeSiblingSet(record.record());
     if (valid.ok() && !set.ok()) valid = set.status();
     if (valid.ok()) valid = CheckReadableAtLevel(*set, store_->options().format_level);

@@ -334,12 +334,13 @@ absl::Status NodeTls::Install(const TlsFiles& files) {
     std::filesystem::remove_all(set, error);
     return written;
   }
-  // Keep the set just replaced (gRPC may be reading it this very moment; a later reload drops
-  // it); drop the one before, if still there.
+  // Keep the set just replaced (gRPC may be reading it this very moment; a later reload, or an
+  // unchanged one once it has been retired long enough, drops it); drop the one before, if
+  // still there.
   if (generation >= 2) {
     std::filesystem::remove_all(absl::StrCat(dir_, "/set-", generation - 2), error);
+    retired_at_ = SteadyNow();
   }
-  if (generation >= 2) retired_at_ = SteadyNow();
   generation_ = generation;
   last_mtime_ = mtime;
   return absl::OkStatus();

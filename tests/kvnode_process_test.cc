@@ -616,9 +616,9 @@ TEST_F(KvnodeProcessTest, ReplicaServiceRefusesPurgingALiveRecordAndOversizedTre
   EXPECT_GRPC_OK(Get(kv_.get(), "kept", &got));  // still serving
 }
 
-// A key stored before max_key_bytes was lowered keeps its record readable and purgeable through
-// the Replica service, where the tombstone reapers of the key's other replicas confirm and purge
-// its tombstones; clients can no longer write or read it.
+// A key stored before max_key_bytes was lowered keeps its record readable, mergeable and
+// purgeable through the Replica service, where the tombstone reapers of the key's other replicas
+// confirm and purge its tombstones; clients can no longer write or read it.
 TEST_F(KvnodeProcessTest, TheTombstoneOfAKeyLongerThanALoweredLimitIsStillReadAndPurged) {
   const std::string key(200, 'k');
   v1::PutResponse put;
@@ -637,6 +637,19 @@ TEST_F(KvnodeProcessTest, TheTombstoneOfAKeyLongerThanALoweredLimitIsStillReadAn
   internal::v1::ReadRecordResponse record;
   EXPECT_GRPC_OK(replica_->ReadRecord(Ctx().get(), read, &record));
   ASSERT_TRUE(record.found());
+  // Another replica's record of such a key is merged too: replicas converge on every stored key.
+  internal::v1::MergeBatchRequest batch;
+  internal::v1::ReplicaRecord* merged_record = batch.add_records();
+  merged_record->set_key(std::string(200, 'm'));
+  merged_record->set_record(record.record());
+  internal::v1::MergeBatchResponse merged;
+  EXPECT_GRPC_OK(replica_->MergeBatch(Ctx().get(), batch, &merged));
+  EXPECT_EQ(merged.merged(), 1u);
+  internal::v1::ReadRecordRequest read_merged;
+  read_merged.set_key(merged_record->key());
+  internal::v1::ReadRecordResponse merged_read;
+  EXPECT_GRPC_OK(replica_->ReadRecord(Ctx().get(), read_merged, &merged_read));
+  EXPECT_TRUE(merged_read.found());
   internal::v1::PurgeRecordRequest purge;
   purge.set_requester_id("n1");
   purge.set_key(key);
