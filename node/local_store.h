@@ -364,7 +364,7 @@ class LocalStore {
  private:
   class WriteMutation;
   class MergeMutation;
-  // ValidateKey and CheckInvariants of every record: what a merge checks before queueing.
+  // ValidateStoredKey and CheckInvariants of every record: what a merge checks before queueing.
   absl::Status CheckRemoteRecords(absl::Span<const RemoteRecord> records) const;
   class LegacyExpiryMutation;
   class PurgeMutation;
