@@ -1,8 +1,12 @@
 #include "node/clock.h"
 
+#include <chrono>
+
 #include "storage/steady_timer.h"
 
 namespace kv {
+
+absl::Time SystemClock::Now() const { return absl::FromChrono(std::chrono::system_clock::now()); }
 
 SystemClock* SystemClock::Get() {
   // Never destroyed: background threads may still read the clock during process exit.

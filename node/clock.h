@@ -20,7 +20,11 @@ class Clock {
 
 class SystemClock : public Clock {
  public:
-  absl::Time Now() const override { return absl::Now(); }
+  // The system clock as the kernel keeps it (clock_gettime), not absl::Now(): abseil's clock
+  // interpolates between readings and so follows a step of the wall clock only at its next
+  // reading (it was seen two days off for a while after one), and a stamp taken meanwhile
+  // (a start token's, an idempotency record's) would be off by the step.
+  absl::Time Now() const override;
   // A process-wide instance.
   static SystemClock* Get();
 };
